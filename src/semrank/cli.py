@@ -1,0 +1,67 @@
+"""The ``semrank`` command. Each stage package contributes its own sub-commands.
+
+Flags and environment variables are read here, at the edge, and turned into the frozen config
+objects the core takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from semrank import __version__
+from semrank.errors import SemrankError
+
+app = typer.Typer(
+    name="semrank",
+    help="Self-hosted semantic re-ranking: cross-encoders, rerank APIs, two-stage search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that add commands through a ``register(app)`` function. They import heavy libraries
+# inside their commands only, so ``semrank --help`` stays fast.
+COMMAND_MODULES = (
+    "semrank.models.commands",
+    "semrank.rerank.commands",
+    "semrank.eval.commands",
+    "semrank.train.commands",
+    "semrank.store.commands",
+    "semrank.server.commands",
+    "semrank.demo",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"semrank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """semrank: re-rank search results with cross-encoders, offline."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: user errors print one readable line and exit 2, never a traceback."""
+    try:
+        app()
+    except SemrankError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""One exception tree for all of semrank.
+
+Every error a user can cause names the bad value and says how to fix it. The server maps these
+classes to HTTP status codes through ``HTTP_STATUS`` (one table, used by every router).
+"""
+
+from __future__ import annotations
+
+
+class SemrankError(Exception):
+    """Base of every error semrank raises on purpose."""
+
+    error_type = "semrank_error"
+
+
+class InvalidInputError(SemrankError, ValueError):
+    """A request or argument is malformed (empty query, bad top_n, non-string document...)."""
+
+    error_type = "invalid_request"
+
+
+class ModelNotFoundError(SemrankError, LookupError):
+    """A model name, path or hub id cannot be resolved to files."""
+
+    error_type = "model_not_found"
+
+
+class ModelLoadError(SemrankError):
+    """Model files exist but cannot be loaded (unexpected layout, broken weights)."""
+
+    error_type = "model_load_error"
+
+
+class UnsupportedArchitectureError(ModelLoadError):
+    """The checkpoint's architecture has no runtime implementation."""
+
+    error_type = "unsupported_architecture"
+
+
+class BackendUnavailableError(SemrankError):
+    """The requested inference backend (torch, CUDA, OpenVINO...) is not installed here."""
+
+    error_type = "backend_unavailable"
+
+
+class IndexNotFoundError(SemrankError, LookupError):
+    """A named index does not exist."""
+
+    error_type = "index_not_found"
+
+
+class IndexExistsError(SemrankError):
+    """An index with that name already exists."""
+
+    error_type = "index_exists"
+
+
+class DataFormatError(SemrankError, ValueError):
+    """An input file (corpus, qrels, run, candidates, training data) cannot be parsed."""
+
+    error_type = "data_format_error"
+
+
+class RequestTooLargeError(InvalidInputError):
+    """A request exceeds a configured size limit (documents, bytes, tokens)."""
+
+    error_type = "request_too_large"
+
+
+class OverloadedError(SemrankError):
+    """The server queue is full; retry later."""
+
+    error_type = "overloaded"
+
+
+class DeadlineExceededError(SemrankError):
+    """A request did not finish within its deadline."""
+
+    error_type = "deadline_exceeded"
+
+
+class AuthenticationError(SemrankError):
+    """Missing or wrong API key."""
+
+    error_type = "unauthorized"
+
+
+# The only place that decides which HTTP status an error becomes.
+HTTP_STATUS: dict[type[SemrankError], int] = {
+    RequestTooLargeError: 413,
+    InvalidInputError: 422,
+    DataFormatError: 422,
+    ModelNotFoundError: 404,
+    IndexNotFoundError: 404,
+    IndexExistsError: 409,
+    AuthenticationError: 401,
+    OverloadedError: 429,
+    DeadlineExceededError: 504,
+    UnsupportedArchitectureError: 422,
+    BackendUnavailableError: 503,
+    ModelLoadError: 500,
+    SemrankError: 500,
+}
+
+
+def http_status_for(error: SemrankError) -> int:
+    """Most specific status in ``HTTP_STATUS`` for ``error`` (walks the class's MRO)."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500

@@ -1,0 +1,52 @@
+"""Opening collection files: plain or gzip, with errors that name the file and the line."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from semrank.errors import DataFormatError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def format_error(path: Path | str, line: int | None, message: str) -> DataFormatError:
+    """A DataFormatError whose message starts with ``file:line:`` like a compiler's."""
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    return DataFormatError(f"{where}: {message}")
+
+
+def open_text(path: Path | str) -> IO[str]:
+    """Open ``path`` for reading text; gzip is recognised by its magic bytes, not the suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file (check the path)")
+    with path.open("rb") as probe:
+        is_gzip = probe.read(2) == _GZIP_MAGIC
+    if is_gzip:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for every non-blank line of ``path``."""
+    with open_text(path) as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                stripped = line.rstrip("\r\n")
+                if stripped.strip():
+                    yield number, stripped
+        except (UnicodeDecodeError, EOFError, OSError) as exc:
+            raise format_error(path, None, f"cannot read the file as UTF-8 text: {exc}") from exc
+
+
+def read_text(path: Path | str) -> str:
+    """The whole file as text (gzip or plain)."""
+    with open_text(path) as handle:
+        try:
+            return handle.read()
+        except (UnicodeDecodeError, EOFError, OSError) as exc:
+            raise format_error(path, None, f"cannot read the file as UTF-8 text: {exc}") from exc

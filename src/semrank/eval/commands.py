@@ -1,0 +1,289 @@
+"""`semrank eval`: measure a first stage and its re-ranking against relevance judgments."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from semrank.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from rich.console import Console
+
+    from semrank.eval.loaders import CandidateList, Qrels, Run
+    from semrank.eval.metrics import Evaluation, PairedComparison
+    from semrank.eval.reranking import RerankOutcome
+
+FIRST_STAGE, RERANKED = "first_stage", "reranked"
+
+
+@dataclass(kw_only=True)
+class _Results:
+    """What one `semrank eval` invocation computed."""
+
+    runs: dict[str, Run] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    comparisons: list[PairedComparison] = field(default_factory=list)
+    outcome: RerankOutcome | None = None
+    model_name: str | None = None
+
+
+def eval_command(
+    candidates: Path | None = typer.Option(
+        None, "--candidates", help="Candidate lists JSON[.gz]: [{query, hits:[{qid, docid, ...}]}]."
+    ),
+    qrels: Path = typer.Option(..., "--qrels", help="Qrels: TREC (qid 0 docid rel) or BEIR TSV."),
+    index: str | None = typer.Option(None, "--index", help="Retrieve from this semrank index."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="With --index: BEIR queries.jsonl, TREC topics or qid<TAB>text."
+    ),
+    retriever: str = typer.Option(
+        "bm25", "--retriever", help="With --index: bm25, dense, hybrid or a retriever TREE.json."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="Re-ranker (default: bundled)."),
+    rerank: bool | None = typer.Option(
+        None,
+        "--rerank/--no-rerank",
+        help="Re-rank? (default: yes with --candidates, no with --index).",
+    ),
+    backend: str | None = typer.Option(None, "--backend", help="Inference backend (onnx, torch)."),
+    depth: int = typer.Option(100, "--depth", min=1, help="Re-rank the top N candidates."),
+    measures: list[str] | None = typer.Option(
+        None, "--measures", help="ir-measures names, comma-separated or repeated (nDCG@10,RR@10)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object {run: {measure: value}}."
+    ),
+    run_out: Path | None = typer.Option(None, "--run-out", help="Write TREC run files here."),
+    report: Path | None = typer.Option(None, "--report", help="Write report.md with plots here."),
+) -> None:
+    """Evaluate first-stage results and their re-ranking (nDCG@10, RR@10, R@100, AP)."""
+    from rich.console import Console
+
+    from semrank.eval.loaders import load_qrels
+    from semrank.eval.metrics import parse_measures, split_measure_names
+
+    names = [str(m) for m in parse_measures(split_measure_names(measures))]
+    judgments = load_qrels(qrels)
+    stderr = Console(stderr=True)
+    lists = _candidate_lists(candidates, index, queries, retriever, depth, stderr)
+    do_rerank = rerank if rerank is not None else candidates is not None
+    if not do_rerank and (model is not None or backend is not None):
+        raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
+    results = _evaluate(lists, judgments, names, depth, stderr, model, do_rerank, backend)
+    if run_out is not None:
+        _write_runs(results, run_out, stderr)
+    if report is not None:
+        _write_report(
+            results,
+            lists,
+            judgments,
+            names,
+            report,
+            stderr,
+            source=str(candidates or f"index {index} ({retriever})"),
+        )
+    if as_json:
+        typer.echo(json.dumps(_json_payload(results)))
+        _print_throughput(results, stderr)
+    else:
+        _print_table(results, Console())
+
+
+def _candidate_lists(
+    candidates: Path | None,
+    index: str | None,
+    queries: Path | None,
+    retriever: str,
+    depth: int,
+    console: Console,
+) -> list[CandidateList]:
+    from semrank.eval.first_stage import retrieve_candidates
+    from semrank.eval.loaders import load_candidates, load_queries
+
+    if (candidates is None) == (index is None):
+        raise InvalidInputError("give exactly one of --candidates FILE or --index NAME")
+    if candidates is not None:
+        if queries is not None:
+            raise InvalidInputError("--queries goes with --index; candidate files hold queries")
+        return load_candidates(candidates)
+    if queries is None:
+        raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
+    topics = load_queries(queries)
+    with _progress(console, "retrieving", len(topics)) as advance:
+        return retrieve_candidates(
+            topics,
+            index=str(index),
+            retriever=retriever,
+            k=max(depth, 100),
+            on_query=lambda: advance(1),
+        )
+
+
+def _evaluate(
+    lists: list[CandidateList],
+    judgments: Qrels,
+    names: list[str],
+    depth: int,
+    console: Console,
+    model: str | None,
+    do_rerank: bool,
+    backend: str | None,
+) -> _Results:
+    from semrank.eval.loaders import candidates_to_run
+    from semrank.eval.metrics import compare, evaluate
+    from semrank.eval.reranking import reranked_run, score_candidates
+
+    results = _Results()
+    results.runs[FIRST_STAGE] = candidates_to_run(lists, FIRST_STAGE)
+    results.evaluations[FIRST_STAGE] = evaluate(judgments, results.runs[FIRST_STAGE], names)
+    if not do_rerank:
+        return results
+    from semrank import Reranker
+
+    reranker = Reranker(model, backend=backend)
+    results.model_name = reranker.name
+    pairs = sum(min(depth, len(c.hits)) for c in lists)
+    with _progress(console, f"re-ranking with {reranker.name}", pairs) as advance:
+        results.outcome = score_candidates(
+            lists, lambda q, docs: reranker.score(q, docs, raw=True), depth=depth, on_query=advance
+        )
+    results.runs[RERANKED] = reranked_run(lists, results.outcome.scores, name=RERANKED)
+    results.evaluations[RERANKED] = evaluate(judgments, results.runs[RERANKED], names)
+    first, second = results.evaluations[FIRST_STAGE], results.evaluations[RERANKED]
+    results.comparisons = [compare(first, second, name) for name in names]
+    return results
+
+
+@contextmanager
+def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _json_payload(results: _Results) -> dict[str, dict[str, float | None]]:
+    return {
+        run: {measure: _finite(value) for measure, value in evaluation.aggregate.items()}
+        for run, evaluation in results.evaluations.items()
+    }
+
+
+def _throughput_line(results: _Results) -> str | None:
+    outcome = results.outcome
+    if outcome is None:
+        return None
+    return (
+        f"re-ranked {outcome.pairs} pairs (depth {outcome.depth}) with {results.model_name} in "
+        f"{outcome.seconds:.1f} s: {outcome.pairs_per_second:.1f} pairs/s"
+    )
+
+
+def _print_throughput(results: _Results, console: Console) -> None:
+    line = _throughput_line(results)
+    if line:
+        console.print(line)
+
+
+def _print_table(results: _Results, console: Console) -> None:
+    from rich.table import Table
+
+    from semrank.eval.report import format_p_value
+
+    first = results.evaluations[FIRST_STAGE]
+    second = results.evaluations.get(RERANKED)
+    table = Table(title=f"{first.query_count} judged queries")
+    table.add_column("measure")
+    table.add_column(FIRST_STAGE, justify="right")
+    if second is not None:
+        for column in (RERANKED, "Δ", "p (paired t)", "W / T / L"):
+            table.add_column(column, justify="right")
+    by_measure = {c.measure: c for c in results.comparisons}
+    for measure, value in first.aggregate.items():
+        row = [measure, f"{value:.4f}"]
+        comparison = by_measure.get(measure)
+        if second is not None and comparison is not None:
+            new = second.aggregate[measure]
+            row += [
+                f"{new:.4f}",
+                f"{new - value:+.4f}",
+                format_p_value(comparison.p_value),
+                f"{comparison.wins} / {comparison.ties} / {comparison.losses}",
+            ]
+        table.add_row(*row)
+    console.print(table)
+    _print_throughput(results, console)
+
+
+def _write_runs(results: _Results, directory: Path, console: Console) -> None:
+    from semrank.eval.loaders import write_trec_run
+
+    for name, run in results.runs.items():
+        path = write_trec_run(run, directory / f"{name}.trec", tag=f"semrank-{name}")
+        console.print(f"wrote {path}")
+
+
+def _write_report(
+    results: _Results,
+    lists: list[CandidateList],
+    judgments: Qrels,
+    names: list[str],
+    directory: Path,
+    console: Console,
+    *,
+    source: str,
+) -> None:
+    from semrank.eval.report import ReportData, write_report
+    from semrank.eval.reranking import depth_curve
+
+    details: dict[str, Any] = {"first stage": source}
+    curve: dict[int, dict[str, float]] = {}
+    if results.outcome is not None:
+        details["re-ranker"] = results.model_name
+        details["throughput"] = _throughput_line(results)
+        curve = depth_curve(lists, results.outcome, judgments, names)
+    data = ReportData(
+        title="semrank evaluation",
+        first_stage=results.evaluations[FIRST_STAGE],
+        reranked=results.evaluations.get(RERANKED),
+        comparisons=results.comparisons,
+        depth_curve=curve,
+        details=details,
+    )
+    console.print(f"wrote {write_report(data, directory)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `semrank eval`."""
+    app.command("eval")(eval_command)

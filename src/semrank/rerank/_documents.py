@@ -1,0 +1,111 @@
+"""Turning user documents (strings or objects) into the text the model reads."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from semrank.errors import InvalidInputError
+from semrank.rerank._results import Document
+
+DEFAULT_FIELD = "text"
+
+
+def validate_query(query: object) -> str:
+    """The query as a non-empty string, or an error that says what was wrong."""
+    if not isinstance(query, str):
+        raise InvalidInputError(
+            f"query must be a string, got {type(query).__name__} ({query!r:.60})"
+        )
+    if not query.strip():
+        raise InvalidInputError("query is empty; pass the text to rank the documents against")
+    return query
+
+
+def validate_top_n(top_n: object) -> int | None:
+    """``top_n`` as a positive int or None."""
+    if top_n is None:
+        return None
+    if isinstance(top_n, bool) or not isinstance(top_n, int):
+        raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
+    if top_n <= 0:
+        raise InvalidInputError(f"top_n={top_n} must be >= 1; omit it to return every document")
+    return top_n
+
+
+def validate_min_score(min_score: object) -> float | None:
+    """``min_score`` as a finite float or None."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+        raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
+    if not math.isfinite(float(min_score)):
+        raise InvalidInputError(f"min_score must be finite, got {min_score!r}")
+    return float(min_score)
+
+
+def document_texts(
+    documents: Sequence[Document], rank_fields: Sequence[str] | None = None
+) -> list[str]:
+    """The text to score for each document, in order."""
+    if isinstance(documents, str | bytes) or not isinstance(documents, Sequence):
+        raise InvalidInputError(
+            f"documents must be a list of strings or objects, got {type(documents).__name__}"
+        )
+    if len(documents) == 0:
+        raise InvalidInputError("documents is empty; pass at least one document to rank")
+    fields = _validate_fields(rank_fields)
+    return [_document_text(doc, position, fields) for position, doc in enumerate(documents)]
+
+
+def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
+    if rank_fields is None:
+        return None
+    if isinstance(rank_fields, str):
+        return [rank_fields]
+    fields = list(rank_fields)
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        raise InvalidInputError(
+            f"rank_fields must be a non-empty list of field names, got {rank_fields!r}"
+        )
+    return fields
+
+
+def _document_text(doc: Any, position: int, fields: list[str] | None) -> str:
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, dict):
+        return _object_text(doc, position, fields or [DEFAULT_FIELD])
+    raise InvalidInputError(
+        f"documents[{position}] is a {type(doc).__name__} ({doc!r:.60}); each document must be "
+        "a string, or an object whose rank_fields hold its text"
+    )
+
+
+def _object_text(doc: dict[str, Any], position: int, fields: list[str]) -> str:
+    missing = [field for field in fields if field not in doc]
+    if missing:
+        hint = (
+            "pass rank_fields naming the fields to score"
+            if fields == [DEFAULT_FIELD]
+            else "add the field or change rank_fields"
+        )
+        raise InvalidInputError(
+            f"documents[{position}] has no field {missing[0]!r} (it has {sorted(doc)}); {hint}"
+        )
+    if len(fields) == 1:
+        return _field_text(doc[fields[0]])
+    # Several fields are read in the order given, each labelled, as Cohere v1 and Together do.
+    return "\n".join(f"{field}: {_field_text(doc[field])}" for field in fields)
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, int | float | bool):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,268 @@
+"""The Reranker: scoring logic written once, for every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.models import ResolvedModel, resolve
+from semrank.rerank._aggregate import aggregate
+from semrank.rerank._chunking import ReadPlan, plan_document
+from semrank.rerank._config import ChunkingConfig
+from semrank.rerank._documents import (
+    document_texts,
+    validate_min_score,
+    validate_query,
+    validate_top_n,
+)
+from semrank.rerank._results import ChunkSpan, Document, RerankResult
+from semrank.runtime import load_scorer
+from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DocumentScores:
+    """Per-document outcome of scoring one query's documents."""
+
+    scores: np.ndarray  # float32, input order
+    plans: list[ReadPlan]
+    best_chunks: list[int]
+
+
+class Reranker:
+    """Re-rank documents for a query with a cross-encoder or a bi-encoder.
+
+    >>> r = Reranker()                      # bundled default, offline
+    >>> r.rerank("what is a flea", ["Fleas are small insects.", "Paris is in France."], top_n=1)
+    """
+
+    def __init__(
+        self,
+        model: str | Path | ResolvedModel | None = None,
+        *,
+        backend: str | None = None,
+        device: str | None = None,
+        kind: ScorerKind | None = None,
+        batching: BatchingConfig | None = None,
+        chunking: ChunkingConfig | None = None,
+        scorer: PairScorer | None = None,
+    ) -> None:
+        """Load ``model`` (default: the bundled default) on ``backend``.
+
+        ``scorer`` skips loading and scores with the given ``PairScorer`` (the server wraps the
+        model's scorer to batch across requests); ``model`` then only names it.
+        """
+        self.chunking = chunking or ChunkingConfig()
+        if scorer is not None:
+            self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
+            self._name = str(model) if model is not None and self.model is None else ""
+            self._scorer = scorer
+            if self.model is not None:
+                self._name = self.model.name
+            return
+        self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
+        self._name = self.model.name
+        self._scorer = load_scorer(self.model, backend=backend, device=device, batching=batching)
+
+    @property
+    def scorer(self) -> PairScorer:
+        """The backend scorer every model call goes through."""
+        return self._scorer
+
+    @property
+    def name(self) -> str:
+        """The model's name as the user gave it (catalog name, directory or hub id)."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"Reranker(model={self.name!r}, kind={self.scorer.kind!r})"
+
+    def score(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        *,
+        raw: bool = False,
+        rank_fields: Sequence[str] | None = None,
+        max_tokens_per_doc: int | None = None,
+        chunking: ChunkingConfig | bool | None = None,
+    ) -> np.ndarray:
+        """One score per document (float32), in input order; 0..1 unless ``raw``."""
+        texts = document_texts(documents, rank_fields)
+        outcome = self._score_groups(
+            [validate_query(query)], [texts], raw, max_tokens_per_doc, self._chunking(chunking)
+        )
+        return outcome[0].scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        *,
+        top_n: int | None = None,
+        min_score: float | None = None,
+        rank_fields: Sequence[str] | None = None,
+        max_tokens_per_doc: int | None = None,
+        return_documents: bool = True,
+        chunking: ChunkingConfig | bool | None = None,
+        raw_scores: bool = False,
+    ) -> list[RerankResult]:
+        """Documents sorted by relevance to ``query``, best first."""
+        return self.rerank_many(
+            [query],
+            [documents],
+            top_n=top_n,
+            min_score=min_score,
+            rank_fields=rank_fields,
+            max_tokens_per_doc=max_tokens_per_doc,
+            return_documents=return_documents,
+            chunking=chunking,
+            raw_scores=raw_scores,
+        )[0]
+
+    def rerank_many(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[Sequence[Document]],
+        *,
+        top_n: int | None = None,
+        min_score: float | None = None,
+        rank_fields: Sequence[str] | None = None,
+        max_tokens_per_doc: int | None = None,
+        return_documents: bool = True,
+        chunking: ChunkingConfig | bool | None = None,
+        raw_scores: bool = False,
+    ) -> list[list[RerankResult]]:
+        """Re-rank several queries' candidates with one pass over the model (batched together)."""
+        if len(queries) != len(documents):
+            raise InvalidInputError(
+                f"got {len(queries)} queries but {len(documents)} document lists; pass one "
+                "list of documents per query"
+            )
+        limit, threshold = validate_top_n(top_n), validate_min_score(min_score)
+        checked = [validate_query(q) for q in queries]
+        texts = [document_texts(docs, rank_fields) for docs in documents]
+        groups = self._score_groups(
+            checked, texts, raw_scores, max_tokens_per_doc, self._chunking(chunking)
+        )
+        return [
+            _ranked(group, docs if return_documents else None, limit, threshold)
+            for group, docs in zip(groups, documents, strict=True)
+        ]
+
+    def _chunking(self, chunking: ChunkingConfig | bool | None) -> ChunkingConfig:
+        if chunking is None:
+            return self.chunking
+        if isinstance(chunking, bool):
+            return ChunkingConfig(
+                enabled=chunking,
+                overlap_tokens=self.chunking.overlap_tokens,
+                aggregation=self.chunking.aggregation,
+                top_k=self.chunking.top_k,
+                max_chunks=self.chunking.max_chunks,
+            )
+        return chunking
+
+    def _score_groups(
+        self,
+        queries: list[str],
+        texts: list[list[str]],
+        raw: bool,
+        max_tokens_per_doc: int | None,
+        chunking: ChunkingConfig,
+    ) -> list[_DocumentScores]:
+        """Plan every document of every query, score all pieces in one call, aggregate."""
+        plans = [
+            self._plan(q, docs, max_tokens_per_doc, chunking)
+            for q, docs in zip(queries, texts, strict=True)
+        ]
+        pairs = [
+            (query, text[piece.start : piece.end])
+            for query, docs, doc_plans in zip(queries, texts, plans, strict=True)
+            for text, plan in zip(docs, doc_plans, strict=True)
+            for piece in plan.pieces
+        ]
+        raw_scores = self.scorer.score_pairs(pairs)
+        scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
+        return _split_scores(np.asarray(scores, dtype=np.float32), plans, chunking)
+
+    def _plan(
+        self,
+        query: str,
+        texts: list[str],
+        max_tokens_per_doc: int | None,
+        chunking: ChunkingConfig,
+    ) -> list[ReadPlan]:
+        budget = max(1, self.scorer.doc_token_budget(query))
+        if max_tokens_per_doc is not None:
+            if (
+                isinstance(max_tokens_per_doc, bool)
+                or not isinstance(max_tokens_per_doc, int)
+                or max_tokens_per_doc < 1
+            ):
+                raise InvalidInputError(
+                    f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
+                )
+            budget = min(budget, max_tokens_per_doc)
+        tokenizer = self.scorer.tokenizer
+        return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+
+
+def _split_scores(
+    scores: np.ndarray, plans: list[list[ReadPlan]], chunking: ChunkingConfig
+) -> list[_DocumentScores]:
+    groups = []
+    cursor = 0
+    for doc_plans in plans:
+        doc_scores = np.empty(len(doc_plans), dtype=np.float32)
+        best_chunks = []
+        for position, plan in enumerate(doc_plans):
+            count = len(plan.pieces)
+            value, best = aggregate(scores[cursor : cursor + count], chunking)
+            doc_scores[position] = value
+            best_chunks.append(best)
+            cursor += count
+        groups.append(_DocumentScores(scores=doc_scores, plans=doc_plans, best_chunks=best_chunks))
+    return groups
+
+
+def _ranked(
+    group: _DocumentScores,
+    documents: Sequence[Document] | None,
+    top_n: int | None,
+    min_score: float | None,
+) -> list[RerankResult]:
+    # Stable sort on the negated score: ties keep input order, so results are deterministic.
+    order = np.argsort(-group.scores, kind="stable")
+    results = []
+    for index in order.tolist():
+        score = float(group.scores[index])
+        if min_score is not None and score < min_score:
+            break
+        results.append(_result(group, index, score, documents))
+        if top_n is not None and len(results) == top_n:
+            break
+    return results
+
+
+def _result(
+    group: _DocumentScores, index: int, score: float, documents: Sequence[Document] | None
+) -> RerankResult:
+    plan = group.plans[index]
+    chunk = None
+    if plan.chunked:
+        piece = plan.pieces[group.best_chunks[index]]
+        chunk = ChunkSpan(index=piece.chunk_index, start=piece.start, end=piece.end)
+    return RerankResult(
+        index=index,
+        relevance_score=score,
+        document=documents[index] if documents is not None else None,
+        tokens=sum(p.tokens for p in plan.pieces),
+        truncated=plan.truncated,
+        chunk=chunk,
+        num_chunks=len(plan.pieces),
+    )

@@ -1,0 +1,112 @@
+"""`semrank rerank`: re-rank documents from a file for one query."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from semrank.errors import DataFormatError, InvalidInputError
+
+
+def read_documents(path: str) -> list[Any]:
+    """Documents from a JSON list, JSONL (strings or objects), or one document per line."""
+    text = _read_text(path)
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(
+                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from exc
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
+        return data
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and all(line.lstrip().startswith(("{", '"')) for line in lines):
+        return [_json_line(path, number, line) for number, line in enumerate(lines, 1)]
+    return lines
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(f"--docs {path!r}: no such file; pass a JSONL, JSON or text file")
+    return file.read_text(encoding="utf-8")
+
+
+def _json_line(path: str, number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+
+
+def rerank_command(
+    query: str = typer.Argument(..., help="The query."),
+    docs: str = typer.Option(
+        ..., "--docs", "-d", help="JSONL, JSON list or text file; - for stdin."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name, directory or hub id."
+    ),
+    top_n: int | None = typer.Option(None, "--top-n", "-n", help="Return only the best N."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Drop results below this."),
+    rank_field: list[str] | None = typer.Option(None, "--rank-field", help="Field(s) to score."),
+    no_chunking: bool = typer.Option(False, "--no-chunking", help="Truncate long documents."),
+    raw: bool = typer.Option(False, "--raw", help="Raw logits instead of 0..1 scores."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Re-rank the documents in a file for QUERY."""
+    from semrank.rerank import Reranker
+
+    documents = read_documents(docs)
+    reranker = Reranker(model)
+    results = reranker.rerank(
+        query,
+        documents,
+        top_n=top_n,
+        min_score=min_score,
+        rank_fields=rank_field or None,
+        chunking=not no_chunking,
+        raw_scores=raw,
+    )
+    if as_json:
+        payload = {"model": reranker.name, "results": [asdict(r) for r in results]}
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    _print_table(query, reranker.name, results)
+
+
+def _print_table(query: str, model: str, results: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{query!r} — {model}")
+    for column in ("rank", "index", "score", "tokens", "document"):
+        table.add_column(column, overflow="fold")
+    for rank, result in enumerate(results, 1):
+        text = result.document if isinstance(result.document, str) else json.dumps(result.document)
+        note = " [truncated]" if result.truncated else ""
+        if result.chunk is not None:
+            note += f" [chunk {result.chunk.index}: {result.chunk.start}-{result.chunk.end}]"
+        table.add_row(
+            str(rank),
+            str(result.index),
+            f"{result.relevance_score:.4f}",
+            str(result.tokens),
+            (text or "")[:200] + note,
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `semrank rerank`."""
+    app.command("rerank")(rerank_command)

@@ -1,0 +1,35 @@
+"""First-stage retrieval building blocks: BM25 (bm25s), dense (exact / HNSW) and fusion.
+
+Everything here works on row positions and plain arrays; ``semrank.store`` maps positions to
+document ids and keeps the indexes on disk, ``semrank.pipeline`` composes them into retrievers.
+"""
+
+from semrank.retrieve._bm25 import METHODS, BM25Index, BM25Params
+from semrank.retrieve._dense import (
+    DEFAULT_ANN_THRESHOLD,
+    ExactVectorIndex,
+    HNSWVectorIndex,
+    TextEmbedder,
+    VectorIndex,
+    build_vector_index,
+)
+from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
+from semrank.retrieve._hits import Hits, top_k
+
+__all__ = [
+    "DEFAULT_ANN_THRESHOLD",
+    "METHODS",
+    "NORMALIZERS",
+    "BM25Index",
+    "BM25Params",
+    "ExactVectorIndex",
+    "HNSWVectorIndex",
+    "Hits",
+    "TextEmbedder",
+    "VectorIndex",
+    "build_vector_index",
+    "linear_combination",
+    "normalize_scores",
+    "rrf",
+    "top_k",
+]

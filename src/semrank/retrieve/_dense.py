@@ -1,0 +1,123 @@
+"""Dense retrieval over L2-normalised embeddings: exact (one matmul) or HNSW (usearch).
+
+Inner product equals cosine similarity for normalised vectors. Exact search costs one
+``(n, dim) @ (dim,)`` product, a few milliseconds up to ~10^5 vectors; past a size threshold an
+HNSW graph (usearch: a single-file index with prebuilt wheels) answers in sub-linear time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve._hits import Hits, top_k
+
+# Below this many vectors exact search is fast enough and always right.
+DEFAULT_ANN_THRESHOLD = 20_000
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """What dense retrieval needs from an embedding model (``semrank.runtime.Embedder``)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 ``(len(texts), dim)``, L2-normalised."""
+        ...
+
+
+def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if query.shape[0] != dim:
+        raise InvalidInputError(
+            f"query vector has {query.shape[0]} dimensions but the index stores {dim}-d vectors"
+        )
+    return query
+
+
+class ExactVectorIndex:
+    """Brute-force inner-product search."""
+
+    kind = "exact"
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def search(self, vector: np.ndarray, k: int, num_candidates: int | None = None) -> Hits:
+        if len(self) == 0:
+            return Hits.empty(np.int64)
+        return top_k(self.vectors @ _as_query(vector, self.dim), k)
+
+
+class HNSWVectorIndex:
+    """Approximate inner-product search on a usearch HNSW graph; keys are row positions."""
+
+    kind = "hnsw"
+
+    def __init__(self, index: object, dim: int, size: int) -> None:
+        self._index = index
+        self.dim = dim
+        self._size = size
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, *, connectivity: int = 16, expansion_add: int = 128
+    ) -> HNSWVectorIndex:
+        from usearch.index import Index
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index = Index(
+            ndim=vectors.shape[1], metric="ip", dtype="f32",
+            connectivity=connectivity, expansion_add=expansion_add,
+        )
+        index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+        return cls(index, int(vectors.shape[1]), len(vectors))
+
+    def save(self, path: Path) -> None:
+        self._index.save(str(path))  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(cls, path: Path, dim: int, size: int, *, view: bool = True) -> HNSWVectorIndex:
+        from usearch.index import Index
+
+        index = Index.restore(str(path), view=view)
+        if index is None:
+            raise FileNotFoundError(path)
+        return cls(index, dim, size)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def search(self, vector: np.ndarray, k: int, num_candidates: int | None = None) -> Hits:
+        """``num_candidates`` is the HNSW beam width (ef), as in Elasticsearch's knn."""
+        if self._size == 0 or k <= 0:
+            return Hits.empty(np.int64)
+        k = min(k, self._size)
+        index = self._index
+        index.expansion_search = max(k, num_candidates or 0, 64)  # type: ignore[attr-defined]
+        matches = index.search(_as_query(vector, self.dim), k)  # type: ignore[attr-defined]
+        # usearch's "ip" distance is 1 - dot product.
+        scores = 1.0 - np.asarray(matches.distances, dtype=np.float32)
+        return Hits.from_scores(np.asarray(matches.keys, dtype=np.int64), scores)
+
+
+VectorIndex = ExactVectorIndex | HNSWVectorIndex
+
+
+def build_vector_index(
+    vectors: np.ndarray, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD
+) -> VectorIndex:
+    """Exact search below ``ann_threshold`` vectors, HNSW from there on."""
+    if len(vectors) >= ann_threshold:
+        return HNSWVectorIndex.build(vectors)
+    return ExactVectorIndex(vectors)

@@ -1,0 +1,115 @@
+"""Fusing several ranked lists into one: reciprocal rank fusion and a linear combination.
+
+Both follow Elasticsearch's ``rrf`` and ``linear`` retrievers: each input list is cut to
+``rank_window_size`` first; RRF scores a document ``sum_i w_i / (rank_constant + rank_i)`` with
+1-based ranks; the linear combination scores ``sum_i w_i * normalize_i(score)``. A document
+missing from a list gets that list's lowest normalised score there (0 for min-max, as in
+Elasticsearch), so being absent never beats being present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve._hits import Hits
+
+NORMALIZERS = ("none", "minmax", "zscore", "l2_norm")
+
+
+def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    if weights is None:
+        return [1.0] * count
+    if len(weights) != count:
+        raise InvalidInputError(f"got {len(weights)} weights for {count} ranked lists")
+    if any(w < 0 for w in weights):
+        raise InvalidInputError(f"fusion weights must be >= 0, got {list(weights)}")
+    return [float(w) for w in weights]
+
+
+def _windowed(rankings: Sequence[Hits], rank_window_size: int | None) -> list[Hits]:
+    if rank_window_size is None:
+        return list(rankings)
+    if rank_window_size < 1:
+        raise InvalidInputError(f"rank_window_size must be >= 1, got {rank_window_size}")
+    return [r.top(rank_window_size) for r in rankings]
+
+
+def _union_ids(rankings: Sequence[Hits]) -> dict[object, int]:
+    """Every id, numbered in order of first appearance (the tie-break of the fused list)."""
+    slots: dict[object, int] = {}
+    for ranking in rankings:
+        for doc_id in ranking.ids.tolist():
+            slots.setdefault(doc_id, len(slots))
+    return slots
+
+
+def _fused(slots: dict[object, int], totals: np.ndarray) -> Hits:
+    ids = np.empty(len(slots), dtype=object)
+    ids[:] = list(slots)
+    return Hits.from_scores(ids, totals)
+
+
+def rrf(
+    rankings: Sequence[Hits],
+    *,
+    rank_constant: int = 60,
+    rank_window_size: int | None = None,
+    weights: Sequence[float] | None = None,
+) -> Hits:
+    """Reciprocal rank fusion (Cormack et al. 2009)."""
+    if rank_constant < 1:
+        raise InvalidInputError(f"rank_constant must be >= 1, got {rank_constant}")
+    lists = _windowed(rankings, rank_window_size)
+    slots = _union_ids(lists)
+    totals = np.zeros(len(slots), dtype=np.float64)
+    for weight, ranking in zip(_weights(weights, len(lists)), lists, strict=True):
+        positions = np.array([slots[i] for i in ranking.ids.tolist()], dtype=np.int64)
+        ranks = np.arange(1, len(ranking) + 1, dtype=np.float64)
+        totals[positions] += weight / (rank_constant + ranks)
+    return _fused(slots, totals)
+
+
+def normalize_scores(scores: np.ndarray, normalizer: str) -> np.ndarray:
+    """Scores of one list mapped by ``normalizer`` ("none", "minmax", "zscore", "l2_norm")."""
+    values = np.asarray(scores, dtype=np.float64)
+    if normalizer == "none" or len(values) == 0:
+        return values
+    if normalizer == "minmax":
+        low, high = values.min(), values.max()
+        if high - low < 1e-12:  # one hit, or all tied: all equally best
+            return np.ones_like(values)
+        return (values - low) / (high - low)
+    if normalizer == "zscore":
+        std = values.std()
+        return np.zeros_like(values) if std < 1e-12 else (values - values.mean()) / std
+    if normalizer == "l2_norm":
+        norm = float(np.linalg.norm(values))
+        return values if norm < 1e-12 else values / norm
+    raise InvalidInputError(
+        f"unknown normalizer {normalizer!r}; choose one of: {', '.join(NORMALIZERS)}"
+    )
+
+
+def linear_combination(
+    rankings: Sequence[Hits],
+    *,
+    weights: Sequence[float] | None = None,
+    normalizers: str | Sequence[str] = "minmax",
+    rank_window_size: int | None = None,
+) -> Hits:
+    """Weighted sum of per-list normalised scores."""
+    lists = _windowed(rankings, rank_window_size)
+    per_list = [normalizers] * len(lists) if isinstance(normalizers, str) else list(normalizers)
+    if len(per_list) != len(lists):
+        raise InvalidInputError(f"got {len(per_list)} normalizers for {len(lists)} ranked lists")
+    slots = _union_ids(lists)
+    totals = np.zeros(len(slots), dtype=np.float64)
+    for weight, name, ranking in zip(_weights(weights, len(lists)), per_list, lists, strict=True):
+        normalised = normalize_scores(ranking.scores, name)
+        column = np.full(len(slots), normalised.min() if len(normalised) else 0.0)
+        column[[slots[i] for i in ranking.ids.tolist()]] = normalised
+        totals += weight * column
+    return _fused(slots, totals)

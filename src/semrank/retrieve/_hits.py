@@ -1,0 +1,65 @@
+"""A ranked list as two parallel arrays, the shape bm25s returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Ranked results, best first: ``ids[i]`` scored ``scores[i]``.
+
+    ``ids`` holds document ids (``str``, dtype object) at the store level, or row positions
+    (``int64``) inside an index; ``scores`` is float32 and sorted in descending order.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.scores):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.scores)} scores")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def top(self, k: int) -> Hits:
+        """The first ``k`` hits."""
+        return Hits(self.ids[:k], self.scores[:k])
+
+    def as_dict(self) -> dict[str, float]:
+        """``{id: score}``, the run format of ir_measures and pytrec_eval."""
+        return {str(i): float(s) for i, s in zip(self.ids, self.scores, strict=True)}
+
+    @staticmethod
+    def empty(id_dtype: type | str = object) -> Hits:
+        return Hits(np.empty(0, dtype=id_dtype), np.empty(0, dtype=np.float32))
+
+    @staticmethod
+    def from_scores(ids: np.ndarray, scores: np.ndarray) -> Hits:
+        """Sort ``(ids, scores)`` best first; ties keep input order (stable)."""
+        scores = np.asarray(scores, dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")
+        return Hits(np.asarray(ids)[order], scores[order])
+
+
+def top_k(scores: np.ndarray, k: int, *, positive_only: bool = False) -> Hits:
+    """Positions and scores of the ``k`` best entries of a dense score vector.
+
+    ``argpartition`` keeps this O(n) for large corpora; ties break by position so results are
+    deterministic. ``positive_only`` drops zero scores (BM25: documents sharing no query term).
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    candidates = np.flatnonzero(scores > 0) if positive_only else np.arange(len(scores))
+    k = min(k, len(candidates))
+    if k <= 0:
+        return Hits.empty(np.int64)
+    chosen = candidates
+    if k < len(candidates):
+        part = np.argpartition(-scores[candidates], k - 1)[:k]
+        chosen = candidates[part]
+    order = np.lexsort((chosen, -scores[chosen]))
+    chosen = chosen[order]
+    return Hits(chosen.astype(np.int64), scores[chosen])

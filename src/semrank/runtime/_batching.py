@@ -1,0 +1,69 @@
+"""Length-sorted batching, written once for every backend.
+
+Inputs are sorted by token length so each batch pads little; a batch holds at most
+``max_batch_size`` inputs and ``token_budget`` padded tokens, is padded only to its own
+longest input, and results are put back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from semrank.runtime.base import BatchingConfig
+from semrank.runtime.tokenizer import EncodedInput
+
+BatchArrays = dict[str, np.ndarray]
+
+
+def plan_batches(lengths: Sequence[int], config: BatchingConfig) -> list[list[int]]:
+    """Indices of each batch, longest inputs first; every batch has at least one input."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # Sorted longest first, so the batch's padded length is that of its first input.
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (
+            len(current) >= config.max_batch_size or (len(current) + 1) * width > config.token_budget
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(items: Sequence[EncodedInput], pad_id: int) -> BatchArrays:
+    """int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` padded on the right."""
+    width = max(len(item) for item in items)
+    ids = np.full((len(items), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64)
+    for row, item in enumerate(items):
+        n = len(item)
+        ids[row, :n] = item.ids
+        mask[row, :n] = item.attention_mask
+        types[row, :n] = item.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def run_batched(
+    items: Sequence[EncodedInput],
+    run: Callable[[BatchArrays], np.ndarray],
+    config: BatchingConfig,
+    pad_id: int,
+) -> np.ndarray:
+    """Call ``run`` on padded batches; its rows come back in the order of ``items``."""
+    if not items:
+        raise ValueError("run_batched needs at least one input")
+    result: np.ndarray | None = None
+    for batch in plan_batches([len(item) for item in items], config):
+        out = np.asarray(run(pad_batch([items[i] for i in batch], pad_id)), dtype=np.float32)
+        if result is None:
+            result = np.empty((len(items), *out.shape[1:]), dtype=np.float32)
+        result[batch] = out
+    assert result is not None
+    return result

@@ -1,0 +1,146 @@
+"""Backend-independent scorers: tokenization, batching, pooling and score extraction.
+
+A backend only supplies a ``forward`` callable (padded int64 arrays -> logits or hidden
+states); everything else is shared, so the ONNX and torch paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from semrank.errors import InvalidInputError, ModelLoadError
+from semrank.runtime._batching import BatchArrays, run_batched
+from semrank.runtime.base import Activation, BatchingConfig, ScorerKind
+from semrank.runtime.tokenizer import HFTokenizer
+
+Forward = Callable[[BatchArrays], np.ndarray]
+
+
+def logits_to_raw(logits: np.ndarray) -> np.ndarray:
+    """One raw score per row: the logit, or logit[1] - logit[0] for two-label classifiers."""
+    if logits.ndim != 2 or logits.shape[1] not in (1, 2):
+        raise ModelLoadError(
+            f"cross-encoder returned logits of shape {logits.shape}; only 1 or 2 labels can be "
+            "used as a relevance score"
+        )
+    if logits.shape[1] == 2:
+        return (logits[:, 1] - logits[:, 0]).astype(np.float32)
+    return logits[:, 0].astype(np.float32)
+
+
+def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    checked = list(pairs)
+    for i, pair in enumerate(checked):
+        if len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+            raise InvalidInputError(f"pair {i} must be a (query, document) tuple of strings")
+    return checked
+
+
+class CrossEncoderScorer:
+    """``PairScorer`` over a sequence-classification model."""
+
+    kind: ScorerKind = "cross-encoder"
+
+    def __init__(
+        self,
+        tokenizer: HFTokenizer,
+        forward: Forward,
+        *,
+        activation: Activation = "sigmoid",
+        batching: BatchingConfig | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = tokenizer.max_length
+        self.activation = activation
+        self.batching = batching or BatchingConfig()
+        self._forward = forward
+
+    def doc_token_budget(self, query: str) -> int:
+        return self.tokenizer.doc_token_budget(query)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        checked = _check_pairs(pairs)
+        if not checked:
+            return np.zeros(0, dtype=np.float32)
+        encoded = self.tokenizer.encode_pairs(checked)
+        return run_batched(
+            encoded,
+            lambda batch: logits_to_raw(self._forward(batch)),
+            self.batching,
+            self.tokenizer.pad_id,
+        )
+
+
+class Embedder:
+    """Sentence embeddings: pooled encoder states, L2-normalised unless ``normalize=False``."""
+
+    def __init__(
+        self,
+        tokenizer: HFTokenizer,
+        forward: Forward,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        batching: BatchingConfig | None = None,
+    ) -> None:
+        if pooling not in ("mean", "cls"):
+            raise ModelLoadError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
+        self.tokenizer = tokenizer
+        self.max_length = tokenizer.max_length
+        self.pooling = pooling
+        self.normalize = normalize
+        self.batching = batching or BatchingConfig()
+        self._forward = forward
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array of shape ``(len(texts), dim)`` in input order."""
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise InvalidInputError("embed() takes a list of strings")
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        encoded = self.tokenizer.encode_texts(texts)
+        vectors = run_batched(encoded, self._pooled, self.batching, self.tokenizer.pad_id)
+        return l2_normalize(vectors) if self.normalize else vectors
+
+    def _pooled(self, batch: BatchArrays) -> np.ndarray:
+        hidden = np.asarray(self._forward(batch), dtype=np.float32)
+        if self.pooling == "cls":
+            return hidden[:, 0, :]
+        mask = batch["attention_mask"][:, :, None].astype(np.float32)
+        counts = np.clip(mask.sum(axis=1), 1e-9, None)
+        return (hidden * mask).sum(axis=1) / counts
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+class BiEncoderScorer:
+    """``PairScorer`` whose raw score is the cosine of query and document embeddings."""
+
+    kind: ScorerKind = "bi-encoder"
+    activation: Activation = "cosine"
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.tokenizer = embedder.tokenizer
+        self.max_length = embedder.max_length
+
+    def doc_token_budget(self, query: str) -> int:
+        # Query and document are encoded separately; the query takes no room.
+        return self.max_length - self.tokenizer.special_tokens_single
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        checked = _check_pairs(pairs)
+        if not checked:
+            return np.zeros(0, dtype=np.float32)
+        queries = list(dict.fromkeys(q for q, _ in checked))  # each query embedded once
+        query_vectors = l2_normalize(self.embedder.embed(queries))
+        doc_vectors = l2_normalize(self.embedder.embed([d for _, d in checked]))
+        row = {q: i for i, q in enumerate(queries)}
+        per_pair = query_vectors[[row[q] for q, _ in checked]]
+        return np.einsum("ij,ij->i", per_pair, doc_vectors).astype(np.float32)

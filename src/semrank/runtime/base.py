@@ -1,0 +1,78 @@
+"""The contract between the scoring logic (``semrank.rerank``) and inference backends.
+
+A backend turns (query, document) pairs into one raw float32 score per pair, in input order.
+Everything else - ids, ranking, thresholds, chunking, results - lives in ``semrank.rerank``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+ScorerKind = Literal["cross-encoder", "bi-encoder"]
+# How a raw score becomes a 0..1 relevance score.
+#   sigmoid: one logit (two-label models return logit[1] - logit[0], so sigmoid == softmax[1])
+#   cosine:  a cosine similarity in -1..1, mapped linearly to 0..1
+Activation = Literal["sigmoid", "cosine"]
+
+
+@runtime_checkable
+class TextTokenizer(Protocol):
+    """What the scoring logic needs to know about tokenization to plan chunks and truncation."""
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` without special tokens."""
+        ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of ``text`` (no special tokens)."""
+        ...
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """One small protocol every backend implements."""
+
+    kind: ScorerKind
+    activation: Activation
+    max_length: int
+    tokenizer: TextTokenizer
+
+    def doc_token_budget(self, query: str) -> int:
+        """How many document tokens fit in one model input next to ``query``."""
+        ...
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Raw scores (float32, shape ``(len(pairs),)``) in input order."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchingConfig:
+    """How pairs are grouped into model calls.
+
+    Pairs are sorted by length so each batch pads little; a batch holds at most
+    ``max_batch_size`` pairs and at most ``token_budget`` padded tokens.
+    """
+
+    max_batch_size: int = 32
+    token_budget: int = 8192
+
+
+def apply_activation(raw: np.ndarray, activation: Activation) -> np.ndarray:
+    """Map raw scores to 0..1, float32."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if activation == "sigmoid":
+        # Stable sigmoid: no overflow warnings for large negative logits.
+        out = np.empty_like(raw)
+        pos = raw >= 0
+        out[pos] = 1.0 / (1.0 + np.exp(-raw[pos]))
+        exp_neg = np.exp(raw[~pos])
+        out[~pos] = exp_neg / (1.0 + exp_neg)
+        return out
+    if activation == "cosine":
+        return np.clip((raw + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+    raise ValueError(f"unknown activation {activation!r}")

@@ -1,0 +1,96 @@
+"""ONNX Runtime backend: the default, torch-free inference path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from semrank.errors import BackendUnavailableError
+from semrank.runtime._batching import BatchArrays
+from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
+from semrank.runtime.base import BatchingConfig
+from semrank.runtime.onnx_export import ExportHead, onnx_model_path
+from semrank.runtime.tokenizer import load_tokenizer
+
+__all__ = [
+    "BiEncoderScorer",
+    "CrossEncoderScorer",
+    "Embedder",
+    "create_session",
+    "load_onnx_cross_encoder",
+    "load_onnx_embedder",
+]
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def create_session(
+    path: Path, *, device: str | None = None, threads: int | None = None
+) -> ort.InferenceSession:
+    """An inference session with full graph optimisation (fusing attention, GELU, LayerNorm)."""
+    device = (device or "cpu").split(":")[0]
+    if device not in _PROVIDERS:
+        raise BackendUnavailableError(f"onnx backend has no device {device!r}; use 'cpu' or 'cuda'")
+    provider = _PROVIDERS[device]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailableError(
+            f"ONNX Runtime here has no {provider}; install onnxruntime-gpu or use device='cpu'"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider, _PROVIDERS["cpu"]]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def session_forward(session: ort.InferenceSession) -> Forward:
+    """A forward function feeding the session only the inputs its graph declares."""
+    names = [i.name for i in session.get_inputs()]
+
+    def forward(batch: BatchArrays) -> np.ndarray:
+        outputs = session.run(None, {name: batch[name] for name in names})
+        return np.asarray(outputs[0])
+
+    return forward
+
+
+def _session_for(
+    model_dir: Path, head: ExportHead, device: str | None, threads: int | None
+) -> ort.InferenceSession:
+    return create_session(onnx_model_path(model_dir, head), device=device, threads=threads)
+
+
+def load_onnx_cross_encoder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    batching: BatchingConfig | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> CrossEncoderScorer:
+    session = _session_for(model_dir, "sequence-classification", device, threads)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    return CrossEncoderScorer(tokenizer, session_forward(session), batching=batching)
+
+
+def load_onnx_embedder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    pooling: str = "mean",
+    normalize: bool = True,
+    batching: BatchingConfig | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> Embedder:
+    session = _session_for(model_dir, "encoder", device, threads)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    return Embedder(
+        tokenizer, session_forward(session), pooling=pooling, normalize=normalize, batching=batching
+    )
+

@@ -1,0 +1,142 @@
+"""Export Hugging Face checkpoints to ONNX directly from their weights (no torch needed).
+
+``export_onnx`` builds the graph from config.json + model.safetensors with ``onnx.helper``;
+``onnx_model_path`` returns a cached export (or the directory's own ``model.onnx``).
+
+Graph contract: inputs ``input_ids`` and ``attention_mask`` (int64 [batch, seq]) plus
+``token_type_ids`` for BERT; output ``logits`` [batch, num_labels] for the
+"sequence-classification" head or ``last_hidden_state`` [batch, seq, hidden] for "encoder".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+
+from semrank.errors import ModelLoadError, UnsupportedArchitectureError
+from semrank.runtime._arch_bert import build_bert_like
+from semrank.runtime._graph import GraphBuilder
+from semrank.runtime._weights import load_weights, weight_files
+
+__all__ = [
+    "EXPORTER_VERSION",
+    "SUPPORTED_ARCHITECTURES",
+    "ExportHead",
+    "default_cache_dir",
+    "export_onnx",
+    "onnx_model_path",
+]
+
+# Bump whenever the produced graph changes, so stale cached exports are not reused.
+EXPORTER_VERSION = "1"
+
+ExportHead = Literal["sequence-classification", "encoder"]
+
+# architecture -> (family, head it naturally carries)
+_ARCHITECTURES: dict[str, tuple[str, ExportHead]] = {
+    "BertForSequenceClassification": ("bert", "sequence-classification"),
+    "BertModel": ("bert", "encoder"),
+    "XLMRobertaForSequenceClassification": ("roberta", "sequence-classification"),
+    "XLMRobertaModel": ("roberta", "encoder"),
+    "RobertaForSequenceClassification": ("roberta", "sequence-classification"),
+    "RobertaModel": ("roberta", "encoder"),
+    "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
+    "ModernBertModel": ("modernbert", "encoder"),
+}
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_ARCHITECTURES)
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{model_dir} has no config.json; expected a Hugging Face model dir")
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config
+
+
+def architecture_of(config: dict[str, Any]) -> str:
+    names = config.get("architectures") or []
+    if not names:
+        raise UnsupportedArchitectureError(
+            f"config.json names no architecture; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    name = str(names[0])
+    if name not in _ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"unsupported architecture {name}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return name
+
+
+def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
+    """Build the ONNX graph of the checkpoint in ``model_dir`` with the requested head."""
+    config = read_config(model_dir)
+    family, _ = _ARCHITECTURES[architecture_of(config)]
+    weights = load_weights(model_dir)
+    g = GraphBuilder()
+    if family == "modernbert":
+        from semrank.runtime._arch_modernbert import build_modernbert
+
+        build_modernbert(g, config, weights, head=head)
+    else:
+        build_bert_like(g, config, weights, roberta=family == "roberta", head=head)
+    return g.model(f"semrank-{family}-{head}", EXPORTER_VERSION)
+
+
+def default_cache_dir() -> Path:
+    """``$SEMRANK_CACHE/onnx`` or ``~/.cache/semrank/onnx``."""
+    root = os.environ.get("SEMRANK_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "semrank"
+    return base / "onnx"
+
+
+def onnx_model_path(
+    model_dir: Path, head: ExportHead, *, cache_dir: Path | None = None
+) -> Path:
+    """Path of a ready ONNX graph: the directory's own model.onnx, or a cached export."""
+    model_dir = Path(model_dir)
+    bundled = model_dir / "model.onnx"
+    if bundled.is_file():
+        return bundled
+    target = (cache_dir or default_cache_dir()) / f"{_cache_key(model_dir, head)}.onnx"
+    if not target.is_file():
+        _write_atomically(export_onnx(model_dir, head), target)
+    return target
+
+
+def _cache_key(model_dir: Path, head: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"semrank-export:{EXPORTER_VERSION}:{head}\n".encode())
+    digest.update((model_dir / "config.json").read_bytes())
+    for path in weight_files(model_dir):
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _write_atomically(model: onnx.ModelProto, target: Path) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if model.ByteSize() > _PROTOBUF_LIMIT:
+            raise ModelLoadError(
+                f"exported graph is {model.ByteSize() >> 20} MiB, over the 2 GiB single-file "
+                "ONNX limit; export it externally and place model.onnx in the model directory"
+            )
+        onnx.save_model(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+_PROTOBUF_LIMIT = 2_000_000_000

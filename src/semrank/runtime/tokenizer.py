@@ -1,0 +1,156 @@
+"""Tokenization on the Rust ``tokenizers`` library (no transformers, no torch).
+
+Loads tokenizer.json (the fast-tokenizer file every modern checkpoint ships); older BERT
+checkpoints with only vocab.txt get an equivalent WordPiece tokenizer. Truncation and padding
+stored in tokenizer.json are switched off: truncation is planned here (document first) and
+padding is done per batch by the batching code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from semrank.errors import ModelLoadError
+
+__all__ = ["EncodedInput", "HFTokenizer", "load_tokenizer"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedInput:
+    """One model input: token ids, type ids and the attention mask (all the same length)."""
+
+    ids: list[int]
+    type_ids: list[int]
+    attention_mask: list[int]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class HFTokenizer:
+    """Implements ``TextTokenizer`` plus model-input encoding of texts and pairs."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tok = tokenizer
+        self.max_length = max_length
+        processor = tokenizer.post_processor
+        self.special_tokens_pair = processor.num_special_tokens_to_add(True) if processor else 0
+        self.special_tokens_single = processor.num_special_tokens_to_add(False) if processor else 0
+        if max_length <= self.special_tokens_pair + 1:
+            raise ModelLoadError(f"max_length {max_length} leaves no room for text tokens")
+        self.pad_id = _pad_id(tokenizer)
+
+    # --- TextTokenizer ----------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    # --- model inputs -----------------------------------------------------------------
+
+    def pair_budget(self, query_tokens: int) -> tuple[int, int]:
+        """(query tokens kept at most, document tokens guaranteed) for a query of this length.
+
+        The document is truncated first; the query only when it alone exceeds half of the
+        text budget, and then never below that half.
+        """
+        available = self.max_length - self.special_tokens_pair
+        query_cap = min(query_tokens, available // 2)
+        return query_cap, available - query_cap
+
+    def doc_token_budget(self, query: str) -> int:
+        return self.pair_budget(self.count_tokens(query))[1]
+
+    def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[EncodedInput]:
+        queries = self._encode_raw(sorted({q for q, _ in pairs}))
+        docs = self._encode_list([d for _, d in pairs])
+        return [self._merge_pair(queries[q], doc) for (q, _), doc in zip(pairs, docs, strict=True)]
+
+    def encode_texts(self, texts: list[str]) -> list[EncodedInput]:
+        limit = self.max_length - self.special_tokens_single
+        out = []
+        for enc in self._encode_list(texts):
+            truncated = len(enc.ids) > limit
+            if truncated:
+                enc.truncate(limit)
+            merged = self._tok.post_process(enc, None, add_special_tokens=True)
+            out.append(_to_input(merged, truncated))
+        return out
+
+    def _encode_raw(self, texts: list[str]) -> dict[str, Encoding]:
+        return dict(zip(texts, self._encode_list(texts), strict=True))
+
+    def _encode_list(self, texts: list[str]) -> list[Encoding]:
+        return list(self._tok.encode_batch(texts, add_special_tokens=False))
+
+    def _merge_pair(self, query: Encoding, doc: Encoding) -> EncodedInput:
+        available = self.max_length - self.special_tokens_pair
+        n_query, n_doc = len(query.ids), len(doc.ids)
+        truncated = n_query + n_doc > available
+        if truncated:
+            # Keep as much of the query as the document leaves, but at least half the budget.
+            keep_query = min(n_query, max(available // 2, available - n_doc))
+            query = _truncated_copy(self._tok, query, keep_query)
+            doc = _truncated_copy(self._tok, doc, available - keep_query)
+        merged = self._tok.post_process(query, doc, add_special_tokens=True)
+        return _to_input(merged, truncated)
+
+
+def _truncated_copy(tok: Tokenizer, enc: Encoding, length: int) -> Encoding:
+    """Encodings are mutable and shared (one query, many documents): truncate a copy."""
+    if len(enc.ids) <= length:
+        return enc
+    copy = Encoding.merge([enc], growing_offsets=False)
+    copy.truncate(length)
+    return copy
+
+
+def _to_input(enc: Encoding, truncated: bool) -> EncodedInput:
+    return EncodedInput(
+        ids=list(enc.ids),
+        type_ids=list(enc.type_ids),
+        attention_mask=list(enc.attention_mask),
+        truncated=truncated,
+    )
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    for token in ("[PAD]", "<pad>", "<|padding|>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def load_tokenizer(model_dir: Path, max_length: int) -> HFTokenizer:
+    """tokenizer.json if present, else a WordPiece tokenizer from vocab.txt."""
+    model_dir = Path(model_dir)
+    path = model_dir / "tokenizer.json"
+    if path.is_file():
+        return HFTokenizer(Tokenizer.from_file(str(path)), max_length)
+    vocab = model_dir / "vocab.txt"
+    if vocab.is_file():
+        return HFTokenizer(_wordpiece_from_vocab(model_dir, vocab), max_length)
+    raise ModelLoadError(
+        f"{model_dir} has neither tokenizer.json nor vocab.txt; save the tokenizer with "
+        "tokenizer.save_pretrained(dir)"
+    )
+
+
+def _wordpiece_from_vocab(model_dir: Path, vocab: Path) -> Tokenizer:
+    lowercase = True
+    config_path = model_dir / "tokenizer_config.json"
+    if config_path.is_file():
+        lowercase = bool(json.loads(config_path.read_text("utf-8")).get("do_lower_case", True))
+    wordpiece = BertWordPieceTokenizer(str(vocab), lowercase=lowercase)
+    return wordpiece._tokenizer  # the underlying Tokenizer, with the BERT template

@@ -1,0 +1,106 @@
+"""torch + transformers backend: the reference implementation and the GPU path.
+
+torch is imported lazily inside the loaders, so importing ``semrank.runtime`` never pulls it in.
+Tokenization, batching and pooling are the shared ones, so only the forward pass differs from
+the ONNX backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import BackendUnavailableError, ModelLoadError
+from semrank.runtime._batching import BatchArrays
+from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
+from semrank.runtime.base import BatchingConfig
+from semrank.runtime.tokenizer import load_tokenizer
+
+__all__ = ["load_torch_cross_encoder", "load_torch_embedder", "resolve_torch_device"]
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the torch backend needs torch and transformers; install them with "
+            "pip install 'semrank[torch]' (or use backend='onnx')"
+        ) from exc
+    return torch, transformers
+
+
+def resolve_torch_device(device: str | None) -> str:
+    torch, _ = _import_torch()
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"device {device!r} requested but torch has no CUDA here; use device='cpu' or "
+            "install a CUDA build of torch"
+        )
+    if device.startswith("mps") and not torch.backends.mps.is_available():
+        raise BackendUnavailableError(f"device {device!r} requested but MPS is not available")
+    return device
+
+
+def _torch_forward(model: Any, device: str, output: str) -> Forward:
+    torch, _ = _import_torch()
+    accepted = _accepted_inputs(model)
+
+    def forward(batch: BatchArrays) -> np.ndarray:
+        inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if k in accepted}
+        with torch.inference_mode():
+            result = getattr(model(**inputs), output)
+        return np.asarray(result.float().cpu().numpy())
+
+    return forward
+
+
+def _accepted_inputs(model: Any) -> set[str]:
+    # RoBERTa-style and ModernBERT models take no token_type_ids.
+    names = {"input_ids", "attention_mask"}
+    if getattr(model.config, "type_vocab_size", 0) and model.config.model_type == "bert":
+        names.add("token_type_ids")
+    return names
+
+
+def _load(auto_class: str, model_dir: Path, device: str) -> Any:
+    _, transformers = _import_torch()
+    try:
+        model = getattr(transformers, auto_class).from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def load_torch_cross_encoder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    batching: BatchingConfig | None = None,
+    device: str | None = None,
+) -> CrossEncoderScorer:
+    resolved = resolve_torch_device(device)
+    model = _load("AutoModelForSequenceClassification", model_dir, resolved)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    return CrossEncoderScorer(tokenizer, _torch_forward(model, resolved, "logits"), batching=batching)
+
+
+def load_torch_embedder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    pooling: str = "mean",
+    normalize: bool = True,
+    batching: BatchingConfig | None = None,
+    device: str | None = None,
+) -> Embedder:
+    resolved = resolve_torch_device(device)
+    model = _load("AutoModel", model_dir, resolved)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    forward = _torch_forward(model, resolved, "last_hidden_state")
+    return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)

@@ -1,0 +1,59 @@
+"""A bounded LRU cache of raw pair scores, keyed by (model, query, document hash).
+
+Repeated queries over the same candidates (pagination, retries, several users asking the same
+thing) then skip the model. Scores are cached per scored pair, so chunks cache too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+CacheKey = tuple[str, str, bytes]
+
+
+def pair_key(model: str, query: str, document: str) -> CacheKey:
+    """Documents are hashed so that the cache holds no document text."""
+    digest = hashlib.blake2b(document.encode("utf-8"), digest_size=16).digest()
+    return (model, query, digest)
+
+
+class ScoreCache:
+    """Thread-safe LRU map from ``pair_key`` to a raw float score."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[CacheKey, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_many(self, keys: Sequence[CacheKey]) -> list[float | None]:
+        """Scores for ``keys`` (None where missing); hits become most recently used."""
+        if not self.enabled:
+            return [None] * len(keys)
+        found: list[float | None] = []
+        with self._lock:
+            for key in keys:
+                value = self._entries.get(key)
+                if value is not None:
+                    self._entries.move_to_end(key)
+                found.append(value)
+        return found
+
+    def put_many(self, keys: Sequence[CacheKey], scores: Sequence[float]) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            for key, score in zip(keys, scores, strict=True):
+                self._entries[key] = float(score)
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

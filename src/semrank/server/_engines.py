@@ -1,0 +1,148 @@
+"""The served models: one Reranker per model, its scorer wrapped for cross-request batching."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import functools
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from semrank.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError
+from semrank.server._batcher import REQUEST_DEADLINE, BatcherLimits, BatchingScorer
+from semrank.server._cache import ScoreCache
+from semrank.server._metrics import Metrics
+from semrank.server.config import ServerConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankCall:
+    """Arguments of one ``Reranker.rerank`` call (top_n and min_score are applied afterwards)."""
+
+    query: str
+    documents: Sequence[Any]
+    rank_fields: Sequence[str] | None = None
+    max_tokens_per_doc: int | None = None
+    return_documents: bool = True
+    chunking: Any = None  # ChunkingConfig | bool | None
+    raw_scores: bool = False
+
+
+class ModelEngine:
+    """One model: its Reranker (for the scoring logic) and its batcher (for the model calls)."""
+
+    def __init__(self, name: str, reranker: Any, scorer: BatchingScorer, threads: ThreadPoolExecutor):
+        self.name = name
+        self.reranker = reranker
+        self.scorer = scorer
+        self._threads = threads
+
+    @property
+    def kind(self) -> str:
+        return str(self.scorer.kind)
+
+    @property
+    def max_length(self) -> int:
+        return self.scorer.max_length
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.scorer.tokenizer.count_tokens(text))
+
+    async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
+        """``Reranker.rerank`` in a worker thread (every result, best first), within ``deadline``."""
+        context = contextvars.copy_context()
+        context.run(REQUEST_DEADLINE.set, deadline)
+        work = functools.partial(
+            self.reranker.rerank,
+            call.query,
+            call.documents,
+            rank_fields=call.rank_fields,
+            max_tokens_per_doc=call.max_tokens_per_doc,
+            return_documents=call.return_documents,
+            chunking=call.chunking,
+            raw_scores=call.raw_scores,
+        )
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._threads, context.run, work)
+        if deadline is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            raise DeadlineExceededError(
+                "re-ranking did not finish within the request deadline; raise timeout_ms, send "
+                "fewer documents, or set fail_open to get the input order back instead"
+            ) from exc
+
+
+class ModelRegistry:
+    """Loads the configured models at startup and finds them by the request's ``model``."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.engines: dict[str, ModelEngine] = {}
+        self.default_name: str | None = None
+        self._threads = ThreadPoolExecutor(
+            config.request_threads, thread_name_prefix="semrank-request"
+        )
+        self.cache = ScoreCache(config.cache_size)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.engines) and all(e.scorer.batcher.running for e in self.engines.values())
+
+    def load(self) -> None:
+        """Load every configured model (blocking; call from a thread). The first is the default."""
+        from semrank.rerank import Reranker  # heavy (ONNX Runtime): only when serving
+
+        for entry in self.config.models or (None,):
+            source = entry.source if entry is not None else None
+            reranker = Reranker(source, backend=self.config.backend, device=self.config.device)
+            self.add(entry.name if entry is not None else reranker.name, reranker)
+
+    def add(self, name: str, reranker: Any) -> ModelEngine:
+        """Serve ``reranker`` as ``name``: its scorer gets the batching, caching proxy."""
+        limits = BatcherLimits(
+            wait_s=self.config.batch_wait_ms / 1000.0,
+            max_pairs=self.config.batch_max_pairs,
+            token_budget=self.config.batch_token_budget,
+        )
+        scorer = BatchingScorer(
+            reranker.scorer, model=name, cache=self.cache, limits=limits, metrics=self.metrics
+        )
+        # A copy, so the caller's Reranker keeps its own scorer.
+        served = copy.copy(reranker)
+        served.scorer = scorer
+        engine = ModelEngine(name, served, scorer, self._threads)
+        self.engines[name] = engine
+        self.default_name = self.default_name or name
+        return engine
+
+    async def start(self) -> None:
+        for engine in self.engines.values():
+            await engine.scorer.batcher.start()
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            await engine.scorer.batcher.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def get(self, name: str | None) -> ModelEngine:
+        if not self.engines:
+            raise OverloadedError("models are still loading; retry shortly (see GET /ready)")
+        if name is None or name == "":
+            assert self.default_name is not None
+            return self.engines[self.default_name]
+        engine = self.engines.get(name)
+        if engine is None:
+            served = ", ".join(sorted(self.engines))
+            raise ModelNotFoundError(
+                f"model {name!r} is not served here; choose one of: {served} (GET /v1/models), "
+                "or start the server with --model NAME"
+            )
+        return engine

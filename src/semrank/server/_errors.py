@@ -1,0 +1,102 @@
+"""Every error becomes ``{"error": ..., "error_type": ...}`` with its status from HTTP_STATUS.
+
+User errors (4xx) are logged as one line without a traceback; only unexpected failures (5xx)
+carry one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from semrank.errors import (
+    AuthenticationError,
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    SemrankError,
+    http_status_for,
+)
+from semrank.server._logging import LOGGER_NAME, log_fields
+
+logger = logging.getLogger(LOGGER_NAME)
+
+# Load and time limits doing their job: worth a warning, never a traceback.
+OPERATIONAL_ERRORS = (OverloadedError, DeadlineExceededError)
+HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 501: "not_implemented"}
+
+
+def error_response(
+    status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+    async def on_semrank_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SemrankError)
+        status = http_status_for(exc)
+        _log(request, status, exc)
+        headers: dict[str, str] = {}
+        if isinstance(exc, OverloadedError):
+            headers["Retry-After"] = str(retry_after_s)
+        if isinstance(exc, AuthenticationError):
+            headers["WWW-Authenticate"] = "Bearer"
+        return error_response(status, str(exc), exc.error_type, headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        error = InvalidInputError(validation_message(exc.errors()))
+        return await on_semrank_error(request, error)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        _log(request, exc.status_code, exc)
+        error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, str(exc.detail), error_type, exc.headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error(
+            "unhandled error", exc_info=exc, extra=log_fields(**_request_fields(request))
+        )
+        return error_response(500, "internal server error; see the server log", "internal_error")
+
+    app.add_exception_handler(SemrankError, on_semrank_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
+    parts = []
+    for error in errors[:5]:
+        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(location) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _request_fields(request: Request) -> dict[str, object]:
+    return {
+        "request_id": getattr(request.state, "request_id", None),
+        "method": request.method,
+        "path": request.url.path,
+    }
+
+
+def _log(request: Request, status: int, exc: Exception) -> None:
+    fields = _request_fields(request) | {"status": status, "error": str(exc)}
+    if isinstance(exc, OPERATIONAL_ERRORS):
+        logger.warning("request not served", extra=log_fields(**fields))
+    elif status >= 500:
+        logger.error("request failed", exc_info=exc, extra=log_fields(**fields))
+    else:
+        logger.info("request rejected", extra=log_fields(**fields))

@@ -1,0 +1,50 @@
+"""Structured logs: one JSON object per line, with the request's fields merged in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+LOGGER_NAME = "semrank.server"
+ACCESS_LOGGER_NAME = "semrank.server.access"
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", ...fields}``; tracebacks go in ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            data.update(fields)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
+    """Route semrank's and uvicorn's logs through one stderr handler (called by ``semrank serve``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers[:] = []
+        uvicorn_logger.propagate = True
+
+
+def log_fields(**fields: object) -> dict[str, object]:
+    """``extra=`` for a log call: the JSON formatter merges these into the line."""
+    return {"fields": fields}

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one app, in its own registry (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_PAIR_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    """All server metrics; names start with ``semrank_``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "semrank_requests", "HTTP requests served.", ["route", "status"], registry=reg
+        )
+        self.latency = Histogram(
+            "semrank_request_latency_seconds",
+            "Time from request received to response sent.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            "semrank_requests_in_flight", "Requests admitted and not finished.", registry=reg
+        )
+        self.rejected = Counter(
+            "semrank_rejected_requests", "Requests refused or cut short.", ["reason"], registry=reg
+        )
+        self.fail_open = Counter(
+            "semrank_fail_open_responses",
+            "Responses returned in input order because scoring did not finish in time.",
+            registry=reg,
+        )
+        self._model_metrics(reg)
+
+    def _model_metrics(self, reg: CollectorRegistry) -> None:
+        self.batch_requests = Histogram(
+            "semrank_batch_requests",
+            "Scoring requests merged into one model call.",
+            ["model"],
+            buckets=BATCH_REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.batch_pairs = Histogram(
+            "semrank_batch_pairs",
+            "(query, document) pairs in one model call.",
+            ["model"],
+            buckets=BATCH_PAIR_BUCKETS,
+            registry=reg,
+        )
+        self.model_latency = Histogram(
+            "semrank_model_call_seconds",
+            "Duration of one merged model call.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.queue_depth = Gauge(
+            "semrank_queue_depth", "Scoring requests waiting for the model.", ["model"], registry=reg
+        )
+        self.cache_hits = Counter(
+            "semrank_cache_hits", "Pair scores served from the cache.", ["model"], registry=reg
+        )
+        self.cache_misses = Counter(
+            "semrank_cache_misses", "Pair scores the model had to compute.", ["model"], registry=reg
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

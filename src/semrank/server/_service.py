@@ -1,0 +1,199 @@
+"""What every rerank endpoint does, whatever its wire format.
+
+Admission (bounded queue, 429), request limits (413), the deadline and ``fail_open``, top_n and
+min_score selection, and token usage. Scoring itself is ``Reranker.rerank`` (see ``_engines``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from semrank.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    RequestTooLargeError,
+)
+from semrank.server._engines import ModelEngine, ModelRegistry, RerankCall
+from semrank.server._metrics import Metrics
+from semrank.server.config import ServerConfig
+
+DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query over up to 100 documents
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankOutcome:
+    results: list[Any]  # semrank.RerankResult, best first, after top_n / min_score
+    reranked: bool
+    input_tokens: int
+    search_units: int
+    model: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """Per-request selection and deadline behaviour."""
+
+    top_n: int | None = None
+    min_score: float | None = None
+    timeout_ms: int | None = None
+    fail_open: bool | None = None
+    require_complete: bool = False  # over-long inputs are an error instead of truncated
+
+
+class Admission:
+    """The bounded queue: at most ``limit`` requests admitted at once (one event loop, no lock)."""
+
+    def __init__(self, limit: int, retry_after_s: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.pending = 0
+        self._metrics = metrics
+
+    @contextlib.contextmanager
+    def admit(self, weight: int = 1) -> Iterator[None]:
+        if self.pending + weight > self.limit:
+            self._metrics.rejected.labels("overloaded").inc()
+            raise OverloadedError(
+                f"the server is at its limit of {self.limit} pending requests; retry after "
+                f"{self.retry_after_s}s"
+            )
+        self.pending += weight
+        self._metrics.in_flight.inc(weight)
+        try:
+            yield
+        finally:
+            self.pending -= weight
+            self._metrics.in_flight.dec(weight)
+
+
+class RerankService:
+    def __init__(self, config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.admission = Admission(config.max_pending_requests, config.retry_after_s, metrics)
+
+    def engine(self, model: str | None) -> ModelEngine:
+        return self.registry.get(model)
+
+    def deadline(self, timeout_ms: int | None) -> float | None:
+        if timeout_ms is not None:
+            return time.monotonic() + timeout_ms / 1000.0
+        if self.config.request_timeout_s is None:
+            return None
+        return time.monotonic() + self.config.request_timeout_s
+
+    async def check_limits(self, engine: ModelEngine, calls: Sequence[RerankCall]) -> None:
+        """413 for too many documents or tokens, before any model work."""
+        documents = sum(len(call.documents) for call in calls)
+        if documents > self.config.max_documents:
+            raise RequestTooLargeError(
+                f"{documents} documents exceed this server's limit of {self.config.max_documents} "
+                "per request; split the request (or raise --max-documents)"
+            )
+        texts = [text for call in calls for text in _call_texts(call)]
+        # Tokens never outnumber characters, so small requests skip the exact count.
+        if sum(len(text) for text in texts) <= self.config.max_request_tokens:
+            return
+        tokens = await asyncio.to_thread(lambda: sum(engine.count_tokens(t) for t in texts))
+        if tokens > self.config.max_request_tokens:
+            raise RequestTooLargeError(
+                f"the request holds {tokens} tokens, over this server's limit of "
+                f"{self.config.max_request_tokens}; send fewer or shorter documents"
+            )
+
+    async def rerank(
+        self, engine: ModelEngine, call: RerankCall, policy: Policy, deadline: float | None
+    ) -> RerankOutcome:
+        """Score ``call``; past the deadline either fail (504) or, with fail_open, keep input order."""
+        try:
+            results = await engine.rerank(call, deadline)
+        except DeadlineExceededError:
+            self.metrics.rejected.labels("deadline").inc()
+            if not self._fail_open(policy):
+                raise
+            self.metrics.fail_open.inc()
+            return self._input_order(engine, call, policy)
+        if policy.require_complete:
+            _check_complete(results, engine)
+        return RerankOutcome(
+            results=select(results, policy.top_n, policy.min_score),
+            reranked=True,
+            input_tokens=_input_tokens(engine, call.query, results),
+            search_units=_search_units(results),
+            model=engine.name,
+        )
+
+    def _fail_open(self, policy: Policy) -> bool:
+        return self.config.fail_open if policy.fail_open is None else policy.fail_open
+
+    def _input_order(self, engine: ModelEngine, call: RerankCall, policy: Policy) -> RerankOutcome:
+        from semrank.rerank import RerankResult
+
+        count = len(call.documents) if policy.top_n is None else min(policy.top_n, len(call.documents))
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=0.0,
+                document=call.documents[i] if call.return_documents else None,
+                tokens=0,
+                truncated=False,
+                num_chunks=0,
+            )
+            for i in range(count)
+        ]
+        return RerankOutcome(
+            results=results, reranked=False, input_tokens=0, search_units=0, model=engine.name
+        )
+
+
+def select(results: list[Any], top_n: int | None, min_score: float | None) -> list[Any]:
+    """The best ``top_n`` at or above ``min_score`` (results are already sorted, best first)."""
+    kept = [r for r in results if min_score is None or r.relevance_score >= min_score]
+    return kept if top_n is None else kept[:top_n]
+
+
+def with_policy_defaults(policy: Policy, *, top_n: int | None, min_score: float | None) -> Policy:
+    return replace(
+        policy,
+        top_n=policy.top_n if policy.top_n is not None else top_n,
+        min_score=policy.min_score if policy.min_score is not None else min_score,
+    )
+
+
+def _call_texts(call: RerankCall) -> list[str]:
+    texts = [call.query]
+    for doc in call.documents:
+        if isinstance(doc, str):
+            texts.append(doc)
+        elif isinstance(doc, dict):
+            fields = call.rank_fields or ["text"]
+            texts.extend(str(doc.get(field, "")) for field in fields)
+    return texts
+
+
+def _check_complete(results: list[Any], engine: ModelEngine) -> None:
+    cut = [r.index for r in results if r.truncated]
+    if cut:
+        raise InvalidInputError(
+            f"documents {cut[:10]} are longer than model {engine.name!r} reads "
+            f"({engine.max_length} tokens with the query); allow truncation or enable chunking"
+        )
+
+
+def _input_tokens(engine: ModelEngine, query: str, results: list[Any]) -> int:
+    # Every model input holds the query once next to one document piece.
+    inputs = sum(r.num_chunks for r in results)
+    return sum(r.tokens for r in results) + engine.count_tokens(query) * inputs
+
+
+def _search_units(results: list[Any]) -> int:
+    inputs = sum(r.num_chunks for r in results)
+    return max(1, math.ceil(inputs / DOCUMENTS_PER_SEARCH_UNIT))

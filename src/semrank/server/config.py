@@ -1,0 +1,135 @@
+"""Server configuration: one frozen object built once at startup from flags and environment.
+
+The core of the server only ever sees a ``ServerConfig``; flags and ``SEMRANK_*`` variables are
+read in ``from_environment`` (called by ``semrank serve``) and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from semrank.errors import InvalidInputError
+
+# Environment variables read at startup (flags win over them).
+ENV_API_KEYS = "SEMRANK_API_KEYS"
+# How ``semrank serve --workers N`` hands the config to each worker process.
+ENV_CONFIG_JSON = "SEMRANK_SERVER_CONFIG_JSON"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One served model: the name clients send in ``model`` and where it loads from."""
+
+    name: str
+    source: str | None = None  # catalog name, directory or hub id; None = the default model
+
+    @classmethod
+    def parse(cls, text: str) -> ModelEntry:
+        """``NAME`` or ``ALIAS=SOURCE`` (e.g. ``fast=./models/minilm``)."""
+        alias, sep, source = text.partition("=")
+        if sep and alias.strip() and source.strip():
+            return cls(name=alias.strip(), source=source.strip())
+        if sep:
+            raise InvalidInputError(f"--model {text!r}: expected NAME or ALIAS=SOURCE")
+        return cls(name=text.strip(), source=text.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Everything the server needs to know, fixed for its lifetime."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Served models; the first is the default for requests without ``model``. Empty = Reranker().
+    models: tuple[ModelEntry, ...] = ()
+    backend: str | None = None
+    device: str | None = None
+    api_keys: frozenset[str] = field(default_factory=frozenset)
+    # Request size limits.
+    max_documents: int = 1000
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_request_tokens: int = 1_000_000
+    max_batch_queries: int = 64
+    # Admission: requests admitted at once (in flight + waiting); beyond that, 429.
+    max_pending_requests: int = 256
+    retry_after_s: int = 1
+    # Deadlines: default per-request timeout (None = no deadline) and what to do when it passes.
+    request_timeout_s: float | None = 30.0
+    fail_open: bool = False
+    # Dynamic batching across requests.
+    batch_wait_ms: float = 2.0
+    batch_max_pairs: int = 512
+    batch_token_budget: int = 65_536
+    # Threads that run the per-request re-ranking logic (tokenising, chunking, sorting).
+    request_threads: int = 64
+    cache_size: int = 100_000  # (model, query, document) scores kept; 0 turns the cache off
+    auto_truncate: bool = True  # TEI ``truncate`` when the request leaves it out
+    log_level: str = "info"
+    log_json: bool = True
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
+        _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
+        _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
+        if self.cache_size < 0 or self.batch_wait_ms < 0:
+            raise InvalidInputError("cache_size and batch_wait_ms must be >= 0")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            raise InvalidInputError(
+                f"request_timeout_s={self.request_timeout_s!r}: must be > 0 (or None for no deadline)"
+            )
+        names = [entry.name for entry in self.models]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"--model names must be unique, got {names}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def to_json(self) -> str:
+        """Serialise (for worker processes); api_keys included, so keep it in the environment only."""
+        data = dataclasses.asdict(self)
+        data["api_keys"] = sorted(self.api_keys)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        data: dict[str, Any] = json.loads(text)
+        data["models"] = tuple(ModelEntry(**entry) for entry in data.get("models", ()))
+        data["api_keys"] = frozenset(data.get("api_keys", ()))
+        return cls(**data)
+
+
+def _check_positive(config: ServerConfig, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value <= 0:
+            raise InvalidInputError(f"{name}={value!r}: must be a positive number")
+
+
+def parse_api_keys(text: str | None) -> frozenset[str]:
+    """Comma- or whitespace-separated keys, as in ``SEMRANK_API_KEYS``."""
+    if not text:
+        return frozenset()
+    return frozenset(key for key in text.replace(",", " ").split() if key)
+
+
+def from_environment(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    model_specs: Sequence[str] = (),
+    api_keys: Sequence[str] = (),
+) -> ServerConfig:
+    """Build the config at startup: flags (``overrides``, ``--model``, ``--api-key``) over env."""
+    env = os.environ if environ is None else environ
+    keys = parse_api_keys(env.get(ENV_API_KEYS)) | frozenset(api_keys)
+    values = {name: value for name, value in (overrides or {}).items() if value is not None}
+    models = tuple(ModelEntry.parse(spec) for spec in model_specs)
+    return ServerConfig(models=models, api_keys=keys, **values)

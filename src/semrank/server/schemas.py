@@ -1,0 +1,264 @@
+"""Request and response shapes of the HTTP API (the only pydantic in semrank).
+
+Field names follow the APIs clients already speak: Cohere rerank v1 and v2, Jina, Together,
+Infinity and Voyage (``POST /v1/rerank``, ``POST /v2/rerank``) and Hugging Face
+text-embeddings-inference (``POST /rerank``). semrank's extras (``min_score``, ``chunking``,
+deadlines, per-result truncation and chunk facts) are optional fields on all of them; unknown
+fields are ignored, so clients that send provider-specific options keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Document = str | dict[str, Any]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChunkingOptions(_Schema):
+    """How documents longer than the model's window are read (omitted fields: server defaults)."""
+
+    enabled: bool | None = Field(None, description="false truncates instead of chunking")
+    overlap_tokens: int | None = Field(None, ge=0, description="overlap of consecutive chunks")
+    aggregation: Literal["max", "mean", "topk_mean"] | None = Field(
+        None, description="how chunk scores become the document's score"
+    )
+    top_k: int | None = Field(None, ge=1, description="chunks averaged by topk_mean")
+    max_chunks: int | None = Field(None, ge=1, description="chunks read per document at most")
+
+
+class SemrankOptions(_Schema):
+    """semrank extras accepted by every rerank endpoint."""
+
+    min_score: float | None = Field(
+        None, description="drop results scoring below this (after top_n ranking)"
+    )
+    chunking: bool | ChunkingOptions | None = Field(
+        None, description="true/false or chunking options; default: the model's chunking"
+    )
+    raw_scores: bool = Field(False, description="raw model scores instead of 0..1 relevance")
+    timeout_ms: int | None = Field(
+        None, ge=1, description="deadline for this request (default: the server's)"
+    )
+    fail_open: bool | None = Field(
+        None,
+        description="past the deadline, return the input order with reranked=false instead of 504",
+    )
+
+
+class ChunkInfo(_Schema):
+    """The chunk of a long document that produced its score (character offsets, end exclusive)."""
+
+    index: int
+    start: int
+    end: int
+
+
+class ResultFacts(_Schema):
+    """What the model read of a document (semrank extra on every result)."""
+
+    tokens: int = Field(description="document tokens the model read, all chunks")
+    truncated: bool = Field(description="true when part of the document was not read")
+    num_chunks: int = Field(1, description="model inputs the document was split into")
+    chunk: ChunkInfo | None = Field(None, description="best chunk, for chunked documents")
+
+
+# --- Cohere v2 -----------------------------------------------------------------------------
+
+
+class V2RerankRequest(SemrankOptions):
+    model: str | None = Field(None, description="served model name (default: the first)")
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+
+
+class V2Result(ResultFacts):
+    index: int
+    relevance_score: float
+
+
+class ApiVersion(_Schema):
+    version: str
+
+
+class BilledUnits(_Schema):
+    search_units: int
+
+
+class Tokens(_Schema):
+    input_tokens: int
+
+
+class ApiMeta(_Schema):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: Tokens
+
+
+class V2RerankResponse(_Schema):
+    id: str
+    model: str
+    results: list[V2Result]
+    meta: ApiMeta
+    reranked: bool = Field(True, description="false when fail_open returned the input order")
+
+
+# --- v1: Cohere v1, Jina, Together, Infinity, Voyage ---------------------------------------
+
+
+class V1RerankRequest(SemrankOptions):
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[Document] = Field(
+        min_length=1, description="strings, or objects whose rank_fields (default 'text') hold text"
+    )
+    top_n: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=1, description="Voyage's name for top_n")
+    rank_fields: list[str] | None = Field(None, min_length=1)
+    return_documents: bool | None = Field(None, description="default false")
+    max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    truncation: bool | None = Field(
+        None, description="Voyage: false makes over-long inputs an error instead of truncating"
+    )
+    response_format: Literal["cohere", "voyage"] | None = Field(
+        None, description="response shape; default voyage when top_k is sent, else cohere"
+    )
+
+
+class V1Result(ResultFacts):
+    index: int
+    relevance_score: float
+    document: dict[str, Any] | None = Field(
+        None, description="{'text': ...} for strings, the object itself for objects"
+    )
+
+
+class Usage(_Schema):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class V1RerankResponse(_Schema):
+    id: str
+    object: Literal["rerank"] = "rerank"
+    model: str
+    results: list[V1Result]
+    meta: ApiMeta
+    usage: Usage
+    reranked: bool = True
+
+
+class VoyageResult(ResultFacts):
+    index: int
+    relevance_score: float
+    document: Document | None = None
+
+
+class VoyageUsage(_Schema):
+    total_tokens: int
+
+
+class VoyageRerankResponse(_Schema):
+    object: Literal["list"] = "list"
+    data: list[VoyageResult]
+    model: str
+    usage: VoyageUsage
+    reranked: bool = True
+
+
+# --- Hugging Face text-embeddings-inference ------------------------------------------------
+
+
+class TeiRerankRequest(SemrankOptions):
+    model: str | None = None
+    query: str = Field(min_length=1)
+    texts: list[str] = Field(min_length=1)
+    truncate: bool | None = Field(
+        None, description="false makes over-long inputs an error; default: server --auto-truncate"
+    )
+    truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+class TeiRank(ResultFacts):
+    index: int
+    score: float
+    text: str | None = None
+
+
+# --- semrank batch -------------------------------------------------------------------------
+
+
+class BatchQuery(_Schema):
+    query: str = Field(min_length=1)
+    documents: list[Document] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    min_score: float | None = None
+
+
+class BatchRerankRequest(SemrankOptions):
+    """Many queries, each with its own candidates; scored together in merged model calls."""
+
+    model: str | None = None
+    queries: list[BatchQuery] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1, description="default for queries without top_n")
+    rank_fields: list[str] | None = Field(None, min_length=1)
+    return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+
+
+class BatchQueryResult(_Schema):
+    query_index: int
+    results: list[V1Result]
+    reranked: bool = True
+
+
+class BatchRerankResponse(_Schema):
+    id: str
+    object: Literal["rerank.batch"] = "rerank.batch"
+    model: str
+    results: list[BatchQueryResult]
+    usage: Usage
+    reranked: bool = Field(True, description="false when any query fell back to input order")
+
+
+# --- models, health, errors ----------------------------------------------------------------
+
+
+class ModelInfo(_Schema):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "semrank"
+    kind: str
+    max_length: int
+    default: bool
+
+
+class ModelList(_Schema):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class Health(_Schema):
+    status: str
+
+
+class Readiness(_Schema):
+    status: Literal["ready", "starting", "draining"]
+    models: list[str]
+
+
+class ErrorBody(_Schema):
+    """Every error response: a readable message and a stable machine-readable type."""
+
+    error: str
+    error_type: str

@@ -1,0 +1,1 @@
+"""semrank.store."""

@@ -1,0 +1,264 @@
+"""Training data: one in-memory shape for every source format.
+
+A ``Collection`` is a pool of passage texts plus query groups that point into the pool by index
+(positives, and negatives where the source labels them). Mining and teacher scoring then work on
+any source the same way. Readers exist for plain JSONL pairs, BEIR collections with qrels and the
+four training sets under ``../shared/data/train``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semrank.errors import DataFormatError
+
+
+@dataclass(kw_only=True)
+class QueryGroup:
+    """One training query: indices into its collection's pool."""
+
+    query: str
+    positive_ids: list[int]
+    negative_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class Collection:
+    """A passage pool and the query groups that refer to it."""
+
+    name: str
+    passages: list[str]
+    groups: list[QueryGroup]
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """One ``--data`` value: ``PATH[,weight=W][,limit=N][,name=X]``."""
+
+    path: Path
+    weight: float = 1.0
+    limit: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        path, *options = text.split(",")
+        values: dict[str, str] = {}
+        for option in options:
+            key, sep, value = option.partition("=")
+            if not sep or key not in {"weight", "limit", "name"}:
+                raise DataFormatError(
+                    f"bad --data option {option!r} in {text!r}; use PATH[,weight=W][,limit=N][,name=X]"
+                )
+            values[key] = value
+        return cls(
+            path=Path(path).expanduser(),
+            weight=float(values.get("weight", 1.0)),
+            limit=int(values["limit"]) if "limit" in values else None,
+            name=values.get("name"),
+        )
+
+
+class _Pool:
+    """Deduplicating passage pool (the same text gets one index)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, text: str) -> int:
+        text = text.strip()
+        if text not in self._index:
+            self._index[text] = len(self.texts)
+            self.texts.append(text)
+        return self._index[text]
+
+
+def open_text(path: Path) -> Any:
+    """Open a text file, transparently gunzipping ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects of a JSONL file, naming the line when one is broken."""
+    with open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+
+
+def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    if limit is None or limit >= len(items):
+        return items
+    return random.Random(seed).sample(items, limit)
+
+
+def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """``{query, positive | positives, negatives?}`` per line."""
+    rows = _sample(list(iter_jsonl(path)), limit, seed)
+    pool, groups = _Pool(), []
+    for number, row in enumerate(rows, 1):
+        positives = row.get("positives") or ([row["positive"]] if "positive" in row else [])
+        if "query" not in row or not positives:
+            raise DataFormatError(
+                f"{path}: row {number} needs 'query' and 'positive' or 'positives'; got {sorted(row)}"
+            )
+        groups.append(
+            QueryGroup(
+                query=row["query"],
+                positive_ids=[pool.add(p) for p in positives],
+                negative_ids=[pool.add(n) for n in row.get("negatives", [])],
+            )
+        )
+    return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for row in reader:
+            if len(row) == 3 and row[2].lstrip("-").isdigit():
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def load_beir(
+    root: Path, *, split: str, name: str, limit: int | None, seed: int
+) -> Collection:
+    """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
+    corpus_path = next((root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists()))
+    qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
+    queries = {row["_id"]: row["text"] for row in iter_jsonl(root / "queries.jsonl")}
+    pool, doc_index = _Pool(), {}
+    for row in iter_jsonl(corpus_path):
+        text = f"{row.get('title', '')}. {row['text']}".strip(". ") if row.get("title") else row["text"]
+        doc_index[row["_id"]] = pool.add(text)
+    groups = []
+    for qid in _sample(sorted(qrels), limit, seed):
+        positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
+        negatives = [doc_index[d] for d, rel in qrels[qid].items() if rel <= 0 and d in doc_index]
+        if positives and qid in queries:
+            groups.append(QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives))
+    return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def load_msmarco_positives(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """``{id, query, positive}`` (the MS MARCO dev-small positives file)."""
+    rows = _sample(list(iter_jsonl(path)), limit, seed)
+    pool = _Pool()
+    groups = [QueryGroup(query=r["query"], positive_ids=[pool.add(r["positive"])]) for r in rows]
+    return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def load_squad(root: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """SQuAD questions with in-article BM25 negatives (``hard_neg_para_idx``)."""
+    paragraphs = {
+        (r["title"], r["para_idx"]): r["context"]
+        for r in iter_jsonl(root / "squad11_train_paragraphs.jsonl.gz")
+    }
+    rows = _sample(list(iter_jsonl(root / "squad11_train_pairs_hn.jsonl.gz")), limit, seed)
+    pool, groups = _Pool(), []
+    for row in rows:
+        negatives = [paragraphs[(row["title"], i)] for i in row.get("hard_neg_para_idx", [])]
+        groups.append(
+            QueryGroup(
+                query=row["question"],
+                positive_ids=[pool.add(row["context"])],
+                negative_ids=[pool.add(n) for n in negatives],
+            )
+        )
+    return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def load_medquad(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """MedQuAD; whole documents are sampled so that same-topic answers (hard negatives) stay."""
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for row in iter_jsonl(path):
+        by_doc.setdefault(str(row.get("doc_id") or row.get("focus") or row["question"]), []).append(row)
+    doc_ids = sorted(by_doc)
+    random.Random(seed).shuffle(doc_ids)
+    pool, answers_of, negatives_of = _Pool(), {}, {}
+    for doc_id in doc_ids:
+        if limit is not None and len(answers_of) >= limit:
+            break
+        rows = by_doc[doc_id]
+        ids = [pool.add(r["answer"]) for r in rows]
+        for row, answer_id in zip(rows, ids, strict=True):
+            answers_of.setdefault(row["question"], set()).add(answer_id)
+            negatives_of.setdefault(row["question"], set()).update(ids)
+    groups = [
+        QueryGroup(
+            query=q,
+            positive_ids=sorted(pos),
+            negative_ids=sorted(negatives_of[q] - pos),
+        )
+        for q, pos in answers_of.items()
+    ]
+    return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def load_wikiqa(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """WikiQA ``{question, sentence, label}``; questions without a positive are dropped."""
+    pool, labelled = _Pool(), {}
+    for row in iter_jsonl(path):
+        labelled.setdefault(row["question"], []).append((pool.add(row["sentence"]), row["label"]))
+    groups = [
+        QueryGroup(
+            query=q,
+            positive_ids=[i for i, label in rows if label > 0],
+            negative_ids=[i for i, label in rows if label <= 0],
+        )
+        for q, rows in labelled.items()
+        if any(label > 0 for _, label in rows)
+    ]
+    return Collection(name=name, passages=pool.texts, groups=_sample(groups, limit, seed))
+
+
+def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
+    """Read one ``--data`` source, recognising its format from the files it holds."""
+    path, limit = spec.path, spec.limit
+    name = spec.name or path.name.split(".")[0]
+    if not path.exists():
+        raise DataFormatError(f"training data {str(path)!r} does not exist")
+    collection = _dispatch(path, name=name, limit=limit, seed=seed)
+    if not collection.groups:
+        raise DataFormatError(f"training data {str(path)!r} has no query with a positive passage")
+    collection.weight = spec.weight
+    return collection
+
+
+def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    if path.is_file():
+        return load_pairs_jsonl(path, name=name, limit=limit, seed=seed)
+    known = {
+        "msmarco_devsmall_pos.jsonl.gz": load_msmarco_positives,
+        "medquad_pairs.jsonl.gz": load_medquad,
+        "wikiqa_train.jsonl.gz": load_wikiqa,
+    }
+    for filename, reader in known.items():
+        if (path / filename).exists():
+            return reader(path / filename, name=name, limit=limit, seed=seed)
+    if (path / "squad11_train_pairs_hn.jsonl.gz").exists():
+        return load_squad(path, name=name, limit=limit, seed=seed)
+    if (path / "qrels" / "train.tsv").exists() and (path / "queries.jsonl").exists():
+        return load_beir(path, split="train", name=name, limit=limit, seed=seed)
+    raise DataFormatError(
+        f"cannot tell the format of {str(path)!r}: expected a JSONL file of "
+        "{query, positive|positives, negatives?}, a BEIR folder with qrels/train.tsv, "
+        "or one of the shared training sets"
+    )

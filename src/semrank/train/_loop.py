@@ -1,0 +1,323 @@
+"""The training loop: resumable checkpoints, validation with keep-best, export at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semrank.train._data import DataSpec, load_collection
+from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
+from semrank.train._losses import listwise_loss
+from semrank.train._mining import MinedCollection, mine_collection
+from semrank.train._model import (
+    build_cross_encoder,
+    export_model,
+    fit_head_to_teacher,
+    load_encoder,
+)
+from semrank.train._sampling import GroupSampler, split_validation
+
+log = logging.getLogger("semrank.train")
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything one training run needs; stored in the run folder and the exported model."""
+
+    base: Path
+    data: tuple[DataSpec, ...]
+    output: Path
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    batch_queries: int = 4
+    negatives: int = 7
+    mining_depth: int = 30
+    max_length: int = 160
+    lr: float = 5e-5
+    head_lr_multiplier: float = 5.0
+    warmup_steps: int = 200
+    final_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    distill_weight: float = 1.0
+    teacher_scale: float = 20.0
+    head_probe_queries: int = 256
+    val_source: str | None = None
+    val_queries: int = 200
+    val_candidates: int = 20
+    eval_every: int = 0
+    checkpoint_minutes: float = 10.0
+    report_tasks: tuple[tuple[str, Path, Path], ...] = ()  # (name, run.json.gz, qrels)
+    export_onnx: bool = False
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(kw_only=True)
+class RunState:
+    step: int = 0
+    elapsed_s: float = 0.0
+    best_val: float = float("-inf")
+    best_step: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_data(
+    config: TrainConfig,
+) -> tuple[list[MinedCollection], RankingTask | None, float | None]:
+    """Load, mine (cached under the run folder) and split off the validation queries."""
+    encoder, tokenizer = load_encoder(config.base)
+    mined = []
+    for spec in config.data:
+        collection = load_collection(spec, seed=config.seed)
+        mined.append(
+            mine_collection(
+                collection,
+                encoder=encoder,
+                tokenizer=tokenizer,
+                encoder_id=str(config.base),
+                depth=config.mining_depth,
+                max_length=128,
+                cache_dir=config.output / "cache",
+            )
+        )
+    val_name = config.val_source or mined[0].name
+    source = next((m for m in mined if m.name == val_name), None)
+    if source is None or config.val_queries <= 0:
+        return mined, None, None
+    task, teacher = split_validation(
+        source, queries=config.val_queries, candidates=config.val_candidates, seed=config.seed
+    )
+    return mined, task, teacher
+
+
+def learning_rate_factor(config: TrainConfig, state: RunState) -> float:
+    """Linear warmup, then linear decay over steps or wall time, whichever runs out first."""
+    warmup = min(1.0, (state.step + 1) / max(1, config.warmup_steps))
+    progress = 0.0
+    if config.max_steps:
+        progress = state.step / config.max_steps
+    if config.max_minutes:
+        progress = max(progress, state.elapsed_s / (60 * config.max_minutes))
+    decay = 1.0 - (1.0 - config.final_lr_fraction) * min(1.0, progress)
+    return warmup * decay
+
+
+def _optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    groups = [
+        {"params": body, "lr": config.lr, "base_lr": config.lr},
+        {"params": head, "lr": config.lr, "base_lr": config.lr * config.head_lr_multiplier},
+    ]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _train_step(model: Any, tokenizer: Any, optimizer: Any, batch: Any, config: TrainConfig) -> dict:
+    import torch
+
+    pairs = [(q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps]
+    encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(**encoded).logits[:, 0]
+    scores = logits.float().view(len(batch.queries), -1)
+    teacher = torch.from_numpy(batch.teacher)
+    loss, parts = listwise_loss(
+        scores, teacher, distill_weight=config.distill_weight, teacher_scale=config.teacher_scale
+    )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": float(loss), **parts}
+
+
+def _save_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampler, state: RunState) -> None:
+    import torch
+
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "sampler": sampler.state(),
+        "torch_rng": torch.get_rng_state(),
+        "state": asdict(state),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampler) -> RunState:
+    import torch
+
+    payload = torch.load(path, weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    sampler.restore(payload["sampler"])
+    torch.set_rng_state(payload["torch_rng"])
+    return RunState(**payload["state"])
+
+
+def _evaluate(
+    model: Any, tokenizer: Any, config: TrainConfig, val: RankingTask | None, reports: list
+) -> dict[str, float]:
+    metrics = {}
+    if val is not None:
+        metrics["val_ndcg10"] = evaluate_task(model, tokenizer, val, max_length=config.max_length)
+    for task in reports:
+        metrics[f"{task.name}_ndcg10"] = evaluate_task(
+            model, tokenizer, task, max_length=config.max_length
+        )
+    return metrics
+
+
+def _metadata(config: TrainConfig, state: RunState, teacher_val: float | None) -> dict[str, Any]:
+    return {
+        "config": asdict(config),
+        "step": state.step,
+        "best_step": state.best_step,
+        "best_val_ndcg10": state.best_val,
+        "teacher_val_ndcg10": teacher_val,
+        "history": state.history,
+    }
+
+
+def _log_metrics(config: TrainConfig, state: RunState, metrics: dict[str, Any]) -> None:
+    row = {"step": state.step, "elapsed_min": round(state.elapsed_s / 60, 2), **metrics}
+    state.history.append(row)
+    with (config.output / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+    log.info("eval %s", json.dumps(row))
+
+
+def _finished(config: TrainConfig, state: RunState) -> bool:
+    if config.max_steps and state.step >= config.max_steps:
+        return True
+    return bool(config.max_minutes and state.elapsed_s >= 60 * config.max_minutes)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> Path:
+    """Train a cross-encoder as configured; returns the exported model folder (best by val)."""
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    config.output.mkdir(parents=True, exist_ok=True)
+    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    collections, val, teacher_val = prepare_data(config)
+    log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
+    reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
+    model, tokenizer = build_cross_encoder(config.base)
+    sampler = GroupSampler(
+        collections, negatives=config.negatives, depth=config.mining_depth, seed=config.seed
+    )
+    optimizer = _optimizer(model, config)
+    checkpoint = config.output / CHECKPOINT
+    if resume and checkpoint.exists():
+        state = _load_checkpoint(checkpoint, model, optimizer, sampler)
+        log.info("resumed from %s at step %d", checkpoint, state.step)
+    else:
+        state = RunState()
+        fit = fit_head_to_teacher(
+            model,
+            tokenizer,
+            sampler,
+            queries=config.head_probe_queries,
+            max_length=config.max_length,
+            scale=config.teacher_scale,
+        )
+        log.info("head fitted to the teacher: correlation %.3f", fit)
+        _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
+    _run_steps(model, tokenizer, optimizer, sampler, config, state, (val, reports, teacher_val))
+    _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
+    _save_checkpoint(checkpoint, model, optimizer, sampler, state)
+    return _final_export(model, tokenizer, config, state, teacher_val)
+
+
+def load_trec_task(name: str, run: Path, qrels: Path) -> RankingTask:
+    from semrank.train._evaluate import load_trec_rerank_task
+
+    return load_trec_rerank_task(run, qrels, name=name)
+
+
+def _evaluate_and_keep(
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    state: RunState,
+    val: RankingTask | None,
+    reports: list,
+    teacher_val: float | None,
+) -> None:
+    """Evaluate; export to ``best/`` when the validation score improved (reports don't select)."""
+    start = time.monotonic()
+    metrics = _evaluate(model, tokenizer, config, val, reports)
+    metrics["eval_s"] = round(time.monotonic() - start, 1)
+    _log_metrics(config, state, metrics)
+    score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
+    if score > state.best_val:
+        state.best_val, state.best_step = score, state.step
+        export_model(model, tokenizer, config.output / "best", metadata=_metadata(config, state, teacher_val))
+        log.info("new best (val %.4f) exported to %s", score, config.output / "best")
+
+
+def _run_steps(
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    sampler: GroupSampler,
+    config: TrainConfig,
+    state: RunState,
+    evaluation: tuple[RankingTask | None, list, float | None],
+) -> None:
+    from tqdm import tqdm
+
+    total = config.max_steps or None
+    bar = tqdm(total=total, initial=state.step, mininterval=20, desc="train", dynamic_ncols=True)
+    model.train()
+    last_checkpoint = time.monotonic()
+    running: dict[str, float] = {}
+    while not _finished(config, state):
+        started = time.monotonic()
+        factor = learning_rate_factor(config, state)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        parts = _train_step(model, tokenizer, optimizer, sampler.next_batch(config.batch_queries), config)
+        running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
+        state.step += 1
+        state.elapsed_s += time.monotonic() - started
+        bar.update(1)
+        bar.set_postfix(loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{factor * config.lr:.1e}")
+        if state.step % 50 == 0:
+            log.info("step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min", state.step,
+                     running["loss"], running["ce"], running["kd"], factor * config.lr, state.elapsed_s / 60)
+        due = time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes
+        if due or (config.eval_every and state.step % config.eval_every == 0):
+            eval_start = time.monotonic()
+            _evaluate_and_keep(model, tokenizer, config, state, *evaluation)
+            _save_checkpoint(config.output / CHECKPOINT, model, optimizer, sampler, state)
+            state.elapsed_s += time.monotonic() - eval_start
+            last_checkpoint = time.monotonic()
+    bar.close()
+
+
+def _final_export(
+    model: Any, tokenizer: Any, config: TrainConfig, state: RunState, teacher_val: float | None
+) -> Path:
+    """Export ``last/`` and return ``best/`` (ONNX is added to the best model when asked)."""
+    metadata = _metadata(config, state, teacher_val)
+    export_model(model, tokenizer, config.output / "last", metadata=metadata)
+    best = config.output / "best"
+    if config.export_onnx:
+        from semrank.train._model import _export_onnx
+
+        _export_onnx(best)
+    return best

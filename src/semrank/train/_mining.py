@@ -1,0 +1,178 @@
+"""Hard-negative mining and teacher scores from a bi-encoder, computed once and cached.
+
+The bi-encoder (all-MiniLM-L6-v2 by default) embeds every query and pool passage. Its cosine
+ranks the pool for each query (the mined negatives) and is kept as the teacher score that the
+cross-encoder is distilled towards, so the new head does not start from nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrank.train._data import Collection, QueryGroup
+
+log = logging.getLogger("semrank.train")
+
+# A mined passage this close to a positive is a duplicate of it, not a negative.
+DUPLICATE_COSINE = 0.98
+
+
+@dataclass(kw_only=True)
+class MinedCollection:
+    """A collection plus embeddings: ``groups[i].negative_ids`` are given + mined negatives."""
+
+    name: str
+    weight: float
+    passages: list[str]
+    groups: list[QueryGroup]
+    query_embeddings: np.ndarray  # (n_groups, dim) float16, L2-normalised
+    passage_embeddings: np.ndarray  # (n_passages, dim) float16, L2-normalised
+
+    def teacher_scores(self, group_index: int, passage_ids: list[int]) -> np.ndarray:
+        """Bi-encoder cosine of one query against some of its pool's passages."""
+        query = self.query_embeddings[group_index].astype(np.float32)
+        return self.passage_embeddings[passage_ids].astype(np.float32) @ query
+
+
+def embed_texts(
+    model: Any, tokenizer: Any, texts: list[str], *, max_length: int, batch_size: int = 64
+) -> np.ndarray:
+    """Mean-pooled, L2-normalised embeddings (sentence-transformers' recipe for MiniLM)."""
+    import torch
+
+    order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float16)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in index],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            hidden = model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[index] = pooled.numpy().astype(np.float16)
+    return out
+
+
+def mine_negatives(
+    collection: Collection,
+    query_embeddings: np.ndarray,
+    passage_embeddings: np.ndarray,
+    *,
+    depth: int,
+) -> list[QueryGroup]:
+    """Add each query's top-``depth`` pool passages (not positives) after its given negatives."""
+    passages = passage_embeddings.astype(np.float32)
+    mined_groups = []
+    for start in range(0, len(collection.groups), 512):
+        groups = collection.groups[start : start + 512]
+        scores = query_embeddings[start : start + len(groups)].astype(np.float32) @ passages.T
+        take = min(depth + 8, scores.shape[1])
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        for group, row, candidates in zip(groups, scores, top, strict=True):
+            candidates = candidates[np.argsort(-row[candidates])]
+            mined_groups.append(_merge_negatives(group, candidates, passages, depth))
+    return mined_groups
+
+
+def _merge_negatives(
+    group: QueryGroup, ranked: np.ndarray, passages: np.ndarray, depth: int
+) -> QueryGroup:
+    positives = set(group.positive_ids)
+    positive_vectors = passages[group.positive_ids]
+    mined = []
+    for candidate in ranked.tolist():
+        if candidate in positives:
+            continue
+        if float((positive_vectors @ passages[candidate]).max()) > DUPLICATE_COSINE:
+            continue
+        mined.append(candidate)
+        if len(mined) >= depth:
+            break
+    negatives = list(dict.fromkeys(group.negative_ids + mined))
+    return QueryGroup(query=group.query, positive_ids=group.positive_ids, negative_ids=negatives)
+
+
+def _cache_key(collection: Collection, depth: int, max_length: int, encoder: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{encoder}|{depth}|{max_length}|{len(collection.passages)}".encode())
+    for group in collection.groups:
+        digest.update(group.query.encode())
+        digest.update(repr((group.positive_ids, group.negative_ids)).encode())
+    return digest.hexdigest()[:16]
+
+
+def mine_collection(
+    collection: Collection,
+    *,
+    encoder: Any,
+    tokenizer: Any,
+    encoder_id: str,
+    depth: int,
+    max_length: int,
+    cache_dir: Path | None,
+) -> MinedCollection:
+    """Embed, mine and cache one collection (the cache is keyed by its content)."""
+    key = _cache_key(collection, depth, max_length, encoder_id)
+    cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
+    if cache and (cache / "groups.json").exists():
+        log.info("mining %s: cached at %s", collection.name, cache)
+        return _load_mined(cache, collection)
+    log.info(
+        "mining %s: embedding %d queries and %d passages",
+        collection.name,
+        len(collection.groups),
+        len(collection.passages),
+    )
+    queries = embed_texts(encoder, tokenizer, [g.query for g in collection.groups], max_length=64)
+    passages = embed_texts(encoder, tokenizer, collection.passages, max_length=max_length)
+    groups = mine_negatives(collection, queries, passages, depth=depth)
+    mined = MinedCollection(
+        name=collection.name,
+        weight=collection.weight,
+        passages=collection.passages,
+        groups=groups,
+        query_embeddings=queries,
+        passage_embeddings=passages,
+    )
+    if cache:
+        _save_mined(cache, mined)
+    return mined
+
+
+def _save_mined(cache: Path, mined: MinedCollection) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(cache / "queries.npy", mined.query_embeddings)
+    np.save(cache / "passages.npy", mined.passage_embeddings)
+    rows = [[g.positive_ids, g.negative_ids] for g in mined.groups]
+    (cache / "groups.json").write_text(json.dumps(rows))
+
+
+def _load_mined(cache: Path, collection: Collection) -> MinedCollection:
+    rows = json.loads((cache / "groups.json").read_text())
+    groups = [
+        QueryGroup(query=g.query, positive_ids=pos, negative_ids=neg)
+        for g, (pos, neg) in zip(collection.groups, rows, strict=True)
+    ]
+    return MinedCollection(
+        name=collection.name,
+        weight=collection.weight,
+        passages=collection.passages,
+        groups=groups,
+        query_embeddings=np.load(cache / "queries.npy"),
+        passage_embeddings=np.load(cache / "passages.npy"),
+    )

@@ -1,0 +1,72 @@
+"""Model resolution: catalog, local directories, kind detection, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from semrank.errors import ModelLoadError, ModelNotFoundError
+from semrank.models import CATALOG, default_spec, inspect_directory, resolve
+
+
+def test_default_is_the_bundled_bi_encoder_and_loads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = resolve()
+    assert model.name == default_spec().name
+    assert model.kind == default_spec().kind
+    assert (model.path / "tokenizer.json").is_file()
+
+
+def test_catalog_has_exactly_one_default_and_frozen_entries():
+    assert sum(spec.default for spec in CATALOG) == 1
+    with pytest.raises(AttributeError):
+        CATALOG[0].name = "x"  # type: ignore[misc]
+
+
+def test_unknown_name_lists_known_models():
+    with pytest.raises(ModelNotFoundError, match="not a directory, a catalog name or a hub id"):
+        resolve("no-such-model")
+
+
+def test_hub_id_offline_names_model_and_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(
+        ModelNotFoundError, match=r"'someorg/some-reranker'.*huggingface-cli download"
+    ):
+        resolve("someorg/some-reranker")
+
+
+def _copy_bundled(tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(resolve().path, target)
+    return target
+
+
+def test_sequence_classification_architecture_is_a_cross_encoder(tmp_path):
+    target = _copy_bundled(tmp_path)
+    config = json.loads((target / "config.json").read_text())
+    config["architectures"] = ["BertForSequenceClassification"]
+    (target / "config.json").write_text(json.dumps(config))
+    assert inspect_directory(target, name="x").kind == "cross-encoder"
+    assert inspect_directory(target, name="x", kind="bi-encoder").architecture == "BertModel"
+
+
+def test_plain_encoder_without_st_layout_needs_kind(tmp_path):
+    target = _copy_bundled(tmp_path)
+    for extra in ("modules.json", "sentence_bert_config.json"):
+        (target / extra).unlink()
+    with pytest.raises(ModelLoadError, match=r"cross-encoder or a bi-encoder.*kind="):
+        inspect_directory(target, name="x")
+    assert inspect_directory(target, name="x", kind="bi-encoder").kind == "bi-encoder"
+    with pytest.raises(ModelLoadError, match="no classification head"):
+        inspect_directory(target, name="x", kind="cross-encoder")
+
+
+def test_directory_without_weights_says_which_files_were_expected(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"missing model.safetensors or pytorch_model.bin"):
+        inspect_directory(tmp_path, name="x")

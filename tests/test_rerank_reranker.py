@@ -1,0 +1,124 @@
+"""Re-ranking semantics through the real default model (bundled, offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semrank import Reranker
+from semrank.errors import InvalidInputError
+from semrank.rerank import ChunkingConfig
+
+FLEA_DOCS = ["Paris is in France.", "Fleas are small insects.", "Dogs can get fleas from grass."]
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Reranker:
+    return Reranker()
+
+
+def test_flea_sentence_first_with_top_n(reranker):
+    results = reranker.rerank(
+        "what is a flea", ["Fleas are small insects.", "Paris is in France."], top_n=1
+    )
+    assert len(results) == 1
+    assert results[0].index == 0 and results[0].document == "Fleas are small insects."
+    assert 0.0 <= results[0].relevance_score <= 1.0
+
+
+def test_results_sorted_and_match_score(reranker):
+    results = reranker.rerank("what is a flea", FLEA_DOCS)
+    scores = reranker.score("what is a flea", FLEA_DOCS)
+    assert scores.dtype == np.float32 and scores.shape == (3,)
+    assert [r.index for r in results] == list(np.argsort(-scores, kind="stable"))
+    for result in results:
+        assert result.relevance_score == pytest.approx(float(scores[result.index]), abs=1e-7)
+
+
+def test_score_does_not_depend_on_other_documents(reranker):
+    alone = reranker.score("what is a flea", ["Fleas are small insects."])[0]
+    many = reranker.score("what is a flea", [*FLEA_DOCS, "x " * 200, "short"])
+    assert many[1] == pytest.approx(alone, abs=1e-5)
+
+
+def test_min_score_filters(reranker):
+    scores = reranker.score("what is a flea", FLEA_DOCS)
+    threshold = float(np.median(scores))
+    kept = reranker.rerank("what is a flea", FLEA_DOCS, min_score=threshold)
+    assert {r.index for r in kept} == {i for i, s in enumerate(scores) if s >= threshold}
+
+
+def test_raw_scores_are_the_untransformed_values(reranker):
+    raw = reranker.score("what is a flea", FLEA_DOCS, raw=True)
+    mapped = reranker.score("what is a flea", FLEA_DOCS)
+    # The default bi-encoder maps cosine c to (c + 1) / 2.
+    np.testing.assert_allclose(mapped, (raw + 1) / 2, atol=1e-6)
+
+
+def test_dict_documents_with_rank_fields_return_originals(reranker):
+    docs = [
+        {"title": "Paris", "body": "capital of France"},
+        {"title": "Flea", "body": "a small insect"},
+    ]
+    results = reranker.rerank("what is a flea", docs, rank_fields=["title", "body"])
+    assert results[0].document is docs[1]
+    no_docs = reranker.rerank("what is a flea", docs, rank_fields=["body"], return_documents=False)
+    assert all(r.document is None for r in no_docs)
+
+
+def test_long_document_is_chunked_with_provenance(reranker):
+    filler = "The city council discussed parking fees and road repairs. " * 60
+    doc = filler + "Fleas are small wingless insects that feed on blood. " + filler
+    result = reranker.rerank("what is a flea", [doc])[0]
+    assert result.num_chunks > 1 and not result.truncated
+    assert result.chunk is not None
+    assert "Fleas are small" in doc[result.chunk.start : result.chunk.end]
+    truncated = reranker.rerank("what is a flea", [doc], chunking=False)[0]
+    assert truncated.truncated and truncated.chunk is None
+    assert truncated.tokens < result.tokens
+    assert result.relevance_score > truncated.relevance_score
+
+
+def test_mean_aggregation_is_not_above_max(reranker):
+    doc = "Fleas bite. " * 10 + "Taxes are due in April. " * 200
+    best = reranker.rerank("flea bites", [doc])[0].relevance_score
+    mean = reranker.rerank("flea bites", [doc], chunking=ChunkingConfig(aggregation="mean"))[0]
+    assert mean.relevance_score < best
+
+
+def test_max_tokens_per_doc_truncates_and_reports(reranker):
+    result = reranker.rerank(
+        "flea", ["one two three four five six seven eight"], max_tokens_per_doc=3, chunking=False
+    )[0]
+    assert result.tokens == 3 and result.truncated
+
+
+def test_rerank_many_equals_single_calls(reranker):
+    queries = ["what is a flea", "capital of France"]
+    batched = reranker.rerank_many(queries, [FLEA_DOCS, FLEA_DOCS])
+    for query, group in zip(queries, batched, strict=True):
+        single = reranker.rerank(query, FLEA_DOCS)
+        assert [r.index for r in group] == [r.index for r in single]
+        assert [r.relevance_score for r in group] == pytest.approx(
+            [r.relevance_score for r in single], abs=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda r: r.rerank("", ["a"]), "query is empty"),
+        (lambda r: r.rerank("q", []), "documents is empty"),
+        (lambda r: r.rerank("q", ["a"], top_n=0), "top_n=0 must be >= 1"),
+        (lambda r: r.rerank("q", ["a", None]), r"documents\[1\] is a NoneType"),
+        (lambda r: r.rerank("q", "just a string"), "documents must be a list"),
+        (
+            lambda r: r.rerank("q", ["a"], max_tokens_per_doc=0),
+            "max_tokens_per_doc must be a positive",
+        ),
+        (lambda r: r.rerank_many(["q"], [["a"], ["b"]]), "1 queries but 2 document lists"),
+    ],
+)
+def test_bad_input_raises_named_errors(reranker, call, message):
+    with pytest.raises(InvalidInputError, match=message):
+        call(reranker)

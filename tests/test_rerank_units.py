@@ -1,0 +1,112 @@
+"""Unit tests of the scoring logic's pure parts: documents, chunk planning, aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.rerank import ChunkingConfig, document_texts
+from semrank.rerank._aggregate import aggregate
+from semrank.rerank._chunking import plan_document
+from semrank.rerank._documents import validate_min_score, validate_query, validate_top_n
+
+
+def whitespace_offsets(text: str) -> list[tuple[int, int]]:
+    offsets, position = [], 0
+    for word in text.split(" "):
+        offsets.append((position, position + len(word)))
+        position += len(word) + 1
+    return offsets
+
+
+def test_strings_pass_through_and_dicts_use_text_field():
+    assert document_texts(["a", {"text": "b", "title": "t"}]) == ["a", "b"]
+
+
+def test_rank_fields_pick_and_order_fields():
+    doc = {"title": "Fleas", "text": "small insects", "year": 2020}
+    assert document_texts([doc], ["text"]) == ["small insects"]
+    assert document_texts([doc], ["title", "year"]) == ["title: Fleas\nyear: 2020"]
+
+
+def test_dict_missing_rank_field_names_field_and_index():
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] has no field 'body'"):
+        document_texts([{"body": "x"}, {"text": "y"}], ["body"])
+
+
+def test_dict_without_text_and_no_rank_fields_says_to_pass_rank_fields():
+    with pytest.raises(InvalidInputError, match=r"no field 'text'.*rank_fields"):
+        document_texts([{"title": "x"}])
+
+
+def test_non_string_document_is_named():
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] is a int \(42\)"):
+        document_texts(["ok", 42])
+
+
+def test_empty_documents_and_query_errors():
+    with pytest.raises(InvalidInputError, match="documents is empty"):
+        document_texts([])
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        validate_query("   ")
+    with pytest.raises(InvalidInputError, match="query must be a string, got int"):
+        validate_query(3)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
+def test_top_n_must_be_positive_int(bad):
+    with pytest.raises(InvalidInputError, match="top_n"):
+        validate_top_n(bad)
+
+
+def test_min_score_must_be_finite_number():
+    assert validate_min_score(0.5) == 0.5
+    with pytest.raises(InvalidInputError, match="min_score must be finite"):
+        validate_min_score(float("nan"))
+
+
+def test_short_document_is_one_piece():
+    text = "one two three"
+    plan = plan_document(text, whitespace_offsets(text), 10, ChunkingConfig())
+    assert len(plan.pieces) == 1 and not plan.truncated
+    assert (plan.pieces[0].start, plan.pieces[0].end, plan.pieces[0].tokens) == (0, 13, 3)
+
+
+def test_truncation_keeps_the_first_budget_tokens():
+    text = "w0 w1 w2 w3 w4 w5"
+    plan = plan_document(text, whitespace_offsets(text), 4, ChunkingConfig(enabled=False))
+    assert plan.truncated and plan.total_tokens == 6
+    piece = plan.pieces[0]
+    assert text[piece.start : piece.end] == "w0 w1 w2 w3"
+
+
+def test_chunks_overlap_and_cover_the_whole_document():
+    words = [f"w{i}" for i in range(10)]
+    text = " ".join(words)
+    plan = plan_document(text, whitespace_offsets(text), 4, ChunkingConfig(overlap_tokens=1))
+    chunks = [text[p.start : p.end].strip().split(" ") for p in plan.pieces]
+    assert chunks == [words[0:4], words[3:7], words[6:10]]
+    assert not plan.truncated
+
+
+def test_max_chunks_caps_and_reports_truncation():
+    text = " ".join(f"w{i}" for i in range(20))
+    plan = plan_document(
+        text, whitespace_offsets(text), 4, ChunkingConfig(overlap_tokens=0, max_chunks=2)
+    )
+    assert len(plan.pieces) == 2 and plan.truncated
+
+
+def test_aggregation_modes():
+    scores = np.array([0.2, 0.9, 0.5], dtype=np.float32)
+    assert aggregate(scores, ChunkingConfig(aggregation="max")) == (pytest.approx(0.9), 1)
+    assert aggregate(scores, ChunkingConfig(aggregation="mean"))[0] == pytest.approx(1.6 / 3)
+    assert aggregate(scores, ChunkingConfig(aggregation="topk_mean", top_k=2))[0] == pytest.approx(
+        0.7
+    )
+
+
+def test_unknown_aggregation_is_an_error():
+    with pytest.raises(InvalidInputError, match="'median' is unknown"):
+        ChunkingConfig(aggregation="median")  # type: ignore[arg-type]
