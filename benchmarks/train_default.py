@@ -33,10 +33,10 @@ def default_data() -> tuple[DataSpec, ...]:
     train_dir = SHARED / "train"
     return (
         DataSpec(path=train_dir / "msmarco_devsmall_pos", name="msmarco", weight=6.0),
-        DataSpec(path=train_dir / "squad11_train", name="squad", weight=1.5, limit=3000),
-        DataSpec(path=train_dir / "medquad", name="medquad", weight=1.0, limit=2500),
-        DataSpec(path=train_dir / "wikiqa_train", name="wikiqa", weight=0.7),
-        DataSpec(path=SHARED / "eval" / "scifact", name="scifact_train", weight=0.5),
+        DataSpec(path=train_dir / "squad11_train", name="squad", weight=1.5, limit=2000),
+        DataSpec(path=train_dir / "medquad", name="medquad", weight=1.0, limit=1500),
+        DataSpec(path=train_dir / "wikiqa_train", name="wikiqa", weight=0.7, limit=500),
+        DataSpec(path=SHARED / "eval" / "scifact", name="scifact_train", weight=0.5, limit=800),
     )
 
 
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="debug: queries per source")
+    parser.add_argument("--sources", default=None, help="debug: comma-separated source names")
+    parser.add_argument("--val-queries", type=int, default=200)
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -57,6 +59,8 @@ def main() -> None:
         data = tuple(
             DataSpec(path=d.path, name=d.name, weight=d.weight, limit=args.limit) for d in data
         )
+    if args.sources:
+        data = tuple(d for d in data if d.name in args.sources.split(","))
     dl19 = SHARED / "eval" / "trec-dl-2019"
     config = TrainConfig(
         base=bundled_minilm(),
@@ -66,6 +70,8 @@ def main() -> None:
         max_steps=args.max_steps,
         lr=args.lr,
         val_source="msmarco",
+        val_queries=args.val_queries,
+        checkpoint_minutes=12.0,
         report_tasks=(("dl19", dl19 / "bm25-top100.json.gz", dl19 / "qrels.txt"),),
         export_onnx=True,
         threads=2,

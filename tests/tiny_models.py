@@ -14,14 +14,15 @@ from typing import Any
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-WORDS = (
+_WORD_TEXT = (
     "the a of to and in is was for on with as by at from that this it be are an or which "
     "flea insect dog cat animal blood bite jump small body leg wing host pet fur skin itch "
     "paris france city river capital europe tower museum art history people country map "
     "python code program language computer data model search query document rank score "
     "water ocean fish boat sea wave salt deep cold blue sun light day night star moon sky "
     "music song play band guitar piano sound note voice dance film book story write read"
-).split()
+)
+WORDS = tuple(_WORD_TEXT.split())
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -56,11 +57,23 @@ def build_tokenizer(family: str) -> Tokenizer:
 
 def _tokenizer_config(family: str, max_length: int) -> dict[str, Any]:
     if family == "roberta":
-        names = dict(bos_token="<s>", cls_token="<s>", sep_token="</s>", eos_token="</s>",
-                     pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+        names = dict(
+            bos_token="<s>",
+            cls_token="<s>",
+            sep_token="</s>",
+            eos_token="</s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+        )
     else:
-        names = dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-                     unk_token="[UNK]", mask_token="[MASK]")
+        names = dict(
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            mask_token="[MASK]",
+        )
     return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length, **names}
 
 
@@ -68,7 +81,10 @@ def _config(family: str, head: str, vocab_size: int, max_length: int, **override
     import transformers
 
     common: dict[str, Any] = dict(
-        vocab_size=vocab_size, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=48,
         num_hidden_layers=2,
     )
     if family == "bert":
@@ -77,15 +93,27 @@ def _config(family: str, head: str, vocab_size: int, max_length: int, **override
         )
     elif family == "roberta":
         config = transformers.XLMRobertaConfig(
-            **common, max_position_embeddings=max_length + 2, type_vocab_size=1,
-            pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            **common,
+            max_position_embeddings=max_length + 2,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
         )
     else:
         common["num_hidden_layers"] = 3
         config = transformers.ModernBertConfig(
-            **common, max_position_embeddings=max_length, global_attn_every_n_layers=2,
-            local_attention=8, global_rope_theta=1000.0, local_rope_theta=100.0,
-            pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3,
+            **common,
+            max_position_embeddings=max_length,
+            global_attn_every_n_layers=2,
+            local_attention=8,
+            global_rope_theta=1000.0,
+            local_rope_theta=100.0,
+            pad_token_id=0,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=2,
+            eos_token_id=3,
         )
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -139,7 +167,12 @@ def write_tiny_model(
     _randomize(model, seed)
     model.eval()
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory, safe_serialization=safe_serialization)
+    model.save_pretrained(directory)
+    if not safe_serialization:  # a legacy checkpoint: transformers 5 only writes safetensors
+        import torch
+
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+        (directory / "model.safetensors").unlink()
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(
         json.dumps(_tokenizer_config(family, max_length)), encoding="utf-8"

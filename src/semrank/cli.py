@@ -26,6 +26,7 @@ app = typer.Typer(
 # inside their commands only, so ``semrank --help`` stays fast.
 COMMAND_MODULES = (
     "semrank.models.commands",
+    "semrank.runtime.commands",
     "semrank.rerank.commands",
     "semrank.eval.commands",
     "semrank.train.commands",

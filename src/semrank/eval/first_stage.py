@@ -1,43 +1,36 @@
 """First-stage retrieval from a semrank index, turned into candidate lists for evaluation.
 
-The interface this module expects from the index side (``semrank.pipeline`` or
-``semrank.store``, whichever has it first)::
-
-    search(index: str, query: str, *, retriever: str, k: int) -> Sequence[hit]
-
-best hit first, where a hit (object or mapping) has an id (``id`` / ``doc_id`` / ``docid``), a
-``score`` and, for re-ranking, its text (``text`` / ``content`` / ``document``; a document that
-is a mapping contributes its ``title`` and ``text``).
+The index side is ``semrank.pipeline.search(index, query, *, retriever, k)``, which returns
+``SearchResults`` whose ``hits`` carry ``id``, ``score`` and the stored ``document`` fields;
+the document's text is what ``Store.text_of`` makes of those fields (all text fields joined),
+the same text the pipeline's own re-ranker reads.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, DataFormatError
 from semrank.eval.loaders import Candidate, CandidateList, Queries
 
-SearchFunction = Callable[..., Sequence[Any]]
-_SEARCH_MODULES = ("semrank.pipeline", "semrank.store")
+# search(index, query, *, retriever=..., k=...) -> SearchResults (or any iterable of hits)
+SearchFunction = Callable[..., Any]
+# stored document fields -> the text a re-ranker reads
+TextOf = Callable[[Mapping[str, Any]], str]
 
 
-def find_search_function() -> SearchFunction:
-    """The index search function, or BackendUnavailableError while none is implemented."""
-    for module_name in _SEARCH_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        search = getattr(module, "search", None)
-        if callable(search):
-            return search
-    raise BackendUnavailableError(
-        "`semrank eval --index` is not available yet: neither semrank.pipeline nor "
-        "semrank.store provides search(index, query, retriever=..., k=...). "
-        "Evaluate a candidate file instead: semrank eval --candidates FILE --qrels FILE"
-    )
+def index_search(index: str) -> tuple[SearchFunction, TextOf]:
+    """The pipeline's search function and ``index``'s text extraction (index opened once)."""
+    try:
+        from semrank.pipeline import open_cached, search
+    except ImportError as exc:  # pragma: no cover - only without the pipeline package
+        raise BackendUnavailableError(
+            f"`semrank eval --index` is not available: semrank.pipeline cannot be imported "
+            f"({exc}). Evaluate a candidate file instead: semrank eval --candidates FILE"
+        ) from exc
+    store = open_cached(index)  # IndexNotFoundError names the indexes that exist
+    return search, lambda fields: store.text_of(dict(fields))
 
 
 def _field(hit: Any, names: tuple[str, ...]) -> Any:
@@ -48,20 +41,19 @@ def _field(hit: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
-def _hit_text(hit: Any) -> str:
-    value = _field(hit, ("text", "content", "document"))
-    if isinstance(value, Mapping):
-        parts = [value.get("title"), value.get("text")]
-        return "\n".join(str(part) for part in parts if part)
-    return "" if value is None else str(value)
+def _default_text(fields: Mapping[str, Any]) -> str:
+    parts = (fields.get("title"), fields.get("text"))
+    return "\n".join(str(part) for part in parts if part)
 
 
-def _to_candidate(hit: Any, rank: int, where: str) -> Candidate:
+def _to_candidate(hit: Any, rank: int, text_of: TextOf, where: str) -> Candidate:
     doc_id = _field(hit, ("id", "doc_id", "docid"))
-    score = _field(hit, ("score", "relevance_score"))
+    score = _field(hit, ("score",))
     if doc_id is None or score is None:
         raise DataFormatError(f"{where}: search hit #{rank} has no id or no score: {hit!r}")
-    return Candidate(doc_id=str(doc_id), rank=rank, score=float(score), text=_hit_text(hit))
+    document = _field(hit, ("document", "text", "content"))
+    text = text_of(document) if isinstance(document, Mapping) else str(document or "")
+    return Candidate(doc_id=str(doc_id), rank=rank, score=float(score), text=text)
 
 
 def retrieve_candidates(
@@ -71,15 +63,24 @@ def retrieve_candidates(
     retriever: str,
     k: int,
     search: SearchFunction | None = None,
+    text_of: TextOf | None = None,
     on_query: Callable[[], None] | None = None,
 ) -> list[CandidateList]:
-    """Run every query through the index's first stage, keeping the top ``k`` hits."""
-    search = search or find_search_function()
+    """Run every query through ``retriever`` on ``index``, keeping the top ``k`` hits.
+
+    ``search`` / ``text_of`` default to the pipeline's search and the index's own text fields.
+    """
+    if search is None:
+        search, text_of = index_search(index)
+    text_of = text_of or _default_text
     lists = []
     for query_id, query in queries.items():
-        hits = search(index, query, retriever=retriever, k=k)
+        results = search(index, query, retriever=retriever, k=k)
+        hits: Iterable[Any] = results.hits if hasattr(results, "hits") else results
         where = f"index {index!r}, query {query_id!r}"
-        candidates = tuple(_to_candidate(hit, r, where) for r, hit in enumerate(hits, start=1))
+        candidates = tuple(
+            _to_candidate(hit, rank, text_of, where) for rank, hit in enumerate(hits, start=1)
+        )
         lists.append(CandidateList(query_id=query_id, query=query, hits=candidates[:k]))
         if on_query is not None:
             on_query()

@@ -25,7 +25,7 @@ class Evaluation:
 
     @property
     def query_count(self) -> int:
-        """Queries that were both judged and ranked (the ones averaged)."""
+        """Queries averaged: every judged query (unranked ones count as 0)."""
         return max((len(values) for values in self.per_query.values()), default=0)
 
 
@@ -104,7 +104,11 @@ def _evaluator(measures: list[Any], qrels: Qrels) -> Any:
 
 
 def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES) -> Evaluation:
-    """Evaluate ``run``; queries without judgments or without results are left out (trec_eval)."""
+    """Evaluate ``run`` against ``qrels``.
+
+    Queries without judgments are left out; judged queries the run has no results for count
+    as 0 (ir-measures' convention, trec_eval ``-c``), so a run cannot gain by skipping queries.
+    """
     parsed = parse_measures(measures)
     evaluator = _evaluator(parsed, qrels)
     scored = _scored_run(run)

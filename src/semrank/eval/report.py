@@ -99,7 +99,7 @@ def _plot_depth_curve(data: ReportData, path: Path) -> None:
     axes.set_xlabel("re-rank depth (dotted: first stage)")
     axes.set_ylabel("value")
     axes.set_title("Metrics vs re-rank depth")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

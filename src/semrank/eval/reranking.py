@@ -103,7 +103,8 @@ def depth_curve(
     """
     names = list(measures)
     longest = max((len(c.hits) for c in candidates), default=0)
-    usable = sorted({min(d, longest) for d in depths if d <= outcome.depth and d >= 1})
+    # A depth beyond the longest list equals the longest list.
+    usable = sorted({min(d, longest) for d in depths if 1 <= min(d, longest) <= outcome.depth})
     return {
         d: evaluate(qrels, reranked_run(candidates, outcome.scores, depth=d), names).aggregate
         for d in usable

@@ -115,7 +115,10 @@ def load_scorer(
         from semrank.runtime.onnx_backend import load_onnx_cross_encoder
 
         scorer = load_onnx_cross_encoder(
-            Path(model.path), max_length=max_length, batching=batching, device=device,
+            Path(model.path),
+            max_length=max_length,
+            batching=batching,
+            device=device,
             threads=threads,
         )
     scorer.activation = model.activation

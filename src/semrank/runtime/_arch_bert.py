@@ -35,7 +35,9 @@ class Scoped:
 
 def require(weights: Weights, name: str) -> np.ndarray:
     if name not in weights:
-        raise ModelLoadError(f"checkpoint is missing weight {name!r}; is it the right architecture?")
+        raise ModelLoadError(
+            f"checkpoint is missing weight {name!r}; is it the right architecture?"
+        )
     return weights[name]
 
 
@@ -79,7 +81,9 @@ def _embeddings(
     *,
     roberta: bool,
 ) -> str:
-    words = g.op("Gather", [g.weight("emb.word", w("embeddings.word_embeddings.weight")), input_ids])
+    words = g.op(
+        "Gather", [g.weight("emb.word", w("embeddings.word_embeddings.weight")), input_ids]
+    )
     positions = g.weight("emb.position", w("embeddings.position_embeddings.weight"))
     if roberta:
         pos_ids = _roberta_position_ids(g, input_ids, int(config.get("pad_token_id", 1)))
@@ -106,9 +110,7 @@ def _roberta_position_ids(g: GraphBuilder, input_ids: str, pad: int) -> str:
     return g.op("Add", [counted, g.const(pad)])
 
 
-def _layer(
-    g: GraphBuilder, config: dict[str, Any], w: Scoped, x: str, mask: str, p: str
-) -> str:
+def _layer(g: GraphBuilder, config: dict[str, Any], w: Scoped, x: str, mask: str, p: str) -> str:
     heads = int(config["num_attention_heads"])
     head_dim = int(config["hidden_size"]) // heads
     eps = float(config.get("layer_norm_eps", 1e-12))

@@ -79,7 +79,9 @@ def _window_mask(g: GraphBuilder, input_ids: str, config: dict[str, Any]) -> str
     rows = g.op("Unsqueeze", [positions, g.const([1])])
     cols = g.op("Unsqueeze", [positions, g.const([0])])
     distance = g.op("Abs", [g.op("Sub", [rows, cols])])
-    outside = g.op("Cast", [g.op("Greater", [distance, g.const(half_window)])], to=TensorProto.FLOAT)
+    outside = g.op(
+        "Cast", [g.op("Greater", [distance, g.const(half_window)])], to=TensorProto.FLOAT
+    )
     additive = g.op("Mul", [outside, g.const(NEG_LARGE, np.float32)])
     return g.op("Unsqueeze", [additive, g.const([0, 1])])
 
@@ -157,7 +159,9 @@ def _geglu(g: GraphBuilder, config: dict[str, Any], w: Scoped, x: str, p: str) -
     gate = g.linear(x, wi[inter:], None if bi is None else bi[inter:], p + "mlp.Wi_gate")
     activated = g.activation(value, str(config.get("hidden_activation", "gelu")))
     return g.linear(
-        g.op("Mul", [activated, gate]), w(p + "mlp.Wo.weight"), w.maybe(p + "mlp.Wo.bias"),
+        g.op("Mul", [activated, gate]),
+        w(p + "mlp.Wo.weight"),
+        w.maybe(p + "mlp.Wo.bias"),
         p + "mlp.Wo",
     )
 
@@ -169,7 +173,9 @@ def _classification_head(
     if pooling == "cls":
         pooled = g.first_token(hidden)
     elif pooling == "mean":
-        mask = g.op("Unsqueeze", [g.op("Cast", [attention_mask], to=TensorProto.FLOAT), g.const([2])])
+        mask = g.op(
+            "Unsqueeze", [g.op("Cast", [attention_mask], to=TensorProto.FLOAT), g.const([2])]
+        )
         summed = g.op("ReduceSum", [g.op("Mul", [hidden, mask]), g.const([1])], keepdims=0)
         pooled = g.op("Div", [summed, g.op("ReduceSum", [mask, g.const([1])], keepdims=0)])
     else:
@@ -180,7 +186,11 @@ def _classification_head(
     activated = g.activation(dense, str(config.get("classifier_activation", "gelu")))
     eps = float(config.get("norm_eps", 1e-5))
     normed = g.layer_norm(
-        activated, require(weights, "head.norm.weight"), weights.get("head.norm.bias"), eps, "head.norm"
+        activated,
+        require(weights, "head.norm.weight"),
+        weights.get("head.norm.bias"),
+        eps,
+        "head.norm",
     )
     return g.linear(
         normed, require(weights, "classifier.weight"), weights.get("classifier.bias"), "classifier"

@@ -26,7 +26,8 @@ def plan_batches(lengths: Sequence[int], config: BatchingConfig) -> list[list[in
         # Sorted longest first, so the batch's padded length is that of its first input.
         width = lengths[current[0]] if current else lengths[index]
         if current and (
-            len(current) >= config.max_batch_size or (len(current) + 1) * width > config.token_budget
+            len(current) >= config.max_batch_size
+            or (len(current) + 1) * width > config.token_budget
         ):
             batches.append(current)
             current = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,7 +32,7 @@ class GraphBuilder:
         self._counter += 1
         return f"{hint}_{self._counter}"
 
-    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, **attrs: Any) -> str:
         outs = [self.fresh(op_type) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, **attrs))
         return outs[0]
@@ -44,7 +45,7 @@ class GraphBuilder:
 
     def const(self, value: object, dtype: type = np.int64) -> str:
         """A small constant, deduplicated by value."""
-        array = np.asarray(value, dtype=dtype)
+        array: np.ndarray = np.asarray(value, dtype=dtype)
         key = (array.dtype.str, array.tobytes(), array.shape)
         if key not in self._constants:
             name = self.fresh("const")
@@ -94,7 +95,9 @@ class GraphBuilder:
     def activation(self, x: str, kind: str) -> str:
         kind = kind.lower()
         if kind == "gelu":  # exact erf form, as torch.nn.functional.gelu
-            inner = self.op("Erf", [self.op("Mul", [x, self.const(1.0 / math.sqrt(2.0), np.float32)])])
+            inner = self.op(
+                "Erf", [self.op("Mul", [x, self.const(1.0 / math.sqrt(2.0), np.float32)])]
+            )
             one_plus = self.op("Add", [inner, self.const(1.0, np.float32)])
             return self.op("Mul", [self.op("Mul", [x, one_plus]), self.const(0.5, np.float32)])
         if kind in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):

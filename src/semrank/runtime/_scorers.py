@@ -12,7 +12,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, run_batched
-from semrank.runtime.base import Activation, BatchingConfig, ScorerKind
+from semrank.runtime.base import Activation, BatchingConfig, ScorerKind, TextTokenizer
 from semrank.runtime.tokenizer import HFTokenizer
 
 Forward = Callable[[BatchArrays], np.ndarray]
@@ -51,25 +51,26 @@ class CrossEncoderScorer:
         activation: Activation = "sigmoid",
         batching: BatchingConfig | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
+        self.hf_tokenizer = tokenizer
+        self.tokenizer: TextTokenizer = tokenizer
         self.max_length = tokenizer.max_length
         self.activation = activation
         self.batching = batching or BatchingConfig()
         self._forward = forward
 
     def doc_token_budget(self, query: str) -> int:
-        return self.tokenizer.doc_token_budget(query)
+        return self.hf_tokenizer.doc_token_budget(query)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)
         if not checked:
             return np.zeros(0, dtype=np.float32)
-        encoded = self.tokenizer.encode_pairs(checked)
+        encoded = self.hf_tokenizer.encode_pairs(checked)
         return run_batched(
             encoded,
             lambda batch: logits_to_raw(self._forward(batch)),
             self.batching,
-            self.tokenizer.pad_id,
+            self.hf_tokenizer.pad_id,
         )
 
 
@@ -127,12 +128,13 @@ class BiEncoderScorer:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self.tokenizer = embedder.tokenizer
+        self.hf_tokenizer = embedder.tokenizer
+        self.tokenizer: TextTokenizer = embedder.tokenizer
         self.max_length = embedder.max_length
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.
-        return self.max_length - self.tokenizer.special_tokens_single
+        return self.max_length - self.hf_tokenizer.special_tokens_single
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)

@@ -7,6 +7,7 @@ no bfloat16, so those tensors are widened to float32 bit-wise.
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def load_weights(model_dir: Path) -> Weights:
 
 
 def _read_safetensors(path: Path) -> Weights:
-    data = path.read_bytes()
+    # Memory-mapped: float32 tensors are views, so a large checkpoint is not copied twice.
+    with path.open("rb") as fh:
+        data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     (header_len,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + header_len])
     body = memoryview(data)[8 + header_len :]
@@ -77,7 +80,7 @@ def _decode(buf: memoryview, dtype: str, shape: list[int], path: Path, name: str
     if dtype not in _SAFETENSORS_DTYPES:
         raise ModelLoadError(f"{path}: tensor {name} has unsupported dtype {dtype}")
     array = np.frombuffer(buf, dtype=_SAFETENSORS_DTYPES[dtype]).reshape(shape)
-    return array.astype(np.float32) if array.dtype.kind == "f" else array
+    return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array
 
 
 def _read_torch_bin(path: Path) -> Weights:

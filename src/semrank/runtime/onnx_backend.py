@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from semrank.errors import BackendUnavailableError
+from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -48,15 +48,39 @@ def create_session(
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def session_forward(session: ort.InferenceSession) -> Forward:
-    """A forward function feeding the session only the inputs its graph declares."""
+def session_forward(session: ort.InferenceSession, output: str | None = None) -> Forward:
+    """A forward function feeding the session only the inputs its graph declares.
+
+    ``output`` names the wanted output ("logits" or "last_hidden_state"); a pre-exported graph
+    with other names is accepted when its first output has the expected rank.
+    """
     names = [i.name for i in session.get_inputs()]
+    index = _output_index(session, output)
 
     def forward(batch: BatchArrays) -> np.ndarray:
         outputs = session.run(None, {name: batch[name] for name in names})
-        return np.asarray(outputs[0])
+        return np.asarray(outputs[index])
 
     return forward
+
+
+_OUTPUT_RANK = {"logits": 2, "last_hidden_state": 3}
+
+
+def _output_index(session: ort.InferenceSession, output: str | None) -> int:
+    outputs = session.get_outputs()
+    if output is None:
+        return 0
+    for i, out in enumerate(outputs):
+        if out.name == output:
+            return i
+    rank = len(outputs[0].shape)
+    if rank != _OUTPUT_RANK[output]:
+        raise ModelLoadError(
+            f"ONNX graph outputs {[o.name for o in outputs]} do not include {output!r} and its "
+            f"first output has rank {rank}; is model.onnx exported for the other model kind?"
+        )
+    return 0
 
 
 def _session_for(
@@ -75,7 +99,7 @@ def load_onnx_cross_encoder(
 ) -> CrossEncoderScorer:
     session = _session_for(model_dir, "sequence-classification", device, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
-    return CrossEncoderScorer(tokenizer, session_forward(session), batching=batching)
+    return CrossEncoderScorer(tokenizer, session_forward(session, "logits"), batching=batching)
 
 
 def load_onnx_embedder(
@@ -91,6 +115,9 @@ def load_onnx_embedder(
     session = _session_for(model_dir, "encoder", device, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
     return Embedder(
-        tokenizer, session_forward(session), pooling=pooling, normalize=normalize, batching=batching
+        tokenizer,
+        session_forward(session, "last_hidden_state"),
+        pooling=pooling,
+        normalize=normalize,
+        batching=batching,
     )
-

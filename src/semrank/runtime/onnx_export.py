@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -96,18 +97,22 @@ def default_cache_dir() -> Path:
     return base / "onnx"
 
 
-def onnx_model_path(
-    model_dir: Path, head: ExportHead, *, cache_dir: Path | None = None
-) -> Path:
-    """Path of a ready ONNX graph: the directory's own model.onnx, or a cached export."""
+def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None = None) -> Path:
+    """Path of a ready ONNX graph: the directory's own model.onnx, or a cached export.
+
+    Small graphs are cached as ``<key>.onnx``; graphs over the 2 GiB protobuf limit as
+    ``<key>/model.onnx`` with their weights in ``<key>/model.onnx.data``.
+    """
     model_dir = Path(model_dir)
     bundled = model_dir / "model.onnx"
     if bundled.is_file():
         return bundled
-    target = (cache_dir or default_cache_dir()) / f"{_cache_key(model_dir, head)}.onnx"
-    if not target.is_file():
-        _write_atomically(export_onnx(model_dir, head), target)
-    return target
+    cache = cache_dir or default_cache_dir()
+    key = _cache_key(model_dir, head)
+    for candidate in (cache / f"{key}.onnx", cache / key / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    return _write_atomically(export_onnx(model_dir, head), cache, key)
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
@@ -121,22 +126,45 @@ def _cache_key(model_dir: Path, head: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def _write_atomically(model: onnx.ModelProto, target: Path) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
+def _write_atomically(model: onnx.ModelProto, cache: Path, key: str) -> Path:
+    """Write under a temporary name, then rename: readers never see a half-written export."""
+    cache.mkdir(parents=True, exist_ok=True)
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+        return _write_external(model, cache, key)
+    fd, tmp = tempfile.mkstemp(prefix=key, suffix=".tmp", dir=cache)
     os.close(fd)
     try:
-        if model.ByteSize() > _PROTOBUF_LIMIT:
-            raise ModelLoadError(
-                f"exported graph is {model.ByteSize() >> 20} MiB, over the 2 GiB single-file "
-                "ONNX limit; export it externally and place model.onnx in the model directory"
-            )
         onnx.save_model(model, tmp)
+        target = cache / f"{key}.onnx"
         os.replace(tmp, target)
+        return target
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-_PROTOBUF_LIMIT = 2_000_000_000
+def _write_external(model: onnx.ModelProto, cache: Path, key: str) -> Path:
+    """A directory with model.onnx + model.onnx.data, renamed into place as a whole."""
+    tmp_dir = Path(tempfile.mkdtemp(prefix=key, suffix=".tmp", dir=cache))
+    try:
+        onnx.save_model(
+            model,
+            str(tmp_dir / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+        )
+        target = cache / key
+        try:
+            os.replace(tmp_dir, target)
+        except OSError:  # another process finished the same export first
+            if not (target / "model.onnx").is_file():
+                raise
+        return target / "model.onnx"
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# Above this many weight bytes the graph is saved with external data (protobuf caps at 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000

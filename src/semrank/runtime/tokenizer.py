@@ -102,7 +102,9 @@ class HFTokenizer:
             keep_query = min(n_query, max(available // 2, available - n_doc))
             query = _truncated_copy(self._tok, query, keep_query)
             doc = _truncated_copy(self._tok, doc, available - keep_query)
-        merged = self._tok.post_process(query, doc, add_special_tokens=True)
+        # An empty document is encoded as the query alone, as transformers tokenizers do.
+        second = doc if doc.ids else None
+        merged = self._tok.post_process(query, second, add_special_tokens=True)
         return _to_input(merged, truncated)
 
 

@@ -87,7 +87,9 @@ def load_torch_cross_encoder(
     resolved = resolve_torch_device(device)
     model = _load("AutoModelForSequenceClassification", model_dir, resolved)
     tokenizer = load_tokenizer(model_dir, max_length)
-    return CrossEncoderScorer(tokenizer, _torch_forward(model, resolved, "logits"), batching=batching)
+    return CrossEncoderScorer(
+        tokenizer, _torch_forward(model, resolved, "logits"), batching=batching
+    )
 
 
 def load_torch_embedder(

@@ -204,7 +204,9 @@ class PairBatcher:
                 continue
             if job.expired(now):
                 job.future.set_exception(
-                    DeadlineExceededError("the request deadline passed while it waited for the model")
+                    DeadlineExceededError(
+                        "the request deadline passed while it waited for the model"
+                    )
                 )
                 continue
             live.append(job)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from semrank.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError
 from semrank.server._batcher import REQUEST_DEADLINE, BatcherLimits, BatchingScorer
 from semrank.server._cache import ScoreCache
 from semrank.server._metrics import Metrics
 from semrank.server.config import ServerConfig
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,11 +36,13 @@ class RerankCall:
 class ModelEngine:
     """One model: its Reranker (for the scoring logic) and its batcher (for the model calls)."""
 
-    def __init__(self, name: str, reranker: Any, scorer: BatchingScorer, threads: ThreadPoolExecutor):
+    def __init__(
+        self, name: str, reranker: Any, scorer: BatchingScorer, threads: ThreadPoolExecutor
+    ):
         self.name = name
         self.reranker = reranker
         self.scorer = scorer
-        self._threads = threads
+        self.threads = threads
 
     @property
     def kind(self) -> str:
@@ -53,9 +56,7 @@ class ModelEngine:
         return int(self.scorer.tokenizer.count_tokens(text))
 
     async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
-        """``Reranker.rerank`` in a worker thread (every result, best first), within ``deadline``."""
-        context = contextvars.copy_context()
-        context.run(REQUEST_DEADLINE.set, deadline)
+        """``Reranker.rerank`` in a worker thread (all results, best first), within ``deadline``."""
         work = functools.partial(
             self.reranker.rerank,
             call.query,
@@ -66,17 +67,28 @@ class ModelEngine:
             chunking=call.chunking,
             raw_scores=call.raw_scores,
         )
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._threads, context.run, work)
-        if deadline is None:
-            return await future
-        try:
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-        except TimeoutError as exc:
-            raise DeadlineExceededError(
-                "re-ranking did not finish within the request deadline; raise timeout_ms, send "
-                "fewer documents, or set fail_open to get the input order back instead"
-            ) from exc
+        late = (
+            "re-ranking did not finish within the request deadline; raise timeout_ms, send "
+            "fewer documents, or set fail_open to get the input order back instead"
+        )
+        return await run_in_thread(self.threads, deadline, work, late)
+
+
+async def run_in_thread(
+    threads: ThreadPoolExecutor, deadline: float | None, work: Callable[[], T], late: str
+) -> T:
+    """``work()`` in a request thread that sees ``deadline`` (the batcher enforces it too);
+    ``DeadlineExceededError(late)`` once it passes. The thread itself cannot be stopped: it ends
+    at its next model call, which the batcher fails for being past the deadline."""
+    context = contextvars.copy_context()
+    context.run(REQUEST_DEADLINE.set, deadline)
+    future = asyncio.get_running_loop().run_in_executor(threads, context.run, work)
+    if deadline is None:
+        return await future
+    try:
+        return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+    except TimeoutError as exc:
+        raise DeadlineExceededError(late) from exc
 
 
 class ModelRegistry:
@@ -87,7 +99,8 @@ class ModelRegistry:
         self.metrics = metrics
         self.engines: dict[str, ModelEngine] = {}
         self.default_name: str | None = None
-        self._threads = ThreadPoolExecutor(
+        # Threads for the blocking parts of requests (re-ranking logic, store, pipeline).
+        self.threads = ThreadPoolExecutor(
             config.request_threads, thread_name_prefix="semrank-request"
         )
         self.cache = ScoreCache(config.cache_size)
@@ -115,10 +128,9 @@ class ModelRegistry:
         scorer = BatchingScorer(
             reranker.scorer, model=name, cache=self.cache, limits=limits, metrics=self.metrics
         )
-        # A copy, so the caller's Reranker keeps its own scorer.
-        served = copy.copy(reranker)
-        served.scorer = scorer
-        engine = ModelEngine(name, served, scorer, self._threads)
+        # A new Reranker around the proxy: the caller's keeps its own scorer.
+        served = type(reranker)(reranker.model or name, scorer=scorer, chunking=reranker.chunking)
+        engine = ModelEngine(name, served, scorer, self.threads)
         self.engines[name] = engine
         self.default_name = self.default_name or name
         return engine
@@ -130,7 +142,7 @@ class ModelRegistry:
     async def close(self) -> None:
         for engine in self.engines.values():
             await engine.scorer.batcher.close()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown(wait=False, cancel_futures=True)
 
     def get(self, name: str | None) -> ModelEngine:
         if not self.engines:

@@ -7,7 +7,7 @@ carry one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,7 +33,7 @@ HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 501: "not_imple
 
 
 def error_response(
-    status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+    status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message, "error_type": error_type}, status, headers=headers)
 
@@ -62,9 +62,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         return error_response(exc.status_code, str(exc.detail), error_type, exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error(
-            "unhandled error", exc_info=exc, extra=log_fields(**_request_fields(request))
-        )
+        logger.error("unhandled error", exc_info=exc, extra=log_fields(**_request_fields(request)))
         return error_response(500, "internal server error; see the server log", "internal_error")
 
     app.add_exception_handler(SemrankError, on_semrank_error)

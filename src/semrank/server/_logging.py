@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
-    """Route semrank's and uvicorn's logs through one stderr handler (called by ``semrank serve``)."""
+    """Send semrank's and uvicorn's logs through one stderr handler (``semrank serve``)."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
@@ -42,7 +42,8 @@ def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
-        uvicorn_logger.propagate = True
+        # The app writes its own access log (with request ids); uvicorn's would double it.
+        uvicorn_logger.propagate = name != "uvicorn.access"
 
 
 def log_fields(**fields: object) -> dict[str, object]:

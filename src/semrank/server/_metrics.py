@@ -61,7 +61,10 @@ class Metrics:
             registry=reg,
         )
         self.queue_depth = Gauge(
-            "semrank_queue_depth", "Scoring requests waiting for the model.", ["model"], registry=reg
+            "semrank_queue_depth",
+            "Scoring requests waiting for the model.",
+            ["model"],
+            registry=reg,
         )
         self.cache_hits = Counter(
             "semrank_cache_hits", "Pair scores served from the cache.", ["model"], registry=reg

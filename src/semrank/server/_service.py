@@ -86,7 +86,7 @@ class RerankService:
     def deadline(self, timeout_ms: int | None) -> float | None:
         if timeout_ms is not None:
             return time.monotonic() + timeout_ms / 1000.0
-        if self.config.request_timeout_s is None:
+        if self.config.request_timeout_s <= 0:
             return None
         return time.monotonic() + self.config.request_timeout_s
 
@@ -112,7 +112,7 @@ class RerankService:
     async def rerank(
         self, engine: ModelEngine, call: RerankCall, policy: Policy, deadline: float | None
     ) -> RerankOutcome:
-        """Score ``call``; past the deadline either fail (504) or, with fail_open, keep input order."""
+        """Score ``call``; past the deadline fail (504) or, with fail_open, keep the input order."""
         try:
             results = await engine.rerank(call, deadline)
         except DeadlineExceededError:
@@ -137,7 +137,9 @@ class RerankService:
     def _input_order(self, engine: ModelEngine, call: RerankCall, policy: Policy) -> RerankOutcome:
         from semrank.rerank import RerankResult
 
-        count = len(call.documents) if policy.top_n is None else min(policy.top_n, len(call.documents))
+        count = (
+            len(call.documents) if policy.top_n is None else min(policy.top_n, len(call.documents))
+        )
         results = [
             RerankResult(
                 index=i,

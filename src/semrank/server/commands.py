@@ -1,9 +1,88 @@
-"""CLI commands of this stage (registered by ``semrank.cli``)."""
+"""``semrank serve``: the HTTP server (registered by ``semrank.cli``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to ``app``."""
+    """Add ``serve`` to ``app``."""
+    app.command("serve")(serve)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    model: list[str] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        help="Model to serve: NAME or ALIAS=SOURCE (catalog name, directory, hub id). Repeat "
+        "for several; the first is the default. Default: the bundled model.",
+    ),
+    workers: int = typer.Option(1, help="Worker processes (each loads its own models)."),
+    api_key: list[str] = typer.Option(
+        [], "--api-key", help="Accepted Bearer key (repeatable; also SEMRANK_API_KEYS)."
+    ),
+    backend: str | None = typer.Option(None, help="Inference backend: onnx (default) or torch."),
+    device: str | None = typer.Option(None, help="Device, e.g. cpu or cuda."),
+    max_documents: int | None = typer.Option(None, help="Documents per request at most."),
+    max_body_bytes: int | None = typer.Option(None, help="Request body size limit in bytes."),
+    max_request_tokens: int | None = typer.Option(None, help="Tokens per request at most."),
+    max_pending: int | None = typer.Option(
+        None, help="Requests admitted at once; more get 429 + Retry-After."
+    ),
+    timeout: float | None = typer.Option(
+        None, help="Default request deadline in seconds (0: none). Default 30."
+    ),
+    fail_open: bool | None = typer.Option(
+        None, "--fail-open/--no-fail-open", help="Past the deadline return input order, not 504."
+    ),
+    batch_wait_ms: float | None = typer.Option(
+        None, help="How long the batcher waits for more requests to merge (ms)."
+    ),
+    batch_token_budget: int | None = typer.Option(None, help="Tokens per merged model call."),
+    cache_size: int | None = typer.Option(None, help="Cached pair scores (0 turns it off)."),
+    auto_truncate: bool | None = typer.Option(
+        None, "--auto-truncate/--no-auto-truncate", help="TEI: truncate when truncate is unset."
+    ),
+    index_home: str | None = typer.Option(
+        None, help="Directory of the search indexes (default: $SEMRANK_HOME or XDG data dir)."
+    ),
+    log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+    log_format: str = typer.Option("json", help="json (one object per line) or text."),
+    shutdown_timeout: float | None = typer.Option(
+        None, help="Seconds to finish in-flight requests on SIGTERM."
+    ),
+) -> None:
+    """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""
+    from semrank.errors import InvalidInputError
+    from semrank.server._run import run_server
+    from semrank.server.config import from_environment
+
+    if log_format not in ("json", "text"):
+        raise InvalidInputError(f"--log-format {log_format!r}: choose json or text")
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "backend": backend,
+        "device": device,
+        "max_documents": max_documents,
+        "max_body_bytes": max_body_bytes,
+        "max_request_tokens": max_request_tokens,
+        "max_pending_requests": max_pending,
+        "fail_open": fail_open,
+        "batch_wait_ms": batch_wait_ms,
+        "batch_token_budget": batch_token_budget,
+        "cache_size": cache_size,
+        "auto_truncate": auto_truncate,
+        "index_home": index_home,
+        "log_level": log_level,
+        "log_json": log_format == "json",
+        "shutdown_timeout_s": shutdown_timeout,
+        "request_timeout_s": timeout,
+    }
+    run_server(from_environment(overrides, model_specs=model, api_keys=api_key))

@@ -59,8 +59,8 @@ class ServerConfig:
     # Admission: requests admitted at once (in flight + waiting); beyond that, 429.
     max_pending_requests: int = 256
     retry_after_s: int = 1
-    # Deadlines: default per-request timeout (None = no deadline) and what to do when it passes.
-    request_timeout_s: float | None = 30.0
+    # Deadlines: default per-request timeout (0 = no deadline) and what to do when it passes.
+    request_timeout_s: float = 30.0
     fail_open: bool = False
     # Dynamic batching across requests.
     batch_wait_ms: float = 2.0
@@ -70,6 +70,7 @@ class ServerConfig:
     request_threads: int = 64
     cache_size: int = 100_000  # (model, query, document) scores kept; 0 turns the cache off
     auto_truncate: bool = True  # TEI ``truncate`` when the request leaves it out
+    index_home: str | None = None  # where indexes live; None: $SEMRANK_HOME or the XDG default
     log_level: str = "info"
     log_json: bool = True
     shutdown_timeout_s: float = 30.0
@@ -78,11 +79,9 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
-        if self.cache_size < 0 or self.batch_wait_ms < 0:
-            raise InvalidInputError("cache_size and batch_wait_ms must be >= 0")
-        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+        if min(self.cache_size, self.batch_wait_ms, self.request_timeout_s) < 0:
             raise InvalidInputError(
-                f"request_timeout_s={self.request_timeout_s!r}: must be > 0 (or None for no deadline)"
+                "cache_size, batch_wait_ms and request_timeout_s must be >= 0 (0 turns them off)"
             )
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
@@ -93,7 +92,7 @@ class ServerConfig:
         return bool(self.api_keys)
 
     def to_json(self) -> str:
-        """Serialise (for worker processes); api_keys included, so keep it in the environment only."""
+        """Serialise for worker processes (api_keys included: keep it in the environment only)."""
         data = dataclasses.asdict(self)
         data["api_keys"] = sorted(self.api_keys)
         return json.dumps(data)

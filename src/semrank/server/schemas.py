@@ -76,12 +76,19 @@ class V2RerankRequest(SemrankOptions):
     query: str = Field(min_length=1)
     documents: list[str] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
+    )
 
 
-class V2Result(ResultFacts):
-    index: int
+class _Ranked(_Schema):
+    index: int = Field(description="position of the document in the request")
     relevance_score: float
+
+
+# Bases listed facts-first so that serialised results read index, score, ..., then the facts.
+class V2Result(ResultFacts, _Ranked):
+    pass
 
 
 class ApiVersion(_Schema):
@@ -124,7 +131,9 @@ class V1RerankRequest(SemrankOptions):
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: bool | None = Field(None, description="default false")
     max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
+    )
     truncation: bool | None = Field(
         None, description="Voyage: false makes over-long inputs an error instead of truncating"
     )
@@ -133,12 +142,14 @@ class V1RerankRequest(SemrankOptions):
     )
 
 
-class V1Result(ResultFacts):
-    index: int
-    relevance_score: float
+class _V1Ranked(_Ranked):
     document: dict[str, Any] | None = Field(
         None, description="{'text': ...} for strings, the object itself for objects"
     )
+
+
+class V1Result(ResultFacts, _V1Ranked):
+    pass
 
 
 class Usage(_Schema):
@@ -156,10 +167,12 @@ class V1RerankResponse(_Schema):
     reranked: bool = True
 
 
-class VoyageResult(ResultFacts):
-    index: int
-    relevance_score: float
+class _VoyageRanked(_Ranked):
     document: Document | None = None
+
+
+class VoyageResult(ResultFacts, _VoyageRanked):
+    pass
 
 
 class VoyageUsage(_Schema):
@@ -189,10 +202,14 @@ class TeiRerankRequest(SemrankOptions):
     return_text: bool = False
 
 
-class TeiRank(ResultFacts):
+class _TeiScored(_Schema):
     index: int
     score: float
     text: str | None = None
+
+
+class TeiRank(ResultFacts, _TeiScored):
+    pass
 
 
 # --- semrank batch -------------------------------------------------------------------------
@@ -229,6 +246,74 @@ class BatchRerankResponse(_Schema):
     results: list[BatchQueryResult]
     usage: Usage
     reranked: bool = Field(True, description="false when any query fell back to input order")
+
+
+# --- indexes and search -------------------------------------------------------------------
+
+
+class IndexName(_Schema):
+    name: str
+
+
+class IndexList(_Schema):
+    object: Literal["list"] = "list"
+    data: list[IndexName]
+
+
+class CreateIndexRequest(_Schema):
+    name: str = Field(min_length=1, max_length=128)
+    fields: list[str] = Field(["title", "text"], min_length=1, description="searched text fields")
+    id_field: str | None = Field("id", description="document field holding its id")
+    embedding_model: str | None = Field(
+        "default", description="dense embeddings model ('default': bundled); null: BM25 only"
+    )
+
+
+class UpsertDocumentsRequest(_Schema):
+    documents: list[dict[str, Any]] = Field(min_length=1, description="objects with an id field")
+
+
+class UpsertResult(_Schema):
+    upserted: int
+
+
+class DeleteDocumentsRequest(_Schema):
+    ids: list[str] = Field(min_length=1)
+
+
+class DeleteResult(_Schema):
+    deleted: int
+
+
+class SearchRequest(_Schema):
+    """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
+    fills ``{{query}}`` placeholders (or replaces the tree's query texts)."""
+
+    query: str | None = Field(None, min_length=1)
+    retriever: str | dict[str, Any] | None = Field(
+        None,
+        description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) or a "
+        "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
+    )
+    size: int = Field(10, ge=1, le=10_000)
+    return_documents: bool = True
+    timeout_ms: int | None = Field(None, ge=1)
+
+
+class SearchHit(_Schema):
+    id: str
+    score: float
+    rank: int
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_score: float | None = None
+    document: dict[str, Any] | None = None
+
+
+class SearchResponse(_Schema):
+    object: Literal["search"] = "search"
+    index: str
+    hits: list[SearchHit]
 
 
 # --- models, health, errors ----------------------------------------------------------------

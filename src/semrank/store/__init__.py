@@ -1,1 +1,51 @@
-"""semrank.store."""
+"""Persistent, crash-safe named indexes: documents, BM25 and embeddings on local disk.
+
+>>> from semrank.store import create_index, read_corpus
+>>> index = create_index("scifact")
+>>> index.upsert(read_corpus("scifact/"))           # BEIR folder, .jsonl[.gz], .json, .csv
+>>> index.search_bm25("cancer stem cells", k=10)    # Hits(ids, scores)
+"""
+
+from semrank.store._base import (
+    ALL_TEXT_FIELDS,
+    VECTOR_FIELD,
+    IndexInfo,
+    IndexSettings,
+    Store,
+    field_text,
+)
+from semrank.store._corpus import Corpus, Document, read_corpus
+from semrank.store._local import LocalStore
+from semrank.store._registry import (
+    DEFAULT_EMBEDDING,
+    HOME_ENV,
+    create_index,
+    default_home,
+    drop_index,
+    index_path,
+    list_indexes,
+    open_index,
+    resolve_home,
+)
+
+__all__ = [
+    "ALL_TEXT_FIELDS",
+    "DEFAULT_EMBEDDING",
+    "HOME_ENV",
+    "VECTOR_FIELD",
+    "Corpus",
+    "Document",
+    "IndexInfo",
+    "IndexSettings",
+    "LocalStore",
+    "Store",
+    "create_index",
+    "default_home",
+    "drop_index",
+    "field_text",
+    "index_path",
+    "list_indexes",
+    "open_index",
+    "read_corpus",
+    "resolve_home",
+]

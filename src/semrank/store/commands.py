@@ -1,9 +1,256 @@
-"""CLI commands of this stage (registered by ``semrank.cli``)."""
+"""`semrank index ...` (create, add, delete, info, drop, list) and `semrank search`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from semrank.pipeline import SearchResults
+    from semrank.store import Corpus, LocalStore
+
+index_app = typer.Typer(help="Named, persistent search indexes.", no_args_is_help=True)
+
+HOME_OPTION = typer.Option(
+    None, "--home", envvar="SEMRANK_HOME",
+    help="Where indexes live (default: $SEMRANK_HOME or ~/.local/share/semrank).",
+)
+ID_FIELD_OPTION = typer.Option(
+    None, "--id-field", help="Field holding the document id (default: _id, id, docid, ...)."
+)
+FIELDS_OPTION = typer.Option(
+    None, "--fields", help="Comma-separated text fields (default: BEIR title,text, else all strings)."
+)
+BATCH_OPTION = typer.Option(256, "--batch-size", min=1, help="Documents per committed batch.")
+
+
+def _split(fields: str | None) -> list[str] | None:
+    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+
+def _ingest(index: LocalStore, corpus: Corpus, batch_size: int) -> int:
+    """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(f"indexing {corpus.path.name}", total=corpus.count())
+        count = index.upsert(
+            corpus, batch_size=batch_size, refresh=False,
+            progress=lambda n: bar.advance(task, n),
+        )
+        bar.add_task("building BM25 / vector indexes", total=None)
+        index.refresh()
+    return count
+
+
+@index_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Index name."),
+    source: Path | None = typer.Option(None, "--from", help="Corpus to ingest right away."),
+    id_field: str | None = ID_FIELD_OPTION,
+    fields: str | None = FIELDS_OPTION,
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Store embeddings for knn."),
+    embedding_model: str = typer.Option("default", "--embedding-model", help="Embedding model."),
+    embedding_max_length: int | None = typer.Option(
+        None, "--embedding-max-length", min=8, help="Truncate documents to N tokens when embedding."
+    ),
+    bm25_method: str = typer.Option("lucene", "--bm25-method", help="bm25s scoring variant."),
+    k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (Anserini: 0.9)."),
+    b: float = typer.Option(0.4, "--b", help="BM25 b (Anserini: 0.4)."),
+    ann_threshold: int = typer.Option(
+        20_000, "--ann-threshold", min=1, help="Use HNSW from this many vectors on."
+    ),
+    batch_size: int = BATCH_OPTION,
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Create an index, optionally filled from a BEIR folder, corpus.jsonl[.gz], JSONL, JSON or CSV."""
+    from semrank.retrieve import BM25Params
+    from semrank.store import create_index, read_corpus
+
+    corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
+    index = create_index(
+        name, home=home,
+        fields=corpus.text_fields if corpus else (_split(fields) or ["title", "text"]),
+        id_field=corpus.id_field if corpus else (id_field or "id"),
+        embedding_model=embedding_model if dense else None,
+        embedding_max_length=embedding_max_length,
+        bm25=BM25Params(method=bm25_method, k1=k1, b=b), ann_threshold=ann_threshold,
+    )
+    with index:
+        if corpus is not None:
+            kind = "BEIR corpus" if corpus.is_beir else f"{corpus.format} file"
+            typer.echo(f"{kind}: id field {corpus.id_field or '(record number)'}, "
+                       f"text fields {', '.join(corpus.text_fields)}")
+            _ingest(index, corpus, batch_size)
+        typer.echo(f"index {name!r}: {len(index)} documents at {index.path}")
+
+
+@index_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Index name."),
+    source: Path = typer.Argument(..., help="Corpus file or BEIR folder."),
+    id_field: str | None = ID_FIELD_OPTION,
+    batch_size: int = BATCH_OPTION,
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Add or replace (upsert by id) documents; unchanged ones are skipped, so re-running an
+    interrupted ingest only does the rest."""
+    from semrank.store import open_index, read_corpus
+
+    with open_index(name, home=home) as index:
+        settings = index.settings
+        corpus = read_corpus(source, id_field=id_field or settings.id_field, fields=settings.text_fields)
+        count = _ingest(index, corpus, batch_size)
+        typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
+
+
+@index_app.command("delete")
+def delete(
+    name: str = typer.Argument(..., help="Index name."),
+    ids: list[str] = typer.Argument(None, help="Document ids to delete."),
+    ids_file: Path | None = typer.Option(None, "--ids-file", help="File with one id per line."),
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Delete documents by id."""
+    from semrank.errors import InvalidInputError
+    from semrank.store import open_index
+
+    wanted = list(ids or [])
+    if ids_file is not None:
+        wanted += [line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()]
+    if not wanted:
+        raise InvalidInputError("name the ids to delete (arguments or --ids-file)")
+    with open_index(name, home=home) as index:
+        removed = index.delete(wanted)
+        index.refresh()
+        typer.echo(f"deleted {removed} of {len(wanted)} ids; index {name!r} holds {len(index)}")
+
+
+@index_app.command("info")
+def info(
+    name: str = typer.Argument(..., help="Index name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Documents, fields, models and files of an index."""
+    from semrank.store import open_index
+
+    with open_index(name, home=home) as index:
+        data = index.info().to_dict()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    settings = data.pop("settings")
+    for key, value in {**data, **{f"settings.{k}": v for k, v in settings.items()}}.items():
+        typer.echo(f"{key:>30}: {value}")
+
+
+@index_app.command("drop")
+def drop(
+    name: str = typer.Argument(..., help="Index name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Delete an index and its files."""
+    from semrank.store import drop_index, index_path
+
+    if not yes:
+        typer.confirm(f"drop index {name!r} at {index_path(name, home)}?", abort=True)
+    drop_index(name, home=home)
+    typer.echo(f"dropped {name!r}")
+
+
+@index_app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """The indexes under the home directory."""
+    from semrank.store import list_indexes, open_index, resolve_home
+
+    rows = []
+    for name in list_indexes(home):
+        with open_index(name, home=home) as index:
+            rows.append({"name": name, "documents": len(index),
+                         "embedding_model": index.settings.embedding_model})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        typer.echo(f"no indexes in {resolve_home(home)}")
+    for row in rows:
+        typer.echo(f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}")
+
+
+def _snippet(document: dict[str, Any] | None, width: int = 90) -> str:
+    if not document:
+        return ""
+    text = " | ".join(str(v) for v in document.values() if isinstance(v, str) and v)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_results(results: SearchResults, title: str) -> None:
+    """A table: final rank, first-stage rank, id, scores, text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("rank", "1st-stage rank", "id", "score", "1st-stage score", "text"):
+        table.add_column(column, overflow="fold" if column == "text" else "ellipsis")
+    for hit in results.hits:
+        moved = hit.first_stage_rank - hit.rank
+        arrow = f" (↑{moved})" if moved > 0 else f" (↓{-moved})" if moved < 0 else ""
+        table.add_row(
+            str(hit.rank), f"{hit.first_stage_rank}{arrow}", hit.id, f"{hit.score:.4f}",
+            f"{hit.first_stage_score:.4f}", _snippet(hit.document),
+        )
+    Console().print(table)
+
+
+def search_command(
+    index: str = typer.Argument(..., help="Index name."),
+    query: str = typer.Argument(None, help="Query text (replaces the texts in --retriever)."),
+    retriever: Path | None = typer.Option(
+        None, "--retriever", help="Elasticsearch retriever JSON file (or a _search body)."
+    ),
+    bm25: bool = typer.Option(False, "--bm25", help="BM25 first stage (the default)."),
+    dense: bool = typer.Option(False, "--dense", help="Dense (embedding) first stage."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="RRF of BM25 and dense."),
+    rerank: bool = typer.Option(False, "--rerank", help="Re-rank the first stage's window."),
+    model: str | None = typer.Option(None, "--model", help="Re-ranking model (default: bundled)."),
+    window: int = typer.Option(100, "--window", min=1, help="How many first-stage hits to re-rank."),
+    top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
+    field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"hits\": [...]} as JSON."),
+    home: Path | None = HOME_OPTION,
+) -> None:
+    """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
+    from semrank.errors import InvalidInputError
+    from semrank.pipeline import build_retriever, parse_retriever, search
+
+    if sum([bm25, dense, hybrid]) > 1:
+        raise InvalidInputError("choose one of --bm25, --dense, --hybrid")
+    if retriever is not None and (bm25 or dense or hybrid or rerank):
+        raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
+    if retriever is not None:
+        tree = parse_retriever(retriever)
+    else:
+        stage = "dense" if dense else "hybrid" if hybrid else "bm25"
+        tree = build_retriever(stage, rerank=rerank, model=model, window=window,
+                               min_score=min_score, field=field)
+    results = search(index, query, retriever=tree, k=top_n, home=home)
+    if as_json:
+        typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
+    else:
+        print_results(results, f"{index}: {query or '(query from retriever)'}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to ``app``."""
+    """Add `semrank index ...` and `semrank search`."""
+    app.add_typer(index_app, name="index")
+    app.command("search")(search_command)

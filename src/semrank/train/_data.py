@@ -144,12 +144,17 @@ def load_beir(
     corpus_path = next((root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists()))
     qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
     queries = {row["_id"]: row["text"] for row in iter_jsonl(root / "queries.jsonl")}
+    chosen = _sample(sorted(qrels), limit, seed)
+    judged = {d for q in chosen for d in qrels[q]}
+    rows = list(iter_jsonl(corpus_path))
+    others = [r for r in rows if r["_id"] not in judged]
+    rows = [r for r in rows if r["_id"] in judged] + _sample(others, limit, seed)
     pool, doc_index = _Pool(), {}
-    for row in iter_jsonl(corpus_path):
-        text = f"{row.get('title', '')}. {row['text']}".strip(". ") if row.get("title") else row["text"]
-        doc_index[row["_id"]] = pool.add(text)
+    for row in rows:
+        title = row.get("title") or ""
+        doc_index[row["_id"]] = pool.add(f"{title}. {row['text']}" if title else row["text"])
     groups = []
-    for qid in _sample(sorted(qrels), limit, seed):
+    for qid in chosen:
         positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
         negatives = [doc_index[d] for d, rel in qrels[qid].items() if rel <= 0 and d in doc_index]
         if positives and qid in queries:
@@ -166,20 +171,29 @@ def load_msmarco_positives(path: Path, *, name: str, limit: int | None, seed: in
 
 
 def load_squad(root: Path, *, name: str, limit: int | None, seed: int) -> Collection:
-    """SQuAD questions with in-article BM25 negatives (``hard_neg_para_idx``)."""
+    """SQuAD questions with in-article BM25 negatives (``hard_neg_para_idx``).
+
+    With ``limit``, a random set of ``limit`` paragraphs is drawn first and only questions and
+    negatives inside it are kept: far fewer paragraphs to embed than sampling questions freely.
+    """
     paragraphs = {
         (r["title"], r["para_idx"]): r["context"]
         for r in iter_jsonl(root / "squad11_train_paragraphs.jsonl.gz")
     }
-    rows = _sample(list(iter_jsonl(root / "squad11_train_pairs_hn.jsonl.gz")), limit, seed)
+    keys = set(_sample(sorted(paragraphs), limit, seed))
+    rows = [
+        r
+        for r in iter_jsonl(root / "squad11_train_pairs_hn.jsonl.gz")
+        if (r["title"], r["para_idx"]) in keys
+    ]
     pool, groups = _Pool(), []
-    for row in rows:
-        negatives = [paragraphs[(row["title"], i)] for i in row.get("hard_neg_para_idx", [])]
+    for row in _sample(rows, limit, seed):
+        negative_keys = [(row["title"], i) for i in row.get("hard_neg_para_idx", [])]
         groups.append(
             QueryGroup(
                 query=row["question"],
                 positive_ids=[pool.add(row["context"])],
-                negative_ids=[pool.add(n) for n in negatives],
+                negative_ids=[pool.add(paragraphs[k]) for k in negative_keys if k in keys],
             )
         )
     return Collection(name=name, passages=pool.texts, groups=groups)
@@ -214,19 +228,21 @@ def load_medquad(path: Path, *, name: str, limit: int | None, seed: int) -> Coll
 
 def load_wikiqa(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
     """WikiQA ``{question, sentence, label}``; questions without a positive are dropped."""
-    pool, labelled = _Pool(), {}
+    labelled: dict[str, list[tuple[str, int]]] = {}
     for row in iter_jsonl(path):
-        labelled.setdefault(row["question"], []).append((pool.add(row["sentence"]), row["label"]))
-    groups = [
-        QueryGroup(
-            query=q,
-            positive_ids=[i for i, label in rows if label > 0],
-            negative_ids=[i for i, label in rows if label <= 0],
+        labelled.setdefault(row["question"], []).append((row["sentence"], row["label"]))
+    answered = [q for q, rows in labelled.items() if any(label > 0 for _, label in rows)]
+    pool, groups = _Pool(), []
+    for question in _sample(answered, limit, seed):
+        rows = [(pool.add(text), label) for text, label in labelled[question]]
+        groups.append(
+            QueryGroup(
+                query=question,
+                positive_ids=[i for i, label in rows if label > 0],
+                negative_ids=[i for i, label in rows if label <= 0],
+            )
         )
-        for q, rows in labelled.items()
-        if any(label > 0 for _, label in rows)
-    ]
-    return Collection(name=name, passages=pool.texts, groups=_sample(groups, limit, seed))
+    return Collection(name=name, passages=pool.texts, groups=groups)
 
 
 def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:

@@ -1,0 +1,68 @@
+"""Two-stage search: Elasticsearch-style retriever trees over a ``semrank.store`` index.
+
+>>> from semrank.pipeline import BM25, Rerank, search
+>>> pipeline = BM25() >> Rerank(window=100) % 10
+>>> search("scifact", "cancer stem cells", retriever=pipeline).ids
+>>> search("scifact", "…", retriever={"rrf": {"retrievers": [...]}})   # Elasticsearch JSON
+"""
+
+from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
+from semrank.pipeline._nodes import (
+    BM25,
+    DEFAULT_RERANK_WINDOW,
+    RRF,
+    Chain,
+    Cut,
+    Cutoff,
+    Dense,
+    Knn,
+    Linear,
+    Rerank,
+    Retriever,
+    Stage,
+    TextSimilarityReranker,
+    Weighted,
+)
+from semrank.pipeline._parse import parse_retriever
+from semrank.pipeline._ranking import Hit, Ranking, SearchResults
+from semrank.pipeline._search import (
+    FIRST_STAGES,
+    as_retriever,
+    build_retriever,
+    forget_open_indexes,
+    open_cached,
+    search,
+    search_many,
+)
+
+__all__ = [
+    "BM25",
+    "DEFAULT_RERANK_WINDOW",
+    "FIRST_STAGES",
+    "PLACEHOLDER",
+    "RRF",
+    "Chain",
+    "Cut",
+    "Cutoff",
+    "Dense",
+    "Hit",
+    "Knn",
+    "Linear",
+    "Ranking",
+    "Rerank",
+    "Retriever",
+    "ScoresDocuments",
+    "SearchContext",
+    "SearchResults",
+    "Stage",
+    "TextSimilarityReranker",
+    "Weighted",
+    "as_retriever",
+    "build_retriever",
+    "forget_open_indexes",
+    "load_reranker",
+    "open_cached",
+    "parse_retriever",
+    "search",
+    "search_many",
+]

@@ -1,0 +1,73 @@
+"""Per-search state: the index, the query, and process-wide caches of loaded models."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.store import Store
+
+PLACEHOLDER = "{{query}}"
+# Elasticsearch's preconfigured re-rank endpoints mean "the default model" here.
+_ES_DEFAULT_RERANKERS = {".rerank-v1-elasticsearch", ".rerank-v1"}
+
+
+@runtime_checkable
+class ScoresDocuments(Protocol):
+    """What a re-ranking node needs: ``semrank.Reranker`` or anything with the same ``score``."""
+
+    def score(self, query: str, documents: Sequence[Any]) -> np.ndarray: ...
+
+
+_RERANKERS: dict[str | None, ScoresDocuments] = {}
+_RERANKERS_LOCK = threading.Lock()
+
+
+def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
+    """A ``semrank.Reranker`` for ``model`` (a name, path or None = default), cached per process."""
+    if model is not None and not isinstance(model, str):
+        return model
+    key = None if model in _ES_DEFAULT_RERANKERS else model
+    with _RERANKERS_LOCK:
+        if key not in _RERANKERS:
+            from semrank.rerank import Reranker
+
+            _RERANKERS[key] = Reranker(key)
+        return _RERANKERS[key]
+
+
+@dataclass
+class SearchContext:
+    """One search over ``store``. ``query`` (when given) replaces the tree's query texts:
+    ``{{query}}`` placeholders are filled in and literal texts are overridden."""
+
+    store: Store
+    query: str | None = None
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def text(self, literal: str | None) -> str:
+        if self.query is not None:
+            return literal.replace(PLACEHOLDER, self.query) if literal and PLACEHOLDER in literal else self.query
+        if literal is None or PLACEHOLDER in literal:
+            raise InvalidInputError(
+                "no query text: pass a query (e.g. `semrank search INDEX \"text\"`) or put the "
+                "text into the retriever"
+            )
+        return literal
+
+    def query_vector(self, text: str) -> np.ndarray:
+        if text not in self._vectors:
+            self._vectors[text] = self.store.embed_queries([text])[0]
+        return self._vectors[text]
+
+    def documents(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        missing = [i for i in ids if i not in self._documents]
+        if missing:
+            self._documents.update(zip(missing, self.store.get(missing), strict=True))
+        return [self._documents[i] for i in ids]

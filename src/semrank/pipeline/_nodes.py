@@ -1,0 +1,432 @@
+"""The retriever tree: Elasticsearch's retrievers as Python objects, composable PyTerrier style.
+
+``bm25 >> rerank % 10`` reads "BM25, then re-rank, then keep 10": ``>>`` feeds a retriever's
+results to a re-ranking stage, ``%`` cuts a ranking at k, ``|`` fuses by RRF and ``+`` by a
+linear combination of min-max normalised scores (``0.3 * bm25 + 0.7 * dense`` sets weights).
+Each node runs as ``run(ctx, size) -> Ranking``; ``to_dict()`` gives the Elasticsearch JSON.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
+from semrank.pipeline._ranking import Ranking
+from semrank.retrieve import Hits, linear_combination, rrf
+from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
+
+DEFAULT_RERANK_WINDOW = 100
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Retriever(abc.ABC):
+    """A node that produces a ranking for a query."""
+
+    @abc.abstractmethod
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        """The best ``size`` hits (fewer when the node's own window is smaller)."""
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The Elasticsearch retriever JSON of this node."""
+
+    def __rshift__(self, stage: Stage) -> Retriever:
+        if not isinstance(stage, Stage):
+            raise TypeError(
+                f"the right side of >> must be a re-ranking stage such as Rerank(...) or Cut(k), "
+                f"got {type(stage).__name__}; fuse retrievers with | (RRF) or + (linear)"
+            )
+        return stage.bind(self)
+
+    def __mod__(self, k: int) -> Retriever:
+        return Cutoff(self, k)
+
+    def __or__(self, other: Retriever) -> RRF:
+        return RRF.compose(self, other)
+
+    def __add__(self, other: Retriever) -> Linear:
+        return Linear.compose(self, other)
+
+    def __rmul__(self, weight: float) -> Weighted:
+        return Weighted(self, float(weight))
+
+    __mul__ = __rmul__
+
+    def search(self, index: Any, query: str | None = None, *, k: int = 10, home: Any = None) -> Any:
+        """Run this tree on ``index`` (a name or a Store); see ``semrank.pipeline.search``."""
+        from semrank.pipeline._search import search
+
+        return search(index, query, retriever=self, k=k, home=home)
+
+
+@dataclass(frozen=True)
+class Weighted(Retriever):
+    """A retriever with a weight for the fusion it takes part in (alone: the retriever)."""
+
+    retriever: Retriever
+    weight: float
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        return self.retriever.run(ctx, size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.retriever.to_dict()
+
+
+def _split_weights(items: Sequence[Retriever]) -> tuple[list[Retriever], list[float]]:
+    retrievers, weights = [], []
+    for item in items:
+        if isinstance(item, Weighted):
+            retrievers.append(item.retriever)
+            weights.append(item.weight)
+        else:
+            retrievers.append(item)
+            weights.append(1.0)
+    return retrievers, weights
+
+
+# --- leaves ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BM25(Retriever):
+    """Lexical retrieval: Elasticsearch ``standard`` with a ``match`` / ``multi_match`` query.
+
+    ``field="*"`` searches all text fields concatenated; ``fields=[("title", 2.0), ...]``
+    scores several fields ("best_fields": per document the best boosted field score).
+    """
+
+    field: str = ALL_TEXT_FIELDS
+    text: str | None = None
+    fields: tuple[tuple[str, float], ...] = ()
+    mode: str = "best_fields"
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        text = ctx.text(self.text)
+        if self.fields:
+            hits = ctx.store.search_bm25_fields(text, k=size, fields=self.fields, mode=self.mode)
+        else:
+            hits = ctx.store.search_bm25(text, k=size, field=self.field)
+        return Ranking.from_hits(hits)
+
+    def to_dict(self) -> dict[str, Any]:
+        text = self.text if self.text is not None else PLACEHOLDER
+        if not self.fields:
+            return {"standard": {"query": {"match": {self.field: text}}}}
+        names = [name if boost == 1.0 else f"{name}^{boost:g}" for name, boost in self.fields]
+        query = {"query": text, "fields": names, "type": self.mode}
+        return {"standard": {"query": {"multi_match": query}}}
+
+
+@dataclass(frozen=True)
+class Knn(Retriever):
+    """Dense retrieval (Elasticsearch ``knn``) with the index's embedding model.
+
+    Returns ``k`` neighbours (default: what the parent asks for); ``num_candidates`` is the HNSW
+    beam width on large indexes; ``similarity`` drops hits below that cosine similarity.
+    """
+
+    field: str = VECTOR_FIELD
+    text: str | None = None
+    k: int | None = None
+    num_candidates: int | None = None
+    vector: tuple[float, ...] | None = None
+    similarity: float | None = None
+    model_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive("knn k", self.k)
+        _positive("knn num_candidates", self.num_candidates)
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        ctx.store.check_vector_field(self.field)
+        self._check_model(ctx)
+        k = self.k or size
+        if self.vector is not None:
+            vector = np.asarray(self.vector, dtype=np.float32)
+        else:
+            vector = ctx.query_vector(ctx.text(self.text))
+        candidates = max(self.num_candidates or 0, int(1.5 * k))
+        hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates)
+        if self.similarity is not None:
+            keep = hits.scores >= self.similarity
+            hits = Hits(hits.ids[keep], hits.scores[keep])
+        return Ranking.from_hits(hits.top(size))
+
+    def _check_model(self, ctx: SearchContext) -> None:
+        if self.model_id is None or self.model_id in ("default", ctx.store.settings.embedding_model):
+            return
+        raise InvalidInputError(
+            f"knn model_id {self.model_id!r} differs from the model index {ctx.store.name!r} was "
+            f"embedded with ({ctx.store.settings.embedding_model!r}); omit model_id or use that one"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"field": self.field}
+        if self.vector is not None:
+            body["query_vector"] = list(self.vector)
+        else:
+            text = self.text if self.text is not None else PLACEHOLDER
+            if self.model_id is not None:
+                builder = {"text_embedding": {"model_id": self.model_id, "model_text": text}}
+                body["query_vector_builder"] = builder
+            else:
+                body["query_text"] = text
+        for key in ("k", "num_candidates", "similarity"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        return {"knn": body}
+
+
+# --- fusion ----------------------------------------------------------------------------------
+def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
+    """Fusion of re-ranked lists keeps each hit's first-stage data from the first list with it."""
+    if not any(c.reranked for c in children):
+        return Ranking.from_hits(fused)
+    where: dict[str, tuple[Ranking, int]] = {}
+    for child in children:
+        for position, doc_id in enumerate(child.ids.tolist()):
+            where.setdefault(doc_id, (child, position))
+    picks = [where[i] for i in fused.ids.tolist()]
+    return Ranking(
+        ids=fused.ids, scores=fused.scores.astype(np.float32),
+        first_stage_ranks=np.array([c.first_stage_ranks[p] for c, p in picks], dtype=np.int64),
+        first_stage_scores=np.array([c.first_stage_scores[p] for c, p in picks], dtype=np.float32),
+        rerank_scores=np.array([c.rerank_scores[p] for c, p in picks], dtype=np.float32),
+        reranked=True,
+    )
+
+
+@dataclass(frozen=True)
+class RRF(Retriever):
+    """Reciprocal rank fusion (Elasticsearch ``rrf``); ``weights`` are optional."""
+
+    retrievers: tuple[Retriever, ...]
+    rank_window_size: int | None = None
+    rank_constant: int = 60
+    weights: tuple[float, ...] | None = None
+    composed: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.retrievers) < 1:
+            raise InvalidInputError("rrf needs at least one retriever")
+        _positive("rrf rank_window_size", self.rank_window_size)
+        _positive("rrf rank_constant", self.rank_constant)
+
+    @staticmethod
+    def compose(left: Retriever, right: Retriever) -> RRF:
+        items = [*(_unfused(left, RRF)), *(_unfused(right, RRF))]
+        retrievers, weights = _split_weights(items)
+        plain = all(w == 1.0 for w in weights)
+        return RRF(tuple(retrievers), weights=None if plain else tuple(weights), composed=True)
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        window = self.rank_window_size or size
+        children = [r.run(ctx, window) for r in self.retrievers]
+        fused = rrf(
+            [c.hits() for c in children], rank_constant=self.rank_constant,
+            rank_window_size=window, weights=self.weights,
+        )
+        return _merge_first_stage(fused, children).top(min(size, window))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.weights is None:
+            items: list[Any] = [r.to_dict() for r in self.retrievers]
+        else:
+            items = [
+                {"retriever": r.to_dict(), "weight": w}
+                for r, w in zip(self.retrievers, self.weights, strict=True)
+            ]
+        body: dict[str, Any] = {"retrievers": items, "rank_constant": self.rank_constant}
+        if self.rank_window_size is not None:
+            body["rank_window_size"] = self.rank_window_size
+        return {"rrf": body}
+
+
+@dataclass(frozen=True)
+class Linear(Retriever):
+    """Weighted sum of normalised scores (Elasticsearch ``linear``)."""
+
+    retrievers: tuple[Retriever, ...]
+    weights: tuple[float, ...] | None = None
+    normalizers: tuple[str, ...] | None = None  # default: "minmax" for every retriever
+    rank_window_size: int | None = None
+    composed: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.retrievers) < 1:
+            raise InvalidInputError("linear needs at least one retriever")
+        _positive("linear rank_window_size", self.rank_window_size)
+
+    @staticmethod
+    def compose(left: Retriever, right: Retriever) -> Linear:
+        retrievers, weights = _split_weights([*_unfused(left, Linear), *_unfused(right, Linear)])
+        return Linear(tuple(retrievers), weights=tuple(weights), composed=True)
+
+    def _normalizers(self) -> list[str]:
+        return list(self.normalizers or ["minmax"] * len(self.retrievers))
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        window = self.rank_window_size or size
+        children = [r.run(ctx, window) for r in self.retrievers]
+        fused = linear_combination(
+            [c.hits() for c in children], weights=self.weights,
+            normalizers=self._normalizers(), rank_window_size=window,
+        )
+        return _merge_first_stage(fused, children).top(min(size, window))
+
+    def to_dict(self) -> dict[str, Any]:
+        weights = self.weights or (1.0,) * len(self.retrievers)
+        items = [
+            {"retriever": r.to_dict(), "weight": w, "normalizer": n}
+            for r, w, n in zip(self.retrievers, weights, self._normalizers(), strict=True)
+        ]
+        body: dict[str, Any] = {"retrievers": items}
+        if self.rank_window_size is not None:
+            body["rank_window_size"] = self.rank_window_size
+        return {"linear": body}
+
+
+def _unfused(node: Retriever, kind: type) -> list[Retriever]:
+    """Operands of a chain like ``a | b | c``: flatten what the operator itself built."""
+    if isinstance(node, kind) and getattr(node, "composed", False):
+        retrievers = list(node.retrievers)  # type: ignore[attr-defined]
+        weights = node.weights or (1.0,) * len(retrievers)  # type: ignore[attr-defined]
+        return [r if w == 1.0 else Weighted(r, w) for r, w in zip(retrievers, weights, strict=True)]
+    return [node]
+
+
+# --- re-ranking and cut-offs -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TextSimilarityReranker(Retriever):
+    """Re-rank the child's top ``rank_window_size`` with a cross-encoder (or bi-encoder).
+
+    ``inference_id`` is a semrank model name or path (None: the default model) or a loaded
+    ``Reranker``; ``field`` is the document field the model reads (``"*"``: all text fields).
+    Scores are the model's 0..1 relevance; ``min_score`` drops hits below it.
+    """
+
+    retriever: Retriever
+    field: str = ALL_TEXT_FIELDS
+    inference_id: str | ScoresDocuments | None = None
+    inference_text: str | None = None
+    rank_window_size: int = 10
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("text_similarity_reranker rank_window_size", self.rank_window_size)
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
+        if len(child) == 0:
+            return child
+        ids = child.ids.tolist()
+        texts = [ctx.store.text_of(doc or {}, self.field) for doc in ctx.documents(ids)]
+        model = load_reranker(self.inference_id)
+        scores = np.asarray(model.score(ctx.text(self.inference_text), texts), dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")
+        if self.min_score is not None:
+            order = order[scores[order] >= self.min_score]
+        ranked = child.take(order)
+        ranked = Ranking(
+            ids=ranked.ids, scores=scores[order], first_stage_ranks=ranked.first_stage_ranks,
+            first_stage_scores=ranked.first_stage_scores, rerank_scores=scores[order],
+            reranked=True,
+        )
+        return ranked.top(size)
+
+    def to_dict(self) -> dict[str, Any]:
+        model = self.inference_id
+        body: dict[str, Any] = {
+            "retriever": self.retriever.to_dict(), "field": self.field,
+            "inference_text": self.inference_text if self.inference_text is not None else PLACEHOLDER,
+            "rank_window_size": self.rank_window_size,
+        }
+        if model is not None:
+            body["inference_id"] = model if isinstance(model, str) else getattr(model, "name", str(model))
+        if self.min_score is not None:
+            body["min_score"] = self.min_score
+        return {"text_similarity_reranker": body}
+
+
+@dataclass(frozen=True)
+class Cutoff(Retriever):
+    """The child's first ``k`` hits (``retriever % k``). JSON: semrank's ``cutoff`` extension."""
+
+    retriever: Retriever
+    k: int
+
+    def __post_init__(self) -> None:
+        _positive("cut-off k", self.k)
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        limit = min(size, self.k)
+        return self.retriever.run(ctx, limit).top(limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
+
+
+# --- stages: what the right side of >> takes -------------------------------------------------
+class Stage(abc.ABC):
+    """A transformation of a ranking, bound to a retriever with ``retriever >> stage``."""
+
+    @abc.abstractmethod
+    def bind(self, retriever: Retriever) -> Retriever: ...
+
+    def __mod__(self, k: int) -> Stage:
+        return Chain((self, Cut(k)))
+
+    def __rshift__(self, other: Stage) -> Stage:
+        if not isinstance(other, Stage):
+            raise TypeError(f"cannot chain a stage with {type(other).__name__}")
+        return Chain((self, other))
+
+
+@dataclass(frozen=True)
+class Rerank(Stage):
+    """``retriever >> Rerank(model)``: a ``text_similarity_reranker`` over that retriever."""
+
+    model: str | ScoresDocuments | None = None
+    field: str = ALL_TEXT_FIELDS
+    window: int = DEFAULT_RERANK_WINDOW
+    min_score: float | None = None
+    text: str | None = None
+
+    def bind(self, retriever: Retriever) -> Retriever:
+        return TextSimilarityReranker(
+            retriever, field=self.field, inference_id=self.model, inference_text=self.text,
+            rank_window_size=self.window, min_score=self.min_score,
+        )
+
+
+@dataclass(frozen=True)
+class Cut(Stage):
+    """``retriever >> Cut(k)`` == ``retriever % k``."""
+
+    k: int
+
+    def bind(self, retriever: Retriever) -> Retriever:
+        return Cutoff(retriever, self.k)
+
+
+@dataclass(frozen=True)
+class Chain(Stage):
+    stages: tuple[Stage, ...]
+
+    def bind(self, retriever: Retriever) -> Retriever:
+        for stage in self.stages:
+            retriever = stage.bind(retriever)
+        return retriever
+
+
+Dense = Knn

@@ -1,0 +1,251 @@
+"""Elasticsearch retriever JSON -> retriever tree.
+
+Accepted: ``standard`` (``match``, ``multi_match``), ``knn``, ``rrf``, ``linear``,
+``text_similarity_reranker``, semrank's ``cutoff``; nested to any depth; either the bare retriever
+object or a whole ``_search`` body ``{"retriever": {...}, "size": n}``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.pipeline._context import PLACEHOLDER
+from semrank.pipeline._nodes import (
+    BM25,
+    RRF,
+    Cutoff,
+    Knn,
+    Linear,
+    Retriever,
+    TextSimilarityReranker,
+)
+from semrank.retrieve import NORMALIZERS
+from semrank.store import ALL_TEXT_FIELDS
+
+_SEARCH_BODY_KEYS = {"retriever", "size", "_source"}
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _keys(
+    body: dict[str, Any], where: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: unsupported key(s) {', '.join(sorted(unknown))}; "
+            f"supported: {', '.join(sorted(allowed))}"
+        )
+    missing = set(required) - set(body)
+    if missing:
+        raise InvalidInputError(f"{where}: missing required key(s) {', '.join(sorted(missing))}")
+
+
+def _single(spec: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    if len(spec) != 1:
+        raise InvalidInputError(
+            f"{where} must have exactly one key naming its type ({', '.join(sorted(_PARSERS))}), "
+            f"got {', '.join(spec) or 'none'}"
+        )
+    kind, body = next(iter(spec.items()))
+    if kind not in _PARSERS:
+        raise InvalidInputError(
+            f"{where}: unknown retriever {kind!r}; supported: {', '.join(sorted(_PARSERS))}"
+        )
+    return kind, _object(body, f"{where}.{kind}")
+
+
+def _text(value: Any, where: str) -> str | None:
+    """A query text; the bare placeholder means "the query given at search time" (None)."""
+    if value is None or value == PLACEHOLDER:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{where} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _field_boost(name: str) -> tuple[str, float]:
+    field, _, boost = name.partition("^")
+    try:
+        return field, float(boost) if boost else 1.0
+    except ValueError as exc:
+        raise InvalidInputError(f"bad field boost in {name!r}; write e.g. 'title^2'") from exc
+
+
+def _match(body: dict[str, Any], where: str) -> BM25:
+    if len(body) != 1:
+        raise InvalidInputError(f"{where}.match takes exactly one field, got {list(body)}")
+    field, value = next(iter(body.items()))
+    if isinstance(value, dict):
+        _keys(value, f"{where}.match.{field}", {"query", "operator", "boost"}, {"query"})
+        if value.get("operator", "or").lower() != "or":
+            raise InvalidInputError(f"{where}.match: only operator 'or' (BM25 ranking) is supported")
+        value = value["query"]
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{where}.match.{field} must be the query text")
+    return BM25(field=field, text=_text(value, f"{where}.match.{field}"))
+
+
+def _multi_match(body: dict[str, Any], where: str) -> BM25:
+    _keys(body, f"{where}.multi_match", {"query", "fields", "type"}, {"query"})
+    fields = [_field_boost(f) for f in body.get("fields", [ALL_TEXT_FIELDS])]
+    mode = body.get("type", "best_fields")
+    if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
+        mode = "best_fields"
+    if mode not in ("best_fields", "most_fields"):
+        raise InvalidInputError(
+            f"{where}.multi_match type {mode!r} is not supported; use best_fields or most_fields, "
+            "or fields ['*'] to search all text fields as one"
+        )
+    text = _text(body["query"], f"{where}.multi_match.query")
+    if len(fields) == 1 and fields[0][1] == 1.0:
+        return BM25(field=fields[0][0], text=text)
+    return BM25(fields=tuple(fields), mode=mode, text=text)
+
+
+def _standard(body: dict[str, Any], where: str) -> Retriever:
+    _keys(body, where, {"query"}, {"query"})
+    query = _object(body["query"], f"{where}.query")
+    if len(query) != 1 or next(iter(query)) not in ("match", "multi_match"):
+        raise InvalidInputError(
+            f"{where}.query: only 'match' and 'multi_match' queries are supported, got {list(query)}"
+        )
+    kind, inner = next(iter(query.items()))
+    inner = _object(inner, f"{where}.query.{kind}")
+    return _match(inner, where) if kind == "match" else _multi_match(inner, where)
+
+
+def _knn(body: dict[str, Any], where: str) -> Retriever:
+    allowed = {"field", "query_vector", "query_vector_builder", "query_text", "k",
+               "num_candidates", "similarity"}
+    _keys(body, where, allowed)
+    text, model_id = body.get("query_text"), None
+    builder = body.get("query_vector_builder")
+    if builder is not None:
+        embedding = _object(_object(builder, f"{where}.query_vector_builder").get("text_embedding"),
+                            f"{where}.query_vector_builder.text_embedding")
+        _keys(embedding, f"{where}.query_vector_builder.text_embedding", {"model_id", "model_text"},
+              {"model_text"})
+        text, model_id = embedding["model_text"], embedding.get("model_id")
+    vector = body.get("query_vector")
+    if vector is None and text is None:
+        raise InvalidInputError(f"{where}: give query_vector, query_vector_builder or query_text")
+    return Knn(
+        field=body.get("field", "embedding"), text=_text(text, f"{where}.query_text"), k=body.get("k"),
+        num_candidates=body.get("num_candidates"), model_id=model_id,
+        vector=None if vector is None else tuple(float(x) for x in vector),
+        similarity=body.get("similarity"),
+    )
+
+
+def _weighted_children(
+    items: Any, where: str, with_normalizer: bool
+) -> list[tuple[Retriever, float, str | None]]:
+    """Children of rrf / linear: bare retrievers or ``{"retriever", "weight"[, "normalizer"]}``."""
+    if not isinstance(items, list) or not items:
+        raise InvalidInputError(f"{where}.retrievers must be a non-empty list")
+    allowed = {"retriever", "weight", "normalizer"} if with_normalizer else {"retriever", "weight"}
+    children = []
+    for position, raw in enumerate(items):
+        at = f"{where}.retrievers[{position}]"
+        item = _object(raw, at)
+        if "retriever" not in item:
+            children.append((_node(item, at), 1.0, None))
+            continue
+        _keys(item, at, allowed)
+        weight = float(item.get("weight", 1.0))
+        children.append((_node(item["retriever"], f"{at}.retriever"), weight, item.get("normalizer")))
+    return children
+
+
+def _rrf(body: dict[str, Any], where: str) -> Retriever:
+    _keys(body, where, {"retrievers", "rank_window_size", "rank_constant"}, {"retrievers"})
+    children = _weighted_children(body["retrievers"], where, with_normalizer=False)
+    weights = tuple(w for _, w, _ in children)
+    return RRF(
+        tuple(r for r, _, _ in children), rank_window_size=body.get("rank_window_size"),
+        rank_constant=body.get("rank_constant", 60),
+        weights=None if all(w == 1.0 for w in weights) else weights,
+    )
+
+
+def _linear(body: dict[str, Any], where: str) -> Retriever:
+    _keys(body, where, {"retrievers", "rank_window_size", "normalizer"}, {"retrievers"})
+    default = body.get("normalizer", "minmax")
+    children = _weighted_children(body["retrievers"], where, with_normalizer=True)
+    normalizers = tuple(n or default for _, _, n in children)
+    for name in normalizers:
+        if name not in NORMALIZERS:
+            raise InvalidInputError(f"{where}: unknown normalizer {name!r}; use one of {NORMALIZERS}")
+    return Linear(
+        tuple(r for r, _, _ in children), weights=tuple(w for _, w, _ in children),
+        normalizers=normalizers, rank_window_size=body.get("rank_window_size"),
+    )
+
+
+def _reranker(body: dict[str, Any], where: str) -> Retriever:
+    allowed = {"retriever", "field", "inference_id", "inference_text", "rank_window_size", "min_score"}
+    _keys(body, where, allowed, {"retriever"})
+    return TextSimilarityReranker(
+        _node(body["retriever"], f"{where}.retriever"),
+        field=body.get("field", ALL_TEXT_FIELDS), inference_id=body.get("inference_id"),
+        inference_text=_text(body.get("inference_text"), f"{where}.inference_text"),
+        rank_window_size=body.get("rank_window_size", 10), min_score=body.get("min_score"),
+    )
+
+
+def _cutoff(body: dict[str, Any], where: str) -> Retriever:
+    _keys(body, where, {"retriever", "size"}, {"retriever", "size"})
+    return Cutoff(_node(body["retriever"], f"{where}.retriever"), body["size"])
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any], str], Retriever]] = {
+    "standard": _standard,
+    "knn": _knn,
+    "rrf": _rrf,
+    "linear": _linear,
+    "text_similarity_reranker": _reranker,
+    "cutoff": _cutoff,
+}
+
+
+def _node(spec: Any, where: str) -> Retriever:
+    kind, inner = _single(_object(spec, where), where)
+    return _PARSERS[kind](inner, f"{where}.{kind}")
+
+
+def _load_json(spec: str | Path) -> Any:
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        try:
+            return json.loads(spec)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"retriever JSON is not valid ({exc.msg})") from exc
+    path = Path(spec).expanduser()
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"retriever file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
+    """A retriever tree from Elasticsearch JSON: a dict, a JSON string or a path to a file.
+
+    A ``_search`` body ``{"retriever": {...}, "size": n}`` is accepted too (``size`` becomes a
+    cut-off).
+    """
+    body = _object(spec if isinstance(spec, dict) else _load_json(spec), "retriever")
+    if "retriever" not in body:
+        return _node(body, "retriever")
+    _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
+    tree = _node(body["retriever"], "retriever")
+    return Cutoff(tree, body["size"]) if "size" in body else tree

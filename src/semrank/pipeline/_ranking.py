@@ -1,0 +1,121 @@
+"""What flows between retriever-tree nodes, and what a search returns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semrank.retrieve import Hits
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A ranked list plus, per hit, where the first stage had put it and the re-rank score.
+
+    "First stage" is the list that entered the first re-ranker (after any fusion); without a
+    re-ranker it is the list itself. ``rerank_scores`` is NaN for hits no re-ranker scored.
+    """
+
+    ids: np.ndarray  # document ids, dtype object
+    scores: np.ndarray  # float32, best first
+    first_stage_ranks: np.ndarray  # int64, 1-based
+    first_stage_scores: np.ndarray  # float32
+    rerank_scores: np.ndarray  # float32, NaN when not re-ranked
+    reranked: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def from_hits(hits: Hits) -> Ranking:
+        """A first-stage ranking: its own ranks and scores are the first-stage ones."""
+        scores = np.asarray(hits.scores, dtype=np.float32)
+        ids = np.empty(len(hits), dtype=object)
+        ids[:] = [str(i) for i in hits.ids.tolist()]
+        return Ranking(
+            ids=ids, scores=scores,
+            first_stage_ranks=np.arange(1, len(ids) + 1, dtype=np.int64),
+            first_stage_scores=scores.copy(),
+            rerank_scores=np.full(len(ids), np.nan, dtype=np.float32),
+        )
+
+    def hits(self) -> Hits:
+        return Hits(self.ids, self.scores)
+
+    def take(self, order: np.ndarray) -> Ranking:
+        """The hits at positions ``order``, in that order (scores unchanged)."""
+        return Ranking(
+            ids=self.ids[order], scores=self.scores[order],
+            first_stage_ranks=self.first_stage_ranks[order],
+            first_stage_scores=self.first_stage_scores[order],
+            rerank_scores=self.rerank_scores[order], reranked=self.reranked,
+        )
+
+    def top(self, k: int) -> Ranking:
+        return self.take(np.arange(min(max(k, 0), len(self))))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    rank: int
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_score: float | None
+    document: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "score": self.score, "rank": self.rank,
+            "first_stage_rank": self.first_stage_rank,
+            "first_stage_score": self.first_stage_score,
+            "rerank_score": self.rerank_score, "document": self.document,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """The hits of one search, best first; ``ids`` / ``scores`` are the array view."""
+
+    hits: list[Hit]
+
+    @property
+    def ids(self) -> list[str]:
+        return [h.id for h in self.hits]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([h.score for h in self.hits], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def as_run(self) -> dict[str, float]:
+        """``{doc_id: score}`` (ir_measures / pytrec_eval run format)."""
+        return {h.id: h.score for h in self.hits}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": [h.to_dict() for h in self.hits]}
+
+    @staticmethod
+    def from_ranking(ranking: Ranking, documents: list[dict[str, Any]] | None) -> SearchResults:
+        hits = []
+        for position in range(len(ranking)):
+            rerank = float(ranking.rerank_scores[position])
+            hits.append(
+                Hit(
+                    id=str(ranking.ids[position]), score=float(ranking.scores[position]),
+                    rank=position + 1,
+                    first_stage_rank=int(ranking.first_stage_ranks[position]),
+                    first_stage_score=float(ranking.first_stage_scores[position]),
+                    rerank_score=None if math.isnan(rerank) else rerank,
+                    document=None if documents is None else documents[position],
+                )
+            )
+        return SearchResults(hits)

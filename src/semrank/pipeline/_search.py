@@ -1,0 +1,137 @@
+"""Running a retriever tree on an index: the function other stages (eval, server, CLI) call."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from semrank.errors import InvalidInputError
+from semrank.pipeline._context import ScoresDocuments, SearchContext
+from semrank.pipeline._nodes import (
+    BM25,
+    DEFAULT_RERANK_WINDOW,
+    RRF,
+    Knn,
+    Linear,
+    Retriever,
+    TextSimilarityReranker,
+)
+from semrank.pipeline._parse import parse_retriever
+from semrank.pipeline._ranking import SearchResults
+from semrank.store import Store, index_path, open_index
+
+FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
+RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
+
+_OPEN: dict[Path, Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def build_retriever(
+    first_stage: str = "bm25",
+    *,
+    rerank: bool = False,
+    model: str | ScoresDocuments | None = None,
+    window: int = DEFAULT_RERANK_WINDOW,
+    min_score: float | None = None,
+    field: str = "*",
+) -> Retriever:
+    """The retriever behind the CLI flags: ``bm25`` | ``dense`` | ``hybrid`` (RRF of both) |
+    ``linear`` (min-max linear fusion of both), optionally re-ranked over ``window`` hits."""
+    if first_stage not in FIRST_STAGES:
+        raise InvalidInputError(
+            f"unknown first stage {first_stage!r}; choose one of: {', '.join(FIRST_STAGES)}"
+        )
+    bm25, dense = BM25(field=field), Knn()
+    tree: Retriever = {
+        "bm25": bm25,
+        "dense": dense,
+        "hybrid": RRF((bm25, dense)),
+        "linear": Linear((bm25, dense)),
+    }[first_stage]
+    if rerank:
+        tree = TextSimilarityReranker(
+            tree, field=field, inference_id=model, rank_window_size=window, min_score=min_score
+        )
+    return tree
+
+
+def as_retriever(spec: RetrieverSpec) -> Retriever:
+    """A Retriever from a tree, an Elasticsearch dict, a JSON path, or a shorthand string
+    ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix."""
+    if spec is None:
+        return BM25()
+    if isinstance(spec, Retriever):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_retriever(dict(spec))
+    if isinstance(spec, str):
+        name, plus, suffix = spec.strip().partition("+")
+        if name in FIRST_STAGES and (not plus or suffix == "rerank"):
+            return build_retriever(name, rerank=bool(plus))
+    return parse_retriever(spec)
+
+
+def open_cached(index: str | Store, home: str | Path | None = None) -> Store:
+    """``index`` itself if it is a Store, else the named index, opened once per process."""
+    if isinstance(index, Store):
+        return index
+    path = index_path(index, home)
+    with _OPEN_LOCK:
+        store = _OPEN.get(path)
+        if store is None or not path.exists():
+            store = open_index(index, home=home)
+            _OPEN[path] = store
+        return store
+
+
+def forget_open_indexes() -> None:
+    """Close the indexes ``search`` keeps open (after dropping one, or in tests)."""
+    with _OPEN_LOCK:
+        for store in _OPEN.values():
+            store.close()
+        _OPEN.clear()
+
+
+def search(
+    index: str | Store,
+    query: str | None = None,
+    *,
+    retriever: RetrieverSpec = None,
+    k: int = 10,
+    home: str | Path | None = None,
+    with_documents: bool = True,
+) -> SearchResults:
+    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if query is not None and not query.strip():
+        raise InvalidInputError("query is empty; pass the text to search for")
+    store = open_cached(index, home)
+    ctx = SearchContext(store, query)
+    ranking = as_retriever(retriever).run(ctx, k)
+    documents = ctx.documents(ranking.ids.tolist()) if with_documents else None
+    return SearchResults.from_ranking(ranking, documents)  # type: ignore[arg-type]
+
+
+def search_many(
+    index: str | Store,
+    queries: Mapping[str, str] | Sequence[str],
+    *,
+    retriever: RetrieverSpec = None,
+    k: int = 10,
+    home: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list)."""
+    items = queries.items() if isinstance(queries, Mapping) else enumerate(queries)
+    tree = as_retriever(retriever)
+    run: dict[str, dict[str, float]] = {}
+    for query_id, text in items:
+        results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)
+        run[str(query_id)] = results.as_run()
+        if progress is not None:
+            progress(1)
+    return run

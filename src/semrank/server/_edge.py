@@ -1,0 +1,149 @@
+"""The HTTP edge, as plain ASGI middleware: request ids, the body size limit, timing headers,
+request metrics and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from semrank.errors import RequestTooLargeError
+from semrank.server._logging import ACCESS_LOGGER_NAME, log_fields
+from semrank.server._metrics import Metrics
+
+access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_REQUEST_ID = 128
+TIMINGS_KEY = "timings"  # request.state.timings: {"rerank": seconds, ...} for Server-Timing
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        request_id = _request_id(headers.get("x-request-id"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = {"code": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                _add_headers(message, request_id, started, state.get(TIMINGS_KEY, {}))
+            await send(message)
+
+        try:
+            if scope["method"] in BODY_METHODS:
+                body = await self._read_body(headers, receive)
+                if body is None:
+                    await self._too_large(send_with_headers)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self._record(scope, status["code"], started, request_id)
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit (a declared length is checked first)."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _too_large(self, send: Send) -> None:
+        error = RequestTooLargeError(
+            f"request body is larger than this server's limit of {self.max_body_bytes} bytes; "
+            "send fewer documents per request (or raise --max-body-bytes)"
+        )
+        body = json.dumps({"error": str(error), "error_type": error.error_type}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        route = _route_label(scope)
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        fields = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        access_logger.info("request", extra=log_fields(**fields))
+
+
+def _request_id(offered: str | None) -> str:
+    """The caller's x-request-id when it is a sane token (it ends up in logs), else a new one."""
+    if offered and len(offered) <= MAX_REQUEST_ID and offered.isascii() and offered.isprintable():
+        return offered
+    return uuid.uuid4().hex
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect as usual
+
+    return replay
+
+
+def _add_headers(
+    message: Message, request_id: str, started: float, timings: dict[str, float]
+) -> None:
+    total_ms = (time.perf_counter() - started) * 1000
+    parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in timings.items()]
+    parts.append(f"total;dur={total_ms:.2f}")
+    headers = MutableHeaders(scope=message)
+    headers["x-request-id"] = request_id
+    headers["x-semrank-time-ms"] = f"{total_ms:.2f}"
+    headers["server-timing"] = ", ".join(parts)
+
+
+def _route_label(scope: Scope) -> str:
+    # The route template (``/v1/indexes/{name}/search``), never the raw path: bounded label values.
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

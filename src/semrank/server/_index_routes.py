@@ -1,0 +1,191 @@
+"""Index admin and two-stage search over ``semrank.store`` and ``semrank.pipeline``.
+
+Store and pipeline calls block (SQLite, BM25, embeddings), so they run in worker threads. The
+re-ranking nodes of a retriever tree are bound to the *served* models, so search re-ranking is
+batched with the rerank endpoints' traffic and never loads (or downloads) a model per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from semrank.errors import InvalidInputError
+from semrank.server._auth import require_api_key
+from semrank.server._engines import run_in_thread
+from semrank.server._rerank_routes import ERRORS
+from semrank.server._service import RerankService
+from semrank.server.schemas import (
+    CreateIndexRequest,
+    DeleteDocumentsRequest,
+    DeleteResult,
+    IndexList,
+    IndexName,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    UpsertDocumentsRequest,
+    UpsertResult,
+)
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["indexes"], responses=ERRORS)
+T = TypeVar("T")
+# The model names Elasticsearch uses for "its default re-ranker".
+DEFAULT_MODEL_ALIASES = frozenset({".rerank-v1-elasticsearch", ".rerank-v1"})
+
+
+@router.get("/v1/indexes", response_model=IndexList, summary="List indexes")
+async def list_indexes(request: Request) -> Any:
+    from semrank.store import list_indexes as names
+
+    found = await _blocking(request, None, names, _home(request))
+    return IndexList(data=[IndexName(name=name) for name in found])
+
+
+@router.post("/v1/indexes", status_code=201, summary="Create an index (info of the new index)")
+async def create_index(body: CreateIndexRequest, request: Request) -> Any:
+    from semrank.store import create_index as create
+
+    def make() -> dict[str, Any]:
+        store = create(
+            body.name,
+            home=_home(request),
+            fields=tuple(body.fields),
+            id_field=body.id_field,
+            embedding_model=body.embedding_model,
+        )
+        try:
+            return store.info().to_dict()
+        finally:
+            store.close()
+
+    return JSONResponse(await _blocking(request, None, make), status_code=201)
+
+
+@router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")
+async def index_info(name: str, request: Request) -> Any:
+    info = await _blocking(request, None, lambda: _store(request, name).info().to_dict())
+    return JSONResponse(info)
+
+
+@router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")
+async def drop_index(name: str, request: Request) -> Any:
+    from semrank.pipeline import forget_open_indexes
+    from semrank.store import drop_index as drop
+
+    def remove() -> None:
+        forget_open_indexes()  # close the open handles before the files go
+        drop(name, home=_home(request))
+
+    await _blocking(request, None, remove)
+    return DeleteResult(deleted=1)
+
+
+@router.post(
+    "/v1/indexes/{name}/documents",
+    response_model=UpsertResult,
+    summary="Add or replace documents (by id)",
+)
+async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Request) -> Any:
+    count = await _blocking(request, None, lambda: _store(request, name).upsert(body.documents))
+    return UpsertResult(upserted=int(count))
+
+
+@router.post(
+    "/v1/indexes/{name}/documents/delete",
+    response_model=DeleteResult,
+    summary="Delete documents by id",
+)
+async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Request) -> Any:
+    count = await _blocking(request, None, lambda: _store(request, name).delete(body.ids))
+    return DeleteResult(deleted=int(count))
+
+
+@router.post(
+    "/v1/indexes/{name}/search",
+    response_model=SearchResponse,
+    response_model_exclude_none=True,
+    summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
+)
+async def search(name: str, body: SearchRequest, request: Request) -> Any:
+    from semrank.pipeline import as_retriever
+    from semrank.pipeline import search as run_search
+
+    service: RerankService = request.app.state.service
+    tree = _bind_models(as_retriever(_checked_spec(body.retriever)), service)
+    deadline = service.deadline(body.timeout_ms)
+
+    def work() -> Any:
+        return run_search(
+            _store(request, name),
+            body.query,
+            retriever=tree,
+            k=body.size,
+            with_documents=body.return_documents,
+        )
+
+    with service.admission.admit():
+        results = await _blocking(request, deadline, work)
+    hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
+    return SearchResponse(index=name, hits=hits)
+
+
+def _checked_spec(spec: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """Strings must be shorthands: the pipeline would read any other string as a file path."""
+    from semrank.pipeline import FIRST_STAGES
+
+    if not isinstance(spec, str):
+        return spec
+    name, plus, suffix = spec.strip().partition("+")
+    if name in FIRST_STAGES and (not plus or suffix == "rerank"):
+        return spec
+    shorthands = ", ".join(f"{stage}[+rerank]" for stage in FIRST_STAGES)
+    raise InvalidInputError(
+        f"retriever {spec!r} is not a shorthand ({shorthands}); send a retriever JSON object"
+    )
+
+
+def _home(request: Request) -> str | None:
+    home: str | None = request.app.state.config.index_home
+    return home
+
+
+def _store(request: Request, name: str) -> Any:
+    from semrank.pipeline import open_cached
+
+    return open_cached(name, _home(request))
+
+
+async def _blocking(
+    request: Request, deadline: float | None, work: Callable[..., T], *args: Any
+) -> T:
+    late = "the search did not finish within the request deadline; raise timeout_ms or lower "
+    late += "the re-rank window"
+    threads = request.app.state.registry.threads
+    return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
+
+
+def _bind_models(node: Any, service: RerankService) -> Any:
+    """The tree with every re-ranking node scoring through a served model."""
+    from semrank.pipeline import Retriever, TextSimilarityReranker
+
+    if not dataclasses.is_dataclass(node):
+        return node
+    changes: dict[str, Any] = {}
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        if isinstance(value, Retriever):
+            changes[item.name] = _bind_models(value, service)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Retriever) for v in value):
+            changes[item.name] = tuple(_bind_models(v, service) for v in value)
+    if isinstance(node, TextSimilarityReranker) and (
+        node.inference_id is None or isinstance(node.inference_id, str)
+    ):
+        name = None if node.inference_id in DEFAULT_MODEL_ALIASES else node.inference_id
+        changes["inference_id"] = service.engine(name).reranker
+    return dataclasses.replace(node, **changes) if changes else node

@@ -1,0 +1,324 @@
+"""The rerank endpoints: one scoring path, several wire formats."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from semrank.errors import InvalidInputError, RequestTooLargeError
+from semrank.server._auth import require_api_key
+from semrank.server._edge import TIMINGS_KEY
+from semrank.server._engines import ModelEngine, RerankCall
+from semrank.server._service import Policy, RerankOutcome, RerankService
+from semrank.server.schemas import (
+    ApiMeta,
+    ApiVersion,
+    BatchQueryResult,
+    BatchRerankRequest,
+    BatchRerankResponse,
+    BilledUnits,
+    ChunkInfo,
+    ChunkingOptions,
+    ErrorBody,
+    TeiRank,
+    TeiRerankRequest,
+    Tokens,
+    Usage,
+    V1RerankRequest,
+    V1RerankResponse,
+    V1Result,
+    V2RerankRequest,
+    V2RerankResponse,
+    V2Result,
+    VoyageRerankResponse,
+    VoyageResult,
+    VoyageUsage,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (401, "missing or wrong API key"),
+        (404, "unknown model"),
+        (413, "too many documents, tokens or bytes"),
+        (422, "invalid request"),
+        (429, "queue full; see Retry-After"),
+        (504, "deadline exceeded (without fail_open)"),
+    )
+}
+RERANKED_HEADER = "x-semrank-reranked"
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["rerank"], responses=ERRORS)
+
+
+@router.post(
+    "/v2/rerank",
+    response_model=V2RerankResponse,
+    response_model_exclude_none=True,
+    summary="Re-rank documents (Cohere v2)",
+)
+async def rerank_v2(body: V2RerankRequest, request: Request, response: Response) -> Any:
+    service, engine = _service(request), _service(request).engine(body.model)
+    call = RerankCall(
+        query=body.query,
+        documents=body.documents,
+        max_tokens_per_doc=body.max_tokens_per_doc,
+        return_documents=False,
+        chunking=_chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc),
+        raw_scores=body.raw_scores,
+    )
+    policy = Policy(top_n=body.top_n, min_score=body.min_score, fail_open=body.fail_open)
+    (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
+    _mark(response, outcome.reranked)
+    results = [
+        V2Result(index=r.index, relevance_score=r.relevance_score, **_facts(r))
+        for r in outcome.results
+    ]
+    return V2RerankResponse(
+        id=_request_id(request),
+        model=outcome.model,
+        results=results,
+        meta=_meta("2", outcome),
+        reranked=outcome.reranked,
+    )
+
+
+@router.post(
+    "/v1/rerank",
+    response_model=V1RerankResponse | VoyageRerankResponse,
+    response_model_exclude_none=True,
+    summary="Re-rank documents (Cohere v1, Jina, Together, Infinity, Voyage)",
+)
+async def rerank_v1(body: V1RerankRequest, request: Request, response: Response) -> Any:
+    service = _service(request)
+    engine = service.engine(body.model)
+    return_documents = bool(body.return_documents)
+    call = RerankCall(
+        query=body.query,
+        documents=body.documents,
+        rank_fields=body.rank_fields,
+        max_tokens_per_doc=body.max_tokens_per_doc,
+        return_documents=return_documents,
+        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc, body.max_tokens_per_doc),
+        raw_scores=body.raw_scores,
+    )
+    policy = Policy(
+        top_n=body.top_n if body.top_n is not None else body.top_k,
+        min_score=body.min_score,
+        fail_open=body.fail_open,
+        require_complete=body.truncation is False,
+    )
+    (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
+    _mark(response, outcome.reranked)
+    voyage = body.response_format == "voyage" or (
+        body.response_format is None and body.top_k is not None
+    )
+    return _voyage_response(outcome) if voyage else _v1_response(request, outcome)
+
+
+@router.post(
+    "/rerank",
+    response_model=list[TeiRank],
+    response_model_exclude_none=True,
+    summary="Re-rank texts (Hugging Face text-embeddings-inference)",
+)
+async def rerank_tei(body: TeiRerankRequest, request: Request, response: Response) -> Any:
+    service = _service(request)
+    engine = service.engine(body.model)
+    if body.truncation_direction.lower() == "left":
+        raise InvalidInputError(
+            "truncation_direction 'left' is not supported; use 'right' or enable chunking"
+        )
+    truncate = service.config.auto_truncate if body.truncate is None else body.truncate
+    call = RerankCall(
+        query=body.query,
+        documents=body.texts,
+        return_documents=body.return_text,
+        chunking=_chunking(engine, body.chunking),
+        raw_scores=body.raw_scores,
+    )
+    policy = Policy(
+        min_score=body.min_score, fail_open=body.fail_open, require_complete=not truncate
+    )
+    (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
+    _mark(response, outcome.reranked)
+    return [
+        TeiRank(index=r.index, score=r.relevance_score, text=r.document, **_facts(r))
+        for r in outcome.results
+    ]
+
+
+@router.post(
+    "/v1/rerank/batch",
+    response_model=BatchRerankResponse,
+    response_model_exclude_none=True,
+    summary="Re-rank many queries, each with its own candidates (semrank)",
+)
+async def rerank_batch(body: BatchRerankRequest, request: Request, response: Response) -> Any:
+    service = _service(request)
+    if len(body.queries) > service.config.max_batch_queries:
+        raise RequestTooLargeError(
+            f"{len(body.queries)} queries exceed this server's limit of "
+            f"{service.config.max_batch_queries} per batch; split the batch"
+        )
+    engine = service.engine(body.model)
+    chunking = _chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc)
+    calls = [
+        RerankCall(
+            query=item.query,
+            documents=item.documents,
+            rank_fields=body.rank_fields,
+            max_tokens_per_doc=body.max_tokens_per_doc,
+            return_documents=body.return_documents,
+            chunking=chunking,
+            raw_scores=body.raw_scores,
+        )
+        for item in body.queries
+    ]
+    policies = [
+        Policy(
+            top_n=item.top_n if item.top_n is not None else body.top_n,
+            min_score=item.min_score if item.min_score is not None else body.min_score,
+            fail_open=body.fail_open,
+        )
+        for item in body.queries
+    ]
+    outcomes = await _run(request, service, engine, calls, policies, body.timeout_ms)
+    reranked = all(o.reranked for o in outcomes)
+    _mark(response, reranked)
+    tokens = sum(o.input_tokens for o in outcomes)
+    return BatchRerankResponse(
+        id=_request_id(request),
+        model=engine.name,
+        results=[
+            BatchQueryResult(query_index=i, results=_v1_results(o), reranked=o.reranked)
+            for i, o in enumerate(outcomes)
+        ],
+        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+        reranked=reranked,
+    )
+
+
+async def _run(
+    request: Request,
+    service: RerankService,
+    engine: ModelEngine,
+    calls: Sequence[RerankCall],
+    policies: Sequence[Policy],
+    timeout_ms: int | None,
+) -> list[RerankOutcome]:
+    """Admit, check limits, then score every call concurrently under one deadline."""
+    with service.admission.admit():
+        deadline = service.deadline(timeout_ms)
+        await service.check_limits(engine, calls)
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(service.rerank(engine, c, p, deadline) for c, p in zip(calls, policies, strict=True))
+        )
+        _timings(request)["rerank"] = time.perf_counter() - started
+        return list(outcomes)
+
+
+def _service(request: Request) -> RerankService:
+    service: RerankService = request.app.state.service
+    return service
+
+
+def _timings(request: Request) -> dict[str, float]:
+    timings: dict[str, float] = request.scope.setdefault("state", {}).setdefault(TIMINGS_KEY, {})
+    return timings
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def _chunking(
+    engine: ModelEngine,
+    chunking: bool | ChunkingOptions | None,
+    max_chunks: int | None = None,
+    max_tokens_per_doc: int | None = None,
+) -> Any:
+    """The request's chunking as the Reranker takes it (None: the model's own default).
+
+    Cohere truncates documents to ``max_tokens_per_doc``; so does semrank unless the request
+    asks for chunking explicitly.
+    """
+    if isinstance(chunking, bool):
+        return chunking
+    if chunking is None and max_chunks is None and max_tokens_per_doc is not None:
+        return False
+    values = {} if chunking is None else chunking.model_dump(exclude_none=True)
+    if max_chunks is not None:
+        values.setdefault("max_chunks", max_chunks)
+        values.setdefault("enabled", True)
+    if not values:
+        return None
+    return dataclasses.replace(engine.reranker.chunking, **values)
+
+
+def _mark(response: Response, reranked: bool) -> None:
+    response.headers[RERANKED_HEADER] = "true" if reranked else "false"
+
+
+def _facts(result: Any) -> dict[str, Any]:
+    chunk = result.chunk
+    return {
+        "tokens": result.tokens,
+        "truncated": result.truncated,
+        "num_chunks": result.num_chunks,
+        "chunk": None
+        if chunk is None
+        else ChunkInfo(index=chunk.index, start=chunk.start, end=chunk.end),
+    }
+
+
+def _meta(version: str, outcome: RerankOutcome) -> ApiMeta:
+    return ApiMeta(
+        api_version=ApiVersion(version=version),
+        billed_units=BilledUnits(search_units=outcome.search_units),
+        tokens=Tokens(input_tokens=outcome.input_tokens),
+    )
+
+
+def _v1_results(outcome: RerankOutcome) -> list[V1Result]:
+    return [
+        V1Result(
+            index=r.index,
+            relevance_score=r.relevance_score,
+            document={"text": r.document} if isinstance(r.document, str) else r.document,
+            **_facts(r),
+        )
+        for r in outcome.results
+    ]
+
+
+def _v1_response(request: Request, outcome: RerankOutcome) -> V1RerankResponse:
+    return V1RerankResponse(
+        id=_request_id(request),
+        model=outcome.model,
+        results=_v1_results(outcome),
+        meta=_meta("1", outcome),
+        usage=Usage(prompt_tokens=outcome.input_tokens, total_tokens=outcome.input_tokens),
+        reranked=outcome.reranked,
+    )
+
+
+def _voyage_response(outcome: RerankOutcome) -> VoyageRerankResponse:
+    data = [
+        VoyageResult(
+            index=r.index, relevance_score=r.relevance_score, document=r.document, **_facts(r)
+        )
+        for r in outcome.results
+    ]
+    return VoyageRerankResponse(
+        data=data,
+        model=outcome.model,
+        usage=VoyageUsage(total_tokens=outcome.input_tokens),
+        reranked=outcome.reranked,
+    )

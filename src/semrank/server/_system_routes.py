@@ -1,0 +1,55 @@
+"""Health, readiness, metrics and the model list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from semrank.server._auth import require_api_key
+from semrank.server.schemas import Health, ModelInfo, ModelList, Readiness
+
+probes = APIRouter(tags=["system"])
+models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
+
+
+@probes.get("/health", response_model=Health, summary="Liveness: the process answers")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@probes.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "starting or draining"}},
+    summary="Readiness: models loaded and not shutting down",
+)
+async def ready(request: Request) -> Any:
+    state = request.app.state
+    models = sorted(state.registry.engines)
+    if state.phase == "ready" and state.registry.ready:
+        return Readiness(status="ready", models=models)
+    body = Readiness(status="draining" if state.phase == "draining" else "starting", models=models)
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@models_router.get("/v1/models", response_model=ModelList, summary="Served models")
+async def list_models(request: Request) -> ModelList:
+    registry = request.app.state.registry
+    data = [
+        ModelInfo(
+            id=name,
+            kind=engine.kind,
+            max_length=engine.max_length,
+            default=name == registry.default_name,
+        )
+        for name, engine in registry.engines.items()
+    ]
+    return ModelList(data=data)

@@ -1,0 +1,207 @@
+"""The ``Store`` interface: what the search pipeline needs from an index.
+
+``LocalStore`` (SQLite + bm25s + numpy/usearch files) implements it; a PostgreSQL backend
+(e.g. pg_search BM25 + pgvector) can implement the same methods and plug into the pipeline.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve import BM25Params, Hits
+from semrank.store._corpus import Document
+
+ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
+VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexSettings:
+    """Fixed at creation: what is searched, embedded and how BM25 scores."""
+
+    name: str
+    text_fields: tuple[str, ...] = ("title", "text")
+    id_field: str | None = "id"
+    embedding_model: str | None = None  # None: BM25 only
+    embedding_max_length: int | None = None  # None: the model's own maximum
+    bm25: BM25Params = field(default_factory=BM25Params)
+    ann_threshold: int = 20_000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "text_fields": list(self.text_fields),
+            "id_field": self.id_field,
+            "embedding_model": self.embedding_model,
+            "embedding_max_length": self.embedding_max_length,
+            "bm25": self.bm25.to_dict(),
+            "ann_threshold": self.ann_threshold,
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> IndexSettings:
+        return IndexSettings(
+            name=data["name"],
+            text_fields=tuple(data["text_fields"]),
+            id_field=data.get("id_field"),
+            embedding_model=data.get("embedding_model"),
+            embedding_max_length=data.get("embedding_max_length"),
+            bm25=BM25Params.from_dict(data.get("bm25", {})),
+            ann_threshold=int(data.get("ann_threshold", 20_000)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexInfo:
+    """A summary for ``semrank index info``."""
+
+    name: str
+    backend: str
+    location: str
+    documents: int
+    generation: int
+    settings: IndexSettings
+    embedding_dim: int | None
+    vector_search: str | None  # "exact" | "hnsw" | None
+    fields_seen: tuple[str, ...]
+    size_bytes: int
+    derived: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "backend": self.backend, "location": self.location,
+            "documents": self.documents, "generation": self.generation,
+            "settings": self.settings.to_dict(), "embedding_dim": self.embedding_dim,
+            "vector_search": self.vector_search, "fields_seen": list(self.fields_seen),
+            "size_bytes": self.size_bytes, "derived": self.derived,
+        }
+
+
+def field_text(fields: dict[str, Any], name: str) -> str:
+    """The text of one field: strings as they are, lists joined, numbers as text, None empty."""
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return " ".join(field_text({"v": v}, "v") for v in value)
+    return str(value)
+
+
+class Store(abc.ABC):
+    """A named document index with BM25 and (optionally) dense retrieval."""
+
+    settings: IndexSettings
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def has_vectors(self) -> bool:
+        return self.settings.embedding_model is not None
+
+    # --- documents -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def upsert(
+        self,
+        documents: Iterable[Document | dict[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Insert or replace documents by id, committing every ``batch_size``; returns the count."""
+
+    @abc.abstractmethod
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove documents by id; returns how many existed."""
+
+    @abc.abstractmethod
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Stored fields of each id (None where unknown), in input order."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def info(self) -> IndexInfo: ...
+
+    # --- retrieval -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+        """Top ``k`` document ids by BM25 over ``field`` (``"*"``: all text fields)."""
+
+    def search_bm25_fields(
+        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+    ) -> Hits:
+        """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
+        ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
+        backends that can score every document exactly should override it."""
+        combined: dict[object, float] = {}
+        for name, boost in fields:
+            hits = self.search_bm25(query, k=4 * k, field=name)
+            for doc_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+                value = boost * score
+                old = combined.get(doc_id)
+                combined[doc_id] = value if old is None else (
+                    max(old, value) if mode == "best_fields" else old + value
+                )
+        ids = np.empty(len(combined), dtype=object)
+        ids[:] = list(combined)
+        return Hits.from_scores(ids, np.array(list(combined.values()), dtype=np.float32)).top(k)
+
+    @abc.abstractmethod
+    def search_vector(
+        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+    ) -> Hits:
+        """Top ``k`` document ids by inner product with ``vector`` (cosine; vectors normalised)."""
+
+    @abc.abstractmethod
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors from the index's own embedding model."""
+
+    def refresh(self) -> None:  # noqa: B027 - optional for backends that index synchronously
+        """Bring derived indexes up to date with the committed documents."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release files and connections."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers shared by every backend ---------------------------------------------------
+    def text_of(self, fields: dict[str, Any], field_name: str = ALL_TEXT_FIELDS) -> str:
+        """The text of ``field_name`` of one document (``"*"``: the text fields joined)."""
+        if field_name == ALL_TEXT_FIELDS:
+            parts = (field_text(fields, f) for f in self.settings.text_fields)
+            return "\n".join(p for p in parts if p)
+        return field_text(fields, field_name)
+
+    def check_vector_field(self, name: str) -> None:
+        if not self.has_vectors:
+            raise InvalidInputError(
+                f"index {self.name!r} has no embeddings; recreate it with an embedding model "
+                "(`semrank index create NAME --embedding-model ...`) to use knn / --dense"
+            )
+        if name not in (VECTOR_FIELD, ALL_TEXT_FIELDS):
+            raise InvalidInputError(
+                f"knn field {name!r} is not a vector field of index {self.name!r}; "
+                f"use {VECTOR_FIELD!r}"
+            )
+
+
+def index_dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,189 @@
+"""Reading corpora: BEIR folders, corpus.jsonl[.gz], other JSONL / JSON / CSV / TSV files.
+
+A corpus yields ``Document(id, fields)``; ``text_fields`` names the fields that are searched by
+default and embedded. Files are streamed, so a corpus never has to fit in memory twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from semrank.errors import DataFormatError
+
+ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
+BEIR_FIELDS = ("title", "text")
+FORMATS = ("jsonl", "json", "csv", "tsv")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: its id and its fields (the id field itself is not repeated in ``fields``)."""
+
+    id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Corpus:
+    """A readable corpus and how its records map to documents."""
+
+    path: Path
+    format: str  # jsonl | json | csv | tsv
+    id_field: str | None  # None: ids are record numbers (1, 2, ...)
+    text_fields: tuple[str, ...]
+    is_beir: bool = False
+
+    def __iter__(self) -> Iterator[Document]:
+        for number, record in enumerate(_records(self.path, self.format), start=1):
+            yield to_document(record, self.id_field, number)
+
+    def count(self) -> int:
+        """Number of records (one quick pass over the file; for progress bars)."""
+        if self.format == "json":
+            return sum(1 for _ in _json_records(self.path))
+        return sum(1 for _ in _records(self.path, self.format))
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    for fmt in FORMATS:
+        if name.endswith("." + fmt):
+            return fmt
+    if name.endswith(".ndjson"):
+        return "jsonl"
+    raise DataFormatError(
+        f"{path}: cannot tell the format from the name; use a .jsonl, .json, .csv or .tsv "
+        "file (optionally .gz) or a BEIR folder with corpus.jsonl"
+    )
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise DataFormatError(f"{path}:{line_number}: expected a JSON object per line")
+            yield record
+
+
+def _json_records(path: Path) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataFormatError(
+                f"{path}: expected a JSON list of objects (or an object holding one list)"
+            )
+        data = lists[0]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataFormatError(f"{path}: expected a JSON list of objects")
+    yield from data
+
+
+def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
+    csv.field_size_limit(1 << 30)
+    with _open_text(path) as handle:
+        yield from csv.DictReader(handle, delimiter=delimiter)
+
+
+def _records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    if fmt == "jsonl":
+        return _jsonl_records(path)
+    if fmt == "json":
+        return _json_records(path)
+    return _csv_records(path, "\t" if fmt == "tsv" else ",")
+
+
+def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Document:
+    """``record`` as a Document; ``number`` is its 1-based position (the id when none is named)."""
+    if id_field is None:
+        return Document(str(number), dict(record))
+    if id_field not in record or record[id_field] in (None, ""):
+        raise DataFormatError(
+            f"record {number} has no {id_field!r} field; name the id field with --id-field"
+        )
+    fields = {k: v for k, v in record.items() if k != id_field}
+    return Document(str(record[id_field]), fields)
+
+
+def _beir_corpus_file(path: Path) -> Path | None:
+    if path.is_dir():
+        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+            if (path / name).is_file():
+                return path / name
+        return None
+    return path if path.name in ("corpus.jsonl", "corpus.jsonl.gz") else None
+
+
+def _text_fields_of(first: dict[str, Any], id_field: str | None) -> tuple[str, ...]:
+    fields = tuple(k for k, v in first.items() if k != id_field and isinstance(v, str))
+    if not fields:
+        raise DataFormatError("the first record has no text fields; name them with --fields")
+    return fields
+
+
+def read_corpus(
+    path: str | Path,
+    *,
+    id_field: str | None = None,
+    fields: Sequence[str] | None = None,
+) -> Corpus:
+    """Open ``path`` as a corpus, detecting BEIR layout, the id field and the text fields.
+
+    BEIR (a folder with corpus.jsonl[.gz], or that file itself) means id ``_id`` and text fields
+    ``title`` and ``text``. Otherwise ``id_field`` defaults to the first of ``_id``, ``id``,
+    ``docid``, ``doc_id``, ``pid`` present in the first record (record numbers when none is), and
+    ``fields`` to the first record's string-valued fields.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise DataFormatError(f"corpus {source} does not exist")
+    beir = _beir_corpus_file(source)
+    if source.is_dir() and beir is None:
+        raise DataFormatError(f"{source} is a folder without corpus.jsonl[.gz]; pass a file")
+    file = beir or source
+    fmt = _format_of(file)
+    first = next(iter(_records(file, fmt)), None)
+    if first is None:
+        raise DataFormatError(f"corpus {file} holds no records")
+    if beir is not None and id_field is None and "_id" in first:
+        return Corpus(
+            path=file, format=fmt, id_field="_id", text_fields=tuple(fields or BEIR_FIELDS),
+            is_beir=True,
+        )
+    chosen_id = id_field or next((g for g in ID_FIELD_GUESSES if g in first), None)
+    if id_field is not None and id_field not in first:
+        raise DataFormatError(
+            f"the first record of {file} has no id field {id_field!r}; it has: "
+            f"{', '.join(first)} (name the id field with --id-field)"
+        )
+    text_fields = tuple(fields) if fields else _text_fields_of(first, chosen_id)
+    return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)
+
+
+def documents_from(records: Iterable[Document | dict[str, Any]], id_field: str = "id") -> Iterator[Document]:
+    """Documents from Document objects or plain dicts carrying ``id_field``."""
+    for number, item in enumerate(records, start=1):
+        yield item if isinstance(item, Document) else to_document(item, id_field, number)

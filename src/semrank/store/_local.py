@@ -1,0 +1,371 @@
+"""``LocalStore``: an index in one directory (SQLite documents + derived BM25 / vector files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError
+from semrank.retrieve import (
+    BM25Index,
+    ExactVectorIndex,
+    HNSWVectorIndex,
+    Hits,
+    TextEmbedder,
+    VectorIndex,
+    top_k,
+)
+from semrank.store import _snapshots as snap
+from semrank.store._base import (
+    ALL_TEXT_FIELDS,
+    IndexInfo,
+    IndexSettings,
+    ProgressCallback,
+    Store,
+    index_dir_size,
+)
+from semrank.store._corpus import Document, documents_from
+from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
+
+VECTORS = "vectors"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A derived index in memory, valid for one generation of the documents."""
+
+    generation: int
+    ids: np.ndarray  # position -> document id
+    index: Any  # BM25Index | VectorIndex
+
+
+def _doc_json(fields: dict[str, Any]) -> str:
+    try:
+        return json.dumps(fields, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"document fields are not JSON-serialisable: {exc}") from exc
+
+
+def _ids_array(ids: list[str]) -> np.ndarray:
+    array = np.empty(len(ids), dtype=object)
+    array[:] = ids
+    return array
+
+
+class LocalStore(Store):
+    """A persistent index in a directory. Safe against crashes; one writer at a time."""
+
+    backend = "local"
+
+    def __init__(self, path: Path, *, embedder: TextEmbedder | None = None) -> None:
+        if not (path / DB_NAME).is_file():
+            raise IndexNotFoundError(f"no index at {path} (missing {DB_NAME})")
+        self.path = path
+        self.db = DocumentDB(path / DB_NAME)
+        stored = self.db.get_meta("settings")
+        if stored is None:
+            self.db.close()
+            raise IndexNotFoundError(f"{path} holds no index settings; drop and recreate it")
+        self.settings = IndexSettings.from_dict(stored)
+        self._embedder = embedder
+        self._cache: dict[str, _Loaded] = {}
+        self._build_lock = threading.Lock()
+        snap.clean_temporaries(path)
+
+    @classmethod
+    def initialize(
+        cls, path: Path, settings: IndexSettings, *, embedder: TextEmbedder | None = None
+    ) -> LocalStore:
+        """Create the index files in (new, empty) directory ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
+        db = DocumentDB(path / DB_NAME)
+        with db.transaction() as conn:
+            db.set_meta(conn, "settings", settings.to_dict())
+            db.set_meta(conn, "schema_version", SCHEMA_VERSION)
+            db.set_meta(conn, "generation", 0)
+        db.close()
+        (path / "index.json").write_text(json.dumps(settings.to_dict(), indent=2), "utf-8")
+        return cls(path, embedder=embedder)
+
+    def close(self) -> None:
+        self._cache.clear()
+        self.db.close()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.name!r}, path={str(self.path)!r})"
+
+    # --- writing ---------------------------------------------------------------------------
+    def upsert(
+        self,
+        documents: Iterable[Document | dict[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+        refresh: bool = True,
+    ) -> int:
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        total, batch = 0, []
+        for document in documents_from(documents, self.settings.id_field or "id"):
+            batch.append(document)
+            if len(batch) >= batch_size:
+                total += self._write_batch(batch, progress)
+                batch = []
+        if batch:
+            total += self._write_batch(batch, progress)
+        if refresh:
+            self.refresh()
+        return total
+
+    add = upsert
+
+    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+        latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
+        rows = {doc_id: (_doc_json(d.fields), self.text_of(d.fields)) for doc_id, d in latest.items()}
+        stored = self.db.stored_docs(list(rows))
+        # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
+        changed = [doc_id for doc_id, (doc, _) in rows.items() if stored.get(doc_id) != doc]
+        if changed:
+            blobs = self._embed_blobs([rows[i][1] for i in changed])
+            new_fields = {key for d in latest.values() for key in d.fields}
+            with self.db.transaction() as conn:
+                generation = self.db.bump_generation(conn)
+                self.db.write_rows(
+                    conn,
+                    [(i, rows[i][0], rows[i][1], blob) for i, blob in zip(changed, blobs, strict=True)],
+                    generation,
+                )
+                self._record_fields(conn, new_fields)
+        if progress is not None:
+            progress(len(batch))
+        return len(latest)
+
+    def _record_fields(self, conn: Any, names: set[str]) -> None:
+        seen = set(self.db.get_meta("fields_seen", [], conn))
+        if not names <= seen:
+            self.db.set_meta(conn, "fields_seen", sorted(seen | names))
+
+    def _embed_blobs(self, texts: list[str]) -> list[bytes | None]:
+        if not self.has_vectors:
+            return [None] * len(texts)
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
+        self._check_dim(vectors.shape[1])
+        return [row.tobytes() for row in vectors]
+
+    def _check_dim(self, dim: int) -> None:
+        known = self.db.get_meta("embedding_dim")
+        if known is None:
+            with self.db.transaction() as conn:
+                self.db.set_meta(conn, "embedding_dim", dim)
+        elif int(known) != dim:
+            raise DataFormatError(
+                f"embedder returns {dim}-d vectors but index {self.name!r} stores {known}-d ones"
+            )
+
+    def delete(self, ids: Iterable[str]) -> int:
+        unique = list(dict.fromkeys(str(i) for i in ids))
+        if not unique:
+            return 0
+        with self.db.transaction() as conn:
+            removed = self.db.delete_ids(conn, unique)
+            if removed:
+                self.db.bump_generation(conn)
+        return removed
+
+    # --- reading ---------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        found = self.db.docs_by_id([str(i) for i in ids])
+        return [found.get(str(i)) for i in ids]
+
+    def __len__(self) -> int:
+        return self.db.count()
+
+    @property
+    def generation(self) -> int:
+        return self.db.generation()
+
+    @property
+    def fields_seen(self) -> tuple[str, ...]:
+        return tuple(self.db.get_meta("fields_seen", []))
+
+    def info(self) -> IndexInfo:
+        count, dim = len(self), self.db.get_meta("embedding_dim")
+        derived = {}
+        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS]:
+            found = snap.latest(self.path, kind)
+            derived[kind] = None if found is None else found[0]
+        return IndexInfo(
+            name=self.name, backend=self.backend, location=str(self.path), documents=count,
+            generation=self.generation, settings=self.settings, embedding_dim=dim,
+            vector_search=(
+                None if not self.has_vectors
+                else "hnsw" if count >= self.settings.ann_threshold else "exact"
+            ),
+            fields_seen=self.fields_seen, size_bytes=index_dir_size(self.path), derived=derived,
+        )
+
+    # --- embeddings ------------------------------------------------------------------------
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The index's embedding model, loaded on first use."""
+        if self._embedder is None:
+            if not self.has_vectors:
+                raise InvalidInputError(f"index {self.name!r} has no embedding model")
+            from semrank.models import resolve_embedding_model
+            from semrank.runtime import load_embedder
+
+            model = resolve_embedding_model(self.settings.embedding_model)
+            if self.settings.embedding_max_length:
+                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
+            self._embedder = load_embedder(model)
+        return self._embedder
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+
+    def _catch_up_embeddings(self, batch_size: int = 256) -> None:
+        """Embed rows stored without a vector (e.g. written by a process without the model)."""
+        while rows := self.db.missing_embeddings(batch_size):
+            blobs = self._embed_blobs([text for _, text in rows])
+            vectors = np.stack([np.frombuffer(b or b"", dtype=np.float32) for b in blobs])
+            with self.db.transaction() as conn:
+                generation = self.db.bump_generation(conn)
+                self.db.set_embeddings(conn, [pk for pk, _ in rows], vectors, generation)
+
+    # --- derived indexes -------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Rebuild every derived index whose generation is behind the documents."""
+        self._bm25_for(ALL_TEXT_FIELDS)
+        for field in list(self._cache):
+            if field.startswith("bm25:") and field != f"bm25:{ALL_TEXT_FIELDS}":
+                self._bm25_for(field.removeprefix("bm25:"))
+        if self.has_vectors:
+            self._vectors()
+
+    def _check_field(self, field: str) -> None:
+        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
+            return
+        if field not in self.fields_seen:
+            known = ", ".join([ALL_TEXT_FIELDS, *self.fields_seen])
+            raise InvalidInputError(f"index {self.name!r} has no field {field!r}; fields: {known}")
+
+    def _current(self, key: str, kind: str, load: Any, build: Any) -> _Loaded:
+        """The cached, on-disk, or freshly built derived index for the current generation."""
+        with self._build_lock:
+            generation = self.generation
+            cached = self._cache.get(key)
+            if cached is not None and cached.generation == generation:
+                return cached
+            found = snap.latest(self.path, kind)
+            if found is not None and found[0] == generation:
+                loaded = load(found[1], generation)
+            else:
+                loaded = build()
+            self._cache[key] = loaded
+            return loaded
+
+    def _bm25_for(self, field: str) -> _Loaded:
+        self._check_field(field)
+        kind = snap.field_key(field)
+        return self._current(
+            f"bm25:{field}", kind, self._load_bm25, lambda: self._build_bm25(field, kind)
+        )
+
+    def _load_bm25(self, directory: Path, generation: int) -> _Loaded:
+        meta = snap.read_meta(directory)
+        ids = json.loads((directory / "ids.json").read_text("utf-8"))
+        index = BM25Index.load(directory, self.settings.bm25, len(ids))
+        return _Loaded(int(meta["generation"]), _ids_array(ids), index)
+
+    def _build_bm25(self, field: str, kind: str) -> _Loaded:
+        with self.db.snapshot() as conn:
+            generation = self.db.generation(conn)
+            if field == ALL_TEXT_FIELDS:
+                pairs = [(i, t) for i, t in self.db.iter_rows(conn, "id, text")]
+            else:
+                pairs = [(i, self.text_of(json.loads(d), field)) for i, d in self.db.iter_rows(conn, "id, doc")]
+        ids = [i for i, _ in pairs]
+        index = BM25Index.build([t for _, t in pairs], self.settings.bm25)
+
+        def write(tmp: Path) -> dict[str, Any]:
+            index.save(tmp)
+            snap.write_json(tmp / "ids.json", ids)
+            return {"field": field, "count": len(ids), "bm25": self.settings.bm25.to_dict()}
+
+        snap.publish(self.path, kind, generation, write)
+        return _Loaded(generation, _ids_array(ids), index)
+
+    def _vectors(self) -> _Loaded:
+        if not self.has_vectors:
+            raise InvalidInputError(f"index {self.name!r} has no embeddings")
+        return self._current(VECTORS, VECTORS, self._load_vectors, self._build_vectors)
+
+    def _load_vectors(self, directory: Path, generation: int) -> _Loaded:
+        meta = snap.read_meta(directory)
+        ids = json.loads((directory / "ids.json").read_text("utf-8"))
+        matrix = np.load(directory / "vectors.npy", mmap_mode="r")
+        index: VectorIndex
+        if meta.get("search") == "hnsw":
+            index = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
+        else:
+            index = ExactVectorIndex(matrix)
+        return _Loaded(int(meta["generation"]), _ids_array(ids), index)
+
+    def _build_vectors(self) -> _Loaded:
+        self._catch_up_embeddings()
+        with self.db.snapshot() as conn:
+            generation = self.db.generation(conn)
+            rows = list(self.db.iter_rows(conn, "id, embedding"))
+        dim = int(self.db.get_meta("embedding_dim") or 0)
+        ids = [i for i, _ in rows]
+        matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
+        matrix = matrix.reshape(len(rows), dim) if dim else matrix.reshape(0, 0)
+        use_hnsw = len(rows) >= self.settings.ann_threshold and len(rows) > 0
+        index: VectorIndex = HNSWVectorIndex.build(matrix) if use_hnsw else ExactVectorIndex(matrix)
+
+        def write(tmp: Path) -> dict[str, Any]:
+            np.save(tmp / "vectors.npy", matrix)
+            snap.write_json(tmp / "ids.json", ids)
+            if isinstance(index, HNSWVectorIndex):
+                index.save(tmp / "hnsw.usearch")
+            return {"count": len(ids), "dim": dim, "search": index.kind,
+                    "model": self.settings.embedding_model}
+
+        snap.publish(self.path, VECTORS, generation, write)
+        return _Loaded(generation, _ids_array(ids), index)
+
+    # --- retrieval -------------------------------------------------------------------------
+    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+        loaded = self._bm25_for(field)
+        hits = loaded.index.search(query, k)
+        return Hits(loaded.ids[hits.ids], hits.scores)
+
+    def search_bm25_fields(
+        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+    ) -> Hits:
+        """Exact multi-field BM25: every field's full score vector, combined per document."""
+        if mode not in ("best_fields", "most_fields"):
+            raise InvalidInputError(f"unknown multi-field mode {mode!r}; use best_fields or most_fields")
+        loaded = [(self._bm25_for(name), boost) for name, boost in fields]
+        if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
+            return super().search_bm25_fields(query, k=k, fields=fields, mode=mode)
+        columns = np.stack([boost * item.index.scores(query) for item, boost in loaded])
+        total = columns.max(axis=0) if mode == "best_fields" else columns.sum(axis=0)
+        hits = top_k(total, k, positive_only=True)
+        return Hits(loaded[0][0].ids[hits.ids], hits.scores)
+
+    def search_vector(
+        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+    ) -> Hits:
+        loaded = self._vectors()
+        hits = loaded.index.search(vector, k, num_candidates)
+        return Hits(loaded.ids[hits.ids], hits.scores)

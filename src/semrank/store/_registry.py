@@ -1,0 +1,121 @@
+"""Named indexes under a home directory: create, open, drop, list."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from semrank.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
+from semrank.store._base import IndexSettings
+from semrank.store._local import LocalStore
+from semrank.store._sqlite import DB_NAME
+
+HOME_ENV = "SEMRANK_HOME"
+DEFAULT_EMBEDDING = "default"  # the bundled all-MiniLM-L6-v2
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_home() -> Path:
+    """``$SEMRANK_HOME``, else ``~/.local/share/semrank`` (the XDG data directory)."""
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "semrank"
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    return Path(home).expanduser() if home is not None else default_home()
+
+
+def index_path(name: str, home: str | Path | None = None) -> Path:
+    if not _NAME.match(name) or name.endswith((".tmp", ".trash")):
+        raise InvalidInputError(
+            f"invalid index name {name!r}: use letters, digits, '.', '_' and '-' (max 128), "
+            "starting with a letter or digit"
+        )
+    return resolve_home(home) / name
+
+
+def _embedding_name(model: str | None) -> str | None:
+    if model is None:
+        return None
+    from semrank.models import resolve_embedding_model
+
+    return resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model).name
+
+
+def create_index(
+    name: str,
+    *,
+    home: str | Path | None = None,
+    fields: Sequence[str] = ("title", "text"),
+    id_field: str | None = "id",
+    embedding_model: str | None = DEFAULT_EMBEDDING,
+    embedding_max_length: int | None = None,
+    bm25: BM25Params | None = None,
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+    embedder: TextEmbedder | None = None,
+) -> LocalStore:
+    """Create an empty index; ``embedding_model=None`` makes a BM25-only index.
+
+    The directory is prepared under a temporary name and renamed into place, so a crash never
+    leaves a half-created index behind.
+    """
+    target = index_path(name, home)
+    if (target / DB_NAME).exists():
+        raise IndexExistsError(f"index {name!r} already exists at {target}; drop it first")
+    if not fields:
+        raise InvalidInputError("an index needs at least one text field (--fields)")
+    settings = IndexSettings(
+        name=name, text_fields=tuple(fields), id_field=id_field,
+        embedding_model=embedding_name if (embedding_name := _embedding_name(embedding_model)) else None,
+        embedding_max_length=embedding_max_length, bm25=bm25 or BM25Params(),
+        ann_threshold=ann_threshold,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{name}.{uuid.uuid4().hex}.tmp"
+    LocalStore.initialize(staging, settings).close()
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IndexExistsError(f"index {name!r} already exists at {target}") from exc
+    return LocalStore(target, embedder=embedder)
+
+
+def open_index(
+    name: str, *, home: str | Path | None = None, embedder: TextEmbedder | None = None
+) -> LocalStore:
+    """Open an existing index (``IndexNotFoundError`` naming the known ones if absent)."""
+    target = index_path(name, home)
+    if not (target / DB_NAME).is_file():
+        known = ", ".join(list_indexes(home)) or "none"
+        raise IndexNotFoundError(
+            f"index {name!r} not found in {target.parent} (indexes there: {known}); create it "
+            f"with `semrank index create {name} --from PATH`"
+        )
+    return LocalStore(target, embedder=embedder)
+
+
+def drop_index(name: str, *, home: str | Path | None = None) -> None:
+    """Delete an index and all its files (renamed away first, so it vanishes at once)."""
+    target = index_path(name, home)
+    if not (target / DB_NAME).is_file():
+        raise IndexNotFoundError(f"index {name!r} not found in {target.parent}")
+    trash = target.parent / f".{name}.{uuid.uuid4().hex}.trash"
+    os.rename(target, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def list_indexes(home: str | Path | None = None) -> list[str]:
+    root = resolve_home(home)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / DB_NAME).is_file() and _NAME.match(p.name))

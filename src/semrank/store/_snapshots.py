@@ -1,0 +1,127 @@
+"""Derived index files, published atomically.
+
+Each snapshot (a BM25 index of one field, or the embedding matrix with its optional HNSW graph)
+is a directory ``derived/<kind>.g<generation>`` written under a temporary name and renamed into
+place: a reader sees a complete snapshot or none. ``snapshot.json`` inside records what it holds.
+Older generations are removed once a newer one is published; leftovers of a crashed writer
+(``.tmp-*``) are ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DERIVED = "derived"
+_NAME = re.compile(r"^(?P<kind>[A-Za-z0-9_.-]+)\.g(?P<gen>\d+)$")
+_STALE_TMP_SECONDS = 3600.0
+
+
+def field_key(field: str) -> str:
+    """A file-name-safe, collision-free key for a field name (``"*"`` -> ``all``)."""
+    if field == "*":
+        return "bm25-all"
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", field)[:40]
+    digest = hashlib.sha1(field.encode("utf-8")).hexdigest()[:8]
+    return f"bm25-f-{safe}-{digest}"
+
+
+def latest(root: Path, kind: str) -> tuple[int, Path] | None:
+    """The newest published snapshot of ``kind``: ``(generation, directory)``."""
+    best: tuple[int, Path] | None = None
+    folder = root / DERIVED
+    if not folder.is_dir():
+        return None
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match and match["kind"] == kind and (entry / "snapshot.json").is_file():
+            generation = int(match["gen"])
+            if best is None or generation > best[0]:
+                best = (generation, entry)
+    return best
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "snapshot.json").read_text("utf-8"))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(
+    root: Path,
+    kind: str,
+    generation: int,
+    write: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """Write a snapshot with ``write(tmp_dir) -> meta`` and rename it into place."""
+    folder = root / DERIVED
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{kind}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        meta = write(tmp)
+        meta = {"kind": kind, "generation": generation, "created": time.time(), **meta}
+        (tmp / "snapshot.json").write_text(json.dumps(meta), "utf-8")
+        for file in tmp.iterdir():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
+        target = folder / f"{kind}.g{generation}"
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "snapshot.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process published the same
+        _fsync_dir(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    prune(root, kind, keep=generation)
+    return target
+
+
+def prune(root: Path, kind: str, *, keep: int) -> None:
+    """Remove snapshots of ``kind`` older than generation ``keep`` (best effort: a reader that
+    still memory-maps one keeps its data until it closes, on POSIX)."""
+    folder = root / DERIVED
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match and match["kind"] == kind and int(match["gen"]) < keep:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def clean_temporaries(root: Path) -> None:
+    """Drop temporary directories left by writers that died (older than an hour)."""
+    folder = root / DERIVED
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for entry in folder.glob(".tmp-*"):
+        try:
+            if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data), "utf-8")

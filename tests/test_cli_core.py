@@ -1,0 +1,84 @@
+"""The `semrank` command: version, models list, rerank over files, readable errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from semrank import __version__
+from semrank.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"semrank {__version__}"
+
+
+def test_models_list_json_has_one_default():
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0
+    entries = json.loads(result.output)
+    assert [e["name"] for e in entries if e["default"]] == ["all-minilm-l6-v2"]
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "json", "lines"])
+def test_rerank_reads_every_file_layout(tmp_path, layout):
+    docs = ["Paris is in France.", "Fleas are small insects."]
+    path = tmp_path / f"docs.{layout}"
+    if layout == "jsonl":
+        path.write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    elif layout == "json":
+        path.write_text(json.dumps(docs))
+    else:
+        path.write_text("\n".join(docs))
+    result = runner.invoke(
+        app, ["rerank", "what is a flea", "--docs", str(path), "--json", "-n", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert [r["index"] for r in payload["results"]] == [1]
+
+
+def test_rerank_table_output(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("Paris is in France.\nFleas are small insects.\n")
+    result = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(path)])
+    assert result.exit_code == 0 and "Fleas are small insects." in result.output
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("a\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "rerank", "q", "--docs", str(path), "--top-n", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "top_n=0 must be >= 1" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_missing_docs_file_is_named(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "semrank.cli",
+            "rerank",
+            "q",
+            "--docs",
+            str(tmp_path / "nope.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 2 and "nope.jsonl" in completed.stderr

@@ -1,0 +1,124 @@
+"""semrank.client against a live app: the async client over ASGI, the sync one over a uvicorn
+server on a free localhost port (in a thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from semrank import errors
+from semrank.client import AsyncSemrankClient, SemrankClient
+from semrank.server import ServerConfig, create_app
+
+QUERY = "what do fleas eat"
+DOCS = [
+    "Paris is the capital of France and has many museums.",
+    "Fleas feed on the blood of mammals and birds.",
+    "The ocean is deep and cold; fish swim in it.",
+    "Adult fleas drink blood; larvae eat organic debris.",
+]
+LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + " Fleas eat blood."
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Any:
+    from semrank import Reranker
+
+    try:
+        return Reranker()
+    except errors.ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(400):  # bounded wait for startup (model already loaded)
+            if server.started:
+                break
+            time.sleep(0.025)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_sync_client_rerank_batch_models_and_errors(reranker: Any) -> None:
+    app = create_app(ServerConfig(api_keys=frozenset({"k"})), rerankers={"minilm": reranker})
+    with live_server(app) as url:
+        with SemrankClient(url, api_key="k") as client:
+            response = client.rerank(QUERY, DOCS, top_n=2, return_documents=True)
+            batch = client.rerank_batch([(QUERY, DOCS), ("deep sea fish", DOCS[:2])], top_n=1)
+            models = client.models()
+            with pytest.raises(errors.InvalidInputError) as invalid:
+                client.rerank(QUERY, [])
+            assert client.ready()
+        with (
+            SemrankClient(url, api_key="wrong") as stranger,
+            pytest.raises(errors.AuthenticationError) as denied,
+        ):
+            stranger.rerank(QUERY, DOCS)
+    want = reranker.rerank(QUERY, DOCS, top_n=2)
+    assert [hit.index for hit in response.results] == [r.index for r in want]
+    assert [hit.document for hit in response.results] == [DOCS[r.index] for r in want]
+    for hit, expected in zip(response.results, want, strict=True):
+        assert hit.relevance_score == pytest.approx(expected.relevance_score, abs=1e-5)
+    assert response.reranked and response.model == "minilm" and response.input_tokens > 0
+    assert [[h.index for h in group] for group in batch.results] == [
+        [reranker.rerank(QUERY, DOCS, top_n=1)[0].index],
+        [reranker.rerank("deep sea fish", DOCS[:2], top_n=1)[0].index],
+    ]
+    assert [m["id"] for m in models] == ["minilm"]
+    assert invalid.value.status_code == 422  # type: ignore[attr-defined]
+    assert denied.value.status_code == 401  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_async_client_extras(reranker: Any) -> None:
+    from semrank.rerank import ChunkingConfig
+
+    app = create_app(ServerConfig(batch_wait_ms=100), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncSemrankClient("http://test", transport=transport) as client:
+            docs = [DOCS[0], LONG_DOC, DOCS[1]]
+            chunked = await client.rerank(
+                QUERY, docs, chunking={"aggregation": "mean"}, min_score=0.3, timeout_ms=60_000
+            )
+            late = await client.rerank(QUERY, DOCS, timeout_ms=1, fail_open=True)
+            with pytest.raises(errors.DeadlineExceededError):
+                await client.rerank(QUERY, DOCS, timeout_ms=1)
+            with pytest.raises(errors.ModelNotFoundError):
+                await client.rerank(QUERY, DOCS, model="nope")
+            models = await client.models()
+    want = reranker.rerank(QUERY, docs, chunking=ChunkingConfig(aggregation="mean"), min_score=0.3)
+    assert [(h.index, h.tokens, h.num_chunks) for h in chunked.results] == [
+        (r.index, r.tokens, r.num_chunks) for r in want
+    ]
+    long_hit = next(h for h in chunked.results if h.index == 1)
+    assert long_hit.chunk is not None and long_hit.num_chunks > 1
+    assert not late.reranked and [h.index for h in late.results] == [0, 1, 2, 3]
+    assert models[0]["default"] is True

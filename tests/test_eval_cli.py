@@ -1,0 +1,229 @@
+"""`semrank eval` end to end on a small fixture written here (values worked out by hand)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from semrank.cli import app
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.eval import load_trec_run
+from semrank.eval.first_stage import retrieve_candidates
+
+# q1's candidates in rank order: d2 (rel 0), d1 (rel 2), d4 (unjudged), d3 (rel 1); d5 (rel 1)
+# is not retrieved. Gain = rel, discount = log2(rank + 1).
+NDCG10_Q1 = (2 / math.log2(3) + 1 / math.log2(5)) / (2 + 1 / math.log2(3) + 1 / math.log2(4))
+AP_Q1 = (1 / 2 + 2 / 4) / 3
+# q2: its only relevant document is ranked first: every measure is 1.
+EXPECTED_FIRST_STAGE = {
+    "nDCG@10": (NDCG10_Q1 + 1) / 2,
+    "RR@10": (1 / 2 + 1) / 2,
+    "R@100": (2 / 3 + 1) / 2,
+    "AP": (AP_Q1 + 1) / 2,
+}
+
+
+def hit(qid: str, docid: str, rank: int, content: str) -> dict:
+    # Equal scores everywhere: the order must come from the given rank.
+    return {"qid": qid, "docid": docid, "rank": rank, "score": 1.0, "content": content}
+
+
+@pytest.fixture
+def fixture_files(tmp_path: Path) -> tuple[Path, Path]:
+    candidates = [
+        {
+            "query": "how long do fleas live",
+            "hits": [  # deliberately not in rank order
+                hit("q1", "d3", 4, "Flea larvae hatch after a few days."),
+                hit("q1", "d2", 1, "Paris is the capital of France."),
+                hit("q1", "d4", 3, "Dogs like to play fetch."),
+                hit("q1", "d1", 2, "Adult fleas live two to three months."),
+            ],
+        },
+        {
+            "query": "capital of france",
+            "hits": [
+                hit("q2", "a", 1, "Paris is the capital of France."),
+                hit("q2", "b", 2, "Fleas are small insects."),
+            ],
+        },
+    ]
+    cand_path = tmp_path / "candidates.json"
+    cand_path.write_text(json.dumps(candidates))
+    qrels_path = tmp_path / "qrels.txt"
+    qrels_path.write_text("q1 0 d1 2\nq1 0 d2 0\nq1 0 d3 1\nq1 0 d5 1\nq2 0 a 1\n")
+    return cand_path, qrels_path
+
+
+def run_cli(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def test_no_rerank_json_matches_the_hand_computation(fixture_files) -> None:
+    candidates, qrels = fixture_files
+    result = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["first_stage"]
+    assert list(payload["first_stage"]) == list(EXPECTED_FIRST_STAGE)
+    for measure, value in EXPECTED_FIRST_STAGE.items():
+        assert payload["first_stage"][measure] == pytest.approx(value), measure
+
+
+def test_measures_option_and_table_output(fixture_files) -> None:
+    candidates, qrels = fixture_files
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
+        "--measures", "RR(rel=2)@10,P@1", "--measures", "nDCG@10",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "RR(rel=2)@10" in result.stdout and "P@1" in result.stdout
+    assert f"{EXPECTED_FIRST_STAGE['nDCG@10']:.4f}" in result.stdout
+    assert "first_stage" in result.stdout and "reranked" not in result.stdout
+
+
+def test_run_out_and_report(fixture_files, tmp_path: Path) -> None:
+    candidates, qrels = fixture_files
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json",
+        "--run-out", tmp_path / "runs", "--report", tmp_path / "report",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = load_trec_run(tmp_path / "runs" / "first_stage.trec")
+    assert [d.doc_id for d in run.rankings["q1"]] == ["d2", "d1", "d4", "d3"]
+    assert "| nDCG@10 |" in (tmp_path / "report" / "report.md").read_text()
+    json.loads(result.stdout)  # still exactly one JSON document on stdout
+
+
+def test_argument_errors(fixture_files) -> None:
+    candidates, qrels = fixture_files
+    both = run_cli("eval", "--candidates", candidates, "--index", "x", "--qrels", qrels)
+    assert isinstance(both.exception, InvalidInputError)
+    no_queries = run_cli("eval", "--index", "x", "--qrels", qrels)
+    assert "--index needs --queries" in str(no_queries.exception)
+    model_without_rerank = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--model", "m"
+    )
+    assert isinstance(model_without_rerank.exception, InvalidInputError)
+    bad_measure = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--measures", "X@1")
+    assert "unknown measure 'X@1'" in str(bad_measure.exception)
+
+
+def test_entry_point_json_stdout_and_error_exit(fixture_files, tmp_path: Path) -> None:
+    candidates, qrels = fixture_files
+    command = [sys.executable, "-m", "semrank.cli", "eval", "--candidates", str(candidates)]
+    done = subprocess.run(
+        [*command, "--qrels", str(qrels), "--no-rerank", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["first_stage"]["RR@10"] == pytest.approx(0.75)
+    bad_qrels = tmp_path / "bad_qrels.txt"
+    bad_qrels.write_text("q1 0 d1 2\nq1 0 d2 zero\n")
+    failed = subprocess.run(
+        [*command, "--qrels", str(bad_qrels), "--no-rerank", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert f"{bad_qrels}:2: relevance must be an integer" in failed.stderr
+    assert failed.stdout == ""
+
+
+# --------------------------------------------------------------------------- --index form
+
+
+def test_retrieve_candidates_against_the_expected_search_interface() -> None:
+    corpus = {"a": "fleas bite", "b": "paris france", "c": "fleas jump"}
+
+    def search(index: str, query: str, *, retriever: str, k: int) -> list[dict]:
+        assert (index, retriever) == ("docs", "bm25")
+        words = set(query.split())
+        scored = sorted(corpus, key=lambda d: -len(words & set(corpus[d].split())))
+        return [{"id": d, "score": float(-i), "text": corpus[d]} for i, d in enumerate(scored)][:k]
+
+    lists = retrieve_candidates(
+        {"q": "fleas bite"}, index="docs", retriever="bm25", k=2, search=search
+    )
+    assert [(h.doc_id, h.rank, h.text) for h in lists[0].hits] == [
+        ("a", 1, "fleas bite"),
+        ("c", 2, "fleas jump"),
+    ]
+
+    def broken(index: str, query: str, *, retriever: str, k: int) -> list[dict]:
+        return [{"text": "no id"}]
+
+    with pytest.raises(DataFormatError, match="search hit #1 has no id"):
+        retrieve_candidates({"q": "x"}, index="docs", retriever="bm25", k=1, search=broken)
+
+
+def test_index_form_end_to_end_on_a_bm25_index(
+    fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semrank.store import HOME_ENV, create_index
+
+    home = tmp_path / "home"
+    index = create_index("evaldocs", home=home, embedding_model=None)
+    index.upsert(
+        [
+            {"id": "d1", "title": "Fleas", "text": "adult fleas live two to three months"},
+            {"id": "d2", "title": "France", "text": "paris is the capital of france"},
+            {"id": "d3", "title": "Larvae", "text": "flea larvae hatch in days"},
+        ]
+    )
+    index.close()
+    monkeypatch.setenv(HOME_ENV, str(home))
+    _, qrels = fixture_files
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\thow long do adult fleas live\n")
+    result = run_cli(
+        "eval", "--index", "evaldocs", "--queries", queries, "--qrels", qrels, "--json",
+        "--run-out", tmp_path / "runs",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["first_stage"]  # --index does not re-rank unless --rerank
+    run = load_trec_run(tmp_path / "runs" / "first_stage.trec")
+    assert run.rankings["q1"][0].doc_id == "d1"  # the only document matching most words
+    # q2 is judged but was not asked: it counts as 0 (ir-measures / trec_eval -c)
+    assert payload["first_stage"]["RR@10"] == pytest.approx(0.5)
+
+
+def test_index_form_unknown_index(fixture_files, tmp_path: Path, monkeypatch) -> None:
+    from semrank.errors import IndexNotFoundError
+    from semrank.store import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "empty_home"))
+    _, qrels = fixture_files
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\tfleas\n")
+    result = run_cli("eval", "--index", "nope", "--queries", queries, "--qrels", qrels)
+    assert isinstance(result.exception, IndexNotFoundError)
+
+
+# --------------------------------------------------------------------------- with a model
+
+
+@pytest.mark.slow
+def test_rerank_json_has_both_runs_and_follows_the_model_scores(fixture_files) -> None:
+    from semrank import Reranker
+    from semrank.eval import evaluate, load_candidates, load_qrels, reranked_run
+
+    candidates, qrels = fixture_files
+    result = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["first_stage", "reranked"]
+    assert payload["first_stage"]["nDCG@10"] == pytest.approx(EXPECTED_FIRST_STAGE["nDCG@10"])
+    # The reranked run is the candidates sorted by the default model's own scores.
+    reranker = Reranker()
+    lists = load_candidates(candidates)
+    scores = {c.query_id: reranker.score(c.query, [h.text for h in c.hits]) for c in lists}
+    expected = evaluate(load_qrels(qrels), reranked_run(lists, scores))
+    for measure, value in expected.aggregate.items():
+        assert payload["reranked"][measure] == pytest.approx(value, abs=1e-6), measure

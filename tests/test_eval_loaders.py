@@ -1,0 +1,246 @@
+"""Collection loaders: BEIR, TREC (qrels, runs, topics), candidate lists; fixtures written here."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from semrank.errors import DataFormatError
+from semrank.eval import (
+    Run,
+    ScoredDoc,
+    candidates_to_run,
+    load_beir,
+    load_beir_corpus,
+    load_beir_qrels,
+    load_candidates,
+    load_qrels,
+    load_queries,
+    load_trec_qrels,
+    load_trec_run,
+    load_trec_topics,
+    write_trec_run,
+)
+
+
+def write(path: Path, text: str, *, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path.write_bytes(gzip.compress(text.encode("utf-8")))
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(*records: object) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+# --------------------------------------------------------------------------- BEIR
+
+
+@pytest.fixture
+def beir_dir(tmp_path: Path) -> Path:
+    write(
+        tmp_path / "corpus.jsonl.gz",
+        jsonl(
+            {"_id": "d1", "title": "Fleas", "text": "Fleas are insects."},
+            {"_id": "d2", "text": "Paris is in France."},
+            {"_id": 7, "title": None, "text": "An integer id."},
+        ),
+        gz=True,
+    )
+    write(
+        tmp_path / "queries.jsonl",
+        jsonl({"_id": "q1", "text": "what is a flea"}, {"_id": "q2", "text": "unjudged query"}),
+    )
+    write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\n")
+    return tmp_path
+
+
+def test_beir_folder_loads_corpus_queries_and_qrels(beir_dir: Path) -> None:
+    collection = load_beir(beir_dir)
+    assert set(collection.corpus) == {"d1", "d2", "7"}
+    assert collection.corpus["d1"].title == "Fleas"
+    assert collection.corpus["d2"].title == ""
+    assert collection.corpus["7"].text == "An integer id."
+    # Like BEIR's own loader: only the queries judged in the split.
+    assert collection.queries == {"q1": "what is a flea"}
+    assert collection.qrels == {"q1": {"d1": 1, "d2": 0}}
+
+
+def test_beir_missing_split_names_the_file(beir_dir: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"dev\.tsv: no such file"):
+        load_beir(beir_dir, split="dev")
+
+
+def test_beir_corpus_bad_json_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "corpus.jsonl", '{"_id": "a", "text": "ok"}\n{"_id": "b", "text": \n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: not valid JSON"):
+        load_beir_corpus(path)
+
+
+def test_beir_corpus_missing_text_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "corpus.jsonl", jsonl({"_id": "a", "text": "ok"}, {"_id": "b"}))
+    with pytest.raises(
+        DataFormatError, match=r"corpus\.jsonl:2: missing or non-string field 'text'"
+    ):
+        load_beir_corpus(path)
+
+
+def test_beir_qrels_bad_score_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\thigh\n")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:3: score must be an integer, got 'high'"):
+        load_beir_qrels(path)
+
+
+# --------------------------------------------------------------------------- TREC qrels and runs
+
+
+def test_trec_qrels_graded(tmp_path: Path) -> None:
+    path = write(tmp_path / "qrels.txt", "1 0 d1 3\n1 0 d2 0\n\n2 Q0 d9 1\n")
+    assert load_trec_qrels(path) == {"1": {"d1": 3, "d2": 0}, "2": {"d9": 1}}
+
+
+def test_trec_qrels_wrong_column_count_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "qrels.txt", "1 0 d1 3\n1 0 d2 0\n1 d3 1\n")
+    with pytest.raises(DataFormatError, match=r"qrels\.txt:3: expected 4 columns"):
+        load_trec_qrels(path)
+
+
+def test_trec_run_is_ordered_by_score_then_rank(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "run.trec",
+        "q1 Q0 low 1 0.5 bm25\nq1 Q0 high 2 2.0 bm25\nq1 Q0 tie_b 4 1.0 bm25\n"
+        "q1 Q0 tie_a 3 1.0 bm25\nq2 Q0 only 1 -3 bm25\n",
+    )
+    run = load_trec_run(path)
+    assert run.name == "bm25"
+    assert [d.doc_id for d in run.rankings["q1"]] == ["high", "tie_a", "tie_b", "low"]
+    assert run.rankings["q2"] == [ScoredDoc(doc_id="only", score=-3.0)]
+
+
+def test_trec_run_errors_name_the_line(tmp_path: Path) -> None:
+    short = write(tmp_path / "short.trec", "q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.4\n")
+    with pytest.raises(DataFormatError, match=r"short\.trec:2: expected 6 columns"):
+        load_trec_run(short)
+    bad_score = write(tmp_path / "score.trec", "q1 Q0 a 1 high t\n")
+    with pytest.raises(DataFormatError, match=r"score\.trec:1: score must be a number"):
+        load_trec_run(bad_score)
+    duplicate = write(tmp_path / "dup.trec", "q1 Q0 a 1 0.5 t\nq1 Q0 a 2 0.4 t\n")
+    with pytest.raises(DataFormatError, match=r"dup\.trec:2: document 'a' listed twice"):
+        load_trec_run(duplicate)
+
+
+def test_written_run_reads_back_in_the_same_order(tmp_path: Path) -> None:
+    run = Run(
+        name="my run",
+        rankings={
+            "q1": [ScoredDoc(doc_id="b", score=3.5), ScoredDoc(doc_id="a", score=-1.25)],
+            "q2": [ScoredDoc(doc_id="c", score=0.1)],
+        },
+    )
+    path = write_trec_run(run, tmp_path / "out" / "run.trec")
+    assert path.read_text().splitlines()[0] == "q1 Q0 b 1 3.5 my_run"
+    assert load_trec_run(path).rankings == run.rankings
+
+
+# --------------------------------------------------------------------------- TREC topics
+
+
+def test_sgml_topics_classic_unclosed_tags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "topics.301",
+        "<top>\n<num> Number: 301\n<title> Topic: International Organized Crime\n\n"
+        "<desc> Description:\nIdentify organizations that participate.\n</top>\n\n"
+        "<top>\n<num> Number: 302\n<title> Poliomyelitis and Post-Polio\n"
+        "<desc> Description:\nIs the disease under control?\n</top>\n",
+    )
+    assert load_trec_topics(path) == {
+        "301": "International Organized Crime",
+        "302": "Poliomyelitis and Post-Polio",
+    }
+    assert load_trec_topics(path, topic_field="desc")["302"] == "Is the disease under control?"
+
+
+def test_sgml_topics_closed_tags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "q.trec",
+        "<top>\n<num>1</num><title>\nMEASUREMENT OF DIELECTRIC\nCONSTANT\n</title>\n</top>\n",
+    )
+    assert load_trec_topics(path) == {"1": "MEASUREMENT OF DIELECTRIC CONSTANT"}
+
+
+def test_sgml_topic_without_num_names_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "q.trec",
+        "<top>\n<num>1</num><title>a</title>\n</top>\n<top>\n<title>no number</title>\n</top>\n",
+    )
+    with pytest.raises(DataFormatError, match=r"q\.trec:4: topic without a <num> tag"):
+        load_trec_topics(path)
+
+
+def test_tsv_topics_and_bad_line(tmp_path: Path) -> None:
+    good = write(tmp_path / "queries.tsv", "19335\tanthropological definition of environment\n")
+    assert load_trec_topics(good) == {"19335": "anthropological definition of environment"}
+    bad = write(tmp_path / "bad.tsv", "1\tfirst\n2 no tab here\n")
+    with pytest.raises(DataFormatError, match=r"bad\.tsv:2: expected 'query-id<TAB>query text'"):
+        load_trec_topics(bad)
+
+
+def test_format_detection_for_queries_and_qrels(tmp_path: Path, beir_dir: Path) -> None:
+    assert load_queries(beir_dir / "queries.jsonl")["q2"] == "unjudged query"
+    assert load_queries(write(tmp_path / "t.tsv", "7\tseven\n")) == {"7": "seven"}
+    assert load_qrels(beir_dir / "qrels" / "test.tsv") == {"q1": {"d1": 1, "d2": 0}}
+    assert load_qrels(write(tmp_path / "q.txt", "7 0 d 2\n")) == {"7": {"d": 2}}
+
+
+def test_empty_or_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match="file is empty"):
+        load_qrels(write(tmp_path / "empty.txt", "\n\n"))
+    with pytest.raises(DataFormatError, match="no such file"):
+        load_qrels(tmp_path / "absent.txt")
+
+
+# --------------------------------------------------------------------------- candidate lists
+
+
+def hit(qid: object, docid: str, rank: int, score: float, content: str = "text") -> dict:
+    return {"qid": qid, "docid": docid, "rank": rank, "score": score, "content": content}
+
+
+def test_candidates_ordered_by_rank_gzip(tmp_path: Path) -> None:
+    data = [
+        {"query": "q one", "hits": [hit(11, "b", 2, 5.0, "B"), hit(11, "a", 1, 5.0, "A")]},
+        {"query": "q two", "hits": [hit(12, "c", 1, 1.0)]},
+        {"query": "nothing found", "hits": []},
+    ]
+    path = write(tmp_path / "cands.json.gz", json.dumps(data), gz=True)
+    lists = load_candidates(path)
+    assert [c.query_id for c in lists] == ["11", "12"]  # no hits, no id: ranks nothing
+    assert [(h.doc_id, h.rank, h.text) for h in lists[0].hits] == [("a", 1, "A"), ("b", 2, "B")]
+    run = candidates_to_run(lists)
+    assert run.name == "first_stage"
+    assert [d.doc_id for d in run.rankings["11"]] == ["a", "b"]
+
+
+def test_candidates_bad_json_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.json", '[\n  {"query": "x",\n   "hits": [}\n]\n')
+    with pytest.raises(DataFormatError, match=r"c\.json:3: not valid JSON"):
+        load_candidates(path)
+
+
+def test_candidates_structure_errors_name_query_and_hit(tmp_path: Path) -> None:
+    missing = [{"query": "x", "hits": [hit(1, "a", 1, 1.0), {"qid": 1, "rank": 2, "score": 0.5}]}]
+    path = write(tmp_path / "c.json", json.dumps(missing))
+    with pytest.raises(DataFormatError, match=r"query #0 hit #1: missing docid, content"):
+        load_candidates(path)
+    mixed = [{"query": "x", "hits": [hit(1, "a", 1, 1.0), hit(2, "b", 2, 0.5)]}]
+    with pytest.raises(DataFormatError, match=r"query #0: hits carry different qids"):
+        load_candidates(write(tmp_path / "m.json", json.dumps(mixed)))
+    not_list = {"query": "x", "hits": []}
+    with pytest.raises(DataFormatError, match="expected a JSON list"):
+        load_candidates(write(tmp_path / "o.json", json.dumps(not_list)))

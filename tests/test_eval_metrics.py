@@ -1,0 +1,130 @@
+"""Metrics through ir-measures, checked against values worked out by hand in this file."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from semrank.errors import InvalidInputError
+from semrank.eval import Evaluation, Run, ScoredDoc, compare, evaluate, load_qrels, load_trec_run
+from semrank.eval.metrics import split_measure_names
+
+
+def ranking(*doc_ids: str) -> list[ScoredDoc]:
+    # Deliberately identical scores: the list order alone must define the ranking.
+    return [ScoredDoc(doc_id=d, score=1.0) for d in doc_ids]
+
+
+QRELS = {
+    "q1": {"d1": 2, "d2": 0, "d3": 1, "d5": 1},  # d5 relevant but never retrieved
+    "q2": {"a": 1},
+}
+RUN = Run(name="hand", rankings={"q1": ranking("d2", "d1", "d4", "d3"), "q2": ranking("a", "b")})
+
+# q1, ranks 1..4 = d2 (rel 0), d1 (rel 2), d4 (unjudged = 0), d3 (rel 1); gain = rel,
+# discount = log2(rank + 1):
+DCG_Q1 = 0 / math.log2(2) + 2 / math.log2(3) + 0 / math.log2(4) + 1 / math.log2(5)
+# ideal order of q1's judgments: 2, 1, 1 (d1, d3, d5)
+IDCG_Q1 = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+NDCG10_Q1 = DCG_Q1 / IDCG_Q1  # ~0.5406
+RR10_Q1 = 1 / 2  # first relevant (rel >= 1) document at rank 2
+R100_Q1 = 2 / 3  # d1 and d3 of {d1, d3, d5}
+AP_Q1 = (1 / 2 + 2 / 4) / 3  # precision at ranks 2 and 4, over 3 relevant documents
+# q2: the only relevant document is at rank 1, so every measure is 1.
+
+
+def test_per_query_values_match_the_hand_computation() -> None:
+    result = evaluate(QRELS, RUN)
+    expected_q1 = {"nDCG@10": NDCG10_Q1, "RR@10": RR10_Q1, "R@100": R100_Q1, "AP": AP_Q1}
+    for measure, value in expected_q1.items():
+        assert result.per_query[measure]["q1"] == pytest.approx(value, abs=1e-9), measure
+        assert result.per_query[measure]["q2"] == pytest.approx(1.0), measure
+    assert result.aggregate["nDCG@10"] == pytest.approx((NDCG10_Q1 + 1.0) / 2)
+    assert result.aggregate["AP"] == pytest.approx((AP_Q1 + 1.0) / 2)
+    assert list(result.aggregate) == ["nDCG@10", "RR@10", "R@100", "AP"]
+    assert result.query_count == 2
+
+
+def test_list_order_decides_even_with_tied_scores() -> None:
+    # pytrec_eval alone would sort tied scores by doc id; the evaluator must not.
+    swapped = Run(name="swapped", rankings={"q1": ranking("d1", "d2", "d4", "d3")})
+    result = evaluate(QRELS, swapped, ["RR@10", "nDCG@10"])
+    assert result.per_query["RR@10"]["q1"] == 1.0
+    dcg = 2 / math.log2(2) + 1 / math.log2(5)
+    assert result.per_query["nDCG@10"]["q1"] == pytest.approx(dcg / IDCG_Q1)
+
+
+def test_cutoff_and_relevance_threshold_parameters() -> None:
+    result = evaluate(QRELS, RUN, ["nDCG@1", "RR(rel=2)@10", "P@2"])
+    assert result.per_query["nDCG@1"]["q1"] == 0.0  # rank 1 is d2, judged 0
+    assert result.per_query["RR(rel=2)@10"]["q1"] == pytest.approx(1 / 2)  # d1 has rel 2
+    assert result.per_query["P@2"]["q1"] == pytest.approx(1 / 2)
+
+
+def test_unjudged_queries_are_left_out_and_unanswered_ones_score_zero() -> None:
+    run = Run(name="r", rankings={"q2": ranking("a"), "q_unjudged": ranking("x")})
+    result = evaluate(QRELS, run, ["nDCG@10"])
+    # q1 is judged but the run has nothing for it: it counts, as 0 (trec_eval -c).
+    assert result.per_query["nDCG@10"] == {"q1": 0.0, "q2": 1.0}
+    assert result.aggregate["nDCG@10"] == 0.5
+
+
+def test_trec_files_round_trip_through_the_metrics(tmp_path) -> None:
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 2\nq1 0 d2 0\nq1 0 d3 1\nq1 0 d5 1\n")
+    # Run-file order comes from the scores, not the line order.
+    (tmp_path / "run.trec").write_text(
+        "q1 Q0 d3 4 0.1 t\nq1 Q0 d2 1 0.9 t\nq1 Q0 d1 2 0.8 t\nq1 Q0 d4 3 0.7 t\n"
+    )
+    result = evaluate(load_qrels(tmp_path / "qrels.txt"), load_trec_run(tmp_path / "run.trec"))
+    assert result.per_query["nDCG@10"]["q1"] == pytest.approx(NDCG10_Q1)
+
+
+def test_unknown_measure_is_a_readable_error() -> None:
+    with pytest.raises(InvalidInputError, match="unknown measure 'MAPP@10'"):
+        evaluate(QRELS, RUN, ["MAPP@10"])
+
+
+def test_measure_names_split_on_commas_outside_parentheses() -> None:
+    assert split_measure_names(None) == ["nDCG@10", "RR@10", "R@100", "AP"]
+    assert split_measure_names(["nDCG@10, AP", "RR(rel=2,judged_only=True)@10"]) == [
+        "nDCG@10",
+        "AP",
+        "RR(rel=2,judged_only=True)@10",
+    ]
+
+
+def evaluation(name: str, values: dict[str, float]) -> Evaluation:
+    mean = sum(values.values()) / len(values)
+    return Evaluation(run_name=name, aggregate={"m": mean}, per_query={"m": values})
+
+
+def test_paired_comparison_by_hand() -> None:
+    a = evaluation("a", {"1": 0.2, "2": 0.5, "3": 0.9, "only_a": 0.0})
+    b = evaluation("b", {"1": 0.4, "2": 0.5, "3": 0.5})
+    result = compare(a, b, "m")
+    # common queries 1, 2, 3; differences b - a = +0.2, 0, -0.4
+    diffs = [0.2, 0.0, -0.4]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    t = mean / (sd / math.sqrt(3))
+    assert (result.queries, result.wins, result.ties, result.losses) == (3, 1, 1, 1)
+    assert result.mean_a == pytest.approx((0.2 + 0.5 + 0.9) / 3)
+    assert result.delta == pytest.approx(mean)
+    assert result.t_statistic == pytest.approx(t)
+    assert result.p_value == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+
+
+def test_identical_runs_have_no_difference() -> None:
+    a = evaluation("a", {"1": 0.3, "2": 0.7})
+    result = compare(a, a, "m")
+    assert (result.wins, result.ties, result.losses) == (0, 2, 0)
+    assert result.p_value == 1.0
+    assert math.isnan(result.t_statistic)
+
+
+def test_compare_unknown_measure() -> None:
+    a = evaluation("a", {"1": 0.3})
+    with pytest.raises(InvalidInputError, match="'nDCG@10' was not computed"):
+        compare(a, a, "nDCG@10")

@@ -1,0 +1,132 @@
+"""Re-ranking candidate lists with a scoring function, depth curves and the Markdown report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.eval import (
+    Candidate,
+    CandidateList,
+    candidates_to_run,
+    compare,
+    depth_curve,
+    evaluate,
+    reranked_run,
+    score_candidates,
+)
+from semrank.eval.report import DELTA_PLOT, DEPTH_PLOT, ReportData, write_report
+
+
+def word_overlap(query: str, documents: list[str]) -> np.ndarray:
+    """A transparent stand-in for a model: how many query words each document contains."""
+    words = set(query.split())
+    return np.array([len(words & set(doc.split())) for doc in documents], dtype=np.float32)
+
+
+def candidate_list(query_id: str, query: str, texts: list[str]) -> CandidateList:
+    hits = tuple(
+        Candidate(doc_id=f"{query_id}-{i}", rank=i + 1, score=10.0 - i, text=text)
+        for i, text in enumerate(texts)
+    )
+    return CandidateList(query_id=query_id, query=query, hits=hits)
+
+
+LISTS = [
+    # overlaps: 0, 1, 2, 1, 0
+    candidate_list("q1", "red fox", ["blue sky", "red car", "red fox", "a fox", "grey wolf"]),
+    # overlaps: 0, 1
+    candidate_list("q2", "cats", ["dogs", "cats"]),
+]
+QRELS = {"q1": {"q1-2": 1, "q1-4": 0}, "q2": {"q2-1": 1}}
+
+
+def ids(run, query_id: str) -> list[str]:
+    return [d.doc_id for d in run.rankings[query_id]]
+
+
+def test_scores_are_kept_in_first_stage_order_and_counted() -> None:
+    progress: list[int] = []
+    outcome = score_candidates(LISTS, word_overlap, depth=3, on_query=progress.append)
+    assert outcome.scores["q1"].tolist() == [0.0, 1.0, 2.0]  # only the top 3 were scored
+    assert outcome.scores["q2"].tolist() == [0.0, 1.0]
+    assert outcome.pairs == 5 and progress == [3, 2]
+    assert outcome.pairs_per_second > 0
+
+
+def test_reranked_order_ties_keep_first_stage_order_and_the_tail_follows() -> None:
+    outcome = score_candidates(LISTS, word_overlap, depth=4)
+    run = reranked_run(LISTS, outcome.scores)
+    # q1 top 4 by overlap: q1-2 (2), then the tie q1-1 / q1-3 (1) in first-stage order, q1-0 (0);
+    # q1-4 was below the depth and stays last.
+    assert ids(run, "q1") == ["q1-2", "q1-1", "q1-3", "q1-0", "q1-4"]
+    scores = [d.score for d in run.rankings["q1"]]
+    assert scores == sorted(scores, reverse=True)  # a run file written from it keeps the order
+    assert ids(run, "q2") == ["q2-1", "q2-0"]
+
+
+def test_shallower_depth_reorders_only_the_head() -> None:
+    outcome = score_candidates(LISTS, word_overlap, depth=5)
+    run = reranked_run(LISTS, outcome.scores, depth=2)
+    assert ids(run, "q1") == ["q1-1", "q1-0", "q1-2", "q1-3", "q1-4"]
+
+
+def test_reranking_improves_the_fixture_and_the_comparison_counts_it() -> None:
+    outcome = score_candidates(LISTS, word_overlap)
+    before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
+    after = evaluate(QRELS, reranked_run(LISTS, outcome.scores), ["RR@10"])
+    # first stage: relevant at rank 3 (q1) and rank 2 (q2); re-ranked: both at rank 1
+    assert before.per_query["RR@10"] == {"q1": pytest.approx(1 / 3), "q2": 0.5}
+    assert after.aggregate["RR@10"] == 1.0
+    comparison = compare(before, after, "RR@10")
+    assert (comparison.wins, comparison.ties, comparison.losses) == (2, 0, 0)
+
+
+def test_depth_curve_uses_the_scores_once() -> None:
+    outcome = score_candidates(LISTS, word_overlap, depth=5)
+    curve = depth_curve(LISTS, outcome, QRELS, ["RR@10"], depths=(1, 2, 3, 10))
+    # depth 10 > 5 candidates: capped at 5; q1's relevant doc (rank 3) moves up from depth 3
+    assert list(curve) == [1, 2, 3, 5]
+    assert curve[1]["RR@10"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert curve[2]["RR@10"] == pytest.approx((1 / 3 + 1) / 2)
+    assert curve[3]["RR@10"] == 1.0
+    shallow = score_candidates(LISTS, word_overlap, depth=2)
+    assert list(depth_curve(LISTS, shallow, QRELS, ["RR@10"], depths=(1, 2, 3))) == [1, 2]
+
+
+def test_bad_depth_and_bad_scorer_output() -> None:
+    with pytest.raises(InvalidInputError, match="depth must be at least 1"):
+        score_candidates(LISTS, word_overlap, depth=0)
+    with pytest.raises(InvalidInputError, match=r"returned shape \(1,\) for 5 documents"):
+        score_candidates(LISTS, lambda q, docs: np.zeros(1, dtype=np.float32))
+
+
+def test_report_writes_markdown_and_png_plots(tmp_path: Path) -> None:
+    measures = ["nDCG@10", "RR@10"]
+    outcome = score_candidates(LISTS, word_overlap)
+    before = evaluate(QRELS, candidates_to_run(LISTS), measures)
+    after = evaluate(QRELS, reranked_run(LISTS, outcome.scores), measures)
+    data = ReportData(
+        title="fixture",
+        first_stage=before,
+        reranked=after,
+        comparisons=[compare(before, after, m) for m in measures],
+        depth_curve=depth_curve(LISTS, outcome, QRELS, measures, depths=(1, 2, 5)),
+        details={"re-ranker": "word overlap"},
+    )
+    report = write_report(data, tmp_path / "report")
+    text = report.read_text()
+    assert f"![per-query delta]({DELTA_PLOT})" in text and f"({DEPTH_PLOT})" in text
+    assert f"| RR@10 | {before.aggregate['RR@10']:.4f} | 1.0000 |" in text
+    assert "**re-ranker**: word overlap" in text
+    for plot in (DELTA_PLOT, DEPTH_PLOT):
+        assert (tmp_path / "report" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_for_first_stage_only(tmp_path: Path) -> None:
+    before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
+    text = write_report(ReportData(title="t", first_stage=before), tmp_path).read_text()
+    assert "| RR@10 |" in text and "png" not in text

@@ -1,0 +1,121 @@
+"""Parity: semrank's ONNX export and torch backend vs the transformers reference.
+
+The reference tokenizes with transformers' PreTrainedTokenizerFast (document-only truncation)
+and runs each pair alone, unpadded, through AutoModelForSequenceClassification.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_models import random_pairs
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from semrank.models.spec import ResolvedModel  # noqa: E402
+from semrank.runtime import load_scorer  # noqa: E402
+
+MAX_LENGTH = 64
+PAIRS = random_pairs(60, seed=7)
+
+CASES = {
+    "bert": ("bert", {}),
+    "bert-2-labels": ("bert", {"num_labels": 2}),
+    "xlm-roberta": ("roberta", {}),
+    "modernbert-cls": ("modernbert", {}),
+    "modernbert-mean": ("modernbert", {"classifier_pooling": "mean"}),
+}
+
+
+def reference_scores(model_dir: Path, pairs: list[tuple[str, str]], family: str) -> np.ndarray:
+    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    scores = []
+    for query, doc in pairs:
+        inputs = tokenizer(
+            query,
+            doc,
+            truncation="only_second",
+            max_length=MAX_LENGTH,
+            return_tensors="pt",
+            return_token_type_ids=family == "bert",
+        )
+        with torch.no_grad():
+            logits = model(**inputs).logits[0].numpy()
+        scores.append(logits[1] - logits[0] if logits.shape[0] == 2 else logits[0])
+    return np.asarray(scores, dtype=np.float32)
+
+
+def resolved(model_dir: Path) -> ResolvedModel:
+    return ResolvedModel(
+        name=model_dir.name,
+        path=model_dir,
+        kind="cross-encoder",
+        architecture="",
+        max_length=MAX_LENGTH,
+        activation="sigmoid",
+    )
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request: pytest.FixtureRequest, tiny_model) -> tuple[str, Path, np.ndarray]:
+    family, options = CASES[request.param]
+    model_dir = tiny_model(family, max_length=MAX_LENGTH, **options)
+    return family, model_dir, reference_scores(model_dir, PAIRS, family)
+
+
+def test_pairs_cover_truncation_and_scores_vary(case) -> None:
+    _, model_dir, reference = case
+    scorer = load_scorer(resolved(model_dir))
+    encoded = scorer.hf_tokenizer.encode_pairs(PAIRS)  # type: ignore[attr-defined]
+    assert sum(e.truncated for e in encoded) >= 10
+    assert max(len(e) for e in encoded) == MAX_LENGTH
+    # A constant model would make parity meaningless.
+    assert reference.std() > 0.01
+
+
+def test_onnx_matches_transformers(case) -> None:
+    _, model_dir, reference = case
+    scores = load_scorer(resolved(model_dir), backend="onnx").score_pairs(PAIRS)
+    assert scores.dtype == np.float32
+    assert scores.shape == (len(PAIRS),)
+    np.testing.assert_allclose(scores, reference, atol=1e-4, rtol=0)
+
+
+def test_torch_backend_matches_transformers(case) -> None:
+    _, model_dir, reference = case
+    scores = load_scorer(resolved(model_dir), backend="torch", device="cpu").score_pairs(PAIRS)
+    np.testing.assert_allclose(scores, reference, atol=1e-4, rtol=0)
+
+
+def test_modernbert_sliding_window_is_exercised(tiny_model, tmp_path: Path) -> None:
+    """With a window as wide as the input the scores change: the local layers really are local."""
+    import json
+    import shutil
+
+    model_dir = tiny_model("modernbert", max_length=MAX_LENGTH)
+    wide = shutil.copytree(model_dir, tmp_path / "wide")
+    config = json.loads((wide / "config.json").read_text())
+    config["local_attention"] = 4 * MAX_LENGTH
+    (wide / "config.json").write_text(json.dumps(config))
+    long_pairs = [p for p in PAIRS if len(p[1].split()) > 20]
+    narrow_scores = load_scorer(resolved(model_dir)).score_pairs(long_pairs)
+    wide_scores = load_scorer(resolved(wide)).score_pairs(long_pairs)
+    assert np.abs(narrow_scores - wide_scores).max() > 1e-3
+    np.testing.assert_allclose(
+        wide_scores, reference_scores(wide, long_pairs, "modernbert"), atol=1e-4, rtol=0
+    )
+
+
+def test_pytorch_bin_checkpoint_exports(tiny_model, tmp_path: Path) -> None:
+    model_dir = tiny_model("bert", max_length=MAX_LENGTH, safe_serialization=False, seed=3)
+    assert (model_dir / "pytorch_model.bin").is_file()
+    assert not (model_dir / "model.safetensors").exists()
+    scores = load_scorer(resolved(model_dir)).score_pairs(PAIRS[:12])
+    np.testing.assert_allclose(
+        scores, reference_scores(model_dir, PAIRS[:12], "bert"), atol=1e-4, rtol=0
+    )

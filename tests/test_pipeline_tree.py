@@ -1,0 +1,197 @@
+"""Retriever trees: Elasticsearch JSON parsing, Python composition, running, hit metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.pipeline import (
+    BM25,
+    RRF,
+    Cutoff,
+    Dense,
+    Knn,
+    Linear,
+    Rerank,
+    TextSimilarityReranker,
+    as_retriever,
+    parse_retriever,
+    search,
+    search_many,
+)
+from semrank.retrieve import Hits, linear_combination, rrf
+from semrank.store import LocalStore, create_index
+
+DOCS = [
+    {"id": "eclipse", "title": "Solar eclipse", "text": "The moon passes between the sun and the earth and hides the sun."},
+    {"id": "tides", "title": "Tides", "text": "The moon's gravity pulls the oceans and makes the tides."},
+    {"id": "paris", "title": "Paris", "text": "Paris is the capital of France, on the river Seine."},
+    {"id": "python", "title": "Python", "text": "Python is a programming language used for data science."},
+    {"id": "cats", "title": "Cats", "text": "Cats are small furry animals kept as pets; they purr."},
+    {"id": "dogs", "title": "Dogs", "text": "Dogs are loyal animals; puppies love to play fetch."},
+]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    store = create_index("tree", home=tmp_path_factory.mktemp("home"))
+    store.upsert(DOCS)
+    return store
+
+
+class CountingScorer:
+    """A stand-in model for the re-ranking node: scores = number of 'moon' in the text.
+
+    The node under test is the tree's re-ranking logic, not a model."""
+
+    name = "moon-counter"
+
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        return np.array([d.lower().count("moon") / 10 for d in documents], dtype=np.float32)
+
+
+def test_standard_match_equals_the_store_bm25(index: LocalStore) -> None:
+    spec = {"standard": {"query": {"match": {"text": "moon sun"}}}}
+    results = search(index, retriever=spec, k=3)
+    expected = index.search_bm25("moon sun", k=3, field="text")
+    assert results.ids == expected.ids.tolist()
+    np.testing.assert_allclose(results.scores, expected.scores)
+    assert [h.first_stage_rank for h in results.hits] == [1, 2, 3][: len(results)]
+    assert all(h.rerank_score is None for h in results.hits)
+
+
+def test_multi_match_best_fields_with_boosts(index: LocalStore) -> None:
+    spec = {"standard": {"query": {"multi_match": {"query": "python programming cats", "fields": ["title", "text^3"]}}}}
+    results = search(index, retriever=spec, k=2)
+    title = index.search_bm25("python programming cats", k=6, field="title").as_dict()
+    text = index.search_bm25("python programming cats", k=6, field="text").as_dict()
+    best = {d: max(title.get(d, 0.0), 3 * text.get(d, 0.0)) for d in {*title, *text}}
+    top = sorted(best, key=lambda d: -best[d])[:2]
+    assert results.ids == top
+    assert results.scores.tolist() == pytest.approx([best[d] for d in top], rel=1e-5)
+
+
+def test_rrf_tree_equals_the_fusion_of_its_children(index: LocalStore) -> None:
+    spec = {
+        "rrf": {
+            "retrievers": [
+                {"standard": {"query": {"match": {"*": "moon"}}}},
+                {"knn": {"field": "embedding", "query_text": "moon", "k": 4, "num_candidates": 10}},
+            ],
+            "rank_window_size": 5,
+            "rank_constant": 20,
+        }
+    }
+    tree = parse_retriever(spec)
+    assert isinstance(tree, RRF) and isinstance(tree.retrievers[1], Knn)
+    results = search(index, retriever=tree, k=5)
+    expected = rrf(
+        [index.search_bm25("moon", k=5), index.search_vector(index.embed_queries(["moon"])[0], k=4)],
+        rank_constant=20,
+    )
+    assert results.ids == expected.ids.tolist()[:5]
+    np.testing.assert_allclose(results.scores, expected.scores[:5], rtol=1e-6)
+
+
+def test_linear_tree_with_weights_and_normalizers(index: LocalStore) -> None:
+    spec = {
+        "linear": {
+            "retrievers": [
+                {"retriever": {"standard": {"query": {"match": {"*": "animals pets"}}}}, "weight": 2,
+                 "normalizer": "minmax"},
+                {"retriever": {"knn": {"field": "embedding", "query_text": "animals pets", "k": 6}},
+                 "weight": 1, "normalizer": "zscore"},
+            ],
+            "rank_window_size": 6,
+        }
+    }
+    results = search(index, retriever=spec, k=3)
+    vector = index.embed_queries(["animals pets"])[0]
+    expected = linear_combination(
+        [index.search_bm25("animals pets", k=6), index.search_vector(vector, k=6)],
+        weights=[2, 1], normalizers=["minmax", "zscore"],
+    )
+    assert results.ids == expected.ids.tolist()[:3]
+
+
+def test_reranker_keeps_first_stage_rank_and_score(index: LocalStore) -> None:
+    tree = BM25() >> Rerank(CountingScorer(), window=4) % 2
+    assert isinstance(tree, Cutoff) and isinstance(tree.retriever, TextSimilarityReranker)
+    first = index.search_bm25("the moon and the sun", k=4)
+    results = search(index, "the moon and the sun", retriever=tree, k=10)
+    assert len(results) == 2
+    top = results.hits[0]
+    assert top.id == "eclipse" and top.score == pytest.approx(0.1)
+    assert top.rerank_score == pytest.approx(0.1)
+    position = first.ids.tolist().index(top.id)
+    assert top.first_stage_rank == position + 1
+    assert top.first_stage_score == pytest.approx(float(first.scores[position]))
+
+
+def test_min_score_and_window(index: LocalStore) -> None:
+    tree = TextSimilarityReranker(BM25(), inference_id=CountingScorer(), rank_window_size=6, min_score=0.05)
+    results = search(index, "moon", retriever=tree, k=10)
+    assert results.ids and all(h.rerank_score >= 0.05 for h in results.hits)  # type: ignore[operator]
+    assert set(results.ids) <= {"eclipse", "tides"}
+
+
+def test_python_operators_build_es_trees() -> None:
+    bm25, dense = BM25(), Dense(k=50)
+    assert (bm25 | dense) == RRF((bm25, dense))
+    assert (bm25 | dense | BM25(field="title")).retrievers[2] == BM25(field="title")  # type: ignore[attr-defined]
+    linear = 0.3 * bm25 + 0.7 * dense
+    assert isinstance(linear, Linear) and linear.weights == (0.3, 0.7)
+    assert (bm25 % 5) == Cutoff(bm25, 5)
+    with pytest.raises(TypeError, match="re-ranking stage"):
+        bm25 >> dense  # type: ignore[operator]
+
+
+def test_to_dict_round_trips(index: LocalStore) -> None:
+    tree = (BM25(field="title") | Knn(k=5)) >> Rerank("all-minilm-l6-v2", window=20, min_score=0.1) % 3
+    data = json.loads(json.dumps(tree.to_dict()))
+    assert parse_retriever(data) == tree
+    assert data["cutoff"]["retriever"]["text_similarity_reranker"]["inference_text"] == "{{query}}"
+
+
+def test_query_overrides_and_placeholders(index: LocalStore) -> None:
+    spec = {"standard": {"query": {"match": {"*": "{{query}}"}}}}
+    assert search(index, "capital of France", retriever=spec, k=1).ids == ["paris"]
+    literal = {"standard": {"query": {"match": {"*": "capital of France"}}}}
+    assert search(index, "purring cats", retriever=literal, k=1).ids == ["cats"]  # query wins
+    with pytest.raises(InvalidInputError, match="no query text"):
+        search(index, retriever=spec)
+
+
+def test_parse_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="unknown retriever 'bm42'"):
+        parse_retriever({"bm42": {}})
+    with pytest.raises(InvalidInputError, match="unsupported key"):
+        parse_retriever({"rrf": {"retrievers": [{"knn": {"query_text": "x"}}], "fusion": 1}})
+    with pytest.raises(InvalidInputError, match="only 'match' and 'multi_match'"):
+        parse_retriever({"standard": {"query": {"term": {"topic": "x"}}}})
+    with pytest.raises(InvalidInputError, match="query_vector"):
+        parse_retriever({"knn": {"field": "embedding", "k": 3}})
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(DataFormatError, match="bad.json"):
+        parse_retriever(tmp_path / "bad.json")
+
+
+def test_shorthands_and_search_many(index: LocalStore) -> None:
+    assert as_retriever("bm25") == BM25()
+    assert isinstance(as_retriever("hybrid+rerank"), TextSimilarityReranker)
+    run = search_many(index, {"q1": "capital of France", "q2": "puppies"}, retriever="hybrid", k=2)
+    assert set(run) == {"q1", "q2"} and next(iter(run["q1"])) == "paris"
+    assert next(iter(run["q2"])) == "dogs"
+
+
+def test_knn_on_a_bm25_only_index(tmp_path: Path) -> None:
+    store = create_index("plain", home=tmp_path, embedding_model=None)
+    store.upsert(DOCS[:2])
+    with pytest.raises(InvalidInputError, match="no embeddings"):
+        search(store, "moon", retriever="dense")
+    hits = Hits(np.array(["eclipse"], dtype=object), np.array([1.0], dtype=np.float32))
+    assert search(store, "moon hides the sun", k=1).ids == hits.ids.tolist()

@@ -1,0 +1,61 @@
+"""BM25 through bm25s: ranking on a tiny corpus, analysis, persistence, parameters."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve import BM25Index, BM25Params
+
+CORPUS = [
+    "Python is a programming language with dynamic typing.",
+    "The cobra and the python are snakes; pythons constrict their prey.",
+    "Paris is the capital of France and sits on the Seine.",
+    "A solar eclipse happens when the moon passes between the sun and the earth.",
+]
+
+
+def test_obvious_document_ranks_first() -> None:
+    index = BM25Index.build(CORPUS)
+    assert index.search("when does the moon hide the sun", k=4).ids[0] == 3
+    assert index.search("capital of France", k=4).ids.tolist() == [2]
+
+
+def test_stemming_and_stop_words() -> None:
+    index = BM25Index.build(CORPUS)
+    # "constricting" and "constrict" share the stem; "the"/"and" are stop words.
+    assert index.query_tokens("the snakes and constricting") == ["snake", "constrict"]
+    assert index.search("constricting", k=4).ids.tolist() == [1]
+    assert len(index.search("the and of", k=4)) == 0  # nothing but stop words
+
+
+def test_scores_match_lucene_bm25_by_hand() -> None:
+    texts = ["apple banana", "apple apple cherry", "cherry date elderberry fig"]
+    params = BM25Params(k1=0.9, b=0.4, stemmer=None, stopwords=None)
+    scores = BM25Index.build(texts, params).scores("apple")
+    lengths = np.array([2, 3, 4])
+    avg = lengths.mean()
+    idf = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))  # Lucene's IDF, df("apple") = 2
+    tf = np.array([1, 2, 0])
+    # Lucene (and bm25s's "lucene" method) drops BM25's constant (k1 + 1) numerator factor.
+    expected = idf * tf / (tf + 0.9 * (1 - 0.4 + 0.4 * lengths / avg))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_save_and_load_give_the_same_scores(tmp_path: Path) -> None:
+    index = BM25Index.build(CORPUS)
+    index.save(tmp_path)
+    loaded = BM25Index.load(tmp_path, index.params, len(CORPUS))
+    np.testing.assert_array_equal(loaded.scores("python snakes"), index.scores("python snakes"))
+
+
+def test_empty_corpus_and_bad_parameters() -> None:
+    assert len(BM25Index.build([]).search("anything", k=3)) == 0
+    with pytest.raises(InvalidInputError, match="method"):
+        BM25Params(method="tfidf")
+    with pytest.raises(InvalidInputError, match="b <= 1"):
+        BM25Params(b=1.5)

@@ -1,0 +1,49 @@
+"""Dense retrieval: exact search, and HNSW recall against it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve import ExactVectorIndex, HNSWVectorIndex, build_vector_index
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    """Clustered unit vectors: closer to real embeddings than isotropic noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    vectors = centres[rng.integers(0, 50, size=count)] + 0.6 * rng.normal(size=(count, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_search_is_the_argmax_of_the_dot_product() -> None:
+    vectors = unit_vectors(300, 16, seed=1)
+    query = vectors[42]
+    hits = ExactVectorIndex(vectors).search(query, 5)
+    assert hits.ids[0] == 42 and hits.scores[0] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_array_equal(hits.ids, np.argsort(-(vectors @ query))[:5])
+    with pytest.raises(InvalidInputError, match="dimensions"):
+        ExactVectorIndex(vectors).search(np.ones(3), 5)
+
+
+def test_hnsw_recall_at_10_against_exact(tmp_path: Path) -> None:
+    vectors = unit_vectors(10_000, 64, seed=2)
+    queries = unit_vectors(200, 64, seed=3)
+    exact = ExactVectorIndex(vectors)
+    ann = build_vector_index(vectors, ann_threshold=5_000)
+    assert isinstance(ann, HNSWVectorIndex)
+    ann.save(tmp_path / "hnsw.usearch")
+    loaded = HNSWVectorIndex.load(tmp_path / "hnsw.usearch", 64, len(vectors))
+    found = 0
+    for query in queries:
+        truth = set(exact.search(query, 10).ids.tolist())
+        found += len(truth & set(loaded.search(query, 10, num_candidates=100).ids.tolist()))
+    recall = found / (10 * len(queries))
+    assert recall >= 0.95, f"HNSW recall@10 {recall:.3f} < 0.95"
+
+
+def test_small_indexes_stay_exact() -> None:
+    assert isinstance(build_vector_index(unit_vectors(10, 8, seed=4)), ExactVectorIndex)

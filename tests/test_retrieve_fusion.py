@@ -1,0 +1,61 @@
+"""Fusion arithmetic, checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve import Hits, linear_combination, normalize_scores, rrf
+
+
+def hits(ids: list[str], scores: list[float]) -> Hits:
+    array = np.empty(len(ids), dtype=object)
+    array[:] = ids
+    return Hits(array, np.array(scores, dtype=np.float32))
+
+
+A = hits(["a", "b", "c"], [9.0, 5.0, 1.0])
+B = hits(["c", "d"], [0.8, 0.2])
+
+
+def as_dict(result: Hits) -> dict[str, float]:
+    return {str(i): float(s) for i, s in zip(result.ids, result.scores, strict=True)}
+
+
+def test_rrf_by_hand() -> None:
+    fused = rrf([A, B], rank_constant=60)
+    expected = {"a": 1 / 61, "b": 1 / 62, "c": 1 / 63 + 1 / 61, "d": 1 / 62}
+    assert fused.ids.tolist() == ["c", "a", "b", "d"]  # b and d tie: first seen wins
+    for doc_id, score in as_dict(fused).items():
+        assert score == pytest.approx(expected[doc_id], rel=1e-6)
+
+
+def test_rrf_window_and_weights() -> None:
+    fused = rrf([A, B], rank_constant=1, rank_window_size=1, weights=[1.0, 3.0])
+    # windows keep only "a" (rank 1) and "c" (rank 1): a = 1/2, c = 3/2
+    assert as_dict(fused) == pytest.approx({"c": 1.5, "a": 0.5})
+
+
+def test_minmax_linear_by_hand() -> None:
+    fused = linear_combination([A, B], weights=[1.0, 2.0], normalizers="minmax")
+    # A -> a 1, b 0.5, c 0 ; B -> c 1, d 0 ; missing documents get the list minimum (0).
+    assert as_dict(fused) == pytest.approx({"a": 1.0, "b": 0.5, "c": 2.0, "d": 0.0})
+    assert fused.ids.tolist()[:2] == ["c", "a"]
+
+
+def test_zscore_missing_documents_get_the_list_minimum() -> None:
+    z = normalize_scores(np.array([9.0, 5.0, 1.0]), "zscore")
+    np.testing.assert_allclose(z, [1.2247449, 0.0, -1.2247449], rtol=1e-6)
+    fused = linear_combination([A, B], normalizers=["zscore", "none"])
+    expected = {"a": z[0] + 0.2, "b": z[1] + 0.2, "c": z[2] + 0.8, "d": z[2] + 0.2}
+    assert as_dict(fused) == pytest.approx(expected, rel=1e-6)
+
+
+def test_normalizer_edge_cases() -> None:
+    np.testing.assert_array_equal(normalize_scores(np.array([3.0, 3.0]), "minmax"), [1.0, 1.0])
+    np.testing.assert_allclose(normalize_scores(np.array([3.0, 4.0]), "l2_norm"), [0.6, 0.8])
+    with pytest.raises(InvalidInputError, match="normalizer"):
+        normalize_scores(np.array([1.0]), "softmax")
+    with pytest.raises(InvalidInputError, match="weights"):
+        rrf([A, B], weights=[1.0])

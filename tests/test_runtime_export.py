@@ -1,0 +1,230 @@
+"""ONNX export: cache reuse, pre-exported models, errors, and a torch-free query path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
+from semrank.models.spec import ResolvedModel
+from semrank.runtime import CrossEncoderScorer, load_scorer
+from semrank.runtime.onnx_export import (
+    SUPPORTED_ARCHITECTURES,
+    export_onnx,
+    onnx_model_path,
+)
+from tiny_models import random_pairs
+
+
+def cross_encoder(model_dir: Path, max_length: int = 64) -> ResolvedModel:
+    return ResolvedModel(
+        name="tiny",
+        path=model_dir,
+        kind="cross-encoder",
+        architecture="",
+        max_length=max_length,
+        activation="sigmoid",
+    )
+
+
+def test_second_load_reuses_the_cached_export(tiny_model, tmp_path: Path) -> None:
+    model_dir = tiny_model("bert", max_length=64, seed=5)
+    cache = tmp_path / "cache"
+    first = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    stamp = first.stat().st_mtime_ns
+    second = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    assert second == first and second.stat().st_mtime_ns == stamp
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no temp files left behind
+    # Another head or changed weights are different cache entries.
+    encoder = onnx_model_path(model_dir, "encoder", cache_dir=cache)
+    assert encoder != first
+
+
+def test_changed_config_invalidates_the_cache(tiny_model, tmp_path: Path) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    cache = tmp_path / "cache"
+    before = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-5
+    (model_dir / "config.json").write_text(json.dumps(config))
+    after = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    assert after != before and len(list(cache.iterdir())) == 2
+
+
+def test_load_scorer_uses_the_environment_cache(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEMRANK_CACHE", str(tmp_path))
+    model_dir = tiny_model("bert", max_length=64, seed=6)
+    load_scorer(cross_encoder(model_dir))
+    exported = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+    load_scorer(cross_encoder(model_dir))
+    assert list((tmp_path / "onnx").glob("*.onnx")) == exported
+    assert exported[0].stat().st_mtime_ns == stamp
+
+
+def test_a_bundled_model_onnx_is_used_as_is(tiny_model, tmp_path: Path) -> None:
+    source = tiny_model("bert", max_length=64)
+    model_dir = shutil.copytree(source, tmp_path / "with-onnx")
+    onnx.save_model(export_onnx(source, "sequence-classification"), model_dir / "model.onnx")
+    (model_dir / "model.safetensors").unlink()  # weights are no longer needed
+    cache = tmp_path / "cache"
+    path = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    assert path == model_dir / "model.onnx" and not cache.exists()
+    pairs = random_pairs(10)
+    np.testing.assert_allclose(
+        load_scorer(cross_encoder(model_dir)).score_pairs(pairs),
+        load_scorer(cross_encoder(source)).score_pairs(pairs),
+        atol=1e-6,
+    )
+
+
+def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(UnsupportedArchitectureError) as info:
+        export_onnx(tmp_path, "encoder")
+    assert "GPT2LMHeadModel" in str(info.value)
+    assert all(name in str(info.value) for name in SUPPORTED_ARCHITECTURES)
+
+
+def test_missing_weights_raise_model_load_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors"):
+        export_onnx(tmp_path, "encoder")
+
+
+def test_unknown_backend_is_rejected(tiny_model) -> None:
+    with pytest.raises(BackendUnavailableError, match="'tensorrt'"):
+        load_scorer(cross_encoder(tiny_model("bert")), backend="tensorrt")
+
+
+def test_default_backend_is_onnx_and_uses_model_activation(tiny_model) -> None:
+    model = ResolvedModel(
+        name="tiny",
+        path=tiny_model("bert"),
+        kind="cross-encoder",
+        architecture="",
+        max_length=1000,
+        activation="sigmoid",
+    )
+    scorer = load_scorer(model)
+    assert isinstance(scorer, CrossEncoderScorer)
+    assert scorer.activation == "sigmoid"
+    assert scorer.max_length == 64  # clamped to the position embeddings
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(tiny_model) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime has CUDA")
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+        load_scorer(cross_encoder(tiny_model("bert")), device="cuda")
+
+
+def test_onnx_path_never_imports_torch(tiny_model, minilm_dir: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from semrank.models.spec import ResolvedModel
+        from semrank.runtime import load_embedder, load_scorer
+        cross = ResolvedModel(name="t", path=Path({str(tiny_model("bert"))!r}),
+            kind="cross-encoder", architecture="", max_length=64, activation="sigmoid")
+        bi = ResolvedModel(name="m", path=Path({str(minilm_dir)!r}),
+            kind="bi-encoder", architecture="BertModel", max_length=128, activation="cosine")
+        assert load_scorer(cross).score_pairs([("q", "a document")]).shape == (1,)
+        assert load_embedder(bi).embed(["hello"]).shape == (1, 384)
+        leaked = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+        print("LEAKED", leaked)
+        sys.exit(1 if leaked else 0)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_torch_backend_without_torch_names_the_extra(tiny_model) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # makes "import torch" fail as if not installed
+        from pathlib import Path
+        from semrank.errors import BackendUnavailableError
+        from semrank.models.spec import ResolvedModel
+        from semrank.runtime import load_scorer
+        cross = ResolvedModel(name="t", path=Path({str(tiny_model("bert"))!r}),
+            kind="cross-encoder", architecture="", max_length=64, activation="sigmoid")
+        try:
+            load_scorer(cross, backend="torch")
+        except BackendUnavailableError as exc:
+            print(exc)
+            sys.exit(0 if "pip install 'semrank[torch]'" in str(exc) else 1)
+        sys.exit(2)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_large_graphs_are_cached_with_external_data(
+    tiny_model, tmp_path: Path, monkeypatch
+) -> None:
+    from semrank.runtime import onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1000)  # tiny model counts as large
+    model_dir = tiny_model("bert", max_length=64)
+    cache = tmp_path / "cache"
+    path = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
+    assert path.name == "model.onnx" and (path.parent / "model.onnx.data").is_file()
+    assert onnx_model_path(model_dir, "sequence-classification", cache_dir=cache) == path
+    assert [p.name for p in cache.iterdir()] == [path.parent.name]  # temp dir removed
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 10**12)
+    pairs = random_pairs(8)
+    np.testing.assert_allclose(
+        load_scorer(cross_encoder(model_dir)).score_pairs(pairs),
+        _scores_from(path, model_dir, pairs),
+        atol=1e-6,
+    )
+
+
+def _scores_from(onnx_path: Path, model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    from semrank.runtime._scorers import CrossEncoderScorer
+    from semrank.runtime.onnx_backend import create_session, session_forward
+    from semrank.runtime.tokenizer import load_tokenizer
+
+    forward = session_forward(create_session(onnx_path))
+    return CrossEncoderScorer(load_tokenizer(model_dir, 64), forward).score_pairs(pairs)
+
+
+def test_a_cross_encoder_model_onnx_is_not_used_as_an_encoder(tiny_model, tmp_path: Path) -> None:
+    from semrank.runtime import load_embedder
+
+    source = tiny_model("bert", max_length=64)
+    model_dir = shutil.copytree(source, tmp_path / "with-onnx")
+    onnx.save_model(export_onnx(source, "sequence-classification"), model_dir / "model.onnx")
+    model = ResolvedModel(
+        name="tiny",
+        path=model_dir,
+        kind="bi-encoder",
+        architecture="",
+        max_length=64,
+        activation="cosine",
+    )
+    with pytest.raises(ModelLoadError, match="last_hidden_state"):
+        load_embedder(model)

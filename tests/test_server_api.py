@@ -1,0 +1,431 @@
+"""API tests: httpx against the ASGI app (lifespan running), real bundled model.
+
+Every rerank response is compared with ``Reranker.rerank`` on the same inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from semrank.server import ServerConfig, create_app
+
+pytestmark = pytest.mark.anyio
+
+QUERY = "what do fleas eat"
+DOCS = [
+    "Paris is the capital of France and has many museums.",
+    "Fleas feed on the blood of mammals and birds.",
+    "The ocean is deep and cold; fish swim in it.",
+    "Adult fleas drink blood; larvae eat organic debris.",
+]
+# Longer than all-MiniLM-L6-v2's 256-token window: chunked by default, truncated without.
+LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + (
+    " Fleas eat blood from their hosts."
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Any:
+    from semrank import Reranker
+    from semrank.errors import ModelNotFoundError
+
+    try:
+        return Reranker()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    reranker: Any, *, headers: dict[str, str] | None = None, **config: Any
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    app = create_app(ServerConfig(**config), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=headers, timeout=60
+        ) as client:
+            yield app, client
+
+
+def expected(
+    reranker: Any, query: str, documents: list[Any], **options: Any
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": r.index,
+            "relevance_score": pytest.approx(r.relevance_score, abs=1e-5),
+            "tokens": r.tokens,
+            "truncated": r.truncated,
+            "num_chunks": r.num_chunks,
+        }
+        for r in reranker.rerank(query, documents, **options)
+    ]
+
+
+def facts(
+    results: list[dict[str, Any]], score_key: str = "relevance_score"
+) -> list[dict[str, Any]]:
+    keys = ("index", score_key, "tokens", "truncated", "num_chunks")
+    return [{("relevance_score" if k == score_key else k): r[k] for k in keys} for r in results]
+
+
+def metric_samples(text: str, name: str) -> list[Any]:
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+# --- the endpoints equal Reranker.rerank ----------------------------------------------------
+
+
+async def test_v2_rerank_equals_reranker(reranker: Any) -> None:
+    docs = [*DOCS, LONG_DOC]
+    async with serving(reranker) as (_, client):
+        response = await client.post(
+            "/v2/rerank", json={"model": "minilm", "query": QUERY, "documents": docs, "top_n": 3}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert facts(body["results"]) == expected(reranker, QUERY, docs, top_n=3)
+    assert body["meta"]["api_version"] == {"version": "2"}
+    assert body["meta"]["billed_units"]["search_units"] == 1
+    assert body["meta"]["tokens"]["input_tokens"] > sum(r["tokens"] for r in body["results"])
+    assert body["reranked"] is True and response.headers["x-semrank-reranked"] == "true"
+    assert body["id"] == response.headers["x-request-id"]
+
+
+async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> None:
+    docs = [{"title": f"doc {i}", "body": text, "id": i} for i, text in enumerate(DOCS)]
+    request = {
+        "query": QUERY,
+        "documents": docs,
+        "rank_fields": ["title", "body"],
+        "return_documents": True,
+        "max_tokens_per_doc": 8,
+    }
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v1/rerank", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    want = expected(
+        reranker, QUERY, docs, rank_fields=["title", "body"], max_tokens_per_doc=8, chunking=False
+    )
+    assert facts(body["results"]) == want
+    assert [r["document"] for r in body["results"]] == [docs[r["index"]] for r in body["results"]]
+    assert all(r["truncated"] for r in body["results"])  # max_tokens_per_doc cut them, as Cohere
+    assert body["object"] == "rerank" and body["model"] == "minilm"
+    assert body["usage"]["total_tokens"] == body["meta"]["tokens"]["input_tokens"] > 0
+
+
+async def test_v1_strings_come_back_as_text_objects_only_when_asked(reranker: Any) -> None:
+    async with serving(reranker) as (_, client):
+        plain = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()
+        with_docs = (
+            await client.post(
+                "/v1/rerank", json={"query": QUERY, "documents": DOCS, "return_documents": True}
+            )
+        ).json()
+    assert all("document" not in r for r in plain["results"])
+    assert [r["document"] for r in with_docs["results"]] == [
+        {"text": DOCS[r["index"]]} for r in with_docs["results"]
+    ]
+
+
+async def test_v1_voyage_style_with_top_k(reranker: Any) -> None:
+    request = {"query": QUERY, "documents": DOCS, "top_k": 2, "return_documents": True}
+    async with serving(reranker) as (_, client):
+        body = (await client.post("/v1/rerank", json=request)).json()
+    assert body["object"] == "list" and set(body["usage"]) == {"total_tokens"}
+    assert facts(body["data"]) == expected(reranker, QUERY, DOCS, top_n=2)
+    assert [r["document"] for r in body["data"]] == [DOCS[r["index"]] for r in body["data"]]
+
+
+async def test_tei_rerank_is_a_bare_array(reranker: Any) -> None:
+    request = {"query": QUERY, "texts": DOCS, "return_text": True, "raw_scores": True}
+    async with serving(reranker) as (_, client):
+        body = (await client.post("/rerank", json=request)).json()
+    assert isinstance(body, list)
+    assert facts(body, "score") == expected(reranker, QUERY, DOCS, raw_scores=True)
+    assert [r["text"] for r in body] == [DOCS[r["index"]] for r in body]
+
+
+async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker: Any) -> None:
+    texts = [DOCS[0], LONG_DOC]
+    async with serving(reranker) as (_, client):
+        strict = await client.post(
+            "/rerank", json={"query": QUERY, "texts": texts, "truncate": False, "chunking": False}
+        )
+        lenient = await client.post(
+            "/rerank", json={"query": QUERY, "texts": texts, "truncate": True, "chunking": False}
+        )
+        left = await client.post(
+            "/rerank", json={"query": QUERY, "texts": texts, "truncation_direction": "Left"}
+        )
+    assert strict.status_code == 422
+    assert strict.json()["error_type"] == "invalid_request" and "[1]" in strict.json()["error"]
+    assert lenient.status_code == 200
+    assert [r["truncated"] for r in lenient.json() if r["index"] == 1] == [True]
+    assert left.status_code == 422 and "left" in left.json()["error"]
+
+
+async def test_chunking_and_min_score_extras(reranker: Any) -> None:
+    docs = [DOCS[0], LONG_DOC, DOCS[1]]
+    chunking = {"aggregation": "max", "overlap_tokens": 16}
+    request = {"query": QUERY, "documents": docs, "chunking": chunking, "min_score": 0.5}
+    async with serving(reranker) as (_, client):
+        body = (await client.post("/v2/rerank", json=request)).json()
+    from semrank.rerank import ChunkingConfig
+
+    config = ChunkingConfig(aggregation="max", overlap_tokens=16)
+    assert facts(body["results"]) == expected(reranker, QUERY, docs, chunking=config, min_score=0.5)
+    long_result = next(r for r in body["results"] if r["index"] == 1)
+    assert long_result["num_chunks"] > 1 and not long_result["truncated"]
+    chunk = long_result["chunk"]
+    assert 0 <= chunk["start"] < chunk["end"] <= len(LONG_DOC)
+    assert all(r["relevance_score"] >= 0.5 for r in body["results"])
+
+
+async def test_batch_equals_rerank_per_query(reranker: Any) -> None:
+    queries = [
+        {"query": QUERY, "documents": DOCS, "top_n": 2},
+        {"query": "capital city of france", "documents": DOCS[:3]},
+        {"query": "deep sea fish", "documents": [{"text": d} for d in DOCS]},
+    ]
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v1/rerank/batch", json={"queries": queries, "top_n": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [group["query_index"] for group in body["results"]] == [0, 1, 2]
+    for query, group in zip(queries, body["results"], strict=True):
+        top_n = query.get("top_n", 3)
+        want = expected(reranker, query["query"], query["documents"], top_n=top_n)
+        assert facts(group["results"]) == want
+
+
+async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) -> None:
+    from semrank import Reranker
+
+    tiny = Reranker(str(tiny_model("bert")))
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker, "tiny": tiny})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            models = (await client.get("/v1/models")).json()
+            default = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+            chosen = await client.post(
+                "/v2/rerank", json={"model": "tiny", "query": QUERY, "documents": DOCS}
+            )
+            missing = await client.post(
+                "/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS}
+            )
+    assert [(m["id"], m["kind"], m["default"]) for m in models["data"]] == [
+        ("minilm", "bi-encoder", True),
+        ("tiny", "cross-encoder", False),
+    ]
+    assert facts(default.json()["results"]) == expected(reranker, QUERY, DOCS)
+    assert facts(chosen.json()["results"]) == expected(tiny, QUERY, DOCS)
+    assert chosen.json()["model"] == "tiny"
+    assert missing.status_code == 404 and missing.json()["error_type"] == "model_not_found"
+    assert "minilm" in missing.json()["error"]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+BAD_REQUESTS = {
+    "missing query": ({"documents": DOCS}, 422, "invalid_request", "query"),
+    "empty documents": ({"query": QUERY, "documents": []}, 422, "invalid_request", "documents"),
+    "top_n zero": (
+        {"query": QUERY, "documents": DOCS, "top_n": 0},
+        422,
+        "invalid_request",
+        "top_n",
+    ),
+    "blank query": ({"query": "   ", "documents": DOCS}, 422, "invalid_request", "query"),
+    "document of wrong type": ({"query": QUERY, "documents": [3]}, 422, "invalid_request", "0"),
+    "too many documents": (
+        {"query": QUERY, "documents": ["d"] * 11},
+        413,
+        "request_too_large",
+        "11 documents",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+async def test_bad_input_gets_a_4xx_with_error_body_and_no_error_log(
+    reranker: Any, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body, status, error_type, mention = BAD_REQUESTS[case]
+    caplog.set_level(logging.INFO)
+    async with serving(reranker, max_documents=10) as (_, client):
+        for path in ("/v1/rerank", "/v2/rerank"):
+            response = await client.post(path, json=body)
+            assert response.status_code == status, (path, response.text)
+            assert response.json()["error_type"] == error_type
+            assert mention in response.json()["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_oversized_body_and_bad_json(reranker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    big = b'{"query": "q", "documents": ["' + b"x" * (10 * 1024 * 1024) + b'"]}'
+    async with serving(reranker) as (_, client):
+        too_big = await client.post(
+            "/v1/rerank", content=big, headers={"content-type": "application/json"}
+        )
+        broken = await client.post(
+            "/v1/rerank", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert too_big.status_code == 413
+    assert too_big.json()["error_type"] == "request_too_large"
+    assert "bytes" in too_big.json()["error"]
+    assert broken.status_code == 422 and broken.json()["error_type"] == "invalid_request"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_too_many_tokens_is_413(reranker: Any) -> None:
+    async with serving(reranker, max_request_tokens=50) as (_, client):
+        response = await client.post("/v2/rerank", json={"query": QUERY, "documents": [LONG_DOC]})
+        small = await client.post("/v2/rerank", json={"query": "fleas", "documents": ["blood"]})
+    assert response.status_code == 413 and "tokens" in response.json()["error"]
+    assert small.status_code == 200
+
+
+async def test_api_keys(reranker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    body = {"query": QUERY, "documents": DOCS}
+    async with serving(reranker, api_keys=frozenset({"k1", "k2"})) as (_, client):
+        missing = await client.post("/v2/rerank", json=body)
+        wrong = await client.post("/v2/rerank", json=body, headers={"Authorization": "Bearer no"})
+        right = await client.post("/v2/rerank", json=body, headers={"Authorization": "Bearer k2"})
+        models = await client.get("/v1/models")
+        health = await client.get("/health")
+    for response in (missing, wrong, models):
+        assert response.status_code == 401
+        assert response.json()["error_type"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200 and health.status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# --- deadlines, overload, cache, probes -----------------------------------------------------
+
+
+async def test_deadline_fails_with_504_or_returns_input_order_with_fail_open(
+    reranker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    body = {"query": QUERY, "documents": DOCS, "timeout_ms": 1, "top_n": 3}
+    # The batcher waits 200 ms for company, so a 1 ms deadline always passes first.
+    async with serving(reranker, batch_wait_ms=200) as (_, client):
+        failed = await client.post("/v1/rerank", json=body)
+        opened = await client.post(
+            "/v1/rerank", json={**body, "fail_open": True, "return_documents": True}
+        )
+        tei = await client.post(
+            "/rerank", json={"query": QUERY, "texts": DOCS, "timeout_ms": 1, "fail_open": True}
+        )
+        metrics = (await client.get("/metrics")).text
+    assert failed.status_code == 504
+    assert failed.json()["error_type"] == "deadline_exceeded"
+    assert opened.status_code == 200 and opened.json()["reranked"] is False
+    assert opened.headers["x-semrank-reranked"] == "false"
+    assert [r["index"] for r in opened.json()["results"]] == [0, 1, 2]
+    assert [r["document"]["text"] for r in opened.json()["results"]] == DOCS[:3]
+    assert [r["index"] for r in tei.json()] == [0, 1, 2, 3]
+    assert tei.headers["x-semrank-reranked"] == "false"
+    assert metric_samples(metrics, "semrank_fail_open_responses_total")[0].value == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_server_default_fail_open(reranker: Any) -> None:
+    body = {"query": QUERY, "documents": DOCS, "timeout_ms": 1}
+    async with serving(reranker, batch_wait_ms=200, fail_open=True) as (_, client):
+        response = await client.post("/v2/rerank", json=body)
+        refused = await client.post("/v2/rerank", json={**body, "fail_open": False})
+    assert response.status_code == 200 and response.json()["reranked"] is False
+    assert refused.status_code == 504
+
+
+async def test_full_queue_gets_429_with_retry_after(reranker: Any) -> None:
+    body = {"query": QUERY, "documents": DOCS}
+    async with serving(reranker, max_pending_requests=1, batch_wait_ms=300, retry_after_s=3) as (
+        app,
+        client,
+    ):
+        first = asyncio.create_task(client.post("/v2/rerank", json=body))
+        admission = app.state.service.admission
+        for _ in range(500):  # wait (bounded) until the first request holds the only slot
+            if admission.pending == 1:
+                break
+            await asyncio.sleep(0.005)
+        assert admission.pending == 1
+        second = await client.post("/v2/rerank", json=body)
+        assert (await first).status_code == 200
+    assert second.status_code == 429
+    assert second.headers["retry-after"] == "3"
+    assert second.json()["error_type"] == "overloaded"
+
+
+async def test_score_cache_serves_repeated_requests(reranker: Any) -> None:
+    body = {"query": QUERY, "documents": DOCS}
+    async with serving(reranker) as (_, client):
+        first = (await client.post("/v2/rerank", json=body)).json()
+        second = (await client.post("/v2/rerank", json=body)).json()
+        metrics = (await client.get("/metrics")).text
+    assert first["results"] == second["results"]
+    hits = metric_samples(metrics, "semrank_cache_hits_total")
+    misses = metric_samples(metrics, "semrank_cache_misses_total")
+    assert hits[0].value == len(DOCS) and misses[0].value == len(DOCS)
+
+
+async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
+    async with serving(reranker) as (app, client):
+        health = await client.get("/health")
+        ready = await client.get("/ready")
+        response = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+        metrics = await client.get("/metrics")
+        missing = await client.get("/v3/nothing")
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "models": ["minilm"]}
+    assert "total;dur=" in response.headers["server-timing"]
+    assert "rerank;dur=" in response.headers["server-timing"]
+    assert float(response.headers["x-semrank-time-ms"]) > 0
+    requests = metric_samples(metrics.text, "semrank_requests_total")
+    assert any(s.labels == {"route": "/v2/rerank", "status": "200"} for s in requests)
+    assert metric_samples(metrics.text, "semrank_batch_requests_count")[0].value >= 1
+    assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
+    assert app.state.phase == "draining"  # the lifespan ended: /ready would now answer 503
+
+
+async def test_request_ids_are_echoed_when_sane(reranker: Any) -> None:
+    body = {"query": QUERY, "documents": DOCS}
+    async with serving(reranker) as (_, client):
+        mine = await client.post("/v2/rerank", json=body, headers={"x-request-id": "abc-123"})
+        junk = await client.post("/v2/rerank", json=body, headers={"x-request-id": "x" * 500})
+    assert mine.headers["x-request-id"] == "abc-123" and mine.json()["id"] == "abc-123"
+    assert len(junk.headers["x-request-id"]) == 32
+
+
+async def test_ready_is_503_while_draining(reranker: Any) -> None:
+    async with serving(reranker) as (app, client):
+        app.state.phase = "draining"
+        response = await client.get("/ready")
+    assert response.status_code == 503 and response.json()["status"] == "draining"

@@ -1,0 +1,132 @@
+"""Index admin and search endpoints, against a temporary index home."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from semrank.server import ServerConfig, create_app
+
+pytestmark = pytest.mark.anyio
+
+DOCS = [
+    {"id": "d1", "title": "Fleas", "text": "Fleas feed on the blood of mammals and birds."},
+    {"id": "d2", "title": "Paris", "text": "Paris is the capital of France."},
+    {"id": "d3", "title": "Flea larvae", "text": "Flea larvae eat organic debris, not blood."},
+    {"id": "d4", "title": "Oceans", "text": "The ocean is deep and cold; fish swim in it."},
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Any:
+    from semrank import Reranker
+    from semrank.errors import ModelNotFoundError
+
+    try:
+        return Reranker()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+
+
+@pytest.fixture
+async def client(reranker: Any, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    pytest.importorskip("bm25s")
+    from semrank.pipeline import forget_open_indexes
+
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+    forget_open_indexes()
+
+
+async def _make_index(client: httpx.AsyncClient, name: str = "docs") -> None:
+    created = await client.post("/v1/indexes", json={"name": name, "embedding_model": None})
+    assert created.status_code == 201, created.text
+    added = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
+    assert added.json() == {"upserted": len(DOCS)}
+
+
+async def test_index_lifecycle(client: httpx.AsyncClient) -> None:
+    await _make_index(client)
+    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
+    info = (await client.get("/v1/indexes/docs")).json()
+    assert info["documents"] == len(DOCS) and info["settings"]["text_fields"] == ["title", "text"]
+    again = await client.post("/v1/indexes", json={"name": "docs"})
+    assert again.status_code == 409 and again.json()["error_type"] == "index_exists"
+    deleted = await client.post("/v1/indexes/docs/documents/delete", json={"ids": ["d2", "zz"]})
+    assert deleted.json() == {"deleted": 1}
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS) - 1
+    assert (await client.delete("/v1/indexes/docs")).json() == {"deleted": 1}
+    missing = await client.get("/v1/indexes/docs")
+    assert missing.status_code == 404 and missing.json()["error_type"] == "index_not_found"
+
+
+async def test_search_bm25_and_reranked_with_the_served_model(
+    client: httpx.AsyncClient, reranker: Any
+) -> None:
+    await _make_index(client)
+    bm25 = await client.post("/v1/indexes/docs/search", json={"query": "flea blood", "size": 3})
+    assert bm25.status_code == 200, bm25.text
+    bm25_hits = bm25.json()["hits"]
+    assert bm25_hits[0]["id"] in {"d1", "d3"} and "rerank_score" not in bm25_hits[0]
+    tree = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": {"match": {"text": "{{query}}"}}}},
+            "field": "text",
+            "inference_id": "minilm",
+            "rank_window_size": 10,
+        }
+    }
+    reranked = await client.post(
+        "/v1/indexes/docs/search", json={"query": "what do fleas eat", "retriever": tree}
+    )
+    assert reranked.status_code == 200, reranked.text
+    hits = reranked.json()["hits"]
+    texts = [hit["document"]["text"] for hit in hits]
+    scores = reranker.score("what do fleas eat", texts)
+    assert [hit["rerank_score"] for hit in hits] == pytest.approx(scores.tolist(), abs=1e-5)
+    assert [hit["rank"] for hit in hits] == list(range(1, len(hits) + 1))
+
+
+async def test_search_errors(client: httpx.AsyncClient) -> None:
+    await _make_index(client)
+    unknown_model = await client.post(
+        "/v1/indexes/docs/search",
+        json={
+            "query": "fleas",
+            "retriever": {
+                "text_similarity_reranker": {
+                    "retriever": {"standard": {"query": {"match": {"text": "{{query}}"}}}},
+                    "field": "text",
+                    "inference_id": "BAAI/bge-reranker-v2-m3",
+                }
+            },
+        },
+    )
+    assert unknown_model.status_code == 404
+    assert unknown_model.json()["error_type"] == "model_not_found"
+    bad_tree = await client.post(
+        "/v1/indexes/docs/search", json={"query": "fleas", "retriever": {"nonsense": {}}}
+    )
+    assert bad_tree.status_code == 422 and "nonsense" in bad_tree.json()["error"]
+    as_path = await client.post(
+        "/v1/indexes/docs/search", json={"query": "fleas", "retriever": "/etc/passwd"}
+    )
+    assert as_path.status_code == 422 and "shorthand" in as_path.json()["error"]
+    shorthand = await client.post(
+        "/v1/indexes/docs/search", json={"query": "fleas", "retriever": "bm25+rerank"}
+    )
+    assert shorthand.status_code == 200 and shorthand.json()["hits"][0]["rerank_score"] is not None
+    no_index = await client.post("/v1/indexes/nope/search", json={"query": "fleas"})
+    assert no_index.status_code == 404

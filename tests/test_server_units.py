@@ -1,0 +1,224 @@
+"""Unit tests of the server's parts: config, cache, batcher, admission, logs, error messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from semrank.errors import DeadlineExceededError, InvalidInputError, OverloadedError
+from semrank.server._batcher import BatcherLimits, PairBatcher
+from semrank.server._cache import ScoreCache, pair_key
+from semrank.server._errors import validation_message
+from semrank.server._logging import JsonFormatter, log_fields
+from semrank.server._metrics import Metrics
+from semrank.server._service import Admission, select
+from semrank.server.config import ModelEntry, ServerConfig, from_environment, parse_api_keys
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RecordingScorer:
+    """A pair scorer (the batcher's input, not the code under test): score = len(doc)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        self.calls.append(len(pairs))
+        return np.array([float(len(doc)) for _, doc in pairs], dtype=np.float32)
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def test_model_entry_parses_alias_and_source() -> None:
+    assert ModelEntry.parse("fast=./models/minilm") == ModelEntry(
+        name="fast", source="./models/minilm"
+    )
+    assert ModelEntry.parse("BAAI/bge-reranker-base") == ModelEntry(
+        name="BAAI/bge-reranker-base", source="BAAI/bge-reranker-base"
+    )
+    with pytest.raises(InvalidInputError, match="ALIAS=SOURCE"):
+        ModelEntry.parse("=nothing")
+
+
+def test_config_from_environment_merges_flags_and_env_keys() -> None:
+    config = from_environment(
+        {"port": 9001, "max_documents": None},
+        environ={"SEMRANK_API_KEYS": "a, b  c"},
+        model_specs=["m1", "alias=m2"],
+        api_keys=["d"],
+    )
+    assert config.port == 9001
+    assert config.max_documents == ServerConfig().max_documents  # None means "not given"
+    assert config.api_keys == frozenset({"a", "b", "c", "d"})
+    assert [m.name for m in config.models] == ["m1", "alias"]
+    assert parse_api_keys("") == frozenset()
+
+
+def test_config_rejects_bad_values_and_round_trips_json() -> None:
+    with pytest.raises(InvalidInputError, match="max_documents"):
+        ServerConfig(max_documents=0)
+    with pytest.raises(InvalidInputError, match="unique"):
+        ServerConfig(models=(ModelEntry(name="a"), ModelEntry(name="a")))
+    config = ServerConfig(port=1234, api_keys=frozenset({"k"}), models=(ModelEntry(name="x"),))
+    assert ServerConfig.from_json(config.to_json()) == config
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+
+def test_cache_is_lru_and_bounded() -> None:
+    cache = ScoreCache(2)
+    a, b, c = (pair_key("m", "q", d) for d in ("a", "b", "c"))
+    cache.put_many([a, b], [1.0, 2.0])
+    assert cache.get_many([a]) == [1.0]  # a is now the most recent
+    cache.put_many([c], [3.0])  # evicts b, the least recent
+    assert cache.get_many([a, b, c]) == [1.0, None, 3.0]
+    assert len(cache) == 2
+
+
+def test_cache_keys_separate_models_and_queries_and_hold_no_text() -> None:
+    key = pair_key("m", "q", "secret document")
+    assert key != pair_key("other", "q", "secret document")
+    assert key != pair_key("m", "q2", "secret document")
+    assert "secret" not in repr(key)
+    disabled = ScoreCache(0)
+    disabled.put_many([key], [1.0])
+    assert disabled.get_many([key]) == [None]
+
+
+# --- batcher --------------------------------------------------------------------------------
+
+
+def _batcher(scorer: RecordingScorer, **limits: float) -> PairBatcher:
+    return PairBatcher(
+        scorer, model="m", max_length=512, limits=BatcherLimits(**limits), metrics=Metrics()
+    )
+
+
+async def test_batcher_merges_concurrent_requests_into_one_call() -> None:
+    scorer = RecordingScorer()
+    batcher = _batcher(scorer, wait_s=0.05)
+    await batcher.start()
+    groups = [[("q", "x" * (i + 1)), ("q", "y" * (10 * i + 1))] for i in range(8)]
+    results = await asyncio.gather(*(batcher.score(group) for group in groups))
+    await batcher.close()
+    assert scorer.calls == [16]
+    for group, scores in zip(groups, results, strict=True):
+        np.testing.assert_array_equal(scores, [len(doc) for _, doc in group])
+
+
+async def test_batcher_respects_the_pair_budget() -> None:
+    scorer = RecordingScorer()
+    batcher = _batcher(scorer, wait_s=0.05, max_pairs=4)
+    await batcher.start()
+    groups = [[("q", "d")] * 3 for _ in range(3)]
+    await asyncio.gather(*(batcher.score(group) for group in groups))
+    await batcher.close()
+    assert sum(scorer.calls) == 9
+    assert max(scorer.calls) <= 4
+
+
+async def test_batcher_fails_jobs_past_their_deadline_without_scoring_them() -> None:
+    scorer = RecordingScorer()
+    batcher = _batcher(scorer, wait_s=0.05)
+    await batcher.start()
+    with pytest.raises(DeadlineExceededError):
+        await batcher.score([("q", "d")], deadline=time.monotonic())
+    await batcher.close()
+    assert scorer.calls == []
+
+
+async def test_batcher_passes_model_errors_to_every_caller_and_refuses_after_close() -> None:
+    def broken(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    batcher = PairBatcher(broken, model="m", max_length=8, limits=BatcherLimits(wait_s=0.01))
+    await batcher.start()
+    outcomes = await asyncio.gather(
+        batcher.score([("q", "a")]), batcher.score([("q", "b")]), return_exceptions=True
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    await batcher.close()
+    with pytest.raises(OverloadedError, match="shutting down"):
+        await batcher.score([("q", "a")])
+
+
+async def test_score_blocking_from_a_thread_goes_through_the_loop() -> None:
+    scorer = RecordingScorer()
+    batcher = _batcher(scorer, wait_s=0.05)
+    await batcher.start()
+    results = await asyncio.gather(
+        *(asyncio.to_thread(batcher.score_blocking, [("q", "d" * n)]) for n in (1, 2, 3))
+    )
+    await batcher.close()
+    assert [r.tolist() for r in results] == [[1.0], [2.0], [3.0]]
+    assert scorer.calls == [3]
+
+
+def test_score_blocking_without_a_running_batcher_scores_directly() -> None:
+    scorer = RecordingScorer()
+    assert _batcher(scorer).score_blocking([("q", "abc")]).tolist() == [3.0]
+
+
+# --- admission, selection -------------------------------------------------------------------
+
+
+def test_admission_bounds_pending_requests() -> None:
+    admission = Admission(limit=1, retry_after_s=2, metrics=Metrics())
+    with admission.admit(), pytest.raises(OverloadedError, match="retry after 2s"):  # noqa: SIM117
+        with admission.admit():
+            pass
+    with admission.admit():  # released again
+        assert admission.pending == 1
+
+
+def test_select_applies_min_score_then_top_n() -> None:
+    class R:
+        def __init__(self, score: float) -> None:
+            self.relevance_score = score
+
+    results = [R(0.9), R(0.7), R(0.4), R(0.1)]
+    assert [r.relevance_score for r in select(results, 2, None)] == [0.9, 0.7]
+    assert [r.relevance_score for r in select(results, None, 0.5)] == [0.9, 0.7]
+    assert [r.relevance_score for r in select(results, 1, 0.95)] == []
+
+
+# --- logs, error messages -------------------------------------------------------------------
+
+
+def test_json_formatter_writes_one_object_with_fields_and_traceback() -> None:
+    record = logging.LogRecord(
+        "semrank.server", logging.INFO, __file__, 1, "hello %s", ("x",), None
+    )
+    record.fields = log_fields(status=200)["fields"]
+    data = json.loads(JsonFormatter().format(record))
+    assert data["message"] == "hello x" and data["status"] == 200 and data["level"] == "info"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exc"]
+
+
+def test_validation_message_names_the_fields() -> None:
+    errors = [
+        {"loc": ("body", "query"), "msg": "Field required"},
+        {"loc": ("body", "top_n"), "msg": "Input should be greater than or equal to 1"},
+    ]
+    message = validation_message(errors)
+    assert message == "query: Field required; top_n: Input should be greater than or equal to 1"

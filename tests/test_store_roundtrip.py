@@ -1,0 +1,157 @@
+"""semrank.store: create / open / upsert / delete / drop, corpus formats, derived snapshots."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from semrank.errors import DataFormatError, IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.store import (
+    create_index,
+    default_home,
+    drop_index,
+    list_indexes,
+    open_index,
+    read_corpus,
+)
+
+DOCS = [
+    {"id": "cat", "title": "Cats", "text": "The cat sat on the mat and purred."},
+    {"id": "dog", "title": "Dogs", "text": "Dogs run and fetch sticks in the park."},
+    {"id": "sun", "title": "Eclipses", "text": "The moon hides the sun during a solar eclipse."},
+]
+
+
+def test_round_trip_survives_reopen(tmp_path: Path) -> None:
+    with create_index("pets", home=tmp_path, embedding_model=None) as index:
+        assert index.upsert(DOCS) == 3
+    assert list_indexes(tmp_path) == ["pets"]
+    with open_index("pets", home=tmp_path) as index:
+        assert len(index) == 3
+        assert index.get(["sun", "nope"]) == [
+            {"title": "Eclipses", "text": DOCS[2]["text"]},
+            None,
+        ]
+        assert index.search_bm25("purring cats", k=3).ids.tolist() == ["cat"]
+        info = index.info()
+        assert info.documents == 3 and info.settings.text_fields == ("title", "text")
+        assert info.vector_search is None
+
+
+def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    generation = index.generation
+    index.upsert([{"id": "dog", "title": "Dogs", "text": "Puppies chase a frisbee."}])
+    assert len(index) == 3
+    assert index.search_bm25("frisbee", k=3).ids.tolist() == ["dog"]
+    assert index.search_bm25("sticks", k=3).ids.tolist() == []
+    assert index.generation == generation + 1
+    # An unchanged document is not rewritten: no new generation, nothing to rebuild.
+    index.upsert([{"id": "dog", "title": "Dogs", "text": "Puppies chase a frisbee."}])
+    assert index.generation == generation + 1
+    assert index.delete(["cat", "missing"]) == 1
+    assert index.get(["cat"]) == [None]
+    assert index.search_bm25("cat", k=3).ids.tolist() == []
+    assert len(index) == 2
+    index.close()
+
+
+def test_repeated_id_in_one_batch_keeps_the_last(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert([{"id": "x", "title": "one", "text": "first"}, {"id": "x", "title": "two", "text": "second"}])
+    assert index.get(["x"]) == [{"title": "two", "text": "second"}]
+
+
+def test_create_open_drop_errors(tmp_path: Path) -> None:
+    create_index("pets", home=tmp_path, embedding_model=None).close()
+    with pytest.raises(IndexExistsError):
+        create_index("pets", home=tmp_path, embedding_model=None)
+    with pytest.raises(IndexNotFoundError, match="pets"):
+        open_index("other", home=tmp_path)
+    with pytest.raises(InvalidInputError, match="invalid index name"):
+        create_index("../evil", home=tmp_path)
+    drop_index("pets", home=tmp_path)
+    assert list_indexes(tmp_path) == []
+    with pytest.raises(IndexNotFoundError):
+        drop_index("pets", home=tmp_path)
+
+
+def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMRANK_HOME", str(tmp_path / "h"))
+    assert default_home() == tmp_path / "h"
+    create_index("env", embedding_model=None).close()
+    assert (tmp_path / "h" / "env" / "documents.sqlite").is_file()
+
+
+def test_search_on_an_unknown_field_names_the_known_ones(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    assert index.search_bm25("eclipse", k=2, field="title").ids.tolist() == ["sun"]
+    with pytest.raises(InvalidInputError, match="title"):
+        index.search_bm25("x", k=2, field="colour")
+
+
+def test_stale_snapshots_are_rebuilt_and_partial_ones_ignored(tmp_path: Path) -> None:
+    writer = create_index("pets", home=tmp_path, embedding_model=None)
+    writer.upsert(DOCS)
+    reader = open_index("pets", home=tmp_path)
+    assert reader.search_bm25("frisbee", k=1).ids.tolist() == []
+    # A crashed snapshot writer leaves a temporary directory: readers never use it.
+    junk = writer.path / "derived" / ".tmp-bm25-all-deadbeef"
+    junk.mkdir()
+    (junk / "data.csc.index.npy").write_bytes(b"garbage")
+    writer.upsert([{"id": "new", "title": "Frisbee", "text": "A frisbee flies."}], refresh=False)
+    # The reader sees a newer generation than its snapshot and catches up.
+    assert reader.search_bm25("frisbee", k=1).ids.tolist() == ["new"]
+    published = sorted(p.name for p in (writer.path / "derived").iterdir() if not p.name.startswith("."))
+    assert published == [f"bm25-all.g{reader.generation}"]
+
+
+def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_read_corpus_detects_beir(tmp_path: Path) -> None:
+    records = [{"_id": "d1", "title": "T", "text": "body", "metadata": {}}]
+    _write_jsonl_gz(tmp_path / "corpus.jsonl.gz", records)
+    corpus = read_corpus(tmp_path)
+    assert corpus.is_beir and corpus.id_field == "_id" and corpus.text_fields == ("title", "text")
+    assert [(d.id, d.fields["text"]) for d in corpus] == [("d1", "body")]
+    assert corpus.count() == 1
+
+
+def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps([{"name": "a", "plot": "x", "year": 1999}]))
+    corpus = read_corpus(tmp_path / "m.json")
+    assert corpus.id_field is None and corpus.text_fields == ("name", "plot")
+    assert [d.id for d in corpus] == ["1"]
+    with (tmp_path / "d.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["key", "body", "note"])
+        writer.writeheader()
+        writer.writerow({"key": "k1", "body": "multi\nline", "note": "n"})
+    corpus = read_corpus(tmp_path / "d.csv", id_field="key", fields=["body"])
+    assert [(d.id, d.fields["body"]) for d in corpus] == [("k1", "multi\nline")]
+    assert corpus.count() == 1
+    with pytest.raises(DataFormatError, match="--id-field"):
+        read_corpus(tmp_path / "d.csv", id_field="nope")
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
+    with pytest.raises(DataFormatError, match="bad.jsonl:2"):
+        list(read_corpus(tmp_path / "bad.jsonl", fields=["id"]))
+
+
+def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:
+    _write_jsonl_gz(tmp_path / "corpus.jsonl.gz", [{"_id": d["id"], "title": d["title"], "text": d["text"]} for d in DOCS])
+    corpus = read_corpus(tmp_path / "corpus.jsonl.gz")
+    index = create_index("beir", home=tmp_path / "home", fields=corpus.text_fields,
+                         id_field=corpus.id_field, embedding_model=None)
+    seen: list[int] = []
+    assert index.upsert(corpus, batch_size=2, progress=seen.append) == 3
+    assert seen == [2, 1]
+    assert index.search_bm25("solar eclipse", k=1).ids.tolist() == ["sun"]
