@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 requests (smoke run)")
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument(
-        "--budget-s", type=float, default=480, help="stop repeating once this is spent"
+        "--budget-s", type=float, default=420, help="stop repeating once this is spent"
     )
     args = parser.parse_args()
     if args.quick:

@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="debug: queries per source")
     parser.add_argument("--sources", default=None, help="debug: comma-separated source names")
-    parser.add_argument("--val-queries", type=int, default=200)
+    parser.add_argument("--val-queries", type=int, default=150)
+    parser.add_argument("--no-report", action="store_true", help="debug: skip TREC DL 2019")
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -71,8 +72,13 @@ def main() -> None:
         lr=args.lr,
         val_source="msmarco",
         val_queries=args.val_queries,
-        checkpoint_minutes=12.0,
-        report_tasks=(("dl19", dl19 / "bm25-top100.json.gz", dl19 / "qrels.txt"),),
+        val_candidates=15,
+        max_length=128,
+        checkpoint_minutes=10.0,
+        eval_minutes=20.0,
+        report_tasks=()
+        if args.no_report
+        else (("dl19", dl19 / "bm25-top100.json.gz", dl19 / "qrels.txt"),),
         export_onnx=True,
         threads=2,
     )

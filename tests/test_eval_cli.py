@@ -113,6 +113,10 @@ def test_argument_errors(fixture_files) -> None:
     assert isinstance(model_without_rerank.exception, InvalidInputError)
     bad_measure = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--measures", "X@1")
     assert "unknown measure 'X@1'" in str(bad_measure.exception)
+    unjudged = candidates.parent / "unjudged.tsv"
+    unjudged.write_text("q9\tnot in the qrels\n")
+    none_judged = run_cli("eval", "--index", "x", "--queries", unjudged, "--qrels", qrels)
+    assert "no query id of" in str(none_judged.exception)
 
 
 def test_entry_point_json_stdout_and_error_exit(fixture_files, tmp_path: Path) -> None:

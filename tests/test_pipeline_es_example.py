@@ -1,7 +1,7 @@
 """The ``text_similarity_reranker`` example of the Elasticsearch documentation runs unchanged
 (apart from the index and the model name), from Python and from `semrank search --retriever`.
 
-Source: elastic.co/docs/reference/elasticsearch/rest-apis/retrievers/text-similarity-reranker-retriever
+Source: the Elasticsearch reference, rest-apis/retrievers/text-similarity-reranker-retriever
 ("Example: Elastic Rerank", step 2: `POST _search`). Changed: ``inference_id`` names semrank's
 bundled model instead of the ``my-elastic-rerank`` endpoint.
 """
@@ -41,10 +41,20 @@ ES_SEARCH_BODY = """
 """
 
 DOCS = [
-    {"id": "eclipse-rate", "text": "Total solar eclipses, when the moon hides the sun completely, occur somewhere on Earth about every 18 months."},
-    {"id": "moon-phases", "text": "The moon goes through phases from new moon to full moon every 29.5 days."},
+    {
+        "id": "eclipse-rate",
+        "text": "Total solar eclipses, when the moon hides the sun completely, occur "
+        "somewhere on Earth about every 18 months.",
+    },
+    {
+        "id": "moon-phases",
+        "text": "The moon goes through phases from new moon to full moon every 29.5 days.",
+    },
     {"id": "sun-facts", "text": "The sun is a star at the centre of the solar system."},
-    {"id": "how-often", "text": "How often should you water a cactus? Rarely: once every few weeks."},
+    {
+        "id": "how-often",
+        "text": "How often should you water a cactus? Rarely: once every few weeks.",
+    },
     {"id": "paris", "text": "Paris is the capital of France."},
 ]
 
@@ -68,8 +78,12 @@ def test_documentation_example_runs_unchanged(home: Path) -> None:
         assert hit.score >= 0.5 and hit.rerank_score == hit.score
         assert hit.first_stage_rank >= 1 and hit.first_stage_score > 0
     # The first stage is plain BM25 on the text field.
-    first = search("es-example", retriever=json.loads(ES_SEARCH_BODY)["retriever"]
-                   ["text_similarity_reranker"]["retriever"], k=100, home=home)
+    first = search(
+        "es-example",
+        retriever=json.loads(ES_SEARCH_BODY)["retriever"]["text_similarity_reranker"]["retriever"],
+        k=100,
+        home=home,
+    )
     by_id = {h.id: h for h in first.hits}
     for hit in results.hits:
         assert hit.first_stage_rank == by_id[hit.id].rank

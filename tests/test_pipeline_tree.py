@@ -27,11 +27,31 @@ from semrank.retrieve import Hits, linear_combination, rrf
 from semrank.store import LocalStore, create_index
 
 DOCS = [
-    {"id": "eclipse", "title": "Solar eclipse", "text": "The moon passes between the sun and the earth and hides the sun."},
-    {"id": "tides", "title": "Tides", "text": "The moon's gravity pulls the oceans and makes the tides."},
-    {"id": "paris", "title": "Paris", "text": "Paris is the capital of France, on the river Seine."},
-    {"id": "python", "title": "Python", "text": "Python is a programming language used for data science."},
-    {"id": "cats", "title": "Cats", "text": "Cats are small furry animals kept as pets; they purr."},
+    {
+        "id": "eclipse",
+        "title": "Solar eclipse",
+        "text": "The moon passes between the sun and the earth and hides the sun.",
+    },
+    {
+        "id": "tides",
+        "title": "Tides",
+        "text": "The moon's gravity pulls the oceans and makes the tides.",
+    },
+    {
+        "id": "paris",
+        "title": "Paris",
+        "text": "Paris is the capital of France, on the river Seine.",
+    },
+    {
+        "id": "python",
+        "title": "Python",
+        "text": "Python is a programming language used for data science.",
+    },
+    {
+        "id": "cats",
+        "title": "Cats",
+        "text": "Cats are small furry animals kept as pets; they purr.",
+    },
     {"id": "dogs", "title": "Dogs", "text": "Dogs are loyal animals; puppies love to play fetch."},
 ]
 
@@ -65,7 +85,13 @@ def test_standard_match_equals_the_store_bm25(index: LocalStore) -> None:
 
 
 def test_multi_match_best_fields_with_boosts(index: LocalStore) -> None:
-    spec = {"standard": {"query": {"multi_match": {"query": "python programming cats", "fields": ["title", "text^3"]}}}}
+    spec = {
+        "standard": {
+            "query": {
+                "multi_match": {"query": "python programming cats", "fields": ["title", "text^3"]}
+            }
+        }
+    }
     results = search(index, retriever=spec, k=2)
     title = index.search_bm25("python programming cats", k=6, field="title").as_dict()
     text = index.search_bm25("python programming cats", k=6, field="text").as_dict()
@@ -90,7 +116,10 @@ def test_rrf_tree_equals_the_fusion_of_its_children(index: LocalStore) -> None:
     assert isinstance(tree, RRF) and isinstance(tree.retrievers[1], Knn)
     results = search(index, retriever=tree, k=5)
     expected = rrf(
-        [index.search_bm25("moon", k=5), index.search_vector(index.embed_queries(["moon"])[0], k=4)],
+        [
+            index.search_bm25("moon", k=5),
+            index.search_vector(index.embed_queries(["moon"])[0], k=4),
+        ],
         rank_constant=20,
     )
     assert results.ids == expected.ids.tolist()[:5]
@@ -101,10 +130,18 @@ def test_linear_tree_with_weights_and_normalizers(index: LocalStore) -> None:
     spec = {
         "linear": {
             "retrievers": [
-                {"retriever": {"standard": {"query": {"match": {"*": "animals pets"}}}}, "weight": 2,
-                 "normalizer": "minmax"},
-                {"retriever": {"knn": {"field": "embedding", "query_text": "animals pets", "k": 6}},
-                 "weight": 1, "normalizer": "zscore"},
+                {
+                    "retriever": {"standard": {"query": {"match": {"*": "animals pets"}}}},
+                    "weight": 2,
+                    "normalizer": "minmax",
+                },
+                {
+                    "retriever": {
+                        "knn": {"field": "embedding", "query_text": "animals pets", "k": 6}
+                    },
+                    "weight": 1,
+                    "normalizer": "zscore",
+                },
             ],
             "rank_window_size": 6,
         }
@@ -113,7 +150,8 @@ def test_linear_tree_with_weights_and_normalizers(index: LocalStore) -> None:
     vector = index.embed_queries(["animals pets"])[0]
     expected = linear_combination(
         [index.search_bm25("animals pets", k=6), index.search_vector(vector, k=6)],
-        weights=[2, 1], normalizers=["minmax", "zscore"],
+        weights=[2, 1],
+        normalizers=["minmax", "zscore"],
     )
     assert results.ids == expected.ids.tolist()[:3]
 
@@ -133,7 +171,9 @@ def test_reranker_keeps_first_stage_rank_and_score(index: LocalStore) -> None:
 
 
 def test_min_score_and_window(index: LocalStore) -> None:
-    tree = TextSimilarityReranker(BM25(), inference_id=CountingScorer(), rank_window_size=6, min_score=0.05)
+    tree = TextSimilarityReranker(
+        BM25(), inference_id=CountingScorer(), rank_window_size=6, min_score=0.05
+    )
     results = search(index, "moon", retriever=tree, k=10)
     assert results.ids and all(h.rerank_score >= 0.05 for h in results.hits)  # type: ignore[operator]
     assert set(results.ids) <= {"eclipse", "tides"}
@@ -151,7 +191,9 @@ def test_python_operators_build_es_trees() -> None:
 
 
 def test_to_dict_round_trips(index: LocalStore) -> None:
-    tree = (BM25(field="title") | Knn(k=5)) >> Rerank("all-minilm-l6-v2", window=20, min_score=0.1) % 3
+    tree = (BM25(field="title") | Knn(k=5)) >> Rerank(
+        "all-minilm-l6-v2", window=20, min_score=0.1
+    ) % 3
     data = json.loads(json.dumps(tree.to_dict()))
     assert parse_retriever(data) == tree
     assert data["cutoff"]["retriever"]["text_similarity_reranker"]["inference_text"] == "{{query}}"
@@ -176,7 +218,7 @@ def test_parse_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="query_vector"):
         parse_retriever({"knn": {"field": "embedding", "k": 3}})
     (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(DataFormatError, match="bad.json"):
+    with pytest.raises(DataFormatError, match=r"bad\.json"):
         parse_retriever(tmp_path / "bad.json")
 
 
@@ -195,3 +237,13 @@ def test_knn_on_a_bm25_only_index(tmp_path: Path) -> None:
         search(store, "moon", retriever="dense")
     hits = Hits(np.array(["eclipse"], dtype=object), np.array([1.0], dtype=np.float32))
     assert search(store, "moon hides the sun", k=1).ids == hits.ids.tolist()
+
+
+def test_search_by_name_notices_a_recreated_index(tmp_path: Path) -> None:
+    from semrank.store import drop_index
+
+    create_index("again", home=tmp_path, embedding_model=None).upsert(DOCS[:1])
+    assert search("again", "moon", home=tmp_path).ids == ["eclipse"]
+    drop_index("again", home=tmp_path)
+    create_index("again", home=tmp_path, embedding_model=None).upsert(DOCS[2:3])
+    assert search("again", "capital", home=tmp_path).ids == ["paris"]

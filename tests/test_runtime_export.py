@@ -107,7 +107,7 @@ def test_unknown_backend_is_rejected(tiny_model) -> None:
         load_scorer(cross_encoder(tiny_model("bert")), backend="tensorrt")
 
 
-def test_default_backend_is_onnx_and_uses_model_activation(tiny_model) -> None:
+def test_default_backend_loads_and_uses_model_activation(tiny_model) -> None:
     model = ResolvedModel(
         name="tiny",
         path=tiny_model("bert"),

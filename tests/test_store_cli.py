@@ -12,7 +12,11 @@ from semrank.cli import app
 from semrank.errors import IndexNotFoundError
 
 DOCS = [
-    {"_id": "eclipse", "title": "Eclipse", "text": "The moon hides the sun during a solar eclipse."},
+    {
+        "_id": "eclipse",
+        "title": "Eclipse",
+        "text": "The moon hides the sun during a solar eclipse.",
+    },
     {"_id": "tides", "title": "Tides", "text": "The moon pulls the oceans and makes the tides."},
     {"_id": "paris", "title": "Paris", "text": "Paris is the capital of France."},
 ]
@@ -44,7 +48,9 @@ def test_index_lifecycle(tmp_path: Path, beir: Path) -> None:
     assert info["embedding_dim"] == 384 and info["vector_search"] == "exact"
 
     extra = tmp_path / "extra.jsonl"
-    extra.write_text(json.dumps({"_id": "tides", "title": "Tides", "text": "Tides rise twice a day."}) + "\n")
+    extra.write_text(
+        json.dumps({"_id": "tides", "title": "Tides", "text": "Tides rise twice a day."}) + "\n"
+    )
     assert "index 'mini' holds 3" in run("index", "add", "mini", str(extra), "--home", home)
     hits = json.loads(run("search", "mini", "tides twice", "--json", "--home", home))["hits"]
     assert hits[0]["id"] == "tides" and hits[0]["document"]["text"] == "Tides rise twice a day."
@@ -59,8 +65,17 @@ def test_search_flags(tmp_path: Path, beir: Path) -> None:
     home = str(tmp_path / "home")
     run("index", "create", "mini", "--from", str(beir), "--home", home)
     for flags in (["--bm25"], ["--dense"], ["--hybrid"], ["--hybrid", "--rerank", "--window", "3"]):
-        out = run("search", "mini", "when does the moon cover the sun", "--json", "--top-n", "2",
-                  "--home", home, *flags)
+        out = run(
+            "search",
+            "mini",
+            "when does the moon cover the sun",
+            "--json",
+            "--top-n",
+            "2",
+            "--home",
+            home,
+            *flags,
+        )
         hits = json.loads(out)["hits"]
         assert hits and hits[0]["id"] == "eclipse", flags
         assert len(hits) <= 2

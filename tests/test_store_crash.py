@@ -50,7 +50,9 @@ def test_killed_ingest_keeps_committed_batches(tmp_path: Path, dense: bool) -> N
     create_index("crash", home=tmp_path, embedding_model="default" if dense else None).close()
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(tmp_path), str(BATCH), str(TOTAL)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert child.stdout is not None
     committed = 0

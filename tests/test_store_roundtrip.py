@@ -63,7 +63,12 @@ def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:
 
 def test_repeated_id_in_one_batch_keeps_the_last(tmp_path: Path) -> None:
     index = create_index("pets", home=tmp_path, embedding_model=None)
-    index.upsert([{"id": "x", "title": "one", "text": "first"}, {"id": "x", "title": "two", "text": "second"}])
+    index.upsert(
+        [
+            {"id": "x", "title": "one", "text": "first"},
+            {"id": "x", "title": "two", "text": "second"},
+        ]
+    )
     assert index.get(["x"]) == [{"title": "two", "text": "second"}]
 
 
@@ -108,7 +113,9 @@ def test_stale_snapshots_are_rebuilt_and_partial_ones_ignored(tmp_path: Path) ->
     writer.upsert([{"id": "new", "title": "Frisbee", "text": "A frisbee flies."}], refresh=False)
     # The reader sees a newer generation than its snapshot and catches up.
     assert reader.search_bm25("frisbee", k=1).ids.tolist() == ["new"]
-    published = sorted(p.name for p in (writer.path / "derived").iterdir() if not p.name.startswith("."))
+    published = sorted(
+        p.name for p in (writer.path / "derived").iterdir() if not p.name.startswith(".")
+    )
     assert published == [f"bm25-all.g{reader.generation}"]
 
 
@@ -142,15 +149,23 @@ def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="--id-field"):
         read_corpus(tmp_path / "d.csv", id_field="nope")
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
-    with pytest.raises(DataFormatError, match="bad.jsonl:2"):
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:2"):
         list(read_corpus(tmp_path / "bad.jsonl", fields=["id"]))
 
 
 def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:
-    _write_jsonl_gz(tmp_path / "corpus.jsonl.gz", [{"_id": d["id"], "title": d["title"], "text": d["text"]} for d in DOCS])
+    _write_jsonl_gz(
+        tmp_path / "corpus.jsonl.gz",
+        [{"_id": d["id"], "title": d["title"], "text": d["text"]} for d in DOCS],
+    )
     corpus = read_corpus(tmp_path / "corpus.jsonl.gz")
-    index = create_index("beir", home=tmp_path / "home", fields=corpus.text_fields,
-                         id_field=corpus.id_field, embedding_model=None)
+    index = create_index(
+        "beir",
+        home=tmp_path / "home",
+        fields=corpus.text_fields,
+        id_field=corpus.id_field,
+        embedding_model=None,
+    )
     seen: list[int] = []
     assert index.upsert(corpus, batch_size=2, progress=seen.append) == 3
     assert seen == [2, 1]

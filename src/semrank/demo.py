@@ -19,24 +19,103 @@ if TYPE_CHECKING:
 
 # Modules that are safe to import (no GUI, no side effects) and document common tasks.
 STDLIB_MODULES = (
-    "argparse", "array", "asyncio", "base64", "bisect", "bz2", "calendar", "cmath", "codecs",
-    "collections", "concurrent.futures", "configparser", "contextlib", "copy", "csv", "datetime",
-    "decimal", "difflib", "enum", "filecmp", "fnmatch", "fractions", "ftplib", "functools",
-    "getpass", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http.client",
-    "http.server", "imaplib", "inspect", "io", "ipaddress", "itertools", "json", "locale",
-    "logging", "lzma", "math", "mimetypes", "multiprocessing", "operator", "os", "os.path",
-    "pathlib", "pickle", "platform", "pprint", "queue", "random", "re", "sched", "secrets",
-    "select", "shelve", "shlex", "shutil", "signal", "smtplib", "socket", "sqlite3", "ssl",
-    "statistics", "string", "struct", "subprocess", "sys", "tarfile", "tempfile", "textwrap",
-    "threading", "time", "timeit", "traceback", "types", "typing", "unicodedata", "unittest",
-    "urllib.parse", "urllib.request", "uuid", "warnings", "weakref", "xml.etree.ElementTree",
-    "zipfile", "zlib",
+    "argparse",
+    "array",
+    "asyncio",
+    "base64",
+    "bisect",
+    "bz2",
+    "calendar",
+    "cmath",
+    "codecs",
+    "collections",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "datetime",
+    "decimal",
+    "difflib",
+    "enum",
+    "filecmp",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getpass",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "http.server",
+    "imaplib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "locale",
+    "logging",
+    "lzma",
+    "math",
+    "mimetypes",
+    "multiprocessing",
+    "operator",
+    "os",
+    "os.path",
+    "pathlib",
+    "pickle",
+    "platform",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "secrets",
+    "select",
+    "shelve",
+    "shlex",
+    "shutil",
+    "signal",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "sys",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "timeit",
+    "traceback",
+    "types",
+    "typing",
+    "unicodedata",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "weakref",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zlib",
 )
 QUERIES = (
     "run a shell command and capture what it prints",
     "generate a secure random token for a password reset link",
     "show the differences between two versions of a text file",
-    "wait for several network connections at once without threads",
+    "compress a file to save disk space",
 )
 INDEX_NAME = "demo-stdlib"
 TEXT_CHARS = 600  # docstrings are cut here: the demo ingests in well under a minute
@@ -72,7 +151,11 @@ def stdlib_documents(modules: tuple[str, ...] = STDLIB_MODULES) -> list[dict[str
             except ImportError:
                 continue  # e.g. ssl or sqlite3 missing from a minimal Python build
             if text := _summary(inspect.getdoc(module)):
-                documents[module_name] = {"id": module_name, "title": f"module {module_name}", "text": text}
+                documents[module_name] = {
+                    "id": module_name,
+                    "title": f"module {module_name}",
+                    "text": text,
+                }
             for name, obj in _members(module):
                 text = _summary(inspect.getdoc(obj))
                 doc_id = f"{module_name}.{name}"
@@ -86,8 +169,12 @@ def _retrievers(model: str | None, window: int) -> dict[str, Retriever]:
 
     bm25, dense = BM25(), Knn()
     hybrid = bm25 | dense
-    return {"BM25": bm25, "dense": dense, "hybrid (RRF)": hybrid,
-            "hybrid >> re-rank": hybrid >> Rerank(model, window=window)}
+    return {
+        "BM25": bm25,
+        "dense": dense,
+        "hybrid (RRF)": hybrid,
+        "hybrid >> re-rank": hybrid >> Rerank(model, window=window),
+    }
 
 
 def _ensure_index(home: Path | None, rebuild: bool) -> Any:
@@ -102,7 +189,9 @@ def _ensure_index(home: Path | None, rebuild: bool) -> Any:
     if INDEX_NAME in list_indexes(home):
         index = open_index(INDEX_NAME, home=home)
     else:
-        index = create_index(INDEX_NAME, home=home, fields=("title", "text"), embedding_max_length=128)
+        index = create_index(
+            INDEX_NAME, home=home, fields=("title", "text"), embedding_max_length=128
+        )
     wanted = {d["id"] for d in documents}
     stale = [i for i in _all_ids(index) if i not in wanted]
     with Progress(transient=True) as bar:
@@ -119,8 +208,9 @@ def _all_ids(index: Any) -> list[str]:
         return [row[0] for row in index.db.iter_rows(conn, "id")]
 
 
-def run_demo(home: Path | None, queries: tuple[str, ...], top: int, model: str | None,
-             rebuild: bool) -> None:
+def run_demo(
+    home: Path | None, queries: tuple[str, ...], top: int, model: str | None, rebuild: bool
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -128,21 +218,27 @@ def run_demo(home: Path | None, queries: tuple[str, ...], top: int, model: str |
 
     console = Console()
     index = _ensure_index(home, rebuild)
-    console.print(f"index [bold]{INDEX_NAME}[/]: {len(index)} docstrings of the Python standard "
-                  f"library, at {index.path}")
+    console.print(
+        f"index [bold]{INDEX_NAME}[/]: {len(index)} docstrings of the Python standard "
+        f"library, at {index.path}"
+    )
     retrievers = _retrievers(model, window=50)
     for query in queries:
         table = Table(title=f"“{query}”", show_lines=False)
         table.add_column("#", justify="right")
         columns = {}
         for label, tree in retrievers.items():
-            table.add_column(label)
+            table.add_column(label, overflow="fold")
             columns[label] = search(index, query, retriever=tree, k=top, with_documents=False)
         for position in range(top):
             cells = []
             for results in columns.values():
                 hit = results.hits[position] if position < len(results.hits) else None
-                moved = "" if hit is None or hit.rerank_score is None else f" [dim](was {hit.first_stage_rank})[/]"
+                moved = (
+                    ""
+                    if hit is None or hit.rerank_score is None
+                    else f" [dim](was {hit.first_stage_rank})[/]"
+                )
                 cells.append("" if hit is None else f"{hit.id}{moved}")
             table.add_row(str(position + 1), *cells)
         console.print(table)
@@ -153,14 +249,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        query: list[str] = typer.Option(None, "--query", "-q", help="Your own queries (repeatable)."),
+        query: list[str] = typer.Option(
+            None, "--query", "-q", help="Your own queries (repeatable)."
+        ),
         top: int = typer.Option(5, "--top", min=1, max=20, help="Hits per retriever."),
-        model: str | None = typer.Option(None, "--model", help="Re-ranking model (default: bundled)."),
+        model: str | None = typer.Option(
+            None, "--model", help="Re-ranking model (default: bundled)."
+        ),
         rebuild: bool = typer.Option(False, "--rebuild", help="Drop and rebuild the demo index."),
         home: Path | None = typer.Option(
             None, "--home", envvar="SEMRANK_HOME", help="Where indexes live."
         ),
     ) -> None:
-        """Index the Python standard library's docstrings and compare BM25, dense, hybrid and
-        re-ranked results side by side (offline)."""
+        """Compare BM25, dense, hybrid and re-ranked search on Python's own docs (offline)."""
         run_demo(home, tuple(query) if query else QUERIES, top, model, rebuild)

@@ -74,10 +74,10 @@ def eval_command(
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
     judgments = load_qrels(qrels)
     stderr = Console(stderr=True)
-    lists = _candidate_lists(candidates, index, queries, retriever, depth, stderr)
     do_rerank = rerank if rerank is not None else candidates is not None
     if not do_rerank and (model is not None or backend is not None):
         raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
+    lists = _candidate_lists(candidates, index, queries, judgments, retriever, depth, stderr)
     results = _evaluate(lists, judgments, names, depth, stderr, model, do_rerank, backend)
     if run_out is not None:
         _write_runs(results, run_out, stderr)
@@ -102,6 +102,7 @@ def _candidate_lists(
     candidates: Path | None,
     index: str | None,
     queries: Path | None,
+    judgments: Qrels,
     retriever: str,
     depth: int,
     console: Console,
@@ -117,7 +118,10 @@ def _candidate_lists(
         return load_candidates(candidates)
     if queries is None:
         raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
-    topics = load_queries(queries)
+    # Unjudged queries cannot change any measure: don't spend retrieval on them.
+    topics = {qid: text for qid, text in load_queries(queries).items() if qid in judgments}
+    if not topics:
+        raise InvalidInputError(f"no query id of {queries} appears in the qrels file")
     with _progress(console, "retrieving", len(topics)) as advance:
         return retrieve_candidates(
             topics,
@@ -163,6 +167,19 @@ def _evaluate(
     return results
 
 
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second of the task (pairs/s while re-ranking)."""
+
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+    return RateColumn()
+
+
 @contextmanager
 def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields ``advance(n)``."""
@@ -181,6 +198,7 @@ def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[in
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
+        _rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )

@@ -53,10 +53,14 @@ class SearchContext:
 
     def text(self, literal: str | None) -> str:
         if self.query is not None:
-            return literal.replace(PLACEHOLDER, self.query) if literal and PLACEHOLDER in literal else self.query
+            return (
+                literal.replace(PLACEHOLDER, self.query)
+                if literal and PLACEHOLDER in literal
+                else self.query
+            )
         if literal is None or PLACEHOLDER in literal:
             raise InvalidInputError(
-                "no query text: pass a query (e.g. `semrank search INDEX \"text\"`) or put the "
+                'no query text: pass a query (e.g. `semrank search INDEX "text"`) or put the '
                 "text into the retriever"
             )
         return literal

@@ -163,7 +163,10 @@ class Knn(Retriever):
         return Ranking.from_hits(hits.top(size))
 
     def _check_model(self, ctx: SearchContext) -> None:
-        if self.model_id is None or self.model_id in ("default", ctx.store.settings.embedding_model):
+        if self.model_id is None or self.model_id in (
+            "default",
+            ctx.store.settings.embedding_model,
+        ):
             return
         raise InvalidInputError(
             f"knn model_id {self.model_id!r} differs from the model index {ctx.store.name!r} was "
@@ -198,7 +201,8 @@ def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
             where.setdefault(doc_id, (child, position))
     picks = [where[i] for i in fused.ids.tolist()]
     return Ranking(
-        ids=fused.ids, scores=fused.scores.astype(np.float32),
+        ids=fused.ids,
+        scores=fused.scores.astype(np.float32),
         first_stage_ranks=np.array([c.first_stage_ranks[p] for c, p in picks], dtype=np.int64),
         first_stage_scores=np.array([c.first_stage_scores[p] for c, p in picks], dtype=np.float32),
         rerank_scores=np.array([c.rerank_scores[p] for c, p in picks], dtype=np.float32),
@@ -233,8 +237,10 @@ class RRF(Retriever):
         window = self.rank_window_size or size
         children = [r.run(ctx, window) for r in self.retrievers]
         fused = rrf(
-            [c.hits() for c in children], rank_constant=self.rank_constant,
-            rank_window_size=window, weights=self.weights,
+            [c.hits() for c in children],
+            rank_constant=self.rank_constant,
+            rank_window_size=window,
+            weights=self.weights,
         )
         return _merge_first_stage(fused, children).top(min(size, window))
 
@@ -279,8 +285,10 @@ class Linear(Retriever):
         window = self.rank_window_size or size
         children = [r.run(ctx, window) for r in self.retrievers]
         fused = linear_combination(
-            [c.hits() for c in children], weights=self.weights,
-            normalizers=self._normalizers(), rank_window_size=window,
+            [c.hits() for c in children],
+            weights=self.weights,
+            normalizers=self._normalizers(),
+            rank_window_size=window,
         )
         return _merge_first_stage(fused, children).top(min(size, window))
 
@@ -338,8 +346,11 @@ class TextSimilarityReranker(Retriever):
             order = order[scores[order] >= self.min_score]
         ranked = child.take(order)
         ranked = Ranking(
-            ids=ranked.ids, scores=scores[order], first_stage_ranks=ranked.first_stage_ranks,
-            first_stage_scores=ranked.first_stage_scores, rerank_scores=scores[order],
+            ids=ranked.ids,
+            scores=scores[order],
+            first_stage_ranks=ranked.first_stage_ranks,
+            first_stage_scores=ranked.first_stage_scores,
+            rerank_scores=scores[order],
             reranked=True,
         )
         return ranked.top(size)
@@ -347,12 +358,17 @@ class TextSimilarityReranker(Retriever):
     def to_dict(self) -> dict[str, Any]:
         model = self.inference_id
         body: dict[str, Any] = {
-            "retriever": self.retriever.to_dict(), "field": self.field,
-            "inference_text": self.inference_text if self.inference_text is not None else PLACEHOLDER,
+            "retriever": self.retriever.to_dict(),
+            "field": self.field,
+            "inference_text": self.inference_text
+            if self.inference_text is not None
+            else PLACEHOLDER,
             "rank_window_size": self.rank_window_size,
         }
         if model is not None:
-            body["inference_id"] = model if isinstance(model, str) else getattr(model, "name", str(model))
+            body["inference_id"] = (
+                model if isinstance(model, str) else getattr(model, "name", str(model))
+            )
         if self.min_score is not None:
             body["min_score"] = self.min_score
         return {"text_similarity_reranker": body}
@@ -404,8 +420,12 @@ class Rerank(Stage):
 
     def bind(self, retriever: Retriever) -> Retriever:
         return TextSimilarityReranker(
-            retriever, field=self.field, inference_id=self.model, inference_text=self.text,
-            rank_window_size=self.window, min_score=self.min_score,
+            retriever,
+            field=self.field,
+            inference_id=self.model,
+            inference_text=self.text,
+            rank_window_size=self.window,
+            min_score=self.min_score,
         )
 
 

@@ -36,7 +36,10 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _keys(
-    body: dict[str, Any], where: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+    body: dict[str, Any],
+    where: str,
+    allowed: set[str],
+    required: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     unknown = set(body) - allowed
     if unknown:
@@ -87,7 +90,9 @@ def _match(body: dict[str, Any], where: str) -> BM25:
     if isinstance(value, dict):
         _keys(value, f"{where}.match.{field}", {"query", "operator", "boost"}, {"query"})
         if value.get("operator", "or").lower() != "or":
-            raise InvalidInputError(f"{where}.match: only operator 'or' (BM25 ranking) is supported")
+            raise InvalidInputError(
+                f"{where}.match: only operator 'or' (BM25 ranking) is supported"
+            )
         value = value["query"]
     if not isinstance(value, str):
         raise InvalidInputError(f"{where}.match.{field} must be the query text")
@@ -116,7 +121,8 @@ def _standard(body: dict[str, Any], where: str) -> Retriever:
     query = _object(body["query"], f"{where}.query")
     if len(query) != 1 or next(iter(query)) not in ("match", "multi_match"):
         raise InvalidInputError(
-            f"{where}.query: only 'match' and 'multi_match' queries are supported, got {list(query)}"
+            f"{where}.query: only 'match' and 'multi_match' queries are supported, "
+            f"got {list(query)}"
         )
     kind, inner = next(iter(query.items()))
     inner = _object(inner, f"{where}.query.{kind}")
@@ -124,23 +130,39 @@ def _standard(body: dict[str, Any], where: str) -> Retriever:
 
 
 def _knn(body: dict[str, Any], where: str) -> Retriever:
-    allowed = {"field", "query_vector", "query_vector_builder", "query_text", "k",
-               "num_candidates", "similarity"}
+    allowed = {
+        "field",
+        "query_vector",
+        "query_vector_builder",
+        "query_text",
+        "k",
+        "num_candidates",
+        "similarity",
+    }
     _keys(body, where, allowed)
     text, model_id = body.get("query_text"), None
     builder = body.get("query_vector_builder")
     if builder is not None:
-        embedding = _object(_object(builder, f"{where}.query_vector_builder").get("text_embedding"),
-                            f"{where}.query_vector_builder.text_embedding")
-        _keys(embedding, f"{where}.query_vector_builder.text_embedding", {"model_id", "model_text"},
-              {"model_text"})
+        embedding = _object(
+            _object(builder, f"{where}.query_vector_builder").get("text_embedding"),
+            f"{where}.query_vector_builder.text_embedding",
+        )
+        _keys(
+            embedding,
+            f"{where}.query_vector_builder.text_embedding",
+            {"model_id", "model_text"},
+            {"model_text"},
+        )
         text, model_id = embedding["model_text"], embedding.get("model_id")
     vector = body.get("query_vector")
     if vector is None and text is None:
         raise InvalidInputError(f"{where}: give query_vector, query_vector_builder or query_text")
     return Knn(
-        field=body.get("field", "embedding"), text=_text(text, f"{where}.query_text"), k=body.get("k"),
-        num_candidates=body.get("num_candidates"), model_id=model_id,
+        field=body.get("field", "embedding"),
+        text=_text(text, f"{where}.query_text"),
+        k=body.get("k"),
+        num_candidates=body.get("num_candidates"),
+        model_id=model_id,
         vector=None if vector is None else tuple(float(x) for x in vector),
         similarity=body.get("similarity"),
     )
@@ -153,7 +175,7 @@ def _weighted_children(
     if not isinstance(items, list) or not items:
         raise InvalidInputError(f"{where}.retrievers must be a non-empty list")
     allowed = {"retriever", "weight", "normalizer"} if with_normalizer else {"retriever", "weight"}
-    children = []
+    children: list[tuple[Retriever, float, str | None]] = []
     for position, raw in enumerate(items):
         at = f"{where}.retrievers[{position}]"
         item = _object(raw, at)
@@ -162,7 +184,9 @@ def _weighted_children(
             continue
         _keys(item, at, allowed)
         weight = float(item.get("weight", 1.0))
-        children.append((_node(item["retriever"], f"{at}.retriever"), weight, item.get("normalizer")))
+        children.append(
+            (_node(item["retriever"], f"{at}.retriever"), weight, item.get("normalizer"))
+        )
     return children
 
 
@@ -171,7 +195,8 @@ def _rrf(body: dict[str, Any], where: str) -> Retriever:
     children = _weighted_children(body["retrievers"], where, with_normalizer=False)
     weights = tuple(w for _, w, _ in children)
     return RRF(
-        tuple(r for r, _, _ in children), rank_window_size=body.get("rank_window_size"),
+        tuple(r for r, _, _ in children),
+        rank_window_size=body.get("rank_window_size"),
         rank_constant=body.get("rank_constant", 60),
         weights=None if all(w == 1.0 for w in weights) else weights,
     )
@@ -184,21 +209,34 @@ def _linear(body: dict[str, Any], where: str) -> Retriever:
     normalizers = tuple(n or default for _, _, n in children)
     for name in normalizers:
         if name not in NORMALIZERS:
-            raise InvalidInputError(f"{where}: unknown normalizer {name!r}; use one of {NORMALIZERS}")
+            raise InvalidInputError(
+                f"{where}: unknown normalizer {name!r}; use one of {NORMALIZERS}"
+            )
     return Linear(
-        tuple(r for r, _, _ in children), weights=tuple(w for _, w, _ in children),
-        normalizers=normalizers, rank_window_size=body.get("rank_window_size"),
+        tuple(r for r, _, _ in children),
+        weights=tuple(w for _, w, _ in children),
+        normalizers=normalizers,
+        rank_window_size=body.get("rank_window_size"),
     )
 
 
 def _reranker(body: dict[str, Any], where: str) -> Retriever:
-    allowed = {"retriever", "field", "inference_id", "inference_text", "rank_window_size", "min_score"}
+    allowed = {
+        "retriever",
+        "field",
+        "inference_id",
+        "inference_text",
+        "rank_window_size",
+        "min_score",
+    }
     _keys(body, where, allowed, {"retriever"})
     return TextSimilarityReranker(
         _node(body["retriever"], f"{where}.retriever"),
-        field=body.get("field", ALL_TEXT_FIELDS), inference_id=body.get("inference_id"),
+        field=body.get("field", ALL_TEXT_FIELDS),
+        inference_id=body.get("inference_id"),
         inference_text=_text(body.get("inference_text"), f"{where}.inference_text"),
-        rank_window_size=body.get("rank_window_size", 10), min_score=body.get("min_score"),
+        rank_window_size=body.get("rank_window_size", 10),
+        min_score=body.get("min_score"),
     )
 
 

@@ -36,7 +36,8 @@ class Ranking:
         ids = np.empty(len(hits), dtype=object)
         ids[:] = [str(i) for i in hits.ids.tolist()]
         return Ranking(
-            ids=ids, scores=scores,
+            ids=ids,
+            scores=scores,
             first_stage_ranks=np.arange(1, len(ids) + 1, dtype=np.int64),
             first_stage_scores=scores.copy(),
             rerank_scores=np.full(len(ids), np.nan, dtype=np.float32),
@@ -48,10 +49,12 @@ class Ranking:
     def take(self, order: np.ndarray) -> Ranking:
         """The hits at positions ``order``, in that order (scores unchanged)."""
         return Ranking(
-            ids=self.ids[order], scores=self.scores[order],
+            ids=self.ids[order],
+            scores=self.scores[order],
             first_stage_ranks=self.first_stage_ranks[order],
             first_stage_scores=self.first_stage_scores[order],
-            rerank_scores=self.rerank_scores[order], reranked=self.reranked,
+            rerank_scores=self.rerank_scores[order],
+            reranked=self.reranked,
         )
 
     def top(self, k: int) -> Ranking:
@@ -72,10 +75,13 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "score": self.score, "rank": self.rank,
+            "id": self.id,
+            "score": self.score,
+            "rank": self.rank,
             "first_stage_rank": self.first_stage_rank,
             "first_stage_score": self.first_stage_score,
-            "rerank_score": self.rerank_score, "document": self.document,
+            "rerank_score": self.rerank_score,
+            "document": self.document,
         }
 
 
@@ -110,7 +116,8 @@ class SearchResults:
             rerank = float(ranking.rerank_scores[position])
             hits.append(
                 Hit(
-                    id=str(ranking.ids[position]), score=float(ranking.scores[position]),
+                    id=str(ranking.ids[position]),
+                    score=float(ranking.scores[position]),
                     rank=position + 1,
                     first_stage_rank=int(ranking.first_stage_ranks[position]),
                     first_stage_score=float(ranking.first_stage_scores[position]),

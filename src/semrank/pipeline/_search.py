@@ -20,12 +20,12 @@ from semrank.pipeline._nodes import (
 )
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._ranking import SearchResults
-from semrank.store import Store, index_path, open_index
+from semrank.store import DB_NAME, Store, index_path, open_index
 
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
 RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
 
-_OPEN: dict[Path, Store] = {}
+_OPEN: dict[Path, tuple[int, Store]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -79,18 +79,26 @@ def open_cached(index: str | Store, home: str | Path | None = None) -> Store:
     if isinstance(index, Store):
         return index
     path = index_path(index, home)
+    try:
+        # The database file's inode tells a dropped-and-recreated index from the one we hold.
+        identity = (path / DB_NAME).stat().st_ino
+    except OSError:
+        identity = -1
     with _OPEN_LOCK:
-        store = _OPEN.get(path)
-        if store is None or not path.exists():
-            store = open_index(index, home=home)
-            _OPEN[path] = store
+        cached = _OPEN.get(path)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        if cached is not None:
+            cached[1].close()
+        store = open_index(index, home=home)
+        _OPEN[path] = (identity, store)
         return store
 
 
 def forget_open_indexes() -> None:
     """Close the indexes ``search`` keeps open (after dropping one, or in tests)."""
     with _OPEN_LOCK:
-        for store in _OPEN.values():
+        for _, store in _OPEN.values():
             store.close()
         _OPEN.clear()
 

@@ -50,9 +50,11 @@ class Reranker:
         batching: BatchingConfig | None = None,
         chunking: ChunkingConfig | None = None,
         scorer: PairScorer | None = None,
+        threads: int | None = None,
     ) -> None:
         """Load ``model`` (default: the bundled default) on ``backend``.
 
+        ``threads`` caps the backend's intra-op threads (default: all cores).
         ``scorer`` skips loading and scores with the given ``PairScorer`` (the server wraps the
         model's scorer to batch across requests); ``model`` then only names it.
         """
@@ -66,7 +68,9 @@ class Reranker:
             return
         self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
         self._name = self.model.name
-        self._scorer = load_scorer(self.model, backend=backend, device=device, batching=batching)
+        self._scorer = load_scorer(
+            self.model, backend=backend, device=device, batching=batching, threads=threads
+        )
 
     @property
     def scorer(self) -> PairScorer:

@@ -39,7 +39,9 @@ class BM25Params:
                 f"unknown BM25 method {self.method!r}; choose one of: {', '.join(METHODS)}"
             )
         if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise InvalidInputError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} b={self.b}")
+            raise InvalidInputError(
+                f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} b={self.b}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +98,9 @@ class BM25Index:
             self._retriever.save(str(directory), show_progress=False)
 
     @classmethod
-    def load(cls, directory: Path, params: BM25Params, num_docs: int, *, mmap: bool = True) -> BM25Index:
+    def load(
+        cls, directory: Path, params: BM25Params, num_docs: int, *, mmap: bool = True
+    ) -> BM25Index:
         import bm25s
 
         if num_docs == 0:

@@ -78,8 +78,11 @@ class HNSWVectorIndex:
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = Index(
-            ndim=vectors.shape[1], metric="ip", dtype="f32",
-            connectivity=connectivity, expansion_add=expansion_add,
+            ndim=vectors.shape[1],
+            metric="ip",
+            dtype="f32",
+            connectivity=connectivity,
+            expansion_add=expansion_add,
         )
         index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
         return cls(index, int(vectors.shape[1]), len(vectors))

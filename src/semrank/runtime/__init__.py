@@ -1,7 +1,9 @@
 """Inference runtime: turns a resolved model into a ``PairScorer`` or an ``Embedder``.
 
-The default backend is ONNX Runtime (no torch); ``backend="torch"`` uses transformers as the
-reference and GPU path. This is the only package that imports onnxruntime or torch.
+Backends: "onnx" (ONNX Runtime fp32, always installed), "onnx-int8", "openvino" (fp32),
+"openvino-bf16", "torch" (transformers reference), "torch-fp16" (GPU). ``backend=None`` means
+"auto": chosen from the machine's features (see ``_select``); ``semrank info`` shows the choice.
+This is the only package that imports onnxruntime, openvino or torch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.runtime import _loaders
+from semrank.runtime._cascade import Cascade, CascadeScores
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
+from semrank.runtime._select import BackendChoice, choose_backend, detect_features
 from semrank.runtime.base import (
     Activation,
     BatchingConfig,
@@ -27,28 +32,56 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "Activation",
+    "BackendChoice",
     "BatchingConfig",
     "BiEncoderScorer",
+    "Cascade",
+    "CascadeScores",
     "CrossEncoderScorer",
     "Embedder",
     "PairScorer",
     "ScorerKind",
     "TextTokenizer",
     "apply_activation",
+    "detect_features",
     "load_embedder",
     "load_scorer",
+    "resolve_backend",
 ]
 
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("auto", "fast", *_loaders.CONCRETE_BACKENDS)
 
 
 def _backend(backend: str | None) -> str:
-    chosen = backend or "onnx"
+    chosen = backend or "auto"
     if chosen not in BACKENDS:
         raise BackendUnavailableError(
             f"unknown backend {chosen!r}; choose one of: {', '.join(BACKENDS)}"
         )
     return chosen
+
+
+def resolve_backend(backend: str | None = None, device: str | None = None) -> BackendChoice:
+    """The concrete backend and device a load with these arguments uses, and why.
+
+    ``None``/"auto": the fastest backend with fp32 results on this machine; "fast": the
+    fastest one whose precision loss was measured within bounds (bf16 on capable CPUs).
+    """
+    chosen = _backend(backend)
+    if chosen not in ("auto", "fast"):
+        return BackendChoice(backend=chosen, device=device or "", reason="requested")
+    features = dict(detect_features())
+    if device is not None and device.startswith("cuda"):
+        features["torch_cuda"] = _torch_has_cuda()
+    return choose_backend(features, device=device, allow_lossy=chosen == "fast")
+
+
+def _torch_has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _max_length(model: ResolvedModel) -> int:
@@ -72,22 +105,24 @@ def load_embedder(
     device: str | None = None,
     batching: BatchingConfig | None = None,
     threads: int | None = None,
+    warmup: bool = True,
 ) -> Embedder:
     """An ``Embedder`` (``embed(texts) -> float32 (n, dim)``) for an encoder model."""
-    options = {
-        "max_length": _max_length(model),
-        "pooling": model.pooling,
-        "normalize": model.normalize,
-        "batching": batching,
-        "device": device,
-    }
-    if _backend(backend) == "torch":
-        from semrank.runtime.torch_backend import load_torch_embedder
-
-        return load_torch_embedder(Path(model.path), **options)  # type: ignore[arg-type]
-    from semrank.runtime.onnx_backend import load_onnx_embedder
-
-    return load_onnx_embedder(Path(model.path), threads=threads, **options)  # type: ignore[arg-type]
+    choice = resolve_backend(backend, device)
+    embedder = _loaders.load_embedder(
+        choice.backend,
+        Path(model.path),
+        max_length=_max_length(model),
+        pooling=model.pooling,
+        normalize=model.normalize,
+        batching=batching,
+        device=choice.device or device,
+        threads=threads,
+    )
+    embedder.backend = choice.backend
+    if warmup:
+        embedder.embed(["warm up"])  # first-call allocations and kernel selection, at load
+    return embedder
 
 
 def load_scorer(
@@ -97,29 +132,34 @@ def load_scorer(
     device: str | None = None,
     batching: BatchingConfig | None = None,
     threads: int | None = None,
+    warmup: bool = True,
 ) -> PairScorer:
-    """A ``PairScorer`` for a cross-encoder or bi-encoder model (default backend: onnx)."""
+    """A ``PairScorer`` for a cross-encoder or bi-encoder model.
+
+    ``backend``: None/"auto" (fastest fp32 backend here), "fast" (may use bf16 where measured
+    within bounds), or one of ``CONCRETE_BACKENDS``; ``resolve_backend`` says which and why.
+    """
     if model.kind == "bi-encoder":
         embedder = load_embedder(
-            model, backend=backend, device=device, batching=batching, threads=threads
+            model,
+            backend=backend,
+            device=device,
+            batching=batching,
+            threads=threads,
+            warmup=warmup,
         )
         return BiEncoderScorer(embedder)
-    max_length = _max_length(model)
-    if _backend(backend) == "torch":
-        from semrank.runtime.torch_backend import load_torch_cross_encoder
-
-        scorer = load_torch_cross_encoder(
-            Path(model.path), max_length=max_length, batching=batching, device=device
-        )
-    else:
-        from semrank.runtime.onnx_backend import load_onnx_cross_encoder
-
-        scorer = load_onnx_cross_encoder(
-            Path(model.path),
-            max_length=max_length,
-            batching=batching,
-            device=device,
-            threads=threads,
-        )
+    choice = resolve_backend(backend, device)
+    scorer = _loaders.load_cross_encoder(
+        choice.backend,
+        Path(model.path),
+        max_length=_max_length(model),
+        batching=batching,
+        device=choice.device or device,
+        threads=threads,
+    )
     scorer.activation = model.activation
+    scorer.backend = choice.backend
+    if warmup:
+        scorer.score_pairs([("warm up", "warm up")])
     return scorer

@@ -37,9 +37,17 @@ def plan_batches(lengths: Sequence[int], config: BatchingConfig) -> list[list[in
     return batches
 
 
-def pad_batch(items: Sequence[EncodedInput], pad_id: int) -> BatchArrays:
+def padded_width(longest: int, multiple: int = 1, max_width: int | None = None) -> int:
+    """``longest`` rounded up to ``multiple``, but never beyond ``max_width``."""
+    width = -(-longest // multiple) * multiple
+    return max(longest, min(width, max_width)) if max_width else width
+
+
+def pad_batch(
+    items: Sequence[EncodedInput], pad_id: int, *, multiple: int = 1, max_width: int | None = None
+) -> BatchArrays:
     """int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` padded on the right."""
-    width = max(len(item) for item in items)
+    width = padded_width(max(len(item) for item in items), multiple, max_width)
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64)
@@ -56,13 +64,17 @@ def run_batched(
     run: Callable[[BatchArrays], np.ndarray],
     config: BatchingConfig,
     pad_id: int,
+    max_width: int | None = None,
 ) -> np.ndarray:
     """Call ``run`` on padded batches; its rows come back in the order of ``items``."""
     if not items:
         raise ValueError("run_batched needs at least one input")
     result: np.ndarray | None = None
     for batch in plan_batches([len(item) for item in items], config):
-        out = np.asarray(run(pad_batch([items[i] for i in batch], pad_id)), dtype=np.float32)
+        arrays = pad_batch(
+            [items[i] for i in batch], pad_id, multiple=config.length_multiple, max_width=max_width
+        )
+        out = np.asarray(run(arrays), dtype=np.float32)
         if result is None:
             result = np.empty((len(items), *out.shape[1:]), dtype=np.float32)
         result[batch] = out

@@ -42,6 +42,7 @@ class CrossEncoderScorer:
     """``PairScorer`` over a sequence-classification model."""
 
     kind: ScorerKind = "cross-encoder"
+    backend: str = ""  # the concrete backend name, set by load_scorer
 
     def __init__(
         self,
@@ -71,11 +72,14 @@ class CrossEncoderScorer:
             lambda batch: logits_to_raw(self._forward(batch)),
             self.batching,
             self.hf_tokenizer.pad_id,
+            self.max_length,
         )
 
 
 class Embedder:
     """Sentence embeddings: pooled encoder states, L2-normalised unless ``normalize=False``."""
+
+    backend: str = ""  # the concrete backend name, set by load_embedder
 
     def __init__(
         self,
@@ -103,7 +107,9 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         encoded = self.tokenizer.encode_texts(texts)
-        vectors = run_batched(encoded, self._pooled, self.batching, self.tokenizer.pad_id)
+        vectors = run_batched(
+            encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length
+        )
         return l2_normalize(vectors) if self.normalize else vectors
 
     def _pooled(self, batch: BatchArrays) -> np.ndarray:
@@ -131,6 +137,7 @@ class BiEncoderScorer:
         self.hf_tokenizer = embedder.tokenizer
         self.tokenizer: TextTokenizer = embedder.tokenizer
         self.max_length = embedder.max_length
+        self.backend = embedder.backend
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.

@@ -1,9 +1,68 @@
-"""CLI commands of this stage (registered by ``semrank.cli``)."""
+"""CLI commands of this stage (registered by ``semrank.cli``): ``semrank info``."""
 
 from __future__ import annotations
 
+import json
+from importlib import metadata
+from typing import Any
+
 import typer
+
+_PACKAGES = ("semrank", "onnxruntime", "openvino", "onnx", "tokenizers", "numpy", "torch")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect_info(device: str | None = None) -> dict[str, Any]:
+    """Versions, CPU features, threads and the backend each default picks (and why)."""
+    import onnxruntime
+
+    from semrank.runtime import resolve_backend
+    from semrank.runtime._select import detect_features
+
+    features = detect_features()
+    choices = {name: resolve_backend(name, device) for name in ("auto", "fast")}
+    return {
+        "versions": {name: _version(name) for name in _PACKAGES},
+        "cpu": {key: value for key, value in features.items() if key not in ("openvino", "torch")},
+        "threads": features["cpu_count"],
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "backends": {
+            name: {"backend": c.backend, "device": c.device, "reason": c.reason}
+            for name, c in choices.items()
+        },
+    }
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+    typer.echo(f"versions: {versions}")
+    cpu = info["cpu"]
+    flags = [k for k, v in cpu.items() if v is True]
+    typer.echo(f"cpu: {cpu['processor']} ({cpu['machine']}), {info['threads']} threads")
+    typer.echo(f"cpu features: {', '.join(flags) or 'none of interest'}")
+    typer.echo(f"onnxruntime providers: {', '.join(info['onnxruntime_providers'])}")
+    for name, choice in info["backends"].items():
+        label = "default (auto)" if name == "auto" else "backend='fast'"
+        typer.echo(f"{label}: {choice['backend']} on {choice['device']} - {choice['reason']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+
+    @app.command("info")
+    def info(
+        device: str = typer.Option(None, "--device", help="Device to plan for: cpu or cuda."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Versions, CPU features, threads, and which inference backend is picked and why."""
+        data = collect_info(device)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            _print_info(data)

@@ -9,9 +9,10 @@ import onnxruntime as ort
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays
+from semrank.runtime._quantize import quantized_model_path
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
-from semrank.runtime.onnx_export import ExportHead, onnx_model_path
+from semrank.runtime.onnx_export import ExportHead, default_cache_dir, onnx_model_path
 from semrank.runtime.tokenizer import load_tokenizer
 
 __all__ = [
@@ -84,9 +85,12 @@ def _output_index(session: ort.InferenceSession, output: str | None) -> int:
 
 
 def _session_for(
-    model_dir: Path, head: ExportHead, device: str | None, threads: int | None
+    model_dir: Path, head: ExportHead, device: str | None, threads: int | None, int8: bool
 ) -> ort.InferenceSession:
-    return create_session(onnx_model_path(model_dir, head), device=device, threads=threads)
+    path = onnx_model_path(model_dir, head)
+    if int8:
+        path = quantized_model_path(path, cache_dir=default_cache_dir())
+    return create_session(path, device=device, threads=threads)
 
 
 def load_onnx_cross_encoder(
@@ -96,8 +100,9 @@ def load_onnx_cross_encoder(
     batching: BatchingConfig | None = None,
     device: str | None = None,
     threads: int | None = None,
+    int8: bool = False,
 ) -> CrossEncoderScorer:
-    session = _session_for(model_dir, "sequence-classification", device, threads)
+    session = _session_for(model_dir, "sequence-classification", device, threads, int8)
     tokenizer = load_tokenizer(model_dir, max_length)
     return CrossEncoderScorer(tokenizer, session_forward(session, "logits"), batching=batching)
 
@@ -111,8 +116,9 @@ def load_onnx_embedder(
     batching: BatchingConfig | None = None,
     device: str | None = None,
     threads: int | None = None,
+    int8: bool = False,
 ) -> Embedder:
-    session = _session_for(model_dir, "encoder", device, threads)
+    session = _session_for(model_dir, "encoder", device, threads, int8)
     tokenizer = load_tokenizer(model_dir, max_length)
     return Embedder(
         tokenizer,

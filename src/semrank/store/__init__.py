@@ -16,6 +16,7 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Corpus, Document, read_corpus
 from semrank.store._local import LocalStore
+from semrank.store._sqlite import DB_NAME
 from semrank.store._registry import (
     DEFAULT_EMBEDDING,
     HOME_ENV,
@@ -30,6 +31,7 @@ from semrank.store._registry import (
 
 __all__ = [
     "ALL_TEXT_FIELDS",
+    "DB_NAME",
     "DEFAULT_EMBEDDING",
     "HOME_ENV",
     "VECTOR_FIELD",

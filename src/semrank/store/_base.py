@@ -10,7 +10,7 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -78,11 +78,17 @@ class IndexInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "backend": self.backend, "location": self.location,
-            "documents": self.documents, "generation": self.generation,
-            "settings": self.settings.to_dict(), "embedding_dim": self.embedding_dim,
-            "vector_search": self.vector_search, "fields_seen": list(self.fields_seen),
-            "size_bytes": self.size_bytes, "derived": self.derived,
+            "name": self.name,
+            "backend": self.backend,
+            "location": self.location,
+            "documents": self.documents,
+            "generation": self.generation,
+            "settings": self.settings.to_dict(),
+            "embedding_dim": self.embedding_dim,
+            "vector_search": self.vector_search,
+            "fields_seen": list(self.fields_seen),
+            "size_bytes": self.size_bytes,
+            "derived": self.derived,
         }
 
 
@@ -153,8 +159,10 @@ class Store(abc.ABC):
             for doc_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
                 value = boost * score
                 old = combined.get(doc_id)
-                combined[doc_id] = value if old is None else (
-                    max(old, value) if mode == "best_fields" else old + value
+                combined[doc_id] = (
+                    value
+                    if old is None
+                    else (max(old, value) if mode == "best_fields" else old + value)
                 )
         ids = np.empty(len(combined), dtype=object)
         ids[:] = list(combined)
@@ -176,7 +184,7 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027
         """Release files and connections."""
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -89,7 +89,9 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+            raise DataFormatError(
+                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -170,7 +172,10 @@ def read_corpus(
         raise DataFormatError(f"corpus {file} holds no records")
     if beir is not None and id_field is None and "_id" in first:
         return Corpus(
-            path=file, format=fmt, id_field="_id", text_fields=tuple(fields or BEIR_FIELDS),
+            path=file,
+            format=fmt,
+            id_field="_id",
+            text_fields=tuple(fields or BEIR_FIELDS),
             is_beir=True,
         )
     chosen_id = id_field or next((g for g in ID_FIELD_GUESSES if g in first), None)
@@ -183,7 +188,9 @@ def read_corpus(
     return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)
 
 
-def documents_from(records: Iterable[Document | dict[str, Any]], id_field: str = "id") -> Iterator[Document]:
+def documents_from(
+    records: Iterable[Document | dict[str, Any]], id_field: str = "id"
+) -> Iterator[Document]:
     """Documents from Document objects or plain dicts carrying ``id_field``."""
     for number, item in enumerate(records, start=1):
         yield item if isinstance(item, Document) else to_document(item, id_field, number)

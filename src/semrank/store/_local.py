@@ -16,8 +16,8 @@ from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputErro
 from semrank.retrieve import (
     BM25Index,
     ExactVectorIndex,
-    HNSWVectorIndex,
     Hits,
+    HNSWVectorIndex,
     TextEmbedder,
     VectorIndex,
     top_k,
@@ -128,7 +128,9 @@ class LocalStore(Store):
 
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
-        rows = {doc_id: (_doc_json(d.fields), self.text_of(d.fields)) for doc_id, d in latest.items()}
+        rows = {
+            doc_id: (_doc_json(d.fields), self.text_of(d.fields)) for doc_id, d in latest.items()
+        }
         stored = self.db.stored_docs(list(rows))
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
         changed = [doc_id for doc_id, (doc, _) in rows.items() if stored.get(doc_id) != doc]
@@ -139,7 +141,10 @@ class LocalStore(Store):
                 generation = self.db.bump_generation(conn)
                 self.db.write_rows(
                     conn,
-                    [(i, rows[i][0], rows[i][1], blob) for i, blob in zip(changed, blobs, strict=True)],
+                    [
+                        (i, rows[i][0], rows[i][1], blob)
+                        for i, blob in zip(changed, blobs, strict=True)
+                    ],
                     generation,
                 )
                 self._record_fields(conn, new_fields)
@@ -204,13 +209,23 @@ class LocalStore(Store):
             found = snap.latest(self.path, kind)
             derived[kind] = None if found is None else found[0]
         return IndexInfo(
-            name=self.name, backend=self.backend, location=str(self.path), documents=count,
-            generation=self.generation, settings=self.settings, embedding_dim=dim,
+            name=self.name,
+            backend=self.backend,
+            location=str(self.path),
+            documents=count,
+            generation=self.generation,
+            settings=self.settings,
+            embedding_dim=dim,
             vector_search=(
-                None if not self.has_vectors
-                else "hnsw" if count >= self.settings.ann_threshold else "exact"
+                None
+                if not self.has_vectors
+                else "hnsw"
+                if count >= self.settings.ann_threshold
+                else "exact"
             ),
-            fields_seen=self.fields_seen, size_bytes=index_dir_size(self.path), derived=derived,
+            fields_seen=self.fields_seen,
+            size_bytes=index_dir_size(self.path),
+            derived=derived,
         )
 
     # --- embeddings ------------------------------------------------------------------------
@@ -292,7 +307,10 @@ class LocalStore(Store):
             if field == ALL_TEXT_FIELDS:
                 pairs = [(i, t) for i, t in self.db.iter_rows(conn, "id, text")]
             else:
-                pairs = [(i, self.text_of(json.loads(d), field)) for i, d in self.db.iter_rows(conn, "id, doc")]
+                pairs = [
+                    (i, self.text_of(json.loads(d), field))
+                    for i, d in self.db.iter_rows(conn, "id, doc")
+                ]
         ids = [i for i, _ in pairs]
         index = BM25Index.build([t for _, t in pairs], self.settings.bm25)
 
@@ -337,8 +355,12 @@ class LocalStore(Store):
             snap.write_json(tmp / "ids.json", ids)
             if isinstance(index, HNSWVectorIndex):
                 index.save(tmp / "hnsw.usearch")
-            return {"count": len(ids), "dim": dim, "search": index.kind,
-                    "model": self.settings.embedding_model}
+            return {
+                "count": len(ids),
+                "dim": dim,
+                "search": index.kind,
+                "model": self.settings.embedding_model,
+            }
 
         snap.publish(self.path, VECTORS, generation, write)
         return _Loaded(generation, _ids_array(ids), index)
@@ -354,7 +376,9 @@ class LocalStore(Store):
     ) -> Hits:
         """Exact multi-field BM25: every field's full score vector, combined per document."""
         if mode not in ("best_fields", "most_fields"):
-            raise InvalidInputError(f"unknown multi-field mode {mode!r}; use best_fields or most_fields")
+            raise InvalidInputError(
+                f"unknown multi-field mode {mode!r}; use best_fields or most_fields"
+            )
         loaded = [(self._bm25_for(name), boost) for name, boost in fields]
         if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
             return super().search_bm25_fields(query, k=k, fields=fields, mode=mode)

@@ -74,9 +74,14 @@ def create_index(
     if not fields:
         raise InvalidInputError("an index needs at least one text field (--fields)")
     settings = IndexSettings(
-        name=name, text_fields=tuple(fields), id_field=id_field,
-        embedding_model=embedding_name if (embedding_name := _embedding_name(embedding_model)) else None,
-        embedding_max_length=embedding_max_length, bm25=bm25 or BM25Params(),
+        name=name,
+        text_fields=tuple(fields),
+        id_field=id_field,
+        embedding_model=embedding_name
+        if (embedding_name := _embedding_name(embedding_model))
+        else None,
+        embedding_max_length=embedding_max_length,
+        bm25=bm25 or BM25Params(),
         ann_threshold=ann_threshold,
     )
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -93,9 +93,15 @@ class DocumentDB:
                 self._conn.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
-    def get_meta(self, key: str, default: Any = None, conn: sqlite3.Connection | None = None) -> Any:
+    def get_meta(
+        self, key: str, default: Any = None, conn: sqlite3.Connection | None = None
+    ) -> Any:
         with self._lock:
-            row = (conn or self._conn).execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            row = (
+                (conn or self._conn)
+                .execute("SELECT value FROM meta WHERE key=?", (key,))
+                .fetchone()
+            )
         return default if row is None else json.loads(row[0])
 
     @staticmethod
@@ -151,7 +157,9 @@ class DocumentDB:
         removed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
-            removed += conn.execute(f"DELETE FROM documents WHERE id IN ({marks})", tuple(chunk)).rowcount
+            removed += conn.execute(
+                f"DELETE FROM documents WHERE id IN ({marks})", tuple(chunk)
+            ).rowcount
         return removed
 
     def docs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -169,8 +177,13 @@ class DocumentDB:
             return [(int(pk), text) for pk, text in rows.fetchall()]
 
     @staticmethod
-    def set_embeddings(conn: sqlite3.Connection, pks: Sequence[int], vectors: np.ndarray, generation: int) -> None:
+    def set_embeddings(
+        conn: sqlite3.Connection, pks: Sequence[int], vectors: np.ndarray, generation: int
+    ) -> None:
         conn.executemany(
             "UPDATE documents SET embedding=?, gen=? WHERE pk=?",
-            [(vec.astype(np.float32).tobytes(), generation, pk) for pk, vec in zip(pks, vectors, strict=True)],
+            [
+                (vec.astype(np.float32).tobytes(), generation, pk)
+                for pk, vec in zip(pks, vectors, strict=True)
+            ],
         )

@@ -15,14 +15,18 @@ if TYPE_CHECKING:
 index_app = typer.Typer(help="Named, persistent search indexes.", no_args_is_help=True)
 
 HOME_OPTION = typer.Option(
-    None, "--home", envvar="SEMRANK_HOME",
+    None,
+    "--home",
+    envvar="SEMRANK_HOME",
     help="Where indexes live (default: $SEMRANK_HOME or ~/.local/share/semrank).",
 )
 ID_FIELD_OPTION = typer.Option(
     None, "--id-field", help="Field holding the document id (default: _id, id, docid, ...)."
 )
 FIELDS_OPTION = typer.Option(
-    None, "--fields", help="Comma-separated text fields (default: BEIR title,text, else all strings)."
+    None,
+    "--fields",
+    help="Comma-separated text fields (default: BEIR title,text, else all strings).",
 )
 BATCH_OPTION = typer.Option(256, "--batch-size", min=1, help="Documents per committed batch.")
 
@@ -35,12 +39,18 @@ def _ingest(index: LocalStore, corpus: Corpus, batch_size: int) -> int:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(f"indexing {corpus.path.name}", total=corpus.count())
         count = index.upsert(
-            corpus, batch_size=batch_size, refresh=False,
+            corpus,
+            batch_size=batch_size,
+            refresh=False,
             progress=lambda n: bar.advance(task, n),
         )
         bar.add_task("building BM25 / vector indexes", total=None)
@@ -68,24 +78,29 @@ def create(
     batch_size: int = BATCH_OPTION,
     home: Path | None = HOME_OPTION,
 ) -> None:
-    """Create an index, optionally filled from a BEIR folder, corpus.jsonl[.gz], JSONL, JSON or CSV."""
+    """Create an index, optionally filled from a corpus (BEIR folder, corpus.jsonl[.gz], JSONL,
+    JSON or CSV)."""
     from semrank.retrieve import BM25Params
     from semrank.store import create_index, read_corpus
 
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     index = create_index(
-        name, home=home,
+        name,
+        home=home,
         fields=corpus.text_fields if corpus else (_split(fields) or ["title", "text"]),
         id_field=corpus.id_field if corpus else (id_field or "id"),
         embedding_model=embedding_model if dense else None,
         embedding_max_length=embedding_max_length,
-        bm25=BM25Params(method=bm25_method, k1=k1, b=b), ann_threshold=ann_threshold,
+        bm25=BM25Params(method=bm25_method, k1=k1, b=b),
+        ann_threshold=ann_threshold,
     )
     with index:
         if corpus is not None:
             kind = "BEIR corpus" if corpus.is_beir else f"{corpus.format} file"
-            typer.echo(f"{kind}: id field {corpus.id_field or '(record number)'}, "
-                       f"text fields {', '.join(corpus.text_fields)}")
+            typer.echo(
+                f"{kind}: id field {corpus.id_field or '(record number)'}, "
+                f"text fields {', '.join(corpus.text_fields)}"
+            )
             _ingest(index, corpus, batch_size)
         typer.echo(f"index {name!r}: {len(index)} documents at {index.path}")
 
@@ -104,7 +119,9 @@ def add(
 
     with open_index(name, home=home) as index:
         settings = index.settings
-        corpus = read_corpus(source, id_field=id_field or settings.id_field, fields=settings.text_fields)
+        corpus = read_corpus(
+            source, id_field=id_field or settings.id_field, fields=settings.text_fields
+        )
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
 
@@ -122,7 +139,9 @@ def delete(
 
     wanted = list(ids or [])
     if ids_file is not None:
-        wanted += [line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()]
+        wanted += [
+            line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()
+        ]
     if not wanted:
         raise InvalidInputError("name the ids to delete (arguments or --ids-file)")
     with open_index(name, home=home) as index:
@@ -176,14 +195,21 @@ def list_(
     rows = []
     for name in list_indexes(home):
         with open_index(name, home=home) as index:
-            rows.append({"name": name, "documents": len(index),
-                         "embedding_model": index.settings.embedding_model})
+            rows.append(
+                {
+                    "name": name,
+                    "documents": len(index),
+                    "embedding_model": index.settings.embedding_model,
+                }
+            )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
         typer.echo(f"no indexes in {resolve_home(home)}")
     for row in rows:
-        typer.echo(f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}")
+        typer.echo(
+            f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}"
+        )
 
 
 def _snippet(document: dict[str, Any] | None, width: int = 90) -> str:
@@ -205,8 +231,12 @@ def print_results(results: SearchResults, title: str) -> None:
         moved = hit.first_stage_rank - hit.rank
         arrow = f" (↑{moved})" if moved > 0 else f" (↓{-moved})" if moved < 0 else ""
         table.add_row(
-            str(hit.rank), f"{hit.first_stage_rank}{arrow}", hit.id, f"{hit.score:.4f}",
-            f"{hit.first_stage_score:.4f}", _snippet(hit.document),
+            str(hit.rank),
+            f"{hit.first_stage_rank}{arrow}",
+            hit.id,
+            f"{hit.score:.4f}",
+            f"{hit.first_stage_score:.4f}",
+            _snippet(hit.document),
         )
     Console().print(table)
 
@@ -222,11 +252,13 @@ def search_command(
     hybrid: bool = typer.Option(False, "--hybrid", help="RRF of BM25 and dense."),
     rerank: bool = typer.Option(False, "--rerank", help="Re-rank the first stage's window."),
     model: str | None = typer.Option(None, "--model", help="Re-ranking model (default: bundled)."),
-    window: int = typer.Option(100, "--window", min=1, help="How many first-stage hits to re-rank."),
+    window: int = typer.Option(
+        100, "--window", min=1, help="How many first-stage hits to re-rank."
+    ),
     top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
-    as_json: bool = typer.Option(False, "--json", help="Print {\"hits\": [...]} as JSON."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
@@ -241,8 +273,9 @@ def search_command(
         tree = parse_retriever(retriever)
     else:
         stage = "dense" if dense else "hybrid" if hybrid else "bm25"
-        tree = build_retriever(stage, rerank=rerank, model=model, window=window,
-                               min_score=min_score, field=field)
+        tree = build_retriever(
+            stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
+        )
     results = search(index, query, retriever=tree, k=top_n, home=home)
     if as_json:
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))

@@ -41,17 +41,19 @@ class TrainConfig:
     max_length: int = 160
     lr: float = 5e-5
     head_lr_multiplier: float = 5.0
-    warmup_steps: int = 200
+    warmup_steps: int = 50
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
     distill_weight: float = 1.0
     teacher_scale: float = 20.0
-    head_probe_queries: int = 256
+    head_probe_queries: int = 96
     val_source: str | None = None
     val_queries: int = 200
     val_candidates: int = 20
     eval_every: int = 0
     checkpoint_minutes: float = 10.0
+    eval_minutes: float = 20.0
+    eval_at_start: bool = False
     report_tasks: tuple[tuple[str, Path, Path], ...] = ()  # (name, run.json.gz, qrels)
     export_onnx: bool = False
     seed: int = 0
@@ -168,7 +170,7 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampl
 def _evaluate(
     model: Any, tokenizer: Any, config: TrainConfig, val: RankingTask | None, reports: list
 ) -> dict[str, float]:
-    metrics = {}
+    metrics: dict[str, float] = {}
     if val is not None:
         metrics["val_ndcg10"] = evaluate_task(model, tokenizer, val, max_length=config.max_length)
     for task in reports:
@@ -235,9 +237,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             scale=config.teacher_scale,
         )
         log.info("head fitted to the teacher: correlation %.3f", fit)
-        _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
-    _run_steps(model, tokenizer, optimizer, sampler, config, state, (val, reports, teacher_val))
-    _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
+        if config.eval_at_start:
+            _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
+    window = _run_steps(
+        model, tokenizer, optimizer, sampler, config, state, (val, reports, teacher_val)
+    )
+    if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
+        mean_loss = sum(window) / len(window) if window else None
+        _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
     _save_checkpoint(checkpoint, model, optimizer, sampler, state)
     return _final_export(model, tokenizer, config, state, teacher_val)
 
@@ -256,10 +263,13 @@ def _evaluate_and_keep(
     val: RankingTask | None,
     reports: list,
     teacher_val: float | None,
+    train_loss: float | None = None,
 ) -> None:
     """Evaluate; export to ``best/`` when the validation score improved (reports don't select)."""
     start = time.monotonic()
     metrics = _evaluate(model, tokenizer, config, val, reports)
+    if train_loss is not None:
+        metrics["train_loss"] = round(train_loss, 4)  # mean since the previous evaluation
     metrics["eval_s"] = round(time.monotonic() - start, 1)
     _log_metrics(config, state, metrics)
     score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
@@ -277,14 +287,16 @@ def _run_steps(
     config: TrainConfig,
     state: RunState,
     evaluation: tuple[RankingTask | None, list, float | None],
-) -> None:
+) -> list[float]:
+    """Train until the step/time budget is spent; returns the losses since the last evaluation."""
     from tqdm import tqdm
 
     total = config.max_steps or None
     bar = tqdm(total=total, initial=state.step, mininterval=20, desc="train", dynamic_ncols=True)
     model.train()
-    last_checkpoint = time.monotonic()
+    last_checkpoint = last_eval = time.monotonic()
     running: dict[str, float] = {}
+    window: list[float] = []
     while not _finished(config, state):
         started = time.monotonic()
         factor = learning_rate_factor(config, state)
@@ -292,6 +304,7 @@ def _run_steps(
             group["lr"] = group["base_lr"] * factor
         parts = _train_step(model, tokenizer, optimizer, sampler.next_batch(config.batch_queries), config)
         running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
+        window.append(parts["loss"])
         state.step += 1
         state.elapsed_s += time.monotonic() - started
         bar.update(1)
@@ -299,14 +312,22 @@ def _run_steps(
         if state.step % 50 == 0:
             log.info("step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min", state.step,
                      running["loss"], running["ce"], running["kd"], factor * config.lr, state.elapsed_s / 60)
-        due = time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes
-        if due or (config.eval_every and state.step % config.eval_every == 0):
-            eval_start = time.monotonic()
-            _evaluate_and_keep(model, tokenizer, config, state, *evaluation)
+        now = time.monotonic()
+        eval_due = now - last_eval >= 60 * config.eval_minutes or bool(
+            config.eval_every and state.step % config.eval_every == 0
+        )
+        if eval_due:
+            mean_loss = sum(window) / len(window)
+            _evaluate_and_keep(model, tokenizer, config, state, *evaluation, mean_loss)
+            window.clear()
+            state.elapsed_s += time.monotonic() - now
+            last_eval = time.monotonic()
+        if eval_due or now - last_checkpoint >= 60 * config.checkpoint_minutes:
             _save_checkpoint(config.output / CHECKPOINT, model, optimizer, sampler, state)
-            state.elapsed_s += time.monotonic() - eval_start
+            log.info("checkpoint saved at step %d", state.step)
             last_checkpoint = time.monotonic()
     bar.close()
+    return window
 
 
 def _final_export(

@@ -60,14 +60,38 @@ def fit_head_to_teacher(
             targets.append(teacher - teacher.mean(1, keepdims=True))
     sampler.restore(state)
     model.train()
-    x = np.concatenate(features).reshape(-1, features[0].shape[-1]).astype(np.float64)
-    y = np.concatenate(targets).reshape(-1).astype(np.float64)
-    ridge = 1e-2 * np.trace(x.T @ x) / x.shape[1]
-    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
+    y = np.concatenate(targets)
+    if float(y.std()) < 1e-6:  # a teacher that cannot tell candidates apart has nothing to teach
+        log.warning("teacher scores are constant; classifier head left at its random init")
+        return 0.0
+    w, held_out = _ridge_with_held_out_lambda(np.concatenate(features), y)
     with torch.no_grad():
         model.classifier.weight.copy_(torch.from_numpy(w).float().unsqueeze(0))
         model.classifier.bias.zero_()
-    return float(np.corrcoef(x @ w, y)[0, 1])
+    return held_out
+
+
+def _ridge_with_held_out_lambda(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ridge weights; the penalty is picked on the last quarter of the queries (held out)."""
+    x = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    y = targets.reshape(-1).astype(np.float64)
+    cut = (len(features) * 3 // 4) * features.shape[1]
+    scale = np.trace(x.T @ x) / x.shape[1]
+
+    def solve(xs: np.ndarray, ys: np.ndarray, lam: float) -> np.ndarray:
+        return np.linalg.solve(xs.T @ xs + lam * scale * np.eye(xs.shape[1]), xs.T @ ys)
+
+    scores = {}
+    for lam in (1e-3, 1e-2, 1e-1, 1.0, 10.0):
+        w = solve(x[:cut], y[:cut], lam)
+        scores[lam] = float(np.nan_to_num(np.corrcoef(x[cut:] @ w, y[cut:])[0, 1]))
+    best = max(scores, key=lambda k: scores[k])
+    log.info("head probe held-out correlation by ridge penalty: %s", scores)
+    w = solve(x, y, best)
+    # Match the target's spread, shrunk by the fit's quality, so the first logits are sane.
+    predicted = x @ w
+    w *= max(scores[best], 0.0) * y.std() / max(predicted.std(), 1e-9)
+    return w, scores[best]
 
 
 def export_model(

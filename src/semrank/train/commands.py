@@ -2,8 +2,87 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import typer
+
+from semrank.errors import InvalidInputError
+
+
+def _base_directory(base: str | None) -> Path:
+    """A local model folder, or a catalog name resolved by ``semrank.models``."""
+    if base and Path(base).expanduser().is_dir():
+        return Path(base).expanduser()
+    from semrank.models import resolve, resolve_embedding_model
+
+    return (resolve(base) if base else resolve_embedding_model()).path
+
+
+def _report_task(text: str) -> tuple[str, Path, Path]:
+    name, sep, files = text.partition("=")
+    run, sep2, qrels = files.partition(":")
+    if not (sep and sep2 and name):
+        raise InvalidInputError(f"bad --report {text!r}; use NAME=RUN.json[.gz]:QRELS.txt")
+    return name, Path(run).expanduser(), Path(qrels).expanduser()
+
+
+def train_command(
+    data: list[str] = typer.Option(
+        ..., "--data", help="Training data PATH[,weight=W][,limit=N][,name=X]; repeatable."
+    ),
+    output: Path = typer.Option(..., "--output", help="Run folder (checkpoints, best/, last/)."),
+    base: str | None = typer.Option(
+        None, "--base", help="Starting checkpoint (folder or model name; default all-MiniLM-L6-v2)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop after this time."),
+    batch_queries: int = typer.Option(4, "--batch-queries", help="Queries per optimiser step."),
+    negatives: int = typer.Option(7, "--negatives", help="Negatives per query."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per (query, passage) pair."),
+    lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
+    distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of the KL term."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Also validate every N steps."),
+    eval_minutes: float = typer.Option(20.0, "--eval-minutes", help="Validate every N minutes."),
+    val_source: str | None = typer.Option(None, "--val-source", help="Data name to hold out from."),
+    val_queries: int = typer.Option(200, "--val-queries", help="Held-out queries (0: none)."),
+    report: list[str] = typer.Option(
+        [], "--report", help="Report-only re-ranking task NAME=RUN.json.gz:QRELS; repeatable."
+    ),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Add model.onnx to the best model."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/checkpoint.pt."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+) -> None:
+    """Fine-tune a cross-encoder re-ranker (needs the torch extra: pip install semrank[train])."""
+    from semrank.train import DataSpec, TrainConfig, train
+
+    if max_steps is None and max_minutes is None:
+        raise InvalidInputError("give --max-steps or --max-minutes (or both)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = TrainConfig(
+        base=_base_directory(base),
+        data=tuple(DataSpec.parse(d) for d in data),
+        output=output.expanduser(),
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        batch_queries=batch_queries,
+        negatives=negatives,
+        max_length=max_length,
+        lr=lr,
+        distill_weight=distill_weight,
+        eval_every=eval_every,
+        eval_minutes=eval_minutes,
+        val_source=val_source,
+        val_queries=val_queries,
+        report_tasks=tuple(_report_task(r) for r in report),
+        export_onnx=onnx,
+        seed=seed,
+        threads=threads,
+    )
+    typer.echo(str(train(config, resume=resume)))
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.command("train")(train_command)

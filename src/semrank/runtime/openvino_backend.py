@@ -1,0 +1,119 @@
+"""OpenVINO backend: the fast CPU path (fp32, or bf16 on CPUs with AMX / AVX512_BF16).
+
+OpenVINO reads the same ONNX graph the ONNX Runtime backend uses (exported from the
+safetensors weights, cached), so both run identical weights. Optional: ``pip install openvino``.
+
+OpenVINO's CPU plugin silently runs bf16 on bf16-capable CPUs unless told otherwise, so the
+inference precision is always set explicitly: "f32" for ``backend="openvino"``, "bf16" for
+``backend="openvino-bf16"``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from semrank.errors import BackendUnavailableError, ModelLoadError
+from semrank.runtime._batching import BatchArrays
+from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
+from semrank.runtime.base import BatchingConfig
+from semrank.runtime.onnx_export import ExportHead, onnx_model_path
+from semrank.runtime.tokenizer import load_tokenizer
+
+__all__ = ["Precision", "compile_model", "load_openvino_cross_encoder", "load_openvino_embedder"]
+
+Precision = Literal["f32", "bf16"]
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the openvino backends need OpenVINO: pip install openvino (or use backend='onnx')"
+        ) from exc
+    return openvino
+
+
+def compile_model(path: Path, *, precision: Precision, threads: int | None = None) -> Any:
+    """A CPU-compiled model tuned for latency (one stream: one request uses every thread)."""
+    ov = _import_openvino()
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": precision,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    core = ov.Core()
+    try:
+        return core.compile_model(core.read_model(str(path)), "CPU", config)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"OpenVINO cannot compile {path}: {exc}") from exc
+
+
+def compiled_forward(compiled: Any, output: str) -> Forward:
+    """Forward over a compiled model; one infer request per thread (requests are not shared)."""
+    names = [port.get_any_name() for port in compiled.inputs]
+    port = _output_port(compiled, output)
+    local = threading.local()
+
+    def forward(batch: BatchArrays) -> np.ndarray:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        result = request.infer({name: batch[name] for name in names})
+        return np.array(result[port], dtype=np.float32)  # copy: the buffer is reused
+
+    return forward
+
+
+def _output_port(compiled: Any, output: str) -> Any:
+    for port in compiled.outputs:
+        if output in port.get_names():
+            return port
+    ranks = {"logits": 2, "last_hidden_state": 3}
+    first = compiled.outputs[0]
+    if first.get_partial_shape().rank.get_length() != ranks[output]:
+        raise ModelLoadError(
+            f"OpenVINO model has no {output!r} output; is model.onnx exported for the other kind?"
+        )
+    return first
+
+
+def _compiled_for(
+    model_dir: Path, head: ExportHead, precision: Precision, threads: int | None
+) -> Any:
+    return compile_model(onnx_model_path(model_dir, head), precision=precision, threads=threads)
+
+
+def load_openvino_cross_encoder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    precision: Precision = "f32",
+    batching: BatchingConfig | None = None,
+    threads: int | None = None,
+) -> CrossEncoderScorer:
+    compiled = _compiled_for(model_dir, "sequence-classification", precision, threads)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    return CrossEncoderScorer(tokenizer, compiled_forward(compiled, "logits"), batching=batching)
+
+
+def load_openvino_embedder(
+    model_dir: Path,
+    *,
+    max_length: int,
+    precision: Precision = "f32",
+    pooling: str = "mean",
+    normalize: bool = True,
+    batching: BatchingConfig | None = None,
+    threads: int | None = None,
+) -> Embedder:
+    compiled = _compiled_for(model_dir, "encoder", precision, threads)
+    tokenizer = load_tokenizer(model_dir, max_length)
+    forward = compiled_forward(compiled, "last_hidden_state")
+    return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)

@@ -1,0 +1,230 @@
+"""Backend selection (features in, choice out), the fast CPU backends, cascades, `semrank info`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.models.spec import ResolvedModel
+from semrank.runtime import (
+    BACKENDS,
+    BatchingConfig,
+    Cascade,
+    apply_activation,
+    load_embedder,
+    load_scorer,
+    resolve_backend,
+)
+from semrank.runtime._batching import padded_width
+from semrank.runtime._select import choose_backend, cpu_flags
+from tiny_models import random_pairs
+
+INTEL_AMX = {"avx2": True, "avx512f": True, "amx_bf16": True, "openvino": True}
+ZEN4 = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "openvino": True}
+OLD_AVX2 = {"avx2": True, "openvino": True}
+
+
+# --- selection policy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("features", [INTEL_AMX, ZEN4, OLD_AVX2])
+def test_auto_stays_fp32_on_every_cpu(features) -> None:
+    choice = choose_backend(features)
+    assert (choice.backend, choice.device) == ("openvino", "cpu")
+
+
+@pytest.mark.parametrize(("features", "flag"), [(INTEL_AMX, "amx_bf16"), (ZEN4, "avx512_bf16")])
+def test_fast_uses_bf16_where_the_cpu_has_it_and_names_the_flag(features, flag) -> None:
+    choice = choose_backend(features, allow_lossy=True)
+    assert choice.backend == "openvino-bf16"
+    assert flag in choice.reason
+
+
+def test_fast_without_native_bf16_stays_fp32() -> None:
+    assert choose_backend(OLD_AVX2, allow_lossy=True).backend == "openvino"
+
+
+def test_without_openvino_everything_falls_back_to_onnx() -> None:
+    for allow_lossy in (False, True):
+        choice = choose_backend({**ZEN4, "openvino": False}, allow_lossy=allow_lossy)
+        assert choice.backend == "onnx"
+        assert "pip install openvino" in choice.reason
+
+
+def test_a_cuda_onnxruntime_is_preferred_when_no_device_is_given() -> None:
+    choice = choose_backend({**ZEN4, "onnxruntime_cuda": True})
+    assert (choice.backend, choice.device) == ("onnx", "cuda")
+    # An explicit CPU request wins over the GPU.
+    assert choose_backend({**ZEN4, "onnxruntime_cuda": True}, device="cpu").device == "cpu"
+
+
+def test_cuda_without_onnxruntime_cuda_uses_torch_fp16_or_onnx_for_the_error() -> None:
+    assert choose_backend({**ZEN4, "torch_cuda": True}, device="cuda").backend == "torch-fp16"
+    assert choose_backend(ZEN4, device="cuda:1").backend == "onnx"
+
+
+def test_cpu_flags_parses_linux_cpuinfo() -> None:
+    text = "processor : 0\nflags\t\t: fpu avx2 avx512_bf16 amx_tile\n\nprocessor : 1\n"
+    assert {"avx2", "avx512_bf16", "amx_tile"} <= cpu_flags(text)
+    assert cpu_flags("nothing here") == frozenset()
+
+
+def test_explicit_backends_are_used_as_requested_and_unknown_ones_rejected() -> None:
+    assert resolve_backend("onnx-int8").backend == "onnx-int8"
+    assert {"auto", "fast", "onnx", "onnx-int8", "openvino", "openvino-bf16"} <= set(BACKENDS)
+    with pytest.raises(BackendUnavailableError, match="'tensorrt'"):
+        resolve_backend("tensorrt")
+
+
+# --- batching ---------------------------------------------------------------------------
+
+
+def test_padded_width_rounds_up_but_never_past_the_limit() -> None:
+    assert padded_width(17, 16) == 32
+    assert padded_width(16, 16) == 16
+    assert padded_width(500, 16, max_width=512) == 512
+    assert padded_width(505, 16, max_width=510) == 510
+    with pytest.raises(ValueError):
+        BatchingConfig(length_multiple=0)
+
+
+# --- the backends on tiny models ------------------------------------------------------------
+
+
+def cross_encoder(model_dir: Path) -> ResolvedModel:
+    return ResolvedModel(
+        name="tiny",
+        path=model_dir,
+        kind="cross-encoder",
+        architecture="",
+        max_length=64,
+        activation="sigmoid",
+    )
+
+
+def _reference(model_dir: Path, pairs) -> np.ndarray:
+    return load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
+
+
+def _spread_ok(reference: np.ndarray) -> None:
+    # The bounds below are relative to the spread, so a flat random model cannot pass them.
+    assert reference.max() - reference.min() > 0.05
+
+
+def test_openvino_fp32_matches_onnx(tiny_model) -> None:
+    pytest.importorskip("openvino")
+    model_dir = tiny_model("bert")
+    pairs = random_pairs(40, seed=3)
+    ref = _reference(model_dir, pairs)
+    got = load_scorer(cross_encoder(model_dir), backend="openvino").score_pairs(pairs)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino-bf16"])
+def test_lossy_backends_stay_close_to_fp32_and_keep_the_ranking(tiny_model, backend) -> None:
+    if backend.startswith("openvino"):
+        pytest.importorskip("openvino")
+    model_dir = tiny_model("bert")
+    pairs = random_pairs(60, seed=5)
+    ref = _reference(model_dir, pairs)
+    _spread_ok(ref)
+    got = load_scorer(cross_encoder(model_dir), backend=backend).score_pairs(pairs)
+    spread = float(ref.max() - ref.min())
+    assert np.max(np.abs(got - ref)) <= 0.1 * spread
+    # Ranking: Spearman correlation of the two orders.
+    rank_ref, rank_got = np.argsort(np.argsort(ref)), np.argsort(np.argsort(got))
+    assert np.corrcoef(rank_ref, rank_got)[0, 1] > 0.95
+    sig_ref = apply_activation(ref, "sigmoid")
+    assert np.max(np.abs(apply_activation(got, "sigmoid") - sig_ref)) < 0.05
+
+
+def test_int8_export_is_cached_per_model(tiny_model, _isolated_onnx_cache: Path) -> None:
+    model_dir = tiny_model("bert")
+    load_scorer(cross_encoder(model_dir), backend="onnx-int8")
+    cached = sorted((_isolated_onnx_cache / "onnx").glob("*.int8.onnx"))
+    load_scorer(cross_encoder(model_dir), backend="onnx-int8")
+    assert cached and sorted((_isolated_onnx_cache / "onnx").glob("*.int8.onnx")) == cached
+    load_scorer(cross_encoder(tiny_model("bert", num_labels=2)), backend="onnx-int8")
+    assert len(list((_isolated_onnx_cache / "onnx").glob("*.int8.onnx"))) == len(cached) + 1
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-bf16", "onnx-int8"])
+def test_embedders_of_every_cpu_backend_agree_with_fp32(tiny_model, backend) -> None:
+    if backend.startswith("openvino"):
+        pytest.importorskip("openvino")
+    model = ResolvedModel(
+        name="tiny-bi",
+        path=tiny_model("bert", "encoder"),
+        kind="bi-encoder",
+        architecture="BertModel",
+        max_length=64,
+        activation="cosine",
+    )
+    texts = [doc for _, doc in random_pairs(20, seed=7)]
+    ref = load_embedder(model, backend="onnx").embed(texts)
+    got = load_embedder(model, backend=backend).embed(texts)
+    cosine = np.einsum("ij,ij->i", ref, got)
+    assert cosine.min() > (0.9999 if backend == "openvino" else 0.98)
+
+
+def test_loaded_scorers_say_which_backend_they_run(tiny_model) -> None:
+    scorer = load_scorer(cross_encoder(tiny_model("bert")))
+    assert scorer.backend == resolve_backend(None).backend  # type: ignore[attr-defined]
+
+
+# --- cascade ----------------------------------------------------------------------------
+
+
+def test_cascade_scores_only_the_kept_pairs_with_the_second_stage(tiny_model) -> None:
+    first = load_scorer(cross_encoder(tiny_model("bert", seed=1)), backend="onnx")
+    second = load_scorer(cross_encoder(tiny_model("bert")), backend="onnx")
+    pairs = [("flea dog", d) for _, d in random_pairs(12, seed=1)]
+    pairs += [("paris city", d) for _, d in random_pairs(5, seed=2)]
+    cascade = Cascade(first, second, keep=4)
+    stages = cascade.score_stages(pairs)
+    first_scores = first.score_pairs(pairs)
+    for query in ("flea dog", "paris city"):
+        rows = [i for i, (q, _) in enumerate(pairs) if q == query]
+        kept = [i for i in rows if stages.kept[i]]
+        assert len(kept) == 4
+        assert min(first_scores[kept]) >= max(first_scores[[i for i in rows if i not in kept]])
+    kept_rows = np.flatnonzero(stages.kept)
+    np.testing.assert_allclose(
+        stages.second[kept_rows], second.score_pairs([pairs[i] for i in kept_rows]), atol=1e-5
+    )
+    assert np.isnan(stages.second[~stages.kept]).all()
+    scores = cascade.score_pairs(pairs)
+    for query in ("flea dog", "paris city"):
+        rows = [i for i, (q, _) in enumerate(pairs) if q == query]
+        kept = [i for i in rows if stages.kept[i]]
+        pruned = [i for i in rows if not stages.kept[i]]
+        assert scores[pruned].max() < scores[kept].min()
+        by_first = sorted(pruned, key=lambda i: -first_scores[i])
+        assert list(np.argsort(-scores[by_first])) == list(range(len(by_first)))
+
+
+def test_cascade_rejects_a_keep_below_one(tiny_model) -> None:
+    scorer = load_scorer(cross_encoder(tiny_model("bert")), backend="onnx")
+    with pytest.raises(InvalidInputError, match="keep"):
+        Cascade(scorer, scorer, keep=0)
+
+
+# --- semrank info -----------------------------------------------------------------------
+
+
+def test_info_command_prints_versions_features_and_the_choice() -> None:
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    result = CliRunner().invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["versions"]["onnxruntime"]
+    assert "avx2" in info["cpu"]
+    assert info["backends"]["auto"]["backend"] == resolve_backend(None).backend
+    assert info["backends"]["fast"]["reason"]
