@@ -46,12 +46,15 @@ def judged(scifact: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
 
 def _index(scifact: Path, home: Path, dense: bool) -> LocalStore:
     corpus = read_corpus(scifact)
+    # 128 document tokens embed 2.6x faster than MiniLM's 256 (measured: dense nDCG@10 0.624
+    # vs 0.645, hybrid 0.695 vs 0.710); either way hybrid beats BM25.
     index = create_index(
         "scifact",
         home=home,
         fields=corpus.text_fields,
         id_field=corpus.id_field,
         embedding_model="default" if dense else None,
+        embedding_max_length=128,
     )
     index.upsert(corpus)
     return index

@@ -170,3 +170,18 @@ def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:
     assert index.upsert(corpus, batch_size=2, progress=seen.append) == 3
     assert seen == [2, 1]
     assert index.search_bm25("solar eclipse", k=1).ids.tolist() == ["sun"]
+
+
+def test_vectors_switch_to_hnsw_past_the_threshold_and_persist(tmp_path: Path) -> None:
+    index = create_index("ann", home=tmp_path, ann_threshold=3)
+    index.upsert(DOCS)
+    info = index.info()
+    assert info.vector_search == "hnsw" and info.embedding_dim == 384
+    snapshot = tmp_path / "ann" / "derived" / f"vectors.g{index.generation}"
+    assert (snapshot / "hnsw.usearch").is_file() and (snapshot / "vectors.npy").is_file()
+    vector = index.embed_queries(["when does the moon cover the sun"])[0]
+    fresh = index.search_vector(vector, k=3)
+    index.close()
+    with open_index("ann", home=tmp_path) as reopened:  # loads the published graph from disk
+        loaded = reopened.search_vector(vector, k=3)
+    assert loaded.ids.tolist() == fresh.ids.tolist() and loaded.ids[0] == "sun"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from semrank.errors import InvalidInputError
+from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.retrieve._hits import Hits, top_k
 
 # Below this many vectors exact search is fast enough and always right.
@@ -28,6 +28,17 @@ class TextEmbedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 ``(len(texts), dim)``, L2-normalised."""
         ...
+
+
+def _usearch_index() -> Any:
+    try:
+        from usearch.index import Index
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "HNSW search needs the usearch package: pip install usearch (or 'semrank[search]'); "
+            "indexes below the ANN threshold use exact search without it"
+        ) from exc
+    return Index
 
 
 def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
@@ -74,8 +85,7 @@ class HNSWVectorIndex:
     def build(
         cls, vectors: np.ndarray, *, connectivity: int = 32, expansion_add: int = 200
     ) -> HNSWVectorIndex:
-        from usearch.index import Index
-
+        Index = _usearch_index()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = Index(
             ndim=vectors.shape[1],
@@ -92,8 +102,7 @@ class HNSWVectorIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, size: int, *, view: bool = True) -> HNSWVectorIndex:
-        from usearch.index import Index
-
+        Index = _usearch_index()
         index = Index.restore(str(path), view=view)
         if index is None:
             raise FileNotFoundError(path)

@@ -267,6 +267,8 @@ def search_command(
 
     if sum([bm25, dense, hybrid]) > 1:
         raise InvalidInputError("choose one of --bm25, --dense, --hybrid")
+    if min_score is not None and not rerank:
+        raise InvalidInputError("--min-score filters re-ranked scores; add --rerank")
     if retriever is not None and (bm25 or dense or hybrid or rerank):
         raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
     if retriever is not None:
