@@ -32,11 +32,11 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     root = tmp_path_factory.mktemp("tiny-bert")
-    words = TOPICS + ["tell", "me", "about", "facts", "the", "a", "of", "and", "with", "from"]
+    words = [*TOPICS, "tell", "me", "about", "facts", "the", "a", "of", "and", "with", "from"]
     words += ["is", "very", "old"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(root / "vocab.txt")).save_pretrained(str(root))
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    tokenizer.save_pretrained(str(root))
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(vocab),
@@ -111,7 +111,9 @@ def test_tiny_training_lowers_loss_resumes_and_exports(
     assert losses[-1] < losses[0]
 
     best = train(_config(tiny_base, pairs_file, output, steps=60), resume=True)
-    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps[-1] == 60 and 40 in steps  # continued from step 40, not from scratch
 
     config = json.loads((best / "config.json").read_text())
@@ -136,6 +138,9 @@ def _score_through_runtime_if_present(best: Path) -> None:
         return  # the runtime entry point is not there yet
     scorer = load_scorer(resolve(str(best)))
     scores = scorer.score_pairs(
-        [("tell me about comet", "comet the of comet facts"), ("tell me about comet", "river facts")]
+        [
+            ("tell me about comet", "comet the of comet facts"),
+            ("tell me about comet", "river facts"),
+        ]
     )
     assert scores.shape == (2,) and scores[0] > scores[1]

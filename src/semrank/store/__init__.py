@@ -16,7 +16,6 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Corpus, Document, read_corpus
 from semrank.store._local import LocalStore
-from semrank.store._sqlite import DB_NAME
 from semrank.store._registry import (
     DEFAULT_EMBEDDING,
     HOME_ENV,
@@ -28,6 +27,7 @@ from semrank.store._registry import (
     open_index,
     resolve_home,
 )
+from semrank.store._sqlite import DB_NAME
 
 __all__ = [
     "ALL_TEXT_FIELDS",

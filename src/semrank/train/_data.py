@@ -56,7 +56,8 @@ class DataSpec:
             key, sep, value = option.partition("=")
             if not sep or key not in {"weight", "limit", "name"}:
                 raise DataFormatError(
-                    f"bad --data option {option!r} in {text!r}; use PATH[,weight=W][,limit=N][,name=X]"
+                    f"bad --data option {option!r} in {text!r}; "
+                    "use PATH[,weight=W][,limit=N][,name=X]"
                 )
             values[key] = value
         return cls(
@@ -115,7 +116,8 @@ def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> 
         positives = row.get("positives") or ([row["positive"]] if "positive" in row else [])
         if "query" not in row or not positives:
             raise DataFormatError(
-                f"{path}: row {number} needs 'query' and 'positive' or 'positives'; got {sorted(row)}"
+                f"{path}: row {number} needs 'query' and 'positive' or 'positives'; "
+                f"got {sorted(row)}"
             )
         groups.append(
             QueryGroup(
@@ -137,11 +139,9 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(
-    root: Path, *, split: str, name: str, limit: int | None, seed: int
-) -> Collection:
+def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int) -> Collection:
     """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
-    corpus_path = next((root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists()))
+    corpus_path = next(root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists())
     qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
     queries = {row["_id"]: row["text"] for row in iter_jsonl(root / "queries.jsonl")}
     chosen = _sample(sorted(qrels), limit, seed)
@@ -158,7 +158,9 @@ def load_beir(
         positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
         negatives = [doc_index[d] for d, rel in qrels[qid].items() if rel <= 0 and d in doc_index]
         if positives and qid in queries:
-            groups.append(QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives))
+            groups.append(
+                QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives)
+            )
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
@@ -203,10 +205,13 @@ def load_medquad(path: Path, *, name: str, limit: int | None, seed: int) -> Coll
     """MedQuAD; whole documents are sampled so that same-topic answers (hard negatives) stay."""
     by_doc: dict[str, list[dict[str, Any]]] = {}
     for row in iter_jsonl(path):
-        by_doc.setdefault(str(row.get("doc_id") or row.get("focus") or row["question"]), []).append(row)
+        document = row.get("doc_id") or row.get("focus") or row["question"]  # some lack doc_id
+        by_doc.setdefault(str(document), []).append(row)
     doc_ids = sorted(by_doc)
     random.Random(seed).shuffle(doc_ids)
-    pool, answers_of, negatives_of = _Pool(), {}, {}
+    pool = _Pool()
+    answers_of: dict[str, set[int]] = {}
+    negatives_of: dict[str, set[int]] = {}
     for doc_id in doc_ids:
         if limit is not None and len(answers_of) >= limit:
             break

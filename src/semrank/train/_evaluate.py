@@ -23,7 +23,12 @@ class RankingTask:
 
 
 def score_pairs(
-    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], *, max_length: int, batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    pairs: list[tuple[str, str]],
+    *,
+    max_length: int,
+    batch_size: int = 64,
 ) -> np.ndarray:
     """Cross-encoder logits for (query, passage) pairs, in input order."""
     import torch

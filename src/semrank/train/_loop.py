@@ -122,7 +122,9 @@ def _optimizer(model: Any, config: TrainConfig) -> Any:
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
-def _train_step(model: Any, tokenizer: Any, optimizer: Any, batch: Any, config: TrainConfig) -> dict:
+def _train_step(
+    model: Any, tokenizer: Any, optimizer: Any, batch: Any, config: TrainConfig
+) -> dict:
     import torch
 
     pairs = [(q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps]
@@ -141,7 +143,9 @@ def _train_step(model: Any, tokenizer: Any, optimizer: Any, batch: Any, config: 
     return {"loss": float(loss), **parts}
 
 
-def _save_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampler, state: RunState) -> None:
+def _save_checkpoint(
+    path: Path, model: Any, optimizer: Any, sampler: GroupSampler, state: RunState
+) -> None:
     import torch
 
     payload = {
@@ -275,7 +279,9 @@ def _evaluate_and_keep(
     score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
     if score > state.best_val:
         state.best_val, state.best_step = score, state.step
-        export_model(model, tokenizer, config.output / "best", metadata=_metadata(config, state, teacher_val))
+        export_model(
+            model, tokenizer, config.output / "best", metadata=_metadata(config, state, teacher_val)
+        )
         log.info("new best (val %.4f) exported to %s", score, config.output / "best")
 
 
@@ -302,16 +308,27 @@ def _run_steps(
         factor = learning_rate_factor(config, state)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        parts = _train_step(model, tokenizer, optimizer, sampler.next_batch(config.batch_queries), config)
+        parts = _train_step(
+            model, tokenizer, optimizer, sampler.next_batch(config.batch_queries), config
+        )
         running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
         window.append(parts["loss"])
         state.step += 1
         state.elapsed_s += time.monotonic() - started
         bar.update(1)
-        bar.set_postfix(loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{factor * config.lr:.1e}")
+        bar.set_postfix(
+            loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{factor * config.lr:.1e}"
+        )
         if state.step % 50 == 0:
-            log.info("step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min", state.step,
-                     running["loss"], running["ce"], running["kd"], factor * config.lr, state.elapsed_s / 60)
+            log.info(
+                "step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min",
+                state.step,
+                running["loss"],
+                running["ce"],
+                running["kd"],
+                factor * config.lr,
+                state.elapsed_s / 60,
+            )
         now = time.monotonic()
         eval_due = now - last_eval >= 60 * config.eval_minutes or bool(
             config.eval_every and state.step % config.eval_every == 0

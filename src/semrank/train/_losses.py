@@ -24,4 +24,4 @@ def listwise_loss(
     teacher_probs = F.softmax(teacher.float() * teacher_scale, dim=-1)
     distill_loss = F.kl_div(log_probs, teacher_probs, reduction="batchmean")
     loss = label_loss + distill_weight * distill_loss
-    return loss, {"ce": float(label_loss), "kd": float(distill_loss)}
+    return loss, {"ce": label_loss.item(), "kd": distill_loss.item()}

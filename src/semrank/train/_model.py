@@ -34,7 +34,13 @@ def load_encoder(base: Path) -> tuple[Any, Any]:
 
 
 def fit_head_to_teacher(
-    model: Any, tokenizer: Any, sampler: GroupSampler, *, queries: int, max_length: int, scale: float
+    model: Any,
+    tokenizer: Any,
+    sampler: GroupSampler,
+    *,
+    queries: int,
+    max_length: int,
+    scale: float,
 ) -> float:
     """Least-squares fit of the classifier to the teacher's within-query score differences.
 
@@ -51,7 +57,9 @@ def fit_head_to_teacher(
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         for _ in range(max(1, queries // 16)):
             batch = sampler.next_batch(16)
-            pairs = [(q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps]
+            pairs = [
+                (q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps
+            ]
             encoded = encode_pairs(tokenizer, pairs, max_length=max_length)
             pooled = model.bert(**encoded).pooler_output.float().numpy()
             pooled = pooled.reshape(len(batch.queries), -1, pooled.shape[-1])
@@ -71,7 +79,9 @@ def fit_head_to_teacher(
     return held_out
 
 
-def _ridge_with_held_out_lambda(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+def _ridge_with_held_out_lambda(
+    features: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Ridge weights; the penalty is picked on the last quarter of the queries (held out)."""
     x = features.reshape(-1, features.shape[-1]).astype(np.float64)
     y = targets.reshape(-1).astype(np.float64)

@@ -54,15 +54,19 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
-    """Fine-tune a cross-encoder re-ranker (needs the torch extra: pip install semrank[train])."""
+    """Fine-tune a cross-encoder re-ranker (needs the "train" extra of semrank: torch)."""
     from semrank.train import DataSpec, TrainConfig, train
 
     if max_steps is None and max_minutes is None:
         raise InvalidInputError("give --max-steps or --max-minutes (or both)")
+    specs = tuple(DataSpec.parse(d) for d in data)
+    missing = [str(spec.path) for spec in specs if not spec.path.exists()]
+    if missing:
+        raise InvalidInputError(f"--data path not found: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TrainConfig(
         base=_base_directory(base),
-        data=tuple(DataSpec.parse(d) for d in data),
+        data=specs,
         output=output.expanduser(),
         max_steps=max_steps,
         max_minutes=max_minutes,
