@@ -63,7 +63,20 @@ def _spec_directory(spec: ModelSpec) -> Path:
         return bundled_package_directory(where, model_name=spec.name)
     if scheme == "hub":
         return _download_from_hub(where)
+    if scheme == "package":
+        return _shipped_directory(where, model_name=spec.name)
     return Path(where)
+
+
+def _shipped_directory(folder: str, *, model_name: str) -> Path:
+    """A model shipped inside semrank itself (``semrank/models/bundled/<folder>``)."""
+    path = Path(__file__).resolve().parent / "bundled" / folder
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model {model_name!r} should ship inside semrank at {path}, but it is missing: "
+            "reinstall semrank (`pip install --force-reinstall semrank`)."
+        )
+    return path
 
 
 def bundled_package_directory(package: str, *, model_name: str) -> Path:

@@ -16,7 +16,9 @@ class ModelSpec:
     """A known model in the catalog."""
 
     name: str
-    source: str  # "bundled:<package>", "hub:<repo id>" or "path:<dir>"
+    # "bundled:<python package>", "package:<folder in semrank/models/bundled>", "hub:<repo id>"
+    # or "path:<dir>"
+    source: str
     kind: ScorerKind
     architecture: str  # e.g. "BertForSequenceClassification", "BertModel"
     max_length: int

@@ -8,12 +8,21 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
 
-from semrank.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.errors import (
+    BackendUnavailableError,
+    IndexExistsError,
+    IndexNotFoundError,
+    InvalidInputError,
+)
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import IndexSettings
 from semrank.store._local import LocalStore
 from semrank.store._sqlite import DB_NAME
+
+if TYPE_CHECKING:
+    from semrank.store.postgres import PostgresStore
 
 HOME_ENV = "SEMRANK_HOME"
 DEFAULT_EMBEDDING = "default"  # the bundled all-MiniLM-L6-v2
@@ -51,6 +60,54 @@ def _embedding_name(model: str | None) -> str | None:
     return resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model).name
 
 
+def _postgres(store: str | None) -> Any:
+    """The ``semrank.store.postgres`` module when ``store`` is a PostgreSQL DSN, else None
+    (``None`` / ``"local"``: the embedded store under ``home``)."""
+    if store is None or store == "local":
+        return None
+    if not store.startswith(("postgresql://", "postgres://")):
+        raise InvalidInputError(
+            f"unknown store {store!r}: use 'local' (the default) or a PostgreSQL DSN "
+            "postgresql://user@host:port/database"
+        )
+    try:
+        from semrank.store import postgres
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the PostgreSQL store needs psycopg 3 ({exc}): pip install 'psycopg[binary]' "
+            "psycopg_pool"
+        ) from exc
+    return postgres
+
+
+@overload
+def create_index(
+    name: str,
+    *,
+    home: str | Path | None = ...,
+    fields: Sequence[str] = ...,
+    id_field: str | None = ...,
+    embedding_model: str | None = ...,
+    embedding_max_length: int | None = ...,
+    bm25: BM25Params | None = ...,
+    ann_threshold: int = ...,
+    embedder: TextEmbedder | None = ...,
+    store: None = ...,
+) -> LocalStore: ...
+@overload
+def create_index(
+    name: str,
+    *,
+    home: str | Path | None = ...,
+    fields: Sequence[str] = ...,
+    id_field: str | None = ...,
+    embedding_model: str | None = ...,
+    embedding_max_length: int | None = ...,
+    bm25: BM25Params | None = ...,
+    ann_threshold: int = ...,
+    embedder: TextEmbedder | None = ...,
+    store: str,
+) -> LocalStore | PostgresStore: ...
 def create_index(
     name: str,
     *,
@@ -62,14 +119,17 @@ def create_index(
     bm25: BM25Params | None = None,
     ann_threshold: int = DEFAULT_ANN_THRESHOLD,
     embedder: TextEmbedder | None = None,
-) -> LocalStore:
+    store: str | None = None,
+) -> LocalStore | PostgresStore:
     """Create an empty index; ``embedding_model=None`` makes a BM25-only index.
 
-    The directory is prepared under a temporary name and renamed into place, so a crash never
-    leaves a half-created index behind.
+    ``store``: ``None`` (the embedded store under ``home``) or a PostgreSQL DSN. The embedded
+    store's directory is prepared under a temporary name and renamed into place, so a crash
+    never leaves a half-created index behind.
     """
     target = index_path(name, home)
-    if (target / DB_NAME).exists():
+    postgres = _postgres(store)
+    if postgres is None and (target / DB_NAME).exists():
         raise IndexExistsError(f"index {name!r} already exists at {target}; drop it first")
     if not fields:
         raise InvalidInputError("an index needs at least one text field (--fields)")
@@ -84,6 +144,8 @@ def create_index(
         bm25=bm25 or BM25Params(),
         ann_threshold=ann_threshold,
     )
+    if postgres is not None:
+        return postgres.PostgresStore.create(str(store), settings, embedder=embedder)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{name}.{uuid.uuid4().hex}.tmp"
     LocalStore.initialize(staging, settings).close()
@@ -95,11 +157,31 @@ def create_index(
     return LocalStore(target, embedder=embedder)
 
 
+@overload
 def open_index(
-    name: str, *, home: str | Path | None = None, embedder: TextEmbedder | None = None
-) -> LocalStore:
-    """Open an existing index (``IndexNotFoundError`` naming the known ones if absent)."""
+    name: str,
+    *,
+    home: str | Path | None = ...,
+    embedder: TextEmbedder | None = ...,
+    store: None = ...,
+) -> LocalStore: ...
+@overload
+def open_index(
+    name: str, *, home: str | Path | None = ..., embedder: TextEmbedder | None = ..., store: str
+) -> LocalStore | PostgresStore: ...
+def open_index(
+    name: str,
+    *,
+    home: str | Path | None = None,
+    embedder: TextEmbedder | None = None,
+    store: str | None = None,
+) -> LocalStore | PostgresStore:
+    """Open an existing index (``IndexNotFoundError`` naming the known ones if absent);
+    ``store``: a PostgreSQL DSN, or ``None`` for the embedded store under ``home``."""
     target = index_path(name, home)
+    postgres = _postgres(store)
+    if postgres is not None:
+        return postgres.PostgresStore(str(store), name, embedder=embedder)
     if not (target / DB_NAME).is_file():
         known = ", ".join(list_indexes(home)) or "none"
         raise IndexNotFoundError(
@@ -109,9 +191,13 @@ def open_index(
     return LocalStore(target, embedder=embedder)
 
 
-def drop_index(name: str, *, home: str | Path | None = None) -> None:
+def drop_index(name: str, *, home: str | Path | None = None, store: str | None = None) -> None:
     """Delete an index and all its files (renamed away first, so it vanishes at once)."""
     target = index_path(name, home)
+    postgres = _postgres(store)
+    if postgres is not None:
+        postgres.drop_postgres_index(str(store), name)
+        return
     if not (target / DB_NAME).is_file():
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}")
     trash = target.parent / f".{name}.{uuid.uuid4().hex}.trash"
@@ -119,7 +205,10 @@ def drop_index(name: str, *, home: str | Path | None = None) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def list_indexes(home: str | Path | None = None) -> list[str]:
+def list_indexes(home: str | Path | None = None, *, store: str | None = None) -> list[str]:
+    postgres = _postgres(store)
+    if postgres is not None:
+        return postgres.list_postgres_indexes(str(store))
     root = resolve_home(home)
     if not root.is_dir():
         return []

@@ -1,0 +1,31 @@
+"""Indexes in PostgreSQL: documents in a table, english full text (tsvector + GIN, BM25 scored
+in SQL) and pgvector embeddings (``vector(384)``, HNSW with cosine ops), behind the same
+``Store`` interface as the embedded store, so ``semrank.pipeline`` runs on either.
+
+>>> from semrank.store import create_index
+>>> index = create_index("scifact", store="postgresql://localhost/search")
+"""
+
+from semrank.store.postgres._pool import DSN_SCHEMES, is_postgres_dsn, redact
+from semrank.store.postgres._schema import MIGRATIONS, SCHEMA, TEXT_CONFIG, VECTOR_DIM, migrate
+from semrank.store.postgres._store import (
+    PostgresStore,
+    drop_postgres_index,
+    list_postgres_indexes,
+    partition_name,
+)
+
+__all__ = [
+    "DSN_SCHEMES",
+    "MIGRATIONS",
+    "SCHEMA",
+    "TEXT_CONFIG",
+    "VECTOR_DIM",
+    "PostgresStore",
+    "drop_postgres_index",
+    "is_postgres_dsn",
+    "list_postgres_indexes",
+    "migrate",
+    "partition_name",
+    "redact",
+]

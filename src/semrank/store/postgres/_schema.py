@@ -1,0 +1,109 @@
+"""The ``semrank`` schema: versioned, idempotent migrations.
+
+Every migration runs once per database, recorded in ``semrank.migrations``; all of them run in
+one transaction under an advisory lock, so concurrent first connections do not race.
+
+Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics for BM25) and
+``semrank.documents``, partitioned by index name, with an english ``tsvector`` generated column
+(GIN-indexed) and a ``vector(384)`` column (each partition gets an HNSW index, cosine ops, once
+it holds ``ann_threshold`` documents; below that exact search is as fast and exact).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA = "semrank"
+TEXT_CONFIG = "english"
+VECTOR_DIM = 384
+_LOCK_KEY = 0x73656D72  # "semr": the advisory lock serialising migrations
+
+_BOOTSTRAP = """
+CREATE SCHEMA IF NOT EXISTS semrank;
+CREATE TABLE IF NOT EXISTS semrank.migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+_STORE_V1 = f"""
+-- Token count of a tsvector (stop words excluded): the document length BM25 normalises by.
+CREATE OR REPLACE FUNCTION semrank.tsvector_length(tsvector) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT coalesce(sum(coalesce(cardinality(t.positions), 1)), 0)::integer
+      FROM unnest($1) AS t $$;
+
+CREATE TABLE IF NOT EXISTS semrank.indexes (
+    name text PRIMARY KEY,
+    partition text NOT NULL UNIQUE,
+    settings jsonb NOT NULL,
+    generation bigint NOT NULL DEFAULT 0,
+    doc_count bigint NOT NULL DEFAULT 0,
+    total_length bigint NOT NULL DEFAULT 0,
+    fields_seen text[] NOT NULL DEFAULT '{{}}',
+    embedding_dim integer,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS semrank.documents (
+    index_name text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    body text NOT NULL,
+    fts tsvector GENERATED ALWAYS AS (to_tsvector('{TEXT_CONFIG}'::regconfig, body)) STORED,
+    fts_length integer GENERATED ALWAYS AS
+        (semrank.tsvector_length(to_tsvector('{TEXT_CONFIG}'::regconfig, body))) STORED,
+    embedding vector({VECTOR_DIM}),
+    generation bigint NOT NULL,
+    PRIMARY KEY (index_name, id)
+) PARTITION BY LIST (index_name);
+
+CREATE INDEX IF NOT EXISTS documents_fts ON semrank.documents USING gin (fts);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "store: indexes and documents", _STORE_V1),)
+
+_MIGRATED: set[str] = set()  # DSNs migrated by this process
+
+
+Migration = tuple[int, str, str]  # version, name, SQL
+
+
+def migrate(
+    conn: Any,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+    extensions: tuple[str, ...] = ("vector",),
+) -> list[int]:
+    """Apply the migrations ``conn``'s database lacks; returns the versions applied now.
+
+    ``extensions`` are created first (``IF NOT EXISTS``; creating one needs the privilege)."""
+    from psycopg import sql
+
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        for extension in extensions:
+            conn.execute(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
+            )
+        conn.execute(_BOOTSTRAP)
+        done = {row[0] for row in conn.execute("SELECT version FROM semrank.migrations")}
+        for version, name, statements in migrations:
+            if version in done:
+                continue
+            conn.execute(statements)
+            conn.execute(
+                "INSERT INTO semrank.migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+            applied_now.append(version)
+    return applied_now
+
+
+def ensure_migrated(pool: Any, dsn: str) -> None:
+    """Migrate ``dsn``'s database once per process."""
+    if dsn in _MIGRATED:
+        return
+    with pool.connection() as conn:
+        migrate(conn)
+    _MIGRATED.add(dsn)

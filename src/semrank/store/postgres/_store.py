@@ -1,0 +1,439 @@
+"""``PostgresStore``: an index in PostgreSQL (documents, english full text, pgvector)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import (
+    DataFormatError,
+    IndexExistsError,
+    IndexNotFoundError,
+    InvalidInputError,
+)
+from semrank.retrieve import Hits, TextEmbedder
+from semrank.store._base import ALL_TEXT_FIELDS, IndexInfo, IndexSettings, ProgressCallback, Store
+from semrank.store._corpus import Document, documents_from
+from semrank.store.postgres import _queries as q
+from semrank.store.postgres._pool import acquire_pool, redact, release_pool
+from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
+
+HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
+
+
+def partition_name(index_name: str) -> str:
+    """The partition of ``semrank.documents`` holding one index (a safe, stable identifier)."""
+    return "documents_" + hashlib.sha256(index_name.encode()).hexdigest()[:16]
+
+
+def _json_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as they read back from jsonb (so unchanged documents compare equal)."""
+    try:
+        return json.loads(json.dumps(fields, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"document fields are not JSON-serialisable: {exc}") from exc
+
+
+def _hits(rows: list[tuple[str, float]]) -> Hits:
+    ids = np.empty(len(rows), dtype=object)
+    ids[:] = [row[0] for row in rows]
+    return Hits(ids, np.array([row[1] for row in rows], dtype=np.float32))
+
+
+class PostgresStore(Store):
+    """A named index in a PostgreSQL database (``semrank`` schema; see ``docs/postgresql.md``).
+
+    Several processes may read and write at once: writes to one index are serialised by a row
+    lock on its ``semrank.indexes`` row, each batch commits on its own.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, dsn: str, name: str, *, embedder: TextEmbedder | None = None) -> None:
+        self.dsn = dsn
+        self._pool = acquire_pool(dsn)
+        try:
+            ensure_migrated(self._pool, dsn)
+            row = self._one("SELECT settings, partition FROM semrank.indexes WHERE name = %s", name)
+        except BaseException:
+            release_pool(dsn)
+            raise
+        if row is None:
+            known = ", ".join(list_postgres_indexes(dsn)) or "none"
+            release_pool(dsn)
+            raise IndexNotFoundError(
+                f"index {name!r} not found in {redact(dsn)} (indexes there: {known}); create it "
+                f"with `semrank index create {name} --store {redact(dsn)} --from PATH`"
+            )
+        from psycopg import sql
+
+        self.settings = IndexSettings.from_dict(row[0])
+        self._part = sql.Identifier("semrank", row[1])
+        self._embedder = embedder
+        self._closed = False
+
+    @classmethod
+    def create(
+        cls, dsn: str, settings: IndexSettings, *, embedder: TextEmbedder | None = None
+    ) -> PostgresStore:
+        """Register a new, empty index (its own partition of ``semrank.documents``)."""
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        pool = acquire_pool(dsn)
+        try:
+            ensure_migrated(pool, dsn)
+            part = partition_name(settings.name)
+            with pool.connection() as conn, conn.transaction():
+                created = conn.execute(
+                    "INSERT INTO semrank.indexes (name, partition, settings) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING name",
+                    (settings.name, part, Jsonb(settings.to_dict())),
+                ).fetchone()
+                if created is None:
+                    raise IndexExistsError(
+                        f"index {settings.name!r} already exists in {redact(dsn)}; drop it first"
+                    )
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} PARTITION OF semrank.documents FOR VALUES IN ({})"
+                    ).format(sql.Identifier("semrank", part), sql.Literal(settings.name))
+                )
+        finally:
+            release_pool(dsn)
+        return cls(dsn, settings.name, embedder=embedder)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            release_pool(self.dsn)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.name!r}, dsn={redact(self.dsn)!r})"
+
+    # --- small helpers ---------------------------------------------------------------------
+    def _one(self, query: Any, *params: Any) -> Any:
+        with self._pool.connection() as conn:
+            return conn.execute(query, params).fetchone()
+
+    def _all(self, query: Any, params: Any) -> list[Any]:
+        with self._pool.connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    # --- writing ---------------------------------------------------------------------------
+    def upsert(
+        self,
+        documents: Iterable[Document | dict[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+        refresh: bool = True,
+    ) -> int:
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        total, batch = 0, []
+        for document in documents_from(documents, self.settings.id_field or "id"):
+            batch.append(document)
+            if len(batch) >= batch_size:
+                total += self._write_batch(batch, progress)
+                batch = []
+        if batch:
+            total += self._write_batch(batch, progress)
+        if refresh:
+            self.refresh()
+        return total
+
+    add = upsert
+
+    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
+        from psycopg import sql
+
+        query = sql.SQL("SELECT id, doc, embedding IS NOT NULL FROM {} WHERE id = ANY(%s)").format(
+            self._part
+        )
+        return {row[0]: (row[1], row[2]) for row in self._all(query, (ids,))}
+
+    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+        latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
+        rows = {i: (_json_fields(d.fields), self.text_of(d.fields)) for i, d in latest.items()}
+        stored = self._stored(list(rows))
+        # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
+        changed = [i for i, (doc, _) in rows.items() if not self._unchanged(stored.get(i), doc)]
+        if changed:
+            vectors = self._embed([rows[i][1] for i in changed])
+            fields = sorted({key for i in changed for key in rows[i][0]})
+            self._write_rows(
+                [(i, *rows[i], v) for i, v in zip(changed, vectors, strict=True)], fields
+            )
+        if progress is not None:
+            progress(len(batch))
+        return len(latest)
+
+    def _unchanged(self, stored: tuple[Any, bool] | None, doc: dict[str, Any]) -> bool:
+        return stored is not None and stored[0] == doc and (stored[1] or not self.has_vectors)
+
+    def _embed(self, texts: list[str]) -> list[str | None]:
+        if not self.has_vectors:
+            return [None] * len(texts)
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
+        if vectors.shape[1] != VECTOR_DIM:
+            raise DataFormatError(
+                f"the PostgreSQL store keeps vector({VECTOR_DIM}) embeddings, but "
+                f"{self.settings.embedding_model!r} returns {vectors.shape[1]}-d vectors; use a "
+                f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
+            )
+        return [q.vector_literal(row) for row in vectors]
+
+    def _lock(self, conn: Any) -> int:
+        """Lock this index's row (serialising writers); returns the next generation."""
+        row = conn.execute(
+            "SELECT generation FROM semrank.indexes WHERE name = %s FOR UPDATE", (self.name,)
+        ).fetchone()
+        if row is None:
+            raise IndexNotFoundError(f"index {self.name!r} was dropped from {redact(self.dsn)}")
+        return int(row[0]) + 1
+
+    def _sizes(self, conn: Any, ids: list[str]) -> tuple[int, int]:
+        from psycopg import sql
+
+        query = sql.SQL(
+            "SELECT count(*), coalesce(sum(fts_length), 0) FROM {} WHERE id = ANY(%s)"
+        ).format(self._part)
+        count, length = conn.execute(query, (ids,)).fetchone()
+        return int(count), int(length)
+
+    def _write_rows(self, rows: list[tuple[str, Any, str, str | None]], fields: list[str]) -> None:
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        insert = sql.SQL(
+            "INSERT INTO {} (index_name, id, doc, body, embedding, generation) "
+            "VALUES (%s, %s, %s, %s, %s::vector, %s) ON CONFLICT (index_name, id) DO UPDATE SET "
+            "doc = EXCLUDED.doc, body = EXCLUDED.body, embedding = EXCLUDED.embedding, "
+            "generation = EXCLUDED.generation"
+        ).format(self._part)
+        ids = [row[0] for row in rows]
+        with self._pool.connection() as conn, conn.transaction():
+            generation = self._lock(conn)
+            before = self._sizes(conn, ids)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    insert,
+                    [
+                        (self.name, i, Jsonb(doc), body, vec, generation)
+                        for i, doc, body, vec in rows
+                    ],
+                )
+            after = self._sizes(conn, ids)
+            self._update_stats(conn, generation, before, after, fields)
+
+    def _update_stats(
+        self,
+        conn: Any,
+        generation: int,
+        before: tuple[int, int],
+        after: tuple[int, int],
+        fields: list[str],
+    ) -> None:
+        conn.execute(
+            "UPDATE semrank.indexes SET generation = %s, doc_count = doc_count + %s, "
+            "total_length = total_length + %s, fields_seen = ARRAY(SELECT DISTINCT f FROM "
+            "unnest(fields_seen || %s::text[]) AS f ORDER BY f), "
+            "embedding_dim = CASE WHEN %s THEN %s ELSE embedding_dim END WHERE name = %s",
+            (
+                generation,
+                after[0] - before[0],
+                after[1] - before[1],
+                fields,
+                self.has_vectors,
+                VECTOR_DIM,
+                self.name,
+            ),
+        )
+
+    def delete(self, ids: Iterable[str]) -> int:
+        from psycopg import sql
+
+        unique = list(dict.fromkeys(str(i) for i in ids))
+        if not unique:
+            return 0
+        with self._pool.connection() as conn, conn.transaction():
+            generation = self._lock(conn)
+            before = self._sizes(conn, unique)
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._part), (unique,))
+            if before[0]:
+                self._update_stats(conn, generation, before, (0, 0), [])
+        return before[0]
+
+    # --- reading ---------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        from psycopg import sql
+
+        wanted = [str(i) for i in ids]
+        query = sql.SQL("SELECT id, doc FROM {} WHERE id = ANY(%s)").format(self._part)
+        found = dict(self._all(query, (wanted,))) if wanted else {}
+        return [found.get(i) for i in wanted]
+
+    def __len__(self) -> int:
+        row = self._one("SELECT doc_count FROM semrank.indexes WHERE name = %s", self.name)
+        return int(row[0]) if row else 0
+
+    @property
+    def generation(self) -> int:
+        row = self._one("SELECT generation FROM semrank.indexes WHERE name = %s", self.name)
+        return int(row[0]) if row else 0
+
+    @property
+    def fields_seen(self) -> tuple[str, ...]:
+        row = self._one("SELECT fields_seen FROM semrank.indexes WHERE name = %s", self.name)
+        return tuple(row[0]) if row else ()
+
+    def has_hnsw(self) -> bool:
+        row = self._one(
+            "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = 'semrank' "
+            "AND tablename = %s AND indexdef ILIKE '%%USING hnsw%%')",
+            partition_name(self.name),
+        )
+        return bool(row[0])
+
+    def info(self) -> IndexInfo:
+        row = self._one(
+            "SELECT doc_count, generation, embedding_dim, fields_seen, "
+            "pg_total_relation_size(format('semrank.%%I', partition)::regclass) "
+            "FROM semrank.indexes WHERE name = %s",
+            self.name,
+        )
+        hnsw = self.has_hnsw()
+        return IndexInfo(
+            name=self.name,
+            backend=self.backend,
+            location=f"{redact(self.dsn)} semrank.{partition_name(self.name)}",
+            documents=int(row[0]),
+            generation=int(row[1]),
+            settings=self.settings,
+            embedding_dim=row[2],
+            vector_search=None if not self.has_vectors else "hnsw" if hnsw else "exact",
+            fields_seen=tuple(row[3]),
+            size_bytes=int(row[4]),
+            derived={"fts": "gin (english tsvector)", "vectors": "hnsw" if hnsw else None},
+        )
+
+    # --- embeddings ------------------------------------------------------------------------
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The index's embedding model, loaded on first use."""
+        if self._embedder is None:
+            if not self.has_vectors:
+                raise InvalidInputError(f"index {self.name!r} has no embedding model")
+            from semrank.models import resolve_embedding_model
+            from semrank.runtime import load_embedder
+
+            model = resolve_embedding_model(self.settings.embedding_model)
+            if self.settings.embedding_max_length:
+                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
+            self._embedder = load_embedder(model)
+        return self._embedder
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+
+    def refresh(self) -> None:
+        """Embed rows stored without a vector; build the HNSW index from ``ann_threshold`` on."""
+        from psycopg import sql
+
+        if self.has_vectors:
+            self._catch_up_embeddings()
+            if len(self) >= self.settings.ann_threshold and not self.has_hnsw():
+                index = sql.Identifier(partition_name(self.name) + "_hnsw")
+                with self._pool.connection() as conn:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE INDEX IF NOT EXISTS {} ON {} "
+                            "USING hnsw (embedding vector_cosine_ops)"
+                        ).format(index, self._part)
+                    )
+                    conn.commit()
+        with self._pool.connection() as conn:
+            conn.execute(sql.SQL("ANALYZE {}").format(self._part))
+            conn.commit()
+
+    def _catch_up_embeddings(self, batch_size: int = 256) -> None:
+        from psycopg import sql
+
+        query = sql.SQL(
+            "SELECT id, doc, body FROM {} WHERE embedding IS NULL ORDER BY id LIMIT %s"
+        ).format(self._part)
+        while rows := self._all(query, (batch_size,)):
+            vectors = self._embed([row[2] for row in rows])
+            self._write_rows(
+                [(i, doc, body, v) for (i, doc, body), v in zip(rows, vectors, strict=True)], []
+            )
+
+    # --- retrieval -------------------------------------------------------------------------
+    def _check_field(self, field: str) -> None:
+        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
+            return
+        if field not in self.fields_seen:
+            known = ", ".join([ALL_TEXT_FIELDS, *self.fields_seen])
+            raise InvalidInputError(f"index {self.name!r} has no field {field!r}; fields: {known}")
+
+    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+        self._check_field(field)
+        params = self.settings.bm25
+        if params.method != "lucene":
+            raise InvalidInputError(
+                f"the PostgreSQL store scores BM25 with the lucene method, not {params.method!r};"
+                " recreate the index with --bm25-method lucene"
+            )
+        sql_query = q.bm25_query(self._part, None if field == ALL_TEXT_FIELDS else field)
+        args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
+        return _hits(self._all(sql_query, args))
+
+    def search_vector(
+        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+    ) -> Hits:
+        ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
+        args = {"vector": q.vector_literal(np.asarray(vector, dtype=np.float32)), "k": k}
+        with self._pool.connection() as conn, conn.transaction():
+            # Only read by the HNSW index scan; exact scans ignore it.
+            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+            rows = conn.execute(q.knn_query(self._part), args).fetchall()
+        return _hits(rows)
+
+
+def list_postgres_indexes(dsn: str) -> list[str]:
+    """Names of the indexes in ``dsn``'s database."""
+    pool = acquire_pool(dsn)
+    try:
+        ensure_migrated(pool, dsn)
+        with pool.connection() as conn:
+            return [row[0] for row in conn.execute("SELECT name FROM semrank.indexes ORDER BY 1")]
+    finally:
+        release_pool(dsn)
+
+
+def drop_postgres_index(dsn: str, name: str) -> None:
+    """Delete an index: its row and its partition, in one transaction."""
+    from psycopg import sql
+
+    pool = acquire_pool(dsn)
+    try:
+        ensure_migrated(pool, dsn)
+        with pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "DELETE FROM semrank.indexes WHERE name = %s RETURNING partition", (name,)
+            ).fetchone()
+            if row is None:
+                raise IndexNotFoundError(f"index {name!r} not found in {redact(dsn)}")
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("semrank", row[0]))
+            )
+    finally:
+        release_pool(dsn)
