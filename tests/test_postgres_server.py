@@ -42,7 +42,8 @@ def _installed() -> str | None:
     ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        return f"PostgreSQL for tests not installed ({', '.join(missing)} missing): run .ci/postgres.sh"
+        listed = ", ".join(missing)
+        return f"PostgreSQL for tests not installed ({listed} missing): run .ci/postgres.sh"
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401

@@ -46,7 +46,10 @@ def eval_command(
         None, "--queries", help="With --index: BEIR queries.jsonl, TREC topics or qid<TAB>text."
     ),
     retriever: str = typer.Option(
-        "bm25", "--retriever", help="With --index: bm25, dense, hybrid or a retriever TREE.json."
+        "bm25",
+        "--retriever",
+        help="With --index: bm25, dense, hybrid or a retriever TREE.json; a comma-separated list "
+        "(e.g. bm25,dense,hybrid,hybrid+rerank) compares several runs in one table.",
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="Re-ranker (default: bundled)."),
     rerank: bool | None = typer.Option(
@@ -77,6 +80,23 @@ def eval_command(
     do_rerank = rerank if rerank is not None else candidates is not None
     if not do_rerank and (model is not None or backend is not None):
         raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
+    if index is not None and "," in retriever:
+        if report is not None:
+            raise InvalidInputError("--report takes one retriever; drop it or name one retriever")
+        _compare_command(
+            index,
+            queries,
+            judgments,
+            retriever,
+            names,
+            depth,
+            model,
+            backend,
+            stderr,
+            as_json=as_json,
+            run_out=run_out,
+        )
+        return
     lists = _candidate_lists(candidates, index, queries, judgments, retriever, depth, stderr)
     results = _evaluate(lists, judgments, names, depth, stderr, model, do_rerank, backend)
     if run_out is not None:
@@ -165,6 +185,83 @@ def _evaluate(
     first, second = results.evaluations[FIRST_STAGE], results.evaluations[RERANKED]
     results.comparisons = [compare(first, second, name) for name in names]
     return results
+
+
+def _compare_command(
+    index: str,
+    queries: Path | None,
+    judgments: Qrels,
+    retriever: str,
+    names: list[str],
+    depth: int,
+    model: str | None,
+    backend: str | None,
+    stderr: Console,
+    *,
+    as_json: bool,
+    run_out: Path | None,
+) -> None:
+    """Several retrievers (some re-ranked) on one index, evaluated side by side."""
+    from rich.console import Console
+
+    from semrank.eval._compare import RERANK_SUFFIX, compare_retrievers, split_retrievers
+    from semrank.eval.reranking import reranked_run, score_candidates
+
+    runs = split_retrievers(retriever)
+    reranker: Any = None
+
+    def retrieve(base: str) -> list[CandidateList]:
+        return _candidate_lists(None, index, queries, judgments, base, depth, stderr)
+
+    def rerank(lists: list[CandidateList]) -> Run:
+        nonlocal reranker
+        if reranker is None:
+            from semrank import Reranker
+
+            reranker = Reranker(model, backend=backend)
+        pairs = sum(min(depth, len(c.hits)) for c in lists)
+        with _progress(stderr, f"re-ranking with {reranker.name}", pairs) as advance:
+            outcome = score_candidates(
+                lists, lambda q, d: reranker.score(q, d, raw=True), depth=depth, on_query=advance
+            )
+        return reranked_run(lists, outcome.scores, name=RERANK_SUFFIX)
+
+    result = compare_retrievers(runs, judgments, names, retrieve=retrieve, rerank=rerank)
+    if run_out is not None:
+        from semrank.eval.loaders import write_trec_run
+
+        for name, run in result.runs.items():
+            safe = name.replace("+", "_").replace("/", "_")
+            stderr.print(f"wrote {write_trec_run(run, run_out / f'{safe}.trec', tag=safe)}")
+    if as_json:
+        payload = {
+            run: {m: _finite(v) for m, v in evaluation.aggregate.items()}
+            for run, evaluation in result.evaluations.items()
+        }
+        typer.echo(json.dumps(payload))
+        return
+    _print_comparison(result, Console())
+
+
+def _print_comparison(result: Any, console: Console) -> None:
+    from rich.table import Table
+
+    from semrank.eval.report import format_p_value
+
+    names = list(result.evaluations)
+    first = result.evaluations[names[0]]
+    table = Table(title=f"{first.query_count} judged queries (p: paired t-test vs {names[0]})")
+    table.add_column("measure")
+    for name in names:
+        table.add_column(name, justify="right")
+    for measure in first.aggregate:
+        row = [measure, f"{first.aggregate[measure]:.4f}"]
+        for name in names[1:]:
+            value = result.evaluations[name].aggregate[measure]
+            test = next(c for c in result.comparisons[name] if c.measure == measure)
+            row.append(f"{value:.4f} (p {format_p_value(test.p_value)})")
+        table.add_row(*row)
+    console.print(table)
 
 
 def _rate_column() -> Any:

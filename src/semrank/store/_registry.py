@@ -106,7 +106,7 @@ def create_index(
     bm25: BM25Params | None = ...,
     ann_threshold: int = ...,
     embedder: TextEmbedder | None = ...,
-    store: str,
+    store: str | None,
 ) -> LocalStore | PostgresStore: ...
 def create_index(
     name: str,
@@ -167,7 +167,11 @@ def open_index(
 ) -> LocalStore: ...
 @overload
 def open_index(
-    name: str, *, home: str | Path | None = ..., embedder: TextEmbedder | None = ..., store: str
+    name: str,
+    *,
+    home: str | Path | None = ...,
+    embedder: TextEmbedder | None = ...,
+    store: str | None,
 ) -> LocalStore | PostgresStore: ...
 def open_index(
     name: str,

@@ -10,7 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from semrank.pipeline import SearchResults
-    from semrank.store import Corpus, LocalStore
+    from semrank.store import Corpus, Store
 
 index_app = typer.Typer(help="Named, persistent search indexes.", no_args_is_help=True)
 
@@ -29,13 +29,20 @@ FIELDS_OPTION = typer.Option(
     help="Comma-separated text fields (default: BEIR title,text, else all strings).",
 )
 BATCH_OPTION = typer.Option(256, "--batch-size", min=1, help="Documents per committed batch.")
+STORE_OPTION = typer.Option(
+    None,
+    "--store",
+    envvar="SEMRANK_STORE",
+    help="Where the index lives: 'local' (the default, under --home) or a PostgreSQL DSN "
+    "postgresql://user@host:port/db.",
+)
 
 
 def _split(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
-def _ingest(index: LocalStore, corpus: Corpus, batch_size: int) -> int:
+def _ingest(index: Store, corpus: Corpus, batch_size: int) -> int:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -50,7 +57,7 @@ def _ingest(index: LocalStore, corpus: Corpus, batch_size: int) -> int:
         count = index.upsert(
             corpus,
             batch_size=batch_size,
-            refresh=False,
+            refresh=False,  # type: ignore[call-arg]  # both stores take it
             progress=lambda n: bar.advance(task, n),
         )
         bar.add_task("building BM25 / vector indexes", total=None)
@@ -77,6 +84,7 @@ def create(
     ),
     batch_size: int = BATCH_OPTION,
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Create an index, optionally filled from a corpus (BEIR folder, corpus.jsonl[.gz], JSONL,
     JSON or CSV)."""
@@ -93,6 +101,7 @@ def create(
         embedding_max_length=embedding_max_length,
         bm25=BM25Params(method=bm25_method, k1=k1, b=b),
         ann_threshold=ann_threshold,
+        store=store,
     )
     with index:
         if corpus is not None:
@@ -102,7 +111,7 @@ def create(
                 f"text fields {', '.join(corpus.text_fields)}"
             )
             _ingest(index, corpus, batch_size)
-        typer.echo(f"index {name!r}: {len(index)} documents at {index.path}")
+        typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
 
 
 @index_app.command("add")
@@ -112,12 +121,13 @@ def add(
     id_field: str | None = ID_FIELD_OPTION,
     batch_size: int = BATCH_OPTION,
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Add or replace (upsert by id) documents; unchanged ones are skipped, so re-running an
     interrupted ingest only does the rest."""
     from semrank.store import open_index, read_corpus
 
-    with open_index(name, home=home) as index:
+    with open_index(name, home=home, store=store) as index:
         settings = index.settings
         corpus = read_corpus(
             source, id_field=id_field or settings.id_field, fields=settings.text_fields
@@ -132,6 +142,7 @@ def delete(
     ids: list[str] = typer.Argument(None, help="Document ids to delete."),
     ids_file: Path | None = typer.Option(None, "--ids-file", help="File with one id per line."),
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Delete documents by id."""
     from semrank.errors import InvalidInputError
@@ -144,7 +155,7 @@ def delete(
         ]
     if not wanted:
         raise InvalidInputError("name the ids to delete (arguments or --ids-file)")
-    with open_index(name, home=home) as index:
+    with open_index(name, home=home, store=store) as index:
         removed = index.delete(wanted)
         index.refresh()
         typer.echo(f"deleted {removed} of {len(wanted)} ids; index {name!r} holds {len(index)}")
@@ -155,11 +166,12 @@ def info(
     name: str = typer.Argument(..., help="Index name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Documents, fields, models and files of an index."""
     from semrank.store import open_index
 
-    with open_index(name, home=home) as index:
+    with open_index(name, home=home, store=store) as index:
         data = index.info().to_dict()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -174,13 +186,15 @@ def drop(
     name: str = typer.Argument(..., help="Index name."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Delete an index and its files."""
     from semrank.store import drop_index, index_path
 
     if not yes:
-        typer.confirm(f"drop index {name!r} at {index_path(name, home)}?", abort=True)
-    drop_index(name, home=home)
+        where = store if store and store != "local" else index_path(name, home)
+        typer.confirm(f"drop index {name!r} at {where}?", abort=True)
+    drop_index(name, home=home, store=store)
     typer.echo(f"dropped {name!r}")
 
 
@@ -188,13 +202,14 @@ def drop(
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
-    """The indexes under the home directory."""
+    """The indexes under the home directory (or in --store)."""
     from semrank.store import list_indexes, open_index, resolve_home
 
     rows = []
-    for name in list_indexes(home):
-        with open_index(name, home=home) as index:
+    for name in list_indexes(home, store=store):
+        with open_index(name, home=home, store=store) as index:
             rows.append(
                 {
                     "name": name,
@@ -205,7 +220,7 @@ def list_(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
-        typer.echo(f"no indexes in {resolve_home(home)}")
+        typer.echo(f"no indexes in {store if store and store != 'local' else resolve_home(home)}")
     for row in rows:
         typer.echo(
             f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}"
@@ -260,6 +275,7 @@ def search_command(
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
     from semrank.errors import InvalidInputError
@@ -278,7 +294,13 @@ def search_command(
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
-    results = search(index, query, retriever=tree, k=top_n, home=home)
+    if store and store != "local":
+        from semrank.store import open_index
+
+        with open_index(index, store=store) as opened:
+            results = search(opened, query, retriever=tree, k=top_n)
+    else:
+        results = search(index, query, retriever=tree, k=top_n, home=home)
     if as_json:
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:

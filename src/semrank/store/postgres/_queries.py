@@ -1,66 +1,118 @@
-"""The SQL of the PostgreSQL store's retrieval: BM25 over tsvectors, and pgvector knn.
+"""The SQL of the PostgreSQL store's retrieval: BM25 computed in SQL, and pgvector knn.
 
-BM25 (Lucene variant, the embedded store's default) is computed in SQL from the english
-``tsvector`` column rather than ranked with ``ts_rank_cd``: ``ts_rank_cd`` has no IDF and no
-length normalisation against the corpus average, so it ranks far worse on BEIR collections. The
-statistics come from ``semrank.indexes`` (document count, total length, kept up to date by every
-write) and from the GIN index (document frequency of each query term). Only documents sharing a
-term with the query are scored, found through the GIN index with an OR query.
+BM25 (the Lucene variant and parameters of the embedded store) is computed in SQL rather than
+ranked with ``ts_rank_cd``, which has no IDF and no length normalisation against the corpus
+average and ranks far worse on BEIR collections. Over all text fields it reads the ``terms``
+column (term frequencies from the embedded store's analyser, so both stores rank alike); the
+statistics come from ``semrank.indexes`` (document count and total length, kept by every write)
+and the postings from the GIN index on ``terms``. Only documents sharing a term with the query
+are touched. A single field is analysed at query time with PostgreSQL's english configuration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from psycopg import sql
 
+from semrank.retrieve import BM25Params
 from semrank.store.postgres._schema import TEXT_CONFIG
 
-# {tsv}/{length}: the document's tsvector and token count; {part}: the index's partition.
-_BM25 = r"""
-WITH terms AS (
-    SELECT t.lexeme, coalesce(cardinality(t.positions), 1)::float8 AS qtf,
-           format('''%%s''', replace(replace(t.lexeme, '\', '\\'), '''', '''''')) AS quoted
-    FROM unnest(to_tsvector({config}::regconfig, %(query)s)) AS t
-),
-stats AS ({stats}),
-weighted AS (
-    SELECT terms.lexeme, terms.qtf * ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) AS weight
-    FROM terms CROSS JOIN stats
-    CROSS JOIN LATERAL (
-        SELECT count(*)::float8 AS df FROM {part} AS d WHERE {tsv} @@ terms.quoted::tsquery
-    ) AS df
-),
-matched AS (
-    SELECT d.id, ({length})::float8 AS len, {tsv} AS tsv
-    FROM {part} AS d
-    WHERE {tsv} @@ (SELECT string_agg(quoted, ' | ')::tsquery FROM terms)
-)
-SELECT m.id,
-       sum(w.weight * cardinality(u.positions)
-           / (cardinality(u.positions) + %(k1)s * (1 - %(b)s + %(b)s * m.len / stats.avgdl))
-       )::real AS score
-FROM matched AS m
-CROSS JOIN stats
-CROSS JOIN LATERAL unnest(m.tsv) AS u
-JOIN weighted AS w ON w.lexeme = u.lexeme
-GROUP BY m.id
-ORDER BY score DESC, m.id
+# The shared scoring: {postings} yields (term, qtf, id, len, tf) for every matching document.
+_SCORE = """
+WITH stats AS ({stats}),
+postings AS MATERIALIZED ({postings}),
+df AS (SELECT term, count(*)::float8 AS df FROM postings GROUP BY term)
+SELECT p.id,
+       sum(p.qtf * ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) * p.tf
+           / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / stats.avgdl)))::real AS score
+FROM postings AS p JOIN df USING (term) CROSS JOIN stats
+GROUP BY p.id
+ORDER BY score DESC, p.id
 LIMIT %(k)s
 """
 
-# All text fields: the stored column and statistics kept by the writers.
+# All text fields: terms analysed by semrank (query terms passed in), stats kept by writers.
 _ALL_FIELDS_STATS = """
 SELECT doc_count::float8 AS n,
        greatest(total_length, 1)::float8 / greatest(doc_count, 1) AS avgdl
 FROM semrank.indexes WHERE name = %(index)s
 """
+_ALL_FIELDS_POSTINGS = """
+SELECT t.term, t.qtf, d.id, d.terms_length::float8 AS len, (d.terms ->> t.term)::float8 AS tf
+FROM {part} AS d
+CROSS JOIN (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term
+            GROUP BY term) AS t
+WHERE d.terms ?| %(terms)s::text[] AND d.terms ? t.term
+"""
 
-# One field: analysed on the fly (no index), statistics from a scan of the partition.
+# One field: analysed on the fly with the english configuration (no index; a scan).
 _FIELD_STATS = """
 SELECT count(*)::float8 AS n, greatest(sum({length}), 1)::float8 / greatest(count(*), 1) AS avgdl
 FROM {part} AS d
 """
+_FIELD_POSTINGS = """
+SELECT u.lexeme AS term, coalesce(cardinality(q.positions), 1)::float8 AS qtf, d.id,
+       ({length})::float8 AS len, coalesce(cardinality(u.positions), 1)::float8 AS tf
+FROM {part} AS d
+CROSS JOIN LATERAL unnest({tsv}) AS u
+JOIN unnest(to_tsvector({config}::regconfig, %(query)s)) AS q ON q.lexeme = u.lexeme
+"""
+
+
+def bm25_query(partition: sql.Composable, field: str | None) -> sql.Composed:
+    """BM25 over all text fields (``field=None``: the indexed ``terms``) or over one field."""
+    if field is None:
+        return sql.SQL(_SCORE).format(
+            stats=sql.SQL(_ALL_FIELDS_STATS),
+            postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition),
+        )
+    config = sql.Literal(TEXT_CONFIG)
+    tsv = sql.SQL("to_tsvector({config}::regconfig, coalesce(d.doc ->> {field}, ''))").format(
+        config=config, field=sql.Literal(field)
+    )
+    length = sql.SQL("semrank.tsvector_length({tsv})").format(tsv=tsv)
+    return sql.SQL(_SCORE).format(
+        stats=sql.SQL(_FIELD_STATS).format(length=length, part=partition),
+        postings=sql.SQL(_FIELD_POSTINGS).format(
+            part=partition, tsv=tsv, length=length, config=config
+        ),
+    )
+
+
+@lru_cache(maxsize=4)
+def _stemmer(language: str | None) -> Any:
+    if language is None:
+        return None
+    import Stemmer  # PyStemmer
+
+    return Stemmer.Stemmer(language)
+
+
+def analyse(texts: Sequence[str], params: BM25Params) -> list[list[str]]:
+    """Terms of each text exactly as the embedded store's BM25 (bm25s) analyses them."""
+    import bm25s
+
+    if not texts:
+        return []
+    tokens: list[list[str]] = bm25s.tokenize(
+        list(texts),
+        stopwords=params.stopwords or [],
+        stemmer=_stemmer(params.stemmer),
+        return_ids=False,
+        show_progress=False,
+    )
+    return tokens
+
+
+def term_frequencies(tokens: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for token in tokens:
+        counts[token] = counts.get(token, 0) + 1
+    return counts
+
 
 VECTOR_KNN = """
 SELECT id, (1 - (embedding <=> %(vector)s::vector))::real AS score
@@ -69,22 +121,6 @@ WHERE embedding IS NOT NULL
 ORDER BY embedding <=> %(vector)s::vector
 LIMIT %(k)s
 """
-
-
-def bm25_query(partition: sql.Composable, field: str | None) -> sql.Composed:
-    """BM25 over all text fields (``field=None``: the indexed ``fts`` column) or one field."""
-    config = sql.Literal(TEXT_CONFIG)
-    if field is None:
-        tsv: sql.Composable = sql.SQL("d.fts")
-        length: sql.Composable = sql.SQL("d.fts_length")
-        stats: sql.Composable = sql.SQL(_ALL_FIELDS_STATS)
-    else:
-        tsv = sql.SQL("to_tsvector({config}::regconfig, coalesce(d.doc ->> {field}, ''))").format(
-            config=config, field=sql.Literal(field)
-        )
-        length = sql.SQL("semrank.tsvector_length({tsv})").format(tsv=tsv)
-        stats = sql.SQL(_FIELD_STATS).format(length=length, part=partition)
-    return sql.SQL(_BM25).format(config=config, stats=stats, part=partition, tsv=tsv, length=length)
 
 
 def knn_query(partition: sql.Composable) -> sql.Composed:

@@ -5,8 +5,9 @@ one transaction under an advisory lock, so concurrent first connections do not r
 
 Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics for BM25) and
 ``semrank.documents``, partitioned by index name, with an english ``tsvector`` generated column
-(GIN-indexed) and a ``vector(384)`` column (each partition gets an HNSW index, cosine ops, once
-it holds ``ann_threshold`` documents; below that exact search is as fast and exact).
+(GIN-indexed), the BM25 term frequencies (``jsonb``, GIN-indexed) and a ``vector(384)``
+column (each partition gets an HNSW index, cosine ops, once it holds ``ann_threshold``
+documents; below that exact search is as fast and exact).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS semrank.migrations (
 """
 
 _STORE_V1 = f"""
--- Token count of a tsvector (stop words excluded): the document length BM25 normalises by.
+-- Token count of a tsvector (stop words excluded), for BM25 over one field analysed in SQL.
 CREATE OR REPLACE FUNCTION semrank.tsvector_length(tsvector) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT coalesce(sum(coalesce(cardinality(t.positions), 1)), 0)::integer
@@ -46,20 +47,25 @@ CREATE TABLE IF NOT EXISTS semrank.indexes (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- body: the text fields joined (what is searched and embedded).
+-- fts: PostgreSQL's english analysis of body, for full-text first stages written in SQL.
+-- terms / terms_length: body analysed like the embedded store's BM25 (bm25s tokens, Snowball
+--   English stemmer, English stop words) as {{term: frequency}}, so BM25 here ranks the same.
 CREATE TABLE IF NOT EXISTS semrank.documents (
     index_name text NOT NULL,
     id text NOT NULL,
     doc jsonb NOT NULL,
     body text NOT NULL,
     fts tsvector GENERATED ALWAYS AS (to_tsvector('{TEXT_CONFIG}'::regconfig, body)) STORED,
-    fts_length integer GENERATED ALWAYS AS
-        (semrank.tsvector_length(to_tsvector('{TEXT_CONFIG}'::regconfig, body))) STORED,
+    terms jsonb NOT NULL,
+    terms_length integer NOT NULL,
     embedding vector({VECTOR_DIM}),
     generation bigint NOT NULL,
     PRIMARY KEY (index_name, id)
 ) PARTITION BY LIST (index_name);
 
 CREATE INDEX IF NOT EXISTS documents_fts ON semrank.documents USING gin (fts);
+CREATE INDEX IF NOT EXISTS documents_terms ON semrank.documents USING gin (terms);
 """
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "store: indexes and documents", _STORE_V1),)

@@ -165,10 +165,16 @@ class PostgresStore(Store):
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
         changed = [i for i, (doc, _) in rows.items() if not self._unchanged(stored.get(i), doc)]
         if changed:
-            vectors = self._embed([rows[i][1] for i in changed])
+            texts = [rows[i][1] for i in changed]
+            vectors = self._embed(texts)
+            terms = q.analyse(texts, self.settings.bm25)
             fields = sorted({key for i in changed for key in rows[i][0]})
             self._write_rows(
-                [(i, *rows[i], v) for i, v in zip(changed, vectors, strict=True)], fields
+                [
+                    (i, rows[i][0], rows[i][1], t, v)
+                    for i, t, v in zip(changed, terms, vectors, strict=True)
+                ],
+                fields,
             )
         if progress is not None:
             progress(len(batch))
@@ -204,19 +210,23 @@ class PostgresStore(Store):
         from psycopg import sql
 
         query = sql.SQL(
-            "SELECT count(*), coalesce(sum(fts_length), 0) FROM {} WHERE id = ANY(%s)"
+            "SELECT count(*), coalesce(sum(terms_length), 0) FROM {} WHERE id = ANY(%s)"
         ).format(self._part)
         count, length = conn.execute(query, (ids,)).fetchone()
         return int(count), int(length)
 
-    def _write_rows(self, rows: list[tuple[str, Any, str, str | None]], fields: list[str]) -> None:
+    def _write_rows(
+        self, rows: list[tuple[str, Any, str, list[str], str | None]], fields: list[str]
+    ) -> None:
+        """Insert or replace ``(id, doc, body, terms, vector)`` rows in one transaction."""
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
         insert = sql.SQL(
-            "INSERT INTO {} (index_name, id, doc, body, embedding, generation) "
-            "VALUES (%s, %s, %s, %s, %s::vector, %s) ON CONFLICT (index_name, id) DO UPDATE SET "
-            "doc = EXCLUDED.doc, body = EXCLUDED.body, embedding = EXCLUDED.embedding, "
+            "INSERT INTO {} (index_name, id, doc, body, terms, terms_length, embedding, generation)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s) ON CONFLICT (index_name, id) DO "
+            "UPDATE SET doc = EXCLUDED.doc, body = EXCLUDED.body, terms = EXCLUDED.terms, "
+            "terms_length = EXCLUDED.terms_length, embedding = EXCLUDED.embedding, "
             "generation = EXCLUDED.generation"
         ).format(self._part)
         ids = [row[0] for row in rows]
@@ -227,8 +237,17 @@ class PostgresStore(Store):
                 cur.executemany(
                     insert,
                     [
-                        (self.name, i, Jsonb(doc), body, vec, generation)
-                        for i, doc, body, vec in rows
+                        (
+                            self.name,
+                            i,
+                            Jsonb(doc),
+                            body,
+                            Jsonb(q.term_frequencies(terms)),
+                            len(terms),
+                            vec,
+                            generation,
+                        )
+                        for i, doc, body, terms, vec in rows
                     ],
                 )
             after = self._sizes(conn, ids)
@@ -368,13 +387,21 @@ class PostgresStore(Store):
         from psycopg import sql
 
         query = sql.SQL(
-            "SELECT id, doc, body FROM {} WHERE embedding IS NULL ORDER BY id LIMIT %s"
+            "SELECT id, body FROM {} WHERE embedding IS NULL ORDER BY id LIMIT %s"
+        ).format(self._part)
+        update = sql.SQL(
+            "UPDATE {} SET embedding = %s::vector, generation = %s WHERE id = %s"
         ).format(self._part)
         while rows := self._all(query, (batch_size,)):
-            vectors = self._embed([row[2] for row in rows])
-            self._write_rows(
-                [(i, doc, body, v) for (i, doc, body), v in zip(rows, vectors, strict=True)], []
-            )
+            vectors = self._embed([row[1] for row in rows])
+            with self._pool.connection() as conn, conn.transaction():
+                generation = self._lock(conn)
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        update,
+                        [(v, generation, i) for (i, _), v in zip(rows, vectors, strict=True)],
+                    )
+                self._update_stats(conn, generation, (0, 0), (0, 0), [])
 
     # --- retrieval -------------------------------------------------------------------------
     def _check_field(self, field: str) -> None:
@@ -392,8 +419,13 @@ class PostgresStore(Store):
                 f"the PostgreSQL store scores BM25 with the lucene method, not {params.method!r};"
                 " recreate the index with --bm25-method lucene"
             )
-        sql_query = q.bm25_query(self._part, None if field == ALL_TEXT_FIELDS else field)
+        every = field == ALL_TEXT_FIELDS
+        sql_query = q.bm25_query(self._part, None if every else field)
         args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
+        if every:
+            args["terms"] = q.analyse([query], params)[0]
+            if not args["terms"]:
+                return Hits.empty()
         return _hits(self._all(sql_query, args))
 
     def search_vector(

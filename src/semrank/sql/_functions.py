@@ -1,0 +1,111 @@
+"""SQL functions that call a running ``semrank serve``: ``semrank.rank(...)``.
+
+PL/Python (``plpython3u``) posts to the server's ``/v1/rerank`` with the standard library's
+urllib, so nothing beyond PostgreSQL's own PL/Python package is needed inside the database.
+The endpoint, API key and timeout are read per call from the ``semrank.endpoint`` /
+``semrank.api_key`` / ``semrank.timeout_s`` settings (``ALTER DATABASE ... SET`` or ``SET``) and
+otherwise from the ``semrank.settings`` table. Failures raise an SQL error (SQLSTATE 38000,
+external routine exception) naming the server and the cause.
+"""
+
+from __future__ import annotations
+
+from semrank.store.postgres._schema import Migration
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 30.0
+
+_SETTINGS_V1 = """
+CREATE TABLE IF NOT EXISTS semrank.settings (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+-- A setting: the session / database configuration parameter semrank.<key> if set, else the
+-- semrank.settings row, else the default.
+CREATE OR REPLACE FUNCTION semrank.setting(key text, fallback text DEFAULT NULL) RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('semrank.' || key, true), ''),
+                      (SELECT value FROM semrank.settings s WHERE s.key = setting.key),
+                      fallback) $$;
+"""
+
+_RANK_BODY = r"""
+import json
+import urllib.error
+import urllib.request
+
+if documents is None or len(documents) == 0:
+    return []
+if ids is not None and len(ids) != len(documents):
+    plpy.error("semrank.rank: ids has %d elements but documents has %d"
+               % (len(ids), len(documents)),
+               hint="pass one id per document, or NULL for positions", sqlstate="22023")
+row = plpy.execute(
+    "SELECT semrank.setting('endpoint', '@ENDPOINT@') AS endpoint, "
+    "semrank.setting('api_key') AS api_key, semrank.setting('timeout_s', '@TIMEOUT@') AS timeout"
+)[0]
+url = row["endpoint"].rstrip("/") + "/v1/rerank"
+body = {"query": query, "documents": [d if d is not None else "" for d in documents],
+        "return_documents": False}
+if model is not None:
+    body["model"] = model
+headers = {"Content-Type": "application/json", "Accept": "application/json"}
+if row["api_key"]:
+    headers["Authorization"] = "Bearer " + row["api_key"]
+request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers,
+                                 method="POST")
+hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
+        "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port' "
+        "(or UPDATE semrank.settings SET value = ... WHERE key = 'endpoint')")
+try:
+    with urllib.request.urlopen(request, timeout=float(row["timeout"])) as response:
+        answer = json.loads(response.read().decode("utf-8"))
+except urllib.error.HTTPError as exc:
+    text = exc.read().decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        if isinstance(error, dict):
+            text = str(error.get("message") or error.get("detail") or text)
+        elif isinstance(error, str):
+            text = error
+    except ValueError:
+        pass
+    plpy.error("semrank.rank: the semrank server at %s answered HTTP %d: %s"
+               % (url, exc.code, text), sqlstate="38000")
+except (urllib.error.URLError, OSError, ValueError) as exc:
+    reason = getattr(exc, "reason", exc)
+    plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
+               hint=hint, sqlstate="38000")
+rows = []
+for rank, result in enumerate(answer["results"], start=1):
+    position = int(result["index"])
+    key = ids[position] if ids is not None else str(position + 1)
+    rows.append((key, rank, float(result["relevance_score"])))
+return rows
+"""
+
+_RANK_V1 = """
+CREATE OR REPLACE FUNCTION semrank.rank(
+    query text,
+    documents text[],
+    ids text[] DEFAULT NULL,
+    model text DEFAULT NULL
+) RETURNS TABLE (id text, rank integer, relevance_score real)
+LANGUAGE plpython3u VOLATILE
+AS $semrank$@BODY@$semrank$;
+COMMENT ON FUNCTION semrank.rank(text, text[], text[], text) IS
+    'Re-rank documents for query with a running semrank server (POST /v1/rerank); rows best '
+    'first: id (ids[i], or the 1-based position when ids is NULL), rank, relevance_score.';
+"""
+
+
+def sql_migrations() -> tuple[Migration, ...]:
+    """The migrations ``semrank sql install`` applies (versions 100+, after the store's)."""
+    body = _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT).replace(
+        "@TIMEOUT@", str(DEFAULT_TIMEOUT_S)
+    )
+    return (
+        (100, "sql: settings", _SETTINGS_V1),
+        (101, "sql: semrank.rank", _RANK_V1.replace("@BODY@", body)),
+    )

@@ -1,0 +1,79 @@
+"""Installing the SQL functions and their settings into a database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.sql._functions import sql_migrations
+
+SETTING_KEYS = ("endpoint", "api_key", "timeout_s")
+
+
+def _connect(dsn: str) -> Any:
+    from semrank.store.postgres import is_postgres_dsn, redact
+
+    if not is_postgres_dsn(dsn):
+        raise InvalidInputError(f"not a PostgreSQL DSN: {dsn!r}; use postgresql://user@host/db")
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "semrank sql needs psycopg 3: pip install 'psycopg[binary]' psycopg_pool"
+        ) from exc
+    try:
+        return psycopg.connect(dsn)
+    except psycopg.OperationalError as exc:
+        raise BackendUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
+
+
+def set_settings(conn: Any, values: dict[str, str | None]) -> None:
+    """Store settings in ``semrank.settings`` (``None`` values are left as they are)."""
+    for key, value in values.items():
+        if key not in SETTING_KEYS:
+            raise InvalidInputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
+        if value is None:
+            continue
+        conn.execute(
+            "INSERT INTO semrank.settings (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (key, value),
+        )
+
+
+def install(
+    dsn: str,
+    *,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float | None = None,
+) -> list[int]:
+    """Create ``plpython3u`` (needs a superuser), the ``semrank`` schema, the settings table and
+    ``semrank.rank``; idempotent. Returns the migration versions applied now."""
+    import psycopg
+
+    from semrank.store.postgres import migrate
+
+    with _connect(dsn) as conn:
+        try:
+            applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
+        except psycopg.errors.UndefinedFile as exc:
+            raise BackendUnavailableError(
+                f"PL/Python is not installed in this PostgreSQL server ({exc}); install it "
+                "(Debian/Ubuntu: apt-get install postgresql-plpython3-<major>)"
+            ) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise BackendUnavailableError(
+                f"creating the plpython3u extension needs a superuser ({exc}); run "
+                "`semrank sql install` once as one, or have them CREATE EXTENSION plpython3u"
+            ) from exc
+        with conn.transaction():
+            set_settings(
+                conn,
+                {
+                    "endpoint": endpoint,
+                    "api_key": api_key,
+                    "timeout_s": None if timeout_s is None else str(timeout_s),
+                },
+            )
+    return applied

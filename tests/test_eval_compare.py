@@ -1,0 +1,64 @@
+"""`semrank eval --index --retriever a,b,c+rerank`: several runs compared in one table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from semrank.cli import app
+from semrank.errors import InvalidInputError
+from semrank.eval._compare import split_retrievers
+
+DOCS = [
+    {"id": "d1", "title": "Fleas", "text": "adult fleas live two to three months on a host"},
+    {"id": "d2", "title": "France", "text": "paris is the capital of france"},
+    {"id": "d3", "title": "Larvae", "text": "flea larvae hatch in days and avoid light"},
+    {"id": "d4", "title": "Dogs", "text": "dogs like to play fetch in the park"},
+]
+
+
+@pytest.fixture
+def index_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from semrank.store import HOME_ENV, create_index
+
+    home = tmp_path / "home"
+    index = create_index("cmp", home=home)  # with embeddings: dense and hybrid work
+    index.upsert(DOCS)
+    index.close()
+    monkeypatch.setenv(HOME_ENV, str(home))
+    return tmp_path
+
+
+def test_split_retrievers_validates():
+    assert split_retrievers("bm25, dense,hybrid+rerank") == ["bm25", "dense", "hybrid+rerank"]
+    with pytest.raises(InvalidInputError, match="names a retriever twice"):
+        split_retrievers("bm25,bm25")
+
+
+def test_four_runs_in_one_json_object(index_home: Path):
+    queries = index_home / "queries.tsv"
+    queries.write_text("q1\thow long do adult fleas live\nq2\tcapital city of france\n")
+    qrels = index_home / "qrels.txt"
+    qrels.write_text("q1 0 d1 2\nq1 0 d3 1\nq2 0 d2 1\n")
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json",
+         "--retriever", "bm25,dense,hybrid,hybrid+rerank", "--measures", "nDCG@10,RR@10"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["bm25", "dense", "hybrid", "hybrid+rerank"]
+    for run in payload.values():
+        assert set(run) == {"nDCG@10", "RR@10"}
+        assert 0.0 <= run["nDCG@10"] <= 1.0
+    # Every query's relevant document is found and put first by BM25 on this corpus.
+    assert payload["bm25"]["RR@10"] == pytest.approx(1.0)
+    table = CliRunner().invoke(
+        app,
+        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels),
+         "--retriever", "bm25,hybrid+rerank"],
+    )  # fmt: skip
+    assert table.exit_code == 0 and "hybrid+rerank" in table.stdout and "paired" in table.stdout

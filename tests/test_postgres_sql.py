@@ -1,0 +1,226 @@
+"""``semrank.rank`` from SQL against a real ``semrank serve`` and a real PostgreSQL server:
+same order and scores as the Python API; a down server is a readable SQL error that leaves the
+session usable."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from test_postgres_server import (  # noqa: F401 (fixtures)
+    PG_HOME,
+    PostgresServer,
+    pg_database,
+    pg_dsn,
+    pg_server,
+)
+
+QUERY = "what do fleas eat"
+DOCS = {
+    "d1": "Fleas feed on the blood of mammals and birds.",
+    "d2": "Paris is the capital of France and has many museums.",
+    "d3": "Adult fleas drink blood; flea larvae eat organic debris.",
+    "d4": "Cats scratch when fleas bite them.",
+    "d5": "The ocean is deep and cold; fish swim in it.",
+}
+
+# A full-text first stage over a plain table, re-ranked in the same statement.
+CTE = """
+WITH hits AS (
+    SELECT id, body FROM docs
+    WHERE to_tsvector('english', body) @@ websearch_to_tsquery('english', 'fleas or blood')
+    ORDER BY ts_rank_cd(to_tsvector('english', body),
+                        websearch_to_tsquery('english', 'fleas or blood')) DESC, id
+    LIMIT 10
+)
+SELECT r.id, r.rank, r.relevance_score
+FROM semrank.rank('what do fleas eat',
+                  (SELECT array_agg(body ORDER BY id) FROM hits),
+                  (SELECT array_agg(id ORDER BY id) FROM hits)) AS r
+ORDER BY r.rank
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Any:
+    from semrank import Reranker
+    from semrank.errors import ModelNotFoundError
+
+    try:
+        return Reranker()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def semrank_server(reranker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``semrank serve`` (the bundled model) on a free localhost port."""
+    port, log_path = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "SEMRANK_API_KEYS"}
+    command = [sys.executable, "-m", "semrank.cli", "serve", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(480):  # up to ~2 min on a busy machine
+            if process.poll() is not None:
+                pytest.fail(f"semrank serve exited early:\n{log_path.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"semrank serve did not come up:\n{log_path.read_text()}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
+    import psycopg
+
+    from semrank.sql import install
+
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101]
+    assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
+        conn.cursor().executemany("INSERT INTO docs VALUES (%s, %s)", list(DOCS.items()))
+    return pg_dsn
+
+
+def _psql_rows(server: PostgresServer, dsn: str, sql: str) -> list[list[str]]:
+    database = dsn.rsplit("/", 1)[1]
+    done = server.psql(database, sql)
+    assert done.returncode == 0, done.stderr
+    return [line.split("|") for line in done.stdout.splitlines() if line]
+
+
+def test_cte_from_psql_matches_the_python_api(
+    installed: str,
+    pg_server: PostgresServer,  # noqa: F811
+    reranker: Any,
+) -> None:
+    rows = _psql_rows(pg_server, installed, CTE)
+    candidates = ["d1", "d3", "d4"]  # the full-text hits, in id order
+    assert sorted(r[0] for r in rows) == candidates
+    expected = reranker.rerank(QUERY, [DOCS[i] for i in candidates])
+    assert [r[0] for r in rows] == [candidates[e.index] for e in expected]
+    assert [int(r[1]) for r in rows] == [1, 2, 3]
+    for row, result in zip(rows, expected, strict=True):
+        assert float(row[2]) == pytest.approx(result.relevance_score, abs=1e-5)
+
+
+def test_positions_when_ids_are_null_and_empty_input(installed: str) -> None:
+    import psycopg
+
+    with psycopg.connect(installed) as conn:
+        rows = conn.execute(
+            "SELECT id, rank FROM semrank.rank(%s, %s) ORDER BY rank", (QUERY, list(DOCS.values()))
+        ).fetchall()
+        assert sorted(r[0] for r in rows) == ["1", "2", "3", "4", "5"]
+        assert rows[-1][0] in {"2", "5"}  # Paris or the ocean: least about fleas
+        assert conn.execute("SELECT * FROM semrank.rank('q', '{}'::text[])").fetchall() == []
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="ids has 1 elements"):
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a', 'b'], ARRAY['x'])")
+
+
+def test_server_down_is_a_clear_error_and_the_session_goes_on(installed: str) -> None:
+    import psycopg
+
+    with psycopg.connect(installed) as conn:
+        down = f"http://127.0.0.1:{_free_port()}"
+        conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (down,))
+        conn.execute("SAVEPOINT before_rank")
+        with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+        assert "cannot reach the semrank server at http://127.0.0.1:" in str(caught.value)
+        assert caught.value.diag.message_hint and "semrank serve" in caught.value.diag.message_hint
+        conn.execute("ROLLBACK TO SAVEPOINT before_rank")
+        assert conn.execute("SELECT count(*) FROM docs").fetchone() == (len(DOCS),)
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_server_errors_become_sql_errors(installed: str) -> None:
+    import psycopg
+
+    with psycopg.connect(installed) as conn:
+        with pytest.raises(psycopg.errors.ExternalRoutineException, match="answered HTTP 4"):
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['doc'], NULL, 'no-such-model')")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM semrank.rank('q', ARRAY['doc'])").fetchone() == (
+            1,
+        )
+
+
+def test_install_needs_a_superuser_and_says_so(pg_dsn: str) -> None:  # noqa: F811
+    import psycopg
+
+    from semrank.errors import BackendUnavailableError, InvalidInputError
+    from semrank.sql import install
+
+    with pytest.raises(InvalidInputError, match="not a PostgreSQL DSN"):
+        install("mysql://nope")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE app LOGIN; EXCEPTION WHEN duplicate_object THEN "
+                     "NULL; END $$")  # fmt: skip
+    as_app = pg_dsn.replace("semrank@", "app@")
+    with pytest.raises(BackendUnavailableError, match="needs a superuser"):
+        install(as_app)
+
+
+def test_the_documented_hybrid_query_runs(
+    installed: str,
+    pg_server: PostgresServer,  # noqa: F811
+    reranker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """docs/postgresql.md's hybrid example, run by psql on a semrank index."""
+    import re
+
+    from semrank.store import create_index
+    from test_postgres_store import HashingEmbedder
+
+    docs_md = Path(__file__).resolve().parents[1] / "docs" / "postgresql.md"
+    example = re.search(r"```sql\n(\\set q .*?)```", docs_md.read_text("utf-8"), re.S)
+    assert example is not None, "the hybrid example is missing from docs/postgresql.md"
+    embedder = HashingEmbedder()
+    with create_index("scifact", store=installed, embedder=embedder) as index:
+        index.upsert([{"id": k, "title": "", "text": v} for k, v in DOCS.items()])
+    sql = example.group(1).replace("cancer stem cells resist chemotherapy", "fleas blood")
+    script = tmp_path_factory.mktemp("psql") / "hybrid.sql"
+    script.write_text(sql, "utf-8")
+    vector = "[" + ",".join(str(float(v)) for v in embedder.embed(["fleas blood"])[0]) + "]"
+    done = subprocess.run(
+        [str(PG_HOME / "bin" / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         "-v", f"qvec={vector}", "-d", installed, "-f", str(script)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line]
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
+    expected = reranker.rerank("fleas blood", [DOCS[r[1]] for r in rows])
+    assert [rows[e.index][1] for e in expected] == [r[1] for r in rows]

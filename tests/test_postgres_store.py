@@ -1,0 +1,149 @@
+"""The PostgreSQL store against the embedded one: same interface, same rankings.
+
+A real PostgreSQL server (see test_postgres_server.py); skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.pipeline import search
+from semrank.store import create_index, drop_index, list_indexes, open_index
+from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+
+DOCS = [
+    {"id": "d1", "title": "Fleas", "text": "Fleas feed on the blood of mammals and birds."},
+    {"id": "d2", "title": "Paris", "text": "Paris is the capital of France; museums abound."},
+    {"id": "d3", "title": "Oceans", "text": "The ocean is deep and cold and fish swim in it."},
+    {"id": "d4", "title": "Flea larvae", "text": "Adult fleas drink blood, larvae eat debris."},
+    {"id": "d5", "title": "Cats", "text": "Cats groom; fleas on cats bite, cats scratch fleas."},
+    {"id": "d6", "title": "Blood", "text": "Blood carries oxygen; mammals have red blood."},
+]
+QUERIES = ["what do fleas eat", "blood of mammals", "capital of France", "deep cold ocean fish"]
+
+
+class HashingEmbedder:
+    """A deterministic 384-d bag-of-words embedder, the same for both stores (no model)."""
+
+    dim = 384
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                digest = hashlib.md5(word.strip(".,;").encode()).digest()
+                out[row, int.from_bytes(digest[:4], "little") % self.dim] += 1.0
+            out[row] /= max(float(np.linalg.norm(out[row])), 1e-9)
+        return out
+
+
+@pytest.fixture
+def stores(pg_dsn: str, tmp_path: Path):  # type: ignore[no-untyped-def]  # noqa: F811
+    embedder = HashingEmbedder()
+    options = {"fields": ("title", "text"), "embedding_model": "default", "embedder": embedder}
+    local = create_index("t", home=tmp_path, **options)  # type: ignore[arg-type]
+    pg = create_index("t", store=pg_dsn, **options)  # type: ignore[arg-type]
+    local.upsert(DOCS)
+    pg.upsert(DOCS)
+    yield local, pg
+    local.close()
+    pg.close()
+
+
+def test_documents_roundtrip(stores) -> None:  # type: ignore[no-untyped-def]
+    _, pg = stores
+    assert len(pg) == 6
+    assert pg.get(["d2", "nope", "d1"]) == [
+        {"title": "Paris", "text": DOCS[1]["text"]},
+        None,
+        {"title": "Fleas", "text": DOCS[0]["text"]},
+    ]
+    generation = pg.generation
+    assert pg.upsert(DOCS) == 6 and pg.generation == generation  # unchanged: nothing rewritten
+    pg.upsert([{"id": "d2", "title": "Paris", "text": "Paris, city of light.", "year": 2024}])
+    assert pg.get(["d2"])[0]["year"] == 2024 and len(pg) == 6 and pg.generation > generation
+    assert "year" in pg.fields_seen
+    assert pg.delete(["d3", "d3", "missing"]) == 1
+    assert len(pg) == 5 and pg.get(["d3"]) == [None]
+    info = pg.info()
+    assert info.backend == "postgresql" and info.documents == 5 and info.embedding_dim == 384
+    assert info.vector_search == "exact" and "***" not in info.location
+
+
+def test_bm25_and_vector_rankings_match_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
+    local, pg = stores
+    for query in QUERIES:
+        ours, theirs = pg.search_bm25(query, k=5), local.search_bm25(query, k=5)
+        assert ours.ids.tolist() == theirs.ids.tolist(), query
+        np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5)
+        vector = local.embed_queries([query])[0]
+        ours, theirs = pg.search_vector(vector, k=4), local.search_vector(vector, k=4)
+        assert ours.ids.tolist() == theirs.ids.tolist(), query
+        np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-6)
+    assert len(pg.search_bm25("zebra unicorn", k=5)) == 0
+
+
+def test_pipeline_hybrid_runs_on_postgres(stores) -> None:  # type: ignore[no-untyped-def]
+    local, pg = stores
+    for query in QUERIES:
+        ours = search(pg, query, retriever="hybrid", k=3)
+        theirs = search(local, query, retriever="hybrid", k=3)
+        assert ours.ids == theirs.ids
+        assert ours.hits[0].document == theirs.hits[0].document
+
+
+def test_field_search_and_errors(stores) -> None:  # type: ignore[no-untyped-def]
+    _, pg = stores
+    assert pg.search_bm25("larvae", k=3, field="title").ids.tolist() == ["d4"]
+    with pytest.raises(InvalidInputError, match="no field 'colour'"):
+        pg.search_bm25("red", k=3, field="colour")
+
+
+def test_hnsw_index_from_the_threshold(pg_dsn: str) -> None:  # noqa: F811
+    pg = create_index("h", store=pg_dsn, embedder=HashingEmbedder(), ann_threshold=3)
+    with pg:
+        pg.upsert(DOCS)
+        assert pg.info().vector_search == "hnsw"
+        vector = HashingEmbedder().embed(["fleas blood"])[0]
+        assert pg.search_vector(vector, k=2, num_candidates=50).ids.tolist()[0] in {"d1", "d4"}
+
+
+def test_registry_by_dsn(pg_dsn: str) -> None:  # noqa: F811
+    create_index("a", store=pg_dsn, embedding_model=None).close()
+    with pytest.raises(IndexExistsError):
+        create_index("a", store=pg_dsn, embedding_model=None)
+    assert list_indexes(store=pg_dsn) == ["a"]
+    with open_index("a", store=pg_dsn) as index:
+        assert index.backend == "postgresql" and not index.has_vectors
+    drop_index("a", store=pg_dsn)
+    with pytest.raises(IndexNotFoundError, match="not found"):
+        open_index("a", store=pg_dsn)
+    with pytest.raises(InvalidInputError, match="unknown store"):
+        open_index("a", store="mysql://x")
+
+
+def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "semrank.cli", *args],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cli("index", "create", "cli", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
+    assert json.loads(cli("index", "info", "cli", "--json", "--store", pg_dsn))["documents"] == 6
+    hits = json.loads(cli("search", "cli", "fleas blood", "--json", "--store", pg_dsn))["hits"]
+    assert hits[0]["id"] in {"d1", "d4"}
