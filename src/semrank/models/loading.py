@@ -122,8 +122,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+BLEND_FILE = "blend.json"
+BLEND_ARCHITECTURE = "semrank-blend"
+
+
 def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) -> ResolvedModel:
     """Read a Hugging Face / sentence-transformers directory and decide how to run it."""
+    if (path / BLEND_FILE).is_file():
+        # A learned blend of other models (semrank.rerank loads its components).
+        return ResolvedModel(
+            name=name, path=path, kind="cross-encoder", architecture=BLEND_ARCHITECTURE,
+            max_length=512, activation="sigmoid",
+        )  # fmt: skip
     _require_files(path)
     config = _read_json(path / "config.json")
     architecture = _architecture(config, path)

@@ -11,6 +11,7 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve
 from semrank.rerank._aggregate import aggregate
+from semrank.rerank._blend import is_blend, load_blend_scorer
 from semrank.rerank._chunking import ReadPlan, plan_document
 from semrank.rerank._config import ChunkingConfig
 from semrank.rerank._documents import (
@@ -62,15 +63,20 @@ class Reranker:
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
             self._name = str(model) if model is not None and self.model is None else ""
-            self._scorer = scorer
+            self._scorer: PairScorer = scorer
             if self.model is not None:
                 self._name = self.model.name
             return
         self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
         self._name = self.model.name
-        self._scorer = load_scorer(
-            self.model, backend=backend, device=device, batching=batching, threads=threads
-        )
+        if is_blend(self.model):
+            self._scorer = load_blend_scorer(
+                self.model.path, backend=backend, device=device, batching=batching, threads=threads
+            )
+        else:
+            self._scorer = load_scorer(
+                self.model, backend=backend, device=device, batching=batching, threads=threads
+            )
 
     @property
     def scorer(self) -> PairScorer:

@@ -1,0 +1,127 @@
+"""A learned linear blend of several scorers, itself a ``PairScorer``.
+
+``sigmoid(bias + sum_i weight_i * raw_i)``: every component scores the same pair, so the blend
+is as batch-invariant as its parts and its 0..1 scores mean the same across queries. The
+weights are fitted on training data (``semrank.train.fit_blend``) and stored next to the
+components in ``blend.json``:
+
+    {"format": "semrank-blend/1", "bias": -1.2,
+     "components": [{"model": "cross-encoder", "weight": 0.8},
+                    {"model": "all-minilm-l6-v2", "kind": "bi-encoder", "weight": 6.5}]}
+
+A component's ``model`` is a folder beside blend.json, or any name ``semrank.models.resolve``
+knows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrank.errors import ModelLoadError
+from semrank.models import ResolvedModel, resolve
+from semrank.runtime import load_scorer
+from semrank.runtime.base import Activation, BatchingConfig, PairScorer, ScorerKind, TextTokenizer
+
+BLEND_FILE = "blend.json"
+BLEND_FORMAT = "semrank-blend/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlendComponent:
+    """One scorer of a blend and the weight of its raw score."""
+
+    scorer: PairScorer
+    weight: float
+
+
+class BlendScorer:
+    """``PairScorer`` whose raw score is ``bias + sum(weight * component raw score)``."""
+
+    kind: ScorerKind = "cross-encoder"
+    activation: Activation = "sigmoid"
+
+    def __init__(self, components: Sequence[BlendComponent], *, bias: float) -> None:
+        if not components:
+            raise ModelLoadError("a blend needs at least one component")
+        self.components = tuple(components)
+        self.bias = float(bias)
+        self.max_length = min(c.scorer.max_length for c in self.components)
+        # Components share a vocabulary in practice; the first one plans chunks for all.
+        self.tokenizer: TextTokenizer = self.components[0].scorer.tokenizer
+
+    def doc_token_budget(self, query: str) -> int:
+        return min(c.scorer.doc_token_budget(query) for c in self.components)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        total = np.full(len(pairs), self.bias, dtype=np.float32)
+        for component in self.components:
+            total += np.float32(component.weight) * component.scorer.score_pairs(pairs)
+        return total
+
+
+def is_blend(model: ResolvedModel) -> bool:
+    """Whether ``model``'s directory describes a blend."""
+    return (Path(model.path) / BLEND_FILE).is_file()
+
+
+def read_blend(directory: Path) -> dict[str, Any]:
+    """The blend description in ``directory``, checked."""
+    path = directory / BLEND_FILE
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(spec, dict) or spec.get("format") != BLEND_FORMAT:
+        raise ModelLoadError(f"{path} is not a {BLEND_FORMAT} description")
+    components = spec.get("components")
+    if not isinstance(components, list) or not components:
+        raise ModelLoadError(f"{path} lists no components")
+    for entry in components:
+        if not isinstance(entry, dict) or "model" not in entry or "weight" not in entry:
+            raise ModelLoadError(f"{path}: each component needs 'model' and 'weight': {entry!r}")
+    return spec
+
+
+def load_blend_scorer(
+    directory: Path,
+    *,
+    backend: str | None = None,
+    device: str | None = None,
+    batching: BatchingConfig | None = None,
+    threads: int | None = None,
+) -> BlendScorer:
+    """Load every component of the blend in ``directory`` on the same backend."""
+    spec = read_blend(directory)
+    components = []
+    for entry in spec["components"]:
+        local = directory / str(entry["model"])
+        name: str | Path = local if local.is_dir() else str(entry["model"])
+        model = resolve(name, kind=entry.get("kind"))
+        scorer = load_scorer(
+            model, backend=backend, device=device, batching=batching, threads=threads
+        )
+        components.append(BlendComponent(scorer=scorer, weight=float(entry["weight"])))
+    return BlendScorer(components, bias=float(spec.get("bias", 0.0)))
+
+
+def write_blend(
+    directory: Path, components: Sequence[tuple[str, str | None, float]], *, bias: float
+) -> Path:
+    """Write ``blend.json``: components as (model, kind or None, weight)."""
+    entries = []
+    for model, kind, weight in components:
+        entry: dict[str, Any] = {"model": model, "weight": float(weight)}
+        if kind is not None:
+            entry["kind"] = kind
+        entries.append(entry)
+    payload = {"format": BLEND_FORMAT, "bias": float(bias), "components": entries}
+    path = directory / BLEND_FILE
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path

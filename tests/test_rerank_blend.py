@@ -1,0 +1,54 @@
+"""A learned blend of scorers behaves as one model: raw = bias + sum(w * raw_i), 0..1 by sigmoid."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank import Reranker
+from semrank.errors import ModelLoadError
+from semrank.rerank._blend import read_blend, write_blend
+
+PAIRS_DOCS = ["Fleas are small insects.", "Paris is in France.", "Cats chase mice at night."]
+
+
+@pytest.fixture(scope="module")
+def blend_dir(tiny_model, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("blend")
+    shutil.copytree(tiny_model("bert"), directory / "cross-encoder")
+    write_blend(
+        directory,
+        [("cross-encoder", None, 0.75), ("all-minilm-l6-v2", "bi-encoder", 4.0)],
+        bias=-1.5,
+    )
+    return directory
+
+
+def test_blend_raw_is_the_weighted_sum_of_its_parts(blend_dir: Path):
+    query = "what is a flea"
+    cross = Reranker(blend_dir / "cross-encoder").score(query, PAIRS_DOCS, raw=True)
+    bi = Reranker("all-minilm-l6-v2").score(query, PAIRS_DOCS, raw=True)
+    blend = Reranker(blend_dir)
+    expected = -1.5 + 0.75 * cross + 4.0 * bi
+    np.testing.assert_allclose(blend.score(query, PAIRS_DOCS, raw=True), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        blend.score(query, PAIRS_DOCS), 1 / (1 + np.exp(-expected)), atol=1e-6
+    )
+
+
+def test_blend_scores_do_not_depend_on_other_documents(blend_dir: Path):
+    blend = Reranker(blend_dir)
+    alone = blend.score("what is a flea", PAIRS_DOCS[:1])[0]
+    together = blend.score("what is a flea", [*PAIRS_DOCS, "word " * 300])[0]
+    assert together == pytest.approx(alone, abs=1e-6)
+
+
+def test_bad_blend_file_is_named(tmp_path: Path):
+    (tmp_path / "blend.json").write_text('{"format": "semrank-blend/1", "components": []}')
+    with pytest.raises(ModelLoadError, match="lists no components"):
+        read_blend(tmp_path)
+    with pytest.raises(ModelLoadError, match="lists no components"):
+        Reranker(tmp_path)
