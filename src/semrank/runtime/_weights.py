@@ -54,7 +54,47 @@ def load_weights(model_dir: Path) -> Weights:
             weights.update(_read_safetensors(path))
         else:
             weights.update(_read_torch_bin(path))
-    return weights
+    return dequantize_int8(weights)
+
+
+# Weight-only int8 (how semrank ships its own model small): a matrix ``W`` is stored as
+# ``W.int8`` (int8, same shape) and ``W.int8_scale`` (float32, one scale per row), and read
+# back as float32 ``W.int8 * scale``: the graph computes in fp32, only the file is small.
+INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".int8_scale"
+
+
+def dequantize_int8(weights: Weights) -> Weights:
+    """Replace every ``name.int8`` / ``name.int8_scale`` pair by the float32 ``name``."""
+    out: Weights = {}
+    for name, array in weights.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if name.endswith(INT8_SUFFIX):
+            base = name[: -len(INT8_SUFFIX)]
+            scale = weights.get(base + SCALE_SUFFIX)
+            if scale is None:
+                raise ModelLoadError(f"int8 tensor {name} has no {base + SCALE_SUFFIX}")
+            out[base] = array.astype(np.float32) * scale.astype(np.float32)[:, None]
+        else:
+            out[name] = array
+    return out
+
+
+def quantize_int8(weights: Weights, *, min_size: int = 4096) -> Weights:
+    """Symmetric per-row int8 for matrices of at least ``min_size`` values; the rest unchanged."""
+    out: Weights = {}
+    for name, array in weights.items():
+        if array.ndim != 2 or array.size < min_size or array.dtype.kind != "f":
+            out[name] = np.ascontiguousarray(array)
+            continue
+        matrix = array.astype(np.float32)
+        scale = np.abs(matrix).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        out[name + INT8_SUFFIX] = np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(
+            np.int8
+        )
+        out[name + SCALE_SUFFIX] = scale.astype(np.float32)
+    return out
 
 
 def _read_safetensors(path: Path) -> Weights:
