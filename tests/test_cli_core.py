@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from semrank import __version__
 from semrank.cli import app
+from semrank.models import default_spec
 
 runner = CliRunner()
 
@@ -24,7 +25,7 @@ def test_models_list_json_has_one_default():
     result = runner.invoke(app, ["models", "list", "--json"])
     assert result.exit_code == 0
     entries = json.loads(result.output)
-    assert [e["name"] for e in entries if e["default"]] == ["all-minilm-l6-v2"]
+    assert [e["name"] for e in entries if e["default"]] == [default_spec().name]
 
 
 @pytest.mark.parametrize("layout", ["jsonl", "json", "lines"])

@@ -51,8 +51,11 @@ def test_min_score_filters(reranker):
 def test_raw_scores_are_the_untransformed_values(reranker):
     raw = reranker.score("what is a flea", FLEA_DOCS, raw=True)
     mapped = reranker.score("what is a flea", FLEA_DOCS)
-    # The default bi-encoder maps cosine c to (c + 1) / 2.
-    np.testing.assert_allclose(mapped, (raw + 1) / 2, atol=1e-6)
+    if reranker.scorer.activation == "cosine":  # a bi-encoder maps cosine c to (c + 1) / 2
+        expected = (raw + 1) / 2
+    else:  # a cross-encoder (or blend) maps its logit through the sigmoid
+        expected = 1 / (1 + np.exp(-raw.astype(np.float64)))
+    np.testing.assert_allclose(mapped, expected, atol=1e-6)
 
 
 def test_dict_documents_with_rank_fields_return_originals(reranker):

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "semrank.train.commands",
     "semrank.store.commands",
     "semrank.server.commands",
+    "semrank.sql.commands",
     "semrank.demo",
 )
 

@@ -1,0 +1,89 @@
+"""Package a `semrank train` run as semrank's shipped default model, and measure it.
+
+    python benchmarks/build_default_model.py --run /root/semrank-runs/minilm-l6-v1 \
+        --out src/semrank/models/bundled/semrank-minilm-l6
+
+1. the run's best checkpoint -> ``OUT/cross-encoder`` with weight-only int8 (about 23 MB);
+2. a blend of that cross-encoder and the all-MiniLM-L6-v2 bi-encoder, its weights fitted by
+   logistic regression on the run's held-out validation split (training data only) -> blend.json;
+3. TREC DL 2019 nDCG@10 (BM25 top-100 re-ranked) of the fp32 checkpoint, the int8 one and the
+   blend, written to ``OUT/scores.json`` for the model card. DL19 is measured, never fitted on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from safetensors.numpy import save_file
+
+from semrank.eval import evaluate, load_candidates, load_qrels
+from semrank.eval.reranking import reranked_run, score_candidates
+from semrank.rerank._blend import write_blend
+from semrank.runtime._weights import load_weights, quantize_int8
+from semrank.train._blend import fit_blend, validation_task_of_run
+
+ROOT = Path(__file__).resolve().parents[1]
+DL19 = ROOT.parent / "shared" / "data" / "eval" / "trec-dl-2019"
+COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def pack_cross_encoder(checkpoint: Path, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, target / name)
+    save_file(quantize_int8(load_weights(checkpoint)), str(target / "model.safetensors"))
+    return target
+
+
+def dl19_ndcg(model: str | Path) -> float:
+    from semrank import Reranker
+
+    reranker = Reranker(model)
+    lists = load_candidates(DL19 / "bm25-top100.json.gz")
+    started = time.perf_counter()
+    outcome = score_candidates(lists, lambda q, d: reranker.score(q, d, raw=True), depth=100)
+    run = reranked_run(lists, outcome.scores, name=str(model))
+    value = evaluate(load_qrels(DL19 / "qrels.txt"), run, ["nDCG@10"]).aggregate["nDCG@10"]
+    print(f"DL19 nDCG@10 {value:.4f}  {model}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    return float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--skip-fp32", action="store_true", help="don't measure the fp32 model")
+    args = parser.parse_args()
+    checkpoint = args.run / "best"
+    cross = pack_cross_encoder(checkpoint, args.out / "cross-encoder")
+    task = validation_task_of_run(args.run)
+    fit = fit_blend([cross, "all-minilm-l6-v2"], task)
+    print(f"blend fitted on {fit.pairs} pairs ({fit.positives} relevant): {fit}", flush=True)
+    write_blend(
+        args.out,
+        [
+            ("cross-encoder", None, fit.weights[0]),
+            ("all-minilm-l6-v2", "bi-encoder", fit.weights[1]),
+        ],
+        bias=fit.bias,
+    )
+    scores = {
+        "dl19_ndcg10_cross_encoder_int8": dl19_ndcg(cross),
+        "dl19_ndcg10_blend": dl19_ndcg(args.out),
+        "blend_fit": {"weights": fit.weights, "bias": fit.bias, "pairs": fit.pairs,
+                      "positives": fit.positives, "task": task.name},
+        "training": json.loads((checkpoint / "semrank_training.json").read_text()),
+    }  # fmt: skip
+    if not args.skip_fp32:
+        scores["dl19_ndcg10_cross_encoder_fp32"] = dl19_ndcg(checkpoint)
+    (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str) + "\n")
+    print(json.dumps({k: v for k, v in scores.items() if k.startswith("dl19")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
