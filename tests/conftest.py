@@ -55,3 +55,21 @@ def minilm_dir() -> Path:
     if not (path / "model.safetensors").is_file():
         pytest.skip(f"bundled model weights not found under {path}")
     return path
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (server, client) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def reranker() -> Any:
+    """The default ``Reranker()`` (bundled, offline), loaded once for the session."""
+    from semrank import Reranker
+    from semrank.errors import ModelNotFoundError
+
+    try:
+        return Reranker()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")

@@ -32,22 +32,6 @@ LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-    from semrank.errors import ModelNotFoundError
-
-    try:
-        return Reranker()
-    except ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
 @contextlib.asynccontextmanager
 async def serving(
     reranker: Any, *, headers: dict[str, str] | None = None, **config: Any

@@ -22,22 +22,6 @@ DOCS = [
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-    from semrank.errors import ModelNotFoundError
-
-    try:
-        return Reranker()
-    except ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
-@pytest.fixture
 async def client(reranker: Any, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     pytest.importorskip("bm25s")
     from semrank.pipeline import forget_open_indexes

@@ -19,22 +19,6 @@ REQUESTS_PER_CLIENT = 20
 WORDS = ["flea", "blood", "dog", "cat", "paris", "france", "ocean", "fish", "music", "piano"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-    from semrank.errors import ModelNotFoundError
-
-    try:
-        return Reranker()
-    except ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
 def _request(rng: random.Random) -> dict[str, Any]:
     docs = [" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) for _ in range(rng.randint(2, 6))]
     endpoint = rng.choice(["/v1/rerank", "/v2/rerank", "/rerank"])

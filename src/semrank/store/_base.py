@@ -16,7 +16,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits
-from semrank.store._corpus import Document
+from semrank.store._corpus import Document, documents_from
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
@@ -118,15 +118,47 @@ class Store(abc.ABC):
         return self.settings.embedding_model is not None
 
     # --- documents -------------------------------------------------------------------------
-    @abc.abstractmethod
     def upsert(
         self,
         documents: Iterable[Document | dict[str, Any]],
         *,
         batch_size: int = 256,
         progress: ProgressCallback | None = None,
+        refresh: bool = True,
     ) -> int:
-        """Insert or replace documents by id, committing every ``batch_size``; returns the count."""
+        """Insert or replace documents by id, committing every ``batch_size``; returns the count.
+
+        Each batch is one transaction (``_write_batch``), so an interrupted ingest keeps every
+        batch committed before it.
+        """
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        total, batch = 0, []
+        for document in documents_from(documents, self.settings.id_field or "id"):
+            batch.append(document)
+            if len(batch) >= batch_size:
+                total += self._write_batch(batch, progress)
+                batch = []
+        if batch:
+            total += self._write_batch(batch, progress)
+        if refresh:
+            self.refresh()
+        return total
+
+    def add(
+        self,
+        documents: Iterable[Document | dict[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+        refresh: bool = True,
+    ) -> int:
+        """Alias of ``upsert``."""
+        return self.upsert(documents, batch_size=batch_size, progress=progress, refresh=refresh)
+
+    @abc.abstractmethod
+    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+        """Write one batch of documents in one transaction; returns how many were written."""
 
     @abc.abstractmethod
     def delete(self, ids: Iterable[str]) -> int:

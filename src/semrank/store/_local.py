@@ -31,7 +31,7 @@ from semrank.store._base import (
     Store,
     index_dir_size,
 )
-from semrank.store._corpus import Document, documents_from
+from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
 
 VECTORS = "vectors"
@@ -101,31 +101,7 @@ class LocalStore(Store):
     def __repr__(self) -> str:
         return f"LocalStore({self.name!r}, path={str(self.path)!r})"
 
-    # --- writing ---------------------------------------------------------------------------
-    def upsert(
-        self,
-        documents: Iterable[Document | dict[str, Any]],
-        *,
-        batch_size: int = 256,
-        progress: ProgressCallback | None = None,
-        refresh: bool = True,
-    ) -> int:
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        total, batch = 0, []
-        for document in documents_from(documents, self.settings.id_field or "id"):
-            batch.append(document)
-            if len(batch) >= batch_size:
-                total += self._write_batch(batch, progress)
-                batch = []
-        if batch:
-            total += self._write_batch(batch, progress)
-        if refresh:
-            self.refresh()
-        return total
-
-    add = upsert
-
+    # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         rows = {

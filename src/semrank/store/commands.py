@@ -57,7 +57,7 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int) -> int:
         count = index.upsert(
             corpus,
             batch_size=batch_size,
-            refresh=False,  # type: ignore[call-arg]  # both stores take it
+            refresh=False,  # both stores take it
             progress=lambda n: bar.advance(task, n),
         )
         bar.add_task("building BM25 / vector indexes", total=None)

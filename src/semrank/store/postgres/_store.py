@@ -18,7 +18,7 @@ from semrank.errors import (
 )
 from semrank.retrieve import Hits, TextEmbedder
 from semrank.store._base import ALL_TEXT_FIELDS, IndexInfo, IndexSettings, ProgressCallback, Store
-from semrank.store._corpus import Document, documents_from
+from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
 from semrank.store.postgres._pool import acquire_pool, redact, release_pool
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
@@ -125,31 +125,7 @@ class PostgresStore(Store):
         with self._pool.connection() as conn:
             return conn.execute(query, params).fetchall()
 
-    # --- writing ---------------------------------------------------------------------------
-    def upsert(
-        self,
-        documents: Iterable[Document | dict[str, Any]],
-        *,
-        batch_size: int = 256,
-        progress: ProgressCallback | None = None,
-        refresh: bool = True,
-    ) -> int:
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        total, batch = 0, []
-        for document in documents_from(documents, self.settings.id_field or "id"):
-            batch.append(document)
-            if len(batch) >= batch_size:
-                total += self._write_batch(batch, progress)
-                batch = []
-        if batch:
-            total += self._write_batch(batch, progress)
-        if refresh:
-            self.refresh()
-        return total
-
-    add = upsert
-
+    # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
     def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
         from psycopg import sql
 
