@@ -145,16 +145,7 @@ class Store(abc.ABC):
             self.refresh()
         return total
 
-    def add(
-        self,
-        documents: Iterable[Document | dict[str, Any]],
-        *,
-        batch_size: int = 256,
-        progress: ProgressCallback | None = None,
-        refresh: bool = True,
-    ) -> int:
-        """Alias of ``upsert``."""
-        return self.upsert(documents, batch_size=batch_size, progress=progress, refresh=refresh)
+    add = upsert
 
     @abc.abstractmethod
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
