@@ -27,21 +27,6 @@ DOCS = [
 LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + " Fleas eat blood."
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-
-    try:
-        return Reranker()
-    except errors.ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
 @contextlib.contextmanager
 def live_server(app: Any) -> Iterator[str]:
     import uvicorn

@@ -58,17 +58,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-    from semrank.errors import ModelNotFoundError
-
-    try:
-        return Reranker()
-    except ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
 def semrank_server(reranker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``semrank serve`` (the bundled model) on a free localhost port."""
     port, log_path = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"

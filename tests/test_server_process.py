@@ -31,17 +31,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reranker() -> Any:
-    from semrank import Reranker
-    from semrank.errors import ModelNotFoundError
-
-    try:
-        return Reranker()
-    except ModelNotFoundError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

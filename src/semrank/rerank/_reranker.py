@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,13 +169,7 @@ class Reranker:
         if chunking is None:
             return self.chunking
         if isinstance(chunking, bool):
-            return ChunkingConfig(
-                enabled=chunking,
-                overlap_tokens=self.chunking.overlap_tokens,
-                aggregation=self.chunking.aggregation,
-                top_k=self.chunking.top_k,
-                max_chunks=self.chunking.max_chunks,
-            )
+            return dataclasses.replace(self.chunking, enabled=chunking)
         return chunking
 
     def _score_groups(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Self
 import numpy as np
 
 from semrank.errors import InvalidInputError
-from semrank.retrieve import BM25Params, Hits
+from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.store._corpus import Document, documents_from
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
@@ -197,9 +198,28 @@ class Store(abc.ABC):
     ) -> Hits:
         """Top ``k`` document ids by inner product with ``vector`` (cosine; vectors normalised)."""
 
-    @abc.abstractmethod
+    _embedder: TextEmbedder | None = None
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The index's embedding model, loaded on first use."""
+        if self._embedder is None:
+            if not self.has_vectors:
+                raise InvalidInputError(f"index {self.name!r} has no embedding model")
+            from semrank.models import resolve_embedding_model
+            from semrank.runtime import load_embedder
+
+            model = resolve_embedding_model(self.settings.embedding_model)
+            if self.settings.embedding_max_length:
+                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
+            # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole
+            # cost of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
+            self._embedder = load_embedder(model, backend="fast")
+        return self._embedder
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors from the index's own embedding model."""
+        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
 
     def refresh(self) -> None:  # noqa: B027 - optional for backends that index synchronously
         """Bring derived indexes up to date with the committed documents."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -204,27 +203,7 @@ class LocalStore(Store):
             derived=derived,
         )
 
-    # --- embeddings ------------------------------------------------------------------------
-    @property
-    def embedder(self) -> TextEmbedder:
-        """The index's embedding model, loaded on first use."""
-        if self._embedder is None:
-            if not self.has_vectors:
-                raise InvalidInputError(f"index {self.name!r} has no embedding model")
-            from semrank.models import resolve_embedding_model
-            from semrank.runtime import load_embedder
-
-            model = resolve_embedding_model(self.settings.embedding_model)
-            if self.settings.embedding_max_length:
-                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
-            # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole
-            # cost of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
-            self._embedder = load_embedder(model, backend="fast")
-        return self._embedder
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-
+    # --- embeddings (``embedder`` / ``embed_queries`` are the base class's) ---------------
     def _catch_up_embeddings(self, batch_size: int = 256) -> None:
         """Embed rows stored without a vector (e.g. written by a process without the model)."""
         while rows := self.db.missing_embeddings(batch_size):

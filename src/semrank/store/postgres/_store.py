@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -320,25 +319,7 @@ class PostgresStore(Store):
             derived={"fts": "gin (english tsvector)", "vectors": "hnsw" if hnsw else None},
         )
 
-    # --- embeddings ------------------------------------------------------------------------
-    @property
-    def embedder(self) -> TextEmbedder:
-        """The index's embedding model, loaded on first use."""
-        if self._embedder is None:
-            if not self.has_vectors:
-                raise InvalidInputError(f"index {self.name!r} has no embedding model")
-            from semrank.models import resolve_embedding_model
-            from semrank.runtime import load_embedder
-
-            model = resolve_embedding_model(self.settings.embedding_model)
-            if self.settings.embedding_max_length:
-                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
-            self._embedder = load_embedder(model)
-        return self._embedder
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-
+    # --- embeddings (``embedder`` / ``embed_queries`` are the base class's) ---------------
     def refresh(self) -> None:
         """Embed rows stored without a vector; build the HNSW index from ``ann_threshold`` on."""
         from psycopg import sql
