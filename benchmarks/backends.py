@@ -41,7 +41,7 @@ from speed import (
 )
 
 QRELS = DL19_CANDIDATES.parent / "qrels.txt"
-ALL_BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-bf16")
+ALL_BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 
 
 def parse_args() -> argparse.Namespace:

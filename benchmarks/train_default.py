@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--sources", default=None, help="debug: comma-separated source names")
     parser.add_argument("--val-queries", type=int, default=150)
     parser.add_argument("--no-report", action="store_true", help="debug: skip TREC DL 2019")
+    parser.add_argument("--init-from", type=Path, default=None, help="start from this CE")
+    parser.add_argument("--teacher-model", type=Path, default=None, help="CE joining the teacher")
+    parser.add_argument("--distill-weight", type=float, default=1.0)
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -70,6 +73,9 @@ def main() -> None:
         max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         lr=args.lr,
+        init_from=args.init_from,
+        teacher_model=args.teacher_model,
+        distill_weight=args.distill_weight,
         val_source="msmarco",
         val_queries=args.val_queries,
         val_candidates=15,

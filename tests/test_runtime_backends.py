@@ -21,7 +21,7 @@ from semrank.runtime import (
 )
 from semrank.runtime._batching import padded_width
 from semrank.runtime._select import choose_backend, cpu_flags
-from tiny_models import random_pairs
+from tiny_models import random_pairs, tiny_spec
 
 INTEL_AMX = {"avx2": True, "avx512f": True, "amx_bf16": True, "openvino": True}
 ZEN4 = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "openvino": True}
@@ -96,14 +96,7 @@ def test_padded_width_rounds_up_but_never_past_the_limit() -> None:
 
 
 def cross_encoder(model_dir: Path) -> ResolvedModel:
-    return ResolvedModel(
-        name="tiny",
-        path=model_dir,
-        kind="cross-encoder",
-        architecture="",
-        max_length=64,
-        activation="sigmoid",
-    )
+    return tiny_spec(model_dir)
 
 
 def _reference(model_dir: Path, pairs) -> np.ndarray:

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semrank.models.spec import ResolvedModel
 from semrank.runtime import BatchingConfig, load_scorer
 from semrank.runtime._batching import pad_batch, plan_batches, run_batched
 from semrank.runtime.tokenizer import EncodedInput
-from tiny_models import random_pairs
+from tiny_models import random_pairs, tiny_spec
 
 
 def test_plan_batches_respects_limits_and_covers_every_input() -> None:
@@ -58,14 +57,7 @@ def test_run_batched_returns_rows_in_input_order() -> None:
 
 
 def _scorer(model_dir: Path, batching: BatchingConfig | None = None):
-    model = ResolvedModel(
-        name="tiny",
-        path=model_dir,
-        kind="cross-encoder",
-        architecture="",
-        max_length=64,
-        activation="sigmoid",
-    )
+    model = tiny_spec(model_dir)
     return load_scorer(model, batching=batching)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from semrank.models.spec import ResolvedModel
 from semrank.runtime import load_scorer, resolve_backend
-from tiny_models import random_pairs
+from tiny_models import random_pairs, tiny_spec
 
 
 def _ort_cuda() -> bool:
@@ -33,14 +33,7 @@ needs_torch_cuda = pytest.mark.skipif(not _torch_cuda(), reason="torch has no CU
 
 
 def cross_encoder(model_dir: Path) -> ResolvedModel:
-    return ResolvedModel(
-        name="tiny",
-        path=model_dir,
-        kind="cross-encoder",
-        architecture="",
-        max_length=64,
-        activation="sigmoid",
-    )
+    return tiny_spec(model_dir)
 
 
 @needs_ort_cuda

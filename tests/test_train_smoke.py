@@ -144,3 +144,31 @@ def _score_through_runtime_if_present(best: Path) -> None:
         ]
     )
     assert scores.shape == (2,) and scores[0] > scores[1]
+
+
+@pytest.mark.slow
+def test_continuing_from_a_cross_encoder_with_it_in_the_teacher(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    first = train(_config(tiny_base, pairs_file, tmp_path / "first", steps=20))
+    config = dataclasses.replace(
+        _config(tiny_base, pairs_file, tmp_path / "second", steps=20),
+        init_from=first,
+        teacher_model=first,
+        distill_weight=2.0,
+    )
+    second = train(config)
+    history = [
+        json.loads(line)
+        for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()
+    ]
+    # Started from the trained model: already better on validation than a fresh head.
+    fresh = [
+        json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert history[0]["val_ndcg10"] >= fresh[0]["val_ndcg10"]
+    saved = json.loads((second / "semrank_training.json").read_text())
+    assert saved["config"]["teacher_model"] == str(first)
+    _score_through_runtime_if_present(second)

@@ -202,3 +202,18 @@ def random_pairs(n: int, seed: int = 0, *, max_query_words: int = 6) -> list[tup
         query = random_text(rng, rng.randint(1, max_query_words))
         pairs.append((query, random_text(rng, lengths[i % len(lengths)] + rng.randint(0, 3))))
     return pairs
+
+
+def tiny_spec(model_dir: Path, kind: str = "cross-encoder", *, max_length: int = 64) -> Any:
+    """A ``ResolvedModel`` for a tiny model directory (cross-encoder or bi-encoder)."""
+    from semrank.models import ResolvedModel
+
+    bi = kind == "bi-encoder"
+    return ResolvedModel(
+        name="tiny-bi" if bi else "tiny",
+        path=model_dir,
+        kind="bi-encoder" if bi else "cross-encoder",
+        architecture="BertModel" if bi else "",
+        max_length=max_length,
+        activation="cosine" if bi else "sigmoid",
+    )

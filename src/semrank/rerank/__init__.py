@@ -1,6 +1,6 @@
 """Re-ranking semantics, written once for every backend."""
 
-from semrank.rerank._config import NO_CHUNKING, Aggregation, ChunkingConfig
+from semrank.rerank._config import NO_CHUNKING, Aggregation, CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import document_texts
 from semrank.rerank._reranker import Reranker
 from semrank.rerank._results import ChunkSpan, Document, RerankResult
@@ -8,6 +8,7 @@ from semrank.rerank._results import ChunkSpan, Document, RerankResult
 __all__ = [
     "NO_CHUNKING",
     "Aggregation",
+    "CascadeConfig",
     "ChunkSpan",
     "ChunkingConfig",
     "Document",

@@ -37,3 +37,23 @@ class ChunkingConfig:
 
 
 NO_CHUNKING = ChunkingConfig(enabled=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeConfig:
+    """A cheap first scorer prunes each query's documents before the main model reads them.
+
+    The ``keep`` documents with the best first-stage scores are scored by the main model; the
+    others are ranked after them in first-stage order, marked ``pruned``, and dropped by
+    ``min_score`` (the model never read them, so nothing says they pass it).
+    ``model=None`` prunes with the bundled embedding model (a bi-encoder: one embedding per
+    text, so it is several times cheaper than a cross-encoder over the same window).
+    """
+
+    keep: int = 30
+    model: str | None = None
+    backend: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
+            raise InvalidInputError(f"cascade keep must be a positive integer, got {self.keep!r}")

@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from semrank.errors import InvalidInputError
-from semrank.models import ResolvedModel, resolve
-from semrank.rerank._aggregate import aggregate
+from semrank.models import ResolvedModel, resolve, resolve_embedding_model
+from semrank.rerank._aggregate import aggregate_documents
 from semrank.rerank._blend import is_blend, load_blend_scorer
 from semrank.rerank._chunking import ReadPlan, plan_document
-from semrank.rerank._config import ChunkingConfig
+from semrank.rerank._config import CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import (
     document_texts,
     validate_min_score,
     validate_query,
     validate_top_n,
 )
+from semrank.rerank._prune import fill_pruned, first_stage_order
 from semrank.rerank._results import ChunkSpan, Document, RerankResult
 from semrank.runtime import load_scorer
 from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
@@ -33,6 +34,7 @@ class _DocumentScores:
     scores: np.ndarray  # float32, input order
     plans: list[ReadPlan]
     best_chunks: list[int]
+    pruned: np.ndarray  # bool, input order: a cascade's first stage dropped the document
 
 
 class Reranker:
@@ -53,14 +55,19 @@ class Reranker:
         chunking: ChunkingConfig | None = None,
         scorer: PairScorer | None = None,
         threads: int | None = None,
+        cascade: CascadeConfig | None = None,
     ) -> None:
         """Load ``model`` (default: the bundled default) on ``backend``.
 
         ``threads`` caps the backend's intra-op threads (default: all cores).
         ``scorer`` skips loading and scores with the given ``PairScorer`` (the server wraps the
         model's scorer to batch across requests); ``model`` then only names it.
+        ``cascade`` prunes each query's documents with a cheaper scorer first (see
+        ``CascadeConfig``).
         """
         self.chunking = chunking or ChunkingConfig()
+        self.cascade = cascade
+        self._pruner = _load_pruner(cascade, backend, device, threads) if cascade else None
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
             self._name = str(model) if model is not None and self.model is None else ""
@@ -191,9 +198,16 @@ class Reranker:
             for text, plan in zip(docs, doc_plans, strict=True)
             for piece in plan.pieces
         ]
-        raw_scores = self.scorer.score_pairs(pairs)
+        masks = [np.zeros(len(doc_plans), dtype=bool) for doc_plans in plans]
+        if self._pruner is not None and self.cascade is not None:
+            orders = first_stage_order(self._pruner, queries, texts, plans, chunking)
+            keep = self.cascade.keep
+            pairs = _kept_pairs(pairs, plans, orders, keep)
+            raw_scores, masks = fill_pruned(self.scorer.score_pairs(pairs), plans, orders, keep)
+        else:
+            raw_scores = self.scorer.score_pairs(pairs)
         scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
-        return _split_scores(np.asarray(scores, dtype=np.float32), plans, chunking)
+        return _split_scores(np.asarray(scores, dtype=np.float32), plans, masks, chunking)
 
     def _plan(
         self,
@@ -217,22 +231,44 @@ class Reranker:
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
 
 
-def _split_scores(
-    scores: np.ndarray, plans: list[list[ReadPlan]], chunking: ChunkingConfig
-) -> list[_DocumentScores]:
-    groups = []
+def _load_pruner(
+    cascade: CascadeConfig, backend: str | None, device: str | None, threads: int | None
+) -> PairScorer:
+    model = resolve(cascade.model) if cascade.model else resolve_embedding_model()
+    return load_scorer(model, backend=cascade.backend or backend, device=device, threads=threads)
+
+
+def _kept_pairs(
+    pairs: list[tuple[str, str]],
+    plans: list[list[ReadPlan]],
+    orders: list[np.ndarray],
+    keep: int,
+) -> list[tuple[str, str]]:
+    """The pairs of the documents each query keeps, in their original order."""
+    kept: list[tuple[str, str]] = []
     cursor = 0
-    for doc_plans in plans:
-        doc_scores = np.empty(len(doc_plans), dtype=np.float32)
-        best_chunks = []
+    for doc_plans, order in zip(plans, orders, strict=True):
+        keeps = set(order[:keep].tolist())
         for position, plan in enumerate(doc_plans):
             count = len(plan.pieces)
-            value, best = aggregate(scores[cursor : cursor + count], chunking)
-            doc_scores[position] = value
-            best_chunks.append(best)
+            if position in keeps:
+                kept.extend(pairs[cursor : cursor + count])
             cursor += count
-        groups.append(_DocumentScores(scores=doc_scores, plans=doc_plans, best_chunks=best_chunks))
-    return groups
+    return kept
+
+
+def _split_scores(
+    scores: np.ndarray,
+    plans: list[list[ReadPlan]],
+    masks: list[np.ndarray],
+    chunking: ChunkingConfig,
+) -> list[_DocumentScores]:
+    counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
+    per_query = aggregate_documents(scores, counts, chunking)
+    return [
+        _DocumentScores(scores=doc_scores, plans=doc_plans, best_chunks=best, pruned=pruned)
+        for (doc_scores, best), doc_plans, pruned in zip(per_query, plans, masks, strict=True)
+    ]
 
 
 def _ranked(
@@ -246,7 +282,8 @@ def _ranked(
     results = []
     for index in order.tolist():
         score = float(group.scores[index])
-        if min_score is not None and score < min_score:
+        # Pruned documents sort after every read one and the model never read them.
+        if min_score is not None and (score < min_score or group.pruned[index]):
             break
         results.append(_result(group, index, score, documents))
         if top_n is not None and len(results) == top_n:
@@ -270,4 +307,5 @@ def _result(
         truncated=plan.truncated,
         chunk=chunk,
         num_chunks=len(plan.pieces),
+        pruned=bool(group.pruned[index]),
     )

@@ -22,7 +22,8 @@ class RerankResult:
     """One re-ranked document.
 
     ``tokens`` counts the document tokens the model read (all chunks); ``truncated`` says whether
-    any of the document was left unread.
+    any of the document was left unread; ``pruned``: a cascade's first stage ranked it out of
+    the window the model read, so its score only places it below every document that was read.
     """
 
     index: int
@@ -32,3 +33,4 @@ class RerankResult:
     truncated: bool
     chunk: ChunkSpan | None = None
     num_chunks: int = 1
+    pruned: bool = False

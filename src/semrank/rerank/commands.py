@@ -62,13 +62,19 @@ def rerank_command(
     rank_field: list[str] | None = typer.Option(None, "--rank-field", help="Field(s) to score."),
     no_chunking: bool = typer.Option(False, "--no-chunking", help="Truncate long documents."),
     raw: bool = typer.Option(False, "--raw", help="Raw logits instead of 0..1 scores."),
+    cascade_keep: int | None = typer.Option(
+        None,
+        "--cascade-keep",
+        help="Prune to the N best by the embedding model before the re-ranker reads them.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Re-rank the documents in a file for QUERY."""
-    from semrank.rerank import Reranker
+    from semrank.rerank import CascadeConfig, Reranker
 
     documents = read_documents(docs)
-    reranker = Reranker(model)
+    cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
+    reranker = Reranker(model, cascade=cascade)
     results = reranker.rerank(
         query,
         documents,

@@ -1,8 +1,9 @@
 """Inference runtime: turns a resolved model into a ``PairScorer`` or an ``Embedder``.
 
-Backends: "onnx" (ONNX Runtime fp32, always installed), "onnx-int8", "openvino" (fp32),
-"openvino-bf16", "torch" (transformers reference), "torch-fp16" (GPU). ``backend=None`` means
-"auto": chosen from the machine's features (see ``_select``); ``semrank info`` shows the choice.
+Backends: "onnx" (ONNX Runtime fp32, always installed), "onnx-int8" (dynamic int8),
+"openvino" (fp32), "openvino-bf16", "openvino-int8" (static int8, NNCF-calibrated), "torch"
+(transformers reference), "torch-fp16" (GPU). ``backend=None`` means "auto": chosen from the
+machine's features (see ``_select``; int8 is never chosen); ``semrank info`` shows the choice.
 This is the only package that imports onnxruntime, openvino or torch.
 """
 

@@ -16,7 +16,15 @@ from semrank.runtime.base import BatchingConfig
 
 __all__ = ["CONCRETE_BACKENDS", "default_batching", "load_cross_encoder", "load_embedder"]
 
-CONCRETE_BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-bf16", "torch", "torch-fp16")
+CONCRETE_BACKENDS = (
+    "onnx",
+    "onnx-int8",
+    "openvino",
+    "openvino-bf16",
+    "openvino-int8",
+    "torch",
+    "torch-fp16",
+)
 
 CPU_BATCHING = BatchingConfig(max_batch_size=8, token_budget=4096)
 OPENVINO_BATCHING = BatchingConfig(max_batch_size=8, token_budget=4096, length_multiple=16)
@@ -37,7 +45,9 @@ def _options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
         options["batching"] = default_batching(backend, options.get("device"))
     if backend.startswith("openvino"):
         options.pop("device", None)  # CPU only
+        # int8 runs the layers it leaves in floating point in f32, so its only loss is int8.
         options["precision"] = "bf16" if backend == "openvino-bf16" else "f32"
+        options["int8"] = backend == "openvino-int8"
     elif backend.startswith("torch"):
         options.pop("threads", None)  # torch keeps its own thread pool
         options["fp16"] = backend == "torch-fp16"

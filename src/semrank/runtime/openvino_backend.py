@@ -1,11 +1,13 @@
-"""OpenVINO backend: the fast CPU path (fp32, or bf16 on CPUs with AMX / AVX512_BF16).
+"""OpenVINO backend: the fast CPU path (fp32, bf16 on CPUs with AMX / AVX512_BF16, or int8).
 
 OpenVINO reads the same ONNX graph the ONNX Runtime backend uses (exported from the
-safetensors weights, cached), so both run identical weights. Optional: ``pip install openvino``.
+safetensors weights, cached), so both run identical weights. ``backend="openvino-int8"`` runs
+a static int8 IR quantized from that graph with NNCF (``_quantize_openvino``, cached).
+Optional: ``pip install 'semrank[openvino]'``.
 
 OpenVINO's CPU plugin silently runs bf16 on bf16-capable CPUs unless told otherwise, so the
-inference precision is always set explicitly: "f32" for ``backend="openvino"``, "bf16" for
-``backend="openvino-bf16"``.
+inference precision is always set explicitly: "f32" for ``backend="openvino"`` and for the
+layers int8 leaves in floating point, "bf16" for ``backend="openvino-bf16"``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays
+from semrank.runtime._quantize_openvino import calibration_inputs, quantized_ir_path
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
-from semrank.runtime.onnx_export import ExportHead, onnx_model_path
-from semrank.runtime.tokenizer import load_tokenizer
+from semrank.runtime.onnx_export import ExportHead, default_cache_dir, onnx_model_path
+from semrank.runtime.tokenizer import HFTokenizer, load_tokenizer
 
 __all__ = ["Precision", "compile_model", "load_openvino_cross_encoder", "load_openvino_embedder"]
 
@@ -33,7 +36,8 @@ def _import_openvino() -> Any:
         import openvino
     except ImportError as exc:
         raise BackendUnavailableError(
-            "the openvino backends need OpenVINO: pip install openvino (or use backend='onnx')"
+            "the openvino backends need OpenVINO: pip install 'semrank[openvino]' "
+            "(or use backend='onnx')"
         ) from exc
     return openvino
 
@@ -85,9 +89,19 @@ def _output_port(compiled: Any, output: str) -> Any:
 
 
 def _compiled_for(
-    model_dir: Path, head: ExportHead, precision: Precision, threads: int | None
+    model_dir: Path,
+    head: ExportHead,
+    tokenizer: HFTokenizer,
+    *,
+    precision: Precision,
+    threads: int | None,
+    int8: bool,
 ) -> Any:
-    return compile_model(onnx_model_path(model_dir, head), precision=precision, threads=threads)
+    path = onnx_model_path(model_dir, head)
+    if int8:
+        samples = calibration_inputs(tokenizer, head)
+        path = quantized_ir_path(path, samples, cache_dir=default_cache_dir())
+    return compile_model(path, precision=precision, threads=threads)
 
 
 def load_openvino_cross_encoder(
@@ -97,9 +111,17 @@ def load_openvino_cross_encoder(
     precision: Precision = "f32",
     batching: BatchingConfig | None = None,
     threads: int | None = None,
+    int8: bool = False,
 ) -> CrossEncoderScorer:
-    compiled = _compiled_for(model_dir, "sequence-classification", precision, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
+    compiled = _compiled_for(
+        model_dir,
+        "sequence-classification",
+        tokenizer,
+        precision=precision,
+        threads=threads,
+        int8=int8,
+    )
     return CrossEncoderScorer(tokenizer, compiled_forward(compiled, "logits"), batching=batching)
 
 
@@ -112,8 +134,11 @@ def load_openvino_embedder(
     normalize: bool = True,
     batching: BatchingConfig | None = None,
     threads: int | None = None,
+    int8: bool = False,
 ) -> Embedder:
-    compiled = _compiled_for(model_dir, "encoder", precision, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
+    compiled = _compiled_for(
+        model_dir, "encoder", tokenizer, precision=precision, threads=threads, int8=int8
+    )
     forward = compiled_forward(compiled, "last_hidden_state")
     return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)

@@ -272,6 +272,7 @@ def _facts(result: Any) -> dict[str, Any]:
         "tokens": result.tokens,
         "truncated": result.truncated,
         "num_chunks": result.num_chunks,
+        "pruned": result.pruned,
         "chunk": None
         if chunk is None
         else ChunkInfo(index=chunk.index, start=chunk.start, end=chunk.end),

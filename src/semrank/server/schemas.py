@@ -66,6 +66,9 @@ class ResultFacts(_Schema):
     truncated: bool = Field(description="true when part of the document was not read")
     num_chunks: int = Field(1, description="model inputs the document was split into")
     chunk: ChunkInfo | None = Field(None, description="best chunk, for chunked documents")
+    pruned: bool = Field(
+        False, description="true when a cascade's first stage ranked it out of the model's window"
+    )
 
 
 # --- Cohere v2 -----------------------------------------------------------------------------

@@ -46,6 +46,13 @@ class TrainConfig:
     weight_decay: float = 0.01
     distill_weight: float = 1.0
     teacher_scale: float = 20.0
+    # Start from a trained cross-encoder instead of ``base`` + a fitted head (``base`` still
+    # mines negatives and gives the bi-encoder teacher scores).
+    init_from: Path | None = None
+    # A frozen cross-encoder whose logits join the bi-encoder's scaled cosine in the
+    # distillation target: distilling an ensemble the student alone cannot match yet.
+    teacher_model: Path | None = None
+    teacher_model_weight: float = 1.0
     head_probe_queries: int = 96
     val_source: str | None = None
     val_queries: int = 200
@@ -122,25 +129,36 @@ def _optimizer(model: Any, config: TrainConfig) -> Any:
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
+def _load_teacher_model(config: TrainConfig) -> Any:
+    if config.teacher_model is None:
+        return None
+    teacher, _ = build_cross_encoder(config.teacher_model)
+    log.info("distilling toward bi-encoder + the cross-encoder in %s", config.teacher_model)
+    return teacher.eval()
+
+
 def _train_step(
-    model: Any, tokenizer: Any, optimizer: Any, batch: Any, config: TrainConfig
+    models: tuple[Any, Any], tokenizer: Any, optimizer: Any, batch: Any, config: TrainConfig
 ) -> dict:
     import torch
 
+    model, teacher_model = models
     pairs = [(q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps]
     encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(**encoded).logits[:, 0]
     scores = logits.float().view(len(batch.queries), -1)
-    teacher = torch.from_numpy(batch.teacher)
-    loss, parts = listwise_loss(
-        scores, teacher, distill_weight=config.distill_weight, teacher_scale=config.teacher_scale
-    )
+    teacher = torch.from_numpy(batch.teacher).float() * config.teacher_scale
+    if teacher_model is not None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            extra = teacher_model(**encoded).logits[:, 0].float().view_as(scores)
+        teacher = teacher + config.teacher_model_weight * extra
+    loss, parts = listwise_loss(scores, teacher, distill_weight=config.distill_weight)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": float(loss), **parts}
+    return {"loss": float(loss.detach()), **parts}
 
 
 def _save_checkpoint(
@@ -221,7 +239,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     collections, val, teacher_val = prepare_data(config)
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
-    model, tokenizer = build_cross_encoder(config.base)
+    model, tokenizer = build_cross_encoder(config.init_from or config.base)
+    teacher_model = _load_teacher_model(config)
     sampler = GroupSampler(
         collections, negatives=config.negatives, depth=config.mining_depth, seed=config.seed
     )
@@ -230,6 +249,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if resume and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, sampler)
         log.info("resumed from %s at step %d", checkpoint, state.step)
+    elif config.init_from is not None:
+        state = RunState()
+        log.info("starting from the cross-encoder in %s", config.init_from)
     else:
         state = RunState()
         fit = fit_head_to_teacher(
@@ -244,7 +266,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         if config.eval_at_start:
             _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
     window = _run_steps(
-        model, tokenizer, optimizer, sampler, config, state, (val, reports, teacher_val)
+        (model, teacher_model),
+        tokenizer,
+        optimizer,
+        sampler,
+        config,
+        state,
+        (val, reports, teacher_val),
     )
     if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
         mean_loss = sum(window) / len(window) if window else None
@@ -286,7 +314,7 @@ def _evaluate_and_keep(
 
 
 def _run_steps(
-    model: Any,
+    models: tuple[Any, Any],
     tokenizer: Any,
     optimizer: Any,
     sampler: GroupSampler,
@@ -297,6 +325,7 @@ def _run_steps(
     """Train until the step/time budget is spent; returns the losses since the last evaluation."""
     from tqdm import tqdm
 
+    model, teacher_model = models
     total = config.max_steps or None
     bar = tqdm(total=total, initial=state.step, mininterval=20, desc="train", dynamic_ncols=True)
     model.train()
@@ -308,9 +337,8 @@ def _run_steps(
         factor = learning_rate_factor(config, state)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        parts = _train_step(
-            model, tokenizer, optimizer, sampler.next_batch(config.batch_queries), config
-        )
+        batch = sampler.next_batch(config.batch_queries)
+        parts = _train_step((model, teacher_model), tokenizer, optimizer, batch, config)
         running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
         window.append(parts["loss"])
         state.step += 1
