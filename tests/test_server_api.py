@@ -413,3 +413,17 @@ async def test_ready_is_503_while_draining(reranker: Any) -> None:
         app.state.phase = "draining"
         response = await client.get("/ready")
     assert response.status_code == 503 and response.json()["status"] == "draining"
+
+
+async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:
+    from semrank import Reranker
+    from semrank.rerank import CascadeConfig
+
+    cascaded = Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2))
+    async with serving(cascaded) as (_, client):
+        response = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    local = cascaded.rerank(QUERY, DOCS)
+    assert [r["index"] for r in results] == [r.index for r in local]
+    assert [r["pruned"] for r in results] == [r.pruned for r in local] == [False] * 2 + [True] * 2

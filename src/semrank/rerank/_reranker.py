@@ -56,6 +56,7 @@ class Reranker:
         scorer: PairScorer | None = None,
         threads: int | None = None,
         cascade: CascadeConfig | None = None,
+        pruner: PairScorer | None = None,
     ) -> None:
         """Load ``model`` (default: the bundled default) on ``backend``.
 
@@ -63,11 +64,13 @@ class Reranker:
         ``scorer`` skips loading and scores with the given ``PairScorer`` (the server wraps the
         model's scorer to batch across requests); ``model`` then only names it.
         ``cascade`` prunes each query's documents with a cheaper scorer first (see
-        ``CascadeConfig``).
+        ``CascadeConfig``); ``pruner`` gives that scorer instead of loading ``cascade.model``.
         """
         self.chunking = chunking or ChunkingConfig()
         self.cascade = cascade
-        self._pruner = _load_pruner(cascade, backend, device, threads) if cascade else None
+        self.pruner = pruner
+        if cascade is not None and pruner is None:
+            self.pruner = _load_pruner(cascade, backend, device, threads)
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
             self._name = str(model) if model is not None and self.model is None else ""
@@ -199,8 +202,8 @@ class Reranker:
             for piece in plan.pieces
         ]
         masks = [np.zeros(len(doc_plans), dtype=bool) for doc_plans in plans]
-        if self._pruner is not None and self.cascade is not None:
-            orders = first_stage_order(self._pruner, queries, texts, plans, chunking)
+        if self.pruner is not None and self.cascade is not None:
+            orders = first_stage_order(self.pruner, queries, texts, plans, chunking)
             keep = self.cascade.keep
             pairs = _kept_pairs(pairs, plans, orders, keep)
             raw_scores, masks = fill_pruned(self.scorer.score_pairs(pairs), plans, orders, keep)

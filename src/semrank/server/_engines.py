@@ -111,11 +111,15 @@ class ModelRegistry:
 
     def load(self) -> None:
         """Load every configured model (blocking; call from a thread). The first is the default."""
-        from semrank.rerank import Reranker  # heavy (ONNX Runtime): only when serving
+        from semrank.rerank import CascadeConfig, Reranker  # heavy (ONNX Runtime): serving only
 
+        keep = self.config.cascade_keep
+        cascade = CascadeConfig(keep=keep) if keep else None
         for entry in self.config.models or (None,):
             source = entry.source if entry is not None else None
-            reranker = Reranker(source, backend=self.config.backend, device=self.config.device)
+            reranker = Reranker(
+                source, backend=self.config.backend, device=self.config.device, cascade=cascade
+            )
             self.add(entry.name if entry is not None else reranker.name, reranker)
 
     def add(self, name: str, reranker: Any) -> ModelEngine:
@@ -129,7 +133,13 @@ class ModelRegistry:
             reranker.scorer, model=name, cache=self.cache, limits=limits, metrics=self.metrics
         )
         # A new Reranker around the proxy: the caller's keeps its own scorer.
-        served = type(reranker)(reranker.model or name, scorer=scorer, chunking=reranker.chunking)
+        served = type(reranker)(
+            reranker.model or name,
+            scorer=scorer,
+            chunking=reranker.chunking,
+            cascade=reranker.cascade,
+            pruner=reranker.pruner,
+        )
         engine = ModelEngine(name, served, scorer, self.threads)
         self.engines[name] = engine
         self.default_name = self.default_name or name

@@ -28,6 +28,9 @@ def serve(
     ),
     backend: str | None = typer.Option(None, help="Inference backend: onnx (default) or torch."),
     device: str | None = typer.Option(None, help="Device, e.g. cpu or cuda."),
+    cascade_keep: int | None = typer.Option(
+        None, help="Prune each request to the N best by the embedding model first (0: off)."
+    ),
     max_documents: int | None = typer.Option(None, help="Documents per request at most."),
     max_body_bytes: int | None = typer.Option(None, help="Request body size limit in bytes."),
     max_request_tokens: int | None = typer.Option(None, help="Tokens per request at most."),
@@ -70,6 +73,7 @@ def serve(
         "workers": workers,
         "backend": backend,
         "device": device,
+        "cascade_keep": cascade_keep,
         "max_documents": max_documents,
         "max_body_bytes": max_body_bytes,
         "max_request_tokens": max_request_tokens,

@@ -50,6 +50,9 @@ class ServerConfig:
     models: tuple[ModelEntry, ...] = ()
     backend: str | None = None
     device: str | None = None
+    # Cascade: the embedding model prunes each request's documents to this many before the
+    # re-ranker reads them (0: off).
+    cascade_keep: int = 0
     api_keys: frozenset[str] = field(default_factory=frozenset)
     # Request size limits.
     max_documents: int = 1000
@@ -79,9 +82,10 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
-        if min(self.cache_size, self.batch_wait_ms, self.request_timeout_s) < 0:
+        if min(self.cache_size, self.batch_wait_ms, self.request_timeout_s, self.cascade_keep) < 0:
             raise InvalidInputError(
-                "cache_size, batch_wait_ms and request_timeout_s must be >= 0 (0 turns them off)"
+                "cache_size, batch_wait_ms, request_timeout_s and cascade_keep must be >= 0 "
+                "(0 turns them off)"
             )
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
