@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from _model_card import training_commands, write_model_card  # benchmarks/ is on sys.path
 from safetensors.numpy import save_file
 
 from semrank.eval import evaluate, load_candidates, load_qrels
@@ -53,6 +54,15 @@ def dl19_ndcg(model: str | Path) -> float:
     return float(value)
 
 
+def _stage1(checkpoint: Path) -> dict | None:
+    """The training record of the cross-encoder this run started from, if it started from one."""
+    training = json.loads((checkpoint / "semrank_training.json").read_text())
+    init_from = training["config"].get("init_from")
+    if not init_from:
+        return None
+    return json.loads((Path(init_from) / "semrank_training.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
@@ -82,6 +92,7 @@ def main() -> None:
     if not args.skip_fp32:
         scores["dl19_ndcg10_cross_encoder_fp32"] = dl19_ndcg(checkpoint)
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str) + "\n")
+    write_model_card(args.out, scores, training_commands(scores["training"], _stage1(checkpoint)))
     print(json.dumps({k: v for k, v in scores.items() if k.startswith("dl19")}, indent=2))
 
 

@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--init-from", type=Path, default=None, help="start from this CE")
     parser.add_argument("--teacher-model", type=Path, default=None, help="CE joining the teacher")
     parser.add_argument("--distill-weight", type=float, default=1.0)
+    parser.add_argument("--label-weight", type=float, default=1.0)
+    parser.add_argument("--eval-minutes", type=float, default=20.0)
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -76,12 +78,13 @@ def main() -> None:
         init_from=args.init_from,
         teacher_model=args.teacher_model,
         distill_weight=args.distill_weight,
+        label_weight=args.label_weight,
         val_source="msmarco",
         val_queries=args.val_queries,
         val_candidates=15,
         max_length=128,
         checkpoint_minutes=10.0,
-        eval_minutes=20.0,
+        eval_minutes=args.eval_minutes,
         report_tasks=()
         if args.no_report
         else (("dl19", dl19 / "bm25-top100.json.gz", dl19 / "qrels.txt"),),

@@ -45,6 +45,9 @@ class TrainConfig:
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
     distill_weight: float = 1.0
+    # Weight of the label cross-entropy: below 1 when the teacher knows more than the labels of
+    # easy mined lists teach (they over-fit the validation split's kind of list).
+    label_weight: float = 1.0
     teacher_scale: float = 20.0
     # Start from a trained cross-encoder instead of ``base`` + a fitted head (``base`` still
     # mines negatives and gives the bi-encoder teacher scores).
@@ -153,7 +156,9 @@ def _train_step(
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             extra = teacher_model(**encoded).logits[:, 0].float().view_as(scores)
         teacher = teacher + config.teacher_model_weight * extra
-    loss, parts = listwise_loss(scores, teacher, distill_weight=config.distill_weight)
+    loss, parts = listwise_loss(
+        scores, teacher, distill_weight=config.distill_weight, label_weight=config.label_weight
+    )
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()

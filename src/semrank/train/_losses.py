@@ -6,7 +6,7 @@ from typing import Any
 
 
 def listwise_loss(
-    scores: Any, teacher: Any, *, distill_weight: float
+    scores: Any, teacher: Any, *, distill_weight: float, label_weight: float = 1.0
 ) -> tuple[Any, dict[str, float]]:
     """Softmax cross-entropy on the label plus KL toward the teacher's distribution.
 
@@ -23,5 +23,5 @@ def listwise_loss(
     log_probs = F.log_softmax(scores, dim=-1)
     teacher_probs = F.softmax(teacher.float(), dim=-1)
     distill_loss = F.kl_div(log_probs, teacher_probs, reduction="batchmean")
-    loss = label_loss + distill_weight * distill_loss
+    loss = label_weight * label_loss + distill_weight * distill_loss
     return loss, {"ce": label_loss.item(), "kd": distill_loss.item()}
