@@ -5,8 +5,6 @@ Needs ../shared/data/eval/scifact; slow (the hybrid test embeds 5,183 abstracts)
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -29,19 +27,11 @@ def scifact() -> Path:
 
 @pytest.fixture(scope="module")
 def judged(scifact: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with (scifact / "qrels" / "test.tsv").open() as handle:
-        rows = csv.reader(handle, delimiter="\t")
-        next(rows)  # header: query-id corpus-id score
-        for query_id, doc_id, score in rows:
-            qrels.setdefault(query_id, {})[doc_id] = int(score)
-    queries = {}
-    with (scifact / "queries.jsonl").open() as handle:
-        for line in handle:
-            record = json.loads(line)
-            if record["_id"] in qrels:
-                queries[record["_id"]] = record["text"]
-    return queries, qrels
+    from semrank.eval import load_beir_qrels, load_beir_queries
+
+    qrels = load_beir_qrels(scifact / "qrels" / "test.tsv")
+    queries = load_beir_queries(scifact / "queries.jsonl")
+    return {qid: queries[qid] for qid in qrels if qid in queries}, qrels
 
 
 def _index(scifact: Path, home: Path, dense: bool) -> LocalStore:

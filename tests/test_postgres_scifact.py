@@ -7,9 +7,7 @@ Needs ../shared/data/eval/scifact and the server from .ci/postgres.sh.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,19 +71,11 @@ def scifact() -> Path:
 
 
 def _judged(scifact: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with (scifact / "qrels" / "test.tsv").open() as handle:
-        rows = csv.reader(handle, delimiter="\t")
-        next(rows)
-        for query_id, doc_id, score in rows:
-            qrels.setdefault(query_id, {})[doc_id] = int(score)
-    queries = {}
-    with (scifact / "queries.jsonl").open() as handle:
-        for line in handle:
-            record = json.loads(line)
-            if record["_id"] in qrels:
-                queries[record["_id"]] = record["text"]
-    return queries, qrels
+    from semrank.eval import load_beir_qrels, load_beir_queries
+
+    qrels = load_beir_qrels(scifact / "qrels" / "test.tsv")
+    queries = load_beir_queries(scifact / "queries.jsonl")
+    return {qid: queries[qid] for qid in qrels if qid in queries}, qrels
 
 
 def _ndcg10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> float:

@@ -4,19 +4,14 @@ session usable."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from serving import free_port, semrank_serve
 from test_postgres_server import (  # noqa: F401 (fixtures)
     PG_HOME,
     PostgresServer,
@@ -51,39 +46,12 @@ ORDER BY r.rank
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def semrank_server(reranker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``semrank serve`` (the bundled model) on a free localhost port."""
-    port, log_path = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "SEMRANK_API_KEYS"}
-    command = [sys.executable, "-m", "semrank.cli", "serve", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(480):  # up to ~2 min on a busy machine
-            if process.poll() is not None:
-                pytest.fail(f"semrank serve exited early:\n{log_path.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.25)
-        else:
-            pytest.fail(f"semrank serve did not come up:\n{log_path.read_text()}")
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with semrank_serve(log_path, wait_s=120.0) as (url, _):  # up to ~2 min on a busy machine
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -140,7 +108,7 @@ def test_server_down_is_a_clear_error_and_the_session_goes_on(installed: str) ->
     import psycopg
 
     with psycopg.connect(installed) as conn:
-        down = f"http://127.0.0.1:{_free_port()}"
+        down = f"http://127.0.0.1:{free_port()}"
         conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (down,))
         conn.execute("SAVEPOINT before_rank")
         with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:

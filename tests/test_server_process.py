@@ -3,13 +3,8 @@ and graceful shutdown (SIGTERM finishes the request in flight)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from serving import semrank_serve
 
 cohere = pytest.importorskip("cohere", reason="pip install cohere (the dev extra has it)")
 
@@ -29,42 +26,6 @@ DOCS = [
     "The ocean is deep and cold; fish swim in it.",
     "Adult fleas drink blood; larvae eat organic debris.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def semrank_serve(log_path: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start ``semrank serve`` on 127.0.0.1 and wait (bounded) until it answers /health."""
-    port = free_port()
-    command = [sys.executable, "-m", "semrank.cli", "serve", "--port", str(port), *flags]
-    env = {k: v for k, v in os.environ.items() if k != "SEMRANK_API_KEYS"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # up to ~60 s for the model to load on a busy machine
-            if process.poll() is not None:
-                pytest.fail(f"semrank serve exited early:\n{log_path.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.25)
-        else:
-            pytest.fail(f"semrank serve did not come up:\n{log_path.read_text()}")
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -18,60 +18,59 @@ from semrank.rerank._chunking import ReadPlan
 from semrank.rerank._config import ChunkingConfig
 from semrank.runtime.base import PairScorer
 
-__all__ = ["PRUNED_STEP", "fill_pruned", "first_stage_order"]
+__all__ = ["PRUNED_STEP", "CascadePlan", "plan_cascade"]
 
 # Gap between consecutive pruned documents in raw score units: small enough to stay in range,
 # large enough to survive float32 after a sigmoid.
 PRUNED_STEP = 1e-4
 
 
-def first_stage_order(
+class CascadePlan:
+    """Per query, the first-stage order and the pruned documents; per piece, whether it is read."""
+
+    def __init__(self, counts: list[list[int]], orders: list[np.ndarray], keep: int) -> None:
+        self.counts = counts
+        self.orders = orders
+        self.pruned = []
+        for order in orders:
+            pruned = np.ones(len(order), dtype=bool)
+            pruned[order[:keep]] = False
+            self.pruned.append(pruned)
+        pieces = [np.repeat(~p, c) for p, c in zip(self.pruned, self.counts, strict=True)]
+        self.read = np.concatenate(pieces) if pieces else np.zeros(0, dtype=bool)
+
+    def fill(self, read_raw: np.ndarray) -> np.ndarray:
+        """Raw scores for every piece: read pieces from ``read_raw`` (in order), pruned below."""
+        out = np.zeros(self.read.size, dtype=np.float32)
+        out[self.read] = read_raw
+        cursor = 0
+        for counts, order, pruned in zip(self.counts, self.orders, self.pruned, strict=True):
+            end = cursor + sum(counts)
+            group, read = out[cursor:end], self.read[cursor:end]  # views: writes land in out
+            floor = float(group[read].min()) if read.any() else 0.0
+            starts = np.cumsum([0, *counts[:-1]])
+            for rank, doc in enumerate(d for d in order.tolist() if pruned[d]):
+                group[starts[doc] : starts[doc] + counts[doc]] = floor - PRUNED_STEP * (rank + 1)
+            cursor = end
+        return out
+
+
+def plan_cascade(
     pruner: PairScorer,
-    queries: Sequence[str],
-    texts: Sequence[Sequence[str]],
+    pairs: Sequence[tuple[str, str]],
     plans: Sequence[Sequence[ReadPlan]],
     chunking: ChunkingConfig,
-) -> list[np.ndarray]:
-    """Per query, document indices best first by the pruner's aggregated scores."""
-    pairs = [
-        (query, text[piece.start : piece.end])
-        for query, docs, doc_plans in zip(queries, texts, plans, strict=True)
-        for text, plan in zip(docs, doc_plans, strict=True)
-        for piece in plan.pieces
-    ]
-    scores = np.asarray(pruner.score_pairs(pairs), dtype=np.float32)
-    counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
-    per_query = aggregate_documents(scores, counts, chunking)
-    return [np.argsort(-doc_scores, kind="stable") for doc_scores, _ in per_query]
-
-
-def fill_pruned(
-    kept_raw: np.ndarray,
-    plans: Sequence[Sequence[ReadPlan]],
-    orders: Sequence[np.ndarray],
     keep: int,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Raw scores for every piece (read pieces from ``kept_raw``, in order) and pruned masks."""
-    out: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    cursor = 0
-    for doc_plans, order in zip(plans, orders, strict=True):
-        pruned = np.ones(len(doc_plans), dtype=bool)
-        pruned[order[:keep]] = False
-        counts = [len(plan.pieces) for plan in doc_plans]
-        read = int(sum(c for c, p in zip(counts, pruned, strict=True) if not p))
-        group_raw = kept_raw[cursor : cursor + read]
-        cursor += read
-        floor = float(group_raw.min()) if read else 0.0
-        doc_raw = [np.empty(0, dtype=np.float32)] * len(doc_plans)
-        read_cursor = 0
-        for position, count in enumerate(counts):
-            if not pruned[position]:
-                doc_raw[position] = group_raw[read_cursor : read_cursor + count]
-                read_cursor += count
-        for rank, position in enumerate(p for p in order.tolist() if pruned[p]):
-            value = floor - PRUNED_STEP * (rank + 1)
-            doc_raw[position] = np.full(counts[position], value, dtype=np.float32)
-        out.extend(doc_raw)
-        masks.append(pruned)
-    return np.concatenate(out) if out else np.empty(0, dtype=np.float32), masks
+) -> CascadePlan:
+    """Order each query's documents by the pruner; queries with at most ``keep`` documents keep
+    them all, so the pruner does not score them."""
+    counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
+    crowded = [len(doc_counts) > keep for doc_counts in counts]
+    piece_crowded = np.repeat(crowded, [sum(c) for c in counts]).astype(bool)
+    scores = np.zeros(len(pairs), dtype=np.float32)
+    if piece_crowded.any():
+        wanted = [pair for pair, flag in zip(pairs, piece_crowded, strict=True) if flag]
+        scores[piece_crowded] = pruner.score_pairs(wanted)
+    per_query = aggregate_documents(scores, counts, chunking)
+    orders = [np.argsort(-doc_scores, kind="stable") for doc_scores, _ in per_query]
+    return CascadePlan(counts, orders, keep)

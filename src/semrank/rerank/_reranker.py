@@ -21,7 +21,7 @@ from semrank.rerank._documents import (
     validate_query,
     validate_top_n,
 )
-from semrank.rerank._prune import fill_pruned, first_stage_order
+from semrank.rerank._prune import plan_cascade
 from semrank.rerank._results import ChunkSpan, Document, RerankResult
 from semrank.runtime import load_scorer
 from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
@@ -203,10 +203,9 @@ class Reranker:
         ]
         masks = [np.zeros(len(doc_plans), dtype=bool) for doc_plans in plans]
         if self.pruner is not None and self.cascade is not None:
-            orders = first_stage_order(self.pruner, queries, texts, plans, chunking)
-            keep = self.cascade.keep
-            pairs = _kept_pairs(pairs, plans, orders, keep)
-            raw_scores, masks = fill_pruned(self.scorer.score_pairs(pairs), plans, orders, keep)
+            cascade = plan_cascade(self.pruner, pairs, plans, chunking, self.cascade.keep)
+            read = [pair for pair, flag in zip(pairs, cascade.read, strict=True) if flag]
+            raw_scores, masks = cascade.fill(self.scorer.score_pairs(read)), cascade.pruned
         else:
             raw_scores = self.scorer.score_pairs(pairs)
         scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
@@ -239,25 +238,6 @@ def _load_pruner(
 ) -> PairScorer:
     model = resolve(cascade.model) if cascade.model else resolve_embedding_model()
     return load_scorer(model, backend=cascade.backend or backend, device=device, threads=threads)
-
-
-def _kept_pairs(
-    pairs: list[tuple[str, str]],
-    plans: list[list[ReadPlan]],
-    orders: list[np.ndarray],
-    keep: int,
-) -> list[tuple[str, str]]:
-    """The pairs of the documents each query keeps, in their original order."""
-    kept: list[tuple[str, str]] = []
-    cursor = 0
-    for doc_plans, order in zip(plans, orders, strict=True):
-        keeps = set(order[:keep].tolist())
-        for position, plan in enumerate(doc_plans):
-            count = len(plan.pieces)
-            if position in keeps:
-                kept.extend(pairs[cursor : cursor + count])
-            cursor += count
-    return kept
 
 
 def _split_scores(

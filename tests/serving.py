@@ -1,0 +1,53 @@
+"""A real ``semrank serve`` process for tests: free localhost port, bounded wait for /health."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def semrank_serve(
+    log_path: Path, *flags: str, wait_s: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``semrank serve`` on 127.0.0.1 and wait (up to ``wait_s``) until it answers /health."""
+    port = free_port()
+    command = [sys.executable, "-m", "semrank.cli", "serve", "--port", str(port), *flags]
+    env = {k: v for k, v in os.environ.items() if k != "SEMRANK_API_KEYS"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(int(wait_s / 0.25)):  # the model loads slowly on a busy machine
+            if process.poll() is not None:
+                pytest.fail(f"semrank serve exited early:\n{log_path.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"semrank serve did not come up:\n{log_path.read_text()}")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
