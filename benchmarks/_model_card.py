@@ -34,11 +34,12 @@ Never trained or tuned on TREC DL 2019/2020 or SciFact test judgments.
 ## How it was trained (the exact commands)
 {commands}
 
-Recipe: listwise softmax cross-entropy over 1 positive + 7 negatives mined with the bi-encoder,
-plus KL distillation. Stage 1 distils the bi-encoder (cosine x 20); stage 2 starts from stage 1's
-best checkpoint and distils the ensemble "stage-1 cross-encoder logit + 20 x bi-encoder cosine".
-bf16 autocast, max length 128, 4 queries per step; best checkpoint by validation nDCG@10 on the
-held-out MS MARCO queries. Packaging: `python benchmarks/build_default_model.py --run RUN2 --out
+Recipe: listwise softmax cross-entropy over 1 positive + 7 negatives mined with the bi-encoder
+(and BM25 where a stage says `--mining hybrid`), plus KL distillation. Stage 1 distils the
+bi-encoder (cosine x 20); each later stage starts from an earlier stage's best checkpoint and
+distils the ensemble "that cross-encoder's logit + 20 x bi-encoder cosine". bf16 autocast, max
+length 128, 4 queries per step; best checkpoint by validation nDCG@10 on the held-out MS MARCO
+queries. Packaging: `python benchmarks/build_default_model.py --run RUN_LAST --out
 src/semrank/models/bundled/semrank-minilm-l6`.
 
 ## Scores (TREC DL 2019, BM25 top-100 re-ranked, nDCG@10; measured, never fitted on)
@@ -78,40 +79,48 @@ def write_model_card(out: Path, scores: dict[str, Any], commands: str, extra: st
     return path
 
 
-def _stage_command(config: dict[str, Any], output: str) -> str:
-    parts = [f"python benchmarks/train_default.py --output {output}", f"--lr {config['lr']}"]
+def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int]) -> str:
+    parts = [f"python benchmarks/train_default.py --output RUN{stage}", f"--lr {config['lr']}"]
+    if config.get("max_steps"):
+        parts.append(f"--max-steps {config['max_steps']}")
     if config.get("max_minutes"):
         parts.append(f"--max-minutes {config['max_minutes']:g}")
-    if config.get("init_from"):
-        parts.append("--init-from RUN1/best-stage1")
-    if config.get("teacher_model"):
-        parts.append("--teacher-model RUN1/best-stage1")
-    for key in ("distill_weight", "label_weight"):
+    for key in ("init_from", "teacher_model"):
+        if config.get(key):
+            source = teachers[str(config[key])]
+            parts.append(f"--{key.replace('_', '-')} RUN{source}/best-stage{source}")
+    for key in ("distill_weight", "label_weight", "layer_lr_decay"):
         if key in config and config[key] != 1.0:
             parts.append(f"--{key.replace('_', '-')} {config[key]:g}")
     if config.get("eval_minutes", 20.0) != 20.0:
         parts.append(f"--eval-minutes {config['eval_minutes']:g}")
+    if config.get("eval_every"):
+        parts.append(f"--eval-every {config['eval_every']}")
+    if config.get("mining", "dense") != "dense":
+        parts.append(f"--mining {config['mining']}")
     return " \\\n    ".join(parts)
 
 
-def training_commands(training: dict[str, Any], stage1: dict[str, Any] | None) -> str:
-    """The commands that trained the checkpoint (and the stage it started from), as Markdown."""
+def training_commands(chain: list[tuple[Path, dict[str, Any]]]) -> str:
+    """The commands of every stage, first to last, as Markdown.
+
+    ``chain`` holds (checkpoint folder, its semrank_training.json) from the first stage to the
+    shipped one; each later stage starts from (and distils) an earlier stage's best checkpoint.
+    """
+    teachers = {str(folder): stage for stage, (folder, _) in enumerate(chain, start=1)}
     lines = []
-    if stage1 is not None:
+    for stage, (_, training) in enumerate(chain, start=1):
+        last = stage == len(chain)
+        keep = "" if last else f", copied to `RUN{stage}/best-stage{stage}`"
         lines += [
-            "Stage 1 (its best checkpoint, copied to `RUN1/best-stage1`, was step "
-            f"{stage1['best_step']}):",
+            f"Stage {stage} (best checkpoint{keep}: step {training['best_step']} of "
+            f"{training['step']}):",
             "```bash",
-            _stage_command(stage1["config"], "RUN1"),
+            _stage_command(training["config"], stage, teachers),
             "```",
         ]
-    label = "Stage 2" if stage1 is not None else "Training"
-    lines += [
-        f"{label} (best checkpoint: step {training['best_step']} of {training['step']}):",
-        "```bash",
-        _stage_command(training["config"], "RUN2" if stage1 is not None else "RUN1"),
-        "```",
+    lines.append(
         "Time budgets (`--max-minutes`) were spent on the shared 2-core machine; on a faster "
-        "machine pass `--max-steps` with the step counts above instead.",
-    ]
+        "machine pass `--max-steps` with the step counts above instead."
+    )
     return "\n".join(lines)

@@ -54,13 +54,16 @@ def dl19_ndcg(model: str | Path) -> float:
     return float(value)
 
 
-def _stage1(checkpoint: Path) -> dict | None:
-    """The training record of the cross-encoder this run started from, if it started from one."""
-    training = json.loads((checkpoint / "semrank_training.json").read_text())
-    init_from = training["config"].get("init_from")
-    if not init_from:
-        return None
-    return json.loads((Path(init_from) / "semrank_training.json").read_text())
+def training_chain(checkpoint: Path) -> list[tuple[Path, dict]]:
+    """(folder, training record) of every stage that led to ``checkpoint``, first stage first."""
+    chain = []
+    folder: Path | None = checkpoint
+    while folder is not None:
+        training = json.loads((folder / "semrank_training.json").read_text())
+        chain.append((folder, training))
+        init_from = training["config"].get("init_from")
+        folder = Path(init_from) if init_from else None
+    return chain[::-1]
 
 
 def main() -> None:
@@ -92,7 +95,7 @@ def main() -> None:
     if not args.skip_fp32:
         scores["dl19_ndcg10_cross_encoder_fp32"] = dl19_ndcg(checkpoint)
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str) + "\n")
-    write_model_card(args.out, scores, training_commands(scores["training"], _stage1(checkpoint)))
+    write_model_card(args.out, scores, training_commands(training_chain(checkpoint)))
     print(json.dumps({k: v for k, v in scores.items() if k.startswith("dl19")}, indent=2))
 
 

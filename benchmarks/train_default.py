@@ -43,7 +43,7 @@ def default_data() -> tuple[DataSpec, ...]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("/root/semrank-runs/minilm-l6-v1"))
-    parser.add_argument("--max-minutes", type=float, default=100.0)
+    parser.add_argument("--max-minutes", type=float, default=None, help="default 100 w/o steps")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--resume", action="store_true")
@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--distill-weight", type=float, default=1.0)
     parser.add_argument("--label-weight", type=float, default=1.0)
     parser.add_argument("--eval-minutes", type=float, default=20.0)
+    parser.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0)
+    parser.add_argument("--mining", choices=("dense", "hybrid"), default="dense")
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -72,19 +75,23 @@ def main() -> None:
         base=bundled_minilm(),
         data=data,
         output=args.output,
-        max_minutes=args.max_minutes,
+        # A step budget alone makes the learning-rate schedule independent of machine speed.
+        max_minutes=args.max_minutes if args.max_minutes or args.max_steps else 100.0,
         max_steps=args.max_steps,
         lr=args.lr,
         init_from=args.init_from,
         teacher_model=args.teacher_model,
         distill_weight=args.distill_weight,
         label_weight=args.label_weight,
+        mining=args.mining,
+        layer_lr_decay=args.layer_lr_decay,
         val_source="msmarco",
         val_queries=args.val_queries,
         val_candidates=15,
         max_length=128,
         checkpoint_minutes=10.0,
         eval_minutes=args.eval_minutes,
+        eval_every=args.eval_every,
         report_tasks=()
         if args.no_report
         else (("dl19", dl19 / "bm25-top100.json.gz", dl19 / "qrels.txt"),),

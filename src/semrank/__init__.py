@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "CascadeConfig",
     "ChunkingConfig",
     "RerankResult",
     "Reranker",
@@ -19,12 +20,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from semrank.rerank import ChunkingConfig, Reranker, RerankResult
+    from semrank.rerank import CascadeConfig, ChunkingConfig, Reranker, RerankResult
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that ``import semrank`` (and the CLI's --help) does not load ONNX Runtime.
-    if name in {"Reranker", "RerankResult", "ChunkingConfig"}:
+    if name in {"Reranker", "RerankResult", "ChunkingConfig", "CascadeConfig"}:
         from semrank import rerank
 
         return getattr(rerank, name)

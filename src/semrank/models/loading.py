@@ -71,7 +71,7 @@ def _spec_directory(spec: ModelSpec) -> Path:
 def _shipped_directory(folder: str, *, model_name: str) -> Path:
     """A model shipped inside semrank itself (``semrank/models/bundled/<folder>``)."""
     path = Path(__file__).resolve().parent / "bundled" / folder
-    if not (path / "config.json").is_file():
+    if not any((path / marker).is_file() for marker in ("config.json", BLEND_FILE)):
         raise ModelNotFoundError(
             f"model {model_name!r} should ship inside semrank at {path}, but it is missing: "
             "reinstall semrank (`pip install --force-reinstall semrank`)."

@@ -73,6 +73,7 @@ def validation_task_of_run(run_dir: Path) -> RankingTask:
         val_queries=int(saved["val_queries"]),
         val_candidates=int(saved["val_candidates"]),
         mining_depth=int(saved["mining_depth"]),
+        mining=saved.get("mining", "dense"),
         seed=int(saved.get("seed", 0)),
     )
     _, task, _ = prepare_data(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,9 +39,12 @@ class TrainConfig:
     batch_queries: int = 4
     negatives: int = 7
     mining_depth: int = 30
+    # "dense": the bi-encoder's nearest pool passages; "hybrid": interleaved with BM25's.
+    mining: str = "dense"
     max_length: int = 160
     lr: float = 5e-5
     head_lr_multiplier: float = 5.0
+    layer_lr_decay: float = 1.0
     warmup_steps: int = 50
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
@@ -96,6 +100,7 @@ def prepare_data(
                 depth=config.mining_depth,
                 max_length=128,
                 cache_dir=config.output / "cache",
+                mining=config.mining,
             )
         )
     val_name = config.val_source or mined[0].name
@@ -123,13 +128,31 @@ def learning_rate_factor(config: TrainConfig, state: RunState) -> float:
 def _optimizer(model: Any, config: TrainConfig) -> Any:
     import torch
 
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
-    groups = [
-        {"params": body, "lr": config.lr, "base_lr": config.lr},
-        {"params": head, "lr": config.lr, "base_lr": config.lr * config.head_lr_multiplier},
+    groups: dict[float, list[Any]] = {}
+    for name, parameter in model.named_parameters():
+        groups.setdefault(_lr_multiplier(name, config, model.config.num_hidden_layers), []).append(
+            parameter
+        )
+    param_groups = [
+        {"params": params, "lr": config.lr * factor, "base_lr": config.lr * factor}
+        for factor, params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(param_groups, weight_decay=config.weight_decay)
+
+
+def _lr_multiplier(name: str, config: TrainConfig, layers: int) -> float:
+    """The head learns faster; with ``layer_lr_decay`` < 1 each layer below the top learns
+    slower by that factor, embeddings slowest, so fine-tuning keeps what pre-training learnt."""
+    if name.startswith("classifier"):
+        return config.head_lr_multiplier
+    match = re.search(r"\.layer\.(\d+)\.", name)
+    if match:
+        depth = layers - int(match.group(1)) - 1  # 0 for the top layer
+    elif "embeddings" in name:
+        depth = layers
+    else:  # pooler and anything above the encoder
+        depth = 0
+    return config.layer_lr_decay**depth
 
 
 def _load_teacher_model(config: TrainConfig) -> Any:

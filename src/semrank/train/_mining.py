@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from semrank.errors import InvalidInputError
 from semrank.train._data import Collection, QueryGroup
 
 log = logging.getLogger("semrank.train")
 
 # A mined passage this close to a positive is a duplicate of it, not a negative.
 DUPLICATE_COSINE = 0.98
+MINING_MODES = ("dense", "hybrid")
 
 
 @dataclass(kw_only=True)
@@ -74,8 +76,14 @@ def mine_negatives(
     passage_embeddings: np.ndarray,
     *,
     depth: int,
+    lexical: list[np.ndarray] | None = None,
 ) -> list[QueryGroup]:
-    """Add each query's top-``depth`` pool passages (not positives) after its given negatives."""
+    """Add each query's top-``depth`` pool passages (not positives) after its given negatives.
+
+    With ``lexical`` (each query's BM25 ranking of the pool), the bi-encoder's and BM25's
+    rankings are interleaved, so the lists also hold the word-overlap negatives of a BM25
+    first stage, which is what the re-ranker reads at search time.
+    """
     passages = passage_embeddings.astype(np.float32)
     mined_groups = []
     for start in range(0, len(collection.groups), 512):
@@ -83,10 +91,29 @@ def mine_negatives(
         scores = query_embeddings[start : start + len(groups)].astype(np.float32) @ passages.T
         take = min(depth + 8, scores.shape[1])
         top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        for group, row, candidates in zip(groups, scores, top, strict=True):
+        for offset, (group, row, candidates) in enumerate(zip(groups, scores, top, strict=True)):
             candidates = candidates[np.argsort(-row[candidates])]
+            if lexical is not None:
+                candidates = _interleave(candidates, lexical[start + offset][:take])
             mined_groups.append(_merge_negatives(group, candidates, passages, depth))
     return mined_groups
+
+
+def _interleave(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Alternate two rankings, keeping each passage's first appearance."""
+    merged = np.empty(len(first) + len(second), dtype=np.int64)
+    length = min(len(first), len(second))
+    merged[: 2 * length : 2], merged[1 : 2 * length : 2] = first[:length], second[:length]
+    merged[2 * length :] = np.concatenate([first[length:], second[length:]])
+    return np.array(list(dict.fromkeys(merged.tolist())), dtype=np.int64)
+
+
+def bm25_rankings(collection: Collection, *, depth: int) -> list[np.ndarray]:
+    """Each query's BM25 (stemmed, stop words removed) top ``depth`` pool positions."""
+    from semrank.retrieve import BM25Index
+
+    index = BM25Index.build(collection.passages)
+    return [index.search(group.query, depth).ids for group in collection.groups]
 
 
 def _merge_negatives(
@@ -107,9 +134,13 @@ def _merge_negatives(
     return QueryGroup(query=group.query, positive_ids=group.positive_ids, negative_ids=negatives)
 
 
-def _cache_key(collection: Collection, depth: int, max_length: int, encoder: str) -> str:
+def _cache_key(
+    collection: Collection, depth: int, max_length: int, encoder: str, mining: str
+) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{encoder}|{depth}|{max_length}|{len(collection.passages)}".encode())
+    # Dense mining keeps its old key, so existing caches stay valid.
+    mode = "" if mining == "dense" else f"|{mining}"
+    digest.update(f"{encoder}|{depth}|{max_length}|{len(collection.passages)}{mode}".encode())
     for group in collection.groups:
         digest.update(group.query.encode())
         digest.update(repr((group.positive_ids, group.negative_ids)).encode())
@@ -125,9 +156,15 @@ def mine_collection(
     depth: int,
     max_length: int,
     cache_dir: Path | None,
+    mining: str = "dense",
 ) -> MinedCollection:
-    """Embed, mine and cache one collection (the cache is keyed by its content)."""
-    key = _cache_key(collection, depth, max_length, encoder_id)
+    """Embed, mine (``mining``: "dense" or "hybrid" = dense + BM25) and cache one collection.
+
+    The cache is keyed by the collection's content and the mining settings.
+    """
+    if mining not in MINING_MODES:
+        raise InvalidInputError(f"mining={mining!r}: use one of {', '.join(MINING_MODES)}")
+    key = _cache_key(collection, depth, max_length, encoder_id, mining)
     cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
     if cache and (cache / "groups.json").exists():
         log.info("mining %s: cached at %s", collection.name, cache)
@@ -140,7 +177,8 @@ def mine_collection(
     )
     queries = embed_texts(encoder, tokenizer, [g.query for g in collection.groups], max_length=64)
     passages = embed_texts(encoder, tokenizer, collection.passages, max_length=max_length)
-    groups = mine_negatives(collection, queries, passages, depth=depth)
+    lexical = bm25_rankings(collection, depth=depth + 8) if mining == "hybrid" else None
+    groups = mine_negatives(collection, queries, passages, depth=depth, lexical=lexical)
     mined = MinedCollection(
         name=collection.name,
         weight=collection.weight,

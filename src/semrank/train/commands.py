@@ -39,9 +39,15 @@ def train_command(
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop after this time."),
     batch_queries: int = typer.Option(4, "--batch-queries", help="Queries per optimiser step."),
     negatives: int = typer.Option(7, "--negatives", help="Negatives per query."),
+    mining: str = typer.Option(
+        "dense", "--mining", help='Negatives: "dense" (bi-encoder) or "hybrid" (+ BM25).'
+    ),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per (query, passage) pair."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of the KL term."),
+    layer_lr_decay: float = typer.Option(
+        1.0, "--layer-lr-decay", help="Each lower layer's learning rate x this (1: same)."
+    ),
     eval_every: int = typer.Option(0, "--eval-every", help="Also validate every N steps."),
     eval_minutes: float = typer.Option(20.0, "--eval-minutes", help="Validate every N minutes."),
     val_source: str | None = typer.Option(None, "--val-source", help="Data name to hold out from."),
@@ -59,6 +65,8 @@ def train_command(
 
     if max_steps is None and max_minutes is None:
         raise InvalidInputError("give --max-steps or --max-minutes (or both)")
+    if mining not in ("dense", "hybrid"):
+        raise InvalidInputError(f'--mining {mining!r}: use "dense" or "hybrid"')
     specs = tuple(DataSpec.parse(d) for d in data)
     missing = [str(spec.path) for spec in specs if not spec.path.exists()]
     if missing:
@@ -72,9 +80,11 @@ def train_command(
         max_minutes=max_minutes,
         batch_queries=batch_queries,
         negatives=negatives,
+        mining=mining,
         max_length=max_length,
         lr=lr,
         distill_weight=distill_weight,
+        layer_lr_decay=layer_lr_decay,
         eval_every=eval_every,
         eval_minutes=eval_minutes,
         val_source=val_source,

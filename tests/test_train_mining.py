@@ -1,0 +1,69 @@
+"""Hard-negative mining: bi-encoder neighbours, plus BM25 word-overlap ones in hybrid mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.train._data import Collection, QueryGroup
+from semrank.train._mining import bm25_rankings, mine_collection, mine_negatives
+
+PASSAGES = [
+    "The capital of France is Paris, on the Seine.",  # 0: the positive
+    "Paris Hilton opened a new hotel in the capital of Nevada.",  # 1: shares words only
+    "Lyon is a large city in the south east of France.",  # 2: topically close
+    "Photosynthesis turns light into chemical energy.",  # 3
+    "Volcanoes erupt when magma reaches the surface.",  # 4
+]
+
+
+def _collection() -> Collection:
+    group = QueryGroup(query="what is the capital of france paris", positive_ids=[0])
+    return Collection(name="toy", passages=list(PASSAGES), groups=[group])
+
+
+def _embeddings() -> tuple[np.ndarray, np.ndarray]:
+    """Hand-made unit vectors: the 'bi-encoder' puts passage 2 near the query, 1 far away."""
+    passages = np.array(
+        [[1, 0, 0], [0, 0, 1], [0.9, 0.43, 0], [0.1, 0.9, 0.4], [0.2, 0.8, 0.5]], dtype=np.float32
+    )
+    passages /= np.linalg.norm(passages, axis=1, keepdims=True)
+    query = np.array([[1, 0.1, 0]], dtype=np.float32)
+    return query / np.linalg.norm(query), passages
+
+
+def test_bm25_ranks_the_word_overlap_passages_first() -> None:
+    ranking = bm25_rankings(_collection(), depth=5)[0].tolist()
+    assert set(ranking[:2]) == {0, 1}
+    assert 3 not in ranking and 4 not in ranking  # no shared term: never a BM25 hit
+
+
+def test_dense_mining_follows_the_embeddings_only() -> None:
+    query, passages = _embeddings()
+    group = mine_negatives(_collection(), query, passages, depth=2)[0]
+    assert group.positive_ids == [0]
+    assert group.negative_ids == [2, 4]  # cosines 0.97, 0.29, 0.19, 0.10
+
+
+def test_hybrid_mining_interleaves_bm25_negatives() -> None:
+    query, passages = _embeddings()
+    collection = _collection()
+    lexical = bm25_rankings(collection, depth=5)
+    group = mine_negatives(collection, query, passages, depth=2, lexical=lexical)[0]
+    assert group.negative_ids == [2, 1]  # the dense neighbour, then BM25's word match
+    assert 0 not in group.negative_ids
+
+
+def test_unknown_mining_mode_is_named() -> None:
+    with pytest.raises(InvalidInputError, match="'sparse'"):
+        mine_collection(
+            _collection(),
+            encoder=None,
+            tokenizer=None,
+            encoder_id="x",
+            depth=2,
+            max_length=32,
+            cache_dir=None,
+            mining="sparse",
+        )
