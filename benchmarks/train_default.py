@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from semrank.train import DataSpec, TrainConfig, train
+from semrank.train._mining import MINING_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--eval-minutes", type=float, default=20.0)
     parser.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
     parser.add_argument("--layer-lr-decay", type=float, default=1.0)
-    parser.add_argument("--mining", choices=("dense", "hybrid"), default="dense")
+    parser.add_argument("--mining", choices=MINING_MODES, default="dense")
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")

@@ -13,7 +13,7 @@ from typing import Any
 from semrank.train._data import DataSpec, load_collection
 from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
 from semrank.train._losses import listwise_loss
-from semrank.train._mining import MinedCollection, mine_collection
+from semrank.train._mining import MinedCollection, check_mining_mode, mine_collection
 from semrank.train._model import (
     build_cross_encoder,
     export_model,
@@ -72,6 +72,9 @@ class TrainConfig:
     export_onnx: bool = False
     seed: int = 0
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_mining_mode(self.mining)  # before any model loads, whoever builds the config
 
 
 @dataclass(kw_only=True)

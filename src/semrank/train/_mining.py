@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,14 @@ def mine_negatives(
 
 def _interleave(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Alternate two rankings, keeping each passage's first appearance."""
-    merged = np.empty(len(first) + len(second), dtype=np.int64)
-    length = min(len(first), len(second))
-    merged[: 2 * length : 2], merged[1 : 2 * length : 2] = first[:length], second[:length]
-    merged[2 * length :] = np.concatenate([first[length:], second[length:]])
-    return np.array(list(dict.fromkeys(merged.tolist())), dtype=np.int64)
+    alternated = (i for pair in zip_longest(first.tolist(), second.tolist()) for i in pair)
+    merged = dict.fromkeys(i for i in alternated if i is not None)
+    return np.array(list(merged), dtype=np.int64)
+
+
+def check_mining_mode(mining: str) -> None:
+    if mining not in MINING_MODES:
+        raise InvalidInputError(f"mining={mining!r}: use one of {', '.join(MINING_MODES)}")
 
 
 def bm25_rankings(collection: Collection, *, depth: int) -> list[np.ndarray]:
@@ -162,8 +166,7 @@ def mine_collection(
 
     The cache is keyed by the collection's content and the mining settings.
     """
-    if mining not in MINING_MODES:
-        raise InvalidInputError(f"mining={mining!r}: use one of {', '.join(MINING_MODES)}")
+    check_mining_mode(mining)
     key = _cache_key(collection, depth, max_length, encoder_id, mining)
     cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
     if cache and (cache / "groups.json").exists():

@@ -65,8 +65,6 @@ def train_command(
 
     if max_steps is None and max_minutes is None:
         raise InvalidInputError("give --max-steps or --max-minutes (or both)")
-    if mining not in ("dense", "hybrid"):
-        raise InvalidInputError(f'--mining {mining!r}: use "dense" or "hybrid"')
     specs = tuple(DataSpec.parse(d) for d in data)
     missing = [str(spec.path) for spec in specs if not spec.path.exists()]
     if missing:
