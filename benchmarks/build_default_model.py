@@ -55,14 +55,18 @@ def dl19_ndcg(model: str | Path) -> float:
 
 
 def training_chain(checkpoint: Path) -> list[tuple[Path, dict]]:
-    """(folder, training record) of every stage that led to ``checkpoint``, first stage first."""
+    """(folder, training record) of every stage that led to ``checkpoint``, first stage first.
+
+    A stage depends on the checkpoint it started from or, when it started from the base model,
+    on the cross-encoder it distilled (its teacher).
+    """
     chain = []
     folder: Path | None = checkpoint
     while folder is not None:
         training = json.loads((folder / "semrank_training.json").read_text())
         chain.append((folder, training))
-        init_from = training["config"].get("init_from")
-        folder = Path(init_from) if init_from else None
+        source = training["config"].get("init_from") or training["config"].get("teacher_model")
+        folder = Path(source) if source else None
     return chain[::-1]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from semrank.train import DataSpec, TrainConfig, train
 from semrank.train._mining import MINING_MODES
+from semrank.train._model import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="also validate every N steps")
     parser.add_argument("--layer-lr-decay", type=float, default=1.0)
     parser.add_argument("--mining", choices=MINING_MODES, default="dense")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="cross")
+    parser.add_argument("--gate-lr-multiplier", type=float, default=500.0)
+    parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -85,11 +89,13 @@ def main() -> None:
         distill_weight=args.distill_weight,
         label_weight=args.label_weight,
         mining=args.mining,
+        architecture=args.architecture,
+        gate_lr_multiplier=args.gate_lr_multiplier,
         layer_lr_decay=args.layer_lr_decay,
         val_source="msmarco",
         val_queries=args.val_queries,
         val_candidates=15,
-        max_length=128,
+        max_length=args.max_length,
         checkpoint_minutes=10.0,
         eval_minutes=args.eval_minutes,
         eval_every=args.eval_every,

@@ -73,3 +73,21 @@ def reranker() -> Any:
         return Reranker()
     except ModelNotFoundError as exc:
         pytest.skip(f"bundled model not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT encoder (the base a training run starts from) and its tokenizer."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_models import write_tiny_bert_base
+
+    return write_tiny_bert_base(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Topic-word training pairs (JSONL) that a tiny model can learn in a few steps."""
+    from tiny_models import write_topic_pairs
+
+    return write_topic_pairs(tmp_path_factory.mktemp("data") / "pairs.jsonl")

@@ -17,6 +17,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from semrank.models.spec import ResolvedModel  # noqa: E402
+from semrank.runtime import torch_gated  # noqa: E402
+
+torch_gated.register()  # the reference loads semrank's gated model through the Auto classes
 from semrank.runtime import load_scorer  # noqa: E402
 
 MAX_LENGTH = 64
@@ -28,6 +31,7 @@ CASES = {
     "xlm-roberta": ("roberta", {}),
     "modernbert-cls": ("modernbert", {}),
     "modernbert-mean": ("modernbert", {"classifier_pooling": "mean"}),
+    "semrank-gated-bert": ("gated", {}),
 }
 
 
@@ -42,7 +46,7 @@ def reference_scores(model_dir: Path, pairs: list[tuple[str, str]], family: str)
             truncation="only_second",
             max_length=MAX_LENGTH,
             return_tensors="pt",
-            return_token_type_ids=family == "bert",
+            return_token_type_ids=family in ("bert", "gated"),
         )
         with torch.no_grad():
             logits = model(**inputs).logits[0].numpy()

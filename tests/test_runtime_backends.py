@@ -108,20 +108,24 @@ def _spread_ok(reference: np.ndarray) -> None:
     assert reference.max() - reference.min() > 0.05
 
 
-def test_openvino_fp32_matches_onnx(tiny_model) -> None:
+@pytest.mark.parametrize("family", ["bert", "gated"])
+def test_openvino_fp32_matches_onnx(tiny_model, family) -> None:
     pytest.importorskip("openvino")
-    model_dir = tiny_model("bert")
+    model_dir = tiny_model(family)
     pairs = random_pairs(40, seed=3)
     ref = _reference(model_dir, pairs)
     got = load_scorer(cross_encoder(model_dir), backend="openvino").score_pairs(pairs)
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["bert", "gated"])
 @pytest.mark.parametrize("backend", ["onnx-int8", "openvino-bf16"])
-def test_lossy_backends_stay_close_to_fp32_and_keep_the_ranking(tiny_model, backend) -> None:
+def test_lossy_backends_stay_close_to_fp32_and_keep_the_ranking(
+    tiny_model, backend, family
+) -> None:
     if backend.startswith("openvino"):
         pytest.importorskip("openvino")
-    model_dir = tiny_model("bert")
+    model_dir = tiny_model(family)
     pairs = random_pairs(60, seed=5)
     ref = _reference(model_dir, pairs)
     _spread_ok(ref)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -13,82 +12,11 @@ transformers = pytest.importorskip("transformers")
 
 from semrank.train import DataSpec, TrainConfig, train  # noqa: E402
 from semrank.train._data import load_collection  # noqa: E402
-
-TOPICS = [
-    "apple", "river", "engine", "violin", "glacier", "tennis", "copper", "tulip", "falcon",
-    "desert", "pepper", "comet", "harbor", "quartz", "maple", "cobalt", "walrus", "lantern",
-    "saddle", "meadow", "anchor", "canyon", "cactus", "ember",
-]  # fmt: skip
-
-
-def _passage(topic: str, rng: random.Random) -> str:
-    filler = rng.sample(["the", "a", "of", "and", "with", "from", "is", "very", "old"], 5)
-    return f"{topic} {' '.join(filler)} {topic} facts"
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT plus a whole-word WordPiece vocabulary of the fixture's words."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny-bert")
-    words = [*TOPICS, "tell", "me", "about", "facts", "the", "a", "of", "and", "with", "from"]
-    words += ["is", "very", "old"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
-    tokenizer.save_pretrained(str(root))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        initializer_range=0.2,  # the default 0.02 gives near-identical outputs at this size
-    )
-    BertModel(config).save_pretrained(str(root))
-    return root
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    rows = []
-    for _ in range(6):
-        for topic in TOPICS:
-            others = rng.sample([t for t in TOPICS if t != topic], 2)
-            rows.append(
-                {
-                    "query": f"tell me about {topic}",
-                    "positive": _passage(topic, rng),
-                    "negatives": [_passage(o, rng) for o in others],
-                }
-            )
-    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    return path
+from tiny_models import tiny_train_config  # noqa: E402
 
 
 def _config(base: Path, data: Path, output: Path, steps: int) -> TrainConfig:
-    return TrainConfig(
-        base=base,
-        data=(DataSpec(path=data, name="pairs"),),
-        output=output,
-        max_steps=steps,
-        batch_queries=4,
-        negatives=3,
-        mining_depth=5,
-        max_length=32,
-        lr=2e-3,
-        warmup_steps=2,
-        head_probe_queries=16,
-        val_queries=8,
-        val_candidates=6,
-        eval_every=20,
-        seed=0,
-        threads=1,
-    )
+    return tiny_train_config(base, data, output, max_steps=steps, eval_every=20)
 
 
 def test_pairs_jsonl_is_read_into_a_pool(pairs_file: Path) -> None:

@@ -35,7 +35,8 @@ def _vocab(specials: list[str]) -> dict[str, int]:
 
 
 def build_tokenizer(family: str) -> Tokenizer:
-    """WordPiece tokenizer with the pair template of ``family`` (bert, roberta, modernbert)."""
+    """WordPiece tokenizer with the pair template of ``family`` (bert, roberta, modernbert,
+    gated: semrank's segment-gated BERT, which repeats [CLS] before the second text)."""
     specials = ROBERTA_SPECIALS if family == "roberta" else BERT_SPECIALS
     vocab = _vocab(specials)
     unk = "<unk>" if family == "roberta" else "[UNK]"
@@ -45,6 +46,9 @@ def build_tokenizer(family: str) -> Tokenizer:
     if family == "roberta":
         cls, sep = "<s>", "</s>"
         single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} {sep} $B {sep}"
+    elif family == "gated":
+        cls, sep = "[CLS]", "[SEP]"
+        single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} {cls}:1 $B:1 {sep}:1"
     else:
         cls, sep = "[CLS]", "[SEP]"
         single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} $B:1 {sep}:1"
@@ -87,7 +91,7 @@ def _config(family: str, head: str, vocab_size: int, max_length: int, **override
         intermediate_size=48,
         num_hidden_layers=2,
     )
-    if family == "bert":
+    if family in ("bert", "gated"):
         config = transformers.BertConfig(
             **common, max_position_embeddings=max_length, type_vocab_size=2, pad_token_id=0
         )
@@ -163,8 +167,11 @@ def write_tiny_model(
 
     tokenizer = build_tokenizer(family)
     config = _config(family, head, tokenizer.get_vocab_size(), max_length, **overrides)
-    model = getattr(transformers, _CLASSES[family, head])(config)
-    _randomize(model, seed)
+    if family == "gated":
+        model = _gated_model(config, seed, gate_init=overrides.get("gate_init"))
+    else:
+        model = getattr(transformers, _CLASSES[family, head])(config)
+        _randomize(model, seed)
     model.eval()
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
@@ -178,6 +185,27 @@ def write_tiny_model(
         json.dumps(_tokenizer_config(family, max_length)), encoding="utf-8"
     )
     return directory
+
+
+def _gated_model(config: Any, seed: int, *, gate_init: float | None) -> Any:
+    """semrank's gated cross-encoder around a random BERT; random gates unless ``gate_init``."""
+    import torch
+    import transformers
+
+    from semrank.runtime.torch_gated import wrap_bert
+
+    bert = transformers.BertModel(config, add_pooling_layer=False)
+    _randomize(bert, seed)
+    model = wrap_bert(bert, gate_init=-4.0 if gate_init is None else gate_init)
+    if gate_init is None:  # gates from shut to wide open, so the cross attention is exercised
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            model.cross_gates.copy_(
+                torch.rand(model.cross_gates.shape, generator=generator) * 5 - 4
+            )
+            model.classifier.scale.fill_(7.0)
+            model.classifier.bias.fill_(-2.0)
+    return model
 
 
 def random_text(rng: random.Random, n_words: int) -> str:
@@ -216,4 +244,73 @@ def tiny_spec(model_dir: Path, kind: str = "cross-encoder", *, max_length: int =
         architecture="BertModel" if bi else "",
         max_length=max_length,
         activation="cosine" if bi else "sigmoid",
+    )
+
+
+TOPICS = [
+    "apple", "river", "engine", "violin", "glacier", "tennis", "copper", "tulip", "falcon",
+    "desert", "pepper", "comet", "harbor", "quartz", "maple", "cobalt", "walrus", "lantern",
+    "saddle", "meadow", "anchor", "canyon", "cactus", "ember",
+]  # fmt: skip
+
+
+def _topic_passage(topic: str, rng: random.Random) -> str:
+    filler = rng.sample(["the", "a", "of", "and", "with", "from", "is", "very", "old"], 5)
+    return f"{topic} {' '.join(filler)} {topic} facts"
+
+
+def write_tiny_bert_base(root: Path) -> Path:
+    """A random 2-layer BERT encoder plus a whole-word WordPiece vocabulary of the topic words
+    (a stand-in for the bi-encoder checkpoint that training starts from)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = [*TOPICS, "tell", "me", "about", "facts", "the", "a", "of", "and", "with", "from"]
+    words += ["is", "very", "old"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    tokenizer.save_pretrained(str(root))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.2,  # the default 0.02 gives near-identical outputs at this size
+    )
+    BertModel(config).save_pretrained(str(root))
+    return root
+
+
+def write_topic_pairs(path: Path) -> Path:
+    """JSONL training rows: "tell me about <topic>" -> a passage on it, two on other topics."""
+    rng = random.Random(0)
+    rows = []
+    for _ in range(6):
+        for topic in TOPICS:
+            others = rng.sample([t for t in TOPICS if t != topic], 2)
+            rows.append(
+                {
+                    "query": f"tell me about {topic}",
+                    "positive": _topic_passage(topic, rng),
+                    "negatives": [_topic_passage(o, rng) for o in others],
+                }
+            )
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_train_config(base: Path, data: Path, output: Path, **overrides: Any) -> Any:
+    """A ``TrainConfig`` sized for the tiny base and the topic pairs (seconds per run)."""
+    from semrank.train import DataSpec, TrainConfig
+
+    settings: dict[str, Any] = dict(
+        batch_queries=4, negatives=3, mining_depth=5, max_length=32, lr=2e-3, warmup_steps=2,
+        head_probe_queries=16, val_queries=8, val_candidates=6, seed=0, threads=1,
+    )  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(
+        base=base, data=(DataSpec(path=data, name="pairs"),), output=output, **settings
     )

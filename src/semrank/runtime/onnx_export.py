@@ -49,6 +49,7 @@ _ARCHITECTURES: dict[str, tuple[str, ExportHead]] = {
     "RobertaModel": ("roberta", "encoder"),
     "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
     "ModernBertModel": ("modernbert", "encoder"),
+    "SemrankGatedBertForSequenceClassification": ("gated-bert", "sequence-classification"),
 }
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_ARCHITECTURES)
 
@@ -85,6 +86,14 @@ def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
         from semrank.runtime._arch_modernbert import build_modernbert
 
         build_modernbert(g, config, weights, head=head)
+    elif family == "gated-bert":
+        if head != "sequence-classification":
+            raise UnsupportedArchitectureError(
+                "a gated cross-encoder only scores pairs; it has no encoder head"
+            )
+        from semrank.runtime._arch_gated import build_gated_bert
+
+        build_gated_bert(g, config, weights)
     else:
         build_bert_like(g, config, weights, roberta=family == "roberta", head=head)
     return g.model(f"semrank-{family}-{head}", EXPORTER_VERSION)

@@ -63,13 +63,17 @@ def _torch_forward(model: Any, device: str, output: str) -> Forward:
 def _accepted_inputs(model: Any) -> set[str]:
     # RoBERTa-style and ModernBERT models take no token_type_ids.
     names = {"input_ids", "attention_mask"}
-    if getattr(model.config, "type_vocab_size", 0) and model.config.model_type == "bert":
+    bert_like = model.config.model_type in ("bert", "semrank_gated_bert")
+    if getattr(model.config, "type_vocab_size", 0) and bert_like:
         names.add("token_type_ids")
     return names
 
 
 def _load(auto_class: str, model_dir: Path, device: str, fp16: bool = False) -> Any:
     _, transformers = _import_torch()
+    from semrank.runtime import torch_gated
+
+    torch_gated.register()  # semrank's own gated cross-encoder loads through the Auto classes
     try:
         model = getattr(transformers, auto_class).from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:

@@ -16,6 +16,7 @@ from semrank.train._losses import listwise_loss
 from semrank.train._mining import MinedCollection, check_mining_mode, mine_collection
 from semrank.train._model import (
     build_cross_encoder,
+    check_architecture,
     export_model,
     fit_head_to_teacher,
     load_encoder,
@@ -41,6 +42,12 @@ class TrainConfig:
     mining_depth: int = 30
     # "dense": the bi-encoder's nearest pool passages; "hybrid": interleaved with BM25's.
     mining: str = "dense"
+    # "cross": BERT + a new 1-logit head fitted to the bi-encoder; "gated": the segment-gated
+    # cross-encoder that starts as the bi-encoder (semrank.runtime.torch_gated).
+    architecture: str = "cross"
+    # The gated model's cross-attention gates move by this multiple of ``lr``: a gate is one
+    # scalar per head whose useful range is several units, the weights' is thousandths.
+    gate_lr_multiplier: float = 500.0
     max_length: int = 160
     lr: float = 5e-5
     head_lr_multiplier: float = 5.0
@@ -75,6 +82,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
+        check_architecture(self.architecture)
 
 
 @dataclass(kw_only=True)
@@ -148,6 +156,8 @@ def _lr_multiplier(name: str, config: TrainConfig, layers: int) -> float:
     slower by that factor, embeddings slowest, so fine-tuning keeps what pre-training learnt."""
     if name.startswith("classifier"):
         return config.head_lr_multiplier
+    if name == "cross_gates":
+        return config.gate_lr_multiplier
     match = re.search(r"\.layer\.(\d+)\.", name)
     if match:
         depth = layers - int(match.group(1)) - 1  # 0 for the top layer
@@ -158,12 +168,13 @@ def _lr_multiplier(name: str, config: TrainConfig, layers: int) -> float:
     return config.layer_lr_decay**depth
 
 
-def _load_teacher_model(config: TrainConfig) -> Any:
+def _load_teacher_model(config: TrainConfig) -> tuple[Any, Any] | None:
+    """The frozen cross-encoder teacher and its own tokenizer (its pair layout may differ)."""
     if config.teacher_model is None:
         return None
-    teacher, _ = build_cross_encoder(config.teacher_model)
+    teacher, teacher_tokenizer = build_cross_encoder(config.teacher_model)
     log.info("distilling toward bi-encoder + the cross-encoder in %s", config.teacher_model)
-    return teacher.eval()
+    return teacher.eval(), teacher_tokenizer
 
 
 def _train_step(
@@ -179,8 +190,10 @@ def _train_step(
     scores = logits.float().view(len(batch.queries), -1)
     teacher = torch.from_numpy(batch.teacher).float() * config.teacher_scale
     if teacher_model is not None:
+        teacher_net, teacher_tokenizer = teacher_model
+        teacher_input = encode_pairs(teacher_tokenizer, pairs, max_length=config.max_length)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            extra = teacher_model(**encoded).logits[:, 0].float().view_as(scores)
+            extra = teacher_net(**teacher_input).logits[:, 0].float().view_as(scores)
         teacher = teacher + config.teacher_model_weight * extra
     loss, parts = listwise_loss(
         scores, teacher, distill_weight=config.distill_weight, label_weight=config.label_weight
@@ -270,7 +283,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     collections, val, teacher_val = prepare_data(config)
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
-    model, tokenizer = build_cross_encoder(config.init_from or config.base)
+    model, tokenizer = build_cross_encoder(
+        config.init_from or config.base, architecture=config.architecture
+    )
     teacher_model = _load_teacher_model(config)
     sampler = GroupSampler(
         collections, negatives=config.negatives, depth=config.mining_depth, seed=config.seed
@@ -283,6 +298,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     elif config.init_from is not None:
         state = RunState()
         log.info("starting from the cross-encoder in %s", config.init_from)
+    elif config.architecture == "gated":
+        state = RunState()  # its head is the bi-encoder's cosine already: nothing to fit
+        if config.eval_at_start:
+            _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
     else:
         state = RunState()
         fit = fit_head_to_teacher(

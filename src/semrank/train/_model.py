@@ -9,21 +9,48 @@ from typing import Any
 
 import numpy as np
 
+from semrank.errors import InvalidInputError
 from semrank.train._evaluate import encode_pairs
 from semrank.train._sampling import GroupSampler
 
 log = logging.getLogger("semrank.train")
 
 
-def build_cross_encoder(base: Path) -> tuple[Any, Any]:
-    """``BertForSequenceClassification`` (1 logit) on the base encoder's weights, and tokenizer."""
+def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any, Any]:
+    """The model to train and its tokenizer.
+
+    ``architecture="cross"``: ``BertForSequenceClassification`` (1 logit, new head) on the base
+    encoder's weights, or a trained cross-encoder as saved. ``"gated"``: the segment-gated
+    cross-encoder (``semrank.runtime.torch_gated``) on a bi-encoder's weights, scoring as that
+    bi-encoder does at step 0; a saved gated model loads as itself whatever is asked.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from semrank.runtime import torch_gated
+
+    check_architecture(architecture)
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
+    saved_type = json.loads((Path(base) / "config.json").read_text()).get("model_type")
+    if saved_type == torch_gated.MODEL_TYPE:
+        model = AutoModelForSequenceClassification.from_pretrained(str(base))
+        return model, torch_gated.use_pair_template(tokenizer)
+    if architecture == "gated":
+        model = torch_gated.from_bi_encoder(str(base))
+        return model, torch_gated.use_pair_template(tokenizer)
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     return model, tokenizer
+
+
+ARCHITECTURES = ("cross", "gated")
+
+
+def check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise InvalidInputError(
+            f"architecture={architecture!r}: use one of {', '.join(ARCHITECTURES)}"
+        )
 
 
 def load_encoder(base: Path) -> tuple[Any, Any]:
@@ -109,7 +136,7 @@ def export_model(
 ) -> Path:
     """Hugging Face layout (config.json, model.safetensors, tokenizer), optionally + model.onnx."""
     target.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = ["BertForSequenceClassification"]
+    model.config.architectures = [type(model).__name__]
     model.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
     (target / "semrank_training.json").write_text(json.dumps(metadata, indent=2, default=str))

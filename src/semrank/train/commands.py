@@ -42,6 +42,11 @@ def train_command(
     mining: str = typer.Option(
         "dense", "--mining", help='Negatives: "dense" (bi-encoder) or "hybrid" (+ BM25).'
     ),
+    architecture: str = typer.Option(
+        "cross",
+        "--architecture",
+        help='"cross" (BERT + a new head) or "gated" (starts as the bi-encoder; see docs).',
+    ),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per (query, passage) pair."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of the KL term."),
@@ -79,6 +84,7 @@ def train_command(
         batch_queries=batch_queries,
         negatives=negatives,
         mining=mining,
+        architecture=architecture,
         max_length=max_length,
         lr=lr,
         distill_weight=distill_weight,
