@@ -116,6 +116,8 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
         parts.append(f"--mining {config['mining']}")
     if config.get("architecture", "cross") != "cross":
         parts.append(f"--architecture {config['architecture']}")
+    if config.get("max_length", 128) != 128:
+        parts.append(f"--max-length {config['max_length']}")
     if config.get("gate_lr_multiplier", 500.0) != 500.0:
         parts.append(f"--gate-lr-multiplier {config['gate_lr_multiplier']:g}")
     return " \\\n    ".join(parts)

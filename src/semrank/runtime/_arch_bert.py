@@ -80,7 +80,10 @@ def _embeddings(
     token_types: str | None,
     *,
     roberta: bool,
+    position_ids: str | None = None,
 ) -> str:
+    """Word + position (+ token type) embeddings, LayerNorm. ``position_ids`` overrides the
+    default 0..seq-1 (the gated model restarts them in its second segment)."""
     words = g.op(
         "Gather", [g.weight("emb.word", w("embeddings.word_embeddings.weight")), input_ids]
     )
@@ -89,7 +92,7 @@ def _embeddings(
         pos_ids = _roberta_position_ids(g, input_ids, int(config.get("pad_token_id", 1)))
         hidden = g.op("Add", [words, g.op("Gather", [positions, pos_ids])])
     else:
-        pos_ids = g.op("Range", [g.const(0), g.seq_len(input_ids), g.const(1)])
+        pos_ids = position_ids or g.op("Range", [g.const(0), g.seq_len(input_ids), g.const(1)])
         hidden = g.op("Add", [words, g.op("Gather", [positions, pos_ids])])
     type_table = w.maybe("embeddings.token_type_embeddings.weight")
     if token_types is not None and type_table is not None:

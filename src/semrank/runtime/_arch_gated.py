@@ -15,7 +15,7 @@ import numpy as np
 from onnx import TensorProto
 
 from semrank.errors import ModelLoadError
-from semrank.runtime._arch_bert import Scoped, _layer, detect_prefix, require
+from semrank.runtime._arch_bert import Scoped, _embeddings, _layer, detect_prefix, require
 from semrank.runtime._graph import GraphBuilder
 from semrank.runtime._weights import Weights
 
@@ -29,7 +29,9 @@ def build_gated_bert(g: GraphBuilder, config: dict[str, Any], weights: Weights) 
     segment = g.add_input("token_type_ids", ["batch", "seq"])
     first = g.op("Mul", [g.op("Sub", [g.const(1), segment]), attention_mask])  # query side
     second = g.op("Mul", [segment, attention_mask])  # passage side
-    hidden = _embeddings(g, config, w, _segment_positions(g, segment, first, second))
+    # Token types only mark the segments here: every token gets the type-0 embedding.
+    positions = _segment_positions(g, segment, first, second)
+    hidden = _embeddings(g, config, w, "input_ids", None, roberta=False, position_ids=positions)
     padding = g.padding_mask(attention_mask)
     cross = _cross_segment(g, segment)
     gates = require(weights, "cross_gates")
@@ -53,20 +55,6 @@ def _segment_positions(g: GraphBuilder, segment: str, first: str, second: str) -
     is_second = g.op("Equal", [segment, g.const(1)])
     positions = g.op("Where", [is_second, in_second, in_first])
     return g.op("Max", [positions, g.const(0)])
-
-
-def _embeddings(g: GraphBuilder, config: dict[str, Any], w: Scoped, positions: str) -> str:
-    words = g.op(
-        "Gather", [g.weight("emb.word", w("embeddings.word_embeddings.weight")), "input_ids"]
-    )
-    table = g.weight("emb.position", w("embeddings.position_embeddings.weight"))
-    hidden = g.op("Add", [words, g.op("Gather", [table, positions])])
-    type0 = w("embeddings.token_type_embeddings.weight")[0]
-    hidden = g.op("Add", [hidden, g.weight("emb.token_type0", type0)])
-    eps = float(config.get("layer_norm_eps", 1e-12))
-    return g.layer_norm(
-        hidden, w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"), eps, "emb.ln"
-    )
 
 
 def _cross_segment(g: GraphBuilder, segment: str) -> str:

@@ -61,7 +61,7 @@ def compile_model(path: Path, *, precision: Precision, threads: int | None = Non
 
 def compiled_forward(compiled: Any, output: str) -> Forward:
     """Forward over a compiled model; one infer request per thread (requests are not shared)."""
-    names = [_input_name(port) for port in compiled.inputs]
+    names = [port.get_any_name() for port in compiled.inputs]
     port = _output_port(compiled, output)
     local = threading.local()
 
@@ -73,16 +73,6 @@ def compiled_forward(compiled: Any, output: str) -> Forward:
         return np.array(result[port], dtype=np.float32)  # copy: the buffer is reused
 
     return forward
-
-
-def _input_name(port: Any) -> str:
-    """The port's graph-contract name: OpenVINO merges the names of tensors it folds together
-    (an input and a no-op Cast of it), and ``get_any_name`` may return the folded one."""
-    names = port.get_names()
-    return next((n for n in _INPUT_NAMES if n in names), port.get_any_name())
-
-
-_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _output_port(compiled: Any, output: str) -> Any:

@@ -71,9 +71,8 @@ def _accepted_inputs(model: Any) -> set[str]:
 
 def _load(auto_class: str, model_dir: Path, device: str, fp16: bool = False) -> Any:
     _, transformers = _import_torch()
-    from semrank.runtime import torch_gated
+    from semrank.runtime import torch_gated  # noqa: F401  (registers semrank's gated model)
 
-    torch_gated.register()  # semrank's own gated cross-encoder loads through the Auto classes
     try:
         model = getattr(transformers, auto_class).from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:

@@ -168,13 +168,17 @@ def _lr_multiplier(name: str, config: TrainConfig, layers: int) -> float:
     return config.layer_lr_decay**depth
 
 
-def _load_teacher_model(config: TrainConfig) -> tuple[Any, Any] | None:
-    """The frozen cross-encoder teacher and its own tokenizer (its pair layout may differ)."""
+def _load_teacher_model(config: TrainConfig, student_tokenizer: Any) -> tuple[Any, Any] | None:
+    """The frozen cross-encoder teacher, and its tokenizer when its pair layout differs from the
+    student's (None: the student's encoded batch is fed to it as is)."""
     if config.teacher_model is None:
         return None
     teacher, teacher_tokenizer = build_cross_encoder(config.teacher_model)
     log.info("distilling toward bi-encoder + the cross-encoder in %s", config.teacher_model)
-    return teacher.eval(), teacher_tokenizer
+    same = (
+        teacher_tokenizer.backend_tokenizer.to_str() == student_tokenizer.backend_tokenizer.to_str()
+    )
+    return teacher.eval(), None if same else teacher_tokenizer
 
 
 def _train_step(
@@ -191,7 +195,9 @@ def _train_step(
     teacher = torch.from_numpy(batch.teacher).float() * config.teacher_scale
     if teacher_model is not None:
         teacher_net, teacher_tokenizer = teacher_model
-        teacher_input = encode_pairs(teacher_tokenizer, pairs, max_length=config.max_length)
+        teacher_input = encoded
+        if teacher_tokenizer is not None:
+            teacher_input = encode_pairs(teacher_tokenizer, pairs, max_length=config.max_length)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             extra = teacher_net(**teacher_input).logits[:, 0].float().view_as(scores)
         teacher = teacher + config.teacher_model_weight * extra
@@ -286,7 +292,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     model, tokenizer = build_cross_encoder(
         config.init_from or config.base, architecture=config.architecture
     )
-    teacher_model = _load_teacher_model(config)
+    teacher_model = _load_teacher_model(config, tokenizer)
     sampler = GroupSampler(
         collections, negatives=config.negatives, depth=config.mining_depth, seed=config.seed
     )

@@ -29,7 +29,6 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
 
     from semrank.runtime import torch_gated
 
-    check_architecture(architecture)
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     saved_type = json.loads((Path(base) / "config.json").read_text()).get("model_type")
