@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semrank import Reranker
+from semrank import CascadeConfig, Reranker
 from semrank.errors import ModelLoadError
 from semrank.rerank._blend import read_blend, write_blend
+from semrank.rerank._memo import RecentScores
 
 PAIRS_DOCS = ["Fleas are small insects.", "Paris is in France.", "Cats chase mice at night."]
 
@@ -52,3 +53,21 @@ def test_bad_blend_file_is_named(tmp_path: Path):
         read_blend(tmp_path)
     with pytest.raises(ModelLoadError, match="lists no components"):
         Reranker(tmp_path)
+
+
+def test_a_cascade_shares_the_blends_embedding_model_and_scores_each_pair_once(blend_dir: Path):
+    query, keep = "what is a flea", 2
+    shared = Reranker(blend_dir, cascade=CascadeConfig(keep=keep))
+    assert isinstance(shared.pruner, RecentScores)
+    separate_pruner = Reranker("all-minilm-l6-v2").scorer
+    separate = Reranker(blend_dir, cascade=CascadeConfig(keep=keep), pruner=separate_pruner)
+    assert not isinstance(separate.pruner, RecentScores)
+    for _ in range(2):  # a second request must not reuse the first one's pairs wrongly
+        got = shared.rerank(query, PAIRS_DOCS)
+        want = separate.rerank(query, PAIRS_DOCS)
+        assert [(r.index, r.pruned) for r in got] == [(r.index, r.pruned) for r in want]
+        np.testing.assert_allclose(
+            [r.relevance_score for r in got], [r.relevance_score for r in want], atol=1e-6
+        )
+        query = "where is paris"
+    assert shared.pruner.scored_pairs == 2 * len(PAIRS_DOCS)  # not 2 * (len + keep)

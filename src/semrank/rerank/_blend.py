@@ -15,6 +15,7 @@ knows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 
 from semrank.errors import ModelLoadError
 from semrank.models import ResolvedModel, resolve
+from semrank.rerank._memo import RecentScores
 from semrank.runtime import load_scorer
 from semrank.runtime.base import Activation, BatchingConfig, PairScorer, ScorerKind, TextTokenizer
 
@@ -38,6 +40,7 @@ class BlendComponent:
 
     scorer: PairScorer
     weight: float
+    source: Path | None = None  # the component model's directory, to share it with a pruner
 
 
 class BlendScorer:
@@ -57,6 +60,20 @@ class BlendScorer:
 
     def doc_token_budget(self, query: str) -> int:
         return min(c.scorer.doc_token_budget(query) for c in self.components)
+
+    def remember_component(self, source: Path) -> RecentScores | None:
+        """The component loaded from ``source``, made to remember its latest pairs (or None)."""
+        for index, component in enumerate(self.components):
+            if component.source is None or Path(component.source) != Path(source):
+                continue
+            shared = component.scorer
+            if not isinstance(shared, RecentScores):
+                shared = RecentScores(shared)
+                components = list(self.components)
+                components[index] = dataclasses.replace(component, scorer=shared)
+                self.components = tuple(components)
+            return shared
+        return None
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         total = np.full(len(pairs), self.bias, dtype=np.float32)
@@ -106,7 +123,9 @@ def load_blend_scorer(
         scorer = load_scorer(
             model, backend=backend, device=device, batching=batching, threads=threads
         )
-        components.append(BlendComponent(scorer=scorer, weight=float(entry["weight"])))
+        components.append(
+            BlendComponent(scorer=scorer, weight=float(entry["weight"]), source=model.path)
+        )
     return BlendScorer(components, bias=float(spec.get("bias", 0.0)))
 
 

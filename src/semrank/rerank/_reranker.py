@@ -12,7 +12,7 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve, resolve_embedding_model
 from semrank.rerank._aggregate import aggregate_documents
-from semrank.rerank._blend import is_blend, load_blend_scorer
+from semrank.rerank._blend import BlendScorer, is_blend, load_blend_scorer
 from semrank.rerank._chunking import ReadPlan, plan_document
 from semrank.rerank._config import CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import (
@@ -68,26 +68,17 @@ class Reranker:
         """
         self.chunking = chunking or ChunkingConfig()
         self.cascade = cascade
-        self.pruner = pruner
-        if cascade is not None and pruner is None:
-            self.pruner = _load_pruner(cascade, backend, device, threads)
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
-            self._name = str(model) if model is not None and self.model is None else ""
+            self._name = self.model.name if self.model is not None else str(model or "")
             self._scorer: PairScorer = scorer
-            if self.model is not None:
-                self._name = self.model.name
-            return
-        self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
-        self._name = self.model.name
-        if is_blend(self.model):
-            self._scorer = load_blend_scorer(
-                self.model.path, backend=backend, device=device, batching=batching, threads=threads
-            )
         else:
-            self._scorer = load_scorer(
-                self.model, backend=backend, device=device, batching=batching, threads=threads
-            )
+            self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
+            self._name = self.model.name
+            self._scorer = _load_main_scorer(self.model, backend, device, batching, threads)
+        self.pruner = pruner
+        if cascade is not None and pruner is None:
+            self.pruner = _load_pruner(cascade, backend, device, threads, main=self._scorer)
 
     @property
     def scorer(self) -> PairScorer:
@@ -233,10 +224,34 @@ class Reranker:
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
 
 
+def _load_main_scorer(
+    model: ResolvedModel,
+    backend: str | None,
+    device: str | None,
+    batching: BatchingConfig | None,
+    threads: int | None,
+) -> PairScorer:
+    if is_blend(model):
+        return load_blend_scorer(
+            model.path, backend=backend, device=device, batching=batching, threads=threads
+        )
+    return load_scorer(model, backend=backend, device=device, batching=batching, threads=threads)
+
+
 def _load_pruner(
-    cascade: CascadeConfig, backend: str | None, device: str | None, threads: int | None
+    cascade: CascadeConfig,
+    backend: str | None,
+    device: str | None,
+    threads: int | None,
+    *,
+    main: PairScorer,
 ) -> PairScorer:
     model = resolve(cascade.model) if cascade.model else resolve_embedding_model()
+    if isinstance(main, BlendScorer) and cascade.backend in (None, backend):
+        # The blend already runs this model on this backend: share it, score each pair once.
+        shared = main.remember_component(model.path)
+        if shared is not None:
+            return shared
     return load_scorer(model, backend=cascade.backend or backend, device=device, threads=threads)
 
 
