@@ -169,6 +169,7 @@ def test_retrieve_candidates_against_the_expected_search_interface() -> None:
 def test_index_form_end_to_end_on_a_bm25_index(
     fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from semrank.errors import IndexNotFoundError
     from semrank.store import HOME_ENV, create_index
 
     home = tmp_path / "home"
@@ -196,6 +197,13 @@ def test_index_form_end_to_end_on_a_bm25_index(
     assert run.rankings["q1"][0].doc_id == "d1"  # the only document matching most words
     # q2 is judged but was not asked: it counts as 0 (ir-measures / trec_eval -c)
     assert payload["first_stage"]["RR@10"] == pytest.approx(0.5)
+    # --home finds the same index when $SEMRANK_HOME points elsewhere (one option per command).
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "elsewhere"))
+    args = ["eval", "--index", "evaldocs", "--queries", queries, "--qrels", qrels, "--json"]
+    assert isinstance(run_cli(*args).exception, IndexNotFoundError)
+    with_home = run_cli(*args, "--home", home)
+    assert with_home.exit_code == 0, with_home.output
+    assert json.loads(with_home.stdout) == payload
 
 
 def test_index_form_unknown_index(fixture_files, tmp_path: Path, monkeypatch) -> None:

@@ -67,6 +67,12 @@ def eval_command(
     ),
     run_out: Path | None = typer.Option(None, "--run-out", help="Write TREC run files here."),
     report: Path | None = typer.Option(None, "--report", help="Write report.md with plots here."),
+    home: Path | None = typer.Option(
+        None,
+        "--home",
+        envvar="SEMRANK_HOME",
+        help="Where --index lives (default: $SEMRANK_HOME or ~/.local/share/semrank).",
+    ),
 ) -> None:
     """Evaluate first-stage results and their re-ranking (nDCG@10, RR@10, R@100, AP)."""
     from rich.console import Console
@@ -95,9 +101,12 @@ def eval_command(
             stderr,
             as_json=as_json,
             run_out=run_out,
+            home=home,
         )
         return
-    lists = _candidate_lists(candidates, index, queries, judgments, retriever, depth, stderr)
+    lists = _candidate_lists(
+        candidates, index, queries, judgments, retriever, depth, stderr, home=home
+    )
     results = _evaluate(lists, judgments, names, depth, stderr, model, do_rerank, backend)
     if run_out is not None:
         _write_runs(results, run_out, stderr)
@@ -126,6 +135,8 @@ def _candidate_lists(
     retriever: str,
     depth: int,
     console: Console,
+    *,
+    home: Path | None = None,
 ) -> list[CandidateList]:
     from semrank.eval.first_stage import retrieve_candidates
     from semrank.eval.loaders import load_candidates, load_queries
@@ -149,6 +160,7 @@ def _candidate_lists(
             retriever=retriever,
             k=max(depth, 100),
             on_query=lambda: advance(1),
+            home=home,
         )
 
 
@@ -200,6 +212,7 @@ def _compare_command(
     *,
     as_json: bool,
     run_out: Path | None,
+    home: Path | None,
 ) -> None:
     """Several retrievers (some re-ranked) on one index, evaluated side by side."""
     from rich.console import Console
@@ -211,7 +224,7 @@ def _compare_command(
     reranker: Any = None
 
     def retrieve(base: str) -> list[CandidateList]:
-        return _candidate_lists(None, index, queries, judgments, base, depth, stderr)
+        return _candidate_lists(None, index, queries, judgments, base, depth, stderr, home=home)
 
     def rerank(lists: list[CandidateList]) -> Run:
         nonlocal reranker

@@ -9,6 +9,7 @@ the same text the pipeline's own re-ranker reads.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, DataFormatError
@@ -20,8 +21,11 @@ SearchFunction = Callable[..., Any]
 TextOf = Callable[[Mapping[str, Any]], str]
 
 
-def index_search(index: str) -> tuple[SearchFunction, TextOf]:
-    """The pipeline's search function and ``index``'s text extraction (index opened once)."""
+def index_search(index: str, home: str | Path | None = None) -> tuple[SearchFunction, TextOf]:
+    """The pipeline's search function and ``index``'s text extraction (index opened once).
+
+    ``home`` is where the index lives (default: $SEMRANK_HOME or the XDG data directory).
+    """
     try:
         from semrank.pipeline import open_cached, search
     except ImportError as exc:  # pragma: no cover - only without the pipeline package
@@ -29,8 +33,12 @@ def index_search(index: str) -> tuple[SearchFunction, TextOf]:
             f"`semrank eval --index` is not available: semrank.pipeline cannot be imported "
             f"({exc}). Evaluate a candidate file instead: semrank eval --candidates FILE"
         ) from exc
-    store = open_cached(index)  # IndexNotFoundError names the indexes that exist
-    return search, lambda fields: store.text_of(dict(fields))
+    store = open_cached(index, home)  # IndexNotFoundError names the indexes that exist
+
+    def search_store(_name: str, query: str, **options: Any) -> Any:
+        return search(store, query, **options)
+
+    return search_store, lambda fields: store.text_of(dict(fields))
 
 
 def _field(hit: Any, names: tuple[str, ...]) -> Any:
@@ -65,13 +73,14 @@ def retrieve_candidates(
     search: SearchFunction | None = None,
     text_of: TextOf | None = None,
     on_query: Callable[[], None] | None = None,
+    home: str | Path | None = None,
 ) -> list[CandidateList]:
     """Run every query through ``retriever`` on ``index``, keeping the top ``k`` hits.
 
     ``search`` / ``text_of`` default to the pipeline's search and the index's own text fields.
     """
     if search is None:
-        search, text_of = index_search(index)
+        search, text_of = index_search(index, home)
     text_of = text_of or _default_text
     lists = []
     for query_id, query in queries.items():
