@@ -85,13 +85,20 @@ def test_sync_client_rerank_batch_models_and_errors(reranker: Any) -> None:
 async def test_async_client_extras(reranker: Any) -> None:
     from semrank.rerank import ChunkingConfig
 
+    docs = [DOCS[0], LONG_DOC, DOCS[1]]
+    mean = ChunkingConfig(aggregation="mean")
+    # A threshold that keeps the long document whatever the default model scores it.
+    min_score = reranker.score(QUERY, [LONG_DOC], chunking=mean)[0] / 2
     app = create_app(ServerConfig(batch_wait_ms=100), rerankers={"minilm": reranker})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with AsyncSemrankClient("http://test", transport=transport) as client:
-            docs = [DOCS[0], LONG_DOC, DOCS[1]]
             chunked = await client.rerank(
-                QUERY, docs, chunking={"aggregation": "mean"}, min_score=0.3, timeout_ms=60_000
+                QUERY,
+                docs,
+                chunking={"aggregation": "mean"},
+                min_score=float(min_score),
+                timeout_ms=60_000,
             )
             late = await client.rerank(QUERY, DOCS, timeout_ms=1, fail_open=True)
             with pytest.raises(errors.DeadlineExceededError):
@@ -99,7 +106,7 @@ async def test_async_client_extras(reranker: Any) -> None:
             with pytest.raises(errors.ModelNotFoundError):
                 await client.rerank(QUERY, DOCS, model="nope")
             models = await client.models()
-    want = reranker.rerank(QUERY, docs, chunking=ChunkingConfig(aggregation="mean"), min_score=0.3)
+    want = reranker.rerank(QUERY, docs, chunking=mean, min_score=float(min_score))
     assert [(h.index, h.tokens, h.num_chunks) for h in chunked.results] == [
         (r.index, r.tokens, r.num_chunks) for r in want
     ]

@@ -8,15 +8,36 @@ from pathlib import Path
 
 import pytest
 
+import semrank
 from semrank.errors import ModelLoadError, ModelNotFoundError
-from semrank.models import CATALOG, default_spec, inspect_directory, resolve
+from semrank.models import (
+    CATALOG,
+    default_spec,
+    inspect_directory,
+    resolve,
+    resolve_embedding_model,
+)
 
 
-def test_default_is_the_bundled_bi_encoder_and_loads_offline(monkeypatch):
+def test_default_is_semranks_shipped_blend_and_loads_offline(monkeypatch):
+    from semrank.rerank._blend import read_blend
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = resolve()
-    assert model.name == default_spec().name
-    assert model.kind == default_spec().kind
+    assert model.name == default_spec().name == "semrank-minilm-l6"
+    assert model.kind == default_spec().kind == "cross-encoder"
+    # shipped inside semrank itself: the cross-encoder, its tokenizer and the fitted blend
+    assert model.path.is_relative_to(Path(semrank.__file__).parent)
+    assert (model.path / "cross-encoder" / "tokenizer.json").is_file()
+    assert (model.path / "README.md").is_file()  # the model card
+    components = [entry["model"] for entry in read_blend(model.path)["components"]]
+    assert components == ["cross-encoder", "all-minilm-l6-v2"]
+
+
+def test_the_embedding_model_is_the_bundled_bi_encoder(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = resolve_embedding_model()
+    assert (model.name, model.kind) == ("all-minilm-l6-v2", "bi-encoder")
     assert (model.path / "tokenizer.json").is_file()
 
 
@@ -42,7 +63,7 @@ def test_hub_id_offline_names_model_and_how_to_get_it(monkeypatch, tmp_path):
 
 def _copy_bundled(tmp_path: Path) -> Path:
     target = tmp_path / "model"
-    shutil.copytree(resolve().path, target)
+    shutil.copytree(resolve_embedding_model().path, target)
     return target
 
 

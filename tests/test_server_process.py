@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from semrank.models import default_spec
 from serving import semrank_serve
 
 cohere = pytest.importorskip("cohere", reason="pip install cohere (the dev extra has it)")
@@ -31,11 +32,9 @@ DOCS = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    # The alias lets Cohere clients keep their model name.
-    with semrank_serve(log, "--model", "rerank-v3.5=all-minilm-l6-v2", "--api-key", API_KEY) as (
-        url,
-        _,
-    ):
+    # The alias lets Cohere clients keep their model name; the model is the default Reranker().
+    alias = f"rerank-v3.5={default_spec().name}"
+    with semrank_serve(log, "--model", alias, "--api-key", API_KEY) as (url, _):
         yield url
 
 

