@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,33 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
     # A second run reuses the index: nothing is re-embedded, same output.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "json.dump" in again.output
+
+
+# What `make demo` does not install (its runtime is '.[search]' + the bundled weights, no deps;
+# typer brings pydantic, huggingface_hub brings httpx2, not httpx).
+NOT_IN_THE_RUNTIME = (
+    "torch", "transformers", "sentence_transformers", "sklearn", "scipy", "matplotlib",
+    "ir_measures", "pytrec_eval", "fastapi", "uvicorn", "httpx",
+    "prometheus_client", "openvino", "nncf", "psycopg", "psycopg_pool", "cohere",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_runs_with_only_the_runtime_installed(tmp_path: Path) -> None:
+    """The README's first command on a fresh machine: no extra may be imported on its path."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        for name in {NOT_IN_THE_RUNTIME!r}:
+            sys.modules[name] = None  # "import name" fails as if it were not installed
+        from semrank.cli import main
+        sys.argv = ["semrank", "demo", "--home", {str(tmp_path)!r}, "--top", "2",
+                    "-q", "serialize an object to JSON text"]
+        main()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "json.dump" in result.stdout and "re-rank" in result.stdout

@@ -10,7 +10,10 @@ external routine exception) naming the server and the cause.
 
 from __future__ import annotations
 
-from semrank.store.postgres._schema import Migration
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing semrank.store.postgres needs psycopg, which the CLI must not
+    from semrank.store.postgres._schema import Migration
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
