@@ -64,7 +64,7 @@ class BlendScorer:
     def remember_component(self, source: Path) -> RecentScores | None:
         """The component loaded from ``source``, made to remember its latest pairs (or None)."""
         for index, component in enumerate(self.components):
-            if component.source is None or Path(component.source) != Path(source):
+            if component.source != source:
                 continue
             shared = component.scorer
             if not isinstance(shared, RecentScores):
