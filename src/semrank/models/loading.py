@@ -7,6 +7,7 @@ overrides the guess.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -27,17 +28,14 @@ def resolve(
 ) -> ResolvedModel:
     """Find a model's files: the bundled default, a catalog name, a local directory or a hub id."""
     if name_or_path is None:
-        spec = default_spec()
-        return inspect_directory(_spec_directory(spec), name=spec.name, kind=kind or spec.kind)
+        return _resolve_spec(default_spec(), kind)
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.is_dir():
         return inspect_directory(path, name=text, kind=kind)
     known_spec = find_spec(text)
     if known_spec is not None:
-        return inspect_directory(
-            _spec_directory(known_spec), name=known_spec.name, kind=kind or known_spec.kind
-        )
+        return _resolve_spec(known_spec, kind)
     if _looks_like_hub_id(text):
         return inspect_directory(_download_from_hub(text), name=text, kind=kind)
     known = ", ".join(s.name for s in CATALOG)
@@ -45,6 +43,11 @@ def resolve(
         f"model {text!r} is not a directory, a catalog name or a hub id (org/name). "
         f"Known models: {known}. See `semrank models list`."
     )
+
+
+def _resolve_spec(spec: ModelSpec, kind: ScorerKind | None) -> ResolvedModel:
+    model = inspect_directory(_spec_directory(spec), name=spec.name, kind=kind or spec.kind)
+    return dataclasses.replace(model, bf16_measured=spec.bf16_measured)
 
 
 def resolve_embedding_model(name: str | Path | None = None) -> ResolvedModel:

@@ -23,7 +23,7 @@ from semrank.rerank._documents import (
 )
 from semrank.rerank._prune import plan_cascade
 from semrank.rerank._results import ChunkSpan, Document, RerankResult
-from semrank.runtime import load_scorer
+from semrank.runtime import load_scorer, model_backend
 from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
 
 
@@ -232,8 +232,13 @@ def _load_main_scorer(
     threads: int | None,
 ) -> PairScorer:
     if is_blend(model):
+        # The blend's bf16 loss is measured as a whole, so its components follow its choice.
         return load_blend_scorer(
-            model.path, backend=backend, device=device, batching=batching, threads=threads
+            model.path,
+            backend=model_backend(model, backend),
+            device=device,
+            batching=batching,
+            threads=threads,
         )
     return load_scorer(model, backend=backend, device=device, batching=batching, threads=threads)
 

@@ -3,7 +3,9 @@
 Backends: "onnx" (ONNX Runtime fp32, always installed), "onnx-int8" (dynamic int8),
 "openvino" (fp32), "openvino-bf16", "openvino-int8" (static int8, NNCF-calibrated), "torch"
 (transformers reference), "torch-fp16" (GPU). ``backend=None`` means "auto": chosen from the
-machine's features (see ``_select``; int8 is never chosen); ``semrank info`` shows the choice.
+machine's features (see ``_select``; int8 is never chosen), and for a catalog model whose bf16
+loss was measured within bounds (``bf16_measured``) "auto" means "fast" (bf16 where the CPU has
+it); ``semrank info`` shows the choice.
 This is the only package that imports onnxruntime, openvino or torch.
 """
 
@@ -47,6 +49,7 @@ __all__ = [
     "detect_features",
     "load_embedder",
     "load_scorer",
+    "model_backend",
     "resolve_backend",
 ]
 
@@ -75,6 +78,13 @@ def resolve_backend(backend: str | None = None, device: str | None = None) -> Ba
     if device is not None and device.startswith("cuda"):
         features["torch_cuda"] = _torch_has_cuda()
     return choose_backend(features, device=device, allow_lossy=chosen == "fast")
+
+
+def model_backend(model: ResolvedModel, backend: str | None) -> str | None:
+    """``backend`` for ``model``: "auto" becomes "fast" where its bf16 loss was measured."""
+    if backend in (None, "auto") and model.bf16_measured:
+        return "fast"
+    return backend
 
 
 def _torch_has_cuda() -> bool:
@@ -109,7 +119,7 @@ def load_embedder(
     warmup: bool = True,
 ) -> Embedder:
     """An ``Embedder`` (``embed(texts) -> float32 (n, dim)``) for an encoder model."""
-    choice = resolve_backend(backend, device)
+    choice = resolve_backend(model_backend(model, backend), device)
     embedder = _loaders.load_embedder(
         choice.backend,
         Path(model.path),
@@ -137,8 +147,9 @@ def load_scorer(
 ) -> PairScorer:
     """A ``PairScorer`` for a cross-encoder or bi-encoder model.
 
-    ``backend``: None/"auto" (fastest fp32 backend here), "fast" (may use bf16 where measured
-    within bounds), or one of ``CONCRETE_BACKENDS``; ``resolve_backend`` says which and why.
+    ``backend``: None/"auto" (fastest fp32 backend here, or "fast" for a ``bf16_measured``
+    model), "fast" (may use bf16 where measured within bounds), or one of ``CONCRETE_BACKENDS``;
+    ``resolve_backend`` says which and why.
     """
     if model.kind == "bi-encoder":
         embedder = load_embedder(
@@ -150,7 +161,7 @@ def load_scorer(
             warmup=warmup,
         )
         return BiEncoderScorer(embedder)
-    choice = resolve_backend(backend, device)
+    choice = resolve_backend(model_backend(model, backend), device)
     scorer = _loaders.load_cross_encoder(
         choice.backend,
         Path(model.path),

@@ -11,6 +11,8 @@ Policy (measured on TREC DL 2019 and MiniLM-L6, see benchmarks/backends.py):
   OpenVINO is installed, else "onnx";
 - "fast" on CPU with native bf16 (AMX or AVX512_BF16) and OpenVINO: "openvino-bf16"
   (2-3x ORT fp32; scores within 0.02 of fp32 and nDCG@10 within 0.005 on TREC DL 2019).
+  ``runtime.model_backend`` turns "auto" into "fast" for catalog models marked
+  ``bf16_measured`` (the shipped default), whose loss was measured model by model.
 int8 is never chosen automatically (see benchmarks/backends.py for its measured loss).
 """
 

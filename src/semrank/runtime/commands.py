@@ -28,6 +28,7 @@ def collect_info(device: str | None = None) -> dict[str, Any]:
     features = detect_features()
     choices = {name: resolve_backend(name, device) for name in ("auto", "fast")}
     return {
+        "default_model": _default_model_backend(choices),
         "versions": {name: _version(name) for name in _PACKAGES},
         "cpu": {key: value for key, value in features.items() if key not in ("openvino", "torch")},
         "threads": features["cpu_count"],
@@ -37,6 +38,17 @@ def collect_info(device: str | None = None) -> dict[str, Any]:
             for name, c in choices.items()
         },
     }
+
+
+def _default_model_backend(choices: dict[str, Any]) -> dict[str, str]:
+    """What ``Reranker()`` runs on: "auto" means "fast" for a bf16-measured catalog model."""
+    from semrank.models.catalog import default_spec
+
+    spec = default_spec()
+    if spec.bf16_measured:
+        why = "its bf16 loss is measured within bounds, so auto runs it as backend='fast'"
+        return {"name": spec.name, "backend": choices["fast"].backend, "reason": why}
+    return {"name": spec.name, "backend": choices["auto"].backend, "reason": "auto"}
 
 
 def _print_info(info: dict[str, Any]) -> None:
@@ -50,6 +62,8 @@ def _print_info(info: dict[str, Any]) -> None:
     for name, choice in info["backends"].items():
         label = "default (auto)" if name == "auto" else "backend='fast'"
         typer.echo(f"{label}: {choice['backend']} on {choice['device']} - {choice['reason']}")
+    model = info["default_model"]
+    typer.echo(f"default model {model['name']}: {model['backend']} - {model['reason']}")
 
 
 def register(app: typer.Typer) -> None:
