@@ -81,6 +81,7 @@ def main() -> None:
     task = validation_task_of_run(args.run)
     fit = fit_blend([cross, "all-minilm-l6-v2"], task)
     print(f"blend fitted on {fit.pairs} pairs ({fit.positives} relevant): {fit}", flush=True)
+    training = json.loads((checkpoint / "semrank_training.json").read_text())
     write_blend(
         args.out,
         [
@@ -88,13 +89,16 @@ def main() -> None:
             ("all-minilm-l6-v2", "bi-encoder", fit.weights[1]),
         ],
         bias=fit.bias,
+        # Read documents in windows of the length the cross-encoder was trained on (SciFact
+        # train: 128-token chunks 0.742 vs 256-token windows 0.716 nDCG@10, RESULTS.md).
+        doc_tokens=int(training["config"]["max_length"]),
     )
     scores = {
         "dl19_ndcg10_cross_encoder_int8": dl19_ndcg(cross),
         "dl19_ndcg10_blend": dl19_ndcg(args.out),
         "blend_fit": {"weights": fit.weights, "bias": fit.bias, "pairs": fit.pairs,
                       "positives": fit.positives, "task": task.name},
-        "training": json.loads((checkpoint / "semrank_training.json").read_text()),
+        "training": training,
     }  # fmt: skip
     if not args.skip_fp32:
         scores["dl19_ndcg10_cross_encoder_fp32"] = dl19_ndcg(checkpoint)

@@ -89,3 +89,27 @@ def test_auto_runs_a_bf16_measured_catalog_blend_as_fast_and_a_directory_as_fp32
     query, docs = "what is a flea", PAIRS_DOCS
     difference = np.abs(reranker.score(query, docs) - same_files.score(query, docs)).max()
     assert difference <= 0.02  # issue 7's bound for 0..1 scores
+
+
+def test_doc_tokens_makes_the_blend_read_documents_in_windows_of_that_length(
+    blend_dir: Path, tmp_path: Path
+):
+    windowed = tmp_path / "windowed"
+    shutil.copytree(blend_dir, windowed)
+    spec = read_blend(blend_dir)
+    components = [(c["model"], c.get("kind"), c["weight"]) for c in spec["components"]]
+    write_blend(windowed, components, bias=spec["bias"], doc_tokens=16)
+    assert read_blend(windowed)["doc_tokens"] == 16
+    query = "what is a flea"
+    long_doc = " ".join(["Paris is in France."] * 10 + ["Fleas are small insects."] * 3)
+    plain, capped = Reranker(blend_dir), Reranker(windowed)
+    assert capped.scorer.doc_token_budget(query) == 16 < plain.scorer.doc_token_budget(query)
+    # The same as asking the plain blend for 16-token windows: chunks, not one long read.
+    expected = plain.score(query, [long_doc], max_tokens_per_doc=16)
+    np.testing.assert_allclose(capped.score(query, [long_doc]), expected, atol=1e-6)
+    assert abs(float(plain.score(query, [long_doc])[0]) - float(expected[0])) > 1e-4
+    (windowed / "blend.json").write_text(
+        (windowed / "blend.json").read_text().replace('"doc_tokens": 16', '"doc_tokens": 0')
+    )
+    with pytest.raises(ModelLoadError, match="doc_tokens must be a positive integer, got 0"):
+        Reranker(windowed)

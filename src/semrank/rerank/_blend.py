@@ -5,12 +5,13 @@ is as batch-invariant as its parts and its 0..1 scores mean the same across quer
 weights are fitted on training data (``semrank.train.fit_blend``) and stored next to the
 components in ``blend.json``:
 
-    {"format": "semrank-blend/1", "bias": -1.2,
+    {"format": "semrank-blend/1", "bias": -1.2, "doc_tokens": 128,
      "components": [{"model": "cross-encoder", "weight": 0.8},
                     {"model": "all-minilm-l6-v2", "kind": "bi-encoder", "weight": 6.5}]}
 
 A component's ``model`` is a folder beside blend.json, or any name ``semrank.models.resolve``
-knows.
+knows. ``doc_tokens`` (optional) is the document window the blend reads: a model trained on
+128-token pairs reads longer documents best as 128-token chunks, not as one long window.
 """
 
 from __future__ import annotations
@@ -49,17 +50,21 @@ class BlendScorer:
     kind: ScorerKind = "cross-encoder"
     activation: Activation = "sigmoid"
 
-    def __init__(self, components: Sequence[BlendComponent], *, bias: float) -> None:
+    def __init__(
+        self, components: Sequence[BlendComponent], *, bias: float, doc_tokens: int | None = None
+    ) -> None:
         if not components:
             raise ModelLoadError("a blend needs at least one component")
         self.components = tuple(components)
         self.bias = float(bias)
+        self.doc_tokens = doc_tokens
         self.max_length = min(c.scorer.max_length for c in self.components)
         # Components share a vocabulary in practice; the first one plans chunks for all.
         self.tokenizer: TextTokenizer = self.components[0].scorer.tokenizer
 
     def doc_token_budget(self, query: str) -> int:
-        return min(c.scorer.doc_token_budget(query) for c in self.components)
+        budget = min(c.scorer.doc_token_budget(query) for c in self.components)
+        return budget if self.doc_tokens is None else min(budget, self.doc_tokens)
 
     def remember_component(self, source: Path) -> RecentScores | None:
         """The component loaded from ``source``, made to remember its latest pairs (or None)."""
@@ -102,6 +107,9 @@ def read_blend(directory: Path) -> dict[str, Any]:
     for entry in components:
         if not isinstance(entry, dict) or "model" not in entry or "weight" not in entry:
             raise ModelLoadError(f"{path}: each component needs 'model' and 'weight': {entry!r}")
+    doc_tokens = spec.get("doc_tokens")
+    if doc_tokens is not None and (type(doc_tokens) is not int or doc_tokens < 1):
+        raise ModelLoadError(f"{path}: doc_tokens must be a positive integer, got {doc_tokens!r}")
     return spec
 
 
@@ -126,11 +134,17 @@ def load_blend_scorer(
         components.append(
             BlendComponent(scorer=scorer, weight=float(entry["weight"]), source=model.path)
         )
-    return BlendScorer(components, bias=float(spec.get("bias", 0.0)))
+    return BlendScorer(
+        components, bias=float(spec.get("bias", 0.0)), doc_tokens=spec.get("doc_tokens")
+    )
 
 
 def write_blend(
-    directory: Path, components: Sequence[tuple[str, str | None, float]], *, bias: float
+    directory: Path,
+    components: Sequence[tuple[str, str | None, float]],
+    *,
+    bias: float,
+    doc_tokens: int | None = None,
 ) -> Path:
     """Write ``blend.json``: components as (model, kind or None, weight)."""
     entries = []
@@ -139,7 +153,10 @@ def write_blend(
         if kind is not None:
             entry["kind"] = kind
         entries.append(entry)
-    payload = {"format": BLEND_FORMAT, "bias": float(bias), "components": entries}
+    payload: dict[str, Any] = {"format": BLEND_FORMAT, "bias": float(bias)}
+    if doc_tokens is not None:
+        payload["doc_tokens"] = int(doc_tokens)
+    payload["components"] = entries
     path = directory / BLEND_FILE
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
