@@ -82,6 +82,21 @@ def test_long_document_is_chunked_with_provenance(reranker):
     assert result.relevance_score > truncated.relevance_score
 
 
+def test_later_chunks_read_the_title_again(reranker):
+    filler = "The city council discussed parking fees and road repairs. " * 30
+    doc = "Fleas\n" + filler + "They are wingless insects that feed on blood. " + filler
+    query = "what do fleas eat"
+    result = reranker.rerank(query, [doc])[0]
+    assert result.chunk is not None and result.chunk.index > 0
+    span = doc[result.chunk.start : result.chunk.end]
+    assert "feed on blood" in span and not span.startswith("Fleas")
+    # The best chunk was scored as the title followed by the chunk.
+    alone = reranker.score(query, ["Fleas\n" + span], chunking=False)[0]
+    assert result.relevance_score == pytest.approx(float(alone), abs=0.02)
+    without = reranker.rerank(query, [doc], chunking=ChunkingConfig(heading_tokens=0))[0]
+    assert result.relevance_score > without.relevance_score
+
+
 def test_mean_aggregation_is_not_above_max(reranker):
     doc = "Fleas bite. " * 10 + "Taxes are due in April. " * 200
     best = reranker.rerank("flea bites", [doc])[0].relevance_score

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,51 @@ def test_max_chunks_caps_and_reports_truncation():
         text, whitespace_offsets(text), 4, ChunkingConfig(overlap_tokens=0, max_chunks=2)
     )
     assert len(plan.pieces) == 2 and plan.truncated
+
+
+def word_offsets(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def test_overlapping_chunks_capped_by_max_chunks_report_truncation():
+    # 2 chunks of 4 with overlap 2 read 6 of 7 tokens although their token counts sum to 8.
+    text = " ".join(f"w{i}" for i in range(7))
+    plan = plan_document(
+        text, whitespace_offsets(text), 4, ChunkingConfig(overlap_tokens=2, max_chunks=2)
+    )
+    assert len(plan.pieces) == 2 and plan.truncated and plan.read_tokens == 6
+
+
+def test_heading_is_read_again_before_every_later_chunk():
+    body = " ".join(f"w{i}" for i in range(10))
+    text = "Big title\n" + body
+    plan = plan_document(text, word_offsets(text), 6, ChunkingConfig(overlap_tokens=0))
+    read = [p.text_in(text) for p in plan.pieces]
+    assert read == ["Big title\nw0 w1 w2 w3", "Big title\nw4 w5 w6 w7", "Big title\nw8 w9"]
+    # Provenance is the document's own span; the heading is counted in what the model read.
+    second = plan.pieces[1]
+    assert text[second.start : second.end] == "w4 w5 w6 w7" and second.tokens == 6
+    assert not plan.truncated
+
+
+def test_heading_off_long_or_missing_gives_plain_windows():
+    body = " ".join(f"w{i}" for i in range(10))
+    plain = plan_document(body, word_offsets(body), 6, ChunkingConfig(overlap_tokens=0))
+    assert [p.heading_end for p in plain.pieces] == [0, 0]
+    titled = "Big title\n" + body
+    off = plan_document(
+        titled, word_offsets(titled), 6, ChunkingConfig(overlap_tokens=0, heading_tokens=0)
+    )
+    assert [p.text_in(titled) for p in off.pieces] == [
+        "Big title\nw0 w1 w2 w3",
+        "w4 w5 w6 w7 w8 w9",
+    ]
+    # A first line over half the window is text, not a heading.
+    long_first = "a b c d\n" + body
+    plan = plan_document(long_first, word_offsets(long_first), 6, ChunkingConfig(overlap_tokens=0))
+    assert all(p.heading_end == 0 for p in plan.pieces)
+    with pytest.raises(InvalidInputError, match="heading_tokens=-1"):
+        ChunkingConfig(heading_tokens=-1)
 
 
 def test_aggregation_modes():

@@ -189,6 +189,30 @@ async def test_chunking_and_min_score_extras(reranker: Any) -> None:
     assert all(r["relevance_score"] >= min_score for r in body["results"])
 
 
+async def test_heading_tokens_option(reranker: Any) -> None:
+    from semrank.rerank import ChunkingConfig
+
+    titled = "Flea diet\n" + LONG_DOC
+    docs = [DOCS[0], titled]
+    async with serving(reranker) as (_, client):
+        off = await client.post(
+            "/v2/rerank",
+            json={"query": QUERY, "documents": docs, "chunking": {"heading_tokens": 0}},
+        )
+        bad = await client.post(
+            "/v2/rerank",
+            json={"query": QUERY, "documents": docs, "chunking": {"heading_tokens": -1}},
+        )
+    want = expected(reranker, QUERY, docs, chunking=ChunkingConfig(heading_tokens=0))
+    assert facts(off.json()["results"]) == want
+    default = reranker.rerank(QUERY, docs)
+    # The default repeats the title, so the long document's windows read more tokens.
+    assert next(r.tokens for r in default if r.index == 1) > next(
+        r["tokens"] for r in off.json()["results"] if r["index"] == 1
+    )
+    assert bad.status_code == 422 and "heading_tokens" in bad.text
+
+
 async def test_batch_equals_rerank_per_query(reranker: Any) -> None:
     queries = [
         {"query": QUERY, "documents": DOCS, "top_n": 2},

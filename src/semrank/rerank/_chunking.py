@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from semrank.rerank._config import ChunkingConfig
@@ -9,24 +10,35 @@ from semrank.rerank._config import ChunkingConfig
 
 @dataclass(frozen=True, kw_only=True)
 class Piece:
-    """A span of one document's text that becomes one model input."""
+    """A span of one document's text that becomes one model input.
+
+    ``heading_end`` > 0: the model reads the document's heading (``text[:heading_end]``)
+    before the span; ``tokens`` counts both.
+    """
 
     chunk_index: int
     start: int
     end: int
     tokens: int
+    heading_end: int = 0
+
+    def text_in(self, text: str) -> str:
+        """What the model reads of ``text`` (the document this piece was planned on)."""
+        span = text[self.start : self.end]
+        return f"{text[: self.heading_end]}\n{span}" if self.heading_end else span
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReadPlan:
-    """What the model reads of one document."""
+    """What the model reads of one document; ``read_tokens``: how far into it the pieces reach."""
 
     pieces: tuple[Piece, ...]
     total_tokens: int
+    read_tokens: int
 
     @property
     def truncated(self) -> bool:
-        return sum(p.tokens for p in self.pieces) < self.total_tokens
+        return self.read_tokens < self.total_tokens
 
     @property
     def chunked(self) -> bool:
@@ -42,25 +54,53 @@ def plan_document(
     """Split ``text`` (tokenized as ``offsets``) into pieces of at most ``budget`` tokens."""
     total = len(offsets)
     if total <= budget:
-        return ReadPlan(
-            pieces=(Piece(chunk_index=0, start=0, end=len(text), tokens=total),), total_tokens=total
-        )
+        whole = Piece(chunk_index=0, start=0, end=len(text), tokens=total)
+        return ReadPlan(pieces=(whole,), total_tokens=total, read_tokens=total)
     if not chunking.enabled:
-        return ReadPlan(pieces=(_piece(offsets, 0, 0, budget),), total_tokens=total)
-    stride = max(1, budget - min(chunking.overlap_tokens, budget // 2))
-    pieces: list[Piece] = []
-    first = 0
-    while len(pieces) < chunking.max_chunks:
-        last = min(first + budget, total)
-        pieces.append(_piece(offsets, len(pieces), first, last))
-        if last == total:
-            break
+        return ReadPlan(
+            pieces=(_piece(offsets, 0, 0, budget),), total_tokens=total, read_tokens=budget
+        )
+    heading = _heading_tokens(text, offsets, budget, chunking)
+    heading_end = offsets[heading - 1][1] if heading else 0
+    window = budget - heading
+    stride = max(1, window - min(chunking.overlap_tokens, window // 2))
+    # The first piece starts at token 0 and so reads the heading where it stands.
+    pieces = [_piece(offsets, 0, 0, min(budget, total))]
+    first, last = heading, min(budget, total)
+    while last < total and len(pieces) < chunking.max_chunks:
         first += stride
-    return ReadPlan(pieces=tuple(pieces), total_tokens=total)
+        last = min(first + window, total)
+        pieces.append(_piece(offsets, len(pieces), first, last, heading, heading_end))
+    return ReadPlan(pieces=tuple(pieces), total_tokens=total, read_tokens=last)
 
 
-def _piece(offsets: list[tuple[int, int]], index: int, first: int, last: int) -> Piece:
+def _heading_tokens(
+    text: str, offsets: list[tuple[int, int]], budget: int, chunking: ChunkingConfig
+) -> int:
+    """Tokens of the first line when it is a heading worth repeating (else 0)."""
+    newline = text.find("\n")
+    if newline < 0 or chunking.heading_tokens == 0:
+        return 0
+    count = bisect_right([end for _, end in offsets], newline)
+    # A heading leaves at least half of every window to the document's own text.
+    return count if 0 < count <= min(chunking.heading_tokens, budget // 2) else 0
+
+
+def _piece(
+    offsets: list[tuple[int, int]],
+    index: int,
+    first: int,
+    last: int,
+    heading: int = 0,
+    heading_end: int = 0,
+) -> Piece:
     # Spans run from the first token's start to the last token's end, so the text between
     # tokens (spaces) stays inside and the piece re-tokenizes to the same tokens.
     start = 0 if first == 0 else offsets[first][0]
-    return Piece(chunk_index=index, start=start, end=offsets[last - 1][1], tokens=last - first)
+    return Piece(
+        chunk_index=index,
+        start=start,
+        end=offsets[last - 1][1],
+        tokens=last - first + heading,
+        heading_end=heading_end,
+    )

@@ -16,6 +16,9 @@ class ChunkingConfig:
 
     ``enabled=False`` truncates instead (and says so in each result). Chunks are token windows
     that overlap by ``overlap_tokens``; a document's score aggregates its chunks' scores.
+    A first line of at most ``heading_tokens`` tokens (a title: store fields and multi-field
+    ``rank_fields`` put it there) is read again before every later chunk, so a chunk is judged
+    with what the document is about (0: never).
     """
 
     enabled: bool = True
@@ -23,6 +26,7 @@ class ChunkingConfig:
     aggregation: Aggregation = "max"
     top_k: int = 2
     max_chunks: int = 16
+    heading_tokens: int = 48
 
     def __post_init__(self) -> None:
         if self.aggregation not in ("max", "mean", "topk_mean"):
@@ -32,6 +36,10 @@ class ChunkingConfig:
             )
         if self.overlap_tokens < 0:
             raise InvalidInputError(f"overlap_tokens={self.overlap_tokens} must be >= 0")
+        if self.heading_tokens < 0:
+            raise InvalidInputError(
+                f"heading_tokens={self.heading_tokens} must be >= 0 (0 never repeats a heading)"
+            )
         if self.max_chunks < 1 or self.top_k < 1:
             raise InvalidInputError("max_chunks and top_k must be >= 1")
 

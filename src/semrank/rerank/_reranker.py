@@ -187,7 +187,7 @@ class Reranker:
             for q, docs in zip(queries, texts, strict=True)
         ]
         pairs = [
-            (query, text[piece.start : piece.end])
+            (query, piece.text_in(text))
             for query, docs, doc_plans in zip(queries, texts, plans, strict=True)
             for text, plan in zip(docs, doc_plans, strict=True)
             for piece in plan.pieces

@@ -30,6 +30,11 @@ class ChunkingOptions(_Schema):
     )
     top_k: int | None = Field(None, ge=1, description="chunks averaged by topk_mean")
     max_chunks: int | None = Field(None, ge=1, description="chunks read per document at most")
+    heading_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="a first line this short is read again before every chunk (0: never)",
+    )
 
 
 class SemrankOptions(_Schema):
