@@ -103,8 +103,10 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
         parts.append(f"--max-minutes {config['max_minutes']:g}")
     for key in ("init_from", "teacher_model"):
         if config.get(key):
-            source = teachers[str(config[key])]
-            parts.append(f"--{key.replace('_', '-')} RUN{source}/best-stage{source}")
+            source = teachers.get(str(config[key]))
+            # A stage outside the chain (its folder is gone) is named by its folder.
+            folder = f"RUN{source}/best-stage{source}" if source else Path(config[key]).name
+            parts.append(f"--{key.replace('_', '-')} {folder}")
     for key in ("distill_weight", "label_weight", "layer_lr_decay"):
         if key in config and config[key] != 1.0:
             parts.append(f"--{key.replace('_', '-')} {config[key]:g}")
@@ -120,7 +122,33 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
         parts.append(f"--max-length {config['max_length']}")
     if config.get("gate_lr_multiplier", 500.0) != 500.0:
         parts.append(f"--gate-lr-multiplier {config['gate_lr_multiplier']:g}")
+    names = [spec["name"] for spec in config.get("data", [])]
+    if names and set(names) != set(DEFAULT_SOURCES):
+        parts.append(f"--sources {','.join(names)}")
+    for path, weight in config.get("teacher_encoders") or ():
+        parts.append(f"--teacher-encoder {_teacher_name(path)}:{weight:g}")
     return " \\\n    ".join(parts)
+
+
+DEFAULT_SOURCES = ("msmarco", "squad", "medquad", "wikiqa", "scifact_train")
+
+
+def _teacher_name(path: str) -> str:
+    """A placeholder for a teacher encoder's folder, e.g. ``TEACHER_ALL_MPNET_BASE_V2``."""
+    return "TEACHER_" + Path(path).name.upper().replace("-", "_")
+
+
+def _teacher_notes(chain: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    folders = {
+        Path(path).name
+        for _, training in chain
+        for path, _ in training["config"].get("teacher_encoders") or ()
+    }
+    return [
+        f"`{_teacher_name(name)}` is the `{name}` folder that `python "
+        f"benchmarks/fetch_teacher_encoder.py --out DIR` writes (training only, not shipped)."
+        for name in sorted(folders)
+    ]
 
 
 def training_commands(chain: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -141,6 +169,7 @@ def training_commands(chain: list[tuple[Path, dict[str, Any]]]) -> str:
             _stage_command(training["config"], stage, teachers),
             "```",
         ]
+    lines += _teacher_notes(chain)
     lines.append(
         "Time budgets (`--max-minutes`) were spent on the shared 2-core machine; on a faster "
         "machine pass `--max-steps` with the step counts above instead."

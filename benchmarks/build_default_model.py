@@ -66,7 +66,9 @@ def training_chain(checkpoint: Path) -> list[tuple[Path, dict]]:
         training = json.loads((folder / "semrank_training.json").read_text())
         chain.append((folder, training))
         source = training["config"].get("init_from") or training["config"].get("teacher_model")
-        folder = Path(source) if source else None
+        # Stop where an earlier stage's folder is gone (the card names that folder instead).
+        known = source and (Path(source) / "semrank_training.json").is_file()
+        folder = Path(source) if known else None
     return chain[::-1]
 
 

@@ -16,7 +16,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from semrank.train import DataSpec, TrainConfig, train
+from semrank.train import DataSpec, TrainConfig, parse_teacher_encoder, train
 from semrank.train._mining import MINING_MODES
 from semrank.train._model import ARCHITECTURES
 
@@ -55,6 +55,13 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="debug: skip TREC DL 2019")
     parser.add_argument("--init-from", type=Path, default=None, help="start from this CE")
     parser.add_argument("--teacher-model", type=Path, default=None, help="CE joining the teacher")
+    parser.add_argument(
+        "--teacher-encoder",
+        action="append",
+        default=[],
+        metavar="PATH:WEIGHT",
+        help="a further bi-encoder whose weighted cosine joins the teacher (repeatable)",
+    )
     parser.add_argument("--distill-weight", type=float, default=1.0)
     parser.add_argument("--label-weight", type=float, default=1.0)
     parser.add_argument("--eval-minutes", type=float, default=20.0)
@@ -86,6 +93,7 @@ def main() -> None:
         lr=args.lr,
         init_from=args.init_from,
         teacher_model=args.teacher_model,
+        teacher_encoders=tuple(parse_teacher_encoder(t) for t in args.teacher_encoder),
         distill_weight=args.distill_weight,
         label_weight=args.label_weight,
         mining=args.mining,

@@ -47,3 +47,13 @@ def test_train_names_a_missing_data_path(app: typer.Typer, tmp_path: Path) -> No
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, InvalidInputError)
     assert str(missing) in str(result.exception)
+
+
+def test_train_names_a_bad_teacher_encoder(app: typer.Typer, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"query": "q", "positive": "p"}\n')
+    missing = tmp_path / "no-model"
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--teacher-encoder", f"{missing}:2"])
+    assert isinstance(result.exception, InvalidInputError)
+    assert str(missing) in str(result.exception) and "config.json" in str(result.exception)

@@ -10,10 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semrank.errors import InvalidInputError
 from semrank.train._data import DataSpec, load_collection
 from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
 from semrank.train._losses import listwise_loss
-from semrank.train._mining import MinedCollection, check_mining_mode, mine_collection
+from semrank.train._mining import (
+    MinedCollection,
+    add_teacher_encoder,
+    check_mining_mode,
+    mine_collection,
+)
 from semrank.train._model import (
     build_cross_encoder,
     check_architecture,
@@ -67,6 +73,10 @@ class TrainConfig:
     # distillation target: distilling an ensemble the student alone cannot match yet.
     teacher_model: Path | None = None
     teacher_model_weight: float = 1.0
+    # Further bi-encoders (folder, weight) whose cosine joins the teacher: e.g. a larger
+    # embedding model used only at training time, so the student learns more than the mining
+    # bi-encoder knows. Scaled by ``teacher_scale`` like the mining bi-encoder's cosine.
+    teacher_encoders: tuple[tuple[Path, float], ...] = ()
     head_probe_queries: int = 96
     val_source: str | None = None
     val_queries: int = 200
@@ -94,6 +104,26 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def parse_teacher_encoder(text: str) -> tuple[Path, float]:
+    """``PATH`` or ``PATH:WEIGHT`` (weight 1) of a teacher encoder, checked."""
+    path, sep, weight = text.rpartition(":")
+    if not sep or not path:
+        path, weight = text, "1"
+    try:
+        value = float(weight)
+    except ValueError:
+        raise InvalidInputError(
+            f"teacher encoder {text!r}: the weight after ':' must be a number, e.g. {path}:1.0"
+        ) from None
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InvalidInputError(
+            f"teacher encoder {str(folder)!r} is not a model folder (no config.json); give a "
+            "sentence-transformers or Hugging Face encoder directory"
+        )
+    return folder, value
+
+
 def prepare_data(
     config: TrainConfig,
 ) -> tuple[list[MinedCollection], RankingTask | None, float | None]:
@@ -114,6 +144,18 @@ def prepare_data(
                 mining=config.mining,
             )
         )
+    for path, weight in config.teacher_encoders:
+        teacher, teacher_tokenizer = load_encoder(path)
+        for mined_collection in mined:
+            add_teacher_encoder(
+                mined_collection,
+                encoder=teacher,
+                tokenizer=teacher_tokenizer,
+                encoder_id=str(path),
+                weight=weight,
+                max_length=128,
+                cache_dir=config.output / "cache",
+            )
     val_name = config.val_source or mined[0].name
     source = next((m for m in mined if m.name == val_name), None)
     if source is None or config.val_queries <= 0:

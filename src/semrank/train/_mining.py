@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,15 @@ MINING_MODES = ("dense", "hybrid")
 
 
 @dataclass(kw_only=True)
+class TeacherEmbeddings:
+    """A further bi-encoder's embeddings of a collection; its cosine joins the teacher score."""
+
+    weight: float
+    query_embeddings: np.ndarray  # (n_groups, dim) float16, L2-normalised
+    passage_embeddings: np.ndarray  # (n_passages, dim) float16, L2-normalised
+
+
+@dataclass(kw_only=True)
 class MinedCollection:
     """A collection plus embeddings: ``groups[i].negative_ids`` are given + mined negatives."""
 
@@ -37,11 +46,31 @@ class MinedCollection:
     groups: list[QueryGroup]
     query_embeddings: np.ndarray  # (n_groups, dim) float16, L2-normalised
     passage_embeddings: np.ndarray  # (n_passages, dim) float16, L2-normalised
+    extra_teachers: list[TeacherEmbeddings] = field(default_factory=list)
 
     def teacher_scores(self, group_index: int, passage_ids: list[int]) -> np.ndarray:
-        """Bi-encoder cosine of one query against some of its pool's passages."""
-        query = self.query_embeddings[group_index].astype(np.float32)
-        return self.passage_embeddings[passage_ids].astype(np.float32) @ query
+        """Bi-encoder cosine of one query against some of its pool's passages, plus each
+        further teacher encoder's weighted cosine."""
+        scores = _cosines(self.query_embeddings, self.passage_embeddings, group_index, passage_ids)
+        for extra in self.extra_teachers:
+            scores += extra.weight * _cosines(
+                extra.query_embeddings, extra.passage_embeddings, group_index, passage_ids
+            )
+        return scores
+
+    def keep_groups(self, keep: list[int]) -> None:
+        """Keep only the groups at positions ``keep`` (their query embeddings with them)."""
+        self.groups = [self.groups[i] for i in keep]
+        self.query_embeddings = self.query_embeddings[keep]
+        for extra in self.extra_teachers:
+            extra.query_embeddings = extra.query_embeddings[keep]
+
+
+def _cosines(
+    queries: np.ndarray, passages: np.ndarray, group_index: int, passage_ids: list[int]
+) -> np.ndarray:
+    query = queries[group_index].astype(np.float32)
+    return passages[passage_ids].astype(np.float32) @ query
 
 
 def embed_texts(
@@ -216,4 +245,36 @@ def _load_mined(cache: Path, collection: Collection) -> MinedCollection:
         groups=groups,
         query_embeddings=np.load(cache / "queries.npy"),
         passage_embeddings=np.load(cache / "passages.npy"),
+    )
+
+
+def add_teacher_encoder(
+    mined: MinedCollection,
+    *,
+    encoder: Any,
+    tokenizer: Any,
+    encoder_id: str,
+    weight: float,
+    max_length: int,
+    cache_dir: Path | None,
+) -> None:
+    """Embed ``mined``'s queries and passages with a further bi-encoder whose cosine, times
+    ``weight``, joins the teacher score (a stronger teacher than the mining bi-encoder alone).
+    Must run before validation queries are split off; cached like the mining."""
+    digest = hashlib.sha256(f"{encoder_id}|{max_length}|{len(mined.passages)}".encode())
+    for group in mined.groups:
+        digest.update(group.query.encode())
+    cache = cache_dir / f"{mined.name}-teacher-{digest.hexdigest()[:16]}" if cache_dir else None
+    if cache and (cache / "passages.npy").exists():
+        queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")
+    else:
+        log.info("teacher %s: embedding %s", encoder_id, mined.name)
+        queries = embed_texts(encoder, tokenizer, [g.query for g in mined.groups], max_length=64)
+        passages = embed_texts(encoder, tokenizer, mined.passages, max_length=max_length)
+        if cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.save(cache / "queries.npy", queries)
+            np.save(cache / "passages.npy", passages)
+    mined.extra_teachers.append(
+        TeacherEmbeddings(weight=weight, query_embeddings=queries, passage_embeddings=passages)
     )

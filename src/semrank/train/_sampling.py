@@ -113,7 +113,5 @@ def split_validation(
         task.qrels[qid] = {f"d{i}": 1 for i in group.positive_ids}
         scores = collection.teacher_scores(index, ids)
         teacher_run[qid] = {f"d{i}": float(s) for i, s in zip(ids, scores, strict=True)}
-    keep = [i for i in range(len(collection.groups)) if i not in chosen]
-    collection.groups = [collection.groups[i] for i in keep]
-    collection.query_embeddings = collection.query_embeddings[keep]
+    collection.keep_groups([i for i in range(len(collection.groups)) if i not in chosen])
     return task, ndcg_at_10(task.qrels, teacher_run)

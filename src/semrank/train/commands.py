@@ -50,6 +50,12 @@ def train_command(
     max_length: int = typer.Option(128, "--max-length", help="Tokens per (query, passage) pair."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of the KL term."),
+    teacher_encoder: list[str] = typer.Option(
+        [],
+        "--teacher-encoder",
+        help="A further bi-encoder FOLDER[:WEIGHT] whose cosine joins the distillation teacher "
+        "(training only, e.g. a larger embedding model); repeatable.",
+    ),
     layer_lr_decay: float = typer.Option(
         1.0, "--layer-lr-decay", help="Each lower layer's learning rate x this (1: same)."
     ),
@@ -66,7 +72,7 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
     """Fine-tune a cross-encoder re-ranker (needs the "train" extra of semrank: torch)."""
-    from semrank.train import DataSpec, TrainConfig, train
+    from semrank.train import DataSpec, TrainConfig, parse_teacher_encoder, train
 
     if max_steps is None and max_minutes is None:
         raise InvalidInputError("give --max-steps or --max-minutes (or both)")
@@ -88,6 +94,7 @@ def train_command(
         max_length=max_length,
         lr=lr,
         distill_weight=distill_weight,
+        teacher_encoders=tuple(parse_teacher_encoder(t) for t in teacher_encoder),
         layer_lr_decay=layer_lr_decay,
         eval_every=eval_every,
         eval_minutes=eval_minutes,
