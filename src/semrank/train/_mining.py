@@ -262,8 +262,8 @@ def add_teacher_encoder(
     ``weight``, joins the teacher score (a stronger teacher than the mining bi-encoder alone).
     Must run before validation queries are split off; cached like the mining."""
     digest = hashlib.sha256(f"{encoder_id}|{max_length}|{len(mined.passages)}".encode())
-    for group in mined.groups:
-        digest.update(group.query.encode())
+    for text in [*(g.query for g in mined.groups), *mined.passages]:
+        digest.update(text.encode())
     cache = cache_dir / f"{mined.name}-teacher-{digest.hexdigest()[:16]}" if cache_dir else None
     if cache and (cache / "passages.npy").exists():
         queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")
