@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from train_default import default_data  # benchmarks/ is on sys.path
+
 CARD = """\
 # semrank-minilm-l6 — semrank's default re-ranker
 
@@ -123,14 +125,11 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
     if config.get("gate_lr_multiplier", 500.0) != 500.0:
         parts.append(f"--gate-lr-multiplier {config['gate_lr_multiplier']:g}")
     names = [spec["name"] for spec in config.get("data", [])]
-    if names and set(names) != set(DEFAULT_SOURCES):
+    if names and set(names) != {spec.name for spec in default_data()}:
         parts.append(f"--sources {','.join(names)}")
     for path, weight in config.get("teacher_encoders") or ():
         parts.append(f"--teacher-encoder {_teacher_name(path)}:{weight:g}")
     return " \\\n    ".join(parts)
-
-
-DEFAULT_SOURCES = ("msmarco", "squad", "medquad", "wikiqa", "scifact_train")
 
 
 def _teacher_name(path: str) -> str:
