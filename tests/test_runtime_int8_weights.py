@@ -6,9 +6,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
 from semrank import Reranker
+from semrank.errors import ModelLoadError
 from semrank.runtime._weights import dequantize_int8, load_weights, quantize_int8
 from tiny_models import random_pairs
 
@@ -24,11 +26,40 @@ def test_round_trip_error_is_bounded_by_half_a_step():
     np.testing.assert_array_equal(restored["b"], weights["b"])
 
 
-def test_int8_checkpoint_scores_close_to_fp32(tiny_model, tmp_path: Path):
+def test_grouped_scales_bound_the_error_per_group_and_beat_one_scale_per_row():
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(16, 256)).astype(np.float32)
+    matrix[:, 7] *= 40.0  # one outlier column: a per-row scale wastes its steps on it
+    packed = quantize_int8({"w": matrix}, min_size=1, group=64)
+    assert packed["w.int8_scale"].shape == (16, 4)
+    restored = dequantize_int8(packed)["w"]
+    step = np.abs(matrix.reshape(16, 4, 64)).max(axis=2, keepdims=True) / 127
+    error = np.abs(restored - matrix).reshape(16, 4, 64)
+    assert np.all(error <= step / 2 + 1e-6)
+    per_row = dequantize_int8(quantize_int8({"w": matrix}, min_size=1))["w"]
+    assert np.abs(restored - matrix).mean() < 0.5 * np.abs(per_row - matrix).mean()
+
+
+def test_group_that_does_not_divide_a_row_falls_back_to_one_scale_per_row():
+    matrix = np.arange(3 * 100, dtype=np.float32).reshape(3, 100)
+    packed = quantize_int8({"w": matrix}, min_size=1, group=64)
+    assert packed["w.int8_scale"].shape == (3,)
+
+
+def test_scales_of_the_wrong_shape_are_named():
+    packed = {"w.int8": np.ones((4, 64), np.int8), "w.int8_scale": np.ones((4, 3), np.float32)}
+    with pytest.raises(ModelLoadError, match=r"w\.int8 \(4, 64\)"):
+        dequantize_int8(packed)
+
+
+@pytest.mark.parametrize("group", [None, 16])
+def test_int8_checkpoint_scores_close_to_fp32(tiny_model, tmp_path: Path, group: int | None):
     source = tiny_model("bert")
     target = tmp_path / "int8"
     shutil.copytree(source, target)
-    save_file(quantize_int8(load_weights(source), min_size=256), str(target / "model.safetensors"))
+    packed = quantize_int8(load_weights(source), min_size=256, group=group)
+    assert any(v.ndim == 2 for k, v in packed.items() if k.endswith(".int8_scale")) == bool(group)
+    save_file(packed, str(target / "model.safetensors"))
     assert (target / "model.safetensors").stat().st_size < (
         source / "model.safetensors"
     ).stat().st_size

@@ -58,9 +58,12 @@ def load_weights(model_dir: Path) -> Weights:
 
 
 # Weight-only int8 (how semrank ships its own model small): a matrix ``W`` is stored as
-# ``W.int8`` (int8, same shape) and ``W.int8_scale`` (float32, one scale per row), and read
-# back as float32 ``W.int8 * scale``: the graph computes in fp32, only the file is small.
+# ``W.int8`` (int8, same shape) and ``W.int8_scale`` (float32): one scale per row, or per group of
+# consecutive columns of each row (shape rows x groups), and read back as float32 ``W.int8 *
+# scale``: the graph computes in fp32, only the file is small. Groups of 64 cost 6% more bytes
+# than one scale per row and keep far more precision where a row holds a few large values.
 INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".int8_scale"
+INT8_GROUP = 64
 
 
 def dequantize_int8(weights: Weights) -> Weights:
@@ -74,26 +77,38 @@ def dequantize_int8(weights: Weights) -> Weights:
             scale = weights.get(base + SCALE_SUFFIX)
             if scale is None:
                 raise ModelLoadError(f"int8 tensor {name} has no {base + SCALE_SUFFIX}")
-            out[base] = array.astype(np.float32) * scale.astype(np.float32)[:, None]
+            out[base] = _dequantize(name, array, scale)
         else:
             out[name] = array
     return out
 
 
-def quantize_int8(weights: Weights, *, min_size: int = 4096) -> Weights:
-    """Symmetric per-row int8 for matrices of at least ``min_size`` values; the rest unchanged."""
+def _dequantize(name: str, values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    rows, cols = values.shape
+    groups = scale.reshape(rows, -1).astype(np.float32)
+    if scale.shape[0] != rows or cols % groups.shape[1]:
+        raise ModelLoadError(f"int8 tensor {name} {values.shape} has scales of shape {scale.shape}")
+    grouped = values.astype(np.float32).reshape(rows, groups.shape[1], -1) * groups[:, :, None]
+    return grouped.reshape(rows, cols)
+
+
+def quantize_int8(weights: Weights, *, min_size: int = 4096, group: int | None = None) -> Weights:
+    """Symmetric int8 for matrices of at least ``min_size`` values, the rest unchanged: one scale
+    per ``group`` consecutive values of a row (per row when ``group`` is None or does not
+    divide the row)."""
     out: Weights = {}
     for name, array in weights.items():
         if array.ndim != 2 or array.size < min_size or array.dtype.kind != "f":
             out[name] = np.ascontiguousarray(array)
             continue
-        matrix = array.astype(np.float32)
-        scale = np.abs(matrix).max(axis=1) / 127.0
+        rows, cols = array.shape
+        size = group if group and cols % group == 0 else cols
+        matrix = array.astype(np.float32).reshape(rows, cols // size, size)
+        scale = np.abs(matrix).max(axis=2) / 127.0
         scale[scale == 0] = 1.0
-        out[name + INT8_SUFFIX] = np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(
-            np.int8
-        )
-        out[name + SCALE_SUFFIX] = scale.astype(np.float32)
+        values = np.clip(np.rint(matrix / scale[:, :, None]), -127, 127).astype(np.int8)
+        out[name + INT8_SUFFIX] = values.reshape(rows, cols)
+        out[name + SCALE_SUFFIX] = (scale[:, 0] if size == cols else scale).astype(np.float32)
     return out
 
 
