@@ -101,3 +101,49 @@ def test_gated_training_lowers_loss_opens_gates_and_exports(
 def test_unknown_architecture_is_named(tiny_base: Path, pairs_file: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="architecture='cros'"):
         dataclasses.replace(_config(tiny_base, pairs_file, tmp_path), architecture="cros")
+
+
+def test_bi_architecture_is_the_bi_encoder_with_frozen_shut_gates(tiny_base: Path) -> None:
+    from semrank.train._model import build_cross_encoder
+
+    model, tokenizer = build_cross_encoder(tiny_base, architecture="bi")
+    assert not model.cross_gates.requires_grad
+    reference = bi_encoder_scores(tiny_base, PAIRS)
+    np.testing.assert_allclose(gated_scores(model.eval(), tokenizer, PAIRS), reference, atol=1e-4)
+
+
+def test_exported_bi_encoder_scores_as_the_student(tiny_base: Path, tmp_path: Path) -> None:
+    from semrank.models import resolve
+    from semrank.runtime import load_scorer
+    from semrank.train._model import build_cross_encoder, export_bi_encoder
+
+    model, _ = build_cross_encoder(tiny_base, architecture="bi")
+    with torch.no_grad():  # move the weights off the base's, so the export must carry them
+        model.bert.encoder.layer[0].output.dense.weight.mul_(1.5)
+    target = export_bi_encoder(
+        model, tmp_path / "bi", base=tiny_base, max_seq_length=64, metadata={"step": 3}
+    )
+    resolved = resolve(str(target))
+    assert resolved.kind == "bi-encoder"
+    student = (bi_encoder_scores(target, PAIRS) / 20.0).astype(np.float32)
+    assert np.abs(student - bi_encoder_scores(tiny_base, PAIRS) / 20.0).max() > 1e-3
+    np.testing.assert_allclose(load_scorer(resolved).score_pairs(PAIRS), student, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bi_training_lowers_loss_and_exports_a_bi_encoder(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    from semrank.models import resolve
+    from semrank.runtime import load_scorer
+
+    output = tmp_path / "run"
+    config = dataclasses.replace(_config(tiny_base, pairs_file, output), architecture="bi")
+    best = train(config)
+    history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["train_loss"] for row in history if "train_loss" in row]
+    assert losses[-1] < losses[0]
+    assert (best / "modules.json").is_file() and not (best / "model.onnx").exists()
+    scores = load_scorer(resolve(str(best))).score_pairs(PAIRS[:2])
+    assert scores.shape == (2,) and scores[0] > scores[1]
+    assert np.abs(scores - bi_encoder_scores(tiny_base, PAIRS[:2]) / 20.0).max() > 1e-3

@@ -131,6 +131,17 @@ def wrap_bert(
     return model
 
 
+def unwrap_bert(model: SemrankGatedBertForSequenceClassification) -> BertModel:
+    """The gated model's encoder as a plain ``BertModel`` (the inverse of :func:`wrap_bert`):
+    with its gates shut the gated model is a bi-encoder, and this is that bi-encoder."""
+    fields = set(BertConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
+    settings = {k: v for k, v in model.config.to_dict().items() if k in fields}
+    bert = BertModel(BertConfig(**settings), add_pooling_layer=False)
+    bert.load_state_dict(model.bert.state_dict())
+    bert.config.architectures = ["BertModel"]
+    return bert
+
+
 def use_pair_template(tokenizer: Any) -> Any:
     """Make a BERT fast tokenizer encode pairs as ``[CLS] a [SEP] [CLS] b [SEP]`` (b: type 1)."""
     from tokenizers.processors import TemplateProcessing

@@ -21,8 +21,10 @@ from semrank.train._mining import (
     mine_collection,
 )
 from semrank.train._model import (
+    bi_encoder_max_seq_length,
     build_cross_encoder,
     check_architecture,
+    export_bi_encoder,
     export_model,
     fit_head_to_teacher,
     load_encoder,
@@ -49,7 +51,8 @@ class TrainConfig:
     # "dense": the bi-encoder's nearest pool passages; "hybrid": interleaved with BM25's.
     mining: str = "dense"
     # "cross": BERT + a new 1-logit head fitted to the bi-encoder; "gated": the segment-gated
-    # cross-encoder that starts as the bi-encoder (semrank.runtime.torch_gated).
+    # cross-encoder that starts as the bi-encoder (semrank.runtime.torch_gated); "bi": the
+    # bi-encoder itself, distilled (e.g. from a larger teacher encoder) and exported as one.
     architecture: str = "cross"
     # The gated model's cross-attention gates move by this multiple of ``lr``: a gate is one
     # scalar per head whose useful range is several units, the weights' is thousandths.
@@ -320,7 +323,7 @@ def _finished(config: TrainConfig, state: RunState) -> bool:
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
-    """Train a cross-encoder as configured; returns the exported model folder (best by val)."""
+    """Train a re-ranker as configured; returns the exported model folder (best by val)."""
     import torch
 
     if config.threads:
@@ -346,7 +349,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     elif config.init_from is not None:
         state = RunState()
         log.info("starting from the cross-encoder in %s", config.init_from)
-    elif config.architecture == "gated":
+    elif config.architecture in ("gated", "bi"):
         state = RunState()  # its head is the bi-encoder's cosine already: nothing to fit
         if config.eval_at_start:
             _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
@@ -405,10 +408,21 @@ def _evaluate_and_keep(
     score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
     if score > state.best_val:
         state.best_val, state.best_step = score, state.step
-        export_model(
-            model, tokenizer, config.output / "best", metadata=_metadata(config, state, teacher_val)
+        _export(
+            model, tokenizer, config, config.output / "best", _metadata(config, state, teacher_val)
         )
         log.info("new best (val %.4f) exported to %s", score, config.output / "best")
+
+
+def _export(
+    model: Any, tokenizer: Any, config: TrainConfig, target: Path, metadata: dict[str, Any]
+) -> None:
+    if config.architecture != "bi":
+        export_model(model, tokenizer, target, metadata=metadata)
+        return
+    source = config.init_from or config.base
+    length = bi_encoder_max_seq_length(source, model.config.max_position_embeddings)
+    export_bi_encoder(model, target, base=source, max_seq_length=length, metadata=metadata)
 
 
 def _run_steps(
@@ -478,9 +492,9 @@ def _final_export(
 ) -> Path:
     """Export ``last/`` and return ``best/`` (ONNX is added to the best model when asked)."""
     metadata = _metadata(config, state, teacher_val)
-    export_model(model, tokenizer, config.output / "last", metadata=metadata)
+    _export(model, tokenizer, config, config.output / "last", metadata)
     best = config.output / "best"
-    if config.export_onnx:
+    if config.export_onnx and config.architecture != "bi":  # the runtime exports bi-encoders
         from semrank.train._model import _export_onnx
 
         _export_onnx(best)

@@ -22,7 +22,9 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     ``architecture="cross"``: ``BertForSequenceClassification`` (1 logit, new head) on the base
     encoder's weights, or a trained cross-encoder as saved. ``"gated"``: the segment-gated
     cross-encoder (``semrank.runtime.torch_gated``) on a bi-encoder's weights, scoring as that
-    bi-encoder does at step 0; a saved gated model loads as itself whatever is asked.
+    bi-encoder does at step 0; a saved gated model loads as itself whatever is asked. ``"bi"``:
+    that gated model with every gate shut and frozen, i.e. the bi-encoder itself being trained
+    (each text still encoded alone); it is exported as a sentence-transformers bi-encoder.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -35,14 +37,18 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     if saved_type == torch_gated.MODEL_TYPE:
         model = AutoModelForSequenceClassification.from_pretrained(str(base))
         return model, torch_gated.use_pair_template(tokenizer)
-    if architecture == "gated":
-        model = torch_gated.from_bi_encoder(str(base))
+    if architecture in ("gated", "bi"):
+        shut = architecture == "bi"
+        model = torch_gated.from_bi_encoder(str(base), gate_init=SHUT_GATE if shut else -4.0)
+        model.cross_gates.requires_grad_(not shut)
         return model, torch_gated.use_pair_template(tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     return model, tokenizer
 
 
-ARCHITECTURES = ("cross", "gated")
+ARCHITECTURES = ("cross", "gated", "bi")
+# A gate's logit bias that no attention score overcomes: the segments never see each other.
+SHUT_GATE = -10000.0
 
 
 def check_architecture(architecture: str) -> None:
@@ -142,6 +148,52 @@ def export_model(
     if onnx:
         _export_onnx(target)
     return target
+
+
+def export_bi_encoder(
+    model: Any, target: Path, *, base: Path, max_seq_length: int, metadata: dict[str, Any]
+) -> Path:
+    """A bi-encoder student (gates shut) as a sentence-transformers folder: its BERT weights,
+    the base's tokenizer, mean pooling and normalisation, as the model it was built from."""
+    from transformers import AutoTokenizer
+
+    from semrank.runtime import torch_gated
+
+    target.mkdir(parents=True, exist_ok=True)
+    torch_gated.unwrap_bert(model).save_pretrained(str(target), safe_serialization=True)
+    # The base's tokenizer, not the training one: that one carries the pair template.
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(target))
+    hidden = int(model.config.hidden_size)
+    files: dict[str, Any] = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_POOLING},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": _ST_NORMALIZE},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_mean_tokens": True,
+        },
+        "semrank_training.json": metadata,
+    }
+    for name, content in files.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(json.dumps(content, indent=2, default=str))
+    (target / "2_Normalize").mkdir(exist_ok=True)
+    return target
+
+
+_ST_POOLING = "sentence_transformers.models.Pooling"
+_ST_NORMALIZE = "sentence_transformers.models.Normalize"
+
+
+def bi_encoder_max_seq_length(base: Path, fallback: int) -> int:
+    """The base bi-encoder's sequence length (sentence-transformers config), else ``fallback``."""
+    config = Path(base) / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length", fallback))
+    return fallback
 
 
 def _export_onnx(target: Path) -> None:

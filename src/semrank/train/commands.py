@@ -45,7 +45,8 @@ def train_command(
     architecture: str = typer.Option(
         "cross",
         "--architecture",
-        help='"cross" (BERT + a new head) or "gated" (starts as the bi-encoder; see docs).',
+        help='"cross" (BERT + a new head), "gated" (starts as the bi-encoder; see docs) or "bi" '
+        "(fine-tunes the bi-encoder itself, exported as a sentence-transformers model).",
     ),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per (query, passage) pair."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
