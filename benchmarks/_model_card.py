@@ -128,7 +128,8 @@ def _stage_command(config: dict[str, Any], stage: int, teachers: dict[str, int])
     if names and set(names) != {spec.name for spec in default_data()}:
         parts.append(f"--sources {','.join(names)}")
     for path, weight in config.get("teacher_encoders") or ():
-        parts.append(f"--teacher-encoder {_teacher_name(path)}:{weight:g}")
+        name = "base" if str(path) == str(config.get("base")) else _teacher_name(path)
+        parts.append(f"--teacher-encoder {name}:{weight:g}")
     return " \\\n    ".join(parts)
 
 
@@ -142,6 +143,7 @@ def _teacher_notes(chain: list[tuple[Path, dict[str, Any]]]) -> list[str]:
         Path(path).name
         for _, training in chain
         for path, _ in training["config"].get("teacher_encoders") or ()
+        if str(path) != str(training["config"].get("base"))  # printed as `base`
     }
     return [
         f"`{_teacher_name(name)}` is the `{name}` folder that `python "

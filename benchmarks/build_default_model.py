@@ -3,9 +3,12 @@
     python benchmarks/build_default_model.py --run /root/semrank-runs/minilm-l6-v1 \
         --out src/semrank/models/bundled/semrank-minilm-l6
 
-1. the run's best checkpoint -> ``OUT/cross-encoder`` with weight-only int8 (about 23 MB);
-2. a blend of that cross-encoder and the all-MiniLM-L6-v2 bi-encoder, its weights fitted by
-   logistic regression on the run's held-out validation split (training data only) -> blend.json;
+1. the run's best checkpoint -> ``OUT/cross-encoder`` with weight-only int8, one scale per 64
+   weights (about 25 MB);
+2. a blend of that cross-encoder and a bi-encoder -- all-MiniLM-L6-v2, or with ``--bi-run`` the
+   best checkpoint of a ``semrank train --architecture bi`` run, packed int8 into
+   ``OUT/bi-encoder`` -- its weights fitted by logistic regression on the held-out validation
+   split (training data only) -> blend.json;
 3. TREC DL 2019 nDCG@10 (BM25 top-100 re-ranked) of the fp32 checkpoint, the int8 one and the
    blend, written to ``OUT/scores.json`` for the model card. DL19 is measured, never fitted on.
 """
@@ -24,7 +27,7 @@ from safetensors.numpy import save_file
 from semrank.eval import evaluate, load_candidates, load_qrels
 from semrank.eval.reranking import reranked_run, score_candidates
 from semrank.rerank._blend import write_blend
-from semrank.runtime._weights import load_weights, quantize_int8
+from semrank.runtime._weights import INT8_GROUP, load_weights, quantize_int8
 from semrank.train._blend import fit_blend, validation_task_of_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +40,18 @@ def pack_cross_encoder(checkpoint: Path, target: Path) -> Path:
     for name in COPIED:
         if (checkpoint / name).is_file():
             shutil.copy2(checkpoint / name, target / name)
-    save_file(quantize_int8(load_weights(checkpoint)), str(target / "model.safetensors"))
+    save_file(
+        quantize_int8(load_weights(checkpoint), group=INT8_GROUP), str(target / "model.safetensors")
+    )
+    return target
+
+
+def pack_bi_encoder(checkpoint: Path, target: Path) -> Path:
+    """A trained bi-encoder (sentence-transformers folder) with weight-only int8 weights."""
+    shutil.copytree(checkpoint, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx"))
+    save_file(
+        quantize_int8(load_weights(checkpoint), group=INT8_GROUP), str(target / "model.safetensors")
+    )
     return target
 
 
@@ -76,19 +90,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bi-run", type=Path, default=None, help="a trained bi-encoder's run")
     parser.add_argument("--skip-fp32", action="store_true", help="don't measure the fp32 model")
     args = parser.parse_args()
     checkpoint = args.run / "best"
     cross = pack_cross_encoder(checkpoint, args.out / "cross-encoder")
+    bi: str | Path = "all-minilm-l6-v2"
+    if args.bi_run is not None:
+        bi = pack_bi_encoder(args.bi_run / "best", args.out / "bi-encoder")
     task = validation_task_of_run(args.run)
-    fit = fit_blend([cross, "all-minilm-l6-v2"], task)
+    fit = fit_blend([cross, bi], task)
     print(f"blend fitted on {fit.pairs} pairs ({fit.positives} relevant): {fit}", flush=True)
     training = json.loads((checkpoint / "semrank_training.json").read_text())
     write_blend(
         args.out,
         [
             ("cross-encoder", None, fit.weights[0]),
-            ("all-minilm-l6-v2", "bi-encoder", fit.weights[1]),
+            (bi.name if isinstance(bi, Path) else bi, "bi-encoder", fit.weights[1]),
         ],
         bias=fit.bias,
         # Read documents in windows of the length the cross-encoder was trained on (SciFact
@@ -104,6 +122,11 @@ def main() -> None:
     }  # fmt: skip
     if not args.skip_fp32:
         scores["dl19_ndcg10_cross_encoder_fp32"] = dl19_ndcg(checkpoint)
+    if isinstance(bi, Path):
+        scores["dl19_ndcg10_bi_encoder_int8"] = dl19_ndcg(bi)
+        scores["bi_encoder_training"] = json.loads(
+            (args.bi_run / "best" / "semrank_training.json").read_text()
+        )
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str) + "\n")
     write_model_card(args.out, scores, training_commands(training_chain(checkpoint)))
     print(json.dumps({k: v for k, v in scores.items() if k.startswith("dl19")}, indent=2))

@@ -42,6 +42,12 @@ def default_data() -> tuple[DataSpec, ...]:
     )
 
 
+def _named(teacher: str) -> str:
+    """``base[:WEIGHT]`` names the base model (all-MiniLM-L6-v2) as a teacher encoder."""
+    name, sep, weight = teacher.partition(":")
+    return f"{bundled_minilm()}{sep}{weight}" if name == "base" else teacher
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("/root/semrank-runs/minilm-l6-v1"))
@@ -60,7 +66,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="PATH:WEIGHT",
-        help="a further bi-encoder whose weighted cosine joins the teacher (repeatable)",
+        help="a further bi-encoder whose weighted cosine joins the teacher (repeatable); "
+        "'base' is all-MiniLM-L6-v2 itself (base:-1 takes its cosine out of the teacher)",
     )
     parser.add_argument("--distill-weight", type=float, default=1.0)
     parser.add_argument("--label-weight", type=float, default=1.0)
@@ -93,7 +100,7 @@ def main() -> None:
         lr=args.lr,
         init_from=args.init_from,
         teacher_model=args.teacher_model,
-        teacher_encoders=tuple(parse_teacher_encoder(t) for t in args.teacher_encoder),
+        teacher_encoders=tuple(parse_teacher_encoder(_named(t)) for t in args.teacher_encoder),
         distill_weight=args.distill_weight,
         label_weight=args.label_weight,
         mining=args.mining,
