@@ -35,24 +35,25 @@ DL19 = ROOT.parent / "shared" / "data" / "eval" / "trec-dl-2019"
 COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def save_int8_weights(checkpoint: Path, target: Path) -> Path:
+    """``checkpoint``'s weights as weight-only int8 (a scale per 64 weights) in ``target``."""
+    packed = quantize_int8(load_weights(checkpoint), group=INT8_GROUP)
+    save_file(packed, str(target / "model.safetensors"))
+    return target
+
+
 def pack_cross_encoder(checkpoint: Path, target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         if (checkpoint / name).is_file():
             shutil.copy2(checkpoint / name, target / name)
-    save_file(
-        quantize_int8(load_weights(checkpoint), group=INT8_GROUP), str(target / "model.safetensors")
-    )
-    return target
+    return save_int8_weights(checkpoint, target)
 
 
 def pack_bi_encoder(checkpoint: Path, target: Path) -> Path:
     """A trained bi-encoder (sentence-transformers folder) with weight-only int8 weights."""
     shutil.copytree(checkpoint, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx"))
-    save_file(
-        quantize_int8(load_weights(checkpoint), group=INT8_GROUP), str(target / "model.safetensors")
-    )
-    return target
+    return save_int8_weights(checkpoint, target)
 
 
 def dl19_ndcg(model: str | Path) -> float:

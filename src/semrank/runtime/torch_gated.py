@@ -121,10 +121,8 @@ def from_bi_encoder(
 def wrap_bert(
     base: BertModel, *, gate_init: float = -4.0
 ) -> SemrankGatedBertForSequenceClassification:
-    fields = set(BertConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
-    settings = {k: v for k, v in base.config.to_dict().items() if k in fields}
     model = SemrankGatedBertForSequenceClassification(
-        SemrankGatedBertConfig(gate_init=gate_init, score_scale=20.0, **settings)
+        SemrankGatedBertConfig(gate_init=gate_init, score_scale=20.0, **_bert_settings(base.config))
     )
     model.bert.load_state_dict(base.state_dict())
     model.config.architectures = [ARCHITECTURE]
@@ -134,12 +132,16 @@ def wrap_bert(
 def unwrap_bert(model: SemrankGatedBertForSequenceClassification) -> BertModel:
     """The gated model's encoder as a plain ``BertModel`` (the inverse of :func:`wrap_bert`):
     with its gates shut the gated model is a bi-encoder, and this is that bi-encoder."""
-    fields = set(BertConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
-    settings = {k: v for k, v in model.config.to_dict().items() if k in fields}
-    bert = BertModel(BertConfig(**settings), add_pooling_layer=False)
+    bert = BertModel(BertConfig(**_bert_settings(model.config)), add_pooling_layer=False)
     bert.load_state_dict(model.bert.state_dict())
     bert.config.architectures = ["BertModel"]
     return bert
+
+
+def _bert_settings(config: BertConfig) -> dict[str, Any]:
+    """The plain BERT fields of ``config`` (a gated or a plain one), without type markers."""
+    fields = set(BertConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
+    return {k: v for k, v in config.to_dict().items() if k in fields}
 
 
 def use_pair_template(tokenizer: Any) -> Any:

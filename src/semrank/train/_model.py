@@ -39,7 +39,7 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
         return model, torch_gated.use_pair_template(tokenizer)
     if architecture in ("gated", "bi"):
         shut = architecture == "bi"
-        model = torch_gated.from_bi_encoder(str(base), gate_init=SHUT_GATE if shut else -4.0)
+        model = torch_gated.from_bi_encoder(str(base), **({"gate_init": SHUT_GATE} if shut else {}))
         model.cross_gates.requires_grad_(not shut)
         return model, torch_gated.use_pair_template(tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
