@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from semrank.train import DataSpec, TrainConfig, parse_teacher_encoder, train
@@ -78,6 +79,12 @@ def main() -> None:
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="cross")
     parser.add_argument("--gate-lr-multiplier", type=float, default=500.0)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument(
+        "--msmarco-corpus",
+        type=Path,
+        default=None,
+        help="unjudged passages (JSONL {text}) joining MS MARCO's pool for mining",
+    )
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the shared training data is needed")
@@ -89,6 +96,10 @@ def main() -> None:
         )
     if args.sources:
         data = tuple(d for d in data if d.name in args.sources.split(","))
+    if args.msmarco_corpus:
+        data = tuple(
+            replace(d, corpus=args.msmarco_corpus) if d.name == "msmarco" else d for d in data
+        )
     dl19 = SHARED / "eval" / "trec-dl-2019"
     config = TrainConfig(
         base=bundled_minilm(),

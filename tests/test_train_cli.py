@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from semrank.errors import DataFormatError, InvalidInputError
-from semrank.train import DataSpec
+from semrank.train import DataSpec, load_collection
+from semrank.train._blend import _spec_of
 from semrank.train.commands import register
 
 
@@ -57,3 +60,43 @@ def test_train_names_a_bad_teacher_encoder(app: typer.Typer, tmp_path: Path) -> 
     result = CliRunner().invoke(app, [*args, "--teacher-encoder", f"{missing}:2"])
     assert isinstance(result.exception, InvalidInputError)
     assert str(missing) in str(result.exception) and "config.json" in str(result.exception)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_corpus_passages_join_the_pool_after_the_judged_ones(tmp_path: Path) -> None:
+    pairs = _write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"query": "q1", "positive": "p1", "negatives": ["n1"]}, {"query": "q2", "positive": "p2"}],
+    )
+    corpus = _write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [{"text": "c1"}, {"text": "p1"}, {"title": "T", "text": "c2"}, {"text": "c1"}],
+    )
+    plain = load_collection(DataSpec.parse(str(pairs)))
+    spec = DataSpec.parse(f"{pairs},corpus={corpus}")
+    assert spec.corpus == corpus
+    collection = load_collection(spec)
+    # The judged passages keep their indices; the corpus adds only texts not yet in the pool.
+    assert collection.passages[: len(plain.passages)] == plain.passages
+    assert collection.passages[len(plain.passages) :] == ["c1", "T. c2"]
+    assert [g.positive_ids for g in collection.groups] == [g.positive_ids for g in plain.groups]
+
+
+def test_corpus_rows_without_text_are_named(tmp_path: Path) -> None:
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
+    corpus = _write_jsonl(tmp_path / "corpus.jsonl", [{"text": "ok"}, {"body": "no text"}])
+    with pytest.raises(DataFormatError, match=r"row 2 needs a non-empty 'text'"):
+        load_collection(DataSpec.parse(f"{pairs},corpus={corpus}"))
+    with pytest.raises(DataFormatError, match=r"missing\.jsonl"):
+        load_collection(DataSpec.parse(f"{pairs},corpus={tmp_path / 'missing.jsonl'}"))
+
+
+def test_saved_data_spec_with_corpus_is_rebuilt(tmp_path: Path) -> None:
+    spec = DataSpec.parse(f"{tmp_path / 'pairs.jsonl'},weight=2,corpus={tmp_path / 'c.jsonl'}")
+    saved = json.loads(json.dumps(asdict(spec), default=str))
+    assert _spec_of(saved) == spec
+    assert _spec_of({**saved, "corpus": None}).corpus is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +60,19 @@ def fit_blend(models: list[str | Path], task: RankingTask, *, l2: float = 1.0) -
     )
 
 
+def _spec_of(saved: dict[str, Any]) -> DataSpec:
+    corpus = saved.get("corpus")
+    return DataSpec(
+        **{**saved, "path": Path(saved["path"]), "corpus": Path(corpus) if corpus else None}
+    )
+
+
 def validation_task_of_run(run_dir: Path) -> RankingTask:
     """The held-out validation split a `semrank train` run used (rebuilt from its config)."""
     from semrank.train._loop import TrainConfig, prepare_data
 
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    data = tuple(DataSpec(**{**spec, "path": Path(spec["path"])}) for spec in saved["data"])
+    data = tuple(_spec_of(spec) for spec in saved["data"])
     config = TrainConfig(
         base=Path(saved["base"]),
         data=data,

@@ -41,12 +41,18 @@ class Collection:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
-    """One ``--data`` value: ``PATH[,weight=W][,limit=N][,name=X]``."""
+    """One ``--data`` value: ``PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]``.
+
+    ``corpus`` names unjudged passages (JSONL of ``{text, title?}``, BEIR's corpus format) that
+    join the pool, so negatives are mined from a user's whole collection and not only from the
+    passages their judgments mention.
+    """
 
     path: Path
     weight: float = 1.0
     limit: int | None = None
     name: str | None = None
+    corpus: Path | None = None
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
@@ -54,10 +60,10 @@ class DataSpec:
         values: dict[str, str] = {}
         for option in options:
             key, sep, value = option.partition("=")
-            if not sep or key not in {"weight", "limit", "name"}:
+            if not sep or key not in {"weight", "limit", "name", "corpus"}:
                 raise DataFormatError(
                     f"bad --data option {option!r} in {text!r}; "
-                    "use PATH[,weight=W][,limit=N][,name=X]"
+                    "use PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]"
                 )
             values[key] = value
         return cls(
@@ -65,6 +71,7 @@ class DataSpec:
             weight=float(values.get("weight", 1.0)),
             limit=int(values["limit"]) if "limit" in values else None,
             name=values.get("name"),
+            corpus=Path(values["corpus"]).expanduser() if "corpus" in values else None,
         )
 
 
@@ -260,7 +267,25 @@ def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
     if not collection.groups:
         raise DataFormatError(f"training data {str(path)!r} has no query with a positive passage")
     collection.weight = spec.weight
+    if spec.corpus is not None:
+        _add_corpus(collection, Path(spec.corpus))
     return collection
+
+
+def _add_corpus(collection: Collection, path: Path) -> None:
+    """Append a corpus's passages to the pool (after the judged ones, whose indices stay)."""
+    if not path.is_file():
+        raise DataFormatError(f"corpus {str(path)!r} does not exist; give a JSONL file")
+    seen = set(collection.passages)
+    for number, row in enumerate(iter_jsonl(path), 1):
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(f"{path}: row {number} needs a non-empty 'text' field")
+        title = row.get("title") or ""
+        passage = (f"{title}. {text}" if title else text).strip()
+        if passage not in seen:
+            seen.add(passage)
+            collection.passages.append(passage)
 
 
 def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:

@@ -29,7 +29,10 @@ def _report_task(text: str) -> tuple[str, Path, Path]:
 
 def train_command(
     data: list[str] = typer.Option(
-        ..., "--data", help="Training data PATH[,weight=W][,limit=N][,name=X]; repeatable."
+        ...,
+        "--data",
+        help="Training data PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]; repeatable "
+        "(corpus: unjudged passages, JSONL of {text, title?}, to mine negatives from).",
     ),
     output: Path = typer.Option(..., "--output", help="Run folder (checkpoints, best/, last/)."),
     base: str | None = typer.Option(
