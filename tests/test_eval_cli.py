@@ -101,6 +101,20 @@ def test_run_out_and_report(fixture_files, tmp_path: Path) -> None:
     json.loads(result.stdout)  # still exactly one JSON document on stdout
 
 
+def test_unusable_output_folder_fails_before_the_evaluation(fixture_files, tmp_path: Path) -> None:
+    candidates, qrels = fixture_files
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for option in ("--run-out", "--report"):
+        result = run_cli(
+            "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
+            option, a_file / "out",
+        )  # fmt: skip
+        assert isinstance(result.exception, InvalidInputError), result.exception
+        assert f"{option} {a_file / 'out'}: cannot create this folder" in str(result.exception)
+        assert result.stdout == ""  # nothing was evaluated
+
+
 def test_argument_errors(fixture_files) -> None:
     candidates, qrels = fixture_files
     both = run_cli("eval", "--candidates", candidates, "--index", "x", "--qrels", qrels)

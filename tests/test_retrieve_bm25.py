@@ -59,3 +59,13 @@ def test_empty_corpus_and_bad_parameters() -> None:
         BM25Params(method="tfidf")
     with pytest.raises(InvalidInputError, match="b <= 1"):
         BM25Params(b=1.5)
+
+
+def test_texts_without_any_term_give_an_index_that_matches_nothing(tmp_path: Path) -> None:
+    texts = ["", "   ", "the and of"]  # blank or stop words only: an empty vocabulary
+    index = BM25Index.build(texts)
+    index.save(tmp_path)
+    loaded = BM25Index.load(tmp_path, index.params, len(texts))
+    for bm25 in (index, loaded):
+        assert bm25.scores("cats").tolist() == [0.0, 0.0, 0.0]
+        assert len(bm25.search("cats", k=3)) == 0

@@ -80,6 +80,13 @@ def test_explicit_backends_are_used_as_requested_and_unknown_ones_rejected() -> 
         resolve_backend("tensorrt")
 
 
+def test_unknown_devices_are_named() -> None:
+    for device in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(BackendUnavailableError, match=f"unknown device '{device}'"):
+            resolve_backend(None, device)
+    assert resolve_backend("onnx", "cuda:1").device == "cuda:1"
+
+
 # --- batching ---------------------------------------------------------------------------
 
 

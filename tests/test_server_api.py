@@ -230,6 +230,16 @@ async def test_batch_equals_rerank_per_query(reranker: Any) -> None:
         assert facts(group["results"]) == want
 
 
+async def test_a_min_score_that_is_not_a_number_is_rejected_not_applied(reranker: Any) -> None:
+    nan_per_query = {"queries": [{"query": QUERY, "documents": DOCS, "min_score": "nan"}]}
+    async with serving(reranker) as (_, client):
+        batch = await client.post("/v1/rerank/batch", json=nan_per_query)
+        tei = await client.post("/rerank", json={"query": QUERY, "texts": DOCS, "min_score": "nan"})
+    for response in (batch, tei):
+        assert response.status_code == 422, response.text
+        assert "min_score" in response.json()["error"] and "finite" in response.json()["error"]
+
+
 async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) -> None:
     from semrank import Reranker
 
@@ -269,6 +279,12 @@ BAD_REQUESTS = {
         "top_n",
     ),
     "blank query": ({"query": "   ", "documents": DOCS}, 422, "invalid_request", "query"),
+    "min_score not a number": (
+        {"query": QUERY, "documents": DOCS, "min_score": "nan"},
+        422,
+        "invalid_request",
+        "min_score",
+    ),
     "document of wrong type": ({"query": QUERY, "documents": [3]}, 422, "invalid_request", "0"),
     "too many documents": (
         {"query": QUERY, "documents": ["d"] * 11},

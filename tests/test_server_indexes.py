@@ -114,3 +114,15 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     assert shorthand.status_code == 200 and shorthand.json()["hits"][0]["rerank_score"] is not None
     no_index = await client.post("/v1/indexes/nope/search", json={"query": "fleas"})
     assert no_index.status_code == 404
+
+
+async def test_documents_without_searchable_words_are_stored_and_match_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/v1/indexes", json={"name": "blank", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    blank = [{"id": "b1", "title": "", "text": ""}, {"id": "b2", "title": "the", "text": "of"}]
+    added = await client.post("/v1/indexes/blank/documents", json={"documents": blank})
+    assert added.status_code == 200 and added.json() == {"upserted": 2}, added.text
+    found = await client.post("/v1/indexes/blank/search", json={"query": "fleas"})
+    assert found.status_code == 200 and found.json()["hits"] == [], found.text

@@ -11,12 +11,19 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from semrank.errors import DeadlineExceededError, InvalidInputError, OverloadedError
+from semrank.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    OverloadedError,
+)
 from semrank.server._batcher import BatcherLimits, PairBatcher
 from semrank.server._cache import ScoreCache, pair_key
 from semrank.server._errors import validation_message
 from semrank.server._logging import JsonFormatter, log_fields
 from semrank.server._metrics import Metrics
+from semrank.server._run import run_server
 from semrank.server._service import Admission, select
 from semrank.server.config import ModelEntry, ServerConfig, from_environment, parse_api_keys
 
@@ -70,10 +77,34 @@ def test_config_from_environment_merges_flags_and_env_keys() -> None:
 def test_config_rejects_bad_values_and_round_trips_json() -> None:
     with pytest.raises(InvalidInputError, match="max_documents"):
         ServerConfig(max_documents=0)
+    with pytest.raises(InvalidInputError, match="port=70000: must be between 1 and 65535"):
+        ServerConfig(port=70000)
+    with pytest.raises(InvalidInputError, match="log_level='loud': choose one of debug, info"):
+        ServerConfig(log_level="loud")
     with pytest.raises(InvalidInputError, match="unique"):
         ServerConfig(models=(ModelEntry(name="a"), ModelEntry(name="a")))
     config = ServerConfig(port=1234, api_keys=frozenset({"k"}), models=(ModelEntry(name="x"),))
     assert ServerConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "named"),
+    [
+        (ServerConfig(backend="nosuch"), BackendUnavailableError, "'nosuch'"),
+        (ServerConfig(device="tpu"), BackendUnavailableError, "'tpu'"),
+        (
+            ServerConfig(models=(ModelEntry.parse("nosuchmodel"),)),
+            ModelNotFoundError,
+            "nosuchmodel",
+        ),
+    ],
+)
+def test_server_names_a_bad_backend_device_or_model_before_uvicorn_starts(
+    config: ServerConfig, error: type[Exception], named: str
+) -> None:
+    # run_server raises before it starts uvicorn (whose startup would log a traceback).
+    with pytest.raises(error, match=named):
+        run_server(config)
 
 
 # --- cache ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semrank.cli import app
-from semrank.errors import IndexNotFoundError
+from semrank.errors import IndexNotFoundError, InvalidInputError
 
 DOCS = [
     {
@@ -59,6 +59,15 @@ def test_index_lifecycle(tmp_path: Path, beir: Path) -> None:
     run("index", "drop", "mini", "--yes", "--home", home)
     with pytest.raises(IndexNotFoundError):
         run("index", "info", "mini", "--home", home)
+
+
+def test_delete_with_a_missing_ids_file_names_it(tmp_path: Path, beir: Path) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    missing = str(tmp_path / "ids.txt")
+    with pytest.raises(InvalidInputError, match=r"--ids-file .*ids\.txt: no such file"):
+        run("index", "delete", "mini", "--ids-file", missing, "--home", home)
+    assert "3 documents" in run("index", "list", "--home", home)
 
 
 def test_search_flags(tmp_path: Path, beir: Path) -> None:

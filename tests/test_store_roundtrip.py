@@ -148,6 +148,8 @@ def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
     assert corpus.count() == 1
     with pytest.raises(DataFormatError, match="--id-field"):
         read_corpus(tmp_path / "d.csv", id_field="nope")
+    with pytest.raises(DataFormatError, match="none of the text fields nope; it has: key, body"):
+        read_corpus(tmp_path / "d.csv", fields=["nope"])
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:2"):
         list(read_corpus(tmp_path / "bad.jsonl", fields=["id"]))

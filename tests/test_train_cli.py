@@ -44,6 +44,19 @@ def test_train_needs_a_budget(app: typer.Typer, tmp_path: Path) -> None:
     assert "--max-steps" in str(result.exception)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-steps", "0"), ("--max-minutes", "-1"), ("--negatives", "0")]
+)
+def test_train_rejects_a_budget_or_count_that_is_not_positive(
+    app: typer.Typer, tmp_path: Path, option: str, value: str
+) -> None:
+    budget = ["--max-minutes", "1"] if option == "--max-steps" else ["--max-steps", "1"]
+    args = ["train", "--data", str(tmp_path), "--output", str(tmp_path / "run"), *budget]
+    result = CliRunner().invoke(app, [*args, option, value])
+    assert isinstance(result.exception, InvalidInputError), result.exception
+    assert f"({option}): must be a positive number" in str(result.exception)
+
+
 def test_train_names_a_missing_data_path(app: typer.Typer, tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     args = ["train", "--data", str(missing), "--output", str(tmp_path), "--max-steps", "1"]

@@ -81,6 +81,7 @@ def eval_command(
     from semrank.eval.metrics import parse_measures, split_measure_names
 
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
+    _create_output_folders({"--run-out": run_out, "--report": report})
     judgments = load_qrels(qrels)
     stderr = Console(stderr=True)
     do_rerank = rerank if rerank is not None else candidates is not None
@@ -125,6 +126,20 @@ def eval_command(
         _print_throughput(results, stderr)
     else:
         _print_table(results, Console())
+
+
+def _create_output_folders(folders: dict[str, Path | None]) -> None:
+    """Create the output folders first, so a bad path fails before the evaluation, not after."""
+    for option, folder in folders.items():
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{option} {folder}: cannot create this folder ({exc.strerror}); "
+                "pass a folder you can write to"
+            ) from exc
 
 
 def _candidate_lists(

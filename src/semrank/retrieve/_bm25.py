@@ -20,6 +20,7 @@ from semrank.errors import InvalidInputError
 from semrank.retrieve._hits import Hits, top_k
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+VOCAB_FILE = "vocab.index.json"  # written by bm25s; absent when no document had a term
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,14 +86,16 @@ class BM25Index:
         import bm25s
 
         params = params or BM25Params()
-        if not texts:
-            return cls(None, params, 0)
+        tokens = _tokenize(list(texts), params, return_ids=True) if texts else None
+        if tokens is None or not tokens.vocab:  # no text, or only stop words: nothing matches
+            return cls(None, params, len(texts))
         retriever = bm25s.BM25(method=params.method, k1=params.k1, b=params.b, delta=params.delta)
-        retriever.index(_tokenize(list(texts), params, return_ids=True), show_progress=False)
+        retriever.index(tokens, show_progress=False)
         return cls(retriever, params, len(texts))
 
     def save(self, directory: Path) -> None:
-        """Write the index files (``*.npy``, ``vocab.index.json``, ``params.index.json``)."""
+        """Write the index files (``*.npy``, ``vocab.index.json``, ``params.index.json``); an
+        index without terms writes none."""
         directory.mkdir(parents=True, exist_ok=True)
         if self._retriever is not None:
             self._retriever.save(str(directory), show_progress=False)
@@ -103,8 +106,8 @@ class BM25Index:
     ) -> BM25Index:
         import bm25s
 
-        if num_docs == 0:
-            return cls(None, params, 0)
+        if num_docs == 0 or not (directory / VOCAB_FILE).is_file():
+            return cls(None, params, num_docs)
         retriever = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
         return cls(retriever, params, num_docs)
 

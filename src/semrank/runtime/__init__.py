@@ -65,6 +65,14 @@ def _backend(backend: str | None) -> str:
     return chosen
 
 
+def _check_device(device: str | None) -> None:
+    kind, _, number = (device or "cpu").partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (number and not number.isdigit()):
+        raise BackendUnavailableError(
+            f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or (torch) 'mps'"
+        )
+
+
 def resolve_backend(backend: str | None = None, device: str | None = None) -> BackendChoice:
     """The concrete backend and device a load with these arguments uses, and why.
 
@@ -72,6 +80,7 @@ def resolve_backend(backend: str | None = None, device: str | None = None) -> Ba
     fastest one whose precision loss was measured within bounds (bf16 on capable CPUs).
     """
     chosen = _backend(backend)
+    _check_device(device)
     if chosen not in ("auto", "fast"):
         return BackendChoice(backend=chosen, device=device or "", reason="requested")
     features = dict(detect_features())

@@ -13,6 +13,7 @@ def run_server(config: ServerConfig) -> None:
     """Serve until SIGINT/SIGTERM; then finish in-flight requests (up to shutdown_timeout_s)."""
     import uvicorn
 
+    check_before_start(config)
     configure_logging(config.log_level, json_lines=config.log_json)
     options: dict[str, Any] = {
         "host": config.host,
@@ -36,3 +37,14 @@ def run_server(config: ServerConfig) -> None:
     from semrank.server.app import create_app
 
     uvicorn.run(create_app(config), **options)
+
+
+def check_before_start(config: ServerConfig) -> None:
+    """Name a bad backend, device or model before uvicorn starts: uvicorn reports an error
+    raised while the app starts up as a traceback."""
+    from semrank.models import resolve
+    from semrank.runtime import resolve_backend
+
+    resolve_backend(config.backend, config.device)
+    for entry in config.models:
+        resolve(entry.source)

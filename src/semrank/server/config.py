@@ -19,6 +19,8 @@ from semrank.errors import InvalidInputError
 ENV_API_KEYS = "SEMRANK_API_KEYS"
 # How ``semrank serve --workers N`` hands the config to each worker process.
 ENV_CONFIG_JSON = "SEMRANK_SERVER_CONFIG_JSON"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_PORT = 65_535
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,12 @@ class ServerConfig:
             raise InvalidInputError(
                 "cache_size, batch_wait_ms, request_timeout_s and cascade_keep must be >= 0 "
                 "(0 turns them off)"
+            )
+        if self.port > MAX_PORT:
+            raise InvalidInputError(f"port={self.port}: must be between 1 and {MAX_PORT}")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidInputError(
+                f"log_level={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}"
             )
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):

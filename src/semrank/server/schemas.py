@@ -41,7 +41,9 @@ class SemrankOptions(_Schema):
     """semrank extras accepted by every rerank endpoint."""
 
     min_score: float | None = Field(
-        None, description="drop results scoring below this (after top_n ranking)"
+        None,
+        allow_inf_nan=False,
+        description="drop results scoring below this (after top_n ranking)",
     )
     chunking: bool | ChunkingOptions | None = Field(
         None, description="true/false or chunking options; default: the model's chunking"
@@ -227,7 +229,7 @@ class BatchQuery(_Schema):
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
-    min_score: float | None = None
+    min_score: float | None = Field(None, allow_inf_nan=False)
 
 
 class BatchRerankRequest(SemrankOptions):

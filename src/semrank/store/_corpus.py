@@ -146,6 +146,14 @@ def _text_fields_of(first: dict[str, Any], id_field: str | None) -> tuple[str, .
     return fields
 
 
+def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str]) -> None:
+    if not any(name in first for name in fields):
+        raise DataFormatError(
+            f"the first record of {file} has none of the text fields {', '.join(fields)}; it "
+            f"has: {', '.join(first)} (name the fields to search with --fields)"
+        )
+
+
 def read_corpus(
     path: str | Path,
     *,
@@ -170,6 +178,8 @@ def read_corpus(
     first = next(iter(_records(file, fmt)), None)
     if first is None:
         raise DataFormatError(f"corpus {file} holds no records")
+    if fields:
+        _check_text_fields(file, first, fields)
     if beir is not None and id_field is None and "_id" in first:
         return Corpus(
             path=file,

@@ -136,6 +136,16 @@ def add(
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
 
 
+def _read_ids(ids_file: Path) -> list[str]:
+    from semrank.errors import InvalidInputError
+
+    if not ids_file.is_file():
+        raise InvalidInputError(
+            f"--ids-file {ids_file}: no such file; pass a file with one id per line"
+        )
+    return [line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()]
+
+
 @index_app.command("delete")
 def delete(
     name: str = typer.Argument(..., help="Index name."),
@@ -148,11 +158,7 @@ def delete(
     from semrank.errors import InvalidInputError
     from semrank.store import open_index
 
-    wanted = list(ids or [])
-    if ids_file is not None:
-        wanted += [
-            line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()
-        ]
+    wanted = list(ids or []) + (_read_ids(ids_file) if ids_file is not None else [])
     if not wanted:
         raise InvalidInputError("name the ids to delete (arguments or --ids-file)")
     with open_index(name, home=home, store=store) as index:

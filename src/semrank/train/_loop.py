@@ -96,6 +96,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
         check_architecture(self.architecture)
+        _check_positive(max_steps=self.max_steps, max_minutes=self.max_minutes)
+        _check_positive(batch_queries=self.batch_queries, negatives=self.negatives)
+
+
+def _check_positive(**values: float | None) -> None:
+    """0 or less would never stop (a budget) or give empty batches (a count)."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInputError(f"{name}={value!r} ({flag}): must be a positive number")
 
 
 @dataclass(kw_only=True)
