@@ -126,3 +126,15 @@ async def test_documents_without_searchable_words_are_stored_and_match_nothing(
     assert added.status_code == 200 and added.json() == {"upserted": 2}, added.text
     found = await client.post("/v1/indexes/blank/search", json={"query": "fleas"})
     assert found.status_code == 200 and found.json()["hits"] == [], found.text
+
+
+async def test_an_empty_id_field_or_an_object_id_is_refused(client: httpx.AsyncClient) -> None:
+    no_field = await client.post("/v1/indexes", json={"name": "x", "id_field": ""})
+    assert no_field.status_code == 422 and "id_field" in no_field.json()["error"], no_field.text
+    created = await client.post("/v1/indexes", json={"name": "ids", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    bad = [{"id": {"nested": 1}, "text": "fleas"}]
+    added = await client.post("/v1/indexes/ids/documents", json={"documents": bad})
+    assert added.status_code == 422, added.text
+    assert "is not a string or number" in added.json()["error"]
+    assert (await client.get("/v1/indexes/ids")).json()["documents"] == 0

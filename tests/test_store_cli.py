@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semrank.cli import app
-from semrank.errors import IndexNotFoundError, InvalidInputError
+from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError
 
 DOCS = [
     {
@@ -68,6 +68,24 @@ def test_delete_with_a_missing_ids_file_names_it(tmp_path: Path, beir: Path) -> 
     with pytest.raises(InvalidInputError, match=r"--ids-file .*ids\.txt: no such file"):
         run("index", "delete", "mini", "--ids-file", missing, "--home", home)
     assert "3 documents" in run("index", "list", "--home", home)
+
+
+def test_a_create_with_a_bad_corpus_says_the_index_exists_and_how_to_go_on(
+    tmp_path: Path,
+) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"id": d["_id"], "text": d["text"]}) for d in DOCS]
+    corpus.write_text("\n".join([*lines[:2], "{not json", lines[2]]) + "\n")
+    args = ["index", "create", "m", "--from", str(corpus), "--home", home, "--no-dense"]
+    # The file is read through before the first batch: the index exists, empty.
+    with pytest.raises(
+        DataFormatError, match=r"(?s)docs\.jsonl:3: .*`semrank index add m .*docs\.jsonl`"
+    ):
+        run(*args)
+    assert run("index", "list", "--home", home).startswith("m\t0 documents")
+    corpus.write_text("\n".join(lines) + "\n")
+    assert "index 'm' holds 3" in run("index", "add", "m", str(corpus), "--home", home)
 
 
 def test_search_flags(tmp_path: Path, beir: Path) -> None:

@@ -273,7 +273,7 @@ class IndexList(_Schema):
 class CreateIndexRequest(_Schema):
     name: str = Field(min_length=1, max_length=128)
     fields: list[str] = Field(["title", "text"], min_length=1, description="searched text fields")
-    id_field: str | None = Field("id", description="document field holding its id")
+    id_field: str | None = Field("id", min_length=1, description="document field holding its id")
     embedding_model: str | None = Field(
         "default", description="dense embeddings model ('default': bundled); null: BM25 only"
     )

@@ -124,7 +124,12 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
         return Document(str(number), dict(record))
     if id_field not in record or record[id_field] in (None, ""):
         raise DataFormatError(
-            f"record {number} has no {id_field!r} field; name the id field with --id-field"
+            f"record {number} has no {id_field!r} field; name the field that holds the ids "
+            "(--id-field; id_field when the index is created over HTTP)"
+        )
+    if isinstance(record[id_field], dict | list):
+        raise DataFormatError(
+            f"record {number}: its id {record[id_field]!r} is not a string or number"
         )
     fields = {k: v for k, v in record.items() if k != id_field}
     return Document(str(record[id_field]), fields)

@@ -110,8 +110,24 @@ def create(
                 f"{kind}: id field {corpus.id_field or '(record number)'}, "
                 f"text fields {', '.join(corpus.text_fields)}"
             )
-            _ingest(index, corpus, batch_size)
+            _ingest_into_new_index(index, corpus, batch_size, name=name, source=source)
         typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
+
+
+def _ingest_into_new_index(
+    index: Store, corpus: Corpus, batch_size: int, *, name: str, source: Path | None
+) -> None:
+    """Ingest, and on bad input say that the index exists now and how to go on."""
+    from semrank.errors import SemrankError
+
+    try:
+        _ingest(index, corpus, batch_size)
+    except SemrankError as exc:
+        raise type(exc)(
+            f"{exc}\nindex {name!r} was created and keeps the {len(index)} documents ingested "
+            f"so far: fix the input, then `semrank index add {name} {source}` goes on (unchanged "
+            f"documents are skipped), or `semrank index drop {name}` starts over"
+        ) from exc
 
 
 @index_app.command("add")
