@@ -83,3 +83,13 @@ def test_missing_docs_file_is_named(tmp_path):
         check=False,
     )
     assert completed.returncode == 2 and "nope.jsonl" in completed.stderr
+
+
+def test_a_folder_given_as_docs_file_is_named_a_folder(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "rerank", "q", "--docs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 2 and "a folder, not a file" in completed.stderr

@@ -38,7 +38,8 @@ def _read_text(path: str) -> str:
         return sys.stdin.read()
     file = Path(path)
     if not file.is_file():
-        raise InvalidInputError(f"--docs {path!r}: no such file; pass a JSONL, JSON or text file")
+        problem = "a folder, not a file" if file.is_dir() else "no such file"
+        raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
     return file.read_text(encoding="utf-8")
 
 
