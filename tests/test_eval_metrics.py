@@ -86,6 +86,27 @@ def test_unknown_measure_is_a_readable_error() -> None:
         evaluate(QRELS, RUN, ["MAPP@10"])
 
 
+def test_a_single_measure_name_string_is_one_measure() -> None:
+    assert list(evaluate(QRELS, RUN, "nDCG@10").aggregate) == ["nDCG@10"]
+    with pytest.raises(InvalidInputError, match="measure names must be strings"):
+        evaluate(QRELS, RUN, [None])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("qrels", "run", "message"),
+    [
+        ({}, RUN, "qrels is empty"),
+        (None, RUN, "qrels must be a dict"),
+        ({"q1": {"d1": "1"}}, RUN, r"qrels\['q1'\] must map doc ids to integer relevance"),
+        ({"q1": "d1"}, RUN, r"qrels\['q1'\] must map doc ids"),
+        (QRELS, {"q1": {"d1": 1.0}}, "run must be a semrank.eval.Run"),
+    ],
+)
+def test_bad_qrels_or_run_are_named(qrels, run, message) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        evaluate(qrels, run)
+
+
 def test_measure_names_split_on_commas_outside_parentheses() -> None:
     assert split_measure_names(None) == ["nDCG@10", "RR@10", "R@100", "AP"]
     assert split_measure_names(["nDCG@10, AP", "RR(rel=2,judged_only=True)@10"]) == [

@@ -104,6 +104,25 @@ def test_bad_depth_and_bad_scorer_output() -> None:
         score_candidates(LISTS, lambda q, docs: np.zeros(1, dtype=np.float32))
 
 
+@pytest.mark.parametrize("depth", [-1, 0, 1.5, "5"])
+def test_reranked_run_rejects_a_bad_depth_instead_of_dropping_hits(depth) -> None:
+    outcome = score_candidates(LISTS, word_overlap)
+    with pytest.raises(InvalidInputError, match="depth must be at least 1"):
+        reranked_run(LISTS, outcome.scores, depth=depth)
+    with pytest.raises(InvalidInputError, match="depth must be at least 1"):
+        score_candidates(LISTS, word_overlap, depth=depth)
+
+
+def test_reranked_run_names_a_query_without_scores() -> None:
+    with pytest.raises(InvalidInputError, match="no scores for query 'q1'"):
+        reranked_run(LISTS, {})
+
+
+def test_nan_scores_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="NaN or infinite scores for query 'q1'"):
+        score_candidates(LISTS, lambda q, docs: np.full(len(docs), np.nan, dtype=np.float32))
+
+
 def test_report_writes_markdown_and_png_plots(tmp_path: Path) -> None:
     measures = ["nDCG@10", "RR@10"]
     outcome = score_candidates(LISTS, word_overlap)

@@ -135,8 +135,39 @@ def test_rerank_many_equals_single_calls(reranker):
             "max_tokens_per_doc must be a positive",
         ),
         (lambda r: r.rerank_many(["q"], [["a"], ["b"]]), "1 queries but 2 document lists"),
+        (lambda r: r.rerank_many("ab", [["a"], ["b"]]), "queries must be a list of strings"),
+        (lambda r: r.rerank_many(None, None), "queries must be a list of strings"),
+        (lambda r: r.rerank_many(["q"], None), "documents must be a list of document lists"),
+        (lambda r: r.rerank("q", [{"text": "a"}], rank_fields=5), "rank_fields must be a list"),
+        (lambda r: r.rerank("q", ["a"], chunking="no"), "chunking must be a ChunkingConfig"),
+        (lambda r: r.score("q", ["a"], chunking={"enabled": False}), "chunking must be a Chunk"),
     ],
 )
 def test_bad_input_raises_named_errors(reranker, call, message):
     with pytest.raises(InvalidInputError, match=message):
         call(reranker)
+
+
+def test_constructor_chunking_false_turns_chunking_off(reranker):
+    plain = Reranker(scorer=reranker.scorer, chunking=False)
+    result = plain.rerank("what is a flea", ["flea " * 2000])[0]
+    assert result.num_chunks == 1 and result.truncated
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"chunking": {"max_chunks": 2}}, "chunking must be a ChunkingConfig"),
+        ({"cascade": 5}, "cascade must be a CascadeConfig"),
+        ({"threads": 0}, "threads must be a positive integer"),
+        ({"threads": 1.5}, "threads must be a positive integer"),
+    ],
+)
+def test_bad_constructor_options_are_named(reranker, options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Reranker(scorer=reranker.scorer, **options)
+
+
+def test_unknown_model_kind_is_named():
+    with pytest.raises(InvalidInputError, match="unknown model kind 'bogus'"):
+        Reranker(kind="bogus")  # type: ignore[arg-type]

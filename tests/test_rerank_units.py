@@ -157,3 +157,30 @@ def test_aggregation_modes():
 def test_unknown_aggregation_is_an_error():
     with pytest.raises(InvalidInputError, match="'median' is unknown"):
         ChunkingConfig(aggregation="median")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"enabled": "no"}, "enabled must be True or False, got 'no'"),
+        ({"overlap_tokens": 2.5}, "overlap_tokens must be an integer, got 2.5"),
+        ({"max_chunks": "3"}, "max_chunks must be an integer, got '3'"),
+        ({"top_k": None}, "top_k must be an integer, got None"),
+        ({"heading_tokens": float("nan")}, "heading_tokens must be an integer, got nan"),
+    ],
+)
+def test_chunking_config_rejects_non_integer_values(options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        ChunkingConfig(**options)
+
+
+def test_numpy_scalars_count_as_numbers_and_bools_do_not():
+    top_n = validate_top_n(np.int64(3))
+    assert top_n == 3 and type(top_n) is int
+    assert validate_min_score(np.float32(0.5)) == 0.5
+    assert ChunkingConfig(max_chunks=np.int64(4), overlap_tokens=np.int32(8)).max_chunks == 4
+    for bad in (True, np.float64(2.0), "3"):
+        with pytest.raises(InvalidInputError, match="top_n"):
+            validate_top_n(bad)
+    with pytest.raises(InvalidInputError, match="min_score"):
+        validate_min_score(np.float32("nan"))

@@ -69,3 +69,9 @@ def test_texts_without_any_term_give_an_index_that_matches_nothing(tmp_path: Pat
     for bm25 in (index, loaded):
         assert bm25.scores("cats").tolist() == [0.0, 0.0, 0.0]
         assert len(bm25.search("cats", k=3)) == 0
+
+
+@pytest.mark.parametrize("options", [{"k1": math.nan}, {"k1": "1.2"}, {"delta": math.inf}])
+def test_bm25_parameters_must_be_finite_numbers(options) -> None:
+    with pytest.raises(InvalidInputError, match="must be finite numbers"):
+        BM25Params(**options)

@@ -59,3 +59,24 @@ def test_normalizer_edge_cases() -> None:
         normalize_scores(np.array([1.0]), "softmax")
     with pytest.raises(InvalidInputError, match="weights"):
         rrf([A, B], weights=[1.0])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "1", None])
+def test_fusion_weights_must_be_finite_and_non_negative(bad) -> None:
+    for fuse in (rrf, linear_combination):
+        with pytest.raises(InvalidInputError, match="weights must be finite numbers >= 0"):
+            fuse([A, B], weights=[bad, 1.0])
+
+
+def test_rank_window_size_must_be_an_integer() -> None:
+    with pytest.raises(InvalidInputError, match=r"rank_window_size must be an integer, got 1\.5"):
+        rrf([A, B], rank_window_size=1.5)  # type: ignore[arg-type]
+
+
+def test_numpy_weights_and_window_are_accepted() -> None:
+    plain = rrf([A, B], weights=[2.0, 1.0], rank_window_size=2)
+    from_arrays = rrf(
+        [A, B], weights=list(np.array([2.0, 1.0], np.float32)), rank_window_size=np.int64(2)
+    )
+    assert list(from_arrays.ids) == list(plain.ids)
+    np.testing.assert_allclose(from_arrays.scores, plain.scores)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semrank.errors import InvalidInputError
 from semrank.runtime import BatchingConfig, load_scorer
 from semrank.runtime._batching import pad_batch, plan_batches, run_batched
 from semrank.runtime.tokenizer import EncodedInput
@@ -80,3 +81,8 @@ def test_scores_do_not_depend_on_batching_or_neighbours(tiny_model, family: str)
     back[order] = shuffled
     np.testing.assert_allclose(back[: len(pairs)], baseline, atol=1e-5, rtol=0)
     assert baseline.std() > 1e-3
+
+
+def test_bad_batching_config_is_a_semrank_error():
+    with pytest.raises(InvalidInputError, match="BatchingConfig values must be >= 1"):
+        BatchingConfig(max_batch_size=0)

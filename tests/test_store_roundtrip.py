@@ -86,6 +86,87 @@ def test_create_open_drop_errors(tmp_path: Path) -> None:
         drop_index("pets", home=tmp_path)
 
 
+def test_a_lone_string_of_ids_deletes_nothing(tmp_path: Path) -> None:
+    index = create_index("digits", home=tmp_path, embedding_model=None)
+    index.upsert([{"id": "1", "text": "one"}, {"id": "2", "text": "two"}])
+    with pytest.raises(InvalidInputError, match=r"got str \('12'\); wrap a single id"):
+        index.delete("12")
+    with pytest.raises(InvalidInputError, match="ids must be a list"):
+        index.get("12")
+    assert len(index) == 2
+
+
+def test_a_dropped_index_handle_refuses_reads_and_writes(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    assert index.search_bm25("cat", k=3).ids.tolist() == ["cat"]  # cached from here on
+    drop_index("pets", home=tmp_path)
+    for call in (
+        lambda: index.search_bm25("cat", k=3),
+        lambda: index.upsert(DOCS),
+        lambda: index.get(["cat"]),
+        lambda: len(index),
+    ):
+        with pytest.raises(IndexNotFoundError, match="'pets' was dropped since it was opened"):
+            call()
+    create_index("pets", home=tmp_path, embedding_model=None).close()
+    with pytest.raises(IndexNotFoundError, match="was dropped"):
+        index.upsert(DOCS)  # the name is back, but as a new, different index
+    index.close()
+    with pytest.raises(InvalidInputError, match="'pets' is closed"):
+        index.search_bm25("cat", k=3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda ix: ix.upsert("cat"), InvalidInputError, "documents must be a list"),
+        (lambda ix: ix.upsert(DOCS[0]), InvalidInputError, "got dict"),
+        (lambda ix: ix.upsert([None]), DataFormatError, "record 1 is a NoneType"),
+        (lambda ix: ix.upsert(DOCS, batch_size="2"), InvalidInputError, "batch_size must be"),
+        (lambda ix: ix.search_bm25(None, k=3), InvalidInputError, "query must be a string"),
+        (lambda ix: ix.search_bm25("cat", k=0), InvalidInputError, "k must be a positive"),
+        (lambda ix: ix.search_bm25("cat", k=None), InvalidInputError, "k must be a positive"),
+        (
+            lambda ix: ix.search_bm25_fields("cat", k=3, fields=[]),
+            InvalidInputError,
+            "fields must be a non-empty list",
+        ),
+        (
+            lambda ix: ix.search_bm25_fields("cat", k=3, fields=[("title", float("nan"))]),
+            InvalidInputError,
+            "boost of field 'title' must be a finite number >= 0, got nan",
+        ),
+    ],
+)
+def test_bad_index_calls_are_named(tmp_path: Path, call, error, message) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    with pytest.raises(error, match=message):
+        call(index)
+    assert len(index) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fields": [5]}, "text fields must be non-empty field names"),
+        ({"embedding_max_length": 0}, "embedding_max_length must be a positive integer"),
+        ({"ann_threshold": -1}, "ann_threshold must be an integer >= 0"),
+    ],
+)
+def test_bad_index_settings_are_named(tmp_path: Path, options, message) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        create_index("pets", home=tmp_path, embedding_model=None, **options)
+    with pytest.raises(InvalidInputError, match="invalid index name None"):
+        create_index(None, home=tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_single_text_field_string_is_one_field(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None, fields="title")
+    assert index.settings.text_fields == ("title",)
+
+
 def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMRANK_HOME", str(tmp_path / "h"))
     assert default_home() == tmp_path / "h"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from semrank._checks import is_int
 from semrank.errors import InvalidInputError
 from semrank.eval.loaders import Qrels, Run
 
@@ -53,7 +54,11 @@ def parse_measures(names: Iterable[str]) -> list[Any]:
     import ir_measures
 
     measures = []
-    for name in names:
+    for name in [names] if isinstance(names, str) else names:
+        if not isinstance(name, str):
+            raise InvalidInputError(
+                f"measure names must be strings such as 'nDCG@10', got {name!r}"
+            )
         try:
             measures.append(ir_measures.parse_measure(name.strip()))
         except (NameError, ValueError, SyntaxError) as exc:
@@ -103,12 +108,36 @@ def _evaluator(measures: list[Any], qrels: Qrels) -> Any:
     return ir_measures.evaluator(measures, qrels)  # e.g. measures only another provider has
 
 
+def _check_qrels(qrels: object) -> None:
+    """Qrels as ``{query_id: {doc_id: int relevance}}`` with at least one judged query."""
+    if not isinstance(qrels, Mapping):
+        raise InvalidInputError(
+            f"qrels must be a dict {{query_id: {{doc_id: relevance}}}}, got {type(qrels).__name__}"
+        )
+    if not qrels:
+        raise InvalidInputError(
+            "qrels is empty, so every measure would be undefined; load judgments with load_qrels"
+        )
+    for query_id, judged in qrels.items():
+        if not isinstance(judged, Mapping) or not all(is_int(rel) for rel in judged.values()):
+            raise InvalidInputError(
+                f"qrels[{query_id!r}] must map doc ids to integer relevance labels, got "
+                f"{judged!r:.80}"
+            )
+
+
 def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES) -> Evaluation:
     """Evaluate ``run`` against ``qrels``.
 
     Queries without judgments are left out; judged queries the run has no results for count
     as 0 (ir-measures' convention, trec_eval ``-c``), so a run cannot gain by skipping queries.
     """
+    _check_qrels(qrels)
+    if not isinstance(run, Run):
+        raise InvalidInputError(
+            f"run must be a semrank.eval.Run (see load_trec_run, candidates_to_run), got "
+            f"{type(run).__name__}"
+        )
     parsed = parse_measures(measures)
     evaluator = _evaluator(parsed, qrels)
     scored = _scored_run(run)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semrank._checks import is_int
 from semrank.errors import InvalidInputError
 from semrank.eval.loaders import CandidateList, Qrels, Run, ScoredDoc
 from semrank.eval.metrics import evaluate
@@ -39,8 +40,7 @@ def score_candidates(
     on_query: Callable[[int], None] | None = None,
 ) -> RerankOutcome:
     """Score the top ``depth`` hits of every query; ``on_query(pairs)`` reports progress."""
-    if depth < 1:
-        raise InvalidInputError(f"depth must be at least 1, got {depth}")
+    _check_depth(depth)
     scores: dict[str, np.ndarray] = {}
     pairs, seconds = 0, 0.0
     for candidate_list in candidates:
@@ -56,11 +56,20 @@ def score_candidates(
             raise InvalidInputError(
                 f"the scorer returned shape {values.shape} for {len(texts)} documents"
             )
+        if not np.isfinite(values).all():
+            raise InvalidInputError(
+                f"the scorer returned NaN or infinite scores for query {candidate_list.query_id!r}"
+            )
         scores[candidate_list.query_id] = values
         pairs += len(texts)
         if on_query is not None:
             on_query(len(texts))
     return RerankOutcome(depth=depth, scores=scores, pairs=pairs, seconds=seconds)
+
+
+def _check_depth(depth: object) -> None:
+    if not is_int(depth, at_least=1):
+        raise InvalidInputError(f"depth must be at least 1 (an integer), got {depth!r}")
 
 
 def reranked_run(
@@ -75,9 +84,16 @@ def reranked_run(
     Hits below ``depth`` keep their first-stage order with scores below every re-ranked one,
     so a run file written from this ranks them the same way.
     """
+    if depth is not None:
+        _check_depth(depth)
     rankings: dict[str, list[ScoredDoc]] = {}
     for candidate_list in candidates:
-        values = scores[candidate_list.query_id]
+        values = scores.get(candidate_list.query_id)
+        if values is None:
+            raise InvalidInputError(
+                f"no scores for query {candidate_list.query_id!r}; score every candidate list "
+                "(score_candidates) before building the run"
+            )
         cut = len(values) if depth is None else min(depth, len(values))
         head = candidate_list.hits[:cut]
         order = sorted(range(cut), key=lambda i: -float(values[i]))  # stable: ties keep order

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semrank.errors import ModelLoadError, ModelNotFoundError
+from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
 from semrank.runtime.base import ScorerKind
@@ -27,6 +27,11 @@ def resolve(
     name_or_path: str | Path | None = None, *, kind: ScorerKind | None = None
 ) -> ResolvedModel:
     """Find a model's files: the bundled default, a catalog name, a local directory or a hub id."""
+    if kind not in (None, "cross-encoder", "bi-encoder"):
+        raise InvalidInputError(
+            f"unknown model kind {kind!r}; use 'cross-encoder' or 'bi-encoder', or omit it "
+            "to detect the kind from the checkpoint"
+        )
     if name_or_path is None:
         return _resolve_spec(default_spec(), kind)
     text = str(name_or_path)

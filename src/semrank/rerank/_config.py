@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from semrank._checks import is_int
 from semrank.errors import InvalidInputError
 
 Aggregation = Literal["max", "mean", "topk_mean"]
@@ -29,6 +30,10 @@ class ChunkingConfig:
     heading_tokens: int = 48
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise InvalidInputError(f"chunking enabled must be True or False, got {self.enabled!r}")
+        for name in ("overlap_tokens", "top_k", "max_chunks", "heading_tokens"):
+            _require_int(name, getattr(self, name))
         if self.aggregation not in ("max", "mean", "topk_mean"):
             raise InvalidInputError(
                 f"chunk aggregation {self.aggregation!r} is unknown; "
@@ -42,6 +47,11 @@ class ChunkingConfig:
             )
         if self.max_chunks < 1 or self.top_k < 1:
             raise InvalidInputError("max_chunks and top_k must be >= 1")
+
+
+def _require_int(name: str, value: object) -> None:
+    if not is_int(value):
+        raise InvalidInputError(f"chunking {name} must be an integer, got {value!r}")
 
 
 NO_CHUNKING = ChunkingConfig(enabled=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from semrank._checks import is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.rerank._results import Document
 
@@ -24,26 +24,33 @@ def validate_query(query: object) -> str:
     return query
 
 
+def validate_queries(queries: object) -> list[str]:
+    """A list of queries for ``rerank_many``, each a non-empty string."""
+    require_collection(
+        queries, expected="queries must be a list of strings", hint="use rerank() for one query"
+    )
+    return [validate_query(query) for query in cast(Sequence[object], queries)]
+
+
 def validate_top_n(top_n: object) -> int | None:
     """``top_n`` as a positive int or None."""
     if top_n is None:
         return None
-    if isinstance(top_n, bool) or not isinstance(top_n, int):
+    if not is_int(top_n):
         raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
-    if top_n <= 0:
+    count = int(cast(int, top_n))  # numpy integers become plain ints here
+    if count <= 0:
         raise InvalidInputError(f"top_n={top_n} must be >= 1; omit it to return every document")
-    return top_n
+    return count
 
 
 def validate_min_score(min_score: object) -> float | None:
     """``min_score`` as a finite float or None."""
     if min_score is None:
         return None
-    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
-        raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
-    if not math.isfinite(float(min_score)):
-        raise InvalidInputError(f"min_score must be finite, got {min_score!r}")
-    return float(min_score)
+    if not is_finite_number(min_score):
+        raise InvalidInputError(f"min_score must be finite (a number), got {min_score!r}")
+    return float(cast(float, min_score))
 
 
 def document_texts(
@@ -65,6 +72,11 @@ def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
         return None
     if isinstance(rank_fields, str):
         return [rank_fields]
+    if not isinstance(rank_fields, Sequence):
+        raise InvalidInputError(
+            f"rank_fields must be a list of field names, got {type(rank_fields).__name__} "
+            f"({rank_fields!r:.60})"
+        )
     fields = list(rank_fields)
     if not fields or not all(isinstance(f, str) and f for f in fields):
         raise InvalidInputError(

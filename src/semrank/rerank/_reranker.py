@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semrank._checks import is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve, resolve_embedding_model
 from semrank.rerank._aggregate import aggregate_documents
@@ -18,6 +19,7 @@ from semrank.rerank._config import CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import (
     document_texts,
     validate_min_score,
+    validate_queries,
     validate_query,
     validate_top_n,
 )
@@ -52,7 +54,7 @@ class Reranker:
         device: str | None = None,
         kind: ScorerKind | None = None,
         batching: BatchingConfig | None = None,
-        chunking: ChunkingConfig | None = None,
+        chunking: ChunkingConfig | bool | None = None,
         scorer: PairScorer | None = None,
         threads: int | None = None,
         cascade: CascadeConfig | None = None,
@@ -66,8 +68,9 @@ class Reranker:
         ``cascade`` prunes each query's documents with a cheaper scorer first (see
         ``CascadeConfig``); ``pruner`` gives that scorer instead of loading ``cascade.model``.
         """
-        self.chunking = chunking or ChunkingConfig()
-        self.cascade = cascade
+        self.chunking = _chunking_config(chunking, ChunkingConfig())
+        self.cascade = _validate_cascade(cascade)
+        _validate_threads(threads)
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
             self._name = self.model.name if self.model is not None else str(model or "")
@@ -150,13 +153,18 @@ class Reranker:
         raw_scores: bool = False,
     ) -> list[list[RerankResult]]:
         """Re-rank several queries' candidates with one pass over the model (batched together)."""
-        if len(queries) != len(documents):
+        checked = validate_queries(queries)
+        require_collection(
+            documents,
+            expected="documents must be a list of document lists",
+            hint="pass one list of documents per query",
+        )
+        if len(checked) != len(documents):
             raise InvalidInputError(
                 f"got {len(queries)} queries but {len(documents)} document lists; pass one "
                 "list of documents per query"
             )
         limit, threshold = validate_top_n(top_n), validate_min_score(min_score)
-        checked = [validate_query(q) for q in queries]
         texts = [document_texts(docs, rank_fields) for docs in documents]
         groups = self._score_groups(
             checked, texts, raw_scores, max_tokens_per_doc, self._chunking(chunking)
@@ -167,11 +175,7 @@ class Reranker:
         ]
 
     def _chunking(self, chunking: ChunkingConfig | bool | None) -> ChunkingConfig:
-        if chunking is None:
-            return self.chunking
-        if isinstance(chunking, bool):
-            return dataclasses.replace(self.chunking, enabled=chunking)
-        return chunking
+        return _chunking_config(chunking, self.chunking)
 
     def _score_groups(
         self,
@@ -222,6 +226,36 @@ class Reranker:
             budget = min(budget, max_tokens_per_doc)
         tokenizer = self.scorer.tokenizer
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+
+
+def _chunking_config(chunking: object, base: ChunkingConfig) -> ChunkingConfig:
+    """``chunking`` as a config: None keeps ``base``, a bool switches ``base`` on or off."""
+    if chunking is None:
+        return base
+    if isinstance(chunking, bool):
+        return dataclasses.replace(base, enabled=chunking)
+    if not isinstance(chunking, ChunkingConfig):
+        raise InvalidInputError(
+            f"chunking must be a ChunkingConfig, True or False, got {type(chunking).__name__} "
+            f"({chunking!r:.60})"
+        )
+    return chunking
+
+
+def _validate_cascade(cascade: object) -> CascadeConfig | None:
+    if cascade is not None and not isinstance(cascade, CascadeConfig):
+        raise InvalidInputError(
+            f"cascade must be a CascadeConfig, e.g. CascadeConfig(keep=30), got "
+            f"{type(cascade).__name__} ({cascade!r:.60})"
+        )
+    return cascade
+
+
+def _validate_threads(threads: object) -> None:
+    if threads is not None and not is_int(threads, at_least=1):
+        raise InvalidInputError(
+            f"threads must be a positive integer, got {threads!r}; omit it to use every core"
+        )
 
 
 def _load_main_scorer(

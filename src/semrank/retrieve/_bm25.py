@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._checks import is_finite_number
 from semrank.errors import InvalidInputError
 from semrank.retrieve._hits import Hits, top_k
 
@@ -38,6 +39,11 @@ class BM25Params:
         if self.method not in METHODS:
             raise InvalidInputError(
                 f"unknown BM25 method {self.method!r}; choose one of: {', '.join(METHODS)}"
+            )
+        if not all(is_finite_number(v) for v in (self.k1, self.b, self.delta)):
+            raise InvalidInputError(
+                f"BM25 k1, b and delta must be finite numbers, got k1={self.k1!r} b={self.b!r} "
+                f"delta={self.delta!r}"
             )
         if self.k1 < 0 or not 0 <= self.b <= 1:
             raise InvalidInputError(

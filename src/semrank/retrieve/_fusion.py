@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.retrieve._hits import Hits
 
@@ -24,14 +25,16 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
         return [1.0] * count
     if len(weights) != count:
         raise InvalidInputError(f"got {len(weights)} weights for {count} ranked lists")
-    if any(w < 0 for w in weights):
-        raise InvalidInputError(f"fusion weights must be >= 0, got {list(weights)}")
+    if not all(is_finite_number(w, at_least=0) for w in weights):
+        raise InvalidInputError(f"fusion weights must be finite numbers >= 0, got {list(weights)}")
     return [float(w) for w in weights]
 
 
 def _windowed(rankings: Sequence[Hits], rank_window_size: int | None) -> list[Hits]:
     if rank_window_size is None:
         return list(rankings)
+    if not is_int(rank_window_size):
+        raise InvalidInputError(f"rank_window_size must be an integer, got {rank_window_size!r}")
     if rank_window_size < 1:
         raise InvalidInputError(f"rank_window_size must be >= 1, got {rank_window_size}")
     return [r.top(rank_window_size) for r in rankings]

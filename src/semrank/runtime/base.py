@@ -12,6 +12,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from semrank.errors import InvalidInputError
+
 ScorerKind = Literal["cross-encoder", "bi-encoder"]
 # How a raw score becomes a 0..1 relevance score.
 #   sigmoid: one logit (two-label models return logit[1] - logit[0], so sigmoid == softmax[1])
@@ -69,7 +71,7 @@ class BatchingConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.token_budget < 1 or self.length_multiple < 1:
-            raise ValueError(f"BatchingConfig values must be positive: {self}")
+            raise InvalidInputError(f"BatchingConfig values must be >= 1, got {self}")
 
 
 def apply_activation(raw: np.ndarray, activation: Activation) -> np.ndarray:

@@ -11,10 +11,11 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 
+from semrank._checks import is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.store._corpus import Document, documents_from
@@ -132,8 +133,8 @@ class Store(abc.ABC):
         Each batch is one transaction (``_write_batch``), so an interrupted ingest keeps every
         batch committed before it.
         """
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        if not is_int(batch_size, at_least=1):
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         total, batch = 0, []
         for document in documents_from(documents, self.settings.id_field or "id"):
             batch.append(document)
@@ -177,6 +178,8 @@ class Store(abc.ABC):
         """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
         ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
         backends that can score every document exactly should override it."""
+        check_search(query, k)
+        check_field_boosts(fields)
         combined: dict[object, float] = {}
         for name, boost in fields:
             hits = self.search_bm25(query, k=4 * k, field=name)
@@ -252,6 +255,44 @@ class Store(abc.ABC):
                 f"knn field {name!r} is not a vector field of index {self.name!r}; "
                 f"use {VECTOR_FIELD!r}"
             )
+
+
+def check_search(query: object, k: object) -> None:
+    """A search's query text and ``k``, or an error naming the bad one."""
+    if not isinstance(query, str):
+        raise InvalidInputError(
+            f"search query must be a string, got {type(query).__name__} ({query!r:.60})"
+        )
+    check_k(k)
+
+
+def check_k(k: object) -> None:
+    if not is_int(k, at_least=1):
+        raise InvalidInputError(f"k must be a positive integer (hits to return), got {k!r}")
+
+
+def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
+    """Multi-field BM25 needs at least one field, each with a finite boost >= 0."""
+    if isinstance(fields, str) or not fields:
+        raise InvalidInputError(
+            f"fields must be a non-empty list of (field, boost) pairs, got {fields!r:.60}"
+        )
+    for name, boost in fields:
+        if not is_finite_number(boost, at_least=0):
+            raise InvalidInputError(
+                f"boost of field {name!r} must be a finite number >= 0, got {boost!r}"
+            )
+
+
+def id_list(ids: object) -> list[str]:
+    """Document ids as strings; a lone string is an error, not a sequence of one-letter ids."""
+    require_collection(
+        ids,
+        expected="ids must be a list of document ids",
+        hint="wrap a single id in a list: [id]",
+        ordered=False,
+    )
+    return [str(i) for i in cast(Iterable[object], ids)]
 
 
 def index_dir_size(path: Path) -> int:

@@ -10,12 +10,12 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from semrank.errors import DataFormatError
+from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
 BEIR_FIELDS = ("title", "text")
@@ -207,5 +207,18 @@ def documents_from(
     records: Iterable[Document | dict[str, Any]], id_field: str = "id"
 ) -> Iterator[Document]:
     """Documents from Document objects or plain dicts carrying ``id_field``."""
+    if isinstance(records, str | bytes | Mapping) or not isinstance(records, Iterable):
+        raise InvalidInputError(
+            f"documents must be a list (or iterable) of dicts or Documents, got "
+            f"{type(records).__name__} ({records!r:.60}); wrap a single document in a list"
+        )
     for number, item in enumerate(records, start=1):
-        yield item if isinstance(item, Document) else to_document(item, id_field, number)
+        if isinstance(item, Document):
+            yield item
+        elif isinstance(item, dict):
+            yield to_document(item, id_field, number)
+        else:
+            raise DataFormatError(
+                f"record {number} is a {type(item).__name__} ({item!r:.60}); each document "
+                f"must be a dict with an {id_field!r} field, or a Document"
+            )

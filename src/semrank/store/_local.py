@@ -28,6 +28,10 @@ from semrank.store._base import (
     IndexSettings,
     ProgressCallback,
     Store,
+    check_field_boosts,
+    check_k,
+    check_search,
+    id_list,
     index_dir_size,
 )
 from semrank.store._corpus import Document
@@ -52,6 +56,14 @@ def _doc_json(fields: dict[str, Any]) -> str:
         raise DataFormatError(f"document fields are not JSON-serialisable: {exc}") from exc
 
 
+def _db_identity(path: Path) -> int:
+    """The database file's inode: a dropped-and-recreated index gets a new one (-1: gone)."""
+    try:
+        return (path / DB_NAME).stat().st_ino
+    except OSError:
+        return -1
+
+
 def _ids_array(ids: list[str]) -> np.ndarray:
     array = np.empty(len(ids), dtype=object)
     array[:] = ids
@@ -68,6 +80,8 @@ class LocalStore(Store):
             raise IndexNotFoundError(f"no index at {path} (missing {DB_NAME})")
         self.path = path
         self.db = DocumentDB(path / DB_NAME)
+        self._identity = _db_identity(path)
+        self._closed = False
         stored = self.db.get_meta("settings")
         if stored is None:
             self.db.close()
@@ -94,14 +108,28 @@ class LocalStore(Store):
         return cls(path, embedder=embedder)
 
     def close(self) -> None:
+        self._closed = True
         self._cache.clear()
         self.db.close()
+
+    def _require_live(self) -> None:
+        """Fail on a closed handle, or one whose index was dropped (or dropped and recreated)."""
+        if self._closed:
+            raise InvalidInputError(
+                f"index {self.name!r} is closed; open it again with open_index({self.name!r})"
+            )
+        if _db_identity(self.path) != self._identity:
+            raise IndexNotFoundError(
+                f"index {self.name!r} was dropped since it was opened (its files at {self.path} "
+                f"are gone or belong to a new index); open it again with open_index({self.name!r})"
+            )
 
     def __repr__(self) -> str:
         return f"LocalStore({self.name!r}, path={str(self.path)!r})"
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+        self._require_live()
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         rows = {
             doc_id: (_doc_json(d.fields), self.text_of(d.fields)) for doc_id, d in latest.items()
@@ -152,7 +180,8 @@ class LocalStore(Store):
             )
 
     def delete(self, ids: Iterable[str]) -> int:
-        unique = list(dict.fromkeys(str(i) for i in ids))
+        unique = list(dict.fromkeys(id_list(ids)))
+        self._require_live()
         if not unique:
             return 0
         with self.db.transaction() as conn:
@@ -163,10 +192,13 @@ class LocalStore(Store):
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        found = self.db.docs_by_id([str(i) for i in ids])
-        return [found.get(str(i)) for i in ids]
+        wanted = id_list(ids)
+        self._require_live()
+        found = self.db.docs_by_id(wanted)
+        return [found.get(i) for i in wanted]
 
     def __len__(self) -> int:
+        self._require_live()
         return self.db.count()
 
     @property
@@ -232,6 +264,7 @@ class LocalStore(Store):
 
     def _current(self, key: str, kind: str, load: Any, build: Any) -> _Loaded:
         """The cached, on-disk, or freshly built derived index for the current generation."""
+        self._require_live()
         with self._build_lock:
             generation = self.generation
             cached = self._cache.get(key)
@@ -324,6 +357,7 @@ class LocalStore(Store):
 
     # --- retrieval -------------------------------------------------------------------------
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+        check_search(query, k)
         loaded = self._bm25_for(field)
         hits = loaded.index.search(query, k)
         return Hits(loaded.ids[hits.ids], hits.scores)
@@ -336,6 +370,8 @@ class LocalStore(Store):
             raise InvalidInputError(
                 f"unknown multi-field mode {mode!r}; use best_fields or most_fields"
             )
+        check_search(query, k)
+        check_field_boosts(fields)
         loaded = [(self._bm25_for(name), boost) for name, boost in fields]
         if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
             return super().search_bm25_fields(query, k=k, fields=fields, mode=mode)
@@ -347,6 +383,7 @@ class LocalStore(Store):
     def search_vector(
         self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
     ) -> Hits:
+        check_k(k)
         loaded = self._vectors()
         hits = loaded.index.search(vector, k, num_candidates)
         return Hits(loaded.ids[hits.ids], hits.scores)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from semrank._checks import is_int
 from semrank.errors import (
     BackendUnavailableError,
     IndexExistsError,
@@ -44,7 +45,7 @@ def resolve_home(home: str | Path | None) -> Path:
 
 
 def index_path(name: str, home: str | Path | None = None) -> Path:
-    if not _NAME.match(name) or name.endswith((".tmp", ".trash")):
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".tmp", ".trash")):
         raise InvalidInputError(
             f"invalid index name {name!r}: use letters, digits, '.', '_' and '-' (max 128), "
             "starting with a letter or digit"
@@ -131,11 +132,11 @@ def create_index(
     postgres = _postgres(store)
     if postgres is None and (target / DB_NAME).exists():
         raise IndexExistsError(f"index {name!r} already exists at {target}; drop it first")
-    if not fields:
-        raise InvalidInputError("an index needs at least one text field (--fields)")
+    text_fields = _text_fields(fields)
+    _check_creation_numbers(embedding_max_length, ann_threshold)
     settings = IndexSettings(
         name=name,
-        text_fields=tuple(fields),
+        text_fields=text_fields,
         id_field=id_field,
         embedding_model=embedding_name
         if (embedding_name := _embedding_name(embedding_model))
@@ -155,6 +156,29 @@ def create_index(
         shutil.rmtree(staging, ignore_errors=True)
         raise IndexExistsError(f"index {name!r} already exists at {target}") from exc
     return LocalStore(target, embedder=embedder)
+
+
+def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
+    """The index's text fields; a lone string is one field, not one per letter."""
+    names = [fields] if isinstance(fields, str) else list(fields)
+    if not names:
+        raise InvalidInputError("an index needs at least one text field (--fields)")
+    if not all(isinstance(name, str) and name for name in names):
+        raise InvalidInputError(f"text fields must be non-empty field names, got {names!r}")
+    return tuple(names)
+
+
+def _check_creation_numbers(embedding_max_length: object, ann_threshold: object) -> None:
+    if embedding_max_length is not None and not is_int(embedding_max_length, at_least=1):
+        raise InvalidInputError(
+            f"embedding_max_length must be a positive integer, got {embedding_max_length!r}; "
+            "omit it to use the model's own maximum"
+        )
+    if not is_int(ann_threshold, at_least=0):
+        raise InvalidInputError(
+            f"ann_threshold must be an integer >= 0 (documents before HNSW search), got "
+            f"{ann_threshold!r}"
+        )
 
 
 @overload

@@ -16,7 +16,16 @@ from semrank.errors import (
     InvalidInputError,
 )
 from semrank.retrieve import Hits, TextEmbedder
-from semrank.store._base import ALL_TEXT_FIELDS, IndexInfo, IndexSettings, ProgressCallback, Store
+from semrank.store._base import (
+    ALL_TEXT_FIELDS,
+    IndexInfo,
+    IndexSettings,
+    ProgressCallback,
+    Store,
+    check_k,
+    check_search,
+    id_list,
+)
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
 from semrank.store.postgres._pool import acquire_pool, redact, release_pool
@@ -255,7 +264,7 @@ class PostgresStore(Store):
     def delete(self, ids: Iterable[str]) -> int:
         from psycopg import sql
 
-        unique = list(dict.fromkeys(str(i) for i in ids))
+        unique = list(dict.fromkeys(id_list(ids)))
         if not unique:
             return 0
         with self._pool.connection() as conn, conn.transaction():
@@ -270,7 +279,7 @@ class PostgresStore(Store):
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         from psycopg import sql
 
-        wanted = [str(i) for i in ids]
+        wanted = id_list(ids)
         query = sql.SQL("SELECT id, doc FROM {} WHERE id = ANY(%s)").format(self._part)
         found = dict(self._all(query, (wanted,))) if wanted else {}
         return [found.get(i) for i in wanted]
@@ -369,6 +378,7 @@ class PostgresStore(Store):
             raise InvalidInputError(f"index {self.name!r} has no field {field!r}; fields: {known}")
 
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+        check_search(query, k)
         self._check_field(field)
         params = self.settings.bm25
         if params.method != "lucene":
@@ -388,6 +398,7 @@ class PostgresStore(Store):
     def search_vector(
         self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
     ) -> Hits:
+        check_k(k)
         ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
         args = {"vector": q.vector_literal(np.asarray(vector, dtype=np.float32)), "k": k}
         with self._pool.connection() as conn, conn.transaction():
