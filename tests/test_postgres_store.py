@@ -147,3 +147,23 @@ def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F
     assert json.loads(cli("index", "info", "cli", "--json", "--store", pg_dsn))["documents"] == 6
     hits = json.loads(cli("search", "cli", "fleas blood", "--json", "--store", pg_dsn))["hits"]
     assert hits[0]["id"] in {"d1", "d4"}
+
+
+def test_a_handle_to_a_dropped_index_names_the_drop(pg_dsn: str) -> None:  # noqa: F811
+    held = create_index("gone", store=pg_dsn, embedder=HashingEmbedder())
+    with held:
+        held.upsert(DOCS)
+        drop_index("gone", store=pg_dsn)
+        vector = HashingEmbedder().embed(["fleas"])[0]
+        reads = {
+            "search_bm25": lambda: held.search_bm25("fleas", k=3),
+            "search_vector": lambda: held.search_vector(vector, k=3),
+            "get": lambda: held.get(["d1"]),
+            "len": lambda: len(held),
+        }
+        for name, read in reads.items():
+            with pytest.raises(IndexNotFoundError, match="'gone' was dropped"):
+                read()
+                pytest.fail(f"{name} read a dropped index")
+        with pytest.raises(IndexNotFoundError, match="'gone' was dropped"):
+            held.upsert(DOCS[:1])

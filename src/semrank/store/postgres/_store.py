@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -125,12 +126,29 @@ class PostgresStore(Store):
         return f"PostgresStore({self.name!r}, dsn={redact(self.dsn)!r})"
 
     # --- small helpers ---------------------------------------------------------------------
-    def _one(self, query: Any, *params: Any) -> Any:
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; a query on this index's dropped table names the drop."""
+        from psycopg import errors
+
         with self._pool.connection() as conn:
+            try:
+                yield conn
+            except errors.UndefinedTable as exc:
+                raise self._dropped() from exc
+
+    def _dropped(self) -> IndexNotFoundError:
+        return IndexNotFoundError(
+            f"index {self.name!r} was dropped from {redact(self.dsn)}; open it again with "
+            f"open_index({self.name!r}, store=...) after creating it"
+        )
+
+    def _one(self, query: Any, *params: Any) -> Any:
+        with self._connection() as conn:
             return conn.execute(query, params).fetchone()
 
     def _all(self, query: Any, params: Any) -> list[Any]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(query, params).fetchall()
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
@@ -187,7 +205,7 @@ class PostgresStore(Store):
             "SELECT generation FROM semrank.indexes WHERE name = %s FOR UPDATE", (self.name,)
         ).fetchone()
         if row is None:
-            raise IndexNotFoundError(f"index {self.name!r} was dropped from {redact(self.dsn)}")
+            raise self._dropped()
         return int(row[0]) + 1
 
     def _sizes(self, conn: Any, ids: list[str]) -> tuple[int, int]:
@@ -285,13 +303,23 @@ class PostgresStore(Store):
         return [found.get(i) for i in wanted]
 
     def __len__(self) -> int:
-        row = self._one("SELECT doc_count FROM semrank.indexes WHERE name = %s", self.name)
-        return int(row[0]) if row else 0
+        return int(self._index_row("doc_count"))
 
     @property
     def generation(self) -> int:
-        row = self._one("SELECT generation FROM semrank.indexes WHERE name = %s", self.name)
-        return int(row[0]) if row else 0
+        return int(self._index_row("generation"))
+
+    def _index_row(self, column: str) -> Any:
+        """One column of this index's row in ``semrank.indexes`` (gone once it is dropped)."""
+        from psycopg import sql
+
+        query = sql.SQL("SELECT {} FROM semrank.indexes WHERE name = %s").format(
+            sql.Identifier(column)
+        )
+        row = self._one(query, self.name)
+        if row is None:
+            raise self._dropped()
+        return row[0]
 
     @property
     def fields_seen(self) -> tuple[str, ...]:
@@ -401,7 +429,7 @@ class PostgresStore(Store):
         check_k(k)
         ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
         args = {"vector": q.vector_literal(np.asarray(vector, dtype=np.float32)), "k": k}
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             # Only read by the HNSW index scan; exact scans ignore it.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
             rows = conn.execute(q.knn_query(self._part), args).fetchall()
