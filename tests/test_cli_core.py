@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -93,3 +94,20 @@ def test_a_folder_given_as_docs_file_is_named_a_folder(tmp_path):
         check=False,
     )
     assert completed.returncode == 2 and "a folder, not a file" in completed.stderr
+
+
+def test_a_missing_optional_dependency_names_the_extra_that_installs_it(tmp_path):
+    # A bm25s that cannot be imported, first on the path: as if `semrank[search]` was left out.
+    (tmp_path / "shadow" / "bm25s").mkdir(parents=True)
+    (tmp_path / "shadow" / "bm25s" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'bm25s'\", name='bm25s')\n"
+    )
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"id": "1", "text": "fleas bite cats"}) + "\n")
+    command = [sys.executable, "-m", "semrank.cli", "index", "create", "t", "--from", str(corpus)]
+    command += ["--no-dense", "--home", str(tmp_path / "home")]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    assert completed.returncode == 2, completed.stderr
+    assert "needs 'bm25s': pip install 'semrank[search]'" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -114,3 +114,72 @@ async def test_async_client_extras(reranker: Any) -> None:
     assert long_hit.chunk is not None and long_hit.num_chunks > 1
     assert not late.reranked and [h.index for h in late.results] == [0, 1, 2, 3]
     assert models[0]["default"] is True
+
+
+def _answering(status: int, body: Any) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+def test_client_failures_are_semrank_errors_with_the_server_message() -> None:
+    """Error bodies with and without JSON, answers that are not semrank's, a refused connection
+    and a timeout: each a semrank error naming the URL, never httpx's or a KeyError."""
+    cases: list[tuple[int, Any, type[errors.SemrankError], str]] = [
+        (422, {"error": "top_n: must be >= 1", "error_type": "invalid_request"},
+         errors.InvalidInputError, "top_n: must be >= 1"),
+        (502, "<html>bad gateway</html>", errors.SemrankError, "<html>bad gateway</html>"),
+        (404, {"detail": "Not Found"}, errors.SemrankError, ": Not Found"),
+        (200, "<html>login</html>", errors.SemrankError, "is not a semrank answer"),
+        (200, {"unexpected": 1}, errors.SemrankError, "is not a semrank answer"),
+    ]  # fmt: skip
+    for status, body, cls, message in cases:
+        with SemrankClient("http://test", transport=_answering(status, body)) as client:
+            for call in (lambda: client.rerank(QUERY, DOCS), client.models):
+                with pytest.raises(cls, match=message) as caught:
+                    call()
+                assert type(caught.value) is cls and "http://test/v1/" in str(caught.value)
+                assert caught.value.status_code == status  # type: ignore[attr-defined]
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with SemrankClient(f"http://127.0.0.1:{port}") as down:
+        with pytest.raises(errors.SemrankError, match="cannot reach the semrank server at"):
+            down.rerank(QUERY, DOCS)
+        assert down.ready() is False
+
+    def too_slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with (
+        SemrankClient("http://test", timeout=2, transport=httpx.MockTransport(too_slow)) as slow,
+        pytest.raises(errors.DeadlineExceededError, match="timeout of 2 s"),
+    ):
+        slow.rerank(QUERY, DOCS)
+
+
+@pytest.mark.anyio
+async def test_client_refuses_a_lone_string_as_documents() -> None:
+    """list("abc") would rank the letters a, b and c: refused before anything is sent."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    with SemrankClient("http://test", transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(errors.InvalidInputError, match=r"documents must be a list.*got str"):
+            client.rerank(QUERY, DOCS[0])
+        with pytest.raises(errors.InvalidInputError, match="got str"):
+            client.rerank_batch([(QUERY, DOCS[0])])
+        with pytest.raises(errors.InvalidInputError, match=r"\(query, documents\) pair"):
+            client.rerank_batch([QUERY])  # type: ignore[list-item]
+    transport = httpx.MockTransport(handler)
+    async with AsyncSemrankClient("http://test", transport=transport) as async_client:
+        with pytest.raises(errors.InvalidInputError, match="got dict"):
+            await async_client.rerank(QUERY, {"text": DOCS[0]})  # type: ignore[arg-type]
+    assert sent == []

@@ -4,7 +4,9 @@ session usable."""
 
 from __future__ import annotations
 
+import http.server
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -181,3 +183,58 @@ def test_the_documented_hybrid_query_runs(
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
     expected = reranker.rerank("fleas blood", [DOCS[r[1]] for r in rows])
     assert [rows[e.index][1] for e in expected] == [r[1] for r in rows]
+
+
+class _NotSemrank(http.server.BaseHTTPRequestHandler):
+    """Another service at the configured endpoint: 200 with an HTML page."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        page = b"<html>please log in</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_bad_input_and_settings_are_named_sql_errors(installed: str) -> None:
+    """A NULL query, a timeout setting that is no number of seconds and an endpoint that is not
+    semrank's: each its own message (not the server's 422, 'cannot reach' or a KeyError)."""
+    import psycopg
+
+    from semrank.errors import InvalidInputError
+    from semrank.sql import install
+
+    with pytest.raises(InvalidInputError, match="timeout_s must be a number of seconds above 0"):
+        install(installed, timeout_s=0)
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotSemrank)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with psycopg.connect(installed) as conn:
+            with pytest.raises(psycopg.errors.NullValueNotAllowed, match="query is NULL"):
+                conn.execute("SELECT * FROM semrank.rank(NULL, ARRAY['a document'])")
+            conn.rollback()
+            for timeout in ("abc", "0", "-1", "inf"):
+                conn.execute("SELECT set_config('semrank.timeout_s', %s, false)", (timeout,))
+                with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+                    conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+                assert f"semrank.timeout_s is '{timeout}'" in str(caught.value)
+                assert (
+                    caught.value.diag.message_hint and "timeout_s" in caught.value.diag.message_hint
+                )
+                conn.rollback()
+            endpoint = f"http://127.0.0.1:{other.server_address[1]}"
+            conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (endpoint,))
+            with pytest.raises(psycopg.errors.ExternalRoutineException) as answer:
+                conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+            assert "is not a semrank rerank answer" in str(answer.value)
+            assert "please log in" in str(answer.value)
+            conn.rollback()
+            assert conn.execute("SELECT count(*) FROM docs").fetchone() == (len(DOCS),)
+    finally:
+        other.shutdown()
+        other.server_close()

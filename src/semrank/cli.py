@@ -56,12 +56,39 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+# Import name of each optional dependency -> the extra that installs it.
+OPTIONAL_MODULES = {
+    "bm25s": "search",
+    "Stemmer": "search",
+    "usearch": "search",
+    "ir_measures": "eval",
+    "pytrec_eval": "eval",
+    "scipy": "eval",
+    "matplotlib": "eval",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "prometheus_client": "server",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "torch": "torch",
+    "transformers": "torch",
+    "sentence_transformers": "train",
+}
+
+
 def main() -> None:
     """Entry point: user errors print one readable line and exit 2, never a traceback."""
     try:
         app()
     except SemrankError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        message = f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'"
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         sys.exit(2)
 
 

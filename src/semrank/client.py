@@ -8,18 +8,22 @@
 
 Any Cohere-compatible SDK works against the server too; this client adds min_score, chunking,
 deadlines with fail_open, per-result truncation and chunk facts, and the batch endpoint. Errors
-come back as ``semrank.errors`` exceptions (the class the server raised), with ``status_code``.
+come back as ``semrank.errors`` exceptions (the class the server raised), with ``status_code``;
+a server that cannot be reached is a ``SemrankError`` and a client timeout a
+``DeadlineExceededError`` (both with ``status_code`` None), never a raw httpx exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 
 from semrank import errors
+from semrank._checks import require_collection
 
 __all__ = [
     "AsyncSemrankClient",
@@ -32,6 +36,7 @@ __all__ = [
 
 Document = str | dict[str, Any]
 DEFAULT_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,16 +79,30 @@ def _options(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _rerank_body(
-    query: str, documents: Sequence[Document], options: Mapping[str, Any]
-) -> dict[str, Any]:
-    return {"query": query, "documents": list(documents), **_options(**options)}
+def _documents(documents: object) -> list[Any]:
+    """A list of documents; a lone string (or dict) would otherwise be sent letter by letter."""
+    require_collection(
+        documents,
+        expected="documents must be a list of strings or objects",
+        hint="wrap a single document in a list: [document]",
+    )
+    return list(cast(Sequence[Any], documents))
 
 
-def _batch_body(
-    queries: Sequence[tuple[str, Sequence[Document]]], options: Mapping[str, Any]
-) -> dict[str, Any]:
-    items = [{"query": query, "documents": list(docs)} for query, docs in queries]
+def _rerank_body(query: str, documents: object, options: Mapping[str, Any]) -> dict[str, Any]:
+    return {"query": query, "documents": _documents(documents), **_options(**options)}
+
+
+def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
+    hint = 'pass [(query, documents), ...], e.g. [("what do fleas eat", ["doc 1", "doc 2"])]'
+    require_collection(queries, expected="queries must be a list of (query, documents)", hint=hint)
+    items = []
+    for group in cast(Sequence[Any], queries):
+        if isinstance(group, str | bytes) or not isinstance(group, Sequence) or len(group) != 2:
+            raise errors.InvalidInputError(
+                f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
+            )
+        items.append({"query": group[0], "documents": _documents(group[1])})
     return {"queries": items, **_options(**options)}
 
 
@@ -123,6 +142,16 @@ def _batch_response(data: Mapping[str, Any]) -> BatchResponse:
     )
 
 
+def _models(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(model) for model in data["data"]]
+
+
+def _json_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 _ERROR_CLASSES: dict[str, type[errors.SemrankError]] = {
     cls.error_type: cls for cls in errors.HTTP_STATUS
 }
@@ -131,16 +160,57 @@ _ERROR_CLASSES: dict[str, type[errors.SemrankError]] = {
 def _raise_for_error(response: httpx.Response) -> None:
     if response.is_success:
         return
+    message, error_type = response.text or response.reason_phrase, ""
     try:
         body = response.json()
-        message, error_type = str(body["error"]), str(body.get("error_type", ""))
-    except (ValueError, KeyError, TypeError):
-        message, error_type = response.text or response.reason_phrase, ""
+    except ValueError:
+        body = None
+    if isinstance(body, dict):  # semrank's {error, error_type}; else Cohere's or FastAPI's
+        found = body.get("error") or body.get("message") or body.get("detail")
+        message, error_type = str(found or message), str(body.get("error_type") or "")
     cls = _ERROR_CLASSES.get(error_type, errors.SemrankError)
     exc = cls(f"{response.status_code} from {response.request.url}: {message}")
     exc.status_code = response.status_code  # type: ignore[attr-defined]
     exc.retry_after = response.headers.get("retry-after")  # type: ignore[attr-defined]
     raise exc
+
+
+def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
+    """``parse(response JSON)``; a body that is not what a semrank server sends is a
+    ``SemrankError`` naming the URL (usually ``base_url`` points at another service)."""
+    try:
+        return parse(response.json())
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        error = errors.SemrankError(
+            f"{response.status_code} from {response.request.url} is not a semrank answer "
+            f"({type(exc).__name__}: {exc}; body {response.text!r:.120}); check that base_url "
+            "points at `semrank serve`"
+        )
+        error.status_code = response.status_code  # type: ignore[attr-defined]
+        raise error from exc
+
+
+def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.SemrankError:
+    """A connection refused or a timeout, as a semrank error naming the URL and the fix."""
+    url = exc.request.url
+    error: errors.SemrankError
+    if isinstance(exc, httpx.TimeoutException):
+        error = errors.DeadlineExceededError(
+            f"no answer from {url} within the client's timeout of {timeout} s "
+            f"({type(exc).__name__}); pass a larger timeout= to the client, or timeout_ms= "
+            "with fail_open=True to get the input order back in time"
+        )
+    else:
+        error = errors.SemrankError(
+            f"cannot reach the semrank server at {url}: {exc or type(exc).__name__}; start it "
+            "with `semrank serve`, or pass the right base_url"
+        )
+    error.status_code = None  # type: ignore[attr-defined]
+    return error
+
+
+def _index_path(index: str) -> str:
+    return f"/v1/indexes/{quote(str(index), safe='')}/search"
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -159,6 +229,7 @@ class SemrankClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
@@ -172,34 +243,38 @@ class SemrankClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = self._http.request(method, path, json=body)
+    def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self._timeout) from exc
         _raise_for_error(response)
-        return response.json()
+        return _parse(response, parse)
 
     def rerank(self, query: str, documents: Sequence[Document], **options: Any) -> RerankResponse:
-        return _rerank_response(
-            self._call("POST", "/v1/rerank", _rerank_body(query, documents, options))
-        )
+        body = _rerank_body(query, documents, options)
+        return self._call("POST", "/v1/rerank", body, _rerank_response)
 
     def rerank_batch(
         self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
     ) -> BatchResponse:
         """Several ``(query, documents)`` groups in one request, scored in merged model calls."""
-        return _batch_response(
-            self._call("POST", "/v1/rerank/batch", _batch_body(queries, options))
-        )
+        body = _batch_body(queries, options)
+        return self._call("POST", "/v1/rerank/batch", body, _batch_response)
 
     def models(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/models")["data"])
+        return self._call("GET", "/v1/models", None, _models)
 
     def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/indexes/{index}/search`` with a retriever tree; the response as JSON."""
-        result: dict[str, Any] = self._call("POST", f"/v1/indexes/{index}/search", dict(body))
-        return result
+        return self._call("POST", _index_path(index), dict(body), _json_object)
 
     def ready(self) -> bool:
-        return self._http.get("/ready").status_code == 200
+        """Whether the server answers ``/ready`` with 200 (False too while it cannot be reached)."""
+        try:
+            return self._http.get("/ready").status_code == 200
+        except httpx.TransportError:
+            return False
 
 
 class AsyncSemrankClient:
@@ -213,6 +288,7 @@ class AsyncSemrankClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
@@ -226,29 +302,34 @@ class AsyncSemrankClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, path, json=body)
+    async def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
+        try:
+            response = await self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self._timeout) from exc
         _raise_for_error(response)
-        return response.json()
+        return _parse(response, parse)
 
     async def rerank(
         self, query: str, documents: Sequence[Document], **options: Any
     ) -> RerankResponse:
         body = _rerank_body(query, documents, options)
-        return _rerank_response(await self._call("POST", "/v1/rerank", body))
+        return await self._call("POST", "/v1/rerank", body, _rerank_response)
 
     async def rerank_batch(
         self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
     ) -> BatchResponse:
         body = _batch_body(queries, options)
-        return _batch_response(await self._call("POST", "/v1/rerank/batch", body))
+        return await self._call("POST", "/v1/rerank/batch", body, _batch_response)
 
     async def models(self) -> list[dict[str, Any]]:
-        return list((await self._call("GET", "/v1/models"))["data"])
+        return await self._call("GET", "/v1/models", None, _models)
 
     async def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", f"/v1/indexes/{index}/search", dict(body))
-        return result
+        return await self._call("POST", _index_path(index), dict(body), _json_object)
 
     async def ready(self) -> bool:
-        return (await self._http.get("/ready")).status_code == 200
+        try:
+            return (await self._http.get("/ready")).status_code == 200
+        except httpx.TransportError:
+            return False

@@ -39,6 +39,10 @@ import urllib.request
 
 if documents is None or len(documents) == 0:
     return []
+if query is None:
+    plpy.error("semrank.rank: query is NULL",
+               hint="pass the query text; leave out rows without one (WHERE query IS NOT NULL)",
+               sqlstate="22004")
 if ids is not None and len(ids) != len(documents):
     plpy.error("semrank.rank: ids has %d elements but documents has %d"
                % (len(ids), len(documents)),
@@ -47,6 +51,15 @@ row = plpy.execute(
     "SELECT semrank.setting('endpoint', '@ENDPOINT@') AS endpoint, "
     "semrank.setting('api_key') AS api_key, semrank.setting('timeout_s', '@TIMEOUT@') AS timeout"
 )[0]
+try:
+    timeout = float(row["timeout"])
+except ValueError:
+    timeout = float("nan")
+if not 0 < timeout < float("inf"):
+    plpy.error("semrank.rank: semrank.timeout_s is %r; it must be a number of seconds above 0"
+               % row["timeout"],
+               hint="SET semrank.timeout_s = '30' (or UPDATE semrank.settings SET value = '30' "
+                    "WHERE key = 'timeout_s')", sqlstate="22023")
 url = row["endpoint"].rstrip("/") + "/v1/rerank"
 body = {"query": query, "documents": [d if d is not None else "" for d in documents],
         "return_documents": False}
@@ -61,8 +74,8 @@ hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
         "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port' "
         "(or UPDATE semrank.settings SET value = ... WHERE key = 'endpoint')")
 try:
-    with urllib.request.urlopen(request, timeout=float(row["timeout"])) as response:
-        answer = json.loads(response.read().decode("utf-8"))
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = response.read()
 except urllib.error.HTTPError as exc:
     text = exc.read().decode("utf-8", "replace")
     try:
@@ -81,10 +94,17 @@ except (urllib.error.URLError, OSError, ValueError) as exc:
     plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
                hint=hint, sqlstate="38000")
 rows = []
-for rank, result in enumerate(answer["results"], start=1):
-    position = int(result["index"])
-    key = ids[position] if ids is not None else str(position + 1)
-    rows.append((key, rank, float(result["relevance_score"])))
+try:
+    for rank, result in enumerate(json.loads(payload.decode("utf-8"))["results"], start=1):
+        position = int(result["index"])
+        if not 0 <= position < len(documents):
+            raise IndexError("index %d for %d documents" % (position, len(documents)))
+        key = ids[position] if ids is not None else str(position + 1)
+        rows.append((key, rank, float(result["relevance_score"])))
+except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s): %r"
+               % (url, type(exc).__name__, exc, payload[:120].decode("utf-8", "replace")),
+               hint="check that semrank.endpoint points at `semrank serve`", sqlstate="38000")
 return rows
 """
 
@@ -108,7 +128,11 @@ def sql_migrations() -> tuple[Migration, ...]:
     body = _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT).replace(
         "@TIMEOUT@", str(DEFAULT_TIMEOUT_S)
     )
+    rank = _RANK_V1.replace("@BODY@", body)
     return (
         (100, "sql: settings", _SETTINGS_V1),
-        (101, "sql: semrank.rank", _RANK_V1.replace("@BODY@", body)),
+        (101, "sql: semrank.rank", rank),
+        # Databases installed before: the same function, now refusing a NULL query, a bad
+        # semrank.timeout_s and an answer that is not semrank's with their own messages.
+        (102, "sql: semrank.rank checks its query, timeout and answer", rank),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from semrank._checks import is_finite_number
 from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.sql._functions import sql_migrations
 
@@ -50,6 +51,10 @@ def install(
 ) -> list[int]:
     """Create ``plpython3u`` (needs a superuser), the ``semrank`` schema, the settings table and
     ``semrank.rank``; idempotent. Returns the migration versions applied now."""
+    if timeout_s is not None and not (is_finite_number(timeout_s) and float(timeout_s) > 0):
+        raise InvalidInputError(
+            f"timeout_s must be a number of seconds above 0, got {timeout_s!r}; e.g. 30"
+        )
     import psycopg
 
     from semrank.store.postgres import migrate
