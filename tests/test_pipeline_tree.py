@@ -247,3 +247,57 @@ def test_search_by_name_notices_a_recreated_index(tmp_path: Path) -> None:
     drop_index("again", home=tmp_path)
     create_index("again", home=tmp_path, embedding_model=None).upsert(DOCS[2:3])
     assert search("again", "capital", home=tmp_path).ids == ["paris"]
+
+
+class WrongLengthScorer:
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        return np.ones(1, dtype=np.float32)
+
+
+def test_bad_python_arguments_are_named(index: LocalStore) -> None:
+    with pytest.raises(InvalidInputError, match=r"query must be a string.*int"):
+        search(index, 5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="queries must be a list"):
+        search_many(index, "moon")
+    with pytest.raises(InvalidInputError, match="retriever cannot be a Rerank; bind"):
+        search(index, "moon", retriever=Rerank(CountingScorer()))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"rrf retrievers\[1\] must be a retriever"):
+        RRF((BM25(), 5))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"both sides of \|"):
+        BM25() | 5  # type: ignore[operator]
+    with pytest.raises(InvalidInputError, match=r"fusion weight.*nan"):
+        float("nan") * BM25()
+    with pytest.raises(InvalidInputError, match="min_score must be a finite number, got nan"):
+        BM25() >> Rerank(CountingScorer(), min_score=float("nan"))
+    with pytest.raises(InvalidInputError, match="re-ranking model must be"):
+        Rerank(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="cut-off k"):
+        Rerank(CountingScorer()) % 0
+    with pytest.raises(InvalidInputError, match="query text must be a string"):
+        search(index, retriever=BM25(text=5))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="knn vector must be a list"):
+        Knn(vector="abc")  # type: ignore[arg-type]
+
+
+def test_reranking_checks_the_field_and_the_models_scores(index: LocalStore) -> None:
+    with pytest.raises(InvalidInputError, match="no field 'body' to re-rank on"):
+        search(index, "moon", retriever=BM25() >> Rerank(CountingScorer(), field="body"))
+    with pytest.raises(InvalidInputError, match=r"must return \d+ finite scores.*got \(1,\)"):
+        search(index, "moon", retriever=BM25() >> Rerank(WrongLengthScorer(), window=4))
+
+
+def test_numpy_integers_count_and_become_plain_ints(index: LocalStore) -> None:
+    tree = BM25() >> Rerank(CountingScorer(), window=np.int64(4)) % np.int64(2)  # type: ignore[arg-type]
+    assert json.loads(json.dumps(tree.to_dict()))["cutoff"]["size"] == 2
+    assert len(search(index, "moon", retriever=tree, k=np.int64(3))) == 2  # type: ignore[arg-type]
+
+
+def test_bad_json_values_are_named() -> None:
+    child = {"retriever": {"knn": {"query_text": "x"}}, "weight": "abc"}
+    with pytest.raises(InvalidInputError, match=r"retrievers\[0\]\.weight must be a finite"):
+        parse_retriever({"rrf": {"retrievers": [child]}})
+    with pytest.raises(InvalidInputError, match="query_vector must be a non-empty list"):
+        parse_retriever({"knn": {"query_vector": "abc"}})
+    multi = {"multi_match": {"query": "x", "fields": "title"}}
+    with pytest.raises(InvalidInputError, match="fields must be a non-empty list"):
+        parse_retriever({"standard": {"query": multi}})

@@ -113,3 +113,80 @@ def test_saved_data_spec_with_corpus_is_rebuilt(tmp_path: Path) -> None:
     saved = json.loads(json.dumps(asdict(spec), default=str))
     assert _spec_of(saved) == spec
     assert _spec_of({**saved, "corpus": None}).corpus is None
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("weight=nan", "weight"),
+        ("weight=0", "weight"),
+        ("weight=-1", "weight"),
+        ("weight=abc", "weight"),
+        ("limit=0", "limit"),
+        ("limit=1.5", "limit"),
+        ("name=", "name="),
+        ("weight=1,weight=2", "twice"),
+    ],
+)
+def test_data_spec_rejects_bad_values(option: str, named: str) -> None:
+    with pytest.raises(DataFormatError, match=named):
+        DataSpec.parse(f"pairs.jsonl,{option}")
+    with pytest.raises(DataFormatError, match="no path"):
+        DataSpec.parse(",weight=1")
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        ({"query": "q", "positives": []}, "'positives' is empty"),
+        ({"query": 5, "positive": "p"}, "'query' must be a non-empty text"),
+        ({"query": " ", "positive": "p"}, "'query' must be a non-empty text"),
+        ({"query": "q", "positive": None}, "'positive' must be a non-empty text"),
+        ({"query": "q", "positives": "abc"}, "'positives' must be a list"),
+        ({"query": "q", "positive": "p", "negatives": "neg"}, "'negatives' must be a list"),
+        ({"query": "q", "positive": "p", "negatives": [1]}, "'negatives' must be a list"),
+        ({"query": "q", "positive": "p", "negatives": ["p"]}, "both a positive and a negative"),
+        (["q", "p"], "got list"),
+    ],
+)
+def test_pairs_rows_with_bad_values_are_named(tmp_path: Path, row: object, named: str) -> None:
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "ok", "positive": "fine"}, row])  # type: ignore[list-item]
+    with pytest.raises(DataFormatError, match=f"row 2.*{named}"):
+        load_collection(DataSpec(path=pairs, limit=1))  # rows outside the sample count too
+
+
+def test_pairs_rows_keep_positive_and_positives_together(tmp_path: Path) -> None:
+    row = {"query": "q", "positive": "a", "positives": ["b", "a"], "negatives": None}
+    collection = load_collection(DataSpec(path=_write_jsonl(tmp_path / "p.jsonl", [row])))
+    assert [collection.passages[i] for i in collection.groups[0].positive_ids] == ["a", "b"]
+    assert collection.groups[0].negative_ids == []
+
+
+def test_unreadable_and_incomplete_sources_are_named(tmp_path: Path) -> None:
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "caf\xe9", "positive": "p"}\n')
+    with pytest.raises(DataFormatError, match="not UTF-8"):
+        load_collection(DataSpec(path=tmp_path / "latin1.jsonl"))
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    _write_jsonl(beir / "queries.jsonl", [{"_id": "q1", "text": "hello"}])
+    with pytest.raises(DataFormatError, match=r"no corpus\.jsonl"):
+        load_collection(DataSpec(path=beir))
+    _write_jsonl(beir / "corpus.jsonl", [{"id": "d1", "text": "body"}])
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl: row 1 needs a string '_id'"):
+        load_collection(DataSpec(path=beir))
+
+
+def test_train_config_rejects_nan_budgets_and_an_unknown_val_source(tmp_path: Path) -> None:
+    from semrank.train import TrainConfig
+
+    data = (DataSpec(path=tmp_path / "pairs.jsonl", name="mine"),)
+    base = {"base": tmp_path, "data": data, "output": tmp_path / "run"}
+    with pytest.raises(InvalidInputError, match="max_minutes=nan"):
+        TrainConfig(**base, max_minutes=float("nan"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"max_steps=1\.5"):
+        TrainConfig(**base, max_steps=1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="lr=nan"):
+        TrainConfig(**base, max_steps=1, lr=float("nan"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"'mien'.*mine"):
+        TrainConfig(**base, max_steps=1, val_source="mien")  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from semrank.errors import InvalidInputError
-from semrank.store import Store
+from semrank.store import ALL_TEXT_FIELDS, Store
 
 PLACEHOLDER = "{{query}}"
 # Elasticsearch's preconfigured re-rank endpoints mean "the default model" here.
@@ -52,6 +52,11 @@ class SearchContext:
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def text(self, literal: str | None) -> str:
+        if literal is not None and not isinstance(literal, str):
+            raise InvalidInputError(
+                f"a retriever's query text must be a string, got {type(literal).__name__} "
+                f"({literal!r:.60}); leave it out to use the query given at search time"
+            )
         if self.query is not None:
             return (
                 literal.replace(PLACEHOLDER, self.query)
@@ -64,6 +69,18 @@ class SearchContext:
                 "text into the retriever"
             )
         return literal
+
+    def check_text_field(self, name: str) -> None:
+        """A field the re-ranker reads must exist: an unknown one would score empty texts."""
+        settings = self.store.settings
+        if name == ALL_TEXT_FIELDS or name in settings.text_fields:
+            return
+        seen = self.store.info().fields_seen
+        if name not in seen:
+            known = ", ".join([ALL_TEXT_FIELDS, *dict.fromkeys([*settings.text_fields, *seen])])
+            raise InvalidInputError(
+                f"index {self.store.name!r} has no field {name!r} to re-rank on; fields: {known}"
+            )
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._checks import is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
 from semrank.pipeline._ranking import Ranking
@@ -25,9 +26,48 @@ DEFAULT_RERANK_WINDOW = 100
 
 
 def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    """``value`` as a plain int (numpy integers count), or an error naming ``name``."""
+    if value is None:
+        return None
+    if not is_int(value, at_least=1):
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _set_positive(node: object, attribute: str, name: str) -> None:
+    """Check a frozen node's count and store it as a plain int (so ``to_dict`` is JSON)."""
+    object.__setattr__(node, attribute, _positive(name, getattr(node, attribute)))
+
+
+def _finite(name: str, value: float | None) -> float | None:
+    """A threshold: None or a finite number (NaN would silently drop every hit)."""
+    if value is not None and not is_finite_number(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    return None if value is None else float(value)
+
+
+def _retriever(name: str, value: object) -> Retriever:
+    if not isinstance(value, Retriever):
+        hint = (
+            "bind a stage to a retriever first, e.g. BM25() >> Rerank(...)"
+            if isinstance(value, Stage)
+            else "give a retriever such as BM25(), Knn() or a tree of them"
+        )
+        raise InvalidInputError(f"{name} must be a retriever, got {type(value).__name__}; {hint}")
     return value
+
+
+def _retrievers(value: object, name: str) -> tuple[Retriever, ...]:
+    """A fusion node's children: a non-empty list of retrievers, as a tuple."""
+    require_collection(
+        value,
+        expected=f"{name} retrievers must be a list of retrievers",
+        hint="e.g. RRF((BM25(), Knn())) or BM25() | Knn()",
+    )
+    items = list(value)  # type: ignore[call-overload]
+    if not items:
+        raise InvalidInputError(f"{name} needs at least one retriever")
+    return tuple(_retriever(f"{name} retrievers[{i}]", r) for i, r in enumerate(items))
 
 
 class Retriever(abc.ABC):
@@ -53,12 +93,18 @@ class Retriever(abc.ABC):
         return Cutoff(self, k)
 
     def __or__(self, other: Retriever) -> RRF:
+        _fusion_operand("|", other)
         return RRF.compose(self, other)
 
     def __add__(self, other: Retriever) -> Linear:
+        _fusion_operand("+", other)
         return Linear.compose(self, other)
 
     def __rmul__(self, weight: float) -> Weighted:
+        if not is_finite_number(weight, at_least=0):
+            raise InvalidInputError(
+                f"a fusion weight must be a finite number >= 0, got {weight!r} (e.g. 0.3 * BM25())"
+            )
         return Weighted(self, float(weight))
 
     __mul__ = __rmul__
@@ -68,6 +114,14 @@ class Retriever(abc.ABC):
         from semrank.pipeline._search import search
 
         return search(index, query, retriever=self, k=k, home=home)
+
+
+def _fusion_operand(operator: str, other: object) -> None:
+    if not isinstance(other, Retriever):
+        raise TypeError(
+            f"both sides of {operator} must be retrievers such as BM25() or Knn(), got "
+            f"{type(other).__name__}; add a re-ranking stage with >> and a cut-off with %"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,8 +198,21 @@ class Knn(Retriever):
     model_id: str | None = None
 
     def __post_init__(self) -> None:
-        _positive("knn k", self.k)
-        _positive("knn num_candidates", self.num_candidates)
+        _set_positive(self, "k", "knn k")
+        _set_positive(self, "num_candidates", "knn num_candidates")
+        object.__setattr__(self, "similarity", _finite("knn similarity", self.similarity))
+        if self.vector is not None:
+            require_collection(
+                self.vector,
+                expected="knn vector must be a list of numbers",
+                hint="give the query embedding, e.g. vector=(0.1, 0.2, ...)",
+            )
+            if not self.vector or not all(is_finite_number(x) for x in self.vector):
+                raise InvalidInputError(
+                    f"knn vector must be a non-empty list of finite numbers, got "
+                    f"{self.vector!r:.60}"
+                )
+            object.__setattr__(self, "vector", tuple(float(x) for x in self.vector))
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         ctx.store.check_vector_field(self.field)
@@ -221,10 +288,9 @@ class RRF(Retriever):
     composed: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.retrievers) < 1:
-            raise InvalidInputError("rrf needs at least one retriever")
-        _positive("rrf rank_window_size", self.rank_window_size)
-        _positive("rrf rank_constant", self.rank_constant)
+        object.__setattr__(self, "retrievers", _retrievers(self.retrievers, "rrf"))
+        _set_positive(self, "rank_window_size", "rrf rank_window_size")
+        _set_positive(self, "rank_constant", "rrf rank_constant")
 
     @staticmethod
     def compose(left: Retriever, right: Retriever) -> RRF:
@@ -269,9 +335,8 @@ class Linear(Retriever):
     composed: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.retrievers) < 1:
-            raise InvalidInputError("linear needs at least one retriever")
-        _positive("linear rank_window_size", self.rank_window_size)
+        object.__setattr__(self, "retrievers", _retrievers(self.retrievers, "linear"))
+        _set_positive(self, "rank_window_size", "linear rank_window_size")
 
     @staticmethod
     def compose(left: Retriever, right: Retriever) -> Linear:
@@ -331,7 +396,20 @@ class TextSimilarityReranker(Retriever):
     min_score: float | None = None
 
     def __post_init__(self) -> None:
-        _positive("text_similarity_reranker rank_window_size", self.rank_window_size)
+        _retriever("text_similarity_reranker retriever", self.retriever)
+        _set_positive(self, "rank_window_size", "text_similarity_reranker rank_window_size")
+        name = "text_similarity_reranker min_score"
+        object.__setattr__(self, "min_score", _finite(name, self.min_score))
+        model = self.inference_id
+        if model is not None and not isinstance(model, str | ScoresDocuments):
+            raise InvalidInputError(
+                f"re-ranking model must be a model name or path, a loaded Reranker or an object "
+                f"with score(query, documents), got {type(model).__name__} ({model!r:.60})"
+            )
+        if not isinstance(self.field, str):
+            raise InvalidInputError(
+                f"re-ranking field must be a field name ('*': all text fields), got {self.field!r}"
+            )
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
@@ -339,8 +417,9 @@ class TextSimilarityReranker(Retriever):
             return child
         ids = child.ids.tolist()
         texts = [ctx.store.text_of(doc or {}, self.field) for doc in ctx.documents(ids)]
+        ctx.check_text_field(self.field)
         model = load_reranker(self.inference_id)
-        scores = np.asarray(model.score(ctx.text(self.inference_text), texts), dtype=np.float32)
+        scores = _model_scores(model, model.score(ctx.text(self.inference_text), texts), len(texts))
         order = np.argsort(-scores, kind="stable")
         if self.min_score is not None:
             order = order[scores[order] >= self.min_score]
@@ -374,6 +453,24 @@ class TextSimilarityReranker(Retriever):
         return {"text_similarity_reranker": body}
 
 
+def _model_scores(model: object, raw: object, expected: int) -> np.ndarray:
+    """One finite score per document, or an error naming the model (never a shorter list)."""
+    try:
+        scores = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        scores = np.empty(0, dtype=np.float32)
+        shape: object = type(raw).__name__
+    else:
+        shape = scores.shape
+    if scores.shape != (expected,) or not np.isfinite(scores).all():
+        raise InvalidInputError(
+            f"re-ranking model {type(model).__name__} must return {expected} finite scores (one "
+            f"per document), got {shape}"
+            + ("" if scores.shape != (expected,) else " with NaN or infinite values")
+        )
+    return scores
+
+
 @dataclass(frozen=True)
 class Cutoff(Retriever):
     """The child's first ``k`` hits (``retriever % k``). JSON: semrank's ``cutoff`` extension."""
@@ -382,7 +479,8 @@ class Cutoff(Retriever):
     k: int
 
     def __post_init__(self) -> None:
-        _positive("cut-off k", self.k)
+        _retriever("cut-off retriever", self.retriever)
+        _set_positive(self, "k", "cut-off k")
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         limit = min(size, self.k)
@@ -418,6 +516,12 @@ class Rerank(Stage):
     min_score: float | None = None
     text: str | None = None
 
+    def __post_init__(self) -> None:
+        # The node checks everything again; checking here names a bad stage where it is built.
+        TextSimilarityReranker(
+            BM25(), self.field, self.model, self.text, self.window, self.min_score
+        )
+
     def bind(self, retriever: Retriever) -> Retriever:
         return TextSimilarityReranker(
             retriever,
@@ -434,6 +538,9 @@ class Cut(Stage):
     """``retriever >> Cut(k)`` == ``retriever % k``."""
 
     k: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", _positive("cut-off k", self.k))
 
     def bind(self, retriever: Retriever) -> Retriever:
         return Cutoff(retriever, self.k)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_finite_number
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER
 from semrank.pipeline._nodes import (
@@ -75,7 +76,15 @@ def _text(value: Any, where: str) -> str | None:
     return value
 
 
-def _field_boost(name: str) -> tuple[str, float]:
+def _number(value: Any, where: str) -> float:
+    if not is_finite_number(value):
+        raise InvalidInputError(f"{where} must be a finite number, got {value!r:.60}")
+    return float(value)
+
+
+def _field_boost(name: Any, where: str) -> tuple[str, float]:
+    if not isinstance(name, str):
+        raise InvalidInputError(f"{where} must be field names like 'title^2', got {name!r:.60}")
     field, _, boost = name.partition("^")
     try:
         return field, float(boost) if boost else 1.0
@@ -89,7 +98,8 @@ def _match(body: dict[str, Any], where: str) -> BM25:
     field, value = next(iter(body.items()))
     if isinstance(value, dict):
         _keys(value, f"{where}.match.{field}", {"query", "operator", "boost"}, {"query"})
-        if value.get("operator", "or").lower() != "or":
+        operator = value.get("operator", "or")
+        if not isinstance(operator, str) or operator.lower() != "or":
             raise InvalidInputError(
                 f"{where}.match: only operator 'or' (BM25 ranking) is supported"
             )
@@ -101,7 +111,13 @@ def _match(body: dict[str, Any], where: str) -> BM25:
 
 def _multi_match(body: dict[str, Any], where: str) -> BM25:
     _keys(body, f"{where}.multi_match", {"query", "fields", "type"}, {"query"})
-    fields = [_field_boost(f) for f in body.get("fields", [ALL_TEXT_FIELDS])]
+    names = body.get("fields", [ALL_TEXT_FIELDS])
+    if not isinstance(names, list) or not names:
+        raise InvalidInputError(
+            f"{where}.multi_match.fields must be a non-empty list, e.g. ['title^2', 'text'], "
+            f"got {names!r:.60}"
+        )
+    fields = [_field_boost(f, f"{where}.multi_match.fields") for f in names]
     mode = body.get("type", "best_fields")
     if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
         mode = "best_fields"
@@ -163,9 +179,15 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
         k=body.get("k"),
         num_candidates=body.get("num_candidates"),
         model_id=model_id,
-        vector=None if vector is None else tuple(float(x) for x in vector),
+        vector=None if vector is None else _vector(vector, f"{where}.query_vector"),
         similarity=body.get("similarity"),
     )
+
+
+def _vector(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidInputError(f"{where} must be a non-empty list of numbers, got {value!r:.60}")
+    return tuple(_number(x, f"{where}[{i}]") for i, x in enumerate(value))
 
 
 def _weighted_children(
@@ -183,7 +205,7 @@ def _weighted_children(
             children.append((_node(item, at), 1.0, None))
             continue
         _keys(item, at, allowed)
-        weight = float(item.get("weight", 1.0))
+        weight = _number(item.get("weight", 1.0), f"{at}.weight")
         children.append(
             (_node(item["retriever"], f"{at}.retriever"), weight, item.get("normalizer"))
         )

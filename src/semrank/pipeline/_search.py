@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import require_collection
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, SearchContext
 from semrank.pipeline._nodes import (
@@ -16,11 +17,13 @@ from semrank.pipeline._nodes import (
     Knn,
     Linear,
     Retriever,
+    Stage,
     TextSimilarityReranker,
 )
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._ranking import SearchResults
 from semrank.store import DB_NAME, Store, index_path, open_index
+from semrank.store._base import check_k
 
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
 RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
@@ -71,6 +74,14 @@ def as_retriever(spec: RetrieverSpec) -> Retriever:
         name, plus, suffix = spec.strip().partition("+")
         if name in FIRST_STAGES and (not plus or suffix == "rerank"):
             return build_retriever(name, rerank=bool(plus))
+    if not isinstance(spec, str | Path):
+        hint = (
+            "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"
+            if isinstance(spec, Stage)
+            else "give a retriever tree such as BM25() >> Rerank(), an Elasticsearch retriever "
+            'dict, a JSON file path or one of "bm25", "dense", "hybrid", "linear" (+"+rerank")'
+        )
+        raise InvalidInputError(f"retriever cannot be a {type(spec).__name__}; {hint}")
     return parse_retriever(spec)
 
 
@@ -113,13 +124,17 @@ def search(
     with_documents: bool = True,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    check_k(k)
+    if query is not None and not isinstance(query, str):
+        raise InvalidInputError(
+            f"query must be a string (the text to search for), got {type(query).__name__} "
+            f"({query!r:.60})"
+        )
     if query is not None and not query.strip():
         raise InvalidInputError("query is empty; pass the text to search for")
     store = open_cached(index, home)
     ctx = SearchContext(store, query)
-    ranking = as_retriever(retriever).run(ctx, k)
+    ranking = as_retriever(retriever).run(ctx, int(k))
     documents = ctx.documents(ranking.ids.tolist()) if with_documents else None
     return SearchResults.from_ranking(ranking, documents)  # type: ignore[arg-type]
 
@@ -134,6 +149,13 @@ def search_many(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list)."""
+    if not isinstance(queries, Mapping):
+        require_collection(
+            queries,
+            expected="queries must be a list of query texts or a {query_id: text} dict",
+            hint='for one query use search(index, "text")',
+        )
+    check_k(k)
     items = queries.items() if isinstance(queries, Mapping) else enumerate(queries)
     tree = as_retriever(retriever)
     run: dict[str, dict[str, float]] = {}

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import DataFormatError
+
+_SPEC_FORMAT = "PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]"
 
 
 @dataclass(kw_only=True)
@@ -54,22 +57,58 @@ class DataSpec:
     name: str | None = None
     corpus: Path | None = None
 
+    def __post_init__(self) -> None:
+        # 0, negative or NaN weights would never draw the source (or break the draw for all);
+        # a limit of 0 or less would train on nothing.
+        if not is_finite_number(self.weight) or float(self.weight) <= 0:
+            raise DataFormatError(
+                f"--data {str(self.path)!r}: weight must be a finite number > 0, got "
+                f"{self.weight!r}; use e.g. weight=0.5 (leave a source out instead of weight 0)"
+            )
+        if self.limit is not None and not is_int(self.limit, at_least=1):
+            raise DataFormatError(
+                f"--data {str(self.path)!r}: limit must be a whole number >= 1, got "
+                f"{self.limit!r}; leave it out to use all the data"
+            )
+        if self.name is not None and not (isinstance(self.name, str) and self.name.strip()):
+            raise DataFormatError(
+                f"--data {str(self.path)!r}: name must be a non-empty text, got {self.name!r}"
+            )
+
+    @property
+    def source_name(self) -> str:
+        """The name the source goes by (``--val-source``, logs, caches)."""
+        return self.name or self.path.name.split(".")[0]
+
     @classmethod
     def parse(cls, text: str) -> DataSpec:
         path, *options = text.split(",")
+        if not path.strip():
+            raise DataFormatError(f"--data {text!r} has no path; use {_SPEC_FORMAT}")
         values: dict[str, str] = {}
         for option in options:
             key, sep, value = option.partition("=")
             if not sep or key not in {"weight", "limit", "name", "corpus"}:
                 raise DataFormatError(
-                    f"bad --data option {option!r} in {text!r}; "
-                    "use PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]"
+                    f"bad --data option {option!r} in {text!r}; use {_SPEC_FORMAT}"
                 )
+            if key in values:
+                raise DataFormatError(f"--data {text!r} gives {key} twice; give it once")
+            if not value.strip():
+                raise DataFormatError(f"--data {text!r}: {key}= needs a value; use {_SPEC_FORMAT}")
             values[key] = value
+        try:
+            weight = float(values.get("weight", 1.0))
+            limit = int(values["limit"]) if "limit" in values else None
+        except ValueError:
+            raise DataFormatError(
+                f"--data {text!r}: weight must be a number and limit a whole number, "
+                "e.g. data.jsonl,weight=0.5,limit=1000"
+            ) from None
         return cls(
             path=Path(path).expanduser(),
-            weight=float(values.get("weight", 1.0)),
-            limit=int(values["limit"]) if "limit" in values else None,
+            weight=weight,
+            limit=limit,
             name=values.get("name"),
             corpus=Path(values["corpus"]).expanduser() if "corpus" in values else None,
         )
@@ -100,13 +139,21 @@ def open_text(path: Path) -> Any:
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects of a JSONL file, naming the line when one is broken."""
     with open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        number = 0
+        try:
+            for number, line in enumerate(handle, 1):  # number: named in the errors below
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(
+                f"{path}:{number + 1}: not UTF-8 text ({exc.reason}); give a UTF-8 JSONL file"
+            ) from exc
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile, truncated .gz
+            raise DataFormatError(f"{path}: cannot be read as gzipped JSONL ({exc})") from exc
 
 
 def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
@@ -115,22 +162,55 @@ def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
     return random.Random(seed).sample(items, limit)
 
 
-def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
-    """``{query, positive | positives, negatives?}`` per line."""
-    rows = _sample(list(iter_jsonl(path)), limit, seed)
-    pool, groups = _Pool(), []
-    for number, row in enumerate(rows, 1):
-        positives = row.get("positives") or ([row["positive"]] if "positive" in row else [])
-        if "query" not in row or not positives:
+def _texts(value: Any, where: str) -> list[str]:
+    """A list of non-empty passage texts (a lone string is one text, not its letters)."""
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise DataFormatError(f"{where} must be a list of non-empty texts, got {value!r:.80}")
+    return value
+
+
+def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[str]]:
+    """One checked ``{query, positive | positives, negatives?}`` row."""
+    where = f"{path}: row {number}"
+    if (
+        not isinstance(row, dict)
+        or "query" not in row
+        or not ({"positive", "positives"} & set(row))
+    ):
+        got = sorted(row) if isinstance(row, dict) else type(row).__name__
+        raise DataFormatError(f"{where} needs 'query' and 'positive' or 'positives'; got {got}")
+    query = row["query"]
+    if not isinstance(query, str) or not query.strip():
+        raise DataFormatError(f"{where}: 'query' must be a non-empty text, got {query!r:.80}")
+    positives = _texts(row.get("positives", []), f"{where}: 'positives'")
+    if "positive" in row:
+        positive = row["positive"]
+        if not isinstance(positive, str) or not positive.strip():
             raise DataFormatError(
-                f"{path}: row {number} needs 'query' and 'positive' or 'positives'; "
-                f"got {sorted(row)}"
+                f"{where}: 'positive' must be a non-empty text, got {positive!r:.80}"
             )
+        positives = [positive, *positives]
+    if not positives:
+        raise DataFormatError(f"{where}: 'positives' is empty; give at least one positive passage")
+    negatives = _texts(row.get("negatives") or [], f"{where}: 'negatives'")
+    both = {p.strip() for p in positives} & {n.strip() for n in negatives}
+    if both:
+        raise DataFormatError(
+            f"{where}: {sorted(both)[0]!r:.80} is both a positive and a negative; keep it in one"
+        )
+    return query, positives, negatives
+
+
+def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
+    """``{query, positive | positives, negatives?}`` per line (every row checked, then sampled)."""
+    rows = [_pair_row(path, n, row) for n, row in enumerate(iter_jsonl(path), 1)]
+    pool, groups = _Pool(), []
+    for query, positives, negatives in _sample(rows, limit, seed):
         groups.append(
             QueryGroup(
-                query=row["query"],
-                positive_ids=[pool.add(p) for p in positives],
-                negative_ids=[pool.add(n) for n in row.get("negatives", [])],
+                query=query,
+                positive_ids=list(dict.fromkeys(pool.add(p) for p in positives)),
+                negative_ids=list(dict.fromkeys(pool.add(n) for n in negatives)),
             )
         )
     return Collection(name=name, passages=pool.texts, groups=groups)
@@ -146,14 +226,30 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def _beir_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """BEIR corpus / queries rows, each with a string ``_id`` and a non-empty ``text``."""
+    for number, row in enumerate(iter_jsonl(path), 1):
+        ok = isinstance(row, dict) and isinstance(row.get("_id"), str)
+        if not ok or not isinstance(row.get("text"), str):
+            raise DataFormatError(
+                f"{path}: row {number} needs a string '_id' and a string 'text' (BEIR format)"
+            )
+        yield row
+
+
 def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int) -> Collection:
     """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
-    corpus_path = next(root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists())
+    corpus_path = next(
+        (root / f for f in ("corpus.jsonl.gz", "corpus.jsonl") if (root / f).exists()), None
+    )
+    if corpus_path is None:
+        raise DataFormatError(f"BEIR folder {str(root)!r} has no corpus.jsonl[.gz]")
     qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
-    queries = {row["_id"]: row["text"] for row in iter_jsonl(root / "queries.jsonl")}
+    queries_path = root / "queries.jsonl"
+    queries = {row["_id"]: row["text"] for row in _beir_rows(queries_path)}
     chosen = _sample(sorted(qrels), limit, seed)
     judged = {d for q in chosen for d in qrels[q]}
-    rows = list(iter_jsonl(corpus_path))
+    rows = list(_beir_rows(corpus_path))
     others = [r for r in rows if r["_id"] not in judged]
     rows = [r for r in rows if r["_id"] in judged] + _sample(others, limit, seed)
     pool, doc_index = _Pool(), {}
@@ -260,7 +356,7 @@ def load_wikiqa(path: Path, *, name: str, limit: int | None, seed: int) -> Colle
 def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
     """Read one ``--data`` source, recognising its format from the files it holds."""
     path, limit = spec.path, spec.limit
-    name = spec.name or path.name.split(".")[0]
+    name = spec.source_name
     if not path.exists():
         raise DataFormatError(f"training data {str(path)!r} does not exist")
     collection = _dispatch(path, name=name, limit=limit, seed=seed)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.train._data import DataSpec, load_collection
 from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
@@ -96,16 +97,30 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
         check_architecture(self.architecture)
-        _check_positive(max_steps=self.max_steps, max_minutes=self.max_minutes)
-        _check_positive(batch_queries=self.batch_queries, negatives=self.negatives)
+        _check_positive(max_minutes=self.max_minutes, lr=self.lr)
+        _check_positive(
+            integer=True,
+            max_steps=self.max_steps,
+            batch_queries=self.batch_queries,
+            negatives=self.negatives,
+            max_length=self.max_length,
+        )
+        names = [spec.source_name for spec in self.data]
+        if self.val_source is not None and self.val_source not in names:
+            raise InvalidInputError(
+                f"val_source={self.val_source!r} (--val-source) is not a --data source; "
+                f"choose one of: {', '.join(names)} (set a source's name with ,name=X)"
+            )
 
 
-def _check_positive(**values: float | None) -> None:
-    """0 or less would never stop (a budget) or give empty batches (a count)."""
+def _check_positive(*, integer: bool = False, **values: float | None) -> None:
+    """0 or less (or NaN) would never stop (a budget) or give empty batches (a count)."""
     for name, value in values.items():
-        if value is not None and value <= 0:
+        good = is_int(value, at_least=1) if integer else is_finite_number(value)
+        if value is not None and (not good or value <= 0):
             flag = "--" + name.replace("_", "-")
-            raise InvalidInputError(f"{name}={value!r} ({flag}): must be a positive number")
+            whole = " (a whole one)" if integer else ""
+            raise InvalidInputError(f"{name}={value!r} ({flag}): must be a positive number{whole}")
 
 
 @dataclass(kw_only=True)
@@ -141,6 +156,8 @@ def prepare_data(
     config: TrainConfig,
 ) -> tuple[list[MinedCollection], RankingTask | None, float | None]:
     """Load, mine (cached under the run folder) and split off the validation queries."""
+    if not config.data:
+        raise InvalidInputError("no training data: give at least one --data source")
     encoder, tokenizer = load_encoder(config.base)
     mined = []
     for spec in config.data:
