@@ -116,6 +116,25 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     assert no_index.status_code == 404
 
 
+async def test_a_rerank_window_over_the_document_limit_is_413(client: httpx.AsyncClient) -> None:
+    await _make_index(client)
+    reranker = {
+        "retriever": {"standard": {"query": {"match": {"text": "{{query}}"}}}},
+        "field": "text",
+        "rank_window_size": 1001,  # the default max_documents is 1000, as for /v1/rerank
+    }
+    tree = {"rrf": {"retrievers": [{"text_similarity_reranker": reranker}]}}
+    body = {"query": "flea", "retriever": tree}
+    response = await client.post("/v1/indexes/docs/search", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["error_type"] == "request_too_large"
+    assert "rank_window_size 1001" in response.json()["error"]
+    assert "limit of 1000" in response.json()["error"]
+    reranker["rank_window_size"] = 1000
+    allowed = await client.post("/v1/indexes/docs/search", json=body)
+    assert allowed.status_code == 200, allowed.text
+
+
 async def test_documents_without_searchable_words_are_stored_and_match_nothing(
     client: httpx.AsyncClient,
 ) -> None:

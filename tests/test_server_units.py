@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,14 +18,16 @@ from semrank.errors import (
     InvalidInputError,
     ModelNotFoundError,
     OverloadedError,
+    RequestTooLargeError,
 )
 from semrank.server._batcher import BatcherLimits, PairBatcher
 from semrank.server._cache import ScoreCache, pair_key
+from semrank.server._engines import ModelRegistry, RerankCall
 from semrank.server._errors import validation_message
 from semrank.server._logging import JsonFormatter, log_fields
 from semrank.server._metrics import Metrics
 from semrank.server._run import run_server
-from semrank.server._service import Admission, select
+from semrank.server._service import Admission, RerankService, select
 from semrank.server.config import ModelEntry, ServerConfig, from_environment, parse_api_keys
 
 pytestmark = pytest.mark.anyio
@@ -214,6 +217,23 @@ def test_admission_bounds_pending_requests() -> None:
             pass
     with admission.admit():  # released again
         assert admission.pending == 1
+
+
+class ByteTokens:
+    """An engine whose tokenizer is byte-level BPE at worst: one token per UTF-8 byte."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.encode("utf-8"))
+
+
+async def test_token_limit_counts_text_with_more_tokens_than_characters() -> None:
+    config = ServerConfig(max_request_tokens=20)
+    service = RerankService(config, ModelRegistry(config, Metrics()), Metrics())
+    engine: Any = ByteTokens()
+    emoji = RerankCall(query="q", documents=["\N{GRINNING FACE}" * 10])  # 11 chars, 41 tokens
+    with pytest.raises(RequestTooLargeError, match=r"41 tokens.*limit of 20"):
+        await service.check_limits(engine, [emoji])
+    await service.check_limits(engine, [RerankCall(query="q", documents=["a few words"])])
 
 
 def test_select_applies_min_score_then_top_n() -> None:

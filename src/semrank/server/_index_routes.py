@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from semrank.errors import InvalidInputError
+from semrank.errors import InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
 from semrank.server._engines import run_in_thread
 from semrank.server._rerank_routes import ERRORS
@@ -171,7 +171,8 @@ async def _blocking(
 
 
 def _bind_models(node: Any, service: RerankService) -> Any:
-    """The tree with every re-ranking node scoring through a served model."""
+    """The tree with every re-ranking node scoring through a served model (and its window
+    within the server's document limit)."""
     from semrank.pipeline import Retriever, TextSimilarityReranker
 
     if not dataclasses.is_dataclass(node):
@@ -183,6 +184,13 @@ def _bind_models(node: Any, service: RerankService) -> Any:
             changes[item.name] = _bind_models(value, service)
         elif isinstance(value, tuple) and value and all(isinstance(v, Retriever) for v in value):
             changes[item.name] = tuple(_bind_models(v, service) for v in value)
+    limit = service.config.max_documents
+    if isinstance(node, TextSimilarityReranker) and node.rank_window_size > limit:
+        # The re-ranker scores its whole window: the same per-request limit as /v1/rerank.
+        raise RequestTooLargeError(
+            f"rank_window_size {node.rank_window_size} exceeds this server's limit of {limit} "
+            "documents per request; lower it (or raise --max-documents)"
+        )
     if isinstance(node, TextSimilarityReranker) and (
         node.inference_id is None or isinstance(node.inference_id, str)
     ):

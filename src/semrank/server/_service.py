@@ -99,14 +99,18 @@ class RerankService:
                 "per request; split the request (or raise --max-documents)"
             )
         texts = [text for call in calls for text in _call_texts(call)]
-        # Tokens never outnumber characters, so small requests skip the exact count.
-        if sum(len(text) for text in texts) <= self.config.max_request_tokens:
+        # Small ASCII requests skip the exact count: an ASCII character is at most one token (plus
+        # one leading SentencePiece "▁" per text). Other characters can be several (byte-level
+        # BPE splits an emoji into four), so such requests are always counted.
+        bound = sum(len(text) + 1 for text in texts)
+        if bound <= self.config.max_request_tokens and all(text.isascii() for text in texts):
             return
         tokens = await asyncio.to_thread(lambda: sum(engine.count_tokens(t) for t in texts))
         if tokens > self.config.max_request_tokens:
             raise RequestTooLargeError(
                 f"the request holds {tokens} tokens, over this server's limit of "
-                f"{self.config.max_request_tokens}; send fewer or shorter documents"
+                f"{self.config.max_request_tokens}; send fewer or shorter documents (or raise "
+                "--max-request-tokens)"
             )
 
     async def rerank(
