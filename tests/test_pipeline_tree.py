@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from semrank.pipeline import (
     Knn,
     Linear,
     Rerank,
+    Retriever,
     TextSimilarityReranker,
     as_retriever,
     parse_retriever,
@@ -301,3 +304,34 @@ def test_bad_json_values_are_named() -> None:
     multi = {"multi_match": {"query": "x", "fields": "title"}}
     with pytest.raises(InvalidInputError, match="fields must be a non-empty list"):
         parse_retriever({"standard": {"query": multi}})
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletesAfterRetrieval(Retriever):
+    """BM25, then a delete of one of its hits: a writer racing the search, made deterministic."""
+
+    victim: str
+
+    def run(self, ctx: Any, size: int) -> Any:
+        ranking = BM25().run(ctx, size)
+        ctx.store.delete([self.victim])
+        return ranking
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": {"victim": self.victim}}
+
+
+def test_a_document_deleted_during_the_search_is_left_out_not_scored_empty(
+    tmp_path: Path,
+) -> None:
+    store = create_index("racing", home=tmp_path, embedding_model=None)
+    for retriever in (
+        DeletesAfterRetrieval("eclipse"),
+        TextSimilarityReranker(DeletesAfterRetrieval("eclipse"), inference_id=CountingScorer()),
+    ):
+        store.upsert(DOCS)
+        results = search(store, "moon sun", retriever=retriever, k=5)
+        assert "eclipse" not in results.ids and "tides" in results.ids
+        assert all(hit.document is not None for hit in results.hits)
+        assert [hit.rank for hit in results.hits] == list(range(1, len(results) + 1))
+    store.close()

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from semrank.errors import InvalidInputError
+from semrank.pipeline._ranking import Ranking
 from semrank.store import ALL_TEXT_FIELDS, Store
 
 PLACEHOLDER = "{{query}}"
@@ -86,6 +87,15 @@ class SearchContext:
         if text not in self._vectors:
             self._vectors[text] = self.store.embed_queries([text])[0]
         return self._vectors[text]
+
+    def stored_hits(self, ranking: Ranking) -> tuple[Ranking, list[dict[str, Any]]]:
+        """``ranking`` without hits whose document was deleted after the retrievers read the
+        index (a concurrent delete), and the documents of the rest."""
+        documents = self.documents(ranking.ids.tolist())
+        kept = [i for i, document in enumerate(documents) if document is not None]
+        if len(kept) < len(documents):
+            ranking = ranking.take(np.array(kept, dtype=np.int64))
+        return ranking, [document for document in documents if document is not None]
 
     def documents(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         missing = [i for i in ids if i not in self._documents]

@@ -413,10 +413,10 @@ class TextSimilarityReranker(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
+        child, documents = ctx.stored_hits(child)
         if len(child) == 0:
             return child
-        ids = child.ids.tolist()
-        texts = [ctx.store.text_of(doc or {}, self.field) for doc in ctx.documents(ids)]
+        texts = [ctx.store.text_of(doc, self.field) for doc in documents]
         ctx.check_text_field(self.field)
         model = load_reranker(self.inference_id)
         scores = _model_scores(model, model.score(ctx.text(self.inference_text), texts), len(texts))

@@ -135,8 +135,10 @@ def search(
     store = open_cached(index, home)
     ctx = SearchContext(store, query)
     ranking = as_retriever(retriever).run(ctx, int(k))
-    documents = ctx.documents(ranking.ids.tolist()) if with_documents else None
-    return SearchResults.from_ranking(ranking, documents)  # type: ignore[arg-type]
+    if not with_documents:
+        return SearchResults.from_ranking(ranking, None)
+    ranking, documents = ctx.stored_hits(ranking)
+    return SearchResults.from_ranking(ranking, documents)
 
 
 def search_many(
