@@ -91,3 +91,26 @@ def test_directory_without_weights_says_which_files_were_expected(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match=r"missing model.safetensors or pytorch_model.bin"):
         inspect_directory(tmp_path, name="x")
+
+
+def test_a_file_instead_of_a_directory_says_to_pass_the_directory(tmp_path):
+    target = _copy_bundled(tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"is a file; pass the directory"):
+        resolve(target / "config.json")
+
+
+def test_malformed_num_labels_is_a_model_load_error(tmp_path):
+    target = _copy_bundled(tmp_path)
+    config = json.loads((target / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], num_labels="x")
+    config.pop("id2label", None)
+    (target / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"config\.json: num_labels .* 'x'"):
+        inspect_directory(target, name="x")
+
+
+def test_unreadable_modules_json_is_a_model_load_error(tmp_path):
+    target = _copy_bundled(tmp_path)
+    (target / "modules.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"modules\.json"):
+        inspect_directory(target, name="x")

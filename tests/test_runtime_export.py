@@ -102,6 +102,81 @@ def test_missing_weights_raise_model_load_error(tmp_path: Path) -> None:
         export_onnx(tmp_path, "encoder")
 
 
+@pytest.mark.parametrize("keep", [0, 4, 30, "half"])
+def test_truncated_safetensors_name_the_file(tiny_model, tmp_path: Path, keep) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    weights = model_dir / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2 if keep == "half" else keep])
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors is not a valid safetensors"):
+        export_onnx(model_dir, "sequence-classification")
+
+
+def _edit_config(model_dir: Path, **changes: object) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (model_dir / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"hidden_size": None}, r"config\.json does not describe .*'hidden_size'"),
+        ({"num_hidden_layers": "two"}, r"config\.json does not describe .*'two'"),
+        ({"hidden_size": 64}, r"hidden_size 64 but weight .*word_embeddings.* \(\d+, 32\)"),
+    ],
+)
+def test_config_that_does_not_match_the_weights_is_a_model_load_error(
+    tiny_model, tmp_path: Path, changes, message
+) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    _edit_config(model_dir, **changes)
+    with pytest.raises(ModelLoadError, match=message):
+        export_onnx(model_dir, "sequence-classification")
+
+
+def test_unsupported_activation_is_an_unsupported_architecture(tiny_model, tmp_path) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    _edit_config(model_dir, hidden_act="mish")
+    with pytest.raises(UnsupportedArchitectureError, match="'mish'"):
+        export_onnx(model_dir, "sequence-classification")
+
+
+def test_unreadable_config_through_load_scorer(tiny_model, tmp_path: Path) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    (model_dir / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
+        load_scorer(cross_encoder(model_dir), backend="onnx")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_a_corrupt_cached_export_is_rebuilt(
+    tiny_model, tmp_path: Path, monkeypatch, backend: str
+) -> None:
+    monkeypatch.setenv("SEMRANK_CACHE", str(tmp_path))
+    model_dir = tiny_model("bert", max_length=64, seed=6)
+    pairs = random_pairs(4)
+    expected = load_scorer(cross_encoder(model_dir), backend=backend).score_pairs(pairs)
+    cached = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert cached
+    for path in cached:  # a crash or a full disk left them truncated
+        path.write_bytes(path.read_bytes()[:100])
+    scores = load_scorer(cross_encoder(model_dir), backend=backend).score_pairs(pairs)
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert sorted((tmp_path / "onnx").glob("*.onnx")) == cached
+
+
+def test_a_broken_bundled_model_onnx_is_named(tiny_model, tmp_path: Path) -> None:
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    (model_dir / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model\.onnx"):
+        load_scorer(cross_encoder(model_dir), backend="onnx")
+
+
 def test_unknown_backend_is_rejected(tiny_model) -> None:
     with pytest.raises(BackendUnavailableError, match="'tensorrt'"):
         load_scorer(cross_encoder(tiny_model("bert")), backend="tensorrt")

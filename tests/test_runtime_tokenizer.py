@@ -97,3 +97,12 @@ def test_missing_tokenizer_files_raise_model_load_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match=r"tokenizer\.json"):
         load_tokenizer(tmp_path, 128)
+
+
+@pytest.mark.parametrize("content", ["{not json", "{}"])
+def test_corrupt_tokenizer_json_names_the_file(tmp_path: Path, content: str) -> None:
+    from semrank.errors import ModelLoadError
+
+    (tmp_path / "tokenizer.json").write_text(content)
+    with pytest.raises(ModelLoadError, match=r"cannot read .*tokenizer\.json"):
+        load_tokenizer(tmp_path, 128)

@@ -41,6 +41,11 @@ def resolve(
     known_spec = find_spec(text)
     if known_spec is not None:
         return _resolve_spec(known_spec, kind)
+    if path.is_file():
+        raise ModelNotFoundError(
+            f"model {text!r} is a file; pass the directory that holds the model's config.json, "
+            "weights and tokenizer"
+        )
     if _looks_like_hub_id(text):
         return inspect_directory(_download_from_hub(text), name=text, kind=kind)
     known = ", ".join(s.name for s in CATALOG)
@@ -171,7 +176,7 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         activation="sigmoid" if chosen == "cross-encoder" else "cosine",
         pooling=pooling,
         normalize=normalize,
-        num_labels=_num_labels(config) if chosen == "cross-encoder" else 1,
+        num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
     )
 
 
@@ -221,8 +226,14 @@ def _pooling(path: Path) -> tuple[Pooling, bool]:
     normalize = True
     modules = path / "modules.json"
     if modules.is_file():
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-        normalize = any("Normalize" in str(entry.get("type", "")) for entry in entries)
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            normalize = any("Normalize" in str(entry.get("type", "")) for entry in entries)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ModelLoadError(
+                f"cannot read {modules}: expected the JSON list of modules that "
+                f"sentence-transformers writes ({exc})"
+            ) from exc
     return pooling, normalize
 
 
@@ -245,7 +256,12 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
     return min(usable) if usable else 512
 
 
-def _num_labels(config: dict[str, Any]) -> int:
+def _num_labels(config: dict[str, Any], path: Path) -> int:
     if isinstance(config.get("id2label"), dict):
         return len(config["id2label"])
-    return int(config.get("num_labels", 1))
+    value = config.get("num_labels", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ModelLoadError(
+            f"{path / 'config.json'}: num_labels must be a positive integer, got {value!r}"
+        )
+    return value

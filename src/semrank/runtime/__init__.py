@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.errors import BackendUnavailableError, InvalidInputError, ModelLoadError
 from semrank.runtime import _loaders
 from semrank.runtime._cascade import Cascade, CascadeScores
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
@@ -111,10 +111,16 @@ def _max_length(model: ResolvedModel) -> int:
     config_path = Path(model.path) / "config.json"
     if not config_path.is_file():
         return model.max_length
-    config = json.loads(config_path.read_text("utf-8"))
-    limit = int(config.get("max_position_embeddings", model.max_length))
-    if config.get("model_type") in ("roberta", "xlm-roberta"):
-        limit -= int(config.get("pad_token_id", 1)) + 1  # positions start after padding_idx
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+        limit = int(config.get("max_position_embeddings", model.max_length))
+        if config.get("model_type") in ("roberta", "xlm-roberta"):
+            limit -= int(config.get("pad_token_id", 1)) + 1  # positions start after padding_idx
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {config_path}: {exc}; it must be the JSON object that "
+            "model.save_pretrained(dir) writes"
+        ) from exc
     return min(model.max_length, limit)
 
 

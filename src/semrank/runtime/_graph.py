@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from semrank.errors import UnsupportedArchitectureError
+
 OPSET = 17
 
 
@@ -108,7 +110,10 @@ class GraphBuilder:
             return self.op("Mul", [x, self.op("Sigmoid", [x])])
         if kind == "tanh":
             return self.op("Tanh", [x])
-        raise ValueError(f"unsupported activation {kind!r}")
+        raise UnsupportedArchitectureError(
+            f"unsupported activation {kind!r} in config.json; supported: gelu, gelu_new, "
+            "gelu_pytorch_tanh, gelu_fast, relu, silu, swish, tanh"
+        )
 
     def _gelu_tanh(self, x: str) -> str:
         cube = self.op("Mul", [self.op("Mul", [x, x]), x])

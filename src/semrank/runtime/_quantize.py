@@ -63,14 +63,20 @@ def _quantize_atomically(source: Path, target: Path, settings: QuantizationSetti
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp.onnx", dir=target.parent)
     os.close(fd)
     try:
-        quantize_dynamic(
-            str(source),
-            tmp,
-            weight_type=getattr(QuantType, settings.weight_type),
-            per_channel=settings.per_channel,
-            reduce_range=settings.reduce_range,
-            op_types_to_quantize=list(settings.op_types),
-        )
+        try:
+            quantize_dynamic(
+                str(source),
+                tmp,
+                weight_type=getattr(QuantType, settings.weight_type),
+                per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
+                op_types_to_quantize=list(settings.op_types),
+            )
+        except Exception as exc:  # onnx / onnxruntime raise many unrelated types
+            raise ModelLoadError(
+                f"cannot quantize {source} to int8: {exc}. The graph is corrupt or does not "
+                "match the checkpoint's config.json; try backend='onnx'"
+            ) from exc
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

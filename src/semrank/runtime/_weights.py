@@ -114,18 +114,38 @@ def quantize_int8(weights: Weights, *, min_size: int = 4096, group: int | None =
 
 def _read_safetensors(path: Path) -> Weights:
     # Memory-mapped: float32 tensors are views, so a large checkpoint is not copied twice.
+    size = path.stat().st_size
+    if size < 8:
+        raise _broken_safetensors(path, f"it is {size} bytes long")
     with path.open("rb") as fh:
         data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     (header_len,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + header_len])
+    if 8 + header_len > size:
+        raise _broken_safetensors(path, f"its header claims {header_len} bytes of {size}")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise _broken_safetensors(path, f"its header is not JSON ({exc})") from exc
     body = memoryview(data)[8 + header_len :]
     out: Weights = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        start, end = info["data_offsets"]
-        out[name] = _decode(body[start:end], info["dtype"], info["shape"], path, name)
+        try:
+            start, end = info["data_offsets"]
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"bytes {start}..{end} lie outside the {len(body)}-byte body")
+            out[name] = _decode(body[start:end], info["dtype"], info["shape"], path, name)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _broken_safetensors(path, f"tensor {name!r} is unreadable ({exc})") from exc
     return out
+
+
+def _broken_safetensors(path: Path, why: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path} is not a valid safetensors file: {why}. It is probably truncated or corrupt; "
+        "download or save the checkpoint again."
+    )
 
 
 def _decode(buf: memoryview, dtype: str, shape: list[int], path: Path, name: str) -> np.ndarray:

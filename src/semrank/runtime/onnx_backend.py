@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,13 @@ def create_session(
     if threads:
         options.intra_op_num_threads = int(threads)
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, _PROVIDERS["cpu"]]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime's errors (Fail, InvalidProtobuf...) subclass Exception
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {path}: {exc}. The graph is corrupt or does not match "
+            "the checkpoint's config.json"
+        ) from exc
 
 
 def session_forward(session: ort.InferenceSession, output: str | None = None) -> Forward:
@@ -87,10 +94,33 @@ def _output_index(session: ort.InferenceSession, output: str | None) -> int:
 def _session_for(
     model_dir: Path, head: ExportHead, device: str | None, threads: int | None, int8: bool
 ) -> ort.InferenceSession:
-    path = onnx_model_path(model_dir, head)
-    if int8:
-        path = quantized_model_path(path, cache_dir=default_cache_dir())
-    return create_session(path, device=device, threads=threads)
+    cache = default_cache_dir()
+    discarded: set[Path] = set()
+    while True:
+        made: list[Path] = []
+        try:
+            path = onnx_model_path(model_dir, head)
+            made.append(path)
+            if int8:
+                path = quantized_model_path(path, cache_dir=cache)
+                made.append(path)
+            return create_session(path, device=device, threads=threads)
+        except ModelLoadError:
+            # A cached graph that no longer loads (truncated by a crash, edited by hand): drop
+            # it and build it once more; a rebuilt one that fails too is a real error.
+            stale = [p for p in made if p.is_relative_to(cache) and p not in discarded]
+            if not stale:
+                raise
+            for path in stale:
+                _discard_cached(path, cache)
+                discarded.add(path)
+
+
+def _discard_cached(path: Path, cache: Path) -> None:
+    if path.parent != cache:  # an external-data export: <key>/model.onnx + model.onnx.data
+        shutil.rmtree(path.parent, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_onnx_cross_encoder(

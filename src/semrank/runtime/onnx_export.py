@@ -23,7 +23,7 @@ import onnx
 from semrank.errors import ModelLoadError, UnsupportedArchitectureError
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
-from semrank.runtime._weights import load_weights, weight_files
+from semrank.runtime._weights import Weights, load_weights, weight_files
 
 __all__ = [
     "EXPORTER_VERSION",
@@ -58,7 +58,12 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{model_dir} has no config.json; expected a Hugging Face model dir")
-    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
     return config
 
 
@@ -79,8 +84,24 @@ def architecture_of(config: dict[str, Any]) -> str:
 def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
     """Build the ONNX graph of the checkpoint in ``model_dir`` with the requested head."""
     config = read_config(model_dir)
-    family, _ = _ARCHITECTURES[architecture_of(config)]
+    architecture = architecture_of(config)
+    family, _ = _ARCHITECTURES[architecture]
     weights = load_weights(model_dir)
+    try:
+        _check_hidden_size(model_dir, config, weights)
+        return _build(config, weights, family, head)
+    except (KeyError, TypeError, ValueError) as exc:  # a missing or malformed config entry
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ModelLoadError(
+            f"{model_dir / 'config.json'} does not describe a usable {architecture} "
+            f"({type(exc).__name__}: {detail}); save the config again with "
+            "model.save_pretrained(dir)"
+        ) from exc
+
+
+def _build(
+    config: dict[str, Any], weights: Weights, family: str, head: ExportHead
+) -> onnx.ModelProto:
     g = GraphBuilder()
     if family == "modernbert":
         from semrank.runtime._arch_modernbert import build_modernbert
@@ -97,6 +118,20 @@ def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
     else:
         build_bert_like(g, config, weights, roberta=family == "roberta", head=head)
     return g.model(f"semrank-{family}-{head}", EXPORTER_VERSION)
+
+
+def _check_hidden_size(model_dir: Path, config: dict[str, Any], weights: Weights) -> None:
+    """Weights saved for another config would only fail later, inside the runtime."""
+    hidden = int(config["hidden_size"])
+    for name, array in weights.items():
+        if name.endswith(("word_embeddings.weight", "tok_embeddings.weight")):
+            if array.ndim != 2 or array.shape[1] != hidden:
+                raise ModelLoadError(
+                    f"{model_dir / 'config.json'} says hidden_size {hidden} but weight {name} "
+                    f"in {model_dir} has shape "
+                    f"{tuple(array.shape)}; the config and the weights belong to different models"
+                )
+            return
 
 
 def default_cache_dir() -> Path:

@@ -139,7 +139,14 @@ def load_tokenizer(model_dir: Path, max_length: int) -> HFTokenizer:
     model_dir = Path(model_dir)
     path = model_dir / "tokenizer.json"
     if path.is_file():
-        return HFTokenizer(Tokenizer.from_file(str(path)), max_length)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust library raises a bare Exception
+            raise ModelLoadError(
+                f"cannot read {path}: {exc}. The file is corrupt or not a tokenizers file; "
+                "save the tokenizer again with tokenizer.save_pretrained(dir)"
+            ) from exc
+        return HFTokenizer(tokenizer, max_length)
     vocab = model_dir / "vocab.txt"
     if vocab.is_file():
         return HFTokenizer(_wordpiece_from_vocab(model_dir, vocab), max_length)

@@ -75,7 +75,7 @@ def _load(auto_class: str, model_dir: Path, device: str, fp16: bool = False) -> 
 
     try:
         model = getattr(transformers, auto_class).from_pretrained(str(model_dir))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
     model = model.to(device).eval()
     if fp16:
