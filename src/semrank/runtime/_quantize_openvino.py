@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from semrank.errors import BackendUnavailableError
+from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, pad_batch
 from semrank.runtime._calibration import calibration_pairs, calibration_texts
 from semrank.runtime.onnx_export import ExportHead
@@ -129,7 +129,11 @@ def _quantize_atomically(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=target.stem, suffix=".tmp", dir=target.parent))
     try:
-        quantized = _quantize(openvino.Core().read_model(str(source)), samples, settings)
+        try:
+            model = openvino.Core().read_model(str(source))
+        except RuntimeError as exc:
+            raise ModelLoadError(f"OpenVINO cannot read {source} to quantize it: {exc}") from exc
+        quantized = _quantize(model, samples, settings)
         # fp16 compression would round the weights left in floating point a second time.
         openvino.save_model(quantized, str(tmp_dir / "model.xml"), compress_to_fp16=False)
         try:

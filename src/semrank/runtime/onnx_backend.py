@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,12 @@ from semrank.runtime._batching import BatchArrays
 from semrank.runtime._quantize import quantized_model_path
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
-from semrank.runtime.onnx_export import ExportHead, default_cache_dir, onnx_model_path
+from semrank.runtime.onnx_export import (
+    ExportHead,
+    default_cache_dir,
+    load_rebuilding_stale_cache,
+    onnx_model_path,
+)
 from semrank.runtime.tokenizer import load_tokenizer
 
 __all__ = [
@@ -95,32 +99,16 @@ def _session_for(
     model_dir: Path, head: ExportHead, device: str | None, threads: int | None, int8: bool
 ) -> ort.InferenceSession:
     cache = default_cache_dir()
-    discarded: set[Path] = set()
-    while True:
-        made: list[Path] = []
-        try:
-            path = onnx_model_path(model_dir, head)
+
+    def steps(made: list[Path]) -> ort.InferenceSession:
+        path = onnx_model_path(model_dir, head)
+        made.append(path)
+        if int8:
+            path = quantized_model_path(path, cache_dir=cache)
             made.append(path)
-            if int8:
-                path = quantized_model_path(path, cache_dir=cache)
-                made.append(path)
-            return create_session(path, device=device, threads=threads)
-        except ModelLoadError:
-            # A cached graph that no longer loads (truncated by a crash, edited by hand): drop
-            # it and build it once more; a rebuilt one that fails too is a real error.
-            stale = [p for p in made if p.is_relative_to(cache) and p not in discarded]
-            if not stale:
-                raise
-            for path in stale:
-                _discard_cached(path, cache)
-                discarded.add(path)
+        return create_session(path, device=device, threads=threads)
 
-
-def _discard_cached(path: Path, cache: Path) -> None:
-    if path.parent != cache:  # an external-data export: <key>/model.onnx + model.onnx.data
-        shutil.rmtree(path.parent, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    return load_rebuilding_stale_cache(steps, cache)
 
 
 def load_onnx_cross_encoder(

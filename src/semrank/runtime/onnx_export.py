@@ -15,8 +15,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import onnx
 
@@ -24,6 +25,8 @@ from semrank.errors import ModelLoadError, UnsupportedArchitectureError
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
 from semrank.runtime._weights import Weights, load_weights, weight_files
+
+T = TypeVar("T")
 
 __all__ = [
     "EXPORTER_VERSION",
@@ -139,6 +142,34 @@ def default_cache_dir() -> Path:
     root = os.environ.get("SEMRANK_CACHE")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "semrank"
     return base / "onnx"
+
+
+def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -> T:
+    """``steps(made)``, which appends every cached file it reuses or writes to ``made``; when it
+    fails with ``ModelLoadError``, the cached files it used are dropped and it runs once more.
+
+    A cached graph that no longer loads (truncated by a crash or a full disk, edited by hand) is
+    rebuilt; one that fails again when freshly built is a real error and is raised.
+    """
+    discarded: set[Path] = set()
+    while True:
+        made: list[Path] = []
+        try:
+            return steps(made)
+        except ModelLoadError:
+            stale = [p for p in made if p.is_relative_to(cache) and p not in discarded]
+            if not stale:
+                raise
+            for path in stale:
+                _discard_cached(path, cache)
+                discarded.add(path)
+
+
+def _discard_cached(path: Path, cache: Path) -> None:
+    if path.parent != cache:  # a folder entry: <key>/model.onnx + .data, <key>.ov-int8/model.xml
+        shutil.rmtree(path.parent, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None = None) -> Path:

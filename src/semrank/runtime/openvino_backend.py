@@ -23,7 +23,12 @@ from semrank.runtime._batching import BatchArrays
 from semrank.runtime._quantize_openvino import calibration_inputs, quantized_ir_path
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
-from semrank.runtime.onnx_export import ExportHead, default_cache_dir, onnx_model_path
+from semrank.runtime.onnx_export import (
+    ExportHead,
+    default_cache_dir,
+    load_rebuilding_stale_cache,
+    onnx_model_path,
+)
 from semrank.runtime.tokenizer import HFTokenizer, load_tokenizer
 
 __all__ = ["Precision", "compile_model", "load_openvino_cross_encoder", "load_openvino_embedder"]
@@ -97,11 +102,18 @@ def _compiled_for(
     threads: int | None,
     int8: bool,
 ) -> Any:
-    path = onnx_model_path(model_dir, head)
-    if int8:
-        samples = calibration_inputs(tokenizer, head)
-        path = quantized_ir_path(path, samples, cache_dir=default_cache_dir())
-    return compile_model(path, precision=precision, threads=threads)
+    cache = default_cache_dir()
+
+    def steps(made: list[Path]) -> Any:
+        path = onnx_model_path(model_dir, head)
+        made.append(path)
+        if int8:
+            samples = calibration_inputs(tokenizer, head)
+            path = quantized_ir_path(path, samples, cache_dir=cache)
+            made.append(path)
+        return compile_model(path, precision=precision, threads=threads)
+
+    return load_rebuilding_stale_cache(steps, cache)
 
 
 def load_openvino_cross_encoder(
