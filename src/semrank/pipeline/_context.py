@@ -11,7 +11,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
-from semrank.store import ALL_TEXT_FIELDS, Store
+from semrank.store import Store
 
 PLACEHOLDER = "{{query}}"
 # Elasticsearch's preconfigured re-rank endpoints mean "the default model" here.
@@ -70,18 +70,6 @@ class SearchContext:
                 "text into the retriever"
             )
         return literal
-
-    def check_text_field(self, name: str) -> None:
-        """A field the re-ranker reads must exist: an unknown one would score empty texts."""
-        settings = self.store.settings
-        if name == ALL_TEXT_FIELDS or name in settings.text_fields:
-            return
-        seen = self.store.info().fields_seen
-        if name not in seen:
-            known = ", ".join([ALL_TEXT_FIELDS, *dict.fromkeys([*settings.text_fields, *seen])])
-            raise InvalidInputError(
-                f"index {self.store.name!r} has no field {name!r} to re-rank on; fields: {known}"
-            )
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -416,8 +416,8 @@ class TextSimilarityReranker(Retriever):
         child, documents = ctx.stored_hits(child)
         if len(child) == 0:
             return child
+        ctx.store.check_field(self.field, purpose=" to re-rank on")
         texts = [ctx.store.text_of(doc, self.field) for doc in documents]
-        ctx.check_text_field(self.field)
         model = load_reranker(self.inference_id)
         scores = _model_scores(model, model.score(ctx.text(self.inference_text), texts), len(texts))
         order = np.argsort(-scores, kind="stable")

@@ -167,6 +167,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def info(self) -> IndexInfo: ...
 
+    @property
+    @abc.abstractmethod
+    def fields_seen(self) -> tuple[str, ...]:
+        """Every field name any stored document has had."""
+
+    def check_field(self, field: str, *, purpose: str = "") -> None:
+        """``field`` must be ``"*"``, a text field or a field some document has: an unknown one
+        would match nothing (search) or read empty texts (re-ranking). ``purpose`` ends the
+        message's first clause, e.g. " to re-rank on"."""
+        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
+            return
+        seen = self.fields_seen
+        if field not in seen:
+            names = dict.fromkeys([*self.settings.text_fields, *seen])
+            known = ", ".join([ALL_TEXT_FIELDS, *names])
+            raise InvalidInputError(
+                f"index {self.name!r} has no field {field!r}{purpose}; fields: {known}"
+            )
+
     # --- retrieval -------------------------------------------------------------------------
     @abc.abstractmethod
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:

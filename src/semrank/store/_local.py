@@ -255,13 +255,6 @@ class LocalStore(Store):
         if self.has_vectors:
             self._vectors()
 
-    def _check_field(self, field: str) -> None:
-        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
-            return
-        if field not in self.fields_seen:
-            known = ", ".join([ALL_TEXT_FIELDS, *self.fields_seen])
-            raise InvalidInputError(f"index {self.name!r} has no field {field!r}; fields: {known}")
-
     def _current(self, key: str, kind: str, load: Any, build: Any) -> _Loaded:
         """The cached, on-disk, or freshly built derived index for the current generation."""
         self._require_live()
@@ -279,7 +272,7 @@ class LocalStore(Store):
             return loaded
 
     def _bm25_for(self, field: str) -> _Loaded:
-        self._check_field(field)
+        self.check_field(field)
         kind = snap.field_key(field)
         return self._current(
             f"bm25:{field}", kind, self._load_bm25, lambda: self._build_bm25(field, kind)

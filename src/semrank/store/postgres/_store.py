@@ -323,8 +323,7 @@ class PostgresStore(Store):
 
     @property
     def fields_seen(self) -> tuple[str, ...]:
-        row = self._one("SELECT fields_seen FROM semrank.indexes WHERE name = %s", self.name)
-        return tuple(row[0]) if row else ()
+        return tuple(self._index_row("fields_seen"))
 
     def has_hnsw(self) -> bool:
         row = self._one(
@@ -398,16 +397,9 @@ class PostgresStore(Store):
                 self._update_stats(conn, generation, (0, 0), (0, 0), [])
 
     # --- retrieval -------------------------------------------------------------------------
-    def _check_field(self, field: str) -> None:
-        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
-            return
-        if field not in self.fields_seen:
-            known = ", ".join([ALL_TEXT_FIELDS, *self.fields_seen])
-            raise InvalidInputError(f"index {self.name!r} has no field {field!r}; fields: {known}")
-
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
         check_search(query, k)
-        self._check_field(field)
+        self.check_field(field)
         params = self.settings.bm25
         if params.method != "lucene":
             raise InvalidInputError(
