@@ -27,6 +27,7 @@ from safetensors.numpy import save_file
 from semrank.eval import evaluate, load_candidates, load_qrels
 from semrank.eval.reranking import reranked_run, score_candidates
 from semrank.rerank._blend import write_blend
+from semrank.rerank._feedback import FeedbackConfig
 from semrank.runtime._weights import INT8_GROUP, load_weights, quantize_int8
 from semrank.train._blend import fit_blend, validation_task_of_run
 
@@ -87,12 +88,26 @@ def training_chain(checkpoint: Path) -> list[tuple[Path, dict]]:
     return chain[::-1]
 
 
+def feedback_of(text: str, bi: str | Path) -> tuple[str, FeedbackConfig] | None:
+    """``TOP_K:WEIGHT`` as the blend's feedback entry on its bi-encoder ('off': none)."""
+    if text == "off":
+        return None
+    top_k, _, weight = text.partition(":")
+    model = bi.name if isinstance(bi, Path) else bi
+    return model, FeedbackConfig(top_k=int(top_k), weight=float(weight))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bi-run", type=Path, default=None, help="a trained bi-encoder's run")
     parser.add_argument("--skip-fp32", action="store_true", help="don't measure the fp32 model")
+    parser.add_argument(
+        "--feedback",
+        default="2:4.0",
+        help="pseudo-relevance feedback TOP_K:WEIGHT (benchmarks/feedback_select.py), or 'off'",
+    )
     args = parser.parse_args()
     checkpoint = args.run / "best"
     cross = pack_cross_encoder(checkpoint, args.out / "cross-encoder")
@@ -113,6 +128,7 @@ def main() -> None:
         # Read documents in windows of the length the cross-encoder was trained on (SciFact
         # train: 128-token chunks 0.742 vs 256-token windows 0.716 nDCG@10, RESULTS.md).
         doc_tokens=int(training["config"]["max_length"]),
+        feedback=feedback_of(args.feedback, bi),
     )
     scores = {
         "dl19_ndcg10_cross_encoder_int8": dl19_ndcg(cross),

@@ -58,6 +58,11 @@ def eval_command(
         help="Re-rank? (default: yes with --candidates, no with --index).",
     ),
     backend: str | None = typer.Option(None, "--backend", help="Inference backend (onnx, torch)."),
+    feedback: bool = typer.Option(
+        True,
+        "--feedback/--no-feedback",
+        help="The re-ranker's pseudo-relevance feedback (on where the model has it).",
+    ),
     depth: int = typer.Option(100, "--depth", min=1, help="Re-rank the top N candidates."),
     measures: list[str] | None = typer.Option(
         None, "--measures", help="ir-measures names, comma-separated or repeated (nDCG@10,RR@10)."
@@ -100,6 +105,7 @@ def eval_command(
             model,
             backend,
             stderr,
+            feedback=feedback,
             as_json=as_json,
             run_out=run_out,
             home=home,
@@ -108,7 +114,9 @@ def eval_command(
     lists = _candidate_lists(
         candidates, index, queries, judgments, retriever, depth, stderr, home=home
     )
-    results = _evaluate(lists, judgments, names, depth, stderr, model, do_rerank, backend)
+    results = _evaluate(
+        lists, judgments, names, depth, stderr, model, do_rerank, backend, feedback=feedback
+    )
     if run_out is not None:
         _write_runs(results, run_out, stderr)
     if report is not None:
@@ -188,6 +196,8 @@ def _evaluate(
     model: str | None,
     do_rerank: bool,
     backend: str | None,
+    *,
+    feedback: bool = True,
 ) -> _Results:
     from semrank.eval.loaders import candidates_to_run
     from semrank.eval.metrics import compare, evaluate
@@ -200,7 +210,7 @@ def _evaluate(
         return results
     from semrank import Reranker
 
-    reranker = Reranker(model, backend=backend)
+    reranker = Reranker(model, backend=backend, feedback=feedback)
     results.model_name = reranker.name
     pairs = sum(min(depth, len(c.hits)) for c in lists)
     with _progress(console, f"re-ranking with {reranker.name}", pairs) as advance:
@@ -225,6 +235,7 @@ def _compare_command(
     backend: str | None,
     stderr: Console,
     *,
+    feedback: bool,
     as_json: bool,
     run_out: Path | None,
     home: Path | None,
@@ -246,7 +257,7 @@ def _compare_command(
         if reranker is None:
             from semrank import Reranker
 
-            reranker = Reranker(model, backend=backend)
+            reranker = Reranker(model, backend=backend, feedback=feedback)
         pairs = sum(min(depth, len(c.hits)) for c in lists)
         with _progress(stderr, f"re-ranking with {reranker.name}", pairs) as advance:
             outcome = score_candidates(

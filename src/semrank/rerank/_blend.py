@@ -12,6 +12,9 @@ components in ``blend.json``:
 A component's ``model`` is a folder beside blend.json, or any name ``semrank.models.resolve``
 knows. ``doc_tokens`` (optional) is the document window the blend reads: a model trained on
 128-token pairs reads longer documents best as 128-token chunks, not as one long window.
+``feedback`` (optional, ``{"model": <a bi-encoder component>, "top_k": 2, "weight": 4.0,
+"min_documents": 10}``) lets each query's best documents pull up their look-alikes
+(``semrank.rerank._feedback``); the blend's pair scores themselves stay batch-invariant.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import ModelLoadError
+from semrank.errors import InvalidInputError, ModelLoadError
 from semrank.models import ResolvedModel, resolve
+from semrank.rerank._feedback import Feedback, FeedbackConfig
 from semrank.rerank._memo import RecentScores
 from semrank.runtime import load_scorer
 from semrank.runtime.base import Activation, BatchingConfig, PairScorer, ScorerKind, TextTokenizer
@@ -51,13 +55,19 @@ class BlendScorer:
     activation: Activation = "sigmoid"
 
     def __init__(
-        self, components: Sequence[BlendComponent], *, bias: float, doc_tokens: int | None = None
+        self,
+        components: Sequence[BlendComponent],
+        *,
+        bias: float,
+        doc_tokens: int | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         if not components:
             raise ModelLoadError("a blend needs at least one component")
         self.components = tuple(components)
         self.bias = float(bias)
         self.doc_tokens = doc_tokens
+        self.feedback = feedback
         self.max_length = min(c.scorer.max_length for c in self.components)
         # Components share a vocabulary in practice; the first one plans chunks for all.
         self.tokenizer: TextTokenizer = self.components[0].scorer.tokenizer
@@ -107,10 +117,25 @@ def read_blend(directory: Path) -> dict[str, Any]:
     for entry in components:
         if not isinstance(entry, dict) or "model" not in entry or "weight" not in entry:
             raise ModelLoadError(f"{path}: each component needs 'model' and 'weight': {entry!r}")
+    _check_feedback_entry(path, spec.get("feedback"), components)
     doc_tokens = spec.get("doc_tokens")
     if doc_tokens is not None and (type(doc_tokens) is not int or doc_tokens < 1):
         raise ModelLoadError(f"{path}: doc_tokens must be a positive integer, got {doc_tokens!r}")
     return spec
+
+
+def _check_feedback_entry(path: Path, entry: object, components: list[Any]) -> None:
+    """``feedback`` (optional) names one of the blend's bi-encoder components."""
+    if entry is None:
+        return
+    if not isinstance(entry, dict) or "model" not in entry:
+        raise ModelLoadError(f"{path}: feedback must be an object naming its 'model': {entry!r}")
+    named = [c for c in components if c["model"] == entry["model"]]
+    if not named or named[0].get("kind") != "bi-encoder":
+        raise ModelLoadError(
+            f"{path}: feedback model {entry['model']!r} must be one of the blend's components "
+            "of kind 'bi-encoder' (it compares documents by their embeddings)"
+        )
 
 
 def load_blend_scorer(
@@ -124,6 +149,8 @@ def load_blend_scorer(
     """Load every component of the blend in ``directory`` on the same backend."""
     spec = read_blend(directory)
     components = []
+    feedback_entry = spec.get("feedback")
+    feedback = None
     for entry in spec["components"]:
         local = directory / str(entry["model"])
         name: str | Path = local if local.is_dir() else str(entry["model"])
@@ -134,9 +161,22 @@ def load_blend_scorer(
         components.append(
             BlendComponent(scorer=scorer, weight=float(entry["weight"]), source=model.path)
         )
+        if feedback_entry is not None and feedback_entry["model"] == entry["model"]:
+            feedback = Feedback(config=_feedback_config(feedback_entry), scorer=scorer)
     return BlendScorer(
-        components, bias=float(spec.get("bias", 0.0)), doc_tokens=spec.get("doc_tokens")
+        components,
+        bias=float(spec.get("bias", 0.0)),
+        doc_tokens=spec.get("doc_tokens"),
+        feedback=feedback,
     )
+
+
+def _feedback_config(entry: dict[str, Any]) -> FeedbackConfig:
+    options = {key: value for key, value in entry.items() if key != "model"}
+    try:
+        return FeedbackConfig(**options)
+    except (TypeError, InvalidInputError) as exc:
+        raise ModelLoadError(f"{BLEND_FILE}: bad feedback entry {entry!r}: {exc}") from exc
 
 
 def write_blend(
@@ -145,8 +185,10 @@ def write_blend(
     *,
     bias: float,
     doc_tokens: int | None = None,
+    feedback: tuple[str, FeedbackConfig] | None = None,
 ) -> Path:
-    """Write ``blend.json``: components as (model, kind or None, weight)."""
+    """Write ``blend.json``: components as (model, kind or None, weight); ``feedback`` as
+    (bi-encoder component's model, config)."""
     entries = []
     for model, kind, weight in components:
         entry: dict[str, Any] = {"model": model, "weight": float(weight)}
@@ -157,6 +199,9 @@ def write_blend(
     if doc_tokens is not None:
         payload["doc_tokens"] = int(doc_tokens)
     payload["components"] = entries
+    if feedback is not None:
+        model, config = feedback
+        payload["feedback"] = {"model": model, **dataclasses.asdict(config)}
     path = directory / BLEND_FILE
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

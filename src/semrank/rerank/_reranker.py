@@ -23,6 +23,7 @@ from semrank.rerank._documents import (
     validate_query,
     validate_top_n,
 )
+from semrank.rerank._feedback import Feedback, apply_feedback
 from semrank.rerank._prune import plan_cascade
 from semrank.rerank._results import ChunkSpan, Document, RerankResult
 from semrank.runtime import load_scorer, model_backend
@@ -59,6 +60,7 @@ class Reranker:
         threads: int | None = None,
         cascade: CascadeConfig | None = None,
         pruner: PairScorer | None = None,
+        feedback: bool = True,
     ) -> None:
         """Load ``model`` (default: the bundled default) on ``backend``.
 
@@ -79,6 +81,9 @@ class Reranker:
             self.model = model if isinstance(model, ResolvedModel) else resolve(model, kind=kind)
             self._name = self.model.name
             self._scorer = _load_main_scorer(self.model, backend, device, batching, threads)
+        if not isinstance(feedback, bool):
+            raise InvalidInputError(f"feedback must be True or False, got {feedback!r}")
+        self.feedback: Feedback | None = _model_feedback(self._scorer) if feedback else None
         self.pruner = pruner
         if cascade is not None and pruner is None:
             self.pruner = _load_pruner(cascade, backend, device, threads, main=self._scorer)
@@ -201,10 +206,28 @@ class Reranker:
             cascade = plan_cascade(self.pruner, pairs, plans, chunking, self.cascade.keep)
             read = [pair for pair, flag in zip(pairs, cascade.read, strict=True) if flag]
             raw_scores, masks = cascade.fill(self.scorer.score_pairs(read)), cascade.pruned
+            if self.feedback is not None:
+                raw_scores = self._with_feedback(raw_scores, pairs, plans, masks, chunking)
+                # Feedback moves read documents: pruned ones are placed below them again.
+                raw_scores = cascade.fill(raw_scores[cascade.read])
         else:
             raw_scores = self.scorer.score_pairs(pairs)
+            if self.feedback is not None:
+                raw_scores = self._with_feedback(raw_scores, pairs, plans, masks, chunking)
         scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
         return _split_scores(np.asarray(scores, dtype=np.float32), plans, masks, chunking)
+
+    def _with_feedback(
+        self,
+        raw_scores: np.ndarray,
+        pairs: list[tuple[str, str]],
+        plans: list[list[ReadPlan]],
+        pruned: list[np.ndarray],
+        chunking: ChunkingConfig,
+    ) -> np.ndarray:
+        assert self.feedback is not None
+        counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
+        return apply_feedback(raw_scores, pairs, counts, pruned, chunking, self.feedback)
 
     def _plan(
         self,
@@ -226,6 +249,12 @@ class Reranker:
             budget = min(budget, max_tokens_per_doc)
         tokenizer = self.scorer.tokenizer
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+
+
+def _model_feedback(scorer: PairScorer) -> Feedback | None:
+    """The model's own feedback settings (a blend's ``feedback`` entry), if it has any."""
+    feedback = getattr(scorer, "feedback", None)
+    return feedback if isinstance(feedback, Feedback) else None
 
 
 def _chunking_config(chunking: object, base: ChunkingConfig) -> ChunkingConfig:

@@ -68,6 +68,11 @@ def rerank_command(
         "--cascade-keep",
         help="Prune to the N best by the embedding model before the re-ranker reads them.",
     ),
+    no_feedback: bool = typer.Option(
+        False,
+        "--no-feedback",
+        help="Score each document on its own (no pseudo-relevance feedback from the best ones).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Re-rank the documents in a file for QUERY."""
@@ -75,7 +80,7 @@ def rerank_command(
 
     documents = read_documents(docs)
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
-    reranker = Reranker(model, cascade=cascade)
+    reranker = Reranker(model, cascade=cascade, feedback=not no_feedback)
     results = reranker.rerank(
         query,
         documents,

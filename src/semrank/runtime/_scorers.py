@@ -6,6 +6,8 @@ states); everything else is shared, so the ONNX and torch paths cannot drift apa
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -127,17 +129,27 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 class BiEncoderScorer:
-    """``PairScorer`` whose raw score is the cosine of query and document embeddings."""
+    """``PairScorer`` whose raw score is the cosine of query and document embeddings.
+
+    It keeps the embeddings of the texts it embedded last (a bounded LRU), so comparing
+    documents it has just scored with each other (``semrank.rerank``'s feedback) costs no second
+    model pass. Model calls are serialised: a request thread and the server's batcher thread may
+    both use it.
+    """
 
     kind: ScorerKind = "bi-encoder"
     activation: Activation = "cosine"
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, *, cache_size: int = 4096) -> None:
         self.embedder = embedder
         self.hf_tokenizer = embedder.tokenizer
         self.tokenizer: TextTokenizer = embedder.tokenizer
         self.max_length = embedder.max_length
         self.backend = embedder.backend
+        self.cache_size = cache_size
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.
@@ -148,8 +160,23 @@ class BiEncoderScorer:
         if not checked:
             return np.zeros(0, dtype=np.float32)
         queries = list(dict.fromkeys(q for q, _ in checked))  # each query embedded once
-        query_vectors = l2_normalize(self.embedder.embed(queries))
-        doc_vectors = l2_normalize(self.embedder.embed([d for _, d in checked]))
+        query_vectors = self.embed_normalized(queries)
+        doc_vectors = self.embed_normalized([d for _, d in checked])
         row = {q: i for i, q in enumerate(queries)}
         per_pair = query_vectors[[row[q] for q, _ in checked]]
         return np.einsum("ij,ij->i", per_pair, doc_vectors).astype(np.float32)
+
+    def embed_normalized(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised embeddings in input order; recently embedded texts are not re-run."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._recent))
+            if missing:
+                fresh = l2_normalize(self.embedder.embed(missing))
+                self.embedded_texts += len(missing)
+                self._recent.update(zip(missing, fresh, strict=True))
+            vectors = [self._recent[t] for t in texts]
+            for text in dict.fromkeys(texts):
+                self._recent.move_to_end(text)
+            while len(self._recent) > max(self.cache_size, len(texts)):
+                self._recent.popitem(last=False)
+        return np.stack(vectors).astype(np.float32, copy=False)

@@ -118,7 +118,11 @@ class ModelRegistry:
         for entry in self.config.models or (None,):
             source = entry.source if entry is not None else None
             reranker = Reranker(
-                source, backend=self.config.backend, device=self.config.device, cascade=cascade
+                source,
+                backend=self.config.backend,
+                device=self.config.device,
+                cascade=cascade,
+                feedback=self.config.feedback,
             )
             self.add(entry.name if entry is not None else reranker.name, reranker)
 
@@ -139,6 +143,7 @@ class ModelRegistry:
             chunking=reranker.chunking,
             cascade=reranker.cascade,
             pruner=reranker.pruner,
+            feedback=reranker.feedback is not None,
         )
         engine = ModelEngine(name, served, scorer, self.threads)
         self.engines[name] = engine

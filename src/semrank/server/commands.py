@@ -31,6 +31,12 @@ def serve(
     cascade_keep: int | None = typer.Option(
         None, help="Prune each request to the N best by the embedding model first (0: off)."
     ),
+    feedback: bool | None = typer.Option(
+        None,
+        "--feedback/--no-feedback",
+        help="The model's pseudo-relevance feedback (default: on where the model has it); off "
+        "scores each document independently of the others in its request.",
+    ),
     max_documents: int | None = typer.Option(None, help="Documents per request at most."),
     max_body_bytes: int | None = typer.Option(None, help="Request body size limit in bytes."),
     max_request_tokens: int | None = typer.Option(None, help="Tokens per request at most."),
@@ -74,6 +80,7 @@ def serve(
         "backend": backend,
         "device": device,
         "cascade_keep": cascade_keep,
+        "feedback": feedback,
         "max_documents": max_documents,
         "max_body_bytes": max_body_bytes,
         "max_request_tokens": max_request_tokens,

@@ -55,6 +55,9 @@ class ServerConfig:
     # Cascade: the embedding model prunes each request's documents to this many before the
     # re-ranker reads them (0: off).
     cascade_keep: int = 0
+    # The model's pseudo-relevance feedback (the bundled default has it); False scores each
+    # document on its own, independent of the other documents of its request.
+    feedback: bool = True
     api_keys: frozenset[str] = field(default_factory=frozenset)
     # Request size limits.
     max_documents: int = 1000
