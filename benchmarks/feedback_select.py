@@ -154,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     default = Reranker()
     remember = RememberAll(default.scorer)
-    bi_encoder = default.feedback.scorer if default.feedback else None
+    bi_encoder = default.feedback.embedder if default.feedback else None
     assert isinstance(bi_encoder, BiEncoderScorer), "the default model has no feedback entry"
     bi_encoder.cache_size = 10**7  # keep every window's embedding for the whole grid
     reranker = Reranker(default.name, scorer=remember, feedback=False)
@@ -165,7 +165,7 @@ def main() -> None:
     for top_k in args.top_k:
         for weight in args.weights:
             config = FeedbackConfig(top_k=top_k, weight=weight)
-            reranker.feedback = Feedback(config=config, scorer=bi_encoder)
+            reranker.feedback = Feedback(config=config, embedder=bi_encoder)
             gains = {name: ndcg(reranker, *data[name]) - base[name] for name in args.collections}
             rows.append((statistics.mean(gains.values()), top_k, weight, gains))
             print(f"top_k={top_k} weight={weight}: mean gain {rows[-1][0]:+.4f}", gains, flush=True)

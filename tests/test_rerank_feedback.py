@@ -95,6 +95,28 @@ def test_feedback_reuses_the_embeddings_of_the_windows_just_scored(feedback_dir:
     assert bi_encoder.embedded_texts - before == windows + 1
 
 
+def test_several_queries_need_no_second_pass_even_past_the_embedding_memory(feedback_dir: Path):
+    queries = ["how do fleas live", "where is paris", "what moved the stock market"]
+    counts = []
+    for memory in (2, 4096):  # 2: far fewer than one call's windows
+        reranker = Reranker(feedback_dir)
+        bi_encoder = reranker.scorer.components[1].scorer  # type: ignore[attr-defined]
+        bi_encoder.cache_size = memory
+        # Different windows per query: each list's feedback needs its own embeddings.
+        reranker.rerank_many(queries, [[f"{q} - {doc}" for doc in DOCS] for q in queries])
+        counts.append(bi_encoder.embedded_texts)
+    assert counts[0] == counts[1]
+
+
+def test_a_bi_encoder_component_found_by_name_alone_can_carry_feedback(tiny_model, tmp_path: Path):
+    directory = _blend(tmp_path, tiny_model, None)
+    spec = json.loads((directory / "blend.json").read_text())
+    del spec["components"][1]["kind"]  # resolved as a bi-encoder from the catalog
+    spec["feedback"] = {"model": "all-minilm-l6-v2", "top_k": 2, "min_documents": 3}
+    (directory / "blend.json").write_text(json.dumps(spec))
+    assert Reranker(directory).feedback is not None
+
+
 def test_feedback_keeps_a_cascades_pruned_documents_below_the_read_ones(feedback_dir: Path):
     reranker = Reranker(feedback_dir, cascade=CascadeConfig(keep=4))
     results = reranker.rerank(QUERY, DOCS)
@@ -128,10 +150,10 @@ def test_embedding_memory_is_bounded_and_answers_like_a_fresh_model():
     ("entry", "message"),
     [
         ({"top_k": 2}, "naming its 'model'"),
-        ({"model": "cross-encoder"}, "of kind 'bi-encoder'"),
-        ({"model": "nosuch"}, "of kind 'bi-encoder'"),
+        ({"model": "cross-encoder"}, "is a cross-encoder; feedback needs a bi-encoder"),
+        ({"model": "nosuch"}, "is not one of the blend's components"),
         ({"model": "all-minilm-l6-v2", "weight": "heavy"}, "feedback weight"),
-        ({"model": "all-minilm-l6-v2", "top_k": 0}, "top_k must be a positive integer"),
+        ({"model": "all-minilm-l6-v2", "top_k": 0}, "top_k must be an integer of at least 2"),
         ({"model": "all-minilm-l6-v2", "depth": 3}, "bad feedback entry"),
     ],
 )
@@ -147,7 +169,8 @@ def test_bad_feedback_entries_are_named(
 
 
 @pytest.mark.parametrize(
-    "options", [{"top_k": 0}, {"min_documents": 1.5}, {"weight": float("nan")}, {"top_k": True}]
+    "options",
+    [{"top_k": 1}, {"min_documents": 1.5}, {"weight": float("nan")}, {"top_k": True}],
 )
 def test_feedback_config_refuses_bad_values(options: dict[str, object]):
     with pytest.raises(InvalidInputError, match="feedback"):

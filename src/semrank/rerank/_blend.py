@@ -24,13 +24,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from semrank.errors import InvalidInputError, ModelLoadError
 from semrank.models import ResolvedModel, resolve
-from semrank.rerank._feedback import Feedback, FeedbackConfig
+from semrank.rerank._feedback import Feedback, FeedbackConfig, WindowEmbedder
 from semrank.rerank._memo import RecentScores
 from semrank.runtime import load_scorer
 from semrank.runtime.base import Activation, BatchingConfig, PairScorer, ScorerKind, TextTokenizer
@@ -125,17 +125,17 @@ def read_blend(directory: Path) -> dict[str, Any]:
 
 
 def _check_feedback_entry(path: Path, entry: object, components: list[Any]) -> None:
-    """``feedback`` (optional) names one of the blend's bi-encoder components."""
+    """``feedback`` (optional) names one of the blend's components and valid settings."""
     if entry is None:
         return
     if not isinstance(entry, dict) or "model" not in entry:
         raise ModelLoadError(f"{path}: feedback must be an object naming its 'model': {entry!r}")
-    named = [c for c in components if c["model"] == entry["model"]]
-    if not named or named[0].get("kind") != "bi-encoder":
+    if not any(component["model"] == entry["model"] for component in components):
         raise ModelLoadError(
-            f"{path}: feedback model {entry['model']!r} must be one of the blend's components "
-            "of kind 'bi-encoder' (it compares documents by their embeddings)"
+            f"{path}: feedback model {entry['model']!r} is not one of the blend's components; "
+            "name its bi-encoder component (feedback compares documents by their embeddings)"
         )
+    _feedback_config(path, entry)
 
 
 def load_blend_scorer(
@@ -162,7 +162,7 @@ def load_blend_scorer(
             BlendComponent(scorer=scorer, weight=float(entry["weight"]), source=model.path)
         )
         if feedback_entry is not None and feedback_entry["model"] == entry["model"]:
-            feedback = Feedback(config=_feedback_config(feedback_entry), scorer=scorer)
+            feedback = _feedback(directory / BLEND_FILE, feedback_entry, scorer)
     return BlendScorer(
         components,
         bias=float(spec.get("bias", 0.0)),
@@ -171,12 +171,23 @@ def load_blend_scorer(
     )
 
 
-def _feedback_config(entry: dict[str, Any]) -> FeedbackConfig:
+def _feedback_config(path: Path, entry: dict[str, Any]) -> FeedbackConfig:
     options = {key: value for key, value in entry.items() if key != "model"}
     try:
         return FeedbackConfig(**options)
     except (TypeError, InvalidInputError) as exc:
-        raise ModelLoadError(f"{BLEND_FILE}: bad feedback entry {entry!r}: {exc}") from exc
+        raise ModelLoadError(f"{path}: bad feedback entry {entry!r}: {exc}") from exc
+
+
+def _feedback(path: Path, entry: dict[str, Any], scorer: PairScorer) -> Feedback:
+    """The feedback entry on its loaded component, which must embed texts (a bi-encoder)."""
+    if scorer.kind != "bi-encoder" or not hasattr(scorer, "embed_normalized"):
+        raise ModelLoadError(
+            f"{path}: feedback model {entry['model']!r} is a {scorer.kind}; feedback needs a "
+            "bi-encoder component (it compares documents by their embeddings)"
+        )
+    embedder = cast(WindowEmbedder, scorer)  # checked above: it has embed_normalized
+    return Feedback(config=_feedback_config(path, entry), embedder=embedder)
 
 
 def write_blend(

@@ -11,7 +11,9 @@ than the ones semrank reports (see benchmarks/feedback_select.py).
 This makes a document's score depend on the other documents of its request, so it is applied only
 to lists of at least ``min_documents`` documents and can be switched off
 (``Reranker(feedback=False)``). The embeddings come from the blend's own bi-encoder, which keeps
-the windows it has just embedded, so the feedback costs no extra model pass.
+the windows it has just embedded, so the feedback costs no extra model pass. (When the server's
+score cache answers a request without running the model, the feedback embeds that request's
+best windows itself, in the request's thread: the same result, one bi-encoder pass more.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,9 +29,8 @@ from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.rerank._aggregate import aggregate_documents
 from semrank.rerank._config import ChunkingConfig
-from semrank.runtime.base import PairScorer
 
-__all__ = ["Feedback", "FeedbackConfig", "apply_feedback"]
+__all__ = ["Feedback", "FeedbackConfig", "WindowEmbedder", "apply_feedback"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,13 +42,25 @@ class FeedbackConfig:
     min_documents: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "min_documents"):
-            if not is_int(getattr(self, name), at_least=1):
-                raise InvalidInputError(
-                    f"feedback {name} must be a positive integer, got {getattr(self, name)!r}"
-                )
+        if not is_int(self.top_k, at_least=2):
+            # Each top document is compared with the other top ones: one alone has none.
+            raise InvalidInputError(
+                f"feedback top_k must be an integer of at least 2, got {self.top_k!r}"
+            )
+        if not is_int(self.min_documents, at_least=1):
+            raise InvalidInputError(
+                f"feedback min_documents must be a positive integer, got {self.min_documents!r}"
+            )
         if not is_finite_number(self.weight):
             raise InvalidInputError(f"feedback weight must be a finite number, got {self.weight!r}")
+
+
+class WindowEmbedder(Protocol):
+    """What feedback needs: unit-length embeddings of texts (``BiEncoderScorer`` has it)."""
+
+    def embed_normalized(self, texts: list[str]) -> np.ndarray:
+        """float32 ``(len(texts), dim)``, L2-normalised, in input order."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +68,7 @@ class Feedback:
     """The feedback a model applies: its config and the bi-encoder that compares documents."""
 
     config: FeedbackConfig
-    scorer: PairScorer  # a bi-encoder: raw score = cosine of the two texts' embeddings
+    embedder: WindowEmbedder
 
 
 def apply_feedback(
@@ -68,29 +82,34 @@ def apply_feedback(
     """Piece raw scores (all queries, in order) with each query's feedback shift added."""
     out = np.array(raw, dtype=np.float32, copy=True)
     per_query = aggregate_documents(out, piece_counts, chunking)
-    cursor = 0
+    least = max(feedback.config.min_documents, feedback.config.top_k + 1)
+    lists, cursor = [], 0
     for counts, (doc_scores, best), skipped in zip(piece_counts, per_query, pruned, strict=True):
         starts = cursor + np.cumsum([0, *counts[:-1]]).astype(int)
         read = np.flatnonzero(~skipped)
-        if read.size >= max(feedback.config.min_documents, feedback.config.top_k + 1):
+        if read.size >= least:
             texts = [pairs[int(starts[d]) + best[d]][1] for d in read.tolist()]
-            shift = _shifts(doc_scores[read], texts, feedback)
-            for doc, delta in zip(read.tolist(), shift.tolist(), strict=True):
-                out[starts[doc] : starts[doc] + counts[doc]] += np.float32(delta)
+            lists.append((starts, counts, read, doc_scores[read], texts))
         cursor += sum(counts)
+    if not lists:
+        return out
+    # One call for every list's best windows: the bi-encoder still holds their embeddings from
+    # scoring them, so nothing is run again.
+    vectors = feedback.embedder.embed_normalized([t for *_, texts in lists for t in texts])
+    offset = 0
+    for starts, counts, read, scores, texts in lists:
+        shift = _shifts(scores, vectors[offset : offset + len(texts)], feedback.config)
+        offset += len(texts)
+        for doc, delta in zip(read.tolist(), shift.tolist(), strict=True):
+            out[starts[doc] : starts[doc] + counts[doc]] += np.float32(delta)
     return out
 
 
-def _shifts(scores: np.ndarray, texts: list[str], feedback: Feedback) -> np.ndarray:
+def _shifts(scores: np.ndarray, vectors: np.ndarray, config: FeedbackConfig) -> np.ndarray:
     """Each read document's raw-score shift: weight x centred mean similarity to the top ones."""
-    k = feedback.config.top_k
-    top = np.argsort(-scores, kind="stable")[:k].tolist()
-    # Every text is compared with the top texts (as "queries"): one bi-encoder call, whose
-    # embeddings of these windows are still cached from scoring them.
-    wanted = [(texts[t], text) for text in texts for t in top]
-    similarity = np.asarray(feedback.scorer.score_pairs(wanted), dtype=np.float64)
-    similarity = similarity.reshape(len(texts), len(top))
-    own = np.arange(len(texts))[:, None] == np.asarray(top)[None, :]
+    top = np.argsort(-scores, kind="stable")[: config.top_k]
+    similarity = (vectors @ vectors[top].T).astype(np.float64)
+    own = np.arange(len(scores))[:, None] == top[None, :]
     similarity[own] = math.nan  # a top document is compared with the other top ones only
     mean = np.nanmean(similarity, axis=1)
-    return (feedback.config.weight * (mean - mean.mean())).astype(np.float32)
+    return (config.weight * (mean - mean.mean())).astype(np.float32)

@@ -6,6 +6,7 @@ states); everything else is shared, so the ONNX and torch paths cannot drift apa
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -147,7 +148,7 @@ class BiEncoderScorer:
         self.max_length = embedder.max_length
         self.backend = embedder.backend
         self.cache_size = cache_size
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
 
@@ -167,16 +168,29 @@ class BiEncoderScorer:
         return np.einsum("ij,ij->i", per_pair, doc_vectors).astype(np.float32)
 
     def embed_normalized(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised embeddings in input order; recently embedded texts are not re-run."""
+        """L2-normalised embeddings in input order; recently embedded texts are not re-run.
+
+        The memory keeps the latest call's texts whole (and up to ``cache_size`` older ones),
+        keyed by a digest: it holds no document text.
+        """
+        keys = [_text_key(text) for text in texts]
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._recent))
+            missing = {key: text for key, text in zip(keys, texts, strict=True)}
+            missing = {key: text for key, text in missing.items() if key not in self._recent}
             if missing:
-                fresh = l2_normalize(self.embedder.embed(missing))
+                fresh = l2_normalize(self.embedder.embed(list(missing.values())))
                 self.embedded_texts += len(missing)
-                self._recent.update(zip(missing, fresh, strict=True))
-            vectors = [self._recent[t] for t in texts]
-            for text in dict.fromkeys(texts):
-                self._recent.move_to_end(text)
-            while len(self._recent) > max(self.cache_size, len(texts)):
+                # Copies: a row view would keep its whole batch array alive.
+                rows = zip(missing, fresh, strict=True)
+                self._recent.update((key, row.copy()) for key, row in rows)
+            vectors = [self._recent[key] for key in keys]
+            distinct = dict.fromkeys(keys)
+            for key in distinct:
+                self._recent.move_to_end(key)
+            while len(self._recent) > max(self.cache_size, len(distinct)):
                 self._recent.popitem(last=False)
         return np.stack(vectors).astype(np.float32, copy=False)
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
