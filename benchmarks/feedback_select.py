@@ -15,8 +15,6 @@ over the three collections.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import re
 import statistics
 from collections.abc import Sequence
@@ -27,7 +25,7 @@ import numpy as np
 
 from semrank import Reranker
 from semrank.eval import evaluate
-from semrank.eval.loaders import Run, ScoredDoc
+from semrank.eval.loaders import Run, ScoredDoc, load_beir, load_trec_qrels, load_trec_topics
 from semrank.rerank._feedback import Feedback, FeedbackConfig
 from semrank.retrieve._bm25 import BM25Index
 from semrank.runtime._scorers import BiEncoderScorer
@@ -61,39 +59,22 @@ def vaswani() -> Collection:
     text = (root / "corpus" / "doc-text.trec").read_text()
     pattern = r"<DOCNO>(\d+)</DOCNO>(.*?)</DOC>"
     docs = {m.group(1): " ".join(m.group(2).split()) for m in re.finditer(pattern, text, re.S)}
-    topics = (root / "query-text.trec").read_text()
-    pattern = r"<num>(\d+)</num><title>(.*?)</title>"
-    queries = {
-        m.group(1): " ".join(m.group(2).split()).lower() for m in re.finditer(pattern, topics, re.S)
-    }
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (root / "qrels").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-    return docs, queries, qrels
+    topics = load_trec_topics(root / "query-text.trec")
+    queries = {qid: query.lower() for qid, query in topics.items()}
+    return docs, queries, load_trec_qrels(root / "qrels")
 
 
 def scifact_train(claims: int = 200) -> Collection:
-    root = DATA / "scifact"
-    docs = {}
-    with gzip.open(root / "corpus.jsonl.gz", "rt", encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            docs[record["_id"]] = f"{record.get('title', '')}\n{record['text']}".strip()
-    queries = {}
-    for line in (root / "queries.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        queries[record["_id"]] = record["text"]
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (root / "qrels" / "train.tsv").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2].isdigit():
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    chosen = sorted(qrels)
+    collection = load_beir(DATA / "scifact", split="train")
+    docs = {d.doc_id: f"{d.title}\n{d.text}".strip() for d in collection.corpus.values()}
+    chosen = sorted(collection.qrels)
     np.random.default_rng(0).shuffle(chosen)
     chosen = chosen[:claims]
-    return docs, {q: queries[q] for q in chosen}, {q: qrels[q] for q in chosen}
+    return (
+        docs,
+        {q: collection.queries[q] for q in chosen},
+        {q: collection.qrels[q] for q in chosen},
+    )
 
 
 COLLECTIONS = {

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_int
 from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
@@ -125,10 +126,11 @@ def _download_from_hub(repo_id: str) -> Path:
         ) from exc
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model file that must hold a JSON object (config.json and friends)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} must hold a JSON object")
@@ -148,7 +150,7 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
             max_length=512, activation="sigmoid",
         )  # fmt: skip
     _require_files(path)
-    config = _read_json(path / "config.json")
+    config = read_json_object(path / "config.json")
     architecture = _architecture(config, path)
     detected = _detect_kind(path, architecture)
     chosen = kind or detected
@@ -221,7 +223,7 @@ def _detect_kind(path: Path, architecture: str) -> ScorerKind | None:
 def _pooling(path: Path) -> tuple[Pooling, bool]:
     pooling: Pooling = "mean"
     pooling_config = path / "1_Pooling" / "config.json"
-    if pooling_config.is_file() and _read_json(pooling_config).get("pooling_mode_cls_token"):
+    if pooling_config.is_file() and read_json_object(pooling_config).get("pooling_mode_cls_token"):
         pooling = "cls"
     normalize = True
     modules = path / "modules.json"
@@ -241,10 +243,10 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
     limits = []
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
-        limits.append(int(_read_json(st_config).get("max_seq_length", 0)) or None)
+        limits.append(int(read_json_object(st_config).get("max_seq_length", 0)) or None)
     tok_config = path / "tokenizer_config.json"
     if tok_config.is_file():
-        value = _read_json(tok_config).get("model_max_length")
+        value = read_json_object(tok_config).get("model_max_length")
         if isinstance(value, int | float) and value < 100_000:
             limits.append(int(value))
     positions = config.get("max_position_embeddings")
@@ -260,7 +262,7 @@ def _num_labels(config: dict[str, Any], path: Path) -> int:
     if isinstance(config.get("id2label"), dict):
         return len(config["id2label"])
     value = config.get("num_labels", 1)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value, at_least=1):
         raise ModelLoadError(
             f"{path / 'config.json'}: num_labels must be a positive integer, got {value!r}"
         )

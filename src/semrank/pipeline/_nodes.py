@@ -379,6 +379,24 @@ def _unfused(node: Retriever, kind: type) -> list[Retriever]:
 
 
 # --- re-ranking and cut-offs -----------------------------------------------------------------
+def _rerank_options(
+    model: object, field: object, window: int | None, min_score: float | None
+) -> tuple[int | None, float | None]:
+    """A re-ranking node's options checked: (window as int, min_score as float or None)."""
+    checked_window = _positive("text_similarity_reranker rank_window_size", window)
+    checked_min = _finite("text_similarity_reranker min_score", min_score)
+    if model is not None and not isinstance(model, str | ScoresDocuments):
+        raise InvalidInputError(
+            f"re-ranking model must be a model name or path, a loaded Reranker or an object "
+            f"with score(query, documents), got {type(model).__name__} ({model!r:.60})"
+        )
+    if not isinstance(field, str):
+        raise InvalidInputError(
+            f"re-ranking field must be a field name ('*': all text fields), got {field!r}"
+        )
+    return checked_window, checked_min
+
+
 @dataclass(frozen=True)
 class TextSimilarityReranker(Retriever):
     """Re-rank the child's top ``rank_window_size`` with a cross-encoder (or bi-encoder).
@@ -397,19 +415,11 @@ class TextSimilarityReranker(Retriever):
 
     def __post_init__(self) -> None:
         _retriever("text_similarity_reranker retriever", self.retriever)
-        _set_positive(self, "rank_window_size", "text_similarity_reranker rank_window_size")
-        name = "text_similarity_reranker min_score"
-        object.__setattr__(self, "min_score", _finite(name, self.min_score))
-        model = self.inference_id
-        if model is not None and not isinstance(model, str | ScoresDocuments):
-            raise InvalidInputError(
-                f"re-ranking model must be a model name or path, a loaded Reranker or an object "
-                f"with score(query, documents), got {type(model).__name__} ({model!r:.60})"
-            )
-        if not isinstance(self.field, str):
-            raise InvalidInputError(
-                f"re-ranking field must be a field name ('*': all text fields), got {self.field!r}"
-            )
+        window, min_score = _rerank_options(
+            self.inference_id, self.field, self.rank_window_size, self.min_score
+        )
+        object.__setattr__(self, "rank_window_size", window)
+        object.__setattr__(self, "min_score", min_score)
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
@@ -517,10 +527,8 @@ class Rerank(Stage):
     text: str | None = None
 
     def __post_init__(self) -> None:
-        # The node checks everything again; checking here names a bad stage where it is built.
-        TextSimilarityReranker(
-            BM25(), self.field, self.model, self.text, self.window, self.min_score
-        )
+        # Checked where the stage is built, so a bad one is named before it is bound.
+        _rerank_options(self.model, self.field, self.window, self.min_score)
 
     def bind(self, retriever: Retriever) -> Retriever:
         return TextSimilarityReranker(

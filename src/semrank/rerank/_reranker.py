@@ -202,32 +202,20 @@ class Reranker:
             for piece in plan.pieces
         ]
         masks = [np.zeros(len(doc_plans), dtype=bool) for doc_plans in plans]
+        cascade = None
         if self.pruner is not None and self.cascade is not None:
             cascade = plan_cascade(self.pruner, pairs, plans, chunking, self.cascade.keep)
             read = [pair for pair, flag in zip(pairs, cascade.read, strict=True) if flag]
             raw_scores, masks = cascade.fill(self.scorer.score_pairs(read)), cascade.pruned
-            if self.feedback is not None:
-                raw_scores = self._with_feedback(raw_scores, pairs, plans, masks, chunking)
-                # Feedback moves read documents: pruned ones are placed below them again.
-                raw_scores = cascade.fill(raw_scores[cascade.read])
         else:
             raw_scores = self.scorer.score_pairs(pairs)
-            if self.feedback is not None:
-                raw_scores = self._with_feedback(raw_scores, pairs, plans, masks, chunking)
+        if self.feedback is not None:
+            counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
+            raw_scores = apply_feedback(raw_scores, pairs, counts, masks, chunking, self.feedback)
+            if cascade is not None:  # feedback moved read documents: put pruned ones below again
+                raw_scores = cascade.fill(raw_scores[cascade.read])
         scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
         return _split_scores(np.asarray(scores, dtype=np.float32), plans, masks, chunking)
-
-    def _with_feedback(
-        self,
-        raw_scores: np.ndarray,
-        pairs: list[tuple[str, str]],
-        plans: list[list[ReadPlan]],
-        pruned: list[np.ndarray],
-        chunking: ChunkingConfig,
-    ) -> np.ndarray:
-        assert self.feedback is not None
-        counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
-        return apply_feedback(raw_scores, pairs, counts, pruned, chunking, self.feedback)
 
     def _plan(
         self,

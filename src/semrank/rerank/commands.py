@@ -68,10 +68,11 @@ def rerank_command(
         "--cascade-keep",
         help="Prune to the N best by the embedding model before the re-ranker reads them.",
     ),
-    no_feedback: bool = typer.Option(
-        False,
-        "--no-feedback",
-        help="Score each document on its own (no pseudo-relevance feedback from the best ones).",
+    feedback: bool = typer.Option(
+        True,
+        "--feedback/--no-feedback",
+        help="The model's pseudo-relevance feedback (on where the model has it); off scores each "
+        "document on its own.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -80,7 +81,7 @@ def rerank_command(
 
     documents = read_documents(docs)
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
-    reranker = Reranker(model, cascade=cascade, feedback=not no_feedback)
+    reranker = Reranker(model, cascade=cascade, feedback=feedback)
     results = reranker.rerank(
         query,
         documents,

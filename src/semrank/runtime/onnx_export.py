@@ -11,7 +11,6 @@ Graph contract: inputs ``input_ids`` and ``attention_mask`` (int64 [batch, seq])
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any, Literal, TypeVar
 import onnx
 
 from semrank.errors import ModelLoadError, UnsupportedArchitectureError
+from semrank.models.loading import read_json_object
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
 from semrank.runtime._weights import Weights, load_weights, weight_files
@@ -61,13 +61,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{model_dir} has no config.json; expected a Hugging Face model dir")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object")
-    return config
+    return read_json_object(path)
 
 
 def architecture_of(config: dict[str, Any]) -> str:
