@@ -232,7 +232,7 @@ class PostgresStore(Store):
             "generation = EXCLUDED.generation"
         ).format(self._part)
         ids = [row[0] for row in rows]
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             generation = self._lock(conn)
             before = self._sizes(conn, ids)
             with conn.cursor() as cur:
@@ -285,7 +285,7 @@ class PostgresStore(Store):
         unique = list(dict.fromkeys(id_list(ids)))
         if not unique:
             return 0
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             generation = self._lock(conn)
             before = self._sizes(conn, unique)
             conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._part), (unique,))
@@ -364,7 +364,7 @@ class PostgresStore(Store):
             self._catch_up_embeddings()
             if len(self) >= self.settings.ann_threshold and not self.has_hnsw():
                 index = sql.Identifier(partition_name(self.name) + "_hnsw")
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     conn.execute(
                         sql.SQL(
                             "CREATE INDEX IF NOT EXISTS {} ON {} "
@@ -372,7 +372,7 @@ class PostgresStore(Store):
                         ).format(index, self._part)
                     )
                     conn.commit()
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(self._part))
             conn.commit()
 
@@ -387,7 +387,7 @@ class PostgresStore(Store):
         ).format(self._part)
         while rows := self._all(query, (batch_size,)):
             vectors = self._embed([row[1] for row in rows])
-            with self._pool.connection() as conn, conn.transaction():
+            with self._connection() as conn, conn.transaction():
                 generation = self._lock(conn)
                 with conn.cursor() as cur:
                     cur.executemany(
