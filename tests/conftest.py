@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +91,20 @@ def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import write_topic_pairs
 
     return write_topic_pairs(tmp_path_factory.mktemp("data") / "pairs.jsonl")
+
+
+@pytest.fixture
+async def index_client(reranker: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """An httpx client of the app (the bundled model, an index home in ``tmp_path``)."""
+    pytest.importorskip("bm25s")
+    import httpx
+
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+    forget_open_indexes()

@@ -64,7 +64,7 @@ def test_normalizer_edge_cases() -> None:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "1", None])
 def test_fusion_weights_must_be_finite_and_non_negative(bad) -> None:
     for fuse in (rrf, linear_combination):
-        with pytest.raises(InvalidInputError, match="weights must be finite numbers >= 0"):
+        with pytest.raises(InvalidInputError, match="weights must be finite numbers from 0 to"):
             fuse([A, B], weights=[bad, 1.0])
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from semrank.server import ServerConfig, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -22,16 +18,8 @@ DOCS = [
 
 
 @pytest.fixture
-async def client(reranker: Any, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    pytest.importorskip("bm25s")
-    from semrank.pipeline import forget_open_indexes
-
-    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-    forget_open_indexes()
+def client(index_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return index_client
 
 
 async def _make_index(client: httpx.AsyncClient, name: str = "docs") -> None:

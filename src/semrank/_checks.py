@@ -20,12 +20,23 @@ def is_int(value: object, *, at_least: int | None = None) -> bool:
     return at_least is None or int(value) >= at_least
 
 
-def is_finite_number(value: object, *, at_least: float | None = None) -> bool:
-    """A finite real number, optionally ``>= at_least``."""
+# Largest fusion weight or field boost: larger ones overflow float32 scores to inf / NaN.
+MAX_WEIGHT = 1e6
+
+
+def is_finite_number(
+    value: object, *, at_least: float | None = None, at_most: float | None = None
+) -> bool:
+    """A finite real number, optionally ``>= at_least`` and ``<= at_most``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    number = float(value)
-    return math.isfinite(number) and (at_least is None or number >= at_least)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float (JSON allows 10**400)
+        return False
+    if not math.isfinite(number):
+        return False
+    return (at_least is None or number >= at_least) and (at_most is None or number <= at_most)
 
 
 def require_collection(value: object, *, expected: str, hint: str, ordered: bool = True) -> None:
@@ -34,3 +45,25 @@ def require_collection(value: object, *, expected: str, hint: str, ordered: bool
     kind = Sequence if ordered else Iterable
     if isinstance(value, str | bytes) or not isinstance(value, kind):
         raise InvalidInputError(f"{expected}, got {type(value).__name__} ({value!r:.60}); {hint}")
+
+
+def require_unicode(value: object, where: str) -> None:
+    """Every string in ``value`` (a string, or a JSON-like object: keys too) must be valid
+    Unicode. A lone surrogate (``"\\ud800"`` in JSON, or undecodable bytes read with
+    ``surrogateescape``) cannot be tokenized, stored or sent back as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidInputError(
+                f"{where} holds a lone surrogate ({value[error.start]!r} at character "
+                f"{error.start}); text must be valid Unicode: read files as UTF-8 and send "
+                "surrogate pairs whole"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            require_unicode(key, f"{where} (a field name)")
+            require_unicode(item, f"{where}.{key}" if isinstance(key, str) else where)
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            require_unicode(item, f"{where}[{position}]")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from semrank.errors import DataFormatError
+from semrank.errors import DataFormatError, InvalidInputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -19,9 +20,22 @@ def format_error(path: Path | str, line: int | None, message: str) -> DataFormat
     return DataFormatError(f"{where}: {message}")
 
 
+def require_path(path: object, argument: str) -> Path:
+    """``path`` as a Path; anything but a str or os.PathLike is refused by name.
+
+    ``Path(None)`` would raise a bare TypeError that the CLI cannot turn into a one-line error.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInputError(
+            f"{argument} must be a file path (str or pathlib.Path), got "
+            f"{type(path).__name__} ({path!r:.60}); pass the path of the file"
+        )
+    return Path(path)
+
+
 def open_text(path: Path | str) -> IO[str]:
     """Open ``path`` for reading text; gzip is recognised by its magic bytes, not the suffix."""
-    path = Path(path)
+    path = require_path(path, "path")
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file (check the path)")
     with path.open("rb") as probe:

@@ -169,13 +169,15 @@ def _candidate_lists(
     if candidates is not None:
         if queries is not None:
             raise InvalidInputError("--queries goes with --index; candidate files hold queries")
-        return load_candidates(candidates)
+        lists = load_candidates(candidates)
+        # Otherwise every measure would be a silent 0.0 over nothing that was judged.
+        _require_judged({c.query_id for c in lists}, judgments, candidates)
+        return lists
     if queries is None:
         raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
     # Unjudged queries cannot change any measure: don't spend retrieval on them.
     topics = {qid: text for qid, text in load_queries(queries).items() if qid in judgments}
-    if not topics:
-        raise InvalidInputError(f"no query id of {queries} appears in the qrels file")
+    _require_judged(set(topics), judgments, queries)
     with _progress(console, "retrieving", len(topics)) as advance:
         return retrieve_candidates(
             topics,
@@ -184,6 +186,14 @@ def _candidate_lists(
             k=max(depth, 100),
             on_query=lambda: advance(1),
             home=home,
+        )
+
+
+def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None:
+    if query_ids.isdisjoint(judgments):
+        raise InvalidInputError(
+            f"no query id of {source} appears in the qrels file; "
+            "check that the query ids and the qrels come from the same collection"
         )
 
 

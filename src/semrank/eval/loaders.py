@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from semrank.errors import DataFormatError
-from semrank.eval._files import format_error, numbered_lines, read_text
+from semrank._checks import is_int
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.eval._files import format_error, numbered_lines, read_text, require_path
 
 # query id -> doc id -> graded relevance (0 = judged not relevant).
 Qrels = dict[str, dict[str, int]]
@@ -237,18 +238,45 @@ def _by_score_then_rank(entry: tuple[float, int, str]) -> tuple[float, int]:
 
 def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
     """Write ``run`` as a TREC run file (rank = list position, 1-based); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = require_path(path, "write_trec_run(path)")
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder; pass the path of the run file to write")
+    # Check every id before opening the file, so a bad id leaves no half-written run behind.
+    for query_id, ranking in run.rankings.items():
+        _check_trec_id(query_id, "query")
+        for doc in ranking:
+            _check_trec_id(doc.doc_id, f"document (query {query_id!r})")
     run_tag = re.sub(r"\s+", "_", tag or run.name)
-    with path.open("w", encoding="utf-8") as out:
-        for query_id, ranking in run.rankings.items():
-            for rank, doc in enumerate(ranking, start=1):
-                out.write(f"{query_id} Q0 {doc.doc_id} {rank} {doc.score!r} {run_tag}\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as out:
+            for query_id, ranking in run.rankings.items():
+                for rank, doc in enumerate(ranking, start=1):
+                    out.write(f"{query_id} Q0 {doc.doc_id} {rank} {doc.score!r} {run_tag}\n")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{path}: cannot write the run file ({exc.strerror or exc}); "
+            "pass a file path in a folder you can write to"
+        ) from exc
     return path
+
+
+def _check_trec_id(value: str, kind: str) -> None:
+    # Run files are whitespace-separated columns: an empty id or one with a space would shift
+    # the columns, and the file would be read back as something else or not at all.
+    if not value or any(char.isspace() for char in value):
+        raise InvalidInputError(
+            f"{kind} id {value!r} is empty or contains whitespace, which a TREC run file "
+            "cannot hold; rename the id (e.g. replace spaces with '_')"
+        )
 
 
 def load_trec_topics(path: Path | str, topic_field: TopicField = "title") -> Queries:
     """TREC topics, either SGML (``<top><num>...<title>...</top>``) or TSV ``qid<TAB>text``."""
+    # Checked before reading, so a wrong field fails the same way for SGML and TSV files.
+    if topic_field not in get_args(TopicField):
+        allowed = ", ".join(repr(name) for name in get_args(TopicField))
+        raise InvalidInputError(f"topic_field must be one of {allowed}, got {topic_field!r}")
     text = read_text(path)
     if text.lstrip().startswith("<"):
         return _parse_sgml_topics(text, path, topic_field)
@@ -355,11 +383,16 @@ def _candidate_entry(entry: object, where: str) -> CandidateList | None:
     hits = [_candidate_hit(hit, f"{where} hit #{i}") for i, hit in enumerate(raw_hits)]
     query_ids = {qid for qid, _hit in hits}
     if "qid" in entry:
-        query_ids.add(str(entry["qid"]))
+        query_ids.add(_candidate_id(entry, "qid", where))
     if len(query_ids) > 1:
         raise DataFormatError(f"{where}: hits carry different qids {sorted(query_ids)}")
     if not query_ids:
         return None
+    if not entry["query"].strip():
+        # Refused here: the re-ranker would refuse it later without naming this file.
+        raise DataFormatError(
+            f"{where} (qid {next(iter(query_ids))!r}): 'query' is empty; give the query text"
+        )
     docs = [hit for _qid, hit in hits]
     if len({hit.doc_id for hit in docs}) != len(docs):
         raise DataFormatError(f"{where}: a docid appears twice in 'hits'")
@@ -375,16 +408,35 @@ def _candidate_hit(hit: object, where: str) -> tuple[str, Candidate]:
         raise DataFormatError(f"{where}: missing {', '.join(missing)}")
     if not isinstance(hit["content"], str):
         raise DataFormatError(f"{where}: 'content' must be a string")
-    try:
-        candidate = Candidate(
-            doc_id=str(hit["docid"]),
-            rank=int(hit["rank"]),
-            score=float(hit["score"]),
-            text=hit["content"],
+    # No coercion: int(1.9) or int(True) would silently reorder the list.
+    if not is_int(hit["rank"], at_least=1):
+        raise DataFormatError(
+            f"{where}: 'rank' must be an integer >= 1, got {hit['rank']!r}; "
+            "write the 1-based position in the first-stage ranking"
         )
+    try:
+        score = float(hit["score"])
     except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"{where}: bad 'rank' or 'score' ({exc})") from exc
-    return str(hit["qid"]), candidate
+        raise DataFormatError(f"{where}: bad 'score' ({exc})") from exc
+    candidate = Candidate(
+        doc_id=_candidate_id(hit, "docid", where),
+        rank=int(hit["rank"]),
+        score=score,
+        text=hit["content"],
+    )
+    return _candidate_id(hit, "qid", where), candidate
+
+
+def _candidate_id(record: Mapping[str, Any], key: str, where: str) -> str:
+    """A query or document id: a string or an integer (``str(None)`` would match nothing)."""
+    value = record[key]
+    if is_int(value):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise DataFormatError(
+            f"{where}: {key!r} must be a non-empty string or an integer, got {value!r}"
+        )
+    return value
 
 
 def candidates_to_run(candidates: list[CandidateList], name: str = "first_stage") -> Run:

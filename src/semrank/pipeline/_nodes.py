@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from semrank._checks import is_finite_number, is_int, require_collection
+from semrank._checks import MAX_WEIGHT, is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
 from semrank.pipeline._ranking import Ranking
@@ -101,9 +101,10 @@ class Retriever(abc.ABC):
         return Linear.compose(self, other)
 
     def __rmul__(self, weight: float) -> Weighted:
-        if not is_finite_number(weight, at_least=0):
+        if not is_finite_number(weight, at_least=0, at_most=MAX_WEIGHT):
             raise InvalidInputError(
-                f"a fusion weight must be a finite number >= 0, got {weight!r} (e.g. 0.3 * BM25())"
+                f"a fusion weight must be a finite number from 0 to {MAX_WEIGHT:g}, got "
+                f"{weight!r} (e.g. 0.3 * BM25())"
             )
         return Weighted(self, float(weight))
 
@@ -380,10 +381,13 @@ def _unfused(node: Retriever, kind: type) -> list[Retriever]:
 
 # --- re-ranking and cut-offs -----------------------------------------------------------------
 def _rerank_options(
-    model: object, field: object, window: int | None, min_score: float | None
-) -> tuple[int | None, float | None]:
+    model: object, field: object, window: int, min_score: float | None
+) -> tuple[int, float | None]:
     """A re-ranking node's options checked: (window as int, min_score as float or None)."""
-    checked_window = _positive("text_similarity_reranker rank_window_size", window)
+    name = "text_similarity_reranker rank_window_size"
+    checked_window = _positive(name, window)
+    if checked_window is None:  # unlike a fusion's window, a re-ranker's has no fallback
+        raise InvalidInputError(f"{name} must be a positive integer (default 10), got None")
     checked_min = _finite("text_similarity_reranker min_score", min_score)
     if model is not None and not isinstance(model, str | ScoresDocuments):
         raise InvalidInputError(

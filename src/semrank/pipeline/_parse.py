@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_finite_number
+from semrank._checks import MAX_WEIGHT, is_finite_number
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER
 from semrank.pipeline._nodes import (
@@ -87,9 +87,15 @@ def _field_boost(name: Any, where: str) -> tuple[str, float]:
         raise InvalidInputError(f"{where} must be field names like 'title^2', got {name!r:.60}")
     field, _, boost = name.partition("^")
     try:
-        return field, float(boost) if boost else 1.0
+        value = float(boost) if boost else 1.0
     except ValueError as exc:
         raise InvalidInputError(f"bad field boost in {name!r}; write e.g. 'title^2'") from exc
+    if not is_finite_number(value, at_least=0, at_most=MAX_WEIGHT):
+        raise InvalidInputError(
+            f"field boost in {name!r} must be a number from 0 to {MAX_WEIGHT:g}; write e.g. "
+            "'title^2'"
+        )
+    return field, value
 
 
 def _match(body: dict[str, Any], where: str) -> BM25:
@@ -293,6 +299,10 @@ def _load_json(spec: str | Path) -> Any:
         return json.loads(path.read_text("utf-8"))
     except FileNotFoundError as exc:
         raise DataFormatError(f"retriever file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise DataFormatError(f"retriever file {path} is a folder; pass a JSON file") from exc
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"retriever file {path} is not UTF-8; save it as UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 

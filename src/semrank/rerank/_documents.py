@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from semrank._checks import is_finite_number, is_int, require_collection
+from semrank._checks import is_finite_number, is_int, require_collection, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.rerank._results import Document
 
@@ -21,6 +21,7 @@ def validate_query(query: object) -> str:
         )
     if not query.strip():
         raise InvalidInputError("query is empty; pass the text to rank the documents against")
+    require_unicode(query, "query")
     return query
 
 
@@ -86,6 +87,9 @@ def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
 
 
 def _document_text(doc: Any, position: int, fields: list[str] | None) -> str:
+    if isinstance(doc, str | dict):
+        # The whole object, not only its ranked fields: it may be returned to the caller.
+        require_unicode(doc, f"documents[{position}]")
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict):
@@ -105,7 +109,8 @@ def _object_text(doc: dict[str, Any], position: int, fields: list[str]) -> str:
             else "add the field or change rank_fields"
         )
         raise InvalidInputError(
-            f"documents[{position}] has no field {missing[0]!r} (it has {sorted(doc)}); {hint}"
+            f"documents[{position}] has no field {missing[0]!r} (it has "
+            f"{sorted(map(str, doc))}); {hint}"
         )
     if len(fields) == 1:
         return _field_text(doc[fields[0]])

@@ -40,7 +40,13 @@ def _read_text(path: str) -> str:
     if not file.is_file():
         problem = "a folder, not a file" if file.is_dir() else "no such file"
         raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
-    return file.read_text(encoding="utf-8")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"--docs {path!r}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
 
 
 def _json_line(path: str, number: int, line: str) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semrank._checks import is_finite_number, is_int
+from semrank._checks import MAX_WEIGHT, is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.retrieve._hits import Hits
 
@@ -25,8 +25,10 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
         return [1.0] * count
     if len(weights) != count:
         raise InvalidInputError(f"got {len(weights)} weights for {count} ranked lists")
-    if not all(is_finite_number(w, at_least=0) for w in weights):
-        raise InvalidInputError(f"fusion weights must be finite numbers >= 0, got {list(weights)}")
+    if not all(is_finite_number(w, at_least=0, at_most=MAX_WEIGHT) for w in weights):
+        raise InvalidInputError(
+            f"fusion weights must be finite numbers from 0 to {MAX_WEIGHT:g}, got {list(weights)}"
+        )
     return [float(w) for w in weights]
 
 

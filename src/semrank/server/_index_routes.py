@@ -51,6 +51,8 @@ async def list_indexes(request: Request) -> Any:
 async def create_index(body: CreateIndexRequest, request: Request) -> Any:
     from semrank.store import create_index as create
 
+    _check_embedding_model(body.embedding_model)
+
     def make() -> dict[str, Any]:
         store = create(
             body.name,
@@ -65,6 +67,20 @@ async def create_index(body: CreateIndexRequest, request: Request) -> Any:
             store.close()
 
     return JSONResponse(await _blocking(request, None, make), status_code=201)
+
+
+def _check_embedding_model(name: str | None) -> None:
+    """Over HTTP an index's embedding model is a catalog name: a client must not make the server
+    load (or download) whatever a path on the server's disk or a hub id points at."""
+    from semrank.models import find_spec
+
+    if name is None or name == "default" or find_spec(name) is not None:
+        return
+    raise InvalidInputError(
+        f"embedding_model {name!r} is not in the model catalog; use 'default', null (BM25 "
+        "only) or a catalog name (GET /v1/models lists the served ones; `semrank models list` "
+        "all); indexes with other models are created with `semrank index create`"
+    )
 
 
 @router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")

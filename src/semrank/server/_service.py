@@ -98,6 +98,11 @@ class RerankService:
                 f"{documents} documents exceed this server's limit of {self.config.max_documents} "
                 "per request; split the request (or raise --max-documents)"
             )
+        from semrank.rerank._documents import document_texts, validate_query
+
+        for call in calls:  # checked before the tokenizer counts them (it cannot read every str)
+            validate_query(call.query)
+            document_texts(call.documents, call.rank_fields)
         texts = [text for call in calls for text in _call_texts(call)]
         # Small ASCII requests skip the exact count: an ASCII character is at most one token (plus
         # one leading SentencePiece "▁" per text). Other characters can be several (byte-level

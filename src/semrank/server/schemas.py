@@ -9,11 +9,24 @@ fields are ignored, so clients that send provider-specific options keep working.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Document = str | dict[str, Any]
+
+
+def _not_bool(value: object) -> object:
+    # JSON's true would otherwise pass as the integer 1 (pydantic's lax mode).
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, got {str(value).lower()}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_bool)]
+
+# Longest deadline a request may ask for: a day (larger values overflow the clock arithmetic).
+MAX_TIMEOUT_MS = 86_400_000
 
 
 class _Schema(BaseModel):
@@ -28,7 +41,7 @@ class ChunkingOptions(_Schema):
     aggregation: Literal["max", "mean", "topk_mean"] | None = Field(
         None, description="how chunk scores become the document's score"
     )
-    top_k: int | None = Field(None, ge=1, description="chunks averaged by topk_mean")
+    top_k: Count | None = Field(None, ge=1, description="chunks averaged by topk_mean")
     max_chunks: int | None = Field(None, ge=1, description="chunks read per document at most")
     heading_tokens: int | None = Field(
         None,
@@ -50,7 +63,10 @@ class SemrankOptions(_Schema):
     )
     raw_scores: bool = Field(False, description="raw model scores instead of 0..1 relevance")
     timeout_ms: int | None = Field(
-        None, ge=1, description="deadline for this request (default: the server's)"
+        None,
+        ge=1,
+        le=MAX_TIMEOUT_MS,
+        description="deadline for this request (default: the server's)",
     )
     fail_open: bool | None = Field(
         None,
@@ -85,7 +101,7 @@ class V2RerankRequest(SemrankOptions):
     model: str | None = Field(None, description="served model name (default: the first)")
     query: str = Field(min_length=1)
     documents: list[str] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
+    top_n: Count | None = Field(None, ge=1)
     max_tokens_per_doc: int | None = Field(
         None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
     )
@@ -136,8 +152,8 @@ class V1RerankRequest(SemrankOptions):
     documents: list[Document] = Field(
         min_length=1, description="strings, or objects whose rank_fields (default 'text') hold text"
     )
-    top_n: int | None = Field(None, ge=1)
-    top_k: int | None = Field(None, ge=1, description="Voyage's name for top_n")
+    top_n: Count | None = Field(None, ge=1)
+    top_k: Count | None = Field(None, ge=1, description="Voyage's name for top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: bool | None = Field(None, description="default false")
     max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
@@ -228,7 +244,7 @@ class TeiRank(ResultFacts, _TeiScored):
 class BatchQuery(_Schema):
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
+    top_n: Count | None = Field(None, ge=1)
     min_score: float | None = Field(None, allow_inf_nan=False)
 
 
@@ -237,7 +253,7 @@ class BatchRerankRequest(SemrankOptions):
 
     model: str | None = None
     queries: list[BatchQuery] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1, description="default for queries without top_n")
+    top_n: Count | None = Field(None, ge=1, description="default for queries without top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(None, ge=1)
@@ -307,7 +323,7 @@ class SearchRequest(_Schema):
     )
     size: int = Field(10, ge=1, le=10_000)
     return_documents: bool = True
-    timeout_ms: int | None = Field(None, ge=1)
+    timeout_ms: int | None = Field(None, ge=1, le=MAX_TIMEOUT_MS)
 
 
 class SearchHit(_Schema):

@@ -15,10 +15,10 @@ from typing import Any, Self, cast
 
 import numpy as np
 
-from semrank._checks import is_finite_number, is_int, require_collection
+from semrank._checks import MAX_WEIGHT, is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
-from semrank.store._corpus import Document, documents_from
+from semrank.store._corpus import Document, documents_from, is_valid_unicode
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
@@ -296,10 +296,17 @@ def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
         raise InvalidInputError(
             f"fields must be a non-empty list of (field, boost) pairs, got {fields!r:.60}"
         )
-    for name, boost in fields:
-        if not is_finite_number(boost, at_least=0):
+    for pair in fields:
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
             raise InvalidInputError(
-                f"boost of field {name!r} must be a finite number >= 0, got {boost!r}"
+                f"each of fields must be a (field, boost) pair such as ('title', 2.0), "
+                f"got {pair!r:.60}"
+            )
+        name, boost = pair
+        if not is_finite_number(boost, at_least=0, at_most=MAX_WEIGHT):
+            raise InvalidInputError(
+                f"boost of field {name!r} must be a finite number from 0 to {MAX_WEIGHT:g}, "
+                f"got {boost!r}"
             )
 
 
@@ -311,7 +318,14 @@ def id_list(ids: object) -> list[str]:
         hint="wrap a single id in a list: [id]",
         ordered=False,
     )
-    return [str(i) for i in cast(Iterable[object], ids)]
+    strings = [str(i) for i in cast(Iterable[object], ids)]
+    bad = next((i for i in strings if not is_valid_unicode(i)), None)
+    if bad is not None:
+        raise InvalidInputError(
+            f"id {bad!r} is not valid Unicode (it holds a lone surrogate); ids must be valid "
+            "Unicode"
+        )
+    return strings
 
 
 def index_dir_size(path: Path) -> int:

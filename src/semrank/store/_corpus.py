@@ -10,10 +10,11 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -51,10 +52,63 @@ class Corpus:
         return sum(1 for _ in _records(self.path, self.format))
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+
+
+# What a truncated or corrupt gzip stream raises while it is read (BadGzipFile is an OSError).
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _not_gzip(path: Path, exc: Exception) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path}: not a valid gzip file ({exc}); re-compress it with gzip, or drop the .gz "
+        "suffix if it is plain text"
+    )
+
+
+def _not_utf8(path: Path, line: int, byte: int, column: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); "
+        "save the file as UTF-8"
+    )
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    with _open_binary(path) as handle:
+        try:
+            yield from handle
+        except _GZIP_ERRORS as exc:
+            raise _not_gzip(path, exc) from exc
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 (optionally gzipped) file, line endings kept (as ``newline=""``).
+
+    Decoded line by line, not by a TextIOWrapper, so that a bad byte is reported with the line
+    it is on rather than as a bare UnicodeDecodeError somewhere in an 8 KB chunk.
+    """
+    for number, raw in enumerate(_raw_lines(path), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, number, raw[exc.start], exc.start + 1) from exc
+        yield line
+
+
+def _read_text(path: Path) -> str:
+    """The whole file as text, with the same errors as ``_text_lines``."""
+    with _open_binary(path) as handle:
+        try:
+            data = handle.read()
+        except _GZIP_ERRORS as exc:
+            raise _not_gzip(path, exc) from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise _not_utf8(path, line, data[exc.start], column) from exc
 
 
 def _format_of(path: Path) -> str:
@@ -71,27 +125,23 @@ def _format_of(path: Path) -> str:
 
 
 def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
-    with _open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path}:{line_number}: expected a JSON object per line")
-            yield record
+    for line_number, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}:{line_number}: expected a JSON object per line")
+        yield record
 
 
 def _json_records(path: Path) -> Iterator[dict[str, Any]]:
-    with _open_text(path) as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(
-                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
-            ) from exc
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -106,8 +156,28 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
     csv.field_size_limit(1 << 30)
-    with _open_text(path) as handle:
-        yield from csv.DictReader(handle, delimiter=delimiter)
+    # TSV has no quoting convention: a field that merely starts with '"' would otherwise open a
+    # quoted field that swallows the rest of the file into one document.
+    reader = csv.DictReader(
+        _text_lines(path),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+    )
+    for number, row in enumerate(reader, start=1):
+        if None in row:  # DictReader files the cells beyond the header under the key None
+            raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
+        yield row
+
+
+def _extra_cells(path: Path, row: int, line: int, extra: int, delimiter: str) -> InvalidInputError:
+    fix = (
+        "remove the stray tabs or name the extra columns in the header"
+        if delimiter == "\t"
+        else 'quote the field that holds a comma ("a, b") or name the extra columns in the header'
+    )
+    return InvalidInputError(
+        f"{path}: row {row} (line {line}) has {extra} more field(s) than the header; {fix}"
+    )
 
 
 def _records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
@@ -214,11 +284,55 @@ def documents_from(
         )
     for number, item in enumerate(records, start=1):
         if isinstance(item, Document):
-            yield item
+            yield _checked(item)
         elif isinstance(item, dict):
-            yield to_document(item, id_field, number)
+            yield _checked(to_document(item, id_field, number))
         else:
             raise DataFormatError(
                 f"record {number} is a {type(item).__name__} ({item!r:.60}); each document "
                 f"must be a dict with an {id_field!r} field, or a Document"
             )
+
+
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored (encoded as UTF-8): lone surrogates, which a JSON
+    ``"\\ud800"`` escape or a careless decoder can produce, cannot."""
+    if text.isascii():  # O(1) for most strings: skips the copy that encode() makes
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_value(value: object) -> bool:
+    if isinstance(value, str):
+        return is_valid_unicode(value)
+    if isinstance(value, list | tuple):
+        return all(_valid_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(_valid_value(k) and _valid_value(v) for k, v in value.items())
+    return True
+
+
+def _checked(document: Document) -> Document:
+    """``document`` if every store can write it: string field names, valid Unicode throughout
+    (checked here, before a batch is written, so no backend fails halfway with an encoder error)."""
+    if isinstance(document.id, str) and not is_valid_unicode(document.id):
+        raise InvalidInputError(
+            f"document id {document.id!r} is not valid Unicode (it holds a lone surrogate); "
+            "ids and text must be valid Unicode"
+        )
+    for name, value in document.fields.items():
+        if not isinstance(name, str):
+            raise InvalidInputError(
+                f"document {document.id!r}: field name {name!r} is a {type(name).__name__}; "
+                f"field names must be strings (use {str(name)!r})"
+            )
+        if not (is_valid_unicode(name) and _valid_value(value)):
+            raise InvalidInputError(
+                f"document {document.id!r}: field {name!r} is not valid Unicode (it holds a lone "
+                "surrogate such as \\ud800); text must be valid Unicode"
+            )
+    return document

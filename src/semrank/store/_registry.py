@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 HOME_ENV = "SEMRANK_HOME"
 DEFAULT_EMBEDDING = "default"  # the bundled all-MiniLM-L6-v2
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Used with fullmatch: "$" alone would accept a trailing newline ("abc\n").
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def default_home() -> Path:
@@ -41,11 +42,16 @@ def default_home() -> Path:
 
 
 def resolve_home(home: str | Path | None) -> Path:
+    if home is not None and not isinstance(home, str | Path):
+        raise InvalidInputError(
+            f"home must be a folder path (str or pathlib.Path), got {type(home).__name__} "
+            f"({home!r:.60}); omit it for {default_home()}"
+        )
     return Path(home).expanduser() if home is not None else default_home()
 
 
 def index_path(name: str, home: str | Path | None = None) -> Path:
-    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".tmp", ".trash")):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith((".tmp", ".trash")):
         raise InvalidInputError(
             f"invalid index name {name!r}: use letters, digits, '.', '_' and '-' (max 128), "
             "starting with a letter or digit"
@@ -147,7 +153,7 @@ def create_index(
     )
     if postgres is not None:
         return postgres.PostgresStore.create(str(store), settings, embedder=embedder)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_home(target.parent)
     staging = target.parent / f".{name}.{uuid.uuid4().hex}.tmp"
     LocalStore.initialize(staging, settings).close()
     try:
@@ -158,8 +164,26 @@ def create_index(
     return LocalStore(target, embedder=embedder)
 
 
+def _make_home(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise InvalidInputError(
+            f"index home {home} is a file (or lies under one); pass a folder with --home"
+        ) from exc
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot create the index home {home} ({exc.strerror}); pass a writable folder "
+            "with --home"
+        ) from exc
+
+
 def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
     """The index's text fields; a lone string is one field, not one per letter."""
+    if not isinstance(fields, str | Sequence):
+        raise InvalidInputError(
+            f"fields must be a list of text field names, got {type(fields).__name__}"
+        )
     names = [fields] if isinstance(fields, str) else list(fields)
     if not names:
         raise InvalidInputError("an index needs at least one text field (--fields)")
@@ -240,4 +264,6 @@ def list_indexes(home: str | Path | None = None, *, store: str | None = None) ->
     root = resolve_home(home)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / DB_NAME).is_file() and _NAME.match(p.name))
+    return sorted(
+        p.name for p in root.iterdir() if (p / DB_NAME).is_file() and _NAME.fullmatch(p.name)
+    )

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from semrank.errors import DataFormatError
+
 DB_NAME = "documents.sqlite"
 SCHEMA_VERSION = 1
 
@@ -61,6 +63,19 @@ class DocumentDB:
         self._conn = sqlite3.connect(
             path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
+        try:
+            self._setup()
+        except sqlite3.OperationalError:  # locked, read-only...: not the file's fault
+            self._conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            self._conn.close()
+            raise DataFormatError(
+                f"{path} is not a readable SQLite database ({exc}); restore it from a backup, "
+                f"or delete the index with `semrank index drop {path.parent.name}`"
+            ) from exc
+
+    def _setup(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss too, not only a killed process; one fsync per batch.
         self._conn.execute("PRAGMA synchronous=FULL")

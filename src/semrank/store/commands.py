@@ -42,8 +42,9 @@ def _split(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
-def _ingest(index: Store, corpus: Corpus, batch_size: int) -> int:
-    """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes."""
+def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = None) -> int:
+    """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
+    (``total``: the corpus's record count when the caller has it already)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = (
@@ -53,7 +54,9 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int) -> int:
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(f"indexing {corpus.path.name}", total=corpus.count())
+        task = bar.add_task(
+            f"indexing {corpus.path.name}", total=corpus.count() if total is None else total
+        )
         count = index.upsert(
             corpus,
             batch_size=batch_size,
@@ -92,6 +95,9 @@ def create(
     from semrank.store import create_index, read_corpus
 
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
+    # A full pass over the file before anything is created: a bad byte or row deep in the file
+    # then fails here, rather than after the index exists, half filled.
+    total = corpus.count() if corpus is not None else 0
     index = create_index(
         name,
         home=home,
@@ -110,18 +116,18 @@ def create(
                 f"{kind}: id field {corpus.id_field or '(record number)'}, "
                 f"text fields {', '.join(corpus.text_fields)}"
             )
-            _ingest_into_new_index(index, corpus, batch_size, name=name, source=source)
+            _ingest_into_new_index(index, corpus, batch_size, total, name=name, source=source)
         typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
 
 
 def _ingest_into_new_index(
-    index: Store, corpus: Corpus, batch_size: int, *, name: str, source: Path | None
+    index: Store, corpus: Corpus, batch_size: int, total: int, *, name: str, source: Path | None
 ) -> None:
     """Ingest, and on bad input say that the index exists now and how to go on."""
     from semrank.errors import SemrankError
 
     try:
-        _ingest(index, corpus, batch_size)
+        _ingest(index, corpus, batch_size, total)
     except SemrankError as exc:
         raise type(exc)(
             f"{exc}\nindex {name!r} was created and keeps the {len(index)} documents ingested "
@@ -159,7 +165,16 @@ def _read_ids(ids_file: Path) -> list[str]:
         raise InvalidInputError(
             f"--ids-file {ids_file}: no such file; pass a file with one id per line"
         )
-    return [line.strip() for line in ids_file.read_text("utf-8").splitlines() if line.strip()]
+    data = ids_file.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInputError(
+            f"--ids-file {ids_file}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); save "
+            "the file as UTF-8"
+        ) from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @index_app.command("delete")
@@ -227,26 +242,37 @@ def list_(
     store: str | None = STORE_OPTION,
 ) -> None:
     """The indexes under the home directory (or in --store)."""
-    from semrank.store import list_indexes, open_index, resolve_home
+    from semrank.store import list_indexes, resolve_home
 
-    rows = []
-    for name in list_indexes(home, store=store):
-        with open_index(name, home=home, store=store) as index:
-            rows.append(
-                {
-                    "name": name,
-                    "documents": len(index),
-                    "embedding_model": index.settings.embedding_model,
-                }
-            )
+    rows = [_list_row(name, home, store) for name in list_indexes(home, store=store)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-    elif not rows:
+        return
+    if not rows:
         typer.echo(f"no indexes in {store if store and store != 'local' else resolve_home(home)}")
     for row in rows:
+        if "error" in row:
+            typer.echo(f"{row['name']}\tunreadable: {row['error']}")
+            continue
         typer.echo(
             f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}"
         )
+
+
+def _list_row(name: str, home: Path | None, store: str | None) -> dict[str, Any]:
+    """One index's row; an unreadable index is marked, with why, instead of failing the list."""
+    from semrank.errors import SemrankError
+    from semrank.store import open_index
+
+    try:
+        with open_index(name, home=home, store=store) as index:
+            return {
+                "name": name,
+                "documents": len(index),
+                "embedding_model": index.settings.embedding_model,
+            }
+    except SemrankError as exc:
+        return {"name": name, "documents": None, "embedding_model": None, "error": str(exc)}
 
 
 def _snippet(document: dict[str, Any] | None, width: int = 90) -> str:

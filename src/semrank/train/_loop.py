@@ -349,6 +349,20 @@ def _finished(config: TrainConfig, state: RunState) -> bool:
     return bool(config.max_minutes and state.elapsed_s >= 60 * config.max_minutes)
 
 
+def _claim_output(output: Path, *, resume: bool) -> None:
+    """The run folder, created; an earlier run in it is continued only when asked (``resume``),
+    never overwritten: its checkpoint and best model may be hours of work."""
+    if output.exists() and not output.is_dir():
+        raise InvalidInputError(f"--output {output} is a file; name a folder for the run")
+    earlier = [name for name in ("config.json", CHECKPOINT, "best") if (output / name).exists()]
+    if earlier and not resume:
+        raise InvalidInputError(
+            f"--output {output} already holds a training run ({', '.join(earlier)}); pass "
+            "--resume to continue it, or name a new folder"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
     """Train a re-ranker as configured; returns the exported model folder (best by val)."""
     import torch
@@ -356,9 +370,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    config.output.mkdir(parents=True, exist_ok=True)
-    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    _claim_output(config.output, resume=resume)
     collections, val, teacher_val = prepare_data(config)
+    # Written once the data has loaded: a run refused for bad data leaves the folder as it was.
+    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
     model, tokenizer = build_cross_encoder(

@@ -1,0 +1,161 @@
+"""Bad input found by fuzzing the HTTP API and the library: each case gets a 4xx JSON error (or
+the library's InvalidInputError) that names the bad value, never a 500 or a Python exception."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from semrank._checks import MAX_WEIGHT, is_finite_number, require_unicode
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.rerank._documents import document_texts, validate_query
+
+HUGE_INT = "1" + "0" * 400  # valid JSON; too large for a float
+STANDARD = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+
+
+def test_huge_integers_are_not_finite_numbers() -> None:
+    assert not is_finite_number(10**400)
+    assert is_finite_number(10**6, at_most=MAX_WEIGHT)
+    assert not is_finite_number(MAX_WEIGHT * 10, at_most=MAX_WEIGHT)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("a\ud800b", "doc holds a lone surrogate"),
+        ({"text": "ok", "x": ["fine", "\udcff"]}, r"doc\.x\[1\]"),
+        ({"\ud83d": "key"}, r"doc \(a field name\)"),
+    ],
+)
+def test_lone_surrogates_are_named(value: Any, named: str) -> None:
+    with pytest.raises(InvalidInputError, match=named):
+        require_unicode(value, "doc")
+
+
+def test_rerank_input_checks_refuse_lone_surrogates() -> None:
+    with pytest.raises(InvalidInputError, match="query holds a lone surrogate"):
+        validate_query("fleas \udcff")
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] holds"):
+        document_texts(["fine", "bad \ud800"])
+    # A field that is not ranked is checked too: it may be sent back with the results.
+    with pytest.raises(InvalidInputError, match=r"documents\[0\]\.note holds"):
+        document_texts([{"text": "fine", "note": "\ud800"}])
+    assert document_texts(["emoji \U0001f600 is fine"]) == ["emoji \U0001f600 is fine"]
+
+
+async def _post(client: httpx.AsyncClient, path: str, raw: str) -> httpx.Response:
+    return await client.post(path, content=raw, headers={"content-type": "application/json"})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "raw", "named"),
+    [
+        ("/v2/rerank", '{"query": "fleas", "documents": ["a\\ud800 b"]}', "documents[0]"),
+        (
+            "/v1/rerank",
+            '{"query": "fleas", "documents": [{"text": "a", "x": "\\ud800"}], '
+            '"return_documents": true}',
+            "documents[0].x",
+        ),
+        ("/rerank", '{"query": "fleas", "texts": ["\\udc00"]}', "lone surrogate"),
+        ("/v2/rerank", '{"query": "q", "documents": ["a"], "timeout_ms": ' + HUGE_INT + "}", ""),
+        ("/v2/rerank", '{"query": "q", "documents": ["a", "b"], "top_n": true}', "top_n"),
+    ],
+)
+async def test_rerank_bad_input_is_a_422(
+    index_client: httpx.AsyncClient, path: str, raw: str, named: str
+) -> None:
+    response = await _post(index_client, path, raw)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]
+
+
+async def _index(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/indexes", json={"name": "docs", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    documents = [{"id": "d1", "text": "Fleas feed on blood."}, {"id": "d2", "text": "Paris."}]
+    added = await client.post("/v1/indexes/docs/documents", json={"documents": documents})
+    assert added.status_code == 200, added.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("retriever", "named"),
+    [
+        ({"text_similarity_reranker": {"retriever": STANDARD, "rank_window_size": None}}, "None"),
+        (
+            {"text_similarity_reranker": {"retriever": STANDARD, "min_score": HUGE_INT}},
+            "min_score",
+        ),
+        ({"rrf": {"retrievers": [{"retriever": STANDARD, "weight": 1e308}]}}, "weight"),
+        ({"linear": {"retrievers": [{"retriever": STANDARD, "weight": 1e308}]}}, "weight"),
+        (
+            {"standard": {"query": {"multi_match": {"query": "x", "fields": ["text^1e308"]}}}},
+            "text^1e308",
+        ),
+    ],
+)
+async def test_search_bad_numbers_are_a_422(
+    index_client: httpx.AsyncClient, retriever: dict[str, Any], named: str
+) -> None:
+    await _index(index_client)
+    # HUGE_INT goes in as a bare JSON number, not a string.
+    raw = json.dumps({"query": "fleas", "retriever": retriever}).replace(f'"{HUGE_INT}"', HUGE_INT)
+    response = await _post(index_client, "/v1/indexes/docs/search", raw)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("model", ["/etc", "", "org/some-hub-model"])
+async def test_index_embedding_model_must_be_a_catalog_name(
+    index_client: httpx.AsyncClient, model: str
+) -> None:
+    response = await index_client.post("/v1/indexes", json={"name": "x", "embedding_model": model})
+    assert response.status_code == 422, response.text
+    assert "catalog" in response.json()["error"]
+    assert (await index_client.get("/v1/indexes")).json()["data"] == []
+
+
+def test_training_never_overwrites_an_earlier_run(tiny_base: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from semrank.train import DataSpec, TrainConfig, train
+
+    output = tmp_path / "run"
+    (output / "best").mkdir(parents=True)
+    (output / "config.json").write_text('{"earlier": true}')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"not_a_query": 1}\n')
+    config = TrainConfig(base=tiny_base, data=(DataSpec(path=bad),), output=output, max_steps=1)
+    with pytest.raises(InvalidInputError, match="already holds a training run"):
+        train(config)
+    # --resume goes on to read the data, which is bad: the earlier config is still intact.
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl"):
+        train(config, resume=True)
+    assert json.loads((output / "config.json").read_text()) == {"earlier": True}
+
+
+def test_cli_files_that_are_not_utf8_or_are_folders_are_named(tmp_path: Path) -> None:
+    from semrank.errors import DataFormatError
+    from semrank.pipeline import parse_retriever
+    from semrank.rerank.commands import _read_text
+
+    latin1 = tmp_path / "docs.txt"
+    latin1.write_bytes(b"caf\xe9 au lait\n")
+    with pytest.raises(InvalidInputError, match=r"not valid UTF-8 \(byte 0xe9 at byte 3\)"):
+        _read_text(str(latin1))
+    with pytest.raises(DataFormatError, match="is not UTF-8"):
+        parse_retriever(latin1)
+    with pytest.raises(DataFormatError, match="is a folder"):
+        parse_retriever(tmp_path)
+
+
+def test_object_documents_with_non_string_keys_are_named() -> None:
+    with pytest.raises(InvalidInputError, match=r"has no field 'text' \(it has \['1', 'x'\]\)"):
+        document_texts([{1: "a", "x": "b"}])

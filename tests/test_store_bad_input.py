@@ -1,0 +1,148 @@
+"""Bad corpora, ids files, index names and documents: one clear semrank error, nothing half made."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.store import create_index, list_indexes, read_corpus
+from test_store_cli import run  # the CLI through typer's runner, exceptions re-raised
+
+
+def test_tsv_field_starting_with_a_quote_stays_in_its_row(tmp_path: Path) -> None:
+    corpus = tmp_path / "q2.tsv"
+    corpus.write_text('id\tbody\n1\t"quoted start of text\n2\tbaz\n3\tqux\n', "utf-8")
+    home = str(tmp_path / "home")
+    assert "3 documents" in run(
+        "index", "create", "c4", "--from", str(corpus), "--no-dense", "--home", home
+    )
+    documents = list(read_corpus(corpus))
+    assert [d.fields["body"] for d in documents] == ['"quoted start of text', "baz", "qux"]
+
+
+def test_csv_keeps_its_quoting(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.csv"
+    corpus.write_text('id,body\n1,"a, quoted\nfield"\n2,plain\n', "utf-8")
+    assert [d.fields["body"] for d in read_corpus(corpus)] == ["a, quoted\nfield", "plain"]
+
+
+def test_csv_row_with_more_fields_than_the_header(tmp_path: Path) -> None:
+    corpus = tmp_path / "wide.csv"
+    corpus.write_text("id,body\n1,fine\n2,one, two\n", "utf-8")
+    with pytest.raises(InvalidInputError, match=r"wide\.csv: row 2 \(line 3\).*quote the field"):
+        run("index", "create", "w", "--from", str(corpus), "--no-dense", "--home", str(tmp_path))
+    assert list_indexes(tmp_path) == []
+
+
+def test_field_names_must_be_strings(tmp_path: Path) -> None:
+    with create_index("n", home=tmp_path, embedding_model=None) as index:
+        with pytest.raises(InvalidInputError, match=r"field name 5 is a int; field names must"):
+            index.upsert([{"id": "c", "text": "x", 5: "y"}])
+        assert len(index) == 0
+
+
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.csv", "bad.tsv", "bad.json"])
+def test_corpus_that_is_not_utf8(tmp_path: Path, name: str) -> None:
+    corpus = tmp_path / name
+    good = {"bad.json": b'[{"id": "1",\n "text": "caf', "bad.jsonl": b'{"id": "1", "text": "ok"}\n'}
+    head = good.get(name, b"id\ttext\n" if name.endswith("tsv") else b"id,text\n")
+    tail = b'\xe9"}]\n' if name.endswith(".json") else b'{"id": "2", "text": "caf\xe9"}\n'
+    if name.endswith(("csv", "tsv")):
+        tail = b"2\tcaf\xe9\n" if name.endswith("tsv") else b"2,caf\xe9\n"
+    corpus.write_bytes(head + tail)
+    with pytest.raises(InvalidInputError, match=rf"{name}:2: not valid UTF-8 \(byte 0xe9.*UTF-8"):
+        list(read_corpus(corpus))
+
+
+def test_corrupt_gzip_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl.gz"
+    corpus.write_bytes(gzip.compress(b'{"id": "1", "text": "x"}\n' * 1000)[:-40])  # truncated
+    with pytest.raises(InvalidInputError, match=r"corpus\.jsonl\.gz: not a valid gzip file"):
+        read_corpus(corpus).count()
+    corpus.write_bytes(b"plain text, not gzip\n")
+    with pytest.raises(InvalidInputError, match=r"not a valid gzip file"):
+        read_corpus(corpus)
+
+
+def test_ids_file_that_is_not_utf8(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    create_index("i", home=home, embedding_model=None).close()
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"a\nb\xe9\n")
+    with pytest.raises(InvalidInputError, match=r"ids\.txt:2: not valid UTF-8"):
+        run("index", "delete", "i", "--ids-file", str(ids), "--home", home)
+
+
+def test_decode_error_deep_in_the_corpus_creates_no_index(tmp_path: Path) -> None:
+    corpus = tmp_path / "late.jsonl"
+    lines = [json.dumps({"id": str(i), "text": f"document number {i} " * 3}) for i in range(300)]
+    corpus.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "x", "text": "\xe9"}\n')
+    assert corpus.stat().st_size > 16_000  # past the first read chunk
+    home = tmp_path / "home"
+    with pytest.raises(InvalidInputError, match=r"late\.jsonl:301: not valid UTF-8"):
+        run("index", "create", "late", "--from", str(corpus), "--no-dense", "--home", str(home))
+    assert list_indexes(home) == [] and not (home / "late").exists()
+
+
+def test_list_marks_an_unreadable_index(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    create_index("good", home=home, embedding_model=None).close()
+    create_index("bad", home=home, embedding_model=None).close()
+    for leftover in (home / "bad").glob("documents.sqlite-*"):
+        leftover.unlink()
+    garbage = b"this is not a sqlite database " * 100
+    (home / "bad" / "documents.sqlite").write_bytes(garbage)
+    out = run("index", "list", "--home", str(home))
+    assert out.splitlines()[0].startswith("bad\tunreadable: ")
+    assert "not a readable SQLite database" in out and "semrank index drop bad" in out
+    assert out.splitlines()[1].startswith("good\t0 documents")
+    rows = json.loads(run("index", "list", "--json", "--home", str(home)))
+    assert rows[0]["name"] == "bad" and "error" in rows[0] and rows[1]["documents"] == 0
+    assert (home / "bad" / "documents.sqlite").read_bytes() == garbage  # left as it was
+
+
+@pytest.mark.parametrize("name", ["abc\n", "\nabc", "a\nb"])
+def test_index_name_with_a_newline(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidInputError, match="invalid index name"):
+        create_index(name, home=tmp_path, embedding_model=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lone_surrogates_are_rejected(tmp_path: Path) -> None:
+    with create_index("s", home=tmp_path, embedding_model=None) as index:
+        with pytest.raises(InvalidInputError, match=r"document 'e': field 'text' is not valid Uni"):
+            index.upsert([{"id": "e", "text": "\ud800"}])
+        with pytest.raises(InvalidInputError, match=r"field 'tags' is not valid Unicode"):
+            index.upsert([{"id": "e", "text": "ok", "tags": ["fine", "\udfff"]}])
+        with pytest.raises(InvalidInputError, match=r"document id '\\ud800' is not valid Unicode"):
+            index.upsert([{"id": "\ud800", "text": "x"}])
+        for call in (index.delete, index.get):
+            with pytest.raises(InvalidInputError, match=r"id '\\ud800' is not valid Unicode"):
+                call(["ok", "\ud800"])
+        assert len(index) == 0
+
+
+def test_lone_surrogate_escape_in_a_jsonl_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "esc.jsonl"
+    corpus.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": "\\ud800"}\n', "utf-8")
+    with (
+        create_index("j", home=tmp_path, embedding_model=None) as index,
+        pytest.raises(InvalidInputError, match=r"document '2': field 'text'"),
+    ):
+        index.upsert(read_corpus(corpus))
+
+
+def test_index_home_and_fields_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
+    afile = tmp_path / "homefile"
+    afile.write_text("not a folder")
+    with pytest.raises(InvalidInputError, match="is a file"):
+        create_index("x1", home=afile, embedding_model=None)
+    with pytest.raises(InvalidInputError, match="home must be a folder path"):
+        create_index("x1", home=5, embedding_model=None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="fields must be a list"):
+        create_index("x1", home=tmp_path, fields=None, embedding_model=None)  # type: ignore[arg-type]
+    assert list_indexes(tmp_path) == []
