@@ -159,3 +159,62 @@ def test_cli_files_that_are_not_utf8_or_are_folders_are_named(tmp_path: Path) ->
 def test_object_documents_with_non_string_keys_are_named() -> None:
     with pytest.raises(InvalidInputError, match=r"has no field 'text' \(it has \['1', 'x'\]\)"):
         document_texts([{1: "a", "x": "b"}])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ('{"query": "x", "documents": ["a",]}', "not valid JSON (Expecting value at character"),
+        ('{"query": "x", "documents": ["a", "b"], "top_n": 1, "top_k": 2}', "disagree"),
+    ],
+)
+async def test_v1_bad_bodies_say_what_to_send(
+    index_client: httpx.AsyncClient, raw: str, named: str
+) -> None:
+    response = await _post(index_client, "/v1/rerank", raw)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_a_batch_names_its_empty_query(index_client: httpx.AsyncClient) -> None:
+    body = {
+        "queries": [{"query": "fleas", "documents": ["a"]}, {"query": "  ", "documents": ["b"]}]
+    }
+    response = await index_client.post("/v1/rerank/batch", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"].startswith("queries[1]: query is empty")
+
+
+def test_library_options_are_checked_not_coerced(reranker: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    from semrank.eval import load_queries
+    from semrank.rerank import CascadeConfig
+
+    with pytest.raises(InvalidInputError, match="raw_scores must be True or False, got 'no'"):
+        reranker.rerank("fleas", ["a"], raw_scores="no")
+    with pytest.raises(InvalidInputError, match=r"queries\[1\]: query is empty"):
+        reranker.rerank_many(["fleas", " "], [["a"], ["b"]])
+    with pytest.raises(InvalidInputError, match=r"^query is empty"):
+        reranker.rerank(" ", ["a"])
+    # numpy integers count as integers, as _checks promises.
+    assert CascadeConfig(keep=np.int64(3)).keep == 3
+    assert len(reranker.rerank("fleas", ["fleas eat blood"], max_tokens_per_doc=np.int64(5))) == 1
+    bom = tmp_path / "queries.jsonl"
+    bom.write_text('{"_id": "q1", "text": "fleas"}\n', encoding="utf-8-sig")
+    assert load_queries(bom) == {"q1": "fleas"}
+
+
+def test_corpus_and_model_arguments_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
+    from semrank import Reranker
+    from semrank.store import read_corpus
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": "1", "title": "Fleas", "text": "Fleas eat blood."}\n')
+    assert read_corpus(corpus, fields="title").text_fields == ("title",)
+    with pytest.raises(InvalidInputError, match="corpus path must be a str or pathlib"):
+        read_corpus(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="model name is empty"):
+        Reranker("")

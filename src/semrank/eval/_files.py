@@ -40,9 +40,10 @@ def open_text(path: Path | str) -> IO[str]:
         raise DataFormatError(f"{path}: no such file (check the path)")
     with path.open("rb") as probe:
         is_gzip = probe.read(2) == _GZIP_MAGIC
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line.
     if is_gzip:
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:

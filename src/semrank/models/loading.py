@@ -36,6 +36,11 @@ def resolve(
     if name_or_path is None:
         return _resolve_spec(default_spec(), kind)
     text = str(name_or_path)
+    if not text.strip():
+        raise InvalidInputError(
+            "model name is empty; omit it for the default model, or give a catalog name "
+            "(`semrank models list`), a model folder or a Hugging Face hub id"
+        )
     path = Path(text).expanduser()
     if path.is_dir():
         return inspect_directory(path, name=text, kind=kind)

@@ -73,5 +73,6 @@ class CascadeConfig:
     backend: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
+        if not is_int(self.keep, at_least=1):
             raise InvalidInputError(f"cascade keep must be a positive integer, got {self.keep!r}")
+        object.__setattr__(self, "keep", int(self.keep))  # numpy integers become plain ints

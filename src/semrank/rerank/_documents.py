@@ -30,7 +30,13 @@ def validate_queries(queries: object) -> list[str]:
     require_collection(
         queries, expected="queries must be a list of strings", hint="use rerank() for one query"
     )
-    return [validate_query(query) for query in cast(Sequence[object], queries)]
+    checked = []
+    for position, query in enumerate(cast(Sequence[object], queries)):
+        try:
+            checked.append(validate_query(query))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"queries[{position}]: {exc}") from None
+    return checked
 
 
 def validate_top_n(top_n: object) -> int | None:

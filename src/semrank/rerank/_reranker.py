@@ -132,6 +132,7 @@ class Reranker:
         raw_scores: bool = False,
     ) -> list[RerankResult]:
         """Documents sorted by relevance to ``query``, best first."""
+        validate_query(query)  # named as "query" here, not as a batch's "queries[0]"
         return self.rerank_many(
             [query],
             [documents],
@@ -170,6 +171,7 @@ class Reranker:
                 "list of documents per query"
             )
         limit, threshold = validate_top_n(top_n), validate_min_score(min_score)
+        _require_flags(return_documents=return_documents, raw_scores=raw_scores)
         texts = [document_texts(docs, rank_fields) for docs in documents]
         groups = self._score_groups(
             checked, texts, raw_scores, max_tokens_per_doc, self._chunking(chunking)
@@ -226,17 +228,20 @@ class Reranker:
     ) -> list[ReadPlan]:
         budget = max(1, self.scorer.doc_token_budget(query))
         if max_tokens_per_doc is not None:
-            if (
-                isinstance(max_tokens_per_doc, bool)
-                or not isinstance(max_tokens_per_doc, int)
-                or max_tokens_per_doc < 1
-            ):
+            if not is_int(max_tokens_per_doc, at_least=1):
                 raise InvalidInputError(
                     f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
                 )
-            budget = min(budget, max_tokens_per_doc)
+            budget = min(budget, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+
+
+def _require_flags(**flags: object) -> None:
+    # "no" or 0 would otherwise count as true or false by Python's truthiness.
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise InvalidInputError(f"{name} must be True or False, got {value!r}")
 
 
 def _model_feedback(scorer: PairScorer) -> Feedback | None:

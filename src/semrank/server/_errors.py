@@ -75,6 +75,14 @@ def validation_message(errors: Sequence[Any]) -> str:
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
     for error in errors[:5]:
+        if error.get("type") == "json_invalid":  # its loc is ("body", character offset)
+            reason = error.get("ctx", {}).get("error", "invalid JSON")
+            offset = error.get("loc", ("body", "?"))[-1]
+            parts.append(
+                f"the request body is not valid JSON ({reason} at character {offset}); "
+                "send a JSON object with Content-Type: application/json"
+            )
+            continue
         location = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(location) or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")

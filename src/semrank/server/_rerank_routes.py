@@ -95,6 +95,11 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
     summary="Re-rank documents (Cohere v1, Jina, Together, Infinity, Voyage)",
 )
 async def rerank_v1(body: V1RerankRequest, request: Request, response: Response) -> Any:
+    if body.top_n is not None and body.top_k is not None and body.top_n != body.top_k:
+        raise InvalidInputError(
+            f"top_n={body.top_n} and top_k={body.top_k} disagree; send one of them (top_k is "
+            "Voyage's name for top_n)"
+        )
     service = _service(request)
     engine = service.engine(body.model)
     return_documents = bool(body.return_documents)

@@ -98,10 +98,15 @@ class RerankService:
                 f"{documents} documents exceed this server's limit of {self.config.max_documents} "
                 "per request; split the request (or raise --max-documents)"
             )
-        from semrank.rerank._documents import document_texts, validate_query
+        from semrank.rerank._documents import document_texts, validate_queries, validate_query
 
-        for call in calls:  # checked before the tokenizer counts them (it cannot read every str)
-            validate_query(call.query)
+        # Checked before the tokenizer counts them (it cannot read every str); a batch's
+        # errors name the query, queries[i].
+        if len(calls) == 1:
+            validate_query(calls[0].query)
+        else:
+            validate_queries([call.query for call in calls])
+        for call in calls:
             document_texts(call.documents, call.rank_fields)
         texts = [text for call in calls for text in _call_texts(call)]
         # Small ASCII requests skip the exact count: an ASCII character is at most one token (plus

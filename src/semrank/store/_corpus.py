@@ -242,6 +242,12 @@ def read_corpus(
     ``docid``, ``doc_id``, ``pid`` present in the first record (record numbers when none is), and
     ``fields`` to the first record's string-valued fields.
     """
+    if not isinstance(path, str | Path):
+        raise InvalidInputError(
+            f"corpus path must be a str or pathlib.Path, got {type(path).__name__} ({path!r:.60})"
+        )
+    if isinstance(fields, str):  # one field, not one per letter
+        fields = [fields]
     source = Path(path).expanduser()
     if not source.exists():
         raise DataFormatError(f"corpus {source} does not exist")
