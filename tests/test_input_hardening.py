@@ -218,3 +218,8 @@ def test_corpus_and_model_arguments_of_the_wrong_kind_are_named(tmp_path: Path) 
         read_corpus(5)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="model name is empty"):
         Reranker("")
+
+
+def test_rank_fields_naming_a_field_twice_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="names a field twice"):
+        document_texts([{"text": "a"}], ["text", "text"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,30 @@ def test_index_home_and_fields_of_the_wrong_kind_are_named(tmp_path: Path) -> No
     with pytest.raises(InvalidInputError, match="fields must be a list"):
         create_index("x1", home=tmp_path, fields=None, embedding_model=None)  # type: ignore[arg-type]
     assert list_indexes(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--model", "nope"], "--model names the re-ranking model; add --rerank"),
+        (["--min-score", "0.5"], "--min-score filters re-ranked scores; add --rerank"),
+        (["--bm25", "--dense"], "choose one of --bm25, --dense, --hybrid"),
+    ],
+)
+def test_search_flags_that_would_be_ignored_are_refused(
+    tmp_path: Path, flags: list[str], named: str
+) -> None:
+    home = tmp_path / "home"
+    create_index("d1", home=home, embedding_model=None).close()
+    with pytest.raises(InvalidInputError, match=re.escape(named)):
+        run("search", "d1", "fleas", "--home", str(home), *flags)
+
+
+def test_a_document_whose_fields_are_not_a_dict_is_named(tmp_path: Path) -> None:
+    from semrank.store import Document
+
+    index = create_index("d2", home=tmp_path, embedding_model=None)
+    with pytest.raises(InvalidInputError, match="fields must be a dict"):
+        index.upsert([Document("z", "notadict")])  # type: ignore[arg-type]
+    assert len(index) == 0
+    index.close()

@@ -89,6 +89,8 @@ def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
         raise InvalidInputError(
             f"rank_fields must be a non-empty list of field names, got {rank_fields!r}"
         )
+    if len(set(fields)) != len(fields):  # the field's text would be read (and weigh) twice
+        raise InvalidInputError(f"rank_fields names a field twice: {rank_fields!r}")
     return fields
 
 

@@ -330,6 +330,11 @@ def _checked(document: Document) -> Document:
             f"document id {document.id!r} is not valid Unicode (it holds a lone surrogate); "
             "ids and text must be valid Unicode"
         )
+    if not isinstance(document.fields, Mapping):
+        raise InvalidInputError(
+            f"document {document.id!r}: fields must be a dict of field name -> value, got "
+            f"{type(document.fields).__name__} ({document.fields!r:.60})"
+        )
     for name, value in document.fields.items():
         if not isinstance(name, str):
             raise InvalidInputError(

@@ -326,15 +326,12 @@ def search_command(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
-    from semrank.errors import InvalidInputError
     from semrank.pipeline import build_retriever, parse_retriever, search
 
-    if sum([bm25, dense, hybrid]) > 1:
-        raise InvalidInputError("choose one of --bm25, --dense, --hybrid")
-    if min_score is not None and not rerank:
-        raise InvalidInputError("--min-score filters re-ranked scores; add --rerank")
-    if retriever is not None and (bm25 or dense or hybrid or rerank):
-        raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
+    _check_search_flags(
+        stages=(bm25, dense, hybrid), rerank=rerank, tree_file=retriever is not None,
+        model=model, min_score=min_score,
+    )  # fmt: skip
     if retriever is not None:
         tree = parse_retriever(retriever)
     else:
@@ -353,6 +350,27 @@ def search_command(
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}")
+
+
+def _check_search_flags(
+    *,
+    stages: tuple[bool, ...],
+    rerank: bool,
+    tree_file: bool,
+    model: str | None,
+    min_score: float | None,
+) -> None:
+    """Flags that contradict each other, or that would be silently ignored, are refused."""
+    from semrank.errors import InvalidInputError
+
+    if sum(stages) > 1:
+        raise InvalidInputError("choose one of --bm25, --dense, --hybrid")
+    if min_score is not None and not rerank:
+        raise InvalidInputError("--min-score filters re-ranked scores; add --rerank")
+    if model is not None and not rerank:
+        raise InvalidInputError("--model names the re-ranking model; add --rerank")
+    if tree_file and (any(stages) or rerank):
+        raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
 
 
 def register(app: typer.Typer) -> None:
