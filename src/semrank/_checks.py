@@ -47,10 +47,29 @@ def require_collection(value: object, *, expected: str, hint: str, ordered: bool
         raise InvalidInputError(f"{expected}, got {type(value).__name__} ({value!r:.60}); {hint}")
 
 
+def is_valid_unicode(value: object) -> bool:
+    """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
+    encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder
+    produce, cannot: they cannot be tokenized, stored or sent back."""
+    if isinstance(value, str):
+        if value.isascii():  # the common case, without the copy that encode() makes
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list | tuple):
+        return all(is_valid_unicode(item) for item in value)
+    if isinstance(value, dict):
+        return all(is_valid_unicode(k) and is_valid_unicode(v) for k, v in value.items())
+    return True
+
+
 def require_unicode(value: object, where: str) -> None:
-    """Every string in ``value`` (a string, or a JSON-like object: keys too) must be valid
-    Unicode. A lone surrogate (``"\\ud800"`` in JSON, or undecodable bytes read with
-    ``surrogateescape``) cannot be tokenized, stored or sent back as UTF-8."""
+    """``is_valid_unicode(value)``, or an error naming where the lone surrogate is."""
+    if is_valid_unicode(value):
+        return
     if isinstance(value, str):
         try:
             value.encode("utf-8")

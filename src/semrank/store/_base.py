@@ -15,10 +15,16 @@ from typing import Any, Self, cast
 
 import numpy as np
 
-from semrank._checks import MAX_WEIGHT, is_finite_number, is_int, require_collection
+from semrank._checks import (
+    MAX_WEIGHT,
+    is_finite_number,
+    is_int,
+    is_valid_unicode,
+    require_collection,
+)
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
-from semrank.store._corpus import Document, documents_from, is_valid_unicode
+from semrank.store._corpus import Document, documents_from
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings

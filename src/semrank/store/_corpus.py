@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_valid_unicode
 from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
@@ -300,28 +301,6 @@ def documents_from(
             )
 
 
-def is_valid_unicode(text: str) -> bool:
-    """Whether ``text`` can be stored (encoded as UTF-8): lone surrogates, which a JSON
-    ``"\\ud800"`` escape or a careless decoder can produce, cannot."""
-    if text.isascii():  # O(1) for most strings: skips the copy that encode() makes
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _valid_value(value: object) -> bool:
-    if isinstance(value, str):
-        return is_valid_unicode(value)
-    if isinstance(value, list | tuple):
-        return all(_valid_value(v) for v in value)
-    if isinstance(value, dict):
-        return all(_valid_value(k) and _valid_value(v) for k, v in value.items())
-    return True
-
-
 def _checked(document: Document) -> Document:
     """``document`` if every store can write it: string field names, valid Unicode throughout
     (checked here, before a batch is written, so no backend fails halfway with an encoder error)."""
@@ -341,7 +320,7 @@ def _checked(document: Document) -> Document:
                 f"document {document.id!r}: field name {name!r} is a {type(name).__name__}; "
                 f"field names must be strings (use {str(name)!r})"
             )
-        if not (is_valid_unicode(name) and _valid_value(value)):
+        if not (is_valid_unicode(name) and is_valid_unicode(value)):
             raise InvalidInputError(
                 f"document {document.id!r}: field {name!r} is not valid Unicode (it holds a lone "
                 "surrogate such as \\ud800); text must be valid Unicode"
