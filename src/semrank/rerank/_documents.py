@@ -26,12 +26,16 @@ def validate_query(query: object) -> str:
 
 
 def validate_queries(queries: object) -> list[str]:
-    """A list of queries for ``rerank_many``, each a non-empty string."""
+    """A list of queries for ``rerank_many``, each a non-empty string; with several, an error
+    names the query (``queries[i]``)."""
     require_collection(
         queries, expected="queries must be a list of strings", hint="use rerank() for one query"
     )
+    listed = list(cast(Sequence[object], queries))
+    if len(listed) == 1:
+        return [validate_query(listed[0])]
     checked = []
-    for position, query in enumerate(cast(Sequence[object], queries)):
+    for position, query in enumerate(listed):
         try:
             checked.append(validate_query(query))
         except InvalidInputError as exc:

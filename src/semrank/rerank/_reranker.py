@@ -132,7 +132,6 @@ class Reranker:
         raw_scores: bool = False,
     ) -> list[RerankResult]:
         """Documents sorted by relevance to ``query``, best first."""
-        validate_query(query)  # named as "query" here, not as a batch's "queries[0]"
         return self.rerank_many(
             [query],
             [documents],

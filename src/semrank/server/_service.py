@@ -98,17 +98,7 @@ class RerankService:
                 f"{documents} documents exceed this server's limit of {self.config.max_documents} "
                 "per request; split the request (or raise --max-documents)"
             )
-        from semrank.rerank._documents import document_texts, validate_queries, validate_query
-
-        # Checked before the tokenizer counts them (it cannot read every str); a batch's
-        # errors name the query, queries[i].
-        if len(calls) == 1:
-            validate_query(calls[0].query)
-        else:
-            validate_queries([call.query for call in calls])
-        for call in calls:
-            document_texts(call.documents, call.rank_fields)
-        texts = [text for call in calls for text in _call_texts(call)]
+        texts = _checked_texts(calls)
         # Small ASCII requests skip the exact count: an ASCII character is at most one token (plus
         # one leading SentencePiece "▁" per text). Other characters can be several (byte-level
         # BPE splits an emoji into four), so such requests are always counted.
@@ -184,14 +174,16 @@ def with_policy_defaults(policy: Policy, *, top_n: int | None, min_score: float 
     )
 
 
-def _call_texts(call: RerankCall) -> list[str]:
-    texts = [call.query]
-    for doc in call.documents:
-        if isinstance(doc, str):
-            texts.append(doc)
-        elif isinstance(doc, dict):
-            fields = call.rank_fields or ["text"]
-            texts.extend(str(doc.get(field, "")) for field in fields)
+def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
+    """Every query and document text the model will read, checked as ``Reranker.rerank`` checks
+    them, before the tokenizer counts them (it cannot read every str); a batch's errors name
+    the query, queries[i]."""
+    from semrank.rerank._documents import document_texts, validate_queries
+
+    queries = validate_queries([call.query for call in calls])
+    texts = []
+    for query, call in zip(queries, calls, strict=True):
+        texts += [query, *document_texts(call.documents, call.rank_fields)]
     return texts
 
 
