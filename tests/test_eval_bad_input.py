@@ -185,3 +185,47 @@ def test_unknown_topic_field_is_refused(tmp_path: Path) -> None:
     for path in (sgml, tsv):
         with pytest.raises(InvalidInputError, match=r"one of 'title', 'desc', got 'narr'"):
             load_trec_topics(path, "narr")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("qrels.txt", "q1 0 d1 1\nq1 0 d2 0\nq1 0 d1 2\n"),
+        ("test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t0\n"),
+    ],
+)
+def test_a_pair_judged_twice_differently_is_named_with_both_lines(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataFormatError, match=r"'q1' document 'd1' is judged .* on line [12]"):
+        load_qrels(path)
+    path.write_text(text.replace("d1\t0", "d1\t1").replace("d1 2", "d1 1"))  # the same twice
+    assert load_qrels(path)["q1"]["d1"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        (
+            "queries.jsonl",
+            '{"_id": "q1", "text": "fleas"}\n{"_id": "q1", "text": "ticks"}\n',
+            1,
+        ),
+        ("topics.tsv", "q1\tfleas\nq2\tparis\nq1\tticks\n", 1),
+        ("topics.trec", "<top><num>7<title>fleas</top>\n<top><num>7<title>ticks</top>\n", 1),
+    ],
+)
+def test_a_query_id_given_twice_with_other_text_is_named(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    from semrank.eval import load_queries
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataFormatError, match=rf"has another text here than on line {line}"):
+        load_queries(path)

@@ -145,3 +145,31 @@ async def test_an_empty_id_field_or_an_object_id_is_refused(client: httpx.AsyncC
     assert added.status_code == 422, added.text
     assert "is not a string or number" in added.json()["error"]
     assert (await client.get("/v1/indexes/ids")).json()["documents"] == 0
+
+
+async def test_prepare_embeds_the_windows_ahead_and_search_gives_the_same_hits(
+    client: httpx.AsyncClient,
+) -> None:
+    await _make_index(client)
+    body = {"query": "flea blood", "retriever": "bm25+rerank", "size": 3}
+    before = (await client.post("/v1/indexes/docs/search", json=body)).json()["hits"]
+    prepared = await client.post("/v1/indexes/docs/prepare", json={"model": "minilm"})
+    assert prepared.status_code == 200, prepared.text
+    [table] = prepared.json()["prepared"]
+    assert table["documents"] == len(DOCS) and table["windows"] >= len(DOCS)
+    info = (await client.get("/v1/indexes/docs")).json()
+    assert any(kind.startswith("prepared-") for kind in info["derived"])
+    after = (await client.post("/v1/indexes/docs/search", json=body)).json()["hits"]
+    assert [hit["id"] for hit in after] == [hit["id"] for hit in before]
+    for old, new in zip(before, after, strict=True):
+        assert abs(old["score"] - new["score"]) < 1e-3
+
+
+async def test_prepare_errors_name_the_index_model_and_field(client: httpx.AsyncClient) -> None:
+    missing = await client.post("/v1/indexes/nosuch/prepare", json={})
+    assert missing.status_code == 404 and "nosuch" in missing.json()["error"]
+    await _make_index(client)
+    model = await client.post("/v1/indexes/docs/prepare", json={"model": "nosuch-model"})
+    assert model.status_code in (400, 404, 422) and "nosuch-model" in model.json()["error"]
+    field = await client.post("/v1/indexes/docs/prepare", json={"field": "nosuch_field"})
+    assert field.status_code == 422 and "nosuch_field" in field.json()["error"]

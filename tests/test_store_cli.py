@@ -106,3 +106,33 @@ def test_search_flags(tmp_path: Path, beir: Path) -> None:
     assert all(h["rerank_score"] is not None for h in reranked["hits"])
     table = run("search", "mini", "moon sun", "--rerank", "--home", home)
     assert "1st-stage rank" in table and "eclipse" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rerank", "--window", "1", "--top-n", "5"), r"--window 1 is below --top-n 5"),
+        (("--dense", "--field", "title"), r"--field 'title' .* --dense alone uses neither"),
+    ],
+)
+def test_search_flags_that_would_quietly_change_the_result_are_refused(
+    tmp_path: Path, beir: Path, args: tuple[str, ...], message: str
+) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    with pytest.raises(InvalidInputError, match=message):
+        run("search", "mini", "moon", *args, "--home", home)
+    # The same search with consistent flags runs (the window covers --top-n).
+    assert "moon" in run("search", "mini", "moon", "--window", "5", "--top-n", "5", "--home", home)
+
+
+@pytest.mark.parametrize(
+    "option", [("--embedding-model", "all-minilm-l6-v2"), ("--embedding-max-length", "64")]
+)
+def test_embedding_options_with_no_dense_are_refused(
+    tmp_path: Path, option: tuple[str, str]
+) -> None:
+    home = str(tmp_path / "home")
+    with pytest.raises(InvalidInputError, match=f"{option[0]} .* with --no-dense"):
+        run("index", "create", "mini", "--no-dense", *option, "--home", home)
+    assert "mini" not in run("index", "list", "--home", home)

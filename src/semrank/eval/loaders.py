@@ -125,10 +125,12 @@ def load_beir_corpus(path: Path | str) -> dict[str, Document]:
 def load_beir_queries(path: Path | str) -> Queries:
     """``queries.jsonl[.gz]``: one ``{"_id", "text"}`` object per line."""
     queries: Queries = {}
+    lines: dict[str, int] = {}
     for number, line in numbered_lines(path):
         record = _json_line(path, number, line)
-        queries[_required_str(record, "_id", path, number)] = _required_str(
-            record, "text", path, number
+        query_id = _required_str(record, "_id", path, number)
+        _add_query(
+            queries, lines, query_id, _required_str(record, "text", path, number), path, number
         )
     return queries
 
@@ -136,6 +138,7 @@ def load_beir_queries(path: Path | str) -> Queries:
 def load_beir_qrels(path: Path | str) -> Qrels:
     """``qrels/<split>.tsv``: header ``query-id corpus-id score``, then one judgment per line."""
     qrels: Qrels = {}
+    lines: dict[tuple[str, str], int] = {}
     for number, line in numbered_lines(path):
         fields = line.split()
         if number == 1 and tuple(fields) == _BEIR_QRELS_HEADER:
@@ -145,7 +148,9 @@ def load_beir_qrels(path: Path | str) -> Qrels:
                 path, number, f"expected 3 columns 'query-id corpus-id score', got {len(fields)}"
             )
         query_id, doc_id, grade = fields
-        qrels.setdefault(query_id, {})[doc_id] = _int_field(grade, "score", path, number)
+        _judge(
+            qrels, lines, (query_id, doc_id), _int_field(grade, "score", path, number), path, number
+        )
     return qrels
 
 
@@ -170,6 +175,45 @@ def _first_existing(directory: Path, names: tuple[str, ...]) -> Path:
 # --------------------------------------------------------------------------- TREC
 
 
+def _judge(
+    qrels: Qrels,
+    lines: dict[tuple[str, str], int],
+    pair: tuple[str, str],
+    grade: int,
+    path: Path | str,
+    number: int,
+) -> None:
+    """Record one judgment; the same pair judged twice alike is fine, differently an error
+    (keeping either would change the scores without a word)."""
+    query_id, doc_id = pair
+    known = qrels.setdefault(query_id, {}).get(doc_id)
+    if known is not None and known != grade:
+        raise format_error(
+            path,
+            number,
+            f"query {query_id!r} document {doc_id!r} is judged {grade} here but {known} on line "
+            f"{lines[pair]}; keep one judgment per query and document",
+        )
+    lines.setdefault(pair, number)
+    qrels[query_id][doc_id] = grade
+
+
+def _add_query(
+    queries: Queries, lines: dict[str, int], query_id: str, text: str, path: Path | str, number: int
+) -> None:
+    """Record one query; an id given twice with different texts is an error naming both lines."""
+    known = queries.get(query_id)
+    if known is not None and known != text:
+        raise format_error(
+            path,
+            number,
+            f"query id {query_id!r} has another text here than on line {lines[query_id]} "
+            f"({known!r:.60}); give each query its own id",
+        )
+    lines.setdefault(query_id, number)
+    queries[query_id] = text
+
+
 def _int_field(value: str, name: str, path: Path | str, number: int) -> int:
     try:
         return int(value)
@@ -187,6 +231,7 @@ def _float_field(value: str, name: str, path: Path | str, number: int) -> float:
 def load_trec_qrels(path: Path | str) -> Qrels:
     """TREC qrels: ``qid iteration docid relevance`` per line (whitespace separated)."""
     qrels: Qrels = {}
+    lines: dict[tuple[str, str], int] = {}
     for number, line in numbered_lines(path):
         fields = line.split()
         if len(fields) != 4:
@@ -194,7 +239,8 @@ def load_trec_qrels(path: Path | str) -> Qrels:
                 path, number, f"expected 4 columns 'qid 0 docid relevance', got {len(fields)}"
             )
         query_id, _iteration, doc_id, grade = fields
-        qrels.setdefault(query_id, {})[doc_id] = _int_field(grade, "relevance", path, number)
+        grade_value = _int_field(grade, "relevance", path, number)
+        _judge(qrels, lines, (query_id, doc_id), grade_value, path, number)
     return qrels
 
 
@@ -285,11 +331,12 @@ def load_trec_topics(path: Path | str, topic_field: TopicField = "title") -> Que
 
 def _parse_tsv_topics(path: Path | str) -> Queries:
     queries: Queries = {}
+    lines: dict[str, int] = {}
     for number, line in numbered_lines(path):
         query_id, tab, query = line.partition("\t")
         if not tab or not query_id.strip() or not query.strip():
             raise format_error(path, number, "expected 'query-id<TAB>query text'")
-        queries[query_id.strip()] = query.strip()
+        _add_query(queries, lines, query_id.strip(), query.strip(), path, number)
     return queries
 
 
@@ -306,6 +353,7 @@ def _parse_sgml_topics(text: str, path: Path | str, topic_field: TopicField) -> 
         rf"<{topic_field}>\s*{_FIELD_PREFIX[topic_field]}(.*?)(?=<|\Z)", re.IGNORECASE | re.DOTALL
     )
     queries: Queries = {}
+    lines: dict[str, int] = {}
     for match in _TOP.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
         number = _NUM.search(match.group(1))
@@ -315,7 +363,7 @@ def _parse_sgml_topics(text: str, path: Path | str, topic_field: TopicField) -> 
         query = " ".join(body.group(1).split()) if body else ""
         if not query:
             raise format_error(path, line, f"topic {number.group(1)} has no <{topic_field}> text")
-        queries[number.group(1)] = query
+        _add_query(queries, lines, number.group(1), query, path, line)
     if not queries:
         raise format_error(path, None, "no <top> ... </top> topics found")
     return queries

@@ -24,6 +24,7 @@ from semrank.pipeline._nodes import (
     Weighted,
 )
 from semrank.pipeline._parse import parse_retriever
+from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
 from semrank.pipeline._search import (
     FIRST_STAGES,
@@ -48,6 +49,7 @@ __all__ = [
     "Hit",
     "Knn",
     "Linear",
+    "PreparedWindows",
     "Ranking",
     "Rerank",
     "Retriever",
@@ -63,6 +65,8 @@ __all__ = [
     "load_reranker",
     "open_cached",
     "parse_retriever",
+    "prepare_index",
     "search",
     "search_many",
+    "use_prepared",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 from semrank._checks import MAX_WEIGHT, is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
+from semrank.pipeline._prepare import use_prepared
 from semrank.pipeline._ranking import Ranking
 from semrank.retrieve import Hits, linear_combination, rrf
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
@@ -433,6 +434,7 @@ class TextSimilarityReranker(Retriever):
         ctx.store.check_field(self.field, purpose=" to re-rank on")
         texts = [ctx.store.text_of(doc, self.field) for doc in documents]
         model = load_reranker(self.inference_id)
+        use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         scores = _model_scores(model, model.score(ctx.text(self.inference_text), texts), len(texts))
         order = np.argsort(-scores, kind="stable")
         if self.min_score is not None:

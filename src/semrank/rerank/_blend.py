@@ -46,6 +46,7 @@ class BlendComponent:
     scorer: PairScorer
     weight: float
     source: Path | None = None  # the component model's directory, to share it with a pruner
+    name: str = ""  # as blend.json names it
 
 
 class BlendScorer:
@@ -159,7 +160,12 @@ def load_blend_scorer(
             model, backend=backend, device=device, batching=batching, threads=threads
         )
         components.append(
-            BlendComponent(scorer=scorer, weight=float(entry["weight"]), source=model.path)
+            BlendComponent(
+                scorer=scorer,
+                weight=float(entry["weight"]),
+                source=model.path,
+                name=str(entry["model"]),
+            )
         )
         if feedback_entry is not None and feedback_entry["model"] == entry["model"]:
             feedback = _feedback(directory / BLEND_FILE, feedback_entry, scorer)

@@ -134,8 +134,10 @@ class BiEncoderScorer:
 
     It keeps the embeddings of the texts it embedded last (a bounded LRU), so comparing
     documents it has just scored with each other (``semrank.rerank``'s feedback) costs no second
-    model pass. Model calls are serialised: a request thread and the server's batcher thread may
-    both use it.
+    model pass. It also looks texts up in *known* tables: embeddings computed earlier, e.g. of
+    an index's document windows at ingest (``semrank.rerank.prepare_windows``), keyed by
+    ``text_key``. Model calls are serialised: a request thread and the server's batcher thread
+    may both use it.
     """
 
     kind: ScorerKind = "bi-encoder"
@@ -150,7 +152,35 @@ class BiEncoderScorer:
         self.cache_size = cache_size
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        # name -> (version, {key: row}, vectors): one table per source, replaced by a newer one.
+        self._known: dict[str, tuple[object, dict[bytes, int], np.ndarray]] = {}
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
+
+    def remember_table(
+        self, name: str, version: object, keys: np.ndarray, vectors: np.ndarray
+    ) -> None:
+        """Know the normalised embeddings ``vectors`` of the texts whose ``text_key`` is the
+        matching row of ``keys`` (an ``(n, 16)`` uint8 array). A table of the same ``name``
+        and ``version`` is kept as it is; another version replaces it."""
+        if len(keys) != len(vectors):
+            raise InvalidInputError(f"table {name!r}: {len(keys)} keys for {len(vectors)} vectors")
+        with self._lock:
+            held = self._known.get(name)
+            if held is not None and held[0] == version:
+                return
+            rows = {bytes(key): row for row, key in enumerate(np.asarray(keys, dtype=np.uint8))}
+            self._known[name] = (version, rows, vectors)
+
+    def forget_table(self, name: str) -> None:
+        with self._lock:
+            self._known.pop(name, None)
+
+    def _from_tables(self, key: bytes) -> np.ndarray | None:
+        for _, rows, vectors in self._known.values():
+            row = rows.get(key)
+            if row is not None:
+                return np.array(vectors[row], dtype=np.float32)
+        return None
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.
@@ -173,10 +203,15 @@ class BiEncoderScorer:
         The memory keeps the latest call's texts whole (and up to ``cache_size`` older ones),
         keyed by a digest: it holds no document text.
         """
-        keys = [_text_key(text) for text in texts]
+        keys = [text_key(text) for text in texts]
         with self._lock:
             missing = {key: text for key, text in zip(keys, texts, strict=True)}
             missing = {key: text for key, text in missing.items() if key not in self._recent}
+            for key in list(missing) if self._known else ():
+                known = self._from_tables(key)
+                if known is not None:
+                    self._recent[key] = known
+                    del missing[key]
             if missing:
                 fresh = l2_normalize(self.embedder.embed(list(missing.values())))
                 self.embedded_texts += len(missing)
@@ -192,5 +227,6 @@ class BiEncoderScorer:
         return np.stack(vectors).astype(np.float32, copy=False)
 
 
-def _text_key(text: str) -> bytes:
+def text_key(text: str) -> bytes:
+    """The 16-byte digest texts are remembered by (no text is kept)."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -26,6 +26,9 @@ from semrank.server.schemas import (
     DeleteResult,
     IndexList,
     IndexName,
+    PreparedTable,
+    PrepareRequest,
+    PrepareResult,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -120,6 +123,26 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
 async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Request) -> Any:
     count = await _blocking(request, None, lambda: _store(request, name).delete(body.ids))
     return DeleteResult(deleted=int(count))
+
+
+@router.post(
+    "/v1/indexes/{name}/prepare",
+    response_model=PrepareResult,
+    summary="Embed every document's re-ranking windows ahead (searches then embed the query only)",
+)
+async def prepare(name: str, body: PrepareRequest, request: Request) -> Any:
+    from semrank.pipeline import prepare_index
+
+    service: RerankService = request.app.state.service
+    model = None if body.model in DEFAULT_MODEL_ALIASES else body.model
+    reranker = service.engine(model).reranker
+
+    def work() -> Any:
+        return prepare_index(_store(request, name), model=reranker, field=body.field)
+
+    done = await _blocking(request, None, work)
+    tables = [PreparedTable(model=t.model, windows=t.windows, documents=t.documents) for t in done]
+    return PrepareResult(prepared=tables)
 
 
 @router.post(

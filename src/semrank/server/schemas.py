@@ -303,6 +303,25 @@ class UpsertResult(_Schema):
     upserted: int
 
 
+class PrepareRequest(_Schema):
+    """Which served model's re-ranking windows to embed ahead, for which field."""
+
+    model: str | None = Field(
+        None, description="a served model name (default: the server's default model)"
+    )
+    field: str = Field("*", min_length=1, description="the field searches re-rank on")
+
+
+class PreparedTable(_Schema):
+    model: str
+    windows: int
+    documents: int
+
+
+class PrepareResult(_Schema):
+    prepared: list[PreparedTable]
+
+
 class DeleteDocumentsRequest(_Schema):
     ids: list[str] = Field(min_length=1)
 

@@ -11,6 +11,7 @@ from semrank.store._base import (
     VECTOR_FIELD,
     IndexInfo,
     IndexSettings,
+    PreparedArrays,
     Store,
     field_text,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "IndexInfo",
     "IndexSettings",
     "LocalStore",
+    "PreparedArrays",
     "Store",
     "create_index",
     "default_home",

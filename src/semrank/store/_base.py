@@ -112,6 +112,17 @@ def field_text(fields: dict[str, Any], name: str) -> str:
     return str(value)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreparedArrays:
+    """One table of arrays stored by ``Store.save_prepared``: ``version`` changes whenever it is
+    stored again."""
+
+    name: str
+    version: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
 class Store(abc.ABC):
     """A named document index with BM25 and (optionally) dense retrieval."""
 
@@ -191,6 +202,25 @@ class Store(abc.ABC):
             raise InvalidInputError(
                 f"index {self.name!r} has no field {field!r}{purpose}; fields: {known}"
             )
+
+    # --- prepared re-ranking tables (``semrank.pipeline.prepare_index``) --------------------
+    def document_ids(self) -> list[str]:
+        """Every stored document id, in storage order."""
+        raise InvalidInputError(
+            f"index {self.name!r} ({type(self).__name__}) cannot list its documents for "
+            "preparing; prepared windows are kept by the embedded (local) store"
+        )
+
+    def save_prepared(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Store arrays computed from the documents (replacing an earlier ``name``)."""
+        raise InvalidInputError(
+            f"index {self.name!r} ({type(self).__name__}) cannot keep prepared windows; they "
+            "are kept by the embedded (local) store"
+        )
+
+    def prepared(self) -> list[PreparedArrays]:
+        """Every table ``save_prepared`` stored (none for stores that keep none)."""
+        return []
 
     # --- retrieval -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from semrank.store._base import (
     ALL_TEXT_FIELDS,
     IndexInfo,
     IndexSettings,
+    PreparedArrays,
     ProgressCallback,
     Store,
     check_field_boosts,
@@ -89,6 +90,7 @@ class LocalStore(Store):
         self.settings = IndexSettings.from_dict(stored)
         self._embedder = embedder
         self._cache: dict[str, _Loaded] = {}
+        self._prepared_cache: dict[str, PreparedArrays] = {}
         self._build_lock = threading.Lock()
         snap.clean_temporaries(path)
 
@@ -212,7 +214,8 @@ class LocalStore(Store):
     def info(self) -> IndexInfo:
         count, dim = len(self), self.db.get_meta("embedding_dim")
         derived = {}
-        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS]:
+        prepared = snap.kinds(self.path, snap.PREPARED_PREFIX)
+        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS, *prepared]:
             found = snap.latest(self.path, kind)
             derived[kind] = None if found is None else found[0]
         return IndexInfo(
@@ -244,6 +247,60 @@ class LocalStore(Store):
             with self.db.transaction() as conn:
                 generation = self.db.bump_generation(conn)
                 self.db.set_embeddings(conn, [pk for pk, _ in rows], vectors, generation)
+
+    # --- prepared re-ranking tables --------------------------------------------------------
+    def document_ids(self) -> list[str]:
+        self._require_live()
+        with self.db.snapshot() as conn:
+            return [str(row[0]) for row in self.db.iter_rows(conn, "id")]
+
+    def save_prepared(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self._require_live()
+        kind = snap.prepared_key(name)
+        previous = snap.latest(self.path, kind)
+        # Its own counter, not the documents' generation: preparing twice must publish twice.
+        number = 0 if previous is None else previous[0] + 1
+
+        def write(tmp: Path) -> dict[str, Any]:
+            for key, array in arrays.items():
+                np.save(tmp / f"{key}.npy", array)
+            return {
+                "name": name,
+                "arrays": sorted(arrays),
+                "documents_generation": self.generation,
+                **meta,
+            }
+
+        snap.publish(self.path, kind, number, write)
+
+    def prepared(self) -> list[PreparedArrays]:
+        self._require_live()
+        tables = []
+        for kind in snap.kinds(self.path, snap.PREPARED_PREFIX):
+            found = snap.latest(self.path, kind)
+            if found is None:
+                continue
+            key = f"prepared:{found[1].name}"
+            loaded = self._prepared_cache.get(key)
+            if loaded is None:
+                loaded = self._load_prepared(found[1])
+                self._prepared_cache = {
+                    k: v
+                    for k, v in self._prepared_cache.items()
+                    if not k.startswith(f"prepared:{kind}.")
+                }
+                self._prepared_cache[key] = loaded
+            tables.append(loaded)
+        return tables
+
+    def _load_prepared(self, directory: Path) -> PreparedArrays:
+        meta = snap.read_meta(directory)
+        arrays = {
+            name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]
+        }
+        return PreparedArrays(
+            name=str(meta["name"]), version=directory.name, arrays=arrays, meta=meta
+        )
 
     # --- derived indexes -------------------------------------------------------------------
     def refresh(self) -> None:

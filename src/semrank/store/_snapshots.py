@@ -23,6 +23,7 @@ from typing import Any
 DERIVED = "derived"
 _NAME = re.compile(r"^(?P<kind>[A-Za-z0-9_.-]+)\.g(?P<gen>\d+)$")
 _STALE_TMP_SECONDS = 3600.0
+PREPARED_PREFIX = "prepared-"
 
 
 def field_key(field: str) -> str:
@@ -32,6 +33,22 @@ def field_key(field: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", field)[:40]
     digest = hashlib.sha1(field.encode("utf-8")).hexdigest()[:8]
     return f"bm25-f-{safe}-{digest}"
+
+
+def prepared_key(name: str) -> str:
+    """A file-name-safe, collision-free key for a prepared table's name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:40]
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return f"{PREPARED_PREFIX}{safe}-{digest}"
+
+
+def kinds(root: Path, prefix: str) -> list[str]:
+    """The kinds of published snapshots whose kind starts with ``prefix``."""
+    folder = root / DERIVED
+    if not folder.is_dir():
+        return []
+    found = {match["kind"] for entry in folder.iterdir() if (match := _NAME.match(entry.name))}
+    return sorted(kind for kind in found if kind.startswith(prefix))
 
 
 def latest(root: Path, kind: str) -> tuple[int, Path] | None:

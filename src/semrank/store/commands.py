@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from semrank.pipeline import SearchResults
     from semrank.store import Corpus, Store
 
@@ -42,9 +44,8 @@ def _split(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
-def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = None) -> int:
-    """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
-    (``total``: the corpus's record count when the caller has it already)."""
+def _progress_bar() -> Progress:
+    """A bar with the step's name, done / total and the time it took."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = (
@@ -53,7 +54,13 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    return Progress(*columns, transient=False)
+
+
+def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = None) -> int:
+    """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
+    (``total``: the corpus's record count when the caller has it already)."""
+    with _progress_bar() as bar:
         task = bar.add_task(
             f"indexing {corpus.path.name}", total=corpus.count() if total is None else total
         )
@@ -86,6 +93,12 @@ def create(
         20_000, "--ann-threshold", min=1, help="Use HNSW from this many vectors on."
     ),
     batch_size: int = BATCH_OPTION,
+    prepare: bool = typer.Option(
+        False,
+        "--prepare",
+        help="Also embed every document's re-ranking windows now (as `semrank index prepare`), "
+        "so that searches with --rerank only embed the query.",
+    ),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
 ) -> None:
@@ -94,6 +107,18 @@ def create(
     from semrank.retrieve import BM25Params
     from semrank.store import create_index, read_corpus
 
+    if not dense and (embedding_model != "default" or embedding_max_length is not None):
+        from semrank.errors import InvalidInputError
+
+        given = (
+            f"--embedding-model {embedding_model!r}"
+            if embedding_model != "default"
+            else f"--embedding-max-length {embedding_max_length}"
+        )
+        raise InvalidInputError(
+            f"{given} with --no-dense: an index without embeddings uses no embedding model; "
+            "drop one of the two"
+        )
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
@@ -118,6 +143,8 @@ def create(
             )
             _ingest_into_new_index(index, corpus, batch_size, total, name=name, source=source)
         typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
+        if prepare:
+            _prepare(index, model=None, field="*")
 
 
 def _ingest_into_new_index(
@@ -156,6 +183,45 @@ def add(
         )
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
+        for table in index.prepared():
+            # Keep a prepared index prepared: only the new documents' windows are embedded.
+            _prepare(index, model=table.meta.get("model"), field=table.meta.get("field", "*"))
+
+
+@index_app.command("prepare")
+def prepare(
+    name: str = typer.Argument(..., help="Index name."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Re-ranking model searches will use (default: the default)."
+    ),
+    field: str = typer.Option(
+        "*", "--field", help="Field searches re-rank on (default: all text fields)."
+    ),
+    home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Embed every document's re-ranking windows once and keep them with the index: a search
+    with --rerank then runs the model's bi-encoder on the query only (the cross-encoder still
+    reads every pair). Run again after adding documents; only new windows are embedded."""
+    from semrank.store import open_index
+
+    with open_index(name, home=home, store=store) as index:
+        _prepare(index, model=model, field=field)
+
+
+def _prepare(index: Store, *, model: str | None, field: str) -> None:
+    from semrank.pipeline import prepare_index
+
+    with _progress_bar() as bar:
+        task = bar.add_task("embedding re-ranking windows", total=len(index))
+        done = prepare_index(
+            index, model=model, field=field, progress=lambda n: bar.advance(task, n)
+        )
+    for table in done:
+        typer.echo(
+            f"prepared {table.windows} windows of {table.documents} documents with "
+            f"{table.model} for re-ranking on field {field!r}"
+        )
 
 
 def _read_ids(ids_file: Path) -> list[str]:
@@ -332,6 +398,10 @@ def search_command(
         stages=(bm25, dense, hybrid), rerank=rerank, tree_file=retriever is not None,
         model=model, min_score=min_score,
     )  # fmt: skip
+    _check_window_and_field(
+        rerank=rerank and retriever is None, window=window, top_n=top_n,
+        dense_only=dense and not rerank, field=field,
+    )  # fmt: skip
     if retriever is not None:
         tree = parse_retriever(retriever)
     else:
@@ -371,6 +441,25 @@ def _check_search_flags(
         raise InvalidInputError("--model names the re-ranking model; add --rerank")
     if tree_file and (any(stages) or rerank):
         raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
+
+
+def _check_window_and_field(
+    *, rerank: bool, window: int, top_n: int, dense_only: bool, field: str
+) -> None:
+    """A window below --top-n would quietly return fewer hits; --field on a dense search
+    without re-ranking would be read by nothing."""
+    from semrank.errors import InvalidInputError
+
+    if rerank and window < top_n:
+        raise InvalidInputError(
+            f"--window {window} is below --top-n {top_n}: the re-ranker returns at most the "
+            f"{window} hits it reads; raise --window to at least {top_n} or lower --top-n"
+        )
+    if dense_only and field != "*":
+        raise InvalidInputError(
+            f"--field {field!r} picks the BM25 field and the re-ranked field, and --dense alone "
+            "uses neither; drop --field, or add --rerank to re-rank on it"
+        )
 
 
 def register(app: typer.Typer) -> None:

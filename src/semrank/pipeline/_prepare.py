@@ -1,0 +1,126 @@
+"""Preparing an index for re-ranking: its documents' windows embedded once, kept with it.
+
+``prepare_index`` runs the re-ranker's bi-encoder over every stored document's windows and
+stores the vectors in the index (``Store.save_prepared``); a re-ranking node then hands them to
+the re-ranker (``use_prepared``) before scoring, so a search re-embeds only the query and the
+windows of documents added since. See ``semrank.rerank._prepared`` for why this is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.pipeline._context import ScoresDocuments, load_reranker
+from semrank.store import ALL_TEXT_FIELDS, Store
+
+if TYPE_CHECKING:
+    from semrank.rerank._prepared import WindowTable
+
+__all__ = ["PreparedWindows", "prepare_index", "use_prepared"]
+
+DOCUMENTS_PER_BATCH = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedWindows:
+    """What ``prepare_index`` stored: one entry per bi-encoder of the model."""
+
+    model: str
+    windows: int
+    documents: int
+
+
+def prepare_index(
+    index: str | Store,
+    *,
+    model: str | ScoresDocuments | None = None,
+    field: str = ALL_TEXT_FIELDS,
+    home: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[PreparedWindows]:
+    """Embed the windows of every document of ``index`` with ``model``'s bi-encoder(s) (default
+    model: the default re-ranker) and keep them with the index. Windows an earlier preparation
+    stored are reused; ``progress`` gets the number of documents done per step.
+
+    >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
+    """
+    from semrank.pipeline._search import open_cached
+    from semrank.rerank import Reranker
+    from semrank.rerank._prepared import prepare_windows
+
+    store = open_cached(index, home)
+    reranker = load_reranker(model)
+    if not isinstance(reranker, Reranker):
+        raise InvalidInputError(
+            f"prepare needs a semrank Reranker or model name, got {type(reranker).__name__}"
+        )
+    store.check_field(field, purpose=" to prepare")
+    ids = store.document_ids()
+    tables = prepare_windows(
+        reranker, _texts(store, ids, field), previous=_tables(store), progress=progress
+    )
+    for table in tables:
+        arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
+        meta = {"windows": len(table), "field": field, "model": _model_name(model)}
+        store.save_prepared(table.model, arrays, meta)
+    use_prepared(store, reranker)
+    return [
+        PreparedWindows(model=table.model, windows=len(table), documents=len(ids))
+        for table in tables
+    ]
+
+
+def _model_name(model: str | ScoresDocuments | None) -> str | None:
+    """How ``index add`` names the model to prepare new documents with again."""
+    if model is None or isinstance(model, str):
+        return model
+    name = getattr(model, "name", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _texts(store: Store, ids: list[str], field: str) -> Iterator[list[str]]:
+    for start in range(0, len(ids), DOCUMENTS_PER_BATCH):
+        documents = store.get(ids[start : start + DOCUMENTS_PER_BATCH])
+        # A document deleted meanwhile is skipped: there is nothing to prepare for it.
+        yield [store.text_of(doc, field) for doc in documents if doc is not None]
+
+
+def _tables(store: Store) -> list[WindowTable]:
+    from semrank.rerank._prepared import WindowTable
+
+    tables = []
+    for stored in store.prepared():
+        arrays = stored.arrays
+        if not {"keys", "vectors", "probe"} <= set(arrays):
+            continue  # another kind of prepared table: not ours to read
+        tables.append(
+            WindowTable(
+                model=stored.name,
+                keys=np.asarray(arrays["keys"]),
+                vectors=np.asarray(arrays["vectors"]),
+                probe=np.asarray(arrays["probe"], dtype=np.float32),
+                version=stored.version,
+            )
+        )
+    return tables
+
+
+def use_prepared(store: Store, model: ScoresDocuments) -> int:
+    """Hand ``store``'s prepared windows to ``model`` (a semrank Reranker; anything else is
+    left alone). Returns how many tables it took."""
+    tables = _tables(store) if store.prepared() else []
+    if not tables:
+        return 0
+    # Imported only now: a search without prepared windows need not load the re-ranking code.
+    from semrank.rerank import Reranker
+    from semrank.rerank._prepared import use_windows
+
+    if not isinstance(model, Reranker):
+        return 0
+    return use_windows(model, tables, source=str(getattr(store, "path", store.name)))

@@ -1,0 +1,187 @@
+"""Document windows embedded once, ahead of search, instead of at every search.
+
+Why: the default blend scores every window of every candidate with its bi-encoder as well as
+its cross-encoder. The cross-encoder must read query and window together, but the bi-encoder
+reads the window alone, so its vector depends on the document only and can be computed when the
+document is stored. ``prepare_windows`` computes those vectors for a collection of texts;
+``use_windows`` hands them to the re-ranker's bi-encoders, which then find a window by the digest
+of its text (``semrank.runtime`` ``text_key``) instead of running the model. A window the table
+does not hold (a document added or changed since, a very long query that shortens the windows)
+is embedded as before: a stale table costs speed, never correctness.
+
+A table is tied to the model that made it by a probe, the model's embedding of a fixed
+sentence: a bi-encoder whose own probe embedding differs (another model, another checkpoint)
+does not take the table.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semrank.errors import InvalidInputError
+from semrank.rerank._blend import BlendScorer
+from semrank.rerank._reranker import Reranker
+from semrank.runtime._scorers import BiEncoderScorer, l2_normalize, text_key
+
+__all__ = ["WindowTable", "prepare_windows", "use_windows", "window_encoders"]
+
+PROBE_TEXT = "semrank prepared windows: a probe sentence that identifies the embedding model."
+# bf16 against fp32 embeddings of one model stay above 0.9999; different models fall far below.
+PROBE_MIN_COSINE = 0.999
+EMBED_BATCH = 256  # windows per model call while preparing (the progress callback's step)
+
+_PROBES: weakref.WeakKeyDictionary[BiEncoderScorer, np.ndarray] = weakref.WeakKeyDictionary()
+_PROBES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowTable:
+    """Normalised embeddings of window texts by one bi-encoder, keyed by ``text_key``."""
+
+    model: str  # the bi-encoder's name (its folder), for display and file names
+    keys: np.ndarray  # (n, 16) uint8
+    vectors: np.ndarray  # (n, dim) float32
+    probe: np.ndarray  # (dim,) float32: the model's embedding of PROBE_TEXT
+    version: str = ""  # where it was stored: a newer version replaces an older one
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self) -> dict[bytes, int]:
+        return {bytes(key): row for row, key in enumerate(np.asarray(self.keys, dtype=np.uint8))}
+
+
+def window_encoders(reranker: Reranker) -> list[tuple[str, BiEncoderScorer]]:
+    """The bi-encoders inside ``reranker`` that read documents alone, with their names."""
+    scorer = _unwrapped(reranker.scorer)
+    if isinstance(scorer, BiEncoderScorer):
+        name = Path(reranker.name).name or "bi-encoder"
+        return [(name, scorer)]
+    if not isinstance(scorer, BlendScorer):
+        return []
+    found = []
+    for position, component in enumerate(scorer.components):
+        inner = _unwrapped(component.scorer)
+        if isinstance(inner, BiEncoderScorer):
+            source = component.source.name if component.source else f"component-{position}"
+            name = component.name or source
+            found.append((name, inner))
+    return found
+
+
+def _unwrapped(scorer: object) -> object:
+    """The scorer under wrappers that remember or batch (they keep it as ``inner``)."""
+    while not isinstance(scorer, BiEncoderScorer | BlendScorer) and hasattr(scorer, "inner"):
+        scorer = scorer.inner
+    return scorer
+
+
+def document_windows(reranker: Reranker, texts: Sequence[str]) -> list[str]:
+    """The window texts ``reranker`` reads of ``texts`` for a short query, as it would at
+    search time (its own chunking and the model's window length)."""
+    plans = reranker._plan("", list(texts), None, reranker.chunking)
+    return [
+        piece.text_in(text)
+        for text, plan in zip(texts, plans, strict=True)
+        for piece in plan.pieces
+    ]
+
+
+def prepare_windows(
+    reranker: Reranker,
+    batches: Iterable[Sequence[str]],
+    *,
+    previous: Sequence[WindowTable] = (),
+    progress: Callable[[int], None] | None = None,
+) -> list[WindowTable]:
+    """One table per bi-encoder of ``reranker`` holding every window of the texts in
+    ``batches``. Windows a matching ``previous`` table holds are copied, not embedded again;
+    ``progress`` is called with the number of texts of each batch done."""
+    encoders = window_encoders(reranker)
+    if not encoders:
+        raise InvalidInputError(
+            f"model {reranker.name!r} has no bi-encoder: every part of it reads query and "
+            "document together, so nothing can be computed ahead; prepared windows speed up "
+            "models with a bi-encoder, such as the default blend"
+        )
+    tables = [_TableBuilder(name, encoder, previous) for name, encoder in encoders]
+    for batch in batches:
+        windows = list(dict.fromkeys(document_windows(reranker, batch)))
+        for table in tables:
+            table.add(windows)
+        if progress is not None:
+            progress(len(batch))
+    return [table.finish() for table in tables]
+
+
+class _TableBuilder:
+    """Collects one bi-encoder's window embeddings, reusing a matching earlier table."""
+
+    def __init__(self, name: str, encoder: BiEncoderScorer, previous: Sequence[WindowTable]):
+        self.name, self.encoder = name, encoder
+        self.probe = probe_vector(encoder)
+        self.earlier = next((t for t in previous if _same_model(t.probe, self.probe)), None)
+        self.earlier_rows = self.earlier.rows() if self.earlier is not None else {}
+        self.rows: dict[bytes, np.ndarray] = {}
+
+    def add(self, windows: list[str]) -> None:
+        fresh = []
+        for window in windows:
+            key = text_key(window)
+            if key in self.rows:
+                continue
+            row = self.earlier_rows.get(key)
+            if row is not None and self.earlier is not None:
+                self.rows[key] = np.asarray(self.earlier.vectors[row], dtype=np.float32)
+            else:
+                fresh.append((key, window))
+        for start in range(0, len(fresh), EMBED_BATCH):
+            chunk = fresh[start : start + EMBED_BATCH]
+            # The scorer's own normalisation: a prepared vector equals a search-time one.
+            vectors = l2_normalize(self.encoder.embedder.embed([window for _, window in chunk]))
+            self.encoder.embedded_texts += len(chunk)
+            self.rows.update((key, vector) for (key, _), vector in zip(chunk, vectors, strict=True))
+
+    def finish(self) -> WindowTable:
+        dim = len(self.probe)
+        keys = np.frombuffer(b"".join(self.rows), dtype=np.uint8).reshape(len(self.rows), 16)
+        vectors = np.stack(list(self.rows.values())) if self.rows else np.zeros((0, dim))
+        return WindowTable(
+            model=self.name, keys=keys, vectors=vectors.astype(np.float32), probe=self.probe
+        )
+
+
+def probe_vector(encoder: BiEncoderScorer) -> np.ndarray:
+    """``encoder``'s embedding of PROBE_TEXT, computed once per loaded model."""
+    with _PROBES_LOCK:
+        known = _PROBES.get(encoder)
+    if known is None:
+        known = l2_normalize(encoder.embedder.embed([PROBE_TEXT]))[0]
+        with _PROBES_LOCK:
+            _PROBES[encoder] = known
+    return known
+
+
+def _same_model(probe: np.ndarray, other: np.ndarray) -> bool:
+    return probe.shape == other.shape and float(probe @ other) >= PROBE_MIN_COSINE
+
+
+def use_windows(reranker: Reranker, tables: Sequence[WindowTable], *, source: str | Path) -> int:
+    """Hand each of ``reranker``'s bi-encoders the tables its model made (``source`` names
+    where they come from: a newer table from the same source replaces the older one).
+    Returns how many tables were taken."""
+    taken = 0
+    for _, encoder in window_encoders(reranker):
+        probe = probe_vector(encoder)
+        for table in tables:
+            name = f"{source}:{table.model}"
+            if _same_model(table.probe, probe):
+                encoder.remember_table(name, table.version, table.keys, table.vectors)
+                taken += 1
+    return taken
