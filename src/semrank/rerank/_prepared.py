@@ -27,7 +27,7 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.rerank._blend import BlendScorer
 from semrank.rerank._reranker import Reranker
-from semrank.runtime._scorers import BiEncoderScorer, l2_normalize, text_key
+from semrank.runtime._scorers import BiEncoderScorer, text_key
 
 __all__ = ["WindowTable", "prepare_windows", "use_windows", "window_encoders"]
 
@@ -144,8 +144,7 @@ class _TableBuilder:
         for start in range(0, len(fresh), EMBED_BATCH):
             chunk = fresh[start : start + EMBED_BATCH]
             # The scorer's own normalisation: a prepared vector equals a search-time one.
-            vectors = l2_normalize(self.encoder.embedder.embed([window for _, window in chunk]))
-            self.encoder.embedded_texts += len(chunk)
+            vectors = self.encoder.embed_uncached([window for _, window in chunk])
             self.rows.update((key, vector) for (key, _), vector in zip(chunk, vectors, strict=True))
 
     def finish(self) -> WindowTable:
@@ -162,7 +161,7 @@ def probe_vector(encoder: BiEncoderScorer) -> np.ndarray:
     with _PROBES_LOCK:
         known = _PROBES.get(encoder)
     if known is None:
-        known = l2_normalize(encoder.embedder.embed([PROBE_TEXT]))[0]
+        known = encoder.embed_uncached([PROBE_TEXT], counted=False)[0]
         with _PROBES_LOCK:
             _PROBES[encoder] = known
     return known

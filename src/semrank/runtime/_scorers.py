@@ -171,6 +171,15 @@ class BiEncoderScorer:
             rows = {bytes(key): row for row, key in enumerate(np.asarray(keys, dtype=np.uint8))}
             self._known[name] = (version, rows, vectors)
 
+    def embed_uncached(self, texts: list[str], *, counted: bool = True) -> np.ndarray:
+        """L2-normalised embeddings of ``texts`` from the model itself, remembered nowhere (for
+        bulk work such as preparing an index; serialised with the scorer's other model calls).
+        ``counted=False`` keeps them out of ``embedded_texts`` (texts that are no document's)."""
+        with self._lock:
+            vectors = l2_normalize(self.embedder.embed(texts))
+            self.embedded_texts += len(texts) if counted else 0
+        return vectors
+
     def forget_table(self, name: str) -> None:
         with self._lock:
             self._known.pop(name, None)
