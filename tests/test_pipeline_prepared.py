@@ -12,6 +12,7 @@ import pytest
 from semrank import Reranker
 from semrank.errors import InvalidInputError
 from semrank.pipeline import build_retriever, forget_open_indexes, prepare_index, search
+from semrank.pipeline._context import _RERANKERS
 from semrank.rerank._blend import write_blend
 from semrank.rerank._prepared import window_encoders
 from semrank.runtime._scorers import BiEncoderScorer
@@ -152,3 +153,101 @@ def test_index_prepare_cli_names_a_model_that_cannot_be_prepared(tmp_path: Path,
     run("index", "create", "fleas", "--from", str(corpus), "--no-dense", "--home", home)
     with pytest.raises(InvalidInputError, match="has no bi-encoder"):
         run("index", "prepare", "fleas", "--model", str(tiny_model("bert")), "--home", home)
+
+
+def test_a_table_from_another_precision_of_the_same_model_is_not_used(
+    index: Store, blend_dir: Path
+):
+    prepare_index(index, model=Reranker(blend_dir, backend="onnx"))
+    int8 = Reranker(blend_dir, backend="onnx-int8")
+    got = rerank_search(index, int8)
+    assert bi_encoder(int8).embedded_texts > 1  # its int8 vectors are not the table's fp32 ones
+    texts = [index.text_of(doc or {}, "*") for doc in index.get(got.ids)]
+    reference = Reranker(blend_dir, backend="onnx-int8").score(QUERY, texts)
+    np.testing.assert_allclose(got.scores, reference, atol=1e-5)
+
+
+def test_preparing_for_another_field_keeps_the_first_table(index: Store, blend_dir: Path):
+    prepare_index(index, model=Reranker(blend_dir))
+    prepare_index(index, model=Reranker(blend_dir), field="title")
+    assert sorted(table.meta["field"] for table in index.prepared()) == ["*", "title"]
+    reranker = Reranker(blend_dir)
+    rerank_search(index, reranker)
+    assert bi_encoder(reranker).embedded_texts == 1
+
+
+def test_a_recreated_index_hands_its_new_table_to_a_model_that_held_the_old_one(
+    index: Store, blend_dir: Path, tmp_path: Path
+):
+    from semrank.store import drop_index
+
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    rerank_search(index, reranker)
+    forget_open_indexes()
+    index.close()
+    drop_index("fleas", home=tmp_path)
+    again = create_index("fleas", home=tmp_path, fields=["title", "text"], embedding_model=None)
+    again.upsert([{**doc, "text": doc["text"] + " Again."} for doc in DOCS])
+    prepare_index(again, model=Reranker(blend_dir))
+    before = bi_encoder(reranker).embedded_texts
+    rerank_search(again, reranker)
+    # Every window changed; the query is remembered from the first search: nothing embedded.
+    assert bi_encoder(reranker).embedded_texts - before == 0
+    again.close()
+
+
+def test_a_model_holds_a_bounded_number_of_tables(blend_dir: Path, tmp_path: Path):
+    reranker = Reranker(blend_dir)
+    encoder = bi_encoder(reranker)
+    encoder.max_tables = 2
+    for number in range(3):
+        store = create_index(f"i{number}", home=tmp_path, fields=["text"], embedding_model=None)
+        store.upsert([{"id": "a", "text": f"fleas live on cats {number}"}])
+        prepare_index(store, model=reranker)
+        rerank_search(store, reranker, "fleas")
+        store.close()
+    assert len(encoder._known) == 2
+    forget_open_indexes()
+
+
+def test_a_damaged_table_costs_time_not_the_search_and_preparing_again_replaces_it(
+    index: Store, blend_dir: Path, tmp_path: Path
+):
+    prepare_index(index, model=Reranker(blend_dir))
+    expected = rerank_search(index, Reranker(blend_dir)).ids
+    [damaged] = tmp_path.glob("fleas/derived/prepared-*/vectors.npy")
+    damaged.unlink()
+    forget_open_indexes()
+    with open_index("fleas", home=tmp_path) as reopened:  # reads the damaged table afresh
+        reranker = Reranker(blend_dir)
+        assert rerank_search(reopened, reranker).ids == expected
+        assert bi_encoder(reranker).embedded_texts > 1  # no table: the windows were embedded
+        prepare_index(reopened, model=Reranker(blend_dir))
+        fresh = Reranker(blend_dir)
+        assert rerank_search(reopened, fresh).ids == expected
+        assert bi_encoder(fresh).embedded_texts == 1
+
+
+def test_index_add_keeps_the_documents_when_the_prepared_model_no_longer_loads(
+    tmp_path: Path, blend_dir: Path
+):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    model = tmp_path / "blend-copy"
+    shutil.copytree(blend_dir, model)
+    home = str(tmp_path / "home")
+    run("index", "create", "fleas", "--from", str(corpus), "--no-dense", "--home", home)
+    run("index", "prepare", "fleas", "--model", str(model), "--home", home)
+    shutil.rmtree(model)
+    _RERANKERS.clear()  # as in a new process: the model is loaded from its (gone) folder again
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "new", "title": "Fleas", "text": "A new guide."}) + "\n")
+    out = run("index", "add", "fleas", str(more), "--home", home)
+    assert "were not brought up to date" in out and "blend-copy" in out
+    assert json.loads(run("index", "info", "fleas", "--json", "--home", home))["documents"] == 7
+
+
+def test_create_prepare_on_postgresql_is_refused_before_anything_is_read(tmp_path: Path):
+    with pytest.raises(InvalidInputError, match="--prepare: prepared windows are kept by"):
+        run("index", "create", "x", "--prepare", "--store", "postgresql://nobody@nowhere/db")

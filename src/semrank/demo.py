@@ -193,7 +193,7 @@ def _ensure_index(home: Path | None, rebuild: bool) -> Any:
             INDEX_NAME, home=home, fields=("title", "text"), embedding_max_length=128
         )
     wanted = {d["id"] for d in documents}
-    stale = [i for i in _all_ids(index) if i not in wanted]
+    stale = [i for i in index.document_ids() if i not in wanted]
     with Progress(transient=True) as bar:
         task = bar.add_task(f"indexing {len(documents)} stdlib docstrings", total=len(documents))
         index.upsert(documents, progress=lambda n: bar.advance(task, n))
@@ -201,11 +201,6 @@ def _ensure_index(home: Path | None, rebuild: bool) -> Any:
         index.delete(stale)
         index.refresh()
     return index
-
-
-def _all_ids(index: Any) -> list[str]:
-    with index.db.snapshot() as conn:
-        return [row[0] for row in index.db.iter_rows(conn, "id")]
 
 
 def run_demo(

@@ -8,6 +8,7 @@ windows of documents added since. See ``semrank.rerank._prepared`` for why this 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,11 @@ def prepare_index(
     from semrank.rerank._prepared import prepare_windows
 
     store = open_cached(index, home)
+    if not store.keeps_prepared:
+        raise InvalidInputError(
+            f"index {store.name!r} is kept by {type(store).__name__}, which keeps no prepared "
+            "windows (only the embedded local store does); searches re-rank it as before"
+        )
     reranker = load_reranker(model)
     if not isinstance(reranker, Reranker):
         raise InvalidInputError(
@@ -67,8 +73,14 @@ def prepare_index(
     )
     for table in tables:
         arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
-        meta = {"windows": len(table), "field": field, "model": _model_name(model)}
-        store.save_prepared(table.model, arrays, meta)
+        meta = {
+            "windows": len(table),
+            "field": field,
+            "model": _model_name(model),
+            "bi_encoder": table.model,
+            "backend": table.backend,
+        }
+        store.save_prepared(_table_name(table, field), arrays, meta)
     use_prepared(store, reranker)
     return [
         PreparedWindows(model=table.model, windows=len(table), documents=len(ids))
@@ -76,10 +88,20 @@ def prepare_index(
     ]
 
 
+def _table_name(table: WindowTable, field: str) -> str:
+    """One stored table per bi-encoder, field and precision: preparing for another model or
+    field adds a table instead of replacing one (two models with one folder name included)."""
+    probe = hashlib.sha1(np.round(table.probe, 3).tobytes()).hexdigest()[:8]
+    return f"{table.model}|{field}|{table.backend}|{probe}"
+
+
 def _model_name(model: str | ScoresDocuments | None) -> str | None:
-    """How ``index add`` names the model to prepare new documents with again."""
-    if model is None or isinstance(model, str):
-        return model
+    """How ``index add`` names the model to prepare new documents with again (a folder by its
+    absolute path, so that it loads from wherever ``index add`` runs)."""
+    if isinstance(model, str):
+        return str(Path(model).resolve()) if Path(model).is_dir() else model
+    if model is None:
+        return None
     name = getattr(model, "name", None)
     return name if isinstance(name, str) and name else None
 
@@ -101,11 +123,12 @@ def _tables(store: Store) -> list[WindowTable]:
             continue  # another kind of prepared table: not ours to read
         tables.append(
             WindowTable(
-                model=stored.name,
+                model=str(stored.meta.get("bi_encoder", stored.name)),
                 keys=np.asarray(arrays["keys"]),
                 vectors=np.asarray(arrays["vectors"]),
                 probe=np.asarray(arrays["probe"], dtype=np.float32),
                 version=stored.version,
+                key=stored.name,
             )
         )
     return tables

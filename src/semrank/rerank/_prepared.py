@@ -10,8 +10,8 @@ does not hold (a document added or changed since, a very long query that shorten
 is embedded as before: a stale table costs speed, never correctness.
 
 A table is tied to the model that made it by a probe, the model's embedding of a fixed
-sentence: a bi-encoder whose own probe embedding differs (another model, another checkpoint)
-does not take the table.
+sentence: a bi-encoder whose own probe embedding differs (another model, another checkpoint,
+another backend or precision) does not take the table.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from semrank.runtime._scorers import BiEncoderScorer, text_key
 __all__ = ["WindowTable", "prepare_windows", "use_windows", "window_encoders"]
 
 PROBE_TEXT = "semrank prepared windows: a probe sentence that identifies the embedding model."
-# bf16 against fp32 embeddings of one model stay above 0.9999; different models fall far below.
-PROBE_MIN_COSINE = 0.999
+# A table serves only the model *and precision* that made it: bf16 against fp32 embeddings of
+# one model differ by about 1e-3 per component, which would move scores; reruns of one backend
+# give the same probe to the last bit or nearly.
+PROBE_TOLERANCE = 1e-5
 EMBED_BATCH = 256  # windows per model call while preparing (the progress callback's step)
 
 _PROBES: weakref.WeakKeyDictionary[BiEncoderScorer, np.ndarray] = weakref.WeakKeyDictionary()
@@ -49,6 +51,8 @@ class WindowTable:
     vectors: np.ndarray  # (n, dim) float32
     probe: np.ndarray  # (dim,) float32: the model's embedding of PROBE_TEXT
     version: str = ""  # where it was stored: a newer version replaces an older one
+    backend: str = ""  # the backend that computed it (its precision), for display
+    key: str = ""  # its name where it is stored (one per model, field and precision)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -152,7 +156,11 @@ class _TableBuilder:
         keys = np.frombuffer(b"".join(self.rows), dtype=np.uint8).reshape(len(self.rows), 16)
         vectors = np.stack(list(self.rows.values())) if self.rows else np.zeros((0, dim))
         return WindowTable(
-            model=self.name, keys=keys, vectors=vectors.astype(np.float32), probe=self.probe
+            model=self.name,
+            keys=keys,
+            vectors=vectors.astype(np.float32),
+            probe=self.probe,
+            backend=self.encoder.backend,
         )
 
 
@@ -168,7 +176,10 @@ def probe_vector(encoder: BiEncoderScorer) -> np.ndarray:
 
 
 def _same_model(probe: np.ndarray, other: np.ndarray) -> bool:
-    return probe.shape == other.shape and float(probe @ other) >= PROBE_MIN_COSINE
+    """Whether two probe embeddings come from one model run at one precision."""
+    if probe.shape != other.shape:
+        return False
+    return float(np.max(np.abs(probe - other), initial=0.0)) <= PROBE_TOLERANCE
 
 
 def use_windows(reranker: Reranker, tables: Sequence[WindowTable], *, source: str | Path) -> int:
@@ -179,7 +190,7 @@ def use_windows(reranker: Reranker, tables: Sequence[WindowTable], *, source: st
     for _, encoder in window_encoders(reranker):
         probe = probe_vector(encoder)
         for table in tables:
-            name = f"{source}:{table.model}"
+            name = f"{source}:{table.key or table.model}"
             if _same_model(table.probe, probe):
                 encoder.remember_table(name, table.version, table.keys, table.vectors)
                 taken += 1

@@ -152,8 +152,10 @@ class BiEncoderScorer:
         self.cache_size = cache_size
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        # name -> (version, {key: row}, vectors): one table per source, replaced by a newer one.
-        self._known: dict[str, tuple[object, dict[bytes, int], np.ndarray]] = {}
+        # name -> (version, {key: row}, vectors): one table per source, replaced by a newer one;
+        # the least recently handed over go first past max_tables (each maps a file).
+        self._known: OrderedDict[str, tuple[object, dict[bytes, int], np.ndarray]] = OrderedDict()
+        self.max_tables = 4
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
 
     def remember_table(
@@ -161,15 +163,18 @@ class BiEncoderScorer:
     ) -> None:
         """Know the normalised embeddings ``vectors`` of the texts whose ``text_key`` is the
         matching row of ``keys`` (an ``(n, 16)`` uint8 array). A table of the same ``name``
-        and ``version`` is kept as it is; another version replaces it."""
+        and ``version`` is kept as it is; another version replaces it. At most ``max_tables``
+        are kept, the least recently handed over dropped first."""
         if len(keys) != len(vectors):
             raise InvalidInputError(f"table {name!r}: {len(keys)} keys for {len(vectors)} vectors")
         with self._lock:
             held = self._known.get(name)
-            if held is not None and held[0] == version:
-                return
-            rows = {bytes(key): row for row, key in enumerate(np.asarray(keys, dtype=np.uint8))}
-            self._known[name] = (version, rows, vectors)
+            if held is None or held[0] != version:
+                rows = {bytes(key): row for row, key in enumerate(np.asarray(keys, dtype=np.uint8))}
+                self._known[name] = (version, rows, vectors)
+            self._known.move_to_end(name)
+            while len(self._known) > self.max_tables:
+                self._known.popitem(last=False)
 
     def embed_uncached(self, texts: list[str], *, counted: bool = True) -> np.ndarray:
         """L2-normalised embeddings of ``texts`` from the model itself, remembered nowhere (for

@@ -127,6 +127,7 @@ class Store(abc.ABC):
     """A named document index with BM25 and (optionally) dense retrieval."""
 
     settings: IndexSettings
+    keeps_prepared = False  # whether save_prepared / prepared keep tables (the local store)
 
     @property
     def name(self) -> str:
@@ -207,8 +208,8 @@ class Store(abc.ABC):
     def document_ids(self) -> list[str]:
         """Every stored document id, in storage order."""
         raise InvalidInputError(
-            f"index {self.name!r} ({type(self).__name__}) cannot list its documents for "
-            "preparing; prepared windows are kept by the embedded (local) store"
+            f"index {self.name!r} ({type(self).__name__}) keeps no prepared windows; only the "
+            "embedded (local) store does"
         )
 
     def save_prepared(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

@@ -75,6 +75,7 @@ class LocalStore(Store):
     """A persistent index in a directory. Safe against crashes; one writer at a time."""
 
     backend = "local"
+    keeps_prepared = True
 
     def __init__(self, path: Path, *, embedder: TextEmbedder | None = None) -> None:
         if not (path / DB_NAME).is_file():
@@ -283,7 +284,12 @@ class LocalStore(Store):
             key = f"prepared:{found[1].name}"
             loaded = self._prepared_cache.get(key)
             if loaded is None:
-                loaded = self._load_prepared(found[1])
+                try:
+                    loaded = self._load_prepared(found[1])
+                except (OSError, ValueError, KeyError, TypeError):
+                    # Unreadable (damaged, or pruned by a concurrent prepare): searches embed
+                    # those windows as before, and preparing again replaces it.
+                    continue
                 self._prepared_cache = {
                     k: v
                     for k, v in self._prepared_cache.items()
@@ -298,9 +304,9 @@ class LocalStore(Store):
         arrays = {
             name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]
         }
-        return PreparedArrays(
-            name=str(meta["name"]), version=directory.name, arrays=arrays, meta=meta
-        )
+        # The creation time too: a dropped and recreated index starts its numbers again.
+        version = f"{directory.name}@{meta.get('created')}"
+        return PreparedArrays(name=str(meta["name"]), version=version, arrays=arrays, meta=meta)
 
     # --- derived indexes -------------------------------------------------------------------
     def refresh(self) -> None:

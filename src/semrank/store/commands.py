@@ -107,18 +107,10 @@ def create(
     from semrank.retrieve import BM25Params
     from semrank.store import create_index, read_corpus
 
-    if not dense and (embedding_model != "default" or embedding_max_length is not None):
-        from semrank.errors import InvalidInputError
-
-        given = (
-            f"--embedding-model {embedding_model!r}"
-            if embedding_model != "default"
-            else f"--embedding-max-length {embedding_max_length}"
-        )
-        raise InvalidInputError(
-            f"{given} with --no-dense: an index without embeddings uses no embedding model; "
-            "drop one of the two"
-        )
+    _check_create_flags(
+        dense=dense, embedding_model=embedding_model,
+        embedding_max_length=embedding_max_length, prepare=prepare, store=store,
+    )  # fmt: skip
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
@@ -145,6 +137,34 @@ def create(
         typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
         if prepare:
             _prepare(index, model=None, field="*")
+
+
+def _check_create_flags(
+    *,
+    dense: bool,
+    embedding_model: str,
+    embedding_max_length: int | None,
+    prepare: bool,
+    store: str | None,
+) -> None:
+    """Flags the index would silently ignore are refused before anything is read or created."""
+    from semrank.errors import InvalidInputError
+
+    if not dense and (embedding_model != "default" or embedding_max_length is not None):
+        given = (
+            f"--embedding-model {embedding_model!r}"
+            if embedding_model != "default"
+            else f"--embedding-max-length {embedding_max_length}"
+        )
+        raise InvalidInputError(
+            f"{given} with --no-dense: an index without embeddings uses no embedding model; "
+            "drop one of the two"
+        )
+    if prepare and store and store != "local":
+        raise InvalidInputError(
+            "--prepare: prepared windows are kept by the embedded (local) store only; drop "
+            "--prepare or --store"
+        )
 
 
 def _ingest_into_new_index(
@@ -183,9 +203,32 @@ def add(
         )
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
-        for table in index.prepared():
-            # Keep a prepared index prepared: only the new documents' windows are embedded.
-            _prepare(index, model=table.meta.get("model"), field=table.meta.get("field", "*"))
+        _keep_prepared(index, name)
+
+
+def _keep_prepared(index: Store, name: str) -> None:
+    """Prepare again with each model and field the index was prepared for: only the new
+    documents' windows are embedded. A model that no longer loads leaves the documents added
+    (they are) and says how to go on."""
+    from semrank.errors import SemrankError
+
+    wanted = {
+        (table.meta.get("model"), table.meta.get("field", "*"))
+        for table in index.prepared()
+        if "bi_encoder" in table.meta
+    }
+    for model, field in sorted(wanted, key=str):
+        try:
+            _prepare(index, model=model, field=field)
+        except SemrankError as exc:
+            again = f" --model {model}" if model else ""
+            typer.echo(
+                f"warning: the documents were added, but the windows prepared with "
+                f"{model or 'the default model'} were not brought up to date: {exc}\n"
+                f"searches embed the new documents' windows as before; run `semrank index "
+                f"prepare {name}{again}` to prepare them",
+                err=True,
+            )
 
 
 @index_app.command("prepare")
