@@ -116,6 +116,24 @@ def test_preparing_again_embeds_only_new_windows(index: Store, blend_dir: Path):
     assert encoder.embedded_texts - before == 1
 
 
+def test_preparing_given_ids_extends_the_table_with_their_windows_only(
+    index: Store, blend_dir: Path
+):
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    prepare_index(index, model=reranker, field="title")  # another field's table stays as it is
+    index.upsert([{"id": "new", "title": "Fleas", "text": "How fleas live: a new guide."}])
+    before = bi_encoder(reranker).embedded_texts
+    [extended] = prepare_index(index, model=reranker, ids=["new", "new"])
+    assert extended.extended and extended.documents == 1
+    assert bi_encoder(reranker).embedded_texts - before == 1  # the new one-window document
+    fresh = Reranker(blend_dir)
+    rerank_search(index, fresh)
+    assert bi_encoder(fresh).embedded_texts == 1  # old and new windows all in the table
+    fields = sorted(table.meta["field"] for table in index.prepared())
+    assert fields == ["*", "title"]
+
+
 def test_a_table_made_by_another_model_is_not_used(index: Store, blend_dir: Path, tiny_model):
     prepare_index(index, model=Reranker(blend_dir))
     other = Reranker(tiny_model("bert", "encoder"), kind="bi-encoder")
@@ -143,7 +161,7 @@ def test_index_prepare_cli_and_add_keeps_the_index_prepared(tmp_path: Path, blen
     more = tmp_path / "more.jsonl"
     more.write_text(json.dumps({"id": "new", "title": "Fleas", "text": "A new guide."}) + "\n")
     out = run("index", "add", "fleas", str(more), "--home", home)
-    assert f"of {len(DOCS) + 1} documents" in out  # prepared again, with the same model
+    assert "added the windows of 1 documents" in out  # with the model it was prepared with
 
 
 def test_index_prepare_cli_names_a_model_that_cannot_be_prepared(tmp_path: Path, tiny_model):
@@ -251,3 +269,16 @@ def test_index_add_keeps_the_documents_when_the_prepared_model_no_longer_loads(
 def test_create_prepare_on_postgresql_is_refused_before_anything_is_read(tmp_path: Path):
     with pytest.raises(InvalidInputError, match="--prepare: prepared windows are kept by"):
         run("index", "create", "x", "--prepare", "--store", "postgresql://nobody@nowhere/db")
+
+
+def test_create_with_prepare_prepares_for_the_default_model(tmp_path: Path, reranker):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    home = str(tmp_path / "home")
+    out = run(
+        "index", "create", "fleas", "--from", str(corpus), "--no-dense", "--prepare", "--home", home
+    )
+    assert f"of {len(DOCS)} documents with all-minilm-l6-v2" in out
+    with open_index("fleas", home=home) as opened:
+        [table] = opened.prepared()
+    assert table.meta["model"] is None and table.meta["field"] == "*"  # the default, all text

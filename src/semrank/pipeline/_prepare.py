@@ -9,7 +9,7 @@ windows of documents added since. See ``semrank.rerank._prepared`` for why this 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +33,9 @@ class PreparedWindows:
     """What ``prepare_index`` stored: one entry per bi-encoder of the model."""
 
     model: str
-    windows: int
-    documents: int
+    windows: int  # in the stored table
+    documents: int  # whose windows were planned (all, or the ones asked for)
+    extended: bool = False  # the earlier table was extended with ``documents``
 
 
 def prepare_index(
@@ -43,11 +44,13 @@ def prepare_index(
     model: str | ScoresDocuments | None = None,
     field: str = ALL_TEXT_FIELDS,
     home: str | Path | None = None,
+    ids: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[PreparedWindows]:
     """Embed the windows of every document of ``index`` with ``model``'s bi-encoder(s) (default
     model: the default re-ranker) and keep them with the index. Windows an earlier preparation
-    stored are reused; ``progress`` gets the number of documents done per step.
+    stored are reused; ``ids`` limits the work to those documents (just added or changed) and
+    keeps the earlier table's other windows; ``progress`` gets the number of documents done.
 
     >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
     """
@@ -67,9 +70,15 @@ def prepare_index(
             f"prepare needs a semrank Reranker or model name, got {type(reranker).__name__}"
         )
     store.check_field(field, purpose=" to prepare")
-    ids = store.document_ids()
+    extend = ids is not None
+    wanted = list(dict.fromkeys(ids)) if ids is not None else store.document_ids()
     tables = prepare_windows(
-        reranker, _texts(store, ids, field), previous=_tables(store), progress=progress
+        reranker,
+        _texts(store, wanted, field),
+        # Extending copies every row of the earlier table: only the one for this field.
+        previous=_tables(store, field=field if extend else None),
+        extend=extend,
+        progress=progress,
     )
     for table in tables:
         arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
@@ -83,7 +92,9 @@ def prepare_index(
         store.save_prepared(_table_name(table, field), arrays, meta)
     use_prepared(store, reranker)
     return [
-        PreparedWindows(model=table.model, windows=len(table), documents=len(ids))
+        PreparedWindows(
+            model=table.model, windows=len(table), documents=len(wanted), extended=extend
+        )
         for table in tables
     ]
 
@@ -113,7 +124,8 @@ def _texts(store: Store, ids: list[str], field: str) -> Iterator[list[str]]:
         yield [store.text_of(doc, field) for doc in documents if doc is not None]
 
 
-def _tables(store: Store) -> list[WindowTable]:
+def _tables(store: Store, *, field: str | None = None) -> list[WindowTable]:
+    """The window tables ``store`` keeps (only those prepared for ``field``, if given)."""
     from semrank.rerank._prepared import WindowTable
 
     tables = []
@@ -121,6 +133,8 @@ def _tables(store: Store) -> list[WindowTable]:
         arrays = stored.arrays
         if not {"keys", "vectors", "probe"} <= set(arrays):
             continue  # another kind of prepared table: not ours to read
+        if field is not None and stored.meta.get("field", ALL_TEXT_FIELDS) != field:
+            continue
         tables.append(
             WindowTable(
                 model=str(stored.meta.get("bi_encoder", stored.name)),

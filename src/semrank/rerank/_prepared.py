@@ -102,11 +102,14 @@ def prepare_windows(
     batches: Iterable[Sequence[str]],
     *,
     previous: Sequence[WindowTable] = (),
+    extend: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> list[WindowTable]:
     """One table per bi-encoder of ``reranker`` holding every window of the texts in
     ``batches``. Windows a matching ``previous`` table holds are copied, not embedded again;
-    ``progress`` is called with the number of texts of each batch done."""
+    with ``extend`` the new table also keeps every other row of that table (the texts are only
+    the documents added since). ``progress`` is called with the number of texts of each batch
+    done."""
     encoders = window_encoders(reranker)
     if not encoders:
         raise InvalidInputError(
@@ -121,7 +124,7 @@ def prepare_windows(
             table.add(windows)
         if progress is not None:
             progress(len(batch))
-    return [table.finish() for table in tables]
+    return [table.finish(extend=extend) for table in tables]
 
 
 class _TableBuilder:
@@ -151,7 +154,11 @@ class _TableBuilder:
             vectors = self.encoder.embed_uncached([window for _, window in chunk])
             self.rows.update((key, vector) for (key, _), vector in zip(chunk, vectors, strict=True))
 
-    def finish(self) -> WindowTable:
+    def finish(self, *, extend: bool = False) -> WindowTable:
+        if extend and self.earlier is not None:
+            for key, row in self.earlier_rows.items():
+                if key not in self.rows:
+                    self.rows[key] = np.asarray(self.earlier.vectors[row], dtype=np.float32)
         dim = len(self.probe)
         keys = np.frombuffer(b"".join(self.rows), dtype=np.uint8).reshape(len(self.rows), 16)
         vectors = np.stack(list(self.rows.values())) if self.rows else np.zeros((0, dim))

@@ -203,13 +203,14 @@ def add(
         )
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
-        _keep_prepared(index, name)
+        if index.prepared():
+            _keep_prepared(index, name, [document.id for document in corpus])
 
 
-def _keep_prepared(index: Store, name: str) -> None:
-    """Prepare again with each model and field the index was prepared for: only the new
-    documents' windows are embedded. A model that no longer loads leaves the documents added
-    (they are) and says how to go on."""
+def _keep_prepared(index: Store, name: str, ids: list[str]) -> None:
+    """Extend the tables of each model and field the index was prepared for with the windows
+    of documents ``ids``. A model that no longer loads leaves the documents added (they are)
+    and says how to go on."""
     from semrank.errors import SemrankError
 
     wanted = {
@@ -219,7 +220,7 @@ def _keep_prepared(index: Store, name: str) -> None:
     }
     for model, field in sorted(wanted, key=str):
         try:
-            _prepare(index, model=model, field=field)
+            _prepare(index, model=model, field=field, ids=ids)
         except SemrankError as exc:
             again = f" --model {model}" if model else ""
             typer.echo(
@@ -252,19 +253,22 @@ def prepare(
         _prepare(index, model=model, field=field)
 
 
-def _prepare(index: Store, *, model: str | None, field: str) -> None:
+def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | None = None) -> None:
     from semrank.pipeline import prepare_index
 
     with _progress_bar() as bar:
-        task = bar.add_task("embedding re-ranking windows", total=len(index))
+        total = len(index) if ids is None else len(set(ids))
+        task = bar.add_task("embedding re-ranking windows", total=total)
         done = prepare_index(
-            index, model=model, field=field, progress=lambda n: bar.advance(task, n)
+            index, model=model, field=field, ids=ids, progress=lambda n: bar.advance(task, n)
         )
     for table in done:
-        typer.echo(
-            f"prepared {table.windows} windows of {table.documents} documents with "
-            f"{table.model} for re-ranking on field {field!r}"
+        what = (
+            f"added the windows of {table.documents} documents: {table.windows} prepared"
+            if table.extended
+            else f"prepared {table.windows} windows of {table.documents} documents"
         )
+        typer.echo(f"{what} with {table.model} for re-ranking on field {field!r}")
 
 
 def _read_ids(ids_file: Path) -> list[str]:
