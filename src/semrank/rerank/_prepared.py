@@ -160,8 +160,9 @@ class _TableBuilder:
                 if key not in self.rows:
                     self.rows[key] = np.asarray(self.earlier.vectors[row], dtype=np.float32)
         dim = len(self.probe)
-        keys = np.frombuffer(b"".join(self.rows), dtype=np.uint8).reshape(len(self.rows), 16)
-        vectors = np.stack(list(self.rows.values())) if self.rows else np.zeros((0, dim))
+        ordered = sorted(self.rows)  # stored sorted: lookups binary-search the keys
+        keys = np.frombuffer(b"".join(ordered), dtype=np.uint8).reshape(len(ordered), 16)
+        vectors = np.stack([self.rows[key] for key in ordered]) if ordered else np.zeros((0, dim))
         return WindowTable(
             model=self.name,
             keys=keys,

@@ -15,6 +15,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, run_batched
+from semrank.runtime._keytable import KeyTable
 from semrank.runtime.base import Activation, BatchingConfig, ScorerKind, TextTokenizer
 from semrank.runtime.tokenizer import HFTokenizer
 
@@ -152,9 +153,9 @@ class BiEncoderScorer:
         self.cache_size = cache_size
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        # name -> (version, {key: row}, vectors): one table per source, replaced by a newer one;
-        # the least recently handed over go first past max_tables (each maps a file).
-        self._known: OrderedDict[str, tuple[object, dict[bytes, int], np.ndarray]] = OrderedDict()
+        # name -> (version, table): one table per source, replaced by a newer one; the least
+        # recently handed over go first past max_tables (each maps a file).
+        self._known: OrderedDict[str, tuple[object, KeyTable]] = OrderedDict()
         self.max_tables = 4
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
 
@@ -165,13 +166,13 @@ class BiEncoderScorer:
         matching row of ``keys`` (an ``(n, 16)`` uint8 array). A table of the same ``name``
         and ``version`` is kept as it is; another version replaces it. At most ``max_tables``
         are kept, the least recently handed over dropped first."""
-        if len(keys) != len(vectors):
-            raise InvalidInputError(f"table {name!r}: {len(keys)} keys for {len(vectors)} vectors")
         with self._lock:
             held = self._known.get(name)
             if held is None or held[0] != version:
-                rows = {bytes(key): row for row, key in enumerate(np.asarray(keys, dtype=np.uint8))}
-                self._known[name] = (version, rows, vectors)
+                try:
+                    self._known[name] = (version, KeyTable(keys, vectors))
+                except ValueError as exc:
+                    raise InvalidInputError(f"table {name!r}: {exc}") from exc
             self._known.move_to_end(name)
             while len(self._known) > self.max_tables:
                 self._known.popitem(last=False)
@@ -189,12 +190,16 @@ class BiEncoderScorer:
         with self._lock:
             self._known.pop(name, None)
 
-    def _from_tables(self, key: bytes) -> np.ndarray | None:
-        for _, rows, vectors in self._known.values():
-            row = rows.get(key)
-            if row is not None:
-                return np.array(vectors[row], dtype=np.float32)
-        return None
+    def _take_from_tables(self, missing: dict[bytes, str]) -> None:
+        """Move every text of ``missing`` that a known table holds into the memory."""
+        for _, table in reversed(self._known.values()):  # the most recently handed over first
+            wanted = list(missing)
+            if not wanted:
+                return
+            for key, row in zip(wanted, table.rows(wanted).tolist(), strict=True):
+                if row >= 0:
+                    self._recent[key] = np.array(table.vectors[row], dtype=np.float32)
+                    del missing[key]
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.
@@ -221,11 +226,8 @@ class BiEncoderScorer:
         with self._lock:
             missing = {key: text for key, text in zip(keys, texts, strict=True)}
             missing = {key: text for key, text in missing.items() if key not in self._recent}
-            for key in list(missing) if self._known else ():
-                known = self._from_tables(key)
-                if known is not None:
-                    self._recent[key] = known
-                    del missing[key]
+            if missing and self._known:
+                self._take_from_tables(missing)
             if missing:
                 fresh = l2_normalize(self.embedder.embed(list(missing.values())))
                 self.embedded_texts += len(missing)
