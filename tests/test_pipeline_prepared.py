@@ -282,3 +282,11 @@ def test_create_with_prepare_prepares_for_the_default_model(tmp_path: Path, rera
     with open_index("fleas", home=home) as opened:
         [table] = opened.prepared()
     assert table.meta["model"] is None and table.meta["field"] == "*"  # the default, all text
+
+
+def test_extending_without_a_table_of_that_precision_creates_none(index: Store, blend_dir: Path):
+    prepare_index(index, model=Reranker(blend_dir, backend="onnx"))
+    index.upsert([{"id": "new", "title": "Fleas", "text": "How fleas live: a new guide."}])
+    assert prepare_index(index, model=Reranker(blend_dir, backend="onnx-int8"), ids=["new"]) == []
+    [table] = index.prepared()  # the fp32 table alone, unchanged
+    assert table.meta["backend"] == "onnx" and table.meta["windows"] == len(table.arrays["keys"])

@@ -108,8 +108,8 @@ def prepare_windows(
     """One table per bi-encoder of ``reranker`` holding every window of the texts in
     ``batches``. Windows a matching ``previous`` table holds are copied, not embedded again;
     with ``extend`` the new table also keeps every other row of that table (the texts are only
-    the documents added since). ``progress`` is called with the number of texts of each batch
-    done."""
+    the documents added since), and a bi-encoder without such a table gets none. ``progress``
+    is called with the number of texts of each batch done."""
     encoders = window_encoders(reranker)
     if not encoders:
         raise InvalidInputError(
@@ -124,7 +124,11 @@ def prepare_windows(
             table.add(windows)
         if progress is not None:
             progress(len(batch))
-    return [table.finish(extend=extend) for table in tables]
+    # Extending only grows tables that exist: a model (or precision) without one gets none,
+    # rather than a table of the new documents alone.
+    return [
+        table.finish(extend=extend) for table in tables if not extend or table.earlier is not None
+    ]
 
 
 class _TableBuilder:

@@ -262,6 +262,11 @@ def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | No
         done = prepare_index(
             index, model=model, field=field, ids=ids, progress=lambda n: bar.advance(task, n)
         )
+    if ids is not None and not done:
+        typer.echo(
+            f"no windows prepared with {model or 'the default model'} at this precision to "
+            f"extend; `semrank index prepare {index.name}` prepares them all"
+        )
     for table in done:
         what = (
             f"added the windows of {table.documents} documents: {table.windows} prepared"
