@@ -290,3 +290,39 @@ def test_extending_without_a_table_of_that_precision_creates_none(index: Store, 
     assert prepare_index(index, model=Reranker(blend_dir, backend="onnx-int8"), ids=["new"]) == []
     [table] = index.prepared()  # the fp32 table alone, unchanged
     assert table.meta["backend"] == "onnx" and table.meta["windows"] == len(table.arrays["keys"])
+
+
+def test_preparing_a_field_again_reuses_that_fields_windows(index: Store, blend_dir: Path):
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    prepare_index(index, model=reranker, field="title")
+    before = bi_encoder(reranker).embedded_texts
+    prepare_index(index, model=reranker, field="title")
+    assert bi_encoder(reranker).embedded_texts == before
+
+
+def test_extending_counts_only_stored_documents_and_skips_when_none(index: Store, blend_dir: Path):
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    index.delete(["ticks"])
+    [table] = index.prepared()
+    assert prepare_index(index, model=reranker, ids=["ticks", "nope"]) == []
+    assert [t.version for t in index.prepared()] == [table.version]  # nothing written
+    [extended] = prepare_index(index, model=reranker, ids=["fleas", "ticks", "nope"])
+    assert extended.documents == 1
+
+
+def test_index_add_names_the_model_and_field_of_a_table_it_cannot_extend(
+    tmp_path: Path, blend_dir: Path
+):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    home = tmp_path / "home"
+    run("index", "create", "fleas", "--from", str(corpus), "--no-dense", "--home", str(home))
+    with open_index("fleas", home=home) as store:  # int8: a precision `index add` does not run
+        prepare_index(store, model=Reranker(blend_dir, backend="onnx-int8"), field="title")
+    forget_open_indexes()
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "new", "title": "Fleas", "text": "A new guide."}) + "\n")
+    out = run("index", "add", "fleas", str(more), "--home", str(home))
+    assert f"semrank index prepare fleas --model {blend_dir} --field 'title'" in out

@@ -72,14 +72,16 @@ def prepare_index(
     store.check_field(field, purpose=" to prepare")
     extend = ids is not None
     wanted = list(dict.fromkeys(ids)) if ids is not None else store.document_ids()
+    found: list[int] = []  # documents that exist (ids may name deleted or unknown ones)
     tables = prepare_windows(
         reranker,
-        _texts(store, wanted, field),
-        # Extending copies every row of the earlier table: only the one for this field.
-        previous=_tables(store, field=field if extend else None),
+        _texts(store, wanted, field, found),
+        previous=_previous_tables(store, field, extend=extend),
         extend=extend,
         progress=progress,
     )
+    if extend and not sum(found):
+        return []  # nothing to add: the stored tables stay as they are
     for table in tables:
         arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
         meta = {
@@ -93,7 +95,7 @@ def prepare_index(
     use_prepared(store, reranker)
     return [
         PreparedWindows(
-            model=table.model, windows=len(table), documents=len(wanted), extended=extend
+            model=table.model, windows=len(table), documents=sum(found), extended=extend
         )
         for table in tables
     ]
@@ -117,11 +119,24 @@ def _model_name(model: str | ScoresDocuments | None) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _texts(store: Store, ids: list[str], field: str) -> Iterator[list[str]]:
+def _texts(store: Store, ids: list[str], field: str, found: list[int]) -> Iterator[list[str]]:
+    """The texts of the documents ``ids`` in batches; ``found`` gets each batch's count."""
     for start in range(0, len(ids), DOCUMENTS_PER_BATCH):
         documents = store.get(ids[start : start + DOCUMENTS_PER_BATCH])
-        # A document deleted meanwhile is skipped: there is nothing to prepare for it.
-        yield [store.text_of(doc, field) for doc in documents if doc is not None]
+        # A document deleted meanwhile (or never stored) is skipped: there is nothing to prepare.
+        texts = [store.text_of(doc, field) for doc in documents if doc is not None]
+        found.append(len(texts))
+        yield texts
+
+
+def _previous_tables(store: Store, field: str, *, extend: bool) -> list[WindowTable]:
+    """Tables whose windows can be reused, this field's first (a builder takes the first one of
+    its model). Extending copies every row of that table, so it takes this field's only."""
+    same = _tables(store, field=field)
+    if extend:
+        return same
+    keys = {table.key for table in same}
+    return same + [table for table in _tables(store) if table.key not in keys]
 
 
 def _tables(store: Store, *, field: str | None = None) -> list[WindowTable]:

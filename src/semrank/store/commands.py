@@ -222,12 +222,11 @@ def _keep_prepared(index: Store, name: str, ids: list[str]) -> None:
         try:
             _prepare(index, model=model, field=field, ids=ids)
         except SemrankError as exc:
-            again = f" --model {model}" if model else ""
             typer.echo(
                 f"warning: the documents were added, but the windows prepared with "
                 f"{model or 'the default model'} were not brought up to date: {exc}\n"
                 f"searches embed the new documents' windows as before; run `semrank index "
-                f"prepare {name}{again}` to prepare them",
+                f"prepare {_prepare_args(name, model, field)}` to prepare them",
                 err=True,
             )
 
@@ -253,6 +252,12 @@ def prepare(
         _prepare(index, model=model, field=field)
 
 
+def _prepare_args(name: str, model: str | None, field: str) -> str:
+    """The `semrank index prepare` arguments that redo one table."""
+    args = name + (f" --model {model}" if model else "")
+    return args + (f" --field {field!r}" if field != "*" else "")
+
+
 def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | None = None) -> None:
     from semrank.pipeline import prepare_index
 
@@ -262,10 +267,13 @@ def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | No
         done = prepare_index(
             index, model=model, field=field, ids=ids, progress=lambda n: bar.advance(task, n)
         )
+        bar.update(task, completed=total)  # ids of deleted documents are skipped, not counted
     if ids is not None and not done:
         typer.echo(
-            f"no windows prepared with {model or 'the default model'} at this precision to "
-            f"extend; `semrank index prepare {index.name}` prepares them all"
+            f"note: no windows prepared with {model or 'the default model'} on field {field!r} "
+            "at this precision to extend; `semrank index prepare "
+            f"{_prepare_args(index.name, model, field)}` prepares them all",
+            err=True,
         )
     for table in done:
         what = (
