@@ -18,7 +18,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, load_reranker
-from semrank.store import ALL_TEXT_FIELDS, Store
+from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
 
 if TYPE_CHECKING:
     from semrank.rerank._prepared import WindowTable
@@ -132,32 +132,29 @@ def _texts(store: Store, ids: list[str], field: str, found: list[int]) -> Iterat
 def _previous_tables(store: Store, field: str, *, extend: bool) -> list[WindowTable]:
     """Tables whose windows can be reused, this field's first (a builder takes the first one of
     its model). Extending copies every row of that table, so it takes this field's only."""
-    same = _tables(store, field=field)
-    if extend:
-        return same
-    keys = {table.key for table in same}
-    return same + [table for table in _tables(store) if table.key not in keys]
+    tables = _tables(store.prepared())
+    same = [table for table in tables if table.field == field]
+    return same if extend else same + [table for table in tables if table.field != field]
 
 
-def _tables(store: Store, *, field: str | None = None) -> list[WindowTable]:
-    """The window tables ``store`` keeps (only those prepared for ``field``, if given)."""
+def _tables(stored: list[PreparedArrays]) -> list[WindowTable]:
+    """The window tables among a store's prepared tables."""
     from semrank.rerank._prepared import WindowTable
 
     tables = []
-    for stored in store.prepared():
-        arrays = stored.arrays
+    for table in stored:
+        arrays = table.arrays
         if not {"keys", "vectors", "probe"} <= set(arrays):
             continue  # another kind of prepared table: not ours to read
-        if field is not None and stored.meta.get("field", ALL_TEXT_FIELDS) != field:
-            continue
         tables.append(
             WindowTable(
-                model=str(stored.meta.get("bi_encoder", stored.name)),
+                model=str(table.meta.get("bi_encoder", table.name)),
                 keys=np.asarray(arrays["keys"]),
                 vectors=np.asarray(arrays["vectors"]),
                 probe=np.asarray(arrays["probe"], dtype=np.float32),
-                version=stored.version,
-                key=stored.name,
+                version=table.version,
+                key=table.name,
+                field=str(table.meta.get("field", ALL_TEXT_FIELDS)),
             )
         )
     return tables
@@ -166,13 +163,14 @@ def _tables(store: Store, *, field: str | None = None) -> list[WindowTable]:
 def use_prepared(store: Store, model: ScoresDocuments) -> int:
     """Hand ``store``'s prepared windows to ``model`` (a semrank Reranker; anything else is
     left alone). Returns how many tables it took."""
-    tables = _tables(store) if store.prepared() else []
-    if not tables:
+    stored = store.prepared()
+    if not stored:
         return 0
     # Imported only now: a search without prepared windows need not load the re-ranking code.
     from semrank.rerank import Reranker
     from semrank.rerank._prepared import use_windows
 
-    if not isinstance(model, Reranker):
+    tables = _tables(stored)
+    if not tables or not isinstance(model, Reranker):
         return 0
     return use_windows(model, tables, source=str(getattr(store, "path", store.name)))

@@ -27,6 +27,7 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.rerank._blend import BlendScorer
 from semrank.rerank._reranker import Reranker
+from semrank.runtime._keytable import KeyTable
 from semrank.runtime._scorers import BiEncoderScorer, text_key
 
 __all__ = ["WindowTable", "prepare_windows", "use_windows", "window_encoders"]
@@ -53,12 +54,10 @@ class WindowTable:
     version: str = ""  # where it was stored: a newer version replaces an older one
     backend: str = ""  # the backend that computed it (its precision), for display
     key: str = ""  # its name where it is stored (one per model, field and precision)
+    field: str = "*"  # the document field it was prepared for
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def rows(self) -> dict[bytes, int]:
-        return {bytes(key): row for row, key in enumerate(np.asarray(self.keys, dtype=np.uint8))}
 
 
 def window_encoders(reranker: Reranker) -> list[tuple[str, BiEncoderScorer]]:
@@ -138,18 +137,19 @@ class _TableBuilder:
         self.name, self.encoder = name, encoder
         self.probe = probe_vector(encoder)
         self.earlier = next((t for t in previous if _same_model(t.probe, self.probe)), None)
-        self.earlier_rows = self.earlier.rows() if self.earlier is not None else {}
+        # The same binary-search lookup searches use, not a dict of every earlier key.
+        earlier = self.earlier
+        self.lookup = KeyTable(earlier.keys, earlier.vectors) if earlier is not None else None
         self.rows: dict[bytes, np.ndarray] = {}
 
     def add(self, windows: list[str]) -> None:
+        keyed = [(key, window) for window in windows if (key := text_key(window)) not in self.rows]
+        keys = [key for key, _ in keyed]
+        rows = self.lookup.rows(keys).tolist() if self.lookup else [-1] * len(keys)
         fresh = []
-        for window in windows:
-            key = text_key(window)
-            if key in self.rows:
-                continue
-            row = self.earlier_rows.get(key)
-            if row is not None and self.earlier is not None:
-                self.rows[key] = np.asarray(self.earlier.vectors[row], dtype=np.float32)
+        for (key, window), row in zip(keyed, rows, strict=True):
+            if row >= 0 and self.lookup is not None:
+                self.rows[key] = np.asarray(self.lookup.vectors[row], dtype=np.float32)
             else:
                 fresh.append((key, window))
         for start in range(0, len(fresh), EMBED_BATCH):
@@ -160,9 +160,8 @@ class _TableBuilder:
 
     def finish(self, *, extend: bool = False) -> WindowTable:
         if extend and self.earlier is not None:
-            for key, row in self.earlier_rows.items():
-                if key not in self.rows:
-                    self.rows[key] = np.asarray(self.earlier.vectors[row], dtype=np.float32)
+            for row, key in enumerate(np.asarray(self.earlier.keys, dtype=np.uint8)):
+                self.rows.setdefault(bytes(key), np.asarray(self.earlier.vectors[row], np.float32))
         dim = len(self.probe)
         ordered = sorted(self.rows)  # stored sorted: lookups binary-search the keys
         keys = np.frombuffer(b"".join(ordered), dtype=np.uint8).reshape(len(ordered), 16)

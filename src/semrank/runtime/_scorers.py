@@ -186,10 +186,6 @@ class BiEncoderScorer:
             self.embedded_texts += len(texts) if counted else 0
         return vectors
 
-    def forget_table(self, name: str) -> None:
-        with self._lock:
-            self._known.pop(name, None)
-
     def _take_from_tables(self, missing: dict[bytes, str]) -> None:
         """Move every text of ``missing`` that a known table holds into the memory."""
         for _, table in reversed(self._known.values()):  # the most recently handed over first

@@ -91,7 +91,7 @@ class LocalStore(Store):
         self.settings = IndexSettings.from_dict(stored)
         self._embedder = embedder
         self._cache: dict[str, _Loaded] = {}
-        self._prepared_cache: dict[str, PreparedArrays] = {}
+        self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)
         self._build_lock = threading.Lock()
         snap.clean_temporaries(path)
 
@@ -215,10 +215,11 @@ class LocalStore(Store):
     def info(self) -> IndexInfo:
         count, dim = len(self), self.db.get_meta("embedding_dim")
         derived = {}
-        prepared = snap.kinds(self.path, snap.PREPARED_PREFIX)
-        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS, *prepared]:
+        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS]:
             found = snap.latest(self.path, kind)
             derived[kind] = None if found is None else found[0]
+        for kind, (generation, _) in snap.latest_by_kind(self.path, snap.PREPARED_PREFIX).items():
+            derived[kind] = generation
         return IndexInfo(
             name=self.name,
             backend=self.backend,
@@ -277,26 +278,19 @@ class LocalStore(Store):
     def prepared(self) -> list[PreparedArrays]:
         self._require_live()
         tables = []
-        for kind in snap.kinds(self.path, snap.PREPARED_PREFIX):
-            found = snap.latest(self.path, kind)
-            if found is None:
-                continue
-            key = f"prepared:{found[1].name}"
-            loaded = self._prepared_cache.get(key)
-            if loaded is None:
+        for kind, (_, directory) in sorted(
+            snap.latest_by_kind(self.path, snap.PREPARED_PREFIX).items()
+        ):
+            held = self._prepared_cache.get(kind)
+            if held is None or held[0] != directory.name:
                 try:
-                    loaded = self._load_prepared(found[1])
+                    held = (directory.name, self._load_prepared(directory))
                 except (OSError, ValueError, KeyError, TypeError):
                     # Unreadable (damaged, or pruned by a concurrent prepare): searches embed
                     # those windows as before, and preparing again replaces it.
                     continue
-                self._prepared_cache = {
-                    k: v
-                    for k, v in self._prepared_cache.items()
-                    if not k.startswith(f"prepared:{kind}.")
-                }
-                self._prepared_cache[key] = loaded
-            tables.append(loaded)
+                self._prepared_cache[kind] = held
+            tables.append(held[1])
         return tables
 
     def _load_prepared(self, directory: Path) -> PreparedArrays:

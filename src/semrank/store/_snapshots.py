@@ -42,28 +42,28 @@ def prepared_key(name: str) -> str:
     return f"{PREPARED_PREFIX}{safe}-{digest}"
 
 
-def kinds(root: Path, prefix: str) -> list[str]:
-    """The kinds of published snapshots whose kind starts with ``prefix``."""
+def latest_by_kind(root: Path, prefix: str) -> dict[str, tuple[int, Path]]:
+    """The newest published snapshot of every kind starting with ``prefix``, in one scan:
+    ``{kind: (generation, directory)}``."""
+    best: dict[str, tuple[int, Path]] = {}
     folder = root / DERIVED
     if not folder.is_dir():
-        return []
-    found = {match["kind"] for entry in folder.iterdir() if (match := _NAME.match(entry.name))}
-    return sorted(kind for kind in found if kind.startswith(prefix))
+        return best
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if not match or not match["kind"].startswith(prefix):
+            continue
+        if not (entry / "snapshot.json").is_file():
+            continue
+        kind, generation = match["kind"], int(match["gen"])
+        if kind not in best or generation > best[kind][0]:
+            best[kind] = (generation, entry)
+    return best
 
 
 def latest(root: Path, kind: str) -> tuple[int, Path] | None:
     """The newest published snapshot of ``kind``: ``(generation, directory)``."""
-    best: tuple[int, Path] | None = None
-    folder = root / DERIVED
-    if not folder.is_dir():
-        return None
-    for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
-        if match and match["kind"] == kind and (entry / "snapshot.json").is_file():
-            generation = int(match["gen"])
-            if best is None or generation > best[0]:
-                best = (generation, entry)
-    return best
+    return latest_by_kind(root, kind).get(kind)
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
