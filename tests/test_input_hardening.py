@@ -223,3 +223,26 @@ def test_corpus_and_model_arguments_of_the_wrong_kind_are_named(tmp_path: Path) 
 def test_rank_fields_naming_a_field_twice_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="names a field twice"):
         document_texts([{"text": "a"}], ["text", "text"])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+async def test_a_body_not_sent_as_json_names_the_content_type(
+    index_client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"name": "x"}'
+    response = await index_client.post("/v1/indexes", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    assert f"the request body was sent with {sent}" in response.json()["error"]
+    assert "Content-Type: application/json" in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_a_body_that_is_not_utf8_says_what_to_send(index_client: httpx.AsyncClient) -> None:
+    latin1 = '{"query": "caf\u00e9", "documents": ["a"]}'.encode("latin-1")
+    headers = {"content-type": "application/json"}
+    response = await index_client.post("/v1/rerank", content=latin1, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("the request body could not be read as JSON text")

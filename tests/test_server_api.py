@@ -369,6 +369,10 @@ async def test_deadline_fails_with_504_or_returns_input_order_with_fail_open(
         tei = await client.post(
             "/rerank", json={"query": QUERY, "texts": DOCS, "timeout_ms": 1, "fail_open": True}
         )
+        # Nothing was scored, so a threshold cannot drop anything: min_score is not applied.
+        thresholded = await client.post(
+            "/v1/rerank", json={**body, "fail_open": True, "min_score": 0.5}
+        )
         metrics = (await client.get("/metrics")).text
     assert failed.status_code == 504
     assert failed.json()["error_type"] == "deadline_exceeded"
@@ -378,7 +382,12 @@ async def test_deadline_fails_with_504_or_returns_input_order_with_fail_open(
     assert [r["document"]["text"] for r in opened.json()["results"]] == DOCS[:3]
     assert [r["index"] for r in tei.json()] == [0, 1, 2, 3]
     assert tei.headers["x-semrank-reranked"] == "false"
-    assert metric_samples(metrics, "semrank_fail_open_responses_total")[0].value == 2
+    assert [(r["index"], r["relevance_score"]) for r in thresholded.json()["results"]] == [
+        (0, 0.0),
+        (1, 0.0),
+        (2, 0.0),
+    ]
+    assert metric_samples(metrics, "semrank_fail_open_responses_total")[0].value == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 

@@ -173,3 +173,70 @@ async def test_prepare_errors_name_the_index_model_and_field(client: httpx.Async
     assert model.status_code in (400, 404, 422) and "nosuch-model" in model.json()["error"]
     field = await client.post("/v1/indexes/docs/prepare", json={"field": "nosuch_field"})
     assert field.status_code == 422 and "nosuch_field" in field.json()["error"]
+
+
+async def test_prepare_needs_no_body(client: httpx.AsyncClient) -> None:
+    missing = await client.post("/v1/indexes/nosuch/prepare")
+    assert missing.status_code == 404 and "nosuch" in missing.json()["error"], missing.text
+
+
+async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
+    client: httpx.AsyncClient,
+) -> None:
+    # text_fields is the name index info shows; fields is the request's: ignoring it would
+    # create an index over title/text whose documents' "body" no search finds.
+    typo = await client.post("/v1/indexes", json={"name": "x", "text_fields": ["body"]})
+    assert typo.status_code == 422 and "text_fields" in typo.json()["error"], typo.text
+    null_id = await client.post("/v1/indexes", json={"name": "x", "id_field": None})
+    assert null_id.status_code == 422 and "id_field" in null_id.json()["error"], null_id.text
+    twice = await client.post("/v1/indexes", json={"name": "x", "fields": ["text", "text"]})
+    assert twice.status_code == 422 and "'text' named twice" in twice.json()["error"], twice.text
+    as_id = await client.post("/v1/indexes", json={"name": "x", "fields": ["id", "text"]})
+    assert as_id.status_code == 422 and "'id' is the id field" in as_id.json()["error"]
+    assert (await client.get("/v1/indexes")).json()["data"] == []
+    await _make_index(client)
+    top_n = await client.post("/v1/indexes/docs/search", json={"query": "flea", "top_n": 1})
+    assert top_n.status_code == 422 and "top_n" in top_n.json()["error"], top_n.text
+
+
+async def test_documents_the_index_could_never_find_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    await _make_index(client)
+    body_only = [{"id": "n1", "text": "zebra"}, {"id": "n2", "body": "zebra stripes"}]
+    refused = await client.post("/v1/indexes/docs/documents", json={"documents": body_only})
+    assert refused.status_code == 422, refused.text
+    assert (
+        "record 2 (id 'n2') has none of the index's text fields title, text"
+        in (refused.json()["error"])
+    )
+    twice = [{"id": "q", "text": "one"}, {"id": "q", "text": "two"}]
+    repeated = await client.post("/v1/indexes/docs/documents", json={"documents": twice})
+    assert repeated.status_code == 422 and "repeats the id 'q'" in repeated.json()["error"]
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS)
+
+
+async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
+    client: httpx.AsyncClient,
+) -> None:
+    await _make_index(client)
+    tree = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": {"match": {"text": "{{query}}"}}}},
+            "field": "text",
+            "rank_window_size": 1,
+        }
+    }
+    body = {"query": "flea", "retriever": tree, "size": 2}
+    narrow = await client.post("/v1/indexes/docs/search", json=body)
+    assert narrow.status_code == 422, narrow.text
+    assert "rank_window_size 1 is below the 2 hits asked for" in narrow.json()["error"]
+    tree["text_similarity_reranker"]["rank_window_size"] = 2
+    wide = await client.post("/v1/indexes/docs/search", json=body)
+    assert wide.status_code == 200, wide.text
+    assert {hit["id"] for hit in wide.json()["hits"]} == {"d1", "d3"}  # the two flea documents
+    # A shorthand re-ranks enough for the size asked: 100 by default, more for larger sizes.
+    many = await client.post(
+        "/v1/indexes/docs/search", json={"query": "flea", "retriever": "bm25+rerank", "size": 150}
+    )
+    assert many.status_code == 200, many.text

@@ -61,7 +61,8 @@ def test_corpus_that_is_not_utf8(tmp_path: Path, name: str) -> None:
 
 def test_corrupt_gzip_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl.gz"
-    corpus.write_bytes(gzip.compress(b'{"id": "1", "text": "x"}\n' * 1000)[:-40])  # truncated
+    lines = b"".join(f'{{"id": "{i}", "text": "x"}}\n'.encode() for i in range(1000))
+    corpus.write_bytes(gzip.compress(lines)[:-40])  # truncated
     with pytest.raises(InvalidInputError, match=r"corpus\.jsonl\.gz: not a valid gzip file"):
         read_corpus(corpus).count()
     corpus.write_bytes(b"plain text, not gzip\n")

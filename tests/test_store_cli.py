@@ -123,7 +123,114 @@ def test_search_flags_that_would_quietly_change_the_result_are_refused(
     with pytest.raises(InvalidInputError, match=message):
         run("search", "mini", "moon", *args, "--home", home)
     # The same search with consistent flags runs (the window covers --top-n).
-    assert "moon" in run("search", "mini", "moon", "--window", "5", "--top-n", "5", "--home", home)
+    consistent = ("--rerank", "--window", "5", "--top-n", "5", "--json", "--home", home)
+    hits = json.loads(run("search", "mini", "moon", *consistent))["hits"]
+    assert {hit["id"] for hit in hits} == {"eclipse", "tides"}  # the two that mention the moon
+    assert all(hit["rerank_score"] is not None for hit in hits)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--window", "50"), r"--window 50 with --retriever: .* set 'rank_window_size'"),
+        (("--field", "title"), r"--field 'title' with --retriever: .* set 'field'"),
+        (("--min-score", "0.5"), r"--min-score 0.5 with --retriever: .* set 'min_score'"),
+        (("--model", "x"), r"--model 'x' with --retriever: .* set 'inference_id'"),
+        (("--rerank",), r"--retriever replaces --bm25/--dense/--hybrid/--rerank"),
+        (("--top-n", "3"), r"rank_window_size 2 is below the 3 hits asked for"),
+    ],
+)
+def test_flags_a_retriever_file_would_ignore_are_refused(
+    tmp_path: Path, beir: Path, args: tuple[str, ...], message: str
+) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    tree = tmp_path / "tree.json"
+    standard = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    reranker = {"retriever": standard, "field": "text", "rank_window_size": 2}
+    tree.write_text(json.dumps({"text_similarity_reranker": reranker}))
+    with pytest.raises(InvalidInputError, match=message):
+        run("search", "mini", "moon", "--retriever", str(tree), *args, "--home", home)
+    hits = run("search", "mini", "moon", "--retriever", str(tree), "--top-n", "2", "--json",
+               "--home", home)  # fmt: skip
+    assert [hit["rerank_score"] is not None for hit in json.loads(hits)["hits"]] == [True, True]
+
+
+def test_window_without_rerank_is_refused(tmp_path: Path, beir: Path) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    with pytest.raises(InvalidInputError, match="--window sets how many hits --rerank reads"):
+        run("search", "mini", "moon", "--window", "5", "--home", home)
+
+
+def test_a_reranker_without_query_text_names_inference_text(tmp_path: Path, beir: Path) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    tree = tmp_path / "tree.json"
+    standard = {"standard": {"query": {"match": {"text": "moon"}}}}
+    tree.write_text(json.dumps({"text_similarity_reranker": {"retriever": standard}}))
+    with pytest.raises(InvalidInputError, match="text_similarity_reranker's inference_text"):
+        run("search", "mini", "--retriever", str(tree), "--home", home)
+
+
+def test_add_without_ids_would_replace_documents_and_is_refused(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    first, more = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("title,text\nBats,Bats fly at night\nPython,Python code\n")
+    more.write_text("title,text\nZebra,Zebra stripes\n")
+    run("index", "create", "rn", "--from", str(first), "--home", home, "--no-dense")
+    with pytest.raises(InvalidInputError, match=r"b\.csv has no id field .* replace the documents"):
+        run("index", "add", "rn", str(more), "--home", home)
+    hits = json.loads(run("search", "rn", "bats", "--json", "--home", home))["hits"]
+    assert [hit["document"]["title"] for hit in hits] == ["Bats"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    for suffix, content in (
+        ("csv", "id,text\nDOC-77,Bats fly at night\nDOC-78,Cats sleep\n"),
+        ("jsonl", '{"id": "DOC-77", "text": "Bats fly at night"}\n'),
+        ("json", '[{"id": "DOC-77", "text": "Bats fly at night"}]'),
+    ):
+        corpus = tmp_path / f"bom.{suffix}"
+        corpus.write_bytes(b"\xef\xbb\xbf" + content.encode())
+        out = run("index", "create", suffix, "--from", str(corpus), "--home", home, "--no-dense")
+        assert "id field id, text fields text" in out, out
+        hits = json.loads(run("search", suffix, "bats", "--json", "--home", home))["hits"]
+        assert hits[0]["id"] == "DOC-77" and hits[0]["document"] == {"text": "Bats fly at night"}
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        (
+            [{"_id": "a1", "text": "alpha"}, {"_id": "a2", "body": "bravo"}],
+            r"record 2 \(id 'a2'\) has none of the index's text fields text \(it has: body\)",
+        ),
+        (
+            [{"_id": "d", "text": "first"}, {"_id": "d", "text": "second"}],
+            r"record 2 repeats the id 'd' of record 1",
+        ),
+        ([{"_id": "", "text": "alpha"}], r"record 1: its id \('_id'\) is empty"),
+    ],
+)
+def test_records_an_index_would_lose_fail_before_it_is_created(
+    tmp_path: Path, records: list[dict[str, str]], message: str
+) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(DataFormatError, match=message):
+        run("index", "create", "k", "--from", str(corpus), "--home", home, "--no-dense")
+    assert run("index", "list", "--home", home).startswith("no indexes")
+
+
+def test_the_id_field_cannot_be_a_text_field(tmp_path: Path, beir: Path) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "a1", "text": "alpha"}) + "\n")
+    with pytest.raises(InvalidInputError, match="text field '_id' is the id field"):
+        run("index", "create", "k", "--from", str(corpus), "--fields", "_id", "--home", home)
 
 
 @pytest.mark.parametrize(

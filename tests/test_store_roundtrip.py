@@ -62,15 +62,37 @@ def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:
     index.close()
 
 
-def test_repeated_id_in_one_batch_keeps_the_last(tmp_path: Path) -> None:
+def test_an_id_given_twice_in_one_upsert_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
     index = create_index("pets", home=tmp_path, embedding_model=None)
-    index.upsert(
-        [
-            {"id": "x", "title": "one", "text": "first"},
-            {"id": "x", "title": "two", "text": "second"},
-        ]
-    )
-    assert index.get(["x"]) == [{"title": "two", "text": "second"}]
+    batch = [
+        {"id": "y", "title": "kept", "text": "apart"},
+        {"id": "x", "title": "one", "text": "first"},
+        {"id": "x", "title": "two", "text": "second"},
+    ]
+    with pytest.raises(DataFormatError, match="record 3 repeats the id 'x' of record 2"):
+        index.upsert(batch, batch_size=1)
+    assert len(index) == 0  # a list is checked whole first, even across batches
+    index.upsert(batch[:2])
+    index.upsert(batch[2:])  # across upserts, a repeated id replaces, as upsert says
+    assert index.get(["x", "y"]) == [
+        {"title": "two", "text": "second"},
+        {"title": "kept", "text": "apart"},
+    ]
+
+
+def test_a_record_without_any_text_field_is_refused(tmp_path: Path) -> None:
+    index = create_index("pets", home=tmp_path, embedding_model=None, fields=["title", "text"])
+    with pytest.raises(
+        DataFormatError,
+        match=r"record 2 \(id 'b'\) has none of the index's "
+        r"text fields title, text \(it has: body\)",
+    ):
+        index.upsert([{"id": "a", "text": "fine"}, {"id": "b", "body": "lost"}])
+    assert len(index) == 0
+    index.upsert([{"id": "a", "text": "fine", "title": None}, {"id": "c", "title": ""}])
+    assert len(index) == 2  # one present field is enough, even an empty one
 
 
 def test_create_open_drop_errors(tmp_path: Path) -> None:
@@ -242,9 +264,9 @@ def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
         read_corpus(tmp_path / "d.csv", id_field="nope")
     with pytest.raises(DataFormatError, match="none of the text fields nope; it has: key, body"):
         read_corpus(tmp_path / "d.csv", fields=["nope"])
-    (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "text": "a"}\nnot json\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:2"):
-        list(read_corpus(tmp_path / "bad.jsonl", fields=["id"]))
+        list(read_corpus(tmp_path / "bad.jsonl", fields=["text"]))
 
 
 def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ class SearchContext:
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
-    def text(self, literal: str | None) -> str:
+    def text(self, literal: str | None, *, where: str = "the retriever") -> str:
+        """The query text a node reads: the search's query, or ``literal`` (``where``: the
+        retriever key that holds it, for the error when neither is given)."""
         if literal is not None and not isinstance(literal, str):
             raise InvalidInputError(
                 f"a retriever's query text must be a string, got {type(literal).__name__} "
@@ -67,7 +69,7 @@ class SearchContext:
         if literal is None or PLACEHOLDER in literal:
             raise InvalidInputError(
                 'no query text: pass a query (e.g. `semrank search INDEX "text"`) or put the '
-                "text into the retriever"
+                f"text into {where}"
             )
         return literal
 

@@ -435,7 +435,8 @@ class TextSimilarityReranker(Retriever):
         texts = [ctx.store.text_of(doc, self.field) for doc in documents]
         model = load_reranker(self.inference_id)
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
-        scores = _model_scores(model, model.score(ctx.text(self.inference_text), texts), len(texts))
+        query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
+        scores = _model_scores(model, model.score(query, texts), len(texts))
         order = np.argsort(-scores, kind="stable")
         if self.min_score is not None:
             order = order[scores[order] >= self.min_score]

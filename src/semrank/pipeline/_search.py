@@ -61,9 +61,10 @@ def build_retriever(
     return tree
 
 
-def as_retriever(spec: RetrieverSpec) -> Retriever:
+def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     """A Retriever from a tree, an Elasticsearch dict, a JSON path, or a shorthand string
-    ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix."""
+    ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix (re-ranking
+    the top 100, or ``size`` when a search asks for more hits)."""
     if spec is None:
         return BM25()
     if isinstance(spec, Retriever):
@@ -73,7 +74,8 @@ def as_retriever(spec: RetrieverSpec) -> Retriever:
     if isinstance(spec, str):
         name, plus, suffix = spec.strip().partition("+")
         if name in FIRST_STAGES and (not plus or suffix == "rerank"):
-            return build_retriever(name, rerank=bool(plus))
+            window = max(DEFAULT_RERANK_WINDOW, int(size))
+            return build_retriever(name, rerank=bool(plus), window=window)
     if not isinstance(spec, str | Path):
         hint = (
             "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"
@@ -114,6 +116,19 @@ def forget_open_indexes() -> None:
         _OPEN.clear()
 
 
+def check_window(tree: Retriever, size: int) -> None:
+    """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
+    would quietly return fewer. (The edges call it, where a size is asked for explicitly; the
+    library's ``search`` returns what the tree gives, as composed stages do.)"""
+    window = getattr(tree, "rank_window_size", None)
+    if window is not None and window < size:
+        raise InvalidInputError(
+            f"the retriever's rank_window_size {window} is below the {size} hits asked for "
+            f"(size, --top-n): it returns at most {window}; raise rank_window_size to at "
+            f"least {size} or ask for fewer hits"
+        )
+
+
 def search(
     index: str | Store,
     query: str | None = None,
@@ -132,9 +147,10 @@ def search(
         )
     if query is not None and not query.strip():
         raise InvalidInputError("query is empty; pass the text to search for")
+    tree = as_retriever(retriever, size=k)
     store = open_cached(index, home)
     ctx = SearchContext(store, query)
-    ranking = as_retriever(retriever).run(ctx, int(k))
+    ranking = tree.run(ctx, int(k))
     if not with_documents:
         return SearchResults.from_ranking(ranking, None)
     ranking, documents = ctx.stored_hits(ranking)
@@ -159,7 +175,7 @@ def search_many(
         )
     check_k(k)
     items = queries.items() if isinstance(queries, Mapping) else enumerate(queries)
-    tree = as_retriever(retriever)
+    tree = as_retriever(retriever, size=k)
     run: dict[str, dict[str, float]] = {}
     for query_id, text in items:
         results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)

@@ -30,6 +30,12 @@ logger = logging.getLogger(LOGGER_NAME)
 # Load and time limits doing their job: worth a warning, never a traceback.
 OPERATIONAL_ERRORS = (OverloadedError, DeadlineExceededError)
 HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 501: "not_implemented"}
+# FastAPI's words for a JSON body that is not UTF-8 (Latin-1 text, compressed bytes...).
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+UNREADABLE_BODY = (
+    "the request body could not be read as JSON text (it is not UTF-8, or it is compressed); "
+    "send a UTF-8 JSON object with Content-Type: application/json"
+)
 
 
 def error_response(
@@ -52,14 +58,16 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        error = InvalidInputError(validation_message(exc.errors()))
+        content_type = request.headers.get("content-type", "")
+        error = InvalidInputError(validation_message(exc.errors(), content_type=content_type))
         return await on_semrank_error(request, error)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         _log(request, exc.status_code, exc)
         error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, str(exc.detail), error_type, exc.headers)
+        message = UNREADABLE_BODY if exc.detail == FASTAPI_UNREADABLE_BODY else str(exc.detail)
+        return error_response(exc.status_code, message, error_type, exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error", exc_info=exc, extra=log_fields(**_request_fields(request)))
@@ -71,10 +79,18 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def validation_message(errors: Sequence[Any]) -> str:
+def validation_message(errors: Sequence[Any], *, content_type: str = "application/json") -> str:
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
     for error in errors[:5]:
+        if tuple(error.get("loc", ())) == ("body",) and "json" not in content_type.lower():
+            # FastAPI reads a body it was not told is JSON as a string: say what to send.
+            sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+            parts.append(
+                f"the request body was sent with {sent}; send a JSON object with "
+                "Content-Type: application/json"
+            )
+            continue
         if error.get("type") == "json_invalid":  # its loc is ("body", character offset)
             reason = error.get("ctx", {}).get("error", "invalid JSON")
             offset = error.get("loc", ("body", "?"))[-1]

@@ -130,9 +130,10 @@ async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Req
     response_model=PrepareResult,
     summary="Embed every document's re-ranking windows ahead (searches then embed the query only)",
 )
-async def prepare(name: str, body: PrepareRequest, request: Request) -> Any:
+async def prepare(name: str, request: Request, body: PrepareRequest | None = None) -> Any:
     from semrank.pipeline import prepare_index
 
+    body = body or PrepareRequest.model_validate({})  # every field has a default: no body is fine
     service: RerankService = request.app.state.service
     model = None if body.model in DEFAULT_MODEL_ALIASES else body.model
     reranker = service.engine(model).reranker
@@ -152,11 +153,12 @@ async def prepare(name: str, body: PrepareRequest, request: Request) -> Any:
     summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
 )
 async def search(name: str, body: SearchRequest, request: Request) -> Any:
-    from semrank.pipeline import as_retriever
+    from semrank.pipeline import as_retriever, check_window
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
-    tree = _bind_models(as_retriever(_checked_spec(body.retriever)), service)
+    tree = _bind_models(as_retriever(_checked_spec(body.retriever), size=body.size), service)
+    check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
 
     def work() -> Any:

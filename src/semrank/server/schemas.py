@@ -70,7 +70,10 @@ class SemrankOptions(_Schema):
     )
     fail_open: bool | None = Field(
         None,
-        description="past the deadline, return the input order with reranked=false instead of 504",
+        description=(
+            "past the deadline, return the input order with reranked=false instead of 504 "
+            "(top_n applies; scores are 0.0 and min_score does not, as nothing was scored)"
+        ),
     )
 
 
@@ -286,16 +289,24 @@ class IndexList(_Schema):
     data: list[IndexName]
 
 
-class CreateIndexRequest(_Schema):
+class _Strict(_Schema):
+    """semrank's own request bodies: an unknown key is refused (422), not ignored, since it is
+    almost always a misspelt option (the rerank APIs' bodies ignore extras, as their vendors'
+    do, so that clients sending newer fields keep working)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateIndexRequest(_Strict):
     name: str = Field(min_length=1, max_length=128)
     fields: list[str] = Field(["title", "text"], min_length=1, description="searched text fields")
-    id_field: str | None = Field("id", min_length=1, description="document field holding its id")
+    id_field: str = Field("id", min_length=1, description="document field holding its id")
     embedding_model: str | None = Field(
         "default", description="dense embeddings model ('default': bundled); null: BM25 only"
     )
 
 
-class UpsertDocumentsRequest(_Schema):
+class UpsertDocumentsRequest(_Strict):
     documents: list[dict[str, Any]] = Field(min_length=1, description="objects with an id field")
 
 
@@ -303,7 +314,7 @@ class UpsertResult(_Schema):
     upserted: int
 
 
-class PrepareRequest(_Schema):
+class PrepareRequest(_Strict):
     """Which served model's re-ranking windows to embed ahead, for which field."""
 
     model: str | None = Field(
@@ -322,7 +333,7 @@ class PrepareResult(_Schema):
     prepared: list[PreparedTable]
 
 
-class DeleteDocumentsRequest(_Schema):
+class DeleteDocumentsRequest(_Strict):
     ids: list[str] = Field(min_length=1)
 
 
@@ -330,7 +341,7 @@ class DeleteResult(_Schema):
     deleted: int
 
 
-class SearchRequest(_Schema):
+class SearchRequest(_Strict):
     """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
     fills ``{{query}}`` placeholders (or replaces the tree's query texts)."""
 

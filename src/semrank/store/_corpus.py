@@ -47,10 +47,40 @@ class Corpus:
             yield to_document(record, self.id_field, number)
 
     def count(self) -> int:
-        """Number of records (one quick pass over the file; for progress bars)."""
-        if self.format == "json":
-            return sum(1 for _ in _json_records(self.path))
-        return sum(1 for _ in _records(self.path, self.format))
+        """Number of records, each checked as an ingest checks it (``IngestChecks``): one pass
+        over the file before anything is written, so a bad record deep in it fails early."""
+        checks = IngestChecks(self.text_fields)
+        for number, document in enumerate(self, start=1):
+            checks.check(document, number)
+        return len(checks)
+
+
+class IngestChecks:
+    """What one ingest refuses, record by record: an id given twice (the later record would
+    silently replace the earlier one) and a record with none of the index's text fields (it
+    would be stored, but no search could find it)."""
+
+    def __init__(self, text_fields: Sequence[str]) -> None:
+        self.text_fields = tuple(text_fields)
+        self._first_record: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._first_record)
+
+    def check(self, document: Document, number: int) -> None:
+        earlier = self._first_record.setdefault(document.id, number)
+        if earlier != number:
+            raise DataFormatError(
+                f"record {number} repeats the id {document.id!r} of record {earlier}; ids must "
+                "be unique (the later record would replace the earlier one): fix or drop one"
+            )
+        if not any(document.fields.get(name) is not None for name in self.text_fields):
+            has = ", ".join(map(str, document.fields)) or "no fields"
+            raise DataFormatError(
+                f"record {number} (id {document.id!r}) has none of the index's text fields "
+                f"{', '.join(self.text_fields)} (it has: {has}), so no search could find it; put "
+                "its text in one of them"
+            )
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
@@ -91,7 +121,9 @@ def _text_lines(path: Path) -> Iterator[str]:
     """
     for number, raw in enumerate(_raw_lines(path), start=1):
         try:
-            line = raw.decode("utf-8")
+            # utf-8-sig on the first line: a byte-order mark (Excel's "CSV UTF-8") is not text;
+            # kept, it would become part of the first column's name.
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, number, raw[exc.start], exc.start + 1) from exc
         yield line
@@ -105,7 +137,7 @@ def _read_text(path: Path) -> str:
         except _GZIP_ERRORS as exc:
             raise _not_gzip(path, exc) from exc
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark is not text
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - data.rfind(b"\n", 0, exc.start)
@@ -193,11 +225,13 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
     """``record`` as a Document; ``number`` is its 1-based position (the id when none is named)."""
     if id_field is None:
         return Document(str(number), dict(record))
-    if id_field not in record or record[id_field] in (None, ""):
+    if id_field not in record or record[id_field] is None:
         raise DataFormatError(
             f"record {number} has no {id_field!r} field; name the field that holds the ids "
             "(--id-field; id_field when the index is created over HTTP)"
         )
+    if record[id_field] == "":
+        raise DataFormatError(f"record {number}: its id ({id_field!r}) is empty; give it an id")
     if isinstance(record[id_field], dict | list):
         raise DataFormatError(
             f"record {number}: its id {record[id_field]!r} is not a string or number"
@@ -226,7 +260,16 @@ def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str])
     if not any(name in first for name in fields):
         raise DataFormatError(
             f"the first record of {file} has none of the text fields {', '.join(fields)}; it "
-            f"has: {', '.join(first)} (name the fields to search with --fields)"
+            f"has: {', '.join(first)} (put the text in one of those fields; an index's text "
+            "fields are named when it is created, with --fields)"
+        )
+
+
+def check_id_is_not_text(id_field: str | None, text_fields: Sequence[str]) -> None:
+    if id_field is not None and id_field in text_fields:
+        raise InvalidInputError(
+            f"text field {id_field!r} is the id field: a document's id is kept apart from its "
+            "searched text, so nothing would be found in it; name other text fields (--fields)"
         )
 
 
@@ -277,6 +320,7 @@ def read_corpus(
             f"{', '.join(first)} (name the id field with --id-field)"
         )
     text_fields = tuple(fields) if fields else _text_fields_of(first, chosen_id)
+    check_id_is_not_text(chosen_id, text_fields)
     return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)
 
 

@@ -19,6 +19,7 @@ from semrank.errors import (
 )
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import IndexSettings
+from semrank.store._corpus import check_id_is_not_text
 from semrank.store._local import LocalStore
 from semrank.store._sqlite import DB_NAME
 
@@ -139,6 +140,7 @@ def create_index(
     if postgres is None and (target / DB_NAME).exists():
         raise IndexExistsError(f"index {name!r} already exists at {target}; drop it first")
     text_fields = _text_fields(fields)
+    check_id_is_not_text(id_field, text_fields)
     _check_creation_numbers(embedding_max_length, ann_threshold)
     settings = IndexSettings(
         name=name,
@@ -189,6 +191,12 @@ def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
         raise InvalidInputError("an index needs at least one text field (--fields)")
     if not all(isinstance(name, str) and name for name in names):
         raise InvalidInputError(f"text fields must be non-empty field names, got {names!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInputError(
+            f"text field(s) {', '.join(map(repr, repeated))} named twice in {names!r}; name each "
+            "field once"
+        )
     return tuple(names)
 
 

@@ -201,10 +201,25 @@ def add(
         corpus = read_corpus(
             source, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
+        _check_has_ids(corpus, name)
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
+
+
+def _check_has_ids(corpus: Corpus, name: str) -> None:
+    """Record numbers are ids only for a new index: added records would reuse 1, 2, ... and
+    replace the documents that hold them."""
+    from semrank.errors import InvalidInputError
+    from semrank.store._corpus import ID_FIELD_GUESSES
+
+    if corpus.id_field is None:
+        raise InvalidInputError(
+            f"{corpus.path} has no id field ({', '.join(ID_FIELD_GUESSES)}): its records would "
+            f"get the ids 1, 2, ... and replace the documents of index {name!r} that have "
+            "them; give each record an id (and name its field with --id-field)"
+        )
 
 
 def _keep_prepared(index: Store, name: str, ids: list[str]) -> None:
@@ -441,8 +456,8 @@ def search_command(
     hybrid: bool = typer.Option(False, "--hybrid", help="RRF of BM25 and dense."),
     rerank: bool = typer.Option(False, "--rerank", help="Re-rank the first stage's window."),
     model: str | None = typer.Option(None, "--model", help="Re-ranking model (default: bundled)."),
-    window: int = typer.Option(
-        100, "--window", min=1, help="How many first-stage hits to re-rank."
+    window: int | None = typer.Option(
+        None, "--window", min=1, help="How many first-stage hits to re-rank [default: 100]."
     ),
     top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
@@ -452,19 +467,32 @@ def search_command(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
-    from semrank.pipeline import build_retriever, parse_retriever, search
+    from semrank.pipeline import (
+        DEFAULT_RERANK_WINDOW,
+        build_retriever,
+        check_window,
+        parse_retriever,
+        search,
+    )
 
-    _check_search_flags(
-        stages=(bm25, dense, hybrid), rerank=rerank, tree_file=retriever is not None,
-        model=model, min_score=min_score,
-    )  # fmt: skip
-    _check_window_and_field(
-        rerank=rerank and retriever is None, window=window, top_n=top_n,
-        dense_only=dense and not rerank, field=field,
-    )  # fmt: skip
     if retriever is not None:
+        _check_tree_flags(
+            stages_or_rerank=any((bm25, dense, hybrid, rerank)),
+            given={"--model": model, "--min-score": min_score, "--window": window,
+                   "--field": None if field == "*" else field},
+        )  # fmt: skip
         tree = parse_retriever(retriever)
+        check_window(tree, top_n)
     else:
+        _check_search_flags(
+            stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
+            window=window,
+        )  # fmt: skip
+        window = DEFAULT_RERANK_WINDOW if window is None else window
+        _check_window_and_field(
+            rerank=rerank, window=window, top_n=top_n, dense_only=dense and not rerank,
+            field=field,
+        )  # fmt: skip
         stage = "dense" if dense else "hybrid" if hybrid else "bm25"
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
@@ -486,9 +514,9 @@ def _check_search_flags(
     *,
     stages: tuple[bool, ...],
     rerank: bool,
-    tree_file: bool,
     model: str | None,
     min_score: float | None,
+    window: int | None,
 ) -> None:
     """Flags that contradict each other, or that would be silently ignored, are refused."""
     from semrank.errors import InvalidInputError
@@ -499,8 +527,31 @@ def _check_search_flags(
         raise InvalidInputError("--min-score filters re-ranked scores; add --rerank")
     if model is not None and not rerank:
         raise InvalidInputError("--model names the re-ranking model; add --rerank")
-    if tree_file and (any(stages) or rerank):
+    if window is not None and not rerank:
+        raise InvalidInputError("--window sets how many hits --rerank reads; add --rerank")
+
+
+# Where a --retriever file holds what each search flag would set.
+_TREE_KEYS = {
+    "--model": "inference_id",
+    "--min-score": "min_score",
+    "--window": "rank_window_size",
+    "--field": "field",
+}
+
+
+def _check_tree_flags(*, stages_or_rerank: bool, given: dict[str, object]) -> None:
+    """A --retriever file is the whole search: flags that build a tree would be ignored."""
+    from semrank.errors import InvalidInputError
+
+    if stages_or_rerank:
         raise InvalidInputError("--retriever replaces --bm25/--dense/--hybrid/--rerank; use one")
+    for flag, value in given.items():
+        if value is not None:
+            raise InvalidInputError(
+                f"{flag} {value!r} with --retriever: the file holds the whole search, so the "
+                f"flag would be ignored; set {_TREE_KEYS[flag]!r} in the file's retriever instead"
+            )
 
 
 def _check_window_and_field(
