@@ -141,6 +141,45 @@ async def test_v1_voyage_style_with_top_k(reranker: Any) -> None:
     assert [r["document"] for r in body["data"]] == [DOCS[r["index"]] for r in body["data"]]
 
 
+async def test_v1_answers_voyages_client_in_voyages_shape(reranker: Any) -> None:
+    # What voyageai's client sends when top_k is not given: top_k null, truncation true.
+    request = {"query": QUERY, "documents": DOCS, "top_k": None, "truncation": True}
+    async with serving(reranker) as (_, client):
+        body = (await client.post("/v1/rerank", json=request)).json()
+        cohere = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()
+    assert body["object"] == "list" and body["usage"]["total_tokens"] > 0
+    assert facts(body["data"]) == expected(reranker, QUERY, DOCS)
+    assert "data" not in cohere and cohere["object"] == "rerank"
+    # Together's and Jina's clients require completion_tokens.
+    assert cohere["usage"]["completion_tokens"] == 0
+
+
+async def test_v1_return_documents_default_is_the_servers(reranker: Any) -> None:
+    request = {"query": QUERY, "documents": DOCS}
+    async with serving(reranker, return_documents=True) as (_, client):
+        jina = (await client.post("/v1/rerank", json=request)).json()
+        off = (await client.post("/v1/rerank", json={**request, "return_documents": False})).json()
+    assert [r["document"] for r in jina["results"]] == [
+        {"text": DOCS[r["index"]]} for r in jina["results"]
+    ]
+    assert all("document" not in r for r in off["results"])
+
+
+async def test_errors_repeat_the_message_for_vendor_clients(reranker: Any) -> None:
+    conflicting = {
+        "query": QUERY,
+        "documents": DOCS,
+        "chunking": False,
+        "max_chunks_per_doc": 2,
+    }
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v1/rerank", json=conflicting)
+    body = response.json()
+    assert response.status_code == 422, body
+    assert body["error"].startswith("max_chunks_per_doc=2 asks for chunking")
+    assert body["message"] == body["detail"] == body["error"]
+
+
 async def test_tei_rerank_is_a_bare_array(reranker: Any) -> None:
     request = {"query": QUERY, "texts": DOCS, "return_text": True, "raw_scores": True}
     async with serving(reranker) as (_, client):
@@ -162,8 +201,11 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
         left = await client.post(
             "/rerank", json={"query": QUERY, "texts": texts, "truncation_direction": "Left"}
         )
-    assert strict.status_code == 422
-    assert strict.json()["error_type"] == "invalid_request" and "[1]" in strict.json()["error"]
+    # 413, as text-embeddings-inference answers an input it may not truncate.
+    assert strict.status_code == 413
+    assert strict.json()["error_type"] == "request_too_large" and "[1]" in strict.json()["error"]
+    read = next(r["tokens"] for r in lenient.json() if r["index"] == 1)
+    assert f"reads of a document ({read} tokens)" in strict.json()["error"]
     assert lenient.status_code == 200
     assert [r["truncated"] for r in lenient.json() if r["index"] == 1] == [True]
     assert left.status_code == 422 and "left" in left.json()["error"]

@@ -25,7 +25,7 @@ def test_openapi_documents_every_endpoint_and_the_error_body() -> None:
     for path in ("/health", "/ready", "/metrics"):
         assert "get" in paths[path]
     error = document["components"]["schemas"]["ErrorBody"]
-    assert set(error["required"]) == {"error", "error_type"}
+    assert set(error["required"]) == {"error", "error_type", "message", "detail"}
     responses = paths["/v2/rerank"]["post"]["responses"]
     assert {"401", "413", "422", "429", "504"} <= set(responses)
     assert json.loads(render()) == document

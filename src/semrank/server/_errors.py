@@ -41,7 +41,8 @@ UNREADABLE_BODY = (
 def error_response(
     status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": message, "error_type": error_type}, status, headers=headers)
+    body = {"error": message, "error_type": error_type, "message": message, "detail": message}
+    return JSONResponse(body, status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:

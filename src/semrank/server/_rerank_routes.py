@@ -92,7 +92,7 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
     "/v1/rerank",
     response_model=V1RerankResponse | VoyageRerankResponse,
     response_model_exclude_none=True,
-    summary="Re-rank documents (Cohere v1, Jina, Together, Infinity, Voyage)",
+    summary="Re-rank documents (Cohere v1, Jina, Together, Voyage)",
 )
 async def rerank_v1(body: V1RerankRequest, request: Request, response: Response) -> Any:
     if body.top_n is not None and body.top_k is not None and body.top_n != body.top_k:
@@ -102,7 +102,9 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
         )
     service = _service(request)
     engine = service.engine(body.model)
-    return_documents = bool(body.return_documents)
+    return_documents = (
+        service.config.return_documents if body.return_documents is None else body.return_documents
+    )
     call = RerankCall(
         query=body.query,
         documents=body.documents,
@@ -120,10 +122,16 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
     )
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
     _mark(response, outcome.reranked)
-    voyage = body.response_format == "voyage" or (
-        body.response_format is None and body.top_k is not None
-    )
-    return _voyage_response(outcome) if voyage else _v1_response(request, outcome)
+    return _voyage_response(outcome) if _is_voyage(body) else _v1_response(request, outcome)
+
+
+def _is_voyage(body: V1RerankRequest) -> bool:
+    """Whether to answer in Voyage's shape: asked for, or a request only Voyage's client sends
+    (it always sends ``top_k`` and ``truncation``, ``top_k`` as null when unset; Cohere, Jina
+    and Together send neither)."""
+    if body.response_format is not None:
+        return body.response_format == "voyage"
+    return bool({"top_k", "truncation"} & body.model_fields_set)
 
 
 @router.post(
@@ -204,7 +212,7 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
             BatchQueryResult(query_index=i, results=_v1_results(o), reranked=o.reranked)
             for i, o in enumerate(outcomes)
         ],
-        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+        usage=_usage(tokens),
         reranked=reranked,
     )
 
@@ -254,6 +262,11 @@ def _chunking(
     Cohere truncates documents to ``max_tokens_per_doc``; so does semrank unless the request
     asks for chunking explicitly.
     """
+    if chunking is False and max_chunks is not None:
+        raise InvalidInputError(
+            f"max_chunks_per_doc={max_chunks} asks for chunking, which chunking=false turns "
+            "off; send one of them"
+        )
     if isinstance(chunking, bool):
         return chunking
     if chunking is None and max_chunks is None and max_tokens_per_doc is not None:
@@ -310,9 +323,13 @@ def _v1_response(request: Request, outcome: RerankOutcome) -> V1RerankResponse:
         model=outcome.model,
         results=_v1_results(outcome),
         meta=_meta("1", outcome),
-        usage=Usage(prompt_tokens=outcome.input_tokens, total_tokens=outcome.input_tokens),
+        usage=_usage(outcome.input_tokens),
         reranked=outcome.reranked,
     )
+
+
+def _usage(tokens: int) -> Usage:
+    return Usage(prompt_tokens=tokens, total_tokens=tokens, completion_tokens=0)
 
 
 def _voyage_response(outcome: RerankOutcome) -> VoyageRerankResponse:

@@ -16,7 +16,6 @@ from typing import Any
 
 from semrank.errors import (
     DeadlineExceededError,
-    InvalidInputError,
     OverloadedError,
     RequestTooLargeError,
 )
@@ -188,11 +187,13 @@ def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
 
 
 def _check_complete(results: list[Any], engine: ModelEngine) -> None:
-    cut = [r.index for r in results if r.truncated]
+    cut = [r for r in results if r.truncated]
     if cut:
-        raise InvalidInputError(
-            f"documents {cut[:10]} are longer than model {engine.name!r} reads "
-            f"({engine.max_length} tokens with the query); allow truncation or enable chunking"
+        read = max(r.tokens for r in cut)
+        # 413 as text-embeddings-inference answers an over-long input it may not truncate.
+        raise RequestTooLargeError(
+            f"documents {[r.index for r in cut[:10]]} are longer than model {engine.name!r} "
+            f"reads of a document ({read} tokens); allow truncation or enable chunking"
         )
 
 

@@ -57,6 +57,12 @@ def serve(
     auto_truncate: bool | None = typer.Option(
         None, "--auto-truncate/--no-auto-truncate", help="TEI: truncate when truncate is unset."
     ),
+    return_documents: bool | None = typer.Option(
+        None,
+        "--return-documents/--no-return-documents",
+        help="/v1/rerank's return_documents when a request leaves it out (default: off, as "
+        "Cohere, Together and Voyage; Jina's clients expect on).",
+    ),
     index_home: str | None = typer.Option(
         None, help="Directory of the search indexes (default: $SEMRANK_HOME or XDG data dir)."
     ),
@@ -90,6 +96,7 @@ def serve(
         "batch_token_budget": batch_token_budget,
         "cache_size": cache_size,
         "auto_truncate": auto_truncate,
+        "return_documents": return_documents,
         "index_home": index_home,
         "log_level": log_level,
         "log_json": log_format == "json",

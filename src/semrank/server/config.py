@@ -78,6 +78,9 @@ class ServerConfig:
     request_threads: int = 64
     cache_size: int = 100_000  # (model, query, document) scores kept; 0 turns the cache off
     auto_truncate: bool = True  # TEI ``truncate`` when the request leaves it out
+    # /v1/rerank's return_documents when the request leaves it out: Cohere, Together and Voyage
+    # default to false, Jina to true (one endpoint cannot tell their clients apart).
+    return_documents: bool = False
     index_home: str | None = None  # where indexes live; None: $SEMRANK_HOME or the XDG default
     log_level: str = "info"
     log_json: bool = True

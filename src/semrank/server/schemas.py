@@ -158,7 +158,9 @@ class V1RerankRequest(SemrankOptions):
     top_n: Count | None = Field(None, ge=1)
     top_k: Count | None = Field(None, ge=1, description="Voyage's name for top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
-    return_documents: bool | None = Field(None, description="default false")
+    return_documents: bool | None = Field(
+        None, description="default false (the server's --return-documents makes it true)"
+    )
     max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
     max_tokens_per_doc: int | None = Field(
         None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
@@ -167,7 +169,9 @@ class V1RerankRequest(SemrankOptions):
         None, description="Voyage: false makes over-long inputs an error instead of truncating"
     )
     response_format: Literal["cohere", "voyage"] | None = Field(
-        None, description="response shape; default voyage when top_k is sent, else cohere"
+        None,
+        description="response shape; default voyage when top_k or truncation is sent (as "
+        "Voyage's client does, top_k even as null), else cohere",
     )
 
 
@@ -184,6 +188,7 @@ class V1Result(ResultFacts, _V1Ranked):
 class Usage(_Schema):
     prompt_tokens: int
     total_tokens: int
+    completion_tokens: int = Field(0, description="always 0 (read by Together and Jina clients)")
 
 
 class V1RerankResponse(_Schema):
@@ -399,7 +404,11 @@ class Readiness(_Schema):
 
 
 class ErrorBody(_Schema):
-    """Every error response: a readable message and a stable machine-readable type."""
+    """Every error response: a readable message and a stable machine-readable type. The message
+    is repeated as ``message`` (Cohere's key) and ``detail`` (Voyage's and FastAPI's), so that
+    vendors' clients show it and map statuses such as 429 to their own retrying errors."""
 
     error: str
     error_type: str
+    message: str
+    detail: str
