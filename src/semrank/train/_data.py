@@ -8,7 +8,6 @@ four training sets under ``../shared/data/train``.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import random
@@ -19,6 +18,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import DataFormatError
+from semrank.eval.loaders import load_beir_qrels
 
 _SPEC_FORMAT = "PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]"
 
@@ -216,16 +216,6 @@ def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> 
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        for row in reader:
-            if len(row) == 3 and row[2].lstrip("-").isdigit():
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    return qrels
-
-
 def _beir_rows(path: Path) -> Iterator[dict[str, Any]]:
     """BEIR corpus / queries rows, each with a string ``_id`` and a non-empty ``text``."""
     for number, row in enumerate(iter_jsonl(path), 1):
@@ -244,7 +234,8 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     )
     if corpus_path is None:
         raise DataFormatError(f"BEIR folder {str(root)!r} has no corpus.jsonl[.gz]")
-    qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
+    # The evaluation loader: a malformed or contradictory line is an error naming it, not skipped.
+    qrels = load_beir_qrels(root / "qrels" / f"{split}.tsv")
     queries_path = root / "queries.jsonl"
     queries = {row["_id"]: row["text"] for row in _beir_rows(queries_path)}
     chosen = _sample(sorted(qrels), limit, seed)

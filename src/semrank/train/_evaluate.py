@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semrank.train._data import open_text
+from semrank.errors import DataFormatError
 
 
 @dataclass(kw_only=True)
@@ -76,17 +75,19 @@ def evaluate_task(model: Any, tokenizer: Any, task: RankingTask, *, max_length: 
 
 
 def load_trec_rerank_task(run_path: Path, qrels_path: Path, *, name: str) -> RankingTask:
-    """A ``[{query, hits:[{qid, docid, content}]}]`` JSON run plus a TREC qrels file."""
-    rows = json.load(open_text(run_path))
-    queries, candidates = {}, {}
-    for row in rows:
-        qid = str(row["hits"][0]["qid"])
-        queries[qid] = row["query"]
-        candidates[qid] = [(str(h["docid"]), h["content"]) for h in row["hits"]]
-    qrels: dict[str, dict[str, int]] = {}
-    for line in qrels_path.read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-    judged = {q: docs for q, docs in candidates.items() if q in qrels}
-    return RankingTask(name=name, queries=queries, candidates=judged, qrels=qrels)
+    """A ``[{query, hits:[{qid, docid, content}]}]`` candidates file plus qrels (TREC or BEIR),
+    read by the evaluation loaders (gzip, line-numbered errors) as ``semrank eval`` reads them."""
+    from semrank.eval.loaders import load_candidates, load_qrels
+
+    lists = load_candidates(run_path)
+    qrels = load_qrels(qrels_path)
+    queries = {c.query_id: c.query for c in lists}
+    candidates = {
+        c.query_id: [(hit.doc_id, hit.text) for hit in c.hits] for c in lists if c.query_id in qrels
+    }
+    if not candidates:
+        raise DataFormatError(
+            f"--report {name}: no query of {run_path} is judged in {qrels_path}; give the qrels "
+            "of those queries"
+        )
+    return RankingTask(name=name, queries=queries, candidates=candidates, qrels=qrels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,14 +98,34 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
         check_architecture(self.architecture)
-        _check_positive(max_minutes=self.max_minutes, lr=self.lr)
+        _check_positive(
+            max_minutes=self.max_minutes, lr=self.lr, layer_lr_decay=self.layer_lr_decay
+        )
         _check_positive(
             integer=True,
             max_steps=self.max_steps,
             batch_queries=self.batch_queries,
             negatives=self.negatives,
             max_length=self.max_length,
+            threads=self.threads,
+            val_candidates=self.val_candidates,
         )
+        _check_not_negative(
+            distill_weight=self.distill_weight,
+            label_weight=self.label_weight,
+            eval_every=self.eval_every,
+            val_queries=self.val_queries,
+        )
+        _check_positive(teacher_scale=self.teacher_scale)
+        if not is_finite_number(self.teacher_model_weight):
+            raise InvalidInputError(
+                f"teacher_model_weight={self.teacher_model_weight!r}: must be a number"
+            )
+        for path, weight in self.teacher_encoders:
+            if not is_finite_number(weight):
+                raise InvalidInputError(
+                    f"teacher encoder {path}: weight {weight!r} is not a number"
+                )
         names = [spec.source_name for spec in self.data]
         if self.val_source is not None and self.val_source not in names:
             raise InvalidInputError(
@@ -121,6 +142,23 @@ def _check_positive(*, integer: bool = False, **values: float | None) -> None:
             flag = "--" + name.replace("_", "-")
             whole = " (a whole one)" if integer else ""
             raise InvalidInputError(f"{name}={value!r} ({flag}): must be a positive number{whole}")
+
+
+def _check_not_negative(**values: float) -> None:
+    """Weights and counts where 0 means "off"; NaN would poison the loss, a negative flip it."""
+    for name, value in values.items():
+        if not is_finite_number(value) or value < 0:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInputError(f"{name}={value!r} ({flag}): must be 0 (off) or more")
+
+
+# What a resumed run may change: budgets and monitoring. Everything else decides what the
+# checkpoint is (its architecture, data, validation split...), so changing it would continue
+# one run under another's record.
+RESUMABLE_CHANGES = frozenset(
+    {"output", "max_steps", "max_minutes", "eval_every", "checkpoint_minutes", "eval_minutes",
+     "eval_at_start", "report_tasks", "export_onnx", "threads"}
+)  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -190,9 +228,11 @@ def prepare_data(
     source = next((m for m in mined if m.name == val_name), None)
     if source is None or config.val_queries <= 0:
         return mined, None, None
+    total = len(source.groups)
     task, teacher = split_validation(
         source, queries=config.val_queries, candidates=config.val_candidates, seed=config.seed
     )
+    log.info("validation: %d of %s's %d queries held out", len(task.queries), val_name, total)
     return mined, task, teacher
 
 
@@ -349,9 +389,11 @@ def _finished(config: TrainConfig, state: RunState) -> bool:
     return bool(config.max_minutes and state.elapsed_s >= 60 * config.max_minutes)
 
 
-def _claim_output(output: Path, *, resume: bool) -> None:
-    """The run folder, created; an earlier run in it is continued only when asked (``resume``),
-    never overwritten: its checkpoint and best model may be hours of work."""
+def _claim_output(config: TrainConfig, *, resume: bool) -> None:
+    """The run folder, created; an earlier run in it is continued only when asked (``resume``)
+    and only with its own settings, never overwritten: its checkpoint and best model may be
+    hours of work."""
+    output = config.output
     if output.exists() and not output.is_dir():
         raise InvalidInputError(f"--output {output} is a file; name a folder for the run")
     earlier = [name for name in ("config.json", CHECKPOINT, "best") if (output / name).exists()]
@@ -360,7 +402,33 @@ def _claim_output(output: Path, *, resume: bool) -> None:
             f"--output {output} already holds a training run ({', '.join(earlier)}); pass "
             "--resume to continue it, or name a new folder"
         )
+    if (output / "best").exists() and not (output / CHECKPOINT).exists():
+        raise InvalidInputError(
+            f"--resume: {output} holds a best model but no {CHECKPOINT} to continue from (a "
+            "run from step 0 would replace that model); name a new folder"
+        )
+    if earlier:
+        _check_same_run(config, output / "config.json")
     output.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
+    if not stored_path.is_file():
+        return
+    stored = json.loads(stored_path.read_text(encoding="utf-8"))
+    current = json.loads(json.dumps(asdict(config), default=str))
+    changed = [
+        name
+        for name, value in current.items()
+        if name not in RESUMABLE_CHANGES and name in stored and stored[name] != value
+    ]
+    if changed:
+        shown = "; ".join(f"{n}: {stored[n]!r} -> {current[n]!r}" for n in changed[:4])
+        raise InvalidInputError(
+            f"--resume: this command changes what the run in {stored_path.parent} was trained "
+            f"with ({shown}); give the same settings (only budgets, evaluation and reports may "
+            "change), or name a new folder"
+        )
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
@@ -370,12 +438,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    _claim_output(config.output, resume=resume)
-    collections, val, teacher_val = prepare_data(config)
-    # Written once the data has loaded: a run refused for bad data leaves the folder as it was.
-    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
+    _claim_output(config, resume=resume)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
+    collections, val, teacher_val = prepare_data(config)
+    log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     model, tokenizer = build_cross_encoder(
         config.init_from or config.base, architecture=config.architecture
     )
@@ -408,6 +474,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         log.info("head fitted to the teacher: correlation %.3f", fit)
         if config.eval_at_start:
             _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
+    # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
+    # resume that cannot load, leaves the folder's record as it was.
+    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     window = _run_steps(
         (model, teacher_model),
         tokenizer,
@@ -453,7 +522,8 @@ def _evaluate_and_keep(
         _export(
             model, tokenizer, config, config.output / "best", _metadata(config, state, teacher_val)
         )
-        log.info("new best (val %.4f) exported to %s", score, config.output / "best")
+        kept = f"val {score:.4f}" if val is not None else "no validation split: the latest"
+        log.info("new best (%s) exported to %s", kept, config.output / "best")
 
 
 def _export(
@@ -493,6 +563,11 @@ def _run_steps(
             group["lr"] = group["base_lr"] * factor
         batch = sampler.next_batch(config.batch_queries)
         parts = _train_step((model, teacher_model), tokenizer, optimizer, batch, config)
+        if not math.isfinite(parts["loss"]):
+            raise InvalidInputError(
+                f"the loss became {parts['loss']} at step {state.step + 1}: the run diverged "
+                f"(lower --lr, now {config.lr}); best/ and the last checkpoint are kept as saved"
+            )
         running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
         window.append(parts["loss"])
         state.step += 1

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank.errors import InvalidInputError
 from semrank.train._evaluate import RankingTask
 from semrank.train._mining import MinedCollection
 
@@ -27,6 +28,8 @@ class GroupSampler:
     def __init__(
         self, collections: list[MinedCollection], *, negatives: int, depth: int, seed: int
     ) -> None:
+        for collection in collections:
+            _check_enough_passages(collection, negatives)
         self.collections = collections
         self.negatives = negatives
         self.depth = depth
@@ -68,11 +71,13 @@ class GroupSampler:
             negatives = self.rng.choice(pool, self.negatives, replace=False).tolist()
         else:  # too few labelled/mined: fill with random pool passages
             excluded = set(group.positive_ids) | set(pool)
-            extra = [
-                int(i)
-                for i in self.rng.choice(len(collection.passages), 4 * self.negatives)
-                if int(i) not in excluded
-            ]
+            # (Drawn with replacement, as the shipped model's recipe drew them: changing the
+            # draw would change every run's batches.)
+            drawn = self.rng.choice(len(collection.passages), 4 * self.negatives)
+            extra = [int(i) for i in drawn if int(i) not in excluded]
+            if len(pool) + len(extra) < self.negatives:  # a small pool: draw without repeats
+                order = self.rng.permutation(len(collection.passages)).tolist()
+                extra = [i for i in order if i not in excluded]
             negatives = (list(pool) + extra)[: self.negatives]
         return [positive] + [int(n) for n in negatives]
 
@@ -90,6 +95,20 @@ class GroupSampler:
         return batch
 
 
+def _check_enough_passages(collection: MinedCollection, negatives: int) -> None:
+    """Every list needs ``negatives`` passages besides its query's positives: fewer would give
+    lists of different lengths (or, with one passage in all, a loss of 0 that teaches nothing)."""
+    passages = len(collection.passages)
+    for group in collection.groups:
+        others = passages - len(set(group.positive_ids))
+        if others < negatives:
+            raise InvalidInputError(
+                f"{collection.name}: query {group.query!r:.60} has {others} "
+                f"passages besides its positives, fewer than --negatives {negatives}; lower "
+                "--negatives, or add passages to mine from (,corpus=FILE)"
+            )
+
+
 def split_validation(
     collection: MinedCollection, *, queries: int, candidates: int, seed: int
 ) -> tuple[RankingTask, float]:
@@ -101,6 +120,12 @@ def split_validation(
 
     rng = np.random.default_rng(seed + 7919)
     count = min(queries, len(collection.groups) // 2)
+    if count == 0:
+        raise InvalidInputError(
+            f"{collection.name}: {len(collection.groups)} training query is too few to hold out "
+            "validation queries (at most half are); add data, or pass --val-queries 0 to train "
+            "without a validation split (the last step is kept)"
+        )
     chosen = set(rng.choice(len(collection.groups), count, replace=False).tolist())
     task = RankingTask(name=f"val-{collection.name}", queries={}, candidates={}, qrels={})
     teacher_run: dict[str, dict[str, float]] = {}
