@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from semrank import __version__
 from semrank.cli import app
+from semrank.errors import DataFormatError
 from semrank.models import default_spec
+from semrank.rerank.commands import read_documents
 
 runner = CliRunner()
 
@@ -45,6 +47,44 @@ def test_rerank_reads_every_file_layout(tmp_path, layout):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert [r["index"] for r in payload["results"]] == [1]
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_rerank_reads_jsonl_that_starts_with_a_byte_order_mark(tmp_path, source):
+    # Windows editors write a BOM; before it was stripped, the file was ranked as raw text lines.
+    docs = ["Paris is in France.", "Fleas are small insects."]
+    text = "\ufeff" + "\n".join(json.dumps({"text": d}) for d in docs) + "\n"
+    path = tmp_path / "docs.jsonl"
+    path.write_text(text, encoding="utf-8")
+    args = ["rerank", "what is a flea", "--docs", str(path) if source == "file" else "-", "--json"]
+    result = runner.invoke(app, args, input=text if source == "stdin" else None)
+    assert result.exit_code == 0, result.output
+    documents = [r["document"] for r in json.loads(result.stdout)["results"]]
+    assert sorted(documents, key=str) == sorted(({"text": d} for d in docs), key=str)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"text": "alpha"}', "", "plain beta"], "docs.txt:3: this line is plain text"),
+        (["plain alpha", '{"text": "beta"}'], "docs.txt:2: this line is a JSON object"),
+    ],
+)
+def test_rerank_refuses_json_object_lines_mixed_with_plain_lines(tmp_path, lines, message):
+    # Ranked as they were, the JSON lines would have been scored as raw '{"text": ...}' text.
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["rerank", "q", "--docs", str(path)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, DataFormatError)
+    assert str(result.exception).startswith(f"{tmp_path / message}")
+    assert "use one format" in str(result.exception)
+
+
+def test_plain_lines_that_merely_start_with_a_brace_are_still_plain_text(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("{draft} fleas bite\nParis is in France.\n")
+    assert read_documents(str(path)) == ["{draft} fleas bite", "Paris is in France."]
 
 
 def test_rerank_table_output(tmp_path):

@@ -229,3 +229,23 @@ def test_a_query_id_given_twice_with_other_text_is_named(
     path.write_text(text)
     with pytest.raises(DataFormatError, match=rf"has another text here than on line {line}"):
         load_queries(path)
+
+
+# --------------------------------------------------------------------------- measures
+
+
+@pytest.mark.parametrize("measure", ["nDCG@0", "ERR@10"])
+def test_a_measure_the_library_would_crash_on_exits_2_with_one_line(
+    tmp_path: Path, qrels: Path, measure: str
+) -> None:
+    # nDCG@0 aborted the interpreter inside pytrec_eval (exit 134); ERR@10 on the non-numeric
+    # id q1 ended in a CalledProcessError traceback from gdeval's perl script.
+    path = write_candidates(tmp_path / "cands.json", json.dumps([{"query": "x", "hits": [hit()]}]))
+    done = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "eval", "--candidates", str(path),
+         "--qrels", str(qrels), "--no-rerank", "--json", "--measures", measure],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and measure in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""

@@ -101,6 +101,55 @@ def test_run_out_and_report(fixture_files, tmp_path: Path) -> None:
     json.loads(result.stdout)  # still exactly one JSON document on stdout
 
 
+def test_run_out_files_reproduce_the_reported_numbers(fixture_files, tmp_path: Path) -> None:
+    import ir_measures
+
+    # Every candidate score is 1.0: a run file keeping those ties would be re-sorted by doc id
+    # (q1: d4, d3, d2, d1 or d1, d2, d3, d4) by trec_eval and ir-measures.
+    candidates, qrels = fixture_files
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json",
+        "--run-out", tmp_path / "runs",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reported = json.loads(result.stdout)["first_stage"]
+    measured = ir_measures.calc_aggregate(
+        [ir_measures.parse_measure(m) for m in EXPECTED_FIRST_STAGE],
+        ir_measures.read_trec_qrels(str(qrels)),
+        ir_measures.read_trec_run(str(tmp_path / "runs" / "first_stage.trec")),
+    )
+    for measure, value in EXPECTED_FIRST_STAGE.items():
+        assert measured[ir_measures.parse_measure(measure)] == pytest.approx(value), measure
+        assert reported[measure] == pytest.approx(value), measure
+
+
+def test_queries_counted_as_zero_or_left_out_are_noted_on_stderr(
+    fixture_files, tmp_path: Path
+) -> None:
+    candidates, qrels = fixture_files
+    entries = json.loads(candidates.read_text())
+    # q4 is judged but has no candidates; u1..u6 have candidates but no judgments.
+    entries.append({"query": "empty", "qid": "q4", "hits": []})
+    entries += [{"query": "x", "hits": [hit(f"u{i}", "a", 1, "text")]} for i in range(1, 7)]
+    candidates.write_text(json.dumps(entries))
+    # q3 is judged and appears nowhere in the candidates.
+    qrels.write_text(qrels.read_text() + "q3 0 z 1\nq4 0 a 1\n")
+    result = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "note: 2 of 4 judged queries (q3, q4) have no query text or candidates and count as 0; "
+        "6 candidate queries (u1, u2, u3, u4, u5, ...) have no judgments and are left out"
+    ]
+    # Still averaged over the 4 judged queries: RR@10 is 1/2 (q1), 1 (q2), 0, 0.
+    assert json.loads(result.stdout)["first_stage"]["RR@10"] == pytest.approx((1 / 2 + 1) / 4)
+
+
+def test_every_judged_query_ranked_means_no_note(fixture_files) -> None:
+    candidates, qrels = fixture_files
+    result = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
 def test_unusable_output_folder_fails_before_the_evaluation(fixture_files, tmp_path: Path) -> None:
     candidates, qrels = fixture_files
     a_file = tmp_path / "a-file"
@@ -209,8 +258,11 @@ def test_index_form_end_to_end_on_a_bm25_index(
     assert list(payload) == ["first_stage"]  # --index does not re-rank unless --rerank
     run = load_trec_run(tmp_path / "runs" / "first_stage.trec")
     assert run.rankings["q1"][0].doc_id == "d1"  # the only document matching most words
-    # q2 is judged but was not asked: it counts as 0 (ir-measures / trec_eval -c)
+    # q2 is judged but was not asked: it counts as 0 (ir-measures / trec_eval -c), and says so
     assert payload["first_stage"]["RR@10"] == pytest.approx(0.5)
+    assert "note (bm25): 1 of 2 judged queries (q2) has no query text or candidates and " in (
+        result.stderr
+    )
     # --home finds the same index when $SEMRANK_HOME points elsewhere (one option per command).
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "elsewhere"))
     args = ["eval", "--index", "evaldocs", "--queries", queries, "--qrels", qrels, "--json"]

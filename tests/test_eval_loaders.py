@@ -244,3 +244,28 @@ def test_candidates_structure_errors_name_query_and_hit(tmp_path: Path) -> None:
     not_list = {"query": "x", "hits": []}
     with pytest.raises(DataFormatError, match="expected a JSON list"):
         load_candidates(write(tmp_path / "o.json", json.dumps(not_list)))
+
+
+def test_written_run_keeps_the_list_order_for_tools_that_sort_by_score(tmp_path: Path) -> None:
+    import ir_measures
+
+    # q1 all tied: trec_eval-style tools break ties by doc id (z, m, a or a, m, z), which puts
+    # the one relevant document, m, at rank 2. q2's scores rise against the list order.
+    tied = [ScoredDoc(doc_id=d, score=2.0) for d in ("m", "z", "a")]
+    rising = [ScoredDoc(doc_id="y", score=1.0), ScoredDoc(doc_id="x", score=5.0)]
+    path = write_trec_run(Run(name="bm25", rankings={"q1": tied, "q2": rising}), tmp_path / "r")
+    rows = [line.split() for line in path.read_text().splitlines()]
+    assert [(q, d) for q, _q0, d, *_ in rows] == [
+        ("q1", "m"), ("q1", "z"), ("q1", "a"), ("q2", "y"), ("q2", "x")
+    ]  # fmt: skip
+    scores = [float(row[4]) for row in rows]
+    assert (scores[0], scores[3]) == (2.0, 1.0)  # scores already in order are kept exactly
+    assert scores[1] == pytest.approx(2.0) and scores[2] == pytest.approx(2.0)  # ties nudged
+    assert scores[0] > scores[1] > scores[2] and scores[3] > scores[4]
+    # Sorted by score by pytrec_eval (32-bit scores) itself: m and y stay at rank 1.
+    qrels = {"q1": {"m": 1}, "q2": {"y": 1}}
+    measured = ir_measures.calc_aggregate(
+        [ir_measures.nDCG @ 10, ir_measures.RR], qrels, ir_measures.read_trec_run(str(path))
+    )
+    assert measured == {ir_measures.nDCG @ 10: 1.0, ir_measures.RR: 1.0}
+    assert [d.doc_id for d in load_trec_run(path).rankings["q1"]] == ["m", "z", "a"]

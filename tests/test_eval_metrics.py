@@ -149,3 +149,64 @@ def test_compare_unknown_measure() -> None:
     a = evaluation("a", {"1": 0.3})
     with pytest.raises(InvalidInputError, match="'nDCG@10' was not computed"):
         compare(a, a, "nDCG@10")
+
+
+# --------------------------------------------------------------------------- measures refused
+
+
+def _provider_missing(name: str) -> bool:
+    import ir_measures
+
+    return not getattr(ir_measures, name).is_available()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # A cutoff of 0 aborted pytrec_eval's C code (RR@0 silently scored 0.0).
+        *[
+            (f"{m}@0", rf"measure '{m}@0': the cutoff .* must be a whole number .* got 0")
+            for m in ("nDCG", "P", "R", "AP", "RR")
+        ],
+        ("nDCG@10.5", r"got 10\.5; e\.g\. nDCG@10"),
+        ("nDCG@99999999999", "from 1 to 2147483647, got 99999999999"),
+        ("IPrec@2.0", "recall level must be a fraction from 0.0 to 1.0, got 2.0"),
+        ("nDCG(foo=1)@10", "unknown parameter 'foo' \\(it takes cutoff, dcg, gains"),
+        ("P(rel=1.5)@5", r"rel=1\.5 is invalid .*expected int"),
+        ("RR(judged_only=True)@10", "no installed ir-measures provider computes RR with these"),
+        # gdeval (perl) needs numeric query ids; QRELS has q1, q2. It died with exit 25.
+        ("ERR@10", r"gdeval, which computes ERR@10, needs numeric query ids, got 'q1'"),
+        ('nDCG(dcg="exp-log2")@10', r"computes nDCG\(dcg='exp-log2'\)@10, needs numeric query"),
+        pytest.param(
+            "alpha_nDCG@10",
+            r"cannot be computed .*pip install ir-measures\[pyndeval\].*use one of .*nDCG",
+            marks=pytest.mark.skipif(not _provider_missing("pyndeval"), reason="installed"),
+        ),
+        *[
+            pytest.param(
+                name,
+                r"cannot be computed .*pip install ir-measures\[cwl_eval\]",
+                marks=pytest.mark.skipif(not _provider_missing("cwl_eval"), reason="installed"),
+            )
+            for name in ("SDCG@10", "INST(T=1)", "NERR10(min_rel=1)")
+        ],
+    ],
+)
+def test_measures_that_cannot_be_computed_are_refused_by_name(name: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        evaluate(QRELS, RUN, ["nDCG@10", name])
+
+
+def test_gdeval_measures_work_on_numeric_ids_and_refuse_ids_it_would_misread() -> None:
+    # gdeval's ERR@10: sum over ranks r of R_r / r * prod_{i<r} (1 - R_i), with
+    # R = (2**grade - 1) / 2**4. Query 1: a grade-1 document at rank 2 -> (1/16) / 2.
+    qrels = {"1": {"a": 1}, "2": {"b": 2}}
+    run = Run(name="r", rankings={"1": ranking("x", "a"), "2": ranking("b")})
+    result = evaluate(qrels, run, ["ERR@10"])
+    assert result.per_query["ERR@10"] == pytest.approx({"1": 1 / 32, "2": 3 / 16}, abs=1e-5)
+    # gdeval reads 'a-1' as query 1: it would silently score another query.
+    dashed = Run(name="r", rankings={"a-1": ranking("a")})
+    with pytest.raises(InvalidInputError, match="needs numeric query ids, got 'a-1'"):
+        evaluate({"a-1": {"a": 1}}, dashed, ["ERR@10"])
+    with pytest.raises(InvalidInputError, match="takes relevance grades up to 4, got 5"):
+        evaluate({"1": {"a": 5}}, run, ["ERR@10"])

@@ -172,14 +172,16 @@ def _candidate_lists(
         lists = load_candidates(candidates)
         # Otherwise every measure would be a silent 0.0 over nothing that was judged.
         _require_judged({c.query_id for c in lists}, judgments, candidates)
+        _note_coverage(lists, judgments, {c.query_id for c in lists}, "candidate query")
         return lists
     if queries is None:
         raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
+    all_topics = load_queries(queries)
     # Unjudged queries cannot change any measure: don't spend retrieval on them.
-    topics = {qid: text for qid, text in load_queries(queries).items() if qid in judgments}
+    topics = {qid: text for qid, text in all_topics.items() if qid in judgments}
     _require_judged(set(topics), judgments, queries)
     with _progress(console, "retrieving", len(topics)) as advance:
-        return retrieve_candidates(
+        lists = retrieve_candidates(
             topics,
             index=str(index),
             retriever=retriever,
@@ -187,6 +189,8 @@ def _candidate_lists(
             on_query=lambda: advance(1),
             home=home,
         )
+    _note_coverage(lists, judgments, set(all_topics), f"query of {queries.name}", retriever)
+    return lists
 
 
 def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None:
@@ -195,6 +199,47 @@ def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None
             f"no query id of {source} appears in the qrels file; "
             "check that the query ids and the qrels come from the same collection"
         )
+
+
+def _note_coverage(
+    lists: list[CandidateList],
+    judgments: Qrels,
+    asked: set[str],
+    kind: str,
+    retriever: str | None = None,
+) -> None:
+    """One stderr note on the queries that make the means differ from what was ranked.
+
+    Judged queries without results count as 0 (trec_eval -c, so skipping queries cannot help
+    a run) and unjudged ones cannot be scored; both are right, but neither may pass unsaid.
+    """
+    unranked = sorted(set(judgments) - {c.query_id for c in lists if c.hits})
+    unjudged = sorted(asked - set(judgments))
+    parts = []
+    if unranked:
+        judged = _count(len(judgments), "judged query", "judged queries")
+        verb = "has" if len(unranked) == 1 else "have"
+        parts.append(
+            f"{len(unranked)} of {judged} ({_some_ids(unranked)}) {verb} no query text or "
+            f"candidates and count{'s' if len(unranked) == 1 else ''} as 0"
+        )
+    if unjudged:
+        plural = kind.replace("query", "queries", 1)
+        verbs = "has no judgments and is" if len(unjudged) == 1 else "have no judgments and are"
+        parts.append(
+            f"{_count(len(unjudged), kind, plural)} ({_some_ids(unjudged)}) {verbs} left out"
+        )
+    if parts:
+        where = f" ({retriever})" if retriever else ""
+        typer.echo(f"note{where}: {'; '.join(parts)}", err=True)
+
+
+def _count(number: int, singular: str, plural: str) -> str:
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def _some_ids(ids: list[str], shown: int = 5) -> str:
+    return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")
 
 
 def _evaluate(

@@ -293,18 +293,53 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
         for doc in ranking:
             _check_trec_id(doc.doc_id, f"document (query {query_id!r})")
     run_tag = re.sub(r"\s+", "_", tag or run.name)
+    lines = [
+        f"{query_id} Q0 {doc.doc_id} {rank} {score!r} {run_tag}\n"
+        for query_id, ranking in run.rankings.items()
+        for rank, (doc, score) in enumerate(
+            zip(ranking, _decreasing_scores(query_id, ranking), strict=True), start=1
+        )
+    ]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as out:
-            for query_id, ranking in run.rankings.items():
-                for rank, doc in enumerate(ranking, start=1):
-                    out.write(f"{query_id} Q0 {doc.doc_id} {rank} {doc.score!r} {run_tag}\n")
+            out.writelines(lines)
     except OSError as exc:
         raise InvalidInputError(
             f"{path}: cannot write the run file ({exc.strerror or exc}); "
             "pass a file path in a folder you can write to"
         ) from exc
     return path
+
+
+def _decreasing_scores(query_id: str, ranking: list[ScoredDoc]) -> list[float]:
+    """The run's scores, made strictly decreasing in list order as trec_eval sees them.
+
+    trec_eval, pytrec_eval and ir-measures order a run file by score and break ties by doc id,
+    so tied BM25 scores (or scores that disagree with the given ranks) would be re-evaluated
+    in another order than the one semrank measured. A score that does not fall below the one
+    before it becomes the next value below that one: every other score is written exactly as
+    the system gave it, and the nudged ones stay within a rounding error of theirs (rank-derived
+    scores would reproduce the order too, but lose the scores that fusion and reading need).
+    trec_eval keeps scores as 32-bit floats, so "below" is judged, and nudged, at that precision.
+    """
+    import numpy as np
+
+    scores: list[float] = []
+    previous = np.float32(np.inf)
+    with np.errstate(over="ignore"):  # 1e300 is +inf to trec_eval too: nudged like a tie
+        for doc in ranking:
+            score = float(doc.score)
+            if not np.float32(score) < previous:  # a tie, a rise, or NaN
+                score = float(np.nextafter(previous, np.float32(-np.inf)))
+            if np.float32(score) == previous:  # previous is -inf: nothing lies below it
+                raise InvalidInputError(
+                    f"query {query_id!r}: document {doc.doc_id!r} follows a score of -inf, so "
+                    "no run file score can keep the ranking's order; give finite scores"
+                )
+            previous = np.float32(score)
+            scores.append(score)
+    return scores
 
 
 def _check_trec_id(value: str, kind: str) -> None:

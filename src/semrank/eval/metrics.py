@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from subprocess import CalledProcessError
 from typing import Any
 
-from semrank._checks import is_int
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.eval.loaders import Qrels, Run
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "RR@10", "R@100", "AP")
 # Two per-query values closer than this count as a tie.
 TIE_TOLERANCE = 1e-9
+# Largest cutoff accepted: far beyond any ranking, below where trec_eval's integers overflow.
+MAX_CUTOFF = 2**31 - 1
+# $MAX_JUDGMENT of ir-measures' gdeval.pl (ERR, nDCG(dcg="exp-log2")).
+GDEVAL_MAX_GRADE = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,25 +56,128 @@ class PairedComparison:
 
 
 def parse_measures(names: Iterable[str]) -> list[Any]:
-    """ir-measures Measure objects for names like ``nDCG@10`` or ``RR(rel=2)@10``."""
-    import ir_measures
+    """ir-measures Measure objects for names like ``nDCG@10`` or ``RR(rel=2)@10``.
 
+    Each measure is checked here, before any evaluation: the C and perl code behind ir-measures
+    aborts the process or raises bare exceptions on what it cannot compute.
+    """
     measures = []
     for name in [names] if isinstance(names, str) else names:
         if not isinstance(name, str):
             raise InvalidInputError(
                 f"measure names must be strings such as 'nDCG@10', got {name!r}"
             )
-        try:
-            measures.append(ir_measures.parse_measure(name.strip()))
-        except (NameError, ValueError, SyntaxError) as exc:
-            raise InvalidInputError(
-                f"unknown measure {name!r} ({exc}); use ir-measures names such as "
-                f"{', '.join(DEFAULT_MEASURES)} or RR(rel=2)@10"
-            ) from None
+        measure = _parse_measure(name.strip())
+        _check_computable(measure, name)
+        _check_params(measure, name)
+        _check_supported(measure, name)
+        measures.append(measure)
     if not measures:
         raise InvalidInputError("no measures given; e.g. --measures nDCG@10,RR@10")
     return measures
+
+
+def _parse_measure(name: str) -> Any:
+    import ir_measures
+
+    try:
+        return ir_measures.parse_measure(name)
+    # KeyError: an unknown parameter name, e.g. nDCG(foo=1)@10.
+    except (NameError, ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise InvalidInputError(
+            f"unknown measure {name!r} ({exc}); use ir-measures names such as "
+            f"{', '.join(DEFAULT_MEASURES)} or RR(rel=2)@10"
+        ) from None
+
+
+def _available_providers() -> list[Any]:
+    """ir-measures' providers installed here, in its own order (pytrec_eval first)."""
+    import ir_measures
+
+    return [p for p in ir_measures.DefaultPipeline.providers if p.is_available()]
+
+
+def _supported_names() -> str:
+    names = {m.NAME for p in _available_providers() for m in p.SUPPORTED_MEASURES}
+    return ", ".join(sorted(names, key=str.lower))
+
+
+def _check_computable(measure: Any, name: str) -> None:
+    """Refuse a measure no installed provider implements, naming the one that would."""
+    import ir_measures
+
+    if any(m.NAME == measure.NAME for p in _available_providers() for m in p.SUPPORTED_MEASURES):
+        return
+    elsewhere = [
+        f"{p.NAME}: {p.install_instructions() or 'see its documentation'}"
+        for p in ir_measures.DefaultPipeline.providers
+        if any(m.NAME == measure.NAME for m in p.SUPPORTED_MEASURES)
+    ]
+    hint = f" (it needs {'; or '.join(elsewhere)})" if elsewhere else ""
+    raise InvalidInputError(
+        f"measure {name!r} cannot be computed with the installed ir-measures providers{hint}; "
+        f"use one of {_supported_names()}"
+    )
+
+
+def _example(measure: Any) -> str:
+    return f"{measure.NAME}@10" if "cutoff" in measure.SUPPORTED_PARAMS else measure.NAME
+
+
+def _check_params(measure: Any, name: str) -> None:
+    cutoff = measure.params.get("cutoff")
+    # A cutoff of 0 aborts pytrec_eval's C code (or silently scores 0 elsewhere), 10.5 has no
+    # meaning, and huge ones overflow trec_eval's integers into another cutoff.
+    if "cutoff" in measure.params and not (is_int(cutoff, at_least=1) and cutoff <= MAX_CUTOFF):
+        raise InvalidInputError(
+            f"measure {name!r}: the cutoff (after '@') must be a whole number of documents "
+            f"from 1 to {MAX_CUTOFF}, got {cutoff!r}; e.g. {_example(measure)}"
+        )
+    recall = measure.params.get("recall", 0.0)
+    # IPrec@2.0 asks for a recall no ranking reaches: pytrec_eval silently answers 0.
+    if not is_finite_number(recall, at_least=0.0, at_most=1.0):
+        raise InvalidInputError(
+            f"measure {name!r}: the recall level must be a fraction from 0.0 to 1.0, got "
+            f"{recall!r}; e.g. {measure.NAME}@0.5"
+        )
+    try:
+        measure.validate_params()
+    except AssertionError:
+        raise InvalidInputError(
+            f"measure {name!r}: {_param_problem(measure)}; see "
+            "https://ir-measur.es/en/latest/measures.html for its parameters"
+        ) from None
+
+
+def _param_problem(measure: Any) -> str:
+    """What is wrong with the parameters that ir-measures' validate_params() refused."""
+    allowed = measure.SUPPORTED_PARAMS
+    unknown = sorted(set(measure.params) - set(allowed))
+    if unknown:
+        return f"unknown parameter {unknown[0]!r} (it takes {', '.join(allowed) or 'none'})"
+    for param, info in allowed.items():
+        if param not in measure.params:
+            if info.required:
+                return f"parameter {param} ({info.desc}) is required, e.g. {param}=..."
+            continue
+        if not info.validate(measure.params[param]):
+            expected = getattr(info.dtype, "__name__", "value")
+            if isinstance(info.choices, list):
+                expected = " or ".join(repr(choice) for choice in info.choices)
+            value = measure.params[param]
+            return f"{param}={value!r} is invalid ({info.desc}: expected {expected})"
+    return "invalid parameters"
+
+
+def _check_supported(measure: Any, name: str) -> None:
+    """The measure exists, but maybe not with these parameters (RR(judged_only=True)@10)."""
+    if any(p.supports(measure) for p in _available_providers()):
+        return
+    raise InvalidInputError(
+        f"measure {name!r}: no installed ir-measures provider computes {measure.NAME} with "
+        f"these parameters; drop or change them (e.g. {_example(measure)}), or use one of "
+        f"{_supported_names()}"
+    )
 
 
 def split_measure_names(values: Sequence[str] | None) -> list[str]:
@@ -99,13 +208,46 @@ def _scored_run(run: Run) -> dict[str, dict[str, float]]:
     }
 
 
-def _evaluator(measures: list[Any], qrels: Qrels) -> Any:
-    import ir_measures
+def _provider_groups(measures: list[Any]) -> dict[Any, list[Any]]:
+    """Each measure with the first installed provider that computes it (ir-measures' order,
+    as its own evaluator does), so a failure can be blamed on the measures of one provider."""
+    groups: dict[Any, list[Any]] = {}
+    providers = _available_providers()
+    for measure in measures:
+        provider = next(p for p in providers if p.supports(measure))  # checked by parse_measures
+        groups.setdefault(provider, []).append(measure)
+    return groups
 
-    provider = ir_measures.pytrec_eval
-    if all(provider.supports(measure) for measure in measures):
-        return provider.evaluator(measures, qrels)
-    return ir_measures.evaluator(measures, qrels)  # e.g. measures only another provider has
+
+def _check_gdeval_inputs(measures: list[Any], qrels: Qrels, run: Run) -> None:
+    # gdeval.pl keeps only the part of a query id after its last '-' and dies on other
+    # non-numeric ids or grades above 4: 'a-1' and 'b-1' would silently both be query 1.
+    names = ", ".join(str(m) for m in measures)
+    bad_id = next((q for q in (*qrels, *run.rankings) if not re.fullmatch(r"[0-9]+", q)), None)
+    if bad_id is not None:
+        raise InvalidInputError(
+            f"gdeval, which computes {names}, needs numeric query ids, got {bad_id!r}; "
+            "number the queries, or use nDCG@10 (computed by pytrec_eval) instead"
+        )
+    top = max((grade for judged in qrels.values() for grade in judged.values()), default=0)
+    if top > GDEVAL_MAX_GRADE:
+        raise InvalidInputError(
+            f"gdeval, which computes {names}, takes relevance grades up to {GDEVAL_MAX_GRADE}, "
+            f"got {top}; rescale the qrels or use nDCG@10 (computed by pytrec_eval) instead"
+        )
+
+
+def _calc(provider: Any, measures: list[Any], qrels: Qrels, scored: Any) -> Any:
+    """ir-measures' results for ``measures``; the provider's own failures become one line."""
+    try:
+        return provider.evaluator(measures, qrels).calc(scored)
+    except (ValueError, AssertionError, KeyError, TypeError, CalledProcessError) as exc:
+        names = ", ".join(str(m) for m in measures)
+        raise InvalidInputError(
+            f"{names} could not be computed by ir-measures' {provider.NAME} provider "
+            f"({type(exc).__name__}: {str(exc)[:200]}); use measures such as "
+            f"{', '.join(DEFAULT_MEASURES)} (the installed providers have {_supported_names()})"
+        ) from None
 
 
 def _check_qrels(qrels: object) -> None:
@@ -139,12 +281,16 @@ def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES)
             f"{type(run).__name__}"
         )
     parsed = parse_measures(measures)
-    evaluator = _evaluator(parsed, qrels)
     scored = _scored_run(run)
     per_query: dict[str, dict[str, float]] = {str(m): {} for m in parsed}
-    for metric in evaluator.iter_calc(scored):
-        per_query[str(metric.measure)][metric.query_id] = float(metric.value)
-    aggregate = {str(m): float(v) for m, v in evaluator.calc_aggregate(scored).items()}
+    aggregate: dict[str, float] = {}
+    for provider, group in _provider_groups(parsed).items():
+        if provider.NAME == "gdeval":
+            _check_gdeval_inputs(group, qrels, run)
+        results = _calc(provider, group, qrels, scored)
+        for metric in results.per_query:
+            per_query[str(metric.measure)][metric.query_id] = float(metric.value)
+        aggregate.update({str(m): float(v) for m, v in results.aggregated.items()})
     ordered = {str(m): aggregate.get(str(m), math.nan) for m in parsed}
     return Evaluation(run_name=run.name, aggregate=ordered, per_query=per_query)
 

@@ -27,21 +27,54 @@ def read_documents(path: str) -> list[Any]:
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data
-    lines = [line for line in text.splitlines() if line.strip()]
-    if lines and all(line.lstrip().startswith(("{", '"')) for line in lines):
-        return [_json_line(path, number, line) for number, line in enumerate(lines, 1)]
-    return lines
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and all(_looks_like_json(line) for _number, line in lines):
+        return [_json_line(path, number, line) for number, line in lines]
+    _refuse_mixed_lines(path, lines)
+    return [line for _number, line in lines]
+
+
+def _looks_like_json(line: str) -> bool:
+    return line.lstrip().startswith(("{", '"'))
+
+
+def _is_json_object(line: str) -> bool:
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False  # plain text that happens to start with '{'
+
+
+def _refuse_mixed_lines(path: str, lines: list[tuple[int, str]]) -> None:
+    """JSON-object lines among plain ones would be ranked as raw '{"text": ...}' strings."""
+    if not any(_is_json_object(line) for _number, line in lines):
+        return
+    # The first line sets the format the file means; the first line that breaks it is named.
+    if _looks_like_json(lines[0][1]):
+        number = next(number for number, line in lines if not _looks_like_json(line))
+        problem = "is plain text, but the lines before it are JSON"
+    else:
+        number = next(number for number, line in lines if _is_json_object(line))
+        problem = "is a JSON object, but the lines before it are plain text"
+    raise DataFormatError(
+        f"{path}:{number}: this line {problem}; use one format: a JSON object or string per "
+        "line (JSONL), or one plain-text document per line"
+    )
 
 
 def _read_text(path: str) -> str:
+    # A byte-order mark (Windows editors write one) is not part of the first document, and
+    # left in place it hides a leading '[' or '{' from the format detection.
     if path == "-":
-        return sys.stdin.read()
+        return sys.stdin.read().removeprefix("\ufeff")
     file = Path(path)
     if not file.is_file():
         problem = "a folder, not a file" if file.is_dir() else "no such file"
         raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
     try:
-        return file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(
             f"--docs {path!r}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte "
