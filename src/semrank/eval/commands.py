@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from semrank.errors import InvalidInputError
+from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -57,7 +58,7 @@ def eval_command(
         "--rerank/--no-rerank",
         help="Re-rank? (default: yes with --candidates, no with --index).",
     ),
-    backend: str | None = typer.Option(None, "--backend", help="Inference backend (onnx, torch)."),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     feedback: bool = typer.Option(
         True,
         "--feedback/--no-feedback",

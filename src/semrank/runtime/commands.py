@@ -8,6 +8,11 @@ from typing import Any
 
 import typer
 
+# The --backend help of every command that loads a model.
+BACKEND_HELP = (
+    "Inference backend: auto (default; `semrank info` shows what it picks), fast, onnx, "
+    "onnx-int8, openvino, openvino-bf16, openvino-int8, torch or torch-fp16."
+)
 _PACKAGES = ("semrank", "onnxruntime", "openvino", "onnx", "tokenizers", "numpy", "torch")
 
 
@@ -46,8 +51,12 @@ def _default_model_backend(choices: dict[str, Any]) -> dict[str, str]:
 
     spec = default_spec()
     if spec.bf16_measured:
-        why = "its bf16 loss is measured within bounds, so auto runs it as backend='fast'"
-        return {"name": spec.name, "backend": choices["fast"].backend, "reason": why}
+        fast = choices["fast"]
+        why = (
+            "its bf16 loss is measured within bounds, so auto runs it as backend='fast' "
+            f"({fast.reason})"
+        )
+        return {"name": spec.name, "backend": fast.backend, "reason": why}
     return {"name": spec.name, "backend": choices["auto"].backend, "reason": "auto"}
 
 

@@ -1,4 +1,4 @@
-"""semrank's HTTP server: rerank APIs (Cohere, Jina, Voyage, Together, Infinity, TEI), batch
+"""semrank's HTTP server: rerank APIs (Cohere, Jina, Voyage, Together, TEI), batch
 re-ranking, search, metrics. Start it with ``semrank serve``; embed it with ``create_app``.
 
 Lazy, so that ``semrank --help`` (which imports ``semrank.server.commands``) needs no FastAPI.

@@ -30,9 +30,10 @@ from semrank.server.config import ENV_CONFIG_JSON, ServerConfig
 
 logger = logging.getLogger(LOGGER_NAME)
 
-DESCRIPTION = """Self-hosted re-ranking with Cohere-, Jina-, Voyage-, Together-, Infinity- and
+DESCRIPTION = """Self-hosted re-ranking with Cohere-, Jina-, Voyage-, Together- and
 TEI-compatible endpoints, plus semrank's batch and search APIs. Errors are
-`{"error": "...", "error_type": "..."}`."""
+`{"error": "...", "error_type": "...", "message": "...", "detail": "..."}` (one text, under each
+key vendors' clients read)."""
 
 
 def create_app(

@@ -6,6 +6,8 @@ from typing import Any
 
 import typer
 
+from semrank.runtime.commands import BACKEND_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to ``app``."""
@@ -26,7 +28,7 @@ def serve(
     api_key: list[str] = typer.Option(
         [], "--api-key", help="Accepted Bearer key (repeatable; also SEMRANK_API_KEYS)."
     ),
-    backend: str | None = typer.Option(None, help="Inference backend: onnx (default) or torch."),
+    backend: str | None = typer.Option(None, help=BACKEND_HELP),
     device: str | None = typer.Option(None, help="Device, e.g. cpu or cuda."),
     cascade_keep: int | None = typer.Option(
         None, help="Prune each request to the N best by the embedding model first (0: off)."

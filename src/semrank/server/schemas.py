@@ -1,7 +1,7 @@
 """Request and response shapes of the HTTP API (the only pydantic in semrank).
 
-Field names follow the APIs clients already speak: Cohere rerank v1 and v2, Jina, Together,
-Infinity and Voyage (``POST /v1/rerank``, ``POST /v2/rerank``) and Hugging Face
+Field names follow the APIs clients already speak: Cohere rerank v1 and v2, Jina, Together
+and Voyage (``POST /v1/rerank``, ``POST /v2/rerank``) and Hugging Face
 text-embeddings-inference (``POST /rerank``). semrank's extras (``min_score``, ``chunking``,
 deadlines, per-result truncation and chunk facts) are optional fields on all of them; unknown
 fields are ignored, so clients that send provider-specific options keep working.
@@ -146,7 +146,7 @@ class V2RerankResponse(_Schema):
     reranked: bool = Field(True, description="false when fail_open returned the input order")
 
 
-# --- v1: Cohere v1, Jina, Together, Infinity, Voyage ---------------------------------------
+# --- v1: Cohere v1, Jina, Together, Voyage -------------------------------------------------
 
 
 class V1RerankRequest(SemrankOptions):
