@@ -135,7 +135,11 @@ def test_training_never_overwrites_an_earlier_run(tiny_base: Path, tmp_path: Pat
     config = TrainConfig(base=tiny_base, data=(DataSpec(path=bad),), output=output, max_steps=1)
     with pytest.raises(InvalidInputError, match="already holds a training run"):
         train(config)
-    # --resume goes on to read the data, which is bad: the earlier config is still intact.
+    # Without a checkpoint, --resume would restart at step 0 over best/: refused.
+    with pytest.raises(InvalidInputError, match=r"best model but no checkpoint\.pt"):
+        train(config, resume=True)
+    # With one, --resume goes on to read the data, which is bad: the config is still intact.
+    (output / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(DataFormatError, match=r"bad\.jsonl"):
         train(config, resume=True)
     assert json.loads((output / "config.json").read_text()) == {"earlier": True}

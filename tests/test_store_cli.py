@@ -211,7 +211,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> No
             [{"_id": "d", "text": "first"}, {"_id": "d", "text": "second"}],
             r"record 2 repeats the id 'd' of record 1",
         ),
-        ([{"_id": "", "text": "alpha"}], r"record 1: its id \('_id'\) is empty"),
+        ([{"_id": "", "text": "alpha"}], r"record 1: its id \('_id'\) is ''; give it an id"),
     ],
 )
 def test_records_an_index_would_lose_fail_before_it_is_created(

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from semrank._checks import require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
 from semrank.store import Store
@@ -60,6 +61,7 @@ class SearchContext:
                 f"a retriever's query text must be a string, got {type(literal).__name__} "
                 f"({literal!r:.60}); leave it out to use the query given at search time"
             )
+        require_unicode(literal, "a retriever's query text")
         if self.query is not None:
             return (
                 literal.replace(PLACEHOLDER, self.query)

@@ -152,6 +152,22 @@ def _split_weights(items: Sequence[Retriever]) -> tuple[list[Retriever], list[fl
     return retrievers, weights
 
 
+def _set_children(node: Any, name: str) -> None:
+    """A fusion's children checked, and weights given on them (``0.5 * BM25()``) moved to its
+    ``weights``: the fusion reads only those, so a child's own weight would be ignored."""
+    children = _retrievers(node.retrievers, name)
+    if any(isinstance(child, Weighted) for child in children):
+        if node.weights is not None:
+            raise InvalidInputError(
+                f"{name}: weights given twice, on the retrievers (e.g. 0.5 * BM25()) and as "
+                "weights=; give them one way"
+            )
+        unwrapped, weights = _split_weights(children)
+        children = tuple(unwrapped)
+        object.__setattr__(node, "weights", tuple(weights))
+    object.__setattr__(node, "retrievers", children)
+
+
 # --- leaves ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BM25(Retriever):
@@ -290,7 +306,7 @@ class RRF(Retriever):
     composed: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "retrievers", _retrievers(self.retrievers, "rrf"))
+        _set_children(self, "rrf")
         _set_positive(self, "rank_window_size", "rrf rank_window_size")
         _set_positive(self, "rank_constant", "rrf rank_constant")
 
@@ -337,7 +353,7 @@ class Linear(Retriever):
     composed: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "retrievers", _retrievers(self.retrievers, "linear"))
+        _set_children(self, "linear")
         _set_positive(self, "rank_window_size", "linear rank_window_size")
 
     @staticmethod
@@ -436,17 +452,14 @@ class TextSimilarityReranker(Retriever):
         model = load_reranker(self.inference_id)
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
-        scores = _model_scores(model, model.score(query, texts), len(texts))
-        order = np.argsort(-scores, kind="stable")
-        if self.min_score is not None:
-            order = order[scores[order] >= self.min_score]
+        order, scores = _reranked_order(model, query, texts, self.min_score)
         ranked = child.take(order)
         ranked = Ranking(
             ids=ranked.ids,
-            scores=scores[order],
+            scores=scores,
             first_stage_ranks=ranked.first_stage_ranks,
             first_stage_scores=ranked.first_stage_scores,
-            rerank_scores=scores[order],
+            rerank_scores=scores,
             reranked=True,
         )
         return ranked.top(size)
@@ -468,6 +481,28 @@ class TextSimilarityReranker(Retriever):
         if self.min_score is not None:
             body["min_score"] = self.min_score
         return {"text_similarity_reranker": body}
+
+
+def _reranked_order(
+    model: ScoresDocuments, query: str, texts: list[str], min_score: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions best first, their scores), without those below ``min_score``.
+
+    A semrank Reranker ranks through ``rerank``, which knows the documents its cascade pruned
+    unread (``score`` gives them a place-holding score below the read ones, which a threshold
+    must not let through); any other model through its ``score``.
+    """
+    from semrank.rerank import Reranker
+
+    if isinstance(model, Reranker):
+        results = model.rerank(query, texts, min_score=min_score, return_documents=False)
+        order = np.array([r.index for r in results], dtype=np.int64)
+        return order, np.array([r.relevance_score for r in results], dtype=np.float32)
+    scores = _model_scores(model, model.score(query, texts), len(texts))
+    order = np.argsort(-scores, kind="stable")
+    if min_score is not None:
+        order = order[scores[order] >= min_score]
+    return order, scores[order]
 
 
 def _model_scores(model: object, raw: object, expected: int) -> np.ndarray:

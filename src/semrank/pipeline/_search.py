@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import require_collection
+from semrank._checks import require_collection, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, SearchContext
 from semrank.pipeline._nodes import (
@@ -147,6 +147,7 @@ def search(
         )
     if query is not None and not query.strip():
         raise InvalidInputError("query is empty; pass the text to search for")
+    require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
     store = open_cached(index, home)
     ctx = SearchContext(store, query)
@@ -174,12 +175,30 @@ def search_many(
             hint='for one query use search(index, "text")',
         )
     check_k(k)
-    items = queries.items() if isinstance(queries, Mapping) else enumerate(queries)
+    items = _query_items(queries)
     tree = as_retriever(retriever, size=k)
     run: dict[str, dict[str, float]] = {}
     for query_id, text in items:
-        results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)
-        run[str(query_id)] = results.as_run()
+        try:
+            results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"query {query_id!r}: {exc}") from None
+        run[query_id] = results.as_run()
         if progress is not None:
             progress(1)
     return run
+
+
+def _query_items(queries: Mapping[str, str] | Sequence[str]) -> list[tuple[str, str]]:
+    """(id as text, query) pairs; ids that are equal as text (1 and "1") would share one run."""
+    pairs = queries.items() if isinstance(queries, Mapping) else enumerate(queries)
+    items: dict[str, str] = {}
+    for query_id, text in pairs:
+        key = str(query_id)
+        if key in items:
+            raise InvalidInputError(
+                f"query id {query_id!r} is given twice (ids are compared as text); give each "
+                "query its own id"
+            )
+        items[key] = text
+    return list(items.items())

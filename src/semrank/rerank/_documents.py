@@ -65,17 +65,20 @@ def validate_min_score(min_score: object) -> float | None:
 
 
 def document_texts(
-    documents: Sequence[Document], rank_fields: Sequence[str] | None = None
+    documents: Sequence[Document],
+    rank_fields: Sequence[str] | None = None,
+    *,
+    name: str = "documents",
 ) -> list[str]:
-    """The text to score for each document, in order."""
+    """The text to score for each document, in order (``name``: how errors call the list)."""
     if isinstance(documents, str | bytes) or not isinstance(documents, Sequence):
         raise InvalidInputError(
-            f"documents must be a list of strings or objects, got {type(documents).__name__}"
+            f"{name} must be a list of strings or objects, got {type(documents).__name__}"
         )
     if len(documents) == 0:
-        raise InvalidInputError("documents is empty; pass at least one document to rank")
+        raise InvalidInputError(f"{name} is empty; pass at least one document to rank")
     fields = _validate_fields(rank_fields)
-    return [_document_text(doc, position, fields) for position, doc in enumerate(documents)]
+    return [_document_text(doc, f"{name}[{i}]", fields) for i, doc in enumerate(documents)]
 
 
 def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
@@ -98,21 +101,21 @@ def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
     return fields
 
 
-def _document_text(doc: Any, position: int, fields: list[str] | None) -> str:
+def _document_text(doc: Any, where: str, fields: list[str] | None) -> str:
     if isinstance(doc, str | dict):
         # The whole object, not only its ranked fields: it may be returned to the caller.
-        require_unicode(doc, f"documents[{position}]")
+        require_unicode(doc, where)
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict):
-        return _object_text(doc, position, fields or [DEFAULT_FIELD])
+        return _object_text(doc, where, fields or [DEFAULT_FIELD])
     raise InvalidInputError(
-        f"documents[{position}] is a {type(doc).__name__} ({doc!r:.60}); each document must be "
+        f"{where} is a {type(doc).__name__} ({doc!r:.60}); each document must be "
         "a string, or an object whose rank_fields hold its text"
     )
 
 
-def _object_text(doc: dict[str, Any], position: int, fields: list[str]) -> str:
+def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
     missing = [field for field in fields if field not in doc]
     if missing:
         hint = (
@@ -121,20 +124,27 @@ def _object_text(doc: dict[str, Any], position: int, fields: list[str]) -> str:
             else "add the field or change rank_fields"
         )
         raise InvalidInputError(
-            f"documents[{position}] has no field {missing[0]!r} (it has "
-            f"{sorted(map(str, doc))}); {hint}"
+            f"{where} has no field {missing[0]!r} (it has {sorted(map(str, doc))}); {hint}"
         )
     if len(fields) == 1:
-        return _field_text(doc[fields[0]])
+        return _field_text(doc[fields[0]], f"{where}.{fields[0]}")
     # Several fields are read in the order given, each labelled, as Cohere v1 and Together do.
-    return "\n".join(f"{field}: {_field_text(doc[field])}" for field in fields)
+    return "\n".join(f"{field}: {_field_text(doc[field], f'{where}.{field}')}" for field in fields)
 
 
-def _field_text(value: Any) -> str:
+def _field_text(value: Any, where: str) -> str:
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalars and arrays
+        value = value.tolist()
     if isinstance(value, str):
         return value
     if value is None:
         return ""
     if isinstance(value, int | float | bool):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"{where} is a {type(value).__name__} ({value!r:.60}), which has no text; give a "
+            "string, a number, or a list or object of those"
+        ) from None

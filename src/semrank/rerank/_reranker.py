@@ -72,6 +72,11 @@ class Reranker:
         """
         self.chunking = _chunking_config(chunking, ChunkingConfig())
         self.cascade = _validate_cascade(cascade)
+        if batching is not None and not isinstance(batching, BatchingConfig):
+            raise InvalidInputError(
+                f"batching must be a BatchingConfig, got {type(batching).__name__} "
+                f"({batching!r:.60}); e.g. BatchingConfig(max_batch=8)"
+            )
         _validate_threads(threads)
         if scorer is not None:
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
@@ -93,6 +98,13 @@ class Reranker:
         """The backend scorer every model call goes through."""
         return self._scorer
 
+    def __getstate__(self) -> None:
+        # The loaded networks (compiled graphs, locks) do not pickle; say what to do instead.
+        raise InvalidInputError(
+            f"{self!r} holds a loaded model and cannot be pickled or deep-copied; create one "
+            "Reranker per process (or share this one: it is thread-safe)"
+        )
+
     @property
     def name(self) -> str:
         """The model's name as the user gave it (catalog name, directory or hub id)."""
@@ -111,7 +123,12 @@ class Reranker:
         max_tokens_per_doc: int | None = None,
         chunking: ChunkingConfig | bool | None = None,
     ) -> np.ndarray:
-        """One score per document (float32), in input order; 0..1 unless ``raw``."""
+        """One score per document (float32), in input order; 0..1 unless ``raw``.
+
+        With a cascade, documents it pruned unread score just below the weakest one read (in
+        order, not a judgment): ``rerank`` marks them ``pruned``, and its ``min_score`` drops them.
+        """
+        _require_flags(raw=raw)
         texts = document_texts(documents, rank_fields)
         outcome = self._score_groups(
             [validate_query(query)], [texts], raw, max_tokens_per_doc, self._chunking(chunking)
@@ -132,17 +149,9 @@ class Reranker:
         raw_scores: bool = False,
     ) -> list[RerankResult]:
         """Documents sorted by relevance to ``query``, best first."""
-        return self.rerank_many(
-            [query],
-            [documents],
-            top_n=top_n,
-            min_score=min_score,
-            rank_fields=rank_fields,
-            max_tokens_per_doc=max_tokens_per_doc,
-            return_documents=return_documents,
-            chunking=chunking,
-            raw_scores=raw_scores,
-        )[0]
+        options = _RankOptions.checked(top_n, min_score, return_documents, raw_scores)
+        return self._rerank([validate_query(query)], [documents], ["documents"], options,
+                            rank_fields, max_tokens_per_doc, chunking)[0]  # fmt: skip
 
     def rerank_many(
         self,
@@ -169,16 +178,33 @@ class Reranker:
                 f"got {len(queries)} queries but {len(documents)} document lists; pass one "
                 "list of documents per query"
             )
-        limit, threshold = validate_top_n(top_n), validate_min_score(min_score)
-        _require_flags(return_documents=return_documents, raw_scores=raw_scores)
-        texts = [document_texts(docs, rank_fields) for docs in documents]
+        options = _RankOptions.checked(top_n, min_score, return_documents, raw_scores)
+        names = [f"documents[{i}]" for i in range(len(documents))]
+        return self._rerank(checked, documents, names, options, rank_fields,
+                            max_tokens_per_doc, chunking)  # fmt: skip
+
+    def _rerank(
+        self,
+        queries: list[str],
+        documents: Sequence[Sequence[Document]],
+        names: list[str],
+        options: _RankOptions,
+        rank_fields: Sequence[str] | None,
+        max_tokens_per_doc: int | None,
+        chunking: ChunkingConfig | bool | None,
+    ) -> list[list[RerankResult]]:
+        texts = [
+            document_texts(docs, rank_fields, name=name)
+            for docs, name in zip(documents, names, strict=True)
+        ]
         groups = self._score_groups(
-            checked, texts, raw_scores, max_tokens_per_doc, self._chunking(chunking)
+            queries, texts, options.raw_scores, max_tokens_per_doc, self._chunking(chunking)
         )
         return [
-            _ranked(group, docs if return_documents else None, limit, threshold)
+            _ranked(group, docs if options.return_documents else None, options.top_n,
+                    options.min_score)
             for group, docs in zip(groups, documents, strict=True)
-        ]
+        ]  # fmt: skip
 
     def _chunking(self, chunking: ChunkingConfig | bool | None) -> ChunkingConfig:
         return _chunking_config(chunking, self.chunking)
@@ -234,6 +260,26 @@ class Reranker:
             budget = min(budget, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer
         return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RankOptions:
+    top_n: int | None
+    min_score: float | None
+    return_documents: bool
+    raw_scores: bool
+
+    @classmethod
+    def checked(
+        cls, top_n: object, min_score: object, return_documents: object, raw_scores: object
+    ) -> _RankOptions:
+        _require_flags(return_documents=return_documents, raw_scores=raw_scores)
+        return cls(
+            top_n=validate_top_n(top_n),
+            min_score=validate_min_score(min_score),
+            return_documents=bool(return_documents),
+            raw_scores=bool(raw_scores),
+        )
 
 
 def _require_flags(**flags: object) -> None:

@@ -225,13 +225,15 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
     """``record`` as a Document; ``number`` is its 1-based position (the id when none is named)."""
     if id_field is None:
         return Document(str(number), dict(record))
-    if id_field not in record or record[id_field] is None:
+    if id_field not in record:
         raise DataFormatError(
             f"record {number} has no {id_field!r} field; name the field that holds the ids "
             "(--id-field; id_field when the index is created over HTTP)"
         )
-    if record[id_field] == "":
-        raise DataFormatError(f"record {number}: its id ({id_field!r}) is empty; give it an id")
+    if record[id_field] is None or not str(record[id_field]).strip():
+        raise DataFormatError(
+            f"record {number}: its id ({id_field!r}) is {record[id_field]!r}; give it an id"
+        )
     if isinstance(record[id_field], dict | list):
         raise DataFormatError(
             f"record {number}: its id {record[id_field]!r} is not a string or number"

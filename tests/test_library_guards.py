@@ -1,0 +1,109 @@
+"""Library calls that used to answer wrongly or with a raw traceback (from a fuzzing review):
+a cascade's pruned documents passing a pipeline's min_score, weights on fusion children being
+ignored, unchecked flags and field values, ambiguous error positions, pickling."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semrank import Reranker
+from semrank.errors import DataFormatError, InvalidInputError
+from semrank.pipeline import BM25, RRF, Knn, Linear, Rerank, search, search_many
+from semrank.rerank import CascadeConfig
+from semrank.store import create_index
+
+QUERY = "how do fleas spread between pets"
+TEXTS = [
+    "Lyon and Paris are cities in France.",
+    "Fleas move between animals when pets sleep close together.",
+    "Shares fell sharply on the exchange this week.",
+    "Cats catch fleas outdoors and bring them home to dogs.",
+    "Bake the cake for forty minutes with lemon zest.",
+    "Flea larvae live in carpets and pet bedding.",
+]
+DOCS = [{"id": str(i), "text": text} for i, text in enumerate(TEXTS)]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    store = create_index("guards", home=tmp_path_factory.mktemp("home"), fields=["text"])
+    store.upsert(DOCS)
+    return store
+
+
+@pytest.fixture(scope="module")
+def cascade(tiny_model):  # type: ignore[no-untyped-def]
+    return Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2), feedback=False)
+
+
+def test_a_pipeline_min_score_drops_documents_the_cascade_never_read(index, cascade) -> None:  # type: ignore[no-untyped-def]
+    direct = cascade.rerank(QUERY, TEXTS, min_score=0.0)
+    assert len(direct) == 2  # only the two the cascade kept have model scores
+    tree = BM25() >> Rerank(model=cascade, min_score=0.0, window=len(TEXTS))
+    # Every document shares a word with the query ("a", "the"...) or not: rank all of them.
+    found = search(index, "fleas pets the a", retriever=tree, k=len(TEXTS))
+    read = cascade.rerank("fleas pets the a", [d["text"] for d in DOCS], min_score=0.0)
+    assert [hit.id for hit in found.hits] == [str(r.index) for r in read]
+    assert len(found.hits) <= 2
+
+
+def test_weights_on_fusion_children_are_used(index) -> None:  # type: ignore[no-untyped-def]
+    weighted = RRF((0.0 * BM25(), Knn()))
+    assert weighted.weights == (0.0, 1.0) and weighted.retrievers == (BM25(), Knn())
+    dense_only = search(index, "fleas on pets", retriever=Knn(), k=3).ids
+    assert search(index, "fleas on pets", retriever=weighted, k=3).ids == dense_only
+    assert Linear((2.0 * BM25(), Knn())).weights == (2.0, 1.0)
+    with pytest.raises(InvalidInputError, match="weights given twice"):
+        RRF((0.5 * BM25(), Knn()), weights=(1.0, 1.0))
+
+
+def test_a_query_with_a_lone_surrogate_is_named(index) -> None:  # type: ignore[no-untyped-def]
+    for tree in (BM25(), Knn()):
+        with pytest.raises(InvalidInputError, match="query holds a lone surrogate"):
+            search(index, "fleas \ud800", retriever=tree)
+
+
+def test_search_many_refuses_ids_equal_as_text_and_names_a_bad_query(index) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match="query id '1' is given twice"):
+        search_many(index, {1: "fleas", "1": "pets"})
+    with pytest.raises(InvalidInputError, match=r"^query '1': no query text"):
+        search_many(index, ["fleas", None])  # type: ignore[list-item]  # a tree without text
+
+
+def test_flags_field_values_and_positions_are_checked(reranker: Reranker) -> None:
+    with pytest.raises(InvalidInputError, match="raw must be True or False, got 'no'"):
+        reranker.score(QUERY, ["a"], raw="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"documents\[0\]\.text is a bytes"):
+        reranker.score(QUERY, [{"text": b"abc"}])
+    numpy_valued = reranker.score(QUERY, [{"text": np.array(["fleas", "pets"])}])
+    as_list = reranker.score(QUERY, [{"text": ["fleas", "pets"]}])
+    assert numpy_valued.tolist() == as_list.tolist()
+    assert reranker.score(QUERY, [{"text": np.float32(1.5)}]).tolist() == (
+        reranker.score(QUERY, ["1.5"]).tolist()
+    )
+    with pytest.raises(InvalidInputError, match=r"documents\[1\]\[1\] is a NoneType"):
+        reranker.rerank_many(["a", "b"], [["x"], ["y", None]])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match=r"^documents\[1\] is a NoneType"):
+        reranker.rerank("a", ["y", None])  # type: ignore[list-item]
+
+
+def test_batching_must_be_a_config(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match="batching must be a BatchingConfig, got dict"):
+        Reranker(tiny_model("bert"), batching={"max_batch": 2})  # type: ignore[arg-type]
+
+
+def test_a_reranker_says_it_cannot_be_pickled(reranker: Reranker) -> None:
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(InvalidInputError, match="cannot be pickled or deep-copied"):
+            copier(reranker)
+
+
+def test_a_null_id_is_named_as_null(tmp_path: Path) -> None:
+    store = create_index("ids", home=tmp_path, embedding_model=None)
+    with pytest.raises(DataFormatError, match=r"record 1: its id \('id'\) is None"):
+        store.upsert([{"id": None, "text": "x"}])
