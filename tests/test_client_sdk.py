@@ -4,13 +4,15 @@ server on a free localhost port (in a thread)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from semrank import errors
@@ -183,3 +185,137 @@ async def test_client_refuses_a_lone_string_as_documents() -> None:
         with pytest.raises(errors.InvalidInputError, match="got dict"):
             await async_client.rerank(QUERY, {"text": DOCS[0]})  # type: ignore[arg-type]
     assert sent == []
+
+
+# --------------------------------------------------------------------------- argument checks
+
+HITS = [{"index": 0, "relevance_score": 0.5}]
+ANSWER = {"id": "r1", "model": "m", "results": HITS, "usage": {"total_tokens": 3}}
+BATCH_ANSWER = ANSWER | {"results": [{"results": HITS}]}
+
+
+def _recording(sent: list[Any]) -> httpx.MockTransport:
+    """A server that records each request's path and JSON body and answers like semrank."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        sent.append((path, json.loads(request.content or b"null")))
+        return httpx.Response(200, json=BATCH_ANSWER if path.endswith("/batch") else ANSWER)
+
+    return httpx.MockTransport(handler)
+
+
+def test_numpy_scalars_are_sent_as_plain_json_numbers() -> None:
+    sent: list[Any] = []
+    with SemrankClient("http://test", transport=_recording(sent)) as client:
+        client.rerank(
+            np.str_("q"),
+            [np.str_("a"), {"text": "b", "year": np.int32(1999)}],
+            top_n=np.int64(1),
+            min_score=np.float32(0.25),
+            chunking={"overlap_tokens": np.int64(8), "enabled": np.bool_(True)},
+        )
+        client.rerank_batch([("q", ("a",))], top_n=np.uint8(2))
+    assert sent == [
+        (
+            "/v1/rerank",
+            {
+                "query": "q",
+                "documents": ["a", {"text": "b", "year": 1999}],
+                "top_n": 1,
+                "min_score": 0.25,
+                "chunking": {"overlap_tokens": 8, "enabled": True},
+            },
+        ),
+        ("/v1/rerank/batch", {"queries": [{"query": "q", "documents": ["a"]}], "top_n": 2}),
+    ]
+
+
+def test_values_json_cannot_carry_are_refused_naming_the_argument() -> None:
+    sent: list[Any] = []
+    nan, inf = float("nan"), float("inf")
+    cases: list[tuple[Callable[[SemrankClient], object], str]] = [
+        (lambda c: c.rerank("q", ["a"], min_score=nan), r"min_score must be a finite number"),
+        (lambda c: c.rerank("q", ["a"], min_score=-inf), r"min_score must be a finite number"),
+        (
+            lambda c: c.rerank("q", ["a"], chunking={"top_k": inf}),
+            r"chunking\.top_k must be a finite number, got inf",
+        ),
+        (lambda c: c.rerank("q\ud800", ["a"]), r"query holds a lone surrogate"),
+        (lambda c: c.rerank("q", ["a", "b\udfff"]), r"documents\[1\] holds a lone surrogate"),
+        (
+            lambda c: c.rerank_batch([("q", ["a"]), ("r", [{"text": "\ud800"}])]),
+            r"queries\[1\]\.documents\[0\]\.text holds a lone surrogate",
+        ),
+        (lambda c: c.rerank("q", ["a"], rank_fields={"text"}), r"rank_fields cannot be sent .*set"),
+        (lambda c: c.rerank("q", [{1: "a"}]), r"documents\[0\] has a field name 1 of type int"),
+    ]
+    with SemrankClient("http://test", transport=_recording(sent)) as client:
+        for call, message in cases:
+            with pytest.raises(errors.InvalidInputError, match=message):
+                call(client)
+    assert sent == []  # refused before anything was sent
+
+
+def test_search_refuses_a_missing_index_name_or_body() -> None:
+    sent: list[Any] = []
+    with SemrankClient("http://test", transport=_recording(sent)) as client:
+        for index in (None, "", "  ", "..", 3):
+            with pytest.raises(errors.InvalidInputError, match=r"index must be the name of an"):
+                client.search(index, {"query": "fleas"})  # type: ignore[arg-type]
+        with pytest.raises(errors.InvalidInputError, match=r"search body must be a dict"):
+            client.search("docs", None)  # type: ignore[arg-type]
+        assert sent == []
+        client.search("my docs/1", {"query": "fleas", "size": np.int64(2)})
+    # The name is one path segment: the space and the slash are escaped.
+    assert sent == [("/v1/indexes/my%20docs%2F1/search", {"query": "fleas", "size": 2})]
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("nan"), float("inf"), True, "60"])
+def test_timeouts_that_are_not_positive_seconds_are_refused(timeout: object) -> None:
+    with pytest.raises(errors.InvalidInputError, match=r"timeout must be a positive number"):
+        SemrankClient(timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidInputError, match=r"timeout must be a positive number"):
+        AsyncSemrankClient(timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_constructor_arguments_httpx_would_choke_on_are_refused() -> None:
+    sent: list[Any] = []
+    # Accepted: no limit, and a numpy number of seconds.
+    for timeout in (None, np.float64(2.5)):
+        with SemrankClient("http://test", timeout=timeout, transport=_recording(sent)) as client:
+            client.rerank("q", ["a"])
+    assert len(sent) == 2
+    with pytest.raises(errors.InvalidInputError, match=r"api_key must be a string of printable"):
+        SemrankClient(api_key="kéy")
+    with pytest.raises(errors.InvalidInputError, match=r"base_url must be the server's URL"):
+        SemrankClient(None)  # type: ignore[arg-type]
+
+
+def test_a_closed_client_says_so() -> None:
+    sent: list[Any] = []
+    client = SemrankClient("http://test", transport=_recording(sent))
+    assert client.rerank("q", ["a"]).results[0].index == 0
+    client.close()
+    for call in (lambda: client.rerank("q", ["a"]), client.models, client.ready):
+        with pytest.raises(errors.SemrankError, match=r"client is closed.*create a new"):
+            call()
+    assert len(sent) == 1
+
+
+@pytest.mark.anyio
+async def test_async_client_shares_the_checks() -> None:
+    sent: list[Any] = []
+    async with AsyncSemrankClient("http://test", transport=_recording(sent)) as client:
+        await client.rerank("q", ["a"], top_n=np.int64(1))
+        with pytest.raises(errors.InvalidInputError, match=r"min_score must be a finite"):
+            await client.rerank("q", ["a"], min_score=float("nan"))
+        with pytest.raises(errors.InvalidInputError, match=r"query holds a lone surrogate"):
+            await client.rerank_batch([("\ud800", ["a"])])
+        with pytest.raises(errors.InvalidInputError, match=r"index must be the name of an"):
+            await client.search(None, {})  # type: ignore[arg-type]
+    with pytest.raises(errors.SemrankError, match=r"client is closed"):
+        await client.rerank("q", ["a"])
+    with pytest.raises(errors.SemrankError, match=r"client is closed"):
+        await client.ready()
+    assert sent == [("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 1})]

@@ -11,10 +11,15 @@ deadlines with fail_open, per-result truncation and chunk facts, and the batch e
 come back as ``semrank.errors`` exceptions (the class the server raised), with ``status_code``;
 a server that cannot be reached is a ``SemrankError`` and a client timeout a
 ``DeadlineExceededError`` (both with ``status_code`` None), never a raw httpx exception.
+Arguments that cannot be sent (NaN, a lone surrogate, a set...) are an ``InvalidInputError``
+before anything is sent; numpy scalars (``np.int64(3)``, ``np.float32(0.5)``) are sent as the
+Python numbers they hold.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -23,7 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from semrank import errors
-from semrank._checks import require_collection
+from semrank._checks import is_finite_number, require_collection, require_unicode
 
 __all__ = [
     "AsyncSemrankClient",
@@ -79,6 +84,58 @@ def _options(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _python_scalar(value: object) -> object:
+    """A numpy scalar (``np.int64`` from argmax, ``np.float32`` scores) as the Python number
+    it holds, which json can write; checked by module so that numpy is not imported here."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()  # type: ignore[attr-defined]
+    return value
+
+
+def _json_ready(value: object, where: str) -> Any:
+    """``value`` as JSON the server can read, or an error naming ``where`` (``min_score``,
+    ``documents[2]``): json itself would raise TypeError on numpy numbers, ValueError on NaN
+    and UnicodeEncodeError on a lone surrogate, none of which name the argument."""
+    value = _python_scalar(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        require_unicode(value, where)
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(float(value)):
+            raise errors.InvalidInputError(
+                f"{where} must be a finite number, got {value!r}; JSON cannot carry NaN or "
+                "infinity: pass a real number, or leave the option out"
+            )
+        return float(value)
+    if isinstance(value, Mapping):
+        return {_json_key(key, where): _json_ready(v, f"{where}.{key}") for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise errors.InvalidInputError(
+        f"{where} cannot be sent as JSON: got {type(value).__name__} ({value!r:.60}); pass "
+        "strings, numbers, booleans, None, lists and dicts (numpy arrays: .tolist())"
+    )
+
+
+def _json_key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise errors.InvalidInputError(
+            f"{where} has a field name {key!r} of type {type(key).__name__}; JSON field names "
+            "are strings"
+        )
+    require_unicode(key, f"{where} (a field name)")
+    return key
+
+
+def _json_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Each top-level field made JSON-ready under its own name (``query``, ``top_n``...)."""
+    return {name: _json_ready(value, name) for name, value in body.items()}
+
+
 def _documents(documents: object) -> list[Any]:
     """A list of documents; a lone string (or dict) would otherwise be sent letter by letter."""
     require_collection(
@@ -90,7 +147,7 @@ def _documents(documents: object) -> list[Any]:
 
 
 def _rerank_body(query: str, documents: object, options: Mapping[str, Any]) -> dict[str, Any]:
-    return {"query": query, "documents": _documents(documents), **_options(**options)}
+    return _json_body({"query": query, "documents": _documents(documents), **_options(**options)})
 
 
 def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,7 +160,25 @@ def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
             )
         items.append({"query": group[0], "documents": _documents(group[1])})
-    return {"queries": items, **_options(**options)}
+    return _json_body({"queries": items, **_options(**options)})
+
+
+def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
+    """The path and JSON body of ``POST /v1/indexes/{index}/search``."""
+    # str(None) would search an index called "None"; "." and ".." would be resolved away by
+    # URL normalization and post to another route.
+    if not isinstance(index, str) or not index.strip() or index in {".", ".."}:
+        raise errors.InvalidInputError(
+            f"index must be the name of an index (a non-empty string), got {index!r:.60}; "
+            'e.g. client.search("docs", {"query": "fleas"})'
+        )
+    require_unicode(index, "index")
+    if not isinstance(body, Mapping):
+        raise errors.InvalidInputError(
+            f"the search body must be a dict such as {{'query': 'fleas', 'retriever': "
+            f"'bm25+rerank', 'size': 10}}, got {type(body).__name__} ({body!r:.60})"
+        )
+    return f"/v1/indexes/{quote(index, safe='')}/search", _json_body(body)
 
 
 def _hit(data: Mapping[str, Any]) -> RerankHit:
@@ -209,12 +284,51 @@ def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.Semra
     return error
 
 
-def _index_path(index: str) -> str:
-    return f"/v1/indexes/{quote(str(index), safe='')}/search"
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
+def _headers(api_key: object) -> dict[str, str]:
+    # HTTP headers carry printable ASCII only: httpx would raise UnicodeEncodeError on "é".
+    if api_key is not None and not (
+        isinstance(api_key, str) and api_key.isascii() and api_key.isprintable()
+    ):
+        raise errors.InvalidInputError(
+            "api_key must be a string of printable ASCII characters (the server's key) or "
+            f"None, got {type(api_key).__name__}; copy the key exactly as `semrank serve` has it"
+        )
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _checked_timeout(timeout: object) -> float | httpx.Timeout | None:
+    """The client timeout in seconds: a positive number, None (wait forever), or an
+    ``httpx.Timeout``; httpx itself raises a bare ValueError on a negative one."""
+    if timeout is None or isinstance(timeout, httpx.Timeout):
+        return timeout
+    timeout = _python_scalar(timeout)
+    if isinstance(timeout, numbers.Real) and is_finite_number(timeout) and float(timeout) > 0:
+        # Kept as given when a Python number, so error messages show the user's own value.
+        return timeout if isinstance(timeout, int | float) else float(timeout)
+    raise errors.InvalidInputError(
+        f"timeout must be a positive number of seconds, or None for no limit, got "
+        f"{timeout!r:.60}; e.g. timeout=60"
+    )
+
+
+def _checked_base_url(base_url: object) -> str | httpx.URL:
+    if not isinstance(base_url, str | httpx.URL):
+        raise errors.InvalidInputError(
+            f"base_url must be the server's URL as a string, got {type(base_url).__name__} "
+            f"({base_url!r:.60}); e.g. 'http://127.0.0.1:8000'"
+        )
+    return base_url
+
+
+def _require_open(http: httpx.Client | httpx.AsyncClient) -> None:
+    """A closed client is refused by name; httpx would raise a bare RuntimeError."""
+    if http.is_closed:
+        error = errors.SemrankError(
+            "this semrank client is closed (close() was called or its `with` block ended); "
+            "create a new SemrankClient / AsyncSemrankClient for more requests"
+        )
+        error.status_code = None  # type: ignore[attr-defined]
+        raise error
 
 
 class SemrankClient:
@@ -226,12 +340,15 @@ class SemrankClient:
         base_url: str = "http://127.0.0.1:8000",
         *,
         api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._timeout = timeout
+        self._timeout = _checked_timeout(timeout)
         self._http = httpx.Client(
-            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+            base_url=_checked_base_url(base_url),
+            headers=_headers(api_key),
+            timeout=self._timeout,
+            transport=transport,
         )
 
     def __enter__(self) -> SemrankClient:
@@ -244,6 +361,7 @@ class SemrankClient:
         self._http.close()
 
     def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
+        _require_open(self._http)
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
@@ -267,10 +385,12 @@ class SemrankClient:
 
     def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/indexes/{index}/search`` with a retriever tree; the response as JSON."""
-        return self._call("POST", _index_path(index), dict(body), _json_object)
+        path, checked = _search_request(index, body)
+        return self._call("POST", path, checked, _json_object)
 
     def ready(self) -> bool:
         """Whether the server answers ``/ready`` with 200 (False too while it cannot be reached)."""
+        _require_open(self._http)
         try:
             return self._http.get("/ready").status_code == 200
         except httpx.TransportError:
@@ -285,12 +405,15 @@ class AsyncSemrankClient:
         base_url: str = "http://127.0.0.1:8000",
         *,
         api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._timeout = timeout
+        self._timeout = _checked_timeout(timeout)
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+            base_url=_checked_base_url(base_url),
+            headers=_headers(api_key),
+            timeout=self._timeout,
+            transport=transport,
         )
 
     async def __aenter__(self) -> AsyncSemrankClient:
@@ -303,6 +426,7 @@ class AsyncSemrankClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
+        _require_open(self._http)
         try:
             response = await self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
@@ -326,9 +450,11 @@ class AsyncSemrankClient:
         return await self._call("GET", "/v1/models", None, _models)
 
     async def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", _index_path(index), dict(body), _json_object)
+        path, checked = _search_request(index, body)
+        return await self._call("POST", path, checked, _json_object)
 
     async def ready(self) -> bool:
+        _require_open(self._http)
         try:
             return (await self._http.get("/ready")).status_code == 200
         except httpx.TransportError:

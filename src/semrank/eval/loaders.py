@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from semrank._checks import is_int
+from semrank._checks import is_int, require_collection
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.eval._files import format_error, numbered_lines, read_text, require_path
 
@@ -54,6 +54,15 @@ class Run:
 
     name: str
     rankings: dict[str, list[ScoredDoc]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked when built: a malformed run would otherwise fail much later, deep inside
+        # evaluate or write_trec_run, with an AttributeError naming neither run nor query.
+        if not isinstance(self.name, str):
+            raise InvalidInputError(
+                f"Run name must be a string, got {type(self.name).__name__} ({self.name!r:.60})"
+            )
+        checked_rankings(self.rankings)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,15 +296,16 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
     path = require_path(path, "write_trec_run(path)")
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder; pass the path of the run file to write")
+    rankings = require_run(run)
     # Check every id before opening the file, so a bad id leaves no half-written run behind.
-    for query_id, ranking in run.rankings.items():
+    for query_id, ranking in rankings.items():
         _check_trec_id(query_id, "query")
         for doc in ranking:
             _check_trec_id(doc.doc_id, f"document (query {query_id!r})")
     run_tag = re.sub(r"\s+", "_", tag or run.name)
     lines = [
         f"{query_id} Q0 {doc.doc_id} {rank} {score!r} {run_tag}\n"
-        for query_id, ranking in run.rankings.items()
+        for query_id, ranking in rankings.items()
         for rank, (doc, score) in enumerate(
             zip(ranking, _decreasing_scores(query_id, ranking), strict=True), start=1
         )
@@ -522,12 +532,107 @@ def _candidate_id(record: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def candidates_to_run(candidates: list[CandidateList], name: str = "first_stage") -> Run:
+def candidates_to_run(candidates: Sequence[CandidateList], name: str = "first_stage") -> Run:
     """The first-stage run the candidate lists encode (order = given rank)."""
-    return Run(
-        name=name,
-        rankings={
-            c.query_id: [ScoredDoc(doc_id=h.doc_id, score=h.score) for h in c.hits]
-            for c in candidates
-        },
+    hint = "load them with load_candidates(path)"
+    require_collection(candidates, expected="candidates must be a list of CandidateList", hint=hint)
+    rankings: dict[str, list[ScoredDoc]] = {}
+    positions: dict[str, int] = {}
+    for position, entry in enumerate(candidates):
+        if not isinstance(entry, CandidateList):
+            raise InvalidInputError(
+                f"candidates[{position}] must be a CandidateList, got {type(entry).__name__} "
+                f"({entry!r:.60}); {hint}"
+            )
+        if entry.query_id in positions:
+            # Keeping either list would silently drop the other's documents from the run.
+            raise InvalidInputError(
+                f"query id {entry.query_id!r} has two candidate lists (candidates"
+                f"[{positions[entry.query_id]}] and [{position}]); give each query one list"
+            )
+        positions[entry.query_id] = position
+        rankings[entry.query_id] = [_scored_hit(hit, entry.query_id) for hit in entry.hits]
+    return Run(name=name, rankings=rankings)
+
+
+def _scored_hit(hit: object, query_id: str) -> ScoredDoc:
+    if not isinstance(hit, Candidate):
+        raise InvalidInputError(
+            f"the hits of query {query_id!r} must be Candidate objects, got "
+            f"{type(hit).__name__} ({hit!r:.60}); load them with load_candidates(path)"
+        )
+    return ScoredDoc(doc_id=hit.doc_id, score=hit.score)
+
+
+# --------------------------------------------------------------------------- run checks
+
+_RANKINGS_SHAPE = "{query_id: [ScoredDoc(doc_id=..., score=...), ...]} (best first)"
+
+
+def id_string(value: object, what: str) -> str:
+    """A query or document id as a string. Integer ids (numpy's too) become the string a run
+    or qrels file would hold; pytrec_eval takes string ids only, and 1 would never match "1"."""
+    if isinstance(value, str):
+        return value
+    if is_int(value):
+        return str(int(value))  # type: ignore[call-overload]
+    raise InvalidInputError(
+        f"{what} must be a string (or an integer), got {type(value).__name__} ({value!r:.60})"
     )
+
+
+def checked_rankings(rankings: object) -> dict[str, list[ScoredDoc]]:
+    """``rankings`` as ``{query id: [ScoredDoc, ...]}`` with string ids; anything else (a list
+    of pairs, dicts instead of ScoredDoc, a document listed twice) is refused by name."""
+    if not isinstance(rankings, Mapping):
+        raise InvalidInputError(
+            f"Run rankings must be a dict {_RANKINGS_SHAPE}, got {type(rankings).__name__} "
+            f"({rankings!r:.60})"
+        )
+    checked: dict[str, list[ScoredDoc]] = {}
+    for raw_id, ranking in rankings.items():
+        query_id = id_string(raw_id, "a query id of Run rankings")
+        if query_id in checked:
+            raise InvalidInputError(
+                f"Run rankings hold query {query_id!r} twice (as {raw_id!r} and as another "
+                "id with the same text); give each query one ranking"
+            )
+        checked[query_id] = _checked_ranking(query_id, ranking)
+    return checked
+
+
+def _checked_ranking(query_id: str, ranking: object) -> list[ScoredDoc]:
+    if isinstance(ranking, str | bytes) or not isinstance(ranking, Sequence):
+        raise InvalidInputError(
+            f"Run rankings[{query_id!r}] must be a list of ScoredDoc, got "
+            f"{type(ranking).__name__} ({ranking!r:.60}); rankings are {_RANKINGS_SHAPE}"
+        )
+    checked: list[ScoredDoc] = []
+    first: dict[str, int] = {}
+    for position, doc in enumerate(ranking):
+        if not isinstance(doc, ScoredDoc):
+            raise InvalidInputError(
+                f"Run rankings[{query_id!r}][{position}] must be a ScoredDoc(doc_id=..., "
+                f"score=...), got {type(doc).__name__} ({doc!r:.60})"
+            )
+        doc_id = id_string(doc.doc_id, f"the doc id at Run rankings[{query_id!r}][{position}]")
+        if doc_id in first:
+            # Evaluation keys documents by id, so one of the two positions would be dropped.
+            raise InvalidInputError(
+                f"query {query_id!r} lists document {doc_id!r} twice (positions "
+                f"{first[doc_id]} and {position}); keep each document once, at its best rank"
+            )
+        first[doc_id] = position
+        checked.append(doc if doc_id is doc.doc_id else ScoredDoc(doc_id=doc_id, score=doc.score))
+    return checked
+
+
+def require_run(run: object) -> dict[str, list[ScoredDoc]]:
+    """The checked rankings of ``run``, which must be a ``Run``. Checked again here although
+    ``Run`` checks itself: its rankings dict can be changed after it was built."""
+    if not isinstance(run, Run):
+        raise InvalidInputError(
+            f"run must be a semrank.eval.Run (see load_trec_run, candidates_to_run), got "
+            f"{type(run).__name__}"
+        )
+    return checked_rankings(run.rankings)

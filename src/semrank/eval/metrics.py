@@ -11,7 +11,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
-from semrank.eval.loaders import Qrels, Run
+from semrank.eval.loaders import Qrels, Run, ScoredDoc, id_string, require_run
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "RR@10", "R@100", "AP")
 # Two per-query values closer than this count as a tie.
@@ -20,6 +20,10 @@ TIE_TOLERANCE = 1e-9
 MAX_CUTOFF = 2**31 - 1
 # $MAX_JUDGMENT of ir-measures' gdeval.pl (ERR, nDCG(dcg="exp-log2")).
 GDEVAL_MAX_GRADE = 4
+# Largest relevance label (either sign) accepted. trec_eval allocates memory per label value up
+# to the largest one (8 bytes each: 10**8 takes 0.8 GB, 2**31 16 GB), keeps labels as 32-bit
+# ints (2**32 silently becomes 0) and crashes the process on 2**62; real grades are 0 to 4.
+MAX_RELEVANCE = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +65,11 @@ def parse_measures(names: Iterable[str]) -> list[Any]:
     Each measure is checked here, before any evaluation: the C and perl code behind ir-measures
     aborts the process or raises bare exceptions on what it cannot compute.
     """
+    if not isinstance(names, str | Iterable):
+        raise InvalidInputError(
+            f"measures must be a list of names such as ['nDCG@10', 'AP'] (or one name), got "
+            f"{type(names).__name__} ({names!r:.60}); leave it out for {list(DEFAULT_MEASURES)}"
+        )
     measures = []
     for name in [names] if isinstance(names, str) else names:
         if not isinstance(name, str):
@@ -199,12 +208,13 @@ def split_measure_names(values: Sequence[str] | None) -> list[str]:
     return [name.strip() for name in names if name.strip()]
 
 
-def _scored_run(run: Run) -> dict[str, dict[str, float]]:
+def _scored_run(rankings: Mapping[str, list[ScoredDoc]]) -> dict[str, dict[str, float]]:
     # pytrec_eval sorts by score and breaks ties by doc id; scores derived from list positions
-    # make it evaluate exactly the order of the run.
+    # make it evaluate exactly the order of the run. The rankings are checked (require_run):
+    # a document listed twice would be merged here into one entry without a word.
     return {
         query_id: {doc.doc_id: float(len(ranking) - i) for i, doc in enumerate(ranking)}
-        for query_id, ranking in run.rankings.items()
+        for query_id, ranking in rankings.items()
     }
 
 
@@ -219,11 +229,11 @@ def _provider_groups(measures: list[Any]) -> dict[Any, list[Any]]:
     return groups
 
 
-def _check_gdeval_inputs(measures: list[Any], qrels: Qrels, run: Run) -> None:
+def _check_gdeval_inputs(measures: list[Any], qrels: Qrels, scored: Mapping[str, Any]) -> None:
     # gdeval.pl keeps only the part of a query id after its last '-' and dies on other
     # non-numeric ids or grades above 4: 'a-1' and 'b-1' would silently both be query 1.
     names = ", ".join(str(m) for m in measures)
-    bad_id = next((q for q in (*qrels, *run.rankings) if not re.fullmatch(r"[0-9]+", q)), None)
+    bad_id = next((q for q in (*qrels, *scored) if not re.fullmatch(r"[0-9]+", q)), None)
     if bad_id is not None:
         raise InvalidInputError(
             f"gdeval, which computes {names}, needs numeric query ids, got {bad_id!r}; "
@@ -250,8 +260,9 @@ def _calc(provider: Any, measures: list[Any], qrels: Qrels, scored: Any) -> Any:
         ) from None
 
 
-def _check_qrels(qrels: object) -> None:
-    """Qrels as ``{query_id: {doc_id: int relevance}}`` with at least one judged query."""
+def _checked_qrels(qrels: object) -> Qrels:
+    """Qrels as ``{query_id: {doc_id: int relevance}}`` with at least one judged query, as
+    pytrec_eval takes them: integer ids (numpy's too) become strings, numpy labels ints."""
     if not isinstance(qrels, Mapping):
         raise InvalidInputError(
             f"qrels must be a dict {{query_id: {{doc_id: relevance}}}}, got {type(qrels).__name__}"
@@ -260,12 +271,39 @@ def _check_qrels(qrels: object) -> None:
         raise InvalidInputError(
             "qrels is empty, so every measure would be undefined; load judgments with load_qrels"
         )
-    for query_id, judged in qrels.items():
-        if not isinstance(judged, Mapping) or not all(is_int(rel) for rel in judged.values()):
+    checked: Qrels = {}
+    for raw_id, judged in qrels.items():
+        query_id = id_string(raw_id, "a query id of qrels")
+        if query_id in checked:
             raise InvalidInputError(
-                f"qrels[{query_id!r}] must map doc ids to integer relevance labels, got "
-                f"{judged!r:.80}"
+                f"qrels hold query {query_id!r} twice (as {raw_id!r} and as another id with the "
+                "same text); merge its judgments under one id"
             )
+        checked[query_id] = _checked_judgments(query_id, judged)
+    return checked
+
+
+def _checked_judgments(query_id: str, judged: object) -> dict[str, int]:
+    if not isinstance(judged, Mapping) or not all(is_int(rel) for rel in judged.values()):
+        raise InvalidInputError(
+            f"qrels[{query_id!r}] must map doc ids to integer relevance labels, got {judged!r:.80}"
+        )
+    checked: dict[str, int] = {}
+    for raw_id, label in judged.items():
+        doc_id = id_string(raw_id, f"a doc id of qrels[{query_id!r}]")
+        if doc_id in checked:
+            raise InvalidInputError(
+                f"qrels[{query_id!r}] judges document {doc_id!r} twice (as {raw_id!r} and as "
+                "another id with the same text); keep one judgment per document"
+            )
+        if not -MAX_RELEVANCE <= label <= MAX_RELEVANCE:
+            raise InvalidInputError(
+                f"qrels[{query_id!r}][{doc_id!r}] is {label}, beyond the relevance labels "
+                f"trec_eval can take (-{MAX_RELEVANCE:_} to {MAX_RELEVANCE:_}); use graded "
+                "labels such as 0 (not relevant) to 3"
+            )
+        checked[doc_id] = int(label)
+    return checked
 
 
 def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES) -> Evaluation:
@@ -274,20 +312,15 @@ def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES)
     Queries without judgments are left out; judged queries the run has no results for count
     as 0 (ir-measures' convention, trec_eval ``-c``), so a run cannot gain by skipping queries.
     """
-    _check_qrels(qrels)
-    if not isinstance(run, Run):
-        raise InvalidInputError(
-            f"run must be a semrank.eval.Run (see load_trec_run, candidates_to_run), got "
-            f"{type(run).__name__}"
-        )
+    judgments = _checked_qrels(qrels)
+    scored = _scored_run(require_run(run))
     parsed = parse_measures(measures)
-    scored = _scored_run(run)
     per_query: dict[str, dict[str, float]] = {str(m): {} for m in parsed}
     aggregate: dict[str, float] = {}
     for provider, group in _provider_groups(parsed).items():
         if provider.NAME == "gdeval":
-            _check_gdeval_inputs(group, qrels, run)
-        results = _calc(provider, group, qrels, scored)
+            _check_gdeval_inputs(group, judgments, scored)
+        results = _calc(provider, group, judgments, scored)
         for metric in results.per_query:
             per_query[str(metric.measure)][metric.query_id] = float(metric.value)
         aggregate.update({str(m): float(v) for m, v in results.aggregated.items()})
