@@ -250,3 +250,10 @@ async def test_a_body_that_is_not_utf8_says_what_to_send(index_client: httpx.Asy
     response = await index_client.post("/v1/rerank", content=latin1, headers=headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith("the request body could not be read as JSON text")
+
+
+@pytest.mark.anyio
+async def test_no_body_at_all_says_the_body_is_required(index_client: httpx.AsyncClient) -> None:
+    response = await index_client.post("/v1/rerank")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "body: Field required"

@@ -240,3 +240,7 @@ async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
         "/v1/indexes/docs/search", json={"query": "flea", "retriever": "bm25+rerank", "size": 150}
     )
     assert many.status_code == 200, many.text
+    over = await client.post(
+        "/v1/indexes/docs/search", json={"query": "flea", "retriever": "bm25+rerank", "size": 1001}
+    )
+    assert over.status_code == 413 and "size 1001 with 'bm25+rerank'" in over.json()["error"]

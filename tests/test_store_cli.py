@@ -243,3 +243,37 @@ def test_embedding_options_with_no_dense_are_refused(
     with pytest.raises(InvalidInputError, match=f"{option[0]} .* with --no-dense"):
         run("index", "create", "mini", "--no-dense", *option, "--home", home)
     assert "mini" not in run("index", "list", "--home", home)
+
+
+def test_rerank_reads_all_the_hits_asked_for_beyond_the_default_window(
+    tmp_path: Path, beir: Path
+) -> None:
+    from semrank.pipeline import DEFAULT_RERANK_WINDOW
+
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    top = str(DEFAULT_RERANK_WINDOW + 1)  # more than the default window: no --window given
+    hits = json.loads(run("search", "mini", "moon", "--rerank", "--top-n", top, "--json",
+                          "--home", home))["hits"]  # fmt: skip
+    assert hits and all(hit["rerank_score"] is not None for hit in hits)
+
+
+def test_bad_bytes_after_a_byte_order_mark_are_located_in_the_file(tmp_path: Path) -> None:
+    corpus = tmp_path / "bom.csv"
+    corpus.write_bytes(b"\xef\xbb\xbfid,te\xffxt\n1,a\n")
+    with pytest.raises(
+        InvalidInputError, match=r"bom\.csv:1: not valid UTF-8 \(byte 0xff at byte 9"
+    ):
+        run("index", "create", "b", "--from", str(corpus), "--home", str(tmp_path / "h"))
+    whole = tmp_path / "bom.json"
+    whole.write_bytes(b'\xef\xbb\xbf[{"id": "a", "text": "x\xff"}]')
+    with pytest.raises(InvalidInputError, match=r"not valid UTF-8 \(byte 0xff at byte 27"):
+        run("index", "create", "c", "--from", str(whole), "--home", str(tmp_path / "h"))
+
+
+def test_null_text_fields_are_named_as_null(tmp_path: Path) -> None:
+    corpus = tmp_path / "docs.jsonl"
+    rows = [{"_id": "a", "title": "A", "text": "alpha"}, {"_id": "b", "title": None, "text": None}]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataFormatError, match=r"record 2 \(id 'b'\) .* \(title, text null\)"):
+        run("index", "create", "k", "--from", str(corpus), "--home", str(tmp_path / "h"))

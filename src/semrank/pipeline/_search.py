@@ -182,7 +182,7 @@ def search_many(
         try:
             results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"query {query_id!r}: {exc}") from None
+            raise type(exc)(f"query {query_id!r}: {exc}") from None
         run[query_id] = results.as_run()
         if progress is not None:
             progress(1)

@@ -133,6 +133,8 @@ def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
 
 
 def _field_text(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalars and arrays
         value = value.tolist()
     if isinstance(value, str):

@@ -73,12 +73,14 @@ def _read_text(path: str) -> str:
     if not file.is_file():
         problem = "a folder, not a file" if file.is_dir() else "no such file"
         raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
+    data = file.read_bytes()
     try:
-        return file.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        at = exc.start + len(data) - len(exc.object)  # offsets past a byte-order mark
         raise InvalidInputError(
-            f"--docs {path!r}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte "
-            f"{exc.start}); save the file as UTF-8"
+            f"--docs {path!r}: not valid UTF-8 (byte 0x{data[at]:02x} at byte {at}); save "
+            "the file as UTF-8"
         ) from None
 
 

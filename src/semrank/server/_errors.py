@@ -84,7 +84,9 @@ def validation_message(errors: Sequence[Any], *, content_type: str = "applicatio
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
     for error in errors[:5]:
-        if tuple(error.get("loc", ())) == ("body",) and "json" not in content_type.lower():
+        # A body that is there but not JSON (no body at all: "Field required" says it).
+        not_json = error.get("type") != "missing" and "json" not in content_type.lower()
+        if tuple(error.get("loc", ())) == ("body",) and not_json:
             # FastAPI reads a body it was not told is JSON as a string: say what to send.
             sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
             parts.append(

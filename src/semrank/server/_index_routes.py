@@ -157,6 +157,7 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
+    _check_shorthand_size(body.retriever, body.size, service.config.max_documents)
     tree = _bind_models(as_retriever(_checked_spec(body.retriever), size=body.size), service)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
@@ -174,6 +175,16 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
         results = await _blocking(request, deadline, work)
     hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
     return SearchResponse(index=name, hits=hits)
+
+
+def _check_shorthand_size(spec: object, size: int, limit: int) -> None:
+    """A shorthand's +rerank reads every hit asked for beyond 100: name ``size``, which the
+    client sent, rather than the window it implies."""
+    if isinstance(spec, str) and spec.strip().endswith("+rerank") and size > limit:
+        raise RequestTooLargeError(
+            f"size {size} with {spec!r} re-ranks {size} documents, over this server's limit of "
+            f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
+        )
 
 
 def _checked_spec(spec: str | dict[str, Any] | None) -> str | dict[str, Any] | None:

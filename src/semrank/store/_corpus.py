@@ -50,7 +50,7 @@ class Corpus:
         """Number of records, each checked as an ingest checks it (``IngestChecks``): one pass
         over the file before anything is written, so a bad record deep in it fails early."""
         checks = IngestChecks(self.text_fields)
-        for number, document in enumerate(self, start=1):
+        for number, document in enumerate(documents_from(self), start=1):
             checks.check(document, number)
         return len(checks)
 
@@ -75,10 +75,15 @@ class IngestChecks:
                 "be unique (the later record would replace the earlier one): fix or drop one"
             )
         if not any(document.fields.get(name) is not None for name in self.text_fields):
-            has = ", ".join(map(str, document.fields)) or "no fields"
+            null = [name for name in self.text_fields if name in document.fields]
+            has = (
+                f"{', '.join(null)} null"
+                if null
+                else f"it has: {', '.join(map(str, document.fields)) or 'no fields'}"
+            )
             raise DataFormatError(
                 f"record {number} (id {document.id!r}) has none of the index's text fields "
-                f"{', '.join(self.text_fields)} (it has: {has}), so no search could find it; put "
+                f"{', '.join(self.text_fields)} ({has}), so no search could find it; put "
                 "its text in one of them"
             )
 
@@ -125,8 +130,14 @@ def _text_lines(path: Path) -> Iterator[str]:
             # kept, it would become part of the first column's name.
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise _not_utf8(path, number, raw[exc.start], exc.start + 1) from exc
+            at = _file_offset(raw, exc)
+            raise _not_utf8(path, number, raw[at], at + 1) from exc
         yield line
+
+
+def _file_offset(data: bytes, exc: UnicodeDecodeError) -> int:
+    """Where in ``data`` the bad byte is: utf-8-sig reports offsets past the byte-order mark."""
+    return exc.start + len(data) - len(exc.object)
 
 
 def _read_text(path: Path) -> str:
@@ -139,9 +150,10 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # a leading byte-order mark is not text
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - data.rfind(b"\n", 0, exc.start)
-        raise _not_utf8(path, line, data[exc.start], column) from exc
+        at = _file_offset(data, exc)
+        line = data.count(b"\n", 0, at) + 1
+        column = at - data.rfind(b"\n", 0, at)
+        raise _not_utf8(path, line, data[at], column) from exc
 
 
 def _format_of(path: Path) -> str:

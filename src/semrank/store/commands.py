@@ -176,10 +176,14 @@ def _ingest_into_new_index(
     try:
         _ingest(index, corpus, batch_size, total)
     except SemrankError as exc:
+        go_on = (
+            f"`semrank index add {name} {source}` goes on (unchanged documents are skipped), or "
+            if corpus.id_field is not None
+            else ""  # record-number ids: adding would renumber, so only starting over is safe
+        )
         raise type(exc)(
             f"{exc}\nindex {name!r} was created and keeps the {len(index)} documents ingested "
-            f"so far: fix the input, then `semrank index add {name} {source}` goes on (unchanged "
-            f"documents are skipped), or `semrank index drop {name}` starts over"
+            f"so far: fix the input, then {go_on}`semrank index drop {name}` starts over"
         ) from exc
 
 
@@ -488,7 +492,8 @@ def search_command(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
             window=window,
         )  # fmt: skip
-        window = DEFAULT_RERANK_WINDOW if window is None else window
+        # As a shorthand's +rerank: 100 hits, or all those asked for when that is more.
+        window = max(DEFAULT_RERANK_WINDOW, top_n) if window is None else window
         _check_window_and_field(
             rerank=rerank, window=window, top_n=top_n, dense_only=dense and not rerank,
             field=field,
