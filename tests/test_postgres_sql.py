@@ -62,7 +62,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -238,3 +238,37 @@ def test_bad_input_and_settings_are_named_sql_errors(installed: str) -> None:
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_only_http_endpoints_and_a_stored_key_only_for_the_stored_endpoint(installed: str) -> None:
+    """urllib would open file:// URLs as the database server's user, and a session pointing
+    semrank.endpoint at its own listener would receive the stored API key."""
+    import psycopg
+
+    from semrank.sql import install
+
+    with psycopg.connect(installed) as conn:
+        conn.execute("SELECT set_config('semrank.endpoint', 'file:///etc/passwd#', false)")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="not an http"):
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+        conn.rollback()
+    with psycopg.connect(installed) as conn:
+        stored = conn.execute(
+            "SELECT value FROM semrank.settings WHERE key = 'endpoint'"
+        ).fetchone()[0]
+    install(installed, api_key="stored-secret")
+    try:
+        with psycopg.connect(installed) as conn:
+            elsewhere = "http://127.0.0.1:9"  # a listener of the session's choosing
+            conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (elsewhere,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="stored key is sent"):
+                conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+            conn.rollback()
+            # With the stored endpoint, the stored key goes out as before.
+            conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (stored,))
+            conn.execute("SELECT set_config('semrank.api_key', '', false)")
+            rows = conn.execute("SELECT * FROM semrank.rank('fleas', ARRAY['fleas bite'])")
+            assert len(rows.fetchall()) == 1
+    finally:
+        with psycopg.connect(installed, autocommit=True) as conn:
+            conn.execute("DELETE FROM semrank.settings WHERE key = 'api_key'")

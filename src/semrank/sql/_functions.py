@@ -49,8 +49,25 @@ if ids is not None and len(ids) != len(documents):
                hint="pass one id per document, or NULL for positions", sqlstate="22023")
 row = plpy.execute(
     "SELECT semrank.setting('endpoint', '@ENDPOINT@') AS endpoint, "
-    "semrank.setting('api_key') AS api_key, semrank.setting('timeout_s', '@TIMEOUT@') AS timeout"
+    "semrank.setting('api_key') AS api_key, semrank.setting('timeout_s', '@TIMEOUT@') AS timeout, "
+    "nullif(current_setting('semrank.api_key', true), '') AS session_key, "
+    "(SELECT value FROM semrank.settings WHERE key = 'endpoint') AS stored_endpoint"
 )[0]
+endpoint = row["endpoint"]
+# Only http(s): urllib would also open file:// URLs, as the database server's OS user.
+if endpoint.split(":", 1)[0].lower() not in ("http", "https"):
+    plpy.error("semrank.rank: semrank.endpoint %r is not an http:// or https:// URL" % endpoint,
+               hint="SET semrank.endpoint = 'http://host:port'", sqlstate="22023")
+# A key kept in semrank.settings goes only to the endpoint kept there: a session that points
+# semrank.endpoint elsewhere must bring its own key (it could otherwise capture the stored one).
+stored_endpoint = row["stored_endpoint"] or "@ENDPOINT@"
+if row["api_key"] and row["session_key"] is None and endpoint != stored_endpoint:
+    plpy.error("semrank.rank: semrank.endpoint is set to %s here, but the API key is the one "
+               "stored for %s; a stored key is sent only to the stored endpoint"
+               % (endpoint, stored_endpoint),
+               hint="SET semrank.api_key alongside semrank.endpoint, or store the endpoint: "
+                    "UPDATE semrank.settings SET value = '...' WHERE key = 'endpoint'",
+               sqlstate="42501")
 try:
     timeout = float(row["timeout"])
 except ValueError:
@@ -60,7 +77,7 @@ if not 0 < timeout < float("inf"):
                % row["timeout"],
                hint="SET semrank.timeout_s = '30' (or UPDATE semrank.settings SET value = '30' "
                     "WHERE key = 'timeout_s')", sqlstate="22023")
-url = row["endpoint"].rstrip("/") + "/v1/rerank"
+url = endpoint.rstrip("/") + "/v1/rerank"
 body = {"query": query, "documents": [d if d is not None else "" for d in documents],
         "return_documents": False}
 if model is not None:
@@ -91,6 +108,9 @@ except urllib.error.HTTPError as exc:
                % (url, exc.code, text), sqlstate="38000")
 except (urllib.error.URLError, OSError, ValueError) as exc:
     reason = getattr(exc, "reason", exc)
+    if "timed out" in str(reason):
+        hint = "the server took longer than semrank.timeout_s (%s s); raise it: " \
+               "SET semrank.timeout_s = '60'" % row["timeout"]
     plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
                hint=hint, sqlstate="38000")
 rows = []
@@ -135,4 +155,7 @@ def sql_migrations() -> tuple[Migration, ...]:
         # Databases installed before: the same function, now refusing a NULL query, a bad
         # semrank.timeout_s and an answer that is not semrank's with their own messages.
         (102, "sql: semrank.rank checks its query, timeout and answer", rank),
+        # Security: http(s) endpoints only (urllib opened file://), and a stored API key sent
+        # only to the stored endpoint (a session could redirect it to a listener of its own).
+        (103, "sql: semrank.rank sends only to http(s), and a stored key only where stored", rank),
     )
