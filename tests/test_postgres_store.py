@@ -167,3 +167,35 @@ def test_a_handle_to_a_dropped_index_names_the_drop(pg_dsn: str) -> None:  # noq
                 pytest.fail(f"{name} read a dropped index")
         with pytest.raises(IndexNotFoundError, match="'gone' was dropped"):
             held.upsert(DOCS[:1])
+
+
+def test_what_postgres_cannot_store_is_named_before_anything_is_written(stores) -> None:  # type: ignore[no-untyped-def]
+    from semrank.errors import DataFormatError
+
+    _, pg = stores
+    for bad, named in (
+        ({"id": "n1", "text": "nul \u0000 here"}, r"document 'n1' holds a NUL character"),
+        ({"id": "n2", "text": "x", "score": float("nan")}, r"document 'n2': its fields are not"),
+    ):
+        with pytest.raises(DataFormatError, match=named):
+            pg.upsert([{"id": "ok", "text": "fine"}, bad])
+    assert len(pg) == len(DOCS)
+
+
+def test_a_wrong_password_fails_at_once_with_its_cause(pg_dsn: str) -> None:  # noqa: F811
+    import time
+
+    from semrank.errors import BackendUnavailableError
+    from semrank.store.postgres import redact
+
+    scheme, rest = pg_dsn.split("://", 1)
+    user_host = rest.split("@", 1)[-1]
+    wrong = f"{scheme}://semrank_nobody:wrong@{user_host}"
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match="cannot connect to PostgreSQL") as caught:
+        open_index("t", store=wrong)
+    assert time.monotonic() - started < 15  # not the pool's 30 s of retries
+    assert "wrong" not in str(caught.value)  # the password is not shown
+    assert redact("postgresql://h/db?password=secret&user=u") == (
+        "postgresql://h/db?password=***&user=u"
+    )

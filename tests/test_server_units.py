@@ -273,3 +273,10 @@ def test_validation_message_names_the_fields() -> None:
     ]
     message = validation_message(errors)
     assert message == "query: Field required; top_n: Input should be greater than or equal to 1"
+
+
+def test_a_dsn_as_index_home_is_refused_not_made_a_folder() -> None:
+    from semrank.server import ServerConfig
+
+    with pytest.raises(InvalidInputError, match="does not serve PostgreSQL-kept indexes yet"):
+        ServerConfig(index_home="postgresql://app:secret@db/search")

@@ -101,6 +101,12 @@ class ServerConfig:
             raise InvalidInputError(
                 f"log_level={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}"
             )
+        if self.index_home and self.index_home.startswith(("postgresql://", "postgres://")):
+            raise InvalidInputError(
+                "--index-home is a folder for the embedded store; the server does not serve "
+                "PostgreSQL-kept indexes yet (search them with `semrank search --store DSN` or "
+                "the library); pass a folder"
+            )
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"--model names must be unique, got {names}")

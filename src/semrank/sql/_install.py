@@ -55,23 +55,12 @@ def install(
         raise InvalidInputError(
             f"timeout_s must be a number of seconds above 0, got {timeout_s!r}; e.g. 30"
         )
-    import psycopg
 
     from semrank.store.postgres import migrate
 
     with _connect(dsn) as conn:
-        try:
-            applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
-        except psycopg.errors.UndefinedFile as exc:
-            raise BackendUnavailableError(
-                f"PL/Python is not installed in this PostgreSQL server ({exc}); install it "
-                "(Debian/Ubuntu: apt-get install postgresql-plpython3-<major>)"
-            ) from exc
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise BackendUnavailableError(
-                f"creating the plpython3u extension needs a superuser ({exc}); run "
-                "`semrank sql install` once as one, or have them CREATE EXTENSION plpython3u"
-            ) from exc
+        # A missing or forbidden plpython3u is named by migrate (BackendUnavailableError).
+        applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
         with conn.transaction():
             set_settings(
                 conn,

@@ -374,7 +374,9 @@ def drop(
     from semrank.store import drop_index, index_path
 
     if not yes:
-        where = store if store and store != "local" else index_path(name, home)
+        from semrank.store.postgres._pool import redact  # (psycopg is imported lazily there)
+
+        where = redact(store) if store and store != "local" else index_path(name, home)
         typer.confirm(f"drop index {name!r} at {where}?", abort=True)
     drop_index(name, home=home, store=store)
     typer.echo(f"dropped {name!r}")

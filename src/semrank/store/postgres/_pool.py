@@ -23,7 +23,8 @@ def is_postgres_dsn(value: object) -> bool:
 
 def redact(dsn: str) -> str:
     """``dsn`` without its password, for messages and ``index info``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    hidden = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", hidden)  # ?password=... and key=value DSNs
 
 
 def _import_pool() -> Any:
@@ -45,6 +46,7 @@ def acquire_pool(dsn: str) -> Any:
     with _LOCK:
         users, pool = _POOLS.get(dsn, (0, None))
         if pool is None:
+            _check_connects(dsn)
             pool = connection_pool(
                 dsn, min_size=1, max_size=POOL_MAX_SIZE, open=False, name="semrank"
             )
@@ -58,6 +60,21 @@ def acquire_pool(dsn: str) -> Any:
                 ) from exc
         _POOLS[dsn] = (users + 1, pool)
         return pool
+
+
+def _check_connects(dsn: str) -> None:
+    """One plain connection first: a wrong password, database or port fails now with its
+    cause, where the pool would retry for its whole timeout and report only that."""
+    import psycopg
+
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise BackendUnavailableError(
+            f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
+            "password, database, port) and that the server is running"
+        ) from exc
 
 
 def release_pool(dsn: str) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from semrank.errors import BackendUnavailableError
+
 SCHEMA = "semrank"
 TEXT_CONFIG = "english"
 VECTOR_DIM = 384
@@ -84,15 +86,12 @@ def migrate(
     """Apply the migrations ``conn``'s database lacks; returns the versions applied now.
 
     ``extensions`` are created first (``IF NOT EXISTS``; creating one needs the privilege)."""
-    from psycopg import sql
 
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         for extension in extensions:
-            conn.execute(
-                sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
-            )
+            _create_extension(conn, extension)
         conn.execute(_BOOTSTRAP)
         done = {row[0] for row in conn.execute("SELECT version FROM semrank.migrations")}
         for version, name, statements in migrations:
@@ -104,6 +103,35 @@ def migrate(
             )
             applied_now.append(version)
     return applied_now
+
+
+# How to install each extension semrank creates, for the error when the server lacks it.
+_EXTENSION_PACKAGES = {
+    "vector": "pgvector (Debian/Ubuntu: apt-get install postgresql-<major>-pgvector)",
+    "plpython3u": "PL/Python (Debian/Ubuntu: apt-get install postgresql-plpython3-<major>)",
+}
+
+
+def _create_extension(conn: Any, extension: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
+    try:
+        conn.execute(statement)
+    # PostgreSQL 16 answers a missing control file with FeatureNotSupported, older ones with
+    # UndefinedFile.
+    except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
+        package = _EXTENSION_PACKAGES.get(extension, f"the {extension} extension")
+        raise BackendUnavailableError(
+            f"this PostgreSQL server has no {extension!r} extension ({str(exc).strip()}); "
+            f"install {package} on the database server"
+        ) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise BackendUnavailableError(
+            f"creating the {extension!r} extension needs a superuser ({str(exc).strip()}); run "
+            f"this once as one, or have one run CREATE EXTENSION {extension} in this database"
+        ) from exc
 
 
 def ensure_migrated(pool: Any, dsn: str) -> None:

@@ -40,12 +40,34 @@ def partition_name(index_name: str) -> str:
     return "documents_" + hashlib.sha256(index_name.encode()).hexdigest()[:16]
 
 
-def _json_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` as they read back from jsonb (so unchanged documents compare equal)."""
+def _json_fields(doc_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as they read back from jsonb (so unchanged documents compare equal), or an
+    error naming the document when PostgreSQL cannot hold them (the embedded store can: an
+    index moved from it would otherwise fail mid-batch with psycopg's words)."""
     try:
-        return json.loads(json.dumps(fields, ensure_ascii=False))
+        text = json.dumps(fields, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"document fields are not JSON-serialisable: {exc}") from exc
+        raise DataFormatError(
+            f"document {doc_id!r}: its fields are not JSON PostgreSQL can store ({exc}); give "
+            "text, finite numbers, lists or objects"
+        ) from exc
+    if _has_nul(doc_id) or _has_nul(fields):
+        raise DataFormatError(
+            f"document {doc_id!r} holds a NUL character (\\u0000), which PostgreSQL text "
+            "cannot store; remove it"
+        )
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _hits(rows: list[tuple[str, float]]) -> Hits:
@@ -162,7 +184,7 @@ class PostgresStore(Store):
 
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
-        rows = {i: (_json_fields(d.fields), self.text_of(d.fields)) for i, d in latest.items()}
+        rows = {i: (_json_fields(i, d.fields), self.text_of(d.fields)) for i, d in latest.items()}
         stored = self._stored(list(rows))
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
         changed = [i for i, (doc, _) in rows.items() if not self._unchanged(stored.get(i), doc)]
