@@ -5,6 +5,7 @@ session usable."""
 from __future__ import annotations
 
 import http.server
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -272,3 +273,32 @@ def test_only_http_endpoints_and_a_stored_key_only_for_the_stored_endpoint(insta
     finally:
         with psycopg.connect(installed, autocommit=True) as conn:
             conn.execute("DELETE FROM semrank.settings WHERE key = 'api_key'")
+
+
+class _NanScores(_NotSemrank):
+    """A rerank-shaped answer whose score is NaN (json.dumps writes it as NaN)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        page = json.dumps({"results": [{"index": 0, "relevance_score": float("nan")}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+
+def test_a_score_that_is_not_a_finite_number_is_refused(installed: str) -> None:
+    import psycopg
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NanScores)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with psycopg.connect(installed) as conn:
+            endpoint = f"http://127.0.0.1:{other.server_address[1]}"
+            conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (endpoint,))
+            with pytest.raises(psycopg.errors.ExternalRoutineException, match="not a finite"):
+                conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+    finally:
+        other.shutdown()
+        other.server_close()

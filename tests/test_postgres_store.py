@@ -199,3 +199,13 @@ def test_a_wrong_password_fails_at_once_with_its_cause(pg_dsn: str) -> None:  # 
     assert redact("postgresql://h/db?password=secret&user=u") == (
         "postgresql://h/db?password=***&user=u"
     )
+
+
+def test_a_document_too_long_for_full_text_is_named(stores) -> None:  # type: ignore[no-untyped-def]
+    from semrank.errors import DataFormatError
+
+    _, pg = stores
+    huge = " ".join(f"w{i}x{i * 7919}" for i in range(120_000))  # > 1 MB of distinct lexemes
+    with pytest.raises(DataFormatError, match=r"likely 'huge' \(the longest\)"):
+        pg.upsert([{"id": "small", "text": "fine"}, {"id": "huge", "text": huge}])
+    assert len(pg) == len(DOCS)

@@ -120,7 +120,10 @@ try:
         if not 0 <= position < len(documents):
             raise IndexError("index %d for %d documents" % (position, len(documents)))
         key = ids[position] if ids is not None else str(position + 1)
-        rows.append((key, rank, float(result["relevance_score"])))
+        score = float(result["relevance_score"])
+        if score != score or score in (float("inf"), float("-inf")):
+            raise ValueError("relevance_score %r is not a finite number" % score)
+        rows.append((key, rank, score))
 except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
     plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s): %r"
                % (url, type(exc).__name__, exc, payload[:120].decode("utf-8", "replace")),
@@ -158,4 +161,5 @@ def sql_migrations() -> tuple[Migration, ...]:
         # Security: http(s) endpoints only (urllib opened file://), and a stored API key sent
         # only to the stored endpoint (a session could redirect it to a listener of its own).
         (103, "sql: semrank.rank sends only to http(s), and a stored key only where stored", rank),
+        (104, "sql: semrank.rank refuses scores that are not finite numbers", rank),
     )

@@ -193,16 +193,29 @@ class PostgresStore(Store):
             vectors = self._embed(texts)
             terms = q.analyse(texts, self.settings.bm25)
             fields = sorted({key for i in changed for key in rows[i][0]})
-            self._write_rows(
-                [
-                    (i, rows[i][0], rows[i][1], t, v)
-                    for i, t, v in zip(changed, terms, vectors, strict=True)
-                ],
-                fields,
-            )
+            written = [
+                (i, rows[i][0], rows[i][1], t, v)
+                for i, t, v in zip(changed, terms, vectors, strict=True)
+            ]
+            self._write_rows_named(written, fields)
         if progress is not None:
             progress(len(batch))
         return len(latest)
+
+    def _write_rows_named(
+        self, rows: list[tuple[str, Any, str, list[str], str | None]], fields: list[str]
+    ) -> None:
+        import psycopg
+
+        try:
+            self._write_rows(rows, fields)
+        except psycopg.errors.ProgramLimitExceeded as exc:
+            # e.g. "string is too long for tsvector": name the batch's longest document.
+            longest = max(rows, key=lambda row: len(row[2]))[0]
+            raise DataFormatError(
+                f"PostgreSQL cannot index a document of this batch, likely {longest!r} (the "
+                f"longest): {' '.join(str(exc).split())[:200]}; split it into smaller documents"
+            ) from exc
 
     def _unchanged(self, stored: tuple[Any, bool] | None, doc: dict[str, Any]) -> bool:
         return stored is not None and stored[0] == doc and (stored[1] or not self.has_vectors)
