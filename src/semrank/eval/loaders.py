@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from semrank._checks import is_int, require_collection
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.eval._files import format_error, numbered_lines, read_text, require_path
+
+T = TypeVar("T")
 
 # query id -> doc id -> graded relevance (0 = judged not relevant).
 Qrels = dict[str, dict[str, int]]
@@ -581,6 +583,20 @@ def id_string(value: object, what: str) -> str:
     )
 
 
+def keyed_by_id_text(
+    items: Mapping[Any, T], what: str, twice: Callable[[str, object], str]
+) -> dict[str, T]:
+    """``items`` keyed by ``id_string`` of their keys; two keys with the same text (1 and "1")
+    would share one entry, so they are refused with the message ``twice(id, raw key)``."""
+    keyed: dict[str, T] = {}
+    for raw_id, value in items.items():
+        key = id_string(raw_id, what)
+        if key in keyed:
+            raise InvalidInputError(twice(key, raw_id))
+        keyed[key] = value
+    return keyed
+
+
 def checked_rankings(rankings: object) -> dict[str, list[ScoredDoc]]:
     """``rankings`` as ``{query id: [ScoredDoc, ...]}`` with string ids; anything else (a list
     of pairs, dicts instead of ScoredDoc, a document listed twice) is refused by name."""
@@ -589,16 +605,15 @@ def checked_rankings(rankings: object) -> dict[str, list[ScoredDoc]]:
             f"Run rankings must be a dict {_RANKINGS_SHAPE}, got {type(rankings).__name__} "
             f"({rankings!r:.60})"
         )
-    checked: dict[str, list[ScoredDoc]] = {}
-    for raw_id, ranking in rankings.items():
-        query_id = id_string(raw_id, "a query id of Run rankings")
-        if query_id in checked:
-            raise InvalidInputError(
-                f"Run rankings hold query {query_id!r} twice (as {raw_id!r} and as another "
-                "id with the same text); give each query one ranking"
-            )
-        checked[query_id] = _checked_ranking(query_id, ranking)
-    return checked
+    keyed = keyed_by_id_text(
+        rankings,
+        "a query id of Run rankings",
+        lambda query_id, raw: (
+            f"Run rankings hold query {query_id!r} twice (as {raw!r} and as "
+            "another id with the same text); give each query one ranking"
+        ),
+    )
+    return {query_id: _checked_ranking(query_id, ranking) for query_id, ranking in keyed.items()}
 
 
 def _checked_ranking(query_id: str, ranking: object) -> list[ScoredDoc]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
-from semrank.eval.loaders import Qrels, Run, ScoredDoc, id_string, require_run
+from semrank.eval.loaders import Qrels, Run, ScoredDoc, keyed_by_id_text, require_run
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "RR@10", "R@100", "AP")
 # Two per-query values closer than this count as a tie.
@@ -271,16 +271,15 @@ def _checked_qrels(qrels: object) -> Qrels:
         raise InvalidInputError(
             "qrels is empty, so every measure would be undefined; load judgments with load_qrels"
         )
-    checked: Qrels = {}
-    for raw_id, judged in qrels.items():
-        query_id = id_string(raw_id, "a query id of qrels")
-        if query_id in checked:
-            raise InvalidInputError(
-                f"qrels hold query {query_id!r} twice (as {raw_id!r} and as another id with the "
-                "same text); merge its judgments under one id"
-            )
-        checked[query_id] = _checked_judgments(query_id, judged)
-    return checked
+    keyed = keyed_by_id_text(
+        qrels,
+        "a query id of qrels",
+        lambda query_id, raw: (
+            f"qrels hold query {query_id!r} twice (as {raw!r} and as another "
+            "id with the same text); merge its judgments under one id"
+        ),
+    )
+    return {query_id: _checked_judgments(query_id, judged) for query_id, judged in keyed.items()}
 
 
 def _checked_judgments(query_id: str, judged: object) -> dict[str, int]:
@@ -288,14 +287,16 @@ def _checked_judgments(query_id: str, judged: object) -> dict[str, int]:
         raise InvalidInputError(
             f"qrels[{query_id!r}] must map doc ids to integer relevance labels, got {judged!r:.80}"
         )
+    keyed = keyed_by_id_text(
+        judged,
+        f"a doc id of qrels[{query_id!r}]",
+        lambda doc_id, raw: (
+            f"qrels[{query_id!r}] judges document {doc_id!r} twice (as {raw!r} "
+            "and as another id with the same text); keep one judgment per document"
+        ),
+    )
     checked: dict[str, int] = {}
-    for raw_id, label in judged.items():
-        doc_id = id_string(raw_id, f"a doc id of qrels[{query_id!r}]")
-        if doc_id in checked:
-            raise InvalidInputError(
-                f"qrels[{query_id!r}] judges document {doc_id!r} twice (as {raw_id!r} and as "
-                "another id with the same text); keep one judgment per document"
-            )
+    for doc_id, label in keyed.items():
         if not -MAX_RELEVANCE <= label <= MAX_RELEVANCE:
             raise InvalidInputError(
                 f"qrels[{query_id!r}][{doc_id!r}] is {label}, beyond the relevance labels "

@@ -33,6 +33,7 @@ from semrank.pipeline._search import (
     check_window,
     forget_open_indexes,
     open_cached,
+    rerank_window_for,
     search,
     search_many,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "open_cached",
     "parse_retriever",
     "prepare_index",
+    "rerank_window_for",
     "search",
     "search_many",
     "use_prepared",

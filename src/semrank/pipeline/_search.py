@@ -61,6 +61,12 @@ def build_retriever(
     return tree
 
 
+def rerank_window_for(size: int) -> int:
+    """How many hits a re-ranker reads when none is given: 100, or all ``size`` hits asked for
+    when that is more (a smaller window would return fewer than asked)."""
+    return max(DEFAULT_RERANK_WINDOW, int(size))
+
+
 def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     """A Retriever from a tree, an Elasticsearch dict, a JSON path, or a shorthand string
     ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix (re-ranking
@@ -74,8 +80,7 @@ def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     if isinstance(spec, str):
         name, plus, suffix = spec.strip().partition("+")
         if name in FIRST_STAGES and (not plus or suffix == "rerank"):
-            window = max(DEFAULT_RERANK_WINDOW, int(size))
-            return build_retriever(name, rerank=bool(plus), window=window)
+            return build_retriever(name, rerank=bool(plus), window=rerank_window_for(size))
     if not isinstance(spec, str | Path):
         hint = (
             "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"

@@ -157,8 +157,8 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
-    _check_shorthand_size(body.retriever, body.size, service.config.max_documents)
-    tree = _bind_models(as_retriever(_checked_spec(body.retriever), size=body.size), service)
+    spec = _checked_spec(body.retriever, body.size, service.config.max_documents)
+    tree = _bind_models(as_retriever(spec, size=body.size), service)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
 
@@ -177,23 +177,22 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
     return SearchResponse(index=name, hits=hits)
 
 
-def _check_shorthand_size(spec: object, size: int, limit: int) -> None:
-    """A shorthand's +rerank reads every hit asked for beyond 100: name ``size``, which the
-    client sent, rather than the window it implies."""
-    if isinstance(spec, str) and spec.strip().endswith("+rerank") and size > limit:
-        raise RequestTooLargeError(
-            f"size {size} with {spec!r} re-ranks {size} documents, over this server's limit of "
-            f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
-        )
-
-
-def _checked_spec(spec: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """Strings must be shorthands: the pipeline would read any other string as a file path."""
+def _checked_spec(
+    spec: str | dict[str, Any] | None, size: int, limit: int
+) -> str | dict[str, Any] | None:
+    """Strings must be shorthands: the pipeline would read any other string as a file path. A
+    shorthand's +rerank reads every hit asked for beyond 100, so an over-limit one names
+    ``size``, which the client sent, rather than the window it implies."""
     from semrank.pipeline import FIRST_STAGES
 
     if not isinstance(spec, str):
         return spec
     name, plus, suffix = spec.strip().partition("+")
+    if name in FIRST_STAGES and plus and suffix == "rerank" and size > limit:
+        raise RequestTooLargeError(
+            f"size {size} with {spec!r} re-ranks {size} documents, over this server's limit of "
+            f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
+        )
     if name in FIRST_STAGES and (not plus or suffix == "rerank"):
         return spec
     shorthands = ", ".join(f"{stage}[+rerank]" for stage in FIRST_STAGES)

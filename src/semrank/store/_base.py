@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -24,7 +24,7 @@ from semrank._checks import (
 )
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
-from semrank.store._corpus import Document, IngestChecks, documents_from
+from semrank.store._corpus import Document, checked_documents, documents_from
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
@@ -149,14 +149,13 @@ class Store(abc.ABC):
         """Insert or replace documents by id, committing every ``batch_size``; returns the count.
 
         Each batch is one transaction (``_write_batch``), so an interrupted ingest keeps every
-        batch committed before it. Records are checked (``IngestChecks``) as they are read; a
+        batch committed before it. Records are checked (``checked_documents``) as they are read; a
         list is checked whole before anything is written.
         """
         if not is_int(batch_size, at_least=1):
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        records = _checked_records(
-            documents_from(documents, self.settings.id_field or "id"),
-            IngestChecks(self.settings.text_fields),
+        records = checked_documents(
+            documents_from(documents, self.settings.id_field or "id"), self.settings.text_fields
         )
         if isinstance(documents, Sequence):
             records = iter(list(records))
@@ -318,12 +317,6 @@ class Store(abc.ABC):
                 f"knn field {name!r} is not a vector field of index {self.name!r}; "
                 f"use {VECTOR_FIELD!r}"
             )
-
-
-def _checked_records(records: Iterable[Document], checks: IngestChecks) -> Iterator[Document]:
-    for number, document in enumerate(records, start=1):
-        checks.check(document, number)
-        yield document
 
 
 def check_search(query: object, k: object) -> None:

@@ -49,10 +49,7 @@ class Corpus:
     def count(self) -> int:
         """Number of records, each checked as an ingest checks it (``IngestChecks``): one pass
         over the file before anything is written, so a bad record deep in it fails early."""
-        checks = IngestChecks(self.text_fields)
-        for number, document in enumerate(documents_from(self), start=1):
-            checks.check(document, number)
-        return len(checks)
+        return sum(1 for _ in checked_documents(documents_from(self), self.text_fields))
 
 
 class IngestChecks:
@@ -63,9 +60,6 @@ class IngestChecks:
     def __init__(self, text_fields: Sequence[str]) -> None:
         self.text_fields = tuple(text_fields)
         self._first_record: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._first_record)
 
     def check(self, document: Document, number: int) -> None:
         earlier = self._first_record.setdefault(document.id, number)
@@ -86,6 +80,16 @@ class IngestChecks:
                 f"{', '.join(self.text_fields)} ({has}), so no search could find it; put "
                 "its text in one of them"
             )
+
+
+def checked_documents(
+    documents: Iterable[Document], text_fields: Sequence[str]
+) -> Iterator[Document]:
+    """``documents``, each checked by one ``IngestChecks`` as it passes."""
+    checks = IngestChecks(text_fields)
+    for number, document in enumerate(documents, start=1):
+        checks.check(document, number)
+        yield document
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:

@@ -474,10 +474,10 @@ def search_command(
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
     from semrank.pipeline import (
-        DEFAULT_RERANK_WINDOW,
         build_retriever,
         check_window,
         parse_retriever,
+        rerank_window_for,
         search,
     )
 
@@ -494,8 +494,7 @@ def search_command(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
             window=window,
         )  # fmt: skip
-        # As a shorthand's +rerank: 100 hits, or all those asked for when that is more.
-        window = max(DEFAULT_RERANK_WINDOW, top_n) if window is None else window
+        window = rerank_window_for(top_n) if window is None else window  # as shorthands
         _check_window_and_field(
             rerank=rerank, window=window, top_n=top_n, dense_only=dense and not rerank,
             field=field,
