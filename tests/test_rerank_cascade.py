@@ -72,3 +72,33 @@ def test_cascade_over_several_queries_prunes_each_separately(main_model):
 def test_bad_keep_is_rejected_with_its_value(keep):
     with pytest.raises(InvalidInputError, match="cascade keep"):
         CascadeConfig(keep=keep)
+
+
+class _Confident:
+    """A real scorer whose logits are shifted up, as a strong cross-encoder's are on relevant
+    passages: after the sigmoid, float32 rounds them (and the pruned placeholders) to one value."""
+
+    def __init__(self, inner, shift: float) -> None:
+        self.inner, self.shift = inner, shift
+        self.kind, self.activation = inner.kind, inner.activation
+        self.max_length, self.tokenizer = inner.max_length, inner.tokenizer
+
+    def doc_token_budget(self, query):
+        return self.inner.doc_token_budget(query)
+
+    def score_pairs(self, pairs):
+        return self.inner.score_pairs(pairs) + np.float32(self.shift)
+
+
+def test_pruned_documents_rank_below_read_ones_even_when_scores_saturate(main_model, pruner_order):
+    from semrank.models import resolve
+    from semrank.runtime import load_scorer
+
+    keep = 3
+    confident = _Confident(load_scorer(resolve(str(main_model))), shift=20.0)
+    reranker = Reranker("confident", scorer=confident, cascade=CascadeConfig(keep=keep))
+    results = reranker.rerank(QUERY, DOCS)
+    assert [r.pruned for r in results] == [False] * keep + [True] * (len(DOCS) - keep)
+    assert [r.index for r in results[keep:]] == pruner_order[keep:]
+    kept = reranker.rerank(QUERY, DOCS, min_score=0.5)
+    assert {r.index for r in kept} == set(pruner_order[:keep])

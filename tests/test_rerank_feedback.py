@@ -67,6 +67,20 @@ def test_feedback_adds_the_centred_similarity_to_the_best_documents(feedback_dir
     assert with_feedback.mean() == pytest.approx(plain.mean(), abs=1e-4)
 
 
+def test_copies_of_a_document_get_one_score_wherever_they_stand(feedback_dir: Path):
+    order = [1, 0, 0, *range(2, len(DOCS))]  # the best-scored passage sent twice
+    twin = [DOCS[i] for i in order]
+    scores = Reranker(feedback_dir).score(QUERY, twin, raw=True)
+    assert scores[1] == scores[2]
+    # Reference: feedback over the distinct texts, each copy given its text's shift.
+    plain = Reranker(feedback_dir, feedback=False).score(QUERY, DOCS, raw=True)
+    vectors = load_embedder(resolve_embedding_model()).embed(DOCS)
+    top = np.argsort(-plain, kind="stable")[: CONFIG.top_k]
+    similar = np.array([np.mean([vectors[i] @ vectors[t] for t in top if t != i]) for i in order])
+    expected = plain[order] + CONFIG.weight * (similar - similar.mean())
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
 def test_feedback_reorders_the_results_it_returns(feedback_dir: Path):
     reranker = Reranker(feedback_dir)
     scores = reranker.score(QUERY, DOCS)

@@ -521,3 +521,20 @@ async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:
     local = cascaded.rerank(QUERY, DOCS)
     assert [r["index"] for r in results] == [r.index for r in local]
     assert [r["pruned"] for r in results] == [r.pruned for r in local] == [False] * 2 + [True] * 2
+
+
+async def test_min_score_drops_cascade_pruned_documents_as_the_library_does(
+    tiny_model: Any,
+) -> None:
+    from semrank import Reranker
+    from semrank.rerank import CascadeConfig
+
+    cascaded = Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2))
+    threshold = 0.0  # every score clears it, so only the pruned rule can drop a document
+    async with serving(cascaded) as (_, client):
+        body = {"query": QUERY, "documents": DOCS, "min_score": threshold}
+        response = await client.post("/v2/rerank", json=body)
+    assert response.status_code == 200, response.text
+    served = [(r["index"], r["pruned"]) for r in response.json()["results"]]
+    local = [(r.index, r.pruned) for r in cascaded.rerank(QUERY, DOCS, min_score=threshold)]
+    assert served == local and len(served) == 2 and not any(p for _, p in served)

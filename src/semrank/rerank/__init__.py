@@ -3,7 +3,7 @@
 from semrank.rerank._config import NO_CHUNKING, Aggregation, CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import document_texts
 from semrank.rerank._reranker import Reranker
-from semrank.rerank._results import ChunkSpan, Document, RerankResult
+from semrank.rerank._results import ChunkSpan, Document, RerankResult, select_results
 
 __all__ = [
     "NO_CHUNKING",
@@ -15,4 +15,5 @@ __all__ = [
     "RerankResult",
     "Reranker",
     "document_texts",
+    "select_results",
 ]

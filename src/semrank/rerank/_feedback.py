@@ -98,18 +98,32 @@ def apply_feedback(
     vectors = feedback.embedder.embed_normalized([t for *_, texts in lists for t in texts])
     offset = 0
     for starts, counts, read, scores, texts in lists:
-        shift = _shifts(scores, vectors[offset : offset + len(texts)], feedback.config)
+        shift = _shifts(scores, vectors[offset : offset + len(texts)], texts, feedback.config)
         offset += len(texts)
         for doc, delta in zip(read.tolist(), shift.tolist(), strict=True):
             out[starts[doc] : starts[doc] + counts[doc]] += np.float32(delta)
     return out
 
 
-def _shifts(scores: np.ndarray, vectors: np.ndarray, config: FeedbackConfig) -> np.ndarray:
-    """Each read document's raw-score shift: weight x centred mean similarity to the top ones."""
-    top = np.argsort(-scores, kind="stable")[: config.top_k]
-    similarity = (vectors @ vectors[top].T).astype(np.float64)
-    own = np.arange(len(scores))[:, None] == top[None, :]
+def _shifts(
+    scores: np.ndarray, vectors: np.ndarray, texts: list[str], config: FeedbackConfig
+) -> np.ndarray:
+    """Each read document's raw-score shift: weight x centred mean similarity to the top ones.
+
+    Documents are compared as distinct texts, so copies of one document get one shift (and a
+    copy is not "another top document" that pulls its twin up).
+    """
+    slot: dict[str, int] = {}
+    inverse = np.array([slot.setdefault(text, len(slot)) for text in texts], dtype=int)
+    if len(slot) < max(config.min_documents, config.top_k + 1):
+        return np.zeros(len(texts), dtype=np.float32)
+    first = np.zeros(len(slot), dtype=int)
+    first[inverse[::-1]] = np.arange(len(texts))[::-1]  # each distinct text's first position
+    distinct = np.full(len(slot), -np.inf)
+    np.maximum.at(distinct, inverse, scores.astype(np.float64))
+    top = np.argsort(-distinct, kind="stable")[: config.top_k]
+    similarity = (vectors[first] @ vectors[first][top].T).astype(np.float64)
+    own = np.arange(len(slot))[:, None] == top[None, :]
     similarity[own] = math.nan  # a top document is compared with the other top ones only
-    mean = np.nanmean(similarity, axis=1)
+    mean = np.nanmean(similarity, axis=1)[inverse]
     return (config.weight * (mean - mean.mean())).astype(np.float32)

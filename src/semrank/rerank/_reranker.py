@@ -25,7 +25,7 @@ from semrank.rerank._documents import (
 )
 from semrank.rerank._feedback import Feedback, apply_feedback
 from semrank.rerank._prune import plan_cascade
-from semrank.rerank._results import ChunkSpan, Document, RerankResult
+from semrank.rerank._results import ChunkSpan, Document, RerankResult, select_results
 from semrank.runtime import load_scorer, model_backend
 from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
 
@@ -38,6 +38,7 @@ class _DocumentScores:
     plans: list[ReadPlan]
     best_chunks: list[int]
     pruned: np.ndarray  # bool, input order: a cascade's first stage dropped the document
+    order: np.ndarray  # input indices, best first: read documents, then pruned ones
 
 
 class Reranker:
@@ -75,7 +76,7 @@ class Reranker:
         if batching is not None and not isinstance(batching, BatchingConfig):
             raise InvalidInputError(
                 f"batching must be a BatchingConfig, got {type(batching).__name__} "
-                f"({batching!r:.60}); e.g. BatchingConfig(max_batch=8)"
+                f"({batching!r:.60}); e.g. BatchingConfig(max_batch_size=8)"
             )
         _validate_threads(threads)
         if scorer is not None:
@@ -229,11 +230,13 @@ class Reranker:
             for piece in plan.pieces
         ]
         masks = [np.zeros(len(doc_plans), dtype=bool) for doc_plans in plans]
+        first_stage: list[np.ndarray] | None = None
         cascade = None
         if self.pruner is not None and self.cascade is not None:
             cascade = plan_cascade(self.pruner, pairs, plans, chunking, self.cascade.keep)
             read = [pair for pair, flag in zip(pairs, cascade.read, strict=True) if flag]
             raw_scores, masks = cascade.fill(self.scorer.score_pairs(read)), cascade.pruned
+            first_stage = cascade.orders
         else:
             raw_scores = self.scorer.score_pairs(pairs)
         if self.feedback is not None:
@@ -242,7 +245,9 @@ class Reranker:
             if cascade is not None:  # feedback moved read documents: put pruned ones below again
                 raw_scores = cascade.fill(raw_scores[cascade.read])
         scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
-        return _split_scores(np.asarray(scores, dtype=np.float32), plans, masks, chunking)
+        return _split_scores(
+            np.asarray(scores, dtype=np.float32), plans, masks, first_stage, chunking
+        )
 
     def _plan(
         self,
@@ -365,14 +370,37 @@ def _split_scores(
     scores: np.ndarray,
     plans: list[list[ReadPlan]],
     masks: list[np.ndarray],
+    first_stage: list[np.ndarray] | None,
     chunking: ChunkingConfig,
 ) -> list[_DocumentScores]:
     counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
     per_query = aggregate_documents(scores, counts, chunking)
+    orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     return [
-        _DocumentScores(scores=doc_scores, plans=doc_plans, best_chunks=best, pruned=pruned)
-        for (doc_scores, best), doc_plans, pruned in zip(per_query, plans, masks, strict=True)
+        _DocumentScores(
+            scores=doc_scores,
+            plans=doc_plans,
+            best_chunks=best,
+            pruned=pruned,
+            order=_rank_order(doc_scores, pruned, order),
+        )
+        for (doc_scores, best), doc_plans, pruned, order in zip(
+            per_query, plans, masks, orders, strict=True
+        )
     ]
+
+
+def _rank_order(scores: np.ndarray, pruned: np.ndarray, first_stage: np.ndarray) -> np.ndarray:
+    """Read documents by score, then pruned ones in the first stage's order.
+
+    Pruned documents' placeholder scores already sort below the read ones, but after a sigmoid
+    at high logits float32 can no longer tell them apart, so the order is not left to the values.
+    """
+    read = np.flatnonzero(~pruned)
+    # Stable sort on the negated score: ties keep input order, so results are deterministic.
+    by_score = read[np.argsort(-scores[read], kind="stable")]
+    rest = [d for d in first_stage.tolist() if pruned[d]]
+    return np.concatenate([by_score, np.asarray(rest, dtype=by_score.dtype)])
 
 
 def _ranked(
@@ -381,18 +409,8 @@ def _ranked(
     top_n: int | None,
     min_score: float | None,
 ) -> list[RerankResult]:
-    # Stable sort on the negated score: ties keep input order, so results are deterministic.
-    order = np.argsort(-group.scores, kind="stable")
-    results = []
-    for index in order.tolist():
-        score = float(group.scores[index])
-        # Pruned documents sort after every read one and the model never read them.
-        if min_score is not None and (score < min_score or group.pruned[index]):
-            break
-        results.append(_result(group, index, score, documents))
-        if top_n is not None and len(results) == top_n:
-            break
-    return results
+    ranked = (_result(group, i, float(group.scores[i]), documents) for i in group.order.tolist())
+    return select_results(ranked, top_n=top_n, min_score=min_score)
 
 
 def _result(

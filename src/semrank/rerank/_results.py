@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +35,21 @@ class RerankResult:
     chunk: ChunkSpan | None = None
     num_chunks: int = 1
     pruned: bool = False
+
+
+def select_results(
+    ranked: Iterable[RerankResult], *, top_n: int | None, min_score: float | None
+) -> list[RerankResult]:
+    """The best ``top_n`` of ``ranked`` (best first) at or above ``min_score``.
+
+    With ``min_score`` set, pruned documents are left out whatever their placeholder score: the
+    model never read them, so nothing says they clear the threshold.
+    """
+    kept: list[RerankResult] = []
+    for result in ranked:
+        if min_score is not None and (result.relevance_score < min_score or result.pruned):
+            break  # sorted best first, and pruned documents sort after every read one
+        kept.append(result)
+        if top_n is not None and len(kept) == top_n:
+            break
+    return kept

@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from semrank.errors import (
@@ -116,6 +116,8 @@ class RerankService:
         self, engine: ModelEngine, call: RerankCall, policy: Policy, deadline: float | None
     ) -> RerankOutcome:
         """Score ``call``; past the deadline fail (504) or, with fail_open, keep the input order."""
+        from semrank.rerank import select_results
+
         try:
             results = await engine.rerank(call, deadline)
         except DeadlineExceededError:
@@ -127,7 +129,7 @@ class RerankService:
         if policy.require_complete:
             _check_complete(results, engine)
         return RerankOutcome(
-            results=select(results, policy.top_n, policy.min_score),
+            results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
             input_tokens=_input_tokens(engine, call.query, results),
             search_units=_search_units(results),
@@ -157,20 +159,6 @@ class RerankService:
         return RerankOutcome(
             results=results, reranked=False, input_tokens=0, search_units=0, model=engine.name
         )
-
-
-def select(results: list[Any], top_n: int | None, min_score: float | None) -> list[Any]:
-    """The best ``top_n`` at or above ``min_score`` (results are already sorted, best first)."""
-    kept = [r for r in results if min_score is None or r.relevance_score >= min_score]
-    return kept if top_n is None else kept[:top_n]
-
-
-def with_policy_defaults(policy: Policy, *, top_n: int | None, min_score: float | None) -> Policy:
-    return replace(
-        policy,
-        top_n=policy.top_n if policy.top_n is not None else top_n,
-        min_score=policy.min_score if policy.min_score is not None else min_score,
-    )
 
 
 def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
