@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -244,3 +245,18 @@ async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
         "/v1/indexes/docs/search", json={"query": "flea", "retriever": "bm25+rerank", "size": 1001}
     )
     assert over.status_code == 413 and "size 1001 with 'bm25+rerank'" in over.json()["error"]
+
+
+async def test_dropping_an_index_leaves_the_other_open_indexes_to_their_users(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from semrank.pipeline import open_cached
+
+    await _make_index(client, "kept")
+    await _make_index(client, "gone")
+    in_use = open_cached("kept", tmp_path)  # the handle a request on "kept" is working with
+    assert (await client.delete("/v1/indexes/gone")).json() == {"deleted": 1}
+    assert in_use.info().documents == len(DOCS)  # still open: its request goes on
+    assert open_cached("kept", tmp_path) is in_use
+    found = await client.post("/v1/indexes/kept/search", json={"query": "fleas", "size": 1})
+    assert found.status_code == 200, found.text

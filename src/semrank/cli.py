@@ -90,6 +90,9 @@ def main() -> None:
         message = f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'"
         typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except OSError as exc:  # the machine's, not the input's: permissions, a full disk, a port
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,12 @@ class DataFormatError(SemrankError, ValueError):
     error_type = "data_format_error"
 
 
+class StorageError(SemrankError):
+    """An index's files cannot be read or written here (permissions, a full disk, a lock)."""
+
+    error_type = "storage_error"
+
+
 class RequestTooLargeError(InvalidInputError):
     """A request exceeds a configured size limit (documents, bytes, tokens)."""
 
@@ -98,6 +104,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     DeadlineExceededError: 504,
     UnsupportedArchitectureError: 422,
     BackendUnavailableError: 503,
+    StorageError: 503,
     ModelLoadError: 500,
     SemrankError: 500,
 }

@@ -113,12 +113,15 @@ def open_cached(index: str | Store, home: str | Path | None = None) -> Store:
         return store
 
 
-def forget_open_indexes() -> None:
-    """Close the indexes ``search`` keeps open (after dropping one, or in tests)."""
+def forget_open_indexes(index: str | None = None, home: str | Path | None = None) -> None:
+    """Close the indexes ``search`` keeps open: only ``index`` (before it is dropped) or all of
+    them (in tests). Other indexes' handles stay open: requests may be using them right now."""
     with _OPEN_LOCK:
-        for _, store in _OPEN.values():
-            store.close()
-        _OPEN.clear()
+        paths = list(_OPEN) if index is None else [index_path(index, home)]
+        for path in paths:
+            cached = _OPEN.pop(path, None)
+            if cached is not None:
+                cached[1].close()
 
 
 def check_window(tree: Retriever, size: int) -> None:

@@ -98,7 +98,7 @@ async def drop_index(name: str, request: Request) -> Any:
     from semrank.store import drop_index as drop
 
     def remove() -> None:
-        forget_open_indexes()  # close the open handles before the files go
+        forget_open_indexes(name, _home(request))  # close its open handle before the files go
         drop(name, home=_home(request))
 
     await _blocking(request, None, remove)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
+
+_log = logging.getLogger(__name__)
 
 VECTORS = "vectors"
 
@@ -321,12 +325,38 @@ class LocalStore(Store):
             if cached is not None and cached.generation == generation:
                 return cached
             found = snap.latest(self.path, kind)
+            loaded = None
             if found is not None and found[0] == generation:
-                loaded = load(found[1], generation)
-            else:
+                loaded = self._load_saved(found[1], generation, load)
+            if loaded is None:
                 loaded = build()
             self._cache[key] = loaded
             return loaded
+
+    def _load_saved(self, directory: Path, generation: int, load: Any) -> _Loaded | None:
+        """A saved snapshot, or None where it must be built again: it was built from another
+        history of the database (a restored backup written to again), or its files are damaged
+        or were pruned by another writer meanwhile. The documents are the source of truth."""
+        try:
+            if snap.read_meta(directory).get("commit", "") == self.db.commit_token():
+                return load(directory, generation)
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError):
+            pass
+        shutil.rmtree(directory, ignore_errors=True)  # so the rebuilt one can take its place
+        return None
+
+    def _publish(self, kind: str, generation: int, write: Any) -> None:
+        """Save a snapshot for the next search; where the folder cannot be written (read-only
+        copy, full disk) the index answers from memory this time instead of failing."""
+        try:
+            snap.publish(self.path, kind, generation, write)
+        except OSError as error:
+            _log.warning(
+                "index %r: could not save its %s search files (%s); searching from memory",
+                self.name,
+                kind,
+                error,
+            )
 
     def _bm25_for(self, field: str) -> _Loaded:
         self.check_field(field)
@@ -343,7 +373,7 @@ class LocalStore(Store):
 
     def _build_bm25(self, field: str, kind: str) -> _Loaded:
         with self.db.snapshot() as conn:
-            generation = self.db.generation(conn)
+            generation, commit = self.db.generation(conn), self.db.commit_token(conn)
             if field == ALL_TEXT_FIELDS:
                 pairs = [(i, t) for i, t in self.db.iter_rows(conn, "id, text")]
             else:
@@ -357,9 +387,10 @@ class LocalStore(Store):
         def write(tmp: Path) -> dict[str, Any]:
             index.save(tmp)
             snap.write_json(tmp / "ids.json", ids)
-            return {"field": field, "count": len(ids), "bm25": self.settings.bm25.to_dict()}
+            bm25 = self.settings.bm25.to_dict()
+            return {"field": field, "count": len(ids), "bm25": bm25, "commit": commit}
 
-        snap.publish(self.path, kind, generation, write)
+        self._publish(kind, generation, write)
         return _Loaded(generation, _ids_array(ids), index)
 
     def _vectors(self) -> _Loaded:
@@ -381,7 +412,7 @@ class LocalStore(Store):
     def _build_vectors(self) -> _Loaded:
         self._catch_up_embeddings()
         with self.db.snapshot() as conn:
-            generation = self.db.generation(conn)
+            generation, commit = self.db.generation(conn), self.db.commit_token(conn)
             rows = list(self.db.iter_rows(conn, "id, embedding"))
         dim = int(self.db.get_meta("embedding_dim") or 0)
         ids = [i for i, _ in rows]
@@ -400,9 +431,10 @@ class LocalStore(Store):
                 "dim": dim,
                 "search": index.kind,
                 "model": self.settings.embedding_model,
+                "commit": commit,
             }
 
-        snap.publish(self.path, VECTORS, generation, write)
+        self._publish(VECTORS, generation, write)
         return _Loaded(generation, _ids_array(ids), index)
 
     # --- retrieval -------------------------------------------------------------------------

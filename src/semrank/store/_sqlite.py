@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semrank.errors import DataFormatError
+from semrank.errors import DataFormatError, StorageError
 
 DB_NAME = "documents.sqlite"
 SCHEMA_VERSION = 1
@@ -40,18 +40,28 @@ CREATE TABLE IF NOT EXISTS documents (
 _CHUNK = 900
 
 
-@dataclass(frozen=True)
-class Row:
-    pk: int
-    id: str
-    doc: str
-    text: str
-    embedding: bytes | None
-
-
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# SQLite's result codes for a machine that cannot give the file what it needs (as opposed to
+# a wrong statement, which is semrank's bug and should show as one).
+_ENVIRONMENTAL = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED",
+                  "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")  # fmt: skip
+
+
+def _is_environmental(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(_ENVIRONMENTAL)
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError:
+    """An environment failure of the index at ``path``, named with what to check."""
+    return StorageError(
+        f"index {path.parent.name!r} cannot be used here ({exc}; {path}): SQLite needs to write "
+        "in the index folder even to read it, so check that this user may write there and that "
+        "the disk has space"
+    )
 
 
 class DocumentDB:
@@ -65,9 +75,11 @@ class DocumentDB:
         )
         try:
             self._setup()
-        except sqlite3.OperationalError:  # locked, read-only...: not the file's fault
+        except sqlite3.OperationalError as exc:  # locked, read-only...: not the file's fault
             self._conn.close()
-            raise
+            if not _is_environmental(exc):
+                raise
+            raise storage_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             self._conn.close()
             raise DataFormatError(
@@ -89,13 +101,21 @@ class DocumentDB:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``: one writer at a time, all or nothing."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLite ends it itself on a full disk
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if not _is_environmental(exc):
+                    raise
+                raise storage_error(self.path, exc) from exc
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -130,11 +150,17 @@ class DocumentDB:
     def generation(self, conn: sqlite3.Connection | None = None) -> int:
         return int(self.get_meta("generation", 0, conn))
 
+    def commit_token(self, conn: sqlite3.Connection | None = None) -> str:
+        """A random token of the last write: generations alone repeat when a backup of the
+        database is restored and written to again (empty for indexes written before it)."""
+        return str(self.get_meta("commit", "", conn))
+
     @classmethod
     def bump_generation(cls, conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         generation = (int(json.loads(row[0])) if row else 0) + 1
         cls.set_meta(conn, "generation", generation)
+        cls.set_meta(conn, "commit", uuid.uuid4().hex)
         return generation
 
     # --- documents -------------------------------------------------------------------------
