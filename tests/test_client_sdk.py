@@ -319,3 +319,19 @@ async def test_async_client_shares_the_checks() -> None:
     with pytest.raises(errors.SemrankError, match=r"client is closed"):
         await client.ready()
     assert sent == [("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 1})]
+
+
+@pytest.mark.anyio
+async def test_the_client_says_which_documents_a_cascade_pruned(tiny_model: Any) -> None:
+    from semrank import Reranker
+    from semrank.rerank import CascadeConfig
+
+    cascaded = Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2))
+    app = create_app(ServerConfig(), rerankers={"tiny": cascaded})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncSemrankClient("http://test", transport=transport) as client:
+            response = await client.rerank(QUERY, DOCS)
+    local = cascaded.rerank(QUERY, DOCS)
+    assert [(h.index, h.pruned) for h in response.results] == [(r.index, r.pruned) for r in local]
+    assert [h.pruned for h in response.results] == [False, False, True, True]

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.errors import BackendUnavailableError
 from semrank.models.spec import ResolvedModel
 from semrank.runtime import (
     BACKENDS,
     BatchingConfig,
-    Cascade,
     apply_activation,
     load_embedder,
     load_scorer,
@@ -178,43 +177,6 @@ def test_embedders_of_every_cpu_backend_agree_with_fp32(tiny_model, backend) -> 
 def test_loaded_scorers_say_which_backend_they_run(tiny_model) -> None:
     scorer = load_scorer(cross_encoder(tiny_model("bert")))
     assert scorer.backend == resolve_backend(None).backend  # type: ignore[attr-defined]
-
-
-# --- cascade ----------------------------------------------------------------------------
-
-
-def test_cascade_scores_only_the_kept_pairs_with_the_second_stage(tiny_model) -> None:
-    first = load_scorer(cross_encoder(tiny_model("bert", seed=1)), backend="onnx")
-    second = load_scorer(cross_encoder(tiny_model("bert")), backend="onnx")
-    pairs = [("flea dog", d) for _, d in random_pairs(12, seed=1)]
-    pairs += [("paris city", d) for _, d in random_pairs(5, seed=2)]
-    cascade = Cascade(first, second, keep=4)
-    stages = cascade.score_stages(pairs)
-    first_scores = first.score_pairs(pairs)
-    for query in ("flea dog", "paris city"):
-        rows = [i for i, (q, _) in enumerate(pairs) if q == query]
-        kept = [i for i in rows if stages.kept[i]]
-        assert len(kept) == 4
-        assert min(first_scores[kept]) >= max(first_scores[[i for i in rows if i not in kept]])
-    kept_rows = np.flatnonzero(stages.kept)
-    np.testing.assert_allclose(
-        stages.second[kept_rows], second.score_pairs([pairs[i] for i in kept_rows]), atol=1e-5
-    )
-    assert np.isnan(stages.second[~stages.kept]).all()
-    scores = cascade.score_pairs(pairs)
-    for query in ("flea dog", "paris city"):
-        rows = [i for i, (q, _) in enumerate(pairs) if q == query]
-        kept = [i for i in rows if stages.kept[i]]
-        pruned = [i for i in rows if not stages.kept[i]]
-        assert scores[pruned].max() < scores[kept].min()
-        by_first = sorted(pruned, key=lambda i: -first_scores[i])
-        assert list(np.argsort(-scores[by_first])) == list(range(len(by_first)))
-
-
-def test_cascade_rejects_a_keep_below_one(tiny_model) -> None:
-    scorer = load_scorer(cross_encoder(tiny_model("bert")), backend="onnx")
-    with pytest.raises(InvalidInputError, match="keep"):
-        Cascade(scorer, scorer, keep=0)
 
 
 # --- semrank info -----------------------------------------------------------------------

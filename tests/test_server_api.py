@@ -365,6 +365,8 @@ async def test_oversized_body_and_bad_json(reranker: Any, caplog: pytest.LogCapt
     assert too_big.status_code == 413
     assert too_big.json()["error_type"] == "request_too_large"
     assert "bytes" in too_big.json()["error"]
+    # The same body as every other error (vendors' clients read message or detail).
+    assert too_big.json()["message"] == too_big.json()["detail"] == too_big.json()["error"]
     assert broken.status_code == 422 and broken.json()["error_type"] == "invalid_request"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 

@@ -27,7 +27,7 @@ from semrank.server._errors import validation_message
 from semrank.server._logging import JsonFormatter, log_fields
 from semrank.server._metrics import Metrics
 from semrank.server._run import run_server
-from semrank.server._service import Admission, RerankService, select
+from semrank.server._service import Admission, RerankService
 from semrank.server.config import ModelEntry, ServerConfig, from_environment, parse_api_keys
 
 pytestmark = pytest.mark.anyio
@@ -236,15 +236,21 @@ async def test_token_limit_counts_text_with_more_tokens_than_characters() -> Non
     await service.check_limits(engine, [RerankCall(query="q", documents=["a few words"])])
 
 
-def test_select_applies_min_score_then_top_n() -> None:
-    class R:
-        def __init__(self, score: float) -> None:
-            self.relevance_score = score
+def test_select_applies_min_score_then_top_n_and_drops_pruned_under_a_threshold() -> None:
+    from semrank.rerank import RerankResult, select_results
 
-    results = [R(0.9), R(0.7), R(0.4), R(0.1)]
-    assert [r.relevance_score for r in select(results, 2, None)] == [0.9, 0.7]
-    assert [r.relevance_score for r in select(results, None, 0.5)] == [0.9, 0.7]
-    assert [r.relevance_score for r in select(results, 1, 0.95)] == []
+    def result(score: float, pruned: bool = False) -> RerankResult:
+        return RerankResult(
+            index=0, relevance_score=score, document=None, tokens=1, truncated=False, pruned=pruned
+        )
+
+    results = [result(0.9), result(0.7), result(0.4), result(0.1), result(0.1, pruned=True)]
+    scores = lambda kept: [r.relevance_score for r in kept]  # noqa: E731
+    assert scores(select_results(results, top_n=2, min_score=None)) == [0.9, 0.7]
+    assert scores(select_results(results, top_n=None, min_score=0.5)) == [0.9, 0.7]
+    assert scores(select_results(results, top_n=1, min_score=0.95)) == []
+    assert len(select_results(results, top_n=None, min_score=None)) == 5
+    assert scores(select_results(results, top_n=None, min_score=0.05)) == [0.9, 0.7, 0.4, 0.1]
 
 
 # --- logs, error messages -------------------------------------------------------------------

@@ -72,7 +72,8 @@ OPTIONAL_MODULES = {
     "psycopg_pool": "postgres",
     "torch": "torch",
     "transformers": "torch",
-    "sentence_transformers": "train",
+    "tqdm": "train",
+    "sklearn": "train",
 }
 
 

@@ -60,6 +60,7 @@ class RerankHit:
     truncated: bool
     num_chunks: int = 1
     chunk: ChunkSpan | None = None
+    pruned: bool = False  # a cascade's first stage ranked it out; the model never read it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +195,7 @@ def _hit(data: Mapping[str, Any]) -> RerankHit:
         truncated=bool(data.get("truncated", False)),
         num_chunks=int(data.get("num_chunks", 1)),
         chunk=None if chunk is None else ChunkSpan(**chunk),
+        pruned=bool(data.get("pruned", False)),
     )
 
 

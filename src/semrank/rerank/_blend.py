@@ -2,7 +2,8 @@
 
 ``sigmoid(bias + sum_i weight_i * raw_i)``: every component scores the same pair, so the blend
 is as batch-invariant as its parts and its 0..1 scores mean the same across queries. The
-weights are fitted on training data (``semrank.train.fit_blend``) and stored next to the
+weights are fitted on training data (``semrank.train._blend.fit_blend``, which
+``benchmarks/build_default_model.py`` runs) and stored next to the
 components in ``blend.json``:
 
     {"format": "semrank-blend/1", "bias": -1.2, "doc_tokens": 128,

@@ -6,7 +6,8 @@ Backends: "onnx" (ONNX Runtime fp32, always installed), "onnx-int8" (dynamic int
 machine's features (see ``_select``; int8 is never chosen), and for a catalog model whose bf16
 loss was measured within bounds (``bf16_measured``) "auto" means "fast" (bf16 where the CPU has
 it); ``semrank info`` shows the choice.
-This is the only package that imports onnxruntime, openvino or torch.
+This is the only package that imports onnxruntime or openvino, and the only one that runs torch
+for inference (``semrank.train`` uses torch for the model it trains).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from semrank.errors import BackendUnavailableError, InvalidInputError, ModelLoadError
 from semrank.runtime import _loaders
-from semrank.runtime._cascade import Cascade, CascadeScores
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
 from semrank.runtime._select import BackendChoice, choose_backend, detect_features
 from semrank.runtime.base import (
@@ -38,8 +38,6 @@ __all__ = [
     "BackendChoice",
     "BatchingConfig",
     "BiEncoderScorer",
-    "Cascade",
-    "CascadeScores",
     "CrossEncoderScorer",
     "Embedder",
     "PairScorer",

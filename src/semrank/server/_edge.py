@@ -12,7 +12,8 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semrank.errors import RequestTooLargeError
+from semrank.errors import RequestTooLargeError, http_status_for
+from semrank.server._errors import error_body
 from semrank.server._logging import ACCESS_LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
 
@@ -80,11 +81,11 @@ class EdgeMiddleware:
             f"request body is larger than this server's limit of {self.max_body_bytes} bytes; "
             "send fewer documents per request (or raise --max-body-bytes)"
         )
-        body = json.dumps({"error": str(error), "error_type": error.error_type}).encode()
+        body = json.dumps(error_body(str(error), error.error_type)).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": http_status_for(error),
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

@@ -38,11 +38,15 @@ UNREADABLE_BODY = (
 )
 
 
+def error_body(message: str, error_type: str) -> dict[str, str]:
+    """Every error's JSON: the text again as ``message`` and ``detail`` for vendors' clients."""
+    return {"error": message, "error_type": error_type, "message": message, "detail": message}
+
+
 def error_response(
     status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": message, "error_type": error_type, "message": message, "detail": message}
-    return JSONResponse(body, status, headers=headers)
+    return JSONResponse(error_body(message, error_type), status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:

@@ -44,10 +44,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
         (401, "missing or wrong API key"),
-        (404, "unknown model"),
+        (404, "unknown model or index"),
+        (409, "an index of that name exists (index routes)"),
         (413, "too many documents, tokens or bytes"),
         (422, "invalid request"),
         (429, "queue full; see Retry-After"),
+        (500, "internal error (see the server log)"),
+        (503, "a backend or an index's storage is unavailable, or the server is draining"),
         (504, "deadline exceeded (without fail_open)"),
     )
 }

@@ -111,10 +111,6 @@ class ServerConfig:
         if len(set(names)) != len(names):
             raise InvalidInputError(f"--model names must be unique, got {names}")
 
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
-
     def to_json(self) -> str:
         """Serialise for worker processes (api_keys included: keep it in the environment only)."""
         data = dataclasses.asdict(self)

@@ -26,6 +26,10 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        # Not a path: "--help" would otherwise become a file of that name.
+        print(f"usage: python -m semrank.server.openapi [PATH]  (default {DEFAULT_PATH})")
+        sys.exit(0 if args[0] in ("-h", "--help") else 2)
     path = Path(args[0]) if args else DEFAULT_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(), encoding="utf-8")
