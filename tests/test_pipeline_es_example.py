@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from semrank.errors import InvalidInputError
 from semrank.pipeline import TextSimilarityReranker, parse_retriever, search
 from semrank.store import create_index
 
@@ -103,3 +104,19 @@ def test_documentation_example_from_the_cli(home: Path, tmp_path: Path) -> None:
     assert hits[0]["id"] == "eclipse-rate"
     assert set(hits[0]) >= {"id", "score", "first_stage_rank", "first_stage_score", "document"}
     assert hits[0]["document"]["text"].startswith("Total solar eclipses")
+
+
+def test_a_search_body_whose_size_exceeds_the_window_is_refused_by_the_cli(
+    home: Path, tmp_path: Path
+) -> None:
+    from semrank.cli import app
+
+    body = json.loads(ES_SEARCH_BODY)
+    body["retriever"]["text_similarity_reranker"]["rank_window_size"] = 2
+    body["size"] = 5  # Elasticsearch refuses it rather than return 2 hits
+    path = tmp_path / "narrow.json"
+    path.write_text(json.dumps(body))
+    args = ["search", "es-example", "--retriever", str(path), "--top-n", "5", "--json"]
+    result = CliRunner().invoke(app, [*args, "--home", str(home)])
+    assert isinstance(result.exception, InvalidInputError)  # `semrank` prints it, exits 2
+    assert "rank_window_size 2 is below the 5 hits asked for" in str(result.exception)

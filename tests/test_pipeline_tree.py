@@ -22,7 +22,9 @@ from semrank.pipeline import (
     Retriever,
     TextSimilarityReranker,
     as_retriever,
+    check_window,
     parse_retriever,
+    parse_shorthand,
     search,
     search_many,
 )
@@ -209,6 +211,115 @@ def test_query_overrides_and_placeholders(index: LocalStore) -> None:
     assert search(index, "purring cats", retriever=literal, k=1).ids == ["cats"]  # query wins
     with pytest.raises(InvalidInputError, match="no query text"):
         search(index, retriever=spec)
+
+
+class RecordingScorer(CountingScorer):
+    """CountingScorer that keeps the query texts it was asked to score for."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        self.queries.append(query)
+        return super().score(query, documents)
+
+
+def test_a_tree_with_a_placeholder_reads_its_literal_texts_as_written(index: LocalStore) -> None:
+    fixed_clause = {
+        "rrf": {
+            "retrievers": [
+                {"standard": {"query": {"match": {"title": "Paris"}}}},
+                {"standard": {"query": {"match": {"*": "{{query}}"}}}},
+            ]
+        }
+    }
+    assert set(search(index, "purring cats", retriever=fixed_clause, k=6).ids) == {"paris", "cats"}
+    # In Python a text left out is the placeholder.
+    python_tree = BM25(field="title", text="Paris") | BM25()
+    assert set(search(index, "purring cats", retriever=python_tree, k=6).ids) == {"paris", "cats"}
+    filled = search(index, "capital", retriever=BM25(text="{{query}} France seine"), k=1)
+    assert filled.ids == ["paris"]
+    scorer = RecordingScorer()
+    reranked = BM25() >> Rerank(scorer, window=3, text="moon")
+    search(index, "capital of France", retriever=reranked, k=3)
+    assert scorer.queries == ["moon"]  # the re-ranker's own text, not the search's query
+    knn_fixed = Knn(text="moon", k=2) | BM25()
+    moon = search(index, retriever=Knn(text="moon", k=2), k=2).ids
+    assert set(moon) <= set(search(index, "capital of France", retriever=knn_fixed, k=6).ids)
+    with pytest.raises(InvalidInputError, match="no query text"):
+        search(index, retriever=fixed_clause)  # the placeholder still needs a query
+
+
+def test_a_tree_without_a_placeholder_takes_the_query_given(index: LocalStore) -> None:
+    scorer = RecordingScorer()
+    example = BM25(text="capital of France") >> Rerank(scorer, window=3, text="capital")
+    assert search(index, "purring cats", retriever=example, k=1).ids == ["cats"]
+    assert scorer.queries == ["purring cats"]
+    assert search(index, retriever=example, k=1).ids == ["paris"]  # no query: the literals
+    assert scorer.queries[-1] == "capital"
+
+
+def test_a_search_body_size_above_the_top_window_is_refused() -> None:
+    reranker = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": {"match": {"*": "{{query}}"}}}},
+            "rank_window_size": 2,
+        }
+    }
+    with pytest.raises(InvalidInputError, match="rank_window_size 2 is below the 5 hits"):
+        parse_retriever({"retriever": reranker, "size": 5})
+    cut = parse_retriever({"retriever": reranker, "size": 2})
+    assert isinstance(cut, Cutoff)
+    check_window(cut, 10)  # the body's own cut asks the re-ranker for 2 hits: within its window
+    wide_cut = TextSimilarityReranker(BM25(), rank_window_size=2) % 5
+    check_window(wide_cut, 2)
+    with pytest.raises(InvalidInputError, match="rank_window_size 2 is below the 5 hits"):
+        check_window(wide_cut, 5)  # the edges' check looks through the cut-off
+
+
+def test_linear_json_defaults_to_no_normalization_as_elasticsearch() -> None:
+    bm25 = {"standard": {"query": {"match": {"*": "{{query}}"}}}}
+    knn = {"knn": {"field": "embedding", "query_text": "{{query}}"}}
+    plain = parse_retriever({"linear": {"retrievers": [{"retriever": bm25}, knn]}})
+    assert isinstance(plain, Linear) and plain.normalizers == ("none", "none")
+    children = [{"retriever": bm25, "normalizer": "l2_norm"}, knn]
+    top_level = parse_retriever({"linear": {"retrievers": children, "normalizer": "minmax"}})
+    assert isinstance(top_level, Linear) and top_level.normalizers == ("l2_norm", "minmax")
+    assert (BM25() + Knn()).to_dict()["linear"]["retrievers"][0]["normalizer"] == "minmax"
+
+
+def test_a_match_boost_scales_the_scores(index: LocalStore) -> None:
+    boosted = {"standard": {"query": {"match": {"text": {"query": "moon sun", "boost": 2}}}}}
+    tree = parse_retriever(boosted)
+    assert tree == BM25(fields=(("text", 2.0),), text="moon sun")
+    assert parse_retriever(json.loads(json.dumps(tree.to_dict()))) == tree
+    plain = search(index, retriever={"standard": {"query": {"match": {"text": "moon sun"}}}})
+    results = search(index, retriever=tree)
+    assert results.ids == plain.ids
+    np.testing.assert_allclose(results.scores, 2 * plain.scores, rtol=1e-6)
+    bad = {"standard": {"query": {"match": {"text": {"query": "moon", "boost": "x"}}}}}
+    with pytest.raises(InvalidInputError, match=r"match\.text\.boost must be a number"):
+        parse_retriever(bad)
+
+
+def test_a_knn_query_vector_is_scaled_to_unit_length(index: LocalStore) -> None:
+    vector = index.embed_queries(["moon and sun"])[0].astype(np.float64)
+    unit = search(index, retriever=Knn(vector=tuple(vector)), k=3)
+    tripled = search(index, retriever={"knn": {"query_vector": (3 * vector).tolist(), "k": 3}})
+    assert tripled.ids == unit.ids and float(tripled.scores.max()) <= 1.0 + 1e-5
+    np.testing.assert_allclose(tripled.scores, unit.scores, rtol=1e-5)
+    threshold = float(unit.scores[1])  # keeps the top two cosines, whatever the length
+    kept = search(index, retriever=Knn(vector=tuple(5 * vector), similarity=threshold), k=6)
+    assert kept.ids == unit.ids[:2]
+    with pytest.raises(InvalidInputError, match=r"all zeros.*give a non-zero vector"):
+        parse_retriever({"knn": {"query_vector": [0, 0.0]}})
+
+
+def test_shorthands_are_parsed_in_one_place() -> None:
+    assert parse_shorthand(" hybrid+rerank ") == ("hybrid", True)
+    assert parse_shorthand("linear") == ("linear", False)
+    for not_one in ("bm25+", "bm25+rerank+rerank", "rerank", "tree.json", ""):
+        assert parse_shorthand(not_one) is None
 
 
 def test_parse_errors_name_the_problem(tmp_path: Path) -> None:

@@ -29,6 +29,17 @@ def test_exact_search_is_the_argmax_of_the_dot_product() -> None:
         ExactVectorIndex(vectors).search(np.ones(3), 5)
 
 
+def test_a_query_of_any_length_scores_cosines() -> None:
+    vectors = unit_vectors(50, 8, seed=5)
+    unit = ExactVectorIndex(vectors).search(vectors[7], 5)
+    scaled = ExactVectorIndex(vectors).search(3 * vectors[7].astype(np.float64), 5)
+    np.testing.assert_array_equal(scaled.ids, unit.ids)
+    np.testing.assert_allclose(scaled.scores, unit.scores, rtol=1e-6)
+    assert scaled.scores[0] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(InvalidInputError, match=r"all zeros.*non-zero vector"):
+        ExactVectorIndex(vectors).search(np.zeros(8), 5)
+
+
 def test_hnsw_recall_at_10_against_exact(tmp_path: Path) -> None:
     vectors = unit_vectors(10_000, 64, seed=2)
     queries = unit_vectors(200, 64, seed=3)
@@ -47,3 +58,23 @@ def test_hnsw_recall_at_10_against_exact(tmp_path: Path) -> None:
 
 def test_small_indexes_stay_exact() -> None:
     assert isinstance(build_vector_index(unit_vectors(10, 8, seed=4)), ExactVectorIndex)
+
+
+def test_onnx_runtime_still_loads_after_an_hnsw_search() -> None:
+    """usearch loaded before onnxruntime crashed the process: a dense search on an HNSW index
+    followed by an ONNX Runtime re-ranker (``--backend onnx``) died with SIGSEGV."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("usearch")
+    code = (
+        "import numpy as np\n"
+        "from semrank.retrieve._dense import HNSWVectorIndex\n"
+        "vectors = np.eye(16, dtype=np.float32)\n"
+        "print(HNSWVectorIndex.build(vectors).search(vectors[3], 1).ids[0])\n"
+        "import onnxruntime\n"
+        "print('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "loaded"]

@@ -48,8 +48,23 @@ def test_zscore_missing_documents_get_the_list_minimum() -> None:
     z = normalize_scores(np.array([9.0, 5.0, 1.0]), "zscore")
     np.testing.assert_allclose(z, [1.2247449, 0.0, -1.2247449], rtol=1e-6)
     fused = linear_combination([A, B], normalizers=["zscore", "none"])
-    expected = {"a": z[0] + 0.2, "b": z[1] + 0.2, "c": z[2] + 0.8, "d": z[2] + 0.2}
+    # Absent from the z-scored list: its (negative) lowest; absent from the raw list: 0.
+    expected = {"a": z[0], "b": z[1], "c": z[2] + 0.8, "d": z[2] + 0.2}
     assert as_dict(fused) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("normalizer", ["none", "l2_norm"])
+def test_a_missing_document_gets_0_not_the_lists_lowest_score(normalizer: str) -> None:
+    # As in Elasticsearch: "c", found by the second list only, gets nothing from the first
+    # (it used to get the first list's lowest, 9.0, and rank above "b" under "none").
+    bm25, knn = hits(["a", "b"], [10.0, 9.0]), hits(["c", "a"], [0.9, 0.1])
+    fused = as_dict(linear_combination([bm25, knn], normalizers=normalizer))
+    first = normalize_scores(np.array([10.0, 9.0]), normalizer)
+    second = normalize_scores(np.array([0.9, 0.1]), normalizer)
+    expected = {"a": first[0] + second[1], "b": first[1], "c": second[0]}
+    assert fused == pytest.approx(expected, rel=1e-6)
+    if normalizer == "none":
+        assert list(fused) == ["a", "b", "c"]
 
 
 def test_normalizer_edge_cases() -> None:

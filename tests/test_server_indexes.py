@@ -232,6 +232,11 @@ async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
     narrow = await client.post("/v1/indexes/docs/search", json=body)
     assert narrow.status_code == 422, narrow.text
     assert "rank_window_size 1 is below the 2 hits asked for" in narrow.json()["error"]
+    # The same tree in a _search body with its own size: the body's cut-off hides no window.
+    search_body = {"query": "flea", "retriever": {"retriever": tree, "size": 2}, "size": 2}
+    in_body = await client.post("/v1/indexes/docs/search", json=search_body)
+    assert in_body.status_code == 422, in_body.text
+    assert "rank_window_size 1 is below the 2 hits asked for" in in_body.json()["error"]
     tree["text_similarity_reranker"]["rank_window_size"] = 2
     wide = await client.post("/v1/indexes/docs/search", json=body)
     assert wide.status_code == 200, wide.text

@@ -22,17 +22,19 @@ from semrank.pipeline._nodes import (
     Stage,
     TextSimilarityReranker,
     Weighted,
+    check_window,
 )
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
 from semrank.pipeline._search import (
     FIRST_STAGES,
+    Shorthand,
     as_retriever,
     build_retriever,
-    check_window,
     forget_open_indexes,
     open_cached,
+    parse_shorthand,
     rerank_window_for,
     search,
     search_many,
@@ -58,6 +60,7 @@ __all__ = [
     "ScoresDocuments",
     "SearchContext",
     "SearchResults",
+    "Shorthand",
     "Stage",
     "TextSimilarityReranker",
     "Weighted",
@@ -68,6 +71,7 @@ __all__ = [
     "load_reranker",
     "open_cached",
     "parse_retriever",
+    "parse_shorthand",
     "prepare_index",
     "rerank_window_for",
     "search",

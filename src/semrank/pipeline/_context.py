@@ -45,35 +45,40 @@ def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
 
 @dataclass
 class SearchContext:
-    """One search over ``store``. ``query`` (when given) replaces the tree's query texts:
-    ``{{query}}`` placeholders are filled in and literal texts are overridden."""
+    """One search over ``store`` for ``query`` (None: the tree's own texts).
+
+    How a node's text meets the query: a text left out, or ``{{query}}``, is the query (and
+    ``"... {{query}} ..."`` has it filled in). A literal text is read as written when the tree has
+    a placeholder anywhere (``keep_literals``, set by ``search``): such a tree says where the
+    query goes, so ``match: {title: "Rome"}`` beside it is a fixed clause, as in Elasticsearch.
+    A tree without any placeholder (an Elasticsearch example as published) has the query replace
+    its literals when one is given, and reads them as written when none is.
+    """
 
     store: Store
     query: str | None = None
+    keep_literals: bool = False
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def text(self, literal: str | None, *, where: str = "the retriever") -> str:
-        """The query text a node reads: the search's query, or ``literal`` (``where``: the
-        retriever key that holds it, for the error when neither is given)."""
+        """The query text a node reads for its ``literal`` (None: left out), by the rule in the
+        class docstring (``where``: the retriever key that holds it, for the error when there is
+        no text at all)."""
         if literal is not None and not isinstance(literal, str):
             raise InvalidInputError(
                 f"a retriever's query text must be a string, got {type(literal).__name__} "
                 f"({literal!r:.60}); leave it out to use the query given at search time"
             )
         require_unicode(literal, "a retriever's query text")
-        if self.query is not None:
-            return (
-                literal.replace(PLACEHOLDER, self.query)
-                if literal and PLACEHOLDER in literal
-                else self.query
-            )
-        if literal is None or PLACEHOLDER in literal:
+        if literal is not None and PLACEHOLDER not in literal:
+            return self.query if self.query is not None and not self.keep_literals else literal
+        if self.query is None:
             raise InvalidInputError(
                 'no query text: pass a query (e.g. `semrank search INDEX "text"`) or put the '
                 f"text into {where}"
             )
-        return literal
+        return self.query if literal is None else literal.replace(PLACEHOLDER, self.query)
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -9,6 +9,7 @@ Each node runs as ``run(ctx, size) -> Ranking``; ``to_dict()`` gives the Elastic
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,11 @@ class Retriever(abc.ABC):
     def to_dict(self) -> dict[str, Any]:
         """The Elasticsearch retriever JSON of this node."""
 
+    def query_texts(self) -> tuple[str | None, ...]:
+        """The query texts this node and its children read (None: left out, which means the
+        search's query). A node of your own that reads none can keep this default."""
+        return ()
+
     def __rshift__(self, stage: Stage) -> Retriever:
         if not isinstance(stage, Stage):
             raise TypeError(
@@ -118,6 +124,19 @@ class Retriever(abc.ABC):
         return search(index, query, retriever=self, k=k, home=home)
 
 
+def has_placeholder(tree: Retriever) -> bool:
+    """Whether ``tree`` says where the search's query goes: some text is left out or holds
+    ``{{query}}``. Then its literal texts are fixed clauses (see ``SearchContext``)."""
+    return any(
+        text is None or (isinstance(text, str) and PLACEHOLDER in text)
+        for text in tree.query_texts()
+    )
+
+
+def _texts_of(retrievers: Sequence[Retriever]) -> tuple[str | None, ...]:
+    return tuple(text for retriever in retrievers for text in retriever.query_texts())
+
+
 def _fusion_operand(operator: str, other: object) -> None:
     if not isinstance(other, Retriever):
         raise TypeError(
@@ -138,6 +157,9 @@ class Weighted(Retriever):
 
     def to_dict(self) -> dict[str, Any]:
         return self.retriever.to_dict()
+
+    def query_texts(self) -> tuple[str | None, ...]:
+        return self.retriever.query_texts()
 
 
 def _split_weights(items: Sequence[Retriever]) -> tuple[list[Retriever], list[float]]:
@@ -190,6 +212,9 @@ class BM25(Retriever):
             hits = ctx.store.search_bm25(text, k=size, field=self.field)
         return Ranking.from_hits(hits)
 
+    def query_texts(self) -> tuple[str | None, ...]:
+        return (self.text,)
+
     def to_dict(self) -> dict[str, Any]:
         text = self.text if self.text is not None else PLACEHOLDER
         if not self.fields:
@@ -204,7 +229,8 @@ class Knn(Retriever):
     """Dense retrieval (Elasticsearch ``knn``) with the index's embedding model.
 
     Returns ``k`` neighbours (default: what the parent asks for); ``num_candidates`` is the HNSW
-    beam width on large indexes; ``similarity`` drops hits below that cosine similarity.
+    beam width on large indexes; ``similarity`` drops hits below that cosine similarity. A
+    ``vector`` is scaled to unit length when searched, so scores are cosines at any length.
     """
 
     field: str = VECTOR_FIELD
@@ -231,13 +257,21 @@ class Knn(Retriever):
                     f"{self.vector!r:.60}"
                 )
             object.__setattr__(self, "vector", tuple(float(x) for x in self.vector))
+            if math.hypot(*self.vector) == 0.0:
+                raise InvalidInputError(
+                    "knn query_vector is all zeros, which has no direction to compare by cosine "
+                    "similarity; give a non-zero vector (e.g. the query's embedding) or "
+                    "query_text to embed the query"
+                )
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size
         if self.vector is not None:
-            vector = np.asarray(self.vector, dtype=np.float32)
+            # Stored vectors are unit length: only a unit query makes the inner product a
+            # cosine, which `similarity` thresholds and fusion with other lists assume.
+            vector = (np.asarray(self.vector) / math.hypot(*self.vector)).astype(np.float32)
         else:
             vector = ctx.query_vector(ctx.text(self.text))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
@@ -246,6 +280,9 @@ class Knn(Retriever):
             keep = hits.scores >= self.similarity
             hits = Hits(hits.ids[keep], hits.scores[keep])
         return Ranking.from_hits(hits.top(size))
+
+    def query_texts(self) -> tuple[str | None, ...]:
+        return () if self.vector is not None else (self.text,)
 
     def _check_model(self, ctx: SearchContext) -> None:
         if self.model_id is None or self.model_id in (
@@ -328,6 +365,9 @@ class RRF(Retriever):
         )
         return _merge_first_stage(fused, children).top(min(size, window))
 
+    def query_texts(self) -> tuple[str | None, ...]:
+        return _texts_of(self.retrievers)
+
     def to_dict(self) -> dict[str, Any]:
         if self.weights is None:
             items: list[Any] = [r.to_dict() for r in self.retrievers]
@@ -348,7 +388,9 @@ class Linear(Retriever):
 
     retrievers: tuple[Retriever, ...]
     weights: tuple[float, ...] | None = None
-    normalizers: tuple[str, ...] | None = None  # default: "minmax" for every retriever
+    # Default "minmax" for every retriever (what `+` means); the JSON form's default is "none",
+    # as in Elasticsearch, and the parser passes it explicitly.
+    normalizers: tuple[str, ...] | None = None
     rank_window_size: int | None = None
     composed: bool = field(default=False, compare=False)
 
@@ -374,6 +416,9 @@ class Linear(Retriever):
             rank_window_size=window,
         )
         return _merge_first_stage(fused, children).top(min(size, window))
+
+    def query_texts(self) -> tuple[str | None, ...]:
+        return _texts_of(self.retrievers)
 
     def to_dict(self) -> dict[str, Any]:
         weights = self.weights or (1.0,) * len(self.retrievers)
@@ -464,6 +509,9 @@ class TextSimilarityReranker(Retriever):
         )
         return ranked.top(size)
 
+    def query_texts(self) -> tuple[str | None, ...]:
+        return (self.inference_text, *self.retriever.query_texts())
+
     def to_dict(self) -> dict[str, Any]:
         model = self.inference_id
         body: dict[str, Any] = {
@@ -538,8 +586,30 @@ class Cutoff(Retriever):
         limit = min(size, self.k)
         return self.retriever.run(ctx, limit).top(limit)
 
+    def query_texts(self) -> tuple[str | None, ...]:
+        return self.retriever.query_texts()
+
     def to_dict(self) -> dict[str, Any]:
         return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
+
+
+def check_window(tree: Retriever, size: int) -> None:
+    """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
+    would quietly return fewer. A cut-off (a ``_search`` body's ``size``, ``% k``) asks its child
+    for at most ``k`` hits, so the check looks through it with that count. (The edges call it,
+    where a size is asked for explicitly; the library's ``search`` returns what the tree gives,
+    as composed stages do.)"""
+    while isinstance(tree, Cutoff | Weighted):
+        if isinstance(tree, Cutoff):
+            size = min(size, tree.k)
+        tree = tree.retriever
+    window = getattr(tree, "rank_window_size", None)
+    if window is not None and window < size:
+        raise InvalidInputError(
+            f"the retriever's rank_window_size {window} is below the {size} hits asked for "
+            f"(size, --top-n): it returns at most {window}; raise rank_window_size to at "
+            f"least {size} or ask for fewer hits"
+        )
 
 
 # --- stages: what the right side of >> takes -------------------------------------------------

@@ -23,6 +23,7 @@ from semrank.pipeline._nodes import (
     Linear,
     Retriever,
     TextSimilarityReranker,
+    check_window,
 )
 from semrank.retrieve import NORMALIZERS
 from semrank.store import ALL_TEXT_FIELDS
@@ -98,10 +99,19 @@ def _field_boost(name: Any, where: str) -> tuple[str, float]:
     return field, value
 
 
+def _boost(value: Any, where: str) -> float:
+    if not is_finite_number(value, at_least=0, at_most=MAX_WEIGHT):
+        raise InvalidInputError(
+            f"{where} must be a number from 0 to {MAX_WEIGHT:g}, got {value!r:.60}"
+        )
+    return float(value)
+
+
 def _match(body: dict[str, Any], where: str) -> BM25:
     if len(body) != 1:
         raise InvalidInputError(f"{where}.match takes exactly one field, got {list(body)}")
     field, value = next(iter(body.items()))
+    boost = 1.0
     if isinstance(value, dict):
         _keys(value, f"{where}.match.{field}", {"query", "operator", "boost"}, {"query"})
         operator = value.get("operator", "or")
@@ -109,10 +119,16 @@ def _match(body: dict[str, Any], where: str) -> BM25:
             raise InvalidInputError(
                 f"{where}.match: only operator 'or' (BM25 ranking) is supported"
             )
+        boost = _boost(value.get("boost", 1.0), f"{where}.match.{field}.boost")
         value = value["query"]
     if not isinstance(value, str):
         raise InvalidInputError(f"{where}.match.{field} must be the query text")
-    return BM25(field=field, text=_text(value, f"{where}.match.{field}"))
+    text = _text(value, f"{where}.match.{field}")
+    if boost == 1.0:
+        return BM25(field=field, text=text)
+    # Boosted as multi_match's "field^N": the scores scale, which a linear fusion without
+    # normalization (or a caller reading scores) sees; a ranking alone would not change.
+    return BM25(fields=((field, boost),), text=text)
 
 
 def _multi_match(body: dict[str, Any], where: str) -> BM25:
@@ -232,7 +248,7 @@ def _rrf(body: dict[str, Any], where: str) -> Retriever:
 
 def _linear(body: dict[str, Any], where: str) -> Retriever:
     _keys(body, where, {"retrievers", "rank_window_size", "normalizer"}, {"retrievers"})
-    default = body.get("normalizer", "minmax")
+    default = body.get("normalizer", "none")  # Elasticsearch's default: scores as they are
     children = _weighted_children(body["retrievers"], where, with_normalizer=True)
     normalizers = tuple(n or default for _, _, n in children)
     for name in normalizers:
@@ -311,11 +327,15 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     """A retriever tree from Elasticsearch JSON: a dict, a JSON string or a path to a file.
 
     A ``_search`` body ``{"retriever": {...}, "size": n}`` is accepted too (``size`` becomes a
-    cut-off).
+    cut-off; a top window below it is refused, as Elasticsearch refuses it).
     """
     body = _object(spec if isinstance(spec, dict) else _load_json(spec), "retriever")
     if "retriever" not in body:
         return _node(body, "retriever")
     _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
     tree = _node(body["retriever"], "retriever")
-    return Cutoff(tree, body["size"]) if "size" in body else tree
+    if "size" not in body:
+        return tree
+    cut = Cutoff(tree, body["size"])
+    check_window(cut, cut.k)
+    return cut

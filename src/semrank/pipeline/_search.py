@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from semrank._checks import require_collection, require_unicode
 from semrank.errors import InvalidInputError
@@ -19,6 +19,7 @@ from semrank.pipeline._nodes import (
     Retriever,
     Stage,
     TextSimilarityReranker,
+    has_placeholder,
 )
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._ranking import SearchResults
@@ -67,6 +68,23 @@ def rerank_window_for(size: int) -> int:
     return max(DEFAULT_RERANK_WINDOW, int(size))
 
 
+class Shorthand(NamedTuple):
+    """A search shorthand such as ``"hybrid+rerank"``, taken apart."""
+
+    first_stage: str  # one of FIRST_STAGES
+    rerank: bool
+
+
+def parse_shorthand(spec: str) -> Shorthand | None:
+    """``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix, or None
+    when ``spec`` is no shorthand (the library then reads it as a JSON path; the server refuses
+    it). The one reading of shorthands, so the library and the server accept the same ones."""
+    name, plus, suffix = spec.strip().partition("+")
+    if name in FIRST_STAGES and (not plus or suffix == "rerank"):
+        return Shorthand(name, rerank=bool(plus))
+    return None
+
+
 def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     """A Retriever from a tree, an Elasticsearch dict, a JSON path, or a shorthand string
     ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix (re-ranking
@@ -77,10 +95,11 @@ def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
         return spec
     if isinstance(spec, Mapping):
         return parse_retriever(dict(spec))
-    if isinstance(spec, str):
-        name, plus, suffix = spec.strip().partition("+")
-        if name in FIRST_STAGES and (not plus or suffix == "rerank"):
-            return build_retriever(name, rerank=bool(plus), window=rerank_window_for(size))
+    shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
+    if shorthand is not None:
+        return build_retriever(
+            shorthand.first_stage, rerank=shorthand.rerank, window=rerank_window_for(size)
+        )
     if not isinstance(spec, str | Path):
         hint = (
             "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"
@@ -124,19 +143,6 @@ def forget_open_indexes(index: str | None = None, home: str | Path | None = None
                 cached[1].close()
 
 
-def check_window(tree: Retriever, size: int) -> None:
-    """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
-    would quietly return fewer. (The edges call it, where a size is asked for explicitly; the
-    library's ``search`` returns what the tree gives, as composed stages do.)"""
-    window = getattr(tree, "rank_window_size", None)
-    if window is not None and window < size:
-        raise InvalidInputError(
-            f"the retriever's rank_window_size {window} is below the {size} hits asked for "
-            f"(size, --top-n): it returns at most {window}; raise rank_window_size to at "
-            f"least {size} or ask for fewer hits"
-        )
-
-
 def search(
     index: str | Store,
     query: str | None = None,
@@ -146,7 +152,9 @@ def search(
     home: str | Path | None = None,
     with_documents: bool = True,
 ) -> SearchResults:
-    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``."""
+    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``. A tree with
+    a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
+    replace them (``SearchContext`` gives the rule)."""
     check_k(k)
     if query is not None and not isinstance(query, str):
         raise InvalidInputError(
@@ -158,7 +166,7 @@ def search(
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
     store = open_cached(index, home)
-    ctx = SearchContext(store, query)
+    ctx = SearchContext(store, query, keep_literals=has_placeholder(tree))
     ranking = tree.run(ctx, int(k))
     if not with_documents:
         return SearchResults.from_ranking(ranking, None)

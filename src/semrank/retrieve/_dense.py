@@ -31,6 +31,9 @@ class TextEmbedder(Protocol):
 
 
 def _usearch_index() -> Any:
+    from semrank.runtime import load_onnxruntime_first
+
+    load_onnxruntime_first()  # afterwards it would crash the process
     try:
         from usearch.index import Index
     except ImportError as exc:
@@ -42,12 +45,21 @@ def _usearch_index() -> Any:
 
 
 def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
-    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    """``vector`` as a float32 unit vector: the stored vectors are unit length, so only a unit
+    query makes each inner product a cosine (a longer one would scale every score)."""
+    query = np.asarray(vector, dtype=np.float64).reshape(-1)
     if query.shape[0] != dim:
         raise InvalidInputError(
             f"query vector has {query.shape[0]} dimensions but the index stores {dim}-d vectors"
         )
-    return query
+    peak = float(np.abs(query).max()) if query.size else 0.0
+    if not np.isfinite(peak) or peak == 0.0:
+        raise InvalidInputError(
+            "query vector is all zeros or not finite, so it has no direction to compare by "
+            "cosine similarity; give a non-zero vector of finite numbers (the query's embedding)"
+        )
+    query = query / peak  # to the largest component first: a norm of huge values overflows
+    return (query / np.linalg.norm(query)).astype(np.float32)
 
 
 class ExactVectorIndex:

@@ -3,8 +3,9 @@
 Both follow Elasticsearch's ``rrf`` and ``linear`` retrievers: each input list is cut to
 ``rank_window_size`` first; RRF scores a document ``sum_i w_i / (rank_constant + rank_i)`` with
 1-based ranks; the linear combination scores ``sum_i w_i * normalize_i(score)``. A document
-missing from a list gets that list's lowest normalised score there (0 for min-max, as in
-Elasticsearch), so being absent never beats being present.
+missing from a list gets 0 from it, as in Elasticsearch (whose scores are never negative; a
+min-max list's lowest is 0 too), or that list's lowest normalised score when that is below 0
+(z-scores, a negative cosine), so being absent never beats being present.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def normalize_scores(scores: np.ndarray, normalizer: str) -> np.ndarray:
     )
 
 
+def _absent_score(normalised: np.ndarray) -> float:
+    """What a list gives a document it lacks: 0, or its lowest score when that is negative."""
+    return min(0.0, float(normalised.min())) if len(normalised) else 0.0
+
+
 def linear_combination(
     rankings: Sequence[Hits],
     *,
@@ -114,7 +120,7 @@ def linear_combination(
     totals = np.zeros(len(slots), dtype=np.float64)
     for weight, name, ranking in zip(_weights(weights, len(lists)), per_list, lists, strict=True):
         normalised = normalize_scores(ranking.scores, name)
-        column = np.full(len(slots), normalised.min() if len(normalised) else 0.0)
+        column = np.full(len(slots), _absent_score(normalised))
         column[[slots[i] for i in ranking.ids.tolist()]] = normalised
         totals += weight * column
     return _fused(slots, totals)

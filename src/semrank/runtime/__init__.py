@@ -12,6 +12,7 @@ for inference (``semrank.train`` uses torch for the model it trains).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,12 +47,23 @@ __all__ = [
     "apply_activation",
     "detect_features",
     "load_embedder",
+    "load_onnxruntime_first",
     "load_scorer",
     "model_backend",
     "resolve_backend",
 ]
 
 BACKENDS = ("auto", "fast", *_loaders.CONCRETE_BACKENDS)
+
+
+def load_onnxruntime_first() -> None:
+    """Import ONNX Runtime now, if installed, before a native library that breaks it.
+
+    With usearch 2.26 (its SIMD kernels) loaded first, importing onnxruntime crashes the
+    process (SIGSEGV); in the other order both work. Dense search calls this before usearch.
+    """
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
 
 
 def _backend(backend: str | None) -> str:

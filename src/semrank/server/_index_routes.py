@@ -183,22 +183,22 @@ def _checked_spec(
     """Strings must be shorthands: the pipeline would read any other string as a file path. A
     shorthand's +rerank reads every hit asked for beyond 100, so an over-limit one names
     ``size``, which the client sent, rather than the window it implies."""
-    from semrank.pipeline import FIRST_STAGES
+    from semrank.pipeline import FIRST_STAGES, parse_shorthand
 
     if not isinstance(spec, str):
         return spec
-    name, plus, suffix = spec.strip().partition("+")
-    if name in FIRST_STAGES and plus and suffix == "rerank" and size > limit:
+    shorthand = parse_shorthand(spec)
+    if shorthand is None:
+        shorthands = ", ".join(f"{stage}[+rerank]" for stage in FIRST_STAGES)
+        raise InvalidInputError(
+            f"retriever {spec!r} is not a shorthand ({shorthands}); send a retriever JSON object"
+        )
+    if shorthand.rerank and size > limit:
         raise RequestTooLargeError(
             f"size {size} with {spec!r} re-ranks {size} documents, over this server's limit of "
             f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
         )
-    if name in FIRST_STAGES and (not plus or suffix == "rerank"):
-        return spec
-    shorthands = ", ".join(f"{stage}[+rerank]" for stage in FIRST_STAGES)
-    raise InvalidInputError(
-        f"retriever {spec!r} is not a shorthand ({shorthands}); send a retriever JSON object"
-    )
+    return spec
 
 
 def _home(request: Request) -> str | None:
