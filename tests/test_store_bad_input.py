@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from semrank.errors import InvalidInputError
+from semrank.errors import DataFormatError, InvalidInputError
 from semrank.store import create_index, list_indexes, read_corpus
 from test_store_cli import run  # the CLI through typer's runner, exceptions re-raised
 
@@ -37,6 +37,32 @@ def test_csv_row_with_more_fields_than_the_header(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"wide\.csv: row 2 \(line 3\).*quote the field"):
         run("index", "create", "w", "--from", str(corpus), "--no-dense", "--home", str(tmp_path))
     assert list_indexes(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "line"),
+    [
+        ("mac.csv", "id,title,body\r1,a,first\r2,b,second\r", 1),  # old Mac line endings
+        ("stray.csv", "id,title,body\n1,a,old mac\rline\n2,b,ok\n", 2),
+        ("stray.tsv", "id\ttitle\n1\tok\n2\told mac\rline\n", 3),
+    ],
+)
+def test_a_carriage_return_outside_quotes_is_located(
+    tmp_path: Path, name: str, data: str, line: int
+) -> None:
+    corpus = tmp_path / name
+    corpus.write_bytes(data.encode())
+    home = str(tmp_path / "home")
+    fix = r"a carriage return \(\\r\) outside quotes: .*convert them to LF"
+    with pytest.raises(DataFormatError, match=rf"{re.escape(name)}:{line}: {fix}"):
+        run("index", "create", "cr", "--from", str(corpus), "--no-dense", "--home", home)
+    assert list_indexes(home) == []
+
+
+def test_a_quoted_carriage_return_and_crlf_line_endings_are_read(tmp_path: Path) -> None:
+    corpus = tmp_path / "crlf.csv"
+    corpus.write_bytes(b'id,body\r\n1,"two\rlines"\r\n2,plain\r\n')
+    assert [d.fields["body"] for d in read_corpus(corpus)] == ["two\rlines", "plain"]
 
 
 def test_field_names_must_be_strings(tmp_path: Path) -> None:

@@ -70,6 +70,43 @@ def test_delete_with_a_missing_ids_file_names_it(tmp_path: Path, beir: Path) -> 
     assert "3 documents" in run("index", "list", "--home", home)
 
 
+def test_ids_file_ids_are_matched_exactly_spaces_included(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    ids = [" spaced ", "plain", "bom", "tab\t"]
+    corpus.write_text("".join(json.dumps({"id": i, "text": "words"}) + "\n" for i in ids))
+    run("index", "create", "ids", "--from", str(corpus), "--home", home, "--no-dense")
+    listed = tmp_path / "ids.txt"
+    # A byte-order mark and CRLF line ends are not part of the ids; blank lines hold none.
+    listed.write_bytes("\ufeffbom\r\n spaced \r\n\n   \ntab\t\nplain \n".encode())
+    args = ["index", "delete", "ids", "--ids-file", str(listed), "--home", home]
+    result = CliRunner().invoke(app, args)
+    assert result.stdout == "deleted 3 of 4 ids; index 'ids' holds 1\n"
+    assert "ids are matched exactly, so the spaces" in result.stderr  # "plain " is not "plain"
+
+
+def test_a_boolean_id_is_refused_and_numbers_are_text(tmp_path: Path) -> None:
+    from semrank.store import create_index
+
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": 7, "text": "a"}\n{"id": true, "text": "b"}\n')
+    with pytest.raises(
+        DataFormatError, match=r'record 2: its id \(\'id\'\) is the boolean true.*"true"'
+    ):
+        run("index", "create", "b", "--from", str(corpus), "--home", home, "--no-dense")
+    with create_index("b", home=home, embedding_model=None) as index:
+        index.upsert(
+            [{"id": 7, "text": "a"}, {"id": 7.5, "text": "b"}, {"id": "True", "text": "c"}]
+        )
+        with pytest.raises(DataFormatError, match="is the boolean false"):
+            index.upsert([{"id": False, "text": "d"}])
+        for call in (index.delete, index.get):
+            with pytest.raises(InvalidInputError, match=r"id True is a boolean.*pass 'true'"):
+                call([True])
+        assert index.get([7, "7.5", "True"]) == [{"text": "a"}, {"text": "b"}, {"text": "c"}]
+
+
 def test_a_create_with_a_bad_corpus_creates_nothing(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     corpus = tmp_path / "docs.jsonl"

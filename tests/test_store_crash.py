@@ -3,6 +3,7 @@ document of the batches it had committed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -157,3 +158,98 @@ def test_a_full_disk_is_a_storage_error_and_the_handle_keeps_working(tmp_path: P
         assert index.info().documents == 1  # nothing half-written; the next write works
         index.upsert([_doc(1)])
         assert index.info().documents == 2
+
+
+# `semrank index create --from` in a process that is SIGKILLed after two committed batches.
+KILLED_CLI = textwrap.dedent(
+    """
+    import os, signal, sys
+    from semrank.cli import main
+    from semrank.store._local import LocalStore
+
+    write, batches = LocalStore._write_batch, []
+
+    def killed_after_two(self, batch, progress):
+        batches.append(len(batch))
+        if len(batches) > 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write(self, batch, progress)
+
+    LocalStore._write_batch = killed_after_two
+    sys.argv = ["semrank", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+def test_a_killed_create_is_marked_incomplete_until_added_again(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+    from semrank.errors import IndexExistsError
+    from test_store_cli import run
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(_doc(i)) + "\n" for i in range(100)))
+    home = str(tmp_path / "home")
+    args = ["index", "create", "k", "--from", str(corpus), "--batch-size", "20", "--no-dense"]
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CLI, *args, "--home", home], capture_output=True, timeout=120
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+    listed = run("index", "list", "--home", home)
+    assert listed.startswith("k\t40 documents\tbm25 only\tincomplete: it holds 40 documents, but ")
+    finish = f"run `semrank index add k {corpus}` to finish it (ids are upserted"
+    assert f"the ingest of {corpus} (started " in listed and "was interrupted" in listed
+    assert finish in listed
+    assert finish in run("index", "info", "k", "--home", home)
+    marks = json.loads(run("index", "info", "k", "--json", "--home", home))["unfinished_ingests"]
+    assert list(marks) == [str(corpus)] and marks[str(corpus)]["running"] is False
+    with pytest.raises(IndexExistsError, match=r"already exists at .*: it holds 40 documents.*"):
+        run(*args, "--home", home)
+    searched = CliRunner().invoke(app, ["search", "k", "word7", "--json", "--home", home])
+    assert json.loads(searched.stdout)["hits"][0]["id"] == "doc-7"  # it answers all the same
+    assert searched.stderr.startswith("warning: index 'k' is incomplete: it holds 40 documents")
+
+    assert "index 'k' holds 100" in run("index", "add", "k", str(corpus), "--home", home)
+    assert run("index", "list", "--home", home) == "k\t100 documents\tbm25 only\n"
+    info = json.loads(run("index", "info", "k", "--json", "--home", home))
+    assert info["unfinished_ingests"] == {}
+
+
+def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
+    tmp_path: Path,
+) -> None:
+    from semrank.store._base import ingest_running
+
+    spaced, numbered = tmp_path / "a b.jsonl", tmp_path / "numbered.csv"
+    with create_index("n", home=tmp_path, embedding_model=None) as index:
+        index.upsert([_doc(0)])
+        index.begin_ingest(spaced, id_field="id")
+        index.begin_ingest(numbered, id_field=None)  # record-number ids: no resuming
+        note = index.unfinished_note()
+        assert note is not None and note.startswith("it holds 1 documents, but the ingest")
+        assert f"`semrank index add n '{spaced}'` to finish it" in note
+        assert "its records have no ids to resume by: `semrank index drop n`" in note
+        # Begun by this process, which is past it (an ingest runs to its end before a read).
+        assert not index.unfinished_ingests()[str(spaced)]["running"]
+        index.end_ingest(numbered)
+        assert list(index.unfinished_ingests()) == [str(spaced)]
+
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:  # as if that process had begun the ingest
+            index._change_ingests(  # type: ignore[attr-defined]
+                lambda marks: {f: {**m, "pid": sleeper.pid} for f, m in marks.items()}
+            )
+            assert index.unfinished_note() == (
+                f"it holds 1 documents, but the ingest of {spaced} (started "
+                f"{index.unfinished_ingests()[str(spaced)]['started']}) is still running in "
+                f"process {sleeper.pid}"
+            )
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        assert not ingest_running(index.unfinished_ingests()[str(spaced)])  # gone
+        index.end_ingest(spaced)
+        assert index.unfinished_note() is None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,61 @@ def test_create_open_drop_errors(tmp_path: Path) -> None:
     assert list_indexes(tmp_path) == []
     with pytest.raises(IndexNotFoundError):
         drop_index("pets", home=tmp_path)
+
+
+@pytest.mark.parametrize("trigger", ["list", "create", "drop"])
+def test_what_killed_creates_and_drops_leave_is_cleaned_up(tmp_path: Path, trigger: str) -> None:
+    create_index("kept", home=tmp_path, embedding_model=None).close()
+    hexes = iter(f"{i:032x}" for i in range(4))
+    trash, old_tmp, new_tmp = (
+        tmp_path / f".x.{next(hexes)}.{end}" for end in ("trash", "tmp", "tmp")
+    )
+    mine = tmp_path / ".not-ours"  # hidden, but no name a create or drop gives
+    for folder in (trash, old_tmp, new_tmp, mine):
+        (folder / "derived").mkdir(parents=True)
+        (folder / "documents.sqlite").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_tmp, (two_hours_ago, two_hours_ago))
+    if trigger == "list":
+        assert list_indexes(tmp_path) == ["kept"]
+    elif trigger == "create":
+        create_index("other", home=tmp_path, embedding_model=None).close()
+    else:
+        drop_index("kept", home=tmp_path)
+    # A drop's folder goes at once; a create's staging folder once an hour old (a create
+    # younger than that may still be filling it).
+    assert not trash.exists() and not old_tmp.exists()
+    assert new_tmp.is_dir() and mine.is_dir()
+
+
+def test_a_folder_without_documents_is_named_alike_by_create_open_and_drop(
+    tmp_path: Path,
+) -> None:
+    create_index("rest", home=tmp_path, embedding_model=None).close()
+    for file in (tmp_path / "rest").glob("documents.sqlite*"):
+        file.unlink()  # a partial copy or restore: index.json is left
+    leftovers = r"rest has no documents\.sqlite, and nothing but files an index keeps beside it"
+    with pytest.raises(IndexExistsError, match=rf"cannot create index 'rest': .*{leftovers}"):
+        create_index("rest", home=tmp_path, embedding_model=None)
+    with pytest.raises(IndexNotFoundError, match=rf"{leftovers}.*`semrank index drop rest`"):
+        open_index("rest", home=tmp_path)
+    drop_index("rest", home=tmp_path)  # removes what is of no use without the documents
+    assert not (tmp_path / "rest").exists()
+    create_index("rest", home=tmp_path, embedding_model=None).close()
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    theirs = r"notes is a folder with other files, not an index .*move or remove it by hand"
+    with pytest.raises(IndexExistsError, match=theirs):
+        create_index("notes", home=tmp_path, embedding_model=None)
+    for call in (open_index, drop_index):
+        with pytest.raises(IndexNotFoundError, match=theirs):
+            call("notes", home=tmp_path)
+    assert (other / "todo.txt").read_text() == "mine"  # never deleted
+    (other / "todo.txt").unlink()
+    create_index("notes", home=tmp_path, embedding_model=None).close()  # an empty folder is free
+    assert list_indexes(tmp_path) == ["notes", "rest"]
 
 
 def test_a_lone_string_of_ids_deletes_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
+import shlex
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +86,8 @@ class IndexInfo:
     fields_seen: tuple[str, ...]
     size_bytes: int
     derived: dict[str, Any]
+    # Ingests of a file that have not finished: {file: mark} (see ``Store.begin_ingest``).
+    unfinished_ingests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,7 @@ class IndexInfo:
             "fields_seen": list(self.fields_seen),
             "size_bytes": self.size_bytes,
             "derived": self.derived,
+            "unfinished_ingests": self.unfinished_ingests,
         }
 
 
@@ -209,6 +215,31 @@ class Store(abc.ABC):
             raise InvalidInputError(
                 f"index {self.name!r} has no field {field!r}{purpose}; fields: {known}"
             )
+
+    # --- unfinished ingests (``semrank index create --from`` / ``index add``) ---------------
+    # An ingest commits batch by batch and a killed one keeps what it committed: the mark
+    # tells such an index apart from a complete one. The embedded store keeps marks; others
+    # keep none (their indexes always read as complete).
+    def begin_ingest(self, source: Path, *, id_field: str | None) -> None:  # noqa: B027
+        """Mark the index incomplete until ``end_ingest(source)``: the ingest of file
+        ``source``, whose records carry their ids in ``id_field`` (None: record numbers)."""
+
+    def end_ingest(self, source: Path) -> None:  # noqa: B027
+        """Every record of ``source`` is in: remove its mark (and a killed earlier one's)."""
+
+    def unfinished_ingests(self) -> dict[str, dict[str, Any]]:
+        """``{file: mark}`` of the ingests begun and not ended; a mark holds ``started``,
+        ``pid``, ``id_field`` and ``running`` (its process still runs on this machine)."""
+        return {}
+
+    def unfinished_note(self) -> str | None:
+        """What an unfinished ingest means for this index and how to go on, as "it holds N
+        documents, but the ingest of FILE ... was interrupted; run ..." (None: complete)."""
+        marks = self.unfinished_ingests()
+        if not marks:
+            return None
+        notes = [_ingest_note(self.name, self.settings.id_field, f, m) for f, m in marks.items()]
+        return f"it holds {len(self)} documents, but " + "; and ".join(notes)
 
     # --- prepared re-ranking tables (``semrank.pipeline.prepare_index``) --------------------
     def document_ids(self) -> list[str]:
@@ -361,7 +392,14 @@ def id_list(ids: object) -> list[str]:
         hint="wrap a single id in a list: [id]",
         ordered=False,
     )
-    strings = [str(i) for i in cast(Iterable[object], ids)]
+    given = list(cast(Iterable[object], ids))
+    boolean = next((i for i in given if isinstance(i, bool)), None)
+    if boolean is not None:  # as an ingest refuses it: str() would look up the id "True"
+        raise InvalidInputError(
+            f"id {boolean!r} is a boolean; ids are strings or numbers: pass "
+            f"{str(boolean).lower()!r} if that is the id"
+        )
+    strings = [str(i) for i in given]
     bad = next((i for i in strings if not is_valid_unicode(i)), None)
     if bad is not None:
         raise InvalidInputError(
@@ -369,6 +407,39 @@ def id_list(ids: object) -> list[str]:
             "Unicode"
         )
     return strings
+
+
+def _ingest_note(name: str, id_field: str | None, source: str, mark: dict[str, Any]) -> str:
+    """One unfinished ingest: still running, or interrupted and how to finish it."""
+    began = f"the ingest of {source} (started {mark.get('started', '?')})"
+    if mark.get("running"):
+        return f"{began} is still running in process {mark.get('pid')}"
+    if mark.get("id_field") is None:  # record numbers: adding again would renumber
+        return (
+            f"{began} was interrupted, and its records have no ids to resume by: "
+            f"`semrank index drop {name}`, then create it again"
+        )
+    option = "" if mark["id_field"] == id_field else f" --id-field {shlex.quote(mark['id_field'])}"
+    return (
+        f"{began} was interrupted; run `semrank index add {name} {shlex.quote(source)}{option}` "
+        f"to finish it (ids are upserted, so adding the file again is safe), or `semrank index "
+        f"drop {name}` to start over"
+    )
+
+
+def ingest_running(mark: dict[str, Any]) -> bool:
+    """Whether the process that began an ingest still runs. This process's own marks are
+    over: ingests run to the end (or fail) before anything reads the mark."""
+    pid = mark.get("pid")
+    if mark.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return False
+    return True
 
 
 def index_dir_size(path: Path) -> int:

@@ -212,10 +212,28 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
         delimiter=delimiter,
         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
     )
-    for number, row in enumerate(reader, start=1):
-        if None in row:  # DictReader files the cells beyond the header under the key None
-            raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-        yield row
+    try:
+        for number, row in enumerate(reader, start=1):
+            if None in row:  # DictReader files the cells beyond the header under the key None
+                raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
+            yield row
+    except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
+        raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
+
+
+def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataFormatError:
+    """The csv module's error as one naming the file, the line and the fix. A carriage return
+    outside quotes is refused rather than read as a line break: in a file whose lines end in
+    LF it is a stray character inside a field, and splitting the row there would silently
+    make the rest of the field a record of its own."""
+    if "new-line character" not in str(exc):
+        return DataFormatError(f"{path}:{line}: not readable as CSV ({exc})")
+    quote = "" if delimiter == "\t" else ", or put the field that holds it in double quotes"
+    return DataFormatError(
+        f"{path}:{line}: a carriage return (\\r) outside quotes: if the file has old Mac line "
+        "endings (CR only), convert them to LF (e.g. `tr '\\r' '\\n' < IN > OUT`); else remove "
+        f"the stray \\r{quote}"
+    )
 
 
 def _extra_cells(path: Path, row: int, line: int, extra: int, delimiter: str) -> InvalidInputError:
@@ -246,16 +264,18 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
             f"record {number} has no {id_field!r} field; name the field that holds the ids "
             "(--id-field; id_field when the index is created over HTTP)"
         )
-    if record[id_field] is None or not str(record[id_field]).strip():
+    value = record[id_field]
+    if isinstance(value, bool):  # str() would make JSON true the id "True"
         raise DataFormatError(
-            f"record {number}: its id ({id_field!r}) is {record[id_field]!r}; give it an id"
+            f"record {number}: its id ({id_field!r}) is the boolean {json.dumps(value)}; ids are "
+            f'strings or numbers: write it as "{json.dumps(value)}" if that is the id'
         )
-    if isinstance(record[id_field], dict | list):
-        raise DataFormatError(
-            f"record {number}: its id {record[id_field]!r} is not a string or number"
-        )
+    if value is None or not str(value).strip():
+        raise DataFormatError(f"record {number}: its id ({id_field!r}) is {value!r}; give it an id")
+    if isinstance(value, dict | list):
+        raise DataFormatError(f"record {number}: its id {value!r} is not a string or number")
     fields = {k: v for k, v in record.items() if k != id_field}
-    return Document(str(record[id_field]), fields)
+    return Document(str(value), fields)
 
 
 def _beir_corpus_file(path: Path) -> Path | None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from semrank.store._base import (
     check_search,
     id_list,
     index_dir_size,
+    ingest_running,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
@@ -43,6 +47,7 @@ from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
 _log = logging.getLogger(__name__)
 
 VECTORS = "vectors"
+_INGESTS = "unfinished_ingests"  # meta key: {file: mark} of ingests begun and not ended
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,25 @@ class LocalStore(Store):
                 self.db.bump_generation(conn)
         return removed
 
+    # --- unfinished ingests: marks in the meta table (see ``Store.begin_ingest``) ----------
+    def begin_ingest(self, source: Path, *, id_field: str | None) -> None:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        mark = {"started": started, "pid": os.getpid(), "host": socket.gethostname()}
+        self._change_ingests(lambda marks: {**marks, str(source): {**mark, "id_field": id_field}})
+
+    def end_ingest(self, source: Path) -> None:
+        self._change_ingests(lambda marks: {f: m for f, m in marks.items() if f != str(source)})
+
+    def _change_ingests(self, change: Any) -> None:
+        self._require_live()
+        with self.db.transaction() as conn:  # read and write in one: concurrent ingests
+            self.db.set_meta(conn, _INGESTS, change(self.db.get_meta(_INGESTS, {}, conn)))
+
+    def unfinished_ingests(self) -> dict[str, dict[str, Any]]:
+        self._require_live()
+        marks = self.db.get_meta(_INGESTS, {})
+        return {f: {**m, "running": ingest_running(m)} for f, m in marks.items()}
+
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         wanted = id_list(ids)
@@ -242,6 +266,7 @@ class LocalStore(Store):
             fields_seen=self.fields_seen,
             size_bytes=index_dir_size(self.path),
             derived=derived,
+            unfinished_ingests=self.unfinished_ingests(),
         )
 
     # --- embeddings (``embedder`` / ``embed_queries`` are the base class's) ---------------

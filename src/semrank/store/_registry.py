@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from semrank.errors import (
     IndexExistsError,
     IndexNotFoundError,
     InvalidInputError,
+    SemrankError,
 )
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import IndexSettings
@@ -30,6 +32,15 @@ HOME_ENV = "SEMRANK_HOME"
 DEFAULT_EMBEDDING = "default"  # the bundled all-MiniLM-L6-v2
 # Used with fullmatch: "$" alone would accept a trailing newline ("abc\n").
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# The hidden folders of a create (".NAME.<hex>.tmp": filled, then renamed into place) and of a
+# drop (".NAME.<hex>.trash": renamed away, then deleted) that a killed process leaves.
+_LEFTOVER = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.[0-9a-f]{32}\.(tmp|trash)")
+_STALE_STAGING_SECONDS = 3600.0  # as _snapshots.clean_temporaries
+# What an index folder holds beside documents.sqlite: without it they are no use (index.json
+# is never read, derived/ is rebuilt from the documents), so `drop` may remove them.
+_BESIDE_DB = frozenset(
+    {"index.json", "derived", f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"}
+)
 
 
 def default_home() -> Path:
@@ -137,8 +148,9 @@ def create_index(
     """
     target = index_path(name, home)
     postgres = _postgres(store)
-    if postgres is None and (target / DB_NAME).exists():
-        raise IndexExistsError(f"index {name!r} already exists at {target}; drop it first")
+    if postgres is None:
+        _clean_leftovers(target.parent)
+        check_name_is_free(name, target)
     text_fields = _text_fields(fields)
     check_id_is_not_text(id_field, text_fields)
     _check_creation_numbers(embedding_max_length, ann_threshold)
@@ -160,10 +172,77 @@ def create_index(
     LocalStore.initialize(staging, settings).close()
     try:
         os.rename(staging, target)
-    except OSError as exc:
+    except OSError as exc:  # another create got there first (or the name is taken since)
         shutil.rmtree(staging, ignore_errors=True)
+        check_name_is_free(name, target)
         raise IndexExistsError(f"index {name!r} already exists at {target}") from exc
     return LocalStore(target, embedder=embedder)
+
+
+def check_name_is_free(name: str, target: Path) -> None:
+    """An empty folder is free (the new index replaces it); an index, or anything else there,
+    is named with what to do: an index whose ingest never finished says how to finish it."""
+    if (target / DB_NAME).exists():
+        note = None
+        try:
+            with LocalStore(target) as index:
+                note = index.unfinished_note()
+        except SemrankError:
+            pass  # unreadable: it exists all the same (`semrank index list` says why)
+        raise IndexExistsError(
+            f"index {name!r} already exists at {target}: {note}"
+            if note
+            else f"index {name!r} already exists at {target}; drop it first"
+        )
+    if os.path.lexists(target) and not _is_empty_folder(target):
+        raise IndexExistsError(f"cannot create index {name!r}: {_not_an_index(name, target)}")
+
+
+def _not_an_index(name: str, target: Path) -> str:
+    """Why ``target``, there without documents.sqlite, is no index, and what to do about it."""
+    if _is_empty_folder(target):
+        return f"{target} is an empty folder; `semrank index create {name}` makes an index there"
+    if _only_beside_db(target):
+        return (
+            f"{target} has no {DB_NAME}, and nothing but files an index keeps beside it, of no "
+            f"use without it (a partial copy or restore?); `semrank index drop {name}` removes "
+            "them"
+        )
+    what = "a folder with other files" if target.is_dir() else "a file"
+    return f"{target} is {what}, not an index (no {DB_NAME}); move or remove it by hand"
+
+
+def _is_empty_folder(target: Path) -> bool:
+    try:
+        return target.is_dir() and not any(target.iterdir())
+    except OSError:
+        return False
+
+
+def _only_beside_db(target: Path) -> bool:
+    try:
+        return target.is_dir() and all(e.name in _BESIDE_DB for e in target.iterdir())
+    except OSError:
+        return False
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Remove the hidden folders killed creates and drops left in ``root``: a drop's at once
+    (renamed away to be deleted, nothing reads it; a drop still running just finishes
+    sooner) and a create's once unchanged for an hour (before, its create may still be
+    filling it)."""
+    try:
+        entries = [e for e in root.iterdir() if _LEFTOVER.fullmatch(e.name)]
+    except OSError:
+        return  # no home yet, or unreadable: nothing of ours to clean
+    now = time.time()
+    for entry in entries:
+        try:
+            young = now - entry.stat().st_mtime <= _STALE_STAGING_SECONDS
+        except OSError:
+            continue
+        if entry.name.endswith(".trash") or not young:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _make_home(home: Path) -> None:
@@ -242,6 +321,8 @@ def open_index(
     postgres = _postgres(store)
     if postgres is not None:
         return postgres.PostgresStore(str(store), name, embedder=embedder)
+    if not (target / DB_NAME).is_file() and os.path.lexists(target):
+        raise IndexNotFoundError(f"index {name!r} not found: {_not_an_index(name, target)}")
     if not (target / DB_NAME).is_file():
         known = ", ".join(list_indexes(home)) or "none"
         raise IndexNotFoundError(
@@ -258,8 +339,12 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
     if postgres is not None:
         postgres.drop_postgres_index(str(store), name)
         return
+    _clean_leftovers(target.parent)
     if not (target / DB_NAME).is_file():
-        raise IndexNotFoundError(f"index {name!r} not found in {target.parent}")
+        if not os.path.lexists(target):
+            raise IndexNotFoundError(f"index {name!r} not found in {target.parent}")
+        if not _only_beside_db(target):  # never delete what semrank did not make
+            raise IndexNotFoundError(f"index {name!r} not found: {_not_an_index(name, target)}")
     trash = target.parent / f".{name}.{uuid.uuid4().hex}.trash"
     os.rename(target, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -272,6 +357,7 @@ def list_indexes(home: str | Path | None = None, *, store: str | None = None) ->
     root = resolve_home(home)
     if not root.is_dir():
         return []
+    _clean_leftovers(root)
     return sorted(
         p.name for p in root.iterdir() if (p / DB_NAME).is_file() and _NAME.fullmatch(p.name)
     )

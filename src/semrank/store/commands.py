@@ -59,7 +59,13 @@ def _progress_bar() -> Progress:
 
 def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = None) -> int:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
-    (``total``: the corpus's record count when the caller has it already)."""
+    (``total``: the corpus's record count when the caller has it already).
+
+    The index is marked incomplete while the file goes in: killed or failed halfway, it keeps
+    the batches committed so far, and ``index info`` / ``list`` / ``create`` say so and how to
+    finish (``index add`` of the same file)."""
+    source = corpus.path.resolve()
+    index.begin_ingest(source, id_field=corpus.id_field)
     with _progress_bar() as bar:
         task = bar.add_task(
             f"indexing {corpus.path.name}", total=corpus.count() if total is None else total
@@ -70,6 +76,7 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
             refresh=False,  # both stores take it
             progress=lambda n: bar.advance(task, n),
         )
+        index.end_ingest(source)  # every record is in; the search files can be rebuilt anytime
         bar.add_task("building BM25 / vector indexes", total=None)
         index.refresh()
     return count
@@ -105,12 +112,15 @@ def create(
     """Create an index, optionally filled from a corpus (BEIR folder, corpus.jsonl[.gz], JSONL,
     JSON or CSV)."""
     from semrank.retrieve import BM25Params
-    from semrank.store import create_index, read_corpus
+    from semrank.store import create_index, index_path, read_corpus
+    from semrank.store._registry import check_name_is_free
 
     _check_create_flags(
         dense=dense, embedding_model=embedding_model,
         embedding_max_length=embedding_max_length, prepare=prepare, store=store,
     )  # fmt: skip
+    if not store or store == "local":  # before reading the file through, which takes a while
+        check_name_is_free(name, index_path(name, home))
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
@@ -304,7 +314,11 @@ def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | No
 
 
 def _read_ids(ids_file: Path) -> list[str]:
+    """One id per line, exactly as written: ids may begin or end with spaces (an ingest keeps
+    them), so only the line break (LF or CRLF) is taken off. Blank lines are skipped: no
+    document can have a blank id."""
     from semrank.errors import InvalidInputError
+    from semrank.store._corpus import _file_offset
 
     if not ids_file.is_file():
         raise InvalidInputError(
@@ -312,14 +326,16 @@ def _read_ids(ids_file: Path) -> list[str]:
         )
     data = ids_file.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        at = _file_offset(data, exc)
+        line = data.count(b"\n", 0, at) + 1
         raise InvalidInputError(
-            f"--ids-file {ids_file}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); save "
+            f"--ids-file {ids_file}:{line}: not valid UTF-8 (byte 0x{data[at]:02x}); save "
             "the file as UTF-8"
         ) from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
 
 
 @index_app.command("delete")
@@ -341,6 +357,12 @@ def delete(
         removed = index.delete(wanted)
         index.refresh()
         typer.echo(f"deleted {removed} of {len(wanted)} ids; index {name!r} holds {len(index)}")
+    if removed < len(wanted) and any(i != i.strip() for i in wanted):
+        typer.echo(
+            "note: ids are matched exactly, so the spaces at the start or end of some of the "
+            "ids given are part of them",
+            err=True,
+        )
 
 
 @index_app.command("info")
@@ -355,12 +377,16 @@ def info(
 
     with open_index(name, home=home, store=store) as index:
         data = index.info().to_dict()
+        note = index.unfinished_note()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
     settings = data.pop("settings")
+    data.pop("unfinished_ingests")  # said in words below
     for key, value in {**data, **{f"settings.{k}": v for k, v in settings.items()}}.items():
         typer.echo(f"{key:>30}: {value}")
+    if note:
+        typer.echo(f"{'incomplete':>30}: {note}")
 
 
 @index_app.command("drop")
@@ -401,8 +427,10 @@ def list_(
         if "error" in row:
             typer.echo(f"{row['name']}\tunreadable: {row['error']}")
             continue
+        incomplete = f"\tincomplete: {row['incomplete']}" if row["incomplete"] else ""
         typer.echo(
             f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}"
+            + incomplete
         )
 
 
@@ -417,9 +445,16 @@ def _list_row(name: str, home: Path | None, store: str | None) -> dict[str, Any]
                 "name": name,
                 "documents": len(index),
                 "embedding_model": index.settings.embedding_model,
+                "incomplete": index.unfinished_note(),  # None: complete
             }
     except SemrankError as exc:
-        return {"name": name, "documents": None, "embedding_model": None, "error": str(exc)}
+        return {
+            "name": name,
+            "documents": None,
+            "embedding_model": None,
+            "incomplete": None,
+            "error": str(exc),
+        }
 
 
 def _snippet(document: dict[str, Any] | None, width: int = 90) -> str:
@@ -510,10 +545,26 @@ def search_command(
             results = search(opened, query, retriever=tree, k=top_n)
     else:
         results = search(index, query, retriever=tree, k=top_n, home=home)
+        _warn_if_incomplete(index, home)
     if as_json:
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}")
+
+
+def _warn_if_incomplete(name: str, home: Path | None) -> None:
+    """A search of an index whose ingest has not finished answers from the documents it
+    holds; one line on stderr says so (stdout stays the results)."""
+    from semrank.errors import SemrankError
+    from semrank.store import open_index
+
+    try:
+        with open_index(name, home=home) as index:
+            note = index.unfinished_note()
+    except SemrankError:
+        return  # the search read it; what went wrong here is no concern of the results
+    if note:
+        typer.echo(f"warning: index {name!r} is incomplete: {note}", err=True)
 
 
 def _check_search_flags(
