@@ -21,6 +21,7 @@ from semrank.pipeline._context import ScoresDocuments, load_reranker
 from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
 
 if TYPE_CHECKING:
+    from semrank.rerank import Reranker
     from semrank.rerank._prepared import WindowTable
 
 __all__ = ["PreparedWindows", "prepare_index", "use_prepared"]
@@ -54,21 +55,9 @@ def prepare_index(
 
     >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
     """
-    from semrank.pipeline._search import open_cached
-    from semrank.rerank import Reranker
     from semrank.rerank._prepared import prepare_windows
 
-    store = open_cached(index, home)
-    if not store.keeps_prepared:
-        raise InvalidInputError(
-            f"index {store.name!r} is kept by {type(store).__name__}, which keeps no prepared "
-            "windows (only the embedded local store does); searches re-rank it as before"
-        )
-    reranker = load_reranker(model)
-    if not isinstance(reranker, Reranker):
-        raise InvalidInputError(
-            f"prepare needs a semrank Reranker or model name, got {type(reranker).__name__}"
-        )
+    store, reranker = _store_and_reranker(index, home, model)
     store.check_field(field, purpose=" to prepare")
     extend = ids is not None
     wanted = list(dict.fromkeys(ids)) if ids is not None else store.document_ids()
@@ -83,15 +72,7 @@ def prepare_index(
     if extend and not sum(found):
         return []  # nothing to add: the stored tables stay as they are
     for table in tables:
-        arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
-        meta = {
-            "windows": len(table),
-            "field": field,
-            "model": _model_name(model),
-            "bi_encoder": table.model,
-            "backend": table.backend,
-        }
-        store.save_prepared(_table_name(table, field), arrays, meta)
+        _save_table(store, table, field, _model_name(model))
     use_prepared(store, reranker)
     return [
         PreparedWindows(
@@ -99,6 +80,39 @@ def prepare_index(
         )
         for table in tables
     ]
+
+
+def _store_and_reranker(
+    index: str | Store, home: str | Path | None, model: str | ScoresDocuments | None
+) -> tuple[Store, Reranker]:
+    """The index (one that can keep prepared windows) and the re-ranker to prepare for."""
+    from semrank.pipeline._search import open_cached
+    from semrank.rerank import Reranker
+
+    store = open_cached(index, home)
+    if not store.keeps_prepared:
+        raise InvalidInputError(
+            f"index {store.name!r} is kept by {type(store).__name__}, which keeps no prepared "
+            "windows (only the embedded local store does); searches re-rank it as before"
+        )
+    reranker = load_reranker(model)
+    if not isinstance(reranker, Reranker):
+        raise InvalidInputError(
+            f"prepare needs a semrank Reranker or model name, got {type(reranker).__name__}"
+        )
+    return store, reranker
+
+
+def _save_table(store: Store, table: WindowTable, field: str, model_name: str | None) -> None:
+    arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
+    meta = {
+        "windows": len(table),
+        "field": field,
+        "model": model_name,
+        "bi_encoder": table.model,
+        "backend": table.backend,
+    }
+    store.save_prepared(_table_name(table, field), arrays, meta)
 
 
 def _table_name(table: WindowTable, field: str) -> str:

@@ -451,18 +451,39 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     )
     optimizer = _optimizer(model, config)
     checkpoint = config.output / CHECKPOINT
+    evaluation = (val, reports, teacher_val)
     if resume and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, sampler)
         log.info("resumed from %s at step %d", checkpoint, state.step)
-    elif config.init_from is not None:
-        state = RunState()
-        log.info("starting from the cross-encoder in %s", config.init_from)
-    elif config.architecture in ("gated", "bi"):
-        state = RunState()  # its head is the bi-encoder's cosine already: nothing to fit
-        if config.eval_at_start:
-            _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
     else:
-        state = RunState()
+        state = _fresh_start(model, tokenizer, sampler, config, evaluation)
+    # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
+    # resume that cannot load, leaves the folder's record as it was.
+    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    window = _run_steps(
+        (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation
+    )
+    if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
+        mean_loss = sum(window) / len(window) if window else None
+        _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
+    _save_checkpoint(checkpoint, model, optimizer, sampler, state)
+    return _final_export(model, tokenizer, config, state, teacher_val)
+
+
+def _fresh_start(
+    model: Any,
+    tokenizer: Any,
+    sampler: GroupSampler,
+    config: TrainConfig,
+    evaluation: tuple[RankingTask | None, list, float | None],
+) -> RunState:
+    """Step 0 of a new run: a plain cross-encoder's new head is first fitted to the teacher
+    (a gated or bi model's head is the bi-encoder's cosine already; ``--init-from`` has one)."""
+    state = RunState()
+    if config.init_from is not None:
+        log.info("starting from the cross-encoder in %s", config.init_from)
+        return state
+    if config.architecture not in ("gated", "bi"):
         fit = fit_head_to_teacher(
             model,
             tokenizer,
@@ -472,25 +493,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             scale=config.teacher_scale,
         )
         log.info("head fitted to the teacher: correlation %.3f", fit)
-        if config.eval_at_start:
-            _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val)
-    # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
-    # resume that cannot load, leaves the folder's record as it was.
-    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    window = _run_steps(
-        (model, teacher_model),
-        tokenizer,
-        optimizer,
-        sampler,
-        config,
-        state,
-        (val, reports, teacher_val),
-    )
-    if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
-        mean_loss = sum(window) / len(window) if window else None
-        _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
-    _save_checkpoint(checkpoint, model, optimizer, sampler, state)
-    return _final_export(model, tokenizer, config, state, teacher_val)
+    if config.eval_at_start:
+        _evaluate_and_keep(model, tokenizer, config, state, *evaluation)
+    return state
 
 
 def load_trec_task(name: str, run: Path, qrels: Path) -> RankingTask:
@@ -549,7 +554,7 @@ def _run_steps(
     """Train until the step/time budget is spent; returns the losses since the last evaluation."""
     from tqdm import tqdm
 
-    model, teacher_model = models
+    model = models[0]
     total = config.max_steps or None
     bar = tqdm(total=total, initial=state.step, mininterval=20, desc="train", dynamic_ncols=True)
     model.train()
@@ -559,33 +564,12 @@ def _run_steps(
     while not _finished(config, state):
         started = time.monotonic()
         factor = learning_rate_factor(config, state)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-        batch = sampler.next_batch(config.batch_queries)
-        parts = _train_step((model, teacher_model), tokenizer, optimizer, batch, config)
-        if not math.isfinite(parts["loss"]):
-            raise InvalidInputError(
-                f"the loss became {parts['loss']} at step {state.step + 1}: the run diverged "
-                f"(lower --lr, now {config.lr}); best/ and the last checkpoint are kept as saved"
-            )
+        parts = _one_step(models, tokenizer, optimizer, sampler, config, state, factor)
         running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
         window.append(parts["loss"])
         state.step += 1
         state.elapsed_s += time.monotonic() - started
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{factor * config.lr:.1e}"
-        )
-        if state.step % 50 == 0:
-            log.info(
-                "step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min",
-                state.step,
-                running["loss"],
-                running["ce"],
-                running["kd"],
-                factor * config.lr,
-                state.elapsed_s / 60,
-            )
+        _report_progress(bar, running, state, factor * config.lr)
         now = time.monotonic()
         eval_due = now - last_eval >= 60 * config.eval_minutes or bool(
             config.eval_every and state.step % config.eval_every == 0
@@ -602,6 +586,44 @@ def _run_steps(
             last_checkpoint = time.monotonic()
     bar.close()
     return window
+
+
+def _one_step(
+    models: tuple[Any, Any],
+    tokenizer: Any,
+    optimizer: Any,
+    sampler: GroupSampler,
+    config: TrainConfig,
+    state: RunState,
+    factor: float,
+) -> dict[str, float]:
+    """One optimiser step at ``factor`` x the learning rate; its loss parts."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    batch = sampler.next_batch(config.batch_queries)
+    parts = _train_step(models, tokenizer, optimizer, batch, config)
+    if not math.isfinite(parts["loss"]):
+        raise InvalidInputError(
+            f"the loss became {parts['loss']} at step {state.step + 1}: the run diverged "
+            f"(lower --lr, now {config.lr}); best/ and the last checkpoint are kept as saved"
+        )
+    return parts
+
+
+def _report_progress(bar: Any, running: dict[str, float], state: RunState, lr: float) -> None:
+    """The bar's loss / lr, and a log line every 50 steps (the bar may not reach a log file)."""
+    bar.update(1)
+    bar.set_postfix(loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{lr:.1e}")
+    if state.step % 50 == 0:
+        log.info(
+            "step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min",
+            state.step,
+            running["loss"],
+            running["ce"],
+            running["kd"],
+            lr,
+            state.elapsed_s / 60,
+        )
 
 
 def _final_export(
