@@ -298,6 +298,8 @@ async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) ->
             missing = await client.post(
                 "/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS}
             )
+            huge_name = {"model": "m" * 100_000, "query": QUERY, "documents": DOCS}
+            huge = await client.post("/v2/rerank", json=huge_name)
     assert [(m["id"], m["kind"], m["default"]) for m in models["data"]] == [
         ("minilm", reranker.scorer.kind, True),
         ("tiny", "cross-encoder", False),
@@ -307,6 +309,9 @@ async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) ->
     assert chosen.json()["model"] == "tiny"
     assert missing.status_code == 404 and missing.json()["error_type"] == "model_not_found"
     assert "minilm" in missing.json()["error"]
+    # The refused value is quoted, but not a hundred thousand characters of it three times.
+    assert huge.status_code == 404 and len(huge.content) < 10_000
+    assert huge.json()["error"].endswith("more characters)")
 
 
 # --- errors ---------------------------------------------------------------------------------

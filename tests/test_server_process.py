@@ -1,9 +1,11 @@
 """A real ``semrank serve`` process on a free localhost port: the official Cohere SDK against it,
-and graceful shutdown (SIGTERM finishes the request in flight)."""
+graceful shutdown (SIGTERM finishes the request in flight, within --shutdown-timeout) and what it
+logs at startup."""
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -15,6 +17,8 @@ import httpx
 import pytest
 
 from semrank.models import default_spec
+from semrank.server import ServerConfig
+from semrank.server._run import log_auth
 from serving import semrank_serve
 
 cohere = pytest.importorskip("cohere", reason="pip install cohere (the dev extra has it)")
@@ -76,24 +80,31 @@ def _in_flight(url: str) -> float:
     return float(line.split()[-1])
 
 
+def _request_in_flight(url: str) -> tuple[dict[str, Any], threading.Thread]:
+    """A rerank request sent from a thread, returned once the server holds it (bounded wait);
+    its response lands in the dict under "response"."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        body = {"query": QUERY, "documents": DOCS}
+        outcome["response"] = httpx.post(f"{url}/v2/rerank", json=body, timeout=60)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    for _ in range(400):
+        if _in_flight(url) >= 1:
+            break
+        time.sleep(0.01)
+    assert _in_flight(url) >= 1
+    return outcome, thread
+
+
 @pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     # A long batching window keeps the request in flight while the signal arrives.
     with semrank_serve(log, "--batch-wait-ms", "1500") as (url, process):
-        outcome: dict[str, Any] = {}
-
-        def call() -> None:
-            body = {"query": QUERY, "documents": DOCS}
-            outcome["response"] = httpx.post(f"{url}/v2/rerank", json=body, timeout=60)
-
-        thread = threading.Thread(target=call)
-        thread.start()
-        for _ in range(400):  # bounded wait until the server holds the request
-            if _in_flight(url) >= 1:
-                break
-            time.sleep(0.01)
-        assert _in_flight(url) >= 1
+        outcome, thread = _request_in_flight(url)
         process.send_signal(signal.SIGTERM)
         thread.join(timeout=60)
         # uvicorn re-raises the signal once it has shut down cleanly.
@@ -103,3 +114,42 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line["message"] == "stopped" for line in lines)
     assert not [line for line in lines if line["level"] in ("error", "critical")]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_within_the_shutdown_timeout_and_answers_503(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    # The batcher waits 9 s for company: the request cannot finish within the 1 s timeout.
+    flags = ("--batch-wait-ms", "9000", "--shutdown-timeout", "1")
+    with semrank_serve(log, *flags) as (url, process):
+        started = time.monotonic()
+        outcome, thread = _request_in_flight(url)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        stopped = time.monotonic()
+        thread.join(timeout=60)
+    # Before: shutdown waited for the batcher's 9 s wait and the model call after it.
+    assert stopped - started < 9
+    response = outcome["response"]
+    assert response.status_code == 503  # before: uvicorn's plain-text 500
+    assert response.json()["error_type"] == "backend_unavailable"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    assert "request cancelled at shutdown" in messages and "stopped" in messages
+    assert any(m.startswith("API-key auth is off") for m in messages)
+
+
+def test_startup_log_says_whether_auth_is_on_and_never_the_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="semrank.server")
+    log_auth(ServerConfig(api_keys=frozenset({"sekrit-1", "sekrit-2"})), {})
+    log_auth(ServerConfig(), {"SEMRANK_API_KEYS": " , "})  # set, but no key in it
+    log_auth(ServerConfig(), {})
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert records[0] == (logging.INFO, "API-key auth is on (2 keys)")
+    assert records[1][0] == logging.WARNING
+    assert records[1][1].startswith("SEMRANK_API_KEYS is set but holds no keys")
+    assert records[2][1].startswith("API-key auth is off")
+    assert records[3][1].startswith("API-key auth is off") and len(records) == 4
+    assert "sekrit" not in " ".join(str(vars(r)) for r in caplog.records)

@@ -21,10 +21,10 @@ from semrank.errors import (
     RequestTooLargeError,
 )
 from semrank.server._batcher import BatcherLimits, PairBatcher
-from semrank.server._cache import ScoreCache, pair_key
+from semrank.server._cache import ScoreCache, pair_key, pair_keys
 from semrank.server._engines import ModelRegistry, RerankCall
 from semrank.server._errors import validation_message
-from semrank.server._logging import JsonFormatter, log_fields
+from semrank.server._logging import JsonFormatter, TextFormatter, log_fields
 from semrank.server._metrics import Metrics
 from semrank.server._run import run_server
 from semrank.server._service import Admission, RerankService
@@ -77,6 +77,24 @@ def test_config_from_environment_merges_flags_and_env_keys() -> None:
     assert parse_api_keys("") == frozenset()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("request_timeout_s", float("nan"), "--timeout"),
+        ("request_timeout_s", float("inf"), "--timeout"),
+        ("request_timeout_s", 1e10, "--timeout"),  # past threading's largest wait
+        ("request_timeout_s", -1.0, "--timeout"),
+        ("batch_wait_ms", float("inf"), "--batch-wait-ms"),
+        ("shutdown_timeout_s", float("nan"), "--shutdown-timeout"),
+    ],
+)
+def test_durations_that_would_break_deadlines_or_shutdown_are_refused_naming_the_flag(
+    field: str, value: float, flag: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=flag):
+        ServerConfig(**{field: value})
+
+
 def test_config_rejects_bad_values_and_round_trips_json() -> None:
     with pytest.raises(InvalidInputError, match="max_documents"):
         ServerConfig(max_documents=0)
@@ -124,10 +142,12 @@ def test_cache_is_lru_and_bounded() -> None:
 
 
 def test_cache_keys_separate_models_and_queries_and_hold_no_text() -> None:
-    key = pair_key("m", "q", "secret document")
-    assert key != pair_key("other", "q", "secret document")
-    assert key != pair_key("m", "q2", "secret document")
-    assert "secret" not in repr(key)
+    key = pair_key("m", "secret query", "secret document")
+    assert key != pair_key("other", "secret query", "secret document")
+    assert key != pair_key("m", "secret query 2", "secret document")
+    assert "secret" not in repr(key)  # a cached megabyte query costs 16 bytes, not megabytes
+    pairs = [("secret query", "secret document"), ("q2", "d"), ("secret query", "d")]
+    assert pair_keys("m", pairs) == [pair_key("m", q, d) for q, d in pairs]
     disabled = ScoreCache(0)
     disabled.put_many([key], [1.0])
     assert disabled.get_many([key]) == [None]
@@ -270,6 +290,25 @@ def test_json_formatter_writes_one_object_with_fields_and_traceback() -> None:
 
         record.exc_info = sys.exc_info()
     assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exc"]
+
+
+def test_text_formatter_writes_the_same_fields_as_key_value_pairs() -> None:
+    record = logging.LogRecord(
+        "semrank.server.access", logging.INFO, __file__, 1, "request", (), None
+    )
+    record.fields = log_fields(method="POST", path="/v1/rerank", status=422, error="bad top_n")[
+        "fields"
+    ]
+    line = TextFormatter().format(record)
+    assert line.endswith('request method=POST path=/v1/rerank status=422 error="bad top_n"')
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    first, *rest = TextFormatter().format(record).splitlines()
+    assert first.endswith('status=422 error="bad top_n"') and "ValueError: boom" in rest[-1]
 
 
 def test_validation_message_names_the_fields() -> None:

@@ -73,8 +73,18 @@ class HFTokenizer:
 
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[EncodedInput]:
         queries = self._encode_raw(sorted({q for q, _ in pairs}))
+        lengths = {text: len(query.ids) for text, query in queries.items()}
+        available = self.max_length - self.special_tokens_pair
+        for query in queries.values():
+            # No pair keeps more of a query than this: cut it once, so that a very long query
+            # is not copied whole for every document it is paired with.
+            if len(query.ids) > available:
+                query.truncate(available)
         docs = self._encode_list([d for _, d in pairs])
-        return [self._merge_pair(queries[q], doc) for (q, _), doc in zip(pairs, docs, strict=True)]
+        return [
+            self._merge_pair(queries[q], lengths[q], doc)
+            for (q, _), doc in zip(pairs, docs, strict=True)
+        ]
 
     def encode_texts(self, texts: list[str]) -> list[EncodedInput]:
         limit = self.max_length - self.special_tokens_single
@@ -93,10 +103,10 @@ class HFTokenizer:
     def _encode_list(self, texts: list[str]) -> list[Encoding]:
         return list(self._tok.encode_batch(texts, add_special_tokens=False))
 
-    def _merge_pair(self, query: Encoding, doc: Encoding) -> EncodedInput:
+    def _merge_pair(self, query: Encoding, query_length: int, doc: Encoding) -> EncodedInput:
         available = self.max_length - self.special_tokens_pair
         n_query, n_doc = len(query.ids), len(doc.ids)
-        truncated = n_query + n_doc > available
+        truncated = query_length + n_doc > available  # the query's length before its cut
         if truncated:
             # Keep as much of the query as the document leaves, but at least half the budget.
             keep_query = min(n_query, max(available // 2, available - n_doc))

@@ -1,4 +1,4 @@
-"""A bounded LRU cache of raw pair scores, keyed by (model, query, document hash).
+"""A bounded LRU cache of raw pair scores, keyed by (model, query hash, document hash).
 
 Repeated queries over the same candidates (pagination, retries, several users asking the same
 thing) then skip the model. Scores are cached per scored pair, so chunks cache too.
@@ -11,13 +11,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-CacheKey = tuple[str, str, bytes]
+CacheKey = tuple[str, bytes, bytes]
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def pair_keys(model: str, pairs: Sequence[tuple[str, str]]) -> list[CacheKey]:
+    """Keys of ``pairs``. Texts are hashed, so the cache holds no query or document text and
+    its memory is bounded by its entry count (a query may be megabytes); each distinct query
+    is hashed once, not once per document."""
+    queries = {query: _digest(query) for query in {query for query, _ in pairs}}
+    return [(model, queries[query], _digest(document)) for query, document in pairs]
 
 
 def pair_key(model: str, query: str, document: str) -> CacheKey:
-    """Documents are hashed so that the cache holds no document text."""
-    digest = hashlib.blake2b(document.encode("utf-8"), digest_size=16).digest()
-    return (model, query, digest)
+    return (model, _digest(query), _digest(document))
 
 
 class ScoreCache:

@@ -79,7 +79,8 @@ async def run_in_thread(
 ) -> T:
     """``work()`` in a request thread that sees ``deadline`` (the batcher enforces it too);
     ``DeadlineExceededError(late)`` once it passes. The thread itself cannot be stopped: it ends
-    at its next model call, which the batcher fails for being past the deadline."""
+    at its next model call, which the batcher fails for being past the deadline or for its request
+    being over (REQUEST_GONE, which the thread sees too)."""
     context = contextvars.copy_context()
     context.run(REQUEST_DEADLINE.set, deadline)
     future = asyncio.get_running_loop().run_in_executor(threads, context.run, work)
@@ -154,9 +155,11 @@ class ModelRegistry:
         for engine in self.engines.values():
             await engine.scorer.batcher.start()
 
-    async def close(self) -> None:
-        for engine in self.engines.values():
-            await engine.scorer.batcher.close()
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Close every batcher, together, within ``timeout_s`` (None: when their work is done)."""
+        await asyncio.gather(*(e.scorer.batcher.close(timeout_s) for e in self.engines.values()))
+        # Request threads still running end at their next model call, which the closed batchers
+        # refuse; they are not waited for here.
         self.threads.shutdown(wait=False, cancel_futures=True)
 
     def get(self, name: str | None) -> ModelEngine:

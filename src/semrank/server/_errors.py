@@ -38,9 +38,22 @@ UNREADABLE_BODY = (
 )
 
 
+# Messages quote the values they refuse; a megabyte model name must not come back three times
+# over (error, message, detail) nor fill the log.
+MAX_MESSAGE_CHARS = 2000
+
+
+def bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARS
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({cut} more characters)"
+
+
 def error_body(message: str, error_type: str) -> dict[str, str]:
     """Every error's JSON: the text again as ``message`` and ``detail`` for vendors' clients."""
-    return {"error": message, "error_type": error_type, "message": message, "detail": message}
+    text = bounded(message)
+    return {"error": text, "error_type": error_type, "message": text, "detail": text}
 
 
 def error_response(
@@ -122,7 +135,7 @@ def _request_fields(request: Request) -> dict[str, object]:
 
 
 def _log(request: Request, status: int, exc: Exception) -> None:
-    fields = _request_fields(request) | {"status": status, "error": str(exc)}
+    fields = _request_fields(request) | {"status": status, "error": bounded(str(exc))}
     if isinstance(exc, OPERATIONAL_ERRORS):
         logger.warning("request not served", extra=log_fields(**fields))
     elif status >= 500:

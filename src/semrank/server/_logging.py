@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, with the request's fields merged in."""
+"""Structured logs: one JSON object per line (or key=value text), the request's fields merged in."""
 
 from __future__ import annotations
 
@@ -29,13 +29,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger message key=value ...``: the same fields as the JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if not isinstance(fields, dict) or not fields:
+            return line
+        # Values quoted as JSON where they hold spaces, so the line stays splittable.
+        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        head, newline, rest = line.partition("\n")  # a traceback stays below the line
+        return f"{head} {pairs}{newline}{rest}"
+
+
+def _text_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False) if (not text or " " in text) else text
+
+
 def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
     """Send semrank's and uvicorn's logs through one stderr handler (``semrank serve``)."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from semrank.server._logging import configure_logging
-from semrank.server.config import ENV_CONFIG_JSON, ServerConfig
+from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
+from semrank.server.config import ENV_API_KEYS, ENV_CONFIG_JSON, ServerConfig, parse_api_keys
+
+logger = logging.getLogger(LOGGER_NAME)
 
 
 def run_server(config: ServerConfig) -> None:
@@ -15,6 +19,7 @@ def run_server(config: ServerConfig) -> None:
 
     check_before_start(config)
     configure_logging(config.log_level, json_lines=config.log_json)
+    log_auth(config, os.environ)
     options: dict[str, Any] = {
         "host": config.host,
         "port": config.port,
@@ -48,3 +53,29 @@ def check_before_start(config: ServerConfig) -> None:
     resolve_backend(config.backend, config.device)
     for entry in config.models:
         resolve(entry.source)
+
+
+def log_auth(config: ServerConfig, environ: Mapping[str, str]) -> None:
+    """Say at startup whether API-key auth is on and with how many keys (never the keys): an
+    empty SEMRANK_API_KEYS (a template that forgot the value) would otherwise turn it off
+    silently."""
+    raw = environ.get(ENV_API_KEYS)
+    if raw is not None and not parse_api_keys(raw):
+        logger.warning(
+            f"{ENV_API_KEYS} is set but holds no keys, so it requires none; give it "
+            "comma-separated keys, or unset it",
+            extra=log_fields(auth_env=ENV_API_KEYS),
+        )
+    count = len(config.api_keys)
+    if count:
+        plural = "" if count == 1 else "s"
+        logger.info(
+            f"API-key auth is on ({count} key{plural})",
+            extra=log_fields(auth=True, api_keys=count),
+        )
+    else:
+        logger.info(
+            f"API-key auth is off: every client is served without a key (set --api-key or "
+            f"{ENV_API_KEYS} to require one)",
+            extra=log_fields(auth=False, api_keys=0),
+        )

@@ -1,25 +1,37 @@
 """The FastAPI application: ``create_app(config)``.
 
-Startup loads the models (in a thread) and starts one batcher per model; shutdown first marks
-the server draining (``/ready`` answers 503), then lets the batchers finish what is queued.
-uvicorn itself stops accepting connections and waits for in-flight requests before that.
+Startup loads the models (in a thread) and starts one batcher per model. Under uvicorn
+(``semrank serve``) the listening socket opens only after that, so while models load clients get
+"connection refused" (``/health`` too), never ``/ready``'s 503 "starting". On SIGTERM or SIGINT
+uvicorn closes the socket at once (new connections are refused, so ``/ready``'s 503 "draining"
+is not seen either), waits up to ``--shutdown-timeout`` for the requests in flight and cancels
+those still running (they get a 503). Only then does the app's shutdown run: the batchers drop
+the queued work of requests that are over, get at most ``--shutdown-timeout`` again for the rest
+(normally nothing is left) and fail it. A model call in progress cannot be interrupted: the
+process exits once it ends (one slice, bounded by ``--batch-token-budget``). ``/ready``'s 503
+answers matter only where a host serves the app while its lifespan starts or stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
+from semrank.errors import BackendUnavailableError, http_status_for
+from semrank.server._batcher import REQUEST_GONE
 from semrank.server._edge import EdgeMiddleware
 from semrank.server._engines import ModelRegistry
-from semrank.server._errors import install_error_handlers
+from semrank.server._errors import error_body, install_error_handlers
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import Metrics
@@ -34,6 +46,11 @@ DESCRIPTION = """Self-hosted re-ranking with Cohere-, Jina-, Voyage-, Together- 
 TEI-compatible endpoints, plus semrank's batch and search APIs. Errors are
 `{"error": "...", "error_type": "...", "message": "...", "detail": "..."}` (one text, under each
 key vendors' clients read)."""
+# nginx's "client closed request": what the logs and metrics record for a request whose client
+# left before the answer (the client never sees it).
+CLIENT_CLOSED_REQUEST = 499
+# After the body, a server only sends http.disconnect; bound the loop in case one sends more.
+MAX_MESSAGES_AFTER_BODY = 8
 
 
 def create_app(
@@ -58,7 +75,7 @@ def create_app(
             yield
         finally:
             app.state.phase = "draining"
-            await registry.close()
+            await registry.close(config.shutdown_timeout_s)
             logger.info("stopped")
 
     app = FastAPI(
@@ -73,10 +90,95 @@ def create_app(
     app.state.service = RerankService(config, registry, metrics)
     app.state.phase = "starting"
     install_error_handlers(app, retry_after_s=config.retry_after_s)
+    # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
+    # records the status this one sets.
+    app.add_middleware(RequestLifetime)
     app.add_middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
     for router in (probes, models_router, rerank_router, index_router):
         app.include_router(router)
     return app
+
+
+class RequestLifetime:
+    """Tells the model batcher when a request is over, so the model work its threads still
+    queue is dropped rather than computed for nobody.
+
+    The request runs with its own ``REQUEST_GONE`` event, set when the client disconnects
+    (``http.disconnect`` after the body, watched while the request runs) and when the handler
+    ends in any way (answered, 504 while its thread still works, cancelled at shutdown). A
+    request whose client left is recorded as 499. One cancelled before it answered (uvicorn
+    does that at the end of ``--shutdown-timeout``) answers a 503 JSON error first."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gone = threading.Event()
+        started = False
+        watcher: asyncio.Task[None] | None = None
+
+        async def receive_watched() -> Message:
+            nonlocal watcher
+            if watcher is not None:  # the body was read: the watcher owns receive() now
+                await asyncio.shield(watcher)  # a cancelled caller must not cancel the watch
+                if gone.is_set():
+                    return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+            elif not message.get("more_body", False):
+                watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+            return message
+
+        async def send_status(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if gone.is_set():
+                    message = {**message, "status": CLIENT_CLOSED_REQUEST}
+            await send(message)
+
+        token = REQUEST_GONE.set(gone)
+        try:
+            await self.app(scope, receive_watched, send_status)
+        except asyncio.CancelledError:
+            if not started:
+                await _send_cancelled(send_status, scope)
+            raise
+        finally:
+            gone.set()
+            REQUEST_GONE.reset(token)
+            if watcher is not None:
+                watcher.cancel()
+
+
+async def _watch_disconnect(receive: Receive, gone: threading.Event) -> None:
+    for _ in range(MAX_MESSAGES_AFTER_BODY):
+        if (await receive())["type"] == "http.disconnect":
+            gone.set()
+            return
+
+
+async def _send_cancelled(send: Send, scope: Scope) -> None:
+    """A 503 JSON body for a request cancelled before it answered, instead of uvicorn's plain
+    500 (uvicorn still logs the cancellation)."""
+    error = BackendUnavailableError(
+        "the server is shutting down and stopped this request before it finished "
+        "(--shutdown-timeout); retry on another instance"
+    )
+    body = json.dumps(error_body(str(error), error.error_type)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    start = {"type": "http.response.start", "status": http_status_for(error), "headers": headers}
+    with contextlib.suppress(Exception):  # the connection may be gone already
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+    request_id = scope.get("state", {}).get("request_id")
+    logger.warning(
+        "request cancelled at shutdown", extra=log_fields(request_id=request_id, status=503)
+    )
 
 
 def app_from_environment() -> FastAPI:

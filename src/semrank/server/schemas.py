@@ -348,7 +348,7 @@ class DeleteResult(_Schema):
 
 class SearchRequest(_Strict):
     """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
-    fills ``{{query}}`` placeholders (or replaces the tree's query texts)."""
+    fills ``{{query}}`` placeholders (a tree without any has it replace its query texts)."""
 
     query: str | None = Field(None, min_length=1)
     retriever: str | dict[str, Any] | None = Field(
