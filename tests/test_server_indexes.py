@@ -30,19 +30,22 @@ async def _make_index(client: httpx.AsyncClient, name: str = "docs") -> None:
     assert added.json() == {"upserted": len(DOCS)}
 
 
-async def test_index_lifecycle(client: httpx.AsyncClient) -> None:
+async def test_index_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> None:
     await _make_index(client)
     assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
     info = (await client.get("/v1/indexes/docs")).json()
     assert info["documents"] == len(DOCS) and info["settings"]["text_fields"] == ["title", "text"]
     again = await client.post("/v1/indexes", json={"name": "docs"})
     assert again.status_code == 409 and again.json()["error_type"] == "index_exists"
+    # Errors name the index, not where the server keeps it.
+    assert str(tmp_path) not in again.text and "<index home>" in again.text
     deleted = await client.post("/v1/indexes/docs/documents/delete", json={"ids": ["d2", "zz"]})
     assert deleted.json() == {"deleted": 1}
     assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS) - 1
     assert (await client.delete("/v1/indexes/docs")).json() == {"deleted": 1}
     missing = await client.get("/v1/indexes/docs")
     assert missing.status_code == 404 and missing.json()["error_type"] == "index_not_found"
+    assert str(tmp_path) not in missing.text
 
 
 async def test_search_bm25_and_reranked_with_the_served_model(

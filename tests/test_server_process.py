@@ -153,3 +153,43 @@ def test_startup_log_says_whether_auth_is_on_and_never_the_keys(
     assert records[2][1].startswith("API-key auth is off")
     assert records[3][1].startswith("API-key auth is off") and len(records) == 4
     assert "sekrit" not in " ".join(str(vars(r)) for r in caplog.records)
+
+
+def _serve_cli(*flags: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "serve", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stderr
+
+
+def test_a_port_in_use_fails_at_once_naming_the_flag() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stderr = _serve_cli("--port", str(port))
+    assert code == 2 and "Traceback" not in stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr and "--port" in stderr
+
+
+def test_a_gpu_this_machine_lacks_fails_at_once_naming_what_to_install() -> None:
+    from semrank.errors import BackendUnavailableError
+    from semrank.runtime import require_device, resolve_backend
+
+    try:
+        require_device(resolve_backend(None, "cuda"))
+    except BackendUnavailableError:
+        pass
+    else:
+        pytest.skip("this machine has CUDA")
+    code, stderr = _serve_cli("--device", "cuda", "--port", "1")
+    assert code == 2 and "Traceback" not in stderr
+    assert "no CUDA here" in stderr and "--device" in stderr

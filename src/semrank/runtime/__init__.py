@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from semrank.errors import BackendUnavailableError, InvalidInputError, ModelLoadError
 from semrank.runtime import _loaders
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
-from semrank.runtime._select import BackendChoice, choose_backend, detect_features
+from semrank.runtime._select import BackendChoice, _ort_has_cuda, choose_backend, detect_features
 from semrank.runtime.base import (
     Activation,
     BatchingConfig,
@@ -50,6 +50,7 @@ __all__ = [
     "load_onnxruntime_first",
     "load_scorer",
     "model_backend",
+    "require_device",
     "resolve_backend",
 ]
 
@@ -104,6 +105,30 @@ def model_backend(model: ResolvedModel, backend: str | None) -> str | None:
     if backend in (None, "auto") and model.bf16_measured:
         return "fast"
     return backend
+
+
+def require_device(choice: BackendChoice) -> None:
+    """Fail now, naming what to install, when ``choice`` asks for a GPU this machine's
+    libraries cannot reach (a load would fail the same way, but later: a server would have
+    started its workers first)."""
+    if not choice.device.startswith("cuda"):
+        return
+    if choice.backend.startswith("torch"):
+        available, fix = _torch_has_cuda(), "install a CUDA build of torch"
+    else:
+        available, fix = _onnxruntime_has_cuda(), "pip install onnxruntime-gpu"
+    if not available:
+        raise BackendUnavailableError(
+            f"device {choice.device!r} with backend {choice.backend!r}: no CUDA here ({fix}, "
+            "or leave --device out to run on the CPU)"
+        )
+
+
+def _onnxruntime_has_cuda() -> bool:
+    try:
+        return _ort_has_cuda()
+    except ImportError:
+        return False
 
 
 def _torch_has_cuda() -> bool:

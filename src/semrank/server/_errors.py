@@ -62,7 +62,12 @@ def error_response(
     return JSONResponse(error_body(message, error_type), status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+def install_error_handlers(
+    app: FastAPI, *, retry_after_s: int, private_paths: Sequence[str] = ()
+) -> None:
+    """``private_paths``: folders of the server (the index home) that answers name as
+    ``<index home>``; the log keeps them."""
+
     async def on_semrank_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SemrankError)
         status = http_status_for(exc)
@@ -72,7 +77,10 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
             headers["Retry-After"] = str(retry_after_s)
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
-        return error_response(status, str(exc), exc.error_type, headers)
+        message = str(exc)
+        for path in private_paths:  # a client needs the index's name, not where it lies
+            message = message.replace(path, "<index home>")
+        return error_response(status, message, exc.error_type, headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
+from semrank.errors import InvalidInputError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server.config import ENV_API_KEYS, ENV_CONFIG_JSON, ServerConfig, parse_api_keys
 
@@ -48,11 +50,27 @@ def check_before_start(config: ServerConfig) -> None:
     """Name a bad backend, device or model before uvicorn starts: uvicorn reports an error
     raised while the app starts up as a traceback."""
     from semrank.models import resolve
-    from semrank.runtime import resolve_backend
+    from semrank.runtime import require_device, resolve_backend
 
-    resolve_backend(config.backend, config.device)
+    require_device(resolve_backend(config.backend, config.device))
     for entry in config.models:
         resolve(entry.source)
+    check_address(config.host, config.port)
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind the address once before the models load (minutes for a large one): a port in use
+    or a host that is not this machine's then fails at once, naming the flag to change."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, "
+            "stop what holds it, or give a --host of this machine"
+        ) from exc
 
 
 def log_auth(config: ServerConfig, environ: Mapping[str, str]) -> None:

@@ -89,7 +89,9 @@ def create_app(
     app.state.registry = registry
     app.state.service = RerankService(config, registry, metrics)
     app.state.phase = "starting"
-    install_error_handlers(app, retry_after_s=config.retry_after_s)
+    install_error_handlers(
+        app, retry_after_s=config.retry_after_s, private_paths=_private_paths(config)
+    )
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.
     app.add_middleware(RequestLifetime)
@@ -187,3 +189,12 @@ def app_from_environment() -> FastAPI:
     config = ServerConfig.from_json(text) if text else ServerConfig()
     configure_logging(config.log_level, json_lines=config.log_json)
     return create_app(config)
+
+
+def _private_paths(config: ServerConfig) -> tuple[str, ...]:
+    from semrank.store import resolve_home
+
+    home = resolve_home(config.index_home)
+    # Absolute forms only: a relative "idx" would also match inside index names.
+    paths = (home.absolute(), home.resolve())
+    return tuple(sorted({str(p) for p in paths if str(p) != "/"}, key=len, reverse=True))
