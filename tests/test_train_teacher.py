@@ -116,3 +116,35 @@ def test_training_data_carry_the_teacher_encoders_cosine(
     expected = plain[0].teacher_scores(3, ids) + 0.5 * (docs.astype(np.float32) @ query)
     np.testing.assert_allclose(collection.teacher_scores(3, ids), expected, atol=2e-3)
     assert list((tmp_path / "run" / "cache").glob("pairs-teacher-*/passages.npy"))
+
+
+@pytest.mark.slow
+def test_a_teacher_that_pools_its_cls_token_is_embedded_that_way(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    import json
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from semrank.train._mining import embed_texts, encoder_pooling
+
+    teacher = _second_encoder(tiny_base, tmp_path / "bge-like")
+    (teacher / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 32, "pooling_mode_cls_token": True}
+    (teacher / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    assert encoder_pooling(teacher) == "cls" and encoder_pooling(tiny_base) == "mean"
+    model, tokenizer = (
+        AutoModel.from_pretrained(str(teacher)),
+        AutoTokenizer.from_pretrained(str(teacher)),
+    )
+    texts = ["fleas bite dogs", "the capital of france is paris and it is large"]
+    got = embed_texts(model, tokenizer, texts, max_length=64, pooling="cls").astype(np.float32)
+    with torch.inference_mode():  # reference: the first token's state, unit length (fp32)
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        first = model(**batch).last_hidden_state[:, 0]
+        want = torch.nn.functional.normalize(first, dim=-1).numpy()
+    np.testing.assert_allclose(got, want, atol=0.03)  # bf16 autocast, fp16 storage
+    mean = embed_texts(model, tokenizer, texts, max_length=64).astype(np.float32)
+    assert not np.allclose(mean, want, atol=0.03)

@@ -73,10 +73,25 @@ def _cosines(
     return passages[passage_ids].astype(np.float32) @ query
 
 
+def encoder_pooling(path: Path) -> str:
+    """How the bi-encoder at ``path`` pools token states ("mean" or "cls", as its
+    sentence-transformers config says; the catalog's loader reads it the same way)."""
+    from semrank.models import inspect_directory
+
+    return inspect_directory(Path(path), name=str(path), kind="bi-encoder").pooling
+
+
 def embed_texts(
-    model: Any, tokenizer: Any, texts: list[str], *, max_length: int, batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    pooling: str = "mean",
 ) -> np.ndarray:
-    """Mean-pooled, L2-normalised embeddings (sentence-transformers' recipe for MiniLM)."""
+    """L2-normalised embeddings, pooled as the model was trained to be (``pooling``: "mean",
+    sentence-transformers' recipe for MiniLM and mpnet, or "cls", as bge models)."""
     import torch
 
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
@@ -94,7 +109,10 @@ def embed_texts(
             )
             hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[index] = pooled.numpy().astype(np.float16)
     return out
@@ -269,8 +287,12 @@ def add_teacher_encoder(
         queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")
     else:
         log.info("teacher %s: embedding %s", encoder_id, mined.name)
-        queries = embed_texts(encoder, tokenizer, [g.query for g in mined.groups], max_length=64)
-        passages = embed_texts(encoder, tokenizer, mined.passages, max_length=max_length)
+        pooling = encoder_pooling(Path(encoder_id))
+        texts = [g.query for g in mined.groups]
+        queries = embed_texts(encoder, tokenizer, texts, max_length=64, pooling=pooling)
+        passages = embed_texts(
+            encoder, tokenizer, mined.passages, max_length=max_length, pooling=pooling
+        )
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
             np.save(cache / "queries.npy", queries)
