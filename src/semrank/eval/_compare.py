@@ -23,7 +23,7 @@ RERANK_SUFFIX = "+rerank"
 # (base retriever) -> candidate lists; supplied by the command so progress bars stay there.
 Retrieve = Callable[[str], "list[CandidateList]"]
 # candidate lists -> run re-ranked by the model
-Rerank = Callable[["list[CandidateList]"], "Run"]
+RerankCandidates = Callable[["list[CandidateList]"], "Run"]  # candidates -> re-ranked run
 
 
 @dataclass(kw_only=True)
@@ -51,7 +51,7 @@ def compare_retrievers(
     measures: list[str],
     *,
     retrieve: Retrieve,
-    rerank: Rerank,
+    rerank: RerankCandidates,
 ) -> Comparison:
     """Evaluate every named run; first stages are retrieved once and shared."""
     from semrank.eval.loaders import candidates_to_run

@@ -197,11 +197,8 @@ def bi_encoder_max_seq_length(base: Path, fallback: int) -> int:
 
 
 def _export_onnx(target: Path) -> None:
-    try:
-        from semrank.runtime.onnx_export import export_onnx
-    except ImportError:  # the runtime's exporter is optional here; HF layout is enough
-        log.warning("semrank.runtime.onnx_export not available; skipped model.onnx")
-        return
     import onnx
+
+    from semrank.runtime.onnx_export import export_onnx
 
     onnx.save(export_onnx(target, "sequence-classification"), str(target / "model.onnx"))
