@@ -118,6 +118,37 @@ async def test_two_big_jobs_take_turns() -> None:
     assert [{query for query, _ in call} for call in scorer.calls] == [{"a"}, {"b"}, {"a"}, {"b"}]
 
 
+async def test_a_small_job_behind_two_big_ones_is_not_left_until_they_finish() -> None:
+    scorer = GatedScorer()
+    batcher = _batcher(scorer, max_pairs=3)
+    await batcher.start()
+    first = asyncio.create_task(batcher.score(_pairs("a", 12)))
+    await _until(lambda: len(scorer.calls) == 1)
+    second = asyncio.create_task(batcher.score(_pairs("b", 12)))
+    small = asyncio.create_task(batcher.score([("small", "s")]))
+    await asyncio.sleep(0)
+    scorer.release.set()
+    await asyncio.gather(first, second, small)
+    await batcher.close()
+    served = [query for call in scorer.calls for query, _ in call]
+    # Least recently served first: the small job gets the third call, not the last.
+    assert served.index("small") < 9 and len(scorer.calls) <= 10
+
+
+async def test_pairs_each_over_the_token_budget_are_scored_one_by_one() -> None:
+    scorer = GatedScorer()
+    scorer.release.set()
+    batcher = _batcher(scorer, max_pairs=512, token_budget=10)  # every pair is ~100 tokens
+    await batcher.start()
+    docs = {name: [(name, name + str(i) + "x" * 400) for i in range(3)] for name in "ab"}
+    a, b = (asyncio.create_task(batcher.score(docs[name])) for name in "ab")
+    scores = await asyncio.wait_for(asyncio.gather(a, b), WAIT_S)
+    await batcher.close()
+    for got, name in zip(scores, "ab", strict=True):  # before: the batcher task died
+        np.testing.assert_array_equal(got, [len(doc) for _, doc in docs[name]])
+    assert [len(call) for call in scorer.calls] == [1] * 6
+
+
 async def test_the_token_budget_slices_too_and_slices_score_as_one_call(reranker: Any) -> None:
     # The real model: a pair's score must not depend on how its request was split.
     rng = np.random.default_rng(7)

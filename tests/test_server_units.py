@@ -311,6 +311,16 @@ def test_text_formatter_writes_the_same_fields_as_key_value_pairs() -> None:
     assert first.endswith('status=422 error="bad top_n"') and "ValueError: boom" in rest[-1]
 
 
+def test_text_log_lines_cannot_be_forged_through_a_request_path() -> None:
+    record = logging.LogRecord(
+        "semrank.server.access", logging.INFO, __file__, 1, "request", (), None
+    )
+    record.fields = log_fields(path="/v1/x\n2026 INFO forged\tline")["fields"]
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\t" not in line  # the sent newline and tab stay escaped
+    assert line.endswith('path="/v1/x\\n2026 INFO forged\\tline"')
+
+
 def test_validation_message_names_the_fields() -> None:
     errors = [
         {"loc": ("body", "query"), "msg": "Field required"},

@@ -135,6 +135,37 @@ def test_a_restored_database_never_reads_search_files_of_the_abandoned_history(
     assert _bm25_ids(tmp_path, "r", "word3") == []
 
 
+def test_after_a_restore_the_rebuilt_search_files_are_read_again_not_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semrank.store import _local
+
+    folder = _make(tmp_path, "r", [_doc(0), _doc(1)])
+    backup = tmp_path / "backup.sqlite"
+    shutil.copy(folder / "documents.sqlite", backup)
+    for i in range(2, 6):  # the abandoned history runs ahead, its newest files saved
+        with open_index("r", home=tmp_path) as index:
+            index.upsert([_doc(i)])
+            index.refresh()
+    for leftover in folder.glob("documents.sqlite-*"):
+        leftover.unlink()
+    shutil.copy(backup, folder / "documents.sqlite")
+    with open_index("r", home=tmp_path) as index:
+        index.upsert([_doc(9)])  # builds and saves this history's files (refresh)
+    builds: list[int] = []
+    build = _local.BM25Index.build  # counted, still run: the store under test is not replaced
+
+    def counted(*args: object, **kwargs: object) -> object:
+        builds.append(1)
+        return build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_local.BM25Index, "build", counted)
+    assert _bm25_ids(tmp_path, "r", "word9") == ["doc-9"]  # later processes read them
+    assert _bm25_ids(tmp_path, "r", "word9") == ["doc-9"]
+    # Before: the other history's newer file hid them, so every process built them again.
+    assert builds == []
+
+
 def test_search_answers_when_its_files_cannot_be_saved(tmp_path: Path) -> None:
     folder = _make(tmp_path, "ro", [_doc(0)])
     with open_index("ro", home=tmp_path) as index:
@@ -221,7 +252,7 @@ def test_a_killed_create_is_marked_incomplete_until_added_again(tmp_path: Path) 
 def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
     tmp_path: Path,
 ) -> None:
-    from semrank.store._base import ingest_running
+    from semrank.store._base import ingest_running, process_start_time
 
     spaced, numbered = tmp_path / "a b.jsonl", tmp_path / "numbered.csv"
     with create_index("n", home=tmp_path, embedding_model=None) as index:
@@ -240,7 +271,10 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:  # as if that process had begun the ingest
             index._change_ingests(  # type: ignore[attr-defined]
-                lambda marks: {f: {**m, "pid": sleeper.pid} for f, m in marks.items()}
+                lambda marks: {
+                    f: {**m, "pid": sleeper.pid, "process_started": process_start_time(sleeper.pid)}
+                    for f, m in marks.items()
+                }
             )
             assert index.unfinished_note() == (
                 f"it holds 1 documents, but the ingest of {spaced} (started "
@@ -253,3 +287,17 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
         assert not ingest_running(index.unfinished_ingests()[str(spaced)])  # gone
         index.end_ingest(spaced)
         assert index.unfinished_note() is None
+
+
+def test_a_reused_pid_does_not_make_an_interrupted_ingest_look_running() -> None:
+    import socket
+
+    from semrank.store._base import ingest_running, process_start_time
+
+    parent = os.getppid()  # alive, and not this process
+    mark = {"pid": parent, "host": socket.gethostname()}
+    assert ingest_running({**mark, "process_started": process_start_time(parent)})
+    if process_start_time(parent) is None:
+        pytest.skip("no /proc: start times cannot be read here")
+    # The same pid, started at another time: the ingest's process ended and the pid moved on.
+    assert not ingest_running({**mark, "process_started": process_start_time(parent) + 1})

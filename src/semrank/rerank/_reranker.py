@@ -391,7 +391,7 @@ def _split_scores(
 
 
 def _rank_order(scores: np.ndarray, pruned: np.ndarray, first_stage: np.ndarray) -> np.ndarray:
-    """Read documents by score, then pruned ones in the first stage's order.
+    """Read documents by score, then pruned ones in the cascade pruner's order.
 
     Pruned documents' placeholder scores already sort below the read ones, but after a sigmoid
     at high logits float32 can no longer tell them apart, so the order is not left to the values.

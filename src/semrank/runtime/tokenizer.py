@@ -75,11 +75,13 @@ class HFTokenizer:
         queries = self._encode_raw(sorted({q for q, _ in pairs}))
         lengths = {text: len(query.ids) for text, query in queries.items()}
         available = self.max_length - self.special_tokens_pair
-        for query in queries.values():
+        for text, query in queries.items():
             # No pair keeps more of a query than this: cut it once, so that a very long query
-            # is not copied whole for every document it is paired with.
+            # is not copied whole for every document it is paired with. Re-encoded from the
+            # kept text rather than truncated: truncate() keeps the cut tokens as "overflowing"
+            # encodings, which every pair would copy again.
             if len(query.ids) > available:
-                query.truncate(available)
+                queries[text] = self._prefix(text, query, available)
         docs = self._encode_list([d for _, d in pairs])
         return [
             self._merge_pair(queries[q], lengths[q], doc)
@@ -96,6 +98,13 @@ class HFTokenizer:
             merged = self._tok.post_process(enc, None, add_special_tokens=True)
             out.append(_to_input(merged, truncated))
         return out
+
+    def _prefix(self, text: str, encoding: Encoding, length: int) -> Encoding:
+        """The first ``length`` tokens of ``text`` (encoded as ``encoding``), without overflow."""
+        prefix = self._tok.encode(text[: encoding.offsets[length - 1][1]], add_special_tokens=False)
+        if len(prefix.ids) > length:  # a word cut at the edge may split differently: a token or two
+            prefix.truncate(length)
+        return prefix
 
     def _encode_raw(self, texts: list[str]) -> dict[str, Encoding]:
         return dict(zip(texts, self._encode_list(texts), strict=True))

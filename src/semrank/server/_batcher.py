@@ -223,9 +223,16 @@ class PairBatcher:
                 await self._wakeup.wait()
                 if len(self._jobs) == 1 and self._limits.wait_s > 0:
                     await asyncio.sleep(self._limits.wait_s)  # let concurrent requests join
-            taken = self._collect()
-            if taken:
-                await self._flush(taken)
+            taken: list[tuple[_Job, int, int]] = []
+            try:
+                taken = self._collect()
+                if taken:
+                    await self._flush(taken)
+            except Exception as exc:
+                # The batcher must outlive any one call: fail this call's jobs rather than leave
+                # every later request waiting on a batcher that died.
+                for job in {job for job, _, _ in taken if job in self._jobs}:
+                    self._finish(job, exc)
             self._set_depth()
 
     def _collect(self) -> list[tuple[_Job, int, int]]:
@@ -234,18 +241,21 @@ class PairBatcher:
         had a slice in the previous call go last, so a big job takes turns with the jobs queued
         behind it instead of holding the model until it is done."""
         self._drop_finished()
-        previous, self._turn = self._turn, self._turn + 1
+        self._turn += 1
         max_pairs, budget = self._limits.max_pairs, self._limits.token_budget
         taken: list[tuple[_Job, int, int]] = []
         pairs = tokens = 0
-        for job in sorted(self._jobs, key=lambda job: job.turn == previous):  # stable
+        # Least recently served first (new jobs have turn -1; the sort is stable, so arrival
+        # order breaks ties): two big jobs cannot take every call between them.
+        for job in sorted(self._jobs, key=lambda job: job.turn):
             left_pairs, left_tokens = job.left()
             if job.start == 0 and left_pairs <= max_pairs and left_tokens <= budget:
                 if pairs + left_pairs > max_pairs or tokens + left_tokens > budget:
                     continue  # it fits in a call of its own: whole in a later one, not split
                 end = len(job.pairs)
             else:  # a big job (or the rest of one already split): a slice that fills the call
-                end = job.cut(max_pairs - pairs, budget - tokens)
+                # A lone pair over the token budget may already fill the call past it.
+                end = job.cut(max(0, max_pairs - pairs), max(0, budget - tokens))
                 if end == job.start and not taken:
                     end += 1  # one pair over the token budget still runs, alone
                 if end == job.start:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -46,9 +47,14 @@ class TextFormatter(logging.Formatter):
         return f"{head} {pairs}{newline}{rest}"
 
 
+# Left bare in key=value lines; anything else is JSON-quoted, so a path sent with %0A or a
+# tab cannot start a forged log line.
+_BARE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
+
+
 def _text_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return json.dumps(text, ensure_ascii=False) if (not text or " " in text) else text
+    return text if _BARE.fullmatch(text) else json.dumps(text)
 
 
 def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:

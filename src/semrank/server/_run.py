@@ -79,9 +79,10 @@ def log_auth(config: ServerConfig, environ: Mapping[str, str]) -> None:
     silently."""
     raw = environ.get(ENV_API_KEYS)
     if raw is not None and not parse_api_keys(raw):
+        effect = "only the --api-key keys apply" if config.api_keys else "it requires none"
         logger.warning(
-            f"{ENV_API_KEYS} is set but holds no keys, so it requires none; give it "
-            "comma-separated keys, or unset it",
+            f"{ENV_API_KEYS} is set but holds no keys, so {effect}; give it comma-separated "
+            "keys, or unset it",
             extra=log_fields(auth_env=ENV_API_KEYS),
         )
     count = len(config.api_keys)

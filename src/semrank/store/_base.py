@@ -436,10 +436,24 @@ def ingest_running(mark: dict[str, Any]) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except PermissionError:
-        return True  # it exists, under another user
+        pass  # it exists, under another user
     except OSError:
         return False
-    return True
+    # A pid is reused after the process ends (or a reboot): the same pid with another start
+    # time is another process.
+    started = mark.get("process_started")
+    return started is None or started == process_start_time(pid)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from its last ")".
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
 def index_dir_size(path: Path) -> int:

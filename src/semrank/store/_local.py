@@ -40,6 +40,7 @@ from semrank.store._base import (
     id_list,
     index_dir_size,
     ingest_running,
+    process_start_time,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
@@ -205,7 +206,13 @@ class LocalStore(Store):
     # --- unfinished ingests: marks in the meta table (see ``Store.begin_ingest``) ----------
     def begin_ingest(self, source: Path, *, id_field: str | None) -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        mark = {"started": started, "pid": os.getpid(), "host": socket.gethostname()}
+        pid = os.getpid()
+        mark = {
+            "started": started,
+            "pid": pid,
+            "process_started": process_start_time(pid),
+            "host": socket.gethostname(),
+        }
         self._change_ingests(lambda marks: {**marks, str(source): {**mark, "id_field": id_field}})
 
     def end_ingest(self, source: Path) -> None:
@@ -345,28 +352,33 @@ class LocalStore(Store):
         """The cached, on-disk, or freshly built derived index for the current generation."""
         self._require_live()
         with self._build_lock:
-            generation = self.generation
+            generation, commit = self.db.state()
             cached = self._cache.get(key)
             if cached is not None and cached.generation == generation:
                 return cached
-            found = snap.latest(self.path, kind)
+            # The snapshot of exactly this generation: a newer one left by another history of
+            # the database (a restored backup) must not hide it.
+            directory = snap.at(self.path, kind, generation)
             loaded = None
-            if found is not None and found[0] == generation:
-                loaded = self._load_saved(found[1], generation, load)
+            if directory is not None:
+                loaded = self._load_saved(directory, generation, commit, load)
             if loaded is None:
                 loaded = build()
             self._cache[key] = loaded
             return loaded
 
-    def _load_saved(self, directory: Path, generation: int, load: Any) -> _Loaded | None:
+    def _load_saved(
+        self, directory: Path, generation: int, commit: str, load: Any
+    ) -> _Loaded | None:
         """A saved snapshot, or None where it must be built again: it was built from another
         history of the database (a restored backup written to again), or its files are damaged
         or were pruned by another writer meanwhile. The documents are the source of truth."""
         try:
-            if snap.read_meta(directory).get("commit", "") == self.db.commit_token():
+            if snap.read_meta(directory).get("commit", "") == commit:
                 return load(directory, generation)
         except (OSError, ValueError, KeyError, RuntimeError, EOFError):
-            pass
+            if not directory.is_dir():
+                return None  # pruned by a writer that published a newer one: nothing to clear
         shutil.rmtree(directory, ignore_errors=True)  # so the rebuilt one can take its place
         return None
 

@@ -61,6 +61,12 @@ def latest_by_kind(root: Path, prefix: str) -> dict[str, tuple[int, Path]]:
     return best
 
 
+def at(root: Path, kind: str, generation: int) -> Path | None:
+    """The published snapshot of ``kind`` for ``generation``, if there is one."""
+    directory = root / DERIVED / f"{kind}.g{generation}"
+    return directory if (directory / "snapshot.json").is_file() else None
+
+
 def latest(root: Path, kind: str) -> tuple[int, Path] | None:
     """The newest published snapshot of ``kind``: ``(generation, directory)``."""
     return latest_by_kind(root, kind).get(kind)

@@ -57,11 +57,18 @@ def _is_environmental(exc: sqlite3.Error) -> bool:
 
 def storage_error(path: Path, exc: BaseException) -> StorageError:
     """An environment failure of the index at ``path``, named with what to check."""
-    return StorageError(
-        f"index {path.parent.name!r} cannot be used here ({exc}; {path}): SQLite needs to write "
-        "in the index folder even to read it, so check that this user may write there and that "
-        "the disk has space"
-    )
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        advice = (
+            "another process kept the index locked for writing (an ingest still running?); "
+            "retry once it has finished"
+        )
+    else:
+        advice = (
+            "SQLite needs to write in the index folder even to read it, so check that this user "
+            "may write there and that the disk has space"
+        )
+    return StorageError(f"index {path.parent.name!r} cannot be used here ({exc}; {path}): {advice}")
 
 
 class DocumentDB:
@@ -154,6 +161,12 @@ class DocumentDB:
         """A random token of the last write: generations alone repeat when a backup of the
         database is restored and written to again (empty for indexes written before it)."""
         return str(self.get_meta("commit", "", conn))
+
+    def state(self) -> tuple[int, str]:
+        """(generation, commit token), read together: a write between two reads would pair a
+        generation with another write's token."""
+        with self.snapshot() as conn:
+            return self.generation(conn), self.commit_token(conn)
 
     @classmethod
     def bump_generation(cls, conn: sqlite3.Connection) -> int:
