@@ -104,35 +104,31 @@ async def test_a_big_job_is_sliced_and_a_job_behind_it_runs_between_its_slices()
     np.testing.assert_array_equal(small_scores, [3.0])
 
 
-async def test_two_big_jobs_take_turns() -> None:
+async def _served_in_turn(first: list[Pair], *behind: list[Pair]) -> list[list[Pair]]:
+    """The model calls when ``first`` is in the model and ``behind`` queue up (slices of 3)."""
     scorer = GatedScorer()
     batcher = _batcher(scorer, max_pairs=3)
     await batcher.start()
-    first = asyncio.create_task(batcher.score(_pairs("a", 6)))
+    tasks = [asyncio.create_task(batcher.score(first))]
     await _until(lambda: len(scorer.calls) == 1)
-    second = asyncio.create_task(batcher.score(_pairs("b", 6)))
+    tasks += [asyncio.create_task(batcher.score(pairs)) for pairs in behind]
     await asyncio.sleep(0)
     scorer.release.set()
-    await asyncio.gather(first, second)
+    await asyncio.gather(*tasks)
     await batcher.close()
-    assert [{query for query, _ in call} for call in scorer.calls] == [{"a"}, {"b"}, {"a"}, {"b"}]
+    return scorer.calls
+
+
+async def test_two_big_jobs_take_turns() -> None:
+    calls = await _served_in_turn(_pairs("a", 6), _pairs("b", 6))
+    assert [{query for query, _ in call} for call in calls] == [{"a"}, {"b"}, {"a"}, {"b"}]
 
 
 async def test_a_small_job_behind_two_big_ones_is_not_left_until_they_finish() -> None:
-    scorer = GatedScorer()
-    batcher = _batcher(scorer, max_pairs=3)
-    await batcher.start()
-    first = asyncio.create_task(batcher.score(_pairs("a", 12)))
-    await _until(lambda: len(scorer.calls) == 1)
-    second = asyncio.create_task(batcher.score(_pairs("b", 12)))
-    small = asyncio.create_task(batcher.score([("small", "s")]))
-    await asyncio.sleep(0)
-    scorer.release.set()
-    await asyncio.gather(first, second, small)
-    await batcher.close()
-    served = [query for call in scorer.calls for query, _ in call]
+    calls = await _served_in_turn(_pairs("a", 12), _pairs("b", 12), [("small", "s")])
+    served = [query for call in calls for query, _ in call]
     # Least recently served first: the small job gets the third call, not the last.
-    assert served.index("small") < 9 and len(scorer.calls) <= 10
+    assert served.index("small") < 9 and len(calls) <= 10
 
 
 async def test_pairs_each_over_the_token_budget_are_scored_one_by_one() -> None:
