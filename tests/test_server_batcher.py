@@ -299,7 +299,48 @@ async def test_a_client_that_disconnects_stops_its_model_work(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
+    scope = _rerank_scope()
+    async with app.router.lifespan_context(app):
+        request = asyncio.create_task(app(scope, receive, send))
+        await _until(lambda: len(scorer.calls) == 1)
+        disconnect.set()
+        await _until(lambda: said_disconnect)
+        scorer.release.set()
+        await asyncio.wait_for(request, WAIT_S)
+    # One slice of four ran; the other three were dropped (before: one call of all 8 pairs).
+    assert [len(call) for call in scorer.calls] == [2]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 499  # what the access log and metrics record
+
+
+async def test_a_client_gone_before_its_body_ended_is_a_499_not_a_422(reranker: Any) -> None:
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    parts = [
+        {"type": "http.request", "body": b'{"query": "q", "docu', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = _rerank_scope()
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app(scope, receive, send), WAIT_S)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            metrics = (await client.get("/metrics")).text
+    assert sent == []  # nobody to answer
+    assert 'status="499"' in metrics and 'status="422"' not in metrics
+
+
+def _rerank_scope() -> dict[str, Any]:
+    """An ASGI scope for POST /v1/rerank, for tests that play the client message by message."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -313,14 +354,3 @@ async def test_a_client_that_disconnects_stops_its_model_work(
         "client": ("127.0.0.1", 1),
         "server": ("t", 80),
     }
-    async with app.router.lifespan_context(app):
-        request = asyncio.create_task(app(scope, receive, send))
-        await _until(lambda: len(scorer.calls) == 1)
-        disconnect.set()
-        await _until(lambda: said_disconnect)
-        scorer.release.set()
-        await asyncio.wait_for(request, WAIT_S)
-    # One slice of four ran; the other three were dropped (before: one call of all 8 pairs).
-    assert [len(call) for call in scorer.calls] == [2]
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    assert start["status"] == 499  # what the access log and metrics record

@@ -21,6 +21,8 @@ access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_REQUEST_ID = 128
 TIMINGS_KEY = "timings"  # request.state.timings: {"rerank": seconds, ...} for Server-Timing
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before the answer
+CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a disconnect
 
 
 class EdgeMiddleware:
@@ -49,6 +51,9 @@ class EdgeMiddleware:
         try:
             if scope["method"] in BODY_METHODS:
                 body = await self._read_body(headers, receive)
+                if body is CLIENT_GONE:
+                    status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
+                    return
                 if body is None:
                     await self._too_large(send_with_headers)
                     return
@@ -58,7 +63,8 @@ class EdgeMiddleware:
             self._record(scope, status["code"], started, request_id)
 
     async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
-        """The whole body, or None once it passes the limit (a declared length is checked first)."""
+        """The whole body, None once it passes the limit (a declared length is checked first),
+        or CLIENT_GONE when the client disconnected before sending all of it."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             return None
@@ -66,7 +72,7 @@ class EdgeMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                return CLIENT_GONE  # a partial body would be answered as invalid JSON (422)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semrank import __version__
 from semrank.errors import BackendUnavailableError, http_status_for
 from semrank.server._batcher import REQUEST_GONE
-from semrank.server._edge import EdgeMiddleware
+from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import error_body, install_error_handlers
 from semrank.server._index_routes import router as index_router
@@ -48,7 +48,6 @@ TEI-compatible endpoints, plus semrank's batch and search APIs. Errors are
 key vendors' clients read)."""
 # nginx's "client closed request": what the logs and metrics record for a request whose client
 # left before the answer (the client never sees it).
-CLIENT_CLOSED_REQUEST = 499
 # After the body, a server only sends http.disconnect; bound the loop in case one sends more.
 MAX_MESSAGES_AFTER_BODY = 8
 
