@@ -76,9 +76,14 @@ def test_copies_of_a_document_get_one_score_wherever_they_stand(feedback_dir: Pa
     plain = Reranker(feedback_dir, feedback=False).score(QUERY, DOCS, raw=True)
     vectors = load_embedder(resolve_embedding_model()).embed(DOCS)
     top = np.argsort(-plain, kind="stable")[: CONFIG.top_k]
-    similar = np.array([np.mean([vectors[i] @ vectors[t] for t in top if t != i]) for i in order])
-    expected = plain[order] + CONFIG.weight * (similar - similar.mean())
-    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    similar = np.array(
+        [np.mean([vectors[i] @ vectors[t] for t in top if t != i]) for i in range(len(DOCS))]
+    )
+    shift = CONFIG.weight * (similar - similar.mean())  # centred over the distinct documents
+    np.testing.assert_allclose(scores, (plain + shift)[order], atol=1e-4)
+    # The copy moves no other document: the list without it scores the same.
+    alone = Reranker(feedback_dir).score(QUERY, DOCS, raw=True)
+    np.testing.assert_allclose(scores[[1, 0, *range(3, len(twin))]], alone, atol=1e-5)
 
 
 def test_feedback_reorders_the_results_it_returns(feedback_dir: Path):

@@ -35,6 +35,7 @@ async def test_index_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> Non
     assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
     info = (await client.get("/v1/indexes/docs")).json()
     assert info["documents"] == len(DOCS) and info["settings"]["text_fields"] == ["title", "text"]
+    assert info["location"] == "<index home>/docs"  # not the server's folder
     again = await client.post("/v1/indexes", json={"name": "docs"})
     assert again.status_code == 409 and again.json()["error_type"] == "index_exists"
     # Errors name the index, not where the server keeps it.

@@ -193,6 +193,20 @@ def test_flags_a_retriever_file_would_ignore_are_refused(
     assert [hit["rerank_score"] is not None for hit in json.loads(hits)["hits"]] == [True, True]
 
 
+def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir: Path) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    flags = ("--top-n", "2", "--json", "--home", home)
+    by_flags = json.loads(run("search", "mini", "moon", "--rerank", *flags))["hits"]
+    by_shorthand = json.loads(run("search", "mini", "moon", "--retriever", "bm25+rerank", *flags))
+    assert by_shorthand["hits"] == by_flags  # as eval --retriever and the HTTP search read it
+    inline = json.dumps({"standard": {"query": {"match": {"text": "{{query}}"}}}})
+    plain = json.loads(run("search", "mini", "moon", "--retriever", inline, *flags))["hits"]
+    assert [hit["id"] for hit in plain] == [
+        hit["id"] for hit in json.loads(run("search", "mini", "moon", *flags))["hits"]
+    ]
+
+
 def test_window_without_rerank_is_refused(tmp_path: Path, beir: Path) -> None:
     home = str(tmp_path / "home")
     run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")

@@ -85,6 +85,13 @@ class DeadlineExceededError(SemrankError):
     error_type = "deadline_exceeded"
 
 
+class ClientDisconnectedError(SemrankError):
+    """The client went away (or its request ended) before the work was done; nobody reads
+    the answer, and the work left is dropped."""
+
+    error_type = "client_disconnected"
+
+
 class AuthenticationError(SemrankError):
     """Missing or wrong API key."""
 
@@ -102,6 +109,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     AuthenticationError: 401,
     OverloadedError: 429,
     DeadlineExceededError: 504,
+    ClientDisconnectedError: 499,  # nginx's "client closed request": recorded, never sent
     UnsupportedArchitectureError: 422,
     BackendUnavailableError: 503,
     StorageError: 503,

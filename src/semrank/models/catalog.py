@@ -17,7 +17,9 @@ CATALOG: tuple[ModelSpec, ...] = (
         source=f"package:{DEFAULT_RERANKER}",
         kind="cross-encoder",
         architecture="semrank-blend",
-        max_length=512,
+        # A pair is read in at most its components' shortest length: the bi-encoder's 256
+        # (longer documents in windows); what GET /v1/models reports too.
+        max_length=256,
         license="non-commercial research (MS MARCO, WikiQA, SciFact terms; see its model card)",
         activation="sigmoid",
         description="semrank's own MiniLM-L6 cross-encoder (int8) blended with all-MiniLM-L6-v2; "

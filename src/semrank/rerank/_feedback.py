@@ -3,10 +3,10 @@
 After the model has scored a query's documents, each document's best window is compared (cosine
 of bi-encoder embeddings) with the best windows of the ``top_k`` highest-scoring documents. Its
 raw score moves by ``weight * (its mean similarity to them - the list's mean)``: documents that
-resemble what the model ranked first move up, outliers move down, and the list's mean raw score
-stays where it was, so 0..1 scores keep their meaning on average. Collections judged deeply (many
-relevant documents per query, as in TREC) gain most; the weights were chosen on collections other
-than the ones semrank reports (see benchmarks/feedback_select.py).
+resemble what the model ranked first move up, outliers move down, and the mean raw score of the
+list's distinct documents stays where it was, so 0..1 scores keep their meaning on average.
+Collections judged deeply (many relevant documents per query, as in TREC) gain most; the weights
+were chosen on collections other than the ones semrank reports (see benchmarks/feedback_select.py).
 
 This makes a document's score depend on the other documents of its request, so it is applied only
 to lists of at least ``min_documents`` documents and can be switched off
@@ -110,8 +110,9 @@ def _shifts(
 ) -> np.ndarray:
     """Each read document's raw-score shift: weight x centred mean similarity to the top ones.
 
-    Documents are compared as distinct texts, so copies of one document get one shift (and a
-    copy is not "another top document" that pulls its twin up).
+    Documents are compared, and the shifts centred, as distinct texts: copies of one document
+    get one shift, a copy is not "another top document" that pulls its twin up, and sending a
+    document twice moves no other document's score.
     """
     slot: dict[str, int] = {}
     inverse = np.array([slot.setdefault(text, len(slot)) for text in texts], dtype=int)
@@ -125,5 +126,5 @@ def _shifts(
     similarity = (vectors[first] @ vectors[first][top].T).astype(np.float64)
     own = np.arange(len(slot))[:, None] == top[None, :]
     similarity[own] = math.nan  # a top document is compared with the other top ones only
-    mean = np.nanmean(similarity, axis=1)[inverse]
-    return (config.weight * (mean - mean.mean())).astype(np.float32)
+    mean = np.nanmean(similarity, axis=1)
+    return (config.weight * (mean - mean.mean()))[inverse].astype(np.float32)

@@ -27,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import BackendUnavailableError, DeadlineExceededError, OverloadedError
+from semrank.errors import (
+    BackendUnavailableError,
+    ClientDisconnectedError,
+    DeadlineExceededError,
+    OverloadedError,
+)
 from semrank.server._cache import ScoreCache, pair_keys
 from semrank.server._metrics import Metrics
 
@@ -86,9 +91,9 @@ class _Job:
         return min(len(self.pairs), self.start + pairs, by_tokens)
 
 
-def _abandoned() -> DeadlineExceededError:
+def _abandoned() -> ClientDisconnectedError:
     # Nobody reads this answer (the request is over); it only ends the request's worker thread.
-    return DeadlineExceededError(
+    return ClientDisconnectedError(
         "the request ended (deadline passed, client disconnected or server shutting down) before "
         "it was scored; its remaining model work was dropped"
     )

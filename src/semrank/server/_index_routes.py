@@ -89,6 +89,8 @@ def _check_embedding_model(name: str | None) -> None:
 @router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")
 async def index_info(name: str, request: Request) -> Any:
     info = await _blocking(request, None, lambda: _store(request, name).info().to_dict())
+    for path in request.app.state.private_paths:  # where the server keeps it is its own affair
+        info["location"] = str(info.get("location", "")).replace(path, "<index home>")
     return JSONResponse(info)
 
 

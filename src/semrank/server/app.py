@@ -88,8 +88,9 @@ def create_app(
     app.state.registry = registry
     app.state.service = RerankService(config, registry, metrics)
     app.state.phase = "starting"
+    app.state.private_paths = _private_paths(config)  # shown to clients as <index home>
     install_error_handlers(
-        app, retry_after_s=config.retry_after_s, private_paths=_private_paths(config)
+        app, retry_after_s=config.retry_after_s, private_paths=app.state.private_paths
     )
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.

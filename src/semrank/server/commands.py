@@ -7,6 +7,10 @@ from typing import Any
 import typer
 
 from semrank.runtime.commands import BACKEND_HELP
+from semrank.server.config import ServerConfig
+
+# Defaults shown in --help come from the config the server runs with (None: not given).
+_DEFAULT = ServerConfig()
 
 
 def register(app: typer.Typer) -> None:
@@ -39,23 +43,41 @@ def serve(
         help="The model's pseudo-relevance feedback (default: on where the model has it); off "
         "scores each document independently of the others in its request.",
     ),
-    max_documents: int | None = typer.Option(None, help="Documents per request at most."),
-    max_body_bytes: int | None = typer.Option(None, help="Request body size limit in bytes."),
-    max_request_tokens: int | None = typer.Option(None, help="Tokens per request at most."),
+    max_documents: int | None = typer.Option(
+        None, help=f"Documents per request at most. Default {_DEFAULT.max_documents}."
+    ),
+    max_body_bytes: int | None = typer.Option(
+        None, help=f"Request body size limit in bytes. Default {_DEFAULT.max_body_bytes}."
+    ),
+    max_request_tokens: int | None = typer.Option(
+        None, help=f"Tokens per request at most. Default {_DEFAULT.max_request_tokens}."
+    ),
     max_pending: int | None = typer.Option(
-        None, help="Requests admitted at once; more get 429 + Retry-After."
+        None,
+        help="Requests admitted at once; more get 429 + Retry-After. "
+        f"Default {_DEFAULT.max_pending_requests}.",
     ),
     timeout: float | None = typer.Option(
-        None, help="Default request deadline in seconds (0: none). Default 30."
+        None,
+        help="Default request deadline in seconds (0: none). "
+        f"Default {_DEFAULT.request_timeout_s:g}.",
     ),
     fail_open: bool | None = typer.Option(
         None, "--fail-open/--no-fail-open", help="Past the deadline return input order, not 504."
     ),
     batch_wait_ms: float | None = typer.Option(
-        None, help="How long the batcher waits for more requests to merge (ms)."
+        None,
+        help="How long the batcher waits for more requests to merge (ms). "
+        f"Default {_DEFAULT.batch_wait_ms:g}.",
     ),
-    batch_token_budget: int | None = typer.Option(None, help="Tokens per merged model call."),
-    cache_size: int | None = typer.Option(None, help="Cached pair scores (0 turns it off)."),
+    batch_token_budget: int | None = typer.Option(
+        None,
+        help="Tokens per model call: merged small requests, or one slice of a large one. "
+        f"Default {_DEFAULT.batch_token_budget}.",
+    ),
+    cache_size: int | None = typer.Option(
+        None, help=f"Cached pair scores (0 turns it off). Default {_DEFAULT.cache_size}."
+    ),
     auto_truncate: bool | None = typer.Option(
         None, "--auto-truncate/--no-auto-truncate", help="TEI: truncate when truncate is unset."
     ),
@@ -71,7 +93,9 @@ def serve(
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
     log_format: str = typer.Option("json", help="json (one object per line) or text."),
     shutdown_timeout: float | None = typer.Option(
-        None, help="Seconds to finish in-flight requests on SIGTERM."
+        None,
+        help="Seconds to finish in-flight requests on SIGTERM; those left get 503. "
+        f"Default {_DEFAULT.shutdown_timeout_s:g}.",
     ),
 ) -> None:
     """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""

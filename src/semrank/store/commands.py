@@ -488,9 +488,16 @@ def print_results(results: SearchResults, title: str) -> None:
 
 def search_command(
     index: str = typer.Argument(..., help="Index name."),
-    query: str = typer.Argument(None, help="Query text (replaces the texts in --retriever)."),
-    retriever: Path | None = typer.Option(
-        None, "--retriever", help="Elasticsearch retriever JSON file (or a _search body)."
+    query: str = typer.Argument(
+        None,
+        help="Query text: fills {{query}} in --retriever (a tree without that placeholder reads "
+        "it in place of its own texts).",
+    ),
+    retriever: str | None = typer.Option(
+        None,
+        "--retriever",
+        help="Elasticsearch retriever JSON file (or a _search body, whose size caps the hits), "
+        "or a shorthand: bm25, dense, hybrid or linear, +rerank to re-rank.",
     ),
     bm25: bool = typer.Option(False, "--bm25", help="BM25 first stage (the default)."),
     dense: bool = typer.Option(False, "--dense", help="Dense (embedding) first stage."),
@@ -498,7 +505,10 @@ def search_command(
     rerank: bool = typer.Option(False, "--rerank", help="Re-rank the first stage's window."),
     model: str | None = typer.Option(None, "--model", help="Re-ranking model (default: bundled)."),
     window: int | None = typer.Option(
-        None, "--window", min=1, help="How many first-stage hits to re-rank [default: 100]."
+        None,
+        "--window",
+        min=1,
+        help="How many first-stage hits to re-rank (default: 100, or --top-n when larger).",
     ),
     top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
@@ -509,9 +519,9 @@ def search_command(
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
     from semrank.pipeline import (
+        as_retriever,
         build_retriever,
         check_window,
-        parse_retriever,
         rerank_window_for,
         search,
     )
@@ -522,7 +532,7 @@ def search_command(
             given={"--model": model, "--min-score": min_score, "--window": window,
                    "--field": None if field == "*" else field},
         )  # fmt: skip
-        tree = parse_retriever(retriever)
+        tree = as_retriever(retriever, size=top_n)  # a shorthand, else a JSON file
         check_window(tree, top_n)
     else:
         _check_search_flags(
