@@ -7,7 +7,7 @@ requests' throughput (pairs/s until the last one is answered) and the small requ
 (median and largest). The settings run in turns (ABAB...) on one loaded model; on a shared
 machine compare them within a run.
 
-    python benchmarks/server_load.py                       # budgets 65536 and 8192, 2 rounds
+    python benchmarks/server_load.py                       # budgets 65536, 16384, 8192; 2 rounds
     python benchmarks/server_load.py --budgets 65536 16384 8192 --rounds 3
 """
 
@@ -64,7 +64,7 @@ async def _load(client: httpx.AsyncClient, lists: list, args: Any) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", nargs="+", type=int, default=[65_536, 8_192])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[65_536, 16_384, 8_192])
     parser.add_argument("--big", type=int, default=4, help="large requests sent at once")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between small requests")
     parser.add_argument("--rounds", type=int, default=2)

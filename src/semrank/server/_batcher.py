@@ -59,7 +59,7 @@ SHUTTING_DOWN = "the server is shutting down; retry on another instance"
 class BatcherLimits:
     wait_s: float = 0.002
     max_pairs: int = 512
-    token_budget: int = 8_192
+    token_budget: int = 16_384
 
 
 @dataclass(kw_only=True, eq=False)

@@ -75,9 +75,9 @@ class ServerConfig:
     batch_wait_ms: float = 2.0
     batch_max_pairs: int = 512
     # A big request is scored in slices of at most this many tokens, other requests' work in
-    # between: about a second of CPU time a slice for a MiniLM-L6 (65,536 tokens made small
-    # requests behind a large one wait ~6 s on 2 cores).
-    batch_token_budget: int = 8_192
+    # between. benchmarks/server_load.py (2 cores, the default model): 16,384 gave the best
+    # throughput and small-request latency of 8,192 / 16,384 / 65,536 (RESULTS.md, session 16).
+    batch_token_budget: int = 16_384
     # Threads that run the per-request re-ranking logic (tokenising, chunking, sorting).
     request_threads: int = 64
     cache_size: int = 100_000  # (model, query, document) scores kept; 0 turns the cache off
