@@ -4,8 +4,8 @@ Per ``--batch-token-budget`` setting, the app (the bundled default, in this proc
 receives ``--big`` TREC DL 2019 requests at once (one query and its BM25 top-100 each), and
 while they run one small request (2 passages) every ``--gap`` seconds. Reported: the large
 requests' throughput (pairs/s until the last one is answered) and the small requests' latency
-(median and largest). The settings run in turns (ABAB...) on one loaded model; on a shared
-machine compare them within a run.
+(median and largest). The settings run in turns, each first equally often (ABC, BCA, CAB...), on
+one loaded model whose embedding memory is cleared before each; compare them within a run.
 
     python benchmarks/server_load.py                       # budgets 65536, 16384, 8192; 2 rounds
     python benchmarks/server_load.py --budgets 65536 16384 8192 --rounds 3
@@ -24,12 +24,17 @@ import httpx
 
 from semrank import Reranker
 from semrank.eval import load_candidates
+from semrank.rerank._prepared import window_encoders
 from semrank.server import ServerConfig, create_app
 
 DL19 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" / "trec-dl-2019"
 
 
 async def one_round(reranker: Reranker, budget: int, lists: list, args: Any) -> dict[str, float]:
+    for _, encoder in window_encoders(reranker):
+        # Cold, as the other settings: the bi-encoder remembers the windows it embedded, so a
+        # setting run after another on the same passages would skip half the work.
+        encoder._recent.clear()
     config = ServerConfig(batch_token_budget=budget, cache_size=0, request_timeout_s=0)
     app = create_app(config, rerankers={"default": reranker})
     async with app.router.lifespan_context(app):
@@ -76,7 +81,8 @@ def main() -> None:
     for round_index in range(args.rounds):
         start = round_index * args.big % len(lists)
         chosen = (lists + lists)[start : start + args.big]
-        order = args.budgets if round_index % 2 == 0 else args.budgets[::-1]
+        shift = round_index % len(args.budgets)  # each setting goes first equally often
+        order = args.budgets[shift:] + args.budgets[:shift]
         for budget in order:
             rows[budget].append(asyncio.run(one_round(reranker, budget, chosen, args)))
     print("| --batch-token-budget | large requests pairs/s | small p50 s | small max s | n |")

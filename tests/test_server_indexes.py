@@ -26,6 +26,7 @@ def client(index_client: httpx.AsyncClient) -> httpx.AsyncClient:
 async def _make_index(client: httpx.AsyncClient, name: str = "docs") -> None:
     created = await client.post("/v1/indexes", json={"name": name, "embedding_model": None})
     assert created.status_code == 201, created.text
+    assert created.json()["location"] == f"<index home>/{name}"  # not the server's folder
     added = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
     assert added.json() == {"upserted": len(DOCS)}
 
@@ -269,3 +270,20 @@ async def test_dropping_an_index_leaves_the_other_open_indexes_to_their_users(
     assert open_cached("kept", tmp_path) is in_use
     found = await client.post("/v1/indexes/kept/search", json={"query": "fleas", "size": 1})
     assert found.status_code == 200, found.text
+
+
+async def test_a_relative_index_home_is_not_shown_either(
+    reranker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app(ServerConfig(index_home="rel"), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await _make_index(client, "docs")
+            info = (await client.get("/v1/indexes/docs")).json()
+    forget_open_indexes()
+    assert info["location"] == "<index home>/docs"

@@ -205,6 +205,28 @@ def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir
     assert [hit["id"] for hit in plain] == [
         hit["id"] for hit in json.loads(run("search", "mini", "moon", *flags))["hits"]
     ]
+    # A shorthand takes the flags its stages would: the window re-ranked, the threshold.
+    windowed = run("search", "mini", "moon", "--retriever", "bm25+rerank", "--window", "3", *flags)
+    assert (
+        json.loads(windowed)["hits"]
+        == json.loads(run("search", "mini", "moon", "--rerank", "--window", "3", *flags))["hits"]
+    )
+    with pytest.raises(InvalidInputError, match="replaces --bm25/--dense/--hybrid/--rerank"):
+        run("search", "mini", "moon", "--retriever", "hybrid", "--dense", "--home", home)
+    with pytest.raises(InvalidInputError, match=r"'BM25': no such file, and not a shorthand"):
+        run("search", "mini", "moon", "--retriever", "BM25", "--home", home)
+
+
+def test_a_retriever_file_named_like_a_shorthand_is_read_as_the_file(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    monkeypatch.chdir(tmp_path)
+    fixed = {"standard": {"query": {"match": {"text": "tides"}}}}  # a literal, no placeholder
+    (tmp_path / "hybrid").write_text(json.dumps(fixed))
+    hits = json.loads(run("search", "mini", "--retriever", "hybrid", "--json", "--home", home))
+    assert [hit["id"] for hit in hits["hits"]] == ["tides"]
 
 
 def test_window_without_rerank_is_refused(tmp_path: Path, beir: Path) -> None:

@@ -69,7 +69,8 @@ async def create_index(body: CreateIndexRequest, request: Request) -> Any:
         finally:
             store.close()
 
-    return JSONResponse(await _blocking(request, None, make), status_code=201)
+    info = await _blocking(request, None, make)
+    return JSONResponse(_public_info(request, info), status_code=201)
 
 
 def _check_embedding_model(name: str | None) -> None:
@@ -89,9 +90,19 @@ def _check_embedding_model(name: str | None) -> None:
 @router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")
 async def index_info(name: str, request: Request) -> Any:
     info = await _blocking(request, None, lambda: _store(request, name).info().to_dict())
-    for path in request.app.state.private_paths:  # where the server keeps it is its own affair
-        info["location"] = str(info.get("location", "")).replace(path, "<index home>")
-    return JSONResponse(info)
+    return JSONResponse(_public_info(request, info))
+
+
+def _public_info(request: Request, info: dict[str, Any]) -> dict[str, Any]:
+    """Index info for a client: its location under ``<index home>``, not the server's folder
+    (the home as configured, relative or not, and its absolute forms)."""
+    location = str(info.get("location", ""))
+    homes = [*request.app.state.private_paths, request.app.state.config.index_home or ""]
+    for home in filter(None, homes):
+        if location == home or location.startswith(home.rstrip("/") + "/"):
+            info["location"] = "<index home>" + location[len(home.rstrip("/")) :]
+            break
+    return info
 
 
 @router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")

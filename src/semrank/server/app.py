@@ -46,8 +46,6 @@ DESCRIPTION = """Self-hosted re-ranking with Cohere-, Jina-, Voyage-, Together- 
 TEI-compatible endpoints, plus semrank's batch and search APIs. Errors are
 `{"error": "...", "error_type": "...", "message": "...", "detail": "..."}` (one text, under each
 key vendors' clients read)."""
-# nginx's "client closed request": what the logs and metrics record for a request whose client
-# left before the answer (the client never sees it).
 # After the body, a server only sends http.disconnect; bound the loop in case one sends more.
 MAX_MESSAGES_AFTER_BODY = 8
 

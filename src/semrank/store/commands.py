@@ -496,8 +496,9 @@ def search_command(
     retriever: str | None = typer.Option(
         None,
         "--retriever",
-        help="Elasticsearch retriever JSON file (or a _search body, whose size caps the hits), "
-        "or a shorthand: bm25, dense, hybrid or linear, +rerank to re-rank.",
+        help="Elasticsearch retriever JSON: a file (or a _search body, whose size caps the hits) "
+        "or inline {...}; or a shorthand: bm25, dense, hybrid or linear, +rerank to re-rank "
+        "(then --window, --model, --min-score and --field apply as with the flags).",
     ),
     bm25: bool = typer.Option(False, "--bm25", help="BM25 first stage (the default)."),
     dense: bool = typer.Option(False, "--dense", help="Dense (embedding) first stage."),
@@ -518,33 +519,30 @@ def search_command(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
-    from semrank.pipeline import (
-        as_retriever,
-        build_retriever,
-        check_window,
-        rerank_window_for,
-        search,
-    )
+    from semrank.pipeline import build_retriever, check_window, rerank_window_for, search
 
-    if retriever is not None:
+    shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
+    if retriever is not None and shorthand is None:
         _check_tree_flags(
             stages_or_rerank=any((bm25, dense, hybrid, rerank)),
             given={"--model": model, "--min-score": min_score, "--window": window,
                    "--field": None if field == "*" else field},
         )  # fmt: skip
-        tree = as_retriever(retriever, size=top_n)  # a shorthand, else a JSON file
+        tree = _tree_from(retriever)
         check_window(tree, top_n)
     else:
         _check_search_flags(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
-            window=window,
-        )  # fmt: skip
-        window = rerank_window_for(top_n) if window is None else window  # as shorthands
-        _check_window_and_field(
-            rerank=rerank, window=window, top_n=top_n, dense_only=dense and not rerank,
-            field=field,
+            window=window, shorthand=shorthand,
         )  # fmt: skip
         stage = "dense" if dense else "hybrid" if hybrid else "bm25"
+        if shorthand is not None:  # as the flags it stands for
+            stage, rerank = shorthand.first_stage, shorthand.rerank
+        window = rerank_window_for(top_n) if window is None else window  # as shorthands
+        _check_window_and_field(
+            rerank=rerank, window=window, top_n=top_n, dense_only=stage == "dense" and not rerank,
+            field=field,
+        )  # fmt: skip
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
@@ -577,6 +575,36 @@ def _warn_if_incomplete(name: str, home: Path | None) -> None:
         typer.echo(f"warning: index {name!r} is incomplete: {note}", err=True)
 
 
+def _shorthand(retriever: str | None, stage_flags: bool) -> Any:
+    """``--retriever``'s shorthand (bm25, dense, hybrid, linear, +rerank), or None for a file
+    or inline JSON. A file of that name wins: it was read as a file before shorthands were."""
+    from semrank.errors import InvalidInputError
+    from semrank.pipeline import parse_shorthand
+
+    if retriever is None or Path(retriever).expanduser().is_file():
+        return None
+    shorthand = parse_shorthand(retriever)
+    if shorthand is not None and stage_flags:
+        raise InvalidInputError(
+            f"--retriever {retriever} replaces --bm25/--dense/--hybrid/--rerank; give one or "
+            "the other"
+        )
+    return shorthand
+
+
+def _tree_from(retriever: str) -> Any:
+    """The tree of a JSON file or inline JSON; anything else is named with what it may be."""
+    from semrank.errors import InvalidInputError
+    from semrank.pipeline import parse_retriever
+
+    if not retriever.lstrip().startswith("{") and not Path(retriever).expanduser().exists():
+        raise InvalidInputError(
+            f"--retriever {retriever!r}: no such file, and not a shorthand (bm25, dense, hybrid "
+            "or linear, with +rerank to re-rank) or inline JSON ({...})"
+        )
+    return parse_retriever(retriever)
+
+
 def _check_search_flags(
     *,
     stages: tuple[bool, ...],
@@ -584,12 +612,14 @@ def _check_search_flags(
     model: str | None,
     min_score: float | None,
     window: int | None,
+    shorthand: Any = None,
 ) -> None:
     """Flags that contradict each other, or that would be silently ignored, are refused."""
     from semrank.errors import InvalidInputError
 
     if sum(stages) > 1:
         raise InvalidInputError("choose one of --bm25, --dense, --hybrid")
+    rerank = rerank or bool(shorthand and shorthand.rerank)
     if min_score is not None and not rerank:
         raise InvalidInputError("--min-score filters re-ranked scores; add --rerank")
     if model is not None and not rerank:
