@@ -75,8 +75,8 @@ class ServerConfig:
     batch_wait_ms: float = 2.0
     batch_max_pairs: int = 512
     # A big request is scored in slices of at most this many tokens, other requests' work in
-    # between. benchmarks/server_load.py (2 cores, the default model): 16,384 gave the best
-    # throughput and small-request latency of 8,192 / 16,384 / 65,536 (RESULTS.md, session 16).
+    # between. benchmarks/server_load.py (2 cores, the default model): 16,384 halves a small
+    # request's wait behind large ones for 2-3% of their throughput (RESULTS.md, session 16).
     batch_token_budget: int = 16_384
     # Threads that run the per-request re-ranking logic (tokenising, chunking, sorting).
     request_threads: int = 64
