@@ -545,3 +545,12 @@ async def test_min_score_drops_cascade_pruned_documents_as_the_library_does(
     served = [(r["index"], r["pruned"]) for r in response.json()["results"]]
     local = [(r.index, r.pruned) for r in cascaded.rerank(QUERY, DOCS, min_score=threshold)]
     assert served == local and len(served) == 2 and not any(p for _, p in served)
+
+
+async def test_limits_name_the_flag_that_raises_them(reranker: Any) -> None:
+    batch = {"queries": [{"query": QUERY, "documents": DOCS[:1]}] * 3}
+    async with serving(reranker, max_batch_queries=2) as (_, client):
+        too_many = await client.post("/v1/rerank/batch", json=batch)
+    assert too_many.status_code == 413
+    assert "limit of 2 per batch" in too_many.json()["error"]
+    assert "--max-batch-queries" in too_many.json()["error"]

@@ -180,7 +180,8 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
     if len(body.queries) > service.config.max_batch_queries:
         raise RequestTooLargeError(
             f"{len(body.queries)} queries exceed this server's limit of "
-            f"{service.config.max_batch_queries} per batch; split the batch"
+            f"{service.config.max_batch_queries} per batch; split the batch (or raise "
+            "--max-batch-queries)"
         )
     engine = service.engine(body.model)
     chunking = _chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc)

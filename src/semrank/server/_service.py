@@ -61,7 +61,7 @@ class Admission:
             self._metrics.rejected.labels("overloaded").inc()
             raise OverloadedError(
                 f"the server is at its limit of {self.limit} pending requests; retry after "
-                f"{self.retry_after_s}s"
+                f"{self.retry_after_s}s (the operator can raise --max-pending)"
             )
         self.pending += weight
         self._metrics.in_flight.inc(weight)

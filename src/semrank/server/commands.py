@@ -52,6 +52,10 @@ def serve(
     max_request_tokens: int | None = typer.Option(
         None, help=f"Tokens per request at most. Default {_DEFAULT.max_request_tokens}."
     ),
+    max_batch_queries: int | None = typer.Option(
+        None,
+        help=f"Queries per /v1/rerank/batch request at most. Default {_DEFAULT.max_batch_queries}.",
+    ),
     max_pending: int | None = typer.Option(
         None,
         help="Requests admitted at once; more get 429 + Retry-After. "
@@ -117,6 +121,7 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "max_request_tokens": max_request_tokens,
         "max_pending_requests": max_pending,
+        "max_batch_queries": max_batch_queries,
         "fail_open": fail_open,
         "batch_wait_ms": batch_wait_ms,
         "batch_token_budget": batch_token_budget,
