@@ -523,11 +523,16 @@ async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:
     cascaded = Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2))
     async with serving(cascaded) as (_, client):
         response = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+        metrics = (await client.get("/metrics")).text
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     local = cascaded.rerank(QUERY, DOCS)
     assert [r["index"] for r in results] == [r.index for r in local]
     assert [r["pruned"] for r in results] == [r.pruned for r in local] == [False] * 2 + [True] * 2
+    # The pruner ran through a batcher of its own (merged, dropped with its request), with the
+    # model's reading only the two documents it kept.
+    assert 'semrank_batch_pairs_sum{model="minilm:pruner"} 4.0' in metrics
+    assert 'semrank_batch_pairs_sum{model="minilm"} 2.0' in metrics
 
 
 async def test_min_score_drops_cascade_pruned_documents_as_the_library_does(

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from semrank.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError
-from semrank.server._batcher import REQUEST_DEADLINE, BatcherLimits, BatchingScorer
+from semrank.server._batcher import (
+    REQUEST_DEADLINE,
+    BatcherLimits,
+    BatchingScorer,
+    PairBatcher,
+)
 from semrank.server._cache import ScoreCache
 from semrank.server._metrics import Metrics
 from semrank.server.config import ServerConfig
@@ -37,12 +42,22 @@ class ModelEngine:
     """One model: its Reranker (for the scoring logic) and its batcher (for the model calls)."""
 
     def __init__(
-        self, name: str, reranker: Any, scorer: BatchingScorer, threads: ThreadPoolExecutor
+        self,
+        name: str,
+        reranker: Any,
+        scorer: BatchingScorer,
+        threads: ThreadPoolExecutor,
+        pruner: BatchingScorer | None = None,
     ):
         self.name = name
         self.reranker = reranker
         self.scorer = scorer
         self.threads = threads
+        self.pruner = pruner  # a cascade's first stage, batched (and dropped) like the model
+
+    @property
+    def batchers(self) -> list[PairBatcher]:
+        return [s.batcher for s in (self.scorer, self.pruner) if s is not None]
 
     @property
     def kind(self) -> str:
@@ -108,7 +123,8 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        return bool(self.engines) and all(e.scorer.batcher.running for e in self.engines.values())
+        batchers = [b for e in self.engines.values() for b in e.batchers]
+        return bool(self.engines) and all(b.running for b in batchers)
 
     def load(self) -> None:
         """Load every configured model (blocking; call from a thread). The first is the default."""
@@ -137,27 +153,40 @@ class ModelRegistry:
         scorer = BatchingScorer(
             reranker.scorer, model=name, cache=self.cache, limits=limits, metrics=self.metrics
         )
-        # A new Reranker around the proxy: the caller's keeps its own scorer.
+        # A cascade's pruner goes through a batcher of its own: merged across requests, on one
+        # model thread, and its work for a request that is over dropped, as the model's is.
+        pruner = None
+        if reranker.pruner is not None:
+            pruner = BatchingScorer(
+                reranker.pruner,
+                model=f"{name}:pruner",
+                cache=self.cache,
+                limits=limits,
+                metrics=self.metrics,
+            )
+        # A new Reranker around the proxies: the caller's keeps its own scorers.
         served = type(reranker)(
             reranker.model or name,
             scorer=scorer,
             chunking=reranker.chunking,
             cascade=reranker.cascade,
-            pruner=reranker.pruner,
+            pruner=pruner,
             feedback=reranker.feedback is not None,
         )
-        engine = ModelEngine(name, served, scorer, self.threads)
+        engine = ModelEngine(name, served, scorer, self.threads, pruner)
         self.engines[name] = engine
         self.default_name = self.default_name or name
         return engine
 
     async def start(self) -> None:
         for engine in self.engines.values():
-            await engine.scorer.batcher.start()
+            for batcher in engine.batchers:
+                await batcher.start()
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Close every batcher, together, within ``timeout_s`` (None: when their work is done)."""
-        await asyncio.gather(*(e.scorer.batcher.close(timeout_s) for e in self.engines.values()))
+        batchers = [b for e in self.engines.values() for b in e.batchers]
+        await asyncio.gather(*(batcher.close(timeout_s) for batcher in batchers))
         # Request threads still running end at their next model call, which the closed batchers
         # refuse; they are not waited for here.
         self.threads.shutdown(wait=False, cancel_futures=True)
