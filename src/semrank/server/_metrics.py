@@ -1,8 +1,17 @@
-"""Prometheus metrics of one app, in its own registry (several apps can live in one process)."""
+"""Prometheus metrics of one app, in its own registry (several apps can live in one process).
+
+With ``--workers N`` each worker is a process with its own counters: ``semrank serve`` then sets
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) before the workers start, so
+every worker writes its values there and a scrape of any worker reads all of them.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -26,7 +35,10 @@ class Metrics:
             registry=reg,
         )
         self.in_flight = Gauge(
-            "semrank_requests_in_flight", "Requests admitted and not finished.", registry=reg
+            "semrank_requests_in_flight",
+            "Requests admitted and not finished.",
+            registry=reg,
+            multiprocess_mode="livesum",  # summed over the live workers
         )
         self.rejected = Counter(
             "semrank_rejected_requests", "Requests refused or cut short.", ["reason"], registry=reg
@@ -65,6 +77,7 @@ class Metrics:
             "Scoring requests waiting for the model.",
             ["model"],
             registry=reg,
+            multiprocess_mode="livesum",
         )
         self.cache_hits = Counter(
             "semrank_cache_hits", "Pair scores served from the cache.", ["model"], registry=reg
@@ -74,4 +87,18 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not os.environ.get(MULTIPROC_ENV):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return generate_latest(every_worker)
+
+    @staticmethod
+    def worker_stopped() -> None:
+        """Drop this worker's live gauges from the shared values (a no-op with one process)."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from semrank.errors import InvalidInputError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
+from semrank.server._metrics import MULTIPROC_ENV
 from semrank.server.config import ENV_API_KEYS, ENV_CONFIG_JSON, ServerConfig, parse_api_keys
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -34,12 +36,14 @@ def run_server(config: ServerConfig) -> None:
     if config.workers > 1:
         # Each worker process builds its own app (and loads its own models) from this.
         os.environ[ENV_CONFIG_JSON] = config.to_json()
-        uvicorn.run(
-            "semrank.server.app:app_from_environment",
-            factory=True,
-            workers=config.workers,
-            **options,
-        )
+        with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
+            os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
+            uvicorn.run(
+                "semrank.server.app:app_from_environment",
+                factory=True,
+                workers=config.workers,
+                **options,
+            )
         return
     from semrank.server.app import create_app
 

@@ -73,6 +73,7 @@ def create_app(
         finally:
             app.state.phase = "draining"
             await registry.close(config.shutdown_timeout_s)
+            metrics.worker_stopped()
             logger.info("stopped")
 
     app = FastAPI(
