@@ -106,3 +106,20 @@ def test_corrupt_tokenizer_json_names_the_file(tmp_path: Path, content: str) -> 
     (tmp_path / "tokenizer.json").write_text(content)
     with pytest.raises(ModelLoadError, match=r"cannot read .*tokenizer\.json"):
         load_tokenizer(tmp_path, 128)
+
+
+def test_a_huge_text_is_read_from_its_start_without_tokenizing_all_of_it(
+    bert_tokenizer: HFTokenizer,
+) -> None:
+    from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN
+
+    huge = "dog cat " * 200_000  # 1.6 MB: tokenized whole it took gigabytes at ingest
+    start = "dog cat " * 40
+    (cut,) = bert_tokenizer.encode_texts([huge])
+    (short,) = bert_tokenizer.encode_texts([start])
+    assert cut.ids == short.ids and cut.truncated and short.truncated
+    # A text longer than the cut is flagged as cut even when its tokens would all fit (here only
+    # spaces follow): never a cut that says nothing.
+    spaced = "dog " + " " * (32 * MAX_CHARS_PER_TOKEN)
+    (flagged,) = bert_tokenizer.encode_texts([spaced])
+    assert flagged.truncated

@@ -33,6 +33,12 @@ class EncodedInput:
         return len(self.ids)
 
 
+# More characters than any one token of a real tokenizer spans (a wordpiece or BPE token is a
+# word piece, at most a few dozen characters): cutting a text at limit x this keeps its first
+# ``limit`` tokens intact.
+MAX_CHARS_PER_TOKEN = 100
+
+
 class HFTokenizer:
     """Implements ``TextTokenizer`` plus model-input encoding of texts and pairs."""
 
@@ -90,10 +96,14 @@ class HFTokenizer:
 
     def encode_texts(self, texts: list[str]) -> list[EncodedInput]:
         limit = self.max_length - self.special_tokens_single
+        # Only the first ``limit`` tokens are read: a megabytes-long document is cut to a length
+        # that surely holds them before it is tokenized whole (gigabytes of encodings).
+        cap = limit * MAX_CHARS_PER_TOKEN
+        heads = [text[:cap] for text in texts]
         out = []
-        for enc in self._encode_list(texts):
-            truncated = len(enc.ids) > limit
-            if truncated:
+        for text, enc in zip(texts, self._encode_list(heads), strict=True):
+            truncated = len(enc.ids) > limit or len(text) > cap
+            if len(enc.ids) > limit:
                 enc.truncate(limit)
             merged = self._tok.post_process(enc, None, add_special_tokens=True)
             out.append(_to_input(merged, truncated))
