@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -335,3 +336,30 @@ def test_a_dsn_as_index_home_is_refused_not_made_a_folder() -> None:
 
     with pytest.raises(InvalidInputError, match="does not serve PostgreSQL-kept indexes yet"):
         ServerConfig(index_home="postgresql://app:secret@db/search")
+
+
+def test_a_killed_workers_in_flight_requests_leave_the_shared_metrics(tmp_path: Path) -> None:
+    """With --workers N every worker writes to one folder; a worker killed mid-request never
+    says it stopped, and its in-flight gauge must not stay counted forever."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    killed = (
+        "import os\nfrom semrank.server._metrics import Metrics\n"
+        "Metrics(every_worker=True).in_flight.inc(3)\nos._exit(0)  # no clean stop\n"
+    )
+    subprocess.run([sys.executable, "-c", killed], env=env, check=True, timeout=60)
+    scrape = (
+        "from semrank.server._metrics import Metrics\n"
+        "m = Metrics(every_worker=True)\nm.requests.labels('/x', '200').inc()\n"
+        "print(m.render().decode())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", scrape], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "semrank_requests_in_flight 0.0" in lines
+    assert 'semrank_requests_total{route="/x",status="200"} 1.0' in lines

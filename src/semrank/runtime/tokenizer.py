@@ -96,18 +96,28 @@ class HFTokenizer:
 
     def encode_texts(self, texts: list[str]) -> list[EncodedInput]:
         limit = self.max_length - self.special_tokens_single
-        # Only the first ``limit`` tokens are read: a megabytes-long document is cut to a length
-        # that surely holds them before it is tokenized whole (gigabytes of encodings).
+        # Only the first ``limit`` tokens are read: a megabytes-long document is tokenized from
+        # a head that holds them, not whole (gigabytes of encodings at ingest).
         cap = limit * MAX_CHARS_PER_TOKEN
-        heads = [text[:cap] for text in texts]
+        encodings = self._encode_list([text[:cap] for text in texts])
         out = []
-        for text, enc in zip(texts, self._encode_list(heads), strict=True):
-            truncated = len(enc.ids) > limit or len(text) > cap
-            if len(enc.ids) > limit:
+        for text, enc in zip(texts, encodings, strict=True):
+            enc = self._enough_tokens(text, enc, cap, limit)
+            truncated = len(enc.ids) > limit
+            if truncated:
                 enc.truncate(limit)
             merged = self._tok.post_process(enc, None, add_special_tokens=True)
             out.append(_to_input(merged, truncated))
         return out
+
+    def _enough_tokens(self, text: str, encoding: Encoding, cap: int, limit: int) -> Encoding:
+        """``encoding`` of ``text[:cap]``, or of a longer head until it has more than ``limit``
+        tokens or is the whole text: characters that give no tokens (whitespace runs), or one
+        token for a long run ([UNK] for a DNA string), would otherwise hide what follows."""
+        while len(encoding.ids) <= limit and cap < len(text):
+            cap *= 4
+            encoding = self._tok.encode(text[:cap], add_special_tokens=False)
+        return encoding
 
     def _prefix(self, text: str, encoding: Encoding, length: int) -> Encoding:
         """The first ``length`` tokens of ``text`` (encoded as ``encoding``), without overflow."""

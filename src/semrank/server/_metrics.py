@@ -8,6 +8,7 @@ every worker writes its values there and a scrape of any worker reads all of the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -21,7 +22,10 @@ BATCH_PAIR_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 4096)
 class Metrics:
     """All server metrics; names start with ``semrank_``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, every_worker: bool = False) -> None:
+        """``every_worker``: /metrics reads every worker's values from MULTIPROC_ENV's folder
+        (``semrank serve --workers N`` sets it up); otherwise this process's registry."""
+        self.every_worker = every_worker
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
@@ -87,18 +91,39 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        if not os.environ.get(MULTIPROC_ENV):
+        if not self.every_worker:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
 
+        _forget_dead_workers(os.environ[MULTIPROC_ENV])
         every_worker = CollectorRegistry()
         multiprocess.MultiProcessCollector(every_worker)
         return generate_latest(every_worker)
 
-    @staticmethod
-    def worker_stopped() -> None:
+    def worker_stopped(self) -> None:
         """Drop this worker's live gauges from the shared values (a no-op with one process)."""
-        if os.environ.get(MULTIPROC_ENV):
+        if self.every_worker:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """A worker killed (and restarted by uvicorn) never said it stopped: drop its live gauges,
+    which would otherwise keep counting its last in-flight requests."""
+    from prometheus_client import multiprocess
+
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            multiprocess.mark_process_dead(int(pid), folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -36,14 +36,18 @@ def run_server(config: ServerConfig) -> None:
     if config.workers > 1:
         # Each worker process builds its own app (and loads its own models) from this.
         os.environ[ENV_CONFIG_JSON] = config.to_json()
-        with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
-            os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
-            uvicorn.run(
-                "semrank.server.app:app_from_environment",
-                factory=True,
-                workers=config.workers,
-                **options,
-            )
+        try:
+            with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
+                os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
+                uvicorn.run(
+                    "semrank.server.app:app_from_environment",
+                    factory=True,
+                    workers=config.workers,
+                    **options,
+                )
+        finally:  # nothing later in this process may read the folder that is gone
+            os.environ.pop(MULTIPROC_ENV, None)
+            os.environ.pop(ENV_CONFIG_JSON, None)
         return
     from semrank.server.app import create_app
 

@@ -34,7 +34,7 @@ from semrank.server._engines import ModelRegistry
 from semrank.server._errors import error_body, install_error_handlers
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
-from semrank.server._metrics import Metrics
+from semrank.server._metrics import MULTIPROC_ENV, Metrics
 from semrank.server._rerank_routes import router as rerank_router
 from semrank.server._service import RerankService
 from semrank.server._system_routes import models_router, probes
@@ -56,7 +56,8 @@ def create_app(
     """The app for ``config``; ``rerankers`` serves ready-made Reranker objects instead of
     loading ``config.models`` (tests, embedding the server in another program)."""
     config = config or ServerConfig()
-    metrics = Metrics()
+    # Every worker's values where `semrank serve --workers N` shares them (see _metrics).
+    metrics = Metrics(every_worker=config.workers > 1 and bool(os.environ.get(MULTIPROC_ENV)))
     registry = ModelRegistry(config, metrics)
     for name, reranker in (rerankers or {}).items():
         registry.add(name, reranker)
