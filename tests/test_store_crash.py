@@ -260,7 +260,7 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
         index.begin_ingest(spaced, id_field="id")
         index.begin_ingest(numbered, id_field=None)  # record-number ids: no resuming
         note = index.unfinished_note()
-        assert note is not None and note.startswith("it holds 1 documents, but the ingest")
+        assert note is not None and note.startswith("it holds 1 document, but the ingest")
         assert f"`semrank index add n '{spaced}'` to finish it" in note
         assert "its records have no ids to resume by: `semrank index drop n`" in note
         # Begun by this process, which is past it (an ingest runs to its end before a read).
@@ -277,7 +277,7 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
                 }
             )
             assert index.unfinished_note() == (
-                f"it holds 1 documents, but the ingest of {spaced} (started "
+                f"it holds 1 document, but the ingest of {spaced} (started "
                 f"{index.unfinished_ingests()[str(spaced)]['started']}) is still running in "
                 f"process {sleeper.pid}"
             )

@@ -25,6 +25,7 @@ from semrank._checks import (
     is_valid_unicode,
     require_collection,
 )
+from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.store._corpus import Document, checked_documents, documents_from
@@ -239,7 +240,7 @@ class Store(abc.ABC):
         if not marks:
             return None
         notes = [_ingest_note(self.name, self.settings.id_field, f, m) for f, m in marks.items()]
-        return f"it holds {len(self)} documents, but " + "; and ".join(notes)
+        return f"it holds {count_of(len(self), 'document')}, but " + "; and ".join(notes)
 
     # --- prepared re-ranking tables (``semrank.pipeline.prepare_index``) --------------------
     def document_ids(self) -> list[str]:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from semrank._words import count_of
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -144,7 +146,7 @@ def create(
                 f"text fields {', '.join(corpus.text_fields)}"
             )
             _ingest_into_new_index(index, corpus, batch_size, total, name=name, source=source)
-        typer.echo(f"index {name!r}: {len(index)} documents at {index.info().location}")
+        typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {index.info().location}")
         if prepare:
             _prepare(index, model=None, field="*")
 
@@ -217,7 +219,7 @@ def add(
         )
         _check_has_ids(corpus, name)
         count = _ingest(index, corpus, batch_size)
-        typer.echo(f"upserted {count} documents; index {name!r} holds {len(index)}")
+        typer.echo(f"upserted {count_of(count, 'document')}; index {name!r} holds {len(index)}")
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
 
@@ -429,8 +431,8 @@ def list_(
             continue
         incomplete = f"\tincomplete: {row['incomplete']}" if row["incomplete"] else ""
         typer.echo(
-            f"{row['name']}\t{row['documents']} documents\t{row['embedding_model'] or 'bm25 only'}"
-            + incomplete
+            f"{row['name']}\t{count_of(row['documents'], 'document')}\t"
+            f"{row['embedding_model'] or 'bm25 only'}" + incomplete
         )
 
 
