@@ -137,6 +137,8 @@ def test_sigterm_stops_within_the_shutdown_timeout_and_answers_503(tmp_path: Pat
     messages = [line["message"] for line in lines]
     assert "request cancelled at shutdown" in messages and "stopped" in messages
     assert any(m.startswith("API-key auth is off") for m in messages)
+    # Answered with its 503, the request is not reported as a crash of the app.
+    assert "Exception in ASGI application" not in log.read_text()
 
 
 def test_startup_log_says_whether_auth_is_on_and_never_the_keys(

@@ -109,7 +109,7 @@ class RequestLifetime:
     (``http.disconnect`` after the body, watched while the request runs) and when the handler
     ends in any way (answered, 504 while its thread still works, cancelled at shutdown). A
     request whose client left is recorded as 499. One cancelled before it answered (uvicorn
-    does that at the end of ``--shutdown-timeout``) answers a 503 JSON error first."""
+    does that at the end of ``--shutdown-timeout``) answers a 503 JSON error and ends there."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -147,9 +147,11 @@ class RequestLifetime:
         try:
             await self.app(scope, receive_watched, send_status)
         except asyncio.CancelledError:
-            if not started:
-                await _send_cancelled(send_status, scope)
-            raise
+            if started:  # a response under way cannot be finished: let the server close it
+                raise
+            # uvicorn cancels what runs past --shutdown-timeout. Answered with a 503, the request
+            # is over: returning (not re-raising) keeps uvicorn from logging it as a crash.
+            await _send_cancelled(send_status, scope)  # and logs it
         finally:
             gone.set()
             REQUEST_GONE.reset(token)
