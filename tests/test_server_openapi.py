@@ -29,3 +29,26 @@ def test_openapi_documents_every_endpoint_and_the_error_body() -> None:
     responses = paths["/v2/rerank"]["post"]["responses"]
     assert {"401", "413", "422", "429", "504"} <= set(responses)
     assert json.loads(render()) == document
+
+
+SERVER_DOC = COMMITTED.parent / "server.md"
+
+
+def test_the_operations_page_names_only_real_flags_metrics_and_statuses() -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+    from semrank.errors import HTTP_STATUS
+    from semrank.server._metrics import Metrics
+
+    text = SERVER_DOC.read_text(encoding="utf-8")
+    helped = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    flags = set(re.findall(r"`(--[a-z-]+)", text))  # the flags the page quotes
+    assert flags and {flag for flag in flags if flag not in helped} == set()
+    families = {family.name for family in Metrics().registry.collect()}
+    named = {name.removesuffix("_total") for name in re.findall(r"semrank_[a-z_]+", text)}
+    assert named and named - families == set()
+    statuses = {int(code) for code in re.findall(r"^\| (\d{3}) \|", text, re.MULTILINE)}
+    assert statuses == set(HTTP_STATUS.values()) - {500}
