@@ -252,7 +252,8 @@ def test_a_killed_create_is_marked_incomplete_until_added_again(tmp_path: Path) 
 def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
     tmp_path: Path,
 ) -> None:
-    from semrank.store._base import ingest_running, process_start_time
+    from semrank._process import process_start_time
+    from semrank.store._base import ingest_running
 
     spaced, numbered = tmp_path / "a b.jsonl", tmp_path / "numbered.csv"
     with create_index("n", home=tmp_path, embedding_model=None) as index:
@@ -292,7 +293,8 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
 def test_a_reused_pid_does_not_make_an_interrupted_ingest_look_running() -> None:
     import socket
 
-    from semrank.store._base import ingest_running, process_start_time
+    from semrank._process import process_start_time
+    from semrank.store._base import ingest_running
 
     parent = os.getppid()  # alive, and not this process
     mark = {"pid": parent, "host": socket.gethostname()}

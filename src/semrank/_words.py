@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 
-def count_of(number: int, noun: str) -> str:
-    """``1 document``, ``2 documents`` (nouns with a plain plural only)."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def count_of(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 document``, ``2 documents``; ``plural`` where adding "s" is wrong (queries)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"

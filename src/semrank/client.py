@@ -18,7 +18,6 @@ Python numbers they hold.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ def _json_ready(value: object, where: str) -> Any:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        if not math.isfinite(float(value)):
+        if not is_finite_number(value):
             raise errors.InvalidInputError(
                 f"{where} must be a finite number, got {value!r}; JSON cannot carry NaN or "
                 "infinity: pass a real number, or leave the option out"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
 
@@ -218,7 +219,7 @@ def _note_coverage(
     unjudged = sorted(asked - set(judgments))
     parts = []
     if unranked:
-        judged = _count(len(judgments), "judged query", "judged queries")
+        judged = count_of(len(judgments), "judged query", "judged queries")
         verb = "has" if len(unranked) == 1 else "have"
         parts.append(
             f"{len(unranked)} of {judged} ({_some_ids(unranked)}) {verb} no query text or "
@@ -228,15 +229,11 @@ def _note_coverage(
         plural = kind.replace("query", "queries", 1)
         verbs = "has no judgments and is" if len(unjudged) == 1 else "have no judgments and are"
         parts.append(
-            f"{_count(len(unjudged), kind, plural)} ({_some_ids(unjudged)}) {verbs} left out"
+            f"{count_of(len(unjudged), kind, plural)} ({_some_ids(unjudged)}) {verbs} left out"
         )
     if parts:
         where = f" ({retriever})" if retriever else ""
         typer.echo(f"note{where}: {'; '.join(parts)}", err=True)
-
-
-def _count(number: int, singular: str, plural: str) -> str:
-    return f"{number} {singular if number == 1 else plural}"
 
 
 def _some_ids(ids: list[str], shown: int = 5) -> str:

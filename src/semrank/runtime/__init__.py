@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from semrank.errors import BackendUnavailableError, InvalidInputError, ModelLoadError
 from semrank.runtime import _loaders
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
-from semrank.runtime._select import BackendChoice, _ort_has_cuda, choose_backend, detect_features
+from semrank.runtime._select import BackendChoice, choose_backend, detect_features
 from semrank.runtime.base import (
     Activation,
     BatchingConfig,
@@ -116,19 +116,12 @@ def require_device(choice: BackendChoice) -> None:
     if choice.backend.startswith("torch"):
         available, fix = _torch_has_cuda(), "install a CUDA build of torch"
     else:
-        available, fix = _onnxruntime_has_cuda(), "pip install onnxruntime-gpu"
+        available, fix = bool(detect_features()["onnxruntime_cuda"]), "pip install onnxruntime-gpu"
     if not available:
         raise BackendUnavailableError(
             f"device {choice.device!r} with backend {choice.backend!r}: no CUDA here ({fix}, "
             "or leave --device out to run on the CPU)"
         )
-
-
-def _onnxruntime_has_cuda() -> bool:
-    try:
-        return _ort_has_cuda()
-    except ImportError:
-        return False
 
 
 def _torch_has_cuda() -> bool:

@@ -27,7 +27,8 @@ def pair_keys(model: str, pairs: Sequence[tuple[str, str]]) -> list[CacheKey]:
 
 
 def pair_key(model: str, query: str, document: str) -> CacheKey:
-    return (model, _digest(query), _digest(document))
+    """The key of one pair (``pair_keys`` of a list of one)."""
+    return pair_keys(model, [(query, document)])[0]
 
 
 class ScoreCache:

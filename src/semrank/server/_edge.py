@@ -3,7 +3,6 @@ request metrics and the access log."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -12,8 +11,8 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semrank.errors import RequestTooLargeError, http_status_for
-from semrank.server._errors import error_body
+from semrank.errors import RequestTooLargeError
+from semrank.server._errors import send_error
 from semrank.server._logging import ACCESS_LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
 
@@ -87,19 +86,7 @@ class EdgeMiddleware:
             f"request body is larger than this server's limit of {self.max_body_bytes} bytes; "
             "send fewer documents per request (or raise --max-body-bytes)"
         )
-        body = json.dumps(error_body(str(error), error.error_type)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": http_status_for(error),
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error, close=True)
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started

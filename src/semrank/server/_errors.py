@@ -6,6 +6,7 @@ carry one.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from semrank.errors import (
     AuthenticationError,
@@ -54,6 +56,18 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
     """Every error's JSON: the text again as ``message`` and ``detail`` for vendors' clients."""
     text = bounded(message)
     return {"error": text, "error_type": error_type, "message": text, "detail": text}
+
+
+async def send_error(send: Send, error: SemrankError, *, close: bool = False) -> None:
+    """Answer ``error`` on a raw ASGI ``send``, where no FastAPI handler runs (the edge's body
+    limit, a request cancelled at shutdown): the same body and status as every other error."""
+    body = json.dumps(error_body(str(error), error.error_type)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    start = {"type": "http.response.start", "status": http_status_for(error), "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -27,11 +26,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
-from semrank.errors import BackendUnavailableError, http_status_for
+from semrank.errors import BackendUnavailableError
 from semrank.server._batcher import REQUEST_GONE
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
-from semrank.server._errors import error_body, install_error_handlers
+from semrank.server._errors import install_error_handlers, send_error
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV, Metrics
@@ -173,12 +172,8 @@ async def _send_cancelled(send: Send, scope: Scope) -> None:
         "the server is shutting down and stopped this request before it finished "
         "(--shutdown-timeout); retry on another instance"
     )
-    body = json.dumps(error_body(str(error), error.error_type)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    start = {"type": "http.response.start", "status": http_status_for(error), "headers": headers}
     with contextlib.suppress(Exception):  # the connection may be gone already
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error)
     request_id = scope.get("state", {}).get("request_id")
     logger.warning(
         "request cancelled at shutdown", extra=log_fields(request_id=request_id, status=503)

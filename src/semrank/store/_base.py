@@ -25,6 +25,7 @@ from semrank._checks import (
     is_valid_unicode,
     require_collection,
 )
+from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
@@ -233,10 +234,11 @@ class Store(abc.ABC):
         ``pid``, ``id_field`` and ``running`` (its process still runs on this machine)."""
         return {}
 
-    def unfinished_note(self) -> str | None:
+    def unfinished_note(self, marks: dict[str, dict[str, Any]] | None = None) -> str | None:
         """What an unfinished ingest means for this index and how to go on, as "it holds N
-        documents, but the ingest of FILE ... was interrupted; run ..." (None: complete)."""
-        marks = self.unfinished_ingests()
+        documents, but the ingest of FILE ... was interrupted; run ..." (None: complete).
+        ``marks``: ``unfinished_ingests()`` when the caller has read them already."""
+        marks = self.unfinished_ingests() if marks is None else marks
         if not marks:
             return None
         notes = [_ingest_note(self.name, self.settings.id_field, f, m) for f, m in marks.items()]
@@ -434,27 +436,12 @@ def ingest_running(mark: dict[str, Any]) -> bool:
     pid = mark.get("pid")
     if mark.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except PermissionError:
-        pass  # it exists, under another user
-    except OSError:
+    if not process_alive(pid):
         return False
     # A pid is reused after the process ends (or a reboot): the same pid with another start
     # time is another process.
     started = mark.get("process_started")
     return started is None or started == process_start_time(pid)
-
-
-def process_start_time(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux; None elsewhere)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count from its last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
 def index_dir_size(path: Path) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._process import process_start_time
 from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError
 from semrank.retrieve import (
     BM25Index,
@@ -40,7 +41,6 @@ from semrank.store._base import (
     id_list,
     index_dir_size,
     ingest_running,
-    process_start_time,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB

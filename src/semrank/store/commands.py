@@ -378,8 +378,9 @@ def info(
     from semrank.store import open_index
 
     with open_index(name, home=home, store=store) as index:
-        data = index.info().to_dict()
-        note = index.unfinished_note()
+        summary = index.info()
+        data = summary.to_dict()
+        note = index.unfinished_note(summary.unfinished_ingests)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -566,11 +567,10 @@ def _warn_if_incomplete(name: str, home: Path | None) -> None:
     """A search of an index whose ingest has not finished answers from the documents it
     holds; one line on stderr says so (stdout stays the results)."""
     from semrank.errors import SemrankError
-    from semrank.store import open_index
+    from semrank.pipeline import open_cached
 
     try:
-        with open_index(name, home=home) as index:
-            note = index.unfinished_note()
+        note = open_cached(name, home).unfinished_note()  # the handle the search just used
     except SemrankError:
         return  # the search read it; what went wrong here is no concern of the results
     if note:
