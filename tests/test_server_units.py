@@ -334,8 +334,25 @@ def test_validation_message_names_the_fields() -> None:
 def test_a_dsn_as_index_home_is_refused_not_made_a_folder() -> None:
     from semrank.server import ServerConfig
 
-    with pytest.raises(InvalidInputError, match="does not serve PostgreSQL-kept indexes yet"):
+    with pytest.raises(InvalidInputError, match="--store postgresql://app:") as refused:
         ServerConfig(index_home="postgresql://app:secret@db/search")
+    assert "secret" not in str(refused.value)
+
+
+def test_the_store_setting_is_checked() -> None:
+    from semrank.server import ServerConfig
+    from semrank.server.config import from_environment
+
+    assert ServerConfig().postgres_dsn is None and ServerConfig(store="local").postgres_dsn is None
+    dsn = "postgresql://app:secret@db/search"
+    config = from_environment({"store": dsn})
+    assert config.postgres_dsn == dsn
+    assert ServerConfig.from_json(config.to_json()).postgres_dsn == dsn  # --workers N
+    with pytest.raises(InvalidInputError, match="--store 'mysql://db'"):
+        ServerConfig(store="mysql://db")
+    with pytest.raises(InvalidInputError, match="give one of them") as both:
+        ServerConfig(index_home="/srv/indexes", store=dsn)
+    assert "secret" not in str(both.value)
 
 
 def test_a_killed_workers_in_flight_requests_leave_the_shared_metrics(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def _store_and_reranker(
     store = open_cached(index, home)
     if not store.keeps_prepared:
         raise InvalidInputError(
-            f"index {store.name!r} is kept by {type(store).__name__}, which keeps no prepared "
+            f"index {store.name!r} is kept in the {store.backend} store, which keeps no prepared "
             "windows (only the embedded local store does); searches re-rank it as before"
         )
     reranker = load_reranker(model)

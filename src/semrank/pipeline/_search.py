@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from semrank._checks import require_collection, require_unicode
 from semrank.errors import InvalidInputError
@@ -26,10 +26,15 @@ from semrank.pipeline._ranking import SearchResults
 from semrank.store import DB_NAME, Store, index_path, open_index
 from semrank.store._base import check_k
 
+if TYPE_CHECKING:
+    from semrank.store.postgres import PostgresStore
+
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
 RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
 
-_OPEN: dict[Path, tuple[int, Store]] = {}
+# Open handles by folder (embedded store) or by (DSN, name) (PostgreSQL), with what tells the
+# index held from one recreated under its name since.
+_OPEN: dict[Path | tuple[str, str], tuple[object, Store]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -111,10 +116,15 @@ def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     return parse_retriever(spec)
 
 
-def open_cached(index: str | Store, home: str | Path | None = None) -> Store:
-    """``index`` itself if it is a Store, else the named index, opened once per process."""
+def open_cached(
+    index: str | Store, home: str | Path | None = None, *, store: str | None = None
+) -> Store:
+    """``index`` itself if it is a Store, else the named index, opened once per process
+    (``store``: a PostgreSQL DSN, or None / ``"local"`` for the embedded store under ``home``)."""
     if isinstance(index, Store):
         return index
+    if store not in (None, "local"):
+        return _open_cached_postgres(index, str(store))
     path = index_path(index, home)
     try:
         # The database file's inode tells a dropped-and-recreated index from the one we hold.
@@ -127,18 +137,48 @@ def open_cached(index: str | Store, home: str | Path | None = None) -> Store:
             return cached[1]
         if cached is not None:
             cached[1].close()
-        store = open_index(index, home=home)
-        _OPEN[path] = (identity, store)
-        return store
+        opened = open_index(index, home=home)
+        _OPEN[path] = (identity, opened)
+        return opened
 
 
-def forget_open_indexes(index: str | None = None, home: str | Path | None = None) -> None:
+def _open_cached_postgres(name: str, dsn: str) -> Store:
+    """As ``open_cached``; the index row's creation time tells a dropped-and-recreated index
+    (another process may have done it) from the one we hold. The check is one query on the
+    held handle's pool, outside the lock, so requests to open indexes do not queue behind it."""
+    key = (dsn, name)
+    cached = _OPEN.get(key)
+    if cached is not None and _created_at(cached[1]) == cached[0]:
+        return cached[1]
+    with _OPEN_LOCK:
+        current = _OPEN.get(key)
+        if current is not None and current is not cached:
+            return current[1]  # another request has just reopened it
+        opened = open_index(name, store=dsn)
+        _OPEN[key] = (_created_at(opened), opened)
+        if current is not None:
+            current[1].close()  # after the new handle holds the shared pool, so it stays open
+        return opened
+
+
+def _created_at(store: Store) -> object:
+    return cast("PostgresStore", store).created_at()
+
+
+def forget_open_indexes(
+    index: str | None = None, home: str | Path | None = None, *, store: str | None = None
+) -> None:
     """Close the indexes ``search`` keeps open: only ``index`` (before it is dropped) or all of
     them (in tests). Other indexes' handles stay open: requests may be using them right now."""
     with _OPEN_LOCK:
-        paths = list(_OPEN) if index is None else [index_path(index, home)]
-        for path in paths:
-            cached = _OPEN.pop(path, None)
+        if index is None:
+            keys = list(_OPEN)
+        elif store not in (None, "local"):
+            keys = [(str(store), index)]
+        else:
+            keys = [index_path(index, home)]
+        for key in keys:
+            cached = _OPEN.pop(key, None)
             if cached is not None:
                 cached[1].close()
 
@@ -151,10 +191,12 @@ def search(
     k: int = 10,
     home: str | Path | None = None,
     with_documents: bool = True,
+    store: str | None = None,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``. A tree with
     a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
-    replace them (``SearchContext`` gives the rule)."""
+    replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
+    named index (default: the embedded store under ``home``)."""
     check_k(k)
     if query is not None and not isinstance(query, str):
         raise InvalidInputError(
@@ -165,8 +207,8 @@ def search(
         raise InvalidInputError("query is empty; pass the text to search for")
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
-    store = open_cached(index, home)
-    ctx = SearchContext(store, query, keep_literals=has_placeholder(tree))
+    opened = open_cached(index, home, store=store)
+    ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
     ranking = tree.run(ctx, int(k))
     if not with_documents:
         return SearchResults.from_ranking(ranking, None)

@@ -77,10 +77,10 @@ def error_response(
 
 
 def install_error_handlers(
-    app: FastAPI, *, retry_after_s: int, private_paths: Sequence[str] = ()
+    app: FastAPI, *, retry_after_s: int, private_names: Sequence[tuple[str, str]] = ()
 ) -> None:
-    """``private_paths``: folders of the server (the index home) that answers name as
-    ``<index home>``; the log keeps them."""
+    """``private_names``: (text, shown) pairs, the server's index folder or database and what
+    answers name them as (``<index home>``, ``<index store>``); the log keeps them."""
 
     async def on_semrank_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SemrankError)
@@ -92,8 +92,8 @@ def install_error_handlers(
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
         message = str(exc)
-        for path in private_paths:  # a client needs the index's name, not where it lies
-            message = message.replace(path, "<index home>")
+        for private, shown in private_names:  # a client needs the index's name, not its place
+            message = message.replace(private, shown)
         return error_response(status, message, exc.error_type, headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -46,7 +46,7 @@ DEFAULT_MODEL_ALIASES = frozenset({".rerank-v1-elasticsearch", ".rerank-v1"})
 async def list_indexes(request: Request) -> Any:
     from semrank.store import list_indexes as names
 
-    found = await _blocking(request, None, names, _home(request))
+    found = await _blocking(request, None, lambda: names(**_where(request)))
     return IndexList(data=[IndexName(name=name) for name in found])
 
 
@@ -59,7 +59,7 @@ async def create_index(body: CreateIndexRequest, request: Request) -> Any:
     def make() -> dict[str, Any]:
         store = create(
             body.name,
-            home=_home(request),
+            **_where(request),
             fields=tuple(body.fields),
             id_field=body.id_field,
             embedding_model=body.embedding_model,
@@ -94,13 +94,17 @@ async def index_info(name: str, request: Request) -> Any:
 
 
 def _public_info(request: Request, info: dict[str, Any]) -> dict[str, Any]:
-    """Index info for a client: its location under ``<index home>``, not the server's folder
-    (the home as configured, relative or not, and its absolute forms)."""
+    """Index info for a client: its location under ``<index home>`` (or ``<index store>``), not
+    the server's folder or database."""
     location = str(info.get("location", ""))
-    homes = [*request.app.state.private_paths, request.app.state.config.index_home or ""]
-    for home in filter(None, homes):
-        if location == home or location.startswith(home.rstrip("/") + "/"):
-            info["location"] = "<index home>" + location[len(home.rstrip("/")) :]
+    config = request.app.state.config
+    relative = ((config.index_home, "<index home>"),) if config.index_home else ()
+    for private, shown in (*request.app.state.private_names, *relative):
+        if location == private or location.startswith(private.rstrip("/") + "/"):
+            info["location"] = shown + location[len(private.rstrip("/")) :]
+            break
+        if location.startswith(private + " "):  # a PostgreSQL location: "DSN schema.table"
+            info["location"] = shown + location[len(private) :]
             break
     return info
 
@@ -111,8 +115,8 @@ async def drop_index(name: str, request: Request) -> Any:
     from semrank.store import drop_index as drop
 
     def remove() -> None:
-        forget_open_indexes(name, _home(request))  # close its open handle before the files go
-        drop(name, home=_home(request))
+        forget_open_indexes(name, **_where(request))  # close its open handle before it goes
+        drop(name, **_where(request))
 
     await _blocking(request, None, remove)
     return DeleteResult(deleted=1)
@@ -214,15 +218,16 @@ def _checked_spec(
     return spec
 
 
-def _home(request: Request) -> str | None:
-    home: str | None = request.app.state.config.index_home
-    return home
+def _where(request: Request) -> dict[str, Any]:
+    """Where the served indexes live, as the store functions take it."""
+    config = request.app.state.config
+    return {"home": config.index_home, "store": config.postgres_dsn}
 
 
 def _store(request: Request, name: str) -> Any:
     from semrank.pipeline import open_cached
 
-    return open_cached(name, _home(request))
+    return open_cached(name, **_where(request))
 
 
 async def _blocking(

@@ -64,6 +64,21 @@ def check_before_start(config: ServerConfig) -> None:
     for entry in config.models:
         resolve(entry.source)
     check_address(config.host, config.port)
+    if config.postgres_dsn is not None:
+        check_store(config.postgres_dsn)
+
+
+def check_store(dsn: str) -> None:
+    """Reach the PostgreSQL database once before the models load: a wrong DSN, password or a
+    missing extension then fails at once with its cause, not on the first index request."""
+    from semrank.store import list_indexes
+    from semrank.store.postgres import redact
+
+    found = list_indexes(store=dsn)
+    logger.info(
+        f"indexes kept in PostgreSQL {redact(dsn)} ({len(found)} there)",
+        extra=log_fields(store="postgresql", indexes=len(found)),
+    )
 
 
 def check_address(host: str, port: int) -> None:

@@ -87,9 +87,9 @@ def create_app(
     app.state.registry = registry
     app.state.service = RerankService(config, registry, metrics)
     app.state.phase = "starting"
-    app.state.private_paths = _private_paths(config)  # shown to clients as <index home>
+    app.state.private_names = _private_names(config)  # shown to clients as <index home>
     install_error_handlers(
-        app, retry_after_s=config.retry_after_s, private_paths=app.state.private_paths
+        app, retry_after_s=config.retry_after_s, private_names=app.state.private_names
     )
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.
@@ -188,10 +188,17 @@ def app_from_environment() -> FastAPI:
     return create_app(config)
 
 
-def _private_paths(config: ServerConfig) -> tuple[str, ...]:
+def _private_names(config: ServerConfig) -> tuple[tuple[str, str], ...]:
+    """What answers show in place of the server's index folder or database: (text, shown),
+    longest first."""
     from semrank.store import resolve_home
 
+    if config.postgres_dsn is not None:
+        from semrank.store.postgres import redact
+
+        dsns = {config.postgres_dsn, redact(config.postgres_dsn)}
+        return tuple((dsn, "<index store>") for dsn in sorted(dsns, key=len, reverse=True))
     home = resolve_home(config.index_home)
     # Absolute forms only: a relative "idx" would also match inside index names.
-    paths = (home.absolute(), home.resolve())
-    return tuple(sorted({str(p) for p in paths if str(p) != "/"}, key=len, reverse=True))
+    paths = {str(p) for p in (home.absolute(), home.resolve()) if str(p) != "/"}
+    return tuple((path, "<index home>") for path in sorted(paths, key=len, reverse=True))

@@ -94,6 +94,13 @@ def serve(
     index_home: str | None = typer.Option(
         None, help="Directory of the search indexes (default: $SEMRANK_HOME or XDG data dir)."
     ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        envvar="SEMRANK_STORE",
+        help="Where the search indexes live: 'local' (the default, under --index-home) or a "
+        "PostgreSQL DSN postgresql://user@host:port/db.",
+    ),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
     log_format: str = typer.Option("json", help="json (one object per line) or text."),
     shutdown_timeout: float | None = typer.Option(
@@ -129,6 +136,7 @@ def serve(
         "auto_truncate": auto_truncate,
         "return_documents": return_documents,
         "index_home": index_home,
+        "store": store,
         "log_level": log_level,
         "log_json": log_format == "json",
         "shutdown_timeout_s": shutdown_timeout,

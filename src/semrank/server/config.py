@@ -86,6 +86,8 @@ class ServerConfig:
     # default to false, Jina to true (one endpoint cannot tell their clients apart).
     return_documents: bool = False
     index_home: str | None = None  # where indexes live; None: $SEMRANK_HOME or the XDG default
+    # A PostgreSQL DSN: the indexes are kept there instead (None or "local": under index_home).
+    store: str | None = None
     log_level: str = "info"
     log_json: bool = True
     shutdown_timeout_s: float = 30.0
@@ -104,12 +106,7 @@ class ServerConfig:
             raise InvalidInputError(
                 f"log_level={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}"
             )
-        if self.index_home and self.index_home.startswith(("postgresql://", "postgres://")):
-            raise InvalidInputError(
-                "--index-home is a folder for the embedded store; the server does not serve "
-                "PostgreSQL-kept indexes yet (search them with `semrank search --store DSN` or "
-                "the library); pass a folder"
-            )
+        _check_store(self.index_home, self.store)
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"--model names must be unique, got {names}")
@@ -126,6 +123,11 @@ class ServerConfig:
         data["models"] = tuple(ModelEntry(**entry) for entry in data.get("models", ()))
         data["api_keys"] = frozenset(data.get("api_keys", ()))
         return cls(**data)
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        """The DSN of the PostgreSQL database holding the indexes, or None (embedded store)."""
+        return None if self.store in (None, "local") else self.store
 
 
 # Durations: field -> (flag, the largest value that still means something). NaN and infinity
@@ -156,6 +158,28 @@ def parse_api_keys(text: str | None) -> frozenset[str]:
     if not text:
         return frozenset()
     return frozenset(key for key in text.replace(",", " ").split() if key)
+
+
+def _check_store(index_home: str | None, store: str | None) -> None:
+    from semrank.store.postgres import is_postgres_dsn, redact
+
+    if is_postgres_dsn(index_home):
+        raise InvalidInputError(
+            f"--index-home is a folder for the embedded store, got a PostgreSQL DSN; pass it "
+            f"as --store {redact(str(index_home))} instead"
+        )
+    if store in (None, "local"):
+        return
+    if not is_postgres_dsn(store):
+        raise InvalidInputError(
+            f"--store {store!r}: use 'local' (indexes under --index-home, the default) or a "
+            "PostgreSQL DSN postgresql://user@host:port/database"
+        )
+    if index_home:
+        raise InvalidInputError(
+            f"--index-home {index_home!r} and --store {redact(str(store))}: the indexes "
+            "live in one place; give one of them"
+        )
 
 
 def from_environment(

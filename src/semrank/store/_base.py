@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 
@@ -135,6 +135,7 @@ class Store(abc.ABC):
     """A named document index with BM25 and (optionally) dense retrieval."""
 
     settings: IndexSettings
+    backend: ClassVar[str]  # the store's name in index info and messages ("local", ...)
     keeps_prepared = False  # whether save_prepared / prepared keep tables (the local store)
 
     @property
@@ -248,14 +249,14 @@ class Store(abc.ABC):
     def document_ids(self) -> list[str]:
         """Every stored document id, in storage order."""
         raise InvalidInputError(
-            f"index {self.name!r} ({type(self).__name__}) keeps no prepared windows; only the "
+            f"index {self.name!r} ({self.backend} store) keeps no prepared windows; only the "
             "embedded (local) store does"
         )
 
     def save_prepared(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Store arrays computed from the documents (replacing an earlier ``name``)."""
         raise InvalidInputError(
-            f"index {self.name!r} ({type(self).__name__}) cannot keep prepared windows; they "
+            f"index {self.name!r} ({self.backend} store) cannot keep prepared windows; they "
             "are kept by the embedded (local) store"
         )
 

@@ -368,6 +368,12 @@ class PostgresStore(Store):
         )
         return bool(row[0])
 
+    def created_at(self) -> object:
+        """When this index's name was last created (None once dropped): a handle held across
+        requests tells from it that the index was dropped and created again under its name."""
+        row = self._one("SELECT created_at FROM semrank.indexes WHERE name = %s", self.name)
+        return None if row is None else row[0]
+
     def info(self) -> IndexInfo:
         row = self._one(
             "SELECT doc_count, generation, embedding_dim, fields_seen, "

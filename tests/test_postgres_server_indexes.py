@@ -1,0 +1,127 @@
+"""The server's index endpoints over indexes kept in PostgreSQL (``semrank serve --store DSN``).
+
+The same requests as tests/test_server_indexes.py, against the private PostgreSQL server of
+tests/test_postgres_server.py (skipped without it): the HTTP answers must not depend on where
+the indexes are kept, and must not show the server's database to clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+from test_server_indexes import DOCS
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(reranker: Any, pg_dsn: str) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    app = create_app(ServerConfig(store=pg_dsn), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+    forget_open_indexes()
+
+
+async def _make_index(client: httpx.AsyncClient, name: str = "docs", **settings: Any) -> None:
+    body = {"name": name, "embedding_model": None, **settings}
+    created = await client.post("/v1/indexes", json=body)
+    assert created.status_code == 201, created.text
+    added = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
+    assert added.status_code == 200, added.text
+    assert added.json() == {"upserted": len(DOCS)}
+
+
+async def test_index_lifecycle_in_postgres(client: httpx.AsyncClient, pg_dsn: str) -> None:  # noqa: F811
+    from semrank.store import list_indexes, open_index
+
+    await _make_index(client)
+    assert list_indexes(store=pg_dsn) == ["docs"]  # kept in the database, not in a folder
+    with open_index("docs", store=pg_dsn) as stored:
+        assert len(stored) == len(DOCS)
+    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
+    info = (await client.get("/v1/indexes/docs")).json()
+    assert info["backend"] == "postgresql" and info["documents"] == len(DOCS)
+    assert info["location"].startswith("<index store> semrank.")  # not the server's database
+    again = await client.post("/v1/indexes", json={"name": "docs"})
+    assert again.status_code == 409 and again.json()["error_type"] == "index_exists"
+    assert "127.0.0.1" not in again.text and "<index store>" in again.text
+    deleted = await client.post("/v1/indexes/docs/documents/delete", json={"ids": ["d2", "zz"]})
+    assert deleted.json() == {"deleted": 1}
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS) - 1
+    assert (await client.delete("/v1/indexes/docs")).json() == {"deleted": 1}
+    assert list_indexes(store=pg_dsn) == []
+    missing = await client.get("/v1/indexes/docs")
+    assert missing.status_code == 404 and missing.json()["error_type"] == "index_not_found"
+    assert "127.0.0.1" not in missing.text
+
+
+async def test_search_bm25_and_reranked_with_the_served_model(
+    client: httpx.AsyncClient, reranker: Any
+) -> None:
+    await _make_index(client)
+    bm25 = await client.post("/v1/indexes/docs/search", json={"query": "flea blood", "size": 3})
+    assert bm25.status_code == 200, bm25.text
+    assert bm25.json()["hits"][0]["id"] in {"d1", "d3"}
+    reranked = await client.post(
+        "/v1/indexes/docs/search",
+        json={"query": "what do fleas eat", "retriever": "bm25+rerank", "size": 4},
+    )
+    assert reranked.status_code == 200, reranked.text
+    hits = reranked.json()["hits"]
+    texts = [f"{hit['document']['title']}\n{hit['document']['text']}" for hit in hits]
+    scores = reranker.score("what do fleas eat", texts)
+    assert [hit["rerank_score"] for hit in hits] == pytest.approx(scores.tolist(), abs=1e-5)
+
+
+async def test_an_index_recreated_elsewhere_is_reopened(
+    client: httpx.AsyncClient,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """Another process drops the index and creates one of the same name with other fields: the
+    server's held handle must not keep searching with the old settings."""
+    from semrank.store import create_index, drop_index
+
+    await _make_index(client)
+    first = await client.post("/v1/indexes/docs/search", json={"query": "Paris", "size": 1})
+    assert first.json()["hits"][0]["id"] == "d2"
+    drop_index("docs", store=pg_dsn)
+    with create_index("docs", fields=("title",), embedding_model=None, store=pg_dsn) as fresh:
+        fresh.upsert([{"id": "t1", "title": "Paris in spring", "text": "nothing"}])
+    info = (await client.get("/v1/indexes/docs")).json()
+    assert info["settings"]["text_fields"] == ["title"] and info["documents"] == 1
+    again = await client.post("/v1/indexes/docs/search", json={"query": "Paris", "size": 1})
+    assert again.status_code == 200, again.text
+    assert [hit["id"] for hit in again.json()["hits"]] == ["t1"]
+    drop_index("docs", store=pg_dsn)
+    gone = await client.post("/v1/indexes/docs/search", json={"query": "Paris", "size": 1})
+    assert gone.status_code == 404 and gone.json()["error_type"] == "index_not_found"
+
+
+async def test_prepare_is_refused_with_the_reason(client: httpx.AsyncClient) -> None:
+    await _make_index(client)
+    answer = await client.post("/v1/indexes/docs/prepare")
+    assert answer.status_code == 422
+    message = answer.json()["message"]
+    assert "postgresql store" in message and "only the embedded local store" in message
+
+
+def test_a_database_that_cannot_be_reached_fails_before_the_models_load(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    from semrank.errors import SemrankError
+    from semrank.server._run import check_store
+
+    check_store(pg_dsn)  # reachable: no error
+    wrong = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(SemrankError, match="no_such_database"):
+        check_store(wrong)
