@@ -125,3 +125,65 @@ def test_a_database_that_cannot_be_reached_fails_before_the_models_load(
     wrong = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(SemrankError, match="no_such_database"):
         check_store(wrong)
+
+
+async def test_a_database_that_cannot_be_reached_is_a_503_that_hides_its_address(
+    reranker: Any,
+) -> None:
+    from semrank.server import ServerConfig, create_app
+    from semrank.store.postgres._pool import UNREACHABLE
+    from test_postgres_server import _free_port
+
+    dsn = f"postgresql://someone:secret@127.0.0.1:{_free_port()}/search"  # nothing listens
+    app = create_app(ServerConfig(store=dsn), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for answer in (await http.get("/v1/indexes"), await http.get("/v1/indexes/docs")):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["message"] == UNREACHABLE
+                assert "127.0.0.1" not in answer.text and "someone" not in answer.text
+
+
+async def test_connections_broken_by_a_server_restart_are_replaced(
+    client: httpx.AsyncClient,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """What a restart or an idle timeout does to the pool's connections, for this database
+    only: every one is terminated. The next requests get fresh ones (they failed with 500s)."""
+    import psycopg
+
+    await _make_index(client)
+    searches = [
+        client.post("/v1/indexes/docs/search", json={"query": "flea blood", "size": 2})
+        for _ in range(6)
+    ]
+    import asyncio
+
+    assert {answer.status_code for answer in await asyncio.gather(*searches)} == {200}
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    for _ in range(4):
+        answer = await client.post("/v1/indexes/docs/search", json={"query": "flea", "size": 2})
+        assert answer.status_code == 200, answer.text
+
+
+def test_a_postgres_handle_let_go_stays_open_until_its_last_search_ends(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """A drop over HTTP lets go of the handle while searches hold it; closing it then closed
+    the shared pool under them (500s, "the pool is closed")."""
+    from semrank.pipeline import forget_open_indexes, search, using_index
+    from semrank.store import create_index
+
+    with create_index("docs", embedding_model=None, store=pg_dsn) as index:
+        index.upsert(DOCS)
+    with using_index("docs", store=pg_dsn) as held:
+        forget_open_indexes("docs", store=pg_dsn)
+        assert [hit.id for hit in search(held, "Paris", k=1).hits] == ["d2"]
+    assert [hit.id for hit in search("docs", "Paris", k=1, store=pg_dsn).hits] == ["d2"]
+    forget_open_indexes()

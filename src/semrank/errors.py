@@ -8,9 +8,18 @@ from __future__ import annotations
 
 
 class SemrankError(Exception):
-    """Base of every error semrank raises on purpose."""
+    """Base of every error semrank raises on purpose.
+
+    ``client_message``: what a remote client is told instead of the message, when the message
+    names what only the server's operator may see (a database host, port or user); the server
+    logs the message itself.
+    """
 
     error_type = "semrank_error"
+
+    def __init__(self, *args: object, client_message: str | None = None) -> None:
+        super().__init__(*args)
+        self.client_message = client_message
 
 
 class InvalidInputError(SemrankError, ValueError):

@@ -24,6 +24,7 @@ from semrank.pipeline._nodes import (
     Weighted,
     check_window,
 )
+from semrank.pipeline._open import forget_open_indexes, open_cached, using_index
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
@@ -32,8 +33,6 @@ from semrank.pipeline._search import (
     Shorthand,
     as_retriever,
     build_retriever,
-    forget_open_indexes,
-    open_cached,
     parse_shorthand,
     rerank_window_for,
     search,
@@ -77,4 +76,5 @@ __all__ = [
     "search",
     "search_many",
     "use_prepared",
+    "using_index",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, load_reranker
+from semrank.pipeline._open import using_index
 from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
 
 if TYPE_CHECKING:
@@ -55,9 +56,20 @@ def prepare_index(
 
     >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
     """
+    with using_index(index, home) as store:
+        return _prepare(store, model, field, ids, progress)
+
+
+def _prepare(
+    store: Store,
+    model: str | ScoresDocuments | None,
+    field: str,
+    ids: Sequence[str] | None,
+    progress: Callable[[int], None] | None,
+) -> list[PreparedWindows]:
     from semrank.rerank._prepared import prepare_windows
 
-    store, reranker = _store_and_reranker(index, home, model)
+    reranker = _reranker_for(store, model)
     store.check_field(field, purpose=" to prepare")
     extend = ids is not None
     wanted = list(dict.fromkeys(ids)) if ids is not None else store.document_ids()
@@ -82,14 +94,10 @@ def prepare_index(
     ]
 
 
-def _store_and_reranker(
-    index: str | Store, home: str | Path | None, model: str | ScoresDocuments | None
-) -> tuple[Store, Reranker]:
-    """The index (one that can keep prepared windows) and the re-ranker to prepare for."""
-    from semrank.pipeline._search import open_cached
+def _reranker_for(store: Store, model: str | ScoresDocuments | None) -> Reranker:
+    """The re-ranker to prepare ``store`` (one that can keep prepared windows) for."""
     from semrank.rerank import Reranker
 
-    store = open_cached(index, home)
     if not store.keeps_prepared:
         raise InvalidInputError(
             f"index {store.name!r} is kept in the {store.backend} store, which keeps no prepared "
@@ -100,7 +108,7 @@ def _store_and_reranker(
         raise InvalidInputError(
             f"prepare needs a semrank Reranker or model name, got {type(reranker).__name__}"
         )
-    return store, reranker
+    return reranker
 
 
 def _save_table(store: Store, table: WindowTable, field: str, model_name: str | None) -> None:

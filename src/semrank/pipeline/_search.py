@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from semrank._checks import require_collection, require_unicode
 from semrank.errors import InvalidInputError
@@ -21,21 +20,14 @@ from semrank.pipeline._nodes import (
     TextSimilarityReranker,
     has_placeholder,
 )
+from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._ranking import SearchResults
-from semrank.store import DB_NAME, Store, index_path, open_index
+from semrank.store import Store
 from semrank.store._base import check_k
-
-if TYPE_CHECKING:
-    from semrank.store.postgres import PostgresStore
 
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
 RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
-
-# Open handles by folder (embedded store) or by (DSN, name) (PostgreSQL), with what tells the
-# index held from one recreated under its name since.
-_OPEN: dict[Path | tuple[str, str], tuple[object, Store]] = {}
-_OPEN_LOCK = threading.Lock()
 
 
 def build_retriever(
@@ -116,73 +108,6 @@ def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
     return parse_retriever(spec)
 
 
-def open_cached(
-    index: str | Store, home: str | Path | None = None, *, store: str | None = None
-) -> Store:
-    """``index`` itself if it is a Store, else the named index, opened once per process
-    (``store``: a PostgreSQL DSN, or None / ``"local"`` for the embedded store under ``home``)."""
-    if isinstance(index, Store):
-        return index
-    if store not in (None, "local"):
-        return _open_cached_postgres(index, str(store))
-    path = index_path(index, home)
-    try:
-        # The database file's inode tells a dropped-and-recreated index from the one we hold.
-        identity = (path / DB_NAME).stat().st_ino
-    except OSError:
-        identity = -1
-    with _OPEN_LOCK:
-        cached = _OPEN.get(path)
-        if cached is not None and cached[0] == identity:
-            return cached[1]
-        if cached is not None:
-            cached[1].close()
-        opened = open_index(index, home=home)
-        _OPEN[path] = (identity, opened)
-        return opened
-
-
-def _open_cached_postgres(name: str, dsn: str) -> Store:
-    """As ``open_cached``; the index row's creation time tells a dropped-and-recreated index
-    (another process may have done it) from the one we hold. The check is one query on the
-    held handle's pool, outside the lock, so requests to open indexes do not queue behind it."""
-    key = (dsn, name)
-    cached = _OPEN.get(key)
-    if cached is not None and _created_at(cached[1]) == cached[0]:
-        return cached[1]
-    with _OPEN_LOCK:
-        current = _OPEN.get(key)
-        if current is not None and current is not cached:
-            return current[1]  # another request has just reopened it
-        opened = open_index(name, store=dsn)
-        _OPEN[key] = (_created_at(opened), opened)
-        if current is not None:
-            current[1].close()  # after the new handle holds the shared pool, so it stays open
-        return opened
-
-
-def _created_at(store: Store) -> object:
-    return cast("PostgresStore", store).created_at()
-
-
-def forget_open_indexes(
-    index: str | None = None, home: str | Path | None = None, *, store: str | None = None
-) -> None:
-    """Close the indexes ``search`` keeps open: only ``index`` (before it is dropped) or all of
-    them (in tests). Other indexes' handles stay open: requests may be using them right now."""
-    with _OPEN_LOCK:
-        if index is None:
-            keys = list(_OPEN)
-        elif store not in (None, "local"):
-            keys = [(str(store), index)]
-        else:
-            keys = [index_path(index, home)]
-        for key in keys:
-            cached = _OPEN.pop(key, None)
-            if cached is not None:
-                cached[1].close()
-
-
 def search(
     index: str | Store,
     query: str | None = None,
@@ -207,13 +132,13 @@ def search(
         raise InvalidInputError("query is empty; pass the text to search for")
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
-    opened = open_cached(index, home, store=store)
-    ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
-    ranking = tree.run(ctx, int(k))
-    if not with_documents:
-        return SearchResults.from_ranking(ranking, None)
-    ranking, documents = ctx.stored_hits(ranking)
-    return SearchResults.from_ranking(ranking, documents)
+    with using_index(index, home, store=store) as opened:
+        ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
+        ranking = tree.run(ctx, int(k))
+        if not with_documents:
+            return SearchResults.from_ranking(ranking, None)
+        ranking, documents = ctx.stored_hits(ranking)
+        return SearchResults.from_ranking(ranking, documents)
 
 
 def search_many(
@@ -224,8 +149,10 @@ def search_many(
     k: int = 10,
     home: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    store: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list)."""
+    """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list;
+    ``store``: a PostgreSQL DSN holding the named index)."""
     if not isinstance(queries, Mapping):
         require_collection(
             queries,
@@ -236,14 +163,15 @@ def search_many(
     items = _query_items(queries)
     tree = as_retriever(retriever, size=k)
     run: dict[str, dict[str, float]] = {}
-    for query_id, text in items:
-        try:
-            results = search(index, text, retriever=tree, k=k, home=home, with_documents=False)
-        except InvalidInputError as exc:
-            raise type(exc)(f"query {query_id!r}: {exc}") from None
-        run[query_id] = results.as_run()
-        if progress is not None:
-            progress(1)
+    with using_index(index, home, store=store) as opened:
+        for query_id, text in items:
+            try:
+                results = search(opened, text, retriever=tree, k=k, with_documents=False)
+            except InvalidInputError as exc:
+                raise type(exc)(f"query {query_id!r}: {exc}") from None
+            run[query_id] = results.as_run()
+            if progress is not None:
+                progress(1)
     return run
 
 

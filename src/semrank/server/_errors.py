@@ -91,7 +91,7 @@ def install_error_handlers(
             headers["Retry-After"] = str(retry_after_s)
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
-        message = str(exc)
+        message = exc.client_message or str(exc)
         for private, shown in private_names:  # a client needs the index's name, not its place
             message = message.replace(private, shown)
         return error_response(status, message, exc.error_type, headers)

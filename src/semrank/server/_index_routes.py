@@ -89,7 +89,7 @@ def _check_embedding_model(name: str | None) -> None:
 
 @router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")
 async def index_info(name: str, request: Request) -> Any:
-    info = await _blocking(request, None, lambda: _store(request, name).info().to_dict())
+    info = await _blocking(request, None, _with_index(request, name, lambda s: s.info().to_dict()))
     return JSONResponse(_public_info(request, info))
 
 
@@ -128,7 +128,8 @@ async def drop_index(name: str, request: Request) -> Any:
     summary="Add or replace documents (by id)",
 )
 async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Request) -> Any:
-    count = await _blocking(request, None, lambda: _store(request, name).upsert(body.documents))
+    upsert = _with_index(request, name, lambda store: store.upsert(body.documents))
+    count = await _blocking(request, None, upsert)
     return UpsertResult(upserted=int(count))
 
 
@@ -138,7 +139,7 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
     summary="Delete documents by id",
 )
 async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Request) -> Any:
-    count = await _blocking(request, None, lambda: _store(request, name).delete(body.ids))
+    count = await _blocking(request, None, _with_index(request, name, lambda s: s.delete(body.ids)))
     return DeleteResult(deleted=int(count))
 
 
@@ -155,10 +156,10 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     model = None if body.model in DEFAULT_MODEL_ALIASES else body.model
     reranker = service.engine(model).reranker
 
-    def work() -> Any:
-        return prepare_index(_store(request, name), model=reranker, field=body.field)
+    def work(store: Any) -> Any:
+        return prepare_index(store, model=reranker, field=body.field)
 
-    done = await _blocking(request, None, work)
+    done = await _blocking(request, None, _with_index(request, name, work))
     tables = [PreparedTable(model=t.model, windows=t.windows, documents=t.documents) for t in done]
     return PrepareResult(prepared=tables)
 
@@ -181,11 +182,12 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
 
     def work() -> Any:
         return run_search(
-            _store(request, name),
+            name,
             body.query,
             retriever=tree,
             k=body.size,
             with_documents=body.return_documents,
+            **_where(request),
         )
 
     with service.admission.admit():
@@ -224,10 +226,16 @@ def _where(request: Request) -> dict[str, Any]:
     return {"home": config.index_home, "store": config.postgres_dsn}
 
 
-def _store(request: Request, name: str) -> Any:
-    from semrank.pipeline import open_cached
+def _with_index(request: Request, name: str, work: Callable[[Any], T]) -> Callable[[], T]:
+    """``work`` on the named index, which stays open while it runs (a drop meanwhile closes
+    it only afterwards)."""
+    from semrank.pipeline import using_index
 
-    return open_cached(name, **_where(request))
+    def run() -> T:
+        with using_index(name, **_where(request)) as store:
+            return work(store)
+
+    return run
 
 
 async def _blocking(

@@ -21,8 +21,8 @@ def run_server(config: ServerConfig) -> None:
     """Serve until SIGINT/SIGTERM; then finish in-flight requests (up to shutdown_timeout_s)."""
     import uvicorn
 
+    configure_logging(config.log_level, json_lines=config.log_json)  # first: the checks log
     check_before_start(config)
-    configure_logging(config.log_level, json_lines=config.log_json)
     log_auth(config, os.environ)
     options: dict[str, Any] = {
         "host": config.host,

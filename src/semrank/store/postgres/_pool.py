@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, InvalidInputError
 
 DSN_SCHEMES = ("postgresql://", "postgres://")
 POOL_MAX_SIZE = 8
+# Seconds a request waits for a connection when all are busy or the server is down (psycopg's
+# 30 s default held request threads for half a minute each during an outage).
+POOL_WAIT_S = 10.0
+# What HTTP clients are told when the database cannot be reached: the cause names its host,
+# port or user, which only the server's log shows.
+UNREACHABLE = (
+    "the index store (PostgreSQL) cannot be reached or did not answer; try again later "
+    "(the server log has the cause)"
+)
 
 _POOLS: dict[str, tuple[int, Any]] = {}  # dsn -> (users, ConnectionPool)
 _LOCK = threading.Lock()
@@ -48,16 +59,18 @@ def acquire_pool(dsn: str) -> Any:
         if pool is None:
             _check_connects(dsn)
             pool = connection_pool(
-                dsn, min_size=1, max_size=POOL_MAX_SIZE, open=False, name="semrank"
+                dsn,
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                open=False,
+                name="semrank",
+                timeout=POOL_WAIT_S,
             )
             try:
                 pool.open(wait=True, timeout=30)
             except Exception as exc:  # PoolTimeout: the server is unreachable
                 pool.close()
-                raise BackendUnavailableError(
-                    f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}; check the DSN and "
-                    "that the server is running"
-                ) from exc
+                raise unreachable(dsn, exc) from exc
         _POOLS[dsn] = (users + 1, pool)
         return pool
 
@@ -70,11 +83,68 @@ def _check_connects(dsn: str) -> None:
     try:
         psycopg.connect(dsn, connect_timeout=10).close()
     except psycopg.Error as exc:
-        cause = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise BackendUnavailableError(
-            f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
-            "password, database, port) and that the server is running"
-        ) from exc
+        raise unreachable(dsn, exc) from exc
+
+
+def unreachable(dsn: str, exc: BaseException) -> BackendUnavailableError:
+    """A database that refused, dropped or never answered a connection, naming the cause."""
+    cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return BackendUnavailableError(
+        f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
+        "password, database, port) and that the server is running",
+        client_message=UNREACHABLE,
+    )
+
+
+@contextmanager
+def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
+    """A working connection from ``pool``, committed at the end of the block (rolled back on
+    an error) and handed back. A server that is down, restarting or gone away (or a pool closed
+    under the caller) is a ``BackendUnavailableError`` naming the cause (HTTP 503), not a
+    driver traceback."""
+    import psycopg
+
+    conn = _working_connection(pool, dsn)
+    try:
+        with conn:  # a pooled connection is not closed by this, only committed or rolled back
+            yield conn
+    except psycopg.OperationalError as exc:
+        if not _lost_server(exc):
+            raise  # e.g. a value over a PostgreSQL limit: the caller names it
+        raise unreachable(dsn, exc) from exc
+    finally:
+        pool.putconn(conn)
+
+
+def _working_connection(pool: Any, dsn: str) -> Any:
+    """A pooled connection that answers. One broken by a server restart or an idle timeout
+    goes back to the pool (which replaces it) and the next is taken at once: the pool's own
+    ``check`` waits a growing delay after each broken one, past its timeout when several are."""
+    import psycopg
+    from psycopg_pool import PoolClosed, PoolTimeout
+
+    cause: BaseException | None = None
+    for _ in range(POOL_MAX_SIZE + 1):
+        try:
+            conn = pool.getconn()
+        except (PoolTimeout, PoolClosed) as exc:
+            raise unreachable(dsn, exc) from exc
+        try:
+            pool.check_connection(conn)
+        except psycopg.Error as exc:
+            cause = exc
+            pool.putconn(conn)
+            continue
+        return conn
+    raise unreachable(dsn, cause or RuntimeError("no working connection"))
+
+
+def _lost_server(exc: Any) -> bool:
+    """Whether ``exc`` says the server is gone or cannot serve now: no SQLSTATE (the client
+    lost the connection), class 08 (connection exception), 53 (insufficient resources, e.g.
+    too many connections) or 57P (shut down, crashed, starting up)."""
+    state = getattr(exc, "sqlstate", None)
+    return state is None or str(state).startswith(("08", "53", "57P"))
 
 
 def release_pool(dsn: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from semrank.errors import BackendUnavailableError
+from semrank.store.postgres._pool import pooled_connection
 
 SCHEMA = "semrank"
 TEXT_CONFIG = "english"
@@ -138,6 +139,6 @@ def ensure_migrated(pool: Any, dsn: str) -> None:
     """Migrate ``dsn``'s database once per process."""
     if dsn in _MIGRATED:
         return
-    with pool.connection() as conn:
+    with pooled_connection(pool, dsn) as conn:
         migrate(conn)
     _MIGRATED.add(dsn)

@@ -29,7 +29,12 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
-from semrank.store.postgres._pool import acquire_pool, redact, release_pool
+from semrank.store.postgres._pool import (
+    acquire_pool,
+    pooled_connection,
+    redact,
+    release_pool,
+)
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
@@ -120,7 +125,7 @@ class PostgresStore(Store):
         try:
             ensure_migrated(pool, dsn)
             part = partition_name(settings.name)
-            with pool.connection() as conn, conn.transaction():
+            with pooled_connection(pool, dsn) as conn, conn.transaction():
                 created = conn.execute(
                     "INSERT INTO semrank.indexes (name, partition, settings) VALUES (%s, %s, %s) "
                     "ON CONFLICT (name) DO NOTHING RETURNING name",
@@ -153,7 +158,7 @@ class PostgresStore(Store):
         """A pooled connection; a query on this index's dropped table names the drop."""
         from psycopg import errors
 
-        with self._pool.connection() as conn:
+        with pooled_connection(self._pool, self.dsn) as conn:
             try:
                 yield conn
             except errors.UndefinedTable as exc:
@@ -381,6 +386,8 @@ class PostgresStore(Store):
             "FROM semrank.indexes WHERE name = %s",
             self.name,
         )
+        if row is None:
+            raise self._dropped()
         hnsw = self.has_hnsw()
         return IndexInfo(
             name=self.name,
@@ -474,7 +481,7 @@ def list_postgres_indexes(dsn: str) -> list[str]:
     pool = acquire_pool(dsn)
     try:
         ensure_migrated(pool, dsn)
-        with pool.connection() as conn:
+        with pooled_connection(pool, dsn) as conn:
             return [row[0] for row in conn.execute("SELECT name FROM semrank.indexes ORDER BY 1")]
     finally:
         release_pool(dsn)
@@ -487,7 +494,7 @@ def drop_postgres_index(dsn: str, name: str) -> None:
     pool = acquire_pool(dsn)
     try:
         ensure_migrated(pool, dsn)
-        with pool.connection() as conn, conn.transaction():
+        with pooled_connection(pool, dsn) as conn, conn.transaction():
             row = conn.execute(
                 "DELETE FROM semrank.indexes WHERE name = %s RETURNING partition", (name,)
             ).fetchone()

@@ -1,0 +1,170 @@
+"""Named indexes kept open across searches, one handle per index and process.
+
+A server answers many requests on one index at once, and any of them (or another process) may
+drop it or create it again under its name. So a handle is lent for the length of a ``with``
+block (``using_index``); a drop, or a newer handle replacing a stale one, retires it, and a
+retired handle is closed when its last borrower is done, never under a request still using it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from semrank.store import DB_NAME, Store, index_path, open_index
+
+if TYPE_CHECKING:
+    from semrank.store.postgres import PostgresStore
+
+Key = Path | tuple[str, str]  # an embedded index's folder, or (DSN, name) in PostgreSQL
+
+
+@dataclass(eq=False)
+class _Held:
+    store: Store
+    identity: object  # what tells this index from one dropped and created again since
+    users: int = 0
+    retired: bool = False
+
+
+_OPEN: dict[Key, _Held] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+@contextmanager
+def using_index(
+    index: str | Store, home: str | Path | None = None, *, store: str | None = None
+) -> Iterator[Store]:
+    """The named index (``store``: a PostgreSQL DSN, or None / ``"local"`` for the embedded
+    store under ``home``), open for the ``with`` block; a Store is used as it is."""
+    if isinstance(index, Store):
+        yield index
+        return
+    held = _hold_postgres(index, str(store)) if _is_dsn(store) else _hold_local(index, home)
+    try:
+        yield held.store
+    finally:
+        _let_go(held)
+
+
+def open_cached(
+    index: str | Store, home: str | Path | None = None, *, store: str | None = None
+) -> Store:
+    """``index`` itself if it is a Store, else the named index, opened once per process. The
+    handle is not lent: a drop in another thread may close it (threads use ``using_index``)."""
+    with using_index(index, home, store=store) as opened:
+        return opened
+
+
+def forget_open_indexes(
+    index: str | None = None, home: str | Path | None = None, *, store: str | None = None
+) -> None:
+    """Let go of the indexes kept open: only ``index`` (before it is dropped) or all of them
+    (in tests). Each is closed once the requests using it are done."""
+    with _OPEN_LOCK:
+        if index is None:
+            keys = list(_OPEN)
+        else:
+            keys = [(str(store), index) if _is_dsn(store) else index_path(index, home)]
+        dropped = [_OPEN.pop(key, None) for key in keys]
+        idle = [held for held in dropped if held is not None and _retire(held)]
+    for held in idle:
+        held.store.close()
+
+
+def _is_dsn(store: str | None) -> bool:
+    return store not in (None, "local")
+
+
+def _hold_local(name: str, home: str | Path | None) -> _Held:
+    path = index_path(name, home)
+    try:
+        # The database file's inode tells a dropped-and-recreated index from the one we hold.
+        identity: object = (path / DB_NAME).stat().st_ino
+    except OSError:
+        identity = -1
+    with _OPEN_LOCK:
+        held = _OPEN.get(path)
+        if held is not None and held.identity == identity:
+            held.users += 1
+            return held
+        stale = _OPEN.pop(path, None)
+        stale_idle = _retire(stale)
+        try:
+            return _keep(path, _Held(open_index(name, home=home), identity))
+        finally:
+            if stale_idle:
+                cast(_Held, stale).store.close()
+
+
+def _hold_postgres(name: str, dsn: str) -> _Held:
+    """As ``_hold_local``; the index row's creation time is the identity. Checking it is one
+    query on the held handle, made outside the lock so other requests do not queue behind it."""
+    key = (dsn, name)
+    with _OPEN_LOCK:
+        held = _OPEN.get(key)
+        if held is not None:
+            held.users += 1
+    if held is not None:
+        try:
+            fresh = _created_at(held.store) == held.identity
+        except BaseException:
+            _let_go(held)
+            raise
+        if fresh:
+            return held
+        _let_go(held)
+    return _reopen_postgres(key, stale=held)
+
+
+def _reopen_postgres(key: tuple[str, str], *, stale: _Held | None) -> _Held:
+    dsn, name = key
+    with _OPEN_LOCK:
+        current = _OPEN.get(key)
+        if current is not None and current is not stale:
+            current.users += 1  # another request has just reopened it
+            return current
+        _OPEN.pop(key, None)
+        stale_idle = _retire(current)
+        opened = open_index(name, store=dsn)
+        try:
+            identity = _created_at(opened)
+        except BaseException:
+            opened.close()
+            raise
+        finally:
+            if stale_idle:
+                cast(_Held, current).store.close()
+        return _keep(key, _Held(opened, identity))
+
+
+def _keep(key: Key, held: _Held) -> _Held:
+    """Register a newly opened handle, lent once (to the caller). Called under the lock."""
+    held.users = 1
+    _OPEN[key] = held
+    return held
+
+
+def _let_go(held: _Held) -> None:
+    with _OPEN_LOCK:
+        held.users -= 1
+        idle = held.retired and held.users == 0
+    if idle:
+        held.store.close()
+
+
+def _retire(held: _Held | None) -> bool:
+    """Mark a handle no longer handed out; True when nobody uses it (the caller closes it).
+    Called under the lock."""
+    if held is None or held.retired:
+        return False
+    held.retired = True
+    return held.users == 0
+
+
+def _created_at(store: Store) -> object:
+    return cast("PostgresStore", store).created_at()
