@@ -113,3 +113,14 @@ def test_doc_tokens_makes_the_blend_read_documents_in_windows_of_that_length(
     )
     with pytest.raises(ModelLoadError, match="doc_tokens must be a positive integer, got 0"):
         Reranker(windowed)
+
+
+def test_a_blend_resolves_to_the_length_its_scorer_reads(blend_dir: Path):
+    """resolve() said 512 for every blend; what it reads is its shortest component's length."""
+    from semrank.models import resolve
+
+    resolved = resolve(str(blend_dir))
+    assert resolved.max_length == Reranker(blend_dir)._scorer.max_length
+    component = resolve(str(blend_dir / "cross-encoder")).max_length
+    assert resolved.max_length == min(component, resolve("all-minilm-l6-v2").max_length)
+    assert resolve().max_length == Reranker()._scorer.max_length  # the bundled default

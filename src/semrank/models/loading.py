@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_int
-from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
+from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError, SemrankError
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
 from semrank.runtime.base import ScorerKind
@@ -152,7 +152,7 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         # A learned blend of other models (semrank.rerank loads its components).
         return ResolvedModel(
             name=name, path=path, kind="cross-encoder", architecture=BLEND_ARCHITECTURE,
-            max_length=512, activation="sigmoid",
+            max_length=_blend_max_length(path), activation="sigmoid",
         )  # fmt: skip
     _require_files(path)
     config = read_json_object(path / "config.json")
@@ -185,6 +185,26 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         normalize=normalize,
         num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
     )
+
+
+def _blend_max_length(path: Path) -> int:
+    """A blend reads a pair in at most its components' shortest length (longer documents in
+    windows). Components are folders beside blend.json or catalog names; one that cannot be
+    read here is left to the blend's loader, which names the problem."""
+    from semrank.models.catalog import find_spec
+
+    lengths = []
+    try:
+        entries = json.loads((path / BLEND_FILE).read_text(encoding="utf-8"))["components"]
+        for entry in entries:
+            local = path / str(entry["model"])
+            if local.is_dir():
+                lengths.append(inspect_directory(local, name=str(entry["model"])).max_length)
+            elif (spec := find_spec(str(entry["model"]))) is not None:
+                lengths.append(spec.max_length)
+    except (OSError, ValueError, KeyError, TypeError, SemrankError):
+        pass
+    return min(lengths, default=512)
 
 
 def _require_files(path: Path) -> None:
