@@ -1,11 +1,13 @@
 """SQL functions that call a running ``semrank serve``: ``semrank.rank(...)``.
 
 PL/Python (``plpython3u``) posts to the server's ``/v1/rerank`` with the standard library's
-urllib, so nothing beyond PostgreSQL's own PL/Python package is needed inside the database.
-The endpoint, API key and timeout are read per call from the ``semrank.endpoint`` /
-``semrank.api_key`` / ``semrank.timeout_s`` settings (``ALTER DATABASE ... SET`` or ``SET``) and
-otherwise from the ``semrank.settings`` table. Failures raise an SQL error (SQLSTATE 38000,
-external routine exception) naming the server and the cause.
+http.client, so nothing beyond PostgreSQL's own PL/Python package is needed inside the database.
+The endpoint and timeout are read per call from the ``semrank.endpoint`` /
+``semrank.timeout_s`` settings (``ALTER DATABASE ... SET`` or ``SET``) and otherwise from the
+``semrank.settings`` table; the API key from ``semrank.api_key`` (a session's own) or the
+``semrank.secrets`` table, which only the function's owner reads (it runs as its owner).
+Failures raise an SQL error (SQLSTATE 38000, external routine exception) naming the server and
+the cause.
 """
 
 from __future__ import annotations
@@ -33,41 +35,58 @@ AS $$ SELECT coalesce(nullif(current_setting('semrank.' || key, true), ''),
 """
 
 _RANK_BODY = r"""
+import http.client
 import json
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 
-if documents is None or len(documents) == 0:
-    return []
 if query is None:
     plpy.error("semrank.rank: query is NULL",
                hint="pass the query text; leave out rows without one (WHERE query IS NOT NULL)",
                sqlstate="22004")
-if ids is not None and len(ids) != len(documents):
+if documents is not None and ids is not None and len(ids) != len(documents):
     plpy.error("semrank.rank: ids has %d elements but documents has %d"
                % (len(ids), len(documents)),
                hint="pass one id per document, or NULL for positions", sqlstate="22023")
+if documents is None or len(documents) == 0:
+    return []
+# The function runs as its owner (SECURITY DEFINER): the stored key is read here, never by the
+# caller. Session settings (SET semrank.endpoint ...) still apply: they are the caller's.
 row = plpy.execute(
     "SELECT semrank.setting('endpoint', '@ENDPOINT@') AS endpoint, "
-    "semrank.setting('api_key') AS api_key, semrank.setting('timeout_s', '@TIMEOUT@') AS timeout, "
+    "semrank.setting('timeout_s', '@TIMEOUT@') AS timeout, "
     "nullif(current_setting('semrank.api_key', true), '') AS session_key, "
-    "(SELECT value FROM semrank.settings WHERE key = 'endpoint') AS stored_endpoint"
+    "(SELECT value FROM semrank.secrets WHERE key = 'api_key') AS stored_key, "
+    "(SELECT value FROM semrank.settings WHERE key = 'endpoint') AS stored_endpoint, "
+    "CASE WHEN current_setting('statement_timeout') IN ('0', '') THEN NULL "
+    "ELSE extract(epoch FROM current_setting('statement_timeout')::interval) "
+    "- extract(epoch FROM clock_timestamp() - statement_timestamp()) END AS statement_left"
 )[0]
 endpoint = row["endpoint"]
-# Only http(s): urllib would also open file:// URLs, as the database server's OS user.
-if endpoint.split(":", 1)[0].lower() not in ("http", "https"):
+parts = urllib.parse.urlsplit(endpoint)
+# Only http(s) URLs with a host (urllib, used before, also opened file:// URLs).
+try:
+    port = parts.port
+except ValueError:
+    port = -1
+if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1:
     plpy.error("semrank.rank: semrank.endpoint %r is not an http:// or https:// URL" % endpoint,
                hint="SET semrank.endpoint = 'http://host:port'", sqlstate="22023")
-# A key kept in semrank.settings goes only to the endpoint kept there: a session that points
-# semrank.endpoint elsewhere must bring its own key (it could otherwise capture the stored one).
+# A stored key goes only to the stored endpoint: a session that points semrank.endpoint
+# elsewhere must bring its own key (it could otherwise capture the stored one).
 stored_endpoint = row["stored_endpoint"] or "@ENDPOINT@"
-if row["api_key"] and row["session_key"] is None and endpoint != stored_endpoint:
+if row["stored_key"] and row["session_key"] is None and endpoint != stored_endpoint:
     plpy.error("semrank.rank: semrank.endpoint is set to %s here, but the API key is the one "
                "stored for %s; a stored key is sent only to the stored endpoint"
                % (endpoint, stored_endpoint),
                hint="SET semrank.api_key alongside semrank.endpoint, or store the endpoint: "
                     "UPDATE semrank.settings SET value = '...' WHERE key = 'endpoint'",
                sqlstate="42501")
+api_key = row["session_key"] or row["stored_key"]
+if api_key is not None and not all(33 <= ord(c) <= 126 for c in api_key):
+    plpy.error("semrank.rank: semrank.api_key holds characters an HTTP header cannot carry "
+               "(spaces, control or non-ASCII characters); the key is not shown here",
+               hint="set the key the server was given with --api-key", sqlstate="22023")
 try:
     timeout = float(row["timeout"])
 except ValueError:
@@ -77,24 +96,74 @@ if not 0 < timeout < float("inf"):
                % row["timeout"],
                hint="SET semrank.timeout_s = '30' (or UPDATE semrank.settings SET value = '30' "
                     "WHERE key = 'timeout_s')", sqlstate="22023")
+# One deadline for the whole call, within what statement_timeout leaves of the statement.
+if row["statement_left"] is not None:
+    timeout = min(timeout, max(float(row["statement_left"]), 0.001))
+deadline = time.monotonic() + timeout
 url = endpoint.rstrip("/") + "/v1/rerank"
 body = {"query": query, "documents": [d if d is not None else "" for d in documents],
-        "return_documents": False}
+        "return_documents": False, "fail_open": False,
+        # The server stops at the same deadline, a little before this side gives up.
+        "timeout_ms": max(1, min(int(timeout * 950), 86400000))}
 if model is not None:
     body["model"] = model
 headers = {"Content-Type": "application/json", "Accept": "application/json"}
-if row["api_key"]:
-    headers["Authorization"] = "Bearer " + row["api_key"]
-request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers,
-                                 method="POST")
-hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
-        "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port' "
-        "(or UPDATE semrank.settings SET value = ... WHERE key = 'endpoint')")
+if api_key:
+    headers["Authorization"] = "Bearer " + api_key
+
+
+def time_left():
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def post():
+    # (status, body bytes); redirects are not followed (the key would go along).
+    https = parts.scheme.lower() == "https"
+    connection = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(
+        parts.hostname, port, timeout=time_left())
+    close = connection.close
+    # getresponse() closes a connection the server will close; the body is still read through
+    # its socket, whose timeout is cut to the time left before every read.
+    connection.close = lambda: None
+    try:
+        connection.request("POST", parts.path.rstrip("/") + "/v1/rerank",
+                           body=json.dumps(body).encode("utf-8"), headers=headers)
+        sock = connection.sock
+        sock.settimeout(time_left())
+        response = connection.getresponse()
+        chunks = []
+        while True:
+            sock.settimeout(time_left())
+            chunk = response.read1(65536)  # one receive: the deadline is checked between
+            if not chunk:
+                return response.status, b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        close()
+
+
+failure = None
 try:
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = response.read()
-except urllib.error.HTTPError as exc:
-    text = exc.read().decode("utf-8", "replace")
+    status, payload = post()
+except (OSError, http.client.HTTPException, ValueError) as exc:
+    failure = exc
+if failure is not None:
+    timed_out = isinstance(failure, TimeoutError) or "timed out" in str(failure)
+    if timed_out:
+        hint = ("the server took longer than semrank.timeout_s (%s s) or what statement_timeout "
+                "left; raise it: SET semrank.timeout_s = '60'" % row["timeout"])
+    else:
+        hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
+                "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port' "
+                "(or UPDATE semrank.settings SET value = ... WHERE key = 'endpoint')")
+    reason = "%s: %s" % (type(failure).__name__, failure) if str(failure) else repr(failure)
+    plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
+               hint=hint, sqlstate="38000")
+if status != 200:
+    text = payload.decode("utf-8", "replace")
     try:
         parsed = json.loads(text)
         error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
@@ -104,18 +173,23 @@ except urllib.error.HTTPError as exc:
             text = error
     except ValueError:
         pass
+    hints = {
+        401: "set semrank.api_key (or `semrank sql install --api-key`) to one of the keys the "
+             "server was started with (--api-key)",
+        429: "the server is busy (over its --max-pending requests); retry shortly",
+        504: "the server's deadline passed: raise semrank.timeout_s (sent as timeout_ms)",
+    }
+    hint = hints.get(status)
+    if 300 <= status < 400:
+        hint = "semrank.rank does not follow redirects: point semrank.endpoint at the server"
     plpy.error("semrank.rank: the semrank server at %s answered HTTP %d: %s"
-               % (url, exc.code, text), sqlstate="38000")
-except (urllib.error.URLError, OSError, ValueError) as exc:
-    reason = getattr(exc, "reason", exc)
-    if "timed out" in str(reason):
-        hint = "the server took longer than semrank.timeout_s (%s s); raise it: " \
-               "SET semrank.timeout_s = '60'" % row["timeout"]
-    plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
-               hint=hint, sqlstate="38000")
+               % (url, status, text[:500]), hint=hint, sqlstate="38000")
 rows = []
 try:
-    for rank, result in enumerate(json.loads(payload.decode("utf-8"))["results"], start=1):
+    answer = json.loads(payload.decode("utf-8"))
+    if answer.get("reranked") is False:
+        raise ValueError("the documents came back unranked (the server's fail_open)")
+    for rank, result in enumerate(answer["results"], start=1):
         position = int(result["index"])
         if not 0 <= position < len(documents):
             raise IndexError("index %d for %d documents" % (position, len(documents)))
@@ -146,6 +220,20 @@ COMMENT ON FUNCTION semrank.rank(text, text[], text[], text) IS
 """
 
 
+_RUN_AS_OWNER = """
+CREATE TABLE IF NOT EXISTS semrank.secrets (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+REVOKE ALL ON semrank.secrets FROM PUBLIC;
+INSERT INTO semrank.secrets SELECT key, value FROM semrank.settings WHERE key = 'api_key'
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+DELETE FROM semrank.settings WHERE key = 'api_key';
+ALTER FUNCTION semrank.rank(text, text[], text[], text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+"""
+
+
 def sql_migrations() -> tuple[Migration, ...]:
     """The migrations ``semrank sql install`` applies (versions 100+, after the store's)."""
     body = _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT).replace(
@@ -162,4 +250,8 @@ def sql_migrations() -> tuple[Migration, ...]:
         # only to the stored endpoint (a session could redirect it to a listener of its own).
         (103, "sql: semrank.rank sends only to http(s), and a stored key only where stored", rank),
         (104, "sql: semrank.rank refuses scores that are not finite numbers", rank),
+        # Security and deadlines: the API key moves to semrank.secrets, which only the owner
+        # reads (semrank.rank runs as its owner, so callers need no access to any key); one
+        # deadline for the whole call within statement_timeout; no redirects; fail_open off.
+        (105, "sql: keys only the owner reads; one deadline; no redirects", rank + _RUN_AS_OWNER),
     )

@@ -9,6 +9,7 @@ from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.sql._functions import sql_migrations
 
 SETTING_KEYS = ("endpoint", "api_key", "timeout_s")
+SECRET_KEYS = frozenset({"api_key"})
 
 
 def _connect(dsn: str) -> Any:
@@ -29,16 +30,35 @@ def _connect(dsn: str) -> Any:
 
 
 def set_settings(conn: Any, values: dict[str, str | None]) -> None:
-    """Store settings in ``semrank.settings`` (``None`` values are left as they are)."""
+    """Store settings (``None`` values are left as they are): the API key in
+    ``semrank.secrets`` (only its owner reads it), the others in ``semrank.settings``."""
+    from psycopg import sql
+
     for key, value in values.items():
         if key not in SETTING_KEYS:
             raise InvalidInputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
         if value is None:
             continue
+        table = "secrets" if key in SECRET_KEYS else "settings"
         conn.execute(
-            "INSERT INTO semrank.settings (key, value) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            sql.SQL(
+                "INSERT INTO semrank.{} (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ).format(sql.Identifier(table)),
             (key, value),
+        )
+
+
+def _check_endpoint(endpoint: str | None) -> None:
+    if endpoint is None:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(
+            f"endpoint {endpoint!r} is not an http:// or https:// URL of a `semrank serve`; "
+            "e.g. http://127.0.0.1:8000"
         )
 
 
@@ -56,11 +76,20 @@ def install(
             f"timeout_s must be a number of seconds above 0, got {timeout_s!r}; e.g. 30"
         )
 
+    _check_endpoint(endpoint)
+    import psycopg
+
     from semrank.store.postgres import migrate
 
     with _connect(dsn) as conn:
-        # A missing or forbidden plpython3u is named by migrate (BackendUnavailableError).
-        applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
+        try:
+            # A missing or forbidden plpython3u is named by migrate (BackendUnavailableError).
+            applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise BackendUnavailableError(
+                f"installing semrank's SQL functions needs a superuser ({str(exc).strip()}); "
+                "run `semrank sql install` as one"
+            ) from exc
         with conn.transaction():
             set_settings(
                 conn,

@@ -1,0 +1,228 @@
+"""``semrank.rank`` against servers that misbehave, and who can read its API key.
+
+Each test points the function at a small HTTP server of its own (no model needed): one that
+answers unranked documents (fail_open), redirects, trickles its answer, or records what it was
+sent. The PostgreSQL server comes from tests/test_postgres_server.py (skipped without it).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+
+RANKED = {"results": [{"index": 0, "relevance_score": 0.9}], "reranked": True}
+
+
+class _Fake(http.server.BaseHTTPRequestHandler):
+    """POST /v1/rerank answers as ``behaviour`` says; ``seen`` records each request's headers."""
+
+    behaviour: ClassVar[str] = "ranked"
+    redirect_to: ClassVar[str] = ""
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append(dict(self.headers))
+        if self.behaviour == "redirect":
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        answer = dict(RANKED, reranked=self.behaviour != "unranked")
+        page = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if self.behaviour == "trickle":  # one byte a second: each read alone is quick
+            for byte in page:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1.0)
+            return
+        self.wfile.write(page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[str, type[_Fake]]]:
+    handler = type("Handler", (_Fake,), {"behaviour": "ranked", "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def installed(pg_dsn: str, fake: tuple[str, type[_Fake]]) -> str:  # noqa: F811
+    from semrank.sql import install
+
+    install(pg_dsn, endpoint=fake[0], api_key="stored-secret")
+    return pg_dsn
+
+
+def _rank(dsn: str, *settings: tuple[str, str]) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name, value in settings:
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        return conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])").fetchall()
+
+
+def test_unranked_documents_are_an_error_not_the_input_order(
+    installed: str, fake: tuple[str, type[_Fake]]
+) -> None:
+    import psycopg
+
+    assert _rank(installed) == [("1", 1, pytest.approx(0.9))]
+    fake[1].behaviour = "unranked"  # what a --fail-open server answers past its deadline
+    with pytest.raises(psycopg.errors.ExternalRoutineException, match="came back unranked"):
+        _rank(installed)
+
+
+def test_redirects_are_not_followed_and_the_key_stays(
+    installed: str, fake: tuple[str, type[_Fake]]
+) -> None:
+    import psycopg
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Fake,), {"seen": []}))
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    try:
+        fake[1].behaviour = "redirect"
+        fake[1].redirect_to = f"http://127.0.0.1:{elsewhere.server_address[1]}/v1/rerank"
+        with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+            _rank(installed)
+        assert "answered HTTP 302" in str(caught.value)
+        assert "does not follow redirects" in (caught.value.diag.message_hint or "")
+        assert elsewhere.RequestHandlerClass.seen == []  # type: ignore[attr-defined]
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (("semrank.timeout_s", "1.5"),),
+        (("semrank.timeout_s", "60"), ("statement_timeout", "1500ms")),
+    ],
+    ids=["timeout_s", "statement_timeout"],
+)
+def test_one_deadline_bounds_the_whole_call(
+    installed: str, fake: tuple[str, type[_Fake]], settings: tuple[tuple[str, str], ...]
+) -> None:
+    """A server that trickles its answer held the statement for as long as it kept sending:
+    the timeout applied to each read. Now one deadline covers the call, within what
+    statement_timeout leaves of the statement."""
+    import psycopg
+
+    fake[1].behaviour = "trickle"
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.ExternalRoutineException, match="timed out"):
+        _rank(installed, *settings)
+    assert time.monotonic() - started < 5.0  # the answer alone takes over 60 s
+    sent = json.loads(json.dumps(fake[1].seen[-1]))
+    assert sent  # the request reached the server
+
+
+def test_the_server_is_told_the_deadline(installed: str, fake: tuple[str, type[_Fake]]) -> None:
+    """The body carries timeout_ms and fail_open=false, so a server with another default
+    deadline or --fail-open works to this call's terms."""
+    bodies: list[dict[str, Any]] = []
+
+    class Recording(_Fake):
+        seen: ClassVar[list[dict[str, str]]] = []
+
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            page = json.dumps(RANKED).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        _rank(installed, ("semrank.endpoint", endpoint), ("semrank.api_key", "k"),
+              ("semrank.timeout_s", "10"))  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bodies[0]["fail_open"] is False
+    assert 9000 <= bodies[0]["timeout_ms"] < 10000
+
+
+def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(installed: str) -> None:
+    import psycopg
+
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        _rank(installed, ("semrank.api_key", "good\nX-Injected: 1"))
+    assert "cannot carry" in str(caught.value) and "X-Injected" not in str(caught.value)
+
+
+def test_callers_use_the_stored_key_but_cannot_read_it(
+    installed: str, fake: tuple[str, type[_Fake]]
+) -> None:
+    """The key was kept in semrank.settings, which callers had to be able to read; it is now
+    in semrank.secrets, which only the owner reads (semrank.rank runs as its owner)."""
+    import psycopg
+
+    with psycopg.connect(installed, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE caller LOGIN; EXCEPTION WHEN duplicate_object "
+                     "THEN NULL; END $$")  # fmt: skip
+        conn.execute("GRANT USAGE ON SCHEMA semrank TO caller")
+    as_caller = installed.replace("semrank@", "caller@")
+    assert _rank(as_caller) == [("1", 1, pytest.approx(0.9))]
+    assert fake[1].seen[-1]["Authorization"] == "Bearer stored-secret"
+    # No grant on any semrank table was needed, and the key's table stays closed.
+    with psycopg.connect(as_caller) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT value FROM semrank.secrets")
+
+
+def test_an_installed_key_moves_out_of_the_readable_settings(
+    pg_dsn: str,  # noqa: F811
+    fake: tuple[str, type[_Fake]],
+) -> None:
+    """A database installed before kept its key in semrank.settings: the upgrade moves it."""
+    import psycopg
+
+    from semrank.sql import install
+
+    install(pg_dsn, endpoint=fake[0])
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as an older version left it
+        conn.execute("INSERT INTO semrank.settings VALUES ('api_key', 'old-secret')")
+        conn.execute("DELETE FROM semrank.migrations WHERE version = 105")
+    assert install(pg_dsn) == [105]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT value FROM semrank.secrets").fetchall() == [("old-secret",)]
+        assert (
+            conn.execute("SELECT key FROM semrank.settings WHERE key = 'api_key'").fetchall() == []
+        )
+    _rank(pg_dsn)
+    assert fake[1].seen[-1]["Authorization"] == "Bearer old-secret"
+
+
+def test_install_refuses_an_endpoint_that_is_no_url(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.errors import InvalidInputError
+    from semrank.sql import install
+
+    with pytest.raises(InvalidInputError, match="not an http:// or https:// URL"):
+        install(pg_dsn, endpoint="localhost:8000")
