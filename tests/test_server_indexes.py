@@ -287,3 +287,15 @@ async def test_a_relative_index_home_is_not_shown_either(
             info = (await client.get("/v1/indexes/docs")).json()
     forget_open_indexes()
     assert info["location"] == "<index home>/docs"
+
+
+async def test_one_upsert_request_is_one_transaction(client: httpx.AsyncClient) -> None:
+    """Batches of 256 committed on their own: requests writing the same ids at once left a mix
+    of them (256 documents of one, the rest of another), and a failure half-way kept half."""
+    created = await client.post("/v1/indexes", json={"name": "big", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    documents = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(300)]
+    added = await client.post("/v1/indexes/big/documents", json={"documents": documents})
+    assert added.json() == {"upserted": 300}
+    info = (await client.get("/v1/indexes/big")).json()
+    assert info["documents"] == 300 and info["generation"] == 1  # one commit

@@ -181,11 +181,11 @@ def test_a_full_disk_is_a_storage_error_and_the_handle_keeps_working(tmp_path: P
     _make(tmp_path, "full", [_doc(0)])
     with open_index("full", home=tmp_path) as index:
         db = index.db  # type: ignore[attr-defined]
-        pages = db._conn.execute("PRAGMA page_count").fetchone()[0]
-        db._conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "disk is full"
+        pages = db._writer.execute("PRAGMA page_count").fetchone()[0]
+        db._writer.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "disk is full"
         with pytest.raises(StorageError, match=r"'full' cannot be used here .*disk"):
             index.upsert([{"id": f"big-{i}", "text": "word " * 2000} for i in range(20)])
-        db._conn.execute("PRAGMA max_page_count=1073741823")
+        db._writer.execute("PRAGMA max_page_count=1073741823")
         assert index.info().documents == 1  # nothing half-written; the next write works
         index.upsert([_doc(1)])
         assert index.info().documents == 2
@@ -303,3 +303,79 @@ def test_a_reused_pid_does_not_make_an_interrupted_ingest_look_running() -> None
         pytest.skip("no /proc: start times cannot be read here")
     # The same pid, started at another time: the ingest's process ended and the pid moved on.
     assert not ingest_running({**mark, "process_started": process_start_time(parent) + 1})
+
+
+def test_search_files_saved_after_a_drop_do_not_bring_the_folder_back(tmp_path: Path) -> None:
+    """A search rebuilding its files while the index is dropped: publishing them re-created
+    the index folder (search files, no database), and creating the name again was refused."""
+    from semrank.store import _snapshots as snap
+
+    gone = tmp_path / "dropped"
+    with pytest.raises(FileNotFoundError):
+        snap.publish(gone, "bm25-all", 1, lambda folder: {})
+    assert not gone.exists()
+
+
+def test_simultaneous_drops_of_one_index_are_one_drop_and_not_found(tmp_path: Path) -> None:
+    """Each drop checks the database file and then renames the folder: the loser of that race
+    got a FileNotFoundError (HTTP 500), not "index not found" (404)."""
+    pytest.importorskip("bm25s")
+    for round_ in range(40):
+        name = f"x{round_}"
+        create_index(name, home=tmp_path, fields=("text",), embedding_model=None).close()
+        outcomes = _drops_at_once(name, tmp_path, 4)
+        assert sorted(outcomes) == ["dropped"] + ["not found"] * 3, outcomes
+
+
+def _drops_at_once(name: str, home: Path, count: int) -> list[str]:
+    import threading
+
+    from semrank.errors import IndexNotFoundError
+    from semrank.store import drop_index
+
+    outcomes: list[str] = []
+    start = threading.Barrier(count)
+
+    def drop() -> None:
+        start.wait()
+        try:
+            drop_index(name, home=home)
+            outcomes.append("dropped")
+        except IndexNotFoundError:
+            outcomes.append("not found")
+        except Exception as exc:  # what the test is about: nothing else may come out
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=drop) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_reads_do_not_wait_for_a_write_waiting_on_another_process(tmp_path: Path) -> None:
+    """A write waiting for the lock of another process (an ingest) held the one connection
+    every read needed: a server's searches and index info stalled behind it until the write
+    got the lock or gave up (60 s), and its request threads ran out."""
+    import sqlite3
+    import threading
+    import time
+
+    from semrank.store import DB_NAME
+
+    _make(tmp_path, "busy", [_doc(0)])
+    holder = sqlite3.connect(tmp_path / "busy" / DB_NAME, isolation_level=None)
+    with open_index("busy", home=tmp_path) as index:
+        holder.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        writer = threading.Thread(target=index.upsert, args=([_doc(1)],))
+        writer.start()
+        time.sleep(0.5)  # the upsert now waits for the lock
+        started = time.monotonic()
+        assert index.info().documents == 1
+        assert list(index.search_bm25("alpha", k=5).ids) == ["doc-0"]
+        assert time.monotonic() - started < 5.0
+        holder.execute("COMMIT")
+        writer.join(timeout=60)
+        assert index.info().documents == 2
+    holder.close()

@@ -128,7 +128,12 @@ async def drop_index(name: str, request: Request) -> Any:
     summary="Add or replace documents (by id)",
 )
 async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Request) -> Any:
-    upsert = _with_index(request, name, lambda store: store.upsert(body.documents))
+    # One request, one transaction (its size is bounded by --max-body-bytes): concurrent
+    # requests writing the same ids then leave one request's documents, not a mix of batches.
+    documents = body.documents
+    upsert = _with_index(
+        request, name, lambda store: store.upsert(documents, batch_size=max(1, len(documents)))
+    )
     count = await _blocking(request, None, upsert)
     return UpsertResult(upserted=int(count))
 

@@ -346,7 +346,10 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         if not _only_beside_db(target):  # never delete what semrank did not make
             raise IndexNotFoundError(f"index {name!r} not found: {_not_an_index(name, target)}")
     trash = target.parent / f".{name}.{uuid.uuid4().hex}.trash"
-    os.rename(target, trash)
+    try:
+        os.rename(target, trash)
+    except FileNotFoundError:  # another drop of the same index got there first
+        raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
     shutil.rmtree(trash, ignore_errors=True)
 
 

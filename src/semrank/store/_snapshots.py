@@ -97,7 +97,9 @@ def publish(
 ) -> Path:
     """Write a snapshot with ``write(tmp_dir) -> meta`` and rename it into place."""
     folder = root / DERIVED
-    folder.mkdir(parents=True, exist_ok=True)
+    # Not parents=True: an index dropped meanwhile (its folder renamed away) must not come back
+    # as a folder of search files without a database, which blocks creating the name again.
+    folder.mkdir(exist_ok=True)
     tmp = folder / f".tmp-{kind}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:

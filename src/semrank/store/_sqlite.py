@@ -72,54 +72,69 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
 
 
 class DocumentDB:
-    """Thread-safe access to one index's SQLite file."""
+    """Thread-safe access to one index's SQLite file: one connection writes, one reads.
+
+    Reads never wait for a write: in WAL mode a reader sees the last commit while a writer works,
+    so a write waiting for another process's lock (an ingest) holds up only other writes, not
+    the searches and index info of a server (they queued behind it on one shared connection).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            path, timeout=60.0, isolation_level=None, check_same_thread=False
-        )
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.RLock()
+        self._writer = self._reader = self._connect(path)
         try:
             self._setup()
+            self._reader = self._connect(path)
         except sqlite3.OperationalError as exc:  # locked, read-only...: not the file's fault
-            self._conn.close()
+            self._close_connections()
             if not _is_environmental(exc):
                 raise
             raise storage_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
-            self._conn.close()
+            self._close_connections()
             raise DataFormatError(
                 f"{path} is not a readable SQLite database ({exc}); restore it from a backup, "
                 f"or delete the index with `semrank index drop {path.parent.name}`"
             ) from exc
 
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+
     def _setup(self) -> None:
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss too, not only a killed process; one fsync per batch.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._writer.execute("PRAGMA synchronous=FULL")
+        self._writer.executescript(_SCHEMA)
+
+    def _close_connections(self) -> None:
+        self._writer.close()
+        if self._reader is not self._writer:
+            self._reader.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._write_lock, self._read_lock:
+            self._close_connections()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``: one writer at a time, all or nothing."""
-        with self._lock:
+        conn = self._writer
+        with self._write_lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield self._conn
+                    yield conn
                 except BaseException:
-                    if self._conn.in_transaction:  # SQLite ends it itself on a full disk
-                        self._conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # SQLite ends it itself on a full disk
+                        conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 if not _is_environmental(exc):
                     raise
                 raise storage_error(self.path, exc) from exc
@@ -127,23 +142,22 @@ class DocumentDB:
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees the same committed state."""
-        with self._lock:
-            self._conn.execute("BEGIN")
+        with self._read_lock:
+            self._reader.execute("BEGIN")
             try:
-                yield self._conn
+                yield self._reader
             finally:
-                self._conn.execute("COMMIT")
+                self._reader.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
     def get_meta(
         self, key: str, default: Any = None, conn: sqlite3.Connection | None = None
     ) -> Any:
-        with self._lock:
-            row = (
-                (conn or self._conn)
-                .execute("SELECT value FROM meta WHERE key=?", (key,))
-                .fetchone()
-            )
+        if conn is not None:  # the caller's transaction or snapshot: its lock is held
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        else:
+            with self._read_lock:
+                row = self._reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     @staticmethod
@@ -178,16 +192,16 @@ class DocumentDB:
 
     # --- documents -------------------------------------------------------------------------
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM documents").fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def stored_docs(self, ids: Sequence[str]) -> dict[str, str]:
         """``{id: doc JSON}`` for the ids that exist."""
         found: dict[str, str] = {}
-        with self._lock:
+        with self._read_lock:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
+                rows = self._reader.execute(
                     f"SELECT id, doc FROM documents WHERE id IN ({marks})", tuple(chunk)
                 )
                 found.update(rows.fetchall())
@@ -223,8 +237,8 @@ class DocumentDB:
         yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
 
     def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT pk, text FROM documents WHERE embedding IS NULL ORDER BY pk LIMIT ?",
                 (limit,),
             )
