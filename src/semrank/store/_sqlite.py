@@ -140,14 +140,27 @@ class DocumentDB:
                 raise storage_error(self.path, exc) from exc
 
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees the same committed state."""
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The read connection, under its lock; a locked or unreadable file is a StorageError
+        (HTTP 503) naming the index, as for writes, not an internal error."""
         with self._read_lock:
-            self._reader.execute("BEGIN")
             try:
                 yield self._reader
+            except sqlite3.OperationalError as exc:
+                if not _is_environmental(exc):
+                    raise
+                raise storage_error(self.path, exc) from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
             finally:
-                self._reader.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
     def get_meta(
@@ -156,8 +169,8 @@ class DocumentDB:
         if conn is not None:  # the caller's transaction or snapshot: its lock is held
             row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         else:
-            with self._read_lock:
-                row = self._reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            with self._reading() as reader:
+                row = reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     @staticmethod
@@ -192,16 +205,16 @@ class DocumentDB:
 
     # --- documents -------------------------------------------------------------------------
     def count(self) -> int:
-        with self._read_lock:
-            return int(self._reader.execute("SELECT count(*) FROM documents").fetchone()[0])
+        with self._reading() as reader:
+            return int(reader.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def stored_docs(self, ids: Sequence[str]) -> dict[str, str]:
         """``{id: doc JSON}`` for the ids that exist."""
         found: dict[str, str] = {}
-        with self._read_lock:
+        with self._reading() as reader:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                rows = self._reader.execute(
+                rows = reader.execute(
                     f"SELECT id, doc FROM documents WHERE id IN ({marks})", tuple(chunk)
                 )
                 found.update(rows.fetchall())
@@ -237,8 +250,8 @@ class DocumentDB:
         yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
 
     def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
-        with self._read_lock:
-            rows = self._reader.execute(
+        with self._reading() as reader:
+            rows = reader.execute(
                 "SELECT pk, text FROM documents WHERE embedding IS NULL ORDER BY pk LIMIT ?",
                 (limit,),
             )
