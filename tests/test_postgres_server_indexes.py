@@ -187,3 +187,19 @@ def test_a_postgres_handle_let_go_stays_open_until_its_last_search_ends(
         assert [hit.id for hit in search(held, "Paris", k=1).hits] == ["d2"]
     assert [hit.id for hit in search("docs", "Paris", k=1, store=pg_dsn).hits] == ["d2"]
     forget_open_indexes()
+
+
+async def test_the_server_keeps_one_pool_for_its_lifetime(
+    client: httpx.AsyncClient,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """Without an index handle held, each list, create or drop made a pool (and two
+    connections) and closed it again."""
+    from semrank.store.postgres import _pool
+
+    pool = _pool._POOLS[pg_dsn][1]
+    for _ in range(3):
+        assert (await client.get("/v1/indexes")).status_code == 200
+    await _make_index(client, "kept")
+    assert (await client.delete("/v1/indexes/kept")).status_code == 200
+    assert _pool._POOLS[pg_dsn][1] is pool and not pool.closed

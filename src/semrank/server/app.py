@@ -19,14 +19,14 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
-from semrank.errors import BackendUnavailableError
+from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._batcher import REQUEST_GONE
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
@@ -66,6 +66,7 @@ def create_app(
         if not registry.engines:
             await asyncio.to_thread(registry.load)
         await registry.start()
+        pool = await asyncio.to_thread(_hold_store_pool, config)
         app.state.phase = "ready"
         logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
         try:
@@ -73,6 +74,8 @@ def create_app(
         finally:
             app.state.phase = "draining"
             await registry.close(config.shutdown_timeout_s)
+            if pool is not None:
+                pool()
             metrics.worker_stopped()
             logger.info("stopped")
 
@@ -186,6 +189,23 @@ def app_from_environment() -> FastAPI:
     config = ServerConfig.from_json(text) if text else ServerConfig()
     configure_logging(config.log_level, json_lines=config.log_json)
     return create_app(config)
+
+
+def _hold_store_pool(config: ServerConfig) -> Callable[[], None] | None:
+    """Keep the PostgreSQL store's connection pool open while the server runs (returns what
+    lets go of it): otherwise every index list, create or drop made a pool and two connections
+    and closed them again. A database down at start is logged; requests then answer 503."""
+    dsn = config.postgres_dsn
+    if dsn is None:
+        return None
+    from semrank.store.postgres import acquire_pool, release_pool
+
+    try:
+        acquire_pool(dsn)
+    except SemrankError as exc:
+        logger.warning(f"the index store is not reachable yet: {exc}")
+        return None
+    return lambda: release_pool(dsn)
 
 
 def _private_names(config: ServerConfig) -> tuple[tuple[str, str], ...]:

@@ -6,7 +6,13 @@ in SQL) and pgvector embeddings (``vector(384)``, HNSW with cosine ops), behind 
 >>> index = create_index("scifact", store="postgresql://localhost/search")
 """
 
-from semrank.store.postgres._pool import DSN_SCHEMES, is_postgres_dsn, redact
+from semrank.store.postgres._pool import (
+    DSN_SCHEMES,
+    acquire_pool,
+    is_postgres_dsn,
+    redact,
+    release_pool,
+)
 from semrank.store.postgres._schema import MIGRATIONS, SCHEMA, TEXT_CONFIG, VECTOR_DIM, migrate
 from semrank.store.postgres._store import (
     PostgresStore,
@@ -22,10 +28,12 @@ __all__ = [
     "TEXT_CONFIG",
     "VECTOR_DIM",
     "PostgresStore",
+    "acquire_pool",
     "drop_postgres_index",
     "is_postgres_dsn",
     "list_postgres_indexes",
     "migrate",
     "partition_name",
     "redact",
+    "release_pool",
 ]
