@@ -9,6 +9,10 @@ import pytest
 
 from semrank.errors import InvalidInputError
 from semrank.retrieve import ExactVectorIndex, HNSWVectorIndex, build_vector_index
+from semrank.runtime import load_onnxruntime_first
+
+# importorskip("usearch") below loads usearch; ONNX Runtime imported after it crashes the process.
+load_onnxruntime_first()
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
@@ -78,3 +82,33 @@ def test_onnx_runtime_still_loads_after_an_hnsw_search() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "loaded"]
+
+
+def test_hnsw_searches_in_threads_use_their_own_beam_width() -> None:
+    """The beam width is a setting of the shared graph: a search with a wide beam in one thread
+    changed the results of narrow searches running in others (and the other way round)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # A sparse graph, so that the beam width changes which neighbours are found.
+    index = HNSWVectorIndex.build(vectors, connectivity=4, expansion_add=16)
+    queries = rng.standard_normal((40, 64)).astype(np.float32)
+    alone_wide = [index.search(q, 500, 2000).ids for q in queries]
+    alone_narrow = [index.search(q, 5).ids for q in queries]
+
+    def differences(wide: bool, start: int) -> int:
+        found = 0
+        for step in range(60 if wide else 600):
+            i = (start + step) % len(queries)
+            if wide:
+                found += not np.array_equal(index.search(queries[i], 500, 2000).ids, alone_wide[i])
+            else:
+                found += not np.array_equal(index.search(queries[i], 5).ids, alone_narrow[i])
+        return found
+
+    with ThreadPoolExecutor(6) as pool:
+        runs = [pool.submit(differences, t % 2 == 0, t) for t in range(6)]
+        assert [run.result() for run in runs] == [0] * 6

@@ -28,6 +28,7 @@ class ScoresDocuments(Protocol):
 
 _RERANKERS: dict[str | None, ScoresDocuments] = {}
 _RERANKERS_LOCK = threading.Lock()
+_LOADING: dict[str | None, threading.Lock] = {}
 
 
 def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
@@ -36,11 +37,20 @@ def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
         return model
     key = None if model in _ES_DEFAULT_RERANKERS else model
     with _RERANKERS_LOCK:
-        if key not in _RERANKERS:
-            from semrank.rerank import Reranker
+        if key in _RERANKERS:
+            return _RERANKERS[key]
+        loading = _LOADING.setdefault(key, threading.Lock())
+    # One load per model at a time, without holding up searches with models already loaded.
+    with loading:
+        with _RERANKERS_LOCK:
+            if key in _RERANKERS:
+                return _RERANKERS[key]
+        from semrank.rerank import Reranker
 
-            _RERANKERS[key] = Reranker(key)
-        return _RERANKERS[key]
+        reranker = Reranker(key)
+        with _RERANKERS_LOCK:
+            _RERANKERS[key] = reranker
+        return reranker
 
 
 @dataclass

@@ -7,6 +7,7 @@ HNSW graph (usearch: a single-file index with prebuilt wheels) answers in sub-li
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -92,6 +93,9 @@ class HNSWVectorIndex:
         self._index = index
         self.dim = dim
         self._size = size
+        # The beam width is a setting of the shared graph, not an argument of its search: set
+        # and searched under one lock, or a search runs with another thread's width.
+        self._search_lock = threading.Lock()
 
     @classmethod
     def build(
@@ -130,8 +134,10 @@ class HNSWVectorIndex:
         k = min(k, self._size)
         index = self._index
         # A beam below ~200 loses recall on 384-d embeddings; wider costs little at this size.
-        index.expansion_search = max(k, num_candidates or 0, MIN_BEAM)  # type: ignore[attr-defined]
-        matches = index.search(_as_query(vector, self.dim), k)  # type: ignore[attr-defined]
+        query = _as_query(vector, self.dim)
+        with self._search_lock:
+            index.expansion_search = max(k, num_candidates or 0, MIN_BEAM)  # type: ignore[attr-defined]
+            matches = index.search(query, k)  # type: ignore[attr-defined]
         # usearch's "ip" distance is 1 - dot product.
         scores = 1.0 - np.asarray(matches.distances, dtype=np.float32)
         return Hits.from_scores(np.asarray(matches.keys, dtype=np.int64), scores)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shlex
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,10 @@ class PreparedArrays:
     version: str
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any]
+
+
+# Loading an embedding model takes seconds and hundreds of MB: one load at a time.
+_EMBEDDER_LOAD_LOCK = threading.Lock()
 
 
 class Store(abc.ABC):
@@ -302,20 +307,26 @@ class Store(abc.ABC):
 
     @property
     def embedder(self) -> TextEmbedder:
-        """The index's embedding model, loaded on first use."""
+        """The index's embedding model, loaded on first use (once: threads searching a newly
+        opened index at once each loaded and compiled a copy)."""
         if self._embedder is None:
             if not self.has_vectors:
                 raise InvalidInputError(f"index {self.name!r} has no embedding model")
-            from semrank.models import resolve_embedding_model
-            from semrank.runtime import load_embedder
-
-            model = resolve_embedding_model(self.settings.embedding_model)
-            if self.settings.embedding_max_length:
-                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
-            # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole
-            # cost of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
-            self._embedder = load_embedder(model, backend="fast")
+            with _EMBEDDER_LOAD_LOCK:
+                if self._embedder is None:
+                    self._embedder = self._load_embedder()
         return self._embedder
+
+    def _load_embedder(self) -> TextEmbedder:
+        from semrank.models import resolve_embedding_model
+        from semrank.runtime import load_embedder
+
+        model = resolve_embedding_model(self.settings.embedding_model)
+        if self.settings.embedding_max_length:
+            model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
+        # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole cost
+        # of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
+        return load_embedder(model, backend="fast")
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors from the index's own embedding model."""
