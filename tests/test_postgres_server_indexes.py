@@ -203,3 +203,23 @@ async def test_the_server_keeps_one_pool_for_its_lifetime(
     await _make_index(client, "kept")
     assert (await client.delete("/v1/indexes/kept")).status_code == 200
     assert _pool._POOLS[pg_dsn][1] is pool and not pool.closed
+
+
+def test_a_handle_to_an_index_dropped_elsewhere_is_closed_when_the_reopen_fails(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """The stale handle was retired but never closed when the index had gone, so its pool
+    stayed referenced for good."""
+    from semrank.errors import IndexNotFoundError
+    from semrank.pipeline import forget_open_indexes, open_cached
+    from semrank.store import create_index, drop_index
+    from semrank.store.postgres import _pool
+
+    create_index("gone", embedding_model=None, store=pg_dsn).close()
+    held = open_cached("gone", store=pg_dsn)
+    drop_index("gone", store=pg_dsn)  # another process
+    with pytest.raises(IndexNotFoundError):
+        open_cached("gone", store=pg_dsn)
+    assert held._closed  # type: ignore[attr-defined]
+    assert pg_dsn not in _pool._POOLS  # no handle holds the pool any more
+    forget_open_indexes()

@@ -31,6 +31,12 @@ class _Fake(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).seen.append(dict(self.headers))
+        if self.behaviour == "trickle_headers":  # the status line, a byte a second
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1.0)
+            return
         if self.behaviour == "redirect":
             self.send_response(302)
             self.send_header("Location", self.redirect_to)
@@ -117,22 +123,26 @@ def test_redirects_are_not_followed_and_the_key_stays(
 
 
 @pytest.mark.parametrize(
-    "settings",
+    ("behaviour", "settings"),
     [
-        (("semrank.timeout_s", "1.5"),),
-        (("semrank.timeout_s", "60"), ("statement_timeout", "1500ms")),
+        ("trickle", (("semrank.timeout_s", "1.5"),)),
+        ("trickle", (("semrank.timeout_s", "60"), ("statement_timeout", "1500ms"))),
+        ("trickle_headers", (("semrank.timeout_s", "1.5"),)),
     ],
-    ids=["timeout_s", "statement_timeout"],
+    ids=["body-timeout_s", "body-statement_timeout", "headers-timeout_s"],
 )
 def test_one_deadline_bounds_the_whole_call(
-    installed: str, fake: tuple[str, type[_Fake]], settings: tuple[tuple[str, str], ...]
+    installed: str,
+    fake: tuple[str, type[_Fake]],
+    behaviour: str,
+    settings: tuple[tuple[str, str], ...],
 ) -> None:
     """A server that trickles its answer held the statement for as long as it kept sending:
     the timeout applied to each read. Now one deadline covers the call, within what
     statement_timeout leaves of the statement."""
     import psycopg
 
-    fake[1].behaviour = "trickle"
+    fake[1].behaviour = behaviour
     started = time.monotonic()
     with pytest.raises(psycopg.errors.ExternalRoutineException, match="timed out"):
         _rank(installed, *settings)
@@ -226,3 +236,16 @@ def test_install_refuses_an_endpoint_that_is_no_url(pg_dsn: str) -> None:  # noq
 
     with pytest.raises(InvalidInputError, match="not an http:// or https:// URL"):
         install(pg_dsn, endpoint="localhost:8000")
+
+
+def test_rows_without_documents_give_no_rows_even_without_a_query(installed: str) -> None:
+    """A LATERAL join over rows where some have no candidates (and no query) keeps working."""
+    import psycopg
+
+    with psycopg.connect(installed, autocommit=True) as conn:
+        for call in ("rank(NULL, NULL)", "rank(NULL, '{}'::text[])", "rank('q', '{}', '{x}')"):
+            assert conn.execute(f"SELECT * FROM semrank.{call}").fetchall() == []
+        definer = conn.execute(
+            "SELECT prosecdef FROM pg_proc WHERE oid = 'semrank.rank'::regproc"
+        ).fetchone()
+    assert definer == (True,)  # a later CREATE OR REPLACE must repeat the ALTER (migration 105)

@@ -191,14 +191,12 @@ def _blend_max_length(path: Path) -> int:
     """A blend reads a pair in at most its components' shortest length (longer documents in
     windows). Components are folders beside blend.json or catalog names; one that cannot be
     read here is left to the blend's loader, which names the problem."""
-    from semrank.models.catalog import find_spec
-
     lengths = []
     try:
         entries = json.loads((path / BLEND_FILE).read_text(encoding="utf-8"))["components"]
         for entry in entries:
             local = path / str(entry["model"])
-            if local.is_dir():
+            if local.is_dir() and local.resolve() != path.resolve():
                 lengths.append(inspect_directory(local, name=str(entry["model"])).max_length)
             elif (spec := find_spec(str(entry["model"]))) is not None:
                 lengths.append(spec.max_length)

@@ -122,6 +122,8 @@ def _hold_postgres(name: str, dsn: str) -> _Held:
 
 
 def _reopen_postgres(key: tuple[str, str], *, stale: _Held | None) -> _Held:
+    """Retire ``stale`` and open the index again. The open (network round trips) runs outside
+    the lock: requests on other indexes must not queue behind it."""
     dsn, name = key
     with _OPEN_LOCK:
         current = _OPEN.get(key)
@@ -130,16 +132,21 @@ def _reopen_postgres(key: tuple[str, str], *, stale: _Held | None) -> _Held:
             return current
         _OPEN.pop(key, None)
         stale_idle = _retire(current)
-        opened = open_index(name, store=dsn)
-        try:
-            identity = _created_at(opened)
-        except BaseException:
-            opened.close()
-            raise
-        finally:
-            if stale_idle:
-                cast(_Held, current).store.close()
-        return _keep(key, _Held(opened, identity))
+    if stale_idle:
+        cast(_Held, current).store.close()
+    opened = open_index(name, store=dsn)
+    try:
+        identity = _created_at(opened)
+    except BaseException:
+        opened.close()
+        raise
+    with _OPEN_LOCK:
+        winner = _OPEN.get(key)
+        if winner is None:
+            return _keep(key, _Held(opened, identity))
+        winner.users += 1  # another request opened it meanwhile: use that handle
+    opened.close()
+    return winner
 
 
 def _keep(key: Key, held: _Held) -> _Held:

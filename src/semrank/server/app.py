@@ -61,29 +61,11 @@ def create_app(
     for name, reranker in (rerankers or {}).items():
         registry.add(name, reranker)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not registry.engines:
-            await asyncio.to_thread(registry.load)
-        await registry.start()
-        pool = await asyncio.to_thread(_hold_store_pool, config)
-        app.state.phase = "ready"
-        logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
-        try:
-            yield
-        finally:
-            app.state.phase = "draining"
-            await registry.close(config.shutdown_timeout_s)
-            if pool is not None:
-                pool()
-            metrics.worker_stopped()
-            logger.info("stopped")
-
     app = FastAPI(
         title="semrank",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(config, registry, metrics),
     )
     app.state.config = config
     app.state.metrics = metrics
@@ -189,6 +171,31 @@ def app_from_environment() -> FastAPI:
     config = ServerConfig.from_json(text) if text else ServerConfig()
     configure_logging(config.log_level, json_lines=config.log_json)
     return create_app(config)
+
+
+def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -> Any:
+    """Load and start the models (and hold the index store's pool) before serving; drain and
+    let go of them at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not registry.engines:
+            await asyncio.to_thread(registry.load)
+        await registry.start()
+        release_store_pool = await asyncio.to_thread(_hold_store_pool, config)
+        app.state.phase = "ready"
+        logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
+        try:
+            yield
+        finally:
+            app.state.phase = "draining"
+            await registry.close(config.shutdown_timeout_s)
+            if release_store_pool is not None:
+                release_store_pool()
+            metrics.worker_stopped()
+            logger.info("stopped")
+
+    return lifespan
 
 
 def _hold_store_pool(config: ServerConfig) -> Callable[[], None] | None:

@@ -37,19 +37,21 @@ AS $$ SELECT coalesce(nullif(current_setting('semrank.' || key, true), ''),
 _RANK_BODY = r"""
 import http.client
 import json
+import socket
+import threading
 import time
 import urllib.parse
 
+if documents is None or len(documents) == 0:
+    return []
 if query is None:
     plpy.error("semrank.rank: query is NULL",
                hint="pass the query text; leave out rows without one (WHERE query IS NOT NULL)",
                sqlstate="22004")
-if documents is not None and ids is not None and len(ids) != len(documents):
+if ids is not None and len(ids) != len(documents):
     plpy.error("semrank.rank: ids has %d elements but documents has %d"
                % (len(ids), len(documents)),
                hint="pass one id per document, or NULL for positions", sqlstate="22023")
-if documents is None or len(documents) == 0:
-    return []
 # The function runs as its owner (SECURITY DEFINER): the stored key is read here, never by the
 # caller. Session settings (SET semrank.endpoint ...) still apply: they are the caller's.
 row = plpy.execute(
@@ -124,24 +126,36 @@ def post():
     https = parts.scheme.lower() == "https"
     connection = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(
         parts.hostname, port, timeout=time_left())
+    connection.connect()
+    sock = connection.sock
+    # A socket timeout bounds each receive, not the call (a server may trickle its headers or
+    # body): at the deadline the socket is shut, which ends any receive still waiting.
+    def shut():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed: the call ended just then
+
+    alarm = threading.Timer(time_left(), shut)
+    alarm.daemon = True
+    alarm.start()
     close = connection.close
     # getresponse() closes a connection the server will close; the body is still read through
-    # its socket, whose timeout is cut to the time left before every read.
+    # its socket.
     connection.close = lambda: None
     try:
         connection.request("POST", parts.path.rstrip("/") + "/v1/rerank",
                            body=json.dumps(body).encode("utf-8"), headers=headers)
-        sock = connection.sock
-        sock.settimeout(time_left())
         response = connection.getresponse()
         chunks = []
         while True:
-            sock.settimeout(time_left())
-            chunk = response.read1(65536)  # one receive: the deadline is checked between
+            chunk = response.read1(65536)
+            time_left()  # a receive the alarm ended looks like the end of the answer
             if not chunk:
                 return response.status, b"".join(chunks)
             chunks.append(chunk)
     finally:
+        alarm.cancel()
         close()
 
 
@@ -150,6 +164,8 @@ try:
     status, payload = post()
 except (OSError, http.client.HTTPException, ValueError) as exc:
     failure = exc
+    if time.monotonic() >= deadline:  # the alarm shut the socket: say so, not "reset"
+        failure = TimeoutError("timed out")
 if failure is not None:
     timed_out = isinstance(failure, TimeoutError) or "timed out" in str(failure)
     if timed_out:
@@ -250,6 +266,9 @@ def sql_migrations() -> tuple[Migration, ...]:
         # only to the stored endpoint (a session could redirect it to a listener of its own).
         (103, "sql: semrank.rank sends only to http(s), and a stored key only where stored", rank),
         (104, "sql: semrank.rank refuses scores that are not finite numbers", rank),
+        # A later migration that replaces semrank.rank must repeat _RUN_AS_OWNER's ALTER
+        # FUNCTION: CREATE OR REPLACE resets SECURITY DEFINER, and callers then cannot read
+        # the settings (tests/test_postgres_sql_safety.py checks prosecdef).
         # Security and deadlines: the API key moves to semrank.secrets, which only the owner
         # reads (semrank.rank runs as its owner, so callers need no access to any key); one
         # deadline for the whole call within statement_timeout; no redirects; fail_open off.

@@ -55,6 +55,10 @@ def _check_endpoint(endpoint: str | None) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint)
+    try:
+        parts.port  # noqa: B018 (a port out of range raises here, as in semrank.rank)
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(
             f"endpoint {endpoint!r} is not an http:// or https:// URL of a `semrank serve`; "

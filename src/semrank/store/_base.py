@@ -140,7 +140,7 @@ class Store(abc.ABC):
     """A named document index with BM25 and (optionally) dense retrieval."""
 
     settings: IndexSettings
-    backend: ClassVar[str]  # the store's name in index info and messages ("local", ...)
+    backend: ClassVar[str] = "custom"  # its name in index info and messages ("local", ...)
     keeps_prepared = False  # whether save_prepared / prepared keep tables (the local store)
 
     @property

@@ -81,7 +81,8 @@ class DocumentDB:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._write_lock = threading.Lock()
+        # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
+        self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
         self._writer = self._reader = self._connect(path)
         try:
