@@ -56,7 +56,7 @@ def test_hub_id_offline_names_model_and_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(
-        ModelNotFoundError, match=r"'someorg/some-reranker'.*huggingface-cli download"
+        ModelNotFoundError, match=r"'someorg/some-reranker'.*no folder .*hf download"
     ):
         resolve("someorg/some-reranker")
 
@@ -114,3 +114,48 @@ def test_unreadable_modules_json_is_a_model_load_error(tmp_path):
     (target / "modules.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"modules\.json"):
         inspect_directory(target, name="x")
+
+
+def _with_pooling(tmp_path: Path, config: dict, modules: list | None = None) -> Path:
+    target = _copy_bundled(tmp_path)
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    if modules is not None:
+        (target / "modules.json").write_text(json.dumps(modules))
+    return target
+
+
+def test_pooling_is_read_in_both_of_sentence_transformers_formats(tmp_path):
+    """sentence-transformers now writes "pooling_mode": "cls"; semrank read only the older
+    pooling_mode_cls_token flag and pooled such models by mean, giving other embeddings."""
+    newer = _with_pooling(tmp_path / "a", {"word_embedding_dimension": 384, "pooling_mode": "cls"})
+    assert inspect_directory(newer, name="x").pooling == "cls"
+    older = _with_pooling(tmp_path / "b", {"pooling_mode_cls_token": True})
+    assert inspect_directory(older, name="x").pooling == "cls"
+    mean = _with_pooling(tmp_path / "c", {"pooling_mode_mean_tokens": True})
+    assert inspect_directory(mean, name="x").pooling == "mean"
+
+
+def test_modules_semrank_cannot_run_are_refused_not_skipped(tmp_path):
+    from semrank.errors import UnsupportedArchitectureError
+
+    maxed = _with_pooling(tmp_path / "a", {"pooling_mode": "max"})
+    with pytest.raises(UnsupportedArchitectureError, match="pooling max"):
+        inspect_directory(maxed, name="x")
+    modules = json.loads((resolve_embedding_model().path / "modules.json").read_text())
+    dense = {"idx": 9, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    projected = _with_pooling(tmp_path / "b", {"pooling_mode": "mean"}, [*modules, dense])
+    with pytest.raises(UnsupportedArchitectureError, match="'Dense' \\(2_Dense\\)"):
+        inspect_directory(projected, name="x")
+
+
+def test_sharded_safetensors_load(tmp_path):
+    """transformers loads model-0000N-of-0000M.safetensors; resolve refused the folder."""
+    from semrank import Reranker
+
+    target = _copy_bundled(tmp_path)
+    (target / "model.safetensors").rename(target / "model-00001-of-00001.safetensors")
+    for stale in target.glob("*.bin"):
+        stale.unlink()
+    sharded = Reranker(str(target)).score("fleas", ["Fleas bite dogs.", "Paris is in France."])
+    whole = Reranker("all-minilm-l6-v2").score("fleas", ["Fleas bite dogs.", "Paris is in France."])
+    assert sharded.tolist() == pytest.approx(whole.tolist(), abs=1e-5)

@@ -188,9 +188,21 @@ def test_a_corrupt_cached_export_is_rebuilt(
 
 def test_a_broken_bundled_model_onnx_is_named(tiny_model, tmp_path: Path) -> None:
     model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    (model_dir / "model.safetensors").unlink()  # a folder that ships its graph, no weights
     (model_dir / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model\.onnx"):
         load_scorer(cross_encoder(model_dir), backend="onnx")
+
+
+def test_weights_win_over_a_model_onnx_beside_them(tiny_model, tmp_path: Path) -> None:
+    """A model.onnx beside the weights was used even after new weights were saved into the
+    folder: the old graph scored the new model."""
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    (model_dir / "model.onnx").write_bytes(b"a graph of other weights")
+    pairs = [("what do fleas eat", "Fleas feed on blood.")]
+    scores = load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
+    expected = load_scorer(cross_encoder(tiny_model("bert", max_length=64)), backend="onnx")
+    assert scores.tolist() == pytest.approx(expected.score_pairs(pairs).tolist(), abs=1e-6)
 
 
 def test_unknown_backend_is_rejected(tiny_model) -> None:
@@ -309,6 +321,7 @@ def test_a_cross_encoder_model_onnx_is_not_used_as_an_encoder(tiny_model, tmp_pa
     source = tiny_model("bert", max_length=64)
     model_dir = shutil.copytree(source, tmp_path / "with-onnx")
     onnx.save_model(export_onnx(source, "sequence-classification"), model_dir / "model.onnx")
+    (model_dir / "model.safetensors").unlink()  # the graph alone (with weights, they win)
     model = ResolvedModel(
         name="tiny",
         path=model_dir,
@@ -319,3 +332,25 @@ def test_a_cross_encoder_model_onnx_is_not_used_as_an_encoder(tiny_model, tmp_pa
     )
     with pytest.raises(ModelLoadError, match="last_hidden_state"):
         load_embedder(model)
+
+
+def test_cached_exports_are_readable_by_other_users(tiny_model, tmp_path: Path) -> None:
+    """Exports were written 0600 (mkstemp): a cache filled by root in a Docker build could not
+    be read by the user running the service."""
+    from semrank.runtime.onnx_export import onnx_model_path
+
+    mask = os.umask(0o022)
+    try:
+        path = onnx_model_path(tiny_model("bert"), "sequence-classification", cache_dir=tmp_path)
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_cache_that_cannot_be_written_names_semrank_cache(tiny_model, tmp_path: Path) -> None:
+    from semrank.runtime.onnx_export import onnx_model_path
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="SEMRANK_CACHE"):
+        onnx_model_path(tiny_model("bert"), "sequence-classification", cache_dir=blocker / "x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -380,3 +381,31 @@ def test_a_killed_workers_in_flight_requests_leave_the_shared_metrics(tmp_path: 
     lines = done.stdout.splitlines()
     assert "semrank_requests_in_flight 0.0" in lines
     assert 'semrank_requests_total{route="/x",status="200"} 1.0' in lines
+
+
+def test_a_model_folder_with_an_equals_sign_is_a_name_not_an_alias(tmp_path: Path) -> None:
+    from semrank.server.config import ModelEntry
+
+    folder = tmp_path / "run-lr=3e-5"
+    folder.mkdir()
+    assert ModelEntry.parse(str(folder)) == ModelEntry(name=str(folder), source=str(folder))
+    assert ModelEntry.parse("fast=./models/minilm") == ModelEntry(
+        name="fast", source="./models/minilm"
+    )
+
+
+def test_an_architecture_the_exporter_cannot_build_fails_before_start(
+    tiny_model: Any, tmp_path: Path
+) -> None:
+    from semrank.errors import UnsupportedArchitectureError
+    from semrank.models import resolve
+    from semrank.server._run import check_runnable
+
+    folder = tiny_model("bert")
+    check_runnable(resolve(str(folder)), "onnx")  # supported: no error
+    config = json.loads((folder / "config.json").read_text())
+    odd = shutil.copytree(folder, tmp_path / "odd")
+    config["architectures"] = ["DistilBertForSequenceClassification"]
+    (odd / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArchitectureError, match="DistilBert"):
+        check_runnable(resolve(str(odd)), "openvino")

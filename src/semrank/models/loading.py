@@ -14,14 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_int
-from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError, SemrankError
+from semrank.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    SemrankError,
+    UnsupportedArchitectureError,
+)
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
 from semrank.runtime.base import ScorerKind
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-HUB_PATTERNS = ["*.json", "*.safetensors", "vocab.txt", "*.model", "1_Pooling/*", "onnx/model.onnx"]
+# What a checkpoint needs (weights, configs, tokenizer files); not the ONNX exports some repos
+# carry (semrank exports its own, and onnx/model.onnx alone can be a GB).
+HUB_PATTERNS = ["*.json", "*.safetensors", "vocab.txt", "merges.txt", "*.model", "1_Pooling/*"]
+# Older repos hold only PyTorch weights: fetched only when no safetensors came.
+HUB_LEGACY_WEIGHTS = ["pytorch_model.bin"]
 
 
 def resolve(
@@ -122,13 +132,24 @@ def _download_from_hub(repo_id: str) -> Path:
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
         raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        if not _has_weight_file(folder):
+            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_LEGACY_WEIGHTS))
+        return folder
     except Exception as exc:  # offline, unknown repo, auth: all end the same way for the user
+        missing = Path(repo_id).expanduser().resolve()
         raise ModelNotFoundError(
-            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}). "
-            f"On a machine with internet run `huggingface-cli download {repo_id} --local-dir DIR`, "
-            "copy DIR here and pass the directory as the model."
+            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}), "
+            f"and there is no folder {missing}. If it is a hub model, on a machine with internet "
+            f"run `hf download {repo_id} --local-dir DIR` (older huggingface_hub: "
+            "`huggingface-cli download`), copy DIR here and pass the directory as the model."
         ) from exc
+
+
+def _has_weight_file(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in WEIGHT_FILES) or any(
+        folder.glob("model-*-of-*.safetensors")
+    )
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -209,8 +230,8 @@ def _require_files(path: Path) -> None:
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
+    if not _has_weight_file(path):
+        missing.append(" or ".join(WEIGHT_FILES) + " (or model-*-of-*.safetensors shards)")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
@@ -244,22 +265,66 @@ def _detect_kind(path: Path, architecture: str) -> ScorerKind | None:
 
 
 def _pooling(path: Path) -> tuple[Pooling, bool]:
-    pooling: Pooling = "mean"
-    pooling_config = path / "1_Pooling" / "config.json"
-    if pooling_config.is_file() and read_json_object(pooling_config).get("pooling_mode_cls_token"):
-        pooling = "cls"
-    normalize = True
+    """(pooling, normalize) of a sentence-transformers folder, from the modules its modules.json
+    lists. Modules semrank cannot run (a Dense projection, max or weighted pooling) are refused:
+    ignoring them gave other embeddings than sentence-transformers, without a word."""
     modules = path / "modules.json"
-    if modules.is_file():
-        try:
-            entries = json.loads(modules.read_text(encoding="utf-8"))
-            normalize = any("Normalize" in str(entry.get("type", "")) for entry in entries)
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise ModelLoadError(
-                f"cannot read {modules}: expected the JSON list of modules that "
-                f"sentence-transformers writes ({exc})"
-            ) from exc
-    return pooling, normalize
+    if not modules.is_file():
+        return _pooling_mode(path / "1_Pooling" / "config.json"), True
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        kinds = [(_module_kind(entry), str(entry.get("path", ""))) for entry in entries]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {modules}: expected the JSON list of modules that "
+            f"sentence-transformers writes ({exc})"
+        ) from exc
+    pooling: Pooling = "mean"
+    for kind, folder in kinds:
+        if kind == "Pooling":
+            pooling = _pooling_mode(path / folder / "config.json")
+        elif kind not in ("Transformer", "Normalize"):
+            raise UnsupportedArchitectureError(
+                f"{path}: sentence-transformers module {kind!r} ({folder or 'modules.json'}) is "
+                "not supported; semrank runs Transformer, Pooling (mean or cls) and Normalize"
+            )
+    return pooling, any(kind == "Normalize" for kind, _ in kinds)
+
+
+def _module_kind(entry: dict[str, Any]) -> str:
+    """``"sentence_transformers.models.Pooling"`` -> ``"Pooling"``."""
+    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+
+
+# Pooling modes of sentence-transformers' Pooling config: "pooling_mode" (newer) or one flag
+# per mode (older); semrank runs mean and cls.
+_POOLING_FLAGS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def _pooling_mode(config_path: Path) -> Pooling:
+    if not config_path.is_file():
+        return "mean"
+    config = read_json_object(config_path)
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        modes = [mode]
+    else:
+        modes = [name for flag, name in _POOLING_FLAGS.items() if config.get(flag)]
+    if modes == ["cls"]:
+        return "cls"
+    if modes in (["mean"], []):
+        return "mean"
+    raise UnsupportedArchitectureError(
+        f"{config_path}: pooling {' + '.join(map(str, modes))} is not supported; semrank pools "
+        "by mean or cls"
+    )
 
 
 def _max_length(path: Path, config: dict[str, Any]) -> int:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from semrank.errors import ModelLoadError
+from semrank.runtime.onnx_export import share_like_new_files
 
 __all__ = ["QuantizationSettings", "quantized_model_path"]
 
@@ -77,6 +78,7 @@ def _quantize_atomically(source: Path, target: Path, settings: QuantizationSetti
                 f"cannot quantize {source} to int8: {exc}. The graph is corrupt or does not "
                 "match the checkpoint's config.json; try backend='onnx'"
             ) from exc
+        share_like_new_files(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

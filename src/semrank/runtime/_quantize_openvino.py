@@ -32,7 +32,7 @@ from typing import Any, Literal
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, pad_batch
 from semrank.runtime._calibration import calibration_pairs, calibration_texts
-from semrank.runtime.onnx_export import ExportHead
+from semrank.runtime.onnx_export import ExportHead, share_like_new_files
 from semrank.runtime.tokenizer import HFTokenizer
 
 __all__ = [
@@ -136,6 +136,7 @@ def _quantize_atomically(
         quantized = _quantize(model, samples, settings)
         # fp16 compression would round the weights left in floating point a second time.
         openvino.save_model(quantized, str(tmp_dir / "model.xml"), compress_to_fp16=False)
+        share_like_new_files(tmp_dir)
         try:
             os.replace(tmp_dir, target)
         except OSError:  # another process finished the same quantization first

@@ -174,14 +174,28 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
     """
     model_dir = Path(model_dir)
     bundled = model_dir / "model.onnx"
-    if bundled.is_file():
-        return bundled
+    if bundled.is_file() and not _has_weights(model_dir):
+        return bundled  # weights win where both exist: a model.onnx beside them may be stale
     cache = cache_dir or default_cache_dir()
     key = _cache_key(model_dir, head)
     for candidate in (cache / f"{key}.onnx", cache / key / "model.onnx"):
         if candidate.is_file():
             return candidate
-    return _write_atomically(export_onnx(model_dir, head), cache, key)
+    model = export_onnx(model_dir, head)
+    try:
+        return _write_atomically(model, cache, key)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot save the ONNX export of {model_dir} in {cache} ({exc.strerror or exc}); "
+            "set SEMRANK_CACHE to a folder this user may write with room for it"
+        ) from exc
+
+
+def _has_weights(model_dir: Path) -> bool:
+    try:
+        return bool(weight_files(model_dir))
+    except ModelLoadError:
+        return False
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
@@ -195,6 +209,21 @@ def _cache_key(model_dir: Path, head: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def share_like_new_files(path: str | Path) -> None:
+    """Give a cache file (or folder and its files) made by mkstemp/mkdtemp, which are private
+    (0600/0700), the permissions the umask gives new files: a cache filled by one user (a
+    Docker build as root) must stay readable by the user who runs the service."""
+    mask = os.umask(0)
+    os.umask(mask)
+    target = Path(path)
+    if target.is_dir():
+        target.chmod(0o777 & ~mask)
+        for child in target.iterdir():
+            child.chmod(0o666 & ~mask)
+    else:
+        target.chmod(0o666 & ~mask)
+
+
 def _write_atomically(model: onnx.ModelProto, cache: Path, key: str) -> Path:
     """Write under a temporary name, then rename: readers never see a half-written export."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -205,6 +234,7 @@ def _write_atomically(model: onnx.ModelProto, cache: Path, key: str) -> Path:
     os.close(fd)
     try:
         onnx.save_model(model, tmp)
+        share_like_new_files(tmp)
         target = cache / f"{key}.onnx"
         os.replace(tmp, target)
         return target
@@ -224,6 +254,7 @@ def _write_external(model: onnx.ModelProto, cache: Path, key: str) -> Path:
             all_tensors_to_one_file=True,
             location="model.onnx.data",
         )
+        share_like_new_files(tmp_dir)
         target = cache / key
         try:
             os.replace(tmp_dir, target)

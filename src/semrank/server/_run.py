@@ -60,9 +60,10 @@ def check_before_start(config: ServerConfig) -> None:
     from semrank.models import resolve
     from semrank.runtime import require_device, resolve_backend
 
-    require_device(resolve_backend(config.backend, config.device))
+    backend = resolve_backend(config.backend, config.device)
+    require_device(backend)
     for entry in config.models:
-        resolve(entry.source)
+        check_runnable(resolve(entry.source), backend.backend)
     check_address(config.host, config.port)
     if config.postgres_dsn is not None:
         check_store(config.postgres_dsn)
@@ -79,6 +80,17 @@ def check_store(dsn: str) -> None:
         f"indexes kept in PostgreSQL {redact(dsn)} ({len(found)} there)",
         extra=log_fields(store="postgresql", indexes=len(found)),
     )
+
+
+def check_runnable(model: Any, backend: str) -> None:
+    """An architecture the ONNX exporter cannot build fails here, not as a traceback from inside
+    uvicorn (the torch backend runs what transformers runs)."""
+    from semrank.models.loading import BLEND_ARCHITECTURE
+    from semrank.runtime.onnx_export import architecture_of, read_config
+
+    if backend.startswith("torch") or model.architecture == BLEND_ARCHITECTURE:
+        return
+    architecture_of(read_config(model.path))
 
 
 def check_address(host: str, port: int) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number
@@ -33,7 +34,10 @@ class ModelEntry:
 
     @classmethod
     def parse(cls, text: str) -> ModelEntry:
-        """``NAME`` or ``ALIAS=SOURCE`` (e.g. ``fast=./models/minilm``)."""
+        """``NAME`` or ``ALIAS=SOURCE`` (e.g. ``fast=./models/minilm``); a folder whose path
+        holds "=" (``runs/lr=3e-5``) is a NAME."""
+        if "=" in text and Path(text.strip()).expanduser().is_dir():
+            return cls(name=text.strip(), source=text.strip())
         alias, sep, source = text.partition("=")
         if sep and alias.strip() and source.strip():
             return cls(name=alias.strip(), source=source.strip())
