@@ -159,3 +159,28 @@ def test_sharded_safetensors_load(tmp_path):
     sharded = Reranker(str(target)).score("fleas", ["Fleas bite dogs.", "Paris is in France."])
     whole = Reranker("all-minilm-l6-v2").score("fleas", ["Fleas bite dogs.", "Paris is in France."])
     assert sharded.tolist() == pytest.approx(whole.tolist(), abs=1e-5)
+
+
+def test_the_older_sentence_transformers_layout_with_the_network_in_a_subfolder(tmp_path):
+    """modules.json pointing the Transformer module at 0_Transformer/ (no config.json at the
+    top) loads in sentence-transformers; semrank said "missing config.json"."""
+    from semrank import Reranker
+
+    target = _copy_bundled(tmp_path)
+    inner = target / "0_Transformer"
+    inner.mkdir()
+    for item in list(target.iterdir()):
+        top_level = ("modules.json", "config_sentence_transformers.json")
+        if item.is_file() and item.name not in top_level:
+            item.rename(inner / item.name)
+    modules = json.loads((target / "modules.json").read_text())
+    for entry in modules:
+        if entry["type"].endswith("Transformer"):
+            entry["path"] = "0_Transformer"
+    (target / "modules.json").write_text(json.dumps(modules))
+    resolved = resolve(str(target))
+    assert resolved.kind == "bi-encoder" and resolved.normalize
+    docs = ["Fleas bite dogs.", "Paris is in France."]
+    moved = Reranker(str(target)).score("fleas", docs)
+    alone = Reranker("all-minilm-l6-v2").score("fleas", docs)
+    assert moved.tolist() == pytest.approx(alone.tolist(), abs=1e-5)

@@ -175,6 +175,11 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
             name=name, path=path, kind="cross-encoder", architecture=BLEND_ARCHITECTURE,
             max_length=_blend_max_length(path), activation="sigmoid",
         )  # fmt: skip
+    inner = _transformer_subfolder(path)
+    if inner is not None:  # sentence-transformers' older layout: the network in 0_Transformer/
+        model = inspect_directory(inner, name=name, kind=kind or "bi-encoder")
+        pooling, normalize = _pooling(path)
+        return dataclasses.replace(model, pooling=pooling, normalize=normalize)
     _require_files(path)
     config = read_json_object(path / "config.json")
     architecture = _architecture(config, path)
@@ -224,6 +229,21 @@ def _blend_max_length(path: Path) -> int:
     except (OSError, ValueError, KeyError, TypeError, SemrankError):
         pass
     return min(lengths, default=512)
+
+
+def _transformer_subfolder(path: Path) -> Path | None:
+    """The Transformer module's folder when modules.json puts it below ``path`` (and ``path``
+    has no config.json of its own), else None."""
+    modules = path / "modules.json"
+    if (path / "config.json").is_file() or not modules.is_file():
+        return None
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        folders = [str(e.get("path", "")) for e in entries if _module_kind(e) == "Transformer"]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # _pooling names an unreadable modules.json
+    inner = path / folders[0] if folders and folders[0] else None
+    return inner if inner is not None and (inner / "config.json").is_file() else None
 
 
 def _require_files(path: Path) -> None:
