@@ -133,6 +133,8 @@ def test_pooling_is_read_in_both_of_sentence_transformers_formats(tmp_path):
     assert inspect_directory(older, name="x").pooling == "cls"
     mean = _with_pooling(tmp_path / "c", {"pooling_mode_mean_tokens": True})
     assert inspect_directory(mean, name="x").pooling == "mean"
+    listed = _with_pooling(tmp_path / "d", {"pooling_mode": ["cls"]})
+    assert inspect_directory(listed, name="x").pooling == "cls"
 
 
 def test_modules_semrank_cannot_run_are_refused_not_skipped(tmp_path):
@@ -141,6 +143,10 @@ def test_modules_semrank_cannot_run_are_refused_not_skipped(tmp_path):
     maxed = _with_pooling(tmp_path / "a", {"pooling_mode": "max"})
     with pytest.raises(UnsupportedArchitectureError, match="pooling max"):
         inspect_directory(maxed, name="x")
+    # sentence-transformers 6 saves several modes as a list: concatenated, not one of them.
+    both = _with_pooling(tmp_path / "c", {"pooling_mode": ["cls", "mean"]})
+    with pytest.raises(UnsupportedArchitectureError, match="pooling cls \\+ mean"):
+        inspect_directory(both, name="x")
     modules = json.loads((resolve_embedding_model().path / "modules.json").read_text())
     dense = {"idx": 9, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
     projected = _with_pooling(tmp_path / "b", {"pooling_mode": "mean"}, [*modules, dense])
@@ -184,3 +190,20 @@ def test_the_older_sentence_transformers_layout_with_the_network_in_a_subfolder(
     moved = Reranker(str(target)).score("fleas", docs)
     alone = Reranker("all-minilm-l6-v2").score("fleas", docs)
     assert moved.tolist() == pytest.approx(alone.tolist(), abs=1e-5)
+
+
+def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
+    """Repos' onnx/model.onnx (a GB for bge-reranker-base) was fetched and never used, and the
+    older layout's 0_Transformer/ files and pytorch_model.bin-only repos got no weights."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from semrank.models.loading import HUB_LEGACY_WEIGHTS, HUB_PATTERNS
+
+    files = ["config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx",
+             "0_Transformer/vocab.txt", "0_Transformer/config.json", "pytorch_model.bin",
+             "0_Transformer/pytorch_model.bin", "1_Pooling/config.json"]  # fmt: skip
+    fetched = set(filter_repo_objects(files, allow_patterns=HUB_PATTERNS))
+    assert "onnx/model.onnx" not in fetched and "pytorch_model.bin" not in fetched
+    assert {"0_Transformer/vocab.txt", "model.safetensors", "1_Pooling/config.json"} <= fetched
+    legacy = set(filter_repo_objects(files, allow_patterns=HUB_LEGACY_WEIGHTS))
+    assert legacy == {"pytorch_model.bin", "0_Transformer/pytorch_model.bin"}

@@ -199,6 +199,8 @@ def test_weights_win_over_a_model_onnx_beside_them(tiny_model, tmp_path: Path) -
     folder: the old graph scored the new model."""
     model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
     (model_dir / "model.onnx").write_bytes(b"a graph of other weights")
+    later = (model_dir / "model.onnx").stat().st_mtime + 60
+    os.utime(model_dir / "model.safetensors", (later, later))  # new weights saved after it
     pairs = [("what do fleas eat", "Fleas feed on blood.")]
     scores = load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
     expected = load_scorer(cross_encoder(tiny_model("bert", max_length=64)), backend="onnx")
@@ -354,3 +356,12 @@ def test_a_cache_that_cannot_be_written_names_semrank_cache(tiny_model, tmp_path
     blocker.write_text("not a folder")
     with pytest.raises(ModelLoadError, match="SEMRANK_CACHE"):
         onnx_model_path(tiny_model("bert"), "sequence-classification", cache_dir=blocker / "x")
+
+
+def test_a_model_onnx_written_after_the_weights_is_run(tiny_model, tmp_path: Path) -> None:
+    """`semrank train --onnx` writes model.onnx after the weights: that graph is the one run
+    (exporting again needed a writable cache)."""
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    (model_dir / "model.onnx").write_bytes(b"the folder's own graph")
+    with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model\.onnx"):
+        load_scorer(cross_encoder(model_dir), backend="onnx")

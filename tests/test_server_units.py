@@ -409,3 +409,7 @@ def test_an_architecture_the_exporter_cannot_build_fails_before_start(
     (odd / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedArchitectureError, match="DistilBert"):
         check_runnable(resolve(str(odd)), "openvino")
+    # A folder that ships its own graph runs it as it is: no export, nothing to refuse.
+    (odd / "model.safetensors").unlink()
+    (odd / "model.onnx").write_bytes(b"graph")
+    check_runnable(resolve(str(odd)), "openvino")

@@ -29,9 +29,10 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # What a checkpoint needs (weights, configs, tokenizer files); not the ONNX exports some repos
 # carry (semrank exports its own, and onnx/model.onnx alone can be a GB).
-HUB_PATTERNS = ["*.json", "*.safetensors", "vocab.txt", "merges.txt", "*.model", "1_Pooling/*"]
+# "*name" also matches the file in a module folder (0_Transformer/vocab.txt).
+HUB_PATTERNS = ["*.json", "*.safetensors", "*vocab.txt", "*merges.txt", "*.model", "1_Pooling/*"]
 # Older repos hold only PyTorch weights: fetched only when no safetensors came.
-HUB_LEGACY_WEIGHTS = ["pytorch_model.bin"]
+HUB_LEGACY_WEIGHTS = ["*pytorch_model.bin"]
 
 
 def resolve(
@@ -133,7 +134,8 @@ def _download_from_hub(repo_id: str) -> Path:
         raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-        if not _has_weight_file(folder):
+        network = _transformer_subfolder(folder) or folder
+        if not _has_weight_file(network):
             folder = Path(snapshot_download(repo_id, allow_patterns=HUB_LEGACY_WEIGHTS))
         return folder
     except Exception as exc:  # offline, unknown repo, auth: all end the same way for the user
@@ -303,7 +305,7 @@ def _pooling(path: Path) -> tuple[Pooling, bool]:
     for kind, folder in kinds:
         if kind == "Pooling":
             pooling = _pooling_mode(path / folder / "config.json")
-        elif kind not in ("Transformer", "Normalize"):
+        elif kind not in ("Transformer", "Normalize", "Dropout"):  # Dropout: none at inference
             raise UnsupportedArchitectureError(
                 f"{path}: sentence-transformers module {kind!r} ({folder or 'modules.json'}) is "
                 "not supported; semrank runs Transformer, Pooling (mean or cls) and Normalize"
@@ -335,6 +337,8 @@ def _pooling_mode(config_path: Path) -> Pooling:
     mode = config.get("pooling_mode")
     if isinstance(mode, str):
         modes = [mode]
+    elif isinstance(mode, list):  # several modes concatenated (sentence-transformers 6)
+        modes = [str(m) for m in mode]
     else:
         modes = [name for flag, name in _POOLING_FLAGS.items() if config.get(flag)]
     if modes == ["cls"]:

@@ -173,9 +173,8 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
     ``<key>/model.onnx`` with their weights in ``<key>/model.onnx.data``.
     """
     model_dir = Path(model_dir)
-    bundled = model_dir / "model.onnx"
-    if bundled.is_file() and not _has_weights(model_dir):
-        return bundled  # weights win where both exist: a model.onnx beside them may be stale
+    if uses_own_graph(model_dir):
+        return model_dir / "model.onnx"
     cache = cache_dir or default_cache_dir()
     key = _cache_key(model_dir, head)
     for candidate in (cache / f"{key}.onnx", cache / key / "model.onnx"):
@@ -191,11 +190,18 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
         ) from exc
 
 
-def _has_weights(model_dir: Path) -> bool:
-    try:
-        return bool(weight_files(model_dir))
-    except ModelLoadError:
+def uses_own_graph(model_dir: Path) -> bool:
+    """Whether the folder's own model.onnx is run: it has no weights, or the graph is at least as
+    new as every weight file (``semrank train --onnx`` writes it after them). Weights saved
+    later win: the graph beside them is then stale."""
+    graph = model_dir / "model.onnx"
+    if not graph.is_file():
         return False
+    try:
+        weights = weight_files(model_dir)
+    except ModelLoadError:
+        return True
+    return graph.stat().st_mtime >= max(path.stat().st_mtime for path in weights)
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
@@ -213,15 +219,30 @@ def share_like_new_files(path: str | Path) -> None:
     """Give a cache file (or folder and its files) made by mkstemp/mkdtemp, which are private
     (0600/0700), the permissions the umask gives new files: a cache filled by one user (a
     Docker build as root) must stay readable by the user who runs the service."""
-    mask = os.umask(0)
-    os.umask(mask)
     target = Path(path)
     if target.is_dir():
-        target.chmod(0o777 & ~mask)
+        target.chmod(0o777 & ~_UMASK)
         for child in target.iterdir():
-            child.chmod(0o666 & ~mask)
+            share_like_new_files(child)
     else:
-        target.chmod(0o666 & ~mask)
+        target.chmod(0o666 & ~_UMASK)
+
+
+def _umask() -> int:
+    """The process's umask, read once. Linux reports it in /proc; elsewhere it is set to read
+    it back, which would race with threads creating files meanwhile (hence once, at import)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _write_atomically(model: onnx.ModelProto, cache: Path, key: str) -> Path:

@@ -86,9 +86,11 @@ def check_runnable(model: Any, backend: str) -> None:
     """An architecture the ONNX exporter cannot build fails here, not as a traceback from inside
     uvicorn (the torch backend runs what transformers runs)."""
     from semrank.models.loading import BLEND_ARCHITECTURE
-    from semrank.runtime.onnx_export import architecture_of, read_config
+    from semrank.runtime.onnx_export import architecture_of, read_config, uses_own_graph
 
     if backend.startswith("torch") or model.architecture == BLEND_ARCHITECTURE:
+        return
+    if uses_own_graph(model.path):  # its model.onnx runs as it is: nothing to export
         return
     architecture_of(read_config(model.path))
 
