@@ -165,7 +165,8 @@ def parse_api_keys(text: str | None) -> frozenset[str]:
 
 
 def _check_store(index_home: str | None, store: str | None) -> None:
-    from semrank.store.postgres import is_postgres_dsn, redact
+    from semrank.store import is_postgres_dsn
+    from semrank.store import redact_dsn as redact
 
     if is_postgres_dsn(index_home):
         raise InvalidInputError(

@@ -16,6 +16,7 @@ from semrank.store._base import (
     field_text,
 )
 from semrank.store._corpus import Corpus, Document, read_corpus
+from semrank.store._dsn import is_postgres_dsn, redact_dsn
 from semrank.store._local import LocalStore
 from semrank.store._registry import (
     DEFAULT_EMBEDDING,
@@ -48,8 +49,10 @@ __all__ = [
     "drop_index",
     "field_text",
     "index_path",
+    "is_postgres_dsn",
     "list_indexes",
     "open_index",
     "read_corpus",
+    "redact_dsn",
     "resolve_home",
 ]

@@ -403,7 +403,7 @@ def drop(
     from semrank.store import drop_index, index_path
 
     if not yes:
-        from semrank.store.postgres._pool import redact  # (psycopg is imported lazily there)
+        from semrank.store import redact_dsn as redact
 
         where = redact(store) if store and store != "local" else index_path(name, home)
         typer.confirm(f"drop index {name!r} at {where}?", abort=True)

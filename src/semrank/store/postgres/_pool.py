@@ -3,15 +3,17 @@ opened on it and closed when the last of them closes."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn
+from semrank.store._dsn import redact_dsn as redact
 
-DSN_SCHEMES = ("postgresql://", "postgres://")
+__all__ = ["DSN_SCHEMES", "is_postgres_dsn", "redact"]  # re-exported, as before
+
 POOL_MAX_SIZE = 8
 # Seconds a request waits for a connection when all are busy or the server is down (psycopg's
 # 30 s default held request threads for half a minute each during an outage).
@@ -25,17 +27,6 @@ UNREACHABLE = (
 
 _POOLS: dict[str, tuple[int, Any]] = {}  # dsn -> (users, ConnectionPool)
 _LOCK = threading.Lock()
-
-
-def is_postgres_dsn(value: object) -> bool:
-    """Whether ``value`` names a PostgreSQL database (``postgresql://...``)."""
-    return isinstance(value, str) and value.startswith(DSN_SCHEMES)
-
-
-def redact(dsn: str) -> str:
-    """``dsn`` without its password, for messages and ``index info``."""
-    hidden = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", hidden)  # ?password=... and key=value DSNs
 
 
 def _import_pool() -> Any:
