@@ -131,17 +131,19 @@ def test_registry_by_dsn(pg_dsn: str) -> None:  # noqa: F811
         open_index("a", store="mysql://x")
 
 
+def cli(*args: str) -> str:
+    """``semrank ARGS`` in a process of its own; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
-
-    def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "semrank.cli", *args],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stdout
 
     cli("index", "create", "cli", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
     assert json.loads(cli("index", "info", "cli", "--json", "--store", pg_dsn))["documents"] == 6
@@ -209,3 +211,19 @@ def test_a_document_too_long_for_full_text_is_named(stores) -> None:  # type: ig
     with pytest.raises(DataFormatError, match=r"likely 'huge' \(the longest\)"):
         pg.upsert([{"id": "small", "text": "fine"}, {"id": "huge", "text": huge}])
     assert len(pg) == len(DOCS)
+
+
+def test_cli_eval_on_an_index_kept_in_postgres(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    """`semrank eval --index` read only indexes of the embedded store: a user who moved to
+    PostgreSQL could not evaluate on their own data any more."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
+    (tmp_path / "queries.tsv").write_text("q1\tfleas blood\n", "utf-8")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", "utf-8")
+
+    cli("index", "create", "ev", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
+    queries, qrels = str(tmp_path / "queries.tsv"), str(tmp_path / "qrels.tsv")
+    report = cli("eval", "--index", "ev", "--store", pg_dsn, "--queries", queries,
+                 "--qrels", qrels, "--json")  # fmt: skip
+    (run,) = json.loads(report).values()  # the first stage only (--index: no re-ranking)
+    assert run["R@100"] == 1.0 and run["nDCG@10"] > 0.5  # d1 is found, near the top

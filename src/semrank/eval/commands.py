@@ -80,6 +80,13 @@ def eval_command(
         envvar="SEMRANK_HOME",
         help="Where --index lives (default: $SEMRANK_HOME or ~/.local/share/semrank).",
     ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        envvar="SEMRANK_STORE",
+        help="Where --index is kept: 'local' (the default, under --home) or a PostgreSQL DSN "
+        "postgresql://user@host:port/db.",
+    ),
 ) -> None:
     """Evaluate first-stage results and their re-ranking (nDCG@10, RR@10, R@100, AP)."""
     from rich.console import Console
@@ -111,10 +118,11 @@ def eval_command(
             as_json=as_json,
             run_out=run_out,
             home=home,
+            store=store,
         )
         return
     lists = _candidate_lists(
-        candidates, index, queries, judgments, retriever, depth, stderr, home=home
+        candidates, index, queries, judgments, retriever, depth, stderr, home=home, store=store
     )
     results = _evaluate(
         lists, judgments, names, depth, stderr, model, do_rerank, backend, feedback=feedback
@@ -162,6 +170,7 @@ def _candidate_lists(
     console: Console,
     *,
     home: Path | None = None,
+    store: str | None = None,
 ) -> list[CandidateList]:
     from semrank.eval.first_stage import retrieve_candidates
     from semrank.eval.loaders import load_candidates, load_queries
@@ -190,6 +199,7 @@ def _candidate_lists(
             k=max(depth, 100),
             on_query=lambda: advance(1),
             home=home,
+            store=store,
         )
     _note_coverage(lists, judgments, set(all_topics), f"query of {queries.name}", retriever)
     return lists
@@ -292,6 +302,7 @@ def _compare_command(
     as_json: bool,
     run_out: Path | None,
     home: Path | None,
+    store: str | None,
 ) -> None:
     """Several retrievers (some re-ranked) on one index, evaluated side by side."""
     from rich.console import Console
@@ -303,7 +314,9 @@ def _compare_command(
     reranker: Any = None
 
     def retrieve(base: str) -> list[CandidateList]:
-        return _candidate_lists(None, index, queries, judgments, base, depth, stderr, home=home)
+        return _candidate_lists(
+            None, index, queries, judgments, base, depth, stderr, home=home, store=store
+        )
 
     def rerank(lists: list[CandidateList]) -> Run:
         nonlocal reranker

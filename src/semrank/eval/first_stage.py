@@ -21,10 +21,13 @@ SearchFunction = Callable[..., Any]
 TextOf = Callable[[Mapping[str, Any]], str]
 
 
-def index_search(index: str, home: str | Path | None = None) -> tuple[SearchFunction, TextOf]:
+def index_search(
+    index: str, home: str | Path | None = None, *, kept_in: str | None = None
+) -> tuple[SearchFunction, TextOf]:
     """The pipeline's search function and ``index``'s text extraction (index opened once).
 
-    ``home`` is where the index lives (default: $SEMRANK_HOME or the XDG data directory).
+    ``home`` is where the index lives (default: $SEMRANK_HOME or the XDG data directory);
+    ``kept_in``: a PostgreSQL DSN holding it instead.
     """
     try:
         from semrank.pipeline import open_cached, search
@@ -33,7 +36,7 @@ def index_search(index: str, home: str | Path | None = None) -> tuple[SearchFunc
             f"`semrank eval --index` is not available: semrank.pipeline cannot be imported "
             f"({exc}). Evaluate a candidate file instead: semrank eval --candidates FILE"
         ) from exc
-    store = open_cached(index, home)  # IndexNotFoundError names the indexes that exist
+    store = open_cached(index, home, store=kept_in)  # IndexNotFoundError names those there
 
     def search_store(_name: str, query: str, **options: Any) -> Any:
         return search(store, query, **options)
@@ -74,13 +77,14 @@ def retrieve_candidates(
     text_of: TextOf | None = None,
     on_query: Callable[[], None] | None = None,
     home: str | Path | None = None,
+    store: str | None = None,
 ) -> list[CandidateList]:
     """Run every query through ``retriever`` on ``index``, keeping the top ``k`` hits.
 
     ``search`` / ``text_of`` default to the pipeline's search and the index's own text fields.
     """
     if search is None:
-        search, text_of = index_search(index, home)
+        search, text_of = index_search(index, home, kept_in=store)
     text_of = text_of or _default_text
     lists = []
     for query_id, query in queries.items():
