@@ -413,3 +413,15 @@ def test_an_architecture_the_exporter_cannot_build_fails_before_start(
     (odd / "model.safetensors").unlink()
     (odd / "model.onnx").write_bytes(b"graph")
     check_runnable(resolve(str(odd)), "openvino")
+
+
+def test_an_index_home_flag_wins_over_a_store_in_the_environment() -> None:
+    """$SEMRANK_STORE exported for the CLI's index commands made `semrank serve --index-home X`
+    fail at start ("give one of them"): a flag must win over the environment."""
+    from semrank.server.config import from_environment
+
+    env = {"SEMRANK_STORE": "postgresql://app@db/search"}
+    assert from_environment({"index_home": "/srv/idx"}, environ=env).postgres_dsn is None
+    assert from_environment({}, environ=env).postgres_dsn == "postgresql://app@db/search"
+    flag = from_environment({"store": "local"}, environ=env)
+    assert flag.postgres_dsn is None

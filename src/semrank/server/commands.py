@@ -97,9 +97,9 @@ def serve(
     store: str | None = typer.Option(
         None,
         "--store",
-        envvar="SEMRANK_STORE",
         help="Where the search indexes live: 'local' (the default, under --index-home) or a "
-        "PostgreSQL DSN postgresql://user@host:port/db.",
+        "PostgreSQL DSN postgresql://user@host:port/db (default: $SEMRANK_STORE, unless "
+        "--index-home is given).",
     ),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
     log_format: str = typer.Option("json", help="json (one object per line) or text."),

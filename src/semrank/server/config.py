@@ -19,6 +19,7 @@ from semrank.errors import InvalidInputError
 
 # Environment variables read at startup (flags win over them).
 ENV_API_KEYS = "SEMRANK_API_KEYS"
+ENV_STORE = "SEMRANK_STORE"
 # How ``semrank serve --workers N`` hands the config to each worker process.
 ENV_CONFIG_JSON = "SEMRANK_SERVER_CONFIG_JSON"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -198,5 +199,8 @@ def from_environment(
     env = os.environ if environ is None else environ
     keys = parse_api_keys(env.get(ENV_API_KEYS)) | frozenset(api_keys)
     values = {name: value for name, value in (overrides or {}).items() if value is not None}
+    if "store" not in values and "index_home" not in values and env.get(ENV_STORE):
+        # The CLI's index commands read it too; a --index-home flag wins over it.
+        values["store"] = env[ENV_STORE]
     models = tuple(ModelEntry.parse(spec) for spec in model_specs)
     return ServerConfig(models=models, api_keys=keys, **values)
