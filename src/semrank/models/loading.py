@@ -236,14 +236,13 @@ def _blend_max_length(path: Path) -> int:
 def _transformer_subfolder(path: Path) -> Path | None:
     """The Transformer module's folder when modules.json puts it below ``path`` (and ``path``
     has no config.json of its own), else None."""
-    modules = path / "modules.json"
-    if (path / "config.json").is_file() or not modules.is_file():
+    if (path / "config.json").is_file():
         return None
     try:
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-        folders = [str(e.get("path", "")) for e in entries if _module_kind(e) == "Transformer"]
-    except (OSError, ValueError, TypeError, AttributeError):
+        modules = _st_modules(path) or []
+    except ModelLoadError:
         return None  # _pooling names an unreadable modules.json
+    folders = [folder for kind, folder in modules if kind == "Transformer"]
     inner = path / folders[0] if folders and folders[0] else None
     return inner if inner is not None and (inner / "config.json").is_file() else None
 
@@ -290,17 +289,9 @@ def _pooling(path: Path) -> tuple[Pooling, bool]:
     """(pooling, normalize) of a sentence-transformers folder, from the modules its modules.json
     lists. Modules semrank cannot run (a Dense projection, max or weighted pooling) are refused:
     ignoring them gave other embeddings than sentence-transformers, without a word."""
-    modules = path / "modules.json"
-    if not modules.is_file():
+    kinds = _st_modules(path)
+    if kinds is None:
         return _pooling_mode(path / "1_Pooling" / "config.json"), True
-    try:
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-        kinds = [(_module_kind(entry), str(entry.get("path", ""))) for entry in entries]
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ModelLoadError(
-            f"cannot read {modules}: expected the JSON list of modules that "
-            f"sentence-transformers writes ({exc})"
-        ) from exc
     pooling: Pooling = "mean"
     for kind, folder in kinds:
         if kind == "Pooling":
@@ -311,6 +302,21 @@ def _pooling(path: Path) -> tuple[Pooling, bool]:
                 "not supported; semrank runs Transformer, Pooling (mean or cls) and Normalize"
             )
     return pooling, any(kind == "Normalize" for kind, _ in kinds)
+
+
+def _st_modules(path: Path) -> list[tuple[str, str]] | None:
+    """(kind, folder) of each module modules.json lists, or None without a modules.json."""
+    modules = path / "modules.json"
+    if not modules.is_file():
+        return None
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        return [(_module_kind(entry), str(entry.get("path", ""))) for entry in entries]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {modules}: expected the JSON list of modules that "
+            f"sentence-transformers writes ({exc})"
+        ) from exc
 
 
 def _module_kind(entry: dict[str, Any]) -> str:
