@@ -446,3 +446,98 @@ def test_a_document_deleted_during_the_search_is_left_out_not_scored_empty(
         assert all(hit.document is not None for hit in results.hits)
         assert [hit.rank for hit in results.hits] == list(range(1, len(results) + 1))
     store.close()
+
+
+# --- Elasticsearch semantics found by a review (session 18) -----------------------------------
+ZEBRA_DOCS = [
+    {"id": "a1", "a": "zebra zebra zebra", "b": "cat"},
+    {"id": "a2", "a": "zebra zebra", "b": "cat dog"},
+    {"id": "a3", "a": "zebra zebra horse", "b": "cow"},
+    {"id": "b1", "a": "cat", "b": "zebra zebra zebra"},
+    {"id": "b2", "a": "cat dog", "b": "zebra zebra"},
+    {"id": "b3", "a": "cow", "b": "zebra zebra horse"},
+    {"id": "x", "a": "zebra horse horse horse horse", "b": "zebra horse horse horse horse"},
+]
+
+
+@pytest.fixture(scope="module")
+def zebras(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    store = create_index(
+        "zebras", home=tmp_path_factory.mktemp("zebras"), fields=("a", "b"), embedding_model=None
+    )
+    store.upsert(ZEBRA_DOCS)
+    return store
+
+
+@pytest.mark.parametrize("kind", ["rrf", "linear"])
+def test_fusion_reads_ten_hits_per_retriever_by_default_whatever_the_size(
+    zebras: LocalStore, kind: str
+) -> None:
+    """x is 4th in both fields: fused over Elasticsearch's default window of 10 it is first, so
+    the top 1 must be the top of the top 10 (with a window of 1, a1 won unfused)."""
+    children = [{"standard": {"query": {"match": {f: "zebra"}}}} for f in ("a", "b")]
+    if kind == "linear":
+        children = [{"retriever": c, "normalizer": "minmax"} for c in children]
+    spec = {kind: {"retrievers": children}}
+    top10 = search(zebras, retriever=spec, k=10).ids
+    assert kind == "linear" or top10[0] == "x"
+    assert search(zebras, retriever=spec, k=1).ids == top10[:1]
+    assert search(zebras, retriever=spec, k=3).ids == top10[:3]
+
+
+def test_fusion_keeps_the_rerank_score_whatever_the_order_of_its_retrievers(
+    index: LocalStore,
+) -> None:
+    reranked = BM25() >> Rerank(CountingScorer(), window=6)
+    dense = Knn(k=6)
+    first = search(index, "moon", retriever=RRF((reranked, dense)), k=4)
+    second = search(index, "moon", retriever=RRF((dense, reranked)), k=4)
+    assert first.ids == second.ids
+    scored = [h.rerank_score for h in second.hits if h.rerank_score is not None]
+    assert len(scored) >= 2  # the two moon documents were scored by the model
+    assert [h.rerank_score for h in first.hits] == [h.rerank_score for h in second.hits]
+    assert [h.first_stage_rank for h in first.hits] == [h.first_stage_rank for h in second.hits]
+
+
+@pytest.mark.parametrize(
+    ("knn", "message"),
+    [
+        ({"query_vector": [0.1] * 4, "query_text": "moon"}, "only one of"),
+        (
+            {
+                "query_vector": [0.1] * 4,
+                "query_vector_builder": {"text_embedding": {"model_text": "moon"}},
+            },
+            "only one of",
+        ),
+        ({"query_text": "moon", "k": 8, "num_candidates": 3}, r"k \(8\) must not exceed"),
+        ({"query_text": "moon", "num_candidates": 10**12}, "at most 10,000"),
+    ],
+)
+def test_knn_refuses_what_elasticsearch_refuses(knn: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_retriever({"knn": knn})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"retriever": {"standard": {"query": {"match": {"*": "moon"}}}}, "_source": ["title"]},
+        {"retriever": {"standard": {"query": {"match": {"*": "moon"}}}}, "size": 0},
+        {"retriever": {"standard": {"query": {"match": {"*": "moon"}}}}, "size": True},
+        {"standard": {"query": {"match": {"*": {"query": "moon", "boost": 0}}}}},
+        {"standard": {"query": {"multi_match": {"query": "moon", "fields": ["title^0"]}}}},
+    ],
+)
+def test_bodies_that_would_be_ignored_or_return_nothing_are_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_retriever(body)
+    message = str(caught.value)
+    assert any(word in message for word in ("_source", "size", "boost")), message
+
+
+def test_key_names_a_client_sent_are_quoted_in_errors() -> None:
+    with pytest.raises(InvalidInputError, match=r"'\\ud800'"):
+        parse_retriever({"rrf": {"retrievers": [], "\ud800": 1}})
+    with pytest.raises(InvalidInputError, match=r"'\\ud800'"):
+        parse_retriever({"standard": {}, "\ud800": 1})

@@ -425,3 +425,12 @@ def test_an_index_home_flag_wins_over_a_store_in_the_environment() -> None:
     assert from_environment({}, environ=env).postgres_dsn == "postgresql://app@db/search"
     flag = from_environment({"store": "local"}, environ=env)
     assert flag.postgres_dsn is None
+
+
+def test_an_error_quoting_a_lone_surrogate_is_still_answered_as_json() -> None:
+    from semrank.server._errors import error_response
+
+    response = error_response(422, "bad key '\ud800'", "invalid_request")
+    body = json.loads(response.body)
+    assert response.status_code == 422
+    assert "\\ud800" in body["message"]

@@ -224,6 +224,9 @@ class BM25(Retriever):
         return {"standard": {"query": {"multi_match": query}}}
 
 
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's limit on the knn beam
+
+
 @dataclass(frozen=True)
 class Knn(Retriever):
     """Dense retrieval (Elasticsearch ``knn``) with the index's embedding model.
@@ -244,6 +247,7 @@ class Knn(Retriever):
     def __post_init__(self) -> None:
         _set_positive(self, "k", "knn k")
         _set_positive(self, "num_candidates", "knn num_candidates")
+        self._check_candidates()
         object.__setattr__(self, "similarity", _finite("knn similarity", self.similarity))
         if self.vector is not None:
             require_collection(
@@ -263,6 +267,21 @@ class Knn(Retriever):
                     "similarity; give a non-zero vector (e.g. the query's embedding) or "
                     "query_text to embed the query"
                 )
+
+    def _check_candidates(self) -> None:
+        """Elasticsearch's bounds: the beam holds at least the k hits asked for, at most 10,000."""
+        if self.num_candidates is None:
+            return
+        if self.num_candidates > MAX_NUM_CANDIDATES:
+            raise InvalidInputError(
+                f"knn num_candidates must be at most {MAX_NUM_CANDIDATES:,}, got "
+                f"{self.num_candidates}"
+            )
+        if self.k is not None and self.k > self.num_candidates:
+            raise InvalidInputError(
+                f"knn k ({self.k}) must not exceed num_candidates ({self.num_candidates}); "
+                "raise num_candidates or lower k"
+            )
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         ctx.store.check_vector_field(self.field)
@@ -313,12 +332,20 @@ class Knn(Retriever):
 
 
 # --- fusion ----------------------------------------------------------------------------------
+# Elasticsearch's default rank_window_size for rrf and linear: each retriever contributes at
+# least this many hits, so a search for the top 1 still fuses (with a window of 1 the first
+# retriever's best hit always won).
+FUSION_WINDOW = 10
+
+
 def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
-    """Fusion of re-ranked lists keeps each hit's first-stage data from the first list with it."""
+    """Fusion of re-ranked lists keeps each hit's first-stage data from the first list with it,
+    looking in the re-ranked lists first: a hit the model scored keeps its re-rank score whatever
+    the order of the fused retrievers."""
     if not any(c.reranked for c in children):
         return Ranking.from_hits(fused)
     where: dict[str, tuple[Ranking, int]] = {}
-    for child in children:
+    for child in sorted(children, key=lambda c: not c.reranked):  # stable: order kept otherwise
         for position, doc_id in enumerate(child.ids.tolist()):
             where.setdefault(doc_id, (child, position))
     picks = [where[i] for i in fused.ids.tolist()]
@@ -355,7 +382,7 @@ class RRF(Retriever):
         return RRF(tuple(retrievers), weights=None if plain else tuple(weights), composed=True)
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
-        window = self.rank_window_size or size
+        window = self.rank_window_size or max(size, FUSION_WINDOW)
         children = [r.run(ctx, window) for r in self.retrievers]
         fused = rrf(
             [c.hits() for c in children],
@@ -407,7 +434,7 @@ class Linear(Retriever):
         return list(self.normalizers or ["minmax"] * len(self.retrievers))
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
-        window = self.rank_window_size or size
+        window = self.rank_window_size or max(size, FUSION_WINDOW)
         children = [r.run(ctx, window) for r in self.retrievers]
         fused = linear_combination(
             [c.hits() for c in children],

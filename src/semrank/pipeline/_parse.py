@@ -28,7 +28,9 @@ from semrank.pipeline._nodes import (
 from semrank.retrieve import NORMALIZERS
 from semrank.store import ALL_TEXT_FIELDS
 
-_SEARCH_BODY_KEYS = {"retriever", "size", "_source"}
+# `_source` is not among them: documents come whole or not at all (return_documents), and a
+# filter that were accepted and ignored would hand back fields the caller meant to leave out.
+_SEARCH_BODY_KEYS = {"retriever", "size"}
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -46,7 +48,7 @@ def _keys(
     unknown = set(body) - allowed
     if unknown:
         raise InvalidInputError(
-            f"{where}: unsupported key(s) {', '.join(sorted(unknown))}; "
+            f"{where}: unsupported key(s) {', '.join(repr(k) for k in sorted(unknown))}; "
             f"supported: {', '.join(sorted(allowed))}"
         )
     missing = set(required) - set(body)
@@ -58,7 +60,7 @@ def _single(spec: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     if len(spec) != 1:
         raise InvalidInputError(
             f"{where} must have exactly one key naming its type ({', '.join(sorted(_PARSERS))}), "
-            f"got {', '.join(spec) or 'none'}"
+            f"got {', '.join(repr(k) for k in spec) or 'none'}"
         )
     kind, body = next(iter(spec.items()))
     if kind not in _PARSERS:
@@ -120,6 +122,11 @@ def _match(body: dict[str, Any], where: str) -> BM25:
                 f"{where}.match: only operator 'or' (BM25 ranking) is supported"
             )
         boost = _boost(value.get("boost", 1.0), f"{where}.match.{field}.boost")
+        if boost == 0:  # every score 0: no hit would rank, and a fusion would lose the branch
+            raise InvalidInputError(
+                f"{where}.match.{field}.boost must be above 0 (0 scores every document 0); "
+                "omit boost, or drop this retriever"
+            )
         value = value["query"]
     if not isinstance(value, str):
         raise InvalidInputError(f"{where}.match.{field} must be the query text")
@@ -140,6 +147,11 @@ def _multi_match(body: dict[str, Any], where: str) -> BM25:
             f"got {names!r:.60}"
         )
     fields = [_field_boost(f, f"{where}.multi_match.fields") for f in names]
+    if not any(boost > 0 for _, boost in fields):
+        raise InvalidInputError(
+            f"{where}.multi_match.fields: every boost is 0, which scores every document 0; give "
+            "at least one field a positive boost, e.g. ['title^2', 'text']"
+        )
     mode = body.get("type", "best_fields")
     if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
         mode = "best_fields"
@@ -178,6 +190,12 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
         "similarity",
     }
     _keys(body, where, allowed)
+    sources = [k for k in ("query_vector", "query_vector_builder", "query_text") if k in body]
+    if len(sources) > 1:  # Elasticsearch refuses the pair too; one would be silently ignored
+        raise InvalidInputError(
+            f"{where}: give only one of query_vector, query_vector_builder and query_text, "
+            f"got {' and '.join(sources)}"
+        )
     text, model_id = body.get("query_text"), None
     builder = body.get("query_vector_builder")
     if builder is not None:
@@ -336,6 +354,11 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     tree = _node(body["retriever"], "retriever")
     if "size" not in body:
         return tree
-    cut = Cutoff(tree, body["size"])
+    size = body["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInputError(
+            f"search body size must be a positive integer (the hits to return), got {size!r:.60}"
+        )
+    cut = Cutoff(tree, size)
     check_window(cut, cut.k)
     return cut

@@ -54,7 +54,9 @@ def bounded(message: str) -> str:
 
 def error_body(message: str, error_type: str) -> dict[str, str]:
     """Every error's JSON: the text again as ``message`` and ``detail`` for vendors' clients."""
-    text = bounded(message)
+    # A message may quote a client's text, lone surrogates included, which UTF-8 cannot carry:
+    # escape them rather than fail to answer at all.
+    text = bounded(message).encode("utf-8", "backslashreplace").decode("utf-8")
     return {"error": text, "error_type": error_type, "message": text, "detail": text}
 
 
