@@ -171,3 +171,54 @@ def test_bad_constructor_options_are_named(reranker, options, message):
 def test_unknown_model_kind_is_named():
     with pytest.raises(InvalidInputError, match="unknown model kind 'bogus'"):
         Reranker(kind="bogus")  # type: ignore[arg-type]
+
+
+def test_max_tokens_per_doc_caps_what_is_read_with_chunking_on(reranker):
+    """Cohere's meaning: at most that many tokens of each document are read (in the model's
+    windows); it used to set the window size, so 10 read a long document in 10-token pieces."""
+    doc = " ".join(f"w{i}" for i in range(400))  # about 800 tokens
+    capped = reranker.rerank("flea", [doc], max_tokens_per_doc=10)[0]
+    assert capped.truncated and capped.num_chunks == 1 and capped.tokens <= 10
+    wide = reranker.rerank("flea", [doc], max_tokens_per_doc=300)[0]
+    assert wide.truncated and 1 < wide.num_chunks <= 3
+    assert wide.chunk is not None and doc[: wide.chunk.end].count(" ") < 150  # within 300 tokens
+    whole = reranker.rerank("flea", [doc], max_tokens_per_doc=4096)[0]
+    assert not whole.truncated and whole.num_chunks > wide.num_chunks
+
+
+class _CountingTokenizer:
+    """The model's tokenizer, recording the longest text it was asked to split."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.longest = inner, 0
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.inner.count_tokens(text))
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        self.longest = max(self.longest, len(text))
+        return list(self.inner.token_offsets(text))
+
+
+def test_a_huge_document_is_tokenized_only_as_far_as_it_can_be_read(reranker):
+    tokenizer = _CountingTokenizer(reranker.scorer.tokenizer)
+
+    class Scorer:
+        kind, activation = reranker.scorer.kind, reranker.scorer.activation
+        max_length = reranker.scorer.max_length
+
+        def __init__(self) -> None:
+            self.tokenizer = tokenizer
+
+        def doc_token_budget(self, query: str) -> int:
+            return int(reranker.scorer.doc_token_budget(query))
+
+        def score_pairs(self, pairs):
+            return reranker.scorer.score_pairs(pairs)
+
+    counted = Reranker("counted", scorer=Scorer(), feedback=False)
+    huge = "fleas eat blood. " * 200_000  # 3.4 MB
+    result = counted.rerank("what do fleas eat", [huge], chunking=ChunkingConfig(max_chunks=2))[0]
+    assert result.truncated and result.num_chunks == 2
+    assert tokenizer.longest < len(huge) // 10
+    assert result.chunk is not None and huge[result.chunk.start : result.chunk.end].strip()

@@ -108,9 +108,7 @@ async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> Non
         response = await client.post("/v1/rerank", json=request)
     assert response.status_code == 200, response.text
     body = response.json()
-    want = expected(
-        reranker, QUERY, docs, rank_fields=["title", "body"], max_tokens_per_doc=8, chunking=False
-    )
+    want = expected(reranker, QUERY, docs, rank_fields=["title", "body"], max_tokens_per_doc=8)
     assert facts(body["results"]) == want
     assert [r["document"] for r in body["results"]] == [docs[r["index"]] for r in body["results"]]
     assert all(r["truncated"] for r in body["results"])  # max_tokens_per_doc cut them, as Cohere
@@ -559,3 +557,53 @@ async def test_limits_name_the_flag_that_raises_them(reranker: Any) -> None:
     assert too_many.status_code == 413
     assert "limit of 2 per batch" in too_many.json()["error"]
     assert "--max-batch-queries" in too_many.json()["error"]
+
+
+async def test_a_query_longer_than_the_model_reads_is_refused_or_flagged(reranker: Any) -> None:
+    """A query past what the model reads next to a document was cut without a word, even when
+    the client asked for no truncation (Voyage's truncation: false, TEI's truncate: false)."""
+    limit = reranker.query_token_limit
+    assert limit is not None
+    long_query = " ".join(["filler"] * (limit + 40)) + " " + QUERY
+    count = reranker.scorer.tokenizer.count_tokens(long_query)
+    async with serving(reranker) as (_, client):
+        voyage = await client.post(
+            "/v1/rerank", json={"query": long_query, "documents": DOCS, "truncation": False}
+        )
+        tei = await client.post(
+            "/rerank", json={"query": long_query, "texts": DOCS, "truncate": False}
+        )
+        cohere = await client.post("/v2/rerank", json={"query": long_query, "documents": DOCS})
+        short = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+    for refused in (voyage, tei):
+        assert refused.status_code == 413, refused.text
+        assert f"the query is {count} tokens" in refused.json()["error"]
+        assert f"reads {limit} tokens of a query" in refused.json()["error"]
+    assert cohere.status_code == 200
+    (warning,) = cohere.json()["meta"]["warnings"]
+    assert f"read its first {limit}" in warning
+    assert cohere.headers["x-semrank-warning"] == warning
+    inputs = sum(r["num_chunks"] for r in cohere.json()["results"])
+    tokens = sum(r["tokens"] for r in cohere.json()["results"])
+    assert cohere.json()["meta"]["tokens"]["input_tokens"] == tokens + limit * inputs
+    assert "warnings" not in short.json()["meta"] and "x-semrank-warning" not in short.headers
+
+
+async def test_cohere_max_tokens_per_doc_caps_the_read_and_keeps_chunking(reranker: Any) -> None:
+    """Cohere's default of 4096 sent explicitly read one 128-token window before (chunking was
+    switched off whenever the field was given)."""
+    documents = [LONG_DOC, DOCS[0]]
+    async with serving(reranker) as (_, client):
+        plain = await client.post("/v2/rerank", json={"query": QUERY, "documents": documents})
+        default = await client.post(
+            "/v2/rerank",
+            json={"query": QUERY, "documents": documents, "max_tokens_per_doc": 4096},
+        )
+        small = await client.post(
+            "/v2/rerank", json={"query": QUERY, "documents": documents, "max_tokens_per_doc": 20}
+        )
+    assert facts(default.json()["results"]) == facts(plain.json()["results"])
+    long_result = next(r for r in plain.json()["results"] if r["index"] == 0)
+    assert long_result["num_chunks"] > 1
+    cut = next(r for r in small.json()["results"] if r["index"] == 0)
+    assert cut["truncated"] and cut["tokens"] <= 20 and cut["num_chunks"] == 1

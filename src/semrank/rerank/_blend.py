@@ -34,7 +34,14 @@ from semrank.models import ResolvedModel, resolve
 from semrank.rerank._feedback import Feedback, FeedbackConfig, WindowEmbedder
 from semrank.rerank._memo import RecentScores
 from semrank.runtime import load_scorer
-from semrank.runtime.base import Activation, BatchingConfig, PairScorer, ScorerKind, TextTokenizer
+from semrank.runtime.base import (
+    Activation,
+    BatchingConfig,
+    PairScorer,
+    ScorerKind,
+    TextTokenizer,
+    query_token_limit,
+)
 
 BLEND_FILE = "blend.json"
 BLEND_FORMAT = "semrank-blend/1"
@@ -77,6 +84,9 @@ class BlendScorer:
     def doc_token_budget(self, query: str) -> int:
         budget = min(c.scorer.doc_token_budget(query) for c in self.components)
         return budget if self.doc_tokens is None else min(budget, self.doc_tokens)
+
+    def query_token_limit(self) -> int | None:
+        return query_token_limit(*(c.scorer for c in self.components))
 
     def remember_component(self, source: Path) -> RecentScores | None:
         """The component loaded from ``source``, made to remember its latest pairs (or None)."""

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semrank.runtime.base import Activation, PairScorer, ScorerKind, TextTokenizer
+from semrank.runtime.base import (
+    Activation,
+    PairScorer,
+    ScorerKind,
+    TextTokenizer,
+    query_token_limit,
+)
 
 __all__ = ["RecentScores"]
 
@@ -32,6 +38,9 @@ class RecentScores:
 
     def doc_token_budget(self, query: str) -> int:
         return self.inner.doc_token_budget(query)
+
+    def query_token_limit(self) -> int | None:
+        return query_token_limit(self.inner)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         latest = self._latest  # one read: another thread may swap the dict meanwhile

@@ -27,7 +27,15 @@ from semrank.rerank._feedback import Feedback, apply_feedback
 from semrank.rerank._prune import plan_cascade
 from semrank.rerank._results import ChunkSpan, Document, RerankResult, select_results
 from semrank.runtime import load_scorer, model_backend
-from semrank.runtime.base import BatchingConfig, PairScorer, ScorerKind, apply_activation
+from semrank.runtime.base import (
+    BatchingConfig,
+    PairScorer,
+    ScorerKind,
+    TextTokenizer,
+    apply_activation,
+)
+from semrank.runtime.base import query_token_limit as scorers_query_token_limit
+from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +106,12 @@ class Reranker:
     def scorer(self) -> PairScorer:
         """The backend scorer every model call goes through."""
         return self._scorer
+
+    @property
+    def query_token_limit(self) -> int | None:
+        """Query tokens the model reads next to every document; a longer query is cut (None:
+        the scorer does not say)."""
+        return scorers_query_token_limit(self.scorer)
 
     def __getstate__(self) -> None:
         # The loaded networks (compiled graphs, locks) do not pickle; say what to do instead.
@@ -257,14 +271,37 @@ class Reranker:
         chunking: ChunkingConfig,
     ) -> list[ReadPlan]:
         budget = max(1, self.scorer.doc_token_budget(query))
+        # Tokens a document can be read to: one window, or max_chunks windows (each within one
+        # budget of the last); max_tokens_per_doc caps that, as Cohere reads at most that many.
+        reach = budget * (chunking.max_chunks if chunking.enabled else 1)
         if max_tokens_per_doc is not None:
             if not is_int(max_tokens_per_doc, at_least=1):
                 raise InvalidInputError(
                     f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
                 )
-            budget = min(budget, int(max_tokens_per_doc))
+            reach = min(reach, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer
-        return [plan_document(t, tokenizer.token_offsets(t), budget, chunking) for t in texts]
+        return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]
+
+
+def _plan_head(
+    text: str, tokenizer: TextTokenizer, reach: int, budget: int, chunking: ChunkingConfig
+) -> ReadPlan:
+    """The plan of ``text`` read no further than its first ``reach`` tokens.
+
+    Only a head of the text is tokenized (a megabytes-long document took seconds and gigabytes
+    for a few windows); the plan is made on the first ``reach`` tokens and says truncated when
+    the text goes on."""
+    cap = (reach + 1) * MAX_CHARS_PER_TOKEN
+    offsets = tokenizer.token_offsets(text[:cap])
+    while len(offsets) <= reach and cap < len(text):  # whitespace runs give no tokens: read on
+        cap *= 4
+        offsets = tokenizer.token_offsets(text[:cap])
+    if len(offsets) <= reach:
+        return plan_document(text, offsets, budget, chunking)
+    head = text[: offsets[reach - 1][1]]
+    plan = plan_document(head, offsets[:reach], budget, chunking)
+    return dataclasses.replace(plan, total_tokens=reach + 1)  # more follows: truncated
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -66,6 +66,9 @@ class CrossEncoderScorer:
     def doc_token_budget(self, query: str) -> int:
         return self.hf_tokenizer.doc_token_budget(query)
 
+    def query_token_limit(self) -> int:
+        return self.hf_tokenizer.query_token_limit()
+
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)
         if not checked:
@@ -199,6 +202,9 @@ class BiEncoderScorer:
 
     def doc_token_budget(self, query: str) -> int:
         # Query and document are encoded separately; the query takes no room.
+        return self.max_length - self.hf_tokenizer.special_tokens_single
+
+    def query_token_limit(self) -> int:
         return self.max_length - self.hf_tokenizer.special_tokens_single
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

@@ -74,6 +74,20 @@ class BatchingConfig:
             raise InvalidInputError(f"BatchingConfig values must be >= 1, got {self}")
 
 
+def query_token_limit(*scorers: object) -> int | None:
+    """The most query tokens every model input of these scorers keeps (a longer query is cut),
+    or None where a scorer does not say: ``query_token_limit()`` is optional in ``PairScorer``,
+    which scorers written before it (or by users) do not have."""
+    limits = []
+    for scorer in scorers:
+        method = getattr(scorer, "query_token_limit", None)
+        limit = method() if callable(method) else None
+        if limit is None:
+            return None
+        limits.append(int(limit))
+    return min(limits) if limits else None
+
+
 def apply_activation(raw: np.ndarray, activation: Activation) -> np.ndarray:
     """Map raw scores to 0..1, float32."""
     raw = np.asarray(raw, dtype=np.float32)

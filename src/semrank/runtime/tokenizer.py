@@ -77,6 +77,11 @@ class HFTokenizer:
     def doc_token_budget(self, query: str) -> int:
         return self.pair_budget(self.count_tokens(query))[1]
 
+    def query_token_limit(self) -> int:
+        """Query tokens every pair keeps: a longer query is cut next to a document that needs
+        the room (see ``pair_budget``)."""
+        return (self.max_length - self.special_tokens_pair) // 2
+
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[EncodedInput]:
         queries = self._encode_raw(sorted({q for q, _ in pairs}))
         lengths = {text: len(query.ids) for text, query in queries.items()}

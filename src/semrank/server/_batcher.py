@@ -33,6 +33,7 @@ from semrank.errors import (
     DeadlineExceededError,
     OverloadedError,
 )
+from semrank.runtime.base import query_token_limit
 from semrank.server._cache import ScoreCache, pair_keys
 from semrank.server._metrics import Metrics
 
@@ -368,6 +369,9 @@ class BatchingScorer:
 
     def doc_token_budget(self, query: str) -> int:
         return int(self.inner.doc_token_budget(query))
+
+    def query_token_limit(self) -> int | None:
+        return query_token_limit(self.inner)
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a backend offers (embed, backend name...) comes from the real scorer.

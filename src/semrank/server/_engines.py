@@ -70,6 +70,12 @@ class ModelEngine:
     def count_tokens(self, text: str) -> int:
         return int(self.scorer.tokenizer.count_tokens(text))
 
+    def query_tokens(self, query: str) -> tuple[int, int]:
+        """(tokens of ``query``, tokens of it the model reads next to every document)."""
+        count = self.count_tokens(query)
+        limit = self.reranker.query_token_limit
+        return count, count if limit is None else min(count, limit)
+
     async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
         """``Reranker.rerank`` in a worker thread (all results, best first), within ``deadline``."""
         work = functools.partial(

@@ -55,6 +55,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 RERANKED_HEADER = "x-semrank-reranked"
+WARNING_HEADER = "x-semrank-warning"  # the first of the answer's warnings (a query cut to fit)
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["rerank"], responses=ERRORS)
 
@@ -72,12 +73,12 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
         documents=body.documents,
         max_tokens_per_doc=body.max_tokens_per_doc,
         return_documents=False,
-        chunking=_chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc),
+        chunking=_chunking(engine, body.chunking),
         raw_scores=body.raw_scores,
     )
     policy = Policy(top_n=body.top_n, min_score=body.min_score, fail_open=body.fail_open)
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
-    _mark(response, outcome.reranked)
+    _mark(response, [outcome])
     results = [
         V2Result(index=r.index, relevance_score=r.relevance_score, **_facts(r))
         for r in outcome.results
@@ -114,7 +115,7 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
         rank_fields=body.rank_fields,
         max_tokens_per_doc=body.max_tokens_per_doc,
         return_documents=return_documents,
-        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc, body.max_tokens_per_doc),
+        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc),
         raw_scores=body.raw_scores,
     )
     policy = Policy(
@@ -124,7 +125,7 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
         require_complete=body.truncation is False,
     )
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
-    _mark(response, outcome.reranked)
+    _mark(response, [outcome])
     return _voyage_response(outcome) if _is_voyage(body) else _v1_response(request, outcome)
 
 
@@ -162,7 +163,7 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, response: Respons
         min_score=body.min_score, fail_open=body.fail_open, require_complete=not truncate
     )
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
-    _mark(response, outcome.reranked)
+    _mark(response, [outcome])
     return [
         TeiRank(index=r.index, score=r.relevance_score, text=r.document, **_facts(r))
         for r in outcome.results
@@ -184,7 +185,7 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
             "--max-batch-queries)"
         )
     engine = service.engine(body.model)
-    chunking = _chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc)
+    chunking = _chunking(engine, body.chunking)
     calls = [
         RerankCall(
             query=item.query,
@@ -207,7 +208,7 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
     ]
     outcomes = await _run(request, service, engine, calls, policies, body.timeout_ms)
     reranked = all(o.reranked for o in outcomes)
-    _mark(response, reranked)
+    _mark(response, outcomes)
     tokens = sum(o.input_tokens for o in outcomes)
     return BatchRerankResponse(
         id=_request_id(request),
@@ -259,12 +260,11 @@ def _chunking(
     engine: ModelEngine,
     chunking: bool | ChunkingOptions | None,
     max_chunks: int | None = None,
-    max_tokens_per_doc: int | None = None,
 ) -> Any:
     """The request's chunking as the Reranker takes it (None: the model's own default).
 
-    Cohere truncates documents to ``max_tokens_per_doc``; so does semrank unless the request
-    asks for chunking explicitly.
+    ``max_tokens_per_doc`` (Cohere: documents are cut to that many tokens) is not chunking's
+    business: the Reranker reads at most that many tokens of each document, in its windows.
     """
     if chunking is False and max_chunks is not None:
         raise InvalidInputError(
@@ -273,8 +273,6 @@ def _chunking(
         )
     if isinstance(chunking, bool):
         return chunking
-    if chunking is None and max_chunks is None and max_tokens_per_doc is not None:
-        return False
     values = {} if chunking is None else chunking.model_dump(exclude_none=True)
     if max_chunks is not None:
         values.setdefault("max_chunks", max_chunks)
@@ -284,8 +282,12 @@ def _chunking(
     return dataclasses.replace(engine.reranker.chunking, **values)
 
 
-def _mark(response: Response, reranked: bool) -> None:
-    response.headers[RERANKED_HEADER] = "true" if reranked else "false"
+def _mark(response: Response, outcomes: Sequence[RerankOutcome]) -> None:
+    """Headers every response shape carries (TEI's, Jina's and Voyage's have no meta)."""
+    response.headers[RERANKED_HEADER] = "true" if all(o.reranked for o in outcomes) else "false"
+    warnings = [w for o in outcomes for w in o.warnings]
+    if warnings:
+        response.headers[WARNING_HEADER] = warnings[0].encode("ascii", "backslashreplace").decode()
 
 
 def _facts(result: Any) -> dict[str, Any]:
@@ -306,6 +308,7 @@ def _meta(version: str, outcome: RerankOutcome) -> ApiMeta:
         api_version=ApiVersion(version=version),
         billed_units=BilledUnits(search_units=outcome.search_units),
         tokens=Tokens(input_tokens=outcome.input_tokens),
+        warnings=list(outcome.warnings) or None,
     )
 
 

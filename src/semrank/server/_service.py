@@ -33,6 +33,7 @@ class RerankOutcome:
     input_tokens: int
     search_units: int
     model: str
+    warnings: tuple[str, ...] = ()  # what the client should know of how it was read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +119,12 @@ class RerankService:
         """Score ``call``; past the deadline fail (504) or, with fail_open, keep the input order."""
         from semrank.rerank import select_results
 
+        count, read = await asyncio.to_thread(engine.query_tokens, call.query)
+        if policy.require_complete and read < count:
+            raise RequestTooLargeError(
+                f"the query is {count} tokens, and model {engine.name!r} reads {read} tokens of a "
+                "query next to each document; shorten the query, or allow truncation"
+            )
         try:
             results = await engine.rerank(call, deadline)
         except DeadlineExceededError:
@@ -131,8 +138,9 @@ class RerankService:
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
-            input_tokens=_input_tokens(engine, call.query, results),
+            input_tokens=_input_tokens(read, results),
             search_units=_search_units(results),
+            warnings=_query_warnings(engine, count, read),
             model=engine.name,
         )
 
@@ -185,10 +193,19 @@ def _check_complete(results: list[Any], engine: ModelEngine) -> None:
         )
 
 
-def _input_tokens(engine: ModelEngine, query: str, results: list[Any]) -> int:
-    # Every model input holds the query once next to one document piece.
+def _input_tokens(query_tokens: int, results: list[Any]) -> int:
+    # Every model input holds the query (what is read of it) once next to one document piece.
     inputs = sum(r.num_chunks for r in results)
-    return sum(r.tokens for r in results) + engine.count_tokens(query) * inputs
+    return sum(r.tokens for r in results) + query_tokens * inputs
+
+
+def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:
+    if read >= count:
+        return ()
+    return (
+        f"the query is {count} tokens; model {engine.name!r} read its first {read} next to each "
+        "document (truncation: false refuses such a query instead)",
+    )
 
 
 def _search_units(results: list[Any]) -> int:

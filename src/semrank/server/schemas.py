@@ -136,6 +136,9 @@ class ApiMeta(_Schema):
     api_version: ApiVersion
     billed_units: BilledUnits
     tokens: Tokens
+    warnings: list[str] | None = Field(
+        None, description="Cohere's field: how the input was read, e.g. a query cut to fit"
+    )
 
 
 class V2RerankResponse(_Schema):
