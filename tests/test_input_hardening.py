@@ -249,7 +249,22 @@ async def test_a_body_that_is_not_utf8_says_what_to_send(index_client: httpx.Asy
     headers = {"content-type": "application/json"}
     response = await index_client.post("/v1/rerank", content=latin1, headers=headers)
     assert response.status_code == 400, response.text
-    assert response.json()["error"].startswith("the request body could not be read as JSON text")
+    assert response.json()["error"].startswith("the request body could not be parsed as JSON")
+    assert "UTF-8" in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_json_nested_past_every_limit_is_a_clear_4xx(index_client: httpx.AsyncClient) -> None:
+    """Nesting that passes the JSON parser but not Python's recursion limit was a 500 with a
+    115 kB traceback in the log; past the parser's own limit the answer blamed the encoding."""
+    headers = {"content-type": "application/json"}
+    for depth in (500, 900, 3000):
+        nested = "[" * depth + "]" * depth
+        body = '{"query": "q", "documents": [{"text": "a", "meta": ' + nested + "}]}"
+        response = await index_client.post("/v1/rerank", content=body.encode(), headers=headers)
+        assert response.status_code in (200, 400), (depth, response.text)
+        if response.status_code == 400:
+            assert "nested at most" in response.json()["error"]
 
 
 @pytest.mark.anyio
@@ -257,3 +272,30 @@ async def test_no_body_at_all_says_the_body_is_required(index_client: httpx.Asyn
     response = await index_client.post("/v1/rerank")
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "body: Field required"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"text": "a", "score": float("inf")}, "NaN or an infinity"),
+        ({"text": float("nan")}, "NaN or an infinity"),
+        ({"text": "a", "meta": [1.0, [float("-inf")]]}, "NaN or an infinity"),
+        ({"text": 10**5000}, "integer too long"),
+    ],
+)
+def test_documents_json_cannot_carry_are_refused_naming_them(
+    reranker: Any, document: dict[str, Any], message: str
+) -> None:
+    """Infinity came back as null, NaN was scored as the text "nan", and a 5,000-digit integer
+    raised a bare ValueError."""
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        reranker.rerank("fleas", ["fleas eat blood", document])
+    assert "documents[1]" in str(caught.value)
+
+
+def test_deeply_nested_documents_are_checked_without_recursion(reranker: Any) -> None:
+    nested: Any = "a"
+    for _ in range(5000):
+        nested = [nested]
+    results = reranker.rerank("fleas", [{"text": "fleas eat blood", "meta": nested}])
+    assert len(results) == 1

@@ -147,7 +147,7 @@ async def test_v1_answers_voyages_client_in_voyages_shape(reranker: Any) -> None
         cohere = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()
     assert body["object"] == "list" and body["usage"]["total_tokens"] > 0
     assert facts(body["data"]) == expected(reranker, QUERY, DOCS)
-    assert "data" not in cohere and cohere["object"] == "rerank"
+    assert cohere["object"] == "rerank" and len(cohere["results"]) == len(DOCS)
     # Together's and Jina's clients require completion_tokens.
     assert cohere["usage"]["completion_tokens"] == 0
 
@@ -607,3 +607,36 @@ async def test_cohere_max_tokens_per_doc_caps_the_read_and_keeps_chunking(rerank
     assert long_result["num_chunks"] > 1
     cut = next(r for r in small.json()["results"] if r["index"] == 0)
     assert cut["truncated"] and cut["tokens"] <= 20 and cut["num_chunks"] == 1
+
+
+async def test_a_request_that_names_no_shape_is_answered_for_voyage_clients_too(
+    reranker: Any,
+) -> None:
+    """Voyage's minimal request (query, documents, model) looks like Cohere's; its clients read
+    `data` and found none."""
+    async with serving(reranker) as (_, client):
+        either = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()
+        cohere = (
+            await client.post(
+                "/v1/rerank",
+                json={"query": QUERY, "documents": DOCS, "response_format": "cohere"},
+            )
+        ).json()
+    assert [(r["index"], r["relevance_score"]) for r in either["data"]] == [
+        (r["index"], r["relevance_score"]) for r in either["results"]
+    ]
+    assert either["usage"]["total_tokens"] > 0
+    assert "data" not in cohere and cohere["results"] == either["results"]
+
+
+async def test_a_document_past_every_window_says_to_raise_max_chunks(reranker: Any) -> None:
+    request = {
+        "query": QUERY,
+        "texts": [LONG_DOC],
+        "truncate": False,
+        "chunking": {"max_chunks": 2},
+    }
+    async with serving(reranker) as (_, client):
+        chunked = await client.post("/rerank", json=request)
+    assert chunked.status_code == 413, chunked.text
+    assert "raise chunking.max_chunks" in chunked.json()["error"]

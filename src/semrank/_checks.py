@@ -50,19 +50,44 @@ def require_collection(value: object, *, expected: str, hint: str, ordered: bool
 def is_valid_unicode(value: object) -> bool:
     """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
     encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder
-    produce, cannot: they cannot be tokenized, stored or sent back."""
-    if isinstance(value, str):
-        if value.isascii():  # the common case, without the copy that encode() makes
+    produce, cannot: they cannot be tokenized, stored or sent back. Walked with a stack, not
+    recursion: a kilobyte of JSON can nest deeper than Python's recursion limit."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _is_utf8(item):
+                return False
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+    return True
+
+
+def has_non_finite_number(value: object) -> bool:
+    """Whether a JSON-like ``value`` holds NaN or an infinity anywhere (Python's json reads and
+    writes them, but they are not JSON: a client gets ``null`` back, or text "nan" is scored)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
             return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
+        if isinstance(item, list | tuple):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return False
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():  # the common case, without the copy that encode() makes
         return True
-    if isinstance(value, list | tuple):
-        return all(is_valid_unicode(item) for item in value)
-    if isinstance(value, dict):
-        return all(is_valid_unicode(k) and is_valid_unicode(v) for k, v in value.items())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 

@@ -6,7 +6,13 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from semrank._checks import is_finite_number, is_int, require_collection, require_unicode
+from semrank._checks import (
+    has_non_finite_number,
+    is_finite_number,
+    is_int,
+    require_collection,
+    require_unicode,
+)
 from semrank.errors import InvalidInputError
 from semrank.rerank._results import Document
 
@@ -105,6 +111,11 @@ def _document_text(doc: Any, where: str, fields: list[str] | None) -> str:
     if isinstance(doc, str | dict):
         # The whole object, not only its ranked fields: it may be returned to the caller.
         require_unicode(doc, where)
+    if isinstance(doc, dict) and has_non_finite_number(doc):
+        raise InvalidInputError(
+            f"{where} holds NaN or an infinity, which JSON cannot carry (it would come back as "
+            "null); give finite numbers, or the value as a string"
+        )
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict):
@@ -142,7 +153,12 @@ def _field_text(value: Any, where: str) -> str:
     if value is None:
         return ""
     if isinstance(value, int | float | bool):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # an integer of more digits than Python converts to text
+            raise InvalidInputError(
+                f"{where} is an integer too long to read as text; give it as a string"
+            ) from None
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):

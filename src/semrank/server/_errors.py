@@ -32,11 +32,14 @@ logger = logging.getLogger(LOGGER_NAME)
 # Load and time limits doing their job: worth a warning, never a traceback.
 OPERATIONAL_ERRORS = (OverloadedError, DeadlineExceededError)
 HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 501: "not_implemented"}
-# FastAPI's words for a JSON body that is not UTF-8 (Latin-1 text, compressed bytes...).
+# FastAPI's words for a JSON body it could not decode: not UTF-8 (Latin-1 text, compressed
+# bytes...), or past the JSON parser's limits (nesting over ~1,000 levels, an integer of
+# thousands of digits).
 FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
 UNREADABLE_BODY = (
-    "the request body could not be read as JSON text (it is not UTF-8, or it is compressed); "
-    "send a UTF-8 JSON object with Content-Type: application/json"
+    "the request body could not be parsed as JSON: it must be UTF-8 text (not compressed), "
+    "nested at most about 1,000 levels deep, with numbers of at most 4,300 digits; send such a "
+    "JSON object with Content-Type: application/json"
 )
 
 

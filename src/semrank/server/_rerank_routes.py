@@ -126,7 +126,10 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
     )
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
     _mark(response, [outcome])
-    return _voyage_response(outcome) if _is_voyage(body) else _v1_response(request, outcome)
+    if _is_voyage(body):
+        return _voyage_response(outcome)
+    # A request that names no shape may be Voyage's minimal one: its clients read `data`.
+    return _v1_response(request, outcome, with_voyage_data=body.response_format is None)
 
 
 def _is_voyage(body: V1RerankRequest) -> bool:
@@ -324,7 +327,9 @@ def _v1_results(outcome: RerankOutcome) -> list[V1Result]:
     ]
 
 
-def _v1_response(request: Request, outcome: RerankOutcome) -> V1RerankResponse:
+def _v1_response(
+    request: Request, outcome: RerankOutcome, *, with_voyage_data: bool = False
+) -> V1RerankResponse:
     return V1RerankResponse(
         id=_request_id(request),
         model=outcome.model,
@@ -332,6 +337,7 @@ def _v1_response(request: Request, outcome: RerankOutcome) -> V1RerankResponse:
         meta=_meta("1", outcome),
         usage=_usage(outcome.input_tokens),
         reranked=outcome.reranked,
+        data=_voyage_response(outcome).data if with_voyage_data else None,
     )
 
 

@@ -187,9 +187,15 @@ def _check_complete(results: list[Any], engine: ModelEngine) -> None:
     if cut:
         read = max(r.tokens for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
+        chunked = any(r.num_chunks > 1 for r in cut)
+        fix = (
+            "allow truncation, or raise chunking.max_chunks (max_chunks_per_doc)"
+            if chunked
+            else "allow truncation or enable chunking"
+        )
         raise RequestTooLargeError(
             f"documents {[r.index for r in cut[:10]]} are longer than model {engine.name!r} "
-            f"reads of a document ({read} tokens); allow truncation or enable chunking"
+            f"reads of a document ({read} tokens); {fix}"
         )
 
 

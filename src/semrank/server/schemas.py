@@ -174,7 +174,7 @@ class V1RerankRequest(SemrankOptions):
     response_format: Literal["cohere", "voyage"] | None = Field(
         None,
         description="response shape; default voyage when top_k or truncation is sent (as "
-        "Voyage's client does, top_k even as null), else cohere",
+        "Voyage's client does, top_k even as null), else cohere with Voyage's data list too",
     )
 
 
@@ -202,6 +202,11 @@ class V1RerankResponse(_Schema):
     meta: ApiMeta
     usage: Usage
     reranked: bool = True
+    data: list[VoyageResult] | None = Field(
+        None,
+        description="the results again in Voyage's shape, when the request does not say which "
+        "shape it wants (Voyage's minimal request looks like Cohere's)",
+    )
 
 
 class _VoyageRanked(_Ranked):
