@@ -151,3 +151,44 @@ def test_a_missing_optional_dependency_names_the_extra_that_installs_it(tmp_path
     assert completed.returncode == 2, completed.stderr
     assert "needs 'bm25s': pip install 'semrank[search]'" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_text_output_shows_documents_and_queries_as_written(tmp_path):
+    """Rich read them as markup: '[/]' crashed with a traceback, '[b]' tags vanished, and the
+    '[truncated]' / '[chunk ...]' notes were swallowed as unknown tags."""
+    path = tmp_path / "markup.txt"
+    path.write_text("Use [b]bold[/b] tags.\nClose a tag with [/] in rich markup.\n")
+    result = runner.invoke(app, ["rerank", "what does [/] mean", "--docs", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[b]bold[/b]" in result.output and "what does [/] mean" in result.output
+    long = tmp_path / "long.txt"
+    long.write_text("fleas " * 400 + "\n")
+    cut = runner.invoke(app, ["rerank", "flea", "--docs", str(long), "--no-chunking"])
+    assert cut.exit_code == 0, cut.output
+    assert "[truncated]" in cut.output
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["[Draft] Fleas are small insects.", "Paris is in France."],
+        ['"Fleas bite," said the vet.', '"Paris is lovely," she said.'],
+    ],
+)
+def test_plain_text_lines_that_look_like_json_at_first_are_read_as_text(tmp_path, lines):
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    assert read_documents(str(path)) == lines
+
+
+def test_stdin_that_is_not_utf8_is_refused_like_a_file(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "rerank", "q", "--docs", "-"],
+        input="caf\u00e9 au lait\n".encode("latin-1"),
+        capture_output=True,
+        check=False,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    stderr = completed.stderr.decode()
+    assert completed.returncode == 2, stderr
+    assert "not valid UTF-8 (byte 0xe9" in stderr and "Traceback" not in stderr

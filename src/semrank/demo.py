@@ -207,6 +207,7 @@ def run_demo(
     home: Path | None, queries: tuple[str, ...], top: int, model: str | None, rebuild: bool
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from semrank.pipeline import search
@@ -215,11 +216,11 @@ def run_demo(
     index = _ensure_index(home, rebuild)
     console.print(
         f"index [bold]{INDEX_NAME}[/]: {len(index)} docstrings of the Python standard "
-        f"library, at {index.path}"
+        f"library, at {escape(str(index.path))}"
     )
     retrievers = _retrievers(model, window=50)
     for query in queries:
-        table = Table(title=f"“{query}”", show_lines=False)
+        table = Table(title=f"“{escape(query)}”", show_lines=False)
         table.add_column("#", justify="right")
         columns = {}
         for label, tree in retrievers.items():
@@ -234,7 +235,7 @@ def run_demo(
                     if hit is None or hit.rerank_score is None
                     else f" [dim](was {hit.first_stage_rank})[/]"
                 )
-                cells.append("" if hit is None else f"{hit.id}{moved}")
+                cells.append("" if hit is None else f"{escape(hit.id)}{moved}")
             table.add_row(str(position + 1), *cells)
         console.print(table)
 

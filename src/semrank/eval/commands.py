@@ -97,7 +97,7 @@ def eval_command(
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
     _create_output_folders({"--run-out": run_out, "--report": report})
     judgments = load_qrels(qrels)
-    stderr = Console(stderr=True)
+    stderr = Console(stderr=True, markup=False)  # paths and names are shown as written
     do_rerank = rerank if rerank is not None else candidates is not None
     if not do_rerank and (model is not None or backend is not None):
         raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
@@ -143,7 +143,7 @@ def eval_command(
         typer.echo(json.dumps(_json_payload(results)))
         _print_throughput(results, stderr)
     else:
-        _print_table(results, Console())
+        _print_table(results, Console(markup=False))
 
 
 def _create_output_folders(folders: dict[str, Path | None]) -> None:
@@ -345,7 +345,7 @@ def _compare_command(
         }
         typer.echo(json.dumps(payload))
         return
-    _print_comparison(result, Console())
+    _print_comparison(result, Console(markup=False))
 
 
 def _print_comparison(result: Any, console: Console) -> None:

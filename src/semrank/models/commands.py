@@ -36,7 +36,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             spec.activation,
             spec.source,
         )
-    Console().print(table)
+    Console(markup=False).print(table)
 
 
 def register(app: typer.Typer) -> None:

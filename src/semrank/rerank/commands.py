@@ -17,7 +17,7 @@ def read_documents(path: str) -> list[Any]:
     """Documents from a JSON list, JSONL (strings or objects), or one document per line."""
     text = _read_text(path)
     stripped = text.lstrip()
-    if stripped.startswith("["):
+    if _opens_json_list(stripped):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -28,7 +28,7 @@ def read_documents(path: str) -> list[Any]:
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if lines and all(_looks_like_json(line) for _number, line in lines):
+    if lines and all(_looks_like_json(line) for _number, line in lines) and _is_json(lines[0][1]):
         return [_json_line(path, number, line) for number, line in lines]
     _refuse_mixed_lines(path, lines)
     return [line for _number, line in lines]
@@ -36,6 +36,21 @@ def read_documents(path: str) -> list[Any]:
 
 def _looks_like_json(line: str) -> bool:
     return line.lstrip().startswith(("{", '"'))
+
+
+def _opens_json_list(text: str) -> bool:
+    """'[' then a JSON value or ']': a JSON list, unlike a text line such as '[Draft] Fleas'."""
+    return text.startswith("[") and text[1:].lstrip()[:1] in ("{", '"', "[", "]")
+
+
+def _is_json(line: str) -> bool:
+    """Whether the first line parses: a quotation ('"Fleas bite," said the vet.') does not, and
+    then the file is plain text (a later line that fails is a broken JSONL file)."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _is_json_object(line: str) -> bool:
@@ -67,13 +82,14 @@ def _refuse_mixed_lines(path: str, lines: list[tuple[int, str]]) -> None:
 def _read_text(path: str) -> str:
     # A byte-order mark (Windows editors write one) is not part of the first document, and
     # left in place it hides a leading '[' or '{' from the format detection.
-    if path == "-":
-        return sys.stdin.read().removeprefix("\ufeff")
-    file = Path(path)
-    if not file.is_file():
-        problem = "a folder, not a file" if file.is_dir() else "no such file"
-        raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
-    data = file.read_bytes()
+    if path == "-":  # bytes, decoded as a file is: the locale's decoder may be lenient or not
+        data = sys.stdin.buffer.read()
+    else:
+        file = Path(path)
+        if not file.is_file():
+            problem = "a folder, not a file" if file.is_dir() else "no such file"
+            raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
+        data = file.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -158,7 +174,7 @@ def _print_table(query: str, model: str, results: list[Any]) -> None:
             str(result.tokens),
             (text or "")[:200] + note,
         )
-    Console().print(table)
+    Console(markup=False).print(table)  # documents and queries are shown as written
 
 
 def register(app: typer.Typer) -> None:

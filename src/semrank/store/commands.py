@@ -486,7 +486,7 @@ def print_results(results: SearchResults, title: str) -> None:
             f"{hit.first_stage_score:.4f}",
             _snippet(hit.document),
         )
-    Console().print(table)
+    Console(markup=False).print(table)  # documents, ids and queries are shown as written
 
 
 def search_command(
