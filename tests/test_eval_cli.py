@@ -305,3 +305,55 @@ def test_rerank_json_has_both_runs_and_follows_the_model_scores(fixture_files) -
     expected = evaluate(load_qrels(qrels), reranked_run(lists, scores))
     for measure, value in expected.aggregate.items():
         assert payload["reranked"][measure] == pytest.approx(value, abs=1e-6), measure
+
+
+@pytest.fixture
+def deep_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """150 documents that match the query better than the one judged relevant."""
+    from semrank.store import HOME_ENV, create_index
+
+    home = tmp_path / "deephome"
+    index = create_index("deep", home=home, embedding_model=None)
+    decoys = [{"id": f"n{i}", "text": f"fleas fleas fleas jump {i}"} for i in range(150)]
+    index.upsert([*decoys, {"id": "rel", "text": "how long an adult flea lives, in a kennel"}])
+    # rel shares one word with the query, every decoy both: it ranks last, 151st.
+    index.close()
+    monkeypatch.setenv(HOME_ENV, str(home))
+    queries = tmp_path / "deep-queries.tsv"
+    queries.write_text("q1\tfleas jump\n")
+    qrels = tmp_path / "deep-qrels.txt"
+    qrels.write_text("q1 0 rel 1\n")
+    return queries, qrels
+
+
+def test_recall_at_a_deep_cutoff_retrieves_that_deep(deep_index) -> None:
+    """R@1000 was measured over the top 100 hits (the re-ranking depth's floor): 0, silently."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels]
+    result = run_cli(*args, "--measures", "R@100,R@1000", "--json")
+    assert result.exit_code == 0, result.output
+    recall = json.loads(result.stdout)["first_stage"]
+    assert recall["R@100"] == 0.0 and recall["R@1000"] == 1.0
+
+
+def test_one_rerank_retriever_is_a_run_of_its_own_name(deep_index) -> None:
+    """A lone bm25+rerank was re-ranked inside the search (flags ignored) and labelled
+    first_stage; with --rerank it was re-ranked twice."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels, "--json"]
+    alone = run_cli(*args, "--retriever", "bm25+rerank", "--depth", "20")
+    assert alone.exit_code == 0, alone.output
+    assert list(json.loads(alone.stdout)) == ["bm25+rerank"]
+    twice = run_cli(*args, "--retriever", "bm25+rerank", "--rerank")
+    assert "--rerank/--no-rerank go with one retriever" in str(twice.exception)
+    no_model_use = run_cli(*args, "--retriever", "bm25,dense", "--model", "semrank-minilm-l6")
+    assert "which no run of --retriever" in str(no_model_use.exception)
+
+
+def test_a_bad_retriever_name_fails_before_anything_is_retrieved(deep_index) -> None:
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels]
+    result = run_cli(*args, "--retriever", "bm25+rerank,hybrd")
+    assert isinstance(result.exception, InvalidInputError)
+    assert "'hybrd' is neither bm25, dense, hybrid nor linear" in str(result.exception)
+    assert "re-ranking" not in result.stderr

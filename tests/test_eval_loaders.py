@@ -111,7 +111,7 @@ def test_trec_qrels_wrong_column_count_names_the_line(tmp_path: Path) -> None:
         load_trec_qrels(path)
 
 
-def test_trec_run_is_ordered_by_score_then_rank(tmp_path: Path) -> None:
+def test_trec_run_is_ordered_as_trec_eval_orders_it(tmp_path: Path) -> None:
     path = write(
         tmp_path / "run.trec",
         "q1 Q0 low 1 0.5 bm25\nq1 Q0 high 2 2.0 bm25\nq1 Q0 tie_b 4 1.0 bm25\n"
@@ -119,7 +119,8 @@ def test_trec_run_is_ordered_by_score_then_rank(tmp_path: Path) -> None:
     )
     run = load_trec_run(path)
     assert run.name == "bm25"
-    assert [d.doc_id for d in run.rankings["q1"]] == ["high", "tie_a", "tie_b", "low"]
+    # Ties: document ids in descending order, whatever the rank column says (trec_eval).
+    assert [d.doc_id for d in run.rankings["q1"]] == ["high", "tie_b", "tie_a", "low"]
     assert run.rankings["q2"] == [ScoredDoc(doc_id="only", score=-3.0)]
 
 
@@ -269,3 +270,37 @@ def test_written_run_keeps_the_list_order_for_tools_that_sort_by_score(tmp_path:
     )
     assert measured == {ir_measures.nDCG @ 10: 1.0, ir_measures.RR: 1.0}
     assert [d.doc_id for d in load_trec_run(path).rankings["q1"]] == ["m", "z", "a"]
+
+
+def test_tied_scores_in_a_run_file_evaluate_as_pytrec_eval_does(tmp_path: Path) -> None:
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from semrank.eval import evaluate
+
+    path = write(tmp_path / "run.trec", "1 Q0 a 1 5.0 t\n1 Q0 b 2 5.0 t\n1 Q0 c 3 5.0 t\n")
+    qrels = {"1": {"a": 1, "b": 0, "c": 0}}
+    ours = evaluate(qrels, load_trec_run(path), ["RR@10", "AP"]).aggregate
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank", "map"}).evaluate(
+        {"1": {"a": 5.0, "b": 5.0, "c": 5.0}}
+    )["1"]
+    assert ours["RR@10"] == pytest.approx(reference["recip_rank"])  # 1/3: a is ranked last
+    assert ours["AP"] == pytest.approx(reference["map"])
+
+
+def test_a_damaged_gzip_file_is_a_format_error_naming_it(tmp_path: Path) -> None:
+    """zlib's own error escaped as a traceback (a cut or bad-CRC file was already caught)."""
+    import gzip
+
+    data = bytearray(gzip.compress(("q1 0 d%d 1\n" * 200 % tuple(range(200))).encode()))
+    data[20:40] = bytes(20)
+    path = tmp_path / "qrels.txt.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"qrels\.txt\.gz: the gzip file is damaged"):
+        load_trec_qrels(path)
+
+
+def test_a_query_without_text_is_refused_naming_its_file_line_and_id(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "queries.jsonl", '{"_id": "1", "text": "fleas"}\n{"_id": "2", "text": " "}\n'
+    )
+    with pytest.raises(DataFormatError, match=r"queries\.jsonl:2: query '2' has no text"):
+        load_queries(path)

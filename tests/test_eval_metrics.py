@@ -210,3 +210,11 @@ def test_gdeval_measures_work_on_numeric_ids_and_refuse_ids_it_would_misread() -
         evaluate({"a-1": {"a": 1}}, dashed, ["ERR@10"])
     with pytest.raises(InvalidInputError, match="takes relevance grades up to 4, got 5"):
         evaluate({"1": {"a": 5}}, run, ["ERR@10"])
+
+
+def test_one_query_that_changed_has_no_p_value() -> None:
+    """p = 1.0 read as "no evidence" next to a +0.4 change; a t-test on one pair is undefined."""
+    result = compare(evaluation("a", {"1": 0.1}), evaluation("b", {"1": 0.5}), "m")
+    assert result.wins == 1 and math.isnan(result.p_value)
+    same = compare(evaluation("a", {"1": 0.5}), evaluation("b", {"1": 0.5}), "m")
+    assert same.p_value == 1.0

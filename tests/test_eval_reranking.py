@@ -149,3 +149,9 @@ def test_report_for_first_stage_only(tmp_path: Path) -> None:
     before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
     text = write_report(ReportData(title="t", first_stage=before), tmp_path).read_text()
     assert "| RR@10 |" in text and "png" not in text
+
+
+def test_depth_curve_includes_the_depth_re_ranked() -> None:
+    """A depth of 30 or 5 was on no curve (the report showed nothing at the depth it used)."""
+    outcome = score_candidates(LISTS, word_overlap, depth=4)
+    assert list(depth_curve(LISTS, outcome, QRELS, ["RR@10"], depths=(1, 2, 10))) == [1, 2, 4]

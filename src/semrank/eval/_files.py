@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -46,6 +47,12 @@ def open_text(path: Path | str) -> IO[str]:
     return path.open(encoding="utf-8-sig")
 
 
+def _unreadable(path: Path | str, exc: Exception) -> Exception:
+    if isinstance(exc, zlib.error | EOFError | gzip.BadGzipFile):
+        return format_error(path, None, f"the gzip file is damaged or cut short ({exc})")
+    return format_error(path, None, f"cannot read the file as UTF-8 text ({exc}); save it as UTF-8")
+
+
 def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for every non-blank line of ``path``."""
     with open_text(path) as handle:
@@ -54,8 +61,8 @@ def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
                 stripped = line.rstrip("\r\n")
                 if stripped.strip():
                     yield number, stripped
-        except (UnicodeDecodeError, EOFError, OSError) as exc:
-            raise format_error(path, None, f"cannot read the file as UTF-8 text: {exc}") from exc
+        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
+            raise _unreadable(path, exc) from exc
 
 
 def read_text(path: Path | str) -> str:
@@ -63,5 +70,5 @@ def read_text(path: Path | str) -> str:
     with open_text(path) as handle:
         try:
             return handle.read()
-        except (UnicodeDecodeError, EOFError, OSError) as exc:
-            raise format_error(path, None, f"cannot read the file as UTF-8 text: {exc}") from exc
+        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
+            raise _unreadable(path, exc) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from semrank.eval.reranking import RerankOutcome
 
 FIRST_STAGE, RERANKED = "first_stage", "reranked"
+DEFAULT_RETRIEVER = "bm25"
 
 
 @dataclass(kw_only=True)
@@ -48,10 +50,11 @@ def eval_command(
         None, "--queries", help="With --index: BEIR queries.jsonl, TREC topics or qid<TAB>text."
     ),
     retriever: str = typer.Option(
-        "bm25",
+        DEFAULT_RETRIEVER,
         "--retriever",
         help="With --index: bm25, dense, hybrid or a retriever TREE.json; a comma-separated list "
-        "(e.g. bm25,dense,hybrid,hybrid+rerank) compares several runs in one table.",
+        "(e.g. bm25,dense,hybrid,hybrid+rerank) compares several runs in one table, and a "
+        "+rerank name re-ranks that first stage there.",
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="Re-ranker (default: bundled)."),
     rerank: bool | None = typer.Option(
@@ -65,7 +68,13 @@ def eval_command(
         "--feedback/--no-feedback",
         help="The re-ranker's pseudo-relevance feedback (on where the model has it).",
     ),
-    depth: int = typer.Option(100, "--depth", min=1, help="Re-rank the top N candidates."),
+    depth: int = typer.Option(
+        100,
+        "--depth",
+        min=1,
+        help="Re-rank the top N candidates. With --index, max(N, 100, the largest @cutoff of "
+        "--measures) hits are retrieved per query.",
+    ),
     measures: list[str] | None = typer.Option(
         None, "--measures", help="ir-measures names, comma-separated or repeated (nDCG@10,RR@10)."
     ),
@@ -99,9 +108,7 @@ def eval_command(
     judgments = load_qrels(qrels)
     stderr = Console(stderr=True, markup=False)  # paths and names are shown as written
     do_rerank = rerank if rerank is not None else candidates is not None
-    if not do_rerank and (model is not None or backend is not None):
-        raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
-    if index is not None and "," in retriever:
+    if index is not None and _is_comparison(retriever, rerank, model, backend):
         if report is not None:
             raise InvalidInputError("--report takes one retriever; drop it or name one retriever")
         _compare_command(
@@ -121,8 +128,22 @@ def eval_command(
             store=store,
         )
         return
+    if not do_rerank and (model is not None or backend is not None):
+        raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
+    if candidates is not None and retriever != DEFAULT_RETRIEVER:
+        raise InvalidInputError(
+            "--retriever goes with --index; a candidates file holds its first stage already"
+        )
     lists = _candidate_lists(
-        candidates, index, queries, judgments, retriever, depth, stderr, home=home, store=store
+        candidates,
+        index,
+        queries,
+        judgments,
+        retriever,
+        _retrieval_depth(depth, names),
+        stderr,
+        home=home,
+        store=store,
     )
     results = _evaluate(
         lists, judgments, names, depth, stderr, model, do_rerank, backend, feedback=feedback
@@ -146,6 +167,54 @@ def eval_command(
         _print_table(results, Console(markup=False))
 
 
+def _is_comparison(
+    retriever: str, rerank: bool | None, model: str | None, backend: str | None
+) -> bool:
+    """Whether ``--retriever`` names runs for the comparison table (a list, or a name with
+    +rerank: that one is re-ranked there, with the flags every +rerank run takes), checked
+    before anything is retrieved: a bad name last in the list used to fail after the others
+    had been retrieved and re-ranked."""
+    from semrank.eval._compare import RERANK_SUFFIX, split_retrievers
+
+    names = split_retrievers(retriever)
+    for name in names:
+        _check_retriever_name(name)
+    reranked = any(name.endswith(RERANK_SUFFIX) for name in names)
+    if len(names) == 1 and not reranked:
+        return False
+    if rerank is not None:
+        raise InvalidInputError(
+            f"--rerank/--no-rerank go with one retriever; --retriever {retriever!r} says which "
+            "runs are re-ranked by their +rerank suffix (e.g. bm25,bm25+rerank)"
+        )
+    if not reranked and (model is not None or backend is not None):
+        raise InvalidInputError(
+            f"--model/--backend choose the re-ranker, which no run of --retriever {retriever!r} "
+            "uses; add +rerank to a name (e.g. bm25,bm25+rerank) or drop them"
+        )
+    return True
+
+
+def _check_retriever_name(name: str) -> None:
+    from semrank.eval._compare import RERANK_SUFFIX
+    from semrank.pipeline import parse_shorthand
+
+    base = name.removesuffix(RERANK_SUFFIX)
+    if parse_shorthand(base) is None and not Path(base).is_file():
+        raise InvalidInputError(
+            f"--retriever {name!r} is neither bm25, dense, hybrid nor linear (each with an "
+            "optional +rerank) nor a retriever JSON file that exists"
+        )
+
+
+def _retrieval_depth(depth: int, measures: list[str]) -> int:
+    """Hits retrieved per query: the re-ranking depth, at least 100, and every measure's cutoff
+    (R@1000 over 100 hits was silently R@100). Measures without a cutoff (AP) read what is
+    retrieved, as trec_eval reads a run."""
+    cutoffs = [int(match) for name in measures for match in re.findall(r"@(\d+)", name)]
+    return max([depth, 100, *cutoffs])
+
+
 def _create_output_folders(folders: dict[str, Path | None]) -> None:
     """Create the output folders first, so a bad path fails before the evaluation, not after."""
     for option, folder in folders.items():
@@ -166,7 +235,7 @@ def _candidate_lists(
     queries: Path | None,
     judgments: Qrels,
     retriever: str,
-    depth: int,
+    k: int,
     console: Console,
     *,
     home: Path | None = None,
@@ -196,7 +265,7 @@ def _candidate_lists(
             topics,
             index=str(index),
             retriever=retriever,
-            k=max(depth, 100),
+            k=k,
             on_query=lambda: advance(1),
             home=home,
             store=store,
@@ -312,10 +381,11 @@ def _compare_command(
 
     runs = split_retrievers(retriever)
     reranker: Any = None
+    k = _retrieval_depth(depth, names)
 
     def retrieve(base: str) -> list[CandidateList]:
         return _candidate_lists(
-            None, index, queries, judgments, base, depth, stderr, home=home, store=store
+            None, index, queries, judgments, base, k, stderr, home=home, store=store
         )
 
     def rerank(lists: list[CandidateList]) -> Run:

@@ -213,6 +213,8 @@ def _add_query(
     queries: Queries, lines: dict[str, int], query_id: str, text: str, path: Path | str, number: int
 ) -> None:
     """Record one query; an id given twice with different texts is an error naming both lines."""
+    if not text.strip():  # refused later by the search without naming the query or file
+        raise format_error(path, number, f"query {query_id!r} has no text; give it its words")
     known = queries.get(query_id)
     if known is not None and known != text:
         raise format_error(
@@ -258,8 +260,9 @@ def load_trec_qrels(path: Path | str) -> Qrels:
 def load_trec_run(path: Path | str, name: str | None = None) -> Run:
     """TREC run: ``qid Q0 docid rank score tag``.
 
-    Each query's documents are ordered by score (highest first), ties by the rank column,
-    which is how trec_eval reads a run. ``name`` defaults to the tag of the first line.
+    Each query's documents are ordered by score (highest first), ties by document id from the
+    last in byte order to the first: how trec_eval reads a run (it ignores the rank column).
+    ``name`` defaults to the tag of the first line.
     """
     rows: dict[str, list[tuple[float, int, str]]] = {}
     seen: set[tuple[str, str]] = set()
@@ -283,14 +286,15 @@ def load_trec_run(path: Path | str, name: str | None = None) -> Run:
             )
         )
     rankings = {
-        qid: [ScoredDoc(doc_id=d, score=s) for s, _r, d in sorted(entries, key=_by_score_then_rank)]
+        qid: [ScoredDoc(doc_id=d, score=s) for s, _r, d in _trec_eval_order(entries)]
         for qid, entries in rows.items()
     }
     return Run(name=tag or Path(path).name, rankings=rankings)
 
 
-def _by_score_then_rank(entry: tuple[float, int, str]) -> tuple[float, int]:
-    return (-entry[0], entry[1])
+def _trec_eval_order(entries: list[tuple[float, int, str]]) -> list[tuple[float, int, str]]:
+    by_id = sorted(entries, key=lambda entry: entry[2], reverse=True)
+    return sorted(by_id, key=lambda entry: -entry[0])  # stable: ties keep the id order
 
 
 def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:

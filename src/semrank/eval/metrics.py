@@ -346,8 +346,9 @@ def compare(a: Evaluation, b: Evaluation, measure: str) -> PairedComparison:
     if len(common) >= 2 and any(abs(d) > TIE_TOLERANCE for d in diffs):
         result = stats.ttest_rel(ys, xs)
         t_stat, p_value = float(result.statistic), float(result.pvalue)
-    elif common:
+    elif common and wins == losses == 0:
         p_value = 1.0  # identical on every query: no evidence of a difference
+    # One query that changed: no test is defined (p stays NaN, shown as n/a).
     return PairedComparison(
         measure=measure,
         queries=len(common),

@@ -119,8 +119,10 @@ def depth_curve(
     """
     names = list(measures)
     longest = max((len(c.hits) for c in candidates), default=0)
-    # A depth beyond the longest list equals the longest list.
-    usable = sorted({min(d, longest) for d in depths if 1 <= min(d, longest) <= outcome.depth})
+    # A depth beyond the longest list equals the longest list; the depth actually re-ranked is
+    # always on the curve (the report's table shows it).
+    wanted = {*depths, outcome.depth}
+    usable = sorted({min(d, longest) for d in wanted if 1 <= min(d, longest) <= outcome.depth})
     return {
         d: evaluate(qrels, reranked_run(candidates, outcome.scores, depth=d), names).aggregate
         for d in usable
