@@ -102,7 +102,7 @@ def test_corpus_passages_join_the_pool_after_the_judged_ones(tmp_path: Path) -> 
 def test_corpus_rows_without_text_are_named(tmp_path: Path) -> None:
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
     corpus = _write_jsonl(tmp_path / "corpus.jsonl", [{"text": "ok"}, {"body": "no text"}])
-    with pytest.raises(DataFormatError, match=r"row 2 needs a non-empty 'text'"):
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: needs a non-empty 'text'"):
         load_collection(DataSpec.parse(f"{pairs},corpus={corpus}"))
     with pytest.raises(DataFormatError, match=r"missing\.jsonl"):
         load_collection(DataSpec.parse(f"{pairs},corpus={tmp_path / 'missing.jsonl'}"))
@@ -151,7 +151,7 @@ def test_data_spec_rejects_bad_values(option: str, named: str) -> None:
 )
 def test_pairs_rows_with_bad_values_are_named(tmp_path: Path, row: object, named: str) -> None:
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "ok", "positive": "fine"}, row])  # type: ignore[list-item]
-    with pytest.raises(DataFormatError, match=f"row 2.*{named}"):
+    with pytest.raises(DataFormatError, match=f"pairs\\.jsonl:2.*{named}"):
         load_collection(DataSpec(path=pairs, limit=1))  # rows outside the sample count too
 
 
@@ -173,7 +173,7 @@ def test_unreadable_and_incomplete_sources_are_named(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"no corpus\.jsonl"):
         load_collection(DataSpec(path=beir))
     _write_jsonl(beir / "corpus.jsonl", [{"id": "d1", "text": "body"}])
-    with pytest.raises(DataFormatError, match=r"corpus\.jsonl: row 1 needs a string '_id'"):
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: needs a string '_id'"):
         load_collection(DataSpec(path=beir))
 
 
@@ -190,3 +190,52 @@ def test_train_config_rejects_nan_budgets_and_an_unknown_val_source(tmp_path: Pa
         TrainConfig(**base, max_steps=1, lr=float("nan"))  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match=r"'mien'.*mine"):
         TrainConfig(**base, max_steps=1, val_source="mien")  # type: ignore[arg-type]
+
+
+def test_rows_of_one_query_are_one_group_whatever_the_layout(tmp_path: Path, caplog) -> None:
+    """One row per judged pair (sentence-transformers' layout) gave one group per row: the same
+    query went to training and validation, and its other positives became its negatives."""
+    rows = [
+        {"query": "copper", "positive": "Copper conducts.", "negative": "Tin is soft."},
+        {"query": "copper ", "positive": "Copper is red.", "negatives": ["Copper conducts."]},
+        {"query": "tin", "positive": "Tin is soft."},
+    ]
+    with caplog.at_level("WARNING", logger="semrank.train"):
+        collection = load_collection(DataSpec(path=_write_jsonl(tmp_path / "pairs.jsonl", rows)))
+    assert [g.query for g in collection.groups] == ["copper", "tin"]
+    copper = collection.groups[0]
+    texts = collection.passages
+    assert [texts[i] for i in copper.positive_ids] == ["Copper conducts.", "Copper is red."]
+    assert [texts[i] for i in copper.negative_ids] == ["Tin is soft."]  # the singular column
+    assert "1 passages are a negative of a query in one row and its positive" in caplog.text
+
+
+def test_a_misspelt_label_is_refused_and_lines_are_file_lines(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        '{"query": "q", "positive": "p"}\n\n\n{"query": "r", "positive": "p", "negativs": ["x"]}\n'
+    )
+    with pytest.raises(DataFormatError, match=r"pairs\.jsonl:4: unknown key 'negativs'"):
+        load_collection(DataSpec(path=path))
+    path.write_text('{"query": "q", "positive": "p", "id": 7, "score": 0.5}\n')
+    assert len(load_collection(DataSpec(path=path)).groups) == 1  # other columns may ride along
+
+
+def test_beir_training_data_takes_trec_qrels_and_names_what_it_cannot_use(
+    tmp_path: Path, caplog
+) -> None:
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    # TREC's four columns; QX has no query text and DMISSING no document.
+    (beir / "qrels" / "train.tsv").write_text(
+        "QX 0 d1 1\nq1 0 d1 1\nq1 0 DMISSING 1\nq2 0 d2 1\nq3 0 d3 1\n"
+    )
+    _write_jsonl(
+        beir / "queries.jsonl", [{"_id": f"q{i}", "text": f"query {i}"} for i in (1, 2, 3)]
+    )
+    _write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "text": f"doc {i}"} for i in (1, 2, 3)])
+    with caplog.at_level("WARNING", logger="semrank.train"):
+        collection = load_collection(DataSpec(path=beir, limit=3))
+    assert len(collection.groups) == 3  # the limit counts usable queries, not QX
+    assert "1 queries not in queries.jsonl (QX)" in caplog.text
+    assert "1 documents not in the corpus (DMISSING)" in caplog.text

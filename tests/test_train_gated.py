@@ -19,9 +19,9 @@ from semrank.runtime.torch_gated import from_bi_encoder, use_pair_template  # no
 from semrank.train import TrainConfig, train  # noqa: E402
 from tiny_models import tiny_train_config  # noqa: E402
 
-PAIRS = [
-    ("tell me about comet", "comet the of comet facts"),
-    ("tell me about comet", "river a of very old river facts"),
+PAIRS = [  # apple and violin are trained on (the fixture's validation holds out other topics)
+    ("tell me about apple", "apple the of apple facts"),
+    ("tell me about apple", "violin a of very old violin facts"),
     ("about maple", "maple and cactus from the desert"),
     ("tell me about the old walrus facts", "walrus"),
 ]

@@ -146,3 +146,73 @@ def test_a_diverging_run_stops_and_keeps_what_it_saved(
     with pytest.raises(InvalidInputError, match=r"the loss became (nan|inf) at step \d+"):
         train(config)
     assert not (output / "last").exists()  # no export of the diverged weights
+
+
+@pytest.mark.slow
+def test_resume_refuses_data_that_changed_and_a_damaged_record(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """A cut file crashed the resume with an IndexError; a grown one resumed on another split;
+    an edited passage reused the old embeddings; a half-written config.json was a traceback."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(pairs_file.read_text())
+    output = tmp_path / "run"
+    train(_config(tiny_base, data, output))
+    assert json.loads((output / "config.json").read_text())["data_digest"]
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[:-10]) + "\n")
+    with pytest.raises(InvalidInputError, match="the training data differ"):
+        train(_config(tiny_base, data, output, max_steps=4), resume=True)
+    data.write_text("\n".join(lines).replace("facts", "details") + "\n")
+    with pytest.raises(InvalidInputError, match="the training data differ"):
+        train(_config(tiny_base, data, output, max_steps=4), resume=True)
+    (output / "config.json").write_text('{"base": ')
+    with pytest.raises(InvalidInputError, match=r"config\.json is damaged"):
+        train(_config(tiny_base, data, output, max_steps=4), resume=True)
+
+
+@pytest.mark.parametrize("max_length", [100_000, 4])
+def test_a_max_length_the_base_cannot_read_is_refused_before_mining(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path, max_length: int
+) -> None:
+    output = tmp_path / "run"
+    with pytest.raises(InvalidInputError, match=f"--max-length {max_length}"):
+        train(_config(tiny_base, pairs_file, output, max_length=max_length))
+    assert not (output / "cache").exists()  # nothing was mined
+
+
+def test_a_cls_pooling_base_is_mined_with_cls_pooling(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Mining and the teacher used mean pooling whatever the base said: with a bge-style base
+    the negatives and the distillation target came from a model that is not the base."""
+    import shutil
+
+    import numpy as np
+
+    from semrank.train._loop import prepare_data
+    from semrank.train._mining import embed_texts
+    from semrank.train._model import load_encoder
+
+    base = tmp_path / "cls-base"
+    shutil.copytree(tiny_base, base)
+    kinds = "sentence_transformers.models"
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": f"{kinds}.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{kinds}.Pooling"},
+    ]
+    (base / "modules.json").write_text(json.dumps(modules))
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
+                    "pooling_mode_mean_tokens": False})
+    )  # fmt: skip
+    config = _config(base, pairs_file, tmp_path / "run", val_queries=0)
+    config.output.mkdir()
+    (mined, *_), _, _ = prepare_data(config)
+    encoder, tokenizer = load_encoder(base)
+    queries = [g.query for g in mined.groups]
+    cls = embed_texts(encoder, tokenizer, queries, max_length=64, pooling="cls")
+    mean = embed_texts(encoder, tokenizer, queries, max_length=64, pooling="mean")
+    np.testing.assert_allclose(mined.query_embeddings, cls, atol=2e-3)
+    assert np.abs(mined.query_embeddings.astype(np.float32) - mean).max() > 1e-2

@@ -67,3 +67,29 @@ def test_unknown_mining_mode_is_named() -> None:
             cache_dir=None,
             mining="sparse",
         )
+
+
+def test_validation_lists_hold_at_most_the_candidates_asked_for() -> None:
+    """A query with more positives than candidates sliced its negatives with a negative end:
+    its list kept nearly every negative (55 for 20 asked)."""
+    from semrank.train._mining import MinedCollection
+    from semrank.train._sampling import split_validation
+
+    passages = [f"passage {i}" for i in range(60)]
+    groups = [
+        QueryGroup(query=f"q{g}", positive_ids=list(range(25)), negative_ids=list(range(25, 60)))
+        for g in range(4)
+    ]
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 3)).astype(np.float32)
+    mined = MinedCollection(
+        name="many",
+        weight=1.0,
+        passages=passages,
+        groups=groups,
+        query_embeddings=vectors[:4],
+        passage_embeddings=vectors,
+    )
+    task, _ = split_validation(mined, queries=2, candidates=20, seed=0)
+    assert [len(candidates) for candidates in task.candidates.values()] == [20, 20]
+    assert all(len(judged) == 20 for judged in task.qrels.values())

@@ -24,8 +24,10 @@ def test_pairs_jsonl_is_read_into_a_pool(pairs_file: Path) -> None:
     assert len(collection.groups) == 10
     assert collection.weight == 2.0
     group = collection.groups[0]
-    assert collection.passages[group.positive_ids[0]].startswith(group.query.split()[-1])
-    assert len(group.negative_ids) == 2
+    # The file has six rows per query: one group with their positives and negatives.
+    assert len(group.positive_ids) == 6 and len(group.negative_ids) == 12
+    topic = group.query.split()[-1]
+    assert all(collection.passages[i].startswith(topic) for i in group.positive_ids)
 
 
 @pytest.mark.slow
@@ -44,12 +46,16 @@ def test_tiny_training_lowers_loss_resumes_and_exports(
     ]
     assert steps[-1] == 60 and 40 in steps  # continued from step 40, not from scratch
 
+    record = json.loads((output / "config.json").read_text())
+    held_out = set(record["validation_queries"])
+    assert len(held_out) == 8 and "tell me about apple" not in held_out  # trained on apple
+    assert "tell me about violin" not in held_out
     config = json.loads((best / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(best))
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(best))
     inputs = tokenizer(
-        ["tell me about comet"] * 2, ["comet the of comet facts", "river a of river facts"],
+        ["tell me about apple"] * 2, ["apple the of apple facts", "violin a of violin facts"],
         return_tensors="pt", padding=True,
     )  # fmt: skip
     with torch.no_grad():
@@ -67,8 +73,8 @@ def _score_through_runtime_if_present(best: Path) -> None:
     scorer = load_scorer(resolve(str(best)))
     scores = scorer.score_pairs(
         [
-            ("tell me about comet", "comet the of comet facts"),
-            ("tell me about comet", "river facts"),
+            ("tell me about apple", "apple the of apple facts"),
+            ("tell me about apple", "violin facts"),
         ]
     )
     assert scores.shape == (2,) and scores[0] > scores[1]

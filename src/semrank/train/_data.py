@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import DataFormatError
-from semrank.eval.loaders import load_beir_qrels
+from semrank.eval.loaders import load_qrels
+
+log = logging.getLogger("semrank.train")
 
 _SPEC_FORMAT = "PATH[,weight=W][,limit=N][,name=X][,corpus=FILE]"
 
@@ -138,6 +141,12 @@ def open_text(path: Path) -> Any:
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects of a JSONL file, naming the line when one is broken."""
+    for _number, row in iter_numbered_jsonl(path):
+        yield row
+
+
+def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) of every non-blank line: errors about a row name its line."""
     with open_text(path) as handle:
         number = 0
         try:
@@ -145,9 +154,10 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+                yield number, value
         except UnicodeDecodeError as exc:
             raise DataFormatError(
                 f"{path}:{number + 1}: not UTF-8 text ({exc.reason}); give a UTF-8 JSONL file"
@@ -169,9 +179,13 @@ def _texts(value: Any, where: str) -> list[str]:
     return value
 
 
+_PAIR_KEYS = ("query", "positive", "positives", "negative", "negatives")
+
+
 def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[str]]:
-    """One checked ``{query, positive | positives, negatives?}`` row."""
-    where = f"{path}: row {number}"
+    """One checked ``{query, positive | positives, negative? | negatives?}`` row (the singular
+    forms are sentence-transformers' triplet columns)."""
+    where = f"{path}:{number}"
     if (
         not isinstance(row, dict)
         or "query" not in row
@@ -192,7 +206,10 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
         positives = [positive, *positives]
     if not positives:
         raise DataFormatError(f"{where}: 'positives' is empty; give at least one positive passage")
+    _refuse_misspelt_keys(row, where)
     negatives = _texts(row.get("negatives") or [], f"{where}: 'negatives'")
+    if "negative" in row:
+        negatives = [*_texts([row["negative"]], f"{where}: 'negative'"), *negatives]
     both = {p.strip() for p in positives} & {n.strip() for n in negatives}
     if both:
         raise DataFormatError(
@@ -201,28 +218,56 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
     return query, positives, negatives
 
 
+def _refuse_misspelt_keys(row: dict[str, Any], where: str) -> None:
+    """Other columns (ids, scores) may ride along; one that reads like a label would be
+    silently dropped, with its passages."""
+    for key in row:
+        if key not in _PAIR_KEYS and str(key).lower().startswith(("pos", "neg", "quer")):
+            raise DataFormatError(
+                f"{where}: unknown key {key!r}; the labels are {', '.join(_PAIR_KEYS)}"
+            )
+
+
 def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
-    """``{query, positive | positives, negatives?}`` per line (every row checked, then sampled)."""
-    rows = [_pair_row(path, n, row) for n, row in enumerate(iter_jsonl(path), 1)]
-    pool, groups = _Pool(), []
-    for query, positives, negatives in _sample(rows, limit, seed):
+    """``{query, positive | positives, negatives?}`` per line (every row checked, then sampled).
+
+    Rows with the same query are one query group (one row per judged pair is the common
+    layout): split as one, so validation holds no query that is trained on. A passage that is
+    a positive of the query in one row and a negative in another counts as positive."""
+    merged: dict[str, tuple[str, dict[str, None], dict[str, None]]] = {}
+    for number, row in iter_numbered_jsonl(path):
+        query, positives, negatives = _pair_row(path, number, row)
+        _, known_positives, known_negatives = merged.setdefault(query.strip(), (query, {}, {}))
+        known_positives.update(dict.fromkeys(p.strip() for p in positives))
+        known_negatives.update(dict.fromkeys(n.strip() for n in negatives))
+    pool, groups, contradicted = _Pool(), [], 0
+    for query, positives, negatives in _sample(list(merged.values()), limit, seed):
+        kept = [n for n in negatives if n not in positives]
+        contradicted += len(negatives) - len(kept)
         groups.append(
             QueryGroup(
                 query=query,
-                positive_ids=list(dict.fromkeys(pool.add(p) for p in positives)),
-                negative_ids=list(dict.fromkeys(pool.add(n) for n in negatives)),
+                positive_ids=[pool.add(p) for p in positives],
+                negative_ids=[pool.add(n) for n in kept],
             )
+        )
+    if contradicted:
+        log.warning(
+            "%s: %d passages are a negative of a query in one row and its positive in another; "
+            "they count as positives",
+            path,
+            contradicted,
         )
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
 def _beir_rows(path: Path) -> Iterator[dict[str, Any]]:
     """BEIR corpus / queries rows, each with a string ``_id`` and a non-empty ``text``."""
-    for number, row in enumerate(iter_jsonl(path), 1):
+    for number, row in iter_numbered_jsonl(path):
         ok = isinstance(row, dict) and isinstance(row.get("_id"), str)
         if not ok or not isinstance(row.get("text"), str):
             raise DataFormatError(
-                f"{path}: row {number} needs a string '_id' and a string 'text' (BEIR format)"
+                f"{path}:{number}: needs a string '_id' and a string 'text' (BEIR format)"
             )
         yield row
 
@@ -234,13 +279,16 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     )
     if corpus_path is None:
         raise DataFormatError(f"BEIR folder {str(root)!r} has no corpus.jsonl[.gz]")
-    # The evaluation loader: a malformed or contradictory line is an error naming it, not skipped.
-    qrels = load_beir_qrels(root / "qrels" / f"{split}.tsv")
+    # The evaluation loader (BEIR's 3 columns or TREC's 4): a malformed or contradictory line is
+    # an error naming it, not skipped.
+    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
     queries_path = root / "queries.jsonl"
     queries = {row["_id"]: row["text"] for row in _beir_rows(queries_path)}
-    chosen = _sample(sorted(qrels), limit, seed)
-    judged = {d for q in chosen for d in qrels[q]}
     rows = list(_beir_rows(corpus_path))
+    _note_unknown_ids(root, qrels, set(queries), {row["_id"] for row in rows})
+    usable = sorted(q for q in qrels if q in queries and any(rel > 0 for rel in qrels[q].values()))
+    chosen = _sample(usable, limit, seed)  # the limit counts queries that can be trained on
+    judged = {d for q in chosen for d in qrels[q]}
     others = [r for r in rows if r["_id"] not in judged]
     rows = [r for r in rows if r["_id"] in judged] + _sample(others, limit, seed)
     pool, doc_index = _Pool(), {}
@@ -251,11 +299,28 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     for qid in chosen:
         positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
         negatives = [doc_index[d] for d, rel in qrels[qid].items() if rel <= 0 and d in doc_index]
-        if positives and qid in queries:
+        if positives:
             groups.append(
                 QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives)
             )
     return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def _note_unknown_ids(root: Path, qrels: dict[str, dict[str, int]], queries: set[str],
+                      documents: set[str]) -> None:  # fmt: skip
+    """Judgments naming a query or document the folder lacks cannot be trained on: say so."""
+    lost_queries = sorted(set(qrels) - queries)
+    lost_documents = sorted({d for judged in qrels.values() for d in judged} - documents)
+    if lost_queries or lost_documents:
+        log.warning(
+            "%s: qrels name %d queries not in queries.jsonl (%s) and %d documents not in the "
+            "corpus (%s); their judgments are left out",
+            root,
+            len(lost_queries),
+            ", ".join(lost_queries[:3]) or "-",
+            len(lost_documents),
+            ", ".join(lost_documents[:3]) or "-",
+        )
 
 
 def load_msmarco_positives(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
@@ -364,10 +429,10 @@ def _add_corpus(collection: Collection, path: Path) -> None:
     if not path.is_file():
         raise DataFormatError(f"corpus {str(path)!r} does not exist; give a JSONL file")
     seen = set(collection.passages)
-    for number, row in enumerate(iter_jsonl(path), 1):
+    for number, row in iter_numbered_jsonl(path):
         text = row.get("text") if isinstance(row, dict) else None
         if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(f"{path}: row {number} needs a non-empty 'text' field")
+            raise DataFormatError(f"{path}:{number}: needs a non-empty 'text' field")
         title = row.get("title") or ""
         passage = (f"{title}. {text}" if title else text).strip()
         if passage not in seen:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +22,14 @@ from semrank.train._mining import (
     MinedCollection,
     add_teacher_encoder,
     check_mining_mode,
+    encoder_pooling,
     mine_collection,
 )
 from semrank.train._model import (
     bi_encoder_max_seq_length,
     build_cross_encoder,
     check_architecture,
+    check_max_length,
     export_bi_encoder,
     export_model,
     fit_head_to_teacher,
@@ -197,6 +201,8 @@ def prepare_data(
     if not config.data:
         raise InvalidInputError("no training data: give at least one --data source")
     encoder, tokenizer = load_encoder(config.base)
+    positions = check_max_length(config.base, encoder, config.max_length)
+    pooling = encoder_pooling(config.base)
     mined = []
     for spec in config.data:
         collection = load_collection(spec, seed=config.seed)
@@ -207,9 +213,10 @@ def prepare_data(
                 tokenizer=tokenizer,
                 encoder_id=str(config.base),
                 depth=config.mining_depth,
-                max_length=128,
+                max_length=min(128, positions),
                 cache_dir=config.output / "cache",
                 mining=config.mining,
+                pooling=pooling,
             )
         )
     for path, weight in config.teacher_encoders:
@@ -412,10 +419,26 @@ def _claim_output(config: TrainConfig, *, resume: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
+def _stored_config(stored_path: Path) -> dict[str, Any]:
+    """The run folder's record of its settings ({} where there is none)."""
     if not stored_path.is_file():
+        return {}
+    try:
+        stored = json.loads(stored_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"--resume: {stored_path} is damaged ({exc}); the run's settings cannot be checked, "
+            "so name a new folder (its checkpoint can seed one with --init-from)"
+        ) from None
+    if not isinstance(stored, dict):
+        raise InvalidInputError(f"--resume: {stored_path} holds no settings; name a new folder")
+    return stored
+
+
+def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
+    stored = _stored_config(stored_path)
+    if not stored:
         return
-    stored = json.loads(stored_path.read_text(encoding="utf-8"))
     current = json.loads(json.dumps(asdict(config), default=str))
     changed = [
         name
@@ -441,6 +464,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     _claim_output(config, resume=resume)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
     collections, val, teacher_val = prepare_data(config)
+    if resume:
+        _check_same_data(config, data_digest(collections, val))
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     model, tokenizer = build_cross_encoder(
         config.init_from or config.base, architecture=config.architecture
@@ -459,7 +484,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         state = _fresh_start(model, tokenizer, sampler, config, evaluation)
     # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
     # resume that cannot load, leaves the folder's record as it was.
-    (config.output / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    _write_record(config, data_digest(collections, val), val)
     window = _run_steps(
         (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation
     )
@@ -468,6 +493,45 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
     _save_checkpoint(checkpoint, model, optimizer, sampler, state)
     return _final_export(model, tokenizer, config, state, teacher_val)
+
+
+def data_digest(collections: list[MinedCollection], val: RankingTask | None) -> str:
+    """What the run trains and validates on: the same files edited, grown or cut give another
+    digest (a resumed run would otherwise train on another split, or index past its data)."""
+    digest = hashlib.sha256()
+    for collection in collections:
+        digest.update(f"{collection.name}|{collection.weight}|{len(collection.passages)}".encode())
+        for passage in collection.passages:
+            digest.update(passage.encode() + b"\0")
+        for group in collection.groups:
+            digest.update(repr((group.query, group.positive_ids, group.negative_ids)).encode())
+    if val is not None:
+        digest.update(repr(sorted(val.queries.items())).encode())
+    return digest.hexdigest()
+
+
+def _check_same_data(config: TrainConfig, digest: str) -> None:
+    stored = _stored_config(config.output / "config.json").get("data_digest")
+    if stored is not None and stored != digest:
+        raise InvalidInputError(
+            f"--resume: the training data differ from what the run in {config.output} was "
+            "trained on (a file was edited, grown or cut); resume with the same data, or name "
+            "a new folder (--init-from its best model to start from it)"
+        )
+
+
+def _write_record(config: TrainConfig, digest: str, val: RankingTask | None) -> None:
+    """config.json, replaced whole (a kill mid-write must not leave half of it): the settings,
+    a digest of the data, and the validation queries held out of training."""
+    record = {
+        **json.loads(json.dumps(asdict(config), default=str)),
+        "data_digest": digest,
+        "validation_queries": sorted(val.queries.values()) if val is not None else [],
+    }
+    path = config.output / "config.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _fresh_start(
@@ -613,7 +677,10 @@ def _one_step(
 def _report_progress(bar: Any, running: dict[str, float], state: RunState, lr: float) -> None:
     """The bar's loss / lr, and a log line every 50 steps (the bar may not reach a log file)."""
     bar.update(1)
-    bar.set_postfix(loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{lr:.1e}")
+    # refresh=False: the bar redraws at its own interval, not at every step (a log line per step)
+    bar.set_postfix(
+        loss=f"{running['loss']:.3f}", ce=f"{running['ce']:.3f}", lr=f"{lr:.1e}", refresh=False
+    )
     if state.step % 50 == 0:
         log.info(
             "step %d loss %.4f ce %.4f kd %.4f lr %.2e elapsed %.1f min",

@@ -186,15 +186,17 @@ def _merge_negatives(
 
 
 def _cache_key(
-    collection: Collection, depth: int, max_length: int, encoder: str, mining: str
+    collection: Collection, depth: int, max_length: int, encoder: str, mining: str, pooling: str
 ) -> str:
     digest = hashlib.sha256()
-    # Dense mining keeps its old key, so existing caches stay valid.
-    mode = "" if mining == "dense" else f"|{mining}"
-    digest.update(f"{encoder}|{depth}|{max_length}|{len(collection.passages)}{mode}".encode())
+    settings = f"{encoder}|{depth}|{max_length}|{len(collection.passages)}|{mining}|{pooling}"
+    digest.update(settings.encode())
     for group in collection.groups:
         digest.update(group.query.encode())
         digest.update(repr((group.positive_ids, group.negative_ids)).encode())
+    for passage in collection.passages:  # an edited passage must not reuse old embeddings
+        digest.update(passage.encode())
+        digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -208,13 +210,15 @@ def mine_collection(
     max_length: int,
     cache_dir: Path | None,
     mining: str = "dense",
+    pooling: str = "mean",
 ) -> MinedCollection:
-    """Embed, mine (``mining``: "dense" or "hybrid" = dense + BM25) and cache one collection.
+    """Embed (pooled as the encoder was trained to pool), mine (``mining``: "dense" or "hybrid"
+    = dense + BM25) and cache one collection.
 
     The cache is keyed by the collection's content and the mining settings.
     """
     check_mining_mode(mining)
-    key = _cache_key(collection, depth, max_length, encoder_id, mining)
+    key = _cache_key(collection, depth, max_length, encoder_id, mining, pooling)
     cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
     if cache and (cache / "groups.json").exists():
         log.info("mining %s: cached at %s", collection.name, cache)
@@ -225,8 +229,11 @@ def mine_collection(
         len(collection.groups),
         len(collection.passages),
     )
-    queries = embed_texts(encoder, tokenizer, [g.query for g in collection.groups], max_length=64)
-    passages = embed_texts(encoder, tokenizer, collection.passages, max_length=max_length)
+    texts = [g.query for g in collection.groups]
+    queries = embed_texts(encoder, tokenizer, texts, max_length=64, pooling=pooling)
+    passages = embed_texts(
+        encoder, tokenizer, collection.passages, max_length=max_length, pooling=pooling
+    )
     lexical = bm25_rankings(collection, depth=depth + 8) if mining == "hybrid" else None
     groups = mine_negatives(collection, queries, passages, depth=depth, lexical=lexical)
     mined = MinedCollection(
@@ -279,9 +286,10 @@ def add_teacher_encoder(
     """Embed ``mined``'s queries and passages with a further bi-encoder whose cosine, times
     ``weight``, joins the teacher score (a stronger teacher than the mining bi-encoder alone).
     Must run before validation queries are split off; cached like the mining."""
-    digest = hashlib.sha256(f"{encoder_id}|{max_length}|{len(mined.passages)}".encode())
+    digest = hashlib.sha256(f"{encoder_id}|{max_length}|{len(mined.passages)}|2".encode())
     for text in [*(g.query for g in mined.groups), *mined.passages]:
         digest.update(text.encode())
+        digest.update(b"\0")  # texts apart: "ab" + "c" is not "a" + "bc"
     cache = cache_dir / f"{mined.name}-teacher-{digest.hexdigest()[:16]}" if cache_dir else None
     if cache and (cache / "passages.npy").exists():
         queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")

@@ -65,6 +65,30 @@ def load_encoder(base: Path) -> tuple[Any, Any]:
     return AutoModel.from_pretrained(str(base)), AutoTokenizer.from_pretrained(str(base))
 
 
+# RoBERTa-family position tables start after the padding index: two entries are not tokens.
+_POSITION_OFFSETS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+MIN_MAX_LENGTH = 16  # a query, a passage and the special tokens need at least this many
+
+
+def check_max_length(base: Path, encoder: Any, max_length: int) -> int:
+    """Tokens the base model can read (its position table); a --max-length outside
+    [MIN_MAX_LENGTH, that] is refused before mining, not met as a tensor-size traceback."""
+    config = encoder.config
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    limit = positions - _POSITION_OFFSETS.get(getattr(config, "model_type", ""), 0)
+    if positions and max_length > limit:
+        raise InvalidInputError(
+            f"--max-length {max_length} is more than base model {str(base)!r} reads ({limit} "
+            f"tokens); give --max-length {limit} or less"
+        )
+    if max_length < MIN_MAX_LENGTH:
+        raise InvalidInputError(
+            f"--max-length {max_length} leaves no room for a query and a passage; give at "
+            f"least {MIN_MAX_LENGTH}"
+        )
+    return limit if positions else max_length
+
+
 def fit_head_to_teacher(
     model: Any,
     tokenizer: Any,

@@ -132,10 +132,13 @@ def split_validation(
     for index in sorted(chosen):
         group = collection.groups[index]
         qid = f"q{index}"
-        ids = group.positive_ids + group.negative_ids[: candidates - len(group.positive_ids)]
+        # At most `candidates` per list: more positives than that fill it (a negative slice
+        # of a negative length kept nearly every negative).
+        positives = group.positive_ids[:candidates]
+        ids = positives + group.negative_ids[: candidates - len(positives)]
         task.queries[qid] = group.query
         task.candidates[qid] = [(f"d{i}", collection.passages[i]) for i in ids]
-        task.qrels[qid] = {f"d{i}": 1 for i in group.positive_ids}
+        task.qrels[qid] = {f"d{i}": 1 for i in positives}
         scores = collection.teacher_scores(index, ids)
         teacher_run[qid] = {f"d{i}": float(s) for i, s in zip(ids, scores, strict=True)}
     collection.keep_groups([i for i in range(len(collection.groups)) if i not in chosen])
