@@ -86,6 +86,22 @@ def test_copies_of_a_document_get_one_score_wherever_they_stand(feedback_dir: Pa
     np.testing.assert_allclose(scores[[1, 0, *range(3, len(twin))]], alone, atol=1e-5)
 
 
+def test_texts_the_model_reads_alike_are_copies_whatever_their_order(feedback_dir: Path):
+    """'A' and 'A ' (same tokens) were two documents: whichever came first was a top document
+    and pulled its twin up by ~1 of cosine, so the input order decided both scores."""
+    reranker = Reranker(feedback_dir)
+    plain = Reranker(feedback_dir, feedback=False).score(QUERY, DOCS, raw=True)
+    best = int(np.argmax(plain))
+    twin = DOCS[best] + " "
+    others = [d for i, d in enumerate(DOCS) if i != best]
+    forward = reranker.score(QUERY, [*others, DOCS[best], twin], raw=True)
+    backward = reranker.score(QUERY, [*others, twin, DOCS[best]], raw=True)
+    assert forward[-1] == pytest.approx(forward[-2], abs=1e-5)
+    np.testing.assert_allclose(forward, backward, atol=1e-5)
+    alone = reranker.score(QUERY, [*others, DOCS[best]], raw=True)
+    np.testing.assert_allclose(forward[:-1], alone, atol=1e-5)  # as one document sent twice
+
+
 def test_feedback_reorders_the_results_it_returns(feedback_dir: Path):
     reranker = Reranker(feedback_dir)
     scores = reranker.score(QUERY, DOCS)

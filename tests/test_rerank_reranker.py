@@ -222,3 +222,17 @@ def test_a_huge_document_is_tokenized_only_as_far_as_it_can_be_read(reranker):
     assert result.truncated and result.num_chunks == 2
     assert tokenizer.longest < len(huge) // 10
     assert result.chunk is not None and huge[result.chunk.start : result.chunk.end].strip()
+
+
+def test_chunk_offsets_of_a_multi_field_document_point_into_its_own_field(reranker):
+    """Offsets pointed into the internal "title: ...\\ntext: ..." string, shifted by the labels
+    from anything the caller holds."""
+    body = "Cats sleep most of the day. " * 60 + "Fleas feed on the blood of mammals. " * 3
+    doc = {"title": "Fleas", "text": body}
+    result = reranker.rerank("what do fleas eat", [doc], rank_fields=["title", "text"])[0]
+    assert result.num_chunks > 1 and result.chunk is not None
+    assert result.chunk.field == "text"
+    shown = body[result.chunk.start : result.chunk.end]
+    assert "Fleas feed on the blood" in shown and 0 < len(shown) < len(body)
+    single = reranker.rerank("what do fleas eat", [body])[0]
+    assert single.chunk is not None and single.chunk.field is None

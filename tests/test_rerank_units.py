@@ -184,3 +184,18 @@ def test_numpy_scalars_count_as_numbers_and_bools_do_not():
             validate_top_n(bad)
     with pytest.raises(InvalidInputError, match="min_score"):
         validate_min_score(np.float32("nan"))
+
+
+def test_later_chunks_start_at_a_word_not_inside_one() -> None:
+    """Windows started on word pieces: "cocoons" was read as "ons"."""
+    from semrank import Reranker
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._chunking import plan_document
+
+    tokenizer = Reranker().scorer.tokenizer
+    text = " ".join(["unbelievably", "cocoons", "photosynthesis", "x"] * 80)
+    offsets = tokenizer.token_offsets(text)
+    plan = plan_document(text, offsets, 40, ChunkingConfig(overlap_tokens=8, heading_tokens=0))
+    assert len(plan.pieces) > 3
+    for piece in plan.pieces[1:]:
+        assert text[piece.start - 1] == " ", text[piece.start - 5 : piece.start + 10]

@@ -68,7 +68,7 @@ def plan_document(
     pieces = [_piece(offsets, 0, 0, min(budget, total))]
     first, last = heading, min(budget, total)
     while last < total and len(pieces) < chunking.max_chunks:
-        first += stride
+        first = _word_start(text, offsets, first + stride, limit=min(total, first + window))
         last = min(first + window, total)
         pieces.append(_piece(offsets, len(pieces), first, last, heading, heading_end))
     return ReadPlan(pieces=tuple(pieces), total_tokens=total, read_tokens=last)
@@ -84,6 +84,19 @@ def _heading_tokens(
     count = bisect_right([end for _, end in offsets], newline)
     # A heading leaves at least half of every window to the document's own text.
     return count if 0 < count <= min(chunking.heading_tokens, budget // 2) else 0
+
+
+def _word_start(text: str, offsets: list[tuple[int, int]], index: int, *, limit: int) -> int:
+    """``index``, or the next token that begins a word: a window starting on a word piece
+    ("##ons" of "cocoons") reads another word than the text has. A word longer than the
+    window's overlap keeps the cut, so windows still advance."""
+    for candidate in range(index, min(limit, index + 16)):
+        start = offsets[candidate][0]
+        previous_end = offsets[candidate - 1][1]
+        joined = start == previous_end and text[start - 1 : start + 1].isalnum()
+        if not joined:
+            return candidate
+    return index
 
 
 def _piece(

@@ -87,6 +87,34 @@ def document_texts(
     return [_document_text(doc, f"{name}[{i}]", fields) for i, doc in enumerate(documents)]
 
 
+# (field, start, end) of each field's text in a multi-field document's composed text.
+FieldSpans = tuple[tuple[str, int, int], ...]
+
+
+def field_spans(
+    documents: Sequence[Document], rank_fields: Sequence[str] | None
+) -> list[FieldSpans | None]:
+    """Where each ranked field's text stands in what ``document_texts`` composed (None where a
+    document is read as one text), so that chunk offsets can be given in the caller's fields.
+    Call after ``document_texts`` has checked the documents."""
+    fields = _validate_fields(rank_fields)
+    if fields is None or len(fields) < 2:
+        return [None] * len(documents)
+    spans: list[FieldSpans | None] = []
+    for doc in documents:
+        if not isinstance(doc, dict):
+            spans.append(None)
+            continue
+        position, found = 0, []
+        for field in fields:
+            start = position + len(f"{field}: ")
+            end = start + len(_field_text(doc[field], field))
+            found.append((field, start, end))
+            position = end + 1  # the newline between fields
+        spans.append(tuple(found))
+    return spans
+
+
 def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
     if rank_fields is None:
         return None

@@ -105,26 +105,48 @@ def apply_feedback(
     return out
 
 
+# Cosine at which two windows count as one document read twice (copies embed alike up to the
+# backend's rounding; distinct texts, even near-duplicates, stay well below).
+SAME_DOCUMENT_COSINE = 1.0 - 1e-5
+
+
+def _distinct_documents(texts: list[str], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each text's document number, each document's first position): equal texts first, then
+    texts whose vectors are the same (what the model reads is the same)."""
+    slot: dict[str, int] = {}
+    by_text = np.array([slot.setdefault(text, len(slot)) for text in texts], dtype=int)
+    first = np.zeros(len(slot), dtype=int)
+    first[by_text[::-1]] = np.arange(len(texts))[::-1]  # each distinct text's first position
+    unique = vectors[first].astype(np.float64)
+    same = unique @ unique.T >= SAME_DOCUMENT_COSINE
+    np.fill_diagonal(same, True)  # a zero vector (no text) is still itself
+    canonical = np.arange(len(first))
+    for i in range(len(first)):
+        j = int(np.argmax(same[i, : i + 1]))  # the first text read alike (i itself at least)
+        canonical[i] = canonical[j]
+    kept, merged = np.unique(canonical, return_inverse=True)  # kept: in order of appearance
+    return merged[by_text], first[kept]
+
+
 def _shifts(
     scores: np.ndarray, vectors: np.ndarray, texts: list[str], config: FeedbackConfig
 ) -> np.ndarray:
     """Each read document's raw-score shift: weight x centred mean similarity to the top ones.
 
-    Documents are compared, and the shifts centred, as distinct texts: copies of one document
+    Documents are compared, and the shifts centred, as distinct documents: copies of one
+    document (the same text, or texts the model reads alike, such as one with a trailing space)
     get one shift, a copy is not "another top document" that pulls its twin up, and sending a
-    document twice moves no other document's score.
+    document twice moves no other document's score. Which copy comes first does not matter.
     """
-    slot: dict[str, int] = {}
-    inverse = np.array([slot.setdefault(text, len(slot)) for text in texts], dtype=int)
-    if len(slot) < max(config.min_documents, config.top_k + 1):
+    inverse, first = _distinct_documents(texts, vectors)
+    count = len(first)
+    if count < max(config.min_documents, config.top_k + 1):
         return np.zeros(len(texts), dtype=np.float32)
-    first = np.zeros(len(slot), dtype=int)
-    first[inverse[::-1]] = np.arange(len(texts))[::-1]  # each distinct text's first position
-    distinct = np.full(len(slot), -np.inf)
+    distinct = np.full(count, -np.inf)
     np.maximum.at(distinct, inverse, scores.astype(np.float64))
     top = np.argsort(-distinct, kind="stable")[: config.top_k]
     similarity = (vectors[first] @ vectors[first][top].T).astype(np.float64)
-    own = np.arange(len(slot))[:, None] == top[None, :]
+    own = np.arange(count)[:, None] == top[None, :]
     similarity[own] = math.nan  # a top document is compared with the other top ones only
     mean = np.nanmean(similarity, axis=1)
     return (config.weight * (mean - mean.mean()))[inverse].astype(np.float32)

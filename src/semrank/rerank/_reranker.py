@@ -17,7 +17,9 @@ from semrank.rerank._blend import BlendScorer, is_blend, load_blend_scorer
 from semrank.rerank._chunking import ReadPlan, plan_document
 from semrank.rerank._config import CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import (
+    FieldSpans,
     document_texts,
+    field_spans,
     validate_min_score,
     validate_queries,
     validate_query,
@@ -217,7 +219,7 @@ class Reranker:
         )
         return [
             _ranked(group, docs if options.return_documents else None, options.top_n,
-                    options.min_score)
+                    options.min_score, field_spans(docs, rank_fields))
             for group, docs in zip(groups, documents, strict=True)
         ]  # fmt: skip
 
@@ -445,19 +447,40 @@ def _ranked(
     documents: Sequence[Document] | None,
     top_n: int | None,
     min_score: float | None,
+    spans: list[FieldSpans | None],
 ) -> list[RerankResult]:
-    ranked = (_result(group, i, float(group.scores[i]), documents) for i in group.order.tolist())
+    ranked = (
+        _result(group, i, float(group.scores[i]), documents, spans[i]) for i in group.order.tolist()
+    )
     return select_results(ranked, top_n=top_n, min_score=min_score)
 
 
+def _chunk_span(index: int, start: int, end: int, spans: FieldSpans | None) -> ChunkSpan:
+    """The chunk in the caller's terms: offsets into the field it starts in, where the text
+    read was composed of several fields (offsets into "title: ...\ntext: ..." fit nothing
+    the caller holds)."""
+    if spans is None:
+        return ChunkSpan(index=index, start=start, end=end)
+    field, first, last = next(
+        (span for span in reversed(spans) if span[1] - len(f"{span[0]}: ") <= start), spans[0]
+    )
+    local_start = min(max(start, first), last) - first
+    local_end = max(min(end, last), first) - first
+    return ChunkSpan(index=index, start=local_start, end=max(local_start, local_end), field=field)
+
+
 def _result(
-    group: _DocumentScores, index: int, score: float, documents: Sequence[Document] | None
+    group: _DocumentScores,
+    index: int,
+    score: float,
+    documents: Sequence[Document] | None,
+    spans: FieldSpans | None,
 ) -> RerankResult:
     plan = group.plans[index]
     chunk = None
     if plan.chunked:
         piece = plan.pieces[group.best_chunks[index]]
-        chunk = ChunkSpan(index=piece.chunk_index, start=piece.start, end=piece.end)
+        chunk = _chunk_span(piece.chunk_index, piece.start, piece.end, spans)
     return RerankResult(
         index=index,
         relevance_score=score,

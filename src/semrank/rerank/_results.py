@@ -11,11 +11,15 @@ Document = str | dict[str, Any]
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkSpan:
-    """The chunk of a long document that produced its score (character offsets, end exclusive)."""
+    """The chunk of a long document that produced its score (character offsets, end exclusive).
+
+    For an object ranked on several ``rank_fields``, ``field`` names the field the chunk starts
+    in and the offsets are into that field's text (the part of the chunk within it)."""
 
     index: int
     start: int
     end: int
+    field: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -302,7 +302,7 @@ def _facts(result: Any) -> dict[str, Any]:
         "pruned": result.pruned,
         "chunk": None
         if chunk is None
-        else ChunkInfo(index=chunk.index, start=chunk.start, end=chunk.end),
+        else ChunkInfo(index=chunk.index, start=chunk.start, end=chunk.end, field=chunk.field),
     }
 
 

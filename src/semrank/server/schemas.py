@@ -78,11 +78,13 @@ class SemrankOptions(_Schema):
 
 
 class ChunkInfo(_Schema):
-    """The chunk of a long document that produced its score (character offsets, end exclusive)."""
+    """The chunk of a long document that produced its score (character offsets, end exclusive;
+    with several rank_fields, into the text of the field it starts in)."""
 
     index: int
     start: int
     end: int
+    field: str | None = None
 
 
 class ResultFacts(_Schema):
