@@ -192,3 +192,11 @@ def test_stdin_that_is_not_utf8_is_refused_like_a_file(tmp_path):
     stderr = completed.stderr.decode()
     assert completed.returncode == 2, stderr
     assert "not valid UTF-8 (byte 0xe9" in stderr and "Traceback" not in stderr
+
+
+def test_rank_field_on_plain_text_documents_is_refused(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("Fleas are small insects.\nParis is in France.\n")
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--rank-field", "title"])
+    assert result.exit_code != 0
+    assert "--rank-field 'title' picks fields of JSON-object documents" in str(result.exception)

@@ -434,3 +434,10 @@ def test_an_error_quoting_a_lone_surrogate_is_still_answered_as_json() -> None:
     body = json.loads(response.body)
     assert response.status_code == 422
     assert "\\ud800" in body["message"]
+
+
+def test_a_negative_cache_size_or_cascade_keep_names_its_flag() -> None:
+    with pytest.raises(InvalidInputError, match=r"cascade_keep=-1 \(--cascade-keep\)"):
+        ServerConfig(cascade_keep=-1)
+    with pytest.raises(InvalidInputError, match=r"cache_size=-2 \(--cache-size\)"):
+        ServerConfig(cache_size=-2)

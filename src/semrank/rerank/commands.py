@@ -137,6 +137,11 @@ def rerank_command(
     from semrank.rerank import CascadeConfig, Reranker
 
     documents = read_documents(docs)
+    if rank_field and not any(isinstance(d, dict) for d in documents):
+        raise InvalidInputError(
+            f"--rank-field {rank_field[0]!r} picks fields of JSON-object documents, and {docs} "
+            "holds none (plain text has no fields); drop --rank-field or give JSONL objects"
+        )
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
     reranker = Reranker(model, cascade=cascade, feedback=feedback)
     results = reranker.rerank(

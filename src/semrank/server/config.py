@@ -101,8 +101,12 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
-        if min(self.cache_size, self.cascade_keep) < 0:
-            raise InvalidInputError("cache_size and cascade_keep must be >= 0 (0 turns them off)")
+        for name in ("cache_size", "cascade_keep"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise InvalidInputError(
+                    f"{name}={getattr(self, name)} ({flag}) must be >= 0 (0 turns it off)"
+                )
         for name, (flag, most) in DURATION_LIMITS.items():
             _check_duration(getattr(self, name), name, flag, most)
         if self.port > MAX_PORT:
