@@ -225,6 +225,7 @@ def test_numpy_scalars_are_sent_as_plain_json_numbers() -> None:
                 "top_n": 1,
                 "min_score": 0.25,
                 "chunking": {"overlap_tokens": 8, "enabled": True},
+                "response_format": "cohere",  # the shape the client reads, named
             },
         ),
         ("/v1/rerank/batch", {"queries": [{"query": "q", "documents": ["a"]}], "top_n": 2}),
@@ -318,7 +319,8 @@ async def test_async_client_shares_the_checks() -> None:
         await client.rerank("q", ["a"])
     with pytest.raises(errors.SemrankError, match=r"client is closed"):
         await client.ready()
-    assert sent == [("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 1})]
+    sent_body = {"query": "q", "documents": ["a"], "top_n": 1, "response_format": "cohere"}
+    assert sent == [("/v1/rerank", sent_body)]
 
 
 @pytest.mark.anyio
@@ -335,3 +337,45 @@ async def test_the_client_says_which_documents_a_cascade_pruned(tiny_model: Any)
     local = cascaded.rerank(QUERY, DOCS)
     assert [(h.index, h.pruned) for h in response.results] == [(r.index, r.pruned) for r in local]
     assert [h.pruned for h in response.results] == [False, False, True, True]
+
+
+@pytest.mark.anyio
+async def test_client_reads_every_answer_the_server_gives(reranker: Any) -> None:
+    """A chunk of a multi-field document (it carries `field`) broke the client; Voyage's
+    top_k / truncation options got Voyage's shape, which the client could not read; a dict of
+    only "text" came back as a string."""
+    from semrank.client import BATCH_OPTIONS, CHUNKING_OPTIONS, RERANK_OPTIONS
+    from semrank.server.schemas import BatchRerankRequest, ChunkingOptions, V1RerankRequest
+
+    assert set(V1RerankRequest.model_fields) - {
+        "query", "documents", "response_format"
+    } == RERANK_OPTIONS  # fmt: skip
+    assert set(BatchRerankRequest.model_fields) - {"queries"} == BATCH_OPTIONS
+    assert set(ChunkingOptions.model_fields) == CHUNKING_OPTIONS
+    docs = [{"title": "Fleas", "body": LONG_DOC}, {"text": "Fleas eat blood."}]
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncSemrankClient("http://test", transport=transport) as client:
+            fields = await client.rerank(QUERY, docs[:1], rank_fields=["title", "body"])
+            voyage = await client.rerank(QUERY, DOCS, top_k=1, truncation=True)
+            returned = await client.rerank(QUERY, docs[1:], return_documents=True)
+            with pytest.raises(errors.InvalidInputError, match="unknown option 'topn'"):
+                await client.rerank(QUERY, DOCS, topn=1)
+            with pytest.raises(errors.InvalidInputError, match="unknown chunking option"):
+                await client.rerank(QUERY, DOCS, chunking={"max_chunk": 1})
+    chunk = fields.results[0].chunk
+    assert chunk is not None and chunk.field == "body" and "Fleas" in LONG_DOC[chunk.start :]
+    assert len(voyage.results) == 1
+    assert returned.results[0].document == {"text": "Fleas eat blood."}
+
+
+def test_errors_carry_status_and_retry_after_even_before_sending() -> None:
+    with SemrankClient("http://127.0.0.1:9") as client:
+        with pytest.raises(errors.InvalidInputError) as refused:
+            client.rerank(QUERY, "one string")
+        assert refused.value.status_code is None and refused.value.retry_after is None
+    with pytest.raises(errors.InvalidInputError, match="is not a URL"):
+        SemrankClient("http://[::1")
+    with pytest.raises(errors.InvalidInputError, match="http:// or https://"):
+        SemrankClient("127.0.0.1:8000")

@@ -7,10 +7,14 @@
 0
 
 Any Cohere-compatible SDK works against the server too; this client adds min_score, chunking,
-deadlines with fail_open, per-result truncation and chunk facts, and the batch endpoint. Errors
-come back as ``semrank.errors`` exceptions (the class the server raised), with ``status_code``;
-a server that cannot be reached is a ``SemrankError`` and a client timeout a
-``DeadlineExceededError`` (both with ``status_code`` None), never a raw httpx exception.
+deadlines with fail_open, per-result truncation and chunk facts, the batch endpoint and index
+search (index administration is over HTTP or the CLI). Errors come back as ``semrank.errors``
+exceptions (the class the server raised), with ``status_code`` and, for 429 / 503,
+``retry_after`` in seconds (the client does not retry); a server that cannot be reached is a
+``SemrankError`` and a client timeout a ``DeadlineExceededError`` (both with ``status_code``
+None), never a raw httpx exception. ``timeout`` bounds each wait (connect, each read), as
+httpx's does. Options are checked by name: a misspelt one is an ``InvalidInputError``, not a
+field the server would ignore.
 Arguments that cannot be sent (NaN, a lone surrogate, a set...) are an ``InvalidInputError``
 before anything is sent; numpy scalars (``np.int64(3)``, ``np.float32(0.5)``) are sent as the
 Python numbers they hold.
@@ -18,6 +22,9 @@ Python numbers they hold.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import email.utils
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,9 +52,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkSpan:
+    """``field``: with several rank_fields, the field the chunk starts in (offsets into it)."""
+
     index: int
     start: int
     end: int
+    field: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +90,36 @@ class BatchResponse:
     input_tokens: int
 
 
-def _options(**options: Any) -> dict[str, Any]:
+# The server's fields (tests/test_client_sdk.py checks them against its request schemas): the
+# server ignores unknown fields, as vendors' clients need, so a misspelt option would be lost.
+RERANK_OPTIONS = frozenset({
+    "model", "top_n", "top_k", "rank_fields", "return_documents", "max_tokens_per_doc",
+    "max_chunks_per_doc", "truncation", "min_score", "chunking", "raw_scores", "timeout_ms",
+    "fail_open",
+})  # fmt: skip
+BATCH_OPTIONS = frozenset({
+    "model", "top_n", "min_score", "rank_fields", "return_documents", "max_tokens_per_doc",
+    "chunking", "raw_scores", "timeout_ms", "fail_open",
+})  # fmt: skip
+CHUNKING_OPTIONS = frozenset(
+    {"enabled", "overlap_tokens", "aggregation", "top_k", "max_chunks", "heading_tokens"}
+)
+
+
+def _options(known: frozenset[str], **options: Any) -> dict[str, Any]:
+    for name in options:
+        if name not in known:
+            raise errors.InvalidInputError(
+                f"unknown option {name!r}; the options are: {', '.join(sorted(known))}"
+            )
+    chunking = options.get("chunking")
+    if isinstance(chunking, Mapping):
+        for name in chunking:
+            if name not in CHUNKING_OPTIONS:
+                raise errors.InvalidInputError(
+                    f"unknown chunking option {name!r}; the options are: "
+                    f"{', '.join(sorted(CHUNKING_OPTIONS))}"
+                )
     return {name: value for name, value in options.items() if value is not None}
 
 
@@ -147,7 +186,14 @@ def _documents(documents: object) -> list[Any]:
 
 
 def _rerank_body(query: str, documents: object, options: Mapping[str, Any]) -> dict[str, Any]:
-    return _json_body({"query": query, "documents": _documents(documents), **_options(**options)})
+    # The shape this client reads, named: Voyage's top_k or truncation would otherwise get
+    # Voyage's shape, and a request naming none gets both shapes (twice the bytes).
+    body = {
+        "query": query,
+        "documents": _documents(documents),
+        **_options(RERANK_OPTIONS, **options),
+    }
+    return _json_body({**body, "response_format": "cohere"})
 
 
 def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +206,7 @@ def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
             )
         items.append({"query": group[0], "documents": _documents(group[1])})
-    return _json_body({"queries": items, **_options(**options)})
+    return _json_body({"queries": items, **_options(BATCH_OPTIONS, **options)})
 
 
 def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
@@ -186,6 +232,13 @@ def _hit(data: Mapping[str, Any]) -> RerankHit:
     if isinstance(document, dict) and set(document) == {"text"}:
         document = document["text"]  # strings come back wrapped as {"text": ...}
     chunk = data.get("chunk")
+    if chunk is not None:  # known keys only: a newer server may send more
+        chunk = ChunkSpan(
+            index=int(chunk["index"]),
+            start=int(chunk["start"]),
+            end=int(chunk["end"]),
+            field=chunk.get("field"),
+        )
     return RerankHit(
         index=int(data["index"]),
         relevance_score=float(data["relevance_score"]),
@@ -193,9 +246,19 @@ def _hit(data: Mapping[str, Any]) -> RerankHit:
         tokens=int(data.get("tokens", 0)),
         truncated=bool(data.get("truncated", False)),
         num_chunks=int(data.get("num_chunks", 1)),
-        chunk=None if chunk is None else ChunkSpan(**chunk),
+        chunk=chunk,
         pruned=bool(data.get("pruned", False)),
     )
+
+
+def _as_sent(response: RerankResponse, documents: Sequence[Document]) -> RerankResponse:
+    """Returned documents as the caller sent them: the server wraps strings as {"text": ...},
+    which cannot tell a string from a dict that holds only "text"."""
+    results = [
+        hit if hit.document is None else dataclasses.replace(hit, document=documents[hit.index])
+        for hit in response.results
+    ]
+    return dataclasses.replace(response, results=results)
 
 
 def _rerank_response(data: Mapping[str, Any]) -> RerankResponse:
@@ -245,10 +308,29 @@ def _raise_for_error(response: httpx.Response) -> None:
         found = body.get("error") or body.get("message") or body.get("detail")
         message, error_type = str(found or message), str(body.get("error_type") or "")
     cls = _ERROR_CLASSES.get(error_type, errors.SemrankError)
-    exc = cls(f"{response.status_code} from {response.request.url}: {message}")
-    exc.status_code = response.status_code  # type: ignore[attr-defined]
-    exc.retry_after = response.headers.get("retry-after")  # type: ignore[attr-defined]
+    # A proxy's HTML error page is not a message: bounded as the server bounds its own.
+    exc = cls(f"{response.status_code} from {response.request.url}: {message[:MAX_MESSAGE]}")
+    exc.status_code = response.status_code
+    exc.retry_after = _retry_after_seconds(response.headers.get("retry-after"))
     raise exc
+
+
+MAX_MESSAGE = 2000
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date (a proxy's)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
@@ -262,7 +344,7 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
             f"({type(exc).__name__}: {exc}; body {response.text!r:.120}); check that base_url "
             "points at `semrank serve`"
         )
-        error.status_code = response.status_code  # type: ignore[attr-defined]
+        error.status_code = response.status_code
         raise error from exc
 
 
@@ -281,8 +363,14 @@ def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.Semra
             f"cannot reach the semrank server at {url}: {exc or type(exc).__name__}; start it "
             "with `semrank serve`, or pass the right base_url"
         )
-    error.status_code = None  # type: ignore[attr-defined]
     return error
+
+
+def _http_error(exc: httpx.HTTPError) -> errors.SemrankError:
+    return errors.SemrankError(
+        f"the answer from the semrank server could not be read ({type(exc).__name__}: {exc}); "
+        "check base_url and any proxy between this client and `semrank serve`"
+    )
 
 
 def _headers(api_key: object) -> dict[str, str]:
@@ -318,6 +406,17 @@ def _checked_base_url(base_url: object) -> str | httpx.URL:
             f"base_url must be the server's URL as a string, got {type(base_url).__name__} "
             f"({base_url!r:.60}); e.g. 'http://127.0.0.1:8000'"
         )
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise errors.InvalidInputError(
+            f"base_url {str(base_url)!r:.80} is not a URL ({exc}); e.g. 'http://127.0.0.1:8000'"
+        ) from None
+    if url.scheme not in ("http", "https"):
+        raise errors.InvalidInputError(
+            f"base_url {str(base_url)!r:.80} must start with http:// or https://; e.g. "
+            "'http://127.0.0.1:8000'"
+        )
     return base_url
 
 
@@ -328,7 +427,6 @@ def _require_open(http: httpx.Client | httpx.AsyncClient) -> None:
             "this semrank client is closed (close() was called or its `with` block ended); "
             "create a new SemrankClient / AsyncSemrankClient for more requests"
         )
-        error.status_code = None  # type: ignore[attr-defined]
         raise error
 
 
@@ -367,12 +465,14 @@ class SemrankClient:
             response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self._timeout) from exc
+        except httpx.HTTPError as exc:  # a body that does not decode, a URL httpx refuses...
+            raise _http_error(exc) from exc
         _raise_for_error(response)
         return _parse(response, parse)
 
     def rerank(self, query: str, documents: Sequence[Document], **options: Any) -> RerankResponse:
         body = _rerank_body(query, documents, options)
-        return self._call("POST", "/v1/rerank", body, _rerank_response)
+        return _as_sent(self._call("POST", "/v1/rerank", body, _rerank_response), documents)
 
     def rerank_batch(
         self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
@@ -432,6 +532,8 @@ class AsyncSemrankClient:
             response = await self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self._timeout) from exc
+        except httpx.HTTPError as exc:
+            raise _http_error(exc) from exc
         _raise_for_error(response)
         return _parse(response, parse)
 
@@ -439,7 +541,7 @@ class AsyncSemrankClient:
         self, query: str, documents: Sequence[Document], **options: Any
     ) -> RerankResponse:
         body = _rerank_body(query, documents, options)
-        return await self._call("POST", "/v1/rerank", body, _rerank_response)
+        return _as_sent(await self._call("POST", "/v1/rerank", body, _rerank_response), documents)
 
     async def rerank_batch(
         self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any

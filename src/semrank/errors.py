@@ -16,6 +16,10 @@ class SemrankError(Exception):
     """
 
     error_type = "semrank_error"
+    # Set by semrank.client on errors from (or about) a server: the HTTP status (None when none
+    # came back), and a 429's or 503's Retry-After in seconds.
+    status_code: int | None = None
+    retry_after: float | None = None
 
     def __init__(self, *args: object, client_message: str | None = None) -> None:
         super().__init__(*args)
