@@ -372,6 +372,9 @@ async def test_oversized_body_and_bad_json(reranker: Any, caplog: pytest.LogCapt
     assert too_big.json()["message"] == too_big.json()["detail"] == too_big.json()["error"]
     assert broken.status_code == 422 and broken.json()["error_type"] == "invalid_request"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    # Refused at the edge, it still gets the "request rejected" line every refusal gets.
+    rejected = [r for r in caplog.records if r.getMessage() == "request rejected"]
+    assert any(getattr(r, "fields", {}).get("status") == 413 for r in rejected), rejected
 
 
 async def test_too_many_tokens_is_413(reranker: Any) -> None:
@@ -640,3 +643,29 @@ async def test_a_document_past_every_window_says_to_raise_max_chunks(reranker: A
         chunked = await client.post("/rerank", json=request)
     assert chunked.status_code == 413, chunked.text
     assert "raise chunking.max_chunks" in chunked.json()["error"]
+
+
+async def test_a_bug_is_a_500_with_the_request_id_logged_once(
+    reranker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 500 of an unexpected exception left the edge without x-request-id or timing headers,
+    said only "see the server log", and uvicorn logged the traceback a second time."""
+    async with serving(reranker) as (app, client):
+        engine = app.state.service.engine(None)
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(engine.reranker, "rerank", broken)
+        with caplog.at_level(logging.ERROR):
+            response = await client.post(
+                "/v2/rerank",
+                json={"query": QUERY, "documents": DOCS},
+                headers={"x-request-id": "bug-1"},
+            )
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "bug-1" and "x-semrank-time-ms" in response.headers
+    assert response.json()["error_type"] == "internal_error"
+    assert "request id bug-1" in response.json()["error"]
+    logged = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert len(logged) == 1 and logged[0].exc_info is not None

@@ -441,3 +441,17 @@ def test_a_negative_cache_size_or_cascade_keep_names_its_flag() -> None:
         ServerConfig(cascade_keep=-1)
     with pytest.raises(InvalidInputError, match=r"cache_size=-2 \(--cache-size\)"):
         ServerConfig(cache_size=-2)
+
+
+@pytest.mark.parametrize("key", ["", " k1 ", "k1\r"])
+def test_an_api_key_flag_no_client_can_send_is_refused(key: str) -> None:
+    """An unset shell variable or a CRLF key file started a server that refused every request."""
+    with pytest.raises(InvalidInputError, match="--api-key got"):
+        from_environment({}, api_keys=[key], environ={})
+
+
+def test_startup_errors_name_the_flag_or_variable_the_user_set() -> None:
+    with pytest.raises(InvalidInputError, match=r"--max-pending=0 \(max_pending_requests\)"):
+        from_environment({"max_pending_requests": 0}, environ={})
+    with pytest.raises(InvalidInputError, match=r"^\$SEMRANK_STORE \(read as --store\)"):
+        from_environment({}, environ={"SEMRANK_STORE": "bogus"})

@@ -111,6 +111,13 @@ class AuthenticationError(SemrankError):
     error_type = "unauthorized"
 
 
+class InternalError(SemrankError):
+    """A fault of semrank's own (a bug): the server answers 500 naming the request id that its
+    log holds the traceback under."""
+
+    error_type = "internal_error"
+
+
 # The only place that decides which HTTP status an error becomes.
 HTTP_STATUS: dict[type[SemrankError], int] = {
     RequestTooLargeError: 413,
@@ -127,6 +134,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     BackendUnavailableError: 503,
     StorageError: 503,
     ModelLoadError: 500,
+    InternalError: 500,
     SemrankError: 500,
 }
 

@@ -11,12 +11,13 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semrank.errors import RequestTooLargeError
+from semrank.errors import InternalError, RequestTooLargeError
 from semrank.server._errors import send_error
-from semrank.server._logging import ACCESS_LOGGER_NAME, log_fields
+from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
 
 access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
+error_logger = logging.getLogger(LOGGER_NAME)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_REQUEST_ID = 128
 TIMINGS_KEY = "timings"  # request.state.timings: {"rerank": seconds, ...} for Server-Timing
@@ -44,6 +45,7 @@ class EdgeMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = 1
                 _add_headers(message, request_id, started, state.get(TIMINGS_KEY, {}))
             await send(message)
 
@@ -54,10 +56,14 @@ class EdgeMiddleware:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
                     return
                 if body is None:
-                    await self._too_large(send_with_headers)
+                    await self._too_large(scope, request_id, send_with_headers)
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if "started" in status:
+                raise  # an answer is under way: nothing else can be sent
+            await self._internal_error(scope, exc, request_id, send_with_headers)
         finally:
             self._record(scope, status["code"], started, request_id)
 
@@ -81,11 +87,27 @@ class EdgeMiddleware:
                 break
         return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
+    @staticmethod
+    async def _internal_error(scope: Scope, exc: Exception, request_id: str, send: Send) -> None:
+        """A bug answered here, inside the edge, so the 500 carries the request id and timing
+        headers like every answer, and its traceback is logged once, with the request id
+        (outside, Starlette answered without them and uvicorn logged it a second time)."""
+        fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        error_logger.error("unhandled error", exc_info=exc, extra=log_fields(**fields))
+        error = InternalError(
+            f"internal server error; the server log has it under request id {request_id}"
+        )
+        await send_error(send, error)
+
+    async def _too_large(self, scope: Scope, request_id: str, send: Send) -> None:
         error = RequestTooLargeError(
             f"request body is larger than this server's limit of {self.max_body_bytes} bytes; "
             "send fewer documents per request (or raise --max-body-bytes)"
         )
+        # The one line per refused request that the routes' refusals log too.
+        fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        fields |= {"status": 413, "error": str(error)}
+        error_logger.info("request rejected", extra=log_fields(**fields))
         await send_error(send, error, close=True)
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:

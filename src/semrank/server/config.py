@@ -155,11 +155,29 @@ def _check_duration(value: Any, name: str, flag: str, most: float) -> None:
         )
 
 
+# Config fields whose flag is not the field's name (the others: --field-name).
+FLAGS = {"max_pending_requests": "--max-pending"}
+
+
 def _check_positive(config: ServerConfig, names: Sequence[str]) -> None:
     for name in names:
         value = getattr(config, name)
         if value <= 0:
-            raise InvalidInputError(f"{name}={value!r}: must be a positive number")
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise InvalidInputError(f"{flag}={value!r} ({name}): must be a positive number")
+
+
+def _checked_flag_keys(keys: Sequence[str]) -> list[str]:
+    """--api-key values: an empty one (an unset shell variable) or one with spaces (a key file
+    with CRLF endings) would be a key no client can send, so every request would get 401."""
+    for key in keys:
+        if not key or key != key.strip() or any(c.isspace() for c in key):
+            shown = "an empty key" if not key else f"a key with whitespace ({len(key)} chars)"
+            raise InvalidInputError(
+                f"--api-key got {shown}, which no client can send; give the key itself (is "
+                "the variable set? does its file end with \\r\\n?)"
+            )
+    return list(keys)
 
 
 def parse_api_keys(text: str | None) -> frozenset[str]:
@@ -201,10 +219,16 @@ def from_environment(
 ) -> ServerConfig:
     """Build the config at startup: flags (``overrides``, ``--model``, ``--api-key``) over env."""
     env = os.environ if environ is None else environ
-    keys = parse_api_keys(env.get(ENV_API_KEYS)) | frozenset(api_keys)
+    keys = parse_api_keys(env.get(ENV_API_KEYS)) | frozenset(_checked_flag_keys(api_keys))
     values = {name: value for name, value in (overrides or {}).items() if value is not None}
-    if "store" not in values and "index_home" not in values and env.get(ENV_STORE):
+    from_env = "store" not in values and "index_home" not in values and bool(env.get(ENV_STORE))
+    if from_env:
         # The CLI's index commands read it too; a --index-home flag wins over it.
         values["store"] = env[ENV_STORE]
     models = tuple(ModelEntry.parse(spec) for spec in model_specs)
-    return ServerConfig(models=models, api_keys=keys, **values)
+    try:
+        return ServerConfig(models=models, api_keys=keys, **values)
+    except InvalidInputError as exc:
+        if from_env and str(exc).startswith("--store "):  # the user gave no --store: say where
+            raise InvalidInputError(f"${ENV_STORE} (read as --store): {exc}") from None
+        raise
