@@ -299,3 +299,16 @@ async def test_one_upsert_request_is_one_transaction(client: httpx.AsyncClient) 
     assert added.json() == {"upserted": 300}
     info = (await client.get("/v1/indexes/big")).json()
     assert info["documents"] == 300 and info["generation"] == 1  # one commit
+
+
+async def test_numeric_ids_delete_as_they_were_added(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/indexes", json={"name": "nums", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    docs = [{"id": 7, "text": "fleas"}, {"id": "8", "text": "ticks"}]
+    added = await client.post("/v1/indexes/nums/documents", json={"documents": docs})
+    assert added.status_code == 200, added.text
+    deleted = await client.post("/v1/indexes/nums/documents/delete", json={"ids": [7]})
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": 1}, deleted.text
+    boolean = await client.post("/v1/indexes/nums/documents/delete", json={"ids": [True]})
+    assert boolean.status_code == 422, boolean.text
+    assert (await client.get("/v1/indexes/nums")).json()["documents"] == 1

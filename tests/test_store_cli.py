@@ -350,3 +350,42 @@ def test_null_text_fields_are_named_as_null(tmp_path: Path) -> None:
     corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(DataFormatError, match=r"record 2 \(id 'b'\) .* \(title, text null\)"):
         run("index", "create", "k", "--from", str(corpus), "--home", str(tmp_path / "h"))
+
+
+def test_a_file_refused_before_any_write_leaves_no_interrupted_mark(tmp_path: Path) -> None:
+    """The mark went on before the file was checked: a file refused for a repeated id left
+    "interrupted ingest; run index add of that file" advice that could only fail again."""
+    home = str(tmp_path / "h")
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"_id": "a", "text": "alpha"}\n')
+    run("index", "create", "m", "--from", str(good), "--home", home, "--no-dense")
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text('{"_id": "b", "text": "beta"}\n{"_id": "b", "text": "gamma"}\n')
+    with pytest.raises(DataFormatError, match="repeats the id"):
+        run("index", "add", "m", str(twice), "--home", home)
+    assert "interrupted" not in run("index", "info", "m", "--home", home)
+    assert "incomplete" not in run("index", "list", "--home", home)
+
+
+def test_an_embedding_model_folder_is_kept_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative --embedding-model folder was stored as typed: from another directory (a
+    server's) dense search and writes could not find it, or took a hub model of that name."""
+    import shutil
+
+    from semrank.models import resolve_embedding_model
+    from semrank.store import open_index
+
+    models = tmp_path / "work" / "models"
+    shutil.copytree(resolve_embedding_model(None).path, models / "mine")
+    corpus = tmp_path / "work" / "docs.jsonl"
+    corpus.write_text('{"_id": "a", "text": "fleas bite"}\n')
+    monkeypatch.chdir(tmp_path / "work")
+    home = str(tmp_path / "h")
+    run("index", "create", "r", "--from", "docs.jsonl", "--home", home,
+        "--embedding-model", "models/mine")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    index = open_index("r", home=home)
+    assert index.settings.embedding_model == str((models / "mine").resolve())
+    assert index.search_vector(index.embed_queries(["fleas"])[0], k=1).ids.tolist() == ["a"]

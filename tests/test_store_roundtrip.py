@@ -358,3 +358,32 @@ def test_vectors_switch_to_hnsw_past_the_threshold_and_persist(tmp_path: Path) -
     with open_index("ann", home=tmp_path) as reopened:  # loads the published graph from disk
         loaded = reopened.search_vector(vector, k=3)
     assert loaded.ids.tolist() == fresh.ids.tolist() and loaded.ids[0] == "sun"
+
+
+def test_documents_without_text_are_kept_but_never_found_by_vector(tmp_path: Path) -> None:
+    """The embedding of an empty or blank text is close to every query: such documents
+    outranked the one holding the query's word in dense search."""
+    index = create_index("blanks", home=tmp_path)
+    index.upsert(
+        [
+            {"id": "e", "text": ""},
+            {"id": "s", "text": "   \n\t"},
+            {"id": "n", "text": "a needle in the haystack"},
+            {"id": "o", "text": "fleas bite dogs"},
+        ]
+    )
+    hits = index.search_vector(index.embed_queries(["needle"])[0], k=4)
+    assert hits.ids.tolist()[0] == "n" and set(hits.ids.tolist()) == {"n", "o"}
+    assert index.get(["e", "s"])[0] is not None and len(index) == 4
+
+
+def test_names_and_files_refused_say_why(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"names ending in \.tmp or \.trash are kept"):
+        create_index("notes.tmp", home=tmp_path)
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    index = create_index("j", home=tmp_path, embedding_model=None)
+    from semrank.store import read_corpus
+
+    with pytest.raises(DataFormatError, match=r"name the file \.jsonl"):
+        index.upsert(read_corpus(lines))

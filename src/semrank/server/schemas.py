@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 Document = str | dict[str, Any]
 
@@ -349,7 +357,9 @@ class PrepareResult(_Schema):
 
 
 class DeleteDocumentsRequest(_Strict):
-    ids: list[str] = Field(min_length=1)
+    ids: list[StrictStr | StrictInt | StrictFloat] = Field(
+        min_length=1, description='as given at upsert: numbers are ids too (7 is "7")'
+    )
 
 
 class DeleteResult(_Schema):

@@ -190,7 +190,14 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        hint = (
+            "; one JSON object per line is JSONL: name the file .jsonl"
+            if exc.msg == "Extra data"
+            else ""
+        )
+        raise DataFormatError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}){hint}"
+        ) from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:

@@ -450,7 +450,14 @@ class LocalStore(Store):
         self._catch_up_embeddings()
         with self.db.snapshot() as conn:
             generation, commit = self.db.generation(conn), self.db.commit_token(conn)
-            rows = list(self.db.iter_rows(conn, "id, embedding"))
+            # Documents without text are kept (get, BM25: they match nothing) but not searched
+            # by vector: the embedding of nothing is close to every query, and outranked
+            # documents that hold the words.
+            rows = [
+                (doc_id, blob)
+                for doc_id, blob, text in self.db.iter_rows(conn, "id, embedding, text")
+                if text.strip()
+            ]
         dim = int(self.db.get_meta("embedding_dim") or 0)
         ids = [i for i, _ in rows]
         matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)

@@ -62,8 +62,16 @@ def resolve_home(home: str | Path | None) -> Path:
     return Path(home).expanduser() if home is not None else default_home()
 
 
+RESERVED_SUFFIXES = (".tmp", ".trash")  # folders of an index being created or dropped
+
+
 def index_path(name: str, home: str | Path | None = None) -> Path:
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith((".tmp", ".trash")):
+    if isinstance(name, str) and name.endswith(RESERVED_SUFFIXES):
+        raise InvalidInputError(
+            f"invalid index name {name!r}: names ending in {' or '.join(RESERVED_SUFFIXES)} are "
+            "kept for semrank's own folders; choose another ending"
+        )
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid index name {name!r}: use letters, digits, '.', '_' and '-' (max 128), "
             "starting with a letter or digit"
@@ -76,7 +84,14 @@ def _embedding_name(model: str | None) -> str | None:
         return None
     from semrank.models import resolve_embedding_model
 
-    return resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model).name
+    resolved = resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model)
+    folder = Path(model).expanduser()
+    if model != DEFAULT_EMBEDDING and folder.is_dir():
+        # A folder by its absolute path: the index is searched and written from other working
+        # directories (a server, the CLI elsewhere), where a relative path finds nothing, or a
+        # hub repository of that name whose vectors mean something else.
+        return str(folder.resolve())
+    return resolved.name
 
 
 def _postgres(store: str | None) -> Any:

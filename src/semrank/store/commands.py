@@ -67,11 +67,12 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
     the batches committed so far, and ``index info`` / ``list`` / ``create`` say so and how to
     finish (``index add`` of the same file)."""
     source = corpus.path.resolve()
+    # The whole file is checked (ids, fields) before the index is marked: a file refused
+    # before any write must not leave an "interrupted ingest" mark that no retry clears.
+    total = corpus.count() if total is None else total
     index.begin_ingest(source, id_field=corpus.id_field)
     with _progress_bar() as bar:
-        task = bar.add_task(
-            f"indexing {corpus.path.name}", total=corpus.count() if total is None else total
-        )
+        task = bar.add_task(f"indexing {corpus.path.name}", total=total)
         count = index.upsert(
             corpus,
             batch_size=batch_size,
