@@ -541,3 +541,8 @@ def test_key_names_a_client_sent_are_quoted_in_errors() -> None:
         parse_retriever({"rrf": {"retrievers": [], "\ud800": 1}})
     with pytest.raises(InvalidInputError, match=r"'\\ud800'"):
         parse_retriever({"standard": {}, "\ud800": 1})
+
+
+def test_a_misspelt_shorthand_names_the_shorthands(index: LocalStore) -> None:
+    with pytest.raises(DataFormatError, match="one of the shorthands bm25, dense, hybrid, linear"):
+        search(index, "fleas", retriever="bm25+rerankk")

@@ -389,3 +389,20 @@ def test_an_embedding_model_folder_is_kept_by_its_absolute_path(
     index = open_index("r", home=home)
     assert index.settings.embedding_model == str((models / "mine").resolve())
     assert index.search_vector(index.embed_queries(["fleas"])[0], k=1).ids.tolist() == ["a"]
+
+
+def test_home_on_the_command_line_wins_over_semrank_store_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With $SEMRANK_STORE exported (for a server), `index drop NAME --home DIR --yes` went to
+    the PostgreSQL database and would have dropped its index of that name."""
+    home = str(tmp_path / "h")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"_id": "a", "text": "alpha"}\n')
+    monkeypatch.setenv("SEMRANK_STORE", "postgresql://nobody@127.0.0.1:9/none")
+    run("index", "create", "local1", "--from", str(corpus), "--home", home, "--no-dense")
+    assert "local1" in run("index", "list", "--home", home)
+    run("index", "drop", "local1", "--home", home, "--yes")
+    assert "local1" not in run("index", "list", "--home", home)
+    with pytest.raises(InvalidInputError, match="give one"):
+        run("index", "list", "--home", home, "--store", "postgresql://x@127.0.0.1:9/y")

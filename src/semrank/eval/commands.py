@@ -86,15 +86,13 @@ def eval_command(
     home: Path | None = typer.Option(
         None,
         "--home",
-        envvar="SEMRANK_HOME",
         help="Where --index lives (default: $SEMRANK_HOME or ~/.local/share/semrank).",
     ),
     store: str | None = typer.Option(
         None,
         "--store",
-        envvar="SEMRANK_STORE",
         help="Where --index is kept: 'local' (the default, under --home) or a PostgreSQL DSN "
-        "postgresql://user@host:port/db.",
+        "postgresql://user@host:port/db (default: $SEMRANK_STORE, unless --home is given).",
     ),
 ) -> None:
     """Evaluate first-stage results and their re-ranking (nDCG@10, RR@10, R@100, AP)."""
@@ -576,4 +574,6 @@ def _write_report(
 
 def register(app: typer.Typer) -> None:
     """Add `semrank eval`."""
-    app.command("eval")(eval_command)
+    from semrank.store.commands import home_beats_env_store
+
+    app.command("eval")(home_beats_env_store(eval_command))

@@ -332,7 +332,10 @@ def _load_json(spec: str | Path) -> Any:
     try:
         return json.loads(path.read_text("utf-8"))
     except FileNotFoundError as exc:
-        raise DataFormatError(f"retriever file {path} does not exist") from exc
+        raise DataFormatError(
+            f"retriever file {path} does not exist; give a retriever JSON file, or one of the "
+            "shorthands bm25, dense, hybrid, linear (each with an optional +rerank)"
+        ) from exc
     except IsADirectoryError as exc:
         raise DataFormatError(f"retriever file {path} is a folder; pass a JSON file") from exc
     except UnicodeDecodeError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,6 @@ index_app = typer.Typer(help="Named, persistent search indexes.", no_args_is_hel
 HOME_OPTION = typer.Option(
     None,
     "--home",
-    envvar="SEMRANK_HOME",
     help="Where indexes live (default: $SEMRANK_HOME or ~/.local/share/semrank).",
 )
 ID_FIELD_OPTION = typer.Option(
@@ -33,12 +34,42 @@ FIELDS_OPTION = typer.Option(
     help="Comma-separated text fields (default: BEIR title,text, else all strings).",
 )
 BATCH_OPTION = typer.Option(256, "--batch-size", min=1, help="Documents per committed batch.")
+
+
+def home_beats_env_store(command: Any) -> Any:
+    """A command's --home given on the command line wins over $SEMRANK_STORE from the
+    environment (as `semrank serve --index-home` does): with the variable exported for the
+    server, `index drop NAME --home DIR` dropped the PostgreSQL index of that name."""
+
+    @functools.wraps(command)
+    def chosen(*args: Any, **kwargs: Any) -> Any:
+        kwargs["store"] = chosen_store(kwargs.get("home"), kwargs.get("store"))
+        return command(*args, **kwargs)
+
+    return chosen
+
+
+def chosen_store(home: Path | None, store: str | None) -> str | None:
+    """The store a command uses: its --store; else none when it names a --home; else
+    $SEMRANK_STORE. (The options read no environment variables themselves, so a value here
+    was typed; an unset --home falls back to $SEMRANK_HOME in the store's own lookup.)"""
+    from semrank.errors import InvalidInputError
+
+    if store is not None and home is not None and store != "local":
+        raise InvalidInputError(
+            "--home is the embedded store's folder and --store a PostgreSQL database; give one"
+        )
+    if store is not None or home is not None:
+        return store
+    return os.environ.get(STORE_ENV) or None
+
+
+STORE_ENV = "SEMRANK_STORE"
 STORE_OPTION = typer.Option(
     None,
     "--store",
-    envvar="SEMRANK_STORE",
     help="Where the index lives: 'local' (the default, under --home) or a PostgreSQL DSN "
-    "postgresql://user@host:port/db.",
+    "postgresql://user@host:port/db (default: $SEMRANK_STORE, unless --home is given).",
 )
 
 
@@ -86,6 +117,7 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
 
 
 @index_app.command("create")
+@home_beats_env_store
 def create(
     name: str = typer.Argument(..., help="Index name."),
     source: Path | None = typer.Option(None, "--from", help="Corpus to ingest right away."),
@@ -201,6 +233,7 @@ def _ingest_into_new_index(
 
 
 @index_app.command("add")
+@home_beats_env_store
 def add(
     name: str = typer.Argument(..., help="Index name."),
     source: Path = typer.Argument(..., help="Corpus file or BEIR folder."),
@@ -264,6 +297,7 @@ def _keep_prepared(index: Store, name: str, ids: list[str]) -> None:
 
 
 @index_app.command("prepare")
+@home_beats_env_store
 def prepare(
     name: str = typer.Argument(..., help="Index name."),
     model: str | None = typer.Option(
@@ -342,6 +376,7 @@ def _read_ids(ids_file: Path) -> list[str]:
 
 
 @index_app.command("delete")
+@home_beats_env_store
 def delete(
     name: str = typer.Argument(..., help="Index name."),
     ids: list[str] = typer.Argument(None, help="Document ids to delete."),
@@ -369,6 +404,7 @@ def delete(
 
 
 @index_app.command("info")
+@home_beats_env_store
 def info(
     name: str = typer.Argument(..., help="Index name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -394,6 +430,7 @@ def info(
 
 
 @index_app.command("drop")
+@home_beats_env_store
 def drop(
     name: str = typer.Argument(..., help="Index name."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -413,6 +450,7 @@ def drop(
 
 
 @index_app.command("list")
+@home_beats_env_store
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     home: Path | None = HOME_OPTION,
@@ -490,6 +528,7 @@ def print_results(results: SearchResults, title: str) -> None:
     Console(markup=False).print(table)  # documents, ids and queries are shown as written
 
 
+@home_beats_env_store
 def search_command(
     index: str = typer.Argument(..., help="Index name."),
     query: str = typer.Argument(

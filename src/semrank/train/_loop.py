@@ -200,12 +200,13 @@ def prepare_data(
     """Load, mine (cached under the run folder) and split off the validation queries."""
     if not config.data:
         raise InvalidInputError("no training data: give at least one --data source")
+    # Every source is read (and checked) first: a bad file is named before any settings.
+    collections = [load_collection(spec, seed=config.seed) for spec in config.data]
     encoder, tokenizer = load_encoder(config.base)
     positions = check_max_length(config.base, encoder, config.max_length)
     pooling = encoder_pooling(config.base)
     mined = []
-    for spec in config.data:
-        collection = load_collection(spec, seed=config.seed)
+    for collection in collections:
         mined.append(
             mine_collection(
                 collection,
