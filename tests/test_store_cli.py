@@ -406,3 +406,18 @@ def test_home_on_the_command_line_wins_over_semrank_store_from_the_environment(
     assert "local1" not in run("index", "list", "--home", home)
     with pytest.raises(InvalidInputError, match="give one"):
         run("index", "list", "--home", home, "--store", "postgresql://x@127.0.0.1:9/y")
+
+
+@pytest.mark.parametrize("fields", ["body,titel", "body,meta.author"])
+def test_a_named_field_no_record_has_is_refused_before_the_index_exists(
+    tmp_path: Path, fields: str
+) -> None:
+    """A typo or a dotted path in --fields made an index that never found that field's text."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        '{"_id": "a", "title": "beta", "body": "alpha", "meta": {"author": "zelda"}}\n'
+    )
+    home = str(tmp_path / "h")
+    with pytest.raises(InvalidInputError, match=r"no record of .* has it \(fields with text"):
+        run("index", "create", "f", "--from", str(corpus), "--fields", fields, "--home", home)
+    assert "f" not in run("index", "list", "--home", home).split()

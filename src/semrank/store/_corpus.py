@@ -49,7 +49,15 @@ class Corpus:
     def count(self) -> int:
         """Number of records, each checked as an ingest checks it (``IngestChecks``): one pass
         over the file before anything is written, so a bad record deep in it fails early."""
-        return sum(1 for _ in checked_documents(documents_from(self), self.text_fields))
+        return self.survey()[0]
+
+    def survey(self) -> tuple[int, set[str]]:
+        """``count()``, and the text fields that hold a value in at least one record."""
+        checks, total = IngestChecks(self.text_fields), 0
+        for number, document in enumerate(documents_from(self), start=1):
+            checks.check(document, number)
+            total += 1
+        return total, checks.fields_used
 
 
 class IngestChecks:
@@ -60,6 +68,7 @@ class IngestChecks:
     def __init__(self, text_fields: Sequence[str]) -> None:
         self.text_fields = tuple(text_fields)
         self._first_record: dict[str, int] = {}
+        self.fields_used: set[str] = set()  # text fields some record gave a value
 
     def check(self, document: Document, number: int) -> None:
         earlier = self._first_record.setdefault(document.id, number)
@@ -68,7 +77,9 @@ class IngestChecks:
                 f"record {number} repeats the id {document.id!r} of record {earlier}; ids must "
                 "be unique (the later record would replace the earlier one): fix or drop one"
             )
-        if not any(document.fields.get(name) is not None for name in self.text_fields):
+        present = [name for name in self.text_fields if document.fields.get(name) is not None]
+        self.fields_used.update(present)
+        if not present:
             null = [name for name in self.text_fields if name in document.fields]
             has = (
                 f"{', '.join(null)} null"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,7 +160,9 @@ def create(
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
-    total = corpus.count() if corpus is not None else 0
+    total, used = corpus.survey() if corpus is not None else (0, set())
+    if corpus is not None and fields:
+        _check_fields_used(corpus.text_fields, used, source)
     index = create_index(
         name,
         home=home,
@@ -182,6 +185,20 @@ def create(
         typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {index.info().location}")
         if prepare:
             _prepare(index, model=None, field="*")
+
+
+def _check_fields_used(named: Sequence[str], used: set[str], source: Path | None) -> None:
+    """A --fields name that no record of the file holds is a typo (or a nested path, which
+    fields are not): refused before the index exists, naming what the records hold."""
+    from semrank.errors import InvalidInputError
+
+    unused = [name for name in named if name not in used]
+    if unused:
+        them = "it" if len(unused) == 1 else "them"
+        raise InvalidInputError(
+            f"--fields {', '.join(unused)}: no record of {source} has {them} (fields with text "
+            f"in it: {', '.join(sorted(used)) or 'none'}); name top-level fields the records have"
+        )
 
 
 def _check_create_flags(
