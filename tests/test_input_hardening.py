@@ -4,6 +4,7 @@ the library's InvalidInputError) that names the bad value, never a 500 or a Pyth
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -277,20 +278,34 @@ async def test_no_body_at_all_says_the_body_is_required(index_client: httpx.Asyn
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"text": "a", "score": float("inf")}, "NaN or an infinity"),
-        ({"text": float("nan")}, "NaN or an infinity"),
-        ({"text": "a", "meta": [1.0, [float("-inf")]]}, "NaN or an infinity"),
+        ({"text": float("nan")}, "has no text"),
+        ({"text": [1.0, [float("-inf")]]}, "NaN or an infinity"),
         ({"text": 10**5000}, "integer too long"),
     ],
 )
-def test_documents_json_cannot_carry_are_refused_naming_them(
+def test_ranked_fields_without_text_are_refused_naming_them(
     reranker: Any, document: dict[str, Any], message: str
 ) -> None:
-    """Infinity came back as null, NaN was scored as the text "nan", and a 5,000-digit integer
-    raised a bare ValueError."""
+    """NaN was scored as the text "nan", and a 5,000-digit integer raised a bare ValueError."""
     with pytest.raises(InvalidInputError, match=message) as caught:
         reranker.rerank("fleas", ["fleas eat blood", document])
     assert "documents[1]" in str(caught.value)
+
+
+def test_the_library_ranks_objects_with_nan_in_fields_it_does_not_read(reranker: Any) -> None:
+    """A pandas record with a missing price is fine in-process: only HTTP must refuse it."""
+    documents = [{"text": "fleas bite dogs", "price": 3.5}, {"text": "paris", "price": math.nan}]
+    assert len(reranker.rerank("fleas", documents)) == 2
+
+
+@pytest.mark.anyio
+async def test_http_refuses_documents_holding_nan_anywhere(index_client: httpx.AsyncClient) -> None:
+    """Infinity came back as null: the answer changed the caller's document."""
+    body = '{"query": "fleas", "documents": [{"text": "a"}, {"text": "b", "s": Infinity}]}'
+    headers = {"content-type": "application/json"}
+    response = await index_client.post("/v1/rerank", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert "documents[1] holds NaN or an infinity" in response.json()["error"]
 
 
 def test_deeply_nested_documents_are_checked_without_recursion(reranker: Any) -> None:

@@ -669,3 +669,36 @@ async def test_a_bug_is_a_500_with_the_request_id_logged_once(
     assert "request id bug-1" in response.json()["error"]
     logged = [r for r in caplog.records if r.getMessage() == "unhandled error"]
     assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+async def test_a_long_query_beside_short_documents_is_read_whole_by_a_cross_encoder() -> None:
+    """A cross-encoder cuts a query only next to a document piece that needs the room: a
+    350-token query beside short documents was refused (truncation: false) and flagged."""
+    from pathlib import Path
+
+    from semrank import Reranker
+    from semrank.models import resolve
+
+    bundled = Path(resolve("semrank-minilm-l6").path) / "cross-encoder"
+    if not bundled.is_dir():
+        pytest.skip("bundled cross-encoder folder not installed")
+    plain = Reranker(bundled, feedback=False)
+    guaranteed = plain.query_token_limit
+    assert guaranteed is not None
+    words = ["the"] * (guaranteed + 60)
+    query = " ".join(words) + " " + QUERY
+    count = plain.scorer.tokenizer.count_tokens(query)
+    assert guaranteed < count < 2 * guaranteed - 20  # room beside a short document
+    async with serving(plain) as (_, client):
+        short = await client.post(
+            "/v1/rerank", json={"query": query, "documents": DOCS, "truncation": False}
+        )
+        long = await client.post(
+            "/v1/rerank",
+            json={"query": query, "documents": [LONG_DOC], "truncation": False},
+        )
+        flagged = await client.post("/v2/rerank", json={"query": query, "documents": [LONG_DOC]})
+    assert short.status_code == 200, short.text
+    assert "warnings" not in short.json().get("meta", {})
+    assert long.status_code == 413 and "reads" in long.json()["error"]
+    assert "read its first" in flagged.json()["meta"]["warnings"][0]

@@ -85,8 +85,8 @@ class BlendScorer:
         budget = min(c.scorer.doc_token_budget(query) for c in self.components)
         return budget if self.doc_tokens is None else min(budget, self.doc_tokens)
 
-    def query_token_limit(self) -> int | None:
-        return query_token_limit(*(c.scorer for c in self.components))
+    def query_token_limit(self, doc_tokens: int | None = None) -> int | None:
+        return query_token_limit(*(c.scorer for c in self.components), doc_tokens=doc_tokens)
 
     def remember_component(self, source: Path) -> RecentScores | None:
         """The component loaded from ``source``, made to remember its latest pairs (or None)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -139,11 +140,6 @@ def _document_text(doc: Any, where: str, fields: list[str] | None) -> str:
     if isinstance(doc, str | dict):
         # The whole object, not only its ranked fields: it may be returned to the caller.
         require_unicode(doc, where)
-    if isinstance(doc, dict) and has_non_finite_number(doc):
-        raise InvalidInputError(
-            f"{where} holds NaN or an infinity, which JSON cannot carry (it would come back as "
-            "null); give finite numbers, or the value as a string"
-        )
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict):
@@ -180,6 +176,15 @@ def _field_text(value: Any, where: str) -> str:
         return value
     if value is None:
         return ""
+    if isinstance(value, float) and not math.isfinite(value):  # str() would score "nan"
+        raise InvalidInputError(
+            f"{where} is {value!r}, which has no text; give a finite number or a string"
+        )
+    if not isinstance(value, str | int | float | bool) and has_non_finite_number(value):
+        raise InvalidInputError(
+            f"{where} holds NaN or an infinity, which has no text (JSON would write NaN, "
+            "which is not JSON); give finite numbers or strings"
+        )
     if isinstance(value, int | float | bool):
         try:
             return str(value)

@@ -39,8 +39,8 @@ class RecentScores:
     def doc_token_budget(self, query: str) -> int:
         return self.inner.doc_token_budget(query)
 
-    def query_token_limit(self) -> int | None:
-        return query_token_limit(self.inner)
+    def query_token_limit(self, doc_tokens: int | None = None) -> int | None:
+        return query_token_limit(self.inner, doc_tokens=doc_tokens)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         latest = self._latest  # one read: another thread may swap the dict meanwhile

@@ -111,9 +111,15 @@ class Reranker:
 
     @property
     def query_token_limit(self) -> int | None:
-        """Query tokens the model reads next to every document; a longer query is cut (None:
-        the scorer does not say)."""
+        """Query tokens the model reads next to every document; a longer query is cut next to
+        documents long enough to need the room (None: the scorer does not say)."""
         return scorers_query_token_limit(self.scorer)
+
+    def query_tokens_read(self, query_tokens: int, doc_tokens: int) -> int:
+        """Of a query of ``query_tokens``, how many are read next to a document piece of
+        ``doc_tokens`` (all of them where the scorer does not say)."""
+        limit = scorers_query_token_limit(self.scorer, doc_tokens=doc_tokens)
+        return query_tokens if limit is None else min(query_tokens, limit)
 
     def __getstate__(self) -> None:
         # The loaded networks (compiled graphs, locks) do not pickle; say what to do instead.

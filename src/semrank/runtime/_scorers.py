@@ -66,8 +66,8 @@ class CrossEncoderScorer:
     def doc_token_budget(self, query: str) -> int:
         return self.hf_tokenizer.doc_token_budget(query)
 
-    def query_token_limit(self) -> int:
-        return self.hf_tokenizer.query_token_limit()
+    def query_token_limit(self, doc_tokens: int | None = None) -> int:
+        return self.hf_tokenizer.query_token_limit(doc_tokens)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)
@@ -204,8 +204,8 @@ class BiEncoderScorer:
         # Query and document are encoded separately; the query takes no room.
         return self.max_length - self.hf_tokenizer.special_tokens_single
 
-    def query_token_limit(self) -> int:
-        return self.max_length - self.hf_tokenizer.special_tokens_single
+    def query_token_limit(self, doc_tokens: int | None = None) -> int:
+        return self.max_length - self.hf_tokenizer.special_tokens_single  # read alone
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)

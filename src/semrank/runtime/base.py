@@ -74,14 +74,15 @@ class BatchingConfig:
             raise InvalidInputError(f"BatchingConfig values must be >= 1, got {self}")
 
 
-def query_token_limit(*scorers: object) -> int | None:
-    """The most query tokens every model input of these scorers keeps (a longer query is cut),
-    or None where a scorer does not say: ``query_token_limit()`` is optional in ``PairScorer``,
-    which scorers written before it (or by users) do not have."""
+def query_token_limit(*scorers: object, doc_tokens: int | None = None) -> int | None:
+    """The most query tokens the model inputs of these scorers keep next to a document piece of
+    ``doc_tokens`` (None: every input, whatever its piece), or None where a scorer does not
+    say: ``query_token_limit()`` is optional in ``PairScorer``, which scorers written before it
+    (or by users) do not have."""
     limits = []
     for scorer in scorers:
         method = getattr(scorer, "query_token_limit", None)
-        limit = method() if callable(method) else None
+        limit = method(doc_tokens) if callable(method) else None
         if limit is None:
             return None
         limits.append(int(limit))

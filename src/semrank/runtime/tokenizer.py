@@ -77,10 +77,13 @@ class HFTokenizer:
     def doc_token_budget(self, query: str) -> int:
         return self.pair_budget(self.count_tokens(query))[1]
 
-    def query_token_limit(self) -> int:
-        """Query tokens every pair keeps: a longer query is cut next to a document that needs
-        the room (see ``pair_budget``)."""
-        return (self.max_length - self.special_tokens_pair) // 2
+    def query_token_limit(self, doc_tokens: int | None = None) -> int:
+        """Query tokens a pair keeps next to a document piece of ``doc_tokens`` (None: one that
+        fills its budget, so every pair keeps this many): see ``_merge_pair``."""
+        available = self.max_length - self.special_tokens_pair
+        if doc_tokens is None:
+            return available // 2
+        return max(available // 2, available - doc_tokens)
 
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[EncodedInput]:
         queries = self._encode_raw(sorted({q for q, _ in pairs}))

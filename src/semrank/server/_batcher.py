@@ -370,8 +370,8 @@ class BatchingScorer:
     def doc_token_budget(self, query: str) -> int:
         return int(self.inner.doc_token_budget(query))
 
-    def query_token_limit(self) -> int | None:
-        return query_token_limit(self.inner)
+    def query_token_limit(self, doc_tokens: int | None = None) -> int | None:
+        return query_token_limit(self.inner, doc_tokens=doc_tokens)
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a backend offers (embed, backend name...) comes from the real scorer.

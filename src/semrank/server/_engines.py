@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,11 +71,12 @@ class ModelEngine:
     def count_tokens(self, text: str) -> int:
         return int(self.scorer.tokenizer.count_tokens(text))
 
-    def query_tokens(self, query: str) -> tuple[int, int]:
-        """(tokens of ``query``, tokens of it the model reads next to every document)."""
+    def query_tokens(self, query: str, results: Sequence[Any]) -> tuple[int, int]:
+        """(tokens of ``query``, tokens of it the model read next to the longest document
+        piece of ``results``: a query is cut only beside a piece that needs the room)."""
         count = self.count_tokens(query)
-        limit = self.reranker.query_token_limit
-        return count, count if limit is None else min(count, limit)
+        pieces = [math.ceil(r.tokens / r.num_chunks) for r in results if r.num_chunks > 0]
+        return count, self.reranker.query_tokens_read(count, max(pieces, default=0))
 
     async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
         """``Reranker.rerank`` in a worker thread (all results, best first), within ``deadline``."""

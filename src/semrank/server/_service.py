@@ -16,6 +16,7 @@ from typing import Any
 
 from semrank.errors import (
     DeadlineExceededError,
+    InvalidInputError,
     OverloadedError,
     RequestTooLargeError,
 )
@@ -119,12 +120,6 @@ class RerankService:
         """Score ``call``; past the deadline fail (504) or, with fail_open, keep the input order."""
         from semrank.rerank import select_results
 
-        count, read = await asyncio.to_thread(engine.query_tokens, call.query)
-        if policy.require_complete and read < count:
-            raise RequestTooLargeError(
-                f"the query is {count} tokens, and model {engine.name!r} reads {read} tokens of a "
-                "query next to each document; shorten the query, or allow truncation"
-            )
         try:
             results = await engine.rerank(call, deadline)
         except DeadlineExceededError:
@@ -133,7 +128,9 @@ class RerankService:
                 raise
             self.metrics.fail_open.inc()
             return self._input_order(engine, call, policy)
+        count, read = await asyncio.to_thread(engine.query_tokens, call.query, results)
         if policy.require_complete:
+            _check_query_complete(engine, count, read)
             _check_complete(results, engine)
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
@@ -178,8 +175,23 @@ def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
     queries = validate_queries([call.query for call in calls])
     texts = []
     for query, call in zip(queries, calls, strict=True):
+        _refuse_non_finite(call.documents)
         texts += [query, *document_texts(call.documents, call.rank_fields)]
     return texts
+
+
+def _refuse_non_finite(documents: Sequence[Any]) -> None:
+    """NaN or an infinity anywhere in a document (Python's JSON reader takes them): it would
+    come back as null, changed, in the answer. The library ranks such objects (its caller keeps
+    them); over HTTP they are refused."""
+    from semrank._checks import has_non_finite_number
+
+    for position, document in enumerate(documents):
+        if isinstance(document, dict) and has_non_finite_number(document):
+            raise InvalidInputError(
+                f"documents[{position}] holds NaN or an infinity, which JSON cannot carry (it "
+                "would come back as null); give finite numbers, or the value as a string"
+            )
 
 
 def _check_complete(results: list[Any], engine: ModelEngine) -> None:
@@ -203,6 +215,14 @@ def _input_tokens(query_tokens: int, results: list[Any]) -> int:
     # Every model input holds the query (what is read of it) once next to one document piece.
     inputs = sum(r.num_chunks for r in results)
     return sum(r.tokens for r in results) + query_tokens * inputs
+
+
+def _check_query_complete(engine: ModelEngine, count: int, read: int) -> None:
+    if read < count:
+        raise RequestTooLargeError(
+            f"the query is {count} tokens, and model {engine.name!r} reads {read} tokens of a "
+            "query next to these documents; shorten the query, or allow truncation"
+        )
 
 
 def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:
