@@ -336,18 +336,34 @@ def test_recall_at_a_deep_cutoff_retrieves_that_deep(deep_index) -> None:
     assert recall["R@100"] == 0.0 and recall["R@1000"] == 1.0
 
 
-def test_one_rerank_retriever_is_a_run_of_its_own_name(deep_index) -> None:
+def test_one_rerank_retriever_is_re_ranked_by_the_command(deep_index, tmp_path: Path) -> None:
     """A lone bm25+rerank was re-ranked inside the search (flags ignored) and labelled
-    first_stage; with --rerank it was re-ranked twice."""
+    first_stage; it is `--retriever bm25 --rerank`: both runs, the report, the flags."""
     queries, qrels = deep_index
     args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels, "--json"]
-    alone = run_cli(*args, "--retriever", "bm25+rerank", "--depth", "20")
+    alone = run_cli(
+        *args, "--retriever", "bm25+rerank", "--depth", "20", "--report", tmp_path / "r"
+    )
     assert alone.exit_code == 0, alone.output
-    assert list(json.loads(alone.stdout)) == ["bm25+rerank"]
-    twice = run_cli(*args, "--retriever", "bm25+rerank", "--rerank")
-    assert "--rerank/--no-rerank go with one retriever" in str(twice.exception)
+    assert list(json.loads(alone.stdout)) == ["first_stage", "reranked"]
+    assert (tmp_path / "r" / "report.md").is_file()
+    off = run_cli(*args, "--retriever", "bm25+rerank", "--no-rerank")
+    assert "which --no-rerank turns off" in str(off.exception)
     no_model_use = run_cli(*args, "--retriever", "bm25,dense", "--model", "semrank-minilm-l6")
     assert "which no run of --retriever" in str(no_model_use.exception)
+
+
+def test_judged_queries_without_text_are_named_unjudged_ones_left_out(
+    deep_index, tmp_path: Path
+) -> None:
+    _, qrels = deep_index
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "q1", "text": "fleas jump"}\n{"_id": "q9", "text": ""}\n')
+    args = ["eval", "--index", "deep", "--qrels", qrels, "--json", "--queries"]
+    assert run_cli(*args, queries).exit_code == 0  # q9 is not judged: left out, as before
+    queries.write_text('{"_id": "q1", "text": " "}\n')
+    empty = run_cli(*args, queries)
+    assert "judged query 'q1' has no text" in str(empty.exception)
 
 
 def test_a_bad_retriever_name_fails_before_anything_is_retrieved(deep_index) -> None:

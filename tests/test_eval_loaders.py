@@ -296,11 +296,3 @@ def test_a_damaged_gzip_file_is_a_format_error_naming_it(tmp_path: Path) -> None
     path.write_bytes(bytes(data))
     with pytest.raises(DataFormatError, match=r"qrels\.txt\.gz: the gzip file is damaged"):
         load_trec_qrels(path)
-
-
-def test_a_query_without_text_is_refused_naming_its_file_line_and_id(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "queries.jsonl", '{"_id": "1", "text": "fleas"}\n{"_id": "2", "text": " "}\n'
-    )
-    with pytest.raises(DataFormatError, match=r"queries\.jsonl:2: query '2' has no text"):
-        load_queries(path)

@@ -227,14 +227,3 @@ def test_cli_eval_on_an_index_kept_in_postgres(pg_dsn: str, tmp_path: Path) -> N
                  "--qrels", qrels, "--json")  # fmt: skip
     (run,) = json.loads(report).values()  # the first stage only (--index: no re-ranking)
     assert run["R@100"] == 1.0 and run["nDCG@10"] > 0.5  # d1 is found, near the top
-
-
-def test_documents_without_text_are_never_found_by_vector(stores) -> None:  # type: ignore[no-untyped-def]
-    local, pg = stores
-    blank = [{"id": "b1", "title": "", "text": "  "}, {"id": "b2", "title": " ", "text": "\n"}]
-    for store in (local, pg):
-        store.upsert(blank)
-        vector = local.embed_queries(["what do fleas eat"])[0]
-        found = store.search_vector(vector, k=20).ids.tolist()
-        assert found and not {"b1", "b2"} & set(found), (store, found)
-        assert store.get(["b1"])[0] is not None

@@ -389,6 +389,11 @@ def test_an_embedding_model_folder_is_kept_by_its_absolute_path(
     index = open_index("r", home=home)
     assert index.settings.embedding_model == str((models / "mine").resolve())
     assert index.search_vector(index.embed_queries(["fleas"])[0], k=1).ids.tolist() == ["a"]
+    from semrank.pipeline import search
+
+    builder = {"text_embedding": {"model_id": "work/models/mine", "model_text": "fleas"}}
+    knn = {"knn": {"query_vector_builder": builder, "k": 1}}
+    assert search(index, retriever=knn, k=1).ids == ["a"]  # the folder named relatively
 
 
 def test_home_on_the_command_line_wins_over_semrank_store_from_the_environment(

@@ -239,3 +239,12 @@ def test_beir_training_data_takes_trec_qrels_and_names_what_it_cannot_use(
     assert len(collection.groups) == 3  # the limit counts usable queries, not QX
     assert "1 queries not in queries.jsonl (QX)" in caplog.text
     assert "1 documents not in the corpus (DMISSING)" in caplog.text
+
+
+def test_id_and_score_columns_ride_along_with_the_labels(tmp_path: Path) -> None:
+    row = {
+        "query_id": "q1", "query": "q", "positive": "p", "positive_id": "d1",
+        "negatives": ["n"], "negative_ids": ["d2"], "neg_scores": [0.1],
+    }  # fmt: skip
+    collection = load_collection(DataSpec(path=_write_jsonl(tmp_path / "ids.jsonl", [row])))
+    assert len(collection.groups) == 1 and len(collection.groups[0].negative_ids) == 1

@@ -161,8 +161,10 @@ def test_resume_refuses_data_that_changed_and_a_damaged_record(
     assert json.loads((output / "config.json").read_text())["data_digest"]
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines[:-10]) + "\n")
+    caches = sorted((output / "cache").iterdir())
     with pytest.raises(InvalidInputError, match="the training data differ"):
         train(_config(tiny_base, data, output, max_steps=4), resume=True)
+    assert sorted((output / "cache").iterdir()) == caches  # refused before mining again
     data.write_text("\n".join(lines).replace("facts", "details") + "\n")
     with pytest.raises(InvalidInputError, match="the training data differ"):
         train(_config(tiny_base, data, output, max_steps=4), resume=True)

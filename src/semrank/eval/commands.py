@@ -106,6 +106,8 @@ def eval_command(
     judgments = load_qrels(qrels)
     stderr = Console(stderr=True, markup=False)  # paths and names are shown as written
     do_rerank = rerank if rerank is not None else candidates is not None
+    if index is not None:
+        retriever, do_rerank = _single_rerank(retriever, rerank, do_rerank)
     if index is not None and _is_comparison(retriever, rerank, model, backend):
         if report is not None:
             raise InvalidInputError("--report takes one retriever; drop it or name one retriever")
@@ -165,6 +167,22 @@ def eval_command(
         _print_table(results, Console(markup=False))
 
 
+def _single_rerank(retriever: str, rerank: bool | None, do_rerank: bool) -> tuple[str, bool]:
+    """A lone ``X+rerank`` is ``X`` re-ranked by this command (its flags, its first_stage /
+    reranked runs and report), as ``--retriever X --rerank``."""
+    from semrank.eval._compare import RERANK_SUFFIX
+
+    name = retriever.strip()
+    if "," in name or not name.endswith(RERANK_SUFFIX):
+        return retriever, do_rerank
+    if rerank is False:
+        raise InvalidInputError(
+            f"--retriever {retriever!r} asks for re-ranking, which --no-rerank turns off; drop "
+            "one of them"
+        )
+    return name.removesuffix(RERANK_SUFFIX), True
+
+
 def _is_comparison(
     retriever: str, rerank: bool | None, model: str | None, backend: str | None
 ) -> bool:
@@ -198,7 +216,8 @@ def _check_retriever_name(name: str) -> None:
     from semrank.pipeline import parse_shorthand
 
     base = name.removesuffix(RERANK_SUFFIX)
-    if parse_shorthand(base) is None and not Path(base).is_file():
+    inline = base.lstrip().startswith("{")  # a tree given as JSON text
+    if parse_shorthand(base) is None and not inline and not Path(base).expanduser().is_file():
         raise InvalidInputError(
             f"--retriever {name!r} is neither bm25, dense, hybrid nor linear (each with an "
             "optional +rerank) nor a retriever JSON file that exists"
@@ -257,6 +276,12 @@ def _candidate_lists(
     all_topics = load_queries(queries)
     # Unjudged queries cannot change any measure: don't spend retrieval on them.
     topics = {qid: text for qid, text in all_topics.items() if qid in judgments}
+    empty = sorted(qid for qid, text in topics.items() if not text.strip())
+    if empty:  # the search would refuse it without naming the query or the file
+        raise InvalidInputError(
+            f"{queries}: judged query {empty[0]!r} has no text; give it its words (or drop its "
+            "judgments)"
+        )
     _require_judged(set(topics), judgments, queries)
     with _progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(

@@ -12,6 +12,7 @@ import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,10 +305,11 @@ class Knn(Retriever):
         return () if self.vector is not None else (self.text,)
 
     def _check_model(self, ctx: SearchContext) -> None:
-        if self.model_id is None or self.model_id in (
-            "default",
-            ctx.store.settings.embedding_model,
-        ):
+        stored = ctx.store.settings.embedding_model
+        if self.model_id is None or self.model_id in ("default", stored):
+            return
+        folder = Path(self.model_id).expanduser()
+        if folder.is_dir() and str(folder.resolve()) == stored:  # the folder, named another way
             return
         raise InvalidInputError(
             f"knn model_id {self.model_id!r} differs from the model index {ctx.store.name!r} was "

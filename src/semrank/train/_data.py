@@ -8,6 +8,7 @@ four training sets under ``../shared/data/train``.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import logging
@@ -180,6 +181,7 @@ def _texts(value: Any, where: str) -> list[str]:
 
 
 _PAIR_KEYS = ("query", "positive", "positives", "negative", "negatives")
+_ID_OR_SCORE = ("_id", "_ids", "_score", "_scores")  # columns that ride along with the labels
 
 
 def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[str]]:
@@ -222,9 +224,13 @@ def _refuse_misspelt_keys(row: dict[str, Any], where: str) -> None:
     """Other columns (ids, scores) may ride along; one that reads like a label would be
     silently dropped, with its passages."""
     for key in row:
-        if key not in _PAIR_KEYS and str(key).lower().startswith(("pos", "neg", "quer")):
+        if key in _PAIR_KEYS or str(key).lower().endswith(_ID_OR_SCORE):
+            continue
+        near = difflib.get_close_matches(str(key).lower(), _PAIR_KEYS, n=1, cutoff=0.8)
+        if near:  # "negativs", "Positives": not "query_id" or "neg_scores", which may ride along
             raise DataFormatError(
-                f"{where}: unknown key {key!r}; the labels are {', '.join(_PAIR_KEYS)}"
+                f"{where}: unknown key {key!r}; did you mean {near[0]!r}? The labels are "
+                f"{', '.join(_PAIR_KEYS)}"
             )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
-from semrank.train._data import DataSpec, load_collection
+from semrank.train._data import Collection, DataSpec, load_collection
 from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
 from semrank.train._losses import listwise_loss
 from semrank.train._mining import (
@@ -194,14 +194,20 @@ def parse_teacher_encoder(text: str) -> tuple[Path, float]:
     return folder, value
 
 
-def prepare_data(
-    config: TrainConfig,
-) -> tuple[list[MinedCollection], RankingTask | None, float | None]:
-    """Load, mine (cached under the run folder) and split off the validation queries."""
+def load_data(config: TrainConfig) -> list[Collection]:
+    """Every --data source read and checked (a bad file is named before any settings)."""
     if not config.data:
         raise InvalidInputError("no training data: give at least one --data source")
-    # Every source is read (and checked) first: a bad file is named before any settings.
-    collections = [load_collection(spec, seed=config.seed) for spec in config.data]
+    return [load_collection(spec, seed=config.seed) for spec in config.data]
+
+
+def prepare_data(
+    config: TrainConfig, collections: list[Collection] | None = None
+) -> tuple[list[MinedCollection], RankingTask | None, float | None]:
+    """Load (unless given), mine (cached under the run folder) and split off the validation
+    queries."""
+    if collections is None:
+        collections = load_data(config)
     encoder, tokenizer = load_encoder(config.base)
     positions = check_max_length(config.base, encoder, config.max_length)
     pooling = encoder_pooling(config.base)
@@ -464,9 +470,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     torch.manual_seed(config.seed)
     _claim_output(config, resume=resume)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
-    collections, val, teacher_val = prepare_data(config)
-    if resume:
-        _check_same_data(config, data_digest(collections, val))
+    loaded = load_data(config)
+    digest = data_digest(loaded)
+    if resume:  # before mining, which may take hours for a changed collection
+        _check_same_data(config, digest)
+    collections, val, teacher_val = prepare_data(config, loaded)
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
     model, tokenizer = build_cross_encoder(
         config.init_from or config.base, architecture=config.architecture
@@ -485,7 +493,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         state = _fresh_start(model, tokenizer, sampler, config, evaluation)
     # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
     # resume that cannot load, leaves the folder's record as it was.
-    _write_record(config, data_digest(collections, val), val)
+    _write_record(config, digest, val)
     window = _run_steps(
         (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation
     )
@@ -496,9 +504,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     return _final_export(model, tokenizer, config, state, teacher_val)
 
 
-def data_digest(collections: list[MinedCollection], val: RankingTask | None) -> str:
-    """What the run trains and validates on: the same files edited, grown or cut give another
-    digest (a resumed run would otherwise train on another split, or index past its data)."""
+def data_digest(collections: list[Collection]) -> str:
+    """What the run trains and validates on (the split follows from it and the seed): the same
+    files edited, grown or cut give another digest (a resumed run would otherwise train on
+    another split, or index past its data)."""
     digest = hashlib.sha256()
     for collection in collections:
         digest.update(f"{collection.name}|{collection.weight}|{len(collection.passages)}".encode())
@@ -506,8 +515,6 @@ def data_digest(collections: list[MinedCollection], val: RankingTask | None) -> 
             digest.update(passage.encode() + b"\0")
         for group in collection.groups:
             digest.update(repr((group.query, group.positive_ids, group.negative_ids)).encode())
-    if val is not None:
-        digest.update(repr(sorted(val.queries.items())).encode())
     return digest.hexdigest()
 
 

@@ -117,7 +117,7 @@ def term_frequencies(tokens: list[str]) -> dict[str, int]:
 VECTOR_KNN = """
 SELECT id, (1 - (embedding <=> %(vector)s::vector))::real AS score
 FROM {part}
-WHERE embedding IS NOT NULL AND body ~ '[^[:space:]]'
+WHERE embedding IS NOT NULL
 ORDER BY embedding <=> %(vector)s::vector
 LIMIT %(k)s
 """
