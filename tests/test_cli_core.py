@@ -200,3 +200,12 @@ def test_rank_field_on_plain_text_documents_is_refused(tmp_path):
     result = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--rank-field", "title"])
     assert result.exit_code != 0
     assert "--rank-field 'title' picks fields of JSON-object documents" in str(result.exception)
+
+
+@pytest.mark.parametrize("second", ['{"text": "paris is in france"}', '"paris is in france"'])
+def test_a_jsonl_file_with_a_broken_first_line_names_it(tmp_path, second):
+    """It crashed with StopIteration, or was ranked as raw text, quotes and braces included."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fleas bite dogs",}\n' + second + "\n")
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: not valid JSON"):
+        read_documents(str(path))

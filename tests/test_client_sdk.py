@@ -379,3 +379,17 @@ def test_errors_carry_status_and_retry_after_even_before_sending() -> None:
         SemrankClient("http://[::1")
     with pytest.raises(errors.InvalidInputError, match="http:// or https://"):
         SemrankClient("127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    "header", ["Sun Nov  6 08:49:37 2099", "Sun, 06 Nov 2099 08:49:37 -0000", "inf", "nan"]
+)
+def test_retry_after_in_every_form_a_proxy_may_send(header: str) -> None:
+    """An asctime or -0000 date raised a raw TypeError; inf and nan were taken as seconds."""
+    from semrank.client import _retry_after_seconds
+
+    seconds = _retry_after_seconds(header)
+    if header in ("inf", "nan"):
+        assert seconds is None
+    else:
+        assert seconds is not None and seconds > 1e9  # in 2099

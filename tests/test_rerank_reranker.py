@@ -236,3 +236,8 @@ def test_chunk_offsets_of_a_multi_field_document_point_into_its_own_field(rerank
     assert "Fleas feed on the blood" in shown and 0 < len(shown) < len(body)
     single = reranker.rerank("what do fleas eat", [body])[0]
     assert single.chunk is not None and single.chunk.field is None
+    # A first window reads the title, then mostly text: it names the text.
+    first = {"title": "Fleas", "text": "Fleas feed on blood. " + "Cats nap. " * 200}
+    opening = reranker.rerank("what do fleas eat", [first], rank_fields=["title", "text"])[0]
+    assert opening.chunk is not None and opening.chunk.index == 0
+    assert opening.chunk.field == "text" and opening.chunk.start == 0

@@ -642,7 +642,7 @@ async def test_a_document_past_every_window_says_to_raise_max_chunks(reranker: A
     async with serving(reranker) as (_, client):
         chunked = await client.post("/rerank", json=request)
     assert chunked.status_code == 413, chunked.text
-    assert "raise chunking.max_chunks" in chunked.json()["error"]
+    assert "chunking.max_chunks (max_chunks_per_doc)" in chunked.json()["error"]
 
 
 async def test_a_bug_is_a_500_with_the_request_id_logged_once(
@@ -702,3 +702,12 @@ async def test_a_long_query_beside_short_documents_is_read_whole_by_a_cross_enco
     assert "warnings" not in short.json().get("meta", {})
     assert long.status_code == 413 and "reads" in long.json()["error"]
     assert "read its first" in flagged.json()["meta"]["warnings"][0]
+
+
+async def test_voyage_data_beside_cohere_results_carries_no_documents(reranker: Any) -> None:
+    """Cohere's, Jina's and Together's answers doubled in size: `data` repeated every document."""
+    request = {"query": QUERY, "documents": DOCS, "return_documents": True}
+    async with serving(reranker) as (_, client):
+        body = (await client.post("/v1/rerank", json=request)).json()
+    assert all("document" in r for r in body["results"])
+    assert body["data"] and all("document" not in r for r in body["data"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import email.utils
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -261,6 +262,17 @@ def _as_sent(response: RerankResponse, documents: Sequence[Document]) -> RerankR
     return dataclasses.replace(response, results=results)
 
 
+def _batch_as_sent(
+    response: BatchResponse, queries: Sequence[tuple[str, Sequence[Document]]]
+) -> BatchResponse:
+    results = [
+        [hit if hit.document is None else dataclasses.replace(hit, document=docs[hit.index])
+         for hit in group]
+        for group, (_, docs) in zip(response.results, queries, strict=True)
+    ]  # fmt: skip
+    return dataclasses.replace(response, results=results)
+
+
 def _rerank_response(data: Mapping[str, Any]) -> RerankResponse:
     return RerankResponse(
         id=str(data.get("id", "")),
@@ -323,14 +335,20 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds: float | None = float(value)
     except ValueError:
-        pass
+        seconds = _seconds_until(value)
+    return max(0.0, seconds) if seconds is not None and math.isfinite(seconds) else None
+
+
+def _seconds_until(date: str) -> float | None:
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    if when.tzinfo is None:  # asctime and "-0000" dates are UTC (RFC 9110)
+        when = when.replace(tzinfo=datetime.UTC)
+    return (when - datetime.datetime.now(datetime.UTC)).total_seconds()
 
 
 def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
@@ -479,7 +497,9 @@ class SemrankClient:
     ) -> BatchResponse:
         """Several ``(query, documents)`` groups in one request, scored in merged model calls."""
         body = _batch_body(queries, options)
-        return self._call("POST", "/v1/rerank/batch", body, _batch_response)
+        return _batch_as_sent(
+            self._call("POST", "/v1/rerank/batch", body, _batch_response), queries
+        )
 
     def models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/models", None, _models)
@@ -547,7 +567,8 @@ class AsyncSemrankClient:
         self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
     ) -> BatchResponse:
         body = _batch_body(queries, options)
-        return await self._call("POST", "/v1/rerank/batch", body, _batch_response)
+        answer = await self._call("POST", "/v1/rerank/batch", body, _batch_response)
+        return _batch_as_sent(answer, queries)
 
     async def models(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/v1/models", None, _models)

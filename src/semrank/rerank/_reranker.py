@@ -467,9 +467,8 @@ def _chunk_span(index: int, start: int, end: int, spans: FieldSpans | None) -> C
     the caller holds)."""
     if spans is None:
         return ChunkSpan(index=index, start=start, end=end)
-    field, first, last = next(
-        (span for span in reversed(spans) if span[1] - len(f"{span[0]}: ") <= start), spans[0]
-    )
+    # The field holding most of the window (a first window reads the title, then mostly text).
+    field, first, last = max(spans, key=lambda span: min(end, span[2]) - max(start, span[1]))
     local_start = min(max(start, first), last) - first
     local_end = max(min(end, last), first) - first
     return ChunkSpan(index=index, start=local_start, end=max(local_start, local_end), field=field)

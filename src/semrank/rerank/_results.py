@@ -13,8 +13,8 @@ Document = str | dict[str, Any]
 class ChunkSpan:
     """The chunk of a long document that produced its score (character offsets, end exclusive).
 
-    For an object ranked on several ``rank_fields``, ``field`` names the field the chunk starts
-    in and the offsets are into that field's text (the part of the chunk within it)."""
+    For an object ranked on several ``rank_fields``, ``field`` names the field that holds most
+    of the chunk and the offsets are into that field's text (the part of the chunk within it)."""
 
     index: int
     start: int

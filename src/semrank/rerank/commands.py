@@ -28,8 +28,9 @@ def read_documents(path: str) -> list[Any]:
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if lines and all(_looks_like_json(line) for _number, line in lines) and _is_json(lines[0][1]):
-        return [_json_line(path, number, line) for number, line in lines]
+    looks_json = lines and all(_looks_like_json(line) for _number, line in lines)
+    if looks_json and any(_is_json(line) for _number, line in lines):
+        return [_json_line(path, number, line) for number, line in lines]  # names a bad line
     _refuse_mixed_lines(path, lines)
     return [line for _number, line in lines]
 
@@ -44,8 +45,8 @@ def _opens_json_list(text: str) -> bool:
 
 
 def _is_json(line: str) -> bool:
-    """Whether the first line parses: a quotation ('"Fleas bite," said the vet.') does not, and
-    then the file is plain text (a later line that fails is a broken JSONL file)."""
+    """Whether a line parses: when none does, quotations ('"Fleas bite," said the vet.') are
+    plain text; when some do, the file is JSONL and a line that fails is named."""
     try:
         json.loads(line)
     except json.JSONDecodeError:

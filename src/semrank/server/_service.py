@@ -201,9 +201,10 @@ def _check_complete(results: list[Any], engine: ModelEngine) -> None:
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
         chunked = any(r.num_chunks > 1 for r in cut)
         fix = (
-            "allow truncation, or raise chunking.max_chunks (max_chunks_per_doc)"
+            "allow truncation, or raise max_tokens_per_doc or chunking.max_chunks "
+            "(max_chunks_per_doc), whichever this request set"
             if chunked
-            else "allow truncation or enable chunking"
+            else "allow truncation, or enable chunking (or raise max_tokens_per_doc if set)"
         )
         raise RequestTooLargeError(
             f"documents {[r.index for r in cut[:10]]} are longer than model {engine.name!r} "

@@ -157,12 +157,15 @@ def _check_duration(value: Any, name: str, flag: str, most: float) -> None:
 
 # Config fields whose flag is not the field's name (the others: --field-name).
 FLAGS = {"max_pending_requests": "--max-pending"}
+INTERNAL = {"batch_max_pairs", "request_threads"}  # set by semrank, not by a flag
 
 
 def _check_positive(config: ServerConfig, names: Sequence[str]) -> None:
     for name in names:
         value = getattr(config, name)
         if value <= 0:
+            if name in INTERNAL:
+                raise InvalidInputError(f"{name}={value!r}: must be a positive number")
             flag = FLAGS.get(name, "--" + name.replace("_", "-"))
             raise InvalidInputError(f"{flag}={value!r} ({name}): must be a positive number")
 

@@ -116,7 +116,9 @@ class V2RerankRequest(SemrankOptions):
     documents: list[str] = Field(min_length=1)
     top_n: Count | None = Field(None, ge=1)
     max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
+        None,
+        ge=1,
+        description="read at most this many tokens of each document (in the model's windows)",
     )
 
 
@@ -176,7 +178,9 @@ class V1RerankRequest(SemrankOptions):
     )
     max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
     max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="truncate documents to this many tokens (chunk with chunking)"
+        None,
+        ge=1,
+        description="read at most this many tokens of each document (in the model's windows)",
     )
     truncation: bool | None = Field(
         None, description="Voyage: false makes over-long inputs an error instead of truncating"
@@ -282,7 +286,11 @@ class BatchRerankRequest(SemrankOptions):
     top_n: Count | None = Field(None, ge=1, description="default for queries without top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: bool = False
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        description="read at most this many tokens of each document (in the model's windows)",
+    )
 
 
 class BatchQueryResult(_Schema):
