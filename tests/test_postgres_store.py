@@ -227,3 +227,19 @@ def test_cli_eval_on_an_index_kept_in_postgres(pg_dsn: str, tmp_path: Path) -> N
                  "--qrels", qrels, "--json")  # fmt: skip
     (run,) = json.loads(report).values()  # the first stage only (--index: no re-ranking)
     assert run["R@100"] == 1.0 and run["nDCG@10"] > 0.5  # d1 is found, near the top
+
+
+def test_documents_without_text_are_never_found_by_vector(stores) -> None:  # type: ignore[no-untyped-def]
+    """Their embedding is close to every query: they outranked documents holding the words. On
+    PostgreSQL they keep no vector (a text filter in the query was slow and lost HNSW hits)."""
+    local, pg = stores
+    blank = [{"id": "b1", "title": "", "text": "  "}, {"id": "b2", "title": " ", "text": "\n"}]
+    for store in (local, pg):
+        store.upsert(blank)
+        written = store.generation
+        store.upsert(blank)  # unchanged: skipped, not rewritten for want of a vector
+        assert store.generation == written
+        vector = local.embed_queries(["what do fleas eat"])[0]
+        found = store.search_vector(vector, k=20).ids.tolist()
+        assert found and not {"b1", "b2"} & set(found), (store, found)
+        assert store.get(["b1"])[0] is not None

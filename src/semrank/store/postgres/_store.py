@@ -179,13 +179,15 @@ class PostgresStore(Store):
             return conn.execute(query, params).fetchall()
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
-    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
+    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool, bool]]:
+        """(doc, has a vector, is blank) of each stored id."""
         from psycopg import sql
 
-        query = sql.SQL("SELECT id, doc, embedding IS NOT NULL FROM {} WHERE id = ANY(%s)").format(
-            self._part
-        )
-        return {row[0]: (row[1], row[2]) for row in self._all(query, (ids,))}
+        query = sql.SQL(
+            "SELECT id, doc, embedding IS NOT NULL, body !~ '[^[:space:]]' FROM {} "
+            "WHERE id = ANY(%s)"
+        ).format(self._part)
+        return {row[0]: (row[1], row[2], row[3]) for row in self._all(query, (ids,))}
 
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
@@ -222,12 +224,26 @@ class PostgresStore(Store):
                 f"longest): {' '.join(str(exc).split())[:200]}; split it into smaller documents"
             ) from exc
 
-    def _unchanged(self, stored: tuple[Any, bool] | None, doc: dict[str, Any]) -> bool:
-        return stored is not None and stored[0] == doc and (stored[1] or not self.has_vectors)
+    def _unchanged(self, stored: tuple[Any, bool, bool] | None, doc: dict[str, Any]) -> bool:
+        # A blank document keeps no vector (see _embed): unchanged all the same.
+        embedded = stored is not None and (stored[1] or not self.has_vectors or stored[2])
+        return stored is not None and stored[0] == doc and embedded
 
     def _embed(self, texts: list[str]) -> list[str | None]:
+        """Vectors of ``texts`` in pgvector's text form; a text with no words gets none (NULL),
+        so vector search never returns it (its embedding is close to every query), as in the
+        embedded store."""
         if not self.has_vectors:
             return [None] * len(texts)
+        wordy = [i for i, text in enumerate(texts) if text.strip()]
+        literals: list[str | None] = [None] * len(texts)
+        if wordy:
+            vectors = self._vectors([texts[i] for i in wordy])
+            for i, row in zip(wordy, vectors, strict=True):
+                literals[i] = q.vector_literal(row)
+        return literals
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
         vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
@@ -237,7 +253,7 @@ class PostgresStore(Store):
                 f"{self.settings.embedding_model!r} returns {vectors.shape[1]}-d vectors; use a "
                 f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
             )
-        return [q.vector_literal(row) for row in vectors]
+        return vectors
 
     def _lock(self, conn: Any) -> int:
         """Lock this index's row (serialising writers); returns the next generation."""
@@ -428,7 +444,8 @@ class PostgresStore(Store):
         from psycopg import sql
 
         query = sql.SQL(
-            "SELECT id, body FROM {} WHERE embedding IS NULL ORDER BY id LIMIT %s"
+            "SELECT id, body FROM {} WHERE embedding IS NULL AND body ~ '[^[:space:]]' "
+            "ORDER BY id LIMIT %s"
         ).format(self._part)
         update = sql.SQL(
             "UPDATE {} SET embedding = %s::vector, generation = %s WHERE id = %s"
