@@ -209,3 +209,12 @@ def test_a_jsonl_file_with_a_broken_first_line_names_it(tmp_path, second):
     path.write_text('{"text": "fleas bite dogs",}\n' + second + "\n")
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: not valid JSON"):
         read_documents(str(path))
+
+
+def test_help_shows_whole_option_names_in_80_columns():
+    """Rich's help tables cut them (--max-request-tok…, --no-return-docu…)."""
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    for flag in ("--max-request-tokens", "--batch-token-budget", "--no-return-documents"):
+        assert flag in result.output, flag
+    assert "…" not in result.output

@@ -20,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Rich's tables cut option names at 80 columns (--max-request-tok…).
+    rich_markup_mode=None,
 )
 
 # Modules that add commands through a ``register(app)`` function. They import heavy libraries

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+models_app = typer.Typer(help="The model catalog.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @models_app.command("list")

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from semrank.pipeline import SearchResults
     from semrank.store import Corpus, Store
 
-index_app = typer.Typer(help="Named, persistent search indexes.", no_args_is_help=True)
+index_app = typer.Typer(
+    help="Named, persistent search indexes.", no_args_is_help=True, rich_markup_mode=None
+)
 
 HOME_OPTION = typer.Option(
     None,
