@@ -296,3 +296,16 @@ def test_a_damaged_gzip_file_is_a_format_error_naming_it(tmp_path: Path) -> None
     path.write_bytes(bytes(data))
     with pytest.raises(DataFormatError, match=r"qrels\.txt\.gz: the gzip file is damaged"):
         load_trec_qrels(path)
+
+
+def test_scores_equal_as_32_bit_floats_tie_as_in_trec_eval(tmp_path: Path) -> None:
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from semrank.eval import evaluate
+
+    path = write(tmp_path / "run.trec", "1 Q0 a 1 0.30000001 t\n1 Q0 b 2 0.3 t\n")
+    qrels = {"1": {"a": 0, "b": 1}}
+    ours = evaluate(qrels, load_trec_run(path), ["RR@10"]).aggregate["RR@10"]
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
+        {"1": {"a": 0.30000001, "b": 0.3}}
+    )["1"]["recip_rank"]
+    assert ours == pytest.approx(reference)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+import numpy as np
+
 from semrank._checks import is_int, require_collection
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.eval._files import format_error, numbered_lines, read_text, require_path
@@ -292,7 +294,8 @@ def load_trec_run(path: Path | str, name: str | None = None) -> Run:
 
 def _trec_eval_order(entries: list[tuple[float, int, str]]) -> list[tuple[float, int, str]]:
     by_id = sorted(entries, key=lambda entry: entry[2], reverse=True)
-    return sorted(by_id, key=lambda entry: -entry[0])  # stable: ties keep the id order
+    # Scores compared as trec_eval keeps them, 32-bit floats: 0.30000001 and 0.3 are a tie.
+    return sorted(by_id, key=lambda entry: -float(np.float32(entry[0])))  # stable
 
 
 def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
