@@ -393,3 +393,17 @@ def test_retry_after_in_every_form_a_proxy_may_send(header: str) -> None:
         assert seconds is None
     else:
         assert seconds is not None and seconds > 1e9  # in 2099
+
+
+def test_a_batch_answer_says_which_queries_fell_back_to_input_order() -> None:
+    hit = {"index": 0, "relevance_score": 0.0, "tokens": 0, "truncated": False}
+    body = {
+        "id": "x", "model": "m", "reranked": False, "usage": {"total_tokens": 3},
+        "results": [
+            {"query_index": 0, "results": [hit], "reranked": True},
+            {"query_index": 1, "results": [hit], "reranked": False},
+        ],
+    }  # fmt: skip
+    with SemrankClient("http://test", transport=_answering(200, body)) as client:
+        answer = client.rerank_batch([("a", ["d"]), ("b", ["e"])], fail_open=True)
+    assert answer.reranked_by_query == [True, False] and not answer.reranked

@@ -87,8 +87,10 @@ class BatchResponse:
     id: str
     model: str
     results: list[list[RerankHit]]  # one list per query, in request order
-    reranked: bool
+    reranked: bool  # every query's; see reranked_by_query for which fell back
     input_tokens: int
+    # Per query: False where its deadline passed and fail_open returned the input order.
+    reranked_by_query: list[bool] = dataclasses.field(default_factory=list)
 
 
 # The server's fields (tests/test_client_sdk.py checks them against its request schemas): the
@@ -290,6 +292,7 @@ def _batch_response(data: Mapping[str, Any]) -> BatchResponse:
         results=[[_hit(item) for item in group["results"]] for group in data["results"]],
         reranked=bool(data.get("reranked", True)),
         input_tokens=int(data["usage"]["total_tokens"]),
+        reranked_by_query=[bool(group.get("reranked", True)) for group in data["results"]],
     )
 
 
