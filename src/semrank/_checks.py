@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from semrank.errors import InvalidInputError
 
@@ -47,38 +47,32 @@ def require_collection(value: object, *, expected: str, hint: str, ordered: bool
         raise InvalidInputError(f"{expected}, got {type(value).__name__} ({value!r:.60}); {hint}")
 
 
-def is_valid_unicode(value: object) -> bool:
-    """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
-    encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder
-    produce, cannot: they cannot be tokenized, stored or sent back. Walked with a stack, not
-    recursion: a kilobyte of JSON can nest deeper than Python's recursion limit."""
+def _json_leaves(value: object) -> Iterator[object]:
+    """Every string, number and other leaf of a JSON-like value (dict keys too), walked with a
+    stack, not recursion: a kilobyte of JSON can nest deeper than Python's recursion limit."""
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, str):
-            if not _is_utf8(item):
-                return False
-        elif isinstance(item, list | tuple):
+        if isinstance(item, list | tuple):
             pending.extend(item)
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())
-    return True
+        else:
+            yield item
+
+
+def is_valid_unicode(value: object) -> bool:
+    """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
+    encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder
+    produce, cannot: they cannot be tokenized, stored or sent back."""
+    return all(_is_utf8(leaf) for leaf in _json_leaves(value) if isinstance(leaf, str))
 
 
 def has_non_finite_number(value: object) -> bool:
     """Whether a JSON-like ``value`` holds NaN or an infinity anywhere (Python's json reads and
     writes them, but they are not JSON: a client gets ``null`` back, or text "nan" is scored)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return True
-        if isinstance(item, list | tuple):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-    return False
+    return any(isinstance(leaf, float) and not math.isfinite(leaf) for leaf in _json_leaves(value))
 
 
 def _is_utf8(text: str) -> bool:

@@ -90,6 +90,7 @@ def document_texts(
 
 # (field, start, end) of each field's text in a multi-field document's composed text.
 FieldSpans = tuple[tuple[str, int, int], ...]
+FIELD_SEPARATOR = "\n"
 
 
 def field_spans(
@@ -106,14 +107,21 @@ def field_spans(
         if not isinstance(doc, dict):
             spans.append(None)
             continue
-        position, found = 0, []
-        for field in fields:
-            start = position + len(f"{field}: ")
-            end = start + len(_field_text(doc[field], field))
-            found.append((field, start, end))
-            position = end + 1  # the newline between fields
-        spans.append(tuple(found))
+        spans.append(_compose([(field, _field_text(doc[field], field)) for field in fields])[1])
     return spans
+
+
+def _compose(parts: list[tuple[str, str]]) -> tuple[str, FieldSpans]:
+    """Several fields read as one text, each labelled, in the order given (as Cohere v1 and
+    Together do), and where each field's text stands in it."""
+    pieces, spans, position = [], [], 0
+    for field, text in parts:
+        label = f"{field}: "
+        start = position + len(label)
+        spans.append((field, start, start + len(text)))
+        pieces.append(label + text)
+        position = start + len(text) + len(FIELD_SEPARATOR)
+    return FIELD_SEPARATOR.join(pieces), tuple(spans)
 
 
 def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
@@ -163,8 +171,7 @@ def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
         )
     if len(fields) == 1:
         return _field_text(doc[fields[0]], f"{where}.{fields[0]}")
-    # Several fields are read in the order given, each labelled, as Cohere v1 and Together do.
-    return "\n".join(f"{field}: {_field_text(doc[field], f'{where}.{field}')}" for field in fields)
+    return _compose([(field, _field_text(doc[field], f"{where}.{field}")) for field in fields])[0]
 
 
 def _field_text(value: Any, where: str) -> str:

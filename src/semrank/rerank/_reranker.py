@@ -37,7 +37,7 @@ from semrank.runtime.base import (
     apply_activation,
 )
 from semrank.runtime.base import query_token_limit as scorers_query_token_limit
-from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN
+from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN, enough_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,10 +301,8 @@ def _plan_head(
     for a few windows); the plan is made on the first ``reach`` tokens and says truncated when
     the text goes on."""
     cap = (reach + 1) * MAX_CHARS_PER_TOKEN
-    offsets = tokenizer.token_offsets(text[:cap])
-    while len(offsets) <= reach and cap < len(text):  # whitespace runs give no tokens: read on
-        cap *= 4
-        offsets = tokenizer.token_offsets(text[:cap])
+    first = tokenizer.token_offsets(text[:cap])
+    offsets = enough_of(text, first, cap, reach, tokenizer.token_offsets, len)
     if len(offsets) <= reach:
         return plan_document(text, offsets, budget, chunking)
     head = text[: offsets[reach - 1][1]]

@@ -9,8 +9,10 @@ padding is done per batch by the batching code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tokenizers import Encoding, Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
@@ -37,6 +39,25 @@ class EncodedInput:
 # word piece, at most a few dozen characters): cutting a text at limit x this keeps its first
 # ``limit`` tokens intact.
 MAX_CHARS_PER_TOKEN = 100
+
+T = TypeVar("T")
+
+
+def enough_of(
+    text: str,
+    tokens: T,
+    cap: int,
+    limit: int,
+    tokenize: Callable[[str], T],
+    size: Callable[[T], int],
+) -> T:
+    """``tokens`` (of ``text[:cap]``), or those of a longer head until there are more than
+    ``limit`` or it is the whole text: characters that give no tokens (whitespace runs), or one
+    token for a long run ([UNK] for a DNA string), would otherwise hide what follows."""
+    while size(tokens) <= limit and cap < len(text):
+        cap *= 4
+        tokens = tokenize(text[:cap])
+    return tokens
 
 
 class HFTokenizer:
@@ -110,7 +131,7 @@ class HFTokenizer:
         encodings = self._encode_list([text[:cap] for text in texts])
         out = []
         for text, enc in zip(texts, encodings, strict=True):
-            enc = self._enough_tokens(text, enc, cap, limit)
+            enc = enough_of(text, enc, cap, limit, self._encode_plain, _token_count)
             truncated = len(enc.ids) > limit
             if truncated:
                 enc.truncate(limit)
@@ -118,14 +139,8 @@ class HFTokenizer:
             out.append(_to_input(merged, truncated))
         return out
 
-    def _enough_tokens(self, text: str, encoding: Encoding, cap: int, limit: int) -> Encoding:
-        """``encoding`` of ``text[:cap]``, or of a longer head until it has more than ``limit``
-        tokens or is the whole text: characters that give no tokens (whitespace runs), or one
-        token for a long run ([UNK] for a DNA string), would otherwise hide what follows."""
-        while len(encoding.ids) <= limit and cap < len(text):
-            cap *= 4
-            encoding = self._tok.encode(text[:cap], add_special_tokens=False)
-        return encoding
+    def _encode_plain(self, text: str) -> Encoding:
+        return self._tok.encode(text, add_special_tokens=False)
 
     def _prefix(self, text: str, encoding: Encoding, length: int) -> Encoding:
         """The first ``length`` tokens of ``text`` (encoded as ``encoding``), without overflow."""
@@ -153,6 +168,10 @@ class HFTokenizer:
         second = doc if doc.ids else None
         merged = self._tok.post_process(query, second, add_special_tokens=True)
         return _to_input(merged, truncated)
+
+
+def _token_count(encoding: Encoding) -> int:
+    return len(encoding.ids)
 
 
 def _truncated_copy(tok: Tokenizer, enc: Encoding, length: int) -> Encoding:
