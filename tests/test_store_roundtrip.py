@@ -7,9 +7,12 @@ import gzip
 import json
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from semrank.errors import DataFormatError, IndexExistsError, IndexNotFoundError, InvalidInputError
@@ -351,13 +354,113 @@ def test_vectors_switch_to_hnsw_past_the_threshold_and_persist(tmp_path: Path) -
     info = index.info()
     assert info.vector_search == "hnsw" and info.embedding_dim == 384
     snapshot = tmp_path / "ann" / "derived" / f"vectors.g{index.generation}"
-    assert (snapshot / "hnsw.usearch").is_file() and (snapshot / "vectors.npy").is_file()
+    assert (snapshot / "hnsw.usearch").is_file() and (snapshot / "keys.npy").is_file()
     vector = index.embed_queries(["when does the moon cover the sun"])[0]
     fresh = index.search_vector(vector, k=3)
     index.close()
     with open_index("ann", home=tmp_path) as reopened:  # loads the published graph from disk
         loaded = reopened.search_vector(vector, k=3)
     assert loaded.ids.tolist() == fresh.ids.tolist() and loaded.ids[0] == "sun"
+
+
+TOPICS = [
+    "the moon covers the sun in a solar eclipse",
+    "volcanoes erupt molten rock called lava",
+    "penguins live in the cold of antarctica",
+    "the violin has four strings and a bow",
+    "bread rises because yeast makes gas",
+    "glaciers carve valleys over thousands of years",
+    "honey bees dance to show where flowers are",
+    "chess openings control the centre of the board",
+]
+
+
+def _vector_snapshot(index: Any) -> dict[str, Any]:
+    folder = index.path / "derived" / f"vectors.g{index.generation}"
+    return dict(json.loads((folder / "snapshot.json").read_text("utf-8")))
+
+
+def _best(index: Any, query: str, k: int = 3) -> list[str]:
+    return index.search_vector(index.embed_queries([query])[0], k=k).ids.tolist()
+
+
+def _exact_best(index: Any, query: str, k: int) -> list[str]:
+    """The ``k`` nearest documents by brute force over freshly embedded texts."""
+    ids = [str(i) for i in index.document_ids()]
+    texts = {i: doc["text"] for i, doc in zip(ids, index.get(ids), strict=True)}
+    ids = [i for i in ids if texts[i].strip()]
+    matrix = index.embedder.embed([texts[i] for i in ids])
+    scores = matrix @ index.embed_queries([query])[0]
+    return [ids[n] for n in np.argsort(-scores, kind="stable")[:k]]
+
+
+def _topics(count: int) -> list[dict[str, str]]:
+    return [{"id": f"t{n}", "text": f"{TOPICS[n % 8]} (item {n})"} for n in range(count)]
+
+
+def test_writes_update_the_hnsw_graph_in_place(tmp_path: Path) -> None:
+    """A write into an index past the ANN threshold built the whole graph again (135 s for one
+    document into 30k); the graph is now updated by the rows written since it was saved, and
+    answers as exact search over the documents does."""
+    index = create_index("grow", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(40))
+    assert _best(index, "lava from a volcano") == _exact_best(index, "lava from a volcano", 3)
+    assert _vector_snapshot(index)["removed"] == 0  # built
+    index.upsert(
+        [
+            {"id": "t1", "text": "a recipe for sourdough bread with a long rise"},  # rewritten
+            {"id": "new", "text": "an active volcano spews lava and ash"},  # added
+            {"id": "t2", "text": "   "},  # emptied: no longer searched by vector
+        ]
+    )
+    index.delete(["t3"])
+    for query in ("lava from a volcano", "baking bread with yeast", "cold birds"):
+        assert _best(index, query, k=10) == _exact_best(index, query, 10)
+    meta = _vector_snapshot(index)
+    assert meta["search"] == "hnsw" and meta["removed"] == 3  # t1, t2, t3 left the graph
+    assert meta["count"] == 39 and len(_best(index, "anything", k=100)) == 39
+    index.close()
+    with open_index("grow", home=tmp_path) as reopened:  # the updated graph as saved
+        assert _best(reopened, "lava from a volcano", k=10)[0] == "new"
+
+
+def test_a_graph_from_another_history_of_the_documents_is_not_updated(tmp_path: Path) -> None:
+    """A restored backup written to again reuses generation numbers: the graph saved after the
+    backup was taken holds documents the restored database never had."""
+    index = create_index("hist", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(40))
+    _best(index, "anything")
+    database = index.path / "documents.sqlite"
+    source, copy = sqlite3.connect(database), sqlite3.connect(tmp_path / "backup")
+    source.backup(copy)
+    source.close()
+    copy.close()
+    index.close()
+    with open_index("hist", home=tmp_path) as later:
+        later.upsert([{"id": "lost", "text": "an active volcano spews lava and ash"}])
+        _best(later, "anything")
+        later.upsert([{"id": "lost2", "text": "a volcano erupting lava at night"}])
+        assert _best(later, "lava from a volcano")[0] in {"lost", "lost2"}
+    for suffix in ("-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
+    database.write_bytes((tmp_path / "backup").read_bytes())
+    with open_index("hist", home=tmp_path) as restored:
+        restored.upsert([{"id": "kept", "text": "penguins huddle against antarctic wind"}])
+        found = _best(restored, "lava from a volcano", k=50)
+        assert "lost" not in found and "lost2" not in found and len(found) == 41
+        assert _vector_snapshot(restored)["removed"] == 0  # built from the documents
+
+
+def test_a_graph_with_many_rows_removed_is_built_again(tmp_path: Path) -> None:
+    index = create_index("shrink", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(8))
+    _best(index, "anything")
+    index.delete(["t0"])
+    _best(index, "anything")
+    assert _vector_snapshot(index)["removed"] == 1  # 1 of 7 live rows: updated in place
+    index.delete(["t1", "t2"])
+    assert sorted(_best(index, "anything", k=20)) == ["t3", "t4", "t5", "t6", "t7"]
+    assert _vector_snapshot(index)["removed"] == 0  # 3 removed of 5 live rows: built again
 
 
 def test_documents_without_text_are_kept_but_never_found_by_vector(tmp_path: Path) -> None:

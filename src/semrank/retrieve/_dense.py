@@ -85,7 +85,8 @@ class ExactVectorIndex:
 
 
 class HNSWVectorIndex:
-    """Approximate inner-product search on a usearch HNSW graph; keys are row positions."""
+    """Approximate inner-product search on a usearch HNSW graph; hits carry the keys the
+    vectors were added under."""
 
     kind = "hnsw"
 
@@ -99,8 +100,15 @@ class HNSWVectorIndex:
 
     @classmethod
     def build(
-        cls, vectors: np.ndarray, *, connectivity: int = 32, expansion_add: int = 200
+        cls,
+        vectors: np.ndarray,
+        *,
+        keys: np.ndarray | None = None,
+        connectivity: int = 32,
+        expansion_add: int = 200,
     ) -> HNSWVectorIndex:
+        """A graph over ``vectors``; a hit's id is its row's ``keys`` entry (default: the row
+        position)."""
         Index = _usearch_index()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = Index(
@@ -110,8 +118,20 @@ class HNSWVectorIndex:
             connectivity=connectivity,
             expansion_add=expansion_add,
         )
-        index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+        keys = np.arange(len(vectors)) if keys is None else keys
+        index.add(np.asarray(keys, dtype=np.uint64), vectors)
         return cls(index, int(vectors.shape[1]), len(vectors))
+
+    def update(self, stale: np.ndarray, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Remove the ``stale`` keys, then add ``vectors`` under ``keys`` (a rewritten row is
+        stale and added again): milliseconds per row where building the graph again takes
+        minutes. Only for an index loaded with ``view=False``."""
+        if len(stale):
+            self._index.remove(np.asarray(stale, dtype=np.uint64))  # type: ignore[attr-defined]
+        if len(keys):
+            added = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+            self._index.add(np.asarray(keys, dtype=np.uint64), added)  # type: ignore[attr-defined]
+        self._size = len(self._index)  # type: ignore[arg-type]
 
     def save(self, path: Path) -> None:
         self._index.save(str(path))  # type: ignore[attr-defined]

@@ -49,6 +49,9 @@ _log = logging.getLogger(__name__)
 
 VECTORS = "vectors"
 _INGESTS = "unfinished_ingests"  # meta key: {file: mark} of ingests begun and not ended
+# A graph updated in place is built again once the rows removed from it since it was built
+# pass this share of its live rows.
+REBUILD_REMOVED_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ class _Loaded:
     generation: int
     ids: np.ndarray  # position -> document id
     index: Any  # BM25Index | VectorIndex
+    # An HNSW graph is keyed by its rows' stable ``pk`` (so that a write updates the graph in
+    # place rather than building it again): ``keys`` holds them, ascending, in ``ids``' order.
+    # None: hits are positions.
+    keys: np.ndarray | None = None
+
+    def doc_ids(self, hit_ids: np.ndarray) -> np.ndarray:
+        if self.keys is None:
+            return self.ids[hit_ids]
+        return self.ids[np.searchsorted(self.keys, hit_ids)]
 
 
 def _doc_json(fields: dict[str, Any]) -> str:
@@ -437,49 +449,108 @@ class LocalStore(Store):
 
     def _load_vectors(self, directory: Path, generation: int) -> _Loaded:
         meta = snap.read_meta(directory)
-        ids = json.loads((directory / "ids.json").read_text("utf-8"))
-        matrix = np.load(directory / "vectors.npy", mmap_mode="r")
-        index: VectorIndex
-        if meta.get("search") == "hnsw":
-            index = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
-        else:
-            index = ExactVectorIndex(matrix)
-        return _Loaded(int(meta["generation"]), _ids_array(ids), index)
+        ids = _ids_array(json.loads((directory / "ids.json").read_text("utf-8")))
+        if meta.get("search") != "hnsw":
+            matrix = np.load(directory / "vectors.npy", mmap_mode="r")
+            return _Loaded(int(meta["generation"]), ids, ExactVectorIndex(matrix))
+        graph = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
+        # Graphs saved before keys were row pks are keyed by position.
+        keys = np.load(directory / "keys.npy") if meta.get("keys") == "pk" else None
+        return _Loaded(int(meta["generation"]), ids, graph, keys)
 
     def _build_vectors(self) -> _Loaded:
         self._catch_up_embeddings()
+        dim = int(self.db.get_meta("embedding_dim") or 0)
         with self.db.snapshot() as conn:
             generation, commit = self.db.generation(conn), self.db.commit_token(conn)
             # Documents without text are kept (get, BM25: they match nothing) but not searched
             # by vector: the embedding of nothing is close to every query, and outranked
             # documents that hold the words.
-            rows = [
-                (doc_id, blob)
-                for doc_id, blob, text in self.db.iter_rows(conn, "id, embedding, text")
-                if text.strip()
+            live = [
+                (pk, i) for pk, i, text in self.db.iter_rows(conn, "pk, id, text") if text.strip()
             ]
-        dim = int(self.db.get_meta("embedding_dim") or 0)
-        ids = [i for i, _ in rows]
-        matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
-        matrix = matrix.reshape(len(rows), dim) if dim else matrix.reshape(0, 0)
-        use_hnsw = len(rows) >= self.settings.ann_threshold and len(rows) > 0
-        index: VectorIndex = HNSWVectorIndex.build(matrix) if use_hnsw else ExactVectorIndex(matrix)
+            keys = np.array([pk for pk, _ in live], dtype=np.int64)
+            updated = None
+            if len(live) >= max(self.settings.ann_threshold, 1):
+                updated = self._updated_graph(conn, keys, dim)
+            if updated is None:
+                matrix = self._embeddings(conn, dim)[2]
+        ids = [i for _, i in live]
+        index: VectorIndex
+        if updated is not None:
+            index, removed = updated
+        elif len(live) >= max(self.settings.ann_threshold, 1):
+            index, removed = HNSWVectorIndex.build(matrix, keys=keys), 0
+        else:
+            index, removed = ExactVectorIndex(matrix), 0
 
         def write(tmp: Path) -> dict[str, Any]:
-            np.save(tmp / "vectors.npy", matrix)
             snap.write_json(tmp / "ids.json", ids)
             if isinstance(index, HNSWVectorIndex):
                 index.save(tmp / "hnsw.usearch")
+                np.save(tmp / "keys.npy", keys)
+            else:
+                np.save(tmp / "vectors.npy", matrix)
             return {
                 "count": len(ids),
                 "dim": dim,
                 "search": index.kind,
+                "keys": "pk",
+                "removed": removed,  # rows removed from the graph since it was built
                 "model": self.settings.embedding_model,
                 "commit": commit,
             }
 
         self._publish(VECTORS, generation, write)
-        return _Loaded(generation, _ids_array(ids), index)
+        return _Loaded(
+            generation, _ids_array(ids), index, keys if isinstance(index, HNSWVectorIndex) else None
+        )
+
+    def _embeddings(
+        self, conn: Any, dim: int, *, written_after: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pks of the rows read, pks of those with text, their vectors)``: every row, or the
+        rows written after generation ``written_after``."""
+        rows = list(self.db.iter_rows(conn, "pk, embedding, text", written_after=written_after))
+        read = np.array([pk for pk, _, _ in rows], dtype=np.int64)
+        with_text = [(pk, blob) for pk, blob, text in rows if text.strip()]
+        matrix = np.frombuffer(b"".join(blob for _, blob in with_text), dtype=np.float32)
+        matrix = matrix.reshape(len(with_text), dim) if dim else matrix.reshape(0, 0)
+        return read, np.array([pk for pk, _ in with_text], dtype=np.int64), matrix
+
+    def _updated_graph(
+        self, conn: Any, keys: np.ndarray, dim: int
+    ) -> tuple[HNSWVectorIndex, int] | None:
+        """The last saved graph brought up to the documents of ``conn``'s snapshot by the rows
+        written since (``(graph, rows removed since it was built)``), or None where it must be
+        built again: none saved, saved from another history of the database (a restored
+        backup), unreadable, or holding too many removed rows."""
+        found = snap.latest(self.path, VECTORS)
+        if found is None:
+            return None
+        base_generation, directory = found
+        try:
+            meta = snap.read_meta(directory)
+            if (
+                meta.get("search") != "hnsw"
+                or meta.get("keys") != "pk"
+                or int(meta["dim"]) != dim
+                or self.db.commit_history(conn).get(base_generation) != meta.get("commit")
+            ):
+                return None
+            old_keys = np.load(directory / "keys.npy")
+            graph = HNSWVectorIndex.load(directory / "hnsw.usearch", dim, len(old_keys), view=False)
+            removed = int(meta.get("removed", 0))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError):
+            return None  # pruned by a writer meanwhile, or damaged: build from the documents
+        rewritten, added, vectors = self._embeddings(conn, dim, written_after=base_generation)
+        stale = old_keys[np.isin(old_keys, rewritten) | ~np.isin(old_keys, keys)]
+        removed += len(stale)
+        # Removed rows stay in the graph as detours: past a share of them, build it again.
+        if removed > REBUILD_REMOVED_SHARE * len(keys):
+            return None
+        graph.update(stale, added, vectors)
+        return (graph, removed) if len(graph) == len(keys) else None
 
     # --- retrieval -------------------------------------------------------------------------
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
@@ -512,4 +583,4 @@ class LocalStore(Store):
         check_k(k)
         loaded = self._vectors()
         hits = loaded.index.search(vector, k, num_candidates)
-        return Hits(loaded.ids[hits.ids], hits.scores)
+        return Hits(loaded.doc_ids(hits.ids), hits.scores)

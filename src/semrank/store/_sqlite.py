@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 """
 
+# Writes remembered (generation, commit token) so that derived files can be updated in place.
+HISTORY_LENGTH = 512
+_HISTORY = "commit_history"
+
 # SQLite's limit on bound parameters is 32766 in current builds; stay well below.
 _CHUNK = 900
 
@@ -200,9 +204,20 @@ class DocumentDB:
     def bump_generation(cls, conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         generation = (int(json.loads(row[0])) if row else 0) + 1
+        token = uuid.uuid4().hex
         cls.set_meta(conn, "generation", generation)
-        cls.set_meta(conn, "commit", uuid.uuid4().hex)
+        cls.set_meta(conn, "commit", token)
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (_HISTORY,)).fetchone()
+        history = json.loads(row[0]) if row else []
+        cls.set_meta(conn, _HISTORY, [*history, [generation, token]][-HISTORY_LENGTH:])
         return generation
+
+    def commit_history(self, conn: sqlite3.Connection) -> dict[int, str]:
+        """``{generation: commit token}`` of the last ``HISTORY_LENGTH`` writes of this
+        database's own history: a derived file of a generation whose token is here was built
+        from an earlier state of these very documents (not from a restored backup's other
+        future), so it can be brought up to date by the rows written since."""
+        return {int(g): str(t) for g, t in self.get_meta(_HISTORY, [], conn)}
 
     # --- documents -------------------------------------------------------------------------
     def count(self) -> int:
@@ -247,8 +262,17 @@ class DocumentDB:
     def docs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {doc_id: json.loads(doc) for doc_id, doc in self.stored_docs(ids).items()}
 
-    def iter_rows(self, conn: sqlite3.Connection, columns: str) -> Iterator[tuple[Any, ...]]:
-        yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
+    def iter_rows(
+        self, conn: sqlite3.Connection, columns: str, *, written_after: int | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows in ``pk`` order; only those written after generation ``written_after`` if
+        given."""
+        if written_after is None:
+            yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
+        else:
+            yield from conn.execute(
+                f"SELECT {columns} FROM documents WHERE gen > ? ORDER BY pk", (written_after,)
+            )
 
     def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
         with self._reading() as reader:
