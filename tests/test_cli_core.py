@@ -211,6 +211,16 @@ def test_a_jsonl_file_with_a_broken_first_line_names_it(tmp_path, second):
         read_documents(str(path))
 
 
+def test_a_bad_document_is_named_by_its_file_line(tmp_path):
+    """The error named documents[2], the third document handed over, where the file had it on
+    line 4 after a blank line."""
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": "fleas bite"}\n\n{"text": "dogs"}\n{"title": "no text here"}\n')
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(path)])
+    assert result.exit_code != 0
+    assert f"{path}:4 (documents[2]) has no field 'text'" in str(result.exception)
+
+
 def test_help_shows_whole_option_names_in_80_columns():
     """Rich's help tables cut them (--max-request-tok…, --no-return-docu…)."""
     result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})

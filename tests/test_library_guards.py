@@ -107,3 +107,56 @@ def test_a_null_id_is_named_as_null(tmp_path: Path) -> None:
     store = create_index("ids", home=tmp_path, embedding_model=None)
     with pytest.raises(DataFormatError, match=r"record 1: its id \('id'\) is None"):
         store.upsert([{"id": None, "text": "x"}])
+
+
+def test_fusion_helpers_refuse_what_they_cannot_fuse() -> None:
+    """The exported helpers returned NaN scores for a NaN rank constant, or failed with a bare
+    TypeError / AttributeError from inside numpy and bm25s."""
+    from semrank.retrieve import BM25Index, Hits, linear_combination, rrf, top_k
+
+    hits = Hits(np.array(["a", "b"], dtype=object), np.array([2.0, 1.0], dtype=np.float32))
+    for call, named in [
+        (lambda: rrf([hits], rank_constant=float("nan")), "rank_constant must be an integer"),
+        (lambda: rrf([hits], rank_constant="60"), "got '60'"),
+        (lambda: rrf([hits, None]), r"rankings\[1\] is None"),
+        (lambda: linear_combination([hits], normalizers=None), "normalizers must be one name"),
+        (lambda: top_k(np.ones(3), None), "k must be an integer"),
+        (lambda: BM25Index.build(["fleas", None]), r"texts\[1\] is None"),
+        (lambda: BM25Index.build(["fleas"]).search(None, 3), "a BM25 query is a string"),
+        (lambda: Hits(np.ones(2), np.ones(3)), "2 ids but 3 scores"),
+    ]:
+        with pytest.raises(InvalidInputError, match=named):
+            call()
+    assert rrf([hits, hits], rank_constant=np.int64(1)).ids.tolist() == ["a", "b"]
+
+
+def test_linear_normalizers_as_one_name_or_one_per_retriever(index) -> None:  # type: ignore[no-untyped-def]
+    """A string was split into letters ("got 6 normalizers for 2 ranked lists") and to_dict()
+    failed with zip()'s ValueError."""
+    one = Linear((BM25(), BM25(field="text")), normalizers="minmax")
+    assert one.normalizers == ("minmax", "minmax")
+    assert [r["normalizer"] for r in one.to_dict()["linear"]["retrievers"]] == ["minmax"] * 2
+    assert search(index, "fleas", retriever=one).ids
+    for bad in (["minmax"], ["minmax", "cosine"], 5):
+        with pytest.raises(InvalidInputError, match="normalizers"):
+            Linear((BM25(), BM25(field="text")), normalizers=bad)  # type: ignore[arg-type]
+
+
+def test_flags_of_search_and_upsert_and_lone_string_ids_are_checked(index) -> None:  # type: ignore[no-untyped-def]
+    from semrank.pipeline import prepare_index
+
+    with pytest.raises(InvalidInputError, match="with_documents must be True or False"):
+        search(index, "fleas", with_documents="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="refresh must be True or False"):
+        index.upsert([{"id": "x", "text": "more fleas"}], refresh="no")
+    with pytest.raises(InvalidInputError, match="wrap a single id in a list"):
+        prepare_index(index, ids="12")  # type: ignore[arg-type]
+
+
+def test_a_blend_cannot_be_forced_to_another_kind() -> None:
+    """Reranker(kind="bi-encoder") loaded the bundled blend as a cross-encoder, silently."""
+    from semrank.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="kind='bi-encoder' cannot apply"):
+        Reranker(kind="bi-encoder")
+    assert Reranker(kind="cross-encoder").scorer.kind == "cross-encoder"

@@ -81,42 +81,48 @@ def _as_server_user() -> tuple[list[str], int | None]:
     return ["runuser", "-u", user, "--"], uid
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+def start_server(prefix: str) -> tuple[PostgresServer, list[str]]:
+    """A new PostgreSQL server in a temporary folder, and its ``pg_ctl`` command without the
+    action (``[*ctl, "stop"]``); skips the test where PostgreSQL is not installed."""
     reason = _installed()
     if reason:
         pytest.skip(reason)
-    prefix, uid = _as_server_user()
-    directory = Path(tempfile.mkdtemp(prefix="semrank-pg-"))
+    run_as, uid = _as_server_user()
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     if uid is not None:
         os.chown(directory, uid, -1)
     bindir, data, port = PG_HOME / "bin", directory / "data", _free_port()
     run = {"check": True, "capture_output": True, "timeout": 180}
     subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
          "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
         **run,
     )  # fmt: skip
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
+           "-l", str(directory / "server.log"), "-w", "-t", "120"]  # fmt: skip
     try:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
-             "-l", str(directory / "server.log"), "-w", "-t", "120", "start"],
-            **run,
-        )  # fmt: skip
+        subprocess.run([*ctl, "start"], **run)
     except subprocess.CalledProcessError:
         log = (directory / "server.log").read_text(errors="replace")
         shutil.rmtree(directory, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start:\n{log}")
+    return PostgresServer(port, directory), ctl
+
+
+def stop_server(server: PostgresServer, ctl: list[str]) -> None:
+    with contextlib.suppress(subprocess.SubprocessError):
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, timeout=180)
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server, ctl = start_server("semrank-pg-")
     try:
-        yield PostgresServer(port, directory)
+        yield server
     finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            subprocess.run(
-                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                **run,
-            )
-        shutil.rmtree(directory, ignore_errors=True)
+        stop_server(server, ctl)
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -134,6 +134,31 @@ def test_server_errors_become_sql_errors(installed: str) -> None:
         assert conn.execute("SELECT count(*) FROM semrank.rank('q', ARRAY['doc'])").fetchone() == (
             1,
         )
+
+
+def test_an_http_error_has_no_empty_hint_and_a_server_warning_reaches_sql(installed: str) -> None:
+    """A 404 showed "HINT:  None"; the server's warning that it cut a long query was lost."""
+    import psycopg
+
+    notices: list[str] = []
+    with psycopg.connect(installed) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
+        with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['doc'], NULL, 'no-such-model')")
+        assert caught.value.diag.message_hint is None
+        conn.rollback()
+        long_query = " ".join(["fleas"] * 400)
+        rows = conn.execute("SELECT * FROM semrank.rank(%s, ARRAY['doc'])", (long_query,))
+        assert len(rows.fetchall()) == 1
+    assert any("query" in notice and "semrank.rank" in notice for notice in notices), notices
+
+
+def test_install_refuses_an_api_key_no_header_can_carry(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.errors import InvalidInputError
+    from semrank.sql import install
+
+    with pytest.raises(InvalidInputError, match="HTTP header cannot carry"):
+        install(pg_dsn, api_key="bad key é")
 
 
 def test_install_needs_a_superuser_and_says_so(pg_dsn: str) -> None:  # noqa: F811

@@ -151,6 +151,12 @@ def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F
     assert hits[0]["id"] in {"d1", "d4"}
 
 
+def test_index_list_of_an_empty_database_hides_the_password(pg_dsn: str) -> None:  # noqa: F811
+    with_password = pg_dsn.replace("://semrank@", "://semrank:secretpw@")
+    shown = cli("index", "list", "--store", with_password)
+    assert "no indexes in" in shown and "secretpw" not in shown and "***" in shown
+
+
 def test_a_handle_to_a_dropped_index_names_the_drop(pg_dsn: str) -> None:  # noqa: F811
     held = create_index("gone", store=pg_dsn, embedder=HashingEmbedder())
     with held:
@@ -177,9 +183,10 @@ def test_what_postgres_cannot_store_is_named_before_anything_is_written(stores) 
     _, pg = stores
     for bad, named in (
         ({"id": "n1", "text": "nul \u0000 here"}, r"document 'n1' holds a NUL character"),
-        ({"id": "n2", "text": "x", "score": float("nan")}, r"document 'n2': its fields are not"),
+        # Refused by every store (JSON cannot carry it), before the PostgreSQL check.
+        ({"id": "n2", "text": "x", "score": float("nan")}, r"document 'n2': field 'score' holds"),
     ):
-        with pytest.raises(DataFormatError, match=named):
+        with pytest.raises((DataFormatError, InvalidInputError), match=named):
             pg.upsert([{"id": "ok", "text": "fine"}, bad])
     assert len(pg) == len(DOCS)
 
@@ -243,3 +250,77 @@ def test_documents_without_text_are_never_found_by_vector(stores) -> None:  # ty
         found = store.search_vector(vector, k=20).ids.tolist()
         assert found and not {"b1", "b2"} & set(found), (store, found)
         assert store.get(["b1"])[0] is not None
+
+
+def test_a_text_python_calls_blank_is_caught_up_once_not_forever(pg_dsn: str) -> None:  # noqa: F811
+    """PostgreSQL's [[:space:]] does not cover U+00A0 or \\x1c, Python's strip() does: such a
+    row got no vector, was selected again, and the ingest never returned."""
+    pg = create_index("nb", store=pg_dsn, embedder=HashingEmbedder(), embedding_model="default")
+    try:
+        pg.upsert([{"id": "n", "text": "\u00a0"}, {"id": "s", "text": "\x1c"}, DOCS[0]])
+        assert len(pg) == 3
+        hits = pg.search_vector(HashingEmbedder().embed(["fleas blood"])[0], k=5)
+        assert hits.ids.tolist() == ["d1"]
+    finally:
+        pg.close()
+
+
+def test_a_bad_query_vector_is_refused_as_by_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
+    """A wrong dimension was pgvector's internal error (HTTP 500); zeros scored NaN."""
+    for store in stores:
+        with pytest.raises(InvalidInputError, match="query vector has 3 dimensions"):
+            store.search_vector(np.ones(3), k=2)
+        with pytest.raises(InvalidInputError, match="all zeros or not finite"):
+            store.search_vector(np.zeros(384), k=2)
+    local, pg = stores
+    vector = local.embed_queries(["fleas"])[0] * 1e30  # scale never changes a cosine
+    assert (
+        pg.search_vector(vector, k=3).ids.tolist() == local.search_vector(vector, k=3).ids.tolist()
+    )
+
+
+def test_a_bm25_method_postgres_cannot_score_is_refused_at_create(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.retrieve import BM25Params
+
+    with pytest.raises(InvalidInputError, match="not 'robertson'; create the index with"):
+        create_index("rob", store=pg_dsn, embedding_model=None, bm25=BM25Params(method="robertson"))
+    assert "rob" not in list_indexes(store=pg_dsn)
+
+
+def test_a_role_with_table_grants_only_uses_the_store(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Every use ran CREATE SCHEMA IF NOT EXISTS, which PostgreSQL refuses a role without CREATE
+    on the database even when the schema exists: a driver traceback. What the role may not do
+    (create an index: the tables' owner's) is named."""
+    from semrank.errors import BackendUnavailableError
+
+    owner_dsn = pg_server.dsn(pg_database)
+    with create_index("g", store=owner_dsn, embedding_model=None) as owned:
+        owned.upsert(DOCS)
+    reader = f"reader_{pg_database}"
+    grants = (
+        f"CREATE ROLE {reader} LOGIN; GRANT USAGE ON SCHEMA semrank TO {reader}; "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA semrank TO {reader}; "
+        f"REVOKE CREATE ON DATABASE {pg_database} FROM PUBLIC; "
+        f"REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+    )
+    done = pg_server.psql(pg_database, grants)
+    assert done.returncode == 0, done.stderr
+    reader_dsn = owner_dsn.replace("://semrank@", f"://{reader}@")
+    assert list_indexes(store=reader_dsn) == ["g"]
+    with open_index("g", store=reader_dsn) as index:
+        assert search(index, "fleas", k=2).ids[0] in {"d1", "d4", "d5"}
+        index.upsert([{"id": "d7", "title": "Dogs", "text": "Dogs get fleas too."}])
+        assert index.get(["d7"])[0] is not None
+    with pytest.raises(BackendUnavailableError, match=rf"role of .*{reader}.* is not allowed"):
+        create_index("mine", store=reader_dsn, embedding_model=None)
+
+
+def test_an_id_too_long_for_a_btree_key_is_named(stores) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL's index-row error blamed the batch's longest document, another one."""
+    from semrank.errors import DataFormatError
+
+    _, pg = stores
+    long_id = "x" * 9000
+    with pytest.raises(DataFormatError, match=r"document id 'xxx.*is 9,000 bytes"):
+        pg.upsert([{"id": long_id, "text": "hello"}, {"id": "other", "text": "long " * 500}])
+    assert pg.get(["other"]) == [None]

@@ -75,3 +75,26 @@ def test_texts_without_any_term_give_an_index_that_matches_nothing(tmp_path: Pat
 def test_bm25_parameters_must_be_finite_numbers(options) -> None:
     with pytest.raises(InvalidInputError, match="must be finite numbers"):
         BM25Params(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"stemmer": "klingon"}, "stemmer 'klingon'"),
+        ({"stemmer": ""}, "stemmer ''"),
+        ({"stopwords": "xx"}, "stop-word list 'xx'"),
+        ({"stopwords": 5}, "stop-word list 5"),
+    ],
+)
+def test_an_unknown_stemmer_or_stop_word_list_is_refused_before_any_index_holds_it(
+    tmp_path: Path, options: dict[str, object], named: str
+) -> None:
+    """Accepted at creation, it failed the first write with a bare KeyError after the documents
+    were stored, and every BM25 search of that index after it."""
+    from semrank.store import create_index
+
+    with pytest.raises(InvalidInputError, match=named):
+        create_index("x", home=tmp_path, embedding_model=None, bm25=BM25Params(**options))  # type: ignore[arg-type]
+    german = BM25Params(stemmer="german", stopwords="de")
+    index = BM25Index.build(["Die Häuser stehen am Fluss", "Ein Hund"], german)
+    assert index.search("Haus", k=2).ids.tolist() == [0]

@@ -154,6 +154,29 @@ def test_lone_surrogates_are_rejected(tmp_path: Path) -> None:
         assert len(index) == 0
 
 
+def test_non_finite_numbers_and_ids_that_are_not_strings_or_numbers_are_refused(
+    tmp_path: Path,
+) -> None:
+    """NaN was stored (and indexed as the word "nan"), came back as JSON no parser reads, and
+    the Reranker refused the same document; a tuple became the id "(1, 2)", and looking up None
+    found the id "None"."""
+    with create_index("n", home=tmp_path, embedding_model=None) as index:
+        index.upsert([{"id": 7, "text": "seven", "score": 0.5}, {"id": "None", "text": "x"}])
+        with pytest.raises(InvalidInputError, match=r"field 'text' holds nan"):
+            index.upsert([{"id": "a", "text": float("nan")}])
+        with pytest.raises(InvalidInputError, match=r"field 'scores' holds \[1, inf\]"):
+            index.upsert([{"id": "a", "text": "ok", "scores": [1, float("inf")]}])
+        for bad in (float("nan"), (1, 2), {"k": 1}):
+            with pytest.raises(DataFormatError, match="not a string or a finite number"):
+                index.upsert([{"id": bad, "text": "x"}])
+        for call in (index.delete, index.get):
+            for bad in (None, float("inf"), (1, 2)):
+                with pytest.raises(InvalidInputError, match=r"is not a string or a finite number"):
+                    call(["7", bad])
+        assert index.get([7, "None"]) == [{"text": "seven", "score": 0.5}, {"text": "x"}]
+        assert len(index) == 2
+
+
 def test_lone_surrogate_escape_in_a_jsonl_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "esc.jsonl"
     corpus.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": "\\ud800"}\n', "utf-8")

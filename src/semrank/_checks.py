@@ -10,6 +10,8 @@ import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+
 from semrank.errors import InvalidInputError
 
 
@@ -62,6 +64,16 @@ def _json_leaves(value: object) -> Iterator[object]:
             yield item
 
 
+def is_id_value(value: object) -> bool:
+    """A document id as given: a string, or a finite number that is not a boolean (``str()``
+    would turn ``True`` into the id "True" and a tuple into "(1, 2)")."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value)
+
+
 def is_valid_unicode(value: object) -> bool:
     """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
     encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder
@@ -105,3 +117,11 @@ def require_unicode(value: object, where: str) -> None:
     elif isinstance(value, list | tuple):
         for position, item in enumerate(value):
             require_unicode(item, f"{where}[{position}]")
+
+
+def require_flags(**flags: object) -> None:
+    """Each flag ``True`` or ``False``: ``"no"`` or ``0`` would otherwise count as true or false
+    by Python's truthiness."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise InvalidInputError(f"{name} must be True or False, got {value!r}")

@@ -173,6 +173,12 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
     """Read a Hugging Face / sentence-transformers directory and decide how to run it."""
     if (path / BLEND_FILE).is_file():
         # A learned blend of other models (semrank.rerank loads its components).
+        if kind not in (None, "cross-encoder"):
+            raise ModelLoadError(
+                f"{name!r} is a blend of a cross-encoder with other signals ({path / BLEND_FILE}) "
+                f"and scores pairs as a cross-encoder does, so kind={kind!r} cannot apply; leave "
+                "kind out, or load one of its component folders as that kind"
+            )
         return ResolvedModel(
             name=name, path=path, kind="cross-encoder", architecture=BLEND_ARCHITECTURE,
             max_length=_blend_max_length(path), activation="sigmoid",

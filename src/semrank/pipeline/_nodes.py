@@ -22,7 +22,7 @@ from semrank.errors import InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
 from semrank.pipeline._prepare import use_prepared
 from semrank.pipeline._ranking import Ranking
-from semrank.retrieve import Hits, linear_combination, rrf
+from semrank.retrieve import NORMALIZERS, Hits, linear_combination, rrf
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 DEFAULT_RERANK_WINDOW = 100
@@ -426,6 +426,26 @@ class Linear(Retriever):
     def __post_init__(self) -> None:
         _set_children(self, "linear")
         _set_positive(self, "rank_window_size", "linear rank_window_size")
+        self._set_normalizers()
+
+    def _set_normalizers(self) -> None:
+        """One name applies to every retriever (as ``linear_combination`` reads it); a list
+        needs one known name per retriever, checked here rather than at the first search."""
+        given: Any = self.normalizers
+        if given is None:
+            return
+        names = (given,) * len(self.retrievers) if isinstance(given, str) else given
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(
+                f"linear normalizers must be one name or a list of names, got {given!r}"
+            )
+        unknown = [n for n in names if n not in NORMALIZERS]
+        if unknown or len(names) != len(self.retrievers):
+            raise InvalidInputError(
+                f"linear normalizers {list(names)!r} must name one of {', '.join(NORMALIZERS)} "
+                f"for each of its {len(self.retrievers)} retrievers"
+            )
+        object.__setattr__(self, "normalizers", tuple(names))
 
     @staticmethod
     def compose(left: Retriever, right: Retriever) -> Linear:

@@ -20,6 +20,7 @@ from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, load_reranker
 from semrank.pipeline._open import using_index
 from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
+from semrank.store._base import id_list
 
 if TYPE_CHECKING:
     from semrank.rerank import Reranker
@@ -72,7 +73,7 @@ def _prepare(
     reranker = _reranker_for(store, model)
     store.check_field(field, purpose=" to prepare")
     extend = ids is not None
-    wanted = list(dict.fromkeys(ids)) if ids is not None else store.document_ids()
+    wanted = list(dict.fromkeys(id_list(ids))) if ids is not None else store.document_ids()
     found: list[int] = []  # documents that exist (ids may name deleted or unknown ones)
     tables = prepare_windows(
         reranker,

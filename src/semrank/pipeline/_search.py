@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from semrank._checks import require_collection, require_unicode
+from semrank._checks import require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, SearchContext
 from semrank.pipeline._nodes import (
@@ -123,6 +123,7 @@ def search(
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
     named index (default: the embedded store under ``home``)."""
     check_k(k)
+    require_flags(with_documents=with_documents)
     if query is not None and not isinstance(query, str):
         raise InvalidInputError(
             f"query must be a string (the text to search for), got {type(query).__name__} "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semrank._checks import is_int, require_collection
+from semrank._checks import is_int, require_collection, require_flags
 from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve, resolve_embedding_model
 from semrank.rerank._aggregate import aggregate_documents
@@ -151,7 +151,7 @@ class Reranker:
         With a cascade, documents it pruned unread score just below the weakest one read (in
         order, not a judgment): ``rerank`` marks them ``pruned``, and its ``min_score`` drops them.
         """
-        _require_flags(raw=raw)
+        require_flags(raw=raw)
         texts = document_texts(documents, rank_fields)
         outcome = self._score_groups(
             [validate_query(query)], [texts], raw, max_tokens_per_doc, self._chunking(chunking)
@@ -321,20 +321,13 @@ class _RankOptions:
     def checked(
         cls, top_n: object, min_score: object, return_documents: object, raw_scores: object
     ) -> _RankOptions:
-        _require_flags(return_documents=return_documents, raw_scores=raw_scores)
+        require_flags(return_documents=return_documents, raw_scores=raw_scores)
         return cls(
             top_n=validate_top_n(top_n),
             min_score=validate_min_score(min_score),
             return_documents=bool(return_documents),
             raw_scores=bool(raw_scores),
         )
-
-
-def _require_flags(**flags: object) -> None:
-    # "no" or 0 would otherwise count as true or false by Python's truthiness.
-    for name, value in flags.items():
-        if not isinstance(value, bool | np.bool_):
-            raise InvalidInputError(f"{name} must be True or False, got {value!r}")
 
 
 def _model_feedback(scorer: PairScorer) -> Feedback | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,11 @@ from semrank.errors import DataFormatError, InvalidInputError
 
 def read_documents(path: str) -> list[Any]:
     """Documents from a JSON list, JSONL (strings or objects), or one document per line."""
+    return read_numbered_documents(path)[0]
+
+
+def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
+    """``read_documents`` with each document's line number (None for a JSON list)."""
     text = _read_text(path)
     stripped = text.lstrip()
     if _opens_json_list(stripped):
@@ -26,13 +32,29 @@ def read_documents(path: str) -> list[Any]:
             ) from exc
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
-        return data
+        return data, None
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    numbers = [number for number, _line in lines]
     looks_json = lines and all(_looks_like_json(line) for _number, line in lines)
     if looks_json and any(_is_json(line) for _number, line in lines):
-        return [_json_line(path, number, line) for number, line in lines]  # names a bad line
+        return [_json_line(path, number, line) for number, line in lines], numbers
     _refuse_mixed_lines(path, lines)
-    return [line for _number, line in lines]
+    return [line for _number, line in lines], numbers
+
+
+def _on_lines(error: InvalidInputError, path: str, numbers: list[int] | None) -> Exception:
+    """``error`` with each ``documents[i]`` it names given as the file line it came from: the
+    Reranker counts the documents it was handed, a user counts lines."""
+    if numbers is None:
+        return error
+
+    def line_of(match: re.Match[str]) -> str:
+        position = int(match[1])
+        if position >= len(numbers):
+            return match[0]
+        return f"{path}:{numbers[position]} ({match[0]})"
+
+    return type(error)(re.sub(r"documents\[(\d+)\]", line_of, str(error)))
 
 
 def _looks_like_json(line: str) -> bool:
@@ -137,7 +159,7 @@ def rerank_command(
     """Re-rank the documents in a file for QUERY."""
     from semrank.rerank import CascadeConfig, Reranker
 
-    documents = read_documents(docs)
+    documents, numbers = read_numbered_documents(docs)
     if rank_field and not any(isinstance(d, dict) for d in documents):
         raise InvalidInputError(
             f"--rank-field {rank_field[0]!r} picks fields of JSON-object documents, and {docs} "
@@ -145,15 +167,18 @@ def rerank_command(
         )
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
     reranker = Reranker(model, cascade=cascade, feedback=feedback)
-    results = reranker.rerank(
-        query,
-        documents,
-        top_n=top_n,
-        min_score=min_score,
-        rank_fields=rank_field or None,
-        chunking=not no_chunking,
-        raw_scores=raw,
-    )
+    try:
+        results = reranker.rerank(
+            query,
+            documents,
+            top_n=top_n,
+            min_score=min_score,
+            rank_fields=rank_field or None,
+            chunking=not no_chunking,
+            raw_scores=raw,
+        )
+    except InvalidInputError as error:
+        raise _on_lines(error, docs, numbers) from None
     if as_json:
         payload = {"model": reranker.name, "results": [asdict(r) for r in results]}
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))

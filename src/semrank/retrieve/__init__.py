@@ -12,6 +12,7 @@ from semrank.retrieve._dense import (
     TextEmbedder,
     VectorIndex,
     build_vector_index,
+    unit_query_vector,
 )
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
 from semrank.retrieve._hits import Hits, top_k
@@ -32,4 +33,5 @@ __all__ = [
     "normalize_scores",
     "rrf",
     "top_k",
+    "unit_query_vector",
 ]

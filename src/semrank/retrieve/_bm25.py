@@ -49,6 +49,30 @@ class BM25Params:
             raise InvalidInputError(
                 f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} b={self.b}"
             )
+        self._check_analysis()
+
+    def _check_analysis(self) -> None:
+        """Refused here, when an index is created: found at its first write, a stemmer or
+        stop-word list the tokenizer does not know left an index that no search could read."""
+        if self.stemmer is not None and (
+            not isinstance(self.stemmer, str) or self.stemmer not in _stemmer_languages()
+        ):
+            raise InvalidInputError(
+                f"unknown BM25 stemmer {self.stemmer!r}; choose one of: "
+                f"{', '.join(_stemmer_languages())}, or None for no stemming"
+            )
+        if self.stopwords is None:
+            return
+        try:
+            if not isinstance(self.stopwords, str):
+                raise TypeError
+            _tokenize(["probe"], self, return_ids=False)
+        except (KeyError, ValueError, TypeError):
+            raise InvalidInputError(
+                f"unknown BM25 stop-word list {self.stopwords!r}; give a language such as "
+                "'en', 'de', 'fr', 'es', 'it', 'nl', 'pt', 'ru', 'sv' (bm25s's lists), or None "
+                "to keep every word"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +80,13 @@ class BM25Params:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> BM25Params:
         return BM25Params(**{k: v for k, v in data.items() if k in BM25Params.__dataclass_fields__})
+
+
+@lru_cache(maxsize=1)
+def _stemmer_languages() -> tuple[str, ...]:
+    import Stemmer  # PyStemmer
+
+    return tuple(Stemmer.algorithms())
 
 
 @lru_cache(maxsize=4)
@@ -92,6 +123,12 @@ class BM25Index:
         import bm25s
 
         params = params or BM25Params()
+        odd = next((n for n, text in enumerate(texts) if not isinstance(text, str)), None)
+        if odd is not None:
+            raise InvalidInputError(
+                f"texts[{odd}] is {texts[odd]!r:.60}, not a string; index text (use '' for a "
+                "document without any)"
+            )
         tokens = _tokenize(list(texts), params, return_ids=True) if texts else None
         if tokens is None or not tokens.vocab:  # no text, or only stop words: nothing matches
             return cls(None, params, len(texts))
@@ -119,6 +156,8 @@ class BM25Index:
 
     def query_tokens(self, query: str) -> list[str]:
         """The analysed terms of ``query`` that occur in the index vocabulary."""
+        if not isinstance(query, str):
+            raise InvalidInputError(f"a BM25 query is a string, got {query!r:.60}")
         if self._retriever is None:
             return []
         tokens: list[list[str]] = _tokenize([query], self.params, return_ids=False)

@@ -45,7 +45,7 @@ def _usearch_index() -> Any:
     return Index
 
 
-def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
+def unit_query_vector(vector: np.ndarray, dim: int) -> np.ndarray:
     """``vector`` as a float32 unit vector: the stored vectors are unit length, so only a unit
     query makes each inner product a cosine (a longer one would scale every score)."""
     query = np.asarray(vector, dtype=np.float64).reshape(-1)
@@ -81,7 +81,7 @@ class ExactVectorIndex:
     def search(self, vector: np.ndarray, k: int, num_candidates: int | None = None) -> Hits:
         if len(self) == 0:
             return Hits.empty(np.int64)
-        return top_k(self.vectors @ _as_query(vector, self.dim), k)
+        return top_k(self.vectors @ unit_query_vector(vector, self.dim), k)
 
 
 class HNSWVectorIndex:
@@ -154,7 +154,7 @@ class HNSWVectorIndex:
         k = min(k, self._size)
         index = self._index
         # A beam below ~200 loses recall on 384-d embeddings; wider costs little at this size.
-        query = _as_query(vector, self.dim)
+        query = unit_query_vector(vector, self.dim)
         with self._search_lock:
             index.expansion_search = max(k, num_candidates or 0, MIN_BEAM)  # type: ignore[attr-defined]
             matches = index.search(query, k)  # type: ignore[attr-defined]

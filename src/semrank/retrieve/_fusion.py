@@ -34,6 +34,12 @@ def _weights(weights: Sequence[float] | None, count: int) -> list[float]:
 
 
 def _windowed(rankings: Sequence[Hits], rank_window_size: int | None) -> list[Hits]:
+    for number, ranking in enumerate(rankings):
+        if not isinstance(ranking, Hits):
+            raise InvalidInputError(
+                f"rankings[{number}] is {ranking!r:.60}, not a Hits; fuse the results of "
+                "searches (Hits(ids, scores))"
+            )
     if rank_window_size is None:
         return list(rankings)
     if not is_int(rank_window_size):
@@ -66,8 +72,8 @@ def rrf(
     weights: Sequence[float] | None = None,
 ) -> Hits:
     """Reciprocal rank fusion (Cormack et al. 2009)."""
-    if rank_constant < 1:
-        raise InvalidInputError(f"rank_constant must be >= 1, got {rank_constant}")
+    if not is_int(rank_constant, at_least=1):
+        raise InvalidInputError(f"rank_constant must be an integer >= 1, got {rank_constant!r}")
     lists = _windowed(rankings, rank_window_size)
     slots = _union_ids(lists)
     totals = np.zeros(len(slots), dtype=np.float64)
@@ -113,7 +119,12 @@ def linear_combination(
 ) -> Hits:
     """Weighted sum of per-list normalised scores."""
     lists = _windowed(rankings, rank_window_size)
-    per_list = [normalizers] * len(lists) if isinstance(normalizers, str) else list(normalizers)
+    per_list = [normalizers] * len(lists) if isinstance(normalizers, str) else normalizers
+    if not isinstance(per_list, Sequence) or not all(isinstance(n, str) for n in per_list):
+        raise InvalidInputError(
+            f"normalizers must be one name or a list of one per ranked list, from: "
+            f"{', '.join(NORMALIZERS)}; got {normalizers!r}"
+        )
     if len(per_list) != len(lists):
         raise InvalidInputError(f"got {len(per_list)} normalizers for {len(lists)} ranked lists")
     slots = _union_ids(lists)

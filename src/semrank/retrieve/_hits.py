@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semrank._checks import is_int
+from semrank.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class Hits:
@@ -20,7 +23,9 @@ class Hits:
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.scores):
-            raise ValueError(f"{len(self.ids)} ids but {len(self.scores)} scores")
+            raise InvalidInputError(
+                f"Hits got {len(self.ids)} ids but {len(self.scores)} scores; give one score per id"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,6 +56,8 @@ def top_k(scores: np.ndarray, k: int, *, positive_only: bool = False) -> Hits:
     ``argpartition`` keeps this O(n) for large corpora; ties break by position so results are
     deterministic. ``positive_only`` drops zero scores (BM25: documents sharing no query term).
     """
+    if not is_int(k):
+        raise InvalidInputError(f"k must be an integer, got {k!r}")
     scores = np.asarray(scores, dtype=np.float32)
     candidates = np.flatnonzero(scores > 0) if positive_only else np.arange(len(scores))
     k = min(k, len(candidates))

@@ -82,7 +82,8 @@ if row["stored_key"] and row["session_key"] is None and endpoint != stored_endpo
                "stored for %s; a stored key is sent only to the stored endpoint"
                % (endpoint, stored_endpoint),
                hint="SET semrank.api_key alongside semrank.endpoint, or store the endpoint: "
-                    "UPDATE semrank.settings SET value = '...' WHERE key = 'endpoint'",
+                    "INSERT INTO semrank.settings VALUES ('endpoint', '...') "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                sqlstate="42501")
 api_key = row["session_key"] or row["stored_key"]
 if api_key is not None and not all(33 <= ord(c) <= 126 for c in api_key):
@@ -96,8 +97,9 @@ except ValueError:
 if not 0 < timeout < float("inf"):
     plpy.error("semrank.rank: semrank.timeout_s is %r; it must be a number of seconds above 0"
                % row["timeout"],
-               hint="SET semrank.timeout_s = '30' (or UPDATE semrank.settings SET value = '30' "
-                    "WHERE key = 'timeout_s')", sqlstate="22023")
+               hint="SET semrank.timeout_s = '30' (or store it: INSERT INTO semrank.settings "
+                    "VALUES ('timeout_s', '30') ON CONFLICT (key) DO UPDATE SET value = "
+                    "EXCLUDED.value)", sqlstate="22023")
 # One deadline for the whole call, within what statement_timeout leaves of the statement.
 if row["statement_left"] is not None:
     timeout = min(timeout, max(float(row["statement_left"]), 0.001))
@@ -173,8 +175,7 @@ if failure is not None:
                 "left; raise it: SET semrank.timeout_s = '60'" % row["timeout"])
     else:
         hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
-                "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port' "
-                "(or UPDATE semrank.settings SET value = ... WHERE key = 'endpoint')")
+                "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port'")
     reason = "%s: %s" % (type(failure).__name__, failure) if str(failure) else repr(failure)
     plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
                hint=hint, sqlstate="38000")
@@ -198,8 +199,11 @@ if status != 200:
     hint = hints.get(status)
     if 300 <= status < 400:
         hint = "semrank.rank does not follow redirects: point semrank.endpoint at the server"
+    details = {"sqlstate": "38000"}
+    if hint:  # hint=None would show as "HINT:  None"
+        details["hint"] = hint
     plpy.error("semrank.rank: the semrank server at %s answered HTTP %d: %s"
-               % (url, status, text[:500]), hint=hint, sqlstate="38000")
+               % (url, status, text[:500]), **details)
 rows = []
 try:
     answer = json.loads(payload.decode("utf-8"))
@@ -214,6 +218,10 @@ try:
         if score != score or score in (float("inf"), float("-inf")):
             raise ValueError("relevance_score %r is not a finite number" % score)
         rows.append((key, rank, score))
+    # What the server flagged (a query cut to fit beside the documents): a NOTICE-level
+    # WARNING, as the HTTP caller gets it in meta.warnings.
+    for warning in (answer.get("meta") or {}).get("warnings") or []:
+        plpy.warning("semrank.rank: %s" % warning)
 except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
     plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s): %r"
                % (url, type(exc).__name__, exc, payload[:120].decode("utf-8", "replace")),
@@ -273,4 +281,9 @@ def sql_migrations() -> tuple[Migration, ...]:
         # reads (semrank.rank runs as its owner, so callers need no access to any key); one
         # deadline for the whole call within statement_timeout; no redirects; fail_open off.
         (105, "sql: keys only the owner reads; one deadline; no redirects", rank + _RUN_AS_OWNER),
+        (
+            106,
+            "sql: semrank.rank passes on the server's warnings; hints that work",
+            rank + _RUN_AS_OWNER,
+        ),
     )

@@ -81,6 +81,13 @@ def install(
         )
 
     _check_endpoint(endpoint)
+    if api_key is not None and not (api_key and all(33 <= ord(c) <= 126 for c in api_key)):
+        # Stored as given, it failed every semrank.rank call (22023) instead of the install.
+        raise InvalidInputError(
+            "the API key is empty or holds characters an HTTP header cannot carry (spaces, "
+            "control or non-ASCII characters); give the key the server was started with "
+            "(--api-key)"
+        )
     import psycopg
 
     from semrank.store.postgres import migrate

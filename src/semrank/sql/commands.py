@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 sql_app = typer.Typer(
-    help="SQL functions for PostgreSQL (semrank.rank, rich_markup_mode=None).", no_args_is_help=True
+    help="SQL functions for PostgreSQL (semrank.rank).", no_args_is_help=True, rich_markup_mode=None
 )
 
 

@@ -22,9 +22,11 @@ import numpy as np
 from semrank._checks import (
     MAX_WEIGHT,
     is_finite_number,
+    is_id_value,
     is_int,
     is_valid_unicode,
     require_collection,
+    require_flags,
 )
 from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
@@ -168,6 +170,7 @@ class Store(abc.ABC):
         """
         if not is_int(batch_size, at_least=1):
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        require_flags(refresh=refresh)
         records = checked_documents(
             documents_from(documents, self.settings.id_field or "id"), self.settings.text_fields
         )
@@ -413,6 +416,12 @@ def id_list(ids: object) -> list[str]:
         raise InvalidInputError(
             f"id {boolean!r} is a boolean; ids are strings or numbers: pass "
             f"{str(boolean).lower()!r} if that is the id"
+        )
+    other = next((i for i in given if not is_id_value(i)), None)
+    if other is not None or any(i is None for i in given):
+        raise InvalidInputError(
+            f"id {other!r} is not a string or a finite number; ids are strings or numbers, as "
+            "they were written"
         )
     strings = [str(i) for i in given]
     bad = next((i for i in strings if not is_valid_unicode(i)), None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_valid_unicode
+from semrank._checks import has_non_finite_number, is_id_value, is_valid_unicode
 from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
@@ -290,8 +290,11 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
         )
     if value is None or not str(value).strip():
         raise DataFormatError(f"record {number}: its id ({id_field!r}) is {value!r}; give it an id")
-    if isinstance(value, dict | list):
-        raise DataFormatError(f"record {number}: its id {value!r} is not a string or number")
+    if not is_id_value(value):
+        raise DataFormatError(
+            f"record {number}: its id {value!r} is not a string or a finite number; ids are "
+            "strings or numbers"
+        )
     fields = {k: v for k, v in record.items() if k != id_field}
     return Document(str(value), fields)
 
@@ -419,6 +422,11 @@ def _checked(document: Document) -> Document:
             raise InvalidInputError(
                 f"document {document.id!r}: field name {name!r} is a {type(name).__name__}; "
                 f"field names must be strings (use {str(name)!r})"
+            )
+        if has_non_finite_number(value):
+            raise InvalidInputError(
+                f"document {document.id!r}: field {name!r} holds {value!r}, which JSON cannot "
+                "carry and no search can read; give a finite number, a string or null"
             )
         if not (is_valid_unicode(name) and is_valid_unicode(value)):
             raise InvalidInputError(

@@ -477,13 +477,15 @@ def list_(
 ) -> None:
     """The indexes under the home directory (or in --store)."""
     from semrank.store import list_indexes, resolve_home
+    from semrank.store._dsn import redact_dsn
 
     rows = [_list_row(name, home, store) for name in list_indexes(home, store=store)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo(f"no indexes in {store if store and store != 'local' else resolve_home(home)}")
+        where = redact_dsn(store) if store and store != "local" else resolve_home(home)
+        typer.echo(f"no indexes in {where}")
     for row in rows:
         if "error" in row:
             typer.echo(f"{row['name']}\tunreadable: {row['error']}")

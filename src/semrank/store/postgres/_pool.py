@@ -4,6 +4,7 @@ opened on it and closed when the last of them closes."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +26,14 @@ UNREACHABLE = (
     "(the server log has the cause)"
 )
 
+NOT_PERMITTED = (
+    "the index store (PostgreSQL) does not allow semrank's database role this operation "
+    "(the server log has the cause)"
+)
+
 _POOLS: dict[str, tuple[int, Any]] = {}  # dsn -> (users, ConnectionPool)
+# Pools that lost a connection and have none ready: requests connect directly meanwhile.
+_RECONNECTING: weakref.WeakSet[Any] = weakref.WeakSet()
 _LOCK = threading.Lock()
 
 
@@ -95,7 +103,7 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
     driver traceback."""
     import psycopg
 
-    conn = _working_connection(pool, dsn)
+    conn, pooled = _working_connection(pool, dsn)
     try:
         with conn:  # a pooled connection is not closed by this, only committed or rolled back
             yield conn
@@ -103,31 +111,61 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
         if not _lost_server(exc):
             raise  # e.g. a value over a PostgreSQL limit: the caller names it
         raise unreachable(dsn, exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(dsn, exc) from exc
     finally:
-        pool.putconn(conn)
+        if pooled:
+            pool.putconn(conn)
+        else:
+            conn.close()
 
 
-def _working_connection(pool: Any, dsn: str) -> Any:
-    """A pooled connection that answers. One broken by a server restart or an idle timeout
-    goes back to the pool (which replaces it) and the next is taken at once: the pool's own
-    ``check`` waits a growing delay after each broken one, past its timeout when several are."""
+def not_permitted(dsn: str, exc: BaseException) -> BackendUnavailableError:
+    """The role of ``dsn`` lacks a privilege (a grant, or ownership of the tables)."""
+    cause = " ".join(str(exc).split())[:300]
+    return BackendUnavailableError(
+        f"the PostgreSQL role of {redact(dsn)} is not allowed this ({cause}): searching and "
+        "writing documents need USAGE on schema semrank and SELECT, INSERT, UPDATE, DELETE on "
+        "its tables; creating, dropping and refreshing indexes needs the owner of the "
+        "semrank tables (docs/postgresql.md, 'Roles')",
+        client_message=NOT_PERMITTED,
+    )
+
+
+def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
+    """A connection that answers, and whether it is the pool's.
+
+    A pooled connection found broken (a server restart, an outage) goes back to the pool, which
+    replaces it on a back-off that grows to minutes: waiting for that answered 503 for 86 s
+    after a 3-minute outage had ended. So until the pool has a connection ready again, each
+    request connects directly (and fails at once while the server is still down)."""
     import psycopg
     from psycopg_pool import PoolClosed, PoolTimeout
 
-    cause: BaseException | None = None
-    for _ in range(POOL_MAX_SIZE + 1):
-        try:
-            conn = pool.getconn()
-        except (PoolTimeout, PoolClosed) as exc:
-            raise unreachable(dsn, exc) from exc
-        try:
-            pool.check_connection(conn)
-        except psycopg.Error as exc:
-            cause = exc
-            pool.putconn(conn)
-            continue
-        return conn
-    raise unreachable(dsn, cause or RuntimeError("no working connection"))
+    if pool in _RECONNECTING:
+        if pool.get_stats().get("pool_available", 0) == 0:
+            return _direct_connection(dsn), False
+        _RECONNECTING.discard(pool)  # it has connected again (or holds idle ones to check)
+    try:
+        conn = pool.getconn()
+    except (PoolTimeout, PoolClosed) as exc:
+        raise unreachable(dsn, exc) from exc
+    try:
+        pool.check_connection(conn)
+    except psycopg.Error:
+        pool.putconn(conn)
+        _RECONNECTING.add(pool)
+        return _direct_connection(dsn), False
+    return conn, True
+
+
+def _direct_connection(dsn: str) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
+    except psycopg.Error as exc:
+        raise unreachable(dsn, exc) from exc
 
 
 def _lost_server(exc: Any) -> bool:

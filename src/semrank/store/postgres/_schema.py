@@ -88,6 +88,8 @@ def migrate(
 
     ``extensions`` are created first (``IF NOT EXISTS``; creating one needs the privilege)."""
 
+    if _up_to_date(conn, migrations, extensions):
+        return []  # no DDL: a role with table grants only may not even run CREATE ... IF NOT EXISTS
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -104,6 +106,16 @@ def migrate(
             )
             applied_now.append(version)
     return applied_now
+
+
+def _up_to_date(conn: Any, migrations: tuple[Migration, ...], extensions: tuple[str, ...]) -> bool:
+    """Whether every extension and migration is in place already (read-only queries)."""
+    with conn.transaction():
+        if conn.execute("SELECT to_regclass('semrank.migrations')").fetchone()[0] is None:
+            return False
+        present = {row[0] for row in conn.execute("SELECT extname FROM pg_extension")}
+        done = {row[0] for row in conn.execute("SELECT version FROM semrank.migrations")}
+    return set(extensions) <= present and all(m[0] in done for m in migrations)
 
 
 # How to install each extension semrank creates, for the error when the server lacks it.

@@ -16,7 +16,7 @@ from semrank.errors import (
     IndexNotFoundError,
     InvalidInputError,
 )
-from semrank.retrieve import Hits, TextEmbedder
+from semrank.retrieve import Hits, TextEmbedder, unit_query_vector
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     IndexInfo,
@@ -121,6 +121,7 @@ class PostgresStore(Store):
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
+        _check_bm25_method(settings)  # before anything is written: no search could read it
         pool = acquire_pool(dsn)
         try:
             ensure_migrated(pool, dsn)
@@ -191,6 +192,7 @@ class PostgresStore(Store):
 
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
+        _check_id_lengths(latest)
         rows = {i: (_json_fields(i, d.fields), self.text_of(d.fields)) for i, d in latest.items()}
         stored = self._stored(list(rows))
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
@@ -443,14 +445,22 @@ class PostgresStore(Store):
     def _catch_up_embeddings(self, batch_size: int = 256) -> None:
         from psycopg import sql
 
+        # Read on past the last id: a text PostgreSQL finds a non-space in (U+00A0, \x1c) but
+        # Python's strip() calls blank gets no vector, and read again from the start it was
+        # picked up forever.
         query = sql.SQL(
             "SELECT id, body FROM {} WHERE embedding IS NULL AND body ~ '[^[:space:]]' "
-            "ORDER BY id LIMIT %s"
+            "AND id > %s ORDER BY id LIMIT %s"
         ).format(self._part)
         update = sql.SQL(
             "UPDATE {} SET embedding = %s::vector, generation = %s WHERE id = %s"
         ).format(self._part)
-        while rows := self._all(query, (batch_size,)):
+        after = ""
+        while rows := self._all(query, (after, batch_size)):
+            after = rows[-1][0]
+            rows = [row for row in rows if row[1].strip()]
+            if not rows:
+                continue
             vectors = self._embed([row[1] for row in rows])
             with self._connection() as conn, conn.transaction():
                 generation = self._lock(conn)
@@ -466,11 +476,7 @@ class PostgresStore(Store):
         check_search(query, k)
         self.check_field(field)
         params = self.settings.bm25
-        if params.method != "lucene":
-            raise InvalidInputError(
-                f"the PostgreSQL store scores BM25 with the lucene method, not {params.method!r};"
-                " recreate the index with --bm25-method lucene"
-            )
+        _check_bm25_method(self.settings)
         every = field == ALL_TEXT_FIELDS
         sql_query = q.bm25_query(self._part, None if every else field)
         args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
@@ -485,12 +491,38 @@ class PostgresStore(Store):
     ) -> Hits:
         check_k(k)
         ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
-        args = {"vector": q.vector_literal(np.asarray(vector, dtype=np.float32)), "k": k}
+        # Checked and made unit length as the embedded store does: pgvector answered a wrong
+        # dimension with an internal error, and an all-zero vector with NaN scores.
+        query = unit_query_vector(vector, VECTOR_DIM)
+        args = {"vector": q.vector_literal(query), "k": k}
         with self._connection() as conn, conn.transaction():
             # Only read by the HNSW index scan; exact scans ignore it.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
             rows = conn.execute(q.knn_query(self._part), args).fetchall()
         return _hits(rows)
+
+
+# Ids are a btree key (with the index name): PostgreSQL refuses keys over about 2.7 kB.
+MAX_ID_BYTES = 2000
+
+
+def _check_id_lengths(ids: Iterable[str]) -> None:
+    long = next((i for i in ids if len(i.encode("utf-8")) > MAX_ID_BYTES), None)
+    if long is not None:
+        raise DataFormatError(
+            f"document id {long[:60]!r}... is {len(long.encode('utf-8')):,} bytes; the "
+            f"PostgreSQL store keeps ids of up to {MAX_ID_BYTES:,} bytes (they are a btree key): "
+            "use a shorter id, such as a digest of this one"
+        )
+
+
+def _check_bm25_method(settings: IndexSettings) -> None:
+    method = settings.bm25.method
+    if method != "lucene":
+        raise InvalidInputError(
+            f"the PostgreSQL store scores BM25 with the lucene method, not {method!r}; create "
+            "the index with --bm25-method lucene (or on the embedded store)"
+        )
 
 
 def list_postgres_indexes(dsn: str) -> list[str]:
