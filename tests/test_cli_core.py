@@ -221,6 +221,23 @@ def test_a_bad_document_is_named_by_its_file_line(tmp_path):
     assert f"{path}:4 (documents[2]) has no field 'text'" in str(result.exception)
 
 
+def test_rerank_takes_a_backend_and_cascade_keep_zero_means_off(tmp_path):
+    """`semrank rerank` had no --backend (the README's way to force fp32), and --cascade-keep 0
+    was an error there while it means "off" for `semrank serve`."""
+    path = tmp_path / "docs.txt"
+    path.write_text("fleas bite dogs\nParis is in France\ncats get fleas\n")
+    result = runner.invoke(
+        app, ["rerank", "flea", "--docs", str(path), "--backend", "onnx", "--cascade-keep", "0",
+              "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["results"]) == 3
+    bad = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--cascade-keep", "-1"])
+    assert "--cascade-keep must be 0 (off)" in str(bad.exception)
+    bad = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--backend", "tpu"])
+    assert "unknown backend 'tpu'" in str(bad.exception)
+
+
 def test_help_shows_whole_option_names_in_80_columns():
     """Rich's help tables cut them (--max-request-tok…, --no-return-docu…)."""
     result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})

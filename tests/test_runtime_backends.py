@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semrank.errors import BackendUnavailableError
+from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.models.spec import ResolvedModel
 from semrank.runtime import (
     BACKENDS,
@@ -84,6 +84,45 @@ def test_unknown_devices_are_named() -> None:
         with pytest.raises(BackendUnavailableError, match=f"unknown device '{device}'"):
             resolve_backend(None, device)
     assert resolve_backend("onnx", "cuda:1").device == "cuda:1"
+
+
+def test_a_backend_and_device_that_cannot_go_together_are_refused() -> None:
+    """OpenVINO ran a CUDA request on the CPU without a word; torch-fp16 on the CPU and any
+    backend on 'mps' failed at load, in a server as a startup traceback."""
+    refused = [
+        ("openvino", "cuda", "runs on the CPU only, not on 'cuda'"),
+        ("openvino-bf16", "mps", "runs on the CPU only"),
+        ("torch-fp16", "cpu", "needs a CUDA device, got 'cpu'"),
+        ("onnx", "mps", "runs only with backend 'torch', not 'onnx'"),
+    ]
+    for backend, device, named in refused:
+        with pytest.raises(BackendUnavailableError, match=named):
+            resolve_backend(backend, device)
+    assert resolve_backend(None, "mps").backend == "torch"
+    # One CPU device: "cpu:0" runs what "cpu" runs (it picked ONNX fp32 over bf16).
+    for backend in (None, "fast"):
+        assert resolve_backend(backend, "cpu:0") == resolve_backend(backend, "cpu")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_batch_size": "8"}, {"token_budget": None}, {"max_batch_size": 2.5},
+     {"max_batch_size": True}, {"length_multiple": 2.5}, {"token_budget": 0}],
+)  # fmt: skip
+def test_batching_values_must_be_positive_integers(options) -> None:
+    """Strings and None failed in a comparison (TypeError), floats at the first model call."""
+    with pytest.raises(InvalidInputError, match=f"BatchingConfig {next(iter(options))} must be"):
+        BatchingConfig(**options)
+
+
+def test_the_torch_backend_takes_the_thread_cap(tiny_model) -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        load_scorer(tiny_spec(tiny_model("bert")), backend="torch", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- batching ---------------------------------------------------------------------------

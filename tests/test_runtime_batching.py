@@ -84,5 +84,7 @@ def test_scores_do_not_depend_on_batching_or_neighbours(tiny_model, family: str)
 
 
 def test_bad_batching_config_is_a_semrank_error():
-    with pytest.raises(InvalidInputError, match="BatchingConfig values must be >= 1"):
+    with pytest.raises(
+        InvalidInputError, match="BatchingConfig max_batch_size must be an integer >= 1"
+    ):
         BatchingConfig(max_batch_size=0)

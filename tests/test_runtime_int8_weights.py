@@ -68,3 +68,31 @@ def test_int8_checkpoint_scores_close_to_fp32(tiny_model, tmp_path: Path, group:
     for query in sorted({q for q, _ in pairs}):
         docs = [d for q, d in pairs if q == query]
         np.testing.assert_allclose(small.score(query, docs), full.score(query, docs), atol=0.02)
+
+
+@pytest.mark.parametrize("head", ["sequence-classification", "encoder"])
+def test_the_torch_backend_reads_int8_weights_as_every_other_backend(
+    tiny_model, tmp_path: Path, head: str
+):
+    """transformers read W.int8 / W.int8_scale as unknown tensors and left W at random: the
+    bundled model scored at random on backend='torch' (the reference backend)."""
+    pytest.importorskip("torch")
+    from semrank.runtime import load_scorer
+    from tiny_models import tiny_spec
+
+    source = tiny_model("bert", head)
+    target = tmp_path / "int8"
+    shutil.copytree(source, target)
+    save_file(quantize_int8(load_weights(source), min_size=256), str(target / "model.safetensors"))
+    kind = "cross-encoder" if head == "sequence-classification" else "bi-encoder"
+    spec = tiny_spec(target, kind)
+    reference = load_scorer(spec, backend="onnx", threads=1)
+    torch_run = load_scorer(spec, backend="torch", threads=1)
+    pairs = random_pairs(12, seed=5)
+    if kind == "cross-encoder":
+        expected, got = reference.score_pairs(pairs), torch_run.score_pairs(pairs)
+    else:
+        texts = [d for _, d in pairs]
+        expected = reference.embedder.embed(texts)  # type: ignore[attr-defined]
+        got = torch_run.embedder.embed(texts)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got, expected, atol=1e-3)

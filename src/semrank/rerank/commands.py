@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from semrank.errors import DataFormatError, InvalidInputError
+from semrank.runtime.commands import BACKEND_HELP
 
 
 def read_documents(path: str) -> list[Any]:
@@ -146,8 +147,9 @@ def rerank_command(
     cascade_keep: int | None = typer.Option(
         None,
         "--cascade-keep",
-        help="Prune to the N best by the embedding model before the re-ranker reads them.",
+        help="Prune to the N best by the embedding model before the re-ranker reads them (0: off).",
     ),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     feedback: bool = typer.Option(
         True,
         "--feedback/--no-feedback",
@@ -165,8 +167,12 @@ def rerank_command(
             f"--rank-field {rank_field[0]!r} picks fields of JSON-object documents, and {docs} "
             "holds none (plain text has no fields); drop --rank-field or give JSONL objects"
         )
-    cascade = CascadeConfig(keep=cascade_keep) if cascade_keep is not None else None
-    reranker = Reranker(model, cascade=cascade, feedback=feedback)
+    if cascade_keep is not None and cascade_keep < 0:
+        raise InvalidInputError(
+            f"--cascade-keep must be 0 (off) or the number of documents to keep, got {cascade_keep}"
+        )
+    cascade = CascadeConfig(keep=cascade_keep) if cascade_keep else None
+    reranker = Reranker(model, cascade=cascade, feedback=feedback, backend=backend)
     try:
         results = reranker.rerank(
             query,

@@ -84,6 +84,26 @@ def _check_device(device: str | None) -> None:
         )
 
 
+def _check_pairing(backend: str, device: str | None) -> None:
+    """A backend asked for a device it cannot run on: OpenVINO ran such a request on the CPU
+    without a word, and torch-fp16 failed at load with a traceback."""
+    where = (device or "cpu").partition(":")[0]
+    if backend.startswith("openvino") and where != "cpu":
+        raise BackendUnavailableError(
+            f"backend {backend!r} runs on the CPU only, not on {device!r}; drop the device, or "
+            "use backend 'onnx' (with onnxruntime-gpu) or 'torch' for a GPU"
+        )
+    if backend == "torch-fp16" and where != "cuda" and not (device is None and _torch_has_cuda()):
+        raise BackendUnavailableError(
+            f"backend 'torch-fp16' needs a CUDA device, got {device or 'cpu'!r}; pass "
+            "device 'cuda', or use backend 'torch' on the CPU"
+        )
+    if where == "mps" and not backend.startswith("torch"):
+        raise BackendUnavailableError(
+            f"device {device!r} (Apple GPU) runs only with backend 'torch', not {backend!r}"
+        )
+
+
 def resolve_backend(backend: str | None = None, device: str | None = None) -> BackendChoice:
     """The concrete backend and device a load with these arguments uses, and why.
 
@@ -92,8 +112,13 @@ def resolve_backend(backend: str | None = None, device: str | None = None) -> Ba
     """
     chosen = _backend(backend)
     _check_device(device)
+    if device is not None and device.partition(":")[0] == "cpu":
+        device = "cpu"  # one CPU device: "cpu:0" picked ONNX fp32 over the bf16 of "cpu"
     if chosen not in ("auto", "fast"):
+        _check_pairing(chosen, device)
         return BackendChoice(backend=chosen, device=device or "", reason="requested")
+    if device is not None and device.startswith("mps"):
+        return BackendChoice(backend="torch", device=device, reason="only torch runs on MPS")
     features = dict(detect_features())
     if device is not None and device.startswith("cuda"):
         features["torch_cuda"] = _torch_has_cuda()
@@ -111,6 +136,13 @@ def require_device(choice: BackendChoice) -> None:
     """Fail now, naming what to install, when ``choice`` asks for a GPU this machine's
     libraries cannot reach (a load would fail the same way, but later: a server would have
     started its workers first)."""
+    if choice.device.startswith("mps"):
+        if not _torch_has_mps():
+            raise BackendUnavailableError(
+                f"device {choice.device!r}: torch has no MPS device here (Apple silicon with a "
+                "torch build for it), or leave --device out to run on the CPU"
+            )
+        return
     if not choice.device.startswith("cuda"):
         return
     if choice.backend.startswith("torch"):
@@ -122,6 +154,14 @@ def require_device(choice: BackendChoice) -> None:
             f"device {choice.device!r} with backend {choice.backend!r}: no CUDA here ({fix}, "
             "or leave --device out to run on the CPU)"
         )
+
+
+def _torch_has_mps() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.backends.mps.is_available())
 
 
 def _torch_has_cuda() -> bool:

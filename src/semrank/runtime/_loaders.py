@@ -49,7 +49,6 @@ def _options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
         options["precision"] = "bf16" if backend == "openvino-bf16" else "f32"
         options["int8"] = backend == "openvino-int8"
     elif backend.startswith("torch"):
-        options.pop("threads", None)  # torch keeps its own thread pool
         options["fp16"] = backend == "torch-fp16"
     else:
         options["int8"] = backend == "onnx-int8"

@@ -66,6 +66,17 @@ INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".int8_scale"
 INT8_GROUP = 64
 
 
+def holds_int8(model_dir: Path) -> bool:
+    """Whether the checkpoint stores semrank's weight-only int8 tensors (which other readers,
+    transformers among them, do not know)."""
+    return any(
+        name.endswith(INT8_SUFFIX)
+        for path in weight_files(model_dir)
+        if path.suffix == ".safetensors"
+        for name in _read_safetensors(path)
+    )
+
+
 def dequantize_int8(weights: Weights) -> Weights:
     """Replace every ``name.int8`` / ``name.int8_scale`` pair by the float32 ``name``."""
     out: Weights = {}

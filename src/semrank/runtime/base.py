@@ -12,6 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from semrank._checks import is_int
 from semrank.errors import InvalidInputError
 
 ScorerKind = Literal["cross-encoder", "bi-encoder"]
@@ -70,8 +71,12 @@ class BatchingConfig:
     length_multiple: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.token_budget < 1 or self.length_multiple < 1:
-            raise InvalidInputError(f"BatchingConfig values must be >= 1, got {self}")
+        for name in ("max_batch_size", "token_budget", "length_multiple"):
+            value = getattr(self, name)
+            if not is_int(value, at_least=1):
+                raise InvalidInputError(
+                    f"BatchingConfig {name} must be an integer >= 1, got {value!r}"
+                )
 
 
 def query_token_limit(*scorers: object, doc_tokens: int | None = None) -> int | None:

@@ -15,6 +15,7 @@ import numpy as np
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
+from semrank.runtime._weights import holds_int8, load_weights
 from semrank.runtime.base import BatchingConfig
 from semrank.runtime.tokenizer import load_tokenizer
 
@@ -69,14 +70,26 @@ def _accepted_inputs(model: Any) -> set[str]:
     return names
 
 
-def _load(auto_class: str, model_dir: Path, device: str, fp16: bool = False) -> Any:
-    _, transformers = _import_torch()
+def _load(
+    auto_class: str, model_dir: Path, device: str, fp16: bool = False, threads: int | None = None
+) -> Any:
+    torch, transformers = _import_torch()
+    if threads is not None:
+        # torch has one intra-op pool per process: the cap applies to every torch model in it.
+        torch.set_num_threads(threads)
     from semrank.runtime import torch_gated  # noqa: F401  (registers semrank's gated model)
 
+    auto = getattr(transformers, auto_class)
     try:
-        model = getattr(transformers, auto_class).from_pretrained(str(model_dir))
+        if holds_int8(model_dir):
+            # transformers reads W.int8 / W.int8_scale as unknown tensors and leaves W random:
+            # semrank's own model scored at random on this backend.
+            model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
+        else:
+            model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
     except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
+    _require_every_weight(model_dir, info)
     model = model.to(device).eval()
     if fp16:
         if not device.startswith("cuda"):
@@ -89,6 +102,38 @@ def _load(auto_class: str, model_dir: Path, device: str, fp16: bool = False) -> 
     return model
 
 
+def _from_int8(auto: Any, auto_config: Any, model_dir: Path, torch: Any) -> tuple[Any, Any]:
+    """The network built from its config with the checkpoint's weights, int8 ones widened,
+    named as the network names them (with or without its base-model prefix, ``bert.``)."""
+    model = auto.from_config(auto_config.from_pretrained(str(model_dir)))
+    state = {name: torch.from_numpy(np.array(a)) for name, a in load_weights(model_dir).items()}
+    own, prefix = set(model.state_dict()), f"{model.base_model_prefix}."
+    candidates = [
+        state,
+        {name.removeprefix(prefix): value for name, value in state.items()},
+        {prefix + name: value for name, value in state.items()},
+    ]
+    best = max(candidates, key=lambda named: len(own & set(named)))
+    result = model.load_state_dict(best, strict=False)
+    return model, {"missing_keys": list(result.missing_keys)}
+
+
+def _require_every_weight(model_dir: Path, info: dict[str, Any]) -> None:
+    """A weight the checkpoint lacks is left at its random start by transformers (with a log
+    line): refused, except the pooler, which no semrank output reads."""
+    missing = [
+        name
+        for name in info.get("missing_keys", [])
+        if not name.endswith("position_ids") and ".pooler." not in f".{name}"
+    ]
+    if missing:
+        raise ModelLoadError(
+            f"{model_dir} lacks weights the network needs ({', '.join(sorted(missing)[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}): transformers would leave them random; "
+            "check that the folder holds the whole checkpoint"
+        )
+
+
 def load_torch_cross_encoder(
     model_dir: Path,
     *,
@@ -96,9 +141,10 @@ def load_torch_cross_encoder(
     batching: BatchingConfig | None = None,
     device: str | None = None,
     fp16: bool = False,
+    threads: int | None = None,
 ) -> CrossEncoderScorer:
     resolved = resolve_torch_device(device)
-    model = _load("AutoModelForSequenceClassification", model_dir, resolved, fp16)
+    model = _load("AutoModelForSequenceClassification", model_dir, resolved, fp16, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
     return CrossEncoderScorer(
         tokenizer, _torch_forward(model, resolved, "logits"), batching=batching
@@ -114,9 +160,10 @@ def load_torch_embedder(
     batching: BatchingConfig | None = None,
     device: str | None = None,
     fp16: bool = False,
+    threads: int | None = None,
 ) -> Embedder:
     resolved = resolve_torch_device(device)
-    model = _load("AutoModel", model_dir, resolved, fp16)
+    model = _load("AutoModel", model_dir, resolved, fp16, threads)
     tokenizer = load_tokenizer(model_dir, max_length)
     forward = _torch_forward(model, resolved, "last_hidden_state")
     return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)
