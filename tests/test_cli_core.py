@@ -108,6 +108,24 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+def test_exit_status_tells_the_command_from_the_machine(tmp_path):
+    """Every error exited 2: a script could not tell a wrong name (fix the command) from a
+    database that is down (retry later)."""
+
+    def status(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "semrank.cli", *args], capture_output=True, text=True,
+            check=False, env={**os.environ, "SEMRANK_HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr
+        return done.returncode, done.stderr
+
+    code, stderr = status("index", "info", "missing")
+    assert code == 2 and "missing" in stderr  # the command's input
+    code, stderr = status("index", "list", "--store", "postgresql://nobody@127.0.0.1:1/none")
+    assert code == 3 and "cannot connect" in stderr  # a service this machine cannot reach
+
+
 def test_missing_docs_file_is_named(tmp_path):
     completed = subprocess.run(
         [
@@ -148,7 +166,7 @@ def test_a_missing_optional_dependency_names_the_extra_that_installs_it(tmp_path
     command += ["--no-dense", "--home", str(tmp_path / "home")]
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
     completed = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    assert completed.returncode == 2, completed.stderr
+    assert completed.returncode == 3, completed.stderr  # what the machine lacks
     assert "needs 'bm25s': pip install 'semrank[search]'" in completed.stderr
     assert "Traceback" not in completed.stderr
 

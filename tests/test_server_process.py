@@ -193,7 +193,7 @@ def test_a_gpu_this_machine_lacks_fails_at_once_naming_what_to_install() -> None
     else:
         pytest.skip("this machine has CUDA")
     code, stderr = _serve_cli("--device", "cuda", "--port", "1")
-    assert code == 2 and "Traceback" not in stderr
+    assert code == 3 and "Traceback" not in stderr
     assert "no CUDA here" in stderr and "--device" in stderr
 
 

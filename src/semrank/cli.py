@@ -12,7 +12,7 @@ import sys
 import typer
 
 from semrank import __version__
-from semrank.errors import SemrankError
+from semrank.errors import EXIT_ENVIRONMENT, SemrankError, exit_code_for
 
 app = typer.Typer(
     name="semrank",
@@ -80,22 +80,24 @@ OPTIONAL_MODULES = {
 
 
 def main() -> None:
-    """Entry point: user errors print one readable line and exit 2, never a traceback."""
+    """Entry point: errors print one readable line, never a traceback, and exit with
+    ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
     try:
         app()
     except SemrankError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        _fail(str(exc), exit_code_for(exc))
     except ModuleNotFoundError as exc:
         extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
         if extra is None:
             raise
-        message = f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'"
-        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        _fail(f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'", EXIT_ENVIRONMENT)
     except OSError as exc:  # the machine's, not the input's: permissions, a full disk, a port
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(1)
+        _fail(str(exc), exit_code_for(exc))
+
+
+def _fail(message: str, code: int) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

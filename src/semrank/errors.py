@@ -145,3 +145,24 @@ def http_status_for(error: SemrankError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+# The CLI's exit statuses, read from the same table: scripts can tell "fix the command" from
+# "try again later" (a database or model the machine cannot reach now) from a bug.
+EXIT_USAGE = 2  # what the command was given: flags, files, names (HTTP 4xx)
+EXIT_ENVIRONMENT = 3  # what this machine lacks or cannot reach (HTTP 503, a model that fails)
+EXIT_BUG = 1
+
+
+def exit_code_for(error: BaseException) -> int:
+    """``semrank``'s exit status for ``error`` (documented in the README)."""
+    if isinstance(error, OSError | ModelLoadError) and not isinstance(
+        error, UnsupportedArchitectureError
+    ):
+        return EXIT_ENVIRONMENT
+    if not isinstance(error, SemrankError):
+        return EXIT_BUG
+    status = http_status_for(error)
+    if 400 <= status < 500:
+        return EXIT_USAGE
+    return EXIT_ENVIRONMENT if status == 503 else EXIT_BUG
