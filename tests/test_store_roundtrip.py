@@ -308,6 +308,23 @@ def test_read_corpus_detects_beir(tmp_path: Path) -> None:
     assert corpus.count() == 1
 
 
+def test_text_fields_are_found_past_a_first_record_without_them(tmp_path: Path) -> None:
+    """Detection read the first record only: a null title there left every title unindexed."""
+    records = [
+        {"id": "1", "title": None, "text": "no title here"},
+        {"id": "2", "title": "Fleas", "text": "they bite", "year": 2020},
+        {"id": "3", "text": "x", "summary": "a later field"},
+    ]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    corpus = read_corpus(tmp_path / "c.jsonl")
+    assert corpus.text_fields == ("text", "title", "summary")
+    index = create_index(
+        "late", home=tmp_path / "home", fields=corpus.text_fields, embedding_model=None
+    )
+    index.upsert(corpus)
+    assert index.search_bm25("fleas", k=3).ids.tolist() == ["2"]
+
+
 def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps([{"name": "a", "plot": "x", "year": 1999}]))
     corpus = read_corpus(tmp_path / "m.json")

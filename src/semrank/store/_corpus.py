@@ -13,6 +13,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -308,11 +309,24 @@ def _beir_corpus_file(path: Path) -> Path | None:
     return path if path.name in ("corpus.jsonl", "corpus.jsonl.gz") else None
 
 
-def _text_fields_of(first: dict[str, Any], id_field: str | None) -> tuple[str, ...]:
-    fields = tuple(k for k, v in first.items() if k != id_field and isinstance(v, str))
-    if not fields:
-        raise DataFormatError("the first record has no text fields; name them with --fields")
-    return fields
+# Records read to find the text fields: one record alone lost a field that was null or
+# missing there (a first row without a title indexed no title at all).
+FIELD_SAMPLE = 1000
+
+
+def _text_fields_of(sample: list[dict[str, Any]], id_field: str | None) -> tuple[str, ...]:
+    """Every field holding a string in some record of ``sample``, in the order first seen."""
+    seen: dict[str, None] = {}
+    for record in sample:
+        for key, value in record.items():
+            if key != id_field and isinstance(value, str):
+                seen.setdefault(key, None)
+    if not seen:
+        raise DataFormatError(
+            f"the first {len(sample):,} records hold no text fields (no field with a string); "
+            "name them with --fields"
+        )
+    return tuple(seen)
 
 
 def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str]) -> None:
@@ -343,7 +357,7 @@ def read_corpus(
     BEIR (a folder with corpus.jsonl[.gz], or that file itself) means id ``_id`` and text fields
     ``title`` and ``text``. Otherwise ``id_field`` defaults to the first of ``_id``, ``id``,
     ``docid``, ``doc_id``, ``pid`` present in the first record (record numbers when none is), and
-    ``fields`` to the first record's string-valued fields.
+    ``fields`` to the fields holding strings in the first ``FIELD_SAMPLE`` records.
     """
     if not isinstance(path, str | Path):
         raise InvalidInputError(
@@ -378,7 +392,11 @@ def read_corpus(
             f"the first record of {file} has no id field {id_field!r}; it has: "
             f"{', '.join(first)} (name the id field with --id-field)"
         )
-    text_fields = tuple(fields) if fields else _text_fields_of(first, chosen_id)
+    text_fields = (
+        tuple(fields)
+        if fields
+        else _text_fields_of(list(islice(_records(file, fmt), FIELD_SAMPLE)), chosen_id)
+    )
     check_id_is_not_text(chosen_id, text_fields)
     return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)
 
