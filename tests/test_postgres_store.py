@@ -324,3 +324,21 @@ def test_an_id_too_long_for_a_btree_key_is_named(stores) -> None:  # type: ignor
     with pytest.raises(DataFormatError, match=r"document id 'xxx.*is 9,000 bytes"):
         pg.upsert([{"id": long_id, "text": "hello"}, {"id": "other", "text": "long " * 500}])
     assert pg.get(["other"]) == [None]
+
+
+def test_documents_written_again_unchanged_are_skipped(pg_dsn: str) -> None:  # noqa: F811
+    """A text PostgreSQL and Python disagree is blank about (U+00A0), and a float jsonb reads
+    back as another number (1.2345678901234568e+29), were rewritten on every ingest."""
+    pg = create_index("same", store=pg_dsn, embedder=HashingEmbedder(), embedding_model="default")
+    try:
+        docs = [
+            {"id": "n", "text": "\u00a0"},
+            {"id": "g", "text": "x", "small": 0.1, "big": 1.2345678901234568e29, "e": 1e20},
+        ]
+        pg.upsert(docs)
+        generation = pg.generation
+        pg.upsert(docs)
+        assert pg.generation == generation
+        assert pg.get(["g"])[0]["small"] == 0.1
+    finally:
+        pg.close()

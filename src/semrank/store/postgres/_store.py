@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,20 @@ def _json_fields(doc_id: str, fields: dict[str, Any]) -> dict[str, Any]:
             f"document {doc_id!r} holds a NUL character (\\u0000), which PostgreSQL text "
             "cannot store; remove it"
         )
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: dict[str, Any] = json.loads(text, parse_float=_as_jsonb_reads_it)
     return loaded
+
+
+def _as_jsonb_reads_it(literal: str) -> float | int:
+    """A JSON number as it comes back from jsonb: ``numeric`` drops the exponent, so 1e+20 is
+    read back as the integer 100000000000000000000; compared as the float, a document holding
+    it (or 1.2345678901234568e+29, which no float equals once written out) was rewritten on
+    every ingest."""
+    if "e" in literal.lower():
+        exact = Decimal(literal)
+        if exact == exact.to_integral_value():
+            return int(exact)
+    return float(literal)
 
 
 def _has_nul(value: Any) -> bool:
@@ -180,15 +193,14 @@ class PostgresStore(Store):
             return conn.execute(query, params).fetchall()
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
-    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool, bool]]:
-        """(doc, has a vector, is blank) of each stored id."""
+    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
+        """(doc, has a vector) of each stored id."""
         from psycopg import sql
 
-        query = sql.SQL(
-            "SELECT id, doc, embedding IS NOT NULL, body !~ '[^[:space:]]' FROM {} "
-            "WHERE id = ANY(%s)"
-        ).format(self._part)
-        return {row[0]: (row[1], row[2], row[3]) for row in self._all(query, (ids,))}
+        query = sql.SQL("SELECT id, doc, embedding IS NOT NULL FROM {} WHERE id = ANY(%s)").format(
+            self._part
+        )
+        return {row[0]: (row[1], row[2]) for row in self._all(query, (ids,))}
 
     def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
@@ -196,7 +208,9 @@ class PostgresStore(Store):
         rows = {i: (_json_fields(i, d.fields), self.text_of(d.fields)) for i, d in latest.items()}
         stored = self._stored(list(rows))
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
-        changed = [i for i, (doc, _) in rows.items() if not self._unchanged(stored.get(i), doc)]
+        changed = [
+            i for i, (doc, text) in rows.items() if not self._unchanged(stored.get(i), doc, text)
+        ]
         if changed:
             texts = [rows[i][1] for i in changed]
             vectors = self._embed(texts)
@@ -226,9 +240,11 @@ class PostgresStore(Store):
                 f"longest): {' '.join(str(exc).split())[:200]}; split it into smaller documents"
             ) from exc
 
-    def _unchanged(self, stored: tuple[Any, bool, bool] | None, doc: dict[str, Any]) -> bool:
-        # A blank document keeps no vector (see _embed): unchanged all the same.
-        embedded = stored is not None and (stored[1] or not self.has_vectors or stored[2])
+    def _unchanged(self, stored: tuple[Any, bool] | None, doc: dict[str, Any], text: str) -> bool:
+        # A blank document keeps no vector (see _embed): unchanged all the same. Blank as
+        # Python's strip() says (PostgreSQL's [[:space:]] misses U+00A0 and \x1c: such a
+        # document was rewritten on every ingest).
+        embedded = stored is not None and (stored[1] or not self.has_vectors or not text.strip())
         return stored is not None and stored[0] == doc and embedded
 
     def _embed(self, texts: list[str]) -> list[str | None]:
