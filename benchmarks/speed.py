@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--budget-s", type=float, default=420, help="stop repeating once this is spent"
     )
+    parser.add_argument(
+        "--backend", default=None, help="semrank's backend (default: auto; 'fast' for bf16)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.requests, args.msmarco_requests = 1, 1, 1
@@ -85,11 +88,11 @@ def build_minilm_cross_encoder(directory: Path, seed: int) -> Path:
     return directory
 
 
-def load_semrank(model_dir: Path, threads: int) -> tuple[ScoreFn, int]:
+def load_semrank(model_dir: Path, threads: int, backend: str | None = None) -> tuple[ScoreFn, int]:
     from semrank import Reranker
 
     if "threads" in inspect.signature(Reranker).parameters:
-        reranker = Reranker(model=str(model_dir), threads=threads)  # type: ignore[call-arg]
+        reranker = Reranker(model=str(model_dir), threads=threads, backend=backend)  # type: ignore[call-arg]
     else:  # no thread option on Reranker: hand it a scorer loaded with the thread count
         from semrank.models import resolve
         from semrank.runtime import load_scorer
@@ -243,7 +246,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="semrank-speed-") as tmp:
         model_dir = Path(args.model or build_minilm_cross_encoder(Path(tmp), args.seed))
-        semrank_fn, semrank_len = load_semrank(model_dir, threads)
+        semrank_fn, semrank_len = load_semrank(model_dir, threads, args.backend)
         st_fn, st_len = load_sentence_transformers(model_dir, threads)
         systems = {"semrank": semrank_fn, "sentence-transformers": st_fn}
         workloads = build_workloads(args, model_dir)

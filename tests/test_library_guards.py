@@ -128,6 +128,11 @@ def test_fusion_helpers_refuse_what_they_cannot_fuse() -> None:
         with pytest.raises(InvalidInputError, match=named):
             call()
     assert rrf([hits, hits], rank_constant=np.int64(1)).ids.tolist() == ["a", "b"]
+    # What worked before the checks still does.
+    assert rrf([hits], rank_constant=60.0).scores.tolist() == rrf([hits]).scores.tolist()
+    names = np.array(["minmax", "none"])
+    assert linear_combination([hits, hits], normalizers=names).ids.tolist() == ["a", "b"]
+    assert len(linear_combination([hits, hits], normalizers=(n for n in names))) == 2
 
 
 def test_linear_normalizers_as_one_name_or_one_per_retriever(index) -> None:  # type: ignore[no-untyped-def]

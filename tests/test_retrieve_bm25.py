@@ -95,6 +95,9 @@ def test_an_unknown_stemmer_or_stop_word_list_is_refused_before_any_index_holds_
 
     with pytest.raises(InvalidInputError, match=named):
         create_index("x", home=tmp_path, embedding_model=None, bm25=BM25Params(**options))  # type: ignore[arg-type]
+    # What the tokenizer takes passes: indexes created with these must still open.
+    assert BM25Params(stemmer="en", stopwords=["the", "of"]).stopwords == ["the", "of"]
+    assert BM25Params.from_dict({"stemmer": "eng", "stopwords": ("a",)}).stemmer == "eng"
     german = BM25Params(stemmer="german", stopwords="de")
     index = BM25Index.build(["Die Häuser stehen am Fluss", "Ein Hund"], german)
     assert index.search("Haus", k=2).ids.tolist() == [0]

@@ -151,6 +151,11 @@ async def test_an_empty_id_field_or_an_object_id_is_refused(client: httpx.AsyncC
     assert added.status_code == 422, added.text
     assert "is not a string or a finite number" in added.json()["error"]
     assert (await client.get("/v1/indexes/ids")).json()["documents"] == 0
+    huge = [{"id": 10**400, "text": "a very long number"}]  # a float conversion overflows
+    added = await client.post("/v1/indexes/ids/documents", json={"documents": huge})
+    assert added.status_code == 200, added.text
+    gone = await client.post("/v1/indexes/ids/documents/delete", json={"ids": [10**400]})
+    assert gone.status_code == 200 and gone.json()["deleted"] == 1, gone.text
 
 
 async def test_prepare_embeds_the_windows_ahead_and_search_gives_the_same_hits(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import decimal
 import gzip
 import json
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,22 @@ def test_non_finite_numbers_and_ids_that_are_not_strings_or_numbers_are_refused(
                     call(["7", bad])
         assert index.get([7, "None"]) == [{"text": "seven", "score": 0.5}, {"text": "x"}]
         assert len(index) == 2
+        # Ids as database drivers and big integers give them are ids, as before.
+        big = 10**400
+        index.upsert(
+            [
+                {"id": decimal.Decimal("8"), "text": "eight"},
+                {"id": uuid.UUID(int=1), "text": "uuid"},
+                {"id": big, "text": "huge"},
+            ]
+        )
+        assert index.get([decimal.Decimal("8"), uuid.UUID(int=1), big]) == [
+            {"text": "eight"},
+            {"text": "uuid"},
+            {"text": "huge"},
+        ]
+        with pytest.raises(DataFormatError, match="not a string or a finite number"):
+            index.upsert([{"id": decimal.Decimal("NaN"), "text": "x"}])
 
 
 def test_lone_surrogate_escape_in_a_jsonl_corpus(tmp_path: Path) -> None:

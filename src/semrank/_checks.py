@@ -6,8 +6,10 @@ straight out of users' arrays); bools do not, although Python makes them ints.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -65,13 +67,18 @@ def _json_leaves(value: object) -> Iterator[object]:
 
 
 def is_id_value(value: object) -> bool:
-    """A document id as given: a string, or a finite number that is not a boolean (``str()``
-    would turn ``True`` into the id "True" and a tuple into "(1, 2)")."""
-    if isinstance(value, str):
+    """A document id as given: a string, a UUID, or a finite number that is not a boolean
+    (``str()`` would turn ``True`` into the id "True" and a tuple into "(1, 2)"). Database
+    drivers hand ids over as ``Decimal`` and ``UUID``: both are ids."""
+    if isinstance(value, str | uuid.UUID):
         return True
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool):
         return False
-    return math.isfinite(value)
+    if isinstance(value, numbers.Integral):
+        return True  # of any size: a float conversion overflows past 1e308
+    if isinstance(value, decimal.Decimal):
+        return value.is_finite()
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def is_valid_unicode(value: object) -> bool:

@@ -53,25 +53,28 @@ class BM25Params:
 
     def _check_analysis(self) -> None:
         """Refused here, when an index is created: found at its first write, a stemmer or
-        stop-word list the tokenizer does not know left an index that no search could read."""
-        if self.stemmer is not None and (
-            not isinstance(self.stemmer, str) or self.stemmer not in _stemmer_languages()
-        ):
+        stop-word list the tokenizer does not know left an index that no search could read.
+        Everything the tokenizer takes passes (PyStemmer's ISO codes such as 'en', a list of
+        stop words), so indexes created with them still open."""
+        if self.stemmer is not None and not _stemmer_exists(self.stemmer):
             raise InvalidInputError(
                 f"unknown BM25 stemmer {self.stemmer!r}; choose one of: "
-                f"{', '.join(_stemmer_languages())}, or None for no stemming"
+                f"{', '.join(_stemmer_languages())} (or its ISO code), or None for no stemming"
             )
-        if self.stopwords is None:
+        words = self.stopwords
+        if words is None or (
+            isinstance(words, list | tuple) and all(isinstance(w, str) for w in words)
+        ):
             return
         try:
-            if not isinstance(self.stopwords, str):
+            if not isinstance(words, str):
                 raise TypeError
             _tokenize(["probe"], self, return_ids=False)
         except (KeyError, ValueError, TypeError):
             raise InvalidInputError(
-                f"unknown BM25 stop-word list {self.stopwords!r}; give a language such as "
-                "'en', 'de', 'fr', 'es', 'it', 'nl', 'pt', 'ru', 'sv' (bm25s's lists), or None "
-                "to keep every word"
+                f"unknown BM25 stop-word list {words!r}; give a language such as 'en', 'de', "
+                "'fr', 'es', 'it', 'nl', 'pt', 'ru', 'sv' (bm25s's lists), a list of words, or "
+                "None to keep every word"
             ) from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +90,16 @@ def _stemmer_languages() -> tuple[str, ...]:
     import Stemmer  # PyStemmer
 
     return tuple(Stemmer.algorithms())
+
+
+def _stemmer_exists(language: object) -> bool:
+    if not isinstance(language, str):
+        return False
+    try:
+        _stemmer(language)
+    except KeyError:  # PyStemmer: "Stemming algorithm '...' not found"
+        return False
+    return True
 
 
 @lru_cache(maxsize=4)

@@ -10,7 +10,7 @@ min-max list's lowest is 0 too), or that list's lowest normalised score when tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -72,7 +72,8 @@ def rrf(
     weights: Sequence[float] | None = None,
 ) -> Hits:
     """Reciprocal rank fusion (Cormack et al. 2009)."""
-    if not is_int(rank_constant, at_least=1):
+    whole = is_finite_number(rank_constant, at_least=1) and float(rank_constant) % 1 == 0
+    if not (is_int(rank_constant, at_least=1) or whole):  # 60.0 is 60
         raise InvalidInputError(f"rank_constant must be an integer >= 1, got {rank_constant!r}")
     lists = _windowed(rankings, rank_window_size)
     slots = _union_ids(lists)
@@ -119,8 +120,12 @@ def linear_combination(
 ) -> Hits:
     """Weighted sum of per-list normalised scores."""
     lists = _windowed(rankings, rank_window_size)
-    per_list = [normalizers] * len(lists) if isinstance(normalizers, str) else normalizers
-    if not isinstance(per_list, Sequence) or not all(isinstance(n, str) for n in per_list):
+    per_list: object = normalizers
+    if isinstance(normalizers, str):
+        per_list = [normalizers] * len(lists)
+    elif isinstance(normalizers, Iterable):  # a list, tuple, numpy array or generator of names
+        per_list = [str(n) if isinstance(n, np.str_) else n for n in normalizers]
+    if not isinstance(per_list, list) or not all(isinstance(n, str) for n in per_list):
         raise InvalidInputError(
             f"normalizers must be one name or a list of one per ranked list, from: "
             f"{', '.join(NORMALIZERS)}; got {normalizers!r}"

@@ -10,6 +10,7 @@ import json
 import mmap
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def holds_int8(model_dir: Path) -> bool:
         name.endswith(INT8_SUFFIX)
         for path in weight_files(model_dir)
         if path.suffix == ".safetensors"
-        for name in _read_safetensors(path)
+        for name in _safetensors_parts(path)[0]  # the header only: nothing decoded
     )
 
 
@@ -123,8 +124,8 @@ def quantize_int8(weights: Weights, *, min_size: int = 4096, group: int | None =
     return out
 
 
-def _read_safetensors(path: Path) -> Weights:
-    # Memory-mapped: float32 tensors are views, so a large checkpoint is not copied twice.
+def _safetensors_parts(path: Path) -> tuple[dict[str, Any], memoryview]:
+    """(header, tensor bytes) of a safetensors file, memory-mapped."""
     size = path.stat().st_size
     if size < 8:
         raise _broken_safetensors(path, f"it is {size} bytes long")
@@ -137,7 +138,14 @@ def _read_safetensors(path: Path) -> Weights:
         header = json.loads(data[8 : 8 + header_len])
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise _broken_safetensors(path, f"its header is not JSON ({exc})") from exc
-    body = memoryview(data)[8 + header_len :]
+    if not isinstance(header, dict):
+        raise _broken_safetensors(path, "its header is not a JSON object")
+    return header, memoryview(data)[8 + header_len :]
+
+
+def _read_safetensors(path: Path) -> Weights:
+    # Memory-mapped: float32 tensors are views, so a large checkpoint is not copied twice.
+    header, body = _safetensors_parts(path)
     out: Weights = {}
     for name, info in header.items():
         if name == "__metadata__":

@@ -34,6 +34,7 @@ NOT_PERMITTED = (
 _POOLS: dict[str, tuple[int, Any]] = {}  # dsn -> (users, ConnectionPool)
 # Pools that lost a connection and have none ready: requests connect directly meanwhile.
 _RECONNECTING: weakref.WeakSet[Any] = weakref.WeakSet()
+_DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
 _LOCK = threading.Lock()
 
 
@@ -118,6 +119,7 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
             pool.putconn(conn)
         else:
             conn.close()
+            _DIRECT.release()
 
 
 def not_permitted(dsn: str, exc: BaseException) -> BackendUnavailableError:
@@ -160,12 +162,20 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
 
 
 def _direct_connection(dsn: str) -> Any:
+    """A connection of its own, at most ``POOL_MAX_SIZE`` at once in this process (a busy
+    server would otherwise open one per request thread while its pool recovers)."""
     import psycopg
 
+    if not _DIRECT.acquire(timeout=POOL_WAIT_S):
+        raise unreachable(dsn, TimeoutError("every direct connection is busy"))
     try:
         return psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
     except psycopg.Error as exc:
+        _DIRECT.release()
         raise unreachable(dsn, exc) from exc
+    except BaseException:
+        _DIRECT.release()
+        raise
 
 
 def _lost_server(exc: Any) -> bool:
