@@ -97,6 +97,22 @@ def test_durations_that_would_break_deadlines_or_shutdown_are_refused_naming_the
         ServerConfig(**{field: value})
 
 
+def test_workers_share_the_usable_cpus_instead_of_each_taking_all() -> None:
+    """Each of N workers ran its models on every core: N times too many inference threads."""
+    from semrank.runtime._select import usable_cpus
+
+    cpus = usable_cpus()
+    assert ServerConfig().inference_threads() is None  # one worker: the backend's own choice
+    assert ServerConfig(workers=2).inference_threads() == max(1, cpus // 2)
+    assert ServerConfig(workers=4 * cpus).inference_threads() == 1
+    assert ServerConfig(workers=2, threads=3).inference_threads() == 3
+    config = ServerConfig(workers=2, threads=3)
+    assert ServerConfig.from_json(config.to_json()) == config  # reaches the worker processes
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(InvalidInputError, match="--threads"):
+            ServerConfig(threads=bad)  # type: ignore[arg-type]
+
+
 def test_config_rejects_bad_values_and_round_trips_json() -> None:
     with pytest.raises(InvalidInputError, match="max_documents"):
         ServerConfig(max_documents=0)

@@ -57,6 +57,14 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 @lru_cache(maxsize=1)
 def detect_features() -> dict[str, Any]:
     """What this machine offers: CPU flags, cores, installed runtimes, usable GPUs."""
@@ -65,7 +73,7 @@ def detect_features() -> dict[str, Any]:
     features.update(
         machine=platform.machine(),
         processor=_cpu_model_name(),
-        cpu_count=os.cpu_count() or 1,
+        cpu_count=usable_cpus(),
         openvino=importlib.util.find_spec("openvino") is not None,
         torch=importlib.util.find_spec("torch") is not None,
         onnxruntime_cuda=_ort_has_cuda(),

@@ -148,6 +148,7 @@ class ModelRegistry:
                 device=self.config.device,
                 cascade=cascade,
                 feedback=self.config.feedback,
+                threads=self.config.inference_threads(),
             )
             self.add(entry.name if entry is not None else reranker.name, reranker)
 

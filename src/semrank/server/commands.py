@@ -29,6 +29,11 @@ def serve(
         "for several; the first is the default. Default: the bundled model.",
     ),
     workers: int = typer.Option(1, help="Worker processes (each loads its own models)."),
+    threads: int | None = typer.Option(
+        None,
+        help="Inference threads per worker (default: the backend's choice; with several "
+        "workers, the CPUs this process may use shared out among them).",
+    ),
     api_key: list[str] = typer.Option(
         [], "--api-key", help="Accepted Bearer key (repeatable; also SEMRANK_API_KEYS)."
     ),
@@ -120,6 +125,7 @@ def serve(
         "host": host,
         "port": port,
         "workers": workers,
+        "threads": threads,
         "backend": backend,
         "device": device,
         "cascade_keep": cascade_keep,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_finite_number
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 
 # Environment variables read at startup (flags win over them).
@@ -85,6 +85,10 @@ class ServerConfig:
     batch_token_budget: int = 16_384
     # Threads that run the per-request re-ranking logic (tokenising, chunking, sorting).
     request_threads: int = 64
+    # Inference threads of each worker's models (None: the backend's own choice with one
+    # worker, the usable CPUs shared out among several: each took every core, so two workers
+    # on two cores ran four threads against each other).
+    threads: int | None = None
     cache_size: int = 100_000  # (model, query, document) scores kept; 0 turns the cache off
     auto_truncate: bool = True  # TEI ``truncate`` when the request leaves it out
     # /v1/rerank's return_documents when the request leaves it out: Cohere, Together and Voyage
@@ -101,6 +105,8 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
+        if self.threads is not None and not is_int(self.threads, at_least=1):
+            raise InvalidInputError(f"threads={self.threads!r} (--threads) must be an integer >= 1")
         for name in ("cache_size", "cascade_keep"):
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
@@ -119,6 +125,14 @@ class ServerConfig:
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"--model names must be unique, got {names}")
+
+    def inference_threads(self) -> int | None:
+        """``threads``, or the usable CPUs divided among the workers when there are several."""
+        if self.threads is not None or self.workers == 1:
+            return self.threads
+        from semrank.runtime._select import usable_cpus
+
+        return max(1, usable_cpus() // self.workers)
 
     def to_json(self) -> str:
         """Serialise for worker processes (api_keys included: keep it in the environment only)."""
