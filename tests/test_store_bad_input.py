@@ -242,3 +242,22 @@ def test_a_document_whose_fields_are_not_a_dict_is_named(tmp_path: Path) -> None
         index.upsert([Document("z", "notadict")])  # type: ignore[arg-type]
     assert len(index) == 0
     index.close()
+
+
+def test_a_create_that_fails_on_the_disk_leaves_nothing_and_names_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the staging folder stayed behind (taking space on that disk) and the
+    error named it ('.full.39ce….tmp') instead of the index."""
+    from semrank.errors import StorageError
+    from semrank.store import _registry
+
+    def full_disk(path: Path, *args: object, **kwargs: object) -> None:
+        path.mkdir(parents=True)
+        (path / "documents.sqlite").write_bytes(b"half")
+        raise StorageError(f"index {path.name!r} cannot be used here (database or disk is full)")
+
+    monkeypatch.setattr(_registry.LocalStore, "initialize", full_disk)  # the disk, not the code
+    with pytest.raises(StorageError, match=r"index 'full' cannot be created in .*disk is full"):
+        create_index("full", home=tmp_path)
+    assert list(tmp_path.iterdir()) == []

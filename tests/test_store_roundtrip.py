@@ -317,7 +317,7 @@ def test_text_fields_are_found_past_a_first_record_without_them(tmp_path: Path) 
     ]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     corpus = read_corpus(tmp_path / "c.jsonl")
-    assert corpus.text_fields == ("text", "title", "summary")
+    assert corpus.text_fields == ("title", "text", "summary")  # as the records name them
     index = create_index(
         "late", home=tmp_path / "home", fields=corpus.text_fields, embedding_model=None
     )

@@ -314,19 +314,26 @@ def _beir_corpus_file(path: Path) -> Path | None:
 FIELD_SAMPLE = 1000
 
 
-def _text_fields_of(sample: list[dict[str, Any]], id_field: str | None) -> tuple[str, ...]:
-    """Every field holding a string in some record of ``sample``, in the order first seen."""
-    seen: dict[str, None] = {}
+def _text_fields_of(sample: Iterable[dict[str, Any]], id_field: str | None) -> tuple[str, ...]:
+    """Every field holding a string in some record of ``sample`` (read as a stream, not kept),
+    in the order the records name their fields: a title left null in the first record still
+    comes before the text."""
+    order: dict[str, None] = {}
+    stringy: set[str] = set()
+    count = 0
     for record in sample:
+        count += 1
         for key, value in record.items():
-            if key != id_field and isinstance(value, str):
-                seen.setdefault(key, None)
-    if not seen:
+            order.setdefault(key, None)
+            if isinstance(value, str):
+                stringy.add(key)
+    fields = tuple(key for key in order if key in stringy and key != id_field)
+    if not fields:
         raise DataFormatError(
-            f"the first {len(sample):,} records hold no text fields (no field with a string); "
+            f"the first {count:,} records hold no text fields (no field with a string); "
             "name them with --fields"
         )
-    return tuple(seen)
+    return fields
 
 
 def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str]) -> None:
@@ -395,7 +402,7 @@ def read_corpus(
     text_fields = (
         tuple(fields)
         if fields
-        else _text_fields_of(list(islice(_records(file, fmt), FIELD_SAMPLE)), chosen_id)
+        else _text_fields_of(islice(_records(file, fmt), FIELD_SAMPLE), chosen_id)
     )
     check_id_is_not_text(chosen_id, text_fields)
     return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)

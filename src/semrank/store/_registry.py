@@ -18,6 +18,7 @@ from semrank.errors import (
     IndexNotFoundError,
     InvalidInputError,
     SemrankError,
+    StorageError,
 )
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import IndexSettings
@@ -184,7 +185,16 @@ def create_index(
         return postgres.PostgresStore.create(str(store), settings, embedder=embedder)
     _make_home(target.parent)
     staging = target.parent / f".{name}.{uuid.uuid4().hex}.tmp"
-    LocalStore.initialize(staging, settings).close()
+    try:
+        LocalStore.initialize(staging, settings).close()
+    except (StorageError, OSError) as exc:
+        # A full disk or a folder this user may not write: leave nothing behind, and name the
+        # index, not the staging folder the error met.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(
+            f"index {name!r} cannot be created in {target.parent} ({_cause(exc)}); check that "
+            "this user may write there and that the disk has space"
+        ) from exc
     try:
         os.rename(staging, target)
     except OSError as exc:  # another create got there first (or the name is taken since)
@@ -192,6 +202,12 @@ def create_index(
         check_name_is_free(name, target)
         raise IndexExistsError(f"index {name!r} already exists at {target}") from exc
     return LocalStore(target, embedder=embedder)
+
+
+def _cause(exc: BaseException) -> str:
+    """The underlying reason of a storage failure, without the staging folder's name."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+    return " ".join(str(cause).split())[:200] or type(cause).__name__
 
 
 def check_name_is_free(name: str, target: Path) -> None:
