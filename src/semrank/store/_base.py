@@ -417,10 +417,10 @@ def id_list(ids: object) -> list[str]:
             f"id {boolean!r} is a boolean; ids are strings or numbers: pass "
             f"{str(boolean).lower()!r} if that is the id"
         )
-    other = next((i for i in given if not is_id_value(i)), None)
-    if other is not None or any(i is None for i in given):
+    odd = [i for i in given if not is_id_value(i)]  # None included
+    if odd:
         raise InvalidInputError(
-            f"id {other!r} is not a string or a finite number; ids are strings or numbers, as "
+            f"id {odd[0]!r} is not a string or a finite number; ids are strings or numbers, as "
             "they were written"
         )
     strings = [str(i) for i in given]

@@ -461,25 +461,16 @@ class LocalStore(Store):
     def _build_vectors(self) -> _Loaded:
         self._catch_up_embeddings()
         dim = int(self.db.get_meta("embedding_dim") or 0)
+        threshold = max(self.settings.ann_threshold, 1)
         with self.db.snapshot() as conn:
             generation, commit = self.db.generation(conn), self.db.commit_token(conn)
-            # Documents without text are kept (get, BM25: they match nothing) but not searched
-            # by vector: the embedding of nothing is close to every query, and outranked
-            # documents that hold the words.
-            live = [
-                (pk, i) for pk, i, text in self.db.iter_rows(conn, "pk, id, text") if text.strip()
-            ]
-            keys = np.array([pk for pk, _ in live], dtype=np.int64)
-            updated = None
-            if len(live) >= max(self.settings.ann_threshold, 1):
-                updated = self._updated_graph(conn, keys, dim)
-            if updated is None:
-                matrix = self._embeddings(conn, dim)[2]
-        ids = [i for _, i in live]
+            updated = self._updated_graph(conn, dim, threshold)
+            if updated is None:  # one read of every row, vectors included
+                keys, ids, matrix, _ = self._live_rows(conn, dim, with_vectors=True)
         index: VectorIndex
         if updated is not None:
-            index, removed = updated
-        elif len(live) >= max(self.settings.ann_threshold, 1):
+            index, removed, keys, ids = updated
+        elif len(ids) >= threshold:
             index, removed = HNSWVectorIndex.build(matrix, keys=keys), 0
         else:
             index, removed = ExactVectorIndex(matrix), 0
@@ -506,51 +497,72 @@ class LocalStore(Store):
             generation, _ids_array(ids), index, keys if isinstance(index, HNSWVectorIndex) else None
         )
 
-    def _embeddings(
-        self, conn: Any, dim: int, *, written_after: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(pks of the rows read, pks of those with text, their vectors)``: every row, or the
-        rows written after generation ``written_after``."""
-        rows = list(self.db.iter_rows(conn, "pk, embedding, text", written_after=written_after))
-        read = np.array([pk for pk, _, _ in rows], dtype=np.int64)
-        with_text = [(pk, blob) for pk, blob, text in rows if text.strip()]
-        matrix = np.frombuffer(b"".join(blob for _, blob in with_text), dtype=np.float32)
-        matrix = matrix.reshape(len(with_text), dim) if dim else matrix.reshape(0, 0)
-        return read, np.array([pk for pk, _ in with_text], dtype=np.int64), matrix
+    def _live_rows(
+        self, conn: Any, dim: int, *, with_vectors: bool = False, written_after: int | None = None
+    ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """``(pks, ids, vectors, pks of every row read)`` of the rows searched by vector, in pk
+        order (vectors only ``with_vectors``; only rows written after ``written_after`` if
+        given). Documents without text are kept (get, BM25: they match nothing) but not
+        searched by vector: the embedding of nothing is close to every query, and outranked
+        documents that hold the words."""
+        columns = "pk, id, text" + (", embedding" if with_vectors else "")
+        read = list(self.db.iter_rows(conn, columns, written_after=written_after))
+        rows = [row for row in read if row[2].strip()]
+        matrix = np.frombuffer(b"".join(row[3] for row in rows if with_vectors), np.float32)
+        matrix = matrix.reshape(-1, dim) if dim else np.zeros((0, 0), np.float32)
+        keys = np.array([row[0] for row in rows], dtype=np.int64)
+        every = np.array([row[0] for row in read], dtype=np.int64)
+        return keys, [row[1] for row in rows], matrix, every
 
-    def _updated_graph(
-        self, conn: Any, keys: np.ndarray, dim: int
-    ) -> tuple[HNSWVectorIndex, int] | None:
-        """The last saved graph brought up to the documents of ``conn``'s snapshot by the rows
-        written since (``(graph, rows removed since it was built)``), or None where it must be
-        built again: none saved, saved from another history of the database (a restored
-        backup), unreadable, or holding too many removed rows."""
+    def _saved_graph(self, conn: Any, dim: int) -> tuple[int, Path, dict[str, Any]] | None:
+        """``(generation, folder, meta)`` of the last saved graph if these documents can bring
+        it up to date: it is keyed by pk and was built from an earlier state of this very
+        database (not another history of it: a restored backup written to again)."""
         found = snap.latest(self.path, VECTORS)
         if found is None:
             return None
-        base_generation, directory = found
+        generation, directory = found
         try:
             meta = snap.read_meta(directory)
-            if (
-                meta.get("search") != "hnsw"
-                or meta.get("keys") != "pk"
-                or int(meta["dim"]) != dim
-                or self.db.commit_history(conn).get(base_generation) != meta.get("commit")
-            ):
-                return None
+        except (OSError, ValueError):
+            return None
+        usable = (
+            meta.get("search") == "hnsw"
+            and meta.get("keys") == "pk"
+            and meta.get("dim") == dim
+            and self.db.commit_history(conn).get(generation) == meta.get("commit")
+        )
+        return (generation, directory, meta) if usable else None
+
+    def _updated_graph(
+        self, conn: Any, dim: int, threshold: int
+    ) -> tuple[HNSWVectorIndex, int, np.ndarray, list[str]] | None:
+        """The last saved graph brought up to the documents of ``conn``'s snapshot by the rows
+        written since: ``(graph, rows removed since it was built, pks, ids)``; or None where it
+        must be built again: none saved or usable (``_saved_graph``), unreadable, too few rows
+        for a graph now, or too many removed from it."""
+        saved = self._saved_graph(conn, dim)
+        if saved is None:
+            return None
+        base_generation, directory, meta = saved
+        keys, ids, _, _ = self._live_rows(conn, dim)
+        if len(keys) < threshold:
+            return None
+        try:
             old_keys = np.load(directory / "keys.npy")
             graph = HNSWVectorIndex.load(directory / "hnsw.usearch", dim, len(old_keys), view=False)
-            removed = int(meta.get("removed", 0))
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError):
+        except (OSError, ValueError, RuntimeError, EOFError):
             return None  # pruned by a writer meanwhile, or damaged: build from the documents
-        rewritten, added, vectors = self._embeddings(conn, dim, written_after=base_generation)
+        added, _, vectors, rewritten = self._live_rows(
+            conn, dim, with_vectors=True, written_after=base_generation
+        )
         stale = old_keys[np.isin(old_keys, rewritten) | ~np.isin(old_keys, keys)]
-        removed += len(stale)
+        removed = int(meta.get("removed", 0)) + len(stale)
         # Removed rows stay in the graph as detours: past a share of them, build it again.
         if removed > REBUILD_REMOVED_SHARE * len(keys):
             return None
         graph.update(stale, added, vectors)
-        return (graph, removed) if len(graph) == len(keys) else None
+        return (graph, removed, keys, ids) if len(graph) == len(keys) else None
 
     # --- retrieval -------------------------------------------------------------------------
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:

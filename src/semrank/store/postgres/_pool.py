@@ -78,10 +78,15 @@ def acquire_pool(dsn: str) -> Any:
 def _check_connects(dsn: str) -> None:
     """One plain connection first: a wrong password, database or port fails now with its
     cause, where the pool would retry for its whole timeout and report only that."""
+    _connect(dsn).close()
+
+
+def _connect(dsn: str) -> Any:
+    """A plain connection to ``dsn``, or ``unreachable`` naming why not."""
     import psycopg
 
     try:
-        psycopg.connect(dsn, connect_timeout=10).close()
+        return psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
     except psycopg.Error as exc:
         raise unreachable(dsn, exc) from exc
 
@@ -164,15 +169,10 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
 def _direct_connection(dsn: str) -> Any:
     """A connection of its own, at most ``POOL_MAX_SIZE`` at once in this process (a busy
     server would otherwise open one per request thread while its pool recovers)."""
-    import psycopg
-
     if not _DIRECT.acquire(timeout=POOL_WAIT_S):
         raise unreachable(dsn, TimeoutError("every direct connection is busy"))
     try:
-        return psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
-    except psycopg.Error as exc:
-        _DIRECT.release()
-        raise unreachable(dsn, exc) from exc
+        return _connect(dsn)
     except BaseException:
         _DIRECT.release()
         raise
