@@ -56,20 +56,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--bm25-only", action="store_true", help="no vectors: time BM25 alone (no graph build)"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     embedder = HashEmbedder()
     query = embedder.embed(["a query"])[0]
     with tempfile.TemporaryDirectory() as home:
-        index = create_index("writes", home=Path(home), ann_threshold=20_000, embedder=embedder)
+        if args.bm25_only:
+            index = create_index("writes", home=Path(home), embedding_model=None)
+        else:
+            index = create_index("writes", home=Path(home), ann_threshold=20_000, embedder=embedder)
         index.upsert((document(n, rng) for n in range(args.documents)), refresh=False)
-        vector_build = timed(lambda: index.search_vector(query, k=10))
+        search_vector = (
+            (lambda: None) if args.bm25_only else lambda: index.search_vector(query, k=10)
+        )
+        vector_build = timed(search_vector)
         bm25_build = timed(lambda: index.search_bm25("term1 term2", k=10))
         vector_rounds, bm25_rounds = [], []
         for round_number in range(args.rounds):
             number = args.documents + round_number if round_number % 2 else round_number
             index.upsert([document(number, rng)], refresh=False)
-            vector_rounds.append(timed(lambda: index.search_vector(query, k=10)))
+            vector_rounds.append(timed(search_vector))
             bm25_rounds.append(timed(lambda: index.search_bm25("term1 term2", k=10)))
         index.close()
     print(f"{args.documents} documents, {args.rounds} rounds of one upsert")

@@ -4,7 +4,7 @@ Everything here works on row positions and plain arrays; ``semrank.store`` maps 
 document ids and keeps the indexes on disk, ``semrank.pipeline`` composes them into retrievers.
 """
 
-from semrank.retrieve._bm25 import METHODS, BM25Index, BM25Params
+from semrank.retrieve._bm25 import METHODS, BM25Index, BM25Params, DocTokens
 from semrank.retrieve._dense import (
     DEFAULT_ANN_THRESHOLD,
     ExactVectorIndex,
@@ -23,6 +23,7 @@ __all__ = [
     "NORMALIZERS",
     "BM25Index",
     "BM25Params",
+    "DocTokens",
     "ExactVectorIndex",
     "HNSWVectorIndex",
     "Hits",

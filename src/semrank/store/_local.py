@@ -20,6 +20,7 @@ from semrank._process import process_start_time
 from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError
 from semrank.retrieve import (
     BM25Index,
+    DocTokens,
     ExactVectorIndex,
     Hits,
     HNSWVectorIndex,
@@ -423,24 +424,80 @@ class LocalStore(Store):
     def _build_bm25(self, field: str, kind: str) -> _Loaded:
         with self.db.snapshot() as conn:
             generation, commit = self.db.generation(conn), self.db.commit_token(conn)
-            if field == ALL_TEXT_FIELDS:
-                pairs = [(i, t) for i, t in self.db.iter_rows(conn, "id, text")]
-            else:
-                pairs = [
-                    (i, self.text_of(json.loads(d), field))
-                    for i, d in self.db.iter_rows(conn, "id, doc")
-                ]
-        ids = [i for i, _ in pairs]
-        index = BM25Index.build([t for _, t in pairs], self.settings.bm25)
+            keys, ids, tokens = self._bm25_tokens(conn, field, kind)
+        index = BM25Index.from_tokens(tokens, self.settings.bm25)
 
         def write(tmp: Path) -> dict[str, Any]:
             index.save(tmp)
             snap.write_json(tmp / "ids.json", ids)
+            np.save(tmp / "keys.npy", keys)
+            tokens.save(tmp)
             bm25 = self.settings.bm25.to_dict()
             return {"field": field, "count": len(ids), "bm25": bm25, "commit": commit}
 
         self._publish(kind, generation, write)
         return _Loaded(generation, _ids_array(ids), index)
+
+    def _bm25_tokens(
+        self, conn: Any, field: str, kind: str
+    ) -> tuple[np.ndarray, list[str], DocTokens]:
+        """``(pks, ids, analysed terms)`` of every row in pk order. The terms of rows not
+        written since the last saved index of this history are taken from its files: only
+        the rows a write touched are analysed again."""
+        column = "text" if field == ALL_TEXT_FIELDS else "doc"
+        saved = self._saved_tokens(conn, kind)
+        written_after = None if saved is None else saved[0]
+        fresh = list(self.db.iter_rows(conn, f"pk, {column}", written_after=written_after))
+        texts = [
+            t if field == ALL_TEXT_FIELDS else self.text_of(json.loads(t), field) for _, t in fresh
+        ]
+        analysed = DocTokens.analyse(texts, self.settings.bm25)
+        if saved is None:
+            rows = [(pk, doc_id) for pk, doc_id in self.db.iter_rows(conn, "pk, id")]
+            keys = np.array([pk for pk, _ in rows], dtype=np.int64)
+            return keys, [doc_id for _, doc_id in rows], analysed
+        _, old_keys, old_tokens = saved
+        rows = list(self.db.iter_rows(conn, "pk, id"))
+        keys = np.array([pk for pk, _ in rows], dtype=np.int64)
+        new_at = {pk: n for n, (pk, _) in enumerate(fresh)}
+        old_at = {int(pk): n for n, pk in enumerate(old_keys)}
+        sources = [
+            (pk in new_at, new_at[pk] if pk in new_at else old_at[pk]) for pk in keys.tolist()
+        ]
+        return (
+            keys,
+            [doc_id for _, doc_id in rows],
+            DocTokens.combine(old_tokens, analysed, sources),
+        )
+
+    def _saved_tokens(self, conn: Any, kind: str) -> tuple[int, np.ndarray, DocTokens] | None:
+        """``(generation, pks, terms)`` of the last saved BM25 index of ``kind`` if these
+        documents can bring it up to date: saved with its terms and today's analysis."""
+        saved = self._saved_in_history(conn, kind)
+        analysis = json.loads(json.dumps(self.settings.bm25.to_dict()))  # as saved
+        if saved is None or saved[2].get("bm25") != analysis:
+            return None
+        generation, directory, _ = saved
+        try:
+            return generation, np.load(directory / "keys.npy"), DocTokens.load(directory)
+        except (OSError, ValueError, EOFError):
+            return None  # saved before terms were kept, damaged, or pruned meanwhile
+
+    def _saved_in_history(self, conn: Any, kind: str) -> tuple[int, Path, dict[str, Any]] | None:
+        """``(generation, folder, meta)`` of the last saved ``kind`` if it was built from an
+        earlier state of this very database (not another history of it: a restored backup
+        written to again), so that the rows written since bring it up to date."""
+        found = snap.latest(self.path, kind)
+        if found is None:
+            return None
+        generation, directory = found
+        try:
+            meta = snap.read_meta(directory)
+        except (OSError, ValueError):
+            return None
+        if self.db.commit_history(conn).get(generation) != meta.get("commit"):
+            return None
+        return generation, directory, meta
 
     def _vectors(self) -> _Loaded:
         if not self.has_vectors:
@@ -516,23 +573,15 @@ class LocalStore(Store):
 
     def _saved_graph(self, conn: Any, dim: int) -> tuple[int, Path, dict[str, Any]] | None:
         """``(generation, folder, meta)`` of the last saved graph if these documents can bring
-        it up to date: it is keyed by pk and was built from an earlier state of this very
-        database (not another history of it: a restored backup written to again)."""
-        found = snap.latest(self.path, VECTORS)
-        if found is None:
+        it up to date: keyed by pk, of this dimension, from this history of the database."""
+        saved = self._saved_in_history(conn, VECTORS)
+        if saved is None:
             return None
-        generation, directory = found
-        try:
-            meta = snap.read_meta(directory)
-        except (OSError, ValueError):
-            return None
+        meta = saved[2]
         usable = (
-            meta.get("search") == "hnsw"
-            and meta.get("keys") == "pk"
-            and meta.get("dim") == dim
-            and self.db.commit_history(conn).get(generation) == meta.get("commit")
+            meta.get("search") == "hnsw" and meta.get("keys") == "pk" and meta.get("dim") == dim
         )
-        return (generation, directory, meta) if usable else None
+        return saved if usable else None
 
     def _updated_graph(
         self, conn: Any, dim: int, threshold: int
