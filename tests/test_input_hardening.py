@@ -67,6 +67,20 @@ async def _post(client: httpx.AsyncClient, path: str, raw: str) -> httpx.Respons
         ("/rerank", '{"query": "fleas", "texts": ["\\udc00"]}', "lone surrogate"),
         ("/v2/rerank", '{"query": "q", "documents": ["a"], "timeout_ms": ' + HUGE_INT + "}", ""),
         ("/v2/rerank", '{"query": "q", "documents": ["a", "b"], "top_n": true}', "top_n"),
+        # JSON true read as 1 (every document read as one token, or no result at all) and
+        # "yes" read as true hid clients' mistakes.
+        ("/v2/rerank", '{"query": "q", "documents": ["a"], "max_tokens_per_doc": true}', "max_tok"),
+        ("/v2/rerank", '{"query": "q", "documents": ["a"], "min_score": true}', "min_score"),
+        ("/v2/rerank", '{"query": "q", "documents": ["a"], "timeout_ms": true}', "timeout_ms"),
+        ("/v1/rerank", '{"query": "q", "documents": ["a"], "max_chunks_per_doc": true}', "max_chu"),
+        ("/v1/rerank", '{"query": "q", "documents": ["a"], "return_documents": "yes"}', "return_d"),
+        (
+            "/v2/rerank",
+            '{"query": "q", "documents": ["a"], "chunking": {"max_chunks": true}}',
+            "max",
+        ),
+        ("/v2/rerank", '{"query": "q", "documents": ["a"], "raw_scores": 1}', "raw_scores"),
+        ("/rerank", '{"query": "q", "texts": ["a"], "return_text": "true"}', "return_text"),
     ],
 )
 async def test_rerank_bad_input_is_a_422(
@@ -314,3 +328,21 @@ def test_deeply_nested_documents_are_checked_without_recursion(reranker: Any) ->
         nested = [nested]
     results = reranker.rerank("fleas", [{"text": "fleas eat blood", "meta": nested}])
     assert len(results) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"size": True}, "size"),
+        ({"timeout_ms": True}, "timeout_ms"),
+        ({"return_documents": "yes"}, "return_documents"),
+    ],
+)
+async def test_search_booleans_and_numbers_are_not_interchanged(
+    index_client: httpx.AsyncClient, extra: dict[str, Any], named: str
+) -> None:
+    await _index(index_client)
+    response = await index_client.post("/v1/indexes/docs/search", json={"query": "fleas", **extra})
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]

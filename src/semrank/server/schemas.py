@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -31,7 +32,15 @@ def _not_bool(value: object) -> object:
     return value
 
 
+def _not_bool_number(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {str(value).lower()}")
+    return value
+
+
 Count = Annotated[int, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_not_bool_number)]
+Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake
 
 # Longest deadline a request may ask for: a day (larger values overflow the clock arithmetic).
 MAX_TIMEOUT_MS = 86_400_000
@@ -44,14 +53,14 @@ class _Schema(BaseModel):
 class ChunkingOptions(_Schema):
     """How documents longer than the model's window are read (omitted fields: server defaults)."""
 
-    enabled: bool | None = Field(None, description="false truncates instead of chunking")
-    overlap_tokens: int | None = Field(None, ge=0, description="overlap of consecutive chunks")
+    enabled: Flag | None = Field(None, description="false truncates instead of chunking")
+    overlap_tokens: Count | None = Field(None, ge=0, description="overlap of consecutive chunks")
     aggregation: Literal["max", "mean", "topk_mean"] | None = Field(
         None, description="how chunk scores become the document's score"
     )
     top_k: Count | None = Field(None, ge=1, description="chunks averaged by topk_mean")
-    max_chunks: int | None = Field(None, ge=1, description="chunks read per document at most")
-    heading_tokens: int | None = Field(
+    max_chunks: Count | None = Field(None, ge=1, description="chunks read per document at most")
+    heading_tokens: Count | None = Field(
         None,
         ge=0,
         description="a first line this short is read again before every chunk (0: never)",
@@ -61,22 +70,22 @@ class ChunkingOptions(_Schema):
 class SemrankOptions(_Schema):
     """semrank extras accepted by every rerank endpoint."""
 
-    min_score: float | None = Field(
+    min_score: Number | None = Field(
         None,
         allow_inf_nan=False,
         description="drop results scoring below this (after top_n ranking)",
     )
-    chunking: bool | ChunkingOptions | None = Field(
+    chunking: Flag | ChunkingOptions | None = Field(
         None, description="true/false or chunking options; default: the model's chunking"
     )
-    raw_scores: bool = Field(False, description="raw model scores instead of 0..1 relevance")
-    timeout_ms: int | None = Field(
+    raw_scores: Flag = Field(False, description="raw model scores instead of 0..1 relevance")
+    timeout_ms: Count | None = Field(
         None,
         ge=1,
         le=MAX_TIMEOUT_MS,
         description="deadline for this request (default: the server's)",
     )
-    fail_open: bool | None = Field(
+    fail_open: Flag | None = Field(
         None,
         description=(
             "past the deadline, return the input order with reranked=false instead of 504 "
@@ -115,7 +124,7 @@ class V2RerankRequest(SemrankOptions):
     query: str = Field(min_length=1)
     documents: list[str] = Field(min_length=1)
     top_n: Count | None = Field(None, ge=1)
-    max_tokens_per_doc: int | None = Field(
+    max_tokens_per_doc: Count | None = Field(
         None,
         ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
@@ -173,16 +182,18 @@ class V1RerankRequest(SemrankOptions):
     top_n: Count | None = Field(None, ge=1)
     top_k: Count | None = Field(None, ge=1, description="Voyage's name for top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
-    return_documents: bool | None = Field(
+    return_documents: Flag | None = Field(
         None, description="default false (the server's --return-documents makes it true)"
     )
-    max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1: chunks per document")
-    max_tokens_per_doc: int | None = Field(
+    max_chunks_per_doc: Count | None = Field(
+        None, ge=1, description="Cohere v1: chunks per document"
+    )
+    max_tokens_per_doc: Count | None = Field(
         None,
         ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
     )
-    truncation: bool | None = Field(
+    truncation: Flag | None = Field(
         None, description="Voyage: false makes over-long inputs an error instead of truncating"
     )
     response_format: Literal["cohere", "voyage"] | None = Field(
@@ -250,12 +261,12 @@ class TeiRerankRequest(SemrankOptions):
     model: str | None = None
     query: str = Field(min_length=1)
     texts: list[str] = Field(min_length=1)
-    truncate: bool | None = Field(
+    truncate: Flag | None = Field(
         None, description="false makes over-long inputs an error; default: server --auto-truncate"
     )
     truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
-    raw_scores: bool = False
-    return_text: bool = False
+    raw_scores: Flag = False
+    return_text: Flag = False
 
 
 class _TeiScored(_Schema):
@@ -275,7 +286,7 @@ class BatchQuery(_Schema):
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
     top_n: Count | None = Field(None, ge=1)
-    min_score: float | None = Field(None, allow_inf_nan=False)
+    min_score: Number | None = Field(None, allow_inf_nan=False)
 
 
 class BatchRerankRequest(SemrankOptions):
@@ -285,8 +296,8 @@ class BatchRerankRequest(SemrankOptions):
     queries: list[BatchQuery] = Field(min_length=1)
     top_n: Count | None = Field(None, ge=1, description="default for queries without top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
-    return_documents: bool = False
-    max_tokens_per_doc: int | None = Field(
+    return_documents: Flag = False
+    max_tokens_per_doc: Count | None = Field(
         None,
         ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
@@ -384,9 +395,9 @@ class SearchRequest(_Strict):
         description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) or a "
         "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
     )
-    size: int = Field(10, ge=1, le=10_000)
-    return_documents: bool = True
-    timeout_ms: int | None = Field(None, ge=1, le=MAX_TIMEOUT_MS)
+    size: Count = Field(10, ge=1, le=10_000)
+    return_documents: Flag = True
+    timeout_ms: Count | None = Field(None, ge=1, le=MAX_TIMEOUT_MS)
 
 
 class SearchHit(_Schema):
