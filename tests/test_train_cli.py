@@ -248,3 +248,47 @@ def test_id_and_score_columns_ride_along_with_the_labels(tmp_path: Path) -> None
     }  # fmt: skip
     collection = load_collection(DataSpec(path=_write_jsonl(tmp_path / "ids.jsonl", [row])))
     assert len(collection.groups) == 1 and len(collection.groups[0].negative_ids) == 1
+
+
+def _base_refusal(app: typer.Typer, tmp_path: Path, base: str) -> str:
+    data = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--base", base])
+    assert isinstance(result.exception, InvalidInputError), result.exception
+    return str(result.exception)
+
+
+def test_a_cross_encoder_or_blend_as_base_points_to_init_from(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    """--base with a trained cross-encoder threw its head away (a new one was fitted) and mined
+    with it; the bundled blend failed with a traceback after mining."""
+    from tiny_models import write_tiny_model
+
+    cross = write_tiny_model(tmp_path / "ce", "bert")
+    said = _base_refusal(app, tmp_path, str(cross))
+    assert f"--init-from {cross}" in said and "is a cross-encoder" in said
+    said = _base_refusal(app, tmp_path, "semrank-minilm-l6")
+    assert "is a blend" in said and "--init-from" in said and "cross-encoder" in said
+
+
+@pytest.mark.parametrize("family", ["roberta", "modernbert"])
+def test_a_base_training_cannot_start_from_is_refused_before_mining(
+    app: typer.Typer, tmp_path: Path, family: str
+) -> None:
+    from tiny_models import write_tiny_model
+
+    base = write_tiny_model(tmp_path / family, family, "encoder")
+    said = _base_refusal(app, tmp_path, str(base))
+    assert "BERT-family encoders" in said and str(base) in said
+
+
+def test_init_from_and_teacher_model_must_be_model_folders(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    data = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    for option in ("--init-from", "--teacher-model"):
+        result = CliRunner().invoke(app, [*args, option, str(tmp_path / "nope")])
+        assert isinstance(result.exception, InvalidInputError), result.exception
+        assert f"{option} " in str(result.exception) and "config.json" in str(result.exception)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -218,3 +219,23 @@ def test_a_cls_pooling_base_is_mined_with_cls_pooling(
     mean = embed_texts(encoder, tokenizer, queries, max_length=64, pooling="mean")
     np.testing.assert_allclose(mined.query_embeddings, cls, atol=2e-3)
     assert np.abs(mined.query_embeddings.astype(np.float32) - mean).max() > 1e-2
+
+
+def test_calibration_takes_out_the_offset_a_ranking_loss_leaves() -> None:
+    from semrank.train._evaluate import fit_calibration
+
+    rng = np.random.default_rng(0)
+    qrels, run = {}, {}
+    for q in range(40):
+        qrels[f"q{q}"] = {"d0": 1}
+        run[f"q{q}"] = {f"d{d}": float(-40 + rng.normal(3.0 if d == 0 else 0.0)) for d in range(8)}
+    scale, shift = fit_calibration(qrels, run)  # type: ignore[misc]
+    probabilities = [
+        1 / (1 + np.exp(-(scale * logit + shift)))
+        for docs in run.values()
+        for logit in docs.values()
+    ]
+    assert scale > 0 and np.mean(probabilities) == pytest.approx(1 / 8, abs=0.01)
+    assert fit_calibration({q: dict.fromkeys(run[q], 1) for q in run}, run) is None  # one label
+    backwards = {q: {d: -s for d, s in docs.items()} for q, docs in run.items()}
+    assert fit_calibration(qrels, backwards) is None  # ranks relevant candidates last

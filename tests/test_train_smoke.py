@@ -16,7 +16,8 @@ from tiny_models import tiny_train_config  # noqa: E402
 
 
 def _config(base: Path, data: Path, output: Path, steps: int) -> TrainConfig:
-    return tiny_train_config(base, data, output, max_steps=steps, eval_every=20)
+    # 12 candidates per held-out query: its 6 positives and 6 others (to calibrate on)
+    return tiny_train_config(base, data, output, max_steps=steps, eval_every=20, val_candidates=12)
 
 
 def test_pairs_jsonl_is_read_into_a_pool(pairs_file: Path) -> None:
@@ -62,6 +63,26 @@ def test_tiny_training_lowers_loss_resumes_and_exports(
         logits = model(**inputs).logits[:, 0]
     assert logits[0] > logits[1]
     _score_through_runtime_if_present(best)
+    _scores_are_calibrated(output, best)
+
+
+def _scores_are_calibrated(output: Path, best: Path) -> None:
+    """A ranking loss leaves every logit with one arbitrary offset (real runs: -25 to -56 for
+    relevant documents too, so 0..1 scores of 0.0000 and min_score dropping everything): the
+    export's calibration makes the mean 0..1 score on the held-out lists their share of
+    relevant candidates (a logistic fit's property)."""
+    from semrank import Reranker
+    from semrank.train._blend import validation_task_of_run
+
+    fitted = json.loads((best / "semrank_training.json").read_text())["calibration"]
+    assert fitted["scale"] > 0
+    task = validation_task_of_run(output)
+    reranker = Reranker(str(best), backend="onnx")
+    scores, labels = [], []
+    for qid, candidates in task.candidates.items():
+        scores.extend(reranker.score(task.queries[qid], [text for _, text in candidates]))
+        labels.extend(int(task.qrels[qid].get(doc, 0) > 0) for doc, _ in candidates)
+    assert sum(scores) / len(scores) == pytest.approx(sum(labels) / len(labels), abs=0.03)
 
 
 def _score_through_runtime_if_present(best: Path) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_int
+from semrank._checks import is_finite_number, is_int
 from semrank.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -218,7 +218,29 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         pooling=pooling,
         normalize=normalize,
         num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
+        calibration=_calibration(path) if chosen == "cross-encoder" else None,
     )
+
+
+TRAINING_FILE = "semrank_training.json"
+
+
+def _calibration(path: Path) -> tuple[float, float] | None:
+    """``(scale, shift)`` that `semrank train` fitted on its validation lists: a ranking loss
+    leaves logits with an arbitrary offset, which 0..1 scores and thresholds must not see."""
+    if not (path / TRAINING_FILE).is_file():
+        return None
+    fitted = read_json_object(path / TRAINING_FILE).get("calibration")
+    if fitted is None:
+        return None
+    scale: Any = fitted.get("scale") if isinstance(fitted, dict) else None
+    shift: Any = fitted.get("shift") if isinstance(fitted, dict) else None
+    if not (is_finite_number(scale) and is_finite_number(shift) and scale > 0):
+        raise ModelLoadError(
+            f"{path / TRAINING_FILE}: calibration must be {{'scale': a positive number, "
+            f"'shift': a number}}, got {fitted!r:.120}; remove it to score raw logits"
+        )
+    return float(scale), float(shift)
 
 
 def _blend_max_length(path: Path) -> int:

@@ -51,3 +51,5 @@ class ResolvedModel:
     normalize: bool = True
     num_labels: int = 1
     bf16_measured: bool = False  # from the catalog entry (see ModelSpec)
+    # A cross-encoder's logit is read as scale * logit + shift (`semrank train`'s calibration).
+    calibration: tuple[float, float] | None = None

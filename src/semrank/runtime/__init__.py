@@ -254,6 +254,7 @@ def load_scorer(
         threads=threads,
     )
     scorer.activation = model.activation
+    scorer.calibration = model.calibration
     scorer.backend = choice.backend
     if warmup:
         scorer.score_pairs([("warm up", "warm up")])

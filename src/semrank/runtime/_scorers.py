@@ -47,6 +47,7 @@ class CrossEncoderScorer:
 
     kind: ScorerKind = "cross-encoder"
     backend: str = ""  # the concrete backend name, set by load_scorer
+    calibration: tuple[float, float] | None = None  # (scale, shift) of the logit, set likewise
 
     def __init__(
         self,
@@ -74,13 +75,17 @@ class CrossEncoderScorer:
         if not checked:
             return np.zeros(0, dtype=np.float32)
         encoded = self.hf_tokenizer.encode_pairs(checked)
-        return run_batched(
+        raw = run_batched(
             encoded,
             lambda batch: logits_to_raw(self._forward(batch)),
             self.batching,
             self.hf_tokenizer.pad_id,
             self.max_length,
         )
+        if self.calibration is None:
+            return raw
+        scale, shift = self.calibration
+        return (raw * np.float32(scale) + np.float32(shift)).astype(np.float32)
 
 
 class Embedder:

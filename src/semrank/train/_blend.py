@@ -83,6 +83,7 @@ def validation_task_of_run(run_dir: Path) -> RankingTask:
         mining_depth=int(saved["mining_depth"]),
         mining=saved.get("mining", "dense"),
         seed=int(saved.get("seed", 0)),
+        max_length=int(saved.get("max_length", TrainConfig.max_length)),
     )
     _, task, _ = prepare_data(config)
     if task is None:

@@ -65,13 +65,41 @@ def ndcg_at_10(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]
 
 def evaluate_task(model: Any, tokenizer: Any, task: RankingTask, *, max_length: int) -> float:
     """Re-rank every query's candidates with the model; nDCG@10 against the task's qrels."""
+    return ndcg_at_10(task.qrels, task_run(model, tokenizer, task, max_length=max_length))
+
+
+def task_run(
+    model: Any, tokenizer: Any, task: RankingTask, *, max_length: int
+) -> dict[str, dict[str, float]]:
+    """The model's logit for every candidate of every query (qid -> docid -> logit)."""
     keys = [(qid, doc) for qid, docs in task.candidates.items() for doc, _ in docs]
     pairs = [(task.queries[qid], text) for qid, docs in task.candidates.items() for _, text in docs]
     scores = score_pairs(model, tokenizer, pairs, max_length=max_length)
     run: dict[str, dict[str, float]] = {}
     for (qid, doc), score in zip(keys, scores, strict=True):
         run.setdefault(qid, {})[doc] = float(score)
-    return ndcg_at_10(task.qrels, run)
+    return run
+
+
+def fit_calibration(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+) -> tuple[float, float] | None:
+    """``(scale, shift)`` such that ``sigmoid(scale * logit + shift)`` is the probability that a
+    candidate is judged relevant (a logistic regression on the held-out lists, scikit-learn).
+
+    A ranking loss leaves logits with an arbitrary offset (sessions saw -25 to -56 for every
+    candidate, relevant ones too): 0..1 scores and ``min_score`` need it taken out. None where
+    there is nothing to fit (one label only) or the model ranks relevant candidates lower."""
+    from sklearn.linear_model import LogisticRegression
+
+    logits = [score for qid in run for score in run[qid].values()]
+    labels = [int(qrels.get(qid, {}).get(doc, 0) > 0) for qid in run for doc in run[qid]]
+    if len(set(labels)) < 2:
+        return None
+    regression = LogisticRegression(C=1e4, max_iter=1000)
+    regression.fit(np.asarray(logits, dtype=np.float64)[:, None], labels)
+    scale, shift = float(regression.coef_[0][0]), float(regression.intercept_[0])
+    return (scale, shift) if scale > 0 else None
 
 
 def load_trec_rerank_task(run_path: Path, qrels_path: Path, *, name: str) -> RankingTask:

@@ -16,7 +16,14 @@ from typing import Any
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError
 from semrank.train._data import Collection, DataSpec, load_collection
-from semrank.train._evaluate import RankingTask, encode_pairs, evaluate_task
+from semrank.train._evaluate import (
+    RankingTask,
+    encode_pairs,
+    evaluate_task,
+    fit_calibration,
+    ndcg_at_10,
+    task_run,
+)
 from semrank.train._losses import listwise_loss
 from semrank.train._mining import (
     MinedCollection,
@@ -172,10 +179,18 @@ class RunState:
     best_val: float = float("-inf")
     best_step: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    # (scale, shift) fitted at the latest evaluation: semrank reads an export's scores as
+    # sigmoid(scale * logit + shift), so that 0..1 scores are probabilities of relevance
+    calibration: list[float] | None = None
 
 
-def parse_teacher_encoder(text: str) -> tuple[Path, float]:
-    """``PATH`` or ``PATH:WEIGHT`` (weight 1) of a teacher encoder, checked."""
+def parse_teacher_encoder(
+    text: str,
+    *,
+    what: str = "teacher encoder",
+    expected: str = "a sentence-transformers or Hugging Face encoder directory",
+) -> tuple[Path, float]:
+    """``PATH`` or ``PATH:WEIGHT`` (weight 1) of a teacher model folder, checked."""
     path, sep, weight = text.rpartition(":")
     if not sep or not path:
         path, weight = text, "1"
@@ -183,13 +198,12 @@ def parse_teacher_encoder(text: str) -> tuple[Path, float]:
         value = float(weight)
     except ValueError:
         raise InvalidInputError(
-            f"teacher encoder {text!r}: the weight after ':' must be a number, e.g. {path}:1.0"
+            f"{what} {text!r}: the weight after ':' must be a number, e.g. {path}:1.0"
         ) from None
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
         raise InvalidInputError(
-            f"teacher encoder {str(folder)!r} is not a model folder (no config.json); give a "
-            "sentence-transformers or Hugging Face encoder directory"
+            f"{what} {str(folder)!r} is not a model folder (no config.json); give {expected}"
         )
     return folder, value
 
@@ -366,11 +380,25 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampl
 
 
 def _evaluate(
-    model: Any, tokenizer: Any, config: TrainConfig, val: RankingTask | None, reports: list
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    val: RankingTask | None,
+    reports: list,
+    state: RunState,
 ) -> dict[str, float]:
+    """Validation and report scores; the head's calibration is fitted on the validation lists."""
     metrics: dict[str, float] = {}
     if val is not None:
-        metrics["val_ndcg10"] = evaluate_task(model, tokenizer, val, max_length=config.max_length)
+        run = task_run(model, tokenizer, val, max_length=config.max_length)
+        metrics["val_ndcg10"] = ndcg_at_10(val.qrels, run)
+        fitted = fit_calibration(val.qrels, run) if config.architecture != "bi" else None
+        if fitted is None and config.architecture != "bi":
+            log.warning(
+                "no score calibration: the validation lists hold relevant candidates only (raise "
+                "--val-candidates) or the model ranks them last; 0..1 scores are sigmoid(logit)"
+            )
+        state.calibration = list(fitted) if fitted else None
     for task in reports:
         metrics[f"{task.name}_ndcg10"] = evaluate_task(
             model, tokenizer, task, max_length=config.max_length
@@ -386,6 +414,12 @@ def _metadata(config: TrainConfig, state: RunState, teacher_val: float | None) -
         "best_val_ndcg10": state.best_val,
         "teacher_val_ndcg10": teacher_val,
         "history": state.history,
+        # semrank scores the model as sigmoid(scale * logit + shift); other tools see logits.
+        "calibration": (
+            {"scale": state.calibration[0], "shift": state.calibration[1]}
+            if state.calibration
+            else None
+        ),
     }
 
 
@@ -588,7 +622,7 @@ def _evaluate_and_keep(
 ) -> None:
     """Evaluate; export to ``best/`` when the validation score improved (reports don't select)."""
     start = time.monotonic()
-    metrics = _evaluate(model, tokenizer, config, val, reports)
+    metrics = _evaluate(model, tokenizer, config, val, reports, state)
     if train_loss is not None:
         metrics["train_loss"] = round(train_loss, 4)  # mean since the previous evaluation
     metrics["eval_s"] = round(time.monotonic() - start, 1)
@@ -596,16 +630,20 @@ def _evaluate_and_keep(
     score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
     if score > state.best_val:
         state.best_val, state.best_step = score, state.step
-        _export(
-            model, tokenizer, config, config.output / "best", _metadata(config, state, teacher_val)
-        )
+        _export(model, tokenizer, config, state, config.output / "best", teacher_val)
         kept = f"val {score:.4f}" if val is not None else "no validation split: the latest"
         log.info("new best (%s) exported to %s", kept, config.output / "best")
 
 
 def _export(
-    model: Any, tokenizer: Any, config: TrainConfig, target: Path, metadata: dict[str, Any]
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    state: RunState,
+    target: Path,
+    teacher_val: float | None,
 ) -> None:
+    metadata = _metadata(config, state, teacher_val)
     if config.architecture != "bi":
         export_model(model, tokenizer, target, metadata=metadata)
         return
@@ -705,8 +743,7 @@ def _final_export(
     model: Any, tokenizer: Any, config: TrainConfig, state: RunState, teacher_val: float | None
 ) -> Path:
     """Export ``last/`` and return ``best/`` (ONNX is added to the best model when asked)."""
-    metadata = _metadata(config, state, teacher_val)
-    _export(model, tokenizer, config, config.output / "last", metadata)
+    _export(model, tokenizer, config, state, config.output / "last", teacher_val)
     best = config.output / "best"
     if config.export_onnx and config.architecture != "bi":  # the runtime exports bi-encoders
         from semrank.train._model import _export_onnx

@@ -163,7 +163,8 @@ def _ridge_with_held_out_lambda(
 def export_model(
     model: Any, tokenizer: Any, target: Path, *, metadata: dict[str, Any], onnx: bool = False
 ) -> Path:
-    """Hugging Face layout (config.json, model.safetensors, tokenizer), optionally + model.onnx."""
+    """Hugging Face layout (config.json, model.safetensors, tokenizer), optionally + model.onnx,
+    and ``semrank_training.json`` (``metadata``: how it was trained, and its calibration)."""
     target.mkdir(parents=True, exist_ok=True)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(str(target), safe_serialization=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,12 +12,47 @@ from semrank.errors import InvalidInputError
 
 
 def _base_directory(base: str | None) -> Path:
-    """A local model folder, or a catalog name resolved by ``semrank.models``."""
+    """A local encoder folder, or a catalog name resolved by ``semrank.models``: the encoder a
+    new head goes on, and the bi-encoder that mines negatives and teaches."""
     if base and Path(base).expanduser().is_dir():
-        return Path(base).expanduser()
-    from semrank.models import resolve, resolve_embedding_model
+        folder = Path(base).expanduser()
+    else:
+        from semrank.models import resolve, resolve_embedding_model
 
-    return (resolve(base) if base else resolve_embedding_model()).path
+        folder = (resolve(base) if base else resolve_embedding_model()).path
+    _check_base(folder, base)
+    return folder
+
+
+def _check_base(folder: Path, named: str | None) -> None:
+    """A cross-encoder given as --base lost its head (a new one was fitted) and mined with its
+    own encoder; a blend folder or a non-BERT encoder failed with a traceback after mining."""
+    import json
+
+    if (folder / "blend.json").is_file():
+        raise InvalidInputError(
+            f"--base {named!r} is a blend of models, not an encoder; to continue from its "
+            f"cross-encoder, give --init-from {folder / 'cross-encoder'}"
+        )
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InvalidInputError(
+            f"--base {named!r}: cannot read {folder}/config.json ({error})"
+        ) from None
+    architectures = config.get("architectures") or []
+    if config.get("model_type") == "bert" and any(
+        str(a).endswith("ForSequenceClassification") for a in architectures
+    ):
+        raise InvalidInputError(
+            f"--base {named!r} is a cross-encoder; --base is the encoder a new head goes on (and "
+            f"the bi-encoder that mines negatives): give --init-from {folder} to continue from it"
+        )
+    if config.get("model_type") not in ("bert", "semrank_gated_bert"):
+        raise InvalidInputError(
+            f"--base {named!r} is a {config.get('model_type')!r} model; semrank train starts from "
+            "BERT-family encoders (MiniLM, BERT, TinyBERT; other families only load for scoring)"
+        )
 
 
 def _report_task(text: str) -> tuple[str, Path, Path]:
@@ -67,6 +103,20 @@ def train_command(
     eval_minutes: float = typer.Option(20.0, "--eval-minutes", help="Validate every N minutes."),
     val_source: str | None = typer.Option(None, "--val-source", help="Data name to hold out from."),
     val_queries: int = typer.Option(200, "--val-queries", help="Held-out queries (0: none)."),
+    val_candidates: int = typer.Option(
+        20, "--val-candidates", help="Candidates per held-out query (its positives first)."
+    ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this trained cross-encoder (e.g. an earlier run's best/), keeping its "
+        "head; --base still mines negatives and teaches.",
+    ),
+    teacher_model: str | None = typer.Option(
+        None,
+        "--teacher-model",
+        help="A cross-encoder FOLDER[:WEIGHT] whose logits join the distillation teacher.",
+    ),
     report: list[str] = typer.Option(
         [], "--report", help="Report-only re-ranking task NAME=RUN.json.gz:QRELS; repeatable."
     ),
@@ -104,12 +154,32 @@ def train_command(
         eval_minutes=eval_minutes,
         val_source=val_source,
         val_queries=val_queries,
+        val_candidates=val_candidates,
+        **_cross_encoder_options(init_from, teacher_model),
         report_tasks=tuple(_report_task(r) for r in report),
         export_onnx=onnx,
         seed=seed,
         threads=threads,
     )
     typer.echo(str(train(config, resume=resume)))
+
+
+def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> dict[str, Any]:
+    from semrank.train import parse_teacher_encoder
+
+    expected = "the best/ folder of an earlier `semrank train` run, or another cross-encoder"
+    options: dict[str, Any] = {}
+    if init_from is not None:
+        # No weight: a ':' in the folder's own name stays part of it.
+        folder = Path(init_from).expanduser()
+        parse_teacher_encoder(f"{folder}:1", what="--init-from", expected=expected)
+        options["init_from"] = folder
+    if teacher_model is not None:
+        folder, weight = parse_teacher_encoder(
+            teacher_model, what="--teacher-model", expected=expected
+        )
+        options["teacher_model"], options["teacher_model_weight"] = folder, weight
+    return options
 
 
 def register(app: typer.Typer) -> None:
