@@ -263,3 +263,31 @@ def test_help_shows_whole_option_names_in_80_columns():
     for flag in ("--max-request-tokens", "--batch-token-budget", "--no-return-documents"):
         assert flag in result.output, flag
     assert "…" not in result.output
+
+
+def test_rerank_lines_end_only_at_newlines(tmp_path):
+    """str.splitlines broke lines at U+2028 / U+0085 inside JSON strings (valid JSONL refused)
+    and at form feeds in text files (one document became two, later indexes misnumbered)."""
+    jsonl = tmp_path / "docs.jsonl"
+    rows = [{"text": "Fleas\u2028are insects\u0085that bite."}, {"text": "Paris is in France."}]
+    jsonl.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    result = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(jsonl), "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["index"] for r in json.loads(result.stdout)["results"]) == [0, 1]
+    text = tmp_path / "docs.txt"
+    text.write_text("Page one about Paris.\fPage two about Rome.\nFleas are insects.\n")
+    result = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(text), "--json"])
+    results = json.loads(result.stdout)["results"]
+    assert len(results) == 2 and results[0]["index"] == 1
+
+
+def test_rerank_says_on_stderr_when_the_query_was_cut(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("Fleas are small insects.\nParis is in France.\n")
+    long_query = "do fleas " + "really " * 600 + "bite"
+    result = runner.invoke(app, ["rerank", long_query, "--docs", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the query is 6" in result.stderr and "read its first" in result.stderr
+    assert json.loads(result.stdout)["results"]  # stdout stays the results
+    short = runner.invoke(app, ["rerank", "do fleas bite", "--docs", str(path), "--json"])
+    assert "warning" not in short.stderr

@@ -546,3 +546,28 @@ def test_key_names_a_client_sent_are_quoted_in_errors() -> None:
 def test_a_misspelt_shorthand_names_the_shorthands(index: LocalStore) -> None:
     with pytest.raises(DataFormatError, match="one of the shorthands bm25, dense, hybrid, linear"):
         search(index, "fleas", retriever="bm25+rerankk")
+
+
+@pytest.mark.parametrize(
+    ("spec", "query", "named"),
+    [
+        ({"knn": {"field": "embedding", "query_text": "   ", "k": 3}}, None, "knn retriever"),
+        ({"knn": {"field": "embedding", "query_text": "{{query}}", "k": 3}}, " ", "query is"),
+        ({"standard": {"query": {"match": {"*": ""}}}}, None, "blank"),
+    ],
+)
+def test_a_blank_query_text_is_refused_not_embedded(
+    index: LocalStore, spec: dict[str, Any], query: str | None, named: str
+) -> None:
+    """The embedding of whitespace is near every document: a blank knn text returned arbitrary
+    neighbours with a 200, where a blank top-level query was already refused."""
+    with pytest.raises(InvalidInputError, match=r"blank|empty") as refused:
+        search(index, query, retriever=spec, k=3)
+    assert named in str(refused.value)
+
+
+@pytest.mark.parametrize("model_id", [5, ["minilm"], {"name": "x"}])
+def test_a_knn_model_id_must_be_a_name(model_id: object) -> None:
+    builder = {"text_embedding": {"model_id": model_id, "model_text": "{{query}}"}}
+    with pytest.raises(InvalidInputError, match="model_id must be a model name"):
+        parse_retriever({"knn": {"field": "embedding", "query_vector_builder": builder}})

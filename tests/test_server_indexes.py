@@ -127,6 +127,12 @@ async def test_a_rerank_window_over_the_document_limit_is_413(client: httpx.Asyn
     reranker["rank_window_size"] = 1000
     allowed = await client.post("/v1/indexes/docs/search", json=body)
     assert allowed.status_code == 200, allowed.text
+    # Several re-rankers in one tree each score their window: held to the limit together.
+    reranker["rank_window_size"] = 600
+    tree["rrf"]["retrievers"] = [{"text_similarity_reranker": reranker}] * 2  # type: ignore[index]
+    together = await client.post("/v1/indexes/docs/search", json=body)
+    assert together.status_code == 413, together.text
+    assert "re-ranks 1200 documents (rank_window_size 600 + 600)" in together.json()["error"]
 
 
 async def test_documents_without_searchable_words_are_stored_and_match_nothing(
@@ -317,3 +323,18 @@ async def test_numeric_ids_delete_as_they_were_added(client: httpx.AsyncClient) 
     boolean = await client.post("/v1/indexes/nums/documents/delete", json={"ids": [True]})
     assert boolean.status_code == 422, boolean.text
     assert (await client.get("/v1/indexes/nums")).json()["documents"] == 1
+
+
+async def test_a_query_cut_to_fit_the_reranker_is_said_on_search(client: httpx.AsyncClient) -> None:
+    """The rerank routes said so (header, meta.warnings); a search re-ranking the same query
+    cut it silently."""
+    await _make_index(client)
+    long_query = "do fleas " + "really " * 600 + "bite"
+    body = {"query": long_query, "retriever": "bm25+rerank", "size": 2}
+    response = await client.post("/v1/indexes/docs/search", json=body)
+    assert response.status_code == 200, response.text
+    (warning,) = response.json()["warnings"]
+    assert warning.startswith("the query is 6") and "read its first" in warning
+    assert response.headers["x-semrank-warning"] == warning
+    short = await client.post("/v1/indexes/docs/search", json={**body, "query": "do fleas bite"})
+    assert "warnings" not in short.json() and "x-semrank-warning" not in short.headers

@@ -68,6 +68,8 @@ class SearchContext:
     store: Store
     query: str | None = None
     keep_literals: bool = False
+    # What the search should tell its caller (a query cut to fit a re-ranking model).
+    warnings: list[str] = field(default_factory=list)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -82,13 +84,19 @@ class SearchContext:
             )
         require_unicode(literal, "a retriever's query text")
         if literal is not None and PLACEHOLDER not in literal:
-            return self.query if self.query is not None and not self.keep_literals else literal
-        if self.query is None:
+            text = self.query if self.query is not None and not self.keep_literals else literal
+        elif self.query is None:
             raise InvalidInputError(
                 'no query text: pass a query (e.g. `semrank search INDEX "text"`) or put the '
                 f"text into {where}"
             )
-        return self.query if literal is None else literal.replace(PLACEHOLDER, self.query)
+        else:
+            text = self.query if literal is None else literal.replace(PLACEHOLDER, self.query)
+        if not text.strip():  # embedded, blank text is close to every document: arbitrary hits
+            raise InvalidInputError(
+                f"the query text of {where} is blank ({text!r:.40}); give words to search for"
+            )
+        return text
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -250,6 +250,11 @@ class Knn(Retriever):
         _set_positive(self, "num_candidates", "knn num_candidates")
         self._check_candidates()
         object.__setattr__(self, "similarity", _finite("knn similarity", self.similarity))
+        if self.model_id is not None and not isinstance(self.model_id, str):
+            raise InvalidInputError(
+                "knn query_vector_builder.text_embedding.model_id must be a model name (a "
+                f"string), got {self.model_id!r:.60}; leave it out for the index's own model"
+            )
         if self.vector is not None:
             require_collection(
                 self.vector,
@@ -293,7 +298,7 @@ class Knn(Retriever):
             # cosine, which `similarity` thresholds and fusion with other lists assume.
             vector = (np.asarray(self.vector) / math.hypot(*self.vector)).astype(np.float32)
         else:
-            vector = ctx.query_vector(ctx.text(self.text))
+            vector = ctx.query_vector(ctx.text(self.text, where="the knn retriever's query_text"))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
         hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates)
         if self.similarity is not None:
@@ -546,7 +551,7 @@ class TextSimilarityReranker(Retriever):
         model = load_reranker(self.inference_id)
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
-        order, scores = _reranked_order(model, query, texts, self.min_score)
+        order, scores = _reranked_order(model, query, texts, self.min_score, ctx.warnings)
         ranked = child.take(order)
         ranked = Ranking(
             ids=ranked.ids,
@@ -581,9 +586,14 @@ class TextSimilarityReranker(Retriever):
 
 
 def _reranked_order(
-    model: ScoresDocuments, query: str, texts: list[str], min_score: float | None
+    model: ScoresDocuments,
+    query: str,
+    texts: list[str],
+    min_score: float | None,
+    warnings: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions best first, their scores), without those below ``min_score``.
+    """(positions best first, their scores), without those below ``min_score``; a query the
+    model cut to fit is added to ``warnings``.
 
     A semrank Reranker ranks through ``rerank``, which knows the documents its cascade pruned
     unread (``score`` gives them a place-holding score below the read ones, which a threshold
@@ -593,6 +603,9 @@ def _reranked_order(
 
     if isinstance(model, Reranker):
         results = model.rerank(query, texts, min_score=min_score, return_documents=False)
+        cut = model.query_cut_warning(query, results)
+        if cut is not None and cut not in warnings:
+            warnings.append(cut)
         order = np.array([r.index for r in results], dtype=np.int64)
         return order, np.array([r.relevance_score for r in results], dtype=np.float32)
     scores = _model_scores(model, model.score(query, texts), len(texts))

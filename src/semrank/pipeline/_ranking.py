@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,8 @@ class SearchResults:
     """The hits of one search, best first; ``ids`` / ``scores`` are the array view."""
 
     hits: list[Hit]
+    # Said of the whole search, e.g. a query a re-ranking model cut to fit.
+    warnings: tuple[str, ...] = ()
 
     @property
     def ids(self) -> list[str]:
@@ -107,10 +110,15 @@ class SearchResults:
         return {h.id: h.score for h in self.hits}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hits": [h.to_dict() for h in self.hits]}
+        said = {"warnings": list(self.warnings)} if self.warnings else {}
+        return {"hits": [h.to_dict() for h in self.hits], **said}
 
     @staticmethod
-    def from_ranking(ranking: Ranking, documents: list[dict[str, Any]] | None) -> SearchResults:
+    def from_ranking(
+        ranking: Ranking,
+        documents: list[dict[str, Any]] | None,
+        warnings: Sequence[str] = (),
+    ) -> SearchResults:
         hits = []
         for position in range(len(ranking)):
             rerank = float(ranking.rerank_scores[position])
@@ -125,4 +133,4 @@ class SearchResults:
                     document=None if documents is None else documents[position],
                 )
             )
-        return SearchResults(hits)
+        return SearchResults(hits, tuple(warnings))

@@ -137,9 +137,9 @@ def search(
         ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
         ranking = tree.run(ctx, int(k))
         if not with_documents:
-            return SearchResults.from_ranking(ranking, None)
+            return SearchResults.from_ranking(ranking, None, ctx.warnings)
         ranking, documents = ctx.stored_hits(ranking)
-        return SearchResults.from_ranking(ranking, documents)
+        return SearchResults.from_ranking(ranking, documents, ctx.warnings)
 
 
 def search_many(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,23 @@ class Reranker:
         ``doc_tokens`` (all of them where the scorer does not say)."""
         limit = scorers_query_token_limit(self.scorer, doc_tokens=doc_tokens)
         return query_tokens if limit is None else min(query_tokens, limit)
+
+    def query_read(self, query: str, results: Sequence[RerankResult]) -> tuple[int, int]:
+        """``(tokens of query, tokens of it read)`` for the ``results`` of re-ranking it: a
+        query is cut only next to a document piece long enough to need the room."""
+        count = int(self.scorer.tokenizer.count_tokens(query))
+        pieces = [math.ceil(r.tokens / r.num_chunks) for r in results if r.num_chunks > 0]
+        return count, self.query_tokens_read(count, max(pieces, default=0))
+
+    def query_cut_warning(self, query: str, results: Sequence[RerankResult]) -> str | None:
+        """A sentence saying the query was cut to fit the model next to ``results``, or None."""
+        count, read = self.query_read(query, results)
+        if read >= count:
+            return None
+        return (
+            f"the query is {count} tokens; model {self.name!r} read its first {read} next to "
+            "each document"
+        )
 
     def __getstate__(self) -> None:
         # The loaded networks (compiled graphs, locks) do not pickle; say what to do instead.

@@ -34,7 +34,10 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data, None
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # Lines end at \n (\r\n too): str.splitlines also breaks at form feeds, U+0085 and U+2028,
+    # which JSON strings and pdftotext output hold, and would misnumber every later document.
+    rows = (line.removesuffix("\r") for line in text.split("\n"))
+    lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
     numbers = [number for number, _line in lines]
     looks_json = lines and all(_looks_like_json(line) for _number, line in lines)
     if looks_json and any(_is_json(line) for _number, line in lines):
@@ -185,6 +188,9 @@ def rerank_command(
         )
     except InvalidInputError as error:
         raise _on_lines(error, docs, numbers) from None
+    cut = reranker.query_cut_warning(query, results)
+    if cut is not None:  # stderr: stdout stays the results
+        typer.echo(f"warning: {cut}", err=True)
     if as_json:
         payload = {"model": reranker.name, "results": [asdict(r) for r in results]}
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,9 +73,7 @@ class ModelEngine:
     def query_tokens(self, query: str, results: Sequence[Any]) -> tuple[int, int]:
         """(tokens of ``query``, tokens of it the model read next to the longest document
         piece of ``results``: a query is cut only beside a piece that needs the room)."""
-        count = self.count_tokens(query)
-        pieces = [math.ceil(r.tokens / r.num_chunks) for r in results if r.num_chunks > 0]
-        return count, self.reranker.query_tokens_read(count, max(pieces, default=0))
+        return self.reranker.query_read(query, results)
 
     async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
         """``Reranker.rerank`` in a worker thread (all results, best first), within ``deadline``."""

@@ -12,13 +12,13 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from semrank.errors import InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
 from semrank.server._engines import run_in_thread
-from semrank.server._rerank_routes import ERRORS
+from semrank.server._rerank_routes import ERRORS, WARNING_HEADER
 from semrank.server._service import RerankService
 from semrank.server.schemas import (
     CreateIndexRequest,
@@ -175,13 +175,14 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     response_model_exclude_none=True,
     summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
 )
-async def search(name: str, body: SearchRequest, request: Request) -> Any:
+async def search(name: str, body: SearchRequest, request: Request, response: Response) -> Any:
     from semrank.pipeline import as_retriever, check_window
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
     spec = _checked_spec(body.retriever, body.size, service.config.max_documents)
     tree = _bind_models(as_retriever(spec, size=body.size), service)
+    _check_reranked_documents(tree, service.config.max_documents)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
 
@@ -198,7 +199,11 @@ async def search(name: str, body: SearchRequest, request: Request) -> Any:
     with service.admission.admit():
         results = await _blocking(request, deadline, work)
     hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
-    return SearchResponse(index=name, hits=hits)
+    if results.warnings:  # as the rerank routes say it
+        response.headers[WARNING_HEADER] = (
+            results.warnings[0].encode("ascii", "backslashreplace").decode()
+        )
+    return SearchResponse(index=name, hits=hits, warnings=list(results.warnings) or None)
 
 
 def _checked_spec(
@@ -252,9 +257,35 @@ async def _blocking(
     return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
 
 
+def _check_reranked_documents(tree: Any, limit: int) -> None:
+    """Each re-ranker scores its whole window: the windows of a tree together are held to the
+    same per-request document limit as /v1/rerank (an rrf of several re-rankers got past it)."""
+    windows = _rerank_windows(tree)
+    if sum(windows) <= limit:
+        return
+    each = " + ".join(str(w) for w in windows)
+    raise RequestTooLargeError(
+        f"the retriever re-ranks {sum(windows)} documents (rank_window_size {each}), over this "
+        f"server's limit of {limit} documents per request; lower rank_window_size (or raise "
+        "--max-documents)"
+    )
+
+
+def _rerank_windows(node: Any) -> list[int]:
+    from semrank.pipeline import Retriever, TextSimilarityReranker
+
+    windows = [node.rank_window_size] if isinstance(node, TextSimilarityReranker) else []
+    for item in dataclasses.fields(node) if dataclasses.is_dataclass(node) else ():
+        value = getattr(node, item.name)
+        children = value if isinstance(value, tuple) else (value,)
+        for child in children:
+            if isinstance(child, Retriever):
+                windows += _rerank_windows(child)
+    return windows
+
+
 def _bind_models(node: Any, service: RerankService) -> Any:
-    """The tree with every re-ranking node scoring through a served model (and its window
-    within the server's document limit)."""
+    """The tree with every re-ranking node scoring through a served model."""
     from semrank.pipeline import Retriever, TextSimilarityReranker
 
     if not dataclasses.is_dataclass(node):
@@ -266,13 +297,6 @@ def _bind_models(node: Any, service: RerankService) -> Any:
             changes[item.name] = _bind_models(value, service)
         elif isinstance(value, tuple) and value and all(isinstance(v, Retriever) for v in value):
             changes[item.name] = tuple(_bind_models(v, service) for v in value)
-    limit = service.config.max_documents
-    if isinstance(node, TextSimilarityReranker) and node.rank_window_size > limit:
-        # The re-ranker scores its whole window: the same per-request limit as /v1/rerank.
-        raise RequestTooLargeError(
-            f"rank_window_size {node.rank_window_size} exceeds this server's limit of {limit} "
-            "documents per request; lower it (or raise --max-documents)"
-        )
     if isinstance(node, TextSimilarityReranker) and (
         node.inference_id is None or isinstance(node.inference_id, str)
     ):

@@ -55,7 +55,7 @@ def serve(
         None, help=f"Request body size limit in bytes. Default {_DEFAULT.max_body_bytes}."
     ),
     max_request_tokens: int | None = typer.Option(
-        None, help=f"Tokens per request at most. Default {_DEFAULT.max_request_tokens}."
+        None, help=f"Tokens a rerank request may send. Default {_DEFAULT.max_request_tokens}."
     ),
     max_batch_queries: int | None = typer.Option(
         None,
@@ -72,7 +72,9 @@ def serve(
         f"Default {_DEFAULT.request_timeout_s:g}.",
     ),
     fail_open: bool | None = typer.Option(
-        None, "--fail-open/--no-fail-open", help="Past the deadline return input order, not 504."
+        None,
+        "--fail-open/--no-fail-open",
+        help="Past the deadline a rerank request gets its input order back, not 504.",
     ),
     batch_wait_ms: float | None = typer.Option(
         None,

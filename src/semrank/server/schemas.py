@@ -414,6 +414,9 @@ class SearchResponse(_Schema):
     object: Literal["search"] = "search"
     index: str
     hits: list[SearchHit]
+    warnings: list[str] | None = Field(
+        None, description="said of the whole search, e.g. a query a re-ranker cut to fit"
+    )
 
 
 # --- models, health, errors ----------------------------------------------------------------

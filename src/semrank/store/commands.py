@@ -618,6 +618,8 @@ def search_command(
     else:
         results = search(index, query, retriever=tree, k=top_n, home=home)
         _warn_if_incomplete(index, home)
+    for warning in results.warnings:  # stderr: stdout stays the results
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
