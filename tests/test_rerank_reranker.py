@@ -241,3 +241,18 @@ def test_chunk_offsets_of_a_multi_field_document_point_into_its_own_field(rerank
     opening = reranker.rerank("what do fleas eat", [first], rank_fields=["title", "text"])[0]
     assert opening.chunk is not None and opening.chunk.index == 0
     assert opening.chunk.field == "text" and opening.chunk.start == 0
+
+
+def test_max_tokens_per_doc_is_how_far_a_document_is_read(reranker: Reranker) -> None:
+    """16 overlapping windows stopped at ~1,568 tokens: a 1,700-token document sent with
+    max_tokens_per_doc 1,800 was cut (and refused where truncation was not allowed)."""
+    words = [f"w{n % 97}" for n in range(2600)]
+    document = " ".join([*words[:-1], "aardvark"])  # the word that matters is the last one
+    total = reranker.scorer.tokenizer.count_tokens(document)
+    (default,) = reranker.rerank("aardvark", [document])
+    assert default.truncated  # read to its 16 windows' end, as documented
+    (asked,) = reranker.rerank("aardvark", [document], max_tokens_per_doc=total + 10)
+    assert not asked.truncated and asked.num_chunks > default.num_chunks
+    assert asked.chunk is not None and asked.chunk.end == len(document)
+    (short,) = reranker.rerank("aardvark", [document], max_tokens_per_doc=300)
+    assert short.truncated and short.num_chunks < default.num_chunks

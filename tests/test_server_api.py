@@ -202,8 +202,8 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
     # 413, as text-embeddings-inference answers an input it may not truncate.
     assert strict.status_code == 413
     assert strict.json()["error_type"] == "request_too_large" and "[1]" in strict.json()["error"]
-    read = next(r["tokens"] for r in lenient.json() if r["index"] == 1)
-    assert f"reads of a document ({read} tokens)" in strict.json()["error"]
+    assert "go on past what model" in strict.json()["error"]
+    assert "(1 window of up to" in strict.json()["error"]
     assert lenient.status_code == 200
     assert [r["truncated"] for r in lenient.json() if r["index"] == 1] == [True]
     assert left.status_code == 422 and "left" in left.json()["error"]
@@ -711,3 +711,20 @@ async def test_voyage_data_beside_cohere_results_carries_no_documents(reranker: 
         body = (await client.post("/v1/rerank", json=request)).json()
     assert all("document" in r for r in body["results"])
     assert body["data"] and all("document" not in r for r in body["data"])
+
+
+async def test_batch_errors_name_the_query_and_chunking_off_is_one_way(reranker: Any) -> None:
+    queries = [
+        {"query": QUERY, "documents": [{"text": "a"}]},
+        {"query": "fish", "documents": [{"text": "b"}, {"title": "no text"}]},
+    ]
+    off = {"enabled": False}
+    async with serving(reranker) as (_, client):
+        batch = await client.post("/v1/rerank/batch", json={"queries": queries})
+        both = await client.post(
+            "/v1/rerank",
+            json={"query": QUERY, "documents": DOCS, "chunking": off, "max_chunks_per_doc": 8},
+        )
+    assert batch.status_code == 422 and "queries[1].documents[1]" in batch.json()["error"]
+    # chunking: false was refused beside max_chunks_per_doc; {"enabled": false} ignored it.
+    assert both.status_code == 422 and "chunking.enabled=false" in both.json()["error"]

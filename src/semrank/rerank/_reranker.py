@@ -298,16 +298,29 @@ class Reranker:
     ) -> list[ReadPlan]:
         budget = max(1, self.scorer.doc_token_budget(query))
         # Tokens a document can be read to: one window, or max_chunks windows (each within one
-        # budget of the last); max_tokens_per_doc caps that, as Cohere reads at most that many.
+        # budget of the last). max_tokens_per_doc is how far to read, as Cohere reads that many:
+        # windows as many as that takes (16 overlapping ones stopped at ~1,568 of 2,048).
         reach = budget * (chunking.max_chunks if chunking.enabled else 1)
         if max_tokens_per_doc is not None:
             if not is_int(max_tokens_per_doc, at_least=1):
                 raise InvalidInputError(
                     f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
                 )
-            reach = min(reach, int(max_tokens_per_doc))
+            reach = int(max_tokens_per_doc) if chunking.enabled else min(reach, max_tokens_per_doc)
+            needed = _windows_to_cover(reach, budget, chunking)
+            chunking = dataclasses.replace(chunking, max_chunks=max(chunking.max_chunks, needed))
         tokenizer = self.scorer.tokenizer
         return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]
+
+
+def _windows_to_cover(tokens: int, budget: int, chunking: ChunkingConfig) -> int:
+    """Windows enough to read ``tokens`` of a document whatever its heading (a repeated
+    heading takes at most half a window; windows overlap by ``overlap_tokens``)."""
+    if tokens <= budget:
+        return 1
+    window = budget - min(chunking.heading_tokens, budget // 2)
+    stride = max(1, window - min(chunking.overlap_tokens, window // 2))
+    return 1 + math.ceil((tokens - budget) / stride)
 
 
 def _plan_head(

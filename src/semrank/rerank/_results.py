@@ -14,7 +14,9 @@ class ChunkSpan:
     """The chunk of a long document that produced its score (character offsets, end exclusive).
 
     For an object ranked on several ``rank_fields``, ``field`` names the field that holds most
-    of the chunk and the offsets are into that field's text (the part of the chunk within it)."""
+    of the chunk and the offsets are into that field's text (the part of the chunk within it).
+    A field that is not a string is read as text (a number as ``str(value)``, a list or object
+    as ``json.dumps(value, ensure_ascii=False)``), and its offsets are into that text."""
 
     index: int
     start: int

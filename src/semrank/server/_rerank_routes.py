@@ -269,10 +269,14 @@ def _chunking(
     ``max_tokens_per_doc`` (Cohere: documents are cut to that many tokens) is not chunking's
     business: the Reranker reads at most that many tokens of each document, in its windows.
     """
-    if chunking is False and max_chunks is not None:
+    turned_off = chunking is False or (
+        isinstance(chunking, ChunkingOptions) and chunking.enabled is False
+    )
+    if turned_off and max_chunks is not None:
+        said = "chunking=false" if chunking is False else "chunking.enabled=false"
         raise InvalidInputError(
-            f"max_chunks_per_doc={max_chunks} asks for chunking, which chunking=false turns "
-            "off; send one of them"
+            f"max_chunks_per_doc={max_chunks} asks for chunking, which {said} turns off; send "
+            "one of them"
         )
     if isinstance(chunking, bool):
         return chunking

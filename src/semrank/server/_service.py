@@ -174,13 +174,14 @@ def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
 
     queries = validate_queries([call.query for call in calls])
     texts = []
-    for query, call in zip(queries, calls, strict=True):
-        _refuse_non_finite(call.documents)
-        texts += [query, *document_texts(call.documents, call.rank_fields)]
+    for number, (query, call) in enumerate(zip(queries, calls, strict=True)):
+        name = "documents" if len(calls) == 1 else f"queries[{number}].documents"
+        _refuse_non_finite(call.documents, name)
+        texts += [query, *document_texts(call.documents, call.rank_fields, name=name)]
     return texts
 
 
-def _refuse_non_finite(documents: Sequence[Any]) -> None:
+def _refuse_non_finite(documents: Sequence[Any], name: str = "documents") -> None:
     """NaN or an infinity anywhere in a document (Python's JSON reader takes them): it would
     come back as null, changed, in the answer. The library ranks such objects (its caller keeps
     them); over HTTP they are refused."""
@@ -189,7 +190,7 @@ def _refuse_non_finite(documents: Sequence[Any]) -> None:
     for position, document in enumerate(documents):
         if isinstance(document, dict) and has_non_finite_number(document):
             raise InvalidInputError(
-                f"documents[{position}] holds NaN or an infinity, which JSON cannot carry (it "
+                f"{name}[{position}] holds NaN or an infinity, which JSON cannot carry (it "
                 "would come back as null); give finite numbers, or the value as a string"
             )
 
@@ -197,18 +198,18 @@ def _refuse_non_finite(documents: Sequence[Any]) -> None:
 def _check_complete(results: list[Any], engine: ModelEngine) -> None:
     cut = [r for r in results if r.truncated]
     if cut:
-        read = max(r.tokens for r in cut)
+        windows = max(r.num_chunks for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
-        chunked = any(r.num_chunks > 1 for r in cut)
         fix = (
-            "allow truncation, or raise max_tokens_per_doc or chunking.max_chunks "
-            "(max_chunks_per_doc), whichever this request set"
-            if chunked
+            "allow truncation, or raise max_tokens_per_doc (as many windows are read as it "
+            "takes) or chunking.max_chunks (max_chunks_per_doc)"
+            if windows > 1
             else "allow truncation, or enable chunking (or raise max_tokens_per_doc if set)"
         )
         raise RequestTooLargeError(
-            f"documents {[r.index for r in cut[:10]]} are longer than model {engine.name!r} "
-            f"reads of a document ({read} tokens); {fix}"
+            f"documents {[r.index for r in cut[:10]]} go on past what model {engine.name!r} "
+            f"read of them ({windows} window{'s' if windows > 1 else ''} of up to "
+            f"{engine.reranker.scorer.max_length} tokens with the query); {fix}"
         )
 
 
