@@ -147,6 +147,9 @@ def test_data_spec_rejects_bad_values(option: str, named: str) -> None:
         ({"query": "q", "positive": "p", "negatives": [1]}, "'negatives' must be a list"),
         ({"query": "q", "positive": "p", "negatives": ["p"]}, "both a positive and a negative"),
         (["q", "p"], "got list"),
+        # A list under the singular key was told "must be a list", got [['n1', 'n2']].
+        ({"query": "q", "positive": "p", "negative": ["n1"]}, "use 'negatives' for a list"),
+        ({"query": "q", "positive": "p", "negative": None}, "'negative' must be a non-empty text"),
     ],
 )
 def test_pairs_rows_with_bad_values_are_named(tmp_path: Path, row: object, named: str) -> None:
@@ -173,7 +176,9 @@ def test_unreadable_and_incomplete_sources_are_named(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"no corpus\.jsonl"):
         load_collection(DataSpec(path=beir))
     _write_jsonl(beir / "corpus.jsonl", [{"id": "d1", "text": "body"}])
-    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: needs a string '_id'"):
+    with pytest.raises(
+        DataFormatError, match=r"corpus\.jsonl:1: missing or non-string field '_id'"
+    ):
         load_collection(DataSpec(path=beir))
 
 
@@ -292,3 +297,26 @@ def test_init_from_and_teacher_model_must_be_model_folders(
         result = CliRunner().invoke(app, [*args, option, str(tmp_path / "nope")])
         assert isinstance(result.exception, InvalidInputError), result.exception
         assert f"{option} " in str(result.exception) and "config.json" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("corpus", "queries", "named"),
+    [
+        # A later text under the same id replaced the judged one, which stayed in the pool as a
+        # negative of its own query.
+        ([("d1", "judged"), ("d2", "other"), ("d1", "again")], [("q1", "q")], "duplicate document"),
+        ([("d1", "a"), ("d2", "b")], [("q1", "q"), ("q1", "another")], "another text here"),
+        ([("d1", "a"), ("d2", "b")], [("q1", "  ")], "query 'q1' has no text"),
+        ([("d1", ""), ("d2", "b")], [("q1", "q")], "document 'd1', judged relevant"),
+    ],
+)
+def test_beir_training_folders_are_read_as_eval_reads_them(
+    tmp_path: Path, corpus: list[tuple[str, str]], queries: list[tuple[str, str]], named: str
+) -> None:
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    _write_jsonl(beir / "corpus.jsonl", [{"_id": i, "text": t} for i, t in corpus])
+    _write_jsonl(beir / "queries.jsonl", [{"_id": i, "text": t} for i, t in queries])
+    with pytest.raises(DataFormatError, match=named):
+        load_collection(DataSpec(path=beir))

@@ -239,3 +239,43 @@ def test_calibration_takes_out_the_offset_a_ranking_loss_leaves() -> None:
     assert fit_calibration({q: dict.fromkeys(run[q], 1) for q in run}, run) is None  # one label
     backwards = {q: {d: -s for d, s in docs.items()} for q, docs in run.items()}
     assert fit_calibration(qrels, backwards) is None  # ranks relevant candidates last
+
+
+def test_a_validation_query_is_not_trained_on_from_another_source(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Two --data sources sharing queries: the split held queries out of one source only, and
+    trained on all of them from the other (validation, and the best model kept by it, inflated)."""
+    from semrank.train._loop import prepare_data
+
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(pairs_file.read_text().replace("tell me about", "Tell me  about"))
+    config = dataclasses.replace(
+        _config(tiny_base, pairs_file, tmp_path / "run"),
+        data=(DataSpec(path=pairs_file, name="a"), DataSpec(path=copy, name="b")),
+    )
+    config.output.mkdir()
+    mined, task, _ = prepare_data(config)
+    assert task is not None and len(task.queries) >= 1
+    held_out = {q.lower() for q in task.queries.values()}
+    trained = {" ".join(g.query.split()).lower() for m in mined for g in m.groups}
+    assert trained and not held_out & trained
+
+
+def test_a_run_resumed_from_elsewhere_with_its_paths_spelled_otherwise_is_the_same_run(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--resume compared paths as typed: 'pairs.jsonl' then '/abs/pairs.jsonl' was refused."""
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(pairs_file, work / "pairs.jsonl")
+    monkeypatch.chdir(work)
+    train(_config(tiny_base, Path("pairs.jsonl"), Path("run"), max_steps=2))
+    monkeypatch.chdir(tmp_path)
+    resumed = _config(tiny_base, work / "pairs.jsonl", work / "run", max_steps=3)
+    assert train(resumed, resume=True) == work / "run" / "best"
+    other = _config(tiny_base, work / "pairs.jsonl", work / "run", max_steps=4, lr=1e-3)
+    with pytest.raises(InvalidInputError, match="lr"):  # a real change is still refused
+        train(other, resume=True)

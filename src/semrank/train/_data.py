@@ -20,7 +20,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import DataFormatError
-from semrank.eval.loaders import load_qrels
+from semrank.eval.loaders import load_beir_corpus, load_beir_queries, load_qrels
 
 log = logging.getLogger("semrank.train")
 
@@ -211,7 +211,13 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
     _refuse_misspelt_keys(row, where)
     negatives = _texts(row.get("negatives") or [], f"{where}: 'negatives'")
     if "negative" in row:
-        negatives = [*_texts([row["negative"]], f"{where}: 'negative'"), *negatives]
+        negative = row["negative"]
+        if not isinstance(negative, str) or not negative.strip():
+            use = " (use 'negatives' for a list)" if isinstance(negative, list) else ""
+            raise DataFormatError(
+                f"{where}: 'negative' must be a non-empty text{use}, got {negative!r:.80}"
+            )
+        negatives = [negative, *negatives]
     both = {p.strip() for p in positives} & {n.strip() for n in negatives}
     if both:
         raise DataFormatError(
@@ -267,17 +273,6 @@ def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> 
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
-def _beir_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """BEIR corpus / queries rows, each with a string ``_id`` and a non-empty ``text``."""
-    for number, row in iter_numbered_jsonl(path):
-        ok = isinstance(row, dict) and isinstance(row.get("_id"), str)
-        if not ok or not isinstance(row.get("text"), str):
-            raise DataFormatError(
-                f"{path}:{number}: needs a string '_id' and a string 'text' (BEIR format)"
-            )
-        yield row
-
-
 def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int) -> Collection:
     """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
     corpus_path = next(
@@ -288,19 +283,22 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     # The evaluation loader (BEIR's 3 columns or TREC's 4): a malformed or contradictory line is
     # an error naming it, not skipped.
     qrels = load_qrels(root / "qrels" / f"{split}.tsv")
-    queries_path = root / "queries.jsonl"
-    queries = {row["_id"]: row["text"] for row in _beir_rows(queries_path)}
-    rows = list(_beir_rows(corpus_path))
-    _note_unknown_ids(root, qrels, set(queries), {row["_id"] for row in rows})
+    # The evaluation loaders: a duplicate id (whose later text replaced a judged one, left in
+    # the pool as a negative of its own query) is an error naming its line, as for `eval`.
+    queries = load_beir_queries(root / "queries.jsonl")
+    corpus = load_beir_corpus(corpus_path)
+    _note_unknown_ids(root, qrels, set(queries), set(corpus))
     usable = sorted(q for q in qrels if q in queries and any(rel > 0 for rel in qrels[q].values()))
     chosen = _sample(usable, limit, seed)  # the limit counts queries that can be trained on
+    _refuse_blank(root, chosen, queries, qrels, corpus)
     judged = {d for q in chosen for d in qrels[q]}
-    others = [r for r in rows if r["_id"] not in judged]
-    rows = [r for r in rows if r["_id"] in judged] + _sample(others, limit, seed)
+    others = [doc for doc_id, doc in corpus.items() if doc_id not in judged]
+    kept = [doc for doc_id, doc in corpus.items() if doc_id in judged]  # in the file's order
+    documents = kept + _sample(others, limit, seed)
     pool, doc_index = _Pool(), {}
-    for row in rows:
-        title = row.get("title") or ""
-        doc_index[row["_id"]] = pool.add(f"{title}. {row['text']}" if title else row["text"])
+    for doc in documents:
+        text = f"{doc.title}. {doc.text}" if doc.title else doc.text
+        doc_index[doc.doc_id] = pool.add(text)
     groups = []
     for qid in chosen:
         positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
@@ -310,6 +308,25 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
                 QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives)
             )
     return Collection(name=name, passages=pool.texts, groups=groups)
+
+
+def _refuse_blank(
+    root: Path,
+    chosen: list[str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    corpus: dict[str, Any],
+) -> None:
+    """An empty query, or an empty passage judged relevant, would be trained on as it is."""
+    for qid in chosen:
+        if not queries[qid].strip():
+            raise DataFormatError(f"{root}/queries.jsonl: query {qid!r} has no text")
+        for doc_id, relevance in qrels[qid].items():
+            doc = corpus.get(doc_id)
+            if relevance > 0 and doc is not None and not (doc.title + doc.text).strip():
+                raise DataFormatError(
+                    f"{root}: document {doc_id!r}, judged relevant to query {qid!r}, has no text"
+                )
 
 
 def _note_unknown_ids(root: Path, qrels: dict[str, dict[str, int]], queries: set[str],

@@ -261,7 +261,31 @@ def prepare_data(
         source, queries=config.val_queries, candidates=config.val_candidates, seed=config.seed
     )
     log.info("validation: %d of %s's %d queries held out", len(task.queries), val_name, total)
+    _drop_validation_queries(mined, task)
     return mined, task, teacher
+
+
+def _drop_validation_queries(mined: list[MinedCollection], task: RankingTask) -> None:
+    """A held-out query must not be trained on from another --data source either (two sources
+    sharing queries trained on the whole validation split, and kept the best model by it)."""
+    held_out = {" ".join(query.split()).casefold() for query in task.queries.values()}
+    for collection in mined:
+        keep = [
+            i
+            for i, group in enumerate(collection.groups)
+            if " ".join(group.query.split()).casefold() not in held_out
+        ]
+        if len(keep) < len(collection.groups):
+            log.info(
+                "validation: %d queries of %s left out of training (held out from another source)",
+                len(collection.groups) - len(keep),
+                collection.name,
+            )
+            collection.keep_groups(keep)
+    emptied = [collection.name for collection in mined if not collection.groups]
+    if emptied:
+        log.warning("data sources left without training queries: %s", ", ".join(emptied))
+        mined[:] = [collection for collection in mined if collection.groups]
 
 
 def learning_rate_factor(config: TrainConfig, state: RunState) -> float:
@@ -480,7 +504,8 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
     stored = _stored_config(stored_path)
     if not stored:
         return
-    current = json.loads(json.dumps(asdict(config), default=str))
+    current = _resolved_paths(json.loads(json.dumps(asdict(config), default=str)))
+    stored = _resolved_paths(stored)
     changed = [
         name
         for name, value in current.items()
@@ -493,6 +518,23 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
             f"with ({shown}); give the same settings (only budgets, evaluation and reports may "
             "change), or name a new folder"
         )
+
+
+_PATH_KEYS = {"base", "init_from", "teacher_model", "output", "path", "corpus"}
+_PATH_LISTS = {"teacher_encoders", "report_tasks"}  # (path, weight), (name, run, qrels)
+
+
+def _resolved_paths(value: Any, key: str | None = None) -> Any:
+    """A run's settings with its file paths absolute: the same run resumed from another
+    folder, or with ./data for data, is the same run."""
+    if isinstance(value, dict):
+        return {k: _resolved_paths(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        inner = "path" if key in _PATH_LISTS else key
+        return [_resolved_paths(v, inner) for v in value]
+    if isinstance(value, str) and key in _PATH_KEYS and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
@@ -566,7 +608,7 @@ def _write_record(config: TrainConfig, digest: str, val: RankingTask | None) -> 
     """config.json, replaced whole (a kill mid-write must not leave half of it): the settings,
     a digest of the data, and the validation queries held out of training."""
     record = {
-        **json.loads(json.dumps(asdict(config), default=str)),
+        **_resolved_paths(json.loads(json.dumps(asdict(config), default=str))),
         "data_digest": digest,
         "validation_queries": sorted(val.queries.values()) if val is not None else [],
     }
@@ -745,6 +787,9 @@ def _final_export(
     """Export ``last/`` and return ``best/`` (ONNX is added to the best model when asked)."""
     _export(model, tokenizer, config, state, config.output / "last", teacher_val)
     best = config.output / "best"
+    if not (best / "config.json").is_file():  # removed by hand since validation kept it
+        log.warning("%s is missing; the last model is exported there", best)
+        _export(model, tokenizer, config, state, best, teacher_val)
     if config.export_onnx and config.architecture != "bi":  # the runtime exports bi-encoders
         from semrank.train._model import _export_onnx
 
