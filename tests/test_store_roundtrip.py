@@ -584,3 +584,22 @@ def test_damaged_saved_terms_mean_a_build_from_the_texts(tmp_path: Path, damage:
     got, fresh = _bm25_scores(index, "lava", "*"), _fresh_bm25_scores(index, "lava", "*")
     assert [i for i, _ in got] == [i for i, _ in fresh] and got[0][0] == "t0"
     assert len(got) == 3  # t0 and the two volcano topics (t1, t9)
+
+
+def test_an_embedding_model_changed_in_place_is_refused(tmp_path: Path) -> None:
+    """Stored vectors kept only their dimension: a model folder retrained in place gave
+    queries from the new model against documents from the old one, silently."""
+    from semrank.errors import ModelLoadError
+    from tiny_models import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "embedder", "bert", "encoder", seed=0)
+    with create_index("probed", home=tmp_path, embedding_model=str(model)) as index:
+        index.upsert(DOCS)
+        assert len(index.search_vector(index.embed_queries(["cats"])[0], k=3)) == 3
+    with open_index("probed", home=tmp_path) as same:  # the same model: searches as before
+        assert len(same.search_vector(same.embed_queries(["cats"])[0], k=3)) == 3
+    write_tiny_model(model, "bert", "encoder", seed=1)  # retrained in place
+    with open_index("probed", home=tmp_path) as changed:
+        with pytest.raises(ModelLoadError, match="no longer embeds text as it did") as refused:
+            changed.embed_queries(["cats"])
+        assert "build the index again" in str(refused.value)

@@ -329,7 +329,13 @@ class Store(abc.ABC):
             model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
         # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole cost
         # of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
-        return load_embedder(model, backend="fast")
+        embedder = load_embedder(model, backend="fast")
+        self._check_embedding_probe(embedder)
+        return embedder
+
+    def _check_embedding_probe(self, embedder: TextEmbedder) -> None:  # noqa: B027
+        """Refuse a model that no longer embeds as the stored vectors were made (backends that
+        keep a probe of it)."""
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors from the index's own embedding model."""
