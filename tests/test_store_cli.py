@@ -9,7 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from semrank.cli import app
-from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError
+from semrank.errors import (
+    BackendUnavailableError,
+    DataFormatError,
+    IndexNotFoundError,
+    InvalidInputError,
+)
 
 DOCS = [
     {
@@ -427,3 +432,21 @@ def test_a_named_field_no_record_has_is_refused_before_the_index_exists(
     with pytest.raises(InvalidInputError, match=r"no record of .* has it \(fields with text"):
         run("index", "create", "f", "--from", str(corpus), "--fields", fields, "--home", home)
     assert "f" not in run("index", "list", "--home", home).split()
+
+
+def test_search_reranks_with_the_backend_asked_for(tmp_path: Path, beir: Path) -> None:
+    """`semrank rerank` took --backend; `semrank search` loaded its re-ranker by name only."""
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    args = ["search", "mini", "moon", "--rerank", "--json", "--home", home]
+    default = json.loads(run(*args))["hits"]
+    onnx = json.loads(run(*args, "--backend", "onnx"))["hits"]
+    assert [h["id"] for h in onnx] == [h["id"] for h in default]
+    assert [h["rerank_score"] for h in onnx] == pytest.approx(
+        [h["rerank_score"] for h in default], abs=0.02
+    )
+    standard = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    tree = json.dumps({"text_similarity_reranker": {"retriever": standard}})
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'no-such-backend'"):
+        run("search", "mini", "moon", "--retriever", tree, "--backend", "no-such-backend",
+            "--home", home)  # fmt: skip

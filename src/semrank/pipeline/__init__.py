@@ -6,7 +6,13 @@
 >>> search("scifact", "…", retriever={"rrf": {"retrievers": [...]}})   # Elasticsearch JSON
 """
 
-from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
+from semrank.pipeline._context import (
+    PLACEHOLDER,
+    ScoresDocuments,
+    SearchContext,
+    default_model_name,
+    load_reranker,
+)
 from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
@@ -22,6 +28,7 @@ from semrank.pipeline._nodes import (
     Stage,
     TextSimilarityReranker,
     Weighted,
+    bind_rerankers,
     check_window,
 )
 from semrank.pipeline._open import forget_open_indexes, open_cached, using_index
@@ -64,8 +71,10 @@ __all__ = [
     "TextSimilarityReranker",
     "Weighted",
     "as_retriever",
+    "bind_rerankers",
     "build_retriever",
     "check_window",
+    "default_model_name",
     "forget_open_indexes",
     "load_reranker",
     "open_cached",

@@ -31,11 +31,16 @@ _RERANKERS_LOCK = threading.Lock()
 _LOADING: dict[str | None, threading.Lock] = {}
 
 
+def default_model_name(model: str | None) -> str | None:
+    """The model a re-ranking node names: None (the default) for Elasticsearch's default ids."""
+    return None if model in _ES_DEFAULT_RERANKERS else model
+
+
 def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
     """A ``semrank.Reranker`` for ``model`` (a name, path or None = default), cached per process."""
     if model is not None and not isinstance(model, str):
         return model
-    key = None if model in _ES_DEFAULT_RERANKERS else model
+    key = default_model_name(model)
     with _RERANKERS_LOCK:
         if key in _RERANKERS:
             return _RERANKERS[key]

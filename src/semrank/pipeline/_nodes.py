@@ -9,8 +9,9 @@ Each node runs as ``run(ctx, size) -> Ranking``; ``to_dict()`` gives the Elastic
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -739,3 +740,25 @@ class Chain(Stage):
 
 
 Dense = Knn
+
+
+def bind_rerankers(node: Retriever, load: Callable[[str | None], ScoresDocuments]) -> Retriever:
+    """The tree with every re-ranking node that names its model (a name, or None for the
+    default) scoring through ``load(name)`` instead: a served model, or one loaded with another
+    backend. Elasticsearch's default inference ids name the default (None)."""
+    from semrank.pipeline._context import default_model_name
+
+    if not dataclasses.is_dataclass(node):
+        return node
+    changes: dict[str, Any] = {}
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        if isinstance(value, Retriever):
+            changes[item.name] = bind_rerankers(value, load)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Retriever) for v in value):
+            changes[item.name] = tuple(bind_rerankers(v, load) for v in value)
+    if isinstance(node, TextSimilarityReranker) and (
+        node.inference_id is None or isinstance(node.inference_id, str)
+    ):
+        changes["inference_id"] = load(default_model_name(node.inference_id))
+    return dataclasses.replace(node, **changes) if changes else node

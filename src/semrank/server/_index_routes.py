@@ -38,8 +38,6 @@ from semrank.server.schemas import (
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["indexes"], responses=ERRORS)
 T = TypeVar("T")
-# The model names Elasticsearch uses for "its default re-ranker".
-DEFAULT_MODEL_ALIASES = frozenset({".rerank-v1-elasticsearch", ".rerank-v1"})
 
 
 @router.get("/v1/indexes", response_model=IndexList, summary="List indexes")
@@ -158,7 +156,9 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
 
     body = body or PrepareRequest.model_validate({})  # every field has a default: no body is fine
     service: RerankService = request.app.state.service
-    model = None if body.model in DEFAULT_MODEL_ALIASES else body.model
+    from semrank.pipeline import default_model_name
+
+    model = default_model_name(body.model)
     reranker = service.engine(model).reranker
 
     def work(store: Any) -> Any:
@@ -284,22 +284,8 @@ def _rerank_windows(node: Any) -> list[int]:
     return windows
 
 
-def _bind_models(node: Any, service: RerankService) -> Any:
+def _bind_models(tree: Any, service: RerankService) -> Any:
     """The tree with every re-ranking node scoring through a served model."""
-    from semrank.pipeline import Retriever, TextSimilarityReranker
+    from semrank.pipeline import bind_rerankers
 
-    if not dataclasses.is_dataclass(node):
-        return node
-    changes: dict[str, Any] = {}
-    for item in dataclasses.fields(node):
-        value = getattr(node, item.name)
-        if isinstance(value, Retriever):
-            changes[item.name] = _bind_models(value, service)
-        elif isinstance(value, tuple) and value and all(isinstance(v, Retriever) for v in value):
-            changes[item.name] = tuple(_bind_models(v, service) for v in value)
-    if isinstance(node, TextSimilarityReranker) and (
-        node.inference_id is None or isinstance(node.inference_id, str)
-    ):
-        name = None if node.inference_id in DEFAULT_MODEL_ALIASES else node.inference_id
-        changes["inference_id"] = service.engine(name).reranker
-    return dataclasses.replace(node, **changes) if changes else node
+    return bind_rerankers(tree, lambda name: service.engine(name).reranker)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from semrank._words import count_of
+from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -578,6 +579,9 @@ def search_command(
     top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
+    backend: str | None = typer.Option(
+        None, "--backend", help=BACKEND_HELP + " For the re-ranking models."
+    ),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
@@ -610,6 +614,8 @@ def search_command(
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
+    if backend is not None:
+        tree = _with_backend(tree, backend)
     if store and store != "local":
         from semrank.store import open_index
 
@@ -624,6 +630,21 @@ def search_command(
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}")
+
+
+def _with_backend(tree: Any, backend: str) -> Any:
+    """The tree's re-ranking models loaded with ``backend`` (one load per model)."""
+    from semrank import Reranker
+    from semrank.pipeline import bind_rerankers
+
+    loaded: dict[str | None, Reranker] = {}
+
+    def load(name: str | None) -> Reranker:
+        if name not in loaded:
+            loaded[name] = Reranker(name, backend=backend)
+        return loaded[name]
+
+    return bind_rerankers(tree, load)
 
 
 def _warn_if_incomplete(name: str, home: Path | None) -> None:
