@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 import semrank
@@ -207,3 +209,29 @@ def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
     assert {"0_Transformer/vocab.txt", "model.safetensors", "1_Pooling/config.json"} <= fetched
     legacy = set(filter_repo_objects(files, allow_patterns=HUB_LEGACY_WEIGHTS))
     assert legacy == {"pytorch_model.bin", "0_Transformer/pytorch_model.bin"}
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino", "torch"])
+def test_a_trained_models_calibration_moves_0_to_1_scores_not_raw_ones(
+    tiny_model: Any, tmp_path: Path, backend: str
+) -> None:
+    """`semrank train` records (scale, shift) so that 0..1 scores are probabilities of
+    relevance; raw scores stay the model's logits, as other tools serving the folder see them."""
+    from semrank import Reranker
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model("bert"), folder)
+    docs = ["apple pie recipe", "violin strings", "the of and"]
+    plain_raw = Reranker(str(folder), backend=backend).score("apple", docs, raw=True)
+    (folder / "semrank_training.json").write_text(
+        json.dumps({"calibration": {"scale": 2.0, "shift": -1.0}})
+    )
+    calibrated = Reranker(str(folder), backend=backend)
+    raw = calibrated.score("apple", docs, raw=True)
+    scores = calibrated.score("apple", docs)
+    np.testing.assert_allclose(raw, plain_raw, atol=1e-5)
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-(2.0 * raw - 1.0))), atol=1e-5)
+    (folder / "semrank_training.json").write_text(json.dumps({"calibration": {"scale": -1}}))
+    with pytest.raises(ModelLoadError, match="calibration must be"):
+        Reranker(str(folder), backend=backend)

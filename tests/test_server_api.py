@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -728,3 +730,24 @@ async def test_batch_errors_name_the_query_and_chunking_off_is_one_way(reranker:
     assert batch.status_code == 422 and "queries[1].documents[1]" in batch.json()["error"]
     # chunking: false was refused beside max_chunks_per_doc; {"enabled": false} ignored it.
     assert both.status_code == 422 and "chunking.enabled=false" in both.json()["error"]
+
+
+async def test_a_served_trained_model_answers_with_its_calibrated_scores(
+    tiny_model: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from semrank import Reranker
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model("bert"), folder)
+    (folder / "semrank_training.json").write_text('{"calibration": {"scale": 3.0, "shift": 2.0}}')
+    reranker = Reranker(str(folder))
+    docs = ["apple pie recipe", "violin strings"]
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v2/rerank", json={"query": "apple", "documents": docs})
+    assert response.status_code == 200, response.text
+    got = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+    assert [got[0], got[1]] == pytest.approx(reranker.score("apple", docs).tolist(), abs=1e-5)
+    raw = reranker.score("apple", docs, raw=True)
+    assert got[0] == pytest.approx(float(1 / (1 + np.exp(-(3.0 * raw[0] + 2.0)))), abs=1e-5)

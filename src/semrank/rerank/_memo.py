@@ -31,6 +31,7 @@ class RecentScores:
         self.inner = inner
         self.kind: ScorerKind = inner.kind
         self.activation: Activation = inner.activation
+        self.calibration: tuple[float, float] | None = getattr(inner, "calibration", None)
         self.max_length: int = inner.max_length
         self.tokenizer: TextTokenizer = inner.tokenizer
         self._latest: dict[tuple[str, str], np.float32] = {}

@@ -284,7 +284,10 @@ class Reranker:
             raw_scores = apply_feedback(raw_scores, pairs, counts, masks, chunking, self.feedback)
             if cascade is not None:  # feedback moved read documents: put pruned ones below again
                 raw_scores = cascade.fill(raw_scores[cascade.read])
-        scores = raw_scores if raw else apply_activation(raw_scores, self.scorer.activation)
+        calibration = getattr(self.scorer, "calibration", None)
+        scores = (
+            raw_scores if raw else apply_activation(raw_scores, self.scorer.activation, calibration)
+        )
         return _split_scores(
             np.asarray(scores, dtype=np.float32), plans, masks, first_stage, chunking
         )

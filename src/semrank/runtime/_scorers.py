@@ -47,7 +47,9 @@ class CrossEncoderScorer:
 
     kind: ScorerKind = "cross-encoder"
     backend: str = ""  # the concrete backend name, set by load_scorer
-    calibration: tuple[float, float] | None = None  # (scale, shift) of the logit, set likewise
+    # (scale, shift) under the activation: 0..1 scores are activation(scale * raw + shift);
+    # raw scores stay the model's logits. Set by load_scorer from the model's folder.
+    calibration: tuple[float, float] | None = None
 
     def __init__(
         self,
@@ -75,17 +77,14 @@ class CrossEncoderScorer:
         if not checked:
             return np.zeros(0, dtype=np.float32)
         encoded = self.hf_tokenizer.encode_pairs(checked)
-        raw = run_batched(
+        raw: np.ndarray = run_batched(
             encoded,
             lambda batch: logits_to_raw(self._forward(batch)),
             self.batching,
             self.hf_tokenizer.pad_id,
             self.max_length,
         )
-        if self.calibration is None:
-            return raw
-        scale, shift = self.calibration
-        return (raw * np.float32(scale) + np.float32(shift)).astype(np.float32)
+        return raw
 
 
 class Embedder:

@@ -94,9 +94,13 @@ def query_token_limit(*scorers: object, doc_tokens: int | None = None) -> int | 
     return min(limits) if limits else None
 
 
-def apply_activation(raw: np.ndarray, activation: Activation) -> np.ndarray:
-    """Map raw scores to 0..1, float32."""
+def apply_activation(
+    raw: np.ndarray, activation: Activation, calibration: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Map raw scores to 0..1, float32 (``calibration``: ``(scale, shift)`` applied first)."""
     raw = np.asarray(raw, dtype=np.float32)
+    if calibration is not None:
+        raw = (raw * np.float32(calibration[0]) + np.float32(calibration[1])).astype(np.float32)
     if activation == "sigmoid":
         # Stable sigmoid: no overflow warnings for large negative logits.
         out = np.empty_like(raw)
