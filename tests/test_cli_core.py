@@ -279,6 +279,11 @@ def test_rerank_lines_end_only_at_newlines(tmp_path):
     result = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(text), "--json"])
     results = json.loads(result.stdout)["results"]
     assert len(results) == 2 and results[0]["index"] == 1
+    mac = tmp_path / "mac.txt"  # old Mac line ends: \r alone
+    mac.write_bytes(b"Paris is in France.\rFleas are insects.\rThe ocean is deep.\r")
+    result = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(mac), "--json"])
+    results = json.loads(result.stdout)["results"]
+    assert len(results) == 3 and results[0]["index"] == 1
 
 
 def test_rerank_says_on_stderr_when_the_query_was_cut(tmp_path):

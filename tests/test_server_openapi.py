@@ -52,3 +52,24 @@ def test_the_operations_page_names_only_real_flags_metrics_and_statuses() -> Non
     assert named and named - families == set()
     statuses = {int(code) for code in re.findall(r"^\| (\d{3}) \|", text, re.MULTILINE)}
     assert statuses == set(HTTP_STATUS.values()) - {500}
+
+
+def test_bounds_are_json_schema_keywords() -> None:
+    """Pydantic wrote a bound on an optional, validated integer as "ge" / "le", which JSON
+    Schema does not know: generated clients and validators lost the limits."""
+    document = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
+    found: list[str] = []
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            found.extend(f"{where}/{k}" for k in node if k in {"ge", "le", "gt", "lt"})
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for n, value in enumerate(node):
+                walk(value, f"{where}[{n}]")
+
+    walk(document, "")
+    assert found == []
+    timeout = document["components"]["schemas"]["V2RerankRequest"]["properties"]["timeout_ms"]
+    assert timeout["anyOf"][0]["minimum"] == 1

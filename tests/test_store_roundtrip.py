@@ -574,12 +574,28 @@ def test_a_write_analyses_only_the_documents_it_touched(
         assert [i for i, _ in after_delete] == [i for i, _ in fresh] != []
 
 
-@pytest.mark.parametrize("damage", ["doc_terms.npy", "doc_vocab.json", "keys.npy"])
-def test_damaged_saved_terms_mean_a_build_from_the_texts(tmp_path: Path, damage: str) -> None:
+def _shortened(path: Path) -> None:
+    np.save(path, np.load(path)[:-2])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda saved: (saved / "doc_terms.npy").write_bytes(b"\x93NUMPY garbage"),
+        lambda saved: (saved / "doc_vocab.json").write_bytes(b"\x93NUMPY garbage"),
+        lambda saved: (saved / "keys.npy").write_bytes(b"\x93NUMPY garbage"),
+        # Each file readable, together inconsistent: a KeyError on every write and search.
+        lambda saved: _shortened(saved / "keys.npy"),
+        lambda saved: _shortened(saved / "doc_offsets.npy"),
+        lambda saved: np.save(saved / "keys.npy", np.load(saved / "keys.npy").reshape(-1, 1)),
+        lambda saved: (saved / "doc_vocab.json").write_text('["x"]'),
+    ],
+)
+def test_damaged_saved_terms_mean_a_build_from_the_texts(tmp_path: Path, damage: Any) -> None:
     index = create_index("words", home=tmp_path, embedding_model=None)
     index.upsert([{"id": f"t{n}", "text": TOPICS[n % 8]} for n in range(12)])
     (saved,) = (index.path / "derived").glob("bm25-all.g*")
-    (saved / damage).write_bytes(b"\x93NUMPY garbage")
+    damage(saved)
     index.upsert([{"id": "t0", "text": "an active volcano spews lava"}])
     got, fresh = _bm25_scores(index, "lava", "*"), _fresh_bm25_scores(index, "lava", "*")
     assert [i for i, _ in got] == [i for i, _ in fresh] and got[0][0] == "t0"

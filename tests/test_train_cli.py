@@ -320,3 +320,20 @@ def test_beir_training_folders_are_read_as_eval_reads_them(
     _write_jsonl(beir / "queries.jsonl", [{"_id": i, "text": t} for i, t in queries])
     with pytest.raises(DataFormatError, match=named):
         load_collection(DataSpec(path=beir))
+
+
+def test_init_from_needs_a_head_and_frees_the_base_of_the_bert_only_check(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    """--init-from an encoder trained from a random head (its fit to the teacher is skipped);
+    with --init-from, --base only mines and teaches, so any encoder family does."""
+    from tiny_models import write_tiny_model
+
+    data = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
+    roberta = write_tiny_model(tmp_path / "roberta", "roberta", "encoder")
+    encoder = write_tiny_model(tmp_path / "encoder", "bert", "encoder")
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--base", str(roberta), "--init-from", str(encoder)])
+    assert isinstance(result.exception, InvalidInputError), result.exception
+    said = str(result.exception)
+    assert said.startswith(f"--init-from {str(encoder)!r} is not a cross-encoder"), said

@@ -302,16 +302,21 @@ class Reranker:
         budget = max(1, self.scorer.doc_token_budget(query))
         # Tokens a document can be read to: one window, or max_chunks windows (each within one
         # budget of the last). max_tokens_per_doc is how far to read, as Cohere reads that many:
-        # windows as many as that takes (16 overlapping ones stopped at ~1,568 of 2,048).
+        # as many windows as that takes (16 overlapping ones stopped at ~1,568 of 2,048), unless
+        # the caller set its own max_chunks, which stays a bound (a client's cost limit).
         reach = budget * (chunking.max_chunks if chunking.enabled else 1)
         if max_tokens_per_doc is not None:
             if not is_int(max_tokens_per_doc, at_least=1):
                 raise InvalidInputError(
                     f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
                 )
-            reach = int(max_tokens_per_doc) if chunking.enabled else min(reach, max_tokens_per_doc)
-            needed = _windows_to_cover(reach, budget, chunking)
-            chunking = dataclasses.replace(chunking, max_chunks=max(chunking.max_chunks, needed))
+            reach = min(reach, int(max_tokens_per_doc))
+            if chunking.enabled and chunking.max_chunks == self.chunking.max_chunks:
+                reach = int(max_tokens_per_doc)
+                needed = _windows_to_cover(reach, budget, chunking)
+                chunking = dataclasses.replace(
+                    chunking, max_chunks=max(chunking.max_chunks, needed)
+                )
         tokenizer = self.scorer.tokenizer
         return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]
 

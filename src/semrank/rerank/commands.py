@@ -34,9 +34,10 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data, None
-    # Lines end at \n (\r\n too): str.splitlines also breaks at form feeds, U+0085 and U+2028,
-    # which JSON strings and pdftotext output hold, and would misnumber every later document.
-    rows = (line.removesuffix("\r") for line in text.split("\n"))
+    # Lines end at \n, \r\n or \r (old Mac files): str.splitlines also breaks at form feeds,
+    # U+0085 and U+2028, which JSON strings and pdftotext output hold, and would misnumber every
+    # later document.
+    rows = re.split(r"\r\n|\r|\n", text)
     lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
     numbers = [number for number, _line in lines]
     looks_json = lines and all(_looks_like_json(line) for _number, line in lines)

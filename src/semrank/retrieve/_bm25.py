@@ -193,14 +193,19 @@ class DocTokens:
         terms = np.load(directory / cls.FILES[0])
         offsets = np.load(directory / cls.FILES[1])
         vocab = json.loads((directory / cls.FILES[2]).read_text("utf-8"))
-        tokens = cls(terms.astype(np.int32), offsets.astype(np.int64), tuple(vocab))
-        if (
-            offsets[0] != 0
-            or offsets[-1] != len(terms)
-            or (terms.size and terms.max() >= len(vocab))
-        ):
+        consistent = (
+            terms.ndim == 1
+            and offsets.ndim == 1
+            and len(offsets) >= 1
+            and offsets[0] == 0
+            and offsets[-1] == len(terms)
+            and bool(np.all(np.diff(offsets) >= 0))
+            and isinstance(vocab, list)
+            and (terms.size == 0 or 0 <= int(terms.min()) <= int(terms.max()) < len(vocab))
+        )
+        if not consistent:
             raise ValueError(f"damaged term files in {directory}")
-        return tokens
+        return cls(terms.astype(np.int32), offsets.astype(np.int64), tuple(vocab))
 
 
 class BM25Index:

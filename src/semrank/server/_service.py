@@ -201,8 +201,9 @@ def _check_complete(results: list[Any], engine: ModelEngine) -> None:
         windows = max(r.num_chunks for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
         fix = (
-            "allow truncation, or raise max_tokens_per_doc (as many windows are read as it "
-            "takes) or chunking.max_chunks (max_chunks_per_doc)"
+            "allow truncation, or raise max_tokens_per_doc (read in as many windows as it "
+            "takes) or chunking.max_chunks (max_chunks_per_doc), whichever this request set; "
+            "a max_chunks it set bounds the windows whatever max_tokens_per_doc says"
             if windows > 1
             else "allow truncation, or enable chunking (or raise max_tokens_per_doc if set)"
         )

@@ -25,6 +25,10 @@ from pydantic import (
 Document = str | dict[str, Any]
 
 
+# Longest deadline a request may ask for: a day (larger values overflow the clock arithmetic).
+MAX_TIMEOUT_MS = 86_400_000
+
+
 def _not_bool(value: object) -> object:
     # JSON's true would otherwise pass as the integer 1 (pydantic's lax mode).
     if isinstance(value, bool):
@@ -39,11 +43,15 @@ def _not_bool_number(value: object) -> object:
 
 
 Count = Annotated[int, BeforeValidator(_not_bool)]
+# Bounds inside the type, not on an optional field: pydantic writes a Field's ge / le on
+# "X | None" as "ge" / "le" keys in the OpenAPI document, which JSON Schema does not know.
+# (The bounds before the validator: after it, they are written as "ge" too.)
+PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]
+NonNegativeCount = Annotated[int, Field(ge=0), BeforeValidator(_not_bool)]
+TimeoutMs = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS), BeforeValidator(_not_bool)]
+PageSize = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_not_bool)]
 Number = Annotated[float, BeforeValidator(_not_bool_number)]
 Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake
-
-# Longest deadline a request may ask for: a day (larger values overflow the clock arithmetic).
-MAX_TIMEOUT_MS = 86_400_000
 
 
 class _Schema(BaseModel):
@@ -54,15 +62,16 @@ class ChunkingOptions(_Schema):
     """How documents longer than the model's window are read (omitted fields: server defaults)."""
 
     enabled: Flag | None = Field(None, description="false truncates instead of chunking")
-    overlap_tokens: Count | None = Field(None, ge=0, description="overlap of consecutive chunks")
+    overlap_tokens: NonNegativeCount | None = Field(
+        None, description="overlap of consecutive chunks"
+    )
     aggregation: Literal["max", "mean", "topk_mean"] | None = Field(
         None, description="how chunk scores become the document's score"
     )
-    top_k: Count | None = Field(None, ge=1, description="chunks averaged by topk_mean")
-    max_chunks: Count | None = Field(None, ge=1, description="chunks read per document at most")
-    heading_tokens: Count | None = Field(
+    top_k: PositiveCount | None = Field(None, description="chunks averaged by topk_mean")
+    max_chunks: PositiveCount | None = Field(None, description="chunks read per document at most")
+    heading_tokens: NonNegativeCount | None = Field(
         None,
-        ge=0,
         description="a first line this short is read again before every chunk (0: never)",
     )
 
@@ -79,10 +88,8 @@ class SemrankOptions(_Schema):
         None, description="true/false or chunking options; default: the model's chunking"
     )
     raw_scores: Flag = Field(False, description="raw model scores instead of 0..1 relevance")
-    timeout_ms: Count | None = Field(
+    timeout_ms: TimeoutMs | None = Field(
         None,
-        ge=1,
-        le=MAX_TIMEOUT_MS,
         description="deadline for this request (default: the server's)",
     )
     fail_open: Flag | None = Field(
@@ -123,10 +130,9 @@ class V2RerankRequest(SemrankOptions):
     model: str | None = Field(None, description="served model name (default: the first)")
     query: str = Field(min_length=1)
     documents: list[str] = Field(min_length=1)
-    top_n: Count | None = Field(None, ge=1)
-    max_tokens_per_doc: Count | None = Field(
+    top_n: PositiveCount | None = None
+    max_tokens_per_doc: PositiveCount | None = Field(
         None,
-        ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
     )
 
@@ -179,18 +185,17 @@ class V1RerankRequest(SemrankOptions):
     documents: list[Document] = Field(
         min_length=1, description="strings, or objects whose rank_fields (default 'text') hold text"
     )
-    top_n: Count | None = Field(None, ge=1)
-    top_k: Count | None = Field(None, ge=1, description="Voyage's name for top_n")
+    top_n: PositiveCount | None = None
+    top_k: PositiveCount | None = Field(None, description="Voyage's name for top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: Flag | None = Field(
         None, description="default false (the server's --return-documents makes it true)"
     )
-    max_chunks_per_doc: Count | None = Field(
-        None, ge=1, description="Cohere v1: chunks per document"
+    max_chunks_per_doc: PositiveCount | None = Field(
+        None, description="Cohere v1: chunks per document"
     )
-    max_tokens_per_doc: Count | None = Field(
+    max_tokens_per_doc: PositiveCount | None = Field(
         None,
-        ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
     )
     truncation: Flag | None = Field(
@@ -285,7 +290,7 @@ class TeiRank(ResultFacts, _TeiScored):
 class BatchQuery(_Schema):
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
-    top_n: Count | None = Field(None, ge=1)
+    top_n: PositiveCount | None = None
     min_score: Number | None = Field(None, allow_inf_nan=False)
 
 
@@ -294,12 +299,11 @@ class BatchRerankRequest(SemrankOptions):
 
     model: str | None = None
     queries: list[BatchQuery] = Field(min_length=1)
-    top_n: Count | None = Field(None, ge=1, description="default for queries without top_n")
+    top_n: PositiveCount | None = Field(None, description="default for queries without top_n")
     rank_fields: list[str] | None = Field(None, min_length=1)
     return_documents: Flag = False
-    max_tokens_per_doc: Count | None = Field(
+    max_tokens_per_doc: PositiveCount | None = Field(
         None,
-        ge=1,
         description="read at most this many tokens of each document (in the model's windows)",
     )
 
@@ -395,9 +399,9 @@ class SearchRequest(_Strict):
         description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) or a "
         "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
     )
-    size: Count = Field(10, ge=1, le=10_000)
+    size: PageSize = 10
     return_documents: Flag = True
-    timeout_ms: Count | None = Field(None, ge=1, le=MAX_TIMEOUT_MS)
+    timeout_ms: TimeoutMs | None = None
 
 
 class SearchHit(_Schema):

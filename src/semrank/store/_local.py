@@ -478,31 +478,42 @@ class LocalStore(Store):
         """``(pks, ids, analysed terms)`` of every row in pk order. The terms of rows not
         written since the last saved index of this history are taken from its files: only
         the rows a write touched are analysed again."""
-        column = "text" if field == ALL_TEXT_FIELDS else "doc"
+        rows = list(self.db.iter_rows(conn, "pk, id"))
+        keys = np.array([pk for pk, _ in rows], dtype=np.int64)
+        ids = [doc_id for _, doc_id in rows]
         saved = self._saved_tokens(conn, kind)
-        written_after = None if saved is None else saved[0]
+        if saved is not None:
+            try:
+                return keys, ids, self._updated_tokens(conn, field, keys, saved)
+            except (KeyError, IndexError, ValueError, TypeError):
+                pass  # saved files that do not agree with each other: analyse every row
+        return keys, ids, self._analysed(conn, field, None)[1]
+
+    def _analysed(
+        self, conn: Any, field: str, written_after: int | None
+    ) -> tuple[list[int], DocTokens]:
+        """``(pks, terms)`` of the rows written after ``written_after`` (None: every row)."""
+        column = "text" if field == ALL_TEXT_FIELDS else "doc"
         fresh = list(self.db.iter_rows(conn, f"pk, {column}", written_after=written_after))
         texts = [
             t if field == ALL_TEXT_FIELDS else self.text_of(json.loads(t), field) for _, t in fresh
         ]
-        analysed = DocTokens.analyse(texts, self.settings.bm25)
-        if saved is None:
-            rows = [(pk, doc_id) for pk, doc_id in self.db.iter_rows(conn, "pk, id")]
-            keys = np.array([pk for pk, _ in rows], dtype=np.int64)
-            return keys, [doc_id for _, doc_id in rows], analysed
-        _, old_keys, old_tokens = saved
-        rows = list(self.db.iter_rows(conn, "pk, id"))
-        keys = np.array([pk for pk, _ in rows], dtype=np.int64)
-        new_at = {pk: n for n, (pk, _) in enumerate(fresh)}
-        old_at = {int(pk): n for n, pk in enumerate(old_keys)}
-        sources = [
-            (pk in new_at, new_at[pk] if pk in new_at else old_at[pk]) for pk in keys.tolist()
-        ]
-        return (
-            keys,
-            [doc_id for _, doc_id in rows],
-            DocTokens.combine(old_tokens, analysed, sources),
-        )
+        return [pk for pk, _ in fresh], DocTokens.analyse(texts, self.settings.bm25)
+
+    def _updated_tokens(
+        self, conn: Any, field: str, keys: np.ndarray, saved: tuple[int, np.ndarray, DocTokens]
+    ) -> DocTokens:
+        """The saved terms with the rows written since analysed again, in ``keys`` order."""
+        generation, old_keys, old_tokens = saved
+        if old_keys.ndim != 1 or len(old_keys) != len(old_tokens):
+            raise ValueError("saved keys and terms disagree")
+        fresh_keys, analysed = self._analysed(conn, field, generation)
+        new_at = {pk: n for n, pk in enumerate(fresh_keys)}
+        old_at = {int(pk): n for n, pk in enumerate(old_keys.tolist())}
+        sources = [(pk in new_at, new_at.get(pk, old_at.get(pk))) for pk in keys.tolist()]
+        if any(at is None for _, at in sources):  # a row the saved index should hold does not
+            raise KeyError("saved index misses an unwritten row")
+        return DocTokens.combine(old_tokens, analysed, sources)  # type: ignore[arg-type]
 
     def _saved_tokens(self, conn: Any, kind: str) -> tuple[int, np.ndarray, DocTokens] | None:
         """``(generation, pks, terms)`` of the last saved BM25 index of ``kind`` if these

@@ -630,8 +630,7 @@ def _fresh_start(
     state = RunState()
     if config.init_from is not None:
         log.info("starting from the cross-encoder in %s", config.init_from)
-        return state
-    if config.architecture not in ("gated", "bi"):
+    elif config.architecture not in ("gated", "bi"):
         fit = fit_head_to_teacher(
             model,
             tokenizer,
@@ -789,6 +788,9 @@ def _final_export(
     best = config.output / "best"
     if not (best / "config.json").is_file():  # removed by hand since validation kept it
         log.warning("%s is missing; the last model is exported there", best)
+        latest = state.history[-1] if state.history else {}
+        state.best_step = state.step  # its record names the model it now holds
+        state.best_val = float(latest.get("val_ndcg10", state.best_val))
         _export(model, tokenizer, config, state, best, teacher_val)
     if config.export_onnx and config.architecture != "bi":  # the runtime exports bi-encoders
         from semrank.train._model import _export_onnx

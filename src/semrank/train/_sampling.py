@@ -49,8 +49,18 @@ class GroupSampler:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        orders = [np.array(o) for o in state["orders"]]
+        sizes = [len(c.groups) for c in self.collections]
+        if len(orders) != len(sizes) or any(
+            len(o) and int(o.max()) >= size for o, size in zip(orders, sizes, strict=False)
+        ):
+            raise InvalidInputError(
+                "--resume: the checkpoint was saved over other training queries than these (a "
+                "run from before validation queries were left out of every --data source); "
+                "name a new folder, with --init-from its best model to start from it"
+            )
         self.rng.bit_generator.state = state["rng"]
-        self.orders = [np.array(o) for o in state["orders"]]
+        self.orders = orders
         self.positions = list(state["positions"])
         self.epochs = list(state["epochs"])
 

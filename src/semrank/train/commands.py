@@ -11,35 +11,43 @@ import typer
 from semrank.errors import InvalidInputError
 
 
-def _base_directory(base: str | None) -> Path:
+def _base_directory(base: str | None, *, new_head: bool = True) -> Path:
     """A local encoder folder, or a catalog name resolved by ``semrank.models``: the encoder a
-    new head goes on, and the bi-encoder that mines negatives and teaches."""
+    new head goes on (``new_head``: no --init-from), and the bi-encoder that mines negatives and
+    teaches."""
     if base and Path(base).expanduser().is_dir():
         folder = Path(base).expanduser()
     else:
         from semrank.models import resolve, resolve_embedding_model
 
         folder = (resolve(base) if base else resolve_embedding_model()).path
-    _check_base(folder, base)
+    if (folder / "blend.json").is_file():
+        raise InvalidInputError(
+            f"--base {base!r} is a blend of models, not an encoder; to continue from its "
+            f"cross-encoder, give --init-from {folder / 'cross-encoder'}"
+        )
+    if new_head:  # with --init-from the base only mines and teaches: any encoder does
+        _check_head_base(folder, base)
     return folder
 
 
-def _check_base(folder: Path, named: str | None) -> None:
-    """A cross-encoder given as --base lost its head (a new one was fitted) and mined with its
-    own encoder; a blend folder or a non-BERT encoder failed with a traceback after mining."""
+def _model_config(folder: Path, option: str, named: str | None) -> dict[str, Any]:
     import json
 
-    if (folder / "blend.json").is_file():
-        raise InvalidInputError(
-            f"--base {named!r} is a blend of models, not an encoder; to continue from its "
-            f"cross-encoder, give --init-from {folder / 'cross-encoder'}"
-        )
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InvalidInputError(
-            f"--base {named!r}: cannot read {folder}/config.json ({error})"
+            f"{option} {named!r}: cannot read {folder}/config.json ({error})"
         ) from None
+    return config if isinstance(config, dict) else {}
+
+
+def _check_head_base(folder: Path, named: str | None) -> None:
+    """A cross-encoder given as --base lost its head (a new one was fitted) and mined with its
+    own encoder; a non-BERT encoder failed with a traceback after mining (the head fit reads
+    BERT's pooler)."""
+    config = _model_config(folder, "--base", named)
     architectures = config.get("architectures") or []
     if config.get("model_type") == "bert" and any(
         str(a).endswith("ForSequenceClassification") for a in architectures
@@ -51,7 +59,8 @@ def _check_base(folder: Path, named: str | None) -> None:
     if config.get("model_type") not in ("bert", "semrank_gated_bert"):
         raise InvalidInputError(
             f"--base {named!r} is a {config.get('model_type')!r} model; semrank train starts from "
-            "BERT-family encoders (MiniLM, BERT, TinyBERT; other families only load for scoring)"
+            "BERT-family encoders for a new head (MiniLM, BERT, TinyBERT); --init-from a "
+            "cross-encoder of another family trains it, with any encoder as --base to mine"
         )
 
 
@@ -136,7 +145,7 @@ def train_command(
         raise InvalidInputError(f"--data path not found: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TrainConfig(
-        base=_base_directory(base),
+        base=_base_directory(base, new_head=init_from is None),
         data=specs,
         output=output.expanduser(),
         max_steps=max_steps,
@@ -164,6 +173,19 @@ def train_command(
     typer.echo(str(train(config, resume=resume)))
 
 
+def _require_cross_encoder(folder: Path, named: str) -> None:
+    """--init-from keeps the model's head: an encoder without one trained from a random head
+    (its fit to the teacher is skipped)."""
+    config = _model_config(folder, "--init-from", named)
+    architectures = [str(a) for a in config.get("architectures") or []]
+    gated = config.get("model_type") == "semrank_gated_bert"
+    if not gated and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise InvalidInputError(
+            f"--init-from {named!r} is not a cross-encoder (architectures {architectures}); "
+            "give an earlier run's best/ folder, or pass this encoder as --base for a new head"
+        )
+
+
 def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> dict[str, Any]:
     from semrank.train import parse_teacher_encoder
 
@@ -173,6 +195,7 @@ def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> 
         # No weight: a ':' in the folder's own name stays part of it.
         folder = Path(init_from).expanduser()
         parse_teacher_encoder(f"{folder}:1", what="--init-from", expected=expected)
+        _require_cross_encoder(folder, init_from)
         options["init_from"] = folder
     if teacher_model is not None:
         folder, weight = parse_teacher_encoder(
