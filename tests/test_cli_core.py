@@ -254,6 +254,9 @@ def test_rerank_takes_a_backend_and_cascade_keep_zero_means_off(tmp_path):
     assert "--cascade-keep must be 0 (off)" in str(bad.exception)
     bad = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--backend", "tpu"])
     assert "unknown backend 'tpu'" in str(bad.exception)
+    from semrank.errors import exit_code_for
+
+    assert exit_code_for(bad.exception) == 2  # a flag the user gave (it was 3: "machine lacks")
 
 
 def test_help_shows_whole_option_names_in_80_columns():

@@ -62,3 +62,39 @@ def test_four_runs_in_one_json_object(index_home: Path):
          "--retriever", "bm25,hybrid+rerank"],
     )  # fmt: skip
     assert table.exit_code == 0 and "hybrid+rerank" in table.stdout and "paired" in table.stdout
+
+
+def test_an_inline_tree_with_commas_is_one_retriever():
+    """The list was split at every comma: a valid inline JSON tree was refused as not JSON."""
+    tree = json.dumps(
+        {"rrf": {"retrievers": [{"standard": {"query": {"match": {"title": "a, b"}}}}, "x"]}}
+    )
+    assert split_retrievers(f"bm25,{tree}, dense") == ["bm25", tree, "dense"]
+
+
+def test_an_inline_tree_is_evaluated_beside_bm25(index_home: Path):
+    queries = index_home / "queries.tsv"
+    queries.write_text("q1\thow long do adult fleas live\n")
+    qrels = index_home / "qrels.txt"
+    qrels.write_text("q1 0 d1 2\n")
+    standard = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    title = {"standard": {"query": {"match": {"title": "{{query}}"}}}}
+    tree = json.dumps({"rrf": {"retrievers": [standard, title], "rank_constant": 60}})
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json",
+         "--retriever", f"bm25,{tree}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)) == ["bm25", tree]
+
+
+def test_a_model_without_rerank_on_an_index_names_the_flag_that_turns_it_on(index_home: Path):
+    queries = index_home / "queries.tsv"
+    queries.write_text("q1\thow long do adult fleas live\n")
+    qrels = index_home / "qrels.txt"
+    qrels.write_text("q1 0 d1 2\n")
+    args = ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels)]
+    result = CliRunner().invoke(app, [*args, "--model", "semrank-minilm-l6"])
+    assert isinstance(result.exception, InvalidInputError)
+    assert "add --rerank" in str(result.exception)

@@ -155,3 +155,24 @@ def test_depth_curve_includes_the_depth_re_ranked() -> None:
     """A depth of 30 or 5 was on no curve (the report showed nothing at the depth it used)."""
     outcome = score_candidates(LISTS, word_overlap, depth=4)
     assert list(depth_curve(LISTS, outcome, QRELS, ["RR@10"], depths=(1, 2, 10))) == [1, 2, 4]
+
+
+def test_the_per_query_plot_of_many_queries_stays_a_readable_size(tmp_path: Path) -> None:
+    """A bar per query made a 67,320-pixel-wide image for 3,400 queries."""
+    import struct
+
+    from semrank.eval.metrics import Evaluation
+
+    rng = np.random.default_rng(0)
+    queries = [f"q{n}" for n in range(3000)]
+    before = {q: float(v) for q, v in zip(queries, rng.random(3000), strict=True)}
+    after = {q: float(v) for q, v in zip(queries, rng.random(3000), strict=True)}
+    data = ReportData(
+        title="many",
+        first_stage=Evaluation(run_name="a", aggregate={"AP": 0.5}, per_query={"AP": before}),
+        reranked=Evaluation(run_name="b", aggregate={"AP": 0.5}, per_query={"AP": after}),
+    )
+    write_report(data, tmp_path)
+    header = (tmp_path / DELTA_PLOT).read_bytes()[:24]
+    width, height = struct.unpack(">II", header[16:24])  # the PNG's IHDR
+    assert width <= 4000 and height < 1000

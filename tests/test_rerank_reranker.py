@@ -256,7 +256,13 @@ def test_max_tokens_per_doc_is_how_far_a_document_is_read(reranker: Reranker) ->
     assert asked.chunk is not None and asked.chunk.end == len(document)
     (short,) = reranker.rerank("aardvark", [document], max_tokens_per_doc=300)
     assert short.truncated and short.num_chunks < default.num_chunks
-    # A max_chunks the caller set stays a bound (Cohere v1's max_chunks_per_doc: a cost limit).
-    bounded = ChunkingConfig(max_chunks=2)
-    (capped,) = reranker.rerank("aardvark", [document], max_tokens_per_doc=total, chunking=bounded)
-    assert capped.truncated and capped.num_chunks == 2
+    # A ChunkingConfig given is taken as it is: its max_chunks a bound (a client's cost limit),
+    # the default's 16 too.
+    for bound in (2, 16):
+        (capped,) = reranker.rerank(
+            "aardvark",
+            [document],
+            max_tokens_per_doc=total,
+            chunking=ChunkingConfig(max_chunks=bound),
+        )
+        assert capped.truncated and capped.num_chunks == bound

@@ -751,3 +751,23 @@ async def test_a_served_trained_model_answers_with_its_calibrated_scores(
     assert [got[0], got[1]] == pytest.approx(reranker.score("apple", docs).tolist(), abs=1e-5)
     raw = reranker.score("apple", docs, raw=True)
     assert got[0] == pytest.approx(float(1 / (1 + np.exp(-(3.0 * raw[0] + 2.0)))), abs=1e-5)
+
+
+async def test_max_tokens_per_doc_reads_on_unless_the_request_bounds_the_windows(
+    reranker: Any,
+) -> None:
+    """A request's own max_chunks_per_doc bounds the windows whatever its value (16, the
+    default, was taken for "not set", so 16 read more than 17); without one, the windows follow
+    max_tokens_per_doc, also beside other chunking options."""
+    document = " ".join(f"w{n % 97}" for n in range(2400)) + " fleas bite"
+    total = reranker.scorer.tokenizer.count_tokens(document)
+    base = {"query": "do fleas bite", "documents": [document], "max_tokens_per_doc": total + 5}
+    async with serving(reranker) as (_, client):
+        free = await client.post("/v1/rerank", json=base)
+        sixteen = await client.post("/v1/rerank", json={**base, "max_chunks_per_doc": 16})
+        seventeen = await client.post("/v1/rerank", json={**base, "max_chunks_per_doc": 17})
+        options = await client.post("/v2/rerank", json={**base, "chunking": {"aggregation": "max"}})
+    facts = [r.json()["results"][0] for r in (free, sixteen, seventeen, options)]
+    assert not facts[0]["truncated"] and facts[0]["num_chunks"] > 17
+    assert [f["num_chunks"] for f in facts[1:3]] == [16, 17] and facts[1]["truncated"]
+    assert not facts[3]["truncated"] and facts[3]["num_chunks"] == facts[0]["num_chunks"]

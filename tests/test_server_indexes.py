@@ -338,3 +338,24 @@ async def test_a_query_cut_to_fit_the_reranker_is_said_on_search(client: httpx.A
     assert response.headers["x-semrank-warning"] == warning
     short = await client.post("/v1/indexes/docs/search", json={**body, "query": "do fleas bite"})
     assert "warnings" not in short.json() and "x-semrank-warning" not in short.headers
+
+
+async def test_a_rerank_shorthand_fits_a_low_document_limit(reranker: Any, tmp_path: Path) -> None:
+    """Under --max-documents 5, "bm25+rerank" re-ranked its usual 100 and was refused whatever
+    the size, pointing at a rank_window_size a shorthand does not have."""
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), max_documents=5)
+    app = create_app(config, rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await _make_index(client)
+            body = {"query": "fleas", "retriever": "bm25+rerank", "size": 3}
+            found = await client.post("/v1/indexes/docs/search", json=body)
+            too_many = await client.post("/v1/indexes/docs/search", json={**body, "size": 6})
+    forget_open_indexes()
+    assert found.status_code == 200, found.text
+    assert found.json()["hits"][0]["rerank_score"] is not None
+    assert too_many.status_code == 413 and "at most 5 hits" in too_many.json()["error"]

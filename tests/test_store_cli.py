@@ -450,3 +450,15 @@ def test_search_reranks_with_the_backend_asked_for(tmp_path: Path, beir: Path) -
     with pytest.raises(BackendUnavailableError, match="unknown backend 'no-such-backend'"):
         run("search", "mini", "moon", "--retriever", tree, "--backend", "no-such-backend",
             "--home", home)  # fmt: skip
+
+
+def test_answering_no_to_drop_keeps_the_index_and_exits_0(tmp_path: Path, beir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    home = str(tmp_path / "home")
+    run("index", "create", "keep", "--from", str(beir), "--home", home, "--no-dense")
+    answered = CliRunner().invoke(app, ["index", "drop", "keep", "--home", home], input="n\n")
+    assert answered.exit_code == 0 and "not dropped" in answered.output  # 1 is "a bug"
+    assert "keep" in run("index", "list", "--home", home)

@@ -605,7 +605,7 @@ def test_damaged_saved_terms_mean_a_build_from_the_texts(tmp_path: Path, damage:
 def test_an_embedding_model_changed_in_place_is_refused(tmp_path: Path) -> None:
     """Stored vectors kept only their dimension: a model folder retrained in place gave
     queries from the new model against documents from the old one, silently."""
-    from semrank.errors import ModelLoadError
+    from semrank.errors import IndexModelChangedError, exit_code_for
     from tiny_models import write_tiny_model
 
     model = write_tiny_model(tmp_path / "embedder", "bert", "encoder", seed=0)
@@ -616,6 +616,20 @@ def test_an_embedding_model_changed_in_place_is_refused(tmp_path: Path) -> None:
         assert len(same.search_vector(same.embed_queries(["cats"])[0], k=3)) == 3
     write_tiny_model(model, "bert", "encoder", seed=1)  # retrained in place
     with open_index("probed", home=tmp_path) as changed:
-        with pytest.raises(ModelLoadError, match="no longer embeds text as it did") as refused:
+        with pytest.raises(
+            IndexModelChangedError, match="no longer embeds text as it did"
+        ) as refused:
             changed.embed_queries(["cats"])
         assert "build the index again" in str(refused.value)
+    # The CLI refuses an ingest before marking the index (a mark no retry could clear).
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    more = tmp_path / "more.jsonl"
+    more.write_text('{"id": "owl", "text": "owls hunt at night"}\n')
+    added = CliRunner().invoke(app, ["index", "add", "probed", str(more), "--home", str(tmp_path)])
+    assert isinstance(added.exception, IndexModelChangedError)
+    assert exit_code_for(added.exception) == 2  # the user's to fix, not a bug (1)
+    with open_index("probed", home=tmp_path) as after:
+        assert after.unfinished_note() is None and len(after) == len(DOCS)

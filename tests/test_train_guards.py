@@ -279,3 +279,25 @@ def test_a_run_resumed_from_elsewhere_with_its_paths_spelled_otherwise_is_the_sa
     other = _config(tiny_base, work / "pairs.jsonl", work / "run", max_steps=4, lr=1e-3)
     with pytest.raises(InvalidInputError, match="lr"):  # a real change is still refused
         train(other, resume=True)
+
+
+def test_training_continues_from_semranks_int8_cross_encoder_as_it_scores() -> None:
+    """transformers read the shipped cross-encoder's int8 tensors as unknown and left every
+    weight random: --init-from it (which the --base refusal recommends) trained from noise."""
+    import torch
+
+    from semrank import Reranker
+    from semrank.models import resolve
+    from semrank.train._evaluate import score_pairs
+    from semrank.train._model import build_cross_encoder
+
+    folder = resolve("semrank-minilm-l6").path / "cross-encoder"
+    model, tokenizer = build_cross_encoder(folder)
+    docs = ["Fleas feed on the blood of mammals.", "Paris is the capital of France."]
+    with torch.no_grad():
+        trained = score_pairs(
+            model, tokenizer, [("what do fleas eat", d) for d in docs], max_length=128
+        )
+    served = Reranker(str(folder), backend="onnx").score("what do fleas eat", docs, raw=True)
+    np.testing.assert_allclose(trained, served, atol=0.15)  # bf16 autocast in score_pairs
+    assert trained[0] > trained[1] + 3

@@ -56,6 +56,13 @@ class BackendUnavailableError(SemrankError):
     error_type = "backend_unavailable"
 
 
+class UnknownBackendError(InvalidInputError, BackendUnavailableError):
+    """A backend or device name semrank does not know: the caller's input (422, exit status 2),
+    still caught as a ``BackendUnavailableError``."""
+
+    error_type = "invalid_input"
+
+
 class IndexNotFoundError(SemrankError, LookupError):
     """A named index does not exist."""
 
@@ -66,6 +73,13 @@ class IndexExistsError(SemrankError):
     """An index with that name already exists."""
 
     error_type = "index_exists"
+
+
+class IndexModelChangedError(SemrankError):
+    """An index's embedding model no longer embeds as its stored vectors were made (its folder
+    was retrained or replaced in place): the index must be built again, or the model restored."""
+
+    error_type = "index_model_changed"
 
 
 class DataFormatError(SemrankError, ValueError):
@@ -126,6 +140,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     ModelNotFoundError: 404,
     IndexNotFoundError: 404,
     IndexExistsError: 409,
+    IndexModelChangedError: 409,
     AuthenticationError: 401,
     OverloadedError: 429,
     DeadlineExceededError: 504,

@@ -36,8 +36,11 @@ class Comparison:
 
 
 def split_retrievers(text: str) -> list[str]:
-    """``"bm25, dense,hybrid+rerank"`` -> the names, validated."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    """``"bm25, dense,hybrid+rerank"`` -> the names, validated (an inline JSON tree, commas
+    and all, is one name)."""
+    from semrank.eval.metrics import split_top_level
+
+    names = [part.strip() for part in split_top_level(text) if part.strip()]
     if not names:
         raise InvalidInputError(f"--retriever {text!r} names no retriever")
     if len(set(names)) != len(names):

@@ -37,6 +37,11 @@ def require_path(path: object, argument: str) -> Path:
 def open_text(path: Path | str) -> IO[str]:
     """Open ``path`` for reading text; gzip is recognised by its magic bytes, not the suffix."""
     path = require_path(path, "path")
+    if path.is_dir():
+        raise DataFormatError(
+            f"{path} is a folder; pass a file in it (e.g. {path / 'queries.jsonl'} or "
+            f"{path / 'qrels' / 'test.tsv'} of a BEIR folder)"
+        )
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file (check the path)")
     with path.open("rb") as probe:

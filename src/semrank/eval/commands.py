@@ -38,6 +38,9 @@ class _Results:
     comparisons: list[PairedComparison] = field(default_factory=list)
     outcome: RerankOutcome | None = None
     model_name: str | None = None
+    # Whether scores depend on the other documents re-ranked with them (pseudo-relevance
+    # feedback): the depth curve, read from the full-depth scores, is then approximate.
+    list_dependent: bool = False
 
 
 def eval_command(
@@ -129,7 +132,13 @@ def eval_command(
         )
         return
     if not do_rerank and (model is not None or backend is not None):
-        raise InvalidInputError("--model/--backend choose the re-ranker; drop them or --no-rerank")
+        fix = (
+            "with --index, re-ranking is off unless asked for: add --rerank (or use --retriever "
+            "bm25+rerank)"
+            if rerank is None
+            else "drop --no-rerank, or drop them"
+        )
+        raise InvalidInputError(f"--model/--backend choose the re-ranker; {fix}")
     if candidates is not None and retriever != DEFAULT_RETRIEVER:
         raise InvalidInputError(
             "--retriever goes with --index; a candidates file holds its first stage already"
@@ -367,6 +376,7 @@ def _evaluate(
 
     reranker = Reranker(model, backend=backend, feedback=feedback)
     results.model_name = reranker.name
+    results.list_dependent = reranker.feedback is not None
     pairs = sum(min(depth, len(c.hits)) for c in lists)
     with _progress(console, f"re-ranking with {reranker.name}", pairs) as advance:
         results.outcome = score_candidates(
@@ -586,6 +596,12 @@ def _write_report(
         details["re-ranker"] = results.model_name
         details["throughput"] = _throughput_line(results)
         curve = depth_curve(lists, results.outcome, judgments, names)
+        if results.list_dependent:
+            details["depth curve"] = (
+                "from the full-depth scores; with the model's pseudo-relevance feedback a "
+                "score depends on the documents re-ranked with it, so `--depth d` gives "
+                "slightly different values (or use --no-feedback)"
+            )
     data = ReportData(
         title="semrank evaluation",
         first_stage=results.evaluations[FIRST_STAGE],

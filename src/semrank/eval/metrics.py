@@ -194,18 +194,31 @@ def split_measure_names(values: Sequence[str] | None) -> list[str]:
     if not values:
         return list(DEFAULT_MEASURES)
     # Commas inside parentheses belong to parameters: RR(rel=2,judged_only=True)@10.
-    names: list[str] = []
-    for value in values:
-        depth, current = 0, ""
-        for char in value:
-            depth += (char == "(") - (char == ")")
-            if char == "," and depth == 0:
-                names.append(current)
-                current = ""
-            else:
-                current += char
-        names.append(current)
+    names = [name for value in values for name in split_top_level(value)]
     return [name.strip() for name in names if name.strip()]
+
+
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and JSON strings: ``RR(rel=2,x=1)@10``
+    and an inline retriever tree ``{"rrf": {"retrievers": [...]}}`` stay whole."""
+    parts, current, depth, quoted, escaped = [], "", 0, False, False
+    for char in text:
+        if quoted:
+            quoted = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            quoted = True
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "," and depth == 0 and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
 
 
 def _scored_run(rankings: Mapping[str, list[ScoredDoc]]) -> dict[str, dict[str, float]]:

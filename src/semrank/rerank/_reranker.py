@@ -172,7 +172,11 @@ class Reranker:
         require_flags(raw=raw)
         texts = document_texts(documents, rank_fields)
         outcome = self._score_groups(
-            [validate_query(query)], [texts], raw, max_tokens_per_doc, self._chunking(chunking)
+            [validate_query(query)],
+            [texts],
+            raw,
+            max_tokens_per_doc,
+            self._chunking(chunking, max_tokens_per_doc),
         )
         return outcome[0].scores
 
@@ -239,7 +243,11 @@ class Reranker:
             for docs, name in zip(documents, names, strict=True)
         ]
         groups = self._score_groups(
-            queries, texts, options.raw_scores, max_tokens_per_doc, self._chunking(chunking)
+            queries,
+            texts,
+            options.raw_scores,
+            max_tokens_per_doc,
+            self._chunking(chunking, max_tokens_per_doc),
         )
         return [
             _ranked(group, docs if options.return_documents else None, options.top_n,
@@ -247,8 +255,23 @@ class Reranker:
             for group, docs in zip(groups, documents, strict=True)
         ]  # fmt: skip
 
-    def _chunking(self, chunking: ChunkingConfig | bool | None) -> ChunkingConfig:
-        return _chunking_config(chunking, self.chunking)
+    def _chunking(
+        self, chunking: ChunkingConfig | bool | None, max_tokens_per_doc: int | None
+    ) -> ChunkingConfig:
+        """The call's chunking. With ``max_tokens_per_doc`` and the model's own chunking (none
+        given, or a bool), the windows follow the tokens asked for (Cohere reads that many: 16
+        overlapping windows stopped at ~1,568 of 2,048); a ``ChunkingConfig`` given is taken as
+        it is, its ``max_chunks`` a bound (a client's cost limit)."""
+        config = _chunking_config(chunking, self.chunking)
+        if max_tokens_per_doc is None or isinstance(chunking, ChunkingConfig):
+            return config
+        if not is_int(max_tokens_per_doc, at_least=1):
+            raise InvalidInputError(
+                f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
+            )
+        # The document is read no further than max_tokens_per_doc tokens, so this many windows
+        # (each reads at least one new token) always suffice.
+        return dataclasses.replace(config, max_chunks=max(config.max_chunks, max_tokens_per_doc))
 
     def _score_groups(
         self,
@@ -301,9 +324,8 @@ class Reranker:
     ) -> list[ReadPlan]:
         budget = max(1, self.scorer.doc_token_budget(query))
         # Tokens a document can be read to: one window, or max_chunks windows (each within one
-        # budget of the last). max_tokens_per_doc is how far to read, as Cohere reads that many:
-        # as many windows as that takes (16 overlapping ones stopped at ~1,568 of 2,048), unless
-        # the caller set its own max_chunks, which stays a bound (a client's cost limit).
+        # budget of the last); max_tokens_per_doc caps that (``_chunking`` lets the windows
+        # follow it where the caller did not bound them).
         reach = budget * (chunking.max_chunks if chunking.enabled else 1)
         if max_tokens_per_doc is not None:
             if not is_int(max_tokens_per_doc, at_least=1):
@@ -311,24 +333,8 @@ class Reranker:
                     f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
                 )
             reach = min(reach, int(max_tokens_per_doc))
-            if chunking.enabled and chunking.max_chunks == self.chunking.max_chunks:
-                reach = int(max_tokens_per_doc)
-                needed = _windows_to_cover(reach, budget, chunking)
-                chunking = dataclasses.replace(
-                    chunking, max_chunks=max(chunking.max_chunks, needed)
-                )
         tokenizer = self.scorer.tokenizer
         return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]
-
-
-def _windows_to_cover(tokens: int, budget: int, chunking: ChunkingConfig) -> int:
-    """Windows enough to read ``tokens`` of a document whatever its heading (a repeated
-    heading takes at most half a window; windows overlap by ``overlap_tokens``)."""
-    if tokens <= budget:
-        return 1
-    window = budget - min(chunking.heading_tokens, budget // 2)
-    stride = max(1, window - min(chunking.overlap_tokens, window // 2))
-    return 1 + math.ceil((tokens - budget) / stride)
 
 
 def _plan_head(

@@ -17,7 +17,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semrank.errors import BackendUnavailableError, InvalidInputError, ModelLoadError
+from semrank.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    ModelLoadError,
+    UnknownBackendError,
+)
 from semrank.runtime import _loaders
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
 from semrank.runtime._select import BackendChoice, choose_backend, detect_features
@@ -70,7 +75,7 @@ def load_onnxruntime_first() -> None:
 def _backend(backend: str | None) -> str:
     chosen = backend or "auto"
     if chosen not in BACKENDS:
-        raise BackendUnavailableError(
+        raise UnknownBackendError(
             f"unknown backend {chosen!r}; choose one of: {', '.join(BACKENDS)}"
         )
     return chosen
@@ -79,7 +84,7 @@ def _backend(backend: str | None) -> str:
 def _check_device(device: str | None) -> None:
     kind, _, number = (device or "cpu").partition(":")
     if kind not in ("cpu", "cuda", "mps") or (number and not number.isdigit()):
-        raise BackendUnavailableError(
+        raise UnknownBackendError(
             f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or (torch) 'mps'"
         )
 

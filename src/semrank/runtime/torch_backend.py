@@ -19,7 +19,12 @@ from semrank.runtime._weights import holds_int8, load_weights
 from semrank.runtime.base import BatchingConfig
 from semrank.runtime.tokenizer import load_tokenizer
 
-__all__ = ["load_torch_cross_encoder", "load_torch_embedder", "resolve_torch_device"]
+__all__ = [
+    "load_checkpoint",
+    "load_torch_cross_encoder",
+    "load_torch_embedder",
+    "resolve_torch_device",
+]
 
 
 def _import_torch() -> Any:
@@ -73,24 +78,11 @@ def _accepted_inputs(model: Any) -> set[str]:
 def _load(
     auto_class: str, model_dir: Path, device: str, fp16: bool = False, threads: int | None = None
 ) -> Any:
-    torch, transformers = _import_torch()
+    torch, _ = _import_torch()
     if threads is not None:
         # torch has one intra-op pool per process: the cap applies to every torch model in it.
         torch.set_num_threads(threads)
-    from semrank.runtime import torch_gated  # noqa: F401  (registers semrank's gated model)
-
-    auto = getattr(transformers, auto_class)
-    try:
-        if holds_int8(model_dir):
-            # transformers reads W.int8 / W.int8_scale as unknown tensors and leaves W random:
-            # semrank's own model scored at random on this backend.
-            model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
-        else:
-            model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
-    except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
-        raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
-    _require_every_weight(model_dir, info)
-    model = model.to(device).eval()
+    model = load_checkpoint(auto_class, model_dir).to(device).eval()
     if fp16:
         if not device.startswith("cuda"):
             raise BackendUnavailableError(
@@ -99,6 +91,27 @@ def _load(
         # fp16 halves memory traffic and runs on the tensor cores; outputs are cast back to
         # float32 in the forward.
         model = model.half()
+    return model
+
+
+def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
+    """The transformers model (``auto_class``, e.g. "AutoModelForSequenceClassification") of
+    ``model_dir`` on the CPU, semrank's int8 weights widened; a checkpoint that would leave a
+    weight at its random start is refused."""
+    torch, transformers = _import_torch()
+    from semrank.runtime import torch_gated  # noqa: F401  (registers semrank's gated model)
+
+    auto = getattr(transformers, auto_class)
+    try:
+        if holds_int8(model_dir):
+            # transformers reads W.int8 / W.int8_scale as unknown tensors and leaves W random:
+            # semrank's own model scored at random on this backend (and trained from random).
+            model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
+        else:
+            model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
+    except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
+        raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
+    _require_every_weight(model_dir, info)
     return model
 
 

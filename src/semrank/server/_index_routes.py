@@ -176,12 +176,13 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
 )
 async def search(name: str, body: SearchRequest, request: Request, response: Response) -> Any:
-    from semrank.pipeline import as_retriever, check_window
+    from semrank.pipeline import check_window
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
-    spec = _checked_spec(body.retriever, body.size, service.config.max_documents)
-    tree = _bind_models(as_retriever(spec, size=body.size), service)
+    limit = service.config.max_documents
+    spec = _checked_spec(body.retriever, body.size, limit)
+    tree = _bind_models(_shorthand_within(spec, body.size, limit), service)
     _check_reranked_documents(tree, service.config.max_documents)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
@@ -228,6 +229,19 @@ def _checked_spec(
             f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
         )
     return spec
+
+
+def _shorthand_within(spec: str | dict[str, Any] | None, size: int, limit: int) -> Any:
+    """The request's tree; a "+rerank" shorthand re-ranks its usual window (100, or ``size``
+    when larger) or the server's document limit, whichever is smaller (a shorthand has no
+    rank_window_size to lower: under --max-documents 100 it could never succeed)."""
+    from semrank.pipeline import as_retriever, build_retriever, parse_shorthand, rerank_window_for
+
+    shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
+    if shorthand is None or not shorthand.rerank:
+        return as_retriever(spec, size=size)
+    window = min(rerank_window_for(size), limit)
+    return build_retriever(shorthand.first_stage, rerank=True, window=window)
 
 
 def _where(request: Request) -> dict[str, Any]:

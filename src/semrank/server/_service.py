@@ -233,7 +233,8 @@ def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ..
         return ()
     return (
         f"the query is {count} tokens; model {engine.name!r} read its first {read} next to each "
-        "document (truncation: false refuses such a query instead)",
+        "document (a request that forbids truncation, Voyage's truncation: false or TEI's "
+        "truncate: false, is refused instead)",
     )
 
 

@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from semrank._process import process_start_time
-from semrank.errors import DataFormatError, IndexNotFoundError, InvalidInputError, ModelLoadError
+from semrank.errors import (
+    DataFormatError,
+    IndexModelChangedError,
+    IndexNotFoundError,
+    InvalidInputError,
+)
 from semrank.retrieve import (
     BM25Index,
     DocTokens,
@@ -222,7 +227,7 @@ class LocalStore(Store):
             now @ before / max(float(np.linalg.norm(now) * np.linalg.norm(before)), 1e-12)
         )
         if now.shape != before.shape or similarity < PROBE_MIN_COSINE:
-            raise ModelLoadError(
+            raise IndexModelChangedError(
                 f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
                 f"no longer embeds text as it did when the index's vectors were made (cosine "
                 f"{similarity:.4f} for a probe text): its files changed. Put the model back, or "

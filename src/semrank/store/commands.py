@@ -105,6 +105,8 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
     total = corpus.count() if total is None else total
+    if index.has_vectors:
+        _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     index.begin_ingest(source, id_field=corpus.id_field)
     with _progress_bar() as bar:
         task = bar.add_task(f"indexing {corpus.path.name}", total=total)
@@ -464,7 +466,9 @@ def drop(
         from semrank.store import redact_dsn as redact
 
         where = redact(store) if store and store != "local" else index_path(name, home)
-        typer.confirm(f"drop index {name!r} at {where}?", abort=True)
+        if not typer.confirm(f"drop index {name!r} at {where}?"):
+            typer.echo("not dropped", err=True)
+            return  # the answer asked for: nothing went wrong (exit status 0)
     drop_index(name, home=home, store=store)
     typer.echo(f"dropped {name!r}")
 

@@ -552,6 +552,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         _check_same_data(config, digest)
     collections, val, teacher_val = prepare_data(config, loaded)
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
+    if val is None and config.architecture != "bi":
+        log.warning(
+            "no validation split: no score calibration either (its 0..1 scores will be the "
+            "logits' sigmoid, which a ranking loss leaves offset); keep --val-queries above 0"
+        )
     model, tokenizer = build_cross_encoder(
         config.init_from or config.base, architecture=config.architecture
     )

@@ -30,13 +30,18 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     from transformers.utils import logging as hf_logging
 
     from semrank.runtime import torch_gated
+    from semrank.runtime.torch_backend import load_checkpoint
 
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    saved_type = json.loads((Path(base) / "config.json").read_text()).get("model_type")
-    if saved_type == torch_gated.MODEL_TYPE:
-        model = AutoModelForSequenceClassification.from_pretrained(str(base))
+    saved = json.loads((Path(base) / "config.json").read_text())
+    if saved.get("model_type") == torch_gated.MODEL_TYPE:
+        model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
         return model, torch_gated.use_pair_template(tokenizer)
+    if any(str(a).endswith("ForSequenceClassification") for a in saved.get("architectures") or []):
+        # A trained cross-encoder (--init-from, --teacher-model): every weight its own, semrank's
+        # int8 ones widened (transformers left them random: training started from noise).
+        return load_checkpoint("AutoModelForSequenceClassification", Path(base)), tokenizer
     if architecture in ("gated", "bi"):
         shut = architecture == "bi"
         model = torch_gated.from_bi_encoder(str(base), **({"gate_init": SHUT_GATE} if shut else {}))
