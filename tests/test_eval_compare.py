@@ -98,3 +98,25 @@ def test_a_model_without_rerank_on_an_index_names_the_flag_that_turns_it_on(inde
     result = CliRunner().invoke(app, [*args, "--model", "semrank-minilm-l6"])
     assert isinstance(result.exception, InvalidInputError)
     assert "add --rerank" in str(result.exception)
+
+
+def test_per_query_values_name_every_query_of_every_run(index_home: Path):
+    queries = index_home / "queries.tsv"
+    queries.write_text("q1\thow long do adult fleas live\nq2\tcapital city of france\n")
+    qrels = index_home / "qrels.txt"
+    qrels.write_text("q1 0 d1 2\nq1 0 d3 1\nq2 0 d2 1\n")
+    out = index_home / "out" / "per_query.tsv"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json",
+         "--retriever", "bm25,dense", "--measures", "RR@10", "--per-query", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["run", "measure", "query", "value"]
+    assert {(r[0], r[2]) for r in rows[1:]} == {
+        (run, q) for run in ("bm25", "dense") for q in ("q1", "q2")
+    }
+    means = json.loads(result.stdout)
+    bm25 = [float(r[3]) for r in rows[1:] if r[0] == "bm25"]
+    assert sum(bm25) / 2 == pytest.approx(means["bm25"]["RR@10"])

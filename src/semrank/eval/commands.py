@@ -85,6 +85,11 @@ def eval_command(
         False, "--json", help="Print one JSON object {run: {measure: value}}."
     ),
     run_out: Path | None = typer.Option(None, "--run-out", help="Write TREC run files here."),
+    per_query: Path | None = typer.Option(
+        None,
+        "--per-query",
+        help="Write every query's value (TSV: run, measure, query, value) to this file.",
+    ),
     report: Path | None = typer.Option(None, "--report", help="Write report.md with plots here."),
     home: Path | None = typer.Option(
         None,
@@ -106,6 +111,10 @@ def eval_command(
 
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
     _create_output_folders({"--run-out": run_out, "--report": report})
+    if per_query is not None:  # checked before minutes of evaluation, not after
+        if per_query.is_dir():
+            raise InvalidInputError(f"--per-query {per_query} is a folder; name a file in it")
+        _create_output_folders({"--per-query": per_query.parent})
     judgments = load_qrels(qrels)
     stderr = Console(stderr=True, markup=False)  # paths and names are shown as written
     do_rerank = rerank if rerank is not None else candidates is not None
@@ -127,6 +136,7 @@ def eval_command(
             feedback=feedback,
             as_json=as_json,
             run_out=run_out,
+            per_query=per_query,
             home=home,
             store=store,
         )
@@ -159,6 +169,8 @@ def eval_command(
     )
     if run_out is not None:
         _write_runs(results, run_out, stderr)
+    if per_query is not None:
+        _write_per_query(results.evaluations, per_query, stderr)
     if report is not None:
         _write_report(
             results,
@@ -403,6 +415,7 @@ def _compare_command(
     feedback: bool,
     as_json: bool,
     run_out: Path | None,
+    per_query: Path | None,
     home: Path | None,
     store: str | None,
 ) -> None:
@@ -435,6 +448,8 @@ def _compare_command(
         return reranked_run(lists, outcome.scores, name=RERANK_SUFFIX)
 
     result = compare_retrievers(runs, judgments, names, retrieve=retrieve, rerank=rerank)
+    if per_query is not None:
+        _write_per_query(result.evaluations, per_query, stderr)
     if run_out is not None:
         from semrank.eval.loaders import write_trec_run
 
@@ -514,6 +529,17 @@ def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[in
 
 def _finite(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Console) -> None:
+    """Every query's value of every measure of every run: which queries a re-ranker helped or
+    hurt (the report's plot shows the changes, not the queries)."""
+    rows = ["run\tmeasure\tquery\tvalue"]
+    for run, evaluation in evaluations.items():
+        for measure, values in evaluation.per_query.items():
+            rows += [f"{run}\t{measure}\t{query}\t{value:.6f}" for query, value in values.items()]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    console.print(f"wrote {path}")
 
 
 def _json_payload(results: _Results) -> dict[str, dict[str, float | None]]:
