@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -295,6 +296,8 @@ def test_rerank_json_has_both_runs_and_follows_the_model_scores(fixture_files) -
     candidates, qrels = fixture_files
     result = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--json")
     assert result.exit_code == 0, result.output
+    # Off a terminal (nohup, CI) progress is a line per tenth done, not nothing for minutes.
+    assert re.search(r"re-ranking with \S+: (\d+)/\1 \(100%\) after \d+ s", result.stderr)
     payload = json.loads(result.stdout)
     assert list(payload) == ["first_stage", "reranked"]
     assert payload["first_stage"]["nDCG@10"] == pytest.approx(EXPECTED_FIRST_STAGE["nDCG@10"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -500,9 +501,28 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
+def _progress_lines(console: Console, label: str, total: int) -> Callable[[int], None]:
+    started, done, shown = time.monotonic(), 0, 0
+
+    def advance(count: int) -> None:
+        nonlocal done, shown
+        done += count
+        tenth = 10 * done // max(total, 1)
+        if tenth > shown:
+            shown = tenth
+            elapsed = time.monotonic() - started
+            console.print(f"{label}: {done}/{total} ({10 * tenth}%) after {elapsed:.0f} s")
+
+    return advance
+
+
 @contextmanager
 def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``."""
+    """A rich progress bar on stderr (off a terminal, a line per tenth done: a log under nohup
+    or CI showed nothing for minutes); yields ``advance(n)``."""
+    if not console.is_terminal:
+        yield _progress_lines(console, label, total)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -522,7 +542,7 @@ def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[in
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
 
