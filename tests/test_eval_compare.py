@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -73,27 +74,13 @@ def test_an_inline_tree_with_commas_is_one_retriever():
 
 
 def test_an_inline_tree_is_evaluated_beside_bm25(index_home: Path):
-    queries = index_home / "queries.tsv"
-    queries.write_text("q1\thow long do adult fleas live\n")
-    qrels = index_home / "qrels.txt"
-    qrels.write_text("q1 0 d1 2\n")
-    standard = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
-    title = {"standard": {"query": {"match": {"title": "{{query}}"}}}}
-    tree = json.dumps({"rrf": {"retrievers": [standard, title], "rank_constant": 60}})
-    result = CliRunner().invoke(
-        app,
-        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json",
-         "--retriever", f"bm25,{tree}"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    tree = _rrf_tree(rank_constant=60)
+    result = _eval_one_query(index_home, "--retriever", f"bm25,{tree}")
     assert list(json.loads(result.stdout)) == ["bm25", tree]
 
 
 def test_a_model_without_rerank_on_an_index_names_the_flag_that_turns_it_on(index_home: Path):
-    queries = index_home / "queries.tsv"
-    queries.write_text("q1\thow long do adult fleas live\n")
-    qrels = index_home / "qrels.txt"
-    qrels.write_text("q1 0 d1 2\n")
+    queries, qrels = _one_query(index_home)
     args = ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels)]
     result = CliRunner().invoke(app, [*args, "--model", "semrank-minilm-l6"])
     assert isinstance(result.exception, InvalidInputError)
@@ -120,3 +107,48 @@ def test_per_query_values_name_every_query_of_every_run(index_home: Path):
     means = json.loads(result.stdout)
     bm25 = [float(r[3]) for r in rows[1:] if r[0] == "bm25"]
     assert sum(bm25) / 2 == pytest.approx(means["bm25"]["RR@10"])
+
+
+def test_inline_trees_get_short_names_for_files_and_rows(index_home: Path):
+    """A tree's text named its run file (too long: the run was lost after the evaluation) and
+    its newlines broke the per-query TSV."""
+    queries, qrels = _one_query(index_home)
+    tree = _rrf_tree(indent=2)
+    out = index_home / "runs"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json",
+         "--retriever", f"bm25,{tree}", "--run-out", str(out), "--per-query", str(out / "pq.tsv")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["bm25.trec", "pq.tsv", "tree1.trec"]
+    rows = (out / "pq.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 4 and all(len(r.split("\t")) == 4 for r in rows)
+    assert "tree1 = {" in result.stderr
+
+
+def test_one_inline_tree_with_rerank_is_re_ranked_by_the_command(index_home: Path):
+    result = _eval_one_query(index_home, "--retriever", f"{_rrf_tree()}+rerank")
+    assert list(json.loads(result.stdout)) == ["first_stage", "reranked"]
+
+
+def _one_query(home: Path) -> tuple[Path, Path]:
+    queries, qrels = home / "queries.tsv", home / "qrels.txt"
+    queries.write_text("q1\thow long do adult fleas live\n")
+    qrels.write_text("q1 0 d1 2\n")
+    return queries, qrels
+
+
+def _rrf_tree(*, indent: int | None = None, **options: int) -> str:
+    """An inline tree with commas (and, indented, newlines): RRF of text and title BM25."""
+    text = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    title = {"standard": {"query": {"match": {"title": "{{query}}"}}}}
+    return json.dumps({"rrf": {"retrievers": [text, title], **options}}, indent=indent)
+
+
+def _eval_one_query(home: Path, *options: str) -> Any:
+    queries, qrels = _one_query(home)
+    args = ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels), "--json"]
+    result = CliRunner().invoke(app, [*args, *options])
+    assert result.exit_code == 0, result.output
+    return result

@@ -771,3 +771,12 @@ async def test_max_tokens_per_doc_reads_on_unless_the_request_bounds_the_windows
     assert not facts[0]["truncated"] and facts[0]["num_chunks"] > 17
     assert [f["num_chunks"] for f in facts[1:3]] == [16, 17] and facts[1]["truncated"]
     assert not facts[3]["truncated"] and facts[3]["num_chunks"] == facts[0]["num_chunks"]
+
+
+async def test_chunking_true_keeps_the_clients_window_bound(reranker: Any) -> None:
+    document = " ".join(f"w{n % 97}" for n in range(2400))
+    body = {"query": "q", "documents": [document], "max_chunks_per_doc": 2, "chunking": True}
+    async with serving(reranker) as (_, client):
+        bounded = await client.post("/v1/rerank", json={**body, "max_tokens_per_doc": 4000})
+    (result,) = bounded.json()["results"]
+    assert result["num_chunks"] == 2 and result["truncated"]  # read 34 windows before

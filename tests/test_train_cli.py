@@ -337,3 +337,14 @@ def test_init_from_needs_a_head_and_frees_the_base_of_the_bert_only_check(
     assert isinstance(result.exception, InvalidInputError), result.exception
     said = str(result.exception)
     assert said.startswith(f"--init-from {str(encoder)!r} is not a cross-encoder"), said
+
+
+def test_teacher_model_needs_a_head(app: typer.Typer, tmp_path: Path) -> None:
+    from tiny_models import write_tiny_model
+
+    data = _write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "positive": "p"}])
+    encoder = write_tiny_model(tmp_path / "encoder", "bert", "encoder")
+    args = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--teacher-model", f"{encoder}:0.5"])
+    assert isinstance(result.exception, InvalidInputError), result.exception
+    assert str(result.exception).startswith(f"--teacher-model {str(encoder)!r} is not a cross")

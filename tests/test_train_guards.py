@@ -301,3 +301,41 @@ def test_training_continues_from_semranks_int8_cross_encoder_as_it_scores() -> N
     served = Reranker(str(folder), backend="onnx").score("what do fleas eat", docs, raw=True)
     np.testing.assert_allclose(trained, served, atol=0.15)  # bf16 autocast in score_pairs
     assert trained[0] > trained[1] + 3
+
+
+def test_trained_checkpoints_training_cannot_read_as_served_are_refused(
+    tmp_path: Path, tiny_model: Any
+) -> None:
+    """A 2-label classifier trained on its 'not relevant' logit (semrank serves logit 1 - logit
+    0); a classifier without its pooler trained and scored with a random one."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from semrank.errors import ModelLoadError
+    from semrank.train._model import build_cross_encoder
+
+    with pytest.raises(InvalidInputError, match="2-label classifier"):
+        build_cross_encoder(tiny_model("bert", num_labels=2))
+    no_pooler = tmp_path / "no-pooler"
+    shutil.copytree(tiny_model("bert"), no_pooler)
+    weights = load_file(str(no_pooler / "model.safetensors"))
+    save_file(
+        {k: v for k, v in weights.items() if "pooler" not in k},
+        str(no_pooler / "model.safetensors"),
+    )
+    with pytest.raises(ModelLoadError, match="pooler"):
+        build_cross_encoder(no_pooler)
+
+
+def test_a_bi_or_gated_run_from_a_cross_encoder_builds_the_architecture_asked_for(
+    tiny_model: Any,
+) -> None:
+    """The new loading path for trained cross-encoders ran before the architecture check: a
+    'bi' run crashed at its first export, a 'gated' one trained a plain BERT classifier."""
+    from semrank.runtime import torch_gated
+    from semrank.train._model import build_cross_encoder
+
+    for architecture in ("gated", "bi"):
+        model, _ = build_cross_encoder(tiny_model("bert"), architecture=architecture)
+        assert model.config.model_type == torch_gated.MODEL_TYPE, architecture

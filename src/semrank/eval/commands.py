@@ -192,10 +192,10 @@ def eval_command(
 def _single_rerank(retriever: str, rerank: bool | None, do_rerank: bool) -> tuple[str, bool]:
     """A lone ``X+rerank`` is ``X`` re-ranked by this command (its flags, its first_stage /
     reranked runs and report), as ``--retriever X --rerank``."""
-    from semrank.eval._compare import RERANK_SUFFIX
+    from semrank.eval._compare import RERANK_SUFFIX, split_retrievers
 
     name = retriever.strip()
-    if "," in name or not name.endswith(RERANK_SUFFIX):
+    if len(split_retrievers(name)) > 1 or not name.endswith(RERANK_SUFFIX):
         return retriever, do_rerank
     if rerank is False:
         raise InvalidInputError(
@@ -449,13 +449,15 @@ def _compare_command(
         return reranked_run(lists, outcome.scores, name=RERANK_SUFFIX)
 
     result = compare_retrievers(runs, judgments, names, retrieve=retrieve, rerank=rerank)
+    short = _short_names(list(result.evaluations), stderr)
     if per_query is not None:
-        _write_per_query(result.evaluations, per_query, stderr)
+        named = {short[name]: evaluation for name, evaluation in result.evaluations.items()}
+        _write_per_query(named, per_query, stderr)
     if run_out is not None:
         from semrank.eval.loaders import write_trec_run
 
         for name, run in result.runs.items():
-            safe = name.replace("+", "_").replace("/", "_")
+            safe = short[name].replace("+", "_").replace("/", "_")
             stderr.print(f"wrote {write_trec_run(run, run_out / f'{safe}.trec', tag=safe)}")
     if as_json:
         payload = {
@@ -549,6 +551,19 @@ def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[in
 
 def _finite(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _short_names(names: list[str], console: Console) -> dict[str, str]:
+    """Names for files and TSV rows: an inline JSON tree is ``tree1``, ``tree2``... (its text
+    made file names too long, and its newlines broke the TSV); the mapping goes to stderr."""
+    short: dict[str, str] = {}
+    for name in names:
+        if name.lstrip().startswith("{"):
+            short[name] = f"tree{sum(s.startswith('tree') for s in short.values()) + 1}"
+            console.print(f"{short[name]} = {' '.join(name.split())}")
+        else:
+            short[name] = name
+    return short
 
 
 def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Console) -> None:

@@ -111,7 +111,7 @@ def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
             model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
     except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
-    _require_every_weight(model_dir, info)
+    _require_every_weight(model_dir, info, pooler_used=auto_class != "AutoModel")
     return model
 
 
@@ -131,13 +131,14 @@ def _from_int8(auto: Any, auto_config: Any, model_dir: Path, torch: Any) -> tupl
     return model, {"missing_keys": list(result.missing_keys)}
 
 
-def _require_every_weight(model_dir: Path, info: dict[str, Any]) -> None:
+def _require_every_weight(model_dir: Path, info: dict[str, Any], *, pooler_used: bool) -> None:
     """A weight the checkpoint lacks is left at its random start by transformers (with a log
-    line): refused, except the pooler, which no semrank output reads."""
+    line): refused, except an embedder's pooler, which no semrank output reads (a BERT
+    classifier's head reads it)."""
     missing = [
         name
         for name in info.get("missing_keys", [])
-        if not name.endswith("position_ids") and ".pooler." not in f".{name}"
+        if not name.endswith("position_ids") and (pooler_used or ".pooler." not in f".{name}")
     ]
     if missing:
         raise ModelLoadError(

@@ -280,9 +280,12 @@ def _chunking(
             f"max_chunks_per_doc={max_chunks} asks for chunking, which {said} turns off; send "
             "one of them"
         )
-    if isinstance(chunking, bool):
+    if chunking is False or (chunking is True and max_chunks is None):
         return chunking
-    values = {} if chunking is None else chunking.model_dump(exclude_none=True)
+    # chunking: true beside max_chunks_per_doc: the client's bound on the windows still holds.
+    values = (
+        {} if not isinstance(chunking, ChunkingOptions) else chunking.model_dump(exclude_none=True)
+    )
     if max_chunks is not None:
         values.setdefault("max_chunks", max_chunks)
         values.setdefault("enabled", True)

@@ -38,10 +38,20 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     if saved.get("model_type") == torch_gated.MODEL_TYPE:
         model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
         return model, torch_gated.use_pair_template(tokenizer)
-    if any(str(a).endswith("ForSequenceClassification") for a in saved.get("architectures") or []):
+    classifier = any(
+        str(a).endswith("ForSequenceClassification") for a in saved.get("architectures") or []
+    )
+    if classifier and architecture == "cross":
         # A trained cross-encoder (--init-from, --teacher-model): every weight its own, semrank's
         # int8 ones widened (transformers left them random: training started from noise).
-        return load_checkpoint("AutoModelForSequenceClassification", Path(base)), tokenizer
+        model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
+        if int(model.config.num_labels) != 1:
+            # Training reads logit 0; a 2-label model's relevance is logit 1 - logit 0.
+            raise InvalidInputError(
+                f"{base} is a {model.config.num_labels}-label classifier; semrank trains and "
+                "distils one-logit cross-encoders (give a semrank-trained or 1-label model)"
+            )
+        return model, tokenizer
     if architecture in ("gated", "bi"):
         shut = architecture == "bi"
         model = torch_gated.from_bi_encoder(str(base), **({"gate_init": SHUT_GATE} if shut else {}))

@@ -173,16 +173,16 @@ def train_command(
     typer.echo(str(train(config, resume=resume)))
 
 
-def _require_cross_encoder(folder: Path, named: str) -> None:
-    """--init-from keeps the model's head: an encoder without one trained from a random head
-    (its fit to the teacher is skipped)."""
-    config = _model_config(folder, "--init-from", named)
+def _require_cross_encoder(folder: Path, named: str, *, option: str = "--init-from") -> None:
+    """--init-from keeps the model's head (an encoder without one trained from a random head:
+    its fit to the teacher is skipped); --teacher-model scores with it."""
+    config = _model_config(folder, option, named)
     architectures = [str(a) for a in config.get("architectures") or []]
     gated = config.get("model_type") == "semrank_gated_bert"
     if not gated and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise InvalidInputError(
-            f"--init-from {named!r} is not a cross-encoder (architectures {architectures}); "
-            "give an earlier run's best/ folder, or pass this encoder as --base for a new head"
+            f"{option} {named!r} is not a cross-encoder (architectures {architectures}); "
+            "give an earlier run's best/ folder (an encoder goes in --base or --teacher-encoder)"
         )
 
 
@@ -201,6 +201,7 @@ def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> 
         folder, weight = parse_teacher_encoder(
             teacher_model, what="--teacher-model", expected=expected
         )
+        _require_cross_encoder(folder, str(folder), option="--teacher-model")
         options["teacher_model"], options["teacher_model_weight"] = folder, weight
     return options
 
