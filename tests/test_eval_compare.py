@@ -152,3 +152,23 @@ def _eval_one_query(home: Path, *options: str) -> Any:
     result = CliRunner().invoke(app, [*args, *options])
     assert result.exit_code == 0, result.output
     return result
+
+
+def test_an_inline_trees_short_name_never_takes_a_retriever_files_name(
+    index_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(index_home)
+    (index_home / "tree1").write_text(_rrf_tree(rank_constant=10))  # a retriever file
+    out = index_home / "runs"
+    _eval_one_query(
+        index_home, "--retriever", f"{_rrf_tree()},tree1", "--run-out", str(out),
+        "--per-query", str(out / "pq.tsv"),
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["pq.tsv", "tree1.trec", "tree2.trec"]
+    rows = (out / "pq.tsv").read_text().splitlines()[1:]
+    assert {r.split("\t")[0] for r in rows} == {"tree1", "tree2"} and len(rows) == 8
+    table = CliRunner().invoke(
+        app, ["eval", "--index", "cmp", "--queries", str(index_home / "queries.tsv"), "--qrels",
+              str(index_home / "qrels.txt"), "--retriever", f"bm25,{_rrf_tree(indent=2)}"],
+    )  # fmt: skip
+    assert table.exit_code == 0 and "tree1" in table.stdout and '"rrf"' not in table.stdout

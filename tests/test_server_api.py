@@ -780,3 +780,15 @@ async def test_chunking_true_keeps_the_clients_window_bound(reranker: Any) -> No
         bounded = await client.post("/v1/rerank", json={**body, "max_tokens_per_doc": 4000})
     (result,) = bounded.json()["results"]
     assert result["num_chunks"] == 2 and result["truncated"]  # read 34 windows before
+
+
+async def test_two_window_bounds_that_disagree_are_refused(reranker: Any) -> None:
+    body = {
+        "query": "q",
+        "documents": ["a"],
+        "max_chunks_per_doc": 2,
+        "chunking": {"max_chunks": 3},
+    }
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v1/rerank", json=body)
+    assert response.status_code == 422 and "disagree" in response.json()["error"]

@@ -333,9 +333,21 @@ def test_a_bi_or_gated_run_from_a_cross_encoder_builds_the_architecture_asked_fo
 ) -> None:
     """The new loading path for trained cross-encoders ran before the architecture check: a
     'bi' run crashed at its first export, a 'gated' one trained a plain BERT classifier."""
+    import torch
+
+    from semrank.models import resolve
     from semrank.runtime import torch_gated
+    from semrank.runtime.torch_backend import load_checkpoint
     from semrank.train._model import build_cross_encoder
 
     for architecture in ("gated", "bi"):
         model, _ = build_cross_encoder(tiny_model("bert"), architecture=architecture)
         assert model.config.model_type == torch_gated.MODEL_TYPE, architecture
+    # From semrank's int8 cross-encoder: its own (widened) weights, not transformers' random ones.
+    shipped = resolve("semrank-minilm-l6").path / "cross-encoder"
+    gated, _ = build_cross_encoder(shipped, architecture="gated")
+    widened = load_checkpoint("AutoModelForSequenceClassification", shipped)
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.weight"):
+        assert torch.equal(gated.bert.state_dict()[name], widened.bert.state_dict()[name]), name
+    with pytest.raises(InvalidInputError, match="'xlm-roberta' cross-encoder"):
+        build_cross_encoder(tiny_model("roberta"), architecture="gated")

@@ -457,7 +457,7 @@ def _compare_command(
         from semrank.eval.loaders import write_trec_run
 
         for name, run in result.runs.items():
-            safe = short[name].replace("+", "_").replace("/", "_")
+            safe = _file_safe(short[name])
             stderr.print(f"wrote {write_trec_run(run, run_out / f'{safe}.trec', tag=safe)}")
     if as_json:
         payload = {
@@ -466,20 +466,21 @@ def _compare_command(
         }
         typer.echo(json.dumps(payload))
         return
-    _print_comparison(result, Console(markup=False))
+    _print_comparison(result, Console(markup=False), short)
 
 
-def _print_comparison(result: Any, console: Console) -> None:
+def _print_comparison(result: Any, console: Console, short: dict[str, str]) -> None:
     from rich.table import Table
 
     from semrank.eval.report import format_p_value
 
     names = list(result.evaluations)
     first = result.evaluations[names[0]]
-    table = Table(title=f"{first.query_count} judged queries (p: paired t-test vs {names[0]})")
+    vs = short[names[0]]
+    table = Table(title=f"{first.query_count} judged queries (p: paired t-test vs {vs})")
     table.add_column("measure")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(short[name], justify="right")
     for measure in first.aggregate:
         row = [measure, f"{first.aggregate[measure]:.4f}"]
         for name in names[1:]:
@@ -556,14 +557,22 @@ def _finite(value: float) -> float | None:
 def _short_names(names: list[str], console: Console) -> dict[str, str]:
     """Names for files and TSV rows: an inline JSON tree is ``tree1``, ``tree2``... (its text
     made file names too long, and its newlines broke the TSV); the mapping goes to stderr."""
-    short: dict[str, str] = {}
+    short = {name: name for name in names if not name.lstrip().startswith("{")}
+    taken = {_file_safe(name) for name in short.values()}
+    number = 0
     for name in names:
-        if name.lstrip().startswith("{"):
-            short[name] = f"tree{sum(s.startswith('tree') for s in short.values()) + 1}"
-            console.print(f"{short[name]} = {' '.join(name.split())}")
-        else:
-            short[name] = name
-    return short
+        if name in short:
+            continue
+        number += 1
+        while f"tree{number}" in taken:  # a retriever file named tree1 keeps its name
+            number += 1
+        short[name] = f"tree{number}"
+        console.print(f"{short[name]} = {' '.join(name.split())}")
+    return {name: short[name] for name in names}
+
+
+def _file_safe(name: str) -> str:
+    return name.replace("+", "_").replace("/", "_")
 
 
 def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Console) -> None:

@@ -287,7 +287,12 @@ def _chunking(
         {} if not isinstance(chunking, ChunkingOptions) else chunking.model_dump(exclude_none=True)
     )
     if max_chunks is not None:
-        values.setdefault("max_chunks", max_chunks)
+        if values.get("max_chunks", max_chunks) != max_chunks:
+            raise InvalidInputError(
+                f"max_chunks_per_doc={max_chunks} and chunking.max_chunks={values['max_chunks']} "
+                "disagree; send one of them"
+            )
+        values["max_chunks"] = max_chunks
         values.setdefault("enabled", True)
     if not values:
         return None

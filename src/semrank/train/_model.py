@@ -26,7 +26,7 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     that gated model with every gate shut and frozen, i.e. the bi-encoder itself being trained
     (each text still encoded alone); it is exported as a sentence-transformers bi-encoder.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
     from transformers.utils import logging as hf_logging
 
     from semrank.runtime import torch_gated
@@ -41,24 +41,57 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     classifier = any(
         str(a).endswith("ForSequenceClassification") for a in saved.get("architectures") or []
     )
-    if classifier and architecture == "cross":
+    if classifier:
         # A trained cross-encoder (--init-from, --teacher-model): every weight its own, semrank's
         # int8 ones widened (transformers left them random: training started from noise).
         model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
-        if int(model.config.num_labels) != 1:
-            # Training reads logit 0; a 2-label model's relevance is logit 1 - logit 0.
-            raise InvalidInputError(
-                f"{base} is a {model.config.num_labels}-label classifier; semrank trains and "
-                "distils one-logit cross-encoders (give a semrank-trained or 1-label model)"
-            )
-        return model, tokenizer
+        check_one_logit(Path(base), saved)
+        if architecture == "cross":
+            return model, tokenizer
+        return _gated(
+            _bert_encoder(model, Path(base)), architecture
+        ), torch_gated.use_pair_template(tokenizer)
     if architecture in ("gated", "bi"):
-        shut = architecture == "bi"
-        model = torch_gated.from_bi_encoder(str(base), **({"gate_init": SHUT_GATE} if shut else {}))
-        model.cross_gates.requires_grad_(not shut)
-        return model, torch_gated.use_pair_template(tokenizer)
+        encoder = BertModel.from_pretrained(str(base), add_pooling_layer=False)
+        return _gated(encoder, architecture), torch_gated.use_pair_template(tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     return model, tokenizer
+
+
+def check_one_logit(folder: Path, config: dict[str, Any]) -> None:
+    """Training reads logit 0: a 2-label classifier's relevance is logit 1 - logit 0."""
+    # As transformers reads config.json: id2label, else num_labels, else its default of 2.
+    labels = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
+    if int(labels) != 1:
+        raise InvalidInputError(
+            f"{folder} is a {labels}-label classifier; semrank trains and distils one-logit "
+            "cross-encoders (give a semrank-trained or 1-label model)"
+        )
+
+
+def _bert_encoder(classifier: Any, folder: Path) -> Any:
+    """A BERT classifier's encoder as a pooler-less ``BertModel`` (what the gated model wraps)."""
+    from transformers import BertModel
+
+    if classifier.config.model_type != "bert":
+        raise InvalidInputError(
+            f"{folder} is a {classifier.config.model_type!r} cross-encoder; the gated and bi "
+            "architectures are BERT's (continue it with --architecture cross)"
+        )
+    encoder = BertModel(classifier.config, add_pooling_layer=False)
+    weights = classifier.bert.state_dict()
+    encoder.load_state_dict({k: v for k, v in weights.items() if not k.startswith("pooler.")})
+    return encoder
+
+
+def _gated(encoder: Any, architecture: str) -> Any:
+    """The gated model on ``encoder``; for "bi" its gates shut and frozen."""
+    from semrank.runtime import torch_gated
+
+    shut = architecture == "bi"
+    model = torch_gated.wrap_bert(encoder, **({"gate_init": SHUT_GATE} if shut else {}))
+    model.cross_gates.requires_grad_(not shut)
+    return model
 
 
 ARCHITECTURES = ("cross", "gated", "bi")

@@ -184,6 +184,9 @@ def _require_cross_encoder(folder: Path, named: str, *, option: str = "--init-fr
             f"{option} {named!r} is not a cross-encoder (architectures {architectures}); "
             "give an earlier run's best/ folder (an encoder goes in --base or --teacher-encoder)"
         )
+    from semrank.train._model import check_one_logit
+
+    check_one_logit(folder, config)  # before mining, which may take hours
 
 
 def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> dict[str, Any]:
