@@ -351,3 +351,8 @@ def test_a_bi_or_gated_run_from_a_cross_encoder_builds_the_architecture_asked_fo
         assert torch.equal(gated.bert.state_dict()[name], widened.bert.state_dict()[name]), name
     with pytest.raises(InvalidInputError, match="'xlm-roberta' cross-encoder"):
         build_cross_encoder(tiny_model("roberta"), architecture="gated")
+    # A gated run continued as "bi" trains what it exports: the bi-encoder (gates shut, frozen).
+    from semrank.train._model import SHUT_GATE
+
+    as_bi, _ = build_cross_encoder(tiny_model("gated"), architecture="bi")
+    assert bool((as_bi.cross_gates == SHUT_GATE).all()) and not as_bi.cross_gates.requires_grad

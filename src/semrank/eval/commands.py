@@ -180,7 +180,7 @@ def eval_command(
             names,
             report,
             stderr,
-            source=str(candidates or f"index {index} ({retriever})"),
+            source=str(candidates or f"index {index} ({' '.join(retriever.split())})"),
         )
     if as_json:
         typer.echo(json.dumps(_json_payload(results)))

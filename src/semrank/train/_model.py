@@ -22,10 +22,12 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     ``architecture="cross"``: ``BertForSequenceClassification`` (1 logit, new head) on the base
     encoder's weights, or a trained cross-encoder as saved. ``"gated"``: the segment-gated
     cross-encoder (``semrank.runtime.torch_gated``) on a bi-encoder's weights, scoring as that
-    bi-encoder does at step 0; a saved gated model loads as itself whatever is asked. ``"bi"``:
+    bi-encoder does at step 0; a saved gated model loads as itself (for "bi" its gates shut and
+    frozen). ``"bi"``:
     that gated model with every gate shut and frozen, i.e. the bi-encoder itself being trained
     (each text still encoded alone); it is exported as a sentence-transformers bi-encoder.
     """
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
     from transformers.utils import logging as hf_logging
 
@@ -37,6 +39,10 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     saved = json.loads((Path(base) / "config.json").read_text())
     if saved.get("model_type") == torch_gated.MODEL_TYPE:
         model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
+        if architecture == "bi":  # trained (and kept by validation) as the bi-encoder exported
+            with torch.no_grad():
+                model.cross_gates.fill_(SHUT_GATE)
+            model.cross_gates.requires_grad_(False)
         return model, torch_gated.use_pair_template(tokenizer)
     classifier = any(
         str(a).endswith("ForSequenceClassification") for a in saved.get("architectures") or []
