@@ -147,8 +147,10 @@ def test_report_writes_markdown_and_png_plots(tmp_path: Path) -> None:
 
 def test_report_for_first_stage_only(tmp_path: Path) -> None:
     before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
+    (tmp_path / DELTA_PLOT).write_bytes(b"an earlier report's plot")
     text = write_report(ReportData(title="t", first_stage=before), tmp_path).read_text()
     assert "| RR@10 |" in text and "png" not in text
+    assert not (tmp_path / DELTA_PLOT).exists()  # left beside report.md, it told another story
 
 
 def test_depth_curve_includes_the_depth_re_ranked() -> None:

@@ -124,6 +124,8 @@ def write_report(data: ReportData, directory: Path | str) -> Path:
     lines += [f"- **{key}**: {value}" for key, value in data.details.items()]
     lines += ["", f"Queries evaluated: {data.first_stage.query_count}", ""]
     lines += _summary_table(data)
+    for plot in (DELTA_PLOT, DEPTH_PLOT):  # an earlier report's plots are not this one's
+        (directory / plot).unlink(missing_ok=True)
     if data.reranked is not None:
         per_query = data.reranked.per_query
         measure = "nDCG@10" if "nDCG@10" in per_query else next(iter(per_query))
