@@ -30,6 +30,7 @@ from semrank.pipeline._nodes import (
     Weighted,
     bind_rerankers,
     check_window,
+    reranking_nodes,
 )
 from semrank.pipeline._open import forget_open_indexes, open_cached, using_index
 from semrank.pipeline._parse import parse_retriever
@@ -82,6 +83,7 @@ __all__ = [
     "parse_shorthand",
     "prepare_index",
     "rerank_window_for",
+    "reranking_nodes",
     "search",
     "search_many",
     "use_prepared",

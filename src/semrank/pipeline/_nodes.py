@@ -742,6 +742,20 @@ class Chain(Stage):
 Dense = Knn
 
 
+def reranking_nodes(node: Retriever) -> list[TextSimilarityReranker]:
+    """Every re-ranking node of the tree, outermost first."""
+    found = [node] if isinstance(node, TextSimilarityReranker) else []
+    names: list[str] = (
+        [item.name for item in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+    )
+    for name in names:
+        value = getattr(node, name)
+        for child in value if isinstance(value, tuple) else (value,):
+            if isinstance(child, Retriever):
+                found += reranking_nodes(child)
+    return found
+
+
 def bind_rerankers(node: Retriever, load: Callable[[str | None], ScoresDocuments]) -> Retriever:
     """The tree with every re-ranking node that names its model (a name, or None for the
     default) scoring through ``load(name)`` instead: a served model, or one loaded with another

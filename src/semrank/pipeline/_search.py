@@ -82,10 +82,13 @@ def parse_shorthand(spec: str) -> Shorthand | None:
     return None
 
 
-def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
+def as_retriever(
+    spec: RetrieverSpec, *, size: int = 10, window_limit: int | None = None
+) -> Retriever:
     """A Retriever from a tree, an Elasticsearch dict, a JSON path, or a shorthand string
     ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix (re-ranking
-    the top 100, or ``size`` when a search asks for more hits)."""
+    the top 100, or ``size`` when a search asks for more hits; at most ``window_limit``, e.g. a
+    server's document limit, which a shorthand has no rank_window_size to respect)."""
     if spec is None:
         return BM25()
     if isinstance(spec, Retriever):
@@ -94,9 +97,10 @@ def as_retriever(spec: RetrieverSpec, *, size: int = 10) -> Retriever:
         return parse_retriever(dict(spec))
     shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
     if shorthand is not None:
-        return build_retriever(
-            shorthand.first_stage, rerank=shorthand.rerank, window=rerank_window_for(size)
-        )
+        window = rerank_window_for(size)
+        if window_limit is not None:
+            window = min(window, window_limit)
+        return build_retriever(shorthand.first_stage, rerank=shorthand.rerank, window=window)
     if not isinstance(spec, str | Path):
         hint = (
             "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"

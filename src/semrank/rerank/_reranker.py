@@ -132,11 +132,14 @@ class Reranker:
     def query_cut_warning(self, query: str, results: Sequence[RerankResult]) -> str | None:
         """A sentence saying the query was cut to fit the model next to ``results``, or None."""
         count, read = self.query_read(query, results)
-        if read >= count:
-            return None
+        return self.query_cut_message(count, read) if read < count else None
+
+    def query_cut_message(self, count: int, read: int, *, name: str | None = None) -> str:
+        """What a query of ``count`` tokens, ``read`` of them read, is told (``name``: the
+        model as its caller knows it, e.g. a server's alias)."""
         return (
-            f"the query is {count} tokens; model {self.name!r} read its first {read} next to "
-            "each document"
+            f"the query is {count} tokens; model {(name or self.name)!r} read its first "
+            f"{read} next to each document"
         )
 
     def __getstate__(self) -> None:
@@ -263,12 +266,12 @@ class Reranker:
         overlapping windows stopped at ~1,568 of 2,048); a ``ChunkingConfig`` given is taken as
         it is, its ``max_chunks`` a bound (a client's cost limit)."""
         config = _chunking_config(chunking, self.chunking)
-        if max_tokens_per_doc is None or isinstance(chunking, ChunkingConfig):
-            return config
-        if not is_int(max_tokens_per_doc, at_least=1):
+        if max_tokens_per_doc is not None and not is_int(max_tokens_per_doc, at_least=1):
             raise InvalidInputError(
                 f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
             )
+        if max_tokens_per_doc is None or isinstance(chunking, ChunkingConfig):
+            return config
         # The document is read no further than max_tokens_per_doc tokens, so this many windows
         # (each reads at least one new token) always suffice.
         return dataclasses.replace(config, max_chunks=max(config.max_chunks, max_tokens_per_doc))
@@ -327,11 +330,7 @@ class Reranker:
         # budget of the last); max_tokens_per_doc caps that (``_chunking`` lets the windows
         # follow it where the caller did not bound them).
         reach = budget * (chunking.max_chunks if chunking.enabled else 1)
-        if max_tokens_per_doc is not None:
-            if not is_int(max_tokens_per_doc, at_least=1):
-                raise InvalidInputError(
-                    f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
-                )
+        if max_tokens_per_doc is not None:  # checked by ``_chunking``
             reach = min(reach, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer
         return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]

@@ -7,7 +7,6 @@ batched with the rerank endpoints' traffic and never loads (or downloads) a mode
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -176,13 +175,13 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
 )
 async def search(name: str, body: SearchRequest, request: Request, response: Response) -> Any:
-    from semrank.pipeline import check_window
+    from semrank.pipeline import as_retriever, check_window
     from semrank.pipeline import search as run_search
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
     spec = _checked_spec(body.retriever, body.size, limit)
-    tree = _bind_models(_shorthand_within(spec, body.size, limit), service)
+    tree = _bind_models(as_retriever(spec, size=body.size, window_limit=limit), service)
     _check_reranked_documents(tree, service.config.max_documents)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
@@ -231,19 +230,6 @@ def _checked_spec(
     return spec
 
 
-def _shorthand_within(spec: str | dict[str, Any] | None, size: int, limit: int) -> Any:
-    """The request's tree; a "+rerank" shorthand re-ranks its usual window (100, or ``size``
-    when larger) or the server's document limit, whichever is smaller (a shorthand has no
-    rank_window_size to lower: under --max-documents 100 it could never succeed)."""
-    from semrank.pipeline import as_retriever, build_retriever, parse_shorthand, rerank_window_for
-
-    shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
-    if shorthand is None or not shorthand.rerank:
-        return as_retriever(spec, size=size)
-    window = min(rerank_window_for(size), limit)
-    return build_retriever(shorthand.first_stage, rerank=True, window=window)
-
-
 def _where(request: Request) -> dict[str, Any]:
     """Where the served indexes live, as the store functions take it."""
     config = request.app.state.config
@@ -274,7 +260,9 @@ async def _blocking(
 def _check_reranked_documents(tree: Any, limit: int) -> None:
     """Each re-ranker scores its whole window: the windows of a tree together are held to the
     same per-request document limit as /v1/rerank (an rrf of several re-rankers got past it)."""
-    windows = _rerank_windows(tree)
+    from semrank.pipeline import reranking_nodes
+
+    windows = [node.rank_window_size for node in reranking_nodes(tree)]
     if sum(windows) <= limit:
         return
     each = " + ".join(str(w) for w in windows)
@@ -283,19 +271,6 @@ def _check_reranked_documents(tree: Any, limit: int) -> None:
         f"server's limit of {limit} documents per request; lower rank_window_size (or raise "
         "--max-documents)"
     )
-
-
-def _rerank_windows(node: Any) -> list[int]:
-    from semrank.pipeline import Retriever, TextSimilarityReranker
-
-    windows = [node.rank_window_size] if isinstance(node, TextSimilarityReranker) else []
-    for item in dataclasses.fields(node) if dataclasses.is_dataclass(node) else ():
-        value = getattr(node, item.name)
-        children = value if isinstance(value, tuple) else (value,)
-        for child in children:
-            if isinstance(child, Retriever):
-                windows += _rerank_windows(child)
-    return windows
 
 
 def _bind_models(tree: Any, service: RerankService) -> Any:

@@ -231,9 +231,9 @@ def _check_query_complete(engine: ModelEngine, count: int, read: int) -> None:
 def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:
     if read >= count:
         return ()
+    said = engine.reranker.query_cut_message(count, read, name=engine.name)
     return (
-        f"the query is {count} tokens; model {engine.name!r} read its first {read} next to each "
-        "document (a request that forbids truncation, Voyage's truncation: false or TEI's "
+        f"{said} (a request that forbids truncation, Voyage's truncation: false or TEI's "
         "truncate: false, is refused instead)",
     )
 

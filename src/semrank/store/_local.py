@@ -483,27 +483,30 @@ class LocalStore(Store):
         """``(pks, ids, analysed terms)`` of every row in pk order. The terms of rows not
         written since the last saved index of this history are taken from its files: only
         the rows a write touched are analysed again."""
-        rows = list(self.db.iter_rows(conn, "pk, id"))
-        keys = np.array([pk for pk, _ in rows], dtype=np.int64)
-        ids = [doc_id for _, doc_id in rows]
         saved = self._saved_tokens(conn, kind)
         if saved is not None:
+            rows = list(self.db.iter_rows(conn, "pk, id"))
+            keys = np.array([pk for pk, _ in rows], dtype=np.int64)
             try:
-                return keys, ids, self._updated_tokens(conn, field, keys, saved)
+                tokens = self._updated_tokens(conn, field, keys, saved)
+                return keys, [doc_id for _, doc_id in rows], tokens
             except (KeyError, IndexError, ValueError, TypeError):
                 pass  # saved files that do not agree with each other: analyse every row
-        return keys, ids, self._analysed(conn, field, None)[1]
+        rows = list(self.db.iter_rows(conn, f"pk, id, {self._bm25_column(field)}"))
+        keys = np.array([row[0] for row in rows], dtype=np.int64)
+        tokens = self._analyse([row[2] for row in rows], field)
+        return keys, [row[1] for row in rows], tokens
 
-    def _analysed(
-        self, conn: Any, field: str, written_after: int | None
-    ) -> tuple[list[int], DocTokens]:
-        """``(pks, terms)`` of the rows written after ``written_after`` (None: every row)."""
-        column = "text" if field == ALL_TEXT_FIELDS else "doc"
-        fresh = list(self.db.iter_rows(conn, f"pk, {column}", written_after=written_after))
+    @staticmethod
+    def _bm25_column(field: str) -> str:
+        return "text" if field == ALL_TEXT_FIELDS else "doc"
+
+    def _analyse(self, stored: list[str], field: str) -> DocTokens:
+        """Terms of rows' stored ``text`` (the joined fields) or ``doc`` (one field of it)."""
         texts = [
-            t if field == ALL_TEXT_FIELDS else self.text_of(json.loads(t), field) for _, t in fresh
+            t if field == ALL_TEXT_FIELDS else self.text_of(json.loads(t), field) for t in stored
         ]
-        return [pk for pk, _ in fresh], DocTokens.analyse(texts, self.settings.bm25)
+        return DocTokens.analyse(texts, self.settings.bm25)
 
     def _updated_tokens(
         self, conn: Any, field: str, keys: np.ndarray, saved: tuple[int, np.ndarray, DocTokens]
@@ -512,7 +515,9 @@ class LocalStore(Store):
         generation, old_keys, old_tokens = saved
         if old_keys.ndim != 1 or len(old_keys) != len(old_tokens):
             raise ValueError("saved keys and terms disagree")
-        fresh_keys, analysed = self._analysed(conn, field, generation)
+        column = self._bm25_column(field)
+        fresh = list(self.db.iter_rows(conn, f"pk, {column}", written_after=generation))
+        fresh_keys, analysed = [pk for pk, _ in fresh], self._analyse([t for _, t in fresh], field)
         new_at = {pk: n for n, pk in enumerate(fresh_keys)}
         old_at = {int(pk): n for n, pk in enumerate(old_keys.tolist())}
         sources = [(pk in new_at, new_at.get(pk, old_at.get(pk))) for pk in keys.tolist()]
