@@ -342,3 +342,26 @@ def test_documents_written_again_unchanged_are_skipped(pg_dsn: str) -> None:  # 
         assert pg.get(["g"])[0]["small"] == 0.1
     finally:
         pg.close()
+
+
+def test_an_embedding_model_changed_in_place_is_refused(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    """As in the embedded store: the index keeps a probe of its model with its first vectors
+    (in its settings row: no migration), and a model folder retrained in place is refused
+    instead of matching its queries against the old model's vectors."""
+    from semrank.errors import IndexModelChangedError
+    from tiny_models import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "embedder", "bert", "encoder", seed=0, hidden_size=384)
+    with create_index("probed", store=pg_dsn, embedding_model=str(model)) as index:
+        index.upsert(DOCS)
+        assert len(index.search_vector(index.embed_queries(["cats"])[0], k=3)) == 3
+    with open_index("probed", store=pg_dsn) as same:  # the same model: searches as before
+        assert len(same.search_vector(same.embed_queries(["cats"])[0], k=3)) == 3
+        same.upsert([{"id": "d7", "text": "owls hunt at night"}])  # the probe is kept once
+    write_tiny_model(model, "bert", "encoder", seed=1, hidden_size=384)  # retrained in place
+    with open_index("probed", store=pg_dsn) as changed:
+        with pytest.raises(IndexModelChangedError, match="no longer embeds text as it did"):
+            changed.embed_queries(["cats"])
+        with pytest.raises(IndexModelChangedError):
+            changed.upsert([{"id": "d8", "text": "bats hunt at night"}])
+        assert len(changed) == len(DOCS) + 1

@@ -30,7 +30,7 @@ from semrank._checks import (
 )
 from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
-from semrank.errors import InvalidInputError
+from semrank.errors import IndexModelChangedError, InvalidInputError
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.store._corpus import Document, checked_documents, documents_from
 
@@ -38,6 +38,11 @@ ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
 
 ProgressCallback = Callable[[int], None]
+
+# A fixed text embedded with the index's model when its first vectors are made; bf16 and fp32
+# runs of one model agree to 1 - cos < 1e-4, a retrained model far less.
+PROBE_TEXT = "semrank probe: how do cross-encoders re-rank search results?"
+PROBE_MIN_COSINE = 0.999
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,9 +338,49 @@ class Store(abc.ABC):
         self._check_embedding_probe(embedder)
         return embedder
 
-    def _check_embedding_probe(self, embedder: TextEmbedder) -> None:  # noqa: B027
-        """Refuse a model that no longer embeds as the stored vectors were made (backends that
-        keep a probe of it)."""
+    # Whether the embedder is the index's own model (loaded by name), whose probe is kept.
+    _own_embedder = False
+    _probe_kept = False
+
+    def _check_embedding_probe(self, embedder: TextEmbedder) -> None:
+        """The index's model embeds a fixed text as it did when the stored vectors were made: a
+        model folder retrained or replaced in place gave stale vectors silently (only the
+        dimension was checked). Indexes from before probes were kept are not checked."""
+        self._own_embedder = True
+        stored = self._stored_probe()
+        if stored is None:
+            return
+        now = np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
+        before = np.asarray(stored, dtype=np.float32)
+        similarity = (
+            float(now @ before / max(float(np.linalg.norm(now) * np.linalg.norm(before)), 1e-12))
+            if now.shape == before.shape
+            else 0.0
+        )
+        if similarity < PROBE_MIN_COSINE:
+            raise IndexModelChangedError(
+                f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
+                f"no longer embeds text as it did when the index's vectors were made (cosine "
+                f"{similarity:.4f} for a probe text): its files changed. Put the model back, or "
+                "build the index again from its documents so that its vectors are the model's"
+            )
+
+    def _keep_embedding_probe(self) -> None:
+        """Store the probe with the index's first vectors (only for its own model: a caller's
+        embedder may be anything)."""
+        if not self._own_embedder or self._probe_kept:
+            return
+        if self._stored_probe() is None:
+            probe = np.asarray(self.embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
+            self._store_probe([round(float(x), 6) for x in probe])
+        self._probe_kept = True  # asked once per handle, not once per batch
+
+    def _stored_probe(self) -> list[float] | None:
+        """The probe kept with the index's vectors (None: none kept, or not supported)."""
+        return None
+
+    def _store_probe(self, probe: list[float]) -> None:  # noqa: B027
+        """Keep ``probe`` with the index (backends that support probes)."""
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors from the index's own embedding model."""

@@ -19,7 +19,6 @@ import numpy as np
 from semrank._process import process_start_time
 from semrank.errors import (
     DataFormatError,
-    IndexModelChangedError,
     IndexNotFoundError,
     InvalidInputError,
 )
@@ -93,11 +92,7 @@ def _db_identity(path: Path) -> int:
         return -1
 
 
-# A fixed text embedded with the index's model when its first vectors are made; bf16 and fp32
-# runs of one model agree to 1 - cos < 1e-4, a retrained model far less.
-PROBE_KEY = "embedding_probe"
-PROBE_TEXT = "semrank probe: how do cross-encoders re-rank search results?"
-PROBE_MIN_COSINE = 0.999
+PROBE_KEY = "embedding_probe"  # the meta key of the index's embedding probe (see Store)
 
 
 def _ids_array(ids: list[str]) -> np.ndarray:
@@ -125,8 +120,6 @@ class LocalStore(Store):
             raise IndexNotFoundError(f"{path} holds no index settings; drop and recreate it")
         self.settings = IndexSettings.from_dict(stored)
         self._embedder = embedder
-        # Whether the embedder is the index's own model (loaded by name), whose probe is kept.
-        self._own_embedder = False
         self._cache: dict[str, _Loaded] = {}
         self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)
         self._build_lock = threading.Lock()
@@ -207,32 +200,16 @@ class LocalStore(Store):
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
         self._check_dim(vectors.shape[1])
-        if self._own_embedder and self.db.get_meta(PROBE_KEY) is None:
-            probe = np.asarray(self.embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
-            with self.db.transaction() as conn:
-                self.db.set_meta(conn, PROBE_KEY, [round(float(x), 6) for x in probe])
+        self._keep_embedding_probe()
         return [row.tobytes() for row in vectors]
 
-    def _check_embedding_probe(self, embedder: TextEmbedder) -> None:
-        """The index's model embeds a fixed text as it did when the stored vectors were made: a
-        model folder retrained or replaced in place gave stale vectors silently (only the
-        dimension was checked). Indexes from before probes were kept are not checked."""
-        self._own_embedder = True
-        stored = self.db.get_meta(PROBE_KEY)
-        if stored is None:
-            return
-        now = np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
-        before = np.asarray(stored, dtype=np.float32)
-        similarity = float(
-            now @ before / max(float(np.linalg.norm(now) * np.linalg.norm(before)), 1e-12)
-        )
-        if now.shape != before.shape or similarity < PROBE_MIN_COSINE:
-            raise IndexModelChangedError(
-                f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
-                f"no longer embeds text as it did when the index's vectors were made (cosine "
-                f"{similarity:.4f} for a probe text): its files changed. Put the model back, or "
-                "build the index again from its documents so that its vectors are the model's"
-            )
+    def _stored_probe(self) -> list[float] | None:
+        stored: list[float] | None = self.db.get_meta(PROBE_KEY)
+        return stored
+
+    def _store_probe(self, probe: list[float]) -> None:
+        with self.db.transaction() as conn:
+            self.db.set_meta(conn, PROBE_KEY, probe)
 
     def _check_dim(self, dim: int) -> None:
         known = self.db.get_meta("embedding_dim")

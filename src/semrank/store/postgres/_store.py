@@ -39,6 +39,7 @@ from semrank.store.postgres._pool import (
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
+PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 
 
 def partition_name(index_name: str) -> str:
@@ -271,7 +272,24 @@ class PostgresStore(Store):
                 f"{self.settings.embedding_model!r} returns {vectors.shape[1]}-d vectors; use a "
                 f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
             )
+        self._keep_embedding_probe()
         return vectors
+
+    # The probe lives in the index's settings (jsonb, keys IndexSettings does not read): no
+    # schema migration, which a role with table grants only could not apply.
+    def _stored_probe(self) -> list[float] | None:
+        probe: list[float] | None = self._index_row("settings").get(PROBE_KEY)
+        return probe
+
+    def _store_probe(self, probe: list[float]) -> None:
+        from psycopg.types.json import Jsonb
+
+        with self._connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE semrank.indexes SET settings = settings || %s WHERE name = %s "
+                "AND NOT settings ? %s",
+                (Jsonb({PROBE_KEY: probe}), self.name, PROBE_KEY),
+            )
 
     def _lock(self, conn: Any) -> int:
         """Lock this index's row (serialising writers); returns the next generation."""
