@@ -365,3 +365,23 @@ def test_an_embedding_model_changed_in_place_is_refused(pg_dsn: str, tmp_path: P
         with pytest.raises(IndexModelChangedError):
             changed.upsert([{"id": "d8", "text": "bats hunt at night"}])
         assert len(changed) == len(DOCS) + 1
+
+
+def test_a_knn_search_deeper_than_ef_search_returns_k_hits(pg_dsn: str) -> None:  # noqa: F811
+    """pgvector's HNSW scan stops at hnsw.ef_search (at most 1000) candidates: k=1200 over an
+    HNSW index returned 1000 hits, the exact scan of the same index 1200."""
+    rng = np.random.default_rng(0)
+    words = [f"w{n}" for n in range(400)]
+    docs = [{"id": f"x{n}", "text": " ".join(rng.choice(words, 8))} for n in range(1300)]
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the index scan, as on large tables
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f'ALTER DATABASE "{database}" SET enable_seqscan = off')
+    with create_index("deep", store=pg_dsn, embedder=HashingEmbedder(), ann_threshold=3) as pg:
+        pg.upsert(docs)
+        assert pg.info().vector_search == "hnsw"
+        vector = HashingEmbedder().embed(["w1 w2 w3"])[0]
+        hits = pg.search_vector(vector, k=1200)
+        assert len(hits) == 1200 and len(set(hits.ids.tolist())) == 1200
+        assert bool(np.all(np.diff(hits.scores) <= 1e-6))  # still best first

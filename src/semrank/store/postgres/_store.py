@@ -39,6 +39,7 @@ from semrank.store.postgres._pool import (
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
+HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
 PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 
 
@@ -530,10 +531,25 @@ class PostgresStore(Store):
         query = unit_query_vector(vector, VECTOR_DIM)
         args = {"vector": q.vector_literal(query), "k": k}
         with self._connection() as conn, conn.transaction():
-            # Only read by the HNSW index scan; exact scans ignore it.
+            # Only read by the HNSW index scan; exact scans ignore them.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+            if k > ef_search and _has_iterative_scans(conn):
+                # The scan stopped at ef_search hits (k=1200 returned 1000): pgvector 0.8 scans
+                # on, in exact distance order, up to max_scan_tuples rows.
+                conn.execute(
+                    "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+                    "set_config('hnsw.max_scan_tuples', %s, true)",
+                    (str(max(HNSW_MAX_SCAN_TUPLES, 4 * k)),),
+                )
             rows = conn.execute(q.knn_query(self._part), args).fetchall()
         return _hits(rows)
+
+
+def _has_iterative_scans(conn: Any) -> bool:
+    """Whether the server's pgvector continues HNSW scans past ef_search (0.8.0 on)."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    parts = (row[0] if row else "0").split(".")
+    return tuple(int(p) for p in parts[:2] if p.isdigit()) >= (0, 8)
 
 
 # Ids are a btree key (with the index name): PostgreSQL refuses keys over about 2.7 kB.
