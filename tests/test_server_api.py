@@ -641,10 +641,20 @@ async def test_a_document_past_every_window_says_to_raise_max_chunks(reranker: A
         "truncate": False,
         "chunking": {"max_chunks": 2},
     }
+    voyage = {"query": QUERY, "documents": [LONG_DOC], "truncation": False, "max_chunks_per_doc": 2}
     async with serving(reranker) as (_, client):
         chunked = await client.post("/rerank", json=request)
+        voyage_cut = await client.post("/v1/rerank", json=voyage)
+    # Each route names its own fields: TEI's request has texts, truncate and chunking only (it
+    # was told to raise max_tokens_per_doc or max_chunks_per_doc, which /rerank ignores).
     assert chunked.status_code == 413, chunked.text
-    assert "chunking.max_chunks (max_chunks_per_doc)" in chunked.json()["error"]
+    error = chunked.json()["error"]
+    assert error.startswith("texts [0]") and "set truncate: true" in error
+    assert "raise chunking.max_chunks" in error and "max_tokens_per_doc" not in error
+    assert voyage_cut.status_code == 413, voyage_cut.text
+    error = voyage_cut.json()["error"]
+    assert error.startswith("documents [0]") and "set truncation: true" in error
+    assert "chunking.max_chunks (max_chunks_per_doc)" in error
 
 
 async def test_a_bug_is_a_500_with_the_request_id_logged_once(

@@ -43,6 +43,7 @@ from semrank.server.schemas import (
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (400, "the body is not JSON, or not UTF-8"),
         (401, "missing or wrong API key"),
         (404, "unknown model or index"),
         (409, "an index of that name exists (index routes)"),
@@ -163,7 +164,13 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, response: Respons
         raw_scores=body.raw_scores,
     )
     policy = Policy(
-        min_score=body.min_score, fail_open=body.fail_open, require_complete=not truncate
+        min_score=body.min_score,
+        fail_open=body.fail_open,
+        require_complete=not truncate,
+        documents_field="texts",
+        truncation_field="truncate",
+        chunking_fields="enable chunking",
+        longer_read_fields="raise chunking.max_chunks",
     )
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
     _mark(response, [outcome])

@@ -46,6 +46,16 @@ class Policy:
     timeout_ms: int | None = None
     fail_open: bool | None = None
     require_complete: bool = False  # over-long inputs are an error instead of truncated
+    # The route's names, for the 413 of an over-long input: its documents, its truncation flag,
+    # and the fields that read more of a document (TEI's request has no max_tokens_per_doc).
+    documents_field: str = "documents"
+    truncation_field: str = "truncation"
+    chunking_fields: str = "enable chunking (or raise max_tokens_per_doc if set)"
+    longer_read_fields: str = (
+        "raise max_tokens_per_doc (read in as many windows as it takes) or chunking.max_chunks "
+        "(max_chunks_per_doc), whichever this request set; a max_chunks it set bounds the "
+        "windows whatever max_tokens_per_doc says"
+    )
 
 
 class Admission:
@@ -130,8 +140,8 @@ class RerankService:
             return self._input_order(engine, call, policy)
         count, read = await asyncio.to_thread(engine.query_tokens, call.query, results)
         if policy.require_complete:
-            _check_query_complete(engine, count, read)
-            _check_complete(results, engine)
+            _check_query_complete(engine, count, read, policy)
+            _check_complete(results, engine, policy)
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
@@ -195,22 +205,17 @@ def _refuse_non_finite(documents: Sequence[Any], name: str = "documents") -> Non
             )
 
 
-def _check_complete(results: list[Any], engine: ModelEngine) -> None:
+def _check_complete(results: list[Any], engine: ModelEngine, policy: Policy) -> None:
     cut = [r for r in results if r.truncated]
     if cut:
         windows = max(r.num_chunks for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
-        fix = (
-            "allow truncation, or raise max_tokens_per_doc (read in as many windows as it "
-            "takes) or chunking.max_chunks (max_chunks_per_doc), whichever this request set; "
-            "a max_chunks it set bounds the windows whatever max_tokens_per_doc says"
-            if windows > 1
-            else "allow truncation, or enable chunking (or raise max_tokens_per_doc if set)"
-        )
+        allow = f"set {policy.truncation_field}: true"
+        more = policy.longer_read_fields if windows > 1 else policy.chunking_fields
         raise RequestTooLargeError(
-            f"documents {[r.index for r in cut[:10]]} go on past what model {engine.name!r} "
-            f"read of them ({windows} window{'s' if windows > 1 else ''} of up to "
-            f"{engine.reranker.scorer.max_length} tokens with the query); {fix}"
+            f"{policy.documents_field} {[r.index for r in cut[:10]]} go on past what model "
+            f"{engine.name!r} read of them ({windows} window{'s' if windows > 1 else ''} of up to "
+            f"{engine.reranker.scorer.max_length} tokens with the query); {allow}, or {more}"
         )
 
 
@@ -220,11 +225,12 @@ def _input_tokens(query_tokens: int, results: list[Any]) -> int:
     return sum(r.tokens for r in results) + query_tokens * inputs
 
 
-def _check_query_complete(engine: ModelEngine, count: int, read: int) -> None:
+def _check_query_complete(engine: ModelEngine, count: int, read: int, policy: Policy) -> None:
     if read < count:
         raise RequestTooLargeError(
             f"the query is {count} tokens, and model {engine.name!r} reads {read} tokens of a "
-            "query next to these documents; shorten the query, or allow truncation"
+            f"query next to these documents; shorten the query, or set "
+            f"{policy.truncation_field}: true"
         )
 
 
