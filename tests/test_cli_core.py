@@ -299,3 +299,36 @@ def test_rerank_says_on_stderr_when_the_query_was_cut(tmp_path):
     assert json.loads(result.stdout)["results"]  # stdout stays the results
     short = runner.invoke(app, ["rerank", "do fleas bite", "--docs", str(path), "--json"])
     assert "warning" not in short.stderr
+
+
+@pytest.mark.parametrize(
+    "text, documents",
+    [
+        ('[\n  null,\n  "Fleas are small insects."\n]\n', [None, "Fleas are small insects."]),
+        ("[1,\n 2]", [1, 2]),
+        (
+            '{\n  "title": "Fleas",\n  "text": "Fleas are small insects."\n}\n',
+            [{"title": "Fleas", "text": "Fleas are small insects."}],
+        ),
+    ],
+)
+def test_a_whole_json_list_or_object_is_read_as_json_whatever_it_starts_with(
+    tmp_path, text, documents
+):
+    """'[' followed by null or a number, or an object written over several lines, was ranked
+    line by line: brackets, keys and commas came back as documents."""
+    path = tmp_path / "docs.json"
+    path.write_text(text)
+    assert read_documents(str(path)) == documents
+
+
+def test_a_request_body_given_as_the_docs_file_is_refused(tmp_path):
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps({"query": "fleas", "documents": ["a", "b"]}, indent=2))
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(path)])
+    assert isinstance(result.exception, DataFormatError)
+    assert "a JSON object with 'documents'" in str(result.exception)
+    nulls = tmp_path / "nulls.json"
+    nulls.write_text('[\n  null,\n  "Fleas are small insects."\n]\n')
+    refused = runner.invoke(app, ["rerank", "flea", "--docs", str(nulls)])
+    assert refused.exit_code != 0 and "documents[0]" in str(refused.exception)

@@ -326,3 +326,21 @@ def test_index_add_names_the_model_and_field_of_a_table_it_cannot_extend(
     more.write_text(json.dumps({"id": "new", "title": "Fleas", "text": "A new guide."}) + "\n")
     out = run("index", "add", "fleas", str(more), "--home", str(home))
     assert f"semrank index prepare fleas --model {blend_dir} --field 'title'" in out
+
+
+def test_a_model_folder_given_as_a_path_object_is_a_model_path(index: Store, blend_dir: Path):
+    """Reranker(Path(...)) loads a folder; the search stages and prepare_index refused the same
+    Path ("must be a model name or path ... got PosixPath")."""
+    from semrank.pipeline import Rerank, TextSimilarityReranker
+
+    by_text = search(
+        index, QUERY, retriever=build_retriever("bm25", rerank=True, model=str(blend_dir)), k=5
+    )
+    stage = Rerank(blend_dir, window=10)
+    assert stage.model == str(blend_dir)
+    by_path = search(index, QUERY, retriever=build_retriever("bm25") >> stage, k=5)
+    assert by_path.ids == by_text.ids
+    tree = TextSimilarityReranker(build_retriever("bm25"), inference_id=blend_dir)
+    assert search(index, QUERY, retriever=tree, k=5).ids == by_text.ids
+    [prepared] = prepare_index(index, model=blend_dir)
+    assert prepared.documents == len(DOCS)

@@ -554,10 +554,14 @@ def test_a_misspelt_shorthand_names_the_shorthands(index: LocalStore) -> None:
         ({"knn": {"field": "embedding", "query_text": "   ", "k": 3}}, None, "knn retriever"),
         ({"knn": {"field": "embedding", "query_text": "{{query}}", "k": 3}}, " ", "query is"),
         ({"standard": {"query": {"match": {"*": ""}}}}, None, "blank"),
+        # Invisible characters str.strip() keeps (zero-width space, byte-order mark, NUL).
+        ({"knn": {"field": "embedding", "query_text": "\u200b", "k": 3}}, None, "knn retriever"),
+        ("dense", "\ufeff\u200b", "query is blank"),
+        ("dense", "\x00", "query is blank"),
     ],
 )
 def test_a_blank_query_text_is_refused_not_embedded(
-    index: LocalStore, spec: dict[str, Any], query: str | None, named: str
+    index: LocalStore, spec: dict[str, Any] | str, query: str | None, named: str
 ) -> None:
     """The embedding of whitespace is near every document: a blank knn text returned arbitrary
     neighbours with a 200, where a blank top-level query was already refused."""

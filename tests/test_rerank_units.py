@@ -52,6 +52,11 @@ def test_empty_documents_and_query_errors():
         document_texts([])
     with pytest.raises(InvalidInputError, match="query is empty"):
         validate_query("   ")
+    # Tokenizers drop these, so the model read no query and ranked empty documents first.
+    for invisible in ("\u200b", "\ufeff ", "\x00", "\u0301"):
+        with pytest.raises(InvalidInputError, match="query is blank"):
+            validate_query(invisible)
+    assert validate_query("\u200bfleas") == "\u200bfleas"
     with pytest.raises(InvalidInputError, match="query must be a string, got int"):
         validate_query(3)
 
@@ -199,3 +204,41 @@ def test_later_chunks_start_at_a_word_not_inside_one() -> None:
     assert len(plan.pieces) > 3
     for piece in plan.pieces[1:]:
         assert text[piece.start - 1] == " ", text[piece.start - 5 : piece.start + 10]
+
+
+def test_list_like_inputs_that_are_not_lists_name_the_fix():
+    """A numpy array of documents was refused without its value or the fix; of queries, with
+    the hint "use rerank() for one query" for two of them."""
+    import numpy as np
+
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._documents import validate_queries
+
+    with pytest.raises(InvalidInputError, match=r"ndarray \(array\(.*\.tolist\(\)"):
+        document_texts(np.array(["fleas", "paris"]))
+    with pytest.raises(InvalidInputError, match=r"ndarray to a list with \.tolist\(\)$"):
+        validate_queries(np.array(["fleas", "paris"]))
+    with pytest.raises(InvalidInputError, match=r"^top_k=-3 must be >= 1$"):
+        ChunkingConfig(top_k=-3)
+    with pytest.raises(InvalidInputError, match=r"^max_chunks=0 must be >= 1$"):
+        ChunkingConfig(max_chunks=0)
+
+
+def test_a_scorer_without_the_pair_scorer_members_is_refused_at_construction():
+    from semrank import Reranker
+
+    class OnlyScores:
+        def score_pairs(self, pairs):
+            return [0.0] * len(pairs)
+
+    with pytest.raises(InvalidInputError, match="without doc_token_budget, tokenizer"):
+        Reranker(scorer=OnlyScores())  # type: ignore[arg-type]
+
+
+def test_the_package_lists_its_public_names():
+    import semrank
+
+    assert {"Reranker", "BatchingConfig", "ChunkingConfig"} <= set(dir(semrank))
+    from semrank import BatchingConfig
+
+    assert BatchingConfig(max_batch_size=8).max_batch_size == 8

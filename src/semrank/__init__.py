@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchingConfig",
     "CascadeConfig",
     "ChunkingConfig",
     "RerankResult",
@@ -21,6 +22,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from semrank.rerank import CascadeConfig, ChunkingConfig, Reranker, RerankResult
+    from semrank.runtime.base import BatchingConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -29,8 +31,17 @@ def __getattr__(name: str) -> Any:
         from semrank import rerank
 
         return getattr(rerank, name)
+    if name == "BatchingConfig":  # Reranker(batching=...)
+        from semrank.runtime.base import BatchingConfig
+
+        return BatchingConfig
     if name == "errors":
         import importlib
 
         return importlib.import_module("semrank.errors")
     raise AttributeError(f"module 'semrank' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names (tab completion listed only TYPE_CHECKING, Any and annotations).
+    return sorted(__all__)

@@ -48,7 +48,16 @@ def require_collection(value: object, *, expected: str, hint: str, ordered: bool
     iterable), never a lone string, which Python would happily iterate letter by letter."""
     kind = Sequence if ordered else Iterable
     if isinstance(value, str | bytes) or not isinstance(value, kind):
+        hint = array_hint(value) or hint
         raise InvalidInputError(f"{expected}, got {type(value).__name__} ({value!r:.60}); {hint}")
+
+
+def array_hint(value: object) -> str | None:
+    """The fix for a numpy array or pandas Series passed where a list goes (neither is a
+    ``Sequence``), or None."""
+    if callable(getattr(value, "tolist", None)):
+        return f"convert the {type(value).__name__} to a list with .tolist()"
+    return None
 
 
 def _json_leaves(value: object) -> Iterator[object]:
@@ -102,6 +111,19 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# Characters that carry no words: control, format (zero-width space, byte-order mark) and
+# combining marks with nothing to combine with. A text of only these (and spaces) is blank.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has no visible character: ``str.strip()`` keeps U+200B, U+FEFF and NUL,
+    which tokenizers drop, so such a query read as no text at all."""
+    import unicodedata
+
+    return all(c.isspace() or unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in text)
 
 
 def require_unicode(value: object, where: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from semrank._checks import require_unicode
+from semrank._checks import is_blank, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
 from semrank.store import Store
@@ -36,8 +37,10 @@ def default_model_name(model: str | None) -> str | None:
     return None if model in _ES_DEFAULT_RERANKERS else model
 
 
-def load_reranker(model: str | ScoresDocuments | None) -> ScoresDocuments:
+def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> ScoresDocuments:
     """A ``semrank.Reranker`` for ``model`` (a name, path or None = default), cached per process."""
+    if isinstance(model, os.PathLike):  # a folder as pathlib.Path, as Reranker() takes it
+        model = os.fspath(model)
     if model is not None and not isinstance(model, str):
         return model
     key = default_model_name(model)
@@ -97,7 +100,7 @@ class SearchContext:
             )
         else:
             text = self.query if literal is None else literal.replace(PLACEHOLDER, self.query)
-        if not text.strip():  # embedded, blank text is close to every document: arbitrary hits
+        if is_blank(text):  # embedded, blank text is close to every document: arbitrary hits
             raise InvalidInputError(
                 f"the query text of {where} is blank ({text!r:.40}); give words to search for"
             )

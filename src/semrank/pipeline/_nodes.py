@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +498,11 @@ def _unfused(node: Retriever, kind: type) -> list[Retriever]:
 
 
 # --- re-ranking and cut-offs -----------------------------------------------------------------
+def _model_name(model: Any) -> Any:
+    """A model path given as a ``pathlib.Path`` as the path string model names are."""
+    return os.fspath(model) if isinstance(model, os.PathLike) else model
+
+
 def _rerank_options(
     model: object, field: object, window: int, min_score: float | None
 ) -> tuple[int, float | None]:
@@ -506,7 +512,7 @@ def _rerank_options(
     if checked_window is None:  # unlike a fusion's window, a re-ranker's has no fallback
         raise InvalidInputError(f"{name} must be a positive integer (default 10), got None")
     checked_min = _finite("text_similarity_reranker min_score", min_score)
-    if model is not None and not isinstance(model, str | ScoresDocuments):
+    if model is not None and not isinstance(model, str | os.PathLike | ScoresDocuments):
         raise InvalidInputError(
             f"re-ranking model must be a model name or path, a loaded Reranker or an object "
             f"with score(query, documents), got {type(model).__name__} ({model!r:.60})"
@@ -529,7 +535,7 @@ class TextSimilarityReranker(Retriever):
 
     retriever: Retriever
     field: str = ALL_TEXT_FIELDS
-    inference_id: str | ScoresDocuments | None = None
+    inference_id: str | os.PathLike[str] | ScoresDocuments | None = None
     inference_text: str | None = None
     rank_window_size: int = 10
     min_score: float | None = None
@@ -539,6 +545,7 @@ class TextSimilarityReranker(Retriever):
         window, min_score = _rerank_options(
             self.inference_id, self.field, self.rank_window_size, self.min_score
         )
+        object.__setattr__(self, "inference_id", _model_name(self.inference_id))
         object.__setattr__(self, "rank_window_size", window)
         object.__setattr__(self, "min_score", min_score)
 
@@ -695,7 +702,7 @@ class Stage(abc.ABC):
 class Rerank(Stage):
     """``retriever >> Rerank(model)``: a ``text_similarity_reranker`` over that retriever."""
 
-    model: str | ScoresDocuments | None = None
+    model: str | os.PathLike[str] | ScoresDocuments | None = None
     field: str = ALL_TEXT_FIELDS
     window: int = DEFAULT_RERANK_WINDOW
     min_score: float | None = None
@@ -704,6 +711,7 @@ class Rerank(Stage):
     def __post_init__(self) -> None:
         # Checked where the stage is built, so a bad one is named before it is bound.
         _rerank_options(self.model, self.field, self.window, self.min_score)
+        object.__setattr__(self, "model", _model_name(self.model))
 
     def bind(self, retriever: Retriever) -> Retriever:
         return TextSimilarityReranker(

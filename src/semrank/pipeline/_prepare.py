@@ -9,6 +9,7 @@ windows of documents added since. See ``semrank.rerank._prepared`` for why this 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class PreparedWindows:
 def prepare_index(
     index: str | Store,
     *,
-    model: str | ScoresDocuments | None = None,
+    model: str | os.PathLike[str] | ScoresDocuments | None = None,
     field: str = ALL_TEXT_FIELDS,
     home: str | Path | None = None,
     ids: Sequence[str] | None = None,
@@ -57,6 +58,8 @@ def prepare_index(
 
     >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
     """
+    if isinstance(model, os.PathLike):  # a folder as pathlib.Path, as Reranker() takes it
+        model = os.fspath(model)
     with using_index(index, home) as store:
         return _prepare(store, model, field, ids, progress)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from semrank._checks import require_collection, require_flags, require_unicode
+from semrank._checks import is_blank, require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, SearchContext
 from semrank.pipeline._nodes import (
@@ -133,8 +133,8 @@ def search(
             f"query must be a string (the text to search for), got {type(query).__name__} "
             f"({query!r:.60})"
         )
-    if query is not None and not query.strip():
-        raise InvalidInputError("query is empty; pass the text to search for")
+    if query is not None and is_blank(query):
+        raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
     with using_index(index, home, store=store) as opened:

@@ -45,8 +45,9 @@ class ChunkingConfig:
             raise InvalidInputError(
                 f"heading_tokens={self.heading_tokens} must be >= 0 (0 never repeats a heading)"
             )
-        if self.max_chunks < 1 or self.top_k < 1:
-            raise InvalidInputError("max_chunks and top_k must be >= 1")
+        for name, value in (("max_chunks", self.max_chunks), ("top_k", self.top_k)):
+            if value < 1:
+                raise InvalidInputError(f"{name}={value} must be >= 1")
 
 
 def _require_int(name: str, value: object) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from semrank._checks import (
+    array_hint,
     has_non_finite_number,
+    is_blank,
     is_finite_number,
     is_int,
     require_collection,
@@ -26,8 +28,9 @@ def validate_query(query: object) -> str:
         raise InvalidInputError(
             f"query must be a string, got {type(query).__name__} ({query!r:.60})"
         )
-    if not query.strip():
-        raise InvalidInputError("query is empty; pass the text to rank the documents against")
+    if is_blank(query):
+        said = "empty" if not query.strip() else f"blank ({query!r:.40}: no visible character)"
+        raise InvalidInputError(f"query is {said}; pass the text to rank the documents against")
     require_unicode(query, "query")
     return query
 
@@ -79,8 +82,10 @@ def document_texts(
 ) -> list[str]:
     """The text to score for each document, in order (``name``: how errors call the list)."""
     if isinstance(documents, str | bytes) or not isinstance(documents, Sequence):
+        fix = array_hint(documents) or "pass a list of texts, or of objects with a 'text' field"
         raise InvalidInputError(
-            f"{name} must be a list of strings or objects, got {type(documents).__name__}"
+            f"{name} must be a list of strings or objects, got {type(documents).__name__} "
+            f"({documents!r:.60}); {fix}"
         )
     if len(documents) == 0:
         raise InvalidInputError(f"{name} is empty; pass at least one document to rank")

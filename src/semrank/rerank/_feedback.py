@@ -18,6 +18,7 @@ best windows itself, in the request's thread: the same result, one bi-encoder pa
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,19 +124,33 @@ def _distinct_documents(
     first[by_text[::-1]] = np.arange(len(texts))[::-1]  # each distinct text's first position
     unique = vectors[first].astype(np.float64)
     order = np.argsort(scores[first], kind="stable")
-    ranked = scores[first][order]
-    canonical = np.arange(len(first))
-    for a in range(len(order)):
-        b = a + 1
-        while b < len(order) and ranked[b] - ranked[a] <= SAME_DOCUMENT_SCORE:
-            i, j = sorted((int(order[a]), int(order[b])))
-            if unique[i] @ unique[j] >= SAME_DOCUMENT_COSINE:
-                canonical[j] = min(canonical[j], canonical[i])
-            b += 1
-    for i in range(len(canonical)):  # chains: each points at its earliest twin
-        canonical[i] = canonical[canonical[i]]
+    canonical = _twins(unique, order, scores[first][order])
     kept, merged = np.unique(canonical, return_inverse=True)  # kept: in order of appearance
     return merged[by_text], first[kept]
+
+
+def _twins(unique: np.ndarray, order: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """Each distinct text's earliest twin (itself when it has none). Texts are visited by
+    score; each is compared with one text of each group found so far whose score is within
+    SAME_DOCUMENT_SCORE of its own, in one product: every pair of texts that scored alike was
+    compared one dot product at a time (22 s for 3,000 copies with different trailing spaces)."""
+    group_of = np.empty(len(order), dtype=int)
+    heads: list[int] = []  # one text per group, in the order the groups were found
+    head_scores: list[float] = []
+    for a, text in enumerate(order.tolist()):
+        start = bisect.bisect_left(head_scores, float(ranked[a]) - SAME_DOCUMENT_SCORE)
+        near = heads[start:]
+        if near:
+            same = np.flatnonzero(unique[near] @ unique[text] >= SAME_DOCUMENT_COSINE)
+            if len(same):
+                group_of[text] = near[int(same[0])]
+                continue
+        heads.append(text)
+        head_scores.append(float(ranked[a]))
+        group_of[text] = text
+    earliest = np.full(len(order), len(order), dtype=int)
+    np.minimum.at(earliest, group_of, np.arange(len(order)))
+    return earliest[group_of]
 
 
 def _shifts(

@@ -87,10 +87,11 @@ class Reranker:
         if batching is not None and not isinstance(batching, BatchingConfig):
             raise InvalidInputError(
                 f"batching must be a BatchingConfig, got {type(batching).__name__} "
-                f"({batching!r:.60}); e.g. BatchingConfig(max_batch_size=8)"
+                f"({batching!r:.60}); e.g. semrank.BatchingConfig(max_batch_size=8)"
             )
         _validate_threads(threads)
         if scorer is not None:
+            _check_scorer("scorer", scorer)
             self.model: ResolvedModel | None = model if isinstance(model, ResolvedModel) else None
             self._name = self.model.name if self.model is not None else str(model or "")
             self._scorer: PairScorer = scorer
@@ -101,6 +102,8 @@ class Reranker:
         if not isinstance(feedback, bool):
             raise InvalidInputError(f"feedback must be True or False, got {feedback!r}")
         self.feedback: Feedback | None = _model_feedback(self._scorer) if feedback else None
+        if pruner is not None:
+            _check_scorer("pruner", pruner)
         self.pruner = pruner
         if cascade is not None and pruner is None:
             self.pruner = _load_pruner(cascade, backend, device, threads, main=self._scorer)
@@ -334,6 +337,20 @@ class Reranker:
             reach = min(reach, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer
         return [_plan_head(t, tokenizer, reach, budget, chunking) for t in texts]
+
+
+# What ``rerank`` reads of a scorer (``PairScorer``): a bare object with score_pairs failed at
+# the first rerank with an AttributeError from deep inside.
+_SCORER_MEMBERS = ("score_pairs", "doc_token_budget", "tokenizer", "activation", "max_length")
+
+
+def _check_scorer(name: str, scorer: object) -> None:
+    missing = [member for member in _SCORER_MEMBERS if not hasattr(scorer, member)]
+    if missing:
+        raise InvalidInputError(
+            f"{name} must be a semrank.runtime.PairScorer (e.g. from semrank.runtime."
+            f"load_scorer), got {type(scorer).__name__} without {', '.join(missing)}"
+        )
 
 
 def _plan_head(

@@ -24,6 +24,11 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
     """``read_documents`` with each document's line number (None for a JSON list)."""
     text = _read_text(path)
     stripped = text.lstrip()
+    whole = _whole_json(path, stripped)
+    if isinstance(whole, list):  # a JSON list, whatever its first item ('[null, ...' too)
+        return whole, None
+    if whole is not None:  # one object, maybe pretty-printed over many lines
+        return [whole], [text[: len(text) - len(stripped)].count("\n") + 1]
     if _opens_json_list(stripped):
         try:
             data = json.loads(text)
@@ -64,6 +69,24 @@ def _on_lines(error: InvalidInputError, path: str, numbers: list[int] | None) ->
 
 def _looks_like_json(line: str) -> bool:
     return line.lstrip().startswith(("{", '"'))
+
+
+def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
+    """The file as one JSON list or object, or None (JSONL, lines, or not JSON): a list led by
+    null or a number, or an object written over several lines, was ranked line by line, its
+    brackets and keys as documents."""
+    if not text.startswith(("[", "{")):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and "documents" in data:
+        raise DataFormatError(
+            f"{path}: a JSON object with 'documents' (a request body?); give the documents "
+            "alone: a JSON list, or JSONL with one document per line"
+        )
+    return data if isinstance(data, list | dict) else None
 
 
 def _opens_json_list(text: str) -> bool:
