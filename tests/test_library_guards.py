@@ -159,9 +159,12 @@ def test_flags_of_search_and_upsert_and_lone_string_ids_are_checked(index) -> No
 
 
 def test_a_blend_cannot_be_forced_to_another_kind() -> None:
-    """Reranker(kind="bi-encoder") loaded the bundled blend as a cross-encoder, silently."""
-    from semrank.errors import ModelLoadError
+    """Reranker(kind="bi-encoder") loaded the bundled blend as a cross-encoder, silently. The
+    refusal is the caller's to fix (exit 2, 422), not a model that failed to load (exit 3)."""
+    from semrank.errors import exit_code_for
 
-    with pytest.raises(ModelLoadError, match="kind='bi-encoder' cannot apply"):
+    with pytest.raises(InvalidInputError, match="kind='bi-encoder' cannot apply") as refused:
         Reranker(kind="bi-encoder")
+    assert exit_code_for(refused.value) == 2
+    assert "--embedding-model all-minilm-l6-v2" in str(refused.value)
     assert Reranker(kind="cross-encoder").scorer.kind == "cross-encoder"

@@ -261,3 +261,34 @@ def test_a_create_that_fails_on_the_disk_leaves_nothing_and_names_the_index(
     with pytest.raises(StorageError, match=r"index 'full' cannot be created in .*disk is full"):
         create_index("full", home=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("id,text,text", "names 'text' more than once"),
+        ("id,,text", "column 2 of the header has no name"),
+        ("id;title;text", "seems separated by ';'"),
+    ],
+)
+def test_a_csv_header_that_would_lose_columns_is_refused(
+    tmp_path: Path, header: str, named: str
+) -> None:
+    """A repeated name kept only its last column (the first column's words were not found), and
+    a semicolon-separated file was one column: ids and titles in the searched text."""
+    path = tmp_path / "docs.csv"
+    path.write_text(f"{header}\n1{header[2]}first words{header[2]}second words\n")
+    with pytest.raises(DataFormatError, match=rf"docs\.csv:1: .*{re.escape(named)}"):
+        read_corpus(path)
+
+
+def test_an_id_column_in_capitals_is_the_id_field(tmp_path: Path) -> None:
+    """'ID' was read as a text column and the documents numbered 1, 2, ...: no later add or
+    delete could reach them by their ids."""
+    path = tmp_path / "upper.csv"
+    path.write_text("ID,Title,Body\nA-17,Hello,world body\nB-22,Second,other text\n")
+    corpus = read_corpus(path)
+    assert corpus.id_field == "ID" and corpus.text_fields == ("Title", "Body")
+    home = str(tmp_path / "home")
+    run("index", "create", "upper", "--from", str(path), "--home", home, "--no-dense")
+    assert "deleted 1 of 1" in run("index", "delete", "upper", "A-17", "--home", home)

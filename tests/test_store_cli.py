@@ -462,3 +462,66 @@ def test_answering_no_to_drop_keeps_the_index_and_exits_0(tmp_path: Path, beir: 
     answered = CliRunner().invoke(app, ["index", "drop", "keep", "--home", home], input="n\n")
     assert answered.exit_code == 0 and "not dropped" in answered.output  # 1 is "a bug"
     assert "keep" in run("index", "list", "--home", home)
+
+
+def test_drop_without_an_answer_names_yes_and_an_unknown_index_is_not_asked_about(
+    tmp_path: Path, beir: Path
+) -> None:
+    """With stdin closed (a script), drop said "Aborted!" with exit status 1 (a bug); an index
+    that does not exist was asked about before it was found missing."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+    from semrank.errors import IndexNotFoundError, InvalidInputError
+
+    home = str(tmp_path / "home")
+    run("index", "create", "keep", "--from", str(beir), "--home", home, "--no-dense")
+    closed = CliRunner().invoke(app, ["index", "drop", "keep", "--home", home], input="")
+    assert isinstance(closed.exception, InvalidInputError) and "pass --yes" in str(closed.exception)
+    assert "keep" in run("index", "list", "--home", home)
+    missing = CliRunner().invoke(app, ["index", "drop", "nosuch", "--home", home], input="")
+    assert isinstance(missing.exception, IndexNotFoundError)
+    assert "drop index" not in missing.output  # not asked
+
+
+def test_add_says_which_text_it_keeps_but_does_not_search(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    home = str(tmp_path / "home")
+    run("index", "create", "notes", "--home", home, "--no-dense")  # text fields: title, text
+    notes = tmp_path / "notes.csv"
+    notes.write_text("id,title,body\n1,Commas,a comma separates words\n")
+    added = CliRunner().invoke(app, ["index", "add", "notes", str(notes), "--home", home])
+    assert added.exit_code == 0, added.output
+    assert "hold text in body, which index 'notes' keeps but does not search" in added.stderr
+
+
+def test_create_from_records_without_ids_warns_and_a_new_index_is_marked_before_its_model(
+    tmp_path: Path,
+) -> None:
+    """Killed while its embedding model loaded, a new index was left empty and unmarked; here
+    the model fails to load at that point instead, with the same effect."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    home = str(tmp_path / "home")
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('{"text": "fleas bite"}\n{"text": "dogs bark"}\n')
+    made = CliRunner().invoke(
+        app, ["index", "create", "noids", "--from", str(lines), "--home", home, "--no-dense"]
+    )
+    assert made.exit_code == 0 and "has no id field" in made.stderr
+    from tiny_models import write_tiny_model
+
+    broken = write_tiny_model(tmp_path / "broken-model", "bert", "encoder")
+    (broken / "model.safetensors").write_bytes(b"not weights")  # found, then fails to load
+    failed = CliRunner().invoke(
+        app,
+        ["index", "create", "marked", "--from", str(lines), "--home", home,
+         "--embedding-model", str(broken)],
+    )  # fmt: skip
+    assert failed.exception is not None
+    assert "incomplete" in run("index", "list", "--home", home)

@@ -174,10 +174,12 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
     if (path / BLEND_FILE).is_file():
         # A learned blend of other models (semrank.rerank loads its components).
         if kind not in (None, "cross-encoder"):
-            raise ModelLoadError(
+            # Bad input (exit 2, HTTP 422), not a model that failed to load (exit 3).
+            raise InvalidInputError(
                 f"{name!r} is a blend of a cross-encoder with other signals ({path / BLEND_FILE}) "
                 f"and scores pairs as a cross-encoder does, so kind={kind!r} cannot apply; leave "
-                "kind out, or load one of its component folders as that kind"
+                "kind out, or load one of its component folders as that kind (as an index's "
+                "embedding model: --embedding-model all-minilm-l6-v2, the default's bi-encoder)"
             )
         return ResolvedModel(
             name=name, path=path, kind="cross-encoder", architecture=BLEND_ARCHITECTURE,

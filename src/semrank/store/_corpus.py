@@ -52,6 +52,17 @@ class Corpus:
         over the file before anything is written, so a bad record deep in it fails early."""
         return self.survey()[0]
 
+    def unread_text_fields(self) -> tuple[str, ...]:
+        """Fields holding text in the first records that are not among ``text_fields``: kept
+        with the documents, but not searched by default nor embedded."""
+        if self.is_beir:
+            return ()
+        try:
+            found = _text_fields_of(islice(_records(self.path, self.format), FIELD_SAMPLE), None)
+        except DataFormatError:
+            return ()
+        return tuple(f for f in found if f not in self.text_fields and f != self.id_field)
+
     def survey(self) -> tuple[int, set[str]]:
         """``count()``, and the text fields that hold a value in at least one record."""
         checks, total = IngestChecks(self.text_fields), 0
@@ -232,12 +243,37 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
     )
     try:
+        _check_header(path, reader.fieldnames or [], delimiter)
         for number, row in enumerate(reader, start=1):
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
+
+
+def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
+    """Column names a DictReader would lose or misread: a repeated name kept only its last
+    column, a blank one named a field '', and a header of one column holding another
+    separator (a semicolon-separated file read as CSV) put every column into one text."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataFormatError(
+            f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once (only "
+            "the last such column would be kept); give every column its own name"
+        )
+    if any(not name.strip() for name in names):
+        column = next(i for i, name in enumerate(names, start=1) if not name.strip())
+        raise DataFormatError(f"{path}:1: column {column} of the header has no name; name it")
+    others = [sep for sep in (";", "\t", ",", "|") if sep != delimiter]
+    found = [sep for sep in others if len(names) == 1 and sep in names[0]]
+    if found:
+        shown = "a tab" if found[0] == "\t" else repr(found[0])
+        raise DataFormatError(
+            f"{path}:1: the header is one column ({names[0]!r:.60}) holding {shown}: the file "
+            f"seems separated by {shown}, not {delimiter!r}; save it as CSV (commas) or TSV "
+            "(tabs, with a .tsv name)"
+        )
 
 
 def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataFormatError:
@@ -312,6 +348,13 @@ def _beir_corpus_file(path: Path) -> Path | None:
 # Records read to find the text fields: one record alone lost a field that was null or
 # missing there (a first row without a title indexed no title at all).
 FIELD_SAMPLE = 1000
+
+
+def _guess_id_field(record: dict[str, Any]) -> str | None:
+    """The first of ID_FIELD_GUESSES ``record`` holds, in any case (an "ID" column made record
+    numbers the ids and left the ids in the searched text)."""
+    by_lower = {key.lower(): key for key in reversed(list(record))}
+    return next((by_lower[g] for g in ID_FIELD_GUESSES if g in by_lower), None)
 
 
 def _text_fields_of(sample: Iterable[dict[str, Any]], id_field: str | None) -> tuple[str, ...]:
@@ -393,7 +436,7 @@ def read_corpus(
             text_fields=tuple(fields or BEIR_FIELDS),
             is_beir=True,
         )
-    chosen_id = id_field or next((g for g in ID_FIELD_GUESSES if g in first), None)
+    chosen_id = id_field or _guess_id_field(first)
     if id_field is not None and id_field not in first:
         raise DataFormatError(
             f"the first record of {file} has no id field {id_field!r}; it has: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,9 @@ def _progress_bar() -> Progress:
     return Progress(*columns, transient=False)
 
 
-def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = None) -> int:
+def _ingest(
+    index: Store, corpus: Corpus, batch_size: int, total: int | None = None, *, new: bool = False
+) -> int:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
     (``total``: the corpus's record count when the caller has it already).
 
@@ -105,8 +108,10 @@ def _ingest(index: Store, corpus: Corpus, batch_size: int, total: int | None = N
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
     total = corpus.count() if total is None else total
-    if index.has_vectors:
+    if index.has_vectors and not new:
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
+    # A new index is marked at once: one killed while its model loaded (seconds) was left
+    # empty and unmarked, so `create` again said only that it exists.
     index.begin_ingest(source, id_field=corpus.id_field)
     with _progress_bar() as bar:
         task = bar.add_task(f"indexing {corpus.path.name}", total=total)
@@ -186,6 +191,15 @@ def create(
                 f"{kind}: id field {corpus.id_field or '(record number)'}, "
                 f"text fields {', '.join(corpus.text_fields)}"
             )
+            if corpus.id_field is None and not corpus.is_beir:
+                from semrank.store._corpus import ID_FIELD_GUESSES
+
+                typer.echo(
+                    f"warning: {corpus.path.name} has no id field ({', '.join(ID_FIELD_GUESSES)}"
+                    "): its documents get the ids 1, 2, ..., so no later `index add` can update "
+                    "or delete them by their own ids; name the id field with --id-field",
+                    err=True,
+                )
             _ingest_into_new_index(index, corpus, batch_size, total, name=name, source=source)
         typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {index.info().location}")
         if prepare:
@@ -241,7 +255,7 @@ def _ingest_into_new_index(
     from semrank.errors import SemrankError
 
     try:
-        _ingest(index, corpus, batch_size, total)
+        _ingest(index, corpus, batch_size, total, new=True)
     except SemrankError as exc:
         go_on = (
             f"`semrank index add {name} {source}` goes on (unchanged documents are skipped), or "
@@ -274,10 +288,24 @@ def add(
             source, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
         _check_has_ids(corpus, name)
+        _warn_unread_fields(corpus, name, settings.text_fields)
         count = _ingest(index, corpus, batch_size)
         typer.echo(f"upserted {count_of(count, 'document')}; index {name!r} holds {len(index)}")
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
+
+
+def _warn_unread_fields(corpus: Corpus, name: str, text_fields: Sequence[str]) -> None:
+    """Text the index will keep but not search: said, since a search for it finds nothing."""
+    unread = corpus.unread_text_fields()
+    if unread:
+        typer.echo(
+            f"warning: {corpus.path.name}'s records hold text in {', '.join(unread)}, which "
+            f"index {name!r} keeps but does not search or embed (its text fields: "
+            f"{', '.join(text_fields)}); search them with --field NAME, or create an index "
+            "with --fields naming them",
+            err=True,
+        )
 
 
 def _check_has_ids(corpus: Corpus, name: str) -> None:
@@ -460,17 +488,32 @@ def drop(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Delete an index and its files."""
-    from semrank.store import drop_index, index_path
+    from semrank.store import drop_index, index_path, list_indexes
 
-    if not yes:
+    if not yes and name in list_indexes(home, store=store):  # else drop_index says not found
         from semrank.store import redact_dsn as redact
 
         where = redact(store) if store and store != "local" else index_path(name, home)
-        if not typer.confirm(f"drop index {name!r} at {where}?"):
+        if not _confirmed(f"drop index {name!r} at {where}?"):
             typer.echo("not dropped", err=True)
             return  # the answer asked for: nothing went wrong (exit status 0)
     drop_index(name, home=home, store=store)
     typer.echo(f"dropped {name!r}")
+
+
+def _confirmed(question: str) -> bool:
+    """The user's yes or no; no answer at all (stdin closed, as in a script) is bad input that
+    names --yes, not click's "Aborted!" with exit status 1."""
+    from semrank.errors import InvalidInputError
+
+    try:
+        return typer.confirm(question)
+    except typer.Abort:
+        if sys.stdin.isatty():  # Ctrl-C at the prompt
+            raise
+        raise InvalidInputError(
+            "no answer to the confirmation (stdin is closed); pass --yes to drop without asking"
+        ) from None
 
 
 @index_app.command("list")
