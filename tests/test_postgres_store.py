@@ -313,6 +313,13 @@ def test_a_role_with_table_grants_only_uses_the_store(pg_server, pg_database) ->
         assert index.get(["d7"])[0] is not None
     with pytest.raises(BackendUnavailableError, match=rf"role of .*{reader}.* is not allowed"):
         create_index("mine", store=reader_dsn, embedding_model=None)
+    # An index the owner creates after the GRANT is the role's to use too (its partition was
+    # the owner's alone: "permission denied for table documents_...").
+    with create_index("later", store=owner_dsn, embedding_model=None) as later:
+        later.upsert(DOCS)
+    with open_index("later", store=reader_dsn) as index:
+        assert search(index, "fleas", k=2).ids[0] in {"d1", "d4", "d5"}
+        index.upsert([{"id": "d7", "title": "Dogs", "text": "Dogs get fleas too."}])
 
 
 def test_an_id_too_long_for_a_btree_key_is_named(stores) -> None:  # type: ignore[no-untyped-def]
@@ -385,3 +392,55 @@ def test_a_knn_search_deeper_than_ef_search_returns_k_hits(pg_dsn: str) -> None:
         hits = pg.search_vector(vector, k=1200)
         assert len(hits) == 1200 and len(set(hits.ids.tolist())) == 1200
         assert bool(np.all(np.diff(hits.scores) <= 1e-6))  # still best first
+
+
+def test_two_writers_crossing_the_ann_threshold_together_both_succeed(pg_dsn: str) -> None:  # noqa: F811
+    """Both ran CREATE INDEX IF NOT EXISTS; one failed with the catalog's UniqueViolation after
+    its documents were committed (a 500 over HTTP)."""
+    import os
+    import time
+
+    with create_index("race", store=pg_dsn, embedder=HashingEmbedder(), ann_threshold=60) as pg:
+        pg.upsert([{"id": f"s{i}", "text": f"w{i}"} for i in range(10)])
+    script = str(Path(__file__).with_name("_pg_race_writer.py"))
+    start = str(time.time() + 4)  # both processes loaded and waiting
+    env = {**os.environ, "SEMRANK_TEST_DSN": pg_dsn}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, script, start, name], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for name in ("a", "b")
+    ]  # fmt: skip
+    outcomes = [writer.communicate(timeout=120) for writer in writers]
+    for writer, (out, err) in zip(writers, outcomes, strict=True):
+        assert writer.returncode == 0, err[-600:]
+        assert out.strip() == "hnsw"
+    with open_index("race", store=pg_dsn) as pg:
+        assert len(pg) == 110
+
+
+def test_nul_in_ids_and_field_queries_reads_as_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL text holds no NUL: get, delete and a single-field BM25 search with one were
+    driver errors (HTTP 500), where the embedded store answers."""
+    for index in stores:
+        assert index.get(["a\x00b", "d1"])[0] is None and index.get(["d1"])[0] is not None
+        assert index.delete(["a\x00b"]) == 0
+        hits = index.search_bm25("fleas\x00blood", k=3, field="text")
+        assert len(hits) and hits.ids[0] in {"d1", "d4", "d5", "d6"}
+        with pytest.raises(InvalidInputError, match="search query"):
+            index.search_bm25("fleas \ud800", k=3, field="text")
+
+
+def test_a_statement_the_database_cancels_is_a_deadline_not_a_bug(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.errors import DeadlineExceededError
+    from semrank.store.postgres._pool import acquire_pool, pooled_connection, release_pool
+
+    pool = acquire_pool(pg_dsn)
+    try:
+        cancelled = pytest.raises(DeadlineExceededError, match="statement_timeout or lock_timeout")
+        with cancelled, pooled_connection(pool, pg_dsn) as conn:
+            conn.execute("SET LOCAL statement_timeout = 10")
+            conn.execute("SELECT pg_sleep(2)")
+    finally:
+        release_pool(pg_dsn)

@@ -525,3 +525,30 @@ def test_create_from_records_without_ids_warns_and_a_new_index_is_marked_before_
     )  # fmt: skip
     assert failed.exception is not None
     assert "incomplete" in run("index", "list", "--home", home)
+
+
+def test_a_failed_create_names_the_commands_that_go_on_with_its_home(tmp_path: Path) -> None:
+    """The hint left out --home / --store: run as printed, `index add` wrote into another
+    store's index of that name (the local default instead of PostgreSQL)."""
+    from semrank.errors import SemrankError
+    from tiny_models import write_tiny_model
+
+    home = tmp_path / "my home"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "fleas"}\n')
+    broken = write_tiny_model(tmp_path / "broken-model", "bert", "encoder")
+    (broken / "model.safetensors").write_bytes(b"not weights")  # fails once the index exists
+    with pytest.raises(SemrankError) as refused:
+        run("index", "create", "half", "--from", str(docs), "--home", str(home),
+            "--embedding-model", str(broken))  # fmt: skip
+    message = str(refused.value)
+    assert "was created" in message
+    assert f"`semrank index add half {docs} --home '{home}'`" in message
+    assert f"`semrank index drop half --home '{home}'`" in message
+    from semrank.store._dsn import redact_dsn
+    from semrank.store.commands import _where_flags
+
+    dsn = "postgresql://app:secret@db:5432/search"
+    assert _where_flags(None, dsn) == f" --store '{redact_dsn(dsn)}'"  # quoted: '***'"
+    assert "secret" not in _where_flags(None, dsn)
+    assert _where_flags(home, None) == f" --home '{home}'" and _where_flags(None, None) == ""

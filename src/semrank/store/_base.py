@@ -27,6 +27,7 @@ from semrank._checks import (
     is_valid_unicode,
     require_collection,
     require_flags,
+    require_unicode,
 )
 from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
@@ -425,6 +426,7 @@ def check_search(query: object, k: object) -> None:
         raise InvalidInputError(
             f"search query must be a string, got {type(query).__name__} ({query!r:.60})"
         )
+    require_unicode(query, "search query")
     check_k(k)
 
 

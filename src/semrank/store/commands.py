@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,7 +201,8 @@ def create(
                     "or delete them by their own ids; name the id field with --id-field",
                     err=True,
                 )
-            _ingest_into_new_index(index, corpus, batch_size, total, name=name, source=source)
+            where = _where_flags(home, store)
+            _ingest_into_new_index(index, corpus, batch_size, total, name=name, where=where)
         typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {index.info().location}")
         if prepare:
             _prepare(index, model=None, field="*")
@@ -248,8 +250,18 @@ def _check_create_flags(
         )
 
 
+def _where_flags(home: Path | None, store: str | None) -> str:
+    """The flags that reach this index again in a command we suggest: one printed without
+    them acted on another store (the local default instead of PostgreSQL)."""
+    from semrank.store import redact_dsn
+
+    if store and store != "local":
+        return f" --store {shlex.quote(redact_dsn(store))}"
+    return f" --home {shlex.quote(str(home))}" if home is not None else ""
+
+
 def _ingest_into_new_index(
-    index: Store, corpus: Corpus, batch_size: int, total: int, *, name: str, source: Path | None
+    index: Store, corpus: Corpus, batch_size: int, total: int, *, name: str, where: str
 ) -> None:
     """Ingest, and on bad input say that the index exists now and how to go on."""
     from semrank.errors import SemrankError
@@ -257,14 +269,16 @@ def _ingest_into_new_index(
     try:
         _ingest(index, corpus, batch_size, total, new=True)
     except SemrankError as exc:
+        source = shlex.quote(str(corpus.path))
         go_on = (
-            f"`semrank index add {name} {source}` goes on (unchanged documents are skipped), or "
+            f"`semrank index add {name} {source}{where}` goes on (unchanged documents are "
+            "skipped), or "
             if corpus.id_field is not None
             else ""  # record-number ids: adding would renumber, so only starting over is safe
         )
         raise type(exc)(
             f"{exc}\nindex {name!r} was created and keeps the {len(index)} documents ingested "
-            f"so far: fix the input, then {go_on}`semrank index drop {name}` starts over"
+            f"so far: fix the input, then {go_on}`semrank index drop {name}{where}` starts over"
         ) from exc
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.errors import BackendUnavailableError, DeadlineExceededError, InvalidInputError
 from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn
 from semrank.store._dsn import redact_dsn as redact
 
@@ -113,6 +113,8 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
     try:
         with conn:  # a pooled connection is not closed by this, only committed or rolled back
             yield conn
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+        raise cancelled(dsn, exc) from exc
     except psycopg.OperationalError as exc:
         if not _lost_server(exc):
             raise  # e.g. a value over a PostgreSQL limit: the caller names it
@@ -125,6 +127,17 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
         else:
             conn.close()
             _DIRECT.release()
+
+
+def cancelled(dsn: str, exc: BaseException) -> DeadlineExceededError:
+    """PostgreSQL cancelled a statement: its statement_timeout or lock_timeout (the role's, the
+    database's or the DSN's options) passed. A deadline (HTTP 504), not a bug (500)."""
+    cause = " ".join(str(exc).split())[:200]
+    return DeadlineExceededError(
+        f"PostgreSQL at {redact(dsn)} cancelled the query ({cause}): its statement_timeout or "
+        "lock_timeout passed; raise it for the semrank role, or search a smaller index",
+        client_message="the database cancelled the query (its statement or lock timeout)",
+    )
 
 
 def not_permitted(dsn: str, exc: BaseException) -> BackendUnavailableError:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._checks import is_valid_unicode
 from semrank.errors import (
     DataFormatError,
     IndexExistsError,
@@ -40,6 +41,7 @@ from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
 HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
+_HNSW_LOCK = 0x73686E77  # "shnw": advisory locks serialising a partition's HNSW build
 PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 
 
@@ -88,6 +90,37 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(item) for item in value)
     return False
+
+
+# The roles granted semrank.documents (PUBLIC as grantee 0), other than its owner.
+_DOCUMENTS_GRANTS = """
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+       string_agg(a.privilege_type, ', ')
+FROM pg_class c, aclexplode(c.relacl) AS a
+WHERE c.oid = 'semrank.documents'::regclass AND a.grantee <> c.relowner
+GROUP BY a.grantee
+"""
+
+
+def _grant_as_documents(conn: Any, part: str) -> None:
+    """Give a new partition the grants of ``semrank.documents``: the store reads and writes
+    partitions by name, and PostgreSQL checks a partition's own grants then, so a role granted
+    the tables could not search an index created after its GRANT."""
+    from psycopg import sql
+
+    for grantee, privileges in conn.execute(_DOCUMENTS_GRANTS).fetchall():
+        role = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.SQL(grantee)
+        conn.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privileges), sql.Identifier("semrank", part), role
+            )
+        )
+
+
+def _storable(ids: Iterable[str]) -> list[str]:
+    """The ids PostgreSQL text can hold: one with a NUL (or a lone surrogate) was refused at
+    ingest, so it is in no index, and querying for it was a driver error (an HTTP 500)."""
+    return [i for i in ids if "\x00" not in i and is_valid_unicode(i)]
 
 
 def _hits(rows: list[tuple[str, float]]) -> Hits:
@@ -156,6 +189,7 @@ class PostgresStore(Store):
                         "CREATE TABLE {} PARTITION OF semrank.documents FOR VALUES IN ({})"
                     ).format(sql.Identifier("semrank", part), sql.Literal(settings.name))
                 )
+                _grant_as_documents(conn, part)
         finally:
             release_pool(dsn)
         return cls(dsn, settings.name, embedder=embedder)
@@ -375,7 +409,7 @@ class PostgresStore(Store):
     def delete(self, ids: Iterable[str]) -> int:
         from psycopg import sql
 
-        unique = list(dict.fromkeys(id_list(ids)))
+        unique = _storable(dict.fromkeys(id_list(ids)))
         if not unique:
             return 0
         with self._connection() as conn, conn.transaction():
@@ -392,7 +426,8 @@ class PostgresStore(Store):
 
         wanted = id_list(ids)
         query = sql.SQL("SELECT id, doc FROM {} WHERE id = ANY(%s)").format(self._part)
-        found = dict(self._all(query, (wanted,))) if wanted else {}
+        storable = _storable(wanted)
+        found = dict(self._all(query, (storable,))) if storable else {}
         return [found.get(i) for i in wanted]
 
     def __len__(self) -> int:
@@ -464,18 +499,25 @@ class PostgresStore(Store):
         if self.has_vectors:
             self._catch_up_embeddings()
             if len(self) >= self.settings.ann_threshold and not self.has_hnsw():
-                index = sql.Identifier(partition_name(self.name) + "_hnsw")
-                with self._connection() as conn:
-                    conn.execute(
-                        sql.SQL(
-                            "CREATE INDEX IF NOT EXISTS {} ON {} "
-                            "USING hnsw (embedding vector_cosine_ops)"
-                        ).format(index, self._part)
-                    )
-                    conn.commit()
+                self._build_hnsw()
         with self._connection() as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(self._part))
             conn.commit()
+
+    def _build_hnsw(self) -> None:
+        """The partition's HNSW index, built once: two writers crossing the threshold together
+        both ran CREATE INDEX IF NOT EXISTS, and one failed on the catalog's unique key after
+        its documents had been committed. The second now waits and finds it built."""
+        from psycopg import sql
+
+        part = partition_name(self.name)
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_HNSW_LOCK, part))
+            conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)"
+                ).format(sql.Identifier(part + "_hnsw"), self._part)
+            )
 
     def _catch_up_embeddings(self, batch_size: int = 256) -> None:
         from psycopg import sql
@@ -510,6 +552,7 @@ class PostgresStore(Store):
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
         check_search(query, k)
         self.check_field(field)
+        query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         params = self.settings.bm25
         _check_bm25_method(self.settings)
         every = field == ALL_TEXT_FIELDS
