@@ -359,3 +359,19 @@ async def test_a_rerank_shorthand_fits_a_low_document_limit(reranker: Any, tmp_p
     assert found.status_code == 200, found.text
     assert found.json()["hits"][0]["rerank_score"] is not None
     assert too_many.status_code == 413 and "at most 5 hits" in too_many.json()["error"]
+
+
+async def test_a_search_past_its_deadline_is_counted_as_rejected(client: httpx.AsyncClient) -> None:
+    """The rerank routes' 504s were counted in semrank_rejected_requests_total, an index
+    search's were not."""
+    await _make_index(client)
+    body = {"query": "flea blood", "retriever": "bm25+rerank", "timeout_ms": 1}
+    statuses = [(await client.post("/v1/indexes/docs/search", json=body)).status_code]
+    while statuses[-1] != 504 and len(statuses) < 5:  # 1 ms is nearly always too short
+        statuses.append((await client.post("/v1/indexes/docs/search", json=body)).status_code)
+    assert statuses[-1] == 504, statuses
+    metrics = (await client.get("/metrics")).text
+    line = next(
+        x for x in metrics.splitlines() if 'rejected_requests_total{reason="deadline"}' in x
+    )
+    assert float(line.split()[-1]) == statuses.count(504)

@@ -209,3 +209,21 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path: Path) -> None:
     for text in scrapes:
         counted = [row for row in text.splitlines() if row.startswith(line)]
         assert counted and float(counted[0].split()[-1]) == 6.0
+
+
+@pytest.mark.slow
+def test_workers_that_all_fail_to_start_are_a_failed_start(tmp_path: Path) -> None:
+    """uvicorn's parent returned normally when every worker failed to load its model: exit 0,
+    nothing listening, and a service manager saw success."""
+    import socket
+
+    from tiny_models import write_tiny_model
+
+    broken = write_tiny_model(tmp_path / "broken", "bert")
+    (broken / "model.safetensors").write_bytes(b"not weights")  # passes the layout check
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    code, stderr = _serve_cli("--model", str(broken), "--workers", "2", "--port", str(port))
+    assert code == 3, stderr[-2000:]
+    assert "none of the 2 workers started" in stderr

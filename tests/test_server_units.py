@@ -471,3 +471,13 @@ def test_startup_errors_name_the_flag_or_variable_the_user_set() -> None:
         from_environment({"max_pending_requests": 0}, environ={})
     with pytest.raises(InvalidInputError, match=r"^\$SEMRANK_STORE \(read as --store\)"):
         from_environment({}, environ={"SEMRANK_STORE": "bogus"})
+
+
+@pytest.mark.parametrize(("flag", "field"), [("--host", "host"), ("--index-home", "index_home")])
+def test_a_blank_host_or_index_home_is_refused(flag: str, field: str) -> None:
+    """`--host "$UNSET"` served every interface; `--index-home ""` the current folder, with
+    $SEMRANK_STORE dropped."""
+    from semrank.server.config import from_environment
+
+    with pytest.raises(InvalidInputError, match=f"^{flag} is blank"):
+        from_environment({field: " "}, environ={"SEMRANK_STORE": "postgresql://u@h:5432/db"})

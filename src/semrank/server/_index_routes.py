@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from semrank.errors import InvalidInputError, RequestTooLargeError
+from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
 from semrank.server._engines import run_in_thread
 from semrank.server._rerank_routes import ERRORS, WARNING_HEADER
@@ -254,7 +254,11 @@ async def _blocking(
     late = "the search did not finish within the request deadline; raise timeout_ms or lower "
     late += "the re-rank window"
     threads = request.app.state.registry.threads
-    return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
+    try:
+        return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
+    except DeadlineExceededError:  # counted as the rerank routes count theirs
+        request.app.state.service.metrics.rejected.labels("deadline").inc()
+        raise
 
 
 def _check_reranked_documents(tree: Any, limit: int) -> None:

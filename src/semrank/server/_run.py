@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from semrank.errors import InvalidInputError
+from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV
+from semrank.server.app import WORKER_STARTED
 from semrank.server.config import ENV_API_KEYS, ENV_CONFIG_JSON, ServerConfig, parse_api_keys
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -30,7 +33,8 @@ def run_server(config: ServerConfig) -> None:
         "log_config": None,  # keep the JSON handler configure_logging installed
         "log_level": config.log_level,
         "access_log": False,  # the app writes its own access log, with request ids
-        "timeout_graceful_shutdown": max(1, round(config.shutdown_timeout_s)),
+        # uvicorn takes whole seconds (and 0 as "none", which would drop the drain entirely).
+        "timeout_graceful_shutdown": max(1, math.ceil(config.shutdown_timeout_s)),
         "lifespan": "on",
     }
     if config.workers > 1:
@@ -45,9 +49,14 @@ def run_server(config: ServerConfig) -> None:
                     workers=config.workers,
                     **options,
                 )
+                started = any(Path(shared).glob(f"{WORKER_STARTED}*"))
         finally:  # nothing later in this process may read the folder that is gone
             os.environ.pop(MULTIPROC_ENV, None)
             os.environ.pop(ENV_CONFIG_JSON, None)
+        if not started:  # uvicorn's parent returns normally: a service manager saw success
+            raise BackendUnavailableError(
+                f"none of the {config.workers} workers started (the log above says why)"
+            )
         return
     from semrank.server.app import create_app
 

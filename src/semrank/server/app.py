@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -173,6 +174,17 @@ def app_from_environment() -> FastAPI:
     return create_app(config)
 
 
+WORKER_STARTED = "started-"  # + pid: a file each worker of `--workers N` leaves once ready
+
+
+def _say_worker_started() -> None:
+    """Tell the parent of ``--workers N`` that this worker came up: uvicorn's parent exits 0
+    when every worker failed to start, so the parent checks for these files."""
+    shared = os.environ.get(MULTIPROC_ENV)
+    if shared:
+        (Path(shared) / f"{WORKER_STARTED}{os.getpid()}").touch()
+
+
 def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -> Any:
     """Load and start the models (and hold the index store's pool) before serving; drain and
     let go of them at shutdown."""
@@ -185,6 +197,7 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
         release_store_pool = await asyncio.to_thread(_hold_store_pool, config)
         app.state.phase = "ready"
         logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
+        _say_worker_started()
         try:
             yield
         finally:

@@ -112,8 +112,8 @@ def serve(
     log_format: str = typer.Option("json", help="json (one object per line) or text."),
     shutdown_timeout: float | None = typer.Option(
         None,
-        help="Seconds to finish in-flight requests on SIGTERM; those left get 503. "
-        f"Default {_DEFAULT.shutdown_timeout_s:g}.",
+        help="Seconds to finish in-flight requests on SIGTERM; those left get 503 (whole "
+        f"seconds, rounded up, at least 1). Default {_DEFAULT.shutdown_timeout_s:g}.",
     ),
 ) -> None:
     """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""

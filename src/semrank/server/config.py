@@ -121,6 +121,7 @@ class ServerConfig:
             raise InvalidInputError(
                 f"log_level={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}"
             )
+        _check_not_blank(self)
         _check_store(self.index_home, self.store)
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
@@ -225,6 +226,18 @@ def _check_store(index_home: str | None, store: str | None) -> None:
             f"--index-home {index_home!r} and --store {redact(str(store))}: the indexes "
             "live in one place; give one of them"
         )
+
+
+def _check_not_blank(config: ServerConfig) -> None:
+    """A flag given an unset shell variable (``--host "$HOST"``): a blank host bound every
+    interface, a blank index home the current folder (and dropped $SEMRANK_STORE)."""
+    blank = {
+        "--host": "0.0.0.0 for every interface, 127.0.0.1 for this machine only",
+        "--index-home": "a folder, or leave the flag out for $SEMRANK_HOME",
+    }
+    for flag, value in (("--host", config.host), ("--index-home", config.index_home)):
+        if value is not None and not str(value).strip():
+            raise InvalidInputError(f"{flag} is blank; give {blank[flag]}")
 
 
 def from_environment(
