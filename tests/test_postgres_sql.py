@@ -63,7 +63,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106, 107]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -327,3 +327,27 @@ def test_a_score_that_is_not_a_finite_number_is_refused(installed: str) -> None:
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_a_body_over_the_servers_limit_is_named_not_a_server_down(
+    installed: str, tmp_path: Path
+) -> None:
+    """The server answers 413 and hangs up while a large body is still being sent: rank said
+    "cannot reach the semrank server ... start it with `semrank serve`"."""
+    import psycopg
+
+    with (
+        semrank_serve(tmp_path / "small.log", "--max-body-bytes", "2000", wait_s=120.0) as (
+            url,
+            _,
+        ),
+        psycopg.connect(installed) as conn,
+    ):
+        conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (url,))
+        with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+            conn.execute(
+                "SELECT * FROM semrank.rank('q', (SELECT array_agg(repeat('word ', 20000)) "
+                "FROM generate_series(1, 40)))"
+            )
+    said = f"{caught.value} {caught.value.diag.message_hint}"
+    assert "cannot reach" not in said and "max-body-bytes" in said, said

@@ -111,6 +111,7 @@ body = {"query": query, "documents": [d if d is not None else "" for d in docume
         "timeout_ms": max(1, min(int(timeout * 950), 86400000))}
 if model is not None:
     body["model"] = model
+payload_out = json.dumps(body).encode("utf-8")
 headers = {"Content-Type": "application/json", "Accept": "application/json"}
 if api_key:
     headers["Authorization"] = "Bearer " + api_key
@@ -146,9 +147,18 @@ def post():
     # its socket.
     connection.close = lambda: None
     try:
-        connection.request("POST", parts.path.rstrip("/") + "/v1/rerank",
-                           body=json.dumps(body).encode("utf-8"), headers=headers)
-        response = connection.getresponse()
+        try:
+            connection.request("POST", parts.path.rstrip("/") + "/v1/rerank",
+                               body=payload_out, headers=headers)
+        except (BrokenPipeError, ConnectionResetError) as cut:
+            # A server refusing a body over its --max-body-bytes answers 413 and closes while
+            # the rest is still being sent: read that answer if it arrived.
+            try:
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException):
+                raise cut from None
+        else:
+            response = connection.getresponse()
         chunks = []
         while True:
             chunk = response.read1(65536)
@@ -170,15 +180,21 @@ except (OSError, http.client.HTTPException, ValueError) as exc:
         failure = TimeoutError("timed out")
 if failure is not None:
     timed_out = isinstance(failure, TimeoutError) or "timed out" in str(failure)
+    cut = isinstance(failure, (BrokenPipeError, ConnectionResetError))
+    reason = "%s: %s" % (type(failure).__name__, failure) if str(failure) else repr(failure)
+    what = "cannot reach the semrank server at %s" % url
     if timed_out:
         hint = ("the server took longer than semrank.timeout_s (%s s) or what statement_timeout "
                 "left; raise it: SET semrank.timeout_s = '60'" % row["timeout"])
+    elif cut:  # it was reached: it hung up while the request was sent
+        what = "the semrank server at %s closed the connection while %d bytes were sent" % (
+            url, len(payload_out))
+        hint = ("a request over the server's --max-body-bytes is refused that way: rank fewer "
+                "or shorter documents per call, or raise --max-body-bytes")
     else:
         hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
                 "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port'")
-    reason = "%s: %s" % (type(failure).__name__, failure) if str(failure) else repr(failure)
-    plpy.error("semrank.rank: cannot reach the semrank server at %s: %s" % (url, reason),
-               hint=hint, sqlstate="38000")
+    plpy.error("semrank.rank: %s: %s" % (what, reason), hint=hint, sqlstate="38000")
 if status != 200:
     text = payload.decode("utf-8", "replace")
     try:
@@ -284,6 +300,11 @@ def sql_migrations() -> tuple[Migration, ...]:
         (
             106,
             "sql: semrank.rank passes on the server's warnings; hints that work",
+            rank + _RUN_AS_OWNER,
+        ),
+        (
+            107,
+            "sql: a body the server hung up on is named, not 'cannot reach'",
             rank + _RUN_AS_OWNER,
         ),
     )
