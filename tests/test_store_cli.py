@@ -552,3 +552,15 @@ def test_a_failed_create_names_the_commands_that_go_on_with_its_home(tmp_path: P
     assert _where_flags(None, dsn) == f" --store '{redact_dsn(dsn)}'"  # quoted: '***'"
     assert "secret" not in _where_flags(None, dsn)
     assert _where_flags(home, None) == f" --home '{home}'" and _where_flags(None, None) == ""
+
+
+def test_the_search_table_shows_the_text_fields_first() -> None:
+    """PostgreSQL's jsonb returns fields shortest key first: the table showed a tagline and the
+    genres before the overview."""
+    from semrank.store.commands import _snippet
+
+    stored = {"title": "Batman", "genres": "Action", "overview": "A vigilante fights crime."}
+    assert _snippet(stored, text_fields=("overview", "title")).startswith(
+        "A vigilante fights crime. | Batman | Action"
+    )
+    assert _snippet(stored).startswith("Batman | Action")  # written order, as embedded

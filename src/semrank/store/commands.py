@@ -582,15 +582,21 @@ def _list_row(name: str, home: Path | None, store: str | None) -> dict[str, Any]
         }
 
 
-def _snippet(document: dict[str, Any] | None, width: int = 90) -> str:
+def _snippet(
+    document: dict[str, Any] | None, width: int = 90, text_fields: Sequence[str] = ()
+) -> str:
     if not document:
         return ""
-    text = " | ".join(str(v) for v in document.values() if isinstance(v, str) and v)
+    # The index's text fields first: PostgreSQL's jsonb gives the fields back sorted by length
+    # (a tagline came before the overview), not in the order they were written.
+    keys = [f for f in text_fields if f in document] + [k for k in document if k not in text_fields]
+    values = (document[k] for k in keys)
+    text = " | ".join(str(v) for v in values if isinstance(v, str) and v)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_results(results: SearchResults, title: str) -> None:
-    """A table: final rank, first-stage rank, id, scores, text."""
+def print_results(results: SearchResults, title: str, text_fields: Sequence[str] = ()) -> None:
+    """A table: final rank, first-stage rank, id, scores, text (``text_fields`` first)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -606,7 +612,7 @@ def print_results(results: SearchResults, title: str) -> None:
             hit.id,
             f"{hit.score:.4f}",
             f"{hit.first_stage_score:.4f}",
-            _snippet(hit.document),
+            _snippet(hit.document, text_fields=text_fields),
         )
     Console(markup=False).print(table)  # documents, ids and queries are shown as written
 
@@ -682,7 +688,9 @@ def search_command(
 
         with open_index(index, store=store) as opened:
             results = search(opened, query, retriever=tree, k=top_n)
+            text_fields: Sequence[str] = opened.settings.text_fields
     else:
+        text_fields = ()  # the embedded store keeps the fields in the order written
         results = search(index, query, retriever=tree, k=top_n, home=home)
         _warn_if_incomplete(index, home)
     for warning in results.warnings:  # stderr: stdout stays the results
@@ -690,7 +698,7 @@ def search_command(
     if as_json:
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
-        print_results(results, f"{index}: {query or '(query from retriever)'}")
+        print_results(results, f"{index}: {query or '(query from retriever)'}", text_fields)
 
 
 def _with_backend(tree: Any, backend: str) -> Any:
