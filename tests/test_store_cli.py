@@ -564,3 +564,14 @@ def test_the_search_table_shows_the_text_fields_first() -> None:
         "A vigilante fights crime. | Batman | Action"
     )
     assert _snippet(stored).startswith("Batman | Action")  # written order, as embedded
+
+
+def test_add_counts_what_it_wrote_and_what_it_skipped(tmp_path: Path, beir: Path) -> None:
+    """Adding a file again printed "upserted N documents" though nothing was written."""
+    home = str(tmp_path / "home")
+    run("index", "create", "again", "--from", str(beir), "--home", home, "--no-dense")
+    again = run("index", "add", "again", str(beir), "--home", home)
+    assert f"upserted 0 documents ({len(DOCS)} already stored as given, skipped)" in again
+    changed = tmp_path / "one.jsonl"
+    changed.write_text(json.dumps({"_id": DOCS[0]["_id"], "title": "new", "text": "new"}) + "\n")
+    assert "upserted 1 document;" in run("index", "add", "again", str(changed), "--home", home)

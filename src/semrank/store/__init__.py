@@ -13,6 +13,7 @@ from semrank.store._base import (
     IndexSettings,
     PreparedArrays,
     Store,
+    UpsertCounts,
     field_text,
 )
 from semrank.store._corpus import Corpus, Document, read_corpus
@@ -44,6 +45,7 @@ __all__ = [
     "LocalStore",
     "PreparedArrays",
     "Store",
+    "UpsertCounts",
     "create_index",
     "default_home",
     "drop_index",

@@ -83,6 +83,19 @@ class IndexSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UpsertCounts:
+    """What an upsert did: ``documents`` distinct ids read, ``written`` of them new or changed
+    (the rest were stored already as given, and skipped)."""
+
+    documents: int
+    written: int
+
+
+def _added(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+@dataclass(frozen=True, kw_only=True)
 class IndexInfo:
     """A summary for ``semrank index info``."""
 
@@ -174,6 +187,20 @@ class Store(abc.ABC):
         batch committed before it. Records are checked (``checked_documents``) as they are read; a
         list is checked whole before anything is written.
         """
+        return self.upsert_counted(
+            documents, batch_size=batch_size, progress=progress, refresh=refresh
+        ).documents
+
+    def upsert_counted(
+        self,
+        documents: Iterable[Document | dict[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+        refresh: bool = True,
+    ) -> UpsertCounts:
+        """``upsert``, saying how many of the documents were written (the others were stored
+        already, unchanged, and skipped)."""
         if not is_int(batch_size, at_least=1):
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         require_flags(refresh=refresh)
@@ -182,22 +209,24 @@ class Store(abc.ABC):
         )
         if isinstance(documents, Sequence):
             records = iter(list(records))
-        total, batch = 0, []
+        total, written, batch = 0, 0, []
         for document in records:
             batch.append(document)
             if len(batch) >= batch_size:
-                total += self._write_batch(batch, progress)
+                total, written = _added((total, written), self._write_batch(batch, progress))
                 batch = []
         if batch:
-            total += self._write_batch(batch, progress)
+            total, written = _added((total, written), self._write_batch(batch, progress))
         if refresh:
             self.refresh()
-        return total
+        return UpsertCounts(documents=total, written=written)
 
     add = upsert
 
     @abc.abstractmethod
-    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+    def _write_batch(
+        self, batch: list[Document], progress: ProgressCallback | None
+    ) -> tuple[int, int]:
         """Write one batch of documents in one transaction; returns how many were written."""
 
     @abc.abstractmethod

@@ -161,7 +161,9 @@ class LocalStore(Store):
         return f"LocalStore({self.name!r}, path={str(self.path)!r})"
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
-    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+    def _write_batch(
+        self, batch: list[Document], progress: ProgressCallback | None
+    ) -> tuple[int, int]:
         self._require_live()
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         rows = {
@@ -186,7 +188,7 @@ class LocalStore(Store):
                 self._record_fields(conn, new_fields)
         if progress is not None:
             progress(len(batch))
-        return len(latest)
+        return len(latest), len(changed)
 
     def _record_fields(self, conn: Any, names: set[str]) -> None:
         seen = set(self.db.get_meta("fields_seen", [], conn))

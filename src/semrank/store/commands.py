@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from semrank.pipeline import SearchResults
-    from semrank.store import Corpus, Store
+    from semrank.store import Corpus, Store, UpsertCounts
 
 index_app = typer.Typer(
     help="Named, persistent search indexes.", no_args_is_help=True, rich_markup_mode=None
@@ -98,7 +98,7 @@ def _progress_bar() -> Progress:
 
 def _ingest(
     index: Store, corpus: Corpus, batch_size: int, total: int | None = None, *, new: bool = False
-) -> int:
+) -> UpsertCounts:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
     (``total``: the corpus's record count when the caller has it already).
 
@@ -116,7 +116,7 @@ def _ingest(
     index.begin_ingest(source, id_field=corpus.id_field)
     with _progress_bar() as bar:
         task = bar.add_task(f"indexing {corpus.path.name}", total=total)
-        count = index.upsert(
+        counts = index.upsert_counted(
             corpus,
             batch_size=batch_size,
             refresh=False,  # both stores take it
@@ -125,7 +125,7 @@ def _ingest(
         index.end_ingest(source)  # every record is in; the search files can be rebuilt anytime
         bar.add_task("building BM25 / vector indexes", total=None)
         index.refresh()
-    return count
+    return counts
 
 
 @index_app.command("create")
@@ -303,8 +303,13 @@ def add(
         )
         _check_has_ids(corpus, name)
         _warn_unread_fields(corpus, name, settings.text_fields)
-        count = _ingest(index, corpus, batch_size)
-        typer.echo(f"upserted {count_of(count, 'document')}; index {name!r} holds {len(index)}")
+        counts = _ingest(index, corpus, batch_size)
+        skipped = counts.documents - counts.written
+        typer.echo(
+            f"upserted {count_of(counts.written, 'document')}"
+            + (f" ({skipped:,} already stored as given, skipped)" if skipped else "")
+            + f"; index {name!r} holds {len(index)}"
+        )
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
 

@@ -238,7 +238,9 @@ class PostgresStore(Store):
         )
         return {row[0]: (row[1], row[2]) for row in self._all(query, (ids,))}
 
-    def _write_batch(self, batch: list[Document], progress: ProgressCallback | None) -> int:
+    def _write_batch(
+        self, batch: list[Document], progress: ProgressCallback | None
+    ) -> tuple[int, int]:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         _check_id_lengths(latest)
         rows = {i: (_json_fields(i, d.fields), self.text_of(d.fields)) for i, d in latest.items()}
@@ -259,7 +261,7 @@ class PostgresStore(Store):
             self._write_rows_named(written, fields)
         if progress is not None:
             progress(len(batch))
-        return len(latest)
+        return len(latest), len(changed)
 
     def _write_rows_named(
         self, rows: list[tuple[str, Any, str, list[str], str | None]], fields: list[str]
