@@ -407,3 +407,24 @@ def test_a_batch_answer_says_which_queries_fell_back_to_input_order() -> None:
     with SemrankClient("http://test", transport=_answering(200, body)) as client:
         answer = client.rerank_batch([("a", ["d"]), ("b", ["e"])], fail_open=True)
     assert answer.reranked_by_query == [True, False] and not answer.reranked
+
+
+def test_a_body_over_the_servers_limit_is_a_413_for_the_async_client_too(reranker: Any) -> None:
+    """The server answered 413 without reading the body and closed; httpx's async client reads
+    the answer only once it has sent everything, so it said "cannot reach the server: ;"."""
+    import asyncio
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    # Just over the default limit (5 MiB): more than the sockets buffer
+    documents = ["x" * 1000] * 5300
+
+    async def over_the_limit(url: str) -> errors.SemrankError:
+        async with AsyncSemrankClient(url) as client:
+            with pytest.raises(errors.SemrankError) as refused:
+                await client.rerank(QUERY, documents)
+        return refused.value
+
+    with live_server(app) as url:
+        refused = asyncio.run(over_the_limit(url))
+    assert isinstance(refused, errors.RequestTooLargeError), refused
+    assert refused.status_code == 413 and "--max-body-bytes" in str(refused)

@@ -381,8 +381,8 @@ def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.Semra
         )
     else:
         error = errors.SemrankError(
-            f"cannot reach the semrank server at {url}: {exc or type(exc).__name__}; start it "
-            "with `semrank serve`, or pass the right base_url"
+            f"cannot reach the semrank server at {url}: {str(exc) or type(exc).__name__}; "
+            "start it with `semrank serve`, or pass the right base_url"
         )
     return error
 

@@ -22,6 +22,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_REQUEST_ID = 128
 TIMINGS_KEY = "timings"  # request.state.timings: {"rerank": seconds, ...} for Server-Timing
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before the answer
+DISCARD_FACTOR = 4  # a body over the limit is read (and dropped) up to 4x the limit, then cut
 CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a disconnect
 
 
@@ -56,6 +57,7 @@ class EdgeMiddleware:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
                     return
                 if body is None:
+                    await self._discard_body(receive)
                     await self._too_large(scope, request_id, send_with_headers)
                     return
                 receive = _replay(body, receive)
@@ -86,6 +88,18 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    async def _discard_body(self, receive: Receive) -> None:
+        """Read what is left of a body over the limit (up to DISCARD_FACTOR x the limit) before
+        the 413: clients that read the answer only once they have sent everything (httpx's
+        async client, http.client) saw a reset connection, "cannot reach the server", where
+        the server had answered 413. Past that much the connection is just closed."""
+        left = DISCARD_FACTOR * self.max_body_bytes
+        while left > 0:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            left -= len(message.get("body", b""))
 
     @staticmethod
     async def _internal_error(scope: Scope, exc: Exception, request_id: str, send: Send) -> None:
