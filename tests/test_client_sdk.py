@@ -267,9 +267,10 @@ def test_search_refuses_a_missing_index_name_or_body() -> None:
         with pytest.raises(errors.InvalidInputError, match=r"search body must be a dict"):
             client.search("docs", None)  # type: ignore[arg-type]
         assert sent == []
-        client.search("my docs/1", {"query": "fleas", "size": np.int64(2)})
-    # The name is one path segment: the space and the slash are escaped.
-    assert sent == [("/v1/indexes/my%20docs%2F1/search", {"query": "fleas", "size": 2})]
+        client.search("my docs?1", {"query": "fleas", "size": np.int64(2)})
+    # The name is one path segment: the space and the question mark are escaped (a slash is
+    # refused: the server decodes %2F before routing).
+    assert sent == [("/v1/indexes/my%20docs%3F1/search", {"query": "fleas", "size": 2})]
 
 
 @pytest.mark.parametrize("timeout", [-1, 0, float("nan"), float("inf"), True, "60"])
@@ -428,3 +429,46 @@ def test_a_body_over_the_servers_limit_is_a_413_for_the_async_client_too(reranke
         refused = asyncio.run(over_the_limit(url))
     assert isinstance(refused, errors.RequestTooLargeError), refused
     assert refused.status_code == 413 and "--max-body-bytes" in str(refused)
+
+
+def test_the_client_passes_on_warnings_and_the_librarys_chunking_config(reranker: Any) -> None:
+    """A query cut to fit the model was said in meta.warnings and x-semrank-warning, which the
+    client dropped; ChunkingConfig, the library's own type, was refused as chunking=."""
+    from semrank import ChunkingConfig
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    long_query = "fleas " * 400
+    with live_server(app) as url, SemrankClient(url) as client:
+        one = client.rerank(long_query, DOCS)
+        batch = client.rerank_batch([(long_query, DOCS), (QUERY, DOCS)])
+        plain = client.rerank(QUERY, DOCS)
+        configured = client.rerank(QUERY, [LONG_DOC], chunking=ChunkingConfig(max_chunks=2))
+        as_dict = client.rerank(QUERY, [LONG_DOC], chunking={"max_chunks": 2})
+    assert one.warnings and "the query is" in one.warnings[0]
+    assert batch.warnings and "the query is" in batch.warnings[0]
+    assert plain.warnings == []
+    assert configured.results[0].num_chunks == as_dict.results[0].num_chunks == 2
+
+
+def test_gateway_errors_are_classed_by_status_and_bad_arguments_named() -> None:
+    """A proxy's 429 (HTML, Retry-After) was a plain SemrankError, so retry loops catching
+    OverloadedError missed it; a deeply nested document raised RecursionError; an index name
+    with '/' was a bare 404; a key read from a file with its newline was 'not a string'."""
+    html = "<html><body>Too Many Requests</body></html>"
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, text=html, headers={"Retry-After": "3"})
+
+    with SemrankClient("http://test", transport=httpx.MockTransport(busy)) as client:
+        with pytest.raises(errors.OverloadedError) as overloaded:
+            client.rerank(QUERY, DOCS)
+        nested: dict[str, Any] = {"text": "fleas"}
+        for _ in range(3000):
+            nested = {"text": "fleas", "n": nested}
+        with pytest.raises(errors.InvalidInputError, match="documents nests too deeply"):
+            client.rerank(QUERY, [nested])
+        with pytest.raises(errors.InvalidInputError, match="without '/'"):
+            client.search("a/b", {"query": "fleas"})
+    assert overloaded.value.status_code == 429 and overloaded.value.retry_after == 3.0
+    with pytest.raises(errors.InvalidInputError, match=r"whitespace.*key\.strip\(\)"):
+        SemrankClient("http://test", api_key="k1\n")

@@ -80,6 +80,8 @@ class RerankResponse:
     results: list[RerankHit]
     reranked: bool  # False: the deadline passed and fail_open returned the input order
     input_tokens: int
+    # What the server says of how it read the request (a query cut to fit the model).
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +93,7 @@ class BatchResponse:
     input_tokens: int
     # Per query: False where its deadline passed and fail_open returned the input order.
     reranked_by_query: list[bool] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the x-semrank-warning
 
 
 # The server's fields (tests/test_client_sdk.py checks them against its request schemas): the
@@ -175,7 +178,18 @@ def _json_key(key: object, where: str) -> str:
 
 def _json_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """Each top-level field made JSON-ready under its own name (``query``, ``top_n``...)."""
-    return {name: _json_ready(value, name) for name, value in body.items()}
+    ready = {}
+    for name, value in body.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)  # e.g. the library's ChunkingConfig as chunking=
+        try:
+            ready[name] = _json_ready(value, name)
+        except RecursionError:
+            raise errors.InvalidInputError(
+                f"{name} nests too deeply to send (the server reads JSON up to about 1,000 "
+                "levels); flatten it"
+            ) from None
+    return ready
 
 
 def _documents(documents: object) -> list[Any]:
@@ -216,10 +230,10 @@ def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
     """The path and JSON body of ``POST /v1/indexes/{index}/search``."""
     # str(None) would search an index called "None"; "." and ".." would be resolved away by
     # URL normalization and post to another route.
-    if not isinstance(index, str) or not index.strip() or index in {".", ".."}:
+    if not isinstance(index, str) or not index.strip() or index in {".", ".."} or "/" in index:
         raise errors.InvalidInputError(
-            f"index must be the name of an index (a non-empty string), got {index!r:.60}; "
-            'e.g. client.search("docs", {"query": "fleas"})'
+            f"index must be the name of an index (a non-empty string without '/'), got "
+            f'{index!r:.60}; e.g. client.search("docs", {{"query": "fleas"}})'
         )
     require_unicode(index, "index")
     if not isinstance(body, Mapping):
@@ -282,6 +296,7 @@ def _rerank_response(data: Mapping[str, Any]) -> RerankResponse:
         results=[_hit(item) for item in data["results"]],
         reranked=bool(data.get("reranked", True)),
         input_tokens=int(data["usage"]["total_tokens"]),
+        warnings=[str(w) for w in (data.get("meta") or {}).get("warnings") or []],
     )
 
 
@@ -309,6 +324,15 @@ def _json_object(data: Any) -> dict[str, Any]:
 _ERROR_CLASSES: dict[str, type[errors.SemrankError]] = {
     cls.error_type: cls for cls in errors.HTTP_STATUS
 }
+_STATUS_CLASSES: dict[int, type[errors.SemrankError]] = {
+    400: errors.InvalidInputError,
+    401: errors.AuthenticationError,
+    413: errors.RequestTooLargeError,
+    422: errors.InvalidInputError,
+    429: errors.OverloadedError,
+    503: errors.BackendUnavailableError,
+    504: errors.DeadlineExceededError,
+}
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -322,7 +346,10 @@ def _raise_for_error(response: httpx.Response) -> None:
     if isinstance(body, dict):  # semrank's {error, error_type}; else Cohere's or FastAPI's
         found = body.get("error") or body.get("message") or body.get("detail")
         message, error_type = str(found or message), str(body.get("error_type") or "")
-    cls = _ERROR_CLASSES.get(error_type, errors.SemrankError)
+    # A proxy's or gateway's error has no semrank error_type: its status says what it is.
+    cls = _ERROR_CLASSES.get(error_type) or _STATUS_CLASSES.get(
+        response.status_code, errors.SemrankError
+    )
     # A proxy's HTML error page is not a message: bounded as the server bounds its own.
     exc = cls(f"{response.status_code} from {response.request.url}: {message[:MAX_MESSAGE]}")
     exc.status_code = response.status_code
@@ -358,7 +385,7 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
     """``parse(response JSON)``; a body that is not what a semrank server sends is a
     ``SemrankError`` naming the URL (usually ``base_url`` points at another service)."""
     try:
-        return parse(response.json())
+        parsed = parse(response.json())
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         error = errors.SemrankError(
             f"{response.status_code} from {response.request.url} is not a semrank answer "
@@ -367,6 +394,14 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
         )
         error.status_code = response.status_code
         raise error from exc
+    # The batch answer carries a query-cut warning only in its header (the first of them).
+    header = response.headers.get(WARNING_HEADER)
+    if isinstance(parsed, BatchResponse) and header:
+        return dataclasses.replace(parsed, warnings=[header])
+    return parsed
+
+
+WARNING_HEADER = "x-semrank-warning"
 
 
 def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.SemrankError:
@@ -396,6 +431,11 @@ def _http_error(exc: httpx.HTTPError) -> errors.SemrankError:
 
 def _headers(api_key: object) -> dict[str, str]:
     # HTTP headers carry printable ASCII only: httpx would raise UnicodeEncodeError on "é".
+    if isinstance(api_key, str) and api_key != api_key.strip():
+        raise errors.InvalidInputError(
+            "api_key begins or ends with whitespace (a key read from a file keeps its newline); "
+            "pass key.strip()"
+        )
     if api_key is not None and not (
         isinstance(api_key, str) and api_key.isascii() and api_key.isprintable()
     ):
