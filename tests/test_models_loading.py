@@ -235,3 +235,37 @@ def test_a_trained_models_calibration_moves_0_to_1_scores_not_raw_ones(
     (folder / "semrank_training.json").write_text(json.dumps({"calibration": {"scale": -1}}))
     with pytest.raises(ModelLoadError, match="calibration must be"):
         Reranker(str(folder), backend=backend)
+
+
+def test_odd_folders_are_read_or_named_with_their_fix(tmp_path):
+    """A null max_seq_length (sentence-transformers accepts it) was a TypeError traceback; a
+    folder without a tokenizer and the torch backend on a model.onnx-only folder named no
+    fix (the latter listed model.onnx as missing while it was there)."""
+    from semrank.runtime._weights import weight_files
+
+    target = _copy_bundled(tmp_path)
+    st_config = target / "sentence_bert_config.json"
+    st_config.write_text(json.dumps({**json.loads(st_config.read_text()), "max_seq_length": None}))
+    assert inspect_directory(target, name="x").max_length > 0
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text("{}")
+    (bare / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json or vocab\.txt; save the tokenizer"):
+        inspect_directory(bare, name="x")
+    with pytest.raises(ModelLoadError, match=r"only model\.onnx.*backend 'onnx' or 'openvino'"):
+        weight_files(bare)
+
+
+def test_models_list_piped_names_every_model_whole() -> None:
+    import subprocess
+    import sys
+
+    from semrank.models.catalog import CATALOG
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "models", "list"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    names = {line.split("\t")[0].removesuffix(" (default)") for line in listed.splitlines()[1:]}
+    assert names == {spec.name for spec in CATALOG}

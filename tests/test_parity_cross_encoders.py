@@ -7,6 +7,7 @@ and runs each pair alone, unpadded, through AutoModelForSequenceClassification.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -123,3 +124,58 @@ def test_pytorch_bin_checkpoint_exports(tiny_model, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         scores, reference_scores(model_dir, PAIRS[:12], "bert"), atol=1e-4, rtol=0
     )
+
+
+def test_torch_backend_reads_electra_segments_and_16_bit_checkpoints_in_fp32(
+    tmp_path: Path,
+) -> None:
+    """The torch backend passed token_type_ids to BERT only (ELECTRA scored 0.4 off) and ran a
+    bf16 checkpoint in bf16 on the CPU (0.008 off the fp32 reference)."""
+    import json
+
+    from tiny_models import _randomize, build_tokenizer
+
+    tokenizer = build_tokenizer("bert")
+    config = transformers.ElectraConfig(
+        vocab_size=tokenizer.get_vocab_size(), embedding_size=32, hidden_size=32,
+        num_attention_heads=4, intermediate_size=48, num_hidden_layers=2,
+        max_position_embeddings=MAX_LENGTH, type_vocab_size=2, num_labels=1,
+    )  # fmt: skip
+    model = transformers.ElectraForSequenceClassification(config)
+    _randomize(model, 3)
+    model.eval()
+    model.save_pretrained(tmp_path / "electra")
+    bf16 = tmp_path / "electra-bf16"
+    model.to(torch.bfloat16).save_pretrained(bf16)
+    for folder in (tmp_path / "electra", bf16):
+        tokenizer.save(str(folder / "tokenizer.json"))
+        (folder / "tokenizer_config.json").write_text(
+            json.dumps({"tokenizer_class": "BertTokenizerFast", "model_max_length": MAX_LENGTH})
+        )
+    reference = reference_scores(tmp_path / "electra", PAIRS, "bert")
+    for folder, tolerance in ((tmp_path / "electra", 1e-4), (bf16, 2e-2)):
+        scores = load_scorer(resolved(folder), backend="torch", device="cpu").score_pairs(PAIRS)
+        np.testing.assert_allclose(scores, reference, atol=tolerance, rtol=0)
+    # bf16 weights in fp32 arithmetic: the bf16 model's own fp32 forward, to float precision.
+    widened = transformers.AutoModelForSequenceClassification.from_pretrained(str(bf16))
+    assert next(widened.parameters()).dtype == torch.bfloat16  # transformers keeps bf16
+    scores = load_scorer(resolved(bf16), backend="torch", device="cpu").score_pairs(PAIRS)
+    fp32_reference = reference_scores_of(widened.float().eval(), bf16, PAIRS)
+    np.testing.assert_allclose(scores, fp32_reference, atol=1e-4, rtol=0)
+
+
+def reference_scores_of(model: Any, model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    scores = []
+    for query, doc in pairs:
+        inputs = tokenizer(
+            query,
+            doc,
+            truncation="only_second",
+            max_length=MAX_LENGTH,
+            return_tensors="pt",
+            return_token_type_ids=True,
+        )
+        with torch.no_grad():
+            scores.append(model(**inputs).logits[0, 0].item())
+    return np.asarray(scores, dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
@@ -22,13 +23,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     if as_json:
         typer.echo(json.dumps([asdict(spec) for spec in CATALOG], indent=2))
         return
-    table = Table(title="semrank models")
-    for column in ("name", "kind", "architecture", "max len", "licence", "score", "source"):
-        table.add_column(column)
-    for spec in CATALOG:
-        name = f"{spec.name} (default)" if spec.default else spec.name
-        table.add_row(
-            name,
+    columns = ("name", "kind", "architecture", "max len", "licence", "score", "source")
+    rows = [
+        (
+            f"{spec.name} (default)" if spec.default else spec.name,
             spec.kind,
             spec.architecture,
             str(spec.max_length),
@@ -36,6 +34,16 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             spec.activation,
             spec.source,
         )
+        for spec in CATALOG
+    ]
+    if not sys.stdout.isatty():  # piped: whole names, one model per line (a table cut them)
+        typer.echo("\n".join("\t".join(row) for row in [columns, *rows]))
+        return
+    table = Table(title="semrank models")
+    for column in columns:
+        table.add_column(column, no_wrap=column == "name")  # names are what --model takes
+    for row in rows:
+        table.add_row(*row)
     Console(markup=False).print(table)
 
 

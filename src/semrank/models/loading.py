@@ -200,12 +200,16 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
             f"cannot tell whether {path} is a cross-encoder or a bi-encoder: expected a "
             "*ForSequenceClassification architecture in config.json (cross-encoder) or "
             "modules.json / sentence_bert_config.json (sentence-transformers bi-encoder). "
-            "Pass kind='cross-encoder' or kind='bi-encoder'."
+            "Pass kind='cross-encoder' or kind='bi-encoder' (Reranker), or, for the CLI and "
+            "the server, save a bi-encoder in sentence-transformers layout "
+            "(SentenceTransformer(...).save(folder)) so that its modules.json says so"
         )
     if chosen == "cross-encoder" and not architecture.endswith("ForSequenceClassification"):
         raise ModelLoadError(
             f"{path} has architecture {architecture!r}, which has no classification head, so it "
-            "cannot be a cross-encoder. Use kind='bi-encoder' or train one with `semrank train`."
+            "cannot be a cross-encoder. Load it as a bi-encoder (kind='bi-encoder', or a "
+            "sentence-transformers folder with modules.json), or train a cross-encoder from it "
+            "with `semrank train --base`."
         )
     if chosen == "bi-encoder":
         architecture = architecture.replace("ForSequenceClassification", "Model")
@@ -286,8 +290,15 @@ def _require_files(path: Path) -> None:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
+        fix = (
+            "; save the tokenizer beside the weights: "
+            "AutoTokenizer.from_pretrained(SOURCE).save_pretrained(FOLDER)"
+            if missing[-1] == " or ".join(TOKENIZER_FILES)
+            else ""
+        )
         raise ModelLoadError(
-            f"{path} is not a model directory in Hugging Face layout: missing {', '.join(missing)}"
+            f"{path} is not a model directory in Hugging Face layout: missing "
+            f"{', '.join(missing)}{fix}"
         )
 
 
@@ -391,7 +402,9 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
     limits = []
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
-        limits.append(int(read_json_object(st_config).get("max_seq_length", 0)) or None)
+        value = read_json_object(st_config).get("max_seq_length")
+        if is_int(value, at_least=1):  # sentence-transformers itself accepts null there
+            limits.append(int(value))  # type: ignore[arg-type]
     tok_config = path / "tokenizer_config.json"
     if tok_config.is_file():
         value = read_json_object(tok_config).get("model_max_length")

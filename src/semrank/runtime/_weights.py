@@ -42,6 +42,11 @@ def weight_files(model_dir: Path) -> list[Path]:
     legacy = model_dir / "pytorch_model.bin"
     if legacy.is_file():
         return [legacy]
+    if (model_dir / "model.onnx").is_file():  # runs on onnx / openvino, not from its weights
+        raise ModelLoadError(
+            f"{model_dir} holds only model.onnx: the torch backend (and training) needs "
+            "model.safetensors or pytorch_model.bin; run it with backend 'onnx' or 'openvino'"
+        )
     raise ModelLoadError(
         f"no weights in {model_dir}: expected model.safetensors, sharded model-*.safetensors, "
         "pytorch_model.bin or model.onnx"

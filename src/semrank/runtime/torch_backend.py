@@ -67,10 +67,14 @@ def _torch_forward(model: Any, device: str, output: str) -> Forward:
 
 
 def _accepted_inputs(model: Any) -> set[str]:
-    # RoBERTa-style and ModernBERT models take no token_type_ids.
+    """The tokenizer outputs ``model`` reads: segment ids wherever its forward takes them and it
+    has more than one segment type (BERT, ELECTRA, ALBERT: ELECTRA scored 0.4 off without
+    them); RoBERTa-style models have one type, ModernBERT none."""
+    import inspect
+
     names = {"input_ids", "attention_mask"}
-    bert_like = model.config.model_type in ("bert", "semrank_gated_bert")
-    if getattr(model.config, "type_vocab_size", 0) and bert_like:
+    takes_segments = "token_type_ids" in inspect.signature(model.forward).parameters
+    if takes_segments and getattr(model.config, "type_vocab_size", 0) > 1:
         names.add("token_type_ids")
     return names
 
@@ -112,7 +116,10 @@ def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
     except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
     _require_every_weight(model_dir, info, pooler_used=auto_class != "AutoModel")
-    return model
+    # transformers 5 keeps a checkpoint's stored dtype: bf16 / fp16 hub checkpoints ran in 16
+    # bits on the CPU (scores 0.008 off fp32). The reference backend computes in fp32; 16 bits
+    # are torch-fp16's, on CUDA.
+    return model.float()
 
 
 def _from_int8(auto: Any, auto_config: Any, model_dir: Path, torch: Any) -> tuple[Any, Any]:
