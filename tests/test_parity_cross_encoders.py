@@ -36,9 +36,13 @@ CASES = {
 }
 
 
-def reference_scores(model_dir: Path, pairs: list[tuple[str, str]], family: str) -> np.ndarray:
+def reference_scores(
+    model_dir: Path, pairs: list[tuple[str, str]], family: str, model: Any = None
+) -> np.ndarray:
     tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(model_dir))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    if model is None:
+        auto = transformers.AutoModelForSequenceClassification
+        model = auto.from_pretrained(str(model_dir)).eval()
     scores = []
     for query, doc in pairs:
         inputs = tokenizer(
@@ -160,22 +164,5 @@ def test_torch_backend_reads_electra_segments_and_16_bit_checkpoints_in_fp32(
     widened = transformers.AutoModelForSequenceClassification.from_pretrained(str(bf16))
     assert next(widened.parameters()).dtype == torch.bfloat16  # transformers keeps bf16
     scores = load_scorer(resolved(bf16), backend="torch", device="cpu").score_pairs(PAIRS)
-    fp32_reference = reference_scores_of(widened.float().eval(), bf16, PAIRS)
+    fp32_reference = reference_scores(bf16, PAIRS, "bert", model=widened.float().eval())
     np.testing.assert_allclose(scores, fp32_reference, atol=1e-4, rtol=0)
-
-
-def reference_scores_of(model: Any, model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
-    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(model_dir))
-    scores = []
-    for query, doc in pairs:
-        inputs = tokenizer(
-            query,
-            doc,
-            truncation="only_second",
-            max_length=MAX_LENGTH,
-            return_tensors="pt",
-            return_token_type_ids=True,
-        )
-        with torch.no_grad():
-            scores.append(model(**inputs).logits[0, 0].item())
-    return np.asarray(scores, dtype=np.float32)
