@@ -233,3 +233,21 @@ def test_info_command_prints_versions_features_and_the_choice() -> None:
     assert "avx2" in info["cpu"]
     assert info["backends"]["auto"]["backend"] == resolve_backend(None).backend
     assert info["backends"]["fast"]["reason"]
+
+
+def test_info_says_when_a_requested_device_is_not_here() -> None:
+    """`semrank info --device cuda` printed a CUDA plan on a machine without CUDA."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.runtime import require_device, resolve_backend
+    from semrank.runtime.commands import collect_info
+
+    try:
+        require_device(resolve_backend(None, "cuda"))
+    except BackendUnavailableError:
+        pass
+    else:
+        pytest.skip("this machine has CUDA")
+    info = collect_info("cuda")
+    assert "not available here" in info["backends"]["auto"]["reason"]
+    assert "not available here" in info["default_model"]["reason"]
+    assert "not available here" not in collect_info()["backends"]["auto"]["reason"]

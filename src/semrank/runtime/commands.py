@@ -39,10 +39,23 @@ def collect_info(device: str | None = None) -> dict[str, Any]:
         "threads": features["cpu_count"],
         "onnxruntime_providers": onnxruntime.get_available_providers(),
         "backends": {
-            name: {"backend": c.backend, "device": c.device, "reason": c.reason}
+            name: {"backend": c.backend, "device": c.device, "reason": _reason(c)}
             for name, c in choices.items()
         },
     }
+
+
+def _reason(choice: Any) -> str:
+    """Why ``choice`` was made, and, for a device this machine lacks, that it cannot run here
+    (a CUDA plan was printed on a machine without CUDA, and the first model load failed)."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.runtime import require_device
+
+    try:
+        require_device(choice)
+    except BackendUnavailableError as exc:
+        return f"{choice.reason}; not available here: {exc}"
+    return str(choice.reason)
 
 
 def _default_model_backend(choices: dict[str, Any]) -> dict[str, str]:
@@ -54,7 +67,7 @@ def _default_model_backend(choices: dict[str, Any]) -> dict[str, str]:
         fast = choices["fast"]
         why = (
             "its bf16 loss is measured within bounds, so auto runs it as backend='fast' "
-            f"({fast.reason})"
+            f"({_reason(fast)})"
         )
         return {"name": spec.name, "backend": fast.backend, "reason": why}
     return {"name": spec.name, "backend": choices["auto"].backend, "reason": "auto"}
