@@ -269,3 +269,19 @@ def test_models_list_piped_names_every_model_whole() -> None:
     ).stdout  # fmt: skip
     names = {line.split("\t")[0].removesuffix(" (default)") for line in listed.splitlines()[1:]}
     assert names == {spec.name for spec in CATALOG}
+
+
+def test_a_config_without_architectures_runs_on_onnx_as_on_torch(tmp_path):
+    """Model loading read model_type where "architectures" was missing; the ONNX export did
+    not, so the default backend refused a folder the torch backend ran."""
+    from semrank.runtime.onnx_export import architecture_of
+
+    target = _copy_bundled(tmp_path)
+    config = json.loads((target / "config.json").read_text())
+    del config["architectures"]
+    (target / "config.json").write_text(json.dumps(config))
+    assert architecture_of(config) == "BertModel"
+    original = semrank.Reranker(resolve_embedding_model().path, backend="onnx", feedback=False)
+    stripped = semrank.Reranker(target, backend="onnx", feedback=False)
+    pairs = ("what do fleas eat", ["Fleas feed on blood.", "Paris is in France."])
+    np.testing.assert_allclose(stripped.score(*pairs), original.score(*pairs), atol=1e-6)

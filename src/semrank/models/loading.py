@@ -302,20 +302,30 @@ def _require_files(path: Path) -> None:
         )
 
 
-def _architecture(config: dict[str, Any], path: Path) -> str:
+# The encoder a config.json without "architectures" holds, by its model_type.
+ARCHITECTURE_OF_MODEL_TYPE = {
+    "bert": "BertModel",
+    "xlm-roberta": "XLMRobertaModel",
+    "roberta": "RobertaModel",
+    "modernbert": "ModernBertModel",
+}
+
+
+def config_architecture(config: dict[str, Any]) -> str | None:
+    """The architecture ``config`` names, else the encoder its model_type implies (None)."""
     architectures = config.get("architectures") or []
     if architectures:
         return str(architectures[0])
-    model_type = str(config.get("model_type", ""))
-    known = {
-        "bert": "BertModel",
-        "xlm-roberta": "XLMRobertaModel",
-        "roberta": "RobertaModel",
-        "modernbert": "ModernBertModel",
-    }
-    if model_type in known:
-        return known[model_type]
-    raise ModelLoadError(f"{path / 'config.json'} names no architectures and no known model_type")
+    return ARCHITECTURE_OF_MODEL_TYPE.get(str(config.get("model_type", "")))
+
+
+def _architecture(config: dict[str, Any], path: Path) -> str:
+    architecture = config_architecture(config)
+    if architecture is None:
+        raise ModelLoadError(
+            f"{path / 'config.json'} names no architectures and no known model_type"
+        )
+    return architecture
 
 
 def _detect_kind(path: Path, architecture: str) -> ScorerKind | None:

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import onnx
 
 from semrank.errors import ModelLoadError, UnsupportedArchitectureError
-from semrank.models.loading import read_json_object
+from semrank.models.loading import config_architecture, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
 from semrank.runtime._weights import Weights, load_weights, weight_files
@@ -65,12 +65,14 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def architecture_of(config: dict[str, Any]) -> str:
-    names = config.get("architectures") or []
-    if not names:
+    # As model loading reads it: without "architectures", the encoder of its model_type (the
+    # torch backend ran such a folder, this one refused it).
+    name = config_architecture(config)
+    if name is None:
         raise UnsupportedArchitectureError(
-            f"config.json names no architecture; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            "config.json names no architecture and no known model_type; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    name = str(names[0])
     if name not in _ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"unsupported architecture {name}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
