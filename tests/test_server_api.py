@@ -367,7 +367,10 @@ async def test_oversized_body_and_bad_json(reranker: Any, caplog: pytest.LogCapt
         broken = await client.post(
             "/v1/rerank", content=b"{not json", headers={"content-type": "application/json"}
         )
+        metrics = (await client.get("/metrics")).text
     assert too_big.status_code == 413
+    # Counted under its route, not "unmatched": the edge answered before routing ran.
+    assert 'semrank_requests_total{route="/v1/rerank",status="413"} 1.0' in metrics, metrics
     assert too_big.json()["error_type"] == "request_too_large"
     assert "bytes" in too_big.json()["error"]
     # The same body as every other error (vendors' clients read message or detail).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -27,10 +28,20 @@ CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a 
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        routes: Sequence[Any] = (),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        # (path regex, template) of the app's routes: the label of a request this edge answers
+        # itself (a 413 body, a 499), before routing has run.
+        self.templates = [(route.path_regex, route.path) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +137,7 @@ class EdgeMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
-        route = _route_label(scope)
+        route = _route_label(scope, self.templates)
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
         fields = {
@@ -172,8 +183,12 @@ def _add_headers(
     headers["server-timing"] = ", ".join(parts)
 
 
-def _route_label(scope: Scope) -> str:
+def _route_label(scope: Scope, templates: Sequence[tuple[Any, str]] = ()) -> str:
     # The route template (``/v1/indexes/{name}/search``), never the raw path: bounded label values.
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    if path:
+        return str(path)
+    # Routing has not run (the edge answered): labelled "unmatched", dashboards missed it.
+    found = (template for regex, template in templates if regex.match(scope["path"]))
+    return next(found, "unmatched")

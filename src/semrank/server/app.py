@@ -80,8 +80,14 @@ def create_app(
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.
     app.add_middleware(RequestLifetime)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
-    for router in (probes, models_router, rerank_router, index_router):
+    routers = (probes, models_router, rerank_router, index_router)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=config.max_body_bytes,
+        metrics=metrics,
+        routes=[route for router in routers for route in router.routes],
+    )
+    for router in routers:
         app.include_router(router)
     return app
 
