@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +376,34 @@ async def test_a_search_past_its_deadline_is_counted_as_rejected(client: httpx.A
         x for x in metrics.splitlines() if 'rejected_requests_total{reason="deadline"}' in x
     )
     assert float(line.split()[-1]) == statuses.count(504)
+
+
+async def test_an_unfinished_ingest_is_said_without_the_servers_paths(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Index info gave clients the server's file paths, host name and process ids of an
+    unfinished ingest, and a model folder's path; a search of such an index said nothing (the
+    CLI warns)."""
+    from semrank.models import resolve_embedding_model
+    from semrank.pipeline import forget_open_indexes
+    from semrank.store import create_index
+
+    source = tmp_path / "private" / "corpus.jsonl"
+    model_path = str(resolve_embedding_model().path)
+    with create_index("half", home=tmp_path, embedding_model=None) as index:
+        index.upsert([{"id": "d1", "text": "fleas bite"}])
+        index.begin_ingest(source, id_field="id")  # and never ended: interrupted
+    with create_index("pathy", home=tmp_path, embedding_model=model_path):
+        pass
+    forget_open_indexes()
+    info = (await client.get("/v1/indexes/half")).json()
+    searched = await client.post("/v1/indexes/half/search", json={"query": "fleas"})
+    pathy = (await client.get("/v1/indexes/pathy")).json()
+    assert list(info["unfinished_ingests"]) == ["corpus.jsonl"]
+    mark = info["unfinished_ingests"]["corpus.jsonl"]
+    assert set(mark) == {"started", "running"} and mark["running"] is False
+    assert str(tmp_path) not in json.dumps(info) and str(tmp_path) not in json.dumps(pathy)
+    assert pathy["settings"]["embedding_model"] == f"<path>/{Path(model_path).name}"
+    assert searched.status_code == 200 and searched.json()["hits"][0]["id"] == "d1"
+    assert "is incomplete" in searched.json()["warnings"][0]
+    assert "is incomplete" in searched.headers["x-semrank-warning"]

@@ -77,3 +77,45 @@ def test_loading_one_re_ranker_does_not_hold_up_searches_with_another(
     for thread in loaders:
         thread.join()
     assert built.count("slow") == 1  # three searches at once, one load
+
+
+def test_index_size_is_read_while_derived_folders_come_and_go(tmp_path: Path) -> None:
+    """Index info summed the files of a walk that writes and searches changed under it: a
+    derived folder renamed or removed meanwhile was a FileNotFoundError (HTTP 500)."""
+    import shutil
+
+    from semrank.store._base import index_dir_size
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            staging = tmp_path / "derived" / f".tmp-{n}"
+            staging.mkdir(parents=True)
+            for i in range(20):
+                (staging / f"f{i}").write_bytes(b"x")
+            done = staging.rename(tmp_path / "derived" / f"g{n}")
+            shutil.rmtree(done)
+            n += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            assert index_dir_size(tmp_path) >= 0
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_opening_an_index_that_a_drop_moved_away_is_not_found(tmp_path: Path) -> None:
+    """A search opening the index while `index drop` moved its folder away got SQLite's raw
+    'unable to open database file' (a 500) or a 503 about permissions and disk space."""
+    from semrank.errors import IndexNotFoundError
+    from semrank.store._sqlite import DB_NAME, DocumentDB
+
+    folder = tmp_path / "gone"
+    with pytest.raises(IndexNotFoundError, match="'gone' was dropped"):
+        DocumentDB(folder / DB_NAME)

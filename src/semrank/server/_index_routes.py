@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
 
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
@@ -23,6 +23,7 @@ from semrank.server.schemas import (
     CreateIndexRequest,
     DeleteDocumentsRequest,
     DeleteResult,
+    IndexInfo,
     IndexList,
     IndexName,
     PreparedTable,
@@ -31,6 +32,7 @@ from semrank.server.schemas import (
     SearchHit,
     SearchRequest,
     SearchResponse,
+    UnfinishedIngest,
     UpsertDocumentsRequest,
     UpsertResult,
 )
@@ -47,7 +49,12 @@ async def list_indexes(request: Request) -> Any:
     return IndexList(data=[IndexName(name=name) for name in found])
 
 
-@router.post("/v1/indexes", status_code=201, summary="Create an index (info of the new index)")
+@router.post(
+    "/v1/indexes",
+    status_code=201,
+    response_model=IndexInfo,
+    summary="Create an index (info of the new index)",
+)
 async def create_index(body: CreateIndexRequest, request: Request) -> Any:
     from semrank.store import create_index as create
 
@@ -67,7 +74,7 @@ async def create_index(body: CreateIndexRequest, request: Request) -> Any:
             store.close()
 
     info = await _blocking(request, None, make)
-    return JSONResponse(_public_info(request, info), status_code=201)
+    return _public_info(request, info)
 
 
 def _check_embedding_model(name: str | None) -> None:
@@ -84,26 +91,41 @@ def _check_embedding_model(name: str | None) -> None:
     )
 
 
-@router.get("/v1/indexes/{name}", summary="Index info (documents, settings, sizes)")
+@router.get(
+    "/v1/indexes/{name}",
+    response_model=IndexInfo,
+    summary="Index info (documents, settings, sizes)",
+)
 async def index_info(name: str, request: Request) -> Any:
     info = await _blocking(request, None, _with_index(request, name, lambda s: s.info().to_dict()))
-    return JSONResponse(_public_info(request, info))
+    return _public_info(request, info)
 
 
-def _public_info(request: Request, info: dict[str, Any]) -> dict[str, Any]:
+def _public_info(request: Request, info: dict[str, Any]) -> IndexInfo:
     """Index info for a client: its location under ``<index home>`` (or ``<index store>``), not
-    the server's folder or database."""
-    location = str(info.get("location", ""))
+    the server's folder or database; an unfinished ingest by its file's name and start only
+    (its path, host and process are the server's); a model folder by its name."""
+    info["location"] = _public_location(request, str(info.get("location", "")))
+    info["unfinished_ingests"] = {
+        Path(source).name: UnfinishedIngest(started=str(mark.get("started", "")),
+                                            running=bool(mark.get("running")))
+        for source, mark in info.get("unfinished_ingests", {}).items()
+    }  # fmt: skip
+    model = info["settings"].get("embedding_model")
+    if isinstance(model, str) and (Path(model).is_absolute() or model.startswith((".", "~"))):
+        info["settings"] = {**info["settings"], "embedding_model": f"<path>/{Path(model).name}"}
+    return IndexInfo(**info)
+
+
+def _public_location(request: Request, location: str) -> str:
     config = request.app.state.config
     relative = ((config.index_home, "<index home>"),) if config.index_home else ()
     for private, shown in (*request.app.state.private_names, *relative):
         if location == private or location.startswith(private.rstrip("/") + "/"):
-            info["location"] = shown + location[len(private.rstrip("/")) :]
-            break
+            return shown + location[len(private.rstrip("/")) :]
         if location.startswith(private + " "):  # a PostgreSQL location: "DSN schema.table"
-            info["location"] = shown + location[len(private) :]
-            break
-    return info
+            return shown + location[len(private) :]
+    return location
 
 
 @router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")
@@ -186,24 +208,29 @@ async def search(name: str, body: SearchRequest, request: Request, response: Res
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
 
-    def work() -> Any:
-        return run_search(
-            name,
-            body.query,
-            retriever=tree,
-            k=body.size,
-            with_documents=body.return_documents,
-            **_where(request),
+    def work(store: Any) -> tuple[Any, list[str]]:
+        results = run_search(
+            store, body.query, retriever=tree, k=body.size, with_documents=body.return_documents
         )
+        return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():
-        results = await _blocking(request, deadline, work)
+        results, warnings = await _blocking(request, deadline, _with_index(request, name, work))
     hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
-    if results.warnings:  # as the rerank routes say it
-        response.headers[WARNING_HEADER] = (
-            results.warnings[0].encode("ascii", "backslashreplace").decode()
-        )
-    return SearchResponse(index=name, hits=hits, warnings=list(results.warnings) or None)
+    if warnings:  # as the rerank routes say it
+        response.headers[WARNING_HEADER] = warnings[0].encode("ascii", "backslashreplace").decode()
+    return SearchResponse(index=name, hits=hits, warnings=warnings or None)
+
+
+def _incomplete_warning(store: Any) -> list[str]:
+    """What the CLI says on stderr of an index whose ingest has not finished, without the
+    server's paths and commands (GET /v1/indexes/{name} has the ingests' files and times)."""
+    if not store.unfinished_ingests():
+        return []
+    return [
+        f"index {store.name!r} is incomplete: an ingest into it has not finished (interrupted, "
+        f"or still running), so this answer is from the {len(store):,} documents it holds"
+    ]
 
 
 def _checked_spec(

@@ -389,6 +389,29 @@ class DeleteResult(_Schema):
     deleted: int
 
 
+class UnfinishedIngest(_Schema):
+    started: str  # local time of the server, "YYYY-MM-DD HH:MM:SS"
+    running: bool  # False: interrupted (`semrank index add` of the same file finishes it)
+
+
+class IndexInfo(_Schema):
+    """An index's info as a client sees it: locations under ``<index home>``, files by name."""
+
+    name: str
+    backend: str  # "local" | "postgresql"
+    location: str
+    documents: int
+    generation: int
+    settings: dict[str, Any]
+    embedding_dim: int | None
+    vector_search: str | None  # "exact" | "hnsw" | None (BM25 only)
+    fields_seen: list[str]
+    size_bytes: int
+    derived: dict[str, Any]
+    # Ingests of a file that have not finished, by file name.
+    unfinished_ingests: dict[str, UnfinishedIngest] = Field(default_factory=dict)
+
+
 class SearchRequest(_Strict):
     """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
     fills ``{{query}}`` placeholders (a tree without any has it replace its query texts)."""

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -548,4 +549,11 @@ def ingest_running(mark: dict[str, Any]) -> bool:
 
 
 def index_dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes under ``path``; files that writes and searches replace meanwhile (derived indexes
+    renamed into place, temporaries removed) are skipped, not a FileNotFoundError (a 500)."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total

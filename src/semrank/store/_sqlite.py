@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import DataFormatError, StorageError
+from semrank.errors import DataFormatError, IndexNotFoundError, StorageError
 
 DB_NAME = "documents.sqlite"
 SCHEMA_VERSION = 1
@@ -59,8 +59,13 @@ def _is_environmental(exc: sqlite3.Error) -> bool:
     return str(getattr(exc, "sqlite_errorname", "")).startswith(_ENVIRONMENTAL)
 
 
-def storage_error(path: Path, exc: BaseException) -> StorageError:
+def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoundError:
     """An environment failure of the index at ``path``, named with what to check."""
+    if not path.exists():  # dropped (moved to the trash) while this request used it
+        return IndexNotFoundError(
+            f"index {path.parent.name!r} was dropped while this request was using it; create "
+            "it again to use its name"
+        )
     name = str(getattr(exc, "sqlite_errorname", ""))
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         advice = (
@@ -88,7 +93,10 @@ class DocumentDB:
         # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
         self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
-        self._writer = self._reader = self._connect(path)
+        try:  # a drop racing this open: "unable to open database file", raw, was a 500
+            self._writer = self._reader = self._connect(path)
+        except sqlite3.OperationalError as exc:
+            raise storage_error(path, exc) from exc
         try:
             self._setup()
             self._reader = self._connect(path)
