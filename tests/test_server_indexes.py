@@ -109,6 +109,9 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     assert shorthand.status_code == 200 and shorthand.json()["hits"][0]["rerank_score"] is not None
     no_index = await client.post("/v1/indexes/nope/search", json={"query": "fleas"})
     assert no_index.status_code == 404
+    # The fix an HTTP client can make, not the server's CLI and folder.
+    assert "POST /v1/indexes" in no_index.json()["error"]
+    assert "semrank index create" not in no_index.json()["error"]
 
 
 async def test_a_rerank_window_over_the_document_limit_is_413(client: httpx.AsyncClient) -> None:

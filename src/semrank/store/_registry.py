@@ -358,7 +358,10 @@ def open_index(
         known = ", ".join(list_indexes(home)) or "none"
         raise IndexNotFoundError(
             f"index {name!r} not found in {target.parent} (indexes there: {known}); create it "
-            f"with `semrank index create {name} --from PATH`"
+            f"with `semrank index create {name} --from PATH`",
+            # What an HTTP client can do about it (the server's folder and CLI are not its).
+            client_message=f"index {name!r} not found (indexes: {known}); create it with "
+            "POST /v1/indexes",
         )
     return LocalStore(target, embedder=embedder)
 
