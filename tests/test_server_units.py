@@ -481,3 +481,38 @@ def test_a_blank_host_or_index_home_is_refused(flag: str, field: str) -> None:
 
     with pytest.raises(InvalidInputError, match=f"^{flag} is blank"):
         from_environment({field: " "}, environ={"SEMRANK_STORE": "postgresql://u@h:5432/db"})
+
+
+def test_a_slow_oversized_body_gets_its_413_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The edge reads an oversized body before answering 413 (so clients that send it all
+    first get the answer); a client that never finishes sending must not hold the 413."""
+    from semrank.server import _edge
+
+    monkeypatch.setattr(_edge, "DISCARD_SECONDS", 0.2)
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("an oversized body reached the app")
+
+    edge = _edge.EdgeMiddleware(inner, max_body_bytes=10, metrics=Metrics())
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/rerank",
+        "headers": [(b"content-length", b"1000")],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not sent and not getattr(receive, "called", False):
+            receive.called = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": b"x" * 100, "more_body": True}
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
+    assert time.monotonic() - started < 2
+    assert sent[0]["status"] == 413

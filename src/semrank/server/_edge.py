@@ -3,6 +3,8 @@ request metrics and the access log."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +26,7 @@ MAX_REQUEST_ID = 128
 TIMINGS_KEY = "timings"  # request.state.timings: {"rerank": seconds, ...} for Server-Timing
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before the answer
 DISCARD_FACTOR = 4  # a body over the limit is read (and dropped) up to 4x the limit, then cut
+DISCARD_SECONDS = 10.0  # ... and for at most this long
 CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a disconnect
 
 
@@ -101,16 +104,22 @@ class EdgeMiddleware:
         return b"".join(chunks)
 
     async def _discard_body(self, receive: Receive) -> None:
-        """Read what is left of a body over the limit (up to DISCARD_FACTOR x the limit) before
-        the 413: clients that read the answer only once they have sent everything (httpx's
-        async client, http.client) saw a reset connection, "cannot reach the server", where
-        the server had answered 413. Past that much the connection is just closed."""
-        left = DISCARD_FACTOR * self.max_body_bytes
-        while left > 0:
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                return
-            left -= len(message.get("body", b""))
+        """Read what is left of a body over the limit (up to DISCARD_FACTOR x the limit, for at
+        most DISCARD_SECONDS: a client sending slowly does not hold the answer) before the 413:
+        clients that read the answer only once they have sent everything (httpx's async client,
+        http.client) saw a reset connection, "cannot reach the server", where the server had
+        answered 413. Past that the connection is just closed."""
+
+        async def drain() -> None:
+            left = DISCARD_FACTOR * self.max_body_bytes
+            while left > 0:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                left -= len(message.get("body", b""))
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain(), DISCARD_SECONDS)
 
     @staticmethod
     async def _internal_error(scope: Scope, exc: Exception, request_id: str, send: Send) -> None:
