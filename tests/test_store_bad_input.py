@@ -289,6 +289,9 @@ def test_an_id_column_in_capitals_is_the_id_field(tmp_path: Path) -> None:
     path.write_text("ID,Title,Body\nA-17,Hello,world body\nB-22,Second,other text\n")
     corpus = read_corpus(path)
     assert corpus.id_field == "ID" and corpus.text_fields == ("Title", "Body")
+    both = tmp_path / "both.csv"
+    both.write_text("ID,id,text\nX,1,words\n")
+    assert read_corpus(both).id_field == "id"  # the exact spelling first, as before
     home = str(tmp_path / "home")
     run("index", "create", "upper", "--from", str(path), "--home", home, "--no-dense")
     assert "deleted 1 of 1" in run("index", "delete", "upper", "A-17", "--home", home)

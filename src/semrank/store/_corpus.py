@@ -353,6 +353,9 @@ FIELD_SAMPLE = 1000
 def _guess_id_field(record: dict[str, Any]) -> str | None:
     """The first of ID_FIELD_GUESSES ``record`` holds, in any case (an "ID" column made record
     numbers the ids and left the ids in the searched text)."""
+    exact = next((g for g in ID_FIELD_GUESSES if g in record), None)
+    if exact is not None:  # "id" beside "ID": the spelling semrank looks for first
+        return exact
     by_lower = {key.lower(): key for key in reversed(list(record))}
     return next((by_lower[g] for g in ID_FIELD_GUESSES if g in by_lower), None)
 
