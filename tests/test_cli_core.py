@@ -305,7 +305,6 @@ def test_rerank_says_on_stderr_when_the_query_was_cut(tmp_path):
     "text, documents",
     [
         ('[\n  null,\n  "Fleas are small insects."\n]\n', [None, "Fleas are small insects."]),
-        ("[1,\n 2]", [1, 2]),
         (
             '{\n  "title": "Fleas",\n  "text": "Fleas are small insects."\n}\n',
             [{"title": "Fleas", "text": "Fleas are small insects."}],
@@ -327,8 +326,15 @@ def test_a_request_body_given_as_the_docs_file_is_refused(tmp_path):
     path.write_text(json.dumps({"query": "fleas", "documents": ["a", "b"]}, indent=2))
     result = runner.invoke(app, ["rerank", "flea", "--docs", str(path)])
     assert isinstance(result.exception, DataFormatError)
-    assert "a JSON object with 'documents'" in str(result.exception)
+    assert "a JSON object with 'query' and 'documents'" in str(result.exception)
     nulls = tmp_path / "nulls.json"
     nulls.write_text('[\n  null,\n  "Fleas are small insects."\n]\n')
     refused = runner.invoke(app, ["rerank", "flea", "--docs", str(nulls)])
     assert refused.exit_code != 0 and "documents[0]" in str(refused.exception)
+    # A document that merely has a field called documents, and '[1, 2, 3]' as a line of text.
+    record = tmp_path / "one.jsonl"
+    record.write_text('{"text": "fleas bite", "documents": "see also"}\n')
+    assert read_documents(str(record)) == [{"text": "fleas bite", "documents": "see also"}]
+    line = tmp_path / "line.txt"
+    line.write_text("[1, 2, 3]\n")
+    assert read_documents(str(line)) == ["[1, 2, 3]"]

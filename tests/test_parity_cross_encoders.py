@@ -33,6 +33,8 @@ CASES = {
     "modernbert-cls": ("modernbert", {}),
     "modernbert-mean": ("modernbert", {"classifier_pooling": "mean"}),
     "semrank-gated-bert": ("gated", {}),
+    # One segment type: the gated model still reads the segment ids (query vs passage).
+    "semrank-gated-bert-1-type": ("gated", {"type_vocab_size": 1}),
 }
 
 

@@ -273,3 +273,18 @@ def test_eval_cli_ranks_by_the_scores_with_or_without_feedback(
         expected[setting] = evaluate(load_qrels(qrels), reranked_run(lists, scores)).aggregate
     assert expected[True]["nDCG@10"] != pytest.approx(expected[False]["nDCG@10"], abs=1e-4)
     assert json.loads(result.stdout)["reranked"] == pytest.approx(expected[feedback], abs=1e-6)
+
+
+def test_twins_whose_scores_drift_in_a_chain_are_one_document() -> None:
+    """Each of three copies scores within 1e-3 of the next but the last is 1.5e-3 from the
+    first: they are one document (the grouping compared with a group's first member only)."""
+    import numpy as np
+
+    from semrank.rerank._feedback import _distinct_documents
+
+    vectors = np.ones((4, 4)) / 2
+    vectors[3] = [0.5, -0.5, 0.5, -0.5]  # another document, its score in the chain's range
+    document_of, first = _distinct_documents(
+        ["a", "b", "c", "d"], vectors, np.array([0.0, 0.0009, 0.0015, 0.001])
+    )
+    assert document_of.tolist() == [0, 0, 0, 1] and first.tolist() == [0, 3]

@@ -516,3 +516,20 @@ def test_a_slow_oversized_body_gets_its_413_in_bounded_time(
     asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
     assert time.monotonic() - started < 2
     assert sent[0]["status"] == 413
+
+
+def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starting(
+    tmp_path: Path,
+) -> None:
+    """`--workers N` exited 0 when every worker failed to load its model, then (the first fix)
+    3 when the service was merely stopped while its workers were loading."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.server._run import check_workers_started
+    from semrank.server.app import WORKER_FAILED, WORKER_STARTED
+
+    check_workers_started(tmp_path, 2)  # stopped before any worker came up: a clean stop
+    (tmp_path / f"{WORKER_FAILED}101").touch()
+    with pytest.raises(BackendUnavailableError, match="none of the 2 workers started"):
+        check_workers_started(tmp_path, 2)
+    (tmp_path / f"{WORKER_STARTED}102").touch()  # one came up and served: its stop is clean
+    check_workers_started(tmp_path, 2)

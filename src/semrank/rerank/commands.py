@@ -81,11 +81,13 @@ def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
         data = json.loads(text)
     except json.JSONDecodeError:
         return None
-    if isinstance(data, dict) and "documents" in data:
+    if isinstance(data, dict) and {"query", "documents"} <= set(data):
         raise DataFormatError(
-            f"{path}: a JSON object with 'documents' (a request body?); give the documents "
-            "alone: a JSON list, or JSONL with one document per line"
+            f"{path}: a JSON object with 'query' and 'documents' (a request body?); give the "
+            "documents alone: a JSON list, or JSONL with one document per line"
         )
+    if isinstance(data, list) and not all(isinstance(d, str | dict) or d is None for d in data):
+        return None  # '[1, 2, 3]' on a line of its own is text, as it always was
     return data if isinstance(data, list | dict) else None
 
 

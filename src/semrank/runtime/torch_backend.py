@@ -73,9 +73,10 @@ def _accepted_inputs(model: Any) -> set[str]:
     import inspect
 
     names = {"input_ids", "attention_mask"}
-    takes_segments = "token_type_ids" in inspect.signature(model.forward).parameters
-    if takes_segments and getattr(model.config, "type_vocab_size", 0) > 1:
-        names.add("token_type_ids")
+    segments = inspect.signature(model.forward).parameters.get("token_type_ids")
+    required = segments is not None and segments.default is inspect.Parameter.empty
+    if required or (segments and getattr(model.config, "type_vocab_size", 0) > 1):
+        names.add("token_type_ids")  # the gated model always reads them: query vs passage
     return names
 
 

@@ -71,7 +71,10 @@ class EdgeMiddleware:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
                     return
                 if body is None:
-                    await self._discard_body(receive)
+                    if headers.get("expect", "").lower() != "100-continue":
+                        # A client that waits for "100 Continue" sends nothing more unless
+                        # asked: reading on would ask it to upload what is refused.
+                        await self._discard_body(receive)
                     await self._too_large(scope, request_id, send_with_headers)
                     return
                 receive = _replay(body, receive)

@@ -43,7 +43,7 @@ from semrank.server.schemas import (
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
-        (400, "the body is not UTF-8"),
+        (400, "the body is not UTF-8, or its JSON is nested too deeply or its numbers too long"),
         (401, "missing or wrong API key"),
         (404, "unknown model or index"),
         (409, "an index of that name exists (index routes)"),

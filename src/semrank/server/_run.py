@@ -14,7 +14,7 @@ from typing import Any
 from semrank.errors import BackendUnavailableError, InvalidInputError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV
-from semrank.server.app import WORKER_STARTED
+from semrank.server.app import WORKER_FAILED, WORKER_STARTED
 from semrank.server.config import ENV_API_KEYS, ENV_CONFIG_JSON, ServerConfig, parse_api_keys
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -49,18 +49,25 @@ def run_server(config: ServerConfig) -> None:
                     workers=config.workers,
                     **options,
                 )
-                started = any(Path(shared).glob(f"{WORKER_STARTED}*"))
+                check_workers_started(Path(shared), config.workers)
         finally:  # nothing later in this process may read the folder that is gone
             os.environ.pop(MULTIPROC_ENV, None)
             os.environ.pop(ENV_CONFIG_JSON, None)
-        if not started:  # uvicorn's parent returns normally: a service manager saw success
-            raise BackendUnavailableError(
-                f"none of the {config.workers} workers started (the log above says why)"
-            )
         return
     from semrank.server.app import create_app
 
     uvicorn.run(create_app(config), **options)
+
+
+def check_workers_started(shared: Path, workers: int) -> None:
+    """After uvicorn's parent returned (it returns normally, a success to a service manager,
+    when every worker failed to start): an error if some worker failed and none started. A
+    stop while they were starting (SIGTERM during the model load) left neither: no error."""
+    started = any(shared.glob(f"{WORKER_STARTED}*"))
+    if not started and any(shared.glob(f"{WORKER_FAILED}*")):
+        raise BackendUnavailableError(
+            f"none of the {workers} workers started (the log above says why)"
+        )
 
 
 def check_before_start(config: ServerConfig) -> None:

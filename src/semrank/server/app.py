@@ -180,15 +180,16 @@ def app_from_environment() -> FastAPI:
     return create_app(config)
 
 
-WORKER_STARTED = "started-"  # + pid: a file each worker of `--workers N` leaves once ready
+# + pid: a file each worker of `--workers N` leaves once ready, or once its start failed
+WORKER_STARTED, WORKER_FAILED = "started-", "failed-"
 
 
-def _say_worker_started() -> None:
-    """Tell the parent of ``--workers N`` that this worker came up: uvicorn's parent exits 0
-    when every worker failed to start, so the parent checks for these files."""
+def _say_worker(outcome: str) -> None:
+    """Tell the parent of ``--workers N`` how this worker's start went: uvicorn's parent exits
+    0 when every worker failed to start, so the parent reads these files."""
     shared = os.environ.get(MULTIPROC_ENV)
     if shared:
-        (Path(shared) / f"{WORKER_STARTED}{os.getpid()}").touch()
+        (Path(shared) / f"{outcome}{os.getpid()}").touch()
 
 
 def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -> Any:
@@ -197,13 +198,17 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not registry.engines:
-            await asyncio.to_thread(registry.load)
-        await registry.start()
-        release_store_pool = await asyncio.to_thread(_hold_store_pool, config)
+        try:
+            if not registry.engines:
+                await asyncio.to_thread(registry.load)
+            await registry.start()
+            release_store_pool = await asyncio.to_thread(_hold_store_pool, config)
+        except Exception:  # not a stop during startup (CancelledError): that is no failure
+            _say_worker(WORKER_FAILED)
+            raise
         app.state.phase = "ready"
         logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
-        _say_worker_started()
+        _say_worker(WORKER_STARTED)
         try:
             yield
         finally:

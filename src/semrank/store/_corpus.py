@@ -42,6 +42,7 @@ class Corpus:
     id_field: str | None  # None: ids are record numbers (1, 2, ...)
     text_fields: tuple[str, ...]
     is_beir: bool = False
+    id_guessed: bool = False  # id_field taken from the header's names, not given
 
     def __iter__(self) -> Iterator[Document]:
         for number, record in enumerate(_records(self.path, self.format), start=1):
@@ -65,7 +66,13 @@ class Corpus:
 
     def survey(self) -> tuple[int, set[str]]:
         """``count()``, and the text fields that hold a value in at least one record."""
-        checks, total = IngestChecks(self.text_fields), 0
+        note = (
+            f" (the id field {self.id_field!r} was guessed from the field names; if it holds no "
+            "ids, name the one that does with --id-field)"
+            if self.id_guessed
+            else ""
+        )
+        checks, total = IngestChecks(self.text_fields, duplicate_note=note), 0
         for number, document in enumerate(documents_from(self), start=1):
             checks.check(document, number)
             total += 1
@@ -77,8 +84,9 @@ class IngestChecks:
     silently replace the earlier one) and a record with none of the index's text fields (it
     would be stored, but no search could find it)."""
 
-    def __init__(self, text_fields: Sequence[str]) -> None:
+    def __init__(self, text_fields: Sequence[str], *, duplicate_note: str = "") -> None:
         self.text_fields = tuple(text_fields)
+        self.duplicate_note = duplicate_note  # said after a repeated id
         self._first_record: dict[str, int] = {}
         self.fields_used: set[str] = set()  # text fields some record gave a value
 
@@ -88,6 +96,7 @@ class IngestChecks:
             raise DataFormatError(
                 f"record {number} repeats the id {document.id!r} of record {earlier}; ids must "
                 "be unique (the later record would replace the earlier one): fix or drop one"
+                + self.duplicate_note
             )
         present = [name for name in self.text_fields if document.fields.get(name) is not None]
         self.fields_used.update(present)
@@ -247,25 +256,25 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
         for number, row in enumerate(reader, start=1):
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-            yield row
+            # A column without a name (pandas' index, a trailing comma) is no field of the
+            # documents: no flag could name it.
+            yield {key: value for key, value in row.items() if key.strip()}
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
 
 
 def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
     """Column names a DictReader would lose or misread: a repeated name kept only its last
-    column, a blank one named a field '', and a header of one column holding another
-    separator (a semicolon-separated file read as CSV) put every column into one text."""
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    column, and a header of one column holding another separator (a semicolon-separated file
+    read as CSV) put every column into one text. Unnamed columns are left out (_csv_records)."""
+    named = [name for name in names if name.strip()]  # unnamed: pandas' index, a trailing comma
+    repeated = sorted({name for name in named if named.count(name) > 1})
     if repeated:
         raise DataFormatError(
             f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once (only "
             "the last such column would be kept); give every column its own name"
         )
-    if any(not name.strip() for name in names):
-        column = next(i for i, name in enumerate(names, start=1) if not name.strip())
-        raise DataFormatError(f"{path}:1: column {column} of the header has no name; name it")
-    others = [sep for sep in (";", "\t", ",", "|") if sep != delimiter]
+    others = [sep for sep in (";", "\t") if sep != delimiter]
     found = [sep for sep in others if len(names) == 1 and sep in names[0]]
     if found:
         shown = "a tab" if found[0] == "\t" else repr(found[0])
@@ -451,7 +460,13 @@ def read_corpus(
         else _text_fields_of(islice(_records(file, fmt), FIELD_SAMPLE), chosen_id)
     )
     check_id_is_not_text(chosen_id, text_fields)
-    return Corpus(path=file, format=fmt, id_field=chosen_id, text_fields=text_fields)
+    return Corpus(
+        path=file,
+        format=fmt,
+        id_field=chosen_id,
+        text_fields=text_fields,
+        id_guessed=id_field is None and chosen_id is not None,
+    )
 
 
 def documents_from(
