@@ -302,7 +302,7 @@ def add(
             source, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
         _check_has_ids(corpus, name)
-        _warn_unread_fields(corpus, name, settings.text_fields)
+        _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen)
         counts = _ingest(index, corpus, batch_size)
         skipped = counts.documents - counts.written
         typer.echo(
@@ -314,9 +314,12 @@ def add(
             _keep_prepared(index, name, [document.id for document in corpus])
 
 
-def _warn_unread_fields(corpus: Corpus, name: str, text_fields: Sequence[str]) -> None:
-    """Text the index will keep but not search: said, since a search for it finds nothing."""
-    unread = corpus.unread_text_fields()
+def _warn_unread_fields(
+    corpus: Corpus, name: str, text_fields: Sequence[str], *, seen: Sequence[str]
+) -> None:
+    """Text the index will keep but not search: said, since a search for it finds nothing.
+    Once: fields the index already holds were said (or chosen) before."""
+    unread = [field for field in corpus.unread_text_fields() if field not in seen]
     if unread:
         typer.echo(
             f"warning: {corpus.path.name}'s records hold text in {', '.join(unread)}, which "
@@ -507,9 +510,9 @@ def drop(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Delete an index and its files."""
-    from semrank.store import drop_index, index_path, list_indexes
+    from semrank.store import drop_index, index_path
 
-    if not yes and name in list_indexes(home, store=store):  # else drop_index says not found
+    if not yes and _exists(name, home, store):  # else drop_index says not found
         from semrank.store import redact_dsn as redact
 
         where = redact(store) if store and store != "local" else index_path(name, home)
@@ -518,6 +521,17 @@ def drop(
             return  # the answer asked for: nothing went wrong (exit status 0)
     drop_index(name, home=home, store=store)
     typer.echo(f"dropped {name!r}")
+
+
+def _exists(name: str, home: Path | None, store: str | None) -> bool:
+    """Whether drop would find the index: by its folder, as drop_index finds it (a name
+    compared with the listed ones differs in case on a case-insensitive disk, and the drop went
+    ahead unasked)."""
+    from semrank.store import index_path, list_indexes
+
+    if store and store != "local":
+        return name in list_indexes(store=store)
+    return index_path(name, home).exists()
 
 
 def _confirmed(question: str) -> bool:
