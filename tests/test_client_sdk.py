@@ -472,3 +472,16 @@ def test_gateway_errors_are_classed_by_status_and_bad_arguments_named() -> None:
     assert overloaded.value.status_code == 429 and overloaded.value.retry_after == 3.0
     with pytest.raises(errors.InvalidInputError, match=r"whitespace.*key\.strip\(\)"):
         SemrankClient("http://test", api_key="k1\n")
+
+
+def test_a_batch_query_may_set_its_own_top_n_and_min_score(reranker: Any) -> None:
+    """The server takes top_n / min_score per query of a batch; the client refused them."""
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with live_server(app) as url, SemrankClient(url) as client:
+        answer = client.rerank_batch(
+            [(QUERY, DOCS, {"top_n": 1}), (QUERY, DOCS, {"min_score": 0.999999}), (QUERY, DOCS)]
+        )
+        with pytest.raises(errors.InvalidInputError, match="unknown option 'model'"):
+            client.rerank_batch([(QUERY, DOCS, {"model": "x"})])
+    assert [len(group) for group in answer.results] == [1, 0, len(DOCS)]
+    assert answer.results[0][0].index == answer.results[2][0].index  # the same best document

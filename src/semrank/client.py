@@ -213,17 +213,31 @@ def _rerank_body(query: str, documents: object, options: Mapping[str, Any]) -> d
     return _json_body({**body, "response_format": "cohere"})
 
 
+# What one query of a batch may set for itself (the server's BatchQuery).
+BATCH_QUERY_OPTIONS = frozenset({"top_n", "min_score"})
+BatchItem = tuple[str, Sequence[Document]] | tuple[str, Sequence[Document], Mapping[str, Any]]
+
+
 def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
-    hint = 'pass [(query, documents), ...], e.g. [("what do fleas eat", ["doc 1", "doc 2"])]'
+    hint = (
+        'pass [(query, documents), ...], e.g. [("what do fleas eat", ["doc 1", "doc 2"])], '
+        'or (query, documents, {"top_n": 3}) for one query\'s own top_n / min_score'
+    )
     require_collection(queries, expected="queries must be a list of (query, documents)", hint=hint)
     items = []
     for group in cast(Sequence[Any], queries):
-        if isinstance(group, str | bytes) or not isinstance(group, Sequence) or len(group) != 2:
+        sized = not isinstance(group, str | bytes) and isinstance(group, Sequence)
+        if not sized or len(group) not in (2, 3) or (len(group) == 3 and not _mapping(group[2])):
             raise errors.InvalidInputError(
                 f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
             )
-        items.append({"query": group[0], "documents": _documents(group[1])})
+        own = _options(BATCH_QUERY_OPTIONS, **group[2]) if len(group) == 3 else {}
+        items.append({"query": group[0], "documents": _documents(group[1]), **own})
     return _json_body({"queries": items, **_options(BATCH_OPTIONS, **options)})
+
+
+def _mapping(value: object) -> bool:
+    return isinstance(value, Mapping)
 
 
 def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
@@ -278,13 +292,11 @@ def _as_sent(response: RerankResponse, documents: Sequence[Document]) -> RerankR
     return dataclasses.replace(response, results=results)
 
 
-def _batch_as_sent(
-    response: BatchResponse, queries: Sequence[tuple[str, Sequence[Document]]]
-) -> BatchResponse:
+def _batch_as_sent(response: BatchResponse, queries: Sequence[BatchItem]) -> BatchResponse:
     results = [
         [hit if hit.document is None else dataclasses.replace(hit, document=docs[hit.index])
          for hit in group]
-        for group, (_, docs) in zip(response.results, queries, strict=True)
+        for group, docs in zip(response.results, (q[1] for q in queries), strict=True)
     ]  # fmt: skip
     return dataclasses.replace(response, results=results)
 
@@ -535,10 +547,10 @@ class SemrankClient:
         body = _rerank_body(query, documents, options)
         return _as_sent(self._call("POST", "/v1/rerank", body, _rerank_response), documents)
 
-    def rerank_batch(
-        self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
-    ) -> BatchResponse:
-        """Several ``(query, documents)`` groups in one request, scored in merged model calls."""
+    def rerank_batch(self, queries: Sequence[BatchItem], **options: Any) -> BatchResponse:
+        """Several ``(query, documents)`` groups in one request, scored in merged model calls;
+        a group may be ``(query, documents, {"top_n": 3, "min_score": 0.5})``, its own
+        selection (``options`` apply to every group)."""
         body = _batch_body(queries, options)
         return _batch_as_sent(
             self._call("POST", "/v1/rerank/batch", body, _batch_response), queries
@@ -606,9 +618,7 @@ class AsyncSemrankClient:
         body = _rerank_body(query, documents, options)
         return _as_sent(await self._call("POST", "/v1/rerank", body, _rerank_response), documents)
 
-    async def rerank_batch(
-        self, queries: Sequence[tuple[str, Sequence[Document]]], **options: Any
-    ) -> BatchResponse:
+    async def rerank_batch(self, queries: Sequence[BatchItem], **options: Any) -> BatchResponse:
         body = _batch_body(queries, options)
         answer = await self._call("POST", "/v1/rerank/batch", body, _batch_response)
         return _batch_as_sent(answer, queries)
