@@ -511,7 +511,8 @@ def test_fusion_keeps_the_rerank_score_whatever_the_order_of_its_retrievers(
             "only one of",
         ),
         ({"query_text": "moon", "k": 8, "num_candidates": 3}, r"k \(8\) must not exceed"),
-        ({"query_text": "moon", "num_candidates": 10**12}, "at most 10,000"),
+        ({"query_text": "moon", "num_candidates": 20_000}, "at most 10,000"),
+        ({"query_text": "moon", "num_candidates": 10**12}, "at most 1,000,000"),
     ],
 )
 def test_knn_refuses_what_elasticsearch_refuses(knn: dict[str, Any], message: str) -> None:
@@ -575,3 +576,37 @@ def test_a_knn_model_id_must_be_a_name(model_id: object) -> None:
     builder = {"text_embedding": {"model_id": model_id, "model_text": "{{query}}"}}
     with pytest.raises(InvalidInputError, match="model_id must be a model name"):
         parse_retriever({"knn": {"field": "embedding", "query_vector_builder": builder}})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"knn": {"field": "embedding", "query_text": "fleas", "k": 10**320}},
+        {"rrf": {"retrievers": [{"standard": {"query": {"match": {"*": "fleas"}}}}],
+                 "rank_window_size": 10**320}},
+        {"rrf": {"retrievers": [{"standard": {"query": {"match": {"*": "fleas"}}}}],
+                 "rank_constant": 10**320}},
+        {"knn": {"field": "embedding", "query_text": "fleas", "k": 10**12}},
+    ],
+)  # fmt: skip
+def test_counts_past_any_use_are_refused_naming_the_bound(spec: dict[str, Any]) -> None:
+    """10**320 overflowed a float inside the search (a 500), k = 10**12 made the HNSW index
+    allocate for a trillion hits (out of memory)."""
+    with pytest.raises(InvalidInputError, match="positive integer of at most 1,000,000"):
+        parse_retriever(spec)
+
+
+def test_trees_that_cannot_be_read_are_named() -> None:
+    """A list was a raw TypeError, JSON nested hundreds deep a RecursionError traceback, and a
+    weight before >> was dropped without a word (Python binds 0.3 * BM25() first)."""
+    from semrank.pipeline import BM25, Knn, Rerank
+
+    with pytest.raises(InvalidInputError, match="must be a JSON object, got list"):
+        parse_retriever([{"standard": {}}])  # type: ignore[arg-type]
+    deep = '{"standard": {"query": {"match": {"*": "x"}}}}'
+    for _ in range(900):
+        deep = '{"cutoff": {"retriever": ' + deep + ', "size": 5}}'
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        parse_retriever(deep)
+    with pytest.raises(InvalidInputError, match=r"weight \(0.3\).*0.3 \* \(BM25\(\) >> Rerank"):
+        (0.3 * BM25() >> Rerank(window=5)) + Knn()

@@ -577,3 +577,23 @@ def test_add_counts_what_it_wrote_and_what_it_skipped(tmp_path: Path, beir: Path
     changed = tmp_path / "one.jsonl"
     changed.write_text(json.dumps({"_id": DOCS[0]["_id"], "title": "new", "text": "new"}) + "\n")
     assert "upserted 1 document;" in run("index", "add", "again", str(changed), "--home", home)
+
+
+def test_a_search_body_size_is_the_number_of_hits_unless_top_n_says(tmp_path: Path) -> None:
+    """A _search body asking for 12 hits got 10, the default --top-n, without a word."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "many.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"fleas {i}"}) + "\n"
+                              for i in range(15)))  # fmt: skip
+    run("index", "create", "many", "--from", str(corpus), "--home", home, "--no-dense")
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"retriever": {"standard": {"query": {"match": {"text": "fleas"}}}},
+                                "size": 12}))  # fmt: skip
+    hits = json.loads(run("search", "many", "--retriever", str(body), "--home", home, "--json"))
+    assert len(hits["hits"]) == 12
+    fewer = run(
+        "search", "many", "--retriever", str(body), "--top-n", "5", "--home", home, "--json"
+    )
+    assert len(json.loads(fewer)["hits"]) == 5
+    plain = run("search", "many", "fleas", "--home", home, "--json")
+    assert len(json.loads(plain)["hits"]) == 10

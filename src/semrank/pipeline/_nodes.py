@@ -30,12 +30,19 @@ from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 DEFAULT_RERANK_WINDOW = 100
 
 
+# The largest count a tree takes (k, windows, rank_constant): 10**320 overflowed a float (a 500)
+# and k = 10**12 asked the HNSW index for a terabyte.
+MAX_COUNT = 1_000_000
+
+
 def _positive(name: str, value: int | None) -> int | None:
     """``value`` as a plain int (numpy integers count), or an error naming ``name``."""
     if value is None:
         return None
-    if not is_int(value, at_least=1):
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if not is_int(value, at_least=1) or int(value) > MAX_COUNT:
+        raise InvalidInputError(
+            f"{name} must be a positive integer of at most {MAX_COUNT:,}, got {value!r:.40}"
+        )
     return int(value)
 
 
@@ -542,6 +549,12 @@ class TextSimilarityReranker(Retriever):
 
     def __post_init__(self) -> None:
         _retriever("text_similarity_reranker retriever", self.retriever)
+        if isinstance(self.retriever, Weighted):  # 0.3 * BM25() >> Rerank() binds as 0.3 * BM25()
+            raise InvalidInputError(
+                f"a weight ({self.retriever.weight:g}) on the retriever a re-ranker reads would "
+                "be lost (it weighs a fusion, and a re-ranker's scores replace it); weigh the "
+                f"re-ranked branch instead: {self.retriever.weight:g} * (BM25() >> Rerank())"
+            )
         window, min_score = _rerank_options(
             self.inference_id, self.field, self.rank_window_size, self.min_score
         )

@@ -328,9 +328,17 @@ def _load_json(spec: str | Path) -> Any:
             return json.loads(spec)
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"retriever JSON is not valid ({exc.msg})") from exc
+        except RecursionError:
+            raise InvalidInputError(
+                "retriever JSON nested too deeply to read (hundreds of levels); flatten it"
+            ) from None
     path = Path(spec).expanduser()
     try:
         return json.loads(path.read_text("utf-8"))
+    except RecursionError:
+        raise InvalidInputError(
+            f"{path}: JSON nested too deeply to read (hundreds of levels); flatten the tree"
+        ) from None
     except FileNotFoundError as exc:
         raise DataFormatError(
             f"retriever file {path} does not exist; give a retriever JSON file, or one of the "
@@ -350,7 +358,17 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     A ``_search`` body ``{"retriever": {...}, "size": n}`` is accepted too (``size`` becomes a
     cut-off; a top window below it is refused, as Elasticsearch refuses it).
     """
-    body = _object(spec if isinstance(spec, dict) else _load_json(spec), "retriever")
+    loaded = _load_json(spec) if isinstance(spec, str | Path) else spec  # a list: named below
+    body = _object(loaded, "retriever")
+    try:
+        return _search_body_tree(body)
+    except RecursionError:  # a file nested hundreds of levels deep: bad input, not a bug
+        raise InvalidInputError(
+            "the retriever tree is nested too deeply to read (hundreds of levels); flatten it"
+        ) from None
+
+
+def _search_body_tree(body: dict[str, Any]) -> Retriever:
     if "retriever" not in body:
         return _node(body, "retriever")
     _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})

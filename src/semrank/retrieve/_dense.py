@@ -156,7 +156,10 @@ class HNSWVectorIndex:
         # A beam below ~200 loses recall on 384-d embeddings; wider costs little at this size.
         query = unit_query_vector(vector, self.dim)
         with self._search_lock:
-            index.expansion_search = max(k, num_candidates or 0, MIN_BEAM)  # type: ignore[attr-defined]
+            # The beam never needs to pass the index's size (a huge num_candidates ran it out
+            # of memory).
+            beam = max(k, min(num_candidates or 0, self._size), MIN_BEAM)
+            index.expansion_search = beam  # type: ignore[attr-defined]
             matches = index.search(query, k)  # type: ignore[attr-defined]
         # usearch's "ip" distance is 1 - dot product.
         scores = 1.0 - np.asarray(matches.distances, dtype=np.float32)

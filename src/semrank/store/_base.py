@@ -460,9 +460,14 @@ def check_search(query: object, k: object) -> None:
     check_k(k)
 
 
+MAX_K = 1_000_000  # hits one search returns at most (k = 10**12 asked HNSW for a terabyte)
+
+
 def check_k(k: object) -> None:
-    if not is_int(k, at_least=1):
-        raise InvalidInputError(f"k must be a positive integer (hits to return), got {k!r}")
+    if not is_int(k, at_least=1) or int(k) > MAX_K:  # type: ignore[call-overload]
+        raise InvalidInputError(
+            f"k must be a positive integer of at most {MAX_K:,} (hits to return), got {k!r:.40}"
+        )
 
 
 def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:

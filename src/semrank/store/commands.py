@@ -662,7 +662,12 @@ def search_command(
         min=1,
         help="How many first-stage hits to re-rank (default: 100, or --top-n when larger).",
     ),
-    top_n: int = typer.Option(10, "--top-n", min=1, help="How many hits to return."),
+    top_n: int | None = typer.Option(
+        None,
+        "--top-n",
+        min=1,
+        help="How many hits to return (default: a _search body's size, else 10).",
+    ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
     backend: str | None = typer.Option(
@@ -683,6 +688,7 @@ def search_command(
                    "--field": None if field == "*" else field},
         )  # fmt: skip
         tree = _tree_from(retriever)
+        top_n = _body_size(tree) if top_n is None else top_n
         check_window(tree, top_n)
     else:
         _check_search_flags(
@@ -690,6 +696,7 @@ def search_command(
             window=window, shorthand=shorthand,
         )  # fmt: skip
         stage = "dense" if dense else "hybrid" if hybrid else "bm25"
+        top_n = DEFAULT_TOP_N if top_n is None else top_n
         if shorthand is not None:  # as the flags it stands for
             stage, rerank = shorthand.first_stage, shorthand.rerank
         window = rerank_window_for(top_n) if window is None else window  # as shorthands
@@ -718,6 +725,17 @@ def search_command(
         typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}", text_fields)
+
+
+DEFAULT_TOP_N = 10
+
+
+def _body_size(tree: Any) -> int:
+    """A _search body's ``size`` (its tree's outer cut-off), else DEFAULT_TOP_N: a body asking
+    for 20 hits got 10, the default --top-n, without a word."""
+    from semrank.pipeline import Cutoff
+
+    return int(tree.k) if isinstance(tree, Cutoff) else DEFAULT_TOP_N
 
 
 def _with_backend(tree: Any, backend: str) -> Any:
