@@ -302,6 +302,13 @@ class Knn(Retriever):
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size
+        if self.num_candidates is not None and self.num_candidates < k:
+            # Elasticsearch refuses it: num_candidates "needs to be greater than k, or size if
+            # k is omitted" (it was raised to 1.5 x size without a word).
+            raise InvalidInputError(
+                f"knn num_candidates ({self.num_candidates}) is below the {k} hits this knn "
+                "retriever is asked for (its size, k left out); raise num_candidates or set k"
+            )
         if self.vector is not None:
             # Stored vectors are unit length: only a unit query makes the inner product a
             # cosine, which `similarity` thresholds and fusion with other lists assume.
