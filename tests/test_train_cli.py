@@ -224,6 +224,17 @@ def test_a_misspelt_label_is_refused_and_lines_are_file_lines(tmp_path: Path) ->
         load_collection(DataSpec(path=path))
     path.write_text('{"query": "q", "positive": "p", "id": 7, "score": 0.5}\n')
     assert len(load_collection(DataSpec(path=path)).groups) == 1  # other columns may ride along
+    # Labels under other common names were dropped with their passages, silently.
+    for key in ("hard_negatives", "neg", "negative_passages"):
+        path.write_text(json.dumps({"query": "q", "positive": "p", key: ["x", "y"]}) + "\n")
+        with pytest.raises(DataFormatError, match=rf"unknown key '{key}'; did you mean 'negat"):
+            load_collection(DataSpec(path=path))
+    # sentence-transformers' mined n-tuples: negative_1, negative_2, ... are negatives.
+    row = {"query": "q", "positive": "p", "negative_2": "y", "negative_1": "x", "position": 3}
+    path.write_text(json.dumps(row) + "\n")
+    (group,) = load_collection(DataSpec(path=path)).groups
+    passages = load_collection(DataSpec(path=path)).passages
+    assert sorted(passages[i] for i in group.negative_ids) == ["x", "y"]
 
 
 def test_beir_training_data_takes_trec_qrels_and_names_what_it_cannot_use(
@@ -348,3 +359,21 @@ def test_teacher_model_needs_a_head(app: typer.Typer, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--teacher-model", f"{encoder}:0.5"])
     assert isinstance(result.exception, InvalidInputError), result.exception
     assert str(result.exception).startswith(f"--teacher-model {str(encoder)!r} is not a cross")
+
+
+def test_a_beir_training_folder_with_gzipped_queries_is_read(tmp_path: Path) -> None:
+    """`semrank eval` reads queries.jsonl.gz; `semrank train --data` could not tell the folder's
+    format ("expected ... a BEIR folder with qrels/train.tsv", which it had)."""
+    import gzip
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    with gzip.open(beir / "queries.jsonl.gz", "wt") as queries:
+        queries.write('{"_id": "q1", "text": "what do fleas eat"}\n')
+        queries.write('{"_id": "q2", "text": "capital of france"}\n')
+    with gzip.open(beir / "corpus.jsonl.gz", "wt") as corpus:
+        corpus.write('{"_id": "d1", "text": "Fleas drink blood."}\n')
+        corpus.write('{"_id": "d2", "text": "Paris is the capital of France."}\n')
+    collection = load_collection(DataSpec(path=beir))
+    assert sorted(g.query for g in collection.groups) == ["capital of france", "what do fleas eat"]

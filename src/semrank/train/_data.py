@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,13 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
         raise DataFormatError(f"{where}: 'positives' is empty; give at least one positive passage")
     _refuse_misspelt_keys(row, where)
     negatives = _texts(row.get("negatives") or [], f"{where}: 'negatives'")
+    for key in _numbered_negatives(row):  # sentence-transformers' n-tuples: negative_1, ...
+        negative = row[key]
+        if not isinstance(negative, str) or not negative.strip():
+            raise DataFormatError(
+                f"{where}: {key!r} must be a non-empty text, got {negative!r:.80}"
+            )
+        negatives.append(negative)
     if "negative" in row:
         negative = row["negative"]
         if not isinstance(negative, str) or not negative.strip():
@@ -226,17 +234,27 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
     return query, positives, negatives
 
 
+def _numbered_negatives(row: dict[str, Any]) -> list[str]:
+    """``negative_1``, ``negative_2``... in number order (sentence-transformers' mined n-tuples)."""
+    numbered = [k for k in row if isinstance(k, str) and re.fullmatch(r"negative_\d+", k)]
+    return sorted(numbered, key=lambda key: int(key.rpartition("_")[2]))
+
+
 def _refuse_misspelt_keys(row: dict[str, Any], where: str) -> None:
     """Other columns (ids, scores) may ride along; one that reads like a label would be
-    silently dropped, with its passages."""
+    silently dropped, with its passages ("hard_negatives", "neg", "negative_passages")."""
+    numbered = set(_numbered_negatives(row))
     for key in row:
-        if key in _PAIR_KEYS or str(key).lower().endswith(_ID_OR_SCORE):
+        lowered = str(key).lower()
+        if key in _PAIR_KEYS or key in numbered or lowered.endswith(_ID_OR_SCORE):
             continue
-        near = difflib.get_close_matches(str(key).lower(), _PAIR_KEYS, n=1, cutoff=0.8)
-        if near:  # "negativs", "Positives": not "query_id" or "neg_scores", which may ride along
+        near = difflib.get_close_matches(lowered, _PAIR_KEYS, n=1, cutoff=0.8)
+        if not near and re.search(r"(^|_)(neg|pos)(s|atives?|itives?)?(_|$)", lowered):
+            near = ["negatives" if "neg" in lowered else "positives"]
+        if near:  # not "query_id" or "neg_scores", which may ride along
             raise DataFormatError(
                 f"{where}: unknown key {key!r}; did you mean {near[0]!r}? The labels are "
-                f"{', '.join(_PAIR_KEYS)}"
+                f"{', '.join(_PAIR_KEYS)} (and negative_1, negative_2, ...)"
             )
 
 
@@ -273,6 +291,16 @@ def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> 
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
+def _queries_file(root: Path) -> Path:
+    """A BEIR folder's queries.jsonl, or its gzipped form (as `semrank eval` reads it)."""
+    gzipped = root / "queries.jsonl.gz"
+    return (
+        gzipped
+        if gzipped.exists() and not (root / "queries.jsonl").exists()
+        else (root / "queries.jsonl")
+    )
+
+
 def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int) -> Collection:
     """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
     corpus_path = next(
@@ -285,7 +313,7 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     qrels = load_qrels(root / "qrels" / f"{split}.tsv")
     # The evaluation loaders: a duplicate id (whose later text replaced a judged one, left in
     # the pool as a negative of its own query) is an error naming its line, as for `eval`.
-    queries = load_beir_queries(root / "queries.jsonl")
+    queries = load_beir_queries(_queries_file(root))
     corpus = load_beir_corpus(corpus_path)
     _note_unknown_ids(root, qrels, set(queries), set(corpus))
     usable = sorted(q for q in qrels if q in queries and any(rel > 0 for rel in qrels[q].values()))
@@ -476,7 +504,7 @@ def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collect
             return reader(path / filename, name=name, limit=limit, seed=seed)
     if (path / "squad11_train_pairs_hn.jsonl.gz").exists():
         return load_squad(path, name=name, limit=limit, seed=seed)
-    if (path / "qrels" / "train.tsv").exists() and (path / "queries.jsonl").exists():
+    if (path / "qrels" / "train.tsv").exists() and _queries_file(path).exists():
         return load_beir(path, split="train", name=name, limit=limit, seed=seed)
     raise DataFormatError(
         f"cannot tell the format of {str(path)!r}: expected a JSONL file of "
