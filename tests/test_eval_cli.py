@@ -98,6 +98,8 @@ def test_run_out_and_report(fixture_files, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     run = load_trec_run(tmp_path / "runs" / "first_stage.trec")
     assert [d.doc_id for d in run.rankings["q1"]] == ["d2", "d1", "d4", "d3"]
+    # The path on one line, whatever its length (off a terminal it was wrapped at 80 columns).
+    assert f"wrote {tmp_path / 'runs' / 'first_stage.trec'}\n" in result.stderr
     assert "| nDCG@10 |" in (tmp_path / "report" / "report.md").read_text()
     json.loads(result.stdout)  # still exactly one JSON document on stdout
 

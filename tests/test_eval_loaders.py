@@ -309,3 +309,21 @@ def test_scores_equal_as_32_bit_floats_tie_as_in_trec_eval(tmp_path: Path) -> No
         {"1": {"a": 0.30000001, "b": 0.3}}
     )["1"]["recip_rank"]
     assert ours == pytest.approx(reference)
+
+
+def test_candidates_in_another_shape_say_what_they_look_like(tmp_path: Path) -> None:
+    """semrank's own --run-out file or JSON Lines as --candidates: a bare 'Extra data' JSON
+    error; a repeated docid was not named."""
+    run = tmp_path / "first_stage.trec"
+    run.write_text("q1 Q0 d1 1 3.5 bm25\nq1 Q0 d2 2 3.1 bm25\n")
+    with pytest.raises(DataFormatError, match=r"looks like a TREC run .* --index"):
+        load_candidates(run)
+    lines = tmp_path / "c.jsonl"
+    lines.write_text('{"query": "a", "hits": []}\n{"query": "b", "hits": []}\n')
+    with pytest.raises(DataFormatError, match="looks like JSON Lines"):
+        load_candidates(lines)
+    twice = tmp_path / "twice.json"
+    hit = {"qid": "q1", "docid": "d1", "rank": 1, "score": 1.0, "content": "x"}
+    twice.write_text(json.dumps([{"query": "a", "hits": [hit, {**hit, "rank": 2}]}]))
+    with pytest.raises(DataFormatError, match=r"\(qid 'q1'\): docid 'd1' appears twice"):
+        load_candidates(twice)

@@ -285,3 +285,11 @@ def test_a_config_without_architectures_runs_on_onnx_as_on_torch(tmp_path):
     stripped = semrank.Reranker(target, backend="onnx", feedback=False)
     pairs = ("what do fleas eat", ["Fleas feed on blood.", "Paris is in France."])
     np.testing.assert_allclose(stripped.score(*pairs), original.score(*pairs), atol=1e-6)
+
+
+def test_a_training_run_folder_names_its_best_model(tmp_path):
+    run = tmp_path / "run1"
+    shutil.copytree(resolve_embedding_model().path, run / "best")
+    (run / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"run folder, not a model; its best model is .*best"):
+        inspect_directory(run, name="run1")

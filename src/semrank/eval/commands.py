@@ -117,7 +117,9 @@ def eval_command(
             raise InvalidInputError(f"--per-query {per_query} is a folder; name a file in it")
         _create_output_folders({"--per-query": per_query.parent})
     judgments = load_qrels(qrels)
-    stderr = Console(stderr=True, markup=False)  # paths and names are shown as written
+    # Paths and names as written, and whole: hard-wrapped at 80 columns off a terminal, a path
+    # or a tree's JSON could not be pasted back.
+    stderr = Console(stderr=True, markup=False, soft_wrap=True)
     do_rerank = rerank if rerank is not None else candidates is not None
     if index is not None:
         retriever, do_rerank = _single_rerank(retriever, rerank, do_rerank)

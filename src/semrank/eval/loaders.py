@@ -453,11 +453,12 @@ def load_candidates(path: Path | str) -> list[CandidateList]:
     Hits are ordered by their ``rank``. The query id comes from the hits' ``qid`` (or a
     top-level ``qid``); an entry with neither (no hits) is skipped since it ranks nothing.
     """
+    text = read_text(path)
     try:
-        entries = json.loads(read_text(path))
+        entries = json.loads(text)
     except json.JSONDecodeError as exc:
         raise format_error(
-            path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno})"
+            path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno}){_not_a_list(text)}"
         ) from exc
     if not isinstance(entries, list):
         raise format_error(path, None, "expected a JSON list of {query, hits} objects")
@@ -472,6 +473,20 @@ def load_candidates(path: Path | str) -> list[CandidateList]:
         seen.add(parsed.query_id)
         lists.append(parsed)
     return lists
+
+
+def _not_a_list(text: str) -> str:
+    """What the file looks like instead of a JSON list, and what to do (a TREC run, JSONL)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if len(first.split()) == 6 and not first.lstrip().startswith(("[", "{")):
+        return (
+            "; it looks like a TREC run (qid Q0 docid rank score tag), which holds no texts to "
+            "re-rank: give candidate lists with their texts, or search an index with --index "
+            "(--retriever) to make them"
+        )
+    if first.lstrip().startswith("{"):
+        return "; it looks like JSON Lines: put the {query, hits} objects in one JSON list"
+    return ""
 
 
 def _candidate_entry(entry: object, where: str) -> CandidateList | None:
@@ -495,7 +510,10 @@ def _candidate_entry(entry: object, where: str) -> CandidateList | None:
         )
     docs = [hit for _qid, hit in hits]
     if len({hit.doc_id for hit in docs}) != len(docs):
-        raise DataFormatError(f"{where}: a docid appears twice in 'hits'")
+        ids = [hit.doc_id for hit in docs]
+        twice = next(doc_id for doc_id in ids if ids.count(doc_id) > 1)
+        qid = next(iter(query_ids))
+        raise DataFormatError(f"{where} (qid {qid!r}): docid {twice!r} appears twice in 'hits'")
     ordered = tuple(sorted(docs, key=lambda hit: hit.rank))
     return CandidateList(query_id=query_ids.pop(), query=entry["query"], hits=ordered)
 

@@ -282,6 +282,11 @@ def _transformer_subfolder(path: Path) -> Path | None:
 
 
 def _require_files(path: Path) -> None:
+    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
+        raise ModelLoadError(
+            f"{path} is a `semrank train` run folder, not a model; its best model is "
+            f"{path / 'best'} (pass that)"
+        )
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
