@@ -126,4 +126,7 @@ def test_continuing_from_a_cross_encoder_with_it_in_the_teacher(
     assert history[0]["val_ndcg10"] >= fresh[0]["val_ndcg10"]
     saved = json.loads((second / "semrank_training.json").read_text())
     assert saved["config"]["teacher_model"] == str(first)
+    # How it was made, wherever the folder goes: absolute paths, the data, the versions.
+    assert Path(saved["config"]["output"]).is_absolute() and len(saved["data_digest"]) == 64
+    assert saved["versions"]["torch"] and saved["exported_at"]
     _score_through_runtime_if_present(second)

@@ -431,8 +431,15 @@ def _evaluate(
 
 
 def _metadata(config: TrainConfig, state: RunState, teacher_val: float | None) -> dict[str, Any]:
+    """How the exported model was made: the settings with absolute paths (relative ones named
+    nothing once the folder moved), the data's digest, the library versions and the time."""
+    import time
+
     return {
-        "config": asdict(config),
+        "config": _resolved_paths(json.loads(json.dumps(asdict(config), default=str))),
+        "data_digest": _stored_config(config.output / "config.json").get("data_digest"),
+        "versions": {name: _version(name) for name in ("semrank", "torch", "transformers")},
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "step": state.step,
         "best_step": state.best_step,
         "best_val_ndcg10": state.best_val,
@@ -445,6 +452,15 @@ def _metadata(config: TrainConfig, state: RunState, teacher_val: float | None) -
             else None
         ),
     }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return None
 
 
 def _log_metrics(config: TrainConfig, state: RunState, metrics: dict[str, Any]) -> None:
