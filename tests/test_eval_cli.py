@@ -145,6 +145,14 @@ def test_queries_counted_as_zero_or_left_out_are_noted_on_stderr(
     ]
     # Still averaged over the 4 judged queries: RR@10 is 1/2 (q1), 1 (q2), 0, 0.
     assert json.loads(result.stdout)["first_stage"]["RR@10"] == pytest.approx((1 / 2 + 1) / 4)
+    # The report says it too (its query count and paired test include them; only stderr did).
+    reported = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
+        "--report", tmp_path / "report",
+    )  # fmt: skip
+    assert reported.exit_code == 0, reported.output
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "**judged queries without candidates**: 2: each counts as 0" in text
 
 
 def test_every_judged_query_ranked_means_no_note(fixture_files) -> None:

@@ -663,6 +663,13 @@ def _write_report(
     from semrank.eval.reranking import depth_curve
 
     details: dict[str, Any] = {"first stage": source}
+    ranked = {c.query_id for c in lists if c.hits}
+    unranked = sum(1 for query in judgments if query not in ranked)
+    if unranked:  # said on stderr only: the report's counts and test statistics include them
+        details["judged queries without candidates"] = (
+            f"{unranked}: each counts as 0 for both runs (as trec_eval -c), so they are in the "
+            "query count, the ties and the paired test"
+        )
     curve: dict[int, dict[str, float]] = {}
     if results.outcome is not None:
         details["re-ranker"] = results.model_name
