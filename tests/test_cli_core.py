@@ -338,3 +338,7 @@ def test_a_request_body_given_as_the_docs_file_is_refused(tmp_path):
     line = tmp_path / "line.txt"
     line.write_text("[1, 2, 3]\n")
     assert read_documents(str(line)) == ["[1, 2, 3]"]
+    # Over several lines it is a JSON list, whatever its items (the library names a bad one).
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text('[\n  null,\n  1,\n  "Fleas are small insects."\n]\n')
+    assert read_documents(str(mixed)) == [None, 1, "Fleas are small insects."]

@@ -485,3 +485,25 @@ def test_a_batch_query_may_set_its_own_top_n_and_min_score(reranker: Any) -> Non
             client.rerank_batch([(QUERY, DOCS, {"model": "x"})])
     assert [len(group) for group in answer.results] == [1, 0, len(DOCS)]
     assert answer.results[0][0].index == answer.results[2][0].index  # the same best document
+
+
+def test_an_oversized_body_sent_after_100_continue_gets_its_413(reranker: Any) -> None:
+    """A chunked body with Expect: 100-continue: the first read sends "100 Continue", so the
+    client uploads; the drain was skipped for any Expect header and the client's upload hit a
+    closed connection (BrokenPipeError) instead of reading the 413."""
+    app = create_app(ServerConfig(max_body_bytes=100_000), rerankers={"minilm": reranker})
+    body = b'{"query": "q", "documents": ["' + b"x" * 300_000 + b'"]}'  # under 4x the limit
+    with live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100")  # as curl waits for it
+            for start in range(0, len(body), 65536):
+                chunk = body[start : start + 65536]
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+            answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -608,14 +608,10 @@ def test_trees_that_cannot_be_read_are_named() -> None:
         deep = '{"cutoff": {"retriever": ' + deep + ', "size": 5}}'
     with pytest.raises(InvalidInputError, match="nested too deeply"):
         parse_retriever(deep)
-    with pytest.raises(InvalidInputError, match=r"weight \(0.3\).*0.3 \* \(BM25\(\) >> Rerank"):
-        (0.3 * BM25() >> Rerank(window=5)) + Knn()
+    # Python binds 0.3 * BM25() first: >> and % carry the weight to the branch (it was lost).
+    from semrank.pipeline import Cut, TextSimilarityReranker
 
-
-def test_knn_num_candidates_below_the_size_asked_for_is_refused(index: LocalStore) -> None:
-    """Elasticsearch refuses num_candidates below size when k is left out; it was raised to
-    1.5 x size without a word."""
-    spec = {"knn": {"field": "embedding", "query_text": "fleas", "num_candidates": 3}}
-    with pytest.raises(InvalidInputError, match=r"num_candidates \(3\) is below the 5 hits"):
-        search(index, None, retriever=spec, k=5)
-    assert len(search(index, None, retriever=spec, k=3).hits) == 3
+    for branch in (0.3 * BM25() >> Rerank(window=5), 0.3 * BM25() % 50, 0.3 * BM25() >> Cut(50)):
+        assert (branch + Knn()).weights == (0.3, 1.0)
+    with pytest.raises(InvalidInputError, match=r"weight \(0.3\) .* would be lost"):
+        TextSimilarityReranker(0.3 * BM25())

@@ -314,3 +314,13 @@ def test_unnamed_csv_columns_are_left_out(tmp_path: Path) -> None:
     one_column = tmp_path / "notes.tsv"
     one_column.write_text("text, notes\nfleas bite, often\n")  # a comma in a TSV header: fine
     assert read_corpus(one_column, id_field=None).text_fields == ("text, notes",)
+    # ... but a TSV whose header is comma-separated names, or a CSV of pipes, is refused.
+    for name, header in (("commas.tsv", "id,title,text"), ("pipes.csv", "id|title|text")):
+        (tmp_path / name).write_text(f"{header}\n1{header[2]}Fleas{header[2]}fleas bite\n")
+        with pytest.raises(DataFormatError, match="the file seems separated by"):
+            read_corpus(tmp_path / name)
+    # Text under an unnamed column other than the first would be lost: refused, named.
+    lost = tmp_path / "lost.csv"
+    lost.write_text("id,title,text,\na,Fleas,fleas bite,extra notes\n")
+    with pytest.raises(DataFormatError, match="row 1 has text in column 4, which the header"):
+        read_corpus(lost).count()

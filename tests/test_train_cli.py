@@ -230,11 +230,15 @@ def test_a_misspelt_label_is_refused_and_lines_are_file_lines(tmp_path: Path) ->
         with pytest.raises(DataFormatError, match=rf"unknown key '{key}'; did you mean 'negat"):
             load_collection(DataSpec(path=path))
     # sentence-transformers' mined n-tuples: negative_1, negative_2, ... are negatives.
-    row = {"query": "q", "positive": "p", "negative_2": "y", "negative_1": "x", "position": 3}
-    path.write_text(json.dumps(row) + "\n")
+    row = {"query": "q", "positive": "p", "negative_10": "z", "negative_2": "y", "negative_1": "x"}
+    metadata = {"pos_tag": "NN", "neg_count": 3, "positive_label": "1", "ce_neg": [0.1]}
+    path.write_text(json.dumps({**row, **metadata}) + "\n")  # metadata rides along
     (group,) = load_collection(DataSpec(path=path)).groups
     passages = load_collection(DataSpec(path=path)).passages
-    assert sorted(passages[i] for i in group.negative_ids) == ["x", "y"]
+    assert sorted(passages[i] for i in group.negative_ids) == ["x", "y", "z"]
+    from semrank.train._data import _numbered_negatives
+
+    assert _numbered_negatives(row) == ["negative_1", "negative_2", "negative_10"]
 
 
 def test_beir_training_data_takes_trec_qrels_and_names_what_it_cannot_use(

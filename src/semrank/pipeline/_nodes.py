@@ -58,6 +58,17 @@ def _finite(name: str, value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _refuse_weighted_child(node: str, child: object) -> None:
+    """A weight inside a re-ranker or cut-off would be lost (it weighs a fusion, and the
+    node's own ranking replaces it): ``>>`` and ``%`` lift it to the branch; built by hand, it
+    is refused."""
+    if isinstance(child, Weighted):
+        raise InvalidInputError(
+            f"a weight ({child.weight:g}) on the retriever a {node} reads would be lost; weigh "
+            f"the whole branch instead, e.g. {child.weight:g} * (retriever >> Rerank())"
+        )
+
+
 def _retriever(name: str, value: object) -> Retriever:
     if not isinstance(value, Retriever):
         hint = (
@@ -104,9 +115,13 @@ class Retriever(abc.ABC):
                 f"the right side of >> must be a re-ranking stage such as Rerank(...) or Cut(k), "
                 f"got {type(stage).__name__}; fuse retrievers with | (RRF) or + (linear)"
             )
+        if isinstance(self, Weighted):  # 0.3 * BM25() >> Rerank(): the re-ranked branch's weight
+            return Weighted(stage.bind(self.retriever), self.weight)
         return stage.bind(self)
 
     def __mod__(self, k: int) -> Retriever:
+        if isinstance(self, Weighted):  # 0.3 * BM25() % 50: Python applies * first
+            return Weighted(Cutoff(self.retriever, k), self.weight)
         return Cutoff(self, k)
 
     def __or__(self, other: Retriever) -> RRF:
@@ -302,13 +317,6 @@ class Knn(Retriever):
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size
-        if self.num_candidates is not None and self.num_candidates < k:
-            # Elasticsearch refuses it: num_candidates "needs to be greater than k, or size if
-            # k is omitted" (it was raised to 1.5 x size without a word).
-            raise InvalidInputError(
-                f"knn num_candidates ({self.num_candidates}) is below the {k} hits this knn "
-                "retriever is asked for (its size, k left out); raise num_candidates or set k"
-            )
         if self.vector is not None:
             # Stored vectors are unit length: only a unit query makes the inner product a
             # cosine, which `similarity` thresholds and fusion with other lists assume.
@@ -556,12 +564,7 @@ class TextSimilarityReranker(Retriever):
 
     def __post_init__(self) -> None:
         _retriever("text_similarity_reranker retriever", self.retriever)
-        if isinstance(self.retriever, Weighted):  # 0.3 * BM25() >> Rerank() binds as 0.3 * BM25()
-            raise InvalidInputError(
-                f"a weight ({self.retriever.weight:g}) on the retriever a re-ranker reads would "
-                "be lost (it weighs a fusion, and a re-ranker's scores replace it); weigh the "
-                f"re-ranked branch instead: {self.retriever.weight:g} * (BM25() >> Rerank())"
-            )
+        _refuse_weighted_child("text_similarity_reranker", self.retriever)
         window, min_score = _rerank_options(
             self.inference_id, self.field, self.rank_window_size, self.min_score
         )
@@ -670,6 +673,7 @@ class Cutoff(Retriever):
 
     def __post_init__(self) -> None:
         _retriever("cut-off retriever", self.retriever)
+        _refuse_weighted_child("cut-off", self.retriever)
         _set_positive(self, "k", "cut-off k")
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:

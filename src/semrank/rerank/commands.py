@@ -86,7 +86,8 @@ def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
             f"{path}: a JSON object with 'query' and 'documents' (a request body?); give the "
             "documents alone: a JSON list, or JSONL with one document per line"
         )
-    if isinstance(data, list) and not all(isinstance(d, str | dict) or d is None for d in data):
+    one_line = "\n" not in text.strip()
+    if one_line and isinstance(data, list) and not all(isinstance(d, str | dict) for d in data):
         return None  # '[1, 2, 3]' on a line of its own is text, as it always was
     return data if isinstance(data, list | dict) else None
 

@@ -71,9 +71,7 @@ class EdgeMiddleware:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
                     return
                 if body is None:
-                    if headers.get("expect", "").lower() != "100-continue":
-                        # A client that waits for "100 Continue" sends nothing more unless
-                        # asked: reading on would ask it to upload what is refused.
+                    if not self._waits_to_send(headers):
                         await self._discard_body(receive)
                     await self._too_large(scope, request_id, send_with_headers)
                     return
@@ -105,6 +103,14 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    def _waits_to_send(self, headers: Headers) -> bool:
+        """A client that sent ``Expect: 100-continue`` and was refused on its declared length
+        before anything was read: it sends nothing unless asked (reading would ask it to
+        upload what is refused). Once a read has asked it (a chunked body), it is drained."""
+        declared = headers.get("content-length", "")
+        over = declared.isdigit() and int(declared) > self.max_body_bytes
+        return over and headers.get("expect", "").lower() == "100-continue"
 
     async def _discard_body(self, receive: Receive) -> None:
         """Read what is left of a body over the limit (up to DISCARD_FACTOR x the limit, for at

@@ -256,11 +256,19 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
         for number, row in enumerate(reader, start=1):
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-            # A column without a name (pandas' index, a trailing comma) is no field of the
-            # documents: no flag could name it.
-            yield {key: value for key, value in row.items() if key.strip()}
+            yield _named_cells(path, number, reader.fieldnames or [], row)
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
+
+
+def _separates(header: str, separator: str) -> bool:
+    """Whether a one-column ``header`` reads as several names joined by ``separator``: always
+    for ';' and tabs; for ',' and '|' only names without spaces ('id,title,text', not a TSV
+    column called 'text, notes')."""
+    parts = header.split(separator)
+    if len(parts) < 2:
+        return False
+    return separator in ";\t" or all(part and not any(c.isspace() for c in part) for part in parts)
 
 
 def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
@@ -274,8 +282,8 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
             f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once (only "
             "the last such column would be kept); give every column its own name"
         )
-    others = [sep for sep in (";", "\t") if sep != delimiter]
-    found = [sep for sep in others if len(names) == 1 and sep in names[0]]
+    others = [sep for sep in (";", "\t", ",", "|") if sep != delimiter]
+    found = [sep for sep in others if len(names) == 1 and _separates(names[0], sep)]
     if found:
         shown = "a tab" if found[0] == "\t" else repr(found[0])
         raise DataFormatError(
@@ -283,6 +291,22 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
             f"seems separated by {shown}, not {delimiter!r}; save it as CSV (commas) or TSV "
             "(tabs, with a .tsv name)"
         )
+
+
+def _named_cells(
+    path: Path, number: int, names: Sequence[str], row: dict[str, Any]
+) -> dict[str, Any]:
+    """``row`` without the columns that have no name, which no flag could name: pandas'
+    index (the first column) is left out; another one must be empty (a trailing comma), since
+    its text would be lost."""
+    unnamed = [i for i, name in enumerate(names) if not name.strip()]
+    if any(i > 0 for i in unnamed) and str(row.get("", "") or "").strip():
+        column = next(i for i in unnamed if i > 0) + 1
+        raise DataFormatError(
+            f"{path}: row {number} has text in column {column}, which the header leaves "
+            "unnamed; name the column in the header (or remove the text)"
+        )
+    return {key: value for key, value in row.items() if key.strip()}
 
 
 def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataFormatError:

@@ -234,6 +234,19 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
     return query, positives, negatives
 
 
+# Other names for the labels ("hard_negatives", "neg", "negative_passages"): passages under them
+# were dropped; metadata such as "pos_tag" or "neg_count" rides along.
+_LABEL_LIKE = re.compile(
+    r"(hard_)?(neg|pos|negative|positive)s?(_(passages|docs|documents|texts))?"
+)
+
+
+def _holds_texts(value: object) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    )
+
+
 def _numbered_negatives(row: dict[str, Any]) -> list[str]:
     """``negative_1``, ``negative_2``... in number order (sentence-transformers' mined n-tuples)."""
     numbered = [k for k in row if isinstance(k, str) and re.fullmatch(r"negative_\d+", k)]
@@ -249,7 +262,7 @@ def _refuse_misspelt_keys(row: dict[str, Any], where: str) -> None:
         if key in _PAIR_KEYS or key in numbered or lowered.endswith(_ID_OR_SCORE):
             continue
         near = difflib.get_close_matches(lowered, _PAIR_KEYS, n=1, cutoff=0.8)
-        if not near and re.search(r"(^|_)(neg|pos)(s|atives?|itives?)?(_|$)", lowered):
+        if not near and _LABEL_LIKE.fullmatch(lowered) and _holds_texts(row[key]):
             near = ["negatives" if "neg" in lowered else "positives"]
         if near:  # not "query_id" or "neg_scores", which may ride along
             raise DataFormatError(
