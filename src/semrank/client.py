@@ -231,13 +231,24 @@ def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
             raise errors.InvalidInputError(
                 f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
             )
-        own = _options(BATCH_QUERY_OPTIONS, **group[2]) if len(group) == 3 else {}
+        own = _options(BATCH_QUERY_OPTIONS, **_named(group[2])) if len(group) == 3 else {}
         items.append({"query": group[0], "documents": _documents(group[1]), **own})
     return _json_body({"queries": items, **_options(BATCH_OPTIONS, **options)})
 
 
 def _mapping(value: object) -> bool:
     return isinstance(value, Mapping)
+
+
+def _named(options: Mapping[Any, Any]) -> dict[str, Any]:
+    """A batch item's options as keywords (a non-string key was Python's raw TypeError)."""
+    for key in options:
+        if not isinstance(key, str):
+            raise errors.InvalidInputError(
+                f"a batch item's option names must be strings, got {key!r:.40}; e.g. "
+                '(query, documents, {"top_n": 3})'
+            )
+    return dict(options)
 
 
 def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
