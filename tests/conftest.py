@@ -108,3 +108,16 @@ async def index_client(reranker: Any, tmp_path: Path) -> AsyncIterator[Any]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
     forget_open_indexes()
+
+
+@pytest.fixture
+def no_cuda() -> None:
+    """Skip a test of what a machine without CUDA says, where CUDA is present."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.runtime import require_device, resolve_backend
+
+    try:
+        require_device(resolve_backend(None, "cuda"))
+    except BackendUnavailableError:
+        return
+    pytest.skip("this machine has CUDA")

@@ -182,16 +182,7 @@ def test_a_port_in_use_fails_at_once_naming_the_flag() -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in stderr and "--port" in stderr
 
 
-def test_a_gpu_this_machine_lacks_fails_at_once_naming_what_to_install() -> None:
-    from semrank.errors import BackendUnavailableError
-    from semrank.runtime import require_device, resolve_backend
-
-    try:
-        require_device(resolve_backend(None, "cuda"))
-    except BackendUnavailableError:
-        pass
-    else:
-        pytest.skip("this machine has CUDA")
+def test_a_gpu_this_machine_lacks_fails_at_once_naming_what_to_install(no_cuda: None) -> None:
     code, stderr = _serve_cli("--device", "cuda", "--port", "1")
     assert code == 3 and "Traceback" not in stderr
     assert "no CUDA here" in stderr and "--device" in stderr

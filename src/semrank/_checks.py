@@ -16,6 +16,10 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 
+# The largest count semrank takes (hits, windows, rank_constant): 10**320 overflowed a float (a
+# 500) and k = 10**12 asked the HNSW index for a terabyte.
+MAX_COUNT = 1_000_000
+
 
 def is_int(value: object, *, at_least: int | None = None) -> bool:
     """An integer, optionally ``>= at_least``."""

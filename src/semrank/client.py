@@ -93,7 +93,7 @@ class BatchResponse:
     input_tokens: int
     # Per query: False where its deadline passed and fail_open returned the input order.
     reranked_by_query: list[bool] = dataclasses.field(default_factory=list)
-    warnings: list[str] = dataclasses.field(default_factory=list)  # the x-semrank-warning
+    warnings: list[str] = dataclasses.field(default_factory=list)  # every query's, in order
 
 
 # The server's fields (tests/test_client_sdk.py checks them against its request schemas): the
@@ -227,17 +227,14 @@ def _batch_body(queries: object, options: Mapping[str, Any]) -> dict[str, Any]:
     items = []
     for group in cast(Sequence[Any], queries):
         sized = not isinstance(group, str | bytes) and isinstance(group, Sequence)
-        if not sized or len(group) not in (2, 3) or (len(group) == 3 and not _mapping(group[2])):
+        options_given = sized and len(group) == 3 and isinstance(group[2], Mapping)
+        if not sized or len(group) != (3 if options_given else 2):
             raise errors.InvalidInputError(
                 f"each batch item must be a (query, documents) pair, got {group!r:.60}; {hint}"
             )
-        own = _options(BATCH_QUERY_OPTIONS, **_named(group[2])) if len(group) == 3 else {}
+        own = _options(BATCH_QUERY_OPTIONS, **_named(group[2])) if options_given else {}
         items.append({"query": group[0], "documents": _documents(group[1]), **own})
     return _json_body({"queries": items, **_options(BATCH_OPTIONS, **options)})
-
-
-def _mapping(value: object) -> bool:
-    return isinstance(value, Mapping)
 
 
 def _named(options: Mapping[Any, Any]) -> dict[str, Any]:
@@ -331,6 +328,7 @@ def _batch_response(data: Mapping[str, Any]) -> BatchResponse:
         reranked=bool(data.get("reranked", True)),
         input_tokens=int(data["usage"]["total_tokens"]),
         reranked_by_query=[bool(group.get("reranked", True)) for group in data["results"]],
+        warnings=[str(w) for group in data["results"] for w in group.get("warnings") or []],
     )
 
 
@@ -408,7 +406,7 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
     """``parse(response JSON)``; a body that is not what a semrank server sends is a
     ``SemrankError`` naming the URL (usually ``base_url`` points at another service)."""
     try:
-        parsed = parse(response.json())
+        return parse(response.json())
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         error = errors.SemrankError(
             f"{response.status_code} from {response.request.url} is not a semrank answer "
@@ -417,14 +415,6 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
         )
         error.status_code = response.status_code
         raise error from exc
-    # The batch answer carries a query-cut warning only in its header (the first of them).
-    header = response.headers.get(WARNING_HEADER)
-    if isinstance(parsed, BatchResponse) and header:
-        return dataclasses.replace(parsed, warnings=[header])
-    return parsed
-
-
-WARNING_HEADER = "x-semrank-warning"
 
 
 def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.SemrankError:

@@ -170,15 +170,18 @@ def load_beir_qrels(path: Path | str) -> Qrels:
 def load_beir(directory: Path | str, split: str = "test") -> BeirCollection:
     """A BEIR dataset folder; queries are limited to those judged in ``split`` (as BEIR does)."""
     directory = Path(directory)
-    corpus_path = _first_existing(directory, ("corpus.jsonl", "corpus.jsonl.gz"))
-    queries_path = _first_existing(directory, ("queries.jsonl", "queries.jsonl.gz"))
+    corpus_path = first_existing(directory, ("corpus.jsonl", "corpus.jsonl.gz"))
+    queries_path = first_existing(directory, BEIR_QUERY_FILES)
     qrels = load_beir_qrels(directory / "qrels" / f"{split}.tsv")
     all_queries = load_beir_queries(queries_path)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     return BeirCollection(corpus=load_beir_corpus(corpus_path), queries=queries, qrels=qrels)
 
 
-def _first_existing(directory: Path, names: tuple[str, ...]) -> Path:
+BEIR_QUERY_FILES = ("queries.jsonl", "queries.jsonl.gz")  # the first that exists is read
+
+
+def first_existing(directory: Path, names: tuple[str, ...]) -> Path:
     for name in names:
         if (directory / name).is_file():
             return directory / name

@@ -37,10 +37,17 @@ def default_model_name(model: str | None) -> str | None:
     return None if model in _ES_DEFAULT_RERANKERS else model
 
 
+def model_ref(
+    model: str | os.PathLike[str] | ScoresDocuments | None,
+) -> str | ScoresDocuments | None:
+    """A model folder given as a ``pathlib.Path`` (as ``Reranker()`` takes it) as the path
+    string model names are; anything else as it is."""
+    return os.fspath(model) if isinstance(model, os.PathLike) else model
+
+
 def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> ScoresDocuments:
     """A ``semrank.Reranker`` for ``model`` (a name, path or None = default), cached per process."""
-    if isinstance(model, os.PathLike):  # a folder as pathlib.Path, as Reranker() takes it
-        model = os.fspath(model)
+    model = model_ref(model)
     if model is not None and not isinstance(model, str):
         return model
     key = default_model_name(model)

@@ -19,20 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from semrank._checks import MAX_WEIGHT, is_finite_number, is_int, require_collection
+from semrank._checks import MAX_COUNT, MAX_WEIGHT, is_finite_number, is_int, require_collection
 from semrank.errors import InvalidInputError
-from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext, load_reranker
+from semrank.pipeline._context import (
+    PLACEHOLDER,
+    ScoresDocuments,
+    SearchContext,
+    load_reranker,
+    model_ref,
+)
 from semrank.pipeline._prepare import use_prepared
 from semrank.pipeline._ranking import Ranking
 from semrank.retrieve import NORMALIZERS, Hits, linear_combination, rrf
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 DEFAULT_RERANK_WINDOW = 100
-
-
-# The largest count a tree takes (k, windows, rank_constant): 10**320 overflowed a float (a 500)
-# and k = 10**12 asked the HNSW index for a terabyte.
-MAX_COUNT = 1_000_000
 
 
 def _positive(name: str, value: int | None) -> int | None:
@@ -520,11 +521,6 @@ def _unfused(node: Retriever, kind: type) -> list[Retriever]:
 
 
 # --- re-ranking and cut-offs -----------------------------------------------------------------
-def _model_name(model: Any) -> Any:
-    """A model path given as a ``pathlib.Path`` as the path string model names are."""
-    return os.fspath(model) if isinstance(model, os.PathLike) else model
-
-
 def _rerank_options(
     model: object, field: object, window: int, min_score: float | None
 ) -> tuple[int, float | None]:
@@ -568,7 +564,7 @@ class TextSimilarityReranker(Retriever):
         window, min_score = _rerank_options(
             self.inference_id, self.field, self.rank_window_size, self.min_score
         )
-        object.__setattr__(self, "inference_id", _model_name(self.inference_id))
+        object.__setattr__(self, "inference_id", model_ref(self.inference_id))
         object.__setattr__(self, "rank_window_size", window)
         object.__setattr__(self, "min_score", min_score)
 
@@ -735,7 +731,7 @@ class Rerank(Stage):
     def __post_init__(self) -> None:
         # Checked where the stage is built, so a bad one is named before it is bound.
         _rerank_options(self.model, self.field, self.window, self.min_score)
-        object.__setattr__(self, "model", _model_name(self.model))
+        object.__setattr__(self, "model", model_ref(self.model))
 
     def bind(self, retriever: Retriever) -> Retriever:
         return TextSimilarityReranker(

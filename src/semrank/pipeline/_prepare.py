@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semrank.errors import InvalidInputError
-from semrank.pipeline._context import ScoresDocuments, load_reranker
+from semrank.pipeline._context import ScoresDocuments, load_reranker, model_ref
 from semrank.pipeline._open import using_index
 from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
 from semrank.store._base import id_list
@@ -58,8 +58,7 @@ def prepare_index(
 
     >>> prepare_index("scifact")   # search(..., retriever="hybrid+rerank") then embeds the query
     """
-    if isinstance(model, os.PathLike):  # a folder as pathlib.Path, as Reranker() takes it
-        model = os.fspath(model)
+    model = model_ref(model)
     with using_index(index, home) as store:
         return _prepare(store, model, field, ids, progress)
 

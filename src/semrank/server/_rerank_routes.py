@@ -224,7 +224,12 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
         id=_request_id(request),
         model=engine.name,
         results=[
-            BatchQueryResult(query_index=i, results=_v1_results(o), reranked=o.reranked)
+            BatchQueryResult(
+                query_index=i,
+                results=_v1_results(o),
+                reranked=o.reranked,
+                warnings=list(o.warnings) or None,
+            )
             for i, o in enumerate(outcomes)
         ],
         usage=_usage(tokens),

@@ -312,6 +312,7 @@ class BatchQueryResult(_Schema):
     query_index: int
     results: list[V1Result]
     reranked: bool = True
+    warnings: list[str] | None = Field(None, description="how the query was read (cut to fit)")
 
 
 class BatchRerankResponse(_Schema):

@@ -13,7 +13,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 
 from semrank._checks import (
+    MAX_COUNT,
     MAX_WEIGHT,
     is_finite_number,
     is_id_value,
@@ -92,8 +93,15 @@ class UpsertCounts:
     written: int
 
 
-def _added(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    return a[0] + b[0], a[1] + b[1]
+def _batches(records: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,14 +218,10 @@ class Store(abc.ABC):
         )
         if isinstance(documents, Sequence):
             records = iter(list(records))
-        total, written, batch = 0, 0, []
-        for document in records:
-            batch.append(document)
-            if len(batch) >= batch_size:
-                total, written = _added((total, written), self._write_batch(batch, progress))
-                batch = []
-        if batch:
-            total, written = _added((total, written), self._write_batch(batch, progress))
+        total = written = 0
+        for batch in _batches(records, batch_size):
+            documents_in, written_in = self._write_batch(batch, progress)
+            total, written = total + documents_in, written + written_in
         if refresh:
             self.refresh()
         return UpsertCounts(documents=total, written=written)
@@ -460,13 +464,10 @@ def check_search(query: object, k: object) -> None:
     check_k(k)
 
 
-MAX_K = 1_000_000  # hits one search returns at most (k = 10**12 asked HNSW for a terabyte)
-
-
 def check_k(k: object) -> None:
-    if not is_int(k, at_least=1) or int(k) > MAX_K:  # type: ignore[call-overload]
+    if not is_int(k, at_least=1) or int(k) > MAX_COUNT:  # type: ignore[call-overload]
         raise InvalidInputError(
-            f"k must be a positive integer of at most {MAX_K:,} (hits to return), got {k!r:.40}"
+            f"k must be a positive integer of at most {MAX_COUNT:,} (hits to return), got {k!r:.40}"
         )
 
 

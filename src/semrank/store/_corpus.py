@@ -252,11 +252,18 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
     )
     try:
-        _check_header(path, reader.fieldnames or [], delimiter)
+        names = reader.fieldnames or []
+        _check_header(path, names, delimiter)
+        # Unnamed columns are no field (no flag could name them): pandas' index, the first, is
+        # left out; another one (a trailing comma) must be empty, since its text would be lost.
+        unnamed = [i for i, name in enumerate(names) if not name.strip()]
+        later_unnamed = next((i + 1 for i in unnamed if i > 0), None)
         for number, row in enumerate(reader, start=1):
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-            yield _named_cells(path, number, reader.fieldnames or [], row)
+            if unnamed:
+                row = _named_cells(path, number, later_unnamed, row)
+            yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
 
@@ -294,16 +301,13 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
 
 
 def _named_cells(
-    path: Path, number: int, names: Sequence[str], row: dict[str, Any]
+    path: Path, number: int, later_unnamed: int | None, row: dict[str, Any]
 ) -> dict[str, Any]:
-    """``row`` without the columns that have no name, which no flag could name: pandas'
-    index (the first column) is left out; another one must be empty (a trailing comma), since
-    its text would be lost."""
-    unnamed = [i for i, name in enumerate(names) if not name.strip()]
-    if any(i > 0 for i in unnamed) and str(row.get("", "") or "").strip():
-        column = next(i for i in unnamed if i > 0) + 1
+    """``row`` without its unnamed cells; text under an unnamed column other than the first
+    (``later_unnamed``, 1-based) is refused, naming it."""
+    if later_unnamed is not None and str(row.get("", "") or "").strip():
         raise DataFormatError(
-            f"{path}: row {number} has text in column {column}, which the header leaves "
+            f"{path}: row {number} has text in column {later_unnamed}, which the header leaves "
             "unnamed; name the column in the header (or remove the text)"
         )
     return {key: value for key, value in row.items() if key.strip()}

@@ -21,7 +21,13 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import DataFormatError
-from semrank.eval.loaders import load_beir_corpus, load_beir_queries, load_qrels
+from semrank.eval.loaders import (
+    BEIR_QUERY_FILES,
+    first_existing,
+    load_beir_corpus,
+    load_beir_queries,
+    load_qrels,
+)
 
 log = logging.getLogger("semrank.train")
 
@@ -304,16 +310,6 @@ def load_pairs_jsonl(path: Path, *, name: str, limit: int | None, seed: int) -> 
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
-def _queries_file(root: Path) -> Path:
-    """A BEIR folder's queries.jsonl, or its gzipped form (as `semrank eval` reads it)."""
-    gzipped = root / "queries.jsonl.gz"
-    return (
-        gzipped
-        if gzipped.exists() and not (root / "queries.jsonl").exists()
-        else (root / "queries.jsonl")
-    )
-
-
 def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int) -> Collection:
     """BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv (graded, >0 relevant)."""
     corpus_path = next(
@@ -326,7 +322,7 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     qrels = load_qrels(root / "qrels" / f"{split}.tsv")
     # The evaluation loaders: a duplicate id (whose later text replaced a judged one, left in
     # the pool as a negative of its own query) is an error naming its line, as for `eval`.
-    queries = load_beir_queries(_queries_file(root))
+    queries = load_beir_queries(first_existing(root, BEIR_QUERY_FILES))
     corpus = load_beir_corpus(corpus_path)
     _note_unknown_ids(root, qrels, set(queries), set(corpus))
     usable = sorted(q for q in qrels if q in queries and any(rel > 0 for rel in qrels[q].values()))
@@ -517,7 +513,8 @@ def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collect
             return reader(path / filename, name=name, limit=limit, seed=seed)
     if (path / "squad11_train_pairs_hn.jsonl.gz").exists():
         return load_squad(path, name=name, limit=limit, seed=seed)
-    if (path / "qrels" / "train.tsv").exists() and _queries_file(path).exists():
+    has_queries = any((path / name).is_file() for name in BEIR_QUERY_FILES)
+    if (path / "qrels" / "train.tsv").exists() and has_queries:
         return load_beir(path, split="train", name=name, limit=limit, seed=seed)
     raise DataFormatError(
         f"cannot tell the format of {str(path)!r}: expected a JSONL file of "

@@ -506,6 +506,13 @@ class PostgresStore(Store):
             conn.execute(sql.SQL("ANALYZE {}").format(self._part))
             conn.commit()
 
+    _has_iterative: bool | None = None  # the server's pgvector, asked once per handle
+
+    def _iterative_scans(self, conn: Any) -> bool:
+        if self._has_iterative is None:
+            self._has_iterative = _has_iterative_scans(conn)
+        return self._has_iterative
+
     def _build_hnsw(self) -> None:
         """The partition's HNSW index, built once: two writers crossing the threshold together
         both ran CREATE INDEX IF NOT EXISTS, and one failed on the catalog's unique key after
@@ -578,7 +585,7 @@ class PostgresStore(Store):
         with self._connection() as conn, conn.transaction():
             # Only read by the HNSW index scan; exact scans ignore them.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
-            if k > ef_search and _has_iterative_scans(conn):
+            if k > ef_search and self._iterative_scans(conn):
                 # The scan stopped at ef_search hits (k=1200 returned 1000): pgvector 0.8 scans
                 # on, in exact distance order, up to max_scan_tuples rows.
                 conn.execute(
