@@ -19,7 +19,7 @@ from semrank.runtime import (
     resolve_backend,
 )
 from semrank.runtime._batching import padded_width
-from semrank.runtime._select import choose_backend, cpu_flags
+from semrank.runtime._select import cgroup_cpu_limit, choose_backend, cpu_flags
 from tiny_models import random_pairs, tiny_spec
 
 INTEL_AMX = {"avx2": True, "avx512f": True, "amx_bf16": True, "openvino": True}
@@ -120,6 +120,54 @@ def test_the_torch_backend_takes_the_thread_cap(tiny_model) -> None:
     before = torch.get_num_threads()
     try:
         load_scorer(tiny_spec(tiny_model("bert")), backend="torch", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cgroup(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_a_cgroup_cpu_quota_is_read_in_v2_v1_and_hybrid_layouts(tmp_path: Path) -> None:
+    """A container's CPU limit was ignored: the runtimes sized their pools by the host's cores."""
+    v2 = tmp_path / "v2"
+    _cgroup(v2, {"cpu.max": "150000 100000\n"})
+    assert cgroup_cpu_limit(v2, "0::/\n") == 1.5
+    _cgroup(v2, {"kubepods/pod1/cpu.max": "50000 100000\n"})
+    assert cgroup_cpu_limit(v2, "0::/kubepods/pod1\n") == 0.5  # its own cgroup first
+    assert cgroup_cpu_limit(v2, "0::/not/mounted/here\n") == 1.5  # else the mount's root
+    _cgroup(v2, {"cpu.max": "max 100000\n"})
+    assert cgroup_cpu_limit(v2, "0::/\n") is None
+    v1 = tmp_path / "v1"
+    _cgroup(
+        v1, {"cpu,cpuacct/cpu.cfs_quota_us": "200000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}
+    )
+    hybrid = "4:memory:/x\n2:cpu,cpuacct:/docker/abc\n0::/\n"
+    assert cgroup_cpu_limit(v1, hybrid) == 2.0
+    _cgroup(v1, {"cpu,cpuacct/cpu.cfs_quota_us": "-1"})
+    assert cgroup_cpu_limit(v1, hybrid) is None
+    assert cgroup_cpu_limit(tmp_path / "absent", hybrid) is None
+    _cgroup(v1, {"cpu,cpuacct/cpu.cfs_quota_us": "garbage"})
+    assert cgroup_cpu_limit(v1, hybrid) is None
+
+
+def test_models_loaded_without_threads_keep_to_the_container_quota(
+    tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    from semrank.runtime import _select
+
+    _cgroup(tmp_path, {"cpu.max": "50000 100000\n", "self": "0::/\n"})
+    monkeypatch.setattr(_select, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(_select, "PROC_SELF_CGROUP", tmp_path / "self")
+    assert _select.usable_cpus() == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        load_scorer(tiny_spec(tiny_model("bert")), backend="torch")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -25,7 +25,12 @@ from semrank.errors import (
 )
 from semrank.runtime import _loaders
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
-from semrank.runtime._select import BackendChoice, choose_backend, detect_features
+from semrank.runtime._select import (
+    BackendChoice,
+    choose_backend,
+    default_threads,
+    detect_features,
+)
 from semrank.runtime.base import (
     Activation,
     BatchingConfig,
@@ -216,7 +221,7 @@ def load_embedder(
         normalize=model.normalize,
         batching=batching,
         device=choice.device or device,
-        threads=threads,
+        threads=threads if threads is not None else default_threads(),
     )
     embedder.backend = choice.backend
     if warmup:
@@ -256,7 +261,7 @@ def load_scorer(
         max_length=_max_length(model),
         batching=batching,
         device=choice.device or device,
-        threads=threads,
+        threads=threads if threads is not None else default_threads(),
     )
     scorer.activation = model.activation
     scorer.calibration = model.calibration

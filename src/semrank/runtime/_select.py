@@ -19,8 +19,10 @@ int8 is never chosen automatically (see benchmarks/backends.py for its measured 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,12 +59,87 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset()
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+# cgroup v1 mounts the cpu controller under one of these names.
+_V1_CPU_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
 def usable_cpus() -> int:
-    """The CPUs this process may run on (``taskset``, a container's cpuset), not the machine's."""
+    """The CPUs this process may use: its affinity (``taskset``, a container's cpuset) capped by
+    a container's CPU quota (``docker --cpus``, a Kubernetes CPU limit), not the machine's."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return cpus if limit is None else max(1, min(cpus, math.ceil(limit)))
+
+
+def default_threads() -> int | None:
+    """Inference threads when the caller gave none: None (the runtime's own choice) unless a
+    CPU quota is below the CPUs the runtime sees. ONNX Runtime and OpenVINO size their pools
+    by cores and ignore quotas, so a 2-CPU container on a 64-core host ran 32-64 threads that
+    the kernel throttled in turn."""
+    if cgroup_cpu_limit() is None:
+        return None
+    return usable_cpus()
+
+
+def cgroup_cpu_limit(root: Path | None = None, self_cgroup: str | None = None) -> float | None:
+    """The CPUs a cgroup quota allows this process (cgroup v2 ``cpu.max``, v1 CFS quota), or
+    None where there is none or it cannot be read."""
+    root = root or CGROUP_ROOT
+    if self_cgroup is None:
+        try:
+            self_cgroup = PROC_SELF_CGROUP.read_text(encoding="utf-8")
+        except OSError:
+            return None
+    for line in self_cgroup.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        relative = path.strip().lstrip("/")
+        if hierarchy == "0" and not controllers:
+            limit = _first_limit([root / relative, root], _read_cpu_max)
+        elif "cpu" in controllers.split(","):
+            dirs = [root / name for name in _V1_CPU_DIRS]
+            limit = _first_limit([d / relative for d in dirs] + dirs, _read_cfs_quota)
+        else:
+            continue
+        if limit is not None:
+            return limit
+    return None
+
+
+def _first_limit(folders: list[Path], read: Callable[[Path], float | None]) -> float | None:
+    # A container sees its own cgroup at the mount's root, while /proc/self/cgroup may name
+    # the host's path: try the named folder first, then the root.
+    for folder in folders:
+        try:
+            return read(folder)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _read_cpu_max(folder: Path) -> float | None:
+    quota, _, period = (folder / "cpu.max").read_text(encoding="ascii").strip().partition(" ")
+    if quota == "max":
+        return None
+    return _ratio(int(quota), int(period or 100_000))
+
+
+def _read_cfs_quota(folder: Path) -> float | None:
+    quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+    if quota < 0:
+        return None
+    return _ratio(quota, int((folder / "cpu.cfs_period_us").read_text(encoding="ascii")))
+
+
+def _ratio(quota: int, period: int) -> float:
+    if quota <= 0 or period <= 0:
+        raise ValueError(f"cgroup quota {quota} / period {period}")
+    return quota / period
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ def collect_info(device: str | None = None) -> dict[str, Any]:
     import onnxruntime
 
     from semrank.runtime import resolve_backend
-    from semrank.runtime._select import detect_features
+    from semrank.runtime._select import cgroup_cpu_limit, detect_features
 
     features = detect_features()
     choices = {name: resolve_backend(name, device) for name in ("auto", "fast")}
@@ -37,6 +37,7 @@ def collect_info(device: str | None = None) -> dict[str, Any]:
         "versions": {name: _version(name) for name in _PACKAGES},
         "cpu": {key: value for key, value in features.items() if key not in ("openvino", "torch")},
         "threads": features["cpu_count"],
+        "cpu_quota": cgroup_cpu_limit(),
         "onnxruntime_providers": onnxruntime.get_available_providers(),
         "backends": {
             name: {"backend": c.backend, "device": c.device, "reason": _reason(c)}
@@ -78,7 +79,8 @@ def _print_info(info: dict[str, Any]) -> None:
     typer.echo(f"versions: {versions}")
     cpu = info["cpu"]
     flags = [k for k, v in cpu.items() if v is True]
-    typer.echo(f"cpu: {cpu['processor']} ({cpu['machine']}), {info['threads']} threads")
+    quota = f" (CPU quota {info['cpu_quota']:g})" if info["cpu_quota"] is not None else ""
+    typer.echo(f"cpu: {cpu['processor']} ({cpu['machine']}), {info['threads']} threads{quota}")
     typer.echo(f"cpu features: {', '.join(flags) or 'none of interest'}")
     typer.echo(f"onnxruntime providers: {', '.join(info['onnxruntime_providers'])}")
     for name, choice in info["backends"].items():

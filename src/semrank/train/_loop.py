@@ -557,8 +557,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     """Train a re-ranker as configured; returns the exported model folder (best by val)."""
     import torch
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    from semrank.runtime._select import default_threads
+
+    threads = config.threads or default_threads()
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     _claim_output(config, resume=resume)
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
