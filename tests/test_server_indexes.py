@@ -112,6 +112,12 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     # The fix an HTTP client can make, not the server's CLI and folder.
     assert "POST /v1/indexes" in no_index.json()["error"]
     assert "semrank index create" not in no_index.json()["error"]
+    dense = await client.post(
+        "/v1/indexes/docs/search", json={"query": "fleas", "retriever": "dense"}
+    )
+    assert dense.status_code == 422 and "has no embeddings" in dense.json()["error"]
+    assert "embedding_model (POST /v1/indexes)" in dense.json()["error"]
+    assert "semrank index create" not in dense.json()["error"]
 
 
 async def test_a_rerank_window_over_the_document_limit_is_413(client: httpx.AsyncClient) -> None:
@@ -410,3 +416,22 @@ async def test_an_unfinished_ingest_is_said_without_the_servers_paths(
     assert searched.status_code == 200 and searched.json()["hits"][0]["id"] == "d1"
     assert "is incomplete" in searched.json()["warnings"][0]
     assert "is incomplete" in searched.headers["x-semrank-warning"]
+
+
+async def test_a_damaged_index_file_names_the_http_fix_not_the_servers_path(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    created = await client.post("/v1/indexes", json={"name": "broken", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    from semrank.pipeline import forget_open_indexes
+
+    forget_open_indexes()
+    (tmp_path / "broken" / "documents.sqlite").write_bytes(b"not a database at all" * 100)
+    searched = await client.post("/v1/indexes/broken/search", json={"query": "fleas"})
+    assert searched.status_code == 422, searched.text
+    error = searched.json()["error"]
+    assert "DELETE /v1/indexes/broken" in error
+    assert str(tmp_path) not in error and "semrank index drop" not in error
+    dropped = await client.delete("/v1/indexes/broken")
+    assert dropped.status_code in (200, 204), dropped.text
+    assert (await client.post("/v1/indexes/broken/search", json={"query": "x"})).status_code == 404

@@ -443,9 +443,12 @@ class Store(abc.ABC):
 
     def check_vector_field(self, name: str) -> None:
         if not self.has_vectors:
+            no_embeddings = f"index {self.name!r} has no embeddings (it was created without "
             raise InvalidInputError(
-                f"index {self.name!r} has no embeddings; recreate it with an embedding model "
-                "(`semrank index create NAME --embedding-model ...`) to use knn / --dense"
+                no_embeddings + "an embedding model); recreate it with one (`semrank index "
+                "create NAME --embedding-model ...`) to use knn / --dense",
+                client_message=no_embeddings + "an embedding model): use a standard (BM25) "
+                "retriever, or create an index with an embedding_model (POST /v1/indexes)",
             )
         if name not in (VECTOR_FIELD, ALL_TEXT_FIELDS):
             raise InvalidInputError(

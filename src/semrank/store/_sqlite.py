@@ -107,9 +107,12 @@ class DocumentDB:
             raise storage_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             self._close_connections()
+            name = path.parent.name
             raise DataFormatError(
                 f"{path} is not a readable SQLite database ({exc}); restore it from a backup, "
-                f"or delete the index with `semrank index drop {path.parent.name}`"
+                f"or delete the index with `semrank index drop {name}`",
+                client_message=f"index {name!r} is not a readable SQLite database ({exc}); "
+                f"restore it from a backup, or delete it (DELETE /v1/indexes/{name})",
             ) from exc
 
     @staticmethod
