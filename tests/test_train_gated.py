@@ -98,6 +98,21 @@ def test_gated_training_lowers_loss_opens_gates_and_exports(
     assert scores.shape == (2,) and scores[0] > scores[1]
 
 
+def test_a_saved_gated_model_is_taken_by_init_from_and_teacher_model(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """Its config.json has no num_labels, whose default (2) refused it as a 2-label model."""
+    from semrank.train._model import export_model
+    from semrank.train.commands import _cross_encoder_options
+
+    tokenizer = use_pair_template(transformers.AutoTokenizer.from_pretrained(str(tiny_base)))
+    saved = export_model(
+        from_bi_encoder(str(tiny_base), gate_init=-4.0), tokenizer, tmp_path / "g", metadata={}
+    )
+    options = _cross_encoder_options(str(saved), str(saved))
+    assert Path(options["init_from"]) == saved and Path(options["teacher_model"]) == saved
+
+
 def test_unknown_architecture_is_named(tiny_base: Path, pairs_file: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="architecture='cros'"):
         dataclasses.replace(_config(tiny_base, pairs_file, tmp_path), architecture="cros")

@@ -57,6 +57,22 @@ def test_resume_keeps_the_runs_settings_and_never_restarts_over_its_best(
     assert before  # (the first run's best model was written)
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_models_folder_is_not_taken_for_a_run_to_resume(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path, resume: bool
+) -> None:
+    """`--resume` "into" a model (as the refusal without it advised) replaced its config.json
+    with the run's record: the model no longer loaded."""
+    import shutil
+
+    model = tmp_path / "mymodel"
+    shutil.copytree(tiny_base, model)
+    before = (model / "config.json").read_text()
+    with pytest.raises(InvalidInputError, match=r"holds a model .* --init-from .*mymodel"):
+        train(_config(tiny_base, pairs_file, model), resume=resume)
+    assert (model / "config.json").read_text() == before
+
+
 def test_one_query_is_too_few_to_hold_out_validation(tiny_base: Path, tmp_path: Path) -> None:
     data = _write_jsonl(
         tmp_path / "one.jsonl",
@@ -128,6 +144,9 @@ def test_beir_training_qrels_with_a_bad_line_are_named(tmp_path: Path) -> None:
         ({"eval_every": -1}, r"eval_every=-1 \(--eval-every\)"),
         ({"val_queries": -3}, r"val_queries=-3"),
         ({"teacher_model_weight": float("inf")}, r"teacher_model_weight=inf"),
+        # 0 validated (and saved a checkpoint) after every step
+        ({"eval_minutes": 0}, r"eval_minutes=0 \(--eval-minutes\)"),
+        ({"eval_minutes": float("nan")}, r"eval_minutes=nan"),
     ],
 )
 def test_numbers_that_would_poison_or_flip_training_are_refused(
@@ -144,8 +163,12 @@ def test_a_diverging_run_stops_and_keeps_what_it_saved(
 ) -> None:
     output = tmp_path / "run"
     config = dataclasses.replace(_config(tiny_base, pairs_file, output, max_steps=30), lr=1e30)
-    with pytest.raises(InvalidInputError, match=r"the loss became (nan|inf) at step \d+"):
+    with pytest.raises(InvalidInputError, match=r"the loss became (nan|inf) at step \d+") as err:
         train(config)
+    # No best/ or checkpoint had been saved: the message named them as kept.
+    assert "kept as saved" not in str(err.value) and "lower --lr in a new --output" in str(
+        err.value
+    )
     assert not (output / "last").exists()  # no export of the diverged weights
 
 
@@ -356,3 +379,58 @@ def test_a_bi_or_gated_run_from_a_cross_encoder_builds_the_architecture_asked_fo
 
     as_bi, _ = build_cross_encoder(tiny_model("gated"), architecture="bi")
     assert bool((as_bi.cross_gates == SHUT_GATE).all()) and not as_bi.cross_gates.requires_grad
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    """A full disk was a torch traceback ("unexpected pos ...") and left checkpoint.tmp."""
+    import torch
+
+    from semrank.errors import StorageError
+    from semrank.train._loop import RunState, _save_checkpoint
+
+    class Sampler:  # the sampler's only part a checkpoint reads
+        def state(self) -> dict[str, Any]:
+            return {"position": 3}
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(StorageError, match=r"is the disk full\?.*no checkpoint was saved"):
+        # A folder where the file goes: torch.save fails as on a full disk.
+        (tmp_path / "checkpoint.tmp").mkdir()
+        _save_checkpoint(path, model, optimizer, Sampler(), RunState())  # type: ignore[arg-type]
+    (tmp_path / "checkpoint.tmp").rmdir()
+    _save_checkpoint(path, model, optimizer, Sampler(), RunState())  # type: ignore[arg-type]
+    assert path.is_file() and not (tmp_path / "checkpoint.tmp").exists()
+    (tmp_path / "checkpoint.tmp").mkdir()
+    with pytest.raises(StorageError, match="rerun the command with --resume"):
+        _save_checkpoint(path, model, optimizer, Sampler(), RunState())  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_without_a_validation_split_no_ndcg_is_recorded(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """The step number was recorded as the best model's nDCG@10 (2.0 after two steps)."""
+    best = train(_config(tiny_base, pairs_file, tmp_path / "run", val_queries=0))
+    record = json.loads((best / "semrank_training.json").read_text())
+    assert record["best_step"] == 2 and record["best_val_ndcg10"] is None
+
+
+@pytest.mark.slow
+def test_a_new_best_replaces_the_whole_folder_not_file_by_file(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """best/model.onnx of an earlier export stayed beside a later best's weights."""
+    output = tmp_path / "run"
+    train(_config(tiny_base, pairs_file, output, val_queries=0, export_onnx=True))
+    assert (output / "best" / "model.onnx").is_file()
+    best = train(_config(tiny_base, pairs_file, output, val_queries=0, max_steps=4), resume=True)
+    assert json.loads((best / "semrank_training.json").read_text())["best_step"] == 4
+    assert not (best / "model.onnx").exists()
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith(("best", "last"))) == [
+        "best",
+        "last",
+    ]

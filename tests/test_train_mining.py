@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,21 @@ def test_validation_lists_hold_at_most_the_candidates_asked_for() -> None:
     task, _ = split_validation(mined, queries=2, candidates=20, seed=0)
     assert [len(candidates) for candidates in task.candidates.values()] == [20, 20]
     assert all(len(judged) == 20 for judged in task.qrels.values())
+
+
+def test_a_damaged_mining_cache_is_mined_again_and_rewritten_whole(tiny_base, tmp_path) -> None:
+    """A cache cut short (a full disk, a kill) was read as complete: every later run crashed."""
+    pytest.importorskip("torch")
+    from semrank.train._model import load_encoder
+
+    encoder, tokenizer = load_encoder(tiny_base)
+    options = dict(encoder=encoder, tokenizer=tokenizer, encoder_id="tiny", depth=3)
+    first = mine_collection(_collection(), max_length=32, cache_dir=tmp_path, **options)
+    (folder,) = tmp_path.iterdir()
+    groups = folder / "groups.json"
+    groups.write_text(groups.read_text()[:5])  # what a full disk left
+    again = mine_collection(_collection(), max_length=32, cache_dir=tmp_path, **options)
+    assert [g.negative_ids for g in again.groups] == [g.negative_ids for g in first.groups]
+    np.testing.assert_array_equal(again.passage_embeddings, first.passage_embeddings)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no partial folder left
+    assert json.loads(groups.read_text())  # whole again

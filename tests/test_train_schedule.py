@@ -32,3 +32,28 @@ def test_layer_decay_slows_each_lower_layer_and_the_embeddings_most() -> None:
     assert bottom == pytest.approx(0.5**5)
     assert embeddings == pytest.approx(0.5**6)
     assert _lr_multiplier("bert.pooler.dense.weight", config, 6) == 1.0
+
+
+def _peak_factor(**changes: float) -> float:
+    from semrank.train._loop import RunState, learning_rate_factor
+
+    config = _config(**changes)
+    steps = int(config.max_steps or 1000)
+    return max(learning_rate_factor(config, RunState(step=step)) for step in range(steps))
+
+
+def test_short_budgets_reach_their_learning_rate() -> None:
+    """The fixed 50-step warmup under a decay from step 0 kept a 20-step run at 12% of --lr."""
+    assert _peak_factor(max_steps=20) > 0.9
+    assert _peak_factor(max_steps=100) > 0.9
+
+
+def test_the_measured_recipes_keep_their_schedule() -> None:
+    """The shipped model's commands (916 and 962 steps, minute budgets) warm up over 50 steps
+    as they did when trained: their reproduction depends on it."""
+    from semrank.train._loop import RunState, learning_rate_factor
+
+    for budget in ({"max_steps": 916}, {"max_steps": 962}, {"max_minutes": 45.0}):
+        config = _config(**budget)
+        assert learning_rate_factor(config, RunState(step=24)) == pytest.approx(0.5, abs=0.03)
+        assert learning_rate_factor(config, RunState(step=49)) > 0.95

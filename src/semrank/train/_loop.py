@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int
-from semrank.errors import InvalidInputError
+from semrank.errors import InvalidInputError, StorageError
 from semrank.train._data import Collection, DataSpec, load_collection
 from semrank.train._evaluate import (
     RankingTask,
@@ -110,7 +112,11 @@ class TrainConfig:
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
         check_architecture(self.architecture)
         _check_positive(
-            max_minutes=self.max_minutes, lr=self.lr, layer_lr_decay=self.layer_lr_decay
+            max_minutes=self.max_minutes,
+            lr=self.lr,
+            layer_lr_decay=self.layer_lr_decay,
+            eval_minutes=self.eval_minutes,
+            checkpoint_minutes=self.checkpoint_minutes,
         )
         _check_positive(
             integer=True,
@@ -289,8 +295,13 @@ def _drop_validation_queries(mined: list[MinedCollection], task: RankingTask) ->
 
 
 def learning_rate_factor(config: TrainConfig, state: RunState) -> float:
-    """Linear warmup, then linear decay over steps or wall time, whichever runs out first."""
-    warmup = min(1.0, (state.step + 1) / max(1, config.warmup_steps))
+    """Linear warmup, then linear decay over steps or wall time, whichever runs out first.
+    Warmup takes at most a tenth of a step budget: a 20-step fine-tune never got past 12% of
+    its --lr (budgets from 500 steps, the recipes measured here, keep their 50 steps)."""
+    warmup_steps = config.warmup_steps
+    if config.max_steps:
+        warmup_steps = min(warmup_steps, config.max_steps // 10)
+    warmup = min(1.0, (state.step + 1) / max(1, warmup_steps))
     progress = 0.0
     if config.max_steps:
         progress = state.step / config.max_steps
@@ -388,8 +399,23 @@ def _save_checkpoint(
         "state": asdict(state),
     }
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+    except BaseException as exc:  # Ctrl-C too: a half-written .tmp is no checkpoint
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a full disk as either
+            then = (
+                "rerun the command with --resume (it continues from the last checkpoint)"
+                if path.exists()
+                else f"start again in a new --output (no checkpoint was saved in {path.parent})"
+            )
+            raise StorageError(
+                f"cannot write the checkpoint {path} ({exc}); is the disk full? Free space, "
+                f"then {then}"
+            ) from None
+        raise
 
 
 def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampler) -> RunState:
@@ -442,7 +468,7 @@ def _metadata(config: TrainConfig, state: RunState, teacher_val: float | None) -
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "step": state.step,
         "best_step": state.best_step,
-        "best_val_ndcg10": state.best_val,
+        "best_val_ndcg10": state.best_val if math.isfinite(state.best_val) else None,
         "teacher_val_ndcg10": teacher_val,
         "history": state.history,
         # semrank scores the model as sigmoid(scale * logit + shift); other tools see logits.
@@ -484,6 +510,8 @@ def _claim_output(config: TrainConfig, *, resume: bool) -> None:
     output = config.output
     if output.exists() and not output.is_dir():
         raise InvalidInputError(f"--output {output} is a file; name a folder for the run")
+    _refuse_a_model_folder(output)
+    _restore_swapped(output)
     earlier = [name for name in ("config.json", CHECKPOINT, "best") if (output / name).exists()]
     if earlier and not resume:
         raise InvalidInputError(
@@ -493,11 +521,31 @@ def _claim_output(config: TrainConfig, *, resume: bool) -> None:
     if (output / "best").exists() and not (output / CHECKPOINT).exists():
         raise InvalidInputError(
             f"--resume: {output} holds a best model but no {CHECKPOINT} to continue from (a "
-            "run from step 0 would replace that model); name a new folder"
+            "run from step 0 would replace that model); name a new --output folder, with "
+            f"--init-from {output / 'best'} to start from that model"
         )
     if earlier:
         _check_same_run(config, output / "config.json")
     output.mkdir(parents=True, exist_ok=True)
+
+
+def _refuse_a_model_folder(output: Path) -> None:
+    """A model's folder (an earlier run's best/, a downloaded checkpoint) also holds a
+    config.json: resuming "into" it replaced that file with the run's record and broke the
+    model."""
+    stored_path = output / "config.json"
+    if not stored_path.is_file() or (output / CHECKPOINT).exists():
+        return
+    try:
+        stored = json.loads(stored_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return  # _stored_config names a damaged record
+    if isinstance(stored, dict) and "data" not in stored and "data_digest" not in stored:
+        raise InvalidInputError(
+            f"--output {output} holds a model (its config.json is a model's, not a training "
+            f"run's); name a new folder for the run, with --init-from {output} to start from "
+            "that model"
+        )
 
 
 def _stored_config(stored_path: Path) -> dict[str, Any]:
@@ -692,9 +740,11 @@ def _evaluate_and_keep(
         metrics["train_loss"] = round(train_loss, 4)  # mean since the previous evaluation
     metrics["eval_s"] = round(time.monotonic() - start, 1)
     _log_metrics(config, state, metrics)
-    score = metrics.get("val_ndcg10", float(state.step))  # no val split: keep the latest
-    if score > state.best_val:
-        state.best_val, state.best_step = score, state.step
+    score = metrics.get("val_ndcg10")
+    if score is None or score > state.best_val:  # no val split: keep the latest
+        state.best_step = state.step
+        if score is not None:  # (the step number was recorded as nDCG@10 without one)
+            state.best_val = score
         _export(model, tokenizer, config, state, config.output / "best", teacher_val)
         kept = f"val {score:.4f}" if val is not None else "no validation split: the latest"
         log.info("new best (%s) exported to %s", kept, config.output / "best")
@@ -708,13 +758,45 @@ def _export(
     target: Path,
     teacher_val: float | None,
 ) -> None:
+    """Into a fresh folder swapped in whole: files written over the old model's in place left a
+    stale model.onnx beside new weights, and a full disk a half-written model."""
+    from safetensors import SafetensorError
+
     metadata = _metadata(config, state, teacher_val)
-    if config.architecture != "bi":
-        export_model(model, tokenizer, target, metadata=metadata)
-        return
-    source = config.init_from or config.base
-    length = bi_encoder_max_seq_length(source, model.config.max_position_embeddings)
-    export_bi_encoder(model, target, base=source, max_seq_length=length, metadata=metadata)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        if config.architecture != "bi":
+            export_model(model, tokenizer, staging, metadata=metadata)
+        else:
+            source = config.init_from or config.base
+            length = bi_encoder_max_seq_length(source, model.config.max_position_embeddings)
+            export_bi_encoder(model, staging, base=source, max_seq_length=length, metadata=metadata)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = f"; {target} keeps the model it held" if target.exists() else ""
+        raise StorageError(
+            f"cannot write the model to {target} ({exc}); is the disk full?{kept}"
+        ) from None
+    _swap_in(staging, target)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """``staging`` becomes ``target``; a kill between the renames leaves ``target.old``, which
+    the next run of the folder puts back (``_restore_swapped``)."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.replace(old)
+    staging.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_swapped(output: Path) -> None:
+    for name in ("best", "last"):
+        old = output / f"{name}.old"
+        if old.is_dir() and not (output / name).exists():
+            old.replace(output / name)
 
 
 def _run_steps(
@@ -778,11 +860,20 @@ def _one_step(
     batch = sampler.next_batch(config.batch_queries)
     parts = _train_step(models, tokenizer, optimizer, batch, config)
     if not math.isfinite(parts["loss"]):
-        raise InvalidInputError(
-            f"the loss became {parts['loss']} at step {state.step + 1}: the run diverged "
-            f"(lower --lr, now {config.lr}); best/ and the last checkpoint are kept as saved"
-        )
+        raise InvalidInputError(_diverged(config, state, parts["loss"]))
     return parts
+
+
+def _diverged(config: TrainConfig, state: RunState, loss: float) -> str:
+    """What to do after a diverged step: a resume may not change --lr, so a new folder."""
+    best = config.output / "best"
+    start = f", with --init-from {best} to start from its best model" if best.is_dir() else ""
+    kept = [name for name in ("best/", CHECKPOINT) if (config.output / name).exists()]
+    saved = f" ({' and '.join(kept)} kept as saved)" if kept else ""
+    return (
+        f"the loss became {loss} at step {state.step + 1}: the run diverged at --lr "
+        f"{config.lr}{saved}; rerun with a lower --lr in a new --output{start}"
+    )
 
 
 def _report_progress(bar: Any, running: dict[str, float], state: RunState, lr: float) -> None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.train._data import Collection, QueryGroup
+
+T = TypeVar("T")
 
 log = logging.getLogger("semrank.train")
 
@@ -222,7 +226,9 @@ def mine_collection(
     cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
     if cache and (cache / "groups.json").exists():
         log.info("mining %s: cached at %s", collection.name, cache)
-        return _load_mined(cache, collection)
+        cached = _read_cache(cache, lambda: _load_mined(cache, collection))
+        if cached is not None:
+            return cached
     log.info(
         "mining %s: embedding %d queries and %d passages",
         collection.name,
@@ -250,11 +256,37 @@ def mine_collection(
 
 
 def _save_mined(cache: Path, mined: MinedCollection) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(cache / "queries.npy", mined.query_embeddings)
-    np.save(cache / "passages.npy", mined.passage_embeddings)
     rows = [[g.positive_ids, g.negative_ids] for g in mined.groups]
-    (cache / "groups.json").write_text(json.dumps(rows))
+    arrays = {"queries.npy": mined.query_embeddings, "passages.npy": mined.passage_embeddings}
+    _write_cache(cache, arrays, {"groups.json": rows})
+
+
+def _write_cache(cache: Path, arrays: dict[str, Any], texts: dict[str, Any] | None = None) -> None:
+    """Written beside and renamed into place: a write cut by a full disk or a kill left files
+    that every later run failed to read. A cache that cannot be written is only a warning."""
+    partial = cache.with_name(cache.name + ".partial")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(partial / name, array)
+        for name, value in (texts or {}).items():
+            (partial / name).write_text(json.dumps(value), encoding="utf-8")
+        shutil.rmtree(cache, ignore_errors=True)
+        partial.replace(cache)
+    except (OSError, ValueError) as exc:  # numpy reports a short write as either
+        shutil.rmtree(partial, ignore_errors=True)
+        log.warning("cannot keep the cache %s (%s); it will be computed again", cache, exc)
+
+
+def _read_cache(cache: Path, read: Callable[[], T]) -> T | None:
+    """``read()``, or None (computed again) where the cache is damaged."""
+    try:
+        return read()
+    except (OSError, ValueError) as exc:  # cut .npy files, half-written JSON, wrong lengths
+        log.warning("the cache %s is damaged (%s); computing it again", cache, exc)
+        shutil.rmtree(cache, ignore_errors=True)
+        return None
 
 
 def _load_mined(cache: Path, collection: Collection) -> MinedCollection:
@@ -291,8 +323,11 @@ def add_teacher_encoder(
         digest.update(text.encode())
         digest.update(b"\0")  # texts apart: "ab" + "c" is not "a" + "bc"
     cache = cache_dir / f"{mined.name}-teacher-{digest.hexdigest()[:16]}" if cache_dir else None
+    cached = None
     if cache and (cache / "passages.npy").exists():
-        queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")
+        cached = _read_cache(cache, lambda: _load_teacher(cache, mined))
+    if cached is not None:
+        queries, passages = cached
     else:
         log.info("teacher %s: embedding %s", encoder_id, mined.name)
         pooling = encoder_pooling(Path(encoder_id))
@@ -302,9 +337,14 @@ def add_teacher_encoder(
             encoder, tokenizer, mined.passages, max_length=max_length, pooling=pooling
         )
         if cache:
-            cache.mkdir(parents=True, exist_ok=True)
-            np.save(cache / "queries.npy", queries)
-            np.save(cache / "passages.npy", passages)
+            _write_cache(cache, {"queries.npy": queries, "passages.npy": passages})
     mined.extra_teachers.append(
         TeacherEmbeddings(weight=weight, query_embeddings=queries, passage_embeddings=passages)
     )
+
+
+def _load_teacher(cache: Path, mined: MinedCollection) -> tuple[np.ndarray, np.ndarray]:
+    queries, passages = np.load(cache / "queries.npy"), np.load(cache / "passages.npy")
+    if len(queries) != len(mined.groups) or len(passages) != len(mined.passages):
+        raise ValueError(f"{len(queries)} x {len(passages)} embeddings for another collection")
+    return queries, passages

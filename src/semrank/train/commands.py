@@ -186,7 +186,8 @@ def _require_cross_encoder(folder: Path, named: str, *, option: str = "--init-fr
         )
     from semrank.train._model import check_one_logit
 
-    check_one_logit(folder, config)  # before mining, which may take hours
+    if not gated:  # its score is one scaled cosine, whatever num_labels' default says
+        check_one_logit(folder, config)  # before mining, which may take hours
 
 
 def _cross_encoder_options(init_from: str | None, teacher_model: str | None) -> dict[str, Any]:
