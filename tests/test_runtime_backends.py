@@ -51,7 +51,7 @@ def test_without_openvino_everything_falls_back_to_onnx() -> None:
     for allow_lossy in (False, True):
         choice = choose_backend({**ZEN4, "openvino": False}, allow_lossy=allow_lossy)
         assert choice.backend == "onnx"
-        assert "pip install openvino" in choice.reason
+        assert "pip install 'semrank[openvino]'" in choice.reason
 
 
 def test_a_cuda_onnxruntime_is_preferred_when_no_device_is_given() -> None:

@@ -125,3 +125,10 @@ def test_a_huge_text_is_read_from_its_start_without_tokenizing_all_of_it(
         text = f"dog {filler} cat dog cat"
         (read,) = bert_tokenizer.encode_texts([text])
         assert read.ids == reference.encode(text).ids and not read.truncated
+    # ... up to a bound: past it a text of few huge tokens is left unread (and says so), not
+    # tokenized whole (a 4 MB base64 image is one [UNK]).
+    from semrank.runtime.tokenizer import MAX_HEAD_CHARS
+
+    image = "dog data:image/png;base64," + "QUJD" * MAX_HEAD_CHARS + " cat"
+    (read,) = bert_tokenizer.encode_texts([image])
+    assert read.truncated and len(read.ids) < 20

@@ -745,6 +745,27 @@ async def test_batch_errors_name_the_query_and_chunking_off_is_one_way(reranker:
     assert both.status_code == 422 and "chunking.enabled=false" in both.json()["error"]
 
 
+async def test_misspelt_keys_of_semranks_own_objects_are_refused(reranker: Any) -> None:
+    """They were ignored: 200 with the defaults (six chunks for max_chunk: 1, every result for
+    a batch's topn)."""
+    one = [{"query": QUERY, "documents": DOCS}]
+    bodies = {
+        "chunking.max_chunk": (
+            "/v2/rerank",
+            {"query": QUERY, "documents": DOCS, "chunking": {"max_chunk": 1}},
+        ),
+        "topn": ("/v1/rerank/batch", {"queries": one, "topn": 1}),
+        "minscore": ("/v1/rerank/batch", {"queries": [{**one[0], "minscore": 0.5}]}),
+    }
+    async with serving(reranker) as (_, client):
+        for key, (path, body) in bodies.items():
+            answer = await client.post(path, json=body)
+            assert answer.status_code == 422, (key, answer.text)
+            assert key.split(".")[-1] in answer.json()["error"], answer.text
+        vendor = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "x": 1})
+    assert vendor.status_code == 200  # a vendor body still ignores what it does not know
+
+
 async def test_a_served_trained_model_answers_with_its_calibrated_scores(
     tiny_model: Any, tmp_path: Path
 ) -> None:

@@ -57,6 +57,21 @@ def test_train_rejects_a_budget_or_count_that_is_not_positive(
     assert f"({option}): must be a positive number" in str(result.exception)
 
 
+def test_train_names_its_extra_before_any_work_when_a_package_is_missing(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With semrank[train] alone, ir_measures was missing and found only after mining."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.train import commands
+
+    monkeypatch.setattr(commands, "TRAINING_MODULES", ("torch", "ir_measures_not_here"))
+    args = ["train", "--data", str(tmp_path), "--output", str(tmp_path / "run"), "--max-steps", "1"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, BackendUnavailableError), result.exception
+    assert "needs ir_measures_not_here: pip install 'semrank[train]'" in str(result.exception)
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_names_a_missing_data_path(app: typer.Typer, tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     args = ["train", "--data", str(missing), "--output", str(tmp_path), "--max-steps", "1"]

@@ -70,6 +70,7 @@ OPTIONAL_MODULES = {
     "fastapi": "server",
     "uvicorn": "server",
     "prometheus_client": "server",
+    "httpx": "client",
     "psycopg": "postgres",
     "psycopg_pool": "postgres",
     "torch": "torch",

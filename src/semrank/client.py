@@ -32,7 +32,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as exc:  # a runtime-only install has no HTTP client
+    raise ModuleNotFoundError(
+        "semrank.client needs httpx: pip install 'semrank[client]'", name="httpx"
+    ) from exc
 
 from semrank import errors
 from semrank._checks import is_finite_number, require_collection, require_unicode

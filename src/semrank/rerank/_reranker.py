@@ -129,7 +129,12 @@ class Reranker:
         """``(tokens of query, tokens of it read)`` for the ``results`` of re-ranking it: a
         query is cut only next to a document piece long enough to need the room."""
         count = int(self.scorer.tokenizer.count_tokens(query))
-        pieces = [math.ceil(r.tokens / r.num_chunks) for r in results if r.num_chunks > 0]
+        # The longest window, not the mean: a short last window hid a cut next to the others.
+        pieces = [
+            r.longest_piece or math.ceil(r.tokens / r.num_chunks)
+            for r in results
+            if r.num_chunks > 0
+        ]
         return count, self.query_tokens_read(count, max(pieces, default=0))
 
     def query_cut_warning(self, query: str, results: Sequence[RerankResult]) -> str | None:
@@ -363,12 +368,16 @@ def _plan_head(
     the text goes on."""
     cap = (reach + 1) * MAX_CHARS_PER_TOKEN
     first = tokenizer.token_offsets(text[:cap])
-    offsets = enough_of(text, first, cap, reach, tokenizer.token_offsets, len)
-    if len(offsets) <= reach:
+    offsets, seen = enough_of(text, first, cap, reach, tokenizer.token_offsets, len)
+    if len(offsets) <= reach and seen == len(text):
         return plan_document(text, offsets, budget, chunking)
-    head = text[: offsets[reach - 1][1]]
-    plan = plan_document(head, offsets[:reach], budget, chunking)
-    return dataclasses.replace(plan, total_tokens=reach + 1)  # more follows: truncated
+    if len(offsets) > reach:
+        offsets = offsets[:reach]
+    elif offsets and seen < len(text):  # a token at the head's cut may go on past it
+        offsets = offsets[:-1]
+    head = text[: offsets[-1][1]] if offsets else ""
+    plan = plan_document(head, offsets, budget, chunking)
+    return dataclasses.replace(plan, total_tokens=len(offsets) + 1)  # more follows: truncated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -547,4 +556,5 @@ def _result(
         chunk=chunk,
         num_chunks=len(plan.pieces),
         pruned=bool(group.pruned[index]),
+        longest_piece=max((p.tokens for p in plan.pieces), default=0),
     )

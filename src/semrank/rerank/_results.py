@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Document = str | dict[str, Any]
@@ -31,6 +31,8 @@ class RerankResult:
     ``tokens`` counts the document tokens the model read (all chunks); ``truncated`` says whether
     any of the document was left unread; ``pruned``: a cascade's first stage ranked it out of
     the window the model read, so its score only places it below every document that was read.
+    ``longest_piece``: the tokens of its longest window, which decides how much of a long query
+    the model read next to it (0 where unknown).
     """
 
     index: int
@@ -41,6 +43,7 @@ class RerankResult:
     chunk: ChunkSpan | None = None
     num_chunks: int = 1
     pruned: bool = False
+    longest_piece: int = field(default=0, repr=False, compare=False)
 
 
 def select_results(

@@ -187,7 +187,7 @@ def choose_backend(
         return BackendChoice(
             backend="onnx",
             device="cpu",
-            reason="OpenVINO not installed (pip install openvino: 1.3-3x faster on CPU)",
+            reason="OpenVINO not installed (pip install 'semrank[openvino]': 1.3-3x faster on CPU)",
         )
     native_bf16 = [flag for flag in BF16_FLAGS if features.get(flag)]
     if native_bf16 and allow_lossy:

@@ -39,6 +39,10 @@ class EncodedInput:
 # word piece, at most a few dozen characters): cutting a text at limit x this keeps its first
 # ``limit`` tokens intact.
 MAX_CHARS_PER_TOKEN = 100
+# How far a head grows past its first cut looking for tokens: a 4 MB base64 image is one [UNK]
+# for WordPiece, and was tokenized whole several times per request (seconds of a shared model
+# thread) for a document of a few tokens. Past this, the rest is left unread (truncated).
+MAX_HEAD_CHARS = 1 << 18
 
 T = TypeVar("T")
 
@@ -50,14 +54,16 @@ def enough_of(
     limit: int,
     tokenize: Callable[[str], T],
     size: Callable[[T], int],
-) -> T:
+) -> tuple[T, int]:
     """``tokens`` (of ``text[:cap]``), or those of a longer head until there are more than
     ``limit`` or it is the whole text: characters that give no tokens (whitespace runs), or one
-    token for a long run ([UNK] for a DNA string), would otherwise hide what follows."""
-    while size(tokens) <= limit and cap < len(text):
-        cap *= 4
+    token for a long run ([UNK] for a DNA string), would otherwise hide what follows. The head
+    grows to ``MAX_HEAD_CHARS`` at most (or ``cap``); returns the tokens and the head's length."""
+    ceiling = max(cap, MAX_HEAD_CHARS)
+    while size(tokens) <= limit and cap < min(len(text), ceiling):
+        cap = min(cap * 4, ceiling)
         tokens = tokenize(text[:cap])
-    return tokens
+    return tokens, min(cap, len(text))
 
 
 class HFTokenizer:
@@ -131,8 +137,8 @@ class HFTokenizer:
         encodings = self._encode_list([text[:cap] for text in texts])
         out = []
         for text, enc in zip(texts, encodings, strict=True):
-            enc = enough_of(text, enc, cap, limit, self._encode_plain, _token_count)
-            truncated = len(enc.ids) > limit
+            enc, seen = enough_of(text, enc, cap, limit, self._encode_plain, _token_count)
+            truncated = len(enc.ids) > limit or seen < len(text)
             if truncated:
                 enc.truncate(limit)
             merged = self._tok.post_process(enc, None, add_special_tokens=True)

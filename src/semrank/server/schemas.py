@@ -58,8 +58,15 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# semrank's own objects refuse unknown keys (a misspelt option was ignored: 200 with the
+# defaults); the rerank bodies around them ignore extras, as their vendors' APIs do.
+_FORBID_EXTRA = ConfigDict(extra="forbid")
+
+
 class ChunkingOptions(_Schema):
     """How documents longer than the model's window are read (omitted fields: server defaults)."""
+
+    model_config = _FORBID_EXTRA
 
     enabled: Flag | None = Field(None, description="false truncates instead of chunking")
     overlap_tokens: NonNegativeCount | None = Field(
@@ -288,6 +295,8 @@ class TeiRank(ResultFacts, _TeiScored):
 
 
 class BatchQuery(_Schema):
+    model_config = _FORBID_EXTRA
+
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
     top_n: PositiveCount | None = None
@@ -296,6 +305,8 @@ class BatchQuery(_Schema):
 
 class BatchRerankRequest(SemrankOptions):
     """Many queries, each with its own candidates; scored together in merged model calls."""
+
+    model_config = _FORBID_EXTRA
 
     model: str | None = None
     queries: list[BatchQuery] = Field(min_length=1)
@@ -341,7 +352,7 @@ class _Strict(_Schema):
     almost always a misspelt option (the rerank APIs' bodies ignore extras, as their vendors'
     do, so that clients sending newer fields keep working)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FORBID_EXTRA
 
 
 class CreateIndexRequest(_Strict):

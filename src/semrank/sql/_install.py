@@ -21,7 +21,7 @@ def _connect(dsn: str) -> Any:
         import psycopg
     except ImportError as exc:
         raise BackendUnavailableError(
-            "semrank sql needs psycopg 3: pip install 'psycopg[binary]' psycopg_pool"
+            "semrank sql needs psycopg 3: pip install 'semrank[postgres]'"
         ) from exc
     try:
         return psycopg.connect(dsn)

@@ -109,8 +109,7 @@ def _postgres(store: str | None) -> Any:
         from semrank.store import postgres
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"the PostgreSQL store needs psycopg 3 ({exc}): pip install 'psycopg[binary]' "
-            "psycopg_pool"
+            f"the PostgreSQL store needs psycopg 3 ({exc}): pip install 'semrank[postgres]'"
         ) from exc
     return postgres
 

@@ -540,7 +540,8 @@ def _refuse_a_model_folder(output: Path) -> None:
         stored = json.loads(stored_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return  # _stored_config names a damaged record
-    if isinstance(stored, dict) and "data" not in stored and "data_digest" not in stored:
+    is_model = isinstance(stored, dict) and ("model_type" in stored or "architectures" in stored)
+    if is_model and "data_digest" not in stored:
         raise InvalidInputError(
             f"--output {output} holds a model (its config.json is a model's, not a training "
             f"run's); name a new folder for the run, with --init-from {output} to start from "

@@ -72,6 +72,22 @@ def _report_task(text: str) -> tuple[str, Path, Path]:
     return name, Path(run).expanduser(), Path(qrels).expanduser()
 
 
+# What a run imports at some point: missing ones were found after mining (minutes to hours).
+TRAINING_MODULES = ("torch", "transformers", "tqdm", "sklearn", "ir_measures", "pytrec_eval")
+
+
+def _require_training_packages() -> None:
+    import importlib.util
+
+    from semrank.errors import BackendUnavailableError
+
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendUnavailableError(
+            f"semrank train needs {', '.join(missing)}: pip install 'semrank[train]'"
+        )
+
+
 def train_command(
     data: list[str] = typer.Option(
         ...,
@@ -137,6 +153,7 @@ def train_command(
     """Fine-tune a cross-encoder re-ranker (needs the "train" extra of semrank: torch)."""
     from semrank.train import DataSpec, TrainConfig, parse_teacher_encoder, train
 
+    _require_training_packages()
     if max_steps is None and max_minutes is None:
         raise InvalidInputError("give --max-steps or --max-minutes (or both)")
     specs = tuple(DataSpec.parse(d) for d in data)

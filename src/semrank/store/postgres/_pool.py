@@ -44,7 +44,7 @@ def _import_pool() -> Any:
         from psycopg_pool import ConnectionPool
     except ImportError as exc:
         raise BackendUnavailableError(
-            "the PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]' psycopg_pool"
+            "the PostgreSQL store needs psycopg 3: pip install 'semrank[postgres]'"
         ) from exc
     return ConnectionPool
 
