@@ -239,6 +239,16 @@ def test_a_bad_document_is_named_by_its_file_line(tmp_path):
     assert f"{path}:4 (documents[2]) has no field 'text'" in str(result.exception)
 
 
+def test_the_table_marks_pruned_documents_instead_of_showing_their_placeholder(tmp_path):
+    """Documents the cascade kept from the re-ranker showed 0.30 scores like any other."""
+    path = tmp_path / "docs.txt"
+    path.write_text("Fleas are small insects.\nParis is in France.\nDogs can have fleas.\n")
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(path), "--cascade-keep", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "│" in line and "France" in line]
+    assert rows and "[pruned" in rows[0] and "│ -" in rows[0]
+
+
 def test_rerank_takes_a_backend_and_cascade_keep_zero_means_off(tmp_path):
     """`semrank rerank` had no --backend (the README's way to force fp32), and --cascade-keep 0
     was an error there while it means "off" for `semrank serve`."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from semrank import CascadeConfig, Reranker
-from semrank.errors import ModelLoadError
+from semrank.errors import ModelLoadError, SemrankError
 from semrank.rerank._blend import read_blend, write_blend
 from semrank.rerank._memo import RecentScores
 
@@ -53,6 +53,40 @@ def test_bad_blend_file_is_named(tmp_path: Path):
         read_blend(tmp_path)
     with pytest.raises(ModelLoadError, match="lists no components"):
         Reranker(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ('"weight": 0.75', r"component 'cross-encoder' weight must be a finite number, got 'a'"),
+        ('"weight": 0.75', r"got nan"),
+        ('"bias": -1.5', r"bias must be a finite number, got 'a'"),
+    ],
+)
+def test_a_hand_edited_blend_with_a_bad_number_is_named(
+    blend_dir: Path, tmp_path: Path, change: str, named: str
+) -> None:
+    """A string weight was a traceback at load; a NaN weight loaded and scored NaN."""
+    edited = tmp_path / "edited"
+    shutil.copytree(blend_dir, edited)
+    text = (edited / "blend.json").read_text()
+    assert change in text
+    key = change.split(":")[0]
+    value = "NaN" if "nan" in named else '"a"'
+    (edited / "blend.json").write_text(text.replace(change, f"{key}: {value}"))
+    with pytest.raises(ModelLoadError, match=named):
+        Reranker(edited)
+
+
+def test_a_blend_component_that_does_not_resolve_is_named_with_the_file(
+    blend_dir: Path, tmp_path: Path
+) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(blend_dir, edited)
+    text = (edited / "blend.json").read_text().replace('"bi-encoder"', '"bi-encodr"')
+    (edited / "blend.json").write_text(text)
+    with pytest.raises(SemrankError, match=r"blend\.json: component 'all-minilm-l6-v2': .*encodr"):
+        Reranker(edited)
 
 
 def test_a_cascade_shares_the_blends_embedding_model_and_scores_each_pair_once(blend_dir: Path):

@@ -74,6 +74,12 @@ def test_bad_keep_is_rejected_with_its_value(keep):
         CascadeConfig(keep=keep)
 
 
+def test_a_blend_as_the_pruner_is_named(main_model):
+    """It failed on the blend's folder having no tokenizer.json."""
+    with pytest.raises(InvalidInputError, match="'semrank-minilm-l6' is a blend"):
+        Reranker(main_model, cascade=CascadeConfig(keep=2, model="semrank-minilm-l6"))
+
+
 class _Confident:
     """A real scorer whose logits are shifted up, as a strong cross-encoder's are on relevant
     passages: after the sigmoid, float32 rounds them (and the pruned placeholders) to one value."""

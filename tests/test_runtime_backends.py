@@ -86,6 +86,16 @@ def test_unknown_devices_are_named() -> None:
     assert resolve_backend("onnx", "cuda:1").device == "cuda:1"
 
 
+@pytest.mark.parametrize(
+    ("backend", "device"), [("", None), (" ", None), (None, ""), ("auto", " ")]
+)
+def test_blank_backends_and_devices_are_refused(backend, device) -> None:
+    """An unset shell variable ("$BACKEND"): "" ran fp32 where "auto" runs bf16, and a blank
+    device ran as the CPU in one place and as a named device in another."""
+    with pytest.raises(BackendUnavailableError, match="is blank; leave it out"):
+        resolve_backend(backend, device)
+
+
 def test_a_backend_and_device_that_cannot_go_together_are_refused() -> None:
     """OpenVINO ran a CUDA request on the CPU without a word; torch-fp16 on the CPU and any
     backend on 'mps' failed at load, in a server as a startup traceback."""
@@ -291,3 +301,25 @@ def test_info_says_when_a_requested_device_is_not_here(no_cuda: None) -> None:
     assert "not available here" in info["backends"]["auto"]["reason"]
     assert "not available here" in info["default_model"]["reason"]
     assert "not available here" not in collect_info()["backends"]["auto"]["reason"]
+
+
+def test_an_onnxruntime_that_only_lists_cuda_is_not_taken_for_a_gpu(
+    tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu lists CUDA wherever it is installed: "auto" picked CUDA on a machine
+    without a GPU, and every session fell back to fp32 on the CPU with only a warning."""
+    import onnxruntime as ort
+
+    from semrank.runtime import _select
+    from semrank.runtime.onnx_backend import create_session
+    from semrank.runtime.onnx_export import onnx_model_path
+
+    if _select._cuda_driver_loads():
+        pytest.skip("a CUDA driver is installed here")
+    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)  # as onnxruntime-gpu
+    assert not _select._ort_has_cuda()
+    path = onnx_model_path(tiny_model("bert"), "sequence-classification", cache_dir=tmp_path)
+    with pytest.warns(UserWarning), pytest.raises(BackendUnavailableError, match="could not start"):
+        create_session(path, device="cuda")
+    assert create_session(path, device="cpu").get_providers() == ["CPUExecutionProvider"]

@@ -29,7 +29,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from semrank.errors import InvalidInputError, ModelLoadError
+from semrank._checks import is_finite_number
+from semrank.errors import InvalidInputError, ModelLoadError, SemrankError
 from semrank.models import ResolvedModel, resolve
 from semrank.rerank._feedback import Feedback, FeedbackConfig, WindowEmbedder
 from semrank.rerank._memo import RecentScores
@@ -129,11 +130,19 @@ def read_blend(directory: Path) -> dict[str, Any]:
     for entry in components:
         if not isinstance(entry, dict) or "model" not in entry or "weight" not in entry:
             raise ModelLoadError(f"{path}: each component needs 'model' and 'weight': {entry!r}")
+        _check_number(path, f"component {entry['model']!r} weight", entry["weight"])
+    _check_number(path, "bias", spec.get("bias", 0.0))
     _check_feedback_entry(path, spec.get("feedback"), components)
     doc_tokens = spec.get("doc_tokens")
     if doc_tokens is not None and (type(doc_tokens) is not int or doc_tokens < 1):
         raise ModelLoadError(f"{path}: doc_tokens must be a positive integer, got {doc_tokens!r}")
     return spec
+
+
+def _check_number(path: Path, what: str, value: object) -> None:
+    # A string was a traceback at load; NaN loaded and scored NaN (invalid JSON out).
+    if not is_finite_number(value):
+        raise ModelLoadError(f"{path}: {what} must be a finite number, got {value!r}")
 
 
 def _check_feedback_entry(path: Path, entry: object, components: list[Any]) -> None:
@@ -166,7 +175,12 @@ def load_blend_scorer(
     for entry in spec["components"]:
         local = directory / str(entry["model"])
         name: str | Path = local if local.is_dir() else str(entry["model"])
-        model = resolve(name, kind=entry.get("kind"))
+        try:
+            model = resolve(name, kind=entry.get("kind"))
+        except SemrankError as exc:  # named with the file that names the component
+            raise type(exc)(
+                f"{directory / BLEND_FILE}: component {entry['model']!r}: {exc}"
+            ) from exc
         scorer = load_scorer(
             model, backend=backend, device=device, batching=batching, threads=threads
         )

@@ -464,6 +464,11 @@ def _load_pruner(
     main: PairScorer,
 ) -> PairScorer:
     model = resolve(cascade.model) if cascade.model else resolve_embedding_model()
+    if is_blend(model):  # was a "no tokenizer.json" error about the blend's folder
+        raise InvalidInputError(
+            f"cascade model {cascade.model!r} is a blend of several models; the pruner is one "
+            "cheap model: a bi-encoder (the default, all-minilm-l6-v2) or a small cross-encoder"
+        )
     if isinstance(main, BlendScorer) and cascade.backend in (None, backend):
         # The blend already runs this model on this backend: share it, score each pair once.
         shared = main.remember_component(model.path)

@@ -236,12 +236,14 @@ def _print_table(query: str, model: str, results: list[Any]) -> None:
     for rank, result in enumerate(results, 1):
         text = result.document if isinstance(result.document, str) else json.dumps(result.document)
         note = " [truncated]" if result.truncated else ""
+        if result.pruned:  # its score only places it below the documents read
+            note += " [pruned: not read by the re-ranker]"
         if result.chunk is not None:
             note += f" [chunk {result.chunk.index}: {result.chunk.start}-{result.chunk.end}]"
         table.add_row(
             str(rank),
             str(result.index),
-            f"{result.relevance_score:.4f}",
+            "-" if result.pruned else f"{result.relevance_score:.4f}",
             str(result.tokens),
             (text or "")[:200] + note,
         )

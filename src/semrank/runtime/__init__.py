@@ -78,6 +78,11 @@ def load_onnxruntime_first() -> None:
 
 
 def _backend(backend: str | None) -> str:
+    if backend is not None and not backend.strip():  # an unset shell variable ("$BACKEND")
+        raise UnknownBackendError(
+            f"backend {backend!r} is blank; leave it out for 'auto', or choose one of: "
+            f"{', '.join(BACKENDS)}"
+        )
     chosen = backend or "auto"
     if chosen not in BACKENDS:
         raise UnknownBackendError(
@@ -87,6 +92,11 @@ def _backend(backend: str | None) -> str:
 
 
 def _check_device(device: str | None) -> None:
+    if device is not None and not device.strip():  # "" ran as the CPU in one place, not another
+        raise UnknownBackendError(
+            f"device {device!r} is blank; leave it out for the CPU (or a GPU ONNX Runtime has), "
+            "or use 'cpu', 'cuda', 'cuda:N' or (torch) 'mps'"
+        )
     kind, _, number = (device or "cpu").partition(":")
     if kind not in ("cpu", "cuda", "mps") or (number and not number.isdigit()):
         raise UnknownBackendError(

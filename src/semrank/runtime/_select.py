@@ -169,9 +169,22 @@ def _cpu_model_name() -> str:
 
 
 def _ort_has_cuda() -> bool:
+    """ONNX Runtime lists CUDA and a GPU driver is there: onnxruntime-gpu lists CUDA wherever
+    it is installed, and "auto" then ran fp32 on the CPU through the fallback."""
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    return "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_driver_loads()
+
+
+def _cuda_driver_loads() -> bool:
+    import ctypes
+
+    name = "nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
 
 
 def choose_backend(

@@ -52,12 +52,21 @@ def create_session(
         options.intra_op_num_threads = int(threads)
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, _PROVIDERS["cpu"]]
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime's errors (Fail, InvalidProtobuf...) subclass Exception
         raise ModelLoadError(
             f"ONNX Runtime cannot load {path}: {exc}. The graph is corrupt or does not match "
             "the checkpoint's config.json"
         ) from exc
+    if provider not in session.get_providers():
+        # onnxruntime-gpu lists CUDA wherever it is installed; without a usable GPU or driver
+        # the session falls back to the CPU with only a warning (fp32, no bf16: slower).
+        raise BackendUnavailableError(
+            f"ONNX Runtime could not start {provider} here (no usable GPU, driver or CUDA "
+            f"libraries; its session runs on {session.get_providers()}); fix the CUDA setup, or "
+            "leave the device out to run on the CPU"
+        )
+    return session
 
 
 def session_forward(session: ort.InferenceSession, output: str | None = None) -> Forward:
