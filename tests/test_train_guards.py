@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -434,3 +435,39 @@ def test_a_new_best_replaces_the_whole_folder_not_file_by_file(
         "best",
         "last",
     ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C stopped mid-step and lost everything since the last checkpoint (10 minutes)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "semrank.cli", "train", "--data", str(pairs_file),
+        "--base", str(tiny_base), "--output", str(output), "--max-steps", "100000",
+        "--eval-every", "5", "--negatives", "3", "--max-length", "32", "--val-queries", "8",
+        "--val-candidates", "6", "--threads", "1", "--no-onnx",
+    ]  # fmt: skip
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (output / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode != 0
+    said = re.search(r"stopped at step (\d+); the same command with --resume continues", stderr)
+    assert said, stderr[-2000:]
+    import torch
+
+    saved = torch.load(output / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert saved == int(said.group(1))
+    at = command.index("--max-steps") + 1
+    resumed = [*command[:at], str(saved + 2), *command[at + 1 :], "--resume"]
+    subprocess.run(resumed, check=True, capture_output=True, timeout=120)
+    assert json.loads((output / "last" / "semrank_training.json").read_text())["step"] == saved + 2

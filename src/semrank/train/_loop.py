@@ -10,7 +10,10 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -643,9 +646,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
     # resume that cannot load, leaves the folder's record as it was.
     _write_record(config, digest, val)
-    window = _run_steps(
-        (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation
-    )
+    with _stop_between_steps() as stop:
+        window = _run_steps(
+            (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation, stop
+        )
     if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
         mean_loss = sum(window) / len(window) if window else None
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
@@ -800,6 +804,30 @@ def _restore_swapped(output: Path) -> None:
             old.replace(output / name)
 
 
+@contextlib.contextmanager
+def _stop_between_steps() -> Iterator[list[bool]]:
+    """Ctrl-C (or SIGTERM) stops the run after the step it is in, with a checkpoint saved: it
+    stopped mid-step, and everything since the last checkpoint (up to --checkpoint-minutes)
+    was lost. A second Ctrl-C stops at once."""
+    stop = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers belong to the main thread
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        if stop[0]:
+            raise KeyboardInterrupt
+        stop[0] = True
+        log.warning("stopping after this step, once a checkpoint is saved (Ctrl-C again: now)")
+
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _run_steps(
     models: tuple[Any, Any],
     tokenizer: Any,
@@ -808,8 +836,10 @@ def _run_steps(
     config: TrainConfig,
     state: RunState,
     evaluation: tuple[RankingTask | None, list, float | None],
+    stop: list[bool],
 ) -> list[float]:
-    """Train until the step/time budget is spent; returns the losses since the last evaluation."""
+    """Train until the step/time budget is spent; returns the losses since the last evaluation.
+    ``stop[0]`` set (by a signal) ends it after the current step with a checkpoint saved."""
     from tqdm import tqdm
 
     model = models[0]
@@ -838,10 +868,15 @@ def _run_steps(
             window.clear()
             state.elapsed_s += time.monotonic() - now
             last_eval = time.monotonic()
-        if eval_due or now - last_checkpoint >= 60 * config.checkpoint_minutes:
+        if eval_due or stop[0] or now - last_checkpoint >= 60 * config.checkpoint_minutes:
             _save_checkpoint(config.output / CHECKPOINT, model, optimizer, sampler, state)
             log.info("checkpoint saved at step %d", state.step)
             last_checkpoint = time.monotonic()
+        if stop[0]:
+            bar.close()
+            said = f"stopped at step {state.step}; the same command with --resume continues"
+            log.warning(said)
+            raise KeyboardInterrupt(said)
     bar.close()
     return window
 
