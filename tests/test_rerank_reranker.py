@@ -248,6 +248,11 @@ def test_a_document_of_few_huge_tokens_is_read_from_a_bounded_head(reranker):
     assert result.truncated and 0 < result.tokens < 50
     assert scorer.tokenizer.longest <= MAX_HEAD_CHARS
     assert scorer.longest_pair <= MAX_HEAD_CHARS
+    # Whitespace past the head is nothing unread: the last word stays and nothing is cut.
+    text = "fleas feed on blood"
+    padded, plain = counted.rerank("what do fleas eat", [text + " " * (4 * MAX_HEAD_CHARS), text])
+    assert not padded.truncated and padded.tokens == plain.tokens
+    assert padded.relevance_score == pytest.approx(plain.relevance_score, abs=1e-6)
 
 
 def test_chunk_offsets_of_a_multi_field_document_point_into_its_own_field(reranker):

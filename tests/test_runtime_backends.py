@@ -164,6 +164,23 @@ def test_a_cgroup_cpu_quota_is_read_in_v2_v1_and_hybrid_layouts(tmp_path: Path) 
     assert cgroup_cpu_limit(v1, hybrid) is None
 
 
+def test_a_parents_cpu_quota_caps_its_children(tmp_path: Path) -> None:
+    """Each level's quota is an upper bound: a limit on a parent (a systemd slice, Docker's
+    cgroup above a container's, DinD's /init) was missed when the process's own said max."""
+    v2 = tmp_path / "v2"
+    _cgroup(v2, {"cpu.max": "max 100000\n", "slice/cpu.max": "200000 100000\n",
+                 "slice/svc/cpu.max": "max 100000\n"})  # fmt: skip
+    assert cgroup_cpu_limit(v2, "0::/slice/svc\n") == 2.0
+    _cgroup(v2, {"slice/svc/cpu.max": "400000 100000\n", "slice/cpu.max": "100000 100000\n"})
+    assert cgroup_cpu_limit(v2, "0::/slice/svc\n") == 1.0  # the tighter parent
+    v1 = tmp_path / "v1"
+    _cgroup(v1, {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000",
+                 "cpu/docker/cpu.cfs_quota_us": "100000", "cpu/docker/cpu.cfs_period_us": "100000",
+                 "cpu/docker/abc/cpu.cfs_quota_us": "-1",
+                 "cpu/docker/abc/cpu.cfs_period_us": "100000"})  # fmt: skip
+    assert cgroup_cpu_limit(v1, "3:cpu:/docker/abc\n") == 1.0
+
+
 def test_models_loaded_without_threads_keep_to_the_container_quota(
     tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,6 +191,9 @@ def test_models_loaded_without_threads_keep_to_the_container_quota(
     monkeypatch.setattr(_select, "CGROUP_ROOT", tmp_path)
     monkeypatch.setattr(_select, "PROC_SELF_CGROUP", tmp_path / "self")
     assert _select.usable_cpus() == 1
+    (tmp_path / "cpu.max").write_text("100000000 100000\n")  # 1000 CPUs: no cap at all
+    assert _select.default_threads() is None
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -318,6 +338,10 @@ def test_an_onnxruntime_that_only_lists_cuda_is_not_taken_for_a_gpu(
         pytest.skip("a CUDA driver is installed here")
     listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
     monkeypatch.setattr(ort, "get_available_providers", lambda: listed)  # as onnxruntime-gpu
+    assert not _select._ort_has_cuda()
+    # A driver but no usable CUDA (missing cuDNN, CUDA_VISIBLE_DEVICES=""): the probe session
+    # falls back to the CPU, so "auto" stays on the CPU instead of refusing to load.
+    monkeypatch.setattr(_select, "_cuda_driver_loads", lambda: True)
     assert not _select._ort_has_cuda()
     path = onnx_model_path(tiny_model("bert"), "sequence-classification", cache_dir=tmp_path)
     with pytest.warns(UserWarning), pytest.raises(BackendUnavailableError, match="could not start"):

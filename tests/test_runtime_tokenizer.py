@@ -132,3 +132,5 @@ def test_a_huge_text_is_read_from_its_start_without_tokenizing_all_of_it(
     image = "dog data:image/png;base64," + "QUJD" * MAX_HEAD_CHARS + " cat"
     (read,) = bert_tokenizer.encode_texts([image])
     assert read.truncated and len(read.ids) < 20
+    padded, plain = bert_tokenizer.encode_texts(["dog cat" + " " * (2 * MAX_HEAD_CHARS), "dog cat"])
+    assert padded.ids == plain.ids and not padded.truncated

@@ -109,6 +109,8 @@ def test_a_damaged_mining_cache_is_mined_again_and_rewritten_whole(tiny_base, tm
     groups = folder / "groups.json"
     groups.write_text(groups.read_text()[:5])  # what a full disk left
     again = mine_collection(_collection(), max_length=32, cache_dir=tmp_path, **options)
+    (folder / "queries.npy").write_bytes(b"")  # a kill at the first write: EOFError
+    again = mine_collection(_collection(), max_length=32, cache_dir=tmp_path, **options)
     assert [g.negative_ids for g in again.groups] == [g.negative_ids for g in first.groups]
     np.testing.assert_array_equal(again.passage_embeddings, first.passage_embeddings)
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no partial folder left

@@ -57,3 +57,10 @@ def test_the_measured_recipes_keep_their_schedule() -> None:
         config = _config(**budget)
         assert learning_rate_factor(config, RunState(step=24)) == pytest.approx(0.5, abs=0.03)
         assert learning_rate_factor(config, RunState(step=49)) > 0.95
+
+
+def test_a_warmup_given_is_kept_whatever_the_budget() -> None:
+    from semrank.train._loop import RunState, learning_rate_factor
+
+    config = _config(max_steps=1000, warmup_steps=200)
+    assert learning_rate_factor(config, RunState(step=99)) == pytest.approx(0.5 * 0.9109, abs=1e-3)

@@ -179,7 +179,8 @@ def load_blend_scorer(
             model = resolve(name, kind=entry.get("kind"))
         except SemrankError as exc:  # named with the file that names the component
             raise type(exc)(
-                f"{directory / BLEND_FILE}: component {entry['model']!r}: {exc}"
+                f"{directory / BLEND_FILE}: component {entry['model']!r}: {exc}",
+                client_message=exc.client_message,
             ) from exc
         scorer = load_scorer(
             model, backend=backend, device=device, batching=batching, threads=threads

@@ -38,7 +38,7 @@ from semrank.runtime.base import (
     apply_activation,
 )
 from semrank.runtime.base import query_token_limit as scorers_query_token_limit
-from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN, enough_of
+from semrank.runtime.tokenizer import MAX_CHARS_PER_TOKEN, enough_of, only_space_after
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,13 +371,15 @@ def _plan_head(
     offsets, seen = enough_of(text, first, cap, reach, tokenizer.token_offsets, len)
     if len(offsets) <= reach and seen == len(text):
         return plan_document(text, offsets, budget, chunking)
+    unread = len(offsets) > reach or not only_space_after(text, seen)
     if len(offsets) > reach:
         offsets = offsets[:reach]
-    elif offsets and seen < len(text):  # a token at the head's cut may go on past it
+    elif unread and offsets and offsets[-1][1] >= seen:  # it may go on past the head's cut
         offsets = offsets[:-1]
     head = text[: offsets[-1][1]] if offsets else ""
     plan = plan_document(head, offsets, budget, chunking)
-    return dataclasses.replace(plan, total_tokens=len(offsets) + 1)  # more follows: truncated
+    # One more token than read says truncated: the text goes on past its head.
+    return dataclasses.replace(plan, total_tokens=len(offsets) + int(unread))
 
 
 @dataclass(frozen=True, kw_only=True)

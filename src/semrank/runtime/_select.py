@@ -81,45 +81,57 @@ def default_threads() -> int | None:
     CPU quota is below the CPUs the runtime sees. ONNX Runtime and OpenVINO size their pools
     by cores and ignore quotas, so a 2-CPU container on a 64-core host ran 32-64 threads that
     the kernel throttled in turn."""
-    if cgroup_cpu_limit() is None:
+    limit = cgroup_cpu_limit()
+    if limit is None:
         return None
-    return usable_cpus()
+    try:
+        visible = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        visible = os.cpu_count() or 1
+    return max(1, math.ceil(limit)) if math.ceil(limit) < visible else None
 
 
 def cgroup_cpu_limit(root: Path | None = None, self_cgroup: str | None = None) -> float | None:
-    """The CPUs a cgroup quota allows this process (cgroup v2 ``cpu.max``, v1 CFS quota), or
-    None where there is none or it cannot be read."""
+    """The CPUs a cgroup quota allows this process (cgroup v2 ``cpu.max``, v1 CFS quota: the
+    tightest of its cgroup and their parents'), or None where there is none or it cannot be
+    read."""
     root = root or CGROUP_ROOT
     if self_cgroup is None:
         try:
             self_cgroup = PROC_SELF_CGROUP.read_text(encoding="utf-8")
         except OSError:
             return None
+    limits: list[float] = []
     for line in self_cgroup.splitlines():
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         relative = path.strip().lstrip("/")
         if hierarchy == "0" and not controllers:
-            limit = _first_limit([root / relative, root], _read_cpu_max)
+            limits += _limits_up_to(root, relative, _read_cpu_max)
         elif "cpu" in controllers.split(","):
-            dirs = [root / name for name in _V1_CPU_DIRS]
-            limit = _first_limit([d / relative for d in dirs] + dirs, _read_cfs_quota)
-        else:
-            continue
-        if limit is not None:
-            return limit
-    return None
+            for mount in (root / name for name in _V1_CPU_DIRS):
+                limits += _limits_up_to(mount, relative, _read_cfs_quota)
+    return min(limits, default=None)
 
 
-def _first_limit(folders: list[Path], read: Callable[[Path], float | None]) -> float | None:
-    # A container sees its own cgroup at the mount's root, while /proc/self/cgroup may name
-    # the host's path: try the named folder first, then the root.
-    for folder in folders:
+def _limits_up_to(mount: Path, relative: str, read: Callable[[Path], float | None]) -> list[float]:
+    """The quotas of a cgroup and each parent up to ``mount`` (each level caps the ones below
+    it). A container sees its own cgroup at the mount while /proc/self/cgroup may name the
+    host's path: then the mount alone is read."""
+    if not mount.is_dir():
+        return []
+    folder = mount / relative if (mount / relative).is_dir() else mount
+    limits = []
+    while True:
         try:
-            return read(folder)
+            limit = read(folder)
         except (OSError, ValueError):
-            continue
-    return None
+            limit = None
+        if limit is not None:
+            limits.append(limit)
+        if folder == mount or mount not in folder.parents:
+            return limits
+        folder = folder.parent
 
 
 def _read_cpu_max(folder: Path) -> float | None:
@@ -169,11 +181,35 @@ def _cpu_model_name() -> str:
 
 
 def _ort_has_cuda() -> bool:
-    """ONNX Runtime lists CUDA and a GPU driver is there: onnxruntime-gpu lists CUDA wherever
-    it is installed, and "auto" then ran fp32 on the CPU through the fallback."""
+    """ONNX Runtime can start CUDA here: onnxruntime-gpu lists CUDA wherever it is installed,
+    and a session without a usable GPU, driver or CUDA libraries falls back to the CPU with a
+    warning ("auto" then ran fp32 on the CPU). So a one-node session is started and asked."""
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_driver_loads()
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not _cuda_driver_loads():
+        return False
+    return _cuda_session_starts()
+
+
+def _cuda_session_starts() -> bool:
+    import warnings
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "probe", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fallback's warning: the answer is below
+            session = ort.InferenceSession(model.SerializeToString(), providers=providers)
+    except Exception:  # onnxruntime's own errors: no CUDA session here either way
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
 
 
 def _cuda_driver_loads() -> bool:

@@ -9,6 +9,7 @@ padding is done per batch by the batching code.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,13 @@ MAX_CHARS_PER_TOKEN = 100
 MAX_HEAD_CHARS = 1 << 18
 
 T = TypeVar("T")
+_NOT_SPACE = re.compile(r"\S")
+
+
+def only_space_after(text: str, position: int) -> bool:
+    """Whether ``text`` holds nothing but whitespace from ``position`` on (a head cut there
+    leaves nothing unread)."""
+    return _NOT_SPACE.search(text, position) is None
 
 
 def enough_of(
@@ -138,7 +146,7 @@ class HFTokenizer:
         out = []
         for text, enc in zip(texts, encodings, strict=True):
             enc, seen = enough_of(text, enc, cap, limit, self._encode_plain, _token_count)
-            truncated = len(enc.ids) > limit or seen < len(text)
+            truncated = len(enc.ids) > limit or not only_space_after(text, seen)
             if truncated:
                 enc.truncate(limit)
             merged = self._tok.post_process(enc, None, add_special_tokens=True)

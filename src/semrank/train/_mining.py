@@ -283,7 +283,8 @@ def _read_cache(cache: Path, read: Callable[[], T]) -> T | None:
     """``read()``, or None (computed again) where the cache is damaged."""
     try:
         return read()
-    except (OSError, ValueError) as exc:  # cut .npy files, half-written JSON, wrong lengths
+    # cut .npy files (an empty one is EOFError), half-written or reshaped JSON, wrong lengths
+    except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError) as exc:
         log.warning("the cache %s is damaged (%s); computing it again", cache, exc)
         shutil.rmtree(cache, ignore_errors=True)
         return None
