@@ -428,6 +428,12 @@ async def test_deadline_fails_with_504_or_returns_input_order_with_fail_open(
         thresholded = await client.post(
             "/v1/rerank", json={**body, "fail_open": True, "min_score": 0.5}
         )
+        # A batch of four queries is one request in the counters (it was four).
+        queries = [{"query": QUERY, "documents": DOCS}] * 4
+        for fail_open in (False, True):
+            batch = {"queries": queries, "timeout_ms": 1, "fail_open": fail_open}
+            late = await client.post("/v1/rerank/batch", json=batch)
+            assert late.status_code == (200 if fail_open else 504), late.text
         metrics = (await client.get("/metrics")).text
     assert failed.status_code == 504
     assert failed.json()["error_type"] == "deadline_exceeded"
@@ -442,7 +448,9 @@ async def test_deadline_fails_with_504_or_returns_input_order_with_fail_open(
         (1, 0.0),
         (2, 0.0),
     ]
-    assert metric_samples(metrics, "semrank_fail_open_responses_total")[0].value == 3
+    assert metric_samples(metrics, "semrank_fail_open_responses_total")[0].value == 4
+    rejected = metric_samples(metrics, "semrank_rejected_requests_total")
+    assert [s.value for s in rejected if s.labels.get("reason") == "deadline"] == [6]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 

@@ -24,7 +24,7 @@ from semrank.errors import (
 )
 from semrank.server._batcher import BatcherLimits, PairBatcher
 from semrank.server._cache import ScoreCache, pair_key, pair_keys
-from semrank.server._engines import ModelRegistry, RerankCall
+from semrank.server._engines import ModelEngine, ModelRegistry, RerankCall
 from semrank.server._errors import validation_message
 from semrank.server._logging import JsonFormatter, TextFormatter, log_fields
 from semrank.server._metrics import Metrics
@@ -257,10 +257,17 @@ def test_admission_bounds_pending_requests() -> None:
         assert admission.pending == 1
 
 
-class ByteTokens:
+class ByteTokens(ModelEngine):
     """An engine whose tokenizer is byte-level BPE at worst: one token per UTF-8 byte."""
 
+    def __init__(self) -> None:  # no model: only the counting is used
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.threads = ThreadPoolExecutor(1)
+        self.counted: list[str] = []
+
     def count_tokens(self, text: str) -> int:
+        self.counted.append(text)
         return len(text.encode("utf-8"))
 
 
@@ -269,9 +276,30 @@ async def test_token_limit_counts_text_with_more_tokens_than_characters() -> Non
     service = RerankService(config, ModelRegistry(config, Metrics()), Metrics())
     engine: Any = ByteTokens()
     emoji = RerankCall(query="q", documents=["\N{GRINNING FACE}" * 10])  # 11 chars, 41 tokens
-    with pytest.raises(RequestTooLargeError, match=r"41 tokens.*limit of 20"):
-        await service.check_limits(engine, [emoji])
-    await service.check_limits(engine, [RerankCall(query="q", documents=["a few words"])])
+    with pytest.raises(RequestTooLargeError, match=r"more than 20 tokens \(at least 41\)"):
+        await service.check_limits(engine, [emoji], None)
+    await service.check_limits(engine, [RerankCall(query="q", documents=["a few words"])], None)
+
+
+async def test_the_token_count_stops_past_the_limit_and_at_the_deadline() -> None:
+    """It counted every text of a request, past its deadline and after its client had gone,
+    in asyncio's small default pool that other requests' answers waited on."""
+    import time
+
+    from semrank.errors import DeadlineExceededError
+
+    config = ServerConfig(max_request_tokens=20)
+    service = RerankService(config, ModelRegistry(config, Metrics()), Metrics())
+    engine: Any = ByteTokens()
+    many = RerankCall(query="q", documents=["\N{GRINNING FACE}" * 10] * 50)
+    with pytest.raises(RequestTooLargeError):
+        await service.check_limits(engine, [many], None)
+    assert len(engine.counted) == 2  # the query and the first document: past 20 already
+    engine.counted.clear()
+    with pytest.raises(DeadlineExceededError):
+        await service.check_limits(engine, [many], time.monotonic() - 1)
+    engine.threads.shutdown(wait=True)
+    assert engine.counted == []  # nothing counted for a request already past its deadline
 
 
 def test_select_applies_min_score_then_top_n_and_drops_pruned_under_a_threshold() -> None:

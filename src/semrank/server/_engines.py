@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from semrank.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError
+from semrank.errors import (
+    ClientDisconnectedError,
+    DeadlineExceededError,
+    ModelNotFoundError,
+    OverloadedError,
+)
 from semrank.server._batcher import (
     REQUEST_DEADLINE,
+    REQUEST_GONE,
     BatcherLimits,
     BatchingScorer,
     PairBatcher,
@@ -75,21 +80,53 @@ class ModelEngine:
         piece of ``results``: a query is cut only beside a piece that needs the room)."""
         return self.reranker.query_read(query, results)
 
-    async def rerank(self, call: RerankCall, deadline: float | None) -> list[Any]:
-        """``Reranker.rerank`` in a worker thread (all results, best first), within ``deadline``."""
-        work = functools.partial(
-            self.reranker.rerank,
-            call.query,
-            call.documents,
-            rank_fields=call.rank_fields,
-            max_tokens_per_doc=call.max_tokens_per_doc,
-            return_documents=call.return_documents,
-            chunking=call.chunking,
-            raw_scores=call.raw_scores,
-        )
+    async def rerank(
+        self, call: RerankCall, deadline: float | None
+    ) -> tuple[list[Any], tuple[int, int]]:
+        """``Reranker.rerank`` in a request thread (all results, best first), and how much of
+        the query was read (``query_tokens``), within ``deadline``. The query count runs in
+        the same thread: in asyncio's default pool, shared with no deadline, it held answers
+        scored in time for seconds behind other requests' work."""
+
+        def work() -> tuple[list[Any], tuple[int, int]]:
+            results = self.reranker.rerank(
+                call.query,
+                call.documents,
+                rank_fields=call.rank_fields,
+                max_tokens_per_doc=call.max_tokens_per_doc,
+                return_documents=call.return_documents,
+                chunking=call.chunking,
+                raw_scores=call.raw_scores,
+            )
+            return results, self.query_tokens(call.query, results)
+
         late = (
             "re-ranking did not finish within the request deadline; raise timeout_ms, send "
             "fewer documents, or set fail_open to get the input order back instead"
+        )
+        return await run_in_thread(self.threads, deadline, work, late)
+
+    async def count_tokens_until(
+        self, texts: Sequence[str], limit: int, deadline: float | None
+    ) -> int:
+        """The tokens of ``texts``, counted until they pass ``limit`` (then a number above it),
+        in a request thread under ``deadline`` that stops once the client has gone."""
+
+        def work() -> int:
+            gone, total = REQUEST_GONE.get(), 0
+            for text in texts:
+                if gone is not None and gone.is_set():
+                    raise ClientDisconnectedError("the client went away while tokens were counted")
+                if deadline is not None and time.monotonic() > deadline:
+                    break  # run_in_thread answers the deadline
+                total += self.count_tokens(text)
+                if total > limit:
+                    break
+            return total
+
+        late = (
+            "counting the request's tokens did not finish within the request deadline; raise "
+            "timeout_ms, or send fewer or shorter documents"
         )
         return await run_in_thread(self.threads, deadline, work, late)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from semrank.errors import InvalidInputError, RequestTooLargeError
+from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import TIMINGS_KEY
 from semrank.server._engines import ModelEngine, RerankCall
@@ -248,13 +248,34 @@ async def _run(
     """Admit, check limits, then score every call concurrently under one deadline."""
     with service.admission.admit():
         deadline = service.deadline(timeout_ms)
-        await service.check_limits(engine, calls)
         started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(service.rerank(engine, c, p, deadline) for c, p in zip(calls, policies, strict=True))
-        )
+        try:
+            outcomes = await _checked_and_scored(service, engine, calls, policies, deadline)
+        except DeadlineExceededError:
+            service.metrics.rejected.labels("deadline").inc()  # once per request, not per query
+            raise
+        if not all(outcome.reranked for outcome in outcomes):  # cut short, answered anyway
+            service.metrics.rejected.labels("deadline").inc()
+            service.metrics.fail_open.inc()
         _timings(request)["rerank"] = time.perf_counter() - started
         return list(outcomes)
+
+
+async def _checked_and_scored(
+    service: RerankService,
+    engine: ModelEngine,
+    calls: Sequence[RerankCall],
+    policies: Sequence[Policy],
+    deadline: float | None,
+) -> list[RerankOutcome]:
+    try:
+        await service.check_limits(engine, calls, deadline)
+    except DeadlineExceededError:  # counting tokens took the whole deadline
+        if not all(service.fail_open(policy) for policy in policies):
+            raise
+        return [service.input_order(engine, c, p) for c, p in zip(calls, policies, strict=True)]
+    pairs = zip(calls, policies, strict=True)
+    return list(await asyncio.gather(*(service.rerank(engine, c, p, deadline) for c, p in pairs)))
 
 
 def _service(request: Request) -> RerankService:

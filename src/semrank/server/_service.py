@@ -6,7 +6,6 @@ min_score selection, and token usage. Scoring itself is ``Reranker.rerank`` (see
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
@@ -101,8 +100,11 @@ class RerankService:
             return None
         return time.monotonic() + self.config.request_timeout_s
 
-    async def check_limits(self, engine: ModelEngine, calls: Sequence[RerankCall]) -> None:
-        """413 for too many documents or tokens, before any model work."""
+    async def check_limits(
+        self, engine: ModelEngine, calls: Sequence[RerankCall], deadline: float | None
+    ) -> None:
+        """413 for too many documents or tokens, before any model work (the count within the
+        request's deadline, stopped once past the limit or when the client goes away)."""
         documents = sum(len(call.documents) for call in calls)
         if documents > self.config.max_documents:
             raise RequestTooLargeError(
@@ -116,12 +118,12 @@ class RerankService:
         bound = sum(len(text) + 1 for text in texts)
         if bound <= self.config.max_request_tokens and all(text.isascii() for text in texts):
             return
-        tokens = await asyncio.to_thread(lambda: sum(engine.count_tokens(t) for t in texts))
-        if tokens > self.config.max_request_tokens:
+        limit = self.config.max_request_tokens
+        tokens = await engine.count_tokens_until(texts, limit, deadline)
+        if tokens > limit:
             raise RequestTooLargeError(
-                f"the request holds {tokens} tokens, over this server's limit of "
-                f"{self.config.max_request_tokens}; send fewer or shorter documents (or raise "
-                "--max-request-tokens)"
+                f"the request holds more than {limit} tokens (at least {tokens}), this "
+                "server's limit; send fewer or shorter documents (or raise --max-request-tokens)"
             )
 
     async def rerank(
@@ -131,14 +133,11 @@ class RerankService:
         from semrank.rerank import select_results
 
         try:
-            results = await engine.rerank(call, deadline)
+            results, (count, read) = await engine.rerank(call, deadline)
         except DeadlineExceededError:
-            self.metrics.rejected.labels("deadline").inc()
-            if not self._fail_open(policy):
+            if not self.fail_open(policy):
                 raise
-            self.metrics.fail_open.inc()
-            return self._input_order(engine, call, policy)
-        count, read = await asyncio.to_thread(engine.query_tokens, call.query, results)
+            return self.input_order(engine, call, policy)
         if policy.require_complete:
             _check_query_complete(engine, count, read, policy)
             _check_complete(results, engine, policy)
@@ -151,10 +150,10 @@ class RerankService:
             model=engine.name,
         )
 
-    def _fail_open(self, policy: Policy) -> bool:
+    def fail_open(self, policy: Policy) -> bool:
         return self.config.fail_open if policy.fail_open is None else policy.fail_open
 
-    def _input_order(self, engine: ModelEngine, call: RerankCall, policy: Policy) -> RerankOutcome:
+    def input_order(self, engine: ModelEngine, call: RerankCall, policy: Policy) -> RerankOutcome:
         from semrank.rerank import RerankResult
 
         count = (
