@@ -61,3 +61,28 @@ def test_a_handle_is_shared_while_its_index_is_unchanged(home: Path) -> None:
     with using_index("docs", home) as first, using_index("docs", home) as second:
         assert first is second
     assert open_cached("docs", home) is first
+
+
+def test_a_hit_rewritten_while_the_search_ran_is_not_returned_as_its_new_version(
+    home: Path,
+) -> None:
+    """The ranking read one version and the documents were read after a write: a search for
+    "alpha" returned documents that said "beta". The search runs again on the new state."""
+    index = create_index("race", home=home, embedding_model=None)
+    index.upsert([{"id": f"d{i}", "text": f"alpha report {i}"} for i in range(3)])
+    index.upsert([{"id": "other", "text": "gamma notes"}])
+    real_search = index.search_bm25
+    writes = iter([[{"id": f"d{i}", "text": f"beta report {i}"} for i in range(3)]])
+
+    def search_while_a_writer_commits(*args: object, **kwargs: object) -> object:
+        found = real_search(*args, **kwargs)  # type: ignore[arg-type]
+        for documents in writes:  # once: the concurrent writer's commit lands here
+            index.upsert(documents)
+        return found
+
+    index.search_bm25 = search_while_a_writer_commits  # type: ignore[method-assign]
+    results = search(index, "alpha", k=10)
+    assert [h.document for h in results.hits if "alpha" not in h.document["text"]] == []
+    assert results.ids == []  # run again on the state after the write: no "alpha" left
+    assert sorted(search(index, "beta", k=10).ids) == ["d0", "d1", "d2"]
+    index.close()

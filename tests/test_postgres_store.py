@@ -71,6 +71,12 @@ def test_documents_roundtrip(stores) -> None:  # type: ignore[no-untyped-def]
     assert pg.upsert(DOCS) == 6 and pg.generation == generation  # unchanged: nothing rewritten
     pg.upsert([{"id": "d2", "title": "Paris", "text": "Paris, city of light.", "year": 2024}])
     assert pg.get(["d2"])[0]["year"] == 2024 and len(pg) == 6 and pg.generation > generation
+    # What a search that began before the write asks (a hit rewritten under it runs it again).
+    for store in stores:
+        before = store.generation
+        store.upsert([{"id": "d1", "title": "Fleas", "text": "Fleas again."}])
+        assert store.written_since(["d1", "d2", "nope"], before) == {"d1"}
+        assert store.written_since(["d1"], store.generation) == set()
     assert "year" in pg.fields_seen
     assert pg.delete(["d3", "d3", "missing"]) == 1
     assert len(pg) == 5 and pg.get(["d3"]) == [None]

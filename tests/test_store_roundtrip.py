@@ -191,8 +191,10 @@ def test_a_dropped_index_handle_refuses_reads_and_writes(tmp_path: Path) -> None
         lambda: index.get(["cat"]),
         lambda: len(index),
     ):
-        with pytest.raises(IndexNotFoundError, match="'pets' was dropped since it was opened"):
+        with pytest.raises(IndexNotFoundError, match="'pets' was dropped since it was opened") as e:
             call()
+        # An HTTP client is told its own fix, not the Python API's open_index().
+        assert "POST /v1/indexes" in str(e.value.client_message)
     create_index("pets", home=tmp_path, embedding_model=None).close()
     with pytest.raises(IndexNotFoundError, match="was dropped"):
         index.upsert(DOCS)  # the name is back, but as a new, different index

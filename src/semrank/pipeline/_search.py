@@ -112,6 +112,10 @@ def as_retriever(
     return parse_retriever(spec)
 
 
+# Runs of one search whose hits were rewritten while it ran (see ``search``).
+CONSISTENT_TRIES = 3
+
+
 def search(
     index: str | Store,
     query: str | None = None,
@@ -138,12 +142,25 @@ def search(
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
     with using_index(index, home, store=store) as opened:
-        ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
-        ranking = tree.run(ctx, int(k))
-        if not with_documents:
-            return SearchResults.from_ranking(ranking, None, ctx.warnings)
-        ranking, documents = ctx.stored_hits(ranking)
-        return SearchResults.from_ranking(ranking, documents, ctx.warnings)
+        for attempt in range(1, CONSISTENT_TRIES + 1):
+            started = opened.generation
+            ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
+            ranking = tree.run(ctx, int(k))
+            if not with_documents:
+                return SearchResults.from_ranking(ranking, None, ctx.warnings)
+            ranking, documents = ctx.stored_hits(ranking)
+            # A hit rewritten while the search ran was ranked as one version and would be
+            # returned as another (its text matched "alpha", the document said "beta"): the
+            # search runs again on the new state, a few times at most under constant writes.
+            if attempt == CONSISTENT_TRIES or not _rewritten(opened, ranking, started):
+                return SearchResults.from_ranking(ranking, documents, ctx.warnings)
+    raise AssertionError("unreachable")  # the last attempt returns
+
+
+def _rewritten(opened: Store, ranking: Any, started: int) -> bool:
+    if opened.generation == started:  # nothing written since the search began: the usual case
+        return False
+    return bool(opened.written_since(ranking.ids.tolist(), started))
 
 
 def search_many(

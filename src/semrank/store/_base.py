@@ -242,6 +242,16 @@ class Store(abc.ABC):
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""
 
+    @property
+    def generation(self) -> int:
+        """A number each committed write raises (0 where a store keeps none)."""
+        return 0
+
+    def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
+        """The ids among ``ids`` whose documents were written after ``generation`` (a search
+        that read them may have ranked an older version)."""
+        return set()
+
     @abc.abstractmethod
     def __len__(self) -> int: ...
 

@@ -154,7 +154,10 @@ class LocalStore(Store):
         if _db_identity(self.path) != self._identity:
             raise IndexNotFoundError(
                 f"index {self.name!r} was dropped since it was opened (its files at {self.path} "
-                f"are gone or belong to a new index); open it again with open_index({self.name!r})"
+                f"are gone or belong to a new index); open it again with open_index({self.name!r})",
+                client_message=f"index {self.name!r} was dropped by another request while this "
+                "one used it; retry (a new index of that name is used if there is one), or "
+                "create it again with POST /v1/indexes",
             )
 
     def __repr__(self) -> str:
@@ -265,6 +268,10 @@ class LocalStore(Store):
         self._require_live()
         found = self.db.docs_by_id(wanted)
         return [found.get(i) for i in wanted]
+
+    def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
+        self._require_live()
+        return self.db.ids_written_since(id_list(ids), generation)
 
     def __len__(self) -> int:
         self._require_live()

@@ -247,6 +247,18 @@ class DocumentDB:
                 found.update(rows.fetchall())
         return found
 
+    def ids_written_since(self, ids: Sequence[str], generation: int) -> set[str]:
+        found: set[str] = set()
+        with self._reading() as reader:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = reader.execute(
+                    f"SELECT id FROM documents WHERE gen > ? AND id IN ({marks})",
+                    (generation, *chunk),
+                )
+                found.update(row[0] for row in rows)
+        return found
+
     @staticmethod
     def write_rows(
         conn: sqlite3.Connection,

@@ -432,6 +432,15 @@ class PostgresStore(Store):
         found = dict(self._all(query, (storable,))) if storable else {}
         return [found.get(i) for i in wanted]
 
+    def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
+        from psycopg import sql
+
+        query = sql.SQL("SELECT id FROM {} WHERE id = ANY(%s) AND generation > %s").format(
+            self._part
+        )
+        storable = _storable(id_list(ids))
+        return {row[0] for row in self._all(query, (storable, generation))} if storable else set()
+
     def __len__(self) -> int:
         return int(self._index_row("doc_count"))
 
