@@ -352,3 +352,27 @@ def test_a_request_body_given_as_the_docs_file_is_refused(tmp_path):
     mixed = tmp_path / "mixed.json"
     mixed.write_text('[\n  null,\n  1,\n  "Fleas are small insects."\n]\n')
     assert read_documents(str(mixed)) == [None, 1, "Fleas are small insects."]
+
+
+def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):
+    """A CSV was read as lines: its header was ranked as a document, its ids and commas
+    scored as text; a .jsonl.gz was refused as 'not valid UTF-8'."""
+    import gzip
+
+    table = tmp_path / "notes.csv"
+    table.write_text(
+        'id,title,body\n1,Fleas,"Fleas are small insects, they bite."\n2,Paris,A city\n'
+    )
+    missing = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(table)])
+    assert f"{table}:2 (documents[0]) has no field 'text'" in str(missing.exception)
+    assert "pass --rank-field naming" in str(missing.exception)  # the flag, not rank_fields
+    args = ["rerank", "what is a flea", "--docs", str(table), "--rank-field", "body", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["results"]
+    assert [r["document"]["id"] for r in rows] == ["1", "2"]  # no header row among them
+    packed = tmp_path / "docs.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"text": "fleas bite"}\n{"text": "Paris"}\n'))
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(packed), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"][0]["document"] == {"text": "fleas bite"}

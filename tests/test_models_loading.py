@@ -55,12 +55,17 @@ def test_unknown_name_lists_known_models():
 
 
 def test_hub_id_offline_names_model_and_how_to_get_it(monkeypatch, tmp_path):
+    """Offline is this machine's reach (exit 3, "try again later"), not a wrong name (exit 2):
+    a catalog model the hub holds exited 2."""
+    from semrank.errors import ModelLoadError, exit_code_for
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(
-        ModelNotFoundError, match=r"'someorg/some-reranker'.*no folder .*hf download"
-    ):
+        ModelLoadError, match=r"'someorg/some-reranker'.*no folder .*hf download"
+    ) as offline:
         resolve("someorg/some-reranker")
+    assert exit_code_for(offline.value) == 3
 
 
 def _copy_bundled(tmp_path: Path) -> Path:

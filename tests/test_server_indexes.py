@@ -214,6 +214,7 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     # create an index over title/text whose documents' "body" no search finds.
     typo = await client.post("/v1/indexes", json={"name": "x", "text_fields": ["body"]})
     assert typo.status_code == 422 and "text_fields" in typo.json()["error"], typo.text
+    assert "text_fields: unknown key; check its spelling" in typo.json()["error"]
     null_id = await client.post("/v1/indexes", json={"name": "x", "id_field": None})
     assert null_id.status_code == 422 and "id_field" in null_id.json()["error"], null_id.text
     twice = await client.post("/v1/indexes", json={"name": "x", "fields": ["text", "text"]})
@@ -222,6 +223,8 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     assert as_id.status_code == 422 and "'id' is the id field" in as_id.json()["error"]
     assert (await client.get("/v1/indexes")).json()["data"] == []
     await _make_index(client)
+    source = await client.post("/v1/indexes/docs/search", json={"query": "flea", "_source": False})
+    assert source.status_code == 422 and "return_documents: false" in source.json()["error"]
     top_n = await client.post("/v1/indexes/docs/search", json={"query": "flea", "top_n": 1})
     assert top_n.status_code == 422 and "top_n" in top_n.json()["error"], top_n.text
 

@@ -218,3 +218,21 @@ def test_workers_that_all_fail_to_start_are_a_failed_start(tmp_path: Path) -> No
     code, stderr = _serve_cli("--model", str(broken), "--workers", "2", "--port", str(port))
     assert code == 3, stderr[-2000:]
     assert "none of the 2 workers started" in stderr
+
+
+@pytest.mark.slow
+def test_one_worker_that_cannot_load_its_model_says_so_in_one_line(tmp_path: Path) -> None:
+    """It printed uvicorn's 80-line traceback of the app's startup."""
+    import socket
+
+    from tiny_models import write_tiny_model
+
+    broken = write_tiny_model(tmp_path / "broken", "bert")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    code, stderr = _serve_cli("--model", str(broken), "--port", str(port))
+    assert code == 3, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "error:" in stderr and "model.safetensors" in stderr

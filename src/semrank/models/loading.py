@@ -139,14 +139,23 @@ def _download_from_hub(repo_id: str) -> Path:
         if not _has_weight_file(network):
             folder = Path(snapshot_download(repo_id, allow_patterns=HUB_LEGACY_WEIGHTS))
         return folder
-    except Exception as exc:  # offline, unknown repo, auth: all end the same way for the user
+    except Exception as exc:  # offline, unknown repo, auth: the same advice for the user
         missing = Path(repo_id).expanduser().resolve()
-        raise ModelNotFoundError(
+        # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
+        # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
+        error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
+        raise error(
             f"cannot fetch model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}), "
             f"and there is no folder {missing}. If it is a hub model, on a machine with internet "
             f"run `hf download {repo_id} --local-dir DIR` (older huggingface_hub: "
             "`huggingface-cli download`), copy DIR here and pass the directory as the model."
         ) from exc
+
+
+# huggingface_hub's errors for a repository or revision the hub does not have (or hides).
+_HUB_NOT_FOUND = frozenset(
+    {"RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EntryNotFoundError"}
+)
 
 
 def _has_weight_file(folder: Path) -> bool:

@@ -28,7 +28,8 @@ class ChunkSpan:
 class RerankResult:
     """One re-ranked document.
 
-    ``tokens`` counts the document tokens the model read (all chunks); ``truncated`` says whether
+    ``tokens`` counts the document tokens the model read (all chunks; overlapping chunks count
+    their overlap in each, so it can pass ``max_tokens_per_doc``); ``truncated`` says whether
     any of the document was left unread; ``pruned``: a cascade's first stage ranked it out of
     the window the model read, so its score only places it below every document that was read.
     ``longest_piece``: the tokens of its longest window, which decides how much of a long query

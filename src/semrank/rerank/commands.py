@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sys
@@ -21,7 +22,15 @@ def read_documents(path: str) -> list[Any]:
 
 
 def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
-    """``read_documents`` with each document's line number (None for a JSON list)."""
+    """``read_documents`` with each document's line number (None for a JSON list). A .csv or
+    .tsv file gives one object per row (its header names the fields), as `index create` reads
+    it: read as lines, its header was ranked as a document and its ids as text."""
+    if path != "-":
+        from semrank.store._corpus import table_rows
+
+        table = table_rows(Path(path))
+        if table is not None:
+            return list(table), list(range(2, len(table) + 2))  # line 1 is the header
     text = _read_text(path)
     stripped = text.lstrip()
     whole = _whole_json(path, stripped)
@@ -55,8 +64,10 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
 def _on_lines(error: InvalidInputError, path: str, numbers: list[int] | None) -> Exception:
     """``error`` with each ``documents[i]`` it names given as the file line it came from: the
     Reranker counts the documents it was handed, a user counts lines."""
+    # The CLI's flag, not the library's parameter the Reranker's message names.
+    message = re.sub(r"\brank_fields\b", "--rank-field", str(error))
     if numbers is None:
-        return error
+        return type(error)(message)
 
     def line_of(match: re.Match[str]) -> str:
         position = int(match[1])
@@ -64,7 +75,7 @@ def _on_lines(error: InvalidInputError, path: str, numbers: list[int] | None) ->
             return match[0]
         return f"{path}:{numbers[position]} ({match[0]})"
 
-    return type(error)(re.sub(r"documents\[(\d+)\]", line_of, str(error)))
+    return type(error)(re.sub(r"documents\[(\d+)\]", line_of, message))
 
 
 def _looks_like_json(line: str) -> bool:
@@ -144,6 +155,11 @@ def _read_text(path: str) -> str:
             problem = "a folder, not a file" if file.is_dir() else "no such file"
             raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
         data = file.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip, whatever the name (corpus.jsonl.gz)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InvalidInputError(f"--docs {path!r}: a damaged gzip file ({exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -164,7 +180,11 @@ def _json_line(path: str, number: int, line: str) -> Any:
 def rerank_command(
     query: str = typer.Argument(..., help="The query."),
     docs: str = typer.Option(
-        ..., "--docs", "-d", help="JSONL, JSON list or text file; - for stdin."
+        ...,
+        "--docs",
+        "-d",
+        help="JSONL, JSON list, CSV/TSV (a header row names the fields) or text file, "
+        "optionally .gz; - for stdin.",
     ),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model name, directory or hub id."

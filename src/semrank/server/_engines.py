@@ -149,6 +149,25 @@ async def run_in_thread(
         raise DeadlineExceededError(late) from exc
 
 
+def load_rerankers(config: ServerConfig) -> dict[str, Any]:
+    """A Reranker per configured model (the default model when none is), by serving name."""
+    from semrank.rerank import CascadeConfig, Reranker  # heavy (ONNX Runtime): serving only
+
+    cascade = CascadeConfig(keep=config.cascade_keep) if config.cascade_keep else None
+    loaded: dict[str, Any] = {}
+    for entry in config.models or (None,):
+        reranker = Reranker(
+            entry.source if entry is not None else None,
+            backend=config.backend,
+            device=config.device,
+            cascade=cascade,
+            feedback=config.feedback,
+            threads=config.inference_threads(),
+        )
+        loaded[entry.name if entry is not None else reranker.name] = reranker
+    return loaded
+
+
 class ModelRegistry:
     """Loads the configured models at startup and finds them by the request's ``model``."""
 
@@ -170,21 +189,8 @@ class ModelRegistry:
 
     def load(self) -> None:
         """Load every configured model (blocking; call from a thread). The first is the default."""
-        from semrank.rerank import CascadeConfig, Reranker  # heavy (ONNX Runtime): serving only
-
-        keep = self.config.cascade_keep
-        cascade = CascadeConfig(keep=keep) if keep else None
-        for entry in self.config.models or (None,):
-            source = entry.source if entry is not None else None
-            reranker = Reranker(
-                source,
-                backend=self.config.backend,
-                device=self.config.device,
-                cascade=cascade,
-                feedback=self.config.feedback,
-                threads=self.config.inference_threads(),
-            )
-            self.add(entry.name if entry is not None else reranker.name, reranker)
+        for name, reranker in load_rerankers(self.config).items():
+            self.add(name, reranker)
 
     def add(self, name: str, reranker: Any) -> ModelEngine:
         """Serve ``reranker`` as ``name``: its scorer gets the batching, caching proxy."""

@@ -124,6 +124,12 @@ def install_error_handlers(
     app.add_exception_handler(Exception, on_unexpected)
 
 
+# What to send instead of an Elasticsearch key semrank's own bodies do not take.
+_UNKNOWN_KEY_HINTS = {
+    "_source": "hits carry whole documents; send return_documents: false to leave them out",
+}
+
+
 def validation_message(errors: Sequence[Any], *, content_type: str = "application/json") -> str:
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
@@ -148,6 +154,10 @@ def validation_message(errors: Sequence[Any], *, content_type: str = "applicatio
             continue
         location = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(location) or "body"
+        if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
+            hint = _UNKNOWN_KEY_HINTS.get(location[-1] if location else "", "check its spelling")
+            parts.append(f"{where}: unknown key; {hint}")
+            continue
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more

@@ -54,9 +54,12 @@ def run_server(config: ServerConfig) -> None:
             os.environ.pop(MULTIPROC_ENV, None)
             os.environ.pop(ENV_CONFIG_JSON, None)
         return
+    from semrank.server._engines import load_rerankers
     from semrank.server.app import create_app
 
-    uvicorn.run(create_app(config), **options)
+    # Loaded before uvicorn: a model that fails to load (a cut download, a broken tokenizer)
+    # is then one error line and exit 3, not uvicorn's traceback of the app's startup.
+    uvicorn.run(create_app(config, rerankers=load_rerankers(config)), **options)
 
 
 def check_workers_started(shared: Path, workers: int) -> None:

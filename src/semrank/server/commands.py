@@ -40,7 +40,9 @@ def serve(
     backend: str | None = typer.Option(None, help=BACKEND_HELP),
     device: str | None = typer.Option(None, help="Device, e.g. cpu or cuda."),
     cascade_keep: int | None = typer.Option(
-        None, help="Prune each request to the N best by the embedding model first (0: off)."
+        None,
+        help="Prune each request to the N best by the embedding model first (0: off). "
+        f"Default {_DEFAULT.cascade_keep}.",
     ),
     feedback: bool | None = typer.Option(
         None,
@@ -74,7 +76,8 @@ def serve(
     fail_open: bool | None = typer.Option(
         None,
         "--fail-open/--no-fail-open",
-        help="Past the deadline a rerank request gets its input order back, not 504.",
+        help="Past the deadline a rerank request gets its input order back, not 504. Default "
+        f"{'on' if _DEFAULT.fail_open else 'off'}.",
     ),
     batch_wait_ms: float | None = typer.Option(
         None,
@@ -90,7 +93,10 @@ def serve(
         None, help=f"Cached pair scores (0 turns it off). Default {_DEFAULT.cache_size}."
     ),
     auto_truncate: bool | None = typer.Option(
-        None, "--auto-truncate/--no-auto-truncate", help="TEI: truncate when truncate is unset."
+        None,
+        "--auto-truncate/--no-auto-truncate",
+        help="TEI: truncate when truncate is unset. Default "
+        f"{'on' if _DEFAULT.auto_truncate else 'off'}.",
     ),
     return_documents: bool | None = typer.Option(
         None,
@@ -108,7 +114,9 @@ def serve(
         "PostgreSQL DSN postgresql://user@host:port/db (default: $SEMRANK_STORE, unless "
         "--index-home is given).",
     ),
-    log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+    log_level: str | None = typer.Option(
+        None, help=f"debug, info, warning or error. Default {_DEFAULT.log_level}."
+    ),
     log_format: str = typer.Option("json", help="json (one object per line) or text."),
     shutdown_timeout: float | None = typer.Option(
         None,

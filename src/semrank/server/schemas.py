@@ -121,7 +121,10 @@ class ChunkInfo(_Schema):
 class ResultFacts(_Schema):
     """What the model read of a document (semrank extra on every result)."""
 
-    tokens: int = Field(description="document tokens the model read, all chunks")
+    tokens: int = Field(
+        description="document tokens the model read, all chunks (a token in the overlap of two "
+        "chunks is read, and counted, in each)"
+    )
     truncated: bool = Field(description="true when part of the document was not read")
     num_chunks: int = Field(1, description="model inputs the document was split into")
     chunk: ChunkInfo | None = Field(None, description="best chunk, for chunked documents")

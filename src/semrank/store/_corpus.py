@@ -339,6 +339,15 @@ def _extra_cells(path: Path, row: int, line: int, extra: int, delimiter: str) ->
     )
 
 
+def table_rows(path: Path) -> list[dict[str, Any]] | None:
+    """The rows of a .csv / .tsv file (optionally .gz) as objects named by its header, read as
+    an ingest reads them; None for any other file."""
+    name = path.name.lower().removesuffix(".gz")
+    if not name.endswith((".csv", ".tsv")):
+        return None
+    return list(_csv_records(path, "\t" if name.endswith(".tsv") else ","))
+
+
 def _records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     if fmt == "jsonl":
         return _jsonl_records(path)
