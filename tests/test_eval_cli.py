@@ -349,6 +349,16 @@ def test_recall_at_a_deep_cutoff_retrieves_that_deep(deep_index) -> None:
     assert recall["R@100"] == 0.0 and recall["R@1000"] == 1.0
 
 
+def test_a_cutoff_or_depth_deeper_than_a_search_is_named(deep_index) -> None:
+    """It was refused naming a "k" the user never passed."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels]
+    deep = run_cli(*args, "--measures", "R@2000000", "--no-rerank")
+    assert "a --measures cutoff @2000000" in str(deep.exception)
+    deep = run_cli(*args, "--depth", "2000000", "--no-rerank")
+    assert "--depth 2000000 would retrieve" in str(deep.exception)
+
+
 def test_one_rerank_retriever_is_re_ranked_by_the_command(deep_index, tmp_path: Path) -> None:
     """A lone bm25+rerank was re-ranked inside the search (flags ignored) and labelled
     first_stage; it is `--retriever bm25 --rerank`: both runs, the report, the flags."""

@@ -71,6 +71,32 @@ def test_unjudged_queries_are_left_out_and_unanswered_ones_score_zero() -> None:
     assert result.aggregate["nDCG@10"] == 0.5
 
 
+def test_a_measures_value_does_not_depend_on_the_others_asked_for() -> None:
+    """In one ir-measures call, plain nDCG took a gains-mapped nDCG's gains, NumRet a
+    judged_only measure's filter, and one of two nDCGs of one cutoff read 0.0."""
+    gains = "nDCG(gains={0:0,1:1,2:3})@10"
+    together = [
+        [gains, "nDCG@10"],
+        ["nDCG@10", gains],
+        [gains, "nDCG@5"],
+        ["P(judged_only=True)@10", "NumRet"],
+        [gains, "nDCG(judged_only=True)@3"],
+    ]
+    for measures in together:
+        combined = list(evaluate(QRELS, RUN, measures).aggregate.values())
+        alone = [next(iter(evaluate(QRELS, RUN, [m]).aggregate.values())) for m in measures]
+        assert combined == pytest.approx(alone), measures
+    assert evaluate(QRELS, RUN, ["NumRet"]).per_query["NumRet"]["q1"] == 4.0  # d4 unjudged too
+
+
+def test_a_judged_query_with_an_empty_ranking_counts_as_zero_for_every_measure() -> None:
+    """Judged@10 divided by the ranking's length and crashed (ZeroDivisionError)."""
+    run = Run(name="r", rankings={"q1": [], "q2": ranking("a")})
+    result = evaluate(QRELS, run, ["Judged@10", "nDCG@10"])
+    assert result.per_query["nDCG@10"]["q1"] == 0.0
+    assert result.aggregate["Judged@10"] == pytest.approx(0.5)
+
+
 def test_trec_files_round_trip_through_the_metrics(tmp_path) -> None:
     (tmp_path / "qrels.txt").write_text("q1 0 d1 2\nq1 0 d2 0\nq1 0 d3 1\nq1 0 d5 1\n")
     # Run-file order comes from the scores, not the line order.

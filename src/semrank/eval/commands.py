@@ -80,7 +80,10 @@ def eval_command(
         "--measures) hits are retrieved per query.",
     ),
     measures: list[str] | None = typer.Option(
-        None, "--measures", help="ir-measures names, comma-separated or repeated (nDCG@10,RR@10)."
+        None,
+        "--measures",
+        help="ir-measures names, comma-separated or repeated (nDCG@10,RR@10); binary measures "
+        "count grade >= 1 as relevant, RR(rel=2)@10 counts >= 2 (TREC DL's convention).",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object {run: {measure: value}}."
@@ -162,7 +165,7 @@ def eval_command(
         queries,
         judgments,
         retriever,
-        _retrieval_depth(depth, names),
+        _retrieval_depth(depth, names, from_index=index is not None),
         stderr,
         home=home,
         store=store,
@@ -248,12 +251,21 @@ def _check_retriever_name(name: str) -> None:
         )
 
 
-def _retrieval_depth(depth: int, measures: list[str]) -> int:
+def _retrieval_depth(depth: int, measures: list[str], *, from_index: bool = True) -> int:
     """Hits retrieved per query: the re-ranking depth, at least 100, and every measure's cutoff
     (R@1000 over 100 hits was silently R@100). Measures without a cutoff (AP) read what is
     retrieved, as trec_eval reads a run."""
+    from semrank._checks import MAX_COUNT
+
     cutoffs = [int(match) for name in measures for match in re.findall(r"@(\d+)", name)]
-    return max([depth, 100, *cutoffs])
+    deepest = max([depth, 100, *cutoffs])
+    if from_index and deepest > MAX_COUNT:  # an index search returns at most MAX_COUNT hits
+        what = f"--depth {depth}" if deepest == depth else f"a --measures cutoff @{deepest}"
+        raise InvalidInputError(
+            f"{what} would retrieve {deepest:,} hits per query from the index, over the "
+            f"{MAX_COUNT:,} a search returns; use a smaller one"
+        )
+    return deepest
 
 
 def _create_output_folders(folders: dict[str, Path | None]) -> None:

@@ -225,9 +225,12 @@ def _scored_run(rankings: Mapping[str, list[ScoredDoc]]) -> dict[str, dict[str, 
     # pytrec_eval sorts by score and breaks ties by doc id; scores derived from list positions
     # make it evaluate exactly the order of the run. The rankings are checked (require_run):
     # a document listed twice would be merged here into one entry without a word.
+    # An empty ranking is left out: the judged query then counts as 0 like any query the run
+    # misses (Judged@k divided by its length, 0, and crashed).
     return {
         query_id: {doc.doc_id: float(len(ranking) - i) for i, doc in enumerate(ranking)}
         for query_id, ranking in rankings.items()
+        if ranking
     }
 
 
@@ -334,10 +337,14 @@ def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES)
     for provider, group in _provider_groups(parsed).items():
         if provider.NAME == "gdeval":
             _check_gdeval_inputs(group, judgments, scored)
-        results = _calc(provider, group, judgments, scored)
-        for metric in results.per_query:
-            per_query[str(metric.measure)][metric.query_id] = float(metric.value)
-        aggregate.update({str(m): float(v) for m, v in results.aggregated.items()})
+        # One measure per call: in one call ir-measures' pytrec_eval provider gave plain nDCG
+        # and NumRet another measure's gains / judged_only, and let two measures of one
+        # trec_eval name overwrite each other (one then read 0.0).
+        for measure in group:
+            results = _calc(provider, [measure], judgments, scored)
+            for metric in results.per_query:
+                per_query[str(metric.measure)][metric.query_id] = float(metric.value)
+            aggregate.update({str(m): float(v) for m, v in results.aggregated.items()})
     ordered = {str(m): aggregate.get(str(m), math.nan) for m in parsed}
     return Evaluation(run_name=run.name, aggregate=ordered, per_query=per_query)
 
