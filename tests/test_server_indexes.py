@@ -438,3 +438,70 @@ async def test_a_damaged_index_file_names_the_http_fix_not_the_servers_path(
     dropped = await client.delete("/v1/indexes/broken")
     assert dropped.status_code in (200, 204), dropped.text
     assert (await client.post("/v1/indexes/broken/search", json={"query": "x"})).status_code == 404
+
+
+async def test_documents_nested_deeper_than_a_response_can_carry_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """A 300-deep document was stored (200), and every search returning it was then a 500
+    (pydantic's writer stops at about 250 levels); a rerank returning one was a 500 too."""
+    deep: object = "insects"
+    for _ in range(300):
+        deep = [deep]
+    created = await client.post("/v1/indexes", json={"name": "p", "embedding_model": None})
+    assert created.status_code == 201
+    doc = {"id": "bad", "text": "insects", "meta": deep}
+    stored = await client.post("/v1/indexes/p/documents", json={"documents": [doc]})
+    assert stored.status_code == 422 and "more than 200 levels" in stored.json()["error"]
+    assert (await client.post("/v1/indexes/p/search", json={"query": "insects"})).status_code == 200
+    body = {"query": "q", "documents": [{"text": "a", "meta": deep}], "return_documents": True}
+    reranked = await client.post("/v1/rerank", json=body)
+    assert reranked.status_code == 422 and "documents[0] nests" in reranked.json()["error"]
+    shallow = {"text": "a", "meta": [[["fine"]]]}
+    ok = await client.post("/v1/rerank", json={**body, "documents": [shallow]})
+    assert ok.status_code == 200 and ok.json()["results"][0]["document"] == shallow
+
+
+async def test_an_index_whose_model_folder_went_away_names_no_server_folder(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Its dense search answered with the server's path to the model and CLI advice."""
+    import shutil
+
+    from semrank.models import resolve_embedding_model
+    from semrank.pipeline import forget_open_indexes
+    from semrank.store import create_index
+
+    folder = tmp_path / "models" / "emb"
+    shutil.copytree(resolve_embedding_model().path, folder)
+    with create_index("moved", home=tmp_path, embedding_model=str(folder)) as index:
+        index.upsert([{"id": "d1", "text": "fleas bite"}])
+    forget_open_indexes()
+    shutil.rmtree(folder)
+    searched = await client.post(
+        "/v1/indexes/moved/search", json={"query": "x", "retriever": "dense"}
+    )
+    assert searched.status_code == 404, searched.text
+    assert "cannot be loaded on the server" in searched.json()["error"]
+    assert str(tmp_path) not in searched.text
+
+
+async def test_a_write_over_the_document_limit_is_413_and_writes_are_admitted(
+    client: httpx.AsyncClient,
+) -> None:
+    """Writes ignored --max-documents (1,500 documents embedded for 30 s) and --max-pending."""
+    await _make_index(client)
+    many = [{"id": f"n{i}", "text": "flea"} for i in range(1001)]  # the default limit is 1000
+    refused = await client.post("/v1/indexes/docs/documents", json={"documents": many})
+    assert refused.status_code == 413 and "limit of 1000" in refused.json()["error"]
+    assert "--max-documents" in refused.json()["error"]
+    service = client._transport.app.state.service  # type: ignore[attr-defined]
+    with service.admission.admit():  # another request holds every place
+        service.admission.limit, before = 1, service.admission.limit
+        try:
+            busy = await client.post("/v1/indexes/docs/documents", json={"documents": many[:1]})
+        finally:
+            service.admission.limit = before
+    assert busy.status_code == 429, busy.text
+    written = await client.post("/v1/indexes/docs/documents", json={"documents": many[:1000]})
+    assert written.status_code == 200 and written.json() == {"upserted": 1000}

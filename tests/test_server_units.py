@@ -561,3 +561,18 @@ def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starti
         check_workers_started(tmp_path, 2)
     (tmp_path / f"{WORKER_STARTED}102").touch()  # one came up and served: its stop is clean
     check_workers_started(tmp_path, 2)
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgresql+psycopg://alice:S3cretPW@db/rank", "host=db user=a password=S3cretPW"]
+)
+def test_a_store_that_is_not_a_dsn_is_refused_without_its_password(dsn: str) -> None:
+    """SQLAlchemy URLs and key=value DSNs were printed whole, password and all."""
+    from semrank.store import list_indexes
+
+    with pytest.raises(InvalidInputError) as refused:
+        ServerConfig(store=dsn)
+    assert "S3cretPW" not in str(refused.value) and "***" in str(refused.value)
+    with pytest.raises(InvalidInputError) as refused:
+        list_indexes(store=dsn)
+    assert "S3cretPW" not in str(refused.value) and "***" in str(refused.value)

@@ -79,6 +79,26 @@ def _json_leaves(value: object) -> Iterator[object]:
             yield item
 
 
+# Nesting a JSON value may have to be stored or sent back: the server's JSON writer
+# (pydantic) stops at about 250 levels, so a deeper document was stored and then failed every
+# search that returned it (500).
+MAX_JSON_DEPTH = 200
+
+
+def json_depth_over(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON-like ``value`` nests deeper than ``limit`` lists / objects (a stack, not
+    recursion: a kilobyte of JSON can nest deeper than Python's recursion limit)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, list | tuple | dict):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def is_id_value(value: object) -> bool:
     """A document id as given: a string, a UUID, or a finite number that is not a boolean
     (``str()`` would turn ``True`` into the id "True" and a tuple into "(1, 2)"). Database

@@ -80,14 +80,21 @@ async def create_index(body: CreateIndexRequest, request: Request) -> Any:
 def _check_embedding_model(name: str | None) -> None:
     """Over HTTP an index's embedding model is a catalog name: a client must not make the server
     load (or download) whatever a path on the server's disk or a hub id points at."""
-    from semrank.models import find_spec
+    from semrank.models import CATALOG, find_spec
 
-    if name is None or name == "default" or find_spec(name) is not None:
+    if name is None or name == "default":
         return
+    spec = find_spec(name)
+    if spec is not None and spec.kind == "bi-encoder":
+        return
+    # A re-ranker named here loaded a cross-encoder as an embedder, or fetched gigabytes
+    # from the hub at a client's request (and its error named the server's folders).
+    embedders = [entry.name for entry in CATALOG if entry.kind == "bi-encoder"]
+    what = f"a {spec.kind}, not an embedding model" if spec else "not in the model catalog"
     raise InvalidInputError(
-        f"embedding_model {name!r} is not in the model catalog; use 'default', null (BM25 "
-        "only) or a catalog name (GET /v1/models lists the served ones; `semrank models list` "
-        "all); indexes with other models are created with `semrank index create`"
+        f"embedding_model {name!r} is {what}; use 'default', null (BM25 only) or one of the "
+        f"catalog's embedding models ({', '.join(embedders)}); indexes with other models are "
+        "created with `semrank index create` on the server"
     )
 
 
@@ -150,10 +157,20 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
     # One request, one transaction (its size is bounded by --max-body-bytes): concurrent
     # requests writing the same ids then leave one request's documents, not a mix of batches.
     documents = body.documents
+    service: RerankService = request.app.state.service
+    limit = service.config.max_documents
+    if len(documents) > limit:  # as a rerank request's: embedding them is the same model work
+        raise RequestTooLargeError(
+            f"{len(documents)} documents exceed this server's limit of {limit} per request; "
+            "send them in several requests (or raise --max-documents)"
+        )
     upsert = _with_index(
         request, name, lambda store: store.upsert(documents, batch_size=max(1, len(documents)))
     )
-    count = await _blocking(request, None, upsert)
+    # Admitted as searches are (--max-pending, 429); not cut at the deadline: a write that
+    # has begun is finished, so a client retrying a 504 would write twice meanwhile.
+    with service.admission.admit():
+        count = await _blocking(request, None, upsert)
     return UpsertResult(upserted=int(count))
 
 
@@ -163,7 +180,10 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
     summary="Delete documents by id",
 )
 async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Request) -> Any:
-    count = await _blocking(request, None, _with_index(request, name, lambda s: s.delete(body.ids)))
+    service: RerankService = request.app.state.service
+    with service.admission.admit():
+        delete = _with_index(request, name, lambda s: s.delete(body.ids))
+        count = await _blocking(request, None, delete)
     return DeleteResult(deleted=int(count))
 
 
@@ -185,7 +205,8 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     def work(store: Any) -> Any:
         return prepare_index(store, model=reranker, field=body.field)
 
-    done = await _blocking(request, None, _with_index(request, name, work))
+    with service.admission.admit():
+        done = await _blocking(request, None, _with_index(request, name, work))
     tables = [PreparedTable(model=t.model, windows=t.windows, documents=t.documents) for t in done]
     return PrepareResult(prepared=tables)
 

@@ -194,9 +194,14 @@ def _refuse_non_finite(documents: Sequence[Any], name: str = "documents") -> Non
     """NaN or an infinity anywhere in a document (Python's JSON reader takes them): it would
     come back as null, changed, in the answer. The library ranks such objects (its caller keeps
     them); over HTTP they are refused."""
-    from semrank._checks import has_non_finite_number
+    from semrank._checks import MAX_JSON_DEPTH, has_non_finite_number, json_depth_over
 
     for position, document in enumerate(documents):
+        if isinstance(document, dict) and json_depth_over(document):
+            raise InvalidInputError(
+                f"{name}[{position}] nests lists / objects more than {MAX_JSON_DEPTH} levels "
+                "deep, more than a response can carry back; flatten it"
+            )
         if isinstance(document, dict) and has_non_finite_number(document):
             raise InvalidInputError(
                 f"{name}[{position}] holds NaN or an infinity, which JSON cannot carry (it "

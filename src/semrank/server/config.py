@@ -218,8 +218,8 @@ def _check_store(index_home: str | None, store: str | None) -> None:
         return
     if not is_postgres_dsn(store):
         raise InvalidInputError(
-            f"--store {store!r}: use 'local' (indexes under --index-home, the default) or a "
-            "PostgreSQL DSN postgresql://user@host:port/database"
+            f"--store {redact(store)!r}: use 'local' (indexes under --index-home, the default) "
+            "or a PostgreSQL DSN postgresql://user@host:port/database"
         )
     if index_home:
         raise InvalidInputError(

@@ -33,7 +33,12 @@ from semrank._checks import (
 )
 from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
-from semrank.errors import IndexModelChangedError, InvalidInputError
+from semrank.errors import (
+    IndexModelChangedError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.store._corpus import Document, checked_documents, documents_from
 
@@ -374,7 +379,15 @@ class Store(abc.ABC):
         from semrank.models import resolve_embedding_model
         from semrank.runtime import load_embedder
 
-        model = resolve_embedding_model(self.settings.embedding_model)
+        try:
+            model = resolve_embedding_model(self.settings.embedding_model)
+        except (ModelNotFoundError, ModelLoadError) as exc:  # the message names server folders
+            raise type(exc)(
+                str(exc),
+                client_message=f"index {self.name!r}'s embedding model cannot be loaded on the "
+                "server (moved or removed?); its operator can restore it, or the index can be "
+                "created again",
+            ) from exc
         if self.settings.embedding_max_length:
             model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
         # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole cost

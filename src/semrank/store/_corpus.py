@@ -17,7 +17,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import has_non_finite_number, is_id_value, is_valid_unicode
+from semrank._checks import (
+    MAX_JSON_DEPTH,
+    has_non_finite_number,
+    is_id_value,
+    is_valid_unicode,
+    json_depth_over,
+)
 from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
@@ -91,6 +97,11 @@ class IngestChecks:
         self.fields_used: set[str] = set()  # text fields some record gave a value
 
     def check(self, document: Document, number: int) -> None:
+        if json_depth_over(document.fields):
+            raise DataFormatError(
+                f"record {number} (id {document.id!r}) nests lists / objects more than "
+                f"{MAX_JSON_DEPTH} levels deep, more than a search can return; flatten it"
+            )
         earlier = self._first_record.setdefault(document.id, number)
         if earlier != number:
             raise DataFormatError(

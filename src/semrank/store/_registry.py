@@ -23,6 +23,7 @@ from semrank.errors import (
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import IndexSettings
 from semrank.store._corpus import check_id_is_not_text
+from semrank.store._dsn import redact_dsn
 from semrank.store._local import LocalStore
 from semrank.store._sqlite import DB_NAME
 
@@ -102,8 +103,8 @@ def _postgres(store: str | None) -> Any:
         return None
     if not store.startswith(("postgresql://", "postgres://")):
         raise InvalidInputError(
-            f"unknown store {store!r}: use 'local' (the default) or a PostgreSQL DSN "
-            "postgresql://user@host:port/database"
+            f"unknown store {redact_dsn(store)!r}: use 'local' (the default) or a PostgreSQL "
+            "DSN postgresql://user@host:port/database"
         )
     try:
         from semrank.store import postgres
