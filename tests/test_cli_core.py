@@ -371,6 +371,13 @@ def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["results"]
     assert [r["document"]["id"] for r in rows] == ["1", "2"]  # no header row among them
+    # Errors name the line a row ends on (quoted fields span lines; blank lines are skipped).
+    spread = tmp_path / "spread.csv"
+    spread.write_text('id,text\n\nd1,"fleas bite\nvery much"\nd2\n')
+    broken = runner.invoke(app, ["rerank", "flea", "--docs", str(spread)])
+    assert f"{spread}:5 (documents[1]).text is null" in str(broken.exception)
+    missing = runner.invoke(app, ["rerank", "flea", "--docs", str(tmp_path / "gone.csv")])
+    assert "no such file; pass a JSONL, JSON, CSV" in str(missing.exception)
     packed = tmp_path / "docs.jsonl.gz"
     packed.write_bytes(gzip.compress(b'{"text": "fleas bite"}\n{"text": "Paris"}\n'))
     result = runner.invoke(app, ["rerank", "flea", "--docs", str(packed), "--json"])

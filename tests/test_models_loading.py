@@ -66,6 +66,9 @@ def test_hub_id_offline_names_model_and_how_to_get_it(monkeypatch, tmp_path):
     ) as offline:
         resolve("someorg/some-reranker")
     assert exit_code_for(offline.value) == 3
+    with pytest.raises(ModelNotFoundError, match="HFValidationError") as invalid:
+        resolve("a b/c")  # a name the hub could never hold: the name's fault (exit 2)
+    assert exit_code_for(invalid.value) == 2
 
 
 def _copy_bundled(tmp_path: Path) -> Path:

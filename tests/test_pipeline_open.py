@@ -86,3 +86,24 @@ def test_a_hit_rewritten_while_the_search_ran_is_not_returned_as_its_new_version
     assert results.ids == []  # run again on the state after the write: no "alpha" left
     assert sorted(search(index, "beta", k=10).ids) == ["d0", "d1", "d2"]
     index.close()
+
+
+def test_a_search_whose_hits_keep_changing_says_so_after_its_last_run(home: Path) -> None:
+    index = create_index("busy", home=home, embedding_model=None)
+    index.upsert([{"id": "d0", "text": "alpha report"}])
+    real_search = index.search_bm25
+    version = 0
+
+    def search_while_a_writer_commits(*args: object, **kwargs: object) -> object:
+        nonlocal version
+        version += 1  # "alpha" before every run, rewritten once the run has read the index
+        index.upsert([{"id": "d0", "text": f"alpha report {version}"}])
+        found = real_search(*args, **kwargs)  # type: ignore[arg-type]
+        index.upsert([{"id": "d0", "text": f"beta report {version}"}])
+        return found
+
+    index.search_bm25 = search_while_a_writer_commits  # type: ignore[method-assign]
+    results = search(index, "alpha", k=10)
+    assert version == 3  # CONSISTENT_TRIES runs, then the answer as read
+    assert "1 hits were rewritten while the search ran" in results.warnings[0]
+    index.close()

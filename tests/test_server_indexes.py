@@ -225,6 +225,11 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     await _make_index(client)
     source = await client.post("/v1/indexes/docs/search", json={"query": "flea", "_source": False})
     assert source.status_code == 422 and "return_documents: false" in source.json()["error"]
+    paged = await client.post("/v1/indexes/docs/search", json={"query": "flea", "from": 10})
+    assert "from: unknown key; paging is not supported" in paged.json()["error"]
+    # The search body's hints are for the search body only.
+    made = await client.post("/v1/indexes", json={"name": "y", "_source": False})
+    assert made.json()["error"] == "_source: unknown key; check its spelling"
     top_n = await client.post("/v1/indexes/docs/search", json={"query": "flea", "top_n": 1})
     assert top_n.status_code == 422 and "top_n" in top_n.json()["error"], top_n.text
 

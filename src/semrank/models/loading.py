@@ -154,7 +154,13 @@ def _download_from_hub(repo_id: str) -> Path:
 
 # huggingface_hub's errors for a repository or revision the hub does not have (or hides).
 _HUB_NOT_FOUND = frozenset(
-    {"RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EntryNotFoundError"}
+    {
+        "RepositoryNotFoundError",
+        "RevisionNotFoundError",
+        "GatedRepoError",
+        "EntryNotFoundError",
+        "HFValidationError",  # a name the hub could never hold ("a b/c")
+    }
 )
 
 

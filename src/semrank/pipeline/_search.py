@@ -152,15 +152,21 @@ def search(
             # A hit rewritten while the search ran was ranked as one version and would be
             # returned as another (its text matched "alpha", the document said "beta"): the
             # search runs again on the new state, a few times at most under constant writes.
-            if attempt == CONSISTENT_TRIES or not _rewritten(opened, ranking, started):
+            rewritten = _rewritten(opened, ranking, started)
+            if rewritten and attempt == CONSISTENT_TRIES:
+                ctx.warnings.append(
+                    f"{len(rewritten)} hits were rewritten while the search ran, in each of "
+                    f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
+                )
+            if not rewritten or attempt == CONSISTENT_TRIES:
                 return SearchResults.from_ranking(ranking, documents, ctx.warnings)
     raise AssertionError("unreachable")  # the last attempt returns
 
 
-def _rewritten(opened: Store, ranking: Any, started: int) -> bool:
+def _rewritten(opened: Store, ranking: Any, started: int) -> set[str]:
     if opened.generation == started:  # nothing written since the search began: the usual case
-        return False
-    return bool(opened.written_since(ranking.ids.tolist(), started))
+        return set()
+    return opened.written_since(ranking.ids.tolist(), started)
 
 
 def search_many(

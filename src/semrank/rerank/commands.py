@@ -28,9 +28,10 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
     if path != "-":
         from semrank.store._corpus import table_rows
 
+        _require_file(path)
         table = table_rows(Path(path))
         if table is not None:
-            return list(table), list(range(2, len(table) + 2))  # line 1 is the header
+            return list(table[0]), table[1]
     text = _read_text(path)
     stripped = text.lstrip()
     whole = _whole_json(path, stripped)
@@ -150,11 +151,8 @@ def _read_text(path: str) -> str:
     if path == "-":  # bytes, decoded as a file is: the locale's decoder may be lenient or not
         data = sys.stdin.buffer.read()
     else:
-        file = Path(path)
-        if not file.is_file():
-            problem = "a folder, not a file" if file.is_dir() else "no such file"
-            raise InvalidInputError(f"--docs {path!r}: {problem}; pass a JSONL, JSON or text file")
-        data = file.read_bytes()
+        _require_file(path)
+        data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":  # gzip, whatever the name (corpus.jsonl.gz)
         try:
             data = gzip.decompress(data)
@@ -168,6 +166,15 @@ def _read_text(path: str) -> str:
             f"--docs {path!r}: not valid UTF-8 (byte 0x{data[at]:02x} at byte {at}); save "
             "the file as UTF-8"
         ) from None
+
+
+def _require_file(path: str) -> None:
+    file = Path(path)
+    if not file.is_file():
+        problem = "a folder, not a file" if file.is_dir() else "no such file"
+        raise InvalidInputError(
+            f"--docs {path!r}: {problem}; pass a JSONL, JSON, CSV, TSV or text file"
+        )
 
 
 def _json_line(path: str, number: int, line: str) -> Any:
@@ -184,7 +191,7 @@ def rerank_command(
         "--docs",
         "-d",
         help="JSONL, JSON list, CSV/TSV (a header row names the fields) or text file, "
-        "optionally .gz; - for stdin.",
+        "optionally .gz; - for stdin (JSON, JSONL or lines).",
     ),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model name, directory or hub id."

@@ -126,7 +126,8 @@ class ModelEngine:
 
         late = (
             "counting the request's tokens did not finish within the request deadline; raise "
-            "timeout_ms, or send fewer or shorter documents"
+            "timeout_ms, send fewer or shorter documents, or set fail_open to get the input "
+            "order back instead"
         )
         return await run_in_thread(self.threads, deadline, work, late)
 

@@ -104,7 +104,9 @@ def install_error_handlers(
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         content_type = request.headers.get("content-type", "")
-        error = InvalidInputError(validation_message(exc.errors(), content_type=content_type))
+        search = request.url.path.endswith("/search")
+        message = validation_message(exc.errors(), content_type=content_type, search=search)
+        error = InvalidInputError(message)
         return await on_semrank_error(request, error)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -124,13 +126,16 @@ def install_error_handlers(
     app.add_exception_handler(Exception, on_unexpected)
 
 
-# What to send instead of an Elasticsearch key semrank's own bodies do not take.
-_UNKNOWN_KEY_HINTS = {
+# What to send instead of an Elasticsearch _search key a search body does not take.
+_SEARCH_KEY_HINTS = {
     "_source": "hits carry whole documents; send return_documents: false to leave them out",
+    "from": "paging is not supported; ask for a larger size",
 }
 
 
-def validation_message(errors: Sequence[Any], *, content_type: str = "application/json") -> str:
+def validation_message(
+    errors: Sequence[Any], *, content_type: str = "application/json", search: bool = False
+) -> str:
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
     for error in errors[:5]:
@@ -155,8 +160,9 @@ def validation_message(errors: Sequence[Any], *, content_type: str = "applicatio
         location = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
-            hint = _UNKNOWN_KEY_HINTS.get(location[-1] if location else "", "check its spelling")
-            parts.append(f"{where}: unknown key; {hint}")
+            top_level = search and len(location) == 1
+            hint = _SEARCH_KEY_HINTS.get(location[0], "") if top_level else ""
+            parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
             continue
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

@@ -253,7 +253,11 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
     yield from data
 
 
-def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
+def _csv_records(
+    path: Path, delimiter: str, lines: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows as objects named by the header; ``lines`` (if given) gets the line each row
+    ends on (quoted fields may span lines, blank lines are skipped)."""
     csv.field_size_limit(1 << 30)
     # TSV has no quoting convention: a field that merely starts with '"' would otherwise open a
     # quoted field that swallows the rest of the file into one document.
@@ -274,6 +278,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             if unnamed:
                 row = _named_cells(path, number, later_unnamed, row)
+            if lines is not None:
+                lines.append(reader.reader.line_num)
             yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
@@ -350,13 +356,15 @@ def _extra_cells(path: Path, row: int, line: int, extra: int, delimiter: str) ->
     )
 
 
-def table_rows(path: Path) -> list[dict[str, Any]] | None:
+def table_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]] | None:
     """The rows of a .csv / .tsv file (optionally .gz) as objects named by its header, read as
-    an ingest reads them; None for any other file."""
+    an ingest reads them, and the line each ends on; None for any other file."""
     name = path.name.lower().removesuffix(".gz")
     if not name.endswith((".csv", ".tsv")):
         return None
-    return list(_csv_records(path, "\t" if name.endswith(".tsv") else ","))
+    lines: list[int] = []
+    rows = list(_csv_records(path, "\t" if name.endswith(".tsv") else ",", lines))
+    return rows, lines
 
 
 def _records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
