@@ -471,3 +471,24 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes(
     resumed = [*command[:at], str(saved + 2), *command[at + 1 :], "--resume"]
     subprocess.run(resumed, check=True, capture_output=True, timeout=120)
     assert json.loads((output / "last" / "semrank_training.json").read_text())["step"] == saved + 2
+
+
+def test_validation_lists_of_only_relevant_passages_are_said_to_select_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nDCG@10 is 1.0 for any order of such lists: best/ stayed the first model, unsaid."""
+    import logging
+
+    from semrank.train._evaluate import RankingTask
+    from semrank.train._loop import _warn_if_validation_cannot_select
+
+    caplog.set_level(logging.WARNING, logger="semrank.train")
+    candidates = {"q1": [("a", "A"), ("b", "B")]}
+    positives = RankingTask(name="v", queries={"q1": "q"}, candidates=candidates,
+                            qrels={"q1": {"a": 1, "b": 2}})  # fmt: skip
+    _warn_if_validation_cannot_select(positives)
+    assert "only relevant passages" in caplog.text
+    caplog.clear()
+    mixed = dataclasses.replace(positives, qrels={"q1": {"a": 1}})
+    _warn_if_validation_cannot_select(mixed)
+    assert caplog.text == ""

@@ -626,6 +626,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         _check_same_data(config, digest)
     collections, val, teacher_val = prepare_data(config, loaded)
     log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
+    _warn_if_validation_cannot_select(val)
     if val is None and config.architecture != "bi":
         log.warning(
             "no validation split: no score calibration either (its 0..1 scores will be the "
@@ -658,6 +659,25 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
     _save_checkpoint(checkpoint, model, optimizer, sampler, state)
     return _final_export(model, tokenizer, config, state, teacher_val)
+
+
+def _warn_if_validation_cannot_select(val: RankingTask | None) -> None:
+    """Lists holding only relevant passages score nDCG@10 1.0 whatever the order: validation
+    then keeps the first evaluated model as best/ (it said nothing)."""
+    if val is None:
+        return
+    judged = val.qrels
+    mixed = [
+        qid
+        for qid, candidates in val.candidates.items()
+        if any(judged.get(qid, {}).get(docid, 0) <= 0 for docid, _ in candidates)
+    ]
+    if not mixed:
+        log.warning(
+            "every validation list holds only relevant passages, so validation nDCG@10 is 1.0 "
+            "for any model and best/ stays the first one evaluated; give data with negatives "
+            "(or a corpus= pool to mine them from), or more passages per query"
+        )
 
 
 def data_digest(collections: list[Collection]) -> str:
