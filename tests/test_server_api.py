@@ -399,7 +399,15 @@ async def test_api_keys(reranker: Any, caplog: pytest.LogCaptureFixture) -> None
         right = await client.post("/v2/rerank", json=body, headers={"Authorization": "Bearer k2"})
         models = await client.get("/v1/models")
         health = await client.get("/health")
-    for response in (missing, wrong, models):
+        # A body FastAPI cannot read or validate was described before the key was asked for.
+        json_type = {"content-type": "application/json"}
+        broken = await client.post("/v2/rerank", content=b"{not json", headers=json_type)
+        deep = await client.post("/v2/rerank", content=b"[" * 2000 + b"]" * 2000, headers=json_type)
+        invalid = await client.post("/v2/rerank", json={"query": QUERY})
+        keyed = {**json_type, "Authorization": "Bearer k1"}
+        described = await client.post("/v2/rerank", content=b"{not json", headers=keyed)
+    assert described.status_code == 422  # with the key, the body's own problem
+    for response in (missing, wrong, models, broken, deep, invalid):
         assert response.status_code == 401
         assert response.json()["error_type"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"

@@ -29,3 +29,18 @@ async def require_api_key(
     matches = [hmac.compare_digest(offered, key.encode()) for key in keys]
     if not any(matches):
         raise AuthenticationError("the API key is not accepted by this server")
+
+
+async def key_refusal(request: Request) -> AuthenticationError | None:
+    """The 401 a request to a keyed route would get, for answers made before the route's
+    dependencies run: FastAPI reads and parses the body first, so a body that is not JSON got
+    its 400/422 (and a description of the problem) before the key was asked for."""
+    route = request.scope.get("route")
+    dependencies = getattr(getattr(route, "dependant", None), "dependencies", ())
+    if not any(dependency.call is require_api_key for dependency in dependencies):
+        return None
+    try:
+        await require_api_key(request, await bearer(request))
+    except AuthenticationError as refused:
+        return refused
+    return None

@@ -25,6 +25,7 @@ from semrank.errors import (
     SemrankError,
     http_status_for,
 )
+from semrank.server._auth import key_refusal
 from semrank.server._logging import LOGGER_NAME, log_fields
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -103,6 +104,9 @@ def install_error_handlers(
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        refused = await key_refusal(request)
+        if refused is not None:
+            return await on_semrank_error(request, refused)
         content_type = request.headers.get("content-type", "")
         search = request.url.path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
@@ -111,6 +115,9 @@ def install_error_handlers(
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        refused = await key_refusal(request) if exc.status_code == 400 else None
+        if refused is not None:  # a body FastAPI could not read, sent without the key
+            return await on_semrank_error(request, refused)
         _log(request, exc.status_code, exc)
         error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         message = UNREADABLE_BODY if exc.detail == FASTAPI_UNREADABLE_BODY else str(exc.detail)
