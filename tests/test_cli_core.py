@@ -383,3 +383,23 @@ def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):
     result = runner.invoke(app, ["rerank", "flea", "--docs", str(packed), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["results"][0]["document"] == {"text": "fleas bite"}
+
+
+def test_rerank_reads_documents_from_a_pipe(tmp_path):
+    """--docs <(cmd) names a pipe, which was refused as "no such file"."""
+    import os
+    import threading
+
+    pipe = tmp_path / "docs.fifo"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with open(pipe, "w", encoding="utf-8") as writer:
+            writer.write("fleas bite dogs\nParis is in France\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    result = runner.invoke(app, ["rerank", "flea", "--docs", str(pipe), "--json"])
+    writer.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"][0]["document"] == "fleas bite dogs"

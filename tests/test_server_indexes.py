@@ -482,13 +482,22 @@ async def test_an_index_whose_model_folder_went_away_names_no_server_folder(
     with create_index("moved", home=tmp_path, embedding_model=str(folder)) as index:
         index.upsert([{"id": "d1", "text": "fleas bite"}])
     forget_open_indexes()
+    (folder / "model.safetensors").write_bytes(b"")  # damaged: a 500, naming the folder
+    body = {"query": "x", "retriever": "dense"}
+    damaged = await client.post("/v1/indexes/moved/search", json=body)
+    assert damaged.status_code == 500 and str(tmp_path) not in damaged.text
+    assert "cannot be loaded on the server" in damaged.json()["error"]
+    forget_open_indexes()
     shutil.rmtree(folder)
-    searched = await client.post(
-        "/v1/indexes/moved/search", json={"query": "x", "retriever": "dense"}
-    )
+    searched = await client.post("/v1/indexes/moved/search", json=body)
     assert searched.status_code == 404, searched.text
     assert "cannot be loaded on the server" in searched.json()["error"]
     assert str(tmp_path) not in searched.text
+    from semrank.errors import ModelNotFoundError
+    from semrank.pipeline import search
+
+    with pytest.raises(ModelNotFoundError, match="index 'moved''s embedding model does not load"):
+        search("moved", "x", retriever="dense", home=tmp_path)  # the CLI's words: its folder
 
 
 async def test_a_write_over_the_document_limit_is_413_and_writes_are_admitted(

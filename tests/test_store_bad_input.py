@@ -324,3 +324,33 @@ def test_unnamed_csv_columns_are_left_out(tmp_path: Path) -> None:
     lost.write_text("id,title,text,\na,Fleas,fleas bite,extra notes\n")
     with pytest.raises(DataFormatError, match="row 1 has text in column 4, which the header"):
         read_corpus(lost).count()
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:s3cret@h/db",
+        "postgresql+psycopg://u:s3cret@h/db",
+        "postgresql://u@h/db?password=s3cret",
+        "host=db user=app password=s3cret dbname=rank",
+        "host=db user=app password = s3cret dbname=rank",
+        "host=db password='s3 cret' dbname=rank",
+        "host=db password='s3\\'cret' dbname=rank",
+    ],
+)
+def test_a_dsn_is_shown_without_its_password_in_every_form(dsn: str) -> None:
+    """Spaces around '=' and quoted values (libpq allows both) showed the password whole or
+    in part; a driver's error quoting the DSN's parts showed it whole."""
+    from semrank.sql._install import _connect
+    from semrank.store._dsn import redact_dsn, redact_in
+
+    shown = redact_dsn(dsn)
+    assert "s3" not in shown and "cret" not in shown and "***" in shown
+    said = redact_in(f'invalid token in "{dsn}"', dsn)
+    assert "s3" not in said and "cret" not in said
+    # libpq quotes a bad part of a URL by itself ("invalid percent-encoded token: ...").
+    assert "s3cret" not in redact_in('invalid token: "p%zzs3cret"', "postgresql://u:p%zzs3cret@h/d")
+    if not dsn.startswith("postgresql://"):
+        with pytest.raises(InvalidInputError) as refused:
+            _connect(dsn)  # semrank sql install's check
+        assert "s3" not in str(refused.value)

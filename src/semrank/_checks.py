@@ -11,6 +11,7 @@ import math
 import numbers
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,17 +86,21 @@ def _json_leaves(value: object) -> Iterator[object]:
 MAX_JSON_DEPTH = 200
 
 
+_NESTING = (list, tuple, dict)
+
+
 def json_depth_over(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether a JSON-like ``value`` nests deeper than ``limit`` lists / objects (a stack, not
     recursion: a kilobyte of JSON can nest deeper than Python's recursion limit)."""
-    pending: list[tuple[object, int]] = [(value, 0)]
-    while pending:
+    if not isinstance(value, _NESTING):
+        return False
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:  # only containers are pushed: a list of a million numbers is one step
         item, depth = pending.pop()
-        if isinstance(item, list | tuple | dict):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, _NESTING))
     return False
 
 

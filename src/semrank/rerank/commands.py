@@ -170,7 +170,7 @@ def _read_text(path: str) -> str:
 
 def _require_file(path: str) -> None:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists() or file.is_dir():  # a pipe (--docs <(cmd)) is no regular file: read it
         problem = "a folder, not a file" if file.is_dir() else "no such file"
         raise InvalidInputError(
             f"--docs {path!r}: {problem}; pass a JSONL, JSON, CSV, TSV or text file"

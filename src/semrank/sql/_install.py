@@ -16,7 +16,9 @@ def _connect(dsn: str) -> Any:
     from semrank.store.postgres import is_postgres_dsn, redact
 
     if not is_postgres_dsn(dsn):
-        raise InvalidInputError(f"not a PostgreSQL DSN: {dsn!r}; use postgresql://user@host/db")
+        raise InvalidInputError(
+            f"not a PostgreSQL DSN: {redact(dsn)!r}; use postgresql://user@host/db"
+        )
     try:
         import psycopg
     except ImportError as exc:

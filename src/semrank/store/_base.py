@@ -381,18 +381,21 @@ class Store(abc.ABC):
 
         try:
             model = resolve_embedding_model(self.settings.embedding_model)
-        except (ModelNotFoundError, ModelLoadError) as exc:  # the message names server folders
+            if self.settings.embedding_max_length:
+                model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
+            # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole
+            # cost of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
+            embedder = load_embedder(model, backend="fast")
+        except (ModelNotFoundError, ModelLoadError) as exc:
+            # The index's own model, which no one named in this command or request; a remote
+            # client is not told the server's folders.
             raise type(exc)(
-                str(exc),
+                f"index {self.name!r}'s embedding model does not load ({exc}); restore it "
+                "where the index was created with it, or create the index again",
                 client_message=f"index {self.name!r}'s embedding model cannot be loaded on the "
-                "server (moved or removed?); its operator can restore it, or the index can be "
-                "created again",
+                "server (moved, removed or damaged); its operator can restore it, or the index "
+                "can be created again",
             ) from exc
-        if self.settings.embedding_max_length:
-            model = dataclasses.replace(model, max_length=self.settings.embedding_max_length)
-        # "fast": bf16 where the CPU has it (OpenVINO), else fp32. Embedding is the whole cost
-        # of ingest; bf16 halves it and moved SciFact embeddings by 1 - cos < 3e-5.
-        embedder = load_embedder(model, backend="fast")
         self._check_embedding_probe(embedder)
         return embedder
 

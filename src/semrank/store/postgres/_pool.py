@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, DeadlineExceededError, InvalidInputError
-from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn
+from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn, redact_in
 from semrank.store._dsn import redact_dsn as redact
 
 __all__ = ["DSN_SCHEMES", "is_postgres_dsn", "redact"]  # re-exported, as before
@@ -52,7 +52,9 @@ def _import_pool() -> Any:
 def acquire_pool(dsn: str) -> Any:
     """The open pool for ``dsn`` (created on first use); pair every call with ``release_pool``."""
     if not is_postgres_dsn(dsn):
-        raise InvalidInputError(f"not a PostgreSQL DSN: {dsn!r}; use postgresql://user@host/db")
+        raise InvalidInputError(
+            f"not a PostgreSQL DSN: {redact(dsn)!r}; use postgresql://user@host/db"
+        )
     connection_pool = _import_pool()
     with _LOCK:
         users, pool = _POOLS.get(dsn, (0, None))
@@ -93,7 +95,9 @@ def _connect(dsn: str) -> Any:
 
 def unreachable(dsn: str, exc: BaseException) -> BackendUnavailableError:
     """A database that refused, dropped or never answered a connection, naming the cause."""
-    cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+    # libpq's own words may quote the DSN's parts, password included ("invalid
+    # percent-encoded token: ...").
+    cause = redact_in(" ".join(str(exc).split()), dsn)[:300] or type(exc).__name__
     return BackendUnavailableError(
         f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
         "password, database, port) and that the server is running",
