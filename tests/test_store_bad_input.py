@@ -336,6 +336,9 @@ def test_unnamed_csv_columns_are_left_out(tmp_path: Path) -> None:
         "host=db user=app password = s3cret dbname=rank",
         "host=db password='s3 cret' dbname=rank",
         "host=db password='s3\\'cret' dbname=rank",
+        "host=db user=app password=s3&cret!k dbname=rank",  # libpq: to whitespace
+        "host=db password=s3\\ cret dbname=rank",
+        "postgresql://u@h/db?sslmode=disable&password=s3 cret#x",
     ],
 )
 def test_a_dsn_is_shown_without_its_password_in_every_form(dsn: str) -> None:
@@ -350,7 +353,35 @@ def test_a_dsn_is_shown_without_its_password_in_every_form(dsn: str) -> None:
     assert "s3" not in said and "cret" not in said
     # libpq quotes a bad part of a URL by itself ("invalid percent-encoded token: ...").
     assert "s3cret" not in redact_in('invalid token: "p%zzs3cret"', "postgresql://u:p%zzs3cret@h/d")
+    # ... and the redaction keeps what is not a password (a port, an '@' in a query value).
+    kept = "postgresql://h:5432/db?application_name=me@work"
+    assert redact_dsn(kept) == kept
     if not dsn.startswith("postgresql://"):
         with pytest.raises(InvalidInputError) as refused:
             _connect(dsn)  # semrank sql install's check
         assert "s3" not in str(refused.value)
+
+
+def test_semrank_sql_names_a_dsn_that_does_not_parse_without_its_password() -> None:
+    """libpq's ProgrammingError (a '%' in a URL's password) was a traceback quoting it."""
+    pytest.importorskip("psycopg")
+    from semrank.sql._install import _connect
+
+    with pytest.raises(InvalidInputError, match="does not parse") as refused:
+        _connect("postgresql://u:p%zzs3cret@h/d")
+    assert "s3cret" not in str(refused.value) and "%25" in str(refused.value)
+
+
+def test_docs_that_are_neither_a_file_nor_a_pipe_are_named(tmp_path: Path) -> None:
+    """A socket got a raw errno message (exit 3); /dev/zero was read until memory ran out."""
+    import socket
+
+    from semrank.rerank.commands import read_documents
+
+    path = tmp_path / "docs.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        with pytest.raises(InvalidInputError, match="not a file or pipe"):
+            read_documents(str(path))
+    with pytest.raises(InvalidInputError, match="not a file or pipe"):
+        read_documents("/dev/zero")

@@ -623,6 +623,9 @@ def test_an_embedding_model_changed_in_place_is_refused(tmp_path: Path) -> None:
         ) as refused:
             changed.embed_queries(["cats"])
         assert "build the index again" in str(refused.value)
+        # A remote client is not told the server's folder.
+        assert str(tmp_path) not in str(refused.value.client_message)
+        assert "index 'probed'" in str(refused.value.client_message)
     # The CLI refuses an ingest before marking the index (a mark no retry could clear).
     from typer.testing import CliRunner
 

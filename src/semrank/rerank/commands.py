@@ -152,7 +152,10 @@ def _read_text(path: str) -> str:
         data = sys.stdin.buffer.read()
     else:
         _require_file(path)
-        data = Path(path).read_bytes()
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"--docs {path!r}: cannot read it ({exc.strerror})") from None
     if data[:2] == b"\x1f\x8b":  # gzip, whatever the name (corpus.jsonl.gz)
         try:
             data = gzip.decompress(data)
@@ -170,8 +173,14 @@ def _read_text(path: str) -> str:
 
 def _require_file(path: str) -> None:
     file = Path(path)
-    if not file.exists() or file.is_dir():  # a pipe (--docs <(cmd)) is no regular file: read it
-        problem = "a folder, not a file" if file.is_dir() else "no such file"
+    if not (file.is_file() or file.is_fifo()):  # a pipe: --docs <(cmd)
+        problem = (
+            "a folder, not a file"
+            if file.is_dir()
+            else "not a file or pipe"
+            if file.exists()
+            else "no such file"
+        )
         raise InvalidInputError(
             f"--docs {path!r}: {problem}; pass a JSONL, JSON, CSV, TSV or text file"
         )

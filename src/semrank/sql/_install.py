@@ -13,6 +13,7 @@ SECRET_KEYS = frozenset({"api_key"})
 
 
 def _connect(dsn: str) -> Any:
+    from semrank.store._dsn import redact_in
     from semrank.store.postgres import is_postgres_dsn, redact
 
     if not is_postgres_dsn(dsn):
@@ -27,6 +28,12 @@ def _connect(dsn: str) -> Any:
         ) from exc
     try:
         return psycopg.connect(dsn)
+    except psycopg.ProgrammingError as exc:  # the DSN's syntax: libpq quotes its parts
+        cause = redact_in(" ".join(str(exc).split()), dsn)
+        raise InvalidInputError(
+            f"--dsn {redact(dsn)!r} does not parse ({cause}); check its syntax (a '%' in a "
+            "password is written %25 in a URL)"
+        ) from None
     except psycopg.OperationalError as exc:
         raise BackendUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
 

@@ -419,11 +419,16 @@ class Store(abc.ABC):
             else 0.0
         )
         if similarity < PROBE_MIN_COSINE:
+            changed = (
+                f"no longer embeds text as it did when the index's vectors were made (cosine "
+                f"{similarity:.4f} for a probe text): its files changed"
+            )
             raise IndexModelChangedError(
                 f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
-                f"no longer embeds text as it did when the index's vectors were made (cosine "
-                f"{similarity:.4f} for a probe text): its files changed. Put the model back, or "
-                "build the index again from its documents so that its vectors are the model's"
+                f"{changed}. Put the model back, or build the index again from its documents "
+                "so that its vectors are the model's",
+                client_message=f"the embedding model of index {self.name!r} {changed} on the "
+                "server; its operator can put the model back, or the index can be built again",
             )
 
     def _keep_embedding_probe(self) -> None:

@@ -95,9 +95,10 @@ def _connect(dsn: str) -> Any:
 
 def unreachable(dsn: str, exc: BaseException) -> BackendUnavailableError:
     """A database that refused, dropped or never answered a connection, naming the cause."""
-    # libpq's own words may quote the DSN's parts, password included ("invalid
-    # percent-encoded token: ...").
-    cause = redact_in(" ".join(str(exc).split()), dsn)[:300] or type(exc).__name__
+    cause = " ".join(str(exc).split())
+    if type(exc).__name__ == "ProgrammingError":  # libpq's complaint about the DSN's syntax
+        cause = redact_in(cause, dsn)  # quotes its parts ("invalid percent-encoded token: ...")
+    cause = cause[:300] or type(exc).__name__
     return BackendUnavailableError(
         f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
         "password, database, port) and that the server is running",
