@@ -842,3 +842,25 @@ async def test_two_window_bounds_that_disagree_are_refused(reranker: Any) -> Non
     async with serving(reranker) as (_, client):
         response = await client.post("/v1/rerank", json=body)
     assert response.status_code == 422 and "disagree" in response.json()["error"]
+
+
+async def test_input_tokens_count_the_query_as_read_beside_each_window() -> None:
+    """The query read beside the longest window was counted for every window: a short last
+    window, beside which the whole query is read, was undercounted."""
+    from semrank import Reranker
+    from semrank.models import resolve
+
+    cross_encoder = Reranker(str(Path(resolve("semrank-minilm-l6").path) / "cross-encoder"))
+    query = " ".join(["how do fleas find a host animal to feed on"] * 30)  # ~330 tokens
+    document = " ".join(["Fleas sense warmth, vibration and carbon dioxide from hosts."] * 25)
+    # What the model reads, counted by its tokenizer: each window with the query beside it.
+    tokenizer = cross_encoder.scorer.hf_tokenizer
+    (plan,) = cross_encoder._plan(query, [document], None, cross_encoder.chunking)
+    inputs = tokenizer.encode_pairs([(query, piece.text_in(document)) for piece in plan.pieces])
+    specials = tokenizer.special_tokens_pair
+    read = sum(len(encoded.ids) - specials for encoded in inputs)
+    assert len(plan.pieces) == 2
+    async with serving(cross_encoder) as (_, client):
+        answer = await client.post("/v2/rerank", json={"query": query, "documents": [document]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["meta"]["tokens"]["input_tokens"] == read

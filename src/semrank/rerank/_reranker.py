@@ -563,5 +563,5 @@ def _result(
         chunk=chunk,
         num_chunks=len(plan.pieces),
         pruned=bool(group.pruned[index]),
-        longest_piece=max((p.tokens for p in plan.pieces), default=0),
+        piece_tokens=tuple(p.tokens for p in plan.pieces),
     )

@@ -32,8 +32,8 @@ class RerankResult:
     their overlap in each, so it can pass ``max_tokens_per_doc``); ``truncated`` says whether
     any of the document was left unread; ``pruned``: a cascade's first stage ranked it out of
     the window the model read, so its score only places it below every document that was read.
-    ``longest_piece``: the tokens of its longest window, which decides how much of a long query
-    the model read next to it (0 where unknown).
+    ``piece_tokens``: the tokens of each window the model read, which decide how much of a long
+    query it read next to each (empty where unknown).
     """
 
     index: int
@@ -44,7 +44,12 @@ class RerankResult:
     chunk: ChunkSpan | None = None
     num_chunks: int = 1
     pruned: bool = False
-    longest_piece: int = field(default=0, repr=False, compare=False)
+    piece_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def longest_piece(self) -> int:
+        """The tokens of its longest window (0 where unknown)."""
+        return max(self.piece_tokens, default=0)
 
 
 def select_results(

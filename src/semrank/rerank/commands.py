@@ -255,7 +255,7 @@ def rerank_command(
     if cut is not None:  # stderr: stdout stays the results
         typer.echo(f"warning: {cut}", err=True)
     if as_json:
-        rows = [{k: v for k, v in asdict(r).items() if k != "longest_piece"} for r in results]
+        rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]
         payload = {"model": reranker.name, "results": rows}
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
