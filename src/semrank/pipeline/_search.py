@@ -142,7 +142,7 @@ def search(
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
     with using_index(index, home, store=store) as opened:
-        for attempt in range(1, CONSISTENT_TRIES + 1):
+        for _ in range(CONSISTENT_TRIES):
             started = opened.generation
             ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
             ranking = tree.run(ctx, int(k))
@@ -153,14 +153,14 @@ def search(
             # returned as another (its text matched "alpha", the document said "beta"): the
             # search runs again on the new state, a few times at most under constant writes.
             rewritten = _rewritten(opened, ranking, started)
-            if rewritten and attempt == CONSISTENT_TRIES:
-                ctx.warnings.append(
-                    f"{len(rewritten)} hits were rewritten while the search ran, in each of "
-                    f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
-                )
-            if not rewritten or attempt == CONSISTENT_TRIES:
-                return SearchResults.from_ranking(ranking, documents, ctx.warnings)
-    raise AssertionError("unreachable")  # the last attempt returns
+            if not rewritten:
+                break
+        else:
+            ctx.warnings.append(
+                f"{len(rewritten)} hits were rewritten while the search ran, in each of "
+                f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
+            )
+        return SearchResults.from_ranking(ranking, documents, ctx.warnings)
 
 
 def _rewritten(opened: Store, ranking: Any, started: int) -> set[str]:

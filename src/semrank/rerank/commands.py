@@ -150,8 +150,7 @@ def _read_text(path: str) -> str:
     # left in place it hides a leading '[' or '{' from the format detection.
     if path == "-":  # bytes, decoded as a file is: the locale's decoder may be lenient or not
         data = sys.stdin.buffer.read()
-    else:
-        _require_file(path)
+    else:  # read_numbered_documents checked that it is a file or a pipe
         try:
             data = Path(path).read_bytes()
         except OSError as exc:

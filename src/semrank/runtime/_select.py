@@ -68,12 +68,17 @@ _V1_CPU_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 def usable_cpus() -> int:
     """The CPUs this process may use: its affinity (``taskset``, a container's cpuset) capped by
     a container's CPU quota (``docker --cpus``, a Kubernetes CPU limit), not the machine's."""
-    try:
-        cpus = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
+    cpus = _visible_cpus()
     limit = cgroup_cpu_limit()
     return cpus if limit is None else max(1, min(cpus, math.ceil(limit)))
+
+
+def _visible_cpus() -> int:
+    """The CPUs this process may run on (its affinity), whatever a quota allows of them."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_threads() -> int | None:
@@ -82,13 +87,9 @@ def default_threads() -> int | None:
     by cores and ignore quotas, so a 2-CPU container on a 64-core host ran 32-64 threads that
     the kernel throttled in turn."""
     limit = cgroup_cpu_limit()
-    if limit is None:
+    if limit is None or math.ceil(limit) >= _visible_cpus():
         return None
-    try:
-        visible = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        visible = os.cpu_count() or 1
-    return max(1, math.ceil(limit)) if math.ceil(limit) < visible else None
+    return max(1, math.ceil(limit))
 
 
 def cgroup_cpu_limit(root: Path | None = None, self_cgroup: str | None = None) -> float | None:

@@ -144,7 +144,7 @@ class RerankService:
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
-            input_tokens=_input_tokens(engine, count, read, results),
+            input_tokens=_input_tokens(engine, count, results),
             search_units=_search_units(results),
             warnings=_query_warnings(engine, count, read),
             model=engine.name,
@@ -223,18 +223,12 @@ def _check_complete(results: list[Any], engine: ModelEngine, policy: Policy) -> 
         )
 
 
-def _input_tokens(engine: ModelEngine, count: int, read: int, results: list[Any]) -> int:
+def _input_tokens(engine: ModelEngine, count: int, results: list[Any]) -> int:
     """Every model input holds one document window and the query as read next to it: all of
-    it beside a short window, what fits beside a long one (``read``, beside the longest, was
-    counted for every window)."""
-    total = 0
-    for result in results:
-        if not result.piece_tokens:  # a result made elsewhere: the longest window's reading
-            total += result.tokens + read * result.num_chunks
-            continue
-        for piece in result.piece_tokens:
-            total += piece + engine.reranker.query_tokens_read(count, piece)
-    return total
+    a ``count``-token query beside a short window, what fits beside a long one (the reading
+    beside the longest window was counted for every window)."""
+    query_read = engine.reranker.query_tokens_read
+    return sum(piece + query_read(count, piece) for r in results for piece in r.piece_tokens)
 
 
 def _check_query_complete(engine: ModelEngine, count: int, read: int, policy: Policy) -> None:
