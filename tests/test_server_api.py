@@ -118,6 +118,28 @@ async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> Non
     assert body["usage"]["total_tokens"] == body["meta"]["tokens"]["input_tokens"] > 0
 
 
+async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker: Any) -> None:
+    # Together's API reads every field of an object by default, Cohere's its 'text': semrank
+    # follows Cohere and says which prose fields went unread (ids and URLs are not prose).
+    docs = [
+        {"title": "Fleas, tiny blood feeders", "text": "An overview.", "id": "a1"},
+        {"title": "Paris and its museums", "text": "An overview.", "url": "http://x.org/p"},
+    ]
+    async with serving(reranker) as (_, client):
+        plain = await client.post("/v1/rerank", json={"query": QUERY, "documents": docs})
+        named = await client.post(
+            "/v1/rerank", json={"query": QUERY, "documents": docs, "rank_fields": ["title"]}
+        )
+        no_prose = await client.post(
+            "/v1/rerank",
+            json={"query": QUERY, "documents": [{"text": d["text"], "id": "a"} for d in docs]},
+        )
+    (warning,) = plain.json()["meta"]["warnings"]
+    assert "'title' were not read" in warning and "rank_fields" in warning
+    assert plain.headers["x-semrank-warning"] == warning
+    assert "warnings" not in named.json()["meta"] and "warnings" not in no_prose.json()["meta"]
+
+
 async def test_v1_strings_come_back_as_text_objects_only_when_asked(reranker: Any) -> None:
     async with serving(reranker) as (_, client):
         plain = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()
@@ -198,7 +220,9 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
         lenient = await client.post(
             "/rerank", json={"query": QUERY, "texts": texts, "truncate": True, "chunking": False}
         )
-        left = await client.post(
+        one_window = {"texts": texts, "truncation_direction": "Left", "chunking": False}
+        left_cut = await client.post("/rerank", json={"query": QUERY, **one_window})
+        left_whole = await client.post(
             "/rerank", json={"query": QUERY, "texts": texts, "truncation_direction": "Left"}
         )
     # 413, as text-embeddings-inference answers an input it may not truncate.
@@ -208,7 +232,12 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
     assert "(1 window of up to" in strict.json()["error"]
     assert lenient.status_code == 200
     assert [r["truncated"] for r in lenient.json() if r["index"] == 1] == [True]
-    assert left.status_code == 422 and "left" in left.json()["error"]
+    # Haystack's TEI ranker sends Left: texts read whole are scored, one that would be cut (at
+    # its end, the only way semrank cuts) is refused with the fix.
+    assert left_whole.status_code == 200, left_whole.text
+    assert {r["index"]: r["truncated"] for r in left_whole.json()} == {0: False, 1: False}
+    assert left_cut.status_code == 413 and "[1]" in left_cut.json()["error"]
+    assert "send truncation_direction 'right'" in left_cut.json()["error"]
 
 
 async def test_chunking_and_min_score_extras(reranker: Any) -> None:
@@ -309,6 +338,7 @@ async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) ->
     assert chosen.json()["model"] == "tiny"
     assert missing.status_code == 404 and missing.json()["error_type"] == "model_not_found"
     assert "minilm" in missing.json()["error"]
+    assert "--model rerank-v3.5=SOURCE" in missing.json()["error"]  # the fix that works
     # The refused value is quoted, but not a hundred thousand characters of it three times.
     assert huge.status_code == 404 and len(huge.content) < 10_000
     assert huge.json()["error"].endswith("more characters)")
@@ -510,6 +540,8 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
         response = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
         metrics = await client.get("/metrics")
         missing = await client.get("/v3/nothing")
+        # Voyage's client adds /rerank to a base URL without /v1: TEI's route, told so.
+        voyage_at_root = await client.post("/rerank", json={"query": QUERY, "documents": DOCS})
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "models": ["minilm"]}
     assert "total;dur=" in response.headers["server-timing"]
@@ -519,6 +551,11 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
     assert any(s.labels == {"route": "/v2/rerank", "status": "200"} for s in requests)
     assert metric_samples(metrics.text, "semrank_batch_requests_count")[0].value >= 1
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
+    assert "no route GET /v3/nothing" in missing.json()["error"]
+    assert "POST /v1/rerank (Cohere v1" in missing.json()["error"]
+    assert voyage_at_root.status_code == 422
+    assert "goes to POST /v1/rerank" in voyage_at_root.json()["error"]
+    assert "texts: Field required" in voyage_at_root.json()["error"]
     assert app.state.phase == "draining"  # the lifespan ended: /ready would now answer 503
 
 

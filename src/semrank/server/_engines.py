@@ -252,6 +252,7 @@ class ModelRegistry:
             served = ", ".join(sorted(self.engines))
             raise ModelNotFoundError(
                 f"model {name!r} is not served here; choose one of: {served} (GET /v1/models), "
-                "or start the server with --model NAME"
+                f"or serve a model under that name: --model {name}=SOURCE "
+                "(e.g. =semrank-minilm-l6; vendors' clients send their own model names)"
             )
         return engine

@@ -110,6 +110,8 @@ def install_error_handlers(
         content_type = request.headers.get("content-type", "")
         search = request.url.path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
+        if request.url.path.endswith("/rerank") and _sent_documents_to_tei(exc.errors()):
+            message = f"{TEI_ROUTE_HINT}; {message}"
         error = InvalidInputError(message)
         return await on_semrank_error(request, error)
 
@@ -121,6 +123,8 @@ def install_error_handlers(
         _log(request, exc.status_code, exc)
         error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         message = UNREADABLE_BODY if exc.detail == FASTAPI_UNREADABLE_BODY else str(exc.detail)
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no such route, not a resource
+            message = f"no route {request.method} {request.url.path}; {ROUTES_HINT}"
         return error_response(exc.status_code, message, error_type, exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -131,6 +135,30 @@ def install_error_handlers(
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# A client pointed at the wrong base URL (Voyage's and Jina's clients add /rerank to theirs).
+ROUTES_HINT = (
+    "the rerank routes are POST /v2/rerank (Cohere v2), POST /v1/rerank (Cohere v1, Jina, "
+    "Together, Voyage), POST /rerank (TEI) and POST /v1/rerank/batch; GET /v1/models lists the "
+    "models; GET /docs lists every route"
+)
+TEI_ROUTE_HINT = (
+    "POST /rerank is text-embeddings-inference's route, which takes 'texts'; a body with "
+    "'documents' (Cohere, Jina, Together, Voyage) goes to POST /v1/rerank: end the client's base "
+    "URL in /v1"
+)
+
+
+def _sent_documents_to_tei(errors: Sequence[Any]) -> bool:
+    """Whether the body lacks TEI's 'texts' and has the other APIs' 'documents'."""
+    return any(
+        tuple(error.get("loc", ())) == ("body", "texts")
+        and error.get("type") == "missing"
+        and isinstance(error.get("input"), dict)
+        and "documents" in error["input"]
+        for error in errors
+    )
 
 
 # What to send instead of an Elasticsearch _search key a search body does not take.

@@ -151,11 +151,10 @@ def _is_voyage(body: V1RerankRequest) -> bool:
 async def rerank_tei(body: TeiRerankRequest, request: Request, response: Response) -> Any:
     service = _service(request)
     engine = service.engine(body.model)
-    if body.truncation_direction.lower() == "left":
-        raise InvalidInputError(
-            "truncation_direction 'left' is not supported; use 'right' or enable chunking"
-        )
     truncate = service.config.auto_truncate if body.truncate is None else body.truncate
+    # semrank cuts an input at its end only, so 'left' is honoured by refusing what it would cut
+    # (Haystack's TEI ranker sends it; texts read whole are the same either way).
+    cut_from_left = body.truncation_direction.lower() == "left"
     call = RerankCall(
         query=body.query,
         documents=body.texts,
@@ -166,7 +165,13 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, response: Respons
     policy = Policy(
         min_score=body.min_score,
         fail_open=body.fail_open,
-        require_complete=not truncate,
+        require_complete=not truncate or cut_from_left,
+        allow_cut=(
+            "send truncation_direction 'right' (semrank cuts long inputs at their end, never at "
+            "their start)"
+            if truncate and cut_from_left
+            else ""
+        ),
         documents_field="texts",
         truncation_field="truncate",
         chunking_fields="enable chunking",

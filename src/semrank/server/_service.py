@@ -55,6 +55,12 @@ class Policy:
         "(max_chunks_per_doc), whichever this request set; a max_chunks it set bounds the "
         "windows whatever max_tokens_per_doc says"
     )
+    # How the request could let an input be cut; default: its truncation flag set true.
+    allow_cut: str = ""
+
+    @property
+    def allow_cut_fix(self) -> str:
+        return self.allow_cut or f"set {self.truncation_field}: true"
 
 
 class Admission:
@@ -146,7 +152,7 @@ class RerankService:
             reranked=True,
             input_tokens=_input_tokens(engine, count, results),
             search_units=_search_units(results),
-            warnings=_query_warnings(engine, count, read),
+            warnings=_query_warnings(engine, count, read) + _unread_field_warnings(call),
             model=engine.name,
         )
 
@@ -214,7 +220,7 @@ def _check_complete(results: list[Any], engine: ModelEngine, policy: Policy) -> 
     if cut:
         windows = max(r.num_chunks for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
-        allow = f"set {policy.truncation_field}: true"
+        allow = policy.allow_cut_fix
         more = policy.longer_read_fields if windows > 1 else policy.chunking_fields
         raise RequestTooLargeError(
             f"{policy.documents_field} {[r.index for r in cut[:10]]} go on past what model "
@@ -235,9 +241,39 @@ def _check_query_complete(engine: ModelEngine, count: int, read: int, policy: Po
     if read < count:
         raise RequestTooLargeError(
             f"the query is {count} tokens, and model {engine.name!r} reads {read} tokens of a "
-            f"query next to these documents; shorten the query, or set "
-            f"{policy.truncation_field}: true"
+            f"query next to these documents; shorten the query, or {policy.allow_cut_fix}"
         )
+
+
+def _unread_field_warnings(call: RerankCall) -> tuple[str, ...]:
+    """Objects ranked without rank_fields are read by their 'text' alone (Cohere's rule), while
+    Together's API reads every field by default: say which text fields went unread."""
+    from semrank.rerank._documents import DEFAULT_FIELD
+
+    if call.rank_fields is not None:
+        return ()
+    unread = sorted(
+        {
+            str(key)
+            for document in call.documents
+            if isinstance(document, dict)
+            for key, value in document.items()
+            if key != DEFAULT_FIELD and _is_prose(value)
+        }
+    )
+    if not unread:
+        return ()
+    named = ", ".join(repr(key) for key in unread[:5]) + (", ..." if len(unread) > 5 else "")
+    return (
+        f"documents were read by their {DEFAULT_FIELD!r} field only; their text fields {named} "
+        "were not read: name every field to score in rank_fields (e.g. "
+        f"{[*unread[:2], DEFAULT_FIELD]})",
+    )
+
+
+def _is_prose(value: Any) -> bool:
+    """Text of several words: what a title or summary holds, not an id, a URL or a date."""
+    return isinstance(value, str) and len(value.split(maxsplit=1)) > 1
 
 
 def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:

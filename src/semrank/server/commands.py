@@ -102,7 +102,7 @@ def serve(
         None,
         "--return-documents/--no-return-documents",
         help="/v1/rerank's return_documents when a request leaves it out (default: off, as "
-        "Cohere, Together and Voyage; Jina's clients expect on).",
+        "Cohere, Together and Voyage; Jina's API returns them unless told not to).",
     ),
     index_home: str | None = typer.Option(
         None, help="Directory of the search indexes (default: $SEMRANK_HOME or XDG data dir)."
