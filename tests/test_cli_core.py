@@ -94,6 +94,19 @@ def test_rerank_table_output(tmp_path):
     assert result.exit_code == 0 and "Fleas are small insects." in result.output
 
 
+def test_tables_show_control_characters_as_escapes_and_text_as_written(tmp_path):
+    # A document's ESC [2J cleared the user's terminal; JSON documents showed \uXXXX.
+    lines = tmp_path / "docs.txt"
+    lines.write_text("Fleas \x1b[2J bite \x1b[31mred\nParis is in France.\n")
+    plain = runner.invoke(app, ["rerank", "fleas", "--docs", str(lines)])
+    assert plain.exit_code == 0, plain.output
+    assert "\x1b" not in plain.output and "\\x1b[2J bite \\x1b[31mred" in plain.output
+    objects = tmp_path / "docs.jsonl"
+    objects.write_text(json.dumps({"text": "跳蚤 fleas", "n": "é"}) + "\n")
+    shown = runner.invoke(app, ["rerank", "fleas", "--docs", str(objects)])
+    assert shown.exit_code == 0 and '"跳蚤 fleas", "n": "é"' in shown.output
+
+
 def test_user_error_is_one_line_without_traceback(tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text("a\n")

@@ -206,6 +206,30 @@ def test_later_chunks_start_at_a_word_not_inside_one() -> None:
         assert text[piece.start - 1] == " ", text[piece.start - 5 : piece.start + 10]
 
 
+def test_windows_keep_words_joined_by_invisible_characters_and_accents_whole() -> None:
+    """A soft hyphen or zero-width space inside a word (dropped by the tokenizer) made the
+    next piece count as a word start ("Bundes\u00adtag" read as "tag"), and a window ending
+    on a decomposed accent left the mark outside its span."""
+    import unicodedata
+
+    from semrank import Reranker
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._chunking import plan_document
+
+    tokenizer = Reranker().scorer.tokenizer
+    config = ChunkingConfig(overlap_tokens=8, heading_tokens=0)
+    joined = " ".join(["Bundes\u00adtag", "zero\u200bwidth", "cocoons", "x"] * 80)
+    plan = plan_document(joined, tokenizer.token_offsets(joined), 40, config)
+    assert len(plan.pieces) > 3
+    for piece in plan.pieces[1:]:
+        assert joined[piece.start - 1] == " ", joined[piece.start - 5 : piece.start + 10]
+    accented = unicodedata.normalize("NFD", " ".join(["élevé café résumé"] * 120))
+    plan = plan_document(accented, tokenizer.token_offsets(accented), 40, config)
+    ends = [piece.end for piece in plan.pieces]
+    assert len(ends) > 3
+    assert not any(unicodedata.combining(accented[end]) for end in ends if end < len(accented))
+
+
 def test_list_like_inputs_that_are_not_lists_name_the_fix():
     """A numpy array of documents was refused without its value or the fix; of queries, with
     the hint "use rerank() for one query" for two of them."""

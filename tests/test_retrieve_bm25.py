@@ -101,3 +101,39 @@ def test_an_unknown_stemmer_or_stop_word_list_is_refused_before_any_index_holds_
     german = BM25Params(stemmer="german", stopwords="de")
     index = BM25Index.build(["Die Häuser stehen am Fluss", "Ein Hund"], german)
     assert index.search("Haus", k=2).ids.tolist() == [0]
+
+
+def test_words_keep_their_combining_marks_and_decomposed_text_matches_composed() -> None:
+    """bm25s's pattern split words at every combining mark: Hindi "दिल्ली" gave no term at all,
+    a Thai word became a fragment shared with others, and NFD "résumé" matched nothing."""
+    import unicodedata
+
+    docs = [
+        "नई दिल्ली भारत की राजधानी है",  # New Delhi is India's capital
+        "मुंबई एक बड़ा शहर है",  # Mumbai is a big city
+        unicodedata.normalize("NFD", "a résumé of the café"),
+        "หมัดเป็นแมลง",  # fleas are insects (Thai, no spaces)
+        "หมีเป็นสัตว์",  # bears are animals
+    ]
+    index = BM25Index.build(docs, BM25Params(stemmer=None, stopwords=None))
+    assert index.search("दिल्ली", 5).ids.tolist() == [0]
+    assert index.search("résumé", 5).ids.tolist() == [2]  # composed query, decomposed text
+    assert index.search("หมัดเป็นแมลง", 5).ids.tolist() == [3]
+    legacy = BM25Index.build(docs, BM25Params(stemmer=None, stopwords=None, analysis=1))
+    assert legacy.search("दिल्ली", 5).ids.tolist() == []  # what indexes built before saw
+
+
+def test_text_without_marks_is_analysed_as_before_and_old_settings_keep_their_analysis() -> None:
+    from semrank.retrieve._bm25 import DocTokens
+
+    english = [f"{CORPUS[0]} Vitamin C, hepatitis B; e-mail naïve_user 42x", *CORPUS]
+    now, before = (DocTokens.analyse(english, BM25Params(analysis=v)) for v in (2, 1))
+    assert now.vocab == before.vocab and now.terms.tolist() == before.terms.tolist()
+    # Settings saved before analysis versions existed are read as version 1, so an index keeps
+    # the terms it was built with; new settings say which they use.
+    saved = BM25Params().to_dict()
+    del saved["analysis"]
+    assert BM25Params.from_dict(saved).analysis == 1
+    assert BM25Params.from_dict(BM25Params().to_dict()).analysis == 2
+    with pytest.raises(InvalidInputError, match=r"unknown BM25 analysis version 9; .*upgrade"):
+        BM25Params(analysis=9)

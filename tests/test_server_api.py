@@ -140,6 +140,17 @@ async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker
     assert "warnings" not in named.json()["meta"] and "warnings" not in no_prose.json()["meta"]
 
 
+async def test_a_lone_surrogate_in_the_query_is_named_as_such(reranker: Any) -> None:
+    body = b'{"query": "\\ud800 fleas", "documents": ["Fleas eat blood."]}'
+    async with serving(reranker) as (_, client):
+        response = await client.post(
+            "/v2/rerank", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("query: holds a lone surrogate")
+    assert "send surrogate pairs whole" in response.json()["error"]
+
+
 async def test_v1_strings_come_back_as_text_objects_only_when_asked(reranker: Any) -> None:
     async with serving(reranker) as (_, client):
         plain = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})).json()

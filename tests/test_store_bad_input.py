@@ -142,6 +142,11 @@ def test_index_name_with_a_newline(tmp_path: Path, name: str) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_non_ascii_index_name_is_told_the_letters_are_ascii(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"invalid index name '跳蚤': use ASCII letters"):
+        create_index("跳蚤", home=tmp_path, embedding_model=None)
+
+
 def test_lone_surrogates_are_rejected(tmp_path: Path) -> None:
     with create_index("s", home=tmp_path, embedding_model=None) as index:
         with pytest.raises(InvalidInputError, match=r"document 'e': field 'text' is not valid Uni"):

@@ -249,6 +249,30 @@ def test_a_killed_create_is_marked_incomplete_until_added_again(tmp_path: Path) 
     assert info["unfinished_ingests"] == {}
 
 
+def test_another_file_at_an_interrupted_ingests_path_is_told_of_the_gap(tmp_path: Path) -> None:
+    """cron writes each day's file to one path: an interrupted day's mark was cleared by the
+    next day's ingest of another file there, and the missing records went unsaid."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    spool = tmp_path / "daily.jsonl"
+    spool.write_text("".join(json.dumps(_doc(i)) + "\n" for i in range(10)))
+    home = tmp_path / "home"
+    with create_index("d", home=home, embedding_model=None) as index:
+        index.upsert([_doc(i) for i in range(4)])  # day 1 was killed after 4 of 10 records
+        assert index.begin_ingest(spool.resolve(), id_field="id") is None
+    again = CliRunner().invoke(app, ["index", "add", "d", str(spool), "--home", str(home)])
+    assert again.exit_code == 0 and "earlier ingest" not in again.stderr  # the same file
+    with open_index("d", home=home) as index:
+        index.begin_ingest(spool.resolve(), id_field="id")  # killed again
+    spool.write_text("".join(json.dumps(_doc(i)) + "\n" for i in range(20, 22)))  # day 2
+    day2 = CliRunner().invoke(app, ["index", "add", "d", str(spool), "--home", str(home)])
+    assert day2.exit_code == 0, day2.output
+    assert f"warning: an earlier ingest of {spool.resolve()} (started " in day2.stderr
+    assert "the file has changed since" in day2.stderr
+
+
 def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
     tmp_path: Path,
 ) -> None:

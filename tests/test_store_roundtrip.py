@@ -444,6 +444,28 @@ def test_writes_update_the_hnsw_graph_in_place(tmp_path: Path) -> None:
         assert _best(reopened, "lava from a volcano", k=10)[0] == "new"
 
 
+def test_a_graph_saved_before_serial_builds_is_built_again(tmp_path: Path) -> None:
+    """Graphs saved by earlier versions were built by concurrent adds, which can leave
+    documents unreachable: they are not loaded or updated but built again, once."""
+    index = create_index("old", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(40))
+    _best(index, "anything")
+    folder = index.path / "derived" / f"vectors.g{index.generation}"
+    meta = _vector_snapshot(index)
+    assert meta["graph"] == "serial"
+    del meta["graph"]
+    (folder / "snapshot.json").write_text(json.dumps(meta), "utf-8")
+    index.close()
+    with open_index("old", home=tmp_path) as reopened:
+        assert _best(reopened, "lava from a volcano") == _exact_best(
+            reopened, "lava from a volcano", 3
+        )
+        assert _vector_snapshot(reopened)["graph"] == "serial"  # built again and saved
+        reopened.upsert([{"id": "new", "text": "an active volcano spews lava and ash"}])
+        assert _best(reopened, "lava from a volcano")[0] == "new"
+        assert _vector_snapshot(reopened)["graph"] == "serial"
+
+
 def test_a_graph_from_another_history_of_the_documents_is_not_updated(tmp_path: Path) -> None:
     """A restored backup written to again reuses generation numbers: the graph saved after the
     backup was taken holds documents the restored database never had."""

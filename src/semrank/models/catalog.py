@@ -23,7 +23,7 @@ CATALOG: tuple[ModelSpec, ...] = (
         license="non-commercial research (MS MARCO, WikiQA, SciFact terms; see its model card)",
         activation="sigmoid",
         description="semrank's own MiniLM-L6 cross-encoder (int8) blended with all-MiniLM-L6-v2; "
-        "shipped inside semrank, offline",
+        "English; shipped inside semrank, offline",
         default=True,
         # benchmarks/default_latency.py: bf16 max score diff 0.0137, nDCG@10 0.6679 vs 0.6675.
         bf16_measured=True,
@@ -37,7 +37,7 @@ CATALOG: tuple[ModelSpec, ...] = (
         license="Apache-2.0",
         activation="cosine",
         pooling="mean",
-        description="sentence-transformers/all-MiniLM-L6-v2, 384-d; cosine mapped to 0..1",
+        description="sentence-transformers/all-MiniLM-L6-v2, 384-d, English; cosine mapped to 0..1",
     ),
     ModelSpec(
         name="cross-encoder/ms-marco-MiniLM-L6-v2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -58,19 +59,19 @@ def plan_document(
         return ReadPlan(pieces=(whole,), total_tokens=total, read_tokens=total)
     if not chunking.enabled:
         return ReadPlan(
-            pieces=(_piece(offsets, 0, 0, budget),), total_tokens=total, read_tokens=budget
+            pieces=(_piece(text, offsets, 0, 0, budget),), total_tokens=total, read_tokens=budget
         )
     heading = _heading_tokens(text, offsets, budget, chunking)
     heading_end = offsets[heading - 1][1] if heading else 0
     window = budget - heading
     stride = max(1, window - min(chunking.overlap_tokens, window // 2))
     # The first piece starts at token 0 and so reads the heading where it stands.
-    pieces = [_piece(offsets, 0, 0, min(budget, total))]
+    pieces = [_piece(text, offsets, 0, 0, min(budget, total))]
     first, last = heading, min(budget, total)
     while last < total and len(pieces) < chunking.max_chunks:
         first = _word_start(text, offsets, first + stride, limit=min(total, first + window))
         last = min(first + window, total)
-        pieces.append(_piece(offsets, len(pieces), first, last, heading, heading_end))
+        pieces.append(_piece(text, offsets, len(pieces), first, last, heading, heading_end))
     return ReadPlan(pieces=tuple(pieces), total_tokens=total, read_tokens=last)
 
 
@@ -93,13 +94,28 @@ def _word_start(text: str, offsets: list[tuple[int, int]], index: int, *, limit:
     for candidate in range(index, min(limit, index + 16)):
         start = offsets[candidate][0]
         previous_end = offsets[candidate - 1][1]
-        joined = start == previous_end and text[start - 1 : start + 1].isalnum()
+        joined = (
+            _all_dropped(text[previous_end:start])
+            and text[previous_end - 1 : previous_end].isalnum()
+            and text[start : start + 1].isalnum()
+        )
         if not joined:
             return candidate
     return index
 
 
+# What a tokenizer drops inside a word without splitting it: format characters (a soft hyphen,
+# a zero-width space or joiner), controls other than whitespace (NUL), and combining marks
+# (an uncased model strips accents): a token after them may still continue the word.
+_DROPPED_IN_WORDS = frozenset({"Cf", "Cc", "Mn", "Me"})
+
+
+def _all_dropped(gap: str) -> bool:
+    return all(unicodedata.category(c) in _DROPPED_IN_WORDS and not c.isspace() for c in gap)
+
+
 def _piece(
+    text: str,
     offsets: list[tuple[int, int]],
     index: int,
     first: int,
@@ -113,7 +129,17 @@ def _piece(
     return Piece(
         chunk_index=index,
         start=start,
-        end=offsets[last - 1][1],
+        end=_end_past_marks(text, offsets, last),
         tokens=last - first + heading,
         heading_end=heading_end,
     )
+
+
+def _end_past_marks(text: str, offsets: list[tuple[int, int]], last: int) -> int:
+    """The end of token ``last - 1``, moved past combining marks no token covers (an uncased
+    model drops the accent of a decomposed "é"; ending before it would split the letter)."""
+    end = offsets[last - 1][1]
+    limit = offsets[last][0] if last < len(offsets) else len(text)
+    while end < limit and unicodedata.category(text[end]) in ("Mn", "Me"):
+        end += 1
+    return end

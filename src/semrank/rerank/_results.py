@@ -11,7 +11,8 @@ Document = str | dict[str, Any]
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkSpan:
-    """The chunk of a long document that produced its score (character offsets, end exclusive).
+    """The chunk of a long document that produced its score (offsets in Unicode code points, as
+    Python indexes a str, end exclusive; not UTF-16 units as JavaScript counts, nor bytes).
 
     For an object ranked on several ``rank_fields``, ``field`` names the field that holds most
     of the chunk and the offsets are into that field's text (the part of the chunk within it).

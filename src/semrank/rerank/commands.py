@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from semrank._words import for_terminal
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
 
@@ -265,11 +266,12 @@ def _print_table(query: str, model: str, results: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{query!r} — {model}")
+    table = Table(title=f"{for_terminal(repr(query))} — {model}")
     for column in ("rank", "index", "score", "tokens", "document"):
         table.add_column(column, overflow="fold")
     for rank, result in enumerate(results, 1):
-        text = result.document if isinstance(result.document, str) else json.dumps(result.document)
+        document = result.document
+        text = document if isinstance(document, str) else json.dumps(document, ensure_ascii=False)
         note = " [truncated]" if result.truncated else ""
         if result.pruned:  # its score only places it below the documents read
             note += " [pruned: not read by the re-ranker]"
@@ -280,7 +282,7 @@ def _print_table(query: str, model: str, results: list[Any]) -> None:
             str(result.index),
             "-" if result.pruned else f"{result.relevance_score:.4f}",
             str(result.tokens),
-            (text or "")[:200] + note,
+            for_terminal((text or "")[:200]) + note,
         )
     Console(markup=False).print(table)  # documents and queries are shown as written
 

@@ -9,6 +9,7 @@ published Anserini numbers (Lucene BM25, k1=0.9, b=0.4) would need a custom rank
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -23,6 +24,12 @@ from semrank.errors import InvalidInputError
 from semrank.retrieve._hits import Hits, top_k
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+# How text becomes terms. 1: bm25s's pattern (runs of two or more \w) on the text as given,
+# which splits words at every combining mark (Hindi "दिल्ली" gave no term, a decomposed "é" split
+# "résumé"); 2: text in NFC, and a word's combining marks kept in it. Indexes keep the version
+# they were built with (saved settings without one are version 1).
+ANALYSIS_VERSIONS = (1, 2)
+LEGACY_ANALYSIS = 1
 VOCAB_FILE = "vocab.index.json"  # written by bm25s; absent when no document had a term
 
 
@@ -36,8 +43,14 @@ class BM25Params:
     delta: float = 0.5  # only used by bm25l / bm25+
     stemmer: str | None = "english"
     stopwords: str | None = "en"
+    analysis: int = ANALYSIS_VERSIONS[-1]
 
     def __post_init__(self) -> None:
+        if self.analysis not in ANALYSIS_VERSIONS:
+            raise InvalidInputError(
+                f"unknown BM25 analysis version {self.analysis!r}; this semrank knows "
+                f"{', '.join(map(str, ANALYSIS_VERSIONS))} (upgrade semrank to open the index)"
+            )
         if self.method not in METHODS:
             raise InvalidInputError(
                 f"unknown BM25 method {self.method!r}; choose one of: {', '.join(METHODS)}"
@@ -84,7 +97,8 @@ class BM25Params:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> BM25Params:
-        return BM25Params(**{k: v for k, v in data.items() if k in BM25Params.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in BM25Params.__dataclass_fields__}
+        return BM25Params(**{"analysis": LEGACY_ANALYSIS, **known})
 
 
 @lru_cache(maxsize=1)
@@ -116,13 +130,41 @@ def _stemmer(language: str | None) -> Any:
 def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
     import bm25s
 
+    if params.analysis == LEGACY_ANALYSIS:
+        pattern = r"(?u)\b\w\w+\b"  # bm25s's own
+    else:
+        texts = [_nfc(text) for text in texts]
+        pattern = _words_with_marks()
     return bm25s.tokenize(
         texts,
+        token_pattern=pattern,
         stopwords=params.stopwords or [],
         stemmer=_stemmer(params.stemmer),
         return_ids=return_ids,
         show_progress=False,
     )
+
+
+def _nfc(text: str) -> str:
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+@lru_cache(maxsize=1)
+def _words_with_marks() -> str:
+    """Runs of two or more word characters or combining marks: bm25s's runs of \\w, with the
+    marks (which \\w does not match) kept inside words. Text without marks gives the same terms."""
+    marks = []
+    # Marks live in planes 0, 1 and 14 (planes 2-13 hold ideographs or nothing, 15-16 private use).
+    for plane_start, plane_end in ((0, 0x20000), (0xE0000, 0xF0000)):
+        first = None
+        for code in range(plane_start, plane_end + 1):
+            is_mark = code < plane_end and unicodedata.category(chr(code)) in ("Mn", "Mc", "Me")
+            if is_mark and first is None:
+                first = code
+            elif not is_mark and first is not None:
+                marks.append(f"\\U{first:08x}-\\U{code - 1:08x}")
+                first = None
+    return "(?u)[\\w" + "".join(marks) + "]{2,}"
 
 
 @dataclass(frozen=True)

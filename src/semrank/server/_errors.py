@@ -137,6 +137,10 @@ def install_error_handlers(
     app.add_exception_handler(Exception, on_unexpected)
 
 
+LONE_SURROGATE = (
+    "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text; text "
+    "must be valid Unicode: read files as UTF-8 and send surrogate pairs whole"
+)
 # A client pointed at the wrong base URL (Voyage's and Jina's clients add /rerank to theirs).
 ROUTES_HINT = (
     "the rerank routes are POST /v2/rerank (Cohere v2), POST /v1/rerank (Cohere v1, Jina, "
@@ -198,6 +202,9 @@ def validation_message(
             top_level = search and len(location) == 1
             hint = _SEARCH_KEY_HINTS.get(location[0], "") if top_level else ""
             parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
+            continue
+        if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
+            parts.append(f"{where}: {LONE_SURROGATE}")
             continue
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

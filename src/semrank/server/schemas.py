@@ -109,8 +109,9 @@ class SemrankOptions(_Schema):
 
 
 class ChunkInfo(_Schema):
-    """The chunk of a long document that produced its score (character offsets, end exclusive;
-    with several rank_fields, into the text of the field it starts in)."""
+    """The chunk of a long document that produced its score (offsets in Unicode code points,
+    not UTF-16 units or bytes, end exclusive; with several rank_fields, into the text of the
+    field holding most of the chunk, named by field)."""
 
     index: int
     start: int

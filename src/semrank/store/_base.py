@@ -286,9 +286,12 @@ class Store(abc.ABC):
     # An ingest commits batch by batch and a killed one keeps what it committed: the mark
     # tells such an index apart from a complete one. The embedded store keeps marks; others
     # keep none (their indexes always read as complete).
-    def begin_ingest(self, source: Path, *, id_field: str | None) -> None:  # noqa: B027
+    def begin_ingest(self, source: Path, *, id_field: str | None) -> dict[str, Any] | None:
         """Mark the index incomplete until ``end_ingest(source)``: the ingest of file
-        ``source``, whose records carry their ids in ``id_field`` (None: record numbers)."""
+        ``source``, whose records carry their ids in ``id_field`` (None: record numbers).
+        Returns the mark of an interrupted ingest of another file once at that path (its
+        records that did not go in stay missing: this ingest's end clears its mark)."""
+        return None
 
     def end_ingest(self, source: Path) -> None:  # noqa: B027
         """Every record of ``source`` is in: remove its mark (and a killed earlier one's)."""

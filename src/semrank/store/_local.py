@@ -32,6 +32,7 @@ from semrank.retrieve import (
     VectorIndex,
     top_k,
 )
+from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -57,6 +58,21 @@ _INGESTS = "unfinished_ingests"  # meta key: {file: mark} of ingests begun and n
 # A graph updated in place is built again once the rows removed from it since it was built
 # pass this share of its live rows.
 REBUILD_REMOVED_SHARE = 0.25
+
+
+def _file_identity(source: Path) -> list[int] | None:
+    """(size, modification time, inode): what tells the file at a path from another one."""
+    try:
+        facts = source.stat()
+    except OSError:
+        return None
+    return [facts.st_size, facts.st_mtime_ns, facts.st_ino]
+
+
+def _another_file(earlier: dict[str, Any], mark: dict[str, Any]) -> bool:
+    """Whether an earlier mark was made for another file at the same path (marks made before
+    files were told apart count as the same file, as they did then)."""
+    return earlier.get("file") is not None and earlier.get("file") != mark["file"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +170,9 @@ class LocalStore(Store):
         if _db_identity(self.path) != self._identity:
             raise IndexNotFoundError(
                 f"index {self.name!r} was dropped since it was opened (its files at {self.path} "
-                f"are gone or belong to a new index); open it again with open_index({self.name!r})",
+                f"are gone or belong to a new index); run the command again (Python: open it "
+                f"again with open_index({self.name!r})); what it had not written is not in the "
+                "index",
                 client_message=f"index {self.name!r} was dropped by another request while this "
                 "one used it; retry (a new index of that name is used if there is one), or "
                 "create it again with POST /v1/indexes",
@@ -238,16 +256,26 @@ class LocalStore(Store):
         return removed
 
     # --- unfinished ingests: marks in the meta table (see ``Store.begin_ingest``) ----------
-    def begin_ingest(self, source: Path, *, id_field: str | None) -> None:
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
+    def begin_ingest(self, source: Path, *, id_field: str | None) -> dict[str, Any] | None:
         pid = os.getpid()
         mark = {
-            "started": started,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "pid": pid,
             "process_started": process_start_time(pid),
             "host": socket.gethostname(),
+            "id_field": id_field,
+            "file": _file_identity(source),
         }
-        self._change_ingests(lambda marks: {**marks, str(source): {**mark, "id_field": id_field}})
+        replaced: list[dict[str, Any]] = []
+
+        def change(marks: dict[str, Any]) -> dict[str, Any]:
+            earlier = marks.get(str(source))
+            if earlier is not None and _another_file(earlier, mark) and not ingest_running(earlier):
+                replaced.append(earlier)
+            return {**marks, str(source): mark}
+
+        self._change_ingests(change)
+        return replaced[0] if replaced else None
 
     def end_ingest(self, source: Path) -> None:
         self._change_ingests(lambda marks: {f: m for f, m in marks.items() if f != str(source)})
@@ -551,6 +579,8 @@ class LocalStore(Store):
         if meta.get("search") != "hnsw":
             matrix = np.load(directory / "vectors.npy", mmap_mode="r")
             return _Loaded(int(meta["generation"]), ids, ExactVectorIndex(matrix))
+        if meta.get("graph") != SERIAL_GRAPH:
+            raise ValueError("a graph built by concurrent adds: build it again")
         graph = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
         # Graphs saved before keys were row pks are keyed by position.
         keys = np.load(directory / "keys.npy") if meta.get("keys") == "pk" else None
@@ -586,6 +616,7 @@ class LocalStore(Store):
                 "search": index.kind,
                 "keys": "pk",
                 "removed": removed,  # rows removed from the graph since it was built
+                "graph": SERIAL_GRAPH,
                 "model": self.settings.embedding_model,
                 "commit": commit,
             }
@@ -620,7 +651,10 @@ class LocalStore(Store):
             return None
         meta = saved[2]
         usable = (
-            meta.get("search") == "hnsw" and meta.get("keys") == "pk" and meta.get("dim") == dim
+            meta.get("search") == "hnsw"
+            and meta.get("keys") == "pk"
+            and meta.get("dim") == dim
+            and meta.get("graph") == SERIAL_GRAPH
         )
         return saved if usable else None
 

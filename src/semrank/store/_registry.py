@@ -75,8 +75,8 @@ def index_path(name: str, home: str | Path | None = None) -> Path:
         )
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
-            f"invalid index name {name!r}: use letters, digits, '.', '_' and '-' (max 128), "
-            "starting with a letter or digit"
+            f"invalid index name {name!r}: use ASCII letters and digits (A-Z, a-z, 0-9), '.', "
+            "'_' and '-' (max 128), starting with a letter or digit"
         )
     return resolve_home(home) / name
 

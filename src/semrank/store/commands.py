@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from semrank._words import count_of
+from semrank._words import count_of, for_terminal
 from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
@@ -113,7 +113,14 @@ def _ingest(
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     # A new index is marked at once: one killed while its model loaded (seconds) was left
     # empty and unmarked, so `create` again said only that it exists.
-    index.begin_ingest(source, id_field=corpus.id_field)
+    earlier = index.begin_ingest(source, id_field=corpus.id_field)
+    if earlier is not None:
+        typer.echo(
+            f"warning: an earlier ingest of {source} (started {earlier.get('started', '?')}) was "
+            "interrupted, and the file has changed since: the records of that earlier file that "
+            f"did not go in are not in index {index.name!r} (add them again if you have them)",
+            err=True,
+        )
     with _progress_bar() as bar:
         task = bar.add_task(f"indexing {corpus.path.name}", total=total)
         counts = index.upsert_counted(
@@ -619,7 +626,7 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=for_terminal(title))
     for column in ("rank", "1st-stage rank", "id", "score", "1st-stage score", "text"):
         table.add_column(column, overflow="fold" if column == "text" else "ellipsis")
     for hit in results.hits:
@@ -628,10 +635,10 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
         table.add_row(
             str(hit.rank),
             f"{hit.first_stage_rank}{arrow}",
-            hit.id,
+            for_terminal(hit.id),
             f"{hit.score:.4f}",
             f"{hit.first_stage_score:.4f}",
-            _snippet(hit.document, text_fields=text_fields),
+            for_terminal(_snippet(hit.document, text_fields=text_fields)),
         )
     Console(markup=False).print(table)  # documents, ids and queries are shown as written
 
