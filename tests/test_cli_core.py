@@ -107,6 +107,18 @@ def test_tables_show_control_characters_as_escapes_and_text_as_written(tmp_path)
     assert shown.exit_code == 0 and '"跳蚤 fleas", "n": "é"' in shown.output
 
 
+def test_a_query_in_a_script_the_model_does_not_know_is_warned_of(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("跳蚤是一种小型昆虫\nFleas are small insects.\n")
+    result = runner.invoke(app, ["rerank", "跳蚤", "--docs", str(path)])
+    assert result.exit_code == 0
+    assert "warning: model 'semrank-minilm-l6' reads 2 of the query's 2 tokens as unknown" in (
+        result.stderr
+    )
+    english = runner.invoke(app, ["rerank", "what is a flea", "--docs", str(path)])
+    assert "unknown" not in english.stderr
+
+
 def test_user_error_is_one_line_without_traceback(tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text("a\n")

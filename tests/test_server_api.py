@@ -140,6 +140,17 @@ async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker
     assert "warnings" not in named.json()["meta"] and "warnings" not in no_prose.json()["meta"]
 
 
+async def test_a_query_the_model_reads_as_unknown_tokens_is_warned_of(reranker: Any) -> None:
+    # The bundled models are English: a Chinese or Thai query is [UNK] tokens to them.
+    async with serving(reranker) as (_, client):
+        chinese = await client.post("/v2/rerank", json={"query": "跳蚤吃什么", "documents": DOCS})
+        english = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+    (warning,) = chinese.json()["meta"]["warnings"]
+    assert warning.startswith("model 'minilm' reads 5 of the query's 5 tokens as unknown")
+    assert "use a multilingual model" in warning
+    assert "warnings" not in english.json()["meta"]
+
+
 async def test_a_lone_surrogate_in_the_query_is_named_as_such(reranker: Any) -> None:
     body = b'{"query": "\\ud800 fleas", "documents": ["Fleas eat blood."]}'
     async with serving(reranker) as (_, client):

@@ -142,6 +142,21 @@ class Reranker:
         count, read = self.query_read(query, results)
         return self.query_cut_message(count, read) if read < count else None
 
+    def query_unknown_warning(self, query: str, *, name: str | None = None) -> str | None:
+        """A sentence saying the model reads most of ``query`` as unknown tokens (a language or
+        script it was not trained on: its scores then say little), or None."""
+        counter = getattr(self.scorer.tokenizer, "unknown_tokens", None)
+        if counter is None:
+            return None
+        unknown, count = counter(query)
+        if unknown == 0 or 2 * unknown < count:
+            return None
+        return (
+            f"model {(name or self.name)!r} reads {unknown} of the query's {count} tokens as "
+            "unknown: it does not know this language or script, so its scores say little; "
+            "use a multilingual model (e.g. BAAI/bge-reranker-v2-m3)"
+        )
+
     def query_cut_message(self, count: int, read: int, *, name: str | None = None) -> str:
         """What a query of ``count`` tokens, ``read`` of them read, is told (``name``: the
         model as its caller knows it, e.g. a server's alias)."""

@@ -251,9 +251,9 @@ def rerank_command(
         )
     except InvalidInputError as error:
         raise _on_lines(error, docs, numbers) from None
-    cut = reranker.query_cut_warning(query, results)
-    if cut is not None:  # stderr: stdout stays the results
-        typer.echo(f"warning: {cut}", err=True)
+    warnings = [reranker.query_cut_warning(query, results), reranker.query_unknown_warning(query)]
+    for warning in filter(None, warnings):  # stderr: stdout stays the results
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]
         payload = {"model": reranker.name, "results": rows}

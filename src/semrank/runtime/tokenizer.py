@@ -88,11 +88,19 @@ class HFTokenizer:
         if max_length <= self.special_tokens_pair + 1:
             raise ModelLoadError(f"max_length {max_length} leaves no room for text tokens")
         self.pad_id = _pad_id(tokenizer)
+        unknown = getattr(tokenizer.model, "unk_token", None)  # WordPiece / BPE name theirs
+        self._unknown_id = tokenizer.token_to_id(unknown) if isinstance(unknown, str) else None
 
     # --- TextTokenizer ----------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def unknown_tokens(self, text: str) -> tuple[int, int]:
+        """``(tokens of text the vocabulary does not hold, tokens of text)``: text in a
+        language or script the model never saw reads as unknown tokens."""
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return (0 if self._unknown_id is None else ids.count(self._unknown_id)), len(ids)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]

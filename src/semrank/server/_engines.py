@@ -82,13 +82,14 @@ class ModelEngine:
 
     async def rerank(
         self, call: RerankCall, deadline: float | None
-    ) -> tuple[list[Any], tuple[int, int]]:
-        """``Reranker.rerank`` in a request thread (all results, best first), and how much of
-        the query was read (``query_tokens``), within ``deadline``. The query count runs in
-        the same thread: in asyncio's default pool, shared with no deadline, it held answers
-        scored in time for seconds behind other requests' work."""
+    ) -> tuple[list[Any], tuple[int, int], str | None]:
+        """``Reranker.rerank`` in a request thread (all results, best first), how much of the
+        query was read (``query_tokens``) and whether the model knows its words, within
+        ``deadline``. The query's tokens are counted in the same thread: in asyncio's default
+        pool, shared with no deadline, they held answers scored in time for seconds behind
+        other requests' work."""
 
-        def work() -> tuple[list[Any], tuple[int, int]]:
+        def work() -> tuple[list[Any], tuple[int, int], str | None]:
             results = self.reranker.rerank(
                 call.query,
                 call.documents,
@@ -98,7 +99,8 @@ class ModelEngine:
                 chunking=call.chunking,
                 raw_scores=call.raw_scores,
             )
-            return results, self.query_tokens(call.query, results)
+            unknown = self.reranker.query_unknown_warning(call.query, name=self.name)
+            return results, self.query_tokens(call.query, results), unknown
 
         late = (
             "re-ranking did not finish within the request deadline; raise timeout_ms, send "

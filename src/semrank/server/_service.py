@@ -139,7 +139,7 @@ class RerankService:
         from semrank.rerank import select_results
 
         try:
-            results, (count, read) = await engine.rerank(call, deadline)
+            results, (count, read), unknown = await engine.rerank(call, deadline)
         except DeadlineExceededError:
             if not self.fail_open(policy):
                 raise
@@ -152,7 +152,11 @@ class RerankService:
             reranked=True,
             input_tokens=_input_tokens(engine, count, results),
             search_units=_search_units(results),
-            warnings=_query_warnings(engine, count, read) + _unread_field_warnings(call),
+            warnings=(
+                _query_warnings(engine, count, read)
+                + ((unknown,) if unknown else ())
+                + _unread_field_warnings(call)
+            ),
             model=engine.name,
         )
 
