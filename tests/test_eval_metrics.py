@@ -244,3 +244,17 @@ def test_one_query_that_changed_has_no_p_value() -> None:
     assert result.wins == 1 and math.isnan(result.p_value)
     same = compare(evaluation("a", {"1": 0.5}), evaluation("b", {"1": 0.5}), "m")
     assert same.p_value == 1.0
+
+
+def test_measure_names_parse_on_a_python_without_ast_num(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ir-measures' parser reads a cutoff through ast.Num, deprecated in Python 3.12 (an
+    error under -W error) and removed in 3.14: every `semrank eval` would crash there."""
+    import ast
+
+    from semrank.eval.metrics import parse_measures
+
+    monkeypatch.delattr(ast, "Num")
+    names = ["nDCG@10", "RR@10", "R@100", "AP", "MRR@10"]
+    assert [str(m) for m in parse_measures(names)] == [*names[:4], "RR@10"]
+    with pytest.raises(InvalidInputError, match=r"unknown measure 'RR\(rel=2\)@10'"):
+        parse_measures(["RR(rel=2)@10"])  # parameters need ir-measures' parser: said, no crash

@@ -347,3 +347,22 @@ def test_an_onnxruntime_that_only_lists_cuda_is_not_taken_for_a_gpu(
     with pytest.warns(UserWarning), pytest.raises(BackendUnavailableError, match="could not start"):
         create_session(path, device="cuda")
     assert create_session(path, device="cpu").get_providers() == ["CPUExecutionProvider"]
+
+
+def test_openvino_loads_without_its_usage_telemetry() -> None:
+    """Importing OpenVINO sent a usage event to Google Analytics (and forked from a thread on
+    Python 3.12+); semrank's processes keep its telemetry package out."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    probe = (
+        "from semrank.runtime.openvino_backend import _import_openvino; _import_openvino(); "
+        "import sys, openvino.tools.ovc as ovc; "
+        "print(type(ovc.telemetry).__module__, sys.modules['openvino_telemetry'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "None"]

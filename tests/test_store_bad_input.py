@@ -33,6 +33,23 @@ def test_csv_keeps_its_quoting(tmp_path: Path) -> None:
     assert [d.fields["body"] for d in read_corpus(corpus)] == ["a, quoted\nfield", "plain"]
 
 
+def test_a_csv_quote_that_never_closes_is_refused_not_merged(tmp_path: Path) -> None:
+    """The row with an unclosed quote swallowed every later row as one field: an index of 2
+    documents from 5 rows, with no error."""
+    corpus = tmp_path / "open.csv"
+    corpus.write_text(
+        'id,title,text\n1,Fleas,Fleas bite.\n2,Quote,"He said hi\n3,Paris,Paris.\n4,D,Dogs.\n'
+    )
+    home = str(tmp_path / "home")
+    with pytest.raises(DataFormatError, match=r"open\.csv:3: a quoted field in the row starting"):
+        run("index", "create", "q", "--from", str(corpus), "--no-dense", "--home", home)
+    assert list_indexes(home) == []
+    glued = tmp_path / "glued.csv"
+    glued.write_text('id,text\n1,"a"b\n')
+    with pytest.raises(DataFormatError, match=r"glued\.csv:2: .*a quoted field is followed by"):
+        list(read_corpus(glued))
+
+
 def test_csv_row_with_more_fields_than_the_header(tmp_path: Path) -> None:
     corpus = tmp_path / "wide.csv"
     corpus.write_text("id,body\n1,fine\n2,one, two\n", "utf-8")

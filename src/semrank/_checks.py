@@ -7,6 +7,7 @@ straight out of users' arrays); bools do not, although Python makes them ints.
 from __future__ import annotations
 
 import decimal
+import json
 import math
 import numbers
 import uuid
@@ -78,6 +79,18 @@ def _json_leaves(value: object) -> Iterator[object]:
             pending.extend(item.values())
         else:
             yield item
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads``, with JSON nested past Python's recursion limit (a few kilobytes of
+    brackets) raised as invalid JSON, which every reader of files reports with the file and
+    the fix, instead of a RecursionError traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(
+            f"nested more than {MAX_JSON_DEPTH} levels deep, too deep to read; flatten it", text, 0
+        ) from None
 
 
 # Nesting a JSON value may have to be stored or sent back: the server's JSON writer

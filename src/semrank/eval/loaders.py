@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
-from semrank._checks import is_int, require_collection
+from semrank._checks import is_int, loads_json, require_collection
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.eval._files import format_error, numbered_lines, read_text, require_path
 
@@ -102,7 +102,7 @@ class BeirCollection:
 
 def _json_line(path: Path | str, number: int, line: str) -> dict[str, Any]:
     try:
-        record = json.loads(line)
+        record = loads_json(line)
     except json.JSONDecodeError as exc:
         raise format_error(path, number, f"not valid JSON ({exc.msg})") from exc
     if not isinstance(record, dict):
@@ -458,7 +458,7 @@ def load_candidates(path: Path | str) -> list[CandidateList]:
     """
     text = read_text(path)
     try:
-        entries = json.loads(text)
+        entries = loads_json(text)
     except json.JSONDecodeError as exc:
         raise format_error(
             path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno}){_not_a_list(text)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from subprocess import CalledProcessError
@@ -86,13 +87,25 @@ def parse_measures(names: Iterable[str]) -> list[Any]:
     return measures
 
 
+# "nDCG@10", "AP": a measure and an optional whole-number cutoff, built without ir-measures'
+# parser, which reads the cutoff through ast.Num (deprecated since Python 3.12, gone in 3.14).
+_PLAIN_MEASURE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)(?:@([0-9]+))?")
+
+
 def _parse_measure(name: str) -> Any:
     import ir_measures
 
+    plain = _PLAIN_MEASURE.fullmatch(name)
+    measure = getattr(ir_measures, plain[1], None) if plain else None
+    if plain and measure is not None and hasattr(measure, "NAME"):
+        return measure @ int(plain[2]) if plain[2] else measure
     try:
-        return ir_measures.parse_measure(name)
-    # KeyError: an unknown parameter name, e.g. nDCG(foo=1)@10.
-    except (NameError, ValueError, SyntaxError, KeyError, TypeError) as exc:
+        with warnings.catch_warnings():  # ast.Num's DeprecationWarning, an error under -W error
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ir_measures.parse_measure(name)
+    # KeyError: an unknown parameter name, e.g. nDCG(foo=1)@10. AttributeError: ir-measures'
+    # parser on a Python without ast.Num (3.14).
+    except (NameError, ValueError, SyntaxError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInputError(
             f"unknown measure {name!r} ({exc}); use ir-measures names such as "
             f"{', '.join(DEFAULT_MEASURES)} or RR(rel=2)@10"

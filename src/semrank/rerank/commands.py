@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from semrank._checks import MAX_JSON_DEPTH, json_depth_over, loads_json
 from semrank._words import for_terminal
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -26,6 +27,18 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
     """``read_documents`` with each document's line number (None for a JSON list). A .csv or
     .tsv file gives one object per row (its header names the fields), as `index create` reads
     it: read as lines, its header was ranked as a document and its ids as text."""
+    documents, numbers = _read_numbered(path)
+    deep = next((n for n, doc in enumerate(documents) if json_depth_over(doc)), None)
+    if deep is not None:  # Python's own JSON writer and copies recurse: a traceback otherwise
+        where = f"{path}:{numbers[deep]}" if numbers else f"{path}: document {deep}"
+        raise DataFormatError(
+            f"{where}: the document nests lists / objects more than {MAX_JSON_DEPTH} levels "
+            "deep; flatten it"
+        )
+    return documents, numbers
+
+
+def _read_numbered(path: str) -> tuple[list[Any], list[int] | None]:
     if path != "-":
         from semrank.store._corpus import table_rows
 
@@ -42,7 +55,7 @@ def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
         return [whole], [text[: len(text) - len(stripped)].count("\n") + 1]
     if _opens_json_list(stripped):
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as exc:
             raise DataFormatError(
                 f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
@@ -92,6 +105,11 @@ def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
         return None
     try:
         data = json.loads(text)
+    except RecursionError:  # JSON, too deep to read: said, not read as lines of text
+        raise DataFormatError(
+            f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep, too deep to read; "
+            "flatten it"
+        ) from None
     except json.JSONDecodeError:
         return None
     if isinstance(data, dict) and {"query", "documents"} <= set(data):
@@ -115,6 +133,8 @@ def _is_json(line: str) -> bool:
     plain text; when some do, the file is JSONL and a line that fails is named."""
     try:
         json.loads(line)
+    except RecursionError:
+        return True  # JSON too deep to read: reading it as a line names the problem
     except json.JSONDecodeError:
         return False
     return True
@@ -125,6 +145,8 @@ def _is_json_object(line: str) -> bool:
         return False
     try:
         return isinstance(json.loads(line), dict)
+    except RecursionError:
+        return True
     except json.JSONDecodeError:
         return False  # plain text that happens to start with '{'
 
@@ -188,7 +210,7 @@ def _require_file(path: str) -> None:
 
 def _json_line(path: str, number: int, line: str) -> Any:
     try:
-        return json.loads(line)
+        return loads_json(line)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
 

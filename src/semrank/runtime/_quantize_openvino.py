@@ -124,6 +124,9 @@ def _quantize_atomically(
     samples: Sequence[BatchArrays],
     settings: OpenVINOQuantizationSettings,
 ) -> None:
+    from semrank.runtime.openvino_backend import keep_vendor_telemetry_off
+
+    keep_vendor_telemetry_off()
     import openvino
 
     target.parent.mkdir(parents=True, exist_ok=True)

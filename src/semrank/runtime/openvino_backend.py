@@ -12,6 +12,7 @@ layers int8 leaves in floating point, "bf16" for ``backend="openvino-bf16"``.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,17 @@ __all__ = ["Precision", "compile_model", "load_openvino_cross_encoder", "load_op
 Precision = Literal["f32", "bf16"]
 
 
+def keep_vendor_telemetry_off() -> None:
+    """OpenVINO (on import) and NNCF send usage events to Google Analytics unless their user
+    opted out, and on Python 3.12+ fork a process from a thread to do it. A self-hosted re-ranker
+    sends nothing: their telemetry package is kept from importing, and both fall back to their
+    own stubs. A process that imported it before semrank loads OpenVINO keeps it."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+
+
 def _import_openvino() -> Any:
+    keep_vendor_telemetry_off()
     try:
         import openvino
     except ImportError as exc:

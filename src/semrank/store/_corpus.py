@@ -23,6 +23,7 @@ from semrank._checks import (
     is_id_value,
     is_valid_unicode,
     json_depth_over,
+    loads_json,
 )
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -221,7 +222,7 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads_json(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
@@ -231,7 +232,7 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def _json_records(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        data = json.loads(_read_text(path))
+        data = loads_json(_read_text(path))
     except json.JSONDecodeError as exc:
         hint = (
             "; one JSON object per line is JSONL: name the file .jsonl"
@@ -265,9 +266,14 @@ def _csv_records(
         _text_lines(path),
         delimiter=delimiter,
         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+        # A quote that never closes ran to the end of the file, every later row one field of
+        # its row; strict refuses that (and a character after a closing quote).
+        strict=delimiter != "\t",
     )
+    row_end = 0  # the line the last row read ends on: a bad row starts after it
     try:
         names = reader.fieldnames or []
+        row_end = reader.reader.line_num
         _check_header(path, names, delimiter)
         # Unnamed columns are no field (no flag could name them): pandas' index, the first, is
         # left out; another one (a trailing comma) must be empty, since its text would be lost.
@@ -278,10 +284,17 @@ def _csv_records(
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             if unnamed:
                 row = _named_cells(path, number, later_unnamed, row)
+            row_end = reader.reader.line_num
             if lines is not None:
-                lines.append(reader.reader.line_num)
+                lines.append(row_end)
             yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
+        if "unexpected end of data" in str(exc):
+            raise DataFormatError(
+                f"{path}:{row_end + 1}: a quoted field in the row starting at line "
+                f"{row_end + 1} never closes (the file ends inside it); close its quote, and "
+                'write a quote inside a quoted field as two ("")'
+            ) from exc
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
 
 
@@ -335,6 +348,12 @@ def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataForma
     outside quotes is refused rather than read as a line break: in a file whose lines end in
     LF it is a stray character inside a field, and splitting the row there would silently
     make the rest of the field a record of its own."""
+    if "expected after" in str(exc):  # strict: text after a closing quote ("a"b)
+        return DataFormatError(
+            f"{path}:{line}: not readable as CSV ({exc}): a quoted field is followed by more "
+            'text; write a quote inside a quoted field as two ("a""b"), or leave the field '
+            "unquoted"
+        )
     if "new-line character" not in str(exc):
         return DataFormatError(f"{path}:{line}: not readable as CSV ({exc})")
     quote = "" if delimiter == "\t" else ", or put the field that holds it in double quotes"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_finite_number, is_int
+from semrank._checks import is_finite_number, is_int, loads_json
 from semrank.errors import DataFormatError
 from semrank.eval.loaders import (
     BEIR_QUERY_FILES,
@@ -162,7 +162,7 @@ def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    value = loads_json(line)
                 except json.JSONDecodeError as exc:
                     raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
                 yield number, value
