@@ -98,6 +98,34 @@ def test_bm25_and_vector_rankings_match_the_embedded_store(stores) -> None:  # t
     assert len(pg.search_bm25("zebra unicorn", k=5)) == 0
 
 
+def test_bm25_analyses_text_beyond_english_as_the_embedded_store(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL's BM25 analysed with bm25s's own pattern while its settings said version 2:
+    Hindi, decomposed accents and Thai found nothing there."""
+    import unicodedata
+
+    docs = [
+        {"id": "hi", "text": "नई दिल्ली भारत की राजधानी है"},
+        {"id": "fr", "text": unicodedata.normalize("NFD", "un résumé du café")},
+        {"id": "th", "text": "ร้านนี้ขายข้าวผัดกุ้งอร่อย"},
+        {"id": "zh", "text": "北京是中国的首都"},
+        {"id": "en", "text": "Fleas feed on blood."},
+    ]
+    local = create_index("u", home=tmp_path, embedding_model=None)
+    pg = create_index("u", store=pg_dsn, embedding_model=None)
+    local.upsert(docs)
+    pg.upsert(docs)
+    assert pg.info().settings.bm25.analysis == 2
+    for query, found in (("दिल्ली", "hi"), ("résumé", "fr"), ("ข้าวผัด", "th"), ("首都", "zh")):
+        ours, theirs = pg.search_bm25(query, k=3), local.search_bm25(query, k=3)
+        assert ours.ids.tolist() == theirs.ids.tolist() == [found], query
+        np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5)
+    local.close()
+    drop_index("u", store=pg_dsn)
+
+
 def test_pipeline_hybrid_runs_on_postgres(stores) -> None:  # type: ignore[no-untyped-def]
     local, pg = stores
     for query in QUERIES:

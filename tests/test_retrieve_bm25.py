@@ -112,13 +112,21 @@ def test_words_keep_their_combining_marks_and_decomposed_text_matches_composed()
         "नई दिल्ली भारत की राजधानी है",  # New Delhi is India's capital
         "मुंबई एक बड़ा शहर है",  # Mumbai is a big city
         unicodedata.normalize("NFD", "a résumé of the café"),
-        "หมัดเป็นแมลง",  # fleas are insects (Thai, no spaces)
-        "หมีเป็นสัตว์",  # bears are animals
+        "ผมชอบกินข้าวผัดมาก",  # I like to eat fried rice (Thai: no spaces between words)
+        "ร้านนี้ขายข้าวผัดกุ้งอร่อย",  # this shop sells tasty shrimp fried rice
+        "แมวนอนบนโซฟา",  # the cat sleeps on the sofa
+        "我喜欢猫",  # I like cats
+        "北京是中国的首都",  # Beijing is China's capital
     ]
     index = BM25Index.build(docs, BM25Params(stemmer=None, stopwords=None))
     assert index.search("दिल्ली", 5).ids.tolist() == [0]
     assert index.search("résumé", 5).ids.tolist() == [2]  # composed query, decomposed text
-    assert index.search("หมัดเป็นแมลง", 5).ids.tolist() == [3]
+    # A word inside a run of an unspaced script is found by its pairs of characters (and a
+    # one-character Chinese word alone).
+    assert sorted(index.search("ข้าวผัด", 5).ids.tolist()) == [3, 4]
+    assert index.search("แมว", 5).ids.tolist() == [5]
+    assert index.search("猫", 5).ids.tolist() == [6]
+    assert index.search("首都", 5).ids.tolist() == [7]
     legacy = BM25Index.build(docs, BM25Params(stemmer=None, stopwords=None, analysis=1))
     assert legacy.search("दिल्ली", 5).ids.tolist() == []  # what indexes built before saw
 

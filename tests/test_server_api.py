@@ -244,6 +244,9 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
         )
         one_window = {"texts": texts, "truncation_direction": "Left", "chunking": False}
         left_cut = await client.post("/rerank", json={"query": QUERY, **one_window})
+        strict_left = await client.post(
+            "/rerank", json={"query": QUERY, **one_window, "truncate": False}
+        )
         left_whole = await client.post(
             "/rerank", json={"query": QUERY, "texts": texts, "truncation_direction": "Left"}
         )
@@ -259,7 +262,11 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
     assert left_whole.status_code == 200, left_whole.text
     assert {r["index"]: r["truncated"] for r in left_whole.json()} == {0: False, 1: False}
     assert left_cut.status_code == 413 and "[1]" in left_cut.json()["error"]
-    assert "send truncation_direction 'right'" in left_cut.json()["error"]
+    assert "send truncation_direction 'right' (semrank cuts" in left_cut.json()["error"]
+    # Forbidding truncation as well: the fix names both fields (truncate: true alone, still
+    # from the left, was refused again).
+    assert strict_left.status_code == 413
+    assert "send truncation_direction 'right' and truncate: true" in strict_left.json()["error"]
 
 
 async def test_chunking_and_min_score_extras(reranker: Any) -> None:

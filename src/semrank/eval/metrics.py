@@ -87,20 +87,20 @@ def parse_measures(names: Iterable[str]) -> list[Any]:
     return measures
 
 
-# "nDCG@10", "AP": a measure and an optional whole-number cutoff, built without ir-measures'
-# parser, which reads the cutoff through ast.Num (deprecated since Python 3.12, gone in 3.14).
-_PLAIN_MEASURE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)(?:@([0-9]+))?")
+# "nDCG@10", "AP", "RR(rel=2)@10": a measure, its parameters and its cutoff, built without
+# ir-measures' parser, which reads values through ast.Num (deprecated since Python 3.12, an
+# error under -W error; removed in 3.14, where every name failed).
+_MEASURE_NAME = re.compile(r"([A-Za-z][A-Za-z0-9_]*)(?:\((.*)\))?(?:@([0-9]+(?:\.[0-9]+)?))?")
 
 
 def _parse_measure(name: str) -> Any:
     import ir_measures
 
-    plain = _PLAIN_MEASURE.fullmatch(name)
-    measure = getattr(ir_measures, plain[1], None) if plain else None
-    if plain and measure is not None and hasattr(measure, "NAME"):
-        return measure @ int(plain[2]) if plain[2] else measure
     try:
-        with warnings.catch_warnings():  # ast.Num's DeprecationWarning, an error under -W error
+        built = _build_measure(name)
+        if built is not None:
+            return built
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return ir_measures.parse_measure(name)
     # KeyError: an unknown parameter name, e.g. nDCG(foo=1)@10. AttributeError: ir-measures'
@@ -110,6 +110,28 @@ def _parse_measure(name: str) -> Any:
             f"unknown measure {name!r} ({exc}); use ir-measures names such as "
             f"{', '.join(DEFAULT_MEASURES)} or RR(rel=2)@10"
         ) from None
+
+
+def _build_measure(name: str) -> Any:
+    """The measure ``name`` spells, or None where it is not that simple form."""
+    import ast
+
+    import ir_measures
+    from ir_measures.measures import BaseMeasure
+
+    spelled = _MEASURE_NAME.fullmatch(name)
+    measure = getattr(ir_measures, spelled[1], None) if spelled else None
+    if spelled is None or not isinstance(measure, BaseMeasure):  # providers have NAME too
+        return None
+    if spelled[2] is not None:
+        call = ast.parse(f"measure({spelled[2]})", mode="eval").body
+        if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+            return None
+        measure = measure(**{str(k.arg): ast.literal_eval(k.value) for k in call.keywords})
+    if spelled[3] is not None:
+        cutoff = float(spelled[3]) if "." in spelled[3] else int(spelled[3])
+        measure = measure @ cutoff
+    return measure
 
 
 def _available_providers() -> list[Any]:

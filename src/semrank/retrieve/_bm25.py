@@ -9,11 +9,12 @@ published Anserini numbers (Lucene BM25, k1=0.9, b=0.4) would need a custom rank
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from semrank.retrieve._hits import Hits, top_k
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 # How text becomes terms. 1: bm25s's pattern (runs of two or more \w) on the text as given,
 # which splits words at every combining mark (Hindi "दिल्ली" gave no term, a decomposed "é" split
-# "résumé"); 2: text in NFC, and a word's combining marks kept in it. Indexes keep the version
-# they were built with (saved settings without one are version 1).
+# "résumé") and reads a run of Chinese or Thai as one term; 2: text in NFC, a word's combining
+# marks kept in it, and scripts written without spaces read as pairs of characters. Indexes
+# keep the version they were built with (saved settings without one are version 1).
 ANALYSIS_VERSIONS = (1, 2)
 LEGACY_ANALYSIS = 1
 VOCAB_FILE = "vocab.index.json"  # written by bm25s; absent when no document had a term
@@ -128,13 +130,17 @@ def _stemmer(language: str | None) -> Any:
 
 
 def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
+    """bm25s's tokenizer with ``params``' analysis: the terms of each text (ids into a
+    vocabulary with ``return_ids``)."""
     import bm25s
 
-    if params.analysis == LEGACY_ANALYSIS:
-        pattern = r"(?u)\b\w\w+\b"  # bm25s's own
-    else:
-        texts = [_nfc(text) for text in texts]
-        pattern = _words_with_marks()
+    pattern = LEGACY_PATTERN
+    if params.analysis != LEGACY_ANALYSIS:
+        texts = [text if text.isascii() else _unspaced_as_bigrams(_nfc(text)) for text in texts]
+        # The wide pattern costs about twice the narrow one, and gives the same terms for text
+        # without marks or unspaced scripts: a batch of such text (most English) keeps the narrow.
+        if any(not text.isascii() and _needs_wide_pattern(text) for text in texts):
+            pattern = _wide_pattern()
     return bm25s.tokenize(
         texts,
         token_pattern=pattern,
@@ -145,14 +151,48 @@ def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
     )
 
 
+LEGACY_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's own: runs of two or more \w
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Hiragana and
+# Katakana, CJK ideographs. A run of them is read as its overlapping pairs of characters (a
+# character with its marks), as Lucene's CJK bigram filter reads Chinese, and a CJK ideograph
+# also alone (its unigrams: 猫 is a word): words of one or two characters match, where the
+# whole run was one term (or, split at marks, fragments).
+_UNSPACED = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"  # Thai and Lao, Myanmar, Khmer
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, CJK ideographs
+)
+_IDEOGRAPH = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_UNSPACED_RUN = re.compile(f"[{_UNSPACED}]+")
+
+
 def _nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
+def _unspaced_as_bigrams(text: str) -> str:
+    return _UNSPACED_RUN.sub(_bigrams, text)
+
+
+def _bigrams(run: re.Match[str]) -> str:
+    clusters: list[str] = []
+    for char in run[0]:
+        if clusters and unicodedata.category(char).startswith("M"):
+            clusters[-1] += char  # a vowel sign or tone mark belongs to its letter
+        else:
+            clusters.append(char)
+    pairs = [a + b for a, b in pairwise(clusters)] or clusters
+    if len(clusters) > 1:
+        pairs += [c for c in clusters if _IDEOGRAPH.fullmatch(c)]
+    return f" {' '.join(pairs)} "
+
+
+def _needs_wide_pattern(text: str) -> bool:
+    return _marks_or_unspaced().search(text) is not None
+
+
 @lru_cache(maxsize=1)
-def _words_with_marks() -> str:
-    """Runs of two or more word characters or combining marks: bm25s's runs of \\w, with the
-    marks (which \\w does not match) kept inside words. Text without marks gives the same terms."""
+def _mark_ranges() -> str:
+    """Every combining mark (categories Mn, Mc, Me) as a regex character-class body."""
     marks = []
     # Marks live in planes 0, 1 and 14 (planes 2-13 hold ideographs or nothing, 15-16 private use).
     for plane_start, plane_end in ((0, 0x20000), (0xE0000, 0xF0000)):
@@ -164,7 +204,20 @@ def _words_with_marks() -> str:
             elif not is_mark and first is not None:
                 marks.append(f"\\U{first:08x}-\\U{code - 1:08x}")
                 first = None
-    return "(?u)[\\w" + "".join(marks) + "]{2,}"
+    return "".join(marks)
+
+
+@lru_cache(maxsize=1)
+def _marks_or_unspaced() -> re.Pattern[str]:
+    return re.compile(f"[{_mark_ranges()}{_UNSPACED}]")
+
+
+@lru_cache(maxsize=1)
+def _wide_pattern() -> str:
+    """Runs of two or more word characters or combining marks (bm25s's runs of \\w, with the
+    marks \\w does not match kept inside words), or one character of an unspaced script (a
+    one-character word: 猫)."""
+    return f"(?u)[\\w{_mark_ranges()}]{{2,}}|[{_UNSPACED}]"
 
 
 @dataclass(frozen=True)

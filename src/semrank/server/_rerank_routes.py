@@ -167,9 +167,9 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, response: Respons
         fail_open=body.fail_open,
         require_complete=not truncate or cut_from_left,
         allow_cut=(
-            "send truncation_direction 'right' (semrank cuts long inputs at their end, never at "
-            "their start)"
-            if truncate and cut_from_left
+            f"send truncation_direction 'right'{'' if truncate else ' and truncate: true'} "
+            "(semrank cuts long inputs at their end, never at their start)"
+            if cut_from_left
             else ""
         ),
         documents_field="texts",

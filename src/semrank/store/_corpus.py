@@ -262,15 +262,14 @@ def _csv_records(
     csv.field_size_limit(1 << 30)
     # TSV has no quoting convention: a field that merely starts with '"' would otherwise open a
     # quoted field that swallows the rest of the file into one document.
+    taken = _TakenLines(_text_lines(path))
     reader = csv.DictReader(
-        _text_lines(path),
+        taken,
         delimiter=delimiter,
         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
-        # A quote that never closes ran to the end of the file, every later row one field of
-        # its row; strict refuses that (and a character after a closing quote).
-        strict=delimiter != "\t",
     )
-    row_end = 0  # the line the last row read ends on: a bad row starts after it
+    row_start = row_end = 0  # the lines the last row read starts and ends on
+    row_lines: list[str] = []
     try:
         names = reader.fieldnames or []
         row_end = reader.reader.line_num
@@ -284,18 +283,49 @@ def _csv_records(
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             if unnamed:
                 row = _named_cells(path, number, later_unnamed, row)
-            row_end = reader.reader.line_num
+            row_start, row_end = row_end + 1, reader.reader.line_num
+            row_lines, taken.lines = taken.lines, []
             if lines is not None:
                 lines.append(row_end)
             yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
-        if "unexpected end of data" in str(exc):
-            raise DataFormatError(
-                f"{path}:{row_end + 1}: a quoted field in the row starting at line "
-                f"{row_end + 1} never closes (the file ends inside it); close its quote, and "
-                'write a quote inside a quoted field as two ("")'
-            ) from exc
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
+    if delimiter != "\t" and _never_closes(row_lines):
+        raise DataFormatError(
+            f"{path}:{row_start}: a quoted field in the row starting at line {row_start} never "
+            "closes (the file ends inside it, every later line read into it); close its quote, "
+            'and write a quote inside a quoted field as two ("")'
+        )
+
+
+class _TakenLines:
+    """The lines handed to a csv reader since ``lines`` was last emptied: the raw text of the
+    row it read last."""
+
+    def __init__(self, source: Iterator[str]) -> None:
+        self._source = source
+        self.lines: list[str] = []
+
+    def __iter__(self) -> _TakenLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._source)
+        self.lines.append(line)
+        return line
+
+
+def _never_closes(row_lines: list[str]) -> bool:
+    """Whether a row spanning lines ends inside a quoted field: the csv module's lenient reader
+    reads such a quote to the end of the file; its strict one says so (its other complaints,
+    text after a closing quote, are read as the lenient reader reads them)."""
+    if len(row_lines) < 2:
+        return False
+    try:
+        list(csv.reader(row_lines, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _separates(header: str, separator: str) -> bool:
@@ -348,12 +378,6 @@ def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataForma
     outside quotes is refused rather than read as a line break: in a file whose lines end in
     LF it is a stray character inside a field, and splitting the row there would silently
     make the rest of the field a record of its own."""
-    if "expected after" in str(exc):  # strict: text after a closing quote ("a"b)
-        return DataFormatError(
-            f"{path}:{line}: not readable as CSV ({exc}): a quoted field is followed by more "
-            'text; write a quote inside a quoted field as two ("a""b"), or leave the field '
-            "unquoted"
-        )
     if "new-line character" not in str(exc):
         return DataFormatError(f"{path}:{line}: not readable as CSV ({exc})")
     quote = "" if delimiter == "\t" else ", or put the field that holds it in double quotes"

@@ -12,7 +12,6 @@ are touched. A single field is analysed at query time with PostgreSQL's english 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 from psycopg import sql
@@ -82,28 +81,14 @@ def bm25_query(partition: sql.Composable, field: str | None) -> sql.Composed:
     )
 
 
-@lru_cache(maxsize=4)
-def _stemmer(language: str | None) -> Any:
-    if language is None:
-        return None
-    import Stemmer  # PyStemmer
-
-    return Stemmer.Stemmer(language)
-
-
 def analyse(texts: Sequence[str], params: BM25Params) -> list[list[str]]:
-    """Terms of each text exactly as the embedded store's BM25 (bm25s) analyses them."""
-    import bm25s
+    """Terms of each text exactly as the embedded store's BM25 (bm25s) analyses them, with the
+    index's analysis version."""
+    from semrank.retrieve._bm25 import _tokenize
 
     if not texts:
         return []
-    tokens: list[list[str]] = bm25s.tokenize(
-        list(texts),
-        stopwords=params.stopwords or [],
-        stemmer=_stemmer(params.stemmer),
-        return_ids=False,
-        show_progress=False,
-    )
+    tokens: list[list[str]] = _tokenize(list(texts), params, return_ids=False)
     return tokens
 
 
