@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from semrank.errors import DataFormatError, IndexExistsError, IndexNotFoundError, InvalidInputError
-from semrank.retrieve import BM25Index, DocTokens
+from semrank.retrieve import BM25Index, BM25Params, DocTokens
 from semrank.store import (
     create_index,
     default_home,
@@ -444,7 +445,9 @@ def test_writes_update_the_hnsw_graph_in_place(tmp_path: Path) -> None:
         assert _best(reopened, "lava from a volcano", k=10)[0] == "new"
 
 
-def test_a_graph_saved_before_serial_builds_is_built_again(tmp_path: Path) -> None:
+def test_a_graph_saved_before_serial_builds_is_built_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Graphs saved by earlier versions were built by concurrent adds, which can leave
     documents unreachable: they are not loaded or updated but built again, once."""
     index = create_index("old", home=tmp_path, ann_threshold=4)
@@ -456,14 +459,38 @@ def test_a_graph_saved_before_serial_builds_is_built_again(tmp_path: Path) -> No
     del meta["graph"]
     (folder / "snapshot.json").write_text(json.dumps(meta), "utf-8")
     index.close()
-    with open_index("old", home=tmp_path) as reopened:
+    with (
+        open_index("old", home=tmp_path) as reopened,
+        caplog.at_level(logging.WARNING, logger="semrank"),
+    ):
         assert _best(reopened, "lava from a volcano") == _exact_best(
             reopened, "lava from a volcano", 3
         )
         assert _vector_snapshot(reopened)["graph"] == "serial"  # built again and saved
+        assert "its vector graph was saved by an earlier semrank" in caplog.text
         reopened.upsert([{"id": "new", "text": "an active volcano spews lava and ash"}])
         assert _best(reopened, "lava from a volcano")[0] == "new"
         assert _vector_snapshot(reopened)["graph"] == "serial"
+
+
+def test_bm25_files_an_earlier_semrank_saved_are_not_searched_with_another_analysis(
+    tmp_path: Path,
+) -> None:
+    """An earlier semrank writing to an index made by this one saved BM25 files of its own
+    analysis (no combining marks kept); they were loaded and searched with this one's: a
+    Hindi word found nothing until the next write."""
+    index = create_index("mixed", home=tmp_path, embedding_model=None)
+    index.upsert([{"id": "hi", "text": "नई दिल्ली भारत की राजधानी है"}, {"id": "en", "text": "cats"}])
+    assert index.search_bm25("दिल्ली", k=2).ids.tolist() == ["hi"]
+    folder = index.path / "derived" / f"bm25-all.g{index.generation}"
+    meta = json.loads((folder / "snapshot.json").read_text("utf-8"))
+    earlier = BM25Index.build(["नई दिल्ली भारत की राजधानी है", "cats"], BM25Params(analysis=1))
+    earlier.save(folder)  # the files the earlier version wrote, for the same documents
+    del meta["bm25"]["analysis"]
+    (folder / "snapshot.json").write_text(json.dumps(meta), "utf-8")
+    index.close()
+    with open_index("mixed", home=tmp_path) as reopened:
+        assert reopened.search_bm25("दिल्ली", k=2).ids.tolist() == ["hi"]
 
 
 def test_a_graph_from_another_history_of_the_documents_is_not_updated(tmp_path: Path) -> None:

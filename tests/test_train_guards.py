@@ -305,6 +305,28 @@ def test_a_run_resumed_from_elsewhere_with_its_paths_spelled_otherwise_is_the_sa
         train(other, resume=True)
 
 
+def test_a_run_saved_by_an_earlier_semrank_resumes(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Runs saved before warmup_steps defaulted to None (it was 50) or before --data took
+    corpus= were refused with a change no command could undo ("warmup_steps: 50 -> None")."""
+    run = tmp_path / "run"
+    train(_config(tiny_base, pairs_file, run, max_steps=2, warmup_steps=None))
+    record = run / "config.json"
+    saved = json.loads(record.read_text())
+    assert saved["warmup_steps"] is None and "corpus" in saved["data"][0]
+    saved["warmup_steps"] = 50  # as the earlier version wrote them
+    del saved["data"][0]["corpus"]
+    record.write_text(json.dumps(saved))
+    resumed = _config(tiny_base, pairs_file, run, max_steps=3, warmup_steps=None)
+    assert train(resumed, resume=True) == run / "best"
+    saved = json.loads(record.read_text())
+    saved["warmup_steps"] = 7  # a setting the run really had
+    record.write_text(json.dumps(saved))
+    with pytest.raises(InvalidInputError, match=r"warmup_steps: 7 -> None"):
+        train(_config(tiny_base, pairs_file, run, max_steps=4, warmup_steps=None), resume=True)
+
+
 def test_training_continues_from_semranks_int8_cross_encoder_as_it_scores() -> None:
     """transformers read the shipped cross-encoder's int8 tensors as unknown and left every
     weight random: --init-from it (which the --base refusal recommends) trained from noise."""

@@ -470,6 +470,10 @@ class LocalStore(Store):
 
     def _load_bm25(self, directory: Path, generation: int) -> _Loaded:
         meta = snap.read_meta(directory)
+        if meta.get("bm25") != json.loads(json.dumps(self.settings.bm25.to_dict())):
+            # Saved by a semrank that analyses otherwise (an earlier one wrote to this index):
+            # its terms are not what this one makes of a query.
+            raise ValueError("BM25 files of another analysis: build them again")
         ids = json.loads((directory / "ids.json").read_text("utf-8"))
         index = BM25Index.load(directory, self.settings.bm25, len(ids))
         return _Loaded(int(meta["generation"]), _ids_array(ids), index)
@@ -580,6 +584,13 @@ class LocalStore(Store):
             matrix = np.load(directory / "vectors.npy", mmap_mode="r")
             return _Loaded(int(meta["generation"]), ids, ExactVectorIndex(matrix))
         if meta.get("graph") != SERIAL_GRAPH:
+            _log.warning(
+                "index %r: its vector graph was saved by an earlier semrank, whose concurrent "
+                "inserts could leave documents unreachable; building it again from %d vectors "
+                "(once; about a minute per 20,000 on 2 cores)",
+                self.name,
+                len(ids),
+            )
             raise ValueError("a graph built by concurrent adds: build it again")
         graph = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
         # Graphs saved before keys were row pks are keyed by position.

@@ -576,7 +576,7 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
     if not stored:
         return
     current = _resolved_paths(json.loads(json.dumps(asdict(config), default=str)))
-    stored = _resolved_paths(stored)
+    stored = _as_saved_today(_resolved_paths(stored))
     changed = [
         name
         for name, value in current.items()
@@ -589,6 +589,26 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
             f"with ({shown}); give the same settings (only budgets, evaluation and reports may "
             "change), or name a new folder"
         )
+
+
+# What runs saved by earlier versions held where today's settings mean the same: warmup_steps
+# was 50 by default (now None: min(50, a tenth of max_steps), 50 for budgets from 500 steps),
+# and --data values had fewer keys (each new one defaults to what the run did without it).
+_OLD_DEFAULT_WARMUP = 50
+
+
+def _as_saved_today(stored: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import MISSING, fields
+
+    settings = dict(stored)
+    if settings.get("warmup_steps") == _OLD_DEFAULT_WARMUP and "warmup_steps" in settings:
+        settings["warmup_steps"] = None
+    defaults = {f.name: f.default for f in fields(DataSpec) if f.default is not MISSING}
+    if isinstance(settings.get("data"), list):
+        settings["data"] = [
+            {**defaults, **spec} if isinstance(spec, dict) else spec for spec in settings["data"]
+        ]
+    return settings
 
 
 _PATH_KEYS = {"base", "init_from", "teacher_model", "output", "path", "corpus"}
