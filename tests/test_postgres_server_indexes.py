@@ -38,7 +38,7 @@ async def _make_index(client: httpx.AsyncClient, name: str = "docs", **settings:
     assert created.status_code == 201, created.text
     added = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
     assert added.status_code == 200, added.text
-    assert added.json() == {"upserted": len(DOCS)}
+    assert added.json() == {"upserted": len(DOCS), "written": len(DOCS), "skipped": 0}
 
 
 async def test_index_lifecycle_in_postgres(client: httpx.AsyncClient, pg_dsn: str) -> None:  # noqa: F811

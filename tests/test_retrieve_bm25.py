@@ -145,3 +145,15 @@ def test_text_without_marks_is_analysed_as_before_and_old_settings_keep_their_an
     assert BM25Params.from_dict(BM25Params().to_dict()).analysis == 2
     with pytest.raises(InvalidInputError, match=r"unknown BM25 analysis version 9; .*upgrade"):
         BM25Params(analysis=9)
+
+
+def test_a_query_repeating_terms_scores_each_occurrence() -> None:
+    """Terms are scored once and weighted by their count (a pasted query of 150,000 words
+    took 13 s term occurrence by occurrence): the scores are the per-occurrence sums."""
+    index = BM25Index.build(CORPUS)
+    query = "python python python snakes snakes prey language"
+    tokens = index.query_tokens(query)
+    assert len(tokens) > len(set(tokens))
+    per_occurrence = sum(index.scores(token) for token in tokens)
+    np.testing.assert_allclose(index.scores(query), per_occurrence, rtol=1e-6)
+    assert index.scores("python python")[0] == pytest.approx(2 * index.scores("python")[0])

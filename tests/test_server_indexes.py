@@ -29,7 +29,10 @@ async def _make_index(client: httpx.AsyncClient, name: str = "docs") -> None:
     assert created.status_code == 201, created.text
     assert created.json()["location"] == f"<index home>/{name}"  # not the server's folder
     added = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
-    assert added.json() == {"upserted": len(DOCS)}
+    assert added.json() == {"upserted": len(DOCS), "written": len(DOCS), "skipped": 0}
+    # Sent again, as stored: nothing rewritten (the CLI's "already stored as given, skipped").
+    again = await client.post(f"/v1/indexes/{name}/documents", json={"documents": DOCS})
+    assert again.json() == {"upserted": len(DOCS), "written": 0, "skipped": len(DOCS)}
 
 
 async def test_index_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> None:
@@ -152,7 +155,11 @@ async def test_documents_without_searchable_words_are_stored_and_match_nothing(
     assert created.status_code == 201, created.text
     blank = [{"id": "b1", "title": "", "text": ""}, {"id": "b2", "title": "the", "text": "of"}]
     added = await client.post("/v1/indexes/blank/documents", json={"documents": blank})
-    assert added.status_code == 200 and added.json() == {"upserted": 2}, added.text
+    assert added.status_code == 200 and added.json() == {
+        "upserted": 2,
+        "written": 2,
+        "skipped": 0,
+    }, added.text
     found = await client.post("/v1/indexes/blank/search", json={"query": "fleas"})
     assert found.status_code == 200 and found.json()["hits"] == [], found.text
 
@@ -325,7 +332,7 @@ async def test_one_upsert_request_is_one_transaction(client: httpx.AsyncClient) 
     assert created.status_code == 201, created.text
     documents = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(300)]
     added = await client.post("/v1/indexes/big/documents", json={"documents": documents})
-    assert added.json() == {"upserted": 300}
+    assert added.json() == {"upserted": 300, "written": 300, "skipped": 0}
     info = (await client.get("/v1/indexes/big")).json()
     assert info["documents"] == 300 and info["generation"] == 1  # one commit
 
@@ -518,4 +525,8 @@ async def test_a_write_over_the_document_limit_is_413_and_writes_are_admitted(
             service.admission.limit = before
     assert busy.status_code == 429, busy.text
     written = await client.post("/v1/indexes/docs/documents", json={"documents": many[:1000]})
-    assert written.status_code == 200 and written.json() == {"upserted": 1000}
+    assert written.status_code == 200 and written.json() == {
+        "upserted": 1000,
+        "written": 1000,
+        "skipped": 0,
+    }

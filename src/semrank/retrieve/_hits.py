@@ -65,8 +65,13 @@ def top_k(scores: np.ndarray, k: int, *, positive_only: bool = False) -> Hits:
         return Hits.empty(np.int64)
     chosen = candidates
     if k < len(candidates):
-        part = np.argpartition(-scores[candidates], k - 1)[:k]
-        chosen = candidates[part]
+        values = np.nan_to_num(scores[candidates], nan=-np.inf)  # a NaN ranks last
+        kth = values[np.argpartition(-values, k - 1)[k - 1]]  # the k-th best score
+        # Everything above it, then the first positions among those equal to it: argpartition
+        # picks an arbitrary subset of a tie, so a top 5 was not the head of a top 10.
+        above = candidates[values > kth]
+        tied = candidates[values == kth][: k - len(above)]
+        chosen = np.concatenate((above, tied))
     order = np.lexsort((chosen, -scores[chosen]))
     chosen = chosen[order]
     return Hits(chosen.astype(np.int64), scores[chosen])

@@ -165,13 +165,19 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
             "send them in several requests (or raise --max-documents)"
         )
     upsert = _with_index(
-        request, name, lambda store: store.upsert(documents, batch_size=max(1, len(documents)))
+        request,
+        name,
+        lambda store: store.upsert_counted(documents, batch_size=max(1, len(documents))),
     )
     # Admitted as searches are (--max-pending, 429); not cut at the deadline: a write that
     # has begun is finished, so a client retrying a 504 would write twice meanwhile.
     with service.admission.admit():
-        count = await _blocking(request, None, upsert)
-    return UpsertResult(upserted=int(count))
+        counts = await _blocking(request, None, upsert)
+    return UpsertResult(
+        upserted=counts.documents,
+        written=counts.written,
+        skipped=counts.documents - counts.written,
+    )
 
 
 @router.post(

@@ -51,7 +51,9 @@ def serve(
         "scores each document independently of the others in its request.",
     ),
     max_documents: int | None = typer.Option(
-        None, help=f"Documents per request at most. Default {_DEFAULT.max_documents}."
+        None,
+        help="Documents per request at most (a batch: all its queries' documents together; "
+        f"Cohere takes up to 10,000). Default {_DEFAULT.max_documents}.",
     ),
     max_body_bytes: int | None = typer.Option(
         None, help=f"Request body size limit in bytes. Default {_DEFAULT.max_body_bytes}."

@@ -373,7 +373,9 @@ class UpsertDocumentsRequest(_Strict):
 
 
 class UpsertResult(_Schema):
-    upserted: int
+    upserted: int = Field(description="distinct ids in the request, stored now")
+    written: int = Field(description="of them, new or changed: written")
+    skipped: int = Field(description="of them, stored already exactly as given: not rewritten")
 
 
 class PrepareRequest(_Strict):
