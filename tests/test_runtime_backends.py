@@ -366,3 +366,26 @@ def test_openvino_loads_without_its_usage_telemetry() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "None"]
+
+
+def test_one_loaded_embedder_per_model_and_settings_while_it_is_used(tmp_path: Path) -> None:
+    """Every open index loaded its own copy of its embedding model (115-160 MB each, for the
+    process's life), beside the served blend's bi-encoder: one copy is shared while held."""
+    import gc
+    import weakref
+
+    from semrank.models import resolve_embedding_model
+    from semrank.runtime import load_embedder
+    from semrank.store import create_index
+
+    first = create_index("a", home=tmp_path)
+    second = create_index("b", home=tmp_path, embedding_max_length=64)
+    third = create_index("c", home=tmp_path)
+    for index in (first, second, third):
+        index.upsert([{"id": "1", "text": "fleas bite"}])
+    assert first.embedder is third.embedder  # same model, same settings
+    assert second.embedder is not first.embedder  # another max_length: another graph
+    model = resolve_embedding_model(None)
+    alone = weakref.ref(load_embedder(model, backend="onnx"))
+    gc.collect()
+    assert alone() is None  # nothing holds it: not kept for the process's life

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semrank.errors import (
     BackendUnavailableError,
@@ -221,22 +223,47 @@ def load_embedder(
     threads: int | None = None,
     warmup: bool = True,
 ) -> Embedder:
-    """An ``Embedder`` (``embed(texts) -> float32 (n, dim)``) for an encoder model."""
+    """An ``Embedder`` (``embed(texts) -> float32 (n, dim)``) for an encoder model.
+
+    One loaded copy per model and settings in a process while anything holds it: each open
+    index loaded its own (115-160 MB each, and a served blend's bi-encoder another), kept for
+    the process's life. Embedders are thread-safe, so sharing one changes no result."""
     choice = resolve_backend(model_backend(model, backend), device)
-    embedder = _loaders.load_embedder(
-        choice.backend,
-        Path(model.path),
-        max_length=_max_length(model),
-        pooling=model.pooling,
-        normalize=model.normalize,
-        batching=batching,
-        device=choice.device or device,
-        threads=threads if threads is not None else default_threads(),
-    )
-    embedder.backend = choice.backend
+    options = {
+        "max_length": _max_length(model),
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "batching": batching,
+        "device": choice.device or device,
+        "threads": threads if threads is not None else default_threads(),
+    }
+    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values())
+    with _SHARED_EMBEDDERS_LOCK:
+        embedder = _SHARED_EMBEDDERS.get(key)
+        if embedder is None:
+            embedder = _loaders.load_embedder(choice.backend, Path(model.path), **options)
+            embedder.backend = choice.backend
+            _SHARED_EMBEDDERS[key] = embedder
     if warmup:
         embedder.embed(["warm up"])  # first-call allocations and kernel selection, at load
     return embedder
+
+
+def _files_stamp(folder: Path) -> tuple[Any, ...]:
+    """The folder and its files' sizes and times: a model retrained in place is another model
+    (its index's probe must see the new weights, not a copy loaded before)."""
+    folder = folder.resolve()
+    try:
+        files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir())
+    except OSError:
+        files = []
+    return (str(folder), tuple(files))
+
+
+_SHARED_EMBEDDERS: weakref.WeakValueDictionary[tuple[Any, ...], Embedder] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_EMBEDDERS_LOCK = threading.Lock()
 
 
 def load_scorer(
