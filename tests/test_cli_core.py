@@ -428,3 +428,58 @@ def test_rerank_reads_documents_from_a_pipe(tmp_path):
     writer.join(timeout=10)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["results"][0]["document"] == "fleas bite dogs"
+
+
+def test_scripts_get_plain_errors_clear_statuses_and_no_blank_folder(tmp_path):
+    """Under cron and pipes: --home "$UNSET" made indexes in the current folder; NO_COLOR
+    still coloured the error line; a closed pipe (`| head`) ended with status 1 ("a bug"); a
+    misspelt --model went unnoticed when the first stage found nothing."""
+    import os
+
+    semrank = [sys.executable, "-m", "semrank.cli"]
+
+    def run(*args, **env):
+        return subprocess.run(
+            [*semrank, *args], capture_output=True, text=True, check=False, cwd=tmp_path,
+            env={**os.environ, **env}, timeout=120,
+        )  # fmt: skip
+
+    blank = run("index", "create", "h1", "--home", "", "--no-dense")
+    assert blank.returncode == 2 and "'--home': is blank; give a folder" in blank.stderr
+    assert not (tmp_path / "h1").exists()
+    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)):
+        assert _error_line_on_a_terminal(semrank, tmp_path, env).startswith(
+            "\x1b[31merror:" if coloured else "error: --docs 'nope.txt'"
+        ), env
+    home = str(tmp_path / "home")
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"id": "1", "text": "fleas bite"}\n')
+    assert (
+        run("index", "create", "i", "--from", str(docs), "--home", home, "--no-dense").returncode
+        == 0
+    )
+    typo = run("search", "i", "zzzz", "--rerank", "--model", "semrank-minilm-l7", "--home", home)
+    assert typo.returncode == 2 and "semrank-minilm-l7" in typo.stderr
+    # The output pipe's reader gone before the first write: status 141, no traceback.
+    closed = subprocess.Popen(
+        [*semrank, "models", "list", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )  # fmt: skip
+    closed.stdout.close()
+    assert closed.wait(timeout=120) == 141
+    assert b"Traceback" not in closed.stderr.read()
+
+
+def _error_line_on_a_terminal(semrank, folder, env):
+    """What `semrank rerank` with a missing file writes to stderr when stderr is a terminal."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [*semrank, "rerank", "q", "--docs", "nope.txt"], stderr=follower, stdout=subprocess.DEVNULL,
+        cwd=folder, env={**os.environ, "TERM": "xterm", **env}, timeout=120, check=False,
+    )  # fmt: skip
+    os.close(follower)
+    assert done.returncode == 2
+    return os.read(leader, 4096).decode()

@@ -429,7 +429,8 @@ def test_a_named_field_no_record_has_is_refused_before_the_index_exists(
         '{"_id": "a", "title": "beta", "body": "alpha", "meta": {"author": "zelda"}}\n'
     )
     home = str(tmp_path / "h")
-    with pytest.raises(InvalidInputError, match=r"no record of .* has it \(fields with text"):
+    named = r"no record of .* has it \(of the fields named, these hold text"
+    with pytest.raises(InvalidInputError, match=named):
         run("index", "create", "f", "--from", str(corpus), "--fields", fields, "--home", home)
     assert "f" not in run("index", "list", "--home", home).split()
 
@@ -597,3 +598,22 @@ def test_a_search_body_size_is_the_number_of_hits_unless_top_n_says(tmp_path: Pa
     assert len(json.loads(fewer)["hits"]) == 5
     plain = run("search", "many", "fleas", "--home", home, "--json")
     assert len(json.loads(plain)["hits"]) == 10
+
+
+def test_ingest_progress_goes_to_stderr_as_lines_off_a_terminal(tmp_path: Path) -> None:
+    """Off a terminal (cron, CI) the progress bar wrote nothing until each step ended, and
+    wrote it to stdout, among the results."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    done = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "index", "create", "p", "--from", str(corpus),
+         "--home", str(tmp_path / "home"), "--no-dense"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"indexing docs.jsonl: {len(DOCS)}/{len(DOCS)} (100%) after" in done.stderr
+    assert "building BM25 / vector indexes ..." in done.stderr
+    assert "indexing" not in done.stdout and "\x1b" not in done.stdout + done.stderr

@@ -148,6 +148,11 @@ def test_beir_training_qrels_with_a_bad_line_are_named(tmp_path: Path) -> None:
         # 0 validated (and saved a checkpoint) after every step
         ({"eval_minutes": 0}, r"eval_minutes=0 \(--eval-minutes\)"),
         ({"eval_minutes": float("nan")}, r"eval_minutes=nan"),
+        # Accepted, then a traceback after mining (numpy's generator takes no negative seed),
+        # an out-of-memory kill, and a segfault in OpenBLAS.
+        ({"seed": -1}, r"seed=-1 \(--seed\): must be a whole number from 0 to"),
+        ({"batch_queries": 100_000}, r"batch_queries=100000 \(--batch-queries\): at most 1024"),
+        ({"threads": 100_000}, r"threads=100000 \(--threads\): at most 1024"),
     ],
 )
 def test_numbers_that_would_poison_or_flip_training_are_refused(

@@ -7,6 +7,7 @@ objects the core takes.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -85,6 +86,12 @@ def main() -> None:
     ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
     try:
         app()
+    except SystemExit as exc:
+        # click ends a command whose output pipe closed (`| head -1`) with status 1, which
+        # says "a bug" here: 141, as a shell reports a tool stopped by SIGPIPE.
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            sys.exit(EXIT_CLOSED_PIPE)
+        raise
     except SemrankError as exc:
         _fail(str(exc), exit_code_for(exc))
     except ModuleNotFoundError as exc:
@@ -96,8 +103,13 @@ def main() -> None:
         _fail(str(exc), exit_code_for(exc))
 
 
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
+
+
 def _fail(message: str, code: int) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    # NO_COLOR (no-color.org) and TERM=dumb: a pseudo-terminal's log (docker -t) kept the codes.
+    plain = "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
+    typer.secho(f"error: {message}", err=True, fg=None if plain else typer.colors.RED)
     sys.exit(code)
 
 

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from semrank._progress import progress
 from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
+from semrank.store.commands import folder_flag
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
     from rich.console import Console
 
     from semrank.eval.loaders import CandidateList, Qrels, Run
@@ -98,6 +96,7 @@ def eval_command(
     home: Path | None = typer.Option(
         None,
         "--home",
+        parser=folder_flag,
         help="Where --index lives (default: $SEMRANK_HOME or ~/.local/share/semrank).",
     ),
     store: str | None = typer.Option(
@@ -319,7 +318,7 @@ def _candidate_lists(
             "judgments)"
         )
     _require_judged(set(topics), judgments, queries)
-    with _progress(console, "retrieving", len(topics)) as advance:
+    with progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(
             topics,
             index=str(index),
@@ -405,7 +404,7 @@ def _evaluate(
     results.model_name = reranker.name
     results.list_dependent = reranker.feedback is not None
     pairs = sum(min(depth, len(c.hits)) for c in lists)
-    with _progress(console, f"re-ranking with {reranker.name}", pairs) as advance:
+    with progress(console, f"re-ranking with {reranker.name}", pairs) as advance:
         results.outcome = score_candidates(
             lists, lambda q, docs: reranker.score(q, docs, raw=True), depth=depth, on_query=advance
         )
@@ -456,7 +455,7 @@ def _compare_command(
 
             reranker = Reranker(model, backend=backend, feedback=feedback)
         pairs = sum(min(depth, len(c.hits)) for c in lists)
-        with _progress(stderr, f"re-ranking with {reranker.name}", pairs) as advance:
+        with progress(stderr, f"re-ranking with {reranker.name}", pairs) as advance:
             outcome = score_candidates(
                 lists, lambda q, d: reranker.score(q, d, raw=True), depth=depth, on_query=advance
             )
@@ -503,65 +502,6 @@ def _print_comparison(result: Any, console: Console, short: dict[str, str]) -> N
             row.append(f"{value:.4f} (p {format_p_value(test.p_value)})")
         table.add_row(*row)
     console.print(table)
-
-
-def _rate_column() -> Any:
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        """Items per second of the task (pairs/s while re-ranking)."""
-
-        def render(self, task: Any) -> Text:
-            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
-
-    return RateColumn()
-
-
-def _progress_lines(console: Console, label: str, total: int) -> Callable[[int], None]:
-    started, done, shown = time.monotonic(), 0, 0
-
-    def advance(count: int) -> None:
-        nonlocal done, shown
-        done += count
-        tenth = 10 * done // max(total, 1)
-        if tenth > shown:
-            shown = tenth
-            elapsed = time.monotonic() - started
-            console.print(f"{label}: {done}/{total} ({10 * tenth}%) after {elapsed:.0f} s")
-
-    return advance
-
-
-@contextmanager
-def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (off a terminal, a line per tenth done: a log under nohup
-    or CI showed nothing for minutes); yields ``advance(n)``."""
-    if not console.is_terminal:
-        yield _progress_lines(console, label, total)
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        _rate_column(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def _finite(value: float) -> float | None:

@@ -36,7 +36,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         )
         for spec in CATALOG
     ]
-    if not sys.stdout.isatty():  # piped: whole names, one model per line (a table cut them)
+    if sys.stdout is None or not sys.stdout.isatty():  # piped: whole names, one per line
         typer.echo("\n".join("\t".join(row) for row in [columns, *rows]))
         return
     table = Table(title="semrank models")

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from semrank._progress import progress
 from semrank._words import count_of, for_terminal
 from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    from rich.console import Console
 
     from semrank.pipeline import SearchResults
     from semrank.store import Corpus, Store, UpsertCounts
@@ -26,9 +28,19 @@ index_app = typer.Typer(
     help="Named, persistent search indexes.", no_args_is_help=True, rich_markup_mode=None
 )
 
+
+def folder_flag(value: str) -> Path:
+    """A folder flag's value; blank (an unset shell variable: --home "$H") is refused, not read
+    as the current folder, where cron would make indexes no later command finds."""
+    if not value.strip():
+        raise typer.BadParameter("is blank; give a folder, or leave the flag out for $SEMRANK_HOME")
+    return Path(value)
+
+
 HOME_OPTION = typer.Option(
     None,
     "--home",
+    parser=folder_flag,
     help="Where indexes live (default: $SEMRANK_HOME or ~/.local/share/semrank).",
 )
 ID_FIELD_OPTION = typer.Option(
@@ -83,19 +95,6 @@ def _split(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
-def _progress_bar() -> Progress:
-    """A bar with the step's name, done / total and the time it took."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    return Progress(*columns, transient=False)
-
-
 def _ingest(
     index: Store, corpus: Corpus, batch_size: int, total: int | None = None, *, new: bool = False
 ) -> UpsertCounts:
@@ -121,18 +120,35 @@ def _ingest(
             f"did not go in are not in index {index.name!r} (add them again if you have them)",
             err=True,
         )
-    with _progress_bar() as bar:
-        task = bar.add_task(f"indexing {corpus.path.name}", total=total)
+    console = _stderr_console()
+    with progress(console, f"indexing {corpus.path.name}", total) as advance:
         counts = index.upsert_counted(
             corpus,
             batch_size=batch_size,
             refresh=False,  # both stores take it
-            progress=lambda n: bar.advance(task, n),
+            progress=advance,
         )
-        index.end_ingest(source)  # every record is in; the search files can be rebuilt anytime
-        bar.add_task("building BM25 / vector indexes", total=None)
+    index.end_ingest(source)  # every record is in; the search files can be rebuilt anytime
+    with _step(console, "building BM25 / vector indexes"):
         index.refresh()
     return counts
+
+
+def _stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _step(console: Console, label: str) -> Iterator[None]:
+    """A spinner at a terminal, one line in a log."""
+    if console.is_terminal:
+        with console.status(label):
+            yield
+    else:
+        console.print(f"{label} ...")
+        yield
 
 
 @index_app.command("create")
@@ -224,8 +240,9 @@ def _check_fields_used(named: Sequence[str], used: set[str], source: Path | None
     if unused:
         them = "it" if len(unused) == 1 else "them"
         raise InvalidInputError(
-            f"--fields {', '.join(unused)}: no record of {source} has {them} (fields with text "
-            f"in it: {', '.join(sorted(used)) or 'none'}); name top-level fields the records have"
+            f"--fields {', '.join(unused)}: no record of {source} has {them} (of the fields "
+            f"named, these hold text: {', '.join(sorted(used)) or 'none'}); name top-level "
+            "fields the records have (`head -1 FILE` shows them)"
         )
 
 
@@ -406,13 +423,9 @@ def _prepare_args(name: str, model: str | None, field: str) -> str:
 def _prepare(index: Store, *, model: str | None, field: str, ids: list[str] | None = None) -> None:
     from semrank.pipeline import prepare_index
 
-    with _progress_bar() as bar:
-        total = len(index) if ids is None else len(set(ids))
-        task = bar.add_task("embedding re-ranking windows", total=total)
-        done = prepare_index(
-            index, model=model, field=field, ids=ids, progress=lambda n: bar.advance(task, n)
-        )
-        bar.update(task, completed=total)  # ids of deleted documents are skipped, not counted
+    total = len(index) if ids is None else len(set(ids))
+    with progress(_stderr_console(), "embedding re-ranking windows", total) as advance:
+        done = prepare_index(index, model=model, field=field, ids=ids, progress=advance)
     if ids is not None and not done:
         typer.echo(
             f"note: no windows prepared with {model or 'the default model'} on field {field!r} "
@@ -711,6 +724,10 @@ def search_command(
             rerank=rerank, window=window, top_n=top_n, dense_only=stage == "dense" and not rerank,
             field=field,
         )  # fmt: skip
+        if rerank and model is not None:  # named now: a first stage that found nothing hid a typo
+            from semrank.models import resolve
+
+            resolve(model)
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -140,6 +141,20 @@ class TrainConfig:
             val_queries=self.val_queries,
         )
         _check_positive(teacher_scale=self.teacher_scale)
+        if not is_int(self.seed, at_least=0) or self.seed >= 2**32:
+            raise InvalidInputError(
+                f"seed={self.seed!r} (--seed): must be a whole number from 0 to {2**32 - 1}"
+            )
+        if self.batch_queries > MAX_BATCH_QUERIES:
+            raise InvalidInputError(
+                f"batch_queries={self.batch_queries!r} (--batch-queries): at most "
+                f"{MAX_BATCH_QUERIES}; each step reads batch_queries x (negatives + 1) pairs"
+            )
+        if not is_int(self.threads or 1, at_least=1) or (self.threads or 1) > MAX_THREADS:
+            raise InvalidInputError(
+                f"threads={self.threads!r} (--threads): at most {MAX_THREADS}; give the cores "
+                "the run may use"
+            )
         if not is_finite_number(self.teacher_model_weight):
             raise InvalidInputError(
                 f"teacher_model_weight={self.teacher_model_weight!r}: must be a number"
@@ -155,6 +170,10 @@ class TrainConfig:
                 f"val_source={self.val_source!r} (--val-source) is not a --data source; "
                 f"choose one of: {', '.join(names)} (set a source's name with ,name=X)"
             )
+
+
+MAX_THREADS = 1024  # more is a typo: OpenBLAS crashed (SIGSEGV) at 100,000
+MAX_BATCH_QUERIES = 1024  # more is a typo: 100,000 filled 24 GB before the first step
 
 
 def _check_positive(*, integer: bool = False, **values: float | None) -> None:
@@ -888,7 +907,16 @@ def _run_steps(
 
     model = models[0]
     total = config.max_steps or None
-    bar = tqdm(total=total, initial=state.step, mininterval=20, desc="train", dynamic_ncols=True)
+    # Off a terminal the bar's \r frames glued the 50-step log lines together in a log file;
+    # those lines say the progress there.
+    bar = tqdm(
+        total=total,
+        initial=state.step,
+        mininterval=20,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),
+    )
     model.train()
     last_checkpoint = last_eval = time.monotonic()
     running: dict[str, float] = {}
