@@ -85,6 +85,19 @@ def test_documents_roundtrip(stores) -> None:  # type: ignore[no-untyped-def]
     assert info.vector_search == "exact" and "***" not in info.location
 
 
+def test_a_value_that_changed_type_is_written_as_in_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL compared with Python's ==, for which True is 1 and 10 is 10.0: the write was
+    counted as skipped and the stored document kept its old values."""
+    for store in stores:
+        first = {"id": "p", "text": "a lamp", "in_stock": True, "price": 10}
+        assert store.upsert_counted([first]).written == 1
+        assert store.upsert_counted([first]).written == 0  # as stored: skipped
+        changed = {"id": "p", "text": "a lamp", "in_stock": 1, "price": 10.0}
+        assert store.upsert_counted([changed]).written == 1, store
+        (stored,) = store.get(["p"])
+        assert type(stored["in_stock"]) is int and type(stored["price"]) is float
+
+
 def test_bm25_and_vector_rankings_match_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
     local, pg = stores
     for query in QUERIES:
@@ -117,7 +130,7 @@ def test_bm25_analyses_text_beyond_english_as_the_embedded_store(
     pg = create_index("u", store=pg_dsn, embedding_model=None)
     local.upsert(docs)
     pg.upsert(docs)
-    assert pg.info().settings.bm25.analysis == 2
+    assert pg.info().settings.bm25.analysis == 3
     for query, found in (("दिल्ली", "hi"), ("résumé", "fr"), ("ข้าวผัด", "th"), ("首都", "zh")):
         ours, theirs = pg.search_bm25(query, k=3), local.search_bm25(query, k=3)
         assert ours.ids.tolist() == theirs.ids.tolist() == [found], query

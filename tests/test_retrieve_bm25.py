@@ -135,14 +135,16 @@ def test_text_without_marks_is_analysed_as_before_and_old_settings_keep_their_an
     from semrank.retrieve._bm25 import DocTokens
 
     english = [f"{CORPUS[0]} Vitamin C, hepatitis B; e-mail naïve_user 42x", *CORPUS]
-    now, before = (DocTokens.analyse(english, BM25Params(analysis=v)) for v in (2, 1))
-    assert now.vocab == before.vocab and now.terms.tolist() == before.terms.tolist()
+    before = DocTokens.analyse(english, BM25Params(analysis=1))
+    for version in (2, 3):
+        now = DocTokens.analyse(english, BM25Params(analysis=version))
+        assert now.vocab == before.vocab and now.terms.tolist() == before.terms.tolist()
     # Settings saved before analysis versions existed are read as version 1, so an index keeps
     # the terms it was built with; new settings say which they use.
     saved = BM25Params().to_dict()
     del saved["analysis"]
     assert BM25Params.from_dict(saved).analysis == 1
-    assert BM25Params.from_dict(BM25Params().to_dict()).analysis == 2
+    assert BM25Params.from_dict(BM25Params().to_dict()).analysis == 3
     with pytest.raises(InvalidInputError, match=r"unknown BM25 analysis version 9; .*upgrade"):
         BM25Params(analysis=9)
 
@@ -157,3 +159,23 @@ def test_a_query_repeating_terms_scores_each_occurrence() -> None:
     per_occurrence = sum(index.scores(token) for token in tokens)
     np.testing.assert_allclose(index.scores(query), per_occurrence, rtol=1e-6)
     assert index.scores("python python")[0] == pytest.approx(2 * index.scores("python")[0])
+
+
+def test_each_analysis_version_keeps_its_terms_and_punctuation_is_no_term() -> None:
+    """Version 2 (marks kept, no pairs) was changed in place to read unspaced scripts as pairs:
+    indexes written with it were then searched with terms their documents lacked. Pairs are
+    version 3; and punctuation inside those scripts' blocks (・, ။) was a term of its own."""
+    from semrank.retrieve._bm25 import _tokenize
+
+    plain = BM25Params(stemmer=None, stopwords=None, analysis=2)
+    assert _tokenize(["北京是中国的首都 दिल्ली"], plain, return_ids=False) == [
+        ["北京是中国的首都", "दिल्ली"]
+    ]
+    pairs = BM25Params(stemmer=None, stopwords=None)
+    assert _tokenize(["スター・ウォーズ", "佐々木", "𠮷野家"], pairs, return_ids=False) == [
+        ["スタ", "ター", "ウォ", "ォー", "ーズ"],
+        ["佐々", "々木", "佐", "木"],
+        ["𠮷野", "野家", "𠮷", "野", "家"],
+    ]
+    index = BM25Index.build(["スター・ウォーズ 新作映画", "ジョン・スミス・ジュニア"], pairs)
+    assert index.search("スター・ウォーズ", 5).ids.tolist() == [0]

@@ -321,7 +321,7 @@ def test_a_run_saved_by_an_earlier_semrank_resumes(
     saved = json.loads(record.read_text())
     assert saved["warmup_steps"] is None and "corpus" in saved["data"][0]
     saved["warmup_steps"] = 50  # as the earlier version wrote them
-    del saved["data"][0]["corpus"]
+    del saved["data"][0]["corpus"], saved["record_version"]
     record.write_text(json.dumps(saved))
     resumed = _config(tiny_base, pairs_file, run, max_steps=3, warmup_steps=None)
     assert train(resumed, resume=True) == run / "best"
@@ -330,6 +330,14 @@ def test_a_run_saved_by_an_earlier_semrank_resumes(
     record.write_text(json.dumps(saved))
     with pytest.raises(InvalidInputError, match=r"warmup_steps: 7 -> None"):
         train(_config(tiny_base, pairs_file, run, max_steps=4, warmup_steps=None), resume=True)
+    # A run saved by this version with an explicit 50 keeps it: resumed with 50, refused
+    # without it (the old default applies to old records only).
+    today = tmp_path / "today"
+    train(_config(tiny_base, pairs_file, today, max_steps=2, warmup_steps=50))
+    again = _config(tiny_base, pairs_file, today, max_steps=3, warmup_steps=50)
+    assert train(again, resume=True) == today / "best"
+    with pytest.raises(InvalidInputError, match=r"warmup_steps: 50 -> None"):
+        train(_config(tiny_base, pairs_file, today, max_steps=4, warmup_steps=None), resume=True)
 
 
 def test_training_continues_from_semranks_int8_cross_encoder_as_it_scores() -> None:

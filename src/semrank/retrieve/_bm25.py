@@ -28,11 +28,13 @@ from semrank.retrieve._hits import Hits, top_k
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 # How text becomes terms. 1: bm25s's pattern (runs of two or more \w) on the text as given,
 # which splits words at every combining mark (Hindi "दिल्ली" gave no term, a decomposed "é" split
-# "résumé") and reads a run of Chinese or Thai as one term; 2: text in NFC, a word's combining
-# marks kept in it, and scripts written without spaces read as pairs of characters. Indexes
-# keep the version they were built with (saved settings without one are version 1).
-ANALYSIS_VERSIONS = (1, 2)
+# "résumé") and reads a run of Chinese or Thai as one term; 2: text in NFC and a word's
+# combining marks kept in it; 3: as 2, and scripts written without spaces read as pairs of
+# letters (a CJK ideograph alone too). Indexes keep the version they were built with (saved
+# settings without one are version 1).
+ANALYSIS_VERSIONS = (1, 2, 3)
 LEGACY_ANALYSIS = 1
+MARKS_ANALYSIS = 2
 VOCAB_FILE = "vocab.index.json"  # written by bm25s; absent when no document had a term
 
 
@@ -137,11 +139,12 @@ def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
 
     pattern = LEGACY_PATTERN
     if params.analysis != LEGACY_ANALYSIS:
-        texts = [text if text.isascii() else _unspaced_as_bigrams(_nfc(text)) for text in texts]
+        pairs = params.analysis != MARKS_ANALYSIS
+        texts = [text if text.isascii() else _prepared(text, pairs=pairs) for text in texts]
         # The wide pattern costs about twice the narrow one, and gives the same terms for text
         # without marks or unspaced scripts: a batch of such text (most English) keeps the narrow.
         if any(not text.isascii() and _needs_wide_pattern(text) for text in texts):
-            pattern = _wide_pattern()
+            pattern = _wide_pattern(ideographs_alone=pairs)
     return bm25s.tokenize(
         texts,
         token_pattern=pattern,
@@ -158,33 +161,40 @@ LEGACY_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's own: runs of two or more \w
 # character with its marks), as Lucene's CJK bigram filter reads Chinese, and a CJK ideograph
 # also alone (its unigrams: 猫 is a word): words of one or two characters match, where the
 # whole run was one term (or, split at marks, fragments).
+_IDEOGRAPHS = (  # CJK ideographs: unified, extension A, compatibility, extensions B-H, U+3007
+    "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+)
 _UNSPACED = (
     "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"  # Thai and Lao, Myanmar, Khmer
-    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, CJK ideographs
+    "\u3005\u3006\u3040-\u30ff\uff66-\uff9f" + _IDEOGRAPHS  # 々, 〆, kana, half-width katakana
 )
-_IDEOGRAPH = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_IDEOGRAPH = re.compile(f"[{_IDEOGRAPHS}]")
 _UNSPACED_RUN = re.compile(f"[{_UNSPACED}]+")
 
 
-def _nfc(text: str) -> str:
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-
-
-def _unspaced_as_bigrams(text: str) -> str:
-    return _UNSPACED_RUN.sub(_bigrams, text)
+def _prepared(text: str, *, pairs: bool) -> str:
+    text = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    return _UNSPACED_RUN.sub(_bigrams, text) if pairs else text
 
 
 def _bigrams(run: re.Match[str]) -> str:
-    clusters: list[str] = []
+    """A run of an unspaced script as its words' pairs of letters (a letter with its marks);
+    punctuation in the blocks (・, ။, ។) separates words and is no term."""
+    words: list[list[str]] = [[]]
     for char in run[0]:
-        if clusters and unicodedata.category(char).startswith("M"):
-            clusters[-1] += char  # a vowel sign or tone mark belongs to its letter
-        else:
-            clusters.append(char)
-    pairs = [a + b for a, b in pairwise(clusters)] or clusters
-    if len(clusters) > 1:
-        pairs += [c for c in clusters if _IDEOGRAPH.fullmatch(c)]
-    return f" {' '.join(pairs)} "
+        kind = unicodedata.category(char)
+        if kind.startswith("M") and words[-1]:
+            words[-1][-1] += char  # a vowel sign or tone mark belongs to its letter
+        elif kind.startswith("L") or kind == "Nl":
+            words[-1].append(char)
+        elif words[-1]:
+            words.append([])
+    terms = []
+    for letters in words:
+        terms += [a + b for a, b in pairwise(letters)] or letters
+        if len(letters) > 1:
+            terms += [c for c in letters if _IDEOGRAPH.fullmatch(c)]
+    return f" {' '.join(terms)} "
 
 
 def _needs_wide_pattern(text: str) -> bool:
@@ -213,12 +223,13 @@ def _marks_or_unspaced() -> re.Pattern[str]:
     return re.compile(f"[{_mark_ranges()}{_UNSPACED}]")
 
 
-@lru_cache(maxsize=1)
-def _wide_pattern() -> str:
+@lru_cache(maxsize=2)
+def _wide_pattern(*, ideographs_alone: bool) -> str:
     """Runs of two or more word characters or combining marks (bm25s's runs of \\w, with the
-    marks \\w does not match kept inside words), or one character of an unspaced script (a
-    one-character word: 猫)."""
-    return f"(?u)[\\w{_mark_ranges()}]{{2,}}|[{_UNSPACED}]"
+    marks \\w does not match kept inside words), and with ``ideographs_alone`` one CJK
+    ideograph (a one-character word: 猫)."""
+    words = f"(?u)[\\w{_mark_ranges()}]{{2,}}"
+    return f"{words}|[{_IDEOGRAPHS}]" if ideographs_alone else words
 
 
 @dataclass(frozen=True)

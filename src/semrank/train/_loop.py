@@ -610,9 +610,11 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
         )
 
 
-# What runs saved by earlier versions held where today's settings mean the same: warmup_steps
-# was 50 by default (now None: min(50, a tenth of max_steps), 50 for budgets from 500 steps),
-# and --data values had fewer keys (each new one defaults to what the run did without it).
+# What runs saved by earlier versions (records without record_version) held where today's
+# settings mean the same: warmup_steps was 50 by default (now None: min(50, a tenth of
+# max_steps), 50 for budgets from 500 steps), and --data values had fewer keys (each new one
+# defaults to what the run did without it).
+RECORD_VERSION = 2
 _OLD_DEFAULT_WARMUP = 50
 
 
@@ -620,7 +622,8 @@ def _as_saved_today(stored: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import MISSING, fields
 
     settings = dict(stored)
-    if settings.get("warmup_steps") == _OLD_DEFAULT_WARMUP and "warmup_steps" in settings:
+    earlier = "record_version" not in settings
+    if earlier and settings.get("warmup_steps") == _OLD_DEFAULT_WARMUP:
         settings["warmup_steps"] = None
     defaults = {f.name: f.default for f in fields(DataSpec) if f.default is not MISSING}
     if isinstance(settings.get("data"), list):
@@ -750,6 +753,7 @@ def _write_record(config: TrainConfig, digest: str, val: RankingTask | None) -> 
         **_resolved_paths(json.loads(json.dumps(asdict(config), default=str))),
         "data_digest": digest,
         "validation_queries": sorted(val.queries.values()) if val is not None else [],
+        "record_version": RECORD_VERSION,
     }
     path = config.output / "config.json"
     partial = path.with_name(path.name + ".partial")

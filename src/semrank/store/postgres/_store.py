@@ -283,7 +283,7 @@ class PostgresStore(Store):
         # Python's strip() says (PostgreSQL's [[:space:]] misses U+00A0 and \x1c: such a
         # document was rewritten on every ingest).
         embedded = stored is not None and (stored[1] or not self.has_vectors or not text.strip())
-        return stored is not None and stored[0] == doc and embedded
+        return stored is not None and _same_json(stored[0], doc) and embedded
 
     def _embed(self, texts: list[str]) -> list[str | None]:
         """Vectors of ``texts`` in pgvector's text form; a text with no words gets none (NULL),
@@ -665,3 +665,16 @@ def drop_postgres_index(dsn: str, name: str) -> None:
             )
     finally:
         release_pool(dsn)
+
+
+def _same_json(stored: Any, given: Any) -> bool:
+    """Equal as JSON values: Python's == takes True for 1 and 10 for 10.0, so a document whose
+    values changed type was reported skipped and kept as it was."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(
+            _same_json(stored[k], given[k]) for k in stored
+        )
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(map(_same_json, stored, given))
+    kinds = (bool, float)  # a bool is an int, and an int equals a float, to Python only
+    return all(isinstance(stored, k) == isinstance(given, k) for k in kinds) and stored == given
