@@ -447,7 +447,13 @@ def test_scripts_get_plain_errors_clear_statuses_and_no_blank_folder(tmp_path):
     blank = run("index", "create", "h1", "--home", "", "--no-dense")
     assert blank.returncode == 2 and "'--home': is blank; give a folder" in blank.stderr
     assert not (tmp_path / "h1").exists()
-    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)):
+    cases = (
+        ({}, True),
+        ({"NO_COLOR": "1"}, False),
+        ({"TERM": "dumb"}, False),
+        ({"NO_COLOR": ""}, True),
+    )
+    for env, coloured in cases:  # an empty NO_COLOR is unset (no-color.org)
         assert _error_line_on_a_terminal(semrank, tmp_path, env).startswith(
             "\x1b[31merror:" if coloured else "error: --docs 'nope.txt'"
         ), env
@@ -460,14 +466,18 @@ def test_scripts_get_plain_errors_clear_statuses_and_no_blank_folder(tmp_path):
     )
     typo = run("search", "i", "zzzz", "--rerank", "--model", "semrank-minilm-l7", "--home", home)
     assert typo.returncode == 2 and "semrank-minilm-l7" in typo.stderr
+    # Elasticsearch's default re-ranker ids name the default model, as in a retriever tree.
+    es = run("search", "i", "fleas", "--rerank", "--model", ".rerank-v1", "--home", home)
+    assert es.returncode == 0, es.stderr
     # The output pipe's reader gone before the first write: status 141, no traceback.
-    closed = subprocess.Popen(
-        [*semrank, "models", "list", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )  # fmt: skip
-    closed.stdout.close()
-    assert closed.wait(timeout=120) == 141
-    assert b"Traceback" not in closed.stderr.read()
+    # click's output and rich's (a search table) alike.
+    for args in (["models", "list", "--json"], ["search", "i", "fleas", "--home", home]):
+        closed = subprocess.Popen(
+            [*semrank, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+        )
+        closed.stdout.close()
+        assert closed.wait(timeout=120) == 141, args
+        assert b"Traceback" not in closed.stderr.read()
 
 
 def _error_line_on_a_terminal(semrank, folder, env):

@@ -179,3 +179,7 @@ def test_each_analysis_version_keeps_its_terms_and_punctuation_is_no_term() -> N
     ]
     index = BM25Index.build(["スター・ウォーズ 新作映画", "ジョン・スミス・ジュニア"], pairs)
     assert index.search("スター・ウォーズ", 5).ids.tolist() == [0]
+    # Native digits are terms, as every version kept them (Thai ๒๕๖๖: the year 2566).
+    numbers = BM25Index.build(["งบประมาณปี ๒๕๖๖", "ការបោះឆ្នោតឆ្នាំ ២០២៤", "dogs"], pairs)
+    assert numbers.search("๒๕๖๖", 5).ids.tolist() == [0]
+    assert numbers.search("២០២៤", 5).ids.tolist() == [1]

@@ -84,6 +84,7 @@ OPTIONAL_MODULES = {
 def main() -> None:
     """Entry point: errors print one readable line, never a traceback, and exit with
     ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
+    _exit_quietly_on_a_closed_pipe()
     try:
         app()
     except SystemExit as exc:
@@ -106,9 +107,23 @@ def main() -> None:
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
 
 
+def _exit_quietly_on_a_closed_pipe() -> None:
+    """rich (tables, progress) ends the process with status 1 when its output pipe closes,
+    which says "a bug" here: this process's consoles end with 141 instead, as click's do."""
+    from rich.console import Console
+
+    def closed(console: Console) -> None:
+        console.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail too
+        raise SystemExit(EXIT_CLOSED_PIPE)
+
+    Console.on_broken_pipe = closed  # type: ignore[method-assign,assignment]
+
+
 def _fail(message: str, code: int) -> None:
     # NO_COLOR (no-color.org) and TERM=dumb: a pseudo-terminal's log (docker -t) kept the codes.
-    plain = "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
+    plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
     typer.secho(f"error: {message}", err=True, fg=None if plain else typer.colors.RED)
     sys.exit(code)
 

@@ -178,14 +178,14 @@ def _prepared(text: str, *, pairs: bool) -> str:
 
 
 def _bigrams(run: re.Match[str]) -> str:
-    """A run of an unspaced script as its words' pairs of letters (a letter with its marks);
-    punctuation in the blocks (・, ။, ។) separates words and is no term."""
+    """A run of an unspaced script as its words' pairs of letters or digits (a letter with its
+    marks); punctuation in the blocks (・, ။, ។) separates words and is no term."""
     words: list[list[str]] = [[]]
     for char in run[0]:
         kind = unicodedata.category(char)
         if kind.startswith("M") and words[-1]:
             words[-1][-1] += char  # a vowel sign or tone mark belongs to its letter
-        elif kind.startswith("L") or kind == "Nl":
+        elif kind.startswith("L") or kind in ("Nd", "Nl"):  # Thai ๒๕๖๖ is a number to find
             words[-1].append(char)
         elif words[-1]:
             words.append([])

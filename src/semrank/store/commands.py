@@ -726,8 +726,11 @@ def search_command(
         )  # fmt: skip
         if rerank and model is not None:  # named now: a first stage that found nothing hid a typo
             from semrank.models import resolve
+            from semrank.pipeline._context import default_model_name
 
-            resolve(model)
+            named = default_model_name(model)  # Elasticsearch's default ids are the default
+            if named is not None:
+                resolve(named)
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
