@@ -124,6 +124,12 @@ async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker
     docs = [
         {"title": "Fleas, tiny blood feeders", "text": "An overview.", "id": "a1"},
         {"title": "Paris and its museums", "text": "An overview.", "url": "http://x.org/p"},
+        {
+            "title": "A dated note",
+            "text": "Dated.",
+            "published": "2024-01-01 10:00",
+            "code": "A 12",
+        },
     ]
     async with serving(reranker) as (_, client):
         plain = await client.post("/v1/rerank", json={"query": QUERY, "documents": docs})
@@ -136,6 +142,7 @@ async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker
         )
     (warning,) = plain.json()["meta"]["warnings"]
     assert "'title' were not read" in warning and "rank_fields" in warning
+    assert "published" not in warning and "code" not in warning  # a date, a code: not prose
     assert plain.headers["x-semrank-warning"] == warning
     assert "warnings" not in named.json()["meta"] and "warnings" not in no_prose.json()["meta"]
 

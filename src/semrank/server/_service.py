@@ -276,8 +276,12 @@ def _unread_field_warnings(call: RerankCall) -> tuple[str, ...]:
 
 
 def _is_prose(value: Any) -> bool:
-    """Text of several words: what a title or summary holds, not an id, a URL or a date."""
-    return isinstance(value, str) and len(value.split(maxsplit=1)) > 1
+    """Text of several words: what a title or summary holds, not an id, a URL or a date (with
+    its time: "2024-01-01 10:00" has no word of letters)."""
+    if not isinstance(value, str):
+        return False
+    words = [word for word in value.split() if any(c.isalpha() for c in word)]
+    return len(words) > 1
 
 
 def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:
