@@ -630,8 +630,8 @@ def _reranked_order(
 
     if isinstance(model, Reranker):
         results = model.rerank(query, texts, min_score=min_score, return_documents=False)
-        for said in (model.query_cut_warning(query, results), model.query_unknown_warning(query)):
-            if said is not None and said not in warnings:
+        for said in model.query_warnings(query, results):
+            if said not in warnings:
                 warnings.append(said)
         order = np.array([r.index for r in results], dtype=np.int64)
         return order, np.array([r.relevance_score for r in results], dtype=np.float32)

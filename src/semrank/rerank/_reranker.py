@@ -52,6 +52,15 @@ class _DocumentScores:
     order: np.ndarray  # input indices, best first: read documents, then pruned ones
 
 
+@dataclass(frozen=True, kw_only=True)
+class QueryReading:
+    """How a model read a query next to the documents it re-ranked."""
+
+    tokens: int  # the query's tokens
+    read: int  # of them, read next to the longest document piece
+    unknown: int  # of them, unknown to the model's vocabulary ([UNK])
+
+
 class Reranker:
     """Re-rank documents for a query with a cross-encoder or a bi-encoder.
 
@@ -125,17 +134,32 @@ class Reranker:
         limit = scorers_query_token_limit(self.scorer, doc_tokens=doc_tokens)
         return query_tokens if limit is None else min(query_tokens, limit)
 
-    def query_read(self, query: str, results: Sequence[RerankResult]) -> tuple[int, int]:
-        """``(tokens of query, tokens of it read)`` for the ``results`` of re-ranking it: a
-        query is cut only next to a document piece long enough to need the room."""
-        count = int(self.scorer.tokenizer.count_tokens(query))
+    def query_reading(self, query: str, results: Sequence[RerankResult]) -> QueryReading:
+        """How the model read ``query`` next to the ``results`` of re-ranking it (one encoding
+        of the query): a query is cut only next to a document piece that needs the room."""
+        unknown, count = self._query_tokens(query)
         # The longest window, not the mean: a short last window hid a cut next to the others.
         pieces = [
             r.longest_piece or math.ceil(r.tokens / r.num_chunks)
             for r in results
             if r.num_chunks > 0
         ]
-        return count, self.query_tokens_read(count, max(pieces, default=0))
+        read = self.query_tokens_read(count, max(pieces, default=0))
+        return QueryReading(tokens=count, read=read, unknown=unknown)
+
+    def query_read(self, query: str, results: Sequence[RerankResult]) -> tuple[int, int]:
+        """``(tokens of query, tokens of it read)`` for the ``results`` of re-ranking it."""
+        reading = self.query_reading(query, results)
+        return reading.tokens, reading.read
+
+    def query_warnings(
+        self, query: str, results: Sequence[RerankResult], *, name: str | None = None
+    ) -> list[str]:
+        """What a caller is told of how ``query`` was read: cut to fit, or mostly unknown."""
+        reading = self.query_reading(query, results)
+        said = [self.query_cut_message(reading.tokens, reading.read, name=name)]
+        unknown = self.unknown_query_message(reading.unknown, reading.tokens, name=name)
+        return (said if reading.read < reading.tokens else []) + ([unknown] if unknown else [])
 
     def query_cut_warning(self, query: str, results: Sequence[RerankResult]) -> str | None:
         """A sentence saying the query was cut to fit the model next to ``results``, or None."""
@@ -145,10 +169,13 @@ class Reranker:
     def query_unknown_warning(self, query: str, *, name: str | None = None) -> str | None:
         """A sentence saying the model reads most of ``query`` as unknown tokens (a language or
         script it was not trained on: its scores then say little), or None."""
-        counter = getattr(self.scorer.tokenizer, "unknown_tokens", None)
-        if counter is None:
-            return None
-        unknown, count = counter(query)
+        unknown, count = self._query_tokens(query)
+        return self.unknown_query_message(unknown, count, name=name)
+
+    def unknown_query_message(
+        self, unknown: int, count: int, *, name: str | None = None
+    ) -> str | None:
+        """What a query of ``count`` tokens, ``unknown`` of them unknown, is told (or None)."""
         if unknown == 0 or 2 * unknown < count:
             return None
         return (
@@ -156,6 +183,15 @@ class Reranker:
             "unknown: it does not know this language or script, so its scores say little; "
             "use a multilingual model (e.g. BAAI/bge-reranker-v2-m3)"
         )
+
+    def _query_tokens(self, query: str) -> tuple[int, int]:
+        """``(unknown tokens, tokens)`` of ``query``: one encoding."""
+        tokenizer = self.scorer.tokenizer
+        counter = getattr(tokenizer, "unknown_tokens", None)
+        if counter is None:  # a tokenizer that does not say which tokens it knows
+            return 0, int(tokenizer.count_tokens(query))
+        unknown, count = counter(query)
+        return int(unknown), int(count)
 
     def query_cut_message(self, count: int, read: int, *, name: str | None = None) -> str:
         """What a query of ``count`` tokens, ``read`` of them read, is told (``name``: the

@@ -273,8 +273,7 @@ def rerank_command(
         )
     except InvalidInputError as error:
         raise _on_lines(error, docs, numbers) from None
-    warnings = [reranker.query_cut_warning(query, results), reranker.query_unknown_warning(query)]
-    for warning in filter(None, warnings):  # stderr: stdout stays the results
+    for warning in reranker.query_warnings(query, results):  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
         rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]

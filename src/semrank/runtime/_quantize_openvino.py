@@ -124,10 +124,9 @@ def _quantize_atomically(
     samples: Sequence[BatchArrays],
     settings: OpenVINOQuantizationSettings,
 ) -> None:
-    from semrank.runtime.openvino_backend import keep_vendor_telemetry_off
+    from semrank.runtime.openvino_backend import _import_openvino
 
-    keep_vendor_telemetry_off()
-    import openvino
+    openvino = _import_openvino()
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=target.stem, suffix=".tmp", dir=target.parent))

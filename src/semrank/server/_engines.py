@@ -75,21 +75,13 @@ class ModelEngine:
     def count_tokens(self, text: str) -> int:
         return int(self.scorer.tokenizer.count_tokens(text))
 
-    def query_tokens(self, query: str, results: Sequence[Any]) -> tuple[int, int]:
-        """(tokens of ``query``, tokens of it the model read next to the longest document
-        piece of ``results``: a query is cut only beside a piece that needs the room)."""
-        return self.reranker.query_read(query, results)
+    async def rerank(self, call: RerankCall, deadline: float | None) -> tuple[list[Any], Any]:
+        """``Reranker.rerank`` in a request thread (all results, best first) and how the query
+        was read (``Reranker.query_reading``), within ``deadline``. The query's tokens are
+        counted in the same thread: in asyncio's default pool, shared with no deadline, they
+        held answers scored in time for seconds behind other requests' work."""
 
-    async def rerank(
-        self, call: RerankCall, deadline: float | None
-    ) -> tuple[list[Any], tuple[int, int], str | None]:
-        """``Reranker.rerank`` in a request thread (all results, best first), how much of the
-        query was read (``query_tokens``) and whether the model knows its words, within
-        ``deadline``. The query's tokens are counted in the same thread: in asyncio's default
-        pool, shared with no deadline, they held answers scored in time for seconds behind
-        other requests' work."""
-
-        def work() -> tuple[list[Any], tuple[int, int], str | None]:
+        def work() -> tuple[list[Any], Any]:
             results = self.reranker.rerank(
                 call.query,
                 call.documents,
@@ -99,8 +91,7 @@ class ModelEngine:
                 chunking=call.chunking,
                 raw_scores=call.raw_scores,
             )
-            unknown = self.reranker.query_unknown_warning(call.query, name=self.name)
-            return results, self.query_tokens(call.query, results), unknown
+            return results, self.reranker.query_reading(call.query, results)
 
         late = (
             "re-ranking did not finish within the request deadline; raise timeout_ms, send "

@@ -139,11 +139,13 @@ class RerankService:
         from semrank.rerank import select_results
 
         try:
-            results, (count, read), unknown = await engine.rerank(call, deadline)
+            results, reading = await engine.rerank(call, deadline)
         except DeadlineExceededError:
             if not self.fail_open(policy):
                 raise
             return self.input_order(engine, call, policy)
+        count, read = reading.tokens, reading.read
+        unknown = engine.reranker.unknown_query_message(reading.unknown, count, name=engine.name)
         if policy.require_complete:
             _check_query_complete(engine, count, read, policy)
             _check_complete(results, engine, policy)

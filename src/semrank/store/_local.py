@@ -468,9 +468,13 @@ class LocalStore(Store):
             f"bm25:{field}", kind, self._load_bm25, lambda: self._build_bm25(field, kind)
         )
 
+    def _bm25_as_saved(self) -> dict[str, Any]:
+        """The BM25 settings as a snapshot's JSON holds them (tuples read back as lists)."""
+        return dict(json.loads(json.dumps(self.settings.bm25.to_dict())))
+
     def _load_bm25(self, directory: Path, generation: int) -> _Loaded:
         meta = snap.read_meta(directory)
-        if meta.get("bm25") != json.loads(json.dumps(self.settings.bm25.to_dict())):
+        if meta.get("bm25") != self._bm25_as_saved():
             # Saved by a semrank that analyses otherwise (an earlier one wrote to this index):
             # its terms are not what this one makes of a query.
             raise ValueError("BM25 files of another analysis: build them again")
@@ -547,7 +551,7 @@ class LocalStore(Store):
         """``(generation, pks, terms)`` of the last saved BM25 index of ``kind`` if these
         documents can bring it up to date: saved with its terms and today's analysis."""
         saved = self._saved_in_history(conn, kind)
-        analysis = json.loads(json.dumps(self.settings.bm25.to_dict()))  # as saved
+        analysis = self._bm25_as_saved()
         if saved is None or saved[2].get("bm25") != analysis:
             return None
         generation, directory, _ = saved
