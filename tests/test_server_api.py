@@ -595,6 +595,26 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
     assert app.state.phase == "draining"  # the lifespan ended: /ready would now answer 503
 
 
+async def test_head_probes_and_405s_that_name_every_method(reranker: Any, tmp_path: Path) -> None:
+    # Uptime monitors probe with HEAD; a 405 lists the methods of every route on the path
+    # (Starlette named only the first route's: GET for /v1/indexes, which also takes POST).
+    async with serving(reranker, index_home=str(tmp_path)) as (_, client):
+        heads = [await client.head(path) for path in ("/health", "/ready", "/metrics")]
+        wrong = {
+            path: await client.put(path) for path in ("/v1/indexes", "/v1/indexes/x", "/health")
+        }
+    assert [head.status_code for head in heads] == [200, 200, 200]
+    allowed = {path: r.headers["allow"] for path, r in wrong.items()}
+    assert allowed == {
+        "/v1/indexes": "GET, POST",
+        "/v1/indexes/x": "DELETE, GET",
+        "/health": "GET, HEAD",
+    }
+    for path, response in wrong.items():
+        assert response.status_code == 405
+        assert response.json()["error"] == f"PUT is not allowed on {path}; use {allowed[path]}"
+
+
 async def test_request_ids_are_echoed_when_sane(reranker: Any) -> None:
     body = {"query": QUERY, "documents": DOCS}
     async with serving(reranker) as (_, client):

@@ -234,6 +234,9 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     assert source.status_code == 422 and "return_documents: false" in source.json()["error"]
     paged = await client.post("/v1/indexes/docs/search", json={"query": "flea", "from": 10})
     assert "from: unknown key; paging is not supported" in paged.json()["error"]
+    dsl = {"query": {"match": {"text": "flea"}}}  # Elasticsearch's _search body
+    as_es = await client.post("/v1/indexes/docs/search", json=dsl)
+    assert as_es.status_code == 422 and '"retriever": {"standard"' in as_es.json()["error"]
     # The search body's hints are for the search body only.
     made = await client.post("/v1/indexes", json={"name": "y", "_source": False})
     assert made.json()["error"] == "_source: unknown key; check its spelling"

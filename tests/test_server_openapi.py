@@ -23,7 +23,8 @@ def test_openapi_documents_every_endpoint_and_the_error_body() -> None:
     for path in ("/v2/rerank", "/v1/rerank", "/rerank", "/v1/rerank/batch", "/v1/models"):
         assert "post" in paths[path] or "get" in paths[path]
     for path in ("/health", "/ready", "/metrics"):
-        assert "get" in paths[path]
+        assert "get" in paths[path] and "head" in paths[path]
+    assert "401" in paths["/v1/models"]["get"]["responses"]  # it takes the API key too
     error = document["components"]["schemas"]["ErrorBody"]
     assert set(error["required"]) == {"error", "error_type", "message", "detail"}
     responses = paths["/v2/rerank"]["post"]["responses"]
@@ -74,3 +75,13 @@ def test_bounds_are_json_schema_keywords() -> None:
     assert found == []
     timeout = document["components"]["schemas"]["V2RerankRequest"]["properties"]["timeout_ms"]
     assert timeout["anyOf"][0]["minimum"] == 1
+
+
+def test_index_names_are_described_as_the_store_accepts_them() -> None:
+    from semrank.server.schemas import INDEX_NAME_PATTERN
+    from semrank.store._registry import _NAME
+
+    assert INDEX_NAME_PATTERN == f"^{_NAME.pattern}$"
+    paths = openapi_document()["paths"]
+    parameter = paths["/v1/indexes/{name}"]["get"]["parameters"][0]
+    assert parameter["schema"]["pattern"] == INDEX_NAME_PATTERN

@@ -248,6 +248,7 @@ def test_bad_index_calls_are_named(tmp_path: Path, call, error, message) -> None
     ("options", "message"),
     [
         ({"fields": [5]}, "text fields must be non-empty field names"),
+        ({"fields": ["title", "*"]}, "which searches use for all text fields together"),
         ({"embedding_max_length": 0}, "embedding_max_length must be a positive integer"),
         ({"ann_threshold": -1}, "ann_threshold must be an integer >= 0"),
     ],
@@ -687,3 +688,17 @@ def test_an_embedding_model_changed_in_place_is_refused(tmp_path: Path) -> None:
     assert exit_code_for(added.exception) == 2  # the user's to fix, not a bug (1)
     with open_index("probed", home=tmp_path) as after:
         assert after.unfinished_note() is None and len(after) == len(DOCS)
+
+
+def test_a_stored_field_is_read_as_the_rerank_api_reads_it(tmp_path: Path) -> None:
+    # A search re-ranking on a stored field must score the text /v1/rerank would for the same
+    # document: objects and lists as their JSON (they were read as Python's str(), "True" etc.).
+    from semrank.rerank._documents import document_texts
+
+    meta = {"topic": "fleas bite dögs", "verified": True, "note": None}
+    record = {"id": "1", "text": "flea", "meta": meta, "tags": ["fleas", "bite"], "n": 3}
+    with create_index("odd", home=tmp_path, embedding_model=None, fields=["text"]) as index:
+        index.upsert([record])
+        stored = index.get(["1"])[0]
+        for field in ("meta", "tags", "n", "text"):
+            assert index.text_of(stored, field) == document_texts([record], [field])[0]

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Send
 
 from semrank.errors import (
@@ -123,9 +124,14 @@ def install_error_handlers(
         _log(request, exc.status_code, exc)
         error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         message = UNREADABLE_BODY if exc.detail == FASTAPI_UNREADABLE_BODY else str(exc.detail)
+        headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":  # no such route, not a resource
             message = f"no route {request.method} {request.url.path}; {ROUTES_HINT}"
-        return error_response(exc.status_code, message, error_type, exc.headers)
+        if exc.status_code == 405 and allowed_methods(request):
+            allowed = ", ".join(allowed_methods(request))
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+            headers = {**(headers or {}), "Allow": allowed}
+        return error_response(exc.status_code, message, error_type, headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error", exc_info=exc, extra=log_fields(**_request_fields(request)))
@@ -135,6 +141,17 @@ def install_error_handlers(
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path: Starlette's 405 names only the first
+    matching route's (GET, where POST /v1/indexes is another route), and RFC 9110 wants all."""
+    methods: set[str] = set()
+    for route in request.app.state.declared_routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 LONE_SURROGATE = (
@@ -172,6 +189,12 @@ _SEARCH_KEY_HINTS = {
 }
 
 
+SEARCH_QUERY_DSL_HINT = (
+    "query is the search text, a string; Elasticsearch query DSL (match, multi_match, bool) "
+    'goes under "retriever": {"standard": {"query": {...}}}'
+)
+
+
 def validation_message(
     errors: Sequence[Any], *, content_type: str = "application/json", search: bool = False
 ) -> str:
@@ -205,6 +228,9 @@ def validation_message(
             continue
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
             parts.append(f"{where}: {LONE_SURROGATE}")
+            continue
+        if search and location == ["query"] and error.get("type") == "string_type":
+            parts.append(f"query: {SEARCH_QUERY_DSL_HINT}")  # Elasticsearch's body shape
             continue
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParameter
 
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
@@ -20,6 +21,7 @@ from semrank.server._engines import run_in_thread
 from semrank.server._rerank_routes import ERRORS, WARNING_HEADER
 from semrank.server._service import RerankService
 from semrank.server.schemas import (
+    INDEX_NAME_SCHEMA,
     CreateIndexRequest,
     DeleteDocumentsRequest,
     DeleteResult,
@@ -37,6 +39,7 @@ from semrank.server.schemas import (
     UpsertResult,
 )
 
+IndexNameInPath = Annotated[str, PathParameter(json_schema_extra=INDEX_NAME_SCHEMA)]
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["indexes"], responses=ERRORS)
 T = TypeVar("T")
 
@@ -103,7 +106,7 @@ def _check_embedding_model(name: str | None) -> None:
     response_model=IndexInfo,
     summary="Index info (documents, settings, sizes)",
 )
-async def index_info(name: str, request: Request) -> Any:
+async def index_info(name: IndexNameInPath, request: Request) -> Any:
     info = await _blocking(request, None, _with_index(request, name, lambda s: s.info().to_dict()))
     return _public_info(request, info)
 
@@ -136,7 +139,7 @@ def _public_location(request: Request, location: str) -> str:
 
 
 @router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")
-async def drop_index(name: str, request: Request) -> Any:
+async def drop_index(name: IndexNameInPath, request: Request) -> Any:
     from semrank.pipeline import forget_open_indexes
     from semrank.store import drop_index as drop
 
@@ -153,7 +156,9 @@ async def drop_index(name: str, request: Request) -> Any:
     response_model=UpsertResult,
     summary="Add or replace documents (by id)",
 )
-async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Request) -> Any:
+async def upsert_documents(
+    name: IndexNameInPath, body: UpsertDocumentsRequest, request: Request
+) -> Any:
     # One request, one transaction (its size is bounded by --max-body-bytes): concurrent
     # requests writing the same ids then leave one request's documents, not a mix of batches.
     documents = body.documents
@@ -185,7 +190,9 @@ async def upsert_documents(name: str, body: UpsertDocumentsRequest, request: Req
     response_model=DeleteResult,
     summary="Delete documents by id",
 )
-async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Request) -> Any:
+async def delete_documents(
+    name: IndexNameInPath, body: DeleteDocumentsRequest, request: Request
+) -> Any:
     service: RerankService = request.app.state.service
     with service.admission.admit():
         delete = _with_index(request, name, lambda s: s.delete(body.ids))
@@ -198,7 +205,9 @@ async def delete_documents(name: str, body: DeleteDocumentsRequest, request: Req
     response_model=PrepareResult,
     summary="Embed every document's re-ranking windows ahead (searches then embed the query only)",
 )
-async def prepare(name: str, request: Request, body: PrepareRequest | None = None) -> Any:
+async def prepare(
+    name: IndexNameInPath, request: Request, body: PrepareRequest | None = None
+) -> Any:
     from semrank.pipeline import prepare_index
 
     body = body or PrepareRequest.model_validate({})  # every field has a default: no body is fine
@@ -223,7 +232,9 @@ async def prepare(name: str, request: Request, body: PrepareRequest | None = Non
     response_model_exclude_none=True,
     summary="Search with a retriever tree (Elasticsearch JSON or a shorthand like bm25+rerank)",
 )
-async def search(name: str, body: SearchRequest, request: Request, response: Response) -> Any:
+async def search(
+    name: IndexNameInPath, body: SearchRequest, request: Request, response: Response
+) -> Any:
     from semrank.pipeline import as_retriever, check_window
     from semrank.pipeline import search as run_search
 

@@ -81,11 +81,13 @@ def create_app(
     # records the status this one sets.
     app.add_middleware(RequestLifetime)
     routers = (probes, models_router, rerank_router, index_router)
+    # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
+    app.state.declared_routes = [route for router in routers for route in router.routes]
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
-        routes=[route for router in routers for route in router.routes],
+        routes=app.state.declared_routes,
     )
     for router in routers:
         app.include_router(router)

@@ -359,8 +359,14 @@ class _Strict(_Schema):
     model_config = _FORBID_EXTRA
 
 
+# The store's index names (semrank.store._registry), told to clients in the OpenAPI document
+# only: the store's own check refuses others with a message that says what to use.
+INDEX_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+INDEX_NAME_SCHEMA = {"pattern": INDEX_NAME_PATTERN}
+
+
 class CreateIndexRequest(_Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, json_schema_extra=INDEX_NAME_SCHEMA)
     fields: list[str] = Field(["title", "text"], min_length=1, description="searched text fields")
     id_field: str = Field("id", min_length=1, description="document field holding its id")
     embedding_model: str | None = Field(

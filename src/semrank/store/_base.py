@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import json
 import os
 import shlex
 import socket
@@ -145,15 +146,17 @@ class IndexInfo:
 
 
 def field_text(fields: dict[str, Any], name: str) -> str:
-    """The text of one field: strings as they are, lists joined, numbers as text, None empty."""
+    """The text of one field as the re-ranking API reads it (``Reranker.rerank``'s documents):
+    strings as they are, numbers and booleans as ``str()``, None empty, lists and objects as
+    their JSON, so a stored document re-ranked by a search scores as it does sent to /v1/rerank."""
     value = fields.get(name)
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, list | tuple):
-        return " ".join(field_text({"v": v}, "v") for v in value)
-    return str(value)
+    if isinstance(value, int | float | bool):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True, kw_only=True)

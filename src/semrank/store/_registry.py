@@ -21,7 +21,7 @@ from semrank.errors import (
     StorageError,
 )
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
-from semrank.store._base import IndexSettings
+from semrank.store._base import ALL_TEXT_FIELDS, IndexSettings
 from semrank.store._corpus import check_id_is_not_text
 from semrank.store._dsn import redact_dsn
 from semrank.store._local import LocalStore
@@ -301,6 +301,11 @@ def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
         raise InvalidInputError("an index needs at least one text field (--fields)")
     if not all(isinstance(name, str) and name for name in names):
         raise InvalidInputError(f"text fields must be non-empty field names, got {names!r}")
+    if ALL_TEXT_FIELDS in names:  # it would store a field named "*", never found in documents
+        raise InvalidInputError(
+            f"text fields {names!r} name {ALL_TEXT_FIELDS!r}, which searches use for all text "
+            "fields together; name the documents' fields themselves (title, text, ...)"
+        )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InvalidInputError(
