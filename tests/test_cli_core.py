@@ -336,6 +336,20 @@ def test_rerank_says_on_stderr_when_the_query_was_cut(tmp_path):
     assert "warning" not in short.stderr
 
 
+def test_rerank_says_the_query_was_cut_whatever_min_score_leaves(tiny_model, tmp_path):
+    # Said of the results shown, a query cut next to a long document that --top-n or
+    # --min-score then left out went unsaid (the server says it of every document scored).
+    path = tmp_path / "docs.txt"
+    path.write_text("flea\n" + "fleas bite dogs and cats " * 60 + "\n")
+    query = " ".join(["fleas"] * 20)  # 40 tiny-model tokens: all read next to "flea" alone
+    model = str(tiny_model("bert"))
+    for flags in (["--min-score", "0.999"], ["--top-n", "1"]):
+        args = ["rerank", query, "--docs", str(path), "--model", model, "--json", *flags]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "warning: the query is 40" in result.stderr and "read its first" in result.stderr
+
+
 @pytest.mark.parametrize(
     "text, documents",
     [

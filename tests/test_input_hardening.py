@@ -373,7 +373,7 @@ def test_json_files_nested_past_the_recursion_limit_are_named_not_a_traceback(
     shallow.write_text('{"text": "fleas", "a": ' + "[" * 300 + "]" * 300 + '}\n{"text": "x"}\n')
     runner = CliRunner()
     for path, said in (
-        (lines, "docs.jsonl: JSON nested more than 200 levels deep, too deep to read"),
+        (lines, "docs.jsonl: JSON that cannot be read: nested more than 200 levels deep"),
         (shallow, "three_hundred.jsonl:1: the document nests lists / objects more than 200"),
     ):
         result = runner.invoke(app, ["rerank", "fleas", "--docs", str(path)])

@@ -344,3 +344,17 @@ def test_a_model_folder_given_as_a_path_object_is_a_model_path(index: Store, ble
     assert search(index, QUERY, retriever=tree, k=5).ids == by_text.ids
     [prepared] = prepare_index(index, model=blend_dir)
     assert prepared.documents == len(DOCS)
+
+
+def test_a_query_cut_next_to_a_hit_below_min_score_is_said(tiny_model, tmp_path: Path):
+    # Said of the hits kept, a query cut next to the long document that min_score then
+    # dropped went unsaid.
+    reranker = Reranker(tiny_model("bert"))
+    docs = [{"id": "short", "text": "flea"}, {"id": "long", "text": "fleas bite dogs " * 60}]
+    with create_index("cut", home=tmp_path, embedding_model=None) as index:
+        index.upsert(docs)
+        query = " ".join(["fleas"] * 20)  # 40 tiny-model tokens: all read next to "flea"
+        tree = build_retriever("bm25", rerank=True, model=reranker, window=10, min_score=0.999)
+        found = search(index, query, retriever=tree, k=10)
+    assert found.ids == []
+    assert any("read its first" in warning for warning in found.warnings)

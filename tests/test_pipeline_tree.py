@@ -606,7 +606,7 @@ def test_trees_that_cannot_be_read_are_named() -> None:
     deep = '{"standard": {"query": {"match": {"*": "x"}}}}'
     for _ in range(900):
         deep = '{"cutoff": {"retriever": ' + deep + ', "size": 5}}'
-    with pytest.raises(InvalidInputError, match="nested too deeply"):
+    with pytest.raises(InvalidInputError, match="nested more than 200 levels deep"):
         parse_retriever(deep)
     # Python binds 0.3 * BM25() first: >> and % carry the weight to the branch (it was lost).
     from semrank.pipeline import Cut, TextSimilarityReranker

@@ -313,3 +313,25 @@ def test_a_query_cut_next_to_the_long_window_is_said_whatever_the_short_last_one
     assert read < count
     warning = cross_encoder.query_cut_warning(query, [result])
     assert warning is not None and f"read its first {read}" in warning
+
+
+def test_documents_past_float32s_sigmoid_keep_the_models_order(tiny_model, tmp_path) -> None:
+    """A float32 sigmoid is 1.0 for every logit above ~17: such documents tied in 0..1 and came
+    back in input order (the first stage's), not the model's; ties now fall to the logits."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "saturated"
+    shutil.copytree(tiny_model("bert"), folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.bias"] += 20.0  # every logit ~20, as a large reranker's can be
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    reranker = Reranker(str(folder))
+    docs = ["paris city", "the flea bite", "a dog", "music song", "fish boat"]
+    raw = reranker.rerank("flea", docs, raw_scores=True)
+    unit = reranker.rerank("flea", docs)
+    assert {result.relevance_score for result in unit} == {1.0}  # saturated: all tie in 0..1
+    assert len({result.relevance_score for result in raw}) == len(docs)
+    assert [result.index for result in unit] == [result.index for result in raw]
+    assert reranker.rerank("flea", docs, top_n=1)[0].index == raw[0].index

@@ -81,7 +81,7 @@ def test_index_names_are_described_as_the_store_accepts_them() -> None:
     from semrank.server.schemas import INDEX_NAME_PATTERN
     from semrank.store._registry import _NAME
 
-    assert INDEX_NAME_PATTERN == f"^{_NAME.pattern}$"
+    assert f"^{_NAME.pattern}$" == INDEX_NAME_PATTERN
     paths = openapi_document()["paths"]
     parameter = paths["/v1/indexes/{name}"]["get"]["parameters"][0]
     assert parameter["schema"]["pattern"] == INDEX_NAME_PATTERN

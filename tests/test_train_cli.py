@@ -181,9 +181,10 @@ def test_pairs_rows_keep_positive_and_positives_together(tmp_path: Path) -> None
 
 
 def test_unreadable_and_incomplete_sources_are_named(tmp_path: Path) -> None:
-    (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "caf\xe9", "positive": "p"}\n')
-    with pytest.raises(DataFormatError, match="not UTF-8"):
-        load_collection(DataSpec(path=tmp_path / "latin1.jsonl"))
+    good = b'{"query": "q", "positive": "p"}\n' * 799
+    (tmp_path / "latin1.jsonl").write_bytes(good + b'{"query": "caf\xe9", "positive": "p"}\n')
+    with pytest.raises(DataFormatError, match=r"latin1\.jsonl:800: not valid UTF-8 \(byte 0xe9"):
+        load_collection(DataSpec(path=tmp_path / "latin1.jsonl"))  # the line, not 797
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")

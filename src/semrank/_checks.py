@@ -81,15 +81,28 @@ def _json_leaves(value: object) -> Iterator[object]:
             yield item
 
 
+class UnreadableJSONError(json.JSONDecodeError):
+    """JSON that Python cannot read (nested too deeply, an integer too long): a file of JSON
+    all the same, unlike text that fails to parse."""
+
+
 def loads_json(text: str) -> Any:
     """``json.loads``, with JSON nested past Python's recursion limit (a few kilobytes of
-    brackets) raised as invalid JSON, which every reader of files reports with the file and
-    the fix, instead of a RecursionError traceback."""
+    brackets) or an integer too long for Python (over 4,300 digits) raised as invalid JSON,
+    which every reader of files reports with the file and the fix, instead of a traceback."""
     try:
         return json.loads(text)
     except RecursionError:
-        raise json.JSONDecodeError(
+        raise UnreadableJSONError(
             f"nested more than {MAX_JSON_DEPTH} levels deep, too deep to read; flatten it", text, 0
+        ) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python reads integers of at most 4,300 digits (int_max_str_digits)
+        raise UnreadableJSONError(
+            "an integer of more than 4,300 digits, too long to read; write it as a string",
+            text,
+            0,
         ) from None
 
 

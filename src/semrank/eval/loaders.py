@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeVar, get_args
 import numpy as np
 
 from semrank._checks import is_int, loads_json, require_collection
+from semrank._files import format_error, numbered_lines, read_text, require_path
 from semrank.errors import DataFormatError, InvalidInputError
-from semrank.eval._files import format_error, numbered_lines, read_text, require_path
 
 T = TypeVar("T")
 
@@ -537,7 +537,7 @@ def _candidate_hit(hit: object, where: str) -> tuple[str, Candidate]:
         )
     try:
         score = float(hit["score"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # overflow: a 400-digit integer
         raise DataFormatError(f"{where}: bad 'score' ({exc})") from exc
     candidate = Candidate(
         doc_id=_candidate_id(hit, "docid", where),

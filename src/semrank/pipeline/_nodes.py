@@ -626,13 +626,14 @@ def _reranked_order(
     unread (``score`` gives them a place-holding score below the read ones, which a threshold
     must not let through); any other model through its ``score``.
     """
-    from semrank.rerank import Reranker
+    from semrank.rerank import Reranker, select_results
 
     if isinstance(model, Reranker):
-        results = model.rerank(query, texts, min_score=min_score, return_documents=False)
-        for said in model.query_warnings(query, results):
+        ranked = model.rerank(query, texts, return_documents=False)
+        for said in model.query_warnings(query, ranked):  # of every text read, kept or not
             if said not in warnings:
                 warnings.append(said)
+        results = select_results(ranked, top_n=None, min_score=min_score)
         order = np.array([r.index for r in results], dtype=np.int64)
         return order, np.array([r.relevance_score for r in results], dtype=np.float32)
     scores = _model_scores(model, model.score(query, texts), len(texts))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import MAX_WEIGHT, is_finite_number
+from semrank._checks import MAX_WEIGHT, UnreadableJSONError, is_finite_number, loads_json
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER
 from semrank.pipeline._nodes import (
@@ -325,20 +325,17 @@ def _node(spec: Any, where: str) -> Retriever:
 def _load_json(spec: str | Path) -> Any:
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
         try:
-            return json.loads(spec)
+            return loads_json(spec)
+        except UnreadableJSONError as exc:
+            raise InvalidInputError(f"retriever JSON {exc.msg}") from None
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"retriever JSON is not valid ({exc.msg})") from exc
-        except RecursionError:
-            raise InvalidInputError(
-                "retriever JSON nested too deeply to read (hundreds of levels); flatten it"
-            ) from None
     path = Path(spec).expanduser()
     try:
-        return json.loads(path.read_text("utf-8"))
-    except RecursionError:
-        raise InvalidInputError(
-            f"{path}: JSON nested too deeply to read (hundreds of levels); flatten the tree"
-        ) from None
+        # utf-8-sig: Windows editors start files with a byte order mark
+        return loads_json(path.read_text("utf-8-sig"))
+    except UnreadableJSONError as exc:
+        raise InvalidInputError(f"{path}: JSON {exc.msg}") from None
     except FileNotFoundError as exc:
         raise DataFormatError(
             f"retriever file {path} does not exist; give a retriever JSON file, or one of the "

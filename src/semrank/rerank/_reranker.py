@@ -374,7 +374,14 @@ class Reranker:
             raw_scores if raw else apply_activation(raw_scores, self.scorer.activation, calibration)
         )
         return _split_scores(
-            np.asarray(scores, dtype=np.float32), plans, masks, first_stage, chunking
+            np.asarray(scores, dtype=np.float32),
+            plans,
+            masks,
+            first_stage,
+            chunking,
+            # Ties in 0..1 are broken by the model's own scores: a float32 sigmoid is 1.0 for
+            # every logit above ~17, which left such documents in input order.
+            tiebreak=None if raw else np.asarray(raw_scores, dtype=np.float32),
         )
 
     def _plan(
@@ -536,9 +543,14 @@ def _split_scores(
     masks: list[np.ndarray],
     first_stage: list[np.ndarray] | None,
     chunking: ChunkingConfig,
+    *,
+    tiebreak: np.ndarray | None = None,
 ) -> list[_DocumentScores]:
+    """Per query, the documents' scores and order; ``tiebreak``: the pieces' raw scores,
+    aggregated alike, which order documents whose ``scores`` tie."""
     counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
     per_query = aggregate_documents(scores, counts, chunking)
+    seconds = aggregate_documents(tiebreak if tiebreak is not None else scores, counts, chunking)
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     return [
         _DocumentScores(
@@ -546,23 +558,27 @@ def _split_scores(
             plans=doc_plans,
             best_chunks=best,
             pruned=pruned,
-            order=_rank_order(doc_scores, pruned, order),
+            order=_rank_order(doc_scores, pruned, order, second),
         )
-        for (doc_scores, best), doc_plans, pruned, order in zip(
-            per_query, plans, masks, orders, strict=True
+        for (doc_scores, best), (second, _), doc_plans, pruned, order in zip(
+            per_query, seconds, plans, masks, orders, strict=True
         )
     ]
 
 
-def _rank_order(scores: np.ndarray, pruned: np.ndarray, first_stage: np.ndarray) -> np.ndarray:
-    """Read documents by score, then pruned ones in the cascade pruner's order.
+def _rank_order(
+    scores: np.ndarray, pruned: np.ndarray, first_stage: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """Read documents by score (ties by ``second``, then input order), then pruned ones in the
+    cascade pruner's order.
 
     Pruned documents' placeholder scores already sort below the read ones, but after a sigmoid
     at high logits float32 can no longer tell them apart, so the order is not left to the values.
     """
     read = np.flatnonzero(~pruned)
-    # Stable sort on the negated score: ties keep input order, so results are deterministic.
-    by_score = read[np.argsort(-scores[read], kind="stable")]
+    # lexsort is stable (its last key first): full ties keep input order, so results are
+    # deterministic and a top k is the head of every longer top k.
+    by_score = read[np.lexsort((-second[read], -scores[read]))]
     rest = [d for d in first_stage.tolist() if pruned[d]]
     return np.concatenate([by_score, np.asarray(rest, dtype=by_score.dtype)])
 

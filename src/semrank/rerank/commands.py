@@ -12,7 +12,8 @@ from typing import Any
 
 import typer
 
-from semrank._checks import MAX_JSON_DEPTH, json_depth_over, loads_json
+from semrank._checks import MAX_JSON_DEPTH, UnreadableJSONError, json_depth_over, loads_json
+from semrank._files import GZIP_ERRORS
 from semrank._words import for_terminal
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -23,10 +24,17 @@ def read_documents(path: str) -> list[Any]:
     return read_numbered_documents(path)[0]
 
 
-def read_numbered_documents(path: str) -> tuple[list[Any], list[int] | None]:
+def read_numbered_documents(
+    path: str, *, as_lines: bool = False
+) -> tuple[list[Any], list[int] | None]:
     """``read_documents`` with each document's line number (None for a JSON list). A .csv or
     .tsv file gives one object per row (its header names the fields), as `index create` reads
-    it: read as lines, its header was ranked as a document and its ids as text."""
+    it: read as lines, its header was ranked as a document and its ids as text. ``as_lines``:
+    every non-blank line is a document as written, whatever it looks like."""
+    if as_lines:
+        if path != "-":
+            _require_file(path)
+        return _text_lines(_read_text(path))
     documents, numbers = _read_numbered(path)
     deep = next((n for n, doc in enumerate(documents) if json_depth_over(doc)), None)
     if deep is not None:  # Python's own JSON writer and copies recurse: a traceback otherwise
@@ -58,22 +66,31 @@ def _read_numbered(path: str) -> tuple[list[Any], list[int] | None]:
             data = loads_json(text)
         except json.JSONDecodeError as exc:
             raise DataFormatError(
-                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}){LINES_HINT}"
             ) from exc
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: a JSON file of documents must hold a list")
         return data, None
-    # Lines end at \n, \r\n or \r (old Mac files): str.splitlines also breaks at form feeds,
-    # U+0085 and U+2028, which JSON strings and pdftotext output hold, and would misnumber every
-    # later document.
-    rows = re.split(r"\r\n|\r|\n", text)
-    lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
-    numbers = [number for number, _line in lines]
+    documents, numbers = _text_lines(text)
+    lines = list(zip(numbers, documents, strict=True))
     looks_json = lines and all(_looks_like_json(line) for _number, line in lines)
     if looks_json and any(_is_json(line) for _number, line in lines):
         return [_json_line(path, number, line) for number, line in lines], numbers
     _refuse_mixed_lines(path, lines)
     return [line for _number, line in lines], numbers
+
+
+# Said wherever a text file was taken for JSON: its lines may only look like JSON.
+LINES_HINT = "; if the file is plain text, one document per line, pass --lines"
+
+
+def _text_lines(text: str) -> tuple[list[str], list[int]]:
+    """The non-blank lines of ``text`` and their line numbers. Lines end at \\n, \\r\\n or \\r
+    (old Mac files): str.splitlines also breaks at form feeds, U+0085 and U+2028, which JSON
+    strings and pdftotext output hold, and would misnumber every later document."""
+    rows = re.split(r"\r\n|\r|\n", text)
+    lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
+    return [line for _number, line in lines], [number for number, _line in lines]
 
 
 def _on_lines(error: InvalidInputError, path: str, numbers: list[int] | None) -> Exception:
@@ -104,12 +121,9 @@ def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
     if not text.startswith(("[", "{")):
         return None
     try:
-        data = json.loads(text)
-    except RecursionError:  # JSON, too deep to read: said, not read as lines of text
-        raise DataFormatError(
-            f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep, too deep to read; "
-            "flatten it"
-        ) from None
+        data = loads_json(text)
+    except UnreadableJSONError as exc:  # JSON all the same: said, not read as lines of text
+        raise DataFormatError(f"{path}: JSON that cannot be read: {exc.msg}") from None
     except json.JSONDecodeError:
         return None
     if isinstance(data, dict) and {"query", "documents"} <= set(data):
@@ -137,6 +151,8 @@ def _is_json(line: str) -> bool:
         return True  # JSON too deep to read: reading it as a line names the problem
     except json.JSONDecodeError:
         return False
+    except ValueError:
+        return True  # an integer too long to read: reading it as a line names the problem
     return True
 
 
@@ -149,6 +165,8 @@ def _is_json_object(line: str) -> bool:
         return True
     except json.JSONDecodeError:
         return False  # plain text that happens to start with '{'
+    except ValueError:  # an integer too long to read: JSON all the same
+        return True
 
 
 def _refuse_mixed_lines(path: str, lines: list[tuple[int, str]]) -> None:
@@ -164,7 +182,7 @@ def _refuse_mixed_lines(path: str, lines: list[tuple[int, str]]) -> None:
         problem = "is a JSON object, but the lines before it are plain text"
     raise DataFormatError(
         f"{path}:{number}: this line {problem}; use one format: a JSON object or string per "
-        "line (JSONL), or one plain-text document per line"
+        "line (JSONL), or one plain-text document per line (--lines reads every line as text)"
     )
 
 
@@ -181,7 +199,7 @@ def _read_text(path: str) -> str:
     if data[:2] == b"\x1f\x8b":  # gzip, whatever the name (corpus.jsonl.gz)
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (*GZIP_ERRORS, OSError) as exc:
             raise InvalidInputError(f"--docs {path!r}: a damaged gzip file ({exc})") from None
     try:
         return data.decode("utf-8-sig")
@@ -212,7 +230,7 @@ def _json_line(path: str, number: int, line: str) -> Any:
     try:
         return loads_json(line)
     except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg}){LINES_HINT}") from exc
 
 
 def rerank_command(
@@ -244,12 +262,18 @@ def rerank_command(
         help="The model's pseudo-relevance feedback (on where the model has it); off scores each "
         "document on its own.",
     ),
+    as_lines: bool = typer.Option(
+        False,
+        "--lines",
+        help="Read --docs as plain text, one document per line, even where lines look like JSON.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Re-rank the documents in a file for QUERY."""
-    from semrank.rerank import CascadeConfig, Reranker
+    from semrank.rerank import CascadeConfig, Reranker, select_results
+    from semrank.rerank._documents import validate_min_score, validate_top_n
 
-    documents, numbers = read_numbered_documents(docs)
+    documents, numbers = read_numbered_documents(docs, as_lines=as_lines)
     if rank_field and not any(isinstance(d, dict) for d in documents):
         raise InvalidInputError(
             f"--rank-field {rank_field[0]!r} picks fields of JSON-object documents, and {docs} "
@@ -259,22 +283,24 @@ def rerank_command(
         raise InvalidInputError(
             f"--cascade-keep must be 0 (off) or the number of documents to keep, got {cascade_keep}"
         )
+    top_n, min_score = validate_top_n(top_n), validate_min_score(min_score)
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep else None
     reranker = Reranker(model, cascade=cascade, feedback=feedback, backend=backend)
     try:
-        results = reranker.rerank(
+        ranked = reranker.rerank(
             query,
             documents,
-            top_n=top_n,
-            min_score=min_score,
             rank_fields=rank_field or None,
             chunking=not no_chunking,
             raw_scores=raw,
         )
     except InvalidInputError as error:
         raise _on_lines(error, docs, numbers) from None
-    for warning in reranker.query_warnings(query, results):  # stderr: stdout stays the results
+    # How the query was read is said of every document scored, not of those shown: a query cut
+    # next to a long document left out by --top-n was cut all the same (the server says so too).
+    for warning in reranker.query_warnings(query, ranked):  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
+    results = select_results(ranked, top_n=top_n, min_score=min_score)
     if as_json:
         rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]
         payload = {"model": reranker.name, "results": rows}

@@ -362,7 +362,7 @@ class _Strict(_Schema):
 # The store's index names (semrank.store._registry), told to clients in the OpenAPI document
 # only: the store's own check refuses others with a message that says what to use.
 INDEX_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-INDEX_NAME_SCHEMA = {"pattern": INDEX_NAME_PATTERN}
+INDEX_NAME_SCHEMA: dict[str, Any] = {"pattern": INDEX_NAME_PATTERN}
 
 
 class CreateIndexRequest(_Strict):

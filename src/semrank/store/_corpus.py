@@ -7,10 +7,8 @@ default and embedded. Files are streamed, so a corpus never has to fit in memory
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
-import zlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,6 +23,7 @@ from semrank._checks import (
     json_depth_over,
     loads_json,
 )
+from semrank._files import read_text, text_lines
 from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
@@ -136,72 +135,14 @@ def checked_documents(
         yield document
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
-
-
-# What a truncated or corrupt gzip stream raises while it is read (BadGzipFile is an OSError).
-_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
-
-
-def _not_gzip(path: Path, exc: Exception) -> InvalidInputError:
-    return InvalidInputError(
-        f"{path}: not a valid gzip file ({exc}); re-compress it with gzip, or drop the .gz "
-        "suffix if it is plain text"
-    )
-
-
-def _not_utf8(path: Path, line: int, byte: int, column: int) -> InvalidInputError:
-    return InvalidInputError(
-        f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); "
-        "save the file as UTF-8"
-    )
-
-
-def _raw_lines(path: Path) -> Iterator[bytes]:
-    with _open_binary(path) as handle:
-        try:
-            yield from handle
-        except _GZIP_ERRORS as exc:
-            raise _not_gzip(path, exc) from exc
-
-
 def _text_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 (optionally gzipped) file, line endings kept (as ``newline=""``).
-
-    Decoded line by line, not by a TextIOWrapper, so that a bad byte is reported with the line
-    it is on rather than as a bare UnicodeDecodeError somewhere in an 8 KB chunk.
-    """
-    for number, raw in enumerate(_raw_lines(path), start=1):
-        try:
-            # utf-8-sig on the first line: a byte-order mark (Excel's "CSV UTF-8") is not text;
-            # kept, it would become part of the first column's name.
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            at = _file_offset(raw, exc)
-            raise _not_utf8(path, number, raw[at], at + 1) from exc
-        yield line
-
-
-def _file_offset(data: bytes, exc: UnicodeDecodeError) -> int:
-    """Where in ``data`` the bad byte is: utf-8-sig reports offsets past the byte-order mark."""
-    return exc.start + len(data) - len(exc.object)
+    """The lines of a UTF-8 (optionally gzipped) file, line endings kept; errors name the line."""
+    return text_lines(path, InvalidInputError)
 
 
 def _read_text(path: Path) -> str:
     """The whole file as text, with the same errors as ``_text_lines``."""
-    with _open_binary(path) as handle:
-        try:
-            data = handle.read()
-        except _GZIP_ERRORS as exc:
-            raise _not_gzip(path, exc) from exc
-    try:
-        return data.decode("utf-8-sig")  # a leading byte-order mark is not text
-    except UnicodeDecodeError as exc:
-        at = _file_offset(data, exc)
-        line = data.count(b"\n", 0, at) + 1
-        column = at - data.rfind(b"\n", 0, at)
-        raise _not_utf8(path, line, data[at], column) from exc
+    return read_text(path, InvalidInputError)
 
 
 def _format_of(path: Path) -> str:
@@ -283,6 +224,8 @@ def _csv_records(
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             if unnamed:
                 row = _named_cells(path, number, later_unnamed, row)
+            if delimiter == "\t":
+                row = {key: _tsv_cell(value) for key, value in row.items()}
             row_start, row_end = row_end + 1, reader.reader.line_num
             row_lines, taken.lines = taken.lines, []
             if lines is not None:
@@ -296,6 +239,19 @@ def _csv_records(
             "closes (the file ends inside it, every later line read into it); close its quote, "
             'and write a quote inside a quoted field as two ("")'
         )
+
+
+# A TSV cell as Python's excel-tab dialect and pandas' to_csv(sep="\t") write a text holding
+# quotes: in quotes, each quote inside doubled. Only a cell with a doubled quote inside is
+# read so: a cell that is merely a quotation ('"Fleas bite"') keeps its quotes.
+_QUOTED_TSV_CELL = re.compile(r'"((?:[^"]|"")*""(?:[^"]|"")*)"', re.DOTALL)
+
+
+def _tsv_cell(value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith('"'):
+        return value
+    quoted = _QUOTED_TSV_CELL.fullmatch(value)
+    return quoted.group(1).replace('""', '"') if quoted else value
 
 
 class _TakenLines:
@@ -363,12 +319,15 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
 def _named_cells(
     path: Path, number: int, later_unnamed: int | None, row: dict[str, Any]
 ) -> dict[str, Any]:
-    """``row`` without its unnamed cells; text under an unnamed column other than the first
-    (``later_unnamed``, 1-based) is refused, naming it."""
-    if later_unnamed is not None and str(row.get("", "") or "").strip():
+    """``row`` without its unnamed cells. The first column unnamed is pandas' index, left out
+    while it holds integers; text under it, or anything under a later unnamed column
+    (``later_unnamed``, 1-based), is refused, naming it: it would be lost."""
+    cell = str(row.get("", "") or "").strip()
+    column = later_unnamed or 1
+    if cell and (later_unnamed is not None or not cell.lstrip("+-").isdigit()):
         raise DataFormatError(
-            f"{path}: row {number} has text in column {later_unnamed}, which the header leaves "
-            "unnamed; name the column in the header (or remove the text)"
+            f"{path}: row {number} has text ({cell!r:.40}) in column {column}, which the header "
+            "leaves unnamed; name the column in the header (or remove the text)"
         )
     return {key: value for key, value in row.items() if key.strip()}
 

@@ -446,8 +446,8 @@ def _read_ids(ids_file: Path) -> list[str]:
     """One id per line, exactly as written: ids may begin or end with spaces (an ingest keeps
     them), so only the line break (LF or CRLF) is taken off. Blank lines are skipped: no
     document can have a blank id."""
+    from semrank._files import bad_byte
     from semrank.errors import InvalidInputError
-    from semrank.store._corpus import _file_offset
 
     if not ids_file.is_file():
         raise InvalidInputError(
@@ -457,7 +457,7 @@ def _read_ids(ids_file: Path) -> list[str]:
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as exc:
-        at = _file_offset(data, exc)
+        at = bad_byte(data, exc)
         line = data.count(b"\n", 0, at) + 1
         raise InvalidInputError(
             f"--ids-file {ids_file}:{line}: not valid UTF-8 (byte 0x{data[at]:02x}); save "

@@ -9,7 +9,6 @@ four training sets under ``../shared/data/train``.
 from __future__ import annotations
 
 import difflib
-import gzip
 import json
 import logging
 import random
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int, loads_json
+from semrank._files import numbered_lines
 from semrank.errors import DataFormatError
 from semrank.eval.loaders import (
     BEIR_QUERY_FILES,
@@ -140,13 +140,6 @@ class _Pool:
         return self._index[text]
 
 
-def open_text(path: Path) -> Any:
-    """Open a text file, transparently gunzipping ``.gz``."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects of a JSONL file, naming the line when one is broken."""
     for _number, row in iter_numbered_jsonl(path):
@@ -154,24 +147,14 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def iter_numbered_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, JSON value) of every non-blank line: errors about a row name its line."""
-    with open_text(path) as handle:
-        number = 0
+    """(line number, JSON value) of every non-blank line, plain or gzip (by content), a
+    byte-order mark skipped: errors about a row, its bytes or its gzip stream name the line."""
+    for number, line in numbered_lines(path):
         try:
-            for number, line in enumerate(handle, 1):  # number: named in the errors below
-                if not line.strip():
-                    continue
-                try:
-                    value = loads_json(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-                yield number, value
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(
-                f"{path}:{number + 1}: not UTF-8 text ({exc.reason}); give a UTF-8 JSONL file"
-            ) from exc
-        except (OSError, EOFError) as exc:  # gzip.BadGzipFile, truncated .gz
-            raise DataFormatError(f"{path}: cannot be read as gzipped JSONL ({exc})") from exc
+            value = loads_json(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        yield number, value
 
 
 def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
@@ -494,6 +477,8 @@ def _add_corpus(collection: Collection, path: Path) -> None:
         if not isinstance(text, str) or not text.strip():
             raise DataFormatError(f"{path}:{number}: needs a non-empty 'text' field")
         title = row.get("title") or ""
+        if not isinstance(title, str):
+            raise DataFormatError(f"{path}:{number}: 'title' must be a string, got {title!r:.60}")
         passage = (f"{title}. {text}" if title else text).strip()
         if passage not in seen:
             seen.add(passage)
@@ -508,11 +493,19 @@ def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collect
         "medquad_pairs.jsonl.gz": load_medquad,
         "wikiqa_train.jsonl.gz": load_wikiqa,
     }
-    for filename, reader in known.items():
-        if (path / filename).exists():
-            return reader(path / filename, name=name, limit=limit, seed=seed)
-    if (path / "squad11_train_pairs_hn.jsonl.gz").exists():
-        return load_squad(path, name=name, limit=limit, seed=seed)
+    try:
+        for filename, reader in known.items():
+            if (path / filename).exists():
+                return reader(path / filename, name=name, limit=limit, seed=seed)
+        if (path / "squad11_train_pairs_hn.jsonl.gz").exists():
+            return load_squad(path, name=name, limit=limit, seed=seed)
+    except (KeyError, TypeError, AttributeError) as exc:  # rows of another shape than the set's
+        raise DataFormatError(
+            f"{str(path)!r} is named like one of the shared training sets (see "
+            f"../shared/data/train/README.md) but a row of it does not fit that set's shape "
+            f"({type(exc).__name__}: {exc}); give your own data as JSONL of "
+            "{query, positive|positives, negatives?} instead"
+        ) from exc
     has_queries = any((path / name).is_file() for name in BEIR_QUERY_FILES)
     if (path / "qrels" / "train.tsv").exists() and has_queries:
         return load_beir(path, split="train", name=name, limit=limit, seed=seed)

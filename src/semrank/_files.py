@@ -1,0 +1,124 @@
+"""Reading data files, plain or gzip (by content, not name), with errors that name the file and
+the line: one reader for every file format semrank reads."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+from semrank.errors import DataFormatError, InvalidInputError, SemrankError
+
+GZIP_MAGIC = b"\x1f\x8b"
+# What a damaged or cut-short gzip stream raises while it is read (BadGzipFile is an OSError).
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+# Which error a reader raises: the store's readers say InvalidInputError, the others
+# DataFormatError (both are exit status 2 and HTTP 422).
+ErrorType = type[SemrankError]
+
+
+def format_error(path: Path | str, line: int | None, message: str) -> DataFormatError:
+    """A DataFormatError whose message starts with ``file:line:`` like a compiler's."""
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    return DataFormatError(f"{where}: {message}")
+
+
+def require_path(path: object, argument: str) -> Path:
+    """``path`` as a Path; anything but a str or os.PathLike is refused by name.
+
+    ``Path(None)`` would raise a bare TypeError that the CLI cannot turn into a one-line error.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInputError(
+            f"{argument} must be a file path (str or pathlib.Path), got "
+            f"{type(path).__name__} ({path!r:.60}); pass the path of the file"
+        )
+    return Path(path)
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether ``path`` holds gzip data, by its magic bytes: a name is no proof either way."""
+    with path.open("rb") as probe:
+        return probe.read(2) == GZIP_MAGIC
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """``path`` for reading bytes, gunzipped when it is gzip (whatever its name)."""
+    return cast(IO[bytes], gzip.open(path, "rb")) if is_gzip(path) else path.open("rb")
+
+
+def _checked(path: Path | str) -> Path:
+    path = require_path(path, "path")
+    if path.is_dir():
+        raise DataFormatError(
+            f"{path} is a folder; pass a file in it (e.g. {path / 'queries.jsonl'} or "
+            f"{path / 'qrels' / 'test.tsv'} of a BEIR folder)"
+        )
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file (check the path)")
+    return path
+
+
+def _damaged(path: Path | str, exc: Exception, error: ErrorType) -> SemrankError:
+    return error(f"{path}: a damaged or cut-short gzip file ({exc}); compress the data again")
+
+
+def _not_utf8(path: Path | str, number: int, byte: int, column: int, error: ErrorType) -> Any:
+    return error(
+        f"{path}:{number}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); "
+        "save the file as UTF-8"
+    )
+
+
+def bad_byte(data: bytes, exc: UnicodeDecodeError) -> int:
+    """Where in ``data`` the bad byte is: utf-8-sig reports offsets past the byte-order mark."""
+    return exc.start + len(data) - len(exc.object)
+
+
+def raw_lines(path: Path, error: ErrorType = DataFormatError) -> Iterator[bytes]:
+    """The lines of ``path`` as bytes, line endings kept, gunzipped when it is gzip."""
+    with open_binary(path) as handle:
+        try:
+            yield from handle
+        except GZIP_ERRORS as exc:
+            raise _damaged(path, exc, error) from exc
+
+
+def text_lines(path: Path | str, error: ErrorType = DataFormatError) -> Iterator[str]:
+    """The lines of ``path``, plain or gzip, line endings kept (as ``newline=""``). Decoded line
+    by line, so that a bad byte is named with its line (a TextIOWrapper names an offset in an
+    8 KB chunk); the first line's byte-order mark (Excel's "CSV UTF-8") is not text."""
+    path = _checked(path)
+    for number, raw in enumerate(raw_lines(path, error), start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            at = bad_byte(raw, exc)
+            raise _not_utf8(path, number, raw[at], at + 1, error) from None
+
+
+def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for every non-blank line of ``path``."""
+    for number, line in enumerate(text_lines(path), start=1):
+        if line.strip():
+            yield number, line.rstrip("\r\n")
+
+
+def read_text(path: Path | str, error: ErrorType = DataFormatError) -> str:
+    """The whole file as text (gzip or plain), with the errors of ``text_lines``."""
+    path = _checked(path)
+    with open_binary(path) as handle:
+        try:
+            data = handle.read()
+        except GZIP_ERRORS as exc:
+            raise _damaged(path, exc, error) from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        at = bad_byte(data, exc)
+        start = data.rfind(b"\n", 0, at) + 1
+        number = data.count(b"\n", 0, at) + 1
+        raise _not_utf8(path, number, data[at], at - start + 1, error) from None

@@ -1,0 +1,150 @@
+"""Every data file semrank reads, under generated and damaged input: each loads or raises
+semrank's own error naming the file (never another exception), and data written by the usual
+writers (Python's csv, pandas) reads back unchanged. Found by hypothesis runs; kept as
+properties with bounded examples, plus the shrunk cases themselves."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from semrank.errors import DataFormatError, SemrankError
+from semrank.eval.loaders import load_candidates
+from semrank.pipeline import parse_retriever
+from semrank.rerank.commands import read_numbered_documents
+from semrank.store import read_corpus
+from semrank.train._data import DataSpec, load_collection
+
+BOUNDED = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+LONG_INTEGER = "7" * 5000  # Python reads at most 4,300 digits
+
+
+def _fails_cleanly(read: Callable[[], Any]) -> None:
+    """``read()`` loads or raises semrank's own error: anything else fails the test."""
+    with contextlib.suppress(SemrankError):
+        read()
+
+
+@BOUNDED
+@given(text=st.text(min_size=20, max_size=200), at=st.integers(12, 40), flip=st.integers(1, 255))
+def test_a_damaged_gzip_file_is_named_by_every_reader(
+    tmp_path: Path, text: str, at: int, flip: int
+) -> None:
+    # zlib.error escaped `rerank --docs` and `train --data` as a traceback
+    data = bytearray(gzip.compress((text + "\n").encode()))
+    data[min(at, len(data) - 9)] ^= flip
+    docs, pairs = tmp_path / "docs.txt.gz", tmp_path / "pairs.jsonl.gz"
+    docs.write_bytes(bytes(data))
+    pairs.write_bytes(bytes(data))
+    _fails_cleanly(lambda: read_numbered_documents(str(docs)))
+    _fails_cleanly(lambda: load_collection(DataSpec(path=pairs)))
+    _fails_cleanly(lambda: list(read_corpus(docs)))
+
+
+def test_an_integer_too_long_for_python_is_a_named_format_error(tmp_path: Path) -> None:
+    corpus = tmp_path / "d.jsonl"
+    corpus.write_text(f'{{"id": 1, "text": "x", "n": {LONG_INTEGER}}}\n')
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(f'{{"query": "q", "positive": "p", "n": {LONG_INTEGER}}}\n')
+    candidates = tmp_path / "c.json"
+    hit = f'{{"qid": 1, "docid": 1, "rank": 1, "score": {LONG_INTEGER[:400]}, "content": "a"}}'
+    candidates.write_text(f'[{{"query": "q", "hits": [{hit}]}}]')
+    tree = tmp_path / "tree.json"
+    tree.write_text(
+        f'{{"standard": {{"query": {{"match": {{"text": "x"}}}}, "n": {LONG_INTEGER}}}}}'
+    )
+    too_long = "more than 4,300 digits"
+    with pytest.raises(DataFormatError, match=rf"d\.jsonl:1: .*{too_long}"):
+        list(read_corpus(corpus))
+    with pytest.raises(DataFormatError, match=rf"d\.jsonl: JSON that cannot be read: .*{too_long}"):
+        read_numbered_documents(str(corpus))
+    with pytest.raises(DataFormatError, match=rf"pairs\.jsonl:1: .*{too_long}"):
+        load_collection(DataSpec(path=pairs))
+    with pytest.raises(DataFormatError, match="bad 'score'"):  # 400 digits: float overflows
+        load_candidates(candidates)
+    with pytest.raises(SemrankError, match=too_long):
+        parse_retriever(tree)
+
+
+TSV_TEXT = st.text(
+    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\t\r\n"),
+    min_size=1,
+    max_size=20,
+).filter(str.strip)
+
+
+@BOUNDED
+@given(texts=st.lists(TSV_TEXT, min_size=1, max_size=4))
+def test_tsv_written_by_pythons_excel_tab_dialect_reads_back_unchanged(
+    tmp_path: Path, texts: list[str]
+) -> None:
+    # pandas' to_csv(sep="\t") writes the same: a text with quotes, quoted, inner quotes doubled
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, dialect="excel-tab")
+    writer.writerow(["id", "text"])
+    writer.writerows([[str(i), text] for i, text in enumerate(texts)])
+    path = tmp_path / "d.tsv"
+    path.write_text(out.getvalue(), encoding="utf-8", newline="")
+    assert [document.fields["text"] for document in read_corpus(path)] == texts
+
+
+def test_a_tsv_quotation_keeps_its_quotes(tmp_path: Path) -> None:
+    # TSV has no quoting: only a cell as csv writers quote it (a doubled quote inside) is read so
+    path = tmp_path / "raw.tsv"
+    path.write_text('id\ttext\n1\t"Fleas bite," said the vet.\n2\t"quoted whole"\n')
+    texts = [document.fields["text"] for document in read_corpus(path)]
+    assert texts == ['"Fleas bite," said the vet.', '"quoted whole"']
+
+
+def test_plain_text_lines_that_look_like_json_are_read_with_lines(tmp_path: Path) -> None:
+    todo = tmp_path / "todo.txt"
+    lines = ["[ ] buy a flea collar", "[x] book the vet", '"Yes."', "Fleas are small."]
+    todo.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"if the file is plain text.*pass --lines"):
+        read_numbered_documents(str(todo))
+    assert read_numbered_documents(str(todo), as_lines=True) == (lines, [1, 2, 3, 4])
+
+
+def test_a_byte_order_mark_is_skipped_by_training_data_and_retriever_files(
+    tmp_path: Path,
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(b'\xef\xbb\xbf{"query": "q", "positive": "p"}\n')
+    assert load_collection(DataSpec(path=pairs)).passages == ["p"]
+    tree = tmp_path / "tree.json"
+    tree.write_bytes(b'\xef\xbb\xbf{"standard": {"query": {"match": {"text": "x"}}}}')
+    assert parse_retriever(tree) is not None
+
+
+def test_gzip_is_told_by_its_bytes_in_training_data(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"  # no .gz in the name
+    pairs.write_bytes(gzip.compress(b'{"query": "q", "positive": "p"}\n'))
+    assert load_collection(DataSpec(path=pairs)).passages == ["p"]
+
+
+def test_shared_set_names_with_other_rows_and_corpus_titles_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "wikiqa"
+    folder.mkdir()
+    (folder / "wikiqa_train.jsonl.gz").write_bytes(gzip.compress(b'{"question": "q"}\n'))
+    with pytest.raises(DataFormatError, match=r"named like one of the shared training sets"):
+        load_collection(DataSpec(path=folder))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q", "positive": "p"}\n')
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "Fleas are insects.", "title": ["Fleas"]}\n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: 'title' must be a string"):
+        load_collection(DataSpec(path=pairs, corpus=corpus))
