@@ -63,7 +63,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106, 107]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106, 107, 108]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -105,6 +105,13 @@ def test_positions_when_ids_are_null_and_empty_input(installed: str) -> None:
         assert conn.execute("SELECT * FROM semrank.rank('q', '{}'::text[])").fetchall() == []
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="ids has 1 elements"):
             conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a', 'b'], ARRAY['x'])")
+        # Arrays of arrays: ids came back as Python's "['a']", documents as pydantic's words
+        one_d = "must be one-dimensional text"
+        nested = (("ARRAY['a', 'b']", "ARRAY[['x'], ['y']]"), ("ARRAY[['a']]", "NULL"))
+        for documents, ids in nested:
+            conn.rollback()  # the error before ended the transaction
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match=one_d):
+                conn.execute(f"SELECT * FROM semrank.rank('q', {documents}, {ids})")
 
 
 def test_server_down_is_a_clear_error_and_the_session_goes_on(installed: str) -> None:

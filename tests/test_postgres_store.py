@@ -491,3 +491,91 @@ def test_a_statement_the_database_cancels_is_a_deadline_not_a_bug(pg_dsn: str) -
             conn.execute("SELECT pg_sleep(2)")
     finally:
         release_pool(pg_dsn)
+
+
+def test_what_postgres_cannot_store_is_refused_before_the_first_batch(stores, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found in the batch that held it: the 256 documents of the batches before were in."""
+    from semrank.errors import DataFormatError
+    from semrank.store import read_corpus
+
+    _, pg = stores
+    good = [{"id": f"g{i}", "text": "fine"} for i in range(300)]
+    for bad in ({"id": "bad", "text": "a\u0000b"}, {"id": "x" * 2100, "text": "t"}):
+        with pytest.raises(DataFormatError):
+            pg.upsert([*good, bad])
+        assert len(pg) == len(DOCS)
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in [*good, {"id": "z", "text": "\u0000"}]))
+    with pytest.raises(DataFormatError, match="NUL"):  # `index create/add` check a file so
+        read_corpus(corpus).count(pg.check_storable)
+    assert read_corpus(corpus).count() == 301  # the embedded store holds it
+
+
+def _field_docs() -> list[dict[str, str]]:
+    docs = [{"id": f"t{i}", "title": "flea", "text": "dog"} for i in range(4)]
+    docs += [
+        {"id": "x", "title": "flea bite itch", "text": "flea dog dog"},
+        {"id": "y", "title": "cat", "text": "flea"},
+    ]
+    return docs + [{"id": f"f{i}", "title": "filler", "text": "nothing here"} for i in range(4)]
+
+
+def test_most_fields_sums_every_fields_score_on_both_stores(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    """PostgreSQL summed each field's top 4k only: x, best by the sum, lost its text share
+    at k=1 and y came first. A field boosted to 0 gave zero-score hits; a bad mode was
+    taken as most_fields."""
+    options = {"fields": ("title", "text"), "embedding_model": None}
+    local = create_index("m", home=tmp_path, **options)  # type: ignore[arg-type]
+    pg = create_index("m", store=pg_dsn, **options)  # type: ignore[arg-type]
+    both = ((1.0, "title"), (1.0, "text"))
+    fields = [(name, boost) for boost, name in both]
+    for store in (local, pg):
+        store.upsert(_field_docs())
+        top = store.search_bm25_fields("flea", k=1, fields=fields, mode="most_fields")
+        wide = store.search_bm25_fields("flea", k=10, fields=fields, mode="most_fields")
+        assert top.ids.tolist() == ["x"] == wide.ids[:1].tolist(), store
+        assert top.scores[0] == pytest.approx(wide.scores[0])
+        zero = store.search_bm25_fields("itch", k=5, fields=[("title", 1.0), ("text", 0.0)])
+        assert zero.ids.tolist() == ["x"] and (zero.scores > 0).all()
+        with pytest.raises(InvalidInputError, match="unknown multi-field mode 'bogus'"):
+            store.search_bm25_fields("flea", k=1, fields=fields, mode="bogus")
+        store.close()
+
+
+class _DotEmbedder(HashingEmbedder):
+    """A "dot" model: no Normalize step, so its vectors' lengths differ (multi-qa-*-dot-v1)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = super().embed(texts)
+        return vectors * np.array([[1.0 + len(text) % 7] for text in texts], dtype=np.float32)
+
+
+def test_a_model_without_normalize_ranks_by_cosine_on_both_stores(pg_dsn, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The embedded store ranked such vectors by inner product (long documents first, scores
+    past 1), PostgreSQL by cosine: two rankings of one index."""
+    options = {
+        "fields": ("title", "text"),
+        "embedding_model": "default",
+        "embedder": _DotEmbedder(),
+    }
+    local = create_index("d", home=tmp_path, **options)  # type: ignore[arg-type]
+    pg = create_index("d", store=pg_dsn, **options)  # type: ignore[arg-type]
+    for store in (local, pg):
+        store.upsert(DOCS)
+    query = HashingEmbedder().embed(["what do fleas eat blood"])[0]
+    texts = [f"{d['title']}\n{d['text']}" for d in DOCS]
+    cosine = dict(zip([d["id"] for d in DOCS], HashingEmbedder().embed(texts) @ query, strict=True))
+    for store in (local, pg):
+        hits = store.search_vector(query, k=3)
+        assert hits.ids[0] == "d4", store  # the best cosine, not the longest vector
+        np.testing.assert_allclose(hits.scores, [cosine[i] for i in hits.ids], atol=1e-5)
+        np.testing.assert_allclose(hits.scores, sorted(cosine.values())[::-1][:3], atol=1e-5)
+        store.close()
+
+
+def test_a_wrong_dimension_is_refused_by_an_emptied_index_too(stores) -> None:  # type: ignore[no-untyped-def]
+    """The embedded store answered [] once its exact index was empty, PostgreSQL a 422."""
+    for store in stores:
+        store.delete([d["id"] for d in DOCS])
+        with pytest.raises(InvalidInputError, match="query vector has 3 dimensions"):
+            store.search_vector(np.ones(3), k=2)

@@ -48,6 +48,9 @@ if query is None:
     plpy.error("semrank.rank: query is NULL",
                hint="pass the query text; leave out rows without one (WHERE query IS NOT NULL)",
                sqlstate="22004")
+if any(isinstance(value, list) for value in list(documents) + list(ids or [])):
+    plpy.error("semrank.rank: documents and ids must be one-dimensional text[] arrays",
+               hint="pass ARRAY['a', 'b'], not ARRAY[['a'], ['b']]", sqlstate="22023")
 if ids is not None and len(ids) != len(documents):
     plpy.error("semrank.rank: ids has %d elements but documents has %d"
                % (len(ids), len(documents)),
@@ -307,4 +310,5 @@ def sql_migrations() -> tuple[Migration, ...]:
             "sql: a body the server hung up on is named, not 'cannot reach'",
             rank + _RUN_AS_OWNER,
         ),
+        (108, "sql: semrank.rank refuses arrays of arrays", rank + _RUN_AS_OWNER),
     )

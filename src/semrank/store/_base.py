@@ -145,6 +145,48 @@ class IndexInfo:
         }
 
 
+MULTI_FIELD_MODES = ("best_fields", "most_fields")
+
+
+def check_field_mode(mode: object) -> None:
+    if mode not in MULTI_FIELD_MODES:
+        raise InvalidInputError(
+            f"unknown multi-field mode {mode!r}; use best_fields or most_fields"
+        )
+
+
+def combine_field_hits(per_field: Sequence[tuple[Hits, float]], mode: str, k: int) -> Hits:
+    """The best ``k`` documents by the max ("best_fields") or the sum ("most_fields") of their
+    fields' ``boost * score``; a document scoring nothing (a field boosted to 0) is no hit."""
+    combined: dict[object, float] = {}
+    for hits, boost in per_field:
+        for doc_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+            value = boost * score
+            old = combined.get(doc_id)
+            combined[doc_id] = (
+                value
+                if old is None
+                else (max(old, value) if mode == "best_fields" else old + value)
+            )
+    kept = {doc_id: score for doc_id, score in combined.items() if score > 0}
+    ids = np.empty(len(kept), dtype=object)
+    ids[:] = list(kept)
+    return Hits.from_scores(ids, np.array(list(kept.values()), dtype=np.float32)).top(k)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` with every row of another length than 1 made unit length: the stores compare
+    by inner product, a cosine only between unit vectors (an embedding model without a
+    Normalize step, a "dot" model, returns longer ones). Unit rows are left bit for bit."""
+    norms = np.linalg.norm(vectors, axis=1)
+    off = np.abs(norms - 1.0) > 1e-3
+    if not off.any():
+        return vectors
+    fixed = np.array(vectors, dtype=np.float32)
+    fixed[off] /= np.clip(norms[off], 1e-12, None)[:, None]
+    return fixed
+
+
 def field_text(fields: dict[str, Any], name: str) -> str:
     """The text of one field as the re-ranking API reads it (``Reranker.rerank``'s documents):
     strings as they are, numbers and booleans as ``str()``, None empty, lists and objects as
@@ -224,8 +266,11 @@ class Store(abc.ABC):
         records = checked_documents(
             documents_from(documents, self.settings.id_field or "id"), self.settings.text_fields
         )
-        if isinstance(documents, Sequence):
-            records = iter(list(records))
+        if isinstance(documents, Sequence):  # checked whole, this store's limits too
+            listed = list(records)
+            for record in listed:
+                self.check_storable(record)
+            records = iter(listed)
         total = written = 0
         for batch in _batches(records, batch_size):
             documents_in, written_in = self._write_batch(batch, progress)
@@ -235,6 +280,11 @@ class Store(abc.ABC):
         return UpsertCounts(documents=total, written=written)
 
     add = upsert
+
+    def check_storable(self, document: Document) -> None:
+        """Refuse ``document`` if this store cannot hold it (one store's own limits, checked
+        before a write starts rather than in the batch that meets them): none here."""
+        return None
 
     @abc.abstractmethod
     def _write_batch(
@@ -344,22 +394,13 @@ class Store(abc.ABC):
         """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
         ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
         backends that can score every document exactly should override it."""
+        check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
-        combined: dict[object, float] = {}
-        for name, boost in fields:
-            hits = self.search_bm25(query, k=4 * k, field=name)
-            for doc_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
-                value = boost * score
-                old = combined.get(doc_id)
-                combined[doc_id] = (
-                    value
-                    if old is None
-                    else (max(old, value) if mode == "best_fields" else old + value)
-                )
-        ids = np.empty(len(combined), dtype=object)
-        ids[:] = list(combined)
-        return Hits.from_scores(ids, np.array(list(combined.values()), dtype=np.float32)).top(k)
+        per_field = [
+            (self.search_bm25(query, k=4 * k, field=name), boost) for name, boost in fields
+        ]
+        return combine_field_hits(per_field, mode, k)
 
     @abc.abstractmethod
     def search_vector(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -54,10 +54,11 @@ class Corpus:
         for number, record in enumerate(_records(self.path, self.format), start=1):
             yield to_document(record, self.id_field, number)
 
-    def count(self) -> int:
-        """Number of records, each checked as an ingest checks it (``IngestChecks``): one pass
-        over the file before anything is written, so a bad record deep in it fails early."""
-        return self.survey()[0]
+    def count(self, check: Callable[[Document], None] | None = None) -> int:
+        """Number of records, each checked as an ingest checks it (``IngestChecks``, and
+        ``check``: a store's own limits): one pass over the file before anything is written, so
+        a bad record deep in it fails early."""
+        return self.survey(check)[0]
 
     def unread_text_fields(self) -> tuple[str, ...]:
         """Fields holding text in the first records that are not among ``text_fields``: kept
@@ -70,7 +71,7 @@ class Corpus:
             return ()
         return tuple(f for f in found if f not in self.text_fields and f != self.id_field)
 
-    def survey(self) -> tuple[int, set[str]]:
+    def survey(self, check: Callable[[Document], None] | None = None) -> tuple[int, set[str]]:
         """``count()``, and the text fields that hold a value in at least one record."""
         note = (
             f" (the id field {self.id_field!r} was guessed from the field names; if it holds no "
@@ -81,6 +82,8 @@ class Corpus:
         checks, total = IngestChecks(self.text_fields, duplicate_note=note), 0
         for number, document in enumerate(documents_from(self), start=1):
             checks.check(document, number)
+            if check is not None:
+                check(document)
             total += 1
         return total, checks.fields_used
 

@@ -31,6 +31,7 @@ from semrank.retrieve import (
     TextEmbedder,
     VectorIndex,
     top_k,
+    unit_query_vector,
 )
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.store import _snapshots as snap
@@ -42,11 +43,13 @@ from semrank.store._base import (
     ProgressCallback,
     Store,
     check_field_boosts,
+    check_field_mode,
     check_k,
     check_search,
     id_list,
     index_dir_size,
     ingest_running,
+    unit_rows,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
@@ -223,6 +226,7 @@ class LocalStore(Store):
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
         self._check_dim(vectors.shape[1])
+        vectors = unit_rows(vectors)
         self._keep_embedding_probe()
         return [row.tobytes() for row in vectors]
 
@@ -714,10 +718,7 @@ class LocalStore(Store):
         self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
     ) -> Hits:
         """Exact multi-field BM25: every field's full score vector, combined per document."""
-        if mode not in ("best_fields", "most_fields"):
-            raise InvalidInputError(
-                f"unknown multi-field mode {mode!r}; use best_fields or most_fields"
-            )
+        check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
         loaded = [(self._bm25_for(name), boost) for name, boost in fields]
@@ -732,6 +733,9 @@ class LocalStore(Store):
         self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
     ) -> Hits:
         check_k(k)
+        dim = self.db.get_meta("embedding_dim")
+        if dim:  # an empty exact index knows no dimension: a wrong one was answered with []
+            unit_query_vector(vector, int(dim))
         loaded = self._vectors()
         hits = loaded.index.search(vector, k, num_candidates)
         return Hits(loaded.doc_ids(hits.ids), hits.scores)

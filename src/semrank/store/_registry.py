@@ -7,7 +7,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -22,7 +22,7 @@ from semrank.errors import (
 )
 from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params, TextEmbedder
 from semrank.store._base import ALL_TEXT_FIELDS, IndexSettings
-from semrank.store._corpus import check_id_is_not_text
+from semrank.store._corpus import Document, check_id_is_not_text
 from semrank.store._dsn import redact_dsn
 from semrank.store._local import LocalStore
 from semrank.store._sqlite import DB_NAME
@@ -94,6 +94,13 @@ def _embedding_name(model: str | None) -> str | None:
         # hub repository of that name whose vectors mean something else.
         return str(folder.resolve())
     return resolved.name
+
+
+def storable_check(store: str | None) -> Callable[[Document], None] | None:
+    """What ``store`` refuses of a document beyond what every store refuses (None: nothing),
+    for checking a file through before an index is created there."""
+    postgres = _postgres(store)
+    return None if postgres is None else postgres.check_postgres_storable
 
 
 def _postgres(store: str | None) -> Any:

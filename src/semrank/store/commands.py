@@ -107,7 +107,7 @@ def _ingest(
     source = corpus.path.resolve()
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
-    total = corpus.count() if total is None else total
+    total = corpus.count(index.check_storable) if total is None else total
     if index.has_vectors and not new:
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     # A new index is marked at once: one killed while its model loaded (seconds) was left
@@ -183,7 +183,7 @@ def create(
     JSON or CSV)."""
     from semrank.retrieve import BM25Params
     from semrank.store import create_index, index_path, read_corpus
-    from semrank.store._registry import check_name_is_free
+    from semrank.store._registry import check_name_is_free, storable_check
 
     _check_create_flags(
         dense=dense, embedding_model=embedding_model,
@@ -194,7 +194,7 @@ def create(
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
-    total, used = corpus.survey() if corpus is not None else (0, set())
+    total, used = corpus.survey(storable_check(store)) if corpus is not None else (0, set())
     if corpus is not None and fields:
         _check_fields_used(corpus.text_fields, used, source)
     index = create_index(

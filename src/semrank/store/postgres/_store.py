@@ -25,9 +25,13 @@ from semrank.store._base import (
     IndexSettings,
     ProgressCallback,
     Store,
+    check_field_boosts,
+    check_field_mode,
     check_k,
     check_search,
+    combine_field_hits,
     id_list,
+    unit_rows,
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
@@ -80,6 +84,14 @@ def _as_jsonb_reads_it(literal: str) -> float | int:
         if exact == exact.to_integral_value():
             return int(exact)
     return float(literal)
+
+
+def check_postgres_storable(document: Document) -> None:
+    """What PostgreSQL cannot store of one document (a NUL character, an id over 2,000 bytes,
+    fields that are not JSON), said before any write: found in the batch that met it, the
+    batches before were in already."""
+    _check_id_lengths([document.id])
+    _json_fields(document.id, document.fields)
 
 
 def _has_nul(value: Any) -> bool:
@@ -137,6 +149,9 @@ class PostgresStore(Store):
     """
 
     backend = "postgresql"
+
+    def check_storable(self, document: Document) -> None:
+        check_postgres_storable(document)
 
     def __init__(self, dsn: str, name: str, *, embedder: TextEmbedder | None = None) -> None:
         self.dsn = dsn
@@ -309,6 +324,7 @@ class PostgresStore(Store):
                 f"{self.settings.embedding_model!r} returns {vectors.shape[1]}-d vectors; use a "
                 f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
             )
+        vectors = unit_rows(vectors)  # stored as the embedded store stores them
         self._keep_embedding_probe()
         return vectors
 
@@ -581,6 +597,21 @@ class PostgresStore(Store):
             if not args["terms"]:
                 return Hits.empty()
         return _hits(self._all(sql_query, args))
+
+    def search_bm25_fields(
+        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+    ) -> Hits:
+        """Exact multi-field BM25: each field scores every document sharing a term with the
+        query (a field's BM25 scans the table anyway), combined per document; combining each
+        field's top 4k left "most_fields" sums short, and wrong top hits with them."""
+        check_field_mode(mode)
+        check_search(query, k)
+        check_field_boosts(fields)
+        every = max(1, len(self))
+        per_field = [
+            (self.search_bm25(query, k=every, field=name), boost) for name, boost in fields
+        ]
+        return combine_field_hits(per_field, mode, k)
 
     def search_vector(
         self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
