@@ -80,11 +80,19 @@ def test_an_integer_too_long_for_python_is_a_named_format_error(tmp_path: Path) 
         parse_retriever(tree)
 
 
-TSV_TEXT = st.text(
-    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\t\r\n"),
-    min_size=1,
-    max_size=20,
-).filter(str.strip)
+# Texts with what csv writers quote: quotes, tabs and line breaks (\r\n too).
+TSV_TEXT = (
+    st.lists(
+        st.one_of(
+            st.characters(exclude_categories=("Cs",), exclude_characters="\r"),
+            st.sampled_from(['"', "\t", "\n", "\r\n"]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+    .map("".join)
+    .filter(lambda text: bool(text.strip()) and text == text.strip())
+)
 
 
 @BOUNDED
@@ -100,6 +108,29 @@ def test_tsv_written_by_pythons_excel_tab_dialect_reads_back_unchanged(
     path = tmp_path / "d.tsv"
     path.write_text(out.getvalue(), encoding="utf-8", newline="")
     assert [document.fields["text"] for document in read_corpus(path)] == texts
+
+
+def test_a_tsv_quoted_past_the_lines_that_decide_is_refused_not_cut(tmp_path: Path) -> None:
+    # Read unquoted, a cell holding a quoted line break became two rows, one with a made-up id
+    from semrank.store._corpus import TSV_QUOTING_SAMPLE
+
+    rows = [f"{i}\tplain text {i}" for i in range(TSV_QUOTING_SAMPLE + 5)]
+    path = tmp_path / "late.tsv"
+    path.write_text("id\ttext\n" + "\n".join(rows) + '\nx\t"Fleas\nA guide"\n')
+    line = TSV_QUOTING_SAMPLE + 8
+    with pytest.raises(DataFormatError, match=rf"late\.tsv:{line}: a quote opened in one cell"):
+        list(read_corpus(path))
+
+
+@pytest.mark.parametrize("header", [",id,text", " ,id,text", ",id,text,"])
+def test_text_under_an_unnamed_first_column_is_refused_whatever_the_header(
+    tmp_path: Path, header: str
+) -> None:
+    # A blank name (" ") or a trailing unnamed column as well hid the first column's text
+    path = tmp_path / "unnamed.csv"
+    path.write_text(f"{header}\nhello,1,foo{',' if header.endswith(',') else ''}\n")
+    with pytest.raises(DataFormatError, match=r"text \('hello'\) in column 1"):
+        list(read_corpus(path))
 
 
 def test_a_tsv_quotation_keeps_its_quotes(tmp_path: Path) -> None:
@@ -148,3 +179,22 @@ def test_shared_set_names_with_other_rows_and_corpus_titles_are_named(tmp_path: 
     corpus.write_text('{"text": "Fleas are insects.", "title": ["Fleas"]}\n')
     with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: 'title' must be a string"):
         load_collection(DataSpec(path=pairs, corpus=corpus))
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_line_formats_read_alike_for_every_line_ending(tmp_path: Path, end: str) -> None:
+    # Old Mac files end lines in \r alone: read as one line, a query file lost every query
+    # but the first (a TSV of topics) or was refused (qrels, JSONL)
+    from semrank.eval import load_qrels
+    from semrank.eval.loaders import load_queries
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_bytes(end.join(["query-id\tcorpus-id\tscore", "1\td1\t1", "1\td2\t0"]).encode())
+    topics = tmp_path / "topics.tsv"
+    topics.write_bytes(end.join(["1\thello", "2\tworld"]).encode() + end.encode())
+    pairs = tmp_path / "pairs.jsonl"
+    rows = ['{"query": "q1", "positive": "p1"}', '{"query": "q2", "positive": "p2"}']
+    pairs.write_bytes(end.join(rows).encode())
+    assert load_qrels(qrels) == {"1": {"d1": 1, "d2": 0}}
+    assert load_queries(topics) == {"1": "hello", "2": "world"}
+    assert len(load_collection(DataSpec(path=pairs)).groups) == 2

@@ -579,3 +579,16 @@ def test_a_wrong_dimension_is_refused_by_an_emptied_index_too(stores) -> None:  
         store.delete([d["id"] for d in DOCS])
         with pytest.raises(InvalidInputError, match="query vector has 3 dimensions"):
             store.search_vector(np.ones(3), k=2)
+
+
+def test_multi_field_search_of_an_index_past_a_million_documents(pg_dsn, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Every field's hits were asked for with k = the document count, which check_k refuses
+    past 1,000,000: every multi_match on a large index failed with a k nobody sent."""
+    from semrank.store.postgres import PostgresStore
+
+    pg = create_index("big", store=pg_dsn, fields=("title", "text"), embedding_model=None)
+    pg.upsert(_field_docs())
+    monkeypatch.setattr(PostgresStore, "__len__", lambda self: 1_000_001)
+    fields = [("title", 1.0), ("text", 1.0)]
+    assert pg.search_bm25_fields("flea", k=2, fields=fields, mode="most_fields").ids[0] == "x"
+    pg.close()

@@ -701,4 +701,14 @@ def test_a_stored_field_is_read_as_the_rerank_api_reads_it(tmp_path: Path) -> No
         index.upsert([record])
         stored = index.get(["1"])[0]
         for field in ("meta", "tags", "n", "text"):
-            assert index.text_of(stored, field) == document_texts([record], [field])[0]
+            assert index.rerank_text_of(stored, field) == document_texts([record], [field])[0]
+
+
+def test_every_word_of_a_list_field_is_indexed(tmp_path: Path) -> None:
+    # Indexed as JSON, a line break in a list's text was written "\n": "\nBites" hid "bites"
+    record = {"id": "1", "text": ["Fleas feed on blood.\nBites itch\tfor days."]}
+    with create_index("l", home=tmp_path, embedding_model=None, fields=["text"]) as index:
+        index.upsert([record, {"id": "2", "text": "Bites from mosquitoes itch too."}])
+        assert sorted(index.search_bm25("bites", k=5).ids.tolist()) == ["1", "2"]
+        assert index.search_bm25("for", k=5).ids.tolist() == []  # a stop word, as ever
+        assert index.search_bm25("days", k=5).ids.tolist() == ["1"]

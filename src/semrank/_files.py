@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,11 +101,22 @@ def text_lines(path: Path | str, error: ErrorType = DataFormatError) -> Iterator
             raise _not_utf8(path, number, raw[at], at + 1, error) from None
 
 
+# Where a line ends for the line-based formats (qrels, runs, topics, JSONL): old Mac files end
+# lines in \r alone, which Python's text mode reads as line ends too. (CSV keeps \r as text:
+# inside quotes it is a field's own.)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) for every non-blank line of ``path``."""
-    for number, line in enumerate(text_lines(path), start=1):
-        if line.strip():
-            yield number, line.rstrip("\r\n")
+    """(1-based line number, line without its line end) for every non-blank line of ``path``;
+    lines end at \\n, \\r\\n or \\r."""
+    number = 0
+    for raw in text_lines(path):
+        pieces = _LINE_END.split(raw)
+        for line in pieces[:-1] if _LINE_END.search(raw[-1:]) else pieces:
+            number += 1
+            if line.strip():
+                yield number, line
 
 
 def read_text(path: Path | str, error: ErrorType = DataFormatError) -> str:

@@ -574,7 +574,7 @@ class TextSimilarityReranker(Retriever):
         if len(child) == 0:
             return child
         ctx.store.check_field(self.field, purpose=" to re-rank on")
-        texts = [ctx.store.text_of(doc, self.field) for doc in documents]
+        texts = [ctx.store.rerank_text_of(doc, self.field) for doc in documents]
         model = load_reranker(self.inference_id)
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")

@@ -149,7 +149,7 @@ def _texts(store: Store, ids: list[str], field: str, found: list[int]) -> Iterat
     for start in range(0, len(ids), DOCUMENTS_PER_BATCH):
         documents = store.get(ids[start : start + DOCUMENTS_PER_BATCH])
         # A document deleted meanwhile (or never stored) is skipped: there is nothing to prepare.
-        texts = [store.text_of(doc, field) for doc in documents if doc is not None]
+        texts = [store.rerank_text_of(doc, field) for doc in documents if doc is not None]
         found.append(len(texts))
         yield texts
 

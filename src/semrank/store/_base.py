@@ -188,15 +188,27 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def field_text(fields: dict[str, Any], name: str) -> str:
-    """The text of one field as the re-ranking API reads it (``Reranker.rerank``'s documents):
-    strings as they are, numbers and booleans as ``str()``, None empty, lists and objects as
-    their JSON, so a stored document re-ranked by a search scores as it does sent to /v1/rerank."""
+    """The text of one field as indexed: strings as they are, lists joined, numbers as text,
+    None empty (every word of a list is a word of the document, line breaks included)."""
     value = fields.get(name)
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float | bool):
+    if isinstance(value, list | tuple):
+        return " ".join(field_text({"v": v}, "v") for v in value)
+    return str(value)
+
+
+def rerank_field_text(fields: dict[str, Any], name: str) -> str:
+    """The text of one field as the re-ranking API reads it (``Reranker.rerank``'s documents):
+    strings as they are, numbers and booleans as ``str()``, None empty, lists and objects as
+    their JSON, so a stored document re-ranked by a search scores as it does sent to /v1/rerank
+    (Python's str() gave 'True' and quotes)."""
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool):
         return str(value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -518,6 +530,13 @@ class Store(abc.ABC):
             parts = (field_text(fields, f) for f in self.settings.text_fields)
             return "\n".join(p for p in parts if p)
         return field_text(fields, field_name)
+
+    def rerank_text_of(self, fields: dict[str, Any], field_name: str = ALL_TEXT_FIELDS) -> str:
+        """The text a search re-ranks ``field_name`` of one document by: ``"*"`` the indexed
+        text (its text fields joined), one field as /v1/rerank reads it (``rerank_field_text``)."""
+        if field_name == ALL_TEXT_FIELDS:
+            return self.text_of(fields)
+        return rerank_field_text(fields, field_name)
 
     def check_vector_field(self, name: str) -> None:
         if not self.has_vectors:

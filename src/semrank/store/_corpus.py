@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +205,12 @@ def _csv_records(
     ends on (quoted fields may span lines, blank lines are skipped)."""
     csv.field_size_limit(1 << 30)
     # TSV has no quoting convention: a field that merely starts with '"' would otherwise open a
-    # quoted field that swallows the rest of the file into one document.
+    # quoted field that swallows the rest of the file into one document. A TSV that csv writers
+    # quoted (excel-tab, pandas) is read with quotes, told by its first lines.
+    quoted = delimiter != "\t" or _tsv_is_quoted(path)
     taken = _TakenLines(_text_lines(path))
     reader = csv.DictReader(
-        taken,
-        delimiter=delimiter,
-        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+        taken, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
     )
     row_start = row_end = 0  # the lines the last row read starts and ends on
     row_lines: list[str] = []
@@ -218,16 +218,17 @@ def _csv_records(
         names = reader.fieldnames or []
         row_end = reader.reader.line_num
         _check_header(path, names, delimiter)
-        # Unnamed columns are no field (no flag could name them): pandas' index, the first, is
-        # left out; another one (a trailing comma) must be empty, since its text would be lost.
-        unnamed = [i for i, name in enumerate(names) if not name.strip()]
-        later_unnamed = next((i + 1 for i in unnamed if i > 0), None)
+        # Unnamed columns are no field (no flag could name them): each gets a key of its own,
+        # so that _named_cells sees every one of them by its position.
+        reader.fieldnames = [n if n.strip() else f"{_UNNAMED}{i}" for i, n in enumerate(names)]
+        watch = _QuoteWatch()
         for number, row in enumerate(reader, start=1):
+            if not quoted:
+                _check_unquoted_tsv(path, reader.reader.line_num, watch, row)
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-            if unnamed:
-                row = _named_cells(path, number, later_unnamed, row)
-            if delimiter == "\t":
+            row = _named_cells(path, number, row)
+            if not quoted:
                 row = {key: _tsv_cell(value) for key, value in row.items()}
             row_start, row_end = row_end + 1, reader.reader.line_num
             row_lines, taken.lines = taken.lines, []
@@ -236,11 +237,77 @@ def _csv_records(
             yield row
     except csv.Error as exc:  # reader.reader: DictReader's own line_num lags a row behind
         raise _bad_csv(path, reader.reader.line_num, exc, delimiter) from exc
-    if delimiter != "\t" and _never_closes(row_lines):
+    if quoted and _never_closes(row_lines, delimiter):
         raise DataFormatError(
             f"{path}:{row_start}: a quoted field in the row starting at line {row_start} never "
             "closes (the file ends inside it, every later line read into it); close its quote, "
             'and write a quote inside a quoted field as two ("")'
+        )
+
+
+# The key an unnamed header column's cells are read under (its position follows).
+_UNNAMED = "\x00unnamed:"
+# Lines of a TSV read to tell whether csv writers quoted it.
+TSV_QUOTING_SAMPLE = 1000
+
+
+def _tsv_is_quoted(path: Path) -> bool:
+    """Whether the first lines of a TSV show the quoting of csv writers (Python's excel-tab,
+    pandas' to_csv(sep="\\t")): a cell quoted with a doubled quote inside, or a quote opened in
+    one cell and closed in the next one or on the next line (a tab or line break quoted)."""
+    sample = list(islice(_text_lines(path), TSV_QUOTING_SAMPLE))
+    watch = _QuoteWatch()
+    try:
+        for cells in csv.reader(sample, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if any(_QUOTED_TSV_CELL.fullmatch(cell) for cell in cells):
+                return True
+            if watch.split_quote(cells):
+                return True
+    except csv.Error:  # the reading proper names the line and the fix
+        return False
+    return False
+
+
+class _QuoteWatch:
+    """Sees, row by row of a TSV read without quoting, a quote as csv writers put around a tab
+    or line break: a cell opening it (an odd number of quotes, the first leading) and the next
+    cell with an odd number closing it (its last quote trailing), in the same row or in a later
+    one (the opening cell is then its row's last with an odd number)."""
+
+    # Rows a quote may stay open over: text of a raw TSV that opens a quote and never closes
+    # it must not pair with one that closes a quote much later.
+    SPAN = 20
+
+    def __init__(self) -> None:
+        self.open = 0  # rows left in which a quote a row opened may close
+
+    def split_quote(self, cells: list[Any]) -> bool:
+        odd = [i for i, c in enumerate(cells) if isinstance(c, str) and c.count('"') % 2 == 1]
+        self.open = max(0, self.open - 1)
+        if self.open and odd:
+            self.open = 0
+            if cells[odd[0]].endswith('"'):
+                return True
+            odd = odd[1:]
+        for i, j in pairwise(odd):
+            if cells[i].startswith('"') and cells[j].endswith('"'):
+                return True
+        opening = [i for i in odd if cells[i].startswith('"')]
+        if opening and opening[-1] == odd[-1]:
+            self.open = self.SPAN + 1
+        return False
+
+
+def _check_unquoted_tsv(path: Path, line: int, watch: _QuoteWatch, row: dict[Any, Any]) -> None:
+    """A quote split over cells or lines past the lines that decided the file unquoted is
+    refused, naming the line: read unquoted, the row would be cut apart silently."""
+    cells = [v for k, v in row.items() if k is not None and v is not None]
+    if watch.split_quote([*cells, *(row.get(None) or [])]):
+        raise DataFormatError(
+            f"{path}:{line}: a quote opened in one cell closes in the next cell or line, as csv "
+            "writers quote a tab or line break (Python's excel-tab, pandas' to_csv(sep='\\t')), "
+            f"but the first {TSV_QUOTING_SAMPLE} lines read as TSV without quoting; write the "
+            "file as JSONL, or as TSV without quotes around tabs and line breaks"
         )
 
 
@@ -274,14 +341,14 @@ class _TakenLines:
         return line
 
 
-def _never_closes(row_lines: list[str]) -> bool:
+def _never_closes(row_lines: list[str], delimiter: str = ",") -> bool:
     """Whether a row spanning lines ends inside a quoted field: the csv module's lenient reader
     reads such a quote to the end of the file; its strict one says so (its other complaints,
     text after a closing quote, are read as the lenient reader reads them)."""
     if len(row_lines) < 2:
         return False
     try:
-        list(csv.reader(row_lines, strict=True))
+        list(csv.reader(row_lines, delimiter=delimiter, strict=True))
     except csv.Error as exc:
         return "unexpected end of data" in str(exc)
     return False
@@ -319,20 +386,20 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
         )
 
 
-def _named_cells(
-    path: Path, number: int, later_unnamed: int | None, row: dict[str, Any]
-) -> dict[str, Any]:
+def _named_cells(path: Path, number: int, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` without its unnamed cells. The first column unnamed is pandas' index, left out
-    while it holds integers; text under it, or anything under a later unnamed column
-    (``later_unnamed``, 1-based), is refused, naming it: it would be lost."""
-    cell = str(row.get("", "") or "").strip()
-    column = later_unnamed or 1
-    if cell and (later_unnamed is not None or not cell.lstrip("+-").isdigit()):
-        raise DataFormatError(
-            f"{path}: row {number} has text ({cell!r:.40}) in column {column}, which the header "
-            "leaves unnamed; name the column in the header (or remove the text)"
-        )
-    return {key: value for key, value in row.items() if key.strip()}
+    while it holds integers; text under it, or anything under a later unnamed column, is
+    refused, naming the column: it would be lost."""
+    for key, value in row.items():
+        if not key.startswith(_UNNAMED):
+            continue
+        cell, position = str(value or "").strip(), int(key.removeprefix(_UNNAMED))
+        if cell and (position > 0 or not cell.lstrip("+-").isdigit()):
+            raise DataFormatError(
+                f"{path}: row {number} has text ({cell!r:.40}) in column {position + 1}, which "
+                "the header leaves unnamed; name the column in the header (or remove the text)"
+            )
+    return {key: value for key, value in row.items() if not key.startswith(_UNNAMED)}
 
 
 def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataFormatError:

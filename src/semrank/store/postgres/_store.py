@@ -586,6 +586,10 @@ class PostgresStore(Store):
     def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
         check_search(query, k)
         self.check_field(field)
+        return self._bm25_hits(query, field, k)
+
+    def _bm25_hits(self, query: str, field: str, k: int) -> Hits:
+        """The best ``k`` by BM25 (``k`` unchecked: multi-field search asks for every hit)."""
         query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         params = self.settings.bm25
         _check_bm25_method(self.settings)
@@ -607,10 +611,10 @@ class PostgresStore(Store):
         check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
-        every = max(1, len(self))
-        per_field = [
-            (self.search_bm25(query, k=every, field=name), boost) for name, boost in fields
-        ]
+        for name, _boost in fields:
+            self.check_field(name)
+        every = max(1, len(self))  # may be past the k a caller can ask for (check_k)
+        per_field = [(self._bm25_hits(query, name, every), boost) for name, boost in fields]
         return combine_field_hits(per_field, mode, k)
 
     def search_vector(
