@@ -599,15 +599,19 @@ async def test_head_probes_and_405s_that_name_every_method(reranker: Any, tmp_pa
     # Uptime monitors probe with HEAD; a 405 lists the methods of every route on the path
     # (Starlette named only the first route's: GET for /v1/indexes, which also takes POST).
     async with serving(reranker, index_home=str(tmp_path)) as (_, client):
-        heads = [await client.head(path) for path in ("/health", "/ready", "/metrics")]
+        paths = ("/health", "/ready", "/metrics", "/v1/models", "/v1/indexes")
+        heads = [await client.head(path) for path in paths]
+        get_models = await client.get("/v1/models")
         wrong = {
             path: await client.put(path) for path in ("/v1/indexes", "/v1/indexes/x", "/health")
         }
-    assert [head.status_code for head in heads] == [200, 200, 200]
+    assert [head.status_code for head in heads] == [200] * len(paths)
+    assert all(head.content == b"" for head in heads)  # the GET's headers, no body
+    assert heads[3].headers["content-length"] == get_models.headers["content-length"]
     allowed = {path: r.headers["allow"] for path, r in wrong.items()}
     assert allowed == {
-        "/v1/indexes": "GET, POST",
-        "/v1/indexes/x": "DELETE, GET",
+        "/v1/indexes": "GET, HEAD, POST",
+        "/v1/indexes/x": "DELETE, GET, HEAD",
         "/health": "GET, HEAD",
     }
     for path, response in wrong.items():

@@ -151,6 +151,8 @@ def allowed_methods(request: Request) -> list[str]:
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
+    if "GET" in methods:  # answered wherever GET is (app.HeadAsGet)
+        methods.add("HEAD")
     return sorted(methods)
 
 

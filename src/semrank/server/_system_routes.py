@@ -17,21 +17,14 @@ models_router = APIRouter(
     tags=["models"],
     responses={401: {"model": ErrorBody, "description": "missing or wrong API key"}},
 )
-# HTTP servers must answer HEAD where they answer GET (RFC 9110 9.1); uptime monitors probe so.
-# One route per method: a route of both gives two operations one id in the OpenAPI document.
+# HEAD is answered wherever GET is (app.HeadAsGet).
 
 
-def _head(router: APIRouter, path: str, name: str, **options: Any) -> Any:
-    return router.head(path, operation_id=f"{name}_head", **options)
-
-
-@_head(probes, "/health", "health", response_model=Health, summary="Liveness (HEAD)")
 @probes.get("/health", response_model=Health, summary="Liveness: the process answers")
 async def health() -> Health:
     return Health(status="ok")
 
 
-@_head(probes, "/ready", "ready", response_model=Readiness, summary="Readiness (HEAD)")
 @probes.get(
     "/ready",
     response_model=Readiness,
@@ -47,13 +40,11 @@ async def ready(request: Request) -> Any:
     return JSONResponse(body.model_dump(), status_code=503)
 
 
-@_head(probes, "/metrics", "metrics", summary="Prometheus metrics (HEAD)", response_class=Response)
 @probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@_head(models_router, "/v1/models", "list_models", response_model=ModelList, summary="(HEAD)")
 @models_router.get("/v1/models", response_model=ModelList, summary="Served models")
 async def list_models(request: Request) -> ModelList:
     registry = request.app.state.registry

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
@@ -83,6 +84,7 @@ def create_app(
     routers = (probes, models_router, rerank_router, index_router)
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(HeadAsGet, routes=app.state.declared_routes)
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
@@ -92,6 +94,38 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+class HeadAsGet:
+    """HEAD answered wherever GET is, as the GET's status and headers without its body: HTTP
+    servers must (RFC 9110 9.1), uptime monitors probe so, and FastAPI's routes answer only the
+    methods they name (a 405 otherwise)."""
+
+    def __init__(self, app: ASGIApp, routes: list[Any]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not self._has_get(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+    def _has_get(self, scope: Scope) -> bool:
+        as_get = {**scope, "method": "GET"}
+        return any(
+            "GET" in (getattr(route, "methods", None) or ())
+            and route.matches(as_get)[0] == Match.FULL
+            for route in self.routes
+        )
 
 
 class RequestLifetime:
