@@ -164,6 +164,33 @@ def test_client_failures_are_semrank_errors_with_the_server_message() -> None:
         slow.rerank(QUERY, DOCS)
 
 
+def test_a_dropped_connection_is_not_told_to_start_a_server() -> None:
+    """A connection the server dropped mid-request (it stops reading a body far past
+    --max-body-bytes), and one closed by another thread, were "cannot reach the semrank server
+    ... start it with `semrank serve`" although it was running."""
+
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset", request=request)
+
+    with (
+        SemrankClient("http://test", transport=httpx.MockTransport(dropped)) as client,
+        pytest.raises(errors.SemrankError) as caught,
+    ):
+        client.rerank(QUERY, DOCS)
+    said = str(caught.value)
+    assert "was dropped before an answer came" in said and "--max-body-bytes" in said
+    assert "semrank serve" not in said
+    closing = SemrankClient("http://test")
+
+    def closed_meanwhile(request: httpx.Request) -> httpx.Response:
+        closing.close()
+        raise httpx.ReadError("bad file descriptor", request=request)
+
+    closing._http._transport = httpx.MockTransport(closed_meanwhile)
+    with pytest.raises(errors.SemrankError, match="this semrank client is closed"):
+        closing.rerank(QUERY, DOCS)
+
+
 @pytest.mark.anyio
 async def test_client_refuses_a_lone_string_as_documents() -> None:
     """list("abc") would rank the letters a, b and c: refused before anything is sent."""

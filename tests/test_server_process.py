@@ -133,6 +133,7 @@ def test_sigterm_stops_within_the_shutdown_timeout_and_answers_503(tmp_path: Pat
     response = outcome["response"]
     assert response.status_code == 503  # before: uvicorn's plain-text 500
     assert response.json()["error_type"] == "backend_unavailable"
+    assert response.headers["retry-after"] == "1"  # the client's retry_after (it was None)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     messages = [line["message"] for line in lines]
     assert "request cancelled at shutdown" in messages and "stopped" in messages

@@ -422,22 +422,32 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
         raise error from exc
 
 
-def _transport_error(exc: httpx.TransportError, timeout: object) -> errors.SemrankError:
-    """A connection refused or a timeout, as a semrank error naming the URL and the fix."""
-    url = exc.request.url
-    error: errors.SemrankError
+def _transport_error(
+    exc: httpx.TransportError, timeout: object, http: httpx.Client | httpx.AsyncClient
+) -> errors.SemrankError:
+    """A connection refused, dropped or timed out, as a semrank error naming the URL and the
+    fix. Only a connection that never opened means the server is not there: one dropped
+    mid-request (a body far past the server's --max-body-bytes, which it stops reading) is
+    not told to start a server that is running."""
+    url, cause = exc.request.url, str(exc) or type(exc).__name__
+    if http.is_closed:  # closed by another thread or task while the request ran
+        return _closed_error()
     if isinstance(exc, httpx.TimeoutException):
-        error = errors.DeadlineExceededError(
+        return errors.DeadlineExceededError(
             f"no answer from {url} within the client's timeout of {timeout} s "
             f"({type(exc).__name__}); pass a larger timeout= to the client, or timeout_ms= "
             "with fail_open=True to get the input order back in time"
         )
-    else:
-        error = errors.SemrankError(
-            f"cannot reach the semrank server at {url}: {str(exc) or type(exc).__name__}; "
-            "start it with `semrank serve`, or pass the right base_url"
+    if isinstance(exc, httpx.ConnectError):
+        return errors.SemrankError(
+            f"cannot reach the semrank server at {url}: {cause}; start it with `semrank serve`, "
+            "or pass the right base_url"
         )
-    return error
+    return errors.SemrankError(
+        f"the connection to {url} was dropped before an answer came ({cause}); a server drops "
+        "a request whose body is far past its --max-body-bytes (send fewer or shorter "
+        "documents per request), and a proxy or restart may drop one too: retry it"
+    )
 
 
 def _http_error(exc: httpx.HTTPError) -> errors.SemrankError:
@@ -502,11 +512,14 @@ def _checked_base_url(base_url: object) -> str | httpx.URL:
 def _require_open(http: httpx.Client | httpx.AsyncClient) -> None:
     """A closed client is refused by name; httpx would raise a bare RuntimeError."""
     if http.is_closed:
-        error = errors.SemrankError(
-            "this semrank client is closed (close() was called or its `with` block ended); "
-            "create a new SemrankClient / AsyncSemrankClient for more requests"
-        )
-        raise error
+        raise _closed_error()
+
+
+def _closed_error() -> errors.SemrankError:
+    return errors.SemrankError(
+        "this semrank client is closed (close() was called or its `with` block ended); "
+        "create a new SemrankClient / AsyncSemrankClient for more requests"
+    )
 
 
 class SemrankClient:
@@ -543,7 +556,7 @@ class SemrankClient:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, self._timeout) from exc
+            raise _transport_error(exc, self._timeout, self._http) from exc
         except httpx.HTTPError as exc:  # a body that does not decode, a URL httpx refuses...
             raise _http_error(exc) from exc
         _raise_for_error(response)
@@ -612,7 +625,7 @@ class AsyncSemrankClient:
         try:
             response = await self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, self._timeout) from exc
+            raise _transport_error(exc, self._timeout, self._http) from exc
         except httpx.HTTPError as exc:
             raise _http_error(exc) from exc
         _raise_for_error(response)

@@ -65,14 +65,20 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
     return {"error": text, "error_type": error_type, "message": text, "detail": text}
 
 
-async def send_error(send: Send, error: SemrankError, *, close: bool = False) -> None:
+async def send_error(
+    send: Send, error: SemrankError, *, close: bool = False, retry_after_s: int | None = None
+) -> None:
     """Answer ``error`` on a raw ASGI ``send``, where no FastAPI handler runs (the edge's body
-    limit, a request cancelled at shutdown): the same body and status as every other error."""
+    limit, a request cancelled at shutdown): the same body, status and Retry-After as every
+    other error."""
     body = json.dumps(error_body(str(error), error.error_type)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    status = http_status_for(error)
+    if retry_after_s is not None and status in (429, 503):
+        headers.append((b"retry-after", str(retry_after_s).encode()))
     if close:
         headers.append((b"connection", b"close"))
-    start = {"type": "http.response.start", "status": http_status_for(error), "headers": headers}
+    start = {"type": "http.response.start", "status": status, "headers": headers}
     await send(start)
     await send({"type": "http.response.body", "body": body})
 
@@ -94,7 +100,7 @@ def install_error_handlers(
         status = http_status_for(exc)
         _log(request, status, exc)
         headers: dict[str, str] = {}
-        if isinstance(exc, OverloadedError):
+        if isinstance(exc, OverloadedError) or status == 503:  # busy, draining, storage down
             headers["Retry-After"] = str(retry_after_s)
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"

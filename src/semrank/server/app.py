@@ -200,8 +200,9 @@ async def _send_cancelled(send: Send, scope: Scope) -> None:
         "the server is shutting down and stopped this request before it finished "
         "(--shutdown-timeout); retry on another instance"
     )
+    config = getattr(getattr(scope.get("app"), "state", None), "config", None)
     with contextlib.suppress(Exception):  # the connection may be gone already
-        await send_error(send, error)
+        await send_error(send, error, retry_after_s=getattr(config, "retry_after_s", None))
     request_id = scope.get("state", {}).get("request_id")
     logger.warning(
         "request cancelled at shutdown", extra=log_fields(request_id=request_id, status=503)
