@@ -130,7 +130,7 @@ def test_bm25_analyses_text_beyond_english_as_the_embedded_store(
     pg = create_index("u", store=pg_dsn, embedding_model=None)
     local.upsert(docs)
     pg.upsert(docs)
-    assert pg.info().settings.bm25.analysis == 3
+    assert pg.info().settings.bm25.analysis == 4
     for query, found in (("दिल्ली", "hi"), ("résumé", "fr"), ("ข้าวผัด", "th"), ("首都", "zh")):
         ours, theirs = pg.search_bm25(query, k=3), local.search_bm25(query, k=3)
         assert ours.ids.tolist() == theirs.ids.tolist() == [found], query

@@ -417,3 +417,21 @@ def test_docs_that_are_neither_a_file_nor_a_pipe_are_named(tmp_path: Path) -> No
             read_documents(str(path))
     with pytest.raises(InvalidInputError, match="not a file or pipe"):
         read_documents("/dev/zero")
+
+
+def test_a_document_objects_id_is_checked_as_a_records_id(tmp_path: Path) -> None:
+    """Document(b"k1", ...) was written, then every search failed on it (and nothing could
+    delete it); None and NaN were raw SQLite errors, True replaced document "1", "" was kept."""
+    import uuid
+
+    from semrank.store import Document
+
+    with create_index("d", home=tmp_path, embedding_model=None) as index:
+        index.upsert([{"id": "1", "text": "fleas bite"}])
+        for bad in (b"k1", None, float("nan"), True, "", "  "):
+            with pytest.raises(InvalidInputError, match="a Document's id"):
+                index.upsert([Document(bad, {"text": "x"})])  # type: ignore[arg-type]
+        index.upsert([Document(uuid.UUID(int=5), {"text": "uuid"}), Document(7, {"text": "7"})])  # type: ignore[arg-type]
+        assert len(index) == 3 and index.get(["1"]) == [{"text": "fleas bite"}]
+        assert index.search_bm25("fleas", k=3).ids.tolist() == ["1"]
+        assert index.get([str(uuid.UUID(int=5)), "7"]) == [{"text": "uuid"}, {"text": "7"}]

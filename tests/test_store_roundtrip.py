@@ -712,3 +712,21 @@ def test_every_word_of_a_list_field_is_indexed(tmp_path: Path) -> None:
         assert sorted(index.search_bm25("bites", k=5).ids.tolist()) == ["1", "2"]
         assert index.search_bm25("for", k=5).ids.tolist() == []  # a stop word, as ever
         assert index.search_bm25("days", k=5).ids.tolist() == ["1"]
+
+
+@pytest.mark.parametrize("lost", ["vocab.index.json", "snapshot.json"])
+def test_a_search_file_lost_from_the_current_snapshot_is_built_again_and_saved(
+    tmp_path: Path, lost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without its vocabulary a BM25 snapshot read as "no document has a term" (every search
+    empty, no error); without snapshot.json the rebuilt one could never be saved over it."""
+    with create_index("words", home=tmp_path, embedding_model=None) as index:
+        index.upsert([{"id": f"t{n}", "text": TOPICS[n % 8]} for n in range(12)])
+        expected = _bm25_scores(index, "lava", "*")
+        (saved,) = (index.path / "derived").glob("bm25-all.g*")
+    (saved / lost).unlink()
+    for _ in range(2):  # the second open reads what the first saved
+        with caplog.at_level(logging.WARNING), open_index("words", home=tmp_path) as reopened:
+            assert _bm25_scores(reopened, "lava", "*") == expected
+    assert (saved / "snapshot.json").is_file() and (saved / "vocab.index.json").is_file()
+    assert "could not save" not in caplog.text

@@ -30,11 +30,15 @@ METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 # which splits words at every combining mark (Hindi "दिल्ली" gave no term, a decomposed "é" split
 # "résumé") and reads a run of Chinese or Thai as one term; 2: text in NFC and a word's
 # combining marks kept in it; 3: as 2, and scripts written without spaces read as pairs of
-# letters (a CJK ideograph alone too). Indexes keep the version they were built with (saved
-# settings without one are version 1).
-ANALYSIS_VERSIONS = (1, 2, 3)
+# letters (a CJK ideograph alone too); 4: as 3, and a capital dotted I (U+0130, Turkish and
+# Azeri) read as I, whose lowercase is "i": lowercased, it is "i" and a combining dot, which
+# split "İstanbul" into "stanbul" in a batch without other marks and kept it whole in one with
+# them, so a document's own word missed it. Indexes keep the version they were built with
+# (saved settings without one are version 1).
+ANALYSIS_VERSIONS = (1, 2, 3, 4)
 LEGACY_ANALYSIS = 1
 MARKS_ANALYSIS = 2
+DOTTED_I_ANALYSIS = 4
 VOCAB_FILE = "vocab.index.json"  # written by bm25s; absent when no document had a term
 
 
@@ -140,7 +144,11 @@ def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
     pattern = LEGACY_PATTERN
     if params.analysis != LEGACY_ANALYSIS:
         pairs = params.analysis != MARKS_ANALYSIS
-        texts = [text if text.isascii() else _prepared(text, pairs=pairs) for text in texts]
+        dotted_i = params.analysis >= DOTTED_I_ANALYSIS
+        texts = [
+            text if text.isascii() else _prepared(text, pairs=pairs, dotted_i=dotted_i)
+            for text in texts
+        ]
         # The wide pattern costs about twice the narrow one, and gives the same terms for text
         # without marks or unspaced scripts: a batch of such text (most English) keeps the narrow.
         if any(not text.isascii() and _needs_wide_pattern(text) for text in texts):
@@ -172,8 +180,10 @@ _IDEOGRAPH = re.compile(f"[{_IDEOGRAPHS}]")
 _UNSPACED_RUN = re.compile(f"[{_UNSPACED}]+")
 
 
-def _prepared(text: str, *, pairs: bool) -> str:
+def _prepared(text: str, *, pairs: bool, dotted_i: bool = False) -> str:
     text = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    if dotted_i:  # the one character whose lowercase holds a combining mark
+        text = text.replace("\u0130", "I")
     return _UNSPACED_RUN.sub(_bigrams, text) if pairs else text
 
 
@@ -361,6 +371,8 @@ class BM25Index:
         import bm25s
 
         if num_docs == 0 or not (directory / VOCAB_FILE).is_file():
+            if any(directory.glob("*.index.*")):  # bm25s's other files without its vocabulary
+                raise ValueError(f"{directory}: {VOCAB_FILE} is missing; build it again")
             return cls(None, params, num_docs)
         retriever = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
         return cls(retriever, params, num_docs)

@@ -457,20 +457,29 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
             "(--id-field; id_field when the index is created over HTTP)"
         )
     value = record[id_field]
-    if isinstance(value, bool):  # str() would make JSON true the id "True"
-        raise DataFormatError(
-            f"record {number}: its id ({id_field!r}) is the boolean {json.dumps(value)}; ids are "
-            f'strings or numbers: write it as "{json.dumps(value)}" if that is the id'
-        )
-    if value is None or not str(value).strip():
-        raise DataFormatError(f"record {number}: its id ({id_field!r}) is {value!r}; give it an id")
-    if not is_id_value(value):
-        raise DataFormatError(
-            f"record {number}: its id {value!r} is not a string or a finite number; ids are "
-            "strings or numbers"
-        )
+    problem = id_problem(value)
+    if problem is not None:
+        raise DataFormatError(f"record {number}: its id ({id_field!r}) {problem}")
     fields = {k: v for k, v in record.items() if k != id_field}
     return Document(str(value), fields)
+
+
+def id_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a document id ("is ...; the fix"), or None: ids are
+    strings or finite numbers (UUIDs and Decimals too), never blank, never booleans."""
+    if isinstance(value, bool):  # str() would make JSON true the id "True"
+        return (
+            f"is the boolean {json.dumps(value)}; ids are strings or numbers: write it as "
+            f'"{json.dumps(value)}" if that is the id'
+        )
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"is {value!r}; give it an id"
+    if not is_id_value(value):
+        return (
+            f"is {value!r:.60}, which is not a string or a finite number; ids are strings or "
+            "numbers"
+        )
+    return None
 
 
 def _beir_corpus_file(path: Path) -> Path | None:
@@ -619,9 +628,15 @@ def documents_from(
 
 
 def _checked(document: Document) -> Document:
-    """``document`` if every store can write it: string field names, valid Unicode throughout
-    (checked here, before a batch is written, so no backend fails halfway with an encoder error)."""
-    if isinstance(document.id, str) and not is_valid_unicode(document.id):
+    """``document`` if every store can write it: an id as records' ids are checked (made a
+    string), string field names, valid Unicode throughout (checked here, before a batch is
+    written, so no backend fails halfway with an encoder error)."""
+    problem = id_problem(document.id)
+    if problem is not None:  # a bytes id was written, then broke every search of the index
+        raise InvalidInputError(f"a Document's id {problem}")
+    if not isinstance(document.id, str):
+        document = Document(str(document.id), document.fields)
+    if not is_valid_unicode(document.id):
         raise InvalidInputError(
             f"document id {document.id!r} is not valid Unicode (it holds a lone surrogate); "
             "ids and text must be valid Unicode"

@@ -113,9 +113,11 @@ def publish(
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "snapshot.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process published the same
+            if (target / "snapshot.json").is_file():  # another process published the same
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:  # a damaged one (its snapshot.json gone) blocked every save: replaced
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
         _fsync_dir(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
