@@ -177,9 +177,16 @@ def test_a_dropped_connection_is_not_told_to_start_a_server() -> None:
         pytest.raises(errors.SemrankError) as caught,
     ):
         client.rerank(QUERY, DOCS)
+    said = str(caught.value)  # a small body: not the body's size
+    assert "closed the connection without an answer" in said and "check base_url" in said
+    with (
+        SemrankClient("http://test", transport=httpx.MockTransport(dropped)) as client,
+        pytest.raises(errors.SemrankError) as caught,
+    ):
+        client.rerank(QUERY, ["x" * 1000] * 2000)  # 2 MB
     said = str(caught.value)
     assert "was dropped before an answer came" in said and "--max-body-bytes" in said
-    assert "semrank serve" not in said
+    assert "start it with `semrank serve`" not in said
     closing = SemrankClient("http://test")
 
     def closed_meanwhile(request: httpx.Request) -> httpx.Response:

@@ -633,6 +633,7 @@ async def test_ready_is_503_while_draining(reranker: Any) -> None:
         app.state.phase = "draining"
         response = await client.get("/ready")
     assert response.status_code == 503 and response.json()["status"] == "draining"
+    assert response.headers["retry-after"] == "1"
 
 
 async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:

@@ -443,11 +443,28 @@ def _transport_error(
             f"cannot reach the semrank server at {url}: {cause}; start it with `semrank serve`, "
             "or pass the right base_url"
         )
+    if _body_size(exc.request) > LARGE_BODY_BYTES:
+        return errors.SemrankError(
+            f"the connection to {url} was dropped before an answer came ({cause}); a server "
+            "drops a request whose body is far past its --max-body-bytes: send fewer or shorter "
+            "documents per request"
+        )
     return errors.SemrankError(
-        f"the connection to {url} was dropped before an answer came ({cause}); a server drops "
-        "a request whose body is far past its --max-body-bytes (send fewer or shorter "
-        "documents per request), and a proxy or restart may drop one too: retry it"
+        f"the server at {url} closed the connection without an answer ({cause}); check "
+        "base_url (http:// or https://, the port `semrank serve` listens on), or retry if it "
+        "was restarting"
     )
+
+
+# A body this large may be what a server dropped (semrank serve's --max-body-bytes: 5 MiB).
+LARGE_BODY_BYTES = 1 << 20
+
+
+def _body_size(request: httpx.Request) -> int:
+    try:
+        return len(request.content)
+    except httpx.RequestNotRead:  # a streamed body
+        return 0
 
 
 def _http_error(exc: httpx.HTTPError) -> errors.SemrankError:

@@ -37,7 +37,8 @@ async def ready(request: Request) -> Any:
     if state.phase == "ready" and state.registry.ready:
         return Readiness(status="ready", models=models)
     body = Readiness(status="draining" if state.phase == "draining" else "starting", models=models)
-    return JSONResponse(body.model_dump(), status_code=503)
+    retry = {"Retry-After": str(state.config.retry_after_s)}  # as every 503 says
+    return JSONResponse(body.model_dump(), status_code=503, headers=retry)
 
 
 @probes.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice, pairwise
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,9 @@ def _csv_records(
     ends on (quoted fields may span lines, blank lines are skipped)."""
     csv.field_size_limit(1 << 30)
     # TSV has no quoting convention: a field that merely starts with '"' would otherwise open a
-    # quoted field that swallows the rest of the file into one document. A TSV that csv writers
-    # quoted (excel-tab, pandas) is read with quotes, told by its first lines.
-    quoted = delimiter != "\t" or _tsv_is_quoted(path)
+    # quoted field that swallows the rest of the file into one document. (Telling a TSV that
+    # csv writers quoted from a raw one by its first lines merged raw rows holding stray quotes.)
+    quoted = delimiter != "\t"
     taken = _TakenLines(_text_lines(path))
     reader = csv.DictReader(
         taken, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
@@ -221,10 +221,9 @@ def _csv_records(
         # Unnamed columns are no field (no flag could name them): each gets a key of its own,
         # so that _named_cells sees every one of them by its position.
         reader.fieldnames = [n if n.strip() else f"{_UNNAMED}{i}" for i, n in enumerate(names)]
-        watch = _QuoteWatch()
         for number, row in enumerate(reader, start=1):
             if not quoted:
-                _check_unquoted_tsv(path, reader.reader.line_num, watch, row)
+                _refuse_quoted_line_break(path, reader.reader.line_num, len(names), row)
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             row = _named_cells(path, number, row)
@@ -247,67 +246,21 @@ def _csv_records(
 
 # The key an unnamed header column's cells are read under (its position follows).
 _UNNAMED = "\x00unnamed:"
-# Lines of a TSV read to tell whether csv writers quoted it.
-TSV_QUOTING_SAMPLE = 1000
 
 
-def _tsv_is_quoted(path: Path) -> bool:
-    """Whether the first lines of a TSV show the quoting of csv writers (Python's excel-tab,
-    pandas' to_csv(sep="\\t")): a cell quoted with a doubled quote inside, or a quote opened in
-    one cell and closed in the next one or on the next line (a tab or line break quoted)."""
-    sample = list(islice(_text_lines(path), TSV_QUOTING_SAMPLE))
-    watch = _QuoteWatch()
-    try:
-        for cells in csv.reader(sample, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if any(_QUOTED_TSV_CELL.fullmatch(cell) for cell in cells):
-                return True
-            if watch.split_quote(cells):
-                return True
-    except csv.Error:  # the reading proper names the line and the fix
-        return False
-    return False
-
-
-class _QuoteWatch:
-    """Sees, row by row of a TSV read without quoting, a quote as csv writers put around a tab
-    or line break: a cell opening it (an odd number of quotes, the first leading) and the next
-    cell with an odd number closing it (its last quote trailing), in the same row or in a later
-    one (the opening cell is then its row's last with an odd number)."""
-
-    # Rows a quote may stay open over: text of a raw TSV that opens a quote and never closes
-    # it must not pair with one that closes a quote much later.
-    SPAN = 20
-
-    def __init__(self) -> None:
-        self.open = 0  # rows left in which a quote a row opened may close
-
-    def split_quote(self, cells: list[Any]) -> bool:
-        odd = [i for i, c in enumerate(cells) if isinstance(c, str) and c.count('"') % 2 == 1]
-        self.open = max(0, self.open - 1)
-        if self.open and odd:
-            self.open = 0
-            if cells[odd[0]].endswith('"'):
-                return True
-            odd = odd[1:]
-        for i, j in pairwise(odd):
-            if cells[i].startswith('"') and cells[j].endswith('"'):
-                return True
-        opening = [i for i in odd if cells[i].startswith('"')]
-        if opening and opening[-1] == odd[-1]:
-            self.open = self.SPAN + 1
-        return False
-
-
-def _check_unquoted_tsv(path: Path, line: int, watch: _QuoteWatch, row: dict[Any, Any]) -> None:
-    """A quote split over cells or lines past the lines that decided the file unquoted is
-    refused, naming the line: read unquoted, the row would be cut apart silently."""
-    cells = [v for k, v in row.items() if k is not None and v is not None]
-    if watch.split_quote([*cells, *(row.get(None) or [])]):
+def _refuse_quoted_line_break(path: Path, line: int, width: int, row: dict[Any, Any]) -> None:
+    """A row short of the header's cells whose last cell opens a quote: csv writers (Python's
+    excel-tab, pandas' to_csv(sep="\\t")) quote a text holding a line break so, and read
+    without quoting its rest would become rows of their own (one with a made-up id)."""
+    cells = [value for key, value in row.items() if key is not None and value is not None]
+    last = cells[-1] if cells else ""
+    opens = isinstance(last, str) and last.startswith('"') and last.count('"') % 2 == 1
+    if len(cells) < width and opens:
         raise DataFormatError(
-            f"{path}:{line}: a quote opened in one cell closes in the next cell or line, as csv "
-            "writers quote a tab or line break (Python's excel-tab, pandas' to_csv(sep='\\t')), "
-            f"but the first {TSV_QUOTING_SAMPLE} lines read as TSV without quoting; write the "
-            "file as JSONL, or as TSV without quotes around tabs and line breaks"
+            f"{path}:{line}: the row has fewer cells than the header and its last one opens a "
+            f"quote ({last!r:.40}), as csv writers quote a text holding a line break; semrank "
+            "reads TSV without quoting (a cell may start with a quote): save the file as CSV or "
+            "JSONL"
         )
 
 
@@ -419,7 +372,9 @@ def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataForma
 
 def _extra_cells(path: Path, row: int, line: int, extra: int, delimiter: str) -> InvalidInputError:
     fix = (
-        "remove the stray tabs or name the extra columns in the header"
+        "remove the stray tabs or name the extra columns in the header (a tab inside a text "
+        "quoted by a csv writer is one too: semrank reads TSV without quoting; save such a file "
+        "as CSV or JSONL)"
         if delimiter == "\t"
         else 'quote the field that holds a comma ("a, b") or name the extra columns in the header'
     )

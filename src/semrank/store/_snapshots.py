@@ -9,6 +9,7 @@ Older generations are removed once a newer one is published; leftovers of a cras
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -116,14 +117,29 @@ def publish(
             if (target / "snapshot.json").is_file():  # another process published the same
                 shutil.rmtree(tmp, ignore_errors=True)
             else:  # a damaged one (its snapshot.json gone) blocked every save: replaced
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
+                _replace_damaged(tmp, target)
         _fsync_dir(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     prune(root, kind, keep=generation)
     return target
+
+
+def _replace_damaged(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` where a damaged snapshot is. The damaged one is moved aside, not deleted in
+    place: another process may have just published a good one there (removing that under its
+    readers cost them a rebuild), and whichever lands, both are the same generation's."""
+    aside = target.parent / f".tmp-damaged-{uuid.uuid4().hex}"
+    with contextlib.suppress(OSError):  # moved already, by a process doing the same
+        os.rename(target, aside)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / "snapshot.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process's good one is in place
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def prune(root: Path, kind: str, *, keep: int) -> None:
