@@ -149,6 +149,10 @@ def test_exit_status_tells_the_command_from_the_machine(tmp_path):
     assert code == 2 and "missing" in stderr  # the command's input
     code, stderr = status("index", "list", "--store", "postgresql://nobody@127.0.0.1:1/none")
     assert code == 3 and "cannot connect" in stderr  # a service this machine cannot reach
+    # A path past the system's limit is the command's input, named (it was "[Errno 36]", 3)
+    code, stderr = status("rerank", "q", "--docs", "x" * 300)
+    assert code == 2 and "a path longer than this system allows" in stderr, stderr
+    assert "Errno" not in stderr
 
 
 def test_missing_docs_file_is_named(tmp_path):

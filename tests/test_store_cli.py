@@ -617,3 +617,28 @@ def test_ingest_progress_goes_to_stderr_as_lines_off_a_terminal(tmp_path: Path) 
     assert f"indexing docs.jsonl: {len(DOCS)}/{len(DOCS)} (100%) after" in done.stderr
     assert "building BM25 / vector indexes ..." in done.stderr
     assert "indexing" not in done.stdout and "\x1b" not in done.stdout + done.stderr
+
+
+def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: Path) -> None:
+    """An inline --retriever JSON past 255 bytes was probed as a file name (exit 3, "[Errno
+    36]"); a --home that is a file listed "no indexes"; SEMRANK_HOME="   " made a folder of
+    that name; a folder given as --ids-file was "no such file"."""
+    from semrank.errors import InvalidInputError
+
+    home = tmp_path / "home"
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", str(home))
+    match = '{"standard": {"query": {"match": {"text": "{{query}}"}}}}'
+    tree = '{"rrf": {"retrievers": [' + ", ".join([match] * 4) + '], "rank_constant": 60}}'
+    assert len(tree) > 255
+    assert "cats" in run("search", "t", "cats", "--retriever", tree, "--home", str(home)).lower()
+    result = CliRunner().invoke(app, ["index", "list", "--home", str(corpus)])
+    assert isinstance(result.exception, InvalidInputError)
+    assert "is a file; pass a folder with --home" in str(result.exception)
+    result = CliRunner().invoke(app, ["index", "list"], env={"SEMRANK_HOME": "   "})
+    assert isinstance(result.exception, InvalidInputError)
+    assert "$SEMRANK_HOME is blank" in str(result.exception)
+    args = ["index", "delete", "t", "--ids-file", str(tmp_path), "--home", str(home)]
+    result = CliRunner().invoke(app, args)
+    assert f"--ids-file {tmp_path}: a folder;" in str(result.exception)

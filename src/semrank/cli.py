@@ -6,6 +6,7 @@ objects the core takes.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -101,7 +102,16 @@ def main() -> None:
             raise
         _fail(f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'", EXIT_ENVIRONMENT)
     except OSError as exc:  # the machine's, not the input's: permissions, a full disk, a port
-        _fail(str(exc), exit_code_for(exc))
+        _fail(_os_error_text(exc), exit_code_for(exc))
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.errno == errno.ENAMETOOLONG:
+        return (
+            f"{str(exc.filename)[:60]!r}...: a path longer than this system allows "
+            f"({exc.strerror}); pass a shorter path"
+        )
+    return str(exc)
 
 
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE

@@ -6,6 +6,8 @@ classes to HTTP status codes through ``HTTP_STATUS`` (one table, used by every r
 
 from __future__ import annotations
 
+import errno
+
 
 class SemrankError(Exception):
     """Base of every error semrank raises on purpose.
@@ -171,6 +173,8 @@ EXIT_BUG = 1
 
 def exit_code_for(error: BaseException) -> int:
     """``semrank``'s exit status for ``error`` (documented in the README)."""
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        return EXIT_USAGE  # a path given too long: the command's input, not the machine
     if isinstance(error, OSError | ModelLoadError) and not isinstance(
         error, UnsupportedArchitectureError
     ):

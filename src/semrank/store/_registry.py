@@ -48,6 +48,11 @@ _BESIDE_DB = frozenset(
 def default_home() -> Path:
     """``$SEMRANK_HOME``, else ``~/.local/share/semrank`` (the XDG data directory)."""
     configured = os.environ.get(HOME_ENV)
+    if configured and not configured.strip():  # "   " made indexes no later command found
+        raise InvalidInputError(
+            f"${HOME_ENV} is blank ({configured!r}); set it to the folder of the indexes, or "
+            "unset it for ~/.local/share/semrank"
+        )
     if configured:
         return Path(configured).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME")
@@ -61,7 +66,10 @@ def resolve_home(home: str | Path | None) -> Path:
             f"home must be a folder path (str or pathlib.Path), got {type(home).__name__} "
             f"({home!r:.60}); omit it for {default_home()}"
         )
-    return Path(home).expanduser() if home is not None else default_home()
+    root = Path(home).expanduser() if home is not None else default_home()
+    if root.exists() and not root.is_dir():  # listed as "no indexes", opened as "not found"
+        raise InvalidInputError(f"index home {root} is a file; pass a folder with --home")
+    return root
 
 
 RESERVED_SUFFIXES = (".tmp", ".trash")  # folders of an index being created or dropped

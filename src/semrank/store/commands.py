@@ -450,8 +450,9 @@ def _read_ids(ids_file: Path) -> list[str]:
     from semrank.errors import InvalidInputError
 
     if not ids_file.is_file():
+        problem = "a folder" if ids_file.is_dir() else "not a file" if ids_file.exists() else ""
         raise InvalidInputError(
-            f"--ids-file {ids_file}: no such file; pass a file with one id per line"
+            f"--ids-file {ids_file}: {problem or 'no such file'}; pass a file with one id per line"
         )
     data = ids_file.read_bytes()
     try:
@@ -800,7 +801,7 @@ def _shorthand(retriever: str | None, stage_flags: bool) -> Any:
     from semrank.errors import InvalidInputError
     from semrank.pipeline import parse_shorthand
 
-    if retriever is None or Path(retriever).expanduser().is_file():
+    if retriever is None or retriever.lstrip().startswith("{") or _names_a_file(retriever):
         return None
     shorthand = parse_shorthand(retriever)
     if shorthand is not None and stage_flags:
@@ -811,12 +812,21 @@ def _shorthand(retriever: str | None, stage_flags: bool) -> Any:
     return shorthand
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` is the path of a file: a text longer than a file name may be (inline
+    JSON of 256 bytes and more) is not, where the check itself raised ENAMETOOLONG."""
+    try:
+        return Path(text).expanduser().is_file()
+    except OSError:
+        return False
+
+
 def _tree_from(retriever: str) -> Any:
     """The tree of a JSON file or inline JSON; anything else is named with what it may be."""
     from semrank.errors import InvalidInputError
     from semrank.pipeline import parse_retriever
 
-    if not retriever.lstrip().startswith("{") and not Path(retriever).expanduser().exists():
+    if not retriever.lstrip().startswith("{") and not _names_a_file(retriever):
         raise InvalidInputError(
             f"--retriever {retriever!r}: no such file, and not a shorthand (bm25, dense, hybrid "
             "or linear, with +rerank to re-rank) or inline JSON ({...})"
