@@ -396,3 +396,18 @@ def test_a_bad_retriever_name_fails_before_anything_is_retrieved(deep_index) -> 
     assert isinstance(result.exception, InvalidInputError)
     assert "'hybrd' is neither bm25, dense, hybrid nor linear" in str(result.exception)
     assert "re-ranking" not in result.stderr
+
+
+def test_a_tree_whose_window_is_below_the_hits_measured_is_refused(deep_index) -> None:
+    """R@100 and AP were measured over a tree's 20 hits, without a word (the search command
+    and the server refuse such a tree)."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels, "--no-rerank"]
+    match = '{"standard": {"query": {"match": {"text": "{{query}}"}}}}'
+    tree = '{"rrf": {"retrievers": [' + match + "], " + '"rank_window_size": 20}}'
+    narrow = run_cli(*args, "--retriever", tree, "--measures", "R@100")
+    assert isinstance(narrow.exception, InvalidInputError)
+    assert "rank_window_size 20 is below the 100 hits" in str(narrow.exception)
+    assert "`semrank eval` measures 100 hits per query" in str(narrow.exception)
+    wide = tree.replace('"rank_window_size": 20', '"rank_window_size": 200')
+    assert run_cli(*args, "--retriever", wide, "--measures", "R@100").exit_code == 0

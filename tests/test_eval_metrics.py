@@ -260,3 +260,29 @@ def test_measure_names_parse_on_a_python_without_ast_num(monkeypatch: pytest.Mon
     # ir-measures' providers carry a NAME as measures do: refused as measures, not a crash.
     with pytest.raises(InvalidInputError, match=r"unknown measure 'judged@10'"):
         parse_measures(["judged@10"])
+
+
+def test_queries_judged_only_below_zero_are_left_out_and_never_crash() -> None:
+    """A query judged only -2 (TREC Web Track junk) made trec_eval's C code memset a negative
+    size: the process died (SIGSEGV) or hung. Such queries, and empty judgment dicts, are left
+    out alike for every measure (nDCG counted an empty one as 0, RR@10 left it out)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from semrank.eval import Run, ScoredDoc, evaluate\n"
+        "run = Run(name='x', rankings={q: [ScoredDoc(doc_id=d, score=1.0)] for q, d in "
+        "(('q0', 'd1'), ('q1', 'd2'), ('q2', 'd3'))})\n"
+        "qrels = {'q0': {'d1': 1}, 'q1': {'d2': -2}, 'q2': {}}\n"
+        "for _ in range(3):\n"
+        "    e = evaluate(qrels, run, ['nDCG@10', 'RR@10', 'AP', 'R@100', 'P@10'])\n"
+        "print(sorted(e.aggregate.items()), e.query_count)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    expected = [("AP", 1.0), ("P@10", 0.1), ("R@100", 1.0), ("RR@10", 1.0), ("nDCG@10", 1.0)]
+    assert done.stdout.strip() == f"{expected} 1"
+    with pytest.raises(InvalidInputError, match="no judgment of 0 or above"):
+        evaluate({"q1": {"d2": -2}, "q2": {}}, Run(name="x", rankings={}), ["AP"])

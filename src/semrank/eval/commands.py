@@ -318,6 +318,7 @@ def _candidate_lists(
             "judgments)"
         )
     _require_judged(set(topics), judgments, queries)
+    _check_eval_window(retriever, k)
     with progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(
             topics,
@@ -330,6 +331,20 @@ def _candidate_lists(
         )
     _note_coverage(lists, judgments, set(all_topics), f"query of {queries.name}", retriever)
     return lists
+
+
+def _check_eval_window(retriever: str, k: int) -> None:
+    """A tree whose top window is below the ``k`` hits measured is refused: R@100 over its 20
+    hits was silently R@20 (a text_similarity_reranker's default window is 10)."""
+    from semrank.pipeline import as_retriever, check_window
+
+    try:
+        check_window(as_retriever(retriever, size=k), k)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"--retriever {retriever[:80]!r}: {exc}; `semrank eval` measures {k} hits per query "
+            "(--depth, at least 100 and the largest @cutoff of --measures)"
+        ) from None
 
 
 def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None:

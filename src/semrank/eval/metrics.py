@@ -330,7 +330,20 @@ def _checked_qrels(qrels: object) -> Qrels:
             "id with the same text); merge its judgments under one id"
         ),
     )
-    return {query_id: _checked_judgments(query_id, judged) for query_id, judged in keyed.items()}
+    checked = {query_id: _checked_judgments(query_id, judged) for query_id, judged in keyed.items()}
+    # Left out, as queries without judgments: a query judged only below 0 (junk, -2 in the TREC
+    # Web Track) crashed trec_eval's C code (a negative memset: the process died) or hung it.
+    judged = {query_id: labels for query_id, labels in checked.items() if _judged(labels)}
+    if not judged:
+        raise InvalidInputError(
+            "qrels hold no judgment of 0 or above, so every measure would be undefined; "
+            "give the judged documents' labels (0 = not relevant, 1+ = relevant)"
+        )
+    return judged
+
+
+def _judged(labels: dict[str, int]) -> bool:
+    return bool(labels) and max(labels.values()) >= 0
 
 
 def _checked_judgments(query_id: str, judged: object) -> dict[str, int]:
@@ -361,8 +374,9 @@ def _checked_judgments(query_id: str, judged: object) -> dict[str, int]:
 def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES) -> Evaluation:
     """Evaluate ``run`` against ``qrels``.
 
-    Queries without judgments are left out; judged queries the run has no results for count
-    as 0 (ir-measures' convention, trec_eval ``-c``), so a run cannot gain by skipping queries.
+    Queries without judgments (none, or only negative labels) are left out; judged queries the
+    run has no results for count as 0 (ir-measures' convention, trec_eval ``-c``), so a run
+    cannot gain by skipping queries.
     """
     judgments = _checked_qrels(qrels)
     scored = _scored_run(require_run(run))
