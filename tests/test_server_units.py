@@ -230,7 +230,9 @@ async def test_batcher_passes_model_errors_to_every_caller_and_refuses_after_clo
 
 async def test_score_blocking_from_a_thread_goes_through_the_loop() -> None:
     scorer = RecordingScorer()
-    batcher = _batcher(scorer, wait_s=0.05)
+    # A wait long enough for three threads to start on a busy machine (0.05 s merged them into
+    # one call on an idle one only: a fresh-clone CI run saw [2, 1]).
+    batcher = _batcher(scorer, wait_s=1.0)
     await batcher.start()
     results = await asyncio.gather(
         *(asyncio.to_thread(batcher.score_blocking, [("q", "d" * n)]) for n in (1, 2, 3))
