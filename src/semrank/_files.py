@@ -104,7 +104,7 @@ def text_lines(path: Path | str, error: ErrorType = DataFormatError) -> Iterator
 # Where a line ends for the line-based formats (qrels, runs, topics, JSONL): old Mac files end
 # lines in \r alone, which Python's text mode reads as line ends too. (CSV keeps \r as text:
 # inside quotes it is a field's own.)
-_LINE_END = re.compile(r"\r\n|\r|\n")
+LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
@@ -112,8 +112,8 @@ def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
     lines end at \\n, \\r\\n or \\r."""
     number = 0
     for raw in text_lines(path):
-        pieces = _LINE_END.split(raw)
-        for line in pieces[:-1] if _LINE_END.search(raw[-1:]) else pieces:
+        pieces = LINE_END.split(raw)
+        for line in pieces[:-1] if LINE_END.search(raw[-1:]) else pieces:
             number += 1
             if line.strip():
                 yield number, line

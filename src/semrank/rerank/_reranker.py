@@ -550,7 +550,7 @@ def _split_scores(
     aggregated alike, which order documents whose ``scores`` tie."""
     counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
     per_query = aggregate_documents(scores, counts, chunking)
-    seconds = aggregate_documents(tiebreak if tiebreak is not None else scores, counts, chunking)
+    seconds = per_query if tiebreak is None else aggregate_documents(tiebreak, counts, chunking)
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     return [
         _DocumentScores(

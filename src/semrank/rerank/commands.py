@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from semrank._checks import MAX_JSON_DEPTH, UnreadableJSONError, json_depth_over, loads_json
-from semrank._files import GZIP_ERRORS
+from semrank._files import GZIP_ERRORS, LINE_END
 from semrank._words import for_terminal
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -88,7 +88,7 @@ def _text_lines(text: str) -> tuple[list[str], list[int]]:
     """The non-blank lines of ``text`` and their line numbers. Lines end at \\n, \\r\\n or \\r
     (old Mac files): str.splitlines also breaks at form feeds, U+0085 and U+2028, which JSON
     strings and pdftotext output hold, and would misnumber every later document."""
-    rows = re.split(r"\r\n|\r|\n", text)
+    rows = LINE_END.split(text)
     lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
     return [line for _number, line in lines], [number for number, _line in lines]
 
@@ -146,13 +146,11 @@ def _is_json(line: str) -> bool:
     """Whether a line parses: when none does, quotations ('"Fleas bite," said the vet.') are
     plain text; when some do, the file is JSONL and a line that fails is named."""
     try:
-        json.loads(line)
-    except RecursionError:
-        return True  # JSON too deep to read: reading it as a line names the problem
+        loads_json(line)
+    except UnreadableJSONError:
+        return True  # JSON too deep or too long to read: reading it as a line names the problem
     except json.JSONDecodeError:
         return False
-    except ValueError:
-        return True  # an integer too long to read: reading it as a line names the problem
     return True
 
 
@@ -160,13 +158,11 @@ def _is_json_object(line: str) -> bool:
     if not line.lstrip().startswith("{"):
         return False
     try:
-        return isinstance(json.loads(line), dict)
-    except RecursionError:
-        return True
+        return isinstance(loads_json(line), dict)
+    except UnreadableJSONError:
+        return True  # JSON all the same
     except json.JSONDecodeError:
         return False  # plain text that happens to start with '{'
-    except ValueError:  # an integer too long to read: JSON all the same
-        return True
 
 
 def _refuse_mixed_lines(path: str, lines: list[tuple[int, str]]) -> None:

@@ -133,8 +133,8 @@ def install_error_handlers(
         headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":  # no such route, not a resource
             message = f"no route {request.method} {request.url.path}; {ROUTES_HINT}"
-        if exc.status_code == 405 and allowed_methods(request):
-            allowed = ", ".join(allowed_methods(request))
+        allowed = ", ".join(allowed_methods(request)) if exc.status_code == 405 else ""
+        if allowed:
             message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
             headers = {**(headers or {}), "Allow": allowed}
         return error_response(exc.status_code, message, error_type, headers)

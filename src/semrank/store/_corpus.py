@@ -221,12 +221,14 @@ def _csv_records(
         # Unnamed columns are no field (no flag could name them): each gets a key of its own,
         # so that _named_cells sees every one of them by its position.
         reader.fieldnames = [n if n.strip() else f"{_UNNAMED}{i}" for i, n in enumerate(names)]
+        unnamed = any(not name.strip() for name in names)
         for number, row in enumerate(reader, start=1):
             if not quoted:
                 _refuse_quoted_line_break(path, reader.reader.line_num, len(names), row)
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
-            row = _named_cells(path, number, row)
+            if unnamed:
+                row = _named_cells(path, number, row)
             if not quoted:
                 row = {key: _tsv_cell(value) for key, value in row.items()}
             row_start, row_end = row_end + 1, reader.reader.line_num
