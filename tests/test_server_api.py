@@ -240,6 +240,31 @@ async def test_tei_rerank_is_a_bare_array(reranker: Any) -> None:
     assert [r["text"] for r in body] == [DOCS[r["index"]] for r in body]
 
 
+async def test_root_rerank_answers_documents_bodies_as_v1_rerank(reranker: Any) -> None:
+    """Clients that add /rerank to a base URL without /v1 (Together 1.x given .../v1, Voyage's
+    client, generic Cohere-compatible ones) post the documents shape to TEI's route."""
+    together = {"model": "minilm", "query": QUERY, "documents": DOCS, "top_n": 2}
+    voyage = {"query": QUERY, "documents": DOCS, "top_k": None, "truncation": True}
+    async with serving(reranker) as (_, client):
+        at_root = await client.post("/rerank", json=together)
+        at_v1 = await client.post("/v1/rerank", json=together)
+        voyage_at_root = await client.post("/rerank", json=voyage)
+        bad_item = await client.post("/rerank", json={"query": QUERY, "documents": [1]})
+        bad_item_v1 = await client.post("/v1/rerank", json={"query": QUERY, "documents": [1]})
+    assert at_root.status_code == 200, at_root.text
+    body = at_root.json()
+    assert body["object"] == "rerank" and body["model"] == "minilm"
+    assert facts(body["results"]) == expected(reranker, QUERY, DOCS, top_n=2)
+    assert {k: v for k, v in body.items() if k != "id"} == {
+        k: v for k, v in at_v1.json().items() if k != "id"
+    }
+    assert voyage_at_root.json()["object"] == "list"
+    assert facts(voyage_at_root.json()["data"]) == expected(reranker, QUERY, DOCS)
+    assert bad_item.status_code == 422
+    assert bad_item.json()["error"] == bad_item_v1.json()["error"]  # no tag in the location
+    assert bad_item.json()["error"].startswith("documents.0."), bad_item.json()["error"]
+
+
 async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker: Any) -> None:
     texts = [DOCS[0], LONG_DOC]
     async with serving(reranker) as (_, client):
@@ -576,8 +601,8 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
         response = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
         metrics = await client.get("/metrics")
         missing = await client.get("/v3/nothing")
-        # Voyage's client adds /rerank to a base URL without /v1: TEI's route, told so.
-        voyage_at_root = await client.post("/rerank", json={"query": QUERY, "documents": DOCS})
+        # A body with neither TEI's texts nor documents: both named.
+        neither = await client.post("/rerank", json={"query": QUERY, "text": DOCS})
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "models": ["minilm"]}
     assert "total;dur=" in response.headers["server-timing"]
@@ -589,9 +614,9 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
     assert "no route GET /v3/nothing" in missing.json()["error"]
     assert "POST /v1/rerank (Cohere v1" in missing.json()["error"]
-    assert voyage_at_root.status_code == 422
-    assert "goes to POST /v1/rerank" in voyage_at_root.json()["error"]
-    assert "texts: Field required" in voyage_at_root.json()["error"]
+    assert neither.status_code == 422
+    assert "or 'documents' as POST /v1/rerank does" in neither.json()["error"]
+    assert "; texts: Field required" in neither.json()["error"]  # no tag in the location
     assert app.state.phase == "draining"  # the lifespan ended: /ready would now answer 503
 
 

@@ -28,6 +28,7 @@ from semrank.errors import (
 )
 from semrank.server._auth import key_refusal
 from semrank.server._logging import LOGGER_NAME, log_fields
+from semrank.server.schemas import DOCUMENTS_SHAPE, TEI_SHAPE
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -117,7 +118,7 @@ def install_error_handlers(
         content_type = request.headers.get("content-type", "")
         search = request.url.path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
-        if request.url.path.endswith("/rerank") and _sent_documents_to_tei(exc.errors()):
+        if request.url.path == "/rerank" and _sent_no_texts(exc.errors()):
             message = f"{TEI_ROUTE_HINT}; {message}"
         error = InvalidInputError(message)
         return await on_semrank_error(request, error)
@@ -173,22 +174,23 @@ ROUTES_HINT = (
     "models; GET /docs lists every route"
 )
 TEI_ROUTE_HINT = (
-    "POST /rerank is text-embeddings-inference's route, which takes 'texts'; a body with "
-    "'documents' (Cohere, Jina, Together, Voyage) goes to POST /v1/rerank: end the client's base "
-    "URL in /v1"
+    "POST /rerank takes text-embeddings-inference's 'texts', or 'documents' as POST /v1/rerank "
+    "does (Cohere, Jina, Together, Voyage)"
 )
 
 
-def _sent_documents_to_tei(errors: Sequence[Any]) -> bool:
-    """Whether the body lacks TEI's 'texts' and has the other APIs' 'documents'."""
+def _sent_no_texts(errors: Sequence[Any]) -> bool:
+    """Whether a body at POST /rerank sent neither TEI's 'texts' nor 'documents'."""
     return any(
-        tuple(error.get("loc", ())) == ("body", "texts")
+        tuple(error.get("loc", ())) == ("body", TEI_SHAPE, "texts")
         and error.get("type") == "missing"
-        and isinstance(error.get("input"), dict)
-        and "documents" in error["input"]
         for error in errors
     )
 
+
+# Parts of pydantic's error locations that name no field: the body itself, and which of POST
+# /rerank's two shapes was read.
+_NOT_LOCATIONS = frozenset({"body", TEI_SHAPE, DOCUMENTS_SHAPE})
 
 # What to send instead of an Elasticsearch _search key a search body does not take.
 _SEARCH_KEY_HINTS = {
@@ -227,7 +229,7 @@ def validation_message(
                 "send a JSON object with Content-Type: application/json"
             )
             continue
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        location = [str(p) for p in error.get("loc", ()) if p not in _NOT_LOCATIONS]
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1

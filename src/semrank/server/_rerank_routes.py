@@ -25,6 +25,7 @@ from semrank.server.schemas import (
     ChunkInfo,
     ChunkingOptions,
     ErrorBody,
+    RootRerankRequest,
     TeiRank,
     TeiRerankRequest,
     Tokens,
@@ -144,11 +145,20 @@ def _is_voyage(body: V1RerankRequest) -> bool:
 
 @router.post(
     "/rerank",
-    response_model=list[TeiRank],
+    response_model=list[TeiRank] | V1RerankResponse | VoyageRerankResponse,
     response_model_exclude_none=True,
     summary="Re-rank texts (Hugging Face text-embeddings-inference)",
+    description="TEI's body (`texts`) is answered in TEI's shape; a body with `documents` "
+    "instead is answered as POST /v1/rerank answers it (clients that add /rerank to a base URL "
+    "without /v1 reach this route).",
 )
-async def rerank_tei(body: TeiRerankRequest, request: Request, response: Response) -> Any:
+async def rerank_root(body: RootRerankRequest, request: Request, response: Response) -> Any:
+    if isinstance(body, V1RerankRequest):
+        return await rerank_v1(body, request, response)
+    return await _rerank_tei(body, request, response)
+
+
+async def _rerank_tei(body: TeiRerankRequest, request: Request, response: Response) -> Any:
     service = _service(request)
     engine = service.engine(body.model)
     truncate = service.config.auto_truncate if body.truncate is None else body.truncate

@@ -15,11 +15,13 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    Tag,
 )
 
 Document = str | dict[str, Any]
@@ -283,6 +285,26 @@ class TeiRerankRequest(SemrankOptions):
     truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
     raw_scores: Flag = False
     return_text: Flag = False
+
+
+# POST /rerank also takes the other APIs' body: clients that add /rerank to a base URL reach it
+# (Together's 1.x client given a base URL ending in /v1, Voyage's without /v1, and the many
+# "Cohere-compatible" clients that post to {base}/rerank). The tags appear in pydantic's error
+# locations, so they are names no body field has (the error messages leave them out).
+TEI_SHAPE, DOCUMENTS_SHAPE = "tei_shape", "documents_shape"
+
+
+def _root_rerank_shape(body: Any) -> str:
+    """TEI's shape unless the body sends 'documents' and not TEI's 'texts'."""
+    if isinstance(body, dict):
+        return DOCUMENTS_SHAPE if "documents" in body and "texts" not in body else TEI_SHAPE
+    return DOCUMENTS_SHAPE if isinstance(body, V1RerankRequest) else TEI_SHAPE
+
+
+RootRerankRequest = Annotated[
+    Annotated[TeiRerankRequest, Tag(TEI_SHAPE)] | Annotated[V1RerankRequest, Tag(DOCUMENTS_SHAPE)],
+    Discriminator(_root_rerank_shape),
+]
 
 
 class _TeiScored(_Schema):
