@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semrank.errors import DataFormatError, IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.errors import (
+    DataFormatError,
+    IndexExistsError,
+    IndexNotFoundError,
+    IndexVersionError,
+    InvalidInputError,
+    http_status_for,
+)
 from semrank.retrieve import BM25Index, BM25Params, DocTokens
 from semrank.store import (
     create_index,
@@ -48,6 +55,26 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
         info = index.info()
         assert info.documents == 3 and info.settings.text_fields == ("title", "text")
         assert info.vector_search is None
+
+
+def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> None:
+    # Reading (or writing) a layout this version does not know could return wrong hits or
+    # damage the index: the user is told to upgrade, the files stay as they are.
+    with create_index("pets", home=tmp_path, embedding_model=None) as index:
+        index.upsert(DOCS)
+    db_file = tmp_path / "pets" / "documents.sqlite"
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    conn.close()
+    with pytest.raises(IndexVersionError, match=r"newer semrank \(index schema 2;.*upgrade") as e:
+        open_index("pets", home=tmp_path)
+    assert http_status_for(e.value) == 409
+    with sqlite3.connect(db_file) as conn:
+        stored = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    conn.close()
+    assert stored == ("2",)
+    drop_index("pets", home=tmp_path)  # a newer index can still be dropped
+    assert list_indexes(tmp_path) == []
 
 
 def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:

@@ -84,6 +84,13 @@ class IndexModelChangedError(SemrankError):
     error_type = "index_model_changed"
 
 
+class IndexVersionError(SemrankError):
+    """An index was written by a newer semrank, in a layout this one does not read: upgrade
+    semrank to open it (writing it with the older code could damage it)."""
+
+    error_type = "index_version"
+
+
 class DataFormatError(SemrankError, ValueError):
     """An input file (corpus, qrels, run, candidates, training data) cannot be parsed."""
 
@@ -143,6 +150,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     IndexNotFoundError: 404,
     IndexExistsError: 409,
     IndexModelChangedError: 409,
+    IndexVersionError: 409,
     AuthenticationError: 401,
     OverloadedError: 429,
     DeadlineExceededError: 504,
