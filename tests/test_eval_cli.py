@@ -175,6 +175,20 @@ def test_unusable_output_folder_fails_before_the_evaluation(fixture_files, tmp_p
         assert result.stdout == ""  # nothing was evaluated
 
 
+def test_a_refused_input_leaves_no_output_folder_behind(fixture_files, tmp_path: Path) -> None:
+    candidates, _ = fixture_files
+    missing_qrels = tmp_path / "no-such-qrels.txt"
+    for option in ("--run-out", "--report", "--per-query"):
+        out = tmp_path / option.strip("-") / "deeper"
+        target = out / "per-query.tsv" if option == "--per-query" else out
+        result = run_cli(
+            "eval", "--candidates", candidates, "--qrels", missing_qrels, "--no-rerank",
+            option, target,
+        )  # fmt: skip
+        assert result.exit_code != 0 and "no-such-qrels" in str(result.exception)
+        assert not (tmp_path / option.strip("-")).exists()
+
+
 def test_argument_errors(fixture_files) -> None:
     candidates, qrels = fixture_files
     both = run_cli("eval", "--candidates", candidates, "--index", "x", "--qrels", qrels)

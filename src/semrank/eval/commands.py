@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +114,11 @@ def eval_command(
     from semrank.eval.metrics import parse_measures, split_measure_names
 
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
-    _create_output_folders({"--run-out": run_out, "--report": report})
+    _check_output_folders({"--run-out": run_out, "--report": report})
     if per_query is not None:  # checked before minutes of evaluation, not after
         if per_query.is_dir():
             raise InvalidInputError(f"--per-query {per_query} is a folder; name a file in it")
-        _create_output_folders({"--per-query": per_query.parent})
+        _check_output_folders({"--per-query": per_query.parent})
     judgments = load_qrels(qrels)
     # Paths and names as written, and whole: hard-wrapped at 80 columns off a terminal, a path
     # or a tree's JSON could not be pasted back.
@@ -267,18 +268,36 @@ def _retrieval_depth(depth: int, measures: list[str], *, from_index: bool = True
     return deepest
 
 
-def _create_output_folders(folders: dict[str, Path | None]) -> None:
-    """Create the output folders first, so a bad path fails before the evaluation, not after."""
+def _check_output_folders(folders: dict[str, Path | None]) -> None:
+    """Fail on a folder that cannot be made before the evaluation, not after. The writers make
+    the folders, so an input refused later leaves no empty folder behind."""
     for option, folder in folders.items():
-        if folder is None:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        problem = None if folder is None else _folder_problem(folder)
+        if problem is not None:
             raise InvalidInputError(
-                f"{option} {folder}: cannot create this folder ({exc.strerror}); "
+                f"{option} {folder}: cannot create this folder ({problem}); "
                 "pass a folder you can write to"
-            ) from exc
+            )
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` could not be made and written into, judged by its nearest existing
+    ancestor (None: it can)."""
+    path = folder.absolute()
+    for candidate in (path, *path.parents):
+        try:
+            is_dir = candidate.is_dir()
+            exists = is_dir or candidate.exists()
+        except OSError as exc:  # a name too long, a loop of links
+            return exc.strerror or str(exc)
+        if not exists:
+            continue
+        if not is_dir:
+            return f"{candidate} is not a folder"
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            return f"{candidate} is not writable"
+        return None
+    return None
 
 
 def _candidate_lists(
@@ -551,6 +570,7 @@ def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Co
     for run, evaluation in evaluations.items():
         for measure, values in evaluation.per_query.items():
             rows += [f"{run}\t{measure}\t{query}\t{value:.6f}" for query, value in values.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     console.print(f"wrote {path}")
 
