@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from semrank.errors import DataFormatError, InvalidInputError
-from semrank.store import create_index, list_indexes, read_corpus
+from semrank.store import Document, create_index, list_indexes, read_corpus
 from test_store_cli import run  # the CLI through typer's runner, exceptions re-raised
 
 
@@ -220,6 +220,15 @@ def test_non_finite_numbers_and_ids_that_are_not_strings_or_numbers_are_refused(
         ]
         with pytest.raises(DataFormatError, match="not a string or a finite number"):
             index.upsert([{"id": decimal.Decimal("NaN"), "text": "x"}])
+        # Python will not write an integer of over 4,300 digits as text (str() raised).
+        too_long = r"an integer of over 4,300 digits is too long to write as text; write the id"
+        with pytest.raises(DataFormatError, match=too_long):
+            index.upsert([{"id": 10**5000, "text": "x"}])
+        with pytest.raises(InvalidInputError, match=too_long):
+            index.upsert([Document(10**5000, {"text": "x"})])  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match=too_long):
+            index.get([10**5000])
+        assert len(index) == 5
 
 
 def test_lone_surrogate_escape_in_a_jsonl_corpus(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import decimal
 import json
 import math
 import numbers
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -138,11 +139,31 @@ def is_id_value(value: object) -> bool:
         return True
     if isinstance(value, bool):
         return False
-    if isinstance(value, numbers.Integral):
-        return True  # of any size: a float conversion overflows past 1e308
+    if isinstance(value, numbers.Integral):  # of any size Python writes as text
+        return shown_id(value) != _TOO_LONG_INT  # (a float conversion overflows past 1e308)
     if isinstance(value, decimal.Decimal):
         return value.is_finite()
     return isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+_TOO_LONG_INT = f"an integer of over {sys.get_int_max_str_digits():,} digits"
+
+
+def shown_id(value: object) -> str:
+    """``repr(value)`` for messages; Python refuses to write an integer of over 4,300 digits as
+    text (a ValueError from repr() or str() itself)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return _TOO_LONG_INT
+
+
+def not_an_id(value: object) -> str:
+    """Why ``value``, which ``is_id_value`` refuses, is no id: "X is not ...; the fix"."""
+    shown = shown_id(value)
+    if shown == _TOO_LONG_INT:
+        return f"{shown} is too long to write as text; write the id as a string"
+    return f"{shown:.60} is not a string or a finite number; ids are strings or numbers"
 
 
 def is_valid_unicode(value: object) -> bool:

@@ -28,6 +28,7 @@ from semrank._checks import (
     is_id_value,
     is_int,
     is_valid_unicode,
+    not_an_id,
     require_collection,
     require_flags,
     require_unicode,
@@ -608,10 +609,7 @@ def id_list(ids: object) -> list[str]:
         )
     odd = [i for i in given if not is_id_value(i)]  # None included
     if odd:
-        raise InvalidInputError(
-            f"id {odd[0]!r} is not a string or a finite number; ids are strings or numbers, as "
-            "they were written"
-        )
+        raise InvalidInputError(f"id {not_an_id(odd[0])}")
     strings = [str(i) for i in given]
     bad = next((i for i in strings if not is_valid_unicode(i)), None)
     if bad is not None:

@@ -22,6 +22,7 @@ from semrank._checks import (
     is_valid_unicode,
     json_depth_over,
     loads_json,
+    not_an_id,
 )
 from semrank._files import read_text, text_lines
 from semrank.errors import DataFormatError, InvalidInputError
@@ -432,10 +433,7 @@ def id_problem(value: object) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return f"is {value!r}; give it an id"
     if not is_id_value(value):
-        return (
-            f"is {value!r:.60}, which is not a string or a finite number; ids are strings or "
-            "numbers"
-        )
+        return f"is not usable: {not_an_id(value)}"
     return None
 
 
