@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semrank.errors import DataFormatError, InvalidInputError
+from semrank.errors import DataFormatError, InvalidInputError, ModelNotFoundError
 from semrank.pipeline import (
     BM25,
     RRF,
@@ -211,6 +211,25 @@ def test_query_overrides_and_placeholders(index: LocalStore) -> None:
     assert search(index, "purring cats", retriever=literal, k=1).ids == ["cats"]  # query wins
     with pytest.raises(InvalidInputError, match="no query text"):
         search(index, retriever=spec)
+
+
+def test_an_unknown_inference_id_is_named_with_the_fix(index: LocalStore) -> None:
+    # Elasticsearch's examples name their own inference endpoints: say which key holds the name.
+    tree = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": {"match": {"*": "{{query}}"}}}},
+            "field": "text",
+            "inference_id": "my-msmarco-minilm-model",
+        }
+    }
+    with pytest.raises(ModelNotFoundError) as refused:
+        search(index, "cats", retriever=tree)
+    message = str(refused.value)
+    assert message.startswith("text_similarity_reranker's inference_id: model 'my-msmarco-minil")
+    assert message.endswith(
+        "; leave inference_id out for the default model (Elasticsearch's "
+        ".rerank-v1-elasticsearch names it too)"
+    )
 
 
 class RecordingScorer(CountingScorer):

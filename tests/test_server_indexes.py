@@ -242,6 +242,20 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     assert made.json()["error"] == "_source: unknown key; check its spelling"
     top_n = await client.post("/v1/indexes/docs/search", json={"query": "flea", "top_n": 1})
     assert top_n.status_code == 422 and "top_n" in top_n.json()["error"], top_n.text
+    # Elasticsearch's other _search keys are spelt right: say where each goes, or what is taken.
+    for key, hint in (
+        ("knn", 'a top-level knn search goes into the tree: "retriever": {"rrf"'),
+        ("rank", "rank.rrf is the rrf retriever"),
+        ("min_score", "min_score goes on a text_similarity_reranker retriever"),
+        ("track_total_hits", "body takes query, retriever, size, return_documents and timeout"),
+    ):
+        es_key = await client.post("/v1/indexes/docs/search", json={"query": "flea", key: {}})
+        assert es_key.status_code == 422 and es_key.json()["error"].startswith(f"{key}: unknown")
+        assert hint in es_key.json()["error"]
+    # Over HTTP the query is the body's `query` (the message named only the CLI's argument).
+    placeholder = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    no_text = await client.post("/v1/indexes/docs/search", json={"retriever": placeholder})
+    assert no_text.status_code == 422 and "`query` in an HTTP search body" in no_text.text
 
 
 async def test_documents_the_index_could_never_find_are_refused(

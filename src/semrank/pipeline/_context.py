@@ -102,8 +102,9 @@ class SearchContext:
             text = self.query if self.query is not None and not self.keep_literals else literal
         elif self.query is None:
             raise InvalidInputError(
-                'no query text: pass a query (e.g. `semrank search INDEX "text"`) or put the '
-                f"text into {where}"
+                "no query text: give the search a query (the QUERY argument of `semrank "
+                "search`, `query` in an HTTP search body, search(..., query=) in Python) or put "
+                f"the text into {where}"
             )
         else:
             text = self.query if literal is None else literal.replace(PLACEHOLDER, self.query)

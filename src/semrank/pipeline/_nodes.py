@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from semrank._checks import MAX_COUNT, MAX_WEIGHT, is_finite_number, is_int, require_collection
-from semrank.errors import InvalidInputError
+from semrank.errors import InvalidInputError, ModelNotFoundError
 from semrank.pipeline._context import (
     PLACEHOLDER,
     ScoresDocuments,
@@ -575,7 +575,7 @@ class TextSimilarityReranker(Retriever):
             return child
         ctx.store.check_field(self.field, purpose=" to re-rank on")
         texts = [ctx.store.rerank_text_of(doc, self.field) for doc in documents]
-        model = load_reranker(self.inference_id)
+        model = self._model()
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
         order, scores = _reranked_order(model, query, texts, self.min_score, ctx.warnings)
@@ -589,6 +589,16 @@ class TextSimilarityReranker(Retriever):
             reranked=True,
         )
         return ranked.top(size)
+
+    def _model(self) -> ScoresDocuments:
+        try:
+            return load_reranker(self.inference_id)
+        except ModelNotFoundError as exc:  # an id pasted from an Elasticsearch example
+            raise ModelNotFoundError(
+                f"text_similarity_reranker's inference_id: {str(exc).rstrip('.')}; leave "
+                "inference_id out for "
+                "the default model (Elasticsearch's .rerank-v1-elasticsearch names it too)"
+            ) from exc
 
     def query_texts(self) -> tuple[str | None, ...]:
         return (self.inference_text, *self.retriever.query_texts())

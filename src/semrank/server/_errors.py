@@ -196,7 +196,17 @@ _NOT_LOCATIONS = frozenset({"body", TEI_SHAPE, DOCUMENTS_SHAPE})
 _SEARCH_KEY_HINTS = {
     "_source": "hits carry whole documents; send return_documents: false to leave them out",
     "from": "paging is not supported; ask for a larger size",
+    "knn": 'a top-level knn search goes into the tree: "retriever": {"rrf": {"retrievers": '
+    '[{"standard": ...}, {"knn": ...}]}} (or "retriever": {"knn": ...} alone)',
+    "rank": 'rank.rrf is the rrf retriever: "retriever": {"rrf": {"retrievers": [...]}}',
+    "min_score": "min_score goes on a text_similarity_reranker retriever (its re-ranking scores)",
+    "sort": "hits are ordered by score; sorting by fields is not supported",
 }
+# Any other key an Elasticsearch _search body may hold (track_total_hits, highlight, ...).
+SEARCH_KEYS_HINT = (
+    "not supported by semrank's search, whose body takes query, retriever, size, "
+    "return_documents and timeout_ms"
+)
 
 
 SEARCH_QUERY_DSL_HINT = (
@@ -233,7 +243,7 @@ def validation_message(
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1
-            hint = _SEARCH_KEY_HINTS.get(location[0], "") if top_level else ""
+            hint = _SEARCH_KEY_HINTS.get(location[0], SEARCH_KEYS_HINT) if top_level else ""
             parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
             continue
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
