@@ -104,7 +104,10 @@ def test_workers_share_the_usable_cpus_instead_of_each_taking_all() -> None:
     cpus = usable_cpus()
     assert ServerConfig().inference_threads() is None  # one worker: the backend's own choice
     assert ServerConfig(workers=2).inference_threads() == max(1, cpus // 2)
-    assert ServerConfig(workers=4 * cpus).inference_threads() == 1
+    assert ServerConfig(workers=2 * cpus).inference_threads() == 1
+    # Past twice the CPUs workers only crowd each other (--workers 100000 took a host down).
+    with pytest.raises(InvalidInputError, match=rf"workers={2 * cpus + 1} \(--workers\): at most"):
+        ServerConfig(workers=2 * cpus + 1)
     assert ServerConfig(workers=2, threads=3).inference_threads() == 3
     config = ServerConfig(workers=2, threads=3)
     assert ServerConfig.from_json(config.to_json()) == config  # reaches the worker processes

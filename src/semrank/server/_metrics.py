@@ -89,7 +89,11 @@ class Metrics:
             "semrank_cache_hits", "Pair scores served from the cache.", ["model"], registry=reg
         )
         self.cache_misses = Counter(
-            "semrank_cache_misses", "Pair scores the model had to compute.", ["model"], registry=reg
+            "semrank_cache_misses",
+            "Pair scores looked up and not in the cache (sent to the model, unless the request "
+            "ended first).",
+            ["model"],
+            registry=reg,
         )
 
     def render(self) -> bytes:

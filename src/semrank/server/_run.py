@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -38,21 +39,7 @@ def run_server(config: ServerConfig) -> None:
         "lifespan": "on",
     }
     if config.workers > 1:
-        # Each worker process builds its own app (and loads its own models) from this.
-        os.environ[ENV_CONFIG_JSON] = config.to_json()
-        try:
-            with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
-                os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
-                uvicorn.run(
-                    "semrank.server.app:app_from_environment",
-                    factory=True,
-                    workers=config.workers,
-                    **options,
-                )
-                check_workers_started(Path(shared), config.workers)
-        finally:  # nothing later in this process may read the folder that is gone
-            os.environ.pop(MULTIPROC_ENV, None)
-            os.environ.pop(ENV_CONFIG_JSON, None)
+        _run_workers(config, options)
         return
     from semrank.server._engines import load_rerankers
     from semrank.server.app import create_app
@@ -60,6 +47,47 @@ def run_server(config: ServerConfig) -> None:
     # Loaded before uvicorn: a model that fails to load (a cut download, a broken tokenizer)
     # is then one error line and exit 3, not uvicorn's traceback of the app's startup.
     uvicorn.run(create_app(config, rerankers=load_rerankers(config)), **options)
+
+
+def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
+    """``--workers N``: uvicorn's supervisor over N processes that each build their own app
+    (and load their own models) from the config handed over in the environment."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """Remembers the signal that stopped it: uvicorn's returns normally after one."""
+
+        stopped_by: signal.Signals | None = None
+
+        def handle_int(self) -> None:
+            self.stopped_by = signal.SIGINT
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            self.stopped_by = signal.SIGTERM
+            super().handle_term()
+
+    os.environ[ENV_CONFIG_JSON] = config.to_json()
+    try:
+        with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
+            os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
+            uvicorn_config = uvicorn.Config(
+                "semrank.server.app:app_from_environment",
+                factory=True,
+                workers=config.workers,
+                **options,
+            )
+            with uvicorn_config.bind_socket() as sock:
+                supervisor = Supervisor(uvicorn_config, sockets=[sock])
+                supervisor.run()
+            check_workers_started(Path(shared), config.workers)
+    finally:  # nothing later in this process may read the folder that is gone
+        os.environ.pop(MULTIPROC_ENV, None)
+        os.environ.pop(ENV_CONFIG_JSON, None)
+    if supervisor.stopped_by is not None:  # end as that signal, as one worker does (143: TERM)
+        signal.signal(supervisor.stopped_by, signal.SIG_DFL)
+        signal.raise_signal(supervisor.stopped_by)
 
 
 def check_workers_started(shared: Path, workers: int) -> None:

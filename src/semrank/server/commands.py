@@ -28,7 +28,9 @@ def serve(
         help="Model to serve: NAME or ALIAS=SOURCE (catalog name, directory, hub id). Repeat "
         "for several; the first is the default. Default: the bundled model.",
     ),
-    workers: int = typer.Option(1, help="Worker processes (each loads its own models)."),
+    workers: int = typer.Option(
+        1, help="Worker processes (each loads its own models); at most twice the usable CPUs."
+    ),
     threads: int | None = typer.Option(
         None,
         help="Inference threads per worker (default: the backend's choice; with several "

@@ -115,6 +115,7 @@ class ServerConfig:
                 )
         for name, (flag, most) in DURATION_LIMITS.items():
             _check_duration(getattr(self, name), name, flag, most)
+        _check_workers(self.workers)
         if self.port > MAX_PORT:
             raise InvalidInputError(f"port={self.port}: must be between 1 and {MAX_PORT}")
         if self.log_level not in LOG_LEVELS:
@@ -173,6 +174,20 @@ def _check_duration(value: Any, name: str, flag: str, most: float) -> None:
 # Config fields whose flag is not the field's name (the others: --field-name).
 FLAGS = {"max_pending_requests": "--max-pending"}
 INTERNAL = {"batch_max_pairs", "request_threads"}  # set by semrank, not by a flag
+
+
+def _check_workers(workers: int) -> None:
+    """Each worker loads its own models (0.5-0.8 GB) and runs inference on at least one CPU:
+    past twice the usable CPUs they only crowd each other (--workers 100000 took a host down)."""
+    from semrank.runtime._select import usable_cpus
+
+    most = 2 * usable_cpus()
+    if workers > most:
+        raise InvalidInputError(
+            f"workers={workers} (--workers): at most {most}, twice the {usable_cpus()} CPUs this "
+            "process may use (each worker loads its own models and scores on its own CPUs); "
+            "--threads sets each worker's threads"
+        )
 
 
 def _check_positive(config: ServerConfig, names: Sequence[str]) -> None:
