@@ -175,6 +175,26 @@ def test_unusable_output_folder_fails_before_the_evaluation(fixture_files, tmp_p
         assert result.stdout == ""  # nothing was evaluated
 
 
+def test_qrels_naming_documents_by_other_ids_are_noted(fixture_files, tmp_path: Path) -> None:
+    """Every measure came out 0 with exit 0 and nothing said (qrels ids "docd1" for "d1")."""
+    candidates, qrels = fixture_files
+    renamed = tmp_path / "renamed.txt"
+    renamed.write_text(
+        "".join(f"{q} 0 doc{d} {g}\n" for q, _, d, g in (r.split() for r in qrels.open()))
+    )
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", renamed, "--no-rerank", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["first_stage"]["nDCG@10"] == 0.0
+    assert (
+        "none of the 4 documents judged relevant (doca, docd1, docd3, ...) is among the ranked "
+        "documents (a, b, d1, ...): if the qrels name documents by other ids" in result.stderr
+    )
+    matching = run_cli("eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank")
+    assert "none of the" not in matching.stderr
+
+
 def test_a_refused_input_leaves_no_output_folder_behind(fixture_files, tmp_path: Path) -> None:
     candidates, _ = fixture_files
     missing_qrels = tmp_path / "no-such-qrels.txt"

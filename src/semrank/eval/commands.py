@@ -402,9 +402,30 @@ def _note_coverage(
         parts.append(
             f"{count_of(len(unjudged), kind, plural)} ({_some_ids(unjudged)}) {verbs} left out"
         )
+    unmatched = _judged_ids_unmatched(lists, judgments)
+    if unmatched:
+        parts.append(unmatched)
     if parts:
         where = f" ({retriever})" if retriever else ""
         typer.echo(f"note{where}: {'; '.join(parts)}", err=True)
+
+
+def _judged_ids_unmatched(lists: list[CandidateList], judgments: Qrels) -> str | None:
+    """Said when no document judged relevant for the ranked queries is among any of their
+    hits: qrels naming documents otherwise than the candidates or index do ("doc184" for
+    "184") gave a table of zeros and nothing else."""
+    ranked = [c for c in lists if c.hits]
+    relevant = sorted(
+        {doc for c in ranked for doc, grade in judgments.get(c.query_id, {}).items() if grade > 0}
+    )
+    hit_ids = {hit.doc_id for c in ranked for hit in c.hits}
+    if not relevant or not hit_ids or not hit_ids.isdisjoint(relevant):
+        return None
+    return (
+        f"none of the {len(relevant):,} documents judged relevant ({_some_ids(relevant, 3)}) is "
+        f"among the ranked documents ({_some_ids(sorted(hit_ids), 3)}): if the qrels name "
+        "documents by other ids than the candidates or the index, every measure is 0"
+    )
 
 
 def _some_ids(ids: list[str], shown: int = 5) -> str:
