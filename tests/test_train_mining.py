@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from semrank.errors import InvalidInputError
 from semrank.train._data import Collection, QueryGroup
+from semrank.train._evaluate import random_order_ndcg
 from semrank.train._mining import bm25_rankings, mine_collection, mine_negatives
 
 PASSAGES = [
@@ -71,10 +73,24 @@ def test_unknown_mining_mode_is_named() -> None:
         )
 
 
+def _mined(name: str, passages: list[str], groups: list[QueryGroup]) -> Any:
+    """A mined collection with random embeddings (the teacher's scores are not under test)."""
+    from semrank.train._mining import MinedCollection
+
+    vectors = np.random.default_rng(0).normal(size=(len(passages), 3)).astype(np.float32)
+    return MinedCollection(
+        name=name,
+        weight=1.0,
+        passages=passages,
+        groups=groups,
+        query_embeddings=vectors[: len(groups)],
+        passage_embeddings=vectors,
+    )
+
+
 def test_validation_lists_hold_at_most_the_candidates_asked_for() -> None:
     """A query with more positives than candidates sliced its negatives with a negative end:
     its list kept nearly every negative (55 for 20 asked)."""
-    from semrank.train._mining import MinedCollection
     from semrank.train._sampling import split_validation
 
     passages = [f"passage {i}" for i in range(60)]
@@ -82,19 +98,37 @@ def test_validation_lists_hold_at_most_the_candidates_asked_for() -> None:
         QueryGroup(query=f"q{g}", positive_ids=list(range(25)), negative_ids=list(range(25, 60)))
         for g in range(4)
     ]
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(60, 3)).astype(np.float32)
-    mined = MinedCollection(
-        name="many",
-        weight=1.0,
-        passages=passages,
-        groups=groups,
-        query_embeddings=vectors[:4],
-        passage_embeddings=vectors,
-    )
+    mined = _mined("many", passages, groups)
     task, _ = split_validation(mined, queries=2, candidates=20, seed=0)
     assert [len(candidates) for candidates in task.candidates.values()] == [20, 20]
-    assert all(len(judged) == 20 for judged in task.qrels.values())
+    # At most one positive in four: a list of positives alone rates every order 1.0.
+    assert all(len(judged) == 5 for judged in task.qrels.values())
+    assert random_order_ndcg(task, seed=0) < 0.8
+
+
+def test_validation_lists_of_many_positives_tell_a_ranking_from_a_random_order() -> None:
+    """Vaswani-like data (about 20 relevant per query): 13 of 30 validation lists held positives
+    only, a random order scored above the teacher, and best/ was picked by noise."""
+    from semrank.train._evaluate import ndcg_at_10
+    from semrank.train._sampling import split_validation
+
+    passages = [f"passage {i}" for i in range(200)]
+    groups = [
+        QueryGroup(
+            query=f"q{g}",
+            positive_ids=list(range(g, g + 22)),
+            negative_ids=[i for i in range(200) if not g <= i < g + 22][:30],
+        )
+        for g in range(10)
+    ]
+    mined = _mined("vaswani-like", passages, groups)
+    task, _ = split_validation(mined, queries=5, candidates=20, seed=0)
+    perfect = {
+        qid: {doc: float(doc in task.qrels[qid]) for doc, _ in candidates}
+        for qid, candidates in task.candidates.items()
+    }
+    assert ndcg_at_10(task.qrels, perfect) == 1.0
+    assert random_order_ndcg(task, seed=0) < 0.6
 
 
 def test_a_damaged_mining_cache_is_mined_again_and_rewritten_whole(tiny_base, tmp_path) -> None:

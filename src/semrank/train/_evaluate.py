@@ -63,6 +63,20 @@ def ndcg_at_10(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]
     return float(ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10])
 
 
+def random_order_ndcg(task: RankingTask, *, seed: int) -> float:
+    """nDCG@10 of the task's lists in random orders (the mean of 10): what validation gives a
+    model that ranks nothing, beside the teacher's score."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(10):
+        run = {
+            qid: {doc: float(rng.random()) for doc, _ in candidates}
+            for qid, candidates in task.candidates.items()
+        }
+        scores.append(ndcg_at_10(task.qrels, run))
+    return float(np.mean(scores))
+
+
 def evaluate_task(model: Any, tokenizer: Any, task: RankingTask, *, max_length: int) -> float:
     """Re-rank every query's candidates with the model; nDCG@10 against the task's qrels."""
     return ndcg_at_10(task.qrels, task_run(model, tokenizer, task, max_length=max_length))

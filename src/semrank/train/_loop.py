@@ -28,6 +28,7 @@ from semrank.train._evaluate import (
     evaluate_task,
     fit_calibration,
     ndcg_at_10,
+    random_order_ndcg,
     task_run,
 )
 from semrank.train._losses import listwise_loss
@@ -667,8 +668,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if resume:  # before mining, which may take hours for a changed collection
         _check_same_data(config, digest)
     collections, val, teacher_val = prepare_data(config, loaded)
-    log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
-    _warn_if_validation_cannot_select(val)
+    _log_validation_references(val, teacher_val, seed=config.seed)
     if val is None and config.architecture != "bi":
         log.warning(
             "no validation split: no score calibration either (its 0..1 scores will be the "
@@ -703,11 +703,22 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     return _final_export(model, tokenizer, config, state, teacher_val)
 
 
-def _warn_if_validation_cannot_select(val: RankingTask | None) -> None:
+def _log_validation_references(
+    val: RankingTask | None, teacher_val: float | None, *, seed: int
+) -> None:
+    """The teacher's validation score and a random order's: a model's score means something
+    only between the two."""
+    if val is None:
+        log.info("teacher (bi-encoder) val nDCG@10: %s", teacher_val)
+        return
+    chance = random_order_ndcg(val, seed=seed)
+    log.info("teacher (bi-encoder) val nDCG@10: %s; a random order: %.4f", teacher_val, chance)
+    _warn_if_validation_cannot_select(val)
+
+
+def _warn_if_validation_cannot_select(val: RankingTask) -> None:
     """Lists holding only relevant passages score nDCG@10 1.0 whatever the order: validation
     then keeps the first evaluated model as best/ (it said nothing)."""
-    if val is None:
-        return
     judged = val.qrels
     mixed = [
         qid
