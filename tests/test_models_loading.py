@@ -296,8 +296,22 @@ def test_a_config_without_architectures_runs_on_onnx_as_on_torch(tmp_path):
 
 
 def test_a_training_run_folder_names_its_best_model(tmp_path):
+    from semrank.errors import exit_code_for
+    from semrank.models import resolve
+
     run = tmp_path / "run1"
-    shutil.copytree(resolve_embedding_model().path, run / "best")
+    run.mkdir()
+    (run / "config.json").write_text('{"data_digest": "x"}')  # the run's own config
     (run / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(ModelLoadError, match=r"run folder, not a model; its best model is .*best"):
+    # Stopped before its first evaluation: no best/ yet (the advice was about tokenizers and
+    # the hub, exit 3).
+    for given, which in ((run, "best"), (run / "best", "best"), (run / "last", "last")):
+        with pytest.raises(ModelNotFoundError, match="run that has not exported its") as e:
+            resolve(given)
+        assert f"({run / which} is written" in str(e.value) and "--resume" in str(e.value)
+        assert exit_code_for(e.value) == 2
+    shutil.copytree(resolve_embedding_model().path, run / "best")
+    with pytest.raises(
+        ModelNotFoundError, match=r"run folder, not a model; its best model is .*best"
+    ):
         inspect_directory(run, name="run1")

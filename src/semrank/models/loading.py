@@ -63,12 +63,24 @@ def resolve(
             f"model {text!r} is a file; pass the directory that holds the model's config.json, "
             "weights and tokenizer"
         )
+    if path.name in ("best", "last") and (path.parent / _RUN_CHECKPOINT).is_file():
+        raise ModelNotFoundError(_unexported(path.parent, path.name))
     if _looks_like_hub_id(text):
         return inspect_directory(_download_from_hub(text), name=text, kind=kind)
     known = ", ".join(s.name for s in CATALOG)
     raise ModelNotFoundError(
         f"model {text!r} is not a directory, a catalog name or a hub id (org/name). "
         f"Known models: {known}. See `semrank models list`."
+    )
+
+
+def _unexported(run: Path, which: str) -> str:
+    """A run stopped before it exported a model: say where the model will be, and how."""
+    when = "at each evaluation" if which == "best" else "when the run ends"
+    return (
+        f"{run} is a `semrank train` run that has not exported its {which} model yet "
+        f"({run / which} is written {when}); go on with `semrank train ... --output {run} "
+        "--resume`, then pass that folder"
     )
 
 
@@ -297,12 +309,18 @@ def _transformer_subfolder(path: Path) -> Path | None:
     return inner if inner is not None and (inner / "config.json").is_file() else None
 
 
+# What a `semrank train` run folder holds (semrank.train._loop.CHECKPOINT), not a model.
+_RUN_CHECKPOINT = "checkpoint.pt"
+
+
 def _require_files(path: Path) -> None:
-    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
-        raise ModelLoadError(
+    if (path / "best" / "config.json").is_file() and not _has_weight_file(path):
+        raise ModelNotFoundError(
             f"{path} is a `semrank train` run folder, not a model; its best model is "
             f"{path / 'best'} (pass that)"
         )
+    if (path / _RUN_CHECKPOINT).is_file() and not _has_weight_file(path):
+        raise ModelNotFoundError(_unexported(path, "best"))
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
