@@ -165,14 +165,18 @@ def test_unusable_output_folder_fails_before_the_evaluation(fixture_files, tmp_p
     candidates, qrels = fixture_files
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")  # it passed the check and failed after the work
     for option in ("--run-out", "--report"):
-        result = run_cli(
-            "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
-            option, a_file / "out",
-        )  # fmt: skip
-        assert isinstance(result.exception, InvalidInputError), result.exception
-        assert f"{option} {a_file / 'out'}: cannot create this folder" in str(result.exception)
-        assert result.stdout == ""  # nothing was evaluated
+        for folder in (a_file / "out", dangling, dangling / "deeper"):
+            result = run_cli(
+                "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
+                option, folder,
+            )  # fmt: skip
+            assert isinstance(result.exception, InvalidInputError), result.exception
+            assert f"{option} {folder}: cannot create this folder" in str(result.exception)
+            assert result.stdout == ""  # nothing was evaluated
+    assert "(a link to no folder)" in str(result.exception)
 
 
 def test_qrels_naming_documents_by_other_ids_are_noted(fixture_files, tmp_path: Path) -> None:

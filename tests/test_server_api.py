@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -603,6 +604,15 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
         missing = await client.get("/v3/nothing")
         # A body with neither TEI's texts nor documents: both named.
         neither = await client.post("/rerank", json={"query": QUERY, "text": DOCS})
+        # curl -d '{...}' without -H: form-encoded, at either shape's route.
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        as_form = [
+            await client.post(route, content=json.dumps(body), headers=form)
+            for route, body in (
+                ("/rerank", {"query": QUERY, "texts": DOCS}),
+                ("/v1/rerank", {"query": QUERY, "documents": DOCS}),
+            )
+        ]
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "models": ["minilm"]}
     assert "total;dur=" in response.headers["server-timing"]
@@ -617,6 +627,12 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
     assert neither.status_code == 422
     assert "or 'documents' as POST /v1/rerank does" in neither.json()["error"]
     assert "; texts: Field required" in neither.json()["error"]  # no tag in the location
+    for response in as_form:
+        assert response.status_code == 422
+        assert (
+            "sent with Content-Type 'application/x-www-form-urlencoded'; send a JSON object"
+            in (response.json()["error"])
+        )
     assert app.state.phase == "draining"  # the lifespan ended: /ready would now answer 503
 
 

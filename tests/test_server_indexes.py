@@ -98,6 +98,9 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     )
     assert unknown_model.status_code == 404
     assert unknown_model.json()["error_type"] == "model_not_found"
+    # The key that named it, and the fix that keeps the tree (a pasted Elasticsearch id).
+    assert unknown_model.json()["error"].startswith("text_similarity_reranker's inference_id: ")
+    assert "leave inference_id out for the default model" in unknown_model.json()["error"]
     bad_tree = await client.post(
         "/v1/indexes/docs/search", json={"query": "fleas", "retriever": {"nonsense": {}}}
     )

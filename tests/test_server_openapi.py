@@ -25,6 +25,8 @@ def test_openapi_documents_every_endpoint_and_the_error_body() -> None:
     for path in ("/health", "/ready", "/metrics"):
         assert "get" in paths[path]
     assert "401" in paths["/v1/models"]["get"]["responses"]  # it takes the API key too
+    # Clients generated from the document call operations by id: ids stay as they were.
+    assert paths["/rerank"]["post"]["operationId"] == "rerank_tei_rerank_post"
     error = document["components"]["schemas"]["ErrorBody"]
     assert set(error["required"]) == {"error", "error_type", "message", "detail"}
     responses = paths["/v2/rerank"]["post"]["responses"]

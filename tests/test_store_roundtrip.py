@@ -63,16 +63,19 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
     with create_index("pets", home=tmp_path, embedding_model=None) as index:
         index.upsert(DOCS)
     db_file = tmp_path / "pets" / "documents.sqlite"
-    with sqlite3.connect(db_file) as conn:
+    with sqlite3.connect(db_file) as conn:  # a layout this version does not know
         conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        conn.execute("ALTER TABLE documents RENAME TO documents_v2")
     conn.close()
     with pytest.raises(IndexVersionError, match=r"newer semrank \(index schema 2;.*upgrade") as e:
         open_index("pets", home=tmp_path)
     assert http_status_for(e.value) == 409
     with sqlite3.connect(db_file) as conn:
         stored = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     conn.close()
     assert stored == ("2",)
+    assert sorted(tables) == [("documents_v2",), ("meta",)]  # no table of this version added
     drop_index("pets", home=tmp_path)  # a newer index can still be dropped
     assert list_indexes(tmp_path) == []
 

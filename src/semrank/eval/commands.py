@@ -287,13 +287,14 @@ def _folder_problem(folder: Path) -> str | None:
     for candidate in (path, *path.parents):
         try:
             is_dir = candidate.is_dir()
-            exists = is_dir or candidate.exists()
-        except OSError as exc:  # a name too long, a loop of links
+            exists = is_dir or os.path.lexists(candidate)  # a dangling link exists too
+        except OSError as exc:  # a name too long
             return exc.strerror or str(exc)
         if not exists:
             continue
         if not is_dir:
-            return f"{candidate} is not a folder"
+            link = " (a link to no folder)" if candidate.is_symlink() else ""
+            return f"{candidate} is not a folder{link}"
         if not os.access(candidate, os.W_OK | os.X_OK):
             return f"{candidate} is not writable"
         return None

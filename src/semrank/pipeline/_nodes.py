@@ -9,10 +9,11 @@ Each node runs as ``run(ctx, size) -> Ranking``; ``to_dict()`` gives the Elastic
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -591,14 +592,8 @@ class TextSimilarityReranker(Retriever):
         return ranked.top(size)
 
     def _model(self) -> ScoresDocuments:
-        try:
+        with _naming_inference_id():
             return load_reranker(self.inference_id)
-        except ModelNotFoundError as exc:  # an id pasted from an Elasticsearch example
-            raise ModelNotFoundError(
-                f"text_similarity_reranker's inference_id: {str(exc).rstrip('.')}; leave "
-                "inference_id out for "
-                "the default model (Elasticsearch's .rerank-v1-elasticsearch names it too)"
-            ) from exc
 
     def query_texts(self) -> tuple[str | None, ...]:
         return (self.inference_text, *self.retriever.query_texts())
@@ -813,5 +808,20 @@ def bind_rerankers(node: Retriever, load: Callable[[str | None], ScoresDocuments
     if isinstance(node, TextSimilarityReranker) and (
         node.inference_id is None or isinstance(node.inference_id, str)
     ):
-        changes["inference_id"] = load(default_model_name(node.inference_id))
+        with _naming_inference_id():
+            changes["inference_id"] = load(default_model_name(node.inference_id))
     return dataclasses.replace(node, **changes) if changes else node
+
+
+@contextlib.contextmanager
+def _naming_inference_id() -> Iterator[None]:
+    """A model the tree names that is not there: say which key named it (an id pasted from an
+    Elasticsearch example, such as "my-elser-model") and how to use the default instead."""
+    try:
+        yield
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"text_similarity_reranker's inference_id: {str(exc).rstrip('.')}; leave "
+            "inference_id out for the default model (Elasticsearch's .rerank-v1-elasticsearch "
+            "names it too)"
+        ) from exc

@@ -188,10 +188,6 @@ def _sent_no_texts(errors: Sequence[Any]) -> bool:
     )
 
 
-# Parts of pydantic's error locations that name no field: the body itself, and which of POST
-# /rerank's two shapes was read.
-_NOT_LOCATIONS = frozenset({"body", TEI_SHAPE, DOCUMENTS_SHAPE})
-
 # What to send instead of an Elasticsearch _search key a search body does not take.
 _SEARCH_KEY_HINTS = {
     "_source": "hits carry whole documents; send return_documents: false to leave them out",
@@ -221,9 +217,11 @@ def validation_message(
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
     for error in errors[:5]:
+        # Without the tag of the POST /rerank body shape read (it names no field).
+        loc = tuple(p for p in error.get("loc", ()) if p not in (TEI_SHAPE, DOCUMENTS_SHAPE))
         # A body that is there but not JSON (no body at all: "Field required" says it).
         not_json = error.get("type") != "missing" and "json" not in content_type.lower()
-        if tuple(error.get("loc", ())) == ("body",) and not_json:
+        if loc == ("body",) and not_json:
             # FastAPI reads a body it was not told is JSON as a string: say what to send.
             sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
             parts.append(
@@ -233,13 +231,13 @@ def validation_message(
             continue
         if error.get("type") == "json_invalid":  # its loc is ("body", character offset)
             reason = error.get("ctx", {}).get("error", "invalid JSON")
-            offset = error.get("loc", ("body", "?"))[-1]
+            offset = loc[-1] if loc else "?"
             parts.append(
                 f"the request body is not valid JSON ({reason} at character {offset}); "
                 "send a JSON object with Content-Type: application/json"
             )
             continue
-        location = [str(p) for p in error.get("loc", ()) if p not in _NOT_LOCATIONS]
+        location = [str(p) for p in loc if p != "body"]
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1

@@ -148,6 +148,7 @@ def _is_voyage(body: V1RerankRequest) -> bool:
     response_model=list[TeiRank] | V1RerankResponse | VoyageRerankResponse,
     response_model_exclude_none=True,
     summary="Re-rank texts (Hugging Face text-embeddings-inference)",
+    operation_id="rerank_tei_rerank_post",  # the id clients were generated with (rerank_tei)
     description="TEI's body (`texts`) is answered in TEI's shape; a body with `documents` "
     "instead is answered as POST /v1/rerank answers it (clients that add /rerank to a base URL "
     "without /v1 reach this route).",

@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from semrank import __version__
 from semrank._process import process_start_time
 from semrank.errors import (
     DataFormatError,
     IndexNotFoundError,
-    IndexVersionError,
     InvalidInputError,
 )
 from semrank.retrieve import (
@@ -135,7 +133,6 @@ class LocalStore(Store):
         self.db = DocumentDB(path / DB_NAME)
         self._identity = _db_identity(path)
         self._closed = False
-        self._check_schema_version()
         stored = self.db.get_meta("settings")
         if stored is None:
             self.db.close()
@@ -146,19 +143,6 @@ class LocalStore(Store):
         self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)
         self._build_lock = threading.Lock()
         snap.clean_temporaries(path)
-
-    def _check_schema_version(self) -> None:
-        """Refuse an index a newer semrank wrote in a layout this one does not know."""
-        version = self.db.get_meta("schema_version", SCHEMA_VERSION)
-        if isinstance(version, int) and version <= SCHEMA_VERSION:
-            return
-        self.db.close()
-        raise IndexVersionError(
-            f"index {self.path.name!r} at {self.path} was written by a newer semrank (index "
-            f"schema {version!r}; this semrank {__version__} reads schema {SCHEMA_VERSION} at "
-            "most): upgrade semrank (pip install -U semrank) to open it; the index is left as "
-            "it is"
-        )
 
     @classmethod
     def initialize(

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import DataFormatError, IndexNotFoundError, StorageError
+from semrank import __version__
+from semrank.errors import DataFormatError, IndexNotFoundError, IndexVersionError, StorageError
 
 DB_NAME = "documents.sqlite"
 SCHEMA_VERSION = 1
@@ -100,6 +101,9 @@ class DocumentDB:
         try:
             self._setup()
             self._reader = self._connect(path)
+        except IndexVersionError:
+            self._close_connections()
+            raise
         except sqlite3.OperationalError as exc:  # locked, read-only...: not the file's fault
             self._close_connections()
             if not _is_environmental(exc):
@@ -120,10 +124,32 @@ class DocumentDB:
         return sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
 
     def _setup(self) -> None:
+        self._check_layout()  # before anything here writes to the file
         self._writer.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss too, not only a killed process; one fsync per batch.
         self._writer.execute("PRAGMA synchronous=FULL")
         self._writer.executescript(_SCHEMA)
+
+    def _check_layout(self) -> None:
+        """Refuse a file a newer semrank wrote in a layout this one does not know: reading it
+        could give wrong hits, and this version's tables written into it could damage it."""
+        conn = self._writer
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        row = (
+            has_meta
+            and conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        )
+        version = json.loads(row[0]) if row else SCHEMA_VERSION
+        if isinstance(version, int) and version <= SCHEMA_VERSION:
+            return
+        index = self.path.parent
+        raise IndexVersionError(
+            f"index {index.name!r} at {index} was written by a newer semrank (index schema "
+            f"{version!r}; this semrank {__version__} reads schema {SCHEMA_VERSION} at most): "
+            "upgrade semrank (pip install -U semrank) to open it; the index is left as it is"
+        )
 
     def _close_connections(self) -> None:
         self._writer.close()
