@@ -287,8 +287,7 @@ def test_max_tokens_per_doc_is_how_far_a_document_is_read(reranker: Reranker) ->
     assert asked.chunk is not None and asked.chunk.end == len(document)
     (short,) = reranker.rerank("aardvark", [document], max_tokens_per_doc=300)
     assert short.truncated and short.num_chunks < default.num_chunks
-    # A ChunkingConfig given is taken as it is: its max_chunks a bound (a client's cost limit),
-    # the default's 16 too.
+    # A max_chunks given is a bound (a client's cost limit), 16 too.
     for bound in (2, 16):
         (capped,) = reranker.rerank(
             "aardvark",
@@ -297,6 +296,17 @@ def test_max_tokens_per_doc_is_how_far_a_document_is_read(reranker: Reranker) ->
             chunking=ChunkingConfig(max_chunks=bound),
         )
         assert capped.truncated and capped.num_chunks == bound
+    # A ChunkingConfig without one reads as far as asked, as HTTP's `chunking: {}` does (its
+    # default 16 bound the library and semrank.client while the server read on: rankings
+    # differed between the surfaces).
+    (configured,) = reranker.rerank(
+        "aardvark",
+        [document],
+        max_tokens_per_doc=total + 10,
+        chunking=ChunkingConfig(overlap_tokens=32),
+    )
+    assert (configured.num_chunks, configured.truncated) == (asked.num_chunks, False)
+    assert configured.relevance_score == asked.relevance_score
 
 
 def test_a_query_cut_next_to_the_long_window_is_said_whatever_the_short_last_one() -> None:

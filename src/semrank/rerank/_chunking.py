@@ -68,7 +68,7 @@ def plan_document(
     # The first piece starts at token 0 and so reads the heading where it stands.
     pieces = [_piece(text, offsets, 0, 0, min(budget, total))]
     first, last = heading, min(budget, total)
-    while last < total and len(pieces) < chunking.max_chunks:
+    while last < total and len(pieces) < chunking.window_limit():
         first = _word_start(text, offsets, first + stride, limit=min(total, first + window))
         last = min(first + window, total)
         pieces.append(_piece(text, offsets, len(pieces), first, last, heading, heading_end))

@@ -9,6 +9,7 @@ from semrank._checks import is_int
 from semrank.errors import InvalidInputError
 
 Aggregation = Literal["max", "mean", "topk_mean"]
+DEFAULT_MAX_CHUNKS = 16  # windows read of a document when nothing says otherwise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,21 +20,25 @@ class ChunkingConfig:
     that overlap by ``overlap_tokens``; a document's score aggregates its chunks' scores.
     A first line of at most ``heading_tokens`` tokens (a title: store fields and multi-field
     ``rank_fields`` put it there) is read again before every later chunk, so a chunk is judged
-    with what the document is about (0: never).
+    with what the document is about (0: never). ``max_chunks`` bounds the windows read of a
+    document (a caller's cost limit); None (the default) reads 16, or as many as reading
+    ``max_tokens_per_doc`` tokens takes where a call asks for that many.
     """
 
     enabled: bool = True
     overlap_tokens: int = 32
     aggregation: Aggregation = "max"
     top_k: int = 2
-    max_chunks: int = 16
+    max_chunks: int | None = None
     heading_tokens: int = 48
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise InvalidInputError(f"chunking enabled must be True or False, got {self.enabled!r}")
-        for name in ("overlap_tokens", "top_k", "max_chunks", "heading_tokens"):
+        for name in ("overlap_tokens", "top_k", "heading_tokens"):
             _require_int(name, getattr(self, name))
+        if self.max_chunks is not None:
+            _require_int("max_chunks", self.max_chunks)
         if self.aggregation not in ("max", "mean", "topk_mean"):
             raise InvalidInputError(
                 f"chunk aggregation {self.aggregation!r} is unknown; "
@@ -46,8 +51,15 @@ class ChunkingConfig:
                 f"heading_tokens={self.heading_tokens} must be >= 0 (0 never repeats a heading)"
             )
         for name, value in (("max_chunks", self.max_chunks), ("top_k", self.top_k)):
-            if value < 1:
+            if value is not None and value < 1:
                 raise InvalidInputError(f"{name}={value} must be >= 1")
+
+    def window_limit(self, max_tokens_per_doc: int | None = None) -> int:
+        """The windows read of a document at most: ``max_chunks`` where set, else 16, or as
+        many as reading ``max_tokens_per_doc`` tokens takes (each window reads a new token)."""
+        if self.max_chunks is not None:
+            return self.max_chunks
+        return max(DEFAULT_MAX_CHUNKS, max_tokens_per_doc or 0)
 
 
 def _require_int(name: str, value: object) -> None:

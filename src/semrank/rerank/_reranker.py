@@ -320,20 +320,16 @@ class Reranker:
     def _chunking(
         self, chunking: ChunkingConfig | bool | None, max_tokens_per_doc: int | None
     ) -> ChunkingConfig:
-        """The call's chunking. With ``max_tokens_per_doc`` and the model's own chunking (none
-        given, or a bool), the windows follow the tokens asked for (Cohere reads that many: 16
-        overlapping windows stopped at ~1,568 of 2,048); a ``ChunkingConfig`` given is taken as
-        it is, its ``max_chunks`` a bound (a client's cost limit)."""
+        """The call's chunking, its window count settled: a ``max_chunks`` given (here or to
+        the Reranker) is a bound (a client's cost limit); without one the windows follow
+        ``max_tokens_per_doc`` (Cohere reads that many tokens: 16 overlapping windows stopped at
+        ~1,568 of 2,048), else 16."""
         config = _chunking_config(chunking, self.chunking)
         if max_tokens_per_doc is not None and not is_int(max_tokens_per_doc, at_least=1):
             raise InvalidInputError(
                 f"max_tokens_per_doc must be a positive integer, got {max_tokens_per_doc!r}"
             )
-        if max_tokens_per_doc is None or isinstance(chunking, ChunkingConfig):
-            return config
-        # The document is read no further than max_tokens_per_doc tokens, so this many windows
-        # (each reads at least one new token) always suffice.
-        return dataclasses.replace(config, max_chunks=max(config.max_chunks, max_tokens_per_doc))
+        return dataclasses.replace(config, max_chunks=config.window_limit(max_tokens_per_doc))
 
     def _score_groups(
         self,
@@ -395,7 +391,7 @@ class Reranker:
         # Tokens a document can be read to: one window, or max_chunks windows (each within one
         # budget of the last); max_tokens_per_doc caps that (``_chunking`` lets the windows
         # follow it where the caller did not bound them).
-        reach = budget * (chunking.max_chunks if chunking.enabled else 1)
+        reach = budget * (chunking.window_limit() if chunking.enabled else 1)
         if max_tokens_per_doc is not None:  # checked by ``_chunking``
             reach = min(reach, int(max_tokens_per_doc))
         tokenizer = self.scorer.tokenizer

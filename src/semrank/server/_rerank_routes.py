@@ -75,7 +75,7 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
         documents=body.documents,
         max_tokens_per_doc=body.max_tokens_per_doc,
         return_documents=False,
-        chunking=_chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc),
+        chunking=_chunking(engine, body.chunking),
         raw_scores=body.raw_scores,
     )
     policy = Policy(top_n=body.top_n, min_score=body.min_score, fail_open=body.fail_open)
@@ -117,7 +117,7 @@ async def rerank_v1(body: V1RerankRequest, request: Request, response: Response)
         rank_fields=body.rank_fields,
         max_tokens_per_doc=body.max_tokens_per_doc,
         return_documents=return_documents,
-        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc, body.max_tokens_per_doc),
+        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc),
         raw_scores=body.raw_scores,
     )
     policy = Policy(
@@ -211,7 +211,7 @@ async def rerank_batch(body: BatchRerankRequest, request: Request, response: Res
             "--max-batch-queries)"
         )
     engine = service.engine(body.model)
-    chunking = _chunking(engine, body.chunking, max_tokens_per_doc=body.max_tokens_per_doc)
+    chunking = _chunking(engine, body.chunking)
     calls = [
         RerankCall(
             query=item.query,
@@ -309,16 +309,14 @@ def _request_id(request: Request) -> str:
 
 
 def _chunking(
-    engine: ModelEngine,
-    chunking: bool | ChunkingOptions | None,
-    max_chunks: int | None = None,
-    max_tokens_per_doc: int | None = None,
+    engine: ModelEngine, chunking: bool | ChunkingOptions | None, max_chunks: int | None = None
 ) -> Any:
     """The request's chunking as the Reranker takes it (None: the model's own default).
 
     ``max_tokens_per_doc`` (Cohere: documents are read to that many tokens) sets how far the
     Reranker reads, in as many windows as it takes, unless the request bounds the windows
-    itself (``max_chunks`` / ``max_chunks_per_doc``: a client's cost limit).
+    itself (``max_chunks`` / ``max_chunks_per_doc``: a client's cost limit): the Reranker
+    settles that, as for library calls.
     """
     turned_off = chunking is False or (
         isinstance(chunking, ChunkingOptions) and chunking.enabled is False
@@ -345,10 +343,6 @@ def _chunking(
         values.setdefault("enabled", True)
     if not values:
         return None
-    if max_tokens_per_doc is not None and "max_chunks" not in values:
-        # A config given is taken as it is: without a bound of its own, the windows follow
-        # max_tokens_per_doc (the document is read no further, so this many always suffice).
-        values["max_chunks"] = max(engine.reranker.chunking.max_chunks, max_tokens_per_doc)
     return dataclasses.replace(engine.reranker.chunking, **values)
 
 
