@@ -397,6 +397,26 @@ def test_a_request_body_given_as_the_docs_file_is_refused(tmp_path):
     assert read_documents(str(mixed)) == [None, 1, "Fleas are small insects."]
 
 
+def test_rerank_says_which_text_fields_of_objects_went_unread(tmp_path):
+    """A BEIR corpus.jsonl lost its titles without a word (the server said so)."""
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [
+        {"_id": "1", "title": "Fleas and their diet", "text": "They drink blood."},
+        {"_id": "2", "title": "Dogs at play", "text": "Dogs fetch sticks."},
+    ]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["rerank", "what do fleas eat", "--docs", str(corpus), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: documents were read by their 'text' field only; their text fields 'title' were "
+        "not read: name every field to score in --rank-field (e.g. --rank-field title "
+        "--rank-field text)"
+    ) in result.stderr
+    named = ["--rank-field", "title", "--rank-field", "text"]
+    both = runner.invoke(app, ["rerank", "what do fleas eat", "--docs", str(corpus), *named])
+    assert both.exit_code == 0 and "warning" not in both.stderr
+
+
 def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):
     """A CSV was read as lines: its header was ranked as a document, its ids and commas
     scored as text; a .jsonl.gz was refused as 'not valid UTF-8'."""

@@ -217,3 +217,40 @@ def _field_text(value: Any, where: str) -> str:
             f"{where} is a {type(value).__name__} ({value!r:.60}), which has no text; give a "
             "string, a number, or a list or object of those"
         ) from None
+
+
+def unread_fields_warning(
+    documents: Sequence[Any], rank_fields: Sequence[str] | None, *, option: str = "rank_fields"
+) -> str | None:
+    """Objects ranked without rank_fields are read by their 'text' alone (Cohere's rule), while
+    Together's API reads every field by default, and a BEIR corpus keeps its titles apart: say
+    which text fields went unread, and how to name them (``option``: the caller's spelling)."""
+    if rank_fields is not None:
+        return None
+    unread = sorted(
+        {
+            str(key)
+            for document in documents
+            if isinstance(document, dict)
+            for key, value in document.items()
+            if key != DEFAULT_FIELD and _is_prose(value)
+        }
+    )
+    if not unread:
+        return None
+    named = ", ".join(repr(key) for key in unread[:5]) + (", ..." if len(unread) > 5 else "")
+    fields = [*unread[:2], DEFAULT_FIELD]
+    example = str(fields) if option == "rank_fields" else " ".join(f"{option} {f}" for f in fields)
+    return (
+        f"documents were read by their {DEFAULT_FIELD!r} field only; their text fields {named} "
+        f"were not read: name every field to score in {option} (e.g. {example})"
+    )
+
+
+def _is_prose(value: Any) -> bool:
+    """Text of several words: what a title or summary holds, not an id, a URL or a date (with
+    its time: "2024-01-01 10:00" has no word of letters)."""
+    if not isinstance(value, str):
+        return False
+    words = [word for word in value.split() if any(c.isalpha() for c in word)]
+    return len(words) > 1

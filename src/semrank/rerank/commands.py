@@ -267,7 +267,11 @@ def rerank_command(
 ) -> None:
     """Re-rank the documents in a file for QUERY."""
     from semrank.rerank import CascadeConfig, Reranker, select_results
-    from semrank.rerank._documents import validate_min_score, validate_top_n
+    from semrank.rerank._documents import (
+        unread_fields_warning,
+        validate_min_score,
+        validate_top_n,
+    )
 
     documents, numbers = read_numbered_documents(docs, as_lines=as_lines)
     if rank_field and not any(isinstance(d, dict) for d in documents):
@@ -294,8 +298,9 @@ def rerank_command(
         raise _on_lines(error, docs, numbers) from None
     # How the query was read is said of every document scored, not of those shown: a query cut
     # next to a long document left out by --top-n was cut all the same (the server says so too).
-    for warning in reranker.query_warnings(query, ranked):  # stderr: stdout stays the results
-        typer.echo(f"warning: {warning}", err=True)
+    unread = unread_fields_warning(documents, rank_field or None, option="--rank-field")
+    for warning in [*reranker.query_warnings(query, ranked), *([unread] if unread else [])]:
+        typer.echo(f"warning: {warning}", err=True)  # stderr: stdout stays the results
     results = select_results(ranked, top_n=top_n, min_score=min_score)
     if as_json:
         rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]

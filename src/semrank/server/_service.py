@@ -252,38 +252,10 @@ def _check_query_complete(engine: ModelEngine, count: int, read: int, policy: Po
 
 
 def _unread_field_warnings(call: RerankCall) -> tuple[str, ...]:
-    """Objects ranked without rank_fields are read by their 'text' alone (Cohere's rule), while
-    Together's API reads every field by default: say which text fields went unread."""
-    from semrank.rerank._documents import DEFAULT_FIELD
+    from semrank.rerank._documents import unread_fields_warning
 
-    if call.rank_fields is not None:
-        return ()
-    unread = sorted(
-        {
-            str(key)
-            for document in call.documents
-            if isinstance(document, dict)
-            for key, value in document.items()
-            if key != DEFAULT_FIELD and _is_prose(value)
-        }
-    )
-    if not unread:
-        return ()
-    named = ", ".join(repr(key) for key in unread[:5]) + (", ..." if len(unread) > 5 else "")
-    return (
-        f"documents were read by their {DEFAULT_FIELD!r} field only; their text fields {named} "
-        "were not read: name every field to score in rank_fields (e.g. "
-        f"{[*unread[:2], DEFAULT_FIELD]})",
-    )
-
-
-def _is_prose(value: Any) -> bool:
-    """Text of several words: what a title or summary holds, not an id, a URL or a date (with
-    its time: "2024-01-01 10:00" has no word of letters)."""
-    if not isinstance(value, str):
-        return False
-    words = [word for word in value.split() if any(c.isalpha() for c in word)]
-    return len(words) > 1
+    warning = unread_fields_warning(call.documents, call.rank_fields)
+    return (warning,) if warning else ()
 
 
 def _query_warnings(engine: ModelEngine, count: int, read: int) -> tuple[str, ...]:
