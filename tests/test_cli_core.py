@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -213,6 +214,14 @@ def test_text_output_shows_documents_and_queries_as_written(tmp_path):
     cut = runner.invoke(app, ["rerank", "flea", "--docs", str(long), "--no-chunking"])
     assert cut.exit_code == 0, cut.output
     assert "[truncated]" in cut.output
+    # With several fields read, a chunk's offsets are into one field's text: the note names it.
+    titled = tmp_path / "titled.jsonl"
+    titled.write_text(json.dumps({"title": "Fleas", "text": "fleas bite " * 300}) + "\n")
+    fields = ["--rank-field", "title", "--rank-field", "text"]
+    wide = {"COLUMNS": "4000"}  # one line per row
+    chunked = runner.invoke(app, ["rerank", "flea", "--docs", str(titled), *fields], env=wide)
+    assert chunked.exit_code == 0, chunked.output
+    assert re.search(r"\[chunk \d+: text \d+-\d+\]", chunked.output), chunked.output
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkSpan:
-    """``field``: with several rank_fields, the field the chunk starts in (offsets into it)."""
+    """``field``: with several rank_fields, the field holding most of the chunk (offsets into
+    it)."""
 
     index: int
     start: int

@@ -593,7 +593,7 @@ def _ranked(
 
 
 def _chunk_span(index: int, start: int, end: int, spans: FieldSpans | None) -> ChunkSpan:
-    """The chunk in the caller's terms: offsets into the field it starts in, where the text
+    """The chunk in the caller's terms: offsets into the field holding most of it, where the text
     read was composed of several fields (offsets into "title: ...\ntext: ..." fit nothing
     the caller holds)."""
     if spans is None:

@@ -324,7 +324,9 @@ def _print_table(query: str, model: str, results: list[Any]) -> None:
         if result.pruned:  # its score only places it below the documents read
             note += " [pruned: not read by the re-ranker]"
         if result.chunk is not None:
-            note += f" [chunk {result.chunk.index}: {result.chunk.start}-{result.chunk.end}]"
+            chunk = result.chunk  # offsets into its field's text where several were read
+            field = f"{chunk.field} " if chunk.field else ""
+            note += f" [chunk {chunk.index}: {field}{chunk.start}-{chunk.end}]"
         table.add_row(
             str(rank),
             str(result.index),
