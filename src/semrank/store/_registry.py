@@ -92,9 +92,10 @@ def index_path(name: str, home: str | Path | None = None) -> Path:
 def _embedding_name(model: str | None) -> str | None:
     if model is None:
         return None
-    from semrank.models import resolve_embedding_model
+    from semrank.models.loading import refuse_cross_encoder_embedder, resolve_embedding_model
 
     resolved = resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model)
+    refuse_cross_encoder_embedder(resolved)
     folder = Path(model).expanduser()
     if model != DEFAULT_EMBEDDING and folder.is_dir():
         # A folder by its absolute path: the index is searched and written from other working
