@@ -47,9 +47,11 @@ def reference_scores(
         model = auto.from_pretrained(str(model_dir)).eval()
     scores = []
     for query, doc in pairs:
+        # Batched, as sentence-transformers' CrossEncoder calls it: an empty document stays the
+        # pair's second part ([SEP] [SEP]); transformers' one-pair call drops it.
         inputs = tokenizer(
-            query,
-            doc,
+            [query],
+            [doc],
             truncation="only_second",
             max_length=MAX_LENGTH,
             return_tensors="pt",

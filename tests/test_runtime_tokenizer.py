@@ -63,6 +63,16 @@ def test_a_long_query_is_cut_to_half_the_budget(bert_tokenizer: HFTokenizer) -> 
     assert bert_tokenizer.doc_token_budget("dog " * 40) == available - available // 2
 
 
+def test_an_empty_document_is_the_pairs_second_part(bert_tokenizer: HFTokenizer) -> None:
+    """As the tokenizers library (TEI) and sentence-transformers' batched CrossEncoder encode
+    it: [CLS] q [SEP] [SEP] (it was [CLS] q [SEP], transformers' one-pair call)."""
+    (empty,) = bert_tokenizer.encode_pairs([(words(3), "")])
+    reference = bert_tokenizer._tok.encode(words(3), "")
+    assert empty.ids == reference.ids and empty.type_ids == reference.type_ids
+    sep = bert_tokenizer._tok.token_to_id("[SEP]")
+    assert empty.ids[-2:] == [sep, sep] and len(empty) == 3 + 3
+
+
 def test_shared_query_encoding_is_not_mutated(bert_tokenizer: HFTokenizer) -> None:
     query = "dog " * 40
     first, second = bert_tokenizer.encode_pairs([(query, words(100)), (query, words(2))])
