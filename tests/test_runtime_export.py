@@ -95,6 +95,8 @@ def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path
         export_onnx(tmp_path, "encoder")
     assert "GPT2LMHeadModel" in str(info.value)
     assert all(name in str(info.value) for name in SUPPORTED_ARCHITECTURES)
+    # The fix that works for a classifier transformers knows (DistilBERT, DeBERTa, ELECTRA).
+    assert "backend='torch' (CLI: --backend torch" in str(info.value)
 
 
 def test_missing_weights_raise_model_load_error(tmp_path: Path) -> None:

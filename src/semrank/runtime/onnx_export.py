@@ -75,7 +75,10 @@ def architecture_of(config: dict[str, Any]) -> str:
         )
     if name not in _ARCHITECTURES:
         raise UnsupportedArchitectureError(
-            f"unsupported architecture {name}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"unsupported architecture {name} for the ONNX Runtime and OpenVINO backends "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}); the torch backend runs "
+            "transformers' own classes: backend='torch' (CLI: --backend torch; needs the "
+            "torch extra)"
         )
     return name
 
