@@ -255,6 +255,14 @@ def test_odd_folders_are_read_or_named_with_their_fix(tmp_path):
     st_config = target / "sentence_bert_config.json"
     st_config.write_text(json.dumps({**json.loads(st_config.read_text()), "max_seq_length": None}))
     assert inspect_directory(target, name="x").max_length > 0
+    # sentence-transformers reads max_seq_length whatever the tokenizer's model_max_length (it
+    # was capped at the smaller one: other embeddings than sentence-transformers').
+    st_config.write_text(json.dumps({**json.loads(st_config.read_text()), "max_seq_length": 300}))
+    tok_config = target / "tokenizer_config.json"
+    tok_config.write_text(
+        json.dumps({**json.loads(tok_config.read_text()), "model_max_length": 40})
+    )
+    assert inspect_directory(target, name="x").max_length == 300
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "config.json").write_text("{}")

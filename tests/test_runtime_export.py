@@ -142,6 +142,31 @@ def test_config_that_does_not_match_the_weights_is_a_model_load_error(
         export_onnx(model_dir, "sequence-classification")
 
 
+def test_layer_norm_gamma_and_beta_names_load_as_transformers_loads_them(
+    tiny_model, tmp_path
+) -> None:
+    """TensorFlow-era checkpoints call a LayerNorm's parameters gamma/beta: refused as missing
+    '...LayerNorm.weight' (transformers renames them on load)."""
+    from safetensors.numpy import load_file, save_file
+
+    from semrank.runtime._weights import load_weights
+
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    weights_file = model_dir / "model.safetensors"
+    current = load_file(str(weights_file))
+    renamed = {
+        name.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        ): a
+        for name, a in current.items()
+    }
+    assert renamed.keys() != current.keys()
+    save_file(renamed, str(weights_file))
+    loaded = load_weights(model_dir)
+    assert loaded.keys() == current.keys()
+    assert all((loaded[name] == current[name]).all() for name in current)
+
+
 def test_unsupported_activation_is_an_unsupported_architecture(tiny_model, tmp_path) -> None:
     model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
     _edit_config(model_dir, hidden_act="mish")

@@ -470,6 +470,9 @@ def _pooling_mode(config_path: Path) -> Pooling:
 
 
 def _max_length(path: Path, config: dict[str, Any]) -> int:
+    """The tokens a model reads: sentence-transformers' max_seq_length where it gives one (as
+    sentence-transformers reads it, whatever the tokenizer's model_max_length says), else the
+    tokenizer's, within the position embeddings."""
     limits = []
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
@@ -477,7 +480,7 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
         if is_int(value, at_least=1):  # sentence-transformers itself accepts null there
             limits.append(int(value))  # type: ignore[arg-type]
     tok_config = path / "tokenizer_config.json"
-    if tok_config.is_file():
+    if tok_config.is_file() and not limits:
         value = read_json_object(tok_config).get("model_max_length")
         if isinstance(value, int | float) and value < 100_000:
             limits.append(int(value))

@@ -60,7 +60,19 @@ def load_weights(model_dir: Path) -> Weights:
             weights.update(_read_safetensors(path))
         else:
             weights.update(_read_torch_bin(path))
-    return dequantize_int8(weights)
+    return dequantize_int8({_current_name(name): array for name, array in weights.items()})
+
+
+# TensorFlow-era checkpoints name a LayerNorm's parameters gamma/beta; transformers renames them
+# on load (such a checkpoint was refused here as "missing weight ...LayerNorm.weight").
+_OLD_LAYER_NORM_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
+def _current_name(name: str) -> str:
+    for old, new in _OLD_LAYER_NORM_NAMES.items():
+        if name.endswith(old):
+            return name[: -len(old)] + new
+    return name
 
 
 # Weight-only int8 (how semrank ships its own model small): a matrix ``W`` is stored as
