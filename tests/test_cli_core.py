@@ -424,6 +424,11 @@ def test_rerank_says_which_text_fields_of_objects_went_unread(tmp_path):
     named = ["--rank-field", "title", "--rank-field", "text"]
     both = runner.invoke(app, ["rerank", "what do fleas eat", "--docs", str(corpus), *named])
     assert both.exit_code == 0 and "warning" not in both.stderr
+    # A CSV header with a space: the example is one a shell reads back as one value.
+    table = tmp_path / "table.csv"
+    table.write_text('id,Doc Title,text\n1,"Fleas and their diet",They drink blood.\n')
+    spaced = runner.invoke(app, ["rerank", "what do fleas eat", "--docs", str(table)])
+    assert "(e.g. --rank-field 'Doc Title' --rank-field text)" in spaced.stderr
 
 
 def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):

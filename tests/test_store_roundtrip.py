@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -83,13 +84,34 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
 def test_a_cross_encoder_is_refused_as_an_embedding_model(tmp_path: Path) -> None:
     """Its encoder's pooled states ranked SciFact at MRR@10 0.09 (the bi-encoder: 0.91), and
     the index was made without a word; the blend folder was refused already."""
-    from semrank.models import resolve
+    from semrank.models import resolve, resolve_embedding_model
 
     cross_encoder = Path(resolve("semrank-minilm-l6").path) / "cross-encoder"
     for model in (str(cross_encoder), "semrank-minilm-l6"):
         with pytest.raises(InvalidInputError, match=r"embedding model .* is a|is a blend") as e:
             create_index("ce", home=tmp_path, embedding_model=model)
         assert "all-minilm-l6-v2" in str(e.value)
+    # As current sentence-transformers saves a CrossEncoder: with its own files beside it.
+    st_cross_encoder = tmp_path / "st-cross-encoder"
+    shutil.copytree(cross_encoder, st_cross_encoder)
+    (st_cross_encoder / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]'
+    )
+    (st_cross_encoder / "sentence_bert_config.json").write_text(
+        '{"transformer_task": "sequence-classification"}'
+    )
+    with pytest.raises(InvalidInputError, match="is a cross-encoder"):
+        create_index("ce", home=tmp_path, embedding_model=str(st_cross_encoder))
+    # An architecture the index's embedder (ONNX Runtime / OpenVINO) cannot run: refused before
+    # the index is made (it was made, then every write failed naming a torch backend the
+    # index cannot use).
+    distil = shutil.copytree(resolve_embedding_model().path, tmp_path / "distil")
+    config = json.loads((distil / "config.json").read_text())
+    (distil / "config.json").write_text(
+        json.dumps({**config, "architectures": ["DistilBertModel"]})
+    )
+    with pytest.raises(InvalidInputError, match="architecture DistilBertModel, which an index"):
+        create_index("d", home=tmp_path, embedding_model=str(distil))
     assert list_indexes(tmp_path) == []
     with create_index("bi", home=tmp_path, embedding_model="all-minilm-l6-v2") as index:
         assert index.info().settings.embedding_model == "all-minilm-l6-v2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -240,7 +241,11 @@ def unread_fields_warning(
         return None
     named = ", ".join(repr(key) for key in unread[:5]) + (", ..." if len(unread) > 5 else "")
     fields = [*unread[:2], DEFAULT_FIELD]
-    example = str(fields) if option == "rank_fields" else " ".join(f"{option} {f}" for f in fields)
+    example = (  # a flag's values as a shell reads them back ('Doc Title' is one value)
+        str(fields)
+        if option == "rank_fields"
+        else " ".join(f"{option} {shlex.quote(f)}" for f in fields)
+    )
     return (
         f"documents were read by their {DEFAULT_FIELD!r} field only; their text fields {named} "
         f"were not read: name every field to score in {option} (e.g. {example})"

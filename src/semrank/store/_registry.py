@@ -89,6 +89,20 @@ def index_path(name: str, home: str | Path | None = None) -> Path:
     return resolve_home(home) / name
 
 
+def _require_exportable(model: Any) -> None:
+    """An index embeds on ONNX Runtime / OpenVINO: an architecture they cannot run is refused
+    before the index is made (it was made, then every write failed)."""
+    from semrank.runtime.onnx_export import SUPPORTED_ARCHITECTURES
+
+    if model.architecture not in SUPPORTED_ARCHITECTURES:
+        raise InvalidInputError(
+            f"embedding model {model.name!r} has architecture {model.architecture}, which an "
+            "index cannot embed with (it runs on ONNX Runtime or OpenVINO, which know "
+            f"{', '.join(a for a in SUPPORTED_ARCHITECTURES if a.endswith('Model'))}); choose "
+            "a bi-encoder of those families, e.g. all-minilm-l6-v2 (the default)"
+        )
+
+
 def _embedding_name(model: str | None) -> str | None:
     if model is None:
         return None
@@ -96,6 +110,7 @@ def _embedding_name(model: str | None) -> str | None:
 
     resolved = resolve_embedding_model(None if model == DEFAULT_EMBEDDING else model)
     refuse_cross_encoder_embedder(resolved)
+    _require_exportable(resolved)
     folder = Path(model).expanduser()
     if model != DEFAULT_EMBEDDING and folder.is_dir():
         # A folder by its absolute path: the index is searched and written from other working
