@@ -139,8 +139,8 @@ def is_id_value(value: object) -> bool:
         return True
     if isinstance(value, bool):
         return False
-    if isinstance(value, numbers.Integral):  # of any size Python writes as text
-        return shown_id(value) != _TOO_LONG_INT  # (a float conversion overflows past 1e308)
+    if isinstance(value, numbers.Integral):  # of any size Python writes as text (a float
+        return _writes_as_text(value)  # conversion overflows past 1e308)
     if isinstance(value, decimal.Decimal):
         return value.is_finite()
     return isinstance(value, numbers.Real) and math.isfinite(value)
@@ -149,21 +149,21 @@ def is_id_value(value: object) -> bool:
 _TOO_LONG_INT = f"an integer of over {sys.get_int_max_str_digits():,} digits"
 
 
-def shown_id(value: object) -> str:
-    """``repr(value)`` for messages; Python refuses to write an integer of over 4,300 digits as
-    text (a ValueError from repr() or str() itself)."""
+def _writes_as_text(value: object) -> bool:
+    """Python refuses to write an integer of over 4,300 digits as text (a ValueError from
+    repr() and str() themselves)."""
     try:
-        return repr(value)
+        repr(value)
     except ValueError:
-        return _TOO_LONG_INT
+        return False
+    return True
 
 
 def not_an_id(value: object) -> str:
     """Why ``value``, which ``is_id_value`` refuses, is no id: "X is not ...; the fix"."""
-    shown = shown_id(value)
-    if shown == _TOO_LONG_INT:
-        return f"{shown} is too long to write as text; write the id as a string"
-    return f"{shown:.60} is not a string or a finite number; ids are strings or numbers"
+    if not _writes_as_text(value):
+        return f"{_TOO_LONG_INT} is too long to write as text; write the id as a string"
+    return f"{value!r:.60} is not a string or a finite number; ids are strings or numbers"
 
 
 def is_valid_unicode(value: object) -> bool:
