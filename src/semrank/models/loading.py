@@ -63,7 +63,7 @@ def resolve(
             f"model {text!r} is a file; pass the directory that holds the model's config.json, "
             "weights and tokenizer"
         )
-    if path.name in ("best", "last") and (path.parent / _RUN_CHECKPOINT).is_file():
+    if path.name in ("best", "last") and (path.parent / RUN_CHECKPOINT).is_file():
         raise ModelNotFoundError(_unexported(path.parent, path.name))
     if _looks_like_hub_id(text):
         return inspect_directory(_download_from_hub(text), name=text, kind=kind)
@@ -327,8 +327,8 @@ def _transformer_subfolder(path: Path) -> Path | None:
     return inner if inner is not None and (inner / "config.json").is_file() else None
 
 
-# What a `semrank train` run folder holds (semrank.train._loop.CHECKPOINT), not a model.
-_RUN_CHECKPOINT = "checkpoint.pt"
+# The checkpoint a `semrank train` run folder holds (what marks it a run, not a model).
+RUN_CHECKPOINT = "checkpoint.pt"
 
 
 def _require_files(path: Path) -> None:
@@ -337,7 +337,7 @@ def _require_files(path: Path) -> None:
             f"{path} is a `semrank train` run folder, not a model; its best model is "
             f"{path / 'best'} (pass that)"
         )
-    if (path / _RUN_CHECKPOINT).is_file() and not _has_weight_file(path):
+    if (path / RUN_CHECKPOINT).is_file() and not _has_weight_file(path):
         raise ModelNotFoundError(_unexported(path, "best"))
     missing = []
     if not (path / "config.json").is_file():

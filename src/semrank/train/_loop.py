@@ -21,6 +21,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import InvalidInputError, StorageError
+from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
 from semrank.train._evaluate import (
     RankingTask,
@@ -53,7 +54,7 @@ from semrank.train._sampling import GroupSampler, split_validation
 
 log = logging.getLogger("semrank.train")
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = RUN_CHECKPOINT  # model loading tells a run folder from a model by it
 
 
 @dataclass(frozen=True, kw_only=True)
