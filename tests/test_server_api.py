@@ -624,6 +624,10 @@ async def test_probes_metrics_and_timing_headers(reranker: Any) -> None:
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
     assert "no route GET /v3/nothing" in missing.json()["error"]
     assert "POST /v1/rerank (Cohere v1" in missing.json()["error"]
+    assert (
+        "searches (Elasticsearch retriever trees) are POST /v1/indexes/{name}/search"
+        in (missing.json()["error"])
+    )
     assert neither.status_code == 422
     assert "or 'documents' as POST /v1/rerank does" in neither.json()["error"]
     assert "; texts: Field required" in neither.json()["error"]  # no tag in the location

@@ -170,8 +170,9 @@ LONE_SURROGATE = (
 # A client pointed at the wrong base URL (Voyage's and Jina's clients add /rerank to theirs).
 ROUTES_HINT = (
     "the rerank routes are POST /v2/rerank (Cohere v2), POST /v1/rerank (Cohere v1, Jina, "
-    "Together, Voyage), POST /rerank (TEI) and POST /v1/rerank/batch; GET /v1/models lists the "
-    "models; GET /docs lists every route"
+    "Together, Voyage), POST /rerank (TEI) and POST /v1/rerank/batch; searches (Elasticsearch "
+    "retriever trees) are POST /v1/indexes/{name}/search; GET /v1/models lists the models; "
+    "GET /docs lists every route"
 )
 TEI_ROUTE_HINT = (
     "POST /rerank takes text-embeddings-inference's 'texts', or 'documents' as POST /v1/rerank "

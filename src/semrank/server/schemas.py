@@ -288,7 +288,7 @@ class TeiRerankRequest(SemrankOptions):
 
 
 # POST /rerank also takes the other APIs' body: clients that add /rerank to a base URL reach it
-# (Together's 1.x client given a base URL ending in /v1, Voyage's without /v1, and the many
+# (Together's 1.x client given the server's root URL, Voyage's without /v1, and the many
 # "Cohere-compatible" clients that post to {base}/rerank). The tags appear in pydantic's error
 # locations, so they are names no body field has (the error messages leave them out).
 TEI_SHAPE, DOCUMENTS_SHAPE = "tei_shape", "documents_shape"
