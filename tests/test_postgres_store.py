@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semrank.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
+from semrank.errors import (
+    IndexExistsError,
+    IndexNotFoundError,
+    IndexVersionError,
+    InvalidInputError,
+)
 from semrank.pipeline import search
 from semrank.store import create_index, drop_index, list_indexes, open_index
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
@@ -196,6 +201,57 @@ def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F
     assert json.loads(cli("index", "info", "cli", "--json", "--store", pg_dsn))["documents"] == 6
     hits = json.loads(cli("search", "cli", "fleas blood", "--json", "--store", pg_dsn))["hits"]
     assert hits[0]["id"] in {"d1", "d4"}
+
+
+def test_a_database_a_newer_semrank_migrated_is_refused_before_any_write(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import psycopg
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
+    cli("index", "create", "old", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a layout this version lacks
+        conn.execute("INSERT INTO semrank.migrations (version, name) VALUES (2, 'newer')")
+    for args in (("index", "list"), ("index", "add", "old", str(corpus))):
+        done = subprocess.run(
+            [sys.executable, "-m", "semrank.cli", *args, "--store", pg_dsn],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "migrated by a newer semrank (migration 2;" in done.stderr
+        assert "upgrade semrank" in done.stderr and "Traceback" not in done.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        generation = conn.execute("SELECT max(generation) FROM semrank.documents").fetchone()
+    assert generation == (1,)  # the add wrote nothing
+    # `semrank sql`'s migrations (100+) are checked against their own family's last
+    from semrank.sql._functions import sql_migrations
+    from semrank.store.postgres import migrate
+
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("INSERT INTO semrank.migrations (version, name) VALUES (199, 'newer')")
+        conn.commit()
+        with pytest.raises(
+            IndexVersionError, match=r"\(migration 199; this semrank \S+ knows 1\d\d at"
+        ):
+            migrate(conn, sql_migrations(), extensions=())
+
+
+def test_settings_a_newer_semrank_wrote_are_refused(pg_dsn: str) -> None:  # noqa: F811
+    import psycopg
+
+    with create_index("later", store=pg_dsn, embedder=HashingEmbedder()) as index:
+        index.upsert(DOCS)  # stores the embedding probe beside the settings: not refused
+    with open_index("later", store=pg_dsn, embedder=HashingEmbedder()) as index:
+        assert len(index) == len(DOCS)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE semrank.indexes SET settings = settings || '{\"layout\": 2}' "
+            "WHERE name = 'later'"
+        )
+    with pytest.raises(IndexVersionError, match=r"newer semrank .*does not know: layout\)"):
+        open_index("later", store=pg_dsn)
 
 
 def test_index_list_of_an_empty_database_hides_the_password(pg_dsn: str) -> None:  # noqa: F811

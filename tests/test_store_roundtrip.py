@@ -81,6 +81,35 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
     assert list_indexes(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"layout": 2}, "layout"),  # a setting a newer semrank added
+        ({"bm25": {"lowercase": False}}, "bm25.lowercase"),
+        ({"bm25": {"analysis": 9}}, "bm25.analysis 9"),  # a newer analysis of the texts
+    ],
+)
+def test_settings_a_newer_semrank_wrote_are_refused_not_dropped(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    # Read without them, the index would be searched (and written) as it was not built.
+    with create_index("pets", home=tmp_path, embedding_model=None) as index:
+        index.upsert(DOCS)
+    db_file = tmp_path / "pets" / "documents.sqlite"
+    with sqlite3.connect(db_file) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
+        settings = json.loads(row[0])
+        for key, value in change.items():
+            settings[key] = {**settings[key], **value} if isinstance(value, dict) else value
+        conn.execute("UPDATE meta SET value=? WHERE key='settings'", (json.dumps(settings),))
+    conn.close()
+    before = db_file.read_bytes()
+    with pytest.raises(IndexVersionError, match=rf"newer semrank .*{named}.*upgrade") as e:
+        open_index("pets", home=tmp_path)
+    assert http_status_for(e.value) == 409
+    assert db_file.read_bytes() == before
+
+
 def test_a_cross_encoder_is_refused_as_an_embedding_model(tmp_path: Path) -> None:
     """Its encoder's pooled states ranked SciFact at MRR@10 0.09 (the bi-encoder: 0.91), and
     the index was made without a word; the blend folder was refused already."""

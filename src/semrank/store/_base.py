@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 
+from semrank import __version__
 from semrank._checks import (
     MAX_COUNT,
     MAX_WEIGHT,
@@ -37,11 +38,13 @@ from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
 from semrank.errors import (
     IndexModelChangedError,
+    IndexVersionError,
     InvalidInputError,
     ModelLoadError,
     ModelNotFoundError,
 )
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
+from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, checked_documents, documents_from
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
@@ -80,6 +83,11 @@ class IndexSettings:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> IndexSettings:
+        """Settings as an index stored them; refused (``IndexVersionError``) where a newer
+        semrank wrote a setting this one does not know: read without it, the index would be
+        searched and written as it was not built (no setting was ever removed, so an unknown
+        one is a newer one)."""
+        _refuse_newer_settings(data)
         return IndexSettings(
             name=data["name"],
             text_fields=tuple(data["text_fields"]),
@@ -88,6 +96,22 @@ class IndexSettings:
             embedding_max_length=data.get("embedding_max_length"),
             bm25=BM25Params.from_dict(data.get("bm25", {})),
             ann_threshold=int(data.get("ann_threshold", 20_000)),
+        )
+
+
+def _refuse_newer_settings(data: dict[str, Any]) -> None:
+    bm25 = data.get("bm25") or {}
+    unknown = [key for key in data if key not in IndexSettings.__dataclass_fields__]
+    unknown += [f"bm25.{key}" for key in bm25 if key not in BM25Params.__dataclass_fields__]
+    analysis = bm25.get("analysis")
+    if isinstance(analysis, int) and analysis > ANALYSIS_VERSIONS[-1]:
+        unknown.append(f"bm25.analysis {analysis}")
+    if unknown:
+        name = data.get("name")
+        raise IndexVersionError(
+            f"index {name!r} was written by a newer semrank (settings this semrank "
+            f"{__version__} does not know: {', '.join(unknown)}): upgrade semrank (pip install "
+            "-U semrank) to open it; the index is left as it is"
         )
 
 

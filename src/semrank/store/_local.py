@@ -20,6 +20,7 @@ from semrank._process import process_start_time
 from semrank.errors import (
     DataFormatError,
     IndexNotFoundError,
+    IndexVersionError,
     InvalidInputError,
 )
 from semrank.retrieve import (
@@ -137,7 +138,11 @@ class LocalStore(Store):
         if stored is None:
             self.db.close()
             raise IndexNotFoundError(f"{path} holds no index settings; drop and recreate it")
-        self.settings = IndexSettings.from_dict(stored)
+        try:
+            self.settings = IndexSettings.from_dict(stored)
+        except IndexVersionError:
+            self.db.close()
+            raise
         self._embedder = embedder
         self._cache: dict[str, _Loaded] = {}
         self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)

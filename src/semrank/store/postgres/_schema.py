@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from semrank.errors import BackendUnavailableError
+from semrank import __version__
+from semrank.errors import BackendUnavailableError, IndexVersionError
 from semrank.store.postgres._pool import pooled_connection
 
 SCHEMA = "semrank"
@@ -97,6 +98,7 @@ def migrate(
             _create_extension(conn, extension)
         conn.execute(_BOOTSTRAP)
         done = {row[0] for row in conn.execute("SELECT version FROM semrank.migrations")}
+        _refuse_newer(conn, done, migrations)
         for version, name, statements in migrations:
             if version in done:
                 continue
@@ -115,7 +117,26 @@ def _up_to_date(conn: Any, migrations: tuple[Migration, ...], extensions: tuple[
             return False
         present = {row[0] for row in conn.execute("SELECT extname FROM pg_extension")}
         done = {row[0] for row in conn.execute("SELECT version FROM semrank.migrations")}
+    _refuse_newer(conn, done, migrations)
     return set(extensions) <= present and all(m[0] in done for m in migrations)
+
+
+# Migrations come in families numbered by the hundred (the store's 1-99, `semrank sql`'s
+# 100-199), each applied by its own command.
+_FAMILY = 100
+
+
+def _refuse_newer(conn: Any, done: set[int], migrations: tuple[Migration, ...]) -> None:
+    """Refuse a database a newer semrank migrated past ``migrations``: this version's queries
+    could read its tables wrongly, and its writes damage them."""
+    known = max(version for version, _, _ in migrations)
+    newer = sorted(v for v in done if v // _FAMILY == known // _FAMILY and v > known)
+    if newer:
+        raise IndexVersionError(
+            f"database {conn.info.dbname!r} on {conn.info.host} was migrated by a newer semrank "
+            f"(migration {newer[-1]}; this semrank {__version__} knows {known} at most): "
+            "upgrade semrank (pip install -U semrank) to use it; nothing was changed"
+        )
 
 
 # How to install each extension semrank creates, for the error when the server lacks it.

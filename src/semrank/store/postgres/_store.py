@@ -16,6 +16,7 @@ from semrank.errors import (
     DataFormatError,
     IndexExistsError,
     IndexNotFoundError,
+    IndexVersionError,
     InvalidInputError,
 )
 from semrank.retrieve import Hits, TextEmbedder, unit_query_vector
@@ -171,7 +172,12 @@ class PostgresStore(Store):
             )
         from psycopg import sql
 
-        self.settings = IndexSettings.from_dict(row[0])
+        stored = {key: value for key, value in row[0].items() if key != PROBE_KEY}
+        try:
+            self.settings = IndexSettings.from_dict(stored)
+        except IndexVersionError:
+            release_pool(dsn)
+            raise
         self._part = sql.Identifier("semrank", row[1])
         self._embedder = embedder
         self._closed = False
