@@ -3,6 +3,7 @@ handle replacing a stale one, never closes a handle under a search still using i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,31 @@ def test_an_index_created_again_replaces_the_held_handle_after_its_users(home: P
         with pytest.raises(IndexNotFoundError, match="was dropped"):  # not "is closed"
             search(old, "fleas", k=5)
     assert open_cached("docs", home) is not old
+
+
+def test_an_index_another_process_dropped_is_let_go_at_the_next_request(home: Path) -> None:
+    """Dropped by the CLI or another server worker, an index no request names again kept its
+    deleted files open (disk space, file descriptors) for as long as the server ran."""
+    with create_index("gone", home=home, fields=("text",), embedding_model=None) as index:
+        index.upsert(DOCS)
+    held = open_cached("gone", home)
+    assert _ids(search(held, "fleas", k=1)) == ["a"]
+    drop_index("gone", home=home)  # as another process does: this one's handle is not told
+    time.sleep(1.1)  # requests look for such handles about once a second
+    assert _ids(search("docs", "fleas", k=1, home=home)) == ["a"]  # any other index's request
+    with pytest.raises(Exception, match="closed"):
+        search(held, "fleas", k=1)
+    descriptors = Path("/proc/self/fd")  # Linux: what this process holds open
+    if descriptors.is_dir():
+        held_open = [link for link in descriptors.iterdir() if "gone" in _target(link)]
+        assert not held_open, "the dropped index's files are still open"
+
+
+def _target(link: Path) -> str:
+    try:
+        return str(link.readlink())
+    except OSError:
+        return ""
 
 
 def test_a_handle_is_shared_while_its_index_is_unchanged(home: Path) -> None:

@@ -9,6 +9,7 @@ retired handle is closed when its last borrower is done, never under a request s
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,13 +81,48 @@ def _is_dsn(store: str | None) -> bool:
     return store not in (None, "local")
 
 
-def _hold_local(name: str, home: str | Path | None) -> _Held:
-    path = index_path(name, home)
+def _local_identity(path: Path) -> object:
+    """The database file's inode: it tells a dropped (and created again) index from the one
+    held."""
     try:
-        # The database file's inode tells a dropped-and-recreated index from the one we hold.
-        identity: object = (path / DB_NAME).stat().st_ino
+        return (path / DB_NAME).stat().st_ino
     except OSError:
-        identity = -1
+        return -1
+
+
+# How often a request looks for held embedded indexes that another process dropped.
+_SWEEP_EVERY_S = 1.0
+_last_sweep = 0.0
+
+
+def _retire_dropped_local() -> None:
+    """Retire held embedded indexes whose database file is gone or replaced. Dropped by
+    another process (the CLI, another server worker), they kept their deleted files open (disk
+    space, file descriptors, memory) until a request named them again, which a workload that
+    drops uniquely named indexes never sends."""
+    global _last_sweep
+    now = time.monotonic()
+    with _OPEN_LOCK:
+        if now - _last_sweep < _SWEEP_EVERY_S:
+            return
+        _last_sweep = now
+        local = [(key, held) for key, held in _OPEN.items() if isinstance(key, Path)]
+    gone = [(key, held) for key, held in local if _local_identity(key) != held.identity]
+    idle = []
+    with _OPEN_LOCK:
+        for key, held in gone:
+            if _OPEN.get(key) is held:
+                del _OPEN[key]
+                if _retire(held):
+                    idle.append(held)
+    for held in idle:
+        held.store.close()
+
+
+def _hold_local(name: str, home: str | Path | None) -> _Held:
+    _retire_dropped_local()
+    path = index_path(name, home)
+    identity = _local_identity(path)
     with _OPEN_LOCK:
         held = _OPEN.get(path)
         if held is not None and held.identity == identity:
