@@ -581,3 +581,26 @@ def test_a_store_that_is_not_a_dsn_is_refused_without_its_password(dsn: str) -> 
     with pytest.raises(InvalidInputError) as refused:
         list_indexes(store=dsn)
     assert "S3cretPW" not in str(refused.value) and "***" in str(refused.value)
+
+
+def test_log_level_holds_for_libraries_that_set_their_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bm25s sets its logger to DEBUG: under --log-level warning the server wrote a debug line
+    for every index build."""
+    import logging
+
+    from semrank.server._logging import configure_logging
+
+    pytest.importorskip("bm25s")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("warning")
+        assert logging.getLogger("bm25s").level == logging.DEBUG  # as the library leaves it
+        logging.getLogger("bm25s").debug("Building index from IDs")
+        logging.getLogger("bm25s").warning("a warning still shows")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    lines = capsys.readouterr().err.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["a warning still shows"]

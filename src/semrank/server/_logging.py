@@ -64,6 +64,9 @@ def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
+    # On the handler too: a library that sets its own logger's level (bm25s sets DEBUG) is
+    # not filtered by the root's, and wrote a debug line per index build at --log-level warning.
+    handler.setLevel(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
