@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,32 @@ async def test_index_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> Non
     missing = await client.get("/v1/indexes/docs")
     assert missing.status_code == 404 and missing.json()["error_type"] == "index_not_found"
     assert str(tmp_path) not in missing.text
+
+
+async def test_listing_lets_go_of_indexes_another_process_dropped(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """With --workers N a worker that did not serve a drop kept the index's deleted files open
+    until a request named it again; listing is a request on every index."""
+    import asyncio
+
+    from semrank.store import drop_index
+
+    await _make_index(client, "gone")
+    searched = await client.post("/v1/indexes/gone/search", json={"query": "fleas"})
+    assert searched.status_code == 200  # the server now holds the index open
+    drop_index("gone", home=tmp_path)  # as another worker or the CLI does
+    await asyncio.sleep(1.1)  # held indexes are looked at about once a second
+    assert (await client.get("/v1/indexes")).json()["data"] == []
+    descriptors = Path("/proc/self/fd")
+    if descriptors.is_dir():
+        held = []
+        for fd in descriptors.iterdir():
+            try:
+                held.append(os.readlink(fd))
+            except OSError:  # closed since it was listed
+                continue
+        assert not [target for target in held if target.startswith(str(tmp_path))]
 
 
 async def test_search_bm25_and_reranked_with_the_served_model(

@@ -32,7 +32,12 @@ from semrank.pipeline._nodes import (
     check_window,
     reranking_nodes,
 )
-from semrank.pipeline._open import forget_open_indexes, open_cached, using_index
+from semrank.pipeline._open import (
+    forget_open_indexes,
+    let_go_of_dropped_indexes,
+    open_cached,
+    using_index,
+)
 from semrank.pipeline._parse import parse_retriever
 from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
@@ -77,6 +82,7 @@ __all__ = [
     "check_window",
     "default_model_name",
     "forget_open_indexes",
+    "let_go_of_dropped_indexes",
     "load_reranker",
     "open_cached",
     "parse_retriever",

@@ -95,7 +95,7 @@ _SWEEP_EVERY_S = 1.0
 _last_sweep = 0.0
 
 
-def _retire_dropped_local() -> None:
+def let_go_of_dropped_indexes() -> None:
     """Retire held embedded indexes whose database file is gone or replaced. Dropped by
     another process (the CLI, another server worker), they kept their deleted files open (disk
     space, file descriptors, memory) until a request named them again, which a workload that
@@ -120,7 +120,7 @@ def _retire_dropped_local() -> None:
 
 
 def _hold_local(name: str, home: str | Path | None) -> _Held:
-    _retire_dropped_local()
+    let_go_of_dropped_indexes()
     path = index_path(name, home)
     identity = _local_identity(path)
     with _OPEN_LOCK:

@@ -46,9 +46,14 @@ T = TypeVar("T")
 
 @router.get("/v1/indexes", response_model=IndexList, summary="List indexes")
 async def list_indexes(request: Request) -> Any:
+    from semrank.pipeline import let_go_of_dropped_indexes
     from semrank.store import list_indexes as names
 
-    found = await _blocking(request, None, lambda: names(**_where(request)))
+    def listed() -> list[str]:
+        let_go_of_dropped_indexes()  # a request on no index in particular: held ones checked
+        return names(**_where(request))
+
+    found = await _blocking(request, None, listed)
     return IndexList(data=[IndexName(name=name) for name in found])
 
 
