@@ -231,17 +231,22 @@ def test_a_killed_create_is_marked_incomplete_until_added_again(tmp_path: Path) 
 
     listed = run("index", "list", "--home", home)
     assert listed.startswith("k\t40 documents\tbm25 only\tincomplete: it holds 40 documents, but ")
-    finish = f"run `semrank index add k {corpus}` to finish it (ids are upserted"
+    # The commands name the home: without it they finished (or dropped) the default home's k.
+    finish = f"run `semrank index add k {corpus} --home {home}` to finish it (ids are upserted"
     assert f"the ingest of {corpus} (started " in listed and "was interrupted" in listed
-    assert finish in listed
+    assert finish in listed and f"`semrank index drop k --home {home}` to start over" in listed
     assert finish in run("index", "info", "k", "--home", home)
     marks = json.loads(run("index", "info", "k", "--json", "--home", home))["unfinished_ingests"]
     assert list(marks) == [str(corpus)] and marks[str(corpus)]["running"] is False
     with pytest.raises(IndexExistsError, match=r"already exists at .*: it holds 40 documents.*"):
         run(*args, "--home", home)
+    with pytest.raises(IndexExistsError) as exists:
+        run(*args, "--home", home)
+    assert finish in str(exists.value)
     searched = CliRunner().invoke(app, ["search", "k", "word7", "--json", "--home", home])
     assert json.loads(searched.stdout)["hits"][0]["id"] == "doc-7"  # it answers all the same
     assert searched.stderr.startswith("warning: index 'k' is incomplete: it holds 40 documents")
+    assert finish in searched.stderr
 
     assert "index 'k' holds 100" in run("index", "add", "k", str(corpus), "--home", home)
     assert run("index", "list", "--home", home) == "k\t100 documents\tbm25 only\n"

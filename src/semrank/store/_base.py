@@ -391,14 +391,20 @@ class Store(abc.ABC):
         ``pid``, ``id_field`` and ``running`` (its process still runs on this machine)."""
         return {}
 
-    def unfinished_note(self, marks: dict[str, dict[str, Any]] | None = None) -> str | None:
+    def unfinished_note(
+        self, marks: dict[str, dict[str, Any]] | None = None, *, where: str = ""
+    ) -> str | None:
         """What an unfinished ingest means for this index and how to go on, as "it holds N
         documents, but the ingest of FILE ... was interrupted; run ..." (None: complete).
-        ``marks``: ``unfinished_ingests()`` when the caller has read them already."""
+        ``marks``: ``unfinished_ingests()`` when the caller has read them already; ``where``:
+        the flags that reach this index in the commands suggested (" --home DIR"): without
+        them, the command printed for an index under --home finished or dropped the default
+        home's index of that name."""
         marks = self.unfinished_ingests() if marks is None else marks
         if not marks:
             return None
-        notes = [_ingest_note(self.name, self.settings.id_field, f, m) for f, m in marks.items()]
+        id_field = self.settings.id_field
+        notes = [_ingest_note(self.name, id_field, f, m, where) for f, m in marks.items()]
         return f"it holds {count_of(len(self), 'document')}, but " + "; and ".join(notes)
 
     # --- prepared re-ranking tables (``semrank.pipeline.prepare_index``) --------------------
@@ -644,7 +650,9 @@ def id_list(ids: object) -> list[str]:
     return strings
 
 
-def _ingest_note(name: str, id_field: str | None, source: str, mark: dict[str, Any]) -> str:
+def _ingest_note(
+    name: str, id_field: str | None, source: str, mark: dict[str, Any], where: str
+) -> str:
     """One unfinished ingest: still running, or interrupted and how to finish it."""
     began = f"the ingest of {source} (started {mark.get('started', '?')})"
     if mark.get("running"):
@@ -652,13 +660,13 @@ def _ingest_note(name: str, id_field: str | None, source: str, mark: dict[str, A
     if mark.get("id_field") is None:  # record numbers: adding again would renumber
         return (
             f"{began} was interrupted, and its records have no ids to resume by: "
-            f"`semrank index drop {name}`, then create it again"
+            f"`semrank index drop {name}{where}`, then create it again"
         )
     option = "" if mark["id_field"] == id_field else f" --id-field {shlex.quote(mark['id_field'])}"
     return (
-        f"{began} was interrupted; run `semrank index add {name} {shlex.quote(source)}{option}` "
-        f"to finish it (ids are upserted, so adding the file again is safe), or `semrank index "
-        f"drop {name}` to start over"
+        f"{began} was interrupted; run `semrank index add {name} {shlex.quote(source)}{option}"
+        f"{where}` to finish it (ids are upserted, so adding the file again is safe), or "
+        f"`semrank index drop {name}{where}` to start over"
     )
 
 

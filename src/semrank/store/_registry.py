@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import time
 import uuid
@@ -247,8 +248,11 @@ def check_name_is_free(name: str, target: Path) -> None:
     if (target / DB_NAME).exists():
         note = None
         try:
+            # A home other than the default is named in the commands suggested.
+            home = target.parent
+            where = "" if home == default_home() else f" --home {shlex.quote(str(home))}"
             with LocalStore(target) as index:
-                note = index.unfinished_note()
+                note = index.unfinished_note(where=where)
         except SemrankError:
             pass  # unreadable: it exists all the same (`semrank index list` says why)
         raise IndexExistsError(

@@ -510,7 +510,7 @@ def info(
     with open_index(name, home=home, store=store) as index:
         summary = index.info()
         data = summary.to_dict()
-        note = index.unfinished_note(summary.unfinished_ingests)
+        note = index.unfinished_note(summary.unfinished_ingests, where=_where_flags(home, store))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -610,7 +610,8 @@ def _list_row(name: str, home: Path | None, store: str | None) -> dict[str, Any]
                 "name": name,
                 "documents": len(index),
                 "embedding_model": index.settings.embedding_model,
-                "incomplete": index.unfinished_note(),  # None: complete
+                # None: complete
+                "incomplete": index.unfinished_note(where=_where_flags(home, store)),
             }
     except SemrankError as exc:
         return {
@@ -788,7 +789,8 @@ def _warn_if_incomplete(name: str, home: Path | None) -> None:
     from semrank.pipeline import open_cached
 
     try:
-        note = open_cached(name, home).unfinished_note()  # the handle the search just used
+        # the handle the search just used
+        note = open_cached(name, home).unfinished_note(where=_where_flags(home, None))
     except SemrankError:
         return  # the search read it; what went wrong here is no concern of the results
     if note:
