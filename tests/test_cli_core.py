@@ -156,6 +156,19 @@ def test_exit_status_tells_the_command_from_the_machine(tmp_path):
     assert "Errno" not in stderr
 
 
+def test_a_full_disk_is_named_with_what_to_do():
+    """A write that found the disk full printed "[Errno 28] No space left on device" or
+    numpy's "153600 requested and 29664 written" alone."""
+    import errno
+
+    from semrank.cli import _os_error_text
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert _os_error_text(full).endswith("the disk is full; free some space and run it again")
+    short = OSError("153600 requested and 29664 written")
+    assert "could not be written; check the disk's free space" in _os_error_text(short)
+
+
 def test_missing_docs_file_is_named(tmp_path):
     completed = subprocess.run(
         [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from semrank import Reranker
-from semrank.errors import InvalidInputError
+from semrank.errors import InvalidInputError, StorageError
 from semrank.pipeline import build_retriever, forget_open_indexes, prepare_index, search
 from semrank.pipeline._context import _RERANKERS
 from semrank.rerank._blend import write_blend
@@ -90,6 +90,18 @@ def test_prepared_windows_survive_reopening_the_index(
         reranker = Reranker(blend_dir)
         rerank_search(reopened, reranker)
         assert bi_encoder(reranker).embedded_texts == 1
+
+
+def test_windows_that_cannot_be_saved_are_a_storage_error_naming_the_index(
+    index: Store, blend_dir: Path, tmp_path: Path
+):
+    """A full disk or a file in the way was a bare OSError: HTTP 500, a bare errno on the CLI,
+    and `index add` into a prepared index said it failed after storing the documents."""
+    derived = tmp_path / "fleas" / "derived"
+    shutil.rmtree(derived, ignore_errors=True)
+    derived.write_text("in the way")
+    with pytest.raises(StorageError, match=r"index 'fleas': its prepared windows could not be"):
+        prepare_index(index, model=Reranker(blend_dir))
 
 
 def test_documents_added_after_preparing_are_embedded_at_search_time(index: Store, blend_dir: Path):

@@ -111,6 +111,10 @@ def _os_error_text(exc: OSError) -> str:
             f"{str(exc.filename)[:60]!r}...: a path longer than this system allows "
             f"({exc.strerror}); pass a shorter path"
         )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{exc}: the disk is full; free some space and run it again"
+    if exc.errno is None:  # numpy's short writes ("N requested and M written") say no more
+        return f"{exc}: a file could not be written; check the disk's free space"
     return str(exc)
 
 

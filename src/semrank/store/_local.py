@@ -22,6 +22,7 @@ from semrank.errors import (
     IndexNotFoundError,
     IndexVersionError,
     InvalidInputError,
+    StorageError,
 )
 from semrank.retrieve import (
     BM25Index,
@@ -384,7 +385,15 @@ class LocalStore(Store):
                 **meta,
             }
 
-        snap.publish(self.path, kind, number, write)
+        try:
+            snap.publish(self.path, kind, number, write)
+        except OSError as error:  # a full disk, a read-only folder, a file named derived
+            raise StorageError(
+                f"index {self.name!r}: its prepared windows could not be saved under "
+                f"{self.path / snap.DERIVED} ({error}); check that the disk has space and that "
+                "this user may write there, then prepare it again (searches embed the windows "
+                "meanwhile)"
+            ) from error
 
     def prepared(self) -> list[PreparedArrays]:
         self._require_live()
