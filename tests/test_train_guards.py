@@ -527,3 +527,52 @@ def test_validation_lists_of_only_relevant_passages_are_said_to_select_nothing(
     mixed = dataclasses.replace(positives, qrels={"q1": {"a": 1}})
     _warn_if_validation_cannot_select(mixed)
     assert caplog.text == ""
+
+
+@pytest.mark.slow
+def test_a_resume_names_a_damaged_checkpoint_and_logs_each_evaluation_once(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """A checkpoint cut short (a power loss before it reached the disk) gave a traceback or
+    a bare "Aborted!"; a resume from a checkpoint older than the last evaluation logged that
+    evaluation twice."""
+    import shutil
+
+    output = tmp_path / "run"
+    train(_config(tiny_base, pairs_file, output))  # steps 1-2, evaluated at 2
+    checkpoint = output / "checkpoint.pt"
+    at_step_2 = checkpoint.read_bytes()
+    train(_config(tiny_base, pairs_file, output, max_steps=4), resume=True)  # evaluated at 4
+    checkpoint.write_bytes(at_step_2)  # as if the save after step 4's evaluation was lost
+    train(_config(tiny_base, pairs_file, output, max_steps=4), resume=True)
+    logged = (output / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in logged] == [2, 4]
+
+    for damaged in (at_step_2[: len(at_step_2) // 2], b""):
+        checkpoint.write_bytes(damaged)
+        with pytest.raises(DataFormatError, match=r"the checkpoint .*checkpoint\.pt is damaged"):
+            train(_config(tiny_base, pairs_file, output, max_steps=6), resume=True)
+    with pytest.raises(DataFormatError, match=rf"--init-from {re.escape(str(output / 'best'))}"):
+        train(_config(tiny_base, pairs_file, output, max_steps=6), resume=True)
+    shutil.rmtree(output / "best")
+    with pytest.raises(DataFormatError, match=r"delete it to start the run again from step 0"):
+        train(_config(tiny_base, pairs_file, output, max_steps=6), resume=True)
+
+
+@pytest.mark.slow
+def test_a_resume_before_the_first_checkpoint_says_it_starts_from_step_0(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed before its first checkpoint (10 minutes in), a run resumed from step 0 unsaid."""
+    import logging
+    import shutil
+
+    output = tmp_path / "run"
+    train(_config(tiny_base, pairs_file, output))
+    for name in ("checkpoint.pt", "best", "last"):  # what a run killed early has not written
+        target = output / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    caplog.set_level(logging.WARNING, logger="semrank.train")
+    train(_config(tiny_base, pairs_file, output), resume=True)
+    assert f"--resume: no checkpoint in {output} yet" in caplog.text
+    assert "starting from step 0" in caplog.text

@@ -21,6 +21,20 @@ GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 ErrorType = type[SemrankError]
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename into folder ``path`` survive a power loss (where the system allows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def format_error(path: Path | str, line: int | None, message: str) -> DataFormatError:
     """A DataFormatError whose message starts with ``file:line:`` like a compiler's."""
     where = f"{path}:{line}" if line is not None else f"{path}"

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from semrank._files import fsync_dir
+
 DERIVED = "derived"
 _NAME = re.compile(r"^(?P<kind>[A-Za-z0-9_.-]+)\.g(?P<gen>\d+)$")
 _STALE_TMP_SECONDS = 3600.0
@@ -77,19 +79,6 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "snapshot.json").read_text("utf-8"))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def publish(
     root: Path,
     kind: str,
@@ -118,7 +107,7 @@ def publish(
                 shutil.rmtree(tmp, ignore_errors=True)
             else:  # a damaged one (its snapshot.json gone) blocked every save: replaced
                 _replace_damaged(tmp, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

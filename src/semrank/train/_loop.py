@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int
-from semrank.errors import InvalidInputError, StorageError
+from semrank._files import fsync_dir
+from semrank.errors import DataFormatError, InvalidInputError, StorageError
 from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
 from semrank.train._evaluate import (
@@ -428,7 +430,10 @@ def _save_checkpoint(
     tmp = path.with_suffix(".tmp")
     try:
         torch.save(payload, tmp)
+        with tmp.open("rb") as handle:  # on disk before the rename: a power loss could leave
+            os.fsync(handle.fileno())  # an empty or cut file under the checkpoint's name
         tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+        fsync_dir(path.parent)
     except BaseException as exc:  # Ctrl-C too: a half-written .tmp is no checkpoint
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -448,7 +453,20 @@ def _save_checkpoint(
 def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampler) -> RunState:
     import torch
 
-    payload = torch.load(path, weights_only=False)
+    try:
+        payload = torch.load(path, weights_only=False)
+    # An empty file (EOFError), a cut one (RuntimeError: zip archive), another file's bytes.
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as exc:
+        best = path.parent / "best"
+        then = (
+            f"name a new --output, with --init-from {best} to go on from the best model so far"
+            if best.exists()
+            else "delete it to start the run again from step 0 (--resume without a checkpoint)"
+        )
+        raise DataFormatError(
+            f"--resume: the checkpoint {path} is damaged ({' '.join(str(exc).split())[:200]}); "
+            f"{then}"
+        ) from None
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     sampler.restore(payload["sampler"])
@@ -522,6 +540,13 @@ def _log_metrics(config: TrainConfig, state: RunState, metrics: dict[str, Any]) 
     with (config.output / "metrics.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
     log.info("eval %s", json.dumps(row))
+
+
+def _rewrite_metrics(config: TrainConfig, state: RunState) -> None:
+    """The evaluation log as of the checkpoint resumed from: evaluations after it are run
+    again, and their rows were in the log twice."""
+    rows = "".join(json.dumps(row) + "\n" for row in state.history)
+    (config.output / "metrics.jsonl").write_text(rows, "utf-8")
 
 
 def _finished(config: TrainConfig, state: RunState) -> bool:
@@ -688,7 +713,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if resume and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, sampler)
         log.info("resumed from %s at step %d", checkpoint, state.step)
+        _rewrite_metrics(config, state)
     else:
+        if resume:
+            log.warning(
+                "--resume: no checkpoint in %s yet (one is saved every %g minutes and at each "
+                "evaluation): starting from step 0",
+                config.output,
+                config.checkpoint_minutes,
+            )
         state = _fresh_start(model, tokenizer, sampler, config, evaluation)
     # Written once the data and any checkpoint have loaded: a run refused for bad data, or a
     # resume that cannot load, leaves the folder's record as it was.
