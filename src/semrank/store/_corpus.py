@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -325,7 +326,7 @@ def _check_header(path: Path, names: Sequence[str], delimiter: str) -> None:
     column, and a header of one column holding another separator (a semicolon-separated file
     read as CSV) put every column into one text. Unnamed columns are left out (_csv_records)."""
     named = [name for name in names if name.strip()]  # unnamed: pandas' index, a trailing comma
-    repeated = sorted({name for name in named if named.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(named).items() if count > 1)
     if repeated:
         raise DataFormatError(
             f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once (only "

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -341,13 +342,21 @@ def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
             f"text fields {names!r} name {ALL_TEXT_FIELDS!r}, which searches use for all text "
             "fields together; name the documents' fields themselves (title, text, ...)"
         )
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    if len(names) > MAX_TEXT_FIELDS:  # Elasticsearch's index.mapping.total_fields.limit
+        raise InvalidInputError(
+            f"{len(names)} text fields given; an index takes at most {MAX_TEXT_FIELDS}: index "
+            "the fields searched, and keep the others as stored fields of the documents"
+        )
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
         raise InvalidInputError(
             f"text field(s) {', '.join(map(repr, repeated))} named twice in {names!r}; name each "
             "field once"
         )
     return tuple(names)
+
+
+MAX_TEXT_FIELDS = 1000
 
 
 def _check_creation_numbers(embedding_max_length: object, ann_threshold: object) -> None:
