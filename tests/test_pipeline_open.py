@@ -76,6 +76,27 @@ def test_an_index_another_process_dropped_is_let_go_at_the_next_request(home: Pa
         assert not held_open, "the dropped index's files are still open"
 
 
+def test_past_the_held_limit_the_least_recently_used_idle_index_is_closed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every index a server opened stayed open for good: at ~200 indexes a server under the
+    usual 1,024-descriptor limit could not open another file nor accept a connection."""
+    from semrank.pipeline import _open
+
+    monkeypatch.setattr(_open, "MAX_HELD", 2)
+    for name in ("one", "two"):
+        with create_index(name, home=home, fields=("text",), embedding_model=None) as index:
+            index.upsert(DOCS)
+    first = open_cached("docs", home)
+    with using_index("one", home) as in_use:
+        second = open_cached("two", home)  # a third index held: "docs" is the oldest idle one
+        assert _ids(search(in_use, "fleas", k=1)) == ["a"]  # one in use is never closed
+    with pytest.raises(Exception, match="closed"):
+        search(first, "fleas", k=1)
+    assert open_cached("two", home) is second  # the recently used ones stay open
+    assert _ids(search("docs", "fleas", k=1, home=home)) == ["a"]  # opened again when asked
+
+
 def _target(link: Path) -> str:
     try:
         return str(link.readlink())

@@ -604,3 +604,22 @@ def test_log_level_holds_for_libraries_that_set_their_own(
         root.handlers[:], root.level = saved[0], saved[1]
     lines = capsys.readouterr().err.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["a warning still shows"]
+
+
+def test_serving_raises_the_soft_open_files_limit_to_the_hard_one() -> None:
+    """Each open index holds about five descriptors: under the usual soft 1,024 a server
+    stopped accepting connections at about 200 indexes."""
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard open-files limit {hard}: nothing to raise to")
+    code = (
+        "import resource; from semrank.server._run import raise_open_files_limit; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (256, {hard})); "
+        "raise_open_files_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) == hard

@@ -30,6 +30,13 @@ class _Held:
     identity: object  # what tells this index from one dropped and created again since
     users: int = 0
     retired: bool = False
+    last_used: float = 0.0
+
+
+# Indexes held open at most (the least recently used idle ones are closed past it): each holds
+# about five file descriptors (two SQLite connections, the WAL, its shared memory) and its
+# search structures, and a server's soft limit is often 1,024 descriptors.
+MAX_HELD = 100
 
 
 _OPEN: dict[Key, _Held] = {}
@@ -46,6 +53,8 @@ def using_index(
         yield index
         return
     held = _hold_postgres(index, str(store)) if _is_dsn(store) else _hold_local(index, home)
+    for idle in _evicted():
+        idle.store.close()
     try:
         yield held.store
     finally:
@@ -188,13 +197,31 @@ def _reopen_postgres(key: tuple[str, str], *, stale: _Held | None) -> _Held:
 def _keep(key: Key, held: _Held) -> _Held:
     """Register a newly opened handle, lent once (to the caller). Called under the lock."""
     held.users = 1
+    held.last_used = time.monotonic()
     _OPEN[key] = held
     return held
+
+
+def _evicted() -> list[_Held]:
+    """Idle handles retired to bring the held ones back to ``MAX_HELD``, for the caller to close
+    outside the lock."""
+    with _OPEN_LOCK:
+        excess = len(_OPEN) - MAX_HELD
+        if excess <= 0:
+            return []
+        idle = sorted(
+            ((key, held) for key, held in _OPEN.items() if held.users == 0),
+            key=lambda item: item[1].last_used,
+        )[:excess]
+        for key, _ in idle:
+            del _OPEN[key]
+        return [held for _, held in idle if _retire(held)]
 
 
 def _let_go(held: _Held) -> None:
     with _OPEN_LOCK:
         held.users -= 1
+        held.last_used = time.monotonic()
         idle = held.retired and held.users == 0
     if idle:
         held.store.close()

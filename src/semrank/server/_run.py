@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ def run_server(config: ServerConfig) -> None:
     import uvicorn
 
     configure_logging(config.log_level, json_lines=config.log_json)  # first: the checks log
+    raise_open_files_limit()
     check_before_start(config)
     log_auth(config, os.environ)
     options: dict[str, Any] = {
@@ -47,6 +49,21 @@ def run_server(config: ServerConfig) -> None:
     # Loaded before uvicorn: a model that fails to load (a cut download, a broken tokenizer)
     # is then one error line and exit 3, not uvicorn's traceback of the app's startup.
     uvicorn.run(create_app(config, rerankers=load_rerankers(config)), **options)
+
+
+def raise_open_files_limit() -> None:
+    """The soft limit on open files up to the hard one: each connection and each open index
+    (about five) takes descriptors, and the usual soft 1,024 ran out at about 200 indexes,
+    after which the server could not accept connections. Workers inherit it."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
