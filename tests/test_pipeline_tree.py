@@ -204,6 +204,18 @@ def test_to_dict_round_trips(index: LocalStore) -> None:
     assert data["cutoff"]["retriever"]["text_similarity_reranker"]["inference_text"] == "{{query}}"
 
 
+def test_a_tree_of_more_retrievers_than_a_search_takes_is_refused() -> None:
+    """No deadline stops a first stage: 20,000 knn children in one body held the server's CPU
+    for minutes after its 504."""
+    knn = {"knn": {"field": "embedding", "query_text": "q", "k": 5, "num_candidates": 10}}
+    nested = {"rrf": {"retrievers": [{"rrf": {"retrievers": [knn] * 60}}, knn, *[knn] * 40]}}
+    with pytest.raises(
+        InvalidInputError, match=r"holds 103 retrievers; a search takes at most 100"
+    ):
+        parse_retriever({"retriever": nested})
+    assert len(parse_retriever({"rrf": {"retrievers": [knn] * 99}}).retrievers) == 99  # type: ignore[attr-defined]
+
+
 def test_query_overrides_and_placeholders(index: LocalStore) -> None:
     spec = {"standard": {"query": {"match": {"*": "{{query}}"}}}}
     assert search(index, "capital of France", retriever=spec, k=1).ids == ["paris"]

@@ -776,18 +776,34 @@ class Chain(Stage):
 Dense = Knn
 
 
+def tree_nodes(node: Retriever) -> list[Retriever]:
+    """Every node of the tree, outermost first (a stack, not recursion: trees come from
+    clients)."""
+    found: list[Retriever] = []
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        names: list[str] = (
+            [f.name for f in dataclasses.fields(current)]
+            if dataclasses.is_dataclass(current)
+            else []
+        )
+        children: list[Retriever] = []
+        for name in names:
+            value = getattr(current, name)
+            children += [
+                c
+                for c in (value if isinstance(value, tuple) else (value,))
+                if isinstance(c, Retriever)
+            ]
+        pending.extend(reversed(children))
+    return found
+
+
 def reranking_nodes(node: Retriever) -> list[TextSimilarityReranker]:
     """Every re-ranking node of the tree, outermost first."""
-    found = [node] if isinstance(node, TextSimilarityReranker) else []
-    names: list[str] = (
-        [item.name for item in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-    )
-    for name in names:
-        value = getattr(node, name)
-        for child in value if isinstance(value, tuple) else (value,):
-            if isinstance(child, Retriever):
-                found += reranking_nodes(child)
-    return found
+    return [found for found in tree_nodes(node) if isinstance(found, TextSimilarityReranker)]
 
 
 def bind_rerankers(node: Retriever, load: Callable[[str | None], ScoresDocuments]) -> Retriever:

@@ -24,6 +24,7 @@ from semrank.pipeline._nodes import (
     Retriever,
     TextSimilarityReranker,
     check_window,
+    tree_nodes,
 )
 from semrank.retrieve import NORMALIZERS
 from semrank.store import ALL_TEXT_FIELDS
@@ -358,11 +359,28 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     loaded = _load_json(spec) if isinstance(spec, str | Path) else spec  # a list: named below
     body = _object(loaded, "retriever")
     try:
-        return _search_body_tree(body)
+        tree = _search_body_tree(body)
     except RecursionError:  # a file nested hundreds of levels deep: bad input, not a bug
         raise InvalidInputError(
             "the retriever tree is nested too deeply to read (hundreds of levels); flatten it"
         ) from None
+    _check_tree_size(tree)
+    return tree
+
+
+# Retrievers in one tree at most: each runs its own search (a knn one embeds its query text
+# first), none of which a deadline stops, and 20,000 knn children in a body held the CPU
+# for minutes after the client's answer.
+MAX_TREE_NODES = 100
+
+
+def _check_tree_size(tree: Retriever) -> None:
+    count = len(tree_nodes(tree))
+    if count > MAX_TREE_NODES:
+        raise InvalidInputError(
+            f"the retriever tree holds {count} retrievers; a search takes at most "
+            f"{MAX_TREE_NODES}: combine fewer retrievers (each one is a search of its own)"
+        )
 
 
 def _search_body_tree(body: dict[str, Any]) -> Retriever:
