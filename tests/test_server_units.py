@@ -551,6 +551,43 @@ def test_a_slow_oversized_body_gets_its_413_in_bounded_time(
     assert sent[0]["status"] == 413
 
 
+def test_a_body_that_never_arrives_is_answered_408_and_its_connection_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body dripped slowly (or stalled) held its connection for good, before any key check:
+    a thousand such connections, sent without a key, stopped the server accepting others."""
+    from semrank.server import _edge
+
+    monkeypatch.setattr(_edge, "BODY_SECONDS", 0.2)
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a partial body reached the app")
+
+    edge = _edge.EdgeMiddleware(inner, max_body_bytes=1000, metrics=Metrics())
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/rerank",
+        "headers": [(b"content-length", b"500")],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    parts = iter([{"type": "http.request", "body": b'{"query": "q"', "more_body": True}])
+
+    async def receive() -> dict[str, Any]:
+        for part in parts:
+            return part
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    body = json.loads(sent[1]["body"])
+    assert body["error_type"] == "request_timeout"
+    assert "did not arrive within 0.2 s" in body["error"]
+
+
 def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starting(
     tmp_path: Path,
 ) -> None:

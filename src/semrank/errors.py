@@ -121,6 +121,12 @@ class DeadlineExceededError(SemrankError):
     error_type = "deadline_exceeded"
 
 
+class BodyTimeoutError(SemrankError):
+    """A request's body did not arrive in time (a stalled or deliberately slow client)."""
+
+    error_type = "request_timeout"
+
+
 class ClientDisconnectedError(SemrankError):
     """The client went away (or its request ended) before the work was done; nobody reads
     the answer, and the work left is dropped."""
@@ -154,6 +160,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     AuthenticationError: 401,
     OverloadedError: 429,
     DeadlineExceededError: 504,
+    BodyTimeoutError: 408,
     ClientDisconnectedError: 499,  # nginx's "client closed request": recorded, never sent
     UnsupportedArchitectureError: 422,
     BackendUnavailableError: 503,

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semrank.errors import InternalError, RequestTooLargeError
+from semrank.errors import BodyTimeoutError, InternalError, RequestTooLargeError
 from semrank.server._errors import send_error
 from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
@@ -28,6 +28,16 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before the an
 DISCARD_FACTOR = 4  # a body over the limit is read (and dropped) up to 4x the limit, then cut
 DISCARD_SECONDS = 10.0  # ... and for at most this long
 CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a disconnect
+# A body arrives whole within this: one dripped a byte at a time held its connection for good,
+# before any key check, and a thousand such connections stopped the server accepting others.
+BODY_SECONDS = 60.0
+
+
+def _body_timeout() -> BodyTimeoutError:
+    return BodyTimeoutError(
+        f"the request body did not arrive within {BODY_SECONDS:g} s; send it whole and at once "
+        "(behind a slow link, let a proxy in front of the server buffer the upload)"
+    )
 
 
 class EdgeMiddleware:
@@ -66,7 +76,12 @@ class EdgeMiddleware:
 
         try:
             if scope["method"] in BODY_METHODS:
-                body = await self._read_body(headers, receive)
+                try:
+                    body = await asyncio.wait_for(self._read_body(headers, receive), BODY_SECONDS)
+                except TimeoutError:
+                    status["code"] = 408
+                    await send_error(send_with_headers, _body_timeout(), close=True)
+                    return
                 if body is CLIENT_GONE:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
                     return
