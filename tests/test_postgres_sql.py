@@ -63,7 +63,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
 
     from semrank.sql import install
 
-    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106, 107, 108]
+    assert install(pg_dsn, endpoint=semrank_server) == [100, 101, 102, 103, 104, 105, 106, 107, 108, 109]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, body text NOT NULL)")
@@ -219,12 +219,14 @@ def test_the_documented_hybrid_query_runs(
 
 
 class _NotSemrank(http.server.BaseHTTPRequestHandler):
-    """Another service at the configured endpoint: 200 with an HTML page."""
+    """Another service at the configured endpoint: 200 (or 418) with an HTML page."""
+
+    status = 200
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         page = b"<html>please log in</html>"
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(page)))
         self.end_headers()
@@ -265,10 +267,21 @@ def test_bad_input_and_settings_are_named_sql_errors(installed: str) -> None:
             with pytest.raises(psycopg.errors.ExternalRoutineException) as answer:
                 conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
             assert "is not a semrank rerank answer" in str(answer.value)
-            assert "please log in" in str(answer.value)
+            # Another service's answer is not shown: any caller may set semrank.endpoint, and
+            # would read what the database server reaches (services they cannot).
+            assert "please log in" not in str(answer.value)
+            conn.rollback()
+            _NotSemrank.status = 418
+            conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (endpoint,))
+            with pytest.raises(psycopg.errors.ExternalRoutineException) as answer:
+                conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+            shown = str(answer.value)
+            assert "answered HTTP 418: an answer that is not semrank's (26 bytes" in shown
+            assert "please log in" not in shown
             conn.rollback()
             assert conn.execute("SELECT count(*) FROM docs").fetchone() == (len(DOCS),)
     finally:
+        _NotSemrank.status = 200
         other.shutdown()
         other.server_close()
 

@@ -198,15 +198,17 @@ if failure is not None:
         hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
                 "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port'")
     plpy.error("semrank.rank: %s: %s" % (what, reason), hint=hint, sqlstate="38000")
+# Only semrank's own error text is passed on (its answers carry error_type): any caller may
+# point semrank.endpoint at another host, and echoing that host's answer would let them read
+# services the database server reaches and they do not.
+foreign = "an answer that is not semrank's (%d bytes; semrank.endpoint may point elsewhere)" % (
+    len(payload))
 if status != 200:
-    text = payload.decode("utf-8", "replace")
+    text = foreign
     try:
-        parsed = json.loads(text)
-        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
-        if isinstance(error, dict):
-            text = str(error.get("message") or error.get("detail") or text)
-        elif isinstance(error, str):
-            text = error
+        parsed = json.loads(payload.decode("utf-8", "replace"))
+        if isinstance(parsed, dict) and "error_type" in parsed:
+            text = str(parsed.get("error") or parsed.get("message") or foreign)
     except ValueError:
         pass
     hints = {
@@ -242,8 +244,8 @@ try:
     for warning in (answer.get("meta") or {}).get("warnings") or []:
         plpy.warning("semrank.rank: %s" % warning)
 except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-    plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s): %r"
-               % (url, type(exc).__name__, exc, payload[:120].decode("utf-8", "replace")),
+    plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s; %d "
+               "bytes)" % (url, type(exc).__name__, str(exc)[:80], len(payload)),
                hint="check that semrank.endpoint points at `semrank serve`", sqlstate="38000")
 return rows
 """
@@ -311,4 +313,7 @@ def sql_migrations() -> tuple[Migration, ...]:
             rank + _RUN_AS_OWNER,
         ),
         (108, "sql: semrank.rank refuses arrays of arrays", rank + _RUN_AS_OWNER),
+        # Security: a caller may point semrank.endpoint anywhere the database server reaches;
+        # answers that are not semrank's are no longer shown to them.
+        (109, "sql: semrank.rank shows only semrank's own error text", rank + _RUN_AS_OWNER),
     )
