@@ -63,6 +63,7 @@ async def test_index_lifecycle_in_postgres(client: httpx.AsyncClient, pg_dsn: st
     missing = await client.get("/v1/indexes/docs")
     assert missing.status_code == 404 and missing.json()["error_type"] == "index_not_found"
     assert "127.0.0.1" not in missing.text
+    assert "create it with POST /v1/indexes" in missing.json()["error"]  # not the CLI's command
 
 
 async def test_search_bm25_and_reranked_with_the_served_model(

@@ -237,6 +237,12 @@ async def test_prepare_errors_name_the_index_model_and_field(client: httpx.Async
     assert model.status_code in (400, 404, 422) and "nosuch-model" in model.json()["error"]
     field = await client.post("/v1/indexes/docs/prepare", json={"field": "nosuch_field"})
     assert field.status_code == 422 and "nosuch_field" in field.json()["error"]
+    # A form a web page can send across sites without a preflight: refused, not prepared.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    as_form = await client.post("/v1/indexes/docs/prepare", headers=form)
+    assert as_form.status_code == 422, as_form.text
+    assert "sent with Content-Type 'application/x-www-form-urlencoded'" in as_form.json()["error"]
+    assert "prepared-" not in str((await client.get("/v1/indexes/docs")).json()["derived"])
 
 
 async def test_prepare_needs_no_body(client: httpx.AsyncClient) -> None:

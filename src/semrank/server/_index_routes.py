@@ -215,6 +215,15 @@ async def prepare(
 ) -> Any:
     from semrank.pipeline import prepare_index
 
+    sent_as = request.headers.get("content-type", "")
+    if sent_as and "json" not in sent_as.lower():
+        # A form (or text) a web page may send across sites without asking: with no key, one
+        # such page made a local server prepare (minutes of CPU); a JSON body needs a CORS
+        # preflight.
+        raise InvalidInputError(
+            f"the request body was sent with Content-Type {sent_as!r}; send no body, or a JSON "
+            "object with Content-Type: application/json"
+        )
     body = body or PrepareRequest.model_validate({})  # every field has a default: no body is fine
     service: RerankService = request.app.state.service
     from semrank.pipeline import default_model_name

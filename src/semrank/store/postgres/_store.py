@@ -168,7 +168,10 @@ class PostgresStore(Store):
             release_pool(dsn)
             raise IndexNotFoundError(
                 f"index {name!r} not found in {redact(dsn)} (indexes there: {known}); create it "
-                f"with `semrank index create {name} --store {redact(dsn)} --from PATH`"
+                f"with `semrank index create {name} --store {redact(dsn)} --from PATH`",
+                # What an HTTP client can do about it (the server's database and CLI are not its).
+                client_message=f"index {name!r} not found (indexes: {known}); create it with "
+                "POST /v1/indexes",
             )
         from psycopg import sql
 
