@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from semrank.errors import IndexNotFoundError
+from semrank.errors import IndexNotFoundError, StorageError
 from semrank.pipeline import forget_open_indexes, open_cached, search, using_index
-from semrank.store import create_index, drop_index
+from semrank.store import create_index, drop_index, open_index
 
 DOCS = [
     {"id": "a", "text": "fleas feed on blood"},
@@ -154,3 +155,50 @@ def test_a_search_whose_hits_keep_changing_says_so_after_its_last_run(home: Path
     assert version == 3  # CONSISTENT_TRIES runs, then the answer as read
     assert "1 hits were rewritten while the search ran" in results.warnings[0]
     index.close()
+
+
+def _child_writes_by_name(home: Path, ids: list[str]) -> None:
+    from semrank.store import open_index as reopen
+
+    for doc_id in ids:  # by name, as a worker of a user's pool does
+        open_cached("docs", home).upsert([{"id": doc_id, "text": "written by a child"}])
+    with reopen("docs", home=home) as index:
+        assert len(index) >= len(DOCS) + len(ids)
+
+
+def _child_uses_the_parents_handle(handle: object, failed: Any) -> None:
+    try:
+        handle.upsert([{"id": "lost", "text": "x"}])  # type: ignore[attr-defined]
+    except StorageError as exc:
+        failed.value = int("opened in another process" in str(exc))
+
+
+def test_a_forked_child_opens_its_own_handles_and_its_writes_are_kept(home: Path) -> None:
+    """A child forked after the parent searched an index reused the parent's SQLite
+    connections: once the parent closed its handle (thinking itself the last user, it deleted
+    the write-ahead log) 60 of the children's 80 acknowledged upserts were gone."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    held = open_cached("docs", home)
+    assert _ids(search("docs", "fleas", k=1, home=home)) == ["a"]
+    children = [
+        fork.Process(target=_child_writes_by_name, args=(home, [f"c{n}-{i}" for i in range(5)]))
+        for n in range(2)
+    ]
+    for child in children:
+        child.start()
+    forget_open_indexes()  # the parent is done with the index meanwhile
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    with open_index("docs", home=home) as index:
+        assert len(index) == len(DOCS) + 10
+    flag = fork.Value("i", 0)
+    with open_index("docs", home=home) as mine:
+        child = fork.Process(target=_child_uses_the_parents_handle, args=(mine, flag))
+        child.start()
+        child.join(60)
+        assert flag.value == 1  # named, not written through the parent's connection
+        assert mine.get(["lost"]) == [None]
+    del held

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -648,3 +649,36 @@ def test_multi_field_search_of_an_index_past_a_million_documents(pg_dsn, monkeyp
     fields = [("title", 1.0), ("text", 1.0)]
     assert pg.search_bm25_fields("flea", k=2, fields=fields, mode="most_fields").ids[0] == "x"
     pg.close()
+
+
+def _child_searches(dsn: str, held: Any, results: Any) -> None:
+    from semrank.errors import StorageError
+    from semrank.pipeline import search
+
+    results[0] = int(search("forked", "fleas", store=dsn, k=1).ids == ["d1"])
+    try:
+        held.search_bm25("fleas", k=1)
+    except StorageError as exc:
+        results[1] = int("opened in another process" in str(exc))
+
+
+def test_a_forked_child_connects_on_its_own(pg_dsn: str) -> None:  # noqa: F811
+    """A child forked after the parent searched shared the parent's pooled connections: raw
+    driver errors, then a wait far past the pool's timeout (its threads are not the child's)."""
+    import multiprocessing
+
+    from semrank.pipeline import forget_open_indexes, open_cached, search
+
+    with create_index("forked", store=pg_dsn, embedding_model=None) as index:
+        index.upsert(DOCS)
+    assert search("forked", "fleas", store=pg_dsn, k=1).ids == ["d1"]
+    fork = multiprocessing.get_context("fork")
+    results = fork.Array("i", [0, 0])
+    child = fork.Process(
+        target=_child_searches, args=(pg_dsn, open_cached("forked", store=pg_dsn), results)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and list(results) == [1, 1]
+    assert search("forked", "fleas", store=pg_dsn, k=1).ids == ["d1"]  # the parent's still work
+    forget_open_indexes()

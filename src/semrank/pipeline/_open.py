@@ -8,6 +8,7 @@ retired handle is closed when its last borrower is done, never under a request s
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +42,19 @@ MAX_HELD = 100
 
 _OPEN: dict[Key, _Held] = {}
 _OPEN_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child starts holding nothing: the parent's handles (SQLite connections,
+    database pools) are not usable there, and a child writing through them lost its writes.
+    They are dropped, not closed: closing would end the parent's use of them."""
+    global _OPEN_LOCK
+    _OPEN.clear()
+    _OPEN_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @contextmanager

@@ -8,10 +8,13 @@ the generation they were built from and are rebuilt when it moved on.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +84,25 @@ def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoun
     return StorageError(f"index {path.parent.name!r} cannot be used here ({exc}; {path}): {advice}")
 
 
+# Every open DocumentDB of this process: a forked child closes its copies (below).
+_OPEN_DBS: weakref.WeakSet[DocumentDB] = weakref.WeakSet()
+
+
+def _close_copies_after_fork() -> None:
+    """In a forked child, close the copies of the parent's connections at once. Left open, they
+    keep SQLite's per-process record of the parent's file locks, so a connection the child
+    opens to the same index believes it holds locks it does not: the parent, closing, took
+    itself for the last user and deleted the write-ahead log the child was writing to. Closing
+    a copy cannot end the parent's use: the kernel's locks are the parent's."""
+    for db in list(_OPEN_DBS):
+        with contextlib.suppress(sqlite3.Error):
+            db._close_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_copies_after_fork)
+
+
 class DocumentDB:
     """Thread-safe access to one index's SQLite file: one connection writes, one reads.
 
@@ -91,6 +113,8 @@ class DocumentDB:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._pid = os.getpid()  # SQLite's connections and locks belong to the opening process
+        _OPEN_DBS.add(self)
         # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
         self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
@@ -157,12 +181,27 @@ class DocumentDB:
             self._reader.close()
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child's copy, closed when the child began
         with self._write_lock, self._read_lock:
             self._close_connections()
+
+    def _check_process(self) -> None:
+        """Refuse use from a process forked after the open: SQLite does not support a
+        connection across fork(), and a child's writes through it were lost (the parent,
+        closing, took itself for the last user and deleted the write-ahead log)."""
+        if os.getpid() != self._pid:
+            name = self.path.parent.name
+            raise StorageError(
+                f"index {name!r} was opened in another process (this one was forked from it), "
+                "and SQLite's connections do not survive a fork: open the index again in this "
+                "process (semrank.store.open_index, or search it by name)"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``: one writer at a time, all or nothing."""
+        self._check_process()
         conn = self._writer
         with self._write_lock:
             try:
@@ -185,6 +224,7 @@ class DocumentDB:
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """The read connection, under its lock; a locked or unreadable file is a StorageError
         (HTTP 503) naming the index, as for writes, not an internal error."""
+        self._check_process()
         with self._read_lock:
             try:
                 yield self._reader

@@ -3,13 +3,19 @@ opened on it and closed when the last of them closes."""
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from semrank.errors import BackendUnavailableError, DeadlineExceededError, InvalidInputError
+from semrank.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    InvalidInputError,
+    StorageError,
+)
 from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn, redact_in
 from semrank.store._dsn import redact_dsn as redact
 
@@ -36,6 +42,22 @@ _POOLS: dict[str, tuple[int, Any]] = {}  # dsn -> (users, ConnectionPool)
 _RECONNECTING: weakref.WeakSet[Any] = weakref.WeakSet()
 _DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
 _LOCK = threading.Lock()
+_OWNERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # pool -> its pid
+
+
+def _forget_after_fork() -> None:
+    """A forked child starts without pools: the parent's connections (its sockets) and the
+    pools' worker threads are not the child's, and using them gave raw driver errors and waits
+    past any timeout. They are dropped, not closed: closing would end the parent's sessions."""
+    global _DIRECT, _LOCK
+    _POOLS.clear()
+    _RECONNECTING.clear()
+    _DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _import_pool() -> Any:
@@ -73,6 +95,7 @@ def acquire_pool(dsn: str) -> Any:
             except Exception as exc:  # PoolTimeout: the server is unreachable
                 pool.close()
                 raise unreachable(dsn, exc) from exc
+            _OWNERS[pool] = os.getpid()
         _POOLS[dsn] = (users + 1, pool)
         return pool
 
@@ -167,6 +190,12 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
     import psycopg
     from psycopg_pool import PoolClosed, PoolTimeout
 
+    if _OWNERS.get(pool, os.getpid()) != os.getpid():
+        raise StorageError(
+            f"the connections to {redact(dsn)} were opened in another process (this one was "
+            "forked from it) and cannot be shared: open the index again in this process "
+            "(semrank.store.open_index, or search it by name)"
+        )
     if pool in _RECONNECTING:
         if pool.get_stats().get("pool_available", 0) == 0:
             return _direct_connection(dsn), False
