@@ -345,3 +345,16 @@ def test_documents_past_float32s_sigmoid_keep_the_models_order(tiny_model, tmp_p
     assert len({result.relevance_score for result in raw}) == len(docs)
     assert [result.index for result in unit] == [result.index for result in raw]
     assert reranker.rerank("flea", docs, top_n=1)[0].index == raw[0].index
+
+
+def test_the_public_query_warnings_name_bad_input(reranker):
+    """They raised the tokenizer's TypeError ("TextInputSequence must be str") and a bare
+    "'NoneType' object is not iterable"; Reranker(backend=3) an AttributeError."""
+    from semrank.errors import InvalidInputError, SemrankError
+
+    with pytest.raises(InvalidInputError, match="query must be a string, got NoneType"):
+        reranker.query_unknown_warning(None)
+    with pytest.raises(InvalidInputError, match="results must be a list of RerankResult"):
+        reranker.query_warnings("q", None)
+    with pytest.raises(SemrankError, match=r"backend must be a name, got int \(3\)"):
+        Reranker(backend=3)

@@ -138,6 +138,11 @@ class Reranker:
         """How the model read ``query`` next to the ``results`` of re-ranking it (one encoding
         of the query): a query is cut only next to a document piece that needs the room."""
         unknown, count = self._query_tokens(query)
+        require_collection(
+            results,
+            expected="results must be a list of RerankResult",
+            hint="pass what rerank returned",
+        )
         # The longest window, not the mean: a short last window hid a cut next to the others.
         pieces = [
             r.longest_piece or math.ceil(r.tokens / r.num_chunks)
@@ -186,6 +191,7 @@ class Reranker:
 
     def _query_tokens(self, query: str) -> tuple[int, int]:
         """``(unknown tokens, tokens)`` of ``query``: one encoding."""
+        query = validate_query(query)  # the public warnings take it as rerank does
         tokenizer = self.scorer.tokenizer
         counter = getattr(tokenizer, "unknown_tokens", None)
         if counter is None:  # a tokenizer that does not say which tokens it knows

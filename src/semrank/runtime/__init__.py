@@ -80,6 +80,11 @@ def load_onnxruntime_first() -> None:
 
 
 def _backend(backend: str | None) -> str:
+    if backend is not None and not isinstance(backend, str):
+        raise UnknownBackendError(
+            f"backend must be a name, got {type(backend).__name__} ({backend!r:.60}); choose "
+            f"one of: {', '.join(BACKENDS)}"
+        )
     if backend is not None and not backend.strip():  # an unset shell variable ("$BACKEND")
         raise UnknownBackendError(
             f"backend {backend!r} is blank; leave it out for 'auto', or choose one of: "
