@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from semrank import errors  # `semrank.errors.X` type-checked as Any without it
     from semrank.rerank import CascadeConfig, ChunkingConfig, Reranker, RerankResult
     from semrank.runtime.base import BatchingConfig
 
