@@ -330,8 +330,8 @@ def _with_index(request: Request, name: str, work: Callable[[Any], T]) -> Callab
 async def _blocking(
     request: Request, deadline: float | None, work: Callable[..., T], *args: Any
 ) -> T:
-    late = "the search did not finish within the request deadline; raise timeout_ms or lower "
-    late += "the re-rank window"
+    late = "the search did not finish within the request deadline; raise timeout_ms, or ask "
+    late += "for less work (a smaller re-rank window, fewer retrievers)"
     threads = request.app.state.registry.threads
     try:
         return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
