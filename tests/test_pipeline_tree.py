@@ -210,10 +210,18 @@ def test_a_tree_of_more_retrievers_than_a_search_takes_is_refused() -> None:
     knn = {"knn": {"field": "embedding", "query_text": "q", "k": 5, "num_candidates": 10}}
     nested = {"rrf": {"retrievers": [{"rrf": {"retrievers": [knn] * 60}}, knn, *[knn] * 40]}}
     with pytest.raises(
-        InvalidInputError, match=r"holds 103 retrievers; a search takes at most 100"
+        InvalidInputError, match=r"holds 103 searches .*; a search takes at most 100"
     ):
         parse_retriever({"retriever": nested})
     assert len(parse_retriever({"rrf": {"retrievers": [knn] * 99}}).retrievers) == 99  # type: ignore[attr-defined]
+    # A multi_match's fields are searches too: 500,000 of them got a server OOM-killed.
+    fields = [f"f{i}" for i in range(101)]
+    wide = {"standard": {"query": {"multi_match": {"query": "q", "fields": fields}}}}
+    with pytest.raises(InvalidInputError, match=r"holds 101 searches"):
+        parse_retriever(wide)
+    twice = {"standard": {"query": {"multi_match": {"query": "q", "fields": ["t", "t^2"]}}}}
+    with pytest.raises(InvalidInputError, match=r"names 't' more than once"):
+        parse_retriever(twice)
 
 
 def test_query_overrides_and_placeholders(index: LocalStore) -> None:

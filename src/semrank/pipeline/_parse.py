@@ -8,6 +8,7 @@ object or a whole ``_search`` body ``{"retriever": {...}, "size": n}``. Unknown 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,12 @@ def _multi_match(body: dict[str, Any], where: str) -> BM25:
             f"got {names!r:.60}"
         )
     fields = [_field_boost(f, f"{where}.multi_match.fields") for f in names]
+    repeated = sorted(name for name, count in Counter(f for f, _ in fields).items() if count > 1)
+    if repeated:  # each listed field is a BM25 search of its own
+        raise InvalidInputError(
+            f"{where}.multi_match.fields names {', '.join(map(repr, repeated[:5]))} more than "
+            "once; name each field once, with its boost (e.g. 'title^3')"
+        )
     if not any(boost > 0 for _, boost in fields):
         raise InvalidInputError(
             f"{where}.multi_match.fields: every boost is 0, which scores every document 0; give "
@@ -375,11 +382,13 @@ MAX_TREE_NODES = 100
 
 
 def _check_tree_size(tree: Retriever) -> None:
-    count = len(tree_nodes(tree))
+    """Each retriever, and each field a multi_match lists, is a search of its own."""
+    count = sum(max(1, len(getattr(node, "fields", None) or ())) for node in tree_nodes(tree))
     if count > MAX_TREE_NODES:
         raise InvalidInputError(
-            f"the retriever tree holds {count} retrievers; a search takes at most "
-            f"{MAX_TREE_NODES}: combine fewer retrievers (each one is a search of its own)"
+            f"the retriever tree holds {count} searches (retrievers, and the fields of each "
+            f"multi_match); a search takes at most {MAX_TREE_NODES}: combine fewer retrievers "
+            "or fields"
         )
 
 
