@@ -242,7 +242,18 @@ async def test_prepare_errors_name_the_index_model_and_field(client: httpx.Async
     as_form = await client.post("/v1/indexes/docs/prepare", headers=form)
     assert as_form.status_code == 422, as_form.text
     assert "sent with Content-Type 'application/x-www-form-urlencoded'" in as_form.json()["error"]
+    # Nor what a page sends with no body (fetch, sendBeacon) or a safelisted type with "json"
+    # in its parameters: a browser sends those across sites without a preflight either.
+    for headers in (
+        {"Origin": "https://elsewhere.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Content-Type": "text/plain; x=json"},
+    ):
+        refused = await client.post("/v1/indexes/docs/prepare", headers=headers)
+        assert refused.status_code == 422, (headers, refused.text)
     assert "prepared-" not in str((await client.get("/v1/indexes/docs")).json()["derived"])
+    own = await client.post("/v1/indexes/docs/prepare", headers={"Origin": "http://test"})
+    assert own.status_code == 200, own.text  # a page of the server's own address may
 
 
 async def test_prepare_needs_no_body(client: httpx.AsyncClient) -> None:

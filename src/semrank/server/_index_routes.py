@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParameter
@@ -215,15 +216,7 @@ async def prepare(
 ) -> Any:
     from semrank.pipeline import prepare_index
 
-    sent_as = request.headers.get("content-type", "")
-    if sent_as and "json" not in sent_as.lower():
-        # A form (or text) a web page may send across sites without asking: with no key, one
-        # such page made a local server prepare (minutes of CPU); a JSON body needs a CORS
-        # preflight.
-        raise InvalidInputError(
-            f"the request body was sent with Content-Type {sent_as!r}; send no body, or a JSON "
-            "object with Content-Type: application/json"
-        )
+    _refuse_a_cross_site_form(request)
     body = body or PrepareRequest.model_validate({})  # every field has a default: no body is fine
     service: RerankService = request.app.state.service
     from semrank.pipeline import default_model_name
@@ -313,6 +306,33 @@ def _where(request: Request) -> dict[str, Any]:
     """Where the served indexes live, as the store functions take it."""
     config = request.app.state.config
     return {"home": config.index_home, "store": config.postgres_dsn}
+
+
+def _refuse_a_cross_site_form(request: Request) -> None:
+    """The one route whose body may be left out: a web page of any site can POST to it without
+    a CORS preflight (no body, or a form or text one), and with no key one made a local server
+    prepare (minutes of CPU). Other routes need a JSON body, which a page sends only after a
+    preflight this server does not answer."""
+    sent_as = request.headers.get("content-type", "")
+    media = sent_as.split(";")[0].strip().lower()
+    if sent_as and not (media == "application/json" or media.endswith("+json")):
+        raise InvalidInputError(
+            f"the request body was sent with Content-Type {sent_as!r}; send no body, or a JSON "
+            "object with Content-Type: application/json"
+        )
+    if request.headers.get("sec-fetch-site", "") == "cross-site" or _foreign_origin(request):
+        raise InvalidInputError(
+            "refused: this request came from a web page of another site (its Origin header), "
+            "which may not make this server work; send it from your own code or tools"
+        )
+
+
+def _foreign_origin(request: Request) -> bool:
+    """Whether a browser's Origin header names another host than the request was sent to."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"  # sandboxed pages and file:// send "null"
+    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
 
 
 def _with_index(request: Request, name: str, work: Callable[[Any], T]) -> Callable[[], T]:
