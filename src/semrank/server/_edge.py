@@ -28,16 +28,24 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before the an
 DISCARD_FACTOR = 4  # a body over the limit is read (and dropped) up to 4x the limit, then cut
 DISCARD_SECONDS = 10.0  # ... and for at most this long
 CLIENT_GONE = b"\0client-gone"  # _read_body's answer for a body cut short by a disconnect
-# A body arrives whole within this: one dripped a byte at a time held its connection for good,
-# before any key check, and a thousand such connections stopped the server accepting others.
+# A body arrives whole within this, plus its size at MIN_BODY_RATE: one dripped a byte at a time
+# held its connection for good, before any key check, and a thousand such connections stopped
+# the server accepting others.
 BODY_SECONDS = 60.0
+MIN_BODY_RATE = 64 * 1024  # bytes per second: 80 s more for the default 5 MB limit
 
 
-def _body_timeout() -> BodyTimeoutError:
+def _body_timeout(seconds: float) -> BodyTimeoutError:
     return BodyTimeoutError(
-        f"the request body did not arrive within {BODY_SECONDS:g} s; send it whole and at once "
+        f"the request body did not arrive within {seconds:.3g} s; send it whole and at once "
         "(behind a slow link, let a proxy in front of the server buffer the upload)"
     )
+
+
+def _declares_body(headers: Headers) -> bool:
+    """Whether a request of a method that takes no body (GET, DELETE) sends one all the same."""
+    length = headers.get("content-length", "")
+    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in headers
 
 
 class EdgeMiddleware:
@@ -75,12 +83,13 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            if scope["method"] in BODY_METHODS:
+            if scope["method"] in BODY_METHODS or _declares_body(headers):
+                seconds = self._body_seconds(headers)
                 try:
-                    body = await asyncio.wait_for(self._read_body(headers, receive), BODY_SECONDS)
+                    body = await asyncio.wait_for(self._read_body(headers, receive), seconds)
                 except TimeoutError:
                     status["code"] = 408
-                    await send_error(send_with_headers, _body_timeout(), close=True)
+                    await send_error(send_with_headers, _body_timeout(seconds), close=True)
                     return
                 if body is CLIENT_GONE:
                     status["code"] = CLIENT_CLOSED_REQUEST  # no one to answer, nothing to parse
@@ -98,6 +107,15 @@ class EdgeMiddleware:
             await self._internal_error(scope, exc, request_id, send_with_headers)
         finally:
             self._record(scope, status["code"], started, request_id)
+
+    def _body_seconds(self, headers: Headers) -> float:
+        """How long a body may take to arrive: a fixed allowance and its size (declared, else
+        the limit) at the slowest rate taken."""
+        declared = headers.get("content-length", "")
+        size = (
+            min(int(declared), self.max_body_bytes) if declared.isdigit() else self.max_body_bytes
+        )
+        return BODY_SECONDS + size / MIN_BODY_RATE
 
     async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
         """The whole body, None once it passes the limit (a declared length is checked first),
