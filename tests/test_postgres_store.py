@@ -235,8 +235,11 @@ def test_a_database_a_newer_semrank_migrated_is_refused_before_any_write(
         conn.commit()
         with pytest.raises(
             IndexVersionError, match=r"\(migration 199; this semrank \S+ knows 1\d\d at"
-        ):
+        ) as refused:
             migrate(conn, sql_migrations(), extensions=())
+    # An HTTP client is not told the database's name and host.
+    assert "upgraded" in str(refused.value.client_message)
+    assert "127.0.0.1" not in str(refused.value.client_message)
 
 
 def test_settings_a_newer_semrank_wrote_are_refused(pg_dsn: str) -> None:  # noqa: F811

@@ -249,9 +249,9 @@ def check_name_is_free(name: str, target: Path) -> None:
     if (target / DB_NAME).exists():
         note = None
         try:
-            # A home other than the default is named in the commands suggested.
-            home = target.parent
-            where = "" if home == default_home() else f" --home {shlex.quote(str(home))}"
+            # The home is named in the commands suggested: without it they act on the default
+            # home, or on $SEMRANK_STORE's database where that is set.
+            where = f" --home {shlex.quote(str(target.parent))}"
             with LocalStore(target) as index:
                 note = index.unfinished_note(where=where)
         except SemrankError:
@@ -344,8 +344,9 @@ def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
         )
     if len(names) > MAX_TEXT_FIELDS:  # Elasticsearch's index.mapping.total_fields.limit
         raise InvalidInputError(
-            f"{len(names)} text fields given; an index takes at most {MAX_TEXT_FIELDS}: index "
-            "the fields searched, and keep the others as stored fields of the documents"
+            f"an index takes at most {MAX_TEXT_FIELDS} text fields, and {len(names)} were named "
+            "or found (every string field of the documents, unless --fields / HTTP 'fields' "
+            "names them): name the fields searched; the others are kept as stored fields"
         )
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:

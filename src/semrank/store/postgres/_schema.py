@@ -135,7 +135,9 @@ def _refuse_newer(conn: Any, done: set[int], migrations: tuple[Migration, ...]) 
         raise IndexVersionError(
             f"database {conn.info.dbname!r} on {conn.info.host} was migrated by a newer semrank "
             f"(migration {newer[-1]}; this semrank {__version__} knows {known} at most): "
-            "upgrade semrank (pip install -U semrank) to use it; nothing was changed"
+            "upgrade semrank (pip install -U semrank) to use it; nothing was changed",
+            client_message="the index store was migrated by a newer semrank than this server's; "
+            "the server must be upgraded to use it",
         )
 
 
