@@ -202,3 +202,21 @@ def test_a_forked_child_opens_its_own_handles_and_its_writes_are_kept(home: Path
         assert flag.value == 1  # named, not written through the parent's connection
         assert mine.get(["lost"]) == [None]
     del held
+
+
+def test_the_held_limit_follows_a_low_open_files_limit() -> None:
+    """At 11-12 descriptors a dense, prepared index, 100 held indexes ran a server with a
+    1,024-descriptor limit out of descriptors at 85."""
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    code = (
+        "import resource; from semrank.pipeline._open import _held_limit; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit("
+        "resource.RLIMIT_NOFILE)[1])); print(_held_limit())"
+    )
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1024:
+        pytest.skip("hard open-files limit below 1,024")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) == (1024 - 256) // 12

@@ -35,9 +35,24 @@ class _Held:
 
 
 # Indexes held open at most (the least recently used idle ones are closed past it): each holds
-# about five file descriptors (two SQLite connections, the WAL, its shared memory) and its
-# search structures, and a server's soft limit is often 1,024 descriptors.
+# its search structures and up to about 12 file descriptors (SQLite's two connections, WAL and
+# shared memory; BM25, vector and prepared-window files), under a limit often of 1,024.
 MAX_HELD = 100
+FDS_PER_INDEX = 12
+FDS_KEPT_FREE = 256  # connections, models, logs
+
+
+def _held_limit() -> int:
+    """``MAX_HELD``, or fewer where the open-files limit would not hold that many."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):  # no such limit here (Windows)
+        return MAX_HELD
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HELD
+    return min(MAX_HELD, max(4, (soft - FDS_KEPT_FREE) // FDS_PER_INDEX))
 
 
 _OPEN: dict[Key, _Held] = {}
@@ -79,7 +94,8 @@ def open_cached(
     index: str | Store, home: str | Path | None = None, *, store: str | None = None
 ) -> Store:
     """``index`` itself if it is a Store, else the named index, opened once per process. The
-    handle is not lent: a drop in another thread may close it (threads use ``using_index``)."""
+    handle is not lent: a drop in another thread may close it, and so may opening more than
+    ``MAX_HELD`` other indexes (threads, and code that keeps a handle, use ``using_index``)."""
     with using_index(index, home, store=store) as opened:
         return opened
 
@@ -217,10 +233,11 @@ def _keep(key: Key, held: _Held) -> _Held:
 
 
 def _evicted() -> list[_Held]:
-    """Idle handles retired to bring the held ones back to ``MAX_HELD``, for the caller to close
-    outside the lock."""
+    """Idle handles retired to bring the held ones back to ``_held_limit()``, for the caller to
+    close outside the lock."""
+    limit = _held_limit()
     with _OPEN_LOCK:
-        excess = len(_OPEN) - MAX_HELD
+        excess = len(_OPEN) - limit
         if excess <= 0:
             return []
         idle = sorted(

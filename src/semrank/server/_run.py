@@ -53,7 +53,7 @@ def run_server(config: ServerConfig) -> None:
 
 def raise_open_files_limit() -> None:
     """The soft limit on open files up to the hard one: each connection and each open index
-    (about five) takes descriptors, and the usual soft 1,024 ran out at about 200 indexes,
+    (up to about 12) takes descriptors, and the usual soft 1,024 ran out at 85-200 indexes,
     after which the server could not accept connections. Workers inherit it."""
     try:
         import resource
