@@ -220,3 +220,39 @@ def test_the_held_limit_follows_a_low_open_files_limit() -> None:
         pytest.skip("hard open-files limit below 1,024")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) == (1024 - 256) // 12
+
+
+def test_a_fork_while_another_thread_queries_an_index_leaves_the_child_running(
+    home: Path,
+) -> None:
+    """The child closed its copies of the parent's connections at fork, and one whose SQLite
+    mutex another thread of the parent held (mid-query) made the child wait for good."""
+    import os
+    import threading
+
+    held = open_index("docs", home=home)
+    started = threading.Event()
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) "
+
+    def query() -> None:
+        with held.db._reading() as conn:  # type: ignore[attr-defined]  # as a search reads
+            started.set()
+            conn.execute(slow + "SELECT count(*) FROM c").fetchone()
+
+    thread = threading.Thread(target=query)
+    thread.start()
+    started.wait(10)
+    time.sleep(0.2)  # inside SQLite's step now
+    child = os.fork()
+    if child == 0:
+        os._exit(0)  # a child that never touches the index
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.waitpid(child, os.WNOHANG) == (0, 0):
+        time.sleep(0.05)
+    finished = time.monotonic() < deadline
+    if not finished:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+    thread.join()
+    held.close()
+    assert finished, "the forked child hung in semrank's at-fork handler"

@@ -663,6 +663,8 @@ def _child_searches(dsn: str, held: Any, results: Any) -> None:
         held.search_bm25("fleas", k=1)
     except StorageError as exc:
         results[1] = int("opened in another process" in str(exc))
+    held.close()  # the parent's handle, closed as its `with` block would: not the child's pool
+    results[2] = int(search("forked", "fleas", store=dsn, k=1).ids == ["d1"])
 
 
 def test_a_forked_child_connects_on_its_own(pg_dsn: str) -> None:  # noqa: F811
@@ -676,12 +678,12 @@ def test_a_forked_child_connects_on_its_own(pg_dsn: str) -> None:  # noqa: F811
         index.upsert(DOCS)
     assert search("forked", "fleas", store=pg_dsn, k=1).ids == ["d1"]
     fork = multiprocessing.get_context("fork")
-    results = fork.Array("i", [0, 0])
+    results = fork.Array("i", [0, 0, 0])
     child = fork.Process(
         target=_child_searches, args=(pg_dsn, open_cached("forked", store=pg_dsn), results)
     )
     child.start()
     child.join(60)
-    assert child.exitcode == 0 and list(results) == [1, 1]
+    assert child.exitcode == 0 and list(results) == [1, 1, 1]
     assert search("forked", "fleas", store=pg_dsn, k=1).ids == ["d1"]  # the parent's still work
     forget_open_indexes()

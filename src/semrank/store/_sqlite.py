@@ -95,8 +95,17 @@ def _close_copies_after_fork() -> None:
     itself for the last user and deleted the write-ahead log the child was writing to. Closing
     a copy cannot end the parent's use: the kernel's locks are the parent's."""
     for db in list(_OPEN_DBS):
-        with contextlib.suppress(sqlite3.Error):
-            db._close_connections()
+        if db._idle_at_fork():
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                db._close_connections()
+        else:
+            # Another thread of the parent was inside SQLite on it: the copy of its mutex is
+            # held by a thread the child does not have, so closing (now, or when collected)
+            # would wait for good. Kept, unused: the child opens its own.
+            _KEPT_AFTER_FORK.append(db)
+
+
+_KEPT_AFTER_FORK: list[DocumentDB] = []
 
 
 if hasattr(os, "register_at_fork"):
@@ -114,7 +123,6 @@ class DocumentDB:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pid = os.getpid()  # SQLite's connections and locks belong to the opening process
-        _OPEN_DBS.add(self)
         # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
         self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
@@ -142,6 +150,7 @@ class DocumentDB:
                 client_message=f"index {name!r} is not a readable SQLite database ({exc}); "
                 f"restore it from a backup, or delete it (DELETE /v1/indexes/{name})",
             ) from exc
+        _OPEN_DBS.add(self)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -185,6 +194,14 @@ class DocumentDB:
             return  # a forked child's copy, closed when the child began
         with self._write_lock, self._read_lock:
             self._close_connections()
+
+    def _idle_at_fork(self) -> bool:
+        """In a forked child: whether no other thread of the parent held this database's locks
+        (was inside SQLite through it) when the fork happened."""
+        taken = [lock for lock in (self._write_lock, self._read_lock) if lock.acquire(False)]
+        for lock in taken:
+            lock.release()
+        return len(taken) == 2
 
     def _check_process(self) -> None:
         """Refuse use from a process forked after the open: SQLite does not support a

@@ -233,10 +233,13 @@ def _lost_server(exc: Any) -> bool:
     return state is None or str(state).startswith(("08", "53", "57P"))
 
 
-def release_pool(dsn: str) -> None:
+def release_pool(dsn: str, pool_held: Any = None) -> None:
+    """Let go of one use of ``dsn``'s pool; ``pool_held``, where given, is the pool the caller
+    acquired: one another process made (a forked child closing the parent's handle) is not
+    this process's to release."""
     with _LOCK:
         users, pool = _POOLS.get(dsn, (0, None))
-        if pool is None:
+        if pool is None or (pool_held is not None and pool_held is not pool):
             return
         if users <= 1:
             del _POOLS[dsn]

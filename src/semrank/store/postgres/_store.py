@@ -221,7 +221,7 @@ class PostgresStore(Store):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            release_pool(self.dsn)
+            release_pool(self.dsn, self._pool)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.name!r}, dsn={redact(self.dsn)!r})"
