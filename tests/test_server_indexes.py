@@ -252,8 +252,37 @@ async def test_prepare_errors_name_the_index_model_and_field(client: httpx.Async
         refused = await client.post("/v1/indexes/docs/prepare", headers=headers)
         assert refused.status_code == 422, (headers, refused.text)
     assert "prepared-" not in str((await client.get("/v1/indexes/docs")).json()["derived"])
+    foreign = await client.post(
+        "/v1/indexes/docs/prepare", headers={"Origin": "https://elsewhere.example"}
+    )
+    assert "Origin 'https://elsewhere.example', Host 'test'" in foreign.json()["error"]
     own = await client.post("/v1/indexes/docs/prepare", headers={"Origin": "http://test"})
     assert own.status_code == 200, own.text  # a page of the server's own address may
+
+
+async def test_prepare_with_a_key_is_not_refused_for_its_origin(
+    reranker: Any, tmp_path: Path
+) -> None:
+    """Behind a proxy that rewrites Host, a same-site page's Origin differs from the Host the
+    server sees: with a key (which another site's page cannot send unasked) it is not refused."""
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), api_keys=frozenset({"k1"}))
+    app = create_app(config, rerankers={"minilm": reranker})
+    key = {"Authorization": "Bearer k1"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            created = await http.post(
+                "/v1/indexes", json={"name": "d", "embedding_model": None}, headers=key
+            )
+            assert created.status_code == 201, created.text
+            await http.post("/v1/indexes/d/documents", json={"documents": DOCS}, headers=key)
+            proxied = {**key, "Origin": "https://rank.example.com"}
+            prepared = await http.post("/v1/indexes/d/prepare", headers=proxied)
+            assert prepared.status_code == 200, prepared.text
+    forget_open_indexes()
 
 
 async def test_prepare_needs_no_body(client: httpx.AsyncClient) -> None:

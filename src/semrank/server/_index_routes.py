@@ -320,19 +320,24 @@ def _refuse_a_cross_site_form(request: Request) -> None:
             f"the request body was sent with Content-Type {sent_as!r}; send no body, or a JSON "
             "object with Content-Type: application/json"
         )
-    if request.headers.get("sec-fetch-site", "") == "cross-site" or _foreign_origin(request):
+    if request.app.state.config.api_keys:
+        return  # a page of another site cannot send the key without a preflight
+    origin, host = request.headers.get("origin"), request.headers.get("host", "")
+    cross_site = request.headers.get("sec-fetch-site", "") == "cross-site"
+    if cross_site or _foreign_origin(origin, host):
         raise InvalidInputError(
-            "refused: this request came from a web page of another site (its Origin header), "
-            "which may not make this server work; send it from your own code or tools"
+            f"refused: a web page of another site sent this (Origin {origin!r}, Host {host!r}, "
+            f"Sec-Fetch-Site {request.headers.get('sec-fetch-site')!r}), and this server has "
+            "no API key to tell its own pages by: start it with keys (SEMRANK_API_KEYS) and "
+            "send one, or send the request from your own code or tools"
         )
 
 
-def _foreign_origin(request: Request) -> bool:
+def _foreign_origin(origin: str | None, host: str) -> bool:
     """Whether a browser's Origin header names another host than the request was sent to."""
-    origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin == "null"  # sandboxed pages and file:// send "null"
-    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+    return urlsplit(origin).netloc.lower() != host.lower()
 
 
 def _with_index(request: Request, name: str, work: Callable[[Any], T]) -> Callable[[], T]:
