@@ -546,7 +546,9 @@ def _rewrite_metrics(config: TrainConfig, state: RunState) -> None:
     """The evaluation log as of the checkpoint resumed from: evaluations after it are run
     again, and their rows were in the log twice."""
     rows = "".join(json.dumps(row) + "\n" for row in state.history)
-    (config.output / "metrics.jsonl").write_text(rows, "utf-8")
+    tmp = config.output / "metrics.jsonl.tmp"
+    tmp.write_text(rows, "utf-8")
+    tmp.replace(config.output / "metrics.jsonl")  # a kill meanwhile leaves the old log whole
 
 
 def _finished(config: TrainConfig, state: RunState) -> bool:
