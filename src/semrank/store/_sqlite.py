@@ -84,8 +84,10 @@ def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoun
     return StorageError(f"index {path.parent.name!r} cannot be used here ({exc}; {path}): {advice}")
 
 
-# Every open DocumentDB of this process: a forked child closes its copies (below).
+# Every open DocumentDB of this process: a forked child closes its copies (below), or keeps
+# those another thread was using at the fork.
 _OPEN_DBS: weakref.WeakSet[DocumentDB] = weakref.WeakSet()
+_KEPT_AFTER_FORK: list[DocumentDB] = []
 
 
 def _close_copies_after_fork() -> None:
@@ -103,9 +105,6 @@ def _close_copies_after_fork() -> None:
             # held by a thread the child does not have, so closing (now, or when collected)
             # would wait for good. Kept, unused: the child opens its own.
             _KEPT_AFTER_FORK.append(db)
-
-
-_KEPT_AFTER_FORK: list[DocumentDB] = []
 
 
 if hasattr(os, "register_at_fork"):
