@@ -223,12 +223,18 @@ def test_the_held_limit_follows_a_low_open_files_limit() -> None:
 
 
 def test_a_fork_while_another_thread_queries_an_index_leaves_the_child_running(
-    home: Path,
+    home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The child closed its copies of the parent's connections at fork, and one whose SQLite
-    mutex another thread of the parent held (mid-query) made the child wait for good."""
+    mutex another thread of the parent held (mid-query) made the child wait for good. A fork
+    now waits a little for such queries; past that, the child refuses to open that index (its
+    copied lock records made a new connection lose writes)."""
     import os
     import threading
+
+    from semrank.store import _sqlite
+
+    monkeypatch.setattr(_sqlite, "FORK_WAIT_S", 0.3)  # shorter than the query below
 
     held = open_index("docs", home=home)
     started = threading.Event()
@@ -245,14 +251,20 @@ def test_a_fork_while_another_thread_queries_an_index_leaves_the_child_running(
     time.sleep(0.2)  # inside SQLite's step now
     child = os.fork()
     if child == 0:
-        os._exit(0)  # a child that never touches the index
+        try:
+            open_index("docs", home=home)
+        except StorageError as exc:
+            os._exit(0 if "cannot be opened in this process" in str(exc) else 2)
+        os._exit(3)  # opened: its writes could be lost
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and os.waitpid(child, os.WNOHANG) == (0, 0):
+    status = (0, 0)
+    while time.monotonic() < deadline and status == (0, 0):
+        status = os.waitpid(child, os.WNOHANG)
         time.sleep(0.05)
-    finished = time.monotonic() < deadline
-    if not finished:
+    if status == (0, 0):
         os.kill(child, 9)
         os.waitpid(child, 0)
     thread.join()
     held.close()
-    assert finished, "the forked child hung in semrank's at-fork handler"
+    assert status != (0, 0), "the forked child hung in semrank's at-fork handler"
+    assert os.waitstatus_to_exitcode(status[1]) == 0  # refused, naming why

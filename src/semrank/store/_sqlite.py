@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
@@ -85,9 +86,27 @@ def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoun
 
 
 # Every open DocumentDB of this process: a forked child closes its copies (below), or keeps
-# those another thread was using at the fork.
+# those another thread was still using at the fork and refuses to open their files again.
 _OPEN_DBS: weakref.WeakSet[DocumentDB] = weakref.WeakSet()
 _KEPT_AFTER_FORK: list[DocumentDB] = []
+_UNSAFE_AFTER_FORK: set[Path] = set()
+_TAKEN_FOR_FORK: list[threading.RLock] = []
+FORK_WAIT_S = 5.0  # how long a fork waits for other threads' queries to end, in all
+
+
+def _quiet_before_fork() -> None:
+    """Take every open database's locks, waiting a little for queries of other threads to end,
+    so that the child's copies are idle and can be closed."""
+    deadline = time.monotonic() + FORK_WAIT_S
+    for db in list(_OPEN_DBS):
+        for lock in (db._write_lock, db._read_lock):
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                _TAKEN_FOR_FORK.append(lock)
+
+
+def _release_after_fork() -> None:
+    while _TAKEN_FOR_FORK:
+        _TAKEN_FOR_FORK.pop().release()
 
 
 def _close_copies_after_fork() -> None:
@@ -96,19 +115,26 @@ def _close_copies_after_fork() -> None:
     opens to the same index believes it holds locks it does not: the parent, closing, took
     itself for the last user and deleted the write-ahead log the child was writing to. Closing
     a copy cannot end the parent's use: the kernel's locks are the parent's."""
+    _release_after_fork()
     for db in list(_OPEN_DBS):
         if db._idle_at_fork():
             with contextlib.suppress(sqlite3.Error, AttributeError):
                 db._close_connections()
         else:
-            # Another thread of the parent was inside SQLite on it: the copy of its mutex is
-            # held by a thread the child does not have, so closing (now, or when collected)
-            # would wait for good. Kept, unused: the child opens its own.
+            # Another thread of the parent was still inside SQLite on it: the copy of its
+            # mutex is held by a thread the child does not have, so closing (now, or when
+            # collected) would wait for good, and its lock records make a new connection to
+            # the file unsafe here.
             _KEPT_AFTER_FORK.append(db)
+            _UNSAFE_AFTER_FORK.add(db.path)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_copies_after_fork)
+    os.register_at_fork(
+        before=_quiet_before_fork,
+        after_in_parent=_release_after_fork,
+        after_in_child=_close_copies_after_fork,
+    )
 
 
 class DocumentDB:
@@ -120,6 +146,14 @@ class DocumentDB:
     """
 
     def __init__(self, path: Path) -> None:
+        if path in _UNSAFE_AFTER_FORK:
+            raise StorageError(
+                f"index {path.parent.name!r} cannot be opened in this process: it was forked "
+                "while another thread of its parent was still reading or writing the index, "
+                "and SQLite's records of that use make a new connection unsafe here (writes "
+                "could be lost); fork before using indexes from threads, or start processes "
+                "with multiprocessing's 'spawn' method"
+            )
         self.path = path
         self._pid = os.getpid()  # SQLite's connections and locks belong to the opening process
         # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
