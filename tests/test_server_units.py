@@ -525,28 +525,9 @@ def test_a_slow_oversized_body_gets_its_413_in_bounded_time(
 
     monkeypatch.setattr(_edge, "DISCARD_SECONDS", 0.2)
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("an oversized body reached the app")
-
-    edge = _edge.EdgeMiddleware(inner, max_body_bytes=10, metrics=Metrics())
-    scope = {
-        "type": "http", "method": "POST", "path": "/v1/rerank",
-        "headers": [(b"content-length", b"1000")],
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if not sent and not getattr(receive, "called", False):
-            receive.called = True  # type: ignore[attr-defined]
-            return {"type": "http.request", "body": b"x" * 100, "more_body": True}
-        await asyncio.Event().wait()  # the rest never comes
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
+    edge, scope, sent, send = _stalled_edge(max_body_bytes=10, declared=1000)
     started = time.monotonic()
-    asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
+    asyncio.run(asyncio.wait_for(edge(scope, _stalled_after(b"x" * 100), send), 5))
     assert time.monotonic() - started < 2
     assert sent[0]["status"] == 413
 
@@ -560,27 +541,8 @@ def test_a_body_that_never_arrives_is_answered_408_and_its_connection_closed(
 
     monkeypatch.setattr(_edge, "BODY_SECONDS", 0.2)
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("a partial body reached the app")
-
-    edge = _edge.EdgeMiddleware(inner, max_body_bytes=1000, metrics=Metrics())
-    scope = {
-        "type": "http", "method": "POST", "path": "/v1/rerank",
-        "headers": [(b"content-length", b"500")],
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-    parts = iter([{"type": "http.request", "body": b'{"query": "q"', "more_body": True}])
-
-    async def receive() -> dict[str, Any]:
-        for part in parts:
-            return part
-        await asyncio.Event().wait()  # the rest never comes
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
+    edge, scope, sent, send = _stalled_edge(max_body_bytes=1000, declared=500)
+    asyncio.run(asyncio.wait_for(edge(scope, _stalled_after(b'{"query": "q"'), send), 5))
     assert sent[0]["status"] == 408
     assert (b"connection", b"close") in sent[0]["headers"]
     body = json.loads(sent[1]["body"])
@@ -589,9 +551,44 @@ def test_a_body_that_never_arrives_is_answered_408_and_its_connection_closed(
 
     sent.clear()  # a GET that sends a body all the same is held to it too
     scope["method"] = "GET"
-    parts = iter([{"type": "http.request", "body": b"{", "more_body": True}])
-    asyncio.run(asyncio.wait_for(edge(scope, receive, send), 5))
+    asyncio.run(asyncio.wait_for(edge(scope, _stalled_after(b"{"), send), 5))
     assert sent[0]["status"] == 408
+
+
+def _stalled_edge(
+    *, max_body_bytes: int, declared: int
+) -> tuple[Any, dict[str, Any], list[Any], Any]:
+    """The edge over an app no body may reach, a POST scope declaring ``declared`` bytes, the
+    list the answer's messages go to, and the ASGI send that fills it."""
+    from semrank.server import _edge
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a partial or oversized body reached the app")
+
+    edge = _edge.EdgeMiddleware(inner, max_body_bytes=max_body_bytes, metrics=Metrics())
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/rerank",
+        "headers": [(b"content-length", str(declared).encode())],
+    }  # fmt: skip
+    sent: list[Any] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return edge, scope, sent, send
+
+
+def _stalled_after(first: bytes) -> Any:
+    """An ASGI receive that sends ``first`` and then nothing more, ever."""
+    parts = iter([{"type": "http.request", "body": first, "more_body": True}])
+
+    async def receive() -> dict[str, Any]:
+        for part in parts:
+            return part
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    return receive
 
 
 def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starting(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +82,7 @@ def using_index(
         yield index
         return
     held = _hold_postgres(index, str(store)) if _is_dsn(store) else _hold_local(index, home)
-    for idle in _evicted():
-        idle.store.close()
+    _close(_evicted())
     try:
         yield held.store
     finally:
@@ -110,10 +109,8 @@ def forget_open_indexes(
             keys = list(_OPEN)
         else:
             keys = [(str(store), index) if _is_dsn(store) else index_path(index, home)]
-        dropped = [_OPEN.pop(key, None) for key in keys]
-        idle = [held for held in dropped if held is not None and _retire(held)]
-    for held in idle:
-        held.store.close()
+        idle = _take_out([(key, _OPEN[key]) for key in keys if key in _OPEN])
+    _close(idle)
 
 
 def _is_dsn(store: str | None) -> bool:
@@ -147,15 +144,9 @@ def let_go_of_dropped_indexes() -> None:
         _last_sweep = now
         local = [(key, held) for key, held in _OPEN.items() if isinstance(key, Path)]
     gone = [(key, held) for key, held in local if _local_identity(key) != held.identity]
-    idle = []
     with _OPEN_LOCK:
-        for key, held in gone:
-            if _OPEN.get(key) is held:
-                del _OPEN[key]
-                if _retire(held):
-                    idle.append(held)
-    for held in idle:
-        held.store.close()
+        idle = _take_out(gone)
+    _close(idle)
 
 
 def _hold_local(name: str, home: str | Path | None) -> _Held:
@@ -244,9 +235,24 @@ def _evicted() -> list[_Held]:
             ((key, held) for key, held in _OPEN.items() if held.users == 0),
             key=lambda item: item[1].last_used,
         )[:excess]
-        for key, _ in idle:
+        return _take_out(idle)
+
+
+def _take_out(entries: Sequence[tuple[Key, _Held]]) -> list[_Held]:
+    """Remove the (key, handle) ``entries`` still held from the table and retire them; returns
+    those nobody uses, for the caller to ``_close`` outside the lock. Called under the lock."""
+    idle = []
+    for key, held in entries:
+        if _OPEN.get(key) is held:
             del _OPEN[key]
-        return [held for _, held in idle if _retire(held)]
+            if _retire(held):
+                idle.append(held)
+    return idle
+
+
+def _close(handles: list[_Held]) -> None:
+    for held in handles:
+        held.store.close()
 
 
 def _let_go(held: _Held) -> None:

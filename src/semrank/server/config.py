@@ -181,10 +181,10 @@ def _check_workers(workers: int) -> None:
     past twice the usable CPUs they only crowd each other (--workers 100000 took a host down)."""
     from semrank.runtime._select import usable_cpus
 
-    most = 2 * usable_cpus()
-    if workers > most:
+    cpus = usable_cpus()
+    if workers > 2 * cpus:
         raise InvalidInputError(
-            f"workers={workers} (--workers): at most {most}, twice the {usable_cpus()} CPUs this "
+            f"workers={workers} (--workers): at most {2 * cpus}, twice the {cpus} CPUs this "
             "process may use (each worker loads its own models and scores on its own CPUs); "
             "--threads sets each worker's threads"
         )
