@@ -30,16 +30,7 @@ def run_server(config: ServerConfig) -> None:
     raise_open_files_limit()
     check_before_start(config)
     log_auth(config, os.environ)
-    options: dict[str, Any] = {
-        "host": config.host,
-        "port": config.port,
-        "log_config": None,  # keep the JSON handler configure_logging installed
-        "log_level": config.log_level,
-        "access_log": False,  # the app writes its own access log, with request ids
-        # uvicorn takes whole seconds (and 0 as "none", which would drop the drain entirely).
-        "timeout_graceful_shutdown": max(1, math.ceil(config.shutdown_timeout_s)),
-        "lifespan": "on",
-    }
+    options = uvicorn_options(config)
     if config.workers > 1:
         _run_workers(config, options)
         return
@@ -49,6 +40,22 @@ def run_server(config: ServerConfig) -> None:
     # Loaded before uvicorn: a model that fails to load (a cut download, a broken tokenizer)
     # is then one error line and exit 3, not uvicorn's traceback of the app's startup.
     uvicorn.run(create_app(config, rerankers=load_rerankers(config)), **options)
+
+
+def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
+    from semrank.server._protocol import HeaderDeadlineProtocol
+
+    return {
+        "host": config.host,
+        "port": config.port,
+        "http": HeaderDeadlineProtocol,  # uvicorn's h11 protocol, with a deadline for headers
+        "log_config": None,  # keep the JSON handler configure_logging installed
+        "log_level": config.log_level,
+        "access_log": False,  # the app writes its own access log, with request ids
+        # uvicorn takes whole seconds (and 0 as "none", which would drop the drain entirely).
+        "timeout_graceful_shutdown": max(1, math.ceil(config.shutdown_timeout_s)),
+        "lifespan": "on",
+    }
 
 
 def raise_open_files_limit() -> None:
