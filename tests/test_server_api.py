@@ -98,6 +98,27 @@ async def test_v2_rerank_equals_reranker(reranker: Any) -> None:
     assert body["id"] == response.headers["x-request-id"]
 
 
+async def test_a_path_ending_in_a_slash_is_served_not_redirected(reranker: Any) -> None:
+    """Starlette redirected it (307) to a URL built from the Host header; httpx, and so
+    Cohere's SDK, follow no redirect for a POST."""
+    body = {"model": "minilm", "query": QUERY, "documents": DOCS}
+    async with serving(reranker, headers={"host": "elsewhere.example"}) as (_, client):
+        slashed = await client.post("/v2/rerank/", json=body)
+        plain = await client.post("/v2/rerank", json=body)
+        models = await client.get("/v1/models//")
+        metrics = (await client.get("/metrics")).text
+    assert slashed.status_code == 200, slashed.text
+    assert "location" not in slashed.headers
+    assert facts(slashed.json()["results"]) == facts(plain.json()["results"])
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == "minilm"
+    counted = [
+        s.value
+        for s in metric_samples(metrics, "semrank_requests_total")
+        if s.labels.get("route") == "/v2/rerank" and s.labels.get("status") == "200"
+    ]
+    assert counted == [2]
+
+
 async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> None:
     docs = [{"title": f"doc {i}", "body": text, "id": i} for i, text in enumerate(DOCS)]
     request = {

@@ -68,6 +68,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan(config, registry, metrics),
+        redirect_slashes=False,  # TrailingSlashServed serves those paths instead
     )
     app.state.config = config
     app.state.metrics = metrics
@@ -91,9 +92,28 @@ def create_app(
         metrics=metrics,
         routes=app.state.declared_routes,
     )
+    app.add_middleware(TrailingSlashServed)  # outermost: the edge's metrics see the route
     for router in routers:
         app.include_router(router)
     return app
+
+
+class TrailingSlashServed:
+    """A path ending in a slash is served as the path without it (no route ends in one).
+    Starlette answered such a request with a redirect, which clients that follow none for a
+    POST (httpx, so Cohere's SDK given a base URL ending in a slash) reported as an error, and
+    whose Location was built from the request's Host header (so pointed where a client said)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            if isinstance(scope.get("raw_path"), bytes):
+                scope["raw_path"] = scope["raw_path"].rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
 
 
 class HeadAsGet:
