@@ -18,6 +18,7 @@ from semrank.pipeline import (
     Dense,
     Knn,
     Linear,
+    Ranking,
     Rerank,
     Retriever,
     TextSimilarityReranker,
@@ -654,3 +655,45 @@ def test_trees_that_cannot_be_read_are_named() -> None:
         assert (branch + Knn()).weights == (0.3, 1.0)
     with pytest.raises(InvalidInputError, match=r"weight \(0.3\) .* would be lost"):
         TextSimilarityReranker(0.3 * BM25())
+
+
+@dataclasses.dataclass(frozen=True)
+class EndsTheRequest(Retriever):
+    """A first stage during which the request ends (its client leaves): returns nothing."""
+
+    gone: Any
+
+    def run(self, ctx: Any, size: int) -> Ranking:
+        self.gone.set()
+        return Ranking.from_hits(Hits(np.array([], dtype=object), np.array([], np.float32)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+
+def test_a_tree_stops_at_its_next_search_once_its_request_is_over(index: LocalStore) -> None:
+    """The server's deadline stopped re-ranking but not the rest of a first stage: an rrf of
+    many retrievers searched on for a request answered 504 long before, or whose client left."""
+    import contextvars
+    import threading
+    import time
+
+    from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
+    from semrank.errors import ClientDisconnectedError, DeadlineExceededError
+
+    tree = {"rrf": {"retrievers": [{"standard": {"query": {"match": {"*": "moon"}}}}] * 2}}
+
+    def run_in(deadline: float | None, gone: Any, spec: Any) -> Any:
+        context = contextvars.copy_context()
+        context.run(REQUEST_DEADLINE.set, deadline)
+        context.run(REQUEST_GONE.set, gone)
+        return context.run(search, index, "moon", retriever=spec, k=3)
+
+    alone = search(index, "moon", retriever=tree, k=3)
+    assert run_in(time.monotonic() + 60, threading.Event(), tree).ids == alone.ids
+    with pytest.raises(DeadlineExceededError, match="deadline passed before a BM25 search"):
+        run_in(time.monotonic() - 1, None, tree)
+    gone = threading.Event()
+    leaving = RRF(retrievers=(EndsTheRequest(gone), BM25(text="moon")))
+    with pytest.raises(ClientDisconnectedError, match="request ended before a BM25 search"):
+        run_in(None, gone, leaving)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from semrank._checks import MAX_COUNT, MAX_WEIGHT, is_finite_number, is_int, require_collection
+from semrank._request import check_request_wanted
 from semrank.errors import InvalidInputError, ModelNotFoundError
 from semrank.pipeline._context import (
     PLACEHOLDER,
@@ -232,6 +233,7 @@ class BM25(Retriever):
     mode: str = "best_fields"
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
+        check_request_wanted("a BM25 search of its retriever tree")
         text = ctx.text(self.text)
         if self.fields:
             hits = ctx.store.search_bm25_fields(text, k=size, fields=self.fields, mode=self.mode)
@@ -316,6 +318,7 @@ class Knn(Retriever):
             )
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
+        check_request_wanted("a knn search of its retriever tree")
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import contextvars
 import itertools
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
 from semrank.errors import (
     BackendUnavailableError,
     ClientDisconnectedError,
@@ -40,17 +40,6 @@ from semrank.server._metrics import Metrics
 Pair = tuple[str, str]
 ScoreFn = Callable[[Sequence[Pair]], np.ndarray]
 
-# The deadline (time.monotonic seconds) of the request a worker thread is serving. Set by the
-# engine before it starts the thread; read by BatchingScorer.score_pairs inside that thread.
-REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "semrank_request_deadline", default=None
-)
-# Set once the HTTP request is over (its handler returned, failed or was cancelled, or its client
-# disconnected): the model work its threads still queue is then dropped. Set by the app's
-# RequestLifetime middleware; worker threads inherit it with the request's context.
-REQUEST_GONE: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
-    "semrank_request_gone", default=None
-)
 CHARS_PER_TOKEN = 4  # rough estimate used for the batch token budget only
 MAX_THREAD_WAIT_S = 600.0
 SHUTTING_DOWN = "the server is shutting down; retry on another instance"

@@ -10,19 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
 from semrank.errors import (
     ClientDisconnectedError,
     DeadlineExceededError,
     ModelNotFoundError,
     OverloadedError,
 )
-from semrank.server._batcher import (
-    REQUEST_DEADLINE,
-    REQUEST_GONE,
-    BatcherLimits,
-    BatchingScorer,
-    PairBatcher,
-)
+from semrank.server._batcher import BatcherLimits, BatchingScorer, PairBatcher
 from semrank.server._cache import ScoreCache
 from semrank.server._metrics import Metrics
 from semrank.server.config import ServerConfig

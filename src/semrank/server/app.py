@@ -28,8 +28,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
+from semrank._request import REQUEST_GONE
 from semrank.errors import BackendUnavailableError, SemrankError
-from semrank.server._batcher import REQUEST_GONE
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, send_error
