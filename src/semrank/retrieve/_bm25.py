@@ -23,6 +23,7 @@ import numpy as np
 
 from semrank._checks import is_finite_number
 from semrank.errors import InvalidInputError
+from semrank.retrieve._bm25_build import build_into, fast_build_applies
 from semrank.retrieve._hits import Hits, top_k
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -293,11 +294,15 @@ class DocTokens:
         pieces = [renumber[new_docs[at]] if fresh else old_docs[at] for fresh, at in sources]
         lengths = np.fromiter(map(len, pieces), np.int64, count=len(pieces))
         joined = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-        used, renumbered = np.unique(joined, return_inverse=True)
+        # np.unique's numbering (used terms in id order), by marking rather than sorting: the
+        # sort of every term took 6 s of a write's 20 s at 200,000 documents.
+        present = np.zeros(len(vocab), bool)
+        present[joined] = True
+        renumber_used = np.cumsum(present, dtype=np.int64) - 1
         return cls(
-            renumbered.astype(np.int32).reshape(-1),
+            renumber_used[joined].astype(np.int32),
             np.concatenate(([0], np.cumsum(lengths))),
-            tuple(vocab[number] for number in used),
+            tuple(vocab[number] for number in np.flatnonzero(present)),
         )
 
     def save(self, directory: Path) -> None:
@@ -351,10 +356,13 @@ class BM25Index:
 
         if not tokens.vocab:  # no text, or only stop words: nothing matches
             return cls(None, params, len(tokens))
-        corpus = [document.tolist() for document in tokens.documents()]
         vocab = {word: number for number, word in enumerate(tokens.vocab)}
         retriever = bm25s.BM25(method=params.method, k1=params.k1, b=params.b, delta=params.delta)
-        retriever.index((corpus, vocab), show_progress=False)
+        if fast_build_applies():
+            build_into(retriever, tokens.terms, tokens.offsets, vocab)
+        else:
+            corpus = [document.tolist() for document in tokens.documents()]
+            retriever.index((corpus, vocab), show_progress=False)
         return cls(retriever, params, len(tokens))
 
     def save(self, directory: Path) -> None:
