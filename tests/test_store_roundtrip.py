@@ -165,6 +165,28 @@ def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:
     index.close()
 
 
+def test_a_slow_bm25_build_is_logged_naming_the_index_and_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each write to an embedded index builds its BM25 again, and its searches wait: at
+    500,000 documents a write stalled searches for minutes with nothing in the log."""
+    from semrank.store import _local
+
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    with caplog.at_level(logging.WARNING, logger="semrank.store"):
+        index.search_bm25("cat", k=1)  # fast: nothing said
+        assert not caplog.records
+        monkeypatch.setattr(_local, "SLOW_BUILD_S", 0.0)
+        for text in ("Puppies chase a frisbee.", "Puppies chase a ball."):
+            index.upsert([{"id": "dog", "title": "Dogs", "text": text}])
+            index.search_bm25("cat", k=1)
+    (record,) = caplog.records  # once per index, not once per write
+    assert "index 'pets': building its BM25 search files took" in record.getMessage()
+    assert "(3 documents)" in record.getMessage() and "PostgreSQL (--store)" in record.getMessage()
+    index.close()
+
+
 def test_an_id_given_twice_in_one_upsert_is_refused_before_anything_is_written(
     tmp_path: Path,
 ) -> None:

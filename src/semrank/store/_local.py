@@ -63,6 +63,10 @@ _INGESTS = "unfinished_ingests"  # meta key: {file: mark} of ingests begun and n
 # A graph updated in place is built again once the rows removed from it since it was built
 # pass this share of its live rows.
 REBUILD_REMOVED_SHARE = 0.25
+# A BM25 build slower than this is logged (at most once per index every SLOW_BUILD_EVERY_S): each
+# write to an embedded index builds it again, and its searches wait meanwhile.
+SLOW_BUILD_S = 5.0
+SLOW_BUILD_EVERY_S = 600.0
 
 
 def _file_identity(source: Path) -> list[int] | None:
@@ -148,6 +152,7 @@ class LocalStore(Store):
         self._cache: dict[str, _Loaded] = {}
         self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)
         self._build_lock = threading.Lock()
+        self._slow_build_noted: float | None = None  # time.monotonic() of the last warning
         snap.clean_temporaries(path)
 
     @classmethod
@@ -501,10 +506,12 @@ class LocalStore(Store):
         return _Loaded(int(meta["generation"]), _ids_array(ids), index)
 
     def _build_bm25(self, field: str, kind: str) -> _Loaded:
+        started = time.monotonic()
         with self.db.snapshot() as conn:
             generation, commit = self.db.generation(conn), self.db.commit_token(conn)
             keys, ids, tokens = self._bm25_tokens(conn, field, kind)
         index = BM25Index.from_tokens(tokens, self.settings.bm25)
+        self._note_slow_build(time.monotonic() - started, len(ids))
 
         def write(tmp: Path) -> dict[str, Any]:
             index.save(tmp)
@@ -516,6 +523,21 @@ class LocalStore(Store):
 
         self._publish(kind, generation, write)
         return _Loaded(generation, _ids_array(ids), index)
+
+    def _note_slow_build(self, seconds: float, documents: int) -> None:
+        noted = self._slow_build_noted
+        if seconds < SLOW_BUILD_S or (noted and time.monotonic() < noted + SLOW_BUILD_EVERY_S):
+            return
+        self._slow_build_noted = time.monotonic()
+        _log.warning(
+            "index %r: building its BM25 search files took %.1f s (%s documents); an embedded "
+            "index builds them again after every write, and its searches wait meanwhile: write "
+            "in batches, or keep an index this large that is written to often in PostgreSQL "
+            "(--store)",
+            self.name,
+            seconds,
+            f"{documents:,}",
+        )
 
     def _bm25_tokens(
         self, conn: Any, field: str, kind: str
