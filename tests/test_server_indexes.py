@@ -628,3 +628,38 @@ async def test_a_write_over_the_document_limit_is_413_and_writes_are_admitted(
         "written": 1000,
         "skipped": 0,
     }
+
+
+async def test_searches_waiting_on_an_index_leave_the_rerank_routes_their_threads(
+    reranker: Any, tmp_path: Path
+) -> None:
+    """A search waits while its index is built again after a write (minutes for a large HNSW
+    graph); waiting searches took every request thread, and /v1/rerank calls of two documents
+    timed out behind them."""
+    import asyncio
+
+    from semrank.pipeline import forget_open_indexes, open_cached
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), request_threads=2)
+    app = create_app(config, rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await _make_index(client)
+            handle = open_cached("docs", tmp_path)  # the server's own handle
+            handle._build_lock.acquire()  # as a build after a write holds it
+            try:
+                waiting = [
+                    asyncio.create_task(client.post("/v1/indexes/docs/search", json={"query": q}))
+                    for q in ("fleas", "paris", "ocean")
+                ]
+                await asyncio.sleep(0.5)  # every index thread is now waiting
+                body = {"query": "fleas", "documents": ["fleas bite", "paris"]}
+                reranked = await asyncio.wait_for(client.post("/v2/rerank", json=body), 30)
+                assert reranked.status_code == 200, reranked.text
+                assert not any(task.done() for task in waiting)
+            finally:
+                handle._build_lock.release()
+            assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
+    forget_open_indexes()

@@ -165,9 +165,15 @@ class ModelRegistry:
         self.metrics = metrics
         self.engines: dict[str, ModelEngine] = {}
         self.default_name: str | None = None
-        # Threads for the blocking parts of requests (re-ranking logic, store, pipeline).
+        # Threads for the blocking parts of requests: re-ranking logic, and apart from it the
+        # index routes' (store, pipeline), whose searches wait while an index is built again
+        # after a write (minutes for a large HNSW graph): sharing one pool, they took every
+        # thread and /v1/rerank calls of two documents timed out behind them.
         self.threads = ThreadPoolExecutor(
             config.request_threads, thread_name_prefix="semrank-request"
+        )
+        self.index_threads = ThreadPoolExecutor(
+            config.request_threads, thread_name_prefix="semrank-index"
         )
         self.cache = ScoreCache(config.cache_size)
 
@@ -228,6 +234,7 @@ class ModelRegistry:
         # Request threads still running end at their next model call, which the closed batchers
         # refuse; they are not waited for here.
         self.threads.shutdown(wait=False, cancel_futures=True)
+        self.index_threads.shutdown(wait=False, cancel_futures=True)
 
     def get(self, name: str | None) -> ModelEngine:
         if not self.engines:

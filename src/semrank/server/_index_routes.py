@@ -357,7 +357,7 @@ async def _blocking(
 ) -> T:
     late = "the search did not finish within the request deadline; raise timeout_ms, or ask "
     late += "for less work (a smaller re-rank window, fewer retrievers)"
-    threads = request.app.state.registry.threads
+    threads = request.app.state.registry.index_threads
     try:
         return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
     except DeadlineExceededError:  # counted as the rerank routes count theirs
