@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -466,19 +468,10 @@ async def test_a_query_cut_to_fit_the_reranker_is_said_on_search(client: httpx.A
 async def test_a_rerank_shorthand_fits_a_low_document_limit(reranker: Any, tmp_path: Path) -> None:
     """Under --max-documents 5, "bm25+rerank" re-ranked its usual 100 and was refused whatever
     the size, pointing at a rank_window_size a shorthand does not have."""
-    from semrank.pipeline import forget_open_indexes
-    from semrank.server import ServerConfig, create_app
-
-    config = ServerConfig(index_home=str(tmp_path), max_documents=5)
-    app = create_app(config, rerankers={"minilm": reranker})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await _make_index(client)
-            body = {"query": "fleas", "retriever": "bm25+rerank", "size": 3}
-            found = await client.post("/v1/indexes/docs/search", json=body)
-            too_many = await client.post("/v1/indexes/docs/search", json={**body, "size": 6})
-    forget_open_indexes()
+    async with _served_index(reranker, tmp_path, max_documents=5) as client:
+        body = {"query": "fleas", "retriever": "bm25+rerank", "size": 3}
+        found = await client.post("/v1/indexes/docs/search", json=body)
+        too_many = await client.post("/v1/indexes/docs/search", json={**body, "size": 6})
     assert found.status_code == 200, found.text
     assert found.json()["hits"][0]["rerank_score"] is not None
     assert too_many.status_code == 413 and "at most 5 hits" in too_many.json()["error"]
@@ -638,28 +631,40 @@ async def test_searches_waiting_on_an_index_leave_the_rerank_routes_their_thread
     timed out behind them."""
     import asyncio
 
-    from semrank.pipeline import forget_open_indexes, open_cached
+    from semrank.pipeline import open_cached
+
+    async with _served_index(reranker, tmp_path, request_threads=2) as client:
+        handle = open_cached("docs", tmp_path)  # the server's own handle
+        handle._build_lock.acquire()  # as a build after a write holds it
+        try:
+            waiting = [
+                asyncio.create_task(client.post("/v1/indexes/docs/search", json={"query": q}))
+                for q in ("fleas", "paris", "ocean")
+            ]
+            await asyncio.sleep(0.5)  # every index thread is now waiting
+            body = {"query": "fleas", "documents": ["fleas bite", "paris"]}
+            reranked = await asyncio.wait_for(client.post("/v2/rerank", json=body), 30)
+            assert reranked.status_code == 200, reranked.text
+            assert not any(task.done() for task in waiting)
+        finally:
+            handle._build_lock.release()
+        assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
+
+
+@contextlib.asynccontextmanager
+async def _served_index(
+    reranker: Any, home: Path, **config: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built with ``config``, serving the index "docs" made in ``home``."""
+    from semrank.pipeline import forget_open_indexes
     from semrank.server import ServerConfig, create_app
 
-    config = ServerConfig(index_home=str(tmp_path), request_threads=2)
-    app = create_app(config, rerankers={"minilm": reranker})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await _make_index(client)
-            handle = open_cached("docs", tmp_path)  # the server's own handle
-            handle._build_lock.acquire()  # as a build after a write holds it
-            try:
-                waiting = [
-                    asyncio.create_task(client.post("/v1/indexes/docs/search", json={"query": q}))
-                    for q in ("fleas", "paris", "ocean")
-                ]
-                await asyncio.sleep(0.5)  # every index thread is now waiting
-                body = {"query": "fleas", "documents": ["fleas bite", "paris"]}
-                reranked = await asyncio.wait_for(client.post("/v2/rerank", json=body), 30)
-                assert reranked.status_code == 200, reranked.text
-                assert not any(task.done() for task in waiting)
-            finally:
-                handle._build_lock.release()
-            assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
-    forget_open_indexes()
+    app = create_app(ServerConfig(index_home=str(home), **config), rerankers={"minilm": reranker})
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                await _make_index(client)
+                yield client
+    finally:
+        forget_open_indexes()
