@@ -106,6 +106,9 @@ def test_a_top_k_is_the_head_of_every_longer_top_k_when_scores_tie() -> None:
     tied = np.array([1.0] * 30 + [2.0] * 3, dtype=np.float32)
     assert top_k(tied, 5).ids.tolist() == [30, 31, 32, 0, 1]
     assert top_k(tied, 10).ids.tolist() == [30, 31, 32, *range(7)]
+    with_nan = np.array([np.nan, 1.0, 2.0, np.nan, 0.5], dtype=np.float32)
+    assert top_k(with_nan, 2).ids.tolist() == [2, 1]
+    assert top_k(with_nan, 3).ids.tolist() == [2, 1, 4]
     rng = np.random.default_rng(0)
     for trial in range(300):
         scores = rng.integers(0, 4, size=int(rng.integers(1, 60))).astype(np.float32)

@@ -65,7 +65,9 @@ def top_k(scores: np.ndarray, k: int, *, positive_only: bool = False) -> Hits:
         return Hits.empty(np.int64)
     chosen = candidates
     if k < len(candidates):
-        values = np.nan_to_num(scores[candidates], nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+        values = scores[candidates]
+        if np.isnan(values).any():  # last (rare: BM25's never are; a test is 4x cheaper)
+            values = np.where(np.isnan(values), -np.inf, values)
         kth = values[np.argpartition(-values, k - 1)[k - 1]]  # the k-th best score
         # Everything above it, then the first positions among those equal to it: argpartition
         # picks an arbitrary subset of a tie, so a top 5 was not the head of a top 10.
