@@ -187,6 +187,18 @@ def test_a_slow_bm25_build_is_logged_naming_the_index_and_the_way_out(
     index.close()
 
 
+def test_a_bm25_index_built_after_a_write_is_searched_memory_mapped(tmp_path: Path) -> None:
+    """As an index opened later is: the one built stayed in memory while the handle was open
+    (130 MB at 200,000 documents, in a server after each write)."""
+    index = create_index("pets", home=tmp_path, embedding_model=None)
+    index.upsert(DOCS)
+    index.upsert([{"id": "dog", "title": "Dogs", "text": "Puppies chase a frisbee."}])
+    assert index.search_bm25("frisbee", k=1).ids.tolist() == ["dog"]
+    (loaded,) = (held for key, held in index._cache.items() if key.startswith("bm25:"))
+    assert isinstance(loaded.index._retriever.scores["data"], np.memmap)
+    index.close()
+
+
 def test_an_id_given_twice_in_one_upsert_is_refused_before_anything_is_written(
     tmp_path: Path,
 ) -> None:

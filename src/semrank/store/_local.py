@@ -522,7 +522,19 @@ class LocalStore(Store):
             return {"field": field, "count": len(ids), "bm25": bm25, "commit": commit}
 
         self._publish(kind, generation, write)
-        return _Loaded(generation, _ids_array(ids), index)
+        return self._saved_copy(kind, generation) or _Loaded(generation, _ids_array(ids), index)
+
+    def _saved_copy(self, kind: str, generation: int) -> _Loaded | None:
+        """The BM25 index just saved, read back memory-mapped (as an index opened later is): the
+        one built held its arrays in memory for as long as the handle stayed open (130 MB at
+        200,000 documents, in a server after each write)."""
+        directory = snap.at(self.path, kind, generation)
+        if directory is None:  # not saved (a read-only folder): the built one serves
+            return None
+        try:
+            return self._load_bm25(directory, generation)
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError):
+            return None  # pruned by a newer writer meanwhile, or unreadable: the same
 
     def _note_slow_build(self, seconds: float, documents: int) -> None:
         noted = self._slow_build_noted
