@@ -107,7 +107,9 @@ def _ingest(
     source = corpus.path.resolve()
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
-    total = corpus.count(index.check_storable) if total is None else total
+    if total is None:
+        with _step(_stderr_console(), f"checking {corpus.path.name}"):
+            total = corpus.count(index.check_storable)
     if index.has_vectors and not new:
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     # A new index is marked at once: one killed while its model loaded (seconds) was left
@@ -194,7 +196,10 @@ def create(
     corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
     # A full pass over the file before anything is created: a bad byte or row deep in the file
     # then fails here, rather than after the index exists, half filled.
-    total, used = corpus.survey(storable_check(store)) if corpus is not None else (0, set())
+    total, used = 0, set[str]()
+    if corpus is not None:  # a step shown: a large file takes a while (16 s for 123 MB)
+        with _step(_stderr_console(), f"checking {corpus.path.name}"):
+            total, used = corpus.survey(storable_check(store))
     if corpus is not None and fields:
         _check_fields_used(corpus.text_fields, used, source)
     index = create_index(
