@@ -500,10 +500,21 @@ def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:
     assert index.search_bm25("solar eclipse", k=1).ids.tolist() == ["sun"]
 
 
-def test_vectors_switch_to_hnsw_past_the_threshold_and_persist(tmp_path: Path) -> None:
+def test_vectors_switch_to_hnsw_past_the_threshold_and_persist(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semrank.store import _local
+
+    monkeypatch.setattr(_local, "GRAPH_VECTORS_PER_S", 0.05)  # 3 vectors: a minute's build
     index = create_index("ann", home=tmp_path, ann_threshold=3)
     index.upsert(DOCS)
-    info = index.info()
+    with caplog.at_level(logging.WARNING, logger="semrank.store"):
+        info = index.info()
+    # Minutes for a large index, behind one line on the screen: said before it runs.
+    assert [r.getMessage() for r in caplog.records] == [
+        "index 'ann': building its vector search graph from 3 vectors, about 1 min on one core "
+        "(searches of the index wait meanwhile); later writes update it in place"
+    ]
     assert info.vector_search == "hnsw" and info.embedding_dim == 384
     snapshot = tmp_path / "ann" / "derived" / f"vectors.g{index.generation}"
     assert (snapshot / "hnsw.usearch").is_file() and (snapshot / "keys.npy").is_file()

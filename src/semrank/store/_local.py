@@ -67,6 +67,9 @@ REBUILD_REMOVED_SHARE = 0.25
 # write to an embedded index builds it again, and its searches wait meanwhile.
 SLOW_BUILD_S = 5.0
 SLOW_BUILD_EVERY_S = 600.0
+# HNSW graph build rate, one thread (retrieve._dense.ADD_THREADS): 87 s for 30,000 vectors of
+# 384 dimensions on the 2-core Xeon (RESULTS.md, session 19).
+GRAPH_VECTORS_PER_S = 345
 
 
 def _file_identity(source: Path) -> list[int] | None:
@@ -666,6 +669,7 @@ class LocalStore(Store):
         if updated is not None:
             index, removed, keys, ids = updated
         elif len(ids) >= threshold:
+            self._note_graph_build(len(ids))
             index, removed = HNSWVectorIndex.build(matrix, keys=keys), 0
         else:
             index, removed = ExactVectorIndex(matrix), 0
@@ -691,6 +695,18 @@ class LocalStore(Store):
         self._publish(VECTORS, generation, write)
         return _Loaded(
             generation, _ids_array(ids), index, keys if isinstance(index, HNSWVectorIndex) else None
+        )
+
+    def _note_graph_build(self, vectors: int) -> None:
+        """Say what a graph build costs before it runs: minutes, with one line on the screen."""
+        if vectors < GRAPH_VECTORS_PER_S * 30:  # half a minute or less: nothing to say
+            return
+        _log.warning(
+            "index %r: building its vector search graph from %s vectors, about %s min on one "
+            "core (searches of the index wait meanwhile); later writes update it in place",
+            self.name,
+            f"{vectors:,}",
+            f"{max(1, round(vectors / GRAPH_VECTORS_PER_S / 60)):,}",
         )
 
     def _live_rows(
