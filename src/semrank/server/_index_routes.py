@@ -360,9 +360,11 @@ async def _blocking(
     threads = request.app.state.registry.index_threads
     try:
         return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
-    except DeadlineExceededError:  # counted as the rerank routes count theirs
+    except DeadlineExceededError as exc:  # counted as the rerank routes count theirs
         request.app.state.service.metrics.rejected.labels("deadline").inc()
-        raise
+        # One text, with its fix, whether the wait here or the work's own check (the thread
+        # reached its next search or model call first) saw the deadline pass.
+        raise DeadlineExceededError(late) from exc
 
 
 def _check_reranked_documents(tree: Any, limit: int) -> None:

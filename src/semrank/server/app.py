@@ -108,12 +108,24 @@ class TrailingSlashServed:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
-            scope = {**scope, "path": path.rstrip("/") or "/"}
-            if isinstance(scope.get("raw_path"), bytes):
-                scope["raw_path"] = scope["raw_path"].rstrip(b"/") or b"/"
+        if scope["type"] == "http":
+            scope = self._without_trailing_slashes(scope)
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _without_trailing_slashes(scope: Scope) -> Scope:
+        """Only slashes the client wrote as such: an encoded one (``victim%2F``) is part of a
+        name, and stripping it after decoding made DELETE /v1/indexes/victim%2F drop "victim"."""
+        path, raw = scope.get("path", ""), scope.get("raw_path")
+        written = raw if isinstance(raw, bytes) else path.encode()
+        count = len(written) - len(written.rstrip(b"/"))
+        if count == 0 or len(path) <= 1:
+            return scope
+        count = min(count, len(path) - 1)  # "/" itself stays
+        stripped = {**scope, "path": path[:-count]}
+        if isinstance(raw, bytes):
+            stripped["raw_path"] = raw[:-count]
+        return stripped
 
 
 class HeadAsGet:
