@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,18 @@ def test_texts_without_any_term_give_an_index_that_matches_nothing(tmp_path: Pat
 def test_bm25_parameters_must_be_finite_numbers(options) -> None:
     with pytest.raises(InvalidInputError, match="must be finite numbers"):
         BM25Params(**options)
+
+
+@pytest.mark.parametrize(
+    "options", [{"method": "bm25+", "k1": 0}, {"method": "bm25l", "k1": 0, "delta": 0}]
+)
+def test_parameters_that_score_every_document_nan_are_refused(options) -> None:
+    """0/0 for a term a document lacks: every score was NaN and every search found nothing."""
+    with pytest.raises(
+        InvalidInputError, match=re.escape(f"method '{options['method']}' with k1=0")
+    ):
+        BM25Params(**options)
+    assert BM25Params(**{**options, "k1": 0.1}).k1 == 0.1
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,19 @@ class BM25Params:
             raise InvalidInputError(
                 f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1} b={self.b}"
             )
+        self._check_absent_term_score()
         self._check_analysis()
+
+    def _check_absent_term_score(self) -> None:
+        """BM25+ and BM25L score a term a document lacks, as 0/0 at these values: every score
+        was NaN and every search found nothing."""
+        if (self.method == "bm25+" and self.k1 == 0) or (
+            self.method == "bm25l" and self.k1 + self.delta == 0
+        ):
+            raise InvalidInputError(
+                f"BM25 method {self.method!r} with k1={self.k1} and delta={self.delta} scores "
+                "nothing (0/0 for a term a document lacks); give k1 > 0, or another method"
+            )
 
     def _check_analysis(self) -> None:
         """Refused here, when an index is created: found at its first write, a stemmer or
