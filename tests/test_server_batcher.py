@@ -360,3 +360,19 @@ def _rerank_scope() -> dict[str, Any]:
         "client": ("127.0.0.1", 1),
         "server": ("t", 80),
     }
+
+
+async def test_a_deadline_the_work_itself_saw_pass_answers_the_routes_text_with_its_fix() -> None:
+    """The thread's own check (its next model call or search) often saw the deadline first:
+    the 504 then carried that check's text, which names no fix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semrank.server._engines import run_in_thread
+
+    def work() -> None:
+        raise DeadlineExceededError("the request deadline passed while it waited for the model")
+
+    with ThreadPoolExecutor(1) as threads:
+        for deadline in (time.monotonic() + 30, None):
+            with pytest.raises(DeadlineExceededError, match=r"^raise timeout_ms$"):
+                await run_in_thread(threads, deadline, work, "raise timeout_ms")

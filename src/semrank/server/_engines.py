@@ -124,17 +124,18 @@ async def run_in_thread(
     threads: ThreadPoolExecutor, deadline: float | None, work: Callable[[], T], late: str
 ) -> T:
     """``work()`` in a request thread that sees ``deadline`` (the batcher enforces it too);
-    ``DeadlineExceededError(late)`` once it passes. The thread itself cannot be stopped: it ends
-    at its next model call, which the batcher fails for being past the deadline or for its request
-    being over (REQUEST_GONE, which the thread sees too)."""
+    ``DeadlineExceededError(late)`` once it passes, whether the wait here or the work's own check
+    (its next model call or search, reached first) saw it pass: one text, with its fix. The
+    thread itself cannot be stopped: it ends at its next model call or search, which fails for
+    being past the deadline or for its request being over (REQUEST_GONE, which it sees too)."""
     context = contextvars.copy_context()
     context.run(REQUEST_DEADLINE.set, deadline)
     future = asyncio.get_running_loop().run_in_executor(threads, context.run, work)
-    if deadline is None:
-        return await future
     try:
+        if deadline is None:
+            return await future
         return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-    except TimeoutError as exc:
+    except (TimeoutError, DeadlineExceededError) as exc:
         raise DeadlineExceededError(late) from exc
 
 

@@ -360,11 +360,9 @@ async def _blocking(
     threads = request.app.state.registry.index_threads
     try:
         return await run_in_thread(threads, deadline, functools.partial(work, *args), late)
-    except DeadlineExceededError as exc:  # counted as the rerank routes count theirs
+    except DeadlineExceededError:  # counted as the rerank routes count theirs
         request.app.state.service.metrics.rejected.labels("deadline").inc()
-        # One text, with its fix, whether the wait here or the work's own check (the thread
-        # reached its next search or model call first) saw the deadline pass.
-        raise DeadlineExceededError(late) from exc
+        raise
 
 
 def _check_reranked_documents(tree: Any, limit: int) -> None:
