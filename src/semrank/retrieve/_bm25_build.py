@@ -41,7 +41,7 @@ def build_into(
     docs, words, counts = _term_counts(terms, lengths, n_docs)
     doc_frequencies = np.bincount(words, minlength=n_vocab)
     frequencies = dict(enumerate(doc_frequencies.tolist()))
-    average = np.array(lengths).mean() if n_docs else np.float64("nan")
+    average = lengths.mean() if n_docs else np.float64("nan")
     idf_fn = scoring._select_idf_scorer(retriever.idf_method)
     tfc_fn = scoring._select_tfc_scorer(retriever.method)
     nonoccurrence = None
@@ -76,15 +76,15 @@ def _term_counts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(document, term, count)`` of every term in every document, ordered by term and then
     document: the order of a CSC matrix's entries (bm25s sorts its entries so)."""
-    documents = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
-    keys = np.sort(terms.astype(np.int64) * max(n_docs, 1) + documents)
-    if not len(keys):
+    if not len(terms):
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
+    documents = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    keys = np.sort(terms.astype(np.int64) * n_docs + documents)
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     counts = np.diff(np.append(starts, len(keys)))
     unique = keys[starts]
-    return unique % max(n_docs, 1), unique // max(n_docs, 1), counts
+    return unique % n_docs, unique // n_docs, counts
 
 
 def _scores(

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from semrank.errors import BodyTimeoutError
+from semrank.errors import BodyTimeoutError, http_status_for
 from semrank.server._errors import error_body
 from semrank.server._logging import LOGGER_NAME, log_fields
 
@@ -33,11 +34,12 @@ def _timeout_response() -> bytes:
         "whole and at once (behind a slow link, let a proxy in front of the server buffer it)"
     )
     body = json.dumps(error_body(str(error), error.error_type)).encode()
+    status = HTTPStatus(http_status_for(error))  # the one table's status, 408
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+        f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
     )
-    return head + body
+    return head.encode() + body
 
 
 class HeaderDeadlineProtocol(H11Protocol):
