@@ -139,11 +139,36 @@ def test_a_cross_encoder_is_refused_as_an_embedding_model(tmp_path: Path) -> Non
     (distil / "config.json").write_text(
         json.dumps({**config, "architectures": ["DistilBertModel"]})
     )
-    with pytest.raises(InvalidInputError, match="architecture DistilBertModel, which an index"):
+    with pytest.raises(
+        InvalidInputError, match="architecture DistilBertModel, which an index"
+    ) as e:
         create_index("d", home=tmp_path, embedding_model=str(distil))
+    assert "BertModel, BertForMaskedLM" in str(e.value)  # what it can embed with, all of it
     assert list_indexes(tmp_path) == []
     with create_index("bi", home=tmp_path, embedding_model="all-minilm-l6-v2") as index:
         assert index.info().settings.embedding_model == "all-minilm-l6-v2"
+
+
+def test_bi_encoder_saved_with_its_masked_lm_architecture_embeds_an_index(tmp_path: Path) -> None:
+    """A sentence-transformers folder whose config.json names the pre-training class (as
+    all-distilroberta-v1's does) embeds on ONNX Runtime / OpenVINO like its encoder: it was
+    refused as an architecture only the torch backend runs."""
+    from semrank.models import resolve_embedding_model
+
+    masked = shutil.copytree(resolve_embedding_model().path, tmp_path / "masked")
+    config = json.loads((masked / "config.json").read_text())
+    (masked / "config.json").write_text(
+        json.dumps({**config, "architectures": ["BertForMaskedLM"]})
+    )
+    found = {}
+    for name, model in [("plain", "all-minilm-l6-v2"), ("masked", str(masked))]:
+        with create_index(name, home=tmp_path / "home", embedding_model=model) as index:
+            index.upsert(DOCS)
+            query = index.embed_queries(["a pet that chases sticks"])[0]
+            hits = index.search_vector(query, k=3)
+            found[name] = (hits.ids.tolist(), hits.scores)
+    assert found["masked"][0] == found["plain"][0]
+    np.testing.assert_allclose(found["masked"][1], found["plain"][1], atol=1e-6)
 
 
 def test_upsert_replaces_and_delete_removes(tmp_path: Path) -> None:

@@ -133,6 +133,10 @@ _CLASSES = {
     ("roberta", "encoder"): "XLMRobertaModel",
     ("modernbert", "sequence-classification"): "ModernBertForSequenceClassification",
     ("modernbert", "encoder"): "ModernBertModel",
+    # A checkpoint saved with its pre-training head, as many sentence-transformers folders are.
+    ("bert", "masked-lm"): "BertForMaskedLM",
+    ("roberta", "masked-lm"): "XLMRobertaForMaskedLM",
+    ("modernbert", "masked-lm"): "ModernBertForMaskedLM",
 }
 
 

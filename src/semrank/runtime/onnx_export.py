@@ -29,6 +29,7 @@ from semrank.runtime._weights import Weights, load_weights, weight_files
 T = TypeVar("T")
 
 __all__ = [
+    "ENCODER_ARCHITECTURES",
     "EXPORTER_VERSION",
     "SUPPORTED_ARCHITECTURES",
     "ExportHead",
@@ -53,8 +54,17 @@ _ARCHITECTURES: dict[str, tuple[str, ExportHead]] = {
     "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
     "ModernBertModel": ("modernbert", "encoder"),
     "SemrankGatedBertForSequenceClassification": ("gated-bert", "sequence-classification"),
+    # Saved with the pre-training head, as many sentence-transformers folders are (e.g.
+    # all-distilroberta-v1): the encoder is the model's, the language-model head is left out.
+    "BertForMaskedLM": ("bert", "encoder"),
+    "XLMRobertaForMaskedLM": ("roberta", "encoder"),
+    "RobertaForMaskedLM": ("roberta", "encoder"),
+    "ModernBertForMaskedLM": ("modernbert", "encoder"),
 }
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(_ARCHITECTURES)
+ENCODER_ARCHITECTURES: tuple[str, ...] = tuple(
+    name for name, (_, head) in _ARCHITECTURES.items() if head == "encoder"
+)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:

@@ -94,13 +94,13 @@ def index_path(name: str, home: str | Path | None = None) -> Path:
 def _require_exportable(model: Any) -> None:
     """An index embeds on ONNX Runtime / OpenVINO: an architecture they cannot run is refused
     before the index is made (it was made, then every write failed)."""
-    from semrank.runtime.onnx_export import SUPPORTED_ARCHITECTURES
+    from semrank.runtime.onnx_export import ENCODER_ARCHITECTURES, SUPPORTED_ARCHITECTURES
 
     if model.architecture not in SUPPORTED_ARCHITECTURES:
         raise InvalidInputError(
             f"embedding model {model.name!r} has architecture {model.architecture}, which an "
             "index cannot embed with (it runs on ONNX Runtime or OpenVINO, which know "
-            f"{', '.join(a for a in SUPPORTED_ARCHITECTURES if a.endswith('Model'))}); choose "
+            f"{', '.join(ENCODER_ARCHITECTURES)}); choose "
             "a bi-encoder of those families, e.g. all-minilm-l6-v2 (the default)"
         )
 
