@@ -348,11 +348,24 @@ def test_a_knn_query_vector_is_scaled_to_unit_length(index: LocalStore) -> None:
     tripled = search(index, retriever={"knn": {"query_vector": (3 * vector).tolist(), "k": 3}})
     assert tripled.ids == unit.ids and float(tripled.scores.max()) <= 1.0 + 1e-5
     np.testing.assert_allclose(tripled.scores, unit.scores, rtol=1e-5)
-    threshold = float(unit.scores[1])  # keeps the top two cosines, whatever the length
+    threshold = 2 * float(unit.scores[1]) - 1  # the second cosine: keeps the top two
     kept = search(index, retriever=Knn(vector=tuple(5 * vector), similarity=threshold), k=6)
     assert kept.ids == unit.ids[:2]
     with pytest.raises(InvalidInputError, match=r"all zeros.*give a non-zero vector"):
         parse_retriever({"knn": {"query_vector": [0, 0.0]}})
+
+
+def test_knn_scores_are_elasticsearchs_score_for_a_cosine_field(index: LocalStore) -> None:
+    """(1 + cosine) / 2, as Elasticsearch's knn ``_score``: a ``linear`` retriever's weights
+    (normalizer none, its default) fuse a knn list with a BM25 one as they do there. The
+    ``similarity`` threshold stays the raw cosine, as there."""
+    vector = index.embed_queries(["moon and sun"])[0]
+    cosines = index.search_vector(vector, k=3)
+    hits = search(index, retriever=Knn(vector=tuple(vector.astype(np.float64))), k=3)
+    assert hits.ids == cosines.ids.tolist()
+    np.testing.assert_allclose(hits.scores, (1 + cosines.scores) / 2, rtol=1e-6)
+    kept = search(index, retriever=Knn(vector=tuple(vector), similarity=float(cosines.scores[0])))
+    assert kept.ids == cosines.ids[:1].tolist()
 
 
 def test_shorthands_are_parsed_in_one_place() -> None:

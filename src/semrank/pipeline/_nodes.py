@@ -262,7 +262,9 @@ class Knn(Retriever):
 
     Returns ``k`` neighbours (default: what the parent asks for); ``num_candidates`` is the HNSW
     beam width on large indexes; ``similarity`` drops hits below that cosine similarity. A
-    ``vector`` is scaled to unit length when searched, so scores are cosines at any length.
+    ``vector`` is scaled to unit length when searched. A hit's score is ``(1 + cosine) / 2``,
+    Elasticsearch's ``_score`` for a cosine vector field, so that a ``linear`` retriever's
+    weights fuse as there (the ``similarity`` threshold is the raw cosine, as there too).
     """
 
     field: str = VECTOR_FIELD
@@ -333,7 +335,8 @@ class Knn(Retriever):
         if self.similarity is not None:
             keep = hits.scores >= self.similarity
             hits = Hits(hits.ids[keep], hits.scores[keep])
-        return Ranking.from_hits(hits.top(size))
+        hits = hits.top(size)
+        return Ranking.from_hits(Hits(hits.ids, ((1.0 + hits.scores) / 2.0).astype(np.float32)))
 
     def query_texts(self) -> tuple[str | None, ...]:
         return () if self.vector is not None else (self.text,)
