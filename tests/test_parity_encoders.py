@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from tiny_models import random_pairs
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from semrank.errors import ModelLoadError  # noqa: E402
+from semrank.models import resolve  # noqa: E402
 from semrank.models.spec import ResolvedModel  # noqa: E402
 from semrank.runtime import BiEncoderScorer, load_embedder, load_scorer  # noqa: E402
 
@@ -89,3 +92,47 @@ def test_bundled_minilm_matches_sentence_transformers(minilm_dir: Path) -> None:
     reference = st_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     embedder = load_embedder(resolved(minilm_dir, max_length=st_model.max_seq_length))
     np.testing.assert_allclose(embedder.embed(texts), reference, atol=1e-4, rtol=0)
+
+
+def _st_folder_lowercasing(model_dir: Path, target: Path) -> Path:
+    """``model_dir`` as a sentence-transformers folder with ``do_lower_case: true`` and a
+    tokenizer that keeps case (the tiny vocabulary is lowercase: capitals read as [UNK])."""
+    import shutil
+
+    shutil.copytree(model_dir, target)
+    tokenizer = json.loads((target / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False
+    (target / "tokenizer.json").write_text(json.dumps(tokenizer))
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(
+            [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+        )
+    ]
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": MAX_LENGTH, "do_lower_case": True})
+    )
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (target / "2_Normalize").mkdir()
+    return target
+
+
+def test_do_lower_case_lowercases_texts_as_sentence_transformers_does(
+    tiny_model, tmp_path: Path
+) -> None:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    folder = _st_folder_lowercasing(tiny_model("bert", "encoder"), tmp_path / "lowercasing")
+    texts = [text.title() for text in TEXTS[:12]] + ["ÉCOLE Straße İstanbul", ""]
+    model = resolve(folder, kind="bi-encoder")
+    assert model.lowercase
+    embeddings = load_embedder(model, backend="onnx").embed(texts)
+    st_model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    reference = st_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(embeddings, reference, atol=1e-4, rtol=0)
+    (folder / "sentence_bert_config.json").write_text('{"do_lower_case": "yes"}')
+    with pytest.raises(ModelLoadError, match=r"do_lower_case is 'yes'; expected true or false"):
+        resolve(folder, kind="bi-encoder")

@@ -269,6 +269,7 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         activation="sigmoid" if chosen == "cross-encoder" else "cosine",
         pooling=pooling,
         normalize=normalize,
+        lowercase=chosen == "bi-encoder" and _lowercase(path),
         num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
         calibration=_calibration(path) if chosen == "cross-encoder" else None,
     )
@@ -490,6 +491,21 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
         limits.append(positions - offset)
     usable = [limit for limit in limits if limit]
     return min(usable) if usable else 512
+
+
+def _lowercase(path: Path) -> bool:
+    """sentence-transformers' ``do_lower_case``: it lowercases a bi-encoder's texts before its
+    tokenizer reads them, whatever the tokenizer itself does."""
+    st_config = path / "sentence_bert_config.json"
+    if not st_config.is_file():
+        return False
+    value = read_json_object(st_config).get("do_lower_case", False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(
+            f"{st_config}: do_lower_case is {value!r}; expected true or false (as "
+            "sentence-transformers writes it)"
+        )
+    return value
 
 
 def _num_labels(config: dict[str, Any], path: Path) -> int:

@@ -49,6 +49,9 @@ class ResolvedModel:
     activation: Activation
     pooling: Pooling = "mean"
     normalize: bool = True
+    # sentence-transformers' do_lower_case: a bi-encoder's texts are lowercased before its
+    # tokenizer reads them (a cased tokenizer trained on lowercased text).
+    lowercase: bool = False
     num_labels: int = 1
     bf16_measured: bool = False  # from the catalog entry (see ModelSpec)
     # A cross-encoder's logit is read as scale * logit + shift (`semrank train`'s calibration).

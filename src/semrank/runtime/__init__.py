@@ -242,12 +242,14 @@ def load_embedder(
         "device": choice.device or device,
         "threads": threads if threads is not None else default_threads(),
     }
-    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values())
+    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values(), model.lowercase)
     with _SHARED_EMBEDDERS_LOCK:
         embedder = _SHARED_EMBEDDERS.get(key)
         if embedder is None:
             embedder = _loaders.load_embedder(choice.backend, Path(model.path), **options)
             embedder.backend = choice.backend
+            # A step before the tokenizer, the same on every backend: set here, once.
+            embedder.lowercase = model.lowercase
             _SHARED_EMBEDDERS[key] = embedder
     if warmup:
         embedder.embed(["warm up"])  # first-call allocations and kernel selection, at load

@@ -99,6 +99,7 @@ class Embedder:
         *,
         pooling: str = "mean",
         normalize: bool = True,
+        lowercase: bool = False,
         batching: BatchingConfig | None = None,
     ) -> None:
         if pooling not in ("mean", "cls"):
@@ -107,6 +108,7 @@ class Embedder:
         self.max_length = tokenizer.max_length
         self.pooling = pooling
         self.normalize = normalize
+        self.lowercase = lowercase
         self.batching = batching or BatchingConfig()
         self._forward = forward
 
@@ -117,6 +119,8 @@ class Embedder:
             raise InvalidInputError("embed() takes a list of strings")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        if self.lowercase:  # as sentence-transformers' Transformer module does: str.lower()
+            texts = [text.lower() for text in texts]
         encoded = self.tokenizer.encode_texts(texts)
         vectors = run_batched(
             encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length
