@@ -46,17 +46,20 @@ def run_cli(*args: str | Path):
 
 
 @pytest.mark.parametrize(
-    "candidates",
-    [[], [{"query": "unjudged", "hits": [hit(qid="q9")]}]],
+    ("candidates", "said"),
+    [
+        ([], "{path} holds no queries"),
+        ([{"query": "unjudged", "hits": [hit(qid="q9")]}], "no query id of {path} (q9) appears"),
+    ],
     ids=["empty-list", "unjudged-qid"],
 )
 def test_candidates_without_a_judged_query_are_refused(
-    tmp_path: Path, qrels: Path, candidates: list
+    tmp_path: Path, qrels: Path, candidates: list, said: str
 ) -> None:
     path = write_candidates(tmp_path / "cands.json", json.dumps(candidates))
     result = run_cli("eval", "--candidates", path, "--qrels", qrels, "--no-rerank", "--json")
     assert isinstance(result.exception, InvalidInputError), result.output
-    assert f"no query id of {path} appears in the qrels file" in str(result.exception)
+    assert said.format(path=path) in str(result.exception)
     assert result.stdout == ""  # no table of 0.0s
 
 

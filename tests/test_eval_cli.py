@@ -449,3 +449,73 @@ def test_a_tree_whose_window_is_below_the_hits_measured_is_refused(deep_index) -
     assert "`semrank eval` measures 100 hits per query" in str(narrow.exception)
     wide = tree.replace('"rank_window_size": 20', '"rank_window_size": 200')
     assert run_cli(*args, "--retriever", wide, "--measures", "R@100").exit_code == 0
+
+
+def test_ids_a_run_file_cannot_hold_are_refused_before_re_ranking(
+    fixture_files, tmp_path: Path
+) -> None:
+    """With --run-out, a document id with a space (a file name) was refused only when the run
+    files were written, after the re-ranking, and every result went with it."""
+    candidates, qrels = fixture_files
+    entries = json.loads(candidates.read_text())
+    entries[1]["hits"][1]["docid"] = "report 2021.pdf"
+    candidates.write_text(json.dumps(entries))
+    args = ("eval", "--candidates", candidates, "--qrels", qrels, "--json")
+    result = run_cli(*args, "--run-out", tmp_path / "runs")
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert "document (query 'q2') id 'report 2021.pdf'" in str(result.exception)
+    assert "re-ranking" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "runs").exists()
+    entries[1]["hits"][1]["docid"] = "b"
+    entries[1]["hits"][0]["score"] = -math.inf  # JSON's -Infinity: nothing can follow it
+    candidates.write_text(json.dumps(entries))
+    result = run_cli(*args, "--run-out", tmp_path / "runs")
+    assert "document 'b' follows a score of -inf" in str(result.exception)
+    assert "re-ranking" not in result.stderr
+    assert run_cli(*args).exit_code == 0  # without run files, nothing needs them
+
+
+def test_queries_judged_only_below_zero_are_left_out_and_said(
+    fixture_files, tmp_path: Path
+) -> None:
+    """The note and the report counted such a query as 0 while every mean left it out."""
+    candidates, qrels = fixture_files
+    qrels.write_text(qrels.read_text() + "q9 0 z -1\n")
+    args = ("eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank")
+    result = run_cli(*args, "--json", "--measures", "RR@10,NumQ,NumRel")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "note: 1 query of the qrels (q9) is judged only below 0 and is left out (no label of 0 "
+        "or above to measure by)"
+    ]
+    first_stage = json.loads(result.stdout)["first_stage"]
+    assert first_stage["RR@10"] == pytest.approx((1 / 2 + 1) / 2)
+    assert first_stage["NumQ"] == 2 and first_stage["NumRel"] == 4
+    reported = run_cli(*args, "--report", tmp_path / "report")
+    assert "without candidates" not in (tmp_path / "report" / "report.md").read_text()
+    assert reported.exit_code == 0
+
+
+def test_files_that_share_no_query_say_why(fixture_files, tmp_path: Path) -> None:
+    candidates, qrels = fixture_files
+    padded = tmp_path / "padded.txt"
+    padded.write_text("q01 0 d1 1\n")  # q1 in the candidates: not padding, another id
+    result = run_cli("eval", "--candidates", candidates, "--qrels", padded, "--no-rerank")
+    assert "appears in the qrels (q01); check that the query ids" in str(result.exception)
+    entries = json.loads(candidates.read_text())
+    for entry in entries:
+        for item in entry["hits"]:
+            item["qid"] = item["qid"].replace("q", "")  # 1 and 2
+    candidates.write_text(json.dumps(entries))
+    padded.write_text("001 0 d1 1\n")
+    result = run_cli("eval", "--candidates", candidates, "--qrels", padded, "--no-rerank")
+    assert f"no query id of {candidates} (1, 2) appears in the qrels (001)" in str(result.exception)
+    assert "differ in leading zeros" in str(result.exception)
+    header_only = tmp_path / "header.tsv"
+    header_only.write_text("query-id\tcorpus-id\tscore\n")
+    result = run_cli("eval", "--candidates", candidates, "--qrels", header_only, "--no-rerank")
+    assert f"{header_only} holds no judgments; give lines" in str(result.exception)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    result = run_cli("eval", "--candidates", empty, "--qrels", qrels, "--no-rerank")
+    assert f"{empty} holds no queries" in str(result.exception)

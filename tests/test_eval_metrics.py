@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 from scipy import stats
@@ -169,6 +170,28 @@ def test_identical_runs_have_no_difference() -> None:
     assert (result.wins, result.ties, result.losses) == (0, 2, 0)
     assert result.p_value == 1.0
     assert math.isnan(result.t_statistic)
+
+
+def test_the_same_change_on_every_query_has_no_t_test() -> None:
+    """No variance: t is infinite, scipy warned of precision loss and p read 0 (shown as
+    p < 0.0001 from two queries)."""
+    a = evaluation("a", {"1": 0.25, "2": 0.5})
+    b = evaluation("b", {"1": 0.75, "2": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compare(a, b, "m")
+    assert (result.wins, result.ties, result.losses) == (2, 0, 0)
+    assert math.isnan(result.p_value) and math.isnan(result.t_statistic)
+
+
+def test_num_q_and_num_rel_count_judged_queries_the_run_missed() -> None:
+    """As trec_eval -c: NumRel comes from the qrels whatever the run holds (ir-measures gave
+    an unranked query 0 for both)."""
+    qrels = {"1": {"a": 1}, "2": {"b": 1}, "3": {"c": 1, "d": 2, "e": 0}}
+    run = Run(name="r", rankings={"1": [ScoredDoc(doc_id="a", score=1.0)], "2": []})
+    result = evaluate(qrels, run, ["NumQ", "NumRel", "NumRet", "RR@10"])
+    assert result.aggregate == {"NumQ": 3, "NumRel": 4, "NumRet": 1, "RR@10": pytest.approx(1 / 3)}
+    assert result.per_query["NumRel"] == {"1": 1, "2": 1, "3": 2}
 
 
 def test_compare_unknown_measure() -> None:

@@ -119,10 +119,10 @@ def eval_command(
         if per_query.is_dir():
             raise InvalidInputError(f"--per-query {per_query} is a folder; name a file in it")
         _check_output_folders({"--per-query": per_query.parent})
-    judgments = load_qrels(qrels)
     # Paths and names as written, and whole: hard-wrapped at 80 columns off a terminal, a path
     # or a tree's JSON could not be pasted back.
     stderr = Console(stderr=True, markup=False, soft_wrap=True)
+    judgments = _measured(load_qrels(qrels), qrels, stderr)
     do_rerank = rerank if rerank is not None else candidates is not None
     if index is not None:
         retriever, do_rerank = _single_rerank(retriever, rerank, do_rerank)
@@ -170,6 +170,10 @@ def eval_command(
         home=home,
         store=store,
     )
+    if run_out is not None:
+        from semrank.eval.loaders import check_writable_as_runs
+
+        check_writable_as_runs(lists)
     results = _evaluate(
         lists, judgments, names, depth, stderr, model, do_rerank, backend, feedback=feedback
     )
@@ -322,7 +326,6 @@ def _candidate_lists(
         if queries is not None:
             raise InvalidInputError("--queries goes with --index; candidate files hold queries")
         lists = load_candidates(candidates)
-        # Otherwise every measure would be a silent 0.0 over nothing that was judged.
         _require_judged({c.query_id for c in lists}, judgments, candidates)
         _note_coverage(lists, judgments, {c.query_id for c in lists}, "candidate query")
         return lists
@@ -337,7 +340,7 @@ def _candidate_lists(
             f"{queries}: judged query {empty[0]!r} has no text; give it its words (or drop its "
             "judgments)"
         )
-    _require_judged(set(topics), judgments, queries)
+    _require_judged(set(all_topics), judgments, queries)
     _check_eval_window(retriever, k)
     with progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(
@@ -368,11 +371,19 @@ def _check_eval_window(retriever: str, k: int) -> None:
 
 
 def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None:
-    if query_ids.isdisjoint(judgments):
-        raise InvalidInputError(
-            f"no query id of {source} appears in the qrels file; "
-            "check that the query ids and the qrels come from the same collection"
-        )
+    """Otherwise every measure would be a silent 0.0 over nothing that was judged."""
+    if not query_ids:
+        raise InvalidInputError(f"{source} holds no queries; give at least one")
+    if not query_ids.isdisjoint(judgments):
+        return
+    ours, judged = sorted(query_ids), sorted(judgments)
+    fix = "check that the query ids and the qrels come from the same collection"
+    if {qid.lstrip("0") for qid in ours} & {qid.lstrip("0") for qid in judged}:
+        fix = "their ids differ in leading zeros (e.g. '1' and '01'): write them alike"
+    raise InvalidInputError(
+        f"no query id of {source} ({_some_ids(ours, 3)}) appears in the qrels "
+        f"({_some_ids(judged, 3)}); {fix}"
+    )
 
 
 def _note_coverage(
@@ -427,6 +438,31 @@ def _judged_ids_unmatched(lists: list[CandidateList], judgments: Qrels) -> str |
         f"among the ranked documents ({_some_ids(sorted(hit_ids), 3)}): if the qrels name "
         "documents by other ids than the candidates or the index, every measure is 0"
     )
+
+
+def _measured(judgments: Qrels, path: Path, stderr: Console) -> Qrels:
+    """The judged queries measures are taken over, once for every count and note: a query
+    judged only below 0 has nothing to measure by (and crashed trec_eval) and is left out."""
+    from semrank.eval.metrics import measured_qrels
+
+    if not judgments:
+        raise InvalidInputError(
+            f"{path} holds no judgments; give lines 'qid 0 docid relevance' (TREC) or "
+            "'query-id<TAB>corpus-id<TAB>score' (BEIR)"
+        )
+    measured = measured_qrels(judgments)
+    dropped = sorted(set(judgments) - set(measured))
+    if dropped:
+        verbs = (
+            "is judged only below 0 and is"
+            if len(dropped) == 1
+            else "are judged only below 0 and are"
+        )
+        stderr.print(
+            f"note: {count_of(len(dropped), 'query', 'queries')} of the qrels "
+            f"({_some_ids(dropped)}) {verbs} left out (no label of 0 or above to measure by)"
+        )
+    return measured
 
 
 def _some_ids(ids: list[str], shown: int = 5) -> str:
@@ -500,9 +536,14 @@ def _compare_command(
     k = _retrieval_depth(depth, names)
 
     def retrieve(base: str) -> list[CandidateList]:
-        return _candidate_lists(
+        lists = _candidate_lists(
             None, index, queries, judgments, base, k, stderr, home=home, store=store
         )
+        if run_out is not None:
+            from semrank.eval.loaders import check_writable_as_runs
+
+            check_writable_as_runs(lists)
+        return lists
 
     def rerank(lists: list[CandidateList]) -> Run:
         nonlocal reranker

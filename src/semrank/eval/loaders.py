@@ -309,9 +309,7 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
     rankings = require_run(run)
     # Check every id before opening the file, so a bad id leaves no half-written run behind.
     for query_id, ranking in rankings.items():
-        _check_trec_id(query_id, "query")
-        for doc in ranking:
-            _check_trec_id(doc.doc_id, f"document (query {query_id!r})")
+        _check_trec_ids(query_id, ranking)
     run_tag = re.sub(r"\s+", "_", tag or run.name)
     lines = [
         f"{query_id} Q0 {doc.doc_id} {rank} {score!r} {run_tag}\n"
@@ -360,6 +358,23 @@ def _decreasing_scores(query_id: str, ranking: list[ScoredDoc]) -> list[float]:
             previous = np.float32(score)
             scores.append(score)
     return scores
+
+
+def check_writable_as_runs(lists: Sequence[CandidateList]) -> None:
+    """What ``write_trec_run`` would refuse, checked on the first stage before any re-ranking
+    (it was found after minutes of it, and the results went with it): ids a run file cannot
+    hold, and a -inf score followed by other hits. Re-ranked runs hold the same ids, and finite
+    scores."""
+    for candidates in lists:
+        ranking = [ScoredDoc(doc_id=hit.doc_id, score=hit.score) for hit in candidates.hits]
+        _check_trec_ids(candidates.query_id, ranking)
+        _decreasing_scores(candidates.query_id, ranking)
+
+
+def _check_trec_ids(query_id: str, ranking: Sequence[ScoredDoc]) -> None:
+    _check_trec_id(query_id, "query")
+    for doc in ranking:
+        _check_trec_id(doc.doc_id, f"document (query {query_id!r})")
 
 
 def _check_trec_id(value: str, kind: str) -> None:

@@ -256,6 +256,27 @@ def split_top_level(text: str) -> list[str]:
     return parts
 
 
+def _count_unranked(
+    measure: Any,
+    judgments: Qrels,
+    scored: Mapping[str, Any],
+    per_query: dict[str, dict[str, float]],
+    aggregate: dict[str, float],
+) -> None:
+    """NumQ and NumRel of the judged queries the run has no results for, as trec_eval ``-c``
+    counts them (ir-measures gives such a query every measure's default, 0: NumRel then
+    depended on the run, not the qrels). Their aggregate is the sum over queries."""
+    if measure.NAME not in ("NumQ", "NumRel"):
+        return
+    values = per_query[str(measure)]
+    least = int(measure.params.get("rel", 1))
+    for query_id, labels in judgments.items():
+        if query_id not in scored:
+            relevant = sum(label >= least for label in labels.values())
+            values[query_id] = 1.0 if measure.NAME == "NumQ" else float(relevant)
+    aggregate[str(measure)] = float(sum(values.values()))
+
+
 def _scored_run(rankings: Mapping[str, list[ScoredDoc]]) -> dict[str, dict[str, float]]:
     # pytrec_eval sorts by score and breaks ties by doc id; scores derived from list positions
     # make it evaluate exactly the order of the run. The rankings are checked (require_run):
@@ -311,9 +332,10 @@ def _calc(provider: Any, measures: list[Any], qrels: Qrels, scored: Any) -> Any:
         ) from None
 
 
-def _checked_qrels(qrels: object) -> Qrels:
+def measured_qrels(qrels: object) -> Qrels:
     """Qrels as ``{query_id: {doc_id: int relevance}}`` with at least one judged query, as
-    pytrec_eval takes them: integer ids (numpy's too) become strings, numpy labels ints."""
+    pytrec_eval takes them: integer ids (numpy's too) become strings, numpy labels ints. The
+    queries ``evaluate`` measures: one judged only below 0 is left out."""
     if not isinstance(qrels, Mapping):
         raise InvalidInputError(
             f"qrels must be a dict {{query_id: {{doc_id: relevance}}}}, got {type(qrels).__name__}"
@@ -378,7 +400,7 @@ def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES)
     run has no results for count as 0 (ir-measures' convention, trec_eval ``-c``), so a run
     cannot gain by skipping queries.
     """
-    judgments = _checked_qrels(qrels)
+    judgments = measured_qrels(qrels)
     scored = _scored_run(require_run(run))
     parsed = parse_measures(measures)
     per_query: dict[str, dict[str, float]] = {str(m): {} for m in parsed}
@@ -394,6 +416,7 @@ def evaluate(qrels: Qrels, run: Run, measures: Iterable[str] = DEFAULT_MEASURES)
             for metric in results.per_query:
                 per_query[str(metric.measure)][metric.query_id] = float(metric.value)
             aggregate.update({str(m): float(v) for m, v in results.aggregated.items()})
+            _count_unranked(measure, judgments, scored, per_query, aggregate)
     ordered = {str(m): aggregate.get(str(m), math.nan) for m in parsed}
     return Evaluation(run_name=run.name, aggregate=ordered, per_query=per_query)
 
@@ -412,12 +435,13 @@ def compare(a: Evaluation, b: Evaluation, measure: str) -> PairedComparison:
     wins = sum(d > TIE_TOLERANCE for d in diffs)
     losses = sum(d < -TIE_TOLERANCE for d in diffs)
     t_stat, p_value = math.nan, math.nan
-    if len(common) >= 2 and any(abs(d) > TIE_TOLERANCE for d in diffs):
+    if len(common) >= 2 and max(diffs) - min(diffs) > TIE_TOLERANCE:
         result = stats.ttest_rel(ys, xs)
         t_stat, p_value = float(result.statistic), float(result.pvalue)
     elif common and wins == losses == 0:
         p_value = 1.0  # identical on every query: no evidence of a difference
-    # One query that changed: no test is defined (p stays NaN, shown as n/a).
+    # One query that changed, or every query by the same amount (no variance: t is infinite
+    # and scipy warned of precision loss): no test is defined (p stays NaN, shown as n/a).
     return PairedComparison(
         measure=measure,
         queries=len(common),
