@@ -455,6 +455,27 @@ BAD_REQUESTS = {
 }
 
 
+async def test_a_value_no_member_of_a_union_takes_is_one_plain_error(reranker: Any) -> None:
+    """pydantic named each union member it tried ("documents.0.str: ...; documents.0.dict[str,
+    any]: ..."); a value that matched a member's type reports that member's errors inside it."""
+    async with serving(reranker) as (_, client):
+        listed = await client.post("/v1/rerank", json={"query": QUERY, "documents": [["a"], 3]})
+        nested = {"query": QUERY, "documents": DOCS, "chunking": {"overlap_tokens": "z"}}
+        inner = await client.post("/v1/rerank", json=nested)
+        objects = {"query": QUERY, "documents": [{"text": "a"}], "return_documents": True}
+        v2 = await client.post("/v2/rerank", json=objects)
+    assert listed.status_code == inner.status_code == v2.status_code == 422
+    assert listed.json()["error"] == (
+        "documents.0: Input should be a valid string, or a JSON object; got a list; "
+        "documents.1: Input should be a valid string, or a JSON object; got a number"
+    )
+    assert inner.json()["error"].startswith("chunking.overlap_tokens: Input should be a valid")
+    assert v2.json()["error"].startswith(
+        "POST /v2/rerank takes documents as strings, as Cohere's v2 API does; send objects "
+        "(with rank_fields) to POST /v1/rerank; documents.0: "
+    )
+
+
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
 async def test_bad_input_gets_a_4xx_with_error_body_and_no_error_log(
     reranker: Any, case: str, caplog: pytest.LogCaptureFixture

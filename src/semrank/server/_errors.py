@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,6 +121,8 @@ def install_error_handlers(
         message = validation_message(exc.errors(), content_type=content_type, search=search)
         if request.url.path == "/rerank" and _sent_no_texts(exc.errors()):
             message = f"{TEI_ROUTE_HINT}; {message}"
+        if request.url.path == "/v2/rerank" and _sent_objects(exc.errors()):
+            message = f"{V2_STRINGS_HINT}; {message}"
         error = InvalidInputError(message)
         return await on_semrank_error(request, error)
 
@@ -180,6 +183,21 @@ TEI_ROUTE_HINT = (
 )
 
 
+V2_STRINGS_HINT = (
+    "POST /v2/rerank takes documents as strings, as Cohere's v2 API does; send objects (with "
+    "rank_fields) to POST /v1/rerank"
+)
+
+
+def _sent_objects(errors: Sequence[Any]) -> bool:
+    """Whether a body at POST /v2/rerank sent a document as an object (older Cohere v2 SDKs)."""
+    return any(
+        tuple(error.get("loc", ()))[:2] == ("body", "documents")
+        and isinstance(error.get("input"), dict)
+        for error in errors
+    )
+
+
 def _sent_no_texts(errors: Sequence[Any]) -> bool:
     """Whether a body at POST /rerank sent neither TEI's 'texts' nor 'documents'."""
     return any(
@@ -217,6 +235,7 @@ def validation_message(
 ) -> str:
     """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
     parts = []
+    errors = _one_per_union(errors)
     for error in errors[:5]:
         # Without the tag of the POST /rerank body shape read (it names no field).
         loc = tuple(p for p in error.get("loc", ()) if p not in (TEI_SHAPE, DOCUMENTS_SHAPE))
@@ -254,6 +273,70 @@ def validation_message(
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
+
+
+# pydantic names the member of a union it tried in the location ("documents.0.str",
+# "chunking.ChunkingOptions.top_k"): a type, never a field of ours (those are snake_case).
+_UNION_MEMBER = re.compile(r"str|int|float|bool|none|[A-Z]\w*|[\w-]+\[.*\]")
+
+
+def _one_per_union(errors: Sequence[Any]) -> list[Any]:
+    """Union errors as a client reads them, at the value's own location: where the value
+    matched a member's type, that member's errors inside it ("chunking.top_k: ..."); else one
+    error saying what each member wanted ("documents.0: Input should be a valid string, or a
+    JSON object; got a list"). pydantic gives one per member, named."""
+    out: list[Any] = []
+    unions: dict[tuple[Any, ...], tuple[list[Any], list[str]]] = {}  # loc -> (inner, wanted)
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        at = next((i for i, p in enumerate(loc) if i and _is_member(p)), None)
+        if at is None:
+            out.append(error)
+            continue
+        if loc[:at] not in unions:
+            unions[loc[:at]] = ([], [])
+            out.append(loc[:at])  # a placeholder, filled in below
+        inner, wanted = unions[loc[:at]]
+        if loc[at + 1 :]:
+            inner.append({**error, "loc": loc[:at] + loc[at + 1 :]})
+        else:
+            wanted.append(str(error.get("msg", "")).removeprefix("Input should be "))
+    merged: list[Any] = []
+    for item in out:
+        if not isinstance(item, tuple):
+            merged.append(item)
+            continue
+        inner, wanted = unions[item]
+        if inner or not wanted:
+            merged.extend(inner)
+            continue
+        members = ", or ".join(_JSON_WORDS.get(want, want) for want in wanted)
+        first = next(e for e in errors if tuple(e.get("loc", ()))[: len(item)] == item)
+        got = _json_kind(first.get("input"))
+        merged.append({**first, "loc": item, "msg": f"Input should be {members}; got {got}"})
+    return merged
+
+
+# pydantic's words for a JSON object.
+_JSON_WORDS = {
+    "a valid dictionary": "a JSON object",
+    "a valid dictionary or object to extract fields from": "a JSON object",
+}
+
+
+def _is_member(part: object) -> bool:
+    return isinstance(part, str) and _UNION_MEMBER.fullmatch(part) is not None
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    kinds: dict[type, str] = {list: "a list", dict: "an object", str: "a string"}
+    return kinds.get(type(value), "another type")
 
 
 def _request_fields(request: Request) -> dict[str, object]:
