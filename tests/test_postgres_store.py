@@ -429,6 +429,38 @@ def test_a_role_with_table_grants_only_uses_the_store(pg_server, pg_database) ->
         index.upsert([{"id": "d7", "title": "Dogs", "text": "Dogs get fleas too."}])
 
 
+def test_databases_set_up_otherwise_than_postgresql_s_defaults(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """pgvector outside the search_path and a read-only database (a hot standby) gave driver
+    tracebacks; a database defaulting to SERIALIZABLE failed concurrent writes (HTTP 500)."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.store.postgres import _pool
+
+    dsn = pg_server.dsn(pg_database)
+
+    def psql(sql: str) -> None:
+        done = pg_server.psql(pg_database, f"BEGIN READ WRITE; {sql}; COMMIT")
+        assert done.returncode == 0, done.stderr
+
+    psql("CREATE SCHEMA extensions; CREATE EXTENSION vector SCHEMA extensions")
+    with pytest.raises(BackendUnavailableError, match=r"does not show pgvector .*search_path"):
+        create_index("vec", store=dsn, embedding_model=None)
+    psql("ALTER EXTENSION vector SET SCHEMA public")
+    psql(f"ALTER DATABASE {pg_database} SET default_transaction_isolation = 'serializable'")
+    fresh = f"{dsn}?application_name=fresh"  # new sessions: a pool of their own
+    with create_index("iso", store=fresh, embedding_model=None) as index:
+        index.upsert(DOCS)
+    conn = _pool._connect(fresh)
+    try:
+        assert conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    finally:
+        conn.close()
+    psql(f"ALTER DATABASE {pg_database} SET default_transaction_read_only = on")
+    with open_index("iso", store=f"{dsn}?application_name=standby") as index:
+        with pytest.raises(BackendUnavailableError, match=r"is read-only .*point --store"):
+            index.upsert([{"id": "d9", "text": "one more"}])
+        assert index.get(["d9"]) == [None]
+
+
 def test_an_id_too_long_for_a_btree_key_is_named(stores) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL's index-row error blamed the batch's longest document, another one."""
     from semrank.errors import DataFormatError

@@ -17,24 +17,55 @@ def is_postgres_dsn(value: object) -> bool:
 # A URL's user:password@ (in its authority part only) and ?password=... (to & or #, spaces
 # included); a libpq key=value DSN's password=... (spaces around '=' allowed; a value in single
 # quotes, or unquoted up to whitespace, with backslash escapes).
-_URL_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)([^@/?#\s]*)@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#]*)")
+# A query string before an '@' ("h:5432/db?application_name=me@work"): no user:password there.
+_QUERY_BEFORE = re.compile(r"\?[^@]*=")
 _KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])*)")
 
 
 def redact_dsn(dsn: str) -> str:
     """``dsn`` without its password, for messages and ``index info``."""
     if "://" in dsn:
-        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", dsn))
+        span = _url_password_span(dsn)
+        if span is not None:
+            dsn = dsn[: span[0]] + "***" + dsn[span[1] :]
+        return _QUERY_PASSWORD.sub(r"\1***", dsn)
     return _KEY_PASSWORD.sub(r"\1***", dsn)
+
+
+def _url_password_span(dsn: str) -> tuple[int, int] | None:
+    """Where a URL's password lies: after the user's ':' up to the last '@' of the user info.
+    A password with characters left unencoded ('/', '?', '#', '+', spaces: generated ones
+    have them) ends at its '@' too, which libpq then misreads (and quotes in its errors)."""
+    start = dsn.index("://") + 3
+    for at in (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@"):
+        userinfo = dsn[start:at]
+        if _QUERY_BEFORE.search(userinfo):
+            continue
+        colon = userinfo.find(":")
+        return None if colon < 0 else (start + colon + 1, at)
+    return None
+
+
+def unencoded_password(dsn: str) -> bool:
+    """Whether ``dsn``'s password holds characters a URL needs percent-encoded: libpq then
+    reads part of it as the host, and quotes it in its errors."""
+    span = _url_password_span(dsn) if "://" in dsn else None
+    return span is not None and re.search(r"[^\w%.~-]", dsn[span[0] : span[1]]) is not None
 
 
 def redact_in(text: str, dsn: str) -> str:
     """``text``, a driver's complaint about ``dsn``'s syntax (which quotes the DSN's parts),
     without the DSN's password. Only for such errors: a server's reply never holds the
     password, and replacing a short one everywhere garbled the user, host or port it named."""
-    patterns = (_URL_PASSWORD, _QUERY_PASSWORD) if "://" in dsn else (_KEY_PASSWORD,)
+    patterns = (_QUERY_PASSWORD,) if "://" in dsn else (_KEY_PASSWORD,)
     secrets = [m.group(2).strip("'") for pattern in patterns for m in pattern.finditer(dsn)]
+    span = _url_password_span(dsn) if "://" in dsn else None
+    if span is not None:
+        secret = dsn[span[0] : span[1]]
+        # libpq quotes the pieces it misread as host, port or path.
+        pieces = [piece for piece in re.split(r"[/?#@:\s]", secret) if len(piece) >= 3]
+        secrets += [secret, *pieces]
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -16,7 +16,7 @@ from semrank.errors import (
     InvalidInputError,
     StorageError,
 )
-from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn, redact_in
+from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn, redact_in, unencoded_password
 from semrank.store._dsn import redact_dsn as redact
 
 __all__ = ["DSN_SCHEMES", "is_postgres_dsn", "redact"]  # re-exported, as before
@@ -89,6 +89,7 @@ def acquire_pool(dsn: str) -> Any:
                 open=False,
                 name="semrank",
                 timeout=POOL_WAIT_S,
+                configure=_read_committed,
             )
             try:
                 pool.open(wait=True, timeout=30)
@@ -111,20 +112,35 @@ def _connect(dsn: str) -> Any:
     import psycopg
 
     try:
-        return psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
+        conn = psycopg.connect(dsn, connect_timeout=int(POOL_WAIT_S))
     except psycopg.Error as exc:
         raise unreachable(dsn, exc) from exc
+    _read_committed(conn)
+    return conn
+
+
+def _read_committed(conn: Any) -> None:
+    """semrank's statements are written for READ COMMITTED, PostgreSQL's default: a database
+    or role defaulting to REPEATABLE READ or SERIALIZABLE failed concurrent writes with
+    serialization errors (HTTP 500)."""
+    import psycopg
+
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
 
 def unreachable(dsn: str, exc: BaseException) -> BackendUnavailableError:
     """A database that refused, dropped or never answered a connection, naming the cause."""
     cause = " ".join(str(exc).split())
-    if type(exc).__name__ == "ProgrammingError":  # libpq's complaint about the DSN's syntax
-        cause = redact_in(cause, dsn)  # quotes its parts ("invalid percent-encoded token: ...")
+    garbled = unencoded_password(dsn)
+    # libpq quotes the DSN's parts when it cannot parse it ("invalid percent-encoded token:
+    # ..."), and a password it misread as the host in its other errors.
+    if type(exc).__name__ == "ProgrammingError" or garbled:
+        cause = redact_in(cause, dsn)
     cause = cause[:300] or type(exc).__name__
+    hint = "; percent-encode the password's special characters (e.g. '/' as %2F)" if garbled else ""
     return BackendUnavailableError(
         f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
-        "password, database, port) and that the server is running",
+        f"password, database, port) and that the server is running{hint}",
         client_message=UNREACHABLE,
     )
 
@@ -149,6 +165,12 @@ def pooled_connection(pool: Any, dsn: str) -> Iterator[Any]:
         raise unreachable(dsn, exc) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         raise not_permitted(dsn, exc) from exc
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise read_only(dsn, exc) from exc
+    except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedFunction) as exc:
+        if "vector" not in str(exc):
+            raise
+        raise vector_unseen(dsn, exc) from exc
     finally:
         if pooled:
             pool.putconn(conn)
@@ -163,7 +185,7 @@ def cancelled(dsn: str, exc: BaseException) -> DeadlineExceededError:
     cause = " ".join(str(exc).split())[:200]
     return DeadlineExceededError(
         f"PostgreSQL at {redact(dsn)} cancelled the query ({cause}): its statement_timeout or "
-        "lock_timeout passed; raise it for the semrank role, or search a smaller index",
+        "lock_timeout passed; raise it for the semrank role, or send smaller searches or writes",
         client_message="the database cancelled the query (its statement or lock timeout)",
     )
 
@@ -176,6 +198,29 @@ def not_permitted(dsn: str, exc: BaseException) -> BackendUnavailableError:
         "writing documents need USAGE on schema semrank and SELECT, INSERT, UPDATE, DELETE on "
         "its tables; creating, dropping and refreshing indexes needs the owner of the "
         "semrank tables (docs/postgresql.md, 'Roles')",
+        client_message=NOT_PERMITTED,
+    )
+
+
+def read_only(dsn: str, exc: BaseException) -> BackendUnavailableError:
+    """A write to a database that takes none: a hot standby, or default_transaction_read_only."""
+    cause = " ".join(str(exc).split())[:200]
+    return BackendUnavailableError(
+        f"PostgreSQL at {redact(dsn)} is read-only ({cause}): a hot standby, or a database or "
+        "role with default_transaction_read_only on; point --store (SEMRANK_STORE) at the "
+        "primary for writes",
+        client_message="the index store (PostgreSQL) is read-only; writes need its primary",
+    )
+
+
+def vector_unseen(dsn: str, exc: BaseException) -> BackendUnavailableError:
+    """pgvector's type or operators not on the role's search_path (installed in a schema of
+    its own, e.g. ``extensions``)."""
+    cause = " ".join(str(exc).split())[:200]
+    return BackendUnavailableError(
+        f"PostgreSQL at {redact(dsn)} does not show pgvector to semrank's role ({cause}): "
+        "put the schema pgvector is installed in on the role's search_path (ALTER ROLE ... "
+        'SET search_path = "$user", public, extensions), or install it in public',
         client_message=NOT_PERMITTED,
     )
 
