@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from semrank._request import REQUEST_DEADLINE
 from semrank.errors import (
     BackendUnavailableError,
     DeadlineExceededError,
@@ -43,17 +45,24 @@ _RECONNECTING: weakref.WeakSet[Any] = weakref.WeakSet()
 _DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
 _LOCK = threading.Lock()
 _OWNERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # pool -> its pid
+# One writer of an index at a time in this process, waiting here rather than on the index's
+# row lock inside PostgreSQL: writers waiting there held a pooled connection each, and eight
+# of them (a long lock held elsewhere) left searches of every other index none (HTTP 503).
+_WRITE_TURNS: dict[tuple[str, str], threading.Lock] = {}  # (dsn, index) -> its turn
+_TURNS_LOCK = threading.Lock()
 
 
 def _forget_after_fork() -> None:
     """A forked child starts without pools: the parent's connections (its sockets) and the
     pools' worker threads are not the child's, and using them gave raw driver errors and waits
     past any timeout. They are dropped, not closed: closing would end the parent's sessions."""
-    global _DIRECT, _LOCK
+    global _DIRECT, _LOCK, _TURNS_LOCK
     _POOLS.clear()
     _RECONNECTING.clear()
     _DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
     _LOCK = threading.Lock()
+    _WRITE_TURNS.clear()  # a turn a parent's thread held would be held in the child for good
+    _TURNS_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -99,6 +108,26 @@ def acquire_pool(dsn: str) -> Any:
             _OWNERS[pool] = os.getpid()
         _POOLS[dsn] = (users + 1, pool)
         return pool
+
+
+@contextmanager
+def write_turn(dsn: str, name: str) -> Iterator[None]:
+    """This process's turn to write index ``name`` of ``dsn``, taken before a connection; an
+    HTTP request waits for it no longer than its deadline."""
+    with _TURNS_LOCK:
+        turn = _WRITE_TURNS.setdefault((dsn, name), threading.Lock())
+    deadline = REQUEST_DEADLINE.get()
+    wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+    if not turn.acquire(timeout=wait):
+        raise DeadlineExceededError(
+            f"index {name!r} is busy with other writes (another is waiting on a lock in "
+            "PostgreSQL); retry later, or with a longer timeout_ms",
+            client_message=f"index {name!r} is busy with other writes; retry later",
+        )
+    try:
+        yield
+    finally:
+        turn.release()
 
 
 def _check_connects(dsn: str) -> None:
