@@ -74,6 +74,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
         107,
         108,
         109,
+        110,
     ]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -255,8 +256,9 @@ def test_bad_input_and_settings_are_named_sql_errors(installed: str) -> None:
     from semrank.errors import InvalidInputError
     from semrank.sql import install
 
-    with pytest.raises(InvalidInputError, match="timeout_s must be a number of seconds above 0"):
-        install(installed, timeout_s=0)
+    for timeout_s in (0, 1e10):
+        with pytest.raises(InvalidInputError, match="timeout_s must be a number of seconds above"):
+            install(installed, timeout_s=timeout_s)
     other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotSemrank)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
@@ -264,7 +266,7 @@ def test_bad_input_and_settings_are_named_sql_errors(installed: str) -> None:
             with pytest.raises(psycopg.errors.NullValueNotAllowed, match="query is NULL"):
                 conn.execute("SELECT * FROM semrank.rank(NULL, ARRAY['a document'])")
             conn.rollback()
-            for timeout in ("abc", "0", "-1", "inf"):
+            for timeout in ("abc", "0", "-1", "inf", "1e10"):  # 1e10: an OverflowError
                 conn.execute("SELECT set_config('semrank.timeout_s', %s, false)", (timeout,))
                 with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
                     conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")

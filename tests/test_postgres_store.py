@@ -420,6 +420,22 @@ def test_a_role_with_table_grants_only_uses_the_store(pg_server, pg_database) ->
         assert index.get(["d7"])[0] is not None
     with pytest.raises(BackendUnavailableError, match=rf"role of .*{reader}.* is not allowed"):
         create_index("mine", store=reader_dsn, embedding_model=None)
+    # A write of the role that crosses --ann-threshold: committed, then refused the HNSW index
+    # (only the owner may add it), it answered 503 every time; now the build waits for the
+    # owner and vector searches stay exact.
+    with create_index("v", store=owner_dsn, embedder=HashingEmbedder(), ann_threshold=8) as v:
+        v.upsert(DOCS)
+    pg_server.psql(
+        pg_database,
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA semrank TO {reader}",
+    )
+    with open_index("v", store=reader_dsn, embedder=HashingEmbedder()) as index:
+        index.upsert([{"id": f"x{i}", "title": "Cats", "text": f"Cats {i}"} for i in range(4)])
+        assert len(index) == 10 and not index.has_hnsw()
+        assert "x3" in search(index, retriever={"knn": {"query_text": "Cats 3", "k": 10}}).ids
+    with open_index("v", store=owner_dsn, embedder=HashingEmbedder()) as owned:
+        owned.upsert([{"id": "x9", "text": "Cats 9"}])
+        assert owned.has_hnsw()
     # An index the owner creates after the GRANT is the role's to use too (its partition was
     # the owner's alone: "permission denied for table documents_...").
     with create_index("later", store=owner_dsn, embedding_model=None) as later:

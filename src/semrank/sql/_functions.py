@@ -97,9 +97,10 @@ try:
     timeout = float(row["timeout"])
 except ValueError:
     timeout = float("nan")
-if not 0 < timeout < float("inf"):
-    plpy.error("semrank.rank: semrank.timeout_s is %r; it must be a number of seconds above 0"
-               % row["timeout"],
+# At most a day: larger values overflowed Python's clock and socket timeouts (OverflowError).
+if not 0 < timeout <= 86400:
+    plpy.error("semrank.rank: semrank.timeout_s is %r; it must be a number of seconds above 0, "
+               "at most 86400" % row["timeout"],
                hint="SET semrank.timeout_s = '30' (or store it: INSERT INTO semrank.settings "
                     "VALUES ('timeout_s', '30') ON CONFLICT (key) DO UPDATE SET value = "
                     "EXCLUDED.value)", sqlstate="22023")
@@ -316,4 +317,6 @@ def sql_migrations() -> tuple[Migration, ...]:
         # Security: a caller may point semrank.endpoint anywhere the database server reaches;
         # answers that are not semrank's are no longer shown to them.
         (109, "sql: semrank.rank shows only semrank's own error text", rank + _RUN_AS_OWNER),
+        # semrank.timeout_s over a day overflowed Python's clock (a raw OverflowError).
+        (110, "sql: semrank.timeout_s at most a day", rank + _RUN_AS_OWNER),
     )

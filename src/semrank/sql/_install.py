@@ -84,9 +84,10 @@ def install(
 ) -> list[int]:
     """Create ``plpython3u`` (needs a superuser), the ``semrank`` schema, the settings table and
     ``semrank.rank``; idempotent. Returns the migration versions applied now."""
-    if timeout_s is not None and not (is_finite_number(timeout_s) and float(timeout_s) > 0):
+    if timeout_s is not None and not (is_finite_number(timeout_s) and 0 < timeout_s <= 86400):
         raise InvalidInputError(
-            f"timeout_s must be a number of seconds above 0, got {timeout_s!r}; e.g. 30"
+            f"timeout_s must be a number of seconds above 0, at most 86400, got {timeout_s!r}; "
+            "e.g. 30"
         )
 
     _check_endpoint(endpoint)

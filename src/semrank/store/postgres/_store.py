@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -49,7 +50,12 @@ HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
 HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
 _HNSW_LOCK = 0x73686E77  # "shnw": advisory locks serialising a partition's HNSW build
 STALE_STATISTICS_SHARE = 0.1  # ANALYZE once this share of the rows was written since the last
-PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
+PROBE_KEY = "embedding_probe"
+_log = logging.getLogger(__name__)
+# Indexes whose HNSW build was left to the tables' owner, said once per process.
+_GRAPHS_LEFT: set[tuple[str, str]] = (
+    set()
+)  # the settings key of the index's embedding probe (see Store)
 
 
 def partition_name(index_name: str) -> str:
@@ -541,7 +547,7 @@ class PostgresStore(Store):
         if self.has_vectors:
             self._catch_up_embeddings()
             if len(self) >= self.settings.ann_threshold and not self.has_hnsw():
-                self._build_hnsw()
+                self._build_hnsw_if_owner()
         with self._connection() as conn:
             if self._statistics_stale(conn):
                 conn.execute(sql.SQL("ANALYZE {}").format(self._part))
@@ -567,6 +573,27 @@ class PostgresStore(Store):
         if self._has_iterative is None:
             self._has_iterative = _has_iterative_scans(conn)
         return self._has_iterative
+
+    def _build_hnsw_if_owner(self) -> None:
+        """Only the partition's owner may add its HNSW index. A writer that is not (the roles
+        docs/postgresql.md describes) had its documents committed and then failed (HTTP 503,
+        and every later write too): its vector searches stay exact until the owner writes."""
+        owner = self._one(
+            "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
+            self._part_name,
+        )
+        if owner is not None and owner[0]:
+            self._build_hnsw()
+            return
+        if (self.dsn, self.name) not in _GRAPHS_LEFT:
+            _GRAPHS_LEFT.add((self.dsn, self.name))
+            _log.warning(
+                "index %r has %s documents, past --ann-threshold, but this role does not own "
+                "its table, so its HNSW index is not built and vector searches stay exact "
+                "(slower); the next write by the owner of the semrank tables builds it",
+                self.name,
+                f"{len(self):,}",
+            )
 
     def _build_hnsw(self) -> None:
         """The partition's HNSW index, built once: two writers crossing the threshold together
