@@ -389,3 +389,29 @@ def test_one_loaded_embedder_per_model_and_settings_while_it_is_used(tmp_path: P
     alone = weakref.ref(load_embedder(model, backend="onnx"))
     gc.collect()
     assert alone() is None  # nothing holds it: not kept for the process's life
+
+
+def test_onnx_runtime_records_and_sends_no_telemetry(tmp_path: Path) -> None:
+    """onnxruntime 1.2x wrote a device id and a usage event under ~/.cache/Microsoft and tried
+    to upload them (28 DNS lookups from a server in 2.5 minutes) unless told not to before it
+    was imported."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import semrank.runtime, onnxruntime, os\n"
+        "from semrank import Reranker\n"
+        "Reranker('all-minilm-l6-v2', backend='onnx').score('q', ['a document'])\n"
+        "print(os.environ['ORT_DISABLE_TELEMETRY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env["SEMRANK_CACHE"] = str(tmp_path / "semrank-cache")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert not any((tmp_path / "cache").rglob("*Microsoft*"))
+    assert not (tmp_path / ".cache" / "Microsoft").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import weakref
 from pathlib import Path
@@ -25,6 +26,13 @@ from semrank.errors import (
     ModelLoadError,
     UnknownBackendError,
 )
+
+# ONNX Runtime (1.2x builds) records a device id and a usage event under ~/.cache/Microsoft and
+# tries to send them to Microsoft from its threads, unless told not to before it is imported.
+# A self-hosted re-ranker sends nothing; a user who wants it sets ORT_DISABLE_TELEMETRY=0. Set
+# here, as every import of onnxruntime in semrank is inside this package.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from semrank.runtime import _loaders
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder
 from semrank.runtime._select import (
