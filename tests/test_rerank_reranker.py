@@ -169,6 +169,8 @@ def test_constructor_chunking_false_turns_chunking_off(reranker):
         ({"cascade": 5}, "cascade must be a CascadeConfig"),
         ({"threads": 0}, "threads must be a positive integer"),
         ({"threads": 1.5}, "threads must be a positive integer"),
+        # ONNX Runtime started 300 threads per network: requests ran 30-100x slower.
+        ({"threads": 100_000}, r"threads must be a positive integer, at most \d+ \(twice the"),
     ],
 )
 def test_bad_constructor_options_are_named(reranker, options, message):

@@ -77,6 +77,12 @@ def test_config_from_environment_merges_flags_and_env_keys() -> None:
     assert config.api_keys == frozenset({"a", "b", "c", "d"})
     assert [m.name for m in config.models] == ["m1", "alias"]
     assert parse_api_keys("") == frozenset()
+    # A key outside printable ASCII: no client can send it (httpx refused to build the header,
+    # curl's was read as latin-1), so every request got 401 though startup said keys were on.
+    for environ, flags in [({"SEMRANK_API_KEYS": "clé-secrète"}, []), ({}, ["clé"])]:
+        with pytest.raises(InvalidInputError, match="outside printable ASCII") as refused:
+            from_environment({}, environ=environ, api_keys=flags)
+        assert "cl" not in str(refused.value)  # the key is never shown
 
 
 @pytest.mark.parametrize(
@@ -108,6 +114,12 @@ def test_workers_share_the_usable_cpus_instead_of_each_taking_all() -> None:
     # Past twice the CPUs workers only crowd each other (--workers 100000 took a host down).
     with pytest.raises(InvalidInputError, match=rf"workers={2 * cpus + 1} \(--workers\): at most"):
         ServerConfig(workers=2 * cpus + 1)
+    # Inference threads likewise (ONNX Runtime started --threads 300 per network: 606 threads,
+    # requests 30-100x slower).
+    assert ServerConfig(threads=2 * cpus).threads == 2 * cpus
+    for threads in (0, 2 * cpus + 1):
+        with pytest.raises(InvalidInputError, match=r"threads \(--threads\) must be a positive"):
+            ServerConfig(threads=threads)
     assert ServerConfig(workers=2, threads=3).inference_threads() == 3
     config = ServerConfig(workers=2, threads=3)
     assert ServerConfig.from_json(config.to_json()) == config  # reaches the worker processes
@@ -663,3 +675,35 @@ def test_serving_raises_the_soft_open_files_limit_to_the_hard_one() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) == hard
+
+
+def test_a_service_the_machine_lacks_is_logged_as_a_warning_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """During a database outage every index request logged 80 lines of traceback at error
+    level ('request failed') for a documented, expected 503."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from semrank.errors import BackendUnavailableError, InternalError
+    from semrank.server._errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app, retry_after_s=1)
+
+    @app.get("/down")
+    def down() -> None:
+        raise BackendUnavailableError("cannot connect to PostgreSQL at postgresql://h/db: refused")
+
+    @app.get("/bug")
+    def bug() -> None:
+        raise InternalError("a bug")
+
+    caplog.set_level(logging.INFO)
+    with TestClient(app) as client:
+        assert client.get("/down").status_code == 503
+        assert client.get("/bug").status_code == 500
+    down_logs = [r for r in caplog.records if r.getMessage() == "request not served"]
+    assert len(down_logs) == 1 and down_logs[0].levelno == logging.WARNING
+    assert not down_logs[0].exc_info
+    assert [r.exc_info is not None for r in caplog.records if r.levelno >= logging.ERROR] == [True]

@@ -492,10 +492,9 @@ def _validate_cascade(cascade: object) -> CascadeConfig | None:
 
 
 def _validate_threads(threads: object) -> None:
-    if threads is not None and not is_int(threads, at_least=1):
-        raise InvalidInputError(
-            f"threads must be a positive integer, got {threads!r}; omit it to use every core"
-        )
+    from semrank.runtime._select import check_threads
+
+    check_threads(threads)
 
 
 def _load_main_scorer(

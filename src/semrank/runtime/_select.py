@@ -28,6 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from semrank._checks import is_int
+from semrank.errors import InvalidInputError
+
 __all__ = ["BackendChoice", "choose_backend", "cpu_flags", "detect_features"]
 
 # CPU flags (as /proc/cpuinfo spells them) that matter for the backend choice.
@@ -63,6 +66,20 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 # cgroup v1 mounts the cpu controller under one of these names.
 _V1_CPU_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
+def check_threads(threads: object, name: str = "threads") -> None:
+    """None (the backend's choice), or inference threads from 1 to twice the usable CPUs:
+    ONNX Runtime starts as many as asked for each network, and --threads 300 ran requests
+    30-100x slower (606 threads fighting over 2 cores)."""
+    if threads is None:
+        return
+    cpus = usable_cpus()
+    if not is_int(threads, at_least=1) or int(threads) > 2 * cpus:  # type: ignore[call-overload]
+        raise InvalidInputError(
+            f"{name} must be a positive integer, at most {2 * cpus} (twice the {cpus} CPUs "
+            f"this process may use), got {threads!r}; omit it to use every core"
+        )
 
 
 def usable_cpus() -> int:

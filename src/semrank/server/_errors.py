@@ -21,6 +21,7 @@ from starlette.types import Send
 
 from semrank.errors import (
     AuthenticationError,
+    BackendUnavailableError,
     DeadlineExceededError,
     InvalidInputError,
     OverloadedError,
@@ -33,8 +34,10 @@ from semrank.server.schemas import DOCUMENTS_SHAPE, TEI_SHAPE
 
 logger = logging.getLogger(LOGGER_NAME)
 
-# Load and time limits doing their job: worth a warning, never a traceback.
-OPERATIONAL_ERRORS = (OverloadedError, DeadlineExceededError)
+# Load and time limits doing their job, and a service or package the machine lacks (a database
+# that is down: every request of an outage logged 80 lines of traceback at error level): worth
+# a warning naming the cause, never a traceback.
+OPERATIONAL_ERRORS = (OverloadedError, DeadlineExceededError, BackendUnavailableError)
 HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 501: "not_implemented"}
 # FastAPI's words for a JSON body it could not decode: not UTF-8 (Latin-1 text, compressed
 # bytes...), or past the JSON parser's limits (nesting over ~1,000 levels, an integer of

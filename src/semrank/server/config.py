@@ -9,15 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_finite_number, is_int
+from semrank._checks import is_finite_number
 from semrank.errors import InvalidInputError
 
-# Environment variables read at startup (flags win over them).
+# Environment variables read at startup (flags win over them; API keys of both are kept).
 ENV_API_KEYS = "SEMRANK_API_KEYS"
 ENV_STORE = "SEMRANK_STORE"
 # How ``semrank serve --workers N`` hands the config to each worker process.
@@ -105,8 +105,9 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
-        if self.threads is not None and not is_int(self.threads, at_least=1):
-            raise InvalidInputError(f"threads={self.threads!r} (--threads) must be an integer >= 1")
+        from semrank.runtime._select import check_threads
+
+        check_threads(self.threads, "threads (--threads)")
         for name in ("cache_size", "cascade_keep"):
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
@@ -210,7 +211,19 @@ def _checked_flag_keys(keys: Sequence[str]) -> list[str]:
                 f"--api-key got {shown}, which no client can send; give the key itself (is "
                 "the variable set? does its file end with \\r\\n?)"
             )
+    _check_sendable(keys, "--api-key")
     return list(keys)
+
+
+def _check_sendable(keys: Iterable[str], source: str) -> None:
+    """A key outside printable ASCII cannot travel in an HTTP header (httpx refuses to build
+    it; a server reads header bytes as latin-1): every request would get 401."""
+    for key in keys:
+        if not all(33 <= ord(char) <= 126 for char in key):
+            raise InvalidInputError(
+                f"{source} holds a key with characters outside printable ASCII ({len(key)} "
+                "chars), which an HTTP header cannot carry; use letters, digits and punctuation"
+            )
 
 
 def parse_api_keys(text: str | None) -> frozenset[str]:
@@ -264,7 +277,11 @@ def from_environment(
 ) -> ServerConfig:
     """Build the config at startup: flags (``overrides``, ``--model``, ``--api-key``) over env."""
     env = os.environ if environ is None else environ
-    keys = parse_api_keys(env.get(ENV_API_KEYS)) | frozenset(_checked_flag_keys(api_keys))
+    env_keys = parse_api_keys(env.get(ENV_API_KEYS))
+    _check_sendable(env_keys, ENV_API_KEYS)
+    # Both are kept: a flag adds keys to the variable's (a key rotated in by flag leaves the
+    # variable's valid until it is taken out there).
+    keys = env_keys | frozenset(_checked_flag_keys(api_keys))
     values = {name: value for name, value in (overrides or {}).items() if value is not None}
     from_env = "store" not in values and "index_home" not in values and bool(env.get(ENV_STORE))
     if from_env:
