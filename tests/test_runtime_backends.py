@@ -415,3 +415,30 @@ def test_onnx_runtime_records_and_sends_no_telemetry(tmp_path: Path) -> None:
     assert done.stdout.strip() == "1"
     assert not any((tmp_path / "cache").rglob("*Microsoft*"))
     assert not (tmp_path / ".cache" / "Microsoft").exists()
+
+
+def test_an_openvino_that_fails_to_import_is_not_chosen_and_is_named(tmp_path: Path) -> None:
+    """A broken install (a missing libtbb) was picked by "auto" (find_spec found it), and every
+    command then said to install the OpenVINO that was installed."""
+    import os
+    import subprocess
+    import sys
+
+    shadow = tmp_path / "shadow" / "openvino"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("libtbb.so.12: cannot open it")\n')
+    docs = tmp_path / "docs.txt"
+    docs.write_text("fleas are insects\nParis is in France\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+
+    def rerank(*options: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "semrank.cli", "rerank", "what is a flea"]
+        command += ["--docs", str(docs), "--json", *options]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    chosen = rerank()
+    assert chosen.returncode == 0, chosen.stderr  # auto took ONNX Runtime
+    assert json.loads(chosen.stdout)["results"][0]["index"] == 0
+    forced = rerank("--backend", "openvino")
+    assert forced.returncode == 3
+    assert "OpenVINO is installed but fails to import (libtbb.so.12" in forced.stderr

@@ -181,11 +181,26 @@ def detect_features() -> dict[str, Any]:
         machine=platform.machine(),
         processor=_cpu_model_name(),
         cpu_count=usable_cpus(),
-        openvino=importlib.util.find_spec("openvino") is not None,
+        openvino=_openvino_imports(),
         torch=importlib.util.find_spec("torch") is not None,
         onnxruntime_cuda=_ort_has_cuda(),
     )
     return features
+
+
+def _openvino_imports() -> bool:
+    """OpenVINO is installed and imports: one that is installed but broken (a missing libtbb)
+    was chosen by "auto", and every command then said to install it."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    from semrank.runtime.openvino_backend import keep_vendor_telemetry_off
+
+    keep_vendor_telemetry_off()
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _cpu_model_name() -> str:
@@ -254,7 +269,8 @@ def choose_backend(
         return BackendChoice(
             backend="onnx",
             device="cpu",
-            reason="OpenVINO not installed (pip install 'semrank[openvino]': 1.3-3x faster on CPU)",
+            reason="OpenVINO not installed, or it fails to import (pip install "
+            "'semrank[openvino]': 1.3-3x faster on CPU)",
         )
     native_bf16 = [flag for flag in BF16_FLAGS if features.get(flag)]
     if native_bf16 and allow_lossy:

@@ -12,6 +12,7 @@ layers int8 leaves in floating point, "bf16" for ``backend="openvino-bf16"``.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 from pathlib import Path
@@ -51,6 +52,11 @@ def _import_openvino() -> Any:
     try:
         import openvino
     except ImportError as exc:
+        if importlib.util.find_spec("openvino") is not None:  # installed, but broken
+            raise BackendUnavailableError(
+                f"OpenVINO is installed but fails to import ({exc}); reinstall it (pip install "
+                "--force-reinstall openvino) or use backend='onnx'"
+            ) from exc
         raise BackendUnavailableError(
             "the openvino backends need OpenVINO: pip install 'semrank[openvino]' "
             "(or use backend='onnx')"
