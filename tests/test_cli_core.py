@@ -558,3 +558,13 @@ def _error_line_on_a_terminal(semrank, folder, env):
     os.close(follower)
     assert done.returncode == 2
     return os.read(leader, 4096).decode()
+
+
+def test_python_dash_m_semrank_runs_the_command() -> None:
+    """'semrank' is a package and cannot be directly executed: a venv not activated had no way
+    in but the script's full path."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "semrank", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("semrank ")

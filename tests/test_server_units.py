@@ -707,3 +707,16 @@ def test_a_service_the_machine_lacks_is_logged_as_a_warning_without_traceback(
     assert len(down_logs) == 1 and down_logs[0].levelno == logging.WARNING
     assert not down_logs[0].exc_info
     assert [r.exc_info is not None for r in caplog.records if r.levelno >= logging.ERROR] == [True]
+
+
+def test_an_index_home_that_is_a_file_is_refused_before_the_models_load(tmp_path: Path) -> None:
+    """It was found while the app started, after every model had loaded (minutes for a large
+    one), and named --home, a flag semrank serve does not have."""
+    from semrank.server._run import check_before_start
+
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    from serving import free_port
+
+    with pytest.raises(InvalidInputError, match=r"\(given \(--home; semrank serve: --index-home"):
+        check_before_start(ServerConfig(index_home=str(a_file), port=free_port()))

@@ -417,6 +417,11 @@ def test_home_on_the_command_line_wins_over_semrank_store_from_the_environment(
     assert "local1" not in run("index", "list", "--home", home)
     with pytest.raises(InvalidInputError, match="give one"):
         run("index", "list", "--home", home, "--store", "postgresql://x@127.0.0.1:9/y")
+    # A bad value is named as the variable's (the user typed no --store); --home still wins.
+    monkeypatch.setenv("SEMRANK_STORE", "bogus")
+    with pytest.raises(InvalidInputError, match=r"^\$SEMRANK_STORE is 'bogus': use 'local'"):
+        run("index", "list")
+    assert "local1" not in run("index", "list", "--home", home)
 
 
 @pytest.mark.parametrize("fields", ["body,titel", "body,meta.author"])
@@ -637,10 +642,33 @@ def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: 
     assert "cats" in run("search", "t", "cats", "--retriever", tree, "--home", str(home)).lower()
     result = CliRunner().invoke(app, ["index", "list", "--home", str(corpus)])
     assert isinstance(result.exception, InvalidInputError)
-    assert "is a file; pass a folder with --home" in str(result.exception)
+    assert f"index home {corpus} (given (--home; semrank serve: --index-home)) is a file" in str(
+        result.exception
+    )
+    result = CliRunner().invoke(app, ["index", "list"], env={"SEMRANK_HOME": str(corpus)})
+    assert f"index home {corpus} (SEMRANK_HOME) is a file" in str(result.exception)
     result = CliRunner().invoke(app, ["index", "list"], env={"SEMRANK_HOME": "   "})
     assert isinstance(result.exception, InvalidInputError)
     assert "$SEMRANK_HOME is blank" in str(result.exception)
     args = ["index", "delete", "t", "--ids-file", str(tmp_path), "--home", str(home)]
     result = CliRunner().invoke(app, args)
     assert f"--ids-file {tmp_path}: a folder;" in str(result.exception)
+
+
+@pytest.mark.parametrize("fields", ["", ",,", " , "])
+def test_blank_fields_and_homes_are_refused(tmp_path: Path, fields: str) -> None:
+    """--fields "$FIELDS" unset indexed every string field; `demo --home ""` built in the
+    current folder, and SEMRANK_HOME="  " made a folder named two spaces there."""
+    from semrank.errors import InvalidInputError
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"_id": "a", "text": "alpha", "secret": "beta"}\n')
+    args = ["index", "create", "t", "--from", str(corpus), "--no-dense", "--fields", fields]
+    result = CliRunner().invoke(app, [*args, "--home", str(tmp_path / "h")])
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert f"--fields is blank ({fields!r})" in str(result.exception)
+    assert not (tmp_path / "h" / "t").exists()
+    blank_home = CliRunner().invoke(app, ["demo", "--home", fields.replace(",", "")])
+    assert blank_home.exit_code == 2 and "is blank" in blank_home.output
+    blank_env = CliRunner().invoke(app, ["demo"], env={"SEMRANK_HOME": "  "})
+    assert "$SEMRANK_HOME is blank" in str(blank_env.exception)

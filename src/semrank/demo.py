@@ -242,6 +242,7 @@ def run_demo(
 
 def register(app: typer.Typer) -> None:
     """Add `semrank demo`."""
+    from semrank.store.commands import HOME_OPTION
 
     @app.command("demo")
     def demo(
@@ -253,9 +254,10 @@ def register(app: typer.Typer) -> None:
             None, "--model", help="Re-ranking model (default: bundled)."
         ),
         rebuild: bool = typer.Option(False, "--rebuild", help="Drop and rebuild the demo index."),
-        home: Path | None = typer.Option(
-            None, "--home", envvar="SEMRANK_HOME", help="Where indexes live."
-        ),
+        # The index commands' option: no envvar, the store's lookup reads $SEMRANK_HOME and
+        # refuses a blank one (typer's envvar made a folder named two spaces), as it refuses
+        # a blank --home.
+        home: Path | None = HOME_OPTION,
     ) -> None:
         """Compare BM25, dense, hybrid and re-ranked search on Python's own docs (offline)."""
         run_demo(home, tuple(query) if query else QUERIES, top, model, rebuild)

@@ -138,6 +138,10 @@ def check_before_start(config: ServerConfig) -> None:
     check_address(config.host, config.port)
     if config.postgres_dsn is not None:
         check_store(config.postgres_dsn)
+    else:  # a file given as the folder was found only after the models had loaded
+        from semrank.store import resolve_home
+
+        resolve_home(config.index_home)
 
 
 def check_store(dsn: str) -> None:

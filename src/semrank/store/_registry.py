@@ -70,7 +70,10 @@ def resolve_home(home: str | Path | None) -> Path:
         )
     root = Path(home).expanduser() if home is not None else default_home()
     if root.exists() and not root.is_dir():  # listed as "no indexes", opened as "not found"
-        raise InvalidInputError(f"index home {root} is a file; pass a folder with --home")
+        given = "given (--home; semrank serve: --index-home)" if home is not None else HOME_ENV
+        raise InvalidInputError(
+            f"index home {root} ({given}) is a file; name a folder for the indexes"
+        )
     return root
 
 

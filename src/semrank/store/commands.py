@@ -79,7 +79,16 @@ def chosen_store(home: Path | None, store: str | None) -> str | None:
         )
     if store is not None or home is not None:
         return store
-    return os.environ.get(STORE_ENV) or None
+    value = os.environ.get(STORE_ENV) or None
+    from semrank.store._dsn import is_postgres_dsn, redact_dsn
+
+    if value is not None and value != "local" and not is_postgres_dsn(value):
+        # Said as the variable's: the user typed no --store.
+        raise InvalidInputError(
+            f"${STORE_ENV} is {redact_dsn(value)!r}: use 'local' or a PostgreSQL DSN "
+            "postgresql://user@host:port/db, or unset it (--store and --home win over it)"
+        )
+    return value
 
 
 STORE_ENV = "SEMRANK_STORE"
@@ -92,7 +101,19 @@ STORE_OPTION = typer.Option(
 
 
 def _split(fields: str | None) -> list[str] | None:
-    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    """--fields as names; blank (an unset shell variable, ",,") is refused: it indexed every
+    string field without a word."""
+    if fields is None:
+        return None
+    names = [f.strip() for f in fields.split(",") if f.strip()]
+    if not names:
+        from semrank.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"--fields is blank ({fields!r}); name the text fields (e.g. title,text), or leave "
+            "it out to index every string field"
+        )
+    return names
 
 
 def _ingest(

@@ -1,0 +1,5 @@
+"""``python -m semrank``: the ``semrank`` command, from a venv that is not activated."""
+
+from semrank.cli import main
+
+main()
