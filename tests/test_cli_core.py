@@ -568,3 +568,12 @@ def test_python_dash_m_semrank_runs_the_command() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("semrank ")
+
+
+def test_sql_install_reads_the_store_variable_as_the_other_commands_do() -> None:
+    """It read only SEMRANK_PG_DSN, named in no doc, and ignored SEMRANK_STORE."""
+    result = CliRunner().invoke(
+        app, ["sql", "install"], env={"SEMRANK_STORE": "postgresql://nobody@127.0.0.1:9/none"}
+    )
+    assert result.exit_code != 0
+    assert "127.0.0.1:9" in str(result.exception) + result.output

@@ -392,3 +392,17 @@ def test_a_model_onnx_written_after_the_weights_is_run(tiny_model, tmp_path: Pat
     (model_dir / "model.onnx").write_bytes(b"the folder's own graph")
     with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model\.onnx"):
         load_scorer(cross_encoder(model_dir), backend="onnx")
+
+
+def test_the_onnx_cache_follows_semrank_cache_then_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG_CACHE_HOME was ignored (the index home follows XDG_DATA_HOME): a container with a
+    read-only HOME and XDG_CACHE_HOME set could not save its exports."""
+    from semrank.runtime.onnx_export import default_cache_dir
+
+    monkeypatch.delenv("SEMRANK_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "semrank" / "onnx"
+    monkeypatch.setenv("SEMRANK_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine" / "onnx"

@@ -147,10 +147,13 @@ def _check_hidden_size(model_dir: Path, config: dict[str, Any], weights: Weights
 
 
 def default_cache_dir() -> Path:
-    """``$SEMRANK_CACHE/onnx`` or ``~/.cache/semrank/onnx``."""
+    """``$SEMRANK_CACHE/onnx``, else ``$XDG_CACHE_HOME/semrank/onnx`` (``~/.cache`` when
+    unset), as the index home follows XDG_DATA_HOME."""
     root = os.environ.get("SEMRANK_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "semrank"
-    return base / "onnx"
+    if root:
+        return Path(root).expanduser() / "onnx"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "semrank" / "onnx"
 
 
 def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -> T:

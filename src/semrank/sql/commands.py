@@ -12,7 +12,10 @@ sql_app = typer.Typer(
 @sql_app.command("install")
 def install_command(
     dsn: str = typer.Option(
-        ..., "--dsn", envvar="SEMRANK_PG_DSN", help="postgresql://user@host:port/database"
+        ...,
+        "--dsn",
+        envvar=["SEMRANK_STORE", "SEMRANK_PG_DSN"],  # the store's variable, as elsewhere
+        help="postgresql://user@host:port/database (default: $SEMRANK_STORE)",
     ),
     endpoint: str | None = typer.Option(
         None,
