@@ -168,3 +168,11 @@ def test_a_blend_cannot_be_forced_to_another_kind() -> None:
     assert exit_code_for(refused.value) == 2
     assert "--embedding-model all-minilm-l6-v2" in str(refused.value)
     assert Reranker(kind="cross-encoder").scorer.kind == "cross-encoder"
+
+
+def test_a_statement_the_database_cancelled_is_the_environment_s_exit_status() -> None:
+    """A statement_timeout during `index add` exited 1, the status of a bug."""
+    from semrank.errors import DeadlineExceededError, InternalError, exit_code_for
+
+    assert exit_code_for(DeadlineExceededError("cancelled at its statement_timeout")) == 3
+    assert exit_code_for(InternalError("a bug")) == 1

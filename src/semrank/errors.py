@@ -232,4 +232,5 @@ def exit_code_for(error: BaseException) -> int:
     status = http_status_for(error)
     if 400 <= status < 500:
         return EXIT_USAGE
-    return EXIT_ENVIRONMENT if status == 503 else EXIT_BUG
+    # 504: a database that cancelled a statement (its statement_timeout): not a bug either.
+    return EXIT_ENVIRONMENT if status in (503, 504) else EXIT_BUG

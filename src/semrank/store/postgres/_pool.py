@@ -272,7 +272,14 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
         )
     if pool in _RECONNECTING:
         if pool.get_stats().get("pool_available", 0) == 0:
-            return _direct_connection(dsn), False
+            try:
+                return _direct_connection(dsn), False
+            except BackendUnavailableError as exc:
+                # The server is back but has no slot for one more ("too many clients": the
+                # pool's connections are busy, not gone): wait for one of them instead (every
+                # request answered 503 for 15 s after a restart).
+                if not _no_slot(exc.__cause__):
+                    raise
         _RECONNECTING.discard(pool)  # it has connected again (or holds idle ones to check)
     try:
         conn = pool.getconn()
@@ -285,6 +292,14 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
         _RECONNECTING.add(pool)
         return _direct_connection(dsn), False
     return conn, True
+
+
+def _no_slot(exc: BaseException | None) -> bool:
+    """PostgreSQL's "sorry, too many clients already" or "too many connections for role ...":
+    SQLSTATE 53300, which psycopg leaves unset on a connection that failed to start."""
+    if exc is None:
+        return False
+    return getattr(exc, "sqlstate", None) == "53300" or "too many c" in str(exc)
 
 
 def _direct_connection(dsn: str) -> Any:
