@@ -240,3 +240,19 @@ def test_one_worker_that_cannot_load_its_model_says_so_in_one_line(tmp_path: Pat
     assert code == 3, stderr[-2000:]
     assert "Traceback" not in stderr
     assert "error:" in stderr and "model.safetensors" in stderr
+
+
+def test_one_worker_ignores_a_prometheus_multiproc_dir_in_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set for gunicorn, it put one worker's metrics (and start markers) into files of the
+    user's folder, or, naming a folder that is missing, failed the start with a bare errno."""
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    with semrank_serve(tmp_path / "server.log") as (url, _):
+        answer = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS[:2]})
+        assert answer.status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 'semrank_requests_total{route="/v1/rerank",status="200"} 1.0' in metrics
+    assert list(shared.iterdir()) == []

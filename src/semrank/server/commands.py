@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -130,8 +131,13 @@ def serve(
 ) -> None:
     """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""
     from semrank.errors import InvalidInputError
+    from semrank.server.config import MULTIPROC_ENV, from_environment
+
+    # semrank serve sets it up itself for --workers N; one from the environment (set for
+    # gunicorn) put one worker's metrics into files there, or failed at start naming no
+    # variable when the folder was missing. Dropped before prometheus_client is imported.
+    os.environ.pop(MULTIPROC_ENV, None)
     from semrank.server._run import run_server
-    from semrank.server.config import from_environment
 
     if log_format not in ("json", "text"):
         raise InvalidInputError(f"--log-format {log_format!r}: choose json or text")

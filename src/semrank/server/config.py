@@ -17,6 +17,9 @@ from typing import Any
 from semrank._checks import is_finite_number
 from semrank.errors import InvalidInputError
 
+# prometheus_client's multiprocess folder: semrank serve sets it for --workers N (and ignores
+# one in its environment).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Environment variables read at startup (flags win over them; API keys of both are kept).
 ENV_API_KEYS = "SEMRANK_API_KEYS"
 ENV_STORE = "SEMRANK_STORE"
