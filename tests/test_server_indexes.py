@@ -383,7 +383,8 @@ async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
     body = {"query": "flea", "retriever": tree, "size": 2}
     narrow = await client.post("/v1/indexes/docs/search", json=body)
     assert narrow.status_code == 422, narrow.text
-    assert "rank_window_size 1 is below the 2 hits asked for" in narrow.json()["error"]
+    # Named as the request names it (the CLI's --top-n was named in HTTP answers too).
+    assert "rank_window_size 1 is below the 2 hits asked for (size)" in narrow.json()["error"]
     # The same tree in a _search body with its own size: the body's cut-off hides no window.
     search_body = {"query": "flea", "retriever": {"retriever": tree, "size": 2}, "size": 2}
     in_body = await client.post("/v1/indexes/docs/search", json=search_body)

@@ -179,7 +179,7 @@ def test_search_flags_that_would_quietly_change_the_result_are_refused(
         (("--min-score", "0.5"), r"--min-score 0.5 with --retriever: .* set 'min_score'"),
         (("--model", "x"), r"--model 'x' with --retriever: .* set 'inference_id'"),
         (("--rerank",), r"--retriever replaces --bm25/--dense/--hybrid/--rerank"),
-        (("--top-n", "3"), r"rank_window_size 2 is below the 3 hits asked for"),
+        (("--top-n", "3"), r"rank_window_size 2 is below the 3 hits asked for \(--top-n\)"),
     ],
 )
 def test_flags_a_retriever_file_would_ignore_are_refused(

@@ -362,7 +362,7 @@ def _check_eval_window(retriever: str, k: int) -> None:
     from semrank.pipeline import as_retriever, check_window
 
     try:
-        check_window(as_retriever(retriever, size=k), k)
+        check_window(as_retriever(retriever, size=k), k, "the hits measured")
     except InvalidInputError as exc:
         raise InvalidInputError(
             f"--retriever {retriever[:80]!r}: {exc}; `semrank eval` measures {k} hits per query "

@@ -695,7 +695,7 @@ class Cutoff(Retriever):
         return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
 
 
-def check_window(tree: Retriever, size: int) -> None:
+def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
     would quietly return fewer. A cut-off (a ``_search`` body's ``size``, ``% k``) asks its child
     for at most ``k`` hits, so the check looks through it with that count. (The edges call it,
@@ -709,7 +709,7 @@ def check_window(tree: Retriever, size: int) -> None:
     if window is not None and window < size:
         raise InvalidInputError(
             f"the retriever's rank_window_size {window} is below the {size} hits asked for "
-            f"(size, --top-n): it returns at most {window}; raise rank_window_size to at "
+            f"({asked_as}): it returns at most {window}; raise rank_window_size to at "
             f"least {size} or ask for fewer hits"
         )
 

@@ -737,7 +737,7 @@ def search_command(
         )  # fmt: skip
         tree = _tree_from(retriever)
         top_n = _body_size(tree) if top_n is None else top_n
-        check_window(tree, top_n)
+        check_window(tree, top_n, "--top-n")
     else:
         _check_search_flags(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
