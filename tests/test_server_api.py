@@ -464,12 +464,19 @@ async def test_a_value_no_member_of_a_union_takes_is_one_plain_error(reranker: A
         inner = await client.post("/v1/rerank", json=nested)
         objects = {"query": QUERY, "documents": [{"text": "a"}], "return_documents": True}
         v2 = await client.post("/v2/rerank", json=objects)
+        # An unknown key spelt like a type (PascalCase clients) is no union member's name.
+        pascal = {"query": QUERY, "documents": DOCS, "chunking": {"Overlap": 1}}
+        unknown = await client.post("/v1/rerank", json=pascal)
+        batch = {"queries": [{"query": QUERY, "documents": DOCS, "TopN": 2}]}
+        batched = await client.post("/v1/rerank/batch", json=batch)
     assert listed.status_code == inner.status_code == v2.status_code == 422
     assert listed.json()["error"] == (
         "documents.0: Input should be a valid string, or a JSON object; got a list; "
         "documents.1: Input should be a valid string, or a JSON object; got a number"
     )
     assert inner.json()["error"].startswith("chunking.overlap_tokens: Input should be a valid")
+    assert unknown.json()["error"] == "chunking.Overlap: unknown key; check its spelling"
+    assert batched.json()["error"] == "queries.0.TopN: unknown key; check its spelling"
     assert v2.json()["error"].startswith(
         "POST /v2/rerank takes documents as strings, as Cohere's v2 API does; send objects "
         "(with rank_fields) to POST /v1/rerank; documents.0: "

@@ -385,6 +385,7 @@ def test_unnamed_csv_columns_are_left_out(tmp_path: Path) -> None:
         "postgresql://u:s3+c/cret=@h:5432/db",
         "postgresql://u:s3 cret@h/db",
         "postgresql://u:s3?cret@h/db",
+        "postgresql://u:s3?c=ret@h/db",  # '?' then '=': not a query string before the host
         "postgresql://u:s3#cr@et@h/db",
         "postgresql://u@h/db?sslmode=require&sslpassword=s3cret",
     ],

@@ -122,7 +122,10 @@ def eval_command(
     # Paths and names as written, and whole: hard-wrapped at 80 columns off a terminal, a path
     # or a tree's JSON could not be pasted back.
     stderr = Console(stderr=True, markup=False, soft_wrap=True)
-    judgments = _measured(load_qrels(qrels), qrels, stderr)
+    raw_judgments = load_qrels(qrels)
+    judgments = _measured(raw_judgments, qrels, stderr)
+    # Judged only below 0: said once by _measured, not again as unjudged or missing.
+    left_out = frozenset(raw_judgments) - frozenset(judgments)
     do_rerank = rerank if rerank is not None else candidates is not None
     if index is not None:
         retriever, do_rerank = _single_rerank(retriever, rerank, do_rerank)
@@ -145,6 +148,7 @@ def eval_command(
             per_query=per_query,
             home=home,
             store=store,
+            left_out=left_out,
         )
         return
     if not do_rerank and (model is not None or backend is not None):
@@ -169,6 +173,7 @@ def eval_command(
         stderr,
         home=home,
         store=store,
+        left_out=left_out,
     )
     if run_out is not None:
         from semrank.eval.loaders import check_writable_as_runs
@@ -316,6 +321,7 @@ def _candidate_lists(
     *,
     home: Path | None = None,
     store: str | None = None,
+    left_out: frozenset[str] = frozenset(),
 ) -> list[CandidateList]:
     from semrank.eval.first_stage import retrieve_candidates
     from semrank.eval.loaders import load_candidates, load_queries
@@ -326,8 +332,9 @@ def _candidate_lists(
         if queries is not None:
             raise InvalidInputError("--queries goes with --index; candidate files hold queries")
         lists = load_candidates(candidates)
-        _require_judged({c.query_id for c in lists}, judgments, candidates)
-        _note_coverage(lists, judgments, {c.query_id for c in lists}, "candidate query")
+        asked = {c.query_id for c in lists}
+        _require_judged(asked, judgments, candidates, left_out)
+        _note_coverage(lists, judgments, asked - left_out, "candidate query")
         return lists
     if queries is None:
         raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
@@ -340,7 +347,7 @@ def _candidate_lists(
             f"{queries}: judged query {empty[0]!r} has no text; give it its words (or drop its "
             "judgments)"
         )
-    _require_judged(set(all_topics), judgments, queries)
+    _require_judged(set(all_topics), judgments, queries, left_out)
     _check_eval_window(retriever, k)
     with progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(
@@ -352,7 +359,8 @@ def _candidate_lists(
             home=home,
             store=store,
         )
-    _note_coverage(lists, judgments, set(all_topics), f"query of {queries.name}", retriever)
+    asked = set(all_topics) - left_out
+    _note_coverage(lists, judgments, asked, f"query of {queries.name}", retriever)
     return lists
 
 
@@ -370,12 +378,20 @@ def _check_eval_window(retriever: str, k: int) -> None:
         ) from None
 
 
-def _require_judged(query_ids: set[str], judgments: Qrels, source: Path) -> None:
+def _require_judged(
+    query_ids: set[str], judgments: Qrels, source: Path, left_out: frozenset[str]
+) -> None:
     """Otherwise every measure would be a silent 0.0 over nothing that was judged."""
     if not query_ids:
         raise InvalidInputError(f"{source} holds no queries; give at least one")
     if not query_ids.isdisjoint(judgments):
         return
+    if query_ids & left_out:
+        raise InvalidInputError(
+            f"every query of {source} that the qrels judge is judged only below 0 "
+            f"({_some_ids(sorted(query_ids & left_out), 3)}), which nothing can be measured by; "
+            "give them labels of 0 or above"
+        )
     ours, judged = sorted(query_ids), sorted(judgments)
     fix = "check that the query ids and the qrels come from the same collection"
     if {qid.lstrip("0") for qid in ours} & {qid.lstrip("0") for qid in judged}:
@@ -524,6 +540,7 @@ def _compare_command(
     per_query: Path | None,
     home: Path | None,
     store: str | None,
+    left_out: frozenset[str],
 ) -> None:
     """Several retrievers (some re-ranked) on one index, evaluated side by side."""
     from rich.console import Console
@@ -537,8 +554,9 @@ def _compare_command(
 
     def retrieve(base: str) -> list[CandidateList]:
         lists = _candidate_lists(
-            None, index, queries, judgments, base, k, stderr, home=home, store=store
-        )
+            None, index, queries, judgments, base, k, stderr, home=home, store=store,
+            left_out=left_out,
+        )  # fmt: skip
         if run_out is not None:
             from semrank.eval.loaders import check_writable_as_runs
 

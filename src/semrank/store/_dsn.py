@@ -34,24 +34,32 @@ def redact_dsn(dsn: str) -> str:
 
 
 def _url_password_span(dsn: str) -> tuple[int, int] | None:
-    """Where a URL's password lies: after the user's ':' up to the last '@' of the user info.
-    A password with characters left unencoded ('/', '?', '#', '+', spaces: generated ones
-    have them) ends at its '@' too, which libpq then misreads (and quotes in its errors)."""
+    """Where a URL's password lies: after the user's ':' up to the '@' that ends the user
+    info. libpq ends it at an '@' before the first '/' (the last one here, to hide a password
+    holding '@' whole, or '?' and '='); a password holding '/' has its '@' later, which libpq
+    misreads (quoting it in its errors): the last '@' not inside a query string then."""
     start = dsn.index("://") + 3
+    slash = dsn.find("/", start)
+    head = dsn[start : slash if slash >= 0 else len(dsn)]
+    if "@" in head:
+        return _after_user(dsn, start, start + head.rindex("@"))
     for at in (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@"):
-        userinfo = dsn[start:at]
-        if _QUERY_BEFORE.search(userinfo):
-            continue
-        colon = userinfo.find(":")
-        return None if colon < 0 else (start + colon + 1, at)
+        if not _QUERY_BEFORE.search(dsn[start:at]):
+            return _after_user(dsn, start, at)
     return None
+
+
+def _after_user(dsn: str, start: int, at: int) -> tuple[int, int] | None:
+    colon = dsn.find(":", start, at)
+    return None if colon < 0 else (colon + 1, at)
 
 
 def unencoded_password(dsn: str) -> bool:
     """Whether ``dsn``'s password holds characters a URL needs percent-encoded: libpq then
     reads part of it as the host, and quotes it in its errors."""
     span = _url_password_span(dsn) if "://" in dsn else None
-    return span is not None and re.search(r"[^\w%.~-]", dsn[span[0] : span[1]]) is not None
+    # What libpq's URL parser splits on: '+', '!', '$' and the like it takes as they are.
+    return span is not None and re.search(r"[/?#@\s]", dsn[span[0] : span[1]]) is not None
 
 
 def redact_in(text: str, dsn: str) -> str:

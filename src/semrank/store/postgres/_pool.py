@@ -294,12 +294,17 @@ def _working_connection(pool: Any, dsn: str) -> tuple[Any, bool]:
     return conn, True
 
 
+# PostgreSQL's words for SQLSTATE 53300, which psycopg leaves unset on a connection that failed
+# to start: every slot taken, the role's or database's CONNECTION LIMIT, and the slots left
+# reserved for superusers (what an application's role meets first).
+_NO_SLOT_WORDS = ("too many c", "connection slots are reserved")
+
+
 def _no_slot(exc: BaseException | None) -> bool:
-    """PostgreSQL's "sorry, too many clients already" or "too many connections for role ...":
-    SQLSTATE 53300, which psycopg leaves unset on a connection that failed to start."""
     if exc is None:
         return False
-    return getattr(exc, "sqlstate", None) == "53300" or "too many c" in str(exc)
+    text = str(exc)
+    return getattr(exc, "sqlstate", None) == "53300" or any(w in text for w in _NO_SLOT_WORDS)
 
 
 def _direct_connection(dsn: str) -> Any:
