@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -586,3 +587,27 @@ def test_sql_install_reads_the_store_variable_as_the_other_commands_do() -> None
     assert "127.0.0.1:9" in str(result.exception) + result.output
     result = CliRunner().invoke(app, ["sql", "install"], env={"SEMRANK_STORE": "local"})
     assert "$SEMRANK_STORE is 'local', not a PostgreSQL DSN" in str(result.exception)
+
+
+def test_output_on_a_stdout_that_is_not_utf8_or_narrow(tmp_path: Path) -> None:
+    """A latin-1 or ASCII stdout (a locale, PYTHONIOENCODING, a Windows file) crashed on the
+    table's own characters (exit 1, traceback) or wrote JSON no reader takes; COLUMNS=0 printed
+    nothing with exit 0."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Fleas are small insects.\nParis is in France — café.\n", encoding="utf-8")
+
+    def rerank(env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "semrank", "rerank", "flea", "--docs", str(docs)]
+        return subprocess.run(
+            [*command, *flags], env={**os.environ, **env}, capture_output=True, timeout=300
+        )
+
+    table = rerank({"PYTHONIOENCODING": "ascii"})
+    assert table.returncode == 0, table.stderr
+    assert b"Paris is in France ? caf?." in table.stdout
+    as_json = rerank({"PYTHONIOENCODING": "latin-1"}, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    documents = [r["document"] for r in json.loads(as_json.stdout.decode("utf-8"))["results"]]
+    assert "Paris is in France — café." in documents
+    narrow = rerank({"COLUMNS": "0"})
+    assert narrow.returncode == 0 and b"Fleas" in narrow.stdout

@@ -116,6 +116,16 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
     assert not [line for line in lines if line["level"] in ("error", "critical")]
 
 
+def test_ctrl_c_ends_one_worker_with_130_after_the_drain(tmp_path: Path) -> None:
+    """uvicorn.run swallowed the SIGINT its server raises again after the drain: Ctrl-C ended
+    with 0 (docs: 130, as --workers N does)."""
+    log = tmp_path / "server.log"
+    with semrank_serve(log) as (_, process):
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    assert "Traceback" not in log.read_text()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_within_the_shutdown_timeout_and_answers_503(tmp_path: Path) -> None:
     log = tmp_path / "server.log"

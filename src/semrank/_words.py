@@ -16,3 +16,14 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c n
 def for_terminal(text: str) -> str:
     """``text`` with its control characters (but tab and newline) shown as ``\\xNN``."""
     return text.translate(_CONTROLS)
+
+
+def json_for_stdout(payload: object, indent: int | None = None) -> str:
+    """``payload`` as JSON for standard output: text as it is on a UTF-8 stdout, escaped as
+    \\uXXXX on any other (latin-1 locales, PYTHONIOENCODING, a Windows file), where it crashed
+    or was written in that encoding, which no JSON reader takes."""
+    import json
+    import sys
+
+    utf8 = "utf" in (getattr(sys.stdout, "encoding", None) or "").lower()
+    return json.dumps(payload, ensure_ascii=not utf8, indent=indent)

@@ -64,6 +64,7 @@ def main() -> None:
     """Entry point: errors print one readable line, never a traceback, and exit with
     ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
     _exit_quietly_on_a_closed_pipe()
+    _output_that_cannot_fail()
     try:
         app()
     except SystemExit as exc:
@@ -113,10 +114,29 @@ def _exit_quietly_on_a_closed_pipe() -> None:
     Console.on_broken_pipe = closed  # type: ignore[method-assign,assignment]
 
 
+MIN_COLUMNS = 40  # rich draws nothing at COLUMNS=0, and only borders at 1
+
+
+def _output_that_cannot_fail() -> None:
+    """Tables on a stdout that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING, a Windows
+    file) crashed on semrank's own "—" and "…" (exit 1, a traceback): such characters become
+    '?' there. A COLUMNS under MIN_COLUMNS printed empty tables (exit 0)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and "utf" not in (stream.encoding or "").lower():
+            reconfigure(errors="replace")
+    columns = os.environ.get("COLUMNS", "")
+    if columns and not (columns.isdigit() and int(columns) >= MIN_COLUMNS):
+        os.environ["COLUMNS"] = str(MIN_COLUMNS)
+
+
 def _fail(message: str, code: int) -> None:
     # NO_COLOR (no-color.org) and TERM=dumb: a pseudo-terminal's log (docker -t) kept the codes.
     plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
-    typer.secho(f"error: {message}", err=True, fg=None if plain else typer.colors.RED)
+    if plain:  # secho adds a reset code even without a colour
+        typer.echo(f"error: {message}", err=True)
+    else:
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     sys.exit(code)
 
 

@@ -14,7 +14,7 @@ import typer
 
 from semrank._checks import MAX_JSON_DEPTH, UnreadableJSONError, json_depth_over, loads_json
 from semrank._files import GZIP_ERRORS, LINE_END
-from semrank._words import for_terminal
+from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
 
@@ -305,7 +305,7 @@ def rerank_command(
     if as_json:
         rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]
         payload = {"model": reranker.name, "results": rows}
-        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        typer.echo(json_for_stdout(payload, indent=2))
         return
     _print_table(query, reranker.name, results)
 

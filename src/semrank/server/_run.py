@@ -39,7 +39,15 @@ def run_server(config: ServerConfig) -> None:
 
     # Loaded before uvicorn: a model that fails to load (a cut download, a broken tokenizer)
     # is then one error line and exit 3, not uvicorn's traceback of the app's startup.
-    uvicorn.run(create_app(config, rerankers=load_rerankers(config)), **options)
+    app = create_app(config, rerankers=load_rerankers(config))
+    # uvicorn.Server, not uvicorn.run: run() swallowed the SIGINT its server raises again after
+    # the drain, and Ctrl-C ended with 0; now it ends as 130, as --workers N does.
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server.run()
+    if not server.started:
+        raise BackendUnavailableError(
+            f"the server did not start on {config.host}:{config.port} (the log above says why)"
+        )
 
 
 def uvicorn_options(config: ServerConfig) -> dict[str, Any]:

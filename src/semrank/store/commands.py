@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from semrank._progress import progress
-from semrank._words import count_of, for_terminal
+from semrank._words import count_of, for_terminal, json_for_stdout
 from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
@@ -589,8 +589,9 @@ def _confirmed(question: str) -> bool:
     try:
         return typer.confirm(question)
     except typer.Abort:
-        if sys.stdin.isatty():  # Ctrl-C at the prompt
-            raise
+        if sys.stdin.isatty():  # Ctrl-C at the prompt: 130, as a shell reports it (click: 1)
+            typer.echo(err=True)
+            raise typer.Exit(130) from None
         raise InvalidInputError(
             "no answer to the confirmation (stdin is closed); pass --yes to drop without asking"
         ) from None
@@ -777,7 +778,7 @@ def search_command(
     for warning in results.warnings:  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
-        typer.echo(json.dumps(results.to_dict(), ensure_ascii=False))
+        typer.echo(json_for_stdout(results.to_dict()))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}", text_fields)
 
