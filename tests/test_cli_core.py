@@ -611,3 +611,20 @@ def test_output_on_a_stdout_that_is_not_utf8_or_narrow(tmp_path: Path) -> None:
     assert "Paris is in France — café." in documents
     narrow = rerank({"COLUMNS": "0"})
     assert narrow.returncode == 0 and b"Fleas" in narrow.stdout
+
+
+def test_a_large_result_cut_short_by_a_closed_pipe_is_not_a_success(tmp_path: Path) -> None:
+    """One large write a pipe (or a full disk) took only in part lost the rest without an
+    error: `semrank search ... --json | head -c 10` exited 0 (a full disk likewise, where 3
+    is documented)."""
+    from semrank.store import create_index
+
+    home = tmp_path / "home"
+    with create_index("big", home=home, embedding_model=None) as index:
+        index.upsert([{"id": f"d{i}", "text": f"topic words number {i} " * 8} for i in range(3000)])
+    command = [sys.executable, "-m", "semrank", "search", "big", "topic", "--top-n", "2000"]
+    command += ["--json", "--home", str(home)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.read(10)
+    process.stdout.close()  # as `| head -c 10` does
+    assert process.wait(timeout=120) == 141

@@ -327,3 +327,26 @@ def test_candidates_in_another_shape_say_what_they_look_like(tmp_path: Path) -> 
     twice.write_text(json.dumps([{"query": "a", "hits": [hit, {**hit, "rank": 2}]}]))
     with pytest.raises(DataFormatError, match=r"\(qid 'q1'\): docid 'd1' appears twice"):
         load_candidates(twice)
+
+
+def test_a_run_file_the_disk_had_no_room_for_is_left_out_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk left a cut-short run file (trec_eval reads it as a run with fewer hits) and
+    was called bad input (exit 2); it is the machine's (exit 3), and nothing is left behind."""
+    import errno
+
+    from semrank.errors import exit_code_for
+    from semrank.eval import Run, ScoredDoc, write_trec_run
+
+    def no_room(self: Path, target: Path) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", no_room)
+    run = Run(name="r", rankings={"q1": [ScoredDoc(doc_id="d1", score=1.0)]})
+    target = tmp_path / "runs" / "r.trec"
+    with pytest.raises(OSError) as raised:
+        write_trec_run(run, target)
+    assert raised.value.errno == errno.ENOSPC and str(target) in str(raised.value)
+    assert exit_code_for(raised.value) == 3
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -1056,3 +1056,15 @@ async def test_input_tokens_count_the_query_as_read_beside_each_window() -> None
         answer = await client.post("/v2/rerank", json={"query": query, "documents": [document]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["meta"]["tokens"]["input_tokens"] == read
+
+
+async def test_fastapi_s_own_pages_are_labelled_by_their_path(reranker: Any) -> None:
+    """/docs and /openapi.json were counted as route="unmatched", with the 404s of unknown
+    paths."""
+    async with serving(reranker) as (_, client):
+        for path in ("/docs", "/openapi.json", "/no/such/route"):
+            await client.get(path)
+        metrics = await client.get("/metrics")
+    requests = metric_samples(metrics.text, "semrank_requests_total")
+    labels = {(s.labels["route"], s.labels["status"]) for s in requests}
+    assert {("/docs", "200"), ("/openapi.json", "200"), ("unmatched", "404")} <= labels

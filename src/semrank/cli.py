@@ -10,6 +10,7 @@ import errno
 import importlib
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -128,6 +129,30 @@ def _output_that_cannot_fail() -> None:
     columns = os.environ.get("COLUMNS", "")
     if columns and not (columns.isdigit() and int(columns) >= MIN_COLUMNS):
         os.environ["COLUMNS"] = str(MIN_COLUMNS)
+    if hasattr(sys.stdout, "fileno") and not isinstance(sys.stdout, _SmallWrites):
+        sys.stdout = _SmallWrites(sys.stdout)
+
+
+class _SmallWrites:
+    """``sys.stdout``, written in pieces its buffer takes whole. One large write (a --json
+    result of 2,000 hits) that a full disk or a closed pipe took only in part lost the rest
+    without an error, and the command exited 0: CPython's buffered writer raises for a piece
+    that fails, not for the part of a large write it could not place."""
+
+    PIECE = 2048  # characters: at most 8 KiB of UTF-8, the buffer's size
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if len(text) <= self.PIECE:  # bytes too: click probes for a binary stream with b""
+            return int(self._stream.write(text))
+        for start in range(0, len(text), self.PIECE):
+            self._stream.write(text[start : start + self.PIECE])
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _fail(message: str, code: int) -> None:

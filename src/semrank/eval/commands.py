@@ -98,7 +98,8 @@ def eval_command(
         None,
         "--home",
         parser=folder_flag,
-        help="Where --index lives (default: $SEMRANK_HOME or ~/.local/share/semrank).",
+        help="Where --index lives (default: $SEMRANK_HOME, else $XDG_DATA_HOME/semrank or "
+        "~/.local/share/semrank).",
     ),
     store: str | None = typer.Option(
         None,

@@ -7,6 +7,7 @@ Files may be gzip-compressed; that is detected from the content, not the name.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -318,11 +319,19 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
             zip(ranking, _decreasing_scores(query_id, ranking), strict=True), start=1
         )
     ]
+    # Written beside it and renamed: a full disk left a cut-short run file that trec_eval reads
+    # as a run with fewer hits.
+    partial = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as out:
+        with partial.open("w", encoding="utf-8") as out:
             out.writelines(lines)
+        partial.replace(path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # The machine's (exit 3, "the disk is full"), not the path given; named.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise InvalidInputError(
             f"{path}: cannot write the run file ({exc.strerror or exc}); "
             "pass a file path in a folder you can write to"

@@ -86,11 +86,15 @@ def create_app(
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
     app.add_middleware(HeadAsGet, routes=app.state.declared_routes)
+    # FastAPI's own pages: labelled by their path in the metrics ("unmatched" put their 200s
+    # with the 404s of unknown paths).
+    pages = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    own_pages = [route for route in app.routes if getattr(route, "path", None) in pages]
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
-        routes=app.state.declared_routes,
+        routes=[*app.state.declared_routes, *own_pages],
     )
     app.add_middleware(TrailingSlashServed)  # outermost: the edge's metrics see the route
     for router in routers:

@@ -48,7 +48,8 @@ _BESIDE_DB = frozenset(
 
 
 def default_home() -> Path:
-    """``$SEMRANK_HOME``, else ``~/.local/share/semrank`` (the XDG data directory)."""
+    """``$SEMRANK_HOME``, else ``$XDG_DATA_HOME/semrank`` (``~/.local/share/semrank`` where
+    XDG_DATA_HOME is unset)."""
     configured = os.environ.get(HOME_ENV)
     if configured and not configured.strip():  # "   " made indexes no later command found
         raise InvalidInputError(

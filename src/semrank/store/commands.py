@@ -41,7 +41,8 @@ HOME_OPTION = typer.Option(
     None,
     "--home",
     parser=folder_flag,
-    help="Where indexes live (default: $SEMRANK_HOME or ~/.local/share/semrank).",
+    help="Where indexes live (default: $SEMRANK_HOME, else $XDG_DATA_HOME/semrank or "
+    "~/.local/share/semrank).",
 )
 ID_FIELD_OPTION = typer.Option(
     None, "--id-field", help="Field holding the document id (default: _id, id, docid, ...)."
