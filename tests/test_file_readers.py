@@ -198,3 +198,26 @@ def test_line_formats_read_alike_for_every_line_ending(tmp_path: Path, end: str)
     assert load_qrels(qrels) == {"1": {"d1": 1, "d2": 0}}
     assert load_queries(topics) == {"1": "hello", "2": "world"}
     assert len(load_collection(DataSpec(path=pairs)).groups) == 2
+
+
+def test_utf16_files_are_named_as_such(tmp_path: Path) -> None:
+    """ASCII text in UTF-16 without a byte-order mark is valid UTF-8: `rerank --docs` read a
+    2-record file as 3 documents full of NULs; with a mark, the error did not say UTF-16."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+    from semrank.errors import InvalidInputError
+
+    text = '{"text": "Fleas are small insects."}\n{"text": "Paris is in France."}\n'
+    plain = tmp_path / "u16le.jsonl"
+    plain.write_bytes(text.encode("utf-16-le"))
+    marked = tmp_path / "u16.jsonl"
+    marked.write_bytes(text.encode("utf-16"))
+    for path in (plain, marked):
+        result = CliRunner().invoke(app, ["rerank", "flea", "--docs", str(path)])
+        assert isinstance(result.exception, InvalidInputError), result.output
+        assert "looks like UTF-16" in str(result.exception)
+    created = CliRunner().invoke(
+        app, ["index", "create", "u", "--from", str(marked), "--home", str(tmp_path / "h")]
+    )
+    assert "(it looks like UTF-16" in str(created.exception)

@@ -406,3 +406,22 @@ def test_the_onnx_cache_follows_semrank_cache_then_xdg_cache_home(
     assert default_cache_dir() == tmp_path / "xdg" / "semrank" / "onnx"
     monkeypatch.setenv("SEMRANK_CACHE", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine" / "onnx"
+
+
+def test_no_home_folder_names_the_variable_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME unset and a uid without a passwd entry (env -i, a container's arbitrary uid):
+    Path.home() raised a RuntimeError, shown as a traceback."""
+    from semrank.errors import BackendUnavailableError
+    from semrank.runtime.onnx_export import default_cache_dir
+    from semrank.store import default_home
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    for name in ("SEMRANK_CACHE", "SEMRANK_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(BackendUnavailableError, match=r"no home folder .*set SEMRANK_CACHE"):
+        default_cache_dir()
+    with pytest.raises(BackendUnavailableError, match=r"no home folder .*set \$SEMRANK_HOME"):
+        default_home()

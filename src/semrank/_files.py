@@ -82,9 +82,25 @@ def _damaged(path: Path | str, exc: Exception, error: ErrorType) -> SemrankError
 
 
 def _not_utf8(path: Path | str, number: int, byte: int, column: int, error: ErrorType) -> Any:
+    utf16 = (
+        " (it looks like UTF-16: Excel's 'Unicode text', PowerShell's >)"
+        if (number == 1 and column <= 2 and byte in (0xFF, 0xFE))
+        else ""
+    )
     return error(
-        f"{path}:{number}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); "
-        "save the file as UTF-8"
+        f"{path}:{number}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line)"
+        f"{utf16}; save the file as UTF-8"
+    )
+
+
+def looks_like_utf16(data: bytes) -> bool:
+    """A UTF-16 file: its byte-order mark, or (ASCII text without one, which is valid UTF-8)
+    a NUL byte in every other place of its start."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = data[:512]
+    return len(head) >= 4 and (
+        head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import onnx
 
-from semrank.errors import ModelLoadError, UnsupportedArchitectureError
+from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
 from semrank.models.loading import config_architecture, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
@@ -153,7 +153,22 @@ def default_cache_dir() -> Path:
     if root:
         return Path(root).expanduser() / "onnx"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "semrank" / "onnx"
+    return (
+        (Path(xdg).expanduser() if xdg else _home("SEMRANK_CACHE") / ".cache") / "semrank" / "onnx"
+    )
+
+
+def _home(variable: str) -> Path:
+    """The user's home folder, or an error naming ``variable``: with HOME unset and a uid
+    that has no passwd entry (``env -i``, a container's arbitrary uid) Path.home() raised a
+    RuntimeError (a traceback)."""
+    try:
+        return Path.home()
+    except RuntimeError:
+        raise BackendUnavailableError(
+            f"this process has no home folder (HOME is unset and its user has none): set "
+            f"{variable} (or HOME)"
+        ) from None
 
 
 def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -> T:

@@ -59,7 +59,15 @@ def default_home() -> Path:
     if configured:
         return Path(configured).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    if xdg:
+        return Path(xdg).expanduser() / "semrank"
+    try:
+        base = Path.home() / ".local" / "share"
+    except RuntimeError:  # HOME unset, and a uid without a passwd entry (env -i, a container)
+        raise BackendUnavailableError(
+            f"this process has no home folder (HOME is unset and its user has none): set "
+            f"${HOME_ENV} to the folder of the indexes (or HOME)"
+        ) from None
     return base / "semrank"
 
 
