@@ -611,6 +611,14 @@ def test_output_on_a_stdout_that_is_not_utf8_or_narrow(tmp_path: Path) -> None:
     assert "Paris is in France — café." in documents
     narrow = rerank({"COLUMNS": "0"})
     assert narrow.returncode == 0 and b"Fleas" in narrow.stdout
+    # stderr keeps Python's backslash escapes: an error names the bad value whole (not '??').
+    bad = subprocess.run(
+        [sys.executable, "-m", "semrank", "index", "info", "東京"],
+        env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and b"'\\u6771\\u4eac'" in bad.stderr
 
 
 def test_a_large_result_cut_short_by_a_closed_pipe_is_not_a_success(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -339,10 +340,22 @@ def test_a_run_file_the_disk_had_no_room_for_is_left_out_whole(
     from semrank.errors import exit_code_for
     from semrank.eval import Run, ScoredDoc, write_trec_run
 
-    def no_room(self: Path, target: Path) -> Path:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    class NoRoom:  # takes one line, then the disk is full
+        def __init__(self, real: Any) -> None:
+            self.real = real
 
-    monkeypatch.setattr(Path, "replace", no_room)
+        def __enter__(self) -> NoRoom:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.real.close()
+
+        def writelines(self, lines: list[str]) -> None:
+            self.real.write(lines[0])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    opened = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: NoRoom(opened(self, *a, **k)))
     run = Run(name="r", rankings={"q1": [ScoredDoc(doc_id="d1", score=1.0)]})
     target = tmp_path / "runs" / "r.trec"
     with pytest.raises(OSError) as raised:
@@ -350,3 +363,21 @@ def test_a_run_file_the_disk_had_no_room_for_is_left_out_whole(
     assert raised.value.errno == errno.ENOSPC and str(target) in str(raised.value)
     assert exit_code_for(raised.value) == 3
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_run_file_is_written_through_links_and_keeps_its_mode(tmp_path: Path) -> None:
+    """Written beside and renamed, a link was replaced by a file (its target kept the old run)
+    and a 0600 file became 0644."""
+    import os
+
+    from semrank.eval import Run, ScoredDoc, write_trec_run
+
+    run = Run(name="r", rankings={"q1": [ScoredDoc(doc_id="d1", score=1.0)]})
+    real = tmp_path / "real.trec"
+    real.write_text("old\n")
+    os.chmod(real, 0o600)
+    link = tmp_path / "link.trec"
+    link.symlink_to(real)
+    write_trec_run(run, link)
+    assert link.is_symlink() and real.read_text().startswith("q1 Q0 d1 1 ")
+    assert real.stat().st_mode & 0o777 == 0o600

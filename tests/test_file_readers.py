@@ -220,4 +220,21 @@ def test_utf16_files_are_named_as_such(tmp_path: Path) -> None:
     created = CliRunner().invoke(
         app, ["index", "create", "u", "--from", str(marked), "--home", str(tmp_path / "h")]
     )
-    assert "(it looks like UTF-16" in str(created.exception)
+    assert f"{marked} looks like UTF-16" in str(created.exception)
+
+
+def test_a_utf16_table_without_a_byte_order_mark_is_not_indexed(tmp_path: Path) -> None:
+    """SQL Server's bcp -w writes UTF-16LE without a mark: a TSV of 2 records was indexed as 3
+    documents with NUL field names (exit 0)."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    table = tmp_path / "u16.tsv"
+    table.write_bytes("id\ttext\n1\tFleas are insects\n2\tParis\n".encode("utf-16-le"))
+    home = tmp_path / "h"
+    result = CliRunner().invoke(
+        app, ["index", "create", "t", "--from", str(table), "--home", str(home)]
+    )
+    assert f"{table} looks like UTF-16" in str(result.exception), result.output
+    assert not (home / "t").exists()

@@ -82,14 +82,9 @@ def _damaged(path: Path | str, exc: Exception, error: ErrorType) -> SemrankError
 
 
 def _not_utf8(path: Path | str, number: int, byte: int, column: int, error: ErrorType) -> Any:
-    utf16 = (
-        " (it looks like UTF-16: Excel's 'Unicode text', PowerShell's >)"
-        if (number == 1 and column <= 2 and byte in (0xFF, 0xFE))
-        else ""
-    )
     return error(
-        f"{path}:{number}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line)"
-        f"{utf16}; save the file as UTF-8"
+        f"{path}:{number}: not valid UTF-8 (byte 0x{byte:02x} at byte {column} of the line); "
+        "save the file as UTF-8"
     )
 
 
@@ -104,6 +99,16 @@ def looks_like_utf16(data: bytes) -> bool:
     )
 
 
+def refuse_utf16(path: Path | str, head: bytes, error: ErrorType) -> None:
+    """ASCII text in UTF-16 without a byte-order mark is valid UTF-8: a TSV of 2 records was
+    indexed as 3 documents with NUL field names (SQL Server's bcp -w writes such files)."""
+    if looks_like_utf16(head):
+        raise error(
+            f"{path} looks like UTF-16 (Excel's 'Unicode text', PowerShell's >, bcp -w); save "
+            "it as UTF-8"
+        )
+
+
 def bad_byte(data: bytes, exc: UnicodeDecodeError) -> int:
     """Where in ``data`` the bad byte is: utf-8-sig reports offsets past the byte-order mark."""
     return exc.start + len(data) - len(exc.object)
@@ -113,6 +118,7 @@ def raw_lines(path: Path, error: ErrorType = DataFormatError) -> Iterator[bytes]
     """The lines of ``path`` as bytes, line endings kept, gunzipped when it is gzip."""
     with open_binary(path) as handle:
         try:
+            refuse_utf16(path, handle.peek(512)[:512], error)  # type: ignore[attr-defined]
             yield from handle
         except GZIP_ERRORS as exc:
             raise _damaged(path, exc, error) from exc
@@ -157,6 +163,7 @@ def read_text(path: Path | str, error: ErrorType = DataFormatError) -> str:
             data = handle.read()
         except GZIP_ERRORS as exc:
             raise _damaged(path, exc, error) from exc
+    refuse_utf16(path, data, error)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -121,14 +121,15 @@ MIN_COLUMNS = 40  # rich draws nothing at COLUMNS=0, and only borders at 1
 def _output_that_cannot_fail() -> None:
     """Tables on a stdout that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING, a Windows
     file) crashed on semrank's own "—" and "…" (exit 1, a traceback): such characters become
-    '?' there. A COLUMNS under MIN_COLUMNS printed empty tables (exit 0)."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None and "utf" not in (stream.encoding or "").lower():
-            reconfigure(errors="replace")
+    '?' there (stderr keeps Python's backslash escapes, which name a bad value whole). A
+    COLUMNS under MIN_COLUMNS (0 printed empty tables, exit 0) or not a number is dropped: the
+    terminal's own width then, or rich's 80 off a terminal."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and "utf" not in (sys.stdout.encoding or "").lower():
+        reconfigure(errors="replace")
     columns = os.environ.get("COLUMNS", "")
     if columns and not (columns.isdigit() and int(columns) >= MIN_COLUMNS):
-        os.environ["COLUMNS"] = str(MIN_COLUMNS)
+        del os.environ["COLUMNS"]
     if hasattr(sys.stdout, "fileno") and not isinstance(sys.stdout, _SmallWrites):
         sys.stdout = _SmallWrites(sys.stdout)
 

@@ -7,6 +7,7 @@ Files may be gzip-compressed; that is detected from the content, not the name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import re
@@ -319,18 +320,17 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
             zip(ranking, _decreasing_scores(query_id, ranking), strict=True), start=1
         )
     ]
-    # Written beside it and renamed: a full disk left a cut-short run file that trec_eval reads
-    # as a run with fewer hits.
-    partial = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("w", encoding="utf-8") as out:
+        with path.open("w", encoding="utf-8") as out:  # through links, into pipes and devices
             out.writelines(lines)
-        partial.replace(path)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # The machine's (exit 3, "the disk is full"), not the path given; named.
+            # A cut-short run file reads as a run with fewer hits: none is left instead. The
+            # machine's (exit 3, "the disk is full"), not the path given; named.
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise InvalidInputError(
             f"{path}: cannot write the run file ({exc.strerror or exc}); "

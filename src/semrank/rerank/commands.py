@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from semrank._checks import MAX_JSON_DEPTH, UnreadableJSONError, json_depth_over, loads_json
-from semrank._files import GZIP_ERRORS, LINE_END, looks_like_utf16
+from semrank._files import GZIP_ERRORS, LINE_END, refuse_utf16
 from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -197,11 +197,7 @@ def _read_text(path: str) -> str:
             data = gzip.decompress(data)
         except (*GZIP_ERRORS, OSError) as exc:
             raise InvalidInputError(f"--docs {path!r}: a damaged gzip file ({exc})") from None
-    if looks_like_utf16(data):  # ASCII in UTF-16 is valid UTF-8: documents full of NULs
-        raise InvalidInputError(
-            f"--docs {path!r} looks like UTF-16 (Excel's 'Unicode text', PowerShell's >); save "
-            "it as UTF-8"
-        )
+    refuse_utf16(f"--docs {path!r}", data, InvalidInputError)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
