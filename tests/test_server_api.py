@@ -1068,3 +1068,19 @@ async def test_fastapi_s_own_pages_are_labelled_by_their_path(reranker: Any) -> 
     requests = metric_samples(metrics.text, "semrank_requests_total")
     labels = {(s.labels["route"], s.labels["status"]) for s in requests}
     assert {("/docs", "200"), ("/openapi.json", "200"), ("unmatched", "404")} <= labels
+
+
+async def test_v2_returns_documents_when_an_older_cohere_sdk_asks(reranker: Any) -> None:
+    """Older Cohere v2 SDKs sent return_documents and read result.document.text: it was
+    silently dropped (None)."""
+    async with serving(reranker) as (_, client):
+        body = {"query": QUERY, "documents": DOCS, "top_n": 2}
+        asked = await client.post("/v2/rerank", json={**body, "return_documents": True})
+        plain = await client.post("/v2/rerank", json=body)
+    assert asked.status_code == plain.status_code == 200
+    for result in asked.json()["results"]:
+        assert result["document"] == {"text": DOCS[result["index"]]}
+    assert all("document" not in result for result in plain.json()["results"])
+    assert [r["index"] for r in asked.json()["results"]] == [
+        r["index"] for r in plain.json()["results"]
+    ]

@@ -74,7 +74,7 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
         query=body.query,
         documents=body.documents,
         max_tokens_per_doc=body.max_tokens_per_doc,
-        return_documents=False,
+        return_documents=body.return_documents,
         chunking=_chunking(engine, body.chunking),
         raw_scores=body.raw_scores,
     )
@@ -82,7 +82,12 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
     (outcome,) = await _run(request, service, engine, [call], [policy], body.timeout_ms)
     _mark(response, [outcome])
     results = [
-        V2Result(index=r.index, relevance_score=r.relevance_score, **_facts(r))
+        V2Result(
+            index=r.index,
+            relevance_score=r.relevance_score,
+            document={"text": r.document} if isinstance(r.document, str) else None,
+            **_facts(r),
+        )
         for r in outcome.results
     ]
     return V2RerankResponse(

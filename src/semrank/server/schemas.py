@@ -148,6 +148,11 @@ class V2RerankRequest(SemrankOptions):
         None,
         description="read at most this many tokens of each document (in the model's windows)",
     )
+    return_documents: Flag = Field(
+        False,
+        description="each result's document as {'text': ...}, as older Cohere v2 SDKs ask for "
+        "(Cohere's v2 API has dropped it)",
+    )
 
 
 class _Ranked(_Schema):
@@ -155,8 +160,14 @@ class _Ranked(_Schema):
     relevance_score: float
 
 
+class _V2Ranked(_Ranked):
+    document: dict[str, str] | None = Field(
+        None, description="with return_documents: {'text': ...}"
+    )
+
+
 # Bases listed facts-first so that serialised results read index, score, ..., then the facts.
-class V2Result(ResultFacts, _Ranked):
+class V2Result(ResultFacts, _V2Ranked):
     pass
 
 
