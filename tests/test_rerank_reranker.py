@@ -360,3 +360,22 @@ def test_the_public_query_warnings_name_bad_input(reranker):
         reranker.query_warnings("q", None)
     with pytest.raises(SemrankError, match=r"backend must be a name, got int \(3\)"):
         Reranker(backend=3)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "topk_mean"])
+def test_raw_scores_show_the_same_ranking_on_another_scale(aggregation: str) -> None:
+    """A mean of windows' logits orders documents otherwise than a mean of their 0..1 scores:
+    raw_scores=True put B (every window mildly relevant) above A (one window very relevant)."""
+    from semrank import ChunkingConfig
+
+    reranker = Reranker(feedback=False)
+    query = "what do flea larvae eat"
+    a = "Flea larvae eat organic debris and adult flea feces containing dried blood. " + " ".join(
+        "Paris museum wine cheese bridge king history train." for _ in range(50)
+    )
+    b = " ".join("flea larva egg cocoon pupa insect host." for _ in range(60))
+    chunking = ChunkingConfig(aggregation=aggregation)  # type: ignore[arg-type]
+    scaled = reranker.rerank(query, [a, b], chunking=chunking)
+    raw = reranker.rerank(query, [a, b], chunking=chunking, raw_scores=True)
+    assert [r.index for r in raw] == [r.index for r in scaled]
+    assert scaled[0].relevance_score > scaled[1].relevance_score

@@ -372,9 +372,8 @@ class Reranker:
             if cascade is not None:  # feedback moved read documents: put pruned ones below again
                 raw_scores = cascade.fill(raw_scores[cascade.read])
         calibration = getattr(self.scorer, "calibration", None)
-        scores = (
-            raw_scores if raw else apply_activation(raw_scores, self.scorer.activation, calibration)
-        )
+        scores = apply_activation(raw_scores, self.scorer.activation, calibration)
+        raw_scores = np.asarray(raw_scores, dtype=np.float32)
         return _split_scores(
             np.asarray(scores, dtype=np.float32),
             plans,
@@ -383,7 +382,11 @@ class Reranker:
             chunking,
             # Ties in 0..1 are broken by the model's own scores: a float32 sigmoid is 1.0 for
             # every logit above ~17, which left such documents in input order.
-            tiebreak=None if raw else np.asarray(raw_scores, dtype=np.float32),
+            tiebreak=raw_scores,
+            # Documents are ordered by their 0..1 scores either way: a mean of windows' logits
+            # orders them otherwise than a mean of their 0..1 scores, and raw_scores=True
+            # re-ranked the documents it was only to show on another scale.
+            shown=raw_scores if raw else None,
         )
 
     def _plan(
@@ -546,23 +549,26 @@ def _split_scores(
     chunking: ChunkingConfig,
     *,
     tiebreak: np.ndarray | None = None,
+    shown: np.ndarray | None = None,
 ) -> list[_DocumentScores]:
     """Per query, the documents' scores and order; ``tiebreak``: the pieces' raw scores,
-    aggregated alike, which order documents whose ``scores`` tie."""
+    aggregated alike, which order documents whose ``scores`` tie; ``shown``: the pieces'
+    scores to report instead of ``scores`` (raw ones), aggregated alike, never to order by."""
     counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
     per_query = aggregate_documents(scores, counts, chunking)
     seconds = per_query if tiebreak is None else aggregate_documents(tiebreak, counts, chunking)
+    reported = per_query if shown is None else aggregate_documents(shown, counts, chunking)
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     return [
         _DocumentScores(
-            scores=doc_scores,
+            scores=values,
             plans=doc_plans,
             best_chunks=best,
             pruned=pruned,
             order=_rank_order(doc_scores, pruned, order, second),
         )
-        for (doc_scores, best), (second, _), doc_plans, pruned, order in zip(
-            per_query, seconds, plans, masks, orders, strict=True
+        for (doc_scores, best), (second, _), (values, _), doc_plans, pruned, order in zip(
+            per_query, seconds, reported, plans, masks, orders, strict=True
         )
     ]
 
