@@ -425,3 +425,35 @@ def test_no_home_folder_names_the_variable_to_set(monkeypatch: pytest.MonkeyPatc
         default_cache_dir()
     with pytest.raises(BackendUnavailableError, match=r"no home folder .*set \$SEMRANK_HOME"):
         default_home()
+
+
+def test_only_the_shards_the_index_names_are_read(tiny_model, tmp_path: Path) -> None:
+    """A newer sharded checkpoint copied over an older one (cp, rsync without --delete) left
+    both's shards, and every one was read: tensors of whichever sorted last, a mix of two
+    models, scored with no word said."""
+    import shutil
+
+    import transformers
+
+    from semrank.errors import ModelLoadError
+    from semrank.runtime._weights import load_weights
+
+    old, new = tiny_model("bert", seed=5), tiny_model("bert", seed=0)
+    folder = tmp_path / "model"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(old))
+    model.save_pretrained(folder, max_shard_size="20KB")
+    older_shards = sorted(p.name for p in folder.glob("model-*-of-*.safetensors"))
+    staging = tmp_path / "new"
+    transformers.AutoModelForSequenceClassification.from_pretrained(str(new)).save_pretrained(
+        staging, max_shard_size="40KB"
+    )
+    for path in staging.iterdir():
+        shutil.copy(path, folder / path.name)  # over the old folder, deleting nothing
+    assert sorted(p.name for p in folder.glob("model-*-of-*.safetensors")) != older_shards
+    expected = load_weights(staging)
+    loaded = load_weights(folder)
+    assert loaded.keys() == expected.keys()
+    assert all(np.array_equal(loaded[name], expected[name]) for name in expected)
+    (folder / "model.safetensors.index.json").unlink()
+    with pytest.raises(ModelLoadError, match="holds shards of 2 checkpoints"):
+        load_weights(folder)

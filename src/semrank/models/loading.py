@@ -224,6 +224,7 @@ _HUB_NOT_FOUND = frozenset(
 
 
 def _has_weight_file(folder: Path) -> bool:
+    # Which shards belong to the model is the weight reader's to say (runtime._weights).
     return any((folder / name).is_file() for name in WEIGHT_FILES) or any(
         folder.glob("model-*-of-*.safetensors")
     )

@@ -36,7 +36,7 @@ def weight_files(model_dir: Path) -> list[Path]:
     single = model_dir / "model.safetensors"
     if single.is_file():
         return [single]
-    shards = sorted(model_dir.glob("model-*-of-*.safetensors"))
+    shards = _shards(model_dir)
     if shards:
         return shards
     legacy = model_dir / "pytorch_model.bin"
@@ -51,6 +51,41 @@ def weight_files(model_dir: Path) -> list[Path]:
         f"no weights in {model_dir}: expected model.safetensors, sharded model-*.safetensors, "
         "pytorch_model.bin or model.onnx"
     )
+
+
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def _shards(model_dir: Path) -> list[Path]:
+    """The shards a sharded checkpoint is made of: those its index names (as transformers
+    reads them), else every ``model-*-of-N`` file of one N. A newer checkpoint copied over an
+    older one (cp, rsync without --delete) left both's shards, and every shard was read: the
+    tensors of whichever sorted last, a mix of two models, with no word said."""
+    index = model_dir / SHARD_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text("utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelLoadError(
+                f"cannot read {index} ({exc}); save the model again with save_pretrained"
+            ) from exc
+        missing = [name for name in names if not (model_dir / name).is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"{index} names shards that are missing: {', '.join(missing[:3])}; copy the "
+                "whole checkpoint again"
+            )
+        return [model_dir / name for name in names]
+    found = sorted(model_dir.glob("model-*-of-*.safetensors"))
+    totals = {path.stem.rpartition("-of-")[2] for path in found}
+    if len(totals) > 1:
+        raise ModelLoadError(
+            f"{model_dir} holds shards of {len(totals)} checkpoints (model-*-of-"
+            f"{', -of-'.join(sorted(totals))}) and no {SHARD_INDEX} to tell which is the "
+            "model's; delete the old shards or copy the index too"
+        )
+    return found
 
 
 def load_weights(model_dir: Path) -> Weights:
