@@ -136,3 +136,36 @@ def test_do_lower_case_lowercases_texts_as_sentence_transformers_does(
     (folder / "sentence_bert_config.json").write_text('{"do_lower_case": "yes"}')
     with pytest.raises(ModelLoadError, match=r"do_lower_case is 'yes'; expected true or false"):
         resolve(folder, kind="bi-encoder")
+
+
+def test_prompts_are_put_before_queries_and_documents_as_sentence_transformers_does(
+    tiny_model, tmp_path: Path
+) -> None:
+    """e5/bge-style models read "query: " before a query and "passage: " before a document
+    (config_sentence_transformers.json): semrank read neither, and retrieval lost recall."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from semrank import Reranker
+    from semrank.store import create_index
+
+    folder = _st_folder_lowercasing(tiny_model("bert", "encoder"), tmp_path / "prompted")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_LENGTH}))
+    # ("document": sentence-transformers 6 puts an empty "document" prompt before "passage".)
+    prompts = {"query": "query: ", "document": "passage: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    pairs = random_pairs(8, seed=3)
+    st_model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    queries = st_model.encode_query([q for q, _ in pairs], normalize_embeddings=True)
+    reranker = Reranker(str(folder), kind="bi-encoder", backend="onnx", feedback=False)
+    # One window, as sentence-transformers reads a document: the prompt's tokens are kept out
+    # of the window, so its end is read too.
+    scored = [reranker.score(q, [d[:120]], raw=True)[0] for q, d in pairs]
+    expected = np.einsum(
+        "ij,ij->i",
+        queries,
+        st_model.encode_document([d[:120] for _, d in pairs], normalize_embeddings=True),
+    )
+    np.testing.assert_allclose(scored, expected, atol=1e-4, rtol=0)
+    with create_index("p", home=tmp_path / "home", embedding_model=str(folder)) as index:
+        stored = index.embed_queries([pairs[3][0]])[0]  # the index's backend may run bf16
+    unprompted = st_model.encode([pairs[3][0]], normalize_embeddings=True)[0]
+    assert float(stored @ queries[3]) > 0.999 > float(stored @ unprompted)

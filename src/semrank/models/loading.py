@@ -265,7 +265,14 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
     if inner is not None:  # sentence-transformers' older layout: the network in 0_Transformer/
         model = inspect_directory(inner, name=name, kind=kind or "bi-encoder")
         pooling, normalize = _pooling(path)
-        return dataclasses.replace(model, pooling=pooling, normalize=normalize)
+        query_prompt, document_prompt = _prompts(path)
+        return dataclasses.replace(
+            model,
+            pooling=pooling,
+            normalize=normalize,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
+        )
     _require_files(path)
     config = read_json_object(path / "config.json")
     architecture = _architecture(config, path)
@@ -290,6 +297,7 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
     if chosen == "bi-encoder":
         architecture = architecture.replace("ForSequenceClassification", "Model")
     pooling, normalize = _pooling(path)
+    query_prompt, document_prompt = _prompts(path) if chosen == "bi-encoder" else ("", "")
     return ResolvedModel(
         name=name,
         path=path,
@@ -300,6 +308,8 @@ def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) 
         pooling=pooling,
         normalize=normalize,
         lowercase=chosen == "bi-encoder" and _lowercase(path),
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
         num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
         calibration=_calibration(path) if chosen == "cross-encoder" else None,
     )
@@ -536,6 +546,29 @@ def _lowercase(path: Path) -> bool:
             "sentence-transformers writes it)"
         )
     return value
+
+
+# The prompt names sentence-transformers' encode_document looks for, in its order.
+DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+
+
+def _prompts(path: Path) -> tuple[str, str]:
+    """(query prompt, document prompt) of a sentence-transformers folder, as its encode_query
+    and encode_document put them before the text (e5's "query: " / "passage: "): without
+    them such a model embedded both as neither, and retrieval lost recall without a word."""
+    config = path / "config_sentence_transformers.json"
+    if not config.is_file():
+        return "", ""
+    prompts = read_json_object(config).get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in prompts.items()
+    ):
+        raise ModelLoadError(
+            f"{config}: prompts must map names to texts, got {prompts!r:.80}; save the model "
+            "again with SentenceTransformer.save"
+        )
+    document = next((prompts[name] for name in DOCUMENT_PROMPTS if name in prompts), "")
+    return prompts.get("query", ""), document
 
 
 def _num_labels(config: dict[str, Any], path: Path) -> int:

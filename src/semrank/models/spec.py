@@ -52,6 +52,10 @@ class ResolvedModel:
     # sentence-transformers' do_lower_case: a bi-encoder's texts are lowercased before its
     # tokenizer reads them (a cased tokenizer trained on lowercased text).
     lowercase: bool = False
+    # sentence-transformers' prompts (config_sentence_transformers.json): the text put before
+    # a query and before a document, as its encode_query / encode_document do (e5: "query: ").
+    query_prompt: str = ""
+    document_prompt: str = ""
     num_labels: int = 1
     bf16_measured: bool = False  # from the catalog entry (see ModelSpec)
     # A cross-encoder's logit is read as scale * logit + shift (`semrank train`'s calibration).

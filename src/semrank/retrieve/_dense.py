@@ -27,7 +27,8 @@ class TextEmbedder(Protocol):
     """What dense retrieval needs from an embedding model (``semrank.runtime.Embedder``)."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 ``(len(texts), dim)``, L2-normalised."""
+        """float32 ``(len(texts), dim)``, L2-normalised. (An ``embed_queries`` method, where
+        there is one, embeds queries: a model with a query prompt reads them otherwise.)"""
         ...
 
 

@@ -250,14 +250,17 @@ def load_embedder(
         "device": choice.device or device,
         "threads": threads if threads is not None else default_threads(),
     }
-    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values(), model.lowercase)
+    texts = (model.lowercase, model.query_prompt, model.document_prompt)  # read before the model
+    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values(), *texts)
     with _SHARED_EMBEDDERS_LOCK:
         embedder = _SHARED_EMBEDDERS.get(key)
         if embedder is None:
             embedder = _loaders.load_embedder(choice.backend, Path(model.path), **options)
             embedder.backend = choice.backend
-            # A step before the tokenizer, the same on every backend: set here, once.
+            # Steps before the tokenizer, the same on every backend: set here, once.
             embedder.lowercase = model.lowercase
+            embedder.query_prompt = model.query_prompt
+            embedder.document_prompt = model.document_prompt
             _SHARED_EMBEDDERS[key] = embedder
     if warmup:
         embedder.embed(["warm up"])  # first-call allocations and kernel selection, at load

@@ -109,16 +109,22 @@ class Embedder:
         self.pooling = pooling
         self.normalize = normalize
         self.lowercase = lowercase
+        self.query_prompt = ""  # set by load_embedder from the model (sentence-transformers')
+        self.document_prompt = ""
         self.batching = batching or BatchingConfig()
         self._forward = forward
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 array of shape ``(len(texts), dim)`` in input order."""
+    def embed(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+        """float32 array of shape ``(len(texts), dim)`` in input order; ``query``: the texts
+        are queries (the model's query prompt before them, else its document prompt)."""
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("embed() takes a list of strings")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        prompt = self.query_prompt if query else self.document_prompt
+        if prompt:
+            texts = [prompt + text for text in texts]
         if self.lowercase:  # as sentence-transformers' Transformer module does: str.lower()
             texts = [text.lower() for text in texts]
         encoded = self.tokenizer.encode_texts(texts)
@@ -126,6 +132,10 @@ class Embedder:
             encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length
         )
         return l2_normalize(vectors) if self.normalize else vectors
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed`` for queries: the model's query prompt before each."""
+        return self.embed(texts, query=True)
 
     def _pooled(self, batch: BatchArrays) -> np.ndarray:
         hidden = np.asarray(self._forward(batch), dtype=np.float32)
@@ -209,37 +219,43 @@ class BiEncoderScorer:
                     del missing[key]
 
     def doc_token_budget(self, query: str) -> int:
-        # Query and document are encoded separately; the query takes no room.
-        return self.max_length - self.hf_tokenizer.special_tokens_single
+        # Query and document are encoded separately; the query takes no room, the model's
+        # document prompt does (read before every window, it would push the window's end out).
+        return self._room(self.embedder.document_prompt)
 
     def query_token_limit(self, doc_tokens: int | None = None) -> int:
-        return self.max_length - self.hf_tokenizer.special_tokens_single  # read alone
+        return self._room(self.embedder.query_prompt)  # read alone, after its prompt
+
+    def _room(self, prompt: str) -> int:
+        prompt_tokens = self.hf_tokenizer.count_tokens(prompt) if prompt else 0
+        return max(1, self.max_length - self.hf_tokenizer.special_tokens_single - prompt_tokens)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)
         if not checked:
             return np.zeros(0, dtype=np.float32)
         queries = list(dict.fromkeys(q for q, _ in checked))  # each query embedded once
-        query_vectors = self.embed_normalized(queries)
+        query_vectors = self.embed_normalized(queries, query=True)
         doc_vectors = self.embed_normalized([d for _, d in checked])
         row = {q: i for i, q in enumerate(queries)}
         per_pair = query_vectors[[row[q] for q, _ in checked]]
         return np.einsum("ij,ij->i", per_pair, doc_vectors).astype(np.float32)
 
-    def embed_normalized(self, texts: list[str]) -> np.ndarray:
+    def embed_normalized(self, texts: list[str], *, query: bool = False) -> np.ndarray:
         """L2-normalised embeddings in input order; recently embedded texts are not re-run.
 
         The memory keeps the latest call's texts whole (and up to ``cache_size`` older ones),
         keyed by a digest: it holds no document text.
         """
-        keys = [text_key(text) for text in texts]
+        # A query is remembered apart from the same text as a document: prompts tell them apart.
+        keys = [text_key(QUERY_KEY + text if query else text) for text in texts]
         with self._lock:
             missing = {key: text for key, text in zip(keys, texts, strict=True)}
             missing = {key: text for key, text in missing.items() if key not in self._recent}
             if missing and self._known:
                 self._take_from_tables(missing)
             if missing:
-                fresh = l2_normalize(self.embedder.embed(list(missing.values())))
+                fresh = l2_normalize(self.embedder.embed(list(missing.values()), query=query))
                 self.embedded_texts += len(missing)
                 # Copies: a row view would keep its whole batch array alive.
                 rows = zip(missing, fresh, strict=True)
@@ -251,6 +267,9 @@ class BiEncoderScorer:
             while len(self._recent) > max(self.cache_size, len(distinct)):
                 self._recent.popitem(last=False)
         return np.stack(vectors).astype(np.float32, copy=False)
+
+
+QUERY_KEY = "\x00query\x00"  # before a query's text in its key (no document starts so)
 
 
 def text_key(text: str) -> bytes:

@@ -540,7 +540,11 @@ class Store(abc.ABC):
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors from the index's own embedding model."""
-        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        # A model with a query prompt reads queries otherwise than documents; a TextEmbedder of
+        # the user's may have no embed_queries: its embed then reads both.
+        embedder = self.embedder
+        embed = getattr(embedder, "embed_queries", None) or embedder.embed
+        return np.asarray(embed(list(texts)), dtype=np.float32)
 
     def refresh(self) -> None:  # noqa: B027 - optional for backends that index synchronously
         """Bring derived indexes up to date with the committed documents."""
