@@ -323,6 +323,29 @@ async def test_tei_truncate_false_rejects_inputs_the_model_cannot_read(reranker:
     assert "send truncation_direction 'right' and truncate: true" in strict_left.json()["error"]
 
 
+async def test_a_413_names_what_limited_the_reading_and_its_real_size(reranker: Any) -> None:
+    """With chunking on and max_chunks 1 the 413 said "enable chunking" (it was on) and gave
+    the model's whole length as the window ("256 tokens with the query"); TEI's bad texts
+    were named "documents"."""
+    async with serving(reranker) as (_, client):
+        one = {"query": QUERY, "documents": [LONG_DOC], "truncation": False}
+        capped = await client.post("/v1/rerank", json={**one, "max_chunks_per_doc": 1})
+        unchunked = await client.post("/v1/rerank", json={**one, "chunking": False})
+        surrogate = await client.post(
+            "/rerank",
+            content=b'{"query": "fleas", "texts": ["ab\\ud800cd"]}',
+            headers={"content-type": "application/json"},
+        )
+    assert capped.status_code == unchunked.status_code == 413
+    assert "raise max_tokens_per_doc" in capped.json()["error"]
+    assert "enable chunking" not in capped.json()["error"]
+    assert "enable chunking" in unchunked.json()["error"]
+    window = reranker.scorer.doc_token_budget(QUERY)
+    assert f"(1 window of up to {window} document tokens)" in capped.json()["error"]
+    assert surrogate.status_code == 422
+    assert surrogate.json()["error"].startswith("texts[0] holds a lone surrogate")
+
+
 async def test_chunking_and_min_score_extras(reranker: Any) -> None:
     from semrank.rerank import ChunkingConfig
 

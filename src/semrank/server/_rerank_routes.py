@@ -290,7 +290,7 @@ async def _checked_and_scored(
     deadline: float | None,
 ) -> list[RerankOutcome]:
     try:
-        await service.check_limits(engine, calls, deadline)
+        await service.check_limits(engine, calls, deadline, policies[0].documents_field)
     except DeadlineExceededError:  # counting tokens took the whole deadline
         if not all(service.fail_open(policy) for policy in policies):
             raise

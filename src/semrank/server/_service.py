@@ -107,7 +107,11 @@ class RerankService:
         return time.monotonic() + self.config.request_timeout_s
 
     async def check_limits(
-        self, engine: ModelEngine, calls: Sequence[RerankCall], deadline: float | None
+        self,
+        engine: ModelEngine,
+        calls: Sequence[RerankCall],
+        deadline: float | None,
+        documents_field: str = "documents",
     ) -> None:
         """413 for too many documents or tokens, before any model work (the count within the
         request's deadline, stopped once past the limit or when the client goes away)."""
@@ -117,7 +121,7 @@ class RerankService:
                 f"{documents} documents exceed this server's limit of {self.config.max_documents} "
                 "per request; split the request (or raise --max-documents)"
             )
-        texts = _checked_texts(calls)
+        texts = _checked_texts(calls, documents_field)
         # Small ASCII requests skip the exact count: an ASCII character is at most one token (plus
         # one leading SentencePiece "▁" per text). Other characters can be several (byte-level
         # BPE splits an emoji into four), so such requests are always counted.
@@ -148,7 +152,7 @@ class RerankService:
         unknown = engine.reranker.unknown_query_message(reading.unknown, count, name=engine.name)
         if policy.require_complete:
             _check_query_complete(engine, count, read, policy)
-            _check_complete(results, engine, policy)
+            _check_complete(results, engine, policy, chunked=_chunked(call.chunking))
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
@@ -187,7 +191,7 @@ class RerankService:
         )
 
 
-def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
+def _checked_texts(calls: Sequence[RerankCall], field: str = "documents") -> list[str]:
     """Every query and document text the model will read, checked as ``Reranker.rerank`` checks
     them, before the tokenizer counts them (it cannot read every str); a batch's errors name
     the query, queries[i]."""
@@ -196,7 +200,8 @@ def _checked_texts(calls: Sequence[RerankCall]) -> list[str]:
     queries = validate_queries([call.query for call in calls])
     texts = []
     for number, (query, call) in enumerate(zip(queries, calls, strict=True)):
-        name = "documents" if len(calls) == 1 else f"queries[{number}].documents"
+        # The route's own name for them (TEI's texts).
+        name = field if len(calls) == 1 else f"queries[{number}].{field}"
         _refuse_non_finite(call.documents, name)
         texts += [query, *document_texts(call.documents, call.rank_fields, name=name)]
     return texts
@@ -221,17 +226,27 @@ def _refuse_non_finite(documents: Sequence[Any], name: str = "documents") -> Non
             )
 
 
-def _check_complete(results: list[Any], engine: ModelEngine, policy: Policy) -> None:
+def _chunked(chunking: Any) -> bool:
+    """Whether a call's documents are read in windows (``chunking`` as RerankCall holds it)."""
+    return chunking is not False and getattr(chunking, "enabled", True) is not False
+
+
+def _check_complete(
+    results: list[Any], engine: ModelEngine, policy: Policy, *, chunked: bool
+) -> None:
     cut = [r for r in results if r.truncated]
     if cut:
         windows = max(r.num_chunks for r in cut)
+        most = max(max(r.piece_tokens, default=0) for r in cut)
         # 413 as text-embeddings-inference answers an over-long input it may not truncate.
         allow = policy.allow_cut_fix
-        more = policy.longer_read_fields if windows > 1 else policy.chunking_fields
+        # With chunking on, a limit the request set (max_chunks 1, a short max_tokens_per_doc)
+        # stopped the reading, not the lack of windows.
+        more = policy.longer_read_fields if chunked else policy.chunking_fields
         raise RequestTooLargeError(
             f"{policy.documents_field} {[r.index for r in cut[:10]]} go on past what model "
             f"{engine.name!r} read of them ({windows} window{'s' if windows > 1 else ''} of up to "
-            f"{engine.reranker.scorer.max_length} tokens with the query); {allow}, or {more}"
+            f"{most} document tokens); {allow}, or {more}"
         )
 
 
