@@ -353,3 +353,25 @@ def test_a_bundled_package_of_another_release_is_said_once(
     caplog.clear()
     bundled_package_directory(f"pytest=={pytest.__version__}", model_name="m")
     assert not caplog.records
+
+
+def test_a_classifier_of_three_labels_is_refused_at_load(tiny_model) -> None:
+    """It loaded and failed at the first score with a shape error naming no folder or fix."""
+    from semrank.errors import ModelLoadError
+    from semrank.models import resolve
+
+    folder = tiny_model("bert", num_labels=3)
+    with pytest.raises(ModelLoadError, match=r"config.json: a classifier of 3 labels") as e:
+        resolve(folder)
+    assert str(folder) in str(e.value)
+
+
+def test_a_negative_model_max_length_is_read_as_unset(tiny_model, tmp_path: Path) -> None:
+    """model_max_length -1 (some saved configs) was taken as the limit: 'max_length -1 is too
+    small', naming neither the file nor the fix."""
+    from semrank.models import resolve
+
+    folder = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "m")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": -1}))
+    assert resolve(folder).max_length == 64  # the position embeddings' limit

@@ -522,7 +522,8 @@ def _max_length(path: Path, config: dict[str, Any]) -> int:
     tok_config = path / "tokenizer_config.json"
     if tok_config.is_file() and not limits:
         value = read_json_object(tok_config).get("model_max_length")
-        if isinstance(value, int | float) and value < 100_000:
+        # Below 1 (-1 in some saved configs) means "unset", as transformers reads it.
+        if isinstance(value, int | float) and 1 <= value < 100_000:
             limits.append(int(value))
     positions = config.get("max_position_embeddings")
     if isinstance(positions, int):
@@ -572,11 +573,19 @@ def _prompts(path: Path) -> tuple[str, str]:
 
 
 def _num_labels(config: dict[str, Any], path: Path) -> int:
-    if isinstance(config.get("id2label"), dict):
-        return len(config["id2label"])
-    value = config.get("num_labels", 1)
+    value = (
+        len(config["id2label"])
+        if isinstance(config.get("id2label"), dict)
+        else config.get("num_labels", 1)
+    )
     if not is_int(value, at_least=1):
         raise ModelLoadError(
             f"{path / 'config.json'}: num_labels must be a positive integer, got {value!r}"
         )
-    return value
+    if value > 2:  # found at load, not as a shape error at the first score
+        raise ModelLoadError(
+            f"{path / 'config.json'}: a classifier of {value} labels; a relevance score reads "
+            "one logit (or two: not relevant, relevant). Give a re-ranker's folder, or train one "
+            "from this model with `semrank train --base`"
+        )
+    return int(value)
