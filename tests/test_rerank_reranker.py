@@ -379,3 +379,8 @@ def test_raw_scores_show_the_same_ranking_on_another_scale(aggregation: str) -> 
     raw = reranker.rerank(query, [a, b], chunking=chunking, raw_scores=True)
     assert [r.index for r in raw] == [r.index for r in scaled]
     assert scaled[0].relevance_score > scaled[1].relevance_score
+    # Shown on the logit scale, the scores need not fall in that order: min_score keeps every
+    # document at or above it (it stopped at the first below, dropping B).
+    threshold = max(r.relevance_score for r in raw) - 0.01
+    kept = reranker.rerank(query, [a, b], chunking=chunking, raw_scores=True, min_score=threshold)
+    assert [r.index for r in kept] == [r.index for r in raw if r.relevance_score >= threshold]

@@ -896,3 +896,20 @@ def test_a_search_file_lost_from_the_current_snapshot_is_built_again_and_saved(
             assert _bm25_scores(reopened, "lava", "*") == expected
     assert (saved / "snapshot.json").is_file() and (saved / "vocab.index.json").is_file()
     assert "could not save" not in caplog.text
+
+
+def test_an_index_made_before_prompts_were_read_says_so(tmp_path: Path) -> None:
+    """An index of an e5-style model made before semrank read sentence-transformers prompts
+    was refused with "its files changed. Put the model back" though nothing had changed."""
+    from semrank.errors import IndexModelChangedError
+    from semrank.models import resolve_embedding_model
+    from semrank.store import open_index
+
+    model = shutil.copytree(resolve_embedding_model().path, tmp_path / "e5")
+    with create_index("e5", home=tmp_path / "home", embedding_model=str(model)) as index:
+        index.upsert(DOCS)  # vectors made as before: no prompt in the model's files yet
+    prompts = {"query": "query: ", "document": "passage: "}
+    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    refused = pytest.raises(IndexModelChangedError, match="now puts the model's sentence-trans")
+    with refused, open_index("e5", home=tmp_path / "home") as index:
+        index.search_vector(index.embed_queries(["sticks"])[0], k=1)

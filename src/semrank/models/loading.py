@@ -585,7 +585,7 @@ def _num_labels(config: dict[str, Any], path: Path) -> int:
     if value > 2:  # found at load, not as a shape error at the first score
         raise ModelLoadError(
             f"{path / 'config.json'}: a classifier of {value} labels; a relevance score reads "
-            "one logit (or two: not relevant, relevant). Give a re-ranker's folder, or train one "
-            "from this model with `semrank train --base`"
+            "one logit (or two: not relevant, relevant). Give a re-ranker's folder, or train "
+            "one with `semrank train --base` from a BERT encoder (the all-MiniLM-L6-v2 default)"
         )
     return int(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,16 +57,14 @@ class RerankResult:
 def select_results(
     ranked: Iterable[RerankResult], *, top_n: int | None, min_score: float | None
 ) -> list[RerankResult]:
-    """The best ``top_n`` of ``ranked`` (best first) at or above ``min_score``.
+    """The best ``top_n`` of ``ranked`` (best first), then those at or above ``min_score``.
 
     With ``min_score`` set, pruned documents are left out whatever their placeholder score: the
-    model never read them, so nothing says they clear the threshold.
+    model never read them, so nothing says they clear the threshold. Filtered, not cut at the
+    first below it: raw scores of chunked documents under mean aggregation need not fall in
+    the ranking's order.
     """
-    kept: list[RerankResult] = []
-    for result in ranked:
-        if min_score is not None and (result.relevance_score < min_score or result.pruned):
-            break  # sorted best first, and pruned documents sort after every read one
-        kept.append(result)
-        if top_n is not None and len(kept) == top_n:
-            break
-    return kept
+    head = list(itertools.islice(ranked, top_n))
+    if min_score is None:
+        return head
+    return [r for r in head if r.relevance_score >= min_score and not r.pruned]

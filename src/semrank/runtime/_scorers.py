@@ -114,15 +114,18 @@ class Embedder:
         self.batching = batching or BatchingConfig()
         self._forward = forward
 
-    def embed(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], *, query: bool = False, prompted: bool = True
+    ) -> np.ndarray:
         """float32 array of shape ``(len(texts), dim)`` in input order; ``query``: the texts
-        are queries (the model's query prompt before them, else its document prompt)."""
+        are queries (the model's query prompt before them, else its document prompt);
+        ``prompted=False``: neither (what semrank embedded before it read prompts)."""
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("embed() takes a list of strings")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        prompt = self.query_prompt if query else self.document_prompt
+        prompt = "" if not prompted else self.query_prompt if query else self.document_prompt
         if prompt:
             texts = [prompt + text for text in texts]
         if self.lowercase:  # as sentence-transformers' Transformer module does: str.lower()

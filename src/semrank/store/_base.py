@@ -503,15 +503,11 @@ class Store(abc.ABC):
             return
         now = np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
         before = np.asarray(stored, dtype=np.float32)
-        similarity = (
-            float(now @ before / max(float(np.linalg.norm(now) * np.linalg.norm(before)), 1e-12))
-            if now.shape == before.shape
-            else 0.0
-        )
+        similarity = _cosine(now, before)
         if similarity < PROBE_MIN_COSINE:
             changed = (
                 f"no longer embeds text as it did when the index's vectors were made (cosine "
-                f"{similarity:.4f} for a probe text): its files changed"
+                f"{similarity:.4f} for a probe text): {_probe_change(embedder, before)}"
             )
             raise IndexModelChangedError(
                 f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
@@ -697,3 +693,24 @@ def index_dir_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(folder, name)).st_size
     return total
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return 0.0
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
+def _probe_change(embedder: TextEmbedder, before: np.ndarray) -> str:
+    """Why a probe no longer matches: the model's files, or (an index made before semrank read
+    sentence-transformers prompts) the document prompt now put before every text."""
+    prompt = getattr(embedder, "document_prompt", "")
+    if prompt:
+        plain = np.asarray(embedder.embed([PROBE_TEXT], prompted=False)[0], dtype=np.float32)  # type: ignore[call-arg]
+        if _cosine(plain, before) >= PROBE_MIN_COSINE:
+            return (
+                f"semrank now puts the model's sentence-transformers document prompt ({prompt!r}) "
+                "before each text, as the model was made to read them, and this index's vectors "
+                "were made without it"
+            )
+    return "its files changed"
