@@ -152,7 +152,8 @@ class RerankService:
         unknown = engine.reranker.unknown_query_message(reading.unknown, count, name=engine.name)
         if policy.require_complete:
             _check_query_complete(engine, count, read, policy)
-            _check_complete(results, engine, policy, chunked=_chunked(call.chunking))
+            chunked = _chunked(engine.reranker.chunking if call.chunking is None else call.chunking)
+            _check_complete(results, engine, policy, chunked=chunked)
         return RerankOutcome(
             results=select_results(results, top_n=policy.top_n, min_score=policy.min_score),
             reranked=True,
@@ -227,7 +228,8 @@ def _refuse_non_finite(documents: Sequence[Any], name: str = "documents") -> Non
 
 
 def _chunked(chunking: Any) -> bool:
-    """Whether a call's documents are read in windows (``chunking`` as RerankCall holds it)."""
+    """Whether a call's documents are read in windows (``chunking`` as RerankCall holds it, or
+    the model's own ChunkingConfig where the call sets none)."""
     return chunking is not False and getattr(chunking, "enabled", True) is not False
 
 
