@@ -530,3 +530,12 @@ def test_files_that_share_no_query_say_why(fixture_files, tmp_path: Path) -> Non
     empty.write_text("[]")
     result = run_cli("eval", "--candidates", empty, "--qrels", qrels, "--no-rerank")
     assert f"{empty} holds no queries" in str(result.exception)
+
+
+def test_a_model_that_does_not_resolve_is_named_before_the_retrieval(deep_index) -> None:
+    """`eval --model BAD --index` retrieved for every query and only then named the model."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels, "--rerank"]
+    result = run_cli(*args, "--model", "/no/such/model/folder")
+    assert result.exit_code != 0 and "/no/such/model/folder" in str(result.exception)
+    assert "retrieving" not in result.stderr

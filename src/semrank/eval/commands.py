@@ -164,6 +164,7 @@ def eval_command(
         raise InvalidInputError(
             "--retriever goes with --index; a candidates file holds its first stage already"
         )
+    _resolve_first(model)
     lists = _candidate_lists(
         candidates,
         index,
@@ -309,6 +310,15 @@ def _folder_problem(folder: Path) -> str | None:
             return f"{candidate} is not writable"
         return None
     return None
+
+
+def _resolve_first(model: str | None) -> None:
+    """A model folder or name that does not resolve, named before the retrieval: it was found
+    only once every query had been retrieved."""
+    if model is not None:
+        from semrank.models import resolve
+
+        resolve(model)
 
 
 def _candidate_lists(
@@ -550,6 +560,7 @@ def _compare_command(
     from semrank.eval.reranking import reranked_run, score_candidates
 
     runs = split_retrievers(retriever)
+    _resolve_first(model)
     reranker: Any = None
     k = _retrieval_depth(depth, names)
 
