@@ -23,7 +23,13 @@ def json_for_stdout(payload: object, indent: int | None = None) -> str:
     \\uXXXX on any other (latin-1 locales, PYTHONIOENCODING, a Windows file), where it crashed
     or was written in that encoding, which no JSON reader takes."""
     import json
+
+    return json.dumps(payload, ensure_ascii=not stdout_is_utf8(), indent=indent)
+
+
+def stdout_is_utf8() -> bool:
+    """Whether standard output is written in a UTF encoding (what it cannot hold fails or is
+    replaced otherwise)."""
     import sys
 
-    utf8 = "utf" in (getattr(sys.stdout, "encoding", None) or "").lower()
-    return json.dumps(payload, ensure_ascii=not utf8, indent=indent)
+    return "utf" in (getattr(sys.stdout, "encoding", None) or "").lower()

@@ -124,8 +124,10 @@ def _output_that_cannot_fail() -> None:
     '?' there (stderr keeps Python's backslash escapes, which name a bad value whole). A
     COLUMNS under MIN_COLUMNS (0 printed empty tables, exit 0) or not a number is dropped: the
     terminal's own width then, or rich's 80 off a terminal."""
+    from semrank._words import stdout_is_utf8
+
     reconfigure = getattr(sys.stdout, "reconfigure", None)
-    if reconfigure is not None and "utf" not in (sys.stdout.encoding or "").lower():
+    if reconfigure is not None and not stdout_is_utf8():
         reconfigure(errors="replace")
     columns = os.environ.get("COLUMNS", "")
     if columns and not (columns.isdigit() and int(columns) >= MIN_COLUMNS):

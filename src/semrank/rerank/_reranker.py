@@ -557,7 +557,13 @@ def _split_scores(
     counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
     per_query = aggregate_documents(scores, counts, chunking)
     seconds = per_query if tiebreak is None else aggregate_documents(tiebreak, counts, chunking)
-    reported = per_query if shown is None else aggregate_documents(shown, counts, chunking)
+    reported = (
+        per_query
+        if shown is None
+        else seconds
+        if shown is tiebreak  # raw scores shown are the tiebreak's: aggregated once
+        else aggregate_documents(shown, counts, chunking)
+    )
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     return [
         _DocumentScores(

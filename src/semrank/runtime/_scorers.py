@@ -182,6 +182,7 @@ class BiEncoderScorer:
         self._known: OrderedDict[str, tuple[object, KeyTable]] = OrderedDict()
         self.max_tables = 4
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
+        self._prompt_tokens: dict[str, int] = {}
 
     def remember_table(
         self, name: str, version: object, keys: np.ndarray, vectors: np.ndarray
@@ -230,8 +231,10 @@ class BiEncoderScorer:
         return self._room(self.embedder.query_prompt)  # read alone, after its prompt
 
     def _room(self, prompt: str) -> int:
-        prompt_tokens = self.hf_tokenizer.count_tokens(prompt) if prompt else 0
-        return max(1, self.max_length - self.hf_tokenizer.special_tokens_single - prompt_tokens)
+        if prompt not in self._prompt_tokens:  # asked for every document list: counted once
+            self._prompt_tokens[prompt] = self.hf_tokenizer.count_tokens(prompt) if prompt else 0
+        room = self.max_length - self.hf_tokenizer.special_tokens_single
+        return max(1, room - self._prompt_tokens[prompt])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         checked = _check_pairs(pairs)
@@ -250,8 +253,10 @@ class BiEncoderScorer:
         The memory keeps the latest call's texts whole (and up to ``cache_size`` older ones),
         keyed by a digest: it holds no document text.
         """
-        # A query is remembered apart from the same text as a document: prompts tell them apart.
-        keys = [text_key(QUERY_KEY + text if query else text) for text in texts]
+        # A query is remembered apart from the same text as a document where prompts tell them
+        # apart (without prompts both embed alike: one model call serves both).
+        apart = query and self.embedder.query_prompt != self.embedder.document_prompt
+        keys = [text_key(QUERY_KEY + text if apart else text) for text in texts]
         with self._lock:
             missing = {key: text for key, text in zip(keys, texts, strict=True)}
             missing = {key: text for key, text in missing.items() if key not in self._recent}
