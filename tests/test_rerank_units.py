@@ -206,6 +206,23 @@ def test_later_chunks_start_at_a_word_not_inside_one() -> None:
         assert text[piece.start - 1] == " ", text[piece.start - 5 : piece.start + 10]
 
 
+def test_windows_without_overlap_start_at_a_word_too() -> None:
+    """With overlap 0 there was no room to look forward, and windows began inside words."""
+    from semrank import Reranker
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._chunking import plan_document
+
+    tokenizer = Reranker().scorer.tokenizer
+    text = " ".join(["unbelievably", "cocoons", "photosynthesis", "x"] * 30)
+    offsets = tokenizer.token_offsets(text)
+    plan = plan_document(text, offsets, 40, ChunkingConfig(overlap_tokens=0, heading_tokens=0))
+    assert len(plan.pieces) > 3 and not plan.truncated
+    for before, piece in zip(plan.pieces, plan.pieces[1:], strict=False):
+        assert text[piece.start - 1] == " ", text[piece.start - 5 : piece.start + 10]
+        assert before.start < piece.start  # advances
+        assert not text[before.end : piece.start].strip()  # and leaves no text unread
+
+
 def test_windows_keep_words_joined_by_invisible_characters_and_accents_whole() -> None:
     """A soft hyphen or zero-width space inside a word (dropped by the tokenizer) made the
     next piece count as a word start ("Bundes\u00adtag" read as "tag"), and a window ending

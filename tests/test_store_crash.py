@@ -3,6 +3,7 @@ document of the batches it had committed."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import shutil
@@ -317,6 +318,26 @@ def test_an_unfinished_ingest_says_whether_it_still_runs_and_how_to_go_on(
         assert not ingest_running(index.unfinished_ingests()[str(spaced)])  # gone
         index.end_ingest(spaced)
         assert index.unfinished_note() is None
+
+
+def test_an_ingest_mark_is_stamped_in_utc_so_hosts_in_other_zones_read_it_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: local time would differ from UTC
+    time.tzset()
+    try:
+        with create_index("z", home=tmp_path, embedding_model=None) as index:
+            before = time.time()
+            index.begin_ingest(tmp_path / "a.jsonl", id_field="id")
+            stamp = index.unfinished_ingests()[str(tmp_path / "a.jsonl")]["started"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert stamp.endswith(" UTC")
+    parsed = time.strptime(stamp.removesuffix(" UTC"), "%Y-%m-%d %H:%M:%S")
+    assert abs(calendar.timegm(parsed) - before) < 5
 
 
 def test_a_reused_pid_does_not_make_an_interrupted_ingest_look_running() -> None:

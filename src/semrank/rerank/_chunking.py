@@ -69,7 +69,9 @@ def plan_document(
     pieces = [_piece(text, offsets, 0, 0, min(budget, total))]
     first, last = heading, min(budget, total)
     while last < total and len(pieces) < chunking.window_limit():
-        first = _word_start(text, offsets, first + stride, limit=min(total, first + window))
+        first = _word_start(
+            text, offsets, first + stride, floor=first + 1, limit=min(total, first + window)
+        )
         last = min(first + window, total)
         pieces.append(_piece(text, offsets, len(pieces), first, last, heading, heading_end))
     return ReadPlan(pieces=tuple(pieces), total_tokens=total, read_tokens=last)
@@ -87,21 +89,30 @@ def _heading_tokens(
     return count if 0 < count <= min(chunking.heading_tokens, budget // 2) else 0
 
 
-def _word_start(text: str, offsets: list[tuple[int, int]], index: int, *, limit: int) -> int:
-    """``index``, or the next token that begins a word: a window starting on a word piece
-    ("##ons" of "cocoons") reads another word than the text has. A word longer than the
-    window's overlap keeps the cut, so windows still advance."""
-    for candidate in range(index, min(limit, index + 16)):
-        start = offsets[candidate][0]
-        previous_end = offsets[candidate - 1][1]
-        joined = (
-            _all_dropped(text[previous_end:start])
-            and text[previous_end - 1 : previous_end].isalnum()
-            and text[start : start + 1].isalnum()
-        )
-        if not joined:
+def _word_start(
+    text: str, offsets: list[tuple[int, int]], index: int, *, floor: int, limit: int
+) -> int:
+    """``index``, or the nearest token that begins a word: a window starting on a word piece
+    ("##ons" of "cocoons") reads another word than the text has. Forward first, within the
+    window's overlap; then back, above ``floor`` (with no overlap to move into, the window
+    reads a few of the last one's tokens again rather than start inside a word). A word longer
+    than that keeps the cut, so windows still advance."""
+    forward = range(index, max(index + 1, min(limit, index + 16)))
+    backward = range(index - 1, max(floor, index - 16) - 1, -1)
+    for candidate in (*forward, *backward):
+        if not _continues_word(text, offsets, candidate):
             return candidate
     return index
+
+
+def _continues_word(text: str, offsets: list[tuple[int, int]], index: int) -> bool:
+    start = offsets[index][0]
+    previous_end = offsets[index - 1][1]
+    return (
+        _all_dropped(text[previous_end:start])
+        and text[previous_end - 1 : previous_end].isalnum()
+        and text[start : start + 1].isalnum()
+    )
 
 
 # What a tokenizer drops inside a word without splitting it: format characters (a soft hyphen,

@@ -18,11 +18,11 @@ class ChunkingConfig:
 
     ``enabled=False`` truncates instead (and says so in each result). Chunks are token windows
     that overlap by ``overlap_tokens``; a document's score aggregates its chunks' scores.
-    A first line of at most ``heading_tokens`` tokens (a title: store fields and multi-field
-    ``rank_fields`` put it there) is read again before every later chunk, so a chunk is judged
-    with what the document is about (0: never). ``max_chunks`` bounds the windows read of a
-    document (a caller's cost limit); None (the default) reads 16, or as many as reading
-    ``max_tokens_per_doc`` tokens takes where a call asks for that many.
+    A first line of at most ``heading_tokens`` tokens and half a window (a title: store fields
+    and multi-field ``rank_fields`` put it there) is read again before every later chunk, so a
+    chunk is judged with what the document is about (0: never). ``max_chunks`` bounds the
+    windows read of a document (a caller's cost limit); None (the default) reads 16, or as
+    many as reading ``max_tokens_per_doc`` tokens takes where a call asks for that many.
     """
 
     enabled: bool = True

@@ -277,7 +277,7 @@ class LocalStore(Store):
     def begin_ingest(self, source: Path, *, id_field: str | None) -> dict[str, Any] | None:
         pid = os.getpid()
         mark = {
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),  # hosts may differ
             "pid": pid,
             "process_started": process_start_time(pid),
             "host": socket.gethostname(),
