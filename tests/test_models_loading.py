@@ -297,7 +297,7 @@ def test_a_config_without_architectures_runs_on_onnx_as_on_torch(tmp_path):
     config = json.loads((target / "config.json").read_text())
     del config["architectures"]
     (target / "config.json").write_text(json.dumps(config))
-    assert architecture_of(config) == "BertModel"
+    assert architecture_of(config, tmp_path) == "BertModel"
     original = semrank.Reranker(resolve_embedding_model().path, backend="onnx", feedback=False)
     stripped = semrank.Reranker(target, backend="onnx", feedback=False)
     pairs = ("what do fleas eat", ["Fleas feed on blood.", "Paris is in France."])

@@ -93,7 +93,7 @@ def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(UnsupportedArchitectureError) as info:
         export_onnx(tmp_path, "encoder")
-    assert "GPT2LMHeadModel" in str(info.value)
+    assert f"{tmp_path}: unsupported architecture GPT2LMHeadModel" in str(info.value)
     assert all(name in str(info.value) for name in SUPPORTED_ARCHITECTURES)
     # The fix that works for a classifier transformers knows (DistilBERT, DeBERTa, ELECTRA).
     assert "backend='torch' (CLI: --backend torch" in str(info.value)

@@ -74,19 +74,19 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return read_json_object(path)
 
 
-def architecture_of(config: dict[str, Any]) -> str:
+def architecture_of(config: dict[str, Any], model_dir: Path) -> str:
     # As model loading reads it: without "architectures", the encoder of its model_type (the
     # torch backend ran such a folder, this one refused it).
     name = config_architecture(config)
     if name is None:
         raise UnsupportedArchitectureError(
-            "config.json names no architecture and no known model_type; supported: "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"{model_dir / 'config.json'} names no architecture and no known model_type; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     if name not in _ARCHITECTURES:
         raise UnsupportedArchitectureError(
-            f"unsupported architecture {name} for the ONNX Runtime and OpenVINO backends "
-            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}); the torch backend runs "
+            f"{model_dir}: unsupported architecture {name} for the ONNX Runtime and OpenVINO "
+            f"backends (supported: {', '.join(SUPPORTED_ARCHITECTURES)}); the torch backend runs "
             "transformers' own classes: backend='torch' (CLI: --backend torch; needs the "
             "torch extra)"
         )
@@ -96,7 +96,7 @@ def architecture_of(config: dict[str, Any]) -> str:
 def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
     """Build the ONNX graph of the checkpoint in ``model_dir`` with the requested head."""
     config = read_config(model_dir)
-    architecture = architecture_of(config)
+    architecture = architecture_of(config, model_dir)
     family, _ = _ARCHITECTURES[architecture]
     weights = load_weights(model_dir)
     try:

@@ -175,7 +175,7 @@ def check_runnable(model: Any, backend: str) -> None:
         return
     if uses_own_graph(model.path):  # its model.onnx runs as it is: nothing to export
         return
-    architecture_of(read_config(model.path))
+    architecture_of(read_config(model.path), model.path)
 
 
 def check_address(host: str, port: int) -> None:
