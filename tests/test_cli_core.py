@@ -131,8 +131,11 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
         check=False,
     )
     assert completed.returncode == 2
-    assert "top_n=0 must be >= 1" in completed.stderr
+    # The flag, not the library's parameter (top_n=0).
+    assert "error: --top-n 0 must be >= 1; leave it out to print them all" in completed.stderr
     assert "Traceback" not in completed.stderr
+    nan = CliRunner().invoke(app, ["rerank", "q", "--docs", str(path), "--min-score", "nan"])
+    assert str(nan.exception) == "--min-score nan must be a finite number"
 
 
 def test_exit_status_tells_the_command_from_the_machine(tmp_path):

@@ -539,3 +539,73 @@ def test_a_model_that_does_not_resolve_is_named_before_the_retrieval(deep_index)
     result = run_cli(*args, "--model", "/no/such/model/folder")
     assert result.exit_code != 0 and "/no/such/model/folder" in str(result.exception)
     assert "retrieving" not in result.stderr
+
+
+def test_a_backend_this_machine_cannot_run_is_named_before_anything_is_retrieved(
+    deep_index,
+) -> None:
+    """--backend bogus was found only after every query had been retrieved."""
+    queries, qrels = deep_index
+    args = ["eval", "--index", "deep", "--queries", queries, "--qrels", qrels, "--rerank"]
+    for backend, message in (("bogus", "unknown backend 'bogus'"), ("torch-fp16", "CUDA")):
+        result = run_cli(*args, "--backend", backend)
+        assert result.exit_code != 0 and message in str(result.exception), backend
+        assert "retrieving" not in result.stderr, backend
+
+
+def test_report_and_run_out_take_folders_and_refuse_blanks_and_file_names(
+    fixture_files, tmp_path: Path
+) -> None:
+    """`--report out/report.md` made a folder report.md; a blank flag wrote into the current
+    folder; a report without re-ranking had no plots and said nothing."""
+    candidates, qrels = fixture_files
+    args = ["eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank"]
+    for flag, value in (("--report", "report.md"), ("--run-out", "run.trec")):
+        named = run_cli(*args, flag, tmp_path / "out" / value)
+        assert isinstance(named.exception, InvalidInputError), flag
+        assert f"looks like a file name, and {flag} takes a folder" in str(named.exception)
+        assert f"give the folder ({tmp_path / 'out'})" in str(named.exception)
+    assert not (tmp_path / "out").exists()
+    for flag in ("--report", "--run-out", "--per-query"):
+        blank = run_cli(*args, flag, " ")
+        assert blank.exit_code == 2 and "is blank; give a path" in blank.output, flag
+    plain = run_cli(*args, "--report", tmp_path / "rep")
+    assert plain.exit_code == 0, plain.output
+    assert "note: the report has no plots: they show what re-ranking changed" in plain.stderr
+
+
+def test_candidates_read_no_index_so_index_flags_are_refused_and_the_store_not_read(
+    fixture_files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    candidates, qrels = fixture_files
+    args = ["eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json"]
+    monkeypatch.setenv("SEMRANK_STORE", "not-a-store")  # no index is used: not a failure
+    assert run_cli(*args).exit_code == 0
+    for flag, value in (("--home", str(tmp_path)), ("--store", "postgresql://u:pw@h/db")):
+        result = run_cli(*args, flag, value)
+        assert isinstance(result.exception, InvalidInputError), flag
+        message = str(result.exception)
+        assert f"{flag} says where --index lives, and --candidates reads no index" in message
+        assert "pw" not in message
+
+
+def test_measure_parameters_that_are_bare_words_name_their_quoting(fixture_files) -> None:
+    """The error was "malformed node or string on line 1: <ast.Name object at 0x7f...>"."""
+    candidates, qrels = fixture_files
+    args = ["eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank"]
+    result = run_cli(*args, "--measures", "nDCG(dcg=exp-log2)@10")
+    assert isinstance(result.exception, InvalidInputError)  # before gdeval's own checks
+    assert str(result.exception) == (
+        "measure 'nDCG(dcg=exp-log2)@10': dcg=exp-log2 is not a number or quoted text; quote "
+        "text, as in dcg='exp-log2'"
+    )
+    assert run_cli(*args, "--measures", "RR(rel=2)@10").exit_code == 0
+
+
+def test_a_one_query_table_says_query(fixture_files) -> None:
+    candidates, qrels = fixture_files
+    one = qrels.with_name("one.txt")
+    one.write_text("q1 0 d1 2\n")
+    result = run_cli("eval", "--candidates", candidates, "--qrels", one, "--no-rerank")
+    assert result.exit_code == 0, result.output
+    assert "1 judged query" in [line.strip() for line in result.stdout.splitlines()]

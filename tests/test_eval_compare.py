@@ -172,3 +172,38 @@ def test_an_inline_trees_short_name_never_takes_a_retriever_files_name(
               str(index_home / "qrels.txt"), "--retriever", f"bm25,{_rrf_tree(indent=2)}"],
     )  # fmt: skip
     assert table.exit_code == 0 and "tree1" in table.stdout and '"rrf"' not in table.stdout
+
+
+def test_long_run_names_are_shown_whole_and_like_named_runs_keep_their_files(
+    index_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Off a terminal (80 columns) two retriever files under one long folder were both shown
+    as "experiments/2026-12/bm25-t…"; and "a_b/t.json" and "a/b_t.json" wrote one run file,
+    the second over the first."""
+    monkeypatch.chdir(index_home)
+    monkeypatch.setenv("COLUMNS", "80")
+    folder = Path("experiments/2026-12/bm25-trees")
+    folder.mkdir(parents=True)
+    tree = _rrf_tree()
+    for name in ("bm25-title-boost-variant-a.json", "bm25-title-boost-variant-b.json"):
+        (folder / name).write_text(tree)
+    queries, qrels = _one_query(index_home)
+    trees = ",".join(str(folder / n) for n in ("bm25-title-boost-variant-a.json",
+                                                "bm25-title-boost-variant-b.json"))  # fmt: skip
+    args = ["eval", "--index", "cmp", "--queries", str(queries), "--qrels", str(qrels)]
+    table = CliRunner().invoke(app, [*args, "--retriever", f"bm25,{trees}"])
+    assert table.exit_code == 0, table.output
+    header = table.stdout.split("┏")[1].split("┡")[0].splitlines()[1:]
+    columns = zip(*(line.split("┃")[1:-1] for line in header), strict=True)
+    shown = ["".join(piece.strip() for piece in column) for column in columns]  # folded cells
+    assert shown == ["measure", "bm25", *trees.split(",")]
+    assert "…" not in table.stdout
+    for name in ("a_b/t.json", "a/b_t.json"):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_text(tree)
+    out = index_home / "runs"
+    both = CliRunner().invoke(
+        app, [*args, "--json", "--retriever", "a_b/t.json,a/b_t.json", "--run-out", str(out)]
+    )
+    assert both.exit_code == 0, both.output
+    assert sorted(p.name for p in out.iterdir()) == ["a_b_t.json-2.trec", "a_b_t.json.trec"]

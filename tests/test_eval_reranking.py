@@ -145,6 +145,30 @@ def test_report_writes_markdown_and_png_plots(tmp_path: Path) -> None:
         assert (tmp_path / "report" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_depth_plot_leaves_counts_out(tmp_path: Path) -> None:
+    """NumRet (1,000 at depth 1,000) shared the 0..1 axis and flattened every other line."""
+    from semrank.eval.report import _curve_measures
+
+    def report(measures: list[str]) -> Path:
+        outcome = score_candidates(LISTS, word_overlap)
+        before = evaluate(QRELS, candidates_to_run(LISTS), measures)
+        after = evaluate(QRELS, reranked_run(LISTS, outcome.scores), measures)
+        data = ReportData(
+            title="t", first_stage=before, reranked=after,
+            comparisons=[compare(before, after, m) for m in measures],
+            depth_curve=depth_curve(LISTS, outcome, QRELS, measures, depths=(1, 2)),
+        )  # fmt: skip
+        assert _curve_measures(data) == [m for m in measures if m != "NumRet"]
+        folder = tmp_path / "-".join(measures)
+        write_report(data, folder)
+        return folder
+
+    counts_only = report(["NumRet"])
+    assert "| NumRet |" in (counts_only / "report.md").read_text()
+    assert not (counts_only / DEPTH_PLOT).exists()  # an empty plot says nothing
+    assert (report(["RR@10", "NumRet"]) / DEPTH_PLOT).exists()
+
+
 def test_report_for_first_stage_only(tmp_path: Path) -> None:
     before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
     (tmp_path / DELTA_PLOT).write_bytes(b"an earlier report's plot")

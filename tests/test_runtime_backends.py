@@ -102,7 +102,7 @@ def test_a_backend_and_device_that_cannot_go_together_are_refused() -> None:
     refused = [
         ("openvino", "cuda", "runs on the CPU only, not on 'cuda'"),
         ("openvino-bf16", "mps", "runs on the CPU only"),
-        ("torch-fp16", "cpu", "needs a CUDA device, got 'cpu'"),
+        ("torch-fp16", "cpu", "needs a CUDA device \\(device 'cuda'\\), got 'cpu'"),
         ("onnx", "mps", "runs only with backend 'torch', not 'onnx'"),
     ]
     for backend, device, named in refused:

@@ -313,7 +313,12 @@ def test_the_id_field_cannot_be_a_text_field(tmp_path: Path, beir: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "option", [("--embedding-model", "all-minilm-l6-v2"), ("--embedding-max-length", "64")]
+    "option",
+    [
+        ("--embedding-model", "all-minilm-l6-v2"),
+        ("--embedding-max-length", "64"),
+        ("--ann-threshold", "5"),  # was accepted, and the index kept 20000
+    ],
 )
 def test_embedding_options_with_no_dense_are_refused(
     tmp_path: Path, option: tuple[str, str]
@@ -672,3 +677,29 @@ def test_blank_fields_and_homes_are_refused(tmp_path: Path, fields: str) -> None
     assert blank_home.exit_code == 2 and "is blank" in blank_home.output
     blank_env = CliRunner().invoke(app, ["demo"], env={"SEMRANK_HOME": "  "})
     assert "$SEMRANK_HOME is blank" in str(blank_env.exception)
+
+
+def test_search_tables_show_long_ids_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two URL ids were both shown as "https://exam…" (off a terminal tables are 80 wide)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    home = str(tmp_path / "home")
+    base = "https://example.org/articles/2026/12/07/flea-life-cycle-part-"
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text("".join(
+        json.dumps({"id": f"{base}{i}", "text": f"fleas part {i}"}) + "\n" for i in (1, 2)
+    ))  # fmt: skip
+    run("index", "create", "long", "--from", str(corpus), "--home", home, "--no-dense")
+    table = run("search", "long", "fleas", "--home", home)
+    body = table.split("┡")[1].splitlines()[1:]
+    cells = [line.split("│")[3].strip() for line in body if line.startswith("│")]
+    assert "".join(cells) == f"{base}1{base}2" or "".join(cells) == f"{base}2{base}1"
+
+
+def test_backend_without_a_re_ranker_is_refused(tmp_path: Path, beir: Path) -> None:
+    """--backend bogus was accepted, and ignored, by a search that re-ranks nothing."""
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    with pytest.raises(InvalidInputError, match="--backend 'onnx' sets how the re-ranking models"):
+        run("search", "mini", "moon", "--backend", "onnx", "--home", home)
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'bogus'"):
+        run("search", "mini", "moon", "--backend", "bogus", "--rerank", "--home", home)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -41,6 +42,19 @@ class _Results:
     # Whether scores depend on the other documents re-ranked with them (pseudo-relevance
     # feedback): the depth curve, read from the full-depth scores, is then approximate.
     list_dependent: bool = False
+
+
+def _path_value(value: str) -> Path:
+    """An output flag's path; blank (an unset shell variable) is refused, not read as the
+    current folder."""
+    if not value.strip():
+        raise typer.BadParameter("is blank; give a path")
+    return Path(value)
+
+
+# Names a report or run folder is unlikely to have: `--report out/report.md` made a folder
+# report.md and wrote out/report.md/report.md.
+_FILE_SUFFIXES = frozenset({".md", ".trec", ".txt", ".tsv", ".json", ".html", ".png", ".csv"})
 
 
 def eval_command(
@@ -87,13 +101,26 @@ def eval_command(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object {run: {measure: value}}."
     ),
-    run_out: Path | None = typer.Option(None, "--run-out", help="Write TREC run files here."),
+    run_out: Path | None = typer.Option(
+        None,
+        "--run-out",
+        metavar="DIR",
+        parser=_path_value,
+        help="Write TREC run files (RUN.trec) into this folder.",
+    ),
     per_query: Path | None = typer.Option(
         None,
         "--per-query",
+        parser=_path_value,
         help="Write every query's value (TSV: run, measure, query, value) to this file.",
     ),
-    report: Path | None = typer.Option(None, "--report", help="Write report.md with plots here."),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        metavar="DIR",
+        parser=_path_value,
+        help="Write report.md into this folder, with plots of the re-ranking's effect.",
+    ),
     home: Path | None = typer.Option(
         None,
         "--home",
@@ -164,7 +191,7 @@ def eval_command(
         raise InvalidInputError(
             "--retriever goes with --index; a candidates file holds its first stage already"
         )
-    _resolve_first(model)
+    _resolve_first(model, backend)
     lists = _candidate_lists(
         candidates,
         index,
@@ -283,6 +310,11 @@ def _check_output_folders(folders: dict[str, Path | None]) -> None:
     """Fail on a folder that cannot be made before the evaluation, not after. The writers make
     the folders, so an input refused later leaves no empty folder behind."""
     for option, folder in folders.items():
+        if folder is not None and folder.suffix.lower() in _FILE_SUFFIXES and not folder.is_dir():
+            raise InvalidInputError(
+                f"{option} {folder} looks like a file name, and {option} takes a folder to write "
+                f"into; give the folder ({folder.parent})"
+            )
         problem = None if folder is None else _folder_problem(folder)
         if problem is not None:
             raise InvalidInputError(
@@ -312,13 +344,17 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
-def _resolve_first(model: str | None) -> None:
-    """A model folder or name that does not resolve, named before the retrieval: it was found
-    only once every query had been retrieved."""
+def _resolve_first(model: str | None, backend: str | None) -> None:
+    """A model folder or name that does not resolve, or a backend this machine cannot run,
+    named before the retrieval: they were found only once every query had been retrieved."""
     if model is not None:
         from semrank.models import resolve
 
         resolve(model)
+    if backend is not None:
+        from semrank.runtime import require_device, resolve_backend
+
+        require_device(resolve_backend(backend))
 
 
 def _candidate_lists(
@@ -560,7 +596,7 @@ def _compare_command(
     from semrank.eval.reranking import reranked_run, score_candidates
 
     runs = split_retrievers(retriever)
-    _resolve_first(model)
+    _resolve_first(model, backend)
     reranker: Any = None
     k = _retrieval_depth(depth, names)
 
@@ -596,8 +632,9 @@ def _compare_command(
     if run_out is not None:
         from semrank.eval.loaders import write_trec_run
 
+        files = _file_names([short[name] for name in result.runs])
         for name, run in result.runs.items():
-            safe = _file_safe(short[name])
+            safe = files[short[name]]
             stderr.print(f"wrote {write_trec_run(run, run_out / f'{safe}.trec', tag=safe)}")
     if as_json:
         payload = {
@@ -617,10 +654,12 @@ def _print_comparison(result: Any, console: Console, short: dict[str, str]) -> N
     names = list(result.evaluations)
     first = result.evaluations[names[0]]
     vs = short[names[0]]
-    table = Table(title=f"{first.query_count} judged queries (p: paired t-test vs {vs})")
-    table.add_column("measure")
+    judged = count_of(first.query_count, "judged query", "judged queries")
+    table = Table(title=f"{judged} (p: paired t-test vs {vs})")
+    # Folded, never cut: two runs or measures cut to one prefix read as the same.
+    table.add_column("measure", overflow="fold")
     for name in names:
-        table.add_column(short[name], justify="right")
+        table.add_column(short[name], justify="right", overflow="fold")
     for measure in first.aggregate:
         row = [measure, f"{first.aggregate[measure]:.4f}"]
         for name in names[1:]:
@@ -654,6 +693,20 @@ def _short_names(names: list[str], console: Console) -> dict[str, str]:
 
 def _file_safe(name: str) -> str:
     return name.replace("+", "_").replace("/", "_")
+
+
+def _file_names(names: list[str]) -> dict[str, str]:
+    """A file name for each run: two runs made file-safe alike ("a_b/t.json", "a/b_t.json")
+    wrote one file, the second over the first; a later one takes a number."""
+    files: dict[str, str] = {}
+    for name in names:
+        safe = candidate = _file_safe(name)
+        number = 1
+        while candidate in files.values():
+            number += 1
+            candidate = f"{safe}-{number}"
+        files[name] = candidate
+    return files
 
 
 def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Console) -> None:
@@ -698,8 +751,8 @@ def _print_table(results: _Results, console: Console) -> None:
 
     first = results.evaluations[FIRST_STAGE]
     second = results.evaluations.get(RERANKED)
-    table = Table(title=f"{first.query_count} judged queries")
-    table.add_column("measure")
+    table = Table(title=count_of(first.query_count, "judged query", "judged queries"))
+    table.add_column("measure", overflow="fold")
     table.add_column(FIRST_STAGE, justify="right")
     if second is not None:
         for column in (RERANKED, "Δ", "p (paired t)", "W / T / L"):
@@ -751,7 +804,11 @@ def _write_report(
             "query count, the ties and the paired test"
         )
     curve: dict[int, dict[str, float]] = {}
-    if results.outcome is not None:
+    if results.outcome is None:
+        console.print(
+            "note: the report has no plots: they show what re-ranking changed; add --rerank"
+        )
+    else:
         details["re-ranker"] = results.model_name
         details["throughput"] = _throughput_line(results)
         curve = depth_curve(lists, results.outcome, judgments, names)
@@ -776,4 +833,20 @@ def register(app: typer.Typer) -> None:
     """Add `semrank eval`."""
     from semrank.store.commands import home_beats_env_store
 
-    app.command("eval")(home_beats_env_store(eval_command))
+    with_store = home_beats_env_store(eval_command)
+
+    @functools.wraps(eval_command)
+    def chosen(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("candidates") is None or kwargs.get("index") is not None:
+            return with_store(*args, **kwargs)
+        # A candidates file reads no index: where indexes live is not asked (a bad
+        # $SEMRANK_STORE failed the command), and a flag naming it would be ignored.
+        for flag in ("home", "store"):
+            if kwargs.get(flag) is not None:
+                raise InvalidInputError(
+                    f"--{flag} says where --index lives, and --candidates reads no index; "
+                    f"drop --{flag}"
+                )
+        return eval_command(*args, **kwargs)
+
+    app.command("eval")(chosen)

@@ -105,6 +105,8 @@ def _parse_measure(name: str) -> Any:
             return ir_measures.parse_measure(name)
     # KeyError: an unknown parameter name, e.g. nDCG(foo=1)@10. AttributeError: ir-measures'
     # parser on a Python without ast.Num (3.14).
+    except InvalidInputError:
+        raise
     except (NameError, ValueError, SyntaxError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInputError(
             f"unknown measure {name!r} ({exc}); use ir-measures names such as "
@@ -124,14 +126,30 @@ def _build_measure(name: str) -> Any:
     if spelled is None or not isinstance(measure, BaseMeasure):  # providers have NAME too
         return None
     if spelled[2] is not None:
-        call = ast.parse(f"measure({spelled[2]})", mode="eval").body
+        source = f"measure({spelled[2]})"
+        call = ast.parse(source, mode="eval").body
         if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
             return None
-        measure = measure(**{str(k.arg): ast.literal_eval(k.value) for k in call.keywords})
+        measure = measure(**{str(k.arg): _parameter(k, source, name) for k in call.keywords})
     if spelled[3] is not None:
         cutoff = float(spelled[3]) if "." in spelled[3] else int(spelled[3])
         measure = measure @ cutoff
     return measure
+
+
+def _parameter(keyword: Any, source: str, name: str) -> Any:
+    """A measure parameter's value; a bare word (dcg=exp-log2) is named with its quoting
+    (ast's own message named an object in memory)."""
+    import ast
+
+    try:
+        return ast.literal_eval(keyword.value)
+    except ValueError:
+        value = ast.get_source_segment(source, keyword.value)
+        raise InvalidInputError(
+            f"measure {name!r}: {keyword.arg}={value} is not a number or quoted text; quote "
+            f"text, as in {keyword.arg}='{value}'"
+        ) from None
 
 
 def _available_providers() -> list[Any]:

@@ -68,6 +68,7 @@ def _depth_table(curve: Mapping[int, Mapping[str, float]]) -> list[str]:
 
 def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     assert data.reranked is not None
     before, after = data.first_stage.per_query[measure], data.reranked.per_query[measure]
@@ -84,6 +85,7 @@ def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
         axes.fill_between(positions, values, where=[d > 0 for d in values], color="tab:green")
         axes.fill_between(positions, values, where=[d < 0 for d in values], color="tab:red")
     axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # queries are counted: no 0.4
     axes.set_xlabel("query (sorted by change)")
     axes.set_ylabel(f"Δ {measure} (reranked - first stage)")
     axes.set_title(f"Per-query change in {measure}")
@@ -92,12 +94,18 @@ def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
     plt.close(figure)
 
 
+def _curve_measures(data: ReportData) -> list[str]:
+    """The measures the depth plot draws: those between 0 and 1. Counts (NumRet: 1,000 at
+    depth 1,000) shared the axis and flattened every other line to the bottom."""
+    return [measure for measure in data.first_stage.aggregate if not measure.startswith("Num")]
+
+
 def _plot_depth_curve(data: ReportData, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     depths = list(data.depth_curve)
     figure, axes = plt.subplots(figsize=(6.0, 3.8))
-    for measure in data.first_stage.aggregate:
+    for measure in _curve_measures(data):
         values = [data.depth_curve[d].get(measure, math.nan) for d in depths]
         (line,) = axes.plot(depths, values, marker="o", label=measure)
         first = data.first_stage.aggregate[measure]
@@ -132,8 +140,10 @@ def write_report(data: ReportData, directory: Path | str) -> Path:
         _plot_deltas(data, measure, directory / DELTA_PLOT)
         lines += ["", f"## Per-query change in {measure}", "", f"![per-query delta]({DELTA_PLOT})"]
     if data.depth_curve:
-        _plot_depth_curve(data, directory / DEPTH_PLOT)
-        lines += ["", "## Metrics vs re-rank depth", "", f"![depth curve]({DEPTH_PLOT})", ""]
+        lines += ["", "## Metrics vs re-rank depth", ""]
+        if _curve_measures(data):
+            _plot_depth_curve(data, directory / DEPTH_PLOT)
+            lines += [f"![depth curve]({DEPTH_PLOT})", ""]
         lines += _depth_table(data.depth_curve)
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

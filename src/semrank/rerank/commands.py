@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import sys
 from dataclasses import asdict
@@ -268,11 +269,7 @@ def rerank_command(
 ) -> None:
     """Re-rank the documents in a file for QUERY."""
     from semrank.rerank import CascadeConfig, Reranker, select_results
-    from semrank.rerank._documents import (
-        unread_fields_warning,
-        validate_min_score,
-        validate_top_n,
-    )
+    from semrank.rerank._documents import unread_fields_warning
 
     documents, numbers = read_numbered_documents(docs, as_lines=as_lines)
     if rank_field and not any(isinstance(d, dict) for d in documents):
@@ -284,7 +281,10 @@ def rerank_command(
         raise InvalidInputError(
             f"--cascade-keep must be 0 (off) or the number of documents to keep, got {cascade_keep}"
         )
-    top_n, min_score = validate_top_n(top_n), validate_min_score(min_score)
+    if top_n is not None and top_n < 1:  # the flag named, not the library's parameter
+        raise InvalidInputError(f"--top-n {top_n} must be >= 1; leave it out to print them all")
+    if min_score is not None and not math.isfinite(min_score):
+        raise InvalidInputError(f"--min-score {min_score} must be a finite number")
     cascade = CascadeConfig(keep=cascade_keep) if cascade_keep else None
     reranker = Reranker(model, cascade=cascade, feedback=feedback, backend=backend)
     try:

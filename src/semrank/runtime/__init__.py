@@ -130,8 +130,8 @@ def _check_pairing(backend: str, device: str | None) -> None:
         )
     if backend == "torch-fp16" and where != "cuda" and not (device is None and _torch_has_cuda()):
         raise BackendUnavailableError(
-            f"backend 'torch-fp16' needs a CUDA device, got {device or 'cpu'!r}; pass "
-            "device 'cuda', or use backend 'torch' on the CPU"
+            f"backend 'torch-fp16' needs a CUDA device (device 'cuda'), got {device or 'cpu'!r}; "
+            "run it on a machine with a GPU, or use backend 'torch' on the CPU"
         )
     if where == "mps" and not backend.startswith("torch"):
         raise BackendUnavailableError(

@@ -190,8 +190,8 @@ def create(
     bm25_method: str = typer.Option("lucene", "--bm25-method", help="bm25s scoring variant."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (Anserini: 0.9)."),
     b: float = typer.Option(0.4, "--b", help="BM25 b (Anserini: 0.4)."),
-    ann_threshold: int = typer.Option(
-        20_000, "--ann-threshold", min=1, help="Use HNSW from this many vectors on."
+    ann_threshold: int | None = typer.Option(
+        None, "--ann-threshold", min=1, help="Use HNSW from this many vectors on (default 20000)."
     ),
     batch_size: int = BATCH_OPTION,
     prepare: bool = typer.Option(
@@ -205,13 +205,14 @@ def create(
 ) -> None:
     """Create an index, optionally filled from a corpus (BEIR folder, corpus.jsonl[.gz], JSONL,
     JSON or CSV)."""
-    from semrank.retrieve import BM25Params
+    from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params
     from semrank.store import create_index, index_path, read_corpus
     from semrank.store._registry import check_name_is_free, storable_check
 
     _check_create_flags(
         dense=dense, embedding_model=embedding_model,
-        embedding_max_length=embedding_max_length, prepare=prepare, store=store,
+        embedding_max_length=embedding_max_length, ann_threshold=ann_threshold, prepare=prepare,
+        store=store,
     )  # fmt: skip
     if not store or store == "local":  # before reading the file through, which takes a while
         check_name_is_free(name, index_path(name, home))
@@ -232,7 +233,7 @@ def create(
         embedding_model=embedding_model if dense else None,
         embedding_max_length=embedding_max_length,
         bm25=BM25Params(method=bm25_method, k1=k1, b=b),
-        ann_threshold=ann_threshold,
+        ann_threshold=DEFAULT_ANN_THRESHOLD if ann_threshold is None else ann_threshold,
         store=store,
     )
     with index:
@@ -278,20 +279,22 @@ def _check_create_flags(
     dense: bool,
     embedding_model: str,
     embedding_max_length: int | None,
+    ann_threshold: int | None,
     prepare: bool,
     store: str | None,
 ) -> None:
     """Flags the index would silently ignore are refused before anything is read or created."""
     from semrank.errors import InvalidInputError
 
-    if not dense and (embedding_model != "default" or embedding_max_length is not None):
-        given = (
-            f"--embedding-model {embedding_model!r}"
-            if embedding_model != "default"
-            else f"--embedding-max-length {embedding_max_length}"
-        )
+    embedding_flags = {
+        "--embedding-model": None if embedding_model == "default" else embedding_model,
+        "--embedding-max-length": embedding_max_length,
+        "--ann-threshold": ann_threshold,  # the vectors' search graph: no vectors, no graph
+    }
+    given = [f"{flag} {value!r}" for flag, value in embedding_flags.items() if value is not None]
+    if not dense and given:
         raise InvalidInputError(
-            f"{given} with --no-dense: an index without embeddings uses no embedding model; "
+            f"{given[0]} with --no-dense: an index without embeddings uses no embedding model; "
             "drop one of the two"
         )
     if prepare and store and store != "local":
@@ -671,7 +674,8 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
 
     table = Table(title=for_terminal(title))
     for column in ("rank", "1st-stage rank", "id", "score", "1st-stage score", "text"):
-        table.add_column(column, overflow="fold" if column == "text" else "ellipsis")
+        # An id cut short read like another hit's ("https://exam…" for every URL id).
+        table.add_column(column, overflow="fold" if column in ("id", "text") else "ellipsis")
     for hit in results.hits:
         moved = hit.first_stage_rank - hit.rank
         arrow = f" (↑{moved})" if moved > 0 else f" (↓{-moved})" if moved < 0 else ""
@@ -807,7 +811,15 @@ def _with_backend(tree: Any, backend: str) -> Any:
             loaded[name] = Reranker(name, backend=backend)
         return loaded[name]
 
-    return bind_rerankers(tree, load)
+    bound = bind_rerankers(tree, load)
+    if not loaded:  # as --model without --rerank: a flag that would do nothing is refused
+        from semrank.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"--backend {backend!r} sets how the re-ranking models run, and this search re-ranks "
+            "nothing; add --rerank (or a text_similarity_reranker to the retriever)"
+        )
+    return bound
 
 
 def _warn_if_incomplete(name: str, home: Path | None) -> None:
