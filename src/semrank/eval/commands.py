@@ -52,6 +52,10 @@ def _path_value(value: str) -> Path:
     return Path(value)
 
 
+def _output_option(flag: str, metavar: str, help_text: str) -> Any:
+    return typer.Option(None, flag, metavar=metavar, parser=_path_value, help=help_text)
+
+
 # Names a report or run folder is unlikely to have: `--report out/report.md` made a folder
 # report.md and wrote out/report.md/report.md.
 _FILE_SUFFIXES = frozenset({".md", ".trec", ".txt", ".tsv", ".json", ".html", ".png", ".csv"})
@@ -101,25 +105,14 @@ def eval_command(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object {run: {measure: value}}."
     ),
-    run_out: Path | None = typer.Option(
-        None,
-        "--run-out",
-        metavar="DIR",
-        parser=_path_value,
-        help="Write TREC run files (RUN.trec) into this folder.",
+    run_out: Path | None = _output_option(
+        "--run-out", "DIR", "Write TREC run files (RUN.trec) into this folder."
     ),
-    per_query: Path | None = typer.Option(
-        None,
-        "--per-query",
-        parser=_path_value,
-        help="Write every query's value (TSV: run, measure, query, value) to this file.",
+    per_query: Path | None = _output_option(
+        "--per-query", "FILE", "Write every query's value (TSV: run, measure, query, value) here."
     ),
-    report: Path | None = typer.Option(
-        None,
-        "--report",
-        metavar="DIR",
-        parser=_path_value,
-        help="Write report.md into this folder, with plots of the re-ranking's effect.",
+    report: Path | None = _output_option(
+        "--report", "DIR", "Write report.md into this folder, with plots of what re-ranking changed."
     ),
     home: Path | None = typer.Option(
         None,
