@@ -112,7 +112,7 @@ def eval_command(
         "--per-query", "FILE", "Write every query's value (TSV: run, measure, query, value) here."
     ),
     report: Path | None = _output_option(
-        "--report", "DIR", "Write report.md into this folder, with plots of what re-ranking changed."
+        "--report", "DIR", "Write report.md here, with plots of what re-ranking changed."
     ),
     home: Path | None = typer.Option(
         None,
