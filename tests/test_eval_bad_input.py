@@ -140,6 +140,23 @@ def test_empty_query_is_refused_at_load_naming_file_and_qid(tmp_path: Path, quer
         load_candidates(path)
 
 
+def test_text_the_re_ranker_cannot_read_is_refused_at_load_naming_where(tmp_path: Path) -> None:
+    """A query of invisible characters, or a lone surrogate in a query or a passage, was
+    refused by the re-ranker after every earlier query had been re-ranked, naming no file,
+    query or document."""
+    blank = write_candidates(
+        tmp_path / "c.json", json.dumps([{"query": "\u200b\u00ad", "hits": [hit()]}])
+    )
+    with pytest.raises(DataFormatError, match=r"c\.json: query #0 \(qid 'q1'\): 'query' is blan"):
+        load_candidates(blank)
+    lone = write_candidates(
+        tmp_path / "s.json",
+        json.dumps([{"query": "x", "hits": [hit(), hit(docid="d2", rank=2, content="a\udc00")]}]),
+    )
+    with pytest.raises(InvalidInputError, match=r"hit #1 \(docid 'd2'\): 'content' holds a lone"):
+        load_candidates(lone)
+
+
 # --------------------------------------------------------------------------- write_trec_run
 
 

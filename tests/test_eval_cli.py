@@ -425,6 +425,13 @@ def test_judged_queries_without_text_are_named_unjudged_ones_left_out(
     queries.write_text('{"_id": "q1", "text": " "}\n')
     empty = run_cli(*args, queries)
     assert "judged query 'q1' has no text" in str(empty.exception)
+    # Invisible characters only, or a lone surrogate: named before any retrieval (the
+    # re-ranker refused them after the earlier queries' work, naming no file or query).
+    for text, said in (("\\u200b", "is blank"), ("a \\ud800", "holds a lone surrogate")):
+        queries.write_text('{"_id": "q9", "text": "x"}\n{"_id": "q1", "text": "' + text + '"}\n')
+        refused = run_cli(*args, queries, "--rerank")
+        assert f"q.jsonl: judged query 'q1' {said}" in str(refused.exception), text
+        assert "retrieving" not in refused.stderr
 
 
 def test_a_bad_retriever_name_fails_before_anything_is_retrieved(deep_index) -> None:

@@ -190,6 +190,13 @@ def test_object_documents_with_non_string_keys_are_named() -> None:
         # Python 3.13 words the reason otherwise ("Illegal trailing comma ..."): not asserted.
         ('{"query": "x", "documents": ["a",]}', "the request body is not valid JSON ("),
         ('{"query": "x", "documents": ["a", "b"], "top_n": 1, "top_k": 2}', "disagree"),
+        # A raw tab in a string (a shell's $'...'): json's reason ends in "at" ("at at").
+        (
+            '{"query": "a\tb", "documents": ["x"]}',
+            "(Invalid control character at character 12) (a tab or line break inside a string "
+            "is written \\t or \\n)",
+        ),
+        ('{"query": "x", "documents": ["a]}', "(Unterminated string starting at character 29)"),
     ],
 )
 async def test_v1_bad_bodies_say_what_to_send(

@@ -223,6 +223,22 @@ def test_windows_without_overlap_start_at_a_word_too() -> None:
         assert not text[before.end : piece.start].strip()  # and leaves no text unread
 
 
+def test_windows_start_at_a_word_in_scripts_with_vowel_signs() -> None:
+    """Devanagari's vowel signs (category Mc) are not alphanumeric: windows began on one,
+    inside a word ("ि" of "पिस्सू")."""
+    from semrank import Reranker
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._chunking import plan_document
+
+    tokenizer = Reranker().scorer.tokenizer
+    text = "पिस्सू छोटे कीड़े होते हैं जो कूदते हैं। " * 20
+    plan = plan_document(text, tokenizer.token_offsets(text), 40, ChunkingConfig(heading_tokens=0))
+    assert len(plan.pieces) > 3
+    for piece in plan.pieces[1:]:  # at a word, or at the danda after one (a token of its own)
+        starts_word = text[piece.start - 1] == " " or text[piece.start] == "।"
+        assert starts_word, text[piece.start - 3 : piece.start + 5]
+
+
 def test_windows_keep_words_joined_by_invisible_characters_and_accents_whole() -> None:
     """A soft hyphen or zero-width space inside a word (dropped by the tokenizer) made the
     next piece count as a word start ("Bundes\u00adtag" read as "tag"), and a window ending

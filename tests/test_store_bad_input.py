@@ -171,10 +171,16 @@ def test_a_non_ascii_index_name_is_told_the_letters_are_ascii(tmp_path: Path) ->
 
 def test_lone_surrogates_are_rejected(tmp_path: Path) -> None:
     with create_index("s", home=tmp_path, embedding_model=None) as index:
-        with pytest.raises(InvalidInputError, match=r"document 'e': field 'text' is not valid Uni"):
-            index.upsert([{"id": "e", "text": "\ud800"}])
-        with pytest.raises(InvalidInputError, match=r"field 'tags' is not valid Unicode"):
+        # The character it holds and where (it named \ud800 whatever the text held).
+        lone = r"document 'e': field 'text' holds a lone surrogate \('\\udbff' at character 2\)"
+        with pytest.raises(InvalidInputError, match=lone):
+            index.upsert([{"id": "e", "text": "ab\udbff"}])
+        with pytest.raises(InvalidInputError, match=r"field 'tags'\[1\] holds a lone surrogate"):
             index.upsert([{"id": "e", "text": "ok", "tags": ["fine", "\udfff"]}])
+        # A byte that was not UTF-8, as Python keeps it (surrogateescape): named as that byte.
+        latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")
+        with pytest.raises(InvalidInputError, match=r"\), or the byte 0xe9 of text that is not"):
+            index.upsert([{"id": "e", "text": latin1}])
         with pytest.raises(InvalidInputError, match=r"document id '\\ud800' is not valid Unicode"):
             index.upsert([{"id": "\ud800", "text": "x"}])
         for call in (index.delete, index.get):

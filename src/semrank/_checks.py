@@ -210,10 +210,15 @@ def require_unicode(value: object, where: str) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as error:
+            found = value[error.start]
+            # How Python keeps a byte that is not UTF-8 (a command-line argument in Latin-1).
+            byte = ord(found) - 0xDC00 if 0xDC80 <= ord(found) <= 0xDCFF else None
             raise InvalidInputError(
-                f"{where} holds a lone surrogate ({value[error.start]!r} at character "
-                f"{error.start}); text must be valid Unicode: read files as UTF-8 and send "
-                "surrogate pairs whole"
+                f"{where} holds a lone surrogate ({found!r} at character {error.start})"
+                + ("" if byte is None else f", or the byte {byte:#04x} of text that is not UTF-8")
+                + "; text must be valid Unicode: read files as UTF-8 and send surrogate pairs "
+                "whole"
+                + ("" if byte is None else " (convert text in another encoding: iconv -t UTF-8)")
             ) from None
     elif isinstance(value, dict):
         for key, item in value.items():

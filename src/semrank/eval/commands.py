@@ -364,7 +364,7 @@ def _candidate_lists(
     left_out: frozenset[str] = frozenset(),
 ) -> list[CandidateList]:
     from semrank.eval.first_stage import retrieve_candidates
-    from semrank.eval.loaders import load_candidates, load_queries
+    from semrank.eval.loaders import check_query_text, load_candidates, load_queries
 
     if (candidates is None) == (index is None):
         raise InvalidInputError("give exactly one of --candidates FILE or --index NAME")
@@ -387,6 +387,8 @@ def _candidate_lists(
             f"{queries}: judged query {empty[0]!r} has no text; give it its words (or drop its "
             "judgments)"
         )
+    for qid, text in sorted(topics.items()):  # invisible characters only, a lone surrogate
+        check_query_text(text, f"{queries}: judged query {qid!r}")
     _require_judged(set(all_topics), judgments, queries, left_out)
     _check_eval_window(retriever, k)
     with progress(console, "retrieving", len(topics)) as advance:

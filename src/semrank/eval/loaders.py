@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
-from semrank._checks import is_int, loads_json, require_collection
+from semrank._checks import is_blank, is_int, loads_json, require_collection, require_unicode
 from semrank._files import format_error, numbered_lines, read_text, require_path
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -530,11 +530,8 @@ def _candidate_entry(entry: object, where: str) -> CandidateList | None:
         raise DataFormatError(f"{where}: hits carry different qids {sorted(query_ids)}")
     if not query_ids:
         return None
-    if not entry["query"].strip():
-        # Refused here: the re-ranker would refuse it later without naming this file.
-        raise DataFormatError(
-            f"{where} (qid {next(iter(query_ids))!r}): 'query' is empty; give the query text"
-        )
+    # Refused here: the re-ranker would refuse it later without naming this file.
+    check_query_text(entry["query"], f"{where} (qid {next(iter(query_ids))!r}): 'query'")
     docs = [hit for _qid, hit in hits]
     if len({hit.doc_id for hit in docs}) != len(docs):
         ids = [hit.doc_id for hit in docs]
@@ -569,7 +566,16 @@ def _candidate_hit(hit: object, where: str) -> tuple[str, Candidate]:
         score=score,
         text=hit["content"],
     )
+    require_unicode(candidate.text, f"{where} (docid {candidate.doc_id!r}): 'content'")
     return _candidate_id(hit, "qid", where), candidate
+
+
+def check_query_text(text: str, where: str) -> None:
+    """A query the re-ranker can read: visible text (U+200B alone is none), valid Unicode."""
+    if is_blank(text):
+        said = "empty" if not text.strip() else f"blank ({text!r:.40}: no visible character)"
+        raise DataFormatError(f"{where} is {said}; give the query text")
+    require_unicode(text, where)
 
 
 def _candidate_id(record: Mapping[str, Any], key: str, where: str) -> str:

@@ -110,9 +110,15 @@ def _continues_word(text: str, offsets: list[tuple[int, int]], index: int) -> bo
     previous_end = offsets[index - 1][1]
     return (
         _all_dropped(text[previous_end:start])
-        and text[previous_end - 1 : previous_end].isalnum()
-        and text[start : start + 1].isalnum()
+        and _in_word(text[previous_end - 1 : previous_end])
+        and _in_word(text[start : start + 1])
     )
+
+
+def _in_word(char: str) -> bool:
+    """A letter, digit or mark: Devanagari's vowel signs (category Mc) are not alphanumeric,
+    and windows began on them, inside a word."""
+    return char.isalnum() or unicodedata.category(char[:1] or " ").startswith("M")
 
 
 # What a tokenizer drops inside a word without splitting it: format characters (a soft hyphen,

@@ -253,10 +253,13 @@ def validation_message(
             )
             continue
         if error.get("type") == "json_invalid":  # its loc is ("body", character offset)
-            reason = error.get("ctx", {}).get("error", "invalid JSON")
+            # json's own reasons may end in "at" ("Unterminated string starting at").
+            reason = str(error.get("ctx", {}).get("error", "invalid JSON")).removesuffix(" at")
             offset = loc[-1] if loc else "?"
+            control = " (a tab or line break inside a string is written \\t or \\n)"
             parts.append(
-                f"the request body is not valid JSON ({reason} at character {offset}); "
+                f"the request body is not valid JSON ({reason} at character {offset})"
+                f"{control if 'control character' in reason else ''}; "
                 "send a JSON object with Content-Type: application/json"
             )
             continue

@@ -24,6 +24,7 @@ from semrank._checks import (
     json_depth_over,
     loads_json,
     not_an_id,
+    require_unicode,
 )
 from semrank._files import read_text, text_lines
 from semrank.errors import DataFormatError, InvalidInputError
@@ -613,9 +614,6 @@ def _checked(document: Document) -> Document:
                 f"document {document.id!r}: field {name!r} holds {value!r}, which JSON cannot "
                 "carry and no search can read; give a finite number, a string or null"
             )
-        if not (is_valid_unicode(name) and is_valid_unicode(value)):
-            raise InvalidInputError(
-                f"document {document.id!r}: field {name!r} is not valid Unicode (it holds a lone "
-                "surrogate such as \\ud800); text must be valid Unicode"
-            )
+        require_unicode(name, f"document {document.id!r}: a field name")
+        require_unicode(value, f"document {document.id!r}: field {name!r}")
     return document
