@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -306,6 +307,14 @@ def test_a_cross_encoder_or_blend_as_base_points_to_init_from(
     assert f"--init-from {cross}" in said and "is a cross-encoder" in said
     said = _base_refusal(app, tmp_path, "semrank-minilm-l6")
     assert "is a blend" in said and "--init-from" in said and "cross-encoder" in said
+    # A gated model (what --architecture gated exports): a transformers traceback at mining.
+    gated = tmp_path / "gated"
+    shutil.copytree(cross, gated)
+    config = json.loads((gated / "config.json").read_text())
+    config.update(model_type="semrank_gated_bert")
+    (gated / "config.json").write_text(json.dumps(config))
+    said = _base_refusal(app, tmp_path, str(gated))
+    assert f"--init-from {gated}" in said and "is a cross-encoder" in said
 
 
 @pytest.mark.parametrize("family", ["roberta", "modernbert"])

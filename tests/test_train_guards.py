@@ -576,3 +576,146 @@ def test_a_resume_before_the_first_checkpoint_says_it_starts_from_step_0(
     train(_config(tiny_base, pairs_file, output), resume=True)
     assert f"--resume: no checkpoint in {output} yet" in caplog.text
     assert "starting from step 0" in caplog.text
+
+
+def test_a_lone_surrogate_in_training_data_is_named_with_its_line(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    """Half an emoji in a positive crashed the data digest with a UnicodeEncodeError."""
+    rows = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(3)]
+    rows.append({"query": "fleas", "positive": "a flea \ud83d"})
+    data = _write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(InvalidInputError, match=r"d\.jsonl:4\.positive holds a lone surrogate"):
+        train(_config(tiny_base, data, tmp_path / "run"))
+
+
+def test_a_folder_a_run_holds_is_refused_to_a_second_run(
+    tmp_path: Path, tiny_base: Path, pairs_file: Path
+) -> None:
+    """Two runs (or a --resume while the first still ran) wrote into one folder: config.json
+    of one, best/ and last/ of the other, and a resume continued the other run's weights."""
+    import fcntl
+
+    output = tmp_path / "run"
+    output.mkdir()
+    with (output / ".lock").open("a+") as held:  # as a run still going holds it
+        held.write("process 4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(InvalidInputError, match=r"in use by a training run that is still "
+                           r"going \(process 4242\)"):  # fmt: skip
+            train(_config(tiny_base, pairs_file, output))
+        assert sorted(p.name for p in output.iterdir()) == [".lock"]
+    train(_config(tiny_base, pairs_file, output))  # once it has ended
+    assert (output / "best" / "config.json").is_file()
+
+
+def test_no_query_left_after_the_validation_split_is_said(tmp_path: Path, tiny_base: Path) -> None:
+    """Two spellings of one query: one held out, the other dropped with it; numpy then failed
+    with "a must be a positive integer"."""
+    rows = [{"query": "Fleas?", "positive": "fleas bite"}, {"query": "fleas?", "positive": "x"}]
+    data = _write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(InvalidInputError, match="no query is left to train on once the 1 "):
+        train(_config(tiny_base, data, tmp_path / "run", val_queries=1, val_candidates=2))
+
+
+def test_a_tokenizer_saved_without_segments_gives_the_pairs_segment_ids(tiny_model: Any) -> None:
+    """A BERT folder whose tokenizer is a plain PreTrainedTokenizerFast returned no
+    token_type_ids: training read every passage token as segment 0, the runtime as 1."""
+    from semrank.train._evaluate import encode_pairs
+    from semrank.train._model import build_cross_encoder
+
+    folder = tiny_model("bert", head="encoder")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config.get("tokenizer_class") == "PreTrainedTokenizerFast"  # the case at hand
+    _model, tokenizer = build_cross_encoder(folder)
+    encoded = encode_pairs(tokenizer, [("a query", "a passage")], max_length=32)
+    assert encoded["token_type_ids"].max().item() == 1
+
+
+def test_corpus_rows_with_a_title_alone_join_the_pool_and_a_folder_is_named(
+    tmp_path: Path, tiny_base: Path, pairs_file: Path
+) -> None:
+    """A BEIR corpus row with a title and empty text refused the whole run; a corpus that is a
+    folder was said not to exist."""
+    from semrank.train._loop import load_data
+
+    corpus = _write_jsonl(tmp_path / "c.jsonl", [{"title": "Flea circus", "text": ""}])
+    spec = DataSpec(path=pairs_file, name="pairs", corpus=corpus)
+    config = dataclasses.replace(_config(tiny_base, pairs_file, tmp_path / "run"), data=(spec,))
+    (collection,) = load_data(config)
+    assert "Flea circus" in collection.passages
+    folder = dataclasses.replace(spec, corpus=tmp_path)
+    with pytest.raises(DataFormatError, match=r"corpus '.*' is a folder; give a JSONL file"):
+        load_data(dataclasses.replace(config, data=(folder,)))
+
+
+def test_an_onnx_export_cut_short_leaves_no_model_onnx(tmp_path: Path, tiny_model: Any) -> None:
+    """A full disk left a truncated best/model.onnx that every later load failed to parse.
+    The write is cut short here by a file-size limit, as a full disk cuts it."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = shutil.copytree(tiny_model("bert"), tmp_path / "best")
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from semrank.errors import StorageError\n"
+        "from semrank.train._model import _export_onnx\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "try:\n"
+        "    _export_onnx(Path(sys.argv[1]))\n"
+        "except StorageError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert f"cannot write {folder / 'model.onnx'}" in done.stdout, done.stderr[-2000:]
+    assert not (folder / "model.onnx").exists() and not (folder / "model.onnx.partial").exists()
+
+
+def test_mining_is_cached_by_the_base_folder_however_its_path_is_typed(
+    tmp_path: Path, tiny_base: Path, pairs_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume naming --base by another path (absolute, or from another folder) mined again
+    (hours on a large collection) and kept a second copy of the cache."""
+    from semrank.train._loop import prepare_data
+
+    monkeypatch.chdir(tiny_base.parent)
+    output = tmp_path / "run"
+    for base in (Path(tiny_base.name), tiny_base):
+        prepare_data(_config(base, pairs_file, output))
+    assert len(list((output / "cache").iterdir())) == 1
+
+
+def test_a_beir_document_judged_both_ways_by_its_text_counts_as_positive(tmp_path: Path) -> None:
+    """Two ids of one text, judged 1 and 0 for a query, became one passage that was both a
+    positive and a negative of it (the JSONL reader already counted it as positive)."""
+    from semrank.train import load_collection
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": "a", "title": "", "text": "fleas live for months"},
+        {"_id": "copy", "title": "", "text": "fleas live for months"},
+        {"_id": "b", "title": "", "text": "paris is in france"},
+    ]
+    _write_jsonl(root / "corpus.jsonl", corpus)
+    _write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "how long do fleas live"}])
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta\t1\n"
+                                              "q1\tcopy\t0\nq1\tb\t0\n")  # fmt: skip
+    (group,) = load_collection(DataSpec(path=root, name="beir")).groups
+    assert not set(group.positive_ids) & set(group.negative_ids)
+    assert len(group.positive_ids) == 1 and len(group.negative_ids) == 1
+
+
+def test_paths_given_as_text_are_paths() -> None:
+    """DataSpec(path="pairs.jsonl") failed on .name, TrainConfig(output="run") on .exists()."""
+    spec = DataSpec(path="pairs.jsonl", corpus="c.jsonl")  # type: ignore[arg-type]
+    assert spec.path == Path("pairs.jsonl") and spec.corpus == Path("c.jsonl")
+    assert spec.source_name == "pairs"
+    config = TrainConfig(base="base", data=(spec,), output="run")  # type: ignore[arg-type]
+    assert (config.base, config.output) == (Path("base"), Path("run"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semrank._checks import is_finite_number, is_int, loads_json
+from semrank._checks import is_finite_number, is_int, loads_json, require_unicode
 from semrank._files import numbered_lines
 from semrank.errors import DataFormatError
 from semrank.eval.loaders import (
@@ -69,6 +69,10 @@ class DataSpec:
     corpus: Path | None = None
 
     def __post_init__(self) -> None:
+        # Paths given as text are paths (DataSpec(path="pairs.jsonl") failed on .name).
+        for key in ("path", "corpus"):
+            if isinstance(getattr(self, key), str):
+                object.__setattr__(self, key, Path(getattr(self, key)))
         # 0, negative or NaN weights would never draw the source (or break the draw for all);
         # a limit of 0 or less would train on nothing.
         if not is_finite_number(self.weight) or float(self.weight) <= 0:
@@ -185,6 +189,7 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
     ):
         got = sorted(row) if isinstance(row, dict) else type(row).__name__
         raise DataFormatError(f"{where} needs 'query' and 'positive' or 'positives'; got {got}")
+    require_unicode(row, where)  # a lone surrogate crashed the data digest with a traceback
     query = row["query"]
     if not isinstance(query, str) or not query.strip():
         raise DataFormatError(f"{where}: 'query' must be a non-empty text, got {query!r:.80}")
@@ -318,15 +323,26 @@ def load_beir(root: Path, *, split: str, name: str, limit: int | None, seed: int
     pool, doc_index = _Pool(), {}
     for doc in documents:
         text = f"{doc.title}. {doc.text}" if doc.title else doc.text
+        require_unicode(text, f"{corpus_path}: document {doc.doc_id!r}")
         doc_index[doc.doc_id] = pool.add(text)
-    groups = []
+    groups, contradicted = [], 0
     for qid in chosen:
         positives = [doc_index[d] for d, rel in qrels[qid].items() if rel > 0 and d in doc_index]
         negatives = [doc_index[d] for d, rel in qrels[qid].items() if rel <= 0 and d in doc_index]
+        # Two documents of one text are one passage: judged 1 and 0, it was both.
+        distinct = [n for n in negatives if n not in positives]
+        contradicted += len(negatives) - len(distinct)
         if positives:
             groups.append(
-                QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=negatives)
+                QueryGroup(query=queries[qid], positive_ids=positives, negative_ids=distinct)
             )
+    if contradicted:
+        log.warning(
+            "%s: %d documents judged not relevant have the text of a relevant one of the same "
+            "query; they count as positives",
+            root,
+            contradicted,
+        )
     return Collection(name=name, passages=pool.texts, groups=groups)
 
 
@@ -341,6 +357,7 @@ def _refuse_blank(
     for qid in chosen:
         if not queries[qid].strip():
             raise DataFormatError(f"{root}/queries.jsonl: query {qid!r} has no text")
+        require_unicode(queries[qid], f"{root}/queries.jsonl: query {qid!r}")
         for doc_id, relevance in qrels[qid].items():
             doc = corpus.get(doc_id)
             if relevance > 0 and doc is not None and not (doc.title + doc.text).strip():
@@ -470,16 +487,19 @@ def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
 def _add_corpus(collection: Collection, path: Path) -> None:
     """Append a corpus's passages to the pool (after the judged ones, whose indices stay)."""
     if not path.is_file():
-        raise DataFormatError(f"corpus {str(path)!r} does not exist; give a JSONL file")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise DataFormatError(f"corpus {str(path)!r} {what}; give a JSONL file")
     seen = set(collection.passages)
     for number, row in iter_numbered_jsonl(path):
         text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(f"{path}:{number}: needs a non-empty 'text' field")
-        title = row.get("title") or ""
+        title = (row.get("title") or "") if isinstance(row, dict) else ""
         if not isinstance(title, str):
             raise DataFormatError(f"{path}:{number}: 'title' must be a string, got {title!r:.60}")
-        passage = (f"{title}. {text}" if title else text).strip()
+        # A title alone is a passage (BEIR corpora hold such rows).
+        if not isinstance(text, str) or not (text.strip() or title.strip()):
+            raise DataFormatError(f"{path}:{number}: needs a non-empty 'text' field")
+        require_unicode(row, f"{path}:{number}")
+        passage = (f"{title}. {text}" if title and text.strip() else title or text).strip()
         if passage not in seen:
             seen.add(passage)
             collection.passages.append(passage)

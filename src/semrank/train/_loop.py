@@ -119,6 +119,10 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        # Paths given as text are paths (TrainConfig(output="run") failed on .exists()).
+        for key in ("base", "output", "init_from", "teacher_model"):
+            if isinstance(getattr(self, key), str):
+                object.__setattr__(self, key, Path(getattr(self, key)))
         check_mining_mode(self.mining)  # before any model loads, whoever builds the config
         check_architecture(self.architecture)
         _check_positive(
@@ -267,7 +271,7 @@ def prepare_data(
                 collection,
                 encoder=encoder,
                 tokenizer=tokenizer,
-                encoder_id=str(config.base),
+                encoder_id=str(Path(config.base).resolve()),  # however it is typed
                 depth=config.mining_depth,
                 max_length=min(128, positions),
                 cache_dir=config.output / "cache",
@@ -282,7 +286,7 @@ def prepare_data(
                 mined_collection,
                 encoder=teacher,
                 tokenizer=teacher_tokenizer,
-                encoder_id=str(path),
+                encoder_id=str(Path(path).resolve()),
                 weight=weight,
                 max_length=128,
                 cache_dir=config.output / "cache",
@@ -312,7 +316,8 @@ def _drop_validation_queries(mined: list[MinedCollection], task: RankingTask) ->
         ]
         if len(keep) < len(collection.groups):
             log.info(
-                "validation: %d queries of %s left out of training (held out from another source)",
+                "validation: %d queries of %s left out of training (the same query, in another "
+                "spelling or source, is held out)",
                 len(collection.groups) - len(keep),
                 collection.name,
             )
@@ -321,6 +326,12 @@ def _drop_validation_queries(mined: list[MinedCollection], task: RankingTask) ->
     if emptied:
         log.warning("data sources left without training queries: %s", ", ".join(emptied))
         mined[:] = [collection for collection in mined if collection.groups]
+    if not mined:  # numpy's "a must be a positive integer" came next
+        raise InvalidInputError(
+            f"no query is left to train on once the {len(task.queries)} validation queries are "
+            "held out (queries differing only in case or spacing count as one); give more "
+            "queries, or lower --val-queries"
+        )
 
 
 def learning_rate_factor(config: TrainConfig, state: RunState) -> float:
@@ -557,14 +568,16 @@ def _finished(config: TrainConfig, state: RunState) -> bool:
     return bool(config.max_minutes and state.elapsed_s >= 60 * config.max_minutes)
 
 
-def _claim_output(config: TrainConfig, *, resume: bool) -> None:
+def _claim_output(config: TrainConfig, *, resume: bool) -> Any:
     """The run folder, created; an earlier run in it is continued only when asked (``resume``)
     and only with its own settings, never overwritten: its checkpoint and best model may be
-    hours of work."""
+    hours of work. Returns the folder's lock, held while it is open."""
     output = config.output
     if output.exists() and not output.is_dir():
         raise InvalidInputError(f"--output {output} is a file; name a folder for the run")
     _refuse_a_model_folder(output)
+    output.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run(output)
     _restore_swapped(output)
     earlier = [name for name in ("config.json", CHECKPOINT, "best") if (output / name).exists()]
     if earlier and not resume:
@@ -580,7 +593,31 @@ def _claim_output(config: TrainConfig, *, resume: bool) -> None:
         )
     if earlier:
         _check_same_run(config, output / "config.json")
-    output.mkdir(parents=True, exist_ok=True)
+    return lock
+
+
+def _lock_run(output: Path) -> Any:
+    """The run folder held for this process until it ends: a second run (or a --resume while
+    the first still ran) wrote into the same folder, and the two runs' files mixed."""
+    lock = (output / ".lock").open("a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unguarded, as before
+        return lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise InvalidInputError(
+            f"--output {output} is in use by a training run that is still going ({holder}); "
+            "wait for it to end (or stop it) before resuming, or name another folder"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()}")
+    lock.flush()
+    return lock
 
 
 def _refuse_a_model_folder(output: Path) -> None:
@@ -689,7 +726,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
-    _claim_output(config, resume=resume)
+    with _claim_output(config, resume=resume):
+        return _train(config, resume=resume)
+
+
+def _train(config: TrainConfig, *, resume: bool) -> Path:
     reports = [load_trec_task(name, run, qrels) for name, run, qrels in config.report_tasks]
     loaded = load_data(config)
     digest = data_digest(loaded)
@@ -732,10 +773,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         window = _run_steps(
             (model, teacher_model), tokenizer, optimizer, sampler, config, state, evaluation, stop
         )
-    if not state.history or state.history[-1]["step"] != state.step:  # not just evaluated
+        evaluated = bool(state.history) and state.history[-1]["step"] == state.step  # and saved
+        if not evaluated:
+            # Before the last evaluation (minutes with reports): a SIGTERM there lost every
+            # step since the last checkpoint. A --resume from this one evaluates and exports.
+            _save_checkpoint(checkpoint, model, optimizer, sampler, state)
+    if not evaluated:
         mean_loss = sum(window) / len(window) if window else None
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
-    _save_checkpoint(checkpoint, model, optimizer, sampler, state)
+        _save_checkpoint(checkpoint, model, optimizer, sampler, state)  # with that evaluation
     return _final_export(model, tokenizer, config, state, teacher_val)
 
 

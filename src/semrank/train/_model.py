@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semrank.errors import InvalidInputError
+from semrank.errors import InvalidInputError, StorageError
 from semrank.train._evaluate import encode_pairs
 from semrank.train._sampling import GroupSampler
 
@@ -35,8 +36,9 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
     from semrank.runtime.torch_backend import load_checkpoint
 
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    hf_logging.disable_progress_bar()  # its "\r" bars filled the logs of runs off a terminal
     saved = json.loads((Path(base) / "config.json").read_text())
+    tokenizer = _with_segments(AutoTokenizer.from_pretrained(str(base)), saved)
     if saved.get("model_type") == torch_gated.MODEL_TYPE:
         model = load_checkpoint("AutoModelForSequenceClassification", Path(base))
         if architecture == "bi":  # trained (and kept by validation) as the bi-encoder exported
@@ -62,6 +64,17 @@ def build_cross_encoder(base: Path, *, architecture: str = "cross") -> tuple[Any
         return _gated(encoder, architecture), torch_gated.use_pair_template(tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     return model, tokenizer
+
+
+def _with_segments(tokenizer: Any, config: dict[str, Any]) -> Any:
+    """The tokenizer, giving segment ids where the model has segments: one saved as a plain
+    PreTrainedTokenizerFast gave none, so training read every passage token as segment 0 while
+    the runtime reads them as segment 1 (and the gated model needs them)."""
+    if int(config.get("type_vocab_size", 1)) > 1 and "token_type_ids" not in (
+        tokenizer.model_input_names
+    ):
+        tokenizer.model_input_names = [*tokenizer.model_input_names, "token_type_ids"]
+    return tokenizer
 
 
 def check_one_logit(folder: Path, config: dict[str, Any]) -> None:
@@ -276,8 +289,19 @@ def bi_encoder_max_seq_length(base: Path, fallback: int) -> int:
 
 
 def _export_onnx(target: Path) -> None:
+    """``target/model.onnx``, whole or not at all: a full disk left a truncated graph that
+    every later load of the folder failed to parse."""
     import onnx
 
     from semrank.runtime.onnx_export import export_onnx
 
-    onnx.save(export_onnx(target, "sequence-classification"), str(target / "model.onnx"))
+    partial = target / "model.onnx.partial"
+    try:
+        onnx.save(export_onnx(target, "sequence-classification"), str(partial))
+        os.replace(partial, target / "model.onnx")
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot write {target / 'model.onnx'} ({exc}); is the disk full? the model itself "
+            "is saved: the same command with --resume writes the ONNX file"
+        ) from None

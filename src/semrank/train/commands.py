@@ -49,14 +49,14 @@ def _check_head_base(folder: Path, named: str | None) -> None:
     BERT's pooler)."""
     config = _model_config(folder, "--base", named)
     architectures = config.get("architectures") or []
-    if config.get("model_type") == "bert" and any(
-        str(a).endswith("ForSequenceClassification") for a in architectures
-    ):
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in architectures)
+    gated = config.get("model_type") == "semrank_gated_bert"  # mining cannot load it either
+    if gated or (config.get("model_type") == "bert" and classifier):
         raise InvalidInputError(
             f"--base {named!r} is a cross-encoder; --base is the encoder a new head goes on (and "
             f"the bi-encoder that mines negatives): give --init-from {folder} to continue from it"
         )
-    if config.get("model_type") not in ("bert", "semrank_gated_bert"):
+    if config.get("model_type") != "bert":
         raise InvalidInputError(
             f"--base {named!r} is a {config.get('model_type')!r} model; semrank train starts from "
             "BERT-family encoders for a new head (MiniLM, BERT, TinyBERT); --init-from a "
