@@ -703,3 +703,20 @@ def test_backend_without_a_re_ranker_is_refused(tmp_path: Path, beir: Path) -> N
         run("search", "mini", "moon", "--backend", "onnx", "--home", home)
     with pytest.raises(BackendUnavailableError, match="unknown backend 'bogus'"):
         run("search", "mini", "moon", "--backend", "bogus", "--rerank", "--home", home)
+
+
+def test_a_dense_query_the_embedding_model_cannot_read_is_warned_of(
+    tmp_path: Path, beir: Path
+) -> None:
+    """Only the re-ranker warned of a query in a script its model never saw; a dense search
+    answered unrelated documents with confident scores and said nothing."""
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home)
+    for flag in ("--dense", "--hybrid"):
+        args = [flag, "--json", "--home", home]
+        chinese = CliRunner().invoke(app, ["search", "mini", "跳蚤是什么东西", *args])
+        (said,) = json.loads(chinese.stdout)["warnings"]
+        assert "tokens as unknown: it does not know this language" in said, said
+        assert "dense (knn)" in said and f"warning: {said}" in chinese.stderr
+        english = CliRunner().invoke(app, ["search", "mini", "moon", *args])
+        assert "warnings" not in json.loads(english.stdout)

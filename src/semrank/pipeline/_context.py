@@ -117,7 +117,24 @@ class SearchContext:
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:
             self._vectors[text] = self.store.embed_queries([text])[0]
+            self._warn_if_unknown(text)
         return self._vectors[text]
+
+    def _warn_if_unknown(self, text: str) -> None:
+        """Said as the re-ranker says it: a query in a script the embedding model never saw
+        is mostly unknown tokens, and its nearest documents are near by chance."""
+        tokenizer = getattr(self.store.embedder, "tokenizer", None)
+        counter = getattr(tokenizer, "unknown_tokens", None)
+        if counter is None:  # a user's TextEmbedder: no vocabulary to ask
+            return
+        unknown, count = counter(text)
+        said = (
+            f"embedding model {self.store.settings.embedding_model!r} reads {unknown} of the "
+            f"query's {count} tokens as unknown: it does not know this language or script, so "
+            "the dense (knn) hits say little; index with a multilingual embedding model"
+        )
+        if unknown and 2 * unknown >= count and said not in self.warnings:
+            self.warnings.append(said)
 
     def stored_hits(self, ranking: Ranking) -> tuple[Ranking, list[dict[str, Any]]]:
         """``ranking`` without hits whose document was deleted after the retrievers read the
