@@ -161,6 +161,20 @@ def test_a_byte_order_mark_is_skipped_by_training_data_and_retriever_files(
     assert parse_retriever(tree) is not None
 
 
+def test_files_joined_with_a_byte_order_mark_inside_read_as_their_parts(tmp_path: Path) -> None:
+    """`cat a b` where b was saved on Windows: b's mark began a line, so a JSONL document
+    was "plain text after JSON lines" and a topic's id was '\ufeffq2' (shown as 'q2')."""
+    from semrank.eval import load_queries
+
+    bom = "\ufeff"
+    docs = tmp_path / "joined.jsonl"
+    docs.write_text('{"text": "fleas"}\n' + bom + '{"text": "ticks"}\n', encoding="utf-8")
+    assert read_numbered_documents(str(docs)) == ([{"text": "fleas"}, {"text": "ticks"}], [1, 2])
+    topics = tmp_path / "joined.tsv"
+    topics.write_text(f"q1\tfleas\n{bom}q2\tticks\n", encoding="utf-8")
+    assert load_queries(topics) == {"q1": "fleas", "q2": "ticks"}
+
+
 def test_gzip_is_told_by_its_bytes_in_training_data(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"  # no .gz in the name
     pairs.write_bytes(gzip.compress(b'{"query": "q", "positive": "p"}\n'))

@@ -127,11 +127,12 @@ def raw_lines(path: Path, error: ErrorType = DataFormatError) -> Iterator[bytes]
 def text_lines(path: Path | str, error: ErrorType = DataFormatError) -> Iterator[str]:
     """The lines of ``path``, plain or gzip, line endings kept (as ``newline=""``). Decoded line
     by line, so that a bad byte is named with its line (a TextIOWrapper names an offset in an
-    8 KB chunk); the first line's byte-order mark (Excel's "CSV UTF-8") is not text."""
+    8 KB chunk); a byte-order mark (Excel's "CSV UTF-8") is not text, on the first line or
+    on a later one (files joined with `cat`, one of them saved on Windows)."""
     path = _checked(path)
     for number, raw in enumerate(raw_lines(path, error), start=1):
         try:
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            yield raw.decode("utf-8").removeprefix("\ufeff")
         except UnicodeDecodeError as exc:
             at = bad_byte(raw, exc)
             raise _not_utf8(path, number, raw[at], at + 1, error) from None

@@ -89,7 +89,8 @@ def _text_lines(text: str) -> tuple[list[str], list[int]]:
     """The non-blank lines of ``text`` and their line numbers. Lines end at \\n, \\r\\n or \\r
     (old Mac files): str.splitlines also breaks at form feeds, U+0085 and U+2028, which JSON
     strings and pdftotext output hold, and would misnumber every later document."""
-    rows = LINE_END.split(text)
+    # A byte-order mark starting a later line (files joined with `cat`) is not text either.
+    rows = [row.removeprefix("\ufeff") for row in LINE_END.split(text)]
     lines = [(number, line) for number, line in enumerate(rows, 1) if line.strip()]
     return [line for _number, line in lines], [number for number, _line in lines]
 
