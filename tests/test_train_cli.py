@@ -315,6 +315,11 @@ def test_a_cross_encoder_or_blend_as_base_points_to_init_from(
     (gated / "config.json").write_text(json.dumps(config))
     said = _base_refusal(app, tmp_path, str(gated))
     assert f"--init-from {gated}" in said and "is a cross-encoder" in said
+    run = tmp_path / "a-run"  # a training run's folder: its config.json is the run's record
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data_digest": "x", "lr": 2e-5}))
+    said = _base_refusal(app, tmp_path, str(run))
+    assert "is a training run's folder" in said and f"--init-from {run / 'best'}" in said
 
 
 @pytest.mark.parametrize("family", ["roberta", "modernbert"])

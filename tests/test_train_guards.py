@@ -199,8 +199,10 @@ def test_resume_refuses_data_that_changed_and_a_damaged_record(
     with pytest.raises(InvalidInputError, match="the training data differ"):
         train(_config(tiny_base, data, output, max_steps=4), resume=True)
     (output / "config.json").write_text('{"base": ')
-    with pytest.raises(InvalidInputError, match=r"config\.json is damaged"):
+    with pytest.raises(InvalidInputError, match=r"config\.json is damaged") as damaged:
         train(_config(tiny_base, data, output, max_steps=4), resume=True)
+    # A model --init-from takes (it refuses checkpoint.pt, which this named).
+    assert f"its model {output / 'best'}, where there is one, can seed" in str(damaged.value)
 
 
 @pytest.mark.parametrize("max_length", [100_000, 4])

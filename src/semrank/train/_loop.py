@@ -649,7 +649,8 @@ def _stored_config(stored_path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(
             f"--resume: {stored_path} is damaged ({exc}); the run's settings cannot be checked, "
-            "so name a new folder (its checkpoint can seed one with --init-from)"
+            f"so name a new folder (its model {stored_path.parent / 'best'}, where there is "
+            "one, can seed it with --init-from)"
         ) from None
     if not isinstance(stored, dict):
         raise InvalidInputError(f"--resume: {stored_path} holds no settings; name a new folder")

@@ -48,6 +48,11 @@ def _check_head_base(folder: Path, named: str | None) -> None:
     own encoder; a non-BERT encoder failed with a traceback after mining (the head fit reads
     BERT's pooler)."""
     config = _model_config(folder, "--base", named)
+    if "data_digest" in config:  # a run's record: "is a None model" said nothing
+        raise InvalidInputError(
+            f"--base {named!r} is a training run's folder, not a model; its model is "
+            f"{folder / 'best'}: give --init-from {folder / 'best'} to continue from it"
+        )
     architectures = config.get("architectures") or []
     classifier = any(str(a).endswith("ForSequenceClassification") for a in architectures)
     gated = config.get("model_type") == "semrank_gated_bert"  # mining cannot load it either
