@@ -68,7 +68,8 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
         conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
         conn.execute("ALTER TABLE documents RENAME TO documents_v2")
     conn.close()
-    with pytest.raises(IndexVersionError, match=r"newer semrank \(index schema 2;.*upgrade") as e:
+    newer = r"newer semrank \(index schema 2;.*install the newer"
+    with pytest.raises(IndexVersionError, match=newer) as e:
         open_index("pets", home=tmp_path)
     assert http_status_for(e.value) == 409
     with sqlite3.connect(db_file) as conn:
@@ -104,7 +105,8 @@ def test_settings_a_newer_semrank_wrote_are_refused_not_dropped(
         conn.execute("UPDATE meta SET value=? WHERE key='settings'", (json.dumps(settings),))
     conn.close()
     before = db_file.read_bytes()
-    with pytest.raises(IndexVersionError, match=rf"newer semrank .*{named}.*upgrade") as e:
+    newer = rf"newer semrank .*{named}.*checkout or wheel: pip install -U \.\)"
+    with pytest.raises(IndexVersionError, match=newer) as e:
         open_index("pets", home=tmp_path)
     assert http_status_for(e.value) == 409
     assert db_file.read_bytes() == before
@@ -898,18 +900,31 @@ def test_a_search_file_lost_from_the_current_snapshot_is_built_again_and_saved(
     assert "could not save" not in caplog.text
 
 
-def test_an_index_made_before_prompts_were_read_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("probe", [True, False])
+def test_an_index_made_before_prompts_were_read_is_read_as_it_was_made(
+    tmp_path: Path, probe: bool
+) -> None:
     """An index of an e5-style model made before semrank read sentence-transformers prompts
-    was refused with "its files changed. Put the model back" though nothing had changed."""
-    from semrank.errors import IndexModelChangedError
+    was refused ("put the model back", though nothing had changed, and no command rebuilds an
+    index); one from before probes were kept got prompted queries against unprompted vectors,
+    and prompted documents added among them."""
     from semrank.models import resolve_embedding_model
     from semrank.store import open_index
+    from semrank.store._local import PROBE_KEY
 
     model = shutil.copytree(resolve_embedding_model().path, tmp_path / "e5")
-    with create_index("e5", home=tmp_path / "home", embedding_model=str(model)) as index:
+    home = tmp_path / "home"
+    with create_index("e5", home=home, embedding_model=str(model)) as index:
         index.upsert(DOCS)  # vectors made as before: no prompt in the model's files yet
+        query = index.embed_queries(["sticks in the park"])[0]
+        owl = index.embedder.embed(["Owls hunt at night."])[0]
+        if not probe:  # an index from before probes were kept
+            with index.db.transaction() as conn:
+                index.db.set_meta(conn, PROBE_KEY, None)
     prompts = {"query": "query: ", "document": "passage: "}
     (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
-    refused = pytest.raises(IndexModelChangedError, match="now puts the model's sentence-trans")
-    with refused, open_index("e5", home=tmp_path / "home") as index:
-        index.search_vector(index.embed_queries(["sticks"])[0], k=1)
+    with open_index("e5", home=home) as index:
+        np.testing.assert_allclose(index.embed_queries(["sticks in the park"])[0], query, atol=1e-4)
+        index.upsert([{"id": "owl", "text": "Owls hunt at night."}])
+        hit = index.search_vector(owl, k=1)  # written as the index was made: no prompt
+        assert list(hit.ids) == ["owl"] and float(hit.scores[0]) > 0.999

@@ -10,6 +10,7 @@ import abc
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import socket
@@ -21,7 +22,6 @@ from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 
-from semrank import __version__
 from semrank._checks import (
     MAX_COUNT,
     MAX_WEIGHT,
@@ -46,6 +46,8 @@ from semrank.errors import (
 from semrank.retrieve import BM25Params, Hits, TextEmbedder
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, checked_documents, documents_from
+
+log = logging.getLogger("semrank.store")
 
 ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
@@ -109,9 +111,9 @@ def _refuse_newer_settings(data: dict[str, Any]) -> None:
     if unknown:
         name = data.get("name")
         raise IndexVersionError(
-            f"index {name!r} was written by a newer semrank (settings this semrank "
-            f"{__version__} does not know: {', '.join(unknown)}): upgrade semrank (pip install "
-            "-U semrank) to open it; the index is left as it is"
+            f"index {name!r} was written by a newer semrank (settings this one does not "
+            f"know: {', '.join(unknown)}): install the newer semrank (from its checkout or "
+            "wheel: pip install -U .) to open it; the index is left as it is"
         )
 
 
@@ -486,36 +488,44 @@ class Store(abc.ABC):
                 "server (moved, removed or damaged); its operator can restore it, or the index "
                 "can be created again",
             ) from exc
-        self._check_embedding_probe(embedder)
-        return embedder
+        return self._check_embedding_probe(embedder)
 
     # Whether the embedder is the index's own model (loaded by name), whose probe is kept.
     _own_embedder = False
     _probe_kept = False
 
-    def _check_embedding_probe(self, embedder: TextEmbedder) -> None:
+    def _check_embedding_probe(self, embedder: TextEmbedder) -> TextEmbedder:
         """The index's model embeds a fixed text as it did when the stored vectors were made: a
         model folder retrained or replaced in place gave stale vectors silently (only the
-        dimension was checked). Indexes from before probes were kept are not checked."""
+        dimension was checked). An index made before semrank read sentence-transformers prompts
+        keeps being read as it was made, without them (mixing the two moved its rankings)."""
         self._own_embedder = True
         stored = self._stored_probe()
-        if stored is None:
-            return
-        now = np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
+        prompted = bool(
+            getattr(embedder, "document_prompt", "") or getattr(embedder, "query_prompt", "")
+        )
+        if stored is None:  # made before probes were kept, so before prompts were read
+            made_before = prompted and self.has_vectors and len(self) > 0
+            return _unprompted(embedder, self.name) if made_before else embedder
         before = np.asarray(stored, dtype=np.float32)
-        similarity = _cosine(now, before)
-        if similarity < PROBE_MIN_COSINE:
-            changed = (
-                f"no longer embeds text as it did when the index's vectors were made (cosine "
-                f"{similarity:.4f} for a probe text): {_probe_change(embedder, before)}"
-            )
-            raise IndexModelChangedError(
-                f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
-                f"{changed}. Put the model back, or build the index again from its documents "
-                "so that its vectors are the model's",
-                client_message=f"the embedding model of index {self.name!r} {changed} on the "
-                "server; its operator can put the model back, or the index can be built again",
-            )
+        similarity = _cosine(np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32), before)
+        if similarity >= PROBE_MIN_COSINE:
+            return embedder
+        if prompted:
+            plain = embedder.embed([PROBE_TEXT], prompted=False)[0]  # type: ignore[call-arg]
+            if _cosine(np.asarray(plain, dtype=np.float32), before) >= PROBE_MIN_COSINE:
+                return _unprompted(embedder, self.name)
+        changed = (
+            f"no longer embeds text as it did when the index's vectors were made (cosine "
+            f"{similarity:.4f} for a probe text): its files changed"
+        )
+        raise IndexModelChangedError(
+            f"the embedding model {self.settings.embedding_model!r} of index {self.name!r} "
+            f"{changed}. Put the model back, or build the index again from its documents "
+            "so that its vectors are the model's",
+            client_message=f"the embedding model of index {self.name!r} {changed} on the "
+            "server; its operator can put the model back, or the index can be built again",
+        )
 
     def _keep_embedding_probe(self) -> None:
         """Store the probe with the index's first vectors (only for its own model: a caller's
@@ -701,16 +711,27 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
-def _probe_change(embedder: TextEmbedder, before: np.ndarray) -> str:
-    """Why a probe no longer matches: the model's files, or (an index made before semrank read
-    sentence-transformers prompts) the document prompt now put before every text."""
-    prompt = getattr(embedder, "document_prompt", "")
-    if prompt:
-        plain = np.asarray(embedder.embed([PROBE_TEXT], prompted=False)[0], dtype=np.float32)  # type: ignore[call-arg]
-        if _cosine(plain, before) >= PROBE_MIN_COSINE:
-            return (
-                f"semrank now puts the model's sentence-transformers document prompt ({prompt!r}) "
-                "before each text, as the model was made to read them, and this index's vectors "
-                "were made without it"
-            )
-    return "its files changed"
+class _Unprompted:
+    """The index's model read as the index was made: no prompt before queries or documents."""
+
+    def __init__(self, embedder: TextEmbedder) -> None:
+        self._embedder = embedder
+
+    def embed(self, texts: Sequence[str], **_: Any) -> np.ndarray:
+        return self._embedder.embed(texts, prompted=False)  # type: ignore[call-arg]
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def __getattr__(self, name: str) -> Any:  # its tokenizer, backend, dimension...
+        return getattr(self._embedder, name)
+
+
+def _unprompted(embedder: TextEmbedder, name: str) -> TextEmbedder:
+    log.warning(
+        "index %r was made before semrank put its embedding model's sentence-transformers "
+        "prompts before texts; it is searched and written as it was made, without them (build "
+        "it again from its documents to use them)",
+        name,
+    )
+    return cast("TextEmbedder", _Unprompted(embedder))

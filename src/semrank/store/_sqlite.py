@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from semrank import __version__
 from semrank.errors import DataFormatError, IndexNotFoundError, IndexVersionError, StorageError
 
 DB_NAME = "documents.sqlite"
@@ -213,8 +212,9 @@ class DocumentDB:
         index = self.path.parent
         raise IndexVersionError(
             f"index {index.name!r} at {index} was written by a newer semrank (index schema "
-            f"{version!r}; this semrank {__version__} reads schema {SCHEMA_VERSION} at most): "
-            "upgrade semrank (pip install -U semrank) to open it; the index is left as it is"
+            f"{version!r}; this semrank reads schema {SCHEMA_VERSION} at most): install the "
+            "newer semrank (from its checkout or wheel: pip install -U .) to open it; the index "
+            "is left as it is"
         )
 
     def _close_connections(self) -> None:

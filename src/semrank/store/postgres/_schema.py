@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from semrank import __version__
 from semrank.errors import BackendUnavailableError, IndexVersionError
 from semrank.store.postgres._pool import pooled_connection
 
@@ -134,8 +133,9 @@ def _refuse_newer(conn: Any, done: set[int], migrations: tuple[Migration, ...]) 
     if newer:
         raise IndexVersionError(
             f"database {conn.info.dbname!r} on {conn.info.host} was migrated by a newer semrank "
-            f"(migration {newer[-1]}; this semrank {__version__} knows {known} at most): "
-            "upgrade semrank (pip install -U semrank) to use it; nothing was changed",
+            f"(migration {newer[-1]}; this semrank knows {known} at most): "
+            "install the newer semrank (from its checkout or wheel: pip install -U .) to use it; "
+            "nothing was changed",
             client_message="the index store was migrated by a newer semrank than this server's; "
             "the server must be upgraded to use it",
         )
