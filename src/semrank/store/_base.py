@@ -724,6 +724,8 @@ class _Unprompted:
         return self.embed(texts)
 
     def __getattr__(self, name: str) -> Any:  # its tokenizer, backend, dimension...
+        if name == "_embedder":  # not set yet (a copy): no endless lookup
+            raise AttributeError(name)
         return getattr(self._embedder, name)
 
 
