@@ -547,3 +547,67 @@ def test_a_batch_items_option_names_must_be_strings() -> None:
     refused = pytest.raises(errors.InvalidInputError, match="option names must be strings")
     with SemrankClient("http://127.0.0.1:9") as client, refused:
         client.rerank_batch([(QUERY, DOCS, {1: 2})])  # type: ignore[dict-item]
+
+
+FORK_DOCS = ["apple facts and apple trees", "violin strings and bows", "quartz crystals", "tigers"]
+
+
+def test_a_client_used_before_a_fork_gives_each_process_its_own_answers(reranker: Any) -> None:
+    """Parent and forked children shared one kept-alive socket and read each other's answers
+    (gunicorn --preload, multiprocessing): crossed rankings, or broken responses."""
+    import os
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with live_server(app) as url, SemrankClient(url) as client:
+        assert client.ready()  # the connection the fork copies
+        children = []
+        for position, word in ((1, "violin"), (2, "quartz")):
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 only if every answer is its own
+                try:
+                    ok = all(
+                        client.rerank(word, FORK_DOCS, top_n=1).results[0].index == position
+                        for _ in range(8)
+                    )
+                finally:
+                    os._exit(0 if ok else 1)
+            children.append(pid)
+        mine = [client.rerank("apple", FORK_DOCS, top_n=1).results[0].index for _ in range(8)]
+        statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    assert mine == [0] * 8 and statuses == [0, 0]
+
+
+def test_one_async_client_serves_several_event_loops(reranker: Any) -> None:
+    """asyncio.run() twice with one client: every other call raised "Event loop is closed"."""
+    import asyncio
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with live_server(app) as url:
+        client = AsyncSemrankClient(url)
+
+        async def first() -> int:
+            return (await client.rerank("violin", FORK_DOCS, top_n=1)).results[0].index
+
+        assert [asyncio.run(first()) for _ in range(3)] == [1, 1, 1]
+        asyncio.run(client.aclose())
+
+
+def test_credentials_or_a_query_in_base_url_are_refused_and_tls_to_http_is_named(
+    reranker: Any,
+) -> None:
+    """user:password@ replaced the API key with Basic auth and appeared in every error message;
+    a query string put the paths after it."""
+    for url, said in (
+        ("http://alice:s3cret@127.0.0.1:8000", "base_url holds a user name or password"),
+        ("http://127.0.0.1:8000?x=1", "has a query string"),
+    ):
+        with pytest.raises(errors.InvalidInputError, match=said) as refused:
+            SemrankClient(url, api_key="k")
+        assert "s3cret" not in str(refused.value)
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with (
+        live_server(app) as url,
+        SemrankClient(url.replace("http:", "https:")) as client,
+        pytest.raises(errors.SemrankError, match="speaks plain HTTP, so use an http://"),
+    ):
+        client.rerank("q", ["a"])

@@ -392,3 +392,20 @@ def test_json_files_nested_past_the_recursion_limit_are_named_not_a_traceback(
     candidates.write_text(f'[{{"query": "q", "hits": [{{"docid": "d", "x": {deep}}}]}}]')
     with pytest.raises(DataFormatError, match="nested more than 200 levels deep"):
         load_candidates(candidates)
+
+
+@pytest.mark.anyio
+async def test_a_top_n_past_the_largest_index_returns_every_document(
+    index_client: httpx.AsyncClient,
+) -> None:
+    """top_n of 2**63 ("all") was a 500 over HTTP and a ValueError traceback in the library
+    and the CLI (islice takes at most sys.maxsize)."""
+    from semrank import Reranker
+
+    huge = 2**63
+    assert len(Reranker().rerank("fleas", ["a flea", "a dog"], top_n=huge)) == 2
+    for path in ("/v1/rerank", "/v2/rerank"):
+        body = json.dumps({"query": "fleas", "documents": ["a flea", "a dog"], "top_n": huge})
+        response = await _post(index_client, path, body)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"]) == 2

@@ -22,11 +22,13 @@ Python numbers they hold.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import email.utils
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -433,13 +435,20 @@ def _transport_error(
     url, cause = exc.request.url, str(exc) or type(exc).__name__
     if http.is_closed:  # closed by another thread or task while the request ran
         return _closed_error()
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        seconds = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
         return errors.DeadlineExceededError(
-            f"no answer from {url} within the client's timeout of {timeout} s "
-            f"({type(exc).__name__}); pass a larger timeout= to the client, or timeout_ms= "
-            "with fail_open=True to get the input order back in time"
+            f"no answer from {url} within the client's timeout of {seconds} s "
+            f"({type(exc).__name__}); pass a larger timeout= to the client (above any "
+            "timeout_ms= sent), or timeout_ms= below it with fail_open=True to get the input "
+            "order back in time"
         )
-    if isinstance(exc, httpx.ConnectError):
+    if "wrong version number" in cause.lower() and url.scheme == "https":  # TLS to plain HTTP
+        return errors.SemrankError(
+            f"cannot talk TLS to {url}: {cause}; `semrank serve` speaks plain HTTP, so use an "
+            "http:// base_url unless a TLS proxy stands in front of it"
+        )
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return errors.SemrankError(
             f"cannot reach the semrank server at {url}: {cause}; start it with `semrank serve`, "
             "or pass the right base_url"
@@ -524,6 +533,16 @@ def _checked_base_url(base_url: object) -> str | httpx.URL:
             f"base_url {str(base_url)!r:.80} must start with http:// or https://; e.g. "
             "'http://127.0.0.1:8000'"
         )
+    if url.userinfo:  # httpx sent them as Basic auth in place of the key, and errors showed them
+        raise errors.InvalidInputError(
+            "base_url holds a user name or password (user:password@host); give the server's "
+            "key as api_key=, and a proxy's credentials to httpx through transport="
+        )
+    if url.query:  # the paths were appended after it ("/?x=1/v1/rerank")
+        raise errors.InvalidInputError(
+            f"base_url {str(base_url)!r:.80} has a query string; give the server's address "
+            "without one, e.g. 'http://127.0.0.1:8000' or 'https://host/prefix'"
+        )
     return base_url
 
 
@@ -540,6 +559,16 @@ def _closed_error() -> errors.SemrankError:
     )
 
 
+def _settings(base_url: object, api_key: object, timeout: object, transport: Any) -> dict[str, Any]:
+    """The httpx client's arguments, checked (kept: a forked process makes its own pool)."""
+    return {
+        "base_url": _checked_base_url(base_url),
+        "headers": _headers(api_key),
+        "timeout": _checked_timeout(timeout),
+        "transport": transport,
+    }
+
+
 class SemrankClient:
     """Blocking client. Keyword options are the server's fields (``top_n``, ``min_score``,
     ``chunking``, ``timeout_ms``, ``fail_open``, ``rank_fields``, ``return_documents``...)."""
@@ -552,13 +581,19 @@ class SemrankClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._timeout = _checked_timeout(timeout)
-        self._http = httpx.Client(
-            base_url=_checked_base_url(base_url),
-            headers=_headers(api_key),
-            timeout=self._timeout,
-            transport=transport,
-        )
+        self._settings = _settings(base_url, api_key, timeout, transport)
+        self._timeout = self._settings["timeout"]
+        self._http = httpx.Client(**self._settings)
+        self._pid = os.getpid()
+
+    def _connections(self) -> httpx.Client:
+        """The client's connection pool, a new one in a forked process: parent and children
+        shared one kept-alive socket and read each other's answers (gunicorn --preload,
+        multiprocessing)."""
+        _require_open(self._http)
+        if os.getpid() != self._pid and self._settings["transport"] is None:
+            self._http, self._pid = httpx.Client(**self._settings), os.getpid()
+        return self._http
 
     def __enter__(self) -> SemrankClient:
         return self
@@ -570,11 +605,11 @@ class SemrankClient:
         self._http.close()
 
     def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
-        _require_open(self._http)
+        http = self._connections()
         try:
-            response = self._http.request(method, path, json=body)
+            response = http.request(method, path, json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, self._timeout, self._http) from exc
+            raise _transport_error(exc, self._timeout, http) from exc
         except httpx.HTTPError as exc:  # a body that does not decode, a URL httpx refuses...
             raise _http_error(exc) from exc
         _raise_for_error(response)
@@ -603,9 +638,9 @@ class SemrankClient:
 
     def ready(self) -> bool:
         """Whether the server answers ``/ready`` with 200 (False too while it cannot be reached)."""
-        _require_open(self._http)
+        http = self._connections()
         try:
-            return self._http.get("/ready").status_code == 200
+            return http.get("/ready").status_code == 200
         except httpx.TransportError:
             return False
 
@@ -621,13 +656,21 @@ class AsyncSemrankClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._timeout = _checked_timeout(timeout)
-        self._http = httpx.AsyncClient(
-            base_url=_checked_base_url(base_url),
-            headers=_headers(api_key),
-            timeout=self._timeout,
-            transport=transport,
-        )
+        self._settings = _settings(base_url, api_key, timeout, transport)
+        self._timeout = self._settings["timeout"]
+        self._http = httpx.AsyncClient(**self._settings)
+        self._owner: tuple[int, Any] | None = None  # (process, event loop) of its connections
+
+    def _connections(self) -> httpx.AsyncClient:
+        """The client's connection pool, a new one in a forked process or another event loop:
+        connections opened in a loop that has ended failed every other call ("Event loop is
+        closed"), and a forked child shared its parent's socket."""
+        _require_open(self._http)
+        owner = (os.getpid(), asyncio.get_running_loop())
+        if self._owner not in (None, owner) and self._settings["transport"] is None:
+            self._http = httpx.AsyncClient(**self._settings)
+        self._owner = owner
+        return self._http
 
     async def __aenter__(self) -> AsyncSemrankClient:
         return self
@@ -636,14 +679,15 @@ class AsyncSemrankClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if not self._http.is_closed:  # in another loop than its connections': a fresh pool
+            await self._connections().aclose()
 
     async def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
-        _require_open(self._http)
+        http = self._connections()
         try:
-            response = await self._http.request(method, path, json=body)
+            response = await http.request(method, path, json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, self._timeout, self._http) from exc
+            raise _transport_error(exc, self._timeout, http) from exc
         except httpx.HTTPError as exc:
             raise _http_error(exc) from exc
         _raise_for_error(response)
@@ -668,8 +712,8 @@ class AsyncSemrankClient:
         return await self._call("POST", path, checked, _json_object)
 
     async def ready(self) -> bool:
-        _require_open(self._http)
+        http = self._connections()
         try:
-            return (await self._http.get("/ready")).status_code == 200
+            return (await http.get("/ready")).status_code == 200
         except httpx.TransportError:
             return False

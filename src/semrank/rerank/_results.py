@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,8 @@ def select_results(
     first below it: raw scores of chunked documents under mean aggregation need not fall in
     the ranking's order.
     """
-    head = list(itertools.islice(ranked, top_n))
+    # islice takes at most sys.maxsize: a top_n of 2**63 (asking for "all") raised ValueError.
+    head = list(itertools.islice(ranked, None if top_n is None else min(top_n, sys.maxsize)))
     if min_score is None:
         return head
     return [r for r in head if r.relevance_score >= min_score and not r.pruned]
