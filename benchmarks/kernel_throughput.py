@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import run  # benchmarks/ is on sys.path
 
 from semrank.eval import load_candidates
 from semrank.models import resolve
@@ -103,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

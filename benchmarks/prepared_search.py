@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import run  # benchmarks/ is on sys.path
 
 from semrank import Reranker
 from semrank.eval import load_queries
 from semrank.pipeline import build_retriever, prepare_index, search
-from semrank.rerank._prepared import window_encoders
+from semrank.rerank._prepared import forget_windows
 from semrank.store import open_index
 
 
@@ -36,8 +37,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def timed_search(index: object, query: str, reranker: Reranker, window: int) -> tuple[float, dict]:
-    for _, encoder in window_encoders(reranker):
-        encoder._recent.clear()  # cold: no window remembered from an earlier query
+    forget_windows(reranker)  # cold: no window remembered from an earlier query
     tree = build_retriever("hybrid", rerank=True, model=reranker, window=window)
     started = time.perf_counter()
     results = search(index, query, retriever=tree, k=10)  # type: ignore[arg-type]
@@ -53,8 +53,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20, help="queries to time")
     parser.add_argument("--window", type=int, default=100)
     args = parser.parse_args()
-    if not (args.copy_to / args.index).exists():
-        shutil.copytree(args.home / args.index, args.copy_to / args.index)
+    if (args.copy_to / args.index).exists():  # prepared already, or a copy of an older index
+        raise SystemExit(
+            f"--copy-to {args.copy_to / args.index} exists: remove it, or name "
+            "another folder (the copy is made and prepared by this run)"
+        )
+    shutil.copytree(args.home / args.index, args.copy_to / args.index)
     plain = open_index(args.index, home=args.home)
     prepared = open_index(args.index, home=args.copy_to)
     started = time.perf_counter()
@@ -100,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

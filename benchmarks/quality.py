@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _cli import run  # benchmarks/ is on sys.path
+
 from semrank.eval import (
     DEFAULT_MEASURES,
     CandidateList,
@@ -49,7 +51,9 @@ COLLECTIONS = ("dl19", "scifact")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="re-ranker name or directory (default: semrank default)")
-    parser.add_argument("--backend", help="onnx (default) or torch")
+    parser.add_argument(
+        "--backend", help="a semrank backend (default: auto, which is bf16 for the default model)"
+    )
     parser.add_argument("--collections", nargs="*", default=list(COLLECTIONS), choices=COLLECTIONS)
     parser.add_argument("--depth", type=int, default=100, help="candidates re-ranked per query")
     parser.add_argument("--scifact-queries", type=int, default=None, help="first N test queries")
@@ -159,4 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _cli import run  # benchmarks/ is on sys.path
+
 from semrank.eval import load_queries
 from semrank.pipeline import build_retriever, search
 
@@ -61,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,8 +2,9 @@
 
 Both systems load the SAME weights, score the SAME (query, document) pairs and use the SAME
 number of CPU threads; sentence-transformers runs with its defaults (torch fp32, batch 32),
-semrank with its defaults (ONNX Runtime) except that long documents are truncated, not
-chunked, so both do the same work. A request is one query with 100 candidates.
+semrank with its defaults (backend auto: OpenVINO where installed, else ONNX Runtime) except
+that long documents are truncated, not chunked, so both do the same work. A request is one
+query with 100 candidates.
 
 Workloads: MS MARCO passages (the TREC DL 2019 BM25 candidates, if ../shared/data is there)
 and synthetic pairs of exactly 128, 256 and 512 tokens (query + document + special tokens).
@@ -16,7 +17,7 @@ built from the bundled all-MiniLM-L6-v2 encoder with a new, seeded one-logit hea
 stand-in: the scores are meaningless, the compute is that of a MiniLM-L6 cross-encoder).
 
     python benchmarks/speed.py                 # everything, a few minutes on 2 cores
-    python benchmarks/speed.py --quick         # one repeat, two requests: a smoke run
+    python benchmarks/speed.py --quick         # one repeat, one request per workload: smoke run
     python benchmarks/speed.py --json-out speed.json
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import run  # benchmarks/ is on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DL19_CANDIDATES = (
@@ -59,7 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--msmarco-requests", type=int, default=5, help="MS MARCO requests")
     parser.add_argument("--lengths", type=int, nargs="*", default=list(SYNTHETIC_LENGTHS))
     parser.add_argument("--seed", type=int, default=13, help="seed of the new head")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 requests (smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, 1 request per workload (smoke run)"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument(
         "--budget-s", type=float, default=420, help="stop repeating once this is spent"
@@ -270,4 +274,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,7 +5,7 @@
 Recipe (see src/semrank/train): all-MiniLM-L6-v2 weights + a classifier head least-squares
 fitted to the bi-encoder's scores; listwise softmax CE (1 positive + 7 negatives mined with the
 bi-encoder) plus KL toward the bi-encoder's distribution over the same list; MS MARCO weighted up.
-Validation: 200 held-out MS MARCO dev-small queries (20 candidates). TREC DL 2019 is reported
+Validation: 150 held-out MS MARCO dev-small queries (15 candidates). TREC DL 2019 is reported
 at every checkpoint, never used for selection.
 """
 
@@ -16,6 +16,8 @@ import importlib.util
 import logging
 from dataclasses import replace
 from pathlib import Path
+
+from _cli import run  # benchmarks/ is on sys.path
 
 from semrank.train import DataSpec, TrainConfig, parse_teacher_encoder, train
 from semrank.train._mining import MINING_MODES
@@ -95,7 +97,13 @@ def main() -> None:
             DataSpec(path=d.path, name=d.name, weight=d.weight, limit=args.limit) for d in data
         )
     if args.sources:
-        data = tuple(d for d in data if d.name in args.sources.split(","))
+        named, known = args.sources.split(","), [d.name for d in data]
+        unknown = [name for name in named if name not in known]
+        if unknown:  # dropped silently, then reported as a missing --val-source
+            raise SystemExit(
+                f"--sources: unknown {', '.join(unknown)}; choose from {', '.join(known)}"
+            )
+        data = tuple(d for d in data if d.name in named)
     if args.msmarco_corpus:
         data = tuple(
             replace(d, corpus=args.msmarco_corpus) if d.name == "msmarco" else d for d in data
@@ -135,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -78,6 +78,12 @@ def window_encoders(reranker: Reranker) -> list[tuple[str, BiEncoderScorer]]:
     return found
 
 
+def forget_windows(reranker: Reranker) -> None:
+    """Every window ``reranker``'s bi-encoders remember, dropped (see ``forget``)."""
+    for _, encoder in window_encoders(reranker):
+        encoder.forget()
+
+
 def _unwrapped(scorer: object) -> object:
     """The scorer under wrappers that remember or batch (they keep it as ``inner``)."""
     while not isinstance(scorer, BiEncoderScorer | BlendScorer) and hasattr(scorer, "inner"):

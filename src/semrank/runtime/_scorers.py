@@ -184,6 +184,12 @@ class BiEncoderScorer:
         self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
         self._prompt_tokens: dict[str, int] = {}
 
+    def forget(self) -> None:
+        """Drop the windows it remembers: a benchmark timing a request again, or one setting
+        after another on the same passages, otherwise times lookups instead of the model."""
+        with self._lock:
+            self._recent.clear()
+
     def remember_table(
         self, name: str, version: object, keys: np.ndarray, vectors: np.ndarray
     ) -> None:
