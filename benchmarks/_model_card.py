@@ -27,7 +27,7 @@ SciFact test).
 Because of their terms these weights are for **non-commercial research use** (where MS MARCO,
 WikiQA or SciFact is among them); for commercial use, train your own with `semrank train` on
 data you may use. No weight was trained or fitted on TREC DL 2019/2020 or SciFact test
-judgments (say here if they informed a choice between candidates).
+judgments.
 
 ## How it was trained (the exact commands)
 {commands}

@@ -207,3 +207,4 @@ def test_long_run_names_are_shown_whole_and_like_named_runs_keep_their_files(
     )
     assert both.exit_code == 0, both.output
     assert sorted(p.name for p in out.iterdir()) == ["a_b_t.json-2.trec", "a_b_t.json.trec"]
+    assert f"wrote {out / 'a_b_t.json-2.trec'} (run a/b_t.json)" in both.stderr

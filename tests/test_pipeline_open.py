@@ -268,3 +268,21 @@ def test_a_fork_while_another_thread_queries_an_index_leaves_the_child_running(
     held.close()
     assert status != (0, 0), "the forked child hung in semrank's at-fork handler"
     assert os.waitstatus_to_exitcode(status[1]) == 0  # refused, naming why
+
+
+def test_a_drop_in_the_library_lets_go_of_the_searched_index_at_once(home: Path) -> None:
+    """drop_index after search() left the dropped index's files open: its disk space was
+    freed only by a later search (a notebook that drops a large index and idles held it)."""
+    import contextlib
+    import os
+
+    def held_deleted() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return [link for link in links if str(home) in link and link.endswith("(deleted)")]
+
+    assert _ids(search("docs", "fleas", k=1, home=home)) == ["a"]
+    drop_index("docs", home=home)
+    assert held_deleted() == []

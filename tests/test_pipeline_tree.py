@@ -710,3 +710,18 @@ def test_a_tree_stops_at_its_next_search_once_its_request_is_over(index: LocalSt
     leaving = RRF(retrievers=(EndsTheRequest(gone), BM25(text="moon")))
     with pytest.raises(ClientDisconnectedError, match="request ended before a BM25 search"):
         run_in(None, gone, leaving)
+
+
+def test_hits_a_cascade_left_unread_have_no_rerank_score(index: LocalStore) -> None:
+    """Their place-holding scores came back as rerank_score, like the read hits' (a client
+    thresholding them took unread documents for judged ones)."""
+    from semrank import CascadeConfig, Reranker
+
+    reranker = Reranker(cascade=CascadeConfig(keep=2), feedback=False)
+    tree = BM25() >> Rerank(reranker, window=6)
+    results = search(index, "moon Paris Python cats dogs", retriever=tree, k=6)
+    assert len(results) == 6
+    read = [hit for hit in results.hits if hit.rerank_score is not None]
+    assert len(read) == 2 and results.hits[:2] == read  # the read ones first
+    assert all(hit.score < read[-1].score for hit in results.hits[2:])  # their place kept
+    assert [hit.to_dict()["rerank_score"] for hit in results.hits[2:]] == [None] * 4

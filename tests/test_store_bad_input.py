@@ -179,6 +179,11 @@ def test_lone_surrogates_are_rejected(tmp_path: Path) -> None:
             index.upsert([{"id": "e", "text": "ok", "tags": ["fine", "\udfff"]}])
         # A byte that was not UTF-8, as Python keeps it (surrogateescape): named as that byte.
         latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")
+        deep: object = "\ud800"
+        for _ in range(2000):  # deeper than Python's recursion limit: a RecursionError before
+            deep = [deep]
+        with pytest.raises(InvalidInputError, match=r"field 'meta'\[0\]\[0\].*… holds a lone"):
+            index.upsert([{"id": "e", "text": "ok", "meta": deep}])
         with pytest.raises(InvalidInputError, match=r"\), or the byte 0xe9 of text that is not"):
             index.upsert([{"id": "e", "text": latin1}])
         with pytest.raises(InvalidInputError, match=r"document id '\\ud800' is not valid Unicode"):

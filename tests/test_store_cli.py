@@ -83,7 +83,8 @@ def test_ids_file_ids_are_matched_exactly_spaces_included(tmp_path: Path) -> Non
     run("index", "create", "ids", "--from", str(corpus), "--home", home, "--no-dense")
     listed = tmp_path / "ids.txt"
     # A byte-order mark and CRLF line ends are not part of the ids; blank lines hold none.
-    listed.write_bytes("\ufeffbom\r\n spaced \r\n\n   \ntab\t\nplain \n".encode())
+    # A mark on a later line too (files joined with cat, one saved on Windows).
+    listed.write_bytes("\ufeffbom\r\n spaced \r\n\n   \n\ufefftab\t\nplain \n".encode())
     args = ["index", "delete", "ids", "--ids-file", str(listed), "--home", home]
     result = CliRunner().invoke(app, args)
     assert result.stdout == "deleted 3 of 4 ids; index 'ids' holds 1\n"
@@ -701,6 +702,8 @@ def test_backend_without_a_re_ranker_is_refused(tmp_path: Path, beir: Path) -> N
     run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
     with pytest.raises(InvalidInputError, match="--backend 'onnx' sets how the re-ranking models"):
         run("search", "mini", "moon", "--backend", "onnx", "--home", home)
+    with pytest.raises(InvalidInputError, match=r"^--top-n 1000001 must be at most 1,000,000$"):
+        run("search", "mini", "moon", "--top-n", "1000001", "--home", home)  # it named "k"
     with pytest.raises(BackendUnavailableError, match="unknown backend 'bogus'"):
         run("search", "mini", "moon", "--backend", "bogus", "--rerank", "--home", home)
 
@@ -720,3 +723,14 @@ def test_a_dense_query_the_embedding_model_cannot_read_is_warned_of(
         assert "dense (knn)" in said and f"warning: {said}" in chinese.stderr
         english = CliRunner().invoke(app, ["search", "mini", "moon", *args])
         assert "warnings" not in json.loads(english.stdout)
+    # A model folder is named by its name: an HTTP client was shown the server's path.
+    import shutil
+
+    from semrank.models import resolve_embedding_model
+
+    folder = shutil.copytree(resolve_embedding_model().path, tmp_path / "secret" / "minilm")
+    run("index", "create", "own", "--from", str(beir), "--home", home,
+        "--embedding-model", str(folder))  # fmt: skip
+    own = CliRunner().invoke(app, ["search", "own", "跳蚤", "--dense", "--json", "--home", home])
+    (said,) = json.loads(own.stdout)["warnings"]
+    assert said.startswith("embedding model 'minilm' reads") and "secret" not in said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def test_loading_one_re_ranker_does_not_hold_up_searches_with_another(
             time.sleep(1.0 if name == "slow" else 0.0)
 
     monkeypatch.setattr(semrank.rerank, "Reranker", SlowToLoad)
-    monkeypatch.setattr(_context, "_RERANKERS", {})
+    monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
     monkeypatch.setattr(_context, "_LOADING", {})
     ready = _context.load_reranker("ready")
     loaders = [threading.Thread(target=_context.load_reranker, args=("slow",)) for _ in range(3)]
@@ -119,3 +120,34 @@ def test_opening_an_index_that_a_drop_moved_away_is_not_found(tmp_path: Path) ->
     folder = tmp_path / "gone"
     with pytest.raises(IndexNotFoundError, match="'gone' was dropped"):
         DocumentDB(folder / DB_NAME)
+
+
+def test_models_trees_name_are_kept_by_folder_and_files_and_few_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Keyed by the name as typed, Rerank("best") read another folder's model after a chdir,
+    and a model retrained in place kept its old weights; every model named stayed loaded."""
+    import semrank.rerank
+    from semrank.pipeline import _context
+
+    class Loaded:
+        def __init__(self, name: str | None) -> None:
+            self.name = name
+
+    monkeypatch.setattr(semrank.rerank, "Reranker", Loaded)
+    monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
+    monkeypatch.setattr(_context, "_LOADING", {})
+    for run in ("a", "b"):
+        (tmp_path / run / "best").mkdir(parents=True)
+        (tmp_path / run / "best" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "a")
+    first = _context.load_reranker("best")
+    assert _context.load_reranker("best") is first
+    monkeypatch.chdir(tmp_path / "b")
+    assert _context.load_reranker("best") is not first  # another folder
+    monkeypatch.chdir(tmp_path / "a")
+    (tmp_path / "a" / "best" / "config.json").write_text('{"retrained": true}')
+    assert _context.load_reranker("best") is not first  # its files changed
+    for name in ("m1", "m2", "m3", "m4", "m5"):
+        _context.load_reranker(name)
+    assert len(_context._RERANKERS) == 4

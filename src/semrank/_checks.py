@@ -203,30 +203,46 @@ def is_blank(text: str) -> bool:
 
 
 def require_unicode(value: object, where: str) -> None:
-    """``is_valid_unicode(value)``, or an error naming where the lone surrogate is."""
+    """``is_valid_unicode(value)``, or an error naming where the lone surrogate is (found with
+    a stack, as ``_json_leaves`` walks: recursion failed on a value nested 2,000 deep)."""
     if is_valid_unicode(value):
         return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            found = value[error.start]
-            # How Python keeps a byte that is not UTF-8 (a command-line argument in Latin-1).
-            byte = ord(found) - 0xDC00 if 0xDC80 <= ord(found) <= 0xDCFF else None
-            raise InvalidInputError(
-                f"{where} holds a lone surrogate ({found!r} at character {error.start})"
-                + ("" if byte is None else f", or the byte {byte:#04x} of text that is not UTF-8")
-                + "; text must be valid Unicode: read files as UTF-8 and send surrogate pairs "
-                "whole"
-                + ("" if byte is None else " (convert text in another encoding: iconv -t UTF-8)")
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            require_unicode(key, f"{where} (a field name)")
-            require_unicode(item, f"{where}.{key}" if isinstance(key, str) else where)
-    elif isinstance(value, list | tuple):
-        for position, item in enumerate(value):
-            require_unicode(item, f"{where}[{position}]")
+    pending = [(value, where)]
+    while pending:
+        item, at = pending.pop()
+        if isinstance(item, str):
+            _refuse_lone_surrogate(item, at)
+        elif isinstance(item, dict):  # in order: each key, then its value
+            for key, inner in reversed(list(item.items())):
+                pending.append((inner, _deeper(at, f".{key}" if isinstance(key, str) else "")))
+                pending.append((key, f"{at} (a field name)"))
+        elif isinstance(item, list | tuple):
+            pending.extend(
+                (inner, _deeper(at, f"[{n}]")) for n, inner in reversed(list(enumerate(item)))
+            )
+
+
+def _deeper(where: str, step: str) -> str:
+    """``where`` one level down; past 200 characters the path is cut (a value nested a
+    thousand levels deep named a path of thousands)."""
+    if len(where) <= 200:
+        return where + step
+    return where if where.endswith("…") else where + "…"
+
+
+def _refuse_lone_surrogate(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        found = text[error.start]
+        # How Python keeps a byte that is not UTF-8 (a command-line argument in Latin-1).
+        byte = ord(found) - 0xDC00 if 0xDC80 <= ord(found) <= 0xDCFF else None
+        raise InvalidInputError(
+            f"{where} holds a lone surrogate ({found!r} at character {error.start})"
+            + ("" if byte is None else f", or the byte {byte:#04x} of text that is not UTF-8")
+            + "; text must be valid Unicode: read files as UTF-8 and send surrogate pairs whole"
+            + ("" if byte is None else " (convert text in another encoding: iconv -t UTF-8)")
+        ) from None
 
 
 def require_flags(**flags: object) -> None:

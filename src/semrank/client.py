@@ -425,6 +425,10 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
         raise error from exc
 
 
+# What OpenSSL says of a TLS handshake answered in plain HTTP (3.0; 3.2 and later).
+_TLS_TO_PLAIN_HTTP = ("wrong version number", "record layer failure", "packet length too long")
+
+
 def _transport_error(
     exc: httpx.TransportError, timeout: object, http: httpx.Client | httpx.AsyncClient
 ) -> errors.SemrankError:
@@ -443,7 +447,7 @@ def _transport_error(
             "timeout_ms= sent), or timeout_ms= below it with fail_open=True to get the input "
             "order back in time"
         )
-    if "wrong version number" in cause.lower() and url.scheme == "https":  # TLS to plain HTTP
+    if url.scheme == "https" and any(said in cause.lower() for said in _TLS_TO_PLAIN_HTTP):
         return errors.SemrankError(
             f"cannot talk TLS to {url}: {cause}; `semrank serve` speaks plain HTTP, so use an "
             "http:// base_url unless a TLS proxy stands in front of it"
@@ -538,7 +542,7 @@ def _checked_base_url(base_url: object) -> str | httpx.URL:
             "base_url holds a user name or password (user:password@host); give the server's "
             "key as api_key=, and a proxy's credentials to httpx through transport="
         )
-    if url.query:  # the paths were appended after it ("/?x=1/v1/rerank")
+    if "?" in str(base_url):  # the paths were appended after it ("/?x=1/v1/rerank")
         raise errors.InvalidInputError(
             f"base_url {str(base_url)!r:.80} has a query string; give the server's address "
             "without one, e.g. 'http://127.0.0.1:8000' or 'https://host/prefix'"
@@ -569,6 +573,15 @@ def _settings(base_url: object, api_key: object, timeout: object, transport: Any
     }
 
 
+def _require_own_pool(settings: dict[str, Any], where: str) -> None:
+    """A transport= the caller built holds its own connections, which cannot be remade here."""
+    if settings["transport"] is not None:
+        raise errors.SemrankError(
+            f"this client was made in another {where} with its own transport=, whose "
+            f"connections cannot be shared with this one; make one client per {where}"
+        )
+
+
 class SemrankClient:
     """Blocking client. Keyword options are the server's fields (``top_n``, ``min_score``,
     ``chunking``, ``timeout_ms``, ``fail_open``, ``rank_fields``, ``return_documents``...)."""
@@ -591,7 +604,8 @@ class SemrankClient:
         shared one kept-alive socket and read each other's answers (gunicorn --preload,
         multiprocessing)."""
         _require_open(self._http)
-        if os.getpid() != self._pid and self._settings["transport"] is None:
+        if os.getpid() != self._pid:
+            _require_own_pool(self._settings, "process")
             self._http, self._pid = httpx.Client(**self._settings), os.getpid()
         return self._http
 
@@ -664,11 +678,15 @@ class AsyncSemrankClient:
     def _connections(self) -> httpx.AsyncClient:
         """The client's connection pool, a new one in a forked process or another event loop:
         connections opened in a loop that has ended failed every other call ("Event loop is
-        closed"), and a forked child shared its parent's socket."""
+        closed"), and a forked child shared its parent's socket. A client used from one loop
+        after another (asyncio.run per call) keeps no connection open between calls: one left
+        in a loop that ended can no longer be closed."""
         _require_open(self._http)
         owner = (os.getpid(), asyncio.get_running_loop())
-        if self._owner not in (None, owner) and self._settings["transport"] is None:
-            self._http = httpx.AsyncClient(**self._settings)
+        if self._owner not in (None, owner):
+            _require_own_pool(self._settings, "process or event loop")
+            limits = httpx.Limits(max_keepalive_connections=0)
+            self._http = httpx.AsyncClient(**self._settings, limits=limits)
         self._owner = owner
         return self._http
 

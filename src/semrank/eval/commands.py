@@ -630,7 +630,9 @@ def _compare_command(
         files = _file_names([short[name] for name in result.runs])
         for name, run in result.runs.items():
             safe = files[short[name]]
-            stderr.print(f"wrote {write_trec_run(run, run_out / f'{safe}.trec', tag=safe)}")
+            path = write_trec_run(run, run_out / f"{safe}.trec", tag=safe)
+            renamed = safe != _file_safe(short[name])  # another run's file took its name
+            stderr.print(f"wrote {path}" + (f" (run {short[name]})" if renamed else ""))
     if as_json:
         payload = {
             run: {m: _finite(v) for m, v in evaluation.aggregate.items()}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,9 +29,12 @@ class ScoresDocuments(Protocol):
     def score(self, query: str, documents: Sequence[Any]) -> np.ndarray: ...
 
 
-_RERANKERS: dict[str | None, ScoresDocuments] = {}
+# The models trees name, loaded once and kept for the next search; a few at most (a notebook
+# comparing checkpoints held every one, 150 MB each).
+_RERANKERS: OrderedDict[Any, ScoresDocuments] = OrderedDict()
+_RERANKERS_KEPT = 4
 _RERANKERS_LOCK = threading.Lock()
-_LOADING: dict[str | None, threading.Lock] = {}
+_LOADING: dict[Any, threading.Lock] = {}
 
 
 def default_model_name(model: str | None) -> str | None:
@@ -50,9 +55,11 @@ def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> Sco
     model = model_ref(model)
     if model is not None and not isinstance(model, str):
         return model
-    key = default_model_name(model)
+    name = default_model_name(model)
+    key = _model_key(name)
     with _RERANKERS_LOCK:
         if key in _RERANKERS:
+            _RERANKERS.move_to_end(key)
             return _RERANKERS[key]
         loading = _LOADING.setdefault(key, threading.Lock())
     # One load per model at a time, without holding up searches with models already loaded.
@@ -62,10 +69,23 @@ def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> Sco
                 return _RERANKERS[key]
         from semrank.rerank import Reranker
 
-        reranker = Reranker(key)
+        reranker = Reranker(name)
         with _RERANKERS_LOCK:
             _RERANKERS[key] = reranker
+            while len(_RERANKERS) > _RERANKERS_KEPT:
+                _RERANKERS.popitem(last=False)
         return reranker
+
+
+def _model_key(name: str | None) -> Any:
+    """A model folder by where it is and what its files are now: by the name as typed, a
+    relative path read another folder's model after a chdir, and a model retrained in place
+    (best/ replaced whole) kept scoring with the old weights."""
+    if name is None or not Path(name).expanduser().is_dir():
+        return name
+    from semrank.runtime import files_stamp
+
+    return files_stamp(Path(name).expanduser())
 
 
 @dataclass
@@ -128,8 +148,10 @@ class SearchContext:
         if counter is None:  # a user's TextEmbedder: no vocabulary to ask
             return
         unknown, count = counter(text)
+        # A model folder by its name: an HTTP client is not told the server's folders.
+        model = Path(str(self.store.settings.embedding_model)).name
         said = (
-            f"embedding model {self.store.settings.embedding_model!r} reads {unknown} of the "
+            f"embedding model {model!r} reads {unknown} of the "
             f"query's {count} tokens as unknown: it does not know this language or script, so "
             "the dense (knn) hits say little; index with a multilingual embedding model"
         )

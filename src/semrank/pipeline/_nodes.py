@@ -585,14 +585,16 @@ class TextSimilarityReranker(Retriever):
         model = self._model()
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
-        order, scores = _reranked_order(model, query, texts, self.min_score, ctx.warnings)
+        order, scores, unread = _reranked_order(model, query, texts, self.min_score, ctx.warnings)
         ranked = child.take(order)
         ranked = Ranking(
             ids=ranked.ids,
             scores=scores,
             first_stage_ranks=ranked.first_stage_ranks,
             first_stage_scores=ranked.first_stage_scores,
-            rerank_scores=scores,
+            # A cascade's pruned hits keep their place below the read ones, but no model score:
+            # their place-holding scores read as judgments to a client thresholding them.
+            rerank_scores=np.where(unread, np.float32(np.nan), scores),
             reranked=True,
         )
         return ranked.top(size)
@@ -629,9 +631,9 @@ def _reranked_order(
     texts: list[str],
     min_score: float | None,
     warnings: list[str],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(positions best first, their scores), without those below ``min_score``; a query the
-    model cut to fit is added to ``warnings``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions best first, their scores, whether the model left each unread), without those
+    below ``min_score``; a query the model cut to fit is added to ``warnings``.
 
     A semrank Reranker ranks through ``rerank``, which knows the documents its cascade pruned
     unread (``score`` gives them a place-holding score below the read ones, which a threshold
@@ -646,12 +648,13 @@ def _reranked_order(
                 warnings.append(said)
         results = select_results(ranked, top_n=None, min_score=min_score)
         order = np.array([r.index for r in results], dtype=np.int64)
-        return order, np.array([r.relevance_score for r in results], dtype=np.float32)
+        unread = np.array([r.pruned for r in results], dtype=bool)
+        return order, np.array([r.relevance_score for r in results], dtype=np.float32), unread
     scores = _model_scores(model, model.score(query, texts), len(texts))
     order = np.argsort(-scores, kind="stable")
     if min_score is not None:
         order = order[scores[order] >= min_score]
-    return order, scores[order]
+    return order, scores[order], np.zeros(len(order), dtype=bool)
 
 
 def _model_scores(model: object, raw: object, expected: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from semrank.store import DB_NAME, Store, index_path, open_index
+from semrank.store._registry import BEFORE_DROP
 
 if TYPE_CHECKING:
     from semrank.store.postgres import PostgresStore
@@ -111,6 +112,9 @@ def forget_open_indexes(
             keys = [(str(store), index) if _is_dsn(store) else index_path(index, home)]
         idle = _take_out([(key, _OPEN[key]) for key in keys if key in _OPEN])
     _close(idle)
+
+
+BEFORE_DROP.append(forget_open_indexes)
 
 
 def _is_dsn(store: str | None) -> bool:

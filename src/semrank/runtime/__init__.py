@@ -251,7 +251,7 @@ def load_embedder(
         "threads": threads if threads is not None else default_threads(),
     }
     texts = (model.lowercase, model.query_prompt, model.document_prompt)  # read before the model
-    key = (choice.backend, *_files_stamp(Path(model.path)), *options.values(), *texts)
+    key = (choice.backend, *files_stamp(Path(model.path)), *options.values(), *texts)
     with _SHARED_EMBEDDERS_LOCK:
         embedder = _SHARED_EMBEDDERS.get(key)
         if embedder is None:
@@ -267,7 +267,7 @@ def load_embedder(
     return embedder
 
 
-def _files_stamp(folder: Path) -> tuple[Any, ...]:
+def files_stamp(folder: Path) -> tuple[Any, ...]:
     """The folder and its files' sizes and times: a model retrained in place is another model
     (its index's probe must see the new weights, not a copy loaded before)."""
     folder = folder.resolve()

@@ -146,14 +146,10 @@ def _public_location(request: Request, location: str) -> str:
 
 @router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")
 async def drop_index(name: IndexNameInPath, request: Request) -> Any:
-    from semrank.pipeline import forget_open_indexes
     from semrank.store import drop_index as drop
 
-    def remove() -> None:
-        forget_open_indexes(name, **_where(request))  # close its open handle before it goes
-        drop(name, **_where(request))
-
-    await _blocking(request, None, remove)
+    # The pipeline's open handle of it is let go of first (the store's BEFORE_DROP).
+    await _blocking(request, None, lambda: drop(name, **_where(request)))
     return DeleteResult(deleted=1)
 
 

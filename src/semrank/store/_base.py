@@ -497,21 +497,17 @@ class Store(abc.ABC):
     def _check_embedding_probe(self, embedder: TextEmbedder) -> TextEmbedder:
         """The index's model embeds a fixed text as it did when the stored vectors were made: a
         model folder retrained or replaced in place gave stale vectors silently (only the
-        dimension was checked). An index made before semrank read sentence-transformers prompts
-        keeps being read as it was made, without them (mixing the two moved its rankings)."""
+        dimension was checked). An index whose probe shows it was made before semrank read
+        sentence-transformers prompts keeps being read as it was made, without them."""
         self._own_embedder = True
         stored = self._stored_probe()
-        prompted = bool(
-            getattr(embedder, "document_prompt", "") or getattr(embedder, "query_prompt", "")
-        )
-        if stored is None:  # made before probes were kept, so before prompts were read
-            made_before = prompted and self.has_vectors and len(self) > 0
-            return _unprompted(embedder, self.name) if made_before else embedder
+        if stored is None:  # nothing to compare with (or vectors a caller's embedder made)
+            return embedder
         before = np.asarray(stored, dtype=np.float32)
         similarity = _cosine(np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32), before)
         if similarity >= PROBE_MIN_COSINE:
             return embedder
-        if prompted:
+        if getattr(embedder, "document_prompt", "") or getattr(embedder, "query_prompt", ""):
             plain = embedder.embed([PROBE_TEXT], prompted=False)[0]  # type: ignore[call-arg]
             if _cosine(np.asarray(plain, dtype=np.float32), before) >= PROBE_MIN_COSINE:
                 return _unprompted(embedder, self.name)

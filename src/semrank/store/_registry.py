@@ -428,8 +428,15 @@ def open_index(
     return LocalStore(target, embedder=embedder)
 
 
+# Called before an index is dropped: the search pipeline closes the handle it keeps open, so
+# a dropped index's files are not held (its disk space was freed only at the next search).
+BEFORE_DROP: list[Callable[..., None]] = []
+
+
 def drop_index(name: str, *, home: str | Path | None = None, store: str | None = None) -> None:
     """Delete an index and all its files (renamed away first, so it vanishes at once)."""
+    for let_go in BEFORE_DROP:
+        let_go(name, home, store=store)
     target = index_path(name, home)
     postgres = _postgres(store)
     if postgres is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from semrank._checks import MAX_COUNT
 from semrank._progress import progress
 from semrank._words import count_of, for_terminal, json_for_stdout
 from semrank.runtime.commands import BACKEND_HELP
@@ -294,8 +295,8 @@ def _check_create_flags(
     given = [f"{flag} {value!r}" for flag, value in embedding_flags.items() if value is not None]
     if not dense and given:
         raise InvalidInputError(
-            f"{given[0]} with --no-dense: an index without embeddings uses no embedding model; "
-            "drop one of the two"
+            f"{given[0]} with --no-dense: an index without embeddings has no embedding model "
+            "and no vector search graph; drop one of the two"
         )
     if prepare and store and store != "local":
         raise InvalidInputError(
@@ -494,7 +495,8 @@ def _read_ids(ids_file: Path) -> list[str]:
             f"--ids-file {ids_file}:{line}: not valid UTF-8 (byte 0x{data[at]:02x}); save "
             "the file as UTF-8"
         ) from exc
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    # A mark starting a later line (files joined with cat) is not part of that id either.
+    lines = (line.removesuffix("\r").removeprefix("\ufeff") for line in text.split("\n"))
     return [line for line in lines if line.strip()]
 
 
@@ -734,6 +736,10 @@ def search_command(
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
     from semrank.pipeline import build_retriever, check_window, rerank_window_for, search
 
+    if top_n is not None and top_n > MAX_COUNT:  # the flag named (the store said "k")
+        from semrank.errors import InvalidInputError
+
+        raise InvalidInputError(f"--top-n {top_n} must be at most {MAX_COUNT:,}")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
     if retriever is not None and shorthand is None:
         _check_tree_flags(

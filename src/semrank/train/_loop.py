@@ -779,6 +779,10 @@ def _train(config: TrainConfig, *, resume: bool) -> Path:
             # Before the last evaluation (minutes with reports): a SIGTERM there lost every
             # step since the last checkpoint. A --resume from this one evaluates and exports.
             _save_checkpoint(checkpoint, model, optimizer, sampler, state)
+    if stop[0]:  # a signal while that checkpoint was saved: stop, as the signal asked
+        said = f"stopped at step {state.step}; the same command with --resume evaluates and exports"
+        log.warning(said)
+        raise KeyboardInterrupt(said)
     if not evaluated:
         mean_loss = sum(window) / len(window) if window else None
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
