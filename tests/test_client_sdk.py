@@ -609,8 +609,17 @@ def test_one_async_client_serves_several_event_loops(reranker: Any) -> None:
             return (await own.rerank("violin", FORK_DOCS, top_n=1)).results[0].index
 
         assert asyncio.run(once()) == 1
-        with pytest.raises(errors.SemrankError, match="make one client per process or event"):
+        with pytest.raises(errors.SemrankError, match="make one client per event loop"):
             asyncio.run(once())
+        asyncio.run(own.aclose())  # closed, whatever its connections' loop
+
+    # One that holds nothing of a loop's (a mock, an ASGI app) serves loop after loop.
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "results": [], "usage": {"total_tokens": 1}})
+
+    mocked = AsyncSemrankClient("http://m", transport=httpx.MockTransport(answer))
+    for _ in range(2):
+        assert asyncio.run(mocked.rerank("q", ["a"])).results == []
 
 
 def _sockets() -> int:

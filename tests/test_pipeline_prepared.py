@@ -375,19 +375,24 @@ def test_a_query_cut_next_to_a_hit_below_min_score_is_said(tiny_model, tmp_path:
 def test_forgotten_windows_are_embedded_again() -> None:
     """The benchmarks timed a repeat of a request that read every window from memory (half
     the default's work), and reported it as the default's latency."""
-    from semrank import Reranker
+    from semrank import CascadeConfig, Reranker
     from semrank.rerank._prepared import forget_windows, window_encoders
 
-    reranker = Reranker()
+    reranker = Reranker(cascade=CascadeConfig(keep=2))  # its pruner remembers its latest pairs
     docs = ["Fleas feed on blood.", "Paris is in France.", "Ticks wait in the grass."]
 
     def embedded() -> int:
         return sum(encoder.embedded_texts for _, encoder in window_encoders(reranker))
 
+    def scored() -> int:  # pairs the latest-call memories sent on to the model
+        components = getattr(reranker.scorer, "components", ())
+        return sum(int(getattr(c.scorer, "scored_pairs", 0)) for c in components)
+
     reranker.rerank("what do fleas eat", docs)
-    first = embedded()
+    first, pairs = embedded(), scored()
     reranker.rerank("what do fleas eat", docs)
-    assert embedded() == first  # remembered
+    assert embedded() == first and scored() - pairs < pairs  # (mostly) remembered
+    again = scored()
     forget_windows(reranker)
     reranker.rerank("what do fleas eat", docs)
-    assert embedded() == 2 * first > 0
+    assert embedded() == 2 * first > 0 and scored() - again == pairs > 0

@@ -725,3 +725,8 @@ def test_hits_a_cascade_left_unread_have_no_rerank_score(index: LocalStore) -> N
     assert len(read) == 2 and results.hits[:2] == read  # the read ones first
     assert all(hit.score < read[-1].score for hit in results.hits[2:])  # their place kept
     assert [hit.to_dict()["rerank_score"] for hit in results.hits[2:]] == [None] * 4
+    # Fused with a re-ranker that read them all, every hit has that score, in either order.
+    full = BM25() >> Rerank(Reranker(feedback=False), window=6)
+    for children in ((tree, full), (full, tree)):
+        fused = search(index, "moon Paris Python cats dogs", retriever=RRF(children), k=6)
+        assert all(hit.rerank_score is not None for hit in fused.hits), children

@@ -900,12 +900,17 @@ def test_a_search_file_lost_from_the_current_snapshot_is_built_again_and_saved(
     assert "could not save" not in caplog.text
 
 
-def test_an_index_made_before_prompts_were_read_is_read_as_it_was_made(tmp_path: Path) -> None:
+@pytest.mark.parametrize("probe", [True, False])
+def test_an_index_made_before_prompts_were_read_is_read_as_it_was_made(
+    tmp_path: Path, probe: bool
+) -> None:
     """An index of an e5-style model made before semrank read sentence-transformers prompts
     was refused ("put the model back", though nothing had changed, and no command rebuilds an
-    index). One without a probe (a caller's embedder wrote it) is read with the prompts."""
+    index); one from before probes were kept got prompted queries against unprompted vectors,
+    and prompted documents added among them."""
     from semrank.models import resolve_embedding_model
     from semrank.store import open_index
+    from semrank.store._local import PROBE_KEY
 
     model = shutil.copytree(resolve_embedding_model().path, tmp_path / "e5")
     home = tmp_path / "home"
@@ -913,9 +918,9 @@ def test_an_index_made_before_prompts_were_read_is_read_as_it_was_made(tmp_path:
         index.upsert(DOCS)  # vectors made as before: no prompt in the model's files yet
         query = index.embed_queries(["sticks in the park"])[0]
         owl = index.embedder.embed(["Owls hunt at night."])[0]
-    with create_index("own", home=home, embedding_model=str(model), embedder=index.embedder) as own:
-        own.upsert(DOCS)  # a caller's embedder: no probe kept
-        assert own._stored_probe() is None
+        if not probe:  # an index from before probes were kept
+            with index.db.transaction() as conn:
+                index.db.set_meta(conn, PROBE_KEY, None)
     prompts = {"query": "query: ", "document": "passage: "}
     (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
     with open_index("e5", home=home) as index:
@@ -923,5 +928,24 @@ def test_an_index_made_before_prompts_were_read_is_read_as_it_was_made(tmp_path:
         index.upsert([{"id": "owl", "text": "Owls hunt at night."}])
         hit = index.search_vector(owl, k=1)  # written as the index was made: no prompt
         assert list(hit.ids) == ["owl"] and float(hit.scores[0]) > 0.999
-    with open_index("own", home=home) as own:
-        assert float(own.embed_queries(["sticks in the park"])[0] @ query) < 0.99  # prompted
+
+
+def test_an_index_a_callers_prompted_embedder_wrote_is_read_with_the_prompts(
+    tmp_path: Path,
+) -> None:
+    """create_index(embedder=load_embedder(model)) kept no probe, so the index read as made
+    before prompts and was searched without them."""
+    from semrank.models import resolve_embedding_model
+    from semrank.runtime import load_embedder
+    from semrank.store import open_index
+
+    model = shutil.copytree(resolve_embedding_model().path, tmp_path / "e5")
+    prompts = {"query": "query: ", "document": "passage: "}
+    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    home = tmp_path / "home"
+    mine = load_embedder(resolve_embedding_model(str(model)))
+    assert mine.query_prompt == "query: "  # type: ignore[attr-defined]
+    with create_index("own", home=home, embedding_model=str(model), embedder=mine) as own:
+        own.upsert(DOCS)
+    with open_index("own", home=home) as own:  # bf16 here, fp32 there: cosine, not equality
+        assert float(own.embed_queries(["sticks"])[0] @ mine.embed_queries(["sticks"])[0]) > 0.999

@@ -23,6 +23,7 @@ Python numbers they hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import email.utils
@@ -573,11 +574,12 @@ def _settings(base_url: object, api_key: object, timeout: object, transport: Any
     }
 
 
-def _require_own_pool(settings: dict[str, Any], where: str) -> None:
-    """A transport= the caller built holds its own connections, which cannot be remade here."""
-    if settings["transport"] is not None:
+def _require_unused(used: bool, where: str) -> None:
+    """A transport= the caller built holds its own connections, which cannot be remade here:
+    used in another process or loop, it would be shared with this one."""
+    if used:
         raise errors.SemrankError(
-            f"this client was made in another {where} with its own transport=, whose "
+            f"this client was used in another {where} with its own transport=, whose "
             f"connections cannot be shared with this one; make one client per {where}"
         )
 
@@ -597,7 +599,7 @@ class SemrankClient:
         self._settings = _settings(base_url, api_key, timeout, transport)
         self._timeout = self._settings["timeout"]
         self._http = httpx.Client(**self._settings)
-        self._pid = os.getpid()
+        self._pid, self._used = os.getpid(), False
 
     def _connections(self) -> httpx.Client:
         """The client's connection pool, a new one in a forked process: parent and children
@@ -605,8 +607,12 @@ class SemrankClient:
         multiprocessing)."""
         _require_open(self._http)
         if os.getpid() != self._pid:
-            _require_own_pool(self._settings, "process")
-            self._http, self._pid = httpx.Client(**self._settings), os.getpid()
+            if self._settings["transport"] is None:
+                self._http = httpx.Client(**self._settings)
+            else:
+                _require_unused(self._used, "process")
+            self._pid = os.getpid()
+        self._used = True
         return self._http
 
     def __enter__(self) -> SemrankClient:
@@ -674,6 +680,7 @@ class AsyncSemrankClient:
         self._timeout = self._settings["timeout"]
         self._http = httpx.AsyncClient(**self._settings)
         self._owner: tuple[int, Any] | None = None  # (process, event loop) of its connections
+        self._switches = 0
 
     def _connections(self) -> httpx.AsyncClient:
         """The client's connection pool, a new one in a forked process or another event loop:
@@ -683,9 +690,11 @@ class AsyncSemrankClient:
         in a loop that ended can no longer be closed."""
         _require_open(self._http)
         owner = (os.getpid(), asyncio.get_running_loop())
-        if self._owner not in (None, owner):
-            _require_own_pool(self._settings, "process or event loop")
-            limits = httpx.Limits(max_keepalive_connections=0)
+        if self._owner not in (None, owner) and self._settings["transport"] is None:
+            # Loop after loop (asyncio.run per call): no connection kept from the second on.
+            self._switches += 1
+            kept = 0 if self._switches > 1 else None
+            limits = httpx.Limits(max_keepalive_connections=kept)
             self._http = httpx.AsyncClient(**self._settings, limits=limits)
         self._owner = owner
         return self._http
@@ -697,8 +706,9 @@ class AsyncSemrankClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if not self._http.is_closed:  # in another loop than its connections': a fresh pool
-            await self._connections().aclose()
+        # Closed whatever happens: connections of a loop that has ended cannot be closed.
+        with contextlib.suppress(RuntimeError):
+            await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
         http = self._connections()
@@ -706,6 +716,9 @@ class AsyncSemrankClient:
             response = await http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self._timeout, http) from exc
+        except RuntimeError:  # a transport= of the caller's, bound to a loop that ended
+            _require_unused(self._settings["transport"] is not None, "event loop")
+            raise
         except httpx.HTTPError as exc:
             raise _http_error(exc) from exc
         _raise_for_error(response)

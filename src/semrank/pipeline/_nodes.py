@@ -377,6 +377,10 @@ class Knn(Retriever):
 FUSION_WINDOW = 10
 
 
+def _unscored(child: Ranking, position: int) -> bool:
+    return bool(np.isnan(child.rerank_scores[position]))
+
+
 def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
     """Fusion of re-ranked lists keeps each hit's first-stage data from the first list with it,
     looking in the re-ranked lists first: a hit the model scored keeps its re-rank score whatever
@@ -386,7 +390,10 @@ def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
     where: dict[str, tuple[Ranking, int]] = {}
     for child in sorted(children, key=lambda c: not c.reranked):  # stable: order kept otherwise
         for position, doc_id in enumerate(child.ids.tolist()):
-            where.setdefault(doc_id, (child, position))
+            known = where.get(doc_id)
+            # A hit a cascade left unread in one list but scored in another keeps that score.
+            if known is None or (_unscored(*known) and not _unscored(child, position)):
+                where[doc_id] = (child, position)
     picks = [where[i] for i in fused.ids.tolist()]
     return Ranking(
         ids=fused.ids,

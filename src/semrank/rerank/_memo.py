@@ -37,6 +37,10 @@ class RecentScores:
         self._latest: dict[tuple[str, str], np.float32] = {}
         self.scored_pairs = 0  # pairs sent to the inner scorer, for tests and benchmarks
 
+    def forget(self) -> None:
+        """Drop the latest call's pairs (a benchmark's repeat is then scored again)."""
+        self._latest = {}
+
     def doc_token_budget(self, query: str) -> int:
         return self.inner.doc_token_budget(query)
 

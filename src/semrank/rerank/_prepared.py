@@ -79,9 +79,18 @@ def window_encoders(reranker: Reranker) -> list[tuple[str, BiEncoderScorer]]:
 
 
 def forget_windows(reranker: Reranker) -> None:
-    """Every window ``reranker``'s bi-encoders remember, dropped (see ``forget``)."""
-    for _, encoder in window_encoders(reranker):
-        encoder.forget()
+    """Everything ``reranker`` remembers of earlier calls, dropped: its bi-encoders' windows
+    (its cascade's pruner's too) and the latest call's scores (see each ``forget``)."""
+    pending: list[object] = [reranker.scorer, reranker.pruner]
+    while pending:  # every scorer inside: wrappers' inner ones and a blend's components
+        scorer = pending.pop()
+        if scorer is None:
+            continue
+        forget = getattr(scorer, "forget", None)
+        if forget is not None:
+            forget()
+        pending.append(getattr(scorer, "inner", None))
+        pending.extend(component.scorer for component in getattr(scorer, "components", ()))
 
 
 def _unwrapped(scorer: object) -> object:

@@ -272,7 +272,12 @@ def files_stamp(folder: Path) -> tuple[Any, ...]:
     (its index's probe must see the new weights, not a copy loaded before)."""
     folder = folder.resolve()
     try:
-        files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir())
+        # Sub-folders too (a blend's cross-encoder/, sentence-transformers' modules): a file
+        # rewritten inside one leaves the folder's own time as it was.
+        files = sorted(
+            (str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in folder.rglob("*")
+        )
     except OSError:
         files = []
     return (str(folder), tuple(files))

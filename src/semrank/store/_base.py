@@ -501,13 +501,16 @@ class Store(abc.ABC):
         sentence-transformers prompts keeps being read as it was made, without them."""
         self._own_embedder = True
         stored = self._stored_probe()
-        if stored is None:  # nothing to compare with (or vectors a caller's embedder made)
-            return embedder
+        if stored is None:
+            # Vectors without a probe were made before probes were kept, and so before prompts
+            # were read (a caller's prompted embedder keeps a probe: _keep_embedding_probe).
+            made_before = _prompted(embedder) and self.has_vectors and len(self) > 0
+            return _unprompted(embedder, self.name) if made_before else embedder
         before = np.asarray(stored, dtype=np.float32)
         similarity = _cosine(np.asarray(embedder.embed([PROBE_TEXT])[0], dtype=np.float32), before)
         if similarity >= PROBE_MIN_COSINE:
             return embedder
-        if getattr(embedder, "document_prompt", "") or getattr(embedder, "query_prompt", ""):
+        if _prompted(embedder):
             plain = embedder.embed([PROBE_TEXT], prompted=False)[0]  # type: ignore[call-arg]
             if _cosine(np.asarray(plain, dtype=np.float32), before) >= PROBE_MIN_COSINE:
                 return _unprompted(embedder, self.name)
@@ -524,9 +527,10 @@ class Store(abc.ABC):
         )
 
     def _keep_embedding_probe(self) -> None:
-        """Store the probe with the index's first vectors (only for its own model: a caller's
-        embedder may be anything)."""
-        if not self._own_embedder or self._probe_kept:
+        """Store the probe with the index's first vectors: for its own model, or a caller's
+        that reads prompts (others may be anything; without a probe, an index of a prompted
+        model reads as made before prompts were read)."""
+        if not (self._own_embedder or _prompted(self.embedder)) or self._probe_kept:
             return
         if self._stored_probe() is None:
             probe = np.asarray(self.embedder.embed([PROBE_TEXT])[0], dtype=np.float32)
@@ -705,6 +709,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         return 0.0
     return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
+def _prompted(embedder: object) -> bool:
+    return bool(getattr(embedder, "document_prompt", "") or getattr(embedder, "query_prompt", ""))
 
 
 class _Unprompted:
