@@ -147,7 +147,16 @@ def test_models_trees_name_are_kept_by_folder_and_files_and_few_at_once(
     assert _context.load_reranker("best") is not first  # another folder
     monkeypatch.chdir(tmp_path / "a")
     (tmp_path / "a" / "best" / "config.json").write_text('{"retrained": true}')
-    assert _context.load_reranker("best") is not first  # its files changed
+    second = _context.load_reranker("best")
+    assert second is not first  # its files changed
+    (tmp_path / "a" / "best" / "cross-encoder").mkdir()
+    (tmp_path / "a" / "best" / "cross-encoder" / "w").write_text("weights")
+    third = _context.load_reranker("best")
+    assert third is not second
+    time.sleep(0.01)
+    # A blend's part rewritten in place: its folder's own entry does not change.
+    (tmp_path / "a" / "best" / "cross-encoder" / "w").write_text("retrained")
+    assert _context.load_reranker("best") is not third
     for name in ("m1", "m2", "m3", "m4", "m5"):
         _context.load_reranker(name)
     assert len(_context._RERANKERS) == 4
