@@ -409,3 +409,34 @@ async def test_a_top_n_past_the_largest_index_returns_every_document(
         response = await _post(index_client, path, body)
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == 2
+
+
+@pytest.mark.anyio
+async def test_a_json_body_sent_as_text_json_is_told_the_content_type(
+    index_client: httpx.AsyncClient,
+) -> None:
+    """text/json (older clients) was told its object was not an object."""
+    body = json.dumps({"query": "fleas", "documents": ["a flea"]})
+    for sent_as in ("text/json", "application/x-json"):
+        response = await index_client.post(
+            "/v1/rerank", content=body, headers={"content-type": sent_as}
+        )
+        assert response.status_code == 422
+        assert f"sent with Content-Type '{sent_as}'" in response.json()["error"], sent_as
+
+
+@pytest.mark.anyio
+async def test_a_keyless_server_answers_pages_only_from_localhost_or_an_ip(
+    index_client: httpx.AsyncClient,
+) -> None:
+    """A page on a domain pointed at 127.0.0.1 (DNS rebinding) is same-origin to the browser:
+    its requests passed every check of a keyless server (a delete was answered 200)."""
+    body = json.dumps({"query": "fleas", "documents": ["a flea"]})
+    rebound = "http://rebind.attacker.example:8000"
+    sent = {"content-type": "application/json", "origin": rebound, "host": rebound[7:]}
+    refused = await index_client.post("/v1/rerank", content=body, headers=sent)
+    assert refused.status_code == 401 and rebound in refused.json()["error"]
+    for origin in ("http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000", None):
+        headers = {"content-type": "application/json", **({"origin": origin} if origin else {})}
+        answered = await index_client.post("/v1/rerank", content=body, headers=headers)
+        assert answered.status_code == 200, (origin, answered.text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,6 +21,7 @@ async def require_api_key(
 ) -> None:
     keys: frozenset[str] = request.app.state.config.api_keys
     if not keys:
+        _refuse_a_rebound_page(request)
         return
     if credentials is None or not credentials.credentials:
         raise AuthenticationError(
@@ -29,6 +32,31 @@ async def require_api_key(
     matches = [hmac.compare_digest(offered, key.encode()) for key in keys]
     if not any(matches):
         raise AuthenticationError("the API key is not accepted by this server")
+
+
+def _refuse_a_rebound_page(request: Request) -> None:
+    """A server without keys answers browser pages only from loopback or an IP address: a page
+    on a domain its owner points at 127.0.0.1 (DNS rebinding) is same-origin to the browser, so
+    no preflight stopped it and its Origin matched the Host it sent."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not a browser page: curl, SDKs, proxies
+        return
+    host = urlsplit(origin).hostname or ""
+    if host == "localhost" or _is_ip(host):
+        return
+    raise AuthenticationError(
+        f"a browser page at {origin!r} sent this request, and this server has no API keys, so "
+        "it answers pages only from localhost or an IP address; start it with --api-key "
+        "(SEMRANK_API_KEYS) to be called from pages on other names"
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def key_refusal(request: Request) -> AuthenticationError | None:

@@ -243,7 +243,10 @@ def validation_message(
         # Without the tag of the POST /rerank body shape read (it names no field).
         loc = tuple(p for p in error.get("loc", ()) if p not in (TEI_SHAPE, DOCUMENTS_SHAPE))
         # A body that is there but not JSON (no body at all: "Field required" says it).
-        not_json = error.get("type") != "missing" and "json" not in content_type.lower()
+        # As FastAPI reads a body: application/json and */*+json only (text/json is text).
+        media = content_type.split(";")[0].strip().lower()
+        is_json = media == "application/json" or media.endswith("+json")
+        not_json = error.get("type") != "missing" and not is_json
         if loc == ("body",) and not_json:
             # FastAPI reads a body it was not told is JSON as a string: say what to send.
             sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"

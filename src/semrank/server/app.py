@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI
 from starlette.routing import Match
@@ -113,7 +115,7 @@ class TrailingSlashServed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope = self._without_trailing_slashes(scope)
+            scope = self._without_trailing_slashes(_encoded_slashes_kept(scope))
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -130,6 +132,24 @@ class TrailingSlashServed:
         if isinstance(raw, bytes):
             stripped["raw_path"] = raw[:-count]
         return stripped
+
+
+_ENCODED_SLASH = re.compile(r"(%2[fF]|%5[cC])")
+
+
+def _encoded_slashes_kept(scope: Scope) -> Scope:
+    """An encoded slash or backslash stays part of the path segment it was written in: decoded
+    first, /v1/indexes/movies%2Fsearch was routed as the search route, past a proxy that filters
+    on paths as written (it is now the index name "movies%2Fsearch", refused as a name)."""
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes) or b"%" not in raw:
+        return scope
+    written = raw.decode("latin-1")
+    if not _ENCODED_SLASH.search(written):
+        return scope
+    pieces = _ENCODED_SLASH.split(written)
+    path = "".join(p if i % 2 else unquote(p) for i, p in enumerate(pieces))
+    return {**scope, "path": path}
 
 
 class HeadAsGet:
