@@ -685,17 +685,18 @@ class AsyncSemrankClient:
     def _connections(self) -> httpx.AsyncClient:
         """The client's connection pool, a new one in a forked process or another event loop:
         connections opened in a loop that has ended failed every other call ("Event loop is
-        closed"), and a forked child shared its parent's socket. A client used from one loop
-        after another (asyncio.run per call) keeps no connection open between calls: one left
-        in a loop that ended can no longer be closed."""
+        closed"), and a forked child shared its parent's socket. Once loops keep alternating
+        (asyncio.run per call) no connection is kept between calls: one left in a loop that
+        ended can no longer be closed, and a socket piled up per loop."""
         _require_open(self._http)
         owner = (os.getpid(), asyncio.get_running_loop())
         if self._owner not in (None, owner) and self._settings["transport"] is None:
             # Loop after loop (asyncio.run per call): no connection kept from the second on.
             self._switches += 1
-            kept = 0 if self._switches > 1 else None
-            limits = httpx.Limits(max_keepalive_connections=kept)
-            self._http = httpx.AsyncClient(**self._settings, limits=limits)
+            settings = dict(self._settings)
+            if self._switches > 1:
+                settings["limits"] = httpx.Limits(max_keepalive_connections=0)
+            self._http = httpx.AsyncClient(**settings)
         self._owner = owner
         return self._http
 
