@@ -65,6 +65,13 @@ def test_serve_runs_the_protocol_with_the_header_deadline() -> None:
     assert uvicorn_options(ServerConfig())["http"] is HeaderDeadlineProtocol
 
 
+def test_idle_connections_outlive_a_load_balancers_idle_timeout() -> None:
+    """uvicorn's 5 s closed idle connections a balancer (60 s idle) was about to reuse: an
+    occasional 502 on the request sent over it."""
+    assert uvicorn_options(ServerConfig())["timeout_keep_alive"] == 75
+    assert uvicorn_options(ServerConfig(keep_alive_timeout_s=2.2))["timeout_keep_alive"] == 3
+
+
 def test_headers_dripped_past_the_deadline_get_a_408_json_and_the_connection_closes(
     port: int,
 ) -> None:

@@ -94,6 +94,7 @@ def test_config_from_environment_merges_flags_and_env_keys() -> None:
         ("request_timeout_s", -1.0, "--timeout"),
         ("batch_wait_ms", float("inf"), "--batch-wait-ms"),
         ("shutdown_timeout_s", float("nan"), "--shutdown-timeout"),
+        ("keep_alive_timeout_s", float("inf"), "--keep-alive-timeout"),
     ],
 )
 def test_durations_that_would_break_deadlines_or_shutdown_are_refused_naming_the_flag(

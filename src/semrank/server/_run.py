@@ -62,6 +62,7 @@ def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
         "access_log": False,  # the app writes its own access log, with request ids
         # uvicorn takes whole seconds (and 0 as "none", which would drop the drain entirely).
         "timeout_graceful_shutdown": max(1, math.ceil(config.shutdown_timeout_s)),
+        "timeout_keep_alive": max(1, math.ceil(config.keep_alive_timeout_s)),
         "lifespan": "on",
     }
 

@@ -128,6 +128,11 @@ def serve(
         help="Seconds to finish in-flight requests on SIGTERM; those left get 503 (whole "
         f"seconds, rounded up, at least 1). Default {_DEFAULT.shutdown_timeout_s:g}.",
     ),
+    keep_alive_timeout: float | None = typer.Option(
+        None,
+        help="Seconds an idle client connection stays open; keep it above a load balancer's "
+        f"idle timeout (whole seconds, at least 1). Default {_DEFAULT.keep_alive_timeout_s:g}.",
+    ),
 ) -> None:
     """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""
     from semrank.errors import InvalidInputError
@@ -166,6 +171,7 @@ def serve(
         "log_level": log_level,
         "log_json": log_format == "json",
         "shutdown_timeout_s": shutdown_timeout,
+        "keep_alive_timeout_s": keep_alive_timeout,
         "request_timeout_s": timeout,
     }
     run_server(from_environment(overrides, model_specs=model, api_keys=api_key))

@@ -103,6 +103,10 @@ class ServerConfig:
     log_level: str = "info"
     log_json: bool = True
     shutdown_timeout_s: float = 30.0
+    # How long an idle client connection is kept open: longer than a load balancer's own idle
+    # timeout (60 s for AWS ALB and nginx upstreams), so the server never closes a connection
+    # the balancer is about to reuse (an occasional 502). uvicorn's own default is 5 s.
+    keep_alive_timeout_s: float = 75.0
 
     def __post_init__(self) -> None:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
@@ -165,6 +169,7 @@ DURATION_LIMITS = {
     "request_timeout_s": ("--timeout", 86_400.0),
     "batch_wait_ms": ("--batch-wait-ms", 10_000.0),
     "shutdown_timeout_s": ("--shutdown-timeout", 3_600.0),
+    "keep_alive_timeout_s": ("--keep-alive-timeout", 3_600.0),
 }
 
 
