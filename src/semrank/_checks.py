@@ -202,6 +202,14 @@ def is_blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in text)
 
 
+def blank_kind(text: str) -> str | None:
+    """How a text with no visible character is described ("empty", or "blank (...)" showing
+    what it holds), or None for a text with words."""
+    if not is_blank(text):
+        return None
+    return "empty" if not text.strip() else f"blank ({text!r:.40}: no visible character)"
+
+
 def require_unicode(value: object, where: str) -> None:
     """``is_valid_unicode(value)``, or an error naming where the lone surrogate is (found with
     a stack, as ``_json_leaves`` walks: recursion failed on a value nested 2,000 deep)."""

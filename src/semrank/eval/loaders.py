@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
-from semrank._checks import is_blank, is_int, loads_json, require_collection, require_unicode
+from semrank._checks import blank_kind, is_int, loads_json, require_collection, require_unicode
 from semrank._files import format_error, numbered_lines, read_text, require_path
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -572,8 +572,8 @@ def _candidate_hit(hit: object, where: str) -> tuple[str, Candidate]:
 
 def check_query_text(text: str, where: str) -> None:
     """A query the re-ranker can read: visible text (U+200B alone is none), valid Unicode."""
-    if is_blank(text):
-        said = "empty" if not text.strip() else f"blank ({text!r:.40}: no visible character)"
+    said = blank_kind(text)
+    if said is not None:
         raise DataFormatError(f"{where} is {said}; give the query text")
     require_unicode(text, where)
 

@@ -81,11 +81,12 @@ def _model_key(name: str | None) -> Any:
     """A model folder by where it is and what its files are now: by the name as typed, a
     relative path read another folder's model after a chdir, and a model retrained in place
     (best/ replaced whole) kept scoring with the old weights."""
-    if name is None or not Path(name).expanduser().is_dir():
+    folder = None if name is None else Path(name).expanduser()
+    if folder is None or not folder.is_dir():
         return name
     from semrank.runtime import files_stamp
 
-    return files_stamp(Path(name).expanduser())
+    return files_stamp(folder)
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any, cast
 
 from semrank._checks import (
     array_hint,
+    blank_kind,
     has_non_finite_number,
-    is_blank,
     is_finite_number,
     is_int,
     require_collection,
@@ -29,8 +29,8 @@ def validate_query(query: object) -> str:
         raise InvalidInputError(
             f"query must be a string, got {type(query).__name__} ({query!r:.60})"
         )
-    if is_blank(query):
-        said = "empty" if not query.strip() else f"blank ({query!r:.40}: no visible character)"
+    said = blank_kind(query)
+    if said is not None:
         raise InvalidInputError(f"query is {said}; pass the text to rank the documents against")
     require_unicode(query, "query")
     return query

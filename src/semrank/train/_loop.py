@@ -780,9 +780,7 @@ def _train(config: TrainConfig, *, resume: bool) -> Path:
             # step since the last checkpoint. A --resume from this one evaluates and exports.
             _save_checkpoint(checkpoint, model, optimizer, sampler, state)
     if stop[0]:  # a signal while that checkpoint was saved: stop, as the signal asked
-        said = f"stopped at step {state.step}; the same command with --resume evaluates and exports"
-        log.warning(said)
-        raise KeyboardInterrupt(said)
+        _stop_now(state, "evaluates and exports")
     if not evaluated:
         mean_loss = sum(window) / len(window) if window else None
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
@@ -1048,11 +1046,16 @@ def _run_steps(
             last_checkpoint = time.monotonic()
         if stop[0]:
             bar.close()
-            said = f"stopped at step {state.step}; the same command with --resume continues"
-            log.warning(said)
-            raise KeyboardInterrupt(said)
+            _stop_now(state, "continues")
     bar.close()
     return window
+
+
+def _stop_now(state: RunState, then: str) -> None:
+    """End the run as a signal asked, its checkpoint saved."""
+    said = f"stopped at step {state.step}; the same command with --resume {then}"
+    log.warning(said)
+    raise KeyboardInterrupt(said)
 
 
 def _one_step(
