@@ -320,6 +320,8 @@ def test_info_says_when_a_requested_device_is_not_here(no_cuda: None) -> None:
     info = collect_info("cuda")
     assert "not available here" in info["backends"]["auto"]["reason"]
     assert "not available here" in info["default_model"]["reason"]
+    assert "bf16" not in info["default_model"]["reason"]  # a CPU precision beside a CUDA plan
+    assert "bf16" in collect_info()["default_model"]["reason"]
     assert "not available here" not in collect_info()["backends"]["auto"]["reason"]
 
 

@@ -66,11 +66,11 @@ def _default_model_backend(choices: dict[str, Any]) -> dict[str, str]:
     spec = default_spec()
     if spec.bf16_measured:
         fast = choices["fast"]
-        why = (
-            "its bf16 loss is measured within bounds, so auto runs it as backend='fast' "
-            f"({_reason(fast)})"
-        )
-        return {"name": spec.name, "backend": fast.backend, "reason": why}
+        # bf16 is the CPU's half precision; on a GPU "fast" means that device's own choice.
+        why = "auto runs it as backend='fast'"
+        if fast.device == "cpu":
+            why = f"its bf16 loss is measured within bounds, so {why}"
+        return {"name": spec.name, "backend": fast.backend, "reason": f"{why} ({_reason(fast)})"}
     return {"name": spec.name, "backend": choices["auto"].backend, "reason": "auto"}
 
 
