@@ -464,6 +464,33 @@ def test_search_reranks_with_the_backend_asked_for(tmp_path: Path, beir: Path) -
             "--home", home)  # fmt: skip
 
 
+def test_search_no_feedback_scores_each_hit_on_its_own(tmp_path: Path) -> None:
+    """`semrank search` had no --no-feedback: the default model's pseudo-relevance feedback
+    (lists of 10 and more) could not be switched off, as `rerank`, `eval` and `serve` can."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "moons.jsonl"
+    moons = [f"Moon {n} orbits its planet and raises tides on its seas." for n in range(11)]
+    texts = [*moons, "Paris is the capital of France.", "The moon hides the sun in an eclipse."]
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    run("index", "create", "moons", "--from", str(corpus), "--home", home, "--no-dense")
+
+    def scores(*flags: str) -> dict[str, float]:
+        args = ["search", "moons", "moon tides", "--rerank", "--top-n", "10", "--json"]
+        hits = json.loads(run(*args, *flags, "--home", home))["hits"]
+        return {hit["id"]: hit["rerank_score"] for hit in hits}
+
+    plain = scores("--no-feedback", "--window", "10")
+    # Each hit's score is its own: the same whether 10 or 13 hits are re-ranked together.
+    wider = scores("--no-feedback", "--window", "13")
+    both = plain.keys() & wider.keys()
+    assert len(both) >= 9
+    assert {i: plain[i] for i in both} == pytest.approx({i: wider[i] for i in both}, abs=1e-5)
+    with_feedback = scores("--window", "13")  # the default: feedback moves the scores
+    assert max(abs(with_feedback[id_] - wider[id_]) for id_ in wider.keys() & with_feedback) > 1e-3
+    with pytest.raises(InvalidInputError, match=r"--no-feedback switches off .* re-ranks nothing"):
+        run("search", "moons", "moon", "--no-feedback", "--home", home)
+
+
 def test_answering_no_to_drop_keeps_the_index_and_exits_0(tmp_path: Path, beir: Path) -> None:
     from typer.testing import CliRunner
 

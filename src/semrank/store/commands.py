@@ -729,6 +729,11 @@ def search_command(
     backend: str | None = typer.Option(
         None, "--backend", help=BACKEND_HELP + " For the re-ranking models."
     ),
+    feedback: bool = typer.Option(
+        True,
+        "--feedback/--no-feedback",
+        help="The re-ranker's pseudo-relevance feedback (on where the model has it).",
+    ),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
@@ -774,8 +779,8 @@ def search_command(
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
-    if backend is not None:
-        tree = _with_backend(tree, backend)
+    if backend is not None or not feedback:
+        tree = _with_rerankers(tree, backend=backend, feedback=feedback)
     if store and store != "local":
         from semrank.store import open_index
 
@@ -805,8 +810,9 @@ def _body_size(tree: Any) -> int:
     return int(tree.k) if isinstance(tree, Cutoff) else DEFAULT_TOP_N
 
 
-def _with_backend(tree: Any, backend: str) -> Any:
-    """The tree's re-ranking models loaded with ``backend`` (one load per model)."""
+def _with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
+    """The tree's re-ranking models loaded with ``backend`` and ``feedback`` (one load per
+    model), as --backend and --no-feedback ask."""
     from semrank import Reranker
     from semrank.pipeline import bind_rerankers
 
@@ -814,16 +820,21 @@ def _with_backend(tree: Any, backend: str) -> Any:
 
     def load(name: str | None) -> Reranker:
         if name not in loaded:
-            loaded[name] = Reranker(name, backend=backend)
+            loaded[name] = Reranker(name, backend=backend, feedback=feedback)
         return loaded[name]
 
     bound = bind_rerankers(tree, load)
     if not loaded:  # as --model without --rerank: a flag that would do nothing is refused
         from semrank.errors import InvalidInputError
 
+        flag = (
+            f"--backend {backend!r} sets how the re-ranking models run"
+            if backend is not None
+            else "--no-feedback switches off the re-ranker's pseudo-relevance feedback"
+        )
         raise InvalidInputError(
-            f"--backend {backend!r} sets how the re-ranking models run, and this search re-ranks "
-            "nothing; add --rerank (or a text_similarity_reranker to the retriever)"
+            f"{flag}, and this search re-ranks nothing; add --rerank (or a "
+            "text_similarity_reranker to the retriever)"
         )
     return bound
 
