@@ -27,8 +27,8 @@ DOCS = [
 ]
 
 
-def run(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
+def run(*args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(app, list(args), input=stdin)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code == 0, result.output
@@ -616,6 +616,54 @@ def test_add_counts_what_it_wrote_and_what_it_skipped(tmp_path: Path, beir: Path
     changed = tmp_path / "one.jsonl"
     changed.write_text(json.dumps({"_id": DOCS[0]["_id"], "title": "new", "text": "new"}) + "\n")
     assert "upserted 1 document;" in run("index", "add", "again", str(changed), "--home", home)
+
+
+def test_add_reads_stdin_in_the_format_given(tmp_path: Path, beir: Path) -> None:
+    """`index add NAME -` read a file called "-" ("corpus - does not exist"): a stream has no
+    name to tell its format by, so --format says it, and a file keeps its name's."""
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    jsonl = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
+    added = run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
+    assert "upserted 1 document;" in added and "holds 4" in added
+    csv_rows = "_id,title,text\nowls,Owls,Owls hunt at night.\n"
+    run("index", "add", "piped", "-", "--format", "CSV", "--home", home, stdin=csv_rows)
+    hits = json.loads(run("search", "piped", "night", "--json", "--home", home))["hits"]
+    texts = {hit["id"]: hit["document"]["text"] for hit in hits}
+    assert texts == {"bats": "Bats fly at night.", "owls": "Owls hunt at night."}
+
+    def add(*flags: str, stdin: str = jsonl) -> None:
+        run("index", "add", "piped", *flags, "--home", home, stdin=stdin)
+
+    with pytest.raises(InvalidInputError, match=r"no name to tell .* --format \(jsonl, json,"):
+        add("-")
+    with pytest.raises(InvalidInputError, match=r"--format 'xml' .* one of: jsonl, json, csv"):
+        add("-", "--format", "xml")
+    with pytest.raises(DataFormatError, match=r"^stdin:2: not valid JSON"):
+        add("-", "--format", "jsonl", stdin=jsonl + "{not json\n")
+    with pytest.raises(InvalidInputError, match=r"--format 'csv' says what stdin .* is a file"):
+        add(str(beir), "--format", "csv")
+    assert json.loads(run("index", "info", "piped", "--json", "--home", home))["documents"] == 5
+
+
+def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark named the ingest's temporary copy of stdin, gone once the command ended."""
+    from semrank.store._local import LocalStore
+
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    jsonl = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
+    with monkeypatch.context() as killed:  # the process ends before its ingest does
+        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
+        run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
+    [listed] = json.loads(run("index", "list", "--json", "--home", home))
+    note = listed["incomplete"]
+    assert note.startswith("it holds 4 documents, but the ingest of - (started ")
+    assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
+    run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
+    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
 
 
 def test_a_search_body_size_is_the_number_of_hits_unless_top_n_says(tmp_path: Path) -> None:

@@ -673,11 +673,19 @@ def _ingest_note(
             f"`semrank index drop {name}{where}`, then create it again"
         )
     option = "" if mark["id_field"] == id_field else f" --id-field {shlex.quote(mark['id_field'])}"
-    return (
-        f"{began} was interrupted; run `semrank index add {name} {shlex.quote(source)}{option}"
-        f"{where}` to finish it (ids are upserted, so adding the file again is safe), or "
-        f"`semrank index drop {name}{where}` to start over"
+    # `index add NAME -` marks its ingest "-": the stream is gone, its documents may not be
+    again = (
+        f"pipe the same documents into `semrank index add {name} - --format FORMAT{option}"
+        if source == STDIN_SOURCE
+        else f"run `semrank index add {name} {shlex.quote(source)}{option}"
     )
+    return (
+        f"{began} was interrupted; {again}{where}` to finish it (ids are upserted, so adding "
+        f"the file again is safe), or `semrank index drop {name}{where}` to start over"
+    )
+
+
+STDIN_SOURCE = "-"  # what an ingest read from stdin is marked as
 
 
 def ingest_running(mark: dict[str, Any]) -> bool:

@@ -119,15 +119,22 @@ def _split(fields: str | None) -> list[str] | None:
 
 
 def _ingest(
-    index: Store, corpus: Corpus, batch_size: int, total: int | None = None, *, new: bool = False
+    index: Store,
+    corpus: Corpus,
+    batch_size: int,
+    total: int | None = None,
+    *,
+    new: bool = False,
+    source: Path | None = None,
 ) -> UpsertCounts:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
-    (``total``: the corpus's record count when the caller has it already).
+    (``total``: the corpus's record count when the caller has it already; ``source``: what the
+    index's incomplete mark names, by default the file's absolute path).
 
     The index is marked incomplete while the file goes in: killed or failed halfway, it keeps
     the batches committed so far, and ``index info`` / ``list`` / ``create`` say so and how to
     finish (``index add`` of the same file)."""
-    source = corpus.path.resolve()
+    source = corpus.path.resolve() if source is None else source
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
     if total is None:
@@ -341,7 +348,15 @@ def _ingest_into_new_index(
 @home_beats_env_store
 def add(
     name: str = typer.Argument(..., help="Index name."),
-    source: Path = typer.Argument(..., help="Corpus file or BEIR folder."),
+    source: str = typer.Argument(
+        ..., help="Corpus file or BEIR folder; - reads the documents from stdin (with --format)."
+    ),
+    data_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="What stdin (SOURCE -) holds: jsonl, json, csv or tsv, plain or gzip (a file's "
+        "name says its format).",
+    ),
     id_field: str | None = ID_FIELD_OPTION,
     batch_size: int = BATCH_OPTION,
     home: Path | None = HOME_OPTION,
@@ -350,15 +365,21 @@ def add(
     """Add or replace (upsert by id) documents; unchanged ones are skipped, so re-running an
     interrupted ingest only does the rest."""
     from semrank.store import open_index, read_corpus
+    from semrank.store._base import STDIN_SOURCE
 
-    with open_index(name, home=home, store=store) as index:
+    stdin_format = _stdin_format(source, data_format)  # before the index opens or stdin is read
+    with (
+        open_index(name, home=home, store=store) as index,
+        _corpus_file(source, stdin_format) as file,
+    ):
         settings = index.settings
         corpus = read_corpus(
-            source, id_field=id_field or settings.id_field, fields=settings.text_fields
+            file, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
         _check_has_ids(corpus, name)
         _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen)
-        counts = _ingest(index, corpus, batch_size)
+        marked = Path(STDIN_SOURCE) if stdin_format else None  # not the copy: gone at the end
+        counts = _ingest(index, corpus, batch_size, source=marked)
         skipped = counts.documents - counts.written
         typer.echo(
             f"upserted {count_of(counts.written, 'document')}"
@@ -367,6 +388,63 @@ def add(
         )
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
+
+
+def _stdin_format(source: str, data_format: str | None) -> str | None:
+    """The format stdin holds when ``source`` is ``-`` (None for a file): --format, which a
+    stream needs (it has no name to tell it by) and a file would ignore."""
+    from semrank.errors import InvalidInputError
+    from semrank.store._base import STDIN_SOURCE
+    from semrank.store._corpus import FORMATS
+
+    choices = (*FORMATS, "ndjson")  # the names the file reader tells formats by
+    if source != STDIN_SOURCE:
+        if data_format is not None:
+            raise InvalidInputError(
+                f"--format {data_format!r} says what stdin (-) holds, and {source!r} is a file, "
+                "whose name says its format (.jsonl, .json, .csv, .tsv, optionally .gz); drop "
+                "--format, or pass - and pipe the documents in"
+            )
+        return None
+    if data_format is None:
+        raise InvalidInputError(
+            f"- reads the documents from stdin, which has no name to tell their format by; "
+            f"say it with --format ({', '.join(choices)})"
+        )
+    if data_format.lower() not in choices:
+        raise InvalidInputError(
+            f"--format {data_format!r} is not a format semrank reads; choose one of: "
+            f"{', '.join(choices)}"
+        )
+    if sys.stdin.isatty():  # nothing piped in: it would wait for documents typed by hand
+        raise InvalidInputError(
+            f"- reads the documents from stdin, and stdin is a terminal; pipe them in "
+            f"(e.g. `cat docs.{data_format.lower()} | semrank index add NAME - --format "
+            f"{data_format.lower()}`)"
+        )
+    return data_format.lower()
+
+
+@contextlib.contextmanager
+def _corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
+    """The corpus file: ``source``, or for stdin a copy named by its format (a corpus is read
+    more than once: checked whole, then ingested). Errors name the copy as "stdin"."""
+    if stdin_format is None:
+        yield Path(source)
+        return
+    import shutil
+    import tempfile
+
+    from semrank.errors import SemrankError
+
+    with tempfile.TemporaryDirectory(prefix="semrank-stdin-") as folder:
+        copy = Path(folder) / f"stdin.{stdin_format}"
+        with copy.open("wb") as written:
+            shutil.copyfileobj(sys.stdin.buffer, written)
+        try:
+            yield copy
+        except SemrankError as exc:
+            raise type(exc)(str(exc).replace(str(copy), "stdin")) from exc
 
 
 def _warn_unread_fields(
