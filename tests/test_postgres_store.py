@@ -9,6 +9,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,20 @@ def test_field_search_and_errors(stores) -> None:  # type: ignore[no-untyped-def
     assert pg.search_bm25("larvae", k=3, field="title").ids.tolist() == ["d4"]
     with pytest.raises(InvalidInputError, match="no field 'colour'"):
         pg.search_bm25("red", k=3, field="colour")
+
+
+def test_a_field_named_composed_searches_documents_that_spell_it_decomposed(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """jsonb finds a key as written: a header saved decomposed (macOS) searched as typed
+    (composed) matched nothing, where the embedded store found it."""
+    composed, decomposed = (unicodedata.normalize(form, "résumé") for form in ("NFC", "NFD"))
+    pg = create_index("accents", store=pg_dsn, fields=[composed], embedding_model=None)
+    pg.upsert([{"id": "ada", decomposed: "gardener"}, {"id": "bob", decomposed: "plumber"}])
+    assert pg.search_bm25("gardener", k=2, field=composed).ids.tolist() == ["ada"]
+    assert pg.get(["ada"]) == [{decomposed: "gardener"}]
+    pg.close()
+    drop_index("accents", store=pg_dsn)
 
 
 def test_hnsw_index_from_the_threshold(pg_dsn: str) -> None:  # noqa: F811

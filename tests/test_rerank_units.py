@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import numpy as np
 import pytest
@@ -11,7 +12,12 @@ from semrank.errors import InvalidInputError
 from semrank.rerank import ChunkingConfig, document_texts
 from semrank.rerank._aggregate import aggregate
 from semrank.rerank._chunking import plan_document
-from semrank.rerank._documents import validate_min_score, validate_query, validate_top_n
+from semrank.rerank._documents import (
+    field_spans,
+    validate_min_score,
+    validate_query,
+    validate_top_n,
+)
 
 
 def whitespace_offsets(text: str) -> list[tuple[int, int]]:
@@ -40,6 +46,24 @@ def test_dict_missing_rank_field_names_field_and_index():
 def test_dict_without_text_and_no_rank_fields_says_to_pass_rank_fields():
     with pytest.raises(InvalidInputError, match=r"no field 'text'.*rank_fields"):
         document_texts([{"title": "x"}])
+
+
+COMPOSED, DECOMPOSED = (unicodedata.normalize(form, "résumé") for form in ("NFC", "NFD"))
+
+
+@pytest.mark.parametrize(("key", "asked"), [(DECOMPOSED, COMPOSED), (COMPOSED, DECOMPOSED)])
+def test_field_names_match_whether_composed_or_decomposed(key: str, asked: str) -> None:
+    """macOS tools save headers decomposed ("re\u0301sume\u0301"), a keyboard types them
+    composed: the same name was "no such field". The document's own spelling is what is read
+    (its label) and what chunk offsets name."""
+    doc = {"title": "Ada", key: "gardener and botanist"}
+    assert document_texts([doc], [asked]) == ["gardener and botanist"]
+    assert document_texts([doc], ["title", asked]) == document_texts([doc], ["title", key])
+    assert document_texts([doc], ["title", asked]) == [f"title: Ada\n{key}: gardener and botanist"]
+    assert field_spans([doc], ["title", asked]) == field_spans([doc], ["title", key])
+    assert field_spans([doc], ["title", asked])[0][1][0] == key  # type: ignore[index]
+    with pytest.raises(InvalidInputError, match="names a field twice"):
+        document_texts([doc], [key, asked])
 
 
 def test_non_string_document_is_named():

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,28 @@ async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> Non
     assert all(r["truncated"] for r in body["results"])  # max_tokens_per_doc cut them, as Cohere
     assert body["object"] == "rerank" and body["model"] == "minilm"
     assert body["usage"]["total_tokens"] == body["meta"]["tokens"]["input_tokens"] > 0
+
+
+async def test_rank_fields_name_keys_spelled_composed_or_decomposed(reranker: Any) -> None:
+    """Keys saved decomposed (macOS tools write "re\u0301sume\u0301"), rank_fields typed
+    composed: a 422 "no such field". They are read as the document spells them, and the
+    documents and chunk fields come back in that spelling."""
+    composed, decomposed = (unicodedata.normalize(form, "résumé") for form in ("NFC", "NFD"))
+    docs = [{"title": f"doc {i}", decomposed: text} for i, text in enumerate([*DOCS, LONG_DOC])]
+    request = {
+        "query": QUERY,
+        "documents": docs,
+        "rank_fields": ["title", composed],
+        "return_documents": True,
+    }
+    async with serving(reranker) as (_, client):
+        response = await client.post("/v1/rerank", json=request)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert facts(results) == expected(reranker, QUERY, docs, rank_fields=["title", decomposed])
+    assert [r["document"] for r in results] == [docs[r["index"]] for r in results]
+    (chunked,) = [r for r in results if r["num_chunks"] > 1]
+    assert chunked["chunk"]["field"] == decomposed
 
 
 async def test_objects_read_by_text_alone_name_their_unread_text_fields(reranker: Any) -> None:

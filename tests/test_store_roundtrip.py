@@ -11,6 +11,7 @@ import re
 import shutil
 import sqlite3
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -506,6 +507,33 @@ def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"id": 1, "text": "a"}\nnot json\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:2"):
         list(read_corpus(tmp_path / "bad.jsonl", fields=["text"]))
+
+
+@pytest.mark.parametrize("header_form", ["NFD", "NFC"])
+def test_field_names_match_a_header_whether_composed_or_decomposed(
+    tmp_path: Path, header_form: str
+) -> None:
+    """A CSV header saved decomposed (macOS tools write "re\u0301sume\u0301") and fields named
+    as typed (composed), or the reverse: the records were refused as having no text field, the
+    id column was not found, and a search on the field was told there was no such field. The
+    documents keep their own spelling."""
+    header, named = (unicodedata.normalize(f, "clé résumé").split() for f in (header_form, "NFC"))
+    if header_form == "NFC":
+        named = [unicodedata.normalize("NFD", name) for name in named]
+    path = tmp_path / "people.csv"
+    path.write_text(f"{header[0]},{header[1]}\nada,gardener and botanist\nbob,plumber\n", "utf-8")
+    corpus = read_corpus(path, id_field=named[0], fields=[named[1]])
+    assert corpus.unread_text_fields() == ()
+    index = create_index(
+        "people", home=tmp_path / "home", fields=[named[1]], id_field=named[0], embedding_model=None
+    )
+    assert index.upsert(corpus) == 2
+    assert index.search_bm25("botanist", k=1).ids.tolist() == ["ada"]
+    assert index.search_bm25("botanist", k=1, field=named[1]).ids.tolist() == ["ada"]
+    (stored,) = index.get(["ada"])
+    assert stored == {header[1]: "gardener and botanist"}
+    assert index.rerank_text_of(stored, named[1]) == "gardener and botanist"
+    assert index.upsert([{named[0]: "cy", header[1]: "botanist too"}]) == 1
 
 
 def test_ingest_a_corpus_into_an_index(tmp_path: Path) -> None:

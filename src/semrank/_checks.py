@@ -11,8 +11,9 @@ import json
 import math
 import numbers
 import sys
+import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,6 +252,27 @@ def _refuse_lone_surrogate(text: str, where: str) -> None:
             + "; text must be valid Unicode: read files as UTF-8 and send surrogate pairs whole"
             + ("" if byte is None else " (convert text in another encoding: iconv -t UTF-8)")
         ) from None
+
+
+def _nfc(text: str) -> str:
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def field_key(keys: Collection[Any], name: str) -> Any | None:
+    """The key among ``keys`` (a document's, or a list of field names) that field ``name``
+    means, spelled as ``keys`` spell it: ``name`` itself, else the one key that is the same text
+    under Unicode NFC. A header saved decomposed ("re\u0301sume\u0301", as macOS tools write
+    it) read as another name than the composed one a keyboard types. None: no such key."""
+    if name in keys:
+        return name
+    wanted = _nfc(name)
+    matches = [key for key in keys if isinstance(key, str) and _nfc(key) == wanted]
+    if len(matches) > 1:
+        raise InvalidInputError(
+            f"field {name!r} is spelled {len(matches)} ways that read alike ({matches!r}: the "
+            "same letters, composed and decomposed); give the fields distinct names"
+        )
+    return matches[0] if matches else None
 
 
 def require_flags(**flags: object) -> None:

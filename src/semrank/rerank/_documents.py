@@ -11,6 +11,7 @@ from typing import Any, cast
 from semrank._checks import (
     array_hint,
     blank_kind,
+    field_key,
     has_non_finite_number,
     is_finite_number,
     is_int,
@@ -113,7 +114,8 @@ def field_spans(
         if not isinstance(doc, dict):
             spans.append(None)
             continue
-        spans.append(_compose([(field, _field_text(doc[field], field)) for field in fields])[1])
+        keys = _document_keys(doc, fields)
+        spans.append(_compose([(key, _field_text(doc[key], key)) for key in keys])[1])
     return spans
 
 
@@ -145,7 +147,9 @@ def _validate_fields(rank_fields: Sequence[str] | None) -> list[str] | None:
         raise InvalidInputError(
             f"rank_fields must be a non-empty list of field names, got {rank_fields!r}"
         )
-    if len(set(fields)) != len(fields):  # the field's text would be read (and weigh) twice
+    # The field's text would be read (and weigh) twice; a composed and a decomposed spelling
+    # of one name name one field.
+    if any(field_key(fields[:n], field) is not None for n, field in enumerate(fields)):
         raise InvalidInputError(f"rank_fields names a field twice: {rank_fields!r}")
     return fields
 
@@ -164,8 +168,15 @@ def _document_text(doc: Any, where: str, fields: list[str] | None) -> str:
     )
 
 
+def _document_keys(doc: dict[str, Any], fields: list[str]) -> list[Any]:
+    """The document's own key for each of ``fields`` (None where it has none): a name matches
+    its key under Unicode NFC, and the document's spelling is the one read and reported."""
+    return [field_key(doc, field) for field in fields]
+
+
 def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
-    missing = [field for field in fields if field not in doc]
+    keys = _document_keys(doc, fields)
+    missing = [field for field, key in zip(fields, keys, strict=True) if key is None]
     if missing:
         hint = (
             "pass rank_fields naming the fields to score"
@@ -175,15 +186,15 @@ def _object_text(doc: dict[str, Any], where: str, fields: list[str]) -> str:
         raise InvalidInputError(
             f"{where} has no field {missing[0]!r} (it has {sorted(map(str, doc))}); {hint}"
         )
-    if all(doc[field] is None for field in fields):  # missing data upstream, not a document
+    if all(doc[key] is None for key in keys):  # missing data upstream, not a document
         named = f"{where}.{fields[0]} is" if len(fields) == 1 else f"{where}'s {fields} are all"
         raise InvalidInputError(
             f'{named} null, so it has no text to rank; give a string ("" for an empty '
             "document) or leave the document out"
         )
-    if len(fields) == 1:
-        return _field_text(doc[fields[0]], f"{where}.{fields[0]}")
-    return _compose([(field, _field_text(doc[field], f"{where}.{field}")) for field in fields])[0]
+    if len(keys) == 1:
+        return _field_text(doc[keys[0]], f"{where}.{keys[0]}")
+    return _compose([(key, _field_text(doc[key], f"{where}.{key}")) for key in keys])[0]
 
 
 def _field_text(value: Any, where: str) -> str:

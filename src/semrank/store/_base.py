@@ -25,6 +25,7 @@ import numpy as np
 from semrank._checks import (
     MAX_COUNT,
     MAX_WEIGHT,
+    field_key,
     is_finite_number,
     is_id_value,
     is_int,
@@ -214,10 +215,17 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return fixed
 
 
+def field_value(fields: dict[str, Any], name: str) -> Any:
+    """The value of field ``name`` (None when missing), its key matched under Unicode NFC: an
+    index's fields named as typed (composed) read a CSV header saved decomposed."""
+    key = field_key(fields, name)
+    return None if key is None else fields[key]
+
+
 def field_text(fields: dict[str, Any], name: str) -> str:
     """The text of one field as indexed: strings as they are, lists joined, numbers as text,
     None empty (every word of a list is a word of the document, line breaks included)."""
-    value = fields.get(name)
+    value = field_value(fields, name)
     if value is None:
         return ""
     if isinstance(value, str):
@@ -232,7 +240,7 @@ def rerank_field_text(fields: dict[str, Any], name: str) -> str:
     strings as they are, numbers and booleans as ``str()``, None empty, lists and objects as
     their JSON, so a stored document re-ranked by a search scores as it does sent to /v1/rerank
     (Python's str() gave 'True' and quotes)."""
-    value = fields.get(name)
+    value = field_value(fields, name)
     if value is None:
         return ""
     if isinstance(value, str | int | float | bool):
@@ -364,10 +372,10 @@ class Store(abc.ABC):
         """``field`` must be ``"*"``, a text field or a field some document has: an unknown one
         would match nothing (search) or read empty texts (re-ranking). ``purpose`` ends the
         message's first clause, e.g. " to re-rank on"."""
-        if field == ALL_TEXT_FIELDS or field in self.settings.text_fields:
+        if field == ALL_TEXT_FIELDS or field_key(self.settings.text_fields, field) is not None:
             return
         seen = self.fields_seen
-        if field not in seen:
+        if field_key(seen, field) is None:
             names = dict.fromkeys([*self.settings.text_fields, *seen])
             known = ", ".join([ALL_TEXT_FIELDS, *names])
             raise InvalidInputError(

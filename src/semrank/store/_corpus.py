@@ -18,6 +18,7 @@ from typing import Any
 
 from semrank._checks import (
     MAX_JSON_DEPTH,
+    field_key,
     has_non_finite_number,
     is_id_value,
     is_valid_unicode,
@@ -72,7 +73,8 @@ class Corpus:
             found = _text_fields_of(islice(_records(self.path, self.format), FIELD_SAMPLE), None)
         except DataFormatError:
             return ()
-        return tuple(f for f in found if f not in self.text_fields and f != self.id_field)
+        named = (*self.text_fields, *([self.id_field] if self.id_field else []))
+        return tuple(f for f in found if field_key(named, f) is None)
 
     def survey(self, check: Callable[[Document], None] | None = None) -> tuple[int, set[str]]:
         """``count()``, and the text fields that hold a value in at least one record."""
@@ -115,10 +117,13 @@ class IngestChecks:
                 "be unique (the later record would replace the earlier one): fix or drop one"
                 + self.duplicate_note
             )
-        present = [name for name in self.text_fields if document.fields.get(name) is not None]
+        keys = {name: field_key(document.fields, name) for name in self.text_fields}
+        present = [
+            n for n, key in keys.items() if key is not None and document.fields[key] is not None
+        ]
         self.fields_used.update(present)
         if not present:
-            null = [name for name in self.text_fields if name in document.fields]
+            null = [name for name, key in keys.items() if key is not None]
             has = (
                 f"{', '.join(null)} null"
                 if null
@@ -411,16 +416,17 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
     """``record`` as a Document; ``number`` is its 1-based position (the id when none is named)."""
     if id_field is None:
         return Document(str(number), dict(record))
-    if id_field not in record:
+    key = field_key(record, id_field)
+    if key is None:
         raise DataFormatError(
             f"record {number} has no {id_field!r} field; name the field that holds the ids "
             "(--id-field; id_field when the index is created over HTTP)"
         )
-    value = record[id_field]
+    value = record[key]
     problem = id_problem(value)
     if problem is not None:
         raise DataFormatError(f"record {number}: its id ({id_field!r}) {problem}")
-    fields = {k: v for k, v in record.items() if k != id_field}
+    fields = {k: v for k, v in record.items() if k != key}
     return Document(str(value), fields)
 
 
@@ -476,7 +482,8 @@ def _text_fields_of(sample: Iterable[dict[str, Any]], id_field: str | None) -> t
             order.setdefault(key, None)
             if isinstance(value, str):
                 stringy.add(key)
-    fields = tuple(key for key in order if key in stringy and key != id_field)
+    ids = () if id_field is None else (id_field,)
+    fields = tuple(key for key in order if key in stringy and field_key(ids, key) is None)
     if not fields:
         raise DataFormatError(
             f"the first {count:,} records hold no text fields (no field with a string); "
@@ -486,7 +493,7 @@ def _text_fields_of(sample: Iterable[dict[str, Any]], id_field: str | None) -> t
 
 
 def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str]) -> None:
-    if not any(name in first for name in fields):
+    if not any(field_key(first, name) is not None for name in fields):
         raise DataFormatError(
             f"the first record of {file} has none of the text fields {', '.join(fields)}; it "
             f"has: {', '.join(first)} (put the text in one of those fields; an index's text "
@@ -495,7 +502,7 @@ def _check_text_fields(file: Path, first: dict[str, Any], fields: Sequence[str])
 
 
 def check_id_is_not_text(id_field: str | None, text_fields: Sequence[str]) -> None:
-    if id_field is not None and id_field in text_fields:
+    if id_field is not None and field_key(text_fields, id_field) is not None:
         raise InvalidInputError(
             f"text field {id_field!r} is the id field: a document's id is kept apart from its "
             "searched text, so nothing would be found in it; name other text fields (--fields)"
@@ -543,7 +550,7 @@ def read_corpus(
             is_beir=True,
         )
     chosen_id = id_field or _guess_id_field(first)
-    if id_field is not None and id_field not in first:
+    if id_field is not None and field_key(first, id_field) is None:
         raise DataFormatError(
             f"the first record of {file} has no id field {id_field!r}; it has: "
             f"{', '.join(first)} (name the id field with --id-field)"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from semrank._checks import MAX_COUNT
+from semrank._checks import MAX_COUNT, field_key
 from semrank._progress import progress
 from semrank._words import count_of, for_terminal, json_for_stdout
 from semrank.runtime.commands import BACKEND_HELP
@@ -741,7 +741,8 @@ def _snippet(
         return ""
     # The index's text fields first: PostgreSQL's jsonb gives the fields back sorted by length
     # (a tagline came before the overview), not in the order they were written.
-    keys = [f for f in text_fields if f in document] + [k for k in document if k not in text_fields]
+    named = [key for key in (field_key(document, f) for f in text_fields) if key is not None]
+    keys = named + [k for k in document if k not in named]
     values = (document[k] for k in keys)
     text = " | ".join(str(v) for v in values if isinstance(v, str) and v)
     return text if len(text) <= width else text[: width - 1] + "…"
