@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 
@@ -285,6 +286,35 @@ def test_windows_keep_words_joined_by_invisible_characters_and_accents_whole() -
     ends = [piece.end for piece in plan.pieces]
     assert len(ends) > 3
     assert not any(unicodedata.combining(accented[end]) for end in ends if end < len(accented))
+
+
+@pytest.mark.parametrize("overlap", [8, 0])
+def test_korean_windows_re_tokenize_to_the_tokens_planned(overlap: int) -> None:
+    """The bundled (uncased) tokenizer reads a Hangul syllable as 2-3 jamo tokens, all with the
+    syllable's offsets: a window cut between them re-tokenized to the whole syllable, a token
+    or two over its budget (and over max_tokens_per_doc, cut at such a token)."""
+    from semrank import Reranker
+    from semrank.rerank import ChunkingConfig
+    from semrank.rerank._chunking import plan_document
+    from semrank.rerank._reranker import _plan_head
+
+    tokenizer = Reranker().scorer.tokenizer
+    text = "대한민국의 수도는 서울이며 한강이 도시를 가로질러 흐른다. 벼룩은 피를 먹고 산다. " * 20
+    offsets = tokenizer.token_offsets(text)
+    configs = (
+        ChunkingConfig(overlap_tokens=overlap, heading_tokens=0),
+        ChunkingConfig(enabled=False),
+    )
+    for budget in range(20, 60, 3):
+        plans = [plan_document(text, offsets, budget, config) for config in configs]
+        plans.append(_plan_head(text, tokenizer, budget, 128, configs[0]))  # max_tokens_per_doc
+        for plan in plans:
+            for piece in plan.pieces:
+                assert tokenizer.count_tokens(piece.text_in(text)) == piece.tokens <= budget
+        windows = plans[0].pieces
+        assert len(windows) > 3
+        for before, piece in itertools.pairwise(windows):
+            assert before.start < piece.start and not text[before.end : piece.start].strip()
 
 
 def test_list_like_inputs_that_are_not_lists_name_the_fix():

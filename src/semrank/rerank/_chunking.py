@@ -58,21 +58,22 @@ def plan_document(
         whole = Piece(chunk_index=0, start=0, end=len(text), tokens=total)
         return ReadPlan(pieces=(whole,), total_tokens=total, read_tokens=total)
     if not chunking.enabled:
+        read = character_end(offsets, budget, floor=1)
         return ReadPlan(
-            pieces=(_piece(text, offsets, 0, 0, budget),), total_tokens=total, read_tokens=budget
+            pieces=(_piece(text, offsets, 0, 0, read),), total_tokens=total, read_tokens=read
         )
     heading = _heading_tokens(text, offsets, budget, chunking)
     heading_end = offsets[heading - 1][1] if heading else 0
     window = budget - heading
     stride = max(1, window - min(chunking.overlap_tokens, window // 2))
     # The first piece starts at token 0 and so reads the heading where it stands.
-    pieces = [_piece(text, offsets, 0, 0, min(budget, total))]
-    first, last = heading, min(budget, total)
+    last = character_end(offsets, budget, floor=1)
+    pieces, first = [_piece(text, offsets, 0, 0, last)], heading
     while last < total and len(pieces) < chunking.window_limit():
-        first = _word_start(
-            text, offsets, first + stride, floor=first + 1, limit=min(total, first + window)
-        )
-        last = min(first + window, total)
+        # Never past the last window's end (which may stand a token or two short of a
+        # window): the tokens between would be read by neither.
+        first = _word_start(text, offsets, min(first + stride, last), floor=first + 1, limit=last)
+        last = character_end(offsets, min(first + window, total), floor=first + 1)
         pieces.append(_piece(text, offsets, len(pieces), first, last, heading, heading_end))
     return ReadPlan(pieces=tuple(pieces), total_tokens=total, read_tokens=last)
 
@@ -99,16 +100,35 @@ def _word_start(
     than that keeps the cut, so windows still advance."""
     forward = range(index, max(index + 1, min(limit, index + 16)))
     backward = range(index - 1, max(floor, index - 16) - 1, -1)
-    for candidate in (*forward, *backward):
+    candidates = (*forward, *backward)
+    for candidate in candidates:
         if not _continues_word(text, offsets, candidate):
             return candidate
-    return index
+    # Inside the word, then, but between characters (see ``_shares_a_character``).
+    return next((c for c in candidates if not _shares_a_character(offsets, c)), index)
+
+
+def _shares_a_character(offsets: list[tuple[int, int]], index: int) -> bool:
+    """Whether token ``index`` was read from the character token ``index - 1`` ends in: an
+    uncased BERT tokenizer reads a Hangul syllable as its 2-3 letters (jamo), each a token with
+    the whole syllable's offsets. A span of text cannot start or end between those tokens: a
+    window cut there re-tokenized to the whole syllable, a token or two over its budget."""
+    return offsets[index][0] < offsets[index - 1][1]
+
+
+def character_end(offsets: list[tuple[int, int]], last: int, *, floor: int) -> int:
+    """``last`` (the token a window ends before), moved back, no lower than ``floor``, to a
+    cut between characters (the text's end is one)."""
+    last = min(last, len(offsets))
+    while floor < last < len(offsets) and _shares_a_character(offsets, last):
+        last -= 1
+    return last
 
 
 def _continues_word(text: str, offsets: list[tuple[int, int]], index: int) -> bool:
     start = offsets[index][0]
     previous_end = offsets[index - 1][1]
-    return (
+    return _shares_a_character(offsets, index) or (
         _all_dropped(text[previous_end:start])
         and _in_word(text[previous_end - 1 : previous_end])
         and _in_word(text[start : start + 1])

@@ -15,7 +15,7 @@ from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve, resolve_embedding_model
 from semrank.rerank._aggregate import aggregate_documents
 from semrank.rerank._blend import BlendScorer, is_blend, load_blend_scorer
-from semrank.rerank._chunking import ReadPlan, plan_document
+from semrank.rerank._chunking import ReadPlan, character_end, plan_document
 from semrank.rerank._config import CascadeConfig, ChunkingConfig
 from semrank.rerank._documents import (
     FieldSpans,
@@ -435,10 +435,10 @@ def _plan_head(
     if len(offsets) <= reach and seen == len(text):
         return plan_document(text, offsets, budget, chunking)
     unread = len(offsets) > reach or not only_space_after(text, seen)
-    if len(offsets) > reach:
-        offsets = offsets[:reach]
+    if len(offsets) > reach:  # between characters: a text span cannot end inside one
+        offsets = offsets[: character_end(offsets, reach, floor=1)]
     elif unread and offsets and offsets[-1][1] >= seen:  # it may go on past the head's cut
-        offsets = offsets[:-1]
+        offsets = offsets[: character_end(offsets, len(offsets) - 1, floor=1)]
     head = text[: offsets[-1][1]] if offsets else ""
     plan = plan_document(head, offsets, budget, chunking)
     # One more token than read says truncated: the text goes on past its head.
