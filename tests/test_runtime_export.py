@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,48 @@ def test_changed_config_invalidates_the_cache(tiny_model, tmp_path: Path) -> Non
     (model_dir / "config.json").write_text(json.dumps(config))
     after = onnx_model_path(model_dir, "sequence-classification", cache_dir=cache)
     assert after != before and len(list(cache.iterdir())) == 2
+
+
+@pytest.mark.parametrize("entry", ["file", "folder"])
+def test_an_export_replaced_by_a_newer_one_of_its_folder_is_pruned(
+    tiny_model, tmp_path: Path, monkeypatch, entry: str
+) -> None:
+    """Every retrained folder (or new exporter version) left one more export behind, forever."""
+    from semrank.runtime import onnx_export
+
+    if entry == "folder":  # graphs over 2 GiB are a folder with external data
+        monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1000)
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    cache = tmp_path / "cache"
+    head = "sequence-classification"
+    other = onnx_model_path(tiny_model("bert", max_length=64, seed=3), head, cache_dir=cache)
+    first = onnx_model_path(model_dir, head, cache_dir=cache)
+    _change_config(model_dir, layer_norm_eps=1e-5)
+    second = onnx_model_path(model_dir, head, cache_dir=cache)
+    assert first.is_file()  # used a moment ago: another process may be loading it now
+    for path in (first, other):
+        _last_used(path, cache, seconds_ago=onnx_export.IN_USE_FOR_S + 60)
+    _change_config(model_dir, layer_norm_eps=1e-6)
+    third = onnx_model_path(model_dir, head, cache_dir=cache)
+    assert not first.exists() and second.is_file() and third.is_file()
+    assert other.is_file()  # another folder's export stays while it is in use
+    _last_used(other, cache, seconds_ago=onnx_export.UNUSED_FOR_S + 60)
+    _change_config(model_dir, layer_norm_eps=1e-7)
+    fourth = onnx_model_path(model_dir, head, cache_dir=cache)
+    assert not other.exists()  # unused for a month
+    assert {p.name for p in cache.iterdir()} == {
+        path.relative_to(cache).parts[0] for path in (second, third, fourth)
+    }
+
+
+def _change_config(model_dir: Path, **changes: object) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def _last_used(path: Path, cache: Path, *, seconds_ago: float) -> None:
+    then = time.time() - seconds_ago
+    os.utime(cache / path.relative_to(cache).parts[0], (then, then))
 
 
 def test_load_scorer_uses_the_environment_cache(tiny_model, tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from semrank.errors import ModelLoadError
-from semrank.runtime.onnx_export import share_like_new_files
+from semrank.runtime.onnx_export import prune_cache, share_like_new_files
 
 __all__ = ["QuantizationSettings", "quantized_model_path"]
 
@@ -41,6 +41,7 @@ def quantized_model_path(
     target = cache_dir / f"{_cache_key(fp32_path, settings)}.int8.onnx"
     if not target.is_file():
         _quantize_atomically(fp32_path, target, settings)
+        prune_cache(cache_dir)  # int8 graphs of exports since replaced, or of older runtimes
     return target
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, pad_batch
 from semrank.runtime._calibration import calibration_pairs, calibration_texts
-from semrank.runtime.onnx_export import ExportHead, share_like_new_files
+from semrank.runtime.onnx_export import ExportHead, prune_cache, share_like_new_files
 from semrank.runtime.tokenizer import HFTokenizer
 
 __all__ = [
@@ -92,6 +92,7 @@ def quantized_ir_path(
     target = cache_dir / f"{_cache_key(fp32_path, samples, settings, nncf_version)}.ov-int8"
     if not (target / "model.xml").is_file():
         _quantize_atomically(fp32_path, target, samples, settings)
+        prune_cache(cache_dir)  # IR of exports since replaced, or of older NNCF/OpenVINO
     return target / "model.xml"
 
 

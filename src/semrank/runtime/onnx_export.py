@@ -10,10 +10,13 @@ Graph contract: inputs ``input_ids`` and ``attention_mask`` (int64 [batch, seq])
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -36,6 +39,7 @@ __all__ = [
     "default_cache_dir",
     "export_onnx",
     "onnx_model_path",
+    "prune_cache",
 ]
 
 # Bump whenever the produced graph changes, so stale cached exports are not reused.
@@ -175,14 +179,15 @@ def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -
     """``steps(made)``, which appends every cached file it reuses or writes to ``made``; when it
     fails with ``ModelLoadError``, the cached files it used are dropped and it runs once more.
 
-    A cached graph that no longer loads (truncated by a crash or a full disk, edited by hand) is
-    rebuilt; one that fails again when freshly built is a real error and is raised.
+    A cached graph that no longer loads (truncated by a crash or a full disk, edited by hand, or
+    pruned by another process meanwhile) is rebuilt; one that fails again when freshly built is
+    a real error and is raised. The cached files of a load that succeeds are marked used.
     """
     discarded: set[Path] = set()
     while True:
         made: list[Path] = []
         try:
-            return steps(made)
+            loaded = steps(made)
         except ModelLoadError:
             stale = [p for p in made if p.is_relative_to(cache) and p not in discarded]
             if not stale:
@@ -190,6 +195,11 @@ def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -
             for path in stale:
                 _discard_cached(path, cache)
                 discarded.add(path)
+            continue
+        for path in made:
+            if path.is_relative_to(cache):
+                mark_used(path, cache)
+        return loaded
 
 
 def _discard_cached(path: Path, cache: Path) -> None:
@@ -203,24 +213,31 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
     """Path of a ready ONNX graph: the directory's own model.onnx, or a cached export.
 
     Small graphs are cached as ``<key>.onnx``; graphs over the 2 GiB protobuf limit as
-    ``<key>/model.onnx`` with their weights in ``<key>/model.onnx.data``.
+    ``<key>/model.onnx`` with their weights in ``<key>/model.onnx.data``. The key is the
+    folder's and head's digest, then its content's: writing an export prunes the folder's
+    earlier ones (``prune_cache``).
     """
     model_dir = Path(model_dir)
     if uses_own_graph(model_dir):
         return model_dir / "model.onnx"
     cache = cache_dir or default_cache_dir()
-    key = _cache_key(model_dir, head)
+    source = _source_key(model_dir, head)
+    key = f"{source}-{_cache_key(model_dir, head)}"
     for candidate in (cache / f"{key}.onnx", cache / key / "model.onnx"):
         if candidate.is_file():
+            mark_used(candidate, cache)  # before it is loaded: pruning then leaves it alone
             return candidate
     model = export_onnx(model_dir, head)
     try:
-        return _write_atomically(model, cache, key)
+        path = _write_atomically(model, cache, key)
     except OSError as exc:
         raise ModelLoadError(
             f"cannot save the ONNX export of {model_dir} in {cache} ({exc.strerror or exc}); "
             "set SEMRANK_CACHE to a folder this user may write with room for it"
         ) from exc
+    # The folder's other exports; the one just written counts as in use, so it stays.
+    prune_cache(cache, superseded=re.compile(rf"{source}-[0-9a-f]{{32}}(\.onnx)?"))
+    return path
 
 
 def uses_own_graph(model_dir: Path) -> bool:
@@ -235,6 +252,12 @@ def uses_own_graph(model_dir: Path) -> bool:
     except ModelLoadError:
         return True
     return graph.stat().st_mtime >= max(path.stat().st_mtime for path in weights)
+
+
+def _source_key(model_dir: Path, head: str) -> str:
+    """The folder and head an export is made from, whatever its content: the start of every
+    export's name, so a new export finds the ones it replaces."""
+    return hashlib.sha256(f"{model_dir.resolve()}\n{head}".encode()).hexdigest()[:16]
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
@@ -322,3 +345,63 @@ def _write_external(model: onnx.ModelProto, cache: Path, key: str) -> Path:
 
 # Above this many weight bytes the graph is saved with external data (protobuf caps at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+# A cache entry not used for this long is removed when another is written.
+UNUSED_FOR_S = 30 * 86400
+# An entry used this recently may be being loaded by another process: it is never removed.
+IN_USE_FOR_S = 3600
+
+
+def mark_used(path: Path, cache: Path) -> None:
+    """Record a use of the cache entry holding ``path`` in its access time (its modification
+    time still says when it was written). A cache written by another user may refuse it; its
+    entries then age from their last read or write."""
+    entry = cache / path.relative_to(cache).parts[0]
+    with contextlib.suppress(OSError):
+        os.utime(entry, ns=(time.time_ns(), entry.stat().st_mtime_ns))
+
+
+def prune_cache(cache: Path, *, superseded: re.Pattern[str] | None = None) -> None:
+    """Remove entries of ``cache`` whose name ``superseded`` matches in full (earlier exports
+    of a model folder just exported again) and entries unused for ``UNUSED_FOR_S`` (models no
+    longer run, graphs of older runtimes, temporary files of killed writes).
+
+    Whatever was used or written in the last ``IN_USE_FOR_S`` stays: another process may have
+    found it and not yet loaded it, or be renaming it into place. A folder entry is renamed
+    away before it is deleted, so no reader finds one half deleted. Errors (a cache shared with
+    another user) leave the entry; pruning never fails a load."""
+    now = time.time()
+    try:
+        entries = list(cache.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            idle = now - _last_used(entry)
+            replaced = superseded is not None and superseded.fullmatch(entry.name) is not None
+            if (
+                entry.name.endswith(_DELETING)
+                or idle > UNUSED_FOR_S
+                or (replaced and idle > IN_USE_FOR_S)
+            ):
+                _remove_entry(entry)
+
+
+_DELETING = ".deleting"
+
+
+def _last_used(entry: Path) -> float:
+    info = entry.lstat()
+    return max(info.st_atime, info.st_mtime)
+
+
+def _remove_entry(entry: Path) -> None:
+    if not entry.is_dir() or entry.is_symlink():
+        entry.unlink(missing_ok=True)
+        return
+    doomed = entry
+    if not entry.name.endswith(_DELETING):
+        doomed = entry.with_name(f"{entry.name}.{os.getpid()}{_DELETING}")
+        entry.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
