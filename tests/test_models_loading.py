@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +378,50 @@ def test_a_negative_model_max_length_is_read_as_unset(tiny_model, tmp_path: Path
     config = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": -1}))
     assert resolve(folder).max_length == 64  # the position embeddings' limit
+
+
+def test_a_sharded_pytorch_checkpoint_is_refused_with_the_command_that_converts_it(
+    tiny_model, tmp_path: Path
+) -> None:
+    """pytorch_model-0000N-of-0000M.bin shards were refused as "missing model.safetensors or
+    pytorch_model.bin", with no word of how to convert them."""
+    from semrank.runtime import load_scorer
+    from semrank.runtime.onnx_export import onnx_model_path
+
+    source = tiny_model("bert", max_length=64, seed=4)
+    folder = shutil.copytree(source, tmp_path / "model")
+    _save_as_torch_shards(folder)
+    refusals = []
+    for load in (
+        lambda: resolve(folder),
+        lambda: onnx_model_path(folder, "sequence-classification", cache_dir=tmp_path / "c"),
+    ):
+        with pytest.raises(ModelLoadError, match=r"pytorch_model-00001-of-00002\.bin") as e:
+            load()
+        refusals.append(str(e.value))
+    assert refusals[0] == refusals[1]
+    program, flag, code = shlex.split(refusals[0].rpartition(": ")[2])
+    assert (program, flag) == ("python", "-c") and "safe_serialization=True" in code
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    pairs = [("fleas", "Fleas bite dogs."), ("fleas", "Paris is in France.")]
+    converted = load_scorer(resolve(folder), warmup=False).score_pairs(pairs)
+    original = load_scorer(resolve(source), warmup=False).score_pairs(pairs)
+    np.testing.assert_allclose(converted, original, atol=1e-5)
+
+
+def _save_as_torch_shards(folder: Path) -> None:
+    """The layout transformers 4 wrote for checkpoints over max_shard_size (5 only writes
+    safetensors): two pytorch_model-0000N-of-00002.bin files and their index."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[::2]}
+    halves["pytorch_model-00002-of-00002.bin"] = names[1::2]
+    for shard, keys in halves.items():
+        torch.save({key: state[key] for key in keys}, folder / shard)
+    weight_map = {key: shard for shard, keys in halves.items() for key in keys}
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))

@@ -26,6 +26,7 @@ from semrank.errors import (
 )
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
+from semrank.runtime._weights import torch_shards_fix
 from semrank.runtime.base import ScorerKind
 
 _log = logging.getLogger(__name__)
@@ -380,6 +381,9 @@ def _require_files(path: Path) -> None:
         )
     if (path / RUN_CHECKPOINT).is_file() and not _has_weight_file(path):
         raise ModelNotFoundError(_unexported(path, "best"))
+    shards_fix = None if _has_weight_file(path) else torch_shards_fix(path)
+    if shards_fix and (path / "config.json").is_file():
+        raise ModelLoadError(shards_fix)
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import shlex
 import struct
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ def weight_files(model_dir: Path) -> list[Path]:
     legacy = model_dir / "pytorch_model.bin"
     if legacy.is_file():
         return [legacy]
+    fix = torch_shards_fix(model_dir)
+    if fix:
+        raise ModelLoadError(fix)
     if (model_dir / "model.onnx").is_file():  # runs on onnx / openvino, not from its weights
         raise ModelLoadError(
             f"{model_dir} holds only model.onnx: the torch backend (and training) needs "
@@ -54,6 +58,34 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 SHARD_INDEX = "model.safetensors.index.json"
+TORCH_SHARDS = "pytorch_model-*-of-*.bin"
+
+
+def torch_shards_fix(model_dir: Path) -> str | None:
+    """Why a sharded PyTorch checkpoint (``pytorch_model-00001-of-00002.bin``...) is refused and
+    the one command that saves it as model.safetensors; None where the folder holds none."""
+    shards = sorted(model_dir.glob(TORCH_SHARDS))
+    if not shards:
+        return None
+    folder = json.dumps(str(model_dir.resolve()))  # a Python string literal, quotes escaped
+    convert = (
+        f"from transformers import {_model_class(model_dir)} as M; "
+        f"M.from_pretrained({folder}).save_pretrained({folder}, safe_serialization=True)"
+    )
+    return (
+        f"{model_dir} holds a sharded PyTorch checkpoint ({shards[0].name}, ...), which semrank "
+        "does not read; convert it to model.safetensors once (needs torch and transformers): "
+        f"python -c {shlex.quote(convert)}"
+    )
+
+
+def _model_class(model_dir: Path) -> str:
+    """The class config.json names (its head kept), else AutoModel."""
+    try:
+        name = json.loads((model_dir / "config.json").read_text("utf-8"))["architectures"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "AutoModel"
+    return name if isinstance(name, str) and name.isidentifier() else "AutoModel"
 
 
 def _shards(model_dir: Path) -> list[Path]:
