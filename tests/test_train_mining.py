@@ -149,3 +149,48 @@ def test_a_damaged_mining_cache_is_mined_again_and_rewritten_whole(tiny_base, tm
     np.testing.assert_array_equal(again.passage_embeddings, first.passage_embeddings)
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no partial folder left
     assert json.loads(groups.read_text())  # whole again
+
+
+def test_mining_reads_queries_and_passages_with_the_prompts_search_uses(
+    tiny_base, pairs_file, tmp_path
+) -> None:
+    """A base with sentence-transformers prompts (e5's "query: ") had its queries and passages
+    mined bare: negatives and teacher scores came from vectors no search makes."""
+    pytest.importorskip("torch")
+    import dataclasses
+    import shutil
+
+    from semrank.models import resolve
+    from semrank.runtime import load_embedder
+    from semrank.train._loop import prepare_data
+    from tiny_models import tiny_train_config
+
+    base = shutil.copytree(tiny_base, tmp_path / "prompted")
+    (base / "modules.json").write_text(json.dumps(_ST_MODULES))
+    prompts = {"query": "tell me about the ", "document": "facts of "}
+    (base / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    config = tiny_train_config(base, pairs_file, tmp_path / "run", val_queries=0)
+    config = dataclasses.replace(config, teacher_encoders=((base, 1.0),))
+    config.output.mkdir()
+    (mined, *_), _, _ = prepare_data(config)
+    search = load_embedder(resolve(base, kind="bi-encoder"), backend="onnx", warmup=False)
+    queries = [group.query for group in mined.groups]
+    expected = {True: search.embed_queries(queries), False: search.embed(mined.passages)}
+    for vectors, teacher in [
+        ({True: mined.query_embeddings, False: mined.passage_embeddings}, "mining"),
+        ({True: mined.extra_teachers[0].query_embeddings,
+          False: mined.extra_teachers[0].passage_embeddings}, "teacher"),
+    ]:  # fmt: skip
+        for query in (True, False):
+            error = np.abs(vectors[query].astype(np.float32) - expected[query]).max()
+            assert error < 0.03, (teacher, query)  # bf16 autocast, fp16 storage
+    bare = search.embed(queries, prompted=False)
+    assert np.abs(mined.query_embeddings.astype(np.float32) - bare).max() > 0.1
+
+
+_ST_MODULES = [
+    {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+    for i, (path, kind) in enumerate(
+        [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    )
+]

@@ -10,6 +10,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -87,6 +88,31 @@ class CrossEncoderScorer:
         return raw
 
 
+class TextSteps(Protocol):
+    """What a bi-encoder does to a text before its tokenizer reads it (an ``Embedder`` or the
+    ``ResolvedModel`` it is loaded from: sentence-transformers' prompts and do_lower_case)."""
+
+    @property
+    def query_prompt(self) -> str: ...
+    @property
+    def document_prompt(self) -> str: ...
+    @property
+    def lowercase(self) -> bool: ...
+
+
+def texts_as_read(
+    texts: Sequence[str], steps: TextSteps, *, query: bool, prompted: bool = True
+) -> list[str]:
+    """``texts`` as the model reads them: its query prompt before queries (``query``), else its
+    document prompt (``prompted=False``: neither), lowercased where it lowercases. Shared by
+    search and training's mining, whose vectors must be the ones a search would make."""
+    prompt = "" if not prompted else steps.query_prompt if query else steps.document_prompt
+    read = [prompt + text for text in texts] if prompt else list(texts)
+    if steps.lowercase:  # as sentence-transformers' Transformer module does: str.lower()
+        read = [text.lower() for text in read]
+    return read
+
+
 class Embedder:
     """Sentence embeddings: pooled encoder states, L2-normalised unless ``normalize=False``."""
 
@@ -125,11 +151,7 @@ class Embedder:
             raise InvalidInputError("embed() takes a list of strings")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        prompt = "" if not prompted else self.query_prompt if query else self.document_prompt
-        if prompt:
-            texts = [prompt + text for text in texts]
-        if self.lowercase:  # as sentence-transformers' Transformer module does: str.lower()
-            texts = [text.lower() for text in texts]
+        texts = texts_as_read(texts, self, query=query, prompted=prompted)
         encoded = self.tokenizer.encode_texts(texts)
         vectors = run_batched(
             encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length

@@ -39,7 +39,7 @@ from semrank.train._mining import (
     MinedCollection,
     add_teacher_encoder,
     check_mining_mode,
-    encoder_pooling,
+    encoder_model,
     mine_collection,
 )
 from semrank.train._model import (
@@ -263,7 +263,7 @@ def prepare_data(
         collections = load_data(config)
     encoder, tokenizer = load_encoder(config.base)
     positions = check_max_length(config.base, encoder, config.max_length)
-    pooling = encoder_pooling(config.base)
+    base = encoder_model(config.base)  # read as search reads it: pooling, prompts, lowercasing
     mined = []
     for collection in collections:
         mined.append(
@@ -276,7 +276,8 @@ def prepare_data(
                 max_length=min(128, positions),
                 cache_dir=config.output / "cache",
                 mining=config.mining,
-                pooling=pooling,
+                pooling=base.pooling,
+                reading=base,
             )
         )
     for path, weight in config.teacher_encoders:

@@ -15,12 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from semrank.errors import InvalidInputError
+from semrank.runtime._scorers import TextSteps, texts_as_read
 from semrank.train._data import Collection, QueryGroup
+
+if TYPE_CHECKING:
+    from semrank.models.spec import ResolvedModel
 
 T = TypeVar("T")
 
@@ -80,9 +84,15 @@ def _cosines(
 def encoder_pooling(path: Path) -> str:
     """How the bi-encoder at ``path`` pools token states ("mean" or "cls", as its
     sentence-transformers config says; the catalog's loader reads it the same way)."""
+    return encoder_model(path).pooling
+
+
+def encoder_model(path: Path) -> ResolvedModel:
+    """The bi-encoder at ``path`` as search loads it: its pooling, and its prompts and
+    lowercasing (``texts_as_read``), which mining must apply as search does."""
     from semrank.models import inspect_directory
 
-    return inspect_directory(Path(path), name=str(path), kind="bi-encoder").pooling
+    return inspect_directory(Path(path), name=str(path), kind="bi-encoder")
 
 
 def embed_texts(
@@ -93,11 +103,16 @@ def embed_texts(
     max_length: int,
     batch_size: int = 64,
     pooling: str = "mean",
+    reading: TextSteps | None = None,
+    query: bool = False,
 ) -> np.ndarray:
     """L2-normalised embeddings, pooled as the model was trained to be (``pooling``: "mean",
-    sentence-transformers' recipe for MiniLM and mpnet, or "cls", as bge models)."""
+    sentence-transformers' recipe for MiniLM and mpnet, or "cls", as bge models), of the texts
+    as search reads them with ``reading`` (its query or document prompt, lowercasing)."""
     import torch
 
+    if reading is not None:
+        texts = texts_as_read(texts, reading, query=query)
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float16)
     model.eval()
@@ -215,14 +230,17 @@ def mine_collection(
     cache_dir: Path | None,
     mining: str = "dense",
     pooling: str = "mean",
+    reading: TextSteps | None = None,
 ) -> MinedCollection:
-    """Embed (pooled as the encoder was trained to pool), mine (``mining``: "dense" or "hybrid"
-    = dense + BM25) and cache one collection.
+    """Embed (pooled as the encoder was trained to pool, the texts as search reads them with
+    ``reading``: prompts, lowercasing), mine (``mining``: "dense" or "hybrid" = dense + BM25)
+    and cache one collection.
 
     The cache is keyed by the collection's content and the mining settings.
     """
     check_mining_mode(mining)
-    key = _cache_key(collection, depth, max_length, encoder_id, mining, pooling)
+    reads = pooling + _reading_key(reading)
+    key = _cache_key(collection, depth, max_length, encoder_id, mining, reads)
     cache = cache_dir / f"{collection.name}-{key}" if cache_dir else None
     if cache and (cache / "groups.json").exists():
         log.info("mining %s: cached at %s", collection.name, cache)
@@ -236,10 +254,13 @@ def mine_collection(
         len(collection.passages),
     )
     texts = [g.query for g in collection.groups]
-    queries = embed_texts(encoder, tokenizer, texts, max_length=64, pooling=pooling)
-    passages = embed_texts(
-        encoder, tokenizer, collection.passages, max_length=max_length, pooling=pooling
+    queries = embed_texts(
+        encoder, tokenizer, texts, max_length=64, pooling=pooling, reading=reading, query=True
     )
+    passages = embed_texts(
+        encoder, tokenizer, collection.passages, max_length=max_length, pooling=pooling,
+        reading=reading,
+    )  # fmt: skip
     lexical = bm25_rankings(collection, depth=depth + 8) if mining == "hybrid" else None
     groups = mine_negatives(collection, queries, passages, depth=depth, lexical=lexical)
     mined = MinedCollection(
@@ -253,6 +274,16 @@ def mine_collection(
     if cache:
         _save_mined(cache, mined)
     return mined
+
+
+def _reading_key(reading: TextSteps | None) -> str:
+    """What a cache must be keyed by of how texts are read: a prompt changes every vector
+    (texts read as given keep the key they had before prompts were read)."""
+    if reading is None or not (
+        reading.query_prompt or reading.document_prompt or reading.lowercase
+    ):
+        return ""
+    return f"|{reading.query_prompt!r}|{reading.document_prompt!r}|{reading.lowercase}"
 
 
 def _save_mined(cache: Path, mined: MinedCollection) -> None:
@@ -319,7 +350,9 @@ def add_teacher_encoder(
     """Embed ``mined``'s queries and passages with a further bi-encoder whose cosine, times
     ``weight``, joins the teacher score (a stronger teacher than the mining bi-encoder alone).
     Must run before validation queries are split off; cached like the mining."""
-    digest = hashlib.sha256(f"{encoder_id}|{max_length}|{len(mined.passages)}|2".encode())
+    model = encoder_model(Path(encoder_id))
+    reads = f"{encoder_id}|{max_length}|{len(mined.passages)}|2{_reading_key(model)}"
+    digest = hashlib.sha256(reads.encode())
     for text in [*(g.query for g in mined.groups), *mined.passages]:
         digest.update(text.encode())
         digest.update(b"\0")  # texts apart: "ab" + "c" is not "a" + "bc"
@@ -331,12 +364,15 @@ def add_teacher_encoder(
         queries, passages = cached
     else:
         log.info("teacher %s: embedding %s", encoder_id, mined.name)
-        pooling = encoder_pooling(Path(encoder_id))
         texts = [g.query for g in mined.groups]
-        queries = embed_texts(encoder, tokenizer, texts, max_length=64, pooling=pooling)
+        queries = embed_texts(
+            encoder, tokenizer, texts, max_length=64, pooling=model.pooling, reading=model,
+            query=True,
+        )  # fmt: skip
         passages = embed_texts(
-            encoder, tokenizer, mined.passages, max_length=max_length, pooling=pooling
-        )
+            encoder, tokenizer, mined.passages, max_length=max_length, pooling=model.pooling,
+            reading=model,
+        )  # fmt: skip
         if cache:
             _write_cache(cache, {"queries.npy": queries, "passages.npy": passages})
     mined.extra_teachers.append(
