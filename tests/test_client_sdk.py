@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import re
 import socket
 import threading
 import time
@@ -658,3 +659,98 @@ def test_credentials_or_a_query_in_base_url_are_refused_and_tls_to_http_is_named
     newer = SemrankClient("https://127.0.0.1:9", transport=httpx.MockTransport(openssl_32))
     with pytest.raises(errors.SemrankError, match="speaks plain HTTP"):
         newer.rerank("q", ["a"])
+
+
+def _another_web_server() -> Any:
+    """Not semrank: a service with its own /ready, and a proxy that sends /sso/... to a login
+    page."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+    from starlette.routing import Route
+
+    async def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("OK")
+
+    async def login(request: Any) -> HTMLResponse:
+        return HTMLResponse("<html>sign in</html>")
+
+    async def to_login(request: Any) -> RedirectResponse:
+        return RedirectResponse("/login?next=/sso", status_code=302)
+
+    return Starlette(
+        routes=[
+            Route("/ready", ok),
+            Route("/login", login),
+            Route("/sso/{rest:path}", to_login, methods=["GET", "POST"]),
+        ]
+    )
+
+
+def test_ready_is_what_a_semrank_server_says_and_another_server_is_named(reranker: Any) -> None:
+    """Another web server's /ready (or a proxy's login page) answering 200 was ready() True,
+    and a redirect a silent False; a redirect on any other call said only "302 ...: Found"."""
+    import asyncio
+
+    def ready(url: str) -> bool:
+        with SemrankClient(url) as client:
+            return client.ready()
+
+    async def ready_async(url: str) -> bool:
+        async with AsyncSemrankClient(url) as client:
+            return await client.ready()
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with live_server(app) as url:
+        assert ready(url) is True and asyncio.run(ready_async(url)) is True
+        app.state.phase = "draining"  # semrank's 503 with its readiness body: not ready
+        assert ready(url) is False and asyncio.run(ready_async(url)) is False
+    with live_server(_another_web_server()) as url:
+        for check in (ready, lambda url: asyncio.run(ready_async(url))):
+            with pytest.raises(errors.SemrankError, match="is not a semrank answer") as caught:
+                check(url)
+            assert f"200 from {url}/ready" in str(caught.value) and "'OK'" in str(caught.value)
+            assert caught.value.status_code == 200  # type: ignore[attr-defined]
+            redirected = f"redirects to {url}/login?next=/sso"
+            with pytest.raises(errors.SemrankError, match=re.escape(redirected)):
+                check(f"{url}/sso")
+        with (
+            SemrankClient(f"{url}/sso") as behind_login,
+            pytest.raises(errors.SemrankError, match="follows no redirects") as caught,
+        ):
+            behind_login.rerank(QUERY, DOCS)
+        assert f"302 from {url}/sso/v1/rerank {redirected}" in str(caught.value)
+        assert caught.value.status_code == 302  # type: ignore[attr-defined]
+
+
+def test_an_async_clients_connections_close_when_their_event_loop_ends(reranker: Any) -> None:
+    """The pools of the first event loops an async client was used in (asyncio.run per call)
+    kept their kept-alive sockets open until a garbage collection."""
+    import asyncio
+
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    with live_server(app) as url:
+        client = AsyncSemrankClient(url)
+
+        async def rank() -> int:
+            return (await client.rerank("violin", FORK_DOCS, top_n=1)).results[0].index
+
+        async def rank_twice() -> int:  # within a loop, its connection is kept for the next call
+            loop_sockets = _sockets()  # the loop's own (its self-pipe)
+            assert await rank() == 1
+            kept = _sockets() - loop_sockets
+            assert await rank() == 1
+            return kept
+
+        gc.disable()
+        try:
+            before = _sockets()
+            assert asyncio.run(rank_twice()) == 2  # the client's end and the server's
+            for _ in range(3):
+                time.sleep(0.2)  # the server side closes its end
+                assert _sockets() <= before
+                assert asyncio.run(rank()) == 1
+        finally:
+            gc.enable()
+        asyncio.run(client.aclose())
+        with pytest.raises(errors.SemrankError, match="this semrank client is closed"):
+            asyncio.run(rank())

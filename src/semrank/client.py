@@ -13,8 +13,10 @@ exceptions (the class the server raised), with ``status_code`` and, for 429 / 50
 ``retry_after`` in seconds (the client does not retry); a server that cannot be reached is a
 ``SemrankError`` and a client timeout a ``DeadlineExceededError`` (both with ``status_code``
 None), never a raw httpx exception. ``timeout`` bounds each wait (connect, each read), as
-httpx's does. Options are checked by name: a misspelt one is an ``InvalidInputError``, not a
-field the server would ignore.
+httpx's does. A redirect is not followed (the API key would go along): it is a ``SemrankError``
+naming where it points, and ``ready()`` is True only when a semrank server says so. Options
+are checked by name: a misspelt one is an ``InvalidInputError``, not a field the server would
+ignore.
 Arguments that cannot be sent (NaN, a lone surrogate, a set...) are an ``InvalidInputError``
 before anything is sent; numpy scalars (``np.int64(3)``, ``np.float32(0.5)``) are sent as the
 Python numbers they hold.
@@ -30,7 +32,7 @@ import email.utils
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -368,6 +370,8 @@ _STATUS_CLASSES: dict[int, type[errors.SemrankError]] = {
 def _raise_for_error(response: httpx.Response) -> None:
     if response.is_success:
         return
+    if response.is_redirect:
+        raise _redirected(response)
     message, error_type = response.text or response.reason_phrase, ""
     try:
         body = response.json()
@@ -424,6 +428,42 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
         )
         error.status_code = response.status_code
         raise error from exc
+
+
+def _redirected(response: httpx.Response) -> errors.SemrankError:
+    """A redirect (a proxy's login page, http:// to https://) named with where it points: not
+    followed, since the API key would go along to that address. A semrank server sends none."""
+    location = response.headers["location"]
+    with contextlib.suppress(httpx.InvalidURL):
+        location = str(response.request.url.join(location))
+    error = errors.SemrankError(
+        f"{response.status_code} from {response.request.url} redirects to {location}; the "
+        "client follows no redirects (the API key would go along): set base_url to the semrank "
+        "server's own address"
+    )
+    error.status_code = response.status_code
+    return error
+
+
+def _readiness(response: httpx.Response) -> bool:
+    """``/ready``'s answer as a semrank server gives it (200 ready; 503 starting or draining).
+    A gateway's own 502/503/504 is False too (the server behind it is down or restarting);
+    anything else (another service's 200 or 404, a redirect to a login page) is an error
+    naming what answered."""
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("models"), list):
+            said = (response.status_code, body.get("status"))
+            if said == (200, "ready") or said in ((503, "starting"), (503, "draining")):
+                return said[0] == 200
+    if response.status_code in (502, 503, 504):
+        return False
+    _raise_for_error(response)
+    return _parse(response, _not_readiness)
+
+
+def _not_readiness(data: Any) -> bool:
+    raise ValueError("not the readiness of a semrank server ({status, models})")
 
 
 # What OpenSSL says of a TLS handshake answered in plain HTTP (3.0; 3.2 and later).
@@ -571,6 +611,7 @@ def _settings(base_url: object, api_key: object, timeout: object, transport: Any
         "headers": _headers(api_key),
         "timeout": _checked_timeout(timeout),
         "transport": transport,
+        "follow_redirects": False,  # httpx's default, relied on: see _redirected
     }
 
 
@@ -657,12 +698,38 @@ class SemrankClient:
         return self._call("POST", path, checked, _json_object)
 
     def ready(self) -> bool:
-        """Whether the server answers ``/ready`` with 200 (False too while it cannot be reached)."""
+        """Whether the semrank server says it is ready (``/ready``); False too while it cannot
+        be reached or a gateway says it is unavailable. A ``SemrankError`` where something
+        else answers: another service, a redirect (a proxy's login page)."""
         http = self._connections()
         try:
-            return http.get("/ready").status_code == 200
+            response = http.get("/ready")
         except httpx.TransportError:
             return False
+        return _readiness(response)
+
+
+def _stale(owner: tuple[int, Any], http: httpx.AsyncClient) -> bool:
+    """A pool that will not serve again: closed, of a loop that ended, or of the parent of
+    this forked process."""
+    return http.is_closed or owner[1].is_closed() or owner[0] != os.getpid()
+
+
+LoopEndCloser = AsyncGenerator[None, None]
+
+
+async def _closed_at_loop_end(http: httpx.AsyncClient) -> LoopEndCloser:
+    """Once started, left open in its event loop, which closes it, and so ``http``, in that
+    loop before the loop is closed (asyncio.run, as any runner calling
+    ``loop.shutdown_asyncgens()``); dropped while the loop runs (the client was collected),
+    the loop closes it too. Nothing runs for a loop already closed."""
+    pid = os.getpid()
+    try:
+        yield
+    finally:
+        if os.getpid() == pid:  # a forked child's copy: its sockets are the parent's too
+            with contextlib.suppress(RuntimeError):
+                await http.aclose()
 
 
 class AsyncSemrankClient:
@@ -681,24 +748,42 @@ class AsyncSemrankClient:
         self._http = httpx.AsyncClient(**self._settings)
         self._owner: tuple[int, Any] | None = None  # (process, event loop) of its connections
         self._switches = 0
+        self._closed = False  # by aclose(): a pool closed as its loop ended is replaced
+        # Per (process, event loop): its pool, and what closes that pool when the loop ends.
+        self._pools: dict[tuple[int, Any], tuple[httpx.AsyncClient, LoopEndCloser]] = {}
 
-    def _connections(self) -> httpx.AsyncClient:
-        """The client's connection pool, a new one in a forked process or another event loop:
+    async def _connections(self) -> httpx.AsyncClient:
+        """The client's connection pool, its own in each forked process and event loop:
         connections opened in a loop that has ended failed every other call ("Event loop is
-        closed"), and a forked child shared its parent's socket. Once loops keep alternating
-        (asyncio.run per call) no connection is kept between calls: one left in a loop that
-        ended can no longer be closed, and a socket piled up per loop."""
-        _require_open(self._http)
+        closed"), and a forked child shared its parent's socket."""
+        if self._closed:
+            raise _closed_error()
         owner = (os.getpid(), asyncio.get_running_loop())
-        if self._owner not in (None, owner) and self._settings["transport"] is None:
-            # Loop after loop (asyncio.run per call): no connection kept from the second on.
-            self._switches += 1
-            settings = dict(self._settings)
-            if self._switches > 1:
-                settings["limits"] = httpx.Limits(max_keepalive_connections=0)
-            self._http = httpx.AsyncClient(**settings)
+        if self._settings["transport"] is None and (owner != self._owner or self._http.is_closed):
+            self._http = await self._pool_in(owner)
         self._owner = owner
         return self._http
+
+    async def _pool_in(self, owner: tuple[int, Any]) -> httpx.AsyncClient:
+        """The pool of this process and loop, made at its first call there and closed when the
+        loop ends (asyncio.run closes it; a pool left in an ended loop could not be closed and
+        kept its socket until a garbage collection). Kept while its loop runs: another loop
+        may call in between. Once loops keep alternating (asyncio.run per call) no connection
+        is kept between calls, for loops closed without closing what was left in them."""
+        for stale in [key for key, (http, _) in self._pools.items() if _stale(key, http)]:
+            del self._pools[stale]
+        if owner not in self._pools:
+            http = self._http
+            if self._owner is not None:  # the first loop takes the pool made by __init__
+                self._switches += 1
+                settings = dict(self._settings)
+                if self._switches > 1:
+                    settings["limits"] = httpx.Limits(max_keepalive_connections=0)
+                http = httpx.AsyncClient(**settings)
+            closer = _closed_at_loop_end(http)
+            await anext(closer)  # now the loop's own to close
+            self._pools[owner] = (http, closer)
+        return self._pools[owner][0]
 
     async def __aenter__(self) -> AsyncSemrankClient:
         return self
@@ -708,11 +793,12 @@ class AsyncSemrankClient:
 
     async def aclose(self) -> None:
         # Closed whatever happens: connections of a loop that has ended cannot be closed.
+        self._closed = True
         with contextlib.suppress(RuntimeError):
             await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
-        http = self._connections()
+        http = await self._connections()
         try:
             response = await http.request(method, path, json=body)
         except httpx.TransportError as exc:
@@ -744,8 +830,9 @@ class AsyncSemrankClient:
         return await self._call("POST", path, checked, _json_object)
 
     async def ready(self) -> bool:
-        http = self._connections()
+        http = await self._connections()
         try:
-            return (await http.get("/ready")).status_code == 200
+            response = await http.get("/ready")
         except httpx.TransportError:
             return False
+        return _readiness(response)
