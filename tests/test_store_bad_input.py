@@ -427,6 +427,28 @@ def test_a_dsn_is_shown_without_its_password_in_every_form(dsn: str) -> None:
         assert "s3" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:pw@host/db@prod", "postgresql://u:***@host/db@prod"),
+        ("postgresql://host/my@db", "postgresql://host/my@db"),
+        ("postgresql://host:5432/my@db", "postgresql://host:5432/my@db"),
+        ("postgresql://[::1]:5432/my@db", "postgresql://[::1]:5432/my@db"),
+        ("postgresql://h1:5432,h2:5433/db@prod", "postgresql://h1:5432,h2:5433/db@prod"),
+        ("postgresql://host/my:db@prod", "postgresql://host/my:db@prod"),
+    ],
+)
+def test_an_at_sign_in_the_database_name_is_not_taken_for_a_password(dsn: str, shown: str) -> None:
+    """The authority ends at the first '/': an '@' after it (in the database name) hid the
+    port and database ("postgresql://host:***@db") as if they were a password, and the error
+    asked to percent-encode a password the DSN does not have."""
+    from semrank.store._dsn import redact_dsn, redact_in, unencoded_password
+
+    assert redact_dsn(dsn) == shown
+    assert redact_in(f'invalid token in "{dsn}"', dsn) == f'invalid token in "{shown}"'
+    assert not unencoded_password(dsn)
+
+
 def test_semrank_sql_names_a_dsn_that_does_not_parse_without_its_password() -> None:
     """libpq's ProgrammingError (a '%' in a URL's password) was a traceback quoting it."""
     pytest.importorskip("psycopg")

@@ -20,6 +20,9 @@ def is_postgres_dsn(value: object) -> bool:
 _QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#]*)")
 # A query string before an '@' ("h:5432/db?application_name=me@work"): no user:password there.
 _QUERY_BEFORE = re.compile(r"\?[^@]*=")
+# One host of a URL's host list, with its port if any: "h", "h:5432", "[::1]:5432",
+# "%2Ftmp" (a socket's folder). Not "u:s3+c" (a user and the head of a password).
+_HOST_PORT = re.compile(r"(?:\[[\w:.%]*\]|[\w.%-]*)(?::\d+)?")
 _KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])*)")
 
 
@@ -37,12 +40,15 @@ def _url_password_span(dsn: str) -> tuple[int, int] | None:
     """Where a URL's password lies: after the user's ':' up to the '@' that ends the user
     info. libpq ends it at an '@' before the first '/' (the last one here, to hide a password
     holding '@' whole, or '?' and '='); a password holding '/' has its '@' later, which libpq
-    misreads (quoting it in its errors): the last '@' not inside a query string then."""
+    misreads (quoting it in its errors): the last '@' not inside a query string then, unless
+    what precedes the '/' is a host list (a database name may hold an '@': "h:5432/db@prod")."""
     start = dsn.index("://") + 3
     slash = dsn.find("/", start)
     head = dsn[start : slash if slash >= 0 else len(dsn)]
     if "@" in head:
         return _after_user(dsn, start, start + head.rindex("@"))
+    if all(_HOST_PORT.fullmatch(host) for host in head.split(",")):
+        return None
     for at in (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@"):
         if not _QUERY_BEFORE.search(dsn[start:at]):
             return _after_user(dsn, start, at)
