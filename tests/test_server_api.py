@@ -776,6 +776,24 @@ async def test_ready_is_503_while_draining(reranker: Any) -> None:
     assert response.headers["retry-after"] == "1"
 
 
+async def test_answers_while_draining_close_their_connection(reranker: Any) -> None:
+    """A keep-alive client (a load balancer) sent its next request on a connection the
+    draining server was about to close: every answer of a drain now says Connection: close."""
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with app.router.lifespan_context(app):
+            served = [await client.get("/ready"), await client.get("/health")]
+            reranked = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+        # The lifespan's end is the server's drain (app.state.phase "draining").
+        draining = [await client.get("/ready"), await client.get("/health")]
+        refused = await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})
+    assert [r.status_code for r in [*served, reranked]] == [200, 200, 200]
+    assert all("connection" not in r.headers for r in [*served, reranked])
+    assert draining[0].status_code == 503 and draining[0].json()["status"] == "draining"
+    assert [r.headers.get("connection") for r in [*draining, refused]] == ["close"] * 3
+
+
 async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:
     from semrank import Reranker
     from semrank.rerank import CascadeConfig

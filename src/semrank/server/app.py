@@ -98,10 +98,35 @@ def create_app(
         metrics=metrics,
         routes=[*app.state.declared_routes, *own_pages],
     )
-    app.add_middleware(TrailingSlashServed)  # outermost: the edge's metrics see the route
+    app.add_middleware(TrailingSlashServed)  # the edge's metrics see the route
+    app.add_middleware(ClosedWhileDraining, state=app.state)  # outermost: every answer
     for router in routers:
         app.include_router(router)
     return app
+
+
+class ClosedWhileDraining:
+    """Every answer sent while the server drains says ``Connection: close`` (uvicorn then
+    closes the connection after it): without it a keep-alive client or load balancer sent its
+    next request on a connection about to close, and saw it fail instead of going elsewhere."""
+
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            # Read at the answer, not the request: a drain may begin while a request runs.
+            if message["type"] == "http.response.start" and self.state.phase == "draining":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 class TrailingSlashServed:
