@@ -279,11 +279,16 @@ async def test_a_small_request_is_answered_between_a_big_requests_slices(
         ]
 
 
+# timeout_ms: the deadline passes while the model call the request waits behind still runs
+# (2 s after the request began, long after its client left): that was counted as a deadline
+# rejection, or not, depending on whether the model call ended first.
+@pytest.mark.parametrize("timeout_ms", [None, 2000])
 async def test_a_client_that_disconnects_stops_its_model_work(
-    reranker: Any, monkeypatch: pytest.MonkeyPatch
+    reranker: Any, monkeypatch: pytest.MonkeyPatch, timeout_ms: int | None
 ) -> None:
     app, scorer = _app_with_a_gated_model(reranker, monkeypatch, max_pairs=2)
-    body = httpx.Request("POST", "http://t", json={"query": "q", "documents": DOCS}).read()
+    fields = {"query": "q", "documents": DOCS, "timeout_ms": timeout_ms}
+    body = httpx.Request("POST", "http://t", json=fields).read()
     disconnect = asyncio.Event()
     said_disconnect = False
     sent: list[dict[str, Any]] = []
@@ -306,6 +311,8 @@ async def test_a_client_that_disconnects_stops_its_model_work(
         await _until(lambda: len(scorer.calls) == 1)
         disconnect.set()
         await _until(lambda: said_disconnect)
+        if timeout_ms is not None:  # the request ends at its deadline, the model call still held
+            await asyncio.wait_for(asyncio.shield(request), WAIT_S)
         scorer.release.set()
         await asyncio.wait_for(request, WAIT_S)
         async with httpx.AsyncClient(
@@ -360,6 +367,30 @@ def _rerank_scope() -> dict[str, Any]:
         "client": ("127.0.0.1", 1),
         "server": ("t", 80),
     }
+
+
+async def test_a_client_gone_before_the_deadline_passed_is_no_deadline_rejection() -> None:
+    """Work still waiting (behind a long model call) when the deadline passed was a 504 and a
+    deadline rejection in the metrics, though its client had left before: now a 499."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semrank._request import REQUEST_GONE
+    from semrank.server._engines import run_in_thread
+
+    held, gone = threading.Event(), threading.Event()  # held: a long model call
+    token = REQUEST_GONE.set(gone)
+    threads = ThreadPoolExecutor(2)
+    try:
+        gone.set()  # the client left; the deadline passes while the work is still held
+        with pytest.raises(ClientDisconnectedError):
+            await run_in_thread(threads, time.monotonic() + 0.05, held.wait, "late")
+        gone.clear()  # a client still there: the deadline it is
+        with pytest.raises(DeadlineExceededError, match=r"^late$"):
+            await run_in_thread(threads, time.monotonic() + 0.05, held.wait, "late")
+    finally:
+        held.set()  # the threads end before the executor is shut down
+        threads.shutdown()
+        REQUEST_GONE.reset(token)
 
 
 async def test_a_deadline_the_work_itself_saw_pass_answers_the_routes_text_with_its_fix() -> None:

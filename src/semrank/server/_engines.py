@@ -127,7 +127,8 @@ async def run_in_thread(
     ``DeadlineExceededError(late)`` once it passes, whether the wait here or the work's own check
     (its next model call or search, reached first) saw it pass: one text, with its fix. The
     thread itself cannot be stopped: it ends at its next model call or search, which fails for
-    being past the deadline or for its request being over (REQUEST_GONE, which it sees too)."""
+    being past the deadline or for its request being over (REQUEST_GONE, which it sees too).
+    A client that left before that is ``ClientDisconnectedError`` (a 499), not a deadline."""
     context = contextvars.copy_context()
     context.run(REQUEST_DEADLINE.set, deadline)
     future = asyncio.get_running_loop().run_in_executor(threads, context.run, work)
@@ -136,6 +137,11 @@ async def run_in_thread(
             return await future
         return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
     except (TimeoutError, DeadlineExceededError) as exc:
+        gone = REQUEST_GONE.get()
+        # A client that left while its work waited behind a long model call would otherwise
+        # count as a deadline rejection whenever the deadline passed before that call ended.
+        if gone is not None and gone.is_set():
+            raise ClientDisconnectedError("the client went away before the work finished") from exc
         raise DeadlineExceededError(late) from exc
 
 
