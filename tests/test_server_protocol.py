@@ -33,7 +33,12 @@ async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @pytest.fixture
-def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def port(served: tuple[int, uvicorn.Server]) -> int:
+    return served[0]
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, uvicorn.Server]]:
     monkeypatch.setattr(_protocol, "HEADER_SECONDS", DEADLINE_S)
     chosen = free_port()
     config = uvicorn.Config(
@@ -46,7 +51,7 @@ def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
         if server.started:
             break
         time.sleep(0.05)
-    yield chosen
+    yield chosen, server
     server.should_exit = True
     thread.join(10)
 
@@ -113,3 +118,25 @@ def test_a_request_slower_than_the_deadline_is_answered_and_the_next_one_timed(
         sock.sendall(b"GET /fast HTTP/1.1\r\n")
         received, _ = _read_until_closed(sock)
     assert received.startswith(b"HTTP/1.1 408"), received
+
+
+def test_an_answer_in_flight_when_the_server_stops_says_it_closes_the_connection(
+    served: tuple[int, uvicorn.Server],
+) -> None:
+    """uvicorn finished a request in flight at SIGTERM and closed its connection, without
+    ``Connection: close`` in the answer: a keep-alive client reused the closing connection."""
+    port, server = served
+    with socket.create_connection(("127.0.0.1", port)) as early:
+        early.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"done"):
+            answer += early.recv(4096)
+        assert b"connection: close" not in answer.lower()  # served before the stop
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(HANDLER_S / 3)  # the request is in flight
+            server.should_exit = True
+            received, _ = _read_until_closed(sock)
+    head = received.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200") and received.endswith(b"done")
+    assert b"\r\nconnection: close" in head

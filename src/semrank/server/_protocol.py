@@ -65,6 +65,15 @@ class HeaderDeadlineProtocol(H11Protocol):
         self._disarm_header_deadline()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        # On SIGTERM uvicorn lets a request in flight finish, then closes its connection, but
+        # the answer did not say so: a keep-alive client or balancer sent its next request on
+        # a connection about to close, and saw it fail instead of going to another replica.
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            cycle.default_headers = [*cycle.default_headers, (b"connection", b"close")]
+        super().shutdown()
+
     def _awaiting_headers(self) -> bool:
         """No request under way: its headers are not complete, or none has begun."""
         return self.conn.their_state is h11.IDLE and (

@@ -4,8 +4,9 @@ Startup loads the models (in a thread) and starts one batcher per model. Under u
 (``semrank serve``) the listening socket opens only after that, so while models load clients get
 "connection refused" (``/health`` too), never ``/ready``'s 503 "starting". On SIGTERM or SIGINT
 uvicorn closes the socket at once (new connections are refused, so ``/ready``'s 503 "draining"
-is not seen either), waits up to ``--shutdown-timeout`` for the requests in flight and cancels
-those still running (they get a 503). Only then does the app's shutdown run: the batchers drop
+is not seen either), waits up to ``--shutdown-timeout`` for the requests in flight (their
+answers say ``Connection: close``: ``HeaderDeadlineProtocol.shutdown``) and cancels those still
+running (they get a 503). Only then does the app's shutdown run: the batchers drop
 the queued work of requests that are over, get at most ``--shutdown-timeout`` again for the rest
 (normally nothing is left) and fail it. A model call in progress cannot be interrupted: the
 process exits once it ends (one slice, bounded by ``--batch-token-budget``). ``/ready``'s 503
