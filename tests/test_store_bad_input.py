@@ -449,6 +449,18 @@ def test_an_at_sign_in_the_database_name_is_not_taken_for_a_password(dsn: str, s
     assert not unencoded_password(dsn)
 
 
+@pytest.mark.parametrize(
+    "dsn", ["postgresql://u:1234/x@h/db", "postgresql://u:1234/x@h:5432/db?sslmode=require"]
+)
+def test_a_password_holding_a_slash_after_digits_is_hidden(dsn: str) -> None:
+    """Unencoded, "u:1234/x" reads like a host and port; the path after the '@' shows it is
+    a user and password (a database name holding '@' has no path after it)."""
+    from semrank.store._dsn import redact_dsn, unencoded_password
+
+    assert redact_dsn(dsn).startswith("postgresql://u:***@h")
+    assert "1234" not in redact_dsn(dsn) and unencoded_password(dsn)
+
+
 def test_semrank_sql_names_a_dsn_that_does_not_parse_without_its_password() -> None:
     """libpq's ProgrammingError (a '%' in a URL's password) was a traceback quoting it."""
     pytest.importorskip("psycopg")

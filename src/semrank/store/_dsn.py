@@ -47,12 +47,16 @@ def _url_password_span(dsn: str) -> tuple[int, int] | None:
     head = dsn[start : slash if slash >= 0 else len(dsn)]
     if "@" in head:
         return _after_user(dsn, start, start + head.rindex("@"))
-    if all(_HOST_PORT.fullmatch(host) for host in head.split(",")):
+    ats = (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@")
+    at = next((i for i in ats if not _QUERY_BEFORE.search(dsn[start:i])), None)
+    if at is None:
         return None
-    for at in (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@"):
-        if not _QUERY_BEFORE.search(dsn[start:at]):
-            return _after_user(dsn, start, at)
-    return None
+    # A host list, then a database name holding the '@'; but with a path after the '@'
+    # ("u:1234/x@h/db") the head was a user and a password that only looks like a port.
+    hosts = all(_HOST_PORT.fullmatch(host) for host in head.split(","))
+    if hosts and "/" not in dsn[at:].partition("?")[0]:
+        return None
+    return _after_user(dsn, start, at)
 
 
 def _after_user(dsn: str, start: int, at: int) -> tuple[int, int] | None:
