@@ -227,6 +227,53 @@ def test_a_recreated_index_hands_its_new_table_to_a_model_that_held_the_old_one(
     again.close()
 
 
+def mapped_files(folder: Path) -> list[str]:
+    """The files under ``folder`` this process maps (Linux; elsewhere none are listed)."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return []
+    lines = maps.read_text().splitlines()
+    return [line.split(maxsplit=5)[-1] for line in lines if str(folder.resolve()) in line]
+
+
+def test_dropping_an_index_lets_every_model_go_of_its_prepared_windows(
+    index: Store, blend_dir: Path, tmp_path: Path
+):
+    """The models kept the dropped index's tables, mapping its deleted files: their disk space
+    and memory were held until the server restarted, and on Windows the drop failed (500)."""
+    by_name, by_handle = Reranker(blend_dir), Reranker(blend_dir)
+    prepare_index(index, model=by_name)
+    tree = build_retriever("bm25", rerank=True, model=by_name, window=10)
+    search("fleas", QUERY, home=tmp_path, retriever=tree, k=10)  # the server's way: by name
+    rerank_search(index, by_handle)  # a library user's own handle
+    assert bi_encoder(by_name)._known and bi_encoder(by_handle)._known
+    index.close()
+    run("index", "drop", "fleas", "--yes", "--home", str(tmp_path))
+    assert not bi_encoder(by_name)._known and not bi_encoder(by_handle)._known
+    assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
+
+
+def test_an_index_another_process_dropped_has_its_windows_let_go_at_the_next_request(
+    index: Store, blend_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from semrank.pipeline import _open, let_go_of_dropped_indexes
+    from semrank.store import _registry, drop_index
+
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    index.close()
+    tree = build_retriever("bm25", rerank=True, model=reranker, window=10)
+    search("fleas", QUERY, home=tmp_path, retriever=tree, k=10)
+    with monkeypatch.context() as elsewhere:  # another process: this one is not told
+        elsewhere.setattr(_registry, "BEFORE_DROP", [])
+        drop_index("fleas", home=tmp_path)
+    assert bi_encoder(reranker)._known
+    monkeypatch.setattr(_open, "_last_sweep", float("-inf"))  # the next sweep is due
+    let_go_of_dropped_indexes()
+    assert not bi_encoder(reranker)._known
+    assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
+
+
 def test_a_model_holds_a_bounded_number_of_tables(blend_dir: Path, tmp_path: Path):
     reranker = Reranker(blend_dir)
     encoder = bi_encoder(reranker)

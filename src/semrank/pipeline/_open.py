@@ -151,6 +151,11 @@ def let_go_of_dropped_indexes() -> None:
     with _OPEN_LOCK:
         idle = _take_out(gone)
     _close(idle)
+    if gone:  # the loaded models' prepared windows of it map its files too
+        from semrank.pipeline._prepare import forget_windows_at  # it imports this module
+
+        for folder, _ in gone:
+            forget_windows_at(folder)
 
 
 def _hold_local(name: str, home: str | Path | None) -> _Held:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ import numpy as np
 
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, load_reranker, model_ref
-from semrank.pipeline._open import using_index
-from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store
+from semrank.pipeline._open import _is_dsn, using_index
+from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store, index_path
 from semrank.store._base import id_list
+from semrank.store._registry import BEFORE_DROP
 
 if TYPE_CHECKING:
     from semrank.rerank import Reranker
@@ -198,4 +200,35 @@ def use_prepared(store: Store, model: ScoresDocuments) -> int:
     tables = _tables(stored)
     if not tables or not isinstance(model, Reranker):
         return 0
-    return use_windows(model, tables, source=str(getattr(store, "path", store.name)))
+    path = getattr(store, "path", None)
+    return use_windows(
+        model, tables, source=_windows_source(path) if path is not None else store.name
+    )
+
+
+def _windows_source(folder: Path) -> str:
+    """What names an embedded index's tables in the models holding them: its folder resolved,
+    so a drop naming the folder another way (relative, through a link) finds them."""
+    return str(Path(folder).resolve())
+
+
+def forget_prepared_windows(
+    index: str, home: str | Path | None = None, *, store: str | None = None
+) -> None:
+    """Before ``index`` is dropped, every loaded model lets go of its prepared windows: they
+    map its files, whose disk space and memory the drop would otherwise not free until the
+    process ends (and which Windows cannot rename away while mapped)."""
+    if not _is_dsn(store):  # PostgreSQL keeps no prepared windows
+        forget_windows_at(index_path(index, home))
+
+
+def forget_windows_at(folder: Path) -> None:
+    """Every loaded model lets go of the prepared windows of the index in ``folder``."""
+    # Not imported yet: no model was handed a table, and a drop need not load re-ranking code.
+    if "semrank.rerank._prepared" in sys.modules:
+        from semrank.rerank._prepared import forget_tables_from
+
+        forget_tables_from(_windows_source(folder))
+
+
+BEFORE_DROP.append(forget_prepared_windows)

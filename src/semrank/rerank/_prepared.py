@@ -30,7 +30,13 @@ from semrank.rerank._reranker import Reranker
 from semrank.runtime._keytable import KeyTable
 from semrank.runtime._scorers import BiEncoderScorer, text_key
 
-__all__ = ["WindowTable", "prepare_windows", "use_windows", "window_encoders"]
+__all__ = [
+    "WindowTable",
+    "forget_tables_from",
+    "prepare_windows",
+    "use_windows",
+    "window_encoders",
+]
 
 PROBE_TEXT = "semrank prepared windows: a probe sentence that identifies the embedding model."
 # A table serves only the model *and precision* that made it: bf16 against fp32 embeddings of
@@ -216,8 +222,22 @@ def use_windows(reranker: Reranker, tables: Sequence[WindowTable], *, source: st
     for _, encoder in window_encoders(reranker):
         probe = probe_vector(encoder)
         for table in tables:
-            name = f"{source}:{table.key or table.model}"
+            name = f"{_source_prefix(source)}{table.key or table.model}"
             if _same_model(table.probe, probe):
                 encoder.remember_table(name, table.version, table.keys, table.vectors)
                 taken += 1
     return taken
+
+
+def forget_tables_from(source: str | Path) -> int:
+    """Let every loaded bi-encoder go of the tables ``use_windows`` gave it from ``source``
+    (an index being dropped: the tables map its files). Returns how many were let go of."""
+    # Every bi-encoder handed a table has a probe: the server's cached models and a library
+    # user's own Reranker alike.
+    with _PROBES_LOCK:
+        encoders = list(_PROBES.keys())
+    return sum(encoder.forget_tables(_source_prefix(source)) for encoder in encoders)
+
+
+def _source_prefix(source: str | Path) -> str:
+    return f"{source}:"

@@ -230,6 +230,16 @@ class BiEncoderScorer:
             while len(self._known) > self.max_tables:
                 self._known.popitem(last=False)
 
+    def forget_tables(self, prefix: str) -> int:
+        """Let go of the known tables whose name starts with ``prefix`` (those of an index
+        being dropped: each may map its files, which a drop could then not free or, on
+        Windows, rename). Returns how many it let go of."""
+        with self._lock:
+            names = [name for name in self._known if name.startswith(prefix)]
+            for name in names:
+                del self._known[name]
+        return len(names)
+
     def embed_uncached(self, texts: list[str], *, counted: bool = True) -> np.ndarray:
         """L2-normalised embeddings of ``texts`` from the model itself, remembered nowhere (for
         bulk work such as preparing an index; serialised with the scorer's other model calls).

@@ -176,6 +176,7 @@ class LocalStore(Store):
     def close(self) -> None:
         self._closed = True
         self._cache.clear()
+        self._prepared_cache.clear()  # mapped files: a drop could not free (or rename) them
         self.db.close()
 
     def _require_live(self) -> None:
