@@ -121,3 +121,23 @@ def no_cuda() -> None:
     except BackendUnavailableError:
         return
     pytest.skip("this machine has CUDA")
+
+
+@pytest.fixture
+def windows_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.fsync`` as Windows has it: FlushFileBuffers refuses a file descriptor opened
+    read-only (EBADF), so a file must be flushed through a writable one."""
+    import errno
+    import fcntl
+    import os
+    import stat
+
+    fsync = os.fsync
+
+    def windows(fd: int) -> None:
+        read_only = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        if read_only and not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", windows)

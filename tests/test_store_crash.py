@@ -176,6 +176,16 @@ def test_search_answers_when_its_files_cannot_be_saved(tmp_path: Path) -> None:
     assert _bm25_ids(tmp_path, "ro", "word1") == ["doc-1"]
 
 
+@pytest.mark.usefixtures("windows_fsync")
+def test_search_files_are_saved_where_fsync_needs_a_writable_file(tmp_path: Path) -> None:
+    """Windows flushes no file opened read-only: the search files were flushed through one,
+    so they were never saved there (every search rebuilt them, `index prepare` failed)."""
+    folder = _make(tmp_path, "win", [_doc(i) for i in range(3)])
+    (saved,) = (folder / "derived").glob("bm25-all.g*")
+    assert (saved / "snapshot.json").is_file() and (saved / "ids.json").is_file()
+    assert _bm25_ids(tmp_path, "win", "word2") == ["doc-2"]
+
+
 def test_a_full_disk_is_a_storage_error_and_the_handle_keeps_working(tmp_path: Path) -> None:
     from semrank.errors import StorageError
 

@@ -447,6 +447,31 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_partial_file
         _save_checkpoint(path, model, optimizer, Sampler(), RunState())  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("windows_fsync")
+def test_a_checkpoint_is_saved_where_fsync_needs_a_writable_file(tmp_path: Path) -> None:
+    """Windows flushes no file opened read-only: the checkpoint was flushed through one, and
+    `semrank train` stopped at its first checkpoint saying "is the disk full?"."""
+    import torch
+
+    from semrank.train._loop import RunState, _load_checkpoint, _save_checkpoint
+
+    class Sampler:  # the sampler's only parts a checkpoint writes and reads
+        def state(self) -> dict[str, Any]:
+            return {"position": 3}
+
+        def restore(self, state: dict[str, Any]) -> None:
+            self.loaded = state
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "checkpoint.pt"
+    _save_checkpoint(path, model, optimizer, Sampler(), RunState(step=7))  # type: ignore[arg-type]
+    assert not (tmp_path / "checkpoint.tmp").exists()
+    sampler = Sampler()
+    assert _load_checkpoint(path, model, optimizer, sampler).step == 7  # type: ignore[arg-type]
+    assert sampler.loaded == {"position": 3}
+
+
 @pytest.mark.slow
 def test_without_a_validation_split_no_ndcg_is_recorded(
     tiny_base: Path, pairs_file: Path, tmp_path: Path

@@ -21,11 +21,22 @@ GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 ErrorType = type[SemrankError]
 
 
+def fsync_file(path: Path) -> None:
+    """Put file ``path``'s bytes on disk (before renaming it into place, so that a power loss
+    cannot leave an empty or cut file under the final name). Through a writable descriptor:
+    Windows flushes with FlushFileBuffers, which refuses a read-only one (EBADF)."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename into folder ``path`` survive a power loss (where the system allows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    except OSError:  # Windows opens no folder as a file (EACCES): nothing to flush there
         return
     try:
         os.fsync(fd)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from semrank._files import fsync_dir
+from semrank._files import fsync_dir, fsync_file
 
 DERIVED = "derived"
 _NAME = re.compile(r"^(?P<kind>[A-Za-z0-9_.-]+)\.g(?P<gen>\d+)$")
@@ -97,8 +97,7 @@ def publish(
         meta = {"kind": kind, "generation": generation, "created": time.time(), **meta}
         (tmp / "snapshot.json").write_text(json.dumps(meta), "utf-8")
         for file in tmp.iterdir():
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(file)
         target = folder / f"{kind}.g{generation}"
         try:
             os.rename(tmp, target)

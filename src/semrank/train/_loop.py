@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int
-from semrank._files import fsync_dir
+from semrank._files import fsync_dir, fsync_file
 from semrank.errors import DataFormatError, InvalidInputError, StorageError
 from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
@@ -442,8 +442,7 @@ def _save_checkpoint(
     tmp = path.with_suffix(".tmp")
     try:
         torch.save(payload, tmp)
-        with tmp.open("rb") as handle:  # on disk before the rename: a power loss could leave
-            os.fsync(handle.fileno())  # an empty or cut file under the checkpoint's name
+        fsync_file(tmp)  # on disk before the rename
         tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
         fsync_dir(path.parent)
     except BaseException as exc:  # Ctrl-C too: a half-written .tmp is no checkpoint
