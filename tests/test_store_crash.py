@@ -365,6 +365,46 @@ def test_a_reused_pid_does_not_make_an_interrupted_ingest_look_running() -> None
     assert not ingest_running({**mark, "process_started": process_start_time(parent) + 1})
 
 
+def test_on_windows_a_process_is_looked_up_by_handle_never_signalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`os.kill(pid, 0)` is CTRL_C_EVENT on Windows: `index info` (and a /metrics scrape under
+    --workers) asking whether a process runs could interrupt the console's processes."""
+    import errno
+    import types
+
+    from semrank._process import process_alive
+
+    running, ended, other_users = 101, 102, 103  # no such id: 104
+    opened, closed, signalled = [], [], []
+
+    def open_process(access: int, inherit: bool, pid: int) -> str:
+        opened.append((access, inherit, pid))
+        if pid == other_users:
+            raise OSError(errno.EACCES, "Access is denied")  # a PermissionError, as on Windows
+        if pid not in (running, ended):
+            raise OSError(errno.EINVAL, "The parameter is incorrect")
+        return f"handle-{pid}"
+
+    def wait(handle: str, timeout_ms: int) -> int:
+        assert timeout_ms == 0  # asks, never waits
+        return 258 if handle == f"handle-{running}" else 0  # WAIT_TIMEOUT / WAIT_OBJECT_0
+
+    winapi = types.SimpleNamespace(
+        OpenProcess=open_process, WaitForSingleObject=wait, CloseHandle=closed.append
+    )
+    monkeypatch.setitem(sys.modules, "_winapi", winapi)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signalled.append((pid, sig)))
+    with monkeypatch.context() as windows:
+        windows.setattr(os, "name", "nt")
+        answers = [process_alive(pid) for pid in (running, ended, other_users, 104)]
+    assert answers == [True, False, True, False]
+    assert signalled == []
+    # SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION: rights any user has on another's process
+    assert opened == [(0x00101000, False, pid) for pid in (101, 102, 103, 104)]
+    assert closed == ["handle-101", "handle-102"]
+
+
 def test_search_files_saved_after_a_drop_do_not_bring_the_folder_back(tmp_path: Path) -> None:
     """A search rebuilding its files while the index is dropped: publishing them re-created
     the index folder (search files, no database), and creating the name again was refused."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
+
+# Windows API numbers (winnt.h, winbase.h, winerror.h) for asking whether a process runs.
+SYNCHRONIZE = 0x00100000
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+WAIT_TIMEOUT = 258  # WaitForSingleObject: the process has not ended
 
 
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (under any user)."""
+    if os.name == "nt":
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except PermissionError:
@@ -15,6 +24,22 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    """Asked through a process handle: on Windows ``os.kill(pid, 0)`` sends CTRL_C_EVENT to a
+    console process group (it could stop a server scraping its workers' liveness)."""
+    winapi: Any = importlib.import_module("_winapi")  # imported by name: Windows has it only
+    try:
+        handle = winapi.OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    except PermissionError:  # ERROR_ACCESS_DENIED: it runs, under another user
+        return True
+    except OSError:  # ERROR_INVALID_PARAMETER: no process has that id
+        return False
+    try:
+        return bool(winapi.WaitForSingleObject(handle, 0) == WAIT_TIMEOUT)
+    finally:
+        winapi.CloseHandle(handle)
 
 
 def process_start_time(pid: int) -> int | None:
