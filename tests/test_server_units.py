@@ -678,6 +678,34 @@ def test_serving_raises_the_soft_open_files_limit_to_the_hard_one() -> None:
     assert int(done.stdout) == hard
 
 
+@pytest.mark.parametrize("refused", [False, True])
+def test_under_an_unlimited_hard_open_files_limit_the_soft_one_is_raised_too(
+    monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """macOS: soft 256, hard unlimited. Nothing was raised, and a server kept only 4 indexes
+    open (each closed and opened again as requests went round more)."""
+    from semrank.pipeline._open import _held_limit
+    from semrank.server._run import raise_open_files_limit
+
+    resource = pytest.importorskip("resource")
+    limits = {resource.RLIMIT_NOFILE: (256, resource.RLIM_INFINITY)}  # macOS's defaults
+
+    def setrlimit(which: int, wanted: tuple[int, int]) -> None:
+        if refused:  # a kern.maxfilesperproc below it
+            raise ValueError("not allowed to raise maximum limit")
+        limits[which] = wanted
+
+    monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    raise_open_files_limit()
+    if refused:
+        assert limits[resource.RLIMIT_NOFILE] == (256, resource.RLIM_INFINITY)
+        assert _held_limit() == 4
+    else:
+        assert limits[resource.RLIMIT_NOFILE] == (10_240, resource.RLIM_INFINITY)
+        assert _held_limit() == 100  # held indexes follow the soft limit as it is now
+
+
 def test_a_service_the_machine_lacks_is_logged_as_a_warning_without_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

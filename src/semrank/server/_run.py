@@ -67,6 +67,11 @@ def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
     }
 
 
+# The soft open-files limit under an unlimited hard one (macOS: soft 256, hard unlimited):
+# macOS refuses a soft RLIMIT_NOFILE above OPEN_MAX, 10,240.
+OPEN_FILES_UNDER_NO_HARD_LIMIT = 10_240
+
+
 def raise_open_files_limit() -> None:
     """The soft limit on open files up to the hard one: each connection and each open index
     (up to about 12) takes descriptors, and the usual soft 1,024 ran out at 85-200 indexes,
@@ -76,10 +81,11 @@ def raise_open_files_limit() -> None:
     except ImportError:  # not on Windows
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+    wanted = OPEN_FILES_UNDER_NO_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
         return
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with contextlib.suppress(ValueError, OSError):  # refused: the soft limit stays as it was
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
