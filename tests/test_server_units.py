@@ -706,6 +706,39 @@ def test_under_an_unlimited_hard_open_files_limit_the_soft_one_is_raised_too(
         assert _held_limit() == 100  # held indexes follow the soft limit as it is now
 
 
+@pytest.mark.parametrize("os_name", ["posix", "nt"])
+def test_the_port_probe_shares_no_port_on_windows(
+    monkeypatch: pytest.MonkeyPatch, os_name: str
+) -> None:
+    """SO_REUSEADDR on Windows lets a bind succeed on a port another program listens on: the
+    probe passed, and "port in use" came only after the models had loaded (minutes)."""
+    import os
+    import socket
+
+    from semrank.errors import InvalidInputError
+    from semrank.server._run import check_address
+
+    options: list[tuple[int, int, int]] = []
+    setsockopt = socket.socket.setsockopt
+
+    def recorded(sock: socket.socket, level: int, option: int, value: Any) -> None:
+        options.append((level, option, value))
+        setsockopt(sock, level, option, value)
+
+    monkeypatch.setattr(socket.socket, "setsockopt", recorded)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with monkeypatch.context() as platform:
+            platform.setattr(os, "name", os_name)
+            with pytest.raises(InvalidInputError, match=f"cannot listen on 127.0.0.1:{port}"):
+                check_address("127.0.0.1", port)
+            check_address("127.0.0.1", 0)
+    reuse = (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    assert options == ([reuse, reuse] if os_name == "posix" else [])  # where asyncio sets it
+
+
 def test_a_service_the_machine_lacks_is_logged_as_a_warning_without_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -191,7 +191,10 @@ def check_address(host: str, port: int) -> None:
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            # As uvicorn (asyncio) binds: on POSIX only, where it skips sockets lingering in
+            # TIME_WAIT; on Windows it lets a bind share a port another program listens on.
+            if os.name == "posix":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
         raise InvalidInputError(
