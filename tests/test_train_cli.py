@@ -91,6 +91,24 @@ def test_train_names_a_bad_teacher_encoder(app: typer.Typer, tmp_path: Path) -> 
     assert str(missing) in str(result.exception) and "config.json" in str(result.exception)
 
 
+def test_report_tasks_take_windows_drive_paths() -> None:
+    """`--report dl=C:\\runs\\dl.json:C:\\qrels.txt` was split at the drive's ':'."""
+    from semrank.train.commands import _report_task
+
+    assert _report_task("dl=C:\\runs\\dl.json.gz:D:/qrels/dl.txt") == (
+        "dl",
+        Path("C:\\runs\\dl.json.gz"),
+        Path("D:/qrels/dl.txt"),
+    )
+    assert _report_task("dl=runs/dl.json:C:\\qrels.txt") == (
+        "dl",
+        Path("runs/dl.json"),
+        Path("C:\\qrels.txt"),
+    )
+    with pytest.raises(InvalidInputError, match=r"use NAME=RUN\.json"):
+        _report_task("dl=C:\\runs\\dl.json")  # no qrels: the drive's ':' is not one
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,22 @@ def test_teacher_encoder_argument_is_checked(tmp_path: Path) -> None:
         parse_teacher_encoder(f"{tmp_path}:heavy")
     with pytest.raises(InvalidInputError, match=r"no config\.json"):
         parse_teacher_encoder(str(tmp_path / "missing"))
+
+
+def test_a_teacher_encoder_at_a_windows_drive_path_keeps_its_drive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`C:\\models\\teacher` was split at its drive's ':' ("the weight after ':' must be a
+    number, e.g. C:1.0"). Here the Windows paths are folders of the current one, so real."""
+    monkeypatch.chdir(tmp_path)
+    for folder in (Path("C:\\models\\teacher"), Path("d:/models/teacher")):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+    assert parse_teacher_encoder("C:\\models\\teacher") == (Path("C:\\models\\teacher"), 1.0)
+    assert parse_teacher_encoder("C:\\models\\teacher:0.5") == (Path("C:\\models\\teacher"), 0.5)
+    assert parse_teacher_encoder("d:/models/teacher:2") == (Path("d:/models/teacher"), 2.0)
+    with pytest.raises(InvalidInputError, match=re.escape("e.g. C:\\models\\teacher:1.0")):
+        parse_teacher_encoder("C:\\models\\teacher:heavy")
 
 
 def _second_encoder(base: Path, target: Path) -> Path:

@@ -21,6 +21,23 @@ GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 ErrorType = type[SemrankError]
 
 
+# An absolute Windows path's drive letter (C:\ or C:/): its ':' is part of the path.
+WINDOWS_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+
+
+def partition_path(text: str, *, last: bool = False) -> tuple[str, str, str]:
+    """``text`` as ``(path, ":", rest)``, split at its first ':' (at its last with ``last``)
+    after any leading drive letter, so that ``C:\\models\\x:0.5`` is ``C:\\models\\x`` and 0.5;
+    ``(text, "", "")`` where nothing follows a path."""
+    drive = WINDOWS_DRIVE.match(text)
+    start = drive.end() if drive else 0
+    after = text[start:]
+    path, sep, rest = after.rpartition(":") if last else after.partition(":")
+    if not sep:
+        return text, "", ""
+    return text[:start] + path, sep, rest
+
+
 def fsync_file(path: Path) -> None:
     """Put file ``path``'s bytes on disk (before renaming it into place, so that a power loss
     cannot leave an empty or cut file under the final name). Through a writable descriptor:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int
-from semrank._files import fsync_dir, fsync_file
+from semrank._files import fsync_dir, fsync_file, partition_path
 from semrank.errors import DataFormatError, InvalidInputError, StorageError
 from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
@@ -230,7 +230,7 @@ def parse_teacher_encoder(
     expected: str = "a sentence-transformers or Hugging Face encoder directory",
 ) -> tuple[Path, float]:
     """``PATH`` or ``PATH:WEIGHT`` (weight 1) of a teacher model folder, checked."""
-    path, sep, weight = text.rpartition(":")
+    path, sep, weight = partition_path(text, last=True)
     if not sep or not path:
         path, weight = text, "1"
     try:

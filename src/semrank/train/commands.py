@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from semrank._files import partition_path
 from semrank.errors import InvalidInputError
 
 
@@ -71,7 +72,7 @@ def _check_head_base(folder: Path, named: str | None) -> None:
 
 def _report_task(text: str) -> tuple[str, Path, Path]:
     name, sep, files = text.partition("=")
-    run, sep2, qrels = files.partition(":")
+    run, sep2, qrels = partition_path(files)
     if not (sep and sep2 and name):
         raise InvalidInputError(f"bad --report {text!r}; use NAME=RUN.json[.gz]:QRELS.txt")
     return name, Path(run).expanduser(), Path(qrels).expanduser()
