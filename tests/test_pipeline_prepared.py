@@ -266,11 +266,59 @@ def test_an_index_another_process_dropped_has_its_windows_let_go_at_the_next_req
     search("fleas", QUERY, home=tmp_path, retriever=tree, k=10)
     with monkeypatch.context() as elsewhere:  # another process: this one is not told
         elsewhere.setattr(_registry, "BEFORE_DROP", [])
+        elsewhere.setattr(_registry, "AFTER_DROP", [])
         drop_index("fleas", home=tmp_path)
     assert bi_encoder(reranker)._known
     monkeypatch.setattr(_open, "_last_sweep", float("-inf"))  # the next sweep is due
     let_go_of_dropped_indexes()
     assert not bi_encoder(reranker)._known
+    assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
+
+
+def test_a_search_handing_windows_over_while_the_index_is_dropped_leaves_none_mapped(
+    index: Store, blend_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A search already running handed the dropped index's table back to the model after the
+    drop had let go of it (before its folder was renamed away): the model kept mapping the
+    deleted files until four newer tables pushed it out (the once-a-second sweep of dropped
+    indexes never saw it: the drop had already let go of the index's handle)."""
+    from semrank.pipeline import use_prepared, using_index
+    from semrank.store import _registry, drop_index
+
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    index.close()
+    with using_index("fleas", home=tmp_path) as running:
+
+        def search_hands_over(*_: object, **__: object) -> None:
+            assert not bi_encoder(reranker)._known  # the drop has let go of its tables
+            assert use_prepared(running, reranker) == 1
+
+        # The search's hand-over, run after the drop's other hooks and before its rename.
+        monkeypatch.setattr(_registry, "BEFORE_DROP", [*_registry.BEFORE_DROP, search_hands_over])
+        drop_index("fleas", home=tmp_path)
+    assert not bi_encoder(reranker)._known
+    assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
+
+
+def test_windows_read_before_a_drop_and_handed_over_after_it_are_let_go_of(
+    index: Store, blend_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A search that read the tables before a drop and handed them over once the drop was
+    done (its thread paused in between) left the model mapping the deleted files."""
+    from semrank.pipeline import use_prepared, using_index
+    from semrank.store import drop_index
+
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    index.close()
+    with using_index("fleas", home=tmp_path) as running:
+        read_before_the_drop = running.prepared()
+        drop_index("fleas", home=tmp_path)
+        monkeypatch.setattr(running, "prepared", read_before_the_drop.copy)
+        use_prepared(running, reranker)
+        assert not bi_encoder(reranker)._known
+    read_before_the_drop.clear()  # the search is done with them
     assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
 
 

@@ -21,9 +21,9 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, load_reranker, model_ref
 from semrank.pipeline._open import _is_dsn, using_index
-from semrank.store import ALL_TEXT_FIELDS, PreparedArrays, Store, index_path
+from semrank.store import ALL_TEXT_FIELDS, LocalStore, PreparedArrays, Store, index_path
 from semrank.store._base import id_list
-from semrank.store._registry import BEFORE_DROP
+from semrank.store._registry import AFTER_DROP, BEFORE_DROP
 
 if TYPE_CHECKING:
     from semrank.rerank import Reranker
@@ -201,9 +201,15 @@ def use_prepared(store: Store, model: ScoresDocuments) -> int:
     if not tables or not isinstance(model, Reranker):
         return 0
     path = getattr(store, "path", None)
-    return use_windows(
+    taken = use_windows(
         model, tables, source=_windows_source(path) if path is not None else store.name
     )
+    if isinstance(store, LocalStore) and store.was_dropped():
+        # Dropped since they were read: the drop may have let go of the models' tables before
+        # this hand-over, and would leave them mapping its deleted files.
+        forget_windows_at(store.path)
+        return 0
+    return taken
 
 
 def _windows_source(folder: Path) -> str:
@@ -217,7 +223,9 @@ def forget_prepared_windows(
 ) -> None:
     """Before ``index`` is dropped, every loaded model lets go of its prepared windows: they
     map its files, whose disk space and memory the drop would otherwise not free until the
-    process ends (and which Windows cannot rename away while mapped)."""
+    process ends (and which Windows cannot rename away while mapped). Run again once its
+    folder is renamed away: a search already running may have handed them back in between
+    (one handing them over later finds the index dropped, see ``use_prepared``)."""
     if not _is_dsn(store):  # PostgreSQL keeps no prepared windows
         forget_windows_at(index_path(index, home))
 
@@ -232,3 +240,4 @@ def forget_windows_at(folder: Path) -> None:
 
 
 BEFORE_DROP.append(forget_prepared_windows)
+AFTER_DROP.append(forget_prepared_windows)

@@ -185,7 +185,7 @@ class LocalStore(Store):
             raise InvalidInputError(
                 f"index {self.name!r} is closed; open it again with open_index({self.name!r})"
             )
-        if _db_identity(self.path) != self._identity:
+        if self.was_dropped():
             raise IndexNotFoundError(
                 f"index {self.name!r} was dropped since it was opened (its files at {self.path} "
                 f"are gone or belong to a new index); run the command again (Python: open it "
@@ -195,6 +195,10 @@ class LocalStore(Store):
                 "one used it; retry (a new index of that name is used if there is one), or "
                 "create it again with POST /v1/indexes",
             )
+
+    def was_dropped(self) -> bool:
+        """Whether its index was dropped (or dropped and created again) since it was opened."""
+        return _db_identity(self.path) != self._identity
 
     def __repr__(self) -> str:
         return f"LocalStore({self.name!r}, path={str(self.path)!r})"

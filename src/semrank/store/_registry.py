@@ -431,6 +431,10 @@ def open_index(
 # Called before an index is dropped: the search pipeline closes the handle it keeps open, so
 # a dropped index's files are not held (its disk space was freed only at the next search).
 BEFORE_DROP: list[Callable[..., None]] = []
+# Called, with the same arguments, once an embedded index's folder is renamed away (before its
+# files are deleted): what a request already running took again between BEFORE_DROP and the
+# rename (the models' prepared windows) is let go of too.
+AFTER_DROP: list[Callable[..., None]] = []
 
 
 def drop_index(name: str, *, home: str | Path | None = None, store: str | None = None) -> None:
@@ -453,6 +457,8 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         os.rename(target, trash)
     except FileNotFoundError:  # another drop of the same index got there first
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
+    for let_go in AFTER_DROP:
+        let_go(name, home, store=store)
     shutil.rmtree(trash, ignore_errors=True)
 
 
