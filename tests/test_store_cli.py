@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -664,6 +665,81 @@ def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(
     assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
     assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+
+
+def test_create_reads_stdin_in_the_format_given(tmp_path: Path) -> None:
+    """`index create NAME --from -` read a file called "-" ("corpus - does not exist"), where
+    `index add NAME -` reads stdin: it takes --format as add does, and says "stdin"."""
+    home = str(tmp_path / "home")
+    jsonl = "".join(json.dumps(d) + "\n" for d in DOCS)
+
+    def create(name: str, *flags: str, stdin: str = jsonl) -> str:
+        return run("index", "create", name, *flags, "--home", home, "--no-dense", stdin=stdin)
+
+    created = create("piped", "--from", "-", "--format", "jsonl")
+    assert (
+        "jsonl file: id field _id, text fields title, text" in created and "3 documents" in created
+    )
+    create("rows", "--from", "-", "--format", "csv", stdin="id,text\nowls,Owls hunt at night.\n")
+    hits = json.loads(run("search", "rows", "night", "--json", "--home", home))["hits"]
+    assert [(hit["id"], hit["document"]["text"]) for hit in hits] == [
+        ("owls", "Owls hunt at night.")
+    ]
+    with pytest.raises(InvalidInputError, match=r"no name to tell .* --format \(jsonl, json,"):
+        create("refused", "--from", "-")
+    with pytest.raises(InvalidInputError, match=r"--format 'jsonl' says what stdin \(--from -\)"):
+        create("refused", "--format", "jsonl")
+    with pytest.raises(DataFormatError, match=r"^stdin:2: not valid JSON"):
+        create(
+            "refused",
+            "--from",
+            "-",
+            "--format",
+            "jsonl",
+            stdin=jsonl.splitlines()[0] + "\n{not json\n",
+        )
+    with pytest.raises(InvalidInputError, match=r"--fields body: no record of stdin has it"):
+        create("refused", "--from", "-", "--format", "jsonl", "--fields", "text,body")
+    listed = [row["name"] for row in json.loads(run("index", "list", "--json", "--home", home))]
+    assert listed == ["piped", "rows"]  # refused before anything was created
+
+
+def test_an_interrupted_create_from_stdin_says_to_pipe_it_into_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create from stdin marked, and named in its errors, the temporary copy of stdin that
+    was gone once the command ended."""
+    from semrank.store._local import LocalStore
+
+    home = str(tmp_path / "home")
+    jsonl = "".join(json.dumps(d) + "\n" for d in DOCS)
+    with monkeypatch.context() as killed:  # the process ends before its ingest does
+        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
+        create = ["index", "create", "piped", "--from", "-", "--format", "jsonl", "--no-dense"]
+        run(*create, "--home", home, stdin=jsonl)
+    [listed] = json.loads(run("index", "list", "--json", "--home", home))
+    note = listed["incomplete"]
+    assert note.startswith("it holds 3 documents, but the ingest of - (started ")
+    assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
+    run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
+    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+
+    upsert = LocalStore.upsert_counted
+
+    def failing(self: LocalStore, corpus: Any, **options: Any) -> Any:
+        upsert(self, list(corpus)[:1], **options)  # a batch went in, then the input was bad
+        raise DataFormatError(f"{corpus.path}:2: not valid JSON")
+
+    monkeypatch.setattr(LocalStore, "upsert_counted", failing)
+    with pytest.raises(DataFormatError) as failed:
+        run("index", "create", "half", "--from", "-", "--format", "jsonl", "--no-dense",
+            "--home", home, stdin=jsonl)  # fmt: skip
+    message = str(failed.value)
+    assert message.startswith("stdin:2: not valid JSON\nindex 'half' was created and keeps")
+    assert "piping the same documents into `semrank index add half - --format jsonl --home" in (
+        message
+    )
+    assert "semrank-stdin-" not in message
 
 
 def test_a_search_body_size_is_the_number_of_hits_unless_top_n_says(tmp_path: Path) -> None:

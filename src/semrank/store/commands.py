@@ -54,6 +54,12 @@ FIELDS_OPTION = typer.Option(
     help="Comma-separated text fields (default: BEIR title,text, else all strings).",
 )
 BATCH_OPTION = typer.Option(256, "--batch-size", min=1, help="Documents per committed batch.")
+FORMAT_OPTION = typer.Option(
+    None,
+    "--format",
+    help="What stdin (a corpus given as -) holds: jsonl, json, csv or tsv, plain or gzip (a "
+    "file's name says its format).",
+)
 
 
 def home_beats_env_store(command: Any) -> Any:
@@ -187,7 +193,10 @@ def _step(console: Console, label: str) -> Iterator[None]:
 @home_beats_env_store
 def create(
     name: str = typer.Argument(..., help="Index name."),
-    source: Path | None = typer.Option(None, "--from", help="Corpus to ingest right away."),
+    source: str | None = typer.Option(
+        None, "--from", help="Corpus to ingest right away; - reads it from stdin (with --format)."
+    ),
+    data_format: str | None = FORMAT_OPTION,
     id_field: str | None = ID_FIELD_OPTION,
     fields: str | None = FIELDS_OPTION,
     dense: bool = typer.Option(True, "--dense/--no-dense", help="Store embeddings for knn."),
@@ -222,52 +231,78 @@ def create(
         embedding_max_length=embedding_max_length, ann_threshold=ann_threshold, prepare=prepare,
         store=store,
     )  # fmt: skip
+    stdin_format = _stdin_format(source, data_format, usage="index create NAME --from -")
     if not store or store == "local":  # before reading the file through, which takes a while
         check_name_is_free(name, index_path(name, home))
-    corpus = read_corpus(source, id_field=id_field, fields=_split(fields)) if source else None
-    # A full pass over the file before anything is created: a bad byte or row deep in the file
-    # then fails here, rather than after the index exists, half filled.
-    total, used = 0, set[str]()
-    if corpus is not None:  # a step shown: a large file takes a while (16 s for 123 MB)
-        with _step(_stderr_console(), f"checking {corpus.path.name}"):
-            total, used = corpus.survey(storable_check(store))
-    if corpus is not None and fields:
-        _check_fields_used(corpus.text_fields, used, source)
-    index = create_index(
-        name,
-        home=home,
-        fields=corpus.text_fields if corpus else (_split(fields) or ["title", "text"]),
-        id_field=corpus.id_field if corpus else (id_field or "id"),
-        embedding_model=embedding_model if dense else None,
-        embedding_max_length=embedding_max_length,
-        bm25=BM25Params(method=bm25_method, k1=k1, b=b),
-        ann_threshold=DEFAULT_ANN_THRESHOLD if ann_threshold is None else ann_threshold,
-        store=store,
-    )
-    with index:
-        if corpus is not None:
-            kind = "BEIR corpus" if corpus.is_beir else f"{corpus.format} file"
-            typer.echo(
-                f"{kind}: id field {corpus.id_field or '(record number)'}, "
-                f"text fields {', '.join(corpus.text_fields)}"
-            )
-            if corpus.id_field is None and not corpus.is_beir:
-                from semrank.store._corpus import ID_FIELD_GUESSES
-
-                typer.echo(
-                    f"warning: {corpus.path.name} has no id field ({', '.join(ID_FIELD_GUESSES)}"
-                    "): its documents get the ids 1, 2, ..., so no later `index add` can update "
-                    "or delete them by their own ids; name the id field with --id-field",
-                    err=True,
+    reading = contextlib.nullcontext() if source is None else _corpus_file(source, stdin_format)
+    with reading as file:
+        corpus = (
+            None if file is None else read_corpus(file, id_field=id_field, fields=_split(fields))
+        )
+        # A full pass over the file before anything is created: a bad byte or row deep in the
+        # file then fails here, rather than after the index exists, half filled.
+        total, used = 0, set[str]()
+        if corpus is not None:  # a step shown: a large file takes a while (16 s for 123 MB)
+            with _step(_stderr_console(), f"checking {corpus.path.name}"):
+                total, used = corpus.survey(storable_check(store))
+        if corpus is not None and fields:
+            _check_fields_used(corpus.text_fields, used, "stdin" if stdin_format else str(file))
+        index = create_index(
+            name,
+            home=home,
+            fields=corpus.text_fields if corpus else (_split(fields) or ["title", "text"]),
+            id_field=corpus.id_field if corpus else (id_field or "id"),
+            embedding_model=embedding_model if dense else None,
+            embedding_max_length=embedding_max_length,
+            bm25=BM25Params(method=bm25_method, k1=k1, b=b),
+            ann_threshold=DEFAULT_ANN_THRESHOLD if ann_threshold is None else ann_threshold,
+            store=store,
+        )
+        with index:
+            if corpus is not None:
+                where = _where_flags(home, store)
+                _fill_new_index(
+                    index, corpus, batch_size, total, name=name, where=where, piped=stdin_format
                 )
-            where = _where_flags(home, store)
-            _ingest_into_new_index(index, corpus, batch_size, total, name=name, where=where)
-        typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {index.info().location}")
-        if prepare:
-            _prepare(index, model=None, field="*")
+            location = index.info().location
+            typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {location}")
+            if prepare:
+                _prepare(index, model=None, field="*")
 
 
-def _check_fields_used(named: Sequence[str], used: set[str], source: Path | None) -> None:
+def _fill_new_index(
+    index: Store,
+    corpus: Corpus,
+    batch_size: int,
+    total: int,
+    *,
+    name: str,
+    where: str,
+    piped: str | None,
+) -> None:
+    """Say what the corpus holds, then ingest it into the index just created (``piped``: the
+    format of stdin, which the corpus is a copy of)."""
+    kind = "BEIR corpus" if corpus.is_beir else f"{corpus.format} file"
+    typer.echo(
+        f"{kind}: id field {corpus.id_field or '(record number)'}, "
+        f"text fields {', '.join(corpus.text_fields)}"
+    )
+    if corpus.id_field is None and not corpus.is_beir:
+        from semrank.store._corpus import ID_FIELD_GUESSES
+
+        shown = "stdin" if piped else corpus.path.name  # not the copy stdin went into
+        typer.echo(
+            f"warning: {shown} has no id field ({', '.join(ID_FIELD_GUESSES)}): its documents "
+            "get the ids 1, 2, ..., so no later `index add` can update or delete them by their "
+            "own ids; name the id field with --id-field",
+            err=True,
+        )
+    _ingest_into_new_index(
+        index, corpus, batch_size, total, name=name, where=where, stdin_format=piped
+    )
+
+
+def _check_fields_used(named: Sequence[str], used: set[str], source: str) -> None:
     """A --fields name that no record of the file holds is a typo (or a nested path, which
     fields are not): refused before the index exists, naming what the records hold."""
     from semrank.errors import InvalidInputError
@@ -323,18 +358,32 @@ def _where_flags(home: Path | None, store: str | None) -> str:
 
 
 def _ingest_into_new_index(
-    index: Store, corpus: Corpus, batch_size: int, total: int, *, name: str, where: str
+    index: Store,
+    corpus: Corpus,
+    batch_size: int,
+    total: int,
+    *,
+    name: str,
+    where: str,
+    stdin_format: str | None = None,
 ) -> None:
-    """Ingest, and on bad input say that the index exists now and how to go on."""
+    """Ingest, and on bad input say that the index exists now and how to go on (from stdin:
+    the ingest is marked "-", and the documents are to be piped in again)."""
     from semrank.errors import SemrankError
+    from semrank.store._base import STDIN_SOURCE
 
+    marked = Path(STDIN_SOURCE) if stdin_format else None  # not the copy: gone at the end
     try:
-        _ingest(index, corpus, batch_size, total, new=True)
+        _ingest(index, corpus, batch_size, total, new=True, source=marked)
     except SemrankError as exc:
-        source = shlex.quote(str(corpus.path))
+        again = (
+            f"piping the same documents into `semrank index add {name} - --format "
+            f"{stdin_format}{where}`"
+            if stdin_format
+            else f"`semrank index add {name} {shlex.quote(str(corpus.path))}{where}`"
+        )
         go_on = (
-            f"`semrank index add {name} {source}{where}` goes on (unchanged documents are "
-            "skipped), or "
+            f"{again} goes on (unchanged documents are skipped), or "
             if corpus.id_field is not None
             else ""  # record-number ids: adding would renumber, so only starting over is safe
         )
@@ -351,12 +400,7 @@ def add(
     source: str = typer.Argument(
         ..., help="Corpus file or BEIR folder; - reads the documents from stdin (with --format)."
     ),
-    data_format: str | None = typer.Option(
-        None,
-        "--format",
-        help="What stdin (SOURCE -) holds: jsonl, json, csv or tsv, plain or gzip (a file's "
-        "name says its format).",
-    ),
+    data_format: str | None = FORMAT_OPTION,
     id_field: str | None = ID_FIELD_OPTION,
     batch_size: int = BATCH_OPTION,
     home: Path | None = HOME_OPTION,
@@ -390,14 +434,22 @@ def add(
             _keep_prepared(index, name, [document.id for document in corpus])
 
 
-def _stdin_format(source: str, data_format: str | None) -> str | None:
-    """The format stdin holds when ``source`` is ``-`` (None for a file): --format, which a
-    stream needs (it has no name to tell it by) and a file would ignore."""
+def _stdin_format(
+    source: str | None, data_format: str | None, *, usage: str = "index add NAME -"
+) -> str | None:
+    """The format stdin holds when ``source`` is ``-`` (None for a file, or no corpus):
+    --format, which a stream needs (it has no name to tell it by) and a file would ignore.
+    ``usage``: the command that reads stdin, as its example shows it."""
     from semrank.errors import InvalidInputError
     from semrank.store._base import STDIN_SOURCE
     from semrank.store._corpus import FORMATS
 
     choices = (*FORMATS, "ndjson")  # the names the file reader tells formats by
+    if source is None and data_format is not None:
+        raise InvalidInputError(
+            f"--format {data_format!r} says what stdin (--from -) holds, and no --from is "
+            "given; drop --format, or add --from - and pipe the documents in"
+        )
     if source != STDIN_SOURCE:
         if data_format is not None:
             raise InvalidInputError(
@@ -419,7 +471,7 @@ def _stdin_format(source: str, data_format: str | None) -> str | None:
     if sys.stdin.isatty():  # nothing piped in: it would wait for documents typed by hand
         raise InvalidInputError(
             f"- reads the documents from stdin, and stdin is a terminal; pipe them in "
-            f"(e.g. `cat docs.{data_format.lower()} | semrank index add NAME - --format "
+            f"(e.g. `cat docs.{data_format.lower()} | semrank {usage} --format "
             f"{data_format.lower()}`)"
         )
     return data_format.lower()
