@@ -539,6 +539,59 @@ def test_files_that_share_no_query_say_why(fixture_files, tmp_path: Path) -> Non
     assert f"{empty} holds no queries" in str(result.exception)
 
 
+def test_no_feedback_reaches_the_re_ranker_of_a_retriever_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-feedback and --backend reached only the --rerank re-ranker: a
+    text_similarity_reranker in a --retriever file kept its feedback without a word."""
+    from semrank.store import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    corpus = tmp_path / "moons.jsonl"
+    moons = [f"Moon {n} orbits its planet and raises tides on its seas." for n in range(11)]
+    texts = [*moons, "Paris is the capital of France.", "The moon hides the sun in an eclipse."]
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    assert run_cli("index", "create", "moons", "--from", corpus, "--no-dense").exit_code == 0
+    queries, qrels, tree = tmp_path / "q.tsv", tmp_path / "qrels.txt", tmp_path / "tree.json"
+    queries.write_text("q1\tmoon tides\n")
+    qrels.write_text("q1 0 12 1\n")
+    standard = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    reranker = {"retriever": standard, "rank_window_size": 100}
+    tree.write_text(json.dumps({"text_similarity_reranker": reranker}))
+    args = ["eval", "--index", "moons", "--queries", queries, "--qrels", qrels, "--json"]
+
+    def scores(retriever: str, *flags: str) -> dict[str, float]:
+        out = tmp_path / f"runs{len(list(tmp_path.glob('runs*')))}"
+        result = run_cli(*args, "--retriever", retriever, "--run-out", out, *flags)
+        assert result.exit_code == 0, result.output
+        [run_file] = [f for f in out.iterdir() if f.name not in ("bm25.trec",)]
+        return {hit.doc_id: hit.score for hit in load_trec_run(run_file).rankings["q1"]}
+
+    searched = CliRunner().invoke(
+        app, ["search", "moons", "moon tides", "--retriever", str(tree), "--top-n", "13",
+              "--no-feedback", "--json"],
+    )  # fmt: skip
+    assert searched.exit_code == 0, searched.output
+    alone = {hit["id"]: hit["score"] for hit in json.loads(searched.stdout)["hits"]}
+    assert len(alone) == 12  # every document BM25 finds (Paris shares no word)
+    without = scores(str(tree), "--no-feedback")
+    assert without == pytest.approx(alone, abs=1e-4)  # as `semrank search --no-feedback`
+    with_feedback = scores(str(tree))  # the default: feedback moves the scores
+    assert max(abs(with_feedback[i] - without[i]) for i in without) > 1e-3
+    # In a comparison too, and a run that re-ranks nothing beside it is no reason to refuse.
+    assert scores(f"bm25,{tree}", "--no-feedback") == pytest.approx(without, abs=1e-6)
+    for retriever, said in (
+        ("bm25", "this evaluation re-ranks nothing; with --index, re-ranking is off"),
+        ("bm25,dense", "no run of --retriever 'bm25,dense' re-ranks"),
+    ):
+        refused = run_cli(*args, "--retriever", retriever, "--no-feedback")
+        assert isinstance(refused.exception, InvalidInputError), retriever
+        assert (
+            f"--no-feedback switches off the re-ranker's pseudo-relevance feedback, and {said}"
+            in (str(refused.exception))
+        )
+
+
 def test_a_model_that_does_not_resolve_is_named_before_the_retrieval(deep_index) -> None:
     """`eval --model BAD --index` retrieved for every query and only then named the model."""
     queries, qrels = deep_index

@@ -17,7 +17,7 @@ from semrank._progress import progress
 from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
-from semrank.store.commands import folder_flag
+from semrank.store.commands import check_reranking_flags_used, folder_flag, with_rerankers
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,7 +150,7 @@ def eval_command(
     do_rerank = rerank if rerank is not None else candidates is not None
     if index is not None:
         retriever, do_rerank = _single_rerank(retriever, rerank, do_rerank)
-    if index is not None and _is_comparison(retriever, rerank, model, backend):
+    if index is not None and _is_comparison(retriever, rerank, model, backend, feedback):
         if report is not None:
             raise InvalidInputError("--report takes one retriever; drop it or name one retriever")
         _compare_command(
@@ -172,14 +172,9 @@ def eval_command(
             left_out=left_out,
         )
         return
-    if not do_rerank and (model is not None or backend is not None):
-        fix = (
-            "with --index, re-ranking is off unless asked for: add --rerank (or use --retriever "
-            "bm25+rerank)"
-            if rerank is None
-            else "drop --no-rerank, or drop them"
-        )
-        raise InvalidInputError(f"--model/--backend choose the re-ranker; {fix}")
+    if not do_rerank:
+        tree_reranks = index is not None and _tree_reranks(retriever)
+        _check_flags_without_rerank(model, backend, feedback, rerank, tree_reranks=tree_reranks)
     if candidates is not None and retriever != DEFAULT_RETRIEVER:
         raise InvalidInputError(
             "--retriever goes with --index; a candidates file holds its first stage already"
@@ -196,6 +191,8 @@ def eval_command(
         home=home,
         store=store,
         left_out=left_out,
+        backend=backend,
+        feedback=feedback,
     )
     if run_out is not None:
         from semrank.eval.loaders import check_writable_as_runs
@@ -225,6 +222,38 @@ def eval_command(
         _print_table(results, Console(markup=False))
 
 
+def _check_flags_without_rerank(
+    model: str | None,
+    backend: str | None,
+    feedback: bool,
+    rerank: bool | None,
+    *,
+    tree_reranks: bool,
+) -> None:
+    """Where this command re-ranks nothing itself, --model would be ignored, and --backend and
+    --no-feedback too unless the retriever tree holds a re-ranker (they reach that one)."""
+    fix = (
+        "with --index, re-ranking is off unless asked for: add --rerank (or use --retriever "
+        "bm25+rerank)"
+        if rerank is None
+        else "drop --no-rerank, or drop the flag"
+    )
+    if model is not None:
+        raise InvalidInputError(f"--model chooses the re-ranker; {fix}")
+    check_reranking_flags_used(
+        backend, feedback, reranks=tree_reranks, nothing=f"this evaluation re-ranks nothing; {fix}"
+    )
+
+
+def _tree_reranks(retriever: str) -> bool:
+    """Whether a --retriever tree (a file or inline JSON) holds a text_similarity_reranker."""
+    from semrank.eval._compare import RERANK_SUFFIX
+    from semrank.pipeline import as_retriever, parse_shorthand, reranking_nodes
+
+    base = retriever.removesuffix(RERANK_SUFFIX)
+    return parse_shorthand(base) is None and bool(reranking_nodes(as_retriever(base)))
+
+
 def _single_rerank(retriever: str, rerank: bool | None, do_rerank: bool) -> tuple[str, bool]:
     """A lone ``X+rerank`` is ``X`` re-ranked by this command (its flags, its first_stage /
     reranked runs and report), as ``--retriever X --rerank``."""
@@ -242,7 +271,7 @@ def _single_rerank(retriever: str, rerank: bool | None, do_rerank: bool) -> tupl
 
 
 def _is_comparison(
-    retriever: str, rerank: bool | None, model: str | None, backend: str | None
+    retriever: str, rerank: bool | None, model: str | None, backend: str | None, feedback: bool
 ) -> bool:
     """Whether ``--retriever`` names runs for the comparison table (a list, or a name with
     +rerank: that one is re-ranked there, with the flags every +rerank run takes), checked
@@ -261,11 +290,18 @@ def _is_comparison(
             f"--rerank/--no-rerank go with one retriever; --retriever {retriever!r} says which "
             "runs are re-ranked by their +rerank suffix (e.g. bm25,bm25+rerank)"
         )
-    if not reranked and (model is not None or backend is not None):
+    if not reranked and model is not None:
         raise InvalidInputError(
-            f"--model/--backend choose the re-ranker, which no run of --retriever {retriever!r} "
-            "uses; add +rerank to a name (e.g. bm25,bm25+rerank) or drop them"
+            f"--model chooses the re-ranker, which no run of --retriever {retriever!r} uses; add "
+            "+rerank to a name (e.g. bm25,bm25+rerank) or drop it"
         )
+    check_reranking_flags_used(
+        backend,
+        feedback,
+        reranks=reranked or any(_tree_reranks(name) for name in names),
+        nothing=f"no run of --retriever {retriever!r} re-ranks; add +rerank to a name (e.g. "
+        "bm25,bm25+rerank) or drop it",
+    )
     return True
 
 
@@ -362,9 +398,14 @@ def _candidate_lists(
     home: Path | None = None,
     store: str | None = None,
     left_out: frozenset[str] = frozenset(),
+    backend: str | None = None,
+    feedback: bool = True,
 ) -> list[CandidateList]:
+    """The candidates of a file, or retrieved from ``index`` by ``retriever``, whose own
+    re-rankers (a tree's text_similarity_reranker) run with ``backend`` and ``feedback``."""
     from semrank.eval.first_stage import retrieve_candidates
     from semrank.eval.loaders import check_query_text, load_candidates, load_queries
+    from semrank.pipeline import as_retriever
 
     if (candidates is None) == (index is None):
         raise InvalidInputError("give exactly one of --candidates FILE or --index NAME")
@@ -391,11 +432,12 @@ def _candidate_lists(
         check_query_text(text, f"{queries}: judged query {qid!r}")
     _require_judged(set(all_topics), judgments, queries, left_out)
     _check_eval_window(retriever, k)
+    tree = with_rerankers(as_retriever(retriever, size=k), backend=backend, feedback=feedback)
     with progress(console, "retrieving", len(topics)) as advance:
         lists = retrieve_candidates(
             topics,
             index=str(index),
-            retriever=retriever,
+            retriever=tree,
             k=k,
             on_query=lambda: advance(1),
             home=home,
@@ -598,7 +640,7 @@ def _compare_command(
     def retrieve(base: str) -> list[CandidateList]:
         lists = _candidate_lists(
             None, index, queries, judgments, base, k, stderr, home=home, store=store,
-            left_out=left_out,
+            left_out=left_out, backend=backend, feedback=feedback,
         )  # fmt: skip
         if run_out is not None:
             from semrank.eval.loaders import check_writable_as_runs

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semrank.errors import BackendUnavailableError, DataFormatError
 from semrank.eval.loaders import Candidate, CandidateList, Queries
+
+if TYPE_CHECKING:
+    from semrank.pipeline import Retriever
 
 # search(index, query, *, retriever=..., k=...) -> SearchResults (or any iterable of hits)
 SearchFunction = Callable[..., Any]
@@ -71,7 +74,7 @@ def retrieve_candidates(
     queries: Queries,
     *,
     index: str,
-    retriever: str,
+    retriever: str | Retriever,
     k: int,
     search: SearchFunction | None = None,
     text_of: TextOf | None = None,
@@ -79,7 +82,8 @@ def retrieve_candidates(
     home: str | Path | None = None,
     store: str | None = None,
 ) -> list[CandidateList]:
-    """Run every query through ``retriever`` on ``index``, keeping the top ``k`` hits.
+    """Run every query through ``retriever`` (a name, a tree's JSON or file, or a tree) on
+    ``index``, keeping the top ``k`` hits.
 
     ``search`` / ``text_of`` default to the pipeline's search and the index's own text fields.
     """

@@ -870,7 +870,13 @@ def search_command(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
-    from semrank.pipeline import build_retriever, check_window, rerank_window_for, search
+    from semrank.pipeline import (
+        build_retriever,
+        check_window,
+        rerank_window_for,
+        reranking_nodes,
+        search,
+    )
 
     if top_n is not None and top_n > MAX_COUNT:  # the flag named (the store said "k")
         from semrank.errors import InvalidInputError
@@ -910,8 +916,14 @@ def search_command(
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
-    if backend is not None or not feedback:
-        tree = _with_rerankers(tree, backend=backend, feedback=feedback)
+    check_reranking_flags_used(
+        backend,
+        feedback,
+        reranks=bool(reranking_nodes(tree)),
+        nothing="this search re-ranks nothing; add --rerank (or a text_similarity_reranker to "
+        "the retriever)",
+    )
+    tree = with_rerankers(tree, backend=backend, feedback=feedback)
     if store and store != "local":
         from semrank.store import open_index
 
@@ -941,9 +953,12 @@ def _body_size(tree: Any) -> int:
     return int(tree.k) if isinstance(tree, Cutoff) else DEFAULT_TOP_N
 
 
-def _with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
+def with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
     """The tree's re-ranking models loaded with ``backend`` and ``feedback`` (one load per
-    model), as --backend and --no-feedback ask."""
+    model), as --backend and --no-feedback ask; the tree as it is when neither is asked for.
+    `semrank search` and `semrank eval` (a retriever file's re-rankers) both load them here."""
+    if backend is None and feedback:
+        return tree
     from semrank import Reranker
     from semrank.pipeline import bind_rerankers
 
@@ -954,20 +969,24 @@ def _with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
             loaded[name] = Reranker(name, backend=backend, feedback=feedback)
         return loaded[name]
 
-    bound = bind_rerankers(tree, load)
-    if not loaded:  # as --model without --rerank: a flag that would do nothing is refused
-        from semrank.errors import InvalidInputError
+    return bind_rerankers(tree, load)
 
-        flag = (
-            f"--backend {backend!r} sets how the re-ranking models run"
-            if backend is not None
-            else "--no-feedback switches off the re-ranker's pseudo-relevance feedback"
-        )
-        raise InvalidInputError(
-            f"{flag}, and this search re-ranks nothing; add --rerank (or a "
-            "text_similarity_reranker to the retriever)"
-        )
-    return bound
+
+def check_reranking_flags_used(
+    backend: str | None, feedback: bool, *, reranks: bool, nothing: str
+) -> None:
+    """--backend and --no-feedback where nothing is re-ranked would do nothing, and are refused
+    (as --model without --rerank); ``nothing`` says that nothing is, and how to re-rank."""
+    if reranks or (backend is None and feedback):
+        return
+    from semrank.errors import InvalidInputError
+
+    flag = (
+        f"--backend {backend!r} sets how the re-ranking models run"
+        if backend is not None
+        else "--no-feedback switches off the re-ranker's pseudo-relevance feedback"
+    )
+    raise InvalidInputError(f"{flag}, and {nothing}")
 
 
 def _warn_if_incomplete(name: str, home: Path | None) -> None:
