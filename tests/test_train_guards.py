@@ -746,3 +746,40 @@ def test_paths_given_as_text_are_paths() -> None:
     assert spec.source_name == "pairs"
     config = TrainConfig(base="base", data=(spec,), output="run")  # type: ignore[arg-type]
     assert (config.base, config.output) == (Path("base"), Path("run"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_ends_the_run_as_that_signal(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """A SIGTERM (systemd, Kubernetes, a batch queue) ended the run with 130, Ctrl-C's status,
+    which a supervisor counts as a failure; its log said "Ctrl-C"."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "run"
+    script = (
+        "import logging, sys; sys.path.insert(0, sys.argv[1]); "
+        "logging.basicConfig(level=logging.INFO); "
+        "from pathlib import Path; from tiny_models import tiny_train_config; "
+        "from semrank.train import train; "
+        "train(tiny_train_config(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), "
+        "max_steps=1_000_000, eval_every=0, eval_minutes=1000, checkpoint_minutes=1000))"
+    )
+    tests = str(Path(__file__).parent)
+    args = [sys.executable, "-c", script, tests, str(tiny_base), str(pairs_file), str(output)]
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # past the record: the run is in its steps, its signal handlers set
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM, log[-2000:]
+    assert "SIGTERM: stopping after this step" in log and "Ctrl-C" not in log
+    assert (output / "checkpoint.pt").is_file()

@@ -780,7 +780,7 @@ def _train(config: TrainConfig, *, resume: bool) -> Path:
             # step since the last checkpoint. A --resume from this one evaluates and exports.
             _save_checkpoint(checkpoint, model, optimizer, sampler, state)
     if stop[0]:  # a signal while that checkpoint was saved: stop, as the signal asked
-        _stop_now(state, "evaluates and exports")
+        _stop_now(state, "evaluates and exports", stop[0])
     if not evaluated:
         mean_loss = sum(window) / len(window) if window else None
         _evaluate_and_keep(model, tokenizer, config, state, val, reports, teacher_val, mean_loss)
@@ -968,11 +968,11 @@ def _restore_swapped(output: Path) -> None:
 
 
 @contextlib.contextmanager
-def _stop_between_steps() -> Iterator[list[bool]]:
+def _stop_between_steps() -> Iterator[list[int]]:
     """Ctrl-C (or SIGTERM) stops the run after the step it is in, with a checkpoint saved: it
     stopped mid-step, and everything since the last checkpoint (up to --checkpoint-minutes)
-    was lost. A second Ctrl-C stops at once."""
-    stop = [False]
+    was lost. A second signal stops at once. ``stop[0]``: the signal that asked (0: none)."""
+    stop = [0]
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signal handlers belong to the main thread
         return
@@ -980,8 +980,9 @@ def _stop_between_steps() -> Iterator[list[bool]]:
     def ask(signum: int, frame: Any) -> None:
         if stop[0]:
             raise KeyboardInterrupt
-        stop[0] = True
-        log.warning("stopping after this step, once a checkpoint is saved (Ctrl-C again: now)")
+        stop[0] = signum
+        name = signal.Signals(signum).name
+        log.warning("%s: stopping after this step, once a checkpoint is saved (again: now)", name)
 
     previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -999,7 +1000,7 @@ def _run_steps(
     config: TrainConfig,
     state: RunState,
     evaluation: tuple[RankingTask | None, list, float | None],
-    stop: list[bool],
+    stop: list[int],
 ) -> list[float]:
     """Train until the step/time budget is spent; returns the losses since the last evaluation.
     ``stop[0]`` set (by a signal) ends it after the current step with a checkpoint saved."""
@@ -1046,15 +1047,20 @@ def _run_steps(
             last_checkpoint = time.monotonic()
         if stop[0]:
             bar.close()
-            _stop_now(state, "continues")
+            _stop_now(state, "continues", stop[0])
     bar.close()
     return window
 
 
-def _stop_now(state: RunState, then: str) -> None:
-    """End the run as a signal asked, its checkpoint saved."""
+def _stop_now(state: RunState, then: str, signum: int) -> None:
+    """End the run as signal ``signum`` asked, its checkpoint saved: Ctrl-C as an interrupt
+    (130), SIGTERM as that signal (143), as other commands end: a supervisor (systemd,
+    Kubernetes, a batch queue) takes 130 for a failure, not for the stop it asked for."""
     said = f"stopped at step {state.step}; the same command with --resume {then}"
     log.warning(said)
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     raise KeyboardInterrupt(said)
 
 
