@@ -296,7 +296,20 @@ def app_from_environment() -> FastAPI:
     text = os.environ.get(ENV_CONFIG_JSON)
     config = ServerConfig.from_json(text) if text else ServerConfig()
     configure_logging(config.log_level, json_lines=config.log_json)
+    _thread_lock_for_progress_bars()
     return create_app(config)
+
+
+def _thread_lock_for_progress_bars() -> None:
+    """tqdm's default lock holds a multiprocessing one, a named semaphore (bm25s makes a bar,
+    shown or not, for every search's tokenizing): a worker stopped by the supervisor left it
+    behind, and Python's resource tracker warned of a leak, in plain text, at every shutdown.
+    A worker's bars need only a thread lock."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the runtime-only install has none
+        return
+    tqdm.set_lock(threading.RLock())
 
 
 # + pid: a file each worker of `--workers N` leaves once ready, or once its start failed
