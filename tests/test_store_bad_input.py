@@ -449,6 +449,16 @@ def test_an_at_sign_in_the_database_name_is_not_taken_for_a_password(dsn: str, s
     assert not unencoded_password(dsn)
 
 
+def test_a_short_piece_of_a_password_misread_as_the_host_is_hidden() -> None:
+    """libpq reads "s3cret@PW@127.0.0.1" as password "s3cret", host "PW@127.0.0.1", and quotes
+    that host in its error: the "PW" (too short to replace everywhere) was shown."""
+    from semrank.store._dsn import redact_in
+
+    dsn = "postgresql://alice:s3cret@PW@127.0.0.1:1/db"
+    said = redact_in("failed to resolve host 'PW@127.0.0.1': unknown", dsn)
+    assert said == "failed to resolve host '***@127.0.0.1': unknown"
+
+
 @pytest.mark.parametrize(
     "dsn", ["postgresql://u:1234/x@h/db", "postgresql://u:1234/x@h:5432/db?sslmode=require"]
 )

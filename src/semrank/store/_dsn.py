@@ -79,11 +79,17 @@ def redact_in(text: str, dsn: str) -> str:
     patterns = (_QUERY_PASSWORD,) if "://" in dsn else (_KEY_PASSWORD,)
     secrets = [m.group(2).strip("'") for pattern in patterns for m in pattern.finditer(dsn)]
     span = _url_password_span(dsn) if "://" in dsn else None
+    heads: list[str] = []
     if span is not None:
         secret = dsn[span[0] : span[1]]
         # libpq quotes the pieces it misread as host, port or path.
-        pieces = [piece for piece in re.split(r"[/?#@:\s]", secret) if len(piece) >= 3]
-        secrets += [secret, *pieces]
+        pieces = [piece for piece in re.split(r"[/?#@:\s]", secret) if piece]
+        secrets += [secret, *(piece for piece in pieces if len(piece) >= 3)]
+        # A shorter piece could be part of anything; quoted before an '@' it is the head of a
+        # host libpq misread ("failed to resolve host 'PW@127.0.0.1'").
+        heads = [f"{quote}{piece}@" for piece in pieces for quote in "'\"" if len(piece) < 3]
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
+    for head in heads:
+        text = text.replace(head, f"{head[0]}***@")
     return text
