@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -55,6 +57,23 @@ def minilm_dir() -> Path:
     if not (path / "model.safetensors").is_file():
         pytest.skip(f"bundled model weights not found under {path}")
     return path
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder nothing can be made in, as on a read-only file system (a container's root):
+    the tests run as root, whom a folder's permissions do not stop."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if Path(path).is_relative_to(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return folder
 
 
 @pytest.fixture

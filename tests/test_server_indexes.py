@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -444,6 +445,32 @@ async def test_a_relative_index_home_is_not_shown_either(
             info = (await client.get("/v1/indexes/docs")).json()
     forget_open_indexes()
     assert info["location"] == "<index home>/docs"
+
+
+async def test_an_index_home_the_server_cannot_make_is_a_503_logged_as_an_error(
+    reranker: Any, read_only_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only file system was the client's 422 invalid_request, logged at info, telling
+    it to pass --home: the server's folder is its operator's to fix, not the caller's."""
+    from semrank.server import ServerConfig, create_app
+
+    home = read_only_folder / "home"
+    app = create_app(ServerConfig(index_home=str(home)), rerankers={"minilm": reranker})
+    caplog.set_level(logging.INFO)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            created = await client.post("/v1/indexes", json={"name": "docs"})
+    assert created.status_code == 503 and created.headers["retry-after"]
+    answer = created.json()
+    assert answer["error_type"] == "storage_error"
+    assert answer["error"] == (
+        "the server's index home cannot be created or written (Read-only file system); its "
+        "operator must give it a writable folder"
+    )
+    failed = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert f"index home {home} cannot be created" in failed[0].fields["error"]  # type: ignore[attr-defined]
 
 
 async def test_one_upsert_request_is_one_transaction(client: httpx.AsyncClient) -> None:

@@ -168,7 +168,8 @@ def test_startup_log_says_whether_auth_is_on_and_never_the_keys(
     assert "sekrit" not in " ".join(str(vars(r)) for r in caplog.records)
 
 
-def _serve_cli(*flags: str) -> tuple[int, str]:
+def _serve_cli(*flags: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    import os
     import subprocess
     import sys
 
@@ -177,6 +178,7 @@ def _serve_cli(*flags: str) -> tuple[int, str]:
         capture_output=True,
         text=True,
         timeout=120,
+        env=None if env is None else os.environ | env,
     )
     return done.returncode, done.stderr
 
@@ -191,6 +193,33 @@ def test_a_port_in_use_fails_at_once_naming_the_flag() -> None:
         code, stderr = _serve_cli("--port", str(port))
     assert code == 2 and "Traceback" not in stderr
     assert f"cannot listen on 127.0.0.1:{port}" in stderr and "--port" in stderr
+
+
+def test_with_json_logs_the_error_that_stops_the_start_is_a_json_line_too(
+    tmp_path: Path,
+) -> None:
+    """With JSON logs (serve's default) the one line saying why the server stopped (why a pod
+    keeps restarting) was plain `error: ...` text, the line a JSON log pipeline cannot parse;
+    an --index-home under a file, and a bad variable read before the logs were set up."""
+    from serving import free_port
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    home = str(a_file / "indexes")
+    code, stderr = _serve_cli("--index-home", home, "--port", str(free_port()))
+    assert code == 2, stderr[-2000:]
+    last = [json.loads(line) for line in stderr.splitlines()][-1]  # every line is JSON
+    assert last["level"] == "error" and last["exit_status"] == 2
+    assert last["message"] == (
+        f"index home {home} is a file (or lies under one); name a folder with --index-home or "
+        "$SEMRANK_HOME"
+    )
+    code, stderr = _serve_cli("--port", str(free_port()), env={"SEMRANK_STORE": "bogus"})
+    last = [json.loads(line) for line in stderr.splitlines()][-1]
+    assert code == 2 and last["level"] == "error"
+    assert last["message"].startswith("$SEMRANK_STORE (read as --store): --store 'bogus'")
+    code, stderr = _serve_cli("--index-home", home, "--log-format", "text")  # a terminal's
+    assert code == 2 and stderr.splitlines()[-1].startswith(f"error: index home {home} is a")
 
 
 def test_a_gpu_this_machine_lacks_fails_at_once_naming_what_to_install(no_cuda: None) -> None:
@@ -262,7 +291,8 @@ def test_one_worker_that_cannot_load_its_model_says_so_in_one_line(tmp_path: Pat
     code, stderr = _serve_cli("--model", str(broken), "--port", str(port))
     assert code == 3, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert "error:" in stderr and "model.safetensors" in stderr
+    last = json.loads(stderr.splitlines()[-1])  # serve logs JSON lines, its last error too
+    assert last["level"] == "error" and "model.safetensors" in last["message"]
 
 
 def test_one_worker_ignores_a_prometheus_multiproc_dir_in_its_environment(

@@ -621,6 +621,36 @@ def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starti
     check_workers_started(tmp_path, 2)
 
 
+def test_workers_without_a_temporary_folder_say_what_to_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--workers N` keeps its metrics in a temporary folder: with no writable one (a
+    container's read-only root) it ended on Python's bare "[Errno 2] No usable temporary
+    directory found in [...]"."""
+    import os
+    import tempfile
+
+    from semrank.errors import StorageError, exit_code_for
+    from semrank.server._run import _run_workers, uvicorn_options
+    from semrank.server.config import ENV_CONFIG_JSON, MULTIPROC_ENV
+    from serving import free_port
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(a_file / "tmp"))  # where mkdtemp cannot make one
+    config = ServerConfig(workers=2, port=free_port())
+    with pytest.raises(StorageError) as refused:
+        _run_workers(config, uvicorn_options(config))
+    assert str(refused.value).startswith(
+        "--workers 2 keeps its metrics in a temporary folder, and none can be made here ("
+    )
+    assert str(refused.value).endswith(
+        "): mount a writable /tmp or set TMPDIR (one worker needs none)"
+    )
+    assert exit_code_for(refused.value) == 3
+    assert ENV_CONFIG_JSON not in os.environ and MULTIPROC_ENV not in os.environ
+
+
 @pytest.mark.parametrize(
     "dsn", ["postgresql+psycopg://alice:S3cretPW@db/rank", "host=db user=a password=S3cretPW"]
 )
@@ -782,3 +812,25 @@ def test_an_index_home_that_is_a_file_is_refused_before_the_models_load(tmp_path
 
     with pytest.raises(InvalidInputError, match=r"\(given \(--home; semrank serve: --index-home"):
         check_before_start(ServerConfig(index_home=str(a_file), port=free_port()))
+
+
+def test_an_index_home_the_server_cannot_make_is_refused_before_it_starts(
+    read_only_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HOME on a read-only root the server said ready, then answered every POST
+    /v1/indexes with a client's 422 naming --home, a flag semrank serve does not have."""
+    from semrank.errors import StorageError, exit_code_for
+    from semrank.server._run import check_before_start
+    from serving import free_port
+
+    monkeypatch.delenv("SEMRANK_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(read_only_folder))
+    with pytest.raises(StorageError) as refused:
+        check_before_start(ServerConfig(port=free_port()))
+    home = read_only_folder / ".local" / "share" / "semrank"
+    assert str(refused.value) == (
+        f"index home {home} cannot be created or written (Read-only file system); give a "
+        "writable folder with --index-home or $SEMRANK_HOME"
+    )
+    assert exit_code_for(refused.value) == 3

@@ -812,6 +812,31 @@ def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: 
     assert f"--ids-file {tmp_path}: a folder;" in str(result.exception)
 
 
+def test_a_home_the_machine_cannot_make_is_its_error_and_one_under_a_file_the_commands(
+    tmp_path: Path, read_only_folder: Path
+) -> None:
+    """A read-only file system was "invalid input" (exit 2, HTTP 422) naming only --home; it is
+    the machine's (exit 3, 503), and a --home under a file stays the command's input (2)."""
+    from semrank.errors import StorageError, exit_code_for
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    create = ["index", "create", "t", "--from", str(corpus), "--no-dense", "--home"]
+    home = read_only_folder / "home"
+    result = CliRunner().invoke(app, [*create, str(home)])
+    assert isinstance(result.exception, StorageError), result.output
+    assert exit_code_for(result.exception) == 3
+    assert str(result.exception) == (
+        f"index home {home} cannot be created or written (Read-only file system); give a "
+        "writable folder with --home (semrank serve: --index-home) or $SEMRANK_HOME"
+    )
+    under_a_file = corpus / "home"
+    result = CliRunner().invoke(app, [*create, str(under_a_file)])
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert exit_code_for(result.exception) == 2
+    assert f"index home {under_a_file} is a file (or lies under one)" in str(result.exception)
+
+
 @pytest.mark.parametrize("fields", ["", ",,", " , "])
 def test_blank_fields_and_homes_are_refused(tmp_path: Path, fields: str) -> None:
     """--fields "$FIELDS" unset indexed every string field; `demo --home ""` built in the

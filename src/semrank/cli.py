@@ -159,6 +159,11 @@ class _SmallWrites:
 
 
 def _fail(message: str, code: int) -> None:
+    from semrank.server._logging import log_fatal, logs_json_lines
+
+    if logs_json_lines():  # semrank serve's JSON logs: one more JSON line, not plain text
+        log_fatal(message, code)
+        sys.exit(code)
     # NO_COLOR (no-color.org) and TERM=dumb: a pseudo-terminal's log (docker -t) kept the codes.
     plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
     if plain:  # secho adds a reset code even without a colour

@@ -77,6 +77,18 @@ def configure_logging(level: str = "info", *, json_lines: bool = True) -> None:
         uvicorn_logger.propagate = name != "uvicorn.access"
 
 
+def logs_json_lines() -> bool:
+    """Whether ``configure_logging`` set up JSON lines in this process (``semrank serve``)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def log_fatal(message: str, exit_status: int) -> None:
+    """The error that ends ``semrank serve`` as one JSON line: a log pipeline reading stderr as
+    JSON could not parse the plain ``error: ...`` line, the one that says why a pod keeps
+    restarting."""
+    logging.getLogger(LOGGER_NAME).error(message, extra=log_fields(exit_status=exit_status))
+
+
 def log_fields(**fields: object) -> dict[str, object]:
     """``extra=`` for a log call: the JSON formatter merges these into the line."""
     return {"fields": fields}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from semrank.errors import BackendUnavailableError, InvalidInputError
+from semrank.errors import BackendUnavailableError, InvalidInputError, StorageError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV
 from semrank.server.app import WORKER_FAILED, WORKER_STARTED
@@ -109,7 +109,7 @@ def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
 
     os.environ[ENV_CONFIG_JSON] = config.to_json()
     try:
-        with tempfile.TemporaryDirectory(prefix="semrank-metrics-") as shared:
+        with _metrics_folder(config.workers) as shared:
             os.environ[MULTIPROC_ENV] = shared  # one /metrics over every worker
             uvicorn_config = uvicorn.Config(
                 "semrank.server.app:app_from_environment",
@@ -127,6 +127,19 @@ def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
     if supervisor.stopped_by is not None:  # end as that signal, as one worker does (143: TERM)
         signal.signal(supervisor.stopped_by, signal.SIG_DFL)
         signal.raise_signal(supervisor.stopped_by)
+
+
+def _metrics_folder(workers: int) -> tempfile.TemporaryDirectory[str]:
+    """The folder the workers share their metrics in; none to be had (no writable /tmp, as in
+    a container with a read-only root) was Python's bare "No usable temporary directory"."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="semrank-metrics-")
+    except OSError as exc:
+        raise StorageError(
+            f"--workers {workers} keeps its metrics in a temporary folder, and none can be made "
+            f"here ({exc.strerror or exc}): mount a writable /tmp or set TMPDIR (one worker "
+            "needs none)"
+        ) from exc
 
 
 def check_workers_started(shared: Path, workers: int) -> None:
@@ -153,10 +166,11 @@ def check_before_start(config: ServerConfig) -> None:
     check_address(config.host, config.port)
     if config.postgres_dsn is not None:
         check_store(config.postgres_dsn)
-    else:  # a file given as the folder was found only after the models had loaded
-        from semrank.store import resolve_home
+    else:  # a file given as the folder, or one the server may not write, was found only on
+        # the first index request (after a ready probe said yes): the pod never failed
+        from semrank.store import writable_home
 
-        resolve_home(config.index_home)
+        writable_home(config.index_home, flag="--index-home")
 
 
 def check_store(dsn: str) -> None:

@@ -142,10 +142,14 @@ def serve(
     # gunicorn) put one worker's metrics into files there, or failed at start naming no
     # variable when the folder was missing. Dropped before prometheus_client is imported.
     os.environ.pop(MULTIPROC_ENV, None)
+    from semrank.server._logging import configure_logging
     from semrank.server._run import run_server
 
     if log_format not in ("json", "text"):
         raise InvalidInputError(f"--log-format {log_format!r}: choose json or text")
+    # Now, so that a bad flag or variable below is refused in the log's format too (run_server
+    # sets the level asked for); nothing logs below warning before then.
+    configure_logging("warning", json_lines=log_format == "json")
     overrides: dict[str, Any] = {
         "host": host,
         "port": port,

@@ -29,6 +29,7 @@ from semrank.store._registry import (
     list_indexes,
     open_index,
     resolve_home,
+    writable_home,
 )
 from semrank.store._sqlite import DB_NAME
 
@@ -57,4 +58,5 @@ __all__ = [
     "read_corpus",
     "redact_dsn",
     "resolve_home",
+    "writable_home",
 ]

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -324,18 +325,48 @@ def _clean_leftovers(root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _make_home(home: Path) -> None:
+# The flag that names the index home, as resolve_home names it: the CLI's, and the server's.
+HOME_FLAGS = "--home (semrank serve: --index-home)"
+
+
+def _make_home(home: Path, flag: str = HOME_FLAGS) -> None:
+    """A path under a file is the one who named it to fix (exit 2); a folder this machine will
+    not let the process make (a read-only file system, no permission) is the machine's: a
+    storage error (exit 3, HTTP 503), not a client's 422."""
     try:
         home.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
         raise InvalidInputError(
-            f"index home {home} is a file (or lies under one); pass a folder with --home"
+            f"index home {home} is a file (or lies under one); name a folder with {flag} or "
+            f"${HOME_ENV}"
         ) from exc
     except OSError as exc:
-        raise InvalidInputError(
-            f"cannot create the index home {home} ({exc.strerror}); pass a writable folder "
-            "with --home"
-        ) from exc
+        raise _unwritable_home(home, exc, flag) from exc
+
+
+def _unwritable_home(home: Path, exc: OSError, flag: str) -> StorageError:
+    cause = exc.strerror or str(exc)
+    return StorageError(
+        f"index home {home} cannot be created or written ({cause}); give a writable folder "
+        f"with {flag} or ${HOME_ENV}",
+        # An HTTP client can do nothing about the server's folder, nor pass it a flag.
+        client_message=f"the server's index home cannot be created or written ({cause}); "
+        "its operator must give it a writable folder",
+    )
+
+
+def writable_home(home: str | Path | None, *, flag: str = HOME_FLAGS) -> Path:
+    """The index home, made if missing and checked writable (SQLite writes in an index's folder
+    even to read it): ``semrank serve`` checks it before it starts, so a read-only one fails
+    the start, not every index request after a ready probe said yes."""
+    root = resolve_home(home)
+    _make_home(root, flag)
+    try:
+        with tempfile.TemporaryFile(dir=root):  # an existing folder: mkdir said nothing
+            pass
+    except OSError as exc:
+        raise _unwritable_home(root, exc, flag) from exc
+    return root
 
 
 def _text_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
