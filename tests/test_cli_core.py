@@ -468,8 +468,8 @@ def test_rerank_reads_csv_rows_as_objects_and_gzip_files(tmp_path):
     # Errors name the line a row ends on (quoted fields span lines; blank lines are skipped).
     spread = tmp_path / "spread.csv"
     spread.write_text('id,text\n\nd1,"fleas bite\nvery much"\nd2\n')
-    broken = runner.invoke(app, ["rerank", "flea", "--docs", str(spread)])
-    assert f"{spread}:5 (documents[1]).text is null" in str(broken.exception)
+    broken = runner.invoke(app, ["rerank", "flea", "--docs", str(spread)])  # d2: no text cell
+    assert f"{spread}:5: row 2 has 1 field(s), fewer than the header's 2" in str(broken.exception)
     missing = runner.invoke(app, ["rerank", "flea", "--docs", str(tmp_path / "gone.csv")])
     assert "no such file; pass a JSONL, JSON, CSV" in str(missing.exception)
     packed = tmp_path / "docs.jsonl.gz"

@@ -60,6 +60,32 @@ def test_csv_row_with_more_fields_than_the_header(tmp_path: Path) -> None:
     assert list_indexes(tmp_path) == []
 
 
+@pytest.mark.parametrize(("name", "sep"), [("split.tsv", "\t"), ("split.csv", ",")])
+def test_a_row_with_fewer_fields_than_the_header_is_refused_not_split(
+    tmp_path: Path, name: str, sep: str
+) -> None:
+    """A raw line break inside a field made two records of one: the first cut short, the rest
+    of the field a record of its own with a made-up id ('very high'), exit 0."""
+    from semrank.rerank.commands import read_numbered_documents
+
+    corpus = tmp_path / name
+    rows = [["id", "text", "title"], ["1", "fleas jump\nvery high", "Fleas"], ["2", "dogs", "D"]]
+    corpus.write_text("".join(sep.join(row) + "\n" for row in rows), "utf-8")
+    home = str(tmp_path / "home")
+    short = rf"{re.escape(name)}:2: row 1 has 2 field\(s\), fewer than the header's 3: a line break"
+    with pytest.raises(DataFormatError, match=short):
+        run("index", "create", "sp", "--from", str(corpus), "--no-dense", "--home", home)
+    assert list_indexes(home) == []
+    with pytest.raises(DataFormatError, match=short):  # `semrank rerank -d` reads it so too
+        read_numbered_documents(str(corpus))
+    # Every cell written, as csv writers and pandas write them, reads as before
+    corpus.write_text(f"id{sep}text{sep}title\n1{sep}fleas{sep}\n2{sep}{sep}Dogs\n", "utf-8")
+    assert [d.fields for d in read_corpus(corpus)] == [
+        {"text": "fleas", "title": ""},
+        {"text": "", "title": "Dogs"},
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "line"),
     [

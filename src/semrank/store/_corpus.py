@@ -235,6 +235,9 @@ def _csv_records(
                 _refuse_quoted_line_break(path, reader.reader.line_num, len(names), row)
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
+            # (A quote that never closes cut the row short too: said after the last row.)
+            if None in row.values() and not (quoted and _never_closes(taken.lines, delimiter)):
+                raise _short_row(path, number, reader.line_num, row, delimiter)
             if unnamed:
                 row = _named_cells(path, number, row)
             if not quoted:
@@ -377,6 +380,27 @@ def _bad_csv(path: Path, line: int, exc: csv.Error, delimiter: str) -> DataForma
         f"{path}:{line}: a carriage return (\\r) outside quotes: if the file has old Mac line "
         "endings (CR only), convert them to LF (e.g. `tr '\\r' '\\n' < IN > OUT`); else remove "
         f"the stray \\r{quote}"
+    )
+
+
+def _short_row(
+    path: Path, row: int, line: int, cells: dict[Any, Any], delimiter: str
+) -> DataFormatError:
+    """A row with fewer cells than the header (DictReader fills the missing ones with None):
+    a raw line break inside a field splits one record in two, the first cut short and the
+    rest of the field a record of its own with a made-up id. Csv writers write every cell."""
+    missing = sum(value is None for value in cells.values())
+    width = len(cells)
+    split = (
+        "TSV cannot hold one: save the file as CSV (the field in double quotes) or JSONL"
+        if delimiter == "\t"
+        else "put the field that holds it in double quotes"
+    )
+    separator = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
+    return DataFormatError(
+        f"{path}:{line}: row {row} has {width - missing} field(s), fewer than the header's "
+        f"{width}: a line break inside a field splits a row ({split}); or the row leaves out "
+        f"its trailing empty fields: write them (one {separator} each)"
     )
 
 
