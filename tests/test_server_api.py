@@ -569,6 +569,27 @@ async def test_oversized_body_and_bad_json(reranker: Any, caplog: pytest.LogCapt
     assert any(getattr(r, "fields", {}).get("status") == 413 for r in rejected), rejected
 
 
+async def test_a_key_given_twice_in_a_body_is_refused_not_dropped(reranker: Any) -> None:
+    # JSON readers keep the last value: {"n": 1, "n": 2} came back as {"n": 2}, no word said
+    json_type = {"content-type": "application/json"}
+    body = b'{"query": "flea", "return_documents": true, "documents": ["x", '
+    nested = body + b'{"text": "flea dog", "meta": {"n": 1, "n": 2}}]}'
+    async with serving(reranker) as (_, client):
+        repeated = await client.post("/v1/rerank", content=nested, headers=json_type)
+        top = await client.post(
+            "/v2/rerank", content=body + b'"y"], "query": "q"}', headers=json_type
+        )
+        fine = await client.post(
+            "/v1/rerank", content=nested.replace(b'"n": 2', b'"m": 2'), headers=json_type
+        )
+    assert repeated.status_code == 422, repeated.text
+    assert repeated.json()["error_type"] == "invalid_request"
+    assert "the request body holds an object with the key 'n' twice" in repeated.json()["error"]
+    assert top.status_code == 422 and "the key 'query' twice" in top.json()["error"], top.text
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["results"][0]["document"]["meta"] == {"n": 1, "m": 2}
+
+
 async def test_too_many_tokens_is_413(reranker: Any) -> None:
     async with serving(reranker, max_request_tokens=50) as (_, client):
         response = await client.post("/v2/rerank", json={"query": QUERY, "documents": [LONG_DOC]})
@@ -591,10 +612,13 @@ async def test_api_keys(reranker: Any, caplog: pytest.LogCaptureFixture) -> None
         broken = await client.post("/v2/rerank", content=b"{not json", headers=json_type)
         deep = await client.post("/v2/rerank", content=b"[" * 2000 + b"]" * 2000, headers=json_type)
         invalid = await client.post("/v2/rerank", json={"query": QUERY})
+        twice = await client.post(
+            "/v2/rerank", content=b'{"query": 1, "query": 2}', headers=json_type
+        )
         keyed = {**json_type, "Authorization": "Bearer k1"}
         described = await client.post("/v2/rerank", content=b"{not json", headers=keyed)
     assert described.status_code == 422  # with the key, the body's own problem
-    for response in (missing, wrong, models, broken, deep, invalid):
+    for response in (missing, wrong, models, broken, deep, invalid, twice):
         assert response.status_code == 401
         assert response.json()["error_type"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"

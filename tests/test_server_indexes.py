@@ -379,6 +379,18 @@ async def test_documents_the_index_could_never_find_are_refused(
     assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS)
 
 
+async def test_a_document_naming_a_field_twice_is_refused_not_cut(
+    client: httpx.AsyncClient,
+) -> None:
+    await _make_index(client)
+    body = b'{"documents": [{"id": "t", "text": "ticks", "title": "Ticks", "title": "Mites"}]}'
+    json_type = {"content-type": "application/json"}
+    refused = await client.post("/v1/indexes/docs/documents", content=body, headers=json_type)
+    assert refused.status_code == 422, refused.text
+    assert "the key 'title' twice" in refused.json()["error"]
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS)
+
+
 async def test_a_top_window_below_size_is_refused_as_elasticsearch_does(
     client: httpx.AsyncClient,
 ) -> None:

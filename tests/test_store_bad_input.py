@@ -86,6 +86,30 @@ def test_a_row_with_fewer_fields_than_the_header_is_refused_not_split(
     ]
 
 
+def test_a_key_given_twice_in_a_json_record_is_refused_not_dropped(tmp_path: Path) -> None:
+    """JSON readers keep a repeated key's last value: one of the two was lost, exit 0 (a
+    CSV header naming a column twice was already refused)."""
+    from semrank.rerank.commands import read_numbered_documents
+
+    lines = '{"id": 1, "text": "fleas"}\n{"id": 2, "text": "ticks", "meta": {"n": 1, "n": 2}}\n'
+    corpus = tmp_path / "dup.jsonl"
+    corpus.write_text(lines, "utf-8")
+    home = str(tmp_path / "home")
+    twice = r"dup\.jsonl:2: .*an object with the key 'n' twice, .*give each key once"
+    with pytest.raises(DataFormatError, match=twice):
+        run("index", "create", "d", "--from", str(corpus), "--no-dense", "--home", home)
+    assert list_indexes(home) == []
+    with pytest.raises(DataFormatError, match=twice):  # `semrank rerank -d`
+        read_numbered_documents(str(corpus))
+    listed = tmp_path / "dup.json"
+    listed.write_text('[{"id": 1, "text": "fleas", "text": "ticks"}]', "utf-8")
+    with pytest.raises(
+        DataFormatError,
+        match=r"dup\.json: not valid JSON \(an object with the key 'text' twice, [^)]*once\)$",
+    ):
+        list(read_corpus(listed))
+
+
 @pytest.mark.parametrize(
     ("name", "data", "line"),
     [

@@ -13,6 +13,7 @@ import numbers
 import sys
 import unicodedata
 import uuid
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -88,12 +89,34 @@ class UnreadableJSONError(json.JSONDecodeError):
     all the same, unlike text that fails to parse."""
 
 
+class RepeatedKeyError(UnreadableJSONError):
+    """An object naming a key twice: json keeps only the last value, silently dropping the
+    others (the data would be changed, not read)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or ``RepeatedKeyError`` naming the
+    key given twice. Runs for every object read, so the common case is one dict and a length
+    comparison."""
+    data = dict(pairs)
+    if len(data) == len(pairs):
+        return data
+    key = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    raise RepeatedKeyError(
+        f"an object with the key {key!r:.60} twice, of which only the last value would be "
+        "kept; give each key once",
+        "",
+        0,
+    )
+
+
 def loads_json(text: str) -> Any:
     """``json.loads``, with JSON nested past Python's recursion limit (a few kilobytes of
-    brackets) or an integer too long for Python (over 4,300 digits) raised as invalid JSON,
-    which every reader of files reports with the file and the fix, instead of a traceback."""
+    brackets), an integer too long for Python (over 4,300 digits) or an object naming a key
+    twice raised as unreadable JSON, which every reader of files reports with the file and
+    the fix, instead of a traceback or a silently dropped value."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except RecursionError:
         raise UnreadableJSONError(
             f"nested more than {MAX_JSON_DEPTH} levels deep, too deep to read; flatten it", text, 0

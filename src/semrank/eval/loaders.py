@@ -18,7 +18,14 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
-from semrank._checks import blank_kind, is_int, loads_json, require_collection, require_unicode
+from semrank._checks import (
+    UnreadableJSONError,
+    blank_kind,
+    is_int,
+    loads_json,
+    require_collection,
+    require_unicode,
+)
 from semrank._files import format_error, numbered_lines, read_text, require_path
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -483,6 +490,8 @@ def load_candidates(path: Path | str) -> list[CandidateList]:
     text = read_text(path)
     try:
         entries = loads_json(text)
+    except UnreadableJSONError as exc:  # found with no place in the text
+        raise format_error(path, None, f"not valid JSON ({exc.msg})") from exc
     except json.JSONDecodeError as exc:
         raise format_error(
             path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno}){_not_a_list(text)}"

@@ -1,19 +1,23 @@
 """The HTTP edge, as plain ASGI middleware: request ids, the body size limit, timing headers,
-request metrics and the access log."""
+request metrics and the access log; and the route class that reads JSON bodies strictly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from semrank._checks import unique_keys
 from semrank.errors import (
     BodyTimeoutError,
     InternalError,
@@ -253,3 +257,24 @@ def _route_label(scope: Scope, templates: Sequence[tuple[Any, str]] = ()) -> str
     # Routing has not run (the edge answered): labelled "unmatched", dashboards missed it.
     found = (template for regex, template in templates if regex.match(scope["path"]))
     return next(found, "unmatched")
+
+
+class UniqueKeysRoute(APIRoute):
+    """A route whose JSON body is read as semrank reads JSON files: an object naming a key
+    twice is refused (FastAPI's reader keeps the last value and drops the others silently).
+    The refusal reaches the validation handler as invalid JSON, the key named."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_strictly(request: Request) -> Response:
+            return await handle(_UniqueKeysRequest(request.scope, request.receive))
+
+        return handle_strictly
+
+
+class _UniqueKeysRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=unique_keys)
+        return self._json

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Send
 
+from semrank._checks import RepeatedKeyError
 from semrank.errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -122,6 +123,8 @@ def install_error_handlers(
         content_type = request.headers.get("content-type", "")
         search = request.url.path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
+        if isinstance(exc.__cause__, RepeatedKeyError):  # UniqueKeysRoute's refusal
+            message = f"the request body holds {exc.__cause__.msg}"
         if request.url.path == "/rerank" and _sent_no_texts(exc.errors()):
             message = f"{TEI_ROUTE_HINT}; {message}"
         if request.url.path == "/v2/rerank" and _sent_objects(exc.errors()):

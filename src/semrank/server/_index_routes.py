@@ -18,6 +18,7 @@ from fastapi import Path as PathParameter
 
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
+from semrank.server._edge import UniqueKeysRoute
 from semrank.server._engines import run_in_thread
 from semrank.server._rerank_routes import ERRORS, WARNING_HEADER
 from semrank.server._service import RerankService
@@ -41,7 +42,12 @@ from semrank.server.schemas import (
 )
 
 IndexNameInPath = Annotated[str, PathParameter(json_schema_extra=INDEX_NAME_SCHEMA)]
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["indexes"], responses=ERRORS)
+router = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    route_class=UniqueKeysRoute,
+    tags=["indexes"],
+    responses=ERRORS,
+)
 T = TypeVar("T")
 
 

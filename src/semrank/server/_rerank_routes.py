@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
-from semrank.server._edge import TIMINGS_KEY
+from semrank.server._edge import TIMINGS_KEY, UniqueKeysRoute
 from semrank.server._engines import ModelEngine, RerankCall
 from semrank.server._service import Policy, RerankOutcome, RerankService
 from semrank.server.schemas import (
@@ -59,7 +59,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 RERANKED_HEADER = "x-semrank-reranked"
 WARNING_HEADER = "x-semrank-warning"  # the first of the answer's warnings (a query cut to fit)
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["rerank"], responses=ERRORS)
+router = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    route_class=UniqueKeysRoute,
+    tags=["rerank"],
+    responses=ERRORS,
+)
 
 
 @router.post(

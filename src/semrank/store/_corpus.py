@@ -18,6 +18,7 @@ from typing import Any
 
 from semrank._checks import (
     MAX_JSON_DEPTH,
+    UnreadableJSONError,
     field_key,
     has_non_finite_number,
     is_id_value,
@@ -191,9 +192,9 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
             if exc.msg == "Extra data"
             else ""
         )
-        raise DataFormatError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}){hint}"
-        ) from exc
+        # Unreadable JSON (a key given twice, too deep) is found with no place in the text.
+        where = "" if isinstance(exc, UnreadableJSONError) else f" at line {exc.lineno}"
+        raise DataFormatError(f"{path}: not valid JSON ({exc.msg}{where}){hint}") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
