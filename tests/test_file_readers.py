@@ -175,6 +175,21 @@ def test_files_joined_with_a_byte_order_mark_inside_read_as_their_parts(tmp_path
     assert load_queries(topics) == {"q1": "fleas", "q2": "ticks"}
 
 
+def test_a_byte_order_mark_inside_a_csv_value_is_kept(tmp_path: Path) -> None:
+    """Only a file's own mark is not text: one starting a line inside a quoted value, or
+    starting a row's first cell, was dropped as if it started a joined file."""
+    bom = "\ufeff"
+    table = tmp_path / "marks.csv"
+    table.write_text(f'{bom}id,text\n1,"fleas\n{bom}jump"\n{bom}2,ticks\n', encoding="utf-8")
+    expected = [("1", "fleas\n" + bom + "jump"), (bom + "2", "ticks")]
+    assert [(d.id, d.fields["text"]) for d in read_corpus(table)] == expected
+    documents, _lines = read_numbered_documents(str(table))
+    assert [(d["id"], d["text"]) for d in documents] == expected
+    joined = tmp_path / "joined.jsonl"  # JSONL: a line is a record, so a mark there is a file's
+    joined.write_text(f'{bom}{{"id": 1, "text": "a"}}\n{bom}{{"id": 2, "text": "b"}}\n', "utf-8")
+    assert [d.id for d in read_corpus(joined)] == ["1", "2"]
+
+
 def test_gzip_is_told_by_its_bytes_in_training_data(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"  # no .gz in the name
     pairs.write_bytes(gzip.compress(b'{"query": "q", "positive": "p"}\n'))

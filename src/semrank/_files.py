@@ -152,18 +152,23 @@ def raw_lines(path: Path, error: ErrorType = DataFormatError) -> Iterator[bytes]
             raise _damaged(path, exc, error) from exc
 
 
-def text_lines(path: Path | str, error: ErrorType = DataFormatError) -> Iterator[str]:
+def text_lines(
+    path: Path | str, error: ErrorType = DataFormatError, *, records_span_lines: bool = False
+) -> Iterator[str]:
     """The lines of ``path``, plain or gzip, line endings kept (as ``newline=""``). Decoded line
     by line, so that a bad byte is named with its line (a TextIOWrapper names an offset in an
     8 KB chunk); a byte-order mark (Excel's "CSV UTF-8") is not text, on the first line or
-    on a later one (files joined with `cat`, one of them saved on Windows)."""
+    on a later one (files joined with `cat`, one of them saved on Windows). Where a record may
+    span lines (``records_span_lines``: CSV, whose quoted values hold line breaks) a later
+    line need not start a record, so only the file's own mark, on its first line, is dropped."""
     path = _checked(path)
     for number, raw in enumerate(raw_lines(path, error), start=1):
         try:
-            yield raw.decode("utf-8").removeprefix("\ufeff")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             at = bad_byte(raw, exc)
             raise _not_utf8(path, number, raw[at], at + 1, error) from None
+        yield line if records_span_lines and number > 1 else line.removeprefix("\ufeff")
 
 
 # Where a line ends for the line-based formats (qrels, runs, topics, JSONL): old Mac files end

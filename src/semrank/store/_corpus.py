@@ -147,9 +147,9 @@ def checked_documents(
         yield document
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def _text_lines(path: Path, *, records_span_lines: bool = False) -> Iterator[str]:
     """The lines of a UTF-8 (optionally gzipped) file, line endings kept; errors name the line."""
-    return text_lines(path, InvalidInputError)
+    return text_lines(path, InvalidInputError, records_span_lines=records_span_lines)
 
 
 def _read_text(path: Path) -> str:
@@ -217,7 +217,7 @@ def _csv_records(
     # quoted field that swallows the rest of the file into one document. (Telling a TSV that
     # csv writers quoted from a raw one by its first lines merged raw rows holding stray quotes.)
     quoted = delimiter != "\t"
-    taken = _TakenLines(_text_lines(path))
+    taken = _TakenLines(_text_lines(path, records_span_lines=True))
     reader = csv.DictReader(
         taken, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
     )
