@@ -20,9 +20,6 @@ def is_postgres_dsn(value: object) -> bool:
 _QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#]*)")
 # A query string before an '@' ("h:5432/db?application_name=me@work"): no user:password there.
 _QUERY_BEFORE = re.compile(r"\?[^@]*=")
-# One host of a URL's host list, with its port if any: "h", "h:5432", "[::1]:5432",
-# "%2Ftmp" (a socket's folder). Not "u:s3+c" (a user and the head of a password).
-_HOST_PORT = re.compile(r"(?:\[[\w:.%]*\]|[\w.%-]*)(?::\d+)?")
 _KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])*)")
 
 
@@ -41,22 +38,19 @@ def _url_password_span(dsn: str) -> tuple[int, int] | None:
     info. libpq ends it at an '@' before the first '/' (the last one here, to hide a password
     holding '@' whole, or '?' and '='); a password holding '/' has its '@' later, which libpq
     misreads (quoting it in its errors): the last '@' not inside a query string then, unless
-    what precedes the '/' is a host list (a database name may hold an '@': "h:5432/db@prod")."""
+    no ':' precedes the '/' (no password there: "h/db@prod" names a database holding '@')."""
     start = dsn.index("://") + 3
     slash = dsn.find("/", start)
     head = dsn[start : slash if slash >= 0 else len(dsn)]
     if "@" in head:
         return _after_user(dsn, start, start + head.rindex("@"))
+    if ":" not in head:
+        return None
+    # "h:5432/db@prod" (a port, then a database holding '@') and "u:1234/x@h:5432" (a user and
+    # a password holding '/') read alike: hidden, as a password, since a shown one leaks.
     ats = (i for i in range(len(dsn) - 1, start - 1, -1) if dsn[i] == "@")
     at = next((i for i in ats if not _QUERY_BEFORE.search(dsn[start:i])), None)
-    if at is None:
-        return None
-    # A host list, then a database name holding the '@'; but with a path after the '@'
-    # ("u:1234/x@h/db") the head was a user and a password that only looks like a port.
-    hosts = all(_HOST_PORT.fullmatch(host) for host in head.split(","))
-    if hosts and "/" not in dsn[at:].partition("?")[0]:
-        return None
-    return _after_user(dsn, start, at)
+    return None if at is None else _after_user(dsn, start, at)
 
 
 def _after_user(dsn: str, start: int, at: int) -> tuple[int, int] | None:
