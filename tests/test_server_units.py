@@ -823,14 +823,30 @@ def test_an_index_home_the_server_cannot_make_is_refused_before_it_starts(
     from semrank.server._run import check_before_start
     from serving import free_port
 
-    monkeypatch.delenv("SEMRANK_HOME", raising=False)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(read_only_folder))
+    monkeypatch.setenv("SEMRANK_HOME", str(read_only_folder / "indexes"))
     with pytest.raises(StorageError) as refused:
         check_before_start(ServerConfig(port=free_port()))
-    home = read_only_folder / ".local" / "share" / "semrank"
+    home = read_only_folder / "indexes"
     assert str(refused.value) == (
         f"index home {home} cannot be created or written (Read-only file system); give a "
         "writable folder with --index-home or $SEMRANK_HOME"
     )
     assert exit_code_for(refused.value) == 3
+
+
+def test_a_default_index_home_the_server_cannot_make_only_warns(
+    read_only_folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that only re-ranks, on a read-only container root with HOME=/, started before
+    the index home was checked; refusing it broke such servers on upgrade."""
+    from semrank.server._run import check_before_start
+    from serving import free_port
+
+    monkeypatch.delenv("SEMRANK_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(read_only_folder))
+    with caplog.at_level("WARNING", logger="semrank"):
+        check_before_start(ServerConfig(port=free_port()))
+    home = read_only_folder / ".local" / "share" / "semrank"
+    assert f"index home {home} cannot be created or written" in caplog.text
+    assert "index routes get a 503" in caplog.text

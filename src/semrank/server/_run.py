@@ -166,11 +166,26 @@ def check_before_start(config: ServerConfig) -> None:
     check_address(config.host, config.port)
     if config.postgres_dsn is not None:
         check_store(config.postgres_dsn)
-    else:  # a file given as the folder, or one the server may not write, was found only on
-        # the first index request (after a ready probe said yes): the pod never failed
-        from semrank.store import writable_home
+    else:
+        check_index_home(config.index_home)
 
-        writable_home(config.index_home, flag="--index-home")
+
+def check_index_home(index_home: str | None) -> None:
+    """A file given as the index home, or one the server may not write, was found only on the
+    first index request (after a ready probe said yes): the pod never failed. A home named
+    (--index-home, $SEMRANK_HOME) that cannot be written now fails the start; the default one
+    only warns, since a server that only re-ranks (a read-only container root) needs none: its
+    index requests then answer 503."""
+    from semrank.errors import StorageError
+    from semrank.store import writable_home
+    from semrank.store._registry import HOME_ENV
+
+    try:
+        writable_home(index_home, flag="--index-home")
+    except StorageError as exc:
+        if index_home or os.environ.get(HOME_ENV):
+            raise
+        logger.warning(f"{exc}; until then, requests to the index routes get a 503")
 
 
 def check_store(dsn: str) -> None:
