@@ -677,11 +677,19 @@ def _another_web_server() -> Any:
     async def to_login(request: Any) -> RedirectResponse:
         return RedirectResponse("/login?next=/sso", status_code=302)
 
+    async def not_routed_yet(request: Any) -> PlainTextResponse:  # Traefik before the pod is up
+        return PlainTextResponse("404 page not found", status_code=404)
+
+    async def polled_too_often(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("slow down", status_code=429)
+
     return Starlette(
         routes=[
             Route("/ready", ok),
             Route("/login", login),
             Route("/sso/{rest:path}", to_login, methods=["GET", "POST"]),
+            Route("/starting/{rest:path}", not_routed_yet),
+            Route("/limited/{rest:path}", polled_too_often),
         ]
     )
 
@@ -713,6 +721,8 @@ def test_ready_is_what_a_semrank_server_says_and_another_server_is_named(reranke
             redirected = f"redirects to {url}/login?next=/sso"
             with pytest.raises(errors.SemrankError, match=re.escape(redirected)):
                 check(f"{url}/sso")
+            # A proxy answering for a server not there yet: a wait loop goes on waiting.
+            assert check(f"{url}/starting") is False and check(f"{url}/limited") is False
         with (
             SemrankClient(f"{url}/sso") as behind_login,
             pytest.raises(errors.SemrankError, match="follows no redirects") as caught,

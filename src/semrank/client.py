@@ -447,19 +447,23 @@ def _redirected(response: httpx.Response) -> errors.SemrankError:
 
 def _readiness(response: httpx.Response) -> bool:
     """``/ready``'s answer as a semrank server gives it (200 ready; 503 starting or draining).
-    A gateway's own 502/503/504 is False too (the server behind it is down or restarting);
-    anything else (another service's 200 or 404, a redirect to a login page) is an error
-    naming what answered."""
+    What stands in front answering for a server not there yet is False too: a gateway's
+    502/503/504, a proxy's 404 before it routes to the container (Traefik), a 429 to a poll
+    too often; anything else (another service's 200, a redirect to a login page, a 401) is an
+    error naming what answered."""
     with contextlib.suppress(ValueError):
         body = response.json()
         if isinstance(body, dict) and isinstance(body.get("models"), list):
             said = (response.status_code, body.get("status"))
             if said == (200, "ready") or said in ((503, "starting"), (503, "draining")):
                 return said[0] == 200
-    if response.status_code in (502, 503, 504):
+    if response.status_code in _NOT_THERE_YET:
         return False
     _raise_for_error(response)
     return _parse(response, _not_readiness)
+
+
+_NOT_THERE_YET = (404, 429, 502, 503, 504)
 
 
 def _not_readiness(data: Any) -> bool:
