@@ -275,6 +275,41 @@ def test_an_index_another_process_dropped_has_its_windows_let_go_at_the_next_req
     assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
 
 
+def test_an_evicted_index_another_process_drops_leaves_no_windows_mapped(
+    index: Store, blend_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Closing a held index to make room for another left its prepared windows with the
+    models, and the sweep of dropped indexes checks only the held ones: once another process
+    dropped it, its deleted files stayed mapped until four newer tables pushed them out."""
+    from semrank.pipeline import _open
+    from semrank.store import _registry, drop_index
+
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    index.close()
+    create_index("other", home=tmp_path, fields=["title", "text"], embedding_model=None).close()
+    tree = build_retriever("bm25", rerank=True, model=reranker, window=10)
+
+    first = search("fleas", QUERY, home=tmp_path, retriever=tree, k=10)
+    monkeypatch.setattr(_open, "_held_limit", lambda: 1)  # many indexes, or few open files
+    search("other", QUERY, home=tmp_path, k=10)  # "fleas" is closed to make room
+    assert not bi_encoder(reranker)._known
+    embedded = bi_encoder(reranker).embedded_texts
+    again = search("fleas", QUERY, home=tmp_path, retriever=tree, k=10)
+    assert again.ids == first.ids
+    np.testing.assert_allclose(again.scores, first.scores, atol=1e-5)
+    # Handed over again, not embedded again (the query is remembered from the first search).
+    assert bi_encoder(reranker)._known and bi_encoder(reranker).embedded_texts == embedded
+    search("other", QUERY, home=tmp_path, k=10)  # evicted again
+    with monkeypatch.context() as elsewhere:  # another process: this one is not told
+        elsewhere.setattr(_registry, "BEFORE_DROP", [])
+        elsewhere.setattr(_registry, "AFTER_DROP", [])
+        drop_index("fleas", home=tmp_path)
+    monkeypatch.setattr(_open, "_last_sweep", float("-inf"))  # the next sweep is due
+    search("other", QUERY, home=tmp_path, k=10)
+    assert not [path for path in mapped_files(tmp_path) if "prepared-" in path]
+
+
 def test_a_search_handing_windows_over_while_the_index_is_dropped_leaves_none_mapped(
     index: Store, blend_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from semrank.store import DB_NAME, Store, index_path, open_index
+from semrank.store import DB_NAME, LocalStore, Store, index_path, open_index
 from semrank.store._registry import BEFORE_DROP
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def _hold_local(name: str, home: str | Path | None) -> _Held:
             return _keep(path, _Held(open_index(name, home=home), identity))
         finally:
             if stale_idle:
-                cast(_Held, stale).store.close()
+                _close_store(cast(_Held, stale).store)
 
 
 def _hold_postgres(name: str, dsn: str) -> _Held:
@@ -261,7 +261,18 @@ def _take_out(entries: Sequence[tuple[Key, _Held]]) -> list[_Held]:
 
 def _close(handles: list[_Held]) -> None:
     for held in handles:
-        held.store.close()
+        _close_store(held.store)
+
+
+def _close_store(store: Store) -> None:
+    """Close a held index. The loaded models let go of an embedded one's prepared windows too:
+    they map its files, and once it is no longer held no sweep sees another process drop it,
+    so its deleted files stayed mapped (a later search of it hands the windows over again)."""
+    store.close()
+    if isinstance(store, LocalStore):
+        from semrank.pipeline._prepare import forget_windows_at  # it imports this module
+
+        forget_windows_at(store.path)
 
 
 def _let_go(held: _Held) -> None:
@@ -270,7 +281,7 @@ def _let_go(held: _Held) -> None:
         held.last_used = time.monotonic()
         idle = held.retired and held.users == 0
     if idle:
-        held.store.close()
+        _close_store(held.store)
 
 
 def _retire(held: _Held | None) -> bool:
