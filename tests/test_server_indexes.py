@@ -571,19 +571,21 @@ async def test_an_unfinished_ingest_is_said_without_the_servers_paths(
     from semrank.models import resolve_embedding_model
     from semrank.pipeline import forget_open_indexes
     from semrank.store import create_index
+    from semrank.store._base import stdin_source
 
     source = tmp_path / "private" / "corpus.jsonl"
     model_path = str(resolve_embedding_model().path)
     with create_index("half", home=tmp_path, embedding_model=None) as index:
         index.upsert([{"id": "d1", "text": "fleas bite"}])
         index.begin_ingest(source, id_field="id")  # and never ended: interrupted
+        index.begin_ingest(Path(stdin_source("5c378a284a2e1705")), id_field="id")  # piped in
     with create_index("pathy", home=tmp_path, embedding_model=model_path):
         pass
     forget_open_indexes()
     info = (await client.get("/v1/indexes/half")).json()
     searched = await client.post("/v1/indexes/half/search", json={"query": "fleas"})
     pathy = (await client.get("/v1/indexes/pathy")).json()
-    assert list(info["unfinished_ingests"]) == ["corpus.jsonl"]
+    assert list(info["unfinished_ingests"]) == ["corpus.jsonl", "-"]
     mark = info["unfinished_ingests"]["corpus.jsonl"]
     assert set(mark) == {"started", "running"} and mark["running"] is False
     assert str(tmp_path) not in json.dumps(info) and str(tmp_path) not in json.dumps(pathy)

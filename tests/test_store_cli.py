@@ -538,6 +538,13 @@ def test_add_says_which_text_it_keeps_but_does_not_search(tmp_path: Path) -> Non
     assert "hold text in body, which index 'notes' keeps but does not search" in added.stderr
     again = CliRunner().invoke(app, ["index", "add", "notes", str(notes), "--home", home])
     assert again.exit_code == 0 and "warning" not in again.stderr  # said once, not every add
+    piped = CliRunner().invoke(
+        app,
+        ["index", "add", "notes", "-", "--format", "csv", "--home", home],
+        input="id,title,abstract\n2,Dots,a dot ends a sentence\n",
+    )
+    assert piped.exit_code == 0, piped.output
+    assert "warning: stdin's records hold text in abstract, which index" in piped.stderr
 
 
 def test_create_from_records_without_ids_warns_and_a_new_index_is_marked_before_its_model(
@@ -665,6 +672,53 @@ def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(
     assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
     assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+
+
+def test_other_documents_piped_in_leave_an_interrupted_ingest_from_stdin_marked(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ingest from stdin was marked "-": the next one, of other documents, took over an
+    interrupted one's mark and cleared it, so the index read as complete with documents
+    missing (and two at once cleared each other's running mark)."""
+    from semrank.store._local import LocalStore
+
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    bats = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
+    owls = json.dumps({"_id": "owls", "title": "Owls", "text": "Owls hunt at night."}) + "\n"
+    add = ["index", "add", "piped", "-", "--format", "jsonl", "--home", home]
+    with monkeypatch.context() as killed:  # the process ends before its ingest does
+        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
+        run(*add, stdin=bats)
+    other = CliRunner().invoke(app, add, input=owls)
+    assert other.exit_code == 0, other.output
+    assert "indexing stdin:" in other.stderr and "stdin.jsonl" not in other.stderr  # not its copy
+    [listed] = json.loads(run("index", "list", "--json", "--home", home))
+    note = listed["incomplete"]
+    assert note.startswith("it holds 5 documents, but the ingest of - (started ")
+    assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
+    assert f"incomplete: {note}" in run("index", "info", "piped", "--home", home)
+    run(*add, stdin=bats)  # the same documents again finish it
+    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+
+
+def test_a_stdin_ingest_marked_plain_dash_still_reads_and_piping_in_finishes_it(
+    tmp_path: Path, beir: Path
+) -> None:
+    """Before stdin ingests were told apart, each was marked "-" alone."""
+    from semrank.store import open_index
+    from semrank.store._base import STDIN_SOURCE
+
+    home = tmp_path / "home"
+    run("index", "create", "piped", "--from", str(beir), "--home", str(home), "--no-dense")
+    with open_index("piped", home=home) as index:
+        index.begin_ingest(Path(STDIN_SOURCE), id_field="_id")  # and never ended
+    [listed] = json.loads(run("index", "list", "--json", "--home", str(home)))
+    assert listed["incomplete"].startswith("it holds 3 documents, but the ingest of - (started ")
+    assert "pipe the same documents into `semrank index add piped -" in listed["incomplete"]
+    bats = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
+    run("index", "add", "piped", "-", "--format", "jsonl", "--home", str(home), stdin=bats)
+    assert json.loads(run("index", "list", "--json", "--home", str(home)))[0]["incomplete"] is None
 
 
 def test_create_reads_stdin_in_the_format_given(tmp_path: Path) -> None:

@@ -126,11 +126,15 @@ async def index_info(name: IndexNameInPath, request: Request) -> Any:
 def _public_info(request: Request, info: dict[str, Any]) -> IndexInfo:
     """Index info for a client: its location under ``<index home>`` (or ``<index store>``), not
     the server's folder or database; an unfinished ingest by its file's name and start only
-    (its path, host and process are the server's); a model folder by its name."""
+    (its path, host and process are the server's; one from stdin as "-"); a model folder by
+    its name."""
+    from semrank.store._base import shown_source
+
     info["location"] = _public_location(request, str(info.get("location", "")))
     info["unfinished_ingests"] = {
-        Path(source).name: UnfinishedIngest(started=str(mark.get("started", "")),
-                                            running=bool(mark.get("running")))
+        Path(shown_source(source)).name: UnfinishedIngest(
+            started=str(mark.get("started", "")), running=bool(mark.get("running"))
+        )
         for source, mark in info.get("unfinished_ingests", {}).items()
     }  # fmt: skip
     model = info["settings"].get("embedding_model")

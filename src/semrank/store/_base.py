@@ -672,7 +672,7 @@ def _ingest_note(
     name: str, id_field: str | None, source: str, mark: dict[str, Any], where: str
 ) -> str:
     """One unfinished ingest: still running, or interrupted and how to finish it."""
-    began = f"the ingest of {source} (started {mark.get('started', '?')})"
+    began = f"the ingest of {shown_source(source)} (started {mark.get('started', '?')})"
     if mark.get("running"):
         return f"{began} is still running in process {mark.get('pid')}"
     if mark.get("id_field") is None:  # record numbers: adding again would renumber
@@ -681,10 +681,10 @@ def _ingest_note(
             f"`semrank index drop {name}{where}`, then create it again"
         )
     option = "" if mark["id_field"] == id_field else f" --id-field {shlex.quote(mark['id_field'])}"
-    # `index add NAME -` marks its ingest "-": the stream is gone, its documents may not be
+    # An ingest from stdin is marked "-#DIGEST": the stream is gone, its documents may not be
     again = (
         f"pipe the same documents into `semrank index add {name} - --format FORMAT{option}"
-        if source == STDIN_SOURCE
+        if is_stdin_source(source)
         else f"run `semrank index add {name} {shlex.quote(source)}{option}"
     )
     return (
@@ -693,7 +693,25 @@ def _ingest_note(
     )
 
 
-STDIN_SOURCE = "-"  # what an ingest read from stdin is marked as
+STDIN_SOURCE = "-"  # what an ingest read from stdin is marked as: "-#" and its documents' digest
+
+
+def stdin_source(digest: str) -> str:
+    """The mark of an ingest from stdin of the documents whose digest is ``digest``: piping the
+    same documents in again ends it, and other documents piped in get a mark of their own, so
+    their end does not clear it (nor does another ingest from stdin running meanwhile)."""
+    return f"{STDIN_SOURCE}#{digest}"
+
+
+def is_stdin_source(source: str) -> bool:
+    """Whether an ingest mark is one from stdin: "-#DIGEST", or "-" alone (marks made before
+    the documents were told apart)."""
+    return source == STDIN_SOURCE or source.startswith(f"{STDIN_SOURCE}#")
+
+
+def shown_source(source: str) -> str:
+    """An ingest mark's source as messages name it: stdin as "-", a file by its path."""
+    return STDIN_SOURCE if is_stdin_source(source) else source
 
 
 def ingest_running(mark: dict[str, Any]) -> bool:

@@ -39,6 +39,7 @@ from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
+    STDIN_SOURCE,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
@@ -51,6 +52,7 @@ from semrank.store._base import (
     id_list,
     index_dir_size,
     ingest_running,
+    is_stdin_source,
     unit_rows,
 )
 from semrank.store._corpus import Document
@@ -301,7 +303,10 @@ class LocalStore(Store):
         return replaced[0] if replaced else None
 
     def end_ingest(self, source: Path) -> None:
-        self._change_ingests(lambda marks: {f: m for f, m in marks.items() if f != str(source)})
+        ended = {str(source)}
+        if is_stdin_source(str(source)):  # a mark "-" alone: every stdin ingest ended it then
+            ended.add(STDIN_SOURCE)
+        self._change_ingests(lambda marks: {f: m for f, m in marks.items() if f not in ended})
 
     def _change_ingests(self, change: Any) -> None:
         self._require_live()

@@ -131,21 +131,23 @@ def _ingest(
     total: int | None = None,
     *,
     new: bool = False,
-    source: Path | None = None,
+    piped: bool = False,
 ) -> UpsertCounts:
     """Stream ``corpus`` into ``index`` with a progress bar, then build the derived indexes
-    (``total``: the corpus's record count when the caller has it already; ``source``: what the
-    index's incomplete mark names, by default the file's absolute path).
+    (``total``: the corpus's record count when the caller has it already; ``piped``: the
+    corpus is a copy of stdin, said as "stdin" and marked by what it holds, not by the copy's
+    path, gone at the end).
 
     The index is marked incomplete while the file goes in: killed or failed halfway, it keeps
     the batches committed so far, and ``index info`` / ``list`` / ``create`` say so and how to
     finish (``index add`` of the same file)."""
-    source = corpus.path.resolve() if source is None else source
+    shown = "stdin" if piped else corpus.path.name
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
     if total is None:
-        with _step(_stderr_console(), f"checking {corpus.path.name}"):
+        with _step(_stderr_console(), f"checking {shown}"):
             total = corpus.count(index.check_storable)
+    source = _stdin_mark(corpus.path) if piped else corpus.path.resolve()
     if index.has_vectors and not new:
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     # A new index is marked at once: one killed while its model loaded (seconds) was left
@@ -159,7 +161,7 @@ def _ingest(
             err=True,
         )
     console = _stderr_console()
-    with progress(console, f"indexing {corpus.path.name}", total) as advance:
+    with progress(console, f"indexing {shown}", total) as advance:
         counts = index.upsert_counted(
             corpus,
             batch_size=batch_size,
@@ -170,6 +172,21 @@ def _ingest(
     with _step(console, "building BM25 / vector indexes"):
         index.refresh()
     return counts
+
+
+def _stdin_mark(copy: Path) -> Path:
+    """What an ingest from stdin is marked as: the digest of the documents piped in (gunzipped:
+    gzip stamps the time), so that piping them in again finishes it and other documents keep
+    their own mark."""
+    import hashlib
+
+    from semrank._files import raw_lines
+    from semrank.store._base import stdin_source
+
+    digest = hashlib.sha256()
+    for line in raw_lines(copy):
+        digest.update(line)
+    return Path(stdin_source(digest.hexdigest()[:16]))
 
 
 def _stderr_console() -> Console:
@@ -243,7 +260,8 @@ def create(
         # file then fails here, rather than after the index exists, half filled.
         total, used = 0, set[str]()
         if corpus is not None:  # a step shown: a large file takes a while (16 s for 123 MB)
-            with _step(_stderr_console(), f"checking {corpus.path.name}"):
+            shown = "stdin" if stdin_format else corpus.path.name  # not its copy
+            with _step(_stderr_console(), f"checking {shown}"):
                 total, used = corpus.survey(storable_check(store))
         if corpus is not None and fields:
             _check_fields_used(corpus.text_fields, used, "stdin" if stdin_format else str(file))
@@ -368,13 +386,11 @@ def _ingest_into_new_index(
     stdin_format: str | None = None,
 ) -> None:
     """Ingest, and on bad input say that the index exists now and how to go on (from stdin:
-    the ingest is marked "-", and the documents are to be piped in again)."""
+    the documents are to be piped in again)."""
     from semrank.errors import SemrankError
-    from semrank.store._base import STDIN_SOURCE
 
-    marked = Path(STDIN_SOURCE) if stdin_format else None  # not the copy: gone at the end
     try:
-        _ingest(index, corpus, batch_size, total, new=True, source=marked)
+        _ingest(index, corpus, batch_size, total, new=True, piped=stdin_format is not None)
     except SemrankError as exc:
         again = (
             f"piping the same documents into `semrank index add {name} - --format "
@@ -409,7 +425,6 @@ def add(
     """Add or replace (upsert by id) documents; unchanged ones are skipped, so re-running an
     interrupted ingest only does the rest."""
     from semrank.store import open_index, read_corpus
-    from semrank.store._base import STDIN_SOURCE
 
     stdin_format = _stdin_format(source, data_format)  # before the index opens or stdin is read
     with (
@@ -421,9 +436,9 @@ def add(
             file, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
         _check_has_ids(corpus, name)
-        _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen)
-        marked = Path(STDIN_SOURCE) if stdin_format else None  # not the copy: gone at the end
-        counts = _ingest(index, corpus, batch_size, source=marked)
+        shown = "stdin" if stdin_format else corpus.path.name  # not the copy stdin went into
+        _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen, shown=shown)
+        counts = _ingest(index, corpus, batch_size, piped=stdin_format is not None)
         skipped = counts.documents - counts.written
         typer.echo(
             f"upserted {count_of(counts.written, 'document')}"
@@ -500,14 +515,15 @@ def _corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
 
 
 def _warn_unread_fields(
-    corpus: Corpus, name: str, text_fields: Sequence[str], *, seen: Sequence[str]
+    corpus: Corpus, name: str, text_fields: Sequence[str], *, seen: Sequence[str], shown: str
 ) -> None:
     """Text the index will keep but not search: said, since a search for it finds nothing.
-    Once: fields the index already holds were said (or chosen) before."""
+    Once: fields the index already holds were said (or chosen) before. ``shown``: the corpus's
+    name in the message."""
     unread = [field for field in corpus.unread_text_fields() if field not in seen]
     if unread:
         typer.echo(
-            f"warning: {corpus.path.name}'s records hold text in {', '.join(unread)}, which "
+            f"warning: {shown}'s records hold text in {', '.join(unread)}, which "
             f"index {name!r} keeps but does not search or embed (its text fields: "
             f"{', '.join(text_fields)}); search them with --field NAME, or create an index "
             "with --fields naming them",
