@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from semrank.errors import (
     DataFormatError,
     IndexNotFoundError,
     InvalidInputError,
+    StorageError,
 )
 
 DOCS = [
@@ -652,6 +654,54 @@ def test_add_reads_stdin_in_the_format_given(tmp_path: Path, beir: Path) -> None
     with pytest.raises(InvalidInputError, match=r"--format 'csv' says what stdin .* is a file"):
         add(str(beir), "--format", "csv")
     assert json.loads(run("index", "info", "piped", "--json", "--home", home))["documents"] == 5
+
+
+def test_stdin_closed_or_no_room_for_its_copy_is_said_and_a_sigterm_removes_the_copy(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed stdin was a traceback (sys.stdin None); a small TMPDIR said only "the disk is
+    full"; a SIGTERM while stdin was read left the whole copy in TMPDIR."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    command = [sys.executable, "-m", "semrank.cli", "index", "add", "piped", "-", "--format"]
+    command += ["jsonl", "--home", home]
+    closed = subprocess.run(command, stdin=None, capture_output=True, text=True, close_fds=True,
+                            preexec_fn=lambda: os.close(0))  # fmt: skip
+    assert closed.returncode == 2 and "stdin is closed; pipe them in" in closed.stderr
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    env = {**os.environ, "TMPDIR": str(spool)}
+    reading = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert reading.stdin is not None
+        reading.stdin.write(b'{"_id": "bats", "text": "Bats fly."}\n')  # and more to come
+        reading.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not any(spool.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(spool.iterdir())  # the copy is being written
+        reading.send_signal(signal.SIGTERM)
+        assert reading.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        reading.kill()
+    assert not any(spool.iterdir())
+
+    def no_room(source: Any, target: Any) -> None:  # the OS's answer on a full tmpfs
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("TMPDIR", str(spool))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    monkeypatch.setattr(shutil, "copyfileobj", no_room)
+    with pytest.raises(StorageError, match=r"copied to .*tmp.* \(No space left on device\); set "
+                       r"TMPDIR to a folder with room"):  # fmt: skip
+        run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin="{}\n")
 
 
 def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(

@@ -7,7 +7,10 @@ import functools
 import json
 import os
 import shlex
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +20,7 @@ import typer
 from semrank._checks import MAX_COUNT, field_key
 from semrank._progress import progress
 from semrank._words import count_of, for_terminal, json_for_stdout
+from semrank.errors import StorageError
 from semrank.runtime.commands import BACKEND_HELP
 
 if TYPE_CHECKING:
@@ -483,9 +487,11 @@ def _stdin_format(
             f"--format {data_format!r} is not a format semrank reads; choose one of: "
             f"{', '.join(choices)}"
         )
-    if sys.stdin.isatty():  # nothing piped in: it would wait for documents typed by hand
+    # None: the process was started with stdin closed (`<&-`, some supervisors).
+    if sys.stdin is None or sys.stdin.isatty():  # a terminal would wait for typed documents
+        state = "closed" if sys.stdin is None else "a terminal"
         raise InvalidInputError(
-            f"- reads the documents from stdin, and stdin is a terminal; pipe them in "
+            f"- reads the documents from stdin, and stdin is {state}; pipe them in "
             f"(e.g. `cat docs.{data_format.lower()} | semrank {usage} --format "
             f"{data_format.lower()}`)"
         )
@@ -500,18 +506,57 @@ def _corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
         yield Path(source)
         return
     import shutil
-    import tempfile
 
     from semrank.errors import SemrankError
 
-    with tempfile.TemporaryDirectory(prefix="semrank-stdin-") as folder:
+    with _stdin_copy_folder() as folder, _removed_on_sigterm(folder):
         copy = Path(folder) / f"stdin.{stdin_format}"
-        with copy.open("wb") as written:
-            shutil.copyfileobj(sys.stdin.buffer, written)
+        try:
+            with copy.open("wb") as written:
+                shutil.copyfileobj(sys.stdin.buffer, written)
+        except OSError as exc:  # a small tmpfs /tmp: "the disk is full" named no folder
+            raise _no_room_for_stdin(folder, exc) from exc
         try:
             yield copy
         except SemrankError as exc:
             raise type(exc)(str(exc).replace(str(copy), "stdin")) from exc
+
+
+def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
+    try:
+        return tempfile.TemporaryDirectory(prefix="semrank-stdin-")
+    except OSError as exc:
+        raise _no_room_for_stdin(tempfile.gettempdir(), exc) from exc
+
+
+def _no_room_for_stdin(folder: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"the documents piped in are copied to {folder} first (a corpus is read twice: "
+        f"checked, then ingested), and that failed ({exc.strerror or exc}); set TMPDIR to a "
+        "folder with room for them, or give the file itself instead of -"
+    )
+
+
+@contextlib.contextmanager
+def _removed_on_sigterm(folder: str) -> Iterator[None]:
+    """A SIGTERM (a supervisor, `timeout`) ended the process before the copy of stdin was
+    removed, leaving the whole corpus in TMPDIR: it is removed first, and the process still
+    ends as that signal (what the index holds is safe from a kill at any point)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    import shutil
+
+    def remove_then_end(signum: int, frame: Any) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = signal.signal(signal.SIGTERM, remove_then_end)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _warn_unread_fields(
