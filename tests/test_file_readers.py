@@ -176,18 +176,22 @@ def test_files_joined_with_a_byte_order_mark_inside_read_as_their_parts(tmp_path
 
 
 def test_a_byte_order_mark_inside_a_csv_value_is_kept(tmp_path: Path) -> None:
-    """Only a file's own mark is not text: one starting a line inside a quoted value, or
-    starting a row's first cell, was dropped as if it started a joined file."""
+    """A mark starting a line inside a quoted value is text, and was dropped; one starting a
+    record (files joined with `cat`, each saved as Excel's CSV UTF-8) is not, and must not end
+    up in an id that no delete or qrels line then matches."""
     bom = "\ufeff"
     table = tmp_path / "marks.csv"
     table.write_text(f'{bom}id,text\n1,"fleas\n{bom}jump"\n{bom}2,ticks\n', encoding="utf-8")
-    expected = [("1", "fleas\n" + bom + "jump"), (bom + "2", "ticks")]
+    expected = [("1", "fleas\n" + bom + "jump"), ("2", "ticks")]
     assert [(d.id, d.fields["text"]) for d in read_corpus(table)] == expected
     documents, _lines = read_numbered_documents(str(table))
     assert [(d["id"], d["text"]) for d in documents] == expected
     joined = tmp_path / "joined.jsonl"  # JSONL: a line is a record, so a mark there is a file's
     joined.write_text(f'{bom}{{"id": 1, "text": "a"}}\n{bom}{{"id": 2, "text": "b"}}\n', "utf-8")
     assert [d.id for d in read_corpus(joined)] == ["1", "2"]
+    tsv = tmp_path / "joined.tsv"  # TSV: no quoting, a line is a record
+    tsv.write_text(f"{bom}id\ttext\n1\ta\n{bom}2\tb\n", "utf-8")
+    assert [d.id for d in read_corpus(tsv)] == ["1", "2"]
 
 
 def test_gzip_is_told_by_its_bytes_in_training_data(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ def test_a_row_with_fewer_fields_than_the_header_is_refused_not_split(
         {"text": "fleas", "title": ""},
         {"text": "", "title": "Dogs"},
     ]
+    # A header's trailing unnamed column (a stray separator) is no field: rows may leave it out.
+    corpus.write_text(f"id{sep}text{sep}\n1{sep}fleas\n2{sep}dogs{sep}\n", "utf-8")
+    assert [d.fields for d in read_corpus(corpus)] == [{"text": "fleas"}, {"text": "dogs"}]
 
 
 def test_a_key_given_twice_in_a_json_record_is_refused_not_dropped(tmp_path: Path) -> None:
@@ -525,6 +528,12 @@ def test_a_password_holding_a_slash_after_digits_is_hidden(dsn: str) -> None:
     assert redact_dsn(dsn).startswith("postgresql://u:***@h")
     assert "1234" not in redact_dsn(dsn) and unencoded_password(dsn)
     assert redact_dsn("postgresql://h:5432/my@db") == "postgresql://h:***@db"
+    pytest.importorskip("psycopg")
+    from semrank.store.postgres._pool import unreachable
+
+    # Hidden all the same, but the advice does not take the port for a password.
+    said = str(unreachable("postgresql://h:5432/my@db", OSError("connection refused")))
+    assert "if what comes before the first '/' is a user and a password, not a host" in said
 
 
 def test_semrank_sql_names_a_dsn_that_does_not_parse_without_its_password() -> None:

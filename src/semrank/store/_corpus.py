@@ -217,7 +217,7 @@ def _csv_records(
     # quoted field that swallows the rest of the file into one document. (Telling a TSV that
     # csv writers quoted from a raw one by its first lines merged raw rows holding stray quotes.)
     quoted = delimiter != "\t"
-    taken = _TakenLines(_text_lines(path, records_span_lines=True))
+    taken = _TakenLines(_record_lines(path) if quoted else _text_lines(path))
     reader = csv.DictReader(
         taken, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
     )
@@ -237,7 +237,7 @@ def _csv_records(
             if None in row:  # DictReader files the cells beyond the header under the key None
                 raise _extra_cells(path, number, reader.line_num, len(row[None]), delimiter)
             # (A quote that never closes cut the row short too: said after the last row.)
-            if None in row.values() and not (quoted and _never_closes(taken.lines, delimiter)):
+            if _cut_short(row) and not (quoted and _never_closes(taken.lines, delimiter)):
                 raise _short_row(path, number, reader.line_num, row, delimiter)
             if unnamed:
                 row = _named_cells(path, number, row)
@@ -289,6 +289,25 @@ def _tsv_cell(value: Any) -> Any:
         return value
     quoted = _QUOTED_TSV_CELL.fullmatch(value)
     return quoted.group(1).replace('""', '"') if quoted else value
+
+
+def _record_lines(path: Path) -> Iterator[str]:
+    """A CSV file's lines, a byte-order mark dropped where a line starts a record (files
+    joined with `cat`, each saved as Excel's "CSV UTF-8") but kept inside a quoted value that
+    spans lines (as written). A quoted value is open while a record's quotes are odd in
+    number: a quote inside one is written twice."""
+    inside = False
+    for line in _text_lines(path, records_span_lines=True):
+        if not inside:
+            line = line.removeprefix("\ufeff")
+        inside ^= line.count('"') % 2 == 1
+        yield line
+
+
+def _cut_short(row: dict[Any, Any]) -> bool:
+    """Whether a named column has no cell in ``row`` (DictReader's None): the header's
+    unnamed columns (a trailing comma) are no field, and rows may leave them out."""
+    return any(value is None and not key.startswith(_UNNAMED) for key, value in row.items())
 
 
 class _TakenLines:
@@ -390,8 +409,8 @@ def _short_row(
     """A row with fewer cells than the header (DictReader fills the missing ones with None):
     a raw line break inside a field splits one record in two, the first cut short and the
     rest of the field a record of its own with a made-up id. Csv writers write every cell."""
-    missing = sum(value is None for value in cells.values())
-    width = len(cells)
+    named = [value for key, value in cells.items() if not key.startswith(_UNNAMED)]
+    missing, width = sum(value is None for value in named), len(named)
     split = (
         "TSV cannot hold one: save the file as CSV (the field in double quotes) or JSONL"
         if delimiter == "\t"

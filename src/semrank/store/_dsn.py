@@ -66,6 +66,20 @@ def unencoded_password(dsn: str) -> bool:
     return span is not None and re.search(r"[/?#@\s]", dsn[span[0] : span[1]]) is not None
 
 
+def encoding_hint(dsn: str) -> str:
+    """What to do about an ``unencoded_password``: percent-encode it; but where what comes
+    before the first '/' reads as a host and a port ("h:5432/my@db", a database name holding
+    '@') there may be no password at all, and the advice says so."""
+    head = dsn[dsn.index("://") + 3 :].split("/", 1)[0]
+    fix = "percent-encode the password's special characters (e.g. '/' as %2F)"
+    if "@" not in head and re.fullmatch(r"[^:]*:\d+", head):
+        return (
+            "if what comes before the first '/' is a user and a password, not a host and a "
+            f"port, {fix}"
+        )
+    return fix
+
+
 def redact_in(text: str, dsn: str) -> str:
     """``text``, a driver's complaint about ``dsn``'s syntax (which quotes the DSN's parts),
     without the DSN's password. Only for such errors: a server's reply never holds the

@@ -18,7 +18,13 @@ from semrank.errors import (
     InvalidInputError,
     StorageError,
 )
-from semrank.store._dsn import DSN_SCHEMES, is_postgres_dsn, redact_in, unencoded_password
+from semrank.store._dsn import (
+    DSN_SCHEMES,
+    encoding_hint,
+    is_postgres_dsn,
+    redact_in,
+    unencoded_password,
+)
 from semrank.store._dsn import redact_dsn as redact
 
 __all__ = ["DSN_SCHEMES", "is_postgres_dsn", "redact"]  # re-exported, as before
@@ -166,7 +172,7 @@ def unreachable(dsn: str, exc: BaseException) -> BackendUnavailableError:
     if type(exc).__name__ == "ProgrammingError" or garbled:
         cause = redact_in(cause, dsn)
     cause = cause[:300] or type(exc).__name__
-    hint = "; percent-encode the password's special characters (e.g. '/' as %2F)" if garbled else ""
+    hint = f"; {encoding_hint(dsn)}" if garbled else ""
     return BackendUnavailableError(
         f"cannot connect to PostgreSQL at {redact(dsn)}: {cause}; check the DSN (user, "
         f"password, database, port) and that the server is running{hint}",
