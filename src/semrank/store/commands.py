@@ -7,10 +7,7 @@ import functools
 import json
 import os
 import shlex
-import signal
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +17,8 @@ import typer
 from semrank._checks import MAX_COUNT, field_key
 from semrank._progress import progress
 from semrank._words import count_of, for_terminal, json_for_stdout
-from semrank.errors import StorageError
 from semrank.runtime.commands import BACKEND_HELP
+from semrank.store._stdin import corpus_file, piped_format, stdin_mark
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -151,7 +148,7 @@ def _ingest(
     if total is None:
         with _step(_stderr_console(), f"checking {shown}"):
             total = corpus.count(index.check_storable)
-    source = _stdin_mark(corpus.path) if piped else corpus.path.resolve()
+    source = stdin_mark(corpus.path) if piped else corpus.path.resolve()
     if index.has_vectors and not new:
         _ = index.embedder  # loaded (and checked against the index's vectors) before the mark
     # A new index is marked at once: one killed while its model loaded (seconds) was left
@@ -176,21 +173,6 @@ def _ingest(
     with _step(console, "building BM25 / vector indexes"):
         index.refresh()
     return counts
-
-
-def _stdin_mark(copy: Path) -> Path:
-    """What an ingest from stdin is marked as: the digest of the documents piped in (gunzipped:
-    gzip stamps the time), so that piping them in again finishes it and other documents keep
-    their own mark."""
-    import hashlib
-
-    from semrank._files import raw_lines
-    from semrank.store._base import stdin_source
-
-    digest = hashlib.sha256()
-    for line in raw_lines(copy):
-        digest.update(line)
-    return Path(stdin_source(digest.hexdigest()[:16]))
 
 
 def _stderr_console() -> Console:
@@ -252,10 +234,10 @@ def create(
         embedding_max_length=embedding_max_length, ann_threshold=ann_threshold, prepare=prepare,
         store=store,
     )  # fmt: skip
-    stdin_format = _stdin_format(source, data_format, usage="index create NAME --from -")
+    stdin_format = piped_format(source, data_format, usage="index create NAME --from -")
     if not store or store == "local":  # before reading the file through, which takes a while
         check_name_is_free(name, index_path(name, home))
-    reading = contextlib.nullcontext() if source is None else _corpus_file(source, stdin_format)
+    reading = contextlib.nullcontext() if source is None else corpus_file(source, stdin_format)
     with reading as file:
         corpus = (
             None if file is None else read_corpus(file, id_field=id_field, fields=_split(fields))
@@ -430,10 +412,10 @@ def add(
     interrupted ingest only does the rest."""
     from semrank.store import open_index, read_corpus
 
-    stdin_format = _stdin_format(source, data_format)  # before the index opens or stdin is read
+    stdin_format = piped_format(source, data_format)  # before the index opens or stdin is read
     with (
         open_index(name, home=home, store=store) as index,
-        _corpus_file(source, stdin_format) as file,
+        corpus_file(source, stdin_format) as file,
     ):
         settings = index.settings
         corpus = read_corpus(
@@ -451,112 +433,6 @@ def add(
         )
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
-
-
-def _stdin_format(
-    source: str | None, data_format: str | None, *, usage: str = "index add NAME -"
-) -> str | None:
-    """The format stdin holds when ``source`` is ``-`` (None for a file, or no corpus):
-    --format, which a stream needs (it has no name to tell it by) and a file would ignore.
-    ``usage``: the command that reads stdin, as its example shows it."""
-    from semrank.errors import InvalidInputError
-    from semrank.store._base import STDIN_SOURCE
-    from semrank.store._corpus import FORMATS
-
-    choices = (*FORMATS, "ndjson")  # the names the file reader tells formats by
-    if source is None and data_format is not None:
-        raise InvalidInputError(
-            f"--format {data_format!r} says what stdin (--from -) holds, and no --from is "
-            "given; drop --format, or add --from - and pipe the documents in"
-        )
-    if source != STDIN_SOURCE:
-        if data_format is not None:
-            raise InvalidInputError(
-                f"--format {data_format!r} says what stdin (-) holds, and {source!r} is a file, "
-                "whose name says its format (.jsonl, .json, .csv, .tsv, optionally .gz); drop "
-                "--format, or pass - and pipe the documents in"
-            )
-        return None
-    if data_format is None:
-        raise InvalidInputError(
-            f"- reads the documents from stdin, which has no name to tell their format by; "
-            f"say it with --format ({', '.join(choices)})"
-        )
-    if data_format.lower() not in choices:
-        raise InvalidInputError(
-            f"--format {data_format!r} is not a format semrank reads; choose one of: "
-            f"{', '.join(choices)}"
-        )
-    # None: the process was started with stdin closed (`<&-`, some supervisors).
-    if sys.stdin is None or sys.stdin.isatty():  # a terminal would wait for typed documents
-        state = "closed" if sys.stdin is None else "a terminal"
-        raise InvalidInputError(
-            f"- reads the documents from stdin, and stdin is {state}; pipe them in "
-            f"(e.g. `cat docs.{data_format.lower()} | semrank {usage} --format "
-            f"{data_format.lower()}`)"
-        )
-    return data_format.lower()
-
-
-@contextlib.contextmanager
-def _corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
-    """The corpus file: ``source``, or for stdin a copy named by its format (a corpus is read
-    more than once: checked whole, then ingested). Errors name the copy as "stdin"."""
-    if stdin_format is None:
-        yield Path(source)
-        return
-    import shutil
-
-    from semrank.errors import SemrankError
-
-    with _stdin_copy_folder() as folder, _removed_on_sigterm(folder):
-        copy = Path(folder) / f"stdin.{stdin_format}"
-        try:
-            with copy.open("wb") as written:
-                shutil.copyfileobj(sys.stdin.buffer, written)
-        except OSError as exc:  # a small tmpfs /tmp: "the disk is full" named no folder
-            raise _no_room_for_stdin(folder, exc) from exc
-        try:
-            yield copy
-        except SemrankError as exc:
-            raise type(exc)(str(exc).replace(str(copy), "stdin")) from exc
-
-
-def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
-    try:
-        return tempfile.TemporaryDirectory(prefix="semrank-stdin-")
-    except OSError as exc:
-        raise _no_room_for_stdin(tempfile.gettempdir(), exc) from exc
-
-
-def _no_room_for_stdin(folder: str, exc: OSError) -> StorageError:
-    return StorageError(
-        f"the documents piped in are copied to {folder} first (a corpus is read twice: "
-        f"checked, then ingested), and that failed ({exc.strerror or exc}); set TMPDIR to a "
-        "folder with room for them, or give the file itself instead of -"
-    )
-
-
-@contextlib.contextmanager
-def _removed_on_sigterm(folder: str) -> Iterator[None]:
-    """A SIGTERM (a supervisor, `timeout`) ended the process before the copy of stdin was
-    removed, leaving the whole corpus in TMPDIR: it is removed first, and the process still
-    ends as that signal (what the index holds is safe from a kill at any point)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
-        return
-    import shutil
-
-    def remove_then_end(signum: int, frame: Any) -> None:
-        shutil.rmtree(folder, ignore_errors=True)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    previous = signal.signal(signal.SIGTERM, remove_then_end)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _warn_unread_fields(
