@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,13 @@ from typing import Any
 SYNCHRONIZE = 0x00100000
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 WAIT_TIMEOUT = 258  # WaitForSingleObject: the process has not ended
+
+
+def end_as_signal(signum: int) -> None:
+    """End this process as signal ``signum`` would have, with its default action (a shell
+    then reports 128 + signum: 143 for SIGTERM), after a handler did what had to come first."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def process_alive(pid: int) -> bool:

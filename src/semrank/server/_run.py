@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from semrank._process import end_as_signal
 from semrank.errors import BackendUnavailableError, InvalidInputError, StorageError
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV
@@ -125,8 +126,7 @@ def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
         os.environ.pop(MULTIPROC_ENV, None)
         os.environ.pop(ENV_CONFIG_JSON, None)
     if supervisor.stopped_by is not None:  # end as that signal, as one worker does (143: TERM)
-        signal.signal(supervisor.stopped_by, signal.SIG_DFL)
-        signal.raise_signal(supervisor.stopped_by)
+        end_as_signal(supervisor.stopped_by)
 
 
 def _metrics_folder(workers: int) -> tempfile.TemporaryDirectory[str]:

@@ -5,7 +5,6 @@ ingested), and the mark an interrupted ingest of it leaves."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from semrank._process import end_as_signal
 from semrank.errors import StorageError
 
 __all__ = ["corpus_file", "piped_format", "stdin_mark"]
@@ -115,8 +115,7 @@ def _removed_on_sigterm(folder: str) -> Iterator[None]:
 
     def remove_then_end(signum: int, frame: Any) -> None:
         shutil.rmtree(folder, ignore_errors=True)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        end_as_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, remove_then_end)
     try:

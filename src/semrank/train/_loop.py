@@ -22,6 +22,7 @@ from typing import Any
 
 from semrank._checks import is_finite_number, is_int
 from semrank._files import fsync_dir, fsync_file, partition_path
+from semrank._process import end_as_signal
 from semrank.errors import DataFormatError, InvalidInputError, StorageError
 from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
@@ -1059,8 +1060,7 @@ def _stop_now(state: RunState, then: str, signum: int) -> None:
     said = f"stopped at step {state.step}; the same command with --resume {then}"
     log.warning(said)
     if signum == signal.SIGTERM:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        end_as_signal(signal.SIGTERM)
     raise KeyboardInterrupt(said)
 
 
