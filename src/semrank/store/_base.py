@@ -681,7 +681,7 @@ def _ingest_note(
             f"`semrank index drop {name}{where}`, then create it again"
         )
     option = "" if mark["id_field"] == id_field else f" --id-field {shlex.quote(mark['id_field'])}"
-    # An ingest from stdin is marked "-#DIGEST": the stream is gone, its documents may not be
+    # An ingest from stdin ("-#DIGEST") has no file to add again: the stream is gone.
     again = (
         f"pipe the same documents into `semrank index add {name} - --format FORMAT{option}"
         if is_stdin_source(source)
