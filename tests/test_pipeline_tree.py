@@ -355,6 +355,37 @@ def test_a_knn_query_vector_is_scaled_to_unit_length(index: LocalStore) -> None:
         parse_retriever({"knn": {"query_vector": [0, 0.0]}})
 
 
+def test_a_fixed_query_vector_is_refused_where_the_query_would_replace_the_texts(
+    index: LocalStore,
+) -> None:
+    """An Elasticsearch hybrid example (match + knn query_vector) run with a query: the query
+    replaced the match text but the knn kept searching its vector, so every query got the same
+    knn hits, fused in without a word (in `semrank eval`, across every query)."""
+    vector = index.embed_queries(["moon and sun"])[0].tolist()
+    example = {
+        "rrf": {
+            "retrievers": [
+                {"standard": {"query": {"match": {"*": "moon sun"}}}},
+                {"knn": {"field": "embedding", "query_vector": vector, "k": 2}},
+            ]
+        }
+    }
+    as_written = search(index, retriever=example, k=3)  # no query: the tree as written
+    assert {"eclipse", "tides"} <= set(as_written.ids)
+    path = r"^retriever\.rrf\.retrievers\[1\]\.knn\.query_vector is a fixed vector"
+    with pytest.raises(InvalidInputError, match=path) as refused:
+        search(index, "puppies", retriever=example)
+    assert 'query_text: "{{query}}"' in str(refused.value)
+    assert 'query_vector_builder.text_embedding.model_text: "{{query}}"' in str(refused.value)
+    with pytest.raises(InvalidInputError, match=path):  # said once, for every query
+        search_many(index, {"q1": "puppies", "q2": "capital of France"}, retriever=example)
+    with pytest.raises(InvalidInputError, match=r"^retriever\.knn\.query_vector is a fixed"):
+        search(index, "puppies", retriever=Knn(vector=tuple(vector)))
+    # A placeholder elsewhere says where the query goes: the vector is a fixed clause, kept.
+    placed = BM25(text="{{query}}") | Knn(vector=tuple(vector), k=2)
+    assert {"dogs", "eclipse", "tides"} <= set(search(index, "puppies", retriever=placed).ids)
+
+
 def test_knn_scores_are_elasticsearchs_score_for_a_cosine_field(index: LocalStore) -> None:
     """(1 + cosine) / 2, as Elasticsearch's knn ``_score``: a ``linear`` retriever's weights
     (normalizer none, its default) fuse a knn list with a BM25 one as they do there. The
@@ -588,6 +619,75 @@ def test_bodies_that_would_be_ignored_or_return_nothing_are_refused(body: dict[s
         parse_retriever(body)
     message = str(caught.value)
     assert any(word in message for word in ("_source", "size", "boost")), message
+
+
+def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
+    """Library and CLI said only "unknown retriever 'query'" / "unsupported key(s) 'from'"
+    where the HTTP server said what to write instead."""
+    from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
+
+    with pytest.raises(InvalidInputError) as classic:
+        parse_retriever({"query": {"match": {"text": "moon"}}, "size": 3})
+    assert str(classic.value) == f"search body: unsupported key 'query'; {QUERY_DSL_HINT}"
+    assert '"retriever": {"standard": {"query"' in QUERY_DSL_HINT
+    tree = {"standard": {"query": {"match": {"text": "moon"}}}}
+    for key, value in (("from", 10), ("sort", ["_score"]), ("knn", {}), ("rank", {})):
+        with pytest.raises(InvalidInputError) as refused:
+            parse_retriever({"retriever": tree, key: value})
+        assert (
+            str(refused.value)
+            == f"search body: unsupported key {key!r}; " + (SEARCH_KEY_HINTS[key])
+        )
+    assert "paging is not supported" in SEARCH_KEY_HINTS["from"]
+
+
+@pytest.mark.parametrize(
+    ("options", "fields", "mode"),
+    [
+        ({"operator": "or", "tie_breaker": 0}, (("title", 1.0), ("text", 3.0)), "best_fields"),
+        ({"operator": "OR", "boost": 2}, (("title", 2.0), ("text", 6.0)), "best_fields"),
+        ({"type": "most_fields", "tie_breaker": 1}, (("title", 1.0), ("text", 3.0)), "most_fields"),
+    ],
+)
+def test_multi_match_takes_the_defaults_and_boost_that_equal_its_scoring(
+    index: LocalStore, options: dict[str, Any], fields: tuple[tuple[str, float], ...], mode: str
+) -> None:
+    query = {"query": "python programming cats", "fields": ["title", "text^3"], **options}
+    tree = parse_retriever({"standard": {"query": {"multi_match": query}}})
+    assert tree == BM25(fields=fields, mode=mode, text="python programming cats")
+    unboosted = BM25(fields=(("title", 1.0), ("text", 3.0)), mode=mode, text=query["query"])
+    plain = search(index, retriever=unboosted, k=3)
+    results = search(index, retriever=tree, k=3)
+    assert results.ids == plain.ids  # a query boost scales the scores as match's boost does
+    np.testing.assert_allclose(results.scores, options.get("boost", 1) * plain.scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"operator": "and"}, r"multi_match: only operator 'or'"),
+        ({"tie_breaker": 0.3}, r"tie_breaker 0\.3 is not supported: .*best field alone"),
+        ({"type": "most_fields", "tie_breaker": 0}, r"most_fields by the sum"),
+        ({"tie_breaker": "x"}, r"tie_breaker must be a number from 0 to 1"),
+        ({"boost": 0}, r"multi_match\.boost must be above 0"),
+        ({"boost": -1}, r"multi_match\.boost must be a number from 0"),
+    ],
+)
+def test_multi_match_refuses_options_it_would_not_score_by(
+    options: dict[str, Any], message: str
+) -> None:
+    query = {"query": "cats", "fields": ["title", "text"], **options}
+    with pytest.raises(InvalidInputError, match=message):
+        parse_retriever({"standard": {"query": {"multi_match": query}}})
+
+
+def test_a_bad_model_text_is_named_by_its_own_key() -> None:
+    builder = {"text_embedding": {"model_text": 5}}
+    with pytest.raises(InvalidInputError) as refused:
+        parse_retriever({"knn": {"field": "embedding", "query_vector_builder": builder}})
+    assert str(refused.value) == (
+        "retriever.knn.query_vector_builder.text_embedding.model_text must be a string, got int"
+    )
 
 
 def test_key_names_a_client_sent_are_quoted_in_errors() -> None:

@@ -173,6 +173,29 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     assert "semrank index create" not in dense.json()["error"]
 
 
+async def test_a_fixed_query_vector_that_cannot_follow_the_query_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    """A hybrid example pasted with its query_vector: the body's query replaced the match text,
+    and the knn searched its fixed vector for every query (a 200 mixing two searches)."""
+    await _make_index(client)
+    example = {
+        "rrf": {
+            "retrievers": [
+                {"standard": {"query": {"match": {"text": "flea blood"}}}},
+                {"knn": {"field": "embedding", "query_vector": [0.1, 0.2, 0.3], "k": 3}},
+            ]
+        }
+    }
+    body = {"query": "capital of France", "retriever": example}
+    refused = await client.post("/v1/indexes/docs/search", json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error_type"] == "invalid_request"
+    message = refused.json()["error"]
+    assert message.startswith("retriever.rrf.retrievers[1].knn.query_vector is a fixed vector")
+    assert 'query_text: "{{query}}"' in message
+
+
 async def test_a_rerank_window_over_the_document_limit_is_413(client: httpx.AsyncClient) -> None:
     await _make_index(client)
     reranker = {
@@ -341,6 +364,11 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     dsl = {"query": {"match": {"text": "flea"}}}  # Elasticsearch's _search body
     as_es = await client.post("/v1/indexes/docs/search", json=dsl)
     assert as_es.status_code == 422 and '"retriever": {"standard"' in as_es.json()["error"]
+    # The same words the library and CLI say (the parser's, said in one place).
+    from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
+
+    assert as_es.json()["error"] == f"query: query is the search text, a string; {QUERY_DSL_HINT}"
+    assert paged.json()["error"] == f"from: unknown key; {SEARCH_KEY_HINTS['from']}"
     # The search body's hints are for the search body only.
     made = await client.post("/v1/indexes", json={"name": "y", "_source": False})
     assert made.json()["error"] == "_source: unknown key; check its spelling"

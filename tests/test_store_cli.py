@@ -224,6 +224,14 @@ def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir
         run("search", "mini", "moon", "--retriever", "hybrid", "--dense", "--home", home)
     with pytest.raises(InvalidInputError, match=r"'BM25': no such file, and not a shorthand"):
         run("search", "mini", "moon", "--retriever", "BM25", "--home", home)
+    # A classic _search body is told where its query goes, as over HTTP.
+    classic = json.dumps({"query": {"match": {"text": "moon"}}})
+    with pytest.raises(InvalidInputError, match=r"key 'query'; Elasticsearch query DSL .* goes"):
+        run("search", "mini", "moon", "--retriever", classic, "--home", home)
+    # A fixed knn vector the query would not replace (every query got the same knn hits).
+    fixed = json.dumps({"knn": {"field": "embedding", "query_vector": [0.1, 0.2]}})
+    with pytest.raises(InvalidInputError, match=r"^retriever\.knn\.query_vector is a fixed"):
+        run("search", "mini", "moon", "--retriever", fixed, "--home", home)
 
 
 def test_a_retriever_file_named_like_a_shorthand_is_read_as_the_file(

@@ -38,7 +38,7 @@ from semrank.pipeline._open import (
     open_cached,
     using_index,
 )
-from semrank.pipeline._parse import parse_retriever
+from semrank.pipeline._parse import QUERY_DSL_HINT, SEARCH_KEY_HINTS, parse_retriever
 from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
 from semrank.pipeline._search import (
@@ -57,7 +57,9 @@ __all__ = [
     "DEFAULT_RERANK_WINDOW",
     "FIRST_STAGES",
     "PLACEHOLDER",
+    "QUERY_DSL_HINT",
     "RRF",
+    "SEARCH_KEY_HINTS",
     "Chain",
     "Cut",
     "Cutoff",

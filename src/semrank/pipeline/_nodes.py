@@ -161,6 +161,26 @@ def has_placeholder(tree: Retriever) -> bool:
     )
 
 
+def fixed_vector_paths(tree: Retriever) -> list[str]:
+    """Where ``tree``'s Elasticsearch JSON has a knn search a literal ``query_vector`` (e.g.
+    ``retriever.rrf.retrievers[1].knn.query_vector``): a vector no query given can replace."""
+    if not any(isinstance(node, Knn) and node.vector is not None for node in tree_nodes(tree)):
+        return []
+    return list(_vector_paths(tree.to_dict(), "retriever"))
+
+
+def _vector_paths(value: Any, where: str) -> Iterator[str]:
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            yield from _vector_paths(item, f"{where}[{position}]")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "knn" and isinstance(inner, dict) and "query_vector" in inner:
+                yield f"{where}.knn.query_vector"
+            else:
+                yield from _vector_paths(inner, f"{where}.{key}")
+
+
 def _texts_of(retrievers: Sequence[Retriever]) -> tuple[str | None, ...]:
     return tuple(text for retriever in retrievers for text in retriever.query_texts())
 

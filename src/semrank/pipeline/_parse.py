@@ -33,6 +33,22 @@ from semrank.store import ALL_TEXT_FIELDS
 # `_source` is not among them: documents come whole or not at all (return_documents), and a
 # filter that were accepted and ignored would hand back fields the caller meant to leave out.
 _SEARCH_BODY_KEYS = {"retriever", "size"}
+# What to send instead of an Elasticsearch _search key a search body does not take: the one
+# text of each, which the library, the CLI and the HTTP server all say.
+SEARCH_KEY_HINTS = {
+    "_source": "hits carry whole documents (or none); a field filter is not supported",
+    "from": "paging is not supported; ask for a larger size",
+    "knn": 'a top-level knn search goes into the tree: "retriever": {"rrf": {"retrievers": '
+    '[{"standard": ...}, {"knn": ...}]}} (or "retriever": {"knn": ...} alone)',
+    "rank": 'rank.rrf is the rrf retriever: "retriever": {"rrf": {"retrievers": [...]}}',
+    "min_score": "min_score goes on a text_similarity_reranker retriever (its re-ranking scores)",
+    "sort": "hits are ordered by score; sorting by fields is not supported",
+}
+# An Elasticsearch _search body's top-level query (its classic shape, before retrievers).
+QUERY_DSL_HINT = (
+    "Elasticsearch query DSL (match, multi_match, bool) goes under "
+    '"retriever": {"standard": {"query": {...}}}'
+)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -111,6 +127,22 @@ def _boost(value: Any, where: str) -> float:
     return float(value)
 
 
+def _check_operator(value: Any, where: str) -> None:
+    """Only Elasticsearch's default, "or": BM25 ranks documents with any of the words."""
+    if not isinstance(value, str) or value.lower() != "or":
+        raise InvalidInputError(f"{where}: only operator 'or' (BM25 ranking) is supported")
+
+
+def _query_boost(value: Any, where: str) -> float:
+    boost = _boost(value, where)
+    if boost == 0:  # every score 0: no hit would rank, and a fusion would lose the branch
+        raise InvalidInputError(
+            f"{where} must be above 0 (0 scores every document 0); omit boost, or drop this "
+            "retriever"
+        )
+    return boost
+
+
 def _match(body: dict[str, Any], where: str) -> BM25:
     if len(body) != 1:
         raise InvalidInputError(f"{where}.match takes exactly one field, got {list(body)}")
@@ -118,17 +150,8 @@ def _match(body: dict[str, Any], where: str) -> BM25:
     boost = 1.0
     if isinstance(value, dict):
         _keys(value, f"{where}.match.{field}", {"query", "operator", "boost"}, {"query"})
-        operator = value.get("operator", "or")
-        if not isinstance(operator, str) or operator.lower() != "or":
-            raise InvalidInputError(
-                f"{where}.match: only operator 'or' (BM25 ranking) is supported"
-            )
-        boost = _boost(value.get("boost", 1.0), f"{where}.match.{field}.boost")
-        if boost == 0:  # every score 0: no hit would rank, and a fusion would lose the branch
-            raise InvalidInputError(
-                f"{where}.match.{field}.boost must be above 0 (0 scores every document 0); "
-                "omit boost, or drop this retriever"
-            )
+        _check_operator(value.get("operator", "or"), f"{where}.match")
+        boost = _query_boost(value.get("boost", 1.0), f"{where}.match.{field}.boost")
         value = value["query"]
     if not isinstance(value, str):
         raise InvalidInputError(f"{where}.match.{field} must be the query text")
@@ -140,38 +163,69 @@ def _match(body: dict[str, Any], where: str) -> BM25:
     return BM25(fields=((field, boost),), text=text)
 
 
+# Elasticsearch's tie_breaker that each type scores by: best_fields is the best field's score
+# (0: the other fields add nothing), most_fields the sum of all (1: each adds all of its own).
+_TIE_BREAKERS = {"best_fields": 0.0, "most_fields": 1.0}
+
+
 def _multi_match(body: dict[str, Any], where: str) -> BM25:
-    _keys(body, f"{where}.multi_match", {"query", "fields", "type"}, {"query"})
-    names = body.get("fields", [ALL_TEXT_FIELDS])
+    at = f"{where}.multi_match"
+    _keys(body, at, {"query", "fields", "type", "operator", "tie_breaker", "boost"}, {"query"})
+    fields = _multi_match_fields(body.get("fields", [ALL_TEXT_FIELDS]), at)
+    mode = body.get("type", "best_fields")
+    if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
+        mode = "best_fields"
+    if mode not in _TIE_BREAKERS:
+        raise InvalidInputError(
+            f"{at} type {mode!r} is not supported; use best_fields or most_fields, "
+            "or fields ['*'] to search all text fields as one"
+        )
+    _check_operator(body.get("operator", "or"), at)
+    _check_tie_breaker(body.get("tie_breaker", _TIE_BREAKERS[mode]), mode, len(fields), at)
+    boost = _query_boost(body.get("boost", 1.0), f"{at}.boost")
+    # A query boost scales every field's score, so the best field's and the sum's alike.
+    fields = [(name, weight * boost) for name, weight in fields]
+    if any(weight > MAX_WEIGHT for _, weight in fields):
+        raise InvalidInputError(
+            f"{at}: boost {boost:g} times a field's boost is above {MAX_WEIGHT:g}; lower either"
+        )
+    text = _text(body["query"], f"{at}.query")
+    if len(fields) == 1 and fields[0][1] == 1.0:
+        return BM25(field=fields[0][0], text=text)
+    return BM25(fields=tuple(fields), mode=mode, text=text)
+
+
+def _multi_match_fields(names: Any, at: str) -> list[tuple[str, float]]:
     if not isinstance(names, list) or not names:
         raise InvalidInputError(
-            f"{where}.multi_match.fields must be a non-empty list, e.g. ['title^2', 'text'], "
-            f"got {names!r:.60}"
+            f"{at}.fields must be a non-empty list, e.g. ['title^2', 'text'], got {names!r:.60}"
         )
-    fields = [_field_boost(f, f"{where}.multi_match.fields") for f in names]
+    fields = [_field_boost(f, f"{at}.fields") for f in names]
     repeated = sorted(name for name, count in Counter(f for f, _ in fields).items() if count > 1)
     if repeated:  # each listed field is a BM25 search of its own
         raise InvalidInputError(
-            f"{where}.multi_match.fields names {', '.join(map(repr, repeated[:5]))} more than "
+            f"{at}.fields names {', '.join(map(repr, repeated[:5]))} more than "
             "once; name each field once, with its boost (e.g. 'title^3')"
         )
     if not any(boost > 0 for _, boost in fields):
         raise InvalidInputError(
-            f"{where}.multi_match.fields: every boost is 0, which scores every document 0; give "
+            f"{at}.fields: every boost is 0, which scores every document 0; give "
             "at least one field a positive boost, e.g. ['title^2', 'text']"
         )
-    mode = body.get("type", "best_fields")
-    if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
-        mode = "best_fields"
-    if mode not in ("best_fields", "most_fields"):
+    return fields
+
+
+def _check_tie_breaker(value: Any, mode: str, field_count: int, at: str) -> None:
+    """The tie_breaker the type scores by (any, of one field: it adds nothing); another would
+    be a blend of the best field and the rest that semrank does not compute."""
+    if not is_finite_number(value, at_least=0, at_most=1):
+        raise InvalidInputError(f"{at}.tie_breaker must be a number from 0 to 1, got {value!r:.60}")
+    if field_count > 1 and float(value) != _TIE_BREAKERS[mode]:
         raise InvalidInputError(
-            f"{where}.multi_match type {mode!r} is not supported; use best_fields or most_fields, "
-            "or fields ['*'] to search all text fields as one"
+            f"{at}.tie_breaker {value!r} is not supported: semrank's best_fields scores a "
+            "document by its best field alone (tie_breaker 0) and most_fields by the sum of its "
+            "fields (tie_breaker 1); use one of those, or leave tie_breaker out"
         )
-    text = _text(body["query"], f"{where}.multi_match.query")
-    if len(fields) == 1 and fields[0][1] == 1.0:
-        return BM25(field=fields[0][0], text=text)
-    return BM25(fields=tuple(fields), mode=mode, text=text)
 
 
 def _standard(body: dict[str, Any], where: str) -> Retriever:
@@ -205,6 +259,7 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
             f"got {' and '.join(sources)}"
         )
     text, model_id = body.get("query_text"), None
+    text_at = f"{where}.query_text"
     builder = body.get("query_vector_builder")
     if builder is not None:
         embedding = _object(
@@ -218,12 +273,13 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
             {"model_text"},
         )
         text, model_id = embedding["model_text"], embedding.get("model_id")
+        text_at = f"{where}.query_vector_builder.text_embedding.model_text"
     vector = body.get("query_vector")
     if vector is None and text is None:
         raise InvalidInputError(f"{where}: give query_vector, query_vector_builder or query_text")
     return Knn(
         field=body.get("field", "embedding"),
-        text=_text(text, f"{where}.query_text"),
+        text=_text(text, text_at),
         k=body.get("k"),
         num_candidates=body.get("num_candidates"),
         model_id=model_id,
@@ -393,8 +449,15 @@ def _check_tree_size(tree: Retriever) -> None:
 
 
 def _search_body_tree(body: dict[str, Any]) -> Retriever:
+    if isinstance(body.get("query"), dict):  # a classic _search body, pasted
+        raise InvalidInputError(f"search body: unsupported key 'query'; {QUERY_DSL_HINT}")
     if "retriever" not in body:
         return _node(body, "retriever")
+    hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys())
+    if hinted:
+        raise InvalidInputError(
+            f"search body: unsupported key {hinted[0]!r}; {SEARCH_KEY_HINTS[hinted[0]]}"
+        )
     _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
     tree = _node(body["retriever"], "retriever")
     if "size" not in body:

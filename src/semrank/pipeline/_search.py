@@ -18,6 +18,7 @@ from semrank.pipeline._nodes import (
     Retriever,
     Stage,
     TextSimilarityReranker,
+    fixed_vector_paths,
     has_placeholder,
 )
 from semrank.pipeline._open import using_index
@@ -141,6 +142,7 @@ def search(
         raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
     tree = as_retriever(retriever, size=k)
+    check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):
             started = opened.generation
@@ -161,6 +163,24 @@ def search(
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
         return SearchResults.from_ranking(ranking, documents, ctx.warnings)
+
+
+def check_vectors_follow(tree: Retriever, query: str | None) -> None:
+    """A query given replaces the literal texts of a tree without a placeholder, but not a
+    knn's literal query_vector: that knn found the same neighbours for every query and fused
+    them, unsaid, with hits for the query (an Elasticsearch hybrid example run with a query)."""
+    if query is None or has_placeholder(tree):
+        return
+    paths = fixed_vector_paths(tree)
+    if paths:
+        raise InvalidInputError(
+            f"{paths[0]} is a fixed vector, which cannot follow the query given: the query "
+            "replaces this tree's texts, but the knn would search the same vector for every "
+            'query. Embed the query instead with query_text: "{{query}}" (or '
+            'query_vector_builder.text_embedding.model_text: "{{query}}"), or search without a '
+            'query to run the tree as written (with "{{query}}" in another retriever, the '
+            "vector is kept as a fixed clause)"
+        )
 
 
 def _rewritten(opened: Store, ranking: Any, started: int) -> set[str]:
@@ -190,6 +210,8 @@ def search_many(
     check_k(k)
     items = _query_items(queries)
     tree = as_retriever(retriever, size=k)
+    if items:  # said once, not as the first query's error: every query meets the same tree
+        check_vectors_follow(tree, items[0][1])
     run: dict[str, dict[str, float]] = {}
     with using_index(index, home, store=store) as opened:
         for query_id, text in items:

@@ -213,27 +213,27 @@ def _sent_no_texts(errors: Sequence[Any]) -> bool:
     )
 
 
-# What to send instead of an Elasticsearch _search key a search body does not take.
-_SEARCH_KEY_HINTS = {
-    "_source": "hits carry whole documents; send return_documents: false to leave them out",
-    "from": "paging is not supported; ask for a larger size",
-    "knn": 'a top-level knn search goes into the tree: "retriever": {"rrf": {"retrievers": '
-    '[{"standard": ...}, {"knn": ...}]}} (or "retriever": {"knn": ...} alone)',
-    "rank": 'rank.rrf is the rrf retriever: "retriever": {"rrf": {"retrievers": [...]}}',
-    "min_score": "min_score goes on a text_similarity_reranker retriever (its re-ranking scores)",
-    "sort": "hits are ordered by score; sorting by fields is not supported",
-}
 # Any other key an Elasticsearch _search body may hold (track_total_hits, highlight, ...).
 SEARCH_KEYS_HINT = (
     "not supported by semrank's search, whose body takes query, retriever, size, "
     "return_documents and timeout_ms"
 )
+# Over HTTP, leaving documents out is a key of the body.
+_SOURCE_HINT = "hits carry whole documents; send return_documents: false to leave them out"
 
 
-SEARCH_QUERY_DSL_HINT = (
-    "query is the search text, a string; Elasticsearch query DSL (match, multi_match, bool) "
-    'goes under "retriever": {"standard": {"query": {...}}}'
-)
+def _search_key_hint(key: str) -> str:
+    """What to send instead of an Elasticsearch _search key, in the pipeline's words (the
+    library and the CLI say the same)."""
+    from semrank.pipeline import SEARCH_KEY_HINTS
+
+    return _SOURCE_HINT if key == "_source" else SEARCH_KEY_HINTS.get(key, SEARCH_KEYS_HINT)
+
+
+def _query_dsl_hint() -> str:
+    from semrank.pipeline import QUERY_DSL_HINT
+
+    return f"query is the search text, a string; {QUERY_DSL_HINT}"
 
 
 def validation_message(
@@ -273,14 +273,14 @@ def validation_message(
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1
-            hint = _SEARCH_KEY_HINTS.get(location[0], SEARCH_KEYS_HINT) if top_level else ""
+            hint = _search_key_hint(location[0]) if top_level else ""
             parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
             continue
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
             parts.append(f"{where}: {LONE_SURROGATE}")
             continue
         if search and location == ["query"] and error.get("type") == "string_type":
-            parts.append(f"query: {SEARCH_QUERY_DSL_HINT}")  # Elasticsearch's body shape
+            parts.append(f"query: {_query_dsl_hint()}")  # Elasticsearch's body shape
             continue
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
