@@ -712,6 +712,30 @@ def test_stdin_closed_or_no_room_for_its_copy_is_said_and_a_sigterm_removes_the_
         run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin="{}\n")
 
 
+def test_copies_of_stdin_left_by_killed_processes_are_removed_by_the_next(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILL (the OOM killer, docker kill) left the whole corpus in TMPDIR, forever."""
+    import os
+
+    from semrank._process import process_start_time
+
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    spool = tmp_path / "tmp"
+    monkeypatch.setenv("TMPDIR", str(spool))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    killed = spool / "semrank-stdin-999999999.12345-abcd"  # no such process
+    reused = spool / f"semrank-stdin-{os.getpid()}.1-abcd"  # its id, another start time
+    running = spool / f"semrank-stdin-{os.getpid()}.{process_start_time(os.getpid())}-abcd"
+    for folder in (killed, reused, running):
+        folder.mkdir(parents=True)
+        (folder / "stdin.jsonl").write_text("{}\n")
+    jsonl = json.dumps({"_id": "bats", "text": "Bats fly at night."}) + "\n"
+    run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
+    assert sorted(spool.iterdir()) == [running]
+
+
 def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(
     tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,8 @@ ingested), and the mark an interrupted ingest of it leaves."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import signal
 import sys
 import tempfile
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from semrank._process import end_as_signal
+from semrank._process import end_as_signal, process_alive, process_start_time
 from semrank.errors import StorageError
 
 __all__ = ["corpus_file", "piped_format", "stdin_mark"]
@@ -89,10 +91,36 @@ def corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
 
 
 def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
+    """A folder for the copy, named by this process (its id and start time): a process killed
+    (SIGKILL, the OOM killer) cannot remove its copy, so each ingest from stdin removes those
+    of processes that have ended."""
+    _remove_copies_of_ended_processes()
     try:
-        return tempfile.TemporaryDirectory(prefix="semrank-stdin-")
+        return tempfile.TemporaryDirectory(prefix=f"{_COPY_PREFIX}{_process_tag(os.getpid())}-")
     except OSError as exc:
         raise _no_room_for_stdin(tempfile.gettempdir(), exc) from exc
+
+
+_COPY_PREFIX = "semrank-stdin-"
+_COPY_NAME = re.compile(rf"{_COPY_PREFIX}(\d+)\.(\d+|x)-")
+
+
+def _process_tag(pid: int) -> str:
+    started = process_start_time(pid)  # tells a process from a later one given its id
+    return f"{pid}.{'x' if started is None else started}"
+
+
+def _remove_copies_of_ended_processes() -> None:
+    import shutil
+
+    with contextlib.suppress(OSError):
+        for entry in Path(tempfile.gettempdir()).iterdir():
+            named = _COPY_NAME.match(entry.name)
+            if named is None:
+                continue
+            pid = int(named.group(1))
+            if not process_alive(pid) or _process_tag(pid) != f"{pid}.{named.group(2)}":
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _no_room_for_stdin(folder: str, exc: OSError) -> StorageError:
