@@ -77,6 +77,32 @@ def test_an_index_another_process_dropped_is_let_go_at_the_next_request(home: Pa
         assert not held_open, "the dropped index's files are still open"
 
 
+def test_a_server_lets_go_of_an_index_another_process_dropped_without_index_requests(
+    home: Path,
+) -> None:
+    """A server that only re-ranks (or sits idle) kept a dropped index's deleted files open
+    until an index request came."""
+    import asyncio
+
+    pytest.importorskip("fastapi")
+    from semrank.server.app import sweep_dropped_indexes
+
+    with create_index("gone", home=home, fields=("text",), embedding_model=None) as index:
+        index.upsert(DOCS)
+    held = open_cached("gone", home)
+    assert _ids(search(held, "fleas", k=1)) == ["a"]
+    drop_index("gone", home=home)  # as another process does: this one's handle is not told
+
+    async def serve_a_while() -> None:
+        sweeper = asyncio.create_task(sweep_dropped_indexes(every_s=0.1))
+        await asyncio.sleep(1.5)  # past the once-a-second limit on sweeps
+        sweeper.cancel()
+
+    asyncio.run(serve_a_while())
+    with pytest.raises(Exception, match="closed"):
+        search(held, "fleas", k=1)
+
+
 def test_past_the_held_limit_the_least_recently_used_idle_index_is_closed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

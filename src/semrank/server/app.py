@@ -341,9 +341,11 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
         app.state.phase = "ready"
         logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
         _say_worker(WORKER_STARTED)
+        sweeper = asyncio.create_task(sweep_dropped_indexes())
         try:
             yield
         finally:
+            sweeper.cancel()
             app.state.phase = "draining"
             await registry.close(config.shutdown_timeout_s)
             if release_store_pool is not None:
@@ -352,6 +354,24 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
             logger.info("stopped")
 
     return lifespan
+
+
+# How often a running server looks for held indexes that another process dropped.
+DROPPED_SWEEP_S = 10.0
+
+
+async def sweep_dropped_indexes(every_s: float = DROPPED_SWEEP_S) -> None:
+    """Let go of held indexes another process dropped (the CLI, another worker), for as long as
+    the server runs: index requests look for them too, but a server that only re-ranks, or sits
+    idle, kept their deleted files open (disk space, descriptors) until one came."""
+    from semrank.pipeline import let_go_of_dropped_indexes
+
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(let_go_of_dropped_indexes)
+        except Exception as exc:  # a sweep that failed must not end the sweeping
+            logger.warning(f"looking for dropped indexes failed: {exc}")
 
 
 def _hold_store_pool(config: ServerConfig) -> Callable[[], None] | None:
