@@ -717,6 +717,54 @@ def test_a_graph_from_another_history_of_the_documents_is_not_updated(tmp_path: 
         assert _vector_snapshot(restored)["removed"] == 0  # built from the documents
 
 
+def test_after_a_restore_the_lost_historys_files_go_and_writes_update_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost history's newer snapshots stayed on disk after a restore and hid this history's
+    own: every write built the graph (87 s at 30k vectors) and analysed every document again
+    until the generation numbers passed the stale ones."""
+    from semrank.store import _local
+
+    index = create_index("back", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(40))
+    _best(index, "anything")
+    database = index.path / "documents.sqlite"
+    source, copy = sqlite3.connect(database), sqlite3.connect(tmp_path / "backup")
+    source.backup(copy)  # as the README says: SQLite's own copy
+    source.close()
+    copy.close()
+    for n in range(5):  # the history the restore throws away runs ahead, its files saved
+        index.upsert([{"id": f"lost{n}", "text": "an active volcano spews lava and ash"}])
+        _best(index, "anything")
+    index.close()
+    for suffix in ("-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
+    database.write_bytes((tmp_path / "backup").read_bytes())
+    analysed: list[int] = []
+    analyse = _local.DocTokens.analyse  # counted, still run
+
+    def counted(texts: Any, params: Any) -> Any:
+        analysed.append(len(texts))
+        return analyse(texts, params)
+
+    monkeypatch.setattr(_local.DocTokens, "analyse", counted)
+    with open_index("back", home=tmp_path) as restored:
+        restored.upsert([{"id": "kept", "text": "penguins huddle against antarctic wind"}])
+        _best(restored, "anything")  # built from the documents: none saved in this history
+        derived = sorted(p.name for p in (restored.path / "derived").iterdir())
+        generation = restored.generation
+        assert derived == [f"bm25-all.g{generation}", f"vectors.g{generation}"]
+        assert restored.info().derived == {"bm25-all": generation, "vectors": generation}
+        analysed.clear()
+        restored.upsert([{"id": "t1", "text": "a recipe for sourdough bread with a long rise"}])
+        query = "baking bread with yeast"
+        assert _best(restored, query, k=10) == _exact_best(restored, query, 10)
+        assert _vector_snapshot(restored)["removed"] == 1  # updated in place, not built
+        assert restored.search_bm25("sourdough", k=3).ids.tolist() == ["t1"]
+        assert analysed == [1]  # only the row written since was analysed for BM25
+        assert restored.search_bm25("spews", k=50).ids.tolist() == []  # the lost ones
+
+
 def test_a_graph_with_many_rows_removed_is_built_again(tmp_path: Path) -> None:
     index = create_index("shrink", home=tmp_path, ann_threshold=4)
     index.upsert(_topics(8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -343,10 +344,12 @@ class LocalStore(Store):
 
     def info(self) -> IndexInfo:
         count, dim = len(self), self.db.get_meta("embedding_dim")
-        derived = {}
-        for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS]:
-            found = snap.latest(self.path, kind)
-            derived[kind] = None if found is None else found[0]
+        derived: dict[str, int | None] = {}
+        with self.db.snapshot() as conn:
+            for kind in [snap.field_key(ALL_TEXT_FIELDS), VECTORS]:
+                # The one searches build on: not a newer one a restored backup left behind.
+                found = self._saved_in_history(conn, kind)
+                derived[kind] = None if found is None else found[0]
         for kind, (generation, _) in snap.latest_by_kind(self.path, snap.PREPARED_PREFIX).items():
             derived[kind] = generation
         return IndexInfo(
@@ -496,6 +499,21 @@ class LocalStore(Store):
                 kind,
                 error,
             )
+            return
+        self._prune_other_histories(kind, generation)
+
+    def _prune_other_histories(self, kind: str, published: int) -> None:
+        """Remove the snapshots a restored backup's lost history left newer than the one just
+        published (else kept on disk until this history's numbers passed them). The history is
+        read afresh, not from the build's snapshot: a write another process committed and saved
+        since belongs to this history and is kept."""
+
+        def state() -> tuple[int, dict[int, str]]:
+            with self.db.snapshot() as conn:
+                return self.db.generation(conn), self.db.commit_history(conn)
+
+        with contextlib.suppress(OSError, StorageError):  # best effort, as pruning older ones is
+            snap.prune_other_histories(self.path, kind, keep=published, state=state)
 
     def _bm25_for(self, field: str) -> _Loaded:
         self.check_field(field)
@@ -626,20 +644,22 @@ class LocalStore(Store):
             return None  # saved before terms were kept, damaged, or pruned meanwhile
 
     def _saved_in_history(self, conn: Any, kind: str) -> tuple[int, Path, dict[str, Any]] | None:
-        """``(generation, folder, meta)`` of the last saved ``kind`` if it was built from an
-        earlier state of this very database (not another history of it: a restored backup
-        written to again), so that the rows written since bring it up to date."""
-        found = snap.latest(self.path, kind)
-        if found is None:
-            return None
-        generation, directory = found
-        try:
-            meta = snap.read_meta(directory)
-        except (OSError, ValueError):
-            return None
-        if self.db.commit_history(conn).get(generation) != meta.get("commit"):
-            return None
-        return generation, directory, meta
+        """``(generation, folder, meta)`` of the newest saved ``kind`` built from an earlier
+        state of this very database (not another history of it: a restored backup written to
+        again), so that the rows written since bring it up to date; None where there is none."""
+        history = self.db.commit_history(conn)
+        # The newest of this history, not simply the newest: after a restore, the lost
+        # history's newer ones hid it and every write built the files from scratch.
+        for generation, directory in snap.published(self.path, kind):
+            if generation not in history:
+                continue
+            try:
+                meta = snap.read_meta(directory)
+            except (OSError, ValueError):
+                continue
+            if history[generation] == meta.get("commit"):
+                return generation, directory, meta
+        return None
 
     def _vectors(self) -> _Loaded:
         if not self.has_vectors:

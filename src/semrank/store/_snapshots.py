@@ -3,7 +3,8 @@
 Each snapshot (a BM25 index of one field, or the embedding matrix with its optional HNSW graph)
 is a directory ``derived/<kind>.g<generation>`` written under a temporary name and renamed into
 place: a reader sees a complete snapshot or none. ``snapshot.json`` inside records what it holds.
-Older generations are removed once a newer one is published; leftovers of a crashed writer
+Older generations are removed once a newer one is published, and so are newer ones that a
+restored backup's lost history left (``prune_other_histories``); leftovers of a crashed writer
 (``.tmp-*``) are ignored and cleaned up.
 """
 
@@ -75,6 +76,19 @@ def latest(root: Path, kind: str) -> tuple[int, Path] | None:
     return latest_by_kind(root, kind).get(kind)
 
 
+def published(root: Path, kind: str) -> list[tuple[int, Path]]:
+    """Every published snapshot of ``kind``, newest first: ``[(generation, directory)]``."""
+    folder = root / DERIVED
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match and match["kind"] == kind and (entry / "snapshot.json").is_file():
+            found.append((int(match["gen"]), entry))
+    return sorted(found, key=lambda item: item[0], reverse=True)
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "snapshot.json").read_text("utf-8"))
 
@@ -138,6 +152,31 @@ def prune(root: Path, kind: str, *, keep: int) -> None:
         match = _NAME.match(entry.name)
         if match and match["kind"] == kind and int(match["gen"]) < keep:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def prune_other_histories(
+    root: Path, kind: str, *, keep: int, state: Callable[[], tuple[int, dict[int, str]]]
+) -> None:
+    """Remove snapshots of ``kind`` newer than ``keep`` that the database never wrote: left by
+    the history a restored backup threw away. ``state()`` is the database's generation and
+    ``{generation: commit token}`` history, read after the folder is listed: a snapshot listed
+    was published after its write committed, so a writer in another process running ahead in
+    this history is never taken for another one. Those too old for the history to tell are
+    kept; a reader that memory-maps a removed one keeps its data until it closes, on POSIX, as
+    with ``prune``."""
+    newer = [(number, folder) for number, folder in published(root, kind) if number > keep]
+    if not newer:
+        return
+    generation, history = state()
+    for number, directory in newer:
+        if number <= generation:
+            try:
+                commit = read_meta(directory).get("commit")
+            except (OSError, ValueError):
+                continue  # damaged or removed meanwhile: not this function's to judge
+            if number not in history or history[number] == commit:
+                continue
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def clean_temporaries(root: Path) -> None:
