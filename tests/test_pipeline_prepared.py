@@ -454,6 +454,35 @@ def test_extending_counts_only_stored_documents_and_skips_when_none(index: Store
     assert extended.documents == 1
 
 
+def test_extending_drops_the_windows_of_changed_and_deleted_documents_once_outgrown(
+    index: Store, blend_dir: Path
+):
+    """`index add` kept every earlier row: old texts' and deleted documents' windows piled up
+    (a table several times its live rows, mapped by searches and copied by every add)."""
+    reranker = Reranker(blend_dir)
+    [first] = prepare_index(index, model=reranker)
+    index.delete(["market"])
+    kept = [doc for doc in DOCS if doc["id"] != "market"]
+    sizes = []
+    for revision in range(2):  # every document changed: its earlier windows are dead
+        index.upsert([{**doc, "text": f"{doc['text']} revision {revision}"} for doc in kept])
+        [extended] = prepare_index(index, model=reranker, ids=[doc["id"] for doc in kept])
+        sizes.append(extended.windows)
+    assert sizes[0] > first.windows  # under the bound: extended as before, old rows kept
+    [table] = index.prepared()
+    kept_keys = np.array(table.arrays["keys"])
+    reranker = Reranker(blend_dir)
+    compacted = rerank_search(index, reranker)
+    assert bi_encoder(reranker).embedded_texts == 1  # every live window still in the table
+
+    [fresh] = prepare_index(index, model=Reranker(blend_dir))
+    assert sizes[1] == fresh.windows  # over it: compacted to the live windows and no others
+    np.testing.assert_array_equal(kept_keys, index.prepared()[0].arrays["keys"])
+    expected = rerank_search(index, Reranker(blend_dir))
+    assert compacted.ids == expected.ids
+    np.testing.assert_allclose(compacted.scores, expected.scores, atol=1e-6)
+
+
 def test_index_add_names_the_model_and_field_of_a_table_it_cannot_extend(
     tmp_path: Path, blend_dir: Path
 ):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["PreparedWindows", "prepare_index", "use_prepared"]
 
 DOCUMENTS_PER_BATCH = 64
+# Extending keeps the windows of changed documents' old texts and of deleted documents: once a
+# table holds this many times the rows its live documents are estimated to need, extending it
+# drops them (see ``_outgrown``), so a table stays within this share of a fresh preparation's.
+COMPACT_AT = 1.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,17 +83,23 @@ def _prepare(
     extend = ids is not None
     wanted = list(dict.fromkeys(id_list(ids))) if ids is not None else store.document_ids()
     found: list[int] = []  # documents that exist (ids may name deleted or unknown ones)
+    stored = {table.name: table.meta for table in store.prepared()}
+    compact = extend and _outgrown(stored.values(), field, _model_name(model), len(store))
     tables = prepare_windows(
         reranker,
         _texts(store, wanted, field, found),
         previous=_previous_tables(store, field, extend=extend),
         extend=extend,
+        # Every stored document's windows, planned only: the rows worth keeping.
+        live=_texts(store, store.document_ids(), field, []) if compact else None,
         progress=progress,
     )
     if extend and not sum(found):
         return []  # nothing to add: the stored tables stay as they are
     for table in tables:
-        _save_table(store, table, field, _model_name(model))
+        name = _table_name(table, field)
+        baseline = _baseline(stored.get(name, {}), table, len(store), full=not extend or compact)
+        _save_table(store, table, field, _model_name(model), baseline)
     use_prepared(store, reranker)
     return [
         PreparedWindows(
@@ -116,7 +126,44 @@ def _reranker_for(store: Store, model: str | ScoresDocuments | None) -> Reranker
     return reranker
 
 
-def _save_table(store: Store, table: WindowTable, field: str, model_name: str | None) -> None:
+def _outgrown(
+    tables: Iterable[dict[str, Any]], field: str, model_name: str | None, documents: int
+) -> bool:
+    """Whether a table of this model and field holds more than COMPACT_AT times the rows its
+    ``documents`` are estimated to need: the rows of its last full preparation (or compaction)
+    scaled by how many documents there are now. A table without that record (saved before it
+    was kept) is compacted once, which records it."""
+    for meta in tables:
+        if meta.get("field", ALL_TEXT_FIELDS) != field or meta.get("model") != model_name:
+            continue
+        if "bi_encoder" not in meta:
+            continue  # another kind of prepared table
+        full_windows, full_documents = meta.get("full_windows"), meta.get("full_documents")
+        if full_windows is None or full_documents is None:
+            return True
+        live_rows = full_windows * documents / full_documents if full_documents else 0
+        if meta.get("windows", 0) > COMPACT_AT * live_rows:
+            return True
+    return False
+
+
+def _baseline(
+    earlier: dict[str, Any], table: WindowTable, documents: int, *, full: bool
+) -> dict[str, Any]:
+    """The counts ``_outgrown`` estimates the live rows by: this table's own after a full
+    preparation or compaction (every row a live window), else the earlier table's."""
+    if full:
+        return {"full_windows": len(table), "full_documents": documents}
+    return {key: earlier[key] for key in ("full_windows", "full_documents") if key in earlier}
+
+
+def _save_table(
+    store: Store,
+    table: WindowTable,
+    field: str,
+    model_name: str | None,
+    baseline: dict[str, Any],
+) -> None:
     arrays = {"keys": table.keys, "vectors": table.vectors, "probe": table.probe}
     meta = {
         "windows": len(table),
@@ -124,6 +171,7 @@ def _save_table(store: Store, table: WindowTable, field: str, model_name: str | 
         "model": model_name,
         "bi_encoder": table.model,
         "backend": table.backend,
+        **baseline,
     }
     store.save_prepared(_table_name(table, field), arrays, meta)
 

@@ -123,13 +123,16 @@ def prepare_windows(
     *,
     previous: Sequence[WindowTable] = (),
     extend: bool = False,
+    live: Iterable[Sequence[str]] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[WindowTable]:
     """One table per bi-encoder of ``reranker`` holding every window of the texts in
     ``batches``. Windows a matching ``previous`` table holds are copied, not embedded again;
     with ``extend`` the new table also keeps every other row of that table (the texts are only
-    the documents added since), and a bi-encoder without such a table gets none. ``progress``
-    is called with the number of texts of each batch done."""
+    the documents added since), and a bi-encoder without such a table gets none. With ``extend``
+    and ``live`` (the texts of every stored document, planned but not embedded) only the rows
+    that are windows of ``live`` are kept: rows of deleted documents and of changed documents'
+    old texts are dropped. ``progress`` is called with the number of texts of each batch done."""
     encoders = window_encoders(reranker)
     if not encoders:
         raise InvalidInputError(
@@ -138,6 +141,7 @@ def prepare_windows(
             "models with a bi-encoder, such as the default blend"
         )
     tables = [_TableBuilder(name, encoder, previous) for name, encoder in encoders]
+    keep = _window_keys(reranker, live) if extend and live is not None else None
     for batch in batches:
         windows = list(dict.fromkeys(document_windows(reranker, batch)))
         for table in tables:
@@ -147,8 +151,15 @@ def prepare_windows(
     # Extending only grows tables that exist: a model (or precision) without one gets none,
     # rather than a table of the new documents alone.
     return [
-        table.finish(extend=extend) for table in tables if not extend or table.earlier is not None
+        table.finish(extend=extend, keep=keep)
+        for table in tables
+        if not extend or table.earlier is not None
     ]
+
+
+def _window_keys(reranker: Reranker, batches: Iterable[Sequence[str]]) -> set[bytes]:
+    """The keys of every window of the texts in ``batches``: tokenization only, no model."""
+    return {text_key(window) for batch in batches for window in document_windows(reranker, batch)}
 
 
 class _TableBuilder:
@@ -179,10 +190,15 @@ class _TableBuilder:
             vectors = self.encoder.embed_uncached([window for _, window in chunk])
             self.rows.update((key, vector) for (key, _), vector in zip(chunk, vectors, strict=True))
 
-    def finish(self, *, extend: bool = False) -> WindowTable:
+    def finish(self, *, extend: bool = False, keep: set[bytes] | None = None) -> WindowTable:
+        """The table of the windows added; with ``extend`` also the earlier table's other rows,
+        those whose keys are in ``keep`` when it is given."""
         if extend and self.earlier is not None:
             for row, key in enumerate(np.asarray(self.earlier.keys, dtype=np.uint8)):
-                self.rows.setdefault(bytes(key), np.asarray(self.earlier.vectors[row], np.float32))
+                key_bytes = bytes(key)
+                if keep is None or key_bytes in keep:
+                    vector = np.asarray(self.earlier.vectors[row], np.float32)
+                    self.rows.setdefault(key_bytes, vector)
         dim = len(self.probe)
         ordered = sorted(self.rows)  # stored sorted: lookups binary-search the keys
         keys = np.frombuffer(b"".join(ordered), dtype=np.uint8).reshape(len(ordered), 16)
