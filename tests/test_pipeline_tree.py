@@ -377,8 +377,11 @@ def test_a_fixed_query_vector_is_refused_where_the_query_would_replace_the_texts
         search(index, "puppies", retriever=example)
     assert 'query_text: "{{query}}"' in str(refused.value)
     assert 'query_vector_builder.text_embedding.model_text: "{{query}}"' in str(refused.value)
-    with pytest.raises(InvalidInputError, match=path):  # said once, for every query
+    with pytest.raises(InvalidInputError, match=path) as refused:  # said once, for all
         search_many(index, {"q1": "puppies", "q2": "capital of France"}, retriever=example)
+    assert "without a query" not in str(refused.value)  # eval's queries cannot be left out
+    with pytest.raises(InvalidInputError, match=path):  # a body's size is no step of the tree
+        search(index, "puppies", retriever={"retriever": example, "size": 2})
     with pytest.raises(InvalidInputError, match=r"^retriever\.knn\.query_vector is a fixed"):
         search(index, "puppies", retriever=Knn(vector=tuple(vector)))
     # A placeholder elsewhere says where the query goes: the vector is a fixed clause, kept.
@@ -671,6 +674,7 @@ def test_multi_match_takes_the_defaults_and_boost_that_equal_its_scoring(
         ({"tie_breaker": "x"}, r"tie_breaker must be a number from 0 to 1"),
         ({"boost": 0}, r"multi_match\.boost must be above 0"),
         ({"boost": -1}, r"multi_match\.boost must be a number from 0"),
+        ({"type": ["best_fields"]}, r"type \['best_fields'\] is not supported"),  # was a 500
     ],
 )
 def test_multi_match_refuses_options_it_would_not_score_by(

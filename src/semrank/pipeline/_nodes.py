@@ -166,6 +166,8 @@ def fixed_vector_paths(tree: Retriever) -> list[str]:
     ``retriever.rrf.retrievers[1].knn.query_vector``): a vector no query given can replace."""
     if not any(isinstance(node, Knn) and node.vector is not None for node in tree_nodes(tree)):
         return []
+    while isinstance(tree, Cutoff):  # a search body's "size": not in the tree as written
+        tree = tree.retriever
     return list(_vector_paths(tree.to_dict(), "retriever"))
 
 

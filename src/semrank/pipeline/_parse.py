@@ -175,7 +175,7 @@ def _multi_match(body: dict[str, Any], where: str) -> BM25:
     mode = body.get("type", "best_fields")
     if mode in ("combined_fields", "cross_fields") and [f for f, _ in fields] == [ALL_TEXT_FIELDS]:
         mode = "best_fields"
-    if mode not in _TIE_BREAKERS:
+    if not isinstance(mode, str) or mode not in _TIE_BREAKERS:
         raise InvalidInputError(
             f"{at} type {mode!r} is not supported; use best_fields or most_fields, "
             "or fields ['*'] to search all text fields as one"

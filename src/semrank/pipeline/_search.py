@@ -165,21 +165,22 @@ def search(
         return SearchResults.from_ranking(ranking, documents, ctx.warnings)
 
 
-def check_vectors_follow(tree: Retriever, query: str | None) -> None:
+def check_vectors_follow(tree: Retriever, query: str | None, *, one_query: bool = True) -> None:
     """A query given replaces the literal texts of a tree without a placeholder, but not a
     knn's literal query_vector: that knn found the same neighbours for every query and fused
-    them, unsaid, with hits for the query (an Elasticsearch hybrid example run with a query)."""
+    them, unsaid, with hits for the query (an Elasticsearch hybrid example run with a query).
+    ``one_query``: a single search, which may also be run without its query."""
     if query is None or has_placeholder(tree):
         return
     paths = fixed_vector_paths(tree)
     if paths:
+        alone = ", or search without a query to run the tree as written" if one_query else ""
         raise InvalidInputError(
             f"{paths[0]} is a fixed vector, which cannot follow the query given: the query "
             "replaces this tree's texts, but the knn would search the same vector for every "
             'query. Embed the query instead with query_text: "{{query}}" (or '
-            'query_vector_builder.text_embedding.model_text: "{{query}}"), or search without a '
-            'query to run the tree as written (with "{{query}}" in another retriever, the '
-            "vector is kept as a fixed clause)"
+            f'query_vector_builder.text_embedding.model_text: "{{{{query}}}}"){alone} (with '
+            '"{{query}}" in another retriever, the vector is kept as a fixed clause)'
         )
 
 
@@ -211,7 +212,7 @@ def search_many(
     items = _query_items(queries)
     tree = as_retriever(retriever, size=k)
     if items:  # said once, not as the first query's error: every query meets the same tree
-        check_vectors_follow(tree, items[0][1])
+        check_vectors_follow(tree, items[0][1], one_query=False)
     run: dict[str, dict[str, float]] = {}
     with using_index(index, home, store=store) as opened:
         for query_id, text in items:
