@@ -725,15 +725,18 @@ def test_copies_of_stdin_left_by_killed_processes_are_removed_by_the_next(
     spool = tmp_path / "tmp"
     monkeypatch.setenv("TMPDIR", str(spool))
     monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
-    killed = spool / "semrank-stdin-999999999.12345-abcd"  # no such process
-    reused = spool / f"semrank-stdin-{os.getpid()}.1-abcd"  # its id, another start time
-    running = spool / f"semrank-stdin-{os.getpid()}.{process_start_time(os.getpid())}-abcd"
-    for folder in (killed, reused, running):
+    space, pid = os.stat("/proc/self/ns/pid").st_ino, os.getpid()
+    killed = spool / f"semrank-stdin-{space}.999999999.12345-abcd"  # no such process
+    reused = spool / f"semrank-stdin-{space}.{pid}.1-abcd"  # its id, another start time
+    running = spool / f"semrank-stdin-{space}.{pid}.{process_start_time(pid)}-abcd"
+    # A container's, sharing this TMPDIR: its pid 1 is not this namespace's pid 1.
+    elsewhere = spool / f"semrank-stdin-{space + 1}.1.12345-abcd"
+    for folder in (killed, reused, running, elsewhere):
         folder.mkdir(parents=True)
         (folder / "stdin.jsonl").write_text("{}\n")
     jsonl = json.dumps({"_id": "bats", "text": "Bats fly at night."}) + "\n"
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
-    assert sorted(spool.iterdir()) == [running]
+    assert sorted(spool.iterdir()) == sorted([running, elsewhere])
 
 
 def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(

@@ -91,9 +91,9 @@ def corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
 
 
 def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
-    """A folder for the copy, named by this process (its id and start time): a process killed
-    (SIGKILL, the OOM killer) cannot remove its copy, so each ingest from stdin removes those
-    of processes that have ended."""
+    """A folder for the copy, named by this process (its pid namespace, id and start time): a
+    process killed (SIGKILL, the OOM killer) cannot remove its copy, so each ingest from stdin
+    removes those of processes that have ended."""
     _remove_copies_of_ended_processes()
     try:
         return tempfile.TemporaryDirectory(prefix=f"{_COPY_PREFIX}{_process_tag(os.getpid())}-")
@@ -102,24 +102,34 @@ def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
 
 
 _COPY_PREFIX = "semrank-stdin-"
-_COPY_NAME = re.compile(rf"{_COPY_PREFIX}(\d+)\.(\d+|x)-")
+_COPY_NAME = re.compile(rf"{_COPY_PREFIX}(\w+)\.(\d+)\.(\d+|x)-")
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (Linux; "x" elsewhere): a pid names a process only there,
+    and a TMPDIR shared with a container holds copies whose pids mean other processes here."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "x"
 
 
 def _process_tag(pid: int) -> str:
     started = process_start_time(pid)  # tells a process from a later one given its id
-    return f"{pid}.{'x' if started is None else started}"
+    return f"{_pid_namespace()}.{pid}.{'x' if started is None else started}"
 
 
 def _remove_copies_of_ended_processes() -> None:
     import shutil
 
+    namespace = _pid_namespace()
     with contextlib.suppress(OSError):
         for entry in Path(tempfile.gettempdir()).iterdir():
             named = _COPY_NAME.match(entry.name)
-            if named is None:
+            if named is None or named.group(1) != namespace:  # another namespace's: not judged
                 continue
-            pid = int(named.group(1))
-            if not process_alive(pid) or _process_tag(pid) != f"{pid}.{named.group(2)}":
+            pid = int(named.group(2))
+            if not process_alive(pid) or _process_tag(pid) != ".".join(named.groups()):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
