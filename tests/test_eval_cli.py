@@ -319,6 +319,13 @@ def test_index_form_end_to_end_on_a_bm25_index(
     with_home = run_cli(*args, "--home", home)
     assert with_home.exit_code == 0, with_home.output
     assert json.loads(with_home.stdout) == payload
+    # A tree whose knn searches a fixed vector cannot take the queries: said once, without
+    # offering to leave the query out (an evaluation cannot).
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"knn": {"field": "embedding", "query_vector": [0.1, 0.2]}}))
+    refused = run_cli(*args, "--home", home, "--retriever", fixed)
+    assert "retriever.knn.query_vector is a fixed vector" in str(refused.exception)
+    assert "without a query" not in str(refused.exception)
 
 
 def test_index_form_unknown_index(fixture_files, tmp_path: Path, monkeypatch) -> None:

@@ -47,6 +47,16 @@ def index_search(
     return search_store, lambda fields: store.text_of(dict(fields))
 
 
+def _check_tree_takes_queries(retriever: str | Retriever, k: int, queries: Queries) -> None:
+    """A tree that cannot take the queries (a fixed knn vector where they replace its texts) is
+    refused once, as for many queries: its search's own refusal offered to leave the query
+    out, which an evaluation cannot."""
+    from semrank.pipeline import as_retriever, check_vectors_follow
+
+    first = next(iter(queries.values()), None)
+    check_vectors_follow(as_retriever(retriever, size=k), first, one_query=False)
+
+
 def _field(hit: Any, names: tuple[str, ...]) -> Any:
     for name in names:
         value = hit.get(name) if isinstance(hit, Mapping) else getattr(hit, name, None)
@@ -89,6 +99,7 @@ def retrieve_candidates(
     """
     if search is None:
         search, text_of = index_search(index, home, kept_in=store)
+        _check_tree_takes_queries(retriever, k, queries)
     text_of = text_of or _default_text
     lists = []
     for query_id, query in queries.items():
