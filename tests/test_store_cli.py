@@ -38,6 +38,23 @@ def run(*args: str, stdin: str | None = None) -> str:
     return result.output
 
 
+def run_killed_before_its_ingest_ends(
+    monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str | None = None
+) -> None:
+    """``run``, as a process that ends before its ingest does (its mark is left)."""
+    from semrank.store._local import LocalStore
+
+    with monkeypatch.context() as killed:
+        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
+        run(*args, stdin=stdin)
+
+
+def incomplete_note(home: str | Path) -> str | None:
+    """What `index list` says of the home's one index's unfinished ingest (None: none)."""
+    [listed] = json.loads(run("index", "list", "--json", "--home", str(home)))
+    return listed["incomplete"]  # type: ignore[no-any-return]
+
+
 @pytest.fixture()
 def beir(tmp_path: Path) -> Path:
     folder = tmp_path / "beir"
@@ -743,20 +760,17 @@ def test_an_interrupted_ingest_from_stdin_says_to_pipe_it_again(
     tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The mark named the ingest's temporary copy of stdin, gone once the command ended."""
-    from semrank.store._local import LocalStore
-
     home = str(tmp_path / "home")
     run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
     jsonl = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
-    with monkeypatch.context() as killed:  # the process ends before its ingest does
-        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
-        run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
-    [listed] = json.loads(run("index", "list", "--json", "--home", home))
-    note = listed["incomplete"]
+    add = ["index", "add", "piped", "-", "--format", "jsonl", "--home", home]
+    run_killed_before_its_ingest_ends(monkeypatch, *add, stdin=jsonl)
+    note = incomplete_note(home)
+    assert note is not None
     assert note.startswith("it holds 4 documents, but the ingest of - (started ")
     assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
-    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+    assert incomplete_note(home) is None
 
 
 def test_other_documents_piped_in_leave_an_interrupted_ingest_from_stdin_marked(
@@ -765,26 +779,22 @@ def test_other_documents_piped_in_leave_an_interrupted_ingest_from_stdin_marked(
     """Every ingest from stdin was marked "-": the next one, of other documents, took over an
     interrupted one's mark and cleared it, so the index read as complete with documents
     missing (and two at once cleared each other's running mark)."""
-    from semrank.store._local import LocalStore
-
     home = str(tmp_path / "home")
     run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
     bats = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
     owls = json.dumps({"_id": "owls", "title": "Owls", "text": "Owls hunt at night."}) + "\n"
     add = ["index", "add", "piped", "-", "--format", "jsonl", "--home", home]
-    with monkeypatch.context() as killed:  # the process ends before its ingest does
-        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
-        run(*add, stdin=bats)
+    run_killed_before_its_ingest_ends(monkeypatch, *add, stdin=bats)
     other = CliRunner().invoke(app, add, input=owls)
     assert other.exit_code == 0, other.output
     assert "indexing stdin:" in other.stderr and "stdin.jsonl" not in other.stderr  # not its copy
-    [listed] = json.loads(run("index", "list", "--json", "--home", home))
-    note = listed["incomplete"]
+    note = incomplete_note(home)
+    assert note is not None
     assert note.startswith("it holds 5 documents, but the ingest of - (started ")
     assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
     assert f"incomplete: {note}" in run("index", "info", "piped", "--home", home)
     run(*add, stdin=bats)  # the same documents again finish it
-    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+    assert incomplete_note(home) is None
 
 
 def test_a_stdin_ingest_marked_plain_dash_still_reads_and_piping_in_finishes_it(
@@ -798,12 +808,13 @@ def test_a_stdin_ingest_marked_plain_dash_still_reads_and_piping_in_finishes_it(
     run("index", "create", "piped", "--from", str(beir), "--home", str(home), "--no-dense")
     with open_index("piped", home=home) as index:
         index.begin_ingest(Path(STDIN_SOURCE), id_field="_id")  # and never ended
-    [listed] = json.loads(run("index", "list", "--json", "--home", str(home)))
-    assert listed["incomplete"].startswith("it holds 3 documents, but the ingest of - (started ")
-    assert "pipe the same documents into `semrank index add piped -" in listed["incomplete"]
+    note = incomplete_note(home)
+    assert note is not None
+    assert note.startswith("it holds 3 documents, but the ingest of - (started ")
+    assert "pipe the same documents into `semrank index add piped -" in note
     bats = json.dumps({"_id": "bats", "title": "Bats", "text": "Bats fly at night."}) + "\n"
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", str(home), stdin=bats)
-    assert json.loads(run("index", "list", "--json", "--home", str(home)))[0]["incomplete"] is None
+    assert incomplete_note(home) is None
 
 
 def test_create_reads_stdin_in_the_format_given(tmp_path: Path) -> None:
@@ -852,16 +863,14 @@ def test_an_interrupted_create_from_stdin_says_to_pipe_it_into_add(
 
     home = str(tmp_path / "home")
     jsonl = "".join(json.dumps(d) + "\n" for d in DOCS)
-    with monkeypatch.context() as killed:  # the process ends before its ingest does
-        killed.setattr(LocalStore, "end_ingest", lambda self, source: None)
-        create = ["index", "create", "piped", "--from", "-", "--format", "jsonl", "--no-dense"]
-        run(*create, "--home", home, stdin=jsonl)
-    [listed] = json.loads(run("index", "list", "--json", "--home", home))
-    note = listed["incomplete"]
+    create = ["index", "create", "piped", "--from", "-", "--format", "jsonl", "--no-dense"]
+    run_killed_before_its_ingest_ends(monkeypatch, *create, "--home", home, stdin=jsonl)
+    note = incomplete_note(home)
+    assert note is not None
     assert note.startswith("it holds 3 documents, but the ingest of - (started ")
     assert "pipe the same documents into `semrank index add piped - --format FORMAT --home" in note
     run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin=jsonl)
-    assert json.loads(run("index", "list", "--json", "--home", home))[0]["incomplete"] is None
+    assert incomplete_note(home) is None
 
     upsert = LocalStore.upsert_counted
 

@@ -142,7 +142,7 @@ def _ingest(
     The index is marked incomplete while the file goes in: killed or failed halfway, it keeps
     the batches committed so far, and ``index info`` / ``list`` / ``create`` say so and how to
     finish (``index add`` of the same file)."""
-    shown = "stdin" if piped else corpus.path.name
+    shown = _corpus_name(corpus, piped)
     # The whole file is checked (ids, fields) before the index is marked: a file refused
     # before any write must not leave an "interrupted ingest" mark that no retry clears.
     if total is None:
@@ -246,8 +246,7 @@ def create(
         # file then fails here, rather than after the index exists, half filled.
         total, used = 0, set[str]()
         if corpus is not None:  # a step shown: a large file takes a while (16 s for 123 MB)
-            shown = "stdin" if stdin_format else corpus.path.name  # not its copy
-            with _step(_stderr_console(), f"checking {shown}"):
+            with _step(_stderr_console(), f"checking {_corpus_name(corpus, stdin_format)}"):
                 total, used = corpus.survey(storable_check(store))
         if corpus is not None and fields:
             _check_fields_used(corpus.text_fields, used, "stdin" if stdin_format else str(file))
@@ -264,28 +263,26 @@ def create(
         )
         with index:
             if corpus is not None:
-                where = _where_flags(home, store)
-                _fill_new_index(
-                    index, corpus, batch_size, total, name=name, where=where, piped=stdin_format
-                )
+                _describe_corpus(corpus, stdin_format)
+                _ingest_into_new_index(
+                    index, corpus, batch_size, total, name=name, where=_where_flags(home, store),
+                    stdin_format=stdin_format,
+                )  # fmt: skip
             location = index.info().location
             typer.echo(f"index {name!r}: {count_of(len(index), 'document')} at {location}")
             if prepare:
                 _prepare(index, model=None, field="*")
 
 
-def _fill_new_index(
-    index: Store,
-    corpus: Corpus,
-    batch_size: int,
-    total: int,
-    *,
-    name: str,
-    where: str,
-    piped: str | None,
-) -> None:
-    """Say what the corpus holds, then ingest it into the index just created (``piped``: the
-    format of stdin, which the corpus is a copy of)."""
+def _corpus_name(corpus: Corpus, piped: object) -> str:
+    """The corpus as messages name it: "stdin" where it is a copy of stdin (``piped``), not
+    the copy's name."""
+    return "stdin" if piped else corpus.path.name
+
+
+def _describe_corpus(corpus: Corpus, piped: str | None) -> None:
+    """Say what the corpus of a new index holds (``piped``: the format of stdin, which the
+    corpus is a copy of)."""
     kind = "BEIR corpus" if corpus.is_beir else f"{corpus.format} file"
     typer.echo(
         f"{kind}: id field {corpus.id_field or '(record number)'}, "
@@ -294,16 +291,13 @@ def _fill_new_index(
     if corpus.id_field is None and not corpus.is_beir:
         from semrank.store._corpus import ID_FIELD_GUESSES
 
-        shown = "stdin" if piped else corpus.path.name  # not the copy stdin went into
+        guesses = ", ".join(ID_FIELD_GUESSES)
         typer.echo(
-            f"warning: {shown} has no id field ({', '.join(ID_FIELD_GUESSES)}): its documents "
+            f"warning: {_corpus_name(corpus, piped)} has no id field ({guesses}): its documents "
             "get the ids 1, 2, ..., so no later `index add` can update or delete them by their "
             "own ids; name the id field with --id-field",
             err=True,
         )
-    _ingest_into_new_index(
-        index, corpus, batch_size, total, name=name, where=where, stdin_format=piped
-    )
 
 
 def _check_fields_used(named: Sequence[str], used: set[str], source: str) -> None:
@@ -422,7 +416,7 @@ def add(
             file, id_field=id_field or settings.id_field, fields=settings.text_fields
         )
         _check_has_ids(corpus, name)
-        shown = "stdin" if stdin_format else corpus.path.name  # not the copy stdin went into
+        shown = _corpus_name(corpus, stdin_format)
         _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen, shown=shown)
         counts = _ingest(index, corpus, batch_size, piped=stdin_format is not None)
         skipped = counts.documents - counts.written
