@@ -385,6 +385,29 @@ def test_text_log_lines_cannot_be_forged_through_a_request_path() -> None:
     assert line.endswith('path="/v1/x\\n2026 INFO forged\\tline"')
 
 
+def test_text_log_times_are_utc_so_the_hour_daylight_saving_repeats_reads_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import datetime
+
+    monkeypatch.setenv("TZ", "America/New_York")  # 01:00-02:00 happens twice on 2024-11-03
+    time.tzset()
+    try:
+        lines = []
+        for created in (1730610000.25, 1730613600.25):  # 05:00 and 06:00 UTC, an hour apart
+            record = logging.LogRecord("semrank.server", logging.INFO, __file__, 1, "m", (), None)
+            record.created = created
+            lines.append(TextFormatter().format(record))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    stamps = [datetime.fromisoformat(line.split(" ", 1)[0]) for line in lines]
+    assert [stamp.timestamp() for stamp in stamps] == [1730610000.25, 1730613600.25]
+    json_record = logging.LogRecord("semrank.server", logging.INFO, __file__, 1, "m", (), None)
+    json_record.created = 1730613600.25
+    assert json.loads(JsonFormatter().format(json_record))["ts"] == lines[1].split(" ", 1)[0]
+
+
 def test_validation_message_names_the_fields() -> None:
     errors = [
         {"loc": ("body", "query"), "msg": "Field required"},

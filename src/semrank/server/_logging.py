@@ -12,12 +12,18 @@ LOGGER_NAME = "semrank.server"
 ACCESS_LOGGER_NAME = "semrank.server.access"
 
 
+def utc_time(record: logging.LogRecord) -> str:
+    """When ``record`` was made, in UTC with its offset: local time without one was ambiguous
+    (the hour repeated when daylight saving ends) and read differently on every host."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ...fields}``; tracebacks go in ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": utc_time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -35,6 +41,9 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_time(record)  # the JSON lines' "ts"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
