@@ -432,6 +432,25 @@ def test_retry_after_in_every_form_a_proxy_may_send(header: str) -> None:
         assert seconds is not None and seconds > 1e9  # in 2099
 
 
+def test_a_retry_after_date_counts_from_the_answers_date_not_this_machines_clock() -> None:
+    """A proxy's dated Retry-After two minutes ahead of its Date was measured against this
+    machine's clock: with that clock ahead of the proxy's (here by decades), no wait at all."""
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        dates = {"Date": "Sun, 06 Nov 1994 08:49:37 GMT"}
+        return httpx.Response(
+            503, text="busy", headers={**dates, "Retry-After": "Sun, 06 Nov 1994 08:51:37 GMT"}
+        )
+
+    transport = httpx.MockTransport(busy)
+    with (
+        SemrankClient("http://test", transport=transport) as client,
+        pytest.raises(errors.BackendUnavailableError) as unavailable,
+    ):
+        client.rerank(QUERY, DOCS)
+    assert unavailable.value.retry_after == 120.0
+
+
 def test_a_batch_answer_says_which_queries_fell_back_to_input_order() -> None:
     hit = {"index": 0, "relevance_score": 0.0, "tokens": 0, "truncated": False}
     body = {

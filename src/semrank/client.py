@@ -10,7 +10,8 @@ Any Cohere-compatible SDK works against the server too; this client adds min_sco
 deadlines with fail_open, per-result truncation and chunk facts, the batch endpoint and index
 search (index administration is over HTTP or the CLI). Errors come back as ``semrank.errors``
 exceptions (the class the server raised), with ``status_code`` and, for 429 / 503,
-``retry_after`` in seconds (the client does not retry); a server that cannot be reached is a
+``retry_after`` in seconds (a dated one counted from the answer's ``Date``, so this machine's
+clock does not matter; the client does not retry); a server that cannot be reached is a
 ``SemrankError`` and a client timeout a ``DeadlineExceededError`` (both with ``status_code``
 None), never a raw httpx exception. ``timeout`` bounds each wait (connect, each read), as
 httpx's does. A redirect is not followed (the API key would go along): it is a ``SemrankError``
@@ -387,32 +388,39 @@ def _raise_for_error(response: httpx.Response) -> None:
     # A proxy's HTML error page is not a message: bounded as the server bounds its own.
     exc = cls(f"{response.status_code} from {response.request.url}: {message[:MAX_MESSAGE]}")
     exc.status_code = response.status_code
-    exc.retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+    exc.retry_after = _retry_after_seconds(
+        response.headers.get("retry-after"), sent=response.headers.get("date")
+    )
     raise exc
 
 
 MAX_MESSAGE = 2000
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP date (a proxy's)."""
+def _retry_after_seconds(value: str | None, *, sent: str | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date (a proxy's). A date is
+    counted from the answer's own ``Date`` (``sent``) where it has one: both are the sender's
+    clock, so a client clock minutes off (no NTP, a VM just resumed) does not turn a wait of
+    two minutes into none, or into an hour."""
     if value is None:
         return None
     try:
         seconds: float | None = float(value)
     except ValueError:
-        seconds = _seconds_until(value)
+        when = _http_date(value)
+        now = (_http_date(sent) if sent else None) or datetime.datetime.now(datetime.UTC)
+        seconds = None if when is None else (when - now).total_seconds()
     return max(0.0, seconds) if seconds is not None and math.isfinite(seconds) else None
 
 
-def _seconds_until(date: str) -> float | None:
+def _http_date(date: str) -> datetime.datetime | None:
     try:
         when = email.utils.parsedate_to_datetime(date)
     except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:  # asctime and "-0000" dates are UTC (RFC 9110)
         when = when.replace(tzinfo=datetime.UTC)
-    return (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return when
 
 
 def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
