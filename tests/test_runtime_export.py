@@ -94,6 +94,28 @@ def test_an_export_replaced_by_a_newer_one_of_its_folder_is_pruned(
     }
 
 
+def test_an_export_stamped_in_the_future_ages_from_when_it_is_next_seen(
+    tiny_model, tmp_path: Path
+) -> None:
+    """An export written while the clock ran a year ahead (or copied from such a machine) was
+    used "in a year": never idle, so never pruned once replaced, nor after a month unused."""
+    from semrank.runtime import onnx_export
+
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    cache = tmp_path / "cache"
+    head = "sequence-classification"
+    first = onnx_model_path(model_dir, head, cache_dir=cache)
+    _last_used(first, cache, seconds_ago=-365 * 86400)
+    _change_config(model_dir, layer_norm_eps=1e-5)
+    onnx_model_path(model_dir, head, cache_dir=cache)  # replaces it, and prunes
+    stamps = first.stat()
+    assert max(stamps.st_atime, stamps.st_mtime) <= time.time()  # idle from now on
+    _last_used(first, cache, seconds_ago=onnx_export.IN_USE_FOR_S + 60)  # may be loading: passed
+    _change_config(model_dir, layer_norm_eps=1e-6)
+    onnx_model_path(model_dir, head, cache_dir=cache)
+    assert not first.exists()
+
+
 def _change_config(model_dir: Path, **changes: object) -> None:
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, **changes}))

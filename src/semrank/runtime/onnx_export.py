@@ -378,7 +378,7 @@ def prune_cache(cache: Path, *, superseded: re.Pattern[str] | None = None) -> No
         return
     for entry in entries:
         with contextlib.suppress(OSError):
-            idle = now - _last_used(entry)
+            idle = now - _last_used(entry, now)
             replaced = superseded is not None and superseded.fullmatch(entry.name) is not None
             if (
                 entry.name.endswith(_DELETING)
@@ -391,9 +391,15 @@ def prune_cache(cache: Path, *, superseded: re.Pattern[str] | None = None) -> No
 _DELETING = ".deleting"
 
 
-def _last_used(entry: Path) -> float:
+def _last_used(entry: Path, now: float) -> float:
+    """An entry stamped after ``now`` (written while the clock ran ahead, copied from a machine
+    whose clock does) is stamped ``now``: left so, it never aged, and was never removed."""
     info = entry.lstat()
-    return max(info.st_atime, info.st_mtime)
+    last = max(info.st_atime, info.st_mtime)
+    if last > now:
+        os.utime(entry, (now, now), follow_symlinks=False)
+        return now
+    return last
 
 
 def _remove_entry(entry: Path) -> None:
