@@ -456,6 +456,29 @@ def test_stale_snapshots_are_rebuilt_and_partial_ones_ignored(tmp_path: Path) ->
     assert published == [f"bm25-all.g{reader.generation}"]
 
 
+def test_leftovers_stamped_in_the_future_are_removed_an_hour_after_they_are_seen(
+    tmp_path: Path,
+) -> None:
+    """A killed writer's temporaries stamped a year ahead (its clock ran ahead, or an NFS
+    server's does) were never an hour old, so never removed: a snapshot's worth of disk each."""
+    with create_index("pets", home=tmp_path, embedding_model=None) as index:
+        snapshot = index.path / "derived" / ".tmp-bm25-all-deadbeef"
+    staging = tmp_path / f".other.{'0' * 32}.tmp"  # a killed create's
+    for leftover in (snapshot, staging):
+        leftover.mkdir(parents=True)
+        ahead = time.time() + 365 * 86400
+        os.utime(leftover, (ahead, ahead))
+    open_index("pets", home=tmp_path).close()  # cleans the index's temporaries
+    create_index("more", home=tmp_path, embedding_model=None).close()  # and the home's
+    for leftover in (snapshot, staging):
+        assert leftover.stat().st_mtime <= time.time()  # ages from now on
+        an_hour_ago = time.time() - 3600 - 60
+        os.utime(leftover, (an_hour_ago, an_hour_ago))
+    open_index("pets", home=tmp_path).close()
+    create_index("most", home=tmp_path, embedding_model=None).close()
+    assert not snapshot.exists() and not staging.exists()
+
+
 def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         for record in records:

@@ -28,6 +28,7 @@ from semrank.store._base import ALL_TEXT_FIELDS, IndexSettings
 from semrank.store._corpus import Document, check_id_is_not_text
 from semrank.store._dsn import redact_dsn
 from semrank.store._local import LocalStore
+from semrank.store._snapshots import unchanged_for
 from semrank.store._sqlite import DB_NAME
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def _clean_leftovers(root: Path) -> None:
     now = time.time()
     for entry in entries:
         try:
-            young = now - entry.stat().st_mtime <= _STALE_STAGING_SECONDS
+            young = not unchanged_for(entry, _STALE_STAGING_SECONDS, now)
         except OSError:
             continue
         if entry.name.endswith(".trash") or not young:

@@ -187,10 +187,21 @@ def clean_temporaries(root: Path) -> None:
     now = time.time()
     for entry in folder.glob(".tmp-*"):
         try:
-            if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+            if unchanged_for(entry, _STALE_TMP_SECONDS, now):
                 shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             continue
+
+
+def unchanged_for(entry: Path, seconds: float, now: float) -> bool:
+    """Whether ``entry`` was last changed over ``seconds`` before ``now``. One changed after
+    ``now`` (written while the clock ran ahead, or by a host whose clock does) is stamped
+    ``now``: left so, it was never old enough, and stayed for good."""
+    changed = entry.stat().st_mtime
+    if changed > now:
+        os.utime(entry, (now, now))
+        return False
+    return now - changed > seconds
 
 
 def write_json(path: Path, data: Any) -> None:
