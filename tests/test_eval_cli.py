@@ -641,6 +641,28 @@ def test_report_and_run_out_take_folders_and_refuse_blanks_and_file_names(
     assert "note: the report has no plots: they show what re-ranking changed" in plain.stderr
 
 
+def test_output_flags_expand_a_tilde_as_home_does(
+    fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quoted (or in a unit file), "~/runs" reached no shell: a folder named "~" was made in
+    the current folder, and the home folder got nothing."""
+    candidates, qrels = fixture_files
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank",
+        "--run-out", "~/runs", "--per-query", "~/values.tsv", "--report", "~/report",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not (work / "~").exists()
+    assert (home / "runs" / "first_stage.trec").is_file()
+    assert "first_stage\tnDCG@10\tq1\t" in (home / "values.tsv").read_text()
+    assert "| nDCG@10 |" in (home / "report" / "report.md").read_text()
+
+
 def test_candidates_read_no_index_so_index_flags_are_refused_and_the_store_not_read(
     fixture_files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

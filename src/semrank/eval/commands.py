@@ -45,11 +45,12 @@ class _Results:
 
 
 def _path_value(value: str) -> Path:
-    """An output flag's path; blank (an unset shell variable) is refused, not read as the
-    current folder."""
+    """An output flag's path, ``~`` expanded as --home and --from expand it (no shell expands
+    it when quoted or in a unit file: "~/runs" made a folder named "~" in the current folder);
+    blank (an unset shell variable) is refused, not read as the current folder."""
     if not value.strip():
         raise typer.BadParameter("is blank; give a path")
-    return Path(value)
+    return Path(value).expanduser()
 
 
 def _output_option(flag: str, metavar: str, help_text: str) -> Any:
