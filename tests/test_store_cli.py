@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -549,6 +550,30 @@ def test_drop_without_an_answer_names_yes_and_an_unknown_index_is_not_asked_abou
     missing = CliRunner().invoke(app, ["index", "drop", "nosuch", "--home", home], input="")
     assert isinstance(missing.exception, IndexNotFoundError)
     assert "drop index" not in missing.output  # not asked
+
+
+def test_dropping_a_linked_index_removes_the_link_and_says_its_files_are_kept(
+    tmp_path: Path, beir: Path
+) -> None:
+    """An index moved to another disk and linked back: drop said "dropped", left the link
+    under a hidden name for good (rmtree refuses links) and every file of the index with it."""
+    disk, home = tmp_path / "disk", tmp_path / "home"
+    run("index", "create", "moved", "--from", str(beir), "--home", str(disk), "--no-dense")
+    home.mkdir()
+    (home / "moved").symlink_to(disk / "moved", target_is_directory=True)
+    assert "moved\t3 documents" in run("index", "list", "--home", str(home))
+    out = run("index", "drop", "moved", "--yes", "--home", str(home))
+    assert f"removed {home / 'moved'}, a link; the index's files at {disk / 'moved'} are kept" in (
+        " ".join(out.split())
+    )
+    assert list(home.iterdir()) == []  # no hidden link left behind
+    assert (disk / "moved" / "documents.sqlite").is_file()  # not emptied through the link
+    # One left by an earlier drop is removed by the next command, its folder kept whole too.
+    leftover = home / f".moved.{'0' * 32}.trash"
+    leftover.symlink_to(disk / "moved", target_is_directory=True)
+    assert run("index", "list", "--home", str(home)).startswith("no indexes in")
+    assert not os.path.lexists(leftover)
+    assert "moved\t3 documents" in run("index", "list", "--home", str(disk))
 
 
 def test_add_says_which_text_it_keeps_but_does_not_search(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -323,7 +324,19 @@ def _clean_leftovers(root: Path) -> None:
         except OSError:
             continue
         if entry.name.endswith(".trash") or not young:
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove_renamed_away(entry)
+
+
+def _remove_renamed_away(entry: Path) -> None:
+    """Delete a folder renamed away by a drop (or a stale create's). An index that is a link
+    (its files moved to a bigger disk) loses the link only: the folder it leads to may be
+    linked from another home too, and is never emptied through it. (rmtree refuses a link, so
+    a drop said "dropped", left the link under its hidden name for good, and the index whole.)"""
+    if entry.is_symlink():
+        with contextlib.suppress(OSError):
+            entry.unlink()
+        return
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 # The flag that names the index home, as resolve_home names it: the CLI's, and the server's.
@@ -470,7 +483,8 @@ AFTER_DROP: list[Callable[..., None]] = []
 
 
 def drop_index(name: str, *, home: str | Path | None = None, store: str | None = None) -> None:
-    """Delete an index and all its files (renamed away first, so it vanishes at once)."""
+    """Delete an index and all its files (renamed away first, so it vanishes at once). An
+    embedded index whose folder is a link loses the link, and keeps the files it leads to."""
     for let_go in BEFORE_DROP:
         let_go(name, home, store=store)
     target = index_path(name, home)
@@ -491,7 +505,7 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
     for let_go in AFTER_DROP:
         let_go(name, home, store=store)
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove_renamed_away(trash)
 
 
 def list_indexes(home: str | Path | None = None, *, store: str | None = None) -> list[str]:

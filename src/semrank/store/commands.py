@@ -633,8 +633,27 @@ def drop(
         if not _confirmed(f"drop index {name!r} at {where}?"):
             typer.echo("not dropped", err=True)
             return  # the answer asked for: nothing went wrong (exit status 0)
+    linked = _linked_folder(name, home, store)
     drop_index(name, home=home, store=store)
-    typer.echo(f"dropped {name!r}")
+    if linked is None:
+        typer.echo(f"dropped {name!r}")
+        return
+    link, folder = linked
+    typer.echo(
+        f"dropped {name!r}: removed {link}, a link; the index's files at {folder} are kept "
+        "(remove that folder to free its space)"
+    )
+
+
+def _linked_folder(name: str, home: Path | None, store: str | None) -> tuple[Path, Path] | None:
+    """(link, the folder it leads to) where the embedded index's folder is a link, which a drop
+    removes without deleting what it leads to (None: a folder, or another store)."""
+    from semrank.store import index_path
+
+    if store and store != "local":
+        return None
+    link = index_path(name, home)
+    return (link, link.resolve()) if link.is_symlink() else None
 
 
 def _exists(name: str, home: Path | None, store: str | None) -> bool:
