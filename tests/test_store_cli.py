@@ -576,6 +576,42 @@ def test_dropping_a_linked_index_removes_the_link_and_says_its_files_are_kept(
     assert "moved\t3 documents" in run("index", "list", "--home", str(disk))
 
 
+def test_a_create_stopped_by_a_full_disk_says_to_free_space_not_to_fix_the_input(
+    tmp_path: Path,
+) -> None:
+    """The disk filled mid-ingest and the note said "fix the input", which was not at fault. The
+    disk is filled here by a file-size limit, as a full one stops SQLite's writes."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "big.jsonl"
+    words = " ".join(f"word{n}" for n in range(60))
+    corpus.write_text(
+        "".join(json.dumps({"id": str(n), "text": words}) + "\n" for n in range(4000))
+    )
+    home = tmp_path / "home"
+    script = (
+        "import resource, signal, sys\n"
+        "from semrank.cli import main\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))\n"
+        "sys.argv = ['semrank', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    args = ["index", "create", "full", "--no-dense", "--batch-size", "100", "--home", str(home)]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args, "--from", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]  # the machine's, not the input's
+    message = " ".join(done.stderr.split())
+    assert "check that this user may write there and that the disk has space" in message
+    assert "free space (or fix what the error names), then `semrank index add full" in message
+    assert "fix the input" not in message
+
+
 def test_add_says_which_text_it_keeps_but_does_not_search(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -365,9 +365,9 @@ def _ingest_into_new_index(
     where: str,
     stdin_format: str | None = None,
 ) -> None:
-    """Ingest, and on bad input say that the index exists now and how to go on (from stdin:
-    the documents are to be piped in again)."""
-    from semrank.errors import SemrankError
+    """Ingest, and on bad input (or a full disk) say that the index exists now and how to go
+    on (from stdin: the documents are to be piped in again)."""
+    from semrank.errors import SemrankError, StorageError
 
     try:
         _ingest(index, corpus, batch_size, total, new=True, piped=stdin_format is not None)
@@ -383,9 +383,15 @@ def _ingest_into_new_index(
             if corpus.id_field is not None
             else ""  # record-number ids: adding would renumber, so only starting over is safe
         )
+        # A full disk (or a folder this user may not write) is no fault of the input.
+        fix = (
+            "free space (or fix what the error names)"
+            if isinstance(exc, StorageError)
+            else "fix the input"
+        )
         raise type(exc)(
             f"{exc}\nindex {name!r} was created and keeps the {len(index)} documents ingested "
-            f"so far: fix the input, then {go_on}`semrank index drop {name}{where}` starts over"
+            f"so far: {fix}, then {go_on}`semrank index drop {name}{where}` starts over"
         ) from exc
 
 
