@@ -132,6 +132,12 @@ def test_trec_run_errors_name_the_line(tmp_path: Path) -> None:
     bad_score = write(tmp_path / "score.trec", "q1 Q0 a 1 high t\n")
     with pytest.raises(DataFormatError, match=r"score\.trec:1: score must be a number"):
         load_trec_run(bad_score)
+    # NaN sorted nowhere: the 0.9 hit was ranked below the 0.1 one, the query's metrics wrong.
+    nan_score = write(tmp_path / "nan.trec", "q1 Q0 a 1 0.9 t\nq1 Q0 b 2 NaN t\nq1 Q0 c 3 0.1 t\n")
+    with pytest.raises(DataFormatError, match=r"nan\.trec:2: score must be a number, got 'NaN'"):
+        load_trec_run(nan_score)
+    infinite = write(tmp_path / "inf.trec", "q1 Q0 a 1 0.9 t\nq1 Q0 b 2 -inf t\nq1 Q0 c 3 inf t\n")
+    assert [d.doc_id for d in load_trec_run(infinite).rankings["q1"]] == ["c", "a", "b"]
     duplicate = write(tmp_path / "dup.trec", "q1 Q0 a 1 0.5 t\nq1 Q0 a 2 0.4 t\n")
     with pytest.raises(DataFormatError, match=r"dup\.trec:2: document 'a' listed twice"):
         load_trec_run(duplicate)

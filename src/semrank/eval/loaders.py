@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,9 +249,17 @@ def _int_field(value: str, name: str, path: Path | str, number: int) -> int:
 
 def _float_field(value: str, name: str, path: Path | str, number: int) -> float:
     try:
-        return float(value)
+        parsed = float(value)
     except ValueError:
         raise format_error(path, number, f"{name} must be a number, got {value!r}") from None
+    if math.isnan(parsed):  # compares false with every score: the whole query sorted wrong
+        raise format_error(
+            path,
+            number,
+            f"{name} must be a number, got {value!r}, which no ranking can place; "
+            "give the document a score (e.g. the lowest of its query)",
+        )
+    return parsed
 
 
 def load_trec_qrels(path: Path | str) -> Qrels:
