@@ -348,6 +348,11 @@ def test_a_knn_query_vector_is_scaled_to_unit_length(index: LocalStore) -> None:
     tripled = search(index, retriever={"knn": {"query_vector": (3 * vector).tolist(), "k": 3}})
     assert tripled.ids == unit.ids and float(tripled.scores.max()) <= 1.0 + 1e-5
     np.testing.assert_allclose(tripled.scores, unit.scores, rtol=1e-5)
+    # Its length overflows a float (inf): it was searched as all zeros, and refused as such.
+    huge = (vector / np.abs(vector).max() * 1.7e308).tolist()
+    enormous = search(index, retriever={"knn": {"query_vector": huge, "k": 3}})
+    assert enormous.ids == unit.ids
+    np.testing.assert_allclose(enormous.scores, unit.scores, rtol=1e-5)
     threshold = 2 * float(unit.scores[1]) - 1  # the second cosine: keeps the top two
     kept = search(index, retriever=Knn(vector=tuple(5 * vector), similarity=threshold), k=6)
     assert kept.ids == unit.ids[:2]

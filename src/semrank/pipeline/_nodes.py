@@ -348,8 +348,11 @@ class Knn(Retriever):
         k = self.k or size
         if self.vector is not None:
             # Stored vectors are unit length: only a unit query makes the inner product a
-            # cosine, which `similarity` thresholds and fusion with other lists assume.
-            vector = (np.asarray(self.vector) / math.hypot(*self.vector)).astype(np.float32)
+            # cosine, which `similarity` thresholds and fusion with other lists assume. Scaled
+            # to its largest component first: the length of components near 1e308 overflowed
+            # to inf, and the vector became all zeros (refused as one).
+            vector = np.asarray(self.vector) / max(abs(x) for x in self.vector)
+            vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         else:
             vector = ctx.query_vector(ctx.text(self.text, where="the knn retriever's query_text"))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
