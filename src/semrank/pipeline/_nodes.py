@@ -32,7 +32,7 @@ from semrank.pipeline._context import (
 )
 from semrank.pipeline._prepare import use_prepared
 from semrank.pipeline._ranking import Ranking
-from semrank.retrieve import NORMALIZERS, Hits, linear_combination, rrf
+from semrank.retrieve import NORMALIZERS, Hits, linear_combination, rrf, unit_query_vector
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 DEFAULT_RERANK_WINDOW = 100
@@ -348,11 +348,8 @@ class Knn(Retriever):
         k = self.k or size
         if self.vector is not None:
             # Stored vectors are unit length: only a unit query makes the inner product a
-            # cosine, which `similarity` thresholds and fusion with other lists assume. Scaled
-            # to its largest component first: the length of components near 1e308 overflowed
-            # to inf, and the vector became all zeros (refused as one).
-            vector = np.asarray(self.vector) / max(abs(x) for x in self.vector)
-            vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+            # cosine, which `similarity` thresholds and fusion with other lists assume.
+            vector = unit_query_vector(np.asarray(self.vector), len(self.vector))
         else:
             vector = ctx.query_vector(ctx.text(self.text, where="the knn retriever's query_text"))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
