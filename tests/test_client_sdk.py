@@ -166,6 +166,29 @@ def test_client_failures_are_semrank_errors_with_the_server_message() -> None:
         slow.rerank(QUERY, DOCS)
 
 
+def test_an_answer_that_does_not_decode_is_a_semrank_error_from_ready_too() -> None:
+    """An answer whose body does not decode (a proxy's "Content-Encoding: gzip" over plain
+    bytes) was a SemrankError from rerank() but httpx's raw DecodingError from ready()."""
+    import asyncio
+
+    def garbled(request: httpx.Request) -> httpx.Response:
+        headers = {"content-encoding": "gzip", "content-type": "application/json"}
+        return httpx.Response(200, headers=headers, content=b"not gzip")
+
+    async def ready_async() -> bool:
+        transport = httpx.MockTransport(garbled)
+        async with AsyncSemrankClient("http://test", transport=transport) as client:
+            return await client.ready()
+
+    with SemrankClient("http://test", transport=httpx.MockTransport(garbled)) as client:
+        for call in (lambda: client.rerank(QUERY, DOCS), client.ready):
+            with pytest.raises(errors.SemrankError, match="could not be read") as caught:
+                call()
+            assert "DecodingError" in str(caught.value)
+    with pytest.raises(errors.SemrankError, match="could not be read"):
+        asyncio.run(ready_async())
+
+
 def test_a_dropped_connection_is_not_told_to_start_a_server() -> None:
     """A connection the server dropped mid-request (it stops reading a body far past
     --max-body-bytes), and one closed by another thread, were "cannot reach the semrank server

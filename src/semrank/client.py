@@ -718,6 +718,8 @@ class SemrankClient:
             response = http.get("/ready")
         except httpx.TransportError:
             return False
+        except httpx.HTTPError as exc:  # an answer that does not decode: something else answered
+            raise _http_error(exc) from exc
         return _readiness(response)
 
 
@@ -847,4 +849,6 @@ class AsyncSemrankClient:
             response = await http.get("/ready")
         except httpx.TransportError:
             return False
+        except httpx.HTTPError as exc:
+            raise _http_error(exc) from exc
         return _readiness(response)
