@@ -436,6 +436,18 @@ def test_shorthands_and_search_many(index: LocalStore) -> None:
     assert next(iter(run["q2"])) == "dogs"
 
 
+def test_a_trees_own_search_takes_the_options_of_search(index: LocalStore) -> None:
+    """``Retriever.search`` says "see semrank.pipeline.search" but took neither ``store`` nor
+    ``with_documents`` (a TypeError): a tree could not search by name an index in PostgreSQL,
+    nor leave the documents out."""
+    tree = BM25() >> Rerank(CountingScorer(), window=5)
+    bare = tree.search(index, "moon", k=3, with_documents=False)
+    assert bare.ids == search(index, "moon", retriever=tree, k=3).ids
+    assert bare.hits and all(hit.document is None for hit in bare.hits)
+    by_name = tree.search(index.name, "moon", k=3, home=index.path.parent, store="local")
+    assert by_name.ids == bare.ids and by_name.hits[0].document is not None
+
+
 def test_knn_on_a_bm25_only_index(tmp_path: Path) -> None:
     store = create_index("plain", home=tmp_path, embedding_model=None)
     store.upsert(DOCS[:2])

@@ -145,11 +145,28 @@ class Retriever(abc.ABC):
 
     __mul__ = __rmul__
 
-    def search(self, index: Any, query: str | None = None, *, k: int = 10, home: Any = None) -> Any:
+    def search(
+        self,
+        index: Any,
+        query: str | None = None,
+        *,
+        k: int = 10,
+        home: Any = None,
+        with_documents: bool = True,
+        store: str | None = None,
+    ) -> Any:
         """Run this tree on ``index`` (a name or a Store); see ``semrank.pipeline.search``."""
         from semrank.pipeline._search import search
 
-        return search(index, query, retriever=self, k=k, home=home)
+        return search(
+            index,
+            query,
+            retriever=self,
+            k=k,
+            home=home,
+            with_documents=with_documents,
+            store=store,
+        )
 
 
 def has_placeholder(tree: Retriever) -> bool:
