@@ -675,6 +675,7 @@ class SemrankClient:
         self.close()
 
     def close(self) -> None:
+        """Close the connections; the client refuses further requests."""
         self._http.close()
 
     def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], T]) -> T:
@@ -689,6 +690,8 @@ class SemrankClient:
         return _parse(response, parse)
 
     def rerank(self, query: str, documents: Sequence[Document], **options: Any) -> RerankResponse:
+        """``POST /v1/rerank``: ``documents`` (strings, or dicts read through ``rank_fields``)
+        ranked best first for ``query``; returned documents are the objects sent."""
         body = _rerank_body(query, documents, options)
         return _as_sent(self._call("POST", "/v1/rerank", body, _rerank_response), documents)
 
@@ -702,6 +705,7 @@ class SemrankClient:
         )
 
     def models(self) -> list[dict[str, Any]]:
+        """The served models (``GET /v1/models``): ``id``, ``kind``, ``max_length``, ``default``."""
         return self._call("GET", "/v1/models", None, _models)
 
     def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -806,6 +810,7 @@ class AsyncSemrankClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections; the client refuses further requests."""
         # Closed whatever happens: connections of a loop that has ended cannot be closed.
         self._closed = True
         with contextlib.suppress(RuntimeError):

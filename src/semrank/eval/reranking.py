@@ -115,7 +115,8 @@ def depth_curve(
     """Measures of the re-ranked run when only the top ``d`` hits are re-ranked, per depth.
 
     Uses the scores already computed (scoring is per pair), so only depths up to the scored
-    depth are possible; deeper ones are left out.
+    depth are possible; deeper ones are left out. The scored depth is always on the curve, and
+    a depth past the longest candidate list counts as that list's length.
     """
     names = list(measures)
     longest = max((len(c.hits) for c in candidates), default=0)

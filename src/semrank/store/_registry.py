@@ -75,6 +75,8 @@ def default_home() -> Path:
 
 
 def resolve_home(home: str | Path | None) -> Path:
+    """The folder of the embedded indexes: ``home`` (``~`` expanded), or ``default_home()``
+    where None; an ``InvalidInputError`` where it is a file."""
     if home is not None and not isinstance(home, str | Path):
         raise InvalidInputError(
             f"home must be a folder path (str or pathlib.Path), got {type(home).__name__} "
@@ -93,6 +95,8 @@ RESERVED_SUFFIXES = (".tmp", ".trash")  # folders of an index being created or d
 
 
 def index_path(name: str, home: str | Path | None = None) -> Path:
+    """The folder index ``name`` has (or would have) under ``home``; an ``InvalidInputError``
+    for a name that is not a valid index name."""
     if isinstance(name, str) and name.endswith(RESERVED_SUFFIXES):
         raise InvalidInputError(
             f"invalid index name {name!r}: names ending in {' or '.join(RESERVED_SUFFIXES)} are "
@@ -509,6 +513,8 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
 
 
 def list_indexes(home: str | Path | None = None, *, store: str | None = None) -> list[str]:
+    """Names of the indexes under ``home`` (or in PostgreSQL DSN ``store``), sorted; none
+    where the folder does not exist."""
     postgres = _postgres(store)
     if postgres is not None:
         return postgres.list_postgres_indexes(str(store))
