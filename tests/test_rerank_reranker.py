@@ -28,6 +28,17 @@ def test_flea_sentence_first_with_top_n(reranker):
     assert 0.0 <= results[0].relevance_score <= 1.0
 
 
+@pytest.mark.parametrize("module", ["semrank", "semrank.rerank._reranker"])
+def test_the_docstring_examples_run_as_written(module):
+    # help(semrank) and help(Reranker) show these first: they printed a list where none was
+    # written, so a user checking them (python -m doctest) saw them fail.
+    import doctest
+    import importlib
+
+    outcome = doctest.testmod(importlib.import_module(module))
+    assert outcome.attempted >= 3 and outcome.failed == 0
+
+
 def test_results_sorted_and_match_score(reranker):
     results = reranker.rerank("what is a flea", FLEA_DOCS)
     scores = reranker.score("what is a flea", FLEA_DOCS)

@@ -1,7 +1,10 @@
 """semrank: a self-hosted semantic re-ranking engine.
 
 >>> from semrank import Reranker
->>> Reranker().rerank("what is a flea", ["Fleas are small insects.", "Paris is in France."])
+>>> docs = ["Fleas are small insects.", "Paris is in France."]
+>>> results = Reranker().rerank("what is a flea", docs)
+>>> [(r.index, r.document) for r in results]   # best first; relevance_score in 0..1
+[(0, 'Fleas are small insects.'), (1, 'Paris is in France.')]
 """
 
 from __future__ import annotations

@@ -65,7 +65,10 @@ class Reranker:
     """Re-rank documents for a query with a cross-encoder or a bi-encoder.
 
     >>> r = Reranker()                      # bundled default, offline
-    >>> r.rerank("what is a flea", ["Fleas are small insects.", "Paris is in France."], top_n=1)
+    >>> docs = ["Fleas are small insects.", "Paris is in France."]
+    >>> [best] = r.rerank("what is a flea", docs, top_n=1)
+    >>> best.index, best.relevance_score > 0.5
+    (0, True)
     """
 
     def __init__(
