@@ -124,10 +124,14 @@ def test_fusion_helpers_refuse_what_they_cannot_fuse() -> None:
         (lambda: BM25Index.build(["fleas", None]), r"texts\[1\] is None"),
         (lambda: BM25Index.build(["fleas"]).search(None, 3), "a BM25 query is a string"),
         (lambda: Hits(np.ones(2), np.ones(3)), "2 ids but 3 scores"),
+        # An IndexError from inside numpy, and every hit but the last for "the first -1".
+        (lambda: Hits.from_scores(np.array(["a", "b", "c"]), [1.0, 2.0]), "3 ids but 2 scores"),
+        (lambda: hits.top(-1), "k must be an integer of at least 0, got -1"),
     ]:
         with pytest.raises(InvalidInputError, match=named):
             call()
     assert rrf([hits, hits], rank_constant=np.int64(1)).ids.tolist() == ["a", "b"]
+    assert hits.top(np.int64(5)).ids.tolist() == ["a", "b"] and len(hits.top(0)) == 0
     # What worked before the checks still does.
     assert rrf([hits], rank_constant=60.0).scores.tolist() == rrf([hits]).scores.tolist()
     names = np.array(["minmax", "none"])
@@ -156,6 +160,15 @@ def test_flags_of_search_and_upsert_and_lone_string_ids_are_checked(index) -> No
         index.upsert([{"id": "x", "text": "more fleas"}], refresh="no")
     with pytest.raises(InvalidInputError, match="wrap a single id in a list"):
         prepare_index(index, ids="12")  # type: ignore[arg-type]
+
+
+def test_a_model_folder_may_be_inspected_by_its_path_as_text(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """resolve() takes a str, so inspect_directory, its public neighbour, took one too and
+    failed dividing a str by a str."""
+    from semrank.models import inspect_directory
+
+    folder = tiny_model("bert")
+    assert inspect_directory(str(folder), name="x").path == folder
 
 
 def test_a_blend_cannot_be_forced_to_another_kind() -> None:

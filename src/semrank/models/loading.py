@@ -246,8 +246,11 @@ BLEND_FILE = "blend.json"
 BLEND_ARCHITECTURE = "semrank-blend"
 
 
-def inspect_directory(path: Path, *, name: str, kind: ScorerKind | None = None) -> ResolvedModel:
+def inspect_directory(
+    path: str | Path, *, name: str, kind: ScorerKind | None = None
+) -> ResolvedModel:
     """Read a Hugging Face / sentence-transformers directory and decide how to run it."""
+    path = Path(path)
     if (path / BLEND_FILE).is_file():
         # A learned blend of other models (semrank.rerank loads its components).
         if kind not in (None, "cross-encoder"):

@@ -31,7 +31,9 @@ class Hits:
         return len(self.ids)
 
     def top(self, k: int) -> Hits:
-        """The first ``k`` hits."""
+        """The first ``k`` hits (all of them where there are fewer)."""
+        if not is_int(k, at_least=0):  # a negative slice bound counts from the end
+            raise InvalidInputError(f"k must be an integer of at least 0, got {k!r}")
         return Hits(self.ids[:k], self.scores[:k])
 
     def as_dict(self) -> dict[str, float]:
@@ -45,9 +47,9 @@ class Hits:
     @staticmethod
     def from_scores(ids: np.ndarray, scores: np.ndarray) -> Hits:
         """Sort ``(ids, scores)`` best first; ties keep input order (stable)."""
-        scores = np.asarray(scores, dtype=np.float32)
-        order = np.argsort(-scores, kind="stable")
-        return Hits(np.asarray(ids)[order], scores[order])
+        unsorted = Hits(np.asarray(ids), np.asarray(scores, dtype=np.float32))  # one per id
+        order = np.argsort(-unsorted.scores, kind="stable")
+        return Hits(unsorted.ids[order], unsorted.scores[order])
 
 
 def top_k(scores: np.ndarray, k: int, *, positive_only: bool = False) -> Hits:
