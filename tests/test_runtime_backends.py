@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +137,50 @@ def test_the_torch_backend_takes_the_thread_cap(tiny_model) -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_torch_scorer_used_before_a_fork_scores_in_the_child(tiny_model) -> None:
+    """A child forked after the parent scored on the torch backend (a multiprocessing fork
+    pool, gunicorn --preload) waited for good in its first model call: torch's OpenMP pool is
+    the parent's. The child now scores on one thread, the parent's scores, with a warning."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a pool: one thread needs none
+    try:
+        scorer = load_scorer(tiny_spec(tiny_model("bert")), backend="torch")
+        pairs = random_pairs(64, max_query_words=60)
+        parents = scorer.score_pairs(pairs)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                scores = scorer.score_pairs(pairs)
+            warned = any("forked" in str(w.message) for w in said)
+            os.write(write, f"{warned} {np.abs(scores - parents).max():.9f}".encode())
+            os._exit(0)
+        os.close(write)
+        status = _wait_for(child, timeout_s=30)
+        assert status is not None, "the forked child hung in its first torch model call"
+        warned, difference = os.read(read, 100).decode().split()
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert warned == "True" and float(difference) < 1e-5
+    finally:
+        torch.set_num_threads(before)
+
+
+def _wait_for(child: int, *, timeout_s: float) -> int | None:
+    """The child's wait status, or None (and the child killed) if it ran past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return status
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    return None
 
 
 def _cgroup(root: Path, files: dict[str, str]) -> None:

@@ -7,6 +7,8 @@ the ONNX backend.
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +58,36 @@ def resolve_torch_device(device: str | None) -> str:
 def _torch_forward(model: Any, device: str, output: str) -> Forward:
     torch, _ = _import_torch()
     accepted = _accepted_inputs(model)
+    loaded_in = os.getpid()
 
     def forward(batch: BatchArrays) -> np.ndarray:
+        if os.getpid() != loaded_in and device == "cpu":
+            _one_thread_after_fork(torch)
         inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items() if k in accepted}
         with torch.inference_mode():
             result = getattr(model(**inputs), output)
         return np.asarray(result.float().cpu().numpy())
 
     return forward
+
+
+def _one_thread_after_fork(torch: Any) -> None:
+    """In a process forked from the one that loaded the model: torch's CPU pool (OpenMP) is
+    the parent's, whose threads the child lacks, and the child's first model call with more
+    than one thread waited for them for good (a ``multiprocessing`` fork pool, gunicorn
+    ``--preload``). One thread needs no pool, so the child scores, slower; the warning says
+    how to keep every thread."""
+    if torch.get_num_threads() == 1:
+        return
+    torch.set_num_threads(1)
+    warnings.warn(
+        f"process {os.getpid()} was forked after semrank's torch backend ran in its parent: "
+        "torch's CPU threads do not survive a fork, so torch now runs on one thread here. "
+        "Load the Reranker in each process after the fork (or use the 'spawn' start method, "
+        "or backend='onnx') to use every core",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def _accepted_inputs(model: Any) -> set[str]:
