@@ -120,6 +120,45 @@ async def test_a_path_ending_in_a_slash_is_served_not_redirected(reranker: Any) 
     assert counted == [2]
 
 
+async def test_an_app_mounted_without_its_startup_says_how_to_run_it() -> None:
+    """Mounted in a user's app (app.mount), whose lifespan does not run a sub-app's, the app
+    loaded no model and answered every request 429 "still loading; retry shortly", for good."""
+    from fastapi import FastAPI
+
+    host = FastAPI()
+    host.mount("/rerank", create_app(ServerConfig()))
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post("/rerank/v1/rerank", json={"query": QUERY, "documents": DOCS})
+    assert answer.status_code == 503
+    assert "app.mount" in answer.json()["message"]
+    assert "lifespan_context" in answer.json()["message"]
+
+
+async def test_an_app_mounted_with_its_startup_run_by_the_host_serves(reranker: Any) -> None:
+    """The way the 503 above (and docs/server.md) says works: the host runs the lifespan."""
+    from fastapi import FastAPI
+
+    semrank_app = create_app(ServerConfig(), rerankers={"minilm": reranker})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with semrank_app.router.lifespan_context(semrank_app):
+            yield
+
+    host = FastAPI(lifespan=lifespan)
+    host.mount("/rerank", semrank_app)
+    async with host.router.lifespan_context(host):
+        transport = httpx.ASGITransport(app=host)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/rerank/ready")).json()["status"] == "ready"
+            answer = await client.post(
+                "/rerank/v1/rerank", json={"query": QUERY, "documents": DOCS}
+            )
+    assert answer.status_code == 200
+    assert facts(answer.json()["results"]) == expected(reranker, QUERY, DOCS)
+
+
 async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> None:
     docs = [{"title": f"doc {i}", "body": text, "id": i} for i, text in enumerate(DOCS)]
     request = {

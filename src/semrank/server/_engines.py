@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
 from semrank.errors import (
+    BackendUnavailableError,
     ClientDisconnectedError,
     DeadlineExceededError,
     ModelNotFoundError,
@@ -164,6 +165,15 @@ def load_rerankers(config: ServerConfig) -> dict[str, Any]:
     return loaded
 
 
+# An app mounted in another (app.mount) never runs its own lifespan, so it loaded no model and
+# answered every request "still loading; retry shortly", for good.
+MOUNTED_WITHOUT_STARTUP = (
+    "the semrank app's startup (which loads its models) has not run: an app mounted in another "
+    "(app.mount) does not run its own; run it from the host app's lifespan with "
+    "`async with semrank_app.router.lifespan_context(semrank_app): yield` (see docs/server.md)"
+)
+
+
 class ModelRegistry:
     """Loads the configured models at startup and finds them by the request's ``model``."""
 
@@ -183,6 +193,7 @@ class ModelRegistry:
             config.request_threads, thread_name_prefix="semrank-index"
         )
         self.cache = ScoreCache(config.cache_size)
+        self.startup_ran = False  # the app's lifespan began (see MOUNTED_WITHOUT_STARTUP)
 
     @property
     def ready(self) -> bool:
@@ -244,6 +255,8 @@ class ModelRegistry:
         self.index_threads.shutdown(wait=False, cancel_futures=True)
 
     def get(self, name: str | None) -> ModelEngine:
+        if not self.engines and not self.startup_ran:
+            raise BackendUnavailableError(MOUNTED_WITHOUT_STARTUP)
         if not self.engines:
             raise OverloadedError("models are still loading; retry shortly (see GET /ready)")
         if name is None or name == "":

@@ -330,6 +330,7 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry.startup_ran = True
         try:
             if not registry.engines:
                 await asyncio.to_thread(registry.load)
