@@ -1211,3 +1211,20 @@ async def test_v2_returns_documents_when_an_older_cohere_sdk_asks(reranker: Any)
     assert [r["index"] for r in asked.json()["results"]] == [
         r["index"] for r in plain.json()["results"]
     ]
+
+
+async def test_v2_bounds_the_windows_when_an_older_cohere_sdk_sends_max_chunks_per_doc(
+    reranker: Any,
+) -> None:
+    """Cohere's v2 SDKs up to 5.11 send max_chunks_per_doc (ClientV2.rerank's cost bound): it
+    was silently dropped, and a long document was read in all 16 windows instead of 1."""
+    body = {"model": "minilm", "query": QUERY, "documents": [DOCS[1], LONG_DOC]}
+    async with serving(reranker) as (_, client):
+        bounded = await client.post("/v2/rerank", json={**body, "max_chunks_per_doc": 1})
+        on_v1 = await client.post("/v1/rerank", json={**body, "max_chunks_per_doc": 1})
+        free = await client.post("/v2/rerank", json=body)
+    assert bounded.status_code == on_v1.status_code == free.status_code == 200, bounded.text
+    long_read = {r["index"]: r for r in bounded.json()["results"]}[1]
+    assert long_read["num_chunks"] == 1 and long_read["truncated"]
+    assert facts(bounded.json()["results"]) == facts(on_v1.json()["results"])
+    assert {r["index"]: r for r in free.json()["results"]}[1]["num_chunks"] > 1

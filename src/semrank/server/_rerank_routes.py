@@ -80,7 +80,7 @@ async def rerank_v2(body: V2RerankRequest, request: Request, response: Response)
         documents=body.documents,
         max_tokens_per_doc=body.max_tokens_per_doc,
         return_documents=body.return_documents,
-        chunking=_chunking(engine, body.chunking),
+        chunking=_chunking(engine, body.chunking, body.max_chunks_per_doc),
         raw_scores=body.raw_scores,
     )
     policy = Policy(top_n=body.top_n, min_score=body.min_score, fail_open=body.fail_open)

@@ -148,6 +148,11 @@ class V2RerankRequest(SemrankOptions):
         None,
         description="read at most this many tokens of each document (in the model's windows)",
     )
+    max_chunks_per_doc: PositiveCount | None = Field(
+        None,
+        description="chunks read per document at most, as older Cohere v2 SDKs send it (Cohere's "
+        "v2 API has replaced it with max_tokens_per_doc)",
+    )
     return_documents: Flag = Field(
         False,
         description="each result's document as {'text': ...}, as older Cohere v2 SDKs ask for "
