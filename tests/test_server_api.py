@@ -159,6 +159,27 @@ async def test_an_app_mounted_with_its_startup_run_by_the_host_serves(reranker: 
     assert facts(answer.json()["results"]) == expected(reranker, QUERY, DOCS)
 
 
+async def test_a_base_url_ending_in_a_slash_is_served_to_clients_that_add_rerank(
+    reranker: Any,
+) -> None:
+    """Voyage's client and LlamaIndex's JinaRerank post to f"{base_url}/rerank": given
+    http://HOST/v1/ they sent POST /v1//rerank (these bodies), answered 404. Only rerank routes
+    are merged: DELETE /v1/indexes//documents must not drop an index named "documents"."""
+    voyage = {"query": QUERY, "documents": DOCS, "model": "minilm", "top_k": None}
+    jina = {"query": QUERY, "documents": DOCS, "model": "minilm", "top_n": 2}
+    async with serving(reranker) as (_, client):
+        voyage_slashed = await client.post("/v1//rerank", json={**voyage, "truncation": True})
+        voyage_plain = await client.post("/v1/rerank", json={**voyage, "truncation": True})
+        jina_slashed = await client.post("/v1//rerank", json=jina)
+        jina_plain = await client.post("/v1/rerank", json=jina)
+        index_route = await client.delete("/v1/indexes//documents")
+    assert voyage_slashed.status_code == jina_slashed.status_code == 200, voyage_slashed.text
+    assert facts(voyage_slashed.json()["data"]) == facts(voyage_plain.json()["data"])
+    assert facts(jina_slashed.json()["results"]) == facts(jina_plain.json()["results"])
+    assert index_route.status_code == 404
+    assert index_route.json()["error"].startswith("no route DELETE /v1/indexes//documents")
+
+
 async def test_v1_rerank_objects_rank_fields_and_documents(reranker: Any) -> None:
     docs = [{"title": f"doc {i}", "body": text, "id": i} for i, text in enumerate(DOCS)]
     request = {

@@ -99,7 +99,10 @@ def create_app(
         metrics=metrics,
         routes=[*app.state.declared_routes, *own_pages],
     )
-    app.add_middleware(TrailingSlashServed)  # the edge's metrics see the route
+    # The edge's metrics see the route. Only the rerank routes are served from a doubled
+    # slash: collapsed elsewhere, DELETE /v1/indexes//documents would name the index "documents".
+    rerank_paths = frozenset(getattr(route, "path", "") for route in rerank_router.routes)
+    app.add_middleware(TrailingSlashServed, rerank_paths=rerank_paths)
     app.add_middleware(ClosedWhileDraining, state=app.state)  # outermost: every answer
     for router in routers:
         app.include_router(router)
@@ -134,15 +137,30 @@ class TrailingSlashServed:
     """A path ending in a slash is served as the path without it (no route ends in one).
     Starlette answered such a request with a redirect, which clients that follow none for a
     POST (httpx, so Cohere's SDK given a base URL ending in a slash) reported as an error, and
-    whose Location was built from the request's Host header (so pointed where a client said)."""
+    whose Location was built from the request's Host header (so pointed where a client said).
 
-    def __init__(self, app: ASGIApp) -> None:
+    A rerank route written with doubled slashes is served too: clients that add "/rerank" to a
+    base URL ending in a slash (Voyage's, LlamaIndex's JinaRerank) post to /v1//rerank."""
+
+    def __init__(self, app: ASGIApp, *, rerank_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.rerank_paths = rerank_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope = self._without_trailing_slashes(_encoded_slashes_kept(scope))
+            scope = self._doubled_slashes_merged(scope)
         await self.app(scope, receive, send)
+
+    def _doubled_slashes_merged(self, scope: Scope) -> Scope:
+        path, raw = scope.get("path", ""), scope.get("raw_path")
+        merged = _DOUBLED_SLASHES.sub("/", path)
+        if merged == path or merged not in self.rerank_paths:
+            return scope
+        served = {**scope, "path": merged}
+        if isinstance(raw, bytes):
+            served["raw_path"] = re.sub(rb"/{2,}", b"/", raw)
+        return served
 
     @staticmethod
     def _without_trailing_slashes(scope: Scope) -> Scope:
@@ -161,6 +179,7 @@ class TrailingSlashServed:
 
 
 _ENCODED_SLASH = re.compile(r"(%2[fF]|%5[cC])")
+_DOUBLED_SLASHES = re.compile(r"/{2,}")
 
 
 def _encoded_slashes_kept(scope: Scope) -> Scope:
