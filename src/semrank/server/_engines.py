@@ -170,7 +170,7 @@ def load_rerankers(config: ServerConfig) -> dict[str, Any]:
 MOUNTED_WITHOUT_STARTUP = (
     "the semrank app's startup (which loads its models) has not run: an app mounted in another "
     "(app.mount) does not run its own; run it from the host app's lifespan with "
-    "`async with semrank_app.router.lifespan_context(semrank_app): yield` (see docs/server.md)"
+    "`async with reranking.router.lifespan_context(reranking): yield` (see docs/server.md)"
 )
 
 
