@@ -271,3 +271,36 @@ def test_a_utf16_table_without_a_byte_order_mark_is_not_indexed(tmp_path: Path) 
     )
     assert f"{table} looks like UTF-16" in str(result.exception), result.output
     assert not (home / "t").exists()
+
+
+# The bytes pandas' DataFrame.to_json writes for two documents in its layouts that hold the
+# table under labels ('columns' is to_json()'s default), '/' escaped as pandas escapes it.
+PANDAS_LAYOUTS = {
+    "columns": '{"id":{"0":"007","1":"d\\/2"},"text":{"0":"Fleas bite.","1":"Paris"}}',
+    "index": '{"0":{"id":"007","text":"Fleas bite."},"1":{"id":"d\\/2","text":"Paris"}}',
+    "split": '{"columns":["id","text"],"index":[0,1],"data":[["007","Fleas bite."],'
+    '["d\\/2","Paris"]]}',
+}
+
+
+@pytest.mark.parametrize("orient", sorted(PANDAS_LAYOUTS))
+def test_pandas_to_json_layouts_other_than_records_are_named_with_the_fix(
+    tmp_path: Path, orient: str
+) -> None:
+    # `rerank --docs` ranked df.to_json()'s default as ONE document whose 'text' held every
+    # row's text; `index create` refused it without saying how to write it
+    path = tmp_path / "frame.json"
+    path.write_text(PANDAS_LAYOUTS[orient])
+    said = rf"pandas' DataFrame\.to_json\(\).*orient='{orient}'.*orient='records', lines=True"
+    with pytest.raises(DataFormatError, match=said):
+        read_numbered_documents(str(path))
+    with pytest.raises(DataFormatError, match=said):
+        list(read_corpus(path))
+
+
+def test_a_document_whose_fields_are_objects_is_no_pandas_layout(tmp_path: Path) -> None:
+    path = tmp_path / "one.json"
+    path.write_text('{"text": {"en": "Fleas bite.", "fr": "Les puces piquent."}, "id": 1}')
+    assert read_numbered_documents(str(path))[0] == [
+        {"text": {"en": "Fleas bite.", "fr": "Les puces piquent."}, "id": 1}
+    ]

@@ -69,6 +69,51 @@ def array_hint(value: object) -> str | None:
     return None
 
 
+# How each DataFrame.to_json layout that is not one object per record holds the table.
+_PANDAS_LAYOUTS = {
+    "columns": "each column's values under row labels (orient='columns', its default)",
+    "index": "each row under its row label (orient='index')",
+    "split": "rows as lists beside a list of column names (orient='split')",
+}
+
+
+def pandas_layout_hint(data: object) -> str | None:
+    """What is wrong, and the fix, when ``data`` is a pandas ``DataFrame.to_json`` file holding
+    columns or rows under labels rather than one object per record; None otherwise."""
+    orient = _pandas_orient(data)
+    if orient is None:
+        return None
+    return (
+        f"it looks like pandas' DataFrame.to_json() output with {_PANDAS_LAYOUTS[orient]}, "
+        "not one object per document; write it with "
+        "df.to_json(PATH, orient='records', lines=True) as a .jsonl file"
+    )
+
+
+def _pandas_orient(data: object) -> str | None:
+    """The orient of a ``DataFrame.to_json`` file that is not records, or None. 'columns' and
+    'index' are told by pandas' default row labels ("0", "1", ...) as inner or outer keys, so
+    an object whose fields are objects with keys of their own is not taken for one."""
+    if not isinstance(data, dict) or not data:
+        return None
+    if {"columns", "data"} <= set(data) and set(data) <= {"columns", "index", "data", "name"}:
+        return "split"
+    inner = list(data.values())
+    if not all(isinstance(value, dict) for value in inner):
+        return None
+    keys = list(inner[0])
+    if any(list(value) != keys for value in inner):
+        return None
+    if _row_labels(list(data)):
+        return "index"
+    return "columns" if keys and _row_labels(keys) else None
+
+
+def _row_labels(keys: list[Any]) -> bool:
+    """pandas' default index as JSON keys: "0", "1", ... in order."""
+    return keys == [str(number) for number in range(len(keys))]
+
+
 def _json_leaves(value: object) -> Iterator[object]:
     """Every string, number and other leaf of a JSON-like value (dict keys too), walked with a
     stack, not recursion: a kilobyte of JSON can nest deeper than Python's recursion limit."""

@@ -13,7 +13,13 @@ from typing import Any
 
 import typer
 
-from semrank._checks import MAX_JSON_DEPTH, UnreadableJSONError, json_depth_over, loads_json
+from semrank._checks import (
+    MAX_JSON_DEPTH,
+    UnreadableJSONError,
+    json_depth_over,
+    loads_json,
+    pandas_layout_hint,
+)
 from semrank._files import GZIP_ERRORS, LINE_END, refuse_utf16
 from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
@@ -133,6 +139,9 @@ def _whole_json(path: str, text: str) -> list[Any] | dict[str, Any] | None:
             f"{path}: a JSON object with 'query' and 'documents' (a request body?); give the "
             "documents alone: a JSON list, or JSONL with one document per line"
         )
+    hint = pandas_layout_hint(data)
+    if hint is not None:  # ranked as one document whose fields held every row's values
+        raise DataFormatError(f"{path}: {hint}")
     one_line = "\n" not in text.strip()
     if one_line and isinstance(data, list) and not all(isinstance(d, str | dict) for d in data):
         return None  # '[1, 2, 3]' on a line of its own is text, as it always was

@@ -26,6 +26,7 @@ from semrank._checks import (
     json_depth_over,
     loads_json,
     not_an_id,
+    pandas_layout_hint,
     require_unicode,
 )
 from semrank._files import read_text, text_lines
@@ -198,8 +199,10 @@ def _json_records(path: Path) -> Iterator[dict[str, Any]]:
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
+            layout = pandas_layout_hint(data)
             raise DataFormatError(
                 f"{path}: expected a JSON list of objects (or an object holding one list)"
+                + (f"; {layout}" if layout else "")
             )
         data = lists[0]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
