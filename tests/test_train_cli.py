@@ -183,7 +183,7 @@ def test_data_spec_rejects_bad_values(option: str, named: str) -> None:
         (["q", "p"], "got list"),
         # A list under the singular key was told "must be a list", got [['n1', 'n2']].
         ({"query": "q", "positive": "p", "negative": ["n1"]}, "use 'negatives' for a list"),
-        ({"query": "q", "positive": "p", "negative": None}, "'negative' must be a non-empty text"),
+        ({"query": "q", "positive": "p", "negative": " "}, "'negative' must be a non-empty text"),
     ],
 )
 def test_pairs_rows_with_bad_values_are_named(tmp_path: Path, row: object, named: str) -> None:
@@ -197,6 +197,21 @@ def test_pairs_rows_keep_positive_and_positives_together(tmp_path: Path) -> None
     collection = load_collection(DataSpec(path=_write_jsonl(tmp_path / "p.jsonl", [row])))
     assert [collection.passages[i] for i in collection.groups[0].positive_ids] == ["a", "b"]
     assert collection.groups[0].negative_ids == []
+
+
+def test_a_null_negative_as_pandas_writes_a_missing_one_is_no_negative(tmp_path: Path) -> None:
+    # df.to_json(orient="records", lines=True) of triplets, one row without a negative: its NaN
+    # is written null, which was refused ('negatives': null already read as none)
+    pairs = tmp_path / "triplets.jsonl"
+    pairs.write_bytes(
+        b'{"query":"what is a flea","positive":"Fleas are insects.","negative":"Paris.",'
+        b'"negative_2":null}\n'
+        b'{"query":"what is a bee","positive":"Bees make honey.","negative":null,'
+        b'"negative_2":null}\n'
+    )
+    collection = load_collection(DataSpec(path=pairs))
+    negatives = [[collection.passages[i] for i in g.negative_ids] for g in collection.groups]
+    assert negatives == [["Paris."], []]
 
 
 def test_unreadable_and_incomplete_sources_are_named(tmp_path: Path) -> None:

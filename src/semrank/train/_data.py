@@ -205,14 +205,18 @@ def _pair_row(path: Path, number: int, row: Any) -> tuple[str, list[str], list[s
         raise DataFormatError(f"{where}: 'positives' is empty; give at least one positive passage")
     _refuse_misspelt_keys(row, where)
     negatives = _texts(row.get("negatives") or [], f"{where}: 'negatives'")
+    # A null negative is none: pandas' to_json writes a row's missing value (NaN) as null, as
+    # 'negatives: null' already reads.
     for key in _numbered_negatives(row):  # sentence-transformers' n-tuples: negative_1, ...
         negative = row[key]
+        if negative is None:
+            continue
         if not isinstance(negative, str) or not negative.strip():
             raise DataFormatError(
                 f"{where}: {key!r} must be a non-empty text, got {negative!r:.80}"
             )
         negatives.append(negative)
-    if "negative" in row:
+    if row.get("negative") is not None:
         negative = row["negative"]
         if not isinstance(negative, str) or not negative.strip():
             use = " (use 'negatives' for a list)" if isinstance(negative, list) else ""
