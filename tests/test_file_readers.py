@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from semrank.errors import DataFormatError, SemrankError
-from semrank.eval.loaders import load_candidates
+from semrank.eval.loaders import load_candidates, load_queries
 from semrank.pipeline import parse_retriever
 from semrank.rerank.commands import read_numbered_documents
 from semrank.store import read_corpus
@@ -304,3 +304,35 @@ def test_a_document_whose_fields_are_objects_is_no_pandas_layout(tmp_path: Path)
     assert read_numbered_documents(str(path))[0] == [
         {"text": {"en": "Fleas bite.", "fr": "Les puces piquent."}, "id": 1}
     ]
+
+
+# The first bytes of what df.to_parquet and df.to_excel write (a Parquet file starts and ends
+# with PAR1; an .xlsx workbook is a ZIP archive).
+PARQUET_START = b"PAR1\x15\x04\x15*\x15.L\x15\x06\x15\x00\x12\x00\x00\x15P\x03\x00\x00\x00007"
+XLSX_START = b"PK\x03\x04\x14\x00\x00\x00\x08\x00\x00\x00!\x00[Content_Types].xml\xad\x93\xcbn"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("docs.parquet", PARQUET_START, r"a Parquet file, not text.*pd\.read_parquet\(IN\)"),
+        ("docs.csv", PARQUET_START, r"a Parquet file, not text.*orient='records', lines=True"),
+        ("docs.xlsx", XLSX_START, r"a ZIP archive \(an Excel \.xlsx.*'CSV UTF-8'"),
+    ],
+)
+def test_a_parquet_file_or_a_workbook_is_named_with_how_to_convert_it(
+    tmp_path: Path, name: str, data: bytes, said: str
+) -> None:
+    # Read as text, each was 'not valid UTF-8 ...; save the file as UTF-8' (or, by its name, a
+    # format semrank cannot tell): neither said what the file is nor how to convert it
+    path = tmp_path / name
+    path.write_bytes(data + bytes(range(256)))
+    readers: list[Callable[[], Any]] = [
+        lambda: read_numbered_documents(str(path)),
+        lambda: list(read_corpus(path)),
+        lambda: load_queries(path),
+        lambda: load_collection(DataSpec(path=path)),
+    ]
+    for read in readers:
+        with pytest.raises(SemrankError, match=rf"{name}'? is {said}"):
+            read()

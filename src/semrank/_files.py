@@ -137,6 +137,39 @@ def refuse_utf16(path: Path | str, head: bytes, error: ErrorType) -> None:
         )
 
 
+# Binary tables data tools write, by their first bytes, and how to make a file semrank reads.
+_TO_JSONL = (
+    "convert it to JSONL, e.g. with pandas: "
+    "pd.read_{reader}(IN).to_json(OUT, orient='records', lines=True, force_ascii=False)"
+)
+_BINARY_TABLES = (
+    (b"PAR1", "a Parquet file", _TO_JSONL.format(reader="parquet")),
+    (b"ARROW1", "an Arrow / Feather file", _TO_JSONL.format(reader="feather")),
+    (
+        b"PK\x03\x04",
+        "a ZIP archive (an Excel .xlsx or LibreOffice .ods workbook?)",
+        "save the sheet as 'CSV UTF-8' (Excel) or as Text CSV with the UTF-8 character set "
+        "(LibreOffice); a ZIP archive: unpack it",
+    ),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "an Excel 97-2003 workbook (.xls)",
+        "save the sheet as 'CSV UTF-8'",
+    ),
+)
+
+
+def refuse_binary_table(path: Path | str, head: bytes, error: ErrorType) -> None:
+    """A Parquet, Feather or spreadsheet file is named with how to convert it: read as text,
+    its bytes were 'not valid UTF-8' with the advice to save it as UTF-8."""
+    for magic, kind, fix in _BINARY_TABLES:
+        if head.startswith(magic):
+            raise error(
+                f"{path} is {kind}, not text; semrank reads text files (JSONL, JSON, CSV, "
+                f"TSV): {fix}"
+            )
+
+
 def bad_byte(data: bytes, exc: UnicodeDecodeError) -> int:
     """Where in ``data`` the bad byte is: utf-8-sig reports offsets past the byte-order mark."""
     return exc.start + len(data) - len(exc.object)
@@ -146,7 +179,9 @@ def raw_lines(path: Path, error: ErrorType = DataFormatError) -> Iterator[bytes]
     """The lines of ``path`` as bytes, line endings kept, gunzipped when it is gzip."""
     with open_binary(path) as handle:
         try:
-            refuse_utf16(path, handle.peek(512)[:512], error)  # type: ignore[attr-defined]
+            head = handle.peek(512)[:512]  # type: ignore[attr-defined]
+            refuse_binary_table(path, head, error)
+            refuse_utf16(path, head, error)
             yield from handle
         except GZIP_ERRORS as exc:
             raise _damaged(path, exc, error) from exc
@@ -197,6 +232,7 @@ def read_text(path: Path | str, error: ErrorType = DataFormatError) -> str:
             data = handle.read()
         except GZIP_ERRORS as exc:
             raise _damaged(path, exc, error) from exc
+    refuse_binary_table(path, data, error)
     refuse_utf16(path, data, error)
     try:
         return data.decode("utf-8-sig")

@@ -20,7 +20,7 @@ from semrank._checks import (
     loads_json,
     pandas_layout_hint,
 )
-from semrank._files import GZIP_ERRORS, LINE_END, refuse_utf16
+from semrank._files import GZIP_ERRORS, LINE_END, refuse_binary_table, refuse_utf16
 from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -208,6 +208,7 @@ def _read_text(path: str) -> str:
             data = gzip.decompress(data)
         except (*GZIP_ERRORS, OSError) as exc:
             raise InvalidInputError(f"--docs {path!r}: a damaged gzip file ({exc})") from None
+    refuse_binary_table(f"--docs {path!r}", data, InvalidInputError)
     refuse_utf16(f"--docs {path!r}", data, InvalidInputError)
     try:
         return data.decode("utf-8-sig")

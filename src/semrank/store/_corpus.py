@@ -29,7 +29,7 @@ from semrank._checks import (
     pandas_layout_hint,
     require_unicode,
 )
-from semrank._files import read_text, text_lines
+from semrank._files import GZIP_ERRORS, open_binary, read_text, refuse_binary_table, text_lines
 from semrank.errors import DataFormatError, InvalidInputError
 
 ID_FIELD_GUESSES = ("_id", "id", "docid", "doc_id", "pid")
@@ -165,6 +165,13 @@ def _format_of(path: Path) -> str:
             return fmt
     if name.endswith(".ndjson"):
         return "jsonl"
+    if path.is_file():  # a Parquet file or a workbook is named with how to convert it
+        try:
+            with open_binary(path) as handle:
+                head = handle.read(8)
+        except GZIP_ERRORS:  # damaged gzip: its name is what is said
+            head = b""
+        refuse_binary_table(path, head, DataFormatError)
     raise DataFormatError(
         f"{path}: cannot tell the format from the name; use a .jsonl, .json, .csv or .tsv "
         "file (optionally .gz) or a BEIR folder with corpus.jsonl"
