@@ -274,6 +274,26 @@ def test_create_open_drop_errors(tmp_path: Path) -> None:
         drop_index("pets", home=tmp_path)
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_index_files_get_the_permissions_of_the_umask(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    """SQLite made documents.sqlite 0644 whatever the umask (and its -wal/-shm take that mode):
+    in a folder a group shares (setgid, umask 002) the other members could not add to an index,
+    and a member's search left -wal/-shm files its creator could then not write either."""
+    previous = os.umask(umask)
+    try:
+        create_index("shared", home=tmp_path, embedding_model=None).close()
+        with open_index("shared", home=tmp_path) as index:
+            index.upsert(DOCS)
+            files = [tmp_path / "shared" / f"documents.sqlite{end}" for end in ("", "-wal", "-shm")]
+            assert {path.name: path.stat().st_mode & 0o777 for path in files} == {
+                path.name: mode for path in files
+            }
+    finally:
+        os.umask(previous)
+
+
 @pytest.mark.parametrize("trigger", ["list", "create", "drop"])
 def test_what_killed_creates_and_drops_leave_is_cleaned_up(tmp_path: Path, trigger: str) -> None:
     create_index("kept", home=tmp_path, embedding_model=None).close()

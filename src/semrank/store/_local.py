@@ -57,7 +57,7 @@ from semrank.store._base import (
     unit_rows,
 )
 from semrank.store._corpus import Document
-from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB
+from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB, create_database_file
 
 _log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class LocalStore(Store):
     ) -> LocalStore:
         """Create the index files in (new, empty) directory ``path``."""
         path.mkdir(parents=True, exist_ok=True)
+        create_database_file(path / DB_NAME)
         db = DocumentDB(path / DB_NAME)
         with db.transaction() as conn:
             db.set_meta(conn, "settings", settings.to_dict())

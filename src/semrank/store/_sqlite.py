@@ -84,6 +84,14 @@ def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoun
     return StorageError(f"index {path.parent.name!r} cannot be used here ({exc}; {path}): {advice}")
 
 
+def create_database_file(path: Path) -> None:
+    """Create the (empty) database file with the permissions the umask gives new files. SQLite
+    makes its files 0644 whatever the umask, and its -wal and -shm files take the database's
+    mode: in a folder a group shares (setgid, umask 002) the other members could not write the
+    index, nor afterwards could its creator once a member's search had left those files."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
+
+
 # Every open DocumentDB of this process: a forked child closes its copies (below), or keeps
 # those another thread was still using at the fork and refuses to open their files again.
 _OPEN_DBS: weakref.WeakSet[DocumentDB] = weakref.WeakSet()
