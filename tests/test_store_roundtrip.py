@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
@@ -10,8 +11,10 @@ import os
 import re
 import shutil
 import sqlite3
+import tempfile
 import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +295,49 @@ def test_index_files_get_the_permissions_of_the_umask(
             }
     finally:
         os.umask(previous)
+
+
+@contextlib.contextmanager
+def _acting_as(uid: int) -> Iterator[None]:
+    """Files opened, made and deleted as user id ``uid`` (and its group) for the block; root
+    (the real user id) takes itself back after."""
+    os.setegid(uid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_a_drop_that_cannot_delete_files_root_wrote_says_where_they_are_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`sudo semrank index add` wrote root's search files into a user's index: that user's drop
+    said "dropped" and left them (and their space) in a hidden folder for good, unsaid."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root, to write as root and drop as another user")
+    nobody = 65534
+    home = Path(tempfile.mkdtemp(prefix="semrank-drop-"))  # not under root's 0700 tmp_path
+    try:
+        with create_index("pets", home=home, embedding_model=None) as index:
+            index.upsert(DOCS)
+            index.search_bm25("cat", k=1)  # its search files, in derived/<snapshot>/
+        for folder, _, files in os.walk(home):
+            for entry in (folder, *(os.path.join(folder, file) for file in files)):
+                if len(Path(entry).relative_to(home).parts) <= 2:  # but for the snapshots
+                    os.chown(entry, nobody, nobody)
+        assert [p.owner() for p in (home / "pets" / "derived").iterdir()] == ["root"]
+        with _acting_as(nobody):
+            drop_index("pets", home=home)
+        assert not (home / "pets").exists()
+        (left,) = [entry for entry in home.iterdir() if entry.name.endswith(".trash")]
+        assert (
+            "index 'pets' is dropped, but some of its files could not be deleted (owned by "
+            f"root); they are left in {left}"
+        ) in caplog.text
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.parametrize("trigger", ["list", "create", "drop"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shlex
@@ -34,6 +35,8 @@ from semrank.store._sqlite import DB_NAME
 
 if TYPE_CHECKING:
     from semrank.store.postgres import PostgresStore
+
+_log = logging.getLogger(__name__)
 
 HOME_ENV = "SEMRANK_HOME"
 DEFAULT_EMBEDDING = "default"  # the bundled all-MiniLM-L6-v2
@@ -331,16 +334,45 @@ def _clean_leftovers(root: Path) -> None:
             _remove_renamed_away(entry)
 
 
-def _remove_renamed_away(entry: Path) -> None:
-    """Delete a folder renamed away by a drop (or a stale create's). An index that is a link
-    (its files moved to a bigger disk) loses the link only: the folder it leads to may be
-    linked from another home too, and is never emptied through it. (rmtree refuses a link, so
-    a drop said "dropped", left the link under its hidden name for good, and the index whole.)"""
+def _remove_renamed_away(entry: Path) -> bool:
+    """Delete a folder renamed away by a drop (or a stale create's); whether it is gone. An
+    index that is a link (its files moved to a bigger disk) loses the link only: the folder it
+    leads to may be linked from another home too, and is never emptied through it. (rmtree
+    refuses a link, so a drop said "dropped", left the link under its hidden name for good, and
+    the index whole.)"""
     if entry.is_symlink():
         with contextlib.suppress(OSError):
             entry.unlink()
-        return
-    shutil.rmtree(entry, ignore_errors=True)
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
+    return not os.path.lexists(entry)
+
+
+def _left_behind(name: str, trash: Path) -> str:
+    """Why a dropped index's folder stays, and how to remove it: files another user wrote
+    there (a `sudo semrank index add` of the owner's index) are not this user's to delete, and
+    the drop said "dropped" while they kept their space (and what they hold) for good."""
+    owners = set()
+    for folder, _, files in os.walk(trash):
+        for entry in (folder, *(os.path.join(folder, file) for file in files)):
+            with contextlib.suppress(OSError):
+                owners.add(os.lstat(entry).st_uid)
+    others = sorted(owners - {os.geteuid()}) if hasattr(os, "geteuid") else []
+    whose = f"owned by {', '.join(map(_user_name, others))}" if others else "still in use?"
+    return (
+        f"index {name!r} is dropped, but some of its files could not be deleted ({whose}); "
+        f"they are left in {trash}: remove that folder as their owner (e.g. sudo rm -rf "
+        f"{shlex.quote(str(trash))}) to free their space"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):  # Windows; a uid without a passwd entry
+        return f"user id {uid}"
 
 
 # The flag that names the index home, as resolve_home names it: the CLI's, and the server's.
@@ -509,7 +541,8 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
     for let_go in AFTER_DROP:
         let_go(name, home, store=store)
-    _remove_renamed_away(trash)
+    if not _remove_renamed_away(trash):
+        _log.warning(_left_behind(name, trash))
 
 
 def list_indexes(home: str | Path | None = None, *, store: str | None = None) -> list[str]:
