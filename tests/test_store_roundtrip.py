@@ -27,6 +27,7 @@ from semrank.errors import (
     IndexNotFoundError,
     IndexVersionError,
     InvalidInputError,
+    StorageError,
     http_status_for,
 )
 from semrank.retrieve import BM25Index, BM25Params, DocTokens
@@ -336,6 +337,35 @@ def test_a_drop_that_cannot_delete_files_root_wrote_says_where_they_are_left(
             "index 'pets' is dropped, but some of its files could not be deleted (owned by "
             f"root); they are left in {left}"
         ) in caplog.text
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_index_file_another_user_made_read_only_is_named_with_the_fix() -> None:
+    """A group's shared index made 0644 by its creator (by semrank before it followed the
+    umask): another member was told to check that they "may write there", a folder they could
+    write, instead of which file was whose, and how to share it."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root, to make the index as one user and open it as another")
+    home = Path(tempfile.mkdtemp(prefix="semrank-shared-"))  # not under root's 0700 tmp_path
+    try:
+        with create_index("pets", home=home, embedding_model=None) as index:
+            index.upsert(DOCS)
+        for folder in (home, home / "pets"):
+            folder.chmod(0o777)  # the folders are shared, the database is not
+        database = home / "pets" / "documents.sqlite"
+        database.chmod(0o644)
+        with (
+            _acting_as(65534),
+            pytest.raises(StorageError) as raised,
+            open_index("pets", home=home) as index,
+        ):
+            index.upsert([{"id": "new", "text": "a new document"}])
+        assert (
+            f"{database} may not be written by this user (owned by root, mode 644); run semrank "
+            f"as root, or where a group shares the index have root let it write them: chmod g+w "
+            f"{database}"
+        ) in str(raised.value)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

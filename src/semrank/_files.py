@@ -63,6 +63,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def user_name(uid: int) -> str:
+    """The login name of user id ``uid``, for messages about who owns a file."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):  # Windows; a uid without a passwd entry
+        return f"user id {uid}"
+
+
 def format_error(path: Path | str, line: int | None, message: str) -> DataFormatError:
     """A DataFormatError whose message starts with ``file:line:`` like a compiler's."""
     where = f"{path}:{line}" if line is not None else f"{path}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from semrank._checks import is_int
+from semrank._files import user_name
 from semrank.errors import (
     BackendUnavailableError,
     IndexExistsError,
@@ -358,21 +359,12 @@ def _left_behind(name: str, trash: Path) -> str:
             with contextlib.suppress(OSError):
                 owners.add(os.lstat(entry).st_uid)
     others = sorted(owners - {os.geteuid()}) if hasattr(os, "geteuid") else []
-    whose = f"owned by {', '.join(map(_user_name, others))}" if others else "still in use?"
+    whose = f"owned by {', '.join(map(user_name, others))}" if others else "still in use?"
     return (
         f"index {name!r} is dropped, but some of its files could not be deleted ({whose}); "
         f"they are left in {trash}: remove that folder as their owner (e.g. sudo rm -rf "
         f"{shlex.quote(str(trash))}) to free their space"
     )
-
-
-def _user_name(uid: int) -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):  # Windows; a uid without a passwd entry
-        return f"user id {uid}"
 
 
 # The flag that names the index home, as resolve_home names it: the CLI's, and the server's.

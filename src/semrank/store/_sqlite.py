@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._files import user_name
 from semrank.errors import DataFormatError, IndexNotFoundError, IndexVersionError, StorageError
 
 DB_NAME = "documents.sqlite"
@@ -77,11 +79,34 @@ def storage_error(path: Path, exc: BaseException) -> StorageError | IndexNotFoun
             "retry once it has finished"
         )
     else:
-        advice = (
+        advice = _files_this_user_may_not_write(path) or (
             "SQLite needs to write in the index folder even to read it, so check that this user "
             "may write there and that the disk has space"
         )
     return StorageError(f"index {path.parent.name!r} cannot be used here ({exc}; {path}): {advice}")
+
+
+def _files_this_user_may_not_write(path: Path) -> str | None:
+    """What to do where the index folder may be written and its database files may not (an
+    index another member of a group made 0644, a sudo run's root-owned -wal/-shm): "check that
+    this user may write there" pointed at a folder this user could write."""
+    files = [path.with_name(path.name + end) for end in ("", "-wal", "-shm")]
+    locked = [file for file in files if file.exists() and not _may_write(file)]
+    if not locked or not _may_write(path.parent):
+        return None
+    info = locked[0].stat()
+    owner = user_name(info.st_uid)
+    names = " ".join(shlex.quote(str(file)) for file in locked)
+    return (
+        f"SQLite writes its files even to read the index, and {names} may not be written by "
+        f"this user (owned by {owner}, mode {info.st_mode & 0o777:o}); run semrank as {owner}, "
+        f"or where a group shares the index have {owner} let it write them: chmod g+w {names}"
+    )
+
+
+def _may_write(path: Path) -> bool:
+    """As SQLite opens files: with the effective user (a setuid helper, a seteuid test)."""
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def create_database_file(path: Path) -> None:
