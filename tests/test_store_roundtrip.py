@@ -370,6 +370,26 @@ def test_an_index_file_another_user_made_read_only_is_named_with_the_fix() -> No
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_a_drop_in_a_home_this_user_may_not_change_names_its_owner() -> None:
+    """A home `sudo semrank index create` made root's: the user's drop failed with a raw
+    "[Errno 13] Permission denied: 'a' -> 'b'" naming no fix."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root, to make the home as one user and drop as another")
+    home = Path(tempfile.mkdtemp(prefix="semrank-home-"))  # not under root's 0700 tmp_path
+    try:
+        home.chmod(0o755)
+        create_index("pets", home=home, embedding_model=None).close()
+        with _acting_as(65534), pytest.raises(StorageError) as raised:
+            drop_index("pets", home=home)
+        assert str(raised.value) == (
+            f"index 'pets' cannot be dropped: this user may not change {home} (Permission "
+            "denied; it is owned by root); drop it as root, or let this user write that folder"
+        )
+        assert list_indexes(home) == ["pets"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.mark.parametrize("trigger", ["list", "create", "drop"])
 def test_what_killed_creates_and_drops_leave_is_cleaned_up(tmp_path: Path, trigger: str) -> None:
     create_index("kept", home=tmp_path, embedding_model=None).close()

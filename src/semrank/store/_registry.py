@@ -531,10 +531,22 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         os.rename(target, trash)
     except FileNotFoundError:  # another drop of the same index got there first
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
+    except PermissionError as exc:  # a home another user made (a `sudo semrank` run): raw errno
+        raise _undroppable(name, target.parent, exc) from exc
     for let_go in AFTER_DROP:
         let_go(name, home, store=store)
     if not _remove_renamed_away(trash):
         _log.warning(_left_behind(name, trash))
+
+
+def _undroppable(name: str, home: Path, exc: OSError) -> StorageError:
+    owner = user_name(home.stat().st_uid)
+    return StorageError(
+        f"index {name!r} cannot be dropped: this user may not change {home} ({exc.strerror}; "
+        f"it is owned by {owner}); drop it as {owner}, or let this user write that folder",
+        client_message=f"index {name!r} cannot be dropped: the server may not change its "
+        f"index home ({exc.strerror}); its operator must let it write there",
+    )
 
 
 def list_indexes(home: str | Path | None = None, *, store: str | None = None) -> list[str]:
