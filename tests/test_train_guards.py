@@ -472,6 +472,37 @@ def test_a_checkpoint_is_saved_where_fsync_needs_a_writable_file(tmp_path: Path)
     assert sampler.loaded == {"position": 3}
 
 
+class _RunsCodeWhenUnpickled:
+    """What a crafted checkpoint.pt holds: unpickling it calls ``open(marker, "w")``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_resume_never_runs_code_a_checkpoint_pickles(tmp_path: Path) -> None:
+    """`--resume` unpickled checkpoint.pt in full: a run folder from someone else ran whatever
+    code its checkpoint named. It is read as tensors and plain values only, and refused."""
+    import torch
+
+    from semrank.train._loop import _load_checkpoint
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": model.state_dict(), "state": _RunsCodeWhenUnpickled(marker)}, path)
+    with pytest.raises(DataFormatError, match=r"holds Python objects .* not loaded"):
+        _load_checkpoint(path, model, optimizer, None)  # type: ignore[arg-type]
+    assert not marker.exists()
+    # Bytes that are no pickle at all are still "damaged", not a traceback.
+    path.write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(DataFormatError, match=r"checkpoint\.pt is damaged"):
+        _load_checkpoint(path, model, optimizer, None)  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_without_a_validation_split_no_ndcg_is_recorded(
     tiny_base: Path, pairs_file: Path, tmp_path: Path

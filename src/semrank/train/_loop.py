@@ -466,24 +466,37 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, sampler: GroupSampl
     import torch
 
     try:
-        payload = torch.load(path, weights_only=False)
-    # An empty file (EOFError), a cut one (RuntimeError: zip archive), another file's bytes.
-    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as exc:
-        best = path.parent / "best"
-        then = (
-            f"name a new --output, with --init-from {best} to go on from the best model so far"
-            if best.exists()
-            else "delete it to start the run again from step 0 (--resume without a checkpoint)"
-        )
-        raise DataFormatError(
-            f"--resume: the checkpoint {path} is damaged ({' '.join(str(exc).split())[:200]}); "
-            f"{then}"
+        # Tensors and plain values only: a run folder may come from someone else, and a full
+        # unpickle runs whatever code the file names.
+        payload = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # bytes that are no pickle ("Unsupported operand")
+            raise _damaged_checkpoint(path, exc) from None
+        raise DataFormatError(  # a pickle naming a function or class to call
+            f"--resume: the checkpoint {path} holds Python objects that `semrank train` never "
+            "saves (loading it could run code), so it is not loaded: it was not written by "
+            "semrank; delete it to start the run again from step 0, or name a new --output"
         ) from None
+    # An empty file (EOFError), a cut one (RuntimeError: zip archive), another file's bytes
+    # (the weights-only unpickler raises KeyError, IndexError... on them).
+    except (EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _damaged_checkpoint(path, exc) from None
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     sampler.restore(payload["sampler"])
     torch.set_rng_state(payload["torch_rng"])
     return RunState(**payload["state"])
+
+
+def _damaged_checkpoint(path: Path, exc: Exception) -> DataFormatError:
+    best = path.parent / "best"
+    then = (
+        f"name a new --output, with --init-from {best} to go on from the best model so far"
+        if best.exists()
+        else "delete it to start the run again from step 0 (--resume without a checkpoint)"
+    )
+    why = " ".join(str(exc).split())[:200]
+    return DataFormatError(f"--resume: the checkpoint {path} is damaged ({why}); {then}")
 
 
 def _evaluate(
