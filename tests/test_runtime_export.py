@@ -196,6 +196,9 @@ def _edit_config(model_dir: Path, **changes: object) -> None:
         ({"hidden_size": None}, r"config\.json does not describe .*'hidden_size'"),
         ({"num_hidden_layers": "two"}, r"config\.json does not describe .*'two'"),
         ({"hidden_size": 64}, r"hidden_size 64 but weight .*word_embeddings.* \(\d+, 32\)"),
+        # A bare ZeroDivisionError, and a shape error from inside ONNX Runtime's loader.
+        ({"num_attention_heads": 0}, r"num_attention_heads 0, which does not divide .* 32"),
+        ({"num_attention_heads": 3}, r"num_attention_heads 3, which does not divide .* 32"),
     ],
 )
 def test_config_that_does_not_match_the_weights_is_a_model_load_error(

@@ -105,6 +105,7 @@ def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
     weights = load_weights(model_dir)
     try:
         _check_hidden_size(model_dir, config, weights)
+        _check_heads(model_dir, config)
         return _build(config, weights, family, head)
     except (KeyError, TypeError, ValueError) as exc:  # a missing or malformed config entry
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -148,6 +149,18 @@ def _check_hidden_size(model_dir: Path, config: dict[str, Any], weights: Weights
                     f"{tuple(array.shape)}; the config and the weights belong to different models"
                 )
             return
+
+
+def _check_heads(model_dir: Path, config: dict[str, Any]) -> None:
+    """Attention splits hidden_size into equal heads: 0 heads was a bare ZeroDivisionError, a
+    count that does not divide it a shape error from inside ONNX Runtime."""
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    if heads < 1 or hidden % heads:
+        raise ModelLoadError(
+            f"{model_dir / 'config.json'} says num_attention_heads {heads}, which does not "
+            f"divide hidden_size {hidden} into equal heads; the config is damaged or belongs "
+            "to another model: save it again with model.save_pretrained(dir)"
+        )
 
 
 def default_cache_dir() -> Path:
