@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import io
 import json
 import logging
 import os
@@ -1013,6 +1014,19 @@ def _shortened(path: Path) -> None:
     np.save(path, np.load(path)[:-2])
 
 
+def _claiming_petabytes(path: Path) -> None:
+    """The file's .npy header rewritten to claim 10**15 values; its data left as it was."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        _, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        assert version == (1, 0)
+        data = handle.read()
+    header = io.BytesIO()
+    claimed = {"descr": dtype.str, "fortran_order": False, "shape": (10**15,)}
+    np.lib.format.write_array_header_1_0(header, claimed)
+    path.write_bytes(header.getvalue() + data)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -1024,6 +1038,9 @@ def _shortened(path: Path) -> None:
         lambda saved: _shortened(saved / "doc_offsets.npy"),
         lambda saved: np.save(saved / "keys.npy", np.load(saved / "keys.npy").reshape(-1, 1)),
         lambda saved: (saved / "doc_vocab.json").write_text('["x"]'),
+        # A header claiming petabytes: np.load allocated them, a MemoryError on every write.
+        lambda saved: _claiming_petabytes(saved / "keys.npy"),
+        lambda saved: _claiming_petabytes(saved / "doc_terms.npy"),
     ],
 )
 def test_damaged_saved_terms_mean_a_build_from_the_texts(tmp_path: Path, damage: Any) -> None:

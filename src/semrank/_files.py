@@ -73,6 +73,28 @@ def user_name(uid: int) -> str:
         return f"user id {uid}"
 
 
+def load_npy(path: Path) -> Any:
+    """``np.load(path)``, with a ValueError (what a damaged file raises) where the header claims
+    more data than the file holds: np.load allocated whatever a damaged or crafted header
+    claimed, and a MemoryError for petabytes failed every write to an index for good."""
+    import numpy as np
+
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0}
+        readers[(2, 0)] = np.lib.format.read_array_header_2_0
+        if version not in readers:
+            raise ValueError(f"{path}: .npy format version {version} is not one numpy.save writes")
+        shape, _, dtype = readers[version](handle)
+        claimed = dtype.itemsize
+        for size in shape:
+            claimed *= size
+        if claimed > os.fstat(handle.fileno()).st_size - handle.tell():
+            raise ValueError(f"{path}: its header claims shape {shape}, more than the file holds")
+        handle.seek(0)
+        return np.load(handle)
+
+
 def format_error(path: Path | str, line: int | None, message: str) -> DataFormatError:
     """A DataFormatError whose message starts with ``file:line:`` like a compiler's."""
     where = f"{path}:{line}" if line is not None else f"{path}"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from semrank._checks import is_finite_number
+from semrank._files import load_npy
 from semrank.errors import InvalidInputError
 from semrank.retrieve._bm25_build import build_into, fast_build_applies
 from semrank.retrieve._hits import Hits, top_k
@@ -324,8 +325,8 @@ class DocTokens:
 
     @classmethod
     def load(cls, directory: Path) -> DocTokens:
-        terms = np.load(directory / cls.FILES[0])
-        offsets = np.load(directory / cls.FILES[1])
+        terms = load_npy(directory / cls.FILES[0])
+        offsets = load_npy(directory / cls.FILES[1])
         vocab = json.loads((directory / cls.FILES[2]).read_text("utf-8"))
         consistent = (
             terms.ndim == 1

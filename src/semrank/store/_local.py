@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank._files import load_npy
 from semrank._process import process_start_time
 from semrank.errors import (
     DataFormatError,
@@ -640,7 +641,7 @@ class LocalStore(Store):
             return None
         generation, directory, _ = saved
         try:
-            return generation, np.load(directory / "keys.npy"), DocTokens.load(directory)
+            return generation, load_npy(directory / "keys.npy"), DocTokens.load(directory)
         except (OSError, ValueError, EOFError):
             return None  # saved before terms were kept, damaged, or pruned meanwhile
 
@@ -684,7 +685,7 @@ class LocalStore(Store):
             raise ValueError("a graph built by concurrent adds: build it again")
         graph = HNSWVectorIndex.load(directory / "hnsw.usearch", int(meta["dim"]), len(ids))
         # Graphs saved before keys were row pks are keyed by position.
-        keys = np.load(directory / "keys.npy") if meta.get("keys") == "pk" else None
+        keys = load_npy(directory / "keys.npy") if meta.get("keys") == "pk" else None
         return _Loaded(int(meta["generation"]), ids, graph, keys)
 
     def _build_vectors(self) -> _Loaded:
