@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,29 @@ def test_prepared_windows_survive_reopening_the_index(
         reranker = Reranker(blend_dir)
         rerank_search(reopened, reranker)
         assert bi_encoder(reranker).embedded_texts == 1
+
+
+def test_a_copied_snapshot_naming_arrays_outside_its_folder_is_not_read(
+    index: Store, blend_dir: Path, tmp_path: Path
+):
+    """snapshot.json's array names were joined into paths: a copied index's could name
+    "../../x" and have a search read a file outside the index. Such a table is left unused
+    (searches embed the windows, as for any damaged one)."""
+    prepare_index(index, model=Reranker(blend_dir))
+    [meta_path] = (tmp_path / "fleas" / "derived").glob("prepared-*/snapshot.json")
+    outside = tmp_path / "outside.npy"
+    first = json.loads(meta_path.read_text())["arrays"][0]
+    shutil.copy(meta_path.parent / f"{first}.npy", outside)
+    meta = json.loads(meta_path.read_text())
+    escape = os.path.relpath(outside.with_suffix(""), meta_path.parent)  # ../../../outside
+    meta["arrays"] = [escape if a == first else a for a in meta["arrays"]]
+    meta_path.write_text(json.dumps(meta))
+    forget_open_indexes()
+    with open_index("fleas", home=tmp_path) as reopened:
+        assert reopened.prepared() == []
+        reranker = Reranker(blend_dir)
+        rerank_search(reopened, reranker)
+        assert bi_encoder(reranker).embedded_texts > 1  # the windows, not the outside file
 
 
 def test_windows_that_cannot_be_saved_are_a_storage_error_naming_the_index(

@@ -438,6 +438,10 @@ class LocalStore(Store):
 
     def _load_prepared(self, directory: Path) -> PreparedArrays:
         meta = snap.read_meta(directory)
+        # Names this folder's own files: one from a copied index's snapshot.json such as
+        # "../../x" was read from outside it.
+        if not all(isinstance(n, str) and n.isidentifier() for n in meta["arrays"]):
+            raise ValueError(f"{directory}: snapshot.json names arrays that are not its own")
         arrays = {
             name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]
         }
