@@ -86,10 +86,33 @@ def test_beir_corpus_bad_json_names_file_and_line(tmp_path: Path) -> None:
 
 def test_beir_corpus_missing_text_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path / "corpus.jsonl", jsonl({"_id": "a", "text": "ok"}, {"_id": "b"}))
-    with pytest.raises(
-        DataFormatError, match=r"corpus\.jsonl:2: missing or non-string field 'text'"
-    ):
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: no field 'text'"):
         load_beir_corpus(path)
+
+
+def test_beir_ids_follow_the_corpus_readers_rule_and_a_pandas_float_id_is_named(
+    tmp_path: Path,
+) -> None:
+    from semrank.eval.loaders import load_beir_queries
+
+    good = write(
+        tmp_path / "queries.jsonl", jsonl({"_id": 7, "text": "a"}, {"_id": 7.5, "text": "b"})
+    )
+    assert load_beir_queries(good) == {"7": "a", "7.5": "b"}
+    # pandas writes an integer id column holding a missing value as 1.0: "1.0" is not qrels' "1".
+    floats = write(
+        tmp_path / "floats.jsonl", jsonl({"_id": "d0", "text": "a"}, {"_id": 1.0, "text": "b"})
+    )
+    for load in (load_beir_queries, load_beir_corpus):
+        with pytest.raises(
+            DataFormatError,
+            match=r"floats\.jsonl:2: field '_id' is the float 1\.0, not the id 1: pandas .*NaN.*"
+            r"astype\('int64'\)",
+        ):
+            load(floats)
+    text = write(tmp_path / "text.jsonl", jsonl({"_id": "d0", "text": 7}))
+    with pytest.raises(DataFormatError, match=r"text\.jsonl:1: field 'text' is 7 \(int\); it must"):
+        load_beir_corpus(text)
 
 
 def test_beir_qrels_bad_score_names_the_line(tmp_path: Path) -> None:

@@ -134,6 +134,16 @@ def test_a_boolean_id_is_refused_and_numbers_are_text(tmp_path: Path) -> None:
         assert index.get([7, "7.5", "True"]) == [{"text": "a"}, {"text": "b"}, {"text": "c"}]
 
 
+def test_a_whole_float_id_as_pandas_writes_it_is_refused_with_the_fix(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": 7, "text": "a"}\n{"id": 1.0, "text": "b"}\n')
+    with pytest.raises(
+        DataFormatError, match=r"record 2: its id \('id'\) is the float 1\.0, not the id 1: pandas"
+    ):
+        run("index", "create", "f", "--from", str(corpus), "--home", home, "--no-dense")
+
+
 def test_a_create_with_a_bad_corpus_creates_nothing(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     corpus = tmp_path / "docs.jsonl"

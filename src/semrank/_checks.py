@@ -235,6 +235,36 @@ def not_an_id(value: object) -> str:
     return f"{value!r:.60} is not a string or a finite number; ids are strings or numbers"
 
 
+def id_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a document or query id read into an index or a collection
+    ("is ...; the fix"), or None: ids are strings or finite numbers (7 is the id "7"; UUIDs and
+    Decimals too), never blank, never booleans, never a float with a whole value."""
+    if isinstance(value, bool):  # str() would make JSON true the id "True"
+        return (
+            f"is the boolean {json.dumps(value)}; ids are strings or numbers: write it as "
+            f'"{json.dumps(value)}" if that is the id'
+        )
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"is {value!r}; give it an id"
+    if not is_id_value(value):
+        return f"is not usable: {not_an_id(value)}"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return _whole_float_problem(float(value))
+    return None
+
+
+def _whole_float_problem(value: float) -> str | None:
+    """A float with a whole value (JSON 1.0) as an id would be the text "1.0", which never
+    matches the qrels, the database or a lookup that say "1"."""
+    if not value.is_integer():
+        return None
+    return (
+        f"is the float {value!r}, not the id {int(value)}: pandas writes an integer column "
+        "holding a missing value (NaN) as floats; write the ids as integers or strings (fill "
+        "the gaps, then .astype('int64') or .astype(str))"
+    )
+
+
 def is_valid_unicode(value: object) -> bool:
     """Whether every string in ``value`` (a string, or a JSON-like object: keys too) can be
     encoded as UTF-8. Lone surrogates, which a JSON ``"\\ud800"`` escape or a careless decoder

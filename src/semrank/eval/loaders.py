@@ -22,6 +22,7 @@ import numpy as np
 from semrank._checks import (
     UnreadableJSONError,
     blank_kind,
+    id_problem,
     is_int,
     loads_json,
     require_collection,
@@ -121,12 +122,27 @@ def _json_line(path: Path | str, number: int, line: str) -> dict[str, Any]:
 
 
 def _required_str(record: Mapping[str, Any], key: str, path: Path | str, number: int) -> str:
-    value = record.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if key not in record:
+        raise format_error(path, number, f"no field {key!r}")
+    value = record[key]
     if not isinstance(value, str):
-        raise format_error(path, number, f"missing or non-string field {key!r}")
+        raise format_error(
+            path,
+            number,
+            f"field {key!r} is {json.dumps(value)[:60]} ({type(value).__name__}); it must be "
+            "a string",
+        )
     return value
+
+
+def _required_id(record: Mapping[str, Any], path: Path | str, number: int) -> str:
+    """The record's ``_id`` as text, by the rule an index's corpus reader applies (7 is "7")."""
+    if "_id" not in record:
+        raise format_error(path, number, "no field '_id'; each line needs an '_id' and a 'text'")
+    problem = id_problem(record["_id"])
+    if problem is not None:
+        raise format_error(path, number, f"field '_id' {problem}")
+    return str(record["_id"])
 
 
 def load_beir_corpus(path: Path | str) -> dict[str, Document]:
@@ -134,7 +150,7 @@ def load_beir_corpus(path: Path | str) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
     for number, line in numbered_lines(path):
         record = _json_line(path, number, line)
-        doc_id = _required_str(record, "_id", path, number)
+        doc_id = _required_id(record, path, number)
         text = _required_str(record, "text", path, number)
         title = record.get("title") or ""
         if not isinstance(title, str):
@@ -151,7 +167,7 @@ def load_beir_queries(path: Path | str) -> Queries:
     lines: dict[str, int] = {}
     for number, line in numbered_lines(path):
         record = _json_line(path, number, line)
-        query_id = _required_str(record, "_id", path, number)
+        query_id = _required_id(record, path, number)
         _add_query(
             queries, lines, query_id, _required_str(record, "text", path, number), path, number
         )

@@ -21,11 +21,10 @@ from semrank._checks import (
     UnreadableJSONError,
     field_key,
     has_non_finite_number,
-    is_id_value,
+    id_problem,
     is_valid_unicode,
     json_depth_over,
     loads_json,
-    not_an_id,
     pandas_layout_hint,
     require_unicode,
 )
@@ -482,21 +481,6 @@ def to_document(record: dict[str, Any], id_field: str | None, number: int) -> Do
         raise DataFormatError(f"record {number}: its id ({id_field!r}) {problem}")
     fields = {k: v for k, v in record.items() if k != key}
     return Document(str(value), fields)
-
-
-def id_problem(value: object) -> str | None:
-    """What is wrong with ``value`` as a document id ("is ...; the fix"), or None: ids are
-    strings or finite numbers (UUIDs and Decimals too), never blank, never booleans."""
-    if isinstance(value, bool):  # str() would make JSON true the id "True"
-        return (
-            f"is the boolean {json.dumps(value)}; ids are strings or numbers: write it as "
-            f'"{json.dumps(value)}" if that is the id'
-        )
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return f"is {value!r}; give it an id"
-    if not is_id_value(value):
-        return f"is not usable: {not_an_id(value)}"
-    return None
 
 
 def _beir_corpus_file(path: Path) -> Path | None:
