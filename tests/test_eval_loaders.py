@@ -115,6 +115,27 @@ def test_beir_ids_follow_the_corpus_readers_rule_and_a_pandas_float_id_is_named(
         load_beir_corpus(text)
 
 
+def test_tsv_written_with_pandas_index_is_refused_with_the_fix(tmp_path: Path) -> None:
+    # What DataFrame.to_csv(path, sep="\t") writes: the index as an unnamed first column.
+    qrels = write(
+        tmp_path / "qrels.tsv", "\tquery-id\tcorpus-id\tscore\n0\tq1\td1\t1\n1\tq2\td2\t0\n"
+    )
+    hint = r"pandas' index column: write with index=False"
+    with pytest.raises(
+        DataFormatError, match=rf"qrels\.tsv:2: expected 3 columns .* got 4 .*{hint}"
+    ):
+        load_qrels(qrels)
+    queries = write(tmp_path / "queries.tsv", "\tqid\ttext\n0\tq1\tfleas\n1\tq2\tdogs\n")
+    with pytest.raises(
+        DataFormatError, match=rf"queries\.tsv:1: expected 'query-id<TAB>query text' .*{hint}"
+    ):
+        load_queries(queries)
+    # A first column that does not count the rows from 0 is no index: no hint.
+    other = write(tmp_path / "other.tsv", "\tquery-id\tcorpus-id\tscore\n3\tq1\td1\t1\n")
+    with pytest.raises(DataFormatError, match=r"got 4$"):
+        load_qrels(other)
+
+
 def test_beir_qrels_bad_score_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\thigh\n")
     with pytest.raises(DataFormatError, match=r"test\.tsv:3: score must be an integer, got 'high'"):

@@ -4,6 +4,7 @@ the line: one reader for every file format semrank reads."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import re
 import zlib
@@ -254,6 +255,23 @@ def numbered_lines(path: Path | str) -> Iterator[tuple[int, str]]:
             number += 1
             if line.strip():
                 yield number, line
+
+
+def pandas_index_hint(path: Path | str) -> str:
+    """A hint to add to a refused line where ``path`` starts as pandas' ``to_csv`` writes a
+    frame with its index (a header whose first cell is empty, then rows counting 0, 1, 2, ...
+    in their first cell): a column no loader expects. "" for any other file."""
+    first = [line for _number, line in itertools.islice(numbered_lines(path), 4)]
+    if len(first) < 2 or not first[0].startswith(("\t", ",")):
+        return ""
+    delimiter = first[0][0]
+    counted = [row.split(delimiter, 1)[0].strip() for row in first[1:]]
+    if counted != [str(i) for i in range(len(counted))]:
+        return ""
+    return (
+        " (its first column, unnamed and counting 0, 1, 2, ..., is pandas' index column: "
+        "write with index=False)"
+    )
 
 
 def read_text(path: Path | str, error: ErrorType = DataFormatError) -> str:

@@ -28,7 +28,13 @@ from semrank._checks import (
     require_collection,
     require_unicode,
 )
-from semrank._files import format_error, numbered_lines, read_text, require_path
+from semrank._files import (
+    format_error,
+    numbered_lines,
+    pandas_index_hint,
+    read_text,
+    require_path,
+)
 from semrank.errors import DataFormatError, InvalidInputError
 
 T = TypeVar("T")
@@ -183,9 +189,7 @@ def load_beir_qrels(path: Path | str) -> Qrels:
         if number == 1 and tuple(fields) == _BEIR_QRELS_HEADER:
             continue
         if len(fields) != 3:
-            raise format_error(
-                path, number, f"expected 3 columns 'query-id corpus-id score', got {len(fields)}"
-            )
+            raise _columns_error(path, number, "3 columns 'query-id corpus-id score'", len(fields))
         query_id, doc_id, grade = fields
         _judge(
             qrels, lines, (query_id, doc_id), _int_field(grade, "score", path, number), path, number
@@ -256,6 +260,10 @@ def _add_query(
     queries[query_id] = text
 
 
+def _columns_error(path: Path | str, number: int, expected: str, got: int) -> DataFormatError:
+    return format_error(path, number, f"expected {expected}, got {got}{pandas_index_hint(path)}")
+
+
 def _int_field(value: str, name: str, path: Path | str, number: int) -> int:
     try:
         return int(value)
@@ -285,9 +293,7 @@ def load_trec_qrels(path: Path | str) -> Qrels:
     for number, line in numbered_lines(path):
         fields = line.split()
         if len(fields) != 4:
-            raise format_error(
-                path, number, f"expected 4 columns 'qid 0 docid relevance', got {len(fields)}"
-            )
+            raise _columns_error(path, number, "4 columns 'qid 0 docid relevance'", len(fields))
         query_id, _iteration, doc_id, grade = fields
         grade_value = _int_field(grade, "relevance", path, number)
         _judge(qrels, lines, (query_id, doc_id), grade_value, path, number)
@@ -307,8 +313,8 @@ def load_trec_run(path: Path | str, name: str | None = None) -> Run:
     for number, line in numbered_lines(path):
         fields = line.split()
         if len(fields) != 6:
-            raise format_error(
-                path, number, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}"
+            raise _columns_error(
+                path, number, "6 columns 'qid Q0 docid rank score tag'", len(fields)
             )
         query_id, _q0, doc_id, rank, score, run_tag = fields
         if (query_id, doc_id) in seen:
@@ -446,7 +452,9 @@ def _parse_tsv_topics(path: Path | str) -> Queries:
     for number, line in numbered_lines(path):
         query_id, tab, query = line.partition("\t")
         if not tab or not query_id.strip() or not query.strip():
-            raise format_error(path, number, "expected 'query-id<TAB>query text'")
+            raise format_error(
+                path, number, f"expected 'query-id<TAB>query text'{pandas_index_hint(path)}"
+            )
         _add_query(queries, lines, query_id.strip(), query.strip(), path, number)
     return queries
 
