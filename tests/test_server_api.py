@@ -533,6 +533,39 @@ async def test_model_selection_and_model_list(reranker: Any, tiny_model: Any) ->
     assert huge.json()["error"].endswith("more characters)")
 
 
+async def test_the_model_list_and_one_model_in_cohere_shape(reranker: Any, tiny_model: Any) -> None:
+    """Cohere's SDK reads ``models`` (its ListModelsResponse) from GET /v1/models, and one
+    model (its GetModelResponse) from GET /v1/models/{name}."""
+    from semrank import Reranker
+
+    tiny = Reranker(str(tiny_model("bert")))
+    app = create_app(ServerConfig(), rerankers={"minilm": reranker, "tiny": tiny})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            listed = (await client.get("/v1/models")).json()
+            one = await client.get("/v1/models/tiny")
+            unknown = await client.get("/v1/models/rerank-v3.5")
+    assert listed["models"] == [
+        {
+            "name": "minilm",
+            "endpoints": ["rerank"],
+            "default_endpoints": ["rerank"],
+            "context_length": reranker.scorer.max_length,
+        },
+        {
+            "name": "tiny",
+            "endpoints": ["rerank"],
+            "default_endpoints": [],
+            "context_length": tiny.scorer.max_length,
+        },
+    ]
+    assert [m["id"] for m in listed["data"]] == ["minilm", "tiny"]  # kept for other clients
+    assert one.status_code == 200 and one.json() == listed["models"][1], one.text
+    assert unknown.status_code == 404 and unknown.json()["error_type"] == "model_not_found"
+    assert "choose one of: minilm, tiny" in unknown.json()["error"]
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 BAD_REQUESTS = {

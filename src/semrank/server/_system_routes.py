@@ -9,7 +9,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from semrank.server._auth import require_api_key
-from semrank.server.schemas import ErrorBody, Health, ModelInfo, ModelList, Readiness
+from semrank.server.schemas import (
+    CohereModel,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    ModelList,
+    Readiness,
+)
 
 probes = APIRouter(tags=["system"])
 models_router = APIRouter(
@@ -49,13 +56,34 @@ async def metrics(request: Request) -> Response:
 @models_router.get("/v1/models", response_model=ModelList, summary="Served models")
 async def list_models(request: Request) -> ModelList:
     registry = request.app.state.registry
-    data = [
-        ModelInfo(
-            id=name,
-            kind=engine.kind,
-            max_length=engine.max_length,
-            default=name == registry.default_name,
-        )
-        for name, engine in registry.engines.items()
-    ]
-    return ModelList(data=data)
+    data = [_model_info(registry, name, engine) for name, engine in registry.engines.items()]
+    return ModelList(data=data, models=[_cohere_model(info) for info in data])
+
+
+@models_router.get(
+    "/v1/models/{name:path}",
+    response_model=CohereModel,
+    responses={404: {"model": ErrorBody, "description": "no model of that name is served"}},
+    summary="One served model (Cohere's Get a Model)",
+)
+async def get_model(name: str, request: Request) -> CohereModel:
+    registry = request.app.state.registry
+    engine = registry.get(name)  # an unknown name: 404, naming the served ones
+    return _cohere_model(_model_info(registry, name, engine))
+
+
+def _model_info(registry: Any, name: str, engine: Any) -> ModelInfo:
+    return ModelInfo(
+        id=name,
+        kind=engine.kind,
+        max_length=engine.max_length,
+        default=name == registry.default_name,
+    )
+
+
+def _cohere_model(info: ModelInfo) -> CohereModel:
+    return CohereModel(
+        name=info.id,
+        default_endpoints=["rerank"] if info.default else [],
+        context_length=info.max_length,
+    )

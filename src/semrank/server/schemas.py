@@ -520,9 +520,22 @@ class ModelInfo(_Schema):
     default: bool
 
 
+class CohereModel(_Schema):
+    """A served model as Cohere's API describes one (its GetModelResponse): what Cohere's SDK
+    reads from ``client.models.list()`` and ``client.models.get(name)``."""
+
+    name: str
+    endpoints: list[Literal["rerank"]] = ["rerank"]
+    default_endpoints: list[Literal["rerank"]] = Field(
+        description="['rerank'] for the model a request naming none gets"
+    )
+    context_length: int = Field(description="tokens the model reads at once (max_length)")
+
+
 class ModelList(_Schema):
     object: Literal["list"] = "list"
     data: list[ModelInfo]
+    models: list[CohereModel] = Field(description="the same models, as Cohere's API lists them")
 
 
 class Health(_Schema):
