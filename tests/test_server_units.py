@@ -873,3 +873,49 @@ def test_a_default_index_home_the_server_cannot_make_only_warns(
     home = read_only_folder / ".local" / "share" / "semrank"
     assert f"index home {home} cannot be created or written" in caplog.text
     assert "index routes get a 503" in caplog.text
+
+
+# What an ASGI server started on its own (gunicorn -w N, uvicorn --factory) runs in each worker.
+_WORKER_OF_ANOTHER_SERVER = (
+    "from fastapi.testclient import TestClient\n"
+    "from semrank.server.app import app_from_environment\n"
+    "client = TestClient(app_from_environment())  # no lifespan: no model loads\n"
+)
+
+
+def _run_worker(code: str, env: dict[str, str]) -> list[str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER_OF_ANOTHER_SERVER + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def _environment_of_another_server(**variables: str) -> dict[str, str]:
+    import os
+
+    from semrank.server.config import ENV_CONFIG_JSON
+
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_CONFIG_JSON, "SEMRANK_STORE")}
+    return {**env, **variables}
+
+
+def test_the_app_factory_under_another_asgi_server_reads_the_api_keys(tmp_path: Path) -> None:
+    """gunicorn or `uvicorn --factory` call app_from_environment with no config handed over:
+    it read no SEMRANK_API_KEYS, and a server given keys answered every client without one."""
+    env = _environment_of_another_server(SEMRANK_API_KEYS="k1,k2", SEMRANK_HOME=str(tmp_path))
+    code = (
+        "print(client.get('/v1/models').status_code)\n"
+        "print(client.get('/v1/models', headers={'Authorization': 'Bearer k2'}).status_code)\n"
+        "print(client.app.state.config.store)\n"
+    )
+    assert _run_worker(code, env) == ["401", "200", "None"]
+    dsn = "postgresql://semrank@db.invalid/indexes"
+    assert _run_worker(code, {**env, "SEMRANK_STORE": dsn})[2] == dsn  # read, not reached

@@ -42,7 +42,7 @@ from semrank.server._metrics import MULTIPROC_ENV, Metrics
 from semrank.server._rerank_routes import router as rerank_router
 from semrank.server._service import RerankService
 from semrank.server._system_routes import models_router, probes
-from semrank.server.config import ENV_CONFIG_JSON, ServerConfig
+from semrank.server.config import ENV_CONFIG_JSON, ServerConfig, from_environment
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -311,11 +311,20 @@ async def _send_cancelled(send: Send, scope: Scope) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app factory each ``--workers`` process imports (config from the parent's env)."""
+    """The app factory each ``--workers`` process imports (config from the parent's env), and
+    the one an ASGI server started by other means calls (gunicorn, ``uvicorn --factory``).
+
+    There, with no config handed over, it reads ``SEMRANK_API_KEYS`` and ``SEMRANK_STORE`` as
+    ``semrank serve`` does (it read neither: a server given keys answered every client without
+    one)."""
     text = os.environ.get(ENV_CONFIG_JSON)
-    config = ServerConfig.from_json(text) if text else ServerConfig()
+    config = ServerConfig.from_json(text) if text else from_environment()
     configure_logging(config.log_level, json_lines=config.log_json)
     _thread_lock_for_progress_bars()
+    if not text:
+        from semrank.server._run import log_auth
+
+        log_auth(config, os.environ)
     return create_app(config)
 
 
