@@ -919,3 +919,37 @@ def test_the_app_factory_under_another_asgi_server_reads_the_api_keys(tmp_path: 
     assert _run_worker(code, env) == ["401", "200", "None"]
     dsn = "postgresql://semrank@db.invalid/indexes"
     assert _run_worker(code, {**env, "SEMRANK_STORE": dsn})[2] == dsn  # read, not reached
+
+
+def test_metrics_under_another_asgi_server_count_every_worker(tmp_path: Path) -> None:
+    """gunicorn -w N with $PROMETHEUS_MULTIPROC_DIR set (prometheus_client's way): every worker
+    wrote its values there, but /metrics showed the one worker a scrape reached, and nothing
+    of a worker recycled (--max-requests) or restarted."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = _environment_of_another_server(
+        PROMETHEUS_MULTIPROC_DIR=str(shared), SEMRANK_HOME=str(tmp_path / "home")
+    )
+    _run_worker("client.get('/v1/models'); client.get('/v1/models')\n", env)  # then recycled
+    scrape = "print(client.get('/metrics').text)\n"
+    lines = _run_worker("client.get('/v1/models')\n" + scrape, env)
+    assert 'semrank_requests_total{route="/v1/models",status="200"} 3.0' in lines
+
+
+def test_a_worker_of_another_asgi_server_leaves_no_start_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The started-PID files tell `semrank serve --workers N` how its workers started; in the
+    metrics folder set for gunicorn, every recycled worker left one more there."""
+    import os
+
+    from semrank.server.app import WORKER_STARTED, _say_worker
+    from semrank.server.config import ENV_CONFIG_JSON
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.delenv(ENV_CONFIG_JSON, raising=False)
+    _say_worker(WORKER_STARTED)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(ENV_CONFIG_JSON, ServerConfig(workers=2).to_json())
+    _say_worker(WORKER_STARTED)  # semrank serve's workers still say it
+    assert [path.name for path in tmp_path.iterdir()] == [f"{WORKER_STARTED}{os.getpid()}"]

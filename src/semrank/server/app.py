@@ -55,13 +55,21 @@ MAX_MESSAGES_AFTER_BODY = 8
 
 
 def create_app(
-    config: ServerConfig | None = None, *, rerankers: Mapping[str, Any] | None = None
+    config: ServerConfig | None = None,
+    *,
+    rerankers: Mapping[str, Any] | None = None,
+    every_worker: bool | None = None,
 ) -> FastAPI:
     """The app for ``config``; ``rerankers`` serves ready-made Reranker objects instead of
-    loading ``config.models`` (tests, embedding the server in another program)."""
+    loading ``config.models`` (tests, embedding the server in another program).
+    ``every_worker``: ``/metrics`` sums the values every worker process writes under
+    ``$PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, for gunicorn's
+    ``-w N``); by default only under ``semrank serve --workers N``, which sets that up."""
     config = config or ServerConfig()
-    # Every worker's values where `semrank serve --workers N` shares them (see _metrics).
-    metrics = Metrics(every_worker=config.workers > 1 and bool(os.environ.get(MULTIPROC_ENV)))
+    if every_worker is None:
+        every_worker = config.workers > 1
+    # Only where the folder is set: prometheus_client writes values there only then.
+    metrics = Metrics(every_worker=every_worker and bool(os.environ.get(MULTIPROC_ENV)))
     registry = ModelRegistry(config, metrics)
     for name, reranker in (rerankers or {}).items():
         registry.add(name, reranker)
@@ -316,16 +324,23 @@ def app_from_environment() -> FastAPI:
 
     There, with no config handed over, it reads ``SEMRANK_API_KEYS`` and ``SEMRANK_STORE`` as
     ``semrank serve`` does (it read neither: a server given keys answered every client without
-    one)."""
+    one), and ``/metrics`` sums every worker's values when ``$PROMETHEUS_MULTIPROC_DIR`` is set
+    (it showed the one worker a scrape reached, and a recycled worker's counts were lost)."""
     text = os.environ.get(ENV_CONFIG_JSON)
-    config = ServerConfig.from_json(text) if text else from_environment()
+    if text:
+        return _app_of(ServerConfig.from_json(text))
+    config = from_environment()
+    app = _app_of(config, every_worker=True)
+    from semrank.server._run import log_auth
+
+    log_auth(config, os.environ)
+    return app
+
+
+def _app_of(config: ServerConfig, *, every_worker: bool | None = None) -> FastAPI:
     configure_logging(config.log_level, json_lines=config.log_json)
     _thread_lock_for_progress_bars()
-    if not text:
-        from semrank.server._run import log_auth
-
-        log_auth(config, os.environ)
-    return create_app(config)
+    return create_app(config, every_worker=every_worker)
 
 
 def _thread_lock_for_progress_bars() -> None:
@@ -346,9 +361,10 @@ WORKER_STARTED, WORKER_FAILED = "started-", "failed-"
 
 def _say_worker(outcome: str) -> None:
     """Tell the parent of ``--workers N`` how this worker's start went: uvicorn's parent exits
-    0 when every worker failed to start, so the parent reads these files."""
+    0 when every worker failed to start, so the parent reads these files. Only to that parent:
+    a folder set for gunicorn got one more file at every worker it recycled."""
     shared = os.environ.get(MULTIPROC_ENV)
-    if shared:
+    if shared and os.environ.get(ENV_CONFIG_JSON):
         (Path(shared) / f"{outcome}{os.getpid()}").touch()
 
 
