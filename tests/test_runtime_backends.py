@@ -492,3 +492,24 @@ def test_an_openvino_that_fails_to_import_is_not_chosen_and_is_named(tmp_path: P
     forced = rerank("--backend", "openvino")
     assert forced.returncode == 3
     assert "OpenVINO is installed but fails to import (libtbb.so.12" in forced.stderr
+
+
+def test_the_torch_backend_loads_without_printing_a_progress_bar(
+    tiny_model, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """transformers 5 drew a "Loading weights" bar on stderr at every load: inside semrank
+    serve's JSON log lines, a notebook's cells, every CLI run on this backend. A caller's own
+    setting is left as it was."""
+    pytest.importorskip("torch")
+    from transformers.utils import logging as hf_logging
+
+    model_dir = tiny_model("bert")
+    capfd.readouterr()
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        load_scorer(tiny_spec(model_dir), backend="torch")
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+    assert "Loading weights" not in capfd.readouterr().err

@@ -7,8 +7,11 @@ the ONNX backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +135,13 @@ def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
 
     auto = getattr(transformers, auto_class)
     try:
-        if holds_int8(model_dir):
-            # transformers reads W.int8 / W.int8_scale as unknown tensors and leaves W random:
-            # semrank's own model scored at random on this backend (and trained from random).
-            model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
-        else:
-            model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
+        with _no_loading_bar(transformers):
+            if holds_int8(model_dir):
+                # transformers reads W.int8 / W.int8_scale as unknown tensors and leaves W
+                # random: semrank's own model scored at random here (and trained from random).
+                model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
+            else:
+                model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
     except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
     _require_every_weight(model_dir, info, pooler_used=auto_class != "AutoModel")
@@ -145,6 +149,35 @@ def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
     # bits on the CPU (scores 0.008 off fp32). The reference backend computes in fp32; 16 bits
     # are torch-fp16's, on CUDA.
     return model.float()
+
+
+class _HiddenBar:
+    """transformers' progress-bar setting is process-wide: loads in several threads at once
+    hide it once, and the first load's view of it is put back when the last one ends."""
+
+    lock = threading.Lock()
+    loads = 0
+    shown_before = False
+
+
+@contextlib.contextmanager
+def _no_loading_bar(transformers: Any) -> Iterator[None]:
+    """transformers 5 draws a "Loading weights" bar on stderr at every load of a folder: each
+    Reranker on this backend printed it (into ``semrank serve``'s JSON log lines, a notebook's
+    cell, a CLI's output). Hidden during semrank's loads only."""
+    hf_logging = transformers.utils.logging
+    with _HiddenBar.lock:
+        if _HiddenBar.loads == 0:
+            _HiddenBar.shown_before = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        _HiddenBar.loads += 1
+    try:
+        yield
+    finally:
+        with _HiddenBar.lock:
+            _HiddenBar.loads -= 1
+            if _HiddenBar.loads == 0 and _HiddenBar.shown_before:
+                hf_logging.enable_progress_bar()
 
 
 def _from_int8(auto: Any, auto_config: Any, model_dir: Path, torch: Any) -> tuple[Any, Any]:
