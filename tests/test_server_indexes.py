@@ -789,3 +789,120 @@ async def test_an_optional_dependency_not_installed_is_a_503_naming_its_extra(
     assert created.json()["error"] == (
         "this needs 'Stemmer': pip install 'semrank[search]' (it is not installed)"
     )
+
+
+# elasticsearch-py 9.5's requests, as it sends them (captured): es.search(index="docs",
+# retriever=..., size=3) and es.search(index="docs") with nothing to send.
+ES_CLIENT_HEADERS = {
+    "user-agent": "elasticsearch-py/9.5.1 (Python/3.11.7; elastic-transport/9.4.2)",
+    "accept": "application/vnd.elasticsearch+json; compatible-with=9",
+    "content-type": "application/vnd.elasticsearch+json; compatible-with=9",
+    "x-elastic-client-meta": "es=9.5.1,py=3.11.7,t=9.4.2,ur=2.8.0",
+}
+ES_TREE = {"standard": {"query": {"match": {"text": "flea blood"}}}}
+ES_SEARCH = b'{"retriever":{"standard":{"query":{"match":{"text":"flea blood"}}}},"size":3}'
+
+
+def _es_error(response: httpx.Response, status: int, error_type: str) -> str:
+    """The reason of an error in Elasticsearch's shape, which elasticsearch-py reads."""
+    assert response.status_code == status, response.text
+    assert response.headers["x-elastic-product"] == "Elasticsearch"
+    error = response.json()["error"]
+    assert response.json()["status"] == status and error["type"] == error_type
+    assert error["root_cause"] == [{"type": error_type, "reason": error["reason"]}]
+    return str(error["reason"])
+
+
+async def test_elasticsearch_py_searches_are_answered_as_elasticsearch_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    """elasticsearch-py posts to /{index}/_search (a 404 here) and refuses a 2xx answer
+    without X-Elastic-Product: Elasticsearch (UnsupportedProductError)."""
+    await _make_index(client)
+    found = await client.post("/docs/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert found.status_code == 200, found.text
+    assert found.headers["x-elastic-product"] == "Elasticsearch"
+    answer = found.json()
+    assert answer["timed_out"] is False and answer["_shards"]["failed"] == 0
+    assert isinstance(answer["took"], int)
+    body = {"retriever": ES_TREE, "size": 3}
+    own = (await client.post("/v1/indexes/docs/search", json=body)).json()["hits"]
+    assert {h["id"] for h in own} == {"d1", "d3"}  # the fleas
+    expected = [("docs", h["id"], h["score"], h["document"]) for h in own]
+    hits = answer["hits"]["hits"]
+    assert [(h["_index"], h["_id"], h["_score"], h["_source"]) for h in hits] == expected
+    relation = "gte" if len(own) == 3 else "eq"  # as many as asked for: there may be more
+    assert answer["hits"]["total"] == {"value": len(own), "relation": relation}
+    assert answer["hits"]["max_score"] == own[0]["score"]
+    # _source: false leaves the documents out; GET with a body is a search too.
+    bare = await client.post("/docs/_search", json={**body, "_source": False})
+    kept = [set(hit) for hit in bare.json()["hits"]["hits"]]
+    assert kept == [{"_index", "_id", "_score"}] * len(own)
+    got = await client.request("GET", "/docs/_search", json=body, headers=ES_CLIENT_HEADERS)
+    assert got.json()["hits"] == answer["hits"]
+    zebras = {"standard": {"query": {"match": {"text": "zebra"}}}}
+    nothing = (await client.post("/docs/_search", json={"retriever": zebras})).json()["hits"]
+    assert nothing == {"total": {"value": 0, "relation": "eq"}, "max_score": None, "hits": []}
+
+
+async def test_elasticsearch_search_errors_are_elasticsearch_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    """Refusals in Elasticsearch's error shape, with its 400 for a body it cannot take
+    (elasticsearch-py's BadRequestError), saying what to send instead."""
+    await _make_index(client)
+    empty = await client.post("/docs/_search", content=b"", headers=ES_CLIENT_HEADERS)
+    assert "no retriever" in _es_error(empty, 400, "invalid_request")
+    classic = await client.post("/docs/_search", json={"query": {"match": {"text": "flea"}}})
+    assert '"retriever": {"standard"' in _es_error(classic, 400, "invalid_request")
+    fields = await client.post("/docs/_search", json={"retriever": ES_TREE, "_source": ["title"]})
+    assert "_source: true or false" in _es_error(fields, 400, "invalid_request")
+    paging = await client.post("/docs/_search", json={"retriever": ES_TREE, "from": 10})
+    assert "paging is not supported" in _es_error(paging, 400, "invalid_request")
+    shorthand = await client.post("/docs/_search", json={"retriever": "bm25+rerank"})
+    assert "POST /v1/indexes/{name}/search" in _es_error(shorthand, 400, "invalid_request")
+    placeholder = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
+    unfilled = await client.post("/docs/_search", json={"retriever": placeholder})
+    assert "{{query}}" in _es_error(unfilled, 400, "invalid_request")
+    broken = await client.post("/docs/_search", content=b'{"retriever":', headers=ES_CLIENT_HEADERS)
+    assert "not valid JSON" in _es_error(broken, 400, "invalid_request")
+    missing = await client.post("/nosuch/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
+    # semrank's own route keeps its shape and its 422.
+    own = await client.post("/v1/indexes/docs/search", json={"size": 0})
+    assert own.status_code == 422 and "x-elastic-product" not in own.headers, own.text
+
+
+async def test_elasticsearch_py_keys_info_and_warnings(reranker: Any, tmp_path: Path) -> None:
+    """elasticsearch-py sends its key as 'ApiKey <key>', asks GET / (es.info(), which
+    LangChain's retrievers call first) and raises a Warning header as ElasticsearchWarning."""
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), api_keys=frozenset({"k1"}))
+    app = create_app(config, rerankers={"minilm": reranker})
+    key = {**ES_CLIENT_HEADERS, "authorization": "ApiKey k1"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            created = await http.post("/v1/indexes", json={"name": "docs"}, headers=key)
+            assert created.status_code == 201, created.text  # the key is taken everywhere
+            await http.post("/v1/indexes/docs/documents", json={"documents": DOCS}, headers=key)
+            found = await http.post("/docs/_search", content=ES_SEARCH, headers=key)
+            assert found.status_code == 200 and found.json()["hits"]["hits"], found.text
+            wrong = {**key, "authorization": "ApiKey nope"}
+            refused = await http.post("/docs/_search", content=ES_SEARCH, headers=wrong)
+            assert "not accepted" in _es_error(refused, 401, "unauthorized")
+            info = await http.get("/", headers=key)
+            assert info.headers["x-elastic-product"] == "Elasticsearch"
+            assert info.json()["version"]["number"].split(".")[0] in ("8", "9")
+            assert (await http.head("/", headers=key)).status_code == 200  # es.ping()
+            long_text = "do fleas " + "really " * 600 + "bite"
+            reranker = {"retriever": ES_TREE, "field": "text", "inference_text": long_text}
+            tree = {"text_similarity_reranker": reranker}
+            cut = await http.post("/docs/_search", json={"retriever": tree}, headers=key)
+            assert cut.status_code == 200, cut.text
+            (warning,) = cut.headers.get_list("warning")
+            said = cut.headers["x-semrank-warning"]
+            assert warning.startswith("299 ") and warning.endswith(f' "{said}"'), warning
+    forget_open_indexes()

@@ -30,6 +30,7 @@ from semrank.pipeline._nodes import (
     Weighted,
     bind_rerankers,
     check_window,
+    has_placeholder,
     reranking_nodes,
 )
 from semrank.pipeline._open import (
@@ -86,6 +87,7 @@ __all__ = [
     "check_window",
     "default_model_name",
     "forget_open_indexes",
+    "has_placeholder",
     "let_go_of_dropped_indexes",
     "load_reranker",
     "open_cached",

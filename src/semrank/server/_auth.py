@@ -1,4 +1,5 @@
-"""Optional API keys: ``Authorization: Bearer <key>`` when the server was started with keys."""
+"""Optional API keys: ``Authorization: Bearer <key>`` when the server was started with keys
+(or ``ApiKey <key>``, as Elasticsearch's clients send one)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,23 @@ async def require_api_key(
     if not keys:
         _refuse_a_rebound_page(request)
         return
-    if credentials is None or not credentials.credentials:
+    sent = credentials.credentials if credentials else _elasticsearch_key(request)
+    if not sent:
         raise AuthenticationError(
-            "this server needs an API key: send the header 'Authorization: Bearer <key>'"
+            "this server needs an API key: send the header 'Authorization: Bearer <key>' "
+            "(Elasticsearch's clients: 'ApiKey <key>', their api_key option)"
         )
-    offered = credentials.credentials.encode()
+    offered = sent.encode()
     # Compare against every key in constant time, so timing tells nothing about the keys.
     matches = [hmac.compare_digest(offered, key.encode()) for key in keys]
     if not any(matches):
         raise AuthenticationError("the API key is not accepted by this server")
+
+
+def _elasticsearch_key(request: Request) -> str:
+    """The key of ``Authorization: ApiKey <key>`` (elasticsearch-py's ``api_key="<key>"``)."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "apikey" else ""
 
 
 def _refuse_a_rebound_page(request: Request) -> None:

@@ -89,6 +89,20 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+# Elasticsearch's _search and GET / (``/{index}/_search``, ``/``): see _es_routes.
+_ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_search)?$")
+
+
+def is_elasticsearch_path(path: str) -> bool:
+    return _ELASTICSEARCH_PATH.match(path) is not None
+
+
+def answered_status(path: str, status: int) -> int:
+    """Elasticsearch answers a body it cannot take with 400, which elasticsearch-py raises as
+    ``BadRequestError`` (a 422 is a bare ``ApiError`` there): so do its routes here."""
+    return 400 if status == 422 and is_elasticsearch_path(path) else status
+
+
 def error_response(
     status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -103,7 +117,7 @@ def install_error_handlers(
 
     async def on_semrank_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SemrankError)
-        status = http_status_for(exc)
+        status = answered_status(request.url.path, http_status_for(exc))
         _log(request, status, exc)
         headers: dict[str, str] = {}
         if isinstance(exc, OverloadedError) or status == 503:  # busy, draining, storage down
@@ -121,7 +135,8 @@ def install_error_handlers(
         if refused is not None:
             return await on_semrank_error(request, refused)
         content_type = request.headers.get("content-type", "")
-        search = request.url.path.endswith("/search")
+        path = request.url.path
+        search = "elasticsearch" if path.endswith("/_search") else path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
         if isinstance(exc.__cause__, RepeatedKeyError):  # UniqueKeysRoute's refusal
             message = f"the request body holds {exc.__cause__.msg}"
@@ -180,8 +195,8 @@ LONE_SURROGATE = (
 ROUTES_HINT = (
     "the rerank routes are POST /v2/rerank (Cohere v2), POST /v1/rerank (Cohere v1, Jina, "
     "Together, Voyage), POST /rerank (TEI) and POST /v1/rerank/batch; searches (Elasticsearch "
-    "retriever trees) are POST /v1/indexes/{name}/search; GET /v1/models lists the models; "
-    "GET /docs lists every route"
+    "retriever trees) are POST /v1/indexes/{name}/search, and POST /{index}/_search for "
+    "Elasticsearch's clients; GET /v1/models lists the models; GET /docs lists every route"
 )
 TEI_ROUTE_HINT = (
     "POST /rerank takes text-embeddings-inference's 'texts', or 'documents' as POST /v1/rerank "
@@ -222,11 +237,25 @@ SEARCH_KEYS_HINT = (
 _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leave them out"
 
 
-def _search_key_hint(key: str) -> str:
+# Elasticsearch's own _search body (POST /{index}/_search) takes fewer keys.
+ES_SEARCH_KEYS_HINT = (
+    "not supported by semrank's Elasticsearch _search, whose body takes retriever, size and "
+    "_source (true or false)"
+)
+_ES_SEARCH_KEY_HINTS = {
+    "timeout": "a search past the server's deadline (--timeout) is a 504; send no timeout",
+    "return_documents": "send _source: false to leave documents out",
+}
+
+
+def _search_key_hint(key: str, search: bool | str) -> str:
     """What to send instead of an Elasticsearch _search key, in the pipeline's words (the
     library and the CLI say the same)."""
-    from semrank.pipeline import SEARCH_KEY_HINTS
+    from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
 
+    if search == "elasticsearch":
+        hints = {**SEARCH_KEY_HINTS, "query": QUERY_DSL_HINT, **_ES_SEARCH_KEY_HINTS}
+        return hints.get(key, ES_SEARCH_KEYS_HINT)
     return _SOURCE_HINT if key == "_source" else SEARCH_KEY_HINTS.get(key, SEARCH_KEYS_HINT)
 
 
@@ -237,9 +266,10 @@ def _query_dsl_hint() -> str:
 
 
 def validation_message(
-    errors: Sequence[Any], *, content_type: str = "application/json", search: bool = False
+    errors: Sequence[Any], *, content_type: str = "application/json", search: bool | str = False
 ) -> str:
-    """``"query: Field required; top_n: Input should be greater than or equal to 1"``."""
+    """``"query: Field required; top_n: Input should be greater than or equal to 1"``.
+    ``search``: a search body's, semrank's (True) or Elasticsearch's (``"elasticsearch"``)."""
     parts = []
     errors = _one_per_union(errors)
     for error in errors[:5]:
@@ -273,11 +303,14 @@ def validation_message(
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1
-            hint = _search_key_hint(location[0]) if top_level else ""
+            hint = _search_key_hint(location[0], search) if top_level else ""
             parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
             continue
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
             parts.append(f"{where}: {LONE_SURROGATE}")
+            continue
+        if search == "elasticsearch" and location == ["_source"]:  # includes, excludes...
+            parts.append(f"_source: true or false; {_search_key_hint('_source', search)}")
             continue
         if search and location == ["query"] and error.get("type") == "string_type":
             parts.append(f"query: {_query_dsl_hint()}")  # Elasticsearch's body shape

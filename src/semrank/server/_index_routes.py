@@ -248,8 +248,17 @@ async def prepare(
 async def search(
     name: IndexNameInPath, body: SearchRequest, request: Request, response: Response
 ) -> Any:
+    results, warnings = await run_search(request, name, body)
+    hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
+    say_warnings(response, warnings)
+    return SearchResponse(index=name, hits=hits, warnings=warnings or None)
+
+
+async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
+    """The search of ``body`` on index ``name`` with the served models, and its warnings: the
+    one search path of semrank's route and Elasticsearch's ``_search``."""
     from semrank.pipeline import as_retriever, check_window
-    from semrank.pipeline import search as run_search
+    from semrank.pipeline import search as run
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
@@ -260,17 +269,18 @@ async def search(
     deadline = service.deadline(body.timeout_ms)
 
     def work(store: Any) -> tuple[Any, list[str]]:
-        results = run_search(
+        results = run(
             store, body.query, retriever=tree, k=body.size, with_documents=body.return_documents
         )
         return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():
-        results, warnings = await _blocking(request, deadline, _with_index(request, name, work))
-    hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
+        return await _blocking(request, deadline, _with_index(request, name, work))
+
+
+def say_warnings(response: Response, warnings: list[str]) -> None:
     if warnings:  # as the rerank routes say it
         response.headers[WARNING_HEADER] = warnings[0].encode("ascii", "backslashreplace").decode()
-    return SearchResponse(index=name, hits=hits, warnings=warnings or None)
 
 
 def _incomplete_warning(store: Any) -> list[str]:

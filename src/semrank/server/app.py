@@ -36,6 +36,8 @@ from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, send_error
+from semrank.server._es_routes import ElasticsearchAnswers
+from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV, Metrics
@@ -93,7 +95,7 @@ def create_app(
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.
     app.add_middleware(RequestLifetime)
-    routers = (probes, models_router, rerank_router, index_router)
+    routers = (probes, models_router, rerank_router, index_router, elasticsearch_router)
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
     app.add_middleware(HeadAsGet, routes=app.state.declared_routes)
@@ -107,6 +109,8 @@ def create_app(
         metrics=metrics,
         routes=[*app.state.declared_routes, *own_pages],
     )
+    # Outside the edge: its own refusals (a body over the limit) are reshaped too.
+    app.add_middleware(ElasticsearchAnswers)
     # The edge's metrics see the route. Only the rerank routes are served from a doubled
     # slash: collapsed elsewhere, DELETE /v1/indexes//documents would name the index "documents".
     rerank_paths = frozenset(getattr(route, "path", "") for route in rerank_router.routes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -506,6 +507,99 @@ class SearchResponse(_Schema):
     warnings: list[str] | None = Field(
         None, description="said of the whole search, e.g. a query a re-ranker cut to fit"
     )
+
+
+# --- Elasticsearch's own _search (elasticsearch-py, LangChain's and LlamaIndex's retrievers) ----
+
+
+class EsSearchRequest(_Strict):
+    """An Elasticsearch ``_search`` body: the texts are the retriever's own (no ``query``)."""
+
+    retriever: dict[str, Any] | str | None = Field(
+        None,
+        description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) "
+        "holding its own texts",
+    )
+    size: PageSize = 10
+    source: Flag | None = Field(
+        None, alias="_source", description="false leaves each hit's _source out"
+    )
+
+
+def _es_key(key: str, **field: Any) -> Any:
+    """A field answered under Elasticsearch's ``_``-name and set by its own (FastAPI may
+    validate an answer again from its JSON, so the ``_``-name is read too)."""
+    choices = AliasChoices(key.removeprefix("_"), key)
+    return Field(validation_alias=choices, serialization_alias=key, **field)
+
+
+class EsHit(_Schema):
+    """A hit searched with ``_source: false``: no ``_source`` key, as in Elasticsearch."""
+
+    index: str = _es_key("_index")
+    id: str = _es_key("_id")
+    score: float = _es_key("_score")
+
+
+class EsHitWithSource(EsHit):
+    source: dict[str, Any] = _es_key("_source")
+
+
+class EsTotal(_Schema):
+    value: int
+    relation: Literal["eq", "gte"]
+
+
+class EsHits(_Schema):
+    total: EsTotal
+    max_score: float | None
+    hits: list[EsHitWithSource | EsHit]  # the first where _source is there
+
+
+class EsShards(_Schema):
+    total: int = 1
+    successful: int = 1
+    skipped: int = 0
+    failed: int = 0
+
+
+class EsSearchResponse(_Schema):
+    took: int = Field(description="milliseconds")
+    timed_out: bool = False
+    shards: EsShards = _es_key("_shards", default_factory=EsShards)
+    hits: EsHits
+
+
+class EsVersion(_Schema):
+    number: str
+    build_flavor: str = "default"
+    build_type: str = "semrank"
+
+
+class EsInfo(_Schema):
+    name: str = "semrank"
+    cluster_name: str = "semrank"
+    version: EsVersion
+    semrank_version: str
+    tagline: str
+
+
+class EsErrorCause(_Schema):
+    type: str
+    reason: str
+
+
+class EsError(_Schema):
+    root_cause: list[EsErrorCause]
+    type: str
+    reason: str
+
+
+class EsErrorBody(_Schema):
+    """Errors on the Elasticsearch routes: ``type`` is semrank's ``error_type``."""
+
+    error: EsError
+    status: int
 
 
 # --- models, health, errors ----------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""Elasticsearch's own ``_search`` route and cluster info, for code written against
+elasticsearch-py (and LangChain's and LlamaIndex's Elasticsearch retrievers).
+
+The search is semrank's index search (``run_search``): only the body's texts (the tree's own,
+no ``query``) and the answer's shape differ. Every answer on these paths says
+``X-Elastic-Product: Elasticsearch``, without which the client refuses a 2xx answer, and errors
+come in Elasticsearch's shape, with a 400 where semrank's other routes answer 422 (as
+Elasticsearch does: elasticsearch-py raises it as ``BadRequestError``; ``_errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from semrank import __version__
+from semrank.errors import InvalidInputError
+from semrank.server._auth import require_api_key
+from semrank.server._edge import UniqueKeysRoute
+from semrank.server._errors import is_elasticsearch_path
+from semrank.server._index_routes import IndexNameInPath, run_search, say_warnings
+from semrank.server.schemas import (
+    EsErrorBody,
+    EsHit,
+    EsHits,
+    EsHitWithSource,
+    EsInfo,
+    EsSearchRequest,
+    EsSearchResponse,
+    EsTotal,
+    EsVersion,
+    SearchRequest,
+)
+
+# The version GET / gives: elasticsearch-py 8 and 9 read none, tools that do want 8 or later.
+ES_VERSION = "9.0.0"
+PRODUCT_HEADER = (b"x-elastic-product", b"Elasticsearch")
+
+ES_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": EsErrorBody, "description": text}
+    for status, text in (
+        (400, "invalid request (semrank's other routes answer 422), or a body that is not JSON"),
+        (401, "missing or wrong API key"),
+        (404, "unknown index or model"),
+        (413, "too many documents re-ranked, or too many bytes"),
+        (429, "queue full; see Retry-After"),
+        (500, "internal error (see the server log)"),
+        (503, "a backend or the index's storage is unavailable, or the server is draining"),
+        (504, "deadline exceeded"),
+    )
+}
+router = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    route_class=UniqueKeysRoute,
+    tags=["elasticsearch"],
+    responses=ES_ERRORS,
+)
+
+
+@router.get("/", response_model=EsInfo, summary="Cluster info, as Elasticsearch's GET /")
+async def info() -> EsInfo:
+    return EsInfo(
+        version=EsVersion(number=ES_VERSION),
+        semrank_version=__version__,
+        tagline="semrank: Elasticsearch retriever trees over semrank's indexes",
+    )
+
+
+SEARCH_SUMMARY = "Search with a retriever tree, in Elasticsearch's _search shapes"
+
+
+@router.get("/{index}/_search", response_model=EsSearchResponse, summary=SEARCH_SUMMARY)
+@router.post("/{index}/_search", response_model=EsSearchResponse, summary=SEARCH_SUMMARY)
+async def es_search(
+    index: IndexNameInPath,
+    request: Request,
+    response: Response,
+    body: EsSearchRequest | None = None,
+) -> Any:
+    body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
+    search = SearchRequest(
+        query=None,
+        retriever=_own_texts(body.retriever, body.size),
+        size=body.size,
+        return_documents=body.source is not False,
+    )
+    started = time.perf_counter()
+    results, warnings = await run_search(request, index, search)
+    took_ms = round((time.perf_counter() - started) * 1000)
+    say_warnings(response, warnings)
+    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
+        response.headers.append("warning", _warning_header(warning))
+    return es_search_response(index, results, took_ms=took_ms, size=body.size)
+
+
+def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> EsSearchResponse:
+    """semrank's search results in Elasticsearch's shape (the one place that maps them). The
+    total counts the hits returned: "gte" when there may be more (as many as asked for)."""
+    hits = [
+        EsHitWithSource(index=index, id=hit.id, score=hit.score, source=hit.document)
+        if hit.document is not None
+        else EsHit(index=index, id=hit.id, score=hit.score)
+        for hit in results.hits
+    ]
+    total = EsTotal(value=len(hits), relation="gte" if len(hits) >= size else "eq")
+    best = max((hit.score for hit in hits), default=None)
+    return EsSearchResponse(took=took_ms, hits=EsHits(total=total, max_score=best, hits=hits))
+
+
+def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, Any]:
+    """The tree, which must carry its texts: the body has no query for ``{{query}}``, a text
+    left out or a shorthand to take (semrank's own search route has)."""
+    from semrank.pipeline import as_retriever, has_placeholder
+
+    own_route = "POST /v1/indexes/{name}/search, which takes a query beside the tree"
+    if retriever is None:
+        raise InvalidInputError(
+            "the _search body has no retriever (Elasticsearch's match_all, or a classic query, "
+            'is not supported): send "retriever": {"standard": {"query": {"match": {"text": '
+            '"..."}}}} or another retriever tree'
+        )
+    if isinstance(retriever, str):
+        raise InvalidInputError(
+            f"retriever {retriever!r:.80} is a string; an Elasticsearch _search body takes a "
+            f"retriever JSON object (semrank's shorthands are for {own_route})"
+        )
+    if has_placeholder(as_retriever(retriever, size=size)):
+        raise InvalidInputError(
+            "the retriever leaves a query text out or holds {{query}}, which an Elasticsearch "
+            "_search body has no query to fill: write the search text into the retriever "
+            "(match's text, knn's query_text, text_similarity_reranker's inference_text), or "
+            f"use {own_route}"
+        )
+    return retriever
+
+
+def _warning_header(warning: str) -> str:
+    """An RFC 7234 Warning, as Elasticsearch sends its own: code 299, the text quoted."""
+    text = warning.encode("ascii", "backslashreplace").decode()
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 semrank-{__version__} "{escaped}"'
+
+
+class ElasticsearchAnswers:
+    """Every answer on the Elasticsearch paths carries the product header, and semrank's error
+    bodies there (the routes' and the edge's: a body over the size limit, a bug) become
+    Elasticsearch's ``{"error": {"root_cause", "type", "reason"}, "status"}``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_elasticsearch_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []  # an error's start and body, until its last part
+
+        async def send_as_elasticsearch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), PRODUCT_HEADER]}
+                if message["status"] >= 400:
+                    held.append(message)
+                    return
+            elif held:
+                held.append(message)
+                if message.get("more_body", False):
+                    return
+                for reshaped in _as_elasticsearch_error(held):
+                    await send(reshaped)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_as_elasticsearch)
+
+
+def _as_elasticsearch_error(messages: list[Message]) -> list[Message]:
+    """An error answer (its start, then body parts) with semrank's body in Elasticsearch's
+    shape; any other body (a HEAD's, empty) as it was."""
+    start, parts = messages[0], messages[1:]
+    try:
+        sent = json.loads(b"".join(part.get("body", b"") for part in parts))
+    except ValueError:
+        return messages
+    if not isinstance(sent, dict) or not isinstance(sent.get("error"), str):
+        return messages
+    cause = {"type": str(sent.get("error_type", "error")), "reason": sent["error"]}
+    body = {"error": {"root_cause": [cause], **cause}, "status": start["status"]}
+    shaped = json.dumps(body).encode()
+    headers = MutableHeaders(raw=list(start["headers"]))
+    headers["content-length"] = str(len(shaped))
+    return [{**start, "headers": headers.raw}, {"type": "http.response.body", "body": shaped}]
