@@ -930,6 +930,28 @@ async def test_a_cascaded_model_prunes_through_the_api(tiny_model: Any) -> None:
     assert 'semrank_batch_pairs_sum{model="minilm"} 2.0' in metrics
 
 
+async def test_a_model_served_as_another_models_pruner_name_gets_its_own_scores(
+    tiny_model: Any,
+) -> None:
+    """The score cache kept a cascade's pruner's scores under "<name>:pruner", its metrics
+    name: a model served under that name was answered the pruner's scores (another model's,
+    in another order) for the documents a request to <name> had pruned."""
+    from semrank import Reranker
+    from semrank.rerank import CascadeConfig
+
+    cascaded = Reranker(tiny_model("bert"), cascade=CascadeConfig(keep=2))
+    plain = Reranker(tiny_model("bert"))
+    app = create_app(ServerConfig(), rerankers={"m": cascaded, "m:pruner": plain})
+    body = {"query": QUERY, "documents": DOCS}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            pruned = await client.post("/v2/rerank", json={**body, "model": "m"})
+            served = await client.post("/v2/rerank", json={**body, "model": "m:pruner"})
+    assert pruned.status_code == served.status_code == 200, served.text
+    assert facts(served.json()["results"]) == expected(plain, QUERY, DOCS)
+
+
 async def test_min_score_drops_cascade_pruned_documents_as_the_library_does(
     tiny_model: Any,
 ) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -326,10 +326,13 @@ class BatchingScorer:
         cache: ScoreCache,
         limits: BatcherLimits,
         metrics: Metrics | None = None,
+        cache_scope: Hashable | None = None,
     ) -> None:
         self.inner = inner
-        self.model = model
+        self.model = model  # its name in metrics
         self.cache = cache
+        # Whose scores these are in the shared cache (default: the name).
+        self.cache_scope = model if cache_scope is None else cache_scope
         self._metrics = metrics
         self.batcher = PairBatcher(
             inner.score_pairs,
@@ -368,7 +371,7 @@ class BatchingScorer:
 
     def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         pairs = list(pairs)
-        keys = pair_keys(self.model, pairs)
+        keys = pair_keys(self.cache_scope, pairs)
         cached = self.cache.get_many(keys)
         missing = [i for i, value in enumerate(cached) if value is None]
         out = np.array([0.0 if value is None else value for value in cached], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""A bounded LRU cache of raw pair scores, keyed by (model, query hash, document hash).
+"""A bounded LRU cache of raw pair scores, keyed by (scorer, query hash, document hash).
 
 Repeated queries over the same candidates (pagination, retries, several users asking the same
 thing) then skip the model. Scores are cached per scored pair, so chunks cache too.
@@ -9,24 +9,26 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
-CacheKey = tuple[str, bytes, bytes]
+# The scorer's scope: the served model's name and its role ("model", or a cascade's "pruner"),
+# kept apart (a model served as "m:pruner" shared keys with m's pruner, named so in metrics).
+CacheKey = tuple[Hashable, bytes, bytes]
 
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
-def pair_keys(model: str, pairs: Sequence[tuple[str, str]]) -> list[CacheKey]:
-    """Keys of ``pairs``. Texts are hashed, so the cache holds no query or document text and
-    its memory is bounded by its entry count (a query may be megabytes); each distinct query
-    is hashed once, not once per document."""
+def pair_keys(model: Hashable, pairs: Sequence[tuple[str, str]]) -> list[CacheKey]:
+    """Keys of ``pairs`` scored by ``model`` (its scope in the cache). Texts are hashed, so
+    the cache holds no query or document text and its memory is bounded by its entry count (a
+    query may be megabytes); each distinct query is hashed once, not once per document."""
     queries = {query: _digest(query) for query in {query for query, _ in pairs}}
     return [(model, queries[query], _digest(document)) for query, document in pairs]
 
 
-def pair_key(model: str, query: str, document: str) -> CacheKey:
+def pair_key(model: Hashable, query: str, document: str) -> CacheKey:
     """The key of one pair (``pair_keys`` of a list of one)."""
     return pair_keys(model, [(query, document)])[0]
 

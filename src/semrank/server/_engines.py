@@ -213,10 +213,17 @@ class ModelRegistry:
             token_budget=self.config.batch_token_budget,
         )
         scorer = BatchingScorer(
-            reranker.scorer, model=name, cache=self.cache, limits=limits, metrics=self.metrics
+            reranker.scorer,
+            model=name,
+            cache=self.cache,
+            limits=limits,
+            metrics=self.metrics,
+            cache_scope=(name, "model"),
         )
         # A cascade's pruner goes through a batcher of its own: merged across requests, on one
         # model thread, and its work for a request that is over dropped, as the model's is.
+        # Its scores are cached apart from the model's, and from those of a model served as
+        # "<name>:pruner" (its metrics name): that model was answered the pruner's scores.
         pruner = None
         if reranker.pruner is not None:
             pruner = BatchingScorer(
@@ -225,6 +232,7 @@ class ModelRegistry:
                 cache=self.cache,
                 limits=limits,
                 metrics=self.metrics,
+                cache_scope=(name, "pruner"),
             )
         # A new Reranker around the proxies: the caller's keeps its own scorers.
         served = type(reranker)(
