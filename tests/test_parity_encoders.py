@@ -169,3 +169,23 @@ def test_prompts_are_put_before_queries_and_documents_as_sentence_transformers_d
         stored = index.embed_queries([pairs[3][0]])[0]  # the index's backend may run bf16
     unprompted = st_model.encode([pairs[3][0]], normalize_embeddings=True)[0]
     assert float(stored @ queries[3]) > 0.999 > float(stored @ unprompted)
+
+
+def test_a_document_cannot_take_the_place_of_a_prompted_query_in_the_memory(
+    tiny_model, tmp_path: Path
+) -> None:
+    """A query read with its own prompt was remembered under the key of "\\x00query\\x00" and
+    its text: a document beginning so (one request may send it) had that key, and its vector
+    then served as the query's vector in every later request, moving their scores."""
+    folder = _st_folder_lowercasing(tiny_model("bert", "encoder"), tmp_path / "prompted")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_LENGTH}))
+    prompts = {"query": "query: ", "document": "passage: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    scorer = load_scorer(resolve(folder, kind="bi-encoder"), backend="onnx")
+    pairs = random_pairs(4, seed=7)
+    query = pairs[0][0]
+    alone = scorer.score_pairs([(query, document) for _, document in pairs])
+    scorer.forget()
+    scorer.score_pairs([("another request", "\x00query\x00" + query)])
+    after = scorer.score_pairs([(query, document) for _, document in pairs])
+    np.testing.assert_allclose(after, alone, atol=1e-6, rtol=0)

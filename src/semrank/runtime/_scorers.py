@@ -294,7 +294,7 @@ class BiEncoderScorer:
         # A query is remembered apart from the same text as a document where prompts tell them
         # apart (without prompts both embed alike: one model call serves both).
         apart = query and self.embedder.query_prompt != self.embedder.document_prompt
-        keys = [text_key(QUERY_KEY + text if apart else text) for text in texts]
+        keys = [text_key(text, query=apart) for text in texts]
         with self._lock:
             missing = {key: text for key, text in zip(keys, texts, strict=True)}
             missing = {key: text for key, text in missing.items() if key not in self._recent}
@@ -315,9 +315,16 @@ class BiEncoderScorer:
         return np.stack(vectors).astype(np.float32, copy=False)
 
 
-QUERY_KEY = "\x00query\x00"  # before a query's text in its key (no document starts so)
+# A query's key is a digest of its own kind (blake2b's personalisation), not of its text with a
+# marker before it: a document beginning with the marker ("\x00query\x00" + a query, which a
+# request may send) had that query's key, and its vector was then every later request's query
+# vector, until it left the memory.
+QUERY_PERSON = b"semrank-query"
 
 
-def text_key(text: str) -> bytes:
-    """The 16-byte digest texts are remembered by (no text is kept)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def text_key(text: str, *, query: bool = False) -> bytes:
+    """The 16-byte digest texts are remembered by (no text is kept); ``query``: the key of a
+    query read with a prompt of its own, which no document's key equals."""
+    person = QUERY_PERSON if query else b""
+    data = text.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16, person=person).digest()
