@@ -832,3 +832,33 @@ def test_a_request_waits_for_its_turn_to_write_no_longer_than_its_deadline() -> 
                 pass
         finally:
             REQUEST_DEADLINE.reset(token)
+
+
+def test_write_turns_are_not_kept_for_every_index_ever_written() -> None:
+    """A lock was kept per (DSN, index) written for the life of the process: a server whose
+    clients make and drop indexes of their own grew by one per index, for good."""
+    import threading
+
+    from semrank.store.postgres import _pool
+    from semrank.store.postgres._pool import write_turn
+
+    dsn = "postgresql://h/turns"
+    holding, waiting, done = threading.Event(), threading.Event(), threading.Event()
+
+    def second_writer() -> None:
+        waiting.set()
+        with write_turn(dsn, "shared"):
+            done.set()
+
+    with write_turn(dsn, "shared"):
+        holding.set()
+        other = threading.Thread(target=second_writer)
+        other.start()
+        waiting.wait(5)
+        for number in range(50):  # indexes written once each, then never again
+            with write_turn(dsn, f"index-{number}"):
+                pass
+        assert not done.is_set()  # the turn still serialises writers of one index
+    other.join(5)
+    assert done.is_set()
+    assert [key for key in _pool._WRITE_TURNS if key[0] == dsn] == []

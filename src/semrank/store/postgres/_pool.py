@@ -54,7 +54,9 @@ _OWNERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # po
 # One writer of an index at a time in this process, waiting here rather than on the index's
 # row lock inside PostgreSQL: writers waiting there held a pooled connection each, and eight
 # of them (a long lock held elsewhere) left searches of every other index none (HTTP 503).
-_WRITE_TURNS: dict[tuple[str, str], threading.Lock] = {}  # (dsn, index) -> its turn
+# Kept while a writer holds or waits for it (its count): a lock kept per index ever written
+# grew a server's memory for good under a workload that makes and drops indexes.
+_WRITE_TURNS: dict[tuple[str, str], tuple[threading.Lock, int]] = {}  # (dsn, index) -> turn
 _TURNS_LOCK = threading.Lock()
 
 
@@ -120,20 +122,39 @@ def acquire_pool(dsn: str) -> Any:
 def write_turn(dsn: str, name: str) -> Iterator[None]:
     """This process's turn to write index ``name`` of ``dsn``, taken before a connection; an
     HTTP request waits for it no longer than its deadline."""
-    with _TURNS_LOCK:
-        turn = _WRITE_TURNS.setdefault((dsn, name), threading.Lock())
-    deadline = REQUEST_DEADLINE.get()
-    wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-    if not turn.acquire(timeout=wait):
-        raise DeadlineExceededError(
-            f"index {name!r} is busy with other writes (another is waiting on a lock in "
-            "PostgreSQL); retry later, or with a longer timeout_ms",
-            client_message=f"index {name!r} is busy with other writes; retry later",
-        )
+    key = (dsn, name)
+    turn = _enter_turn(key)
     try:
-        yield
+        deadline = REQUEST_DEADLINE.get()
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not turn.acquire(timeout=wait):
+            raise DeadlineExceededError(
+                f"index {name!r} is busy with other writes (another is waiting on a lock in "
+                "PostgreSQL); retry later, or with a longer timeout_ms",
+                client_message=f"index {name!r} is busy with other writes; retry later",
+            )
+        try:
+            yield
+        finally:
+            turn.release()
     finally:
-        turn.release()
+        _leave_turn(key)
+
+
+def _enter_turn(key: tuple[str, str]) -> threading.Lock:
+    """``key``'s turn (made by its first writer), counting one more writer at it."""
+    with _TURNS_LOCK:
+        turn, users = _WRITE_TURNS.get(key) or (threading.Lock(), 0)
+        _WRITE_TURNS[key] = (turn, users + 1)
+    return turn
+
+
+def _leave_turn(key: tuple[str, str]) -> None:
+    """One writer fewer holding or waiting for ``key``'s turn; the last one removes it."""
+    with _TURNS_LOCK:
+        held = _WRITE_TURNS.pop(key, None)  # none in a child forked while this writer held it
+        if held is not None and held[1] > 1:
+            _WRITE_TURNS[key] = (held[0], held[1] - 1)
 
 
 def _check_connects(dsn: str) -> None:
