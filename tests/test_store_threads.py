@@ -160,3 +160,27 @@ def test_models_trees_name_are_kept_by_folder_and_files_and_few_at_once(
     for name in ("m1", "m2", "m3", "m4", "m5"):
         _context.load_reranker(name)
     assert len(_context._RERANKERS) == 4
+
+
+def test_models_asked_for_leave_no_loading_lock_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock per model name (or retrained folder) ever asked for was kept for the process's
+    life, unknown names too: a service naming models from its users' trees grew with each."""
+    import semrank.rerank
+    from semrank.errors import ModelNotFoundError
+    from semrank.pipeline import _context
+
+    class Loaded:
+        def __init__(self, name: str | None) -> None:
+            if name and name.startswith("unknown"):
+                raise ModelNotFoundError(f"no model {name!r}")
+            self.name = name
+
+    monkeypatch.setattr(semrank.rerank, "Reranker", Loaded)
+    monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
+    monkeypatch.setattr(_context, "_LOADING", {})
+    for number in range(20):
+        _context.load_reranker(f"model-{number}")
+        with pytest.raises(ModelNotFoundError):
+            _context.load_reranker(f"unknown-{number}")
+    assert _context._LOADING == {}
+    assert _context.load_reranker("model-19").name == "model-19"  # still loaded, kept

@@ -64,17 +64,29 @@ def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> Sco
         loading = _LOADING.setdefault(key, threading.Lock())
     # One load per model at a time, without holding up searches with models already loaded.
     with loading:
-        with _RERANKERS_LOCK:
-            if key in _RERANKERS:
-                return _RERANKERS[key]
-        from semrank.rerank import Reranker
+        try:
+            return _load_once(name, key)
+        finally:
+            # Kept, one lock per name or retrained folder ever asked for stayed for the
+            # process's life (unknown names too); whoever waits on it holds it already.
+            with _RERANKERS_LOCK:
+                if _LOADING.get(key) is loading:
+                    del _LOADING[key]
 
-        reranker = Reranker(name)
-        with _RERANKERS_LOCK:
-            _RERANKERS[key] = reranker
-            while len(_RERANKERS) > _RERANKERS_KEPT:
-                _RERANKERS.popitem(last=False)
-        return reranker
+
+def _load_once(name: str | None, key: Any) -> ScoresDocuments:
+    """The re-ranker of ``key``: loaded by a search before this one, or loaded now."""
+    with _RERANKERS_LOCK:
+        if key in _RERANKERS:
+            return _RERANKERS[key]
+    from semrank.rerank import Reranker
+
+    reranker = Reranker(name)
+    with _RERANKERS_LOCK:
+        _RERANKERS[key] = reranker
+        while len(_RERANKERS) > _RERANKERS_KEPT:
+            _RERANKERS.popitem(last=False)
+    return reranker
 
 
 def _model_key(name: str | None) -> Any:
