@@ -23,6 +23,7 @@ from semrank.runtime.onnx_export import (
     SUPPORTED_ARCHITECTURES,
     export_onnx,
     onnx_model_path,
+    uses_own_graph,
 )
 from tiny_models import random_pairs
 
@@ -300,6 +301,29 @@ def test_weights_win_over_a_model_onnx_beside_them(tiny_model, tmp_path: Path) -
     scores = load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
     expected = load_scorer(cross_encoder(tiny_model("bert", max_length=64)), backend="onnx")
     assert scores.tolist() == pytest.approx(expected.score_pairs(pairs).tolist(), abs=1e-6)
+
+
+def test_weights_copied_in_with_old_times_win_over_the_graph_made_from_others(
+    tiny_model, tmp_path: Path
+) -> None:
+    """Which graph runs was told by file times alone: new weights copied in with their old
+    times kept (cp -p, rsync -a) looked older than the model.onnx of the weights before them,
+    and that stale graph scored the new model."""
+    from semrank.train._model import _export_onnx
+
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    _export_onnx(model_dir)  # as semrank train --onnx leaves a folder
+    retrained = tiny_model("bert", max_length=64, seed=1)
+    shutil.copy2(retrained / "model.safetensors", model_dir / "model.safetensors")
+    earlier = (model_dir / "model.onnx").stat().st_mtime - 60
+    os.utime(model_dir / "model.safetensors", (earlier, earlier))
+    pairs = [("what do fleas eat", "Fleas feed on blood.")]
+    scores = load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
+    expected = load_scorer(cross_encoder(retrained), backend="onnx").score_pairs(pairs)
+    assert scores.tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    # The graph made from the weights beside it still runs as it is (no export).
+    _export_onnx(model_dir)
+    assert uses_own_graph(model_dir)
 
 
 def test_unknown_backend_is_rejected(tiny_model) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -254,9 +255,10 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
 
 
 def uses_own_graph(model_dir: Path) -> bool:
-    """Whether the folder's own model.onnx is run: it has no weights, or the graph is at least as
-    new as every weight file (``semrank train --onnx`` writes it after them). Weights saved
-    later win: the graph beside them is then stale."""
+    """Whether the folder's own model.onnx is run: it has no weights, or it was made from the
+    weights beside it. ``semrank train --onnx`` records which (``GRAPH_SOURCE``); a graph
+    without that record counts as made from them when it is at least as new as every weight
+    file. Weights saved later win: the graph beside them is then stale."""
     graph = model_dir / "model.onnx"
     if not graph.is_file():
         return False
@@ -264,7 +266,26 @@ def uses_own_graph(model_dir: Path) -> bool:
         weights = weight_files(model_dir)
     except ModelLoadError:
         return True
+    # Times alone were wrong for weights copied in with their old times kept (cp -p, rsync
+    # -a): the stale graph scored the new model.
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads((model_dir / GRAPH_SOURCE).read_text("utf-8"))["weights"]
+        return bool(recorded == weights_digest(model_dir))
     return graph.stat().st_mtime >= max(path.stat().st_mtime for path in weights)
+
+
+# Beside a model.onnx semrank wrote: the digest of the config and weights it was made from.
+GRAPH_SOURCE = "model.onnx.source.json"
+
+
+def weights_digest(model_dir: Path) -> str:
+    """The digest of a folder's config.json and weight files."""
+    digest = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for path in weight_files(model_dir):
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _source_key(model_dir: Path, head: str) -> str:
@@ -274,14 +295,8 @@ def _source_key(model_dir: Path, head: str) -> str:
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"semrank-export:{EXPORTER_VERSION}:{head}\n".encode())
-    digest.update((model_dir / "config.json").read_bytes())
-    for path in weight_files(model_dir):
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:32]
+    made_from = f"semrank-export:{EXPORTER_VERSION}:{head}\n{weights_digest(model_dir)}"
+    return hashlib.sha256(made_from.encode()).hexdigest()[:32]
 
 
 def share_like_new_files(path: str | Path) -> None:
