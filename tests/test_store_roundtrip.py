@@ -782,6 +782,17 @@ def test_writes_update_the_hnsw_graph_in_place(tmp_path: Path) -> None:
         assert _best(reopened, "lava from a volcano", k=10)[0] == "new"
 
 
+def test_a_graph_whose_keys_claim_petabytes_is_built_again(tmp_path: Path) -> None:
+    """The graph's keys.npy was read in full by the update after a write: a (copied) index
+    whose header claimed petabytes failed every write and vector search with a MemoryError."""
+    index = create_index("huge", home=tmp_path, ann_threshold=4)
+    index.upsert(_topics(12))
+    (saved,) = (index.path / "derived").glob("vectors.g*")
+    _claiming_petabytes(saved / "keys.npy")
+    index.upsert([{"id": "new", "text": "an active volcano spews lava and ash"}])
+    assert _best(index, "lava from a volcano", k=5) == _exact_best(index, "lava from a volcano", 5)
+
+
 def test_a_graph_saved_before_serial_builds_is_built_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

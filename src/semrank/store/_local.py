@@ -792,7 +792,7 @@ class LocalStore(Store):
         if len(keys) < threshold:
             return None
         try:
-            old_keys = np.load(directory / "keys.npy")
+            old_keys = load_npy(directory / "keys.npy")
             graph = HNSWVectorIndex.load(directory / "hnsw.usearch", dim, len(old_keys), view=False)
         except (OSError, ValueError, RuntimeError, EOFError):
             return None  # pruned by a writer meanwhile, or damaged: build from the documents
