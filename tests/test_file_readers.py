@@ -336,3 +336,17 @@ def test_a_parquet_file_or_a_workbook_is_named_with_how_to_convert_it(
     for read in readers:
         with pytest.raises(SemrankError, match=rf"{name}'? is {said}"):
             read()
+
+
+def test_text_that_starts_as_a_binary_table_does_is_read_as_text(tmp_path: Path) -> None:
+    # Only the magic bytes were looked at: a qrels file whose first query id is PAR1, and a
+    # text file whose first line starts with ARROW1, were refused as Parquet / Arrow files.
+    from semrank.eval.loaders import load_qrels
+
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("PAR1 0 d1 1\nq2 0 d2 0\n", encoding="utf-8")
+    assert load_qrels(qrels) == {"PAR1": {"d1": 1}, "q2": {"d2": 0}}
+    lines = tmp_path / "docs.txt"
+    lines.write_text("ARROW1 is a fletching kit for arrows\nbows and strings\n", encoding="utf-8")
+    documents = read_numbered_documents(str(lines))[0]
+    assert documents[0] == "ARROW1 is a fletching kit for arrows"

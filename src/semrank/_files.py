@@ -3,6 +3,7 @@ the line: one reader for every file format semrank reads."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import itertools
 import os
@@ -196,11 +197,22 @@ def refuse_binary_table(path: Path | str, head: bytes, error: ErrorType) -> None
     """A Parquet, Feather or spreadsheet file is named with how to convert it: read as text,
     its bytes were 'not valid UTF-8' with the advice to save it as UTF-8."""
     for magic, kind, fix in _BINARY_TABLES:
-        if head.startswith(magic):
+        if head.startswith(magic) and not _reads_as_text(head):
             raise error(
                 f"{path} is {kind}, not text; semrank reads text files (JSONL, JSON, CSV, "
                 f"TSV): {fix}"
             )
+
+
+def _reads_as_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are text (a qrels line "PAR1 0 d1 1" is): UTF-8,
+    without the control characters binary formats hold (a trailing character cut short by the
+    end of ``head`` still counts as text)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)
 
 
 def bad_byte(data: bytes, exc: UnicodeDecodeError) -> int:

@@ -167,7 +167,7 @@ def _format_of(path: Path) -> str:
     if path.is_file():  # a Parquet file or a workbook is named with how to convert it
         try:
             with open_binary(path) as handle:
-                head = handle.read(8)
+                head = handle.read(512)
         except GZIP_ERRORS:  # damaged gzip: its name is what is said
             head = b""
         refuse_binary_table(path, head, DataFormatError)
