@@ -131,6 +131,8 @@ def _required_str(record: Mapping[str, Any], key: str, path: Path | str, number:
     if key not in record:
         raise format_error(path, number, f"no field {key!r}")
     value = record[key]
+    if isinstance(value, int) and not isinstance(value, bool):  # a query that is a year: 1984
+        return str(value)
     if not isinstance(value, str):
         raise format_error(
             path,
