@@ -153,12 +153,14 @@ def test_a_torch_scorer_used_before_a_fork_scores_in_the_child(tiny_model) -> No
         read, write = os.pipe()
         child = os.fork()
         if child == 0:
-            with warnings.catch_warnings(record=True) as said:
-                warnings.simplefilter("always")
-                scores = scorer.score_pairs(pairs)
-            warned = any("forked" in str(w.message) for w in said)
-            os.write(write, f"{warned} {np.abs(scores - parents).max():.9f}".encode())
-            os._exit(0)
+            try:  # the child never returns into pytest, whatever happens
+                with warnings.catch_warnings(record=True) as said:
+                    warnings.simplefilter("always")
+                    scores = scorer.score_pairs(pairs)
+                warned = any("forked" in str(w.message) for w in said)
+                os.write(write, f"{warned} {np.abs(scores - parents).max():.9f}".encode())
+            finally:
+                os._exit(0)
         os.close(write)
         status = _wait_for(child, timeout_s=30)
         assert status is not None, "the forked child hung in its first torch model call"
@@ -501,15 +503,18 @@ def test_the_torch_backend_loads_without_printing_a_progress_bar(
     serve's JSON log lines, a notebook's cells, every CLI run on this backend. A caller's own
     setting is left as it was."""
     pytest.importorskip("torch")
+    from huggingface_hub import utils as hub
     from transformers.utils import logging as hf_logging
 
     model_dir = tiny_model("bert")
     capfd.readouterr()
-    shown = hf_logging.is_progress_bar_enabled()
+    shown, hub_hidden = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
     hf_logging.enable_progress_bar()
+    hub.disable_progress_bars()  # a host's own choice for huggingface_hub's bars
     try:
         load_scorer(tiny_spec(model_dir), backend="torch")
-        assert hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled() and hub.are_progress_bars_disabled()
     finally:
         (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+        (hub.disable_progress_bars if hub_hidden else hub.enable_progress_bars)()
     assert "Loading weights" not in capfd.readouterr().err

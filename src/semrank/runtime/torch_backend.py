@@ -158,6 +158,7 @@ class _HiddenBar:
     lock = threading.Lock()
     loads = 0
     shown_before = False
+    hub_hidden_before = False  # transformers' switch turns huggingface_hub's on too
 
 
 @contextlib.contextmanager
@@ -165,10 +166,13 @@ def _no_loading_bar(transformers: Any) -> Iterator[None]:
     """transformers 5 draws a "Loading weights" bar on stderr at every load of a folder: each
     Reranker on this backend printed it (into ``semrank serve``'s JSON log lines, a notebook's
     cell, a CLI's output). Hidden during semrank's loads only."""
+    from huggingface_hub import utils as hub
+
     hf_logging = transformers.utils.logging
     with _HiddenBar.lock:
         if _HiddenBar.loads == 0:
             _HiddenBar.shown_before = hf_logging.is_progress_bar_enabled()
+            _HiddenBar.hub_hidden_before = hub.are_progress_bars_disabled()
             hf_logging.disable_progress_bar()
         _HiddenBar.loads += 1
     try:
@@ -178,6 +182,10 @@ def _no_loading_bar(transformers: Any) -> Iterator[None]:
             _HiddenBar.loads -= 1
             if _HiddenBar.loads == 0 and _HiddenBar.shown_before:
                 hf_logging.enable_progress_bar()
+            if _HiddenBar.loads == 0 and not _HiddenBar.hub_hidden_before:
+                hub.enable_progress_bars()
+            elif _HiddenBar.loads == 0:
+                hub.disable_progress_bars()
 
 
 def _from_int8(auto: Any, auto_config: Any, model_dir: Path, torch: Any) -> tuple[Any, Any]:
