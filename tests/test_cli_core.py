@@ -639,3 +639,32 @@ def test_a_large_result_cut_short_by_a_closed_pipe_is_not_a_success(tmp_path: Pa
     assert process.stdout is not None and process.stdout.read(10)
     process.stdout.close()  # as `| head -c 10` does
     assert process.wait(timeout=120) == 141
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status: Linux")
+def test_running_out_of_memory_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A container's memory limit met while building an index printed numpy's or Python's
+    MemoryError as a 40-line traceback, with exit status 1 ("a bug")."""
+    corpus = tmp_path / "corpus.jsonl"
+    words = (" ".join(f"w{(n * 7 + k) % 5000}" for k in range(100)) for n in range(20000))
+    corpus.write_text(
+        "".join(json.dumps({"id": str(n), "text": text}) + "\n" for n, text in enumerate(words))
+    )
+    # Address space capped a little above what the imports took: the BM25 build needs more.
+    script = """if True:
+        import resource, sys
+        import bm25s, Stemmer, semrank.store.commands
+        from semrank.cli import main
+        status = open("/proc/self/status").read()
+        taken = int(status.split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (taken + 48 * 2**20,) * 2)
+        sys.argv = ["semrank", *sys.argv[1:]]
+        main()
+    """
+    command = [sys.executable, "-c", script, "index", "create", "big", "--from", str(corpus)]
+    command += ["--no-dense", "--home", str(tmp_path / "home")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 3, done.stderr  # the machine's, as a full disk is
+    assert "error: out of memory" in done.stderr
+    assert "give it more, or ask for less at once" in done.stderr

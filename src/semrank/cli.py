@@ -83,6 +83,19 @@ def main() -> None:
         _fail(str(missing), EXIT_ENVIRONMENT)
     except OSError as exc:  # the machine's, not the input's: permissions, a full disk, a port
         _fail(_os_error_text(exc), exit_code_for(exc))
+    except MemoryError as exc:  # a container's or ulimit's memory limit: the machine's too
+        _fail(_out_of_memory_text(exc), exit_code_for(exc))
+
+
+def _out_of_memory_text(exc: MemoryError) -> str:
+    # numpy's says how much it wanted ("Unable to allocate 232. MiB for an array ..."); Python's
+    # own MemoryError says nothing.
+    wanted = f" ({exc})" if str(exc) else ""
+    return (
+        f"out of memory{wanted}: this command needs more memory than this machine or its "
+        "container allows; give it more, or ask for less at once (a smaller --batch-size, "
+        "--window or --top-n, fewer --workers)"
+    )
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -223,6 +223,8 @@ def exit_code_for(error: BaseException) -> int:
     """``semrank``'s exit status for ``error`` (documented in the README)."""
     if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
         return EXIT_USAGE  # a path given too long: the command's input, not the machine
+    if isinstance(error, MemoryError):
+        return EXIT_ENVIRONMENT  # the machine's (or its container's) memory, not a bug
     if isinstance(error, OSError | ModelLoadError) and not isinstance(
         error, UnsupportedArchitectureError
     ):
