@@ -1129,3 +1129,23 @@ def test_a_dense_query_the_embedding_model_cannot_read_is_warned_of(
     own = CliRunner().invoke(app, ["search", "own", "跳蚤", "--dense", "--json", "--home", home])
     (said,) = json.loads(own.stdout)["warnings"]
     assert said.startswith("embedding model 'minilm' reads") and "secret" not in said
+
+
+def test_stdin_with_no_writable_temporary_folder_says_what_to_set(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a container with a read-only root (no writable $TMPDIR, /tmp or /var/tmp) an ingest
+    from stdin ended on Python's bare "[Errno 2] No usable temporary directory found in
+    [...]": naming the folder for the message asked tempfile again, which raised again."""
+    home = str(tmp_path / "home")
+    run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    # Every folder tempfile would try is unusable, as under a read-only root.
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list", lambda: [str(a_file / "tmp")])
+    with pytest.raises(StorageError) as refused:
+        run("index", "add", "piped", "-", "--format", "jsonl", "--home", home, stdin="{}\n")
+    assert str(refused.value).startswith("the documents piped in are copied to a temporary ")
+    assert "No usable temporary directory found in" in str(refused.value)
+    assert "set TMPDIR to a folder with room for them" in str(refused.value)

@@ -98,7 +98,17 @@ def _stdin_copy_folder() -> tempfile.TemporaryDirectory[str]:
     try:
         return tempfile.TemporaryDirectory(prefix=f"{_COPY_PREFIX}{_process_tag(os.getpid())}-")
     except OSError as exc:
-        raise _no_room_for_stdin(tempfile.gettempdir(), exc) from exc
+        raise _no_room_for_stdin(_temporary_folder(), exc) from exc
+
+
+def _temporary_folder() -> str:
+    """Where the copy goes, to name in an error: asking ``tempfile`` raises again where no
+    folder is writable (a container's read-only root), which left Python's bare "No usable
+    temporary directory found in [...]" as the whole message."""
+    try:
+        return tempfile.gettempdir()
+    except OSError:
+        return "a temporary folder"  # the error's text lists the folders it tried
 
 
 _COPY_PREFIX = "semrank-stdin-"
