@@ -632,6 +632,8 @@ def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starti
 ) -> None:
     """`--workers N` exited 0 when every worker failed to load its model, then (the first fix)
     3 when the service was merely stopped while its workers were loading."""
+    import signal
+
     from semrank.errors import BackendUnavailableError
     from semrank.server._run import check_workers_started
     from semrank.server.app import WORKER_FAILED, WORKER_STARTED
@@ -640,8 +642,27 @@ def test_workers_that_failed_to_start_are_told_from_workers_stopped_while_starti
     (tmp_path / f"{WORKER_FAILED}101").touch()
     with pytest.raises(BackendUnavailableError, match="none of the 2 workers started"):
         check_workers_started(tmp_path, 2)
-    (tmp_path / f"{WORKER_STARTED}102").touch()  # one came up and served: its stop is clean
-    check_workers_started(tmp_path, 2)
+    (tmp_path / f"{WORKER_STARTED}102").touch()  # one came up and served: a SIGTERM's stop
+    check_workers_started(tmp_path, 2, signal.SIGTERM)  # is clean
+
+
+def test_a_worker_that_failed_beside_one_that_started_is_an_error(tmp_path: Path) -> None:
+    """uvicorn stops every worker when one fails to start (two workers exporting a model at
+    once filled a small disk): `--workers 2` with one worker up and one failed then exited 0,
+    with no error line, and a service manager restarting on failure left it down."""
+    from semrank.errors import BackendUnavailableError, exit_code_for
+    from semrank.server._run import check_workers_started
+    from semrank.server.app import WORKER_FAILED, WORKER_STARTED
+
+    (tmp_path / f"{WORKER_STARTED}101").touch()
+    (tmp_path / f"{WORKER_FAILED}102").touch()
+    with pytest.raises(BackendUnavailableError) as stopped:
+        check_workers_started(tmp_path, 2, None)  # no signal: the failure stopped it
+    assert str(stopped.value) == (
+        "1 of the 2 workers failed to start, so the server stopped the others too (the log "
+        "above says why)"
+    )
+    assert exit_code_for(stopped.value) == 3
 
 
 def test_workers_without_a_temporary_folder_say_what_to_mount(

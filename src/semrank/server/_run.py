@@ -121,7 +121,7 @@ def _run_workers(config: ServerConfig, options: dict[str, Any]) -> None:
             with uvicorn_config.bind_socket() as sock:
                 supervisor = Supervisor(uvicorn_config, sockets=[sock])
                 supervisor.run()
-            check_workers_started(Path(shared), config.workers)
+            check_workers_started(Path(shared), config.workers, supervisor.stopped_by)
     finally:  # nothing later in this process may read the folder that is gone
         os.environ.pop(MULTIPROC_ENV, None)
         os.environ.pop(ENV_CONFIG_JSON, None)
@@ -142,14 +142,25 @@ def _metrics_folder(workers: int) -> tempfile.TemporaryDirectory[str]:
         ) from exc
 
 
-def check_workers_started(shared: Path, workers: int) -> None:
+def check_workers_started(
+    shared: Path, workers: int, stopped_by: signal.Signals | None = None
+) -> None:
     """After uvicorn's parent returned (it returns normally, a success to a service manager,
-    when every worker failed to start): an error if some worker failed and none started. A
-    stop while they were starting (SIGTERM during the model load) left neither: no error."""
+    when a worker failed to start): an error if some worker failed and none started, or if
+    one failed and no signal stopped the server: uvicorn stops every worker when one fails
+    to start (a disk filled by the workers' concurrent model exports), and the server that
+    stopped so exited 0 without a word. A stop while they were starting (SIGTERM during the
+    model load) left no failure: no error."""
     started = any(shared.glob(f"{WORKER_STARTED}*"))
-    if not started and any(shared.glob(f"{WORKER_FAILED}*")):
+    failed = len(list(shared.glob(f"{WORKER_FAILED}*")))
+    if failed and not started:
         raise BackendUnavailableError(
             f"none of the {workers} workers started (the log above says why)"
+        )
+    if failed and stopped_by is None:
+        raise BackendUnavailableError(
+            f"{failed} of the {workers} workers failed to start, so the server stopped the "
+            "others too (the log above says why)"
         )
 
 
