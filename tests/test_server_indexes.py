@@ -873,6 +873,27 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     assert own.status_code == 422 and "x-elastic-product" not in own.headers, own.text
 
 
+async def test_elasticsearch_py_index_exists_answers_for_semrank_indexes(
+    client: httpx.AsyncClient,
+) -> None:
+    """es.indices.exists(index=...) is HEAD /{index}: it was a 404 (False) for an index that
+    is there, so "create it if missing" code went on to create it. Other paths answer as
+    before: HEAD where GET is, a 405 on a POST route, the 404 naming the routes for a GET."""
+    await _make_index(client, "fleas")
+    there = await client.head("/fleas", headers=ES_CLIENT_HEADERS)
+    assert there.status_code == 200 and there.content == b""
+    assert there.headers["x-elastic-product"] == "Elasticsearch"  # the client checks a 2xx
+    missing = await client.head("/nosuch", headers=ES_CLIENT_HEADERS)
+    assert missing.status_code == 404  # the client's False
+    assert (await client.head("/health")).status_code == 200
+    assert (await client.head("/rerank")).status_code == 405
+    for path in ("/fleas", "/v1"):
+        unknown = await client.get(path)
+        assert unknown.status_code == 404 and f"no route GET {path}" in unknown.json()["error"]
+    await client.delete("/v1/indexes/fleas")
+    assert (await client.head("/fleas", headers=ES_CLIENT_HEADERS)).status_code == 404
+
+
 async def test_elasticsearch_py_keys_info_and_warnings(reranker: Any, tmp_path: Path) -> None:
     """elasticsearch-py sends its key as 'ApiKey <key>', asks GET / (es.info(), which
     LangChain's retrievers call first) and raises a Warning header as ElasticsearchWarning."""

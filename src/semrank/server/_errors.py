@@ -89,18 +89,22 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-# Elasticsearch's _search and GET / (``/{index}/_search``, ``/``): see _es_routes.
+# Elasticsearch's _search, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
 _ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_search)?$")
+_ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
 
 
-def is_elasticsearch_path(path: str) -> bool:
+def is_elasticsearch_path(path: str, method: str) -> bool:
+    if method == "HEAD" and _ELASTICSEARCH_INDEX.match(path) is not None:
+        return True
     return _ELASTICSEARCH_PATH.match(path) is not None
 
 
-def answered_status(path: str, status: int) -> int:
+def answered_status(request: Request, status: int) -> int:
     """Elasticsearch answers a body it cannot take with 400, which elasticsearch-py raises as
     ``BadRequestError`` (a 422 is a bare ``ApiError`` there): so do its routes here."""
-    return 400 if status == 422 and is_elasticsearch_path(path) else status
+    elasticsearch = is_elasticsearch_path(request.url.path, request.method)
+    return 400 if status == 422 and elasticsearch else status
 
 
 def error_response(
@@ -117,7 +121,7 @@ def install_error_handlers(
 
     async def on_semrank_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SemrankError)
-        status = answered_status(request.url.path, http_status_for(exc))
+        status = answered_status(request, http_status_for(exc))
         _log(request, status, exc)
         headers: dict[str, str] = {}
         if isinstance(exc, OverloadedError) or status == 503:  # busy, draining, storage down

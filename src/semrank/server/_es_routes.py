@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
@@ -23,7 +24,7 @@ from semrank.errors import InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path
-from semrank.server._index_routes import IndexNameInPath, run_search, say_warnings
+from semrank.server._index_routes import IndexNameInPath, open_index, run_search, say_warnings
 from semrank.server.schemas import (
     EsErrorBody,
     EsHit,
@@ -70,6 +71,38 @@ async def info() -> EsInfo:
         tagline="semrank: Elasticsearch retriever trees over semrank's indexes",
     )
 
+
+class IndexProbeRoute(UniqueKeysRoute):
+    """``HEAD /{index}`` matches only a HEAD on a path no other route has: a partial match
+    (another method) would make every one-segment path a 405 instead of the 404 that names the
+    routes, and HEAD /health or /rerank stay what they were (their GET, their 405)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("method") != "HEAD" or _another_route_has(scope, self):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _another_route_has(scope: Scope, probe: IndexProbeRoute) -> bool:
+    routes = getattr(scope["app"].state, "declared_routes", ())
+    return any(route is not probe and route.matches(scope)[0] != Match.NONE for route in routes)
+
+
+async def index_exists(index: IndexNameInPath, request: Request) -> Response:
+    """elasticsearch-py's ``es.indices.exists(index=...)``: 200 when the index is there, a
+    404 when not (which the client reads as false, not as an error)."""
+    await open_index(request, index)
+    return Response(status_code=200)
+
+
+router.add_api_route(
+    "/{index}",
+    index_exists,
+    methods=["HEAD"],
+    route_class_override=IndexProbeRoute,
+    summary="Whether an index exists, as Elasticsearch's HEAD /{index}",
+    response_class=Response,
+)
 
 SEARCH_SUMMARY = "Search with a retriever tree, in Elasticsearch's _search shapes"
 
@@ -155,7 +188,7 @@ class ElasticsearchAnswers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_elasticsearch_path(scope["path"]):
+        if scope["type"] != "http" or not is_elasticsearch_path(scope["path"], scope["method"]):
             await self.app(scope, receive, send)
             return
         held: list[Message] = []  # an error's start and body, until its last part

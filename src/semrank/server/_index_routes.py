@@ -278,6 +278,11 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
         return await _blocking(request, deadline, _with_index(request, name, work))
 
 
+async def open_index(request: Request, name: str) -> None:
+    """Opens the index ``name`` (IndexNotFoundError where there is none), as a search would."""
+    await _blocking(request, None, _with_index(request, name, lambda store: None))
+
+
 def say_warnings(response: Response, warnings: list[str]) -> None:
     if warnings:  # as the rerank routes say it
         response.headers[WARNING_HEADER] = warnings[0].encode("ascii", "backslashreplace").decode()
