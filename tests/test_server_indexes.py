@@ -873,6 +873,45 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     assert own.status_code == 422 and "x-elastic-product" not in own.headers, own.text
 
 
+async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
+    client: httpx.AsyncClient,
+) -> None:
+    """Elasticsearch takes size, from, sort, _source_includes... in the query string too
+    (elasticsearch-py sends sort="title:asc" and source_includes there): they were ignored,
+    and ?size=1 answered every hit, ?from=2 the first page again, ?_source_includes=title
+    whole documents. Each is refused; options that change nothing here are let be."""
+    await _make_index(client)
+    hints = {
+        "size=1": "send it in the JSON body",
+        "from=2": "paging is not supported",
+        "sort=title%3Aasc": "ordered by score",
+        "_source=false": "send it in the JSON body",
+        "q=flea": '"retriever": {"standard"',
+        "track_total_hits=false": "whose body takes retriever, size and _source",
+    }
+    for query, hint in hints.items():
+        sent = await client.post(
+            f"/docs/_search?{query}", content=ES_SEARCH, headers=ES_CLIENT_HEADERS
+        )
+        reason = _es_error(sent, 400, "invalid_request")
+        assert reason.startswith(f"query-string parameter '{query.split('=')[0]}'"), reason
+        assert hint in reason, reason
+    path = "/docs/_search?filter_path=hits.hits._id&pretty=true&routing=x"
+    let_be = await client.post(path, content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert let_be.status_code == 200 and let_be.json()["hits"]["hits"], let_be.text
+    # The _source filters are applied (elasticsearch-py's vector store helper sends one).
+    sources = {
+        "_source_includes=title,metadata": [{"title"}],
+        "_source_includes=ti*&_source_includes=text": [{"title", "text"}],
+        "_source_excludes=text": [{"title"}],
+        "_source_includes=t*&_source_excludes=title": [{"text"}],
+    }
+    for query, fields in sources.items():
+        filtered = await client.post(f"/docs/_search?{query}", json={"retriever": ES_TREE})
+        hits = filtered.json()["hits"]["hits"]
+        assert [set(hit["_source"]) for hit in hits] == fields * 2, (query, filtered.text)
+
+
 async def test_elasticsearch_py_index_exists_answers_for_semrank_indexes(
     client: httpx.AsyncClient,
 ) -> None:

@@ -252,7 +252,7 @@ _ES_SEARCH_KEY_HINTS = {
 }
 
 
-def _search_key_hint(key: str, search: bool | str) -> str:
+def search_key_hint(key: str, search: bool | str) -> str:
     """What to send instead of an Elasticsearch _search key, in the pipeline's words (the
     library and the CLI say the same)."""
     from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
@@ -307,14 +307,14 @@ def validation_message(
         where = ".".join(location) or "body"
         if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
             top_level = search and len(location) == 1
-            hint = _search_key_hint(location[0], search) if top_level else ""
+            hint = search_key_hint(location[0], search) if top_level else ""
             parts.append(f"{where}: unknown key; {hint or 'check its spelling'}")
             continue
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
             parts.append(f"{where}: {LONE_SURROGATE}")
             continue
         if search == "elasticsearch" and location == ["_source"]:  # includes, excludes...
-            parts.append(f"_source: true or false; {_search_key_hint('_source', search)}")
+            parts.append(f"_source: true or false; {search_key_hint('_source', search)}")
             continue
         if search and location == ["query"] and error.get("type") == "string_type":
             parts.append(f"query: {_query_dsl_hint()}")  # Elasticsearch's body shape

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from fnmatch import fnmatchcase
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -23,7 +24,7 @@ from semrank import __version__
 from semrank.errors import InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
-from semrank.server._errors import is_elasticsearch_path
+from semrank.server._errors import is_elasticsearch_path, search_key_hint
 from semrank.server._index_routes import IndexNameInPath, open_index, run_search, say_warnings
 from semrank.server.schemas import (
     EsErrorBody,
@@ -115,7 +116,9 @@ async def es_search(
     response: Response,
     body: EsSearchRequest | None = None,
 ) -> Any:
+    _refuse_query_string_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
+    includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
     search = SearchRequest(
         query=None,
         retriever=_own_texts(body.retriever, body.size),
@@ -128,7 +131,36 @@ async def es_search(
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
-    return es_search_response(index, results, took_ms=took_ms, size=body.size)
+    answer = es_search_response(index, results, took_ms=took_ms, size=body.size)
+    for hit in answer.hits.hits:
+        if isinstance(hit, EsHitWithSource) and (includes or excludes):
+            hit.source = _filtered_source(hit.source, includes, excludes)
+    return answer
+
+
+def _listed(request: Request, name: str) -> list[str]:
+    """A list parameter as Elasticsearch reads one: comma-separated, or the name repeated."""
+    values = request.query_params.getlist(name)
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _filtered_source(
+    source: dict[str, Any], includes: list[str], excludes: list[str], prefix: str = ""
+) -> dict[str, Any]:
+    """``_source_includes`` / ``_source_excludes`` as Elasticsearch applies them: dotted field
+    paths with ``*`` wildcards, an object kept whole where its own path is included."""
+    kept: dict[str, Any] = {}
+    for key, value in source.items():
+        path = prefix + key
+        if any(fnmatchcase(path, pattern) for pattern in excludes):
+            continue
+        whole = not includes or any(fnmatchcase(path, pattern) for pattern in includes)
+        inside = any(pattern.startswith(f"{path}.") for pattern in includes)
+        if isinstance(value, dict) and (whole or inside):
+            kept[key] = _filtered_source(value, [] if whole else includes, excludes, f"{path}.")
+        elif whole:
+            kept[key] = value
+    return kept
 
 
 def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> EsSearchResponse:
@@ -143,6 +175,37 @@ def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> 
     total = EsTotal(value=len(hits), relation="gte" if len(hits) >= size else "eq")
     best = max((hit.score for hit in hits), default=None)
     return EsSearchResponse(took=took_ms, hits=EsHits(total=total, max_score=best, hits=hits))
+
+
+# Query-string options of Elasticsearch's _search that change nothing semrank answers (one
+# index, no shards, no aggregations), filter_path (the whole answer holds the filtered one),
+# and the _source filters, applied to the answer (elasticsearch-py's vector store helper, which
+# LangChain's and LlamaIndex's stores use, sends _source_includes with every search).
+TAKEN_SEARCH_PARAMS = frozenset(
+    {
+        "_source_includes", "_source_excludes", "filter_path", "pretty", "human", "error_trace",
+        "typed_keys", "request_cache", "preference", "routing", "allow_no_indices",
+        "ignore_unavailable", "expand_wildcards",
+        "allow_partial_search_results", "ccs_minimize_roundtrips", "batched_reduce_size",
+        "max_concurrent_shard_requests", "pre_filter_shard_size", "search_type",
+        "ignore_throttled", "include_named_queries_score",
+    }
+)  # fmt: skip
+
+
+def _refuse_query_string_options(request: Request) -> None:
+    """Elasticsearch takes most search options in the query string too (elasticsearch-py puts
+    ``sort="title:asc"`` and ``q`` there): ignored, they answered another search than the one
+    asked (ten hits for ``?size=1``, the first page again for ``?from=``),
+    so each is refused, as in the body, saying what to send instead."""
+    for name in request.query_params:
+        if name in TAKEN_SEARCH_PARAMS:
+            continue
+        if name in ("size", "_source"):
+            hint = f'send it in the JSON body ("{name}": ...), which is where it is read'
+        else:
+            hint = search_key_hint("query" if name == "q" else name, "elasticsearch")
+        raise InvalidInputError(f"query-string parameter {name!r:.80}: {hint}")
 
 
 def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, Any]:
