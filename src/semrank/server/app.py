@@ -107,7 +107,8 @@ def create_app(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
-        routes=[*app.state.declared_routes, *own_pages],
+        # Not HEAD /{index}'s template, which every one-segment path (/docs) would match.
+        routes=[*(r for r in app.state.declared_routes if r.path != "/{index}"), *own_pages],
     )
     # Outside the edge: its own refusals (a body over the limit) are reshaped too.
     app.add_middleware(ElasticsearchAnswers)
