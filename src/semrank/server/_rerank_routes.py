@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
@@ -163,7 +163,13 @@ def _is_voyage(body: V1RerankRequest) -> bool:
     "instead is answered as POST /v1/rerank answers it (clients that add /rerank to a base URL "
     "without /v1 reach this route).",
 )
-async def rerank_root(body: RootRerankRequest, request: Request, response: Response) -> Any:
+async def rerank_root(
+    # Body(): FastAPI before 0.118.2 took an unmarked discriminated union for a query
+    # parameter and refused every body ('query: Field required').
+    body: Annotated[RootRerankRequest, Body()],
+    request: Request,
+    response: Response,
+) -> Any:
     if isinstance(body, V1RerankRequest):
         return await rerank_v1(body, request, response)
     return await _rerank_tei(body, request, response)
