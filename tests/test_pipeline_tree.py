@@ -353,7 +353,9 @@ def test_a_knn_query_vector_is_scaled_to_unit_length(index: LocalStore) -> None:
     enormous = search(index, retriever={"knn": {"query_vector": huge, "k": 3}})
     assert enormous.ids == unit.ids
     np.testing.assert_allclose(enormous.scores, unit.scores, rtol=1e-5)
-    threshold = 2 * float(unit.scores[1]) - 1  # the second cosine: keeps the top two
+    # Between the second and third cosines: keeps the top two. (At the second cosine itself,
+    # rebuilt from its float32 score, it fell above it on the onnxruntime backend.)
+    threshold = float(unit.scores[1]) + float(unit.scores[2]) - 1
     kept = search(index, retriever=Knn(vector=tuple(5 * vector), similarity=threshold), k=6)
     assert kept.ids == unit.ids[:2]
     with pytest.raises(InvalidInputError, match=r"all zeros.*give a non-zero vector"):
