@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from semrank._locks import KeyedLocks
 from semrank.store import create_index, open_index
 from test_postgres_store import HashingEmbedder
 
@@ -66,7 +68,7 @@ def test_loading_one_re_ranker_does_not_hold_up_searches_with_another(
 
     monkeypatch.setattr(semrank.rerank, "Reranker", SlowToLoad)
     monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
-    monkeypatch.setattr(_context, "_LOADING", {})
+    monkeypatch.setattr(_context, "_LOADING", KeyedLocks())
     ready = _context.load_reranker("ready")
     loaders = [threading.Thread(target=_context.load_reranker, args=("slow",)) for _ in range(3)]
     for thread in loaders:
@@ -136,7 +138,7 @@ def test_models_trees_name_are_kept_by_folder_and_files_and_few_at_once(
 
     monkeypatch.setattr(semrank.rerank, "Reranker", Loaded)
     monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
-    monkeypatch.setattr(_context, "_LOADING", {})
+    monkeypatch.setattr(_context, "_LOADING", KeyedLocks())
     for run in ("a", "b"):
         (tmp_path / run / "best").mkdir(parents=True)
         (tmp_path / run / "best" / "config.json").write_text("{}")
@@ -177,10 +179,53 @@ def test_models_asked_for_leave_no_loading_lock_behind(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(semrank.rerank, "Reranker", Loaded)
     monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
-    monkeypatch.setattr(_context, "_LOADING", {})
+    monkeypatch.setattr(_context, "_LOADING", KeyedLocks())
     for number in range(20):
         _context.load_reranker(f"model-{number}")
         with pytest.raises(ModelNotFoundError):
             _context.load_reranker(f"unknown-{number}")
-    assert _context._LOADING == {}
+    assert len(_context._LOADING) == 0
     assert _context.load_reranker("model-19").name == "model-19"  # still loaded, kept
+
+
+def test_a_failed_load_leaves_one_load_at_a_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A load that failed removed its lock while other threads still waited on it: a search
+    arriving then made a new lock and loaded the model beside one of them."""
+    import semrank.rerank
+    from semrank.pipeline import _context
+
+    loading, most = [0], [0]
+    guard = threading.Lock()
+
+    class FailsFirst:
+        calls = 0
+
+        def __init__(self, name: str | None) -> None:
+            with guard:
+                FailsFirst.calls += 1
+                first = FailsFirst.calls == 1
+                loading[0] += 1
+                most[0] = max(most[0], loading[0])
+            time.sleep(0.3)
+            with guard:
+                loading[0] -= 1
+            if first:
+                raise RuntimeError("the first load fails")
+
+    monkeypatch.setattr(semrank.rerank, "Reranker", FailsFirst)
+    monkeypatch.setattr(_context, "_RERANKERS", OrderedDict())
+    monkeypatch.setattr(_context, "_LOADING", KeyedLocks())
+
+    def load() -> None:
+        with contextlib.suppress(RuntimeError):
+            _context.load_reranker("flaky")
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.35)  # the first load has failed; the second thread waits on its lock...
+    late = threading.Thread(target=load)  # ...when a third search arrives
+    late.start()
+    for thread in [*threads, late]:
+        thread.join()
+    assert most[0] == 1 and len(_context._LOADING) == 0

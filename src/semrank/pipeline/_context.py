@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from semrank._checks import is_blank, require_unicode
+from semrank._locks import KeyedLocks
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
 from semrank.store import Store
@@ -34,7 +35,7 @@ class ScoresDocuments(Protocol):
 _RERANKERS: OrderedDict[Any, ScoresDocuments] = OrderedDict()
 _RERANKERS_KEPT = 4
 _RERANKERS_LOCK = threading.Lock()
-_LOADING: dict[Any, threading.Lock] = {}
+_LOADING = KeyedLocks()  # one load per model at a time
 
 
 def default_model_name(model: str | None) -> str | None:
@@ -61,17 +62,9 @@ def load_reranker(model: str | os.PathLike[str] | ScoresDocuments | None) -> Sco
         if key in _RERANKERS:
             _RERANKERS.move_to_end(key)
             return _RERANKERS[key]
-        loading = _LOADING.setdefault(key, threading.Lock())
     # One load per model at a time, without holding up searches with models already loaded.
-    with loading:
-        try:
-            return _load_once(name, key)
-        finally:
-            # Kept, one lock per name or retrained folder ever asked for stayed for the
-            # process's life (unknown names too); whoever waits on it holds it already.
-            with _RERANKERS_LOCK:
-                if _LOADING.get(key) is loading:
-                    del _LOADING[key]
+    with _LOADING.turn(key) as loading, loading:
+        return _load_once(name, key)
 
 
 def _load_once(name: str | None, key: Any) -> ScoresDocuments:

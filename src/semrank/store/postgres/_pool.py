@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from semrank._locks import KeyedLocks
 from semrank._request import REQUEST_DEADLINE
 from semrank.errors import (
     BackendUnavailableError,
@@ -54,23 +55,19 @@ _OWNERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # po
 # One writer of an index at a time in this process, waiting here rather than on the index's
 # row lock inside PostgreSQL: writers waiting there held a pooled connection each, and eight
 # of them (a long lock held elsewhere) left searches of every other index none (HTTP 503).
-# Kept while a writer holds or waits for it (its count): a lock kept per index ever written
-# grew a server's memory for good under a workload that makes and drops indexes.
-_WRITE_TURNS: dict[tuple[str, str], tuple[threading.Lock, int]] = {}  # (dsn, index) -> turn
-_TURNS_LOCK = threading.Lock()
+_WRITE_TURNS = KeyedLocks()  # (dsn, index) -> its turn
 
 
 def _forget_after_fork() -> None:
     """A forked child starts without pools: the parent's connections (its sockets) and the
     pools' worker threads are not the child's, and using them gave raw driver errors and waits
     past any timeout. They are dropped, not closed: closing would end the parent's sessions."""
-    global _DIRECT, _LOCK, _TURNS_LOCK
+    global _DIRECT, _LOCK
     _POOLS.clear()
     _RECONNECTING.clear()
     _DIRECT = threading.BoundedSemaphore(POOL_MAX_SIZE)
     _LOCK = threading.Lock()
-    _WRITE_TURNS.clear()  # a turn a parent's thread held would be held in the child for good
-    _TURNS_LOCK = threading.Lock()
+    _WRITE_TURNS.forget_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -122,9 +119,7 @@ def acquire_pool(dsn: str) -> Any:
 def write_turn(dsn: str, name: str) -> Iterator[None]:
     """This process's turn to write index ``name`` of ``dsn``, taken before a connection; an
     HTTP request waits for it no longer than its deadline."""
-    key = (dsn, name)
-    turn = _enter_turn(key)
-    try:
+    with _WRITE_TURNS.turn((dsn, name)) as turn:
         deadline = REQUEST_DEADLINE.get()
         wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not turn.acquire(timeout=wait):
@@ -137,24 +132,6 @@ def write_turn(dsn: str, name: str) -> Iterator[None]:
             yield
         finally:
             turn.release()
-    finally:
-        _leave_turn(key)
-
-
-def _enter_turn(key: tuple[str, str]) -> threading.Lock:
-    """``key``'s turn (made by its first writer), counting one more writer at it."""
-    with _TURNS_LOCK:
-        turn, users = _WRITE_TURNS.get(key) or (threading.Lock(), 0)
-        _WRITE_TURNS[key] = (turn, users + 1)
-    return turn
-
-
-def _leave_turn(key: tuple[str, str]) -> None:
-    """One writer fewer holding or waiting for ``key``'s turn; the last one removes it."""
-    with _TURNS_LOCK:
-        held = _WRITE_TURNS.pop(key, None)  # none in a child forked while this writer held it
-        if held is not None and held[1] > 1:
-            _WRITE_TURNS[key] = (held[0], held[1] - 1)
 
 
 def _check_connects(dsn: str) -> None:
