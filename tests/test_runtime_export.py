@@ -321,8 +321,11 @@ def test_weights_copied_in_with_old_times_win_over_the_graph_made_from_others(
     scores = load_scorer(cross_encoder(model_dir), backend="onnx").score_pairs(pairs)
     expected = load_scorer(cross_encoder(retrained), backend="onnx").score_pairs(pairs)
     assert scores.tolist() == pytest.approx(expected.tolist(), abs=1e-6)
-    # The graph made from the weights beside it still runs as it is (no export).
+    # The graph made from the weights beside it still runs as it is (no export), also once
+    # they are touched (their content decides, not their times).
     _export_onnx(model_dir)
+    assert uses_own_graph(model_dir)
+    os.utime(model_dir / "model.safetensors", (earlier - 60, earlier - 60))
     assert uses_own_graph(model_dir)
 
 

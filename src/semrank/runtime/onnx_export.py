@@ -267,20 +267,35 @@ def uses_own_graph(model_dir: Path) -> bool:
     except ModelLoadError:
         return True
     # Times alone were wrong for weights copied in with their old times kept (cp -p, rsync
-    # -a): the stale graph scored the new model.
+    # -a): the stale graph scored the new model. Files as recorded (size, time) are not read
+    # again; others are, as a copy may have kept another file's time.
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        recorded = json.loads((model_dir / GRAPH_SOURCE).read_text("utf-8"))["weights"]
-        return bool(recorded == weights_digest(model_dir))
+        recorded = json.loads((model_dir / GRAPH_SOURCE).read_text("utf-8"))
+        if recorded["stamps"] == _stamps(model_dir):
+            return True
+        return bool(recorded["weights"] == weights_digest(model_dir))
     return graph.stat().st_mtime >= max(path.stat().st_mtime for path in weights)
 
 
-# Beside a model.onnx semrank wrote: the digest of the config and weights it was made from.
+# Beside a model.onnx semrank wrote: what it was made from (graph_source).
 GRAPH_SOURCE = "model.onnx.source.json"
 
 
-def weights_digest(model_dir: Path) -> str:
-    """The digest of a folder's config.json and weight files."""
-    digest = hashlib.sha256((model_dir / "config.json").read_bytes())
+def graph_source(model_dir: Path) -> dict[str, Any]:
+    """What a folder's model.onnx is made from: the digest of its config and weights, and
+    their sizes and times (which spare reading them again while they are unchanged)."""
+    return {"weights": weights_digest(model_dir), "stamps": _stamps(model_dir)}
+
+
+def _stamps(model_dir: Path) -> dict[str, list[int]]:
+    files = [model_dir / "config.json", *weight_files(model_dir)]
+    return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in files}
+
+
+def weights_digest(model_dir: Path, prefix: bytes = b"") -> str:
+    """The digest of ``prefix``, then a folder's config.json and weight files."""
+    digest = hashlib.sha256(prefix)
+    digest.update((model_dir / "config.json").read_bytes())
     for path in weight_files(model_dir):
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 22):
@@ -295,8 +310,8 @@ def _source_key(model_dir: Path, head: str) -> str:
 
 
 def _cache_key(model_dir: Path, head: str) -> str:
-    made_from = f"semrank-export:{EXPORTER_VERSION}:{head}\n{weights_digest(model_dir)}"
-    return hashlib.sha256(made_from.encode()).hexdigest()[:32]
+    exporter = f"semrank-export:{EXPORTER_VERSION}:{head}\n".encode()
+    return weights_digest(model_dir, prefix=exporter)[:32]
 
 
 def share_like_new_files(path: str | Path) -> None:

@@ -293,7 +293,7 @@ def _export_onnx(target: Path) -> None:
     every later load of the folder failed to parse."""
     import onnx
 
-    from semrank.runtime.onnx_export import GRAPH_SOURCE, export_onnx, weights_digest
+    from semrank.runtime.onnx_export import GRAPH_SOURCE, export_onnx, graph_source
 
     partial = target / "model.onnx.partial"
     try:
@@ -301,7 +301,7 @@ def _export_onnx(target: Path) -> None:
         os.replace(partial, target / "model.onnx")
         # What it was made from, so that weights copied in later are told from these by
         # content, not by file times (which copies may keep).
-        made_from = json.dumps({"weights": weights_digest(target)})
+        made_from = json.dumps(graph_source(target))
         (target / GRAPH_SOURCE).write_text(made_from, encoding="utf-8")
     except OSError as exc:
         partial.unlink(missing_ok=True)
