@@ -966,3 +966,20 @@ async def test_elasticsearch_py_keys_info_and_warnings(reranker: Any, tmp_path: 
             said = cut.headers["x-semrank-warning"]
             assert warning.startswith("299 ") and warning.endswith(f' "{said}"'), warning
     forget_open_indexes()
+
+
+def test_elasticsearch_source_filters_reach_inside_objects_as_elasticsearch_does() -> None:
+    """A wildcard that names a field inside an object (``*.lang``) left ``_source`` empty:
+    objects were looked into only for patterns starting with their own path."""
+    from semrank.server._es_routes import _filtered_source
+
+    source = {"title": "Fleas", "metadata": {"lang": "en", "year": 2020}, "text": "bite"}
+    assert _filtered_source(source, ["*.lang"], []) == {"metadata": {"lang": "en"}}
+    assert _filtered_source(source, ["metadata.year"], []) == {"metadata": {"year": 2020}}
+    assert _filtered_source(source, ["metadata"], []) == {"metadata": source["metadata"]}
+    assert _filtered_source(source, ["*"], ["*.lang"]) == {
+        "title": "Fleas",
+        "metadata": {"year": 2020},
+        "text": "bite",
+    }
+    assert _filtered_source(source, ["nothing*"], []) == {}

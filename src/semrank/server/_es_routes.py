@@ -155,9 +155,13 @@ def _filtered_source(
         if any(fnmatchcase(path, pattern) for pattern in excludes):
             continue
         whole = not includes or any(fnmatchcase(path, pattern) for pattern in includes)
-        inside = any(pattern.startswith(f"{path}.") for pattern in includes)
+        # A pattern naming a field inside (or a wildcard that may: "*.lang") is looked for in
+        # an object; one left with nothing of it is left out.
+        inside = any(p.startswith(f"{path}.") or "*" in p for p in includes)
         if isinstance(value, dict) and (whole or inside):
-            kept[key] = _filtered_source(value, [] if whole else includes, excludes, f"{path}.")
+            found = _filtered_source(value, [] if whole else includes, excludes, f"{path}.")
+            if whole or found:
+                kept[key] = found
         elif whole:
             kept[key] = value
     return kept
