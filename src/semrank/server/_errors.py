@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from semrank._checks import RepeatedKeyError
 from semrank.errors import (
@@ -94,6 +94,15 @@ _ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_search)?$")
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: mounted in another app (``host.mount("/rerank", app)``),
+    the scope's path still starts with the mount's prefix, which its ``root_path`` holds."""
+    path, prefix = scope["path"], scope.get("root_path", "")
+    if not prefix or not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] not in "/":
+        return str(path)
+    return str(path[len(prefix) :]) or "/"
+
+
 def is_elasticsearch_path(path: str, method: str) -> bool:
     if method == "HEAD" and _ELASTICSEARCH_INDEX.match(path) is not None:
         return True
@@ -103,7 +112,7 @@ def is_elasticsearch_path(path: str, method: str) -> bool:
 def answered_status(request: Request, status: int) -> int:
     """Elasticsearch answers a body it cannot take with 400, which elasticsearch-py raises as
     ``BadRequestError`` (a 422 is a bare ``ApiError`` there): so do its routes here."""
-    elasticsearch = is_elasticsearch_path(request.url.path, request.method)
+    elasticsearch = is_elasticsearch_path(route_path(request.scope), request.method)
     return 400 if status == 422 and elasticsearch else status
 
 

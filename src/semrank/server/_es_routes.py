@@ -24,7 +24,7 @@ from semrank import __version__
 from semrank.errors import InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
-from semrank.server._errors import is_elasticsearch_path, search_key_hint
+from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
 from semrank.server._index_routes import IndexNameInPath, open_index, run_search, say_warnings
 from semrank.server.schemas import (
     EsErrorBody,
@@ -255,7 +255,7 @@ class ElasticsearchAnswers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_elasticsearch_path(scope["path"], scope["method"]):
+        if scope["type"] != "http" or not is_elasticsearch_path(route_path(scope), scope["method"]):
             await self.app(scope, receive, send)
             return
         held: list[Message] = []  # an error's start and body, until its last part

@@ -35,7 +35,7 @@ from semrank._request import REQUEST_GONE
 from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
-from semrank.server._errors import install_error_handlers, send_error
+from semrank.server._errors import install_error_handlers, route_path, send_error
 from semrank.server._es_routes import ElasticsearchAnswers
 from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._index_routes import router as index_router
@@ -167,10 +167,11 @@ class TrailingSlashServed:
 
     def _doubled_slashes_merged(self, scope: Scope) -> Scope:
         path, raw = scope.get("path", ""), scope.get("raw_path")
-        merged = _DOUBLED_SLASHES.sub("/", path)
-        if merged == path or merged not in self.rerank_paths:
+        routed = route_path(scope)  # a mounted app's routes follow its mount's prefix
+        merged = _DOUBLED_SLASHES.sub("/", routed)
+        if merged == routed or merged not in self.rerank_paths:
             return scope
-        served = {**scope, "path": merged}
+        served = {**scope, "path": path[: len(path) - len(routed)] + merged}
         if isinstance(raw, bytes):
             served["raw_path"] = re.sub(rb"/{2,}", b"/", raw)
         return served
@@ -182,9 +183,10 @@ class TrailingSlashServed:
         path, raw = scope.get("path", ""), scope.get("raw_path")
         written = raw if isinstance(raw, bytes) else path.encode()
         count = len(written) - len(written.rstrip(b"/"))
-        if count == 0 or len(path) <= 1:
+        routed = route_path(scope)  # a mounted app's "/" is its mount's prefix and a slash
+        if count == 0 or len(routed) <= 1:
             return scope
-        count = min(count, len(path) - 1)  # "/" itself stays
+        count = min(count, len(routed) - 1)  # "/" itself stays
         stripped = {**scope, "path": path[:-count]}
         if isinstance(raw, bytes):
             stripped["raw_path"] = raw[:-count]
