@@ -79,3 +79,47 @@ def test_combined_terms_are_numbered_as_np_unique_numbers_them() -> None:
     assert words == [[rebuilt.vocab[t] for t in doc] for doc in rebuilt.documents()]
     assert list(combined.vocab) == sorted(combined.vocab, key=[*old.vocab, *new.vocab].index)
     assert "purr" not in combined.vocab  # its only document was left out
+
+
+@pytest.mark.skipif(not _bm25_build.fast_build_applies(), reason="NumPy 1: bm25s builds itself")
+def test_steps_of_the_build_skip_empty_documents_and_keep_a_long_one_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Built about 13 terms at a time: documents longer than a step (one word said 40 times),
+    and steps holding only empty documents."""
+    monkeypatch.setattr(_bm25_build, "CHUNK", 13)
+    rng = np.random.default_rng(5)
+    lengths = np.array([0, 0, 40, 0, 0, 5, 30, 0, 13, 14, 1, 0])
+    terms = rng.integers(0, 9, int(lengths.sum())).astype(np.int32)
+    terms[:40] = 3
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    vocab = {f"w{number}": number for number in range(10)}
+    expected = _by_bm25s("lucene", terms, offsets, vocab)
+    built = bm25s.BM25(method="lucene", k1=1.2, b=0.75, delta=0.5)
+    _bm25_build.build_into(built, terms, offsets, vocab)
+    for key in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(built.scores[key], expected.scores[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"stemmer": None}, {"stopwords": None}, {"analysis": 1}, {"analysis": 3}],
+)
+def test_texts_analysed_in_steps_get_the_terms_and_numbers_of_one_step(
+    settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few texts at a time (the Python lists of a whole corpus took 480 MB at 200,000
+    documents), numbered as bm25s numbers every text's terms at once: the same files."""
+    from semrank.retrieve import _bm25
+
+    monkeypatch.setattr(_bm25, "ANALYSIS_STEP", 2)
+    params = BM25Params(**settings)
+    texts = [
+        "Runners running a run", "", "the of and", "İstanbul boğazı",  # noqa: RUF001
+        "re\u0301sume\u0301 cafés", "北京是中国的首都", "runs ran dogs", "Dogs bark at cats",
+        "दिल्ली शहर", "cats purr",
+    ]  # fmt: skip
+    tokens = _bm25.DocTokens.analyse(texts, params)
+    at_once = _bm25._tokenize(texts, params, return_ids=True)
+    assert tokens.documents() and [doc.tolist() for doc in tokens.documents()] == at_once.ids
+    assert tokens.vocab == tuple(sorted(at_once.vocab, key=at_once.vocab.__getitem__))

@@ -150,9 +150,9 @@ def _stemmer(language: str | None) -> Any:
     return Stemmer.Stemmer(language)
 
 
-def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
+def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool, stem: bool = True) -> Any:
     """bm25s's tokenizer with ``params``' analysis: the terms of each text (ids into a
-    vocabulary with ``return_ids``)."""
+    vocabulary with ``return_ids``); with ``stem`` false, its words before stemming."""
     import bm25s
 
     pattern = LEGACY_PATTERN
@@ -171,7 +171,7 @@ def _tokenize(texts: list[str], params: BM25Params, *, return_ids: bool) -> Any:
         texts,
         token_pattern=pattern,
         stopwords=params.stopwords or [],
-        stemmer=_stemmer(params.stemmer),
+        stemmer=_stemmer(params.stemmer) if stem else None,
         return_ids=return_ids,
         show_progress=False,
     )
@@ -256,6 +256,49 @@ def _wide_pattern(*, ideographs_alone: bool) -> str:
     return f"{words}|[{_IDEOGRAPHS}]" if ideographs_alone else words
 
 
+# Texts analysed per step: bm25s returns Python lists of term ids, about 480 MB for 200,000
+# documents of 115 words at once, which the process kept (as free memory) once they were freed.
+ANALYSIS_STEP = 10_000
+
+
+def _analyse_in_steps(
+    texts: Sequence[str], params: BM25Params
+) -> tuple[dict[str, int], list[np.ndarray], np.ndarray]:
+    """``(words, pieces, lengths)``: every word before stemming numbered in order of first
+    occurrence (bm25s's order), each step's documents' words as those numbers, one after
+    another, and each document's number of words."""
+    # Analyses 2 and 3 choose their pattern for all the texts analysed together, and the
+    # choice changes the terms of "İstanbul" (ANALYSIS_VERSIONS): those keep one step.
+    step = len(texts) if MARKS_ANALYSIS <= params.analysis < DOTTED_I_ANALYSIS else ANALYSIS_STEP
+    words: dict[str, int] = {}
+    pieces, lengths = [], np.empty(len(texts), np.int64)
+    for start in range(0, len(texts), step):
+        tokenized = _tokenize(
+            list(texts[start : start + step]), params, return_ids=True, stem=False
+        )
+        counts = np.fromiter(map(len, tokenized.ids), np.int64, count=len(tokenized.ids))
+        lengths[start : start + len(counts)] = counts
+        renumber = np.empty(len(tokenized.vocab), np.int32)
+        for word, number in tokenized.vocab.items():  # in order of first occurrence
+            renumber[number] = words.setdefault(word, len(words))
+        ids = np.fromiter(chain.from_iterable(tokenized.ids), np.int32, count=int(counts.sum()))
+        pieces.append(renumber[ids])
+    return words, pieces, lengths
+
+
+def _stem_numbering(words: list[str], params: BM25Params) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(term_of_word, vocab)``: the term id of each of ``words`` (in order of first
+    occurrence) and the terms, numbered as bm25s's tokenizer numbers them (in the order of a set
+    of the stems), so that the index files are those of analysing every text in one step."""
+    stemmer = _stemmer(params.stemmer)
+    if stemmer is None:
+        return np.arange(len(words), dtype=np.int32), tuple(words)
+    stems = stemmer.stemWords(words)
+    vocab = tuple(set(stems))
+    number = {stem: n for n, stem in enumerate(vocab)}
+    return np.fromiter((number[stem] for stem in stems), np.int32, count=len(stems)), vocab
+
+
 @dataclass(frozen=True)
 class DocTokens:
     """Every document's analysed terms, as ids into ``vocab``: what an index is built from.
@@ -275,13 +318,11 @@ class DocTokens:
     def analyse(cls, texts: Sequence[str], params: BM25Params) -> DocTokens:
         if not texts:
             return cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ())
-        tokenized = _tokenize(list(texts), params, return_ids=True)
-        lengths = np.fromiter(map(len, tokenized.ids), np.int64, count=len(texts))
-        terms = np.fromiter(chain.from_iterable(tokenized.ids), np.int32, count=int(lengths.sum()))
-        vocab = [""] * len(tokenized.vocab)
-        for word, number in tokenized.vocab.items():
-            vocab[number] = word
-        return cls(terms, np.concatenate(([0], np.cumsum(lengths))), tuple(vocab))
+        words, pieces, lengths = _analyse_in_steps(texts, params)
+        term_of_word, vocab = _stem_numbering(list(words), params)
+        terms = np.concatenate(pieces)
+        del pieces
+        return cls(term_of_word[terms], np.concatenate(([0], np.cumsum(lengths))), vocab)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
