@@ -114,6 +114,8 @@ def test_beir_ids_follow_the_corpus_readers_rule_and_a_pandas_float_id_is_named(
     year = write(tmp_path / "year.jsonl", jsonl({"_id": "d0", "title": 1984, "text": 1984}))
     assert load_beir_queries(year) == {"d0": "1984"}
     assert load_beir_corpus(year)["d0"].title == "1984"
+    zero = write(tmp_path / "zero.jsonl", jsonl({"_id": "d0", "title": 0, "text": 0}))
+    assert load_beir_corpus(zero)["d0"].title == "0"
     text = write(tmp_path / "text.jsonl", jsonl({"_id": "d0", "text": [7]}))
     with pytest.raises(DataFormatError, match=r"text\.jsonl:1: field 'text' is \[7\] \(list\); it"):
         load_beir_corpus(text)

@@ -212,6 +212,10 @@ def test_shared_set_names_with_other_rows_and_corpus_titles_are_named(tmp_path: 
     corpus.write_text('{"text": "Fleas are insects.", "title": ["Fleas"]}\n')
     with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: 'title' must be a string"):
         load_collection(DataSpec(path=pairs, corpus=corpus))
+    # A title that is a number (a year) is its text, as the eval readers take it.
+    corpus.write_text('{"text": "A novel.", "title": 1984}\n{"text": "A count.", "title": 0}\n')
+    titled = load_collection(DataSpec(path=pairs, corpus=corpus)).passages
+    assert [p for p in titled if "novel" in p or "count" in p] == ["1984. A novel.", "0. A count."]
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])

@@ -329,6 +329,40 @@ def test_weights_copied_in_with_old_times_win_over_the_graph_made_from_others(
     assert uses_own_graph(model_dir)
 
 
+def test_a_graph_record_without_file_stamps_is_checked_by_content(
+    tiny_model, tmp_path: Path
+) -> None:
+    """A record holding only the weights' digest (as semrank train wrote it before recording
+    stamps) fell back to comparing times, which kept the stale graph."""
+    from semrank.runtime.onnx_export import GRAPH_SOURCE
+    from semrank.train._model import _export_onnx
+
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "model")
+    _export_onnx(model_dir)
+    record = model_dir / GRAPH_SOURCE
+    record.write_text(json.dumps({"weights": json.loads(record.read_text())["weights"]}))
+    assert uses_own_graph(model_dir)
+    shutil.copy2(tiny_model("bert", max_length=64, seed=1) / "model.safetensors", model_dir)
+    earlier = (model_dir / "model.onnx").stat().st_mtime - 60
+    os.utime(model_dir / "model.safetensors", (earlier, earlier))
+    assert not uses_own_graph(model_dir)
+
+
+def test_an_upgrade_keeps_the_cached_exports_keys(tiny_model) -> None:
+    """A cache key is the digest of the exporter's version and head, then the config and the
+    weights: a refactor that hashed a digest instead changed every key, and each model would
+    have been exported again after an upgrade."""
+    import hashlib
+
+    from semrank.runtime.onnx_export import EXPORTER_VERSION, _cache_key
+
+    model_dir = tiny_model("bert", max_length=64)
+    digest = hashlib.sha256(f"semrank-export:{EXPORTER_VERSION}:sequence-classification\n".encode())
+    digest.update((model_dir / "config.json").read_bytes())
+    digest.update((model_dir / "model.safetensors").read_bytes())
+    assert _cache_key(model_dir, "sequence-classification") == digest.hexdigest()[:32]
+
+
 def test_unknown_backend_is_rejected(tiny_model) -> None:
     with pytest.raises(BackendUnavailableError, match="'tensorrt'"):
         load_scorer(cross_encoder(tiny_model("bert")), backend="tensorrt")

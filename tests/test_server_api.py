@@ -130,6 +130,9 @@ async def test_an_app_mounted_without_its_startup_says_how_to_run_it() -> None:
     transport = httpx.ASGITransport(app=host)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         answer = await client.post("/rerank/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        # Its routes answer as they do served alone (the TEI route's hint was lost).
+        tei = await client.post("/rerank/rerank", json={"query": QUERY})
+    assert tei.status_code == 422 and "text-embeddings-inference" in tei.json()["error"]
     assert answer.status_code == 503
     assert "app.mount" in answer.json()["message"]
     assert "lifespan_context" in answer.json()["message"]

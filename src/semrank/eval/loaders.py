@@ -160,7 +160,7 @@ def load_beir_corpus(path: Path | str) -> dict[str, Document]:
         record = _json_line(path, number, line)
         doc_id = _required_id(record, path, number)
         text = _required_str(record, "text", path, number)
-        title = _required_str(record, "title", path, number) if record.get("title") else ""
+        title = "" if record.get("title") is None else _required_str(record, "title", path, number)
         if doc_id in corpus:
             raise format_error(path, number, f"duplicate document id {doc_id!r}")
         corpus[doc_id] = Document(doc_id=doc_id, text=text, title=title)

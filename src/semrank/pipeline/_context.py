@@ -36,6 +36,8 @@ _RERANKERS: OrderedDict[Any, ScoresDocuments] = OrderedDict()
 _RERANKERS_KEPT = 4
 _RERANKERS_LOCK = threading.Lock()
 _LOADING = KeyedLocks()  # one load per model at a time
+if hasattr(os, "register_at_fork"):  # a load a parent's thread ran would hold a child's
+    os.register_at_fork(after_in_child=_LOADING.forget_after_fork)
 
 
 def default_model_name(model: str | None) -> str | None:

@@ -271,7 +271,7 @@ def uses_own_graph(model_dir: Path) -> bool:
     # again; others are, as a copy may have kept another file's time.
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         recorded = json.loads((model_dir / GRAPH_SOURCE).read_text("utf-8"))
-        if recorded["stamps"] == _stamps(model_dir):
+        if recorded.get("stamps") == _stamps(model_dir):
             return True
         return bool(recorded["weights"] == weights_digest(model_dir))
     return graph.stat().st_mtime >= max(path.stat().st_mtime for path in weights)

@@ -24,7 +24,7 @@ from semrank.errors import (
     RequestTooLargeError,
     missing_extra,
 )
-from semrank.server._errors import send_error
+from semrank.server._errors import route_path, send_error
 from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, log_fields
 from semrank.server._metrics import Metrics
 
@@ -255,7 +255,7 @@ def _route_label(scope: Scope, templates: Sequence[tuple[Any, str]] = ()) -> str
     if path:
         return str(path)
     # Routing has not run (the edge answered): labelled "unmatched", dashboards missed it.
-    found = (template for regex, template in templates if regex.match(scope["path"]))
+    found = (template for regex, template in templates if regex.match(route_path(scope)))
     return next(found, "unmatched")
 
 

@@ -148,14 +148,14 @@ def install_error_handlers(
         if refused is not None:
             return await on_semrank_error(request, refused)
         content_type = request.headers.get("content-type", "")
-        path = request.url.path
+        path = route_path(request.scope)  # mounted in another app: without its prefix
         search = "elasticsearch" if path.endswith("/_search") else path.endswith("/search")
         message = validation_message(exc.errors(), content_type=content_type, search=search)
         if isinstance(exc.__cause__, RepeatedKeyError):  # UniqueKeysRoute's refusal
             message = f"the request body holds {exc.__cause__.msg}"
-        if request.url.path == "/rerank" and _sent_no_texts(exc.errors()):
+        if path == "/rerank" and _sent_no_texts(exc.errors()):
             message = f"{TEI_ROUTE_HINT}; {message}"
-        if request.url.path == "/v2/rerank" and _sent_objects(exc.errors()):
+        if path == "/v2/rerank" and _sent_objects(exc.errors()):
             message = f"{V2_STRINGS_HINT}; {message}"
         error = InvalidInputError(message)
         return await on_semrank_error(request, error)

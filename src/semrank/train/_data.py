@@ -496,7 +496,8 @@ def _add_corpus(collection: Collection, path: Path) -> None:
     seen = set(collection.passages)
     for number, row in iter_numbered_jsonl(path):
         text = row.get("text") if isinstance(row, dict) else None
-        title = (row.get("title") or "") if isinstance(row, dict) else ""
+        title = row.get("title") if isinstance(row, dict) else ""
+        title = "" if title is None else str(title) if is_int(title) else title  # a year: 1984
         if not isinstance(title, str):
             raise DataFormatError(f"{path}:{number}: 'title' must be a string, got {title!r:.60}")
         # A title alone is a passage (BEIR corpora hold such rows).
