@@ -440,11 +440,16 @@ class DocumentDB:
         """Rows in ``pk`` order; only those written after generation ``written_after`` if
         given."""
         if written_after is None:
-            yield from conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
+            rows = conn.execute(f"SELECT {columns} FROM documents ORDER BY pk")
         else:
-            yield from conn.execute(
+            rows = conn.execute(
                 f"SELECT {columns} FROM documents WHERE gen > ? ORDER BY pk", (written_after,)
             )
+        # Not `yield from`: it would close the cursor when the generator is dropped, and a
+        # generator dropped after its connection closed (a BM25 build stopped by an error
+        # while it streamed the rows) printed "Exception ignored ... closed database".
+        for row in rows:  # noqa: UP028 (see above)
+            yield row
 
     def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
         with self._reading() as reader:
