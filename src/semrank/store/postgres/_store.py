@@ -50,12 +50,10 @@ HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
 HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
 _HNSW_LOCK = 0x73686E77  # "shnw": advisory locks serialising a partition's HNSW build
 STALE_STATISTICS_SHARE = 0.1  # ANALYZE once this share of the rows was written since the last
-PROBE_KEY = "embedding_probe"
+PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 _log = logging.getLogger(__name__)
 # Indexes whose HNSW build was left to the tables' owner, said once per process.
-_GRAPHS_LEFT: set[tuple[str, str]] = (
-    set()
-)  # the settings key of the index's embedding probe (see Store)
+_GRAPHS_LEFT: set[tuple[str, str]] = set()
 
 
 def partition_name(index_name: str) -> str:
