@@ -38,15 +38,40 @@ LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + (
 
 @contextlib.asynccontextmanager
 async def serving(
-    reranker: Any, *, headers: dict[str, str] | None = None, **config: Any
+    reranker: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    more_models: dict[str, Any] | None = None,
+    **config: Any,
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    app = create_app(ServerConfig(**config), rerankers={"minilm": reranker})
+    rerankers = {"minilm": reranker, **(more_models or {})}
+    app = create_app(ServerConfig(**config), rerankers=rerankers)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://test", headers=headers, timeout=60
         ) as client:
             yield app, client
+
+
+@contextlib.asynccontextmanager
+async def mounted_in_a_host(app: Any, prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` mounted at ``prefix`` in a host FastAPI app whose lifespan runs
+    ``app``'s, as docs/server.md shows (the client's base URL is the mount's)."""
+    from fastapi import FastAPI
+
+    @contextlib.asynccontextmanager
+    async def lifespan(host: FastAPI) -> AsyncIterator[None]:
+        async with app.router.lifespan_context(app):
+            yield
+
+    host = FastAPI(lifespan=lifespan)
+    host.mount(prefix, app)
+    async with host.router.lifespan_context(host):
+        transport = httpx.ASGITransport(app=host)
+        base_url = f"http://test{prefix}"
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
 
 
 def expected(
@@ -140,24 +165,10 @@ async def test_an_app_mounted_without_its_startup_says_how_to_run_it() -> None:
 
 async def test_an_app_mounted_with_its_startup_run_by_the_host_serves(reranker: Any) -> None:
     """The way the 503 above (and docs/server.md) says works: the host runs the lifespan."""
-    from fastapi import FastAPI
-
     semrank_app = create_app(ServerConfig(), rerankers={"minilm": reranker})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with semrank_app.router.lifespan_context(semrank_app):
-            yield
-
-    host = FastAPI(lifespan=lifespan)
-    host.mount("/rerank", semrank_app)
-    async with host.router.lifespan_context(host):
-        transport = httpx.ASGITransport(app=host)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            assert (await client.get("/rerank/ready")).json()["status"] == "ready"
-            answer = await client.post(
-                "/rerank/v1/rerank", json={"query": QUERY, "documents": DOCS}
-            )
+    async with mounted_in_a_host(semrank_app, "/rerank") as client:
+        assert (await client.get("/ready")).json()["status"] == "ready"
+        answer = await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
     assert answer.status_code == 200
     assert facts(answer.json()["results"]) == expected(reranker, QUERY, DOCS)
 
@@ -542,13 +553,10 @@ async def test_the_model_list_and_one_model_in_cohere_shape(reranker: Any, tiny_
     from semrank import Reranker
 
     tiny = Reranker(str(tiny_model("bert")))
-    app = create_app(ServerConfig(), rerankers={"minilm": reranker, "tiny": tiny})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            listed = (await client.get("/v1/models")).json()
-            one = await client.get("/v1/models/tiny")
-            unknown = await client.get("/v1/models/rerank-v3.5")
+    async with serving(reranker, more_models={"tiny": tiny}) as (_, client):
+        listed = (await client.get("/v1/models")).json()
+        one = await client.get("/v1/models/tiny")
+        unknown = await client.get("/v1/models/rerank-v3.5")
     assert listed["models"] == [
         {
             "name": "minilm",

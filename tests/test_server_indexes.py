@@ -992,33 +992,22 @@ async def test_an_app_mounted_in_another_answers_elasticsearch_py_as_served_alon
     were told by the path with the mount's prefix: a 200 without X-Elastic-Product (which
     elasticsearch-py refuses), a 422 in semrank's shape, GET /search/ (es.info()) a 404, and
     a rerank route with a doubled slash (a base URL ending in one) a 404."""
-    from fastapi import FastAPI
-
     from semrank.pipeline import forget_open_indexes
     from semrank.server import ServerConfig, create_app
+    from test_server_api import mounted_in_a_host
 
     semrank_app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"m": reranker})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with semrank_app.router.lifespan_context(semrank_app):
-            yield
-
-    host = FastAPI(lifespan=lifespan)
-    host.mount("/search", semrank_app)
-    async with host.router.lifespan_context(host):
-        transport = httpx.ASGITransport(app=host)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test/search") as http:
-            await _make_index(http)
-            found = await http.post("/docs/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
-            assert found.status_code == 200, found.text
-            assert found.headers["x-elastic-product"] == "Elasticsearch"
-            assert {hit["_id"] for hit in found.json()["hits"]["hits"]} == {"d1", "d3"}
-            refused = await http.post("/docs/_search", json={"retriever": ES_TREE, "size": 0})
-            assert "size" in _es_error(refused, 400, "invalid_request")
-            info = await http.get("/", headers=ES_CLIENT_HEADERS)
-            assert info.status_code == 200, info.text
-            assert info.headers["x-elastic-product"] == "Elasticsearch"
-            body = {"query": "fleas", "documents": ["Fleas drink blood.", "Paris"]}
-            assert (await http.post("/v1//rerank", json=body)).status_code == 200
+    async with mounted_in_a_host(semrank_app, "/search") as http:
+        await _make_index(http)
+        found = await http.post("/docs/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+        assert found.status_code == 200, found.text
+        assert found.headers["x-elastic-product"] == "Elasticsearch"
+        assert {hit["_id"] for hit in found.json()["hits"]["hits"]} == {"d1", "d3"}
+        refused = await http.post("/docs/_search", json={"retriever": ES_TREE, "size": 0})
+        assert "size" in _es_error(refused, 400, "invalid_request")
+        info = await http.get("/", headers=ES_CLIENT_HEADERS)
+        assert info.status_code == 200, info.text
+        assert info.headers["x-elastic-product"] == "Elasticsearch"
+        body = {"query": "fleas", "documents": ["Fleas drink blood.", "Paris"]}
+        assert (await http.post("/v1//rerank", json=body)).status_code == 200
     forget_open_indexes()

@@ -36,7 +36,7 @@ from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, route_path, send_error
-from semrank.server._es_routes import ElasticsearchAnswers
+from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
@@ -108,7 +108,10 @@ def create_app(
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
         # Not HEAD /{index}'s template, which every one-segment path (/docs) would match.
-        routes=[*(r for r in app.state.declared_routes if r.path != "/{index}"), *own_pages],
+        routes=[
+            *(r for r in app.state.declared_routes if not isinstance(r, IndexProbeRoute)),
+            *own_pages,
+        ],
     )
     # Outside the edge: its own refusals (a body over the limit) are reshaped too.
     app.add_middleware(ElasticsearchAnswers)
