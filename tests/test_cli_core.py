@@ -668,3 +668,15 @@ def test_running_out_of_memory_is_named_with_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr  # the machine's, as a full disk is
     assert "error: out of memory" in done.stderr
     assert "give it more, or ask for less at once" in done.stderr
+
+
+def test_rerank_from_a_closed_stdin_says_so(tmp_path: Path) -> None:
+    """`semrank rerank q --docs - <&-` (a supervisor or script that closed stdin) printed a
+    traceback (sys.stdin is None) and exited 1, "a bug"."""
+    command = [sys.executable, "-m", "semrank", "rerank", "flea", "--docs", "-", "--json"]
+    closed = subprocess.run(command, capture_output=True, text=True, close_fds=True,
+                            preexec_fn=lambda: os.close(0), timeout=120)  # fmt: skip
+    assert "Traceback" not in closed.stderr
+    assert closed.returncode == 2, closed.stderr
+    assert "--docs '-' reads the documents from stdin, and stdin is closed" in closed.stderr
+    assert closed.stdout == ""

@@ -197,7 +197,7 @@ def _read_text(path: str) -> str:
     # A byte-order mark (Windows editors write one) is not part of the first document, and
     # left in place it hides a leading '[' or '{' from the format detection.
     if path == "-":  # bytes, decoded as a file is: the locale's decoder may be lenient or not
-        data = sys.stdin.buffer.read()
+        data = _stdin_bytes()
     else:  # read_numbered_documents checked that it is a file or a pipe
         try:
             data = Path(path).read_bytes()
@@ -218,6 +218,15 @@ def _read_text(path: str) -> str:
             f"--docs {path!r}: not valid UTF-8 (byte 0x{data[at]:02x} at byte {at}); save "
             "the file as UTF-8"
         ) from None
+
+
+def _stdin_bytes() -> bytes:
+    if sys.stdin is None:  # started with stdin closed (`<&-`, some supervisors): a traceback
+        raise InvalidInputError(
+            "--docs '-' reads the documents from stdin, and stdin is closed; pipe them in "
+            "(e.g. `cat docs.jsonl | semrank rerank QUERY --docs -`) or pass a file"
+        )
+    return sys.stdin.buffer.read()
 
 
 def _require_file(path: str) -> None:
