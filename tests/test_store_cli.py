@@ -547,6 +547,9 @@ def test_drop_without_an_answer_names_yes_and_an_unknown_index_is_not_asked_abou
 ) -> None:
     """With stdin closed (a script), drop said "Aborted!" with exit status 1 (a bug); an index
     that does not exist was asked about before it was found missing."""
+    import subprocess
+    import sys
+
     from typer.testing import CliRunner
 
     from semrank.cli import app
@@ -556,6 +559,13 @@ def test_drop_without_an_answer_names_yes_and_an_unknown_index_is_not_asked_abou
     run("index", "create", "keep", "--from", str(beir), "--home", home, "--no-dense")
     closed = CliRunner().invoke(app, ["index", "drop", "keep", "--home", home], input="")
     assert isinstance(closed.exception, InvalidInputError) and "pass --yes" in str(closed.exception)
+    assert "keep" in run("index", "list", "--home", home)
+    # Started with stdin closed (`<&-`): input() raised RuntimeError, a traceback, exit 1.
+    command = [sys.executable, "-m", "semrank", "index", "drop", "keep", "--home", home]
+    shut = subprocess.run(command, capture_output=True, text=True, close_fds=True,
+                          preexec_fn=lambda: os.close(0), timeout=120)  # fmt: skip
+    assert shut.returncode == 2 and "Traceback" not in shut.stderr, shut.stderr
+    assert "no answer to the confirmation (stdin is closed); pass --yes" in shut.stderr
     assert "keep" in run("index", "list", "--home", home)
     missing = CliRunner().invoke(app, ["index", "drop", "nosuch", "--home", home], input="")
     assert isinstance(missing.exception, IndexNotFoundError)

@@ -678,15 +678,18 @@ def _confirmed(question: str) -> bool:
     names --yes, not click's "Aborted!" with exit status 1."""
     from semrank.errors import InvalidInputError
 
+    no_answer = InvalidInputError(
+        "no answer to the confirmation (stdin is closed); pass --yes to drop without asking"
+    )
+    if sys.stdin is None:  # started with stdin closed (`<&-`): input() raised RuntimeError
+        raise no_answer
     try:
         return typer.confirm(question)
     except typer.Abort:
         if sys.stdin.isatty():  # Ctrl-C at the prompt: 130, as a shell reports it (click: 1)
             typer.echo(err=True)
             raise typer.Exit(130) from None
-        raise InvalidInputError(
-            "no answer to the confirmation (stdin is closed); pass --yes to drop without asking"
-        ) from None
+        raise no_answer from None
 
 
 @index_app.command("list")
