@@ -96,6 +96,30 @@ def test_delete_with_a_missing_ids_file_names_it(tmp_path: Path, beir: Path) -> 
     assert "3 documents" in run("index", "list", "--home", home)
 
 
+def test_ids_file_is_read_from_stdin_or_a_pipe(tmp_path: Path, beir: Path) -> None:
+    """`jq -r '.hits[].id' | semrank index delete NAME --ids-file -` (or /dev/stdin, or
+    `--ids-file <(jq ...)`) was refused: "-: no such file", "/dev/fd/63: not a file"."""
+    import threading
+
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    first, second = (doc["_id"] for doc in DOCS[:2])
+    out = run("index", "delete", "mini", "--ids-file", "-", "--home", home, stdin=f"{first}\r\n")
+    assert out == "deleted 1 of 1 ids; index 'mini' holds 2\n"
+    pipe = tmp_path / "ids.fifo"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with open(pipe, "w", encoding="utf-8") as writer:
+            writer.write(f"{second}\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = run("index", "delete", "mini", "--ids-file", str(pipe), "--home", home)
+    writer.join(timeout=10)
+    assert out == "deleted 1 of 1 ids; index 'mini' holds 1\n"
+
+
 def test_ids_file_ids_are_matched_exactly_spaces_included(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     corpus = tmp_path / "docs.jsonl"

@@ -547,12 +547,7 @@ def _read_ids(ids_file: Path) -> list[str]:
     from semrank._files import bad_byte
     from semrank.errors import InvalidInputError
 
-    if not ids_file.is_file():
-        problem = "a folder" if ids_file.is_dir() else "not a file" if ids_file.exists() else ""
-        raise InvalidInputError(
-            f"--ids-file {ids_file}: {problem or 'no such file'}; pass a file with one id per line"
-        )
-    data = ids_file.read_bytes()
+    data = _ids_file_bytes(ids_file)
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as exc:
@@ -567,12 +562,35 @@ def _read_ids(ids_file: Path) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
+def _ids_file_bytes(ids_file: Path) -> bytes:
+    """The file's bytes; - is stdin, and a pipe (`<(jq ...)`, /dev/stdin) is read as a file is:
+    both were refused as "no such file" / "not a file", so ids could not be piped in."""
+    from semrank.errors import InvalidInputError
+
+    if str(ids_file) == "-":
+        if sys.stdin is None or sys.stdin.isatty():  # a terminal would wait for typed ids
+            state = "closed" if sys.stdin is None else "a terminal"
+            raise InvalidInputError(
+                f"--ids-file - reads the ids from stdin, and stdin is {state}; pipe them in "
+                "(e.g. `jq -r '.hits[].id' hits.json | semrank index delete NAME --ids-file -`)"
+            )
+        return sys.stdin.buffer.read()
+    if not (ids_file.is_file() or ids_file.is_fifo()):
+        problem = "a folder" if ids_file.is_dir() else "not a file" if ids_file.exists() else ""
+        raise InvalidInputError(
+            f"--ids-file {ids_file}: {problem or 'no such file'}; pass a file with one id per line"
+        )
+    return ids_file.read_bytes()
+
+
 @index_app.command("delete")
 @home_beats_env_store
 def delete(
     name: str = typer.Argument(..., help="Index name."),
     ids: list[str] = typer.Argument(None, help="Document ids to delete."),
-    ids_file: Path | None = typer.Option(None, "--ids-file", help="File with one id per line."),
+    ids_file: Path | None = typer.Option(
+        None, "--ids-file", help="File with one id per line; - reads them from stdin."
+    ),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
 ) -> None:
