@@ -621,6 +621,37 @@ def test_a_client_used_before_a_fork_gives_each_process_its_own_answers(reranker
     assert mine == [0] * 8 and statuses == [0, 0]
 
 
+def test_a_client_goes_to_a_spawned_process_pool_and_copies_open_their_own_pool(
+    reranker: Any,
+) -> None:
+    """A client handed to a ProcessPoolExecutor (or a spawn Pool, or copy.deepcopy) failed
+    with "cannot pickle '_thread.RLock' object", from inside httpx's connection pool."""
+    import asyncio
+    import copy
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    app = create_app(ServerConfig(api_keys=frozenset({"k"})), rerankers={"minilm": reranker})
+    spawn = multiprocessing.get_context("spawn")
+    with live_server(app) as url, SemrankClient(url, api_key="k", timeout=30) as client:
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            answer = pool.submit(client.rerank, "violin", FORK_DOCS, top_n=1).result(timeout=120)
+        assert answer.results[0].index == 1
+        copied = copy.deepcopy(client)
+        copied.close()  # its own pool: the original still serves
+        assert client.rerank("quartz", FORK_DOCS, top_n=1).results[0].index == 2
+        async_copy = pickle.loads(pickle.dumps(AsyncSemrankClient(url, api_key="k")))
+        answered = asyncio.run(async_copy.rerank("tigers", FORK_DOCS, top_n=1))
+        assert answered.results[0].index == 3
+    for own in (
+        SemrankClient("http://test", transport=httpx.MockTransport(lambda r: httpx.Response(200))),
+        AsyncSemrankClient("http://test", transport=httpx.ASGITransport(app=app)),
+    ):
+        with pytest.raises(errors.InvalidInputError, match=r"one \w*SemrankClient per process"):
+            pickle.dumps(own)
+
+
 def test_one_async_client_serves_several_event_loops(reranker: Any) -> None:
     """asyncio.run() twice with one client: every other call raised "Event loop is closed"."""
     import asyncio

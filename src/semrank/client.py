@@ -20,7 +20,8 @@ are checked by name: a misspelt one is an ``InvalidInputError``, not a field the
 ignore.
 Arguments that cannot be sent (NaN, a lone surrogate, a set...) are an ``InvalidInputError``
 before anything is sent; numpy scalars (``np.int64(3)``, ``np.float32(0.5)``) are sent as the
-Python numbers they hold.
+Python numbers they hold. A client pickles (a ``spawn`` pool, ``ProcessPoolExecutor``,
+``copy.deepcopy``) with its URL, key and timeout; the copy opens its own connections.
 """
 
 from __future__ import annotations
@@ -627,6 +628,18 @@ def _settings(base_url: object, api_key: object, timeout: object, transport: Any
     }
 
 
+def _pickled_settings(settings: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What a copy of a client takes to another process (a spawn pool, a deep copy): its
+    settings, the API key with them; not its connection pool, whose locks and sockets do not
+    pickle (a bare "cannot pickle '_thread.RLock' object"). The copy opens its own pool."""
+    if settings["transport"] is not None:
+        raise errors.InvalidInputError(
+            f"this {kind} has its own transport=, whose connections cannot be pickled or "
+            f"copied; create one {kind} per process (or copy) instead"
+        )
+    return dict(settings)
+
+
 def _require_unused(used: bool, where: str) -> None:
     """A transport= the caller built holds its own connections, which cannot be remade here:
     used in another process or loop, it would be shared with this one."""
@@ -649,10 +662,19 @@ class SemrankClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._settings = _settings(base_url, api_key, timeout, transport)
-        self._timeout = self._settings["timeout"]
-        self._http = httpx.Client(**self._settings)
+        self._start(_settings(base_url, api_key, timeout, transport))
+
+    def _start(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._timeout = settings["timeout"]
+        self._http = httpx.Client(**settings)
         self._pid, self._used = os.getpid(), False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _pickled_settings(self._settings, "SemrankClient")
+
+    def __setstate__(self, settings: dict[str, Any]) -> None:
+        self._start(settings)
 
     def _connections(self) -> httpx.Client:
         """The client's connection pool, a new one in a forked process: parent and children
@@ -761,14 +783,23 @@ class AsyncSemrankClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = _settings(base_url, api_key, timeout, transport)
-        self._timeout = self._settings["timeout"]
-        self._http = httpx.AsyncClient(**self._settings)
+        self._start(_settings(base_url, api_key, timeout, transport))
+
+    def _start(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._timeout = settings["timeout"]
+        self._http = httpx.AsyncClient(**settings)
         self._owner: tuple[int, Any] | None = None  # (process, event loop) of its connections
         self._switches = 0
         self._closed = False  # by aclose(): a pool closed as its loop ended is replaced
         # Per (process, event loop): its pool, and what closes that pool when the loop ends.
         self._pools: dict[tuple[int, Any], tuple[httpx.AsyncClient, LoopEndCloser]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _pickled_settings(self._settings, "AsyncSemrankClient")
+
+    def __setstate__(self, settings: dict[str, Any]) -> None:
+        self._start(settings)
 
     async def _connections(self) -> httpx.AsyncClient:
         """The client's connection pool, its own in each forked process and event loop:
