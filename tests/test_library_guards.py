@@ -103,6 +103,18 @@ def test_a_reranker_says_it_cannot_be_pickled(reranker: Reranker) -> None:
             copier(reranker)
 
 
+def test_an_index_says_it_cannot_be_pickled_and_how_to_open_it_elsewhere(index) -> None:  # type: ignore[no-untyped-def]
+    """An index handed to a spawn pool or ProcessPoolExecutor failed with "cannot pickle
+    '_thread.RLock' object" from inside its handles."""
+    home = repr(str(index.path.parent))
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(
+            InvalidInputError, match=rf"cannot be pickled .*open_index\('guards', home={home}\)"
+        ):
+            copier(index)
+    assert len(index) == len(DOCS)  # still open
+
+
 def test_a_null_id_is_named_as_null(tmp_path: Path) -> None:
     store = create_index("ids", home=tmp_path, embedding_model=None)
     with pytest.raises(DataFormatError, match=r"record 1: its id \('id'\) is None"):

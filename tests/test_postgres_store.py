@@ -92,6 +92,17 @@ def test_documents_roundtrip(stores) -> None:  # type: ignore[no-untyped-def]
     assert info.vector_search == "exact" and "***" not in info.location
 
 
+def test_an_index_says_it_cannot_be_pickled_and_how_to_open_it_elsewhere(stores) -> None:  # type: ignore[no-untyped-def]
+    """A PostgreSQL index handed to a spawn pool failed with "cannot pickle
+    '_thread.RLock' object" from its connection pool; the DSN is not shown (a password)."""
+    import pickle
+
+    _, pg = stores
+    with pytest.raises(InvalidInputError, match=r"pickled .*open_index\('t', store=DSN\)$"):
+        pickle.dumps(pg)
+    assert len(pg) == 6
+
+
 def test_a_value_that_changed_type_is_written_as_in_the_embedded_store(stores) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL compared with Python's ==, for which True is 1 and 10 is 10.0: the write was
     counted as skipped and the stored document kept its old values."""

@@ -603,6 +603,16 @@ class Store(abc.ABC):
             )
 
 
+def unpicklable(store: Store, opened_with: str) -> InvalidInputError:
+    """What pickling (a spawn pool, ``ProcessPoolExecutor``) or deep-copying ``store`` raises:
+    its database handles, locks and mapped files do not pickle (a bare "cannot pickle
+    '_thread.RLock' object"), so it says what to send to the other process instead."""
+    return InvalidInputError(
+        f"{store!r} holds open database handles and cannot be pickled or deep-copied; pass "
+        f"its name to each process and open it there with {opened_with}"
+    )
+
+
 def check_search(query: object, k: object) -> None:
     """A search's query text and ``k``, or an error naming the bad one."""
     if not isinstance(query, str):

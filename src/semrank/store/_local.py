@@ -56,6 +56,7 @@ from semrank.store._base import (
     ingest_running,
     is_stdin_source,
     unit_rows,
+    unpicklable,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB, create_database_file
@@ -216,6 +217,10 @@ class LocalStore(Store):
 
     def __repr__(self) -> str:
         return f"LocalStore({self.name!r}, path={str(self.path)!r})"
+
+    def __getstate__(self) -> None:
+        home = str(self.path.parent)
+        raise unpicklable(self, f"open_index({self.name!r}, home={home!r})")
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
     def _write_batch(

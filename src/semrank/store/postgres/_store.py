@@ -34,6 +34,7 @@ from semrank.store._base import (
     combine_field_hits,
     id_list,
     unit_rows,
+    unpicklable,
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
@@ -232,6 +233,9 @@ class PostgresStore(Store):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.name!r}, dsn={redact(self.dsn)!r})"
+
+    def __getstate__(self) -> None:
+        raise unpicklable(self, f"open_index({self.name!r}, store=DSN)")
 
     # --- small helpers ---------------------------------------------------------------------
     @contextmanager
