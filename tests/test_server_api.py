@@ -887,6 +887,31 @@ async def test_head_probes_and_405s_that_name_every_method(reranker: Any, tmp_pa
         assert response.json()["error"] == f"PUT is not allowed on {path}; use {allowed[path]}"
 
 
+async def test_the_startup_log_says_what_each_model_runs_on_and_where_the_indexes_are(
+    tiny_model: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log named only the served names ("ready", models: [...]): an operator could not
+    tell which model file, backend (the automatic choice) or inference threads a server ran,
+    nor which folder its index routes served."""
+    from semrank import Reranker
+
+    caplog.set_level(logging.INFO, logger="semrank.server")
+    model = Reranker(tiny_model("bert"), threads=2)
+    app = create_app(ServerConfig(threads=2, index_home=str(tmp_path)), rerankers={"m": model})
+    async with app.router.lifespan_context(app):
+        pass
+    fields = {r.getMessage(): getattr(r, "fields", None) for r in caplog.records}
+    line = f"serving model 'm': {model.name} (cross-encoder, backend {model.scorer.backend}, "
+    assert fields[f"{line}inference threads: 2)"] == {
+        "model": "m",
+        "source": model.name,
+        "kind": "cross-encoder",
+        "backend": model.scorer.backend,
+        "threads": 2,
+    }
+    assert fields["ready"] == {"models": ["m"], "store": "embedded", "index_home": str(tmp_path)}
+
+
 async def test_request_ids_are_echoed_when_sane(reranker: Any) -> None:
     body = {"query": QUERY, "documents": DOCS}
     async with serving(reranker) as (_, client):

@@ -394,7 +394,7 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
             _say_worker(WORKER_FAILED)
             raise
         app.state.phase = "ready"
-        logger.info("ready", extra=log_fields(models=sorted(registry.engines)))
+        _log_ready(config, registry)
         _say_worker(WORKER_STARTED)
         sweeper = asyncio.create_task(sweep_dropped_indexes())
         try:
@@ -409,6 +409,46 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
             logger.info("stopped")
 
     return lifespan
+
+
+def _log_ready(config: ServerConfig, registry: ModelRegistry) -> None:
+    """A line per served model (what it was loaded from, its backend, its inference threads),
+    then "ready" with where the indexes live: the log named only the served names, so an
+    operator could not tell which backend the automatic choice took, how many threads a CPU
+    quota or ``--workers`` left each model, or which folder the index routes served."""
+    threads = _inference_threads(config)
+    each = "one per core, the runtime's default" if threads is None else f"{threads}"
+    for name, engine in registry.engines.items():
+        model = getattr(engine.reranker, "model", None)
+        source = getattr(model, "name", None) or name
+        backend = getattr(engine.scorer, "backend", None)
+        logger.info(
+            f"serving model {name!r}: {source} ({engine.kind}, backend {backend}, "
+            f"inference threads: {each})",
+            extra=log_fields(
+                model=name, source=source, kind=engine.kind, backend=backend, threads=threads
+            ),
+        )
+    logger.info("ready", extra=log_fields(models=sorted(registry.engines), **_store_fields(config)))
+
+
+def _inference_threads(config: ServerConfig) -> int | None:
+    """The threads each model was given (``Reranker(threads=...)``): None leaves it to the
+    runtime, which starts one per core."""
+    from semrank.runtime._select import default_threads
+
+    threads = config.inference_threads()
+    return threads if threads is not None else default_threads()
+
+
+def _store_fields(config: ServerConfig) -> dict[str, object]:
+    if config.postgres_dsn is not None:
+        from semrank.store.postgres import redact
+
+        return {"store": "postgresql", "database": redact(config.postgres_dsn)}
+    from semrank.store import resolve_home
+
+    return {"store": "embedded", "index_home": str(resolve_home(config.index_home))}
 
 
 # How often a running server looks for held indexes that another process dropped.
