@@ -1011,3 +1011,31 @@ async def test_an_app_mounted_in_another_answers_elasticsearch_py_as_served_alon
         body = {"query": "fleas", "documents": ["Fleas drink blood.", "Paris"]}
         assert (await http.post("/v1//rerank", json=body)).status_code == 200
     forget_open_indexes()
+
+
+async def test_lines_logged_while_a_request_is_served_carry_its_request_id(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The slow-build warning a write causes (logged by the store, in a request thread) carried
+    no request id: nothing tied it to the write's access line and its duration."""
+    from semrank.server._logging import configure_logging
+    from semrank.store import _local
+
+    await _make_index(client)
+    monkeypatch.setattr(_local, "SLOW_BUILD_S", 0.0)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("info")
+        body = {"documents": [{"id": "d5", "text": "Cats chase mice."}]}
+        headers = {"x-request-id": "write-1"}
+        written = await client.post("/v1/indexes/docs/documents", json=body, headers=headers)
+        await client.get("/v1/indexes/docs")  # a line after the request names no id of its own
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    assert written.status_code == 200, written.text
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (slow,) = [line for line in lines if "building its BM25 search files" in line["message"]]
+    assert slow["request_id"] == "write-1" and slow["logger"] == "semrank.store._local"
+    access = [line for line in lines if line["logger"] == "semrank.server.access"]
+    assert [line["request_id"] == "write-1" for line in access] == [True, False]

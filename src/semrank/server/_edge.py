@@ -25,7 +25,7 @@ from semrank.errors import (
     missing_extra,
 )
 from semrank.server._errors import route_path, send_error
-from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, log_fields
+from semrank.server._logging import ACCESS_LOGGER_NAME, LOGGER_NAME, REQUEST_ID, log_fields
 from semrank.server._metrics import Metrics
 
 access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
@@ -82,6 +82,7 @@ class EdgeMiddleware:
         request_id = _request_id(headers.get("x-request-id"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        logged_as = REQUEST_ID.set(request_id)  # for every line logged while it is served
         status = {"code": 500}
 
         async def send_with_headers(message: Message) -> None:
@@ -116,6 +117,7 @@ class EdgeMiddleware:
             await self._internal_error(scope, exc, request_id, send_with_headers)
         finally:
             self._record(scope, status["code"], started, request_id)
+            REQUEST_ID.reset(logged_as)
 
     def _body_seconds(self, headers: Headers) -> float:
         """How long a body may take to arrive: a fixed allowance and its size (declared, else

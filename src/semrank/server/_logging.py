@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -10,6 +11,11 @@ from datetime import UTC, datetime
 
 LOGGER_NAME = "semrank.server"
 ACCESS_LOGGER_NAME = "semrank.server.access"
+# The id of the request being served (set by the HTTP edge; request threads inherit it): every
+# line logged while it is served carries it, the store's and the pipeline's lines included.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "semrank_request_id", default=None
+)
 
 
 def utc_time(record: logging.LogRecord) -> str:
@@ -28,9 +34,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            data.update(fields)
+        data.update(record_fields(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str, ensure_ascii=False)
@@ -47,13 +51,25 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = getattr(record, "fields", None)
-        if not isinstance(fields, dict) or not fields:
+        fields = record_fields(record)
+        if not fields:
             return line
         # Values quoted as JSON where they hold spaces, so the line stays splittable.
         pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
         head, newline, rest = line.partition("\n")  # a traceback stays below the line
         return f"{head} {pairs}{newline}{rest}"
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields a line adds to its message: the call's (``log_fields``), led by the id of the
+    request being served where it names none. Lines the store or the pipeline logged while
+    serving a request (a slow BM25 build) carried no id, so nothing tied them to its access line."""
+    fields = getattr(record, "fields", None)
+    fields = fields if isinstance(fields, dict) else {}
+    request_id = REQUEST_ID.get()
+    if request_id is None or "request_id" in fields:
+        return fields
+    return {"request_id": request_id, **fields}
 
 
 # Left bare in key=value lines; anything else is JSON-quoted, so a path sent with %0A or a
