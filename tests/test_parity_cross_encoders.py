@@ -170,3 +170,33 @@ def test_torch_backend_reads_electra_segments_and_16_bit_checkpoints_in_fp32(
     scores = load_scorer(resolved(bf16), backend="torch", device="cpu").score_pairs(PAIRS)
     fp32_reference = reference_scores(bf16, PAIRS, "bert", model=widened.float().eval())
     np.testing.assert_allclose(scores, fp32_reference, atol=1e-4, rtol=0)
+
+
+def test_a_decoder_classifier_is_padded_with_its_own_pad_token(tmp_path: Path) -> None:
+    """Qwen3ForSequenceClassification (Qwen3-Reranker's seq-cls conversions) scores a pair's last
+    token that is not its pad token. Batches were padded with [PAD] (id 0), not the pad token
+    tokenizer_config.json names, so a padded pair scored a pad: its score depended on the
+    other pairs in its batch (1.5 off the reference)."""
+    import json
+
+    from tiny_models import _randomize, build_tokenizer
+
+    tokenizer = build_tokenizer("bert")
+    tokenizer.add_special_tokens(["<|endoftext|>"])
+    pad_id = tokenizer.token_to_id("<|endoftext|>")
+    config = transformers.Qwen3Config(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, intermediate_size=48, num_hidden_layers=2,
+        max_position_embeddings=MAX_LENGTH, pad_token_id=pad_id, num_labels=1,
+    )  # fmt: skip
+    model = transformers.Qwen3ForSequenceClassification(config)
+    _randomize(model, 5)
+    model.eval().save_pretrained(tmp_path)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": MAX_LENGTH, "pad_token": "<|endoftext|>"})
+    )
+    reference = reference_scores(tmp_path, PAIRS, "qwen3")
+    scorer = load_scorer(resolved(tmp_path), backend="torch", device="cpu")
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+    assert scorer.hf_tokenizer.pad_id == pad_id  # type: ignore[attr-defined]

@@ -77,7 +77,10 @@ def enough_of(
 class HFTokenizer:
     """Implements ``TextTokenizer`` plus model-input encoding of texts and pairs."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, max_length: int, *, pad_token: str | None = None
+    ) -> None:
+        stored_padding = tokenizer.padding  # read before it is switched off
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tok = tokenizer
@@ -87,7 +90,8 @@ class HFTokenizer:
         self.special_tokens_single = processor.num_special_tokens_to_add(False) if processor else 0
         if max_length <= self.special_tokens_pair + 1:
             raise ModelLoadError(f"max_length {max_length} leaves no room for text tokens")
-        self.pad_id = _pad_id(tokenizer)
+        stored = stored_padding["pad_token"] if stored_padding else None
+        self.pad_id = _pad_id(tokenizer, (pad_token, stored))
         unknown = getattr(tokenizer.model, "unk_token", None)  # WordPiece / BPE name theirs
         self._unknown_id = tokenizer.token_to_id(unknown) if isinstance(unknown, str) else None
 
@@ -215,9 +219,13 @@ def _to_input(enc: Encoding, truncated: bool) -> EncodedInput:
     )
 
 
-def _pad_id(tokenizer: Tokenizer) -> int:
-    for token in ("[PAD]", "<pad>", "<|padding|>"):
-        token_id = tokenizer.token_to_id(token)
+def _pad_id(tokenizer: Tokenizer, named: tuple[str | None, ...] = ()) -> int:
+    """The id batches are padded with: the pad token the model's files name (as transformers
+    pads), else a usual pad token's. A decoder's classifier (Qwen3ForSequenceClassification)
+    scores the last token that is not its pad token: padded with another id ("!", id 0) it
+    scored a pad, and a pair's score depended on the other pairs in its batch."""
+    for token in (*named, "[PAD]", "<pad>", "<|padding|>"):
+        token_id = tokenizer.token_to_id(token) if token else None
         if token_id is not None:
             return int(token_id)
     return 0
@@ -235,7 +243,7 @@ def load_tokenizer(model_dir: Path, max_length: int) -> HFTokenizer:
                 f"cannot read {path}: {exc}. The file is corrupt or not a tokenizers file; "
                 "save the tokenizer again with tokenizer.save_pretrained(dir)"
             ) from exc
-        return HFTokenizer(tokenizer, max_length)
+        return HFTokenizer(tokenizer, max_length, pad_token=_configured_pad_token(model_dir))
     vocab = model_dir / "vocab.txt"
     if vocab.is_file():
         return HFTokenizer(_wordpiece_from_vocab(model_dir, vocab), max_length)
@@ -243,6 +251,19 @@ def load_tokenizer(model_dir: Path, max_length: int) -> HFTokenizer:
         f"{model_dir} has neither tokenizer.json nor vocab.txt; save the tokenizer with "
         "tokenizer.save_pretrained(dir)"
     )
+
+
+def _configured_pad_token(model_dir: Path) -> str | None:
+    """tokenizer_config.json's pad token (a string, or {"content": ...} as older transformers
+    saved it), or None; a file that cannot be read is named by model loading, not here."""
+    try:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text("utf-8"))
+        token = config.get("pad_token")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else None
 
 
 def _wordpiece_from_vocab(model_dir: Path, vocab: Path) -> Tokenizer:
