@@ -425,3 +425,19 @@ def _save_as_torch_shards(folder: Path) -> None:
     weight_map = {key: shard for shard, keys in halves.items() for key in keys}
     index = {"metadata": {}, "weight_map": weight_map}
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("kind", [None, "cross-encoder"])
+def test_a_causal_lm_reranker_is_refused_naming_how_it_scores(tmp_path, kind) -> None:
+    """Qwen3-Reranker's folder (Qwen3ForCausalLM) was "neither a cross-encoder nor a
+    bi-encoder: pass kind=", and with kind='cross-encoder' "load it as a bi-encoder"."""
+    from semrank.errors import UnsupportedArchitectureError
+
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"})
+    )
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(UnsupportedArchitectureError, match=r"causal language model") as e:
+        resolve(tmp_path, kind=kind)
+    assert "Qwen3ForCausalLM" in str(e.value) and "ForSequenceClassification" in str(e.value)

@@ -280,6 +280,8 @@ def inspect_directory(
     _require_files(path)
     config = read_json_object(path / "config.json")
     architecture = _architecture(config, path)
+    if kind != "bi-encoder":
+        _refuse_causal_lm(path, architecture)
     detected = _detect_kind(path, architecture)
     chosen = kind or detected
     if chosen is None:
@@ -317,6 +319,21 @@ def inspect_directory(
         num_labels=_num_labels(config, path) if chosen == "cross-encoder" else 1,
         calibration=_calibration(path) if chosen == "cross-encoder" else None,
     )
+
+
+def _refuse_causal_lm(path: Path, architecture: str) -> None:
+    """A re-ranker built on a causal language model: it was refused as neither a cross-encoder
+    nor a bi-encoder, with advice (kind='cross-encoder', then "load it as a bi-encoder") that
+    could not work."""
+    if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+        raise UnsupportedArchitectureError(
+            f"{path} holds a causal language model ({architecture}). Re-rankers built on one "
+            "(Qwen3-Reranker, bge-reranker-v2-gemma, mxbai-rerank-v2) score a pair by their "
+            "next-token logits for two answers ('yes' against 'no', '1' against '0') after a "
+            "prompt of their own, which semrank does not run. Use a cross-encoder: a "
+            "*ForSequenceClassification checkpoint, e.g. BAAI/bge-reranker-v2-m3 (`semrank "
+            "models list`)"
+        )
 
 
 TRAINING_FILE = "semrank_training.json"
