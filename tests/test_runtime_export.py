@@ -586,3 +586,52 @@ def test_only_the_shards_the_index_names_are_read(tiny_model, tmp_path: Path) ->
     (folder / "model.safetensors.index.json").unlink()
     with pytest.raises(ModelLoadError, match="holds shards of 2 checkpoints"):
         load_weights(folder)
+
+
+def _jina_v2_layout(model_dir: Path, target: Path) -> Path:
+    """A copy of an XLM-RoBERTa cross-encoder as jina-reranker-v2 saves one: its config names
+    the folder's own code in auto_map (and no model_type), its layers are flash-attention
+    blocks (fused Wqkv, mixer / mlp / norm1 / norm2)."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(model_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    config.pop("model_type")
+    config["auto_map"] = {
+        "AutoConfig": "configuration_xlm_roberta.XLMRobertaFlashConfig",
+        "AutoModelForSequenceClassification": "modeling_xlm_roberta."
+        "XLMRobertaForSequenceClassification",
+    }
+    (target / "config.json").write_text(json.dumps(config))
+    renames = [
+        ("encoder.layer.", "encoder.layers."), ("attention.output.dense", "mixer.out_proj"),
+        ("attention.output.LayerNorm", "norm1"), ("intermediate.dense", "mlp.fc1"),
+        ("output.dense", "mlp.fc2"), ("output.LayerNorm", "norm2"),
+        ("embeddings.LayerNorm", "emb_ln"),
+    ]  # fmt: skip
+    weights, renamed = load_file(str(target / "model.safetensors")), {}
+    for name, array in weights.items():
+        if ".attention.self.query." in name:
+            parts = [weights[name.replace("query", part)] for part in ("query", "key", "value")]
+            name, array = name.replace("attention.self.query", "mixer.Wqkv"), np.concatenate(parts)
+        elif ".attention.self." in name:
+            continue
+        for old, new in renames:
+            name = name.replace(old, new)
+        renamed[name] = array
+    save_file(renamed, str(target / "model.safetensors"))
+    return target
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_model_with_its_own_code_is_refused_naming_it(tiny_model, tmp_path, backend) -> None:
+    """jina-reranker-v2's folder failed with "checkpoint is missing weight
+    'roberta.embeddings.LayerNorm.weight'; is it the right architecture?" (ONNX, HTTP 500), and
+    on torch transformers asked on stdin whether to run the folder's code."""
+    if backend == "torch":
+        pytest.importorskip("transformers")
+    folder = _jina_v2_layout(tiny_model("roberta"), tmp_path / "jina")
+    with pytest.raises(UnsupportedArchitectureError, match=r"its own Python code") as info:
+        load_scorer(cross_encoder(folder), backend=backend, device="cpu")
+    assert "XLMRobertaForSequenceClassification" in str(info.value)
+    assert "trust_remote_code" in str(info.value)

@@ -441,6 +441,25 @@ def config_architecture(config: dict[str, Any]) -> str | None:
     return ARCHITECTURE_OF_MODEL_TYPE.get(str(config.get("model_type", "")))
 
 
+def custom_code_refusal(model_dir: Path) -> str | None:
+    """What to say when a checkpoint that did not load names its own Python code in config.json's
+    auto_map (jina-reranker-v2: flash-attention layers whose weights fit no transformers class,
+    loaded with trust_remote_code=True); None for one without."""
+    try:
+        auto_map = read_json_object(model_dir / "config.json").get("auto_map")
+    except ModelLoadError:
+        return None
+    if not isinstance(auto_map, dict) or not auto_map:
+        return None
+    classes = ", ".join(sorted({str(name) for name in auto_map.values()}))
+    return (
+        f"{model_dir} is a model with its own Python code (config.json's auto_map: {classes}), "
+        "which transformers runs only with trust_remote_code=True; semrank runs no code from a "
+        "model's folder, and these weights fit none of the architectures it runs. Use a "
+        "checkpoint of a standard architecture (for many languages: BAAI/bge-reranker-v2-m3)"
+    )
+
+
 def _architecture(config: dict[str, Any], path: Path) -> str:
     architecture = config_architecture(config)
     if architecture is None:

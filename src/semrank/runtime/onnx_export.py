@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import onnx
 
 from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
-from semrank.models.loading import config_architecture, read_json_object
+from semrank.models.loading import config_architecture, custom_code_refusal, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
 from semrank.runtime._weights import Weights, load_weights, weight_files
@@ -108,6 +108,11 @@ def export_onnx(model_dir: Path, head: ExportHead) -> onnx.ModelProto:
         _check_hidden_size(model_dir, config, weights)
         _check_heads(model_dir, config)
         return _build(config, weights, family, head)
+    except ModelLoadError as exc:  # a weight the architecture needs is not there
+        refusal = custom_code_refusal(model_dir)
+        if refusal is None:
+            raise
+        raise UnsupportedArchitectureError(refusal) from exc
     except (KeyError, TypeError, ValueError) as exc:  # a missing or malformed config entry
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ModelLoadError(

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import BackendUnavailableError, ModelLoadError
+from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
+from semrank.models.loading import custom_code_refusal
 from semrank.runtime._batching import BatchArrays
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime._weights import holds_int8, load_weights
@@ -141,8 +142,15 @@ def load_checkpoint(auto_class: str, model_dir: Path) -> Any:
                 # random: semrank's own model scored at random here (and trained from random).
                 model, info = _from_int8(auto, transformers.AutoConfig, model_dir, torch)
             else:
-                model, info = auto.from_pretrained(str(model_dir), output_loading_info=True)
+                # False, not unset: unset, transformers asked on stdin whether to run the
+                # folder's code (a prompt in a CLI run, a hang or an error in a server thread).
+                model, info = auto.from_pretrained(
+                    str(model_dir), output_loading_info=True, trust_remote_code=False
+                )
     except Exception as exc:  # OSError, SafetensorError, RuntimeError on mismatched shapes...
+        refusal = custom_code_refusal(model_dir)
+        if refusal is not None:
+            raise UnsupportedArchitectureError(refusal) from exc
         raise ModelLoadError(f"transformers cannot load {model_dir}: {exc}") from exc
     _require_every_weight(model_dir, info, pooler_used=auto_class != "AutoModel")
     # transformers 5 keeps a checkpoint's stored dtype: bf16 / fp16 hub checkpoints ran in 16
