@@ -187,6 +187,39 @@ def test_a_field_named_composed_searches_documents_that_spell_it_decomposed(
     drop_index("accents", store=pg_dsn)
 
 
+def test_a_field_spelled_both_ways_by_different_documents_is_searched_in_all(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A JSONL file's composed keys and a macOS CSV's decomposed header in one index: the
+    embedded store reads each document's own spelling, PostgreSQL read only the spelling
+    searched for, so half the documents were never found by a search of that field."""
+    composed, decomposed = (unicodedata.normalize(form, "résumé") for form in ("NFC", "NFD"))
+    docs = [
+        {"id": "ada", composed: "gardener in Paris"},
+        {"id": "bob", decomposed: "plumber in Paris"},
+        {"id": "cy", composed: "gardener and plumber"},
+    ]
+    local = create_index("both", home=tmp_path, fields=[composed], embedding_model=None)
+    pg = create_index("both", store=pg_dsn, fields=[composed], embedding_model=None)
+    for store in (local, pg):
+        store.upsert(docs)
+    for field in (composed, decomposed):
+        for query in ("gardener", "plumber", "paris"):
+            ours, theirs = (
+                pg.search_bm25(query, k=5, field=field),
+                local.search_bm25(query, k=5, field=field),
+            )
+            assert sorted(ours.ids.tolist()) == sorted(theirs.ids.tolist()), (field, query)
+            assert len(ours) == 2, (field, query)
+            np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5)
+        ours = pg.search_bm25_fields("plumber", k=5, fields=[(field, 1.0)])
+        assert sorted(ours.ids.tolist()) == ["bob", "cy"]
+    local.close()
+    pg.close()
+    drop_index("both", store=pg_dsn)
+
+
 def test_hnsw_index_from_the_threshold(pg_dsn: str) -> None:  # noqa: F811
     pg = create_index("h", store=pg_dsn, embedder=HashingEmbedder(), ann_threshold=3)
     with pg:

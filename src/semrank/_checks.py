@@ -373,6 +373,15 @@ def field_key(keys: Collection[Any], name: str) -> Any | None:
     return matches[0] if matches else None
 
 
+def field_spellings(keys: Collection[Any], name: str) -> list[str]:
+    """Every key among ``keys`` (the field names of many documents) that is field ``name`` under
+    Unicode NFC, ``name`` itself first: one document may spell a field composed and another
+    decomposed, and ``field_key`` reads each document by its own spelling."""
+    wanted = _nfc(name)
+    matches = [key for key in keys if isinstance(key, str) and _nfc(key) == wanted]
+    return sorted(matches, key=lambda key: key != name)
+
+
 def require_flags(**flags: object) -> None:
     """Each flag ``True`` or ``False``: ``"no"`` or ``0`` would otherwise count as true or false
     by Python's truthiness."""

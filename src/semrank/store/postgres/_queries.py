@@ -61,16 +61,18 @@ JOIN unnest(to_tsvector({config}::regconfig, %(query)s)) AS q ON q.lexeme = u.le
 """
 
 
-def bm25_query(partition: sql.Composable, field: str | None) -> sql.Composed:
-    """BM25 over all text fields (``field=None``: the indexed ``terms``) or over one field."""
-    if field is None:
+def bm25_query(partition: sql.Composable, keys: Sequence[str] | None) -> sql.Composed:
+    """BM25 over all text fields (``keys=None``: the indexed ``terms``) or over one field, read
+    from the first of its spellings ``keys`` each document has."""
+    if keys is None:
         return sql.SQL(_SCORE).format(
             stats=sql.SQL(_ALL_FIELDS_STATS),
             postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition),
         )
     config = sql.Literal(TEXT_CONFIG)
-    tsv = sql.SQL("to_tsvector({config}::regconfig, coalesce(d.doc ->> {field}, ''))").format(
-        config=config, field=sql.Literal(field)
+    values = [sql.SQL("d.doc ->> {}").format(sql.Literal(key)) for key in keys]
+    tsv = sql.SQL("to_tsvector({config}::regconfig, coalesce({values}, ''))").format(
+        config=config, values=sql.SQL(", ").join(values)
     )
     length = sql.SQL("semrank.tsvector_length({tsv})").format(tsv=tsv)
     return sql.SQL(_SCORE).format(

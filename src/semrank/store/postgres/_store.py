@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from semrank._checks import field_key, is_valid_unicode
+from semrank._checks import field_spellings, is_valid_unicode
 from semrank.errors import (
     DataFormatError,
     IndexExistsError,
@@ -653,7 +653,7 @@ class PostgresStore(Store):
         params = self.settings.bm25
         _check_bm25_method(self.settings)
         every = field == ALL_TEXT_FIELDS
-        sql_query = q.bm25_query(self._part, None if every else self._stored_key(field))
+        sql_query = q.bm25_query(self._part, None if every else self._stored_keys(field))
         args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
         if every:
             args["terms"] = q.analyse([query], params)[0]
@@ -661,10 +661,11 @@ class PostgresStore(Store):
                 return Hits.empty()
         return _hits(self._all(sql_query, args))
 
-    def _stored_key(self, field: str) -> str:
+    def _stored_keys(self, field: str) -> list[str]:
         """``field`` as the documents spell it: jsonb finds a key as written, and a name
-        matches a key under Unicode NFC (as the embedded store's reads do)."""
-        return str(field_key(self.fields_seen, field) or field)
+        matches a key under Unicode NFC (as the embedded store's reads do), each document by
+        its own spelling (a JSONL file's composed keys, a macOS CSV's decomposed header)."""
+        return field_spellings(self.fields_seen, field) or [field]
 
     def search_bm25_fields(
         self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
