@@ -263,6 +263,34 @@ def test_cli_create_info_search(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F
     assert hits[0]["id"] in {"d1", "d4"}
 
 
+def test_cli_create_refuses_what_it_would_refuse_before_reading_the_file(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The embedded store's `index create --from` names a taken name at once; in PostgreSQL a
+    taken name, a BM25 method SQL does not compute and a database out of reach were told only
+    after the whole corpus was checked (minutes for a large file; here: its broken last line)."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS) + "{broken\n", "utf-8")
+    taken = {"home": ("--home", str(tmp_path / "home")), "pg": ("--store", pg_dsn)}
+    for where in taken.values():
+        cli("index", "create", "taken", "--no-dense", *where)
+    other_database = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    refusals = [
+        (("taken", *taken["home"]), "already exists"),
+        (("taken", *taken["pg"]), "already exists"),
+        (("new", "--bm25-method", "robertson", *taken["pg"]), "lucene method, not 'robertson'"),
+        (("new", "--store", other_database), 'database "no_such_database" does not exist'),
+    ]
+    for args, said in refusals:
+        done = subprocess.run(
+            [sys.executable, "-m", "semrank.cli", "index", "create", *args, "--from", str(corpus)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode in (2, 3), done.stderr
+        assert said in done.stderr and "checking" not in done.stderr, (args, done.stderr)
+
+
 def test_a_database_a_newer_semrank_migrated_is_refused_before_any_write(
     pg_dsn: str,  # noqa: F811
     tmp_path: Path,

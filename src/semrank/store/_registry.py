@@ -266,6 +266,20 @@ def _cause(exc: BaseException) -> str:
     return " ".join(str(cause).split())[:200] or type(cause).__name__
 
 
+def check_can_create(
+    name: str, *, home: str | Path | None, store: str | None, bm25: BM25Params
+) -> None:
+    """What would refuse creating index ``name`` (an invalid or taken name; in PostgreSQL also a
+    server out of reach or a BM25 method SQL does not compute), said before a corpus is read
+    through for it, which takes a while."""
+    target = index_path(name, home)
+    postgres = _postgres(store)
+    if postgres is None:
+        check_name_is_free(name, target)
+    else:
+        postgres.check_postgres_can_create(str(store), name, bm25)
+
+
 def check_name_is_free(name: str, target: Path) -> None:
     """An empty folder is free (the new index replaces it); an index, or anything else there,
     is named with what to do: an index whose ingest never finished says how to finish it."""

@@ -226,8 +226,8 @@ def create(
     """Create an index, optionally filled from a corpus (BEIR folder, corpus.jsonl[.gz], JSONL,
     JSON or CSV)."""
     from semrank.retrieve import DEFAULT_ANN_THRESHOLD, BM25Params
-    from semrank.store import create_index, index_path, read_corpus
-    from semrank.store._registry import check_name_is_free, storable_check
+    from semrank.store import create_index, read_corpus
+    from semrank.store._registry import check_can_create, storable_check
 
     _check_create_flags(
         dense=dense, embedding_model=embedding_model,
@@ -235,8 +235,8 @@ def create(
         store=store,
     )  # fmt: skip
     stdin_format = piped_format(source, data_format, usage="index create NAME --from -")
-    if not store or store == "local":  # before reading the file through, which takes a while
-        check_name_is_free(name, index_path(name, home))
+    bm25 = BM25Params(method=bm25_method, k1=k1, b=b)
+    check_can_create(name, home=home, store=store, bm25=bm25)  # before reading the file through
     reading = contextlib.nullcontext() if source is None else corpus_file(source, stdin_format)
     with reading as file:
         corpus = (
@@ -257,7 +257,7 @@ def create(
             id_field=corpus.id_field if corpus else (id_field or "id"),
             embedding_model=embedding_model if dense else None,
             embedding_max_length=embedding_max_length,
-            bm25=BM25Params(method=bm25_method, k1=k1, b=b),
+            bm25=bm25,
             ann_threshold=DEFAULT_ANN_THRESHOLD if ann_threshold is None else ann_threshold,
             store=store,
         )

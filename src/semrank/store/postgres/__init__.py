@@ -16,6 +16,7 @@ from semrank.store.postgres._pool import (
 from semrank.store.postgres._schema import MIGRATIONS, SCHEMA, TEXT_CONFIG, VECTOR_DIM, migrate
 from semrank.store.postgres._store import (
     PostgresStore,
+    check_postgres_can_create,
     check_postgres_storable,
     drop_postgres_index,
     list_postgres_indexes,
@@ -30,6 +31,7 @@ __all__ = [
     "VECTOR_DIM",
     "PostgresStore",
     "acquire_pool",
+    "check_postgres_can_create",
     "check_postgres_storable",
     "drop_postgres_index",
     "is_postgres_dsn",

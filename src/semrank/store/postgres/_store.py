@@ -20,7 +20,7 @@ from semrank.errors import (
     IndexVersionError,
     InvalidInputError,
 )
-from semrank.retrieve import Hits, TextEmbedder, unit_query_vector
+from semrank.retrieve import BM25Params, Hits, TextEmbedder, unit_query_vector
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     IndexInfo,
@@ -201,7 +201,7 @@ class PostgresStore(Store):
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
-        _check_bm25_method(settings)  # before anything is written: no search could read it
+        _check_bm25_method(settings.bm25)  # before anything is written: no search could read it
         pool = acquire_pool(dsn)
         try:
             ensure_migrated(pool, dsn)
@@ -213,9 +213,7 @@ class PostgresStore(Store):
                     (settings.name, part, Jsonb(settings.to_dict())),
                 ).fetchone()
                 if created is None:
-                    raise IndexExistsError(
-                        f"index {settings.name!r} already exists in {redact(dsn)}; drop it first"
-                    )
+                    raise _exists(settings.name, dsn)
                 conn.execute(
                     sql.SQL(
                         "CREATE TABLE {} PARTITION OF semrank.documents FOR VALUES IN ({})"
@@ -651,7 +649,7 @@ class PostgresStore(Store):
         """The best ``k`` by BM25 (``k`` unchecked: multi-field search asks for every hit)."""
         query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         params = self.settings.bm25
-        _check_bm25_method(self.settings)
+        _check_bm25_method(self.settings.bm25)
         every = field == ALL_TEXT_FIELDS
         sql_query = q.bm25_query(self._part, None if every else self._stored_keys(field))
         args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
@@ -727,13 +725,26 @@ def _check_id_lengths(ids: Iterable[str]) -> None:
         )
 
 
-def _check_bm25_method(settings: IndexSettings) -> None:
-    method = settings.bm25.method
+def _check_bm25_method(bm25: BM25Params) -> None:
+    method = bm25.method
     if method != "lucene":
         raise InvalidInputError(
             f"the PostgreSQL store scores BM25 with the lucene method, not {method!r}; create "
             "the index with --bm25-method lucene (or on the embedded store)"
         )
+
+
+def _exists(name: str, dsn: str) -> IndexExistsError:
+    return IndexExistsError(f"index {name!r} already exists in {redact(dsn)}; drop it first")
+
+
+def check_postgres_can_create(dsn: str, name: str, bm25: BM25Params) -> None:
+    """What would refuse creating index ``name`` in ``dsn``'s database (a BM25 method SQL does
+    not compute, a taken name, a server out of reach), said before a corpus is read through for
+    it: the embedded store's name is checked then too, and a large file takes minutes to check."""
+    _check_bm25_method(bm25)
+    if name in list_postgres_indexes(dsn):
+        raise _exists(name, dsn)
 
 
 def list_postgres_indexes(dsn: str) -> list[str]:
