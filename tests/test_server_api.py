@@ -577,6 +577,74 @@ async def test_the_model_list_and_one_model_in_cohere_shape(reranker: Any, tiny_
     assert "choose one of: minilm, tiny" in unknown.json()["error"]
 
 
+# What huggingface_hub's InferenceClient("http://HOST:8000", token=KEY) sends for
+# get_endpoint_info() (GET {url}/info) and health_check() (GET {url}/health, True on a 200):
+# its build_hf_headers(token=KEY), a bearer token and its user agent.
+HF_HUB_HEADERS = {
+    "authorization": "Bearer k1",
+    "user-agent": "unknown/None; hf_hub/0.34.4; python/3.11.9",
+}
+
+
+async def test_tei_info_describes_the_default_model_as_tei_does(reranker: Any) -> None:
+    """TEI's clients and dashboards read GET /info (huggingface_hub's get_endpoint_info()):
+    semrank answered 404 "no route GET /info"."""
+    from semrank import __version__
+
+    limits = {"max_documents": 200, "max_pending_requests": 32, "batch_token_budget": 4096}
+    keys = frozenset({"k1"})
+    async with serving(reranker, api_keys=keys, auto_truncate=False, **limits) as (_, client):
+        info = await client.get("/info", headers=HF_HUB_HEADERS)
+        keyless = await client.get("/info")
+        healthy = await client.get("/health", headers=HF_HUB_HEADERS)
+        models = (await client.get("/v1/models", headers=HF_HUB_HEADERS)).json()
+    assert info.status_code == 200, info.text
+    default = models["data"][0]
+    assert info.json() == {
+        "model_id": default["id"],
+        "model_sha": None,
+        "model_dtype": None,
+        "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+        "max_concurrent_requests": 32,
+        "max_input_length": default["max_length"],
+        "max_batch_tokens": 4096,
+        "max_batch_requests": ServerConfig().batch_max_pairs,
+        "max_client_batch_size": 200,
+        "auto_truncate": False,
+        "tokenization_workers": None,
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+    }
+    # Behind the keys as GET /v1/models is (TEI's is too); /health open, as TEI's.
+    assert keyless.status_code == 401 and keyless.json()["error_type"] == "unauthorized"
+    assert healthy.status_code == 200
+
+
+async def test_tei_info_of_a_bi_encoder_says_its_pooling(reranker: Any, minilm_dir: Path) -> None:
+    from semrank import Reranker
+
+    embedder = Reranker(str(minilm_dir))
+    async with serving(embedder, more_models={"other": reranker}) as (_, client):
+        info = await client.get("/info")
+        head = await client.head("/info")
+    assert info.status_code == 200, info.text
+    assert info.json()["model_id"] == "minilm"  # the default: the first served
+    assert info.json()["model_type"] == {"embedding": {"pooling": embedder.scorer.embedder.pooling}}
+    assert info.json()["max_input_length"] == embedder.scorer.max_length
+    assert head.status_code == 200 and head.content == b""
+
+
+async def test_tei_info_without_a_loaded_model_says_why() -> None:
+    """An app whose startup never ran (mounted in another without its lifespan) has no model
+    to describe: a 503 naming the fix, as its rerank routes answer, not a 500."""
+    app = create_app(ServerConfig(), rerankers={})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        info = await client.get("/info")
+    assert info.status_code == 503 and "lifespan_context" in info.json()["error"]
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 BAD_REQUESTS = {

@@ -1,4 +1,4 @@
-"""Health, readiness, metrics and the model list."""
+"""Health, readiness, metrics, the model list and TEI's endpoint info."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from semrank import __version__
 from semrank.server._auth import require_api_key
 from semrank.server.schemas import (
     CohereModel,
@@ -16,6 +17,11 @@ from semrank.server.schemas import (
     ModelInfo,
     ModelList,
     Readiness,
+    TeiClassifierModel,
+    TeiEmbeddingModel,
+    TeiEmbeddingType,
+    TeiInfo,
+    TeiRerankerType,
 )
 
 probes = APIRouter(tags=["system"])
@@ -70,6 +76,41 @@ async def get_model(name: str, request: Request) -> CohereModel:
     registry = request.app.state.registry
     engine = registry.get(name)  # an unknown name: 404, naming the served ones
     return _cohere_model(_model_info(registry, name, engine))
+
+
+@models_router.get(
+    "/info",
+    response_model=TeiInfo,
+    responses={503: {"model": ErrorBody, "description": "no model loaded: the startup never ran"}},
+    summary="The default model and the server's limits, as TEI's GET /info describes them",
+    operation_id="get_model_info",  # TEI's, for clients generated from its schema
+)
+async def tei_info(request: Request) -> TeiInfo:
+    registry, config = request.app.state.registry, request.app.state.config
+    engine = registry.get(None)  # no model loaded: answered as a rerank request is
+    model = _model_info(registry, engine.name, engine)
+    return TeiInfo(
+        model_id=model.id,
+        model_type=_tei_model_type(model.kind, engine),
+        max_concurrent_requests=config.max_pending_requests,
+        max_input_length=model.max_length,
+        max_batch_tokens=config.batch_token_budget,
+        # TEI queues each (query, text) pair of a rerank as one request of a batch.
+        max_batch_requests=config.batch_max_pairs,
+        max_client_batch_size=config.max_documents,
+        auto_truncate=config.auto_truncate,
+        version=__version__,
+    )
+
+
+def _tei_model_type(kind: str, engine: Any) -> TeiRerankerType | TeiEmbeddingType:
+    if kind == "bi-encoder":
+        # The embedder semrank loads says its pooling; a scorer of the caller's own may not.
+        pooling = getattr(getattr(engine.scorer, "embedder", None), "pooling", None)
+        return TeiEmbeddingType(embedding=TeiEmbeddingModel(pooling=pooling))
+    # One relevance score per pair, under the label a one-label head has in transformers.
+    one_label = TeiClassifierModel(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
+    return TeiRerankerType(reranker=one_label)
 
 
 def _model_info(registry: Any, name: str, engine: Any) -> ModelInfo:

@@ -334,6 +334,51 @@ class TeiRank(ResultFacts, _TeiScored):
     pass
 
 
+class TeiClassifierModel(_Schema):
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class TeiEmbeddingModel(_Schema):
+    pooling: str | None = Field(
+        description="how token states become the text's embedding: mean or cls (null: unknown)"
+    )
+
+
+class TeiRerankerType(_Schema):
+    """A cross-encoder: one relevance score per (query, text) pair."""
+
+    reranker: TeiClassifierModel
+
+
+class TeiEmbeddingType(_Schema):
+    """A bi-encoder: semrank re-ranks with it by the cosine of the two embeddings."""
+
+    embedding: TeiEmbeddingModel
+
+
+class TeiInfo(_Schema):
+    """GET /info as TEI's router answers it (its ``Info``), for the default model; the fields
+    semrank has no equivalent of are null."""
+
+    model_id: str = Field(description="the default model's served name (GET /v1/models)")
+    model_sha: str | None = Field(default=None, description="always null: no hub revision")
+    model_dtype: str | None = Field(default=None, description="always null: backend-dependent")
+    model_type: TeiRerankerType | TeiEmbeddingType
+    max_concurrent_requests: int = Field(description="--max-pending, per worker process")
+    max_input_length: int = Field(description="tokens read at once (GET /v1/models max_length)")
+    max_batch_tokens: int = Field(description="--batch-token-budget")
+    max_batch_requests: int = Field(description="(query, text) pairs per model call at most")
+    max_client_batch_size: int = Field(description="--max-documents")
+    auto_truncate: bool = Field(description="--auto-truncate")
+    tokenization_workers: int | None = Field(
+        default=None, description="always null: texts are tokenised in the request threads"
+    )
+    version: str = Field(description="semrank's version")
+    sha: str | None = Field(default=None, description="always null")
+    docker_label: str | None = Field(default=None, description="always null")
+
+
 # --- semrank batch -------------------------------------------------------------------------
 
 
