@@ -121,6 +121,32 @@ def test_report_files_are_read_before_training_with_the_eval_loaders(
         load_trec_rerank_task(run, other, name="dl")
 
 
+def test_report_queries_judged_only_below_zero_are_left_out_as_eval_leaves_them(
+    tmp_path: Path,
+) -> None:
+    # trec_eval's C code crashed the training process (a segfault at the first evaluation,
+    # after mining) on a query whose only judgment is junk (-2, as TREC Web qrels hold).
+    from semrank.train._evaluate import load_trec_rerank_task, ndcg_at_10
+
+    hits = [
+        {"qid": qid, "docid": doc, "rank": 1, "score": 1.0, "content": f"{doc} facts"}
+        for qid, doc in (("q1", "d1"), ("q2", "d2"))
+    ]
+    run = tmp_path / "run.json"
+    run.write_text(
+        json.dumps([{"query": "comet", "hits": hits[:1]}, {"query": "x", "hits": hits[1:]}])
+    )
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d1 2\nq2 0 d2 -2\n")
+    task = load_trec_rerank_task(run, qrels, name="web")
+    assert task.qrels == {"q1": {"d1": 2}} and list(task.candidates) == ["q1"]
+    assert ndcg_at_10(task.qrels, {"q1": {"d1": 1.0}}) == 1.0
+    junk_only = tmp_path / "junk.txt"
+    junk_only.write_text("q1 0 d1 -2\n")
+    with pytest.raises(DataFormatError, match=r"--report web: .*junk\.txt: .*no judgment of 0"):
+        load_trec_rerank_task(run, junk_only, name="web")
+
+
 def test_beir_training_qrels_with_a_bad_line_are_named(tmp_path: Path) -> None:
     from semrank.train import load_collection
 

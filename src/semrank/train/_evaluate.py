@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from semrank.errors import DataFormatError
+from semrank.errors import DataFormatError, InvalidInputError
 
 
 @dataclass(kw_only=True)
@@ -118,11 +118,17 @@ def fit_calibration(
 
 def load_trec_rerank_task(run_path: Path, qrels_path: Path, *, name: str) -> RankingTask:
     """A ``[{query, hits:[{qid, docid, content}]}]`` candidates file plus qrels (TREC or BEIR),
-    read by the evaluation loaders (gzip, line-numbered errors) as ``semrank eval`` reads them."""
+    read by the evaluation loaders (gzip, line-numbered errors) as ``semrank eval`` reads them.
+    A query judged only below 0 (junk, -2 in TREC Web qrels) is left out, as ``semrank eval``
+    leaves it out: trec_eval's C code crashed the whole run on it at the first evaluation."""
     from semrank.eval.loaders import load_candidates, load_qrels
+    from semrank.eval.metrics import measured_qrels
 
     lists = load_candidates(run_path)
-    qrels = load_qrels(qrels_path)
+    try:
+        qrels = measured_qrels(load_qrels(qrels_path))
+    except InvalidInputError as exc:
+        raise DataFormatError(f"--report {name}: {qrels_path}: {exc}") from None
     queries = {c.query_id: c.query for c in lists}
     candidates = {
         c.query_id: [(hit.doc_id, hit.text) for hit in c.hits] for c in lists if c.query_id in qrels
