@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +555,23 @@ def test_a_new_best_replaces_the_whole_folder_not_file_by_file(
         "best",
         "last",
     ]
+
+
+@pytest.mark.slow
+def test_exported_models_are_readable_as_new_files_are_for_the_user_who_serves_them(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """safetensors wrote model.safetensors private (0600): a model trained as one user (a
+    Docker build as root) failed to load for the service's user, every other file readable."""
+    output = tmp_path / "run"
+    train(_config(tiny_base, pairs_file, output, val_queries=0))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file made as the umask says")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    for folder in (output / "best", output / "last"):
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()}
+        assert "model.safetensors" in modes
+        assert modes == dict.fromkeys(modes, expected), folder
 
 
 @pytest.mark.slow

@@ -943,6 +943,8 @@ def _export(
     stale model.onnx beside new weights, and a full disk a half-written model."""
     from safetensors import SafetensorError
 
+    from semrank.runtime.onnx_export import share_like_new_files
+
     metadata = _metadata(config, state, teacher_val)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -960,6 +962,9 @@ def _export(
             f"cannot write the model to {target} ({exc}); is the disk full, or the folder not "
             f"writable?{kept}"
         ) from None
+    # safetensors writes its file private (0600): a model trained by one user (a Docker build
+    # as root) could not be loaded by the user who serves it.
+    share_like_new_files(staging)
     _swap_in(staging, target)
 
 
