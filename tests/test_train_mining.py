@@ -151,6 +151,26 @@ def test_a_damaged_mining_cache_is_mined_again_and_rewritten_whole(tiny_base, tm
     assert json.loads(groups.read_text())  # whole again
 
 
+def test_mining_says_how_far_its_embedding_is(tiny_base, tmp_path, caplog) -> None:
+    """Mining a large collection (100k pairs, a corpus=) embedded for an hour with nothing
+    logged after "embedding N queries and M passages", in a log or at a terminal."""
+    pytest.importorskip("torch")
+    from semrank.train._mining import embed_texts
+    from semrank.train._model import load_encoder
+
+    encoder, tokenizer = load_encoder(tiny_base)
+    caplog.set_level("INFO", logger="semrank.train")
+    options = dict(encoder=encoder, tokenizer=tokenizer, encoder_id="tiny", depth=3)
+    mine_collection(_collection(), max_length=32, cache_dir=tmp_path, **options)
+    said = [record.getMessage() for record in caplog.records]
+    assert any(line.startswith("mining toy: queries: 1/1 embedded (100%)") for line in said)
+    assert any(line.startswith("mining toy: passages: 5/5 embedded (100%)") for line in said)
+    caplog.clear()
+    embed_texts(encoder, tokenizer, PASSAGES, max_length=32, batch_size=1, label="five")
+    shares = [line.split("(")[1].split(")")[0] for line in caplog.messages]
+    assert shares == ["20%", "40%", "60%", "80%", "100%"]  # a line per tenth reached
+
+
 def test_mining_reads_queries_and_passages_with_the_prompts_search_uses(
     tiny_base, pairs_file, tmp_path
 ) -> None:

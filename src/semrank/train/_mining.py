@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -105,16 +106,19 @@ def embed_texts(
     pooling: str = "mean",
     reading: TextSteps | None = None,
     query: bool = False,
+    label: str | None = None,
 ) -> np.ndarray:
     """L2-normalised embeddings, pooled as the model was trained to be (``pooling``: "mean",
     sentence-transformers' recipe for MiniLM and mpnet, or "cls", as bge models), of the texts
-    as search reads them with ``reading`` (its query or document prompt, lowercasing)."""
+    as search reads them with ``reading`` (its query or document prompt, lowercasing). With
+    ``label``, a log line per tenth done says how far it is."""
     import torch
 
     if reading is not None:
         texts = texts_as_read(texts, reading, query=query)
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float16)
+    advance = _tenths_logged(label, len(texts)) if label else None
     model.eval()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         for start in range(0, len(texts), batch_size):
@@ -134,7 +138,28 @@ def embed_texts(
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[index] = pooled.numpy().astype(np.float16)
+            if advance is not None:
+                advance(len(index))
     return out
+
+
+def _tenths_logged(label: str, total: int) -> Callable[[int], None]:
+    """``advance(n)`` that logs a line at each tenth of ``total`` done: embedding a large
+    collection took an hour with nothing said after "embedding N queries and M passages"."""
+    started, done, shown = time.monotonic(), 0, 0
+
+    def advance(count: int) -> None:
+        nonlocal done, shown
+        done += count
+        tenth = 10 * done // max(total, 1)
+        if tenth > shown:
+            shown = tenth
+            elapsed = time.monotonic() - started
+            log.info(
+                "%s: %d/%d embedded (%d%%) after %.0f s", label, done, total, 10 * tenth, elapsed
+            )
+
+    return advance
 
 
 def mine_negatives(
@@ -255,11 +280,12 @@ def mine_collection(
     )
     texts = [g.query for g in collection.groups]
     queries = embed_texts(
-        encoder, tokenizer, texts, max_length=64, pooling=pooling, reading=reading, query=True
-    )
+        encoder, tokenizer, texts, max_length=64, pooling=pooling, reading=reading, query=True,
+        label=f"mining {collection.name}: queries",
+    )  # fmt: skip
     passages = embed_texts(
         encoder, tokenizer, collection.passages, max_length=max_length, pooling=pooling,
-        reading=reading,
+        reading=reading, label=f"mining {collection.name}: passages",
     )  # fmt: skip
     lexical = bm25_rankings(collection, depth=depth + 8) if mining == "hybrid" else None
     groups = mine_negatives(collection, queries, passages, depth=depth, lexical=lexical)
@@ -367,11 +393,11 @@ def add_teacher_encoder(
         texts = [g.query for g in mined.groups]
         queries = embed_texts(
             encoder, tokenizer, texts, max_length=64, pooling=model.pooling, reading=model,
-            query=True,
+            query=True, label=f"teacher {mined.name}: queries",
         )  # fmt: skip
         passages = embed_texts(
             encoder, tokenizer, mined.passages, max_length=max_length, pooling=model.pooling,
-            reading=model,
+            reading=model, label=f"teacher {mined.name}: passages",
         )  # fmt: skip
         if cache:
             _write_cache(cache, {"queries.npy": queries, "passages.npy": passages})
