@@ -365,6 +365,27 @@ def test_rerank_json_has_both_runs_and_follows_the_model_scores(fixture_files) -
         assert payload["reranked"][measure] == pytest.approx(value, abs=1e-6), measure
 
 
+@pytest.mark.slow
+def test_unjudged_candidate_queries_are_not_re_ranked(fixture_files, tmp_path: Path) -> None:
+    """They are left out of every measure, and were re-ranked all the same: TREC DL 2019's
+    official file of 200 candidate queries, 43 of them judged, costs 4.6 times the scoring."""
+    candidates, qrels = fixture_files
+    entries = json.loads(candidates.read_text())
+    entries += [{"query": "x", "hits": [hit(f"u{i}", "a", 1, "text")]} for i in range(1, 7)]
+    candidates.write_text(json.dumps(entries))
+    runs = tmp_path / "runs"
+    result = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--json", "--run-out", runs
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert re.search(r"re-ranking with \S+: 6/6 \(100%\)", result.stderr)  # q1's 4, q2's 2
+    for run in ("first_stage", "reranked"):
+        ranked = {line.split()[0] for line in (runs / f"{run}.trec").read_text().splitlines()}
+        assert ranked == {"q1", "q2"}, run
+    payload = json.loads(result.stdout)
+    assert payload["first_stage"]["nDCG@10"] == pytest.approx(EXPECTED_FIRST_STAGE["nDCG@10"])
+
+
 @pytest.fixture
 def deep_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """150 documents that match the query better than the one judged relevant."""

@@ -417,7 +417,9 @@ def _candidate_lists(
         asked = {c.query_id for c in lists}
         _require_judged(asked, judgments, candidates, left_out)
         _note_coverage(lists, judgments, asked - left_out, "candidate query")
-        return lists
+        # Unjudged queries cannot change any measure: don't spend re-ranking on them (TREC
+        # DL 2019's official file: 200 queries, 43 judged, 4.6 times the scoring needed).
+        return [c for c in lists if c.query_id in judgments]
     if queries is None:
         raise InvalidInputError("--index needs --queries FILE (queries.jsonl, topics or TSV)")
     all_topics = load_queries(queries)
