@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -75,6 +76,23 @@ def test_no_rerank_json_matches_the_hand_computation(fixture_files) -> None:
     assert list(payload["first_stage"]) == list(EXPECTED_FIRST_STAGE)
     for measure, value in EXPECTED_FIRST_STAGE.items():
         assert payload["first_stage"][measure] == pytest.approx(value), measure
+
+
+def test_candidates_and_qrels_are_read_from_pipes(fixture_files, tmp_path: Path) -> None:
+    """`--candidates <(zcat c.json.gz) --qrels <(cat q.txt)`: "/dev/fd/63: no such file"."""
+    from test_eval_loaders import fed_pipe
+
+    candidates, qrels = fixture_files
+    piped = run_cli(
+        "eval", "--no-rerank", "--json",
+        "--candidates", fed_pipe(tmp_path / "c", gzip.compress(candidates.read_bytes())),
+        "--qrels", fed_pipe(tmp_path / "q", qrels.read_bytes()),
+    )  # fmt: skip
+    assert piped.exit_code == 0, piped.output
+    from_files = run_cli(
+        "eval", "--candidates", candidates, "--qrels", qrels, "--no-rerank", "--json"
+    )
+    assert json.loads(piped.stdout) == json.loads(from_files.stdout)
 
 
 def test_measures_option_and_table_output(fixture_files) -> None:

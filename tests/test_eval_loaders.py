@@ -36,6 +36,22 @@ def write(path: Path, text: str, *, gz: bool = False) -> Path:
     return path
 
 
+def fed_pipe(path: Path, data: bytes) -> Path:
+    """A named pipe at ``path`` that a thread writes ``data`` into once a reader opens it (as
+    `<(cmd)` does: read twice, the second read finds nothing)."""
+    import os
+    import threading
+
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with open(path, "wb") as writer:
+            writer.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return path
+
+
 def jsonl(*records: object) -> str:
     return "".join(json.dumps(record) + "\n" for record in records)
 
@@ -437,3 +453,16 @@ def test_a_run_file_is_written_through_links_and_keeps_its_mode(tmp_path: Path) 
     write_trec_run(run, link)
     assert link.is_symlink() and real.read_text().startswith("q1 Q0 d1 1 ")
     assert real.stat().st_mode & 0o777 == 0o600
+
+
+def test_queries_and_qrels_are_read_from_pipes(tmp_path: Path) -> None:
+    """`--queries <(cat qs.tsv) --qrels <(cat q.trec)` was "no such file"; and a loader reads
+    its file more than once (the format sniffed, then parsed; a refused line's hint), which
+    found a pipe's data gone."""
+    topics = fed_pipe(tmp_path / "topics", b"q1\twhat is a flea\nq2\tcapital of france\n")
+    assert load_queries(topics) == {"q1": "what is a flea", "q2": "capital of france"}
+    beir = fed_pipe(tmp_path / "qrels", gzip.compress(b"query-id\tcorpus-id\tscore\nq1\td1\t1\n"))
+    assert load_qrels(beir) == {"q1": {"d1": 1}}
+    broken = fed_pipe(tmp_path / "broken", b",qid,doc\n0,q1,d1\n1,q2,d2\n")
+    with pytest.raises(DataFormatError, match=r"broken:1: expected 4 columns .*pandas' index"):
+        load_trec_qrels(broken)

@@ -286,6 +286,36 @@ def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir
         run("search", "mini", "moon", "--retriever", fixed, "--home", home)
 
 
+def test_retriever_json_is_read_from_a_pipe_or_stdin(tmp_path: Path, beir: Path) -> None:
+    """`--retriever <(jq .retriever body.json)` was "no such file, and not a shorthand"; - now
+    reads the JSON from stdin."""
+    from test_eval_loaders import fed_pipe
+
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    tree = json.dumps({"standard": {"query": {"match": {"text": "{{query}}"}}}})
+    flags = ("--top-n", "2", "--json", "--home", home)
+    inline = json.loads(run("search", "mini", "moon", "--retriever", tree, *flags))
+    pipe = fed_pipe(tmp_path / "tree", ("\ufeff" + tree).encode())
+    assert json.loads(run("search", "mini", "moon", "--retriever", str(pipe), *flags)) == inline
+    piped = run("search", "mini", "moon", "--retriever", "-", *flags, stdin=tree)
+    assert json.loads(piped) == inline
+    with pytest.raises(InvalidInputError, match=r"--retriever -?: expected retriever JSON"):
+        run("search", "mini", "moon", "--retriever", "-", *flags, stdin="bm25\n")
+
+
+def test_a_corpus_from_a_pipe_is_told_to_come_with_format(tmp_path: Path) -> None:
+    """`index create NAME --from <(cmd)` said "cannot tell the format from the name" with
+    file names as the only fix, and adding --format said the pipe's name tells the format."""
+    pipe = tmp_path / "docs"
+    os.mkfifo(pipe)  # never opened: the format is asked for before any read
+    home = str(tmp_path / "home")
+    with pytest.raises(DataFormatError, match=r"is a pipe, .* --from - --format jsonl"):
+        run("index", "create", "p", "--from", str(pipe), "--home", home)
+    with pytest.raises(InvalidInputError, match=r"is a pipe; pipe the documents to stdin"):
+        run("index", "create", "p", "--from", str(pipe), "--format", "jsonl", "--home", home)
+
+
 def test_a_retriever_file_named_like_a_shorthand_is_read_as_the_file(
     tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1062,7 +1092,7 @@ def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: 
     assert "$SEMRANK_HOME is blank" in str(result.exception)
     args = ["index", "delete", "t", "--ids-file", str(tmp_path), "--home", str(home)]
     result = CliRunner().invoke(app, args)
-    assert f"--ids-file {tmp_path}: a folder;" in str(result.exception)
+    assert f"--ids-file {tmp_path}: a folder, not a file;" in str(result.exception)
 
 
 def test_a_home_the_machine_cannot_make_is_its_error_and_one_under_a_file_the_commands(

@@ -4,14 +4,18 @@ the line: one reader for every file format semrank reads."""
 from __future__ import annotations
 
 import codecs
+import contextvars
+import functools
 import gzip
+import io
 import itertools
 import os
 import re
+import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from semrank.errors import DataFormatError, InvalidInputError, SemrankError
 
@@ -116,6 +120,66 @@ def require_path(path: object, argument: str) -> Path:
     return Path(path)
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file ("no such file", "a folder, not a file", "not a
+    file or pipe"), or None where it can: a file, or a pipe (`<(cmd)`, /dev/stdin, a mkfifo),
+    which every file option of the CLI reads as it reads a file."""
+    if path.is_file() or path.is_fifo():
+        return None
+    if path.is_dir():
+        return "a folder, not a file"
+    return "not a file or pipe" if path.exists() else "no such file"
+
+
+def stdin_bytes(option: str, what: str, example: str) -> bytes:
+    """All of stdin, for ``option`` given as -: a closed stdin (`<&-`) or a terminal (which
+    would wait for typing) is refused with ``example``, a command that pipes ``what`` in."""
+    if sys.stdin is None or sys.stdin.isatty():
+        state = "closed" if sys.stdin is None else "a terminal"
+        raise InvalidInputError(
+            f"{option} - reads {what} from stdin, and stdin is {state}; pipe {what} in "
+            f"(e.g. `{example}`)"
+        )
+    return sys.stdin.buffer.read()
+
+
+# The bytes of each pipe the running loader was given, by path. A pipe can be read once, and a
+# loader may read its file again (its format sniffed, then parsed; a refused line's hint): the
+# second read found nothing (`<(cmd)`, whose data the first had taken) or waited for a writer.
+_PIPES_READ: contextvars.ContextVar[dict[str, bytes] | None] = contextvars.ContextVar(
+    "semrank_pipes_read", default=None
+)
+Loader = TypeVar("Loader", bound=Callable[..., Any])
+
+
+def reads_pipes_once(loader: Loader) -> Loader:
+    """``loader``, reading each pipe once however often it (and the loaders it calls) read it."""
+
+    @functools.wraps(loader)
+    def reading_pipes_once(*args: Any, **kwargs: Any) -> Any:
+        if _PIPES_READ.get() is not None:  # an outer loader keeps the bytes
+            return loader(*args, **kwargs)
+        token = _PIPES_READ.set({})
+        try:
+            return loader(*args, **kwargs)
+        finally:
+            _PIPES_READ.reset(token)
+
+    return cast(Loader, reading_pipes_once)
+
+
+def _pipe_bytes(path: Path) -> bytes | None:
+    """The bytes of pipe ``path``, read once per loader; None where ``path`` is no pipe."""
+    if not path.is_fifo():
+        return None
+    read = _PIPES_READ.get()
+    if read is None:
+        return path.read_bytes()
+    if str(path) not in read:
+        read[str(path)] = path.read_bytes()
+    return read[str(path)]
+
+
 def is_gzip(path: Path) -> bool:
     """Whether ``path`` holds gzip data, by its magic bytes: a name is no proof either way."""
     with path.open("rb") as probe:
@@ -123,7 +187,12 @@ def is_gzip(path: Path) -> bool:
 
 
 def open_binary(path: Path) -> IO[bytes]:
-    """``path`` for reading bytes, gunzipped when it is gzip (whatever its name)."""
+    """``path`` for reading bytes, gunzipped when it is gzip (whatever its name). A pipe is
+    read whole: looking at its first bytes, then opening it again, lost them."""
+    piped = _pipe_bytes(path)
+    if piped is not None:
+        data = io.BufferedReader(io.BytesIO(piped))  # peek()s as a file's reader does
+        return cast(IO[bytes], gzip.GzipFile(fileobj=data)) if piped[:2] == GZIP_MAGIC else data
     return cast(IO[bytes], gzip.open(path, "rb")) if is_gzip(path) else path.open("rb")
 
 
@@ -134,8 +203,9 @@ def _checked(path: Path | str) -> Path:
             f"{path} is a folder; pass a file in it (e.g. {path / 'queries.jsonl'} or "
             f"{path / 'qrels' / 'test.tsv'} of a BEIR folder)"
         )
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file (check the path)")
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataFormatError(f"{path}: {problem} (check the path)")
     return path
 
 

@@ -17,7 +17,12 @@ from semrank._progress import progress
 from semrank._words import count_of
 from semrank.errors import InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
-from semrank.store.commands import check_reranking_flags_used, folder_flag, with_rerankers
+from semrank.store.commands import (
+    check_reranking_flags_used,
+    folder_flag,
+    piped_retriever,
+    with_rerankers,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,7 +79,8 @@ def eval_command(
     retriever: str = typer.Option(
         DEFAULT_RETRIEVER,
         "--retriever",
-        help="With --index: bm25, dense, hybrid or a retriever TREE.json; a comma-separated list "
+        help="With --index: bm25, dense, hybrid or a retriever TREE.json (a pipe or - for stdin: "
+        "its JSON); a comma-separated list "
         "(e.g. bm25,dense,hybrid,hybrid+rerank) compares several runs in one table, and a "
         "+rerank name re-ranks that first stage there.",
     ),
@@ -136,6 +142,7 @@ def eval_command(
     from semrank.eval.metrics import parse_measures, split_measure_names
 
     names = [str(m) for m in parse_measures(split_measure_names(measures))]
+    retriever = piped_retriever(retriever, "eval --index NAME --queries Q --qrels R")
     _check_output_folders({"--run-out": run_out, "--report": report})
     if per_query is not None:  # checked before minutes of evaluation, not after
         if per_query.is_dir():

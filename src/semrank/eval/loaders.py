@@ -33,6 +33,7 @@ from semrank._files import (
     numbered_lines,
     pandas_index_hint,
     read_text,
+    reads_pipes_once,
     require_path,
 )
 from semrank.errors import DataFormatError, InvalidInputError
@@ -180,6 +181,7 @@ def load_beir_queries(path: Path | str) -> Queries:
     return queries
 
 
+@reads_pipes_once
 def load_beir_qrels(path: Path | str) -> Qrels:
     """``qrels/<split>.tsv``: header ``query-id corpus-id score``, then one judgment per line."""
     qrels: Qrels = {}
@@ -286,6 +288,7 @@ def _float_field(value: str, name: str, path: Path | str, number: int) -> float:
     return parsed
 
 
+@reads_pipes_once
 def load_trec_qrels(path: Path | str) -> Qrels:
     """TREC qrels: ``qid iteration docid relevance`` per line (whitespace separated)."""
     qrels: Qrels = {}
@@ -300,6 +303,7 @@ def load_trec_qrels(path: Path | str) -> Qrels:
     return qrels
 
 
+@reads_pipes_once
 def load_trec_run(path: Path | str, name: str | None = None) -> Run:
     """TREC run: ``qid Q0 docid rank score tag``.
 
@@ -434,6 +438,7 @@ def _check_trec_id(value: str, kind: str) -> None:
         )
 
 
+@reads_pipes_once
 def load_trec_topics(path: Path | str, topic_field: TopicField = "title") -> Queries:
     """TREC topics, either SGML (``<top><num>...<title>...</top>``) or TSV ``qid<TAB>text``."""
     # Checked before reading, so a wrong field fails the same way for SGML and TSV files.
@@ -497,6 +502,7 @@ def _first_line(path: Path | str) -> str:
     raise format_error(path, None, "file is empty")
 
 
+@reads_pipes_once
 def load_queries(path: Path | str) -> Queries:
     """Queries from BEIR ``queries.jsonl``, TREC SGML topics or ``qid<TAB>text`` (detected)."""
     if _first_line(path).lstrip().startswith("{"):
@@ -504,6 +510,7 @@ def load_queries(path: Path | str) -> Queries:
     return load_trec_topics(path)
 
 
+@reads_pipes_once
 def load_qrels(path: Path | str) -> Qrels:
     """Qrels in BEIR TSV (3 columns, optional header) or TREC (4 columns) format (detected)."""
     if len(_first_line(path).split()) == 3:

@@ -20,7 +20,7 @@ from semrank._checks import (
     loads_json,
     pandas_layout_hint,
 )
-from semrank._files import GZIP_ERRORS, LINE_END, refuse_binary_table, refuse_utf16
+from semrank._files import GZIP_ERRORS, LINE_END, file_problem, refuse_binary_table, refuse_utf16
 from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -230,15 +230,8 @@ def _stdin_bytes() -> bytes:
 
 
 def _require_file(path: str) -> None:
-    file = Path(path)
-    if not (file.is_file() or file.is_fifo()):  # a pipe: --docs <(cmd)
-        problem = (
-            "a folder, not a file"
-            if file.is_dir()
-            else "not a file or pipe"
-            if file.exists()
-            else "no such file"
-        )
+    problem = file_problem(Path(path))  # a pipe is read as a file: --docs <(cmd)
+    if problem is not None:
         raise InvalidInputError(
             f"--docs {path!r}: {problem}; pass a JSONL, JSON, CSV, TSV or text file"
         )

@@ -164,6 +164,12 @@ def _format_of(path: Path) -> str:
             return fmt
     if name.endswith(".ndjson"):
         return "jsonl"
+    if path.is_fifo():  # `--from <(cmd)`: no name, and --format is what stdin is told by
+        raise DataFormatError(
+            f"{path} is a pipe, which has no name to tell the format by; pipe the documents "
+            "to stdin and name their format with --format (e.g. `cmd | semrank index create "
+            "NAME --from - --format jsonl`, or `index add NAME - --format jsonl`)"
+        )
     if path.is_file():  # a Parquet file or a workbook is named with how to convert it
         try:
             with open_binary(path) as handle:

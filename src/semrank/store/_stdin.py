@@ -38,6 +38,12 @@ def piped_format(
             "given; drop --format, or add --from - and pipe the documents in"
         )
     if source != STDIN_SOURCE:
+        if data_format is not None and source is not None and Path(source).is_fifo():
+            raise InvalidInputError(
+                f"--format {data_format!r} says what stdin (-) holds, and {source!r} is a pipe; "
+                f"pipe the documents to stdin instead (e.g. `cmd | semrank {usage} --format "
+                f"{data_format}`)"
+            )
         if data_format is not None:
             raise InvalidInputError(
                 f"--format {data_format!r} says what stdin (-) holds, and {source!r} is a file, "

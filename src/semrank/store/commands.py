@@ -565,20 +565,19 @@ def _read_ids(ids_file: Path) -> list[str]:
 def _ids_file_bytes(ids_file: Path) -> bytes:
     """The file's bytes; - is stdin, and a pipe (`<(jq ...)`, /dev/stdin) is read as a file is:
     both were refused as "no such file" / "not a file", so ids could not be piped in."""
+    from semrank._files import file_problem, stdin_bytes
     from semrank.errors import InvalidInputError
 
     if str(ids_file) == "-":
-        if sys.stdin is None or sys.stdin.isatty():  # a terminal would wait for typed ids
-            state = "closed" if sys.stdin is None else "a terminal"
-            raise InvalidInputError(
-                f"--ids-file - reads the ids from stdin, and stdin is {state}; pipe them in "
-                "(e.g. `jq -r '.hits[].id' hits.json | semrank index delete NAME --ids-file -`)"
-            )
-        return sys.stdin.buffer.read()
-    if not (ids_file.is_file() or ids_file.is_fifo()):
-        problem = "a folder" if ids_file.is_dir() else "not a file" if ids_file.exists() else ""
+        return stdin_bytes(
+            "--ids-file",
+            "the ids",
+            "jq -r '.hits[].id' hits.json | semrank index delete NAME --ids-file -",
+        )
+    problem = file_problem(ids_file)
+    if problem is not None:
         raise InvalidInputError(
-            f"--ids-file {ids_file}: {problem or 'no such file'}; pass a file with one id per line"
+            f"--ids-file {ids_file}: {problem}; pass a file with one id per line"
         )
     return ids_file.read_bytes()
 
@@ -811,9 +810,10 @@ def search_command(
     retriever: str | None = typer.Option(
         None,
         "--retriever",
-        help="Elasticsearch retriever JSON: a file (or a _search body, whose size caps the hits) "
-        "or inline {...}; or a shorthand: bm25, dense, hybrid or linear, +rerank to re-rank "
-        "(then --window, --model, --min-score and --field apply as with the flags).",
+        help="Elasticsearch retriever JSON: a file or pipe (or a _search body, whose size caps "
+        "the hits), inline {...} or - for stdin; or a shorthand: bm25, dense, hybrid or linear, "
+        "+rerank to re-rank (then --window, --model, --min-score and --field apply as with "
+        "the flags).",
     ),
     bm25: bool = typer.Option(False, "--bm25", help="BM25 first stage (the default)."),
     dense: bool = typer.Option(False, "--dense", help="Dense (embedding) first stage."),
@@ -859,6 +859,8 @@ def search_command(
         from semrank.errors import InvalidInputError
 
         raise InvalidInputError(f"--top-n {top_n} must be at most {MAX_COUNT:,}")
+    if retriever is not None:
+        retriever = piped_retriever(retriever, "search NAME QUERY")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
     if retriever is not None and shorthand is None:
         _check_tree_flags(
@@ -1003,6 +1005,43 @@ def _names_a_file(text: str) -> bool:
     JSON of 256 bytes and more) is not, where the check itself raised ENAMETOOLONG."""
     try:
         return Path(text).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def piped_retriever(retriever: str, usage: str) -> str:
+    """``--retriever`` as given; for - (stdin) and a pipe (`<(jq ...)`, /dev/stdin) the JSON
+    they hold, as inline JSON: both were refused as "no such file", and a pipe can be read only
+    once where a tree is read more than once (checked, then searched). ``usage``: the command
+    that reads it, as the example for a closed stdin shows it."""
+    from semrank._files import stdin_bytes
+    from semrank.errors import InvalidInputError
+
+    if retriever == "-":
+        example = f"jq .retriever search.json | semrank {usage} --retriever -"
+        data = stdin_bytes("--retriever", "the retriever JSON", example)
+    elif _names_a_pipe(retriever):
+        data = Path(retriever).expanduser().read_bytes()
+    else:
+        return retriever
+    try:
+        text = data.decode("utf-8-sig")  # utf-8-sig: a Windows editor's byte order mark
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"--retriever {retriever}: not valid UTF-8 (byte {exc.start}); give UTF-8 JSON"
+        ) from None
+    if not text.lstrip().startswith("{"):
+        raise InvalidInputError(
+            f"--retriever {retriever}: expected retriever JSON ({{...}}), got {text.strip()!r:.60}"
+        )
+    return text
+
+
+def _names_a_pipe(text: str) -> bool:
+    if text.lstrip().startswith("{"):  # inline JSON, which may be longer than a file name
+        return False
+    try:
+        return Path(text).expanduser().is_fifo()
     except OSError:
         return False
 
