@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 import unicodedata
@@ -545,6 +546,17 @@ def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     assert default_home() == tmp_path / "h"
     create_index("env", embedding_model=None).close()
     assert (tmp_path / "h" / "env" / "documents.sqlite").is_file()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows reads USERPROFILE, not HOME")
+def test_an_empty_home_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`HOME= semrank index list` looked in /.local/share/semrank (Python reads HOME="" as /),
+    where an empty SEMRANK_HOME or XDG_DATA_HOME counts as unset: an empty HOME does too."""
+    for variable in ("SEMRANK_HOME", "XDG_DATA_HOME", "HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    unset = default_home()
+    monkeypatch.setenv("HOME", "")
+    assert default_home() == unset
 
 
 def test_search_on_an_unknown_field_names_the_known_ones(tmp_path: Path) -> None:

@@ -69,6 +69,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def user_home() -> Path:
+    """``Path.home()``, an empty HOME read as an unset one (the user's passwd entry): Python
+    reads HOME="" as /, so `HOME= semrank index list` looked in /.local/share/semrank, where
+    an empty SEMRANK_HOME or XDG_DATA_HOME counts as unset. RuntimeError where there is none."""
+    if os.name == "nt" or os.environ.get("HOME") != "":  # Windows reads USERPROFILE
+        return Path.home()
+    try:
+        import pwd
+
+        folder = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:  # a uid without a passwd entry, as Path.home() raises
+        raise RuntimeError("Could not determine home directory.") from None
+    if not folder:
+        raise RuntimeError("Could not determine home directory.")
+    return Path(folder)
+
+
 def user_name(uid: int) -> str:
     """The login name of user id ``uid``, for messages about who owns a file."""
     try:

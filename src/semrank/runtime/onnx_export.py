@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import onnx
 
+from semrank._files import user_home
 from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
 from semrank.models.loading import config_architecture, custom_code_refusal, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
@@ -186,10 +187,10 @@ def _home(variable: str) -> Path:
     that has no passwd entry (``env -i``, a container's arbitrary uid) Path.home() raised a
     RuntimeError (a traceback)."""
     try:
-        return Path.home()
+        return user_home()
     except RuntimeError:
         raise BackendUnavailableError(
-            f"this process has no home folder (HOME is unset and its user has none): set "
+            f"this process has no home folder (HOME is unset or empty and its user has none): set "
             f"{variable} (or HOME)"
         ) from None
 

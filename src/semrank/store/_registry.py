@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from semrank._checks import is_int
-from semrank._files import user_name
+from semrank._files import user_home, user_name
 from semrank.errors import (
     BackendUnavailableError,
     IndexExistsError,
@@ -69,10 +69,10 @@ def default_home() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "semrank"
     try:
-        base = Path.home() / ".local" / "share"
+        base = user_home() / ".local" / "share"
     except RuntimeError:  # HOME unset, and a uid without a passwd entry (env -i, a container)
         raise BackendUnavailableError(
-            f"this process has no home folder (HOME is unset and its user has none): set "
+            f"this process has no home folder (HOME is unset or empty and its user has none): set "
             f"${HOME_ENV} to the folder of the indexes (or HOME)"
         ) from None
     return base / "semrank"
