@@ -155,6 +155,63 @@ def test_a_bundled_model_onnx_is_used_as_is(tiny_model, tmp_path: Path) -> None:
     )
 
 
+def hub_onnx_folder(source: Path, target: Path) -> Path:
+    """``source`` as a hub repo in Optimum's layout ships it: config and tokenizer, the graph
+    in onnx/, no weights."""
+    model_dir = shutil.copytree(source, target)
+    (model_dir / "model.safetensors").unlink()
+    (model_dir / "onnx").mkdir()
+    graph = export_onnx(source, "sequence-classification")
+    onnx.save_model(graph, model_dir / "onnx" / "model.onnx")
+    return model_dir
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_folder_whose_graph_is_in_onnx_is_run(tiny_model, tmp_path: Path, backend: str) -> None:
+    """A repo shipping onnx/model.onnx and no weights (Optimum's layout) was refused as missing
+    "model.safetensors or pytorch_model.bin or model.onnx"; onnx/ was not looked in."""
+    from semrank import Reranker
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    source = tiny_model("roberta", max_length=64)
+    model_dir = hub_onnx_folder(source, tmp_path / "hub-onnx")
+    assert onnx_model_path(model_dir, "sequence-classification") == model_dir / "onnx/model.onnx"
+    query, docs = "flea", [doc for _, doc in random_pairs(8)]
+    np.testing.assert_allclose(
+        Reranker(str(model_dir), backend=backend).score(query, docs, raw=True),
+        Reranker(str(source), backend=backend).score(query, docs, raw=True),
+        atol=1e-5,
+    )
+    with pytest.raises(ModelLoadError, match=r"holds only onnx/model\.onnx.*backend 'onnx'"):
+        Reranker(str(model_dir), backend="torch")
+
+
+def test_weights_win_over_an_onnx_folder_beside_them(tiny_model, tmp_path: Path) -> None:
+    """Beside weights, onnx/ is not read (as on the hub, where it is not fetched): semrank runs
+    its own export of the weights, whatever graph onnx/ holds."""
+    model_dir = shutil.copytree(tiny_model("bert", max_length=64), tmp_path / "with-both")
+    (model_dir / "onnx").mkdir()
+    (model_dir / "onnx" / "model.onnx").write_bytes(b"a graph of other weights")
+    assert not uses_own_graph(model_dir)
+    assert onnx_model_path(model_dir, "sequence-classification").parent != model_dir / "onnx"
+
+
+def test_onnx_variants_without_model_onnx_are_named(tiny_model, tmp_path: Path) -> None:
+    """Which of Optimum's variants to run (quantized, O1-O4, fp16) is the user's choice: the
+    refusal names them and how to pick one; the picked one then runs."""
+    from semrank import Reranker
+    from semrank.models import resolve
+
+    model_dir = hub_onnx_folder(tiny_model("bert", max_length=64), tmp_path / "variants")
+    graphs = model_dir / "onnx"
+    (graphs / "model.onnx").rename(graphs / "model_O2.onnx")
+    (graphs / "model_quantized.onnx").write_bytes(b"another graph")
+    with pytest.raises(ModelLoadError, match=r"model_O2\.onnx, model_quantized\.onnx.*cp "):
+        resolve(str(model_dir))
+    shutil.copy(graphs / "model_O2.onnx", model_dir / "model.onnx")
+    assert Reranker(str(model_dir)).score("flea", ["a dog", "paris"]).shape == (2,)
+
+
 def test_unsupported_architecture_names_it_and_the_supported_ones(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(UnsupportedArchitectureError) as info:

@@ -26,7 +26,7 @@ from semrank.errors import (
 )
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
-from semrank.runtime._weights import torch_shards_fix
+from semrank.runtime._weights import HUB_GRAPH, graph_file, torch_shards_fix
 from semrank.runtime.base import ScorerKind
 
 _log = logging.getLogger(__name__)
@@ -226,8 +226,10 @@ _HUB_NOT_FOUND = frozenset(
 
 def _has_weight_file(folder: Path) -> bool:
     # Which shards belong to the model is the weight reader's to say (runtime._weights).
-    return any((folder / name).is_file() for name in WEIGHT_FILES) or any(
-        folder.glob("model-*-of-*.safetensors")
+    return (
+        any((folder / name).is_file() for name in WEIGHT_FILES)
+        or any(folder.glob("model-*-of-*.safetensors"))
+        or graph_file(folder).is_file()
     )
 
 
@@ -404,11 +406,14 @@ def _require_files(path: Path) -> None:
     shards_fix = None if _has_weight_file(path) else torch_shards_fix(path)
     if shards_fix and (path / "config.json").is_file():
         raise ModelLoadError(shards_fix)
+    _refuse_onnx_variants_only(path)
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
     if not _has_weight_file(path):
-        missing.append(" or ".join(WEIGHT_FILES) + " (or model-*-of-*.safetensors shards)")
+        missing.append(
+            " or ".join(WEIGHT_FILES) + f" (or model-*-of-*.safetensors shards, or {HUB_GRAPH})"
+        )
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
@@ -422,6 +427,20 @@ def _require_files(path: Path) -> None:
             f"{path} is not a model directory in Hugging Face layout: missing "
             f"{', '.join(missing)}{fix}"
         )
+
+
+def _refuse_onnx_variants_only(path: Path) -> None:
+    """A folder whose onnx/ holds only Optimum's variants (model_quantized.onnx, model_O4.onnx,
+    model_fp16.onnx...) and no model.onnx: which one to run is the user's choice, not a guess."""
+    variants = sorted(graph.name for graph in (path / "onnx").glob("*.onnx"))
+    if not variants or _has_weight_file(path):
+        return
+    raise ModelLoadError(
+        f"{path} has no weights and no {HUB_GRAPH}; its onnx/ holds {', '.join(variants)}. "
+        "semrank runs a folder's own model.onnx as it is: copy the variant to run there, e.g. "
+        f"`cp {path / 'onnx' / variants[0]} {path / 'model.onnx'}` (and its .onnx_data file "
+        "beside it, if it has one)"
+    )
 
 
 # The encoder a config.json without "architectures" holds, by its model_type.

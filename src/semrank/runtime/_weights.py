@@ -46,18 +46,37 @@ def weight_files(model_dir: Path) -> list[Path]:
     fix = torch_shards_fix(model_dir)
     if fix:
         raise ModelLoadError(fix)
-    if (model_dir / "model.onnx").is_file():  # runs on onnx / openvino, not from its weights
+    graph = graph_file(model_dir)
+    if graph.is_file():  # runs on onnx / openvino, not from its weights
         raise ModelLoadError(
-            f"{model_dir} holds only model.onnx: the torch backend (and training) needs "
-            "model.safetensors or pytorch_model.bin; run it with backend 'onnx' or 'openvino'"
+            f"{model_dir} holds only {graph.relative_to(model_dir)}: the torch backend (and "
+            "training) needs model.safetensors or pytorch_model.bin; run it with backend "
+            "'onnx' or 'openvino'"
         )
     raise ModelLoadError(
         f"no weights in {model_dir}: expected model.safetensors, sharded model-*.safetensors, "
-        "pytorch_model.bin or model.onnx"
+        f"pytorch_model.bin, model.onnx or {HUB_GRAPH}"
     )
 
 
+# Where Hugging Face repos exported with Optimum keep their graph (its quantized and optimised
+# variants beside it: model_quantized.onnx, model_O3.onnx...), often without weights at all.
+HUB_GRAPH = "onnx/model.onnx"
+
+
+def graph_file(model_dir: Path) -> Path:
+    """The ONNX graph a folder may carry: its model.onnx, else, in a folder without weights,
+    onnx/model.onnx (as sentence-transformers' ONNX backend loads it by default). Beside
+    weights, onnx/ is not read: semrank exports those weights itself, as it does on the hub."""
+    top = model_dir / "model.onnx"
+    weights = [model_dir / "model.safetensors", model_dir / "pytorch_model.bin"]
+    if top.is_file() or any(p.is_file() for p in weights) or any(model_dir.glob(SHARDS)):
+        return top
+    return model_dir / HUB_GRAPH
+
+
 SHARD_INDEX = "model.safetensors.index.json"
+SHARDS = "model-*-of-*.safetensors"
 TORCH_SHARDS = "pytorch_model-*-of-*.bin"
 
 
@@ -109,7 +128,7 @@ def _shards(model_dir: Path) -> list[Path]:
                 "whole checkpoint again"
             )
         return [model_dir / name for name in names]
-    found = sorted(model_dir.glob("model-*-of-*.safetensors"))
+    found = sorted(model_dir.glob(SHARDS))
     totals = {path.stem.rpartition("-of-")[2] for path in found}
     if len(totals) > 1:
         raise ModelLoadError(

@@ -1,7 +1,8 @@
 """Export Hugging Face checkpoints to ONNX directly from their weights (no torch needed).
 
 ``export_onnx`` builds the graph from config.json + model.safetensors with ``onnx.helper``;
-``onnx_model_path`` returns a cached export (or the directory's own ``model.onnx``).
+``onnx_model_path`` returns a cached export (or the directory's own ``model.onnx``, or the
+``onnx/model.onnx`` of a folder without weights).
 
 Graph contract: inputs ``input_ids`` and ``attention_mask`` (int64 [batch, seq]) plus
 ``token_type_ids`` for BERT; output ``logits`` [batch, num_labels] for the
@@ -29,7 +30,7 @@ from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedA
 from semrank.models.loading import config_architecture, custom_code_refusal, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
 from semrank.runtime._graph import GraphBuilder
-from semrank.runtime._weights import Weights, load_weights, weight_files
+from semrank.runtime._weights import Weights, graph_file, load_weights, weight_files
 
 T = TypeVar("T")
 
@@ -230,7 +231,7 @@ def _discard_cached(path: Path, cache: Path) -> None:
 
 
 def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None = None) -> Path:
-    """Path of a ready ONNX graph: the directory's own model.onnx, or a cached export.
+    """Path of a ready ONNX graph: the directory's own (``graph_file``), or a cached export.
 
     Small graphs are cached as ``<key>.onnx``; graphs over the 2 GiB protobuf limit as
     ``<key>/model.onnx`` with their weights in ``<key>/model.onnx.data``. The key is the
@@ -239,7 +240,7 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
     """
     model_dir = Path(model_dir)
     if uses_own_graph(model_dir):
-        return model_dir / "model.onnx"
+        return graph_file(model_dir)
     cache = cache_dir or default_cache_dir()
     source = _source_key(model_dir, head)
     key = f"{source}-{_cache_key(model_dir, head)}"
@@ -261,11 +262,11 @@ def onnx_model_path(model_dir: Path, head: ExportHead, *, cache_dir: Path | None
 
 
 def uses_own_graph(model_dir: Path) -> bool:
-    """Whether the folder's own model.onnx is run: it has no weights, or it was made from the
-    weights beside it. ``semrank train --onnx`` records which (``GRAPH_SOURCE``); a graph
-    without that record counts as made from them when it is at least as new as every weight
-    file. Weights saved later win: the graph beside them is then stale."""
-    graph = model_dir / "model.onnx"
+    """Whether the folder's own graph (``graph_file``) is run: it has no weights, or it was
+    made from the weights beside it. ``semrank train --onnx`` records which (``GRAPH_SOURCE``);
+    a graph without that record counts as made from them when it is at least as new as every
+    weight file. Weights saved later win: the graph beside them is then stale."""
+    graph = graph_file(model_dir)
     if not graph.is_file():
         return False
     try:
