@@ -186,6 +186,26 @@ def test_a_folder_whose_graph_is_in_onnx_is_run(tiny_model, tmp_path: Path, back
         Reranker(str(model_dir), backend="torch")
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_shipped_graph_reading_inputs_semrank_does_not_feed_is_refused(
+    tiny_model, tmp_path: Path, backend: str
+) -> None:
+    """A shipped graph that reads position_ids loaded, then every score failed with a bare
+    KeyError: 'position_ids' (a traceback from the CLI)."""
+    from onnx import TensorProto, helper
+
+    from semrank import Reranker
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    model_dir = hub_onnx_folder(tiny_model("bert", max_length=64), tmp_path / "position-ids")
+    graph = onnx.load(model_dir / "onnx" / "model.onnx")
+    ids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])
+    graph.graph.input.append(ids)
+    onnx.save_model(graph, model_dir / "onnx" / "model.onnx")
+    with pytest.raises(ModelLoadError, match=r"onnx/model\.onnx takes inputs position_ids"):
+        Reranker(str(model_dir), backend=backend).score("flea", ["a dog"])
+
+
 def test_weights_win_over_an_onnx_folder_beside_them(tiny_model, tmp_path: Path) -> None:
     """Beside weights, onnx/ is not read (as on the hub, where it is not fetched): semrank runs
     its own export of the weights, whatever graph onnx/ holds."""

@@ -7,14 +7,30 @@ longest input, and results are put back in input order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from semrank.errors import ModelLoadError
 from semrank.runtime.base import BatchingConfig
 from semrank.runtime.tokenizer import EncodedInput
 
 BatchArrays = dict[str, np.ndarray]
+# What every batch holds (pad_batch); a graph may read any of them.
+FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def refuse_unfed_inputs(graph: Path, inputs: Iterable[str]) -> None:
+    """A graph a folder ships (onnx/model.onnx) that reads an input no batch holds
+    (position_ids, past_key_values): refused at load, not a KeyError at the first score."""
+    unfed = [name for name in inputs if name not in FED_INPUTS]
+    if unfed:
+        raise ModelLoadError(
+            f"{graph} takes inputs {', '.join(unfed)}, which semrank does not feed (only "
+            f"{', '.join(FED_INPUTS)}); give a graph exported with those inputs alone, or the "
+            "model's weights (model.safetensors), from which semrank builds its own"
+        )
 
 
 def plan_batches(lengths: Sequence[int], config: BatchingConfig) -> list[list[int]]:
@@ -56,7 +72,7 @@ def pad_batch(
         ids[row, :n] = item.ids
         mask[row, :n] = item.attention_mask
         types[row, :n] = item.type_ids
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return dict(zip(FED_INPUTS, (ids, mask, types), strict=True))
 
 
 def run_batched(

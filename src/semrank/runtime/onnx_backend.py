@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
-from semrank.runtime._batching import BatchArrays
+from semrank.runtime._batching import BatchArrays, refuse_unfed_inputs
 from semrank.runtime._quantize import quantized_model_path
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -115,7 +115,9 @@ def _session_for(
         if int8:
             path = quantized_model_path(path, cache_dir=cache)
             made.append(path)
-        return create_session(path, device=device, threads=threads)
+        session = create_session(path, device=device, threads=threads)
+        refuse_unfed_inputs(made[0], (graph_input.name for graph_input in session.get_inputs()))
+        return session
 
     return load_rebuilding_stale_cache(steps, cache)
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
-from semrank.runtime._batching import BatchArrays
+from semrank.runtime._batching import BatchArrays, refuse_unfed_inputs
 from semrank.runtime._quantize_openvino import calibration_inputs, quantized_ir_path
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -128,7 +128,9 @@ def _compiled_for(
             samples = calibration_inputs(tokenizer, head)
             path = quantized_ir_path(path, samples, cache_dir=cache)
             made.append(path)
-        return compile_model(path, precision=precision, threads=threads)
+        compiled = compile_model(path, precision=precision, threads=threads)
+        refuse_unfed_inputs(made[0], (port.get_any_name() for port in compiled.inputs))
+        return compiled
 
     return load_rebuilding_stale_cache(steps, cache)
 
