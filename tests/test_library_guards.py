@@ -201,3 +201,44 @@ def test_a_statement_the_database_cancelled_is_the_environment_s_exit_status() -
 
     assert exit_code_for(DeadlineExceededError("cancelled at its statement_timeout")) == 3
     assert exit_code_for(InternalError("a bug")) == 1
+
+
+TYPED_USE = """
+from typing import assert_type
+
+from semrank import CascadeConfig, ChunkingConfig, Reranker
+from semrank.pipeline import Hit, SearchResults, search
+from semrank.retrieve import Hits
+
+
+def read(results: SearchResults, hits: Hits, reranker: Reranker) -> None:
+    for hit in results:
+        assert_type(hit, Hit)
+    assert_type(results[0], Hit)
+    assert_type(results[:2], SearchResults)
+    for doc_id, score in hits:
+        assert_type(doc_id, str | int)
+        assert_type(score, float)
+    assert_type(reranker.chunking, ChunkingConfig)
+    assert_type(reranker.cascade, CascadeConfig | None)
+    assert_type(search("name", "query"), SearchResults)
+"""
+
+
+@pytest.mark.slow
+def test_a_type_checker_sees_the_items_of_search_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`for hit in search(...)` failed (not iterable), and so did mypy and pyright on it."""
+    api = pytest.importorskip("mypy.api")
+    import semrank
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(TYPED_USE, encoding="utf-8")
+    # The semrank under test, not whichever one site-packages names.
+    monkeypatch.setenv("MYPYPATH", str(Path(semrank.__file__).parents[1]))
+    out, err, status = api.run([
+        str(snippet), "--follow-imports=silent", "--ignore-missing-imports",
+        "--python-version=3.11", "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert status == 0, out + err

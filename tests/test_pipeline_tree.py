@@ -176,6 +176,18 @@ def test_reranker_keeps_first_stage_rank_and_score(index: LocalStore) -> None:
     assert top.first_stage_score == pytest.approx(float(first.scores[position]))
 
 
+def test_search_results_iterate_and_index_as_their_hits(index: LocalStore) -> None:
+    results = search(index, "the moon and the sun", retriever="bm25", k=3)
+    assert [hit.id for hit in results] == results.ids  # TypeError: not iterable before
+    assert results[0] == results.hits[0] and results[-1] == results.hits[-1]
+    head = results[:2]
+    assert head.hits == results.hits[:2] and head.warnings == results.warnings
+    assert results.hits[1] in results and list(reversed(results)) == results.hits[::-1]
+    assert results == search(index, "the moon and the sun", retriever="bm25", k=3)
+    with pytest.raises(IndexError):
+        results[len(results)]
+
+
 def test_min_score_and_window(index: LocalStore) -> None:
     tree = TextSimilarityReranker(
         BM25(), inference_id=CountingScorer(), rank_window_size=6, min_score=0.05

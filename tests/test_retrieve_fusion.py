@@ -23,6 +23,18 @@ def as_dict(result: Hits) -> dict[str, float]:
     return {str(i): float(s) for i, s in zip(result.ids, result.scores, strict=True)}
 
 
+def test_hits_iterate_and_index_as_id_score_pairs() -> None:
+    assert list(A) == [("a", 9.0), ("b", 5.0), ("c", 1.0)]  # TypeError: not iterable before
+    assert A[0] == ("a", 9.0) and A[-1] == ("c", 1.0) and ("b", 5.0) in A
+    tail = A[1:]
+    assert isinstance(tail, Hits) and tail.as_dict() == {"b": 5.0, "c": 1.0}
+    positions = Hits(np.array([4, 2]), np.array([0.5, 0.25], dtype=np.float32))
+    assert [type(part) for part in positions[0]] == [int, float]  # Python's, not numpy's
+    assert dict(positions) == {4: 0.5, 2: 0.25}
+    with pytest.raises(IndexError, match="hit 3 is out of range for 3 hits"):
+        A[3]
+
+
 def test_rrf_by_hand() -> None:
     fused = rrf([A, B], rank_constant=60)
     expected = {"a": 1 / 61, "b": 1 / 62, "c": 1 / 63 + 1 / 61, "d": 1 / 62}

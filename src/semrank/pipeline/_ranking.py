@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -87,8 +87,12 @@ class Hit:
 
 
 @dataclass(frozen=True)
-class SearchResults:
-    """The hits of one search, best first; ``ids`` / ``scores`` are the array view."""
+class SearchResults(Sequence[Hit]):
+    """The hits of one search, best first; ``ids`` / ``scores`` are the array view.
+
+    A sequence of its hits: ``for hit in results``, ``results[0]`` (a ``Hit``) and
+    ``results[:3]`` (the first three, as ``SearchResults`` with the same warnings).
+    """
 
     hits: list[Hit]
     # Said of the whole search, e.g. a query a re-ranking model cut to fit.
@@ -104,6 +108,18 @@ class SearchResults:
 
     def __len__(self) -> int:
         return len(self.hits)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    @overload
+    def __getitem__(self, position: int) -> Hit: ...
+    @overload
+    def __getitem__(self, position: slice) -> SearchResults: ...
+    def __getitem__(self, position: int | slice) -> Hit | SearchResults:
+        if isinstance(position, slice):
+            return SearchResults(self.hits[position], self.warnings)
+        return self.hits[position]
 
     def as_run(self) -> dict[str, float]:
         """``{doc_id: score}`` (ir_measures / pytrec_eval run format)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -11,11 +14,13 @@ from semrank.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
-class Hits:
+class Hits(Sequence[tuple[str | int, float]]):
     """Ranked results, best first: ``ids[i]`` scored ``scores[i]``.
 
     ``ids`` holds document ids (``str``, dtype object) at the store level, or row positions
     (``int64``) inside an index; ``scores`` is float32 and sorted in descending order.
+    A sequence of ``(id, score)`` pairs in Python types: ``for doc_id, score in hits``,
+    ``hits[0]``; ``hits[:3]`` is a ``Hits`` of the first three.
     """
 
     ids: np.ndarray
@@ -29,6 +34,22 @@ class Hits:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str | int, float]]:
+        return zip(self.ids.tolist(), self.scores.tolist(), strict=True)
+
+    @overload
+    def __getitem__(self, position: int) -> tuple[str | int, float]: ...
+    @overload
+    def __getitem__(self, position: slice) -> Hits: ...
+    def __getitem__(self, position: int | slice) -> tuple[str | int, float] | Hits:
+        if isinstance(position, slice):
+            return Hits(self.ids[position], self.scores[position])
+        at = operator.index(position)  # a list's rule: an int, not a float, array or mask
+        if not -len(self) <= at < len(self):
+            raise IndexError(f"hit {at} is out of range for {len(self)} hits")
+        doc_id = self.ids[at]  # Python's int where numpy's int64, as iteration gives
+        return doc_id.item() if isinstance(doc_id, np.generic) else doc_id, float(self.scores[at])
 
     def top(self, k: int) -> Hits:
         """The first ``k`` hits (all of them where there are fewer)."""
