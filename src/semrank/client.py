@@ -41,10 +41,10 @@ from urllib.parse import quote
 
 try:
     import httpx
-except ModuleNotFoundError as exc:  # a runtime-only install has no HTTP client
+except ModuleNotFoundError as _missing:  # a runtime-only install has no HTTP client
     raise ModuleNotFoundError(
         "semrank.client needs httpx: pip install 'semrank[client]'", name="httpx"
-    ) from exc
+    ) from _missing
 
 from semrank import errors
 from semrank._checks import is_finite_number, require_collection, require_unicode

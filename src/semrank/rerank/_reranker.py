@@ -94,8 +94,8 @@ class Reranker:
         ``cascade`` prunes each query's documents with a cheaper scorer first (see
         ``CascadeConfig``); ``pruner`` gives that scorer instead of loading ``cascade.model``.
         """
-        self.chunking = _chunking_config(chunking, ChunkingConfig())
-        self.cascade = _validate_cascade(cascade)
+        self.chunking: ChunkingConfig = _chunking_config(chunking, ChunkingConfig())
+        self.cascade: CascadeConfig | None = _validate_cascade(cascade)
         if batching is not None and not isinstance(batching, BatchingConfig):
             raise InvalidInputError(
                 f"batching must be a BatchingConfig, got {type(batching).__name__} "

@@ -70,7 +70,7 @@ class ExactVectorIndex:
     kind = "exact"
 
     def __init__(self, vectors: np.ndarray) -> None:
-        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.vectors: np.ndarray = np.asarray(vectors, dtype=np.float32)
 
     @property
     def dim(self) -> int:

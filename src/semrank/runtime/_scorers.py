@@ -60,11 +60,11 @@ class CrossEncoderScorer:
         activation: Activation = "sigmoid",
         batching: BatchingConfig | None = None,
     ) -> None:
-        self.hf_tokenizer = tokenizer
+        self.hf_tokenizer: HFTokenizer = tokenizer
         self.tokenizer: TextTokenizer = tokenizer
-        self.max_length = tokenizer.max_length
+        self.max_length: int = tokenizer.max_length
         self.activation = activation
-        self.batching = batching or BatchingConfig()
+        self.batching: BatchingConfig = batching or BatchingConfig()
         self._forward = forward
 
     def doc_token_budget(self, query: str) -> int:
@@ -130,14 +130,14 @@ class Embedder:
     ) -> None:
         if pooling not in ("mean", "cls"):
             raise ModelLoadError(f"unknown pooling {pooling!r}; use 'mean' or 'cls'")
-        self.tokenizer = tokenizer
-        self.max_length = tokenizer.max_length
+        self.tokenizer: HFTokenizer = tokenizer
+        self.max_length: int = tokenizer.max_length
         self.pooling = pooling
         self.normalize = normalize
         self.lowercase = lowercase
         self.query_prompt = ""  # set by load_embedder from the model (sentence-transformers')
         self.document_prompt = ""
-        self.batching = batching or BatchingConfig()
+        self.batching: BatchingConfig = batching or BatchingConfig()
         self._forward = forward
 
     def embed(
@@ -192,10 +192,10 @@ class BiEncoderScorer:
 
     def __init__(self, embedder: Embedder, *, cache_size: int = 4096) -> None:
         self.embedder = embedder
-        self.hf_tokenizer = embedder.tokenizer
+        self.hf_tokenizer: HFTokenizer = embedder.tokenizer
         self.tokenizer: TextTokenizer = embedder.tokenizer
-        self.max_length = embedder.max_length
-        self.backend = embedder.backend
+        self.max_length: int = embedder.max_length
+        self.backend: str = embedder.backend
         self.cache_size = cache_size
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -203,7 +203,7 @@ class BiEncoderScorer:
         # recently handed over go first past max_tables (each maps a file).
         self._known: OrderedDict[str, tuple[object, KeyTable]] = OrderedDict()
         self.max_tables = 4
-        self.embedded_texts = 0  # texts sent to the model, for tests and benchmarks
+        self.embedded_texts: int = 0  # texts sent to the model, for tests and benchmarks
         self._prompt_tokens: dict[str, int] = {}
 
     def forget(self) -> None:

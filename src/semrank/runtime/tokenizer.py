@@ -91,7 +91,7 @@ class HFTokenizer:
         if max_length <= self.special_tokens_pair + 1:
             raise ModelLoadError(f"max_length {max_length} leaves no room for text tokens")
         stored = stored_padding["pad_token"] if stored_padding else None
-        self.pad_id = _pad_id(tokenizer, (pad_token, stored))
+        self.pad_id: int = _pad_id(tokenizer, (pad_token, stored))
         unknown = getattr(tokenizer.model, "unk_token", None)  # WordPiece / BPE name theirs
         self._unknown_id = tokenizer.token_to_id(unknown) if isinstance(unknown, str) else None
 

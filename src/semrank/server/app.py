@@ -46,7 +46,7 @@ from semrank.server._service import RerankService
 from semrank.server._system_routes import models_router, probes
 from semrank.server.config import ENV_CONFIG_JSON, ServerConfig, from_environment
 
-logger = logging.getLogger(LOGGER_NAME)
+logger: logging.Logger = logging.getLogger(LOGGER_NAME)
 
 DESCRIPTION = """Self-hosted re-ranking with Cohere-, Jina-, Voyage-, Together- and
 TEI-compatible endpoints, plus semrank's batch and search APIs. Errors are

@@ -9,7 +9,7 @@ fields are ignored, so clients that send provider-specific options keep working.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -58,7 +58,7 @@ Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="ignore")
 
 
 # semrank's own objects refuse unknown keys (a misspelt option was ignored: 200 with the
@@ -69,7 +69,7 @@ _FORBID_EXTRA = ConfigDict(extra="forbid")
 class ChunkingOptions(_Schema):
     """How documents longer than the model's window are read (omitted fields: server defaults)."""
 
-    model_config = _FORBID_EXTRA
+    model_config: ClassVar[ConfigDict] = _FORBID_EXTRA
 
     enabled: Flag | None = Field(None, description="false truncates instead of chunking")
     overlap_tokens: NonNegativeCount | None = Field(
@@ -383,7 +383,7 @@ class TeiInfo(_Schema):
 
 
 class BatchQuery(_Schema):
-    model_config = _FORBID_EXTRA
+    model_config: ClassVar[ConfigDict] = _FORBID_EXTRA
 
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
@@ -394,7 +394,7 @@ class BatchQuery(_Schema):
 class BatchRerankRequest(SemrankOptions):
     """Many queries, each with its own candidates; scored together in merged model calls."""
 
-    model_config = _FORBID_EXTRA
+    model_config: ClassVar[ConfigDict] = _FORBID_EXTRA
 
     model: str | None = None
     queries: list[BatchQuery] = Field(min_length=1)
@@ -440,7 +440,7 @@ class _Strict(_Schema):
     almost always a misspelt option (the rerank APIs' bodies ignore extras, as their vendors'
     do, so that clients sending newer fields keep working)."""
 
-    model_config = _FORBID_EXTRA
+    model_config: ClassVar[ConfigDict] = _FORBID_EXTRA
 
 
 # The store's index names (semrank.store._registry), told to clients in the OpenAPI document

@@ -153,7 +153,7 @@ class LocalStore(Store):
         if not (path / DB_NAME).is_file():
             raise IndexNotFoundError(f"no index at {path} (missing {DB_NAME})")
         self.path = path
-        self.db = DocumentDB(path / DB_NAME)
+        self.db: DocumentDB = DocumentDB(path / DB_NAME)
         self._identity = _db_identity(path)
         self._closed = False
         stored = self.db.get_meta("settings")
@@ -161,7 +161,7 @@ class LocalStore(Store):
             self.db.close()
             raise IndexNotFoundError(f"{path} holds no index settings; drop and recreate it")
         try:
-            self.settings = IndexSettings.from_dict(stored)
+            self.settings: IndexSettings = IndexSettings.from_dict(stored)
         except IndexVersionError:
             self.db.close()
             raise

@@ -184,7 +184,7 @@ class PostgresStore(Store):
 
         stored = {key: value for key, value in row[0].items() if key != PROBE_KEY}
         try:
-            self.settings = IndexSettings.from_dict(stored)
+            self.settings: IndexSettings = IndexSettings.from_dict(stored)
         except IndexVersionError:
             release_pool(dsn)
             raise
