@@ -206,6 +206,63 @@ def test_the_older_sentence_transformers_layout_with_the_network_in_a_subfolder(
     assert moved.tolist() == pytest.approx(alone.tolist(), abs=1e-5)
 
 
+def _hub_cache(cache: Path, repo_id: str, source: Path, *, skip: tuple[str, ...] = ()) -> Path:
+    """``source``'s files in a Hugging Face hub cache as huggingface_hub writes one: content in
+    blobs/<sha256>, snapshots/<commit>/ of relative symlinks to them, refs/main naming the
+    commit. Returns the snapshot folder."""
+    import hashlib
+    import os
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    for file in sorted(p for p in source.rglob("*") if p.is_file() and p.name not in skip):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, blob)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache that huggingface_hub reads, online (HF_HUB_OFFLINE unset)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return cache
+
+
+def test_a_cached_hub_model_loads_when_the_hub_never_answers(
+    tiny_model: Any, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy or firewall that holds connections open, huggingface_hub asked the hub
+    for the model's metadata with no time limit: a model already in the cache never loaded."""
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    snapshot = _hub_cache(hub_cache, "someorg/tiny-reranker", tiny_model("bert"))
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    loaded: dict[str, Any] = {}
+    with socket.create_server(("127.0.0.1", 0)) as hub:  # connects, never answers
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        thread = threading.Thread(
+            target=lambda: loaded.update(model=resolve("someorg/tiny-reranker")), daemon=True
+        )
+        thread.start()
+        thread.join(30)
+    assert "model" in loaded, "resolve() still waiting for the hub after 30 s"
+    assert loaded["model"].path == snapshot and loaded["model"].kind == "cross-encoder"
+
+
 def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
     """Repos' onnx/model.onnx (a GB for bge-reranker-base) was fetched and never used, and the
     older layout's 0_Transformer/ files and pytorch_model.bin-only repos got no weights."""

@@ -193,23 +193,58 @@ def _download_from_hub(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
         raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
+    stalled = _hub_stalls(repo_id)
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        folder = Path(
+            snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=stalled)
+        )
         network = _transformer_subfolder(folder) or folder
         if not _has_weight_file(network):
-            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_LEGACY_WEIGHTS))
+            folder = Path(
+                snapshot_download(
+                    repo_id, allow_patterns=HUB_LEGACY_WEIGHTS, local_files_only=stalled
+                )
+            )
         return folder
     except Exception as exc:  # offline, unknown repo, auth: the same advice for the user
         missing = Path(repo_id).expanduser().resolve()
         # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
         # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
         error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
+        why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
         raise error(
-            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}), "
-            f"and there is no folder {missing}. If it is a hub model, on a machine with internet "
-            f"run `hf download {repo_id} --local-dir DIR` (older huggingface_hub: "
-            "`huggingface-cli download`), copy DIR here and pass the directory as the model."
+            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({why}"
+            f"{type(exc).__name__}), and there is no folder {missing}. If it is a hub model, on "
+            f"a machine with internet run `hf download {repo_id} --local-dir DIR` (older "
+            "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
+            "as the model."
         ) from exc
+
+
+def _hub_stalls(repo_id: str) -> bool:
+    """Whether the hub left a metadata request unanswered for HF_HUB_ETAG_TIMEOUT seconds; the
+    cached copy is then used. snapshot_download asks with no time limit: behind a proxy or
+    firewall that holds connections open, loading a model already in the cache hung for good
+    (a dropping firewall: minutes, until the system gave up connecting)."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, timeout=_hub_timeout())
+    except Exception as exc:  # the rest (offline, not found, auth) is snapshot_download's
+        if any("Timeout" in cls.__name__ for cls in type(exc).__mro__):
+            _log.warning(
+                "the Hugging Face hub did not answer in %s s (HF_HUB_ETAG_TIMEOUT): loading "
+                "%r from the local cache; set HF_HUB_OFFLINE=1 to skip asking",
+                _hub_timeout(), repo_id,
+            )  # fmt: skip
+            return True
+    return False
+
+
+def _hub_timeout() -> float:
+    from huggingface_hub import constants
+
+    return float(constants.HF_HUB_ETAG_TIMEOUT)
 
 
 # huggingface_hub's errors for a repository or revision the hub does not have (or hides).
