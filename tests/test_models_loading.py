@@ -263,6 +263,41 @@ def test_a_cached_hub_model_loads_when_the_hub_never_answers(
     assert loaded["model"].path == snapshot and loaded["model"].kind == "cross-encoder"
 
 
+def test_a_partly_downloaded_hub_model_says_to_finish_the_download(
+    tiny_model: Any, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download cut short left the cache without tokenizer.json: offline, the advice was to
+    save a tokenizer into huggingface_hub's cache folder, or (where huggingface_hub kept the
+    file list) that there was no such model here at all."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    source = tiny_model("bert")
+    snapshot = _hub_cache(hub_cache, "someorg/cut-short", source, skip=("tokenizer.json",))
+    with pytest.raises(ModelLoadError) as cut:
+        resolve("someorg/cut-short")
+    assert "missing tokenizer.json or vocab.txt" in str(cut.value)
+    assert "copy of someorg/cut-short" in str(cut.value)
+    assert "`hf download someorg/cut-short`" in str(cut.value)
+    # Given as the snapshot folder itself, as the hub cache names it: the same advice.
+    with pytest.raises(ModelLoadError, match="`hf download someorg/cut-short`"):
+        resolve(snapshot)
+    errors = pytest.importorskip("huggingface_hub.errors")
+    if not hasattr(errors, "IncompleteSnapshotError"):
+        pytest.skip("this huggingface_hub keeps no file list of a snapshot")
+    listing = {p.relative_to(source).as_posix(): {"size": p.stat().st_size, "blob_id": "0"}
+               for p in source.rglob("*") if p.is_file()}  # fmt: skip
+    trees = snapshot.parent.parent / "trees"
+    trees.mkdir()
+    (trees / f"{snapshot.name}.json").write_text(
+        json.dumps({"format_version": 1, "files": listing})
+    )
+    with pytest.raises(
+        ModelLoadError, match=r"(?s)incomplete.*`hf download someorg/cut-short`.*tokenizer\.json"
+    ):
+        resolve("someorg/cut-short")
+
+
 def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
     """Repos' onnx/model.onnx (a GB for bge-reranker-base) was fetched and never used, and the
     older layout's 0_Transformer/ files and pytorch_model.bin-only repos got no weights."""

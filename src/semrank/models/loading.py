@@ -207,18 +207,29 @@ def _download_from_hub(repo_id: str) -> Path:
             )
         return folder
     except Exception as exc:  # offline, unknown repo, auth: the same advice for the user
-        missing = Path(repo_id).expanduser().resolve()
-        # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
-        # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
-        error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
-        why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
-        raise error(
-            f"cannot fetch model {repo_id!r} from the Hugging Face hub ({why}"
-            f"{type(exc).__name__}), and there is no folder {missing}. If it is a hub model, on "
-            f"a machine with internet run `hf download {repo_id} --local-dir DIR` (older "
-            "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
-            "as the model."
-        ) from exc
+        raise _hub_error(repo_id, exc, stalled=stalled) from exc
+
+
+def _hub_error(repo_id: str, exc: Exception, *, stalled: bool) -> SemrankError:
+    """The error for a hub id snapshot_download could not give files for."""
+    if type(exc).__name__ == "IncompleteSnapshotError":  # it names the files the cache lacks
+        return ModelLoadError(
+            f"the Hugging Face cache's copy of {repo_id!r} is incomplete, an interrupted "
+            f"download: run `hf download {repo_id}` where the hub can be reached "
+            f"(HF_HUB_OFFLINE unset). huggingface_hub says: {exc}"
+        )
+    missing = Path(repo_id).expanduser().resolve()
+    # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
+    # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
+    error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
+    why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
+    return error(
+        f"cannot fetch model {repo_id!r} from the Hugging Face hub ({why}"
+        f"{type(exc).__name__}), and there is no folder {missing}. If it is a hub model, on "
+        f"a machine with internet run `hf download {repo_id} --local-dir DIR` (older "
+        "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
+        "as the model."
+    )
 
 
 def _hub_stalls(repo_id: str) -> bool:
@@ -452,12 +463,7 @@ def _require_files(path: Path) -> None:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
-        fix = (
-            "; save the tokenizer beside the weights: "
-            "AutoTokenizer.from_pretrained(SOURCE).save_pretrained(FOLDER)"
-            if missing[-1] == " or ".join(TOKENIZER_FILES)
-            else ""
-        )
+        fix = _missing_files_fix(path, tokenizer=missing[-1] == " or ".join(TOKENIZER_FILES))
         raise ModelLoadError(
             f"{path} is not a model directory in Hugging Face layout: missing "
             f"{', '.join(missing)}{fix}"
@@ -476,6 +482,35 @@ def _refuse_onnx_variants_only(path: Path) -> None:
         f"`cp {path / 'onnx' / variants[0]} {path / 'model.onnx'}` (and its .onnx_data file "
         "beside it, if it has one)"
     )
+
+
+def _missing_files_fix(path: Path, *, tokenizer: bool) -> str:
+    """What to do about a model folder that lacks files (the tokenizer's: ``tokenizer``)."""
+    save = "save the tokenizer beside the weights: "
+    save += "AutoTokenizer.from_pretrained(SOURCE).save_pretrained(FOLDER)"
+    repo_id = _hub_cache_repo(path)
+    if repo_id is None:
+        return f"; {save}" if tokenizer else ""
+    # A download cut short: files saved into huggingface_hub's cache were no fix.
+    fix = (
+        f"; it is the Hugging Face cache's copy of {repo_id}: complete an interrupted download "
+        f"with `hf download {repo_id}` where the hub can be reached (HF_HUB_OFFLINE unset)"
+    )
+    return (
+        f"{fix}; if the repository has none, copy the model to a folder and {save}"
+        if tokenizer
+        else fix
+    )
+
+
+def _hub_cache_repo(path: Path) -> str | None:
+    """The hub id whose Hugging Face cache snapshot holds ``path``
+    (``models--ORG--NAME/snapshots/<commit>/...``), else None."""
+    for snapshot in (path, *path.parents):
+        repo = snapshot.parent.parent
+        if snapshot.parent.name == "snapshots" and repo.name.startswith("models--"):
+            return repo.name.removeprefix("models--").replace("--", "/")
+    return None
 
 
 # The encoder a config.json without "architectures" holds, by its model_type.
