@@ -577,6 +577,39 @@ async def test_the_model_list_and_one_model_in_cohere_shape(reranker: Any, tiny_
     assert "choose one of: minilm, tiny" in unknown.json()["error"]
 
 
+async def test_names_of_one_model_share_its_weights_and_are_served_apart(
+    tiny_model: Any,
+) -> None:
+    """Vendors' names mapped to one model (--model rerank-v3.5=M --model
+    rerank-english-v3.0=M) each loaded their own copy of the weights: 150 MB per name for the
+    default model. The same folder, however it is written, is loaded once; each name still
+    answers as itself, with the model's scores."""
+    from semrank import Reranker
+    from semrank.server._engines import load_rerankers
+    from semrank.server.config import ModelEntry
+
+    folder, other = tiny_model("bert"), tiny_model("bert", seed=1)
+    sources = {"a": str(folder), "b": f"{folder}/", "c": str(other)}
+    config = ServerConfig(models=tuple(ModelEntry(name=n, source=s) for n, s in sources.items()))
+    loaded = load_rerankers(config)
+    assert list(loaded) == ["a", "b", "c"]
+    assert loaded["a"] is loaded["b"] and loaded["c"] is not loaded["a"]
+    app = create_app(config, rerankers=loaded)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = {
+                name: await client.post(
+                    "/v1/rerank", json={"model": name, "query": QUERY, "documents": DOCS}
+                )
+                for name in sources
+            }
+    for name, answer in answers.items():
+        assert answer.status_code == 200 and answer.json()["model"] == name, answer.text
+        own = Reranker(sources[name])
+        assert facts(answer.json()["results"]) == expected(own, QUERY, DOCS)
+
+
 # What huggingface_hub's InferenceClient("http://HOST:8000", token=KEY) sends for
 # get_endpoint_info() (GET {url}/info) and health_check() (GET {url}/health, True on a 200):
 # its build_hf_headers(token=KEY), a bearer token and its user agent.

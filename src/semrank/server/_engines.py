@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,20 +148,30 @@ async def run_in_thread(
 
 
 def load_rerankers(config: ServerConfig) -> dict[str, Any]:
-    """A Reranker per configured model (the default model when none is), by serving name."""
+    """A Reranker per configured model (the default model when none is), by serving name.
+    Names of the same model (``--model rerank-v3.5=M --model rerank-english-v3.0=M``, a folder
+    given as ./M and /abs/M) share one Reranker: each held its own copy of the weights (150 MB
+    for the default, 1 GB for a bge-reranker) for the same scores. It is thread-safe, and each
+    name still gets its own batcher, cache scope and metrics (``ModelRegistry.add``)."""
+    from semrank.models import resolve
     from semrank.rerank import CascadeConfig, Reranker  # heavy (ONNX Runtime): serving only
 
     cascade = CascadeConfig(keep=config.cascade_keep) if config.cascade_keep else None
     loaded: dict[str, Any] = {}
+    by_model: dict[Any, Any] = {}  # the same files read the same way: one Reranker
     for entry in config.models or (None,):
-        reranker = Reranker(
-            entry.source if entry is not None else None,
-            backend=config.backend,
-            device=config.device,
-            cascade=cascade,
-            feedback=config.feedback,
-            threads=config.inference_threads(),
-        )
+        model = resolve(entry.source if entry is not None else None)
+        same = dataclasses.replace(model, name="", path=model.path.resolve())
+        if same not in by_model:
+            by_model[same] = Reranker(
+                model,
+                backend=config.backend,
+                device=config.device,
+                cascade=cascade,
+                feedback=config.feedback,
+                threads=config.inference_threads(),
+            )
+        reranker = by_model[same]
         loaded[entry.name if entry is not None else reranker.name] = reranker
     return loaded
 
