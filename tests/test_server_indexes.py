@@ -553,6 +553,45 @@ async def test_a_query_cut_to_fit_the_reranker_is_said_on_search(client: httpx.A
     assert "warnings" not in short.json() and "x-semrank-warning" not in short.headers
 
 
+async def test_a_search_names_the_served_model_as_the_rerank_routes_do(
+    reranker: Any, tiny_model: Any, tmp_path: Path
+) -> None:
+    """A model served as `--model rr=/srv/models/...` was "model 'rr'" in /v1/rerank's
+    warnings but "model '/srv/models/...'" in a search's (and in prepare's 422): another name
+    for the same model, and the server's folder told to its clients."""
+    import shutil
+
+    from semrank import Reranker
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    folder = tmp_path / "models" / "checkpoint"
+    shutil.copytree(tiny_model("bert"), folder)
+    rerankers = {"minilm": reranker, "rr": Reranker(str(folder))}
+    app = create_app(ServerConfig(index_home=str(tmp_path / "home")), rerankers=rerankers)
+    long_query = "do fleas " + "really " * 100 + "bite"
+    tree = {"standard": {"query": {"match": {"text": "fleas"}}}}
+    reranked = {"text_similarity_reranker": {"retriever": tree, "inference_id": "rr"}}
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                await _make_index(client)
+                body = {"query": long_query, "documents": ["fleas bite"], "model": "rr"}
+                said = (await client.post("/v1/rerank", json=body)).json()["meta"]["warnings"]
+                search = {"query": long_query, "retriever": reranked}
+                searched = await client.post("/v1/indexes/docs/search", json=search)
+                prepare = await client.post("/v1/indexes/docs/prepare", json={"model": "rr"})
+    finally:
+        forget_open_indexes()
+    assert searched.status_code == 200, searched.text
+    (warning,) = searched.json()["warnings"]
+    assert "; model 'rr' read its first" in said[0]  # /v1/rerank's words
+    assert warning.startswith("the query is ") and "; model 'rr' read its first" in warning
+    assert prepare.status_code == 422 and "model 'rr' has no bi-encoder" in prepare.text
+    assert str(tmp_path) not in searched.text + prepare.text
+
+
 async def test_a_rerank_shorthand_fits_a_low_document_limit(reranker: Any, tmp_path: Path) -> None:
     """Under --max-documents 5, "bm25+rerank" re-ranked its usual 100 and was refused whatever
     the size, pointing at a rank_window_size a shorthand does not have."""

@@ -135,9 +135,10 @@ def prepare_windows(
     old texts are dropped. ``progress`` is called with the number of texts of each batch done."""
     encoders = window_encoders(reranker)
     if not encoders:
+        shown = reranker.served_name or reranker.name  # a server's clients know it by that
         raise InvalidInputError(
-            f"model {reranker.name!r} has no bi-encoder: every part of it reads query and "
-            "document together, so nothing can be computed ahead; prepared windows speed up "
+            f"model {shown!r} has no bi-encoder: every part of it reads query and document "
+            "together, so nothing can be computed ahead; prepared windows speed up "
             "models with a bi-encoder, such as the default blend"
         )
     tables = [_TableBuilder(name, encoder, previous) for name, encoder in encoders]

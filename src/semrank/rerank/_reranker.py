@@ -119,6 +119,9 @@ class Reranker:
         self.pruner = pruner
         if cascade is not None and pruner is None:
             self.pruner = _load_pruner(cascade, backend, device, threads, main=self._scorer)
+        # The name its messages give it where a server serves it (`--model NAME=SOURCE`): its
+        # clients know it by that, not by the folder it was loaded from (`name`).
+        self.served_name: str | None = None
 
     @property
     def scorer(self) -> PairScorer:
@@ -186,8 +189,9 @@ class Reranker:
         """What a query of ``count`` tokens, ``unknown`` of them unknown, is told (or None)."""
         if unknown == 0 or 2 * unknown < count:
             return None
+        shown = name or self.served_name or self.name
         return (
-            f"model {(name or self.name)!r} reads {unknown} of the query's {count} tokens as "
+            f"model {shown!r} reads {unknown} of the query's {count} tokens as "
             "unknown: it does not know this language or script, so its scores say little; "
             "use a multilingual model (e.g. BAAI/bge-reranker-v2-m3)"
         )
@@ -205,9 +209,10 @@ class Reranker:
     def query_cut_message(self, count: int, read: int, *, name: str | None = None) -> str:
         """What a query of ``count`` tokens, ``read`` of them read, is told (``name``: the
         model as its caller knows it, e.g. a server's alias)."""
+        shown = name or self.served_name or self.name
         return (
-            f"the query is {count} tokens; model {(name or self.name)!r} read its first "
-            f"{read} next to each document"
+            f"the query is {count} tokens; model {shown!r} read its first {read} next to each "
+            "document"
         )
 
     def __getstate__(self) -> None:

@@ -254,6 +254,7 @@ class ModelRegistry:
             pruner=pruner,
             feedback=reranker.feedback is not None,
         )
+        served.served_name = name  # what an index search's warnings call it, as /v1/rerank's do
         engine = ModelEngine(name, served, scorer, self.threads, pruner)
         self.engines[name] = engine
         self.default_name = self.default_name or name
