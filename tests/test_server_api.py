@@ -1013,6 +1013,23 @@ async def test_the_startup_log_says_what_each_model_runs_on_and_where_the_indexe
     assert fields["ready"] == {"models": ["m"], "store": "embedded", "index_home": str(tmp_path)}
 
 
+async def test_the_startup_log_names_the_backend_of_the_default_blend_model(
+    reranker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default model is a blend of a cross-encoder and a bi-encoder: its line said
+    "backend None" (`semrank serve` as the README runs it), so the log never said which backend
+    the automatic choice took for the model most servers run."""
+    caplog.set_level(logging.INFO, logger="semrank.server")
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"m": reranker})
+    async with app.router.lifespan_context(app):
+        pass
+    backends = {component.scorer.backend for component in reranker.scorer.components}
+    [line] = [r for r in caplog.records if r.getMessage().startswith("serving model 'm'")]
+    assert len(backends) == 1 and None not in backends
+    assert getattr(line, "fields", {})["backend"] == backends.pop()
+    assert "backend None" not in line.getMessage()
+
+
 async def test_request_ids_are_echoed_when_sane(reranker: Any) -> None:
     body = {"query": QUERY, "documents": DOCS}
     async with serving(reranker) as (_, client):

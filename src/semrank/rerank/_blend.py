@@ -82,6 +82,14 @@ class BlendScorer:
         # Components share a vocabulary in practice; the first one plans chunks for all.
         self.tokenizer: TextTokenizer = self.components[0].scorer.tokenizer
 
+    @property
+    def backend(self) -> str | None:
+        """The components' backend, as a served model's startup log names it (a blend, the
+        default model included, was logged as backend None). Components load on one backend
+        choice, yet `auto` may settle each its own way: every distinct one is named."""
+        names = dict.fromkeys(getattr(c.scorer, "backend", None) for c in self.components)
+        return ",".join(str(name) for name in names if name is not None) or None
+
     def doc_token_budget(self, query: str) -> int:
         budget = min(c.scorer.doc_token_budget(query) for c in self.components)
         return budget if self.doc_tokens is None else min(budget, self.doc_tokens)

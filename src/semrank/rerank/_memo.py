@@ -32,6 +32,7 @@ class RecentScores:
         self.kind: ScorerKind = inner.kind
         self.activation: Activation = inner.activation
         self.calibration: tuple[float, float] | None = getattr(inner, "calibration", None)
+        self.backend: str | None = getattr(inner, "backend", None)  # what a server's log names
         self.max_length: int = inner.max_length
         self.tokenizer: TextTokenizer = inner.tokenizer
         self._latest: dict[tuple[str, str], np.float32] = {}
