@@ -1066,6 +1066,34 @@ def test_ingest_progress_goes_to_stderr_as_lines_off_a_terminal(tmp_path: Path) 
     assert "indexing" not in done.stdout and "\x1b" not in done.stdout + done.stderr
 
 
+def test_progress_lines_give_the_share_done_not_the_tenth_passed() -> None:
+    """A line said the tenth just crossed: "indexing corpus.jsonl.gz: 768/5183 (10%)" (14.8%
+    done) and "retrieving: 2/3 (60%)", so the count and the percentage disagreed."""
+    import io
+
+    from rich.console import Console
+
+    from semrank._progress import progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with progress(console, "indexing c.jsonl", 5183) as advance:
+        for count in (768, 4000, 415):
+            advance(count)
+    with progress(console, "retrieving", 3) as advance:
+        for _ in range(3):
+            advance(1)
+    lines = [line.rsplit(" after ", 1)[0] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "indexing c.jsonl: 768/5183 (14%)",
+        "indexing c.jsonl: 4768/5183 (91%)",
+        "indexing c.jsonl: 5183/5183 (100%)",
+        "retrieving: 1/3 (33%)",
+        "retrieving: 2/3 (66%)",
+        "retrieving: 3/3 (100%)",
+    ]
+
+
 def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: Path) -> None:
     """An inline --retriever JSON past 255 bytes was probed as a file name (exit 3, "[Errno
     36]"); a --home that is a file listed "no indexes"; SEMRANK_HOME="   " made a folder of

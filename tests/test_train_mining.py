@@ -169,6 +169,10 @@ def test_mining_says_how_far_its_embedding_is(tiny_base, tmp_path, caplog) -> No
     embed_texts(encoder, tokenizer, PASSAGES, max_length=32, batch_size=1, label="five")
     shares = [line.split("(")[1].split(")")[0] for line in caplog.messages]
     assert shares == ["20%", "40%", "60%", "80%", "100%"]  # a line per tenth reached
+    caplog.clear()
+    embed_texts(encoder, tokenizer, PASSAGES[:3], max_length=32, batch_size=1, label="three")
+    shares = [line.split("(")[1].split(")")[0] for line in caplog.messages]
+    assert shares == ["33%", "66%", "100%"]  # the share done: "1/3 (30%)" disagreed with 1/3
 
 
 def test_mining_reads_queries_and_passages_with_the_prompts_search_uses(

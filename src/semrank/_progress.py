@@ -35,7 +35,9 @@ def _progress_lines(console: Console, label: str, total: int) -> Callable[[int],
         if tenth > shown:
             shown = tenth
             elapsed = time.monotonic() - started
-            console.print(f"{label}: {done}/{total} ({10 * tenth}%) after {elapsed:.0f} s")
+            # The share done, not the tenth just passed: "768/5183 (10%)" read as a wrong count.
+            percent = 100 * done // max(total, 1)
+            console.print(f"{label}: {done}/{total} ({percent}%) after {elapsed:.0f} s")
 
     return advance
 

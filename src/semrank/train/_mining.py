@@ -155,9 +155,8 @@ def _tenths_logged(label: str, total: int) -> Callable[[int], None]:
         if tenth > shown:
             shown = tenth
             elapsed = time.monotonic() - started
-            log.info(
-                "%s: %d/%d embedded (%d%%) after %.0f s", label, done, total, 10 * tenth, elapsed
-            )
+            percent = 100 * done // max(total, 1)  # the share done, not the tenth passed
+            log.info("%s: %d/%d embedded (%d%%) after %.0f s", label, done, total, percent, elapsed)
 
     return advance
 
