@@ -38,6 +38,8 @@ def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
     for column in ("BM25", "dense", "hybrid (RRF)", "re-rank"):
         assert column in result.output
     assert "json.dump" in result.output
+    # The index it leaves in the user's index home is named, with how to remove it.
+    assert "index drop demo-stdlib" in " ".join(result.output.split())
     # A second run reuses the index: nothing is re-embedded, same output.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "json.dump" in again.output

@@ -216,7 +216,8 @@ def run_demo(
     index = _ensure_index(home, rebuild)
     console.print(
         f"index [bold]{INDEX_NAME}[/]: {len(index)} docstrings of the Python standard "
-        f"library, at {escape(str(index.path))}"
+        f"library, at {escape(str(index.path))}; it stays for your own searches (`semrank "
+        f"search {INDEX_NAME} QUERY`), and `semrank index drop {INDEX_NAME}` removes it"
     )
     retrievers = _retrievers(model, window=50)
     for query in queries:
