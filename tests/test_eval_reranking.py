@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,13 @@ def test_scores_are_kept_in_first_stage_order_and_counted() -> None:
     assert outcome.scores["q2"].tolist() == [0.0, 1.0]
     assert outcome.pairs == 5 and progress == [3, 2]
     assert outcome.pairs_per_second > 0
+
+
+def test_outcomes_are_equal_when_their_scores_and_counts_are() -> None:
+    outcome = score_candidates(LISTS, word_overlap, depth=3)
+    assert outcome == dataclasses.replace(outcome, scores=dict(outcome.scores))  # ValueError before
+    other = {**outcome.scores, "q2": outcome.scores["q2"] + 1}
+    assert outcome != dataclasses.replace(outcome, scores=other)
 
 
 def test_reranked_order_ties_keep_first_stage_order_and_the_tail_follows() -> None:

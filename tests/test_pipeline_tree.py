@@ -188,6 +188,14 @@ def test_search_results_iterate_and_index_as_their_hits(index: LocalStore) -> No
         results[len(results)]
 
 
+def test_rankings_are_equal_when_their_arrays_are(index: LocalStore) -> None:
+    first = Ranking.from_hits(index.search_bm25("the moon and the sun", k=3))
+    again = Ranking.from_hits(index.search_bm25("the moon and the sun", k=3))
+    assert first == again  # ValueError (the truth value of an array is ambiguous) before
+    assert len(first) == 2 and first != first.top(1)
+    assert first != dataclasses.replace(first, reranked=True)
+
+
 def test_min_score_and_window(index: LocalStore) -> None:
     tree = TextSimilarityReranker(
         BM25(), inference_id=CountingScorer(), rank_window_size=6, min_score=0.05

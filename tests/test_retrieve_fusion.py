@@ -35,6 +35,17 @@ def test_hits_iterate_and_index_as_id_score_pairs() -> None:
         A[3]
 
 
+def test_hits_are_equal_when_their_ids_order_and_scores_are() -> None:
+    # ValueError "the truth value of an array ... is ambiguous" before, for any two Hits.
+    ranked = hits(["a", "b", "c"], [9.0, 5.0, 1.0])
+    assert ranked[1:] == Hits.from_scores(np.array(["b", "c"], dtype=object), [5.0, 1.0])
+    assert ranked != ranked[:2] and ranked != hits(["b", "a", "c"], [9.0, 5.0, 1.0])
+    assert ranked != hits(["a", "b", "c"], [9.0, 5.0, 2.0]) and ranked != list(ranked)
+    positions = Hits(np.array([4, 2]), np.array([0.5, np.nan], dtype=np.float32))
+    assert positions == Hits(np.array([4, 2]), np.array([0.5, np.nan], dtype=np.float32))
+    assert positions != Hits(np.array(["4", "2"], dtype=object), positions.scores)
+
+
 def test_rrf_by_hand() -> None:
     fused = rrf([A, B], rank_constant=60)
     expected = {"a": 1 / 61, "b": 1 / 62, "c": 1 / 63 + 1 / 61, "d": 1 / 62}

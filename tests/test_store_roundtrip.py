@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -63,6 +64,16 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
         info = index.info()
         assert info.documents == 3 and info.settings.text_fields == ("title", "text")
         assert info.vector_search is None
+
+
+def test_prepared_tables_are_equal_when_their_arrays_are(tmp_path: Path) -> None:
+    with create_index("pets", home=tmp_path, embedding_model=None) as index:
+        index.upsert(DOCS)
+        index.save_prepared("windows", {"keys": np.arange(6).reshape(3, 2)}, {"model": "m"})
+        [table] = index.prepared()
+    copied = {name: array.copy() for name, array in table.arrays.items()}
+    assert table == dataclasses.replace(table, arrays=copied)  # ValueError (ambiguous) before
+    assert table != dataclasses.replace(table, arrays={"keys": np.zeros((3, 2))})
 
 
 def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> None:

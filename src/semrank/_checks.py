@@ -14,7 +14,7 @@ import sys
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -276,6 +276,24 @@ def has_non_finite_number(value: object) -> bool:
     """Whether a JSON-like ``value`` holds NaN or an infinity anywhere (Python's json reads and
     writes them, but they are not JSON: a client gets ``null`` back, or text "nan" is scored)."""
     return any(isinstance(leaf, float) and not math.isfinite(leaf) for leaf in _json_leaves(value))
+
+
+def arrays_equal(first: object, second: object) -> bool:
+    """Same shape and values, NaN equal to NaN (a hit no re-ranker scored is NaN in both).
+
+    For dataclasses holding arrays: their generated ``__eq__`` compared the fields as a tuple,
+    and numpy's element-wise ``==`` then raised "the truth value of an array is ambiguous".
+    """
+    a, b = np.asarray(first), np.asarray(second)
+    floats = np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)
+    return bool(np.array_equal(a, b, equal_nan=floats))
+
+
+def array_dicts_equal(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Same keys, and ``arrays_equal`` values under each."""
+    return first.keys() == second.keys() and all(
+        arrays_equal(value, second[key]) for key, value in first.items()
+    )
 
 
 def _is_utf8(text: str) -> bool:

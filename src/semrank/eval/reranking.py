@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semrank._checks import is_int
+from semrank._checks import array_dicts_equal, is_int
 from semrank.errors import InvalidInputError
 from semrank.eval.loaders import CandidateList, Qrels, Run, ScoredDoc
 from semrank.eval.metrics import evaluate
@@ -26,6 +26,12 @@ class RerankOutcome:
     scores: dict[str, np.ndarray]  # query id -> scores of hits[:depth], in first-stage order
     pairs: int
     seconds: float
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RerankOutcome):
+            return NotImplemented
+        counts = (self.depth, self.pairs, self.seconds) == (other.depth, other.pairs, other.seconds)
+        return counts and array_dicts_equal(self.scores, other.scores)
 
     @property
     def pairs_per_second(self) -> float:

@@ -9,6 +9,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from semrank._checks import arrays_equal
 from semrank.retrieve import Hits
 
 
@@ -26,6 +27,13 @@ class Ranking:
     first_stage_scores: np.ndarray  # float32
     rerank_scores: np.ndarray  # float32, NaN when not re-ranked
     reranked: bool = False
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ranking):
+            return NotImplemented
+        arrays = ("ids", "scores", "first_stage_ranks", "first_stage_scores", "rerank_scores")
+        same = all(arrays_equal(getattr(self, name), getattr(other, name)) for name in arrays)
+        return same and self.reranked == other.reranked
 
     def __len__(self) -> int:
         return len(self.ids)

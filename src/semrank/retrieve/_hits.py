@@ -9,7 +9,7 @@ from typing import overload
 
 import numpy as np
 
-from semrank._checks import is_int
+from semrank._checks import arrays_equal, is_int
 from semrank.errors import InvalidInputError
 
 
@@ -31,6 +31,12 @@ class Hits(Sequence[tuple[str | int, float]]):
             raise InvalidInputError(
                 f"Hits got {len(self.ids)} ids but {len(self.scores)} scores; give one score per id"
             )
+
+    def __eq__(self, other: object) -> bool:
+        """Same ids in the same order with the same scores."""
+        if not isinstance(other, Hits):
+            return NotImplemented
+        return arrays_equal(self.ids, other.ids) and arrays_equal(self.scores, other.scores)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -25,6 +25,7 @@ import numpy as np
 from semrank._checks import (
     MAX_COUNT,
     MAX_WEIGHT,
+    array_dicts_equal,
     field_key,
     is_finite_number,
     is_id_value,
@@ -257,6 +258,12 @@ class PreparedArrays:
     version: str
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PreparedArrays):
+            return NotImplemented
+        said = (self.name, self.version, self.meta) == (other.name, other.version, other.meta)
+        return said and array_dicts_equal(self.arrays, other.arrays)
 
 
 # Loading an embedding model takes seconds and hundreds of MB: one load at a time.
