@@ -206,6 +206,51 @@ def test_a_shipped_graph_reading_inputs_semrank_does_not_feed_is_refused(
         Reranker(str(model_dir), backend=backend).score("flea", ["a dog"])
 
 
+def test_a_refused_shipped_graph_is_not_quantized_again(tiny_model, tmp_path: Path, monkeypatch):
+    """The refusal above, on onnx-int8, dropped the int8 graph as a stale cache file and
+    quantized the folder's graph once more, on every load."""
+    from onnx import TensorProto, helper
+
+    from semrank import Reranker
+
+    monkeypatch.setenv("SEMRANK_CACHE", str(tmp_path / "cache"))
+    model_dir = hub_onnx_folder(tiny_model("bert", max_length=64), tmp_path / "position-ids")
+    graph = onnx.load(model_dir / "onnx" / "model.onnx")
+    ids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])
+    graph.graph.input.append(ids)
+    onnx.save_model(graph, model_dir / "onnx" / "model.onnx")
+    stamps = []
+    for _ in range(2):
+        with pytest.raises(ModelLoadError, match=r"onnx/model\.onnx takes inputs position_ids"):
+            Reranker(str(model_dir), backend="onnx-int8")
+        [quantized] = (tmp_path / "cache" / "onnx").glob("*.int8.onnx")
+        stamps.append((quantized.stat().st_ino, quantized.stat().st_mtime_ns))
+    assert stamps[0] == stamps[1]  # the second load reused it: nothing was quantized again
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_shipped_graph_semrank_cannot_read_scores_from_is_refused_at_load(
+    tiny_model, tmp_path: Path, backend: str
+) -> None:
+    """An encoder's graph in a cross-encoder's folder was refused as "ONNX graph outputs
+    ['last_hidden_state'] do not include 'logits'", naming no file; a graph of three logits
+    loaded, and every score failed with "cross-encoder returned logits of shape (1, 3)"."""
+    from semrank import Reranker
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    source = tiny_model("bert", max_length=64)
+    encoder = shutil.copytree(source, tmp_path / "encoder-graph")
+    (encoder / "model.safetensors").unlink()
+    (encoder / "onnx").mkdir()
+    onnx.save_model(export_onnx(source, "encoder"), encoder / "onnx" / "model.onnx")
+    with pytest.raises(ModelLoadError, match=r"onnx/model\.onnx gives .*'logits' of 2 is read"):
+        Reranker(str(encoder), backend=backend)
+    three = hub_onnx_folder(tiny_model("bert", max_length=64, num_labels=3), tmp_path / "three")
+    shutil.copy(source / "config.json", three / "config.json")  # which says one label
+    with pytest.raises(ModelLoadError, match=r"onnx/model\.onnx gives 3 logits per pair"):
+        Reranker(str(three), backend=backend)
+
+
 def test_weights_win_over_an_onnx_folder_beside_them(tiny_model, tmp_path: Path) -> None:
     """Beside weights, onnx/ is not read (as on the hub, where it is not fetched): semrank runs
     its own export of the weights, whatever graph onnx/ holds."""

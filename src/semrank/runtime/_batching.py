@@ -7,7 +7,7 @@ longest input, and results are put back in input order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,40 @@ def refuse_unfed_inputs(graph: Path, inputs: Iterable[str]) -> None:
             f"{', '.join(FED_INPUTS)}); give a graph exported with those inputs alone, or the "
             "model's weights (model.safetensors), from which semrank builds its own"
         )
+
+
+# An output's names, and its dimensions (None where symbolic, as batch and sequence are); the
+# dimensions are None where not even the rank is known.
+GraphOutput = tuple[Collection[str], tuple[int | None, ...] | None]
+# What each model kind reads, with its rank: (batch, labels) or (batch, sequence, hidden).
+OUTPUT_RANKS = {"logits": 2, "last_hidden_state": 3}
+_EXPORT_TASKS = {"logits": "text-classification", "last_hidden_state": "feature-extraction"}
+
+
+def graph_output(graph: Path, outputs: Sequence[GraphOutput], wanted: str) -> int:
+    """Which of ``graph``'s outputs holds ``wanted``: the one so named, else the first (a graph
+    exported under other names). A graph exported for the other model kind, or a cross-encoder's
+    with more than two logits, is refused here at load, naming the file; a label count only
+    known when run is left to the check on the first scores (``logits_to_raw``)."""
+    index = next((i for i, (names, _) in enumerate(outputs) if wanted in names), 0)
+    names, shape = outputs[index]
+    if shape is None:
+        return index
+    if len(shape) != OUTPUT_RANKS[wanted]:
+        raise ModelLoadError(
+            f"{graph} gives {'/'.join(sorted(names))} of {len(shape)} dimensions, where "
+            f"{wanted!r} of {OUTPUT_RANKS[wanted]} is read: it is exported for the other model "
+            f"kind. Export it with --task {_EXPORT_TASKS[wanted]} (Optimum), or give the "
+            "model's weights (model.safetensors), from which semrank builds its own"
+        )
+    labels = shape[1] if wanted == "logits" else None
+    if labels is not None and labels not in (1, 2):
+        raise ModelLoadError(
+            f"{graph} gives {labels} logits per pair; a relevance score reads one (or two: not "
+            "relevant, relevant). Give a re-ranker's graph, or the model's weights "
+            "(model.safetensors)"
+        )
+    return index
 
 
 def plan_batches(lengths: Sequence[int], config: BatchingConfig) -> list[list[int]]:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
-from semrank.runtime._batching import BatchArrays, refuse_unfed_inputs
+from semrank.runtime._batching import BatchArrays, graph_output, refuse_unfed_inputs
 from semrank.runtime._quantize import quantized_model_path
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -69,44 +69,34 @@ def create_session(
     return session
 
 
-def session_forward(session: ort.InferenceSession, output: str | None = None) -> Forward:
-    """A forward function feeding the session only the inputs its graph declares.
-
-    ``output`` names the wanted output ("logits" or "last_hidden_state"); a pre-exported graph
-    with other names is accepted when its first output has the expected rank.
-    """
+def session_forward(session: ort.InferenceSession, output_index: int = 0) -> Forward:
+    """A forward function feeding the session only the inputs its graph declares, returning
+    its output at ``output_index`` (``graph_output`` picks it)."""
     names = [i.name for i in session.get_inputs()]
-    index = _output_index(session, output)
 
     def forward(batch: BatchArrays) -> np.ndarray:
         outputs = session.run(None, {name: batch[name] for name in names})
-        return np.asarray(outputs[index])
+        return np.asarray(outputs[output_index])
 
     return forward
 
 
-_OUTPUT_RANK = {"logits": 2, "last_hidden_state": 3}
+def _dimensions(shape: list[int | str | None] | None) -> tuple[int | None, ...] | None:
+    if shape is None:
+        return None
+    return tuple(size if isinstance(size, int) else None for size in shape)  # str: symbolic
 
 
-def _output_index(session: ort.InferenceSession, output: str | None) -> int:
-    outputs = session.get_outputs()
-    if output is None:
-        return 0
-    for i, out in enumerate(outputs):
-        if out.name == output:
-            return i
-    rank = len(outputs[0].shape)
-    if rank != _OUTPUT_RANK[output]:
-        raise ModelLoadError(
-            f"ONNX graph outputs {[o.name for o in outputs]} do not include {output!r} and its "
-            f"first output has rank {rank}; is model.onnx exported for the other model kind?"
-        )
-    return 0
-
-
-def _session_for(
-    model_dir: Path, head: ExportHead, device: str | None, threads: int | None, int8: bool
-) -> ort.InferenceSession:
+def _checked_forward(
+    model_dir: Path,
+    head: ExportHead,
+    output: str,
+    *,
+    device: str | None,
+    threads: int | None,
+    int8: bool,
+) -> Forward:
+    """A forward over the folder's graph, refused at load when semrank cannot run it."""
     cache = default_cache_dir()
 
     def steps(made: list[Path]) -> ort.InferenceSession:
@@ -115,11 +105,12 @@ def _session_for(
         if int8:
             path = quantized_model_path(path, cache_dir=cache)
             made.append(path)
-        session = create_session(path, device=device, threads=threads)
-        refuse_unfed_inputs(made[0], (graph_input.name for graph_input in session.get_inputs()))
-        return session
+        return create_session(path, device=device, threads=threads)
 
-    return load_rebuilding_stale_cache(steps, cache)
+    session, graph = load_rebuilding_stale_cache(steps, cache)
+    refuse_unfed_inputs(graph, (graph_input.name for graph_input in session.get_inputs()))
+    outputs = [((out.name,), _dimensions(out.shape)) for out in session.get_outputs()]
+    return session_forward(session, graph_output(graph, outputs, output))
 
 
 def load_onnx_cross_encoder(
@@ -131,9 +122,11 @@ def load_onnx_cross_encoder(
     threads: int | None = None,
     int8: bool = False,
 ) -> CrossEncoderScorer:
-    session = _session_for(model_dir, "sequence-classification", device, threads, int8)
+    forward = _checked_forward(
+        model_dir, "sequence-classification", "logits", device=device, threads=threads, int8=int8
+    )
     tokenizer = load_tokenizer(model_dir, max_length)
-    return CrossEncoderScorer(tokenizer, session_forward(session, "logits"), batching=batching)
+    return CrossEncoderScorer(tokenizer, forward, batching=batching)
 
 
 def load_onnx_embedder(
@@ -147,12 +140,8 @@ def load_onnx_embedder(
     threads: int | None = None,
     int8: bool = False,
 ) -> Embedder:
-    session = _session_for(model_dir, "encoder", device, threads, int8)
-    tokenizer = load_tokenizer(model_dir, max_length)
-    return Embedder(
-        tokenizer,
-        session_forward(session, "last_hidden_state"),
-        pooling=pooling,
-        normalize=normalize,
-        batching=batching,
+    forward = _checked_forward(
+        model_dir, "encoder", "last_hidden_state", device=device, threads=threads, int8=int8
     )
+    tokenizer = load_tokenizer(model_dir, max_length)
+    return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)

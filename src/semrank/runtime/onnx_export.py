@@ -196,13 +196,16 @@ def _home(variable: str) -> Path:
         ) from None
 
 
-def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -> T:
-    """``steps(made)``, which appends every cached file it reuses or writes to ``made``; when it
-    fails with ``ModelLoadError``, the cached files it used are dropped and it runs once more.
+def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -> tuple[T, Path]:
+    """``steps(made)``, which appends every file it reuses or writes to ``made``, the graph it
+    runs from first; when it fails with ``ModelLoadError``, the cached files it used are dropped
+    and it runs once more. Returns what it loaded, and that first graph.
 
     A cached graph that no longer loads (truncated by a crash or a full disk, edited by hand, or
     pruned by another process meanwhile) is rebuilt; one that fails again when freshly built is
-    a real error and is raised. The cached files of a load that succeeds are marked used.
+    a real error and is raised. The cached files of a load that succeeds are marked used. Checks
+    of what the graph is (its inputs and outputs) belong after, on the graph returned: their
+    refusals are no cache problem, and rebuilding (an int8 quantization) would not change them.
     """
     discarded: set[Path] = set()
     while True:
@@ -220,7 +223,7 @@ def load_rebuilding_stale_cache(steps: Callable[[list[Path]], T], cache: Path) -
         for path in made:
             if path.is_relative_to(cache):
                 mark_used(path, cache)
-        return loaded
+        return loaded, made[0]
 
 
 def _discard_cached(path: Path, cache: Path) -> None:

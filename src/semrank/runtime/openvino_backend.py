@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
-from semrank.runtime._batching import BatchArrays, refuse_unfed_inputs
+from semrank.runtime._batching import BatchArrays, graph_output, refuse_unfed_inputs
 from semrank.runtime._quantize_openvino import calibration_inputs, quantized_ir_path
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -81,10 +81,11 @@ def compile_model(path: Path, *, precision: Precision, threads: int | None = Non
         raise ModelLoadError(f"OpenVINO cannot compile {path}: {exc}") from exc
 
 
-def compiled_forward(compiled: Any, output: str) -> Forward:
-    """Forward over a compiled model; one infer request per thread (requests are not shared)."""
+def compiled_forward(compiled: Any, output_index: int = 0) -> Forward:
+    """Forward over a compiled model returning its output at ``output_index``; one infer
+    request per thread (requests are not shared)."""
     names = [port.get_any_name() for port in compiled.inputs]
-    port = _output_port(compiled, output)
+    port = compiled.outputs[output_index]
     local = threading.local()
 
     def forward(batch: BatchArrays) -> np.ndarray:
@@ -97,28 +98,24 @@ def compiled_forward(compiled: Any, output: str) -> Forward:
     return forward
 
 
-def _output_port(compiled: Any, output: str) -> Any:
-    for port in compiled.outputs:
-        if output in port.get_names():
-            return port
-    ranks = {"logits": 2, "last_hidden_state": 3}
-    first = compiled.outputs[0]
-    if first.get_partial_shape().rank.get_length() != ranks[output]:
-        raise ModelLoadError(
-            f"OpenVINO model has no {output!r} output; is model.onnx exported for the other kind?"
-        )
-    return first
+def _dimensions(shape: Any) -> tuple[int | None, ...] | None:
+    """An OpenVINO PartialShape as ``GraphOutput`` dimensions."""
+    if shape.rank.is_dynamic:
+        return None
+    return tuple(size.get_length() if size.is_static else None for size in shape)
 
 
-def _compiled_for(
+def _checked_forward(
     model_dir: Path,
     head: ExportHead,
+    output: str,
     tokenizer: HFTokenizer,
     *,
     precision: Precision,
     threads: int | None,
     int8: bool,
-) -> Any:
+) -> Forward:
+    """A forward over the folder's graph, refused at load when semrank cannot run it."""
     cache = default_cache_dir()
 
     def steps(made: list[Path]) -> Any:
@@ -128,11 +125,14 @@ def _compiled_for(
             samples = calibration_inputs(tokenizer, head)
             path = quantized_ir_path(path, samples, cache_dir=cache)
             made.append(path)
-        compiled = compile_model(path, precision=precision, threads=threads)
-        refuse_unfed_inputs(made[0], (port.get_any_name() for port in compiled.inputs))
-        return compiled
+        return compile_model(path, precision=precision, threads=threads)
 
-    return load_rebuilding_stale_cache(steps, cache)
+    compiled, graph = load_rebuilding_stale_cache(steps, cache)
+    refuse_unfed_inputs(graph, (port.get_any_name() for port in compiled.inputs))
+    outputs = [
+        (port.get_names(), _dimensions(port.get_partial_shape())) for port in compiled.outputs
+    ]
+    return compiled_forward(compiled, graph_output(graph, outputs, output))
 
 
 def load_openvino_cross_encoder(
@@ -145,15 +145,16 @@ def load_openvino_cross_encoder(
     int8: bool = False,
 ) -> CrossEncoderScorer:
     tokenizer = load_tokenizer(model_dir, max_length)
-    compiled = _compiled_for(
+    forward = _checked_forward(
         model_dir,
         "sequence-classification",
+        "logits",
         tokenizer,
         precision=precision,
         threads=threads,
         int8=int8,
     )
-    return CrossEncoderScorer(tokenizer, compiled_forward(compiled, "logits"), batching=batching)
+    return CrossEncoderScorer(tokenizer, forward, batching=batching)
 
 
 def load_openvino_embedder(
@@ -168,8 +169,13 @@ def load_openvino_embedder(
     int8: bool = False,
 ) -> Embedder:
     tokenizer = load_tokenizer(model_dir, max_length)
-    compiled = _compiled_for(
-        model_dir, "encoder", tokenizer, precision=precision, threads=threads, int8=int8
+    forward = _checked_forward(
+        model_dir,
+        "encoder",
+        "last_hidden_state",
+        tokenizer,
+        precision=precision,
+        threads=threads,
+        int8=int8,
     )
-    forward = compiled_forward(compiled, "last_hidden_state")
     return Embedder(tokenizer, forward, pooling=pooling, normalize=normalize, batching=batching)
