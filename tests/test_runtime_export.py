@@ -228,6 +228,23 @@ def test_a_refused_shipped_graph_is_not_quantized_again(tiny_model, tmp_path: Pa
     assert stamps[0] == stamps[1]  # the second load reused it: nothing was quantized again
 
 
+def test_an_fp16_shipped_graph_is_refused_by_onnx_int8_naming_the_fix(tiny_model, tmp_path: Path):
+    """Optimum's model_fp16.onnx copied as model.onnx runs on backend='onnx', but onnx-int8
+    quantized it (twice) into a graph ONNX Runtime refused as INVALID_GRAPH, naming the cache."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from semrank import Reranker
+
+    source = tiny_model("bert", max_length=64)
+    model_dir = shutil.copytree(source, tmp_path / "fp16")
+    (model_dir / "model.safetensors").unlink()
+    fp16 = convert_float_to_float16(export_onnx(source, "sequence-classification"))
+    onnx.save_model(fp16, model_dir / "model.onnx")
+    assert Reranker(str(model_dir), backend="onnx").score("flea", ["a dog"]).shape == (1,)
+    with pytest.raises(ModelLoadError, match=r"fp16/model\.onnx is an fp16 graph.*backend='onnx'"):
+        Reranker(str(model_dir), backend="onnx-int8")
+
+
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_a_shipped_graph_semrank_cannot_read_scores_from_is_refused_at_load(
     tiny_model, tmp_path: Path, backend: str

@@ -40,9 +40,24 @@ def quantized_model_path(
         )
     target = cache_dir / f"{_cache_key(fp32_path, settings)}.int8.onnx"
     if not target.is_file():
+        _refuse_fp16(fp32_path)
         _quantize_atomically(fp32_path, target, settings)
         prune_cache(cache_dir)  # int8 graphs of exports since replaced, or of older runtimes
     return target
+
+
+def _refuse_fp16(graph: Path) -> None:
+    """An fp16 graph (Optimum's model_fp16.onnx copied as model.onnx) quantizes into a graph
+    ONNX Runtime cannot load (INVALID_GRAPH: its int8 quantizers take fp32 only)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    if any(weight.data_type == onnx.TensorProto.FLOAT16 for weight in model.graph.initializer):
+        raise ModelLoadError(
+            f"{graph} is an fp16 graph, which int8 quantization cannot take: run it with "
+            "backend='onnx', or give the fp32 graph (Optimum's onnx/model.onnx) or the model's "
+            "weights (model.safetensors), which backend='onnx-int8' quantizes"
+        )
 
 
 def _cache_key(fp32_path: Path, settings: QuantizationSettings) -> str:
