@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
-from semrank.runtime._batching import BatchArrays, pad_batch
+from semrank.runtime._batching import BatchArrays, pad_batch, refuse_unfed_inputs
 from semrank.runtime._calibration import calibration_pairs, calibration_texts
 from semrank.runtime.onnx_export import ExportHead, prune_cache, share_like_new_files
 from semrank.runtime.tokenizer import HFTokenizer
@@ -136,6 +136,8 @@ def _quantize_atomically(
             model = openvino.Core().read_model(str(source))
         except RuntimeError as exc:
             raise ModelLoadError(f"OpenVINO cannot read {source} to quantize it: {exc}") from exc
+        # Calibration feeds the inputs of every batch: another one was a KeyError out of NNCF.
+        refuse_unfed_inputs(source, (port.get_any_name() for port in model.inputs))
         quantized = _quantize(model, samples, settings)
         # fp16 compression would round the weights left in floating point a second time.
         openvino.save_model(quantized, str(tmp_dir / "model.xml"), compress_to_fp16=False)
