@@ -339,6 +339,50 @@ def test_a_run_resumed_from_elsewhere_with_its_paths_spelled_otherwise_is_the_sa
         train(other, resume=True)
 
 
+def _piped(data: bytes, readers: list[int]) -> Path:
+    """A pipe holding ``data``, by the path `<(cmd)` gives (/dev/fd/N)."""
+    import os
+    import threading
+
+    read, write = os.pipe()
+    readers.append(read)
+
+    def feed() -> None:
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return Path(f"/dev/fd/{read}")
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd (Linux, macOS)")
+def test_data_and_a_corpus_piped_in_train_and_resume_piped_again(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """`--data <(cmd)` was refused ("cannot tell the format of '/dev/fd/63'"), corpus=<(cmd)
+    "does not exist"; and the run recorded the pipe as /proc/PID/fd/pipe:[N], so a resume given
+    the same data through a pipe again was refused as changing it."""
+    import os
+
+    corpus = _write_jsonl(tmp_path / "c.jsonl", [{"title": "Flea circus", "text": "x"}])
+    readers: list[int] = []
+
+    def piped_data() -> tuple[DataSpec, ...]:
+        data = _piped(pairs_file.read_bytes(), readers)
+        return (DataSpec(path=data, name="pairs", corpus=_piped(corpus.read_bytes(), readers)),)
+
+    try:
+        config = _config(tiny_base, pairs_file, tmp_path / "run", max_steps=2)
+        train(dataclasses.replace(config, data=piped_data()))
+        record = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+        assert record["data"][0]["path"] == record["data"][0]["corpus"] == "(a pipe)"
+        resumed = dataclasses.replace(config, data=piped_data(), max_steps=3)
+        assert train(resumed, resume=True) == tmp_path / "run" / "best"
+    finally:
+        for read in readers:
+            os.close(read)
+
+
 def test_a_run_saved_by_an_earlier_semrank_resumes(
     tiny_base: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
@@ -748,7 +792,7 @@ def test_corpus_rows_with_a_title_alone_join_the_pool_and_a_folder_is_named(
     (collection,) = load_data(config)
     assert "Flea circus" in collection.passages
     folder = dataclasses.replace(spec, corpus=tmp_path)
-    with pytest.raises(DataFormatError, match=r"corpus '.*' is a folder; give a JSONL file"):
+    with pytest.raises(DataFormatError, match=r"corpus '.*': a folder, not a file; give a JSONL"):
         load_data(dataclasses.replace(config, data=(folder,)))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_finite_number, is_int, loads_json, require_unicode
-from semrank._files import numbered_lines
+from semrank._files import file_problem, numbered_lines
 from semrank.errors import DataFormatError
 from semrank.eval.loaders import (
     BEIR_QUERY_FILES,
@@ -477,8 +477,9 @@ def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
     """Read one ``--data`` source, recognising its format from the files it holds."""
     path, limit = spec.path, spec.limit
     name = spec.source_name
-    if not path.exists():
-        raise DataFormatError(f"training data {str(path)!r} does not exist")
+    problem = None if path.is_dir() else file_problem(path)  # a pipe is a file: <(cmd)
+    if problem is not None:
+        raise DataFormatError(f"training data {str(path)!r}: {problem}")
     collection = _dispatch(path, name=name, limit=limit, seed=seed)
     if not collection.groups:
         raise DataFormatError(f"training data {str(path)!r} has no query with a positive passage")
@@ -490,9 +491,9 @@ def load_collection(spec: DataSpec, *, seed: int = 0) -> Collection:
 
 def _add_corpus(collection: Collection, path: Path) -> None:
     """Append a corpus's passages to the pool (after the judged ones, whose indices stay)."""
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise DataFormatError(f"corpus {str(path)!r} {what}; give a JSONL file")
+    problem = file_problem(path)  # a pipe is read as a file: corpus=<(cmd)
+    if problem is not None:
+        raise DataFormatError(f"corpus {str(path)!r}: {problem}; give a JSONL file")
     seen = set(collection.passages)
     for number, row in iter_numbered_jsonl(path):
         text = row.get("text") if isinstance(row, dict) else None
@@ -511,7 +512,7 @@ def _add_corpus(collection: Collection, path: Path) -> None:
 
 
 def _dispatch(path: Path, *, name: str, limit: int | None, seed: int) -> Collection:
-    if path.is_file():
+    if not path.is_dir():  # a file or a pipe (load_collection refused the rest)
         return load_pairs_jsonl(path, name=name, limit=limit, seed=seed)
     known = {
         "msmarco_devsmall_pos.jsonl.gz": load_msmarco_positives,

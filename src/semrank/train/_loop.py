@@ -684,10 +684,11 @@ def _check_same_run(config: TrainConfig, stored_path: Path) -> None:
     ]
     if changed:
         shown = "; ".join(f"{n}: {stored[n]!r} -> {current[n]!r}" for n in changed[:4])
+        piped = "; what it read from a pipe, pipe in again" if PIPE in shown else ""
         raise InvalidInputError(
             f"--resume: this command changes what the run in {stored_path.parent} was trained "
             f"with ({shown}); give the same settings (only budgets, evaluation and reports may "
-            "change), or name a new folder"
+            f"change{piped}), or name a new folder"
         )
 
 
@@ -726,9 +727,24 @@ def _resolved_paths(value: Any, key: str | None = None) -> Any:
     if isinstance(value, list):
         inner = "path" if key in _PATH_LISTS else key
         return [_resolved_paths(v, inner) for v in value]
-    if isinstance(value, str) and key in _PATH_KEYS and Path(value).expanduser().exists():
-        return str(Path(value).expanduser().resolve())
+    if isinstance(value, str) and key in _PATH_KEYS:
+        return _resolved_path(value)
     return value
+
+
+# A pipe (`--data <(cmd)`, /dev/stdin, a mkfifo) is read once, and its path names nothing after:
+# /dev/fd/63 resolved to /proc/PID/fd/pipe:[N], another each run, so a resume given the same
+# data through a pipe again was refused as changing it. Recorded as PIPE, a resume that pipes
+# it again compares equal; the data digest checks that it held the same.
+PIPE = "(a pipe)"
+_PIPE_PATHS = re.compile(r"/dev/(fd/\d+|stdin)|/proc/(self|\d+)/fd/.*")
+
+
+def _resolved_path(value: str) -> str:
+    path = Path(value).expanduser()
+    if _PIPE_PATHS.fullmatch(value) or path.is_fifo():
+        return PIPE
+    return str(path.resolve()) if path.exists() else value
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
