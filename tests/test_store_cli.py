@@ -316,6 +316,29 @@ def test_a_corpus_from_a_pipe_is_told_to_come_with_format(tmp_path: Path) -> Non
         run("index", "create", "p", "--from", str(pipe), "--format", "jsonl", "--home", home)
 
 
+def test_a_named_pipe_with_a_corpus_name_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """`index create NAME --from docs.jsonl`, docs.jsonl a named pipe (mkfifo), hung: a corpus
+    is read more than once (first records sniffed, then read through), and a read waited for
+    a writer for good. Run as a process, so that a hang fails by its timeout."""
+    import subprocess
+    import sys
+
+    pipe = tmp_path / "docs.jsonl"
+    os.mkfifo(pipe)  # never opened for writing: refused before any read, or it waits
+    home = str(tmp_path / "home")
+    command = [sys.executable, "-m", "semrank", "index", "create", "p", "--from", str(pipe)]
+    done = subprocess.run(
+        [*command, "--home", home], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "is a pipe, which a corpus cannot be read from" in done.stderr
+    assert "--from - --format jsonl" in done.stderr
+    run("index", "create", "p", "--home", home)
+    with pytest.raises(DataFormatError, match=r"is a pipe, .*`index add NAME - --format"):
+        run("index", "add", "p", str(pipe), "--home", home)
+
+
 def test_a_retriever_file_named_like_a_shorthand_is_read_as_the_file(
     tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

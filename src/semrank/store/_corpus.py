@@ -158,18 +158,22 @@ def _read_text(path: Path) -> str:
 
 
 def _format_of(path: Path) -> str:
+    # Before the name: a corpus is read more than once (its first records sniffed, then read
+    # through), and a named pipe (`mkfifo docs.jsonl`) gives its data once: the next read
+    # waited for a writer for good. Stdin (--from -) is copied to a file for it.
+    if path.is_fifo():  # `--from <(cmd)` too: no name, and --format is what stdin is told by
+        raise DataFormatError(
+            f"{path} is a pipe, which a corpus cannot be read from (it is read more than once, "
+            "a pipe only once, and a pipe's name need not tell the format); pipe the documents "
+            "to stdin and name their format with --format (e.g. `cmd | semrank index create "
+            "NAME --from - --format jsonl`, or `index add NAME - --format jsonl`)"
+        )
     name = path.name.lower().removesuffix(".gz")
     for fmt in FORMATS:
         if name.endswith("." + fmt):
             return fmt
     if name.endswith(".ndjson"):
         return "jsonl"
-    if path.is_fifo():  # `--from <(cmd)`: no name, and --format is what stdin is told by
-        raise DataFormatError(
-            f"{path} is a pipe, which has no name to tell the format by; pipe the documents "
-            "to stdin and name their format with --format (e.g. `cmd | semrank index create "
-            "NAME --from - --format jsonl`, or `index add NAME - --format jsonl`)"
-        )
     if path.is_file():  # a Parquet file or a workbook is named with how to convert it
         try:
             with open_binary(path) as handle:
