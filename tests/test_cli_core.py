@@ -678,5 +678,5 @@ def test_rerank_from_a_closed_stdin_says_so(tmp_path: Path) -> None:
                             preexec_fn=lambda: os.close(0), timeout=120)  # fmt: skip
     assert "Traceback" not in closed.stderr
     assert closed.returncode == 2, closed.stderr
-    assert "--docs '-' reads the documents from stdin, and stdin is closed" in closed.stderr
+    assert "--docs - reads the documents from stdin, and stdin is closed" in closed.stderr
     assert closed.stdout == ""

@@ -148,10 +148,11 @@ def file_problem(path: Path) -> str | None:
     return "not a file or pipe" if path.exists() else "no such file"
 
 
-def stdin_bytes(option: str, what: str, example: str) -> bytes:
-    """All of stdin, for ``option`` given as -: a closed stdin (`<&-`) or a terminal (which
-    would wait for typing) is refused with ``example``, a command that pipes ``what`` in."""
-    if sys.stdin is None or sys.stdin.isatty():
+def stdin_bytes(option: str, what: str, example: str, *, typed_ok: bool = False) -> bytes:
+    """All of stdin, for ``option`` given as -: a closed stdin (`<&-`) or, unless ``typed_ok``,
+    a terminal (which would wait for typing) is refused with ``example``, a command that pipes
+    ``what`` in."""
+    if sys.stdin is None or (sys.stdin.isatty() and not typed_ok):
         state = "closed" if sys.stdin is None else "a terminal"
         raise InvalidInputError(
             f"{option} - reads {what} from stdin, and stdin is {state}; pipe {what} in "

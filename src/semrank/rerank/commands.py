@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import re
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,14 @@ from semrank._checks import (
     loads_json,
     pandas_layout_hint,
 )
-from semrank._files import GZIP_ERRORS, LINE_END, file_problem, refuse_binary_table, refuse_utf16
+from semrank._files import (
+    GZIP_ERRORS,
+    LINE_END,
+    file_problem,
+    refuse_binary_table,
+    refuse_utf16,
+    stdin_bytes,
+)
 from semrank._words import for_terminal, json_for_stdout
 from semrank.errors import DataFormatError, InvalidInputError
 from semrank.runtime.commands import BACKEND_HELP
@@ -197,7 +203,12 @@ def _read_text(path: str) -> str:
     # A byte-order mark (Windows editors write one) is not part of the first document, and
     # left in place it hides a leading '[' or '{' from the format detection.
     if path == "-":  # bytes, decoded as a file is: the locale's decoder may be lenient or not
-        data = _stdin_bytes()
+        data = stdin_bytes(  # typed documents, ended by Ctrl-D, as cat reads them
+            "--docs",
+            "the documents",
+            "cat docs.jsonl | semrank rerank QUERY --docs -",
+            typed_ok=True,
+        )
     else:  # read_numbered_documents checked that it is a file or a pipe
         try:
             data = Path(path).read_bytes()
@@ -218,15 +229,6 @@ def _read_text(path: str) -> str:
             f"--docs {path!r}: not valid UTF-8 (byte 0x{data[at]:02x} at byte {at}); save "
             "the file as UTF-8"
         ) from None
-
-
-def _stdin_bytes() -> bytes:
-    if sys.stdin is None:  # started with stdin closed (`<&-`, some supervisors): a traceback
-        raise InvalidInputError(
-            "--docs '-' reads the documents from stdin, and stdin is closed; pipe them in "
-            "(e.g. `cat docs.jsonl | semrank rerank QUERY --docs -`) or pass a file"
-        )
-    return sys.stdin.buffer.read()
 
 
 def _require_file(path: str) -> None:
