@@ -113,7 +113,9 @@ def eval_command(
         False, "--json", help="Print one JSON object {run: {measure: value}}."
     ),
     run_out: Path | None = _output_option(
-        "--run-out", "DIR", "Write TREC run files (RUN.trec) into this folder."
+        "--run-out",
+        "DIR",
+        "Write TREC run files (RUN.trec) of the judged queries into this folder.",
     ),
     per_query: Path | None = _output_option(
         "--per-query", "FILE", "Write every query's value (TSV: run, measure, query, value) here."
