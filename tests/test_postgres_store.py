@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import unicodedata
@@ -934,3 +935,73 @@ def test_write_turns_are_not_kept_for_every_index_ever_written() -> None:
     other.join(5)
     assert done.is_set()
     assert [key for key in _pool._WRITE_TURNS if key[0] == dsn] == []
+
+
+def test_both_stores_iterate_every_document_in_pages(stores) -> None:  # type: ignore[no-untyped-def]
+    """``Store.iter_documents``: every document with its fields as ``get`` returns them, read
+    a page at a time (no store reads a whole index at once), in a stable order: the embedded
+    store's as first written, PostgreSQL's by id."""
+    local, pg = stores
+    for store in stores:
+        store.upsert([{"id": "d0", "title": "Zero", "text": "written last, first by id"}])
+    written = [doc["id"] for doc in DOCS] + ["d0"]
+    for store, order in ((local, written), (pg, sorted(written))):
+        documents, pages = _read_in_pages(store, batch_size=3)
+        assert [d.id for d in documents] == order, store
+        assert [d.fields for d in documents] == store.get(order)
+        assert pages == [3, 3, 1], store  # each query a page; a short page is the last
+        with pytest.raises(InvalidInputError, match="batch_size must be a positive integer"):
+            store.iter_documents(batch_size=0)
+
+
+def _read_in_pages(store: Any, batch_size: int) -> tuple[list[Any], list[int]]:
+    """``store.iter_documents(batch_size)`` whole, and how many rows each query read."""
+    owner, name = (
+        (store, "_all") if store.backend == "postgresql" else (store.db, "documents_after")
+    )
+    query, pages = getattr(owner, name), list[int]()
+
+    def counted(*args: Any) -> Any:
+        rows = query(*args)
+        pages.append(len(rows))
+        return rows
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(owner, name, counted)
+        documents = list(store.iter_documents(batch_size=batch_size))
+    return documents, pages
+
+
+def test_an_embedded_index_exported_and_created_in_postgres_searches_alike(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The move docs/postgresql.md describes: `index export` from the embedded store piped
+    into the `index create` it prints, with --store; the same documents, the same hits."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
+    cli("index", "create", "moved", "--from", str(corpus), "--no-dense", "--home", home,
+        "--k1", "1.2", "--b", "0.75")  # fmt: skip
+    exported = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", "index", "export", "moved", "--home", home],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    command = shlex.split(exported.stderr.split(": ", 1)[1])
+    assert command[:5] == ["semrank", "index", "create", "moved", "--from"]
+    created = subprocess.run(
+        [sys.executable, "-m", "semrank.cli", *command[1:], "--store", pg_dsn],
+        input=exported.stdout, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    settings = json.loads(cli("index", "info", "moved", "--json", "--store", pg_dsn))["settings"]
+    assert settings["bm25"]["k1"] == 1.2 and settings["bm25"]["b"] == 0.75
+    back = cli("index", "export", "moved", "--store", pg_dsn).splitlines()
+    assert sorted(map(json.loads, back), key=str) == sorted(DOCS, key=str)
+    for query in QUERIES:
+        hits = [
+            json.loads(cli("search", "moved", query, "--json", *where))["hits"]
+            for where in (("--home", home), ("--store", pg_dsn))
+        ]
+        assert [h["id"] for h in hits[0]] == [h["id"] for h in hits[1]], query
+        assert [h["document"] for h in hits[0]] == [h["document"] for h in hits[1]], query

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -1264,3 +1265,85 @@ def test_stdin_with_no_writable_temporary_folder_says_what_to_set(
     assert str(refused.value).startswith("the documents piped in are copied to a temporary ")
     assert "No usable temporary directory found in" in str(refused.value)
     assert "set TMPDIR to a folder with room for them" in str(refused.value)
+
+
+EXPORTED = [  # what an index may hold: Unicode, big and float numbers, nesting, empty values
+    {"id": "b", "title": "Café ☕ naïve", "text": "日本語 😀 fleas", "n": 12345678901234567890},
+    {"id": "7", "title": "", "text": 'a "quoted"\nline \\ break', "score": 0.1, "ok": True},
+    {"id": "a", "title": "Nested", "text": "cats", "meta": {"tags": ["x", None, 2.5, {}]}},
+    {"id": " spaced ", "title": None, "text": "dogs", "list": [], "obj": {}},
+]
+
+
+def test_index_export_writes_every_document_as_stored_and_create_reads_it_back(
+    tmp_path: Path,
+) -> None:
+    """There was no way to get an index's documents out (`semrank index export`): an index
+    filled by `index add` or over HTTP could not be moved to PostgreSQL or backed up as JSONL."""
+    home, again = str(tmp_path / "home"), str(tmp_path / "again")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in EXPORTED))
+    run("index", "create", "src", "--from", str(corpus), "--home", home, "--no-dense")
+    run("index", "add", "src", "-", "--format", "jsonl", "--home", home,
+        stdin=json.dumps({"id": "a", "title": "Café", "text": "cats again"}) + "\n")  # fmt: skip
+    exported = CliRunner().invoke(app, ["index", "export", "src", "--home", home])
+    assert exported.exit_code == 0, exported.output
+    lines = exported.stdout.splitlines()
+    # In the order first written (an upsert keeps a document's place), the fields as stored.
+    expected = [*EXPORTED[:2], {"id": "a", "title": "Café", "text": "cats again"}, EXPORTED[3]]
+    assert [json.loads(line) for line in lines] == expected
+    assert "日本語" in exported.stdout and "12345678901234567890" in exported.stdout
+    # The command printed on stderr creates the same index from the export.
+    command = shlex.split(exported.stderr.splitlines()[0].split(": ", 1)[1])
+    assert command[:3] == ["semrank", "index", "create"] and "--no-dense" in command
+    run(*command[1:], "--home", again, stdin=exported.stdout)
+    assert run("index", "export", "src", "--home", again).startswith(exported.stdout)
+    bm25 = ("search", "src", "fleas cats", "--json")
+    assert json.loads(run(*bm25, "--home", again)) == json.loads(run(*bm25, "--home", home))
+    # To a file, which appears whole (a folder or a missing one is refused before any read).
+    out = tmp_path / "out.jsonl"
+    run("index", "export", "src", "--home", home, "--output", str(out))
+    assert out.read_text("utf-8") == exported.stdout
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
+    for bad in (tmp_path, tmp_path / "nope" / "x.jsonl"):
+        with pytest.raises(InvalidInputError, match=f"--output {bad}"):
+            run("index", "export", "src", "--home", home, "--output", str(bad))
+    with pytest.raises(IndexNotFoundError, match=r"indexes there: src"):
+        run("index", "export", "srcc", "--home", home)
+
+
+def test_index_export_ends_quietly_on_a_closed_pipe_and_says_what_it_cannot_carry(
+    tmp_path: Path,
+) -> None:
+    """`semrank index export NAME | head` ends with 141 and no traceback, as `search` does;
+    BM25 settings no `index create` flag sets are warned of; a document the library stored
+    with a field named as the index's id field is named, not written as a line whose id the
+    reader would take from the wrong key."""
+    import subprocess
+    import sys
+
+    from semrank.retrieve import BM25Params
+    from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
+    from semrank.store import Document, create_index, open_index
+
+    home = tmp_path / "home"
+    earlier = BM25Params(analysis=ANALYSIS_VERSIONS[0])  # as an index an older semrank made
+    with create_index("many", home=home, embedding_model=None, bm25=earlier) as index:
+        index.upsert([{"id": f"d{i}", "text": f"word{i} " * 20} for i in range(3000)])
+    command = [sys.executable, "-m", "semrank.cli", "index", "export", "many", "--home", str(home)]
+    closed = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert closed.stdout is not None and closed.stderr is not None
+    assert closed.stdout.readline().startswith(b'{"id": "d0"')
+    closed.stdout.close()
+    assert closed.wait(timeout=120) == 141
+    assert b"Traceback" not in closed.stderr.read()
+    exported = CliRunner().invoke(app, ["index", "export", "many", "--home", str(home)])
+    assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 3000
+    warning = f"warning: index 'many''s BM25 analysis {ANALYSIS_VERSIONS[0]} differ"
+    assert warning in exported.stderr
+    with open_index("many", home=home) as index:
+        index.upsert([Document("clash", {"id": "other", "text": "an id field inside"})])
+    with pytest.raises(DataFormatError, match=r"document 'clash' holds a field 'id' beside"):
+        run("index", "export", "many", "--home", str(home), "--output", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()  # no file that reads as a whole export
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]

@@ -128,6 +128,11 @@ class UpsertCounts:
     written: int
 
 
+def check_batch_size(batch_size: object) -> None:
+    if not is_int(batch_size, at_least=1):
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def _batches(records: Iterable[Document], size: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for record in records:
@@ -314,8 +319,7 @@ class Store(abc.ABC):
     ) -> UpsertCounts:
         """``upsert``, saying how many of the documents were written (the others were stored
         already, unchanged, and skipped)."""
-        if not is_int(batch_size, at_least=1):
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         require_flags(refresh=refresh)
         records = checked_documents(
             documents_from(documents, self.settings.id_field or "id"), self.settings.text_fields
@@ -353,6 +357,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""
+
+    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
+        """Every stored document, read ``batch_size`` at a time (an index never has to fit in
+        memory), in an order that is stable for unchanged documents: the embedded store's in
+        the order they were first written, PostgreSQL's by id. Each page is its own read, so a
+        write during the iteration may or may not be in it; each document comes whole."""
+        raise NotImplementedError(f"{type(self).__name__} does not iterate its documents")
 
     @property
     def generation(self) -> int:

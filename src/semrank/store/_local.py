@@ -47,6 +47,7 @@ from semrank.store._base import (
     PreparedArrays,
     ProgressCallback,
     Store,
+    check_batch_size,
     check_field_boosts,
     check_field_mode,
     check_k,
@@ -341,6 +342,23 @@ class LocalStore(Store):
         self._require_live()
         found = self.db.docs_by_id(wanted)
         return [found.get(i) for i in wanted]
+
+    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
+        check_batch_size(batch_size)  # now, not at the first document
+        return self._documents_in_pages(batch_size)
+
+    def _documents_in_pages(self, batch_size: int) -> Iterator[Document]:
+        """Pages by ``pk`` (the order documents were first written; an upsert keeps a row's
+        pk): each page a short read, so no lock or read transaction is held between them."""
+        after: int | None = None
+        while True:
+            self._require_live()
+            rows = self.db.documents_after(after, batch_size)
+            for _pk, doc_id, doc in rows:
+                yield Document(doc_id, json.loads(doc))
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
 
     def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
         self._require_live()

@@ -451,6 +451,17 @@ class DocumentDB:
         for row in rows:  # noqa: UP028 (see above)
             yield row
 
+    def documents_after(self, pk: int | None, limit: int) -> list[tuple[int, str, str]]:
+        """Up to ``limit`` rows ``(pk, id, doc JSON)`` past row ``pk`` (None: from the first),
+        in ``pk`` order: one page of an export, read by the primary key's index."""
+        after = "" if pk is None else "WHERE pk > ? "
+        with self._reading() as reader:
+            rows = reader.execute(
+                f"SELECT pk, id, doc FROM documents {after}ORDER BY pk LIMIT ?",
+                (limit,) if pk is None else (pk, limit),
+            )
+            return [(int(row[0]), str(row[1]), str(row[2])) for row in rows.fetchall()]
+
     def missing_embeddings(self, limit: int) -> list[tuple[int, str]]:
         with self._reading() as reader:
             rows = reader.execute(

@@ -16,7 +16,7 @@ import typer
 
 from semrank._checks import MAX_COUNT, field_key
 from semrank._progress import progress
-from semrank._words import count_of, for_terminal, json_for_stdout
+from semrank._words import count_of, for_terminal, json_for_stdout, stdout_is_utf8
 from semrank.runtime.commands import BACKEND_HELP
 from semrank.store._stdin import corpus_file, piped_format, stdin_mark
 
@@ -636,6 +636,134 @@ def info(
         typer.echo(f"{key:>30}: {value}")
     if note:
         typer.echo(f"{'incomplete':>30}: {note}")
+
+
+@index_app.command("export")
+@home_beats_env_store
+def export(
+    name: str = typer.Argument(..., help="Index name."),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="File to write (- or left out: stdout); it appears once every document is in it.",
+    ),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents read per query."),
+    home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Every stored document as JSONL, one object per line: its id under the index's id field,
+    then its fields as stored (embedded store: in the order first written; PostgreSQL: by id).
+    `semrank index create NAME --from - --format jsonl` reads it back; the flags that give the
+    new index this one's settings are printed on stderr."""
+    from semrank.store import open_index
+
+    target = None if output is None or output == "-" else _export_target(Path(output))
+    with open_index(name, home=home, store=store) as index:
+        if target is None:
+            count = _write_jsonl(index, sys.stdout, batch_size, ascii_only=not stdout_is_utf8())
+        else:
+            count = _export_to_file(index, target, batch_size)
+        typer.echo(
+            f"exported {count_of(count, 'document')} of index {name!r}; to create it elsewhere "
+            f"(add --store DSN or --home DIR): {_create_command(index.settings)}",
+            err=True,
+        )
+        incomplete = index.unfinished_note(where=_where_flags(home, store))
+        warnings = [f"index {name!r} is incomplete: {incomplete}" if incomplete else None]
+        for warning in filter(None, [*warnings, _not_carried(index)]):
+            typer.echo(f"warning: {warning}", err=True)
+
+
+def _write_jsonl(index: Store, stream: Any, batch_size: int, *, ascii_only: bool) -> int:
+    """Write the documents of ``index`` to ``stream`` a page at a time; returns how many.
+    ``ascii_only``: Unicode as \\uXXXX escapes (a stdout that is not UTF-8 would replace it)."""
+    id_field, count, lines = index.settings.id_field or "id", 0, list[str]()
+    for document in index.iter_documents(batch_size=batch_size):
+        lines.append(_export_line(document, id_field, ascii_only=ascii_only))
+        count += 1
+        if len(lines) >= batch_size:
+            stream.write("".join(lines))
+            lines = []
+    stream.write("".join(lines))
+    stream.flush()
+    return count
+
+
+def _export_line(document: Any, id_field: str, *, ascii_only: bool) -> str:
+    """One JSONL line: ``{id_field: id, **fields}``, as `index create --from` reads it back."""
+    if field_key(document.fields, id_field) is not None:  # stored through the library only
+        from semrank.errors import DataFormatError
+
+        raise DataFormatError(
+            f"document {document.id!r} holds a field {id_field!r} beside its id, and a JSONL "
+            f"line cannot hold both under {id_field!r}: upsert it again without that field (or "
+            "under another name), then export again"
+        )
+    return json.dumps({id_field: document.id, **document.fields}, ensure_ascii=ascii_only) + "\n"
+
+
+def _export_target(output: Path) -> Path:
+    """``--output``, refused before the index is read where no file can be written there."""
+    from semrank.errors import InvalidInputError
+
+    if output.is_dir():
+        raise InvalidInputError(f"--output {output} is a folder; name a file (e.g. docs.jsonl)")
+    if not output.parent.is_dir():
+        raise InvalidInputError(
+            f"--output {output}: the folder {output.parent} does not exist; create it first"
+        )
+    return output
+
+
+def _export_to_file(index: Store, output: Path, batch_size: int) -> int:
+    """Write to a hidden file beside ``output`` and rename it into place at the end: an export
+    stopped halfway must not leave a file that reads as a whole index."""
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="\n") as stream:
+            count = _write_jsonl(index, stream, batch_size, ascii_only=False)
+        os.replace(partial, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    return count
+
+
+def _not_carried(index: Store) -> str | None:
+    """The BM25 settings of ``index`` that no `index create` flag sets (an index made by an
+    earlier semrank's analysis, or through the library), said: the new index differs there."""
+    from semrank.retrieve import BM25Params
+
+    bm25 = index.settings.bm25
+    new = BM25Params(method=bm25.method, k1=bm25.k1, b=bm25.b)
+    differ = [
+        f"{key} {value!r}" for key, value in bm25.to_dict().items() if value != new.to_dict()[key]
+    ]
+    if not differ:
+        return None
+    return (
+        f"index {index.name!r}'s BM25 {', '.join(differ)} differ from what `index create` gives "
+        "a new index, and no flag sets them: the new index analyses and scores as new indexes "
+        "do (create it with semrank.store.create_index(..., bm25=...) to keep them)"
+    )
+
+
+def _create_command(settings: Any) -> str:
+    """`semrank index create` of an index with ``settings``, reading an export from stdin."""
+    args = ["semrank", "index", "create", settings.name, "--from", "-", "--format", "jsonl"]
+    args += ["--id-field", settings.id_field or "id", "--fields", ",".join(settings.text_fields)]
+    if settings.embedding_model is None:
+        args.append("--no-dense")
+    else:
+        args += ["--embedding-model", settings.embedding_model]
+        if settings.embedding_max_length is not None:
+            args += ["--embedding-max-length", str(settings.embedding_max_length)]
+        args += ["--ann-threshold", str(settings.ann_threshold)]
+    bm25 = settings.bm25
+    args += ["--bm25-method", bm25.method, "--k1", str(bm25.k1), "--b", str(bm25.b)]
+    return shlex.join(args)
 
 
 @index_app.command("drop")

@@ -27,6 +27,7 @@ from semrank.store._base import (
     IndexSettings,
     ProgressCallback,
     Store,
+    check_batch_size,
     check_field_boosts,
     check_field_mode,
     check_k,
@@ -468,6 +469,27 @@ class PostgresStore(Store):
         storable = _storable(wanted)
         found = dict(self._all(query, (storable,))) if storable else {}
         return [found.get(i) for i in wanted]
+
+    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
+        check_batch_size(batch_size)  # now, not at the first document
+        return self._documents_in_pages(batch_size)
+
+    def _documents_in_pages(self, batch_size: int) -> Iterator[Document]:
+        """Keyset pages by id (the primary key's order; the table keeps no insertion order),
+        each its own short query: no cursor or transaction is held between pages."""
+        from psycopg import sql
+
+        first = sql.SQL("SELECT id, doc FROM {} WHERE index_name = %s ORDER BY id LIMIT %s")
+        later = sql.SQL(
+            "SELECT id, doc FROM {} WHERE index_name = %s AND id > %s ORDER BY id LIMIT %s"
+        )
+        rows = self._all(first.format(self._part), (self.name, batch_size))
+        while True:
+            for doc_id, doc in rows:
+                yield Document(doc_id, doc)
+            if len(rows) < batch_size:
+                return
+            rows = self._all(later.format(self._part), (self.name, rows[-1][0], batch_size))
 
     def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
         from psycopg import sql
