@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import semrank
-from semrank.errors import ModelLoadError, ModelNotFoundError
+from semrank.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from semrank.models import (
     CATALOG,
     default_spec,
@@ -206,25 +206,32 @@ def test_the_older_sentence_transformers_layout_with_the_network_in_a_subfolder(
     assert moved.tolist() == pytest.approx(alone.tolist(), abs=1e-5)
 
 
-def _hub_cache(cache: Path, repo_id: str, source: Path, *, skip: tuple[str, ...] = ()) -> Path:
+def _hub_cache(
+    cache: Path,
+    repo_id: str,
+    source: Path,
+    *,
+    skip: tuple[str, ...] = (),
+    revision: str = "main",
+) -> Path:
     """``source``'s files in a Hugging Face hub cache as huggingface_hub writes one: content in
-    blobs/<sha256>, snapshots/<commit>/ of relative symlinks to them, refs/main naming the
-    commit. Returns the snapshot folder."""
+    blobs/<sha256>, snapshots/<commit>/ of relative symlinks to them, refs/<revision> naming
+    the commit. Returns the snapshot folder."""
     import hashlib
     import os
 
     repo = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
     snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
     for file in sorted(p for p in source.rglob("*") if p.is_file() and p.name not in skip):
         blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
         shutil.copyfile(file, blob)
         link = snapshot / file.relative_to(source)
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    (repo / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
     return snapshot
 
 
@@ -296,6 +303,41 @@ def test_a_partly_downloaded_hub_model_says_to_finish_the_download(
         ModelLoadError, match=r"(?s)incomplete.*`hf download someorg/cut-short`.*tokenizer\.json"
     ):
         resolve("someorg/cut-short")
+
+
+def test_a_hub_id_at_a_revision_loads_that_revision_with_its_own_export(
+    tiny_model: Any, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `hf download ID --revision v2`, `ID@v2` was refused as no hub id
+    (HFValidationError): only the snapshot's path reached the revision."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    repo_id, first, second = "someorg/tiny-reranker", tiny_model("bert"), tiny_model("bert", seed=1)
+    main = _hub_cache(hub_cache, repo_id, first)
+    v2 = _hub_cache(hub_cache, repo_id, second, revision="v2")
+    assert resolve(repo_id).path == main
+    pinned = resolve(f"{repo_id}@v2")
+    assert (pinned.path, pinned.name, pinned.kind) == (v2, f"{repo_id}@v2", "cross-encoder")
+    assert resolve(f"{repo_id}@{v2.name}").path == v2  # a commit
+    # Each revision scores with its own weights: their ONNX exports are not shared.
+    docs = ["Fleas bite dogs.", "Paris is in France.", "Cats sleep."]
+
+    def scores(model: str | Path) -> list[float]:
+        return semrank.Reranker(model, backend="onnx", feedback=False).score("fleas", docs).tolist()
+
+    at_main, at_v2 = scores(repo_id), scores(f"{repo_id}@v2")
+    assert at_main == pytest.approx(scores(first), abs=1e-5)
+    assert at_v2 == pytest.approx(scores(second), abs=1e-5)
+    assert at_v2 != pytest.approx(at_main, abs=1e-3)
+    # The advice for a revision fetches that revision, not the default branch.
+    _hub_cache(hub_cache, repo_id, first, skip=("tokenizer.json",), revision="v3")
+    with pytest.raises(ModelLoadError, match=f"`hf download {repo_id} --revision v3`"):
+        resolve(f"{repo_id}@v3")
+    with pytest.raises(ModelLoadError, match=f"`hf download {repo_id} --revision v9 --local"):
+        resolve(f"{repo_id}@v9")
+    with pytest.raises(InvalidInputError, match="no revision"):
+        resolve(f"{repo_id}@")
 
 
 def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():

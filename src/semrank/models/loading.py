@@ -44,7 +44,8 @@ HUB_LEGACY_WEIGHTS = ["*pytorch_model.bin"]
 def resolve(
     name_or_path: str | Path | None = None, *, kind: ScorerKind | None = None
 ) -> ResolvedModel:
-    """Find a model's files: the bundled default, a catalog name, a local directory or a hub id."""
+    """Find a model's files: the bundled default, a catalog name, a local directory or a hub id
+    (``ORG/NAME``, or ``ORG/NAME@REV`` for a branch, tag or commit)."""
     if kind not in (None, "cross-encoder", "bi-encoder"):
         raise InvalidInputError(
             f"unknown model kind {kind!r}; use 'cross-encoder' or 'bi-encoder', or omit it "
@@ -71,12 +72,13 @@ def resolve(
         )
     if path.name in ("best", "last") and (path.parent / RUN_CHECKPOINT).is_file():
         raise ModelNotFoundError(_unexported(path.parent, path.name))
-    if _looks_like_hub_id(text):
-        return inspect_directory(_download_from_hub(text), name=text, kind=kind)
+    repo_id, revision = _hub_revision(text)
+    if _looks_like_hub_id(repo_id):
+        return inspect_directory(_download_from_hub(repo_id, revision), name=text, kind=kind)
     known = ", ".join(s.name for s in CATALOG)
     raise ModelNotFoundError(
-        f"model {text!r} is not a directory, a catalog name or a hub id (org/name). "
-        f"Known models: {known}. See `semrank models list`."
+        f"model {text!r} is not a directory, a catalog name or a hub id (org/name, "
+        f"org/name@revision). Known models: {known}. See `semrank models list`."
     )
 
 
@@ -116,6 +118,18 @@ def refuse_cross_encoder_embedder(model: ResolvedModel) -> None:
             "sentence-transformers folder, e.g. all-minilm-l6-v2, the default) and re-rank "
             "with the cross-encoder instead (--rerank --model)"
         )
+
+
+def _hub_revision(text: str) -> tuple[str, str | None]:
+    """``ORG/NAME@REV`` as (hub id, revision: a branch, tag or commit), as huggingface_hub's
+    file system spells a revision (``hf://ORG/NAME@REV``); hub ids never hold an ``@``."""
+    repo_id, at, revision = text.partition("@")
+    if at and not revision.strip() and _looks_like_hub_id(repo_id):
+        raise InvalidInputError(
+            f"model {text!r} ends in '@' with no revision; give a branch, tag or commit after "
+            f"it ({repo_id}@main), or drop the '@' for the default branch"
+        )
+    return repo_id, (revision if at else None)
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -188,51 +202,65 @@ def _note_other_release(distribution: str, pinned: str, model_name: str) -> None
         )  # fmt: skip
 
 
-def _download_from_hub(repo_id: str) -> Path:
+def _download_from_hub(repo_id: str, revision: str | None = None) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
         raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
-    stalled = _hub_stalls(repo_id)
+    stalled = _hub_stalls(repo_id, revision)
     try:
         folder = Path(
-            snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=stalled)
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=stalled
+            )
         )
         network = _transformer_subfolder(folder) or folder
         if not _has_weight_file(network):
             folder = Path(
                 snapshot_download(
-                    repo_id, allow_patterns=HUB_LEGACY_WEIGHTS, local_files_only=stalled
+                    repo_id,
+                    revision=revision,
+                    allow_patterns=HUB_LEGACY_WEIGHTS,
+                    local_files_only=stalled,
                 )
             )
         return folder
     except Exception as exc:  # offline, unknown repo, auth: the same advice for the user
-        raise _hub_error(repo_id, exc, stalled=stalled) from exc
+        raise _hub_error(repo_id, revision, exc, stalled=stalled) from exc
 
 
-def _hub_error(repo_id: str, exc: Exception, *, stalled: bool) -> SemrankError:
+def _hub_error(
+    repo_id: str, revision: str | None, exc: Exception, *, stalled: bool
+) -> SemrankError:
     """The error for a hub id snapshot_download could not give files for."""
+    name = f"{repo_id}@{revision}" if revision else repo_id
+    download = _hf_download(repo_id, revision)
     if type(exc).__name__ == "IncompleteSnapshotError":  # it names the files the cache lacks
         return ModelLoadError(
-            f"the Hugging Face cache's copy of {repo_id!r} is incomplete, an interrupted "
-            f"download: run `hf download {repo_id}` where the hub can be reached "
+            f"the Hugging Face cache's copy of {name!r} is incomplete, an interrupted "
+            f"download: run `{download}` where the hub can be reached "
             f"(HF_HUB_OFFLINE unset). huggingface_hub says: {exc}"
         )
-    missing = Path(repo_id).expanduser().resolve()
+    missing = Path(name).expanduser().resolve()
     # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
     # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
     error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
     why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
     return error(
-        f"cannot fetch model {repo_id!r} from the Hugging Face hub ({why}"
+        f"cannot fetch model {name!r} from the Hugging Face hub ({why}"
         f"{type(exc).__name__}), and there is no folder {missing}. If it is a hub model, on "
-        f"a machine with internet run `hf download {repo_id} --local-dir DIR` (older "
+        f"a machine with internet run `{download} --local-dir DIR` (older "
         "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
         "as the model."
     )
 
 
-def _hub_stalls(repo_id: str) -> bool:
+def _hf_download(repo_id: str, revision: str | None) -> str:
+    """The command that fetches ``repo_id`` at ``revision`` into the Hugging Face cache."""
+    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+
+
+def _hub_stalls(repo_id: str, revision: str | None) -> bool:
     """Whether the hub left a metadata request unanswered for HF_HUB_ETAG_TIMEOUT seconds; the
     cached copy is then used. snapshot_download asks with no time limit: behind a proxy or
     firewall that holds connections open, loading a model already in the cache hung for good
@@ -240,7 +268,7 @@ def _hub_stalls(repo_id: str) -> bool:
     from huggingface_hub import HfApi
 
     try:
-        HfApi().repo_info(repo_id, timeout=_hub_timeout())
+        HfApi().repo_info(repo_id, revision=revision, timeout=_hub_timeout())
     except Exception as exc:  # the rest (offline, not found, auth) is snapshot_download's
         if any("Timeout" in cls.__name__ for cls in type(exc).__mro__):
             _log.warning(
@@ -488,13 +516,15 @@ def _missing_files_fix(path: Path, *, tokenizer: bool) -> str:
     """What to do about a model folder that lacks files (the tokenizer's: ``tokenizer``)."""
     save = "save the tokenizer beside the weights: "
     save += "AutoTokenizer.from_pretrained(SOURCE).save_pretrained(FOLDER)"
-    repo_id = _hub_cache_repo(path)
-    if repo_id is None:
+    cached = _hub_cache_repo(path)
+    if cached is None:
         return f"; {save}" if tokenizer else ""
+    repo_id, revision = cached
     # A download cut short: files saved into huggingface_hub's cache were no fix.
     fix = (
         f"; it is the Hugging Face cache's copy of {repo_id}: complete an interrupted download "
-        f"with `hf download {repo_id}` where the hub can be reached (HF_HUB_OFFLINE unset)"
+        f"with `{_hf_download(repo_id, revision)}` where the hub can be reached "
+        "(HF_HUB_OFFLINE unset)"
     )
     return (
         f"{fix}; if the repository has none, copy the model to a folder and {save}"
@@ -503,14 +533,27 @@ def _missing_files_fix(path: Path, *, tokenizer: bool) -> str:
     )
 
 
-def _hub_cache_repo(path: Path) -> str | None:
-    """The hub id whose Hugging Face cache snapshot holds ``path``
-    (``models--ORG--NAME/snapshots/<commit>/...``), else None."""
+def _hub_cache_repo(path: Path) -> tuple[str, str | None] | None:
+    """The hub id and revision whose Hugging Face cache snapshot holds ``path``
+    (``models--ORG--NAME/snapshots/<commit>/...``), else None. The revision is None for the
+    default branch's snapshot, else the branch or tag naming it, else its commit: `hf download`
+    of the bare id fetched the default branch, not the revision cut short."""
     for snapshot in (path, *path.parents):
         repo = snapshot.parent.parent
         if snapshot.parent.name == "snapshots" and repo.name.startswith("models--"):
-            return repo.name.removeprefix("models--").replace("--", "/")
+            refs = {ref.relative_to(repo / "refs").as_posix(): ref
+                    for ref in sorted((repo / "refs").rglob("*")) if ref.is_file()}  # fmt: skip
+            naming = [name for name, ref in refs.items() if _reads(ref) == snapshot.name]
+            revision = None if "main" in naming else next(iter(naming), snapshot.name)
+            return repo.name.removeprefix("models--").replace("--", "/"), revision
     return None
+
+
+def _reads(path: Path) -> str:
+    try:
+        return path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 # The encoder a config.json without "architectures" holds, by its model_type.
