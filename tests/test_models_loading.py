@@ -340,6 +340,34 @@ def test_a_hub_id_at_a_revision_loads_that_revision_with_its_own_export(
         resolve(f"{repo_id}@")
 
 
+def test_a_misspelt_hub_id_offline_names_offline_mode_the_cache_and_near_names(
+    hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, a misspelt id (or a revision never fetched) failed naming only
+    huggingface_hub's LocalEntryNotFoundError: not that offline mode kept the hub from being
+    asked, nor which cache was searched, nor the cached model meant."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    _hub_cache(hub_cache, "BAAI/bge-reranker-base", source)
+    _hub_cache(hub_cache, "BAAI/bge-reranker-base", source, revision="v2")
+    _hub_cache(hub_cache, "someorg/tiny-reranker", source)
+    with pytest.raises(ModelLoadError) as typo:
+        resolve("BAAI/bge-reranker-bsae")
+    message = str(typo.value)
+    assert "Offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)" in message
+    assert f"only the Hugging Face cache {hub_cache} was searched" in message
+    assert "cached models with a close name: BAAI/bge-reranker-base." in message
+    with pytest.raises(ModelLoadError, match="close name: someorg/tiny-reranker"):
+        resolve("SomeOrg/Tiny-Reranker")  # the hub's ids ignore case; its cache does not
+    with pytest.raises(ModelLoadError, match=r"holds BAAI/bge-reranker-base but not its "
+                       r"revision 'v9' \(it has main, v2\)"):  # fmt: skip
+        resolve("BAAI/bge-reranker-base@v9")
+
+
 def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
     """Repos' onnx/model.onnx (a GB for bge-reranker-base) was fetched and never used, and the
     older layout's 0_Transformer/ files and pytorch_model.bin-only repos got no weights."""

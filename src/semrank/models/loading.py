@@ -8,6 +8,7 @@ overrides the guess.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.metadata
 import importlib.util
 import json
@@ -246,9 +247,13 @@ def _hub_error(
     # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
     error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
     why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
+    # Not in the cache, and the hub not asked (offline, stalled) or not reached.
+    cache = (
+        _not_cached(repo_id, revision) if type(exc).__name__ == "LocalEntryNotFoundError" else ""
+    )
     return error(
         f"cannot fetch model {name!r} from the Hugging Face hub ({why}"
-        f"{type(exc).__name__}), and there is no folder {missing}. If it is a hub model, on "
+        f"{type(exc).__name__}), and there is no folder {missing}.{cache} If it is a hub model, on "
         f"a machine with internet run `{download} --local-dir DIR` (older "
         "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
         "as the model."
@@ -258,6 +263,31 @@ def _hub_error(
 def _hf_download(repo_id: str, revision: str | None) -> str:
     """The command that fetches ``repo_id`` at ``revision`` into the Hugging Face cache."""
     return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+
+
+def _not_cached(repo_id: str, revision: str | None) -> str:
+    """Which Hugging Face cache was searched, why only it (offline mode), and the cached models
+    (or the revisions) nearest the name: offline, a misspelt id was told as nothing more than
+    huggingface_hub's LocalEntryNotFoundError."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    offline = " Offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE): only"
+    searched = f"{offline} the" if constants.HF_HUB_OFFLINE else " The"
+    searched += f" Hugging Face cache {cache} was searched"
+    # Folder names as huggingface_hub writes them (hub ids hold no "--"); the hub's ids ignore case.
+    cached = {folder.name.removeprefix("models--").replace("--", "/"): folder
+              for folder in cache.glob("models--*")}  # fmt: skip
+    by_case = {cached_id.lower(): cached_id for cached_id in cached}
+    repo = cached.get(by_case.get(repo_id.lower(), ""))
+    if repo is not None and revision is not None:
+        refs = sorted(ref.relative_to(repo / "refs").as_posix()
+                      for ref in (repo / "refs").rglob("*") if ref.is_file())  # fmt: skip
+        have = f" (it has {', '.join(refs)})" if refs else ""
+        return f"{searched}: it holds {repo_id} but not its revision {revision!r}{have}."
+    close = difflib.get_close_matches(repo_id.lower(), list(by_case), n=3, cutoff=0.75)
+    nearest = f"; cached models with a close name: {', '.join(by_case[c] for c in close)}"
+    return f"{searched} and holds no copy{nearest if close else ''}."
 
 
 def _hub_stalls(repo_id: str, revision: str | None) -> bool:
