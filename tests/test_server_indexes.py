@@ -912,6 +912,23 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     assert own.status_code == 422 and "x-elastic-product" not in own.headers, own.text
 
 
+async def test_a_window_below_ten_without_size_answers_the_windows_hits(
+    client: httpx.AsyncClient,
+) -> None:
+    """Elasticsearch refuses a top rank_window_size below a size the body gives; a body with
+    no size gets the window's hits. Without a size it was refused here, as if 10 were asked."""
+    await _make_index(client)
+    one = {"rrf": {"retrievers": [ES_TREE], "rank_window_size": 1}}
+    unsized = await client.post("/docs/_search", json={"retriever": one})
+    assert unsized.status_code == 200, unsized.text
+    hits = unsized.json()["hits"]
+    own = await client.post("/v1/indexes/docs/search", json={"retriever": one, "size": 1})
+    assert [h["_id"] for h in hits["hits"]] == [h["id"] for h in own.json()["hits"]]
+    assert len(hits["hits"]) == 1 and hits["total"] == {"value": 1, "relation": "gte"}
+    sized = await client.post("/docs/_search", json={"retriever": one, "size": 2})
+    assert "rank_window_size 1 is below the 2 hits" in _es_error(sized, 400, "invalid_request")
+
+
 async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
     client: httpx.AsyncClient,
 ) -> None:

@@ -32,6 +32,7 @@ from semrank.pipeline._nodes import (
     check_window,
     has_placeholder,
     reranking_nodes,
+    top_window,
 )
 from semrank.pipeline._open import (
     forget_open_indexes,
@@ -98,6 +99,7 @@ __all__ = [
     "reranking_nodes",
     "search",
     "search_many",
+    "top_window",
     "use_prepared",
     "using_index",
 ]

@@ -744,6 +744,15 @@ class Cutoff(Retriever):
         return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
 
 
+def top_window(tree: Retriever) -> int | None:
+    """The top node's ``rank_window_size`` (looking through cut-offs and weights): the most hits
+    the tree returns, or None where its top node has no window."""
+    while isinstance(tree, Cutoff | Weighted):
+        tree = tree.retriever
+    window = getattr(tree, "rank_window_size", None)
+    return None if window is None else int(window)
+
+
 def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
     would quietly return fewer. A cut-off (a ``_search`` body's ``size``, ``% k``) asks its child

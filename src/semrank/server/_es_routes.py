@@ -119,11 +119,10 @@ async def es_search(
     _refuse_query_string_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
+    retriever = _own_texts(body.retriever, body.size)
+    size = _hits_asked(body, retriever)
     search = SearchRequest(
-        query=None,
-        retriever=_own_texts(body.retriever, body.size),
-        size=body.size,
-        return_documents=body.source is not False,
+        query=None, retriever=retriever, size=size, return_documents=body.source is not False
     )
     started = time.perf_counter()
     results, warnings = await run_search(request, index, search)
@@ -131,7 +130,7 @@ async def es_search(
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
-    answer = es_search_response(index, results, took_ms=took_ms, size=body.size)
+    answer = es_search_response(index, results, took_ms=took_ms, size=size)
     for hit in answer.hits.hits:
         if isinstance(hit, EsHitWithSource) and (includes or excludes):
             hit.source = _filtered_source(hit.source, includes, excludes)
@@ -237,6 +236,18 @@ def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, A
             f"use {own_route}"
         )
     return retriever
+
+
+def _hits_asked(body: EsSearchRequest, retriever: dict[str, Any]) -> int:
+    """The body's ``size``; without one, 10 or the top retriever's smaller rank_window_size.
+    Elasticsearch refuses a window below a size the body gives, but a body without a size gets
+    the window's hits (an example with rank_window_size 5 and no size was refused here)."""
+    from semrank.pipeline import as_retriever, top_window
+
+    if "size" in body.model_fields_set:
+        return body.size
+    window = top_window(as_retriever(retriever, size=body.size))
+    return body.size if window is None else min(body.size, window)
 
 
 def _warning_header(warning: str) -> str:
