@@ -253,6 +253,10 @@ def test_flags_a_retriever_file_would_ignore_are_refused(
     hits = run("search", "mini", "moon", "--retriever", str(tree), "--top-n", "2", "--json",
                "--home", home)  # fmt: skip
     assert [hit["rerank_score"] is not None for hit in json.loads(hits)["hits"]] == [True, True]
+    # Without --top-n the window's hits, as Elasticsearch answers a body without a size (it
+    # was refused as below the 10 hits of a --top-n nobody gave).
+    unasked = run("search", "mini", "moon", "--retriever", str(tree), "--json", "--home", home)
+    assert json.loads(unasked)["hits"] == json.loads(hits)["hits"]
 
 
 def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir: Path) -> None:

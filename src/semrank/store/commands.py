@@ -958,7 +958,8 @@ def search_command(
         None,
         "--top-n",
         min=1,
-        help="How many hits to return (default: a _search body's size, else 10).",
+        help="How many hits to return (default: a _search body's size, else 10 or the top "
+        "rank_window_size when smaller).",
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
@@ -1054,10 +1055,14 @@ DEFAULT_TOP_N = 10
 
 def _body_size(tree: Any) -> int:
     """A _search body's ``size`` (its tree's outer cut-off), else DEFAULT_TOP_N: a body asking
-    for 20 hits got 10, the default --top-n, without a word."""
-    from semrank.pipeline import Cutoff
+    for 20 hits got 10, the default --top-n, without a word. Without a size, a smaller top
+    rank_window_size is the count, as Elasticsearch answers such a body (it was refused as
+    below the 10 hits --top-n asks for, which nobody gave)."""
+    from semrank.pipeline import Cutoff, top_window
 
-    return int(tree.k) if isinstance(tree, Cutoff) else DEFAULT_TOP_N
+    if isinstance(tree, Cutoff):
+        return int(tree.k)
+    return min(DEFAULT_TOP_N, top_window(tree) or DEFAULT_TOP_N)
 
 
 def with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
