@@ -51,7 +51,10 @@ def _refuse_fp16(graph: Path) -> None:
     ONNX Runtime cannot load (INVALID_GRAPH: its int8 quantizers take fp32 only)."""
     import onnx
 
-    model = onnx.load(str(graph), load_external_data=False)
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError: a cached export cut short is rebuilt
+        raise ModelLoadError(f"cannot read {graph}: {exc}; the graph is corrupt") from exc
     if any(weight.data_type == onnx.TensorProto.FLOAT16 for weight in model.graph.initializer):
         raise ModelLoadError(
             f"{graph} is an fp16 graph, which int8 quantization cannot take: run it with "
