@@ -373,7 +373,7 @@ def test_hub_downloads_take_what_a_checkpoint_needs_and_not_onnx_exports():
     older layout's 0_Transformer/ files and pytorch_model.bin-only repos got no weights."""
     from huggingface_hub.utils import filter_repo_objects
 
-    from semrank.models.loading import HUB_LEGACY_WEIGHTS, HUB_PATTERNS
+    from semrank.models._hub import HUB_LEGACY_WEIGHTS, HUB_PATTERNS
 
     files = ["config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx",
              "0_Transformer/vocab.txt", "0_Transformer/config.json", "pytorch_model.bin",

@@ -2,13 +2,12 @@
 
 The checkpoint tells its kind: a ``*ForSequenceClassification`` architecture is a cross-encoder,
 a sentence-transformers layout (modules.json / sentence_bert_config.json) a bi-encoder. ``kind=``
-overrides the guess.
+overrides the guess. Fetching a hub id's files, and what to say when that fails, is _hub's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +24,12 @@ from semrank.errors import (
     SemrankError,
     UnsupportedArchitectureError,
 )
+from semrank.models._hub import (
+    download_from_hub,
+    hub_revision,
+    looks_like_hub_id,
+    unfinished_download_fix,
+)
 from semrank.models.catalog import CATALOG, MINILM_EMBEDDER, default_spec, find_spec
 from semrank.models.spec import ModelSpec, Pooling, ResolvedModel
 from semrank.runtime._weights import HUB_GRAPH, graph_file, torch_shards_fix
@@ -34,12 +39,6 @@ _log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-# What a checkpoint needs (weights, configs, tokenizer files); not the ONNX exports some repos
-# carry (semrank exports its own, and onnx/model.onnx alone can be a GB).
-# "*name" also matches the file in a module folder (0_Transformer/vocab.txt).
-HUB_PATTERNS = ["*.json", "*.safetensors", "*vocab.txt", "*merges.txt", "*.model", "1_Pooling/*"]
-# Older repos hold only PyTorch weights: fetched only when no safetensors came.
-HUB_LEGACY_WEIGHTS = ["*pytorch_model.bin"]
 
 
 def resolve(
@@ -73,9 +72,10 @@ def resolve(
         )
     if path.name in ("best", "last") and (path.parent / RUN_CHECKPOINT).is_file():
         raise ModelNotFoundError(_unexported(path.parent, path.name))
-    repo_id, revision = _hub_revision(text)
-    if _looks_like_hub_id(repo_id):
-        return inspect_directory(_download_from_hub(repo_id, revision), name=text, kind=kind)
+    repo_id, revision = hub_revision(text)
+    if looks_like_hub_id(repo_id):
+        folder = download_from_hub(repo_id, revision, has_weights=_holds_weights)
+        return inspect_directory(folder, name=text, kind=kind)
     known = ", ".join(s.name for s in CATALOG)
     raise ModelNotFoundError(
         f"model {text!r} is not a directory, a catalog name or a hub id (org/name, "
@@ -121,29 +121,12 @@ def refuse_cross_encoder_embedder(model: ResolvedModel) -> None:
         )
 
 
-def _hub_revision(text: str) -> tuple[str, str | None]:
-    """``ORG/NAME@REV`` as (hub id, revision: a branch, tag or commit), as huggingface_hub's
-    file system spells a revision (``hf://ORG/NAME@REV``); hub ids never hold an ``@``."""
-    repo_id, at, revision = text.partition("@")
-    if at and not revision.strip() and _looks_like_hub_id(repo_id):
-        raise InvalidInputError(
-            f"model {text!r} ends in '@' with no revision; give a branch, tag or commit after "
-            f"it ({repo_id}@main), or drop the '@' for the default branch"
-        )
-    return repo_id, (revision if at else None)
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
-
-
 def _spec_directory(spec: ModelSpec) -> Path:
     scheme, _, where = spec.source.partition(":")
     if scheme == "bundled":
         return bundled_package_directory(where, model_name=spec.name)
     if scheme == "hub":
-        return _download_from_hub(where)
+        return download_from_hub(where, has_weights=_holds_weights)
     if scheme == "package":
         return _shipped_directory(where, model_name=spec.name)
     return Path(where)
@@ -203,129 +186,10 @@ def _note_other_release(distribution: str, pinned: str, model_name: str) -> None
         )  # fmt: skip
 
 
-def _download_from_hub(repo_id: str, revision: str | None = None) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub is a core dependency
-        raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from exc
-    stalled = _hub_stalls(repo_id, revision)
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=stalled
-            )
-        )
-        network = _transformer_subfolder(folder) or folder
-        if not _has_weight_file(network):
-            folder = Path(
-                snapshot_download(
-                    repo_id,
-                    revision=revision,
-                    allow_patterns=HUB_LEGACY_WEIGHTS,
-                    local_files_only=stalled,
-                )
-            )
-        return folder
-    except Exception as exc:  # offline, unknown repo, auth: the same advice for the user
-        raise _hub_error(repo_id, revision, exc, stalled=stalled) from exc
-
-
-def _hub_error(
-    repo_id: str, revision: str | None, exc: Exception, *, stalled: bool
-) -> SemrankError:
-    """The error for a hub id snapshot_download could not give files for."""
-    name = f"{repo_id}@{revision}" if revision else repo_id
-    download = _hf_download(repo_id, revision)
-    if type(exc).__name__ == "IncompleteSnapshotError":  # it names the files the cache lacks
-        return ModelLoadError(
-            f"the Hugging Face cache's copy of {name!r} is incomplete, an interrupted "
-            f"download: run `{download}` where the hub can be reached "
-            f"(HF_HUB_OFFLINE unset). huggingface_hub says: {exc}"
-        )
-    missing = Path(name).expanduser().resolve()
-    # The hub said no such model: the name is wrong (exit 2). Anything else (offline, not
-    # cached, a proxy, a timeout) is this machine's reach (exit 3, "try again later").
-    error = ModelNotFoundError if type(exc).__name__ in _HUB_NOT_FOUND else ModelLoadError
-    why = f"it did not answer in {_hub_timeout()} s, " if stalled else ""
-    # Not in the cache, and the hub not asked (offline, stalled) or not reached.
-    cache = (
-        _not_cached(repo_id, revision) if type(exc).__name__ == "LocalEntryNotFoundError" else ""
-    )
-    return error(
-        f"cannot fetch model {name!r} from the Hugging Face hub ({why}"
-        f"{type(exc).__name__}), and there is no folder {missing}.{cache} If it is a hub model, on "
-        f"a machine with internet run `{download} --local-dir DIR` (older "
-        "huggingface_hub: `huggingface-cli download`), copy DIR here and pass the directory "
-        "as the model."
-    )
-
-
-def _hf_download(repo_id: str, revision: str | None) -> str:
-    """The command that fetches ``repo_id`` at ``revision`` into the Hugging Face cache."""
-    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
-
-
-def _not_cached(repo_id: str, revision: str | None) -> str:
-    """Which Hugging Face cache was searched, why only it (offline mode), and the cached models
-    (or the revisions) nearest the name: offline, a misspelt id was told as nothing more than
-    huggingface_hub's LocalEntryNotFoundError."""
-    from huggingface_hub import constants
-
-    cache = Path(constants.HF_HUB_CACHE)
-    offline = " Offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE): only"
-    searched = f"{offline} the" if constants.HF_HUB_OFFLINE else " The"
-    searched += f" Hugging Face cache {cache} was searched"
-    # Folder names as huggingface_hub writes them (hub ids hold no "--"); the hub's ids ignore case.
-    cached = {folder.name.removeprefix("models--").replace("--", "/"): folder
-              for folder in cache.glob("models--*")}  # fmt: skip
-    by_case = {cached_id.lower(): cached_id for cached_id in cached}
-    repo = cached.get(by_case.get(repo_id.lower(), ""))
-    if repo is not None and revision is not None:
-        refs = sorted(ref.relative_to(repo / "refs").as_posix()
-                      for ref in (repo / "refs").rglob("*") if ref.is_file())  # fmt: skip
-        have = f" (it has {', '.join(refs)})" if refs else ""
-        return f"{searched}: it holds {repo_id} but not its revision {revision!r}{have}."
-    close = difflib.get_close_matches(repo_id.lower(), list(by_case), n=3, cutoff=0.75)
-    nearest = f"; cached models with a close name: {', '.join(by_case[c] for c in close)}"
-    return f"{searched} and holds no copy{nearest if close else ''}."
-
-
-def _hub_stalls(repo_id: str, revision: str | None) -> bool:
-    """Whether the hub left a metadata request unanswered for HF_HUB_ETAG_TIMEOUT seconds; the
-    cached copy is then used. snapshot_download asks with no time limit: behind a proxy or
-    firewall that holds connections open, loading a model already in the cache hung for good
-    (a dropping firewall: minutes, until the system gave up connecting)."""
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().repo_info(repo_id, revision=revision, timeout=_hub_timeout())
-    except Exception as exc:  # the rest (offline, not found, auth) is snapshot_download's
-        if any("Timeout" in cls.__name__ for cls in type(exc).__mro__):
-            _log.warning(
-                "the Hugging Face hub did not answer in %s s (HF_HUB_ETAG_TIMEOUT): loading "
-                "%r from the local cache; set HF_HUB_OFFLINE=1 to skip asking",
-                _hub_timeout(), repo_id,
-            )  # fmt: skip
-            return True
-    return False
-
-
-def _hub_timeout() -> float:
-    from huggingface_hub import constants
-
-    return float(constants.HF_HUB_ETAG_TIMEOUT)
-
-
-# huggingface_hub's errors for a repository or revision the hub does not have (or hides).
-_HUB_NOT_FOUND = frozenset(
-    {
-        "RepositoryNotFoundError",
-        "RevisionNotFoundError",
-        "GatedRepoError",
-        "EntryNotFoundError",
-        "HFValidationError",  # a name the hub could never hold ("a b/c")
-    }
-)
+def _holds_weights(snapshot: Path) -> bool:
+    """Whether a hub snapshot holds its network's weights (in 0_Transformer/ for
+    sentence-transformers' older layout)."""
+    return _has_weight_file(_transformer_subfolder(snapshot) or snapshot)
 
 
 def _has_weight_file(folder: Path) -> bool:
@@ -546,44 +410,14 @@ def _missing_files_fix(path: Path, *, tokenizer: bool) -> str:
     """What to do about a model folder that lacks files (the tokenizer's: ``tokenizer``)."""
     save = "save the tokenizer beside the weights: "
     save += "AutoTokenizer.from_pretrained(SOURCE).save_pretrained(FOLDER)"
-    cached = _hub_cache_repo(path)
-    if cached is None:
+    fix = unfinished_download_fix(path)
+    if fix is None:
         return f"; {save}" if tokenizer else ""
-    repo_id, revision = cached
-    # A download cut short: files saved into huggingface_hub's cache were no fix.
-    fix = (
-        f"; it is the Hugging Face cache's copy of {repo_id}: complete an interrupted download "
-        f"with `{_hf_download(repo_id, revision)}` where the hub can be reached "
-        "(HF_HUB_OFFLINE unset)"
-    )
     return (
         f"{fix}; if the repository has none, copy the model to a folder and {save}"
         if tokenizer
         else fix
     )
-
-
-def _hub_cache_repo(path: Path) -> tuple[str, str | None] | None:
-    """The hub id and revision whose Hugging Face cache snapshot holds ``path``
-    (``models--ORG--NAME/snapshots/<commit>/...``), else None. The revision is None for the
-    default branch's snapshot, else the branch or tag naming it, else its commit: `hf download`
-    of the bare id fetched the default branch, not the revision cut short."""
-    for snapshot in (path, *path.parents):
-        repo = snapshot.parent.parent
-        if snapshot.parent.name == "snapshots" and repo.name.startswith("models--"):
-            refs = {ref.relative_to(repo / "refs").as_posix(): ref
-                    for ref in sorted((repo / "refs").rglob("*")) if ref.is_file()}  # fmt: skip
-            naming = [name for name, ref in refs.items() if _reads(ref) == snapshot.name]
-            revision = None if "main" in naming else next(iter(naming), snapshot.name)
-            return repo.name.removeprefix("models--").replace("--", "/"), revision
-    return None
-
-
-def _reads(path: Path) -> str:
-    try:
-        return path.read_text("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 # The encoder a config.json without "architectures" holds, by its model_type.
