@@ -75,6 +75,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
         108,
         109,
         110,
+        111,
     ]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

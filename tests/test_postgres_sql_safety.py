@@ -37,6 +37,9 @@ class _Fake(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(1.0)
             return
+        if self.behaviour == "silent":  # reads the request, never answers
+            time.sleep(30.0)
+            return
         if self.behaviour == "redirect":
             self.send_response(302)
             self.send_header("Location", self.redirect_to)
@@ -149,6 +152,36 @@ def test_one_deadline_bounds_the_whole_call(
     assert time.monotonic() - started < 5.0  # the answer alone takes over 60 s
     sent = json.loads(json.dumps(fake[1].seen[-1]))
     assert sent  # the request reached the server
+
+
+def test_a_query_cancel_ends_the_call_without_waiting_for_the_server(
+    installed: str, fake: tuple[str, type[_Fake]]
+) -> None:
+    """pg_cancel_backend on a call waiting for a server that does not answer took effect only
+    at semrank.timeout_s (and then read as "timed out"): a stuck statement could not be
+    cancelled. It now ends within a moment, as a cancel, and the session goes on."""
+    import psycopg
+
+    fake[1].behaviour = "silent"
+    with psycopg.connect(installed, autocommit=True) as conn:
+        conn.execute("SET semrank.timeout_s = '20'")
+        pid = conn.info.backend_pid
+
+        def cancel() -> None:
+            time.sleep(0.5)
+            with psycopg.connect(installed, autocommit=True) as other:
+                other.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled, match="due to user request"):
+                conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+        finally:
+            canceller.join()
+        assert time.monotonic() - started < 5.0  # the server's silence lasts 30 s
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_the_server_is_told_the_deadline(installed: str, fake: tuple[str, type[_Fake]]) -> None:

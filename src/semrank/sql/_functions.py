@@ -135,6 +135,7 @@ def post():
         parts.hostname, port, timeout=time_left())
     connection.connect()
     sock = connection.sock
+    exchange["sock"] = sock  # for a cancel to shut
     # A socket timeout bounds each receive, not the call (a server may trickle its headers or
     # body): at the deadline the socket is shut, which ends any receive still waiting.
     def shut():
@@ -175,13 +176,49 @@ def post():
         close()
 
 
-failure = None
-try:
-    status, payload = post()
-except (OSError, http.client.HTTPException, ValueError) as exc:
-    failure = exc
+def run_exchange():
+    try:
+        exchange["answer"] = post()
+    except BaseException as exc:  # raised again on the function's own thread
+        exchange["failure"] = exc
+
+
+def wait_for(worker):
+    # The HTTP exchange runs on a thread of its own: this (PostgreSQL's) thread wakes every
+    # 0.1 s for a statement that checks for interrupts, so pg_cancel_backend,
+    # pg_terminate_backend and statement_timeout end the call then, not at the deadline.
+    # Not in the last moments before the deadline: the alarm ends the call then, and a
+    # statement_timeout expiring with it is reported as this call's timeout.
+    check = plpy.prepare("SELECT 1")
+    while worker.is_alive():
+        worker.join(max(0.01, min(0.1, deadline - time.monotonic())))
+        if worker.is_alive() and deadline - time.monotonic() > 0.05:
+            try:
+                plpy.execute(check)
+            except BaseException:  # a cancel or a termination: shut the socket and go
+                sock = exchange.get("sock")
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # already closed
+                worker.join(1.0)
+                raise
+
+
+exchange = {}
+worker = threading.Thread(target=run_exchange, daemon=True)
+worker.start()
+wait_for(worker)
+failure = exchange.get("failure")
+if failure is not None and not isinstance(
+        failure, (OSError, http.client.HTTPException, ValueError)):
+    raise failure
+if failure is not None:
     if time.monotonic() >= deadline:  # the alarm shut the socket: say so, not "reset"
         failure = TimeoutError("timed out")
+else:
+    status, payload = exchange["answer"]
 if failure is not None:
     timed_out = isinstance(failure, TimeoutError) or "timed out" in str(failure)
     cut = isinstance(failure, (BrokenPipeError, ConnectionResetError))
@@ -319,4 +356,7 @@ def sql_migrations() -> tuple[Migration, ...]:
         (109, "sql: semrank.rank shows only semrank's own error text", rank + _RUN_AS_OWNER),
         # semrank.timeout_s over a day overflowed Python's clock (a raw OverflowError).
         (110, "sql: semrank.timeout_s at most a day", rank + _RUN_AS_OWNER),
+        # A query cancel (pg_cancel_backend, statement_timeout) waited for the HTTP call's own
+        # deadline (up to semrank.timeout_s), and then said "timed out".
+        (111, "sql: a query cancel ends semrank.rank at once", rank + _RUN_AS_OWNER),
     )
