@@ -76,6 +76,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
         109,
         110,
         111,
+        112,
     ]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -282,3 +282,72 @@ def test_rows_without_documents_give_no_rows_even_without_a_query(installed: str
             "SELECT prosecdef FROM pg_proc WHERE oid = 'semrank.rank'::regproc"
         ).fetchone()
     assert definer == (True,)  # a later CREATE OR REPLACE must repeat the ALTER (migration 105)
+
+
+def _schema_of_store_owner(dsn: str) -> str:
+    """Schema semrank owned by a role that is no superuser, as when that role made the store's
+    tables (docs/postgresql.md's Roles); returns that role's DSN."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE store_owner LOGIN; EXCEPTION WHEN duplicate_object "
+                     "THEN NULL; END $$")  # fmt: skip
+        conn.execute("ALTER ROLE store_owner NOSUPERUSER")
+        conn.execute("CREATE SCHEMA semrank AUTHORIZATION store_owner")
+    return dsn.replace("semrank@", "store_owner@")
+
+
+def _is_superuser(dsn: str, role: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        conn.execute(f"ALTER ROLE {role} NOSUPERUSER")  # for the tests after this one
+    return bool(row[0])
+
+
+def test_the_schema_owner_cannot_run_its_code_as_the_superuser(
+    pg_dsn: str,  # noqa: F811
+    fake: tuple[str, type[_Fake]],
+) -> None:
+    """The owner of schema semrank could drop semrank.settings and put a view there calling its
+    own function: semrank.rank, running as the installing superuser, ran it, and the role made
+    itself a superuser. Now settings that are not a superuser's table are refused."""
+    import psycopg
+
+    from semrank.sql import install
+
+    as_owner = _schema_of_store_owner(pg_dsn)
+    install(pg_dsn, endpoint=fake[0], api_key="stored-secret")
+    with psycopg.connect(as_owner, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION semrank.promote() RETURNS text LANGUAGE sql VOLATILE "
+                     "AS $$ ALTER ROLE store_owner SUPERUSER; SELECT '30' $$")  # fmt: skip
+        conn.execute("DROP TABLE semrank.settings")
+        conn.execute(  # the stored endpoint, so that the call succeeds and commits
+            f"CREATE VIEW semrank.settings AS SELECT 'endpoint'::text AS key, '{fake[0]}'::text "
+            "AS value UNION ALL SELECT 'timeout_s', semrank.promote()"
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+            conn.execute("SELECT * FROM semrank.rank('q', ARRAY['a document'])")
+    assert "semrank.settings is a view owned by store_owner" in str(caught.value)
+    assert not _is_superuser(pg_dsn, "store_owner")
+
+
+def test_install_puts_no_key_in_a_table_the_schema_owner_made(
+    pg_dsn: str,  # noqa: F811
+    fake: tuple[str, type[_Fake]],
+) -> None:
+    """A semrank.secrets the schema's owner created before `semrank sql install` was kept (CREATE
+    TABLE IF NOT EXISTS), and the API key went into it, for that role to read."""
+    import psycopg
+
+    from semrank.errors import StorageError
+    from semrank.sql import install
+
+    as_owner = _schema_of_store_owner(pg_dsn)
+    with psycopg.connect(as_owner, autocommit=True) as conn:
+        conn.execute("CREATE TABLE semrank.secrets (key text PRIMARY KEY, value text NOT NULL)")
+    with pytest.raises(StorageError, match=r"semrank\.secrets is a table owned by store_owner"):
+        install(pg_dsn, endpoint=fake[0], api_key="stored-secret")
+    with psycopg.connect(as_owner, autocommit=True) as conn:
+        assert conn.execute("SELECT value FROM semrank.secrets").fetchall() == []

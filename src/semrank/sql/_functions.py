@@ -57,9 +57,22 @@ if ids is not None and len(ids) != len(documents):
                hint="pass one id per document, or NULL for positions", sqlstate="22023")
 # The function runs as its owner (SECURITY DEFINER): the stored key is read here, never by the
 # caller. Session settings (SET semrank.endpoint ...) still apply: they are the caller's.
+# The schema may belong to another role (the one that made the store's tables): it could put a
+# view or table of its own in place of ours and have its code run as this function's owner, a
+# superuser. Both tables are locked (no swap until the transaction ends) and checked first,
+# and no function of the schema is called.
+plpy.execute("@LOCK@")
+unsafe = plpy.execute("@UNSAFE@")[0]["unsafe"]
+if unsafe is not None:
+    plpy.error("semrank.rank: %s, not a table a superuser owns; semrank.rank runs as a "
+               "superuser and does not read it" % unsafe,
+               hint="as a superuser, check its rows and make it a table a superuser owns "
+                    "(ALTER TABLE ... OWNER TO ...)", sqlstate="42501")
 row = plpy.execute(
-    "SELECT semrank.setting('endpoint', '@ENDPOINT@') AS endpoint, "
-    "semrank.setting('timeout_s', '@TIMEOUT@') AS timeout, "
+    "SELECT coalesce(nullif(current_setting('semrank.endpoint', true), ''), "
+    "(SELECT value FROM semrank.settings WHERE key = 'endpoint'), '@ENDPOINT@') AS endpoint, "
+    "coalesce(nullif(current_setting('semrank.timeout_s', true), ''), "
+    "(SELECT value FROM semrank.settings WHERE key = 'timeout_s'), '@TIMEOUT@') AS timeout, "
     "nullif(current_setting('semrank.api_key', true), '') AS session_key, "
     "(SELECT value FROM semrank.secrets WHERE key = 'api_key') AS stored_key, "
     "(SELECT value FROM semrank.settings WHERE key = 'endpoint') AS stored_endpoint, "
@@ -303,24 +316,60 @@ COMMENT ON FUNCTION semrank.rank(text, text[], text[], text) IS
 """
 
 
+# The settings tables may have been put in place by the schema's owner, which need not be a
+# superuser (the role owning the store's tables): reading or writing them as a superuser would
+# run that role's code (a view's functions, a trigger) as the superuser, and a stored key would
+# land in a table it reads. They are locked (so they cannot be swapped until the transaction
+# ends) and must be tables a superuser owns.
+LOCK_SETTINGS = "LOCK TABLE semrank.settings, semrank.secrets IN ACCESS SHARE MODE"
+UNSAFE_SETTINGS = (
+    "SELECT string_agg(format('semrank.%s is a %s owned by %s', c.relname, CASE c.relkind "
+    "WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' ELSE 'relation' END, "
+    "quote_ident(r.rolname)), '; ') AS unsafe "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner "
+    "WHERE c.oid IN (to_regclass('semrank.settings'), to_regclass('semrank.secrets')) "
+    "AND (c.relkind <> 'r' OR NOT r.rolsuper)"
+)
+_CHECK_SETTINGS = f"""
+{LOCK_SETTINGS};
+DO $check$
+DECLARE
+    unsafe text;
+BEGIN
+    {UNSAFE_SETTINGS} INTO unsafe;
+    IF unsafe IS NOT NULL THEN
+        RAISE EXCEPTION '%, not a table a superuser owns: its owner could run code as the '
+            'superuser installing semrank.rank', unsafe
+            USING ERRCODE = '42501',
+                  HINT = 'as a superuser, check its rows and make it a table a superuser owns '
+                         '(ALTER TABLE ... OWNER TO ...), then install again';
+    END IF;
+END
+$check$;
+"""
+
 _RUN_AS_OWNER = """
 CREATE TABLE IF NOT EXISTS semrank.secrets (
     key text PRIMARY KEY,
     value text NOT NULL
 );
+@CHECK@
 REVOKE ALL ON semrank.secrets FROM PUBLIC;
 INSERT INTO semrank.secrets SELECT key, value FROM semrank.settings WHERE key = 'api_key'
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 DELETE FROM semrank.settings WHERE key = 'api_key';
 ALTER FUNCTION semrank.rank(text, text[], text[], text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-"""
+""".replace("@CHECK@", _CHECK_SETTINGS)
 
 
 def sql_migrations() -> tuple[Migration, ...]:
     """The migrations ``semrank sql install`` applies (versions 100+, after the store's)."""
-    body = _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT).replace(
-        "@TIMEOUT@", str(DEFAULT_TIMEOUT_S)
+    body = (
+        _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT)
+        .replace("@TIMEOUT@", str(DEFAULT_TIMEOUT_S))
+        .replace("@LOCK@", LOCK_SETTINGS)
+        .replace("@UNSAFE@", UNSAFE_SETTINGS)
     )
     rank = _RANK_V1.replace("@BODY@", body)
     return (
@@ -359,4 +408,7 @@ def sql_migrations() -> tuple[Migration, ...]:
         # A query cancel (pg_cancel_backend, statement_timeout) waited for the HTTP call's own
         # deadline (up to semrank.timeout_s), and then said "timed out".
         (111, "sql: a query cancel ends semrank.rank at once", rank + _RUN_AS_OWNER),
+        # Security: the schema's owner (not always a superuser) could swap semrank.setting or a
+        # settings table for its own and have it run as the superuser owning semrank.rank.
+        (112, "sql: semrank.rank reads only settings a superuser owns", rank + _RUN_AS_OWNER),
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from semrank._checks import is_finite_number
-from semrank.errors import BackendUnavailableError, InvalidInputError
-from semrank.sql._functions import sql_migrations
+from semrank.errors import BackendUnavailableError, InvalidInputError, StorageError
+from semrank.sql._functions import LOCK_SETTINGS, UNSAFE_SETTINGS, sql_migrations
 
 SETTING_KEYS = ("endpoint", "api_key", "timeout_s")
 SECRET_KEYS = frozenset({"api_key"})
@@ -38,11 +38,29 @@ def _connect(dsn: str) -> Any:
         raise BackendUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
 
 
+def refuse_unsafe_settings(conn: Any, *, lock: bool = True) -> None:
+    """Refuse settings tables that are not tables a superuser owns: the schema's owner (the
+    store's, not always a superuser) could have put its own there, and a superuser writing them
+    would run its code (a trigger, a view's functions) and hand it the API key. ``lock`` keeps
+    them from being swapped until the transaction ends (both tables must exist then)."""
+    if lock:
+        conn.execute(LOCK_SETTINGS)
+    unsafe = conn.execute(UNSAFE_SETTINGS).fetchone()[0]
+    if unsafe is not None:
+        raise StorageError(
+            f"{unsafe}, not a table a superuser owns: its owner could run code as the superuser "
+            "installing semrank.rank, and read the API key; as a superuser, check its rows and "
+            "make it a table a superuser owns (ALTER TABLE ... OWNER TO ...), then install "
+            "again; nothing was changed"
+        )
+
+
 def set_settings(conn: Any, values: dict[str, str | None]) -> None:
     """Store settings (``None`` values are left as they are): the API key in
     ``semrank.secrets`` (only its owner reads it), the others in ``semrank.settings``."""
     from psycopg import sql
 
+    refuse_unsafe_settings(conn)
     for key, value in values.items():
         if key not in SETTING_KEYS:
             raise InvalidInputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
@@ -103,6 +121,8 @@ def install(
     from semrank.store.postgres import migrate
 
     with _connect(dsn) as conn:
+        with conn.transaction():  # the migrations check again, with the tables locked
+            refuse_unsafe_settings(conn, lock=False)
         try:
             # A missing or forbidden plpython3u is named by migrate (BackendUnavailableError).
             applied = migrate(conn, sql_migrations(), extensions=("plpython3u",))
