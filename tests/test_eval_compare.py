@@ -143,6 +143,8 @@ def _rrf_tree(*, indent: int | None = None, **options: int) -> str:
     """An inline tree with commas (and, indented, newlines): RRF of text and title BM25."""
     text = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
     title = {"standard": {"query": {"match": {"title": "{{query}}"}}}}
+    # eval measures 100 hits; an rrf left without a window returns Elasticsearch's 10
+    options = {"rank_window_size": 100, **options}
     return json.dumps({"rrf": {"retrievers": [text, title], **options}}, indent=indent)
 
 

@@ -611,6 +611,79 @@ def test_fusion_reads_ten_hits_per_retriever_by_default_whatever_the_size(
     assert search(zebras, retriever=spec, k=3).ids == top10[:3]
 
 
+@pytest.fixture(scope="module")
+def herd(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    """30 documents matching "zebra" in both fields: more than a fusion's default window."""
+    store = create_index(
+        "herd", home=tmp_path_factory.mktemp("herd"), fields=("a", "b"), embedding_model=None
+    )
+    store.upsert(
+        [
+            {"id": f"z{i}", "a": "zebra " * (i % 7 + 1), "b": "zebra " * (i % 5 + 1)}
+            for i in range(30)
+        ]
+    )
+    return store
+
+
+class ReadCounter(CountingScorer):
+    """Records how many documents each re-ranking read."""
+
+    def __init__(self) -> None:
+        self.read: list[int] = []
+
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        self.read.append(len(documents))
+        return super().score(query, documents)
+
+
+@pytest.mark.parametrize("kind", ["rrf", "linear"])
+def test_a_nested_fusion_without_a_window_hands_its_parent_elasticsearchs_ten(
+    herd: LocalStore, kind: str
+) -> None:
+    """An rrf / linear left without rank_window_size read max(hits asked, 10): a re-ranker of
+    window 30 above it re-ranked 30 documents where Elasticsearch's default window is 10 wherever
+    the node is (and Elasticsearch refuses a parent window above a compound child's)."""
+    children = [{"standard": {"query": {"match": {f: "zebra"}}}} for f in ("a", "b")]
+    fusion = {kind: {"retrievers": children}}
+
+    def reranked(window: int) -> dict[str, Any]:
+        body = {"retriever": fusion, "field": "a", "rank_window_size": window}
+        return {"text_similarity_reranker": body}
+
+    with pytest.raises(InvalidInputError) as refused:
+        parse_retriever(reranked(30))
+    assert str(refused.value).startswith(
+        f"text_similarity_reranker rank_window_size 30 is above its child {kind}'s "
+        "rank_window_size 10: the child returns at most 10 hits; raise the child's "
+        "rank_window_size to at least 30"
+    )
+    with pytest.raises(InvalidInputError, match="rrf rank_window_size 30 is above its child"):
+        parse_retriever({"rrf": {"retrievers": [fusion], "rank_window_size": 30}})
+    counter = ReadCounter()
+    tree = dataclasses.replace(parse_retriever(reranked(10)), inference_id=counter)
+    assert len(search(herd, "zebra", retriever=tree, k=10)) == 10 and counter.read == [10]
+    assert len(search(herd, "zebra", retriever=fusion, k=30)) == 10  # its window, at the top too
+    fusion[kind]["rank_window_size"] = 30
+    counter.read.clear()
+    tree = dataclasses.replace(parse_retriever(reranked(30)), inference_id=counter)
+    assert len(search(herd, "zebra", retriever=tree, k=30)) == 30 and counter.read == [30]
+
+
+def test_a_python_fusion_reads_what_its_parent_asks_and_says_so_in_json(herd: LocalStore) -> None:
+    """``|`` and the shorthands keep reading the re-ranker's whole window: a fusion built without
+    one takes its parent's, which its Elasticsearch JSON then states."""
+    counter = ReadCounter()
+    composed = (BM25(field="a") | BM25(field="b")) >> Rerank(counter, field="a", window=25)
+    assert len(search(herd, "zebra", retriever=composed, k=25)) == 25 and counter.read == [25]
+    data = composed.to_dict()["text_similarity_reranker"]
+    assert data["retriever"]["rrf"]["rank_window_size"] == 25
+    hybrid = as_retriever("hybrid+rerank", size=10)
+    assert isinstance(hybrid, TextSimilarityReranker) and isinstance(hybrid.retriever, RRF)
+    assert hybrid.retriever.rank_window_size == hybrid.rank_window_size == 100
+    assert len(search(herd, "zebra", retriever=BM25(field="a") | BM25(field="b"), k=20)) == 20
+
+
 def test_fusion_keeps_the_rerank_score_whatever_the_order_of_its_retrievers(
     index: LocalStore,
 ) -> None:

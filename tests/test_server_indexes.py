@@ -929,6 +929,36 @@ async def test_a_window_below_ten_without_size_answers_the_windows_hits(
     assert "rank_window_size 1 is below the 2 hits" in _es_error(sized, 400, "invalid_request")
 
 
+async def test_an_rrf_without_a_window_is_elasticsearchs_ten_wherever_it_is(
+    client: httpx.AsyncClient,
+) -> None:
+    """An rrf without rank_window_size read as many hits as its parent asked: a re-ranker of
+    window 100 above it re-ranked 100 documents, and a size 20 got 20 hits, where Elasticsearch
+    defaults the window to 10 and refuses both bodies."""
+    await _make_index(client)
+    fused = {"rrf": {"retrievers": [ES_TREE]}}
+    reranker = {
+        "retriever": fused,
+        "field": "text",
+        "inference_text": "flea",
+        "rank_window_size": 100,
+    }
+    nested = await client.post(
+        "/docs/_search", json={"retriever": {"text_similarity_reranker": reranker}}
+    )
+    reason = _es_error(nested, 400, "invalid_request")
+    assert "rank_window_size 100 is above its child rrf's rank_window_size 10" in reason
+    sized = await client.post("/docs/_search", json={"retriever": fused, "size": 20})
+    reason = _es_error(sized, 400, "invalid_request")
+    assert "rank_window_size 10 is below the 20 hits asked for (size)" in reason
+    assert "rrf and linear default to 10, as in Elasticsearch" in reason
+    fused["rrf"]["rank_window_size"] = 100  # type: ignore[index]
+    both = await client.post(
+        "/docs/_search", json={"retriever": {"text_similarity_reranker": reranker}, "size": 20}
+    )
+    assert both.status_code == 200, both.text
+
+
 async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
     client: httpx.AsyncClient,
 ) -> None:

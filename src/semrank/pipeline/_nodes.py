@@ -410,10 +410,38 @@ class Knn(Retriever):
 
 
 # --- fusion ----------------------------------------------------------------------------------
-# Elasticsearch's default rank_window_size for rrf and linear: each retriever contributes at
-# least this many hits, so a search for the top 1 still fuses (with a window of 1 the first
-# retriever's best hit always won).
+# Elasticsearch's default rank_window_size for rrf and linear, wherever the node is: the JSON
+# parser gives it to a node that leaves it out. A node built in Python without one (``|``, ``+``,
+# the shorthands) reads at least this many hits from each retriever, or the hits asked for when
+# more, so a search for the top 1 still fuses (with a window of 1 the first retriever's best hit
+# always won) and a re-ranker above it reads its whole window.
 FUSION_WINDOW = 10
+
+
+def _children_in_window(
+    name: str, window: int | None, children: Sequence[Retriever]
+) -> tuple[Retriever, ...]:
+    """A windowed node's children, each able to hand it its whole window. A fusion child built
+    without a window reads the hits this node asks of it: its window is set to that (so ``to_dict``
+    says it). A child window below this node's is refused, as Elasticsearch refuses it: that
+    child returns at most its own window, so this node would read fewer hits than it says."""
+    if window is None:
+        return tuple(children)
+    kept: list[Retriever] = []
+    for child in children:
+        if isinstance(child, RRF | Linear) and child.rank_window_size is None:
+            child = dataclasses.replace(child, rank_window_size=max(window, FUSION_WINDOW))
+        kind = _WINDOWED.get(type(child))
+        bound = getattr(child, "rank_window_size", None)
+        if kind is not None and bound is not None and bound < window:
+            raise InvalidInputError(
+                f"{name} {window} is above its child {kind}'s rank_window_size {bound}: the "
+                f"child returns at most {bound} hits; raise the child's rank_window_size to at "
+                f"least {window} (rrf and linear default to {FUSION_WINDOW}, as in "
+                "Elasticsearch), or lower this one"
+            )
+        kept.append(child)
+    return tuple(kept)
 
 
 def _unscored(child: Ranking, position: int) -> bool:
@@ -446,7 +474,9 @@ def _merge_first_stage(fused: Hits, children: list[Ranking]) -> Ranking:
 
 @dataclass(frozen=True)
 class RRF(Retriever):
-    """Reciprocal rank fusion (Elasticsearch ``rrf``); ``weights`` are optional."""
+    """Reciprocal rank fusion (Elasticsearch ``rrf``); ``weights`` are optional. Without a
+    ``rank_window_size`` it reads the hits asked of it, at least 10 (the JSON form's default is
+    10, as in Elasticsearch, and the parser passes it explicitly)."""
 
     retrievers: tuple[Retriever, ...]
     rank_window_size: int | None = None
@@ -458,6 +488,10 @@ class RRF(Retriever):
         _set_children(self, "rrf")
         _set_positive(self, "rank_window_size", "rrf rank_window_size")
         _set_positive(self, "rank_constant", "rrf rank_constant")
+        window, children = self.rank_window_size, self.retrievers
+        object.__setattr__(
+            self, "retrievers", _children_in_window("rrf rank_window_size", window, children)
+        )
 
     @staticmethod
     def compose(left: Retriever, right: Retriever) -> RRF:
@@ -496,7 +530,7 @@ class RRF(Retriever):
 
 @dataclass(frozen=True)
 class Linear(Retriever):
-    """Weighted sum of normalised scores (Elasticsearch ``linear``)."""
+    """Weighted sum of normalised scores (Elasticsearch ``linear``); its window as ``RRF``'s."""
 
     retrievers: tuple[Retriever, ...]
     weights: tuple[float, ...] | None = None
@@ -509,6 +543,10 @@ class Linear(Retriever):
     def __post_init__(self) -> None:
         _set_children(self, "linear")
         _set_positive(self, "rank_window_size", "linear rank_window_size")
+        window, children = self.rank_window_size, self.retrievers
+        object.__setattr__(
+            self, "retrievers", _children_in_window("linear rank_window_size", window, children)
+        )
         self._set_normalizers()
 
     def _set_normalizers(self) -> None:
@@ -620,6 +658,10 @@ class TextSimilarityReranker(Retriever):
         object.__setattr__(self, "inference_id", model_ref(self.inference_id))
         object.__setattr__(self, "rank_window_size", window)
         object.__setattr__(self, "min_score", min_score)
+        (child,) = _children_in_window(
+            "text_similarity_reranker rank_window_size", window, (self.retriever,)
+        )
+        object.__setattr__(self, "retriever", child)
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
@@ -744,6 +786,14 @@ class Cutoff(Retriever):
         return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
 
 
+# The nodes with a rank_window_size, by their Elasticsearch names.
+_WINDOWED: dict[type, str] = {
+    RRF: "rrf",
+    Linear: "linear",
+    TextSimilarityReranker: "text_similarity_reranker",
+}
+
+
 def top_window(tree: Retriever) -> int | None:
     """The top node's ``rank_window_size`` (looking through cut-offs and weights): the most hits
     the tree returns, or None where its top node has no window."""
@@ -765,10 +815,15 @@ def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
         tree = tree.retriever
     window = getattr(tree, "rank_window_size", None)
     if window is not None and window < size:
+        default = (
+            f" (rrf and linear default to {FUSION_WINDOW}, as in Elasticsearch)"
+            if isinstance(tree, RRF | Linear)
+            else ""
+        )
         raise InvalidInputError(
             f"the retriever's rank_window_size {window} is below the {size} hits asked for "
             f"({asked_as}): it returns at most {window}; raise rank_window_size to at "
-            f"least {size} or ask for fewer hits"
+            f"least {size}{default} or ask for fewer hits"
         )
 
 

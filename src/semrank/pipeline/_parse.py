@@ -18,6 +18,7 @@ from semrank.errors import DataFormatError, InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER
 from semrank.pipeline._nodes import (
     BM25,
+    FUSION_WINDOW,
     RRF,
     Cutoff,
     Knn,
@@ -316,13 +317,20 @@ def _weighted_children(
     return children
 
 
+def _fusion_window(body: dict[str, Any]) -> Any:
+    """An rrf / linear window: Elasticsearch's default of 10 where it is left out, wherever the
+    node is (a parent asking for more hits gets no more than 10 from it)."""
+    window = body.get("rank_window_size")
+    return FUSION_WINDOW if window is None else window
+
+
 def _rrf(body: dict[str, Any], where: str) -> Retriever:
     _keys(body, where, {"retrievers", "rank_window_size", "rank_constant"}, {"retrievers"})
     children = _weighted_children(body["retrievers"], where, with_normalizer=False)
     weights = tuple(w for _, w, _ in children)
     return RRF(
         tuple(r for r, _, _ in children),
-        rank_window_size=body.get("rank_window_size"),
+        rank_window_size=_fusion_window(body),
         rank_constant=body.get("rank_constant", 60),
         weights=None if all(w == 1.0 for w in weights) else weights,
     )
@@ -342,7 +350,7 @@ def _linear(body: dict[str, Any], where: str) -> Retriever:
         tuple(r for r, _, _ in children),
         weights=tuple(w for _, w, _ in children),
         normalizers=normalizers,
-        rank_window_size=body.get("rank_window_size"),
+        rank_window_size=_fusion_window(body),
     )
 
 
