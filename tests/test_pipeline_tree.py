@@ -736,6 +736,20 @@ def test_bodies_that_would_be_ignored_or_return_nothing_are_refused(body: dict[s
     assert any(word in message for word in ("_source", "size", "boost")), message
 
 
+def test_a_search_body_source_flag_is_taken_and_a_field_filter_refused(index: LocalStore) -> None:
+    """ "_source": false (which POST /{index}/_search takes) was refused in Python and the CLI
+    as "a field filter is not supported"; false now leaves the documents out, true keeps them."""
+    tree = {"standard": {"query": {"match": {"text": "moon"}}}}
+    bare = search(index, retriever={"retriever": tree, "_source": False}, k=2)
+    assert len(bare) == 2 and [hit.document for hit in bare.hits] == [None, None]
+    whole = search(index, retriever=json.dumps({"retriever": tree, "_source": True}), k=2)
+    assert whole.ids == bare.ids and all(hit.document for hit in whole.hits)
+    for source in (["title"], {"includes": ["title"]}, "false"):
+        with pytest.raises(InvalidInputError) as refused:
+            parse_retriever({"retriever": tree, "_source": source})
+        assert "a field filter is not supported" in str(refused.value)
+
+
 def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
     """Library and CLI said only "unknown retriever 'query'" / "unsupported key(s) 'from'"
     where the HTTP server said what to write instead."""

@@ -1122,6 +1122,24 @@ def test_progress_lines_give_the_share_done_not_the_tenth_passed() -> None:
     ]
 
 
+def test_search_takes_a_bodys_source_flag(tmp_path: Path) -> None:
+    """`search --retriever` refused "_source": false, which Elasticsearch and semrank's HTTP
+    _search take, saying a field filter is not supported; false leaves the documents out."""
+    home = tmp_path / "home"
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", str(home))
+    tree = {"standard": {"query": {"match": {"text": "moon"}}}}
+    found = {}
+    for source in (False, True):
+        body = json.dumps({"retriever": tree, "_source": source})
+        out = run("search", "t", "--retriever", body, "--json", "--home", str(home))
+        found[source] = json.loads(out)["hits"]
+    assert [h["id"] for h in found[False]] == [h["id"] for h in found[True]] != []
+    assert all(h["document"] is None for h in found[False])
+    assert all(h["document"] for h in found[True])
+
+
 def test_inline_trees_of_any_length_and_homes_that_are_files_or_blank(tmp_path: Path) -> None:
     """An inline --retriever JSON past 255 bytes was probed as a file name (exit 3, "[Errno
     36]"); a --home that is a file listed "no indexes"; SEMRANK_HOME="   " made a folder of

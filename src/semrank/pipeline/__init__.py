@@ -40,7 +40,13 @@ from semrank.pipeline._open import (
     open_cached,
     using_index,
 )
-from semrank.pipeline._parse import QUERY_DSL_HINT, SEARCH_KEY_HINTS, parse_retriever
+from semrank.pipeline._parse import (
+    QUERY_DSL_HINT,
+    SEARCH_KEY_HINTS,
+    SearchBody,
+    parse_retriever,
+    parse_search_body,
+)
 from semrank.pipeline._prepare import PreparedWindows, prepare_index, use_prepared
 from semrank.pipeline._ranking import Hit, Ranking, SearchResults
 from semrank.pipeline._search import (
@@ -50,6 +56,7 @@ from semrank.pipeline._search import (
     build_retriever,
     check_vectors_follow,
     parse_shorthand,
+    read_retriever,
     rerank_window_for,
     search,
     search_many,
@@ -75,6 +82,7 @@ __all__ = [
     "Rerank",
     "Retriever",
     "ScoresDocuments",
+    "SearchBody",
     "SearchContext",
     "SearchResults",
     "Shorthand",
@@ -93,8 +101,10 @@ __all__ = [
     "load_reranker",
     "open_cached",
     "parse_retriever",
+    "parse_search_body",
     "parse_shorthand",
     "prepare_index",
+    "read_retriever",
     "rerank_window_for",
     "reranking_nodes",
     "search",

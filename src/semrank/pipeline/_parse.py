@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from semrank._checks import MAX_WEIGHT, UnreadableJSONError, is_finite_number, loads_json
 from semrank.errors import DataFormatError, InvalidInputError
@@ -31,9 +31,9 @@ from semrank.pipeline._nodes import (
 from semrank.retrieve import NORMALIZERS
 from semrank.store import ALL_TEXT_FIELDS
 
-# `_source` is not among them: documents come whole or not at all (return_documents), and a
-# filter that were accepted and ignored would hand back fields the caller meant to leave out.
-_SEARCH_BODY_KEYS = {"retriever", "size"}
+# `_source` is taken as true or false only: documents come whole or not at all, and a filter
+# that were accepted and ignored would hand back fields the caller meant to leave out.
+_SEARCH_BODY_KEYS = {"retriever", "size", "_source"}
 # What to send instead of an Elasticsearch _search key a search body does not take: the one
 # text of each, which the library, the CLI and the HTTP server all say.
 SEARCH_KEY_HINTS = {
@@ -421,12 +421,25 @@ def _load_json(spec: str | Path) -> Any:
         raise DataFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
+class SearchBody(NamedTuple):
+    """A retriever JSON read: its tree, and whether its hits carry documents (``_source``)."""
+
+    tree: Retriever
+    source: bool
+
+
 def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     """A retriever tree from Elasticsearch JSON: a dict, a JSON string or a path to a file.
 
     A ``_search`` body ``{"retriever": {...}, "size": n}`` is accepted too (``size`` becomes a
     cut-off; a top window below it is refused, as Elasticsearch refuses it).
     """
+    return parse_search_body(spec).tree
+
+
+def parse_search_body(spec: dict[str, Any] | str | Path) -> SearchBody:
+    """``parse_retriever``'s tree, with the body's ``_source`` (true, or false: hits without
+    documents, as Elasticsearch answers it; a field filter is refused)."""
     loaded = _load_json(spec) if isinstance(spec, str | Path) else spec  # a list: named below
     body = _object(loaded, "retriever")
     try:
@@ -436,7 +449,7 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
             "the retriever tree is nested too deeply to read (hundreds of levels); flatten it"
         ) from None
     _check_tree_size(tree)
-    return tree
+    return SearchBody(tree, source="retriever" not in body or body.get("_source", True))
 
 
 # Retrievers in one tree at most: each runs its own search (a knn one embeds its query text
@@ -462,6 +475,8 @@ def _search_body_tree(body: dict[str, Any]) -> Retriever:
     if "retriever" not in body:
         return _node(body, "retriever")
     hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys())
+    if "_source" in body and isinstance(body["_source"], bool):
+        hinted.remove("_source")  # true or false: documents whole or none, as asked
     if hinted:
         raise InvalidInputError(
             f"search body: unsupported key {hinted[0]!r}; {SEARCH_KEY_HINTS[hinted[0]]}"

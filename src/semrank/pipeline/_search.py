@@ -22,7 +22,7 @@ from semrank.pipeline._nodes import (
     has_placeholder,
 )
 from semrank.pipeline._open import using_index
-from semrank.pipeline._parse import parse_retriever
+from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import SearchResults
 from semrank.store import Store
 from semrank.store._base import check_k
@@ -90,18 +90,27 @@ def as_retriever(
     ``"bm25" | "dense" | "hybrid" | "linear"`` with an optional ``"+rerank"`` suffix (re-ranking
     the top 100, or ``size`` when a search asks for more hits; at most ``window_limit``, e.g. a
     server's document limit, which a shorthand has no rank_window_size to respect)."""
+    return read_retriever(spec, size=size, window_limit=window_limit).tree
+
+
+def read_retriever(
+    spec: RetrieverSpec, *, size: int = 10, window_limit: int | None = None
+) -> SearchBody:
+    """``as_retriever``'s tree, with whether its hits carry documents: a ``_search`` body's
+    ``_source`` (false: none, as Elasticsearch answers it), else they do."""
     if spec is None:
-        return BM25()
+        return SearchBody(BM25(), source=True)
     if isinstance(spec, Retriever):
-        return spec
+        return SearchBody(spec, source=True)
     if isinstance(spec, Mapping):
-        return parse_retriever(dict(spec))
+        return parse_search_body(dict(spec))
     shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
     if shorthand is not None:
         window = rerank_window_for(size)
         if window_limit is not None:
             window = min(window, window_limit)
-        return build_retriever(shorthand.first_stage, rerank=shorthand.rerank, window=window)
+        tree = build_retriever(shorthand.first_stage, rerank=shorthand.rerank, window=window)
+        return SearchBody(tree, source=True)
     if not isinstance(spec, str | Path):
         hint = (
             "bind the stage to a retriever, e.g. BM25() >> Rerank(...)"
@@ -110,7 +119,7 @@ def as_retriever(
             'dict, a JSON file path or one of "bm25", "dense", "hybrid", "linear" (+"+rerank")'
         )
         raise InvalidInputError(f"retriever cannot be a {type(spec).__name__}; {hint}")
-    return parse_retriever(spec)
+    return parse_search_body(spec)
 
 
 # Runs of one search whose hits were rewritten while it ran (see ``search``).
@@ -141,7 +150,8 @@ def search(
     if query is not None and is_blank(query):
         raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
-    tree = as_retriever(retriever, size=k)
+    tree, source = read_retriever(retriever, size=k)
+    with_documents = with_documents and source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):

@@ -257,21 +257,21 @@ async def search(
 async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
     """The search of ``body`` on index ``name`` with the served models, and its warnings: the
     one search path of semrank's route and Elasticsearch's ``_search``."""
-    from semrank.pipeline import as_retriever, check_window
+    from semrank.pipeline import check_window, read_retriever
     from semrank.pipeline import search as run
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
     spec = _checked_spec(body.retriever, body.size, limit)
-    tree = _bind_models(as_retriever(spec, size=body.size, window_limit=limit), service)
+    read = read_retriever(spec, size=body.size, window_limit=limit)
+    tree = _bind_models(read.tree, service)
+    with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)
     check_window(tree, body.size)
     deadline = service.deadline(body.timeout_ms)
 
     def work(store: Any) -> tuple[Any, list[str]]:
-        results = run(
-            store, body.query, retriever=tree, k=body.size, with_documents=body.return_documents
-        )
+        results = run(store, body.query, retriever=tree, k=body.size, with_documents=with_documents)
         return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():

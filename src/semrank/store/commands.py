@@ -991,13 +991,14 @@ def search_command(
     if retriever is not None:
         retriever = piped_retriever(retriever, "search NAME QUERY")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
+    with_documents = True  # a _search body's "_source": false leaves them out
     if retriever is not None and shorthand is None:
         _check_tree_flags(
             stages_or_rerank=any((bm25, dense, hybrid, rerank)),
             given={"--model": model, "--min-score": min_score, "--window": window,
                    "--field": None if field == "*" else field},
         )  # fmt: skip
-        tree = _tree_from(retriever)
+        tree, with_documents = _tree_from(retriever)
         top_n = _body_size(tree) if top_n is None else top_n
         check_window(tree, top_n, "--top-n")
     else:
@@ -1036,11 +1037,13 @@ def search_command(
         from semrank.store import open_index
 
         with open_index(index, store=store) as opened:
-            results = search(opened, query, retriever=tree, k=top_n)
+            results = search(opened, query, retriever=tree, k=top_n, with_documents=with_documents)
             text_fields: Sequence[str] = opened.settings.text_fields
     else:
         text_fields = ()  # the embedded store keeps the fields in the order written
-        results = search(index, query, retriever=tree, k=top_n, home=home)
+        results = search(
+            index, query, retriever=tree, k=top_n, home=home, with_documents=with_documents
+        )
         _warn_if_incomplete(index, home)
     for warning in results.warnings:  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
@@ -1180,16 +1183,17 @@ def _names_a_pipe(text: str) -> bool:
 
 
 def _tree_from(retriever: str) -> Any:
-    """The tree of a JSON file or inline JSON; anything else is named with what it may be."""
+    """The tree of a JSON file or inline JSON, and its body's ``_source`` (false: hits without
+    documents); anything else is named with what it may be."""
     from semrank.errors import InvalidInputError
-    from semrank.pipeline import parse_retriever
+    from semrank.pipeline import parse_search_body
 
     if not retriever.lstrip().startswith("{") and not _names_a_file(retriever):
         raise InvalidInputError(
             f"--retriever {retriever!r}: no such file, and not a shorthand (bm25, dense, hybrid "
             "or linear, with +rerank to re-rank) or inline JSON ({...})"
         )
-    return parse_retriever(retriever)
+    return parse_search_body(retriever)
 
 
 def _check_search_flags(
