@@ -750,6 +750,28 @@ def test_a_search_body_source_flag_is_taken_and_a_field_filter_refused(index: Lo
         assert "a field filter is not supported" in str(refused.value)
 
 
+@pytest.mark.parametrize("kind", ["rrf", "linear"])
+def test_the_multi_field_form_is_told_the_retrievers_to_write(index: LocalStore, kind: str) -> None:
+    """rrf / linear with query + fields (Elasticsearch 9.1's multi-field form) was refused as
+    "unsupported key(s) 'fields', 'query'", saying nothing of what to write instead."""
+    simplified = {kind: {"query": "moon", "fields": ["title^2", "text", "embedding"]}}
+    with pytest.raises(InvalidInputError) as refused:
+        parse_retriever({"retriever": simplified, "size": 3})
+    message = str(refused.value)
+    assert message.startswith(
+        f"retriever.{kind}: the multi-field form (query + fields) is not supported; write its "
+        "retrievers instead: a standard match per text field"
+    )
+    example = json.loads(message[message.index("e.g. ") + len("e.g. ") :])
+    fields = [c["standard"]["query"]["match"] for c in example[kind]["retrievers"][:-1]]
+    assert fields == [{"title": "moon"}, {"text": "moon"}]
+    assert example[kind]["retrievers"][-1] == {"knn": {"field": "embedding", "query_text": "moon"}}
+    assert search(index, retriever=example, k=3).ids[:2] in (
+        ["eclipse", "tides"],
+        ["tides", "eclipse"],
+    )
+
+
 def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
     """Library and CLI said only "unknown retriever 'query'" / "unsupported key(s) 'from'"
     where the HTTP server said what to write instead."""

@@ -29,7 +29,7 @@ from semrank.pipeline._nodes import (
     tree_nodes,
 )
 from semrank.retrieve import NORMALIZERS
-from semrank.store import ALL_TEXT_FIELDS
+from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
 # that were accepted and ignored would hand back fields the caller meant to leave out.
@@ -324,7 +324,31 @@ def _fusion_window(body: dict[str, Any]) -> Any:
     return FUSION_WINDOW if window is None else window
 
 
+def _refuse_multi_field(body: dict[str, Any], where: str, kind: str) -> None:
+    """Elasticsearch's multi-field form (``query`` + ``fields``, no ``retrievers``) expands to
+    a retriever per field from the index mapping: say how to write that expansion here."""
+    if "query" not in body and "fields" not in body:
+        return
+    query = body.get("query")
+    text = query[:60] if isinstance(query, str) else "TEXT"
+    named = body.get("fields") if isinstance(body.get("fields"), list) else []
+    fields = [f.partition("^")[0] for f in named if isinstance(f, str)]  # type: ignore[union-attr]
+    lexical = [f for f in fields if f != VECTOR_FIELD][:3] or ["title", "text"]
+    children: list[dict[str, Any]] = [
+        {"standard": {"query": {"match": {field: text}}}} for field in lexical
+    ]
+    children.append({"knn": {"field": VECTOR_FIELD, "query_text": text}})
+    example = {"retrievers": children, **({"normalizer": "minmax"} if kind == "linear" else {})}
+    raise InvalidInputError(
+        f"{where}: the multi-field form (query + fields) is not supported; write its retrievers "
+        "instead: a standard match per text field (or one multi_match over them) and a knn "
+        "where the index has vectors, e.g. "
+        f"{json.dumps({kind: example}, ensure_ascii=False)}"
+    )
+
+
 def _rrf(body: dict[str, Any], where: str) -> Retriever:
+    _refuse_multi_field(body, where, "rrf")
     _keys(body, where, {"retrievers", "rank_window_size", "rank_constant"}, {"retrievers"})
     children = _weighted_children(body["retrievers"], where, with_normalizer=False)
     weights = tuple(w for _, w, _ in children)
@@ -337,6 +361,7 @@ def _rrf(body: dict[str, Any], where: str) -> Retriever:
 
 
 def _linear(body: dict[str, Any], where: str) -> Retriever:
+    _refuse_multi_field(body, where, "linear")
     _keys(body, where, {"retrievers", "rank_window_size", "normalizer"}, {"retrievers"})
     default = body.get("normalizer", "none")  # Elasticsearch's default: scores as they are
     children = _weighted_children(body["retrievers"], where, with_normalizer=True)
