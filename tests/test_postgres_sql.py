@@ -77,6 +77,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
         110,
         111,
         112,
+        113,
     ]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -386,3 +387,38 @@ def test_a_body_over_the_servers_limit_is_named_not_a_server_down(
             )
     said = f"{caught.value} {caught.value.diag.message_hint}"
     assert "cannot reach" not in said and "max-body-bytes" in said, said
+
+
+def test_more_documents_than_the_server_takes_go_in_several_requests(
+    installed: str, reranker: Any, tmp_path: Path
+) -> None:
+    """10,000 documents were one request, refused by the server's --max-documents (413, SQLSTATE
+    38000). They now go semrank.batch_size at a time; with scores that do not depend on the
+    list (--no-feedback), the rows are those one call would give."""
+    import psycopg
+
+    from semrank import Reranker
+
+    documents = [f"{text} ({n})" for n in range(3) for text in DOCS.values()]  # 15, none equal
+    flags = ("--max-documents", "4", "--no-feedback")
+    with (
+        semrank_serve(tmp_path / "four.log", *flags, wait_s=120.0) as (url, _),
+        psycopg.connect(installed) as conn,
+    ):
+        conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (url,))
+        with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+            conn.execute("SELECT * FROM semrank.rank(%s, %s)", (QUERY, documents))
+        assert "semrank.batch_size" in (caught.value.diag.message_hint or "")  # 1000 by default
+        conn.rollback()
+        conn.execute("SELECT set_config('semrank.endpoint', %s, false)", (url,))
+        conn.execute("SET semrank.batch_size = '4'")
+        ids = [f"doc-{n}" for n in range(len(documents))]
+        rows = conn.execute(
+            "SELECT id, rank, relevance_score FROM semrank.rank(%s, %s, %s)",
+            (QUERY, documents, ids),
+        ).fetchall()
+    expected = Reranker(feedback=False).rerank(QUERY, documents)
+    assert [r[0] for r in rows] == [ids[e.index] for e in expected]
+    assert [r[1] for r in rows] == list(range(1, len(documents) + 1))
+    for row, result in zip(rows, expected, strict=True):
+        assert row[2] == pytest.approx(result.relevance_score, abs=1e-5)

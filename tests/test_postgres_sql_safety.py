@@ -213,6 +213,140 @@ def test_the_server_is_told_the_deadline(installed: str, fake: tuple[str, type[_
     assert 9000 <= bodies[0]["timeout_ms"] < 10000
 
 
+class _Scoring(_Fake):
+    """A server with semrank's default --max-documents (1000) whose score of a document is the
+    number it holds, the same in any request; ``pause_s`` delays each answer."""
+
+    limit: ClassVar[int] = 1000
+    pause_s: ClassVar[float] = 0.0
+    sizes: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        documents = body["documents"]
+        type(self).sizes.append(len(documents))
+        type(self).seen.append({"timeout_ms": str(body["timeout_ms"])})
+        time.sleep(self.pause_s)
+        status, answer = 200, {"results": []}
+        if len(documents) > self.limit:
+            status = 413
+            refused = f"{len(documents)} documents exceed this server's limit of {self.limit}"
+            answer = {"error": refused + " per request", "error_type": "request_too_large"}
+        else:
+            scores = [float(text.split()[-1]) for text in documents]
+            order = sorted(range(len(documents)), key=lambda i: -scores[i])
+            answer["results"] = [{"index": i, "relevance_score": scores[i]} for i in order]
+        page = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+
+@pytest.fixture
+def scoring(installed: str) -> Iterator[tuple[str, type[_Scoring]]]:
+    handler = type("Handler", (_Scoring,), {"seen": [], "sizes": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _rank_many(dsn: str, count: int, endpoint: str, *settings: tuple[str, str]) -> list[Any]:
+    """semrank.rank over ``count`` documents "doc N" (N a score: equal for every tenth)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name, value in (("semrank.endpoint", endpoint), ("semrank.api_key", "k"), *settings):
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        return conn.execute(
+            "SELECT id, rank, relevance_score FROM semrank.rank('q', "
+            "(SELECT array_agg('doc ' || (n %% 10) ORDER BY n) FROM generate_series(1, %s) n), "
+            "(SELECT array_agg('id' || n ORDER BY n) FROM generate_series(1, %s) n))",
+            (count, count),
+        ).fetchall()
+
+
+def test_ten_thousand_documents_go_in_requests_the_server_takes(
+    scoring: tuple[str, type[_Scoring]],
+    installed: str,
+) -> None:
+    """10,000 documents were one request, which a server with the default --max-documents
+    refused (413, SQLSTATE 38000). They go 1,000 at a time (semrank.batch_size), and the rows
+    are what one request would give: best first, ties in document order."""
+    rows = _rank_many(installed, 10_000, scoring[0])
+    assert scoring[1].sizes == [1000] * 10
+    one_call = sorted(range(1, 10_001), key=lambda n: -(n % 10))
+    assert [r[0] for r in rows] == [f"id{n}" for n in one_call]
+    assert [r[1] for r in rows] == list(range(1, 10_001))
+    assert [r[2] for r in rows] == [float(n % 10) for n in one_call]
+    scoring[1].sizes.clear()
+    assert len(_rank_many(installed, 7, scoring[0], ("semrank.batch_size", "3"))) == 7
+    assert scoring[1].sizes == [2, 2, 3]  # even: not a last request of 1
+
+
+def test_a_batch_size_the_server_refuses_or_no_number_is_named(
+    scoring: tuple[str, type[_Scoring]],
+    installed: str,
+) -> None:
+    import psycopg
+
+    scoring[1].limit = 10  # semrank serve --max-documents 10
+    with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
+        _rank_many(installed, 30, scoring[0], ("semrank.batch_size", "20"))
+    assert "answered HTTP 413" in str(caught.value)
+    assert "SET semrank.batch_size" in (caught.value.diag.message_hint or "")
+    for bad in ("0", "ten", "2.5"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"semrank\.batch_size is"):
+            _rank_many(installed, 3, scoring[0], ("semrank.batch_size", bad))
+
+
+def test_one_deadline_and_a_cancel_cover_every_batch(
+    scoring: tuple[str, type[_Scoring]],
+    installed: str,
+) -> None:
+    """The deadline (semrank.timeout_s) is the whole call's, not each request's, and a cancel
+    sends no further batch."""
+    import psycopg
+
+    scoring[1].pause_s = 0.6  # each of 10 requests: 6 s in all
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.ExternalRoutineException, match="timed out"):
+        _rank_many(installed, 10, scoring[0], ("semrank.batch_size", "1"),
+                   ("semrank.timeout_s", "2"))  # fmt: skip
+    assert time.monotonic() - started < 4.0
+    assert 2 <= len(scoring[1].sizes) <= 4  # not all 10
+    told = [int(seen["timeout_ms"]) for seen in scoring[1].seen]
+    assert told == sorted(told, reverse=True) and told[-1] < 1500  # what was left, less 5%
+    time.sleep(1.0)  # the last request sent ends
+    scoring[1].sizes.clear()
+    with psycopg.connect(installed, autocommit=True) as conn:
+        for name, value in (("semrank.endpoint", scoring[0]), ("semrank.api_key", "k"),
+                            ("semrank.batch_size", "1"), ("semrank.timeout_s", "60")):  # fmt: skip
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        pid = conn.info.backend_pid
+
+        def cancel() -> None:
+            time.sleep(1.5)
+            with psycopg.connect(installed, autocommit=True) as other:
+                other.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled, match="due to user request"):
+                conn.execute("SELECT * FROM semrank.rank('q', array_fill('doc 1'::text, '{10}'))")
+        finally:
+            canceller.join()
+    sent = len(scoring[1].sizes)
+    time.sleep(1.5)
+    assert sent == len(scoring[1].sizes) < 10  # none after the cancel
+
+
 def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(installed: str) -> None:
     import psycopg
 

@@ -2,10 +2,12 @@
 
 PL/Python (``plpython3u``) posts to the server's ``/v1/rerank`` with the standard library's
 http.client, so nothing beyond PostgreSQL's own PL/Python package is needed inside the database.
-The endpoint and timeout are read per call from the ``semrank.endpoint`` /
-``semrank.timeout_s`` settings (``ALTER DATABASE ... SET`` or ``SET``) and otherwise from the
-``semrank.settings`` table; the API key from ``semrank.api_key`` (a session's own) or the
-``semrank.secrets`` table, which only the function's owner reads (it runs as its owner).
+The endpoint, timeout and batch size are read per call from the ``semrank.endpoint`` /
+``semrank.timeout_s`` / ``semrank.batch_size`` settings (``ALTER DATABASE ... SET`` or ``SET``)
+and otherwise from the ``semrank.settings`` table (documents go ``batch_size`` a request: a
+server takes at most its ``--max-documents``); the API key from ``semrank.api_key`` (a
+session's own) or the ``semrank.secrets`` table, which only the function's owner reads (it runs
+as its owner).
 Failures raise an SQL error (SQLSTATE 38000, external routine exception) naming the server and
 the cause.
 """
@@ -19,6 +21,8 @@ if TYPE_CHECKING:  # importing semrank.store.postgres needs psycopg, which the C
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
+# Documents per request: `semrank serve`'s default --max-documents.
+DEFAULT_BATCH_SIZE = 1000
 
 _SETTINGS_V1 = """
 CREATE TABLE IF NOT EXISTS semrank.settings (
@@ -35,6 +39,7 @@ AS $$ SELECT coalesce(nullif(current_setting('semrank.' || key, true), ''),
 """
 
 _RANK_BODY = r"""
+import heapq
 import http.client
 import json
 import socket
@@ -73,6 +78,8 @@ row = plpy.execute(
     "(SELECT value FROM semrank.settings WHERE key = 'endpoint'), '@ENDPOINT@') AS endpoint, "
     "coalesce(nullif(current_setting('semrank.timeout_s', true), ''), "
     "(SELECT value FROM semrank.settings WHERE key = 'timeout_s'), '@TIMEOUT@') AS timeout, "
+    "coalesce(nullif(current_setting('semrank.batch_size', true), ''), "
+    "(SELECT value FROM semrank.settings WHERE key = 'batch_size'), '@BATCH@') AS batch_size, "
     "nullif(current_setting('semrank.api_key', true), '') AS session_key, "
     "(SELECT value FROM semrank.secrets WHERE key = 'api_key') AS stored_key, "
     "(SELECT value FROM semrank.settings WHERE key = 'endpoint') AS stored_endpoint, "
@@ -117,18 +124,26 @@ if not 0 < timeout <= 86400:
                hint="SET semrank.timeout_s = '30' (or store it: INSERT INTO semrank.settings "
                     "VALUES ('timeout_s', '30') ON CONFLICT (key) DO UPDATE SET value = "
                     "EXCLUDED.value)", sqlstate="22023")
+try:
+    batch_size = int(row["batch_size"])
+except ValueError:
+    batch_size = 0
+if batch_size < 1:
+    plpy.error("semrank.rank: semrank.batch_size is %r; it must be a whole number of documents "
+               "above 0" % row["batch_size"],
+               hint="SET semrank.batch_size = '1000' (the server's --max-documents)",
+               sqlstate="22023")
+# As many requests as batch_size needs, of even sizes: a short last one (5 documents after
+# 1000) would have its scores from a list of its own size (the default model's feedback).
+requests = -(-len(documents) // batch_size)
+bounds = [(len(documents) * i // requests, len(documents) * (i + 1) // requests)
+          for i in range(requests)]
 # One deadline for the whole call, within what statement_timeout leaves of the statement.
 if row["statement_left"] is not None:
     timeout = min(timeout, max(float(row["statement_left"]), 0.001))
 deadline = time.monotonic() + timeout
 url = endpoint.rstrip("/") + "/v1/rerank"
-body = {"query": query, "documents": [d if d is not None else "" for d in documents],
-        "return_documents": False, "fail_open": False,
-        # The server stops at the same deadline, a little before this side gives up.
-        "timeout_ms": max(1, min(int(timeout * 950), 86400000))}
-if model is not None:
-    body["model"] = model
-payload_out = json.dumps(body).encode("utf-8")
+texts = [d if d is not None else "" for d in documents]
 headers = {"Content-Type": "application/json", "Accept": "application/json"}
 if api_key:
     headers["Authorization"] = "Bearer " + api_key
@@ -141,7 +156,17 @@ def time_left():
     return left
 
 
-def post():
+def request_body(start, end):
+    body = {"query": query, "documents": texts[start:end],
+            "return_documents": False, "fail_open": False,
+            # The server stops at the same deadline, a little before this side gives up.
+            "timeout_ms": max(1, min(int(time_left() * 950), 86400000))}
+    if model is not None:
+        body["model"] = model
+    return json.dumps(body).encode("utf-8")
+
+
+def post(payload_out):
     # (status, body bytes); redirects are not followed (the key would go along).
     https = parts.scheme.lower() == "https"
     connection = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(
@@ -149,6 +174,9 @@ def post():
     connection.connect()
     sock = connection.sock
     exchange["sock"] = sock  # for a cancel to shut
+    if stopped.is_set():  # cancelled while connecting: the cancel may have shut the last socket
+        sock.close()
+        raise InterruptedError("cancelled")
     # A socket timeout bounds each receive, not the call (a server may trickle its headers or
     # body): at the deadline the socket is shut, which ends any receive still waiting.
     def shut():
@@ -190,8 +218,18 @@ def post():
 
 
 def run_exchange():
+    # More documents than a server takes in one request (--max-documents, 1000 by default) go
+    # at most batch_size at a time, one after the other, within the one deadline.
     try:
-        exchange["answer"] = post()
+        for start, end in bounds:
+            if stopped.is_set():
+                return
+            payload_out = request_body(start, end)
+            exchange["sent"] = len(payload_out)
+            status, payload = post(payload_out)
+            exchange["answers"].append((start, end, status, payload))
+            if status != 200:
+                return
     except BaseException as exc:  # raised again on the function's own thread
         exchange["failure"] = exc
 
@@ -209,6 +247,7 @@ def wait_for(worker):
             try:
                 plpy.execute(check)
             except BaseException:  # a cancel or a termination: shut the socket and go
+                stopped.set()  # no further batch
                 sock = exchange.get("sock")
                 if sock is not None:
                     try:
@@ -219,7 +258,8 @@ def wait_for(worker):
                 raise
 
 
-exchange = {}
+exchange = {"answers": []}
+stopped = threading.Event()
 worker = threading.Thread(target=run_exchange, daemon=True)
 worker.start()
 wait_for(worker)
@@ -231,7 +271,7 @@ if failure is not None:
     if time.monotonic() >= deadline:  # the alarm shut the socket: say so, not "reset"
         failure = TimeoutError("timed out")
 else:
-    status, payload = exchange["answer"]
+    status, payload = exchange["answers"][-1][2:]
 if failure is not None:
     timed_out = isinstance(failure, TimeoutError) or "timed out" in str(failure)
     cut = isinstance(failure, (BrokenPipeError, ConnectionResetError))
@@ -242,9 +282,10 @@ if failure is not None:
                 "left; raise it: SET semrank.timeout_s = '60'" % row["timeout"])
     elif cut:  # it was reached: it hung up while the request was sent
         what = "the semrank server at %s closed the connection while %d bytes were sent" % (
-            url, len(payload_out))
-        hint = ("a request over the server's --max-body-bytes is refused that way: rank fewer "
-                "or shorter documents per call, or raise --max-body-bytes")
+            url, exchange["sent"])
+        hint = ("a request over the server's --max-body-bytes is refused that way: send fewer "
+                "documents per request (SET semrank.batch_size = '100'; it is %d) or shorter "
+                "ones, or raise --max-body-bytes" % batch_size)
     else:
         hint = ("start it with `semrank serve`, or point semrank.rank elsewhere: "
                 "ALTER DATABASE ... SET semrank.endpoint = 'http://host:port'")
@@ -265,6 +306,8 @@ if status != 200:
     hints = {
         401: "set semrank.api_key (or `semrank sql install --api-key`) to one of the keys the "
              "server was started with (--api-key)",
+        413: "send fewer documents per request: SET semrank.batch_size to the server's "
+             "--max-documents or less (it is %d here), or fewer for long documents" % batch_size,
         429: "the server is busy (over its --max-pending requests); retry shortly",
         504: "the server's deadline passed: raise semrank.timeout_s (sent as timeout_ms)",
     }
@@ -276,28 +319,42 @@ if status != 200:
         details["hint"] = hint
     plpy.error("semrank.rank: the semrank server at %s answered HTTP %d: %s"
                % (url, status, text[:500]), **details)
-rows = []
+batches = []
+warnings = []
 try:
-    answer = json.loads(payload.decode("utf-8"))
-    if answer.get("reranked") is False:
-        raise ValueError("the documents came back unranked (the server's fail_open)")
-    for rank, result in enumerate(answer["results"], start=1):
-        position = int(result["index"])
-        if not 0 <= position < len(documents):
-            raise IndexError("index %d for %d documents" % (position, len(documents)))
-        key = ids[position] if ids is not None else str(position + 1)
-        score = float(result["relevance_score"])
-        if score != score or score in (float("inf"), float("-inf")):
-            raise ValueError("relevance_score %r is not a finite number" % score)
-        rows.append((key, rank, score))
-    # What the server flagged (a query cut to fit beside the documents): a NOTICE-level
-    # WARNING, as the HTTP caller gets it in meta.warnings.
-    for warning in (answer.get("meta") or {}).get("warnings") or []:
-        plpy.warning("semrank.rank: %s" % warning)
+    for start, end, status, payload in exchange["answers"]:
+        answer = json.loads(payload.decode("utf-8"))
+        if answer.get("reranked") is False:
+            raise ValueError("the documents came back unranked (the server's fail_open)")
+        sent = end - start
+        batch = []
+        for result in answer["results"]:
+            position = int(result["index"])
+            if not 0 <= position < sent:
+                raise IndexError("index %d for %d documents" % (position, sent))
+            score = float(result["relevance_score"])
+            if score != score or score in (float("inf"), float("-inf")):
+                raise ValueError("relevance_score %r is not a finite number" % score)
+            batch.append((start + position, score))
+        batches.append(batch)
+        # What the server flagged (a query cut to fit beside the documents): a NOTICE-level
+        # WARNING, as the HTTP caller gets it in meta.warnings; once, not once per batch.
+        for warning in (answer.get("meta") or {}).get("warnings") or []:
+            if warning not in warnings:
+                warnings.append(warning)
 except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
     plpy.error("semrank.rank: the answer from %s is not a semrank rerank answer (%s: %s; %d "
                "bytes)" % (url, type(exc).__name__, str(exc)[:80], len(payload)),
                hint="check that semrank.endpoint points at `semrank serve`", sqlstate="38000")
+for warning in warnings:
+    plpy.warning("semrank.rank: %s" % warning)
+# Each batch comes best first; merged by score, a tie goes to the earlier document, as one
+# request orders it (a single batch keeps the server's order as it is).
+ranked = batches[0] if len(batches) == 1 else heapq.merge(*batches, key=lambda r: -r[1])
+rows = []
+for rank, (position, score) in enumerate(ranked, start=1):
+    key = ids[position] if ids is not None else str(position + 1)
+    rows.append((key, rank, score))
 return rows
 """
 
@@ -368,6 +425,7 @@ def sql_migrations() -> tuple[Migration, ...]:
     body = (
         _RANK_BODY.replace("@ENDPOINT@", DEFAULT_ENDPOINT)
         .replace("@TIMEOUT@", str(DEFAULT_TIMEOUT_S))
+        .replace("@BATCH@", str(DEFAULT_BATCH_SIZE))
         .replace("@LOCK@", LOCK_SETTINGS)
         .replace("@UNSAFE@", UNSAFE_SETTINGS)
     )
@@ -411,4 +469,7 @@ def sql_migrations() -> tuple[Migration, ...]:
         # Security: the schema's owner (not always a superuser) could swap semrank.setting or a
         # settings table for its own and have it run as the superuser owning semrank.rank.
         (112, "sql: semrank.rank reads only settings a superuser owns", rank + _RUN_AS_OWNER),
+        # More documents than the server's --max-documents (1000 by default) were one request,
+        # refused with 413: they now go semrank.batch_size at a time.
+        (113, "sql: semrank.rank sends batch_size documents a request", rank + _RUN_AS_OWNER),
     )

@@ -8,7 +8,7 @@ from semrank._checks import is_finite_number
 from semrank.errors import BackendUnavailableError, InvalidInputError, StorageError
 from semrank.sql._functions import LOCK_SETTINGS, UNSAFE_SETTINGS, sql_migrations
 
-SETTING_KEYS = ("endpoint", "api_key", "timeout_s")
+SETTING_KEYS = ("endpoint", "api_key", "timeout_s", "batch_size")
 SECRET_KEYS = frozenset({"api_key"})
 
 
