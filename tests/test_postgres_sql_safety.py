@@ -418,6 +418,22 @@ def test_rows_without_documents_give_no_rows_even_without_a_query(installed: str
     assert definer == (True,)  # a later CREATE OR REPLACE must repeat the ALTER (migration 105)
 
 
+def test_an_empty_query_is_refused_before_any_request(
+    installed: str, fake: tuple[str, type[_Fake]]
+) -> None:
+    """'' (or blanks) went to the server, whose 422 came back as SQLSTATE 38000."""
+    import psycopg
+
+    with psycopg.connect(installed) as conn:
+        for query in ("", "   ", "\t\n"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="query is empty"):
+                conn.execute("SELECT * FROM semrank.rank(%s, ARRAY['a document'])", (query,))
+            conn.rollback()
+        # Rows without documents still give no rows, whatever their query.
+        assert conn.execute("SELECT * FROM semrank.rank('', '{}'::text[])").fetchall() == []
+    assert fake[1].seen == []
+
+
 def _schema_of_store_owner(dsn: str) -> str:
     """Schema semrank owned by a role that is no superuser, as when that role made the store's
     tables (docs/postgresql.md's Roles); returns that role's DSN."""

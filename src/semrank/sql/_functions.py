@@ -53,6 +53,11 @@ if query is None:
     plpy.error("semrank.rank: query is NULL",
                hint="pass the query text; leave out rows without one (WHERE query IS NOT NULL)",
                sqlstate="22004")
+if not query.strip():  # the server would refuse it (422), after the documents were sent
+    plpy.error("semrank.rank: query is empty%s; there is nothing to rank the documents by"
+               % (" (only whitespace)" if query else ""),
+               hint="pass the query text; leave out rows without one (WHERE query <> '')",
+               sqlstate="22023")
 if any(isinstance(value, list) for value in list(documents) + list(ids or [])):
     plpy.error("semrank.rank: documents and ids must be one-dimensional text[] arrays",
                hint="pass ARRAY['a', 'b'], not ARRAY[['a'], ['b']]", sqlstate="22023")
@@ -472,4 +477,6 @@ def sql_migrations() -> tuple[Migration, ...]:
         # More documents than the server's --max-documents (1000 by default) were one request,
         # refused with 413: they now go semrank.batch_size at a time.
         (113, "sql: semrank.rank sends batch_size documents a request", rank + _RUN_AS_OWNER),
+        # An empty query went to the server, whose 422 came back as SQLSTATE 38000.
+        (114, "sql: semrank.rank refuses an empty query", rank + _RUN_AS_OWNER),
     )
