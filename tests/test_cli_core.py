@@ -592,6 +592,17 @@ def test_sql_install_reads_the_store_variable_as_the_other_commands_do() -> None
     assert "$SEMRANK_STORE is 'local', not a PostgreSQL DSN" in str(result.exception)
 
 
+def test_sql_install_takes_the_api_key_from_stdin() -> None:
+    """--api-key took the key only on the command line (seen in `ps`, kept in shell history);
+    `--api-key -` reads it from stdin, checked as a given key is, before connecting."""
+    command = ["sql", "install", "--dsn", "postgresql://nobody@127.0.0.1:9/none", "--api-key", "-"]
+    for piped, said in (("\n", "the API key is empty"), ("two words\n", "cannot carry")):
+        result = CliRunner().invoke(app, command, input=piped)
+        assert result.exit_code != 0
+        assert said in str(result.exception) + result.output
+        assert "two words" not in str(result.exception) + result.output  # the key is not shown
+
+
 def test_output_on_a_stdout_that_is_not_utf8_or_narrow(tmp_path: Path) -> None:
     """A latin-1 or ASCII stdout (a locale, PYTHONIOENCODING, a Windows file) crashed on the
     table's own characters (exit 1, traceback) or wrote JSON no reader takes; COLUMNS=0 printed

@@ -397,6 +397,25 @@ def test_an_installed_key_moves_out_of_the_readable_settings(
     assert fake[1].seen[-1]["Authorization"] == "Bearer old-secret"
 
 
+def test_the_cli_reads_the_api_key_from_stdin(
+    pg_dsn: str,  # noqa: F811
+    fake: tuple[str, type[_Fake]],
+) -> None:
+    """`semrank sql install --api-key KEY` took the key only on the command line, where `ps` shows
+    it to every user of the machine and the shell's history keeps it: `--api-key -` reads it
+    from stdin."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    command = ["sql", "install", "--dsn", pg_dsn, "--endpoint", fake[0], "--api-key", "-"]
+    result = CliRunner().invoke(app, command, input="piped-secret\n")
+    assert result.exit_code == 0, result.output
+    assert "piped-secret" not in result.output
+    assert _rank(pg_dsn) == [("1", 1, pytest.approx(0.9))]
+    assert fake[1].seen[-1]["Authorization"] == "Bearer piped-secret"
+
+
 def test_install_refuses_an_endpoint_that_is_no_url(pg_dsn: str) -> None:  # noqa: F811
     from semrank.errors import InvalidInputError
     from semrank.sql import install

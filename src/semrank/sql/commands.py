@@ -22,7 +22,12 @@ def install_command(
         "--endpoint",
         help="URL of the running `semrank serve` (default http://127.0.0.1:8000).",
     ),
-    api_key: str | None = typer.Option(None, "--api-key", help="API key the server expects."),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        help="API key the server expects; - reads it from stdin (e.g. `--api-key - < key.txt`), "
+        "which keeps it out of `ps` and the shell's history.",
+    ),
     timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="HTTP timeout (s)."),
 ) -> None:
     """Install semrank.rank(query, documents, ids, model) and its settings (idempotent)."""
@@ -30,9 +35,21 @@ def install_command(
     from semrank.store.postgres import redact
 
     dsn = dsn or _dsn_from_environment()
+    if api_key == "-":
+        api_key = _api_key_from_stdin()
     applied = install(dsn, endpoint=endpoint, api_key=api_key, timeout_s=timeout)
     state = f"applied migrations {applied}" if applied else "already up to date"
     typer.echo(f"semrank.rank installed in {redact(dsn)} ({state})")
+
+
+def _api_key_from_stdin() -> str:
+    """The key piped in for ``--api-key -``, without its line ending (a key given on the command
+    line shows in `ps` to every user of the machine, and stays in the shell's history)."""
+    from semrank._files import stdin_bytes
+
+    piped = stdin_bytes("--api-key", "the key", "semrank sql install --api-key - < key.txt")
+    # Not shown if it is refused: install() checks it (printable ASCII) without naming it.
+    return piped.decode("utf-8", "replace").rstrip("\r\n")
 
 
 # SEMRANK_PG_DSN: what this command read before it read SEMRANK_STORE (kept for scripts).
