@@ -36,6 +36,9 @@ __all__ = ["BackendChoice", "choose_backend", "cpu_flags", "detect_features"]
 # CPU flags (as /proc/cpuinfo spells them) that matter for the backend choice.
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Arm's BF16 extension (Graviton3, Apple M2): torch computes bf16 on it, OpenVINO does not.
+ARM_BF16_FLAG = "bf16"
+PROC_CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,9 +53,8 @@ class BackendChoice:
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo; empty where it cannot be read)."""
     if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
         try:
-            cpuinfo = path.read_text(encoding="utf-8", errors="replace")
+            cpuinfo = PROC_CPUINFO.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return frozenset()
     for line in cpuinfo.splitlines():
@@ -60,6 +62,16 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_computes_bf16() -> bool:
+    """The CPU multiplies bf16 natively (x86 AMX or AVX512_BF16, Arm's BF16 extension). Without
+    it torch emulates bf16: a MiniLM-L6 training step under bf16 autocast took 9x its fp32 time
+    where only AVX2 was allowed, 2.6x on AVX-512 without bf16. A VM that hides the flags
+    gets fp32, slower at worst than bf16, never emulated."""
+    flags = cpu_flags()
+    return any(flag in flags for flag in (*BF16_FLAGS, ARM_BF16_FLAG))
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -205,7 +217,7 @@ def _openvino_imports() -> bool:
 
 def _cpu_model_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+        for line in PROC_CPUINFO.read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     except OSError:

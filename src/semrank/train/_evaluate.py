@@ -36,13 +36,24 @@ def score_pairs(
     out = np.zeros(len(pairs), dtype=np.float32)
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), cpu_autocast():
         for start in range(0, len(pairs), batch_size):
             index = order[start : start + batch_size]
             batch = encode_pairs(tokenizer, [pairs[i] for i in index], max_length=max_length)
             out[index] = model(**batch).logits[:, 0].float().numpy()
     model.train(was_training)
     return out
+
+
+def cpu_autocast() -> Any:
+    """bf16 autocast where the CPU computes bf16 natively, else fp32 (a disabled autocast):
+    torch emulates bf16 elsewhere (AVX2 laptops, Xeons before Cooper Lake, Graviton2), and
+    training ran several times slower than in fp32 there."""
+    import torch
+
+    from semrank.runtime._select import cpu_computes_bf16
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_computes_bf16())
 
 
 def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], *, max_length: int) -> Any:

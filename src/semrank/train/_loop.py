@@ -28,6 +28,7 @@ from semrank.models.loading import RUN_CHECKPOINT
 from semrank.train._data import Collection, DataSpec, load_collection
 from semrank.train._evaluate import (
     RankingTask,
+    cpu_autocast,
     encode_pairs,
     evaluate_task,
     fit_calibration,
@@ -406,7 +407,7 @@ def _train_step(
     model, teacher_model = models
     pairs = [(q, p) for q, ps in zip(batch.queries, batch.passages, strict=True) for p in ps]
     encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with cpu_autocast():
         logits = model(**encoded).logits[:, 0]
     scores = logits.float().view(len(batch.queries), -1)
     teacher = torch.from_numpy(batch.teacher).float() * config.teacher_scale
@@ -415,7 +416,7 @@ def _train_step(
         teacher_input = encoded
         if teacher_tokenizer is not None:
             teacher_input = encode_pairs(teacher_tokenizer, pairs, max_length=config.max_length)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode(), cpu_autocast():
             extra = teacher_net(**teacher_input).logits[:, 0].float().view_as(scores)
         teacher = teacher + config.teacher_model_weight * extra
     loss, parts = listwise_loss(

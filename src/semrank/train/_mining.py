@@ -23,6 +23,7 @@ import numpy as np
 from semrank.errors import InvalidInputError
 from semrank.runtime._scorers import TextSteps, texts_as_read
 from semrank.train._data import Collection, QueryGroup
+from semrank.train._evaluate import cpu_autocast
 
 if TYPE_CHECKING:
     from semrank.models.spec import ResolvedModel
@@ -120,7 +121,7 @@ def embed_texts(
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float16)
     advance = _tenths_logged(label, len(texts)) if label else None
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), cpu_autocast():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from semrank.errors import InvalidInputError, StorageError
-from semrank.train._evaluate import encode_pairs
+from semrank.train._evaluate import cpu_autocast, encode_pairs
 from semrank.train._sampling import GroupSampler
 
 log = logging.getLogger("semrank.train")
@@ -177,7 +177,7 @@ def fit_head_to_teacher(
     state = sampler.state()
     features, targets = [], []
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), cpu_autocast():
         for _ in range(max(1, queries // 16)):
             batch = sampler.next_batch(16)
             pairs = [
