@@ -38,8 +38,10 @@ from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedd
 from semrank.runtime._select import (
     BackendChoice,
     choose_backend,
+    cpu_flags,
     default_threads,
     detect_features,
+    refuse_emulated_bf16,
 )
 from semrank.runtime.base import (
     Activation,
@@ -128,6 +130,7 @@ def _check_pairing(backend: str, device: str | None) -> None:
             f"backend {backend!r} runs on the CPU only, not on {device!r}; drop the device, or "
             "use backend 'onnx' (with onnxruntime-gpu) or 'torch' for a GPU"
         )
+    refuse_emulated_bf16(backend, cpu_flags())
     if backend == "torch-fp16" and where != "cuda" and not (device is None and _torch_has_cuda()):
         raise BackendUnavailableError(
             f"backend 'torch-fp16' needs a CUDA device (device 'cuda'), got {device or 'cpu'!r}; "

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from semrank._checks import is_int
-from semrank.errors import InvalidInputError
+from semrank.errors import BackendUnavailableError, InvalidInputError
 
 __all__ = ["BackendChoice", "choose_backend", "cpu_flags", "detect_features"]
 
@@ -72,6 +72,20 @@ def cpu_computes_bf16() -> bool:
     gets fp32, slower at worst than bf16, never emulated."""
     flags = cpu_flags()
     return any(flag in flags for flag in (*BF16_FLAGS, ARM_BF16_FLAG))
+
+
+def refuse_emulated_bf16(backend: str, flags: frozenset[str]) -> None:
+    """OpenVINO takes a bf16 hint on any AVX-512 CPU and emulates bf16 where it is not native
+    (Skylake-SP to Ice Lake Xeons, the common cloud VMs): "openvino-bf16" scored 30x slower
+    than fp32 there. Elsewhere without native bf16 (AVX2, Arm) OpenVINO runs fp32."""
+    if backend != "openvino-bf16" or "avx512f" not in flags:
+        return
+    if not any(flag in flags for flag in BF16_FLAGS):
+        raise BackendUnavailableError(
+            "backend 'openvino-bf16' would emulate bf16 on this CPU (AVX-512 without AMX or "
+            "AVX512_BF16), 30x slower than fp32; use backend 'openvino' (fp32) or 'fast' "
+            "(bf16 only where the CPU has it natively)"
+        )
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
