@@ -29,6 +29,7 @@ from tiny_models import random_pairs, tiny_spec
 INTEL_AMX = {"avx2": True, "avx512f": True, "amx_bf16": True, "openvino": True}
 ZEN4 = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "openvino": True}
 OLD_AVX2 = {"avx2": True, "openvino": True}
+GRAVITON3 = {"bf16": True, "openvino": True}
 
 
 # --- selection policy -------------------------------------------------------------------
@@ -49,6 +50,28 @@ def test_fast_uses_bf16_where_the_cpu_has_it_and_names_the_flag(features, flag) 
 
 def test_fast_without_native_bf16_stays_fp32() -> None:
     assert choose_backend(OLD_AVX2, allow_lossy=True).backend == "openvino"
+
+
+def test_on_arm_with_bf16_fast_stays_fp32_and_info_does_not_deny_the_cpus_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Graviton3 (Arm BF16) `semrank info` said "CPU has no native bf16" and listed no
+    feature: OpenVINO has no Arm bf16, so fp32 is right, but the reason was untrue."""
+    from semrank.runtime import _select
+
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd sve i8mm bf16\n")
+    monkeypatch.setattr(_select, "PROC_CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(_select.platform, "machine", lambda: "aarch64")
+    _select.detect_features.cache_clear()
+    try:
+        features = _select.detect_features()
+    finally:
+        monkeypatch.undo()
+        _select.detect_features.cache_clear()
+    assert features["bf16"] and not features["avx512_bf16"]  # `semrank info` lists it
+    choice = choose_backend(GRAVITON3, allow_lossy=True)
+    assert choice.backend == "openvino"  # OpenVINO's CPU plugin has no Arm bf16
+    assert "no native bf16" not in choice.reason and "not on Arm's bf16" in choice.reason
 
 
 def test_without_openvino_everything_falls_back_to_onnx() -> None:

@@ -34,10 +34,13 @@ from semrank.errors import BackendUnavailableError, InvalidInputError
 __all__ = ["BackendChoice", "choose_backend", "cpu_flags", "detect_features"]
 
 # CPU flags (as /proc/cpuinfo spells them) that matter for the backend choice.
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Arm's BF16 extension (Graviton3, Apple M2): torch computes bf16 on it, OpenVINO does not.
 ARM_BF16_FLAG = "bf16"
+RELEVANT_FLAGS = (
+    *("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"),
+    ARM_BF16_FLAG,
+)
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 PROC_CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -306,11 +309,11 @@ def choose_backend(
             reason=f"CPU has native bf16 ({', '.join(native_bf16)}); bf16 scores measured "
             "within 0.02 of fp32 and nDCG@10 within 0.005",
         )
-    hint = (
-        f"; backend='fast' would use bf16 ({', '.join(native_bf16)})"
-        if native_bf16
-        else "; CPU has no native bf16"
-    )
+    hint = "; CPU has no native bf16"
+    if native_bf16:
+        hint = f"; backend='fast' would use bf16 ({', '.join(native_bf16)})"
+    elif features.get(ARM_BF16_FLAG):  # "no native bf16" was untrue on Graviton3
+        hint = "; OpenVINO runs bf16 on x86 only (AMX, AVX512_BF16), not on Arm's bf16"
     return BackendChoice(
         backend="openvino",
         device="cpu",
