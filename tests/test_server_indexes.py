@@ -929,6 +929,24 @@ async def test_a_window_below_ten_without_size_answers_the_windows_hits(
     assert "rank_window_size 1 is below the 2 hits" in _es_error(sized, 400, "invalid_request")
 
 
+async def test_semranks_search_route_without_size_answers_the_windows_hits(
+    client: httpx.AsyncClient,
+) -> None:
+    """POST /v1/indexes/{name}/search runs under _search's rules: a tree whose top window is
+    below 10 and no size gets the window's hits (it was refused as below the 10 hits of a size
+    the client never sent), the same as _search answers; a size given is still checked."""
+    await _make_index(client)
+    one = {"rrf": {"retrievers": [ES_TREE], "rank_window_size": 1}}
+    es = await client.post("/docs/_search", json={"retriever": one})
+    for body in ({"retriever": one}, {"retriever": {"retriever": one, "_source": False}}):
+        own = await client.post("/v1/indexes/docs/search", json=body)
+        assert own.status_code == 200, own.text
+        es_ids = [h["_id"] for h in es.json()["hits"]["hits"]]
+        assert [h["id"] for h in own.json()["hits"]] == es_ids and len(es_ids) == 1
+    sized = await client.post("/v1/indexes/docs/search", json={"retriever": one, "size": 2})
+    assert sized.status_code == 422 and "rank_window_size 1 is below the 2 hits" in sized.text
+
+
 async def test_an_rrf_without_a_window_is_elasticsearchs_ten_wherever_it_is(
     client: httpx.AsyncClient,
 ) -> None:

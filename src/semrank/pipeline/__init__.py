@@ -31,6 +31,7 @@ from semrank.pipeline._nodes import (
     bind_rerankers,
     check_window,
     has_placeholder,
+    hits_without_size,
     reranking_nodes,
     top_window,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "default_model_name",
     "forget_open_indexes",
     "has_placeholder",
+    "hits_without_size",
     "let_go_of_dropped_indexes",
     "load_reranker",
     "open_cached",

@@ -803,6 +803,14 @@ def top_window(tree: Retriever) -> int | None:
     return None if window is None else int(window)
 
 
+def hits_without_size(tree: Retriever, default: int) -> int:
+    """The hits a search that gives no size gets: ``default``, or the top window's hits where
+    fewer (Elasticsearch checks a window only against a size given, and answers a body without
+    one with the window's hits)."""
+    window = top_window(tree)
+    return default if window is None else min(default, window)
+
+
 def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
     would quietly return fewer. A cut-off (a ``_search`` body's ``size``, ``% k``) asks its child

@@ -242,12 +242,11 @@ def _hits_asked(body: EsSearchRequest, retriever: dict[str, Any]) -> int:
     """The body's ``size``; without one, 10 or the top retriever's smaller rank_window_size.
     Elasticsearch refuses a window below a size the body gives, but a body without a size gets
     the window's hits (an example with rank_window_size 5 and no size was refused here)."""
-    from semrank.pipeline import as_retriever, top_window
+    from semrank.pipeline import as_retriever, hits_without_size
 
     if "size" in body.model_fields_set:
         return body.size
-    window = top_window(as_retriever(retriever, size=body.size))
-    return body.size if window is None else min(body.size, window)
+    return hits_without_size(as_retriever(retriever, size=body.size), body.size)
 
 
 def _warning_header(warning: str) -> str:

@@ -257,7 +257,7 @@ async def search(
 async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
     """The search of ``body`` on index ``name`` with the served models, and its warnings: the
     one search path of semrank's route and Elasticsearch's ``_search``."""
-    from semrank.pipeline import check_window, read_retriever
+    from semrank.pipeline import check_window, hits_without_size, read_retriever
     from semrank.pipeline import search as run
 
     service: RerankService = request.app.state.service
@@ -267,11 +267,14 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     tree = _bind_models(read.tree, service)
     with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)
-    check_window(tree, body.size)
+    # A size the client gave is checked against the window; none asks for the default or the
+    # window's hits where fewer, as POST /{index}/_search and `semrank search` answer it.
+    size = body.size if "size" in body.model_fields_set else hits_without_size(tree, body.size)
+    check_window(tree, size)
     deadline = service.deadline(body.timeout_ms)
 
     def work(store: Any) -> tuple[Any, list[str]]:
-        results = run(store, body.query, retriever=tree, k=body.size, with_documents=with_documents)
+        results = run(store, body.query, retriever=tree, k=size, with_documents=with_documents)
         return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():

@@ -1061,11 +1061,11 @@ def _body_size(tree: Any) -> int:
     for 20 hits got 10, the default --top-n, without a word. Without a size, a smaller top
     rank_window_size is the count, as Elasticsearch answers such a body (it was refused as
     below the 10 hits --top-n asks for, which nobody gave)."""
-    from semrank.pipeline import Cutoff, top_window
+    from semrank.pipeline import Cutoff, hits_without_size
 
     if isinstance(tree, Cutoff):
         return int(tree.k)
-    return min(DEFAULT_TOP_N, top_window(tree) or DEFAULT_TOP_N)
+    return hits_without_size(tree, DEFAULT_TOP_N)
 
 
 def with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
