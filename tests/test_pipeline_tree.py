@@ -684,6 +684,17 @@ def test_a_python_fusion_reads_what_its_parent_asks_and_says_so_in_json(herd: Lo
     assert len(search(herd, "zebra", retriever=BM25(field="a") | BM25(field="b"), k=20)) == 20
 
 
+def test_a_python_fusion_over_a_smaller_rerank_window_still_builds_and_runs(
+    index: LocalStore,
+) -> None:
+    """A fusion built in Python without a window was given its parent's (50), and then refused
+    its own child re-ranker's window of 20, which nobody had asked it to check."""
+    inner = (BM25() >> Rerank(CountingScorer(), window=4)) | Knn(k=6)
+    tree = inner >> Rerank(CountingScorer(), window=6)
+    assert len(search(index, "moon", retriever=tree, k=6)) == 6
+    assert tree.to_dict()["text_similarity_reranker"]["rank_window_size"] == 6
+
+
 def test_fusion_keeps_the_rerank_score_whatever_the_order_of_its_retrievers(
     index: LocalStore,
 ) -> None:

@@ -424,13 +424,21 @@ def _children_in_window(
     """A windowed node's children, each able to hand it its whole window. A fusion child built
     without a window reads the hits this node asks of it: its window is set to that (so ``to_dict``
     says it). A child window below this node's is refused, as Elasticsearch refuses it: that
-    child returns at most its own window, so this node would read fewer hits than it says."""
+    child returns at most its own window, so this node would read fewer hits than it says.
+    A fusion built without a window over a smaller window of its own children is left without
+    one: the window it would be given is no user's, and refusing its children for it refused
+    Python trees that ran before (``((bm25 | knn) >> Rerank(window=20)) | knn``)."""
     if window is None:
         return tuple(children)
     kept: list[Retriever] = []
+    fill = max(window, FUSION_WINDOW)
     for child in children:
-        if isinstance(child, RRF | Linear) and child.rank_window_size is None:
-            child = dataclasses.replace(child, rank_window_size=max(window, FUSION_WINDOW))
+        if (
+            isinstance(child, RRF | Linear)
+            and child.rank_window_size is None
+            and _windows_at_least(child.retrievers, fill)
+        ):
+            child = dataclasses.replace(child, rank_window_size=fill)
         kind = _WINDOWED.get(type(child))
         bound = getattr(child, "rank_window_size", None)
         if kind is not None and bound is not None and bound < window:
@@ -784,6 +792,12 @@ class Cutoff(Retriever):
 
     def to_dict(self) -> dict[str, Any]:
         return {"cutoff": {"retriever": self.retriever.to_dict(), "size": self.k}}
+
+
+def _windows_at_least(children: Sequence[Retriever], window: int) -> bool:
+    """Whether none of ``children`` has a rank_window_size below ``window``."""
+    bounds = (getattr(child, "rank_window_size", None) for child in children)
+    return all(bound is None or bound >= window for bound in bounds)
 
 
 # The nodes with a rank_window_size, by their Elasticsearch names.
