@@ -100,24 +100,17 @@ def test_delete_with_a_missing_ids_file_names_it(tmp_path: Path, beir: Path) -> 
 def test_ids_file_is_read_from_stdin_or_a_pipe(tmp_path: Path, beir: Path) -> None:
     """`jq -r '.hits[].id' | semrank index delete NAME --ids-file -` (or /dev/stdin, or
     `--ids-file <(jq ...)`) was refused: "-: no such file", "/dev/fd/63: not a file"."""
-    import threading
+    # fed_pipe's writer is a daemon thread: a pipe refused unread fails this test, where a
+    # writer waiting for a reader kept pytest from ever exiting.
+    from test_eval_loaders import fed_pipe
 
     home = str(tmp_path / "home")
     run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
     first, second = (doc["_id"] for doc in DOCS[:2])
     out = run("index", "delete", "mini", "--ids-file", "-", "--home", home, stdin=f"{first}\r\n")
     assert out == "deleted 1 of 1 ids; index 'mini' holds 2\n"
-    pipe = tmp_path / "ids.fifo"
-    os.mkfifo(pipe)
-
-    def feed() -> None:
-        with open(pipe, "w", encoding="utf-8") as writer:
-            writer.write(f"{second}\n")
-
-    writer = threading.Thread(target=feed)
-    writer.start()
+    pipe = fed_pipe(tmp_path / "ids.fifo", f"{second}\n".encode())
     out = run("index", "delete", "mini", "--ids-file", str(pipe), "--home", home)
-    writer.join(timeout=10)
     assert out == "deleted 1 of 1 ids; index 'mini' holds 1\n"
 
 
