@@ -978,6 +978,8 @@ def test_an_embedded_index_exported_and_created_in_postgres_searches_alike(
 ) -> None:
     """The move docs/postgresql.md describes: `index export` from the embedded store piped
     into the `index create` it prints, with --store; the same documents, the same hits."""
+    from semrank.pipeline import forget_open_indexes
+
     home = str(tmp_path / "home")
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
@@ -994,14 +996,30 @@ def test_an_embedded_index_exported_and_created_in_postgres_searches_alike(
         input=exported.stdout, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
-    settings = json.loads(cli("index", "info", "moved", "--json", "--store", pg_dsn))["settings"]
-    assert settings["bm25"]["k1"] == 1.2 and settings["bm25"]["b"] == 0.75
-    back = cli("index", "export", "moved", "--store", pg_dsn).splitlines()
-    assert sorted(map(json.loads, back), key=str) == sorted(DOCS, key=str)
-    for query in QUERIES:
-        hits = [
-            json.loads(cli("search", "moved", query, "--json", *where))["hits"]
-            for where in (("--home", home), ("--store", pg_dsn))
-        ]
-        assert [h["id"] for h in hits[0]] == [h["id"] for h in hits[1]], query
-        assert [h["document"] for h in hits[0]] == [h["document"] for h in hits[1]], query
+    try:
+        info = cli_in_process("index", "info", "moved", "--json", "--store", pg_dsn)
+        settings = json.loads(info)["settings"]
+        assert settings["bm25"]["k1"] == 1.2 and settings["bm25"]["b"] == 0.75
+        back = cli_in_process("index", "export", "moved", "--store", pg_dsn).splitlines()
+        assert sorted(map(json.loads, back), key=str) == sorted(DOCS, key=str)
+        for query in QUERIES:
+            hits = [
+                json.loads(cli_in_process("search", "moved", query, "--json", *where))["hits"]
+                for where in (("--home", home), ("--store", pg_dsn))
+            ]
+            assert [h["id"] for h in hits[0]] == [h["id"] for h in hits[1]], query
+            assert [h["document"] for h in hits[0]] == [h["document"] for h in hits[1]], query
+    finally:
+        forget_open_indexes()
+
+
+def cli_in_process(*args: str) -> str:
+    """``semrank ARGS`` run in this process (CliRunner); its standard output. For checks after
+    the command under test: a process each, as ``cli`` starts, costs a second or more."""
+    from typer.testing import CliRunner
+
+    from semrank.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{result.output}{result.exception!r}"
+    return result.stdout
