@@ -15,6 +15,12 @@ import httpx
 import pytest
 
 
+def stdin_closed(command: list[str]) -> list[str]:
+    """``command`` run with its stdin closed, as `cmd <&-` runs it: through the shell, since
+    closing it in subprocess's preexec_fn is unsafe while the test process has threads."""
+    return ["sh", "-c", 'exec "$@" <&-', "sh", *command]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.serving import stdin_closed
 from typer.testing import CliRunner
 
 from semrank import __version__
@@ -685,8 +686,8 @@ def test_rerank_from_a_closed_stdin_says_so(tmp_path: Path) -> None:
     """`semrank rerank q --docs - <&-` (a supervisor or script that closed stdin) printed a
     traceback (sys.stdin is None) and exited 1, "a bug"."""
     command = [sys.executable, "-m", "semrank", "rerank", "flea", "--docs", "-", "--json"]
-    closed = subprocess.run(command, capture_output=True, text=True, close_fds=True,
-                            preexec_fn=lambda: os.close(0), timeout=120)  # fmt: skip
+    closed = subprocess.run(stdin_closed(command), capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
     assert "Traceback" not in closed.stderr
     assert closed.returncode == 2, closed.stderr
     assert "--docs - reads the documents from stdin, and stdin is closed" in closed.stderr

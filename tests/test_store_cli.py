@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.serving import stdin_closed
 from typer.testing import CliRunner
 
 from semrank.cli import app
@@ -637,8 +638,8 @@ def test_drop_without_an_answer_names_yes_and_an_unknown_index_is_not_asked_abou
     assert "keep" in run("index", "list", "--home", home)
     # Started with stdin closed (`<&-`): input() raised RuntimeError, a traceback, exit 1.
     command = [sys.executable, "-m", "semrank", "index", "drop", "keep", "--home", home]
-    shut = subprocess.run(command, capture_output=True, text=True, close_fds=True,
-                          preexec_fn=lambda: os.close(0), timeout=120)  # fmt: skip
+    shut = subprocess.run(stdin_closed(command), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
     assert shut.returncode == 2 and "Traceback" not in shut.stderr, shut.stderr
     assert "no answer to the confirmation (stdin is closed); pass --yes" in shut.stderr
     assert "keep" in run("index", "list", "--home", home)
@@ -853,8 +854,7 @@ def test_stdin_closed_or_no_room_for_its_copy_is_said_and_a_sigterm_removes_the_
     run("index", "create", "piped", "--from", str(beir), "--home", home, "--no-dense")
     command = [sys.executable, "-m", "semrank.cli", "index", "add", "piped", "-", "--format"]
     command += ["jsonl", "--home", home]
-    closed = subprocess.run(command, stdin=None, capture_output=True, text=True, close_fds=True,
-                            preexec_fn=lambda: os.close(0))  # fmt: skip
+    closed = subprocess.run(stdin_closed(command), capture_output=True, text=True)
     assert closed.returncode == 2 and "stdin is closed; pipe them in" in closed.stderr
     spool = tmp_path / "tmp"
     spool.mkdir()
