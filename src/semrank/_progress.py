@@ -25,7 +25,10 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
-def _progress_lines(console: Console, label: str, total: int) -> Callable[[int], None]:
+def tenths_said(total: int, say: Callable[[int, int, float], None]) -> Callable[[int], None]:
+    """``advance(n)`` that calls ``say(done, percent, elapsed_s)`` at each tenth of ``total``
+    done. The percent is the share done, not the tenth just passed: "768/5183 (10%)" read as a
+    wrong count."""
     started, done, shown = time.monotonic(), 0, 0
 
     def advance(count: int) -> None:
@@ -34,12 +37,16 @@ def _progress_lines(console: Console, label: str, total: int) -> Callable[[int],
         tenth = 10 * done // max(total, 1)
         if tenth > shown:
             shown = tenth
-            elapsed = time.monotonic() - started
-            # The share done, not the tenth just passed: "768/5183 (10%)" read as a wrong count.
-            percent = 100 * done // max(total, 1)
-            console.print(f"{label}: {done}/{total} ({percent}%) after {elapsed:.0f} s")
+            say(done, 100 * done // max(total, 1), time.monotonic() - started)
 
     return advance
+
+
+def _progress_lines(console: Console, label: str, total: int) -> Callable[[int], None]:
+    def say(done: int, percent: int, elapsed: float) -> None:
+        console.print(f"{label}: {done}/{total} ({percent}%) after {elapsed:.0f} s")
+
+    return tenths_said(total, say)
 
 
 @contextmanager

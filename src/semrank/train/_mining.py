@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -147,19 +146,12 @@ def embed_texts(
 def _tenths_logged(label: str, total: int) -> Callable[[int], None]:
     """``advance(n)`` that logs a line at each tenth of ``total`` done: embedding a large
     collection took an hour with nothing said after "embedding N queries and M passages"."""
-    started, done, shown = time.monotonic(), 0, 0
+    from semrank._progress import tenths_said
 
-    def advance(count: int) -> None:
-        nonlocal done, shown
-        done += count
-        tenth = 10 * done // max(total, 1)
-        if tenth > shown:
-            shown = tenth
-            elapsed = time.monotonic() - started
-            percent = 100 * done // max(total, 1)  # the share done, not the tenth passed
-            log.info("%s: %d/%d embedded (%d%%) after %.0f s", label, done, total, percent, elapsed)
+    def say(done: int, percent: int, elapsed: float) -> None:
+        log.info("%s: %d/%d embedded (%d%%) after %.0f s", label, done, total, percent, elapsed)
 
-    return advance
+    return tenths_said(total, say)
 
 
 def mine_negatives(
