@@ -663,11 +663,39 @@ def test_a_nested_fusion_without_a_window_hands_its_parent_elasticsearchs_ten(
     counter = ReadCounter()
     tree = dataclasses.replace(parse_retriever(reranked(10)), inference_id=counter)
     assert len(search(herd, "zebra", retriever=tree, k=10)) == 10 and counter.read == [10]
-    assert len(search(herd, "zebra", retriever=fusion, k=30)) == 10  # its window, at the top too
+    assert len(search(herd, "zebra", retriever=fusion)) == 10  # its window, at the top too
     fusion[kind]["rank_window_size"] = 30
     counter.read.clear()
     tree = dataclasses.replace(parse_retriever(reranked(30)), inference_id=counter)
     assert len(search(herd, "zebra", retriever=tree, k=30)) == 30 and counter.read == [30]
+
+
+def test_a_k_above_a_json_trees_window_is_refused_not_cut_short(
+    herd: LocalStore, tmp_path: Path
+) -> None:
+    """A tree saved as JSON with an rrf / linear left without rank_window_size returned k hits
+    until today's Elasticsearch windows, then 10 of the k asked, unsaid (the CLI and server
+    refuse such a size): a k above a JSON tree's top window is refused in the library too."""
+    children = [{"standard": {"query": {"match": {f: "zebra"}}}} for f in ("a", "b")]
+    saved = tmp_path / "hybrid.json"
+    saved.write_text(json.dumps({"rrf": {"retrievers": children}}), encoding="utf-8")
+    for spec in (saved, str(saved), json.loads(saved.read_text())):
+        with pytest.raises(InvalidInputError) as refused:
+            search(herd, "zebra", retriever=spec, k=20)
+        assert str(refused.value).startswith(
+            "the retriever's rank_window_size 10 is below the 20 hits asked for (k): it returns "
+            "at most 10; raise rank_window_size to at least 20 (rrf and linear default to 10"
+        )
+        with pytest.raises(InvalidInputError, match="below the 20 hits asked for"):
+            search_many(herd, ["zebra"], retriever=spec, k=20)
+        assert len(search(herd, "zebra", retriever=spec)) == 10  # no k: the window's hits
+    windowed = {"rrf": {"retrievers": children, "rank_window_size": 20}}
+    assert len(search(herd, "zebra", retriever=windowed, k=20)) == 20
+    small = {"rrf": {"retrievers": children, "rank_window_size": 3}}
+    assert len(search(herd, "zebra", retriever=small)) == 3  # as a body without size
+    assert len(search_many(herd, ["zebra"], retriever=small)["0"]) == 3
+    # A tree built in Python still returns what it gives, as composed stages do.
+    assert len(search(herd, "zebra", retriever=RRF(tuple(BM25(field=f) for f in "ab")), k=20)) == 20
 
 
 def test_a_python_fusion_reads_what_its_parent_asks_and_says_so_in_json(herd: LocalStore) -> None:

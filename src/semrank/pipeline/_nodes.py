@@ -829,8 +829,9 @@ def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     """Refuse a top node whose window is below the hits asked for, as Elasticsearch does: it
     would quietly return fewer. A cut-off (a ``_search`` body's ``size``, ``% k``) asks its child
     for at most ``k`` hits, so the check looks through it with that count. (The edges call it,
-    where a size is asked for explicitly; the library's ``search`` returns what the tree gives,
-    as composed stages do.)"""
+    where a size is asked for explicitly, and so does the library's ``search`` given a ``k``
+    and a tree read from JSON; a tree built in Python returns what it gives, as composed
+    stages do.)"""
     while isinstance(tree, Cutoff | Weighted):
         if isinstance(tree, Cutoff):
             size = min(size, tree.k)

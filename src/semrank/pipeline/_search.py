@@ -18,8 +18,10 @@ from semrank.pipeline._nodes import (
     Retriever,
     Stage,
     TextSimilarityReranker,
+    check_window,
     fixed_vector_paths,
     has_placeholder,
+    hits_without_size,
 )
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
@@ -28,6 +30,7 @@ from semrank.store import Store
 from semrank.store._base import check_k
 
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
+DEFAULT_K = 10  # the hits a search without k returns, as Elasticsearch's size defaults to 10
 RetrieverSpec = str | Path | Mapping[str, Any] | Retriever | None
 
 
@@ -131,16 +134,18 @@ def search(
     query: str | None = None,
     *,
     retriever: RetrieverSpec = None,
-    k: int = 10,
+    k: int | None = None,
     home: str | Path | None = None,
     with_documents: bool = True,
     store: str | None = None,
 ) -> SearchResults:
-    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``. A tree with
+    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
+    left out: 10, or the top window's hits where fewer; see ``hits_asked``). A tree with
     a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
     named index (default: the embedded store under ``home``)."""
-    check_k(k)
+    if k is not None:
+        check_k(k)
     require_flags(with_documents=with_documents)
     if query is not None and not isinstance(query, str):
         raise InvalidInputError(
@@ -150,7 +155,8 @@ def search(
     if query is not None and is_blank(query):
         raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
-    tree, source = read_retriever(retriever, size=k)
+    tree, source = read_retriever(retriever, size=DEFAULT_K if k is None else k)
+    k = hits_asked(retriever, tree, k)
     with_documents = with_documents and source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
@@ -173,6 +179,28 @@ def search(
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
         return SearchResults.from_ranking(ranking, documents, ctx.warnings)
+
+
+def hits_asked(spec: RetrieverSpec, tree: Retriever, k: int | None) -> int:
+    """The hits a search of ``tree`` (read from ``spec``) returns: ``k``, or without one 10, or
+    the top window's hits where fewer (as Elasticsearch answers a body without ``size``).
+
+    A ``k`` above the top window of a tree read from JSON (a dict, a file, a ``_search`` body)
+    is refused, as Elasticsearch refuses such a ``size`` and the CLI and server do: an rrf or
+    linear left without ``rank_window_size`` returns 10 hits, so a saved tree would otherwise
+    quietly give 10 of the 50 asked. A tree built in Python returns what it gives, as composed
+    stages do."""
+    if k is None:
+        return hits_without_size(tree, DEFAULT_K)
+    if _read_from_json(spec):
+        check_window(tree, int(k), "k")
+    return int(k)
+
+
+def _read_from_json(spec: RetrieverSpec) -> bool:
+    if isinstance(spec, Mapping | Path):
+        return True
+    return isinstance(spec, str) and parse_shorthand(spec) is None
 
 
 def check_vectors_follow(tree: Retriever, query: str | None, *, one_query: bool = True) -> None:
@@ -205,7 +233,7 @@ def search_many(
     queries: Mapping[str, str] | Sequence[str],
     *,
     retriever: RetrieverSpec = None,
-    k: int = 10,
+    k: int | None = None,
     home: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     store: str | None = None,
@@ -218,9 +246,11 @@ def search_many(
             expected="queries must be a list of query texts or a {query_id: text} dict",
             hint='for one query use search(index, "text")',
         )
-    check_k(k)
+    if k is not None:
+        check_k(k)
     items = _query_items(queries)
-    tree = as_retriever(retriever, size=k)
+    tree = as_retriever(retriever, size=DEFAULT_K if k is None else k)
+    k = hits_asked(retriever, tree, k)
     if items:  # said once, not as the first query's error: every query meets the same tree
         check_vectors_follow(tree, items[0][1], one_query=False)
     run: dict[str, dict[str, float]] = {}
