@@ -610,8 +610,9 @@ async def test_names_of_one_model_share_its_weights_and_are_served_apart(
         assert facts(answer.json()["results"]) == expected(own, QUERY, DOCS)
 
 
-# What huggingface_hub's InferenceClient("http://HOST:8000", token=KEY) sends for
-# get_endpoint_info() (GET {url}/info) and health_check() (GET {url}/health, True on a 200):
+# What huggingface_hub's InferenceClient("http://HOST:8000", provider="hf-inference", token=KEY)
+# sends for get_endpoint_info() (GET {url}/info) and health_check() (GET {url}/health, True on a
+# 200; both refuse without provider="hf-inference" from huggingface_hub 0.31 on):
 # its build_hf_headers(token=KEY), a bearer token and its user agent.
 HF_HUB_HEADERS = {
     "authorization": "Bearer k1",
