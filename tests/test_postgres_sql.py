@@ -79,6 +79,7 @@ def installed(pg_dsn: str, semrank_server: str) -> str:  # noqa: F811
         112,
         113,
         114,
+        115,
     ]
     assert install(pg_dsn, endpoint=semrank_server) == []  # idempotent
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -299,7 +299,9 @@ def test_a_batch_size_the_server_refuses_or_no_number_is_named(
     with pytest.raises(psycopg.errors.ExternalRoutineException) as caught:
         _rank_many(installed, 30, scoring[0], ("semrank.batch_size", "20"))
     assert "answered HTTP 413" in str(caught.value)
-    assert "SET semrank.batch_size" in (caught.value.diag.message_hint or "")
+    hint = caught.value.diag.message_hint or ""
+    assert "SET semrank.batch_size" in hint
+    assert "(semrank.batch_size is 20 here)" in hint  # not "(it is 20 here)": read as the limit
     for bad in ("0", "ten", "2.5"):
         with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"semrank\.batch_size is"):
             _rank_many(installed, 3, scoring[0], ("semrank.batch_size", bad))

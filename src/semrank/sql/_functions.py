@@ -312,7 +312,8 @@ if status != 200:
         401: "set semrank.api_key (or `semrank sql install --api-key`) to one of the keys the "
              "server was started with (--api-key)",
         413: "send fewer documents per request: SET semrank.batch_size to the server's "
-             "--max-documents or less (it is %d here), or fewer for long documents" % batch_size,
+             "--max-documents or less (semrank.batch_size is %d here), or fewer for long "
+             "documents" % batch_size,
         429: "the server is busy (over its --max-pending requests); retry shortly",
         504: "the server's deadline passed: raise semrank.timeout_s (sent as timeout_ms)",
     }
@@ -479,4 +480,6 @@ def sql_migrations() -> tuple[Migration, ...]:
         (113, "sql: semrank.rank sends batch_size documents a request", rank + _RUN_AS_OWNER),
         # An empty query went to the server, whose 422 came back as SQLSTATE 38000.
         (114, "sql: semrank.rank refuses an empty query", rank + _RUN_AS_OWNER),
+        # The 413 hint said "(it is 1000 here)" of batch_size, read as the server's limit.
+        (115, "sql: semrank.rank's 413 hint names semrank.batch_size", rank + _RUN_AS_OWNER),
     )
