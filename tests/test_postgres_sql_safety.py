@@ -85,6 +85,21 @@ def installed(pg_dsn: str, fake: tuple[str, type[_Fake]]) -> str:  # noqa: F811
     return pg_dsn
 
 
+def _cancel_later(dsn: str, pid: int, *, after_s: float) -> threading.Thread:
+    """A started thread that cancels backend ``pid``'s statement (pg_cancel_backend, as psql's
+    Ctrl-C does) after ``after_s`` seconds; join it when the statement is over."""
+    import psycopg
+
+    def cancel() -> None:
+        time.sleep(after_s)
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    return canceller
+
+
 def _rank(dsn: str, *settings: tuple[str, str]) -> list[Any]:
     import psycopg
 
@@ -167,13 +182,7 @@ def test_a_query_cancel_ends_the_call_without_waiting_for_the_server(
         conn.execute("SET semrank.timeout_s = '20'")
         pid = conn.info.backend_pid
 
-        def cancel() -> None:
-            time.sleep(0.5)
-            with psycopg.connect(installed, autocommit=True) as other:
-                other.execute("SELECT pg_cancel_backend(%s)", (pid,))
-
-        canceller = threading.Thread(target=cancel)
-        canceller.start()
+        canceller = _cancel_later(installed, pid, after_s=0.5)
         started = time.monotonic()
         try:
             with pytest.raises(psycopg.errors.QueryCanceled, match="due to user request"):
@@ -332,13 +341,7 @@ def test_one_deadline_and_a_cancel_cover_every_batch(
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         pid = conn.info.backend_pid
 
-        def cancel() -> None:
-            time.sleep(1.5)
-            with psycopg.connect(installed, autocommit=True) as other:
-                other.execute("SELECT pg_cancel_backend(%s)", (pid,))
-
-        canceller = threading.Thread(target=cancel)
-        canceller.start()
+        canceller = _cancel_later(installed, pid, after_s=1.5)
         try:
             with pytest.raises(psycopg.errors.QueryCanceled, match="due to user request"):
                 conn.execute("SELECT * FROM semrank.rank('q', array_fill('doc 1'::text, '{10}'))")
