@@ -14,6 +14,13 @@ from semrank.retrieve._dense import (
     build_vector_index,
     unit_query_vector,
 )
+from semrank.retrieve._filter import (
+    Filter,
+    document_values,
+    fields_read,
+    matches,
+    parse_filter,
+)
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
 from semrank.retrieve._hits import Hits, top_k
 
@@ -25,13 +32,18 @@ __all__ = [
     "BM25Params",
     "DocTokens",
     "ExactVectorIndex",
+    "Filter",
     "HNSWVectorIndex",
     "Hits",
     "TextEmbedder",
     "VectorIndex",
     "build_vector_index",
+    "document_values",
+    "fields_read",
     "linear_combination",
+    "matches",
     "normalize_scores",
+    "parse_filter",
     "rrf",
     "top_k",
     "unit_query_vector",

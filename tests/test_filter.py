@@ -1,0 +1,134 @@
+"""Document filters (Elasticsearch filter-context DSL): parsing, refusals and the reference
+semantics every store is compared against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve import document_values, fields_read, matches, parse_filter
+
+DOCS: dict[str, dict[str, Any]] = {
+    "a": {"lang": "en", "year": 2019, "tags": ["ml", "ir"], "meta": {"source": "arxiv"}},
+    "b": {"lang": "de", "year": 2021.5, "tags": "ir", "meta": {"source": "acl"}, "draft": True},
+    "c": {"lang": "EN", "year": "2020", "authors": [{"name": "Ada"}, {"name": "Bo"}]},
+    "d": {"lang": None, "tags": [], "meta.source": "dotted", "date": "2024-03-01"},
+}
+
+
+def passing(spec: Any) -> list[str]:
+    flt = parse_filter(spec)
+    return [doc_id for doc_id, doc in DOCS.items() if matches(flt, doc_id, doc)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"term": {"lang": "en"}}, ["a"]),
+        ({"term": {"lang": {"value": "en", "case_insensitive": True}}}, ["a", "c"]),
+        ({"term": {"lang.keyword": "de"}}, ["b"]),
+        ({"terms": {"tags": ["ir", "nlp"]}}, ["a", "b"]),
+        ({"term": {"year": 2019.0}}, ["a"]),  # numbers compare numerically
+        ({"term": {"year": "2019"}}, []),  # a string is not the number 2019
+        ({"term": {"draft": True}}, ["b"]),
+        ({"term": {"draft": 1}}, []),  # booleans only equal booleans
+        ({"term": {"meta.source": "acl"}}, ["b"]),
+        ({"term": {"meta.source": "dotted"}}, ["d"]),  # a key holding dots
+        ({"term": {"authors.name": "Bo"}}, ["c"]),  # arrays of objects flatten
+        ({"range": {"year": {"gte": 2019, "lt": 2021}}}, ["a"]),  # "2020" is a string
+        ({"range": {"year": {"gt": 2019}}}, ["b"]),
+        ({"range": {"date": {"gte": "2024-01-01", "lte": "2024-12-31"}}}, ["d"]),
+        ({"exists": {"field": "lang"}}, ["a", "b", "c"]),  # null does not exist
+        ({"exists": {"field": "tags"}}, ["a", "b"]),  # nor does []
+        ({"ids": {"values": ["b", "d", "zz"]}}, ["b", "d"]),
+        ({"match_all": {}}, ["a", "b", "c", "d"]),
+        ([{"term": {"tags": "ir"}}, {"range": {"year": {"lt": 2020}}}], ["a"]),
+        ({"bool": {"must_not": {"term": {"lang": "en"}}}}, ["b", "c", "d"]),
+        ({"bool": {"should": [{"term": {"lang": "de"}}, {"ids": {"values": ["d"]}}]}}, ["b", "d"]),
+        # With a filter clause, should clauses are optional (Elasticsearch's default 0)...
+        ({"bool": {"filter": {"exists": {"field": "meta"}}, "should": {"term": {"lang": "x"}}}},
+         ["a", "b"]),
+        # ...unless minimum_should_match asks for them.
+        ({"bool": {"filter": {"exists": {"field": "meta"}}, "should": {"term": {"lang": "de"}},
+                   "minimum_should_match": 1}}, ["b"]),
+    ],
+)  # fmt: skip
+def test_filter_semantics(spec: Any, expected: list[str]) -> None:
+    assert passing(spec) == expected
+
+
+def test_filters_round_trip_through_their_json() -> None:
+    specs = [
+        {"term": {"lang": {"value": "en", "case_insensitive": True}}},
+        {"terms": {"tags": ["ir", 3, True]}},
+        {"range": {"year": {"gt": 1, "lte": 9.5}}},
+        {"bool": {"filter": [{"exists": {"field": "x"}}], "must_not": [{"ids": {"values": ["a"]}}],
+                  "should": [{"term": {"y": 1}}], "minimum_should_match": 1}},
+        [{"match_all": {}}, {"term": {"a.b": "c"}}],
+    ]  # fmt: skip
+    for spec in specs:
+        flt = parse_filter(spec)
+        assert parse_filter(flt.to_dict()) == flt
+        # Same documents pass after the round trip.
+        assert passing(flt.to_dict()) == passing(spec)
+
+
+def test_fields_read_lists_every_field_a_filter_reads() -> None:
+    flt = parse_filter(
+        {"bool": {"must": {"term": {"a": 1}}, "should": [{"range": {"b.c": {"gt": 0}}}],
+                  "must_not": [{"exists": {"field": "d"}}, {"ids": {"values": ["x"]}}]}}
+    )  # fmt: skip
+    assert sorted(fields_read(flt)) == ["a", "b.c", "d"]
+
+
+def test_document_values_flattens_and_drops_nulls() -> None:
+    doc = {"a": [1, None, [2, {"b": 3}]], "n": float("nan"), "o": {"p": {"q": "r"}}}
+    assert document_values(doc, "a") == [1, 2]
+    assert document_values(doc, "a.b") == [3]
+    assert document_values(doc, "n") == []  # not a comparable value
+    assert document_values(doc, "o.p.q") == ["r"]
+    assert document_values(doc, "o.p") == []  # an object is not a value
+    assert document_values(doc, "o", leaves=True) == ["r"]  # what exists asks of an object
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"match": {"title": "x"}}, "'match' is not a supported filter"),
+        ({"term": {"a": 1, "b": 2}}, "names one field"),
+        ({"term": {"a": None}}, "must be a string, number or boolean"),
+        ({"term": {"a": [1, 2]}}, "must be a string, number or boolean"),
+        ({"terms": {"a": []}}, "non-empty list"),
+        ({"range": {"a": {"gte": 1, "lt": "z"}}}, "all numbers or all strings"),
+        ({"range": {"a": {"format": "yyyy"}}}, "['format'] not supported"),
+        ({"range": {"a": {}}}, "at least one of gt, gte, lt, lte"),
+        ({"exists": {"name": "a"}}, 'takes {"field": NAME}'),
+        ({"ids": {"values": [1]}}, "document ids (strings)"),
+        ({"bool": {"should": [{"term": {"a": 1}}], "minimum_should_match": 2}}, "no document"),
+        ({"bool": {"minimum_should_match": "75%"}}, "whole number of clauses"),
+        ({"bool": {"must": {"term": {"a": 1}}, "boost": "x"}}, "boost must be a number"),
+        ({"term": {"": "x"}}, "not a dotted field path"),
+        ("lang:en", "must be one query object"),
+        ({}, "must be one query object"),
+    ],
+)
+def test_bad_filters_are_refused_naming_what_and_where(spec: Any, named: str) -> None:
+    with pytest.raises(InvalidInputError, match="filter") as caught:
+        parse_filter(spec)
+    assert named in str(caught.value)
+
+
+def test_a_refusal_names_the_path_of_a_nested_clause() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_filter({"bool": {"filter": [{"term": {"a": 1}}, {"prefix": {"b": "x"}}]}})
+    assert str(caught.value).startswith("filter.bool.filter[1]: 'prefix' is not a supported")
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    spec: Any = {"term": {"a": 1}}
+    for _ in range(200):
+        spec = {"bool": {"must": spec}}
+    with pytest.raises(InvalidInputError, match="nest at most"):
+        parse_filter(spec)
