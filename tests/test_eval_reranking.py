@@ -177,6 +177,27 @@ def test_the_depth_plot_leaves_counts_out(tmp_path: Path) -> None:
     assert (report(["RR@10", "NumRet"]) / DEPTH_PLOT).exists()
 
 
+def test_report_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """write_report switched pyplot to Agg: in a notebook every later plt.show() drew nothing."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
+    scores = score_candidates(LISTS, word_overlap).scores
+    after = evaluate(QRELS, reranked_run(LISTS, scores), ["RR@10"])
+    was = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend: any backend not Agg
+    try:
+        plt.figure()  # a figure of the caller's, still to be shown
+        write_report(ReportData(title="t", first_stage=before, reranked=after), tmp_path)
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == [1]  # the report's figures are not left in pyplot's care
+    finally:
+        plt.close("all")
+        matplotlib.use(was)
+    assert (tmp_path / DELTA_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_report_for_first_stage_only(tmp_path: Path) -> None:
     before = evaluate(QRELS, candidates_to_run(LISTS), ["RR@10"])
     (tmp_path / DELTA_PLOT).write_bytes(b"an earlier report's plot")

@@ -6,8 +6,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semrank.eval.metrics import Evaluation, PairedComparison
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DELTA_PLOT = "per_query_delta.png"
 DEPTH_PLOT = "depth_curve.png"
@@ -66,8 +70,15 @@ def _depth_table(curve: Mapping[int, Mapping[str, float]]) -> list[str]:
     return lines
 
 
+def _figure(width: float, height: float) -> Figure:
+    """A figure drawn off pyplot: switching pyplot's backend (matplotlib.use("Agg")) stopped a
+    notebook's later plt.show() from drawing anything, and pyplot keeps every figure it made."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     assert data.reranked is not None
@@ -75,7 +86,8 @@ def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
     deltas = sorted((after[q] - before[q], q) for q in before.keys() & after.keys())
     # A bar per query up to ~200 queries; wider would be tens of thousands of pixels (MS MARCO
     # dev: 7,000 queries), so past that the sorted changes are drawn as a filled curve.
-    figure, axes = plt.subplots(figsize=(min(max(6.0, 0.18 * len(deltas)), 36.0), 3.5))
+    figure = _figure(min(max(6.0, 0.18 * len(deltas)), 36.0), 3.5)
+    axes = figure.subplots()
     values = [d for d, _q in deltas]
     if len(deltas) <= 200:
         colors = ["tab:green" if d > 0 else "tab:red" if d < 0 else "tab:gray" for d in values]
@@ -91,7 +103,6 @@ def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
     axes.set_title(f"Per-query change in {measure}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def _curve_measures(data: ReportData) -> list[str]:
@@ -101,10 +112,9 @@ def _curve_measures(data: ReportData) -> list[str]:
 
 
 def _plot_depth_curve(data: ReportData, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     depths = list(data.depth_curve)
-    figure, axes = plt.subplots(figsize=(6.0, 3.8))
+    figure = _figure(6.0, 3.8)
+    axes = figure.subplots()
     for measure in _curve_measures(data):
         values = [data.depth_curve[d].get(measure, math.nan) for d in depths]
         (line,) = axes.plot(depths, values, marker="o", label=measure)
@@ -118,14 +128,10 @@ def _plot_depth_curve(data: ReportData, path: Path) -> None:
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def write_report(data: ReportData, directory: Path | str) -> Path:
     """Write ``report.md`` (and its PNG plots) into ``directory``; returns the report's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"# {data.title}", ""]
