@@ -231,3 +231,32 @@ def test_the_per_query_plot_of_many_queries_stays_a_readable_size(tmp_path: Path
     header = (tmp_path / DELTA_PLOT).read_bytes()[:24]
     width, height = struct.unpack(">II", header[16:24])  # the PNG's IHDR
     assert width <= 4000 and height < 1000
+
+
+def test_reprs_summarise_instead_of_printing_every_text_and_score() -> None:
+    """A notebook cell showing SciFact's collection printed 8 MB, TREC DL's candidate lists
+    2 MB, a RerankOutcome pages of score arrays."""
+    from semrank.eval import BeirCollection, Document
+
+    text = "long passage " * 100
+    big = candidate_list("q1", "a query", [text] * 500)
+    outcome = score_candidates([big], word_overlap, depth=500)
+    run = reranked_run([big], outcome.scores)
+    evaluation = evaluate({"q1": {"q1-3": 1}}, run, ["RR@10"])
+    collection = BeirCollection(
+        corpus={str(i): Document(doc_id=str(i), text=text) for i in range(500)},
+        queries={"q1": "a query"},
+        qrels={"q1": {"1": 1, "2": 0}},
+    )
+    shown = {repr(x): x for x in (big, outcome, run, evaluation, collection)}
+    assert all(len(line) < 200 and "long passage" not in line for line in shown)
+    assert repr(big) == "CandidateList(query_id='q1', query='a query', hits=<500 candidates>)"
+    assert "scores=<1 queries>, pairs=500" in repr(outcome)
+    assert repr(run) == "Run(name='reranked', rankings=<1 queries, 500 entries>)"
+    assert repr(evaluation) == (
+        f"Evaluation(run_name='reranked', aggregate={evaluation.aggregate!r}, "
+        "per_query=<1 queries>)"
+    )
+    assert repr(collection) == (
+        "BeirCollection(corpus=<500 documents>, queries=<1 queries>, qrels=<2 judgments>)"
+    )

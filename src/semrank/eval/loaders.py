@@ -86,6 +86,12 @@ class Run:
             )
         checked_rankings(self.rankings)
 
+    def __repr__(self) -> str:
+        # Counts, not every ScoredDoc: a notebook cell showing a run printed hundreds of KB.
+        entries = sum(len(ranking) for ranking in self.rankings.values())
+        counts = f"{len(self.rankings)} queries, {entries} entries"
+        return f"Run(name={self.name!r}, rankings=<{counts}>)"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
@@ -105,6 +111,13 @@ class CandidateList:
     query: str
     hits: tuple[Candidate, ...]
 
+    def __repr__(self) -> str:
+        # Not every hit's text: a notebook cell showing TREC DL's 43 lists printed 2 MB.
+        return (
+            f"CandidateList(query_id={self.query_id!r}, query={self.query!r}, "
+            f"hits=<{len(self.hits)} candidates>)"
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class BeirCollection:
@@ -113,6 +126,14 @@ class BeirCollection:
     corpus: dict[str, Document]
     queries: Queries
     qrels: Qrels
+
+    def __repr__(self) -> str:
+        # Not the corpus: a notebook cell showing SciFact's collection printed 8 MB of text.
+        judgments = sum(len(judged) for judged in self.qrels.values())
+        return (
+            f"BeirCollection(corpus=<{len(self.corpus)} documents>, "
+            f"queries=<{len(self.queries)} queries>, qrels=<{judgments} judgments>)"
+        )
 
 
 # --------------------------------------------------------------------------- BEIR

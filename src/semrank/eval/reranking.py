@@ -33,6 +33,13 @@ class RerankOutcome:
         counts = (self.depth, self.pairs, self.seconds) == (other.depth, other.pairs, other.seconds)
         return counts and array_dicts_equal(self.scores, other.scores)
 
+    def __repr__(self) -> str:
+        # Not every query's score array: a notebook cell showing one printed pages of numbers.
+        return (
+            f"RerankOutcome(depth={self.depth}, scores=<{len(self.scores)} queries>, "
+            f"pairs={self.pairs}, seconds={self.seconds:.3f})"
+        )
+
     @property
     def pairs_per_second(self) -> float:
         return self.pairs / self.seconds if self.seconds > 0 else float("inf")
