@@ -33,6 +33,15 @@ def test_exact_search_is_the_argmax_of_the_dot_product() -> None:
         ExactVectorIndex(vectors).search(np.ones(3), 5)
 
 
+def test_a_text_for_a_query_vector_is_refused_saying_how_to_embed_it() -> None:
+    """index.search_vector("space travel") raised numpy's bare "could not convert string to
+    float" ValueError."""
+    index = ExactVectorIndex(unit_vectors(20, 8, seed=3))
+    for wrong in ("space travel", ["a", "b"], {"x": 1.0}):
+        with pytest.raises(InvalidInputError, match=r"query vector is numbers.*embed_queries"):
+            index.search(wrong, 5)  # type: ignore[arg-type]
+
+
 def test_a_query_of_any_length_scores_cosines() -> None:
     vectors = unit_vectors(50, 8, seed=5)
     unit = ExactVectorIndex(vectors).search(vectors[7], 5)

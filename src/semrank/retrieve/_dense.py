@@ -49,7 +49,14 @@ def _usearch_index() -> Any:
 def unit_query_vector(vector: np.ndarray, dim: int) -> np.ndarray:
     """``vector`` as a float32 unit vector: the stored vectors are unit length, so only a unit
     query makes each inner product a cosine (a longer one would scale every score)."""
-    query = np.asarray(vector, dtype=np.float64).reshape(-1)
+    try:
+        query = np.asarray(vector, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):  # numpy's "could not convert string to float" named no fix
+        raise InvalidInputError(
+            f"a query vector is numbers (the query's embedding), got {type(vector).__name__} "
+            f"({vector!r:.60}); embed a text first (a store's embed_queries([text])[0]), or "
+            "search by text with semrank.pipeline's Dense() retriever"
+        ) from None
     if query.shape[0] != dim:
         raise InvalidInputError(
             f"query vector has {query.shape[0]} dimensions but the index stores {dim}-d vectors"
