@@ -1327,6 +1327,54 @@ def test_index_export_writes_every_document_as_stored_and_create_reads_it_back(
         run("index", "export", "srcc", "--home", home)
 
 
+# `semrank index export ...` whose read of the index stalls once every document is read (as a
+# large index on a slow disk would), saying so on stderr: a signal then finds the export halfway.
+STALLED_EXPORT = """
+import sys, time
+from semrank.cli import main
+from semrank.store._local import LocalStore
+pages = LocalStore.iter_documents
+def stalled(self, **kwargs):
+    yield from pages(self, **kwargs)
+    print("every document read", file=sys.stderr, flush=True)
+    time.sleep(120)
+LocalStore.iter_documents = stalled
+sys.argv[0] = "semrank"
+main()
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM and SIGHUP are POSIX signals")
+def test_index_export_stopped_by_sigterm_or_sighup_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A SIGTERM (systemd, `timeout`) or SIGHUP (a closed terminal) during `index export -o`
+    ended the process without its cleanup: a hidden .PID.partial file as large as the export
+    was left beside the output for good. It is removed, and the process ends as the signal."""
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    run("index", "create", "src", "--from", str(corpus), "--home", str(home), "--no-dense")
+    out = tmp_path / "out" / "docs.jsonl"
+    out.parent.mkdir()
+    command = [sys.executable, "-c", STALLED_EXPORT, "index", "export", "src", "--home"]
+    command += [str(home), "-o", str(out), "--batch-size", "1"]
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        exporting = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            assert exporting.stderr is not None
+            assert exporting.stderr.readline() == "every document read\n"
+            [partial] = out.parent.iterdir()  # written, not yet renamed into place
+            assert partial.name == f".docs.jsonl.{exporting.pid}.partial"
+            exporting.send_signal(stop)
+            assert exporting.wait(timeout=60) == -stop
+        finally:
+            exporting.kill()
+        assert not list(out.parent.iterdir())
+
+
 def test_index_export_ends_quietly_on_a_closed_pipe_and_says_what_it_cannot_carry(
     tmp_path: Path,
 ) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,9 @@ from typing import Any
 SYNCHRONIZE = 0x00100000
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 WAIT_TIMEOUT = 258  # WaitForSingleObject: the process has not ended
+# The signals that end a process without running its `finally` blocks: a supervisor's stop
+# (systemd, Kubernetes, `timeout`) and a closed terminal. Ctrl-C raises KeyboardInterrupt.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def end_as_signal(signum: int) -> None:
@@ -19,6 +26,35 @@ def end_as_signal(signum: int) -> None:
     then reports 128 + signum: 143 for SIGTERM), after a handler did what had to come first."""
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def removed_if_stopped(path: Path | str) -> Iterator[None]:
+    """While the block runs, a SIGTERM or SIGHUP removes ``path`` (a file or folder being
+    written: a partial export, a copy of stdin) before the process ends as that signal: it
+    ended at once and left it behind. A signal the process ignores (`nohup`) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def remove_then_end(signum: int, frame: Any) -> None:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        end_as_signal(signum)
+
+    previous: dict[int, Any] = {}
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name, None)  # Windows has no SIGHUP
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, remove_then_end)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def process_alive(pid: int) -> bool:

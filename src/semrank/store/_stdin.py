@@ -7,15 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from semrank._process import end_as_signal, process_alive, process_start_time
+from semrank._process import process_alive, process_start_time, removed_if_stopped
 from semrank.errors import StorageError
 
 __all__ = ["corpus_file", "piped_format", "stdin_mark"]
@@ -83,7 +80,7 @@ def corpus_file(source: str, stdin_format: str | None) -> Iterator[Path]:
 
     from semrank.errors import SemrankError
 
-    with _stdin_copy_folder() as folder, _removed_on_sigterm(folder):
+    with _stdin_copy_folder() as folder, removed_if_stopped(folder):
         copy = Path(folder) / f"stdin.{stdin_format}"
         try:
             with copy.open("wb") as written:
@@ -155,27 +152,6 @@ def _no_room_for_stdin(folder: str, exc: OSError) -> StorageError:
         f"checked, then ingested), and that failed ({exc.strerror or exc}); set TMPDIR to a "
         "folder with room for them, or give the file itself instead of -"
     )
-
-
-@contextlib.contextmanager
-def _removed_on_sigterm(folder: str) -> Iterator[None]:
-    """A SIGTERM (a supervisor, `timeout`) ended the process before the copy of stdin was
-    removed, leaving the whole corpus in TMPDIR: it is removed first, and the process still
-    ends as that signal (what the index holds is safe from a kill at any point)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
-        return
-    import shutil
-
-    def remove_then_end(signum: int, frame: Any) -> None:
-        shutil.rmtree(folder, ignore_errors=True)
-        end_as_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, remove_then_end)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stdin_mark(copy: Path) -> Path:

@@ -718,12 +718,16 @@ def _export_target(output: Path) -> Path:
 
 def _export_to_file(index: Store, output: Path, batch_size: int) -> int:
     """Write to a hidden file beside ``output`` and rename it into place at the end: an export
-    stopped halfway must not leave a file that reads as a whole index."""
+    stopped halfway must not leave a file that reads as a whole index, nor (SIGTERM, SIGHUP:
+    no `except` runs) a hidden one as large, named by a process that is gone."""
+    from semrank._process import removed_if_stopped
+
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     try:
-        with partial.open("w", encoding="utf-8", newline="\n") as stream:
-            count = _write_jsonl(index, stream, batch_size, ascii_only=False)
-        os.replace(partial, output)
+        with removed_if_stopped(partial):
+            with partial.open("w", encoding="utf-8", newline="\n") as stream:
+                count = _write_jsonl(index, stream, batch_size, ascii_only=False)
+            os.replace(partial, output)
     except BaseException:
         with contextlib.suppress(OSError):
             partial.unlink()
