@@ -393,6 +393,52 @@ def test_int8_export_is_cached_per_model(tiny_model, _isolated_onnx_cache: Path)
     assert len(list((_isolated_onnx_cache / "onnx").glob("*.int8.onnx"))) == len(cached) + 1
 
 
+# Loads the tiny model of argv[1] with backend onnx-int8, whose quantization (seconds to minutes
+# for a real model) stalls once it has written part of its file, saying so on stderr.
+STALLED_QUANTIZATION = """
+import sys, time
+import onnxruntime.quantization
+from semrank.runtime import load_scorer
+from tiny_models import tiny_spec
+def stalled(source, target, **options):
+    with open(target, "wb") as written:
+        written.write(b"part of a graph")
+    print("quantizing", file=sys.stderr, flush=True)
+    time.sleep(120)
+onnxruntime.quantization.quantize_dynamic = stalled
+load_scorer(tiny_spec(sys.argv[1]), backend="onnx-int8")
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM and SIGHUP are POSIX signals")
+def test_a_model_cache_file_being_written_is_removed_on_sigterm_and_sighup(
+    tiny_model, tmp_path: Path
+) -> None:
+    """A SIGTERM (a rollout, `timeout`) or SIGHUP (a closed terminal) while the int8 graph (or
+    an ONNX export, an OpenVINO quantization) was written ended the process without its cleanup,
+    and its temporary file stayed in the model cache for good, one per interrupted start."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SEMRANK_CACHE": str(cache)}
+    tests = str(Path(__file__).parent)  # for tiny_models
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-c", STALLED_QUANTIZATION, str(tiny_model("bert"))]
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        loading = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert loading.stderr is not None
+            assert loading.stderr.readline() == "quantizing\n"
+            assert [p.name for p in (cache / "onnx").glob("*.tmp.onnx")]  # being written
+            loading.send_signal(stop)
+            assert loading.wait(timeout=60) == -stop
+        finally:
+            loading.kill()
+        assert not list((cache / "onnx").glob("*.tmp*"))
+        assert len(list((cache / "onnx").glob("*.onnx"))) == 1  # the fp32 export, whole
+
+
 @pytest.mark.parametrize("backend", ["openvino", "openvino-bf16", "onnx-int8"])
 def test_embedders_of_every_cpu_backend_agree_with_fp32(tiny_model, backend) -> None:
     if backend.startswith("openvino"):

@@ -31,8 +31,10 @@ def end_as_signal(signum: int) -> None:
 @contextlib.contextmanager
 def removed_if_stopped(path: Path | str) -> Iterator[None]:
     """While the block runs, a SIGTERM or SIGHUP removes ``path`` (a file or folder being
-    written: a partial export, a copy of stdin) before the process ends as that signal: it
-    ended at once and left it behind. A signal the process ignores (`nohup`) stays ignored."""
+    written: a partial export, a copy of stdin, a model's cache file) before the process ends
+    as that signal: it ended at once and left it behind. Only a signal that would end the
+    process at once is taken: one it ignores (`nohup`) stays ignored, and one it handles (the
+    server's graceful stop, training's stop after a step) is left to that handler."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
@@ -48,13 +50,13 @@ def removed_if_stopped(path: Path | str) -> Iterator[None]:
     previous: dict[int, Any] = {}
     for name in STOP_SIGNALS:
         signum = getattr(signal, name, None)  # Windows has no SIGHUP
-        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
             previous[signum] = signal.signal(signum, remove_then_end)
     try:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            signal.signal(signum, handler)
 
 
 def process_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from semrank._process import removed_if_stopped
 from semrank.errors import ModelLoadError
 from semrank.runtime.onnx_export import prune_cache, share_like_new_files
 
@@ -83,22 +84,23 @@ def _quantize_atomically(source: Path, target: Path, settings: QuantizationSetti
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp.onnx", dir=target.parent)
     os.close(fd)
     try:
-        try:
-            quantize_dynamic(
-                str(source),
-                tmp,
-                weight_type=getattr(QuantType, settings.weight_type),
-                per_channel=settings.per_channel,
-                reduce_range=settings.reduce_range,
-                op_types_to_quantize=list(settings.op_types),
-            )
-        except Exception as exc:  # onnx / onnxruntime raise many unrelated types
-            raise ModelLoadError(
-                f"cannot quantize {source} to int8: {exc}. The graph is corrupt or does not "
-                "match the checkpoint's config.json; try backend='onnx'"
-            ) from exc
-        share_like_new_files(tmp)
-        os.replace(tmp, target)
+        with removed_if_stopped(tmp):  # a kill mid-way left it in the cache
+            try:
+                quantize_dynamic(
+                    str(source),
+                    tmp,
+                    weight_type=getattr(QuantType, settings.weight_type),
+                    per_channel=settings.per_channel,
+                    reduce_range=settings.reduce_range,
+                    op_types_to_quantize=list(settings.op_types),
+                )
+            except Exception as exc:  # onnx / onnxruntime raise many unrelated types
+                raise ModelLoadError(
+                    f"cannot quantize {source} to int8: {exc}. The graph is corrupt or does not "
+                    "match the checkpoint's config.json; try backend='onnx'"
+                ) from exc
+            share_like_new_files(tmp)
+            os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from semrank._process import removed_if_stopped
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, pad_batch, refuse_unfed_inputs
 from semrank.runtime._calibration import calibration_pairs, calibration_texts
@@ -132,21 +133,23 @@ def _quantize_atomically(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=target.stem, suffix=".tmp", dir=target.parent))
     try:
-        try:
-            model = openvino.Core().read_model(str(source))
-        except RuntimeError as exc:
-            raise ModelLoadError(f"OpenVINO cannot read {source} to quantize it: {exc}") from exc
-        # Calibration feeds the inputs of every batch: another one was a KeyError out of NNCF.
-        refuse_unfed_inputs(source, (port.get_any_name() for port in model.inputs))
-        quantized = _quantize(model, samples, settings)
-        # fp16 compression would round the weights left in floating point a second time.
-        openvino.save_model(quantized, str(tmp_dir / "model.xml"), compress_to_fp16=False)
-        share_like_new_files(tmp_dir)
-        try:
-            os.replace(tmp_dir, target)
-        except OSError:  # another process finished the same quantization first
-            if not (target / "model.xml").is_file():
-                raise
+        with removed_if_stopped(tmp_dir):  # a kill mid-way left it in the cache
+            try:
+                model = openvino.Core().read_model(str(source))
+            except RuntimeError as exc:
+                message = f"OpenVINO cannot read {source} to quantize it: {exc}"
+                raise ModelLoadError(message) from exc
+            # Calibration feeds the inputs of every batch: another was a KeyError out of NNCF.
+            refuse_unfed_inputs(source, (port.get_any_name() for port in model.inputs))
+            quantized = _quantize(model, samples, settings)
+            # fp16 compression would round the weights left in floating point a second time.
+            openvino.save_model(quantized, str(tmp_dir / "model.xml"), compress_to_fp16=False)
+            share_like_new_files(tmp_dir)
+            try:
+                os.replace(tmp_dir, target)
+            except OSError:  # another process finished the same quantization first
+                if not (target / "model.xml").is_file():
+                    raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

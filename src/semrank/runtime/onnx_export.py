@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import onnx
 
 from semrank._files import user_home
+from semrank._process import removed_if_stopped
 from semrank.errors import BackendUnavailableError, ModelLoadError, UnsupportedArchitectureError
 from semrank.models.loading import config_architecture, custom_code_refusal, read_json_object
 from semrank.runtime._arch_bert import build_bert_like
@@ -363,10 +364,11 @@ def _write_atomically(model: onnx.ModelProto, cache: Path, key: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=key, suffix=".tmp", dir=cache)
     os.close(fd)
     try:
-        onnx.save_model(model, tmp)
-        share_like_new_files(tmp)
-        target = cache / f"{key}.onnx"
-        os.replace(tmp, target)
+        with removed_if_stopped(tmp):
+            onnx.save_model(model, tmp)
+            share_like_new_files(tmp)
+            target = cache / f"{key}.onnx"
+            os.replace(tmp, target)
         return target
     finally:
         if os.path.exists(tmp):
@@ -377,20 +379,21 @@ def _write_external(model: onnx.ModelProto, cache: Path, key: str) -> Path:
     """A directory with model.onnx + model.onnx.data, renamed into place as a whole."""
     tmp_dir = Path(tempfile.mkdtemp(prefix=key, suffix=".tmp", dir=cache))
     try:
-        onnx.save_model(
-            model,
-            str(tmp_dir / "model.onnx"),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location="model.onnx.data",
-        )
-        share_like_new_files(tmp_dir)
-        target = cache / key
-        try:
-            os.replace(tmp_dir, target)
-        except OSError:  # another process finished the same export first
-            if not (target / "model.onnx").is_file():
-                raise
+        with removed_if_stopped(tmp_dir):
+            onnx.save_model(
+                model,
+                str(tmp_dir / "model.onnx"),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location="model.onnx.data",
+            )
+            share_like_new_files(tmp_dir)
+            target = cache / key
+            try:
+                os.replace(tmp_dir, target)
+            except OSError:  # another process finished the same export first
+                if not (target / "model.onnx").is_file():
+                    raise
         return target / "model.onnx"
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
