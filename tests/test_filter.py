@@ -3,12 +3,14 @@ semantics every store is compared against."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from semrank.errors import InvalidInputError
 from semrank.retrieve import document_values, fields_read, matches, parse_filter
+from semrank.retrieve._filter_rows import FieldTable
 
 DOCS: dict[str, dict[str, Any]] = {
     "a": {"lang": "en", "year": 2019, "tags": ["ml", "ir"], "meta": {"source": "arxiv"}},
@@ -23,9 +25,7 @@ def passing(spec: Any) -> list[str]:
     return [doc_id for doc_id, doc in DOCS.items() if matches(flt, doc_id, doc)]
 
 
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [
+SEMANTICS: list[tuple[Any, list[str]]] = [
         ({"term": {"lang": "en"}}, ["a"]),
         ({"term": {"lang": {"value": "en", "case_insensitive": True}}}, ["a", "c"]),
         ({"term": {"lang.keyword": "de"}}, ["b"]),
@@ -53,10 +53,42 @@ def passing(spec: Any) -> list[str]:
         # ...unless minimum_should_match asks for them.
         ({"bool": {"filter": {"exists": {"field": "meta"}}, "should": {"term": {"lang": "de"}},
                    "minimum_should_match": 1}}, ["b"]),
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "expected"), SEMANTICS)
 def test_filter_semantics(spec: Any, expected: list[str]) -> None:
     assert passing(spec) == expected
+
+
+@pytest.mark.parametrize(("spec", "expected"), SEMANTICS)
+def test_a_field_table_masks_rows_as_the_reference_matches(spec: Any, expected: list[str]) -> None:
+    """What the embedded store evaluates a filter by: every row at once from values read once."""
+    flt = parse_filter(spec)
+    table = FieldTable(list(DOCS))
+    table.add_fields(list(DOCS.values()), table.missing(flt))
+    assert table.missing(flt) == []
+    assert [doc_id for doc_id, ok in zip(DOCS, table.mask(flt), strict=True) if ok] == expected
+
+
+def test_a_field_table_agrees_with_the_reference_on_mixed_values() -> None:
+    rng = random.Random(7)
+    pool: list[Any] = [1, 1.0, 2, 2.5, "1", "a", "A", "b", True, False, None, [], {"x": 1}]
+    docs = {f"d{n}": {"v": rng.choice(pool), "w": [rng.choice(pool) for _ in range(2)]}
+            for n in range(60)}  # fmt: skip
+    specs = [
+        {"term": {"v": 1}}, {"term": {"v": True}}, {"term": {"w": {"value": "a",
+        "case_insensitive": True}}}, {"terms": {"w": [2.5, "b"]}}, {"range": {"v": {"gt": 1}}},
+        {"range": {"w": {"gte": "a", "lte": "b"}}}, {"range": {"w": {"gt": 1, "lt": 2.5}}},
+        {"exists": {"field": "v"}}, {"bool": {"should": [{"term": {"v": "a"}},
+        {"exists": {"field": "w.x"}}], "must_not": {"term": {"w": False}}}},
+    ]  # fmt: skip
+    table = FieldTable(list(docs))
+    for spec in specs:
+        flt = parse_filter(spec)
+        table.add_fields(list(docs.values()), table.missing(flt))
+        expected = [matches(flt, doc_id, doc) for doc_id, doc in docs.items()]
+        assert table.mask(flt).tolist() == expected, spec
 
 
 def test_filters_round_trip_through_their_json() -> None:

@@ -136,3 +136,22 @@ def test_hnsw_searches_in_threads_use_their_own_beam_width() -> None:
     with ThreadPoolExecutor(6) as pool:
         runs = [pool.submit(differences, t % 2 == 0, t) for t in range(6)]
         assert [run.result() for run in runs] == [0] * 6
+
+
+def test_a_filtered_hnsw_search_widens_until_k_allowed_hits_are_found() -> None:
+    """The allowed keys are the vectors farthest from the query: the graph's nearest hits hold
+    none of them, so the search widens (to the whole graph) rather than return fewer than k;
+    and a few allowed keys are searched exactly. Both give exact filtered search's top k."""
+    pytest.importorskip("usearch")
+    vectors = unit_vectors(2_000, 16, seed=4)
+    keys = np.arange(len(vectors)) * 7 + 3  # keys are not positions
+    graph = HNSWVectorIndex.build(vectors, keys=keys)
+    exact = ExactVectorIndex(vectors)
+    query = vectors[0]
+    farthest = np.sort(np.argsort(vectors @ query)[:100])  # positions, ascending
+    expected = exact.search(query, 10, allowed=farthest)
+    for exact_up_to in (0, 100):  # widened, then exact
+        found = graph.search(query, 10, None, keys[farthest], exact_up_to=exact_up_to)
+        np.testing.assert_array_equal(found.ids, keys[expected.ids])
+        np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
+    assert len(graph.search(query, 10, None, keys[:0])) == 0  # nothing allowed: no hits

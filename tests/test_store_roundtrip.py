@@ -33,7 +33,7 @@ from semrank.errors import (
     StorageError,
     http_status_for,
 )
-from semrank.retrieve import BM25Index, BM25Params, DocTokens
+from semrank.retrieve import BM25Index, BM25Params, DocTokens, matches, parse_filter
 from semrank.store import (
     create_index,
     default_home,
@@ -1256,3 +1256,112 @@ def test_an_index_a_callers_prompted_embedder_wrote_is_read_with_the_prompts(
         own.upsert(DOCS)
     with open_index("own", home=home) as own:  # bf16 here, fp32 there: cosine, not equality
         assert float(own.embed_queries(["sticks"])[0] @ mine.embed_queries(["sticks"])[0]) > 0.999
+
+
+# --- filters: documents a search may return, applied before its top k -------------------------
+class GaussianEmbedder:
+    """Each word a fixed random direction, a text their sum: no model, and no tied cosines."""
+
+    def embed(self, texts: Any) -> np.ndarray:
+        rows = []
+        for text in texts:
+            total = np.zeros(32)
+            for word in text.split():
+                seed = int.from_bytes(word.encode()[:8].ljust(8, b"_"), "little") + len(word)
+                total += np.random.default_rng(seed).normal(size=32)
+            rows.append(total / max(float(np.linalg.norm(total)), 1e-9))
+        return np.array(rows, dtype=np.float32)
+
+
+def _tagged(count: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(11)
+    words = ["moon", "sun", "tide", "lava", "bread", "yeast", "chess", "bee", "ice", "rock"]
+    return [
+        {
+            "id": f"d{n}",
+            "text": " ".join(rng.choice(words, size=5)) + f" w{n}",
+            "meta": {"tenant": f"t{n % 10}"},
+            "year": 2000 + n % 25,
+            "tags": ["odd" if n % 2 else "even", "tens" if n % 10 == 0 else "other"],
+        }
+        for n in range(count)
+    ]
+
+
+FILTERS = [
+    {"term": {"meta.tenant": "t3"}},
+    {"terms": {"tags.keyword": ["tens", "odd"]}},
+    [{"range": {"year": {"gte": 2010, "lt": 2015}}},
+     {"bool": {"must_not": {"ids": {"values": ["d12"]}}}}],
+]  # fmt: skip
+
+
+def _passing(ranked: Any, flt: Any, documents: dict[str, dict[str, Any]], k: int) -> list[str]:
+    """The reference: the unfiltered ranking of every document, kept where the filter passes."""
+    return [i for i in ranked.ids.tolist() if matches(flt, i, documents[i])][:k]
+
+
+@pytest.mark.parametrize("spec", FILTERS)
+def test_filtered_searches_return_the_k_best_passing_documents(tmp_path: Path, spec: Any) -> None:
+    corpus = _tagged(80)
+    documents = {d["id"]: {k: v for k, v in d.items() if k != "id"} for d in corpus}
+    index = create_index("f", home=tmp_path, fields=("text",), embedder=GaussianEmbedder())
+    index.upsert(corpus)
+    flt = parse_filter(spec)
+    vector = index.embed_queries(["moon tide ice"])[0]
+    every = index.search_vector(vector, k=80)
+    filtered = index.search_vector(vector, k=5, filter=flt)
+    assert filtered.ids.tolist() == _passing(every, flt, documents, 5)
+    everything_bm25 = index.search_bm25("moon tide ice", k=80)
+    hits = index.search_bm25("moon tide ice", k=5, filter=flt)
+    # Not the top 5, then the passing ones among them: 5 passing ones.
+    assert hits.ids.tolist() == _passing(everything_bm25, flt, documents, 5) and len(hits) == 5
+    fields = [("text", 2.0)]
+    both = index.search_bm25_fields("moon tide ice", k=80, fields=fields)
+    assert index.search_bm25_fields(
+        "moon tide ice", k=5, fields=fields, filter=flt
+    ).ids.tolist() == (_passing(both, flt, documents, 5))
+
+
+def test_a_filter_reads_the_documents_as_they_are_now(tmp_path: Path) -> None:
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert(_tagged(20))
+    flt = parse_filter({"term": {"meta.tenant": "t3"}})
+    assert sorted(index.search_bm25("moon sun tide lava bread", k=9, filter=flt).ids) == [
+        "d13",
+        "d3",
+    ]
+    index.upsert([{"id": "d4", "text": "moon", "meta": {"tenant": "t3"}}])
+    index.delete(["d13"])
+    assert sorted(index.search_bm25("moon sun tide lava bread", k=9, filter=flt).ids) == [
+        "d3",
+        "d4",
+    ]
+
+
+@pytest.mark.parametrize("share", ["t1", ["t1", "t2", "t3", "t4"]])  # exact, then widened
+def test_a_filtered_hnsw_search_returns_the_exact_filtered_top_k(
+    tmp_path: Path, share: Any
+) -> None:
+    """Few allowed rows (at most the ANN threshold) are searched exactly; more, the graph is
+    searched wider until k of its hits pass. Either way, the top k of exact filtered search,
+    and no deleted or rewritten-away document."""
+    corpus = [dict(d, meta={"tenant": f"t{n % 20}"}) for n, d in enumerate(_tagged(400))]
+    documents = {d["id"]: d for d in corpus}
+    options = {"fields": ("text",), "embedder": GaussianEmbedder()}
+    graph = create_index("g", home=tmp_path, ann_threshold=30, **options)  # type: ignore[arg-type]
+    exact = create_index("e", home=tmp_path, **options)  # type: ignore[arg-type]
+    for index in (graph, exact):
+        index.upsert(corpus)
+        index.delete(["d1", "d22"])
+        index.upsert([{"id": "d41", "text": "moon tide", "meta": {"tenant": "t0"}}])
+    assert graph.info().vector_search == "hnsw" and exact.info().vector_search == "exact"
+    flt = parse_filter({"terms": {"meta.tenant": share if isinstance(share, list) else [share]}})
+    for query in ("moon tide ice", "lava rock", "chess bee bread"):
+        vector = graph.embed_queries([query])[0]
+        found = graph.search_vector(vector, k=10, filter=flt)
+        expected = exact.search_vector(vector, k=10, filter=flt)
+        assert found.ids.tolist() == expected.ids.tolist()
+        np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
+        assert not {"d1", "d22", "d41"} & set(found.ids.tolist())
+        assert all(matches(flt, i, documents[i]) for i in found.ids.tolist())

@@ -16,6 +16,7 @@ from semrank.retrieve._dense import (
 )
 from semrank.retrieve._filter import (
     Filter,
+    all_of,
     document_values,
     fields_read,
     matches,
@@ -37,6 +38,7 @@ __all__ = [
     "Hits",
     "TextEmbedder",
     "VectorIndex",
+    "all_of",
     "build_vector_index",
     "document_values",
     "fields_read",

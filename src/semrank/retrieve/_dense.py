@@ -7,6 +7,7 @@ HNSW graph (usearch: a single-file index with prebuilt wheels) answers in sub-li
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,10 +87,21 @@ class ExactVectorIndex:
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
-    def search(self, vector: np.ndarray, k: int, num_candidates: int | None = None) -> Hits:
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        num_candidates: int | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> Hits:
+        """The ``k`` nearest rows; with ``allowed`` (rows, ascending), the nearest of those."""
         if len(self) == 0:
             return Hits.empty(np.int64)
-        return top_k(self.vectors @ unit_query_vector(vector, self.dim), k)
+        scores = self.vectors @ unit_query_vector(vector, self.dim)
+        if allowed is None:
+            return top_k(scores, k)
+        hits = top_k(scores[allowed], k)
+        return Hits(allowed[hits.ids], hits.scores)
 
 
 # usearch adds vectors from several threads at once by default, and such adds leave some nodes
@@ -164,23 +176,60 @@ class HNSWVectorIndex:
     def __len__(self) -> int:
         return self._size
 
-    def search(self, vector: np.ndarray, k: int, num_candidates: int | None = None) -> Hits:
-        """``num_candidates`` is the HNSW beam width (ef), as in Elasticsearch's knn."""
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        num_candidates: int | None = None,
+        allowed: np.ndarray | None = None,
+        *,
+        exact_up_to: int = DEFAULT_ANN_THRESHOLD,
+    ) -> Hits:
+        """``num_candidates`` is the HNSW beam width (ef), as in Elasticsearch's knn.
+
+        ``allowed``: the keys hits may have (ascending), a filter applied before the top ``k``
+        is taken, not after: up to ``exact_up_to`` of them are searched exactly (fewer vectors
+        than the graph is worth); more, the graph is searched for more hits than ``k``, more
+        each time, until ``k`` of them are allowed or every node was returned."""
         if self._size == 0 or k <= 0:
             return Hits.empty(np.int64)
-        k = min(k, self._size)
-        index = self._index
         # A beam below ~200 loses recall on 384-d embeddings; wider costs little at this size.
         query = unit_query_vector(vector, self.dim)
+        if allowed is None:
+            return self._search_graph(query, min(k, self._size), num_candidates)
+        if len(allowed) <= exact_up_to:
+            return self._search_exactly(query, k, allowed)
+        # As many as k allowed hits are expected among the nearest k / share, twice that.
+        count = min(self._size, max(k, math.ceil(2 * k * self._size / max(len(allowed), 1))))
+        while True:
+            found = self._search_graph(query, count, num_candidates)
+            kept = np.isin(found.ids, allowed)
+            if int(kept.sum()) >= k or count >= self._size:
+                return Hits(found.ids[kept], found.scores[kept]).top(k)
+            count = min(self._size, 4 * count)
+
+    def _search_graph(self, query: np.ndarray, count: int, num_candidates: int | None) -> Hits:
+        index = self._index
         with self._search_lock:
             # The beam never needs to pass the index's size (a huge num_candidates ran it out
             # of memory).
-            beam = max(k, min(num_candidates or 0, self._size), MIN_BEAM)
+            beam = max(count, min(num_candidates or 0, self._size), MIN_BEAM)
             index.expansion_search = beam  # type: ignore[attr-defined]
-            matches = index.search(query, k)  # type: ignore[attr-defined]
+            matches = index.search(query, count)  # type: ignore[attr-defined]
         # usearch's "ip" distance is 1 - dot product.
         scores = 1.0 - np.asarray(matches.distances, dtype=np.float32)
         return Hits.from_scores(np.asarray(matches.keys, dtype=np.int64), scores)
+
+    def _search_exactly(self, query: np.ndarray, k: int, allowed: np.ndarray) -> Hits:
+        """The nearest ``k`` of the ``allowed`` keys by their stored vectors."""
+        stored = self._index.get(np.asarray(allowed, dtype=np.uint64))  # type: ignore[attr-defined]
+        present = [i for i, vector in enumerate(stored) if vector is not None]
+        if not present:
+            return Hits.empty(np.int64)
+        vectors = np.stack([np.asarray(stored[i], dtype=np.float32) for i in present])
+        hits = top_k(vectors @ query, k)
+        keys = np.asarray(allowed, dtype=np.int64)[present]
+        return Hits(keys[hits.ids], hits.scores)
 
 
 VectorIndex = ExactVectorIndex | HNSWVectorIndex

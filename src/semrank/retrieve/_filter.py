@@ -169,6 +169,14 @@ class Bool:
 Filter: TypeAlias = Term | Range | Exists | Ids | MatchAll | Bool
 
 
+def all_of(*filters: Filter | None) -> Filter | None:
+    """The filter every one of ``filters`` must pass (None where none is given)."""
+    given = tuple(f for f in filters if f is not None)
+    if len(given) <= 1:
+        return given[0] if given else None
+    return Bool(must=given)
+
+
 def fields_read(flt: Filter) -> Iterator[str]:
     """Every field path the filter reads (a store loads just these)."""
     if isinstance(flt, Bool):

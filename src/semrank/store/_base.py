@@ -45,7 +45,7 @@ from semrank.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from semrank.retrieve import BM25Params, Hits, TextEmbedder
+from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, checked_documents, documents_from
 
@@ -455,12 +455,24 @@ class Store(abc.ABC):
         return []
 
     # --- retrieval -------------------------------------------------------------------------
+    # A ``filter`` (``semrank.retrieve.parse_filter``) restricts the documents a search may
+    # return before its top ``k`` is taken: ``k`` hits come back whenever ``k`` documents both
+    # pass it and match the query (not the top ``k``, then fewer of them).
     @abc.abstractmethod
-    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
-        """Top ``k`` document ids by BM25 over ``field`` (``"*"``: all text fields)."""
+    def search_bm25(
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+    ) -> Hits:
+        """Top ``k`` document ids by BM25 over ``field`` (``"*"``: all text fields) among the
+        documents passing ``filter``."""
 
     def search_bm25_fields(
-        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+        self,
+        query: str,
+        *,
+        k: int,
+        fields: Sequence[tuple[str, float]],
+        mode: str = "best_fields",
+        filter: Filter | None = None,
     ) -> Hits:
         """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
         ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
@@ -468,16 +480,25 @@ class Store(abc.ABC):
         check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
+        # Passed on only when given: a store of a user's own may not take filters.
+        filtered = {} if filter is None else {"filter": filter}
         per_field = [
-            (self.search_bm25(query, k=4 * k, field=name), boost) for name, boost in fields
+            (self.search_bm25(query, k=4 * k, field=name, **filtered), boost)
+            for name, boost in fields
         ]
         return combine_field_hits(per_field, mode, k)
 
     @abc.abstractmethod
     def search_vector(
-        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        k: int,
+        num_candidates: int | None = None,
+        filter: Filter | None = None,
     ) -> Hits:
-        """Top ``k`` document ids by inner product with ``vector`` (cosine; vectors normalised)."""
+        """Top ``k`` document ids by inner product with ``vector`` (cosine; vectors normalised)
+        among the documents passing ``filter``."""
 
     _embedder: TextEmbedder | None = None
 

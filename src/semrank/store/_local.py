@@ -30,6 +30,7 @@ from semrank.retrieve import (
     BM25Index,
     DocTokens,
     ExactVectorIndex,
+    Filter,
     Hits,
     HNSWVectorIndex,
     TextEmbedder,
@@ -38,6 +39,7 @@ from semrank.retrieve import (
     unit_query_vector,
 )
 from semrank.retrieve._dense import SERIAL_GRAPH
+from semrank.retrieve._filter_rows import FieldTable
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -170,6 +172,11 @@ class LocalStore(Store):
         self._cache: dict[str, _Loaded] = {}
         self._prepared_cache: dict[str, tuple[str, PreparedArrays]] = {}  # kind -> (dir, table)
         self._build_lock = threading.Lock()
+        # Filters: the values of the fields they read, for one state of the documents (its
+        # generation and commit), and where each derived index's positions are in that table.
+        self._filter_lock = threading.Lock()
+        self._filter_table: tuple[tuple[int, str], FieldTable] | None = None
+        self._filter_rows: dict[str, tuple[int, FieldTable, np.ndarray]] = {}
         self._slow_build_noted: float | None = None  # time.monotonic() of the last warning
         snap.clean_temporaries(path)
 
@@ -192,6 +199,8 @@ class LocalStore(Store):
     def close(self) -> None:
         self._closed = True
         self._cache.clear()
+        self._filter_table = None
+        self._filter_rows.clear()
         self._prepared_cache.clear()  # mapped files: a drop could not free (or rename) them
         self.db.close()
 
@@ -844,14 +853,26 @@ class LocalStore(Store):
         return (graph, removed, keys, ids) if len(graph) == len(keys) else None
 
     # --- retrieval -------------------------------------------------------------------------
-    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+    def search_bm25(
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+    ) -> Hits:
         check_search(query, k)
         loaded = self._bm25_for(field)
-        hits = loaded.index.search(query, k)
+        allowed = self._allowed(filter, f"bm25:{field}", loaded)
+        if allowed is None:
+            hits = loaded.index.search(query, k)
+        else:  # every document's score, then the top k of those passing
+            hits = top_k(np.where(allowed, loaded.index.scores(query), 0.0), k, positive_only=True)
         return Hits(loaded.ids[hits.ids], hits.scores)
 
     def search_bm25_fields(
-        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+        self,
+        query: str,
+        *,
+        k: int,
+        fields: Sequence[tuple[str, float]],
+        mode: str = "best_fields",
+        filter: Filter | None = None,
     ) -> Hits:
         """Exact multi-field BM25: every field's full score vector, combined per document."""
         check_field_mode(mode)
@@ -859,19 +880,74 @@ class LocalStore(Store):
         check_field_boosts(fields)
         loaded = [(self._bm25_for(name), boost) for name, boost in fields]
         if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
-            return super().search_bm25_fields(query, k=k, fields=fields, mode=mode)
+            return super().search_bm25_fields(query, k=k, fields=fields, mode=mode, filter=filter)
         columns = np.stack([boost * item.index.scores(query) for item, boost in loaded])
         total = columns.max(axis=0) if mode == "best_fields" else columns.sum(axis=0)
+        allowed = self._allowed(filter, f"bm25:{fields[0][0]}", loaded[0][0])
+        if allowed is not None:
+            total = np.where(allowed, total, 0.0)
         hits = top_k(total, k, positive_only=True)
         return Hits(loaded[0][0].ids[hits.ids], hits.scores)
 
     def search_vector(
-        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        k: int,
+        num_candidates: int | None = None,
+        filter: Filter | None = None,
     ) -> Hits:
         check_k(k)
         dim = self.db.get_meta("embedding_dim")
         if dim:  # an empty exact index knows no dimension: a wrong one was answered with []
             unit_query_vector(vector, int(dim))
         loaded = self._vectors()
-        hits = loaded.index.search(vector, k, num_candidates)
+        allowed = self._allowed(filter, VECTORS, loaded)
+        if allowed is None:
+            hits = loaded.index.search(vector, k, num_candidates)
+        else:
+            # The ids its hits carry: graph keys (row pks), or positions.
+            positions = np.flatnonzero(allowed)
+            keys = positions if loaded.keys is None else loaded.keys[positions]
+            if isinstance(loaded.index, HNSWVectorIndex):
+                # Below the ANN threshold, exact search is fast enough: so for the rows allowed.
+                threshold = max(self.settings.ann_threshold, 1)
+                hits = loaded.index.search(vector, k, num_candidates, keys, exact_up_to=threshold)
+            else:
+                hits = loaded.index.search(vector, k, num_candidates, keys)
         return Hits(loaded.doc_ids(hits.ids), hits.scores)
+
+    # --- filters -----------------------------------------------------------------------------
+    def _allowed(self, flt: Filter | None, key: str, loaded: _Loaded) -> np.ndarray | None:
+        """Whether each position of ``loaded`` passes ``flt`` (None: no filter). A document
+        the table does not hold (deleted since ``loaded`` was built) does not."""
+        if flt is None:
+            return None
+        table = self._field_table(flt)
+        with self._filter_lock:
+            held = self._filter_rows.get(key)
+            if held is None or held[0] != loaded.generation or held[1] is not table:
+                held = (loaded.generation, table, table.rows_of(loaded.ids.tolist()))
+                self._filter_rows[key] = held
+        rows = held[2]
+        passing = table.mask(flt)
+        return (rows >= 0) & passing[np.maximum(rows, 0)]
+
+    def _field_table(self, flt: Filter) -> FieldTable:
+        """The values of the fields ``flt`` reads, of every document in the index's current
+        state: each document is read once per state (and field), not at every search."""
+        with self._filter_lock:
+            state = self.db.state()
+            held = self._filter_table
+            if held is not None and held[0] == state and not held[1].missing(flt):
+                return held[1]
+            with self.db.snapshot() as conn:
+                state = (self.db.generation(conn), self.db.commit_token(conn))
+                rows = list(self.db.iter_rows(conn, "id, doc"))
+            table = held[1] if held is not None and held[0] == state else None
+            if table is None:
+                table = FieldTable([doc_id for doc_id, _ in rows])
+            documents = [json.loads(doc) for _, doc in rows]
+            table.add_fields(documents, table.missing(flt))
+            self._filter_table = (state, table)
+            return table
