@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from semrank.pipeline import (
     search,
     search_many,
 )
-from semrank.retrieve import Hits, linear_combination, rrf
+from semrank.retrieve import Hits, linear_combination, matches, parse_filter, rrf
 from semrank.store import LocalStore, create_index
 
 DOCS = [
@@ -1021,3 +1022,143 @@ def test_hits_a_cascade_left_unread_have_no_rerank_score(index: LocalStore) -> N
     for children in ((tree, full), (full, tree)):
         fused = search(index, "moon Paris Python cats dogs", retriever=RRF(children), k=6)
         assert all(hit.rerank_score is not None for hit in fused.hits), children
+
+
+# --- filters ---------------------------------------------------------------------------------
+TAGGED = [
+    dict(doc, lang=lang, year=year, tags=tags)
+    for doc, lang, year, tags in zip(
+        DOCS,
+        ["en", "de", "en", "en", "de", "en"],
+        [2001, 2005, 2010, 2015, 2020, 2024],
+        [["space"], ["space", "sea"], ["city"], ["code"], ["pets"], ["pets", "play"]],
+        strict=True,
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def tagged(index: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    store = create_index("tagged", home=tmp_path_factory.mktemp("tagged"), embedder=index.embedder)
+    store.upsert(TAGGED)
+    return store
+
+
+def _passes(spec: Any) -> set[str]:
+    flt = parse_filter(spec)
+    return {d["id"] for d in TAGGED if matches(flt, d["id"], d)}
+
+
+def _ids(results: Any) -> list[str]:
+    return [hit.id for hit in results]
+
+
+ENGLISH = {"term": {"lang.keyword": "en"}}
+RECENT = {"range": {"year": {"gte": 2010}}}
+
+
+@pytest.mark.parametrize("leaf", [BM25(), Knn()], ids=["bm25", "knn"])
+def test_a_filtered_leaf_returns_the_k_best_passing_documents(
+    tagged: LocalStore, leaf: Retriever
+) -> None:
+    query = "the moon and the sun"
+    everything = _ids(search(tagged, query, retriever=leaf, k=6))
+    filtered = dataclasses.replace(leaf, filter=ENGLISH)
+    expected = [i for i in everything if i in _passes(ENGLISH)][:2]
+    assert _ids(search(tagged, query, retriever=filtered, k=2)) == expected
+
+
+def test_fusion_and_reranking_filter_every_retriever_below_them(tagged: LocalStore) -> None:
+    query = "animals and the moon"
+    both = [ENGLISH, RECENT]
+    passing = _passes(both)
+    # A parent's filter holds for each child with the child's own: rrf over filtered children.
+    tree = RRF((BM25(filter=ENGLISH), Knn()), rank_window_size=6, filter=RECENT)
+    children = [
+        tagged.search_bm25(query, k=6, filter=parse_filter(both)),
+        tagged.search_vector(tagged.embed_queries([query])[0], k=6, filter=parse_filter(RECENT)),
+    ]
+    fused = rrf(children, rank_window_size=6)
+    assert _ids(search(tagged, query, retriever=tree, k=3)) == fused.ids.tolist()[:3]
+    assert set(_ids(search(tagged, query, retriever=tree, k=6))) <= _passes(RECENT)
+    linear = Linear((BM25(), Knn()), filter=both)
+    assert set(_ids(search(tagged, query, retriever=linear, k=6))) == passing
+    reranked = TextSimilarityReranker(BM25(), inference_id=CountingScorer(), filter=ENGLISH)
+    same = TextSimilarityReranker(BM25(filter=ENGLISH), inference_id=CountingScorer())
+    results = search(tagged, query, retriever=reranked, k=6)
+    assert _ids(results) == _ids(search(tagged, query, retriever=same, k=6))
+    assert set(_ids(results)) <= _passes(ENGLISH)
+
+
+def test_filters_in_json_and_in_python_are_one_tree(tagged: LocalStore) -> None:
+    body = {
+        "text_similarity_reranker": {
+            "retriever": {"rrf": {"retrievers": [
+                {"standard": {"query": {"bool": {"must": [{"match": {"text": "moon"}}],
+                                                 "filter": ENGLISH,
+                                                 "must_not": {"term": {"tags": "code"}}}}}},
+                {"knn": {"query_text": "moon", "filter": [RECENT]}},
+            ], "filter": {"exists": {"field": "tags"}}}},
+            "inference_text": "moon", "filter": {"range": {"year": {"lt": 2024}}},
+        }
+    }  # fmt: skip
+    tree = parse_retriever(body)
+    standard = BM25(
+        field="text",
+        text="moon",
+        filter={"bool": {"filter": ENGLISH, "must_not": {"term": {"tags": "code"}}}},
+    )
+    fusion = RRF(
+        (standard, Knn(text="moon", filter=[RECENT])),
+        rank_window_size=10,
+        filter={"exists": {"field": "tags"}},
+    )
+    python = TextSimilarityReranker(
+        fusion, inference_text="moon", filter={"range": {"year": {"lt": 2024}}}
+    )
+    assert tree == python
+    assert parse_retriever(json.loads(json.dumps(tree.to_dict()))) == tree
+    results = search(tagged, None, retriever=body, k=5)
+    assert _ids(results) == _ids(search(tagged, None, retriever=python, k=5))
+    assert set(_ids(results)) <= _passes({"range": {"year": {"lt": 2024}}})
+    # A fused operand with a filter of its own keeps it (not flattened into the parent).
+    filtered = RRF((BM25(), Knn()), filter=ENGLISH)
+    assert (filtered | BM25(text="x")).retrievers[0] == filtered
+
+
+def test_search_many_runs_the_filters_of_its_tree(tagged: LocalStore) -> None:
+    run = search_many(tagged, ["moon", "animals"], retriever=BM25(filter=RECENT), k=6)
+    assert set().union(*run.values()) <= _passes(RECENT) and run["1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"standard": {"query": {"match": {"text": "x"}}, "filter": {"match": {"a": "b"}}}},
+         "retriever.standard.filter: 'match' is not a supported filter"),
+        ({"rrf": {"retrievers": [{"knn": {"query_text": "x", "filter": [{"term": {"a": 1}},
+          {"range": {"y": {}}}]}}]}},
+         "retriever.rrf.retrievers[0].knn.filter[1].range.y: give at least one of"),
+        ({"standard": {"query": {"bool": {"must": {"match": {"text": "x"}},
+          "filter": {"terms": {"a": []}}}}}},
+         "retriever.standard.query.bool.filter[0].terms.a must be a non-empty list"),
+        ({"standard": {"query": {"bool": {"must": {"match": {"text": "x"}},
+          "should": [{"term": {"a": 1}}]}}}},
+         "retriever.standard.query.bool.should is not supported"),
+        ({"standard": {"query": {"bool": {"filter": {"term": {"a": 1}}}}}},
+         "retriever.standard.query.bool: missing required key(s) must"),
+        ({"standard": {"query": {"bool": {"must": {"term": {"a": 1}}}}}},
+         "retriever.standard.query.bool.must: only 'match' and 'multi_match'"),
+        ({"standard": {"query": {"bool": {"must": [{"match": {"a": "x"}},
+                                                   {"match": {"b": "y"}}]}}}},
+         "must takes one match or multi_match query, got 2"),
+    ],
+)  # fmt: skip
+def test_bad_filters_in_a_tree_are_named_by_their_path(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        parse_retriever(body)
+
+
+def test_a_bad_python_filter_is_named_by_its_node() -> None:
+    with pytest.raises(InvalidInputError, match=r"^knn filter.term names one field"):
+        Knn(filter={"term": {"a": 1, "b": 2}})

@@ -1143,3 +1143,22 @@ async def test_lines_logged_while_a_request_is_served_carry_its_request_id(
     assert slow["request_id"] == "write-1" and slow["logger"] == "semrank.store._local"
     access = [line for line in lines if line["logger"] == "semrank.server.access"]
     assert [line["request_id"] == "write-1" for line in access] == [True, False]
+
+
+async def test_elasticsearch_search_takes_filters_in_its_retriever_tree(
+    client: httpx.AsyncClient,
+) -> None:
+    """The classic LangChain / LlamaIndex shape: a bool query's must beside its filter, and a
+    retriever's own filter; bad clauses are named by their path, in Elasticsearch's 400."""
+    await _make_index(client)
+    query = {"bool": {"must": {"match": {"text": "blood"}}, "filter": {"term": {"title": "Fleas"}}}}
+    found = await client.post("/docs/_search", json={"retriever": {"standard": {"query": query}}})
+    assert [h["_id"] for h in found.json()["hits"]["hits"]] == ["d1"], found.text  # not d3
+    not_d1 = {"bool": {"must_not": {"ids": {"values": ["d1"]}}}}
+    tree = {"standard": {"query": {"match": {"text": "blood"}}, "filter": not_d1}}
+    found = await client.post("/docs/_search", json={"retriever": tree})
+    assert [h["_id"] for h in found.json()["hits"]["hits"]] == ["d3"], found.text
+    bad = {"standard": {"query": {"match": {"text": "blood"}}, "filter": {"prefix": {"t": "x"}}}}
+    refused = await client.post("/docs/_search", json={"retriever": bad})
+    said = _es_error(refused, 400, "invalid_request")
+    assert "retriever.standard.filter: 'prefix' is not a supported filter" in said

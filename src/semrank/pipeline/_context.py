@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from semrank._checks import is_blank, require_unicode
 from semrank._locks import KeyedLocks
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
+from semrank.retrieve import Filter, all_of
 from semrank.store import Store
 
 PLACEHOLDER = "{{query}}"
@@ -113,6 +115,8 @@ class SearchContext:
     keep_literals: bool = False
     # What the search should tell its caller (a query cut to fit a re-ranking model).
     warnings: list[str] = field(default_factory=list)
+    # The filters of the nodes above the one running, all of which its hits must pass.
+    filter: Filter | None = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -141,6 +145,13 @@ class SearchContext:
                 f"the query text of {where} is blank ({text!r:.40}); give words to search for"
             )
         return text
+
+    def within(self, own: Filter | None) -> SearchContext:
+        """This search as the children of a node with filter ``own`` run it: their hits must
+        pass it too (warnings and cached vectors and documents stay shared)."""
+        if own is None:
+            return self
+        return dataclasses.replace(self, filter=all_of(self.filter, own))
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
+import inspect
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,17 @@ from semrank.pipeline._context import (
 )
 from semrank.pipeline._prepare import use_prepared
 from semrank.pipeline._ranking import Ranking
-from semrank.retrieve import NORMALIZERS, Hits, linear_combination, rrf, unit_query_vector
-from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
+from semrank.retrieve import (
+    NORMALIZERS,
+    Filter,
+    Hits,
+    all_of,
+    linear_combination,
+    parse_filter,
+    rrf,
+    unit_query_vector,
+)
+from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD, Store
 
 DEFAULT_RERANK_WINDOW = 100
 
@@ -70,6 +81,51 @@ def _refuse_weighted_child(node: str, child: object) -> None:
             f"a weight ({child.weight:g}) on the retriever a {node} reads would be lost; weigh "
             f"the whole branch instead, e.g. {child.weight:g} * (retriever >> Rerank())"
         )
+
+
+# A node's filter: Elasticsearch filter JSON (a query object or a list of them) or a parsed one.
+FilterSpec = Filter | Mapping[str, Any] | Sequence[Any] | None
+
+
+def _set_filter(node: object, name: str) -> None:
+    """Parse a frozen node's ``filter`` where given as JSON (``{"term": {"lang": "en"}}``)."""
+    spec = getattr(node, "filter", None)
+    if spec is not None and not isinstance(spec, Filter):
+        object.__setattr__(node, "filter", parse_filter(spec, f"{name} filter"))
+
+
+def own_filter(node: Retriever) -> Filter | None:
+    """The filter a node carries itself (not its parents'), parsed."""
+    flt = getattr(node, "filter", None)
+    return flt if isinstance(flt, Filter) else None
+
+
+def _with_filter(body: dict[str, Any], node: Retriever) -> dict[str, Any]:
+    """A node's JSON body with its filter, where it has one."""
+    flt = own_filter(node)
+    if flt is not None:
+        body["filter"] = flt.to_dict()
+    return body
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_filter(store_type: type, method: str) -> bool:
+    return "filter" in inspect.signature(getattr(store_type, method)).parameters
+
+
+def _filter_argument(ctx: SearchContext, node: Retriever, method: str) -> dict[str, Any]:
+    """``{"filter": ...}`` for the store's search: the node's own filter and its parents'
+    (nothing where none is set, so stores that take no filters search unfiltered trees)."""
+    flt = all_of(ctx.filter, own_filter(node))
+    if flt is None:
+        return {}
+    store: Store = ctx.store
+    if not _takes_filter(type(store), method):
+        raise InvalidInputError(
+            f"index {store.name!r} ({store.backend} store) cannot filter its searches: its "
+            f"{method} takes no filter; leave the retriever tree's filters out"
+        )
+    return {"filter": flt}
 
 
 def _retriever(name: str, value: object) -> Retriever:
@@ -270,14 +326,22 @@ class BM25(Retriever):
     text: str | None = None
     fields: tuple[tuple[str, float], ...] = ()
     mode: str = "best_fields"
+    filter: FilterSpec = None
+
+    def __post_init__(self) -> None:
+        _set_filter(self, "standard")
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a BM25 search of its retriever tree")
         text = ctx.text(self.text)
         if self.fields:
-            hits = ctx.store.search_bm25_fields(text, k=size, fields=self.fields, mode=self.mode)
+            filtered = _filter_argument(ctx, self, "search_bm25_fields")
+            hits = ctx.store.search_bm25_fields(
+                text, k=size, fields=self.fields, mode=self.mode, **filtered
+            )
         else:
-            hits = ctx.store.search_bm25(text, k=size, field=self.field)
+            filtered = _filter_argument(ctx, self, "search_bm25")
+            hits = ctx.store.search_bm25(text, k=size, field=self.field, **filtered)
         return Ranking.from_hits(hits)
 
     def query_texts(self) -> tuple[str | None, ...]:
@@ -286,10 +350,10 @@ class BM25(Retriever):
     def to_dict(self) -> dict[str, Any]:
         text = self.text if self.text is not None else PLACEHOLDER
         if not self.fields:
-            return {"standard": {"query": {"match": {self.field: text}}}}
+            return {"standard": _with_filter({"query": {"match": {self.field: text}}}, self)}
         names = [name if boost == 1.0 else f"{name}^{boost:g}" for name, boost in self.fields]
         query = {"query": text, "fields": names, "type": self.mode}
-        return {"standard": {"query": {"multi_match": query}}}
+        return {"standard": _with_filter({"query": {"multi_match": query}}, self)}
 
 
 MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's limit on the knn beam
@@ -313,8 +377,10 @@ class Knn(Retriever):
     vector: tuple[float, ...] | None = None
     similarity: float | None = None
     model_id: str | None = None
+    filter: FilterSpec = None
 
     def __post_init__(self) -> None:
+        _set_filter(self, "knn")
         _set_positive(self, "k", "knn k")
         _set_positive(self, "num_candidates", "knn num_candidates")
         self._check_candidates()
@@ -370,7 +436,8 @@ class Knn(Retriever):
         else:
             vector = ctx.query_vector(ctx.text(self.text, where="the knn retriever's query_text"))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
-        hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates)
+        filtered = _filter_argument(ctx, self, "search_vector")
+        hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates, **filtered)
         if self.similarity is not None:
             keep = hits.scores >= self.similarity
             hits = Hits(hits.ids[keep], hits.scores[keep])
@@ -406,7 +473,7 @@ class Knn(Retriever):
         for key in ("k", "num_candidates", "similarity"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
-        return {"knn": body}
+        return {"knn": _with_filter(body, self)}
 
 
 # --- fusion ----------------------------------------------------------------------------------
@@ -491,8 +558,10 @@ class RRF(Retriever):
     rank_constant: int = 60
     weights: tuple[float, ...] | None = None
     composed: bool = field(default=False, compare=False)
+    filter: FilterSpec = None
 
     def __post_init__(self) -> None:
+        _set_filter(self, "rrf")
         _set_children(self, "rrf")
         _set_positive(self, "rank_window_size", "rrf rank_window_size")
         _set_positive(self, "rank_constant", "rrf rank_constant")
@@ -510,7 +579,8 @@ class RRF(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         window = self.rank_window_size or max(size, FUSION_WINDOW)
-        children = [r.run(ctx, window) for r in self.retrievers]
+        inner = ctx.within(own_filter(self))
+        children = [r.run(inner, window) for r in self.retrievers]
         fused = rrf(
             [c.hits() for c in children],
             rank_constant=self.rank_constant,
@@ -533,7 +603,7 @@ class RRF(Retriever):
         body: dict[str, Any] = {"retrievers": items, "rank_constant": self.rank_constant}
         if self.rank_window_size is not None:
             body["rank_window_size"] = self.rank_window_size
-        return {"rrf": body}
+        return {"rrf": _with_filter(body, self)}
 
 
 @dataclass(frozen=True)
@@ -547,8 +617,10 @@ class Linear(Retriever):
     normalizers: tuple[str, ...] | None = None
     rank_window_size: int | None = None
     composed: bool = field(default=False, compare=False)
+    filter: FilterSpec = None
 
     def __post_init__(self) -> None:
+        _set_filter(self, "linear")
         _set_children(self, "linear")
         _set_positive(self, "rank_window_size", "linear rank_window_size")
         window, children = self.rank_window_size, self.retrievers
@@ -586,7 +658,8 @@ class Linear(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         window = self.rank_window_size or max(size, FUSION_WINDOW)
-        children = [r.run(ctx, window) for r in self.retrievers]
+        inner = ctx.within(own_filter(self))
+        children = [r.run(inner, window) for r in self.retrievers]
         fused = linear_combination(
             [c.hits() for c in children],
             weights=self.weights,
@@ -607,12 +680,13 @@ class Linear(Retriever):
         body: dict[str, Any] = {"retrievers": items}
         if self.rank_window_size is not None:
             body["rank_window_size"] = self.rank_window_size
-        return {"linear": body}
+        return {"linear": _with_filter(body, self)}
 
 
 def _unfused(node: Retriever, kind: type) -> list[Retriever]:
     """Operands of a chain like ``a | b | c``: flatten what the operator itself built."""
-    if isinstance(node, kind) and getattr(node, "composed", False):
+    # One carrying a filter stays whole: its filter holds for its own retrievers only.
+    if isinstance(node, kind) and getattr(node, "composed", False) and own_filter(node) is None:
         retrievers = list(node.retrievers)  # type: ignore[attr-defined]
         weights = node.weights or (1.0,) * len(retrievers)  # type: ignore[attr-defined]
         return [r if w == 1.0 else Weighted(r, w) for r, w in zip(retrievers, weights, strict=True)]
@@ -656,8 +730,10 @@ class TextSimilarityReranker(Retriever):
     inference_text: str | None = None
     rank_window_size: int = 10
     min_score: float | None = None
+    filter: FilterSpec = None
 
     def __post_init__(self) -> None:
+        _set_filter(self, "text_similarity_reranker")
         _retriever("text_similarity_reranker retriever", self.retriever)
         _refuse_weighted_child("text_similarity_reranker", self.retriever)
         window, min_score = _rerank_options(
@@ -672,7 +748,8 @@ class TextSimilarityReranker(Retriever):
         object.__setattr__(self, "retriever", child)
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
-        child = self.retriever.run(ctx, self.rank_window_size).top(self.rank_window_size)
+        inner = ctx.within(own_filter(self))
+        child = self.retriever.run(inner, self.rank_window_size).top(self.rank_window_size)
         child, documents = ctx.stored_hits(child)
         if len(child) == 0:
             return child
@@ -718,7 +795,7 @@ class TextSimilarityReranker(Retriever):
             )
         if self.min_score is not None:
             body["min_score"] = self.min_score
-        return {"text_similarity_reranker": body}
+        return {"text_similarity_reranker": _with_filter(body, self)}
 
 
 def _reranked_order(

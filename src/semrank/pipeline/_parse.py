@@ -1,12 +1,16 @@
 """Elasticsearch retriever JSON -> retriever tree.
 
-Accepted: ``standard`` (``match``, ``multi_match``), ``knn``, ``rrf``, ``linear``,
-``text_similarity_reranker``, semrank's ``cutoff``; nested to any depth; either the bare retriever
-object or a whole ``_search`` body ``{"retriever": {...}, "size": n}``. Unknown keys are errors.
+Accepted: ``standard`` (``match``, ``multi_match``, or either as a ``bool`` query's ``must``
+beside its ``filter`` and ``must_not``), ``knn``, ``rrf``, ``linear``,
+``text_similarity_reranker``, semrank's ``cutoff``; nested to any depth; a ``filter`` on every
+Elasticsearch retriever (``semrank.retrieve.parse_filter``; a parent's holds for its children
+too); either the bare retriever object or a whole ``_search`` body ``{"retriever": {...},
+"size": n}``. Unknown keys are errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +32,7 @@ from semrank.pipeline._nodes import (
     check_window,
     tree_nodes,
 )
-from semrank.retrieve import NORMALIZERS
+from semrank.retrieve import NORMALIZERS, Filter, all_of, parse_filter
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
@@ -229,17 +233,53 @@ def _check_tie_breaker(value: Any, mode: str, field_count: int, at: str) -> None
         )
 
 
+def _filter(body: dict[str, Any], where: str) -> Filter | None:
+    """A retriever's ``filter``: documents it may return (all must pass; none score)."""
+    spec = body.get("filter")
+    return None if spec is None else parse_filter(spec, f"{where}.filter")
+
+
 def _standard(body: dict[str, Any], where: str) -> Retriever:
-    _keys(body, where, {"query"}, {"query"})
+    _keys(body, where, {"query", "filter"}, {"query"})
     query = _object(body["query"], f"{where}.query")
+    query, query_filter, at = _scoring_query(query, f"{where}.query")
     if len(query) != 1 or next(iter(query)) not in ("match", "multi_match"):
         raise InvalidInputError(
-            f"{where}.query: only 'match' and 'multi_match' queries are supported, "
-            f"got {list(query)}"
+            f"{at}: only 'match' and 'multi_match' queries are supported (with a bool "
+            f"query's filter and must_not beside them), got {list(query)}"
         )
     kind, inner = next(iter(query.items()))
-    inner = _object(inner, f"{where}.query.{kind}")
-    return _match(inner, where) if kind == "match" else _multi_match(inner, where)
+    inner = _object(inner, f"{at}.{kind}")
+    node = _match(inner, where) if kind == "match" else _multi_match(inner, where)
+    flt = all_of(query_filter, _filter(body, where))
+    return node if flt is None else dataclasses.replace(node, filter=flt)
+
+
+def _scoring_query(query: dict[str, Any], where: str) -> tuple[dict[str, Any], Filter | None, str]:
+    """A standard retriever's scoring query, its filter and where the query is: a bool query
+    in the classic shape ``{"must": <match | multi_match>, "filter": ..., "must_not": ...}``
+    has them apart."""
+    if set(query) != {"bool"}:
+        return query, None, where
+    at = f"{where}.bool"
+    body = _object(query["bool"], at)
+    if "should" in body:
+        raise InvalidInputError(
+            f"{at}.should is not supported (should clauses only add to scores here); put "
+            'the query in "must" and the clauses every hit must pass in "filter"'
+        )
+    _keys(body, at, {"must", "filter", "must_not"}, {"must"})
+    must = body["must"]
+    if isinstance(must, list):
+        if len(must) != 1:
+            raise InvalidInputError(
+                f"{at}.must takes one match or multi_match query, got {len(must)} clauses; "
+                'put the clauses every hit must pass in "filter"'
+            )
+        must = must[0]
+    clauses = {key: body[key] for key in ("filter", "must_not") if key in body}
+    flt = parse_filter({"bool": clauses}, where) if clauses else None
+    return _object(must, f"{at}.must"), flt, f"{at}.must"
 
 
 def _knn(body: dict[str, Any], where: str) -> Retriever:
@@ -251,6 +291,7 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
         "k",
         "num_candidates",
         "similarity",
+        "filter",
     }
     _keys(body, where, allowed)
     sources = [k for k in ("query_vector", "query_vector_builder", "query_text") if k in body]
@@ -286,6 +327,7 @@ def _knn(body: dict[str, Any], where: str) -> Retriever:
         model_id=model_id,
         vector=None if vector is None else _vector(vector, f"{where}.query_vector"),
         similarity=body.get("similarity"),
+        filter=_filter(body, where),
     )
 
 
@@ -349,7 +391,8 @@ def _refuse_multi_field(body: dict[str, Any], where: str, kind: str) -> None:
 
 def _rrf(body: dict[str, Any], where: str) -> Retriever:
     _refuse_multi_field(body, where, "rrf")
-    _keys(body, where, {"retrievers", "rank_window_size", "rank_constant"}, {"retrievers"})
+    allowed = {"retrievers", "rank_window_size", "rank_constant", "filter"}
+    _keys(body, where, allowed, {"retrievers"})
     children = _weighted_children(body["retrievers"], where, with_normalizer=False)
     weights = tuple(w for _, w, _ in children)
     return RRF(
@@ -357,12 +400,14 @@ def _rrf(body: dict[str, Any], where: str) -> Retriever:
         rank_window_size=_fusion_window(body),
         rank_constant=body.get("rank_constant", 60),
         weights=None if all(w == 1.0 for w in weights) else weights,
+        filter=_filter(body, where),
     )
 
 
 def _linear(body: dict[str, Any], where: str) -> Retriever:
     _refuse_multi_field(body, where, "linear")
-    _keys(body, where, {"retrievers", "rank_window_size", "normalizer"}, {"retrievers"})
+    allowed = {"retrievers", "rank_window_size", "normalizer", "filter"}
+    _keys(body, where, allowed, {"retrievers"})
     default = body.get("normalizer", "none")  # Elasticsearch's default: scores as they are
     children = _weighted_children(body["retrievers"], where, with_normalizer=True)
     normalizers = tuple(n or default for _, _, n in children)
@@ -376,6 +421,7 @@ def _linear(body: dict[str, Any], where: str) -> Retriever:
         weights=tuple(w for _, w, _ in children),
         normalizers=normalizers,
         rank_window_size=_fusion_window(body),
+        filter=_filter(body, where),
     )
 
 
@@ -387,6 +433,7 @@ def _reranker(body: dict[str, Any], where: str) -> Retriever:
         "inference_text",
         "rank_window_size",
         "min_score",
+        "filter",
     }
     _keys(body, where, allowed, {"retriever"})
     return TextSimilarityReranker(
@@ -396,6 +443,7 @@ def _reranker(body: dict[str, Any], where: str) -> Retriever:
         inference_text=_text(body.get("inference_text"), f"{where}.inference_text"),
         rank_window_size=body.get("rank_window_size", 10),
         min_score=body.get("min_score"),
+        filter=_filter(body, where),
     )
 
 
