@@ -1131,6 +1131,22 @@ def test_search_many_runs_the_filters_of_its_tree(tagged: LocalStore) -> None:
     assert set().union(*run.values()) <= _passes(RECENT) and run["1"]
 
 
+def test_a_search_filter_holds_for_the_whole_tree_with_its_own(tagged: LocalStore) -> None:
+    """search(filter=) / search_many(filter=): as if set on the tree's top retriever."""
+    tree = RRF((BM25(filter=ENGLISH), Knn()), rank_window_size=6)
+    query = "the moon and the sun"
+    on_top = search(tagged, query, retriever=dataclasses.replace(tree, filter=RECENT), k=6)
+    given = search(tagged, query, retriever=tree, k=6, filter=RECENT)
+    assert _ids(given) == _ids(on_top) and set(_ids(given)) <= _passes(RECENT)
+    assert _ids(search(tagged, query, k=6, filter=parse_filter(ENGLISH))) == [
+        i for i in _ids(search(tagged, query, k=6)) if i in _passes(ENGLISH)
+    ]
+    run = search_many(tagged, {"q": "moon", "r": "animals"}, k=6, filter=[RECENT, ENGLISH])
+    assert set().union(*run.values()) <= _passes(RECENT) & _passes(ENGLISH) and run["r"]
+    with pytest.raises(InvalidInputError, match=r"^filter: 'prefix' is not a supported"):
+        search(tagged, query, filter={"prefix": {"a": "b"}})
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

@@ -1162,3 +1162,19 @@ async def test_elasticsearch_search_takes_filters_in_its_retriever_tree(
     refused = await client.post("/docs/_search", json={"retriever": bad})
     said = _es_error(refused, 400, "invalid_request")
     assert "retriever.standard.filter: 'prefix' is not a supported filter" in said
+
+
+async def test_semranks_own_search_takes_a_filter_for_the_whole_tree(
+    client: httpx.AsyncClient,
+) -> None:
+    await _make_index(client)
+    asked = {"query": "blood", "retriever": "bm25"}
+    everything = await client.post("/v1/indexes/docs/search", json=asked)
+    ids = [h["id"] for h in everything.json()["hits"]]
+    assert "d1" in ids and len(ids) > 1, everything.text
+    not_d1 = {"bool": {"must_not": {"ids": {"values": ["d1"]}}}}
+    found = await client.post("/v1/indexes/docs/search", json={**asked, "filter": not_d1})
+    assert [h["id"] for h in found.json()["hits"]] == [i for i in ids if i != "d1"], found.text
+    bad = await client.post("/v1/indexes/docs/search", json={**asked, "filter": {"match": {}}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"].startswith("filter: 'match' is not a supported filter")

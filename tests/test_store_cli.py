@@ -1410,3 +1410,31 @@ def test_index_export_ends_quietly_on_a_closed_pipe_and_says_what_it_cannot_carr
         run("index", "export", "many", "--home", str(home), "--output", str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()  # no file that reads as a whole export
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
+
+
+def test_search_filter_flag_keeps_only_passing_documents(tmp_path: Path) -> None:
+    """`search --filter JSON` restricts every first stage (and the re-ranked window) to the
+    documents passing it; bad JSON or a bad clause is refused naming --filter."""
+    home = tmp_path / "home"
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(dict(d, sky="moon" in d["text"])) + "\n" for d in DOCS))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", str(home))
+    args = ("search", "t", "the moon and paris", "--json", "--home", str(home))
+    everything = [h["id"] for h in json.loads(run(*args))["hits"]]
+    assert set(everything) == {"eclipse", "tides", "paris"}
+    for flt, passing in (
+        ({"term": {"sky": True}}, {"eclipse", "tides"}),
+        ([{"term": {"sky": True}}, {"ids": {"values": ["tides"]}}], {"tides"}),
+    ):
+        filtered = json.loads(run(*args, "--filter", json.dumps(flt)))["hits"]
+        assert [h["id"] for h in filtered] == [i for i in everything if i in passing]
+    bm25_json = json.dumps({"standard": {"query": {"match": {"text": "{{query}}"}}}})
+    tree_out = run(*args, "--retriever", bm25_json, "--filter", '{"term": {"sky": false}}')
+    assert [h["id"] for h in json.loads(tree_out)["hits"]] == ["paris"]
+    for bad, said in (
+        ('{"term": ', "--filter is not valid JSON"),
+        ('{"prefix": {"a": "b"}}', "--filter: 'prefix' is not a supported filter"),
+    ):
+        result = CliRunner().invoke(app, [*args, "--filter", bad])
+        assert isinstance(result.exception, InvalidInputError), result.output
+        assert said in str(result.exception)

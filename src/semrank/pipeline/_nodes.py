@@ -87,11 +87,15 @@ def _refuse_weighted_child(node: str, child: object) -> None:
 FilterSpec = Filter | Mapping[str, Any] | Sequence[Any] | None
 
 
+def parsed_filter(spec: FilterSpec, where: str) -> Filter | None:
+    """A filter given as JSON (``{"term": {"lang": "en"}}``) or parsed, parsed."""
+    return spec if spec is None or isinstance(spec, Filter) else parse_filter(spec, where)
+
+
 def _set_filter(node: object, name: str) -> None:
-    """Parse a frozen node's ``filter`` where given as JSON (``{"term": {"lang": "en"}}``)."""
-    spec = getattr(node, "filter", None)
-    if spec is not None and not isinstance(spec, Filter):
-        object.__setattr__(node, "filter", parse_filter(spec, f"{name} filter"))
+    """Parse a frozen node's ``filter`` where given as JSON."""
+    flt = parsed_filter(getattr(node, "filter", None), f"{name} filter")
+    object.__setattr__(node, "filter", flt)
 
 
 def own_filter(node: Retriever) -> Filter | None:

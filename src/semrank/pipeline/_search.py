@@ -13,6 +13,7 @@ from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
     RRF,
+    FilterSpec,
     Knn,
     Linear,
     Retriever,
@@ -22,6 +23,7 @@ from semrank.pipeline._nodes import (
     fixed_vector_paths,
     has_placeholder,
     hits_without_size,
+    parsed_filter,
 )
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
@@ -138,12 +140,16 @@ def search(
     home: str | Path | None = None,
     with_documents: bool = True,
     store: str | None = None,
+    filter: FilterSpec = None,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
     left out: 10, or the top window's hits where fewer; see ``hits_asked``). A tree with
     a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
-    named index (default: the embedded store under ``home``)."""
+    named index (default: the embedded store under ``home``). ``filter``: Elasticsearch filter
+    JSON (or a parsed ``Filter``) that every hit passes, as if set on the tree's top retriever
+    (it holds for every retriever below, with their own filters)."""
+    flt = parsed_filter(filter, "filter")
     if k is not None:
         check_k(k)
     require_flags(with_documents=with_documents)
@@ -162,7 +168,7 @@ def search(
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):
             started = opened.generation
-            ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree))
+            ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree), filter=flt)
             ranking = tree.run(ctx, int(k))
             if not with_documents:
                 return SearchResults.from_ranking(ranking, None, ctx.warnings)
@@ -237,9 +243,12 @@ def search_many(
     home: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     store: str | None = None,
+    filter: FilterSpec = None,
 ) -> dict[str, dict[str, float]]:
     """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list;
-    ``store``: a PostgreSQL DSN holding the named index)."""
+    ``store``: a PostgreSQL DSN holding the named index; ``filter``: as ``search``'s, for every
+    query)."""
+    flt = parsed_filter(filter, "filter")
     if not isinstance(queries, Mapping):
         require_collection(
             queries,
@@ -257,7 +266,9 @@ def search_many(
     with using_index(index, home, store=store) as opened:
         for query_id, text in items:
             try:
-                results = search(opened, text, retriever=tree, k=k, with_documents=False)
+                results = search(
+                    opened, text, retriever=tree, k=k, with_documents=False, filter=flt
+                )
             except InvalidInputError as exc:
                 raise type(exc)(f"query {query_id!r}: {exc}") from None
             run[query_id] = results.as_run()

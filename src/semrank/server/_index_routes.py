@@ -259,9 +259,11 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     one search path of semrank's route and Elasticsearch's ``_search``."""
     from semrank.pipeline import check_window, hits_without_size, read_retriever
     from semrank.pipeline import search as run
+    from semrank.retrieve import parse_filter
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
+    flt = None if body.filter is None else parse_filter(body.filter, "filter")
     spec = _checked_spec(body.retriever, body.size, limit)
     read = read_retriever(spec, size=body.size, window_limit=limit)
     tree = _bind_models(read.tree, service)
@@ -274,7 +276,9 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     deadline = service.deadline(body.timeout_ms)
 
     def work(store: Any) -> tuple[Any, list[str]]:
-        results = run(store, body.query, retriever=tree, k=size, with_documents=with_documents)
+        results = run(
+            store, body.query, retriever=tree, k=size, with_documents=with_documents, filter=flt
+        )
         return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():

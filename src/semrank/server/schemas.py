@@ -531,6 +531,11 @@ class SearchRequest(_Strict):
         "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
     )
     size: PageSize = 10
+    filter: dict[str, Any] | list[Any] | None = Field(
+        default=None,
+        description="Elasticsearch filter (term, terms, range, exists, ids, match_all, bool; a "
+        "list: all of them) every hit passes, as if on the tree's top retriever",
+    )
     return_documents: Flag = True
     timeout_ms: TimeoutMs | None = None
 

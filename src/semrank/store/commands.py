@@ -967,6 +967,12 @@ def search_command(
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
+    filter_json: str | None = typer.Option(
+        None,
+        "--filter",
+        help='Only documents passing this Elasticsearch filter JSON, e.g. \'{"term": '
+        '{"lang": "en"}}\' (term, terms, range, exists, ids, bool; a list: all of them).',
+    ),
     backend: str | None = typer.Option(
         None, "--backend", help=BACKEND_HELP + " For the re-ranking models."
     ),
@@ -992,6 +998,7 @@ def search_command(
         from semrank.errors import InvalidInputError
 
         raise InvalidInputError(f"--top-n {top_n} must be at most {MAX_COUNT:,}")
+    flt = None if filter_json is None else filter_option(filter_json)
     if retriever is not None:
         retriever = piped_retriever(retriever, "search NAME QUERY")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
@@ -1041,12 +1048,20 @@ def search_command(
         from semrank.store import open_index
 
         with open_index(index, store=store) as opened:
-            results = search(opened, query, retriever=tree, k=top_n, with_documents=with_documents)
+            results = search(
+                opened, query, retriever=tree, k=top_n, with_documents=with_documents, filter=flt
+            )
             text_fields: Sequence[str] = opened.settings.text_fields
     else:
         text_fields = ()  # the embedded store keeps the fields in the order written
         results = search(
-            index, query, retriever=tree, k=top_n, home=home, with_documents=with_documents
+            index,
+            query,
+            retriever=tree,
+            k=top_n,
+            home=home,
+            with_documents=with_documents,
+            filter=flt,
         )
         _warn_if_incomplete(index, home)
     for warning in results.warnings:  # stderr: stdout stays the results
@@ -1147,6 +1162,24 @@ def _names_a_file(text: str) -> bool:
         return Path(text).expanduser().is_file()
     except OSError:
         return False
+
+
+def filter_option(text: str) -> Any:
+    """``--filter``'s JSON, parsed (errors name the flag)."""
+    from semrank._checks import UnreadableJSONError, loads_json
+    from semrank.errors import InvalidInputError
+    from semrank.retrieve import parse_filter
+
+    try:
+        spec = loads_json(text)
+    except UnreadableJSONError as exc:
+        raise InvalidInputError(f"--filter JSON {exc.msg}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"--filter is not valid JSON ({exc.msg}): {text!r:.60}; give a filter such as "
+            '\'{"term": {"lang": "en"}}\''
+        ) from None
+    return parse_filter(spec, "--filter")
 
 
 def piped_retriever(retriever: str, usage: str) -> str:
