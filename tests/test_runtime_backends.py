@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -241,6 +242,41 @@ def test_a_torch_scorer_used_before_a_fork_scores_in_the_child(tiny_model) -> No
         assert warned == "True" and float(difference) < 1e-5
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_child_forked_after_the_model_loaded_can_let_go_of_it(backend: str) -> None:
+    """A child forked after the parent loaded a model (gunicorn --preload, os.fork) hung when
+    the model was destroyed there, at its exit or when it dropped the Reranker: ONNX Runtime's
+    and OpenVINO's thread pools waited for the parent's threads. gunicorn waited 30 s for
+    each worker to exit, then killed it. The child now keeps the parent's model."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from semrank import Reranker
+    from semrank.errors import ModelNotFoundError
+
+    try:  # threads=2: a thread pool, on any machine
+        reranker = Reranker(backend=backend, threads=2)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+    documents = ["Fleas are small insects.", "Paris is in France."]
+    read, write = os.pipe()  # forked before the parent scores: the gunicorn --preload case
+    child = os.fork()
+    if child == 0:
+        try:  # the child never returns into pytest, whatever happens
+            scores = reranker.score("what is a flea", documents)
+            del reranker  # the child's only reference: what its exit does to the model
+            gc.collect()
+            os.write(write, " ".join(f"{score:.9f}" for score in scores).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    status = _wait_for(child, timeout_s=30)
+    childs = [float(score) for score in os.read(read, 100).decode().split()]
+    os.close(read)
+    assert status is not None, f"the forked child hung letting go of the {backend} model"
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert np.allclose(childs, reranker.score("what is a flea", documents), atol=1e-6)
 
 
 def _wait_for(child: int, *, timeout_s: float) -> int | None:

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, graph_output, refuse_unfed_inputs
+from semrank.runtime._forks import kept_in_forked_children
 from semrank.runtime._quantize import quantized_model_path
 from semrank.runtime._scorers import BiEncoderScorer, CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -78,7 +79,7 @@ def session_forward(session: ort.InferenceSession, output_index: int = 0) -> For
         outputs = session.run(None, {name: batch[name] for name in names})
         return np.asarray(outputs[output_index])
 
-    return forward
+    return kept_in_forked_children(forward)
 
 
 def _dimensions(shape: list[int | str | None] | None) -> tuple[int | None, ...] | None:

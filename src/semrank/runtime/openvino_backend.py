@@ -22,6 +22,7 @@ import numpy as np
 
 from semrank.errors import BackendUnavailableError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, graph_output, refuse_unfed_inputs
+from semrank.runtime._forks import kept_in_forked_children
 from semrank.runtime._quantize_openvino import calibration_inputs, quantized_ir_path
 from semrank.runtime._scorers import CrossEncoderScorer, Embedder, Forward
 from semrank.runtime.base import BatchingConfig
@@ -95,7 +96,7 @@ def compiled_forward(compiled: Any, output_index: int = 0) -> Forward:
         result = request.infer({name: batch[name] for name in names})
         return np.array(result[port], dtype=np.float32)  # copy: the buffer is reused
 
-    return forward
+    return kept_in_forked_children(forward)
 
 
 def _dimensions(shape: Any) -> tuple[int | None, ...] | None:
