@@ -163,6 +163,24 @@ async def test_an_app_mounted_without_its_startup_says_how_to_run_it() -> None:
     assert "lifespan_context" in answer.json()["message"]
 
 
+async def test_an_app_given_rerankers_and_mounted_without_its_startup_says_so(
+    reranker: Any,
+) -> None:
+    """Handed ready-made rerankers (create_app's way to embed it) and mounted without its
+    lifespan, the app scored them unbatched while /ready said "starting" for good, so a
+    readiness probe never let traffic in: its rerank routes now say how to run the startup."""
+    from fastapi import FastAPI
+
+    host = FastAPI()
+    host.mount("/rerank", create_app(ServerConfig(), rerankers={"minilm": reranker}))
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        ready = await client.get("/rerank/ready")
+        answer = await client.post("/rerank/v2/rerank", json={"query": QUERY, "documents": DOCS})
+    assert ready.status_code == 503 and ready.json()["status"] == "starting"
+    assert answer.status_code == 503 and "lifespan_context" in answer.json()["message"]
+
+
 async def test_an_app_mounted_with_its_startup_run_by_the_host_serves(reranker: Any) -> None:
     """The way the 503 above (and docs/server.md) says works: the host runs the lifespan."""
     semrank_app = create_app(ServerConfig(), rerankers={"minilm": reranker})

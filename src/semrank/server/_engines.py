@@ -177,7 +177,9 @@ def load_rerankers(config: ServerConfig) -> dict[str, Any]:
 
 
 # An app mounted in another (app.mount) never runs its own lifespan, so it loaded no model and
-# answered every request "still loading; retry shortly", for good.
+# answered every request "still loading; retry shortly", for good. One handed ready-made
+# rerankers scored them unbatched, with no drain at shutdown, while /ready said "starting" for
+# good (a readiness probe never let traffic in): it is refused the same way.
 MOUNTED_WITHOUT_STARTUP = (
     "the semrank app's startup (which loads its models) has not run: an app mounted in another "
     "(app.mount) does not run its own; run it from the host app's lifespan with "
@@ -275,7 +277,7 @@ class ModelRegistry:
         self.index_threads.shutdown(wait=False, cancel_futures=True)
 
     def get(self, name: str | None) -> ModelEngine:
-        if not self.engines and not self.startup_ran:
+        if not self.startup_ran:
             raise BackendUnavailableError(MOUNTED_WITHOUT_STARTUP)
         if not self.engines:
             raise OverloadedError("models are still loading; retry shortly (see GET /ready)")
