@@ -19,7 +19,8 @@ from psycopg import sql
 from semrank.retrieve import BM25Params
 from semrank.store.postgres._schema import TEXT_CONFIG
 
-# The shared scoring: {postings} yields (term, qtf, id, len, tf) for every matching document.
+# The shared scoring: {postings} yields (term, qtf, id, len, tf, keep) for every document sharing
+# a term with the query; document frequencies count them all, a filter (keep) drops hits only.
 _SCORE = """
 WITH stats AS ({stats}),
 postings AS MATERIALIZED ({postings}),
@@ -28,10 +29,13 @@ SELECT p.id,
        sum(p.qtf * ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) * p.tf
            / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / stats.avgdl)))::real AS score
 FROM postings AS p JOIN df USING (term) CROSS JOIN stats
+WHERE p.keep
 GROUP BY p.id
 ORDER BY score DESC, p.id
 LIMIT %(k)s
 """
+
+_EVERY = sql.SQL("TRUE")  # no filter
 
 # All text fields: terms analysed by semrank (query terms passed in), stats kept by writers.
 _ALL_FIELDS_STATS = """
@@ -40,7 +44,8 @@ SELECT doc_count::float8 AS n,
 FROM semrank.indexes WHERE name = %(index)s
 """
 _ALL_FIELDS_POSTINGS = """
-SELECT t.term, t.qtf, d.id, d.terms_length::float8 AS len, (d.terms ->> t.term)::float8 AS tf
+SELECT t.term, t.qtf, d.id, d.terms_length::float8 AS len, (d.terms ->> t.term)::float8 AS tf,
+       {keep} AS keep
 FROM {part} AS d
 CROSS JOIN (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term
             GROUP BY term) AS t
@@ -54,20 +59,24 @@ FROM {part} AS d
 """
 _FIELD_POSTINGS = """
 SELECT u.lexeme AS term, coalesce(cardinality(q.positions), 1)::float8 AS qtf, d.id,
-       ({length})::float8 AS len, coalesce(cardinality(u.positions), 1)::float8 AS tf
+       ({length})::float8 AS len, coalesce(cardinality(u.positions), 1)::float8 AS tf,
+       {keep} AS keep
 FROM {part} AS d
 CROSS JOIN LATERAL unnest({tsv}) AS u
 JOIN unnest(to_tsvector({config}::regconfig, %(query)s)) AS q ON q.lexeme = u.lexeme
 """
 
 
-def bm25_query(partition: sql.Composable, keys: Sequence[str] | None) -> sql.Composed:
+def bm25_query(
+    partition: sql.Composable, keys: Sequence[str] | None, keep: sql.Composable = _EVERY
+) -> sql.Composed:
     """BM25 over all text fields (``keys=None``: the indexed ``terms``) or over one field, read
-    from the first of its spellings ``keys`` each document has."""
+    from the first of its spellings ``keys`` each document has; hits are the documents passing
+    ``keep`` (a condition over the partition aliased ``d``)."""
     if keys is None:
         return sql.SQL(_SCORE).format(
             stats=sql.SQL(_ALL_FIELDS_STATS),
-            postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition),
+            postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition, keep=keep),
         )
     config = sql.Literal(TEXT_CONFIG)
     values = [sql.SQL("d.doc ->> {}").format(sql.Literal(key)) for key in keys]
@@ -78,7 +87,7 @@ def bm25_query(partition: sql.Composable, keys: Sequence[str] | None) -> sql.Com
     return sql.SQL(_SCORE).format(
         stats=sql.SQL(_FIELD_STATS).format(length=length, part=partition),
         postings=sql.SQL(_FIELD_POSTINGS).format(
-            part=partition, tsv=tsv, length=length, config=config
+            part=partition, tsv=tsv, length=length, config=config, keep=keep
         ),
     )
 
@@ -103,15 +112,16 @@ def term_frequencies(tokens: list[str]) -> dict[str, int]:
 
 VECTOR_KNN = """
 SELECT id, (1 - (embedding <=> %(vector)s::vector))::real AS score
-FROM {part}
-WHERE embedding IS NOT NULL
+FROM {part} AS d
+WHERE embedding IS NOT NULL AND {keep}
 ORDER BY embedding <=> %(vector)s::vector
 LIMIT %(k)s
 """
 
 
-def knn_query(partition: sql.Composable) -> sql.Composed:
-    return sql.SQL(VECTOR_KNN).format(part=partition)
+def knn_query(partition: sql.Composable, keep: sql.Composable = _EVERY) -> sql.Composed:
+    """The ``k`` nearest rows passing ``keep`` (a condition over the partition aliased ``d``)."""
+    return sql.SQL(VECTOR_KNN).format(part=partition, keep=keep)
 
 
 def vector_literal(row: Any) -> str:

@@ -20,7 +20,7 @@ from semrank.errors import (
     IndexVersionError,
     InvalidInputError,
 )
-from semrank.retrieve import BM25Params, Hits, TextEmbedder, unit_query_vector
+from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder, unit_query_vector
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     IndexInfo,
@@ -39,6 +39,7 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
+from semrank.store.postgres._filters import filter_condition
 from semrank.store.postgres._pool import (
     acquire_pool,
     pooled_connection,
@@ -662,19 +663,24 @@ class PostgresStore(Store):
                 self._update_stats(conn, generation, (0, 0), (0, 0), [])
 
     # --- retrieval -------------------------------------------------------------------------
-    def search_bm25(self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS) -> Hits:
+    def search_bm25(
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+    ) -> Hits:
         check_search(query, k)
         self.check_field(field)
-        return self._bm25_hits(query, field, k)
+        return self._bm25_hits(query, field, k, filter)
 
-    def _bm25_hits(self, query: str, field: str, k: int) -> Hits:
-        """The best ``k`` by BM25 (``k`` unchecked: multi-field search asks for every hit)."""
+    def _bm25_hits(self, query: str, field: str, k: int, flt: Filter | None = None) -> Hits:
+        """The best ``k`` by BM25 (``k`` unchecked: multi-field search asks for every hit) of
+        the documents passing ``flt`` (which leaves the corpus statistics as they are)."""
         query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         params = self.settings.bm25
         _check_bm25_method(self.settings.bm25)
         every = field == ALL_TEXT_FIELDS
-        sql_query = q.bm25_query(self._part, None if every else self._stored_keys(field))
+        keep, filter_args = filter_condition(flt)
+        sql_query = q.bm25_query(self._part, None if every else self._stored_keys(field), keep)
         args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
+        args.update(filter_args)
         if every:
             args["terms"] = q.analyse([query], params)[0]
             if not args["terms"]:
@@ -688,7 +694,13 @@ class PostgresStore(Store):
         return field_spellings(self.fields_seen, field) or [field]
 
     def search_bm25_fields(
-        self, query: str, *, k: int, fields: Sequence[tuple[str, float]], mode: str = "best_fields"
+        self,
+        query: str,
+        *,
+        k: int,
+        fields: Sequence[tuple[str, float]],
+        mode: str = "best_fields",
+        filter: Filter | None = None,
     ) -> Hits:
         """Exact multi-field BM25: each field scores every document sharing a term with the
         query (a field's BM25 scans the table anyway), combined per document; combining each
@@ -699,31 +711,43 @@ class PostgresStore(Store):
         for name, _boost in fields:
             self.check_field(name)
         every = max(1, len(self))  # may be past the k a caller can ask for (check_k)
-        per_field = [(self._bm25_hits(query, name, every), boost) for name, boost in fields]
+        per_field = [(self._bm25_hits(query, name, every, filter), boost) for name, boost in fields]
         return combine_field_hits(per_field, mode, k)
 
     def search_vector(
-        self, vector: np.ndarray, *, k: int, num_candidates: int | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        k: int,
+        num_candidates: int | None = None,
+        filter: Filter | None = None,
     ) -> Hits:
         check_k(k)
         ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
         # Checked and made unit length as the embedded store does: pgvector answered a wrong
         # dimension with an internal error, and an all-zero vector with NaN scores.
         query = unit_query_vector(vector, VECTOR_DIM)
-        args = {"vector": q.vector_literal(query), "k": k}
+        keep, filter_args = filter_condition(filter)
+        args = {"vector": q.vector_literal(query), "k": k, **filter_args}
+        rows = self._knn(q.knn_query(self._part, keep), args, ef_search, iterate=k > ef_search)
+        return _hits(rows)
+
+    def _knn(
+        self, knn: Any, args: dict[str, Any], ef_search: int, *, iterate: bool = False
+    ) -> list[tuple[str, float]]:
         with self._connection() as conn, conn.transaction():
             # Only read by the HNSW index scan; exact scans ignore them.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
-            if k > ef_search and self._iterative_scans(conn):
+            if iterate and self._iterative_scans(conn):
                 # The scan stopped at ef_search hits (k=1200 returned 1000): pgvector 0.8 scans
                 # on, in exact distance order, up to max_scan_tuples rows.
                 conn.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
                     "set_config('hnsw.max_scan_tuples', %s, true)",
-                    (str(max(HNSW_MAX_SCAN_TUPLES, 4 * k)),),
+                    (str(max(HNSW_MAX_SCAN_TUPLES, 4 * args["k"])),),
                 )
-            rows = conn.execute(q.knn_query(self._part), args).fetchall()
-        return _hits(rows)
+            rows: list[tuple[str, float]] = conn.execute(knn, args).fetchall()
+        return rows
 
 
 def _has_iterative_scans(conn: Any) -> bool:

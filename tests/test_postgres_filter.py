@@ -1,0 +1,243 @@
+"""Document filters on the PostgreSQL store: SQL/JSON path in SQL, agreeing with the reference
+semantics (``semrank.retrieve.matches``, tests/test_filter.py) document for document, and
+applied before the top k (BM25 and vector search return k hits whenever k documents pass).
+
+A real PostgreSQL server (see test_postgres_server.py); skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from semrank.retrieve import matches, parse_filter
+from semrank.store import create_index
+from semrank.store.postgres import PostgresStore
+from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+from test_postgres_store import HashingEmbedder
+
+LANGS = ["en", "EN", "de", "fr", "Ünïcödé", "ÜNÏCÖDÉ", "日本語", "Ελληνικά", "ΕΛΛΗΝΙΚΆ"]
+TAGS = ["ml", "ir", "nlp", "db", "ML"]
+SHAPES = [None, [], {}, [[]], "x"]
+
+
+def _number(rng: random.Random) -> Any:
+    """A year as an int, a float, a string, a boolean or a list of them."""
+    year = rng.randint(2015, 2024)
+    return rng.choice(
+        [
+            year,
+            float(year),
+            year + 0.5,
+            str(year),
+            str(year),
+            True,
+            False,
+            None,
+            [year, year - 3],
+            [[year]],
+        ]
+    )
+
+
+def _document(n: int, rng: random.Random) -> dict[str, Any]:
+    doc: dict[str, Any] = {"text": f"common words of document {n}"}
+    doc["lang"] = rng.choice([*LANGS, None, [rng.choice(LANGS), "de"], [], [["fr"]]])
+    doc["year"] = _number(rng)
+    if rng.random() < 0.7:
+        doc["tags"] = rng.sample(TAGS, rng.randint(0, 3))
+    choice = rng.randrange(6)
+    if choice == 0:
+        doc["meta"] = {"source": rng.choice(["arxiv", "acl"]), "score": rng.choice([1, 2.5, "3"])}
+    elif choice == 1:
+        doc["meta"] = [{"source": "acl"}, {"source": rng.choice(["arxiv", None])}]
+    elif choice == 2:
+        doc["meta.source"] = rng.choice(["arxiv", "dotted"])  # a key holding a dot
+        doc["meta"] = {"source": "hidden"}  # the longer key wins: never read
+    elif choice == 3:
+        doc["meta"] = rng.choice([*SHAPES, {"source": None}, {"deep": {"x": [None, 0]}}])
+    if rng.random() < 0.3:
+        doc["title.keyword"] = rng.choice(["Exact", None])
+    if rng.random() < 0.6:
+        doc["title"] = rng.choice(["Exact", "exact", "Other", {"keyword": "nested"}])
+    if rng.random() < 0.3:
+        # A nested key holding a dot, before the nested object of the same path.
+        doc["a"] = rng.choice([{"b.c": rng.choice([1, 2]), "b": {"c": 3}}, {"b": {"c": 3}}])
+    if rng.random() < 0.3:
+        doc["a.b"] = rng.choice([{"c": 4}, {"d": 5}, [{"c": 4}, {"c": 6}]])
+    if rng.random() < 0.4:
+        doc["draft"] = rng.choice([True, False, 0, 1, "true", None])
+    if rng.random() < 0.3:
+        doc['quo"te\\key'] = rng.choice(["q", "Q"])
+    if rng.random() < 0.2:
+        doc["ключ"] = rng.choice(["знач", ["x", [["знач"]]]])
+    if rng.random() < 0.3:
+        doc["date"] = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    return doc
+
+
+def corpus() -> dict[str, dict[str, Any]]:
+    rng = random.Random(20261207)
+    return {f"doc{n:03d}": _document(n, rng) for n in range(200)}
+
+
+FILTERS: list[Any] = [
+    {"term": {"lang": "en"}},
+    {"term": {"lang": {"value": "en", "case_insensitive": True}}},
+    {"term": {"lang": {"value": "ünïcödé", "case_insensitive": True}}},
+    {"term": {"lang": {"value": "ελληνικά", "case_insensitive": True}}},
+    {"term": {"lang": "日本語"}},
+    {"term": {"lang": "fr"}},  # also inside [["fr"]]
+    {"terms": {"lang": ["de", "fr", "nope"]}},
+    {"term": {"lang.keyword": "de"}},
+    {"term": {"year": 2019}},
+    {"term": {"year": 2019.0}},
+    {"term": {"year": "2019"}},
+    {"term": {"year": True}},
+    {"terms": {"year": [2020.5, 2016, False]}},
+    {"range": {"year": {"gte": 2018, "lt": 2021}}},
+    {"range": {"year": {"gt": 2020.5}}},
+    {"range": {"year": {"lte": "2018"}}},
+    {"range": {"date": {"gte": "2024-03-01", "lte": "2024-06-30"}}},
+    {"range": {"lang": {"gt": "en"}}},  # code point order: "日本語" > "Ünïcödé" > "en"
+    {"exists": {"field": "lang"}},  # null, [], [[]] do not exist
+    {"exists": {"field": "meta"}},  # an object exists when a value inside it does
+    {"exists": {"field": "meta.source"}},
+    {"exists": {"field": "tags"}},
+    {"exists": {"field": "title.keyword"}},
+    {"exists": {"field": "nothing"}},
+    {"term": {"meta.source": "arxiv"}},  # objects, arrays of objects and the dotted key
+    {"term": {"meta.source": "hidden"}},  # shadowed by "meta.source": never found
+    {"term": {"meta.score": 2.5}},
+    {"term": {"title.keyword": "Exact"}},  # the key, else title (not when the key is null)
+    {"term": {"title.keyword": {"value": "EXACT", "case_insensitive": True}}},
+    {"term": {"title.keyword": "nested"}},  # title: {"keyword": ...}
+    {"term": {"a.b.c": 1}},
+    {"term": {"a.b.c": 3}},  # unless shadowed by a's "b.c" key
+    {"terms": {"a.b.c": [4, 6]}},
+    {"term": {'quo"te\\key': "q"}},
+    {"term": {"ключ": "знач"}},  # also three arrays deep
+    {"exists": {"field": "a.b"}},
+    {"range": {"meta.score": {"gte": 1, "lte": 2.5}}},
+    {"term": {"draft": True}},
+    {"term": {"draft": 1}},
+    {"terms": {"tags": ["ml", "db"]}},
+    {"term": {"tags": {"value": "ml", "case_insensitive": True}}},
+    {"ids": {"values": ["doc001", "doc050", "doc199", "nope"]}},
+    # Text PostgreSQL cannot hold (NUL, lone surrogates) matches nothing, not a driver error.
+    {"ids": {"values": ["doc001", "\x00", "\ud800"]}},
+    {"terms": {"lang": ["en\x00", "\ud800", "de"]}},
+    {
+        "bool": {
+            "should": [
+                {"term": {"lang": {"value": "\udc00", "case_insensitive": True}}},
+                {"term": {"lang": "fr"}},
+            ]
+        }
+    },
+    {"bool": {"must": {"exists": {"field": "tags"}}, "must_not": {"term": {"la\ud800ng": "en"}}}},
+    {"match_all": {}},
+    [{"exists": {"field": "tags"}}, {"range": {"year": {"gte": 2020}}}],
+    {"bool": {"must_not": [{"term": {"lang": "en"}}, {"exists": {"field": "draft"}}]}},
+    {"bool": {"should": [{"term": {"lang": "de"}}, {"term": {"tags": "ir"}}]}},
+    {
+        "bool": {
+            "should": [
+                {"term": {"lang": "de"}},
+                {"term": {"tags": "ir"}},
+                {"exists": {"field": "meta"}},
+            ],
+            "minimum_should_match": 2,
+        }
+    },
+    {
+        "bool": {
+            "filter": {"exists": {"field": "year"}},
+            "should": {"term": {"lang": "x"}},
+            "must_not": {"bool": {"should": [{"ids": {"values": ["doc002"]}}]}},
+        }
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def filtered(pg_server) -> Iterator[tuple[PostgresStore, dict[str, dict[str, Any]]]]:  # type: ignore[no-untyped-def]  # noqa: F811
+    """One index of the generated corpus for every parity case (one database for the module)."""
+    import uuid
+
+    import psycopg
+
+    database = f"filters_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    docs = corpus()
+    store = create_index("f", store=pg_server.dsn(database), embedder=HashingEmbedder())
+    assert isinstance(store, PostgresStore)
+    store.upsert([{"id": doc_id, **doc} for doc_id, doc in docs.items()])
+    yield store, docs
+    store.close()
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("spec", FILTERS, ids=[str(n) for n in range(len(FILTERS))])
+def test_filter_parity_with_the_reference(filtered, spec: Any) -> None:  # type: ignore[no-untyped-def]
+    """The documents PostgreSQL lets through are the reference's, shape for shape."""
+    store, docs = filtered
+    flt = parse_filter(spec)
+    expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
+    hits = store.search_bm25("common", k=1000, filter=flt)  # every document holds "common"
+    assert sorted(hits.ids.tolist()) == expected, spec
+    vector = HashingEmbedder().embed(["common words"])[0]
+    assert sorted(store.search_vector(vector, k=1000, filter=flt).ids.tolist()) == expected
+
+
+def test_the_parity_corpus_tells_the_filters_apart(filtered) -> None:  # type: ignore[no-untyped-def]
+    """Each filter passes some documents and not others (but match_all and the shadowed keys):
+    a corpus every filter passed whole, or not at all, would prove nothing."""
+    _, docs = filtered
+    counts = [sum(matches(parse_filter(s), i, d) for i, d in docs.items()) for s in FILTERS]
+    trivial = [FILTERS[n] for n, count in enumerate(counts) if count in (0, len(docs))]
+    assert trivial == [
+        {"exists": {"field": "nothing"}},
+        {"term": {"meta.source": "hidden"}},
+        {"match_all": {}},
+    ], counts
+
+
+def test_filtered_searches_return_the_top_k_of_the_passing_documents(filtered) -> None:  # type: ignore[no-untyped-def]
+    """A pre-filter: the k best of the documents that pass, scored as without the filter (BM25's
+    statistics are the whole index's, as in Elasticsearch's filter context)."""
+    store, docs = filtered
+    flt = parse_filter({"bool": {"must_not": {"exists": {"field": "tags"}}}})
+    passing = {doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc)}
+    vector = HashingEmbedder().embed(["document words 17"])[0]
+    searches = {
+        "bm25": lambda **kw: store.search_bm25("document 17 words", **kw),
+        "bm25 text": lambda **kw: store.search_bm25("document 17 words", field="text", **kw),
+        "bm25 fields": lambda **kw: store.search_bm25_fields(
+            "exact document", fields=[("text", 1.0), ("title", 2.0)], mode="most_fields", **kw
+        ),
+        "vector": lambda **kw: store.search_vector(vector, **kw),
+    }
+    for name, search in searches.items():
+        every = search(k=1000)
+        ranked = [(i, s) for i, s in zip(every.ids, every.scores, strict=True) if i in passing]
+        hits = search(k=7, filter=flt)
+        # The best scores of the passing documents, each hit passing (ties are in any order).
+        assert len(ranked) >= 7 and set(hits.ids.tolist()) <= passing, name
+        assert hits.scores.tolist() == pytest.approx([s for _, s in ranked[:7]]), name
+
+
+def test_a_range_bound_postgres_cannot_compare_is_refused(filtered) -> None:  # type: ignore[no-untyped-def]
+    """A driver error (HTTP 500) before; the bound orders among stored text, so it is not
+    dropped as a term's value is, but named."""
+    from semrank.errors import InvalidInputError
+
+    store, _ = filtered
+    flt = parse_filter({"range": {"lang": {"gt": "a\ud800"}}})
+    with pytest.raises(InvalidInputError, match=r"range.lang: the bound 'a\\ud800' holds"):
+        store.search_bm25("common", k=5, filter=flt)
