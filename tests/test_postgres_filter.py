@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from semrank.retrieve import matches, parse_filter
@@ -230,6 +231,60 @@ def test_filtered_searches_return_the_top_k_of_the_passing_documents(filtered) -
         # The best scores of the passing documents, each hit passing (ties are in any order).
         assert len(ranked) >= 7 and set(hits.ids.tolist()) <= passing, name
         assert hits.scores.tolist() == pytest.approx([s for _, s in ranked[:7]]), name
+
+
+@pytest.fixture
+def hnsw_index(pg_server, pg_dsn: str) -> Iterator[tuple[PostgresStore, list[str]]]:  # type: ignore[no-untyped-def]  # noqa: F811
+    """1,200 documents in an HNSW index, 12 of them in a "rare" group."""
+    import psycopg
+
+    rng = np.random.default_rng(5)
+    words = [f"w{n}" for n in range(300)]
+    rare = [f"x{n:04d}" for n in range(0, 1200, 100)]
+    docs = [
+        {"id": f"x{n:04d}", "text": " ".join(rng.choice(words, 8)), "group": "common"}
+        for n in range(1200)
+    ]
+    for doc in docs:
+        if doc["id"] in rare:
+            doc["group"] = "rare"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the index scan, as on large tables
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f'ALTER DATABASE "{database}" SET enable_seqscan = off')
+    store = create_index("hnsw", store=pg_dsn, embedder=HashingEmbedder(), ann_threshold=3)
+    assert isinstance(store, PostgresStore)
+    store.upsert(docs)
+    assert store.info().vector_search == "hnsw"
+    yield store, rare
+    store.close()
+
+
+def _exact_top(store: PostgresStore, ids: list[str], vector: np.ndarray, k: int) -> list[str]:
+    texts = [doc["text"] for doc in store.get(ids) if doc is not None]
+    scores = HashingEmbedder().embed(texts) @ vector
+    return [ids[n] for n in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_a_selective_filter_still_gets_k_hits_from_hnsw(hnsw_index, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """pgvector filters the rows its HNSW scan finds, ef_search (40) of them: 12 documents in
+    1,200 left about one in the beam. pgvector 0.8's iterative scan goes on to k hits (the
+    exact search redone when it falls short is kept out of this test)."""
+    store, rare = hnsw_index
+    monkeypatch.setattr(store, "has_hnsw", lambda: False)
+    vector = HashingEmbedder().embed(["w1 w2 w3 w4"])[0]
+    hits = store.search_vector(vector, k=10, filter=parse_filter({"term": {"group": "rare"}}))
+    assert len(hits) == 10 and set(hits.ids.tolist()) <= set(rare)  # approximate: any 10 rare
+    assert bool(np.all(np.diff(hits.scores) <= 1e-6))
+
+
+def test_without_iterative_scans_a_selective_filter_searches_exactly(hnsw_index) -> None:  # type: ignore[no-untyped-def]
+    """pgvector before 0.8 stops at ef_search rows: fewer than k passing, the search is redone
+    exactly (as the server's pgvector would answer without the iterative scan)."""
+    store, rare = hnsw_index
+    store._has_iterative = False  # the server's pgvector as 0.7 reads it
+    vector = HashingEmbedder().embed(["w5 w6 w7 w8"])[0]
+    hits = store.search_vector(vector, k=10, filter=parse_filter({"term": {"group": "rare"}}))
+    assert sorted(hits.ids.tolist()) == sorted(_exact_top(store, rare, vector, 10))
 
 
 def test_a_range_bound_postgres_cannot_compare_is_refused(filtered) -> None:  # type: ignore[no-untyped-def]

@@ -114,14 +114,20 @@ VECTOR_KNN = """
 SELECT id, (1 - (embedding <=> %(vector)s::vector))::real AS score
 FROM {part} AS d
 WHERE embedding IS NOT NULL AND {keep}
-ORDER BY embedding <=> %(vector)s::vector
+ORDER BY (embedding <=> %(vector)s::vector) {exact}
 LIMIT %(k)s
 """
 
 
-def knn_query(partition: sql.Composable, keep: sql.Composable = _EVERY) -> sql.Composed:
-    """The ``k`` nearest rows passing ``keep`` (a condition over the partition aliased ``d``)."""
-    return sql.SQL(VECTOR_KNN).format(part=partition, keep=keep)
+def knn_query(
+    partition: sql.Composable, keep: sql.Composable = _EVERY, *, exact: bool = False
+) -> sql.Composed:
+    """The ``k`` nearest rows passing ``keep``; ``exact``: ordered by an expression the HNSW
+    index does not serve (``+ 0``), so every passing row is read (the planner's settings, such
+    as enable_indexscan, only weigh plans, and may leave the index scan the cheapest)."""
+    return sql.SQL(VECTOR_KNN).format(
+        part=partition, keep=keep, exact=sql.SQL("+ 0" if exact else "")
+    )
 
 
 def vector_literal(row: Any) -> str:

@@ -729,7 +729,12 @@ class PostgresStore(Store):
         query = unit_query_vector(vector, VECTOR_DIM)
         keep, filter_args = filter_condition(filter)
         args = {"vector": q.vector_literal(query), "k": k, **filter_args}
-        rows = self._knn(q.knn_query(self._part, keep), args, ef_search, iterate=k > ef_search)
+        iterate = k > ef_search or filter is not None
+        rows = self._knn(q.knn_query(self._part, keep), args, ef_search, iterate=iterate)
+        if filter is not None and len(rows) < k and self.has_hnsw():
+            # The HNSW scan filters the graph's nearest rows: past max_scan_tuples of them (or
+            # past ef_search before pgvector 0.8) a selective filter had left fewer than k.
+            rows = self._knn(q.knn_query(self._part, keep, exact=True), args, ef_search)
         return _hits(rows)
 
     def _knn(
@@ -739,8 +744,9 @@ class PostgresStore(Store):
             # Only read by the HNSW index scan; exact scans ignore them.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
             if iterate and self._iterative_scans(conn):
-                # The scan stopped at ef_search hits (k=1200 returned 1000): pgvector 0.8 scans
-                # on, in exact distance order, up to max_scan_tuples rows.
+                # The scan stopped at ef_search rows (k=1200 returned 1000; a filter passed a
+                # few of them): pgvector 0.8 scans on, in exact distance order, up to
+                # max_scan_tuples rows.
                 conn.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
                     "set_config('hnsw.max_scan_tuples', %s, true)",
