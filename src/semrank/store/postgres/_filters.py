@@ -38,8 +38,9 @@ from semrank.retrieve._filter import (
     Term,
 )
 
-# Arrays nested in arrays are flattened this many levels deep at each step (``[[["a"]]]`` is
-# three); the reference flattens any depth.
+# Arrays nested in arrays are unwrapped this many levels deep at each step, and lax mode
+# unwraps one more (``[[[[["a"]]]]]`` is read, one level deeper is not); the reference flattens
+# any depth.
 ARRAY_NESTING = 4
 # A path of more parts than this splits into dotted keys at the document's top level only: the
 # ways of splitting a path double with each part.
