@@ -233,6 +233,28 @@ def test_filtered_searches_return_the_top_k_of_the_passing_documents(filtered) -
         assert hits.scores.tolist() == pytest.approx([s for _, s in ranked[:7]]), name
 
 
+def test_a_filtered_retriever_tree_searches_the_postgresql_store(filtered) -> None:  # type: ignore[no-untyped-def]
+    """Filters set on a tree's nodes and on the whole search reach the PostgreSQL store's
+    searches (a store whose searches took no filter refused filtered trees)."""
+    from semrank.pipeline import BM25, RRF, Knn, search
+
+    store, docs = filtered
+    english = {"term": {"lang": "en"}}
+    no_tags = {"bool": {"must_not": {"exists": {"field": "tags"}}}}
+    both = parse_filter([english, no_tags])
+    passing = {doc_id for doc_id, doc in docs.items() if matches(both, doc_id, doc)}
+    untagged = {
+        doc_id for doc_id, doc in docs.items() if matches(parse_filter(no_tags), doc_id, doc)
+    }
+    tree = RRF((BM25(filter=english), Knn()), rank_window_size=50)
+    found = search(store, "common words", retriever=tree, k=20, filter=no_tags)
+    assert found.ids and set(found.ids) <= untagged  # the knn child passes no_tags only
+    assert set(found.ids) & passing and set(found.ids) - passing
+    unfiltered = search(store, "common words", retriever=BM25(), k=len(docs))
+    expected = [i for i in unfiltered.ids if i in passing][:5]
+    assert search(store, "common words", k=5, filter=both).ids == expected
+
+
 @pytest.fixture
 def hnsw_index(pg_server, pg_dsn: str) -> Iterator[tuple[PostgresStore, list[str]]]:  # type: ignore[no-untyped-def]  # noqa: F811
     """1,200 documents in an HNSW index, 12 of them in a "rare" group."""
