@@ -407,6 +407,25 @@ async def test_documents_the_index_could_never_find_are_refused(
     assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS)
 
 
+async def test_an_add_names_the_text_fields_the_index_keeps_but_does_not_search(
+    client: httpx.AsyncClient,
+) -> None:
+    """The documents' text in overview only: stored, never found by a search, and the answer
+    said nothing of it."""
+    await _make_index(client)  # its adds, with title and text alone, carry no warnings
+    movies = [{"id": "m1", "title": "Interstellar", "overview": "a wormhole to other stars"}]
+    added = await client.post("/v1/indexes/docs/documents", json={"documents": movies})
+    assert added.status_code == 200, added.text
+    (said,) = added.json()["warnings"]
+    assert "hold text in overview, which index 'docs' keeps but does not search" in said
+    assert 'create an index with "fields" naming them' in said
+    assert added.headers["x-semrank-warning"] == said
+    found = await client.post("/v1/indexes/docs/search", json={"query": "wormhole"})
+    assert found.json()["hits"] == []  # what the warning is about
+    again = await client.post("/v1/indexes/docs/documents", json={"documents": movies})
+    assert "warnings" not in again.json()  # said once: the index keeps the field now
+
+
 async def test_a_document_naming_a_field_twice_is_refused_not_cut(
     client: httpx.AsyncClient,
 ) -> None:

@@ -672,6 +672,49 @@ def test_read_corpus_json_csv_and_overrides(tmp_path: Path) -> None:
         list(read_corpus(tmp_path / "bad.jsonl", fields=["text"]))
 
 
+def test_upsert_warns_of_text_in_fields_the_index_does_not_search(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notebook's ``create_index("movies")`` then ``upsert(read_corpus("movies.json"))``: the
+    index searches title and text, the file's text is in overview and director, and a search
+    for it found nothing while nothing said why. Said once, naming the fields and the create
+    option that chooses them."""
+    path = tmp_path / "movies.json"
+    movies = [
+        {"title": "Interstellar", "overview": "explorers pass a wormhole", "director": "Nolan"},
+        {"title": "Minions", "overview": "a super-villain plot", "director": "Balda", "year": 2015},
+    ]
+    path.write_text(json.dumps(movies))
+    index = create_index("movies", home=tmp_path / "home", embedding_model=None)
+    with caplog.at_level(logging.WARNING, logger="semrank.store"):
+        assert index.upsert(read_corpus(path)) == 2
+    (record,) = caplog.records
+    said = record.getMessage()
+    assert "hold text in overview, director, which index 'movies' keeps but does not" in said
+    assert "(its text fields: title, text)" in said and "create_index(..., fields=[" in said
+    assert index.search_bm25("wormhole", k=5).ids.tolist() == []  # what the warning is about
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="semrank.store"):
+        counts = index.upsert_counted([{"id": "3", "title": "Up", "overview": "a house flies"}])
+        assert index.upsert([{"id": "4", "title": "Cars", "director": "Lasseter"}]) == 1
+    assert counts.unread_fields == () and not caplog.records  # said once, not every write
+
+
+def test_upsert_of_documents_with_the_text_fields_says_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = create_index("notes", home=tmp_path / "home", embedding_model=None)
+    documents = [
+        {"id": "1", "title": "Fleas", "text": "small insects", "year": 2020, "tags": ["a"]},
+        {"id": "2", "text": "Paris is in France", "score": 0.5, "meta": {"url": "x"}},
+    ]
+    with caplog.at_level(logging.WARNING, logger="semrank.store"):
+        assert index.upsert(documents) == 2
+        assert index.upsert_counted(documents).unread_fields == ()
+    assert not caplog.records
+    assert index.search_bm25("insects", k=1).ids.tolist() == ["1"]
+
+
 @pytest.mark.parametrize("header_form", ["NFD", "NFC"])
 def test_field_names_match_a_header_whether_composed_or_decomposed(
     tmp_path: Path, header_form: str
@@ -686,11 +729,11 @@ def test_field_names_match_a_header_whether_composed_or_decomposed(
     path = tmp_path / "people.csv"
     path.write_text(f"{header[0]},{header[1]}\nada,gardener and botanist\nbob,plumber\n", "utf-8")
     corpus = read_corpus(path, id_field=named[0], fields=[named[1]])
-    assert corpus.unread_text_fields() == ()
     index = create_index(
         "people", home=tmp_path / "home", fields=[named[1]], id_field=named[0], embedding_model=None
     )
-    assert index.upsert(corpus) == 2
+    counts = index.upsert_counted(corpus)
+    assert (counts.documents, counts.unread_fields) == (2, ())  # the header's spelling is read
     assert index.search_bm25("botanist", k=1).ids.tolist() == ["ada"]
     assert index.search_bm25("botanist", k=1, field=named[1]).ids.tolist() == ["ada"]
     (stored,) = index.get(["ada"])

@@ -166,10 +166,11 @@ async def drop_index(name: IndexNameInPath, request: Request) -> Any:
 @router.post(
     "/v1/indexes/{name}/documents",
     response_model=UpsertResult,
+    response_model_exclude_none=True,
     summary="Add or replace documents (by id)",
 )
 async def upsert_documents(
-    name: IndexNameInPath, body: UpsertDocumentsRequest, request: Request
+    name: IndexNameInPath, body: UpsertDocumentsRequest, request: Request, response: Response
 ) -> Any:
     # One request, one transaction (its size is bounded by --max-body-bytes): concurrent
     # requests writing the same ids then leave one request's documents, not a mix of batches.
@@ -181,20 +182,34 @@ async def upsert_documents(
             f"{len(documents)} documents exceed this server's limit of {limit} per request; "
             "send them in several requests (or raise --max-documents)"
         )
-    upsert = _with_index(
-        request,
-        name,
-        lambda store: store.upsert_counted(documents, batch_size=max(1, len(documents))),
-    )
+
+    def upsert(store: Any) -> tuple[Any, list[str]]:
+        counts = store.upsert_counted(documents, batch_size=max(1, len(documents)))
+        return counts, _unread_fields_warnings(store, counts)
+
     # Admitted as searches are (--max-pending, 429); not cut at the deadline: a write that
     # has begun is finished, so a client retrying a 504 would write twice meanwhile.
     with service.admission.admit():
-        counts = await _blocking(request, None, upsert)
+        counts, warnings = await _blocking(request, None, _with_index(request, name, upsert))
+    say_warnings(response, warnings)
     return UpsertResult(
         upserted=counts.documents,
         written=counts.written,
         skipped=counts.documents - counts.written,
+        warnings=warnings or None,
     )
+
+
+def _unread_fields_warnings(store: Any, counts: Any) -> list[str]:
+    from semrank.store._base import unread_fields_warning
+
+    if not counts.unread_fields:
+        return []
+    search = 'a "match" query naming the field'
+    said = unread_fields_warning(
+        store, counts.unread_fields, records="the documents", search=search, create='"fields"'
+    )
+    return [said]
 
 
 @router.post(

@@ -466,6 +466,9 @@ class UpsertResult(_Schema):
     upserted: int = Field(description="distinct ids in the request, stored now")
     written: int = Field(description="of them, new or changed: written")
     skipped: int = Field(description="of them, stored already exactly as given: not rewritten")
+    warnings: list[str] | None = Field(
+        None, description="e.g. text in fields the index keeps but does not search"
+    )
 
 
 class PrepareRequest(_Strict):

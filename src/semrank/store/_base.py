@@ -47,7 +47,7 @@ from semrank.errors import (
 )
 from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
-from semrank.store._corpus import Document, checked_documents, documents_from
+from semrank.store._corpus import Document, IngestChecks, documents_from
 
 log = logging.getLogger("semrank.store")
 
@@ -122,10 +122,26 @@ def _refuse_newer_settings(data: dict[str, Any]) -> None:
 @dataclass(frozen=True, kw_only=True)
 class UpsertCounts:
     """What an upsert did: ``documents`` distinct ids read, ``written`` of them new or changed
-    (the rest were stored already as given, and skipped)."""
+    (the rest were stored already as given, and skipped); ``unread_fields``: fields holding
+    text that the index keeps but does not search or embed (not its text fields), new to the
+    index (``unread_fields_warning`` says so)."""
 
     documents: int
     written: int
+    unread_fields: tuple[str, ...] = ()
+
+
+def unread_fields_warning(
+    index: Store, unread: Sequence[str], *, records: str, search: str, create: str
+) -> str:
+    """What to tell whoever wrote ``records`` (e.g. "the documents") holding text in the
+    ``unread`` fields of ``index``: a search for that text finds nothing. ``search`` and
+    ``create``: the caller's spelling of a search on one field and of an index's text fields."""
+    return (
+        f"{records} hold text in {', '.join(unread)}, which index {index.name!r} keeps but "
+        f"does not search or embed (its text fields: {', '.join(index.settings.text_fields)}); "
+        f"search them with {search}, or create an index with {create} naming them"
+    )
 
 
 def check_batch_size(batch_size: object) -> None:
@@ -302,12 +318,24 @@ class Store(abc.ABC):
         """Insert or replace documents by id, committing every ``batch_size``; returns the count.
 
         Each batch is one transaction (``_write_batch``), so an interrupted ingest keeps every
-        batch committed before it. Records are checked (``checked_documents``) as they are read; a
-        list is checked whole before anything is written.
+        batch committed before it. Records are checked (``IngestChecks``) as they are read; a
+        list is checked whole before anything is written. Text in fields the index does not
+        search (``UpsertCounts.unread_fields``) is logged as a warning on ``semrank.store``.
         """
-        return self.upsert_counted(
+        counts = self.upsert_counted(
             documents, batch_size=batch_size, progress=progress, refresh=refresh
-        ).documents
+        )
+        if counts.unread_fields:  # a search for that text would find nothing, silently
+            log.warning(
+                unread_fields_warning(
+                    self,
+                    counts.unread_fields,
+                    records="the documents",
+                    search="field=NAME",
+                    create="create_index(..., fields=[...])",
+                )
+            )
+        return counts.documents
 
     def upsert_counted(
         self,
@@ -321,21 +349,22 @@ class Store(abc.ABC):
         already, unchanged, and skipped)."""
         check_batch_size(batch_size)
         require_flags(refresh=refresh)
-        records = checked_documents(
-            documents_from(documents, self.settings.id_field or "id"), self.settings.text_fields
-        )
+        checks = IngestChecks(self.settings.text_fields)
+        records = checks.checked(documents_from(documents, self.settings.id_field or "id"))
         if isinstance(documents, Sequence):  # checked whole, this store's limits too
             listed = list(records)
             for record in listed:
                 self.check_storable(record)
             records = iter(listed)
+        seen = set(self.fields_seen)  # before the writes: fields kept before were said then
         total = written = 0
         for batch in _batches(records, batch_size):
             documents_in, written_in = self._write_batch(batch, progress)
             total, written = total + documents_in, written + written_in
         if refresh:
             self.refresh()
-        return UpsertCounts(documents=total, written=written)
+        unread = tuple(name for name in checks.unread_fields if name not in seen)
+        return UpsertCounts(documents=total, written=written, unread_fields=unread)
 
     add = upsert
 

@@ -65,18 +65,6 @@ class Corpus:
         a bad record deep in it fails early."""
         return self.survey(check)[0]
 
-    def unread_text_fields(self) -> tuple[str, ...]:
-        """Fields holding text in the first records that are not among ``text_fields``: kept
-        with the documents, but not searched by default nor embedded."""
-        if self.is_beir:
-            return ()
-        try:
-            found = _text_fields_of(islice(_records(self.path, self.format), FIELD_SAMPLE), None)
-        except DataFormatError:
-            return ()
-        named = (*self.text_fields, *([self.id_field] if self.id_field else []))
-        return tuple(f for f in found if field_key(named, f) is None)
-
     def survey(self, check: Callable[[Document], None] | None = None) -> tuple[int, set[str]]:
         """``count()``, and the text fields that hold a value in at least one record."""
         note = (
@@ -104,6 +92,16 @@ class IngestChecks:
         self.duplicate_note = duplicate_note  # said after a repeated id
         self._first_record: dict[str, int] = {}
         self.fields_used: set[str] = set()  # text fields some record gave a value
+        # Fields holding a string in some record that are not text fields: kept with the
+        # documents, but neither searched by default nor embedded (in the order first met).
+        self.unread_fields: dict[str, None] = {}
+        self._searched_keys: set[str] = set()  # record keys that name a text field
+
+    def checked(self, documents: Iterable[Document]) -> Iterator[Document]:
+        """``documents``, each checked as it passes."""
+        for number, document in enumerate(documents, start=1):
+            self.check(document, number)
+            yield document
 
     def check(self, document: Document, number: int) -> None:
         if json_depth_over(document.fields):
@@ -123,6 +121,7 @@ class IngestChecks:
             n for n, key in keys.items() if key is not None and document.fields[key] is not None
         ]
         self.fields_used.update(present)
+        self._note_unread(document.fields)
         if not present:
             null = [name for name, key in keys.items() if key is not None]
             has = (
@@ -136,15 +135,15 @@ class IngestChecks:
                 "its text in one of them"
             )
 
-
-def checked_documents(
-    documents: Iterable[Document], text_fields: Sequence[str]
-) -> Iterator[Document]:
-    """``documents``, each checked by one ``IngestChecks`` as it passes."""
-    checks = IngestChecks(text_fields)
-    for number, document in enumerate(documents, start=1):
-        checks.check(document, number)
-        yield document
+    def _note_unread(self, fields: dict[str, Any]) -> None:
+        for key, value in fields.items():
+            known = key in self.unread_fields or key in self._searched_keys
+            if known or not isinstance(value, str):
+                continue
+            if field_key(self.text_fields, key) is None:
+                self.unread_fields[key] = None
+            else:
+                self._searched_keys.add(key)
 
 
 def _text_lines(path: Path, *, records_span_lines: bool = False) -> Iterator[str]:

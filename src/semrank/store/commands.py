@@ -423,7 +423,6 @@ def add(
         )
         _check_has_ids(corpus, name)
         shown = _corpus_name(corpus, stdin_format)
-        _warn_unread_fields(corpus, name, settings.text_fields, seen=index.fields_seen, shown=shown)
         counts = _ingest(index, corpus, batch_size, piped=stdin_format is not None)
         skipped = counts.documents - counts.written
         typer.echo(
@@ -431,25 +430,22 @@ def add(
             + (f" ({skipped:,} already stored as given, skipped)" if skipped else "")
             + f"; index {name!r} holds {len(index)}"
         )
+        _warn_unread_fields(index, counts, shown=shown)
         if index.prepared():
             _keep_prepared(index, name, [document.id for document in corpus])
 
 
-def _warn_unread_fields(
-    corpus: Corpus, name: str, text_fields: Sequence[str], *, seen: Sequence[str], shown: str
-) -> None:
-    """Text the index will keep but not search: said, since a search for it finds nothing.
-    Once: fields the index already holds were said (or chosen) before. ``shown``: the corpus's
-    name in the message."""
-    unread = [field for field in corpus.unread_text_fields() if field not in seen]
-    if unread:
-        typer.echo(
-            f"warning: {shown}'s records hold text in {', '.join(unread)}, which "
-            f"index {name!r} keeps but does not search or embed (its text fields: "
-            f"{', '.join(text_fields)}); search them with --field NAME, or create an index "
-            "with --fields naming them",
-            err=True,
-        )
+def _warn_unread_fields(index: Store, counts: UpsertCounts, *, shown: str) -> None:
+    """Text the index keeps but does not search: said, since a search for it finds nothing
+    (once: the store names only fields new to the index). ``shown``: the corpus's name."""
+    from semrank.store._base import unread_fields_warning
+
+    if counts.unread_fields:
+        said = unread_fields_warning(
+            index, counts.unread_fields, records=f"{shown}'s records", search="--field NAME",
+            create="--fields",
+        )  # fmt: skip
+        typer.echo(f"warning: {said}", err=True)
 
 
 def _check_has_ids(corpus: Corpus, name: str) -> None:
