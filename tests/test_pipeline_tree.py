@@ -815,14 +815,10 @@ def test_the_multi_field_form_is_told_the_retrievers_to_write(index: LocalStore,
 def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
     """Library and CLI said only "unknown retriever 'query'" / "unsupported key(s) 'from'"
     where the HTTP server said what to write instead."""
-    from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
+    from semrank.pipeline import SEARCH_KEY_HINTS
 
-    with pytest.raises(InvalidInputError) as classic:
-        parse_retriever({"query": {"match": {"text": "moon"}}, "size": 3})
-    assert str(classic.value) == f"search body: unsupported key 'query'; {QUERY_DSL_HINT}"
-    assert '"retriever": {"standard": {"query"' in QUERY_DSL_HINT
     tree = {"standard": {"query": {"match": {"text": "moon"}}}}
-    for key, value in (("from", 10), ("sort", ["_score"]), ("knn", {}), ("rank", {})):
+    for key, value in (("from", 10), ("sort", ["_score"]), ("min_score", 1)):
         with pytest.raises(InvalidInputError) as refused:
             parse_retriever({"retriever": tree, key: value})
         assert (
@@ -1178,3 +1174,151 @@ def test_bad_filters_in_a_tree_are_named_by_their_path(body: dict[str, Any], mes
 def test_a_bad_python_filter_is_named_by_its_node() -> None:
     with pytest.raises(InvalidInputError, match=r"^knn filter.term names one field"):
         Knn(filter={"term": {"a": 1, "b": 2}})
+
+
+# --- classic _search bodies: query, knn and rank.rrf ----------------------------------------
+def _knn_scores(store: LocalStore, query: str, k: int, flt: Any = None) -> dict[str, float]:
+    """Elasticsearch's knn ``_score`` of the k nearest documents: (1 + cosine) / 2."""
+    vector = store.embed_queries([query])[0]
+    hits = store.search_vector(vector, k=k, filter=None if flt is None else parse_filter(flt))
+    return {doc: (1.0 + score) / 2.0 for doc, score in hits.as_dict().items()}
+
+
+def test_a_classic_query_body_is_its_standard_retriever(tagged: LocalStore) -> None:
+    """LangChain's BM25 strategy: a bool query's must beside its filter, no retriever."""
+    query = {"bool": {"must": [{"match": {"text": {"query": "moon Paris"}}}], "filter": [ENGLISH]}}
+    classic = search(tagged, retriever={"query": query, "size": 3})
+    tree = search(tagged, retriever={"retriever": {"standard": {"query": query}}, "size": 3})
+    assert _ids(classic) == _ids(tree) and classic.scores.tolist() == tree.scores.tolist()
+    expected = tagged.search_bm25("moon Paris", k=3, field="text", filter=parse_filter(ENGLISH))
+    assert _ids(classic) == expected.ids.tolist() and set(_ids(classic)) <= _passes(ENGLISH)
+    bare = search(tagged, retriever={"query": query, "_source": False}, k=2)
+    assert [hit.document for hit in bare.hits] == [None, None]
+
+
+def test_a_classic_knn_body_is_its_knn_retriever(tagged: LocalStore) -> None:
+    """LangChain's dense strategy: a top-level knn with its filter list; k hits at most."""
+    knn = {"field": "embedding", "query_text": "animals", "k": 2, "num_candidates": 50}
+    knn["filter"] = [RECENT]
+    classic = search(tagged, retriever={"knn": knn, "size": 4})
+    tree = search(tagged, retriever={"retriever": {"knn": knn}, "size": 4})
+    assert _ids(classic) == _ids(tree) and classic.scores.tolist() == tree.scores.tolist()
+    expected = _knn_scores(tagged, "animals", 2, RECENT)
+    assert _ids(classic) == list(expected) and set(_ids(classic)) <= _passes(RECENT)
+    # Without k, Elasticsearch's default: the body's size.
+    unbounded = {key: value for key, value in knn.items() if key != "k"}
+    assert len(search(tagged, retriever={"knn": unbounded, "size": 3})) == 3
+
+
+@pytest.mark.parametrize("size", [2, 5])
+def test_query_and_knn_sum_their_boosted_scores_as_elasticsearch_does(
+    tagged: LocalStore, size: int
+) -> None:
+    """Elasticsearch scores a hit of query + knn by the sum of the query's score and each
+    knn's score times its boost (0 from a search that did not find it), over the union of
+    the query's matches and each knn's k nearest neighbours."""
+    body = {
+        "query": {"match": {"text": "the moon and the sun"}},
+        "knn": [
+            {"field": "embedding", "query_text": "animals", "k": 3, "num_candidates": 20,
+             "boost": 2.0, "filter": ENGLISH},
+            {"field": "embedding", "query_text": "the sea", "k": 2, "num_candidates": 20},
+        ],
+        "size": size,
+    }  # fmt: skip
+    results = search(tagged, retriever=body)
+    bm25 = tagged.search_bm25("the moon and the sun", k=6, field="text").as_dict()
+    animals = _knn_scores(tagged, "animals", 3, ENGLISH)
+    sea = _knn_scores(tagged, "the sea", 2)
+    summed = {
+        doc: bm25.get(doc, 0.0) + 2.0 * animals.get(doc, 0.0) + sea.get(doc, 0.0)
+        for doc in {*bm25, *animals, *sea}
+    }
+    best = sorted(summed, key=lambda doc: -summed[doc])[:size]
+    assert _ids(results) == best
+    assert results.scores.tolist() == pytest.approx([summed[d] for d in best], rel=1e-5)
+    tree = parse_retriever(body)
+    assert isinstance(tree, Cutoff) and isinstance(tree.retriever, Linear)
+    assert tree.retriever.normalizers == ("none", "none", "none")
+    assert tree.retriever.weights == (1.0, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("window_key", ["window_size", "rank_window_size"])
+def test_rank_rrf_fuses_the_query_and_knn_as_the_rrf_retriever(
+    index: LocalStore, window_key: str
+) -> None:
+    """Elasticsearch 8.8-8.13's rank.rrf (window_size, renamed rank_window_size in 8.14)."""
+    knn = {"field": "embedding", "query_text": "moon", "k": 4, "num_candidates": 10, "boost": 3}
+    body = {
+        "query": {"match": {"*": "moon"}},
+        "knn": knn,
+        "rank": {"rrf": {window_key: 5, "rank_constant": 20}},
+        "size": 5,
+    }
+    results = search(index, retriever=body)
+    expected = rrf(
+        [
+            index.search_bm25("moon", k=5),
+            index.search_vector(index.embed_queries(["moon"])[0], k=4),
+        ],
+        rank_constant=20,
+    )
+    assert results.ids == expected.ids.tolist()[:5]
+    np.testing.assert_allclose(results.scores, expected.scores[:5], rtol=1e-6)
+    # Elasticsearch's default window is 10, the search's default size: a size above it is
+    # refused, as there.
+    body["rank"] = {"rrf": {}}
+    assert len(search(index, retriever={**body, "size": 10})) <= 10
+    with pytest.raises(InvalidInputError, match="rank_window_size 10 is below the 11 hits"):
+        parse_retriever({**body, "size": 11})
+    queries = [{"query": {"match": {field: "moon"}}} for field in ("title", "text")]
+    subs = {"sub_searches": queries, "rank": {"rrf": {}}}
+    both = rrf([index.search_bm25("moon", k=10, field=f) for f in ("title", "text")])
+    assert search(index, retriever=subs).ids == both.ids.tolist()[:10]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"retriever": {"standard": {"query": {"match": {"text": "x"}}}},
+          "query": {"match": {"text": "x"}}},
+         "search body: 'query' cannot be given beside 'retriever'"),
+        ({"retriever": {"standard": {"query": {"match": {"text": "x"}}}}, "knn": {}},
+         "search body: 'knn' cannot be given beside 'retriever'"),
+        ({"query": {"match": {"text": "x"}}, "rank": {"rrf": {}}},
+         "rank.rrf fuses at least 2 result sets"),
+        ({"query": {"match": {"text": "x"}}, "knn": {"query_text": "x"},
+          "rank": {"rrf": {"window_size": 5, "rank_window_size": 5}}},
+         "give rank_window_size or window_size"),
+        ({"query": {"match": {"text": "x"}}, "knn": {"query_text": "x"}, "rank": {"linear": {}}},
+         "rank: unsupported key(s) 'linear'"),
+        ({"sub_searches": [{"query": {"match": {"text": "x"}}}]},
+         'sub_searches are fused by rank only: add "rank": {"rrf": {}}'),
+        ({"query": {"match": {"text": "x"}}, "sub_searches": [], "rank": {"rrf": {}}},
+         "give query or sub_searches, not both"),
+        ({"query": {"match": {"text": "x"}}, "knn": [], "size": 3},
+         "knn must be a knn search object or a non-empty list"),
+        ({"knn": [{"query_text": "x", "boost": -1}]}, "knn[0].boost must be a number from 0"),
+        ({"knn": {"query_text": "x", "inner_hits": {}}, "size": 2},
+         "knn: unsupported key(s) 'inner_hits'"),
+        ({"query": {"term": {"lang": "en"}}},
+         "query: only 'match' and 'multi_match' queries are supported"),
+        ({"query": {"bool": {"must": {"match": {"text": "x"}}, "filter": {"prefix": {"a": "b"}}}}},
+         "query.bool.filter[0]: 'prefix' is not a supported filter"),
+        ({"query": {"match": {"text": "x"}}, "highlight": {}},
+         "search body: unsupported key(s) 'highlight'"),
+        ({"query": {"match": {"text": "x"}}, "from": 5}, "paging is not supported"),
+    ],
+)  # fmt: skip
+def test_classic_bodies_are_refused_naming_the_key(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        parse_retriever(body)
+
+
+def test_a_classic_knn_names_a_vector_field_as_the_knn_retriever_does(index: LocalStore) -> None:
+    """LangChain's default vector field is "vector": refused as in a knn retriever, naming
+    the index's own."""
+    knn = {"field": "vector", "query_text": "moon", "k": 2, "num_candidates": 10}
+    for body in ({"knn": knn, "size": 2}, {"retriever": {"knn": knn}, "size": 2}):
+        with pytest.raises(InvalidInputError, match="knn field 'vector' is not a vector field"):
+            search(index, retriever=body)

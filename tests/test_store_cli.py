@@ -275,10 +275,10 @@ def test_retriever_takes_the_shorthands_and_inline_json_too(tmp_path: Path, beir
         run("search", "mini", "moon", "--retriever", "hybrid", "--dense", "--home", home)
     with pytest.raises(InvalidInputError, match=r"'BM25': no such file, and not a shorthand"):
         run("search", "mini", "moon", "--retriever", "BM25", "--home", home)
-    # A classic _search body is told where its query goes, as over HTTP.
-    classic = json.dumps({"query": {"match": {"text": "moon"}}})
-    with pytest.raises(InvalidInputError, match=r"key 'query'; Elasticsearch query DSL .* goes"):
-        run("search", "mini", "moon", "--retriever", classic, "--home", home)
+    # A classic _search body runs as the retriever tree that is the same search, as over HTTP.
+    classic = json.dumps({"query": {"match": {"text": "{{query}}"}}})
+    found = json.loads(run("search", "mini", "moon", "--retriever", classic, *flags))["hits"]
+    assert found and found == plain
     # A fixed knn vector the query would not replace (every query got the same knn hits).
     fixed = json.dumps({"knn": {"field": "embedding", "query_vector": [0.1, 0.2]}})
     with pytest.raises(InvalidInputError, match=r"^retriever\.knn\.query_vector is a fixed"):

@@ -5,7 +5,8 @@ beside its ``filter`` and ``must_not``), ``knn``, ``rrf``, ``linear``,
 ``text_similarity_reranker``, semrank's ``cutoff``; nested to any depth; a ``filter`` on every
 Elasticsearch retriever (``semrank.retrieve.parse_filter``; a parent's holds for its children
 too); either the bare retriever object or a whole ``_search`` body ``{"retriever": {...},
-"size": n}``. Unknown keys are errors.
+"size": n}``, or a classic one (``query``, ``knn``, ``rank.rrf``: ``_classic_tree``, the tree
+that answers it). Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from semrank.pipeline._nodes import (
     Retriever,
     TextSimilarityReranker,
     check_window,
+    own_filter,
     tree_nodes,
 )
 from semrank.retrieve import NORMALIZERS, Filter, all_of, parse_filter
@@ -241,8 +243,16 @@ def _filter(body: dict[str, Any], where: str) -> Filter | None:
 
 def _standard(body: dict[str, Any], where: str) -> Retriever:
     _keys(body, where, {"query", "filter"}, {"query"})
-    query = _object(body["query"], f"{where}.query")
-    query, query_filter, at = _scoring_query(query, f"{where}.query")
+    node = _query_node(body["query"], f"{where}.query", where)
+    flt = all_of(own_filter(node), _filter(body, where))
+    return node if flt is None else dataclasses.replace(node, filter=flt)
+
+
+def _query_node(spec: Any, at: str, where: str) -> BM25:
+    """A query object (``standard``'s, or a classic body's top-level ``query``) as a BM25
+    node, with its bool query's filter; ``where`` prefixes the match's own errors."""
+    query = _object(spec, at)
+    query, query_filter, at = _scoring_query(query, at)
     if len(query) != 1 or next(iter(query)) not in ("match", "multi_match"):
         raise InvalidInputError(
             f"{at}: only 'match' and 'multi_match' queries are supported (with a bool "
@@ -251,8 +261,7 @@ def _standard(body: dict[str, Any], where: str) -> Retriever:
     kind, inner = next(iter(query.items()))
     inner = _object(inner, f"{at}.{kind}")
     node = _match(inner, where) if kind == "match" else _multi_match(inner, where)
-    flt = all_of(query_filter, _filter(body, where))
-    return node if flt is None else dataclasses.replace(node, filter=flt)
+    return node if query_filter is None else dataclasses.replace(node, filter=query_filter)
 
 
 def _scoring_query(query: dict[str, Any], where: str) -> tuple[dict[str, Any], Filter | None, str]:
@@ -522,7 +531,8 @@ def parse_search_body(spec: dict[str, Any] | str | Path) -> SearchBody:
             "the retriever tree is nested too deeply to read (hundreds of levels); flatten it"
         ) from None
     _check_tree_size(tree)
-    return SearchBody(tree, source="retriever" not in body or body.get("_source", True))
+    whole_body = "retriever" in body or _is_classic(body)  # not a bare retriever
+    return SearchBody(tree, source=not whole_body or body.get("_source", True))
 
 
 # Retrievers in one tree at most: each runs its own search (a knn one embeds its query text
@@ -543,26 +553,162 @@ def _check_tree_size(tree: Retriever) -> None:
 
 
 def _search_body_tree(body: dict[str, Any]) -> Retriever:
-    if isinstance(body.get("query"), dict):  # a classic _search body, pasted
-        raise InvalidInputError(f"search body: unsupported key 'query'; {QUERY_DSL_HINT}")
-    if "retriever" not in body:
+    if "retriever" not in body and not _is_classic(body):
         return _node(body, "retriever")
-    hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys())
+    hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys() - CLASSIC_SEARCH_KEYS)
     if "_source" in body and isinstance(body["_source"], bool):
         hinted.remove("_source")  # true or false: documents whole or none, as asked
     if hinted:
         raise InvalidInputError(
             f"search body: unsupported key {hinted[0]!r}; {SEARCH_KEY_HINTS[hinted[0]]}"
         )
-    _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
-    tree = _node(body["retriever"], "retriever")
-    if "size" not in body:
+    size = _body_size(body)
+    if "retriever" in body:
+        beside = sorted(set(body) & CLASSIC_SEARCH_KEYS)
+        if beside:  # Elasticsearch: "cannot specify [retriever] and [query]"
+            raise InvalidInputError(
+                f"search body: {beside[0]!r} cannot be given beside 'retriever' (Elasticsearch "
+                "refuses them together too); send the search as the retriever tree alone, or as "
+                "the classic query / knn / rank without a retriever"
+            )
+        _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
+        tree = _node(body["retriever"], "retriever")
+    else:
+        _keys(body, "search body", _CLASSIC_BODY_KEYS)
+        tree = _classic_tree(body, CLASSIC_SIZE if size is None else size)
+    if size is None:
         return tree
+    cut = Cutoff(tree, size)
+    check_window(cut, cut.k)
+    return cut
+
+
+def _body_size(body: dict[str, Any]) -> int | None:
+    if "size" not in body:
+        return None
     size = body["size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise InvalidInputError(
             f"search body size must be a positive integer (the hits to return), got {size!r:.60}"
         )
-    cut = Cutoff(tree, size)
-    check_window(cut, cut.k)
-    return cut
+    return size
+
+
+# --- the classic _search body: query, knn and rank beside each other, before retrievers ------
+# Elasticsearch's search API: https://www.elastic.co/guide/en/elasticsearch/reference/8.13/
+# search-search.html (query, knn, rank, sub_searches; size defaults to 10).
+CLASSIC_SEARCH_KEYS = frozenset({"query", "knn", "rank", "sub_searches"})
+_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "_source"}
+CLASSIC_SIZE = 10
+
+
+def _is_classic(body: dict[str, Any]) -> bool:
+    """Whether a body without ``retriever`` is a classic search body rather than a bare
+    retriever: ``{"knn": {...}}`` alone reads as the knn retriever (the same search), unless
+    it holds what only the top-level knn takes (a list of them, ``boost``) or has company."""
+    if set(body) & (CLASSIC_SEARCH_KEYS - {"knn"}):
+        return True
+    knn = body.get("knn")
+    if knn is None:
+        return False
+    return len(body) > 1 or not isinstance(knn, dict) or "boost" in knn
+
+
+def _classic_tree(body: dict[str, Any], size: int) -> Retriever:
+    """A classic body as the retriever tree that returns Elasticsearch's hits for it.
+
+    ``query`` alone is a ``standard`` retriever and one ``knn`` a knn retriever. Together (or
+    several knn searches) Elasticsearch takes the union of the query's matches and each knn's
+    k global nearest neighbours, and scores a hit by the sum of its scores times each one's
+    boost, 0 from a search that did not find it (knn-search.html, "Combine approximate kNN
+    with other features"): that is ``linear`` with weights the boosts and normalizer
+    ``none`` (a missing score is 0 there too, and neither BM25 nor a knn score is negative).
+    Its window holds every knn's k hits and the query's top ``size``, which is as deep as a
+    query-only hit can be and still be among the top ``size`` of the sum; a knn hit the query
+    ranks below that window gets its knn score alone (Elasticsearch adds its query score).
+    ``rank: {"rrf": ...}`` fuses the same searches by rank instead (``_legacy_rrf``)."""
+    searches = [(node, 1.0) for node in _classic_queries(body)]
+    searches += _classic_knns(body.get("knn"), size)
+    if "rank" in body:
+        return _legacy_rrf(body["rank"], [node for node, _ in searches], size)
+    if "sub_searches" in body:
+        raise InvalidInputError(
+            'search body: sub_searches are fused by rank only: add "rank": {"rrf": {}} (as '
+            "Elasticsearch requires), or send one query"
+        )
+    if not searches:
+        raise InvalidInputError("search body: give a query, a knn search, or a retriever")
+    if len(searches) == 1 and searches[0][1] == 1.0:
+        return searches[0][0]
+    window = max([size, *(node.k for node, _ in searches if isinstance(node, Knn) and node.k)])
+    return Linear(
+        tuple(node for node, _ in searches),
+        weights=tuple(boost for _, boost in searches),
+        normalizers=("none",) * len(searches),
+        rank_window_size=window,
+    )
+
+
+def _classic_queries(body: dict[str, Any]) -> list[Retriever]:
+    """The body's ``query``, or the queries of its ``sub_searches`` (Elasticsearch 8.9-8.13,
+    with rank only; never both)."""
+    if "sub_searches" not in body:
+        return [_query_node(body["query"], "query", "query")] if "query" in body else []
+    if "query" in body:
+        raise InvalidInputError(
+            "search body: give query or sub_searches, not both (Elasticsearch refuses the pair "
+            "too); put the query into sub_searches"
+        )
+    items = body["sub_searches"]
+    if not isinstance(items, list) or not items:
+        raise InvalidInputError(
+            'search body: sub_searches must be a non-empty list of {"query": {...}} objects'
+        )
+    nodes: list[Retriever] = []
+    for position, item in enumerate(items):
+        at = f"sub_searches[{position}]"
+        _keys(_object(item, at), at, {"query"}, {"query"})
+        nodes.append(_query_node(item["query"], f"{at}.query", f"{at}.query"))
+    return nodes
+
+
+def _classic_knns(spec: Any, size: int) -> list[tuple[Retriever, float]]:
+    """The top-level ``knn`` (an object or a list of them), each with its ``boost``. Its k
+    defaults to ``size``, as in Elasticsearch 8.14 and later (earlier ones required it)."""
+    if spec is None:
+        return []
+    many = isinstance(spec, list)
+    if many and not spec:
+        raise InvalidInputError("knn must be a knn search object or a non-empty list of them")
+    found: list[tuple[Retriever, float]] = []
+    for position, item in enumerate(spec if many else [spec]):
+        at = f"knn[{position}]" if many else "knn"
+        body = dict(_object(item, at))
+        boost = _boost(body.pop("boost", 1.0), f"{at}.boost")
+        body.setdefault("k", size)
+        found.append((_knn(body, at), boost))
+    return found
+
+
+def _legacy_rrf(spec: Any, searches: list[Retriever], size: int) -> Retriever:
+    """``rank: {"rrf": {...}}`` (Elasticsearch 8.8-8.13, before the rrf retriever): the same
+    fusion over the query (or each of sub_searches) and each knn search, its window
+    ``window_size`` (``rank_window_size`` from 8.14), 10 when left out
+    (``RankBuilder.DEFAULT_WINDOW_SIZE``, the search's default size). Scores are ranks only,
+    so a knn boost changes nothing there, as in Elasticsearch."""
+    rank = _object(spec, "rank")
+    _keys(rank, "rank", {"rrf"}, {"rrf"})
+    rrf = _object(rank["rrf"], "rank.rrf")
+    _keys(rrf, "rank.rrf", {"rank_constant", "rank_window_size", "window_size"})
+    if {"rank_window_size", "window_size"} <= set(rrf):
+        raise InvalidInputError(
+            "rank.rrf: give rank_window_size or window_size (its name before Elasticsearch "
+            "8.14), not both"
+        )
+    if len(searches) < 2:
+        raise InvalidInputError(
+            "rank.rrf fuses at least 2 result sets (a query and a knn search, several knn "
+            f"searches or sub_searches), got {len(searches)}; drop rank to run the one search"
+        )
+    window = rrf.get("rank_window_size", rrf.get("window_size", FUSION_WINDOW))
+    return RRF(tuple(searches), rank_window_size=window, rank_constant=rrf.get("rank_constant", 60))
