@@ -911,8 +911,10 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     await _make_index(client)
     empty = await client.post("/docs/_search", content=b"", headers=ES_CLIENT_HEADERS)
     assert "no retriever" in _es_error(empty, 400, "invalid_request")
-    classic = await client.post("/docs/_search", json={"query": {"match": {"text": "flea"}}})
-    assert '"retriever": {"standard"' in _es_error(classic, 400, "invalid_request")
+    both = {"retriever": ES_TREE, "query": {"match": {"text": "flea"}}}
+    classic = await client.post("/docs/_search", json=both)
+    said = _es_error(classic, 400, "invalid_request")
+    assert "'query' cannot be given beside 'retriever'" in said
     fields = await client.post("/docs/_search", json={"retriever": ES_TREE, "_source": ["title"]})
     assert "_source: true or false" in _es_error(fields, 400, "invalid_request")
     paging = await client.post("/docs/_search", json={"retriever": ES_TREE, "from": 10})
@@ -1009,8 +1011,8 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
         "from=2": "paging is not supported",
         "sort=title%3Aasc": "ordered by score",
         "_source=false": "send it in the JSON body",
-        "q=flea": '"retriever": {"standard"',
-        "track_total_hits=false": "whose body takes retriever, size and _source",
+        "q=flea": 'in the JSON body instead, e.g. "query": {"match"',
+        "track_total_hits=false": "whose body takes retriever (or the classic query, knn and",
     }
     for query, hint in hints.items():
         sent = await client.post(
@@ -1197,3 +1199,49 @@ async def test_semranks_own_search_takes_a_filter_for_the_whole_tree(
     bad = await client.post("/v1/indexes/docs/search", json={**asked, "filter": {"match": {}}})
     assert bad.status_code == 422, bad.text
     assert bad.json()["error"].startswith("filter: 'match' is not a supported filter")
+
+
+async def test_elasticsearch_search_takes_classic_query_knn_and_rank_bodies(
+    client: httpx.AsyncClient,
+) -> None:
+    """elasticsearch-py's vector store strategies (under LangChain's and LlamaIndex's stores)
+    send a top-level query or knn, not a retriever: each was refused. Each is now answered with
+    the hits of the retriever tree that is the same search."""
+    created = await client.post("/v1/indexes", json={"name": "vec"})  # the bundled embedder
+    assert created.status_code == 201, created.text
+    tagged = [
+        {**doc, "metadata": {"kind": "pest" if "lea" in doc["title"] else "other"}} for doc in DOCS
+    ]
+    await client.post("/v1/indexes/vec/documents", json={"documents": tagged})
+    pests = [{"term": {"metadata.kind.keyword": "pest"}}]
+    match = {"match": {"text": {"query": "blood of birds"}}}
+    knn = {"field": "embedding", "query_text": "insects", "k": 2, "num_candidates": 50}
+    cases = [
+        ({"query": {"bool": {"must": [match], "filter": pests}}},
+         {"standard": {"query": {"bool": {"must": [match], "filter": pests}}}}),
+        ({"knn": {**knn, "filter": pests}}, {"knn": {**knn, "filter": pests}}),
+        ({"query": match, "knn": {**knn, "boost": 0.5}},
+         {"linear": {"retrievers": [{"retriever": {"standard": {"query": match}}, "weight": 1},
+                                    {"retriever": {"knn": knn}, "weight": 0.5}],
+                     "rank_window_size": 4}}),
+        ({"query": match, "knn": knn, "rank": {"rrf": {"window_size": 4}}},
+         {"rrf": {"retrievers": [{"standard": {"query": match}}, {"knn": knn}],
+                  "rank_window_size": 4}}),
+    ]  # fmt: skip
+    for classic, tree in cases:
+        answer = await client.post("/vec/_search", json={**classic, "size": 4})
+        assert answer.status_code == 200, (classic, answer.text)
+        same = await client.post("/vec/_search", json={"retriever": tree, "size": 4})
+        hits = [(h["_id"], h["_score"]) for h in answer.json()["hits"]["hits"]]
+        assert hits and hits == [(h["_id"], h["_score"]) for h in same.json()["hits"]["hits"]]
+        if "filter" in json.dumps(classic):
+            assert {h for h, _ in hits} <= {"d1", "d3"}, classic
+    # Without a size, and with the body's _source flag.
+    bare = (await client.post("/vec/_search", json={"query": match, "_source": False})).json()
+    assert len(bare["hits"]["hits"]) == 2  # the two documents with "blood"
+    assert [set(h) for h in bare["hits"]["hits"]] == [{"_index", "_id", "_score"}] * 2
+    vector_field = {**knn, "field": "vector"}  # LangChain's default name: the retriever's refusal
+    refused = await client.post("/vec/_search", json={"knn": vector_field, "size": 2})
+    assert "knn field 'vector' is not a vector field" in _es_error(refused, 400, "invalid_request")
+    one = await client.post("/vec/_search", json={"query": match, "rank": {"rrf": {}}})
+    assert "rank.rrf fuses at least 2 result sets" in _es_error(one, 400, "invalid_request")

@@ -252,10 +252,13 @@ _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leav
 
 # Elasticsearch's own _search body (POST /{index}/_search) takes fewer keys.
 ES_SEARCH_KEYS_HINT = (
-    "not supported by semrank's Elasticsearch _search, whose body takes retriever, size and "
-    "_source (true or false)"
+    "not supported by semrank's Elasticsearch _search, whose body takes retriever (or the "
+    "classic query, knn and rank), size and _source (true or false)"
 )
 _ES_SEARCH_KEY_HINTS = {
+    # Only the query string's q (Lucene syntax) is named so: the body's query is taken.
+    "query": 'send the query in the JSON body instead, e.g. "query": {"match": {"text": '
+    '"..."}} (Lucene query-string syntax is not supported)',
     "timeout": "a search past the server's deadline (--timeout) is a 504; send no timeout",
     "return_documents": "send _source: false to leave documents out",
 }

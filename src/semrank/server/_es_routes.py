@@ -2,7 +2,7 @@
 elasticsearch-py (and LangChain's and LlamaIndex's Elasticsearch retrievers).
 
 The search is semrank's index search (``run_search``): only the body's texts (the tree's own,
-no ``query``) and the answer's shape differ. Every answer on these paths says
+or the classic query / knn's: no search text beside them) and the answer's shape differ. Every answer on these paths says
 ``X-Elastic-Product: Elasticsearch``, without which the client refuses a 2xx answer, and errors
 come in Elasticsearch's shape, with a 400 where semrank's other routes answer 422 (as
 Elasticsearch does: elasticsearch-py raises it as ``BadRequestError``; ``_errors``).
@@ -119,7 +119,7 @@ async def es_search(
     _refuse_query_string_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
-    retriever = _own_texts(body.retriever, body.size)
+    retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
     search = SearchRequest(
         query=None, retriever=retriever, size=size, return_documents=body.source is not False
@@ -211,6 +211,26 @@ def _refuse_query_string_options(request: Request) -> None:
         raise InvalidInputError(f"query-string parameter {name!r:.80}: {hint}")
 
 
+# The classic body's searches (before retrievers), which the pipeline reads as a tree.
+CLASSIC_FIELDS = ("query", "knn", "rank", "sub_searches")
+
+
+def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
+    """The retriever, or the classic body (with its size, which its windows follow) for the
+    pipeline's parser to read as the tree that answers it; a body with both is refused
+    there, as Elasticsearch refuses it."""
+    classic = {
+        name: getattr(body, name) for name in CLASSIC_FIELDS if name in body.model_fields_set
+    }
+    if not classic:
+        return body.retriever
+    if "size" in body.model_fields_set:
+        classic["size"] = body.size
+    if "retriever" in body.model_fields_set:
+        classic["retriever"] = body.retriever
+    return classic
+
+
 def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, Any]:
     """The tree, which must carry its texts: the body has no query for ``{{query}}``, a text
     left out or a shorthand to take (semrank's own search route has)."""
@@ -219,9 +239,9 @@ def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, A
     own_route = "POST /v1/indexes/{name}/search, which takes a query beside the tree"
     if retriever is None:
         raise InvalidInputError(
-            "the _search body has no retriever (Elasticsearch's match_all, or a classic query, "
-            'is not supported): send "retriever": {"standard": {"query": {"match": {"text": '
-            '"..."}}}} or another retriever tree'
+            "the _search body has no retriever or query (Elasticsearch's match_all is not "
+            'supported): send "query": {"match": {"text": "..."}}, a knn search, or "retriever": '
+            '{"standard": {"query": {"match": {"text": "..."}}}} or another retriever tree'
         )
     if isinstance(retriever, str):
         raise InvalidInputError(

@@ -566,12 +566,29 @@ class SearchResponse(_Schema):
 
 
 class EsSearchRequest(_Strict):
-    """An Elasticsearch ``_search`` body: the texts are the retriever's own (no ``query``)."""
+    """An Elasticsearch ``_search`` body: a retriever tree holding its own texts, or the
+    classic ``query`` / ``knn`` / ``rank`` (read by semrank.pipeline's parser)."""
 
     retriever: dict[str, Any] | str | None = Field(
         None,
         description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) "
         "holding its own texts",
+    )
+    query: dict[str, Any] | None = Field(
+        None,
+        description="classic query (match, multi_match, or bool with one of them in must, "
+        "filter and must_not), instead of a retriever",
+    )
+    knn: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None,
+        description="classic top-level knn search (or a list of them, each with its boost), "
+        "summed with the query's scores",
+    )
+    rank: dict[str, Any] | None = Field(
+        None, description='{"rrf": {...}}: fuse query and knn by rank (Elasticsearch 8.8-8.13)'
+    )
+    sub_searches: list[dict[str, Any]] | None = Field(
+        None, description='queries fused by rank: [{"query": {...}}, ...] (with rank only)'
     )
     size: PageSize = 10
     source: Flag | None = Field(
