@@ -2,8 +2,9 @@
 elasticsearch-py (and LangChain's and LlamaIndex's Elasticsearch retrievers).
 
 The search is semrank's index search (``run_search``): only the body's texts (the tree's own,
-or the classic query / knn's: no search text beside them) and the answer's shape differ. Every answer on these paths says
-``X-Elastic-Product: Elasticsearch``, without which the client refuses a 2xx answer, and errors
+or the classic query / knn's: no search text beside them) and the answer's shape differ. Every
+answer on these paths says ``X-Elastic-Product: Elasticsearch``, without which the client
+refuses a 2xx answer, and errors
 come in Elasticsearch's shape, with a 400 where semrank's other routes answer 422 (as
 Elasticsearch does: elasticsearch-py raises it as ``BadRequestError``; ``_errors``).
 """
