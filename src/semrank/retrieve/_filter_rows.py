@@ -41,27 +41,37 @@ class _Column:
     has_value: np.ndarray  # rows with any value (a range without bounds)
     has_leaf: np.ndarray  # rows with any value, inside objects too (``exists``)
 
-    @staticmethod
-    def read(documents: Sequence[Mapping[str, Any]], path: str) -> _Column:
-        exact: dict[tuple[str, Scalar], list[int]] = {}
-        by_kind: dict[str, list[tuple[Scalar, int]]] = {"number": [], "string": []}
-        has_value = np.zeros(len(documents), dtype=bool)
-        has_leaf = np.zeros(len(documents), dtype=bool)
-        for row, document in enumerate(documents):
-            values = document_values(document, path)
-            has_value[row] = bool(values)
-            has_leaf[row] = bool(values) or bool(document_values(document, path, leaves=True))
-            for value in values:
-                kind = _kind(value)
-                exact.setdefault((kind, value), []).append(row)
-                if kind != "bool":
-                    by_kind[kind].append((value, row))
+
+class _ColumnReader:
+    """One field's values gathered a document at a time: the documents stream past (a corpus
+    parsed whole held several times its size to read one short field)."""
+
+    def __init__(self, path: str, rows: int) -> None:
+        self.path = path
+        self.exact: dict[tuple[str, Scalar], list[int]] = {}
+        self.by_kind: dict[str, list[tuple[Scalar, int]]] = {"number": [], "string": []}
+        self.has_value = np.zeros(rows, dtype=bool)
+        self.has_leaf = np.zeros(rows, dtype=bool)
+
+    def add(self, row: int, document: Mapping[str, Any]) -> None:
+        values = document_values(document, self.path)
+        self.has_value[row] = bool(values)
+        self.has_leaf[row] = bool(values) or bool(document_values(document, self.path, leaves=True))
+        for value in values:
+            kind = _kind(value)
+            self.exact.setdefault((kind, value), []).append(row)
+            if kind != "bool":
+                self.by_kind[kind].append((value, row))
+
+    def column(self) -> _Column:
         sorted_values = {}
-        for kind, pairs in by_kind.items():
+        for kind, pairs in self.by_kind.items():
             pairs.sort(key=lambda pair: pair[0])
             sorted_values[kind] = ([v for v, _ in pairs], np.array([r for _, r in pairs], int))
-        rows = {key: np.unique(np.array(found, dtype=np.int64)) for key, found in exact.items()}
-        return _Column(rows, sorted_values, has_value, has_leaf)
+        rows = {
+            key: np.unique(np.array(found, dtype=np.int64)) for key, found in self.exact.items()
+        }
+        return _Column(rows, sorted_values, self.has_value, self.has_leaf)
 
 
 class FieldTable:
@@ -79,12 +89,24 @@ class FieldTable:
         """The fields ``flt`` reads that this table has not read yet."""
         return sorted({path for path in fields_read(flt) if path not in self._columns})
 
-    def add_fields(self, documents: Sequence[Mapping[str, Any]], paths: Iterable[str]) -> None:
-        """Read ``paths`` of ``documents`` (one per row, in row order)."""
-        if len(documents) != len(self.ids):
-            raise ValueError(f"{len(documents)} documents for a table of {len(self.ids)} rows")
-        for path in paths:
-            self._columns[path] = _Column.read(documents, path)
+    def add_fields(self, documents: Iterable[Mapping[str, Any]], paths: Iterable[str]) -> None:
+        """Read ``paths`` of ``documents`` (one per row, in row order), in one pass that keeps
+        no document: a generator reading them one at a time holds one at a time (with no
+        paths, it is not read at all)."""
+        readers = [_ColumnReader(path, len(self.ids)) for path in paths]
+        if not readers:
+            return
+        count = 0
+        for row, document in enumerate(documents):
+            if row >= len(self.ids):
+                raise ValueError(f"more documents than the table's {len(self.ids)} rows")
+            for reader in readers:
+                reader.add(row, document)
+            count = row + 1
+        if count != len(self.ids):
+            raise ValueError(f"{count} documents for a table of {len(self.ids)} rows")
+        for reader in readers:
+            self._columns[reader.path] = reader.column()
 
     def rows_of(self, ids: Iterable[str]) -> np.ndarray:
         """The row of each id, -1 where the table has none."""

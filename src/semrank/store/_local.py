@@ -943,11 +943,11 @@ class LocalStore(Store):
                 return held[1]
             with self.db.snapshot() as conn:
                 state = (self.db.generation(conn), self.db.commit_token(conn))
-                rows = list(self.db.iter_rows(conn, "id, doc"))
-            table = held[1] if held is not None and held[0] == state else None
-            if table is None:
-                table = FieldTable([doc_id for doc_id, _ in rows])
-            documents = [json.loads(doc) for _, doc in rows]
-            table.add_fields(documents, table.missing(flt))
+                table = held[1] if held is not None and held[0] == state else None
+                if table is None:
+                    table = FieldTable([doc_id for (doc_id,) in self.db.iter_rows(conn, "id")])
+                # One document parsed at a time (in the snapshot: the rows the ids are of).
+                documents = (json.loads(doc) for (doc,) in self.db.iter_rows(conn, "doc"))
+                table.add_fields(documents, table.missing(flt))
             self._filter_table = (state, table)
             return table
