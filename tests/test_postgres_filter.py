@@ -318,3 +318,75 @@ def test_a_range_bound_postgres_cannot_compare_is_refused(filtered) -> None:  # 
     flt = parse_filter({"range": {"lang": {"gt": "a\ud800"}}})
     with pytest.raises(InvalidInputError, match=r"range.lang: the bound 'a\\ud800' holds"):
         store.search_bm25("common", k=5, filter=flt)
+
+
+# --- deleting by filter ------------------------------------------------------------------------
+def _index_row(dsn: str, name: str) -> tuple[int, int, int, int]:
+    """(doc_count, total_length) as kept, and as the partition's rows add up."""
+    import psycopg
+
+    from semrank.store.postgres import partition_name
+
+    with psycopg.connect(dsn) as conn:
+        kept = conn.execute(
+            "SELECT doc_count, total_length FROM semrank.indexes WHERE name = %s", (name,)
+        ).fetchone()
+        rows = conn.execute(
+            f"SELECT count(*), coalesce(sum(terms_length), 0) FROM semrank.{partition_name(name)}"
+        ).fetchone()
+    assert kept is not None and rows is not None
+    return int(kept[0]), int(kept[1]), int(rows[0]), int(rows[1])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"term": {"lang": {"value": "en", "case_insensitive": True}}},
+        {"bool": {"should": [{"term": {"lang": "de"}}, {"term": {"tags": "ir"}}]}},
+        {"ids": {"values": ["doc001", "\x00", "doc050", "nope"]}},
+    ],
+)
+def test_delete_matching_on_postgresql_keeps_the_index_statistics(pg_dsn: str, spec: Any) -> None:  # noqa: F811
+    """The reference's documents go in one statement; doc_count and total_length stay what a
+    delete by id leaves (BM25 of the rest scores as an index holding only them)."""
+    docs = corpus()
+    flt = parse_filter(spec)
+    doomed = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
+    survivors = [{"id": i, **doc} for i, doc in docs.items() if i not in doomed]
+    index = create_index("f", store=pg_dsn, embedder=HashingEmbedder())
+    fresh = create_index("fresh", store=pg_dsn, embedder=HashingEmbedder())
+    assert isinstance(index, PostgresStore)
+    index.upsert([{"id": doc_id, **doc} for doc_id, doc in docs.items()])
+    fresh.upsert(survivors)
+    generation = index.generation
+    assert index.ids_matching(spec) == doomed  # a dry run's list, by id
+    assert index.delete_matching(spec) == len(doomed) > 0
+    assert index.generation == generation + 1 and len(index) == len(survivors)
+    assert index.get(doomed) == [None] * len(doomed)
+    count, length, rows, row_length = _index_row(pg_dsn, "f")
+    assert (count, length) == (rows, row_length) == _index_row(pg_dsn, "fresh")[:2]
+    for query in ("common words", "document 17"):
+        got, want = index.search_bm25(query, k=300), fresh.search_bm25(query, k=300)
+        assert sorted(got.ids.tolist()) == sorted(want.ids.tolist())
+        assert sorted(got.scores.tolist()) == pytest.approx(sorted(want.scores.tolist()))
+    vector = HashingEmbedder().embed(["common words"])[0]
+    assert not set(doomed) & set(index.search_vector(vector, k=300).ids.tolist())
+    assert index.delete_matching(spec) == 0 and index.generation == generation + 1
+    index.close()
+    fresh.close()
+
+
+def test_a_delete_filter_postgresql_cannot_run_deletes_nothing(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.errors import InvalidInputError
+
+    index = create_index("f", store=pg_dsn, embedder=HashingEmbedder())
+    index.upsert([{"id": "a", "text": "x", "lang": "en"}, {"id": "b", "text": "y"}])
+    generation = index.generation
+    for spec, named in [
+        ({"range": {"lang": {"gt": "a\ud800"}}}, r"range.lang: the bound 'a\\ud800' holds"),
+        ({"match_all": {}}, "passes every document, so deleting by it would empty the index"),
+    ]:
+        with pytest.raises(InvalidInputError, match=named):
+            index.delete_matching(spec)
+    assert len(index) == 2 and index.generation == generation
+    index.close()

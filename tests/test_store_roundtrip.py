@@ -1431,3 +1431,105 @@ def test_a_filtered_hnsw_search_returns_the_exact_filtered_top_k(
         np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
         assert not {"d1", "d22", "d41"} & set(found.ids.tolist())
         assert all(matches(flt, i, documents[i]) for i in found.ids.tolist())
+
+
+# --- deleting by filter ------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", FILTERS)
+def test_delete_matching_removes_exactly_the_passing_documents(tmp_path: Path, spec: Any) -> None:
+    """The documents the reference passes go, every other stays; the searches right after
+    (BM25, an updated HNSW graph, filtered) rank the rest as an index holding only them."""
+    corpus = _tagged(120)
+    documents = {d["id"]: {k: v for k, v in d.items() if k != "id"} for d in corpus}
+    flt = parse_filter(spec)
+    doomed = [i for i, doc in documents.items() if matches(flt, i, doc)]
+    kept = [d for d in corpus if d["id"] not in doomed]
+    options: Any = {"fields": ("text",), "embedder": GaussianEmbedder(), "ann_threshold": 30}
+    index = create_index("f", home=tmp_path, **options)
+    fresh = create_index("fresh", home=tmp_path, **options)
+    index.upsert(corpus)
+    fresh.upsert(kept)
+    vector = index.embed_queries(["moon tide ice"])[0]
+    tenant = parse_filter({"terms": {"meta.tenant": ["t0", "t3", "t4"]}})
+    for warm in (index, fresh):  # derived indexes and filter tables built before the delete
+        warm.search_bm25("moon", k=5, filter=tenant)
+        warm.search_vector(vector, k=5, filter=tenant)
+    assert index.ids_matching(spec) == doomed  # what a dry run lists, in storage order
+    assert 0 < index.delete_matching(spec) == len(doomed) < len(corpus)
+    assert len(index) == len(kept) and index.get(doomed) == [None] * len(doomed)
+    assert [d.id for d in index.iter_documents()] == [d["id"] for d in kept]
+    for k, with_filter in ((120, None), (8, tenant)):
+        got = index.search_bm25("moon tide ice", k=k, filter=with_filter)
+        want = fresh.search_bm25("moon tide ice", k=k, filter=with_filter)
+        assert got.ids.tolist() == want.ids.tolist()
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+        got = index.search_vector(vector, k=k, filter=with_filter)
+        want = fresh.search_vector(vector, k=k, filter=with_filter)
+        assert got.ids.tolist() == want.ids.tolist() and not set(doomed) & set(got.ids)
+    assert index.delete_matching(spec) == 0 and index.ids_matching(spec) == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"match_all": {}},
+        [],
+        {"bool": {}},
+        {"bool": {"must": [{"match_all": {}}], "should": [{"match_all": {}}]}},
+        [{"match_all": {"boost": 2}}, {"bool": {"filter": {"match_all": {}}}}],
+    ],
+)
+def test_delete_matching_refuses_a_filter_passing_every_document(tmp_path: Path, spec: Any) -> None:
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert(_tagged(10))
+    with pytest.raises(InvalidInputError, match="passes every document, so deleting by it"):
+        index.delete_matching(spec)
+    assert len(index) == 10
+    # Filters that may pass every document of this index, but not by their shape, are taken.
+    assert index.delete_matching({"exists": {"field": "year"}}) == 10
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"match": {"text": "moon"}}, "'match' is not a supported filter"),
+        ({"term": {"year": [2001]}}, "filter.term.year must be a string, number or boolean"),
+        (None, "filter must be one query object"),
+        ('{"term": {"tags": "odd"}}', "filter must be one query object"),
+    ],
+)
+def test_a_bad_delete_filter_deletes_nothing_and_names_the_problem(
+    tmp_path: Path, spec: Any, named: str
+) -> None:
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert(_tagged(10))
+    generation = index.generation
+    with pytest.raises(InvalidInputError, match=re.escape(named)):
+        index.delete_matching(spec)
+    assert len(index) == 10 and index.generation == generation
+
+
+def test_delete_matching_finds_the_documents_under_the_write_lock(tmp_path: Path) -> None:
+    """A write committed while the delete waited for the lock (another process's ingest) is
+    read by it: finding the documents before taking the lock left that one behind."""
+    import threading
+
+    from semrank.store import LocalStore
+    from semrank.store._sqlite import DocumentDB
+
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert(_tagged(20))
+    other = LocalStore(index.path)  # its own connections, as another process has
+    deleted: list[int] = []
+    with other.db.transaction() as conn:
+        worker = threading.Thread(target=lambda: deleted.append(index.delete_matching(
+            {"term": {"meta.tenant": "t3"}}
+        )))  # fmt: skip
+        worker.start()
+        time.sleep(0.5)  # the delete is waiting for this transaction's lock
+        doc = {"text": "moon", "meta": {"tenant": "t3"}}
+        other.db.write_rows(conn, [("late", json.dumps(doc), "moon", None)], 1)
+        DocumentDB.bump_generation(conn)
+    worker.join(timeout=60)
+    assert deleted == [3]  # d3, d13 and the late one
+    assert index.get(["d3", "d13", "late", "d4"])[:3] == [None] * 3
+    other.close()

@@ -20,6 +20,7 @@ from semrank.retrieve._filter import (
     document_values,
     fields_read,
     matches,
+    matches_everything,
     parse_filter,
 )
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
@@ -44,6 +45,7 @@ __all__ = [
     "fields_read",
     "linear_combination",
     "matches",
+    "matches_everything",
     "normalize_scores",
     "parse_filter",
     "rrf",

@@ -177,6 +177,19 @@ def all_of(*filters: Filter | None) -> Filter | None:
     return Bool(must=given)
 
 
+def matches_everything(flt: Filter) -> bool:
+    """Whether ``flt`` passes every document whatever it holds (``match_all``, an empty
+    ``bool`` or list, or only such clauses): a delete by such a filter empties the index."""
+    if isinstance(flt, MatchAll):
+        return True
+    if not isinstance(flt, Bool) or flt.must_not:
+        return False
+    if not all(matches_everything(clause) for clause in flt.must):
+        return False
+    passing = sum(1 for clause in flt.should if matches_everything(clause))
+    return passing >= flt.minimum_should_match
+
+
 def fields_read(flt: Filter) -> Iterator[str]:
     """Every field path the filter reads (a store loads just these)."""
     if isinstance(flt, Bool):

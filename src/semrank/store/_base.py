@@ -15,7 +15,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -45,7 +45,15 @@ from semrank.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder
+from semrank.retrieve import (
+    BM25Params,
+    Filter,
+    Hits,
+    TextEmbedder,
+    matches,
+    matches_everything,
+    parse_filter,
+)
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, IngestChecks, documents_from
 
@@ -383,6 +391,24 @@ class Store(abc.ABC):
     def delete(self, ids: Iterable[str]) -> int:
         """Remove documents by id; returns how many existed."""
 
+    def delete_matching(self, filter: FilterSpec) -> int:
+        """Remove every document passing ``filter`` (a parsed filter, or its Elasticsearch
+        JSON such as ``{"term": {"tenant": "acme"}}``); returns how many. The embedded and
+        PostgreSQL stores find and delete them in one write transaction, so a write racing it
+        is either seen whole or not at all. A filter passing every document (``match_all``, an
+        empty ``bool``) is refused: a mistyped delete must not empty the index."""
+        return self._delete_matching(deletion_filter(filter))
+
+    def _delete_matching(self, flt: Filter) -> int:
+        """Found, then deleted by id: not one transaction (stores of a user's own)."""
+        return self.delete(self.ids_matching(flt))
+
+    def ids_matching(self, filter: FilterSpec) -> list[str]:
+        """The ids of the documents passing ``filter``, in ``iter_documents``' order: what
+        ``delete_matching`` would delete now."""
+        flt = as_filter(filter, "filter")
+        return [doc.id for doc in self.iter_documents() if matches(flt, doc.id, doc.fields)]
+
     @abc.abstractmethod
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""
@@ -716,6 +742,28 @@ def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
                 f"boost of field {name!r} must be a finite number from 0 to {MAX_WEIGHT:g}, "
                 f"got {boost!r}"
             )
+
+
+# A filter as Elasticsearch JSON (a query object or a list of them) or parsed.
+FilterSpec = Filter | Mapping[str, Any] | Sequence[Any]
+
+
+def as_filter(spec: FilterSpec, where: str) -> Filter:
+    """``spec`` parsed (errors name ``where``)."""
+    return spec if isinstance(spec, Filter) else parse_filter(spec, where)
+
+
+def deletion_filter(spec: FilterSpec, where: str = "filter") -> Filter:
+    """``spec`` parsed, refused where it passes every document whatever they hold."""
+    flt = as_filter(spec, where)
+    if matches_everything(flt):
+        shown = json.dumps(flt.to_dict() if spec is flt else spec, default=str)[:200]
+        raise InvalidInputError(
+            f"{where} {shown} passes every document, so deleting by it would empty the index; "
+            'give a filter naming the documents to delete, e.g. {"term": {"tenant": "acme"}} '
+            "(to empty an index, drop it and create it again)"
+        )
+    return flt
 
 
 def id_list(ids: object) -> list[str]:

@@ -35,6 +35,7 @@ from semrank.retrieve import (
     HNSWVectorIndex,
     TextEmbedder,
     VectorIndex,
+    matches,
     top_k,
     unit_query_vector,
 )
@@ -44,11 +45,13 @@ from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     STDIN_SOURCE,
+    FilterSpec,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
     ProgressCallback,
     Store,
+    as_filter,
     check_batch_size,
     check_field_boosts,
     check_field_mode,
@@ -306,6 +309,26 @@ class LocalStore(Store):
             if removed:
                 self.db.bump_generation(conn)
         return removed
+
+    def _delete_matching(self, flt: Filter) -> int:
+        self._require_live()
+        # Found and deleted under the write lock (BEGIN IMMEDIATE): no write lands in between.
+        with self.db.transaction() as conn:
+            removed = self.db.delete_ids(conn, self._passing(conn, flt))
+            if removed:
+                self.db.bump_generation(conn)
+        return removed
+
+    def ids_matching(self, filter: FilterSpec) -> list[str]:
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        with self.db.snapshot() as conn:
+            return self._passing(conn, flt)
+
+    def _passing(self, conn: Any, flt: Filter) -> list[str]:
+        """The ids of the rows passing ``flt`` (in ``pk`` order), each document read once."""
+        rows = self.db.iter_rows(conn, "id, doc")
+        return [doc_id for doc_id, doc in rows if matches(flt, doc_id, json.loads(doc))]
 
     # --- unfinished ingests: marks in the meta table (see ``Store.begin_ingest``) ----------
     def begin_ingest(self, source: Path, *, id_field: str | None) -> dict[str, Any] | None:

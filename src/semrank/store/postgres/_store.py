@@ -23,10 +23,12 @@ from semrank.errors import (
 from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder, unit_query_vector
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
+    FilterSpec,
     IndexInfo,
     IndexSettings,
     ProgressCallback,
     Store,
+    as_filter,
     check_batch_size,
     check_field_boosts,
     check_field_mode,
@@ -460,6 +462,27 @@ class PostgresStore(Store):
             if before[0]:
                 self._update_stats(conn, generation, before, (0, 0), [])
         return before[0]
+
+    def _delete_matching(self, flt: Filter) -> int:
+        from psycopg import sql
+
+        keep, args = filter_condition(flt)  # a filter it cannot run is refused before a write
+        delete = sql.SQL("DELETE FROM {} AS d WHERE {} RETURNING d.terms_length").format(
+            self._part, keep
+        )
+        with self._write_turn(), self._connection() as conn, conn.transaction():
+            generation = self._lock(conn)  # writers wait: none lands between finding and deleting
+            lengths = [int(row[0] or 0) for row in conn.execute(delete, args).fetchall()]
+            if lengths:  # the index's statistics, as delete(ids) keeps them
+                self._update_stats(conn, generation, (len(lengths), sum(lengths)), (0, 0), [])
+        return len(lengths)
+
+    def ids_matching(self, filter: FilterSpec) -> list[str]:
+        from psycopg import sql
+
+        keep, args = filter_condition(as_filter(filter, "filter"))
+        query = sql.SQL("SELECT d.id FROM {} AS d WHERE {} ORDER BY d.id").format(self._part, keep)
+        return [row[0] for row in self._all(query, args)]
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
