@@ -115,6 +115,61 @@ def test_ids_file_is_read_from_stdin_or_a_pipe(tmp_path: Path, beir: Path) -> No
     assert out == "deleted 1 of 1 ids; index 'mini' holds 1\n"
 
 
+def test_delete_filter_flag_deletes_the_passing_documents_after_a_dry_run(tmp_path: Path) -> None:
+    """`index delete NAME --filter JSON` deletes what the filter passes (a tenant); --dry-run
+    says how many and which, deleting none."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    docs = [{"id": f"d{n:02d}", "text": f"words {n}", "tenant": f"t{n % 3}"} for n in range(30)]
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", home)
+    tenant = json.dumps({"term": {"tenant": "t1"}})
+    doomed = [d["id"] for d in docs if d["tenant"] == "t1"]
+    out = run("index", "delete", "t", "--filter", tenant, "--dry-run", "--home", home)
+    shown = ", ".join(repr(i) for i in doomed)
+    assert out == (
+        f"dry run: would delete 10 documents passing --filter from index 't' (of 30): {shown}; "
+        "nothing deleted\n"
+    )
+    out = run("index", "delete", "t", "d00", "d01", "nope", "--dry-run", "--home", home)
+    assert "would delete 2 documents of the 3 ids given" in out and "(of 30)" in out
+    out = run("index", "delete", "t", "--filter", tenant, "--home", home)
+    assert out == "deleted 10 documents passing --filter; index 't' holds 20\n"
+    from semrank.store import open_index
+
+    with open_index("t", home=home) as index:
+        assert sorted(d.id for d in index.iter_documents()) == sorted(
+            d["id"] for d in docs if d["id"] not in doomed
+        )
+        assert not set(doomed) & set(index.search_bm25("words", k=30).ids.tolist())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--filter", '{"match_all": {}}'], '--filter {"match_all": {}} passes every document'),
+        (["--filter", "[]"], "--filter [] passes every document"),
+        (["--filter", '{"term": '], "--filter is not valid JSON"),
+        (["--filter", '{"match": {"text": "x"}}'], "--filter: 'match' is not a supported filter"),
+        (["d00", "--filter", '{"term": {"tenant": "t1"}}'], "by --filter, not both"),
+        ([], "name the ids to delete (arguments, --ids-file or --filter)"),
+    ],
+)
+def test_a_refused_delete_filter_deletes_nothing(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{n:02d}", "text": "w"}) + "\n" for n in range(3))
+    )
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", home)
+    result = CliRunner().invoke(app, ["index", "delete", "t", *args, "--home", home])
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert said in str(result.exception)
+    assert run("index", "list", "--home", home).startswith("t\t3 documents")
+
+
 def test_ids_file_ids_are_matched_exactly_spaces_included(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     corpus = tmp_path / "docs.jsonl"

@@ -753,11 +753,14 @@ def as_filter(spec: FilterSpec, where: str) -> Filter:
     return spec if isinstance(spec, Filter) else parse_filter(spec, where)
 
 
-def deletion_filter(spec: FilterSpec, where: str = "filter") -> Filter:
-    """``spec`` parsed, refused where it passes every document whatever they hold."""
+def deletion_filter(spec: FilterSpec, where: str = "filter", *, given: str | None = None) -> Filter:
+    """``spec`` parsed, refused where it passes every document whatever they hold (``given``:
+    the filter as the user wrote it, for the message)."""
     flt = as_filter(spec, where)
     if matches_everything(flt):
-        shown = json.dumps(flt.to_dict() if spec is flt else spec, default=str)[:200]
+        if given is None:
+            given = json.dumps(flt.to_dict() if spec is flt else spec, default=str)
+        shown = given if len(given) <= 200 else given[:197] + "..."
         raise InvalidInputError(
             f"{where} {shown} passes every document, so deleting by it would empty the index; "
             'give a filter naming the documents to delete, e.g. {"term": {"tenant": "acme"}} '

@@ -586,17 +586,39 @@ def delete(
     ids_file: Path | None = typer.Option(
         None, "--ids-file", help="File with one id per line; - reads them from stdin."
     ),
+    filter_json: str | None = typer.Option(
+        None,
+        "--filter",
+        help='Delete every document passing this Elasticsearch filter JSON, e.g. \'{"term": '
+        '{"tenant": "acme"}}\' (instead of ids; one that passes every document is refused).',
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say how many documents would go (and the first ids); delete none."
+    ),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
 ) -> None:
-    """Delete documents by id."""
+    """Delete documents by id, or every document passing --filter."""
     from semrank.errors import InvalidInputError
     from semrank.store import open_index
 
+    if filter_json is not None:
+        if ids or ids_file is not None:
+            raise InvalidInputError(
+                "give the documents to delete by ids (arguments or --ids-file) or by --filter, "
+                "not both"
+            )
+        with open_index(name, home=home, store=store) as index:
+            _delete_by_filter(index, filter_json, dry_run=dry_run)
+        return
     wanted = list(ids or []) + (_read_ids(ids_file) if ids_file is not None else [])
     if not wanted:
-        raise InvalidInputError("name the ids to delete (arguments or --ids-file)")
+        raise InvalidInputError("name the ids to delete (arguments, --ids-file or --filter)")
     with open_index(name, home=home, store=store) as index:
+        if dry_run:
+            found = [i for i, doc in zip(wanted, index.get(wanted), strict=True) if doc is not None]
+            _say_dry_run(index, found, f"of the {len(wanted)} ids given")
+            return
         removed = index.delete(wanted)
         index.refresh()
         typer.echo(f"deleted {removed} of {len(wanted)} ids; index {name!r} holds {len(index)}")
@@ -606,6 +628,36 @@ def delete(
             "ids given are part of them",
             err=True,
         )
+
+
+# A dry run lists this many of the ids it would delete.
+DRY_RUN_IDS_SHOWN = 10
+
+
+def _delete_by_filter(index: Store, filter_json: str, *, dry_run: bool) -> None:
+    from semrank.store._base import deletion_filter
+
+    flt = deletion_filter(filter_option(filter_json), "--filter", given=filter_json.strip())
+    if dry_run:
+        _say_dry_run(index, index.ids_matching(flt), "passing --filter")
+        return
+    removed = index.delete_matching(flt)
+    index.refresh()
+    typer.echo(
+        f"deleted {count_of(removed, 'document')} passing --filter; index {index.name!r} "
+        f"holds {len(index)}"
+    )
+
+
+def _say_dry_run(index: Store, found: list[str], which: str) -> None:
+    shown = ", ".join(repr(i) for i in found[:DRY_RUN_IDS_SHOWN])
+    more = (
+        f", ... ({len(found) - DRY_RUN_IDS_SHOWN} more)" if len(found) > DRY_RUN_IDS_SHOWN else ""
+    )
+    typer.echo(
+        f"dry run: would delete {count_of(len(found), 'document')} {which} from index "
+        f"{index.name!r} (of {len(index)}){': ' + shown + more if found else ''}; nothing deleted"
+    )
 
 
 @index_app.command("info")
