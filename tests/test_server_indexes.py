@@ -1245,3 +1245,35 @@ async def test_elasticsearch_search_takes_classic_query_knn_and_rank_bodies(
     assert "knn field 'vector' is not a vector field" in _es_error(refused, 400, "invalid_request")
     one = await client.post("/vec/_search", json={"query": match, "rank": {"rrf": {}}})
     assert "rank.rrf fuses at least 2 result sets" in _es_error(one, 400, "invalid_request")
+
+
+async def test_documents_delete_takes_a_filter_instead_of_ids(client: httpx.AsyncClient) -> None:
+    """{"filter": ...} deletes every document passing it (as the reference matches them);
+    ids and filter together, neither, or a filter passing every document are a 422 deleting
+    nothing."""
+    from semrank.retrieve import matches, parse_filter
+
+    await _make_index(client)
+    path = "/v1/indexes/docs/documents/delete"
+    for body, said in [
+        ({"ids": ["d1"], "filter": {"ids": {"values": ["d2"]}}}, 'give "ids" (a list'),
+        ({}, "naming the documents to delete, got neither"),
+        ({"filter": {"match_all": {}}}, 'filter {"match_all": {}} passes every document'),
+        ({"filter": []}, "filter [] passes every document"),
+        ({"filter": {"match": {"text": "blood"}}}, "filter: 'match' is not a supported filter"),
+    ]:
+        refused = await client.post(path, json=body)
+        assert refused.status_code == 422, refused.text
+        assert said in refused.json()["error"], refused.text
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS)
+    spec = {"bool": {"should": [{"term": {"title": "Paris"}}, {"term": {"title": "Fleas"}}]}}
+    flt = parse_filter(spec)
+    doomed = {d["id"] for d in DOCS if matches(flt, d["id"], d)}
+    assert doomed == {"d1", "d2"}
+    deleted = await client.post(path, json={"filter": spec})
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": 2}, deleted.text
+    assert (await client.get("/v1/indexes/docs")).json()["documents"] == len(DOCS) - 2
+    found = await client.post("/v1/indexes/docs/search", json={"query": "blood paris flea"})
+    assert {h["id"] for h in found.json()["hits"]} == {"d3"}, found.text
+    again = await client.post(path, json={"filter": spec})
+    assert again.json() == {"deleted": 0}

@@ -215,16 +215,34 @@ def _unread_fields_warnings(store: Any, counts: Any) -> list[str]:
 @router.post(
     "/v1/indexes/{name}/documents/delete",
     response_model=DeleteResult,
-    summary="Delete documents by id",
+    summary="Delete documents by id, or every document passing a filter",
 )
 async def delete_documents(
     name: IndexNameInPath, body: DeleteDocumentsRequest, request: Request
 ) -> Any:
     service: RerankService = request.app.state.service
+    work = _deletion(body)  # a bad body is refused before the index is opened
     with service.admission.admit():
-        delete = _with_index(request, name, lambda s: s.delete(body.ids))
-        count = await _blocking(request, None, delete)
+        count = await _blocking(request, None, _with_index(request, name, work))
     return DeleteResult(deleted=int(count))
+
+
+def _deletion(body: DeleteDocumentsRequest) -> Callable[[Any], int]:
+    """What a delete body asks of the index: its ``ids``, or every document its ``filter``
+    passes (exactly one of them given)."""
+    from semrank.store._base import deletion_filter
+
+    if (body.ids is None) == (body.filter is None):
+        raise InvalidInputError(
+            'give "ids" (a list of document ids) or "filter" (an Elasticsearch filter such as '
+            '{"term": {"tenant": "acme"}}) naming the documents to delete, '
+            + ("not both" if body.ids is not None else "got neither")
+        )
+    if body.filter is not None:
+        flt = deletion_filter(body.filter, "filter")
+        return lambda store: int(store.delete_matching(flt))
+    ids = body.ids
+    return lambda store: int(store.delete(ids))
 
 
 @router.post(

@@ -491,8 +491,16 @@ class PrepareResult(_Schema):
 
 
 class DeleteDocumentsRequest(_Strict):
-    ids: list[StrictStr | StrictInt | StrictFloat] = Field(
-        min_length=1, description='as given at upsert: numbers are ids too (7 is "7")'
+    """The documents to delete: by ``ids``, or every one passing ``filter`` (one of them)."""
+
+    ids: list[StrictStr | StrictInt | StrictFloat] | None = Field(
+        None, min_length=1, description='as given at upsert: numbers are ids too (7 is "7")'
+    )
+    filter: dict[str, Any] | list[Any] | None = Field(
+        default=None,
+        description="instead of ids: every document passing this Elasticsearch filter (term, "
+        "terms, range, exists, ids, bool; a list: all of them), deleted in one transaction; a "
+        "filter passing every document (match_all, an empty bool) is refused",
     )
 
 
