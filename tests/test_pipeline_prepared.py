@@ -579,3 +579,20 @@ def test_forgotten_windows_are_embedded_again() -> None:
     forget_windows(reranker)
     reranker.rerank("what do fleas eat", docs)
     assert embedded() == 2 * first > 0 and scored() - again == pairs > 0
+
+
+def test_deleting_by_filter_keeps_the_prepared_windows_in_use(index: Store, blend_dir: Path):
+    """A re-ranked search right after delete_matching returns none of the deleted documents,
+    scores the rest as before, and still takes every window from the table."""
+    reranker = Reranker(blend_dir)
+    prepare_index(index, model=reranker)
+    before = rerank_search(index, Reranker(blend_dir))
+    assert "ticks" in before.ids and "hosts" in before.ids
+    assert index.delete_matching({"terms": {"title": ["Ticks", "Hosts"]}}) == 2
+    reranker = Reranker(blend_dir)
+    after = rerank_search(index, reranker)
+    assert bi_encoder(reranker).embedded_texts == 1  # the query; the windows from the table
+    assert after.ids and not {"ticks", "hosts"} & set(after.ids)
+    kept = [(hit.id, hit.score) for hit in before if hit.id not in ("ticks", "hosts")]
+    assert after.ids == [i for i, _ in kept]
+    np.testing.assert_allclose(after.scores, [s for _, s in kept], atol=1e-5)
