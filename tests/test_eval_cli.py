@@ -269,6 +269,73 @@ def test_entry_point_json_stdout_and_error_exit(fixture_files, tmp_path: Path) -
     assert failed.stdout == ""
 
 
+# `semrank ...` whose first file written under the folder argv[1] stalls halfway through (as a
+# large run on a slow disk would), saying so on stderr: a signal then finds the file cut short.
+STALLED_WRITE = """
+import sys, time
+from pathlib import Path
+from semrank.cli import main
+folder, opened = Path(sys.argv.pop(1)).resolve(), Path.open
+class Stalled:
+    def __init__(self, real):
+        self.real = real
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.real.close()
+    def write(self, text):
+        self.writelines([text[: len(text) // 2]])
+    def writelines(self, lines):
+        self.real.write(lines[0])
+        self.real.flush()
+        print("half written", file=sys.stderr, flush=True)
+        time.sleep(60)
+def stalled_open(self, mode="r", *args, **kwargs):
+    real = opened(self, mode, *args, **kwargs)
+    written = "w" in mode and folder in Path(self).resolve().parents
+    return Stalled(real) if written else real
+Path.open = stalled_open
+sys.argv[0] = "semrank"
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are POSIX signals")
+@pytest.mark.parametrize(
+    ("option", "target", "stop"),
+    [
+        ("--run-out", "runs", "SIGTERM"),
+        ("--per-query", "q.tsv", "SIGHUP"),
+        ("--report", "r", "SIGINT"),
+    ],
+)
+def test_an_output_file_stopped_halfway_is_not_left_cut_short(
+    fixture_files, tmp_path: Path, option: str, target: str, stop: str
+) -> None:
+    """A SIGTERM (systemd, `timeout`), SIGHUP (a closed terminal) or Ctrl-C while eval wrote a
+    run file, the per-query TSV or report.md left it cut short under its final name, where it
+    reads as whole (trec_eval takes a run with fewer hits); it is written whole or not at all."""
+    import signal
+
+    candidates, qrels = fixture_files
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-c", STALLED_WRITE, str(out), "eval", "--candidates"]
+    command += [str(candidates), "--qrels", str(qrels), "--no-rerank", option, str(out / target)]
+    evaluating = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert evaluating.stderr is not None
+        while (line := evaluating.stderr.readline()) not in ("half written\n", ""):
+            pass
+        assert line == "half written\n"
+        evaluating.send_signal(getattr(signal, stop))
+        ended = evaluating.wait(timeout=60)
+    finally:
+        evaluating.kill()
+    assert ended == (130 if stop == "SIGINT" else -getattr(signal, stop))
+    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == []
+
+
 # --------------------------------------------------------------------------- --index form
 
 

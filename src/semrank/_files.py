@@ -4,6 +4,7 @@ the line: one reader for every file format semrank reads."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import contextvars
 import functools
 import gzip
@@ -11,6 +12,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -67,6 +69,40 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """Where to write file ``path``: a hidden file beside it, renamed into place when the block
+    ends, so that a write stopped halfway (Ctrl-C, SIGTERM, SIGHUP, a full disk, an error)
+    leaves the earlier file or none, never a cut one that reads as whole; the hidden one is
+    removed. A link is written through to its target and an existing file keeps its mode; a
+    pipe or device (/dev/stdout), or a folder that takes no new file, is written in place."""
+    from semrank._process import removed_if_stopped
+
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():  # a pipe or a device: nothing to rename over
+        yield path
+        return
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+    except OSError:  # a folder that takes no new file (or is not there): written in place
+        partial = target
+    if partial == target:
+        yield path
+        return
+    try:
+        with removed_if_stopped(partial):
+            yield partial
+            if mode is not None:
+                os.chmod(partial, mode)
+            os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
 
 
 def user_home() -> Path:

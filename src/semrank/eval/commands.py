@@ -767,8 +767,11 @@ def _write_per_query(evaluations: dict[str, Evaluation], path: Path, console: Co
     for run, evaluation in evaluations.items():
         for measure, values in evaluation.per_query.items():
             rows += [f"{run}\t{measure}\t{query}\t{value:.6f}" for query, value in values.items()]
+    from semrank._files import written_whole
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with written_whole(path) as partial:  # stopped halfway: no cut file that reads as whole
+        partial.write_text("\n".join(rows) + "\n", encoding="utf-8")
     console.print(f"wrote {path}")
 
 

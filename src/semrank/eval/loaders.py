@@ -7,7 +7,6 @@ Files may be gzip-compressed; that is detected from the content, not the name.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -35,6 +34,7 @@ from semrank._files import (
     read_text,
     reads_pipes_once,
     require_path,
+    written_whole,
 )
 from semrank.errors import DataFormatError, InvalidInputError
 
@@ -385,15 +385,13 @@ def write_trec_run(run: Run, path: Path | str, tag: str | None = None) -> Path:
     ]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as out:  # through links, into pipes and devices
+        # A cut-short run file reads as a run with fewer hits: it is written whole or not at
+        # all (a full disk, Ctrl-C, SIGTERM), through links and into pipes and devices.
+        with written_whole(path) as partial, partial.open("w", encoding="utf-8") as out:
             out.writelines(lines)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # A cut-short run file reads as a run with fewer hits: none is left instead. The
-            # machine's (exit 3, "the disk is full"), not the path given; named.
-            if path.is_file() and not path.is_symlink():
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            # The machine's (exit 3, "the disk is full"), not the path given; named.
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise InvalidInputError(
             f"{path}: cannot write the run file ({exc.strerror or exc}); "

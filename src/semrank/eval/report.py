@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semrank._files import written_whole
 from semrank.eval.metrics import Evaluation, PairedComparison
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+REPORT = "report.md"
 DELTA_PLOT = "per_query_delta.png"
 DEPTH_PLOT = "depth_curve.png"
 
@@ -102,7 +104,7 @@ def _plot_deltas(data: ReportData, measure: str, path: Path) -> None:
     axes.set_ylabel(f"Δ {measure} (reranked - first stage)")
     axes.set_title(f"Per-query change in {measure}")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_png(figure, path)
 
 
 def _curve_measures(data: ReportData) -> list[str]:
@@ -127,7 +129,12 @@ def _plot_depth_curve(data: ReportData, path: Path) -> None:
     axes.set_title("Metrics vs re-rank depth")
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_png(figure, path)
+
+
+def _save_png(figure: Figure, path: Path) -> None:
+    with written_whole(path) as partial:  # by its name, .partial, matplotlib would guess no PNG
+        figure.savefig(partial, dpi=110, format="png")
 
 
 def write_report(data: ReportData, directory: Path | str) -> Path:
@@ -138,8 +145,10 @@ def write_report(data: ReportData, directory: Path | str) -> Path:
     lines += [f"- **{key}**: {value}" for key, value in data.details.items()]
     lines += ["", f"Queries evaluated: {data.first_stage.query_count}", ""]
     lines += _summary_table(data)
-    for plot in (DELTA_PLOT, DEPTH_PLOT):  # an earlier report's plots are not this one's
-        (directory / plot).unlink(missing_ok=True)
+    # An earlier report's plots are not this one's; nor is its report.md, which a report
+    # stopped halfway (Ctrl-C, SIGTERM) would leave beside this one's plots.
+    for name in (REPORT, DELTA_PLOT, DEPTH_PLOT):
+        (directory / name).unlink(missing_ok=True)
     if data.reranked is not None:
         per_query = data.reranked.per_query
         measure = "nDCG@10" if "nDCG@10" in per_query else next(iter(per_query))
@@ -151,6 +160,7 @@ def write_report(data: ReportData, directory: Path | str) -> Path:
             _plot_depth_curve(data, directory / DEPTH_PLOT)
             lines += [f"![depth curve]({DEPTH_PLOT})", ""]
         lines += _depth_table(data.depth_curve)
-    path = directory / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = directory / REPORT
+    with written_whole(path) as partial:
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
