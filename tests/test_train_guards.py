@@ -939,3 +939,54 @@ def test_sigterm_saves_a_checkpoint_and_ends_the_run_as_that_signal(
     assert process.returncode == -signal.SIGTERM, log[-2000:]
     assert "SIGTERM: stopping after this step" in log and "Ctrl-C" not in log
     assert (output / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP on Windows")
+def test_sighup_saves_a_checkpoint_unless_the_run_ignores_it(
+    tiny_base: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """A closed terminal (an ssh connection dropped) killed the run mid-step: everything since
+    the last checkpoint was lost. A run started under `nohup` (SIGHUP ignored) goes on."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys; sys.path.insert(0, sys.argv[1]); "
+        "logging.basicConfig(level=logging.INFO); "
+        "from pathlib import Path; from tiny_models import tiny_train_config; "
+        "from semrank.train import train; "
+        "train(tiny_train_config(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), "
+        "max_steps=1_000_000, eval_every=0, eval_minutes=1000, checkpoint_minutes=1000))"
+    )
+    tests = str(Path(__file__).parent)
+    runs = {}
+    for name, hangup in (("hung-up", signal.SIG_DFL), ("nohup", signal.SIG_IGN)):
+        args = [sys.executable, "-c", script, tests, str(tiny_base), str(pairs_file)]
+        runs[name] = subprocess.Popen(  # both at once: each takes seconds to start
+            [*args, str(tmp_path / name)],
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda hangup=hangup: signal.signal(signal.SIGHUP, hangup),
+        )
+
+    def logged(run: subprocess.Popen[str], what: str) -> None:
+        assert run.stderr is not None
+        while what not in (line := run.stderr.readline()):
+            assert line, f"the run ended before it logged {what!r}"
+
+    try:
+        for run in runs.values():  # in its steps: its signal handlers are set
+            logged(run, ":step 50 loss")
+            run.send_signal(signal.SIGHUP)
+        logged(runs["nohup"], ":step 100 loss")  # it goes on
+        runs["nohup"].send_signal(signal.SIGTERM)
+        logs = {name: run.communicate(timeout=120)[1] for name, run in runs.items()}
+    finally:
+        for run in runs.values():
+            run.kill()
+    assert runs["hung-up"].returncode == -signal.SIGHUP, logs["hung-up"][-2000:]
+    assert "SIGHUP: stopping after this step" in logs["hung-up"]
+    assert (tmp_path / "hung-up" / "checkpoint.pt").is_file()
+    assert runs["nohup"].returncode == -signal.SIGTERM and "SIGHUP" not in logs["nohup"]

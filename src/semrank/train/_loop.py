@@ -1005,9 +1005,10 @@ def _restore_swapped(output: Path) -> None:
 
 @contextlib.contextmanager
 def _stop_between_steps() -> Iterator[list[int]]:
-    """Ctrl-C (or SIGTERM) stops the run after the step it is in, with a checkpoint saved: it
-    stopped mid-step, and everything since the last checkpoint (up to --checkpoint-minutes)
-    was lost. A second signal stops at once. ``stop[0]``: the signal that asked (0: none)."""
+    """Ctrl-C (or SIGTERM, or SIGHUP: a closed terminal, an ssh connection dropped) stops the
+    run after the step it is in, with a checkpoint saved: it stopped mid-step, and everything
+    since the last checkpoint (up to --checkpoint-minutes) was lost. A second signal stops at
+    once. ``stop[0]``: the signal that asked (0: none)."""
     stop = [0]
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signal handlers belong to the main thread
@@ -1020,7 +1021,11 @@ def _stop_between_steps() -> Iterator[list[int]]:
         name = signal.Signals(signum).name
         log.warning("%s: stopping after this step, once a checkpoint is saved (again: now)", name)
 
-    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    asking = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)  # Windows has none
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL:
+        asking.append(hangup)  # ignored (`nohup`): the run must go on, as it was asked to
+    previous = {sig: signal.signal(sig, ask) for sig in asking}
     try:
         yield stop
     finally:
@@ -1090,12 +1095,12 @@ def _run_steps(
 
 def _stop_now(state: RunState, then: str, signum: int) -> None:
     """End the run as signal ``signum`` asked, its checkpoint saved: Ctrl-C as an interrupt
-    (130), SIGTERM as that signal (143), as other commands end: a supervisor (systemd,
-    Kubernetes, a batch queue) takes 130 for a failure, not for the stop it asked for."""
+    (130), SIGTERM (143) and SIGHUP (129) as that signal, as other commands end: a supervisor
+    (systemd, Kubernetes, a batch queue) takes 130 for a failure, not for the stop it asked."""
     said = f"stopped at step {state.step}; the same command with --resume {then}"
     log.warning(said)
-    if signum == signal.SIGTERM:
-        end_as_signal(signal.SIGTERM)
+    if signum != signal.SIGINT:
+        end_as_signal(signum)
     raise KeyboardInterrupt(said)
 
 
