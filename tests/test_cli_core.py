@@ -653,6 +653,37 @@ def test_a_large_result_cut_short_by_a_closed_pipe_is_not_a_success(tmp_path: Pa
     assert process.wait(timeout=120) == 141
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe: POSIX")
+def test_ctrl_c_says_in_one_line_that_the_command_was_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C ended a command with status 130 and nothing on stderr (typer swallowed the
+    KeyboardInterrupt): it read as a command that had ended on its own."""
+    import errno
+    import signal
+    import time
+
+    docs = tmp_path / "docs.txt"
+    os.mkfifo(docs)  # the command waits on it for documents that do not come
+    command = [sys.executable, "-m", "semrank", "rerank", "fleas", "--docs", str(docs)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None:  # opens once the command has opened the pipe to read it
+            try:
+                writer = os.open(docs, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and process.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        if writer is not None:
+            os.close(writer)
+    assert (process.returncode, out, err) == (130, "", "semrank: interrupted\n")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status: Linux")
 def test_running_out_of_memory_is_named_with_what_to_do(tmp_path: Path) -> None:
     """A container's memory limit met while building an index printed numpy's or Python's

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import sys
 from typing import Any
@@ -73,7 +74,11 @@ def main() -> None:
         # says "a bug" here: 141, as a shell reports a tool stopped by SIGPIPE.
         if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
             sys.exit(EXIT_CLOSED_PIPE)
+        if _caused_by_ctrl_c(exc):  # typer ends a Ctrl-C with 130 and says nothing
+            _say_interrupted()
         raise
+    except KeyboardInterrupt:  # raised where click does not catch it
+        _say_interrupted()
     except SemrankError as exc:
         _fail(str(exc), exit_code_for(exc))
     except ModuleNotFoundError as exc:
@@ -85,6 +90,34 @@ def main() -> None:
         _fail(_os_error_text(exc), exit_code_for(exc))
     except MemoryError as exc:  # a container's or ulimit's memory limit: the machine's too
         _fail(_out_of_memory_text(exc), exit_code_for(exc))
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
+
+
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind ``exc`` (typer's Exit(130) raised from one)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _say_interrupted() -> None:
+    """Ctrl-C ended the command with 130 and an empty stderr, as if it had ended on its own:
+    one line says that it was stopped."""
+    from semrank.server._logging import LOGGER_NAME, log_fields, logs_json_lines
+
+    if logs_json_lines():  # semrank serve's JSON logs: one more JSON line, not plain text
+        extra = log_fields(exit_status=EXIT_INTERRUPTED)
+        logging.getLogger(LOGGER_NAME).info("interrupted", extra=extra)  # its usual stop
+    else:
+        typer.echo("semrank: interrupted", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _out_of_memory_text(exc: MemoryError) -> str:
