@@ -765,22 +765,14 @@ def _export_target(output: Path) -> Path:
 
 
 def _export_to_file(index: Store, output: Path, batch_size: int) -> int:
-    """Write to a hidden file beside ``output`` and rename it into place at the end: an export
-    stopped halfway must not leave a file that reads as a whole index, nor (SIGTERM, SIGHUP:
-    no `except` runs) a hidden one as large, named by a process that is gone."""
-    from semrank._process import removed_if_stopped
+    """Written whole (``written_whole``): an export stopped halfway must not leave a file that
+    reads as a whole index, nor (SIGTERM, SIGHUP) a hidden one as large, named by a process
+    that is gone."""
+    from semrank._files import written_whole
 
-    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
-    try:
-        with removed_if_stopped(partial):
-            with partial.open("w", encoding="utf-8", newline="\n") as stream:
-                count = _write_jsonl(index, stream, batch_size, ascii_only=False)
-            os.replace(partial, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-    return count
+    # The stream closes before written_whole renames the file into place.
+    with written_whole(output) as partial, partial.open("w", encoding="utf-8", newline="\n") as out:
+        return _write_jsonl(index, out, batch_size, ascii_only=False)
 
 
 def _not_carried(index: Store) -> str | None:
