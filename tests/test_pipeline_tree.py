@@ -818,14 +818,13 @@ def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
     from semrank.pipeline import SEARCH_KEY_HINTS
 
     tree = {"standard": {"query": {"match": {"text": "moon"}}}}
-    for key, value in (("from", 10), ("sort", ["_score"]), ("min_score", 1)):
+    for key, value in (("sort", ["_score"]), ("min_score", 1)):
         with pytest.raises(InvalidInputError) as refused:
             parse_retriever({"retriever": tree, key: value})
         assert (
             str(refused.value)
             == f"search body: unsupported key {key!r}; " + (SEARCH_KEY_HINTS[key])
         )
-    assert "paging is not supported" in SEARCH_KEY_HINTS["from"]
 
 
 @pytest.mark.parametrize(
@@ -1307,7 +1306,10 @@ def test_rank_rrf_fuses_the_query_and_knn_as_the_rrf_retriever(
          "query.bool.filter[0]: 'prefix' is not a supported filter"),
         ({"query": {"match": {"text": "x"}}, "highlight": {}},
          "search body: unsupported key(s) 'highlight'"),
-        ({"query": {"match": {"text": "x"}}, "from": 5}, "paging is not supported"),
+        ({"query": {"match": {"text": "x"}}, "from": -5},
+         "search body from must be a non-negative integer"),
+        ({"query": {"match": {"text": "x"}}, "from": 9995, "size": 10},
+         "search body from + size (9,995 + 10 = 10,005) is above 10,000"),
     ],
 )  # fmt: skip
 def test_classic_bodies_are_refused_naming_the_key(body: dict[str, Any], message: str) -> None:
@@ -1322,3 +1324,89 @@ def test_a_classic_knn_names_a_vector_field_as_the_knn_retriever_does(index: Loc
     for body in ({"knn": knn, "size": 2}, {"retriever": {"knn": knn}, "size": 2}):
         with pytest.raises(InvalidInputError, match="knn field 'vector' is not a vector field"):
             search(index, retriever=body)
+
+
+@pytest.fixture(scope="module")
+def shelf(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    """30 embedded documents that all match "moon tide": two pages of 10 and more."""
+    store = create_index("shelf", home=tmp_path_factory.mktemp("shelf"))
+    store.upsert(
+        [
+            {
+                "id": f"d{i}",
+                "title": f"Note {i}",
+                "text": "the moon " * (i % 7 + 1) + "pulls the tide " * (i % 3 + 1) + "x" * i,
+            }
+            for i in range(30)
+        ]
+    )
+    return store
+
+
+class LengthScorer:
+    """A stand-in re-ranking model: longer documents score higher (one order, no ties)."""
+
+    name = "length"
+
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        return np.array([len(d) / 1000 for d in documents], dtype=np.float32)
+
+
+PAGED_TREES = {
+    "bm25": BM25(),
+    "dense": Knn(),
+    "hybrid": BM25() | Knn(),
+    "reranked": (BM25() | Knn()) >> Rerank(LengthScorer(), window=30),
+}
+
+
+@pytest.mark.parametrize("name", PAGED_TREES)
+def test_page_two_is_hits_11_to_20_of_the_search_for_20(shelf: LocalStore, name: str) -> None:
+    """A search UI's "page 2" (Elasticsearch's from: 10, size: 10) was refused ("paging is not
+    supported"); offset=10 now returns hits 11-20 of the same search for 20, ranked 11 to 20,
+    each with its first-stage rank and score as they were."""
+    tree = PAGED_TREES[name]
+    top20 = search(shelf, "moon tide", retriever=tree, k=20)
+    page2 = search(shelf, "moon tide", retriever=tree, k=10, offset=10)
+    assert len(top20) == 20 and page2.ids == top20.ids[10:]
+    assert page2.scores.tolist() == top20.scores[10:].tolist()
+    assert [hit.rank for hit in page2] == list(range(11, 21))
+    assert [dataclasses.replace(hit, rank=0) for hit in page2] == [
+        dataclasses.replace(hit, rank=0) for hit in top20.hits[10:]
+    ]
+    assert page2.ranked == 20 and top20.ranked == 20
+    assert tree.search(shelf, "moon tide", k=10, offset=10).ids == page2.ids
+
+
+def test_a_search_body_pages_over_its_top_window_as_elasticsearch(shelf: LocalStore) -> None:
+    """A _search body's from: its page is the top window's hits from there (fewer, or none,
+    where the page reaches past the window, as Elasticsearch's rrf documents it); only a
+    size above the window is refused."""
+    children = [{"standard": {"query": {"match": {f: "moon tide"}}}} for f in ("title", "text")]
+    children.append({"knn": {"query_text": "moon tide"}})
+    fusion = {"rrf": {"retrievers": children, "rank_window_size": 15}}
+    whole = search(shelf, retriever={"retriever": fusion, "size": 15})
+    page = search(shelf, retriever={"retriever": fusion, "size": 10, "from": 10})
+    assert page.ids == whole.ids[10:] and [hit.rank for hit in page] == list(range(11, 16))
+    assert page.scores.tolist() == whole.scores[10:].tolist()
+    past = search(shelf, retriever={"retriever": fusion, "size": 10, "from": 20})
+    assert len(past) == 0 and past.ranked == 15
+    assert search(shelf, retriever=fusion, k=5, offset=10).ids == whole.ids[10:]
+    with pytest.raises(InvalidInputError, match="rank_window_size 15 is below the 20 hits"):
+        search(shelf, retriever={"retriever": fusion, "size": 20, "from": 10})
+    classic = {"query": {"match": {"text": "moon tide"}}, "size": 10}
+    assert (
+        search(shelf, retriever={**classic, "from": 10}).ids
+        == search(shelf, retriever={**classic, "size": 20}).ids[10:]
+    )
+    with pytest.raises(InvalidInputError, match="offset=5 and the search body's from 10"):
+        search(shelf, retriever={**classic, "from": 10}, offset=5)
+    with pytest.raises(InvalidInputError) as deep:
+        search(shelf, "moon", k=10, offset=9_991)
+    assert str(deep.value).startswith(
+        "offset + k (9,991 + 10 = 10,001) is above 10,000, the deepest hit a page reaches "
+        "(Elasticsearch's index.max_result_window)"
+    )
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="offset must be a non-negative integer"):
+            search(shelf, "moon", offset=bad)  # type: ignore[arg-type]

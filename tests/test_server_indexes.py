@@ -359,16 +359,13 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
     await _make_index(client)
     source = await client.post("/v1/indexes/docs/search", json={"query": "flea", "_source": False})
     assert source.status_code == 422 and "return_documents: false" in source.json()["error"]
-    paged = await client.post("/v1/indexes/docs/search", json={"query": "flea", "from": 10})
-    assert "from: unknown key; paging is not supported" in paged.json()["error"]
     dsl = {"query": {"match": {"text": "flea"}}}  # Elasticsearch's _search body
     as_es = await client.post("/v1/indexes/docs/search", json=dsl)
     assert as_es.status_code == 422 and '"retriever": {"standard"' in as_es.json()["error"]
     # The same words the library and CLI say (the parser's, said in one place).
-    from semrank.pipeline import QUERY_DSL_HINT, SEARCH_KEY_HINTS
+    from semrank.pipeline import QUERY_DSL_HINT
 
     assert as_es.json()["error"] == f"query: query is the search text, a string; {QUERY_DSL_HINT}"
-    assert paged.json()["error"] == f"from: unknown key; {SEARCH_KEY_HINTS['from']}"
     # The search body's hints are for the search body only.
     made = await client.post("/v1/indexes", json={"name": "y", "_source": False})
     assert made.json()["error"] == "_source: unknown key; check its spelling"
@@ -379,7 +376,7 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
         ("knn", 'a top-level knn search goes into the tree: "retriever": {"rrf"'),
         ("rank", "rank.rrf is the rrf retriever"),
         ("min_score", "min_score goes on a text_similarity_reranker retriever"),
-        ("track_total_hits", "body takes query, retriever, size, return_documents and timeout"),
+        ("track_total_hits", "takes query, retriever, size, from, filter, return_documents and"),
     ):
         es_key = await client.post("/v1/indexes/docs/search", json={"query": "flea", key: {}})
         assert es_key.status_code == 422 and es_key.json()["error"].startswith(f"{key}: unknown")
@@ -917,8 +914,10 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     assert "'query' cannot be given beside 'retriever'" in said
     fields = await client.post("/docs/_search", json={"retriever": ES_TREE, "_source": ["title"]})
     assert "_source: true or false" in _es_error(fields, 400, "invalid_request")
-    paging = await client.post("/docs/_search", json={"retriever": ES_TREE, "from": 10})
-    assert "paging is not supported" in _es_error(paging, 400, "invalid_request")
+    deep = await client.post("/docs/_search", json={"retriever": ES_TREE, "from": 9_999})
+    assert "from + size (9,999 + 10 = 10,009) is above 10,000" in _es_error(
+        deep, 400, "invalid_request"
+    )
     shorthand = await client.post("/docs/_search", json={"retriever": "bm25+rerank"})
     assert "POST /v1/indexes/{name}/search" in _es_error(shorthand, 400, "invalid_request")
     placeholder = {"standard": {"query": {"match": {"text": "{{query}}"}}}}
@@ -1008,7 +1007,7 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
     await _make_index(client)
     hints = {
         "size=1": "send it in the JSON body",
-        "from=2": "paging is not supported",
+        "from=2": "send it in the JSON body",
         "sort=title%3Aasc": "ordered by score",
         "_source=false": "send it in the JSON body",
         "q=flea": 'in the JSON body instead, e.g. "query": {"match"',
@@ -1277,3 +1276,53 @@ async def test_documents_delete_takes_a_filter_instead_of_ids(client: httpx.Asyn
     assert {h["id"] for h in found.json()["hits"]} == {"d3"}, found.text
     again = await client.post(path, json={"filter": spec})
     assert again.json() == {"deleted": 0}
+
+
+async def test_a_search_pages_with_from_on_both_search_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    """A search UI's page 2 ("from": 10) was refused on both routes ("paging is not
+    supported"); it is now hits 11-20 of the same search for 20, ranked 11 to 20, and
+    Elasticsearch's total counts the hits ranked down to the page's last."""
+    created = await client.post("/v1/indexes", json={"name": "many"})  # the bundled embedder
+    assert created.status_code == 201, created.text
+    notes = [
+        {"id": f"n{i}", "title": f"Flea note {i}", "text": "fleas bite " * (i % 7 + 1) + "x" * i}
+        for i in range(25)
+    ]
+    await client.post("/v1/indexes/many/documents", json={"documents": notes})
+
+    async def own(body: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = await client.post("/v1/indexes/many/search", json={"query": "fleas", **body})
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["hits"])
+
+    for retriever in ("bm25", "dense", "hybrid", "hybrid+rerank"):
+        top20 = await own({"retriever": retriever, "size": 20})
+        page2 = await own({"retriever": retriever, "size": 10, "from": 10})
+        assert [h["rank"] for h in page2] == list(range(11, 21)), retriever
+        assert [{**h, "rank": 0} for h in page2] == [{**h, "rank": 0} for h in top20[10:]]
+    tree = {"standard": {"query": {"match": {"text": "fleas"}}}}
+    es_top = (await client.post("/many/_search", json={"retriever": tree, "size": 20})).json()
+    es_page = (
+        await client.post("/many/_search", json={"retriever": tree, "size": 10, "from": 10})
+    ).json()
+    assert es_page["hits"]["hits"] == es_top["hits"]["hits"][10:]
+    assert es_page["hits"]["total"] == {"value": 20, "relation": "gte"}
+    last = await client.post("/many/_search", json={"query": tree["standard"]["query"], "from": 20})
+    assert len(last.json()["hits"]["hits"]) == 5  # a classic body pages too
+    assert last.json()["hits"]["total"] == {"value": 25, "relation": "eq"}
+    past = await client.post("/many/_search", json={"retriever": tree, "from": 40})
+    assert past.json()["hits"] == {"total": {"value": 25, "relation": "eq"}, "max_score": None,
+                                   "hits": []}  # fmt: skip
+    windowed = {"rrf": {"retrievers": [tree, {"knn": {"query_text": "fleas"}}],
+                        "rank_window_size": 15}}  # fmt: skip
+    short = await client.post("/many/_search", json={"retriever": windowed, "from": 10})
+    assert len(short.json()["hits"]["hits"]) == 5  # the window's hits on the page
+    deep = await client.post("/v1/indexes/many/search", json={"query": "x", "from": 9_991})
+    assert deep.status_code == 422, deep.text
+    assert deep.json()["error"].startswith("from + size (9,991 + 10 = 10,001) is above 10,000")
+    body = {"retriever": tree, "from": 10}
+    twice = await client.post("/v1/indexes/many/search", json={"retriever": body, "from": 5})
+    assert twice.status_code == 422 and "give one of them" in twice.json()["error"], twice.text
+    assert [h["rank"] for h in await own({"retriever": body})] == list(range(11, 21))

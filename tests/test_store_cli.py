@@ -1493,3 +1493,31 @@ def test_search_filter_flag_keeps_only_passing_documents(tmp_path: Path) -> None
         result = CliRunner().invoke(app, [*args, "--filter", bad])
         assert isinstance(result.exception, InvalidInputError), result.output
         assert said in str(result.exception)
+
+
+def test_search_offset_pages_as_the_library_and_a_bodys_from(tmp_path: Path) -> None:
+    """`search --offset 10 --top-n 10` (a search UI's page 2; there was no way to ask) is hits
+    11-20 of the search for 20, ranked 11 to 20; a _search body's from pages the same way."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "many.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "fleas " * (i % 7 + 1) + "x" * i})
+                              + "\n" for i in range(25)))  # fmt: skip
+    run("index", "create", "many", "--from", str(corpus), "--home", home, "--no-dense")
+    args = ("search", "many", "fleas", "--home", home, "--json")
+    top20 = json.loads(run(*args, "--top-n", "20"))["hits"]
+    page2 = json.loads(run(*args, "--top-n", "10", "--offset", "10"))["hits"]
+    assert [h["rank"] for h in page2] == list(range(11, 21))
+    assert [{**h, "rank": 0} for h in page2] == [{**h, "rank": 0} for h in top20[10:]]
+    tree = {"standard": {"query": {"match": {"text": "fleas"}}}}
+    body = json.dumps({"retriever": tree, "size": 10, "from": 10})
+    from_body = json.loads(run(*args, "--retriever", body))["hits"]
+    assert from_body == page2
+    last = json.loads(run(*args, "--offset", "20"))["hits"]
+    assert [h["rank"] for h in last] == list(range(21, 26))  # the 5 left
+    for flags, said in (
+        (("--offset", "9995"), "--offset + --top-n (9,995 + 10 = 10,005) is above 10,000"),
+        (("--retriever", body, "--offset", "5"), "--offset 5 and the search body's from 10"),
+    ):
+        result = CliRunner().invoke(app, [*args, *flags])
+        assert isinstance(result.exception, InvalidInputError), result.output
+        assert said in str(result.exception)

@@ -214,6 +214,7 @@ class Retriever(abc.ABC):
         home: Any = None,
         with_documents: bool = True,
         store: str | None = None,
+        offset: int = 0,
     ) -> Any:
         """Run this tree on ``index`` (a name or a Store); see ``semrank.pipeline.search``."""
         from semrank.pipeline._search import search
@@ -226,6 +227,7 @@ class Retriever(abc.ABC):
             home=home,
             with_documents=with_documents,
             store=store,
+            offset=offset,
         )
 
 
@@ -928,6 +930,31 @@ def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
             f"the retriever's rank_window_size {window} is below the {size} hits asked for "
             f"({asked_as}): it returns at most {window}; raise rank_window_size to at "
             f"least {size}{default} or ask for fewer hits"
+        )
+
+
+# Elasticsearch's index.max_result_window: the deepest hit a page may reach (from + size).
+MAX_RESULT_WINDOW = 10_000
+
+
+def check_page(offset: int, size: int, names: tuple[str, str] = ("from", "size")) -> None:
+    """Refuse an offset that is no count of hits, or a page ending past MAX_RESULT_WINDOW, as
+    Elasticsearch refuses it: each page runs the search down to its last hit, so a page deep
+    in the ranking costs what a search for all the hits above it costs. ``names``: the
+    offset's and the size's, as the caller was given them."""
+    offset_name, size_name = names
+    if not is_int(offset, at_least=0):
+        raise InvalidInputError(
+            f"{offset_name} must be a non-negative integer (the hits to skip: 10 for the second "
+            f"page of 10), got {offset!r:.40}"
+        )
+    end = int(offset) + int(size)
+    if int(offset) > 0 and end > MAX_RESULT_WINDOW:
+        raise InvalidInputError(
+            f"{offset_name} + {size_name} ({int(offset):,} + {int(size):,} = {end:,}) is above "
+            f"{MAX_RESULT_WINDOW:,}, the deepest hit a page reaches (Elasticsearch's "
+            "index.max_result_window); narrow the search (a query or filter) rather than "
+            "paging deeper"
         )
 
 

@@ -30,6 +30,7 @@ from semrank.pipeline._nodes import (
     Linear,
     Retriever,
     TextSimilarityReranker,
+    check_page,
     check_window,
     own_filter,
     tree_nodes,
@@ -39,12 +40,11 @@ from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
 # that were accepted and ignored would hand back fields the caller meant to leave out.
-_SEARCH_BODY_KEYS = {"retriever", "size", "_source"}
+_SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source"}
 # What to send instead of an Elasticsearch _search key a search body does not take: the one
 # text of each, which the library, the CLI and the HTTP server all say.
 SEARCH_KEY_HINTS = {
     "_source": "hits carry whole documents (or none); a field filter is not supported",
-    "from": "paging is not supported; ask for a larger size",
     "knn": 'a top-level knn search goes into the tree: "retriever": {"rrf": {"retrievers": '
     '[{"standard": ...}, {"knn": ...}]}} (or "retriever": {"knn": ...} alone)',
     "rank": 'rank.rrf is the rrf retriever: "retriever": {"rrf": {"retrievers": [...]}}',
@@ -504,10 +504,13 @@ def _load_json(spec: str | Path) -> Any:
 
 
 class SearchBody(NamedTuple):
-    """A retriever JSON read: its tree, and whether its hits carry documents (``_source``)."""
+    """A retriever JSON read: its tree, whether its hits carry documents (``_source``), and
+    the hits its page skips (a ``_search`` body's ``from``: its tree, cut at ``from + size``,
+    ranks them before the page's)."""
 
     tree: Retriever
     source: bool
+    offset: int = 0
 
 
 def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
@@ -532,7 +535,9 @@ def parse_search_body(spec: dict[str, Any] | str | Path) -> SearchBody:
         ) from None
     _check_tree_size(tree)
     whole_body = "retriever" in body or _is_classic(body)  # not a bare retriever
-    return SearchBody(tree, source=not whole_body or body.get("_source", True))
+    if not whole_body:
+        return SearchBody(tree, source=True)
+    return SearchBody(tree, source=body.get("_source", True), offset=_body_from(body))
 
 
 # Retrievers in one tree at most: each runs its own search (a knn one embeds its query text
@@ -578,9 +583,18 @@ def _search_body_tree(body: dict[str, Any]) -> Retriever:
         tree = _classic_tree(body, CLASSIC_SIZE if size is None else size)
     if size is None:
         return tree
-    cut = Cutoff(tree, size)
-    check_window(cut, cut.k)
-    return cut
+    # Elasticsearch holds the page's size to the top window, not from + size: a page reaching
+    # past the window returns the window's hits on it (fewer, or none), as its rrf docs say.
+    check_window(tree, size)
+    return Cutoff(tree, _body_from(body) + size)  # the ranking through the page's end
+
+
+def _body_from(body: dict[str, Any]) -> int:
+    """A body's ``from``: the hits of the ranking its page skips (Elasticsearch's default 0),
+    its page ending at most MAX_RESULT_WINDOW deep (``size`` defaults to 10 there too)."""
+    offset = body.get("from", 0)
+    check_page(offset, body.get("size", CLASSIC_SIZE), ("search body from", "size"))
+    return int(offset)
 
 
 def _body_size(body: dict[str, Any]) -> int | None:
@@ -598,7 +612,7 @@ def _body_size(body: dict[str, Any]) -> int | None:
 # Elasticsearch's search API: https://www.elastic.co/guide/en/elasticsearch/reference/8.13/
 # search-search.html (query, knn, rank, sub_searches; size defaults to 10).
 CLASSIC_SEARCH_KEYS = frozenset({"query", "knn", "rank", "sub_searches"})
-_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "_source"}
+_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source"}
 CLASSIC_SIZE = 10
 
 

@@ -105,6 +105,9 @@ class SearchResults(Sequence[Hit]):
     hits: list[Hit]
     # Said of the whole search, e.g. a query a re-ranking model cut to fit.
     warnings: tuple[str, ...] = ()
+    # Hits the search ranked down to this page's last: the hits its offset skipped and its
+    # own (fewer than the offset where the ranking ended before the page); None for a slice.
+    ranked: int | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -142,7 +145,11 @@ class SearchResults(Sequence[Hit]):
         ranking: Ranking,
         documents: list[dict[str, Any]] | None,
         warnings: Sequence[str] = (),
+        *,
+        offset: int = 0,
     ) -> SearchResults:
+        """The hits of ``ranking``, a page ``offset`` hits into the search's: ranked from
+        ``offset + 1`` (a first-stage rank stays the rank that stage gave)."""
         hits = []
         for position in range(len(ranking)):
             rerank = float(ranking.rerank_scores[position])
@@ -150,11 +157,11 @@ class SearchResults(Sequence[Hit]):
                 Hit(
                     id=str(ranking.ids[position]),
                     score=float(ranking.scores[position]),
-                    rank=position + 1,
+                    rank=offset + position + 1,
                     first_stage_rank=int(ranking.first_stage_ranks[position]),
                     first_stage_score=float(ranking.first_stage_scores[position]),
                     rerank_score=None if math.isnan(rerank) else rerank,
                     document=None if documents is None else documents[position],
                 )
             )
-        return SearchResults(hits, tuple(warnings))
+        return SearchResults(hits, tuple(warnings), ranked=offset + len(hits))

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from semrank._checks import is_blank, require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import ScoresDocuments, SearchContext
@@ -13,12 +15,14 @@ from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
     RRF,
+    Cutoff,
     FilterSpec,
     Knn,
     Linear,
     Retriever,
     Stage,
     TextSimilarityReranker,
+    check_page,
     check_window,
     fixed_vector_paths,
     has_placeholder,
@@ -141,9 +145,13 @@ def search(
     with_documents: bool = True,
     store: str | None = None,
     filter: FilterSpec = None,
+    offset: int = 0,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
-    left out: 10, or the top window's hits where fewer; see ``hits_asked``). A tree with
+    left out: 10, or the top window's hits where fewer; see ``hits_asked``), after the first
+    ``offset`` (Elasticsearch's ``from``, a Python keyword: ``offset=10, k=10`` is page 2,
+    hits 11-20 of the search for 20, ranked 11 to 20; a compound tree pages over its top
+    window, so a page past it is short or empty). A tree with
     a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
     named index (default: the embedded store under ``home``). ``filter``: Elasticsearch filter
@@ -161,17 +169,23 @@ def search(
     if query is not None and is_blank(query):
         raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
-    tree, source = read_retriever(retriever, size=DEFAULT_K if k is None else k)
-    k = hits_asked(retriever, tree, k)
-    with_documents = with_documents and source  # a body's "_source": false
+    check_page(offset, DEFAULT_K if k is None else k, ("offset", "k"))
+    # A shorthand's re-ranker reads every hit down to the page's last, as a search for them.
+    read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k))
+    tree, offset = read.tree, page_start(offset, read.offset)
+    k = hits_asked(retriever, tree, k, read.offset)
+    check_page(offset, k, ("offset", "k"))
+    with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):
             started = opened.generation
             ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree), filter=flt)
-            ranking = tree.run(ctx, int(k))
+            ranked = tree.run(ctx, offset + int(k))
+            skipped = min(offset, len(ranked))  # all of them where the ranking ends sooner
+            ranking = ranked.take(np.arange(skipped, len(ranked)))
             if not with_documents:
-                return SearchResults.from_ranking(ranking, None, ctx.warnings)
+                return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped)
             ranking, documents = ctx.stored_hits(ranking)
             # A hit rewritten while the search ran was ranked as one version and would be
             # returned as another (its text matched "alpha", the document said "beta"): the
@@ -184,12 +198,25 @@ def search(
                 f"{len(rewritten)} hits were rewritten while the search ran, in each of "
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
-        return SearchResults.from_ranking(ranking, documents, ctx.warnings)
+        return SearchResults.from_ranking(ranking, documents, ctx.warnings, offset=skipped)
 
 
-def hits_asked(spec: RetrieverSpec, tree: Retriever, k: int | None) -> int:
-    """The hits a search of ``tree`` (read from ``spec``) returns: ``k``, or without one 10, or
-    the top window's hits where fewer (as Elasticsearch answers a body without ``size``).
+def page_start(offset: int, body_from: int, given_as: str = "offset=") -> int:
+    """The hits a page skips: ``offset`` (named ``given_as`` where the caller took it), or the
+    ``from`` of the ``_search`` body given as the retriever; both must agree where given."""
+    if offset and body_from and offset != body_from:
+        raise InvalidInputError(
+            f"{given_as}{offset} and the search body's from {body_from} both say where the page "
+            "starts; give one of them"
+        )
+    return int(offset or body_from)
+
+
+def hits_asked(spec: RetrieverSpec, tree: Retriever, k: int | None, body_from: int = 0) -> int:
+    """The hits a search of ``tree`` (read from ``spec``) returns: ``k``, or without one a
+    ``_search`` body's ``size`` (its cut-off, which ends the page ``body_from`` begins: a body
+    asking for 20 got 10), else 10, or the top window's hits where fewer (as Elasticsearch
+    answers a body without ``size``).
 
     A ``k`` above the top window of a tree read from JSON (a dict, a file, a ``_search`` body)
     is refused, as Elasticsearch refuses such a ``size`` and the CLI and server do: an rrf or
@@ -197,6 +224,8 @@ def hits_asked(spec: RetrieverSpec, tree: Retriever, k: int | None) -> int:
     quietly give 10 of the 50 asked. A tree built in Python returns what it gives, as composed
     stages do."""
     if k is None:
+        if _read_from_json(spec) and isinstance(tree, Cutoff):
+            return int(tree.k) - body_from
         return hits_without_size(tree, DEFAULT_K)
     if _read_from_json(spec):
         check_window(tree, int(k), "k")
@@ -258,8 +287,9 @@ def search_many(
     if k is not None:
         check_k(k)
     items = _query_items(queries)
-    tree = as_retriever(retriever, size=DEFAULT_K if k is None else k)
-    k = hits_asked(retriever, tree, k)
+    read = read_retriever(retriever, size=DEFAULT_K if k is None else k)
+    tree = read.tree
+    k = hits_asked(retriever, tree, k, read.offset)
     if items:  # said once, not as the first query's error: every query meets the same tree
         check_vectors_follow(tree, items[0][1], one_query=False)
     run: dict[str, dict[str, float]] = {}
@@ -267,7 +297,13 @@ def search_many(
         for query_id, text in items:
             try:
                 results = search(
-                    opened, text, retriever=tree, k=k, with_documents=False, filter=flt
+                    opened,
+                    text,
+                    retriever=tree,
+                    k=k,
+                    with_documents=False,
+                    filter=flt,
+                    offset=read.offset,  # a _search body's from
                 )
             except InvalidInputError as exc:
                 raise type(exc)(f"query {query_id!r}: {exc}") from None

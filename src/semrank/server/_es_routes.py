@@ -122,8 +122,9 @@ async def es_search(
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
     retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
-    search = SearchRequest(
-        query=None, retriever=retriever, size=size, return_documents=body.source is not False
+    # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
+    search = SearchRequest.model_validate(
+        {"retriever": retriever, "size": size, "return_documents": body.source is not False}
     )
     started = time.perf_counter()
     results, warnings = await run_search(request, index, search)
@@ -169,14 +170,16 @@ def _filtered_source(
 
 def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> EsSearchResponse:
     """semrank's search results in Elasticsearch's shape (the one place that maps them). The
-    total counts the hits returned: "gte" when there may be more (as many as asked for)."""
+    total counts the hits ranked down to this page's last (those its from skipped and its
+    own; on page 1, the hits returned): "gte" when there may be more (a full page)."""
     hits = [
         EsHitWithSource(index=index, id=hit.id, score=hit.score, source=hit.document)
         if hit.document is not None
         else EsHit(index=index, id=hit.id, score=hit.score)
         for hit in results.hits
     ]
-    total = EsTotal(value=len(hits), relation="gte" if len(hits) >= size else "eq")
+    ranked = len(hits) if results.ranked is None else results.ranked
+    total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     best = max((hit.score for hit in hits), default=None)
     return EsSearchResponse(took=took_ms, hits=EsHits(total=total, max_score=best, hits=hits))
 
@@ -205,7 +208,7 @@ def _refuse_query_string_options(request: Request) -> None:
     for name in request.query_params:
         if name in TAKEN_SEARCH_PARAMS:
             continue
-        if name in ("size", "_source"):
+        if name in ("size", "from", "_source"):
             hint = f'send it in the JSON body ("{name}": ...), which is where it is read'
         else:
             hint = search_key_hint("query" if name == "q" else name, "elasticsearch")
@@ -223,8 +226,13 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     classic = {
         name: getattr(body, name) for name in CLASSIC_FIELDS if name in body.model_fields_set
     }
+    # The page's start, which the parser reads from the body as from a library's body.
+    paged = {"from": body.from_} if body.from_ else {}
     if not classic:
+        if paged and isinstance(body.retriever, dict):
+            return {"retriever": body.retriever, **paged}
         return body.retriever
+    classic.update(paged)
     if "size" in body.model_fields_set:
         classic["size"] = body.size
     if "retriever" in body.model_fields_set:

@@ -290,15 +290,24 @@ async def search(
 async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
     """The search of ``body`` on index ``name`` with the served models, and its warnings: the
     one search path of semrank's route and Elasticsearch's ``_search``."""
-    from semrank.pipeline import check_window, hits_without_size, read_retriever
+    from semrank.pipeline import (
+        check_page,
+        check_window,
+        hits_without_size,
+        page_start,
+        read_retriever,
+    )
     from semrank.pipeline import search as run
     from semrank.retrieve import parse_filter
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
     flt = None if body.filter is None else parse_filter(body.filter, "filter")
-    spec = _checked_spec(body.retriever, body.size, limit)
-    read = read_retriever(spec, size=body.size, window_limit=limit)
+    check_page(body.from_, body.size)
+    # A shorthand re-ranks every hit down to the page's last, as a search for them would.
+    asked = f"from + size {body.from_ + body.size}" if body.from_ else f"size {body.size}"
+    spec = _checked_spec(body.retriever, body.from_ + body.size, limit, asked)
+    read = read_retriever(spec, size=body.from_ + body.size, window_limit=limit)
     tree = _bind_models(read.tree, service)
     with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)
@@ -310,7 +319,13 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
 
     def work(store: Any) -> tuple[Any, list[str]]:
         results = run(
-            store, body.query, retriever=tree, k=size, with_documents=with_documents, filter=flt
+            store,
+            body.query,
+            retriever=tree,
+            k=size,
+            with_documents=with_documents,
+            filter=flt,
+            offset=page_start(body.from_, read.offset, "from "),
         )
         return results, [*results.warnings, *_incomplete_warning(store)]
 
@@ -340,7 +355,7 @@ def _incomplete_warning(store: Any) -> list[str]:
 
 
 def _checked_spec(
-    spec: str | dict[str, Any] | None, size: int, limit: int
+    spec: str | dict[str, Any] | None, size: int, limit: int, asked: str
 ) -> str | dict[str, Any] | None:
     """Strings must be shorthands: the pipeline would read any other string as a file path. A
     shorthand's +rerank reads every hit asked for beyond 100, so an over-limit one names
@@ -357,7 +372,7 @@ def _checked_spec(
         )
     if shorthand.rerank and size > limit:
         raise RequestTooLargeError(
-            f"size {size} with {spec!r} re-ranks {size} documents, over this server's limit of "
+            f"{asked} with {spec!r} re-ranks {size} documents, over this server's limit of "
             f"{limit} per request; ask for at most {limit} hits (or raise --max-documents)"
         )
     return spec

@@ -542,6 +542,12 @@ class SearchRequest(_Strict):
         "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
     )
     size: PageSize = 10
+    from_: NonNegativeCount = Field(
+        0,
+        alias="from",
+        description="hits to skip: 10 with size 10 is the second page, ranked 11 to 20 (from + "
+        "size at most 10,000; a compound retriever pages over its rank_window_size)",
+    )
     filter: dict[str, Any] | list[Any] | None = Field(
         default=None,
         description="Elasticsearch filter (term, terms, range, exists, ids, match_all, bool; a "
@@ -599,6 +605,12 @@ class EsSearchRequest(_Strict):
         None, description='queries fused by rank: [{"query": {...}}, ...] (with rank only)'
     )
     size: PageSize = 10
+    from_: NonNegativeCount = Field(
+        0,
+        alias="from",
+        description="hits to skip, as in Elasticsearch (from + size at most 10,000; a compound "
+        "retriever pages over its rank_window_size)",
+    )
     source: Flag | None = Field(
         None, alias="_source", description="false leaves each hit's _source out"
     )

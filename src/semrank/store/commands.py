@@ -1005,6 +1005,13 @@ def search_command(
         help="How many hits to return (default: a _search body's size, else 10 or the top "
         "rank_window_size when smaller).",
     ),
+    offset: int = typer.Option(
+        0,
+        "--offset",
+        min=0,
+        help="Hits to skip first (Elasticsearch's from): --offset 10 --top-n 10 is page 2, "
+        "ranked 11 to 20. A compound retriever pages over its rank_window_size.",
+    ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop re-ranked hits below."),
     field: str = typer.Option("*", "--field", help="Field to search and re-rank ('*': all text)."),
     filter_json: str | None = typer.Option(
@@ -1028,7 +1035,9 @@ def search_command(
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
     from semrank.pipeline import (
         build_retriever,
+        check_page,
         check_window,
+        page_start,
         rerank_window_for,
         reranking_nodes,
         search,
@@ -1049,8 +1058,10 @@ def search_command(
             given={"--model": model, "--min-score": min_score, "--window": window,
                    "--field": None if field == "*" else field},
         )  # fmt: skip
-        tree, with_documents = _tree_from(retriever)
-        top_n = _body_size(tree) if top_n is None else top_n
+        body = _tree_from(retriever)
+        tree, with_documents = body.tree, body.source
+        offset = page_start(offset, body.offset, "--offset ")
+        top_n = _body_size(tree, body.offset) if top_n is None else top_n
         check_window(tree, top_n, "--top-n")
     else:
         _check_search_flags(
@@ -1061,7 +1072,8 @@ def search_command(
         top_n = DEFAULT_TOP_N if top_n is None else top_n
         if shorthand is not None:  # as the flags it stands for
             stage, rerank = shorthand.first_stage, shorthand.rerank
-        window = rerank_window_for(top_n) if window is None else window  # as shorthands
+        # As shorthands: the re-ranker reads every hit down to the page's last.
+        window = rerank_window_for(offset + top_n) if window is None else window
         _check_window_and_field(
             rerank=rerank, window=window, top_n=top_n, dense_only=stage == "dense" and not rerank,
             field=field,
@@ -1076,6 +1088,7 @@ def search_command(
         tree = build_retriever(
             stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
         )
+    check_page(offset, top_n, ("--offset", "--top-n"))
     check_reranking_flags_used(
         backend,
         feedback,
@@ -1089,7 +1102,13 @@ def search_command(
 
         with open_index(index, store=store) as opened:
             results = search(
-                opened, query, retriever=tree, k=top_n, with_documents=with_documents, filter=flt
+                opened,
+                query,
+                retriever=tree,
+                k=top_n,
+                with_documents=with_documents,
+                filter=flt,
+                offset=offset,
             )
             text_fields: Sequence[str] = opened.settings.text_fields
     else:
@@ -1102,6 +1121,7 @@ def search_command(
             home=home,
             with_documents=with_documents,
             filter=flt,
+            offset=offset,
         )
         _warn_if_incomplete(index, home)
     for warning in results.warnings:  # stderr: stdout stays the results
@@ -1115,15 +1135,16 @@ def search_command(
 DEFAULT_TOP_N = 10
 
 
-def _body_size(tree: Any) -> int:
-    """A _search body's ``size`` (its tree's outer cut-off), else DEFAULT_TOP_N: a body asking
-    for 20 hits got 10, the default --top-n, without a word. Without a size, a smaller top
-    rank_window_size is the count, as Elasticsearch answers such a body (it was refused as
-    below the 10 hits --top-n asks for, which nobody gave)."""
+def _body_size(tree: Any, body_from: int = 0) -> int:
+    """A _search body's ``size`` (its tree's outer cut-off, which ends the page its ``from``
+    begins), else DEFAULT_TOP_N: a body asking for 20 hits got 10, the default --top-n,
+    without a word. Without a size, a smaller top rank_window_size is the count, as
+    Elasticsearch answers such a body (it was refused as below the 10 hits --top-n asks for,
+    which nobody gave)."""
     from semrank.pipeline import Cutoff, hits_without_size
 
     if isinstance(tree, Cutoff):
-        return int(tree.k)
+        return int(tree.k) - body_from
     return hits_without_size(tree, DEFAULT_TOP_N)
 
 
