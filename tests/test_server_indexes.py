@@ -1326,3 +1326,21 @@ async def test_a_search_pages_with_from_on_both_search_routes(
     twice = await client.post("/v1/indexes/many/search", json={"retriever": body, "from": 5})
     assert twice.status_code == 422 and "give one of them" in twice.json()["error"], twice.text
     assert [h["rank"] for h in await own({"retriever": body})] == list(range(11, 21))
+
+
+async def test_a_search_body_given_as_the_retriever_keeps_its_own_size(
+    client: httpx.AsyncClient,
+) -> None:
+    """A retriever given as a whole _search body with "size": 15 and no request size answered
+    10 hits, where the library, the CLI and POST /{index}/_search give the body's 15."""
+    created = await client.post("/v1/indexes", json={"name": "sized", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    notes = [{"id": f"n{i}", "title": f"Note {i}", "text": "fleas " * (i + 1)} for i in range(20)]
+    await client.post("/v1/indexes/sized/documents", json={"documents": notes})
+    tree = {"standard": {"query": {"match": {"text": "fleas"}}}}
+    for body, count in (({"retriever": tree, "size": 15}, 15), ({"retriever": tree}, 10)):
+        found = await client.post("/v1/indexes/sized/search", json={"retriever": body})
+        assert len(found.json()["hits"]) == count, (body, found.text)
+    paged = {"retriever": tree, "size": 15, "from": 10}  # hits 11-20: the index holds 20
+    found = await client.post("/v1/indexes/sized/search", json={"retriever": paged})
+    assert [h["rank"] for h in found.json()["hits"]] == list(range(11, 21)), found.text

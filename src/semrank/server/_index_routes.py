@@ -293,7 +293,7 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     from semrank.pipeline import (
         check_page,
         check_window,
-        hits_without_size,
+        hits_asked,
         page_start,
         read_retriever,
     )
@@ -311,9 +311,11 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     tree = _bind_models(read.tree, service)
     with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)
-    # A size the client gave is checked against the window; none asks for the default or the
-    # window's hits where fewer, as POST /{index}/_search and `semrank search` answer it.
-    size = body.size if "size" in body.model_fields_set else hits_without_size(tree, body.size)
+    # A size the client gave is checked against the window; none asks for a _search body's
+    # own size, else the default or the window's hits where fewer, as POST /{index}/_search,
+    # `semrank search` and the library answer it.
+    given = "size" in body.model_fields_set
+    size = body.size if given else hits_asked(spec, read.tree, None, read.offset)
     check_window(tree, size)
     deadline = service.deadline(body.timeout_ms)
 
