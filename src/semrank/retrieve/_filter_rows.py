@@ -31,15 +31,93 @@ from semrank.retrieve._filter import (
     fields_read,
 )
 
+_KINDS = ("number", "string", "bool")
+_NO_ROWS = np.empty(0, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class _Values:
+    """One kind's distinct values, ascending, and the rows holding each: those of
+    ``values[i]`` are ``rows[starts[i]:starts[i + 1]]``. Three arrays for the whole field, not
+    one per value: a field with a value per document (a url) cost ~500 bytes a row that way."""
+
+    values: list[Scalar]
+    starts: np.ndarray  # int64, one more than values
+    rows: np.ndarray  # int32, ascending within each value
+
+    def rows_of(self, value: Scalar) -> np.ndarray:
+        """The rows holding ``value`` (equal as Python compares: 1 is 1.0)."""
+        at = bisect.bisect_left(self.values, value)
+        if at < len(self.values) and self.values[at] == value:
+            return self.rows[self.starts[at] : self.starts[at + 1]]
+        return _NO_ROWS
+
+    def rows_between(self, low: int, high: int) -> np.ndarray:
+        """The rows of ``values[low:high]``."""
+        return self.rows[self.starts[low] : self.starts[high]] if low < high else _NO_ROWS
+
+    def merged(self, new_row: np.ndarray, added: dict[Scalar, list[int]]) -> _Values:
+        """These values with each row renumbered by ``new_row`` (-1: dropped), and ``added``'s
+        (value -> rows, none of them a renumbered one's) merged in; values left with no row go."""
+        inserted, groups = self._placed(sorted(added))
+        old_groups = np.repeat(np.arange(len(self.values)), np.diff(self.starts))
+        kept_rows = new_row[self.rows] if len(self.rows) else _NO_ROWS
+        kept = kept_rows >= 0
+        shift = np.arange(len(self.values)) + np.searchsorted(
+            np.array([at for at, _ in inserted], dtype=np.int64),
+            np.arange(len(self.values)),
+            side="right",
+        )
+        new_groups = [groups[value] for value in added for _ in added[value]]
+        all_groups = np.concatenate([shift[old_groups[kept]], np.array(new_groups, np.int64)])
+        all_rows = np.concatenate(
+            [kept_rows[kept], np.fromiter((r for v in added for r in added[v]), np.int64)]
+        )
+        order = np.lexsort((all_rows, all_groups))
+        merged = self._with_inserted(inserted)
+        counts = np.bincount(all_groups, minlength=len(merged))
+        starts = np.concatenate([[0], np.cumsum(counts[counts > 0])]).astype(np.int64)
+        values = [value for value, count in zip(merged, counts.tolist(), strict=True) if count]
+        return _Values(values, starts, all_rows[order].astype(np.int32))
+
+    def _placed(
+        self, new_values: list[Scalar]
+    ) -> tuple[list[tuple[int, Scalar]], dict[Scalar, int]]:
+        """Where each of ``new_values`` (ascending) goes among the merged values: the ones to
+        insert ``(before which old value, value)``, and each one's merged position."""
+        inserted: list[tuple[int, Scalar]] = []
+        position: dict[Scalar, int] = {}
+        for value in new_values:
+            at = bisect.bisect_left(self.values, value)
+            position[value] = at + len(inserted)  # after every value inserted before it
+            if at == len(self.values) or self.values[at] != value:
+                inserted.append((at, value))
+        return inserted, position
+
+    def _with_inserted(self, inserted: list[tuple[int, Scalar]]) -> list[Scalar]:
+        merged: list[Scalar] = []
+        done = 0
+        for at, value in inserted:
+            merged.extend(self.values[done:at])
+            merged.append(value)
+            done = at
+        merged.extend(self.values[done:])
+        return merged
+
 
 @dataclass(frozen=True)
 class _Column:
-    """One field's values: rows by exact value, and numbers and strings in sorted order."""
+    """One field's values by kind ("number", "string", "bool"), and which rows have any."""
 
-    exact: dict[tuple[str, Scalar], np.ndarray]  # (kind, value) -> rows holding it
-    sorted_values: dict[str, tuple[list[Scalar], np.ndarray]]  # kind -> (values, their rows)
+    by_kind: dict[str, _Values]
     has_value: np.ndarray  # rows with any value (a range without bounds)
     has_leaf: np.ndarray  # rows with any value, inside objects too (``exists``)
+
+
+_NO_VALUES = _Values([], np.zeros(1, dtype=np.int64), _NO_ROWS)
+_NO_COLUMN = _Column(
+    dict.fromkeys(_KINDS, _NO_VALUES), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+)
 
 
 class _ColumnReader:
@@ -48,8 +126,7 @@ class _ColumnReader:
 
     def __init__(self, path: str, rows: int) -> None:
         self.path = path
-        self.exact: dict[tuple[str, Scalar], list[int]] = {}
-        self.by_kind: dict[str, list[tuple[Scalar, int]]] = {"number": [], "string": []}
+        self.by_kind: dict[str, dict[Scalar, list[int]]] = {kind: {} for kind in _KINDS}
         self.has_value = np.zeros(rows, dtype=bool)
         self.has_leaf = np.zeros(rows, dtype=bool)
 
@@ -58,20 +135,18 @@ class _ColumnReader:
         self.has_value[row] = bool(values)
         self.has_leaf[row] = bool(values) or bool(document_values(document, self.path, leaves=True))
         for value in values:
-            kind = _kind(value)
-            self.exact.setdefault((kind, value), []).append(row)
-            if kind != "bool":
-                self.by_kind[kind].append((value, row))
+            found = self.by_kind[_kind(value)].setdefault(value, [])
+            if not found or found[-1] != row:  # a value twice in one document: its row once
+                found.append(row)
 
-    def column(self) -> _Column:
-        sorted_values = {}
-        for kind, pairs in self.by_kind.items():
-            pairs.sort(key=lambda pair: pair[0])
-            sorted_values[kind] = ([v for v, _ in pairs], np.array([r for _, r in pairs], int))
-        rows = {
-            key: np.unique(np.array(found, dtype=np.int64)) for key, found in self.exact.items()
-        }
-        return _Column(rows, sorted_values, self.has_value, self.has_leaf)
+    def column(self, base: _Column = _NO_COLUMN, new_row: np.ndarray = _NO_ROWS) -> _Column:
+        """The values read, with ``base``'s (another table's column) for the rows ``new_row``
+        gives them (its row -> this table's, -1: not kept) merged in."""
+        kept = new_row >= 0
+        self.has_value[new_row[kept]] = base.has_value[kept]
+        self.has_leaf[new_row[kept]] = base.has_leaf[kept]
+        by_kind = {kind: base.by_kind[kind].merged(new_row, self.by_kind[kind]) for kind in _KINDS}
+        return _Column(by_kind, self.has_value, self.has_leaf)
 
 
 class FieldTable:
@@ -93,7 +168,7 @@ class FieldTable:
         """Read ``paths`` of ``documents`` (one per row, in row order), in one pass that keeps
         no document: a generator reading them one at a time holds one at a time (with no
         paths, it is not read at all)."""
-        readers = [_ColumnReader(path, len(self.ids)) for path in paths]
+        readers = [_ColumnReader(path, len(self)) for path in paths]
         if not readers:
             return
         count = 0
@@ -147,14 +222,19 @@ class FieldTable:
         return passing
 
     def _term_mask(self, flt: Term) -> np.ndarray:
-        exact = self._columns[flt.field].exact
+        by_kind = self._columns[flt.field].by_kind
+        found = [by_kind[_kind(v)].rows_of(v) for v in flt.values if not flt.case_insensitive]
         if flt.case_insensitive:
             wanted = {_fold(v) for v in flt.values}
-            keys = [key for key in exact if _fold(key[1]) in wanted]
-        else:
-            keys = [(_kind(v), v) for v in flt.values]
-        found = [exact[key] for key in keys if key in exact]
-        return self._with_rows(np.concatenate(found) if found else np.empty(0, np.int64))
+            found += [by_kind[kind].rows_of(v) for kind, v in wanted if kind != "string"]
+            strings = by_kind["string"]
+            folded = {v for kind, v in wanted if kind == "string"}
+            found += [
+                strings.rows_between(at, at + 1)
+                for at, v in enumerate(strings.values)
+                if isinstance(v, str) and v.casefold() in folded
+            ]
+        return self._with_rows(np.concatenate(found) if found else _NO_ROWS)
 
     def _range_mask(self, flt: Range) -> np.ndarray:
         column = self._columns[flt.field]
@@ -165,7 +245,8 @@ class FieldTable:
         kinds = {_kind(v) for v in given.values()}
         if len(kinds) != 1 or "bool" in kinds:  # values compare with none of them
             return np.zeros(len(self), dtype=bool)
-        values, rows = column.sorted_values[kinds.pop()]
+        sorted_values = column.by_kind[kinds.pop()]
+        values = sorted_values.values
         low, high = 0, len(values)
         if "gt" in given:
             low = max(low, bisect.bisect_right(values, given["gt"]))
@@ -175,4 +256,4 @@ class FieldTable:
             high = min(high, bisect.bisect_left(values, given["lt"]))
         if "lte" in given:
             high = min(high, bisect.bisect_right(values, given["lte"]))
-        return self._with_rows(rows[low:high] if low < high else np.empty(0, np.int64))
+        return self._with_rows(sorted_values.rows_between(low, high))
