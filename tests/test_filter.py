@@ -112,6 +112,45 @@ def test_a_field_table_of_a_value_per_row_is_compact() -> None:
     assert np.flatnonzero(table.mask(flt)).tolist() == [42, 19998, 19999]
 
 
+def test_a_field_table_updated_after_writes_agrees_with_the_reference() -> None:
+    """A table brought to a later state (rows rewritten, added, deleted: only the rows
+    written since read) masks rows as the reference does, as a table read whole would."""
+    rng = random.Random(3)
+    pool: list[Any] = [1, 1.0, 2, 2.5, 10**20, 1e20, "1", "a", "A", "b", "ß", "SS", True, False,
+                       None, [], {"x": 1}, {"x": "a"}]  # fmt: skip
+
+    def doc() -> dict[str, Any]:
+        return {"v": rng.choice(pool), "w": [rng.choice(pool) for _ in range(rng.randint(0, 3))]}
+
+    specs = [
+        {"term": {"v": 1}}, {"term": {"v": True}}, {"term": {"w": {"value": "ss",
+        "case_insensitive": True}}}, {"terms": {"w": [2.5, "b", False]}},
+        {"range": {"v": {"gt": 1}}}, {"range": {"w": {"gte": "a", "lte": "b"}}},
+        {"range": {"v": {"lte": 1e20}}}, {"exists": {"field": "w.x"}}, {"term": {"w.x": "a"}},
+    ]  # fmt: skip
+    flts = [parse_filter(spec) for spec in specs]
+    for _ in range(60):
+        docs = {key: doc() for key in range(rng.randint(0, 25))}
+        table = FieldTable([f"d{key}" for key in docs], np.array(list(docs)))
+        table.add_fields(list(docs.values()), ["v", "w"][: rng.randint(1, 2)])
+        for _ in range(3):
+            fresh = {key for key in docs if rng.random() < 0.2}
+            docs = {key: doc() if key in fresh else d for key, d in docs.items()
+                    if rng.random() > 0.15 or key in fresh}  # fmt: skip
+            for key in range(max(docs, default=0) + 1, max(docs, default=0) + rng.randint(1, 4)):
+                docs[key], _ = doc(), fresh.add(key)
+            keys = sorted(docs)
+            marks = np.array([key in fresh for key in keys], dtype=bool)
+            rows = ([f"d{key}" for key in keys], np.array(keys, dtype=np.int64), marks)
+            table = table.updated(rows, [(key, docs[key]) for key in keys if key in fresh])
+            for flt in flts:
+                if table.missing(flt):
+                    table = table.updated(rows, [(key, docs[key]) for key in keys],
+                                          table.missing(flt))  # fmt: skip
+                expected = [matches(flt, f"d{key}", docs[key]) for key in keys]
+                assert table.mask(flt).tolist() == expected, flt
+
+
 def test_filters_round_trip_through_their_json() -> None:
     specs = [
         {"term": {"lang": {"value": "en", "case_insensitive": True}}},

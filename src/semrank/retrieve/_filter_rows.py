@@ -150,10 +150,15 @@ class _ColumnReader:
 
 
 class FieldTable:
-    """The filter-relevant values of a fixed list of rows (``ids[row]`` is a document id)."""
+    """The filter-relevant values of a fixed list of rows (``ids[row]`` is a document id;
+    ``keys[row]``, ascending, what the rows are known by across states: the store's row
+    numbers)."""
 
-    def __init__(self, ids: Sequence[str]) -> None:
+    def __init__(self, ids: Sequence[str], keys: np.ndarray | None = None) -> None:
         self.ids = list(ids)
+        self.keys = np.arange(len(self.ids)) if keys is None else np.asarray(keys, np.int64)
+        if self.keys.shape != (len(self.ids),):
+            raise ValueError(f"{len(self.keys)} keys for {len(self.ids)} ids")
         self.row_of = {doc_id: row for row, doc_id in enumerate(self.ids)}
         self._columns: dict[str, _Column] = {}
 
@@ -163,6 +168,14 @@ class FieldTable:
     def missing(self, flt: Filter) -> list[str]:
         """The fields ``flt`` reads that this table has not read yet."""
         return sorted({path for path in fields_read(flt) if path not in self._columns})
+
+    def copy(self) -> FieldTable:
+        """A table of the same rows and fields, to read more fields into while this one is
+        used (they share the rows and the fields' values, none of which changes)."""
+        twin = FieldTable.__new__(FieldTable)
+        twin.ids, twin.keys, twin.row_of = self.ids, self.keys, self.row_of
+        twin._columns = dict(self._columns)
+        return twin
 
     def add_fields(self, documents: Iterable[Mapping[str, Any]], paths: Iterable[str]) -> None:
         """Read ``paths`` of ``documents`` (one per row, in row order), in one pass that keeps
@@ -182,6 +195,66 @@ class FieldTable:
             raise ValueError(f"{count} documents for a table of {len(self.ids)} rows")
         for reader in readers:
             self._columns[reader.path] = reader.column()
+
+    def updated(
+        self,
+        rows: tuple[Sequence[str], np.ndarray, np.ndarray],
+        documents: Iterable[tuple[int, Mapping[str, Any]]],
+        paths: Sequence[str] = (),
+    ) -> FieldTable:
+        """This table's fields, and ``paths`` too, for the rows ``(ids, keys, fresh)`` of a
+        later state (``fresh`` marks those written since), read from ``documents``, ``(key,
+        document)`` in key order: the fresh rows' for this table's fields, every row's for
+        ``paths``; the others keep this table's values for their key, and rows whose key is
+        gone go. A row given no document holds no value (a reader skipping rows written
+        meanwhile checks the state did not move). A new table: this one is left as it is."""
+        ids, keys, fresh = rows
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(ids) != len(keys) or len(fresh) != len(keys):
+            raise ValueError(f"{len(ids)} ids, {len(keys)} keys, {len(fresh)} fresh marks")
+        unchanged = not fresh.any() and np.array_equal(keys, self.keys)
+        table = self.copy() if unchanged else FieldTable(ids, keys)
+        kept = {} if unchanged else self._columns
+        readers = table._read(documents, fresh, [*kept], paths)
+        new_row = self._rows_in(table, fresh)
+        for reader in readers[: len(kept)]:
+            table._columns[reader.path] = reader.column(kept[reader.path], new_row)
+        for reader in readers[len(kept) :]:
+            table._columns[reader.path] = reader.column()
+        return table
+
+    def _rows_in(self, later: FieldTable, fresh: np.ndarray) -> np.ndarray:
+        """Each row's row in ``later``: the one of its key, -1 where that is gone or fresh."""
+        new_row = np.full(len(self), -1, dtype=np.int64)
+        if len(later):
+            at = np.minimum(np.searchsorted(later.keys, self.keys), len(later) - 1)
+            same = (later.keys[at] == self.keys) & ~fresh[at]
+            new_row[same] = at[same]
+        return new_row
+
+    def _read(
+        self,
+        documents: Iterable[tuple[int, Mapping[str, Any]]],
+        fresh: np.ndarray,
+        fresh_paths: Sequence[str],
+        paths: Sequence[str],
+    ) -> list[_ColumnReader]:
+        """Readers of ``fresh_paths`` (of the rows ``fresh`` marks) then of ``paths`` (of
+        every row), that read ``documents`` ``(key, document)`` in key order (with no paths,
+        they are not read at all)."""
+        readers = [_ColumnReader(path, len(self)) for path in [*fresh_paths, *paths]]
+        if not readers:
+            return []
+        keys, row = self.keys.tolist(), 0
+        for key, document in documents:
+            while row < len(keys) and keys[row] < key:
+                row += 1
+            if row == len(keys) or keys[row] != key:
+                raise ValueError(f"a document of key {key}, which the table has no row of")
+            start = 0 if fresh[row] else len(fresh_paths)
+            for reader in readers[start:]:
+                reader.add(row, document)
+        return readers
 
     def rows_of(self, ids: Iterable[str]) -> np.ndarray:
         """The row of each id, -1 where the table has none."""

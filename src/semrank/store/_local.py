@@ -143,6 +143,15 @@ def _noting_rows(rows: Iterable[tuple[Any, ...]], *noted: list[Any]) -> Iterator
         yield text
 
 
+def _parsed(rows: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(pk, document)`` of rows ``(pk, doc JSON)``, one parsed at a time."""
+    return ((pk, json.loads(doc)) for pk, doc in rows)
+
+
+_FieldState = tuple[tuple[int, str], FieldTable]  # (generation, commit) -> its table
+_NO_TABLE = FieldTable([])
+
+
 def _ids_array(ids: list[str]) -> np.ndarray:
     array = np.empty(len(ids), dtype=object)
     array[:] = ids
@@ -178,8 +187,8 @@ class LocalStore(Store):
         # Filters: the values of the fields they read, for one state of the documents (its
         # generation and commit), and where each derived index's positions are in that table.
         self._filter_lock = threading.Lock()
-        self._filter_table: tuple[tuple[int, str], FieldTable] | None = None
-        self._filter_rows: dict[str, tuple[int, FieldTable, np.ndarray]] = {}
+        self._filter_table: _FieldState | None = None
+        self._filter_rows: dict[str, tuple[int, list[str], np.ndarray]] = {}
         self._slow_build_noted: float | None = None  # time.monotonic() of the last warning
         snap.clean_temporaries(path)
 
@@ -949,8 +958,9 @@ class LocalStore(Store):
         table = self._field_table(flt)
         with self._filter_lock:
             held = self._filter_rows.get(key)
-            if held is None or held[0] != loaded.generation or held[1] is not table:
-                held = (loaded.generation, table, table.rows_of(loaded.ids.tolist()))
+            # By the table's rows, shared by the tables of one state with more fields read.
+            if held is None or held[0] != loaded.generation or held[1] is not table.ids:
+                held = (loaded.generation, table.ids, table.rows_of(loaded.ids.tolist()))
                 self._filter_rows[key] = held
         rows = held[2]
         passing = table.mask(flt)
@@ -958,19 +968,35 @@ class LocalStore(Store):
 
     def _field_table(self, flt: Filter) -> FieldTable:
         """The values of the fields ``flt`` reads, of every document in the index's current
-        state: each document is read once per state (and field), not at every search."""
+        state: each document is read once per state (and field), not at every search; after
+        a write, only the rows written since are."""
         with self._filter_lock:
             state = self.db.state()
             held = self._filter_table
             if held is not None and held[0] == state and not held[1].missing(flt):
                 return held[1]
-            with self.db.snapshot() as conn:
-                state = (self.db.generation(conn), self.db.commit_token(conn))
-                table = held[1] if held is not None and held[0] == state else None
-                if table is None:
-                    table = FieldTable([doc_id for (doc_id,) in self.db.iter_rows(conn, "id")])
-                # One document parsed at a time (in the snapshot: the rows the ids are of).
-                documents = (json.loads(doc) for (doc,) in self.db.iter_rows(conn, "doc"))
-                table.add_fields(documents, table.missing(flt))
-            self._filter_table = (state, table)
-            return table
+            self._filter_table = self._read_fields(flt, held)
+            return self._filter_table[1]
+
+    def _read_fields(self, flt: Filter, held: _FieldState | None) -> _FieldState:
+        """``held``'s table brought to the documents' state now, with ``flt``'s fields read
+        (one document parsed at a time, in one read transaction): where ``held`` is of an
+        earlier state of this very database, only the rows written since are read for its
+        fields, as the BM25 and vector snapshots are updated."""
+        with self.db.snapshot() as conn:
+            state = (self.db.generation(conn), self.db.commit_token(conn))
+            base, since = _NO_TABLE, -1  # no table of an earlier state: every row read
+            if held is not None and self.db.commit_history(conn).get(held[0][0]) == held[0][1]:
+                base, since = held[1], held[0][0]
+            pks, ids, gens = self._row_keys(conn)
+            paths = base.missing(flt)
+            after = -1 if paths else since  # a new field: every row read
+            written = self.db.iter_rows(conn, "pk, doc", written_after=after)
+            return state, base.updated((ids, pks, gens > since), _parsed(written), paths)
+
+    def _row_keys(self, conn: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Every row's ``pk``, id and generation, in ``pk`` order."""
+        pks: list[int] = []
+        gens: list[int] = []
+        ids = list(_noting_rows(self.db.iter_rows(conn, "pk, gen, id"), pks, gens))
+        return np.array(pks, dtype=np.int64), ids, np.array(gens, dtype=np.int64)
