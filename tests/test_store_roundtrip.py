@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -1405,19 +1406,69 @@ def test_a_filter_reads_its_field_without_holding_every_document(tmp_path: Path)
         assert peak < corpus / 4, (spec, peak, corpus)
 
 
-def _reads_of_documents(index: Any) -> list[int]:
-    """Counts, in a list, the documents the store's database hands out with their JSON."""
+def _reads_of_documents(index: Any, gate: Any = None) -> list[int]:
+    """Counts, in a list, the documents the store's database hands out with their JSON (in
+    pages or in one pass); ``gate(thread)`` runs before each such read (to hold one up)."""
     counted: list[int] = []
     db = index.db
-    rows = db.iter_rows
+    pages, rows = db.documents_after, db.iter_rows
+
+    def documents_after(*args: Any, **kwargs: Any) -> Any:
+        if gate is not None:
+            gate(threading.current_thread())
+        found = pages(*args, **kwargs)
+        counted.append(len(found))
+        return found
 
     def iter_rows(conn: Any, columns: str, **kwargs: Any) -> Any:
+        if "doc" in columns and gate is not None:
+            gate(threading.current_thread())
         for row in rows(conn, columns, **kwargs):
             counted.append(int("doc" in columns))
             yield row
 
-    db.iter_rows = iter_rows
+    db.documents_after, db.iter_rows = documents_after, iter_rows
     return counted
+
+
+def test_a_search_on_a_read_field_does_not_wait_for_another_reading_a_new_field(
+    tmp_path: Path,
+) -> None:
+    """A filter on a new field read every document holding the filter lock and the read
+    connection: every filtered search of the process (a server shares the store) waited
+    seconds for it. The documents are read in pages with neither held."""
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert(_tagged(60))
+    by_year = parse_filter({"range": {"year": {"gte": 2010}}})
+    expected = index.search_bm25("moon", k=60, filter=by_year).ids.tolist()  # year: read
+    reading, release = threading.Event(), threading.Event()
+    by_tenant = parse_filter({"term": {"meta.tenant": "t3"}})  # not read yet
+    reader = threading.Thread(
+        target=index.search_bm25, args=("moon",), kwargs={"k": 5, "filter": by_tenant}
+    )
+
+    def gate(thread: threading.Thread) -> None:
+        if thread is reader:
+            reading.set()
+            release.wait(30)
+
+    _reads_of_documents(index, gate)
+    found: list[list[str]] = []
+    searcher = threading.Thread(
+        target=lambda: found.append(index.search_bm25("moon", k=60, filter=by_year).ids.tolist())
+    )
+    reader.start()
+    try:
+        assert reading.wait(10)
+        searcher.start()
+        searcher.join(10)
+        assert found == [expected]  # done while the other search is still reading
+    finally:
+        release.set()
+        reader.join(30)
+        searcher.join(30)
+    tenant_3 = [i for i in index.search_bm25("moon", k=60).ids.tolist() if int(i[1:]) % 10 == 3]
+    assert index.search_bm25("moon", k=60, filter=by_tenant).ids.tolist() == tenant_3
 
 
 def test_a_filter_after_a_write_reads_only_the_rows_written_since(tmp_path: Path) -> None:

@@ -148,6 +148,13 @@ def _parsed(rows: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict[str, An
     return ((pk, json.loads(doc)) for pk, doc in rows)
 
 
+# Filters' field tables (see LocalStore._field_table): the documents are read in pages of
+# at most _FILTER_PAGE documents and about _FILTER_PAGE_BYTES; while writes land meanwhile,
+# again (the rows written since), at most _FILTER_READS times, the last in one read
+# transaction.
+_FILTER_PAGE = 1000
+_FILTER_PAGE_BYTES = 1 << 19
+_FILTER_READS = 3
 _FieldState = tuple[tuple[int, str], FieldTable]  # (generation, commit) -> its table
 _NO_TABLE = FieldTable([])
 
@@ -186,7 +193,8 @@ class LocalStore(Store):
         self._build_lock = threading.Lock()
         # Filters: the values of the fields they read, for one state of the documents (its
         # generation and commit), and where each derived index's positions are in that table.
-        self._filter_lock = threading.Lock()
+        self._filter_lock = threading.Lock()  # held to look or publish, never to read
+        self._filter_build_lock = threading.Lock()  # held to read documents into a table
         self._filter_table: _FieldState | None = None
         self._filter_rows: dict[str, tuple[int, list[str], np.ndarray]] = {}
         self._slow_build_noted: float | None = None  # time.monotonic() of the last warning
@@ -970,19 +978,47 @@ class LocalStore(Store):
         """The values of the fields ``flt`` reads, of every document in the index's current
         state: each document is read once per state (and field), not at every search; after
         a write, only the rows written since are."""
-        with self._filter_lock:
-            state = self.db.state()
-            held = self._filter_table
-            if held is not None and held[0] == state and not held[1].missing(flt):
-                return held[1]
-            self._filter_table = self._read_fields(flt, held)
-            return self._filter_table[1]
+        found = self._current_table(flt)
+        if found is not None:
+            return found
+        # One read at a time: a second search needing a field waits for the first to read it
+        # rather than read it too (parsing is CPU-bound under the GIL: two reads at once take
+        # as long as one after the other, with twice the memory), then finds it read.
+        with self._filter_build_lock:
+            found = self._current_table(flt)
+            if found is not None:
+                return found
+            with self._filter_lock:
+                held = self._filter_table
+            read = self._read_fields(flt, held, consistent=_FILTER_READS == 1)
+            for attempt in range(1, _FILTER_READS):
+                if read[0] == self.db.state():  # no write while it read: complete
+                    break
+                read = self._read_fields(flt, read, consistent=attempt == _FILTER_READS - 1)
+            with self._filter_lock:
+                self._filter_table = read
+            return read[1]
 
-    def _read_fields(self, flt: Filter, held: _FieldState | None) -> _FieldState:
-        """``held``'s table brought to the documents' state now, with ``flt``'s fields read
-        (one document parsed at a time, in one read transaction): where ``held`` is of an
-        earlier state of this very database, only the rows written since are read for its
-        fields, as the BM25 and vector snapshots are updated."""
+    def _current_table(self, flt: Filter) -> FieldTable | None:
+        """The table read last if it is of the documents' state now and holds ``flt``'s
+        fields. The lock is held only to look: a search never waits for another's read."""
+        state = self.db.state()
+        with self._filter_lock:
+            held = self._filter_table
+        if held is not None and held[0] == state and not held[1].missing(flt):
+            return held[1]
+        return None
+
+    def _read_fields(
+        self, flt: Filter, held: _FieldState | None, *, consistent: bool
+    ) -> _FieldState:
+        """``held``'s table brought to the documents' state now, with ``flt``'s fields read:
+        where ``held`` is of an earlier state of this very database, only the rows written
+        since are read for its fields. ``consistent``: every document read in one read
+        transaction, which holds the read connection (every other read waits) throughout.
+        Else in short pages, between which other reads go: rows written meanwhile are not
+        read, and the table lacks them unless the state is the same after (the caller's
+        check; an earlier state's table still serves to read only the rows written since)."""
         with self.db.snapshot() as conn:
             state = (self.db.generation(conn), self.db.commit_token(conn))
             base, since = _NO_TABLE, -1  # no table of an earlier state: every row read
@@ -991,8 +1027,11 @@ class LocalStore(Store):
             pks, ids, gens = self._row_keys(conn)
             paths = base.missing(flt)
             after = -1 if paths else since  # a new field: every row read
-            written = self.db.iter_rows(conn, "pk, doc", written_after=after)
-            return state, base.updated((ids, pks, gens > since), _parsed(written), paths)
+            rows = (ids, pks, gens > since)
+            if consistent:
+                written = self.db.iter_rows(conn, "pk, doc", written_after=after)
+                return state, base.updated(rows, _parsed(written), paths)
+        return state, base.updated(rows, _parsed(self._pages((after, state[0]))), paths)
 
     def _row_keys(self, conn: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Every row's ``pk``, id and generation, in ``pk`` order."""
@@ -1000,3 +1039,19 @@ class LocalStore(Store):
         gens: list[int] = []
         ids = list(_noting_rows(self.db.iter_rows(conn, "pk, gen, id"), pks, gens))
         return np.array(pks, dtype=np.int64), ids, np.array(gens, dtype=np.int64)
+
+    def _pages(self, written: tuple[int, int]) -> Iterator[tuple[int, str]]:
+        """``(pk, doc JSON)`` of the rows last written in generations ``written`` (after,
+        up to], in ``pk`` order, a short read a page: of about _FILTER_PAGE_BYTES, so that
+        large documents are not held a thousand at a time."""
+        after: int | None = None
+        limit = 32  # until the documents' size is known
+        while True:
+            self._require_live()
+            rows = self.db.documents_after(after, limit, written=written)
+            yield from ((pk, doc) for pk, _, doc in rows)
+            if len(rows) < limit:
+                return
+            after = rows[-1][0]
+            size = sum(len(doc) for _, _, doc in rows)
+            limit = max(1, min(_FILTER_PAGE, limit * _FILTER_PAGE_BYTES // max(size, 1)))

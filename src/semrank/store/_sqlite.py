@@ -451,14 +451,21 @@ class DocumentDB:
         for row in rows:  # noqa: UP028 (see above)
             yield row
 
-    def documents_after(self, pk: int | None, limit: int) -> list[tuple[int, str, str]]:
+    def documents_after(
+        self, pk: int | None, limit: int, *, written: tuple[int, int] | None = None
+    ) -> list[tuple[int, str, str]]:
         """Up to ``limit`` rows ``(pk, id, doc JSON)`` past row ``pk`` (None: from the first),
-        in ``pk`` order: one page of an export, read by the primary key's index."""
-        after = "" if pk is None else "WHERE pk > ? "
+        in ``pk`` order: one page of an export, read by the primary key's index. ``written``
+        ``(after, up_to)``: only the rows last written in a generation after ``after`` and not
+        after ``up_to``."""
+        where = ["pk > ?"] if pk is not None else []
+        where += ["gen > ? AND gen <= ?"] if written is not None else []
+        params = ([] if pk is None else [pk]) + ([] if written is None else [*written])
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
         with self._reading() as reader:
             rows = reader.execute(
-                f"SELECT pk, id, doc FROM documents {after}ORDER BY pk LIMIT ?",
-                (limit,) if pk is None else (pk, limit),
+                f"SELECT pk, id, doc FROM documents {clause}ORDER BY pk LIMIT ?",
+                (*params, limit),
             )
             return [(int(row[0]), str(row[1]), str(row[2])) for row in rows.fetchall()]
 
