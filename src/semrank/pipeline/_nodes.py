@@ -15,7 +15,7 @@ import functools
 import inspect
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,11 @@ from semrank.pipeline._ranking import Ranking
 from semrank.retrieve import (
     NORMALIZERS,
     Filter,
+    FilterSpec,
     Hits,
     all_of,
+    as_filter,
     linear_combination,
-    parse_filter,
     rrf,
     unit_query_vector,
 )
@@ -83,13 +84,9 @@ def _refuse_weighted_child(node: str, child: object) -> None:
         )
 
 
-# A node's filter: Elasticsearch filter JSON (a query object or a list of them) or a parsed one.
-FilterSpec = Filter | Mapping[str, Any] | Sequence[Any] | None
-
-
-def parsed_filter(spec: FilterSpec, where: str) -> Filter | None:
+def parsed_filter(spec: FilterSpec | None, where: str) -> Filter | None:
     """A filter given as JSON (``{"term": {"lang": "en"}}``) or parsed, parsed."""
-    return spec if spec is None or isinstance(spec, Filter) else parse_filter(spec, where)
+    return None if spec is None else as_filter(spec, where)
 
 
 def _set_filter(node: object, name: str) -> None:
@@ -332,7 +329,7 @@ class BM25(Retriever):
     text: str | None = None
     fields: tuple[tuple[str, float], ...] = ()
     mode: str = "best_fields"
-    filter: FilterSpec = None
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         _set_filter(self, "standard")
@@ -383,7 +380,7 @@ class Knn(Retriever):
     vector: tuple[float, ...] | None = None
     similarity: float | None = None
     model_id: str | None = None
-    filter: FilterSpec = None
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         _set_filter(self, "knn")
@@ -564,7 +561,7 @@ class RRF(Retriever):
     rank_constant: int = 60
     weights: tuple[float, ...] | None = None
     composed: bool = field(default=False, compare=False)
-    filter: FilterSpec = None
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         _set_filter(self, "rrf")
@@ -623,7 +620,7 @@ class Linear(Retriever):
     normalizers: tuple[str, ...] | None = None
     rank_window_size: int | None = None
     composed: bool = field(default=False, compare=False)
-    filter: FilterSpec = None
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         _set_filter(self, "linear")
@@ -736,7 +733,7 @@ class TextSimilarityReranker(Retriever):
     inference_text: str | None = None
     rank_window_size: int = 10
     min_score: float | None = None
-    filter: FilterSpec = None
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         _set_filter(self, "text_similarity_reranker")

@@ -16,7 +16,6 @@ from semrank.pipeline._nodes import (
     DEFAULT_RERANK_WINDOW,
     RRF,
     Cutoff,
-    FilterSpec,
     Knn,
     Linear,
     Retriever,
@@ -32,6 +31,7 @@ from semrank.pipeline._nodes import (
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import SearchResults
+from semrank.retrieve import FilterSpec
 from semrank.store import Store
 from semrank.store._base import check_k
 
@@ -144,7 +144,7 @@ def search(
     home: str | Path | None = None,
     with_documents: bool = True,
     store: str | None = None,
-    filter: FilterSpec = None,
+    filter: FilterSpec | None = None,
     offset: int = 0,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
@@ -272,7 +272,7 @@ def search_many(
     home: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     store: str | None = None,
-    filter: FilterSpec = None,
+    filter: FilterSpec | None = None,
 ) -> dict[str, dict[str, float]]:
     """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list;
     ``store``: a PostgreSQL DSN holding the named index; ``filter``: as ``search``'s, for every

@@ -16,7 +16,9 @@ from semrank.retrieve._dense import (
 )
 from semrank.retrieve._filter import (
     Filter,
+    FilterSpec,
     all_of,
+    as_filter,
     document_values,
     fields_read,
     matches,
@@ -35,11 +37,13 @@ __all__ = [
     "DocTokens",
     "ExactVectorIndex",
     "Filter",
+    "FilterSpec",
     "HNSWVectorIndex",
     "Hits",
     "TextEmbedder",
     "VectorIndex",
     "all_of",
+    "as_filter",
     "build_vector_index",
     "document_values",
     "fields_read",

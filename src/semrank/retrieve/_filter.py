@@ -169,6 +169,15 @@ class Bool:
 Filter: TypeAlias = Term | Range | Exists | Ids | MatchAll | Bool
 
 
+# A filter as given: Elasticsearch JSON (a query object or a list of them) or parsed.
+FilterSpec: TypeAlias = Filter | Mapping[str, Any] | Sequence[Any]
+
+
+def as_filter(spec: FilterSpec, where: str = "filter") -> Filter:
+    """``spec`` parsed where given as JSON (errors name ``where``)."""
+    return spec if isinstance(spec, Filter) else parse_filter(spec, where)
+
+
 def all_of(*filters: Filter | None) -> Filter | None:
     """The filter every one of ``filters`` must pass (None where none is given)."""
     given = tuple(f for f in filters if f is not None)

@@ -15,7 +15,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -48,11 +48,12 @@ from semrank.errors import (
 from semrank.retrieve import (
     BM25Params,
     Filter,
+    FilterSpec,
     Hits,
     TextEmbedder,
+    as_filter,
     matches,
     matches_everything,
-    parse_filter,
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, IngestChecks, documents_from
@@ -742,15 +743,6 @@ def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
                 f"boost of field {name!r} must be a finite number from 0 to {MAX_WEIGHT:g}, "
                 f"got {boost!r}"
             )
-
-
-# A filter as Elasticsearch JSON (a query object or a list of them) or parsed.
-FilterSpec = Filter | Mapping[str, Any] | Sequence[Any]
-
-
-def as_filter(spec: FilterSpec, where: str) -> Filter:
-    """``spec`` parsed (errors name ``where``)."""
-    return spec if isinstance(spec, Filter) else parse_filter(spec, where)
 
 
 def deletion_filter(spec: FilterSpec, where: str = "filter", *, given: str | None = None) -> Filter:

@@ -20,15 +20,21 @@ from semrank.errors import (
     IndexVersionError,
     InvalidInputError,
 )
-from semrank.retrieve import BM25Params, Filter, Hits, TextEmbedder, unit_query_vector
+from semrank.retrieve import (
+    BM25Params,
+    Filter,
+    FilterSpec,
+    Hits,
+    TextEmbedder,
+    as_filter,
+    unit_query_vector,
+)
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
-    FilterSpec,
     IndexInfo,
     IndexSettings,
     ProgressCallback,
     Store,
-    as_filter,
     check_batch_size,
     check_field_boosts,
     check_field_mode,
