@@ -196,6 +196,29 @@ def test_filter_parity_with_the_reference(filtered, spec: Any) -> None:  # type:
     assert sorted(store.search_vector(vector, k=1000, filter=flt).ids.tolist()) == expected
 
 
+def test_postgresql_searches_take_a_filter_as_json(filtered) -> None:  # type: ignore[no-untyped-def]
+    """A filter given as JSON reached the SQL builder as it was: AttributeError 'dict' object
+    has no attribute 'field'. It is parsed, as delete_matching's is."""
+    from semrank.errors import InvalidInputError
+
+    store, _docs = filtered
+    spec = {"term": {"lang": "en"}}
+    vector = HashingEmbedder().embed(["common words"])[0]
+    searches = {
+        "bm25": lambda flt: store.search_bm25("common", k=1000, filter=flt),
+        "fields": lambda flt: store.search_bm25_fields(
+            "common", k=1000, fields=[("text", 1.0)], filter=flt
+        ),
+        "vector": lambda flt: store.search_vector(vector, k=1000, filter=flt),
+    }
+    for name, run in searches.items():
+        parsed = run(parse_filter(spec))
+        assert len(parsed) > 0, name
+        assert sorted(run(spec).ids.tolist()) == sorted(parsed.ids.tolist()), name
+        with pytest.raises(InvalidInputError, match="filter: 'match' is not a supported filter"):
+            run({"match": {"text": "common"}})
+
+
 def test_the_parity_corpus_tells_the_filters_apart(filtered) -> None:  # type: ignore[no-untyped-def]
     """Each filter passes some documents and not others (but match_all and the shadowed keys):
     a corpus every filter passed whole, or not at all, would prove nothing."""

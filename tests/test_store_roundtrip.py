@@ -1367,6 +1367,28 @@ def test_filtered_searches_return_the_k_best_passing_documents(tmp_path: Path, s
     ).ids.tolist() == (_passing(both, flt, documents, 5))
 
 
+def test_store_searches_take_a_filter_as_json_as_delete_matching_does(tmp_path: Path) -> None:
+    """A filter given as Elasticsearch JSON reached the mask as it was: a bare 'TypeError: not
+    a filter: dict'. It is parsed as delete_matching's is, and a bad one is named."""
+    index = create_index("f", home=tmp_path, fields=("text",), embedder=GaussianEmbedder())
+    index.upsert(_tagged(40))
+    spec = [{"term": {"meta.tenant": "t3"}}, {"range": {"year": {"gte": 2010}}}]
+    vector = index.embed_queries(["moon tide ice"])[0]
+    searches = {
+        "bm25": lambda flt: index.search_bm25("moon tide ice", k=5, filter=flt),
+        "fields": lambda flt: index.search_bm25_fields(
+            "moon tide ice", k=5, fields=[("text", 2.0)], filter=flt
+        ),
+        "vector": lambda flt: index.search_vector(vector, k=5, filter=flt),
+    }
+    for name, run in searches.items():
+        parsed = run(parse_filter(spec))
+        assert len(parsed) > 0, name
+        assert run(spec).ids.tolist() == parsed.ids.tolist(), name
+        with pytest.raises(InvalidInputError, match="filter: 'match' is not a supported filter"):
+            run({"match": {"text": "moon"}})
+
+
 def test_a_filter_reads_the_documents_as_they_are_now(tmp_path: Path) -> None:
     index = create_index("f", home=tmp_path, embedding_model=None)
     index.upsert(_tagged(20))

@@ -40,8 +40,8 @@ from semrank.retrieve import (
     FilterSpec,
     Hits,
     all_of,
-    as_filter,
     linear_combination,
+    optional_filter,
     rrf,
     unit_query_vector,
 )
@@ -84,14 +84,9 @@ def _refuse_weighted_child(node: str, child: object) -> None:
         )
 
 
-def parsed_filter(spec: FilterSpec | None, where: str) -> Filter | None:
-    """A filter given as JSON (``{"term": {"lang": "en"}}``) or parsed, parsed."""
-    return None if spec is None else as_filter(spec, where)
-
-
 def _set_filter(node: object, name: str) -> None:
     """Parse a frozen node's ``filter`` where given as JSON."""
-    flt = parsed_filter(getattr(node, "filter", None), f"{name} filter")
+    flt = optional_filter(getattr(node, "filter", None), f"{name} filter")
     object.__setattr__(node, "filter", flt)
 
 

@@ -26,12 +26,11 @@ from semrank.pipeline._nodes import (
     fixed_vector_paths,
     has_placeholder,
     hits_without_size,
-    parsed_filter,
 )
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import SearchResults
-from semrank.retrieve import FilterSpec
+from semrank.retrieve import FilterSpec, optional_filter
 from semrank.store import Store
 from semrank.store._base import check_k
 
@@ -157,7 +156,7 @@ def search(
     named index (default: the embedded store under ``home``). ``filter``: Elasticsearch filter
     JSON (or a parsed ``Filter``) that every hit passes, as if set on the tree's top retriever
     (it holds for every retriever below, with their own filters)."""
-    flt = parsed_filter(filter, "filter")
+    flt = optional_filter(filter)
     if k is not None:
         check_k(k)
     require_flags(with_documents=with_documents)
@@ -277,7 +276,7 @@ def search_many(
     """A run ``{query_id: {doc_id: score}}`` for many queries (ids are positions for a list;
     ``store``: a PostgreSQL DSN holding the named index; ``filter``: as ``search``'s, for every
     query)."""
-    flt = parsed_filter(filter, "filter")
+    flt = optional_filter(filter)
     if not isinstance(queries, Mapping):
         require_collection(
             queries,

@@ -23,6 +23,7 @@ from semrank.retrieve._filter import (
     fields_read,
     matches,
     matches_everything,
+    optional_filter,
     parse_filter,
 )
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
@@ -51,6 +52,7 @@ __all__ = [
     "matches",
     "matches_everything",
     "normalize_scores",
+    "optional_filter",
     "parse_filter",
     "rrf",
     "top_k",

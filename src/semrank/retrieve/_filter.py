@@ -178,6 +178,11 @@ def as_filter(spec: FilterSpec, where: str = "filter") -> Filter:
     return spec if isinstance(spec, Filter) else parse_filter(spec, where)
 
 
+def optional_filter(spec: FilterSpec | None, where: str = "filter") -> Filter | None:
+    """``as_filter`` where a filter is given (a search's, a node's), None where none is."""
+    return None if spec is None else as_filter(spec, where)
+
+
 def all_of(*filters: Filter | None) -> Filter | None:
     """The filter every one of ``filters`` must pass (None where none is given)."""
     given = tuple(f for f in filters if f is not None)

@@ -54,6 +54,7 @@ from semrank.retrieve import (
     as_filter,
     matches,
     matches_everything,
+    optional_filter,
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, IngestChecks, documents_from
@@ -511,12 +512,13 @@ class Store(abc.ABC):
         return []
 
     # --- retrieval -------------------------------------------------------------------------
-    # A ``filter`` (``semrank.retrieve.parse_filter``) restricts the documents a search may
-    # return before its top ``k`` is taken: ``k`` hits come back whenever ``k`` documents both
-    # pass it and match the query (not the top ``k``, then fewer of them).
+    # A ``filter`` (Elasticsearch filter JSON, or ``semrank.retrieve.parse_filter``'s)
+    # restricts the documents a search may return before its top ``k`` is taken: ``k`` hits
+    # come back whenever ``k`` documents both pass it and match the query (not the top ``k``,
+    # then fewer of them).
     @abc.abstractmethod
     def search_bm25(
-        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: FilterSpec | None = None
     ) -> Hits:
         """Top ``k`` document ids by BM25 over ``field`` (``"*"``: all text fields) among the
         documents passing ``filter``."""
@@ -528,7 +530,7 @@ class Store(abc.ABC):
         k: int,
         fields: Sequence[tuple[str, float]],
         mode: str = "best_fields",
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
         ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
@@ -536,8 +538,9 @@ class Store(abc.ABC):
         check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
+        flt = optional_filter(filter)
         # Passed on only when given: a store of a user's own may not take filters.
-        filtered = {} if filter is None else {"filter": filter}
+        filtered = {} if flt is None else {"filter": flt}
         per_field = [
             (self.search_bm25(query, k=4 * k, field=name, **filtered), boost)
             for name, boost in fields
@@ -551,7 +554,7 @@ class Store(abc.ABC):
         *,
         k: int,
         num_candidates: int | None = None,
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         """Top ``k`` document ids by inner product with ``vector`` (cosine; vectors normalised)
         among the documents passing ``filter``."""

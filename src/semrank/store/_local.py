@@ -38,6 +38,7 @@ from semrank.retrieve import (
     VectorIndex,
     as_filter,
     matches,
+    optional_filter,
     top_k,
     unit_query_vector,
 )
@@ -894,11 +895,12 @@ class LocalStore(Store):
 
     # --- retrieval -------------------------------------------------------------------------
     def search_bm25(
-        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: FilterSpec | None = None
     ) -> Hits:
         check_search(query, k)
+        flt = optional_filter(filter)
         loaded = self._bm25_for(field)
-        allowed = self._allowed(filter, f"bm25:{field}", loaded)
+        allowed = self._allowed(flt, f"bm25:{field}", loaded)
         if allowed is None:
             hits = loaded.index.search(query, k)
         else:  # every document's score, then the top k of those passing
@@ -912,18 +914,19 @@ class LocalStore(Store):
         k: int,
         fields: Sequence[tuple[str, float]],
         mode: str = "best_fields",
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         """Exact multi-field BM25: every field's full score vector, combined per document."""
         check_field_mode(mode)
         check_search(query, k)
         check_field_boosts(fields)
+        flt = optional_filter(filter)
         loaded = [(self._bm25_for(name), boost) for name, boost in fields]
         if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
-            return super().search_bm25_fields(query, k=k, fields=fields, mode=mode, filter=filter)
+            return super().search_bm25_fields(query, k=k, fields=fields, mode=mode, filter=flt)
         columns = np.stack([boost * item.index.scores(query) for item, boost in loaded])
         total = columns.max(axis=0) if mode == "best_fields" else columns.sum(axis=0)
-        allowed = self._allowed(filter, f"bm25:{fields[0][0]}", loaded[0][0])
+        allowed = self._allowed(flt, f"bm25:{fields[0][0]}", loaded[0][0])
         if allowed is not None:
             total = np.where(allowed, total, 0.0)
         hits = top_k(total, k, positive_only=True)
@@ -935,14 +938,15 @@ class LocalStore(Store):
         *,
         k: int,
         num_candidates: int | None = None,
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         check_k(k)
+        flt = optional_filter(filter)
         dim = self.db.get_meta("embedding_dim")
         if dim:  # an empty exact index knows no dimension: a wrong one was answered with []
             unit_query_vector(vector, int(dim))
         loaded = self._vectors()
-        allowed = self._allowed(filter, VECTORS, loaded)
+        allowed = self._allowed(flt, VECTORS, loaded)
         if allowed is None:
             hits = loaded.index.search(vector, k, num_candidates)
         else:

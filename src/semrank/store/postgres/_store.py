@@ -27,6 +27,7 @@ from semrank.retrieve import (
     Hits,
     TextEmbedder,
     as_filter,
+    optional_filter,
     unit_query_vector,
 )
 from semrank.store._base import (
@@ -693,11 +694,11 @@ class PostgresStore(Store):
 
     # --- retrieval -------------------------------------------------------------------------
     def search_bm25(
-        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: Filter | None = None
+        self, query: str, *, k: int, field: str = ALL_TEXT_FIELDS, filter: FilterSpec | None = None
     ) -> Hits:
         check_search(query, k)
         self.check_field(field)
-        return self._bm25_hits(query, field, k, filter)
+        return self._bm25_hits(query, field, k, optional_filter(filter))
 
     def _bm25_hits(self, query: str, field: str, k: int, flt: Filter | None = None) -> Hits:
         """The best ``k`` by BM25 (``k`` unchecked: multi-field search asks for every hit) of
@@ -729,7 +730,7 @@ class PostgresStore(Store):
         k: int,
         fields: Sequence[tuple[str, float]],
         mode: str = "best_fields",
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         """Exact multi-field BM25: each field scores every document sharing a term with the
         query (a field's BM25 scans the table anyway), combined per document; combining each
@@ -739,8 +740,9 @@ class PostgresStore(Store):
         check_field_boosts(fields)
         for name, _boost in fields:
             self.check_field(name)
+        flt = optional_filter(filter)
         every = max(1, len(self))  # may be past the k a caller can ask for (check_k)
-        per_field = [(self._bm25_hits(query, name, every, filter), boost) for name, boost in fields]
+        per_field = [(self._bm25_hits(query, name, every, flt), boost) for name, boost in fields]
         return combine_field_hits(per_field, mode, k)
 
     def search_vector(
@@ -749,18 +751,19 @@ class PostgresStore(Store):
         *,
         k: int,
         num_candidates: int | None = None,
-        filter: Filter | None = None,
+        filter: FilterSpec | None = None,
     ) -> Hits:
         check_k(k)
+        flt = optional_filter(filter)
         ef_search = min(HNSW_EF_SEARCH_MAX, max(40, k, num_candidates or 0))
         # Checked and made unit length as the embedded store does: pgvector answered a wrong
         # dimension with an internal error, and an all-zero vector with NaN scores.
         query = unit_query_vector(vector, VECTOR_DIM)
-        keep, filter_args = filter_condition(filter)
+        keep, filter_args = filter_condition(flt)
         args = {"vector": q.vector_literal(query), "k": k, **filter_args}
-        iterate = k > ef_search or filter is not None
+        iterate = k > ef_search or flt is not None
         rows = self._knn(q.knn_query(self._part, keep), args, ef_search, iterate=iterate)
-        if filter is not None and len(rows) < k and self.has_hnsw():
+        if flt is not None and len(rows) < k and self.has_hnsw():
             # The HNSW scan filters the graph's nearest rows: past max_scan_tuples of them (or
             # past ef_search before pgvector 0.8) a selective filter had left fewer than k.
             rows = self._knn(q.knn_query(self._part, keep, exact=True), args, ef_search)
