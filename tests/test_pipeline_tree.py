@@ -1410,3 +1410,17 @@ def test_a_search_body_pages_over_its_top_window_as_elasticsearch(shelf: LocalSt
     for bad in (-1, 1.5, True):
         with pytest.raises(InvalidInputError, match="offset must be a non-negative integer"):
             search(shelf, "moon", offset=bad)  # type: ignore[arg-type]
+
+
+def test_a_k_above_a_search_bodys_own_size_is_refused(shelf: LocalStore) -> None:
+    """search(retriever={..., "size": 4}, k=6) returned the body's 4 hits without a word (an
+    offset beside a body's from was already refused); k up to the size is taken."""
+    classic = {"query": {"match": {"text": "moon tide"}}, "size": 4}
+    assert len(search(shelf, retriever=classic)) == 4
+    assert search(shelf, retriever=classic, k=3).ids == search(shelf, retriever=classic).ids[:3]
+    with pytest.raises(InvalidInputError, match=r"^k 6 is above the search body's size 4"):
+        search(shelf, retriever=classic, k=6)
+    paged = {**classic, "from": 2}  # hits 3-6
+    assert search(shelf, retriever=paged, k=4).ids == search(shelf, retriever=paged).ids
+    with pytest.raises(InvalidInputError, match=r"^k 5 is above the search body's size 4"):
+        search(shelf, retriever=paged, k=5)

@@ -1344,3 +1344,7 @@ async def test_a_search_body_given_as_the_retriever_keeps_its_own_size(
     paged = {"retriever": tree, "size": 15, "from": 10}  # hits 11-20: the index holds 20
     found = await client.post("/v1/indexes/sized/search", json={"retriever": paged})
     assert [h["rank"] for h in found.json()["hits"]] == list(range(11, 21)), found.text
+    over = {"retriever": {"retriever": tree, "size": 5}, "size": 8}  # its 5 without a word
+    refused = await client.post("/v1/indexes/sized/search", json=over)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"].startswith("size 8 is above the search body's size 5")

@@ -211,23 +211,31 @@ def page_start(offset: int, body_from: int, given_as: str = "offset=") -> int:
     return int(offset or body_from)
 
 
-def hits_asked(spec: RetrieverSpec, tree: Retriever, k: int | None, body_from: int = 0) -> int:
-    """The hits a search of ``tree`` (read from ``spec``) returns: ``k``, or without one a
-    ``_search`` body's ``size`` (its cut-off, which ends the page ``body_from`` begins: a body
-    asking for 20 got 10), else 10, or the top window's hits where fewer (as Elasticsearch
-    answers a body without ``size``).
+def hits_asked(
+    spec: RetrieverSpec, tree: Retriever, k: int | None, body_from: int = 0, asked_as: str = "k"
+) -> int:
+    """The hits a search of ``tree`` (read from ``spec``) returns: ``k`` (named ``asked_as``
+    where the caller took it), or without one a ``_search`` body's ``size`` (its cut-off, which
+    ends the page ``body_from`` begins: a body asking for 20 got 10), else 10, or the top
+    window's hits where fewer (as Elasticsearch answers a body without ``size``).
 
     A ``k`` above the top window of a tree read from JSON (a dict, a file, a ``_search`` body)
     is refused, as Elasticsearch refuses such a ``size`` and the CLI and server do: an rrf or
     linear left without ``rank_window_size`` returns 10 hits, so a saved tree would otherwise
-    quietly give 10 of the 50 asked. A tree built in Python returns what it gives, as composed
-    stages do."""
+    quietly give 10 of the 50 asked; so is one above the body's own size, which cut the hits
+    to it without a word. A tree built in Python returns what it gives, as composed stages
+    do."""
+    from_json = _read_from_json(spec)
+    body_size = int(tree.k) - body_from if from_json and isinstance(tree, Cutoff) else None
     if k is None:
-        if _read_from_json(spec) and isinstance(tree, Cutoff):
-            return int(tree.k) - body_from
-        return hits_without_size(tree, DEFAULT_K)
-    if _read_from_json(spec):
-        check_window(tree, int(k), "k")
+        return hits_without_size(tree, DEFAULT_K) if body_size is None else body_size
+    if from_json:
+        check_window(tree, int(k), asked_as)
+    if body_size is not None and int(k) > body_size:
+        raise InvalidInputError(
+            f"{asked_as} {k} is above the search body's size {body_size}, which would return "
+            f"{body_size} hits; give one of them (leave {asked_as} out to take the body's)"
+        )
     return int(k)
 
 

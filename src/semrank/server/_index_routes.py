@@ -314,8 +314,8 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     # A size the client gave is checked against the window; none asks for a _search body's
     # own size, else the default or the window's hits where fewer, as POST /{index}/_search,
     # `semrank search` and the library answer it.
-    given = "size" in body.model_fields_set
-    size = body.size if given else hits_asked(spec, read.tree, None, read.offset)
+    given = body.size if "size" in body.model_fields_set else None
+    size = hits_asked(spec, read.tree, given, read.offset, "size")
     check_window(tree, size)
     deadline = service.deadline(body.timeout_ms)
 

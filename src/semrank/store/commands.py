@@ -1036,7 +1036,7 @@ def search_command(
     from semrank.pipeline import (
         build_retriever,
         check_page,
-        check_window,
+        hits_asked,
         page_start,
         rerank_window_for,
         reranking_nodes,
@@ -1061,8 +1061,7 @@ def search_command(
         body = _tree_from(retriever)
         tree, with_documents = body.tree, body.source
         offset = page_start(offset, body.offset, "--offset ")
-        top_n = _body_size(tree, body.offset) if top_n is None else top_n
-        check_window(tree, top_n, "--top-n")
+        top_n = hits_asked(retriever, tree, top_n, body.offset, "--top-n")
     else:
         _check_search_flags(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
@@ -1133,19 +1132,6 @@ def search_command(
 
 
 DEFAULT_TOP_N = 10
-
-
-def _body_size(tree: Any, body_from: int = 0) -> int:
-    """A _search body's ``size`` (its tree's outer cut-off, which ends the page its ``from``
-    begins), else DEFAULT_TOP_N: a body asking for 20 hits got 10, the default --top-n,
-    without a word. Without a size, a smaller top rank_window_size is the count, as
-    Elasticsearch answers such a body (it was refused as below the 10 hits --top-n asks for,
-    which nobody gave)."""
-    from semrank.pipeline import Cutoff, hits_without_size
-
-    if isinstance(tree, Cutoff):
-        return int(tree.k) - body_from
-    return hits_without_size(tree, DEFAULT_TOP_N)
 
 
 def with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
