@@ -1424,3 +1424,18 @@ def test_a_k_above_a_search_bodys_own_size_is_refused(shelf: LocalStore) -> None
     assert search(shelf, retriever=paged, k=4).ids == search(shelf, retriever=paged).ids
     with pytest.raises(InvalidInputError, match=r"^k 5 is above the search body's size 4"):
         search(shelf, retriever=paged, k=5)
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["size", "no-size"])
+def test_a_classic_query_and_knn_body_pages_over_the_whole_sum(
+    shelf: LocalStore, sized: bool
+) -> None:
+    """LangChain's hybrid body (query + knn) with from: 10 returned no hits, as its sum was
+    cut at a window of size hits; Elasticsearch pages over the whole sum, as a query does."""
+    knn = {"field": "embedding", "query_text": "moon tide", "k": 5, "num_candidates": 20}
+    body: dict[str, Any] = {"query": {"match": {"text": "moon tide"}}, "knn": knn}
+    top20 = search(shelf, retriever={**body, "size": 20})
+    page = search(shelf, retriever={**body, "from": 10, **({"size": 10} if sized else {})})
+    assert len(top20) == 20 and page.ids == top20.ids[10:]
+    assert page.scores.tolist() == top20.scores[10:].tolist()
+    assert [hit.rank for hit in page] == list(range(11, 21)) and page.ranked == 20

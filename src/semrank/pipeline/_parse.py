@@ -580,7 +580,7 @@ def _search_body_tree(body: dict[str, Any]) -> Retriever:
         tree = _node(body["retriever"], "retriever")
     else:
         _keys(body, "search body", _CLASSIC_BODY_KEYS)
-        tree = _classic_tree(body, CLASSIC_SIZE if size is None else size)
+        tree = _classic_tree(body, CLASSIC_SIZE if size is None else size, _body_from(body))
     if size is None:
         return tree
     # Elasticsearch holds the page's size to the top window, not from + size: a page reaching
@@ -628,7 +628,7 @@ def _is_classic(body: dict[str, Any]) -> bool:
     return len(body) > 1 or not isinstance(knn, dict) or "boost" in knn
 
 
-def _classic_tree(body: dict[str, Any], size: int) -> Retriever:
+def _classic_tree(body: dict[str, Any], size: int, offset: int = 0) -> Retriever:
     """A classic body as the retriever tree that returns Elasticsearch's hits for it.
 
     ``query`` alone is a ``standard`` retriever and one ``knn`` a knn retriever. Together (or
@@ -637,9 +637,10 @@ def _classic_tree(body: dict[str, Any], size: int) -> Retriever:
     boost, 0 from a search that did not find it (knn-search.html, "Combine approximate kNN
     with other features"): that is ``linear`` with weights the boosts and normalizer
     ``none`` (a missing score is 0 there too, and neither BM25 nor a knn score is negative).
-    Its window holds every knn's k hits and the query's top ``size``, which is as deep as a
-    query-only hit can be and still be among the top ``size`` of the sum; a knn hit the query
-    ranks below that window gets its knn score alone (Elasticsearch adds its query score).
+    Its window holds every knn's k hits and the query's top ``offset + size`` (the page's
+    end: ``from`` pages over the whole sum there, not over a window), which is as deep as a
+    query-only hit can be and still be on the page; a knn hit the query ranks below that
+    window gets its knn score alone (Elasticsearch adds its query score).
     ``rank: {"rrf": ...}`` fuses the same searches by rank instead (``_legacy_rrf``)."""
     searches = [(node, 1.0) for node in _classic_queries(body)]
     searches += _classic_knns(body.get("knn"), size)
@@ -654,7 +655,8 @@ def _classic_tree(body: dict[str, Any], size: int) -> Retriever:
         raise InvalidInputError("search body: give a query, a knn search, or a retriever")
     if len(searches) == 1 and searches[0][1] == 1.0:
         return searches[0][0]
-    window = max([size, *(node.k for node, _ in searches if isinstance(node, Knn) and node.k)])
+    knn_ks = (node.k for node, _ in searches if isinstance(node, Knn) and node.k)
+    window = max([offset + size, *knn_ks])
     return Linear(
         tuple(node for node, _ in searches),
         weights=tuple(boost for _, boost in searches),
