@@ -1439,3 +1439,16 @@ def test_a_classic_query_and_knn_body_pages_over_the_whole_sum(
     assert len(top20) == 20 and page.ids == top20.ids[10:]
     assert page.scores.tolist() == top20.scores[10:].tolist()
     assert [hit.rank for hit in page] == list(range(11, 21)) and page.ranked == 20
+
+
+def test_an_offset_pages_a_search_body_that_gives_a_size_and_no_from(shelf: LocalStore) -> None:
+    """offset=10 beside a _search body saying "size": 10 (and no from) returned no hits: the
+    body's size cut the ranking at 10 before the page began; it is now that page's size, as
+    if the body said from."""
+    query = {"match": {"text": "moon tide"}}
+    top20 = search(shelf, retriever={"query": query, "size": 20})
+    for body in ({"query": query, "size": 10}, {"retriever": {"standard": {"query": query}},
+                                                 "size": 10}):  # fmt: skip
+        page = search(shelf, retriever=body, offset=10)
+        assert page.ids == top20.ids[10:] and [hit.rank for hit in page] == list(range(11, 21))
+        assert search(shelf, retriever=json.dumps(body), offset=10).ids == page.ids

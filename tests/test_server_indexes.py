@@ -1326,6 +1326,9 @@ async def test_a_search_pages_with_from_on_both_search_routes(
     twice = await client.post("/v1/indexes/many/search", json={"retriever": body, "from": 5})
     assert twice.status_code == 422 and "give one of them" in twice.json()["error"], twice.text
     assert [h["rank"] for h in await own({"retriever": body})] == list(range(11, 21))
+    # A request's from beside a body giving a size and no from: that page (it was empty).
+    sized = {"retriever": tree, "size": 10}
+    assert await own({"retriever": sized, "from": 10}) == await own({"retriever": body})
 
 
 async def test_a_search_body_given_as_the_retriever_keeps_its_own_size(

@@ -1512,6 +1512,9 @@ def test_search_offset_pages_as_the_library_and_a_bodys_from(tmp_path: Path) -> 
     body = json.dumps({"retriever": tree, "size": 10, "from": 10})
     from_body = json.loads(run(*args, "--retriever", body))["hits"]
     assert from_body == page2
+    # --offset beside a body giving a size and no from: that page (it was empty).
+    sized = json.dumps({"retriever": tree, "size": 10})
+    assert json.loads(run(*args, "--retriever", sized, "--offset", "10"))["hits"] == page2
     last = json.loads(run(*args, "--offset", "20"))["hits"]
     assert [h["rank"] for h in last] == list(range(21, 26))  # the 5 left
     for flags, said in (

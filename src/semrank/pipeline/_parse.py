@@ -522,11 +522,17 @@ def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
     return parse_search_body(spec).tree
 
 
-def parse_search_body(spec: dict[str, Any] | str | Path) -> SearchBody:
+def parse_search_body(spec: dict[str, Any] | str | Path, *, offset: int = 0) -> SearchBody:
     """``parse_retriever``'s tree, with the body's ``_source`` (true, or false: hits without
-    documents, as Elasticsearch answers it; a field filter is refused)."""
+    documents, as Elasticsearch answers it; a field filter is refused). ``offset``: the hits a
+    page skips, given apart from a ``_search`` body without ``from`` (``search(offset=)``,
+    ``--offset``, the HTTP search's ``from``): the body's ``size`` is that page's, as if the
+    body said ``from`` (its cut at ``size`` left the page empty)."""
     loaded = _load_json(spec) if isinstance(spec, str | Path) else spec  # a list: named below
     body = _object(loaded, "retriever")
+    whole_body = "retriever" in body or _is_classic(body)  # not a bare retriever
+    if whole_body and offset and "from" not in body:
+        body = {**body, "from": offset}
     try:
         tree = _search_body_tree(body)
     except RecursionError:  # a file nested hundreds of levels deep: bad input, not a bug
@@ -534,7 +540,6 @@ def parse_search_body(spec: dict[str, Any] | str | Path) -> SearchBody:
             "the retriever tree is nested too deeply to read (hundreds of levels); flatten it"
         ) from None
     _check_tree_size(tree)
-    whole_body = "retriever" in body or _is_classic(body)  # not a bare retriever
     if not whole_body:
         return SearchBody(tree, source=True)
     return SearchBody(tree, source=body.get("_source", True), offset=_body_from(body))

@@ -102,16 +102,17 @@ def as_retriever(
 
 
 def read_retriever(
-    spec: RetrieverSpec, *, size: int = 10, window_limit: int | None = None
+    spec: RetrieverSpec, *, size: int = 10, window_limit: int | None = None, offset: int = 0
 ) -> SearchBody:
     """``as_retriever``'s tree, with whether its hits carry documents: a ``_search`` body's
-    ``_source`` (false: none, as Elasticsearch answers it), else they do."""
+    ``_source`` (false: none, as Elasticsearch answers it), else they do. ``offset``: the page's
+    start, given apart from the body (``parse_search_body``)."""
     if spec is None:
         return SearchBody(BM25(), source=True)
     if isinstance(spec, Retriever):
         return SearchBody(spec, source=True)
     if isinstance(spec, Mapping):
-        return parse_search_body(dict(spec))
+        return parse_search_body(dict(spec), offset=offset)
     shorthand = parse_shorthand(spec) if isinstance(spec, str) else None
     if shorthand is not None:
         window = rerank_window_for(size)
@@ -127,7 +128,7 @@ def read_retriever(
             'dict, a JSON file path or one of "bm25", "dense", "hybrid", "linear" (+"+rerank")'
         )
         raise InvalidInputError(f"retriever cannot be a {type(spec).__name__}; {hint}")
-    return parse_search_body(spec)
+    return parse_search_body(spec, offset=offset)
 
 
 # Runs of one search whose hits were rewritten while it ran (see ``search``).
@@ -170,7 +171,7 @@ def search(
     require_unicode(query, "query")
     check_page(offset, DEFAULT_K if k is None else k, ("offset", "k"))
     # A shorthand's re-ranker reads every hit down to the page's last, as a search for them.
-    read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k))
+    read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k), offset=offset)
     tree, offset = read.tree, page_start(offset, read.offset)
     k = hits_asked(retriever, tree, k, read.offset)
     check_page(offset, k, ("offset", "k"))

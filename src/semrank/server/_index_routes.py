@@ -307,7 +307,7 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     # A shorthand re-ranks every hit down to the page's last, as a search for them would.
     asked = f"from + size {body.from_ + body.size}" if body.from_ else f"size {body.size}"
     spec = _checked_spec(body.retriever, body.from_ + body.size, limit, asked)
-    read = read_retriever(spec, size=body.from_ + body.size, window_limit=limit)
+    read = read_retriever(spec, size=body.from_ + body.size, window_limit=limit, offset=body.from_)
     tree = _bind_models(read.tree, service)
     with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)

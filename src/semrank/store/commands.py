@@ -1058,7 +1058,7 @@ def search_command(
             given={"--model": model, "--min-score": min_score, "--window": window,
                    "--field": None if field == "*" else field},
         )  # fmt: skip
-        body = _tree_from(retriever)
+        body = _tree_from(retriever, offset)
         tree, with_documents = body.tree, body.source
         offset = page_start(offset, body.offset, "--offset ")
         top_n = hits_asked(retriever, tree, top_n, body.offset, "--top-n")
@@ -1266,9 +1266,10 @@ def _names_a_pipe(text: str) -> bool:
         return False
 
 
-def _tree_from(retriever: str) -> Any:
+def _tree_from(retriever: str, offset: int) -> Any:
     """The tree of a JSON file or inline JSON, and its body's ``_source`` (false: hits without
-    documents); anything else is named with what it may be."""
+    documents), its page starting ``offset`` hits in where the body gives no ``from``; anything
+    else is named with what it may be."""
     from semrank.errors import InvalidInputError
     from semrank.pipeline import parse_search_body
 
@@ -1277,7 +1278,7 @@ def _tree_from(retriever: str) -> Any:
             f"--retriever {retriever!r}: no such file, and not a shorthand (bm25, dense, hybrid "
             "or linear, with +rerank to re-rank) or inline JSON ({...})"
         )
-    return parse_search_body(retriever)
+    return parse_search_body(retriever, offset=offset)
 
 
 def _check_search_flags(
