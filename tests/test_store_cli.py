@@ -133,6 +133,9 @@ def test_delete_filter_flag_deletes_the_passing_documents_after_a_dry_run(tmp_pa
     )
     out = run("index", "delete", "t", "d00", "d01", "nope", "--dry-run", "--home", home)
     assert "would delete 2 documents of the 3 ids given" in out and "(of 30)" in out
+    # An id given twice is deleted once: it was counted (and listed) twice.
+    out = run("index", "delete", "t", "d00", "d00", "--dry-run", "--home", home)
+    assert "would delete 1 document of the 2 ids given from index 't' (of 30): 'd00';" in out
     out = run("index", "delete", "t", "--filter", tenant, "--home", home)
     assert out == "deleted 10 documents passing --filter; index 't' holds 20\n"
     from semrank.store import open_index

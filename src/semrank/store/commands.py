@@ -615,8 +615,9 @@ def delete(
     if not wanted:
         raise InvalidInputError("name the ids to delete (arguments, --ids-file or --filter)")
     with open_index(name, home=home, store=store) as index:
-        if dry_run:
-            found = [i for i, doc in zip(wanted, index.get(wanted), strict=True) if doc is not None]
+        if dry_run:  # an id given twice is deleted once
+            unique = list(dict.fromkeys(wanted))
+            found = [i for i, doc in zip(unique, index.get(unique), strict=True) if doc is not None]
             _say_dry_run(index, found, f"of the {len(wanted)} ids given")
             return
         removed = index.delete(wanted)
