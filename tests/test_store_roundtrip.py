@@ -691,7 +691,7 @@ def test_upsert_warns_of_text_in_fields_the_index_does_not_search(
         assert index.upsert(read_corpus(path)) == 2
     (record,) = caplog.records
     said = record.getMessage()
-    assert "hold text in overview, director, which index 'movies' keeps but does not" in said
+    assert "hold text in overview, which index 'movies' keeps but does not" in said
     assert "(its text fields: title, text)" in said and "create_index(..., fields=[" in said
     assert index.search_bm25("wormhole", k=5).ids.tolist() == []  # what the warning is about
     caplog.clear()
@@ -705,10 +705,11 @@ def test_upsert_of_documents_with_the_text_fields_says_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     index = create_index("notes", home=tmp_path / "home", embedding_model=None)
-    documents = [
-        {"id": "1", "title": "Fleas", "text": "small insects", "year": 2020, "tags": ["a"]},
+    documents = [  # keywords kept to filter on (a tenant, a language, a date) are not text
+        {"id": "1", "title": "Fleas", "text": "small insects", "year": 2020, "tags": ["a"],
+         "tenant": "acme", "lang": "en", "date": "2024-03-01", "author": "Ada Lovelace"},
         {"id": "2", "text": "Paris is in France", "score": 0.5, "meta": {"url": "x"}},
-    ]
+    ]  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="semrank.store"):
         assert index.upsert(documents) == 2
         assert index.upsert_counted(documents).unread_fields == ()

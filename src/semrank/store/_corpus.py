@@ -138,12 +138,22 @@ class IngestChecks:
     def _note_unread(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
             known = key in self.unread_fields or key in self._searched_keys
-            if known or not isinstance(value, str):
+            if known or not _reads_as_text(value):
                 continue
             if field_key(self.text_fields, key) is None:
                 self.unread_fields[key] = None
             else:
                 self._searched_keys.add(key)
+
+
+# A string of this many words or more reads as text someone would search for; a shorter one (a
+# language code, a tenant, a date, a tag, a name) as a keyword kept to filter on, whose field
+# is not worth a warning that the index does not search it.
+TEXT_WORDS = 3
+
+
+def _reads_as_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value.split(maxsplit=TEXT_WORDS - 1)) >= TEXT_WORDS
 
 
 def _text_lines(path: Path, *, records_span_lines: bool = False) -> Iterator[str]:
