@@ -35,7 +35,7 @@ from semrank.pipeline._nodes import (
     own_filter,
     tree_nodes,
 )
-from semrank.retrieve import NORMALIZERS, Filter, all_of, parse_filter
+from semrank.retrieve import NORMALIZERS, Filter, all_of, optional_filter, parse_filter
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
@@ -237,8 +237,7 @@ def _check_tie_breaker(value: Any, mode: str, field_count: int, at: str) -> None
 
 def _filter(body: dict[str, Any], where: str) -> Filter | None:
     """A retriever's ``filter``: documents it may return (all must pass; none score)."""
-    spec = body.get("filter")
-    return None if spec is None else parse_filter(spec, f"{where}.filter")
+    return optional_filter(body.get("filter"), f"{where}.filter")
 
 
 def _standard(body: dict[str, Any], where: str) -> Retriever:
