@@ -954,8 +954,34 @@ def test_both_stores_iterate_every_document_in_pages(stores) -> None:  # type: i
             store.iter_documents(batch_size=0)
 
 
-def _read_in_pages(store: Any, batch_size: int) -> tuple[list[Any], list[int]]:
-    """``store.iter_documents(batch_size)`` whole, and how many rows each query read."""
+def test_both_stores_iterate_the_documents_passing_a_filter(stores) -> None:  # type: ignore[no-untyped-def]
+    """``iter_documents(filter=)`` (what `index export --filter` reads): the documents passing
+    it, whole and in each store's order; PostgreSQL sends only those (the filter is in each
+    page's query), a page of them a query."""
+    from semrank.retrieve import matches, parse_filter
+
+    local, pg = stores
+    tagged = [{**doc, "tenant": "acme" if n % 2 else "other", "n": n} for n, doc in enumerate(DOCS)]
+    for store in stores:
+        store.upsert(tagged)
+    spec = {"bool": {"filter": {"term": {"tenant": "acme"}}, "must_not": {"term": {"n": 3}}}}
+    flt = parse_filter(spec)
+    passing = [doc["id"] for doc in tagged if matches(flt, doc["id"], doc)]
+    assert passing == ["d2", "d6"]
+    for store, order in ((local, passing), (pg, sorted(passing))):
+        documents = list(store.iter_documents(batch_size=1, filter=spec))
+        assert [d.id for d in documents] == order, store
+        assert [d.fields for d in documents] == store.get(order)
+        assert list(store.iter_documents(filter={"term": {"tenant": "nobody"}})) == []
+        with pytest.raises(InvalidInputError, match="'match' is not a supported filter"):
+            store.iter_documents(filter={"match": {"text": "x"}})
+    _, pages = _read_in_pages(pg, batch_size=1, filter=spec)
+    assert pages == [1, 1, 0]  # only passing rows leave the server
+
+
+def _read_in_pages(store: Any, batch_size: int, **options: Any) -> tuple[list[Any], list[int]]:
+    """``store.iter_documents(batch_size, **options)`` whole, and how many rows each query
+    read."""
     owner, name = (
         (store, "_all") if store.backend == "postgresql" else (store.db, "documents_after")
     )
@@ -968,7 +994,7 @@ def _read_in_pages(store: Any, batch_size: int) -> tuple[list[Any], list[int]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(owner, name, counted)
-        documents = list(store.iter_documents(batch_size=batch_size))
+        documents = list(store.iter_documents(batch_size=batch_size, **options))
     return documents, pages
 
 

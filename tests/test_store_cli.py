@@ -1385,6 +1385,42 @@ def test_index_export_writes_every_document_as_stored_and_create_reads_it_back(
         run("index", "export", "srcc", "--home", home)
 
 
+def test_index_export_filter_writes_only_the_documents_passing_it(tmp_path: Path) -> None:
+    """`index export NAME --filter JSON` (a tenant's documents, for a data-portability request
+    or a move to another index): only the passing documents, as a whole export writes them;
+    a bad filter is refused before any file is written."""
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    docs = [
+        {"id": f"d{n:02d}", "text": f"words {n}", "tenant": f"t{n % 3}", "year": 2000 + n}
+        for n in range(30)
+    ]
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", home)
+    tenant = json.dumps(
+        {"bool": {"filter": [{"term": {"tenant": "t1"}}, {"range": {"year": {"gte": 2010}}}]}}
+    )
+    wanted = [d for d in docs if d["tenant"] == "t1" and d["year"] >= 2010]
+    exported = CliRunner().invoke(
+        app, ["index", "export", "t", "--filter", tenant, "--batch-size", "4", "--home", home]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert [json.loads(line) for line in exported.stdout.splitlines()] == wanted
+    assert exported.stderr.startswith("exported 7 documents passing --filter of index 't';")
+    out = tmp_path / "tenant.jsonl"
+    run("index", "export", "t", "--filter", tenant, "--home", home, "-o", str(out))
+    assert out.read_text("utf-8") == exported.stdout
+    refusals = [
+        ('{"term": ', "--filter is not valid JSON"),
+        ('{"match": {"text": "x"}}', "--filter: 'match' is not a supported filter"),
+    ]
+    for bad, said in refusals:
+        refused = tmp_path / "refused.jsonl"
+        with pytest.raises(InvalidInputError, match=said):
+            run("index", "export", "t", "--filter", bad, "--home", home, "-o", str(refused))
+        assert not refused.exists()
+
+
 # `semrank index export ...` whose read of the index stalls once every document is read (as a
 # large index on a slow disk would), saying so on stderr: a signal then finds the export halfway.
 STALLED_EXPORT = """

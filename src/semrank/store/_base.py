@@ -415,8 +415,11 @@ class Store(abc.ABC):
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""
 
-    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
-        """Every stored document, read ``batch_size`` at a time (an index never has to fit in
+    def iter_documents(
+        self, *, batch_size: int = 1000, filter: FilterSpec | None = None
+    ) -> Iterator[Document]:
+        """Every stored document (or those passing ``filter``, a parsed filter or its
+        Elasticsearch JSON), read ``batch_size`` at a time (an index never has to fit in
         memory), in an order that is stable for unchanged documents: the embedded store's in
         the order they were first written, PostgreSQL's by id. Each page is its own read, so a
         write during the iteration may or may not be in it; each document comes whole."""

@@ -393,19 +393,28 @@ class LocalStore(Store):
         found = self.db.docs_by_id(wanted)
         return [found.get(i) for i in wanted]
 
-    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
+    def iter_documents(
+        self, *, batch_size: int = 1000, filter: FilterSpec | None = None
+    ) -> Iterator[Document]:
         check_batch_size(batch_size)  # now, not at the first document
-        return self._documents_in_pages(batch_size)
+        return self._documents_in_pages(batch_size, optional_filter(filter))
 
-    def _documents_in_pages(self, batch_size: int) -> Iterator[Document]:
+    def _documents_in_pages(self, batch_size: int, flt: Filter | None) -> Iterator[Document]:
         """Pages by ``pk`` (the order documents were first written; an upsert keeps a row's
-        pk): each page a short read, so no lock or read transaction is held between them."""
+        pk): each page a short read, so no lock or read transaction is held between them.
+        ``flt`` is tested on each document as read (the reference, as ``ids_matching`` does),
+        not by the search's field table: every document is parsed here anyway, and the table
+        is of one state of the index, where a page may be of a later one (and its first read
+        would read every document an extra time, to be kept for searches an export never
+        makes)."""
         after: int | None = None
         while True:
             self._require_live()
             rows = self.db.documents_after(after, batch_size)
             for _pk, doc_id, doc in rows:
-                yield Document(doc_id, json.loads(doc))
+                fields = json.loads(doc)
+                if flt is None or matches(flt, doc_id, fields):
+                    yield Document(doc_id, fields)
             if len(rows) < batch_size:
                 return
             after = rows[-1][0]

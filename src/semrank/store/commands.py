@@ -698,23 +698,33 @@ def export(
         help="File to write (- or left out: stdout); it appears once every document is in it.",
     ),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents read per query."),
+    filter_json: str | None = typer.Option(
+        None,
+        "--filter",
+        help='Export only the documents passing this Elasticsearch filter JSON, e.g. \'{"term": '
+        '{"tenant": "acme"}}\'.',
+    ),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
 ) -> None:
-    """Every stored document as JSONL, one object per line: its id under the index's id field,
-    then its fields as stored (embedded store: in the order first written; PostgreSQL: by id).
-    `semrank index create NAME --from - --format jsonl` reads it back; the flags that give the
-    new index this one's settings are printed on stderr."""
+    """Every stored document (or those passing --filter) as JSONL, one object per line: its id
+    under the index's id field, then its fields as stored (embedded store: in the order first
+    written; PostgreSQL: by id). `semrank index create NAME --from - --format jsonl` reads it
+    back; the flags that give the new index this one's settings are printed on stderr."""
     from semrank.store import open_index
 
+    flt = None if filter_json is None else filter_option(filter_json)  # before any file
     target = None if output is None or output == "-" else _export_target(Path(output))
     with open_index(name, home=home, store=store) as index:
         if target is None:
-            count = _write_jsonl(index, sys.stdout, batch_size, ascii_only=not stdout_is_utf8())
+            ascii_only = not stdout_is_utf8()
+            count = _write_jsonl(index, sys.stdout, batch_size, flt, ascii_only=ascii_only)
         else:
-            count = _export_to_file(index, target, batch_size)
+            count = _export_to_file(index, target, batch_size, flt)
+        passing = "" if flt is None else " passing --filter"
         typer.echo(
-            f"exported {count_of(count, 'document')} of index {name!r}; to create it elsewhere "
+            f"exported {count_of(count, 'document')}{passing} of index {name!r}; to create it "
+            "elsewhere "
             f"(add --store DSN or --home DIR): {_create_command(index.settings)}",
             err=True,
         )
@@ -724,11 +734,14 @@ def export(
             typer.echo(f"warning: {warning}", err=True)
 
 
-def _write_jsonl(index: Store, stream: Any, batch_size: int, *, ascii_only: bool) -> int:
-    """Write the documents of ``index`` to ``stream`` a page at a time; returns how many.
-    ``ascii_only``: Unicode as \\uXXXX escapes (a stdout that is not UTF-8 would replace it)."""
+def _write_jsonl(index: Store, stream: Any, batch_size: int, flt: Any, *, ascii_only: bool) -> int:
+    """Write the documents of ``index`` (those passing ``flt``: all if None) to ``stream`` a
+    page at a time; returns how many. ``ascii_only``: Unicode as \\uXXXX escapes (a stdout
+    that is not UTF-8 would replace it)."""
     id_field, count, lines = index.settings.id_field or "id", 0, list[str]()
-    for document in index.iter_documents(batch_size=batch_size):
+    # Passed on only when given: a store of a user's own may not take filters.
+    filtered = {} if flt is None else {"filter": flt}
+    for document in index.iter_documents(batch_size=batch_size, **filtered):
         lines.append(_export_line(document, id_field, ascii_only=ascii_only))
         count += 1
         if len(lines) >= batch_size:
@@ -765,7 +778,7 @@ def _export_target(output: Path) -> Path:
     return output
 
 
-def _export_to_file(index: Store, output: Path, batch_size: int) -> int:
+def _export_to_file(index: Store, output: Path, batch_size: int, flt: Any) -> int:
     """Written whole (``written_whole``): an export stopped halfway must not leave a file that
     reads as a whole index, nor (SIGTERM, SIGHUP) a hidden one as large, named by a process
     that is gone."""
@@ -773,7 +786,7 @@ def _export_to_file(index: Store, output: Path, batch_size: int) -> int:
 
     # The stream closes before written_whole renames the file into place.
     with written_whole(output) as partial, partial.open("w", encoding="utf-8", newline="\n") as out:
-        return _write_jsonl(index, out, batch_size, ascii_only=False)
+        return _write_jsonl(index, out, batch_size, flt, ascii_only=False)
 
 
 def _not_carried(index: Store) -> str | None:

@@ -501,26 +501,34 @@ class PostgresStore(Store):
         found = dict(self._all(query, (storable,))) if storable else {}
         return [found.get(i) for i in wanted]
 
-    def iter_documents(self, *, batch_size: int = 1000) -> Iterator[Document]:
+    def iter_documents(
+        self, *, batch_size: int = 1000, filter: FilterSpec | None = None
+    ) -> Iterator[Document]:
         check_batch_size(batch_size)  # now, not at the first document
-        return self._documents_in_pages(batch_size)
+        # Built now: a filter PostgreSQL cannot run is refused before the first document.
+        keep, args = filter_condition(optional_filter(filter))
+        return self._documents_in_pages(batch_size, keep, args)
 
-    def _documents_in_pages(self, batch_size: int) -> Iterator[Document]:
+    def _documents_in_pages(
+        self, batch_size: int, keep: Any, filter_args: dict[str, Any]
+    ) -> Iterator[Document]:
         """Keyset pages by id (the primary key's order; the table keeps no insertion order),
-        each its own short query: no cursor or transaction is held between pages."""
+        each its own short query: no cursor or transaction is held between pages. ``keep``
+        (the filter's condition) is in each page's query: only passing rows leave the server."""
         from psycopg import sql
 
-        first = sql.SQL("SELECT id, doc FROM {} WHERE index_name = %s ORDER BY id LIMIT %s")
-        later = sql.SQL(
-            "SELECT id, doc FROM {} WHERE index_name = %s AND id > %s ORDER BY id LIMIT %s"
-        )
-        rows = self._all(first.format(self._part), (self.name, batch_size))
+        page = "SELECT d.id, d.doc FROM {} AS d WHERE d.index_name = %(index)s {} AND {} "
+        page += "ORDER BY d.id LIMIT %(limit)s"
+        first = sql.SQL(page).format(self._part, sql.SQL(""), keep)
+        later = sql.SQL(page).format(self._part, sql.SQL("AND d.id > %(after)s"), keep)
+        args = {"index": self.name, "limit": batch_size, **filter_args}
+        rows = self._all(first, args)
         while True:
             for doc_id, doc in rows:
                 yield Document(doc_id, doc)
             if len(rows) < batch_size:
                 return
-            rows = self._all(later.format(self._part), (self.name, rows[-1][0], batch_size))
+            rows = self._all(later, {**args, "after": rows[-1][0]})
 
     def written_since(self, ids: Sequence[str], generation: int) -> set[str]:
         from psycopg import sql
