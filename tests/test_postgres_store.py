@@ -979,6 +979,40 @@ def test_both_stores_iterate_the_documents_passing_a_filter(stores) -> None:  # 
     assert pages == [1, 1, 0]  # only passing rows leave the server
 
 
+def test_both_stores_count_what_a_search_for_every_hit_returns(stores) -> None:  # type: ignore[no-untyped-def]
+    """``count_bm25`` (Elasticsearch's _count of a match query) is the number of hits a BM25
+    search returns at any k, per field and filter, without ranking them; ``count_matching``
+    the documents passing a filter. Both stores count alike."""
+    tagged = [{**doc, "tenant": "acme" if n % 2 else "other"} for n, doc in enumerate(DOCS)]
+    for store in stores:
+        store.upsert(tagged)
+    acme = {"term": {"tenant": "acme"}}
+    searches: list[tuple[list[tuple[str, float]], str]] = [
+        ([("*", 1.0)], "best_fields"),
+        ([("title", 1.0)], "best_fields"),
+        ([("title", 2.0), ("text", 1.0)], "most_fields"),
+        ([("title", 0.0), ("text", 1.0)], "best_fields"),
+    ]
+    counts: list[list[int]] = []
+    for store in stores:
+        counted = []
+        for query in [*QUERIES, "zebra", "the"]:
+            for fields, mode in searches:
+                for flt in (None, acme):
+                    hits = store.search_bm25_fields(
+                        query, k=100, fields=fields, mode=mode, filter=flt
+                    )
+                    count = store.count_bm25(query, fields=fields, mode=mode, filter=flt)
+                    assert count == len(hits), (store, query, fields, flt)
+                    counted.append(count)
+        for flt in (acme, {"match_all": {}}, {"ids": {"values": ["d1", "zz"]}}):
+            counted.append(store.count_matching(flt))
+            assert counted[-1] == len(store.ids_matching(flt)), (store, flt)
+        counts.append(counted)
+    assert counts[0] == counts[1] and sum(counts[0]) > 0
+    assert counts[0][-3:] == [3, 6, 1]
+
+
 def _read_in_pages(store: Any, batch_size: int, **options: Any) -> tuple[list[Any], list[int]]:
     """``store.iter_documents(batch_size, **options)`` whole, and how many rows each query
     read."""

@@ -1184,6 +1184,49 @@ async def test_elasticsearch_search_takes_filters_in_its_retriever_tree(
     assert "retriever.standard.filter: 'prefix' is not a supported filter" in said
 
 
+async def test_elasticsearch_count_counts_the_documents_a_query_matches(
+    client: httpx.AsyncClient,
+) -> None:
+    """elasticsearch-py's es.count(index=..., query=...) posts to /{index}/_count (a 404 here):
+    a match query counts the documents its search returns at any size (sharing a term, passing
+    its filter), a filter query those passing it, no query every document."""
+    await _make_index(client)
+
+    async def searched(query: dict[str, Any]) -> int:
+        body = {"query": query, "size": 100}
+        return len((await client.post("/docs/_search", json=body)).json()["hits"]["hits"])
+
+    blood = {"match": {"text": "blood"}}
+    fleas = {"bool": {"must": blood, "filter": {"term": {"title": "Fleas"}}}}
+    both = {"multi_match": {"query": "flea paris", "fields": ["title^2", "text"]}}
+    for query in (blood, fleas, both, {"match": {"text": "zebra"}}):
+        counted = await client.post("/docs/_count", json={"query": query})
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["count"] == await searched(query), query
+    assert [await searched(q) for q in (blood, fleas, both)] == [2, 1, 3]
+    tenant = {"bool": {"filter": {"terms": {"title": ["Paris", "Oceans"]}}}}
+    for query, count in (({"match_all": {}}, 4), (tenant, 2), ({"ids": {"values": ["d1"]}}, 1)):
+        counted = await client.post("/docs/_count", json={"query": query})
+        assert counted.json() == {
+            "count": count,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        }
+        assert counted.headers["x-elastic-product"] == "Elasticsearch"
+    every = await client.post("/docs/_count", content=b"", headers=ES_CLIENT_HEADERS)
+    assert every.json()["count"] == len(DOCS), every.text
+    got = await client.request("GET", "/docs/_count", json={"query": blood})
+    assert got.json()["count"] == 2
+    # Refused in Elasticsearch's shape, naming what was wrong.
+    bad = await client.post("/docs/_count", json={"query": {"prefix": {"title": "x"}}})
+    assert "query: 'prefix' is not a supported filter" in _es_error(bad, 400, "invalid_request")
+    sized = await client.post("/docs/_count", json={"query": blood, "size": 3})
+    assert "size" in _es_error(sized, 400, "invalid_request")
+    asked = await client.post("/docs/_count?q=title:fleas", json={})
+    assert "'q'" in _es_error(asked, 400, "invalid_request")
+    missing = await client.post("/nosuch/_count", json={})
+    assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
+
+
 async def test_semranks_own_search_takes_a_filter_for_the_whole_tree(
     client: httpx.AsyncClient,
 ) -> None:

@@ -263,6 +263,26 @@ def _query_node(spec: Any, at: str, where: str) -> BM25:
     return node if query_filter is None else dataclasses.replace(node, filter=query_filter)
 
 
+def parse_count_query(spec: Any, where: str = "query") -> BM25 | Filter:
+    """An Elasticsearch ``_count`` query: a scoring query as ``_search`` takes it (``match``,
+    ``multi_match``, a ``bool`` with one of them in ``must``) as its BM25 node, with its
+    filter; any other (``match_all``, ``term``, ``range``, a ``bool`` of those) as the
+    filter it is, which scores nothing."""
+    query = _object(spec, where)
+    if not _scores(query):
+        return parse_filter(query, where)
+    return _query_node(query, where, where)
+
+
+def _scores(query: dict[str, Any]) -> bool:
+    """Whether ``query`` is (or holds as a bool's must) a ``match`` or ``multi_match``."""
+    if set(query) == {"bool"} and isinstance(query["bool"], dict):
+        must = query["bool"].get("must")
+        clauses = must if isinstance(must, list) else [must]
+        return any(_scores(c) for c in clauses if isinstance(c, dict))
+    return bool(set(query) & {"match", "multi_match"})
+
+
 def _scoring_query(query: dict[str, Any], where: str) -> tuple[dict[str, Any], Filter | None, str]:
     """A standard retriever's scoring query, its filter and where the query is: a bool query
     in the classic shape ``{"must": <match | multi_match>, "filter": ..., "must_not": ...}``

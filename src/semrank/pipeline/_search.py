@@ -10,7 +10,7 @@ import numpy as np
 
 from semrank._checks import is_blank, require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
-from semrank.pipeline._context import ScoresDocuments, SearchContext
+from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext
 from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
@@ -199,6 +199,24 @@ def search(
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
         return SearchResults.from_ranking(ranking, documents, ctx.warnings, offset=skipped)
+
+
+def count_documents(index: Store, query: dict[str, Any] | None = None) -> int:
+    """How many documents of ``index`` match an Elasticsearch ``_count`` ``query`` (every
+    document without one): for a scoring query (``parse_count_query``) those its BM25 search
+    returns at any k, scoring above 0 and passing its filter, counted by the store without
+    ranking them; for a filter, those passing it."""
+    from semrank.pipeline._parse import parse_count_query
+
+    if query is None:
+        return len(index)
+    read = parse_count_query(query)
+    if not isinstance(read, BM25):
+        return index.count_matching(read)
+    if read.text is None:  # no search text beside the query to fill it
+        raise InvalidInputError(f"query: a count's match takes its query text, not {PLACEHOLDER}")
+    fields = read.fields or ((read.field, 1.0),)
+    return index.count_bm25(read.text, fields=fields, mode=read.mode, filter=read.filter)
 
 
 def page_start(offset: int, body_from: int, given_as: str = "offset=") -> int:

@@ -89,8 +89,8 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-# Elasticsearch's _search, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
-_ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_search)?$")
+# Elasticsearch's _search, _count, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
+_ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_(?:search|count))?$")
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
 
 

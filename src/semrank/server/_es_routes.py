@@ -1,4 +1,4 @@
-"""Elasticsearch's own ``_search`` route and cluster info, for code written against
+"""Elasticsearch's own ``_search`` and ``_count`` routes and cluster info, for code written against
 elasticsearch-py (and LangChain's and LlamaIndex's Elasticsearch retrievers).
 
 The search is semrank's index search (``run_search``): only the body's texts (the tree's own,
@@ -26,8 +26,16 @@ from semrank.errors import InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
-from semrank.server._index_routes import IndexNameInPath, open_index, run_search, say_warnings
+from semrank.server._index_routes import (
+    IndexNameInPath,
+    on_index,
+    open_index,
+    run_search,
+    say_warnings,
+)
 from semrank.server.schemas import (
+    EsCountRequest,
+    EsCountResponse,
     EsErrorBody,
     EsHit,
     EsHits,
@@ -139,6 +147,27 @@ async def es_search(
     return answer
 
 
+COUNT_SUMMARY = "Count the documents matching a query, as Elasticsearch's _count"
+
+
+@router.get("/{index}/_count", response_model=EsCountResponse, summary=COUNT_SUMMARY)
+@router.post("/{index}/_count", response_model=EsCountResponse, summary=COUNT_SUMMARY)
+async def es_count(
+    index: IndexNameInPath, request: Request, body: EsCountRequest | None = None
+) -> Any:
+    """elasticsearch-py's ``es.count(index=..., query=...)``: a match query counts the
+    documents sharing a term with it (BM25 above 0) and passing its filter, as a search for
+    every hit would return them; a filter query those passing it; no query every document."""
+    from semrank.pipeline import count_documents, parse_count_query
+
+    _refuse_query_string_options(request, COUNT_PARAMS)
+    query = None if body is None else body.query
+    if query is not None:
+        parse_count_query(query)  # a bad query is refused before the index is opened
+    count = await on_index(request, index, lambda store: count_documents(store, query))
+    return EsCountResponse(count=count)
+
+
 def _listed(request: Request, name: str) -> list[str]:
     """A list parameter as Elasticsearch reads one: comma-separated, or the name repeated."""
     values = request.query_params.getlist(name)
@@ -200,13 +229,25 @@ TAKEN_SEARCH_PARAMS = frozenset(
 )  # fmt: skip
 
 
-def _refuse_query_string_options(request: Request) -> None:
+# The query-string options of Elasticsearch's _count that change nothing semrank answers.
+COUNT_PARAMS = frozenset(
+    {
+        "filter_path", "pretty", "human", "error_trace", "preference", "routing",
+        "allow_no_indices", "ignore_unavailable", "expand_wildcards", "ignore_throttled",
+    }
+)  # fmt: skip
+
+
+def _refuse_query_string_options(
+    request: Request, taken: frozenset[str] = TAKEN_SEARCH_PARAMS
+) -> None:
     """Elasticsearch takes most search options in the query string too (elasticsearch-py puts
     ``sort="title:asc"`` and ``q`` there): ignored, they answered another search than the one
     asked (ten hits for ``?size=1``, the first page again for ``?from=``),
-    so each is refused, as in the body, saying what to send instead."""
+    so each is refused, as in the body, saying what to send instead (``taken``: those let
+    be)."""
     for name in request.query_params:
-        if name in TAKEN_SEARCH_PARAMS:
+        if name in taken:
             continue
         if name in ("size", "from", "_source"):
             hint = f'send it in the JSON body ("{name}": ...), which is where it is read'

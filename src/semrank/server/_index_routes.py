@@ -335,6 +335,13 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
         return await _blocking(request, deadline, _with_index(request, name, work))
 
 
+async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
+    """``work`` on the index ``name`` in a worker thread, admitted and timed as a search is."""
+    service: RerankService = request.app.state.service
+    with service.admission.admit():
+        return await _blocking(request, service.deadline(None), _with_index(request, name, work))
+
+
 async def open_index(request: Request, name: str) -> None:
     """Opens the index ``name`` (IndexNotFoundError where there is none), as a search would."""
     await _blocking(request, None, _with_index(request, name, lambda store: None))

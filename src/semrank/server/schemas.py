@@ -660,6 +660,22 @@ class EsSearchResponse(_Schema):
     hits: EsHits
 
 
+class EsCountRequest(_Strict):
+    """An Elasticsearch ``_count`` body: the documents matching its query (all, without)."""
+
+    query: dict[str, Any] | None = Field(
+        None,
+        description="match, multi_match or a bool with one of them in must (the documents "
+        "sharing a term with it and passing its filter), or a filter query: match_all, term, "
+        "terms, range, exists, ids, bool",
+    )
+
+
+class EsCountResponse(_Schema):
+    count: int
+    shards: EsShards = _es_key("_shards", default_factory=EsShards)
+
+
 class EsVersion(_Schema):
     number: str
     build_flavor: str = "default"

@@ -411,6 +411,36 @@ class Store(abc.ABC):
         flt = as_filter(filter, "filter")
         return [doc.id for doc in self.iter_documents() if matches(flt, doc.id, doc.fields)]
 
+    def count_matching(self, filter: FilterSpec) -> int:
+        """How many documents pass ``filter`` (a parsed filter or its Elasticsearch JSON;
+        ``match_all`` counts every one). This default lists them (``ids_matching``); the
+        embedded store counts its filter table's mask, PostgreSQL in SQL."""
+        flt = as_filter(filter, "filter")
+        return len(self) if matches_everything(flt) else len(self.ids_matching(flt))
+
+    def count_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> int:
+        """How many documents a BM25 search for ``query`` over ``fields`` (boosted and combined
+        by ``mode`` as ``search_bm25_fields`` does) returns at any k: those passing ``filter``
+        that score above 0, sharing a term with it in a field boosted above 0 (Elasticsearch's
+        ``_count`` of a match query). This default searches for every document (at most
+        MAX_COUNT); the embedded store counts one score array, PostgreSQL in SQL."""
+        check_field_mode(mode)
+        check_search(query, 1)
+        check_field_boosts(fields)
+        flt = optional_filter(filter)
+        filtered = {} if flt is None else {"filter": flt}  # a store of a user's own may not take it
+        every = min(max(1, len(self)), MAX_COUNT)
+        if len(fields) == 1 and fields[0][1] > 0:
+            return len(self.search_bm25(query, k=every, field=fields[0][0], **filtered))
+        return len(self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered))
+
     @abc.abstractmethod
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""

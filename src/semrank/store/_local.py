@@ -343,6 +343,13 @@ class LocalStore(Store):
         with self.db.snapshot() as conn:
             return self._passing(conn, flt)
 
+    def count_matching(self, filter: FilterSpec) -> int:
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        # The searches' table of the fields' values (a row per document): no document parsed
+        # once it is read, and a count's read serves the filtered searches after it.
+        return int(np.count_nonzero(self._field_table(flt).mask(flt)))
+
     def _passing(self, conn: Any, flt: Filter) -> list[str]:
         """The ids of the rows passing ``flt`` (in ``pk`` order), each document read once."""
         rows = self.db.iter_rows(conn, "id, doc")
@@ -930,16 +937,43 @@ class LocalStore(Store):
         check_search(query, k)
         check_field_boosts(fields)
         flt = optional_filter(filter)
-        loaded = [(self._bm25_for(name), boost) for name, boost in fields]
-        if any(a.generation != loaded[0][0].generation for a, _ in loaded):  # a writer raced
+        scored = self._combined_scores(query, fields, mode, flt)
+        if scored is None:  # a writer raced
             return super().search_bm25_fields(query, k=k, fields=fields, mode=mode, filter=flt)
+        hits = top_k(scored[1], k, positive_only=True)
+        return Hits(scored[0].ids[hits.ids], hits.scores)
+
+    def count_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> int:
+        check_field_mode(mode)
+        check_search(query, 1)
+        check_field_boosts(fields)
+        flt = optional_filter(filter)
+        scored = self._combined_scores(query, fields, mode, flt)
+        if scored is None:  # a writer raced
+            return super().count_bm25(query, fields=fields, mode=mode, filter=flt)
+        return int(np.count_nonzero(scored[1] > 0))
+
+    def _combined_scores(
+        self, query: str, fields: Sequence[tuple[str, float]], mode: str, flt: Filter | None
+    ) -> tuple[_Loaded, np.ndarray] | None:
+        """Every document's BM25 score over ``fields`` (0 where ``flt`` fails it), by the
+        positions of the first field's index; None where a write landed between the fields'."""
+        loaded = [(self._bm25_for(name), boost) for name, boost in fields]
+        if any(a.generation != loaded[0][0].generation for a, _ in loaded):
+            return None
         columns = np.stack([boost * item.index.scores(query) for item, boost in loaded])
         total = columns.max(axis=0) if mode == "best_fields" else columns.sum(axis=0)
         allowed = self._allowed(flt, f"bm25:{fields[0][0]}", loaded[0][0])
         if allowed is not None:
             total = np.where(allowed, total, 0.0)
-        hits = top_k(total, k, positive_only=True)
-        return Hits(loaded[0][0].ids[hits.ids], hits.scores)
+        return loaded[0][0], total
 
     def search_vector(
         self,

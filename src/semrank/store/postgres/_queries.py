@@ -79,10 +79,7 @@ def bm25_query(
             postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition, keep=keep),
         )
     config = sql.Literal(TEXT_CONFIG)
-    values = [sql.SQL("d.doc ->> {}").format(sql.Literal(key)) for key in keys]
-    tsv = sql.SQL("to_tsvector({config}::regconfig, coalesce({values}, ''))").format(
-        config=config, values=sql.SQL(", ").join(values)
-    )
+    tsv = _field_tsvector(keys)
     length = sql.SQL("semrank.tsvector_length({tsv})").format(tsv=tsv)
     return sql.SQL(_SCORE).format(
         stats=sql.SQL(_FIELD_STATS).format(length=length, part=partition),
@@ -90,6 +87,25 @@ def bm25_query(
             part=partition, tsv=tsv, length=length, config=config, keep=keep
         ),
     )
+
+
+def _field_tsvector(keys: Sequence[str]) -> sql.Composed:
+    """One field of ``d.doc`` (the first of its spellings ``keys`` it has), analysed."""
+    values = [sql.SQL("d.doc ->> {}").format(sql.Literal(key)) for key in keys]
+    return sql.SQL("to_tsvector({config}::regconfig, coalesce({values}, ''))").format(
+        config=sql.Literal(TEXT_CONFIG), values=sql.SQL(", ").join(values)
+    )
+
+
+def shares_a_term(keys: Sequence[str] | None) -> sql.Composable:
+    """Whether a document of the partition aliased ``d`` shares a term with the query (named
+    parameters ``terms``, analysed, and ``query``) over all text fields (``keys=None``: the
+    GIN-indexed ``terms``) or one field: the documents ``bm25_query`` scores, each above 0."""
+    if keys is None:
+        return sql.SQL("d.terms ?| %(terms)s::text[]")
+    return sql.SQL(
+        "tsvector_to_array({tsv}) && tsvector_to_array(to_tsvector({config}::regconfig, %(query)s))"
+    ).format(tsv=_field_tsvector(keys), config=sql.Literal(TEXT_CONFIG))
 
 
 def analyse(texts: Sequence[str], params: BM25Params) -> list[list[str]]:

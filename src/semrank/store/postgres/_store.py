@@ -491,6 +491,13 @@ class PostgresStore(Store):
         query = sql.SQL("SELECT d.id FROM {} AS d WHERE {} ORDER BY d.id").format(self._part, keep)
         return [row[0] for row in self._all(query, args)]
 
+    def count_matching(self, filter: FilterSpec) -> int:
+        from psycopg import sql
+
+        keep, args = filter_condition(as_filter(filter, "filter"))
+        query = sql.SQL("SELECT count(*) FROM {} AS d WHERE {}").format(self._part, keep)
+        return int(self._all(query, args)[0][0])
+
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         from psycopg import sql
@@ -752,6 +759,40 @@ class PostgresStore(Store):
         every = max(1, len(self))  # may be past the k a caller can ask for (check_k)
         per_field = [(self._bm25_hits(query, name, every, flt), boost) for name, boost in fields]
         return combine_field_hits(per_field, mode, k)
+
+    def count_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> int:
+        """One count(*) of the documents sharing a term with ``query`` in a field boosted
+        above 0 (the lucene BM25 of each such document is above 0, so in either mode) and
+        passing ``filter``; over all text fields the GIN index on ``terms`` finds them."""
+        from psycopg import sql
+
+        check_field_mode(mode)
+        check_search(query, 1)
+        check_field_boosts(fields)
+        _check_bm25_method(self.settings.bm25)
+        for name, _boost in fields:
+            self.check_field(name)
+        query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
+        keep, args = filter_condition(optional_filter(filter))
+        args.update(query=query, terms=q.analyse([query], self.settings.bm25)[0])
+        each = [
+            q.shares_a_term(None if name == ALL_TEXT_FIELDS else self._stored_keys(name))
+            for name, boost in fields
+            if boost > 0
+        ]
+        if not each:  # every field boosted to 0: no document scores
+            return 0
+        count = sql.SQL("SELECT count(*) FROM {} AS d WHERE ({}) AND {}").format(
+            self._part, sql.SQL(" OR ").join(each), keep
+        )
+        return int(self._all(count, args)[0][0])
 
     def search_vector(
         self,
