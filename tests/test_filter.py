@@ -4,13 +4,14 @@ semantics every store is compared against."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
 from semrank.errors import InvalidInputError
-from semrank.retrieve import document_values, fields_read, matches, parse_filter
+from semrank.retrieve import document_values, fields_read, matches, parse_filter, resolved
 from semrank.retrieve._filter_rows import FieldTable
 
 DOCS: dict[str, dict[str, Any]] = {
@@ -224,3 +225,174 @@ def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
         spec = {"bool": {"must": spec}}
     with pytest.raises(InvalidInputError, match="nest at most"):
         parse_filter(spec)
+
+
+# --- date math in range bounds -------------------------------------------------------------
+
+# A Thursday, in a leap year's February (Elasticsearch reads now to the millisecond).
+NOW = datetime(2024, 2, 29, 15, 30, 12, 345678, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# (bound, date math, what Elasticsearch compares a date field with: its docs' rounding table).
+ROUNDING: list[tuple[str, str, str, datetime]] = [
+    ("gte", "now-30d/d", ">=", _at("2024-01-30T00:00")),  # rounded down
+    ("gt", "now-30d/d", ">", _at("2024-01-30T23:59:59.999")),  # rounded up
+    ("lt", "now-30d/d", "<", _at("2024-01-30T00:00")),  # rounded down
+    ("lte", "now-30d/d", "<=", _at("2024-01-30T23:59:59.999")),  # rounded up
+    ("gte", "now/M", ">=", _at("2024-02-01T00:00")),
+    ("lte", "now/M", "<=", _at("2024-02-29T23:59:59.999")),
+    ("gt", "now/y", ">", _at("2024-12-31T23:59:59.999")),
+    ("lt", "now/w", "<", _at("2024-02-26T00:00")),  # weeks start on Monday
+    ("lte", "now/w", "<=", _at("2024-03-03T23:59:59.999")),
+    ("gte", "now-1h/h", ">=", _at("2024-02-29T14:00")),
+    ("gt", "now-1H/H", ">", _at("2024-02-29T14:59:59.999")),
+    ("lt", "now/m", "<", _at("2024-02-29T15:30")),
+    ("gt", "now/s", ">", _at("2024-02-29T15:30:12.999")),
+    ("lte", "now-2m/s", "<=", _at("2024-02-29T15:28:12.999")),
+    ("gte", "now/d-1d+12h", ">=", _at("2024-02-28T12:00")),  # steps apply left to right
+    ("lte", "now/d-1d+12h", "<=", _at("2024-02-29T11:59:59.999")),
+    ("gte", "now-1M/d", ">=", _at("2024-01-29T00:00")),
+    ("lt", "now+1y/d", "<", _at("2025-02-28T00:00")),  # Feb 29 + 1y is Feb 28
+    ("gte", "2024-01-31||+1M/d", ">=", _at("2024-02-29T00:00")),  # Jan 31 + 1M is Feb 29
+    ("lt", "2024-01-31||+1M/M", "<", _at("2024-02-01T00:00")),
+    ("lte", "2024-01-31T10:00:00+02:00||/h", "<=", _at("2024-01-31T08:59:59.999")),
+    ("gt", "2023-12-31T23:59:59.5Z||/s", ">", _at("2023-12-31T23:59:59.999")),
+]
+# Not rounded: to the millisecond (a date-time to the second with a Z, in that very second,
+# is the one stored form that may fall on the wrong side, as README's filter paragraph says).
+UNROUNDED: list[tuple[str, str, str, datetime]] = [
+    ("gte", "now", ">=", _at("2024-02-29T15:30:12.345")),
+    ("gt", "now", ">", _at("2024-02-29T15:30:12.345")),
+    ("lt", "now-1d", "<", _at("2024-02-28T15:30:12.345")),
+    ("lte", "now-1d", "<=", _at("2024-02-28T15:30:12.345")),
+    ("gt", "2024-01-31||", ">", _at("2024-01-31T00:00")),
+    ("lte", "2024-01-31||+36h", "<=", _at("2024-02-01T12:00")),
+]
+_COMPARE = {
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _stored_forms(instant: datetime, *, to_the_second: bool) -> list[str]:
+    """The ways documents write dates near ``instant``: date only, and date-times in UTC to
+    the second, millisecond and microsecond, with Z or +00:00."""
+    forms = [
+        instant.strftime("%Y-%m-%d"),
+        instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z",
+        instant.isoformat(timespec="microseconds"),  # ...+00:00
+    ]
+    return [*forms, instant.strftime("%Y-%m-%dT%H:%M:%SZ")] if to_the_second else forms
+
+
+def _date_math_docs(boundary: datetime, *, to_the_second: bool) -> dict[str, dict[str, Any]]:
+    steps = [timedelta(days=1), timedelta(hours=1), timedelta(seconds=1), _MS, timedelta(0)]
+    near = [boundary + sign * step for step in steps for sign in (-1, 1)]
+    texts = {text for t in near for text in _stored_forms(t, to_the_second=to_the_second)}
+    docs: dict[str, dict[str, Any]] = {text: {"published": text} for text in sorted(texts)}
+    docs["epoch millis"] = {"published": int(boundary.timestamp() * 1000)}  # never a date
+    docs["one in range"] = {"published": ["1999-01-01", "2050-01-01"]}
+    return docs
+
+
+def _elasticsearch_passes(
+    docs: dict[str, dict[str, Any]], compare: str, bound: datetime
+) -> list[str]:
+    """What Elasticsearch returns on a date field: each stored date (to the millisecond, UTC
+    where it names no zone) compared with the bound's instant."""
+    passing = []
+    for doc_id, doc in docs.items():
+        values = doc["published"] if isinstance(doc["published"], list) else [doc["published"]]
+        instants = [_at(v) for v in values if isinstance(v, str)]
+        truncated = [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in instants]
+        if any(_COMPARE[compare](t, bound) for t in truncated):
+            passing.append(doc_id)
+    return passing
+
+
+@pytest.mark.parametrize(
+    ("key", "math", "compare", "bound", "to_the_second"),
+    [(*case, True) for case in ROUNDING] + [(*case, False) for case in UNROUNDED],
+    ids=[f"{k} {m}" for k, m, _, _ in ROUNDING + UNROUNDED],
+)
+def test_date_math_passes_what_elasticsearch_passes_on_a_date_field(
+    key: str, math: str, compare: str, bound: datetime, to_the_second: bool
+) -> None:
+    """``now-30d/d`` was compared as the string "now-30d/d" ("n" sorts after every digit: gte
+    passed nothing, lt everything). Resolved at a fixed now, each bound rounds as
+    Elasticsearch's does, and date-only and date-time strings of any precision compare as
+    their instants do; the embedded store's mask agrees with the reference."""
+    edge = bound if compare in (">=", "<") else bound + _MS  # where passing starts or stops
+    docs = _date_math_docs(edge, to_the_second=to_the_second)
+    flt = parse_filter({"range": {"published": {key: math}}})
+    expected = _elasticsearch_passes(docs, compare, bound)
+    assert 0 < len(expected) < len(docs)
+    now_flt = resolved(flt, NOW)
+    assert [i for i, doc in docs.items() if matches(now_flt, i, doc)] == expected
+    table = FieldTable(list(docs))
+    table.add_fields(list(docs.values()), table.missing(flt))
+    assert [i for i, ok in zip(docs, table.mask(flt, NOW), strict=True) if ok] == expected
+
+
+def test_date_math_is_resolved_when_used_and_round_trips_as_written() -> None:
+    """A filter parsed once and kept (a server's tree) means "now" each time it is resolved,
+    and its JSON is the expression, not the date it resolved to."""
+    spec = {"range": {"published": {"gte": "now-30d/d", "lt": "2030-01-01"}}}
+    flt = parse_filter(spec)
+    assert flt.to_dict() == spec and parse_filter(flt.to_dict()) == flt
+    later = NOW + timedelta(days=40)
+    assert resolved(flt, NOW).to_dict()["range"]["published"]["gte"] == "2024-01-30"
+    assert resolved(flt, later).to_dict()["range"]["published"]["gte"] == "2024-03-10"
+    assert flt.to_dict() == spec  # resolving leaves the filter as it was
+    docs = {"feb": {"published": "2024-02-15T08:00:00Z"}}
+    assert matches(resolved(flt, NOW), "feb", docs["feb"])
+    assert not matches(resolved(flt, later), "feb", docs["feb"])
+    # Unresolved, a match reads the present (real) time: a recent date passes, an old one not.
+    today = datetime.now(UTC)
+    recent = {"published": (today - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    old = {"published": (today - timedelta(days=60)).strftime("%Y-%m-%d")}
+    assert matches(flt, "recent", recent) and not matches(flt, "old", old)
+
+
+def test_a_date_math_bound_beside_a_plain_one_on_its_side_keeps_the_tighter() -> None:
+    """``gt`` date math resolves to a ``gte``: beside a plain ``gte`` both must hold."""
+    flt = parse_filter({"range": {"d": {"gte": "2024-02-10", "gt": "now-30d/d"}}})
+    assert resolved(flt, NOW).to_dict() == {"range": {"d": {"gte": "2024-02-10"}}}
+    flt = parse_filter({"range": {"d": {"gte": "2024-01-10", "gt": "now-30d/d"}}})
+    assert resolved(flt, NOW).to_dict() == {"range": {"d": {"gte": "2024-01-31"}}}
+
+
+@pytest.mark.parametrize(
+    ("bound", "named"),
+    [
+        ("now-x", "unit 'x' is not a date math unit"),
+        ("now-30", "a unit is missing after -30"),
+        ("now1d", "a step starts with +, - or /"),
+        ("now||-1d", "now takes no ||"),
+        ("||+1M", "no date before ||"),
+        ("01/02/2024||+1M", "is not an ISO 8601 date"),
+        ("2024-02-30||", "is not a date (day is out of range for month)"),
+        ("now/2d", "rounding takes a unit alone (/d)"),
+        ("now+9000y", "leaves the years 1 to 9999"),
+        ("now-99999999999d", "a count is at most 2147483647"),
+    ],
+)
+def test_bad_date_math_is_refused_naming_the_bound(bound: str, named: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_filter({"bool": {"filter": [{"range": {"published": {"gte": bound}}}]}})
+    assert str(caught.value).startswith("filter.bool.filter[0].range.published.gte: ")
+    assert named in str(caught.value)
+
+
+def test_a_range_time_zone_is_refused_saying_dates_are_utc() -> None:
+    with pytest.raises(InvalidInputError, match=r"range.d.time_zone is not supported.*UTC"):
+        parse_filter({"range": {"d": {"gte": "now/d", "time_zone": "+01:00"}}})
+    # A string merely starting with "now" is no date math.
+    assert matches(parse_filter({"range": {"w": {"gte": "nowhere"}}}), "x", {"w": "nowt"})

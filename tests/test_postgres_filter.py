@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
-from semrank.retrieve import matches, parse_filter
+from semrank.retrieve import matches, parse_filter, resolved
 from semrank.store import create_index
 from semrank.store.postgres import PostgresStore
+from test_filter import _MS, NOW, ROUNDING, UNROUNDED, _date_math_docs
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
 from test_postgres_store import HashingEmbedder
 
@@ -412,4 +414,47 @@ def test_a_delete_filter_postgresql_cannot_run_deletes_nothing(pg_dsn: str) -> N
         with pytest.raises(InvalidInputError, match=named):
             index.delete_matching(spec)
     assert len(index) == 2 and index.generation == generation
+    index.close()
+
+
+# --- date math in range bounds -----------------------------------------------------------------
+def test_date_math_on_postgresql_passes_what_the_reference_does(pg_dsn: str) -> None:  # noqa: F811
+    """Every rounding case of tests/test_filter.py at its fixed now, over date-only and
+    date-time strings of every precision: SQL compares the resolved bounds as the reference
+    does (a date-only bound below a date-time of its day)."""
+    cases = ROUNDING + UNROUNDED
+    docs: dict[str, dict[str, Any]] = {}
+    for n, (_, _, compare, bound) in enumerate(cases):
+        edge = bound if compare in (">=", "<") else bound + _MS
+        for doc_id, doc in _date_math_docs(edge, to_the_second=True).items():
+            docs.setdefault(doc_id if doc_id[0].isdigit() else f"{doc_id} {n}", doc)
+    index = create_index("dates", store=pg_dsn, embedder=HashingEmbedder())
+    index.upsert([{"id": doc_id, "text": "common", **doc} for doc_id, doc in docs.items()])
+    for key, math, _, _ in cases:
+        flt = resolved(parse_filter({"range": {"published": {key: math}}}), NOW)
+        expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
+        found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
+        assert 0 < len(expected) < len(docs) and sorted(found) == expected, (key, math)
+    index.close()
+
+
+def test_postgresql_resolves_date_math_when_it_searches_and_deletes(pg_dsn: str) -> None:  # noqa: F811
+    """A filter's now is the time of the search or delete (a tree built once and reused),
+    not of its parsing: "now-30d/d" passes a date three days old, not one sixty days old."""
+    from semrank.pipeline import BM25, search
+
+    today = datetime.now(UTC)
+    docs = [
+        {"id": "recent", "text": "common", "published": f"{today - timedelta(days=3):%Y-%m-%d}"},
+        {"id": "old", "text": "common", "published": f"{today - timedelta(days=60):%FT%TZ}"},
+    ]
+    index = create_index("dates", store=pg_dsn, embedder=HashingEmbedder())
+    index.upsert(docs)
+    last_month = {"range": {"published": {"gte": "now-30d/d"}}}
+    tree = BM25(filter=last_month)
+    assert index.search_bm25("common", k=5, filter=last_month).ids.tolist() == ["recent"]
+    assert search(index, "common", retriever=tree, k=5).ids == ["recent"]
+    older = {"range": {"published": {"lt": "now-30d/d"}}}
+    assert index.ids_matching(older) == ["old"]
+    assert index.delete_matching(older) == 1 and index.get(["recent", "old"])[1] is None
     index.close()

@@ -1390,6 +1390,37 @@ def test_store_searches_take_a_filter_as_json_as_delete_matching_does(tmp_path: 
             run({"match": {"text": "moon"}})
 
 
+def test_date_math_filters_are_resolved_when_the_store_searches_and_deletes(
+    tmp_path: Path,
+) -> None:
+    """A bound of "now-30d/d" was compared as that string ("n" sorts after every digit): gte
+    passed nothing, lt every date. It is resolved at each search and delete (a tree built once and
+    reused means now each time): a date three days old passes, one sixty days old does not."""
+    from datetime import UTC, datetime, timedelta
+
+    from semrank.pipeline import BM25, Knn, search
+
+    today = datetime.now(UTC)
+    index = create_index("f", home=tmp_path, fields=("text",), embedder=GaussianEmbedder())
+    index.upsert([
+        {"id": "recent", "text": "moon", "published": f"{today - timedelta(days=3):%Y-%m-%d}"},
+        {"id": "old", "text": "moon", "published": f"{today - timedelta(days=60):%FT%TZ}"},
+    ])  # fmt: skip
+    last_month = {"range": {"published": {"gte": "now-30d/d"}}}
+    vector = index.embed_queries(["moon"])[0]
+    assert index.search_bm25("moon", k=5, filter=last_month).ids.tolist() == ["recent"]
+    assert index.search_vector(vector, k=5, filter=last_month).ids.tolist() == ["recent"]
+    fields = [("text", 1.0)]
+    found = index.search_bm25_fields("moon", k=5, fields=fields, filter=last_month)
+    assert found.ids.tolist() == ["recent"]
+    for tree in (BM25(filter=last_month), Knn(filter=last_month)):
+        assert search(index, "moon", retriever=tree, k=5).ids == ["recent"]
+    older = {"range": {"published": {"lt": "now-30d/d"}}}
+    assert index.ids_matching(older) == ["old"]
+    assert index.delete_matching(older) == 1
+    assert [doc.id for doc in index.iter_documents()] == ["recent"]
+
+
 def test_a_filter_reads_the_documents_as_they_are_now(tmp_path: Path) -> None:
     index = create_index("f", home=tmp_path, embedding_model=None)
     index.upsert(_tagged(20))

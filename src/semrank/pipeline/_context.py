@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,6 +118,8 @@ class SearchContext:
     warnings: list[str] = field(default_factory=list)
     # The filters of the nodes above the one running, all of which its hits must pass.
     filter: Filter | None = None
+    # The time date math in filters (now-30d/d) is resolved at: one for the whole search.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 

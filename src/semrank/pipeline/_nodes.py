@@ -42,6 +42,7 @@ from semrank.retrieve import (
     all_of,
     linear_combination,
     optional_filter,
+    resolved,
     rrf,
     unit_query_vector,
 )
@@ -115,6 +116,7 @@ def _filter_argument(ctx: SearchContext, node: Retriever, method: str) -> dict[s
     flt = all_of(ctx.filter, own_filter(node))
     if flt is None:
         return {}
+    flt = resolved(flt, ctx.now)  # the store compares plain bounds, every node at one time
     store: Store = ctx.store
     if not _takes_filter(type(store), method):
         raise InvalidInputError(

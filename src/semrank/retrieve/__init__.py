@@ -25,6 +25,7 @@ from semrank.retrieve._filter import (
     matches_everything,
     optional_filter,
     parse_filter,
+    resolved,
 )
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
 from semrank.retrieve._hits import Hits, top_k
@@ -54,6 +55,7 @@ __all__ = [
     "normalize_scores",
     "optional_filter",
     "parse_filter",
+    "resolved",
     "rrf",
     "top_k",
     "unit_query_vector",

@@ -11,6 +11,10 @@ does, as in Elasticsearch. Values compare as keywords: strings exactly (``case_i
 sub-field Elasticsearch's dynamic mapping adds to strings) reads the field without the suffix
 when the document has no such key, so filters written for Elasticsearch run unchanged.
 
+A ``range`` bound may be Elasticsearch date math (``now-30d/d``, ``2024-01-01||+1M/d``,
+``semrank.retrieve._datemath``): kept as written in the filter and its ``to_dict``, and turned
+into a plain ISO 8601 bound by ``resolved`` when a search runs, so the stores compare strings.
+
 ``matches`` is the reference semantics; stores that evaluate filters elsewhere (SQL) are tested
 against it.
 """
@@ -20,11 +24,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
+from semrank.retrieve._datemath import DateMath, is_date_math, parse_date_math, resolved_bound
 
 Scalar: TypeAlias = str | int | float | bool
+# A range bound: a value, or date math resolved when a search runs.
+Bound: TypeAlias = Scalar | DateMath
 
 
 class FieldValues(Protocol):
@@ -68,16 +76,40 @@ class Term:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Range:
     """The field holds a value within the bounds (numbers with numbers, strings with strings:
-    ISO 8601 dates of one format order as strings)."""
+    ISO 8601 dates of one format order as strings; date math bounds compare once ``resolved``)."""
 
     field: str
-    gt: Scalar | None = None
-    gte: Scalar | None = None
-    lt: Scalar | None = None
-    lte: Scalar | None = None
+    gt: Bound | None = None
+    gte: Bound | None = None
+    lt: Bound | None = None
+    lte: Bound | None = None
 
     def matches(self, doc_id: str, values: FieldValues) -> bool:
+        if self.has_date_math():  # not resolved by the caller: at the present time
+            return self.resolved(_utc_now()).matches(doc_id, values)
         return any(self._within(v) for v in values(self.field))
+
+    def has_date_math(self) -> bool:
+        return any(isinstance(getattr(self, k), DateMath) for k in _BOUNDS)
+
+    def resolved(self, now: datetime) -> Range:
+        """This range with each date math bound as the ISO 8601 string it names at ``now``
+        (a ``gte`` or ``lt`` bound, which compares with date-only and date-time strings alike:
+        see ``resolved_bound``), beside the plain bounds."""
+        if not self.has_date_math():
+            return self
+        bounds: dict[str, Scalar] = {}
+        for key in _BOUNDS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, DateMath):
+                key, value = resolved_bound(key, value, now)
+            held = bounds.get(key)
+            # Two bounds on one side (a plain gte beside a gt that resolved to gte): the tighter.
+            tighter = max if key in ("gt", "gte") else min
+            bounds[key] = value if held is None else tighter(held, value)
+        return Range(field=self.field, **bounds)
 
     def _within(self, value: Scalar) -> bool:
         checks = (
@@ -89,13 +121,14 @@ class Range:
         for bound, holds in checks:
             if bound is None:
                 continue
-            if not _comparable(value, bound) or not holds(bound):
+            if isinstance(bound, DateMath) or not _comparable(value, bound) or not holds(bound):
                 return False
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        bounds = {k: getattr(self, k) for k in ("gt", "gte", "lt", "lte")}
-        return {"range": {self.field: {k: v for k, v in bounds.items() if v is not None}}}
+        bounds = {k: getattr(self, k) for k in _BOUNDS}
+        written = {k: v.text if isinstance(v, DateMath) else v for k, v in bounds.items()}
+        return {"range": {self.field: {k: v for k, v in written.items() if v is not None}}}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -204,6 +237,29 @@ def matches_everything(flt: Filter) -> bool:
     return passing >= flt.minimum_should_match
 
 
+def resolved(flt: Filter, now: datetime | None = None) -> Filter:
+    """``flt`` with every date math bound resolved at ``now`` (default: the present, in UTC):
+    what a store compares. Called where a search starts, so a filter kept and reused means
+    "now" each time; ``flt`` itself where it holds no date math."""
+    if isinstance(flt, Range):
+        return flt.resolved(_utc_now() if now is None else now)
+    if not isinstance(flt, Bool):
+        return flt
+    when = _utc_now() if now is None else now  # one present for every clause
+
+    def each(clauses: tuple[Filter, ...]) -> tuple[Filter, ...]:
+        return tuple(resolved(clause, when) for clause in clauses)
+
+    parts = (each(flt.must), each(flt.should), each(flt.must_not))
+    if parts == (flt.must, flt.should, flt.must_not):
+        return flt
+    return dataclasses.replace(flt, must=parts[0], should=parts[1], must_not=parts[2])
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def fields_read(flt: Filter) -> Iterator[str]:
     """Every field path the filter reads (a store loads just these)."""
     if isinstance(flt, Bool):
@@ -225,7 +281,9 @@ def document_values(
 
 
 def matches(flt: Filter, doc_id: str, document: Mapping[str, Any]) -> bool:
-    """Whether the document passes the filter (the reference every store agrees with)."""
+    """Whether the document passes the filter (the reference every store agrees with); date
+    math is resolved at the present time unless ``flt`` is ``resolved`` already (resolve once
+    before matching many documents)."""
 
     def values(path: str, *, leaves: bool = False) -> list[Scalar]:
         return document_values(document, path, leaves=leaves)
@@ -256,7 +314,7 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | bool)
 
 
-def _kind(value: Scalar) -> str:
+def _kind(value: Bound) -> str:
     if isinstance(value, bool):
         return "bool"
     return "number" if isinstance(value, int | float) else "string"
@@ -381,21 +439,32 @@ def _range(body: Any, where: str, depth: int) -> Filter:
     at = f"{where}.{name}"
     spec = _object(spec, at)
     unknown = set(spec) - {*_BOUNDS, "boost"}
+    if "time_zone" in unknown:
+        raise InvalidInputError(
+            f"{at}.time_zone is not supported: dates and date math are read in UTC; give the "
+            "bounds in UTC (now/d rounds to a UTC day)"
+        )
     if unknown:
         raise InvalidInputError(
             f"{at}: {sorted(unknown)} not supported; give gt, gte, lt and/or lte (dates as "
-            "ISO 8601 strings of one format, which order as strings)"
+            "ISO 8601 strings of one format, which order as strings, or date math: now-30d/d)"
         )
     _check_boost(spec.get("boost"), at)
-    bounds = {k: _value(spec[k], f"{at}.{k}") for k in _BOUNDS if spec.get(k) is not None}
+    bounds = {k: _bound(spec[k], f"{at}.{k}") for k in _BOUNDS if spec.get(k) is not None}
     if not bounds:
         raise InvalidInputError(f"{at}: give at least one of gt, gte, lt, lte")
     kinds = {_kind(v) for v in bounds.values()}
     if "bool" in kinds or len(kinds) > 1:
         raise InvalidInputError(
-            f"{at}: bounds must be all numbers or all strings, got {_shown(bounds)}"
+            f"{at}: bounds must be all numbers or all strings (dates, date math), got "
+            f"{_shown({k: spec[k] for k in bounds})}"
         )
     return Range(field=name, **bounds)
+
+
+def _bound(value: Any, where: str) -> Bound:
+    """A range bound: date math where it is (``now-1d``, ``2024-01-01||+1M``), else a value."""
+    return parse_date_math(value, where) if is_date_math(value) else _value(value, where)
 
 
 def _exists(body: Any, where: str, depth: int) -> Filter:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from semrank.retrieve._filter import (
     _kind,
     document_values,
     fields_read,
+    resolved,
 )
 
 _KINDS = ("number", "string", "bool")
@@ -260,8 +262,12 @@ class FieldTable:
         """The row of each id, -1 where the table has none."""
         return np.array([self.row_of.get(doc_id, -1) for doc_id in ids], dtype=np.int64)
 
-    def mask(self, flt: Filter) -> np.ndarray:
-        """Whether each row passes ``flt`` (its fields read already: ``missing`` is empty)."""
+    def mask(self, flt: Filter, now: datetime | None = None) -> np.ndarray:
+        """Whether each row passes ``flt`` (its fields read already: ``missing`` is empty),
+        its date math ``resolved`` at ``now`` (default: the present)."""
+        return self._mask(resolved(flt, now))
+
+    def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):
             return self._bool_mask(flt)
         if isinstance(flt, MatchAll):
@@ -284,13 +290,13 @@ class FieldTable:
     def _bool_mask(self, flt: Bool) -> np.ndarray:
         passing = np.ones(len(self), dtype=bool)
         for clause in flt.must:
-            passing &= self.mask(clause)
+            passing &= self._mask(clause)
         for clause in flt.must_not:
-            passing &= ~self.mask(clause)
+            passing &= ~self._mask(clause)
         if flt.minimum_should_match > 0:
             hits = np.zeros(len(self), dtype=np.int64)
             for clause in flt.should:
-                hits += self.mask(clause)
+                hits += self._mask(clause)
             passing &= hits >= flt.minimum_should_match
         return passing
 

@@ -55,6 +55,7 @@ from semrank.retrieve import (
     matches,
     matches_everything,
     optional_filter,
+    resolved,
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.store._corpus import Document, IngestChecks, documents_from
@@ -408,7 +409,7 @@ class Store(abc.ABC):
     def ids_matching(self, filter: FilterSpec) -> list[str]:
         """The ids of the documents passing ``filter``, in ``iter_documents``' order: what
         ``delete_matching`` would delete now."""
-        flt = as_filter(filter, "filter")
+        flt = resolved(as_filter(filter, "filter"))  # one present for every document
         return [doc.id for doc in self.iter_documents() if matches(flt, doc.id, doc.fields)]
 
     def count_matching(self, filter: FilterSpec) -> int:
@@ -572,6 +573,7 @@ class Store(abc.ABC):
         check_search(query, k)
         check_field_boosts(fields)
         flt = optional_filter(filter)
+        flt = None if flt is None else resolved(flt)  # one present for every field's search
         # Passed on only when given: a store of a user's own may not take filters.
         filtered = {} if flt is None else {"filter": flt}
         per_field = [

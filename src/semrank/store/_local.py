@@ -39,6 +39,7 @@ from semrank.retrieve import (
     as_filter,
     matches,
     optional_filter,
+    resolved,
     top_k,
     unit_query_vector,
 )
@@ -353,6 +354,7 @@ class LocalStore(Store):
     def _passing(self, conn: Any, flt: Filter) -> list[str]:
         """The ids of the rows passing ``flt`` (in ``pk`` order), each document read once."""
         rows = self.db.iter_rows(conn, "id, doc")
+        flt = resolved(flt)  # one present for every row
         return [doc_id for doc_id, doc in rows if matches(flt, doc_id, json.loads(doc))]
 
     # --- unfinished ingests: marks in the meta table (see ``Store.begin_ingest``) ----------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -36,6 +37,7 @@ from semrank.retrieve._filter import (
     Range,
     Scalar,
     Term,
+    resolved,
 )
 
 # Arrays nested in arrays are unwrapped this many levels deep at each step, and lax mode
@@ -179,10 +181,13 @@ def _holdable(value: Scalar) -> bool:
     return not isinstance(value, str) or ("\x00" not in value and is_valid_unicode(value))
 
 
-def filter_condition(flt: Filter | None) -> tuple[sql.Composable, dict[str, Any]]:
-    """``flt`` as a condition over a partition aliased ``d``, and its named parameters."""
+def filter_condition(
+    flt: Filter | None, now: datetime | None = None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """``flt`` as a condition over a partition aliased ``d``, and its named parameters (its
+    date math ``resolved`` at ``now``, default the present: SQL compares plain bounds)."""
     builder = FilterSQL()
-    return builder.condition(flt), builder.params
+    return builder.condition(None if flt is None else resolved(flt, now)), builder.params
 
 
 # --- paths -----------------------------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""Elasticsearch date math in range bounds: ``now-30d/d``, ``2024-01-01||+1M/d``.
+
+An expression is an anchor (``now``, or an ISO 8601 date or date-time before ``||``) followed
+by steps: ``+N``/``-N`` of a unit (``N`` left out: 1) and rounding ``/unit``, applied left to
+right in UTC. Units: ``y`` years, ``M`` months, ``w`` weeks, ``d`` days, ``h``/``H`` hours,
+``m`` minutes, ``s`` seconds. As in Elasticsearch, ``now`` is read to the millisecond, adding
+months or years keeps the day where the month has it (Jan 31 + 1M is Feb 28 or 29), a week
+rounds to its Monday, and rounding goes down to the start of the unit, or, rounding up (for
+``gt`` and ``lte``), to its last millisecond.
+
+An expression is kept as parsed and resolved when a search runs (``resolve``), so a filter
+built once means "now" each time it is used.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+
+from semrank.errors import InvalidInputError
+
+ANCHOR_SEPARATOR = "||"
+NOW = "now"
+UNITS = "yMwdhHms"
+_UNITS_SHOWN = "y, M, w, d, h (or H), m, s"
+_ONE_MS = timedelta(milliseconds=1)
+# Elasticsearch reads N as a Java int.
+MAX_COUNT = 2**31 - 1
+_ANCHOR = re.compile(
+    r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+    r"(?:T(?P<hour>\d{2})(?::(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?)?"
+    r"(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?"
+)
+_STEP = re.compile(r"(?P<op>[-+/])(?P<count>\d*)(?P<unit>.?)")
+_FIXED = {
+    "w": timedelta(weeks=1),
+    "d": timedelta(days=1),
+    "h": timedelta(hours=1),
+    "H": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+    "s": timedelta(seconds=1),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DateMath:
+    """A date math expression as written (``text``), parsed: its anchor (None: now) and its
+    steps, ``(op, count, unit)`` with op ``+``, ``-`` or ``/`` (rounding)."""
+
+    text: str
+    anchor: datetime | None
+    steps: tuple[tuple[str, int, str], ...]
+
+    def resolve(self, now: datetime, *, round_up: bool) -> datetime:
+        """The instant (UTC, to the millisecond) this expression names at ``now``; with
+        ``round_up``, a rounding goes to the last millisecond of its unit."""
+        time = _to_millisecond(self.anchor if self.anchor is not None else now)
+        try:
+            for op, count, unit in self.steps:
+                if op == "/":
+                    time = _rounded(time, unit, up=round_up)
+                else:
+                    time = _shifted(time, count if op == "+" else -count, unit)
+        except OverflowError:
+            raise InvalidInputError(
+                f"date math {self.text!r} leaves the years 1 to 9999 (at now = "
+                f"{now.isoformat()}); give a nearer date"
+            ) from None
+        return time
+
+
+def is_date_math(value: object) -> bool:
+    """Whether a range bound is date math rather than a plain string: ``now`` alone or
+    followed by a step, or anything holding ``||`` (``nowhere`` stays a string)."""
+    if not isinstance(value, str):
+        return False
+    if ANCHOR_SEPARATOR in value:
+        return True
+    return value.startswith(NOW) and (value == NOW or value[len(NOW)] in "+-/| 0123456789")
+
+
+def parse_date_math(text: str, where: str) -> DateMath:
+    """``text`` parsed (``is_date_math`` holds), refused naming ``where`` where it is not
+    Elasticsearch date math; checked to resolve at the present time."""
+    if text.startswith(NOW):
+        anchor, math = None, text[len(NOW) :]
+    else:
+        written, _, math = text.partition(ANCHOR_SEPARATOR)
+        anchor = _anchor(written, text, where)
+    steps: list[tuple[str, int, str]] = []
+    at = 0
+    while at < len(math):
+        step = _STEP.match(math, at)
+        if step is None:
+            why = (
+                "now takes no || (write now-1d)"
+                if math[at:].startswith("|")
+                else (f"{math[at:]!r}: a step starts with +, - or /")
+            )
+            raise _refused(where, text, why)
+        steps.append(_step(step, text, where))
+        at = step.end()
+    parsed = DateMath(text=text, anchor=anchor, steps=tuple(steps))
+    now = datetime.now(UTC)
+    try:
+        parsed.resolve(now, round_up=False), parsed.resolve(now, round_up=True)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{where}: {error}") from None
+    return parsed
+
+
+def _step(step: re.Match[str], text: str, where: str) -> tuple[str, int, str]:
+    op, digits, unit = step["op"], step["count"], step["unit"]
+    if not unit:
+        raise _refused(where, text, f"a unit is missing after {op}{digits}; use {_UNITS_SHOWN}")
+    if unit not in UNITS:
+        raise _refused(where, text, f"unit {unit!r} is not a date math unit; use {_UNITS_SHOWN}")
+    count = int(digits) if digits else 1
+    if op == "/" and count != 1:
+        raise _refused(where, text, f"rounding takes a unit alone (/{unit}), got /{digits}{unit}")
+    if count > MAX_COUNT:
+        raise _refused(where, text, f"a count is at most {MAX_COUNT}, got {count}")
+    return op, count, unit
+
+
+def _anchor(written: str, text: str, where: str) -> datetime:
+    found = _ANCHOR.fullmatch(written)
+    if not written:
+        raise _refused(where, text, "no date before ||; write one, as in 2024-01-31||+1M")
+    if found is None:
+        raise _refused(
+            where,
+            text,
+            f"{written!r} before || is not an ISO 8601 date such as 2024-01-31 or "
+            "2024-01-31T10:00:00Z (now takes no ||: write now-1d)",
+        )
+    parts = {k: int(v) for k, v in found.groupdict().items() if v and k not in ("fraction", "zone")}
+    fraction = (found["fraction"] or "0")[:6].ljust(6, "0")
+    try:
+        local = datetime(
+            parts["year"], parts.get("month", 1), parts.get("day", 1), parts.get("hour", 0),
+            parts.get("minute", 0), parts.get("second", 0), int(fraction), tzinfo=UTC,
+        )  # fmt: skip
+        return local - _offset(found["zone"])
+    except (ValueError, OverflowError) as error:
+        raise _refused(where, text, f"{written!r} is not a date ({error})") from None
+
+
+def _offset(zone: str | None) -> timedelta:
+    if zone is None or zone == "Z":
+        return timedelta(0)
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if hours > 18 or minutes > 59:
+        raise ValueError(f"offset {zone} out of range")
+    sign = 1 if zone[0] == "+" else -1
+    return sign * timedelta(hours=hours, minutes=minutes)
+
+
+def _refused(where: str, text: str, why: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{where}: {text!r} is not date math: {why} (Elasticsearch's syntax: now-30d/d, "
+        "2024-01-01||+1M/d)"
+    )
+
+
+def _to_millisecond(time: datetime) -> datetime:
+    time = time.astimezone(UTC) if time.tzinfo is not None else time.replace(tzinfo=UTC)
+    return time.replace(microsecond=time.microsecond // 1000 * 1000)
+
+
+def _shifted(time: datetime, count: int, unit: str) -> datetime:
+    if unit in ("y", "M"):
+        months = time.year * 12 + time.month - 1 + count * (12 if unit == "y" else 1)
+        year, month = divmod(months, 12)
+        if not 1 <= year <= 9999:
+            raise OverflowError(year)
+        day = min(time.day, calendar.monthrange(year, month + 1)[1])
+        return time.replace(year=year, month=month + 1, day=day)
+    return time + count * _FIXED[unit]
+
+
+def _rounded(time: datetime, unit: str, *, up: bool) -> datetime:
+    """``time`` down to the start of its ``unit``; ``up``: to that unit's last millisecond."""
+    start = {
+        "y": lambda: time.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0),
+        "M": lambda: time.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+        "w": lambda: _rounded(time, "d", up=False) - timedelta(days=time.weekday()),
+        "d": lambda: time.replace(hour=0, minute=0, second=0, microsecond=0),
+        "h": lambda: time.replace(minute=0, second=0, microsecond=0),
+        "H": lambda: time.replace(minute=0, second=0, microsecond=0),
+        "m": lambda: time.replace(second=0, microsecond=0),
+        "s": lambda: time.replace(microsecond=0),
+    }[unit]()
+    return _shifted(start, 1, unit) - _ONE_MS if up else start
+
+
+def resolved_bound(op: str, expression: DateMath, now: datetime) -> tuple[str, str]:
+    """The bound ``{op: expression}`` names at ``now``, as ``(gte or lt, ISO 8601 text)``.
+
+    Elasticsearch rounds ``gte`` and ``lt`` down and ``gt`` and ``lte`` up (to the unit's last
+    millisecond): ``gt`` then passes from the next millisecond on (``gte`` it), and ``lte``
+    up to it (``lt`` it). So every bound is an instant where a unit starts, written by
+    ``bound_text``: ``lte now/d`` is ``lt`` tomorrow's date, which a date-time of today's
+    evening is below, and ``gte now-30d/d`` is ``gte`` a date, which a date-time of that day
+    is above, as their instants are."""
+    if op in ("gte", "lt"):
+        return op, bound_text(expression.resolve(now, round_up=False))
+    last = expression.resolve(now, round_up=True)
+    try:
+        after = last + _ONE_MS
+    except OverflowError:
+        raise InvalidInputError(
+            f"date math {expression.text!r} leaves the years 1 to 9999; give a nearer date"
+        ) from None
+    return ("gte" if op == "gt" else "lt"), bound_text(after)
+
+
+def bound_text(time: datetime) -> str:
+    """``time`` (UTC) as the shortest ISO 8601 text naming it: ``2024-03-01`` at midnight,
+    else ``2024-03-01T10``, ``...T10:30``, ``...T10:30:15``, ``...T10:30:15.5``. The shortest
+    sorts first among every way of writing the instant, so a stored date-only string and any
+    stored date-time of at least the bound's precision compare with it as their instants do."""
+    text = f"{time.year:04d}-{time.month:02d}-{time.day:02d}"
+    ms = time.microsecond // 1000
+    if (time.hour, time.minute, time.second, ms) == (0, 0, 0, 0):
+        return text
+    text += f"T{time.hour:02d}"
+    if (time.minute, time.second, ms) != (0, 0, 0):
+        text += f":{time.minute:02d}"
+    if (time.second, ms) != (0, 0):
+        text += f":{time.second:02d}"
+    if ms:
+        text += f".{ms:03d}".rstrip("0")
+    return text
