@@ -474,21 +474,31 @@ def test_a_model_cache_file_being_written_is_removed_on_sigterm_and_sighup(
     import subprocess
     import sys
 
-    cache = tmp_path / "cache"
-    env = {**os.environ, "SEMRANK_CACHE": str(cache)}
     tests = str(Path(__file__).parent)  # for tiny_models
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-c", STALLED_QUANTIZATION, str(tiny_model("bert"))]
-    for stop in (signal.SIGTERM, signal.SIGHUP):
-        loading = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-        try:
+    caches = {stop: tmp_path / stop.name for stop in (signal.SIGTERM, signal.SIGHUP)}
+    loadings = {  # both at once, a cache each: each takes a second to start
+        stop: subprocess.Popen(
+            command,
+            env={**os.environ, "SEMRANK_CACHE": str(cache), "PYTHONPATH": path},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for stop, cache in caches.items()
+    }
+    try:
+        for stop, loading in loadings.items():
             assert loading.stderr is not None
             assert loading.stderr.readline() == "quantizing\n"
-            assert [p.name for p in (cache / "onnx").glob("*.tmp.onnx")]  # being written
+            assert [p.name for p in (caches[stop] / "onnx").glob("*.tmp.onnx")]  # being written
             loading.send_signal(stop)
+        for stop, loading in loadings.items():
             assert loading.wait(timeout=60) == -stop
-        finally:
+    finally:
+        for loading in loadings.values():
             loading.kill()
+    for cache in caches.values():
         assert not list((cache / "onnx").glob("*.tmp*"))
         assert len(list((cache / "onnx").glob("*.onnx"))) == 1  # the fp32 export, whole
 
