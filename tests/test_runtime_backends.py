@@ -278,6 +278,49 @@ def test_a_child_forked_after_the_model_loaded_can_let_go_of_it(tiny_model, back
     assert np.allclose(childs, reranker.score("what is a flea", documents), atol=1e-6)
 
 
+# Run as its own process: semrank.pipeline imported before any model loads, as in a long-lived
+# process (a test run, a server), so its at-fork hook runs before the runtime's.
+FORK_WHILE_HELD = """
+import os, sys, time
+from pathlib import Path
+import semrank.pipeline as pipeline
+from semrank.store import create_index
+home = Path(sys.argv[1])
+create_index("held", home=home).upsert([{"id": "a", "text": "fleas"}, {"id": "b", "text": "cats"}])
+pipeline.search("held", "fleas", retriever="dense", home=home)  # held open, its embedder loaded
+time.sleep(0.5)  # the embedder's thread pool idle, as in a process forking later on
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("ended", os.waitstatus_to_exitcode(status))
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, 9)
+print("hung")
+"""
+
+
+def test_a_child_forked_while_an_index_is_held_open_starts(tmp_path: Path) -> None:
+    """A subprocess with a preexec_fn (or a fork pool) started while semrank held an index
+    open hung before it began: the at-fork hook dropped the parent's index handles in the
+    child, destroying their embedding model's thread pool, which waited for the parent's
+    threads for good (a whole-suite run hung so)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_HELD, str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["ended", "0"], (done.stdout, done.stderr[-2000:])
+
+
 def _until_other_threads_sleep(timeout_s: float = 5.0) -> None:
     """Wait until no other thread of this process runs. A new pool's workers spin for some ms
     before they block; a child forked while they spin let go of its model even without the

@@ -60,12 +60,20 @@ _OPEN: dict[Key, _Held] = {}
 _OPEN_LOCK = threading.Lock()
 
 
+# The handles a forked child inherited: kept, never destroyed there (see _forget_after_fork).
+_INHERITED: list[dict[Key, _Held]] = []
+
+
 def _forget_after_fork() -> None:
     """A forked child starts holding nothing: the parent's handles (SQLite connections,
     database pools) are not usable there, and a child writing through them lost its writes.
-    They are dropped, not closed: closing would end the parent's use of them."""
-    global _OPEN_LOCK
-    _OPEN.clear()
+    They are set aside, neither closed (that would end the parent's use of them) nor dropped:
+    dropping them destroyed their models' OpenVINO / ONNX Runtime thread pools in the child,
+    which waited for the parent's threads for good (a subprocess started with a preexec_fn,
+    or a fork pool, hung before it began)."""
+    global _OPEN, _OPEN_LOCK
+    _INHERITED.append(_OPEN)
+    _OPEN = {}
     _OPEN_LOCK = threading.Lock()
 
 
