@@ -396,3 +396,106 @@ def test_a_range_time_zone_is_refused_saying_dates_are_utc() -> None:
         parse_filter({"range": {"d": {"gte": "now/d", "time_zone": "+01:00"}}})
     # A string merely starting with "now" is no date math.
     assert matches(parse_filter({"range": {"w": {"gte": "nowhere"}}}), "x", {"w": "nowt"})
+
+
+# --- plain ISO 8601 date bounds ----------------------------------------------------------------
+
+# (bound, plain date, what Elasticsearch compares a date field with: a missing time of day (hour,
+# minute, second) rounds down for gte/lt and up for gt/lte; a missing month or day is the 1st).
+PLAIN_DATES: list[tuple[str, str, str, datetime]] = [
+    ("lte", "2024-01-31", "<=", _at("2024-01-31T23:59:59.999")),  # all of that day
+    ("gt", "2024-01-31", ">", _at("2024-01-31T23:59:59.999")),  # after that day
+    ("gte", "2024-01-31", ">=", _at("2024-01-31T00:00")),
+    ("lt", "2024-01-31", "<", _at("2024-01-31T00:00")),
+    ("lte", "2024-01", "<=", _at("2024-01-01T23:59:59.999")),  # the 1st, not all of January
+    ("gt", "2024", ">", _at("2024-01-01T23:59:59.999")),
+    ("gte", "2024-02", ">=", _at("2024-02-01T00:00")),
+    ("lte", "2024-01-31T10", "<=", _at("2024-01-31T10:59:59.999")),
+    ("gt", "2024-01-31T10:30Z", ">", _at("2024-01-31T10:30:59.999")),
+    ("lt", "2024-01-31T10:30:15+00:00", "<", _at("2024-01-31T10:30:15")),
+    ("lte", "2024-01-31T10:30:15Z", "<=", _at("2024-01-31T10:30:15.999")),
+    ("gte", "2024-01-31T00:00:00Z", ">=", _at("2024-01-31T00:00")),  # 2024-01-31 passes
+]
+# A fraction is to the millisecond (not rounded: stored to the second with a Z, in that very
+# second, is the form that may fall on the wrong side, as for unrounded date math).
+PLAIN_UNROUNDED: list[tuple[str, str, str, datetime]] = [
+    ("lte", "2024-01-31T10:30:15.5Z", "<=", _at("2024-01-31T10:30:15.5")),
+    ("gt", "2024-01-31T10:30:15.123456", ">", _at("2024-01-31T10:30:15.123")),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "date", "compare", "bound", "to_the_second"),
+    [(*case, True) for case in PLAIN_DATES] + [(*case, False) for case in PLAIN_UNROUNDED],
+    ids=[f"{k} {d}" for k, d, _, _ in PLAIN_DATES + PLAIN_UNROUNDED],
+)
+def test_a_plain_date_bound_passes_what_elasticsearch_passes_on_a_date_field(
+    key: str, date: str, compare: str, bound: datetime, to_the_second: bool
+) -> None:
+    """``lte "2024-01-31"`` was compared as that string, so it left out "2024-01-31T10:00:00Z"
+    (and ``gt`` let it in). A plain ISO 8601 bound now rounds as Elasticsearch fills a missing
+    part of it, on the reference and the embedded store's mask, and keeps its JSON."""
+    edge = bound if compare in (">=", "<") else bound + _MS
+    docs = _date_math_docs(edge, to_the_second=to_the_second)
+    spec = {"range": {"published": {key: date}}}
+    flt = parse_filter(spec)
+    assert flt.to_dict() == spec
+    expected = _elasticsearch_passes(docs, compare, bound)
+    assert 0 < len(expected) < len(docs)
+    assert [i for i, doc in docs.items() if matches(flt, i, doc)] == expected
+    table = FieldTable(list(docs))
+    table.add_fields(list(docs.values()), table.missing(flt))
+    assert [i for i, ok in zip(docs, table.mask(flt), strict=True) if ok] == expected
+
+
+_LITERAL = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+}
+
+
+def test_date_only_strings_pass_a_plain_date_bound_as_they_did() -> None:
+    """Rounding changes nothing for stored dates as precise as the bound (``lte 2024-01-31``
+    is ``lt 2024-02-01`` for them): each passes as its string compared. (Only a longer stored
+    value, within the time the bound rounds over, or a shorter one naming the bound's instant,
+    as ``2024`` beside ``gte 2024-01``, passes otherwise: as in Elasticsearch.)"""
+    days = [datetime(2023, 12, 25, tzinfo=UTC) + timedelta(days=n) for n in range(72)]
+    for form in ("%Y-%m-%d", "%Y-%m", "%Y", "%Y-%m-%dT%H"):  # stored values and bounds alike
+        stored = sorted({f"{d + timedelta(hours=7 * n):{form}}" for n, d in enumerate(days)})
+        docs = {text: {"d": text} for text in stored}
+        for bound in stored:
+            for key, holds in _LITERAL.items():
+                flt = parse_filter({"range": {"d": {key: bound}}})
+                passed = [i for i, doc in docs.items() if matches(flt, i, doc)]
+                assert passed == [text for text in stored if holds(text, bound)], (key, bound)
+
+
+@pytest.mark.parametrize(
+    "bound",
+    ["2024-01-31abc", "v2024", "20240131", "2024-1-5", "2024-02-30", "2024-13", "0000",
+     "2024-01-31 10:00", "2024-01-31t10", "2024-01-31T10:00:00+02:00", "2024-01-31T25"],
+)  # fmt: skip
+def test_a_string_that_is_no_utc_iso_date_stays_a_string(bound: str) -> None:
+    """Only an ISO 8601 date (or date-time in UTC) is read as a date: anything else, an
+    impossible date or a time at another offset included, compares as written."""
+    stored = ["2024-01-31", "2024-01-31T10:00:00Z", "2024-01-31abc", "2024-02-01", "v2024"]
+    docs = {text: {"d": text} for text in stored}
+    for key, holds in _LITERAL.items():
+        flt = parse_filter({"range": {"d": {key: bound}}})
+        assert resolved(flt, NOW) == flt and flt.to_dict() == {"range": {"d": {key: bound}}}
+        passed = [i for i, doc in docs.items() if matches(flt, i, doc)]
+        assert passed == [text for text in stored if holds(text, bound)], (key, bound)
+
+
+@pytest.mark.parametrize("bound", ["9999-12-31", "9999-12-31T23", "9999-12-31||/d", "9999||/y"])
+def test_a_bound_rounding_up_to_the_end_of_year_9999_passes_every_date(bound: str) -> None:
+    """``lte "9999-12-31"`` (an open end some data uses) rounds up to the last millisecond
+    there is (date math rounding there was refused as leaving the years 1 to 9999): every
+    date passes, none is after it."""
+    stored = ["2024-01-31", "9999-12-31", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59.999+00:00"]
+    docs = {text: {"d": text} for text in stored}
+    for key, expected in (("lte", stored), ("gt", [])):
+        flt = parse_filter({"range": {"d": {key: bound}}})
+        assert [i for i, doc in docs.items() if matches(flt, i, doc)] == expected, key

@@ -18,7 +18,15 @@ import pytest
 from semrank.retrieve import matches, parse_filter, resolved
 from semrank.store import create_index
 from semrank.store.postgres import PostgresStore
-from test_filter import _MS, NOW, ROUNDING, UNROUNDED, _date_math_docs
+from test_filter import (
+    _MS,
+    NOW,
+    PLAIN_DATES,
+    PLAIN_UNROUNDED,
+    ROUNDING,
+    UNROUNDED,
+    _date_math_docs,
+)
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
 from test_postgres_store import HashingEmbedder
 
@@ -419,15 +427,18 @@ def test_a_delete_filter_postgresql_cannot_run_deletes_nothing(pg_dsn: str) -> N
 
 # --- date math in range bounds -----------------------------------------------------------------
 def test_date_math_on_postgresql_passes_what_the_reference_does(pg_dsn: str) -> None:  # noqa: F811
-    """Every rounding case of tests/test_filter.py at its fixed now, over date-only and
-    date-time strings of every precision: SQL compares the resolved bounds as the reference
-    does (a date-only bound below a date-time of its day)."""
-    cases = ROUNDING + UNROUNDED
+    """Every rounding case of tests/test_filter.py at its fixed now, and every plain date
+    bound (``lte 2024-01-31``: all of that day), over date-only and date-time strings of every
+    precision: SQL compares the resolved bounds as the reference does (a date-only bound below
+    a date-time of its day), up to the end of year 9999."""
+    cases = ROUNDING + UNROUNDED + PLAIN_DATES + PLAIN_UNROUNDED
     docs: dict[str, dict[str, Any]] = {}
     for n, (_, _, compare, bound) in enumerate(cases):
         edge = bound if compare in (">=", "<") else bound + _MS
         for doc_id, doc in _date_math_docs(edge, to_the_second=True).items():
             docs.setdefault(doc_id if doc_id[0].isdigit() else f"{doc_id} {n}", doc)
+    for last in ("9999-12-31", "9999-12-31T23:59:59Z"):
+        docs[last] = {"published": last}
     index = create_index("dates", store=pg_dsn, embedder=HashingEmbedder())
     index.upsert([{"id": doc_id, "text": "common", **doc} for doc_id, doc in docs.items()])
     for key, math, _, _ in cases:
@@ -435,6 +446,11 @@ def test_date_math_on_postgresql_passes_what_the_reference_does(pg_dsn: str) -> 
         expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
         found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
         assert 0 < len(expected) < len(docs) and sorted(found) == expected, (key, math)
+    dates = sorted(i for i, doc in docs.items() if not isinstance(doc["published"], int))
+    for key, expected in (("lte", dates), ("gt", [])):  # the last day there is
+        flt = parse_filter({"range": {"published": {key: "9999-12-31"}}})
+        found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
+        assert sorted(found) == expected, key
     index.close()
 
 

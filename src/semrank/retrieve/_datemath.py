@@ -10,6 +10,10 @@ rounds to its Monday, and rounding goes down to the start of the unit, or, round
 
 An expression is kept as parsed and resolved when a search runs (``resolve``), so a filter
 built once means "now" each time it is used.
+
+A plain bound that is an ISO 8601 date or date-time in UTC (``2024-01-31``, ``2024-01-31T10``)
+is read as Elasticsearch reads it on a date field (``plain_date``): its missing time of day
+rounds as ``/d``, ``/h``, ``/m`` or ``/s`` would, so ``lte 2024-01-31`` is all of that day.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ NOW = "now"
 UNITS = "yMwdhHms"
 _UNITS_SHOWN = "y, M, w, d, h (or H), m, s"
 _ONE_MS = timedelta(milliseconds=1)
+_LAST_MS = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+# Sorts after "9999-12-31" followed by anything a date-time writes there (T, Z, +, digits).
+_AFTER_LAST_DAY = "9999-12-31~"
 # Elasticsearch reads N as a Java int.
 MAX_COUNT = 2**31 - 1
 _ANCHOR = re.compile(
@@ -137,16 +144,56 @@ def _anchor(written: str, text: str, where: str) -> datetime:
             f"{written!r} before || is not an ISO 8601 date such as 2024-01-31 or "
             "2024-01-31T10:00:00Z (now takes no ||: write now-1d)",
         )
-    parts = {k: int(v) for k, v in found.groupdict().items() if v and k not in ("fraction", "zone")}
-    fraction = (found["fraction"] or "0")[:6].ljust(6, "0")
     try:
-        local = datetime(
-            parts["year"], parts.get("month", 1), parts.get("day", 1), parts.get("hour", 0),
-            parts.get("minute", 0), parts.get("second", 0), int(fraction), tzinfo=UTC,
-        )  # fmt: skip
-        return local - _offset(found["zone"])
+        return _instant(found)
     except (ValueError, OverflowError) as error:
         raise _refused(where, text, f"{written!r} is not a date ({error})") from None
+
+
+def _instant(found: re.Match[str]) -> datetime:
+    """The UTC instant an ``_ANCHOR`` match names (missing parts: the start of the year, month,
+    day...); ValueError or OverflowError where it names none (2024-02-30, offset +25)."""
+    parts = {k: int(v) for k, v in found.groupdict().items() if v and k not in ("fraction", "zone")}
+    fraction = (found["fraction"] or "0")[:6].ljust(6, "0")
+    local = datetime(
+        parts["year"], parts.get("month", 1), parts.get("day", 1), parts.get("hour", 0),
+        parts.get("minute", 0), parts.get("second", 0), int(fraction), tzinfo=UTC,
+    )  # fmt: skip
+    return local - _offset(found["zone"])
+
+
+def plain_date(text: str) -> DateMath | None:
+    """A plain range bound as the date Elasticsearch reads it on a date field, or None where
+    ``text`` is no ISO 8601 date (or date-time) in UTC and stays a string compared as written.
+
+    A date counts when it is ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, then optionally ``THH``,
+    ``:MM``, ``:SS``, a fraction, and ``Z``, an offset of zero (``+00:00``) or no zone, and
+    names a real date: ``2024-02-30``, ``v2024``, ``20240131`` and ``...T10:00+02:00`` (whose
+    stored neighbours compare by their digits) stay strings. Elasticsearch fills what is
+    missing rounding down for ``gte``/``lt`` and up for ``gt``/``lte``, but a missing month or
+    day is the 1st either way: so the time of day rounds as ``/d`` (or ``/h``, ``/m``, ``/s``
+    after an hour, a minute, a second), and a fraction is to the millisecond."""
+    found = _ANCHOR.fullmatch(text)
+    if found is None:
+        return None
+    try:
+        anchor = _instant(found)
+        if _offset(found["zone"]):
+            return None
+    except (ValueError, OverflowError):
+        return None
+    unit = next((u for group, u in _PRECISION if found[group]), "d")
+    steps = () if unit is None else (("/", 1, unit),)
+    return DateMath(text=text, anchor=anchor, steps=steps)
+
+
+# The rounding a plain date's finest part gives (none after a fraction: to the millisecond).
+_PRECISION: tuple[tuple[str, str | None], ...] = (
+    ("fraction", None),
+    ("second", "s"),
+    ("minute", "m"),
+    ("hour", "h"),
+)
 
 
 def _offset(zone: str | None) -> timedelta:
@@ -195,7 +242,12 @@ def _rounded(time: datetime, unit: str, *, up: bool) -> datetime:
         "m": lambda: time.replace(second=0, microsecond=0),
         "s": lambda: time.replace(microsecond=0),
     }[unit]()
-    return _shifted(start, 1, unit) - _ONE_MS if up else start
+    if not up:
+        return start
+    try:
+        return _shifted(start, 1, unit) - _ONE_MS
+    except OverflowError:  # the unit runs past year 9999: it ends where time does
+        return _LAST_MS
 
 
 def resolved_bound(op: str, expression: DateMath, now: datetime) -> tuple[str, str]:
@@ -210,29 +262,23 @@ def resolved_bound(op: str, expression: DateMath, now: datetime) -> tuple[str, s
     if op in ("gte", "lt"):
         return op, bound_text(expression.resolve(now, round_up=False))
     last = expression.resolve(now, round_up=True)
-    try:
-        after = last + _ONE_MS
-    except OverflowError:
-        raise InvalidInputError(
-            f"date math {expression.text!r} leaves the years 1 to 9999; give a nearer date"
-        ) from None
-    return ("gte" if op == "gt" else "lt"), bound_text(after)
+    if last == _LAST_MS:  # no instant after it: kept, past every writing of that last day
+        return op, _AFTER_LAST_DAY
+    return ("gte" if op == "gt" else "lt"), bound_text(last + _ONE_MS)
 
 
 def bound_text(time: datetime) -> str:
-    """``time`` (UTC) as the shortest ISO 8601 text naming it: ``2024-03-01`` at midnight,
-    else ``2024-03-01T10``, ``...T10:30``, ``...T10:30:15``, ``...T10:30:15.5``. The shortest
-    sorts first among every way of writing the instant, so a stored date-only string and any
-    stored date-time of at least the bound's precision compare with it as their instants do."""
-    text = f"{time.year:04d}-{time.month:02d}-{time.day:02d}"
+    """``time`` (UTC) as the shortest ISO 8601 text naming it: ``2024`` at the start of a year,
+    ``2024-03`` of a month, ``2024-03-05`` of a day, else ``2024-03-05T10``, ``...T10:30``,
+    ``...T10:30:15``, ``...T10:30:15.5``. The shortest sorts first among every way of writing
+    the instant, so a stored date of any precision (``2024-03`` is its first day) and any
+    stored date-time compare with it as their instants do."""
     ms = time.microsecond // 1000
-    if (time.hour, time.minute, time.second, ms) == (0, 0, 0, 0):
-        return text
-    text += f"T{time.hour:02d}"
-    if (time.minute, time.second, ms) != (0, 0, 0):
-        text += f":{time.minute:02d}"
-    if (time.second, ms) != (0, 0):
-        text += f":{time.second:02d}"
-    if ms:
-        text += f".{ms:03d}".rstrip("0")
-    return text
+    parts = (time.month, time.day, time.hour, time.minute, time.second, ms)
+    starts = (1, 1, 0, 0, 0, 0)
+    kept = max(
+        (n + 1 for n, (p, s) in enumerate(zip(parts, starts, strict=True)) if p != s), default=0
+    )
+    texts = (f"-{time.month:02d}", f"-{time.day:02d}", f"T{time.hour:02d}", f":{time.minute:02d}",
+             f":{time.second:02d}", f".{ms:03d}".rstrip("0"))  # fmt: skip
+    return f"{time.year:04d}" + "".join(texts[:kept])

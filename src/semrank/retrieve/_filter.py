@@ -12,8 +12,10 @@ sub-field Elasticsearch's dynamic mapping adds to strings) reads the field witho
 when the document has no such key, so filters written for Elasticsearch run unchanged.
 
 A ``range`` bound may be Elasticsearch date math (``now-30d/d``, ``2024-01-01||+1M/d``,
-``semrank.retrieve._datemath``): kept as written in the filter and its ``to_dict``, and turned
-into a plain ISO 8601 bound by ``resolved`` when a search runs, so the stores compare strings.
+``semrank.retrieve._datemath``) or an ISO 8601 date in UTC, which rounds as Elasticsearch fills
+its missing parts (``lte 2024-01-31`` is all of that day): kept as written in the filter and its
+``to_dict``, and turned into a plain ISO 8601 bound by ``resolved`` when a search runs, so the
+stores compare strings.
 
 ``matches`` is the reference semantics; stores that evaluate filters elsewhere (SQL) are tested
 against it.
@@ -28,10 +30,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
-from semrank.retrieve._datemath import DateMath, is_date_math, parse_date_math, resolved_bound
+from semrank.retrieve._datemath import (
+    DateMath,
+    is_date_math,
+    parse_date_math,
+    plain_date,
+    resolved_bound,
+)
 
 Scalar: TypeAlias = str | int | float | bool
-# A range bound: a value, or date math resolved when a search runs.
+# A range bound: a value, or date math (or an ISO 8601 date) resolved when a search runs.
 Bound: TypeAlias = Scalar | DateMath
 
 
@@ -76,7 +84,8 @@ class Term:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Range:
     """The field holds a value within the bounds (numbers with numbers, strings with strings:
-    ISO 8601 dates of one format order as strings; date math bounds compare once ``resolved``)."""
+    ISO 8601 dates of one format order as strings; date math and ISO 8601 date bounds compare
+    once ``resolved``)."""
 
     field: str
     gt: Bound | None = None
@@ -463,8 +472,12 @@ def _range(body: Any, where: str, depth: int) -> Filter:
 
 
 def _bound(value: Any, where: str) -> Bound:
-    """A range bound: date math where it is (``now-1d``, ``2024-01-01||+1M``), else a value."""
-    return parse_date_math(value, where) if is_date_math(value) else _value(value, where)
+    """A range bound: date math where it is (``now-1d``, ``2024-01-01||+1M``), an ISO 8601
+    date read as Elasticsearch reads it (``lte 2024-01-31`` is all of that day), else a value."""
+    if is_date_math(value):
+        return parse_date_math(value, where)
+    date = plain_date(value) if isinstance(value, str) else None
+    return _value(value, where) if date is None else date
 
 
 def _exists(body: Any, where: str, depth: int) -> Filter:

@@ -406,7 +406,9 @@ class LocalStore(Store):
         self, *, batch_size: int = 1000, filter: FilterSpec | None = None
     ) -> Iterator[Document]:
         check_batch_size(batch_size)  # now, not at the first document
-        return self._documents_in_pages(batch_size, optional_filter(filter))
+        flt = optional_filter(filter)
+        # Resolved once: one present for the export, not a date bound parsed per document.
+        return self._documents_in_pages(batch_size, None if flt is None else resolved(flt))
 
     def _documents_in_pages(self, batch_size: int, flt: Filter | None) -> Iterator[Document]:
         """Pages by ``pk`` (the order documents were first written; an upsert keeps a row's
