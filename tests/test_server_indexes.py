@@ -1227,6 +1227,26 @@ async def test_elasticsearch_count_counts_the_documents_a_query_matches(
     assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
 
 
+async def test_elasticsearch_count_refuses_query_string_options_in_its_own_words(
+    client: httpx.AsyncClient,
+) -> None:
+    """A _count's ?size= was told to go in the JSON body, where the count then refused it
+    ('size: unknown key'), and ?min_score= to go on a text_similarity_reranker retriever,
+    which a _count has not: each now says that a _count's body takes a query alone."""
+    await _make_index(client)
+    blood = {"query": {"match": {"text": "blood"}}}
+    for name in ("size", "from", "_source", "min_score", "terminate_after", "df"):
+        refused = await client.post(f"/docs/_count?{name}=1", json=blood)
+        reason = _es_error(refused, 400, "invalid_request")
+        assert reason.startswith(f"query-string parameter '{name}': not supported"), reason
+        assert "_count, whose JSON body takes a query alone" in reason, reason
+        assert "retriever" not in reason and "in the JSON body (" not in reason, reason
+    asked = await client.post("/docs/_count?q=text:blood", json={})
+    assert '"query": {"match"' in _es_error(asked, 400, "invalid_request")
+    counted = await client.post("/docs/_count?filter_path=count&pretty=true", json=blood)
+    assert counted.json()["count"] == 2, counted.text  # options that change nothing still pass
+
+
 async def test_semranks_own_search_takes_a_filter_for_the_whole_tree(
     client: httpx.AsyncClient,
 ) -> None:

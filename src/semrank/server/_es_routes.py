@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -160,7 +161,7 @@ async def es_count(
     every hit would return them; a filter query those passing it; no query every document."""
     from semrank.pipeline import count_documents, parse_count_query
 
-    _refuse_query_string_options(request, COUNT_PARAMS)
+    _refuse_query_string_options(request, COUNT_PARAMS, hint=_count_param_hint)
     query = None if body is None else body.query
     if query is not None:
         parse_count_query(query)  # a bad query is refused before the index is opened
@@ -239,21 +240,40 @@ COUNT_PARAMS = frozenset(
 
 
 def _refuse_query_string_options(
-    request: Request, taken: frozenset[str] = TAKEN_SEARCH_PARAMS
+    request: Request,
+    taken: frozenset[str] = TAKEN_SEARCH_PARAMS,
+    *,
+    hint: Callable[[str], str] | None = None,
 ) -> None:
     """Elasticsearch takes most search options in the query string too (elasticsearch-py puts
     ``sort="title:asc"`` and ``q`` there): ignored, they answered another search than the one
     asked (ten hits for ``?size=1``, the first page again for ``?from=``),
     so each is refused, as in the body, saying what to send instead (``taken``: those let
-    be)."""
+    be; ``hint``: what to send instead of each, default _search's)."""
     for name in request.query_params:
         if name in taken:
             continue
-        if name in ("size", "from", "_source"):
-            hint = f'send it in the JSON body ("{name}": ...), which is where it is read'
-        else:
-            hint = search_key_hint("query" if name == "q" else name, "elasticsearch")
-        raise InvalidInputError(f"query-string parameter {name!r:.80}: {hint}")
+        said = (hint or _search_param_hint)(name)
+        raise InvalidInputError(f"query-string parameter {name!r:.80}: {said}")
+
+
+def _search_param_hint(name: str) -> str:
+    if name in ("size", "from", "_source"):
+        return f'send it in the JSON body ("{name}": ...), which is where it is read'
+    return search_key_hint("query" if name == "q" else name, "elasticsearch")
+
+
+# A _count body takes a query alone: _search's hints (size in the body, a retriever's
+# min_score) would send the request on to another refusal.
+COUNT_KEYS_HINT = (
+    "not supported by semrank's Elasticsearch _count, whose JSON body takes a query alone "
+    '(e.g. "query": {"match": {"text": "..."}}, or a filter such as {"term": {...}}) and '
+    "counts every document it matches"
+)
+
+
+def _count_param_hint(name: str) -> str:
+    return search_key_hint("query", "elasticsearch") if name == "q" else COUNT_KEYS_HINT
 
 
 # The classic body's searches (before retrievers), which the pipeline reads as a tree.
