@@ -341,6 +341,50 @@ def test_date_math_passes_what_elasticsearch_passes_on_a_date_field(
     assert [i for i, ok in zip(docs, table.mask(flt, NOW), strict=True) if ok] == expected
 
 
+# The calendar's last units (9999-12-31 is a Friday): rounded up, each ends at its last
+# millisecond, which no instant follows.
+_LAST = _at("9999-12-31T23:59:59.999")
+CALENDAR_END: list[tuple[str, str, str, datetime]] = [
+    ("gte", "9999-12-31||/d", ">=", _at("9999-12-31T00:00")),
+    ("lt", "9999-12-31||/d", "<", _at("9999-12-31T00:00")),
+    ("lte", "9999-12-31||/d", "<=", _LAST),
+    ("gt", "9999-12-31||/d", ">", _LAST),
+    ("gte", "9999-12-31||/w", ">=", _at("9999-12-27T00:00")),
+    ("lte", "9999-12-31||/w", "<=", _LAST),
+    ("lt", "9999-06-15||/y", "<", _at("9999-01-01T00:00")),
+    ("lte", "9999-06-15||/y", "<=", _LAST),
+    ("lte", "9999-12-31T23:59:59.999Z||", "<=", _LAST),
+    ("gt", "9999-12-31T23:59:59.999Z||", ">", _LAST),
+]
+# Dates a "valid until" field holds for "never ends", and dates before them.
+CALENDAR_END_DATES = (
+    "2024-05-01", "9999-01-01", "9999-12-26T23:59:59Z", "9999-12-27", "9999-12-30",
+    "9999-12-31", "9999-12-31T00:00:00Z", "9999-12-31T12:00:00.5Z", "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999999+00:00",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "math", "compare", "bound"),
+    CALENDAR_END,
+    ids=[f"{k} {m}" for k, m, _, _ in CALENDAR_END],
+)
+def test_date_math_at_the_end_of_year_9999_passes_what_elasticsearch_passes(
+    key: str, math: str, compare: str, bound: datetime
+) -> None:
+    """A bound in year 9999 rounded up was refused as leaving the years 1 to 9999 (even a gte,
+    which is not rounded up: "9999-12-31||/d" names that day's first millisecond), and an lte
+    of the calendar's last millisecond failed at search time without naming the bound."""
+    docs: dict[str, dict[str, Any]] = {text: {"published": text} for text in CALENDAR_END_DATES}
+    flt = parse_filter({"range": {"published": {key: math}}})
+    expected = _elasticsearch_passes(docs, compare, bound)
+    now_flt = resolved(flt, NOW)
+    assert [i for i, doc in docs.items() if matches(now_flt, i, doc)] == expected
+    table = FieldTable(list(docs))
+    table.add_fields(list(docs.values()), table.missing(flt))
+    assert [i for i, ok in zip(docs, table.mask(flt, NOW), strict=True) if ok] == expected
+
+
 def test_date_math_is_resolved_when_used_and_round_trips_as_written() -> None:
     """A filter parsed once and kept (a server's tree) means "now" each time it is resolved,
     and its JSON is the expression, not the date it resolved to."""

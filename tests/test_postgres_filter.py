@@ -20,6 +20,8 @@ from semrank.store import create_index
 from semrank.store.postgres import PostgresStore
 from test_filter import (
     _MS,
+    CALENDAR_END,
+    CALENDAR_END_DATES,
     NOW,
     PLAIN_DATES,
     PLAIN_UNROUNDED,
@@ -451,6 +453,21 @@ def test_date_math_on_postgresql_passes_what_the_reference_does(pg_dsn: str) -> 
         flt = parse_filter({"range": {"published": {key: "9999-12-31"}}})
         found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
         assert sorted(found) == expected, key
+    index.close()
+
+
+def test_date_math_at_the_end_of_year_9999_on_postgresql_passes_what_the_reference_does(
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """The calendar's last units (refused before, as leaving the years 1 to 9999): an lte of
+    them passes every date, a gt none, in SQL as in the reference."""
+    docs = {text: {"published": text} for text in CALENDAR_END_DATES}
+    index = create_index("dates", store=pg_dsn, embedder=HashingEmbedder())
+    index.upsert([{"id": doc_id, "text": "common", **doc} for doc_id, doc in docs.items()])
+    for key, math, _, _ in CALENDAR_END:
+        flt = resolved(parse_filter({"range": {"published": {key: math}}}), NOW)
+        expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
+        assert sorted(index.ids_matching(flt)) == expected, (key, math)
     index.close()
 
 
