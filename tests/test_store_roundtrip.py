@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import itertools
 import json
 import logging
 import os
@@ -1419,6 +1420,28 @@ def test_date_math_filters_are_resolved_when_the_store_searches_and_deletes(
     assert index.ids_matching(older) == ["old"]
     assert index.delete_matching(older) == 1
     assert [doc.id for doc in index.iter_documents()] == ["recent"]
+
+
+def test_a_filtered_export_resolves_date_math_once_for_every_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iter_documents(filter=) (semrank index export --filter) on the embedded store resolved
+    "now" anew for each document it tested, so an export running past midnight kept a day's
+    first documents and not its last (and resolving took 2-3x the time of a plain filter);
+    PostgreSQL's page queries resolve it once. Here the clock moves an hour at each read."""
+    from datetime import UTC, datetime, timedelta
+
+    from semrank.retrieve import _filter
+
+    start = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    reads = itertools.count()
+    monkeypatch.setattr(_filter, "_utc_now", lambda: start + next(reads) * timedelta(hours=1))
+    index = create_index("f", home=tmp_path, embedding_model=None)
+    index.upsert([{"id": f"d{i}", "text": "moon", "published": "2024-03-01"} for i in range(40)])
+    today = {"range": {"published": {"gte": "now/d"}}}
+    exported = [doc.id for doc in index.iter_documents(filter=today, batch_size=7)]
+    assert exported == [f"d{i}" for i in range(40)]
+    assert next(reads) == 1  # the present was read once
 
 
 def test_a_filter_reads_the_documents_as_they_are_now(tmp_path: Path) -> None:
