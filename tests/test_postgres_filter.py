@@ -471,6 +471,31 @@ def test_date_math_at_the_end_of_year_9999_on_postgresql_passes_what_the_referen
     index.close()
 
 
+def test_a_postgresql_multi_field_search_resolves_date_math_once_for_its_fields(
+    pg_dsn: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """search_bm25_fields ran a query per field, each resolving "now" anew (the embedded
+    store and the base class resolve it once), so a search across midnight filtered its
+    fields at two dates: a document matching in the later field alone was dropped. Here the
+    clock moves a day at each read."""
+    from semrank.retrieve import _filter
+
+    start = datetime(2024, 3, 1, 23, tzinfo=UTC)
+    reads = iter(range(100))
+    monkeypatch.setattr(_filter, "_utc_now", lambda: start + next(reads) * timedelta(days=1))
+    index = create_index("f", store=pg_dsn, fields=("title", "text"), embedder=HashingEmbedder())
+    index.upsert([
+        {"id": "in title", "title": "moon", "text": "sun", "published": "2024-03-01"},
+        {"id": "in text", "title": "sun", "text": "moon", "published": "2024-03-01"},
+    ])  # fmt: skip
+    today = {"range": {"published": {"gte": "now/d"}}}
+    fields = [("title", 1.0), ("text", 1.0)]
+    found = index.search_bm25_fields("moon", k=5, fields=fields, filter=today)
+    assert sorted(found.ids.tolist()) == ["in text", "in title"]
+    index.close()
+
+
 def test_postgresql_resolves_date_math_when_it_searches_and_deletes(pg_dsn: str) -> None:  # noqa: F811
     """A filter's now is the time of the search or delete (a tree built once and reused),
     not of its parsing: "now-30d/d" passes a date three days old, not one sixty days old."""

@@ -28,6 +28,7 @@ from semrank.retrieve import (
     TextEmbedder,
     as_filter,
     optional_filter,
+    resolved,
     unit_query_vector,
 )
 from semrank.store._base import (
@@ -756,6 +757,7 @@ class PostgresStore(Store):
         for name, _boost in fields:
             self.check_field(name)
         flt = optional_filter(filter)
+        flt = None if flt is None else resolved(flt)  # one present for every field's query
         every = max(1, len(self))  # may be past the k a caller can ask for (check_k)
         per_field = [(self._bm25_hits(query, name, every, flt), boost) for name, boost in fields]
         return combine_field_hits(per_field, mode, k)
