@@ -29,7 +29,7 @@ from semrank.pipeline._nodes import (
 )
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
-from semrank.pipeline._ranking import SearchResults
+from semrank.pipeline._ranking import Ranking, SearchResults
 from semrank.retrieve import FilterSpec, optional_filter
 from semrank.store import Store
 from semrank.store._base import check_k
@@ -169,21 +169,15 @@ def search(
     if query is not None and is_blank(query):
         raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
     require_unicode(query, "query")
-    check_page(offset, DEFAULT_K if k is None else k, ("offset", "k"))
-    # A shorthand's re-ranker reads every hit down to the page's last, as a search for them.
-    read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k), offset=offset)
-    tree, offset = read.tree, page_start(offset, read.offset)
-    k = hits_asked(retriever, tree, k, read.offset)
-    check_page(offset, k, ("offset", "k"))
+    read, page = _read_with_page(retriever, k, offset)
+    tree = read.tree
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):
             started = opened.generation
             ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree), filter=flt)
-            ranked = tree.run(ctx, offset + int(k))
-            skipped = min(offset, len(ranked))  # all of them where the ranking ends sooner
-            ranking = ranked.take(np.arange(skipped, len(ranked)))
+            ranking, skipped = page.of(tree.run(ctx, page.end))
             if not with_documents:
                 return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped)
             ranking, documents = ctx.stored_hits(ranking)
@@ -199,6 +193,38 @@ def search(
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
         return SearchResults.from_ranking(ranking, documents, ctx.warnings, offset=skipped)
+
+
+class Page(NamedTuple):
+    """The hits of a ranking a search returns: ``size`` of them after its first ``start``."""
+
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """The hits the search ranks: those the page skips and its own."""
+        return self.start + self.size
+
+    def of(self, ranked: Ranking) -> tuple[Ranking, int]:
+        """The page's hits of ``ranked`` (ranked down to ``end``), and how many it skipped:
+        all of them where the ranking ends sooner."""
+        skipped = min(self.start, len(ranked))
+        return ranked.take(np.arange(skipped, len(ranked))), skipped
+
+
+def _read_with_page(
+    retriever: RetrieverSpec, k: int | None, offset: int
+) -> tuple[SearchBody, Page]:
+    """The tree ``search`` reads from ``retriever``, and its page: from ``offset`` or the
+    body's ``from`` (``page_start``), ``k`` hits or, without one, ``hits_asked``'s; both
+    checked before and after the body is read, as Elasticsearch checks a page."""
+    check_page(offset, DEFAULT_K if k is None else k, ("offset", "k"))
+    # A shorthand's re-ranker reads every hit down to the page's last, as a search for them.
+    read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k), offset=offset)
+    page = Page(page_start(offset, read.offset), hits_asked(retriever, read.tree, k, read.offset))
+    check_page(page.start, page.size, ("offset", "k"))
+    return read, page
 
 
 def count_documents(index: Store, query: dict[str, Any] | None = None) -> int:
