@@ -1041,14 +1041,21 @@ class LocalStore(Store):
                 return found
             with self._filter_lock:
                 held = self._filter_table
-            read = self._read_fields(flt, held, consistent=_FILTER_READS == 1)
-            for attempt in range(1, _FILTER_READS):
-                if read[0] == self.db.state():  # no write while it read: complete
-                    break
-                read = self._read_fields(flt, read, consistent=attempt == _FILTER_READS - 1)
+            read = self._read_until_stable(flt, held)
             with self._filter_lock:
                 self._filter_table = read
             return read[1]
+
+    def _read_until_stable(self, flt: Filter, held: _FieldState | None) -> _FieldState:
+        """``_read_fields`` in short pages until no write landed while it read, each read
+        after the first taking only the rows written since; the last of _FILTER_READS reads
+        holds one read transaction, so that constant writes cannot keep the table unread."""
+        read = held
+        for _ in range(_FILTER_READS - 1):
+            read = self._read_fields(flt, read, consistent=False)
+            if read[0] == self.db.state():  # no write while it read: complete
+                return read
+        return self._read_fields(flt, read, consistent=True)
 
     def _current_table(self, flt: Filter) -> FieldTable | None:
         """The table read last if it is of the documents' state now and holds ``flt``'s
