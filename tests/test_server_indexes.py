@@ -1410,6 +1410,17 @@ async def test_a_search_body_given_as_the_retriever_keeps_its_own_size(
     paged = {"retriever": tree, "size": 15, "from": 10}  # hits 11-20: the index holds 20
     found = await client.post("/v1/indexes/sized/search", json={"retriever": paged})
     assert [h["rank"] for h in found.json()["hits"]] == list(range(11, 21)), found.text
+    # semrank's own cutoff retriever is no body size: it gives what it gives, 5 of the 10 asked.
+    cut = {"cutoff": {"retriever": tree, "size": 5}}
+    for path, body in (
+        ("/v1/indexes/sized/search", {"retriever": cut}),
+        ("/sized/_search", {"retriever": cut}),
+        ("/sized/_search", {"retriever": cut, "from": 3}),
+    ):
+        found = await client.post(path, json=body)
+        assert found.status_code == 200, (path, body, found.text)
+        hits = found.json()["hits"]
+        assert len(hits if isinstance(hits, list) else hits["hits"]) == 5 - body.get("from", 0)
     over = {"retriever": {"retriever": tree, "size": 5}, "size": 8}  # its 5 without a word
     refused = await client.post("/v1/indexes/sized/search", json=over)
     assert refused.status_code == 422, refused.text

@@ -523,13 +523,15 @@ def _load_json(spec: str | Path) -> Any:
 
 
 class SearchBody(NamedTuple):
-    """A retriever JSON read: its tree, whether its hits carry documents (``_source``), and
-    the hits its page skips (a ``_search`` body's ``from``: its tree, cut at ``from + size``,
-    ranks them before the page's)."""
+    """A retriever JSON read: its tree, whether its hits carry documents (``_source``), the
+    hits its page skips (a ``_search`` body's ``from``: its tree, cut at ``from + size``, ranks
+    them before the page's) and the body's own ``size`` (None where it gives none: a tree's
+    own ``cutoff`` is no page size)."""
 
     tree: Retriever
     source: bool
     offset: int = 0
+    size: int | None = None
 
 
 def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
@@ -561,7 +563,9 @@ def parse_search_body(spec: dict[str, Any] | str | Path, *, offset: int = 0) -> 
     _check_tree_size(tree)
     if not whole_body:
         return SearchBody(tree, source=True)
-    return SearchBody(tree, source=body.get("_source", True), offset=_body_from(body))
+    return SearchBody(
+        tree, source=body.get("_source", True), offset=_body_from(body), size=_body_size(body)
+    )
 
 
 # Retrievers in one tree at most: each runs its own search (a knn one embeds its query text

@@ -15,7 +15,6 @@ from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
     RRF,
-    Cutoff,
     Knn,
     Linear,
     Retriever,
@@ -222,7 +221,7 @@ def _read_with_page(
     check_page(offset, DEFAULT_K if k is None else k, ("offset", "k"))
     # A shorthand's re-ranker reads every hit down to the page's last, as a search for them.
     read = read_retriever(retriever, size=offset + (DEFAULT_K if k is None else k), offset=offset)
-    page = Page(page_start(offset, read.offset), hits_asked(retriever, read.tree, k, read.offset))
+    page = Page(page_start(offset, read.offset), hits_asked(retriever, read, k))
     check_page(page.start, page.size, ("offset", "k"))
     return read, page
 
@@ -256,13 +255,11 @@ def page_start(offset: int, body_from: int, given_as: str = "offset=") -> int:
     return int(offset or body_from)
 
 
-def hits_asked(
-    spec: RetrieverSpec, tree: Retriever, k: int | None, body_from: int = 0, asked_as: str = "k"
-) -> int:
-    """The hits a search of ``tree`` (read from ``spec``) returns: ``k`` (named ``asked_as``
-    where the caller took it), or without one a ``_search`` body's ``size`` (its cut-off, which
-    ends the page ``body_from`` begins: a body asking for 20 got 10), else 10, or the top
-    window's hits where fewer (as Elasticsearch answers a body without ``size``).
+def hits_asked(spec: RetrieverSpec, read: SearchBody, k: int | None, asked_as: str = "k") -> int:
+    """The hits a search of ``read``'s tree (read from ``spec``) returns: ``k`` (named
+    ``asked_as`` where the caller took it), or without one a ``_search`` body's ``size`` (a
+    body asking for 20 got 10), else 10, or the top window's hits where fewer (as
+    Elasticsearch answers a body without ``size``).
 
     A ``k`` above the top window of a tree read from JSON (a dict, a file, a ``_search`` body)
     is refused, as Elasticsearch refuses such a ``size`` and the CLI and server do: an rrf or
@@ -270,11 +267,10 @@ def hits_asked(
     quietly give 10 of the 50 asked; so is one above the body's own size, which cut the hits
     to it without a word. A tree built in Python returns what it gives, as composed stages
     do."""
-    from_json = _read_from_json(spec)
-    body_size = int(tree.k) - body_from if from_json and isinstance(tree, Cutoff) else None
+    tree, body_size = read.tree, read.size
     if k is None:
         return hits_without_size(tree, DEFAULT_K) if body_size is None else body_size
-    if from_json:
+    if _read_from_json(spec):
         check_window(tree, int(k), asked_as)
     if body_size is not None and int(k) > body_size:
         raise InvalidInputError(
@@ -341,7 +337,7 @@ def search_many(
     items = _query_items(queries)
     read = read_retriever(retriever, size=DEFAULT_K if k is None else k)
     tree = read.tree
-    k = hits_asked(retriever, tree, k, read.offset)
+    k = hits_asked(retriever, read, k)
     if items:  # said once, not as the first query's error: every query meets the same tree
         check_vectors_follow(tree, items[0][1], one_query=False)
     run: dict[str, dict[str, float]] = {}

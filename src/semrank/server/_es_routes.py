@@ -334,11 +334,8 @@ def _hits_asked(body: EsSearchRequest, retriever: dict[str, Any]) -> int:
     the window's hits (an example with rank_window_size 5 and no size was refused here)."""
     from semrank.pipeline import as_retriever, hits_without_size
 
-    # Not the pipeline's hits_asked (which run_search applies to this size): without a size it
-    # reads a top cut-off as the body's size, but a body with no size has no such cut-off
-    # (_search_spec), so one there is a "cutoff" retriever, which this rule looks through.
-    # Taking that rule would change answers: a cutoff of 5 and no size would get 5 hits, not
-    # this route's 400, and one under a from past its size a size below 1, no page size at all.
+    # Settled here, before run_search (whose hits_asked checks it against the tree), because
+    # the answer's hits.total relation needs the size this route asked for.
     if "size" in body.model_fields_set:
         return body.size
     return hits_without_size(as_retriever(retriever, size=body.size), body.size)

@@ -315,7 +315,7 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     # own size, else the default or the window's hits where fewer, as POST /{index}/_search,
     # `semrank search` and the library answer it.
     given = body.size if "size" in body.model_fields_set else None
-    size = hits_asked(spec, read.tree, given, read.offset, "size")
+    size = hits_asked(spec, read, given, "size")
     check_window(tree, size)
     deadline = service.deadline(body.timeout_ms)
 

@@ -1075,7 +1075,7 @@ def search_command(
         body = _tree_from(retriever, offset)
         tree, with_documents = body.tree, body.source
         offset = page_start(offset, body.offset, "--offset ")
-        top_n = hits_asked(retriever, tree, top_n, body.offset, "--top-n")
+        top_n = hits_asked(retriever, body, top_n, "--top-n")
     else:
         _check_search_flags(
             stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
