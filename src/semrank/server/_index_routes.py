@@ -298,11 +298,11 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
         read_retriever,
     )
     from semrank.pipeline import search as run
-    from semrank.retrieve import parse_filter
+    from semrank.retrieve import optional_filter
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
-    flt = None if body.filter is None else parse_filter(body.filter, "filter")
+    flt = optional_filter(body.filter)
     check_page(body.from_, body.size)
     # A shorthand re-ranks every hit down to the page's last, as a search for them would.
     asked = f"from + size {body.from_ + body.size}" if body.from_ else f"size {body.size}"

@@ -432,9 +432,7 @@ class Store(abc.ABC):
         that score above 0, sharing a term with it in a field boosted above 0 (Elasticsearch's
         ``_count`` of a match query). This default searches for every document (at most
         MAX_COUNT); the embedded store counts one score array, PostgreSQL in SQL."""
-        check_field_mode(mode)
-        check_search(query, 1)
-        check_field_boosts(fields)
+        check_fields_search(query, 1, fields, mode)
         flt = optional_filter(filter)
         filtered = {} if flt is None else {"filter": flt}  # a store of a user's own may not take it
         every = min(max(1, len(self)), MAX_COUNT)
@@ -569,9 +567,7 @@ class Store(abc.ABC):
         """BM25 over several fields with boosts: per document the max ("best_fields") or the sum
         ("most_fields") of ``boost * score``. This default combines each field's top ``4k``;
         backends that can score every document exactly should override it."""
-        check_field_mode(mode)
-        check_search(query, k)
-        check_field_boosts(fields)
+        check_fields_search(query, k, fields, mode)
         flt = optional_filter(filter)
         flt = None if flt is None else resolved(flt)  # one present for every field's search
         # Passed on only when given: a store of a user's own may not take filters.
@@ -761,6 +757,15 @@ def check_k(k: object) -> None:
         raise InvalidInputError(
             f"k must be a positive integer of at most {MAX_COUNT:,} (hits to return), got {k!r:.40}"
         )
+
+
+def check_fields_search(
+    query: object, k: object, fields: Sequence[tuple[str, float]], mode: object
+) -> None:
+    """A multi-field BM25 search's (or count's) arguments, checked as every store checks them."""
+    check_field_mode(mode)
+    check_search(query, k)
+    check_field_boosts(fields)
 
 
 def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:

@@ -55,8 +55,7 @@ from semrank.store._base import (
     ProgressCallback,
     Store,
     check_batch_size,
-    check_field_boosts,
-    check_field_mode,
+    check_fields_search,
     check_k,
     check_search,
     id_list,
@@ -937,9 +936,7 @@ class LocalStore(Store):
         filter: FilterSpec | None = None,
     ) -> Hits:
         """Exact multi-field BM25: every field's full score vector, combined per document."""
-        check_field_mode(mode)
-        check_search(query, k)
-        check_field_boosts(fields)
+        check_fields_search(query, k, fields, mode)
         flt = optional_filter(filter)
         scored = self._combined_scores(query, fields, mode, flt)
         if scored is None:  # a writer raced
@@ -955,9 +952,7 @@ class LocalStore(Store):
         mode: str = "best_fields",
         filter: FilterSpec | None = None,
     ) -> int:
-        check_field_mode(mode)
-        check_search(query, 1)
-        check_field_boosts(fields)
+        check_fields_search(query, 1, fields, mode)
         flt = optional_filter(filter)
         scored = self._combined_scores(query, fields, mode, flt)
         if scored is None:  # a writer raced

@@ -38,8 +38,7 @@ from semrank.store._base import (
     ProgressCallback,
     Store,
     check_batch_size,
-    check_field_boosts,
-    check_field_mode,
+    check_fields_search,
     check_k,
     check_search,
     combine_field_hits,
@@ -751,9 +750,7 @@ class PostgresStore(Store):
         """Exact multi-field BM25: each field scores every document sharing a term with the
         query (a field's BM25 scans the table anyway), combined per document; combining each
         field's top 4k left "most_fields" sums short, and wrong top hits with them."""
-        check_field_mode(mode)
-        check_search(query, k)
-        check_field_boosts(fields)
+        check_fields_search(query, k, fields, mode)
         for name, _boost in fields:
             self.check_field(name)
         flt = optional_filter(filter)
@@ -775,9 +772,7 @@ class PostgresStore(Store):
         passing ``filter``; over all text fields the GIN index on ``terms`` finds them."""
         from psycopg import sql
 
-        check_field_mode(mode)
-        check_search(query, 1)
-        check_field_boosts(fields)
+        check_fields_search(query, 1, fields, mode)
         _check_bm25_method(self.settings.bm25)
         for name, _boost in fields:
             self.check_field(name)
