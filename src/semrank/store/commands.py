@@ -1110,32 +1110,16 @@ def search_command(
         "the retriever)",
     )
     tree = with_rerankers(tree, backend=backend, feedback=feedback)
+    asked = {"retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt}
     if store and store != "local":
         from semrank.store import open_index
 
         with open_index(index, store=store) as opened:
-            results = search(
-                opened,
-                query,
-                retriever=tree,
-                k=top_n,
-                with_documents=with_documents,
-                filter=flt,
-                offset=offset,
-            )
+            results = search(opened, query, offset=offset, **asked)
             text_fields: Sequence[str] = opened.settings.text_fields
     else:
         text_fields = ()  # the embedded store keeps the fields in the order written
-        results = search(
-            index,
-            query,
-            retriever=tree,
-            k=top_n,
-            home=home,
-            with_documents=with_documents,
-            filter=flt,
-            offset=offset,
-        )
+        results = search(index, query, home=home, offset=offset, **asked)
         _warn_if_incomplete(index, home)
     for warning in results.warnings:  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
