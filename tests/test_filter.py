@@ -12,6 +12,7 @@ import pytest
 
 from semrank.errors import InvalidInputError
 from semrank.retrieve import document_values, fields_read, matches, parse_filter, resolved
+from semrank.retrieve._filter import InstantRange
 from semrank.retrieve._filter_rows import FieldTable
 
 DOCS: dict[str, dict[str, Any]] = {
@@ -195,7 +196,18 @@ def test_document_values_flattens_and_drops_nulls() -> None:
         ({"term": {"a": [1, 2]}}, "must be a string, number or boolean"),
         ({"terms": {"a": []}}, "non-empty list"),
         ({"range": {"a": {"gte": 1, "lt": "z"}}}, "all numbers or all strings"),
-        ({"range": {"a": {"format": "yyyy"}}}, "['format'] not supported"),
+        ({"range": {"a": {"relation": "within"}}}, "['relation'] not supported"),
+        (
+            {"range": {"a": {"gte": 1, "format": "yyyy||epoch_millis"}}},
+            "range.a.format: 'yyyy' not supported; use strict_date_optional_time",
+        ),
+        (
+            {"range": {"a": {"gte": 1, "time_zone": "Mars/Olympus"}}},
+            "range.a.time_zone: 'Mars/Olympus' is not a time zone",
+        ),
+        ({"range": {"a": {"gte": "2024", "lt": "2024b"}}}, "lt '2024b' is not a date"),
+        ({"range": {"a": {"gte": "v1", "time_zone": "+01:00"}}}, "'v1' is not a date"),
+        ({"range": {"a": {"gte": 1.5, "format": "yyyy-MM-dd"}}}, "1.5 is not a date in format"),
         ({"range": {"a": {}}}, "at least one of gt, gte, lt, lte"),
         ({"exists": {"name": "a"}}, 'takes {"field": NAME}'),
         ({"ids": {"values": [1]}}, "document ids (strings)"),
@@ -264,7 +276,7 @@ ROUNDING: list[tuple[str, str, str, datetime]] = [
     ("gt", "2023-12-31T23:59:59.5Z||/s", ">", _at("2023-12-31T23:59:59.999")),
 ]
 # Not rounded: to the millisecond (a date-time to the second with a Z, in that very second,
-# is the one stored form that may fall on the wrong side, as README's filter paragraph says).
+# fell on the wrong side while bounds were compared as strings: it is now its instant).
 UNROUNDED: list[tuple[str, str, str, datetime]] = [
     ("gte", "now", ">=", _at("2024-02-29T15:30:12.345")),
     ("gt", "now", ">", _at("2024-02-29T15:30:12.345")),
@@ -279,6 +291,13 @@ _COMPARE = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
 }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(instant: datetime) -> int:
+    return (instant - _EPOCH) // _MS
 
 
 def _stored_forms(instant: datetime, *, to_the_second: bool) -> list[str]:
@@ -297,7 +316,8 @@ def _date_math_docs(boundary: datetime, *, to_the_second: bool) -> dict[str, dic
     near = [boundary + sign * step for step in steps for sign in (-1, 1)]
     texts = {text for t in near for text in _stored_forms(t, to_the_second=to_the_second)}
     docs: dict[str, dict[str, Any]] = {text: {"published": text} for text in sorted(texts)}
-    docs["epoch millis"] = {"published": int(boundary.timestamp() * 1000)}  # never a date
+    docs["epoch millis"] = {"published": _epoch_ms(boundary)}
+    docs["epoch millis before"] = {"published": _epoch_ms(boundary) - 1}
     docs["one in range"] = {"published": ["1999-01-01", "2050-01-01"]}
     return docs
 
@@ -310,7 +330,7 @@ def _elasticsearch_passes(
     passing = []
     for doc_id, doc in docs.items():
         values = doc["published"] if isinstance(doc["published"], list) else [doc["published"]]
-        instants = [_at(v) for v in values if isinstance(v, str)]
+        instants = [_at(v) if isinstance(v, str) else _EPOCH + v * _MS for v in values]
         truncated = [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in instants]
         if any(_COMPARE[compare](t, bound) for t in truncated):
             passing.append(doc_id)
@@ -319,7 +339,7 @@ def _elasticsearch_passes(
 
 @pytest.mark.parametrize(
     ("key", "math", "compare", "bound", "to_the_second"),
-    [(*case, True) for case in ROUNDING] + [(*case, False) for case in UNROUNDED],
+    [(*case, True) for case in ROUNDING + UNROUNDED],
     ids=[f"{k} {m}" for k, m, _, _ in ROUNDING + UNROUNDED],
 )
 def test_date_math_passes_what_elasticsearch_passes_on_a_date_field(
@@ -392,8 +412,11 @@ def test_date_math_is_resolved_when_used_and_round_trips_as_written() -> None:
     flt = parse_filter(spec)
     assert flt.to_dict() == spec and parse_filter(flt.to_dict()) == flt
     later = NOW + timedelta(days=40)
-    assert resolved(flt, NOW).to_dict()["range"]["published"]["gte"] == "2024-01-30"
-    assert resolved(flt, later).to_dict()["range"]["published"]["gte"] == "2024-03-10"
+    since = resolved(flt, NOW).to_dict()["range"]["published"]
+    assert since == {"gte": _epoch_ms(_at("2024-01-30")), "lte": _epoch_ms(_at("2030-01-01")) - 1,
+                     "format": "epoch_millis"}  # fmt: skip
+    later_since = resolved(flt, later).to_dict()["range"]["published"]["gte"]
+    assert later_since == _epoch_ms(_at("2024-03-10"))
     assert flt.to_dict() == spec  # resolving leaves the filter as it was
     docs = {"feb": {"published": "2024-02-15T08:00:00Z"}}
     assert matches(resolved(flt, NOW), "feb", docs["feb"])
@@ -408,9 +431,9 @@ def test_date_math_is_resolved_when_used_and_round_trips_as_written() -> None:
 def test_a_date_math_bound_beside_a_plain_one_on_its_side_keeps_the_tighter() -> None:
     """``gt`` date math resolves to a ``gte``: beside a plain ``gte`` both must hold."""
     flt = parse_filter({"range": {"d": {"gte": "2024-02-10", "gt": "now-30d/d"}}})
-    assert resolved(flt, NOW).to_dict() == {"range": {"d": {"gte": "2024-02-10"}}}
+    assert resolved(flt, NOW) == InstantRange(field="d", since=_epoch_ms(_at("2024-02-10")))
     flt = parse_filter({"range": {"d": {"gte": "2024-01-10", "gt": "now-30d/d"}}})
-    assert resolved(flt, NOW).to_dict() == {"range": {"d": {"gte": "2024-01-31"}}}
+    assert resolved(flt, NOW) == InstantRange(field="d", since=_epoch_ms(_at("2024-01-31")))
 
 
 @pytest.mark.parametrize(
@@ -435,10 +458,7 @@ def test_bad_date_math_is_refused_naming_the_bound(bound: str, named: str) -> No
     assert named in str(caught.value)
 
 
-def test_a_range_time_zone_is_refused_saying_dates_are_utc() -> None:
-    with pytest.raises(InvalidInputError, match=r"range.d.time_zone is not supported.*UTC"):
-        parse_filter({"range": {"d": {"gte": "now/d", "time_zone": "+01:00"}}})
-    # A string merely starting with "now" is no date math.
+def test_a_string_starting_with_now_is_no_date_math() -> None:
     assert matches(parse_filter({"range": {"w": {"gte": "nowhere"}}}), "x", {"w": "nowt"})
 
 
@@ -461,7 +481,7 @@ PLAIN_DATES: list[tuple[str, str, str, datetime]] = [
     ("gte", "2024-01-31T00:00:00Z", ">=", _at("2024-01-31T00:00")),  # 2024-01-31 passes
 ]
 # A fraction is to the millisecond (not rounded: stored to the second with a Z, in that very
-# second, is the form that may fall on the wrong side, as for unrounded date math).
+# second, compares as its instant, as for unrounded date math).
 PLAIN_UNROUNDED: list[tuple[str, str, str, datetime]] = [
     ("lte", "2024-01-31T10:30:15.5Z", "<=", _at("2024-01-31T10:30:15.5")),
     ("gt", "2024-01-31T10:30:15.123456", ">", _at("2024-01-31T10:30:15.123")),
@@ -470,7 +490,7 @@ PLAIN_UNROUNDED: list[tuple[str, str, str, datetime]] = [
 
 @pytest.mark.parametrize(
     ("key", "date", "compare", "bound", "to_the_second"),
-    [(*case, True) for case in PLAIN_DATES] + [(*case, False) for case in PLAIN_UNROUNDED],
+    [(*case, True) for case in PLAIN_DATES + PLAIN_UNROUNDED],
     ids=[f"{k} {d}" for k, d, _, _ in PLAIN_DATES + PLAIN_UNROUNDED],
 )
 def test_a_plain_date_bound_passes_what_elasticsearch_passes_on_a_date_field(
@@ -519,11 +539,11 @@ def test_date_only_strings_pass_a_plain_date_bound_as_they_did() -> None:
 @pytest.mark.parametrize(
     "bound",
     ["2024-01-31abc", "v2024", "20240131", "2024-1-5", "2024-02-30", "2024-13", "0000",
-     "2024-01-31 10:00", "2024-01-31t10", "2024-01-31T10:00:00+02:00", "2024-01-31T25"],
+     "2024-01-31 10:00", "2024-01-31t10", "2024-01-31T25", "٢٠٢٤-01-31"],
 )  # fmt: skip
-def test_a_string_that_is_no_utc_iso_date_stays_a_string(bound: str) -> None:
-    """Only an ISO 8601 date (or date-time in UTC) is read as a date: anything else, an
-    impossible date or a time at another offset included, compares as written."""
+def test_a_string_that_is_no_iso_date_stays_a_string(bound: str) -> None:
+    """Only an ISO 8601 date (or date-time) is read as a date: anything else, an impossible
+    date or non-ASCII digits included, compares as written."""
     stored = ["2024-01-31", "2024-01-31T10:00:00Z", "2024-01-31abc", "2024-02-01", "v2024"]
     docs = {text: {"d": text} for text in stored}
     for key, holds in _LITERAL.items():
@@ -543,3 +563,146 @@ def test_a_bound_rounding_up_to_the_end_of_year_9999_passes_every_date(bound: st
     for key, expected in (("lte", stored), ("gt", [])):
         flt = parse_filter({"range": {"d": {key: bound}}})
         assert [i for i, doc in docs.items() if matches(flt, i, doc)] == expected, key
+
+
+# --- dates as instants: offsets, epoch milliseconds, time_zone, format ------------------------
+
+
+def _instant_of(value: Any) -> datetime | None:
+    """What Elasticsearch's default date format (strict_date_optional_time||epoch_millis) reads
+    a stored value as, to the millisecond: a number as epoch milliseconds, an ISO 8601 string
+    at its offset (none: UTC)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _EPOCH + value * _MS
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+def _passing_both_ways(spec: Any, docs: dict[str, Any], now: datetime = NOW) -> list[str]:
+    """The ids the reference passes, checked to be the embedded store's mask's too."""
+    flt = parse_filter(spec)
+    assert parse_filter(flt.to_dict()) == flt  # time_zone and format kept as written
+    now_flt = resolved(flt, now)
+    passed = [i for i, doc in docs.items() if matches(now_flt, i, doc)]
+    assert resolved(parse_filter(now_flt.to_dict()), now) == now_flt  # its JSON is its own
+    table = FieldTable(list(docs))
+    table.add_fields(list(docs.values()), table.missing(flt))
+    assert [i for i, ok in zip(docs, table.mask(flt, now), strict=True) if ok] == passed
+    return passed
+
+
+# The instants 2024-03-01T08:59:59.999Z, 09:00Z and 09:00:00.001Z, each written several ways.
+_AROUND_NINE = [
+    "2024-03-01T10:59:59.999+02:00", "2024-03-01T03:29:59.999-0530", "2024-03-01T08:59:59.999",
+    "2024-03-01T10:00:00+02:00", "2024-03-01T09:00:00Z", "2024-03-01T04:00-05", "2024-03-01T09",
+    "2024-03-01T10:00:00.001+01:00", "2024-03-01T09:00:00.001999Z",
+]  # fmt: skip
+DATED_DOCS: dict[str, dict[str, Any]] = {
+    **{text: {"d": text} for text in _AROUND_NINE},
+    "epoch before": {"d": 1709283599999},
+    "epoch at": {"d": 1709283600000},
+    "epoch after": {"d": 1709283600001},
+    "not a date": {"d": "2024-03-01T09:00:00Zabc"},
+    "a boolean": {"d": True},
+    "day": {"d": "2024-03-01"},
+    "day before": {"d": "2024-02-29"},
+}
+
+
+# One instant, 09:00Z, as bounds at several offsets (and none: UTC).
+OFFSET_BOUNDS = [(key, bound) for key in ("gte", "gt", "lt", "lte") for bound in (
+    "2024-03-01T09:00:00.000Z", "2024-03-01T11:00:00.000+02:00", "2024-03-01T03:30:00.000-05:30",
+    "2024-03-01T09:00:00.000",
+)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "bound"), OFFSET_BOUNDS)
+def test_dates_at_any_offset_and_epoch_millis_compare_as_instants(key: str, bound: str) -> None:
+    """``10:00:00+02:00`` compared with a date bound by its digits (as 10:00 UTC), an epoch
+    millisecond number never passed one, and a bound at another offset was no date at all (a
+    string). As on an Elasticsearch date field, each stored value is now its instant."""
+    instant = _at("2024-03-01T09:00")
+    expected = [
+        i for i, doc in DATED_DOCS.items()
+        if (at := _instant_of(doc["d"])) is not None and _LITERAL[key](at, instant)
+    ]  # fmt: skip
+    assert 0 < len(expected) < len(DATED_DOCS) - 2
+    assert _passing_both_ways({"range": {"d": {key: bound}}}, DATED_DOCS) == expected
+
+
+# (range, the first and last instants it passes: None, open).
+ZONED_RANGES: list[tuple[dict[str, Any], str | None, str | None]] = [
+    # A day in Paris: 23 hours where summer time starts.
+    ({"gte": "2024-03-31", "lte": "2024-03-31", "time_zone": "Europe/Paris"},
+     "2024-03-30T23:00", "2024-03-31T21:59:59.999"),
+    ({"gte": "2024-03-01T10:00", "lt": "2024-03-01T11:00", "time_zone": "+01:00"},
+     "2024-03-01T09:00", "2024-03-01T09:59:59.999"),
+    # A bound with its own offset keeps it.
+    ({"gte": "2024-03-01T09:00Z", "lt": "2024-03-01T11:00", "time_zone": "-05:00"},
+     "2024-03-01T09:00", "2024-03-01T15:59:59.999"),
+    # now is the instant; rounding is in the zone (NOW is 2024-02-29T15:30:12.345Z).
+    ({"gte": "now/d", "time_zone": "+10:00"}, "2024-02-29T14:00", None),
+    ({"gte": "now-1d/d", "lt": "now/d", "time_zone": "America/Los_Angeles"},
+     "2024-02-28T08:00", "2024-02-29T07:59:59.999"),
+    ({"lte": "now-1h/h", "time_zone": "+05:30"}, None, "2024-02-29T15:29:59.999"),
+    ({"gt": "2024-03-30||+1d/d", "time_zone": "Europe/Paris"}, "2024-03-31T22:00", None),
+    # format: epoch numbers (or their strings), alternatives, a date math anchor.
+    ({"gte": 1709283600000, "lt": "1709283600002", "format": "epoch_millis"},
+     "2024-03-01T09:00", "2024-03-01T09:00:00.001"),
+    ({"gt": 1709283599, "lte": 1709283600, "format": "epoch_second"},
+     "2024-03-01T09:00", "2024-03-01T09:00:00.999"),
+    ({"gte": "2024-03-01", "lte": 1709283600, "format": "yyyy-MM-dd||epoch_second"},
+     "2024-03-01T00:00", "2024-03-01T09:00:00.999"),
+    ({"gte": "1709251200||+9h", "format": "epoch_second"}, "2024-03-01T09:00", None),
+    ({"lte": "2024-03-01", "format": "strict_date_optional_time", "time_zone": "+09:00"},
+     None, "2024-03-01T14:59:59.999"),
+]  # fmt: skip
+
+
+def zoned_docs(first: str | None, last: str | None) -> dict[str, dict[str, Any]]:
+    """Dates a millisecond before, at and after each end, as UTC strings and epoch numbers."""
+    edges = [_at(t) for t in (first, last) if t is not None]
+    near = sorted({edge + step * _MS for edge in edges for step in (-1, 0, 1)})
+    docs = {f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + "Z": {"d": f"{t:%Y-%m-%dT%H:%M:%S.%f}Z"}
+            for t in near}  # fmt: skip
+    return docs | {f"epoch {t}": {"d": _epoch_ms(t)} for t in near}
+
+
+@pytest.mark.parametrize(("spec", "first", "last"), ZONED_RANGES)
+def test_a_range_time_zone_and_format_pass_what_elasticsearch_passes(
+    spec: dict[str, Any], first: str | None, last: str | None
+) -> None:
+    """``time_zone`` and ``format`` were refused ("dates are read in UTC"). A bound naming no
+    offset is now read in ``time_zone``, date math rounds there (``now`` stays the instant),
+    and ``format`` reads epoch seconds and milliseconds and its alternatives."""
+    docs = zoned_docs(first, last)
+    low, high = (_at(first) if first else None), (_at(last) if last else None)
+    expected = [
+        i for i, doc in docs.items()
+        if (low is None or _instant_of(doc["d"]) >= low)
+        and (high is None or _instant_of(doc["d"]) <= high)
+    ]  # fmt: skip
+    assert _passing_both_ways({"range": {"d": spec}}, docs) == expected
+
+
+def test_a_range_time_zone_and_format_are_refused_naming_what_is_wrong() -> None:
+    cases = {
+        "'yyyy/MM/dd' not supported; use strict_date_optional_time, date_optional_time, "
+        "strict_date, date, yyyy-MM-dd, epoch_millis, epoch_second": {
+            "gte": "2024/03/01", "format": "yyyy/MM/dd"},
+        "'2024-03-01T10:00' is not a date in format yyyy-MM-dd": {
+            "gte": "2024-03-01T10:00", "format": "yyyy-MM-dd"},
+        "'+25:00' is not a time zone; give a UTC offset": {"gte": "now", "time_zone": "+25:00"},
+        "'abc' before || is not a date in the format": {
+            "gte": "abc||+1d", "format": "epoch_millis"},
+    }  # fmt: skip
+    for named, spec in cases.items():
+        with pytest.raises(InvalidInputError) as caught:
+            parse_filter({"range": {"d": spec}})
+        assert str(caught.value).startswith("filter.range.d.") and named in str(caught.value)

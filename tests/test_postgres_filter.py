@@ -22,12 +22,16 @@ from test_filter import (
     _MS,
     CALENDAR_END,
     CALENDAR_END_DATES,
+    DATED_DOCS,
     NOW,
+    OFFSET_BOUNDS,
     PLAIN_DATES,
     PLAIN_UNROUNDED,
     ROUNDING,
     UNROUNDED,
+    ZONED_RANGES,
     _date_math_docs,
+    zoned_docs,
 )
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
 from test_postgres_store import HashingEmbedder
@@ -448,7 +452,7 @@ def test_date_math_on_postgresql_passes_what_the_reference_does(pg_dsn: str) -> 
         expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
         found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
         assert 0 < len(expected) < len(docs) and sorted(found) == expected, (key, math)
-    dates = sorted(i for i, doc in docs.items() if not isinstance(doc["published"], int))
+    dates = sorted(docs)  # epoch milliseconds too
     for key, expected in (("lte", dates), ("gt", [])):  # the last day there is
         flt = parse_filter({"range": {"published": {key: "9999-12-31"}}})
         found = index.search_bm25("common", k=len(docs), filter=flt).ids.tolist()
@@ -515,4 +519,41 @@ def test_postgresql_resolves_date_math_when_it_searches_and_deletes(pg_dsn: str)
     older = {"range": {"published": {"lt": "now-30d/d"}}}
     assert index.ids_matching(older) == ["old"]
     assert index.delete_matching(older) == 1 and index.get(["recent", "old"])[1] is None
+    index.close()
+
+
+# Values SQL must read as Python's value_instant does: no date, or a date at an edge of what a
+# date is (the day after a month's last, hour 24, an offset past 18 hours, year 0, years past
+# 9999 in UTC, non-ASCII digits, a trailing newline), numbers of every shape, arrays, objects.
+ODD_DATES: list[Any] = [
+    "2024-02-29", "2023-02-29", "2024-04-31", "2024-13-01", "2024-00-10", "0000-01-01",
+    "0001-01-01T00:00+05:00", "9999-12-31T23:59:59.999-18:00", "2024-01-01T24:00",
+    "2024-01-01T10:60", "2024-01-01T10:00:60Z", "2024-01-01T10:00+19:00", "2024-01-01T10:00+18:30",
+    "2024-01-01T10:00+0530", "2024-01-01T10Z", "2024-01-01T10:00:00.123456789-01",
+    "٢٠٢٤-01-01", "2024-01-01\n", " 2024-01-01", "2024-01-01Z", "2024-1-1", "20240101",
+    1.7e12, 1709283600000.7, -1.5, 10**20, 0, True, None, [], {"x": "2024-03-01"},
+    ["2023-01-01", 1709283600000], [[["2024-03-01T09:00+00"]]],
+]  # fmt: skip
+
+
+def test_dates_compare_as_instants_on_postgresql_as_in_the_reference(pg_dsn: str) -> None:  # noqa: F811
+    """A date range compares each stored value as its instant in SQL as the reference does:
+    ISO 8601 strings at any offset, epoch-millisecond numbers, bounds read in ``time_zone`` and
+    ``format``; odd values (an impossible date, an offset past 18 hours) are no dates in SQL
+    either, and no row makes the query fail."""
+    docs = dict(DATED_DOCS)
+    for _, first, last in ZONED_RANGES:
+        docs |= zoned_docs(first, last)
+    docs |= {f"odd {n}": {"d": value} for n, value in enumerate(ODD_DATES)}
+    docs["keyword"] = {"d.keyword": "2024-03-01T09:00:00Z"}
+    index = create_index("dates", store=pg_dsn, embedder=HashingEmbedder())
+    index.upsert([{"id": doc_id, "text": "common", **doc} for doc_id, doc in docs.items()])
+    specs = [{key: bound} for key, bound in OFFSET_BOUNDS] + [spec for spec, _, _ in ZONED_RANGES]
+    specs += [{"gte": "0001-01-01"}, {"lt": "2024-01-01T10:00:00.124"}, {"gt": "1970-01-01"}]
+    for field in ("d", "d.keyword"):
+        for spec in specs:
+            flt = resolved(parse_filter({"range": {field: spec}}), NOW)
+            expected = sorted(i for i, doc in docs.items() if matches(flt, i, doc))
+            assert 0 < len(expected) < len(docs) and sorted(index.ids_matching(flt)) == expected, (
+                field, spec)  # fmt: skip
     index.close()

@@ -2,26 +2,38 @@
 
 An expression is an anchor (``now``, or an ISO 8601 date or date-time before ``||``) followed
 by steps: ``+N``/``-N`` of a unit (``N`` left out: 1) and rounding ``/unit``, applied left to
-right in UTC. Units: ``y`` years, ``M`` months, ``w`` weeks, ``d`` days, ``h``/``H`` hours,
-``m`` minutes, ``s`` seconds. As in Elasticsearch, ``now`` is read to the millisecond, adding
-months or years keeps the day where the month has it (Jan 31 + 1M is Feb 28 or 29), a week
-rounds to its Monday, and rounding goes down to the start of the unit, or, rounding up (for
-``gt`` and ``lte``), to its last millisecond.
+right in the range's time zone (UTC unless ``time_zone`` names one: an anchor without its
+own offset is read there, days, weeks, months and years go by its calendar, hours and less
+by the clock, and rounding finds the start of its day, hour...). Units: ``y`` years, ``M``
+months, ``w`` weeks, ``d`` days, ``h``/``H`` hours, ``m`` minutes, ``s`` seconds. As in
+Elasticsearch, ``now`` is read to the millisecond, adding months or years keeps the day where
+the month has it (Jan 31 + 1M is Feb 28 or 29), a week rounds to its Monday, and rounding goes
+down to the start of the unit, or, rounding up (for ``gt`` and ``lte``), to its last
+millisecond.
 
 An expression is kept as parsed and resolved when a search runs (``resolve``), so a filter
 built once means "now" each time it is used.
 
-A plain bound that is an ISO 8601 date or date-time in UTC (``2024-01-31``, ``2024-01-31T10``)
-is read as Elasticsearch reads it on a date field (``plain_date``): its missing time of day
-rounds as ``/d``, ``/h``, ``/m`` or ``/s`` would, so ``lte 2024-01-31`` is all of that day.
+A plain bound that is an ISO 8601 date or date-time (``2024-01-31``, ``2024-01-31T10``,
+``...T10:00+02:00``) is read as Elasticsearch reads it on a date field (``plain_date``): its
+missing time of day rounds as ``/d``, ``/h``, ``/m`` or ``/s`` would, so ``lte 2024-01-31`` is
+all of that day.
+
+Resolved (``resolved_bound``), a bound is an instant in milliseconds since 1970 (UTC), which
+document values compare with as instants (``value_instant``): ISO 8601 strings at any offset
+(none: UTC) and numbers as epoch milliseconds, Elasticsearch's default date format
+(``strict_date_optional_time||epoch_millis``).
 """
 
 from __future__ import annotations
 
 import calendar
 import dataclasses
+import math
 import re
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import time as wall_clock
 
 from semrank.errors import InvalidInputError
 
@@ -30,16 +42,17 @@ NOW = "now"
 UNITS = "yMwdhHms"
 _UNITS_SHOWN = "y, M, w, d, h (or H), m, s"
 _ONE_MS = timedelta(milliseconds=1)
-_LAST_MS = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
-# Sorts after "9999-12-31" followed by anything a date-time writes there (T, Z, +, digits).
-_AFTER_LAST_DAY = "9999-12-31~"
+_LAST_MS = datetime(9999, 12, 31, 23, 59, 59, 999_000)  # wall time: in any zone
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Elasticsearch reads N as a Java int.
 MAX_COUNT = 2**31 - 1
 _ANCHOR = re.compile(
     r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
     r"(?:T(?P<hour>\d{2})(?::(?P<minute>\d{2})"
     r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?)?"
-    r"(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?"
+    r"(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?",
+    re.ASCII,  # ASCII digits, as Elasticsearch and the PostgreSQL store read them
 )
 _STEP = re.compile(r"(?P<op>[-+/])(?P<count>\d*)(?P<unit>.?)")
 _FIXED = {
@@ -54,29 +67,34 @@ _FIXED = {
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DateMath:
-    """A date math expression as written (``text``), parsed: its anchor (None: now) and its
-    steps, ``(op, count, unit)`` with op ``+``, ``-`` or ``/`` (rounding)."""
+    """A date bound as written (``text``: date math, an ISO 8601 date, a number under an epoch
+    ``format``), parsed: its anchor (None: now; naive where it names no offset: read in the
+    range's time zone) and its steps, ``(op, count, unit)`` with op ``+``, ``-`` or ``/``
+    (rounding)."""
 
-    text: str
+    text: str | int | float
     anchor: datetime | None
     steps: tuple[tuple[str, int, str], ...]
 
-    def resolve(self, now: datetime, *, round_up: bool) -> datetime:
-        """The instant (UTC, to the millisecond) this expression names at ``now``; with
-        ``round_up``, a rounding goes to the last millisecond of its unit."""
-        time = _to_millisecond(self.anchor if self.anchor is not None else now)
+    def resolve(self, now: datetime, *, round_up: bool, zone: tzinfo = UTC) -> datetime:
+        """The instant (UTC, to the millisecond) this expression names at ``now``, its steps
+        taken in ``zone``; with ``round_up``, a rounding goes to the last millisecond of its
+        unit."""
+        start = now if self.anchor is None else self.anchor
         try:
+            time = _to_millisecond(start if start.tzinfo else start.replace(tzinfo=zone))
+            time = time.astimezone(zone)
             for op, count, unit in self.steps:
                 if op == "/":
                     time = _rounded(time, unit, up=round_up)
                 else:
                     time = _shifted(time, count if op == "+" else -count, unit)
+            return _to_millisecond(time)
         except OverflowError:
             raise InvalidInputError(
-                f"date math {self.text!r} leaves the years 1 to 9999 (at now = "
+                f"date {self.text!r} leaves the years 1 to 9999 (at now = "
                 f"{now.isoformat()}); give a nearer date"
             ) from None
-        return time
 
 
 def is_date_math(value: object) -> bool:
@@ -89,14 +107,17 @@ def is_date_math(value: object) -> bool:
     return value.startswith(NOW) and (value == NOW or value[len(NOW)] in "+-/| 0123456789")
 
 
-def parse_date_math(text: str, where: str) -> DateMath:
+def parse_date_math(
+    text: str, where: str, read_anchor: Callable[[str], datetime | None] | None = None
+) -> DateMath:
     """``text`` parsed (``is_date_math`` holds), refused naming ``where`` where it is not
-    Elasticsearch date math; checked to resolve at the present time."""
+    Elasticsearch date math; checked to resolve at the present time. ``read_anchor`` reads
+    the date before ``||`` in a range's ``format`` (None: as ISO 8601)."""
     if text.startswith(NOW):
         anchor, math = None, text[len(NOW) :]
     else:
         written, _, math = text.partition(ANCHOR_SEPARATOR)
-        anchor = _anchor(written, text, where)
+        anchor = _anchor(written, text, where, read_anchor)
     steps: list[tuple[str, int, str]] = []
     at = 0
     while at < len(math):
@@ -133,10 +154,17 @@ def _step(step: re.Match[str], text: str, where: str) -> tuple[str, int, str]:
     return op, count, unit
 
 
-def _anchor(written: str, text: str, where: str) -> datetime:
-    found = _ANCHOR.fullmatch(written)
+def _anchor(
+    written: str, text: str, where: str, read_anchor: Callable[[str], datetime | None] | None
+) -> datetime:
     if not written:
         raise _refused(where, text, "no date before ||; write one, as in 2024-01-31||+1M")
+    if read_anchor is not None:
+        anchor = read_anchor(written)
+        if anchor is None:
+            raise _refused(where, text, f"{written!r} before || is not a date in the format")
+        return anchor
+    found = _ANCHOR.fullmatch(written)
     if found is None:
         raise _refused(
             where,
@@ -151,25 +179,28 @@ def _anchor(written: str, text: str, where: str) -> datetime:
 
 
 def _instant(found: re.Match[str]) -> datetime:
-    """The UTC instant an ``_ANCHOR`` match names (missing parts: the start of the year, month,
-    day...); ValueError or OverflowError where it names none (2024-02-30, offset +25)."""
+    """The time an ``_ANCHOR`` match names (missing parts: the start of the year, month,
+    day...): a UTC instant where it names a zone, else naive (a wall time in the range's time
+    zone); ValueError or OverflowError where it names none (2024-02-30, offset +25)."""
     parts = {k: int(v) for k, v in found.groupdict().items() if v and k not in ("fraction", "zone")}
     fraction = (found["fraction"] or "0")[:6].ljust(6, "0")
     local = datetime(
         parts["year"], parts.get("month", 1), parts.get("day", 1), parts.get("hour", 0),
-        parts.get("minute", 0), parts.get("second", 0), int(fraction), tzinfo=UTC,
+        parts.get("minute", 0), parts.get("second", 0), int(fraction),
     )  # fmt: skip
-    return local - _offset(found["zone"])
+    if found["zone"] is None:
+        return local
+    return local.replace(tzinfo=UTC) - _offset(found["zone"])
 
 
 def plain_date(text: str) -> DateMath | None:
     """A plain range bound as the date Elasticsearch reads it on a date field, or None where
-    ``text`` is no ISO 8601 date (or date-time) in UTC and stays a string compared as written.
+    ``text`` is no ISO 8601 date (or date-time) and stays a string compared as written.
 
     A date counts when it is ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, then optionally ``THH``,
-    ``:MM``, ``:SS``, a fraction, and ``Z``, an offset of zero (``+00:00``) or no zone, and
-    names a real date: ``2024-02-30``, ``v2024``, ``20240131`` and ``...T10:00+02:00`` (whose
-    stored neighbours compare by their digits) stay strings. Elasticsearch fills what is
+    ``:MM``, ``:SS``, a fraction, and ``Z``, an offset (``+02:00``, ``-0530``, ``+01``) or no
+    zone, and names a real date: ``2024-02-30``, ``v2024`` and ``20240131`` stay strings.
+    Elasticsearch fills what is
     missing rounding down for ``gte``/``lt`` and up for ``gt``/``lte``, but a missing month or
     day is the 1st either way: so the time of day rounds as ``/d`` (or ``/h``, ``/m``, ``/s``
     after an hour, a minute, a second), and a fraction is to the millisecond."""
@@ -178,8 +209,6 @@ def plain_date(text: str) -> DateMath | None:
         return None
     try:
         anchor = _instant(found)
-        if _offset(found["zone"]):
-            return None
     except (ValueError, OverflowError):
         return None
     unit = next((u for group, u in _PRECISION if found[group]), "d")
@@ -220,6 +249,10 @@ def _to_millisecond(time: datetime) -> datetime:
 
 
 def _shifted(time: datetime, count: int, unit: str) -> datetime:
+    """``time`` moved ``count`` units: by its zone's calendar (wall time) for days and longer,
+    by the clock (UTC) for hours and shorter, as Elasticsearch moves them."""
+    if unit in "hHms":
+        return (time.astimezone(UTC) + count * _FIXED[unit]).astimezone(time.tzinfo)
     if unit in ("y", "M"):
         months = time.year * 12 + time.month - 1 + count * (12 if unit == "y" else 1)
         year, month = divmod(months, 12)
@@ -247,38 +280,50 @@ def _rounded(time: datetime, unit: str, *, up: bool) -> datetime:
     try:
         return _shifted(start, 1, unit) - _ONE_MS
     except OverflowError:  # the unit runs past year 9999: it ends where time does
-        return _LAST_MS
+        return _LAST_MS.replace(tzinfo=time.tzinfo)
 
 
-def resolved_bound(op: str, expression: DateMath, now: datetime) -> tuple[str, str]:
-    """The bound ``{op: expression}`` names at ``now``, as ``(gte or lt, ISO 8601 text)``.
+def resolved_bound(
+    op: str, expression: DateMath, now: datetime, zone: tzinfo = UTC
+) -> tuple[str, int]:
+    """The bound ``{op: expression}`` names at ``now`` (in ``zone``), as ``(gte or lte,
+    milliseconds since 1970)``: both include the instant they name.
 
     Elasticsearch rounds ``gte`` and ``lt`` down and ``gt`` and ``lte`` up (to the unit's last
-    millisecond): ``gt`` then passes from the next millisecond on (``gte`` it), and ``lte``
-    up to it (``lt`` it). So every bound is an instant where a unit starts, written by
-    ``bound_text``: ``lte now/d`` is ``lt`` tomorrow's date, which a date-time of today's
-    evening is below, and ``gte now-30d/d`` is ``gte`` a date, which a date-time of that day
-    is above, as their instants are."""
+    millisecond): ``gt`` then passes from the next millisecond on, and ``lt`` up to the
+    millisecond before, so ``lte now/d`` is all of today and ``gt now/d`` starts tomorrow."""
     if op in ("gte", "lt"):
-        return op, bound_text(expression.resolve(now, round_up=False))
-    last = expression.resolve(now, round_up=True)
-    if last == _LAST_MS:  # no instant after it: kept, past every writing of that last day
-        return op, _AFTER_LAST_DAY
-    return ("gte" if op == "gt" else "lt"), bound_text(last + _ONE_MS)
+        first = epoch_millis(expression.resolve(now, round_up=False, zone=zone))
+        return ("gte", first) if op == "gte" else ("lte", first - 1)
+    last = epoch_millis(expression.resolve(now, round_up=True, zone=zone))
+    return ("lte", last) if op == "lte" else ("gte", last + 1)
 
 
-def bound_text(time: datetime) -> str:
-    """``time`` (UTC) as the shortest ISO 8601 text naming it: ``2024`` at the start of a year,
-    ``2024-03`` of a month, ``2024-03-05`` of a day, else ``2024-03-05T10``, ``...T10:30``,
-    ``...T10:30:15``, ``...T10:30:15.5``. The shortest sorts first among every way of writing
-    the instant, so a stored date of any precision (``2024-03`` is its first day) and any
-    stored date-time compare with it as their instants do."""
-    ms = time.microsecond // 1000
-    parts = (time.month, time.day, time.hour, time.minute, time.second, ms)
-    starts = (1, 1, 0, 0, 0, 0)
-    kept = max(
-        (n + 1 for n, (p, s) in enumerate(zip(parts, starts, strict=True)) if p != s), default=0
-    )
-    texts = (f"-{time.month:02d}", f"-{time.day:02d}", f"T{time.hour:02d}", f":{time.minute:02d}",
-             f":{time.second:02d}", f".{ms:03d}".rstrip("0"))  # fmt: skip
-    return f"{time.year:04d}" + "".join(texts[:kept])
+def epoch_millis(time: datetime) -> int:
+    """An aware ``time`` as whole milliseconds since 1970-01-01 UTC."""
+    return (time - _EPOCH) // _ONE_MS
+
+
+def value_instant(value: object) -> int | None:
+    """A document's value as the instant a date field holds, in milliseconds since 1970 (None:
+    no date), as Elasticsearch's default date format reads it: a number is epoch
+    milliseconds (a fraction dropped), a string an ISO 8601 date or date-time (the forms a
+    bound takes, ``plain_date``) at its offset, UTC where it names none, to the millisecond."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return math.floor(value)
+    found = _ANCHOR.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    try:
+        day = date(int(found["year"]), int(found["month"] or 1), int(found["day"] or 1))
+        clock = wall_clock(
+            int(found["hour"] or 0), int(found["minute"] or 0), int(found["second"] or 0)
+        )
+        offset = _offset(found["zone"]) // _ONE_MS
+    except ValueError:
+        return None
+    seconds = (day.toordinal() - _EPOCH_DAY) * 86_400 + clock.hour * 3600 + clock.minute * 60
+    millis = int((found["fraction"] or "0")[:3].ljust(3, "0"))
+    return (seconds + clock.second) * 1000 + millis - offset

@@ -12,10 +12,12 @@ sub-field Elasticsearch's dynamic mapping adds to strings) reads the field witho
 when the document has no such key, so filters written for Elasticsearch run unchanged.
 
 A ``range`` bound may be Elasticsearch date math (``now-30d/d``, ``2024-01-01||+1M/d``,
-``semrank.retrieve._datemath``) or an ISO 8601 date in UTC, which rounds as Elasticsearch fills
-its missing parts (``lte 2024-01-31`` is all of that day): kept as written in the filter and its
-``to_dict``, and turned into a plain ISO 8601 bound by ``resolved`` when a search runs, so the
-stores compare strings.
+``semrank.retrieve._datemath``) or an ISO 8601 date at any offset, which rounds as
+Elasticsearch fills its missing parts (``lte 2024-01-31`` is all of that day), read in the
+range's ``time_zone`` and ``format`` where it gives them (``_dateformat``): kept as written in
+the filter and its ``to_dict``, and turned by ``resolved`` (when a search runs) into an
+``InstantRange``, which compares the documents' values as instants (ISO 8601 strings at their
+offsets, numbers as epoch milliseconds).
 
 ``matches`` is the reference semantics; stores that evaluate filters elsewhere (SQL) are tested
 against it.
@@ -30,12 +32,20 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
+from semrank.retrieve._dateformat import (
+    check_format,
+    check_time_zone,
+    formatted_anchor,
+    formatted_date,
+    zone_of,
+)
 from semrank.retrieve._datemath import (
     DateMath,
     is_date_math,
     parse_date_math,
     plain_date,
     resolved_bound,
+    value_instant,
 )
 
 Scalar: TypeAlias = str | int | float | bool
@@ -83,15 +93,17 @@ class Term:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Range:
-    """The field holds a value within the bounds (numbers with numbers, strings with strings:
-    ISO 8601 dates of one format order as strings; date math and ISO 8601 date bounds compare
-    once ``resolved``)."""
+    """The field holds a value within the bounds (numbers with numbers, strings with strings;
+    date bounds, every bound or none, compare once ``resolved``: as instants, ``time_zone``
+    and ``format`` as written)."""
 
     field: str
     gt: Bound | None = None
     gte: Bound | None = None
     lt: Bound | None = None
     lte: Bound | None = None
+    time_zone: str | None = None
+    format: str | None = None
 
     def matches(self, doc_id: str, values: FieldValues) -> bool:
         if self.has_date_math():  # not resolved by the caller: at the present time
@@ -101,24 +113,22 @@ class Range:
     def has_date_math(self) -> bool:
         return any(isinstance(getattr(self, k), DateMath) for k in _BOUNDS)
 
-    def resolved(self, now: datetime) -> Range:
-        """This range with each date math bound as the ISO 8601 string it names at ``now``
-        (a ``gte`` or ``lt`` bound, which compares with date-only and date-time strings alike:
-        see ``resolved_bound``), beside the plain bounds."""
+    def resolved(self, now: datetime) -> Range | InstantRange:
+        """A date range as the instants its bounds name at ``now`` (in its time zone): both
+        ends inclusive (``resolved_bound``), the tighter of two on one side (``gt`` beside
+        ``gte``); this range itself where it holds no date."""
         if not self.has_date_math():
             return self
-        bounds: dict[str, Scalar] = {}
+        zone = UTC if self.time_zone is None else zone_of(self.time_zone)
+        ends: dict[str, int] = {}
         for key in _BOUNDS:
             value = getattr(self, key)
-            if value is None:
-                continue
             if isinstance(value, DateMath):
-                key, value = resolved_bound(key, value, now)
-            held = bounds.get(key)
-            # Two bounds on one side (a plain gte beside a gt that resolved to gte): the tighter.
-            tighter = max if key in ("gt", "gte") else min
-            bounds[key] = value if held is None else tighter(held, value)
-        return Range(field=self.field, **bounds)
+                side, instant = resolved_bound(key, value, now, zone)
+                held = ends.get(side)
+                tighter = max if side == "gte" else min
+                ends[side] = instant if held is None else tighter(held, instant)
+        return InstantRange(field=self.field, since=ends.get("gte"), until=ends.get("lte"))
 
     def _within(self, value: Scalar) -> bool:
         checks = (
@@ -135,9 +145,35 @@ class Range:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        bounds = {k: getattr(self, k) for k in _BOUNDS}
+        bounds = {k: getattr(self, k) for k in (*_BOUNDS, "time_zone", "format")}
         written = {k: v.text if isinstance(v, DateMath) else v for k, v in bounds.items()}
         return {"range": {self.field: {k: v for k, v in written.items() if v is not None}}}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InstantRange:
+    """A date range resolved: the field holds a date (``value_instant``: an ISO 8601 string at
+    any offset, a number of epoch milliseconds) from ``since`` to ``until``, milliseconds since
+    1970 UTC, both included (None: open)."""
+
+    field: str
+    since: int | None = None
+    until: int | None = None
+
+    def matches(self, doc_id: str, values: FieldValues) -> bool:
+        return any(self.holds(value_instant(v)) for v in values(self.field))
+
+    def holds(self, instant: int | None) -> bool:
+        if instant is None:
+            return False
+        return (self.since is None or instant >= self.since) and (
+            self.until is None or instant <= self.until
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        ends = {"gte": self.since, "lte": self.until}
+        body = {k: v for k, v in ends.items() if v is not None}
+        return {"range": {self.field: {**body, "format": "epoch_millis"}}}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -208,7 +244,7 @@ class Bool:
         return {"bool": body}
 
 
-Filter: TypeAlias = Term | Range | Exists | Ids | MatchAll | Bool
+Filter: TypeAlias = Term | Range | InstantRange | Exists | Ids | MatchAll | Bool
 
 
 # A filter as given: Elasticsearch JSON (a query object or a list of them) or parsed.
@@ -274,7 +310,7 @@ def fields_read(flt: Filter) -> Iterator[str]:
     if isinstance(flt, Bool):
         for clause in (*flt.must, *flt.should, *flt.must_not):
             yield from fields_read(clause)
-    elif isinstance(flt, Term | Range | Exists):
+    elif isinstance(flt, Term | Range | InstantRange | Exists):
         yield flt.field
 
 
@@ -447,36 +483,66 @@ def _range(body: Any, where: str, depth: int) -> Filter:
     name, spec = _one_field(body, where, set())
     at = f"{where}.{name}"
     spec = _object(spec, at)
-    unknown = set(spec) - {*_BOUNDS, "boost"}
-    if "time_zone" in unknown:
-        raise InvalidInputError(
-            f"{at}.time_zone is not supported: dates and date math are read in UTC; give the "
-            "bounds in UTC (now/d rounds to a UTC day)"
-        )
+    unknown = set(spec) - {*_BOUNDS, "boost", "time_zone", "format"}
     if unknown:
         raise InvalidInputError(
-            f"{at}: {sorted(unknown)} not supported; give gt, gte, lt and/or lte (dates as "
-            "ISO 8601 strings of one format, which order as strings, or date math: now-30d/d)"
+            f"{at}: {sorted(unknown)} not supported; give gt, gte, lt and/or lte (and for "
+            "dates time_zone, format), as numbers, strings or dates (ISO 8601, date math)"
         )
     _check_boost(spec.get("boost"), at)
-    bounds = {k: _bound(spec[k], f"{at}.{k}") for k in _BOUNDS if spec.get(k) is not None}
+    zone = _optional(spec, "time_zone", at, check_time_zone)
+    formats = _optional(spec, "format", at, check_format)
+    dated = zone is not None or formats is not None
+    bounds = {
+        k: _bound(spec[k], f"{at}.{k}", formats, dated) for k in _BOUNDS if spec.get(k) is not None
+    }
     if not bounds:
         raise InvalidInputError(f"{at}: give at least one of gt, gte, lt, lte")
+    _check_bound_kinds(bounds, spec, at)
+    return Range(field=name, time_zone=zone, format=formats, **bounds)
+
+
+def _optional(spec: dict[str, Any], key: str, at: str, check: Callable[[Any, str], str]) -> Any:
+    return None if spec.get(key) is None else check(spec[key], f"{at}.{key}")
+
+
+def _check_bound_kinds(bounds: dict[str, Bound], spec: dict[str, Any], at: str) -> None:
+    """Refused: dates beside other values (a range compares instants or values, not both),
+    and bounds of more than one kind (numbers with strings) or booleans."""
+    dates = [k for k, v in bounds.items() if isinstance(v, DateMath)]
+    if dates and len(dates) < len(bounds):
+        other = next(k for k in bounds if k not in dates)
+        raise InvalidInputError(
+            f"{at}: {other} {spec[other]!r} is not a date (ISO 8601 such as 2024-01-31, or "
+            f"date math) while {dates[0]} {spec[dates[0]]!r} is; a range compares dates with "
+            "dates, values with values"
+        )
     kinds = {_kind(v) for v in bounds.values()}
     if "bool" in kinds or len(kinds) > 1:
         raise InvalidInputError(
             f"{at}: bounds must be all numbers or all strings (dates, date math), got "
             f"{_shown({k: spec[k] for k in bounds})}"
         )
-    return Range(field=name, **bounds)
 
 
-def _bound(value: Any, where: str) -> Bound:
-    """A range bound: date math where it is (``now-1d``, ``2024-01-01||+1M``), an ISO 8601
-    date read as Elasticsearch reads it (``lte 2024-01-31`` is all of that day), else a value."""
+def _bound(value: Any, where: str, formats: str | None, dated: bool) -> Bound:
+    """A range bound: date math where it is (``now-1d``, ``2024-01-01||+1M``), a date in
+    ``formats`` or, where none is given, an ISO 8601 date (read as Elasticsearch reads it:
+    ``lte 2024-01-31`` is all of that day), else a value, refused in a range that is
+    ``dated`` (it gives a format or time zone)."""
     if is_date_math(value):
-        return parse_date_math(value, where)
-    date = plain_date(value) if isinstance(value, str) else None
+        anchor = None if formats is None else formatted_anchor(formats)
+        return parse_date_math(value, where, anchor)
+    if formats is not None:
+        date = formatted_date(value, formats)
+    else:
+        date = plain_date(value) if isinstance(value, str) else None
+    if date is None and dated:
+        raise InvalidInputError(
+            f"{where}: {_shown(value)} is not a date in format "
+            f"{formats or 'strict_date_optional_time'} (ISO 8601 such as 2024-01-31T10:00, "
+            "or date math such as now-1d/d)"
+        )
     return _value(value, where) if date is None else date
 
 

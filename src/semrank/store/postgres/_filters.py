@@ -11,7 +11,11 @@ The semantics are ``semrank.retrieve.matches``' (tested against it, docs/postgre
   ``{"meta": {"lang": ...}}``): one path per way of splitting it, each guarded by the absence of
   the longer keys; arrays are unwrapped (``[*]``) before every step and at the end;
 * ``case_insensitive`` compares ``lower(upper(...))`` of both sides in SQL (jsonpath has no case
-  folding): Python's ``casefold`` except where folding changes a string's length (ß, ligatures).
+  folding): Python's ``casefold`` except where folding changes a string's length (ß, ligatures);
+* a date range (``InstantRange``) reads each value as ``value_instant`` does, in SQL
+  (``_INSTANT``): a number as epoch milliseconds, a string matching the ISO 8601 pattern and
+  naming a real date and time as its instant in milliseconds, by integer arithmetic (no cast that
+  could fail on a row, no session time zone).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from semrank.retrieve._filter import (
     Bool,
     Exists,
     Ids,
+    InstantRange,
     MatchAll,
     Range,
     Scalar,
@@ -71,6 +76,10 @@ class FilterSQL:
             return self._term(flt)
         if isinstance(flt, Range):
             return self._range(flt)
+        if isinstance(flt, InstantRange):
+            return self._with_keyword_fallback(
+                flt.field, lambda path: self._instants_within(path, flt), leaves=False
+            )
         if isinstance(flt, Exists):
             return self._path_exists(flt.field, None, {})
         raise TypeError(f"not a document filter: {flt!r}")
@@ -158,6 +167,18 @@ class FilterSQL:
             "(SELECT lower(upper(s)) FROM unnest({}::text[]) AS s))"
         ).format(self._bind(selectors), self._bind(strings))
 
+    def _instants_within(self, field: str, flt: InstantRange) -> sql.Composable:
+        """Whether a value at ``field`` is a date from ``flt.since`` to ``flt.until``."""
+        ends: list[sql.Composable] = [sql.SQL("i.ms IS NOT NULL")]
+        if flt.since is not None:
+            ends.append(sql.SQL("i.ms >= {}::numeric").format(self._bind(flt.since)))
+        if flt.until is not None:
+            ends.append(sql.SQL("i.ms <= {}::numeric").format(self._bind(flt.until)))
+        return sql.SQL(
+            "EXISTS (SELECT FROM unnest({}::jsonpath[]) AS p, jsonb_path_query(d.doc, p) AS v, "
+            "LATERAL ({}) AS i WHERE {})"
+        ).format(self._bind(field_selectors(field)), _INSTANT, sql.SQL(" AND ").join(ends))
+
     def _ids(self, flt: Ids) -> sql.Composable:
         ids = [i for i in sorted(flt.values) if _holdable(i)]  # others were refused at ingest
         return sql.SQL("d.id = ANY({}::text[])").format(self._bind(ids))
@@ -174,6 +195,32 @@ class FilterSQL:
         if not conditions:
             return sql.SQL("TRUE")
         return sql.SQL("({})").format(sql.SQL(" AND ").join(conditions))
+
+
+# ``value_instant`` of ``v`` (a jsonb scalar) as ``ms``: numeric epoch milliseconds, or NULL. A
+# string is taken apart by the ISO 8601 pattern ``_ANCHOR`` reads (ASCII digits), checked as
+# ``datetime`` checks its parts (the day against its month's length before ``make_date`` counts
+# days from it), its offset subtracted.
+_ISO_PARTS = (
+    r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})(?:T([0-9]{2})(?::([0-9]{2})(?::([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?)?)?(Z|([+-])([0-9]{2})(?::?([0-9]{2}))?)?)?)?)?$"
+)
+_INSTANT = sql.SQL(
+    "SELECT CASE jsonb_typeof(v) WHEN 'number' THEN floor(v::numeric) WHEN 'string' THEN ("
+    "SELECT CASE"
+    " WHEN y < 1 OR mo NOT BETWEEN 1 AND 12 OR dd < 1 OR h > 23 OR mi > 59 OR s > 59"
+    "  OR oh > 18 OR om > 59 THEN NULL"
+    " WHEN dd > extract(day FROM make_date(y, mo, 1) + interval '1 month - 1 day') THEN NULL"
+    " ELSE ((make_date(y, mo, 1) - date '1970-01-01' + dd - 1)::numeric * 86400"
+    "  + h * 3600 + mi * 60 + s) * 1000 + frac - sign * (oh * 60 + om) * 60000"
+    " END FROM regexp_match(v #>> '{{}}', {}) AS m, LATERAL (SELECT m[1]::int AS y,"
+    " coalesce(m[2], '1')::int AS mo, coalesce(m[3], '1')::int AS dd,"
+    " coalesce(m[4], '0')::int AS h, coalesce(m[5], '0')::int AS mi,"
+    " coalesce(m[6], '0')::int AS s, rpad(coalesce(left(m[7], 3), ''), 3, '0')::int AS frac,"
+    " CASE m[9] WHEN '-' THEN -1 ELSE 1 END AS sign,"
+    " coalesce(m[10], '0')::int AS oh, coalesce(m[11], '0')::int AS om) AS part"
+    ") END AS ms"
+).format(sql.Literal(_ISO_PARTS))
 
 
 def _holdable(value: Scalar) -> bool:
