@@ -33,7 +33,6 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from datetime import time as wall_clock
 
 from semrank.errors import InvalidInputError
 
@@ -316,14 +315,16 @@ def value_instant(value: object) -> int | None:
     found = _ANCHOR.fullmatch(value) if isinstance(value, str) else None
     if found is None:
         return None
+    # Read once per distinct value of a column (a million dates: every microsecond counts).
+    year, month, day, hour, minute, second, fraction, zone = found.groups()
+    clock = int(hour or 0), int(minute or 0), int(second or 0)
+    if clock[0] > 23 or clock[1] > 59 or clock[2] > 59:
+        return None
     try:
-        day = date(int(found["year"]), int(found["month"] or 1), int(found["day"] or 1))
-        clock = wall_clock(
-            int(found["hour"] or 0), int(found["minute"] or 0), int(found["second"] or 0)
-        )
-        offset = _offset(found["zone"]) // _ONE_MS
+        days = date(int(year), int(month or 1), int(day or 1)).toordinal() - _EPOCH_DAY
+        offset = 0 if zone is None or zone == "Z" else _offset(zone) // _ONE_MS
     except ValueError:
         return None
-    seconds = (day.toordinal() - _EPOCH_DAY) * 86_400 + clock.hour * 3600 + clock.minute * 60
-    millis = int((found["fraction"] or "0")[:3].ljust(3, "0"))
-    return (seconds + clock.second) * 1000 + millis - offset
+    seconds = days * 86_400 + clock[0] * 3600 + clock[1] * 60 + clock[2]
+    millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
+    return seconds * 1000 + millis - offset

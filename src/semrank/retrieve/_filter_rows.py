@@ -120,23 +120,42 @@ class _Column:
     has_leaf: np.ndarray  # rows with any value, inside objects too (``exists``)
 
     @cached_property
-    def instants(self) -> _Values:
-        """The values that are dates (``value_instant``) as their instants, ascending (two
-        values may name one instant: ``2024-01-31`` and ``2024-01-31T00:00:00Z``)."""
-        found: list[tuple[int, np.ndarray]] = []
+    def instants(self) -> _Instants:
+        """The values that are dates (``value_instant``), a row's each, ascending: each
+        distinct value parsed once (per state of the index), at the first date range."""
+        ms: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
         for kind in ("number", "string"):
             values = self.by_kind[kind]
-            for at, value in enumerate(values.values):
-                instant = value_instant(value)
-                if instant is not None:
-                    found.append((instant, values.rows_between(at, at + 1)))
-        found.sort(key=lambda pair: pair[0])
-        sizes = [len(rows) for _, rows in found]
-        starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-        rows = np.concatenate([rows for _, rows in found]) if found else _NO_ROWS
-        return _Values([instant for instant, _ in found], starts, rows.astype(np.int32))
+            read = [value_instant(value) for value in values.values]
+            dated = np.array([instant is not None for instant in read], dtype=bool)
+            # Past int64 only as numbers far beyond year 9999, which no bound reaches.
+            clipped = [min(max(i, _INT64_MIN), _INT64_MAX) for i in read if i is not None]
+            per_value = np.zeros(len(read), dtype=np.int64)
+            per_value[dated] = np.array(clipped, dtype=np.int64)
+            counts = np.diff(values.starts)
+            ms.append(np.repeat(per_value, counts)[np.repeat(dated, counts)])
+            rows.append(values.rows[np.repeat(dated, counts)])
+        all_ms = np.concatenate(ms)
+        order = np.argsort(all_ms, kind="stable")
+        return _Instants(all_ms[order], np.concatenate(rows)[order])
 
 
+@dataclass(frozen=True)
+class _Instants:
+    """A column's dates: ``ms[i]`` (milliseconds since 1970, ascending) is held by row
+    ``rows[i]`` (a row holding several dates is there for each)."""
+
+    ms: np.ndarray  # int64
+    rows: np.ndarray  # int32
+
+    def rows_within(self, since: int | None, until: int | None) -> np.ndarray:
+        low = 0 if since is None else int(np.searchsorted(self.ms, since, side="left"))
+        high = len(self.ms) if until is None else int(np.searchsorted(self.ms, until, "right"))
+        return self.rows[low:high] if low < high else _NO_ROWS
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NO_VALUES = _Values([], np.zeros(1, dtype=np.int64), _NO_ROWS)
 _NO_COLUMN = _Column(
     dict.fromkeys(_KINDS, _NO_VALUES), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
@@ -362,9 +381,4 @@ class FieldTable:
 
     def _instant_mask(self, flt: InstantRange) -> np.ndarray:
         instants = self._columns[flt.field].instants
-        low, high = 0, len(instants.values)
-        if flt.since is not None:
-            low = bisect.bisect_left(instants.values, flt.since)
-        if flt.until is not None:
-            high = bisect.bisect_right(instants.values, flt.until)
-        return self._with_rows(instants.rows_between(low, high))
+        return self._with_rows(instants.rows_within(flt.since, flt.until))
