@@ -302,14 +302,14 @@ def test_a_database_a_newer_semrank_migrated_is_refused_before_any_write(
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
     cli("index", "create", "old", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a layout this version lacks
-        conn.execute("INSERT INTO semrank.migrations (version, name) VALUES (2, 'newer')")
+        conn.execute("INSERT INTO semrank.migrations (version, name) VALUES (99, 'newer')")
     for args in (("index", "list"), ("index", "add", "old", str(corpus))):
         done = subprocess.run(
             [sys.executable, "-m", "semrank.cli", *args, "--store", pg_dsn],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
-        assert "migrated by a newer semrank (migration 2;" in done.stderr
+        assert "migrated by a newer semrank (migration 99;" in done.stderr
         assert "install the newer semrank" in done.stderr and "Traceback" not in done.stderr
     with psycopg.connect(pg_dsn) as conn:
         generation = conn.execute("SELECT max(generation) FROM semrank.documents").fetchone()
@@ -1083,3 +1083,56 @@ def cli_in_process(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, f"{result.output}{result.exception!r}"
     return result.stdout
+
+
+def test_a_search_through_an_alias_follows_its_swap_in_postgres(pg_dsn: str) -> None:  # noqa: F811
+    from semrank.store import list_aliases, update_aliases
+
+    for name, doc_id in (("v1", "old"), ("v2", "new")):
+        with create_index(name, store=pg_dsn, embedding_model=None) as index:
+            index.upsert([{"id": doc_id, "text": f"fleas bite the {doc_id} cat"}])
+    update_aliases([{"add": {"index": "v1", "alias": "live"}}], store=pg_dsn)
+    before = search("live", "fleas", retriever="bm25", store=pg_dsn)
+    swap = [{"remove": {"index": "v1", "alias": "live"}}, {"add": {"index": "v2", "alias": "live"}}]
+    with pytest.raises(InvalidInputError, match="alias 'live' already names index 'v1'"):
+        update_aliases(swap[1:], store=pg_dsn)
+    update_aliases(swap, store=pg_dsn)
+    after = search("live", "fleas", retriever="bm25", store=pg_dsn)
+    assert ([h.id for h in before.hits], [h.id for h in after.hits]) == (["old"], ["new"])
+    with open_index("live", store=pg_dsn) as index:  # writes through the alias reach v2
+        assert index.name == "v2"
+        index.upsert([{"id": "newer", "text": "dogs"}])
+    assert len(open_index("v2", store=pg_dsn)) == 2
+    with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v2'"):
+        create_index("live", store=pg_dsn, embedding_model=None)
+    with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v2'"):
+        drop_index("live", store=pg_dsn)
+    with pytest.raises(InvalidInputError, match="is the name of an index"):
+        update_aliases([{"add": {"index": "v2", "alias": "v1"}}], store=pg_dsn)
+    drop_index("v2", store=pg_dsn)  # its aliases go with it
+    assert list_aliases(store=pg_dsn) == {}
+
+
+def test_a_database_from_before_aliases_keeps_its_roles(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The aliases table is read by every open: a role granted the tables before it existed
+    would have lost every search to "permission denied for table aliases"."""
+    from semrank.store import list_aliases, update_aliases
+    from semrank.store.postgres import _schema
+
+    owner_dsn = pg_server.dsn(pg_database)
+    with create_index("g", store=owner_dsn, embedding_model=None) as owned:
+        owned.upsert(DOCS)
+    reader = f"reader_{pg_database}"
+    before_aliases = (  # the database as the semrank before aliases left it, and its role
+        "DROP TABLE semrank.aliases; DELETE FROM semrank.migrations WHERE version = 2; "
+        f"CREATE ROLE {reader} LOGIN; GRANT USAGE ON SCHEMA semrank TO {reader}; "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA semrank TO {reader}"
+    )
+    done = pg_server.psql(pg_database, before_aliases)
+    assert done.returncode == 0, done.stderr
+    _schema._MIGRATED.clear()
+    assert list_indexes(store=owner_dsn) == ["g"]  # the owner's first use upgrades it
+    reader_dsn = owner_dsn.replace("://semrank@", f"://{reader}@")
+    update_aliases([{"add": {"index": "g", "alias": "live"}}], store=reader_dsn)
+    assert list_aliases(store=reader_dsn) == {"live": "g"}
+    assert search("live", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}

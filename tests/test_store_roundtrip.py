@@ -1700,3 +1700,90 @@ def test_delete_matching_finds_the_documents_under_the_write_lock(tmp_path: Path
     assert deleted == [3]  # d3, d13 and the late one
     assert index.get(["d3", "d13", "late", "d4"])[:3] == [None] * 3
     other.close()
+
+
+# --- aliases ----------------------------------------------------------------------------------
+def _two_indexes(home: Path) -> None:
+    for name, doc_id in (("v1", "old"), ("v2", "new")):
+        with create_index(name, home=home, embedding_model=None) as index:
+            index.upsert([{"id": doc_id, "text": f"fleas bite the {doc_id} cat"}])
+
+
+SWAP = [{"remove": {"index": "v1", "alias": "live"}}, {"add": {"index": "v2", "alias": "live"}}]
+
+
+def test_a_search_through_an_alias_follows_its_swap_to_the_new_index(tmp_path: Path) -> None:
+    from semrank.pipeline import search
+    from semrank.store import list_aliases, update_aliases
+
+    _two_indexes(tmp_path)
+    update_aliases([{"add": {"index": "v1", "alias": "live"}}], home=tmp_path)
+    before = search("live", "fleas", retriever="bm25", home=tmp_path)  # held open by the pipeline
+    update_aliases(SWAP, home=tmp_path)
+    after = search("live", "fleas", retriever="bm25", home=tmp_path)
+    assert [hit.id for hit in before.hits] == ["old"]
+    assert [hit.id for hit in after.hits] == ["new"]
+    assert list_aliases(tmp_path) == {"live": "v2"}
+    with open_index("live", home=tmp_path) as index:  # writes through the alias reach v2
+        assert index.name == "v2"
+        index.upsert([{"id": "newer", "text": "dogs"}])
+    with open_index("v2", home=tmp_path) as index:
+        assert len(index) == 2
+
+
+@pytest.mark.parametrize(
+    ("actions", "error", "said"),
+    [
+        (
+            [{"add": {"index": "v2", "alias": "live"}}],
+            InvalidInputError,
+            "alias 'live' already names index 'v1'",
+        ),
+        ([{"add": {"index": "v2", "alias": "v1"}}], InvalidInputError, "is the name of an index"),
+        ([{"add": {"index": "live", "alias": "x"}}], InvalidInputError, "name the index itself"),
+        ([{"add": {"index": "nope", "alias": "x"}}], IndexNotFoundError, "index 'nope' not found"),
+        ([{"remove": {"index": "v2", "alias": "live"}}], IndexNotFoundError, "must_exist"),
+        ([{"add": {"index": "v2", "alias": "x", "filter": {}}}], InvalidInputError, "'filter'"),
+        ([{"remove_index": {"index": "v1"}}], InvalidInputError, "remove_index"),
+        ([{"add": {"index": "v2"}}], InvalidInputError, "needs 'alias'"),
+        ([{"add": {"index": "v2", "alias": "bad/name"}}], InvalidInputError, "invalid alias name"),
+        (["add"], InvalidInputError, "must be an object with one key"),
+    ],
+)
+def test_bad_alias_actions_are_named_and_change_nothing(
+    tmp_path: Path, actions: list[Any], error: type[Exception], said: str
+) -> None:
+    from semrank.store import list_aliases, update_aliases
+
+    _two_indexes(tmp_path)
+    update_aliases([{"add": {"index": "v1", "alias": "live"}}], home=tmp_path)
+    first = [{"add": {"index": "v2", "alias": "other"}}]  # applied only with all that follow
+    with pytest.raises(error, match=re.escape(said)):
+        update_aliases(first + actions, home=tmp_path)
+    assert list_aliases(tmp_path) == {"live": "v1"}
+
+
+def test_an_alias_name_is_no_index_name_and_goes_with_its_index(tmp_path: Path) -> None:
+    from semrank.store import list_aliases, update_aliases
+
+    _two_indexes(tmp_path)
+    update_aliases([{"add": {"index": "v1", "aliases": ["live", "also"]}}], home=tmp_path)
+    with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v1'"):
+        create_index("live", home=tmp_path, embedding_model=None)
+    with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v1'"):
+        drop_index("live", home=tmp_path)
+    missing_passes = {"remove": {"index": "*", "alias": "gone", "must_exist": False}}
+    update_aliases([missing_passes], home=tmp_path)
+    with pytest.raises(InvalidInputError, match="non-empty list"):
+        update_aliases([], home=tmp_path)
+    drop_index("v1", home=tmp_path)  # as Elasticsearch: its aliases are removed with it
+    assert list_aliases(tmp_path) == {}
+    with pytest.raises(IndexNotFoundError):
+        open_index("live", home=tmp_path)
+
+
+def test_a_damaged_alias_file_is_named_with_the_fix(tmp_path: Path) -> None:
+    _two_indexes(tmp_path)
+    (tmp_path / ".aliases.json").write_text("{not json")
+    with pytest.raises(StorageError, match=r"alias file .*\.aliases\.json cannot be read"):
+        open_index("v1", home=tmp_path)

@@ -229,3 +229,37 @@ def test_a_failed_load_leaves_one_load_at_a_time(monkeypatch) -> None:  # type: 
     for thread in [*threads, late]:
         thread.join()
     assert most[0] == 1 and len(_context._LOADING) == 0
+
+
+_ADD_ALIASES = """
+import sys
+from semrank.store import update_aliases
+for n in range(8):
+    update_aliases([{"add": {"index": "docs", "alias": f"{sys.argv[1]}-{n}"}}], home=sys.argv[2])
+"""
+
+
+def test_aliases_added_by_processes_and_threads_at_once_are_all_kept(tmp_path: Path) -> None:
+    """Each change reads, changes and rewrites the home's alias file: unlocked, two writers
+    read the same file and the second's write lost the first's alias."""
+    import subprocess
+    import sys
+
+    from semrank.store import list_aliases, update_aliases
+
+    create_index("docs", home=tmp_path, embedding_model=None).close()
+    command = [sys.executable, "-c", _ADD_ALIASES]
+    workers = [subprocess.Popen([*command, f"p{n}", str(tmp_path)]) for n in range(3)]
+
+    def add(prefix: str) -> None:
+        for n in range(8):
+            update_aliases([{"add": {"index": "docs", "alias": f"{prefix}-{n}"}}], home=tmp_path)
+
+    threads = [threading.Thread(target=add, args=(f"t{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(worker.wait(timeout=120) == 0 for worker in workers)
+    expected = {f"{who}{n}-{i}" for who in "pt" for n in range(3) for i in range(8)}
+    assert set(list_aliases(tmp_path)) == expected

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from semrank.store import DB_NAME, LocalStore, Store, index_path, open_index
+from semrank.store._aliases import resolve_index_name
 from semrank.store._registry import BEFORE_DROP
 
 if TYPE_CHECKING:
@@ -85,11 +86,14 @@ if hasattr(os, "register_at_fork"):
 def using_index(
     index: str | Store, home: str | Path | None = None, *, store: str | None = None
 ) -> Iterator[Store]:
-    """The named index (``store``: a PostgreSQL DSN, or None / ``"local"`` for the embedded
-    store under ``home``), open for the ``with`` block; a Store is used as it is."""
+    """The named index, or the one an alias of that name names (``store``: a PostgreSQL DSN,
+    or None / ``"local"`` for the embedded store under ``home``), open for the ``with`` block;
+    a Store is used as it is. Held by the index's own name: a search through an alias moved to
+    another index since opens that one."""
     if isinstance(index, Store):
         yield index
         return
+    index = resolve_index_name(index, home, store=store)
     held = _hold_postgres(index, str(store)) if _is_dsn(store) else _hold_local(index, home)
     _close(_evicted())
     try:

@@ -6,6 +6,7 @@
 >>> index.search_bm25("cancer stem cells", k=10)    # Hits(ids, scores)
 """
 
+from semrank.store._aliases import list_aliases, resolve_index_name, update_aliases
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     VECTOR_FIELD,
@@ -53,10 +54,13 @@ __all__ = [
     "field_text",
     "index_path",
     "is_postgres_dsn",
+    "list_aliases",
     "list_indexes",
     "open_index",
     "read_corpus",
     "redact_dsn",
     "resolve_home",
+    "resolve_index_name",
+    "update_aliases",
     "writable_home",
 ]

@@ -252,12 +252,25 @@ def create_index(
             "this user may write there and that the disk has space"
         ) from exc
     try:
-        os.rename(staging, target)
+        _rename_into_place(name, staging, target)
     except OSError as exc:  # another create got there first (or the name is taken since)
         shutil.rmtree(staging, ignore_errors=True)
         check_name_is_free(name, target)
         raise IndexExistsError(f"index {name!r} already exists at {target}") from exc
+    except SemrankError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return LocalStore(target, embedder=embedder)
+
+
+def _rename_into_place(name: str, staging: Path, target: Path) -> None:
+    """The new index's folder renamed to its name, holding the home's aliases: an alias of
+    that name added since the create began is refused here, not left beside the index."""
+    from semrank.store._aliases import aliases_locked, refuse_alias_name
+
+    with aliases_locked(target.parent):
+        refuse_alias_name(name, target.parent, None)
+        os.rename(staging, target)
 
 
 def _cause(exc: BaseException) -> str:
@@ -282,7 +295,11 @@ def check_can_create(
 
 def check_name_is_free(name: str, target: Path) -> None:
     """An empty folder is free (the new index replaces it); an index, or anything else there,
-    is named with what to do: an index whose ingest never finished says how to finish it."""
+    is named with what to do: an index whose ingest never finished says how to finish it. An
+    alias's name (of the home ``target`` is in) is not free."""
+    from semrank.store._aliases import refuse_alias_name
+
+    refuse_alias_name(name, target.parent, None)
     if (target / DB_NAME).exists():
         note = None
         try:
@@ -495,8 +512,12 @@ def open_index(
     embedder: TextEmbedder | None = None,
     store: str | None = None,
 ) -> LocalStore | PostgresStore:
-    """Open an existing index (``IndexNotFoundError`` naming the known ones if absent);
-    ``store``: a PostgreSQL DSN, or ``None`` for the embedded store under ``home``."""
+    """Open an existing index, or the one alias ``name`` names (``IndexNotFoundError`` naming
+    the known ones if absent); ``store``: a PostgreSQL DSN, or ``None`` for the embedded store
+    under ``home``."""
+    from semrank.store._aliases import resolve_index_name
+
+    name = resolve_index_name(name, home, store=store)
     target = index_path(name, home)
     postgres = _postgres(store)
     if postgres is not None:
@@ -526,7 +547,11 @@ AFTER_DROP: list[Callable[..., None]] = []
 
 def drop_index(name: str, *, home: str | Path | None = None, store: str | None = None) -> None:
     """Delete an index and all its files (renamed away first, so it vanishes at once). An
-    embedded index whose folder is a link loses the link, and keeps the files it leads to."""
+    embedded index whose folder is a link loses the link, and keeps the files it leads to.
+    Its aliases go with it; an alias is not dropped this way (``update_aliases`` removes one)."""
+    from semrank.store._aliases import refuse_alias_name
+
+    refuse_alias_name(name, home, store)
     for let_go in BEFORE_DROP:
         let_go(name, home, store=store)
     target = index_path(name, home)
@@ -542,7 +567,7 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
             raise IndexNotFoundError(f"index {name!r} not found: {_not_an_index(name, target)}")
     trash = target.parent / f".{name}.{uuid.uuid4().hex}.trash"
     try:
-        os.rename(target, trash)
+        _rename_away(name, target, trash)
     except FileNotFoundError:  # another drop of the same index got there first
         raise IndexNotFoundError(f"index {name!r} not found in {target.parent}") from None
     except PermissionError as exc:  # a home another user made (a `sudo semrank` run): raw errno
@@ -551,6 +576,16 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
         let_go(name, home, store=store)
     if not _remove_renamed_away(trash):
         _log.warning(_left_behind(name, trash))
+
+
+def _rename_away(name: str, target: Path, trash: Path) -> None:
+    """The index's folder renamed away and its aliases removed, holding the home's aliases (an
+    alias added meanwhile would outlive the index)."""
+    from semrank.store._aliases import aliases_locked, forget_aliases_of
+
+    with aliases_locked(target.parent):
+        os.rename(target, trash)
+        forget_aliases_of(target.parent, name)
 
 
 def _undroppable(name: str, home: Path, exc: OSError) -> StorageError:

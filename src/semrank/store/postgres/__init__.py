@@ -6,6 +6,11 @@ in SQL) and pgvector embeddings (``vector(384)``, HNSW with cosine ops), behind 
 >>> index = create_index("scifact", store="postgresql://localhost/search")
 """
 
+from semrank.store.postgres._aliases import (
+    list_postgres_aliases,
+    resolve_postgres_alias,
+    update_postgres_aliases,
+)
 from semrank.store.postgres._pool import (
     DSN_SCHEMES,
     acquire_pool,
@@ -35,9 +40,12 @@ __all__ = [
     "check_postgres_storable",
     "drop_postgres_index",
     "is_postgres_dsn",
+    "list_postgres_aliases",
     "list_postgres_indexes",
     "migrate",
     "partition_name",
     "redact",
     "release_pool",
+    "resolve_postgres_alias",
+    "update_postgres_aliases",
 ]

@@ -3,8 +3,9 @@
 Every migration runs once per database, recorded in ``semrank.migrations``; all of them run in
 one transaction under an advisory lock, so concurrent first connections do not race.
 
-Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics for BM25) and
-``semrank.documents``, partitioned by index name, with an english ``tsvector`` generated column
+Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics for BM25),
+``semrank.aliases`` (alias -> index, since migration 2) and ``semrank.documents``, partitioned
+by index name, with an english ``tsvector`` generated column
 (GIN-indexed), the BM25 term frequencies (``jsonb``, GIN-indexed) and a ``vector(384)``
 column (each partition gets an HNSW index, cosine ops, once it holds ``ann_threshold``
 documents; below that exact search is as fast and exact).
@@ -71,7 +72,36 @@ CREATE INDEX IF NOT EXISTS documents_fts ON semrank.documents USING gin (fts);
 CREATE INDEX IF NOT EXISTS documents_terms ON semrank.documents USING gin (terms);
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "store: indexes and documents", _STORE_V1),)
+# Index aliases (alias -> the one index it names), removed with their index. The roles granted
+# semrank.indexes are granted this table too: a role given table grants only (docs/postgresql.md)
+# read every index through it from now on, and lost its searches when it had no grant here.
+_ALIASES_V2 = """
+CREATE TABLE IF NOT EXISTS semrank.aliases (
+    alias text PRIMARY KEY,
+    index_name text NOT NULL REFERENCES semrank.indexes (name) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS aliases_index_name ON semrank.aliases (index_name);
+
+DO $$
+DECLARE granted record;
+BEGIN
+    FOR granted IN
+        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS who,
+               string_agg(a.privilege_type, ', ') AS what
+        FROM pg_class c, aclexplode(c.relacl) AS a
+        WHERE c.oid = 'semrank.indexes'::regclass AND a.grantee <> c.relowner
+        GROUP BY a.grantee
+    LOOP
+        EXECUTE format('GRANT %s ON semrank.aliases TO %s', granted.what, granted.who);
+    END LOOP;
+END $$;
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "store: indexes and documents", _STORE_V1),
+    (2, "store: index aliases", _ALIASES_V2),
+)
 
 _MIGRATED: set[str] = set()  # DSNs migrated by this process
 

@@ -218,6 +218,7 @@ class PostgresStore(Store):
             ensure_migrated(pool, dsn)
             part = partition_name(settings.name)
             with pooled_connection(pool, dsn) as conn, conn.transaction():
+                _refuse_an_alias_name(conn, settings.name)
                 created = conn.execute(
                     "INSERT INTO semrank.indexes (name, partition, settings) VALUES (%s, %s, %s) "
                     "ON CONFLICT (name) DO NOTHING RETURNING name",
@@ -864,6 +865,22 @@ def _check_bm25_method(bm25: BM25Params) -> None:
         )
 
 
+def _refuse_an_alias_name(conn: Any, name: str) -> None:
+    """An index is not created with an alias's name (the table locked against an alias being
+    added meanwhile under it)."""
+    from semrank.store.postgres._aliases import INDEX_CREATE_LOCK
+
+    conn.execute(INDEX_CREATE_LOCK)
+    row = conn.execute(
+        "SELECT index_name FROM semrank.aliases WHERE alias = %s", (name,)
+    ).fetchone()
+    if row is not None:
+        raise InvalidInputError(
+            f"{name!r} is an alias of index {row[0]!r}, and an index cannot take an alias's name "
+            f"(nor be dropped by it); choose another name, or remove alias {name!r} first"
+        )
+
+
 def _exists(name: str, dsn: str) -> IndexExistsError:
     return IndexExistsError(f"index {name!r} already exists in {redact(dsn)}; drop it first")
 
@@ -872,9 +889,12 @@ def check_postgres_can_create(dsn: str, name: str, bm25: BM25Params) -> None:
     """What would refuse creating index ``name`` in ``dsn``'s database (a BM25 method SQL does
     not compute, a taken name, a server out of reach), said before a corpus is read through for
     it: the embedded store's name is checked then too, and a large file takes minutes to check."""
+    from semrank.store._aliases import refuse_alias_name
+
     _check_bm25_method(bm25)
     if name in list_postgres_indexes(dsn):
         raise _exists(name, dsn)
+    refuse_alias_name(name, None, dsn)
 
 
 def list_postgres_indexes(dsn: str) -> list[str]:
