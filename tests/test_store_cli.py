@@ -1563,3 +1563,28 @@ def test_search_offset_pages_as_the_library_and_a_bodys_from(tmp_path: Path) -> 
         result = CliRunner().invoke(app, [*args, *flags])
         assert isinstance(result.exception, InvalidInputError), result.output
         assert said in str(result.exception)
+
+
+def test_index_alias_moves_searches_to_the_new_index_and_list_shows_it(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    for name, docs in (("v1", DOCS[:1]), ("v2", DOCS[1:2])):
+        corpus = tmp_path / f"{name}.jsonl"
+        corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        run("index", "create", name, "--from", str(corpus), "--home", home, "--no-dense")
+    assert "alias 'live' -> index 'v1'" in run("index", "alias", "live", "v1", "--home", home)
+    first = json.loads(run("search", "live", "moon", "--bm25", "--json", "--home", home))
+    said = run("index", "alias", "live", "v2", "--home", home)  # moved in one step
+    then = json.loads(run("search", "live", "moon", "--bm25", "--json", "--home", home))
+    assert "(was 'v1')" in said
+    assert [h["id"] for h in first["hits"]] == ["eclipse"]
+    assert [h["id"] for h in then["hits"]] == ["tides"]
+    listed = json.loads(run("index", "list", "--json", "--home", home))
+    assert [(row["name"], row["aliases"]) for row in listed] == [("v1", []), ("v2", ["live"])]
+    assert "aliases: live" in run("index", "list", "--home", home)
+    with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v2'"):
+        run("index", "drop", "live", "--yes", "--home", home)
+    with pytest.raises(InvalidInputError, match="or --remove"):
+        run("index", "alias", "live", "--home", home)
+    run("index", "alias", "live", "--remove", "--home", home)
+    with pytest.raises(IndexNotFoundError, match="alias 'live' not found"):
+        run("index", "alias", "live", "--remove", "--home", home)

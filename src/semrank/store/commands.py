@@ -906,7 +906,11 @@ def list_(
     from semrank.store import list_indexes, resolve_home
     from semrank.store._dsn import redact_dsn
 
-    rows = [_list_row(name, home, store) for name in list_indexes(home, store=store)]
+    aliases = _aliases_by_index(home, store)
+    rows = [
+        {**_list_row(name, home, store), "aliases": aliases.get(name, [])}
+        for name in list_indexes(home, store=store)
+    ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -914,14 +918,59 @@ def list_(
         where = redact_dsn(store) if store and store != "local" else resolve_home(home)
         typer.echo(f"no indexes in {where}")
     for row in rows:
+        named = f"\taliases: {', '.join(row['aliases'])}" if row["aliases"] else ""
         if "error" in row:
-            typer.echo(f"{row['name']}\tunreadable: {row['error']}")
+            typer.echo(f"{row['name']}\tunreadable: {row['error']}{named}")
             continue
         incomplete = f"\tincomplete: {row['incomplete']}" if row["incomplete"] else ""
         typer.echo(
             f"{row['name']}\t{count_of(row['documents'], 'document')}\t"
-            f"{row['embedding_model'] or 'bm25 only'}" + incomplete
+            f"{row['embedding_model'] or 'bm25 only'}" + incomplete + named
         )
+
+
+def _aliases_by_index(home: Path | None, store: str | None) -> dict[str, list[str]]:
+    """Each index's aliases, sorted."""
+    from semrank.store import list_aliases
+
+    named: dict[str, list[str]] = {}
+    for alias, index in list_aliases(home, store=store).items():
+        named.setdefault(index, []).append(alias)
+    return named
+
+
+@index_app.command("alias")
+@home_beats_env_store
+def alias(
+    alias: str = typer.Argument(..., help="The alias: the name searches and writes use."),
+    index: str | None = typer.Argument(
+        None, help="The index it names from now on (moved from the one it named, at once)."
+    ),
+    remove: bool = typer.Option(False, "--remove", help="Remove the alias (give no INDEX)."),
+    home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Point ALIAS at INDEX: added, or moved there from the index it names in one step (a
+    search through it meanwhile finds one index or the other, never none); --remove removes
+    it. `index list` shows each index's aliases."""
+    from semrank.errors import InvalidInputError
+    from semrank.store import list_aliases, update_aliases
+
+    if remove == (index is not None):
+        raise InvalidInputError(
+            f"give the INDEX alias {alias!r} is to name (semrank index alias {alias} INDEX), or "
+            f"--remove to remove it{', not both' if remove else ''}"
+        )
+    held = list_aliases(home, store=store).get(alias)
+    if index is None:
+        update_aliases([{"remove": {"index": "*", "alias": alias}}], home=home, store=store)
+        typer.echo(f"removed alias {alias!r} (of index {held!r})")
+        return
+    # Whichever index it names when the change is applied (another process may move it first).
+    moved = {"remove": {"index": "*", "alias": alias, "must_exist": False}}
+    update_aliases([moved, {"add": {"index": index, "alias": alias}}], home=home, store=store)
+    was = f" (was {held!r})" if held and held != index else ""
+    typer.echo(f"alias {alias!r} -> index {index!r}{was}")
 
 
 def _list_row(name: str, home: Path | None, store: str | None) -> dict[str, Any]:
