@@ -48,7 +48,7 @@ async def test_index_lifecycle_in_postgres(client: httpx.AsyncClient, pg_dsn: st
     assert list_indexes(store=pg_dsn) == ["docs"]  # kept in the database, not in a folder
     with open_index("docs", store=pg_dsn) as stored:
         assert len(stored) == len(DOCS)
-    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
+    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs", "aliases": []}]
     info = (await client.get("/v1/indexes/docs")).json()
     assert info["backend"] == "postgresql" and info["documents"] == len(DOCS)
     assert info["location"].startswith("<index store> semrank.")  # not the server's database

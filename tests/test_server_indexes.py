@@ -47,7 +47,7 @@ async def test_an_encoded_slash_is_part_of_the_index_name(client: httpx.AsyncCli
         assert (await client.delete(f"/v1/indexes/{sent}")).status_code in (404, 422), sent
         assert (await client.get(f"/v1/indexes/{sent}")).status_code in (404, 422), sent
     assert (await client.get("/v1/indexes/docs/")).json()["name"] == "docs"
-    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
+    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs", "aliases": []}]
     # Inside a path, too: it was routed as a slash (past a proxy filtering paths as written).
     body = {"ids": [DOCS[0]["id"]]}
     for path in ("/v1/indexes/docs%2Fdocuments%2Fdelete", "/v1/indexes/docs%5Cdocuments/delete"):
@@ -58,7 +58,7 @@ async def test_an_encoded_slash_is_part_of_the_index_name(client: httpx.AsyncCli
 
 async def test_index_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> None:
     await _make_index(client)
-    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs"}]
+    assert (await client.get("/v1/indexes")).json()["data"] == [{"name": "docs", "aliases": []}]
     info = (await client.get("/v1/indexes/docs")).json()
     assert info["documents"] == len(DOCS) and info["settings"]["text_fields"] == ["title", "text"]
     assert info["location"] == "<index home>/docs"  # not the server's folder
@@ -1425,3 +1425,59 @@ async def test_a_search_body_given_as_the_retriever_keeps_its_own_size(
     refused = await client.post("/v1/indexes/sized/search", json=over)
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"].startswith("size 8 is above the search body's size 5")
+
+
+async def test_elasticsearch_alias_routes_swap_searches_to_the_new_index(
+    client: httpx.AsyncClient,
+) -> None:
+    """Re-indexing without downtime: the alias readers search moves to the new index at once."""
+    await _make_index(client, "v1")
+    created = await client.post("/v1/indexes", json={"name": "v2", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    newer = [{"id": "n1", "title": "Fleas", "text": "Fleas drink blood, the new index says."}]
+    await client.post("/v1/indexes/v2/documents", json={"documents": newer})
+    put = await client.put("/v1/_alias/live")
+    assert put.status_code == 200 and put.json() == {"acknowledged": True}
+    ids = lambda answer: [hit["_id"] for hit in answer.json()["hits"]["hits"]]  # noqa: E731
+    before = await client.post("/live/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert ids(before) == ["d1", "d3"]
+    taken = await client.post(
+        "/_aliases", json={"actions": [{"add": {"index": "v2", "alias": "live"}}]}
+    )
+    assert "already names index 'v1'" in _es_error(taken, 400, "invalid_request")
+    swap = [{"remove": {"index": "v1", "alias": "live"}}, {"add": {"index": "v2", "alias": "live"}}]
+    swapped = await client.post("/_aliases", json={"actions": swap})
+    assert swapped.json() == {"acknowledged": True}, swapped.text
+    after = await client.post("/live/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert ids(after) == ["n1"] and after.headers["x-elastic-product"] == "Elasticsearch"
+    counted = await client.post("/live/_count", json={})
+    assert counted.json()["count"] == 1
+    # A write through the alias goes to its index.
+    added = await client.post("/v1/indexes/live/documents", json={"documents": DOCS[1:2]})
+    assert (
+        added.status_code == 200 and (await client.get("/v1/indexes/v2")).json()["documents"] == 2
+    )
+    assert (await client.get("/_alias")).json() == {
+        "v1": {"aliases": {}},
+        "v2": {"aliases": {"live": {}}},
+    }
+    assert (await client.get("/_alias/live")).json() == {"v2": {"aliases": {"live": {}}}}
+    assert (await client.get("/live/_alias")).json() == {"v2": {"aliases": {"live": {}}}}
+    assert (await client.head("/_alias/live")).status_code == 200
+    listed = (await client.get("/v1/indexes")).json()["data"]
+    assert listed == [{"name": "v1", "aliases": []}, {"name": "v2", "aliases": ["live"]}]
+    missing = await client.get("/_alias/nope")
+    assert "alias [nope] missing" in _es_error(missing, 404, "aliases_not_found_exception")
+    assert (await client.head("/_alias/nope")).status_code == 404
+    unknown = await client.get("/nope/_alias")
+    assert "'nope' not found" in _es_error(unknown, 404, "index_not_found")
+    bad = await client.post("/_aliases", json={"actions": [{"frob": {"index": "v1"}}]})
+    assert "unknown action 'frob'" in _es_error(bad, 400, "invalid_request")
+    dropped_alias = await client.delete("/v1/indexes/live")
+    assert dropped_alias.status_code == 422 and "alias of index 'v2'" in dropped_alias.text
+    removed = await client.delete("/v2/_alias/live")
+    assert removed.json() == {"acknowledged": True}
+    again = await client.delete("/v2/_alias/live")
+    assert "not found" in _es_error(again, 404, "aliases_not_found_exception")
+    gone = await client.post("/live/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
+    assert gone.status_code == 404

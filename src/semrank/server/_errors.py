@@ -90,7 +90,9 @@ async def send_error(
 
 
 # Elasticsearch's _search, _count, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
-_ELASTICSEARCH_PATH = re.compile(r"^/(?:[^/]+/_(?:search|count))?$")
+_ELASTICSEARCH_PATH = re.compile(
+    r"^/(?:[^/]+/_(?:search|count)|_alias(?:es)?(?:/[^/]+)?|[^/]+/_alias(?:/[^/]+)?)?$"
+)
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
 
 

@@ -11,6 +11,7 @@ Elasticsearch does: elasticsearch-py raises it as ``BadRequestError``; ``_errors
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -23,24 +24,28 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
-from semrank.errors import InvalidInputError
+from semrank.errors import IndexNotFoundError, InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
 from semrank.server._index_routes import (
     IndexNameInPath,
     on_index,
+    on_registry,
     open_index,
     run_search,
     say_warnings,
 )
 from semrank.server.schemas import (
+    EsAcknowledged,
+    EsAliasesRequest,
     EsCountRequest,
     EsCountResponse,
     EsErrorBody,
     EsHit,
     EsHits,
     EsHitWithSource,
+    EsIndexAliases,
     EsInfo,
     EsSearchRequest,
     EsSearchResponse,
@@ -346,6 +351,98 @@ def _warning_header(warning: str) -> str:
     text = warning.encode("ascii", "backslashreplace").decode()
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'299 semrank-{__version__} "{escaped}"'
+
+
+# --- aliases ------------------------------------------------------------------------------------
+ALIASES_SUMMARY = "Add and remove index aliases atomically, as Elasticsearch's POST /_aliases"
+
+
+@router.post("/_aliases", response_model=EsAcknowledged, summary=ALIASES_SUMMARY)
+async def update_aliases(body: EsAliasesRequest, request: Request) -> EsAcknowledged:
+    """A swap (remove from the old index, add to the new) happens whole or not at all; an alias
+    names one index in semrank, so an add to another index needs the remove in the same list."""
+    from semrank.store import update_aliases as update
+
+    await on_registry(request, functools.partial(update, body.actions))
+    return EsAcknowledged()
+
+
+@router.put("/{index}/_alias/{name}", response_model=EsAcknowledged, summary="Add an alias")
+@router.post("/{index}/_alias/{name}", response_model=EsAcknowledged, summary="Add an alias")
+async def put_alias(index: IndexNameInPath, name: str, request: Request) -> EsAcknowledged:
+    from semrank.store import update_aliases as update
+
+    actions = [{"add": {"index": index, "alias": name}}]
+    await on_registry(request, functools.partial(update, actions))
+    return EsAcknowledged()
+
+
+@router.delete("/{index}/_alias/{name}", response_model=EsAcknowledged, summary="Remove an alias")
+async def delete_alias(index: IndexNameInPath, name: str, request: Request) -> EsAcknowledged:
+    from semrank.store import update_aliases as update
+
+    actions = [{"remove": {"index": index, "alias": name}}]
+    await on_registry(request, functools.partial(update, actions))
+    return EsAcknowledged()
+
+
+GET_ALIASES = "Indexes and their aliases, as Elasticsearch's GET /_alias"
+AliasesAnswer = dict[str, EsIndexAliases]
+
+
+@router.get("/_alias", response_model=AliasesAnswer, summary=GET_ALIASES)
+@router.get("/_aliases", response_model=AliasesAnswer, summary=GET_ALIASES)
+async def get_aliases(request: Request) -> AliasesAnswer:
+    return await _aliases_answer(request)
+
+
+@router.get("/_alias/{name}", response_model=AliasesAnswer, summary="The index of an alias")
+async def get_alias(name: str, request: Request) -> AliasesAnswer:
+    """``es.indices.get_alias(name=...)``; ``exists_alias`` sends HEAD, answered as GET
+    without the body: 404 where there is no such alias."""
+    return await _aliases_answer(request, alias=name)
+
+
+@router.get("/{index}/_alias", response_model=AliasesAnswer, summary="An index's aliases")
+async def get_index_aliases(index: IndexNameInPath, request: Request) -> AliasesAnswer:
+    return await _aliases_answer(request, index=index)
+
+
+@router.get("/{index}/_alias/{name}", response_model=AliasesAnswer, summary="An index's alias")
+async def get_index_alias(index: IndexNameInPath, name: str, request: Request) -> AliasesAnswer:
+    return await _aliases_answer(request, index=index, alias=name)
+
+
+async def _aliases_answer(
+    request: Request, *, index: str | None = None, alias: str | None = None
+) -> AliasesAnswer:
+    """``{index: {"aliases": {alias: {}}}}``: every index (with none where it has none), or
+    ``index`` (an alias of it names it too), or those ``alias`` names."""
+    from semrank.store import list_aliases, list_indexes, resolve_index_name
+    from semrank.store._aliases import AliasNotFoundError
+
+    def read(home: Any, store: Any) -> AliasesAnswer:
+        named = list_aliases(home, store=store)
+        indexes = list_indexes(home, store=store)
+        if index is not None:
+            wanted = resolve_index_name(index, home, store=store)
+            if wanted not in indexes:
+                raise IndexNotFoundError(f"index {index!r} not found; GET /_alias lists them")
+            indexes = [wanted]
+        answer = {
+            name: EsIndexAliases(
+                aliases={a: {} for a, of in named.items() if of == name and alias in (None, a)}
+            )
+            for name in indexes
+        }
+        if alias is None:
+            return answer
+        found = {name: aliases for name, aliases in answer.items() if aliases.aliases}
+        if not found:
+            raise AliasNotFoundError(f"alias [{alias}] missing")
+        return found
+
+    return await on_registry(request, read)
 
 
 class ElasticsearchAnswers:

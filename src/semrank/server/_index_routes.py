@@ -56,12 +56,17 @@ async def list_indexes(request: Request) -> Any:
     from semrank.pipeline import let_go_of_dropped_indexes
     from semrank.store import list_indexes as names
 
-    def listed() -> list[str]:
-        let_go_of_dropped_indexes()  # a request on no index in particular: held ones checked
-        return names(**_where(request))
+    def listed() -> list[IndexName]:
+        from semrank.store import list_aliases
 
-    found = await _blocking(request, None, listed)
-    return IndexList(data=[IndexName(name=name) for name in found])
+        let_go_of_dropped_indexes()  # a request on no index in particular: held ones checked
+        aliases = list_aliases(**_where(request))
+        return [
+            IndexName(name=name, aliases=[a for a, named in aliases.items() if named == name])
+            for name in names(**_where(request))
+        ]
+
+    return IndexList(data=await _blocking(request, None, listed))
 
 
 @router.post(
@@ -340,6 +345,12 @@ async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
     service: RerankService = request.app.state.service
     with service.admission.admit():
         return await _blocking(request, service.deadline(None), _with_index(request, name, work))
+
+
+async def on_registry(request: Request, work: Callable[..., T]) -> T:
+    """``work(home=..., store=...)`` (a store function on the served indexes) in a worker
+    thread."""
+    return await _blocking(request, None, functools.partial(work, **_where(request)))
 
 
 async def open_index(request: Request, name: str) -> None:

@@ -428,6 +428,9 @@ class BatchRerankResponse(_Schema):
 
 class IndexName(_Schema):
     name: str
+    aliases: list[str] = Field(
+        default_factory=list, description="the index's aliases (POST /_aliases), sorted"
+    )
 
 
 class IndexList(_Schema):
@@ -674,6 +677,25 @@ class EsCountRequest(_Strict):
 class EsCountResponse(_Schema):
     count: int
     shards: EsShards = _es_key("_shards", default_factory=EsShards)
+
+
+class EsAliasesRequest(_Strict):
+    """Elasticsearch's ``POST /_aliases`` body: actions applied together or not at all."""
+
+    actions: list[dict[str, Any]] = Field(
+        description='add / remove actions, e.g. [{"remove": {"index": "old", "alias": "live"}}, '
+        '{"add": {"index": "new", "alias": "live"}}]; an alias names one index in semrank'
+    )
+
+
+class EsAcknowledged(_Schema):
+    acknowledged: bool = True
+
+
+class EsIndexAliases(_Schema):
+    """One index's aliases, as Elasticsearch's ``GET /_alias`` gives them (each alias: {})."""
+
+    aliases: dict[str, dict[str, Any]]
 
 
 class EsVersion(_Schema):
