@@ -238,7 +238,10 @@ def resolve_index_name(
     postgres = _postgres(store)
     if postgres is not None:
         return postgres.resolve_postgres_alias(str(store), name)
-    return _read(resolve_home(home)).get(name, name)
+    root = resolve_home(home)
+    if _is_local_index(root, name):
+        return name  # no alias takes an index's name: a damaged alias file stops aliases only
+    return _read(root).get(name, name)
 
 
 def alias_target(name: str, home: str | Path | None, store: str | None) -> str | None:
