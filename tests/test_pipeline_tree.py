@@ -15,6 +15,7 @@ from semrank.errors import DataFormatError, InvalidInputError, ModelNotFoundErro
 from semrank.pipeline import (
     BM25,
     RRF,
+    ConstantScore,
     Cutoff,
     Dense,
     Knn,
@@ -31,7 +32,7 @@ from semrank.pipeline import (
     search_many,
 )
 from semrank.retrieve import Hits, linear_combination, matches, parse_filter, rrf
-from semrank.store import LocalStore, create_index
+from semrank.store import LocalStore, Store, create_index
 
 DOCS = [
     {
@@ -442,8 +443,8 @@ def test_parse_errors_name_the_problem(tmp_path: Path) -> None:
         parse_retriever({"bm42": {}})
     with pytest.raises(InvalidInputError, match="unsupported key"):
         parse_retriever({"rrf": {"retrievers": [{"knn": {"query_text": "x"}}], "fusion": 1}})
-    with pytest.raises(InvalidInputError, match="only 'match' and 'multi_match'"):
-        parse_retriever({"standard": {"query": {"term": {"topic": "x"}}}})
+    with pytest.raises(InvalidInputError, match="'prefix' is not a supported filter"):
+        parse_retriever({"standard": {"query": {"prefix": {"topic": "x"}}}})
     with pytest.raises(InvalidInputError, match="query_vector"):
         parse_retriever({"knn": {"field": "embedding", "k": 3}})
     (tmp_path / "bad.json").write_text("{nope")
@@ -1052,6 +1053,36 @@ ENGLISH = {"term": {"lang.keyword": "en"}}
 RECENT = {"range": {"year": {"gte": 2010}}}
 
 
+def test_a_query_that_only_filters_finds_the_passing_documents_in_storage_order(
+    tagged: LocalStore,
+) -> None:
+    """A classic query or standard retriever without a match (refused before) browses the
+    index: the documents passing it, first written first, scored as Elasticsearch scores a
+    filter context (0), a constant_score (its boost) or another filter query (1)."""
+    english = [d["id"] for d in TAGGED if d["id"] in _passes(ENGLISH)]
+    filtered = {"query": {"bool": {"filter": [ENGLISH]}}, "size": 3}
+    found = search(tagged, retriever=filtered, k=None)
+    assert _ids(found) == english[:3] and {hit.score for hit in found} == {0.0}
+    page = search(tagged, retriever={**filtered, "from": 2}, k=None)
+    assert _ids(page) == english[2:5]
+    # The embedded store's filter table finds what the documents read one by one pass.
+    assert tagged.first_matching(ENGLISH, 3) == Store.first_matching(tagged, ENGLISH, 3)
+    boosted = {"standard": {"query": {"constant_score": {"filter": RECENT, "boost": 3}}}}
+    tree = parse_retriever(boosted)
+    assert tree == ConstantScore(RECENT, 3.0) and parse_retriever(tree.to_dict()) == tree
+    hits = search(tagged, retriever=tree, k=10)
+    recent = [d["id"] for d in TAGGED if d["id"] in _passes(RECENT)]
+    assert [(h.id, h.score) for h in hits] == [(i, 3.0) for i in recent]
+    # A parent's filter holds for it, as for every leaf.
+    both = search(tagged, retriever=ConstantScore(RECENT, 1.0) % 10, k=10)
+    assert set(_ids(both)) == _passes(RECENT)
+    under = {"rrf": {"retrievers": [boosted], "filter": ENGLISH, "rank_window_size": 10}}
+    assert set(_ids(search(tagged, retriever=under, k=10))) == _passes([RECENT, ENGLISH])
+    # A query given has no text to replace: refused, not ignored.
+    with pytest.raises(InvalidInputError, match="reads no query text"):
+        search(tagged, "moon", retriever=boosted)
+
+
 @pytest.mark.parametrize("leaf", [BM25(), Knn()], ids=["bm25", "knn"])
 def test_a_filtered_leaf_returns_the_k_best_passing_documents(
     tagged: LocalStore, leaf: Retriever
@@ -1156,10 +1187,10 @@ def test_a_search_filter_holds_for_the_whole_tree_with_its_own(tagged: LocalStor
         ({"standard": {"query": {"bool": {"must": {"match": {"text": "x"}},
           "should": [{"term": {"a": 1}}]}}}},
          "retriever.standard.query.bool.should is not supported"),
-        ({"standard": {"query": {"bool": {"filter": {"term": {"a": 1}}}}}},
-         "retriever.standard.query.bool: missing required key(s) must"),
-        ({"standard": {"query": {"bool": {"must": {"term": {"a": 1}}}}}},
-         "retriever.standard.query.bool.must: only 'match' and 'multi_match'"),
+        ({"standard": {"query": {"bool": {"filter": {"prefix": {"a": 1}}}}}},
+         "retriever.standard.query.bool.filter[0]: 'prefix' is not a supported filter"),
+        ({"standard": {"query": {"constant_score": {"filter": {"term": {"a": 1}}, "boost": -1}}}},
+         "retriever.standard.query.constant_score.boost must be a number from 0"),
         ({"standard": {"query": {"bool": {"must": [{"match": {"a": "x"}},
                                                    {"match": {"b": "y"}}]}}}},
          "must takes one match or multi_match query, got 2"),
@@ -1300,8 +1331,8 @@ def test_rank_rrf_fuses_the_query_and_knn_as_the_rrf_retriever(
         ({"knn": [{"query_text": "x", "boost": -1}]}, "knn[0].boost must be a number from 0"),
         ({"knn": {"query_text": "x", "inner_hits": {}}, "size": 2},
          "knn: unsupported key(s) 'inner_hits'"),
-        ({"query": {"term": {"lang": "en"}}},
-         "query: only 'match' and 'multi_match' queries are supported"),
+        ({"query": {"match_phrase": {"lang": "en"}}},
+         "query: 'match_phrase' is not a supported filter"),
         ({"query": {"bool": {"must": {"match": {"text": "x"}}, "filter": {"prefix": {"a": "b"}}}}},
          "query.bool.filter[0]: 'prefix' is not a supported filter"),
         ({"query": {"match": {"text": "x"}}, "highlight": {}},

@@ -1227,6 +1227,38 @@ async def test_elasticsearch_count_counts_the_documents_a_query_matches(
     assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
 
 
+async def test_elasticsearch_search_browses_by_a_query_that_only_filters(
+    client: httpx.AsyncClient,
+) -> None:
+    """_count took filter-only queries that _search refused (400 "only 'match' and
+    'multi_match'"): a search finds the documents _count counts, scored as Elasticsearch
+    scores them (a bool of filters 0, constant_score its boost, others 1), first written
+    first, paged with from and size."""
+    await _make_index(client)
+    tenant = {"bool": {"filter": {"terms": {"title": ["Paris", "Oceans", "Fleas"]}}}}
+    queries = (
+        (tenant, ["d1", "d2", "d4"], 0.0),
+        ({"term": {"title": "Paris"}}, ["d2"], 1.0),
+        ({"match_all": {}}, ["d1", "d2", "d3", "d4"], 1.0),
+        ({"constant_score": {"filter": {"ids": {"values": ["d3", "d1"]}}, "boost": 2}},
+         ["d1", "d3"], 2.0),
+    )  # fmt: skip
+    for query, ids, score in queries:
+        found = await client.post("/docs/_search", json={"query": query})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]["hits"]
+        assert [(h["_id"], h["_score"]) for h in hits] == [(i, score) for i in ids], query
+        counted = await client.post("/docs/_count", json={"query": query})
+        assert counted.json()["count"] == len(ids)
+    paged = await client.post("/docs/_search", json={"query": tenant, "from": 1, "size": 1})
+    assert [h["_id"] for h in paged.json()["hits"]["hits"]] == ["d2"], paged.text
+    retriever = {"standard": {"query": {"term": {"title": "Oceans"}}}}
+    tree = await client.post("/docs/_search", json={"retriever": retriever})
+    assert [h["_id"] for h in tree.json()["hits"]["hits"]] == ["d4"], tree.text
+    bad = await client.post("/docs/_search", json={"query": {"prefix": {"title": "x"}}})
+    assert "query: 'prefix' is not a supported filter" in _es_error(bad, 400, "invalid_request")
+
+
 async def test_elasticsearch_count_refuses_query_string_options_in_its_own_words(
     client: httpx.AsyncClient,
 ) -> None:

@@ -46,6 +46,7 @@ from semrank.retrieve import (
     rrf,
     unit_query_vector,
 )
+from semrank.retrieve._filter import Bool
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD, Store
 
 DEFAULT_RERANK_WINDOW = 100
@@ -354,6 +355,45 @@ class BM25(Retriever):
         names = [name if boost == 1.0 else f"{name}^{boost:g}" for name, boost in self.fields]
         query = {"query": text, "fields": names, "type": self.mode}
         return {"standard": _with_filter({"query": {"multi_match": query}}, self)}
+
+
+@dataclass(frozen=True)
+class ConstantScore(Retriever):
+    """Every document passing ``filter``, each scored ``score``: Elasticsearch's query that
+    only filters (``term``, ``range``, ``match_all``, ``constant_score``, or a ``bool`` whose
+    clauses are all ``filter`` / ``must_not``, which scores 0), to browse an index by its
+    fields. No score tells them apart, so they come in the store's order (``iter_documents``':
+    the embedded store's first-written first, PostgreSQL's by id) where Elasticsearch's come
+    in its index order."""
+
+    filter: FilterSpec = dataclasses.field(default_factory=lambda: {"match_all": {}})
+    score: float = 1.0
+
+    def __post_init__(self) -> None:
+        _set_filter(self, "standard")
+        if not is_finite_number(self.score, at_least=0, at_most=MAX_WEIGHT):
+            raise InvalidInputError(
+                f"a constant score must be a finite number from 0 to {MAX_WEIGHT:g}, got "
+                f"{self.score!r:.60}"
+            )
+        object.__setattr__(self, "score", float(self.score))
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        check_request_wanted("a filter search of its retriever tree")
+        flt = _filter_argument(ctx, self, "first_matching")["filter"]  # own filter: never {}
+        ids = np.array(ctx.store.first_matching(flt, size), dtype=object)
+        return Ranking.from_hits(Hits(ids, np.full(len(ids), self.score, dtype=np.float32)))
+
+    def to_dict(self) -> dict[str, Any]:
+        flt = own_filter(self)
+        assert flt is not None  # set in __post_init__
+        if self.score != 0.0:
+            query = {"constant_score": {"filter": flt.to_dict(), "boost": self.score}}
+        elif isinstance(flt, Bool) and not flt.should:  # filter context: a bool of filters
+            query = flt.to_dict()
+        else:
+            query = {"bool": {"filter": [flt.to_dict()]}}
+        return {"standard": {"query": query}}
 
 
 MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's limit on the knn beam

@@ -25,6 +25,7 @@ from semrank.pipeline._nodes import (
     BM25,
     FUSION_WINDOW,
     RRF,
+    ConstantScore,
     Cutoff,
     Knn,
     Linear,
@@ -35,7 +36,14 @@ from semrank.pipeline._nodes import (
     own_filter,
     tree_nodes,
 )
-from semrank.retrieve import NORMALIZERS, Filter, all_of, optional_filter, parse_filter
+from semrank.retrieve import (
+    NORMALIZERS,
+    Filter,
+    all_of,
+    as_filter,
+    optional_filter,
+    parse_filter,
+)
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
@@ -247,15 +255,19 @@ def _standard(body: dict[str, Any], where: str) -> Retriever:
     return node if flt is None else dataclasses.replace(node, filter=flt)
 
 
-def _query_node(spec: Any, at: str, where: str) -> BM25:
+def _query_node(spec: Any, at: str, where: str) -> BM25 | ConstantScore:
     """A query object (``standard``'s, or a classic body's top-level ``query``) as a BM25
-    node, with its bool query's filter; ``where`` prefixes the match's own errors."""
+    node, with its bool query's filter; ``where`` prefixes the match's own errors. A query
+    that only filters (``_filter_query``) finds the documents passing it."""
     query = _object(spec, at)
+    if not _scores(query):
+        return _filter_query(query, at)
     query, query_filter, at = _scoring_query(query, at)
     if len(query) != 1 or next(iter(query)) not in ("match", "multi_match"):
         raise InvalidInputError(
-            f"{at}: only 'match' and 'multi_match' queries are supported (with a bool "
-            f"query's filter and must_not beside them), got {list(query)}"
+            f"{at}: only 'match' and 'multi_match' queries score (with a bool query's filter "
+            f"and must_not beside them), got {list(query)}; a query that only filters takes "
+            f"no match beside it"
         )
     kind, inner = next(iter(query.items()))
     inner = _object(inner, f"{at}.{kind}")
@@ -263,15 +275,29 @@ def _query_node(spec: Any, at: str, where: str) -> BM25:
     return node if query_filter is None else dataclasses.replace(node, filter=query_filter)
 
 
+def _filter_query(query: dict[str, Any], at: str) -> ConstantScore:
+    """A query without a match: ``constant_score`` scores its filter's documents its boost
+    (default 1); a ``bool`` of filter and must_not clauses alone 0, as Elasticsearch's filter
+    context does; any other (``term``, ``range``, ``match_all``, a ``bool`` with must) 1,
+    where Elasticsearch scores a term by its frequency (semrank's are filters)."""
+    if set(query) == {"constant_score"}:
+        body = _object(query["constant_score"], f"{at}.constant_score")
+        _keys(body, f"{at}.constant_score", {"filter", "boost"}, {"filter"})
+        boost = _boost(body.get("boost", 1.0), f"{at}.constant_score.boost")
+        return ConstantScore(parse_filter(body["filter"], f"{at}.constant_score.filter"), boost)
+    inner = query.get("bool")
+    filter_context = set(query) == {"bool"} and isinstance(inner, dict)
+    unscored = filter_context and not {"must", "should"} & set(inner or {})
+    return ConstantScore(parse_filter(query, at), 0.0 if unscored else 1.0)
+
+
 def parse_count_query(spec: Any, where: str = "query") -> BM25 | Filter:
     """An Elasticsearch ``_count`` query: a scoring query as ``_search`` takes it (``match``,
     ``multi_match``, a ``bool`` with one of them in ``must``) as its BM25 node, with its
-    filter; any other (``match_all``, ``term``, ``range``, a ``bool`` of those) as the
-    filter it is, which scores nothing."""
-    query = _object(spec, where)
-    if not _scores(query):
-        return parse_filter(query, where)
-    return _query_node(query, where, where)
+    filter; any other (``match_all``, ``term``, ``range``, ``constant_score``, a ``bool`` of
+    those) as the filter it is, as ``_search`` finds its documents."""
+    node = _query_node(spec, where, where)
+    return node if isinstance(node, BM25) else as_filter(node.filter)
 
 
 def _scores(query: dict[str, Any]) -> bool:

@@ -15,16 +15,20 @@ from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
     RRF,
+    ConstantScore,
+    Cutoff,
     Knn,
     Linear,
     Retriever,
     Stage,
     TextSimilarityReranker,
+    Weighted,
     check_page,
     check_window,
     fixed_vector_paths,
     has_placeholder,
     hits_without_size,
+    tree_nodes,
 )
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
@@ -290,7 +294,8 @@ def check_vectors_follow(tree: Retriever, query: str | None, *, one_query: bool 
     """A query given replaces the literal texts of a tree without a placeholder, but not a
     knn's literal query_vector: that knn found the same neighbours for every query and fused
     them, unsaid, with hits for the query (an Elasticsearch hybrid example run with a query).
-    ``one_query``: a single search, which may also be run without its query."""
+    ``one_query``: a single search, which may also be run without its query. A tree that
+    reads no text at all (its queries only filter) would ignore the query just as quietly."""
     if query is None or has_placeholder(tree):
         return
     paths = fixed_vector_paths(tree)
@@ -303,6 +308,22 @@ def check_vectors_follow(tree: Retriever, query: str | None, *, one_query: bool 
             f'query_vector_builder.text_embedding.model_text: "{{{{query}}}}"){alone} (with '
             '"{{query}}" in another retriever, the vector is kept as a fixed clause)'
         )
+    if _only_filters(tree):
+        alone = (
+            "search without a query to list the documents passing them, or " if one_query else ""
+        )
+        raise InvalidInputError(
+            "the retriever tree reads no query text (its queries only filter), so the query "
+            f"given would change nothing: {alone}add a match or knn search that reads it"
+        )
+
+
+def _only_filters(tree: Retriever) -> bool:
+    """Whether every search of ``tree`` is a filter's (semrank's own nodes only: a node of a
+    user's own may read the query without naming a text)."""
+    nodes = tree_nodes(tree)
+    plain = (ConstantScore, Cutoff, RRF, Linear, Weighted)
+    return all(isinstance(node, plain) for node in nodes)
 
 
 def _rewritten(opened: Store, ranking: Any, started: int) -> set[str]:

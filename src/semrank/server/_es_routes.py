@@ -314,9 +314,10 @@ def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, A
     own_route = "POST /v1/indexes/{name}/search, which takes a query beside the tree"
     if retriever is None:
         raise InvalidInputError(
-            "the _search body has no retriever or query (Elasticsearch's match_all is not "
-            'supported): send "query": {"match": {"text": "..."}}, a knn search, or "retriever": '
-            '{"standard": {"query": {"match": {"text": "..."}}}} or another retriever tree'
+            'the _search body has no retriever or query: send "query": {"match": {"text": '
+            '"..."}}, a filter such as {"term": {...}} or {"match_all": {}} to list the '
+            'documents passing it, a knn search, or "retriever": {"standard": {"query": '
+            '{"match": {"text": "..."}}}} or another retriever tree'
         )
     if isinstance(retriever, str):
         raise InvalidInputError(

@@ -594,7 +594,8 @@ class EsSearchRequest(_Strict):
     query: dict[str, Any] | None = Field(
         None,
         description="classic query (match, multi_match, or bool with one of them in must, "
-        "filter and must_not), instead of a retriever",
+        "filter and must_not), or a filter query (match_all, term, terms, range, exists, ids, "
+        "constant_score, bool) listing the documents passing it; instead of a retriever",
     )
     knn: dict[str, Any] | list[dict[str, Any]] | None = Field(
         None,
@@ -670,7 +671,7 @@ class EsCountRequest(_Strict):
         None,
         description="match, multi_match or a bool with one of them in must (the documents "
         "sharing a term with it and passing its filter), or a filter query: match_all, term, "
-        "terms, range, exists, ids, bool",
+        "terms, range, exists, ids, constant_score, bool",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -418,6 +419,15 @@ class Store(abc.ABC):
         embedded store counts its filter table's mask, PostgreSQL in SQL."""
         flt = as_filter(filter, "filter")
         return len(self) if matches_everything(flt) else len(self.ids_matching(flt))
+
+    def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
+        """The ids of the first ``k`` documents passing ``filter``, in ``iter_documents``'
+        order (a filter-only search's hits: Elasticsearch's filter context ranks none above
+        another). This default reads documents until ``k`` pass; the embedded store masks its
+        filter table."""
+        flt = as_filter(filter, "filter")
+        documents = self.iter_documents(batch_size=max(1, min(k, 1000)), filter=flt)
+        return [doc.id for doc in itertools.islice(documents, k)]
 
     def count_bm25(
         self,

@@ -350,6 +350,12 @@ class LocalStore(Store):
         # once it is read, and a count's read serves the filtered searches after it.
         return int(np.count_nonzero(self._field_table(flt).mask(flt)))
 
+    def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        table = self._field_table(flt)  # rows in pk order: the order iter_documents reads
+        return [table.ids[row] for row in np.flatnonzero(table.mask(flt))[:k]]
+
     def _passing(self, conn: Any, flt: Filter) -> list[str]:
         """The ids of the rows passing ``flt`` (in ``pk`` order), each document read once."""
         rows = self.db.iter_rows(conn, "id, doc")
