@@ -1227,6 +1227,23 @@ async def test_elasticsearch_count_counts_the_documents_a_query_matches(
     assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
 
 
+async def test_elasticsearch_search_and_count_without_an_index_name_the_fix(
+    client: httpx.AsyncClient,
+) -> None:
+    """elasticsearch-py's es.count() and es.search() without index= send /_count and /_search
+    (every index, in Elasticsearch): a 404 "no route" said nothing of the index to name."""
+    await _make_index(client)
+    for method, action in (("POST", "_count"), ("GET", "_count"), ("POST", "_search")):
+        sent = await client.request(method, f"/{action}", json={"query": {"match_all": {}}})
+        said = _es_error(sent, 400, "invalid_request")
+        assert f"{method} /{action} names no index" in said, said
+        assert f"{method} /{{index}}/{action}" in said and 'index="NAME"' in said
+    bare = await client.get("/_search", headers=ES_CLIENT_HEADERS)
+    assert "GET /_search names no index" in _es_error(bare, 400, "invalid_request")
+    named = await client.post("/docs/_count", json={"query": {"match_all": {}}})
+    assert named.json()["count"] == len(DOCS)
+
+
 async def test_elasticsearch_search_browses_by_a_query_that_only_filters(
     client: httpx.AsyncClient,
 ) -> None:

@@ -89,9 +89,10 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-# Elasticsearch's _search, _count, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
+# Elasticsearch's _search, _count (with an index, or without: refused there), the alias
+# routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
 _ELASTICSEARCH_PATH = re.compile(
-    r"^/(?:[^/]+/_(?:search|count)|_alias(?:es)?(?:/[^/]+)?|[^/]+/_alias(?:/[^/]+)?)?$"
+    r"^/(?:(?:[^/]+/)?_(?:search|count)|_alias(?:es)?(?:/[^/]+)?|[^/]+/_alias(?:/[^/]+)?)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
 

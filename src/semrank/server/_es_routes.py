@@ -174,6 +174,24 @@ async def es_count(
     return EsCountResponse(count=count)
 
 
+async def every_index(request: Request) -> Any:
+    """elasticsearch-py's ``es.search()`` and ``es.count()`` without ``index=`` (``/_search``,
+    ``/_count``): Elasticsearch's search of every index, which semrank does not run (a search
+    reads one index); a 400 naming the fix, not a 404 "no route"."""
+    action = request.url.path.rsplit("/", 1)[-1]
+    raise InvalidInputError(
+        f"{request.method} /{action} names no index: Elasticsearch's {action} of every index is "
+        f"not supported, semrank's reads one index; name it in the path, {request.method} "
+        f'/{{index}}/{action} (elasticsearch-py: index="NAME"; GET /v1/indexes lists them)'
+    )
+
+
+for _action in ("_search", "_count"):
+    router.add_api_route(
+        f"/{_action}", every_index, methods=["GET", "POST"], include_in_schema=False
+    )
+
+
 def _listed(request: Request, name: str) -> list[str]:
     """A list parameter as Elasticsearch reads one: comma-separated, or the name repeated."""
     values = request.query_params.getlist(name)
