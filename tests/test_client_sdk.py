@@ -837,3 +837,51 @@ def test_an_async_clients_connections_close_when_their_event_loop_ends(reranker:
         asyncio.run(client.aclose())
         with pytest.raises(errors.SemrankError, match="this semrank client is closed"):
             asyncio.run(rank())
+
+
+def test_iter_hits_pages_through_every_hit_to_the_window(
+    reranker: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client had no paging helper: a caller wrote the from / size loop, and its edge at
+    10,000 (a 422 past it), by hand. iter_hits yields every hit of the ranking, a page at a
+    time, and stops at the window with a warning where more may match."""
+    import semrank.client as client_module
+
+    docs = [{"id": f"d{n:02d}", "text": f"flea number {n} " + "flea " * (n % 5)} for n in range(23)]
+    docs.append({"id": "other", "text": "Paris is in France."})
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
+    body = {"query": "flea", "retriever": "bm25", "size": 50, "return_documents": False}
+    with live_server(app) as url, SemrankClient(url) as client:
+        http = httpx.Client(base_url=url)
+        assert http.post("/v1/indexes", json={"name": "docs", "embedding_model": None}).is_success
+        assert http.post("/v1/indexes/docs/documents", json={"documents": docs}).is_success
+        whole = [hit["id"] for hit in client.search("docs", body)["hits"]]
+        assert len(whole) == 23  # every flea document, in one page
+        paged = [hit["id"] for hit in client.iter_hits("docs", body, page_size=5)]
+        assert paged == whole
+        later = [hit["id"] for hit in client.iter_hits("docs", {**body, "from": 20, "size": 2})]
+        assert later == whole[20:]
+        with pytest.raises(errors.InvalidInputError, match=r"page_size .* from 1 to 10,000"):
+            client.iter_hits("docs", body, page_size=0)
+        # Past the window (made small here: the server's is 10,000) no page is asked for.
+        monkeypatch.setattr(client_module, "MAX_RESULT_WINDOW", 12)
+        with pytest.warns(UserWarning, match="stopped at hit 12, the deepest a search pages"):
+            capped = [hit["id"] for hit in client.iter_hits("docs", body, page_size=5)]
+        assert capped == whole[:12]
+        http.close()
+
+
+@pytest.mark.anyio
+async def test_the_async_client_pages_the_same_hits(reranker: Any, tmp_path: Any) -> None:
+    docs = [{"id": f"d{n}", "text": "flea " * (n + 1)} for n in range(7)]
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
+    body = {"query": "flea", "retriever": "bm25", "size": 3}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await http.post("/v1/indexes", json={"name": "docs", "embedding_model": None})
+            await http.post("/v1/indexes/docs/documents", json={"documents": docs})
+        async with AsyncSemrankClient("http://test", transport=transport) as client:
+            whole = (await client.search("docs", {**body, "size": 10}))["hits"]
+            paged = [hit async for hit in client.iter_hits("docs", body)]
+    assert [hit["id"] for hit in paged] == [hit["id"] for hit in whole] and len(paged) == 7

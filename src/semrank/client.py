@@ -34,7 +34,8 @@ import email.utils
 import math
 import numbers
 import os
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -277,6 +278,64 @@ def _search_request(index: object, body: object) -> tuple[str, dict[str, Any]]:
             f"'bm25+rerank', 'size': 10}}, got {type(body).__name__} ({body!r:.60})"
         )
     return f"/v1/indexes/{quote(index, safe='')}/search", _json_body(body)
+
+
+# The deepest hit a search pages to (from + size), as the server's (Elasticsearch's
+# index.max_result_window).
+MAX_RESULT_WINDOW = 10_000
+DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PagedSearch:
+    """``iter_hits``' search: its path, body without from / size, first hit and page size."""
+
+    path: str
+    body: dict[str, Any]
+    start: int
+    page_size: int
+
+    def page(self, start: int) -> dict[str, Any]:
+        """The body of the page from ``start``, cut to end at the window's last hit."""
+        return {**self.body, "from": start, "size": min(self.page_size, MAX_RESULT_WINDOW - start)}
+
+
+def _paged_search(index: object, body: object, page_size: object) -> _PagedSearch:
+    """Checked before the first page is asked for: a body's ``size`` is the page size (unless
+    ``page_size`` is given) and its ``from`` the first hit."""
+    path, checked = _search_request(index, body)
+    size = checked.pop("size", DEFAULT_PAGE_SIZE)
+    size = size if page_size is None else page_size
+    start = checked.pop("from", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RESULT_WINDOW:
+        raise errors.InvalidInputError(
+            f"page_size (or the body's size) must be an integer from 1 to {MAX_RESULT_WINDOW:,}, "
+            f"got {size!r:.60}"
+        )
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < MAX_RESULT_WINDOW:
+        raise errors.InvalidInputError(
+            f"the body's from must be an integer from 0 to {MAX_RESULT_WINDOW - 1:,} (the hits "
+            f"to skip), got {start!r:.60}"
+        )
+    return _PagedSearch(path=path, body=checked, start=start, page_size=size)
+
+
+def _page_hits(answer: Mapping[str, Any], asked: int) -> tuple[list[Any], bool]:
+    """A page's hits, and whether it was the last (fewer than asked: the ranking ended)."""
+    hits = answer.get("hits")
+    if not isinstance(hits, list):
+        raise errors.SemrankError(f"the search answer has no hits list: {str(answer)[:200]}")
+    return hits, len(hits) < asked
+
+
+def _warn_window_end() -> None:
+    warnings.warn(
+        f"iter_hits stopped at hit {MAX_RESULT_WINDOW:,}, the deepest a search pages to "
+        "(Elasticsearch's max_result_window); more may match: narrow the search (a filter) to "
+        "see the rest",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _hit(data: Mapping[str, Any]) -> RerankHit:
@@ -735,6 +794,29 @@ class SemrankClient:
         path, checked = _search_request(index, body)
         return self._call("POST", path, checked, _json_object)
 
+    def iter_hits(
+        self, index: str, body: Mapping[str, Any], *, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every hit of ``search(index, body)``, best first, asked for a page at a time
+        (``from`` / ``size``: ``page_size`` hits, else the body's ``size``, else 100; from the
+        body's ``from``). The ranking is searched again for each page, so a write between pages
+        may move a hit across a page's edge. Paging ends at hit 10,000, the deepest a search
+        reaches (as in Elasticsearch), with a ``UserWarning`` when that last page was full."""
+        return self._pages(_paged_search(index, body, page_size))
+
+    def _pages(self, search: _PagedSearch) -> Iterator[dict[str, Any]]:
+        start = search.start
+        while start < MAX_RESULT_WINDOW:
+            body = search.page(start)
+            hits, last = _page_hits(
+                self._call("POST", search.path, body, _json_object), body["size"]
+            )
+            yield from hits
+            if last:
+                return
+            start += len(hits)
+        _warn_window_end()
+
     def ready(self) -> bool:
         """Whether the semrank server says it is ready (``/ready``); False too while it cannot
         be reached or a gateway says it is unavailable. A ``SemrankError`` where something
@@ -878,6 +960,25 @@ class AsyncSemrankClient:
     async def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
         path, checked = _search_request(index, body)
         return await self._call("POST", path, checked, _json_object)
+
+    def iter_hits(
+        self, index: str, body: Mapping[str, Any], *, page_size: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``SemrankClient.iter_hits``: ``async for hit in client.iter_hits(...)``."""
+        return self._pages(_paged_search(index, body, page_size))
+
+    async def _pages(self, search: _PagedSearch) -> AsyncIterator[dict[str, Any]]:
+        start = search.start
+        while start < MAX_RESULT_WINDOW:
+            body = search.page(start)
+            answer = await self._call("POST", search.path, body, _json_object)
+            hits, last = _page_hits(answer, body["size"])
+            for hit in hits:
+                yield hit
+            if last:
+                return
+            start += len(hits)
+        _warn_window_end()
 
     async def ready(self) -> bool:
         http = await self._connections()
