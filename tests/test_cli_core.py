@@ -684,6 +684,37 @@ def test_ctrl_c_says_in_one_line_that_the_command_was_interrupted(tmp_path: Path
     assert (process.returncode, out, err) == (130, "", "semrank: interrupted\n")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child: POSIX")
+def test_ctrl_c_while_the_command_still_imports_says_the_same_line() -> None:
+    """Ctrl-C in the half second the CLI spends importing (typer, every stage's commands)
+    printed a KeyboardInterrupt traceback: it says "semrank: interrupted" and exits 130, as
+    later. Sent after a few delays, from the interpreter's start to the command's end; one
+    that comes before the entry point runs (the interpreter's start, the package's own
+    __init__ as runpy imports it) is Python's own, which no code of semrank's can answer."""
+    import signal
+    import time
+
+    interrupted = 0
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7):
+        command = [sys.executable, "-m", "semrank", "--help"]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        frames = re.findall(r'File "([^"]*)"', err)
+        ours = [f for f in frames if f"{os.sep}semrank{os.sep}" in f]
+        assert all(f.endswith(f"{os.sep}semrank{os.sep}__init__.py") for f in ours), (delay, err)
+        if "Traceback" in err or process.returncode == -signal.SIGINT:
+            continue  # before semrank's code ran
+        assert process.returncode in (0, 130), (delay, process.returncode, err)
+        if process.returncode == 130:
+            assert err == "semrank: interrupted\n", (delay, err)
+            interrupted += 1
+    assert interrupted, "no SIGINT came while the command ran: its delays need adjusting"
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status: Linux")
 def test_running_out_of_memory_is_named_with_what_to_do(tmp_path: Path) -> None:
     """A container's memory limit met while building an index printed numpy's or Python's

@@ -1,5 +1,5 @@
 """``python -m semrank``: the ``semrank`` command, from a venv that is not activated."""
 
-from semrank.cli import main
+from semrank._launch import main
 
 main()

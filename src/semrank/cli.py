@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from semrank import __version__
+from semrank._launch import EXIT_INTERRUPTED, INTERRUPTED_LINE
 from semrank.errors import EXIT_ENVIRONMENT, SemrankError, exit_code_for, missing_extra
 
 app = typer.Typer(
@@ -65,9 +66,10 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: errors print one readable line, never a traceback, and exit with
     ``exit_code_for`` (2: the command's input, 3: the machine or a service it needs)."""
-    _exit_quietly_on_a_closed_pipe()
-    _output_that_cannot_fail()
     try:
+        # Inside the try: Ctrl-C while they import rich is answered as Ctrl-C later is.
+        _exit_quietly_on_a_closed_pipe()
+        _output_that_cannot_fail()
         app()
     except SystemExit as exc:
         # click ends a command whose output pipe closed (`| head -1`) with status 1, which
@@ -92,9 +94,6 @@ def main() -> None:
         _fail(_out_of_memory_text(exc), exit_code_for(exc))
 
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
-
-
 def _caused_by_ctrl_c(exc: BaseException) -> bool:
     """Whether a KeyboardInterrupt is behind ``exc`` (typer's Exit(130) raised from one)."""
     seen: set[int] = set()
@@ -116,7 +115,7 @@ def _say_interrupted() -> None:
         extra = log_fields(exit_status=EXIT_INTERRUPTED)
         logging.getLogger(LOGGER_NAME).info("interrupted", extra=extra)  # its usual stop
     else:
-        typer.echo("semrank: interrupted", err=True)
+        typer.echo(INTERRUPTED_LINE, err=True, nl=False)
     sys.exit(EXIT_INTERRUPTED)
 
 
