@@ -224,3 +224,25 @@ def test_a_handle_to_an_index_dropped_elsewhere_is_closed_when_the_reopen_fails(
     assert held._closed  # type: ignore[attr-defined]
     assert pg_dsn not in _pool._POOLS  # no handle holds the pool any more
     forget_open_indexes()
+
+
+async def test_a_query_that_only_filters_browses_a_postgres_index(
+    client: httpx.AsyncClient,
+) -> None:
+    """A filter-only _search (Elasticsearch's filter context) over PostgreSQL finds what
+    _count counts, in id order, paged by from and size, as on the embedded store."""
+    await _make_index(client)
+    tenant = {"bool": {"filter": {"terms": {"title": ["Paris", "Oceans", "Fleas"]}}}}
+    for query, ids, score in (
+        (tenant, ["d1", "d2", "d4"], 0.0),
+        ({"match_all": {}}, ["d1", "d2", "d3", "d4"], 1.0),
+        ({"range": {"title": {"gte": "P"}}}, ["d2"], 1.0),
+    ):
+        found = await client.post("/docs/_search", json={"query": query})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]["hits"]
+        assert [(h["_id"], h["_score"]) for h in hits] == [(i, score) for i in ids], query
+        counted = await client.post("/docs/_count", json={"query": query})
+        assert counted.json()["count"] == len(ids)
+    paged = await client.post("/docs/_search", json={"query": tenant, "from": 1, "size": 2})
+    assert [h["_id"] for h in paged.json()["hits"]["hits"]] == ["d2", "d4"], paged.text

@@ -906,8 +906,13 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     """Refusals in Elasticsearch's error shape, with its 400 for a body it cannot take
     (elasticsearch-py's BadRequestError), saying what to send instead."""
     await _make_index(client)
-    empty = await client.post("/docs/_search", content=b"", headers=ES_CLIENT_HEADERS)
-    assert "no retriever" in _es_error(empty, 400, "invalid_request")
+    # No query at all is Elasticsearch's match_all: every document, score 1, the first ten.
+    for empty in (b"", b"{}", b'{"size": 2}'):
+        every = await client.post("/docs/_search", content=empty, headers=ES_CLIENT_HEADERS)
+        hits = every.json()["hits"]["hits"]
+        assert [(h["_id"], h["_score"]) for h in hits] == [
+            (doc["id"], 1.0) for doc in DOCS[: 2 if b"size" in empty else 10]
+        ], every.text
     both = {"retriever": ES_TREE, "query": {"match": {"text": "flea"}}}
     classic = await client.post("/docs/_search", json=both)
     said = _es_error(classic, 400, "invalid_request")

@@ -310,6 +310,8 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     classic = {
         name: getattr(body, name) for name in CLASSIC_FIELDS if name in body.model_fields_set
     }
+    if not classic and body.retriever is None:
+        classic["query"] = {"match_all": {}}  # Elasticsearch's search without a query
     # The page's start, which the parser reads from the body as from a library's body.
     paged = {"from": body.from_} if body.from_ else {}
     if not classic:
@@ -330,13 +332,7 @@ def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, A
     from semrank.pipeline import as_retriever, has_placeholder
 
     own_route = "POST /v1/indexes/{name}/search, which takes a query beside the tree"
-    if retriever is None:
-        raise InvalidInputError(
-            'the _search body has no retriever or query: send "query": {"match": {"text": '
-            '"..."}}, a filter such as {"term": {...}} or {"match_all": {}} to list the '
-            'documents passing it, a knn search, or "retriever": {"standard": {"query": '
-            '{"match": {"text": "..."}}}} or another retriever tree'
-        )
+    assert retriever is not None  # a body without one is match_all (_search_spec)
     if isinstance(retriever, str):
         raise InvalidInputError(
             f"retriever {retriever!r:.80} is a string; an Elasticsearch _search body takes a "
