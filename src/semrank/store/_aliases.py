@@ -308,7 +308,7 @@ def _read(root: Path) -> dict[str, str]:
     path = root / ALIASES_FILE
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no home (or a file): the open says so
         return {}
     except OSError as exc:
         raise _damaged(path, exc.strerror or str(exc)) from exc
