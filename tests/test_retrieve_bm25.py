@@ -211,3 +211,121 @@ def test_a_capital_dotted_i_is_found_whatever_else_a_batch_holds() -> None:
     assert index.search("İZMİR", 5).ids.tolist() == [2]
     v3 = BM25Params(stemmer=None, stopwords=None, analysis=3)
     assert _tokenize(["İstanbul दिल्ली"], v3, return_ids=False) == [["i̇stanbul", "दिल्ली"]]
+
+
+# --- highlighting: fragments of a field holding a query's terms, with BM25's analysis -------
+def _highlighted(
+    text: str, query: str, params: BM25Params | None = None, **options: object
+) -> list[str]:
+    from semrank.retrieve import HighlightOptions, highlight_text, query_terms
+
+    params = params or BM25Params()
+    return highlight_text(text, query_terms([query], params), params, HighlightOptions(**options))
+
+
+def test_highlight_marks_words_as_bm25_matched_them() -> None:
+    """Stemmed and lowercased as the index reads them: "running" marks "runs" and "RUN";
+    stop words and words that only share letters are left alone."""
+    text = "The dog runs fast. RUN, said the runner; cells and a cell."
+    assert _highlighted(text, "the running cells") == [
+        "The dog <em>runs</em> fast. <em>RUN</em>, said the runner; <em>cells</em> and a "
+        "<em>cell</em>."
+    ]
+    unstemmed = BM25Params(stemmer=None)
+    assert _highlighted(text, "running cells", unstemmed) == [
+        "The dog runs fast. RUN, said the runner; <em>cells</em> and a cell."
+    ]
+    assert _highlighted(text, "python") == []  # nothing matched, no_match_size 0: no fragment
+
+
+def test_highlight_fragments_cut_on_word_boundaries_and_ordered() -> None:
+    filler = "word " * 30
+    text = f"{filler}alpha once here {filler}alpha and beta together {filler}"
+    fragments = _highlighted(text, "alpha beta", fragment_size=40)
+    assert len(fragments) == 2  # only the pieces holding a term, in document order
+    assert "<em>alpha</em> once" in fragments[0] and "beta" not in fragments[0]
+    assert "<em>alpha</em> and <em>beta</em>" in fragments[1]
+    for fragment in fragments:  # whole words only, none longer than asked
+        plain = fragment.replace("<em>", "").replace("</em>", "")
+        assert len(plain) <= 40 and plain in text
+        assert text[text.index(plain) - 1] == " " and plain == plain.strip()
+    by_score = _highlighted(text, "alpha beta", fragment_size=40, order="score")
+    assert by_score == fragments[::-1]  # both terms first, then document order
+    assert _highlighted(text, "alpha beta", fragment_size=40, number_of_fragments=1) == [
+        fragments[1]  # the best one, whatever the order
+    ]
+    whole = _highlighted(text, "alpha beta", number_of_fragments=0)
+    marked = text.strip().replace("alpha", "<em>alpha</em>").replace("beta", "<em>beta</em>")
+    assert whole == [marked]
+
+
+def test_highlight_a_word_longer_than_a_fragment_is_kept_whole() -> None:
+    long_word = "x" * 150
+    assert _highlighted(f"{long_word} cells", "cells", fragment_size=50) == ["<em>cells</em>"]
+    assert _highlighted(f"cells{'y' * 150}b cells", "cells", fragment_size=20) == ["<em>cells</em>"]
+
+
+def test_highlight_tags_encoder_and_no_match_size() -> None:
+    text = 'A <b>cell</b> & "stem" cells'
+    assert _highlighted(text, "cells") == ['A <b><em>cell</em></b> & "stem" <em>cells</em>']
+    assert _highlighted(text, "cells", encoder="html") == [
+        "A &lt;b&gt;<em>cell</em>&lt;/b&gt; &amp; &quot;stem&quot; <em>cells</em>"
+    ]
+    # Several tags: each query term its own, in the query's order.
+    assert _highlighted(text, "stem cell", pre_tags=["[", "{"], post_tags=["]", "}"]) == [
+        'A <b>{cell}</b> & "[stem]" {cells}'
+    ]
+    assert _highlighted("Nothing to see here, move along", "cells", no_match_size=15) == [
+        "Nothing to see"
+    ]
+
+
+def test_highlight_unicode_scripts_and_overlapping_pairs() -> None:
+    """Offsets are the stored text's (a decomposed é, İ); a run of Japanese marks the places
+    of the query's pairs of letters, overlapping pairs as one span."""
+    assert _highlighted("私は東京都に住む", "東京都") == ["私は<em>東京都</em>に住む"]
+    assert _highlighted("İstanbul'da bir gün", "istanbul") == ["<em>İstanbul</em>'da bir gün"]
+    decomposed = "cafe\u0301 latte"
+    assert _highlighted(decomposed, "café") == ["<em>cafe\u0301</em> latte"]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"fragment_size": 0}, "fragment_size"),
+        ({"number_of_fragments": -1}, "number_of_fragments"),
+        ({"number_of_fragments": "3"}, "number_of_fragments"),
+        ({"order": "best"}, "order"),
+        ({"encoder": "xml"}, "encoder"),
+        ({"type": "fast"}, "type"),
+        ({"pre_tags": []}, "pre_tags"),
+        ({"pre_tags": ["<b>", "<i>"]}, "pre_tags and post_tags"),
+        ({"require_field_match": "yes"}, "require_field_match"),
+        ({"no_match_size": 1.5}, "no_match_size"),
+        ({"boundary_scanner": "sentence"}, "boundary_scanner"),
+    ],
+)
+def test_highlight_options_are_checked(options: dict[str, object], named: str) -> None:
+    from semrank.retrieve import parse_highlight
+
+    with pytest.raises(InvalidInputError, match=re.escape(named)):
+        parse_highlight({"fields": {"text": {}}, **options})
+    with pytest.raises(InvalidInputError, match=re.escape(named)):
+        parse_highlight({"fields": {"text": options}})
+
+
+def test_highlight_spec_shapes() -> None:
+    from semrank.retrieve import HighlightOptions, parse_highlight
+
+    spec = parse_highlight(
+        {"fragment_size": 50, "fields": [{"title": {"number_of_fragments": 0}}, {"text": {}}]}
+    )
+    assert spec.fields == (
+        ("title", HighlightOptions(fragment_size=50, number_of_fragments=0)),
+        ("text", HighlightOptions(fragment_size=50)),
+    )
+    assert parse_highlight("text") == parse_highlight({"fields": {"text": {}}})
+    assert parse_highlight(["a", "b"]).fields[1] == ("b", HighlightOptions())
+    for bad in ({}, {"fields": {}}, {"fields": [3]}, 7, {"fields": {"text": 3}}):
+        with pytest.raises(InvalidInputError, match="highlight"):
+            parse_highlight(bad)

@@ -1,4 +1,5 @@
-"""First-stage retrieval building blocks: BM25 (bm25s), dense (exact / HNSW) and fusion.
+"""First-stage retrieval building blocks: BM25 (bm25s), dense (exact / HNSW), fusion and
+highlighting.
 
 Everything here works on row positions and plain arrays; ``semrank.store`` maps positions to
 document ids and keeps the indexes on disk, ``semrank.pipeline`` composes them into retrievers.
@@ -28,6 +29,13 @@ from semrank.retrieve._filter import (
     resolved,
 )
 from semrank.retrieve._fusion import NORMALIZERS, linear_combination, normalize_scores, rrf
+from semrank.retrieve._highlight import (
+    HighlightOptions,
+    HighlightSpec,
+    highlight_text,
+    parse_highlight,
+    query_terms,
+)
 from semrank.retrieve._hits import Hits, top_k
 
 __all__ = [
@@ -41,6 +49,8 @@ __all__ = [
     "Filter",
     "FilterSpec",
     "HNSWVectorIndex",
+    "HighlightOptions",
+    "HighlightSpec",
     "Hits",
     "TextEmbedder",
     "VectorIndex",
@@ -49,12 +59,15 @@ __all__ = [
     "build_vector_index",
     "document_values",
     "fields_read",
+    "highlight_text",
     "linear_combination",
     "matches",
     "matches_everything",
     "normalize_scores",
     "optional_filter",
     "parse_filter",
+    "parse_highlight",
+    "query_terms",
     "resolved",
     "rrf",
     "top_k",
