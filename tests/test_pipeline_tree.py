@@ -1336,7 +1336,7 @@ def test_rank_rrf_fuses_the_query_and_knn_as_the_rrf_retriever(
         ({"query": {"bool": {"must": {"match": {"text": "x"}}, "filter": {"prefix": {"a": "b"}}}}},
          "query.bool.filter[0]: 'prefix' is not a supported filter"),
         ({"query": {"match": {"text": "x"}}, "highlight": {}},
-         "search body: unsupported key(s) 'highlight'"),
+         "highlight needs fields to highlight"),
         ({"query": {"match": {"text": "x"}}, "from": -5},
          "search body from must be a non-negative integer"),
         ({"query": {"match": {"text": "x"}}, "from": 9995, "size": 10},
@@ -1483,3 +1483,64 @@ def test_an_offset_pages_a_search_body_that_gives_a_size_and_no_from(shelf: Loca
         page = search(shelf, retriever=body, offset=10)
         assert page.ids == top20.ids[10:] and [hit.rank for hit in page] == list(range(11, 21))
         assert search(shelf, retriever=json.dumps(body), offset=10).ids == page.ids
+
+
+def test_search_highlights_the_match_queries_words(index: LocalStore) -> None:
+    """highlight= (or a _search body's): each hit's fragments per field, from the terms of
+    the match queries that searched that field (Elasticsearch's require_field_match), stemmed
+    as BM25 reads them; a knn alone has its query's words highlighted."""
+    results = search(index, "moons pulling", highlight="text", k=2)
+    assert results[0].id == "tides"
+    assert results[0].highlight == {
+        "text": ["The <em>moon</em>'s gravity <em>pulls</em> the oceans and makes the tides."]
+    }
+    assert results[0].to_dict()["highlight"] == results[0].highlight
+    assert "highlight" not in search(index, "moon", k=1)[0].to_dict()  # none asked
+    titled = {"multi_match": {"query": "tides", "fields": ["title"]}}
+    body = {"query": titled, "highlight": {"fields": {"*": {}}}, "_source": False}
+    (hit,) = search(index, None, retriever=body)
+    assert hit.document is None and hit.highlight == {"title": ["<em>Tides</em>"]}
+    loose = {**body, "highlight": {"fields": {"*": {}}, "require_field_match": False}}
+    (hit,) = search(index, None, retriever=loose)
+    assert hit.highlight == {
+        "title": ["<em>Tides</em>"],
+        "text": ["The moon's gravity pulls the oceans and makes the <em>tides</em>."],
+    }
+    dense = search(index, "capital France", retriever=Knn(), k=1, highlight=["text"])
+    assert dense[0].highlight == {
+        "text": ["Paris is the <em>capital</em> of <em>France</em>, on the river Seine."]
+    }
+    with pytest.raises(InvalidInputError, match="highlight is given both"):
+        search(index, None, retriever=body, highlight="text")
+    with pytest.raises(InvalidInputError, match="number_of_fragments"):
+        search(index, "moon", highlight={"fields": {"text": {"number_of_fragments": -1}}})
+
+
+def test_a_semantic_highlight_shows_the_windows_the_reranker_scored_best(
+    tmp_path: Path, reranker: Any
+) -> None:
+    """type "semantic": a long document's windows best first, by the re-ranker's own window
+    scores (of the field it read; the part within a field where it read every text field);
+    a tree that re-ranks nothing is refused rather than highlighted some other way."""
+    filler = "The city council discussed parking fees and road repairs. " * 60
+    text = filler + "Fleas are small wingless insects that feed on blood. " + filler
+    store = create_index("long", home=tmp_path, embedding_model=None)
+    store.upsert([{"id": "long", "title": "Council notes", "text": text}, *DOCS])
+    semantic = {"fields": {"text": {"type": "semantic", "number_of_fragments": 2}}}
+    for field in ("text", "*"):
+        tree = TextSimilarityReranker(BM25(), field=field, inference_id=reranker)
+        (hit,) = search(store, "what is a flea", retriever=tree, k=1, highlight=semantic)
+        read = store.rerank_text_of(store.get(["long"])[0], field)  # "*": the title first
+        windows = reranker.rerank("what is a flea", [read])[0].window_scores
+        best_two = sorted(windows, key=lambda window: -window[2])[:2]
+        inside = len(read) - len(text)  # where the text field starts in what was read
+        parts = [read[max(s, inside) : e].strip() for s, e, _ in best_two]
+        assert hit.highlight == {"text": parts}
+        assert "Fleas are small" in hit.highlight["text"][0]
+    both = {"fields": {"title": {"type": "semantic"}, "text": {}}}
+    tree = TextSimilarityReranker(BM25(), field="*", inference_id=reranker)
+    (hit,) = search(store, "what is a flea", retriever=tree, k=1, highlight=both)
+    assert hit.highlight is not None and hit.highlight["title"] == ["Council notes"]
+    assert "<em>Fleas</em>" in hit.highlight["text"][0]  # lexical beside it
+    with pytest.raises(InvalidInputError, match="re-ranks nothing"):
+        search(store, "fleas", highlight=semantic)

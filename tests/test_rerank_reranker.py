@@ -93,6 +93,15 @@ def test_long_document_is_chunked_with_provenance(reranker):
     assert truncated.truncated and truncated.chunk is None
     assert truncated.tokens < result.tokens
     assert result.relevance_score > truncated.relevance_score
+    # Each window's span and score (a search's semantic highlight orders them): the best is
+    # the chunk reported, its score the document's under max aggregation.
+    assert len(result.window_scores) == result.num_chunks
+    best = max(result.window_scores, key=lambda window: window[2])
+    assert best[:2] == (result.chunk.start, result.chunk.end)
+    assert best[2] == pytest.approx(result.relevance_score)
+    assert [w[0] for w in result.window_scores] == sorted(w[0] for w in result.window_scores)
+    (whole,) = truncated.window_scores
+    assert whole[2] == pytest.approx(truncated.relevance_score)
 
 
 def test_later_chunks_read_the_title_again(reranker):

@@ -1535,3 +1535,81 @@ async def test_elasticsearch_alias_routes_swap_searches_to_the_new_index(
     assert "not found" in _es_error(again, 404, "aliases_not_found_exception")
     gone = await client.post("/live/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
     assert gone.status_code == 404
+
+
+async def test_search_highlights_as_elasticsearch_does(client: httpx.AsyncClient) -> None:
+    """A _search body's highlight: each hit's fragments under "highlight", only fields with
+    one (no key on a hit without any), the query's words marked with the index's stemming
+    ("fleas" marks "Flea"); semrank's own route answers the same under each hit."""
+    await _make_index(client)
+    classic = {
+        "query": {"match": {"text": "fleas blood"}},
+        "highlight": {
+            "fields": {"text": {}, "title": {}},
+            "pre_tags": ["<b>"],
+            "post_tags": ["</b>"],
+        },
+    }
+    found = await client.post("/docs/_search", json=classic)
+    assert found.status_code == 200, found.text
+    hits = {hit["_id"]: hit for hit in found.json()["hits"]["hits"]}
+    assert hits["d3"]["highlight"] == {
+        "text": ["<b>Flea</b> larvae eat organic debris, not <b>blood</b>."]
+    }  # title not searched (require_field_match, Elasticsearch's default): not highlighted
+    assert "_source" in hits["d3"]
+    loose = {**classic, "highlight": {"fields": ["title"], "require_field_match": False}}
+    titles = (await client.post("/docs/_search", json={**loose, "_source": False})).json()
+    assert {h["_id"]: h.get("highlight") for h in titles["hits"]["hits"]} == {
+        "d1": {"title": ["<em>Fleas</em>"]},
+        "d3": {"title": ["<em>Flea</em> larvae"]},
+    }
+    assert all("_source" not in h for h in titles["hits"]["hits"])
+    unmatched = {"retriever": {"standard": {"query": {"match": {"title": "paris"}}}}}
+    plain = await client.post(
+        "/docs/_search", json={**unmatched, "highlight": {"fields": ["text"]}}
+    )
+    assert [set(h) for h in plain.json()["hits"]["hits"]] == [
+        {"_index", "_id", "_score", "_source"}
+    ]
+    own = await client.post(
+        "/v1/indexes/docs/search", json={"query": "fleas blood", "highlight": "text"}
+    )
+    by_id = {hit["id"]: hit.get("highlight") for hit in own.json()["hits"]}
+    assert by_id["d3"] == {"text": ["<em>Flea</em> larvae eat organic debris, not <em>blood</em>."]}
+
+
+async def test_bad_highlight_options_are_refused_naming_them(client: httpx.AsyncClient) -> None:
+    await _make_index(client)
+    search = {"query": {"match": {"text": "fleas"}}}
+    for highlight, named in (
+        ({"fields": {"text": {"fragment_size": 0}}}, "fragment_size"),
+        ({"fields": {"text": {}}, "order": "best"}, "order"),
+        ({"fields": {}}, "fields"),
+        ({"fields": {"text": {"type": "semantic"}}}, "re-ranks nothing"),
+    ):
+        refused = await client.post("/docs/_search", json={**search, "highlight": highlight})
+        assert named in _es_error(refused, 400, "invalid_request")
+        own = await client.post(
+            "/v1/indexes/docs/search", json={"query": "fleas", "highlight": highlight}
+        )
+        assert own.status_code == 422 and named in own.json()["error"], own.text
+
+
+async def test_a_semantic_highlight_shows_the_reranked_text(client: httpx.AsyncClient) -> None:
+    """type "semantic" beside a text_similarity_reranker: the text the served model read,
+    untagged (short documents are one window each); without one, a 400 naming the fix."""
+    await _make_index(client)
+    reranked = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": {"match": {"text": "flea blood"}}}},
+            "field": "text",
+            "inference_text": "what do fleas eat",
+        }
+    }
+    highlight = {"fields": {"text": {"type": "semantic"}, "title": {"type": "semantic"}}}
+    found = await client.post("/docs/_search", json={"retriever": reranked, "highlight": highlight})
+    assert found.status_code == 200, found.text
+    by_id = {hit["_id"]: hit["highlight"] for hit in found.json()["hits"]["hits"]}
+    texts = {doc["id"]: doc["text"] for doc in DOCS}
+    # Only the field the model read: the title was not re-ranked on.
+    assert by_id == {hit_id: {"text": [texts[hit_id]]} for hit_id in ("d1", "d3")}

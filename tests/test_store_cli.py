@@ -259,6 +259,38 @@ def test_search_flags(tmp_path: Path, beir: Path) -> None:
     assert "1st-stage rank" in table and "eclipse" in table
 
 
+def test_search_highlight_prints_fragments(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--highlight FIELD: each hit's fragments (stemmed words marked) in --json's hits and in
+    the table's text column; a _search body's highlight object sets the options."""
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    out = run("search", "mini", "moons hiding", "--highlight", "text", "--json", "--home", home)
+    hits = {hit["id"]: hit["highlight"] for hit in json.loads(out)["hits"]}
+    assert hits["eclipse"] == {
+        "text": ["The <em>moon</em> <em>hides</em> the sun during a solar eclipse."]
+    }
+    assert hits["tides"] == {"text": ["The <em>moon</em> pulls the oceans and makes the tides."]}
+    monkeypatch.setenv("COLUMNS", "200")  # the table's text column unfolded
+    table = run("search", "mini", "moons hiding", "--highlight", "text", "--home", home)
+    assert "text: The <em>moon</em> <em>hides</em> the sun" in table
+    body = {
+        "query": {"match": {"text": "tides"}},
+        "highlight": {"fields": {"text": {"pre_tags": ["["], "post_tags": ["]"]}}},
+    }
+    own = run("search", "mini", "--retriever", json.dumps(body), "--json", "--home", home)
+    assert json.loads(own)["hits"][0]["highlight"] == {
+        "text": ["The moon pulls the oceans and makes the [tides]."]
+    }
+    with pytest.raises(InvalidInputError, match="--highlight and the search body's highlight"):
+        run("search", "mini", "--retriever", json.dumps(body), "--highlight", "text",
+            "--home", home)  # fmt: skip
+    semantic = {**body, "highlight": {"fields": {"text": {"type": "semantic"}}}}
+    with pytest.raises(InvalidInputError, match="re-ranks nothing"):
+        run("search", "mini", "--retriever", json.dumps(semantic), "--home", home)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -99,6 +99,16 @@ def _model_key(name: str | None) -> Any:
     return files_stamp(folder)
 
 
+@dataclass(frozen=True)
+class ReadWindows:
+    """What a re-ranker read of one hit: the ``field`` it re-ranked on (``*``: the text fields
+    joined), that ``text``, and its windows as (start, end, score), offsets into ``text``."""
+
+    field: str
+    text: str
+    spans: tuple[tuple[int, int, float], ...]
+
+
 @dataclass
 class SearchContext:
     """One search over ``store`` for ``query`` (None: the tree's own texts).
@@ -120,6 +130,9 @@ class SearchContext:
     filter: Filter | None = None
     # The time date math in filters (now-30d/d) is resolved at: one for the whole search.
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Set where the search highlights semantically: each re-ranked hit's windows, by id (the
+    # outermost re-ranker's, which runs last), shared by every node as warnings are.
+    windows: dict[str, ReadWindows] | None = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 

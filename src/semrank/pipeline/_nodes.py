@@ -27,6 +27,7 @@ from semrank._request import check_request_wanted
 from semrank.errors import InvalidInputError, ModelNotFoundError
 from semrank.pipeline._context import (
     PLACEHOLDER,
+    ReadWindows,
     ScoresDocuments,
     SearchContext,
     load_reranker,
@@ -798,7 +799,11 @@ class TextSimilarityReranker(Retriever):
         model = self._model()
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
-        order, scores, unread = _reranked_order(model, query, texts, self.min_score, ctx.warnings)
+        order, scores, unread, windows = _reranked_order(
+            model, query, texts, self.min_score, ctx.warnings
+        )
+        if ctx.windows is not None:
+            self._keep_windows(ctx.windows, child.ids[order], [texts[i] for i in order], windows)
         ranked = child.take(order)
         ranked = Ranking(
             ids=ranked.ids,
@@ -811,6 +816,19 @@ class TextSimilarityReranker(Retriever):
             reranked=True,
         )
         return ranked.top(size)
+
+    def _keep_windows(
+        self,
+        kept: dict[str, ReadWindows],
+        ids: np.ndarray,
+        texts: list[str],
+        windows: list[tuple[tuple[int, int, float], ...]],
+    ) -> None:
+        """Each hit's windows, for a semantic highlight; none for a hit the model left unread
+        (a cascade's pruned hits: their scores only hold a place)."""
+        for hit_id, text, spans in zip(ids.tolist(), texts, windows, strict=True):
+            if spans:
+                kept[str(hit_id)] = ReadWindows(field=self.field, text=text, spans=spans)
 
     def _model(self) -> ScoresDocuments:
         with _naming_inference_id():
@@ -838,15 +856,19 @@ class TextSimilarityReranker(Retriever):
         return {"text_similarity_reranker": _with_filter(body, self)}
 
 
+_Windows = tuple[tuple[int, int, float], ...]
+
+
 def _reranked_order(
     model: ScoresDocuments,
     query: str,
     texts: list[str],
     min_score: float | None,
     warnings: list[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positions best first, their scores, whether the model left each unread), without those
-    below ``min_score``; a query the model cut to fit is added to ``warnings``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[_Windows]]:
+    """(positions best first, their scores, whether the model left each unread, the windows
+    it read of each: (start, end, score), none where unread), without those below
+    ``min_score``; a query the model cut to fit is added to ``warnings``.
 
     A semrank Reranker ranks through ``rerank``, which knows the documents its cascade pruned
     unread (``score`` gives them a place-holding score below the read ones, which a threshold
@@ -862,12 +884,16 @@ def _reranked_order(
         results = select_results(ranked, top_n=None, min_score=min_score)
         order = np.array([r.index for r in results], dtype=np.int64)
         unread = np.array([r.pruned for r in results], dtype=bool)
-        return order, np.array([r.relevance_score for r in results], dtype=np.float32), unread
+        windows = [() if r.pruned else r.window_scores for r in results]
+        scores = np.array([r.relevance_score for r in results], dtype=np.float32)
+        return order, scores, unread, windows
     scores = _model_scores(model, model.score(query, texts), len(texts))
     order = np.argsort(-scores, kind="stable")
     if min_score is not None:
         order = order[scores[order] >= min_score]
-    return order, scores[order], np.zeros(len(order), dtype=bool)
+    # Another model scores each text whole: one window, the document's.
+    whole: list[_Windows] = [((0, len(texts[i]), float(scores[i])),) for i in order.tolist()]
+    return order, scores[order], np.zeros(len(order), dtype=bool), whole
 
 
 def _model_scores(model: object, raw: object, expected: int) -> np.ndarray:

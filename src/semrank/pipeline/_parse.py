@@ -39,16 +39,18 @@ from semrank.pipeline._nodes import (
 from semrank.retrieve import (
     NORMALIZERS,
     Filter,
+    HighlightSpec,
     all_of,
     as_filter,
     optional_filter,
     parse_filter,
+    parse_highlight,
 )
 from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
 # that were accepted and ignored would hand back fields the caller meant to leave out.
-_SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source"}
+_SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source", "highlight"}
 # What to send instead of an Elasticsearch _search key a search body does not take: the one
 # text of each, which the library, the CLI and the HTTP server all say.
 SEARCH_KEY_HINTS = {
@@ -552,12 +554,13 @@ class SearchBody(NamedTuple):
     """A retriever JSON read: its tree, whether its hits carry documents (``_source``), the
     hits its page skips (a ``_search`` body's ``from``: its tree, cut at ``from + size``, ranks
     them before the page's) and the body's own ``size`` (None where it gives none: a tree's
-    own ``cutoff`` is no page size)."""
+    own ``cutoff`` is no page size) and its ``highlight`` (None where it asks for none)."""
 
     tree: Retriever
     source: bool
     offset: int = 0
     size: int | None = None
+    highlight: HighlightSpec | None = None
 
 
 def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
@@ -589,8 +592,13 @@ def parse_search_body(spec: dict[str, Any] | str | Path, *, offset: int = 0) -> 
     _check_tree_size(tree)
     if not whole_body:
         return SearchBody(tree, source=True)
+    marks = body.get("highlight")
     return SearchBody(
-        tree, source=body.get("_source", True), offset=_body_from(body), size=_body_size(body)
+        tree,
+        source=body.get("_source", True),
+        offset=_body_from(body),
+        size=_body_size(body),
+        highlight=None if marks is None else parse_highlight(marks),
     )
 
 
@@ -666,7 +674,7 @@ def _body_size(body: dict[str, Any]) -> int | None:
 # Elasticsearch's search API: https://www.elastic.co/guide/en/elasticsearch/reference/8.13/
 # search-search.html (query, knn, rank, sub_searches; size defaults to 10).
 CLASSIC_SEARCH_KEYS = frozenset({"query", "knn", "rank", "sub_searches"})
-_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source"}
+_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source", "highlight"}
 CLASSIC_SIZE = 10
 
 

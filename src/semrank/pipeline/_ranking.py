@@ -81,8 +81,11 @@ class Hit:
     first_stage_score: float
     rerank_score: float | None
     document: dict[str, Any] | None = None
+    # Fragments per field where the search asked for highlights (only fields with one).
+    highlight: dict[str, list[str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        marked = {} if self.highlight is None else {"highlight": self.highlight}
         return {
             "id": self.id,
             "score": self.score,
@@ -91,6 +94,7 @@ class Hit:
             "first_stage_score": self.first_stage_score,
             "rerank_score": self.rerank_score,
             "document": self.document,
+            **marked,
         }
 
 
@@ -147,9 +151,11 @@ class SearchResults(Sequence[Hit]):
         warnings: Sequence[str] = (),
         *,
         offset: int = 0,
+        highlights: list[dict[str, list[str]]] | None = None,
     ) -> SearchResults:
         """The hits of ``ranking``, a page ``offset`` hits into the search's: ranked from
-        ``offset + 1`` (a first-stage rank stays the rank that stage gave)."""
+        ``offset + 1`` (a first-stage rank stays the rank that stage gave); ``highlights``:
+        each hit's fragments, where the search asked for them."""
         hits = []
         for position in range(len(ranking)):
             rerank = float(ranking.rerank_scores[position])
@@ -162,6 +168,7 @@ class SearchResults(Sequence[Hit]):
                     first_stage_score=float(ranking.first_stage_scores[position]),
                     rerank_score=None if math.isnan(rerank) else rerank,
                     document=None if documents is None else documents[position],
+                    highlight=None if highlights is None else highlights[position],
                 )
             )
         return SearchResults(hits, tuple(warnings), ranked=offset + len(hits))

@@ -11,6 +11,7 @@ import numpy as np
 from semrank._checks import is_blank, require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext
+from semrank.pipeline._highlights import check_highlight, hit_highlights
 from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
@@ -33,7 +34,7 @@ from semrank.pipeline._nodes import (
 from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import Ranking, SearchResults
-from semrank.retrieve import FilterSpec, optional_filter
+from semrank.retrieve import FilterSpec, HighlightSpec, optional_filter, parse_highlight
 from semrank.store import Store
 from semrank.store._base import check_k
 
@@ -149,6 +150,7 @@ def search(
     store: str | None = None,
     filter: FilterSpec | None = None,
     offset: int = 0,
+    highlight: HighlightSpec | Mapping[str, Any] | str | Sequence[str] | None = None,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
     left out: 10, or the top window's hits where fewer; see ``hits_asked``), after the first
@@ -159,7 +161,9 @@ def search(
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
     named index (default: the embedded store under ``home``). ``filter``: Elasticsearch filter
     JSON (or a parsed ``Filter``) that every hit passes, as if set on the tree's top retriever
-    (it holds for every retriever below, with their own filters)."""
+    (it holds for every retriever below, with their own filters). ``highlight``: fields to
+    highlight in each hit (``Hit.highlight``), as Elasticsearch's ``highlight`` object, a field
+    name or a list of them (``semrank.retrieve.parse_highlight``)."""
     flt = optional_filter(filter)
     if k is not None:
         check_k(k)
@@ -174,14 +178,21 @@ def search(
     require_unicode(query, "query")
     read, page = _read_with_page(retriever, k, offset)
     tree = read.tree
+    marks = _highlight_asked(highlight, read)
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
         for _ in range(CONSISTENT_TRIES):
             started = opened.generation
-            ctx = SearchContext(opened, query, keep_literals=has_placeholder(tree), filter=flt)
+            ctx = SearchContext(
+                opened,
+                query,
+                keep_literals=has_placeholder(tree),
+                filter=flt,
+                windows={} if marks is not None and marks.semantic else None,
+            )
             ranking, skipped = page.of(tree.run(ctx, page.end))
-            if not with_documents:
+            if not with_documents and marks is None:
                 return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped)
             ranking, documents = ctx.stored_hits(ranking)
             # A hit rewritten while the search ran was ranked as one version and would be
@@ -195,7 +206,31 @@ def search(
                 f"{len(rewritten)} hits were rewritten while the search ran, in each of "
                 f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
             )
-        return SearchResults.from_ranking(ranking, documents, ctx.warnings, offset=skipped)
+        marked = (
+            None
+            if marks is None
+            else hit_highlights(marks, tree, ctx, ranking.ids.tolist(), documents)
+        )
+        return SearchResults.from_ranking(
+            ranking,
+            documents if with_documents else None,
+            ctx.warnings,
+            offset=skipped,
+            highlights=marked,
+        )
+
+
+def _highlight_asked(highlight: object, read: SearchBody) -> HighlightSpec | None:
+    """``search``'s ``highlight``, or that of the ``_search`` body given as its retriever,
+    checked against the tree (a semantic one needs a re-ranker)."""
+    if highlight is not None and read.highlight is not None:
+        raise InvalidInputError(
+            "highlight is given both to the search and in its search body; give one of them"
+        )
+    marks = read.highlight if highlight is None else parse_highlight(highlight)
+    if marks is not None:
+        check_highlight(marks, read.tree)
+    return marks
 
 
 class Page(NamedTuple):

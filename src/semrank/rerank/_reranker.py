@@ -48,6 +48,7 @@ class _DocumentScores:
     scores: np.ndarray  # float32, input order
     plans: list[ReadPlan]
     best_chunks: list[int]
+    piece_scores: list[np.ndarray]  # each document's windows' scores, as ``scores``
     pruned: np.ndarray  # bool, input order: a cascade's first stage dropped the document
     order: np.ndarray  # input indices, best first: read documents, then pruned ones
 
@@ -573,18 +574,34 @@ def _split_scores(
         else aggregate_documents(shown, counts, chunking)
     )
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
+    pieces = _per_document(scores if shown is None else shown, counts)
     return [
         _DocumentScores(
             scores=values,
             plans=doc_plans,
             best_chunks=best,
+            piece_scores=doc_pieces,
             pruned=pruned,
             order=_rank_order(doc_scores, pruned, order, second),
         )
-        for (doc_scores, best), (second, _), (values, _), doc_plans, pruned, order in zip(
-            per_query, seconds, reported, plans, masks, orders, strict=True
+        for (doc_scores, best), (second, _), (
+            values,
+            _,
+        ), doc_plans, pruned, order, doc_pieces in zip(
+            per_query, seconds, reported, plans, masks, orders, pieces, strict=True
         )
     ]
+
+
+def _per_document(scores: np.ndarray, counts: list[list[int]]) -> list[list[np.ndarray]]:
+    """The pieces' ``scores`` (every query's, one after another) split per query, per document."""
+    ends = np.cumsum([count for doc_counts in counts for count in doc_counts], dtype=np.int64)
+    flat = np.split(np.asarray(scores, dtype=np.float32), ends[:-1]) if len(ends) else []
+    split, at = [], 0
+    for doc_counts in counts:
+        split.append(flat[at : at + len(doc_counts)])
+        at += len(doc_counts)
+    return split
 
 
 def _rank_order(
@@ -652,4 +669,8 @@ def _result(
         num_chunks=len(plan.pieces),
         pruned=bool(group.pruned[index]),
         piece_tokens=tuple(p.tokens for p in plan.pieces),
+        window_scores=tuple(
+            (p.start, p.end, float(score))
+            for p, score in zip(plan.pieces, group.piece_scores[index], strict=True)
+        ),
     )

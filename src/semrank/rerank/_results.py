@@ -36,7 +36,8 @@ class RerankResult:
     any of the document was left unread; ``pruned``: a cascade's first stage ranked it out of
     the window the model read, so its score only places it below every document that was read.
     ``piece_tokens``: the tokens of each window the model read, which decide how much of a long
-    query it read next to each (empty where unknown).
+    query it read next to each (empty where unknown); ``window_scores``: each window's span and
+    score (a search's semantic highlight shows the best ones).
     """
 
     index: int
@@ -48,6 +49,9 @@ class RerankResult:
     num_chunks: int = 1
     pruned: bool = False
     piece_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    # Each window the model read: (start, end, score), offsets into the text read (as
+    # ``ChunkSpan``'s before any field mapping), in the text's order; empty where unknown.
+    window_scores: tuple[tuple[int, int, float], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def longest_piece(self) -> int:

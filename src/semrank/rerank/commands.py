@@ -319,7 +319,10 @@ def rerank_command(
         typer.echo(f"warning: {warning}", err=True)  # stderr: stdout stays the results
     results = select_results(ranked, top_n=top_n, min_score=min_score)
     if as_json:
-        rows = [{k: v for k, v in asdict(r).items() if k != "piece_tokens"} for r in results]
+        rows = [
+            {k: v for k, v in asdict(r).items() if k not in ("piece_tokens", "window_scores")}
+            for r in results
+        ]
         payload = {"model": reranker.name, "results": rows}
         typer.echo(json_for_stdout(payload, indent=2))
         return

@@ -42,6 +42,8 @@ from semrank.server.schemas import (
     EsCountRequest,
     EsCountResponse,
     EsErrorBody,
+    EsHighlightedHit,
+    EsHighlightedHitWithSource,
     EsHit,
     EsHits,
     EsHitWithSource,
@@ -138,7 +140,12 @@ async def es_search(
     size = _hits_asked(body, retriever)
     # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
     search = SearchRequest.model_validate(
-        {"retriever": retriever, "size": size, "return_documents": body.source is not False}
+        {
+            "retriever": retriever,
+            "size": size,
+            "return_documents": body.source is not False,
+            "highlight": body.highlight,
+        }
     )
     started = time.perf_counter()
     results, warnings = await run_search(request, index, search)
@@ -225,16 +232,24 @@ def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> 
     """semrank's search results in Elasticsearch's shape (the one place that maps them). The
     total counts the hits ranked down to this page's last (those its from skipped and its
     own; on page 1, the hits returned): "gte" when there may be more (a full page)."""
-    hits = [
-        EsHitWithSource(index=index, id=hit.id, score=hit.score, source=hit.document)
-        if hit.document is not None
-        else EsHit(index=index, id=hit.id, score=hit.score)
-        for hit in results.hits
-    ]
+    hits = [_es_hit(index, hit) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     best = max((hit.score for hit in hits), default=None)
     return EsSearchResponse(took=took_ms, hits=EsHits(total=total, max_score=best, hits=hits))
+
+
+def _es_hit(index: str, hit: Any) -> EsHit:
+    """One hit in Elasticsearch's shape: ``_source`` where it has its document, ``highlight``
+    where a field had a fragment."""
+    base = {"index": index, "id": hit.id, "score": hit.score}
+    if hit.highlight:
+        if hit.document is not None:
+            return EsHighlightedHitWithSource(**base, source=hit.document, highlight=hit.highlight)
+        return EsHighlightedHit(**base, highlight=hit.highlight)
+    if hit.document is not None:
+        return EsHitWithSource(**base, source=hit.document)
+    return EsHit(**base)
 
 
 # Query-string options of Elasticsearch's _search that change nothing semrank answers (one

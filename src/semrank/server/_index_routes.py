@@ -303,11 +303,13 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
         read_retriever,
     )
     from semrank.pipeline import search as run
-    from semrank.retrieve import optional_filter
+    from semrank.retrieve import optional_filter, parse_highlight
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
     flt = optional_filter(body.filter)
+    # Checked before the index is opened: bad options are the client's, whatever the index.
+    marks = None if body.highlight is None else parse_highlight(body.highlight)
     check_page(body.from_, body.size)
     # A shorthand re-ranks every hit down to the page's last, as a search for them would.
     asked = f"from + size {body.from_ + body.size}" if body.from_ else f"size {body.size}"
@@ -333,6 +335,7 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
             with_documents=with_documents,
             filter=flt,
             offset=page_start(body.from_, read.offset, "from "),
+            highlight=marks,
         )
         return results, [*results.warnings, *_incomplete_warning(store)]
 

@@ -534,6 +534,14 @@ class IndexInfo(_Schema):
     unfinished_ingests: dict[str, UnfinishedIngest] = Field(default_factory=dict)
 
 
+HIGHLIGHT_DESCRIPTION = (
+    'Elasticsearch highlight: {"fields": {"text": {}}} with pre_tags, post_tags, fragment_size '
+    "(100), number_of_fragments (5; 0: the whole field), order (none | score), encoder (default "
+    '| html), no_match_size, require_field_match, type (unified | plain | fvh; "semantic": '
+    "the windows a text_similarity_reranker scored best), per field or for all; or field names"
+)
+
+
 class SearchRequest(_Strict):
     """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
     fills ``{{query}}`` placeholders (a tree without any has it replace its query texts)."""
@@ -558,6 +566,9 @@ class SearchRequest(_Strict):
     )
     return_documents: Flag = True
     timeout_ms: TimeoutMs | None = None
+    highlight: dict[str, Any] | str | list[str] | None = Field(
+        None, description=HIGHLIGHT_DESCRIPTION
+    )
 
 
 class SearchHit(_Schema):
@@ -568,6 +579,9 @@ class SearchHit(_Schema):
     first_stage_score: float
     rerank_score: float | None = None
     document: dict[str, Any] | None = None
+    highlight: dict[str, list[str]] | None = Field(
+        None, description="fragments per field, where highlight was asked (fields with one)"
+    )
 
 
 class SearchResponse(_Schema):
@@ -618,6 +632,7 @@ class EsSearchRequest(_Strict):
     source: Flag | None = Field(
         None, alias="_source", description="false leaves each hit's _source out"
     )
+    highlight: dict[str, Any] | None = Field(None, description=HIGHLIGHT_DESCRIPTION)
 
 
 def _es_key(key: str, **field: Any) -> Any:
@@ -639,6 +654,19 @@ class EsHitWithSource(EsHit):
     source: dict[str, Any] = _es_key("_source")
 
 
+# A hit carries "highlight" only where a field had a fragment, as in Elasticsearch: a class
+# of its own (as _source), since an absent key is no None that every hit would answer.
+_HIGHLIGHT_FIELD = "fragments per field (only fields with one), where highlight was asked"
+
+
+class EsHighlightedHit(EsHit):
+    highlight: dict[str, list[str]] = Field(description=_HIGHLIGHT_FIELD)
+
+
+class EsHighlightedHitWithSource(EsHitWithSource):
+    highlight: dict[str, list[str]] = Field(description=_HIGHLIGHT_FIELD)
+
+
 class EsTotal(_Schema):
     value: int
     relation: Literal["eq", "gte"]
@@ -647,7 +675,8 @@ class EsTotal(_Schema):
 class EsHits(_Schema):
     total: EsTotal
     max_score: float | None
-    hits: list[EsHitWithSource | EsHit]  # the first where _source is there
+    # The most specific first: smart unions keep each hit's own class.
+    hits: list[EsHighlightedHitWithSource | EsHitWithSource | EsHighlightedHit | EsHit]
 
 
 class EsShards(_Schema):

@@ -1011,8 +1011,14 @@ def _snippet(
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _fragments(highlight: dict[str, list[str]]) -> str:
+    """A hit's highlights in one cell: each field's fragments, "…" between them."""
+    return "\n".join(f"{name}: {' … '.join(parts)}" for name, parts in highlight.items())
+
+
 def print_results(results: SearchResults, title: str, text_fields: Sequence[str] = ()) -> None:
-    """A table: final rank, first-stage rank, id, scores, text (``text_fields`` first)."""
+    """A table: final rank, first-stage rank, id, scores, text (``text_fields`` first; a
+    search that highlighted: each hit's fragments instead)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -1029,7 +1035,11 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
             for_terminal(hit.id),
             f"{hit.score:.4f}",
             f"{hit.first_stage_score:.4f}",
-            for_terminal(_snippet(hit.document, text_fields=text_fields)),
+            for_terminal(
+                _fragments(hit.highlight)
+                if hit.highlight is not None
+                else _snippet(hit.document, text_fields=text_fields)
+            ),
         )
     Console(markup=False).print(table)  # documents, ids and queries are shown as written
 
@@ -1091,6 +1101,12 @@ def search_command(
         "--feedback/--no-feedback",
         help="The re-ranker's pseudo-relevance feedback (on where the model has it).",
     ),
+    highlight: list[str] | None = typer.Option(
+        None,
+        "--highlight",
+        help="Show each hit's fragments of this field with the query's words marked <em>...</em> "
+        "(repeatable; * wildcards; a _search body's highlight object sets other options).",
+    ),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
@@ -1115,6 +1131,7 @@ def search_command(
         retriever = piped_retriever(retriever, "search NAME QUERY")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
     with_documents = True  # a _search body's "_source": false leaves them out
+    marks: Any = highlight or None
     if retriever is not None and shorthand is None:
         _check_tree_flags(
             stages_or_rerank=any((bm25, dense, hybrid, rerank)),
@@ -1123,6 +1140,7 @@ def search_command(
         )  # fmt: skip
         body = _tree_from(retriever, offset)
         tree, with_documents = body.tree, body.source
+        marks = _highlight_of(marks, body.highlight)
         offset = page_start(offset, body.offset, "--offset ")
         top_n = hits_asked(retriever, body, top_n, "--top-n")
     else:
@@ -1159,7 +1177,8 @@ def search_command(
         "the retriever)",
     )
     tree = with_rerankers(tree, backend=backend, feedback=feedback)
-    asked = {"retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt}
+    asked = {"retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt,
+             "highlight": marks}  # fmt: skip
     if store and store != "local":
         from semrank.store import open_index
 
@@ -1179,6 +1198,18 @@ def search_command(
 
 
 DEFAULT_TOP_N = 10
+
+
+def _highlight_of(flags: list[str] | None, body: Any) -> Any:
+    """--highlight's fields, or the highlight of the _search body given as --retriever."""
+    if flags and body is not None:
+        from semrank.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "--highlight and the search body's highlight both say what to highlight; give one "
+            "of them"
+        )
+    return flags or body
 
 
 def with_rerankers(tree: Any, *, backend: str | None, feedback: bool) -> Any:
