@@ -1485,7 +1485,7 @@ def test_an_offset_pages_a_search_body_that_gives_a_size_and_no_from(shelf: Loca
         assert search(shelf, retriever=json.dumps(body), offset=10).ids == page.ids
 
 
-def test_search_highlights_the_match_queries_words(index: LocalStore) -> None:
+def test_search_highlights_the_match_queries_words(index: LocalStore, tmp_path: Path) -> None:
     """highlight= (or a _search body's): each hit's fragments per field, from the terms of
     the match queries that searched that field (Elasticsearch's require_field_match), stemmed
     as BM25 reads them; a knn alone has its query's words highlighted."""
@@ -1510,6 +1510,12 @@ def test_search_highlights_the_match_queries_words(index: LocalStore) -> None:
     assert dense[0].highlight == {
         "text": ["Paris is the <em>capital</em> of <em>France</em>, on the river Seine."]
     }
+    # Fields of text only: an object's repr or a number has no words of the document's.
+    nested = create_index("nested", home=tmp_path, embedding_model=None)
+    nested.upsert([{"id": "n", "text": "tides", "meta": {"tides": 1}, "year": 2024}])
+    fields = {"fields": ["text", "meta", "year", "meta.tides"], "require_field_match": False}
+    (hit,) = search(nested, "tides 2024", highlight=fields)
+    assert hit.highlight == {"text": ["<em>tides</em>"]}
     with pytest.raises(InvalidInputError, match="highlight is given both"):
         search(index, None, retriever=body, highlight="text")
     with pytest.raises(InvalidInputError, match="number_of_fragments"):

@@ -68,10 +68,11 @@ def hit_highlights(
 
 
 def _field_names(pattern: str, document: dict[str, Any]) -> Iterator[str]:
-    """The document's fields a highlight field names: itself (a dotted path too) where the
-    document has it, or with ``*`` wildcards its top-level fields of text."""
+    """The document's fields of text a highlight field names: itself (a dotted path too), or
+    with ``*`` wildcards its top-level ones (numbers and objects have no words to mark, as
+    Elasticsearch highlights text fields only)."""
     if not any(c in pattern for c in "*?["):
-        if field_value(document, pattern) is not None:
+        if _is_text(field_value(document, pattern)):
             yield pattern
         return
     for name, value in document.items():
