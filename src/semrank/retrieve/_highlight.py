@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -224,12 +225,14 @@ def term_matches(text: str, terms: Mapping[str, int], params: BM25Params) -> lis
             found += _run_matches(match, terms)
         else:
             words.append(match)
-    # One analysis call for every word, each word its own text: what BM25 made of it.
-    analysed = _tokenize([w[0] for w in words], params, return_ids=False) if words else []
-    for word, word_terms in zip(words, analysed, strict=True):
-        hit = frozenset(terms[t] for t in word_terms if t in terms)
-        if hit:
-            found.append(_Match(word.start(), word.end(), hit))
+    # One analysis call for every distinct word, each its own text: what BM25 made of it.
+    distinct = list(dict.fromkeys(w[0] for w in words))
+    analysed = _tokenize(distinct, params, return_ids=False) if distinct else []
+    hits = {
+        word: frozenset(terms[t] for t in word_terms if t in terms)
+        for word, word_terms in zip(distinct, analysed, strict=True)
+    }
+    found += [_Match(w.start(), w.end(), hits[w[0]]) for w in words if hits[w[0]]]
     return _joined(sorted(found, key=lambda m: (m.start, m.end)))
 
 
@@ -366,7 +369,10 @@ def _is_mark(char: str) -> bool:
 
 
 def _inside(matches: list[_Match], at: int) -> bool:
-    return any(m.start < at < m.end for m in matches)
+    """Whether ``at`` falls inside one of ``matches`` (in order, apart): a search, not a scan
+    of every match at every place a cut is tried (a 1 MB field took 75 s)."""
+    before = bisect_left(matches, at, key=lambda m: m.start) - 1
+    return before >= 0 and at < matches[before].end
 
 
 def _stripped(text: str, start: int, end: int) -> tuple[int, int]:
