@@ -246,3 +246,19 @@ async def test_a_query_that_only_filters_browses_a_postgres_index(
         assert counted.json()["count"] == len(ids)
     paged = await client.post("/docs/_search", json={"query": tenant, "from": 1, "size": 2})
     assert [h["_id"] for h in paged.json()["hits"]["hits"]] == ["d2", "d4"], paged.text
+
+
+async def test_search_highlights_a_postgres_index_as_an_embedded_one(
+    client: httpx.AsyncClient,
+) -> None:
+    """Highlights read the index's own BM25 analysis ("fleas" marks "Flea"), kept in the
+    database's index settings as in an embedded index's."""
+    await _make_index(client)
+    body = {"query": {"match": {"text": "fleas blood"}}, "highlight": {"fields": {"text": {}}}}
+    found = await client.post("/docs/_search", json=body)
+    assert found.status_code == 200, found.text
+    hits = {hit["_id"]: hit.get("highlight") for hit in found.json()["hits"]["hits"]}
+    assert hits["d3"] == {"text": ["<em>Flea</em> larvae eat organic debris, not <em>blood</em>."]}
+    assert hits["d1"] == {
+        "text": ["<em>Fleas</em> feed on the <em>blood</em> of mammals and birds."]
+    }
