@@ -180,9 +180,11 @@ FILTERS: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def filtered(pg_server) -> Iterator[tuple[PostgresStore, dict[str, dict[str, Any]]]]:  # type: ignore[no-untyped-def]  # noqa: F811
-    """One index of the generated corpus for every parity case (one database for the module)."""
+@pytest.fixture(scope="module", params=["planner's choice", "index scans"])
+def filtered(pg_server, request) -> Iterator[tuple[PostgresStore, dict[str, dict[str, Any]]]]:  # type: ignore[no-untyped-def]  # noqa: F811
+    """One index of the generated corpus for every parity case (one database for the module),
+    searched as the planner chooses (sequential scans of so few rows) and with sequential scans
+    off, so that the GIN index on ``doc`` finds the rows a term filter's conjunct passes."""
     import uuid
 
     import psycopg
@@ -190,6 +192,8 @@ def filtered(pg_server) -> Iterator[tuple[PostgresStore, dict[str, dict[str, Any
     database = f"filters_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
+        if request.param == "index scans":
+            conn.execute(f'ALTER DATABASE "{database}" SET enable_seqscan = off')
     docs = corpus()
     store = create_index("f", store=pg_server.dsn(database), embedder=HashingEmbedder())
     assert isinstance(store, PostgresStore)
@@ -210,6 +214,48 @@ def test_filter_parity_with_the_reference(filtered, spec: Any) -> None:  # type:
     assert sorted(hits.ids.tolist()) == expected, spec
     vector = HashingEmbedder().embed(["common words"])[0]
     assert sorted(store.search_vector(vector, k=1000, filter=flt).ids.tolist()) == expected
+
+
+INDEXED_FILTERS: list[Any] = [
+    {"term": {"lang": "en"}},
+    {"terms": {"year": [2020.5, 2016, False]}},
+    {"term": {"meta.source": "arxiv"}},  # dotted: nested, arrays of objects, the dotted key
+    {"term": {"title.keyword": "Exact"}},  # the key, else the field without the suffix
+    {"bool": {"should": [{"term": {"lang": "de"}}, {"term": {"tags": "ir"}}]}},
+    [{"term": {"tags": "ml"}}, {"range": {"year": {"gte": 2020}}}],
+]
+
+
+@pytest.mark.parametrize("spec", INDEXED_FILTERS, ids=[str(n) for n in range(len(INDEXED_FILTERS))])
+def test_term_filters_can_be_served_by_the_gin_index_on_doc(filtered, spec: Any) -> None:  # type: ignore[no-untyped-def]
+    """Every filtered search read the whole partition (jsonb_path_exists, which no index
+    serves); a term's condition now holds a ``doc @? jsonpath`` conjunct the GIN index on
+    ``doc`` finds the rows for, when the planner finds it cheaper (here: sequential scans off)."""
+    from psycopg import sql
+
+    from semrank.store.postgres import _queries
+    from semrank.store.postgres._filters import filter_condition
+
+    store, docs = filtered
+    keep, args = filter_condition(parse_filter(spec))
+    vector = HashingEmbedder().embed(["common words"])[0]
+    args.update(vector=_queries.vector_literal(vector), k=1000)
+    explain = sql.SQL("EXPLAIN ") + _queries.knn_query(store._part, keep)
+    with store._connection() as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(explain, args).fetchall())
+        gin = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'semrank' AND tablename = %s "
+            "AND indexdef LIKE '%%(doc jsonb_path_ops)%%'",
+            (store._part_name.split(".")[1],),
+        ).fetchone()
+        conn.execute("RESET enable_seqscan")
+    assert gin is not None and f"Bitmap Index Scan on {gin[0]}" in plan, plan
+    flt = parse_filter(spec)
+    expected = sorted(doc_id for doc_id, doc in docs.items() if matches(flt, doc_id, doc))
+    assert 0 < len(expected) < len(docs)
+    assert sorted(store.search_vector(vector, k=1000, filter=flt).ids.tolist()) == expected
+    assert store.ids_matching(spec) == expected
 
 
 def test_postgresql_searches_take_a_filter_as_json(filtered) -> None:  # type: ignore[no-untyped-def]

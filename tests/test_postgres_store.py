@@ -301,15 +301,20 @@ def test_a_database_a_newer_semrank_migrated_is_refused_before_any_write(
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), "utf-8")
     cli("index", "create", "old", "--from", str(corpus), "--no-dense", "--store", pg_dsn)
+    from semrank.store.postgres import MIGRATIONS
+
+    newer = MIGRATIONS[-1][0] + 1
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a layout this version lacks
-        conn.execute("INSERT INTO semrank.migrations (version, name) VALUES (99, 'newer')")
+        conn.execute(
+            "INSERT INTO semrank.migrations (version, name) VALUES (%s, 'newer')", (newer,)
+        )
     for args in (("index", "list"), ("index", "add", "old", str(corpus))):
         done = subprocess.run(
             [sys.executable, "-m", "semrank.cli", *args, "--store", pg_dsn],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
-        assert "migrated by a newer semrank (migration 99;" in done.stderr
+        assert f"migrated by a newer semrank (migration {newer};" in done.stderr
         assert "install the newer semrank" in done.stderr and "Traceback" not in done.stderr
     with psycopg.connect(pg_dsn) as conn:
         generation = conn.execute("SELECT max(generation) FROM semrank.documents").fetchone()

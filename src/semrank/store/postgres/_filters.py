@@ -16,6 +16,8 @@ The semantics are ``semrank.retrieve.matches``' (tested against it, docs/postgre
   (``_INSTANT``): a number as epoch milliseconds, a string matching the ISO 8601 pattern and
   naming a real date and time as its instant in milliseconds, by integer arithmetic (no cast that
   could fail on a row, no session time zone).
+* a ``term`` also carries ``d.doc @? path``, its path with the values as literals, which the GIN
+  ``jsonb_path_ops`` index on ``doc`` serves (no index serves ``jsonb_path_exists``).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class FilterSQL:
             return sql.SQL("FALSE")
         if flt.case_insensitive:
             return self._folded_term(flt)
-        return self._path_exists(flt.field, "@ == $v", {"v": list(flt.values)})
+        return self._path_exists(flt.field, "@ == $v", {"v": list(flt.values)}, flt.values)
 
     def _bind(self, value: Any) -> sql.Placeholder:
         name = f"flt{len(self.params)}"
@@ -104,17 +106,30 @@ class FilterSQL:
         )
 
     def _path_exists(
-        self, field: str, predicate: str | None, variables: dict[str, Any]
+        self,
+        field: str,
+        predicate: str | None,
+        variables: dict[str, Any],
+        equal_to: Sequence[Scalar] = (),
     ) -> sql.Composable:
         """Whether a value at ``field`` satisfies ``predicate`` (None: any value, objects read
-        for the scalars inside them, as ``exists`` does)."""
+        for the scalars inside them, as ``exists`` does). ``equal_to``: the values that
+        ``predicate`` tests equality with, for a conjunct the GIN index on ``doc`` serves."""
 
-        def at(path: str) -> sql.Composable:
-            if predicate is None:
+        def path_for(path: str, test: str | None) -> str:
+            if test is None:
                 tests = [f"exists({s})" for s in field_selectors(path, leaves=True)]
             else:
-                tests = [f"exists({s} ? ({predicate}))" for s in field_selectors(path)]
-            return self._bound_path(f"$ ? ({' || '.join(tests)})", variables)
+                tests = [f"exists({s} ? ({test}))" for s in field_selectors(path)]
+            return f"$ ? ({' || '.join(tests)})"
+
+        def at(path: str) -> sql.Composable:
+            exact = self._bound_path(path_for(path, predicate), variables)
+            if not equal_to:
+                return exact
+            return sql.SQL("(d.doc @? {}::jsonpath AND {})").format(
+                self._bind(path_for(path, equal_to_any(equal_to))), exact
+            )
 
         return self._with_keyword_fallback(field, at, leaves=predicate is None)
 
@@ -186,7 +201,10 @@ class FilterSQL:
     def _bool(self, flt: Bool) -> sql.Composable:
         conditions = [self.condition(c) for c in flt.must]
         conditions += [sql.SQL("NOT {}").format(self.condition(c)) for c in flt.must_not]
-        if flt.minimum_should_match > 0:
+        if flt.minimum_should_match == 1:  # an OR the planner can serve by a BitmapOr
+            should = [self.condition(c) for c in flt.should]
+            conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(should)))
+        elif flt.minimum_should_match > 1:
             should = [self.condition(c) for c in flt.should]
             counted = sql.SQL(" + ").join(sql.SQL("({})::int").format(c) for c in should)
             conditions.append(
@@ -265,6 +283,14 @@ def _steps(parts: Sequence[str], *, top: bool, nested: bool) -> Iterator[list[st
         step = ("" if top else _UNWRAP) + guard + f".{quoted(key)}"
         for rest in _steps(parts[cut:], top=False, nested=nested):
             yield [step, *rest]
+
+
+def equal_to_any(values: Sequence[Scalar]) -> str:
+    """A jsonpath predicate: ``@`` equals one of ``values``, written as literals. The same test
+    as ``@ == $v`` with ``$v`` the list of them, but a GIN ``jsonb_path_ops`` index finds the
+    documents passing it (it reads no variables); ``doc @? path`` evaluates it for the index,
+    the exact check with variables stays beside it."""
+    return " || ".join(f"@ == {json.dumps(value, ensure_ascii=False)}" for value in values)
 
 
 def quoted(key: str) -> str:

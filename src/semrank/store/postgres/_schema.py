@@ -5,8 +5,9 @@ one transaction under an advisory lock, so concurrent first connections do not r
 
 Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics for BM25),
 ``semrank.aliases`` (alias -> index, since migration 2) and ``semrank.documents``, partitioned
-by index name, with an english ``tsvector`` generated column
-(GIN-indexed), the BM25 term frequencies (``jsonb``, GIN-indexed) and a ``vector(384)``
+by index name, with an english ``tsvector`` generated column (GIN-indexed), the documents
+(``doc jsonb``, GIN-indexed with ``jsonb_path_ops`` for filters, since migration 2), the BM25
+term frequencies (``jsonb``, GIN-indexed) and a ``vector(384)``
 column (each partition gets an HNSW index, cosine ops, once it holds ``ann_threshold``
 documents; below that exact search is as fast and exact).
 """
@@ -72,10 +73,15 @@ CREATE INDEX IF NOT EXISTS documents_fts ON semrank.documents USING gin (fts);
 CREATE INDEX IF NOT EXISTS documents_terms ON semrank.documents USING gin (terms);
 """
 
-# Index aliases (alias -> the one index it names), removed with their index. The roles granted
-# semrank.indexes are granted this table too: a role given table grants only (docs/postgresql.md)
-# read every index through it from now on, and lost its searches when it had no grant here.
-_ALIASES_V2 = """
+# Migration 2. Index aliases (alias -> the one index it names), removed with their index. The
+# roles granted semrank.indexes are granted this table too: a role given table grants only
+# (docs/postgresql.md) reads every index through it from now on, and lost its searches when it
+# had no grant here. And a GIN index on ``doc``: document filters' term conditions carry a
+# ``doc @? jsonpath`` conjunct (_filters.py) it finds the passing rows for (jsonb_path_ops:
+# values under their path of keys, arrays read through), where a filtered search scanned the
+# whole partition; built on every partition here (once, as the upgraded database's first
+# connection migrates it; writes wait meanwhile), and by PostgreSQL on each new partition.
+_STORE_V2 = """
 CREATE TABLE IF NOT EXISTS semrank.aliases (
     alias text PRIMARY KEY,
     index_name text NOT NULL REFERENCES semrank.indexes (name) ON DELETE CASCADE,
@@ -96,11 +102,12 @@ BEGIN
         EXECUTE format('GRANT %s ON semrank.aliases TO %s', granted.what, granted.who);
     END LOOP;
 END $$;
+CREATE INDEX IF NOT EXISTS documents_doc ON semrank.documents USING gin (doc jsonb_path_ops);
 """
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "store: indexes and documents", _STORE_V1),
-    (2, "store: index aliases", _ALIASES_V2),
+    (2, "store: index aliases; GIN index on doc for filters", _STORE_V2),
 )
 
 _MIGRATED: set[str] = set()  # DSNs migrated by this process
