@@ -77,6 +77,25 @@ class IndexExistsError(SemrankError):
     error_type = "index_exists"
 
 
+class ResourceExistsError(InvalidInputError):
+    """Elasticsearch's ``PUT /{index}`` of an index that exists: a 400 there, as Elasticsearch
+    answers it (code written for it ignores status 400 to "create unless it exists")."""
+
+    error_type = "resource_already_exists_exception"
+
+
+class DocumentExistsError(SemrankError):
+    """An Elasticsearch create (``_create``, ``op_type=create``) of an id the index holds."""
+
+    error_type = "version_conflict_engine_exception"  # Elasticsearch's, which clients read
+
+
+class DocumentNotFoundError(SemrankError, LookupError):
+    """An Elasticsearch update of a document the index does not hold (no upsert asked)."""
+
+    error_type = "document_missing_exception"
+
+
 class IndexModelChangedError(SemrankError):
     """An index's embedding model no longer embeds as its stored vectors were made (its folder
     was retrained or replaced in place): the index must be built again, or the model restored."""
@@ -155,6 +174,8 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     ModelNotFoundError: 404,
     IndexNotFoundError: 404,
     IndexExistsError: 409,
+    DocumentExistsError: 409,
+    DocumentNotFoundError: 404,
     IndexModelChangedError: 409,
     IndexVersionError: 409,
     AuthenticationError: 401,

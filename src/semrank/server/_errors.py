@@ -90,11 +90,14 @@ async def send_error(
 
 
 # Elasticsearch's _search, _count (with an index, or without: refused there), the alias
-# routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes.
+# routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes; the document routes,
+# PUT and DELETE /{index}: see _es_docs.
 _ELASTICSEARCH_PATH = re.compile(
-    r"^/(?:(?:[^/]+/)?_(?:search|count)|_alias(?:es)?(?:/[^/]+)?|[^/]+/_alias(?:/[^/]+)?)?$"
+    r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh)|_alias(?:es)?(?:/[^/]+)?"
+    r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
+_ELASTICSEARCH_INDEX_METHODS = frozenset({"HEAD", "PUT", "DELETE"})
 
 
 def route_path(scope: Scope) -> str:
@@ -106,16 +109,30 @@ def route_path(scope: Scope) -> str:
     return str(path[len(prefix) :]) or "/"
 
 
-def is_elasticsearch_path(path: str, method: str) -> bool:
-    if method == "HEAD" and _ELASTICSEARCH_INDEX.match(path) is not None:
-        return True
+def is_elasticsearch_path(path: str, method: str, scope: Scope | None = None) -> bool:
+    """Whether a request is on Elasticsearch's routes. ``scope``: the request's, whose app's
+    routes tell a ``PUT`` / ``DELETE /{index}`` from one on a path of semrank's own (its 405
+    stays semrank's: ``PUT /health``)."""
+    if method in _ELASTICSEARCH_INDEX_METHODS and _ELASTICSEARCH_INDEX.match(path) is not None:
+        return method == "HEAD" or not _own_route_has(scope)
     return _ELASTICSEARCH_PATH.match(path) is not None
+
+
+def _own_route_has(scope: Scope | None) -> bool:
+    state = getattr(scope.get("app"), "state", None) if scope is not None else None
+    routes = getattr(state, "declared_routes", ())
+    as_get = {**scope, "method": "GET"} if scope is not None else {}
+    # A route other than the index routes of this path (which match every one-segment path).
+    return any(
+        route.path != "/{index}" and route.matches(as_get)[0] != Match.NONE for route in routes
+    )
 
 
 def answered_status(request: Request, status: int) -> int:
     """Elasticsearch answers a body it cannot take with 400, which elasticsearch-py raises as
     ``BadRequestError`` (a 422 is a bare ``ApiError`` there): so do its routes here."""
-    elasticsearch = is_elasticsearch_path(route_path(request.scope), request.method)
+    path = route_path(request.scope)
+    elasticsearch = is_elasticsearch_path(path, request.method, request.scope)
     return 400 if status == 422 and elasticsearch else status
 
 
@@ -123,6 +140,15 @@ def error_response(
     status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(message, error_type), status, headers=headers)
+
+
+def client_message(error: SemrankError, private_names: Sequence[tuple[str, str]]) -> str:
+    """What a client is told of ``error``: a client needs an index's name, not its place (the
+    server's folder or database, ``private_names``: (text, shown) pairs)."""
+    message = error.client_message or str(error)
+    for private, shown in private_names:
+        message = message.replace(private, shown)
+    return message
 
 
 def install_error_handlers(
@@ -140,9 +166,7 @@ def install_error_handlers(
             headers["Retry-After"] = str(retry_after_s)
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
-        message = exc.client_message or str(exc)
-        for private, shown in private_names:  # a client needs the index's name, not its place
-            message = message.replace(private, shown)
+        message = client_message(exc, private_names)
         return error_response(status, message, exc.error_type, headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

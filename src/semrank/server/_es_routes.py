@@ -91,12 +91,13 @@ async def info() -> EsInfo:
 
 
 class IndexProbeRoute(UniqueKeysRoute):
-    """``HEAD /{index}`` matches only a HEAD on a path no other route has: a partial match
-    (another method) would make every one-segment path a 405 instead of the 404 that names the
-    routes, and HEAD /health or /rerank stay what they were (their GET, their 405)."""
+    """``HEAD /{index}`` (and ``PUT`` / ``DELETE /{index}``, _es_docs) matches only its own
+    method on a path no other route has: a partial match (another method) would make every
+    one-segment path a 405 instead of the 404 that names the routes, and HEAD /health or
+    DELETE /rerank stay what they were (their GET, their 405)."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("method") != "HEAD" or _another_route_has(scope, self):
+        if scope.get("method") not in (self.methods or ()) or _another_route_has(scope, self):
             return Match.NONE, {}
         return super().matches(scope)
 
@@ -484,7 +485,8 @@ class ElasticsearchAnswers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_elasticsearch_path(route_path(scope), scope["method"]):
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if scope["type"] != "http" or not is_elasticsearch_path(path, scope["method"], scope):
             await self.app(scope, receive, send)
             return
         held: list[Message] = []  # an error's start and body, until its last part

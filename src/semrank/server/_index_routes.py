@@ -76,25 +76,28 @@ async def list_indexes(request: Request) -> Any:
     summary="Create an index (info of the new index)",
 )
 async def create_index(body: CreateIndexRequest, request: Request) -> Any:
-    from semrank.store import create_index as create
-
     _check_embedding_model(body.embedding_model)
+    fields, model = tuple(body.fields), body.embedding_model
+    info = await create_named_index(request, body.name, fields, body.id_field, model)
+    return _public_info(request, info)
+
+
+async def create_named_index(
+    request: Request, name: str, fields: tuple[str, ...], id_field: str, model: str | None
+) -> dict[str, Any]:
+    """Creates an index of the served store; its info."""
+    from semrank.store import create_index as create
 
     def make() -> dict[str, Any]:
         store = create(
-            body.name,
-            **_where(request),
-            fields=tuple(body.fields),
-            id_field=body.id_field,
-            embedding_model=body.embedding_model,
+            name, **_where(request), fields=fields, id_field=id_field, embedding_model=model
         )
         try:
             return store.info().to_dict()
         finally:
             store.close()
 
-    info = await _blocking(request, None, make)
-    return _public_info(request, info)
+    return await _blocking(request, None, make)
 
 
 def _check_embedding_model(name: str | None) -> None:
@@ -161,11 +164,15 @@ def _public_location(request: Request, location: str) -> str:
 
 @router.delete("/v1/indexes/{name}", response_model=DeleteResult, summary="Drop an index")
 async def drop_index(name: IndexNameInPath, request: Request) -> Any:
+    await drop_named_index(request, name)
+    return DeleteResult(deleted=1)
+
+
+async def drop_named_index(request: Request, name: str) -> None:
     from semrank.store import drop_index as drop
 
     # The pipeline's open handle of it is let go of first (the store's BEFORE_DROP).
     await _blocking(request, None, lambda: drop(name, **_where(request)))
-    return DeleteResult(deleted=1)
 
 
 @router.post(
@@ -180,22 +187,13 @@ async def upsert_documents(
     # One request, one transaction (its size is bounded by --max-body-bytes): concurrent
     # requests writing the same ids then leave one request's documents, not a mix of batches.
     documents = body.documents
-    service: RerankService = request.app.state.service
-    limit = service.config.max_documents
-    if len(documents) > limit:  # as a rerank request's: embedding them is the same model work
-        raise RequestTooLargeError(
-            f"{len(documents)} documents exceed this server's limit of {limit} per request; "
-            "send them in several requests (or raise --max-documents)"
-        )
+    check_write_size(request, len(documents))
 
     def upsert(store: Any) -> tuple[Any, list[str]]:
         counts = store.upsert_counted(documents, batch_size=max(1, len(documents)))
-        return counts, _unread_fields_warnings(store, counts)
+        return counts, unread_fields_warnings(store, counts)
 
-    # Admitted as searches are (--max-pending, 429); not cut at the deadline: a write that
-    # has begun is finished, so a client retrying a 504 would write twice meanwhile.
-    with service.admission.admit():
-        counts, warnings = await _blocking(request, None, _with_index(request, name, upsert))
+    counts, warnings = await write_on_index(request, name, upsert)
     say_warnings(response, warnings)
     return UpsertResult(
         upserted=counts.documents,
@@ -205,14 +203,35 @@ async def upsert_documents(
     )
 
 
-def _unread_fields_warnings(store: Any, counts: Any) -> list[str]:
+def check_write_size(request: Request, count: int, what: str = "documents") -> None:
+    """A write of more than --max-documents is refused, as a rerank request's documents are:
+    embedding them is the same model work."""
+    limit = request.app.state.service.config.max_documents
+    if count > limit:
+        raise RequestTooLargeError(
+            f"{count} {what} exceed this server's limit of {limit} per request; send them in "
+            "several requests (or raise --max-documents)"
+        )
+
+
+async def write_on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
+    """``work`` writing to the index ``name`` in a worker thread, admitted as searches are
+    (--max-pending, 429); not cut at the deadline: a write that has begun is finished, so a
+    client retrying a 504 would write twice meanwhile."""
+    service: RerankService = request.app.state.service
+    with service.admission.admit():
+        return await _blocking(request, None, _with_index(request, name, work))
+
+
+def unread_fields_warnings(store: Any, counts: Any, create: str = '"fields"') -> list[str]:
+    """``create``: how the caller's API names an index's text fields at creation."""
     from semrank.store._base import unread_fields_warning
 
     if not counts.unread_fields:
         return []
     search = 'a "match" query naming the field'
     said = unread_fields_warning(
-        store, counts.unread_fields, records="the documents", search=search, create='"fields"'
+        store, counts.unread_fields, records="the documents", search=search, create=create
     )
     return [said]
 
@@ -225,10 +244,8 @@ def _unread_fields_warnings(store: Any, counts: Any) -> list[str]:
 async def delete_documents(
     name: IndexNameInPath, body: DeleteDocumentsRequest, request: Request
 ) -> Any:
-    service: RerankService = request.app.state.service
     work = _deletion(body)  # a bad body is refused before the index is opened
-    with service.admission.admit():
-        count = await _blocking(request, None, _with_index(request, name, work))
+    count = await write_on_index(request, name, work)
     return DeleteResult(deleted=int(count))
 
 

@@ -36,6 +36,7 @@ from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, route_path, send_error
+from semrank.server._es_docs import router as elasticsearch_documents_router
 from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._index_routes import router as index_router
@@ -95,7 +96,14 @@ def create_app(
     # Inside EdgeMiddleware (added last, so outermost): the edge reads the body first and
     # records the status this one sets.
     app.add_middleware(RequestLifetime)
-    routers = (probes, models_router, rerank_router, index_router, elasticsearch_router)
+    routers = (
+        probes,
+        models_router,
+        rerank_router,
+        index_router,
+        elasticsearch_router,
+        elasticsearch_documents_router,
+    )
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
     app.add_middleware(HeadAsGet, routes=app.state.declared_routes)

@@ -728,6 +728,77 @@ class EsIndexAliases(_Schema):
     aliases: dict[str, dict[str, Any]]
 
 
+# --- Elasticsearch's document and index APIs (_es_docs) -----------------------------------
+WriteResult = Literal["created", "updated", "deleted", "not_found", "noop"]
+
+
+class EsWriteResult(_Schema):
+    """A document write's answer. semrank keeps no document versions: ``_version``,
+    ``_seq_no`` and ``_primary_term`` are fixed placeholders (clients' parsers want them)."""
+
+    index: str = _es_key("_index")
+    id: str = _es_key("_id")
+    version: int = _es_key("_version", default=1)
+    result: WriteResult
+    shards: EsShards = _es_key("_shards", default_factory=EsShards)
+    seq_no: int = _es_key("_seq_no", default=0)
+    primary_term: int = _es_key("_primary_term", default=1)
+
+
+class EsBulkResponse(_Schema):
+    took: int = Field(description="milliseconds")
+    errors: bool = Field(description="whether an item failed (its own error object says why)")
+    items: list[dict[str, dict[str, Any]]] = Field(
+        description='one per action, in order: {"index": {"_index", "_id", "result", "status", '
+        '...}}, with "error": {"type", "reason"} where it failed'
+    )
+
+
+class EsGetResult(_Schema):
+    """A document by id (``found: false`` and a 404 where the index has none)."""
+
+    index: str = _es_key("_index")
+    id: str = _es_key("_id")
+    version: int | None = _es_key("_version", default=None)
+    seq_no: int | None = _es_key("_seq_no", default=None)
+    primary_term: int | None = _es_key("_primary_term", default=None)
+    found: bool
+    source: dict[str, Any] | None = _es_key("_source", default=None)
+
+
+class EsMgetRequest(_Strict):
+    docs: list[dict[str, Any]] | None = Field(
+        None, description='[{"_index": ..., "_id": ...}] (_index: by default the index in the path)'
+    )
+    ids: list[Any] | None = Field(None, description="ids in the path's index")
+
+
+class EsMgetResponse(_Schema):
+    docs: list[dict[str, Any]] = Field(description="one per id asked, in order, as GET _doc's")
+
+
+class EsCreateIndexRequest(_Strict):
+    """Elasticsearch's ``PUT /{index}`` body: what semrank reads of it is in docs/server.md."""
+
+    settings: dict[str, Any] | None = Field(None, description="accepted, not used")
+    mappings: dict[str, Any] | None = Field(
+        None,
+        description="properties of type text are the index's text fields; a dense_vector or "
+        "semantic_text property (or no mappings) embeds them with the default model",
+    )
+    aliases: dict[str, dict[str, Any]] | None = Field(None, description="aliases of the index")
+
+
+class EsCreateIndexResponse(_Schema):
+    acknowledged: bool = True
+    shards_acknowledged: bool = True
+    index: str
+
+
+class EsRefreshResponse(_Schema):
+    shards: EsShards = _es_key("_shards", default_factory=EsShards)
+
+
 class EsVersion(_Schema):
     number: str
     build_flavor: str = "default"

@@ -1,0 +1,321 @@
+"""Elasticsearch's document writes (``_bulk``'s index, create, update and delete, and the
+one-document routes built on them) applied to a semrank index.
+
+A semrank document is an id and its fields: an action's ``_source`` is the fields, where the
+index's id field (``id`` unless the index was created otherwise), if the source holds it,
+must be the action's ``_id`` (it is the id, and not kept twice); an index or create without an
+``_id`` takes the source's id field, else a generated id (20 URL-safe characters, random, as
+long as Elasticsearch's). The actions on one index are applied in their order to what the
+index holds, then written with one upsert and one delete: an id given several times ends as
+its last action leaves it, as in Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from semrank._checks import id_problem, loads_json
+from semrank.errors import (
+    DataFormatError,
+    DocumentExistsError,
+    DocumentNotFoundError,
+    InvalidInputError,
+    SemrankError,
+    http_status_for,
+)
+from semrank.server._errors import client_message
+from semrank.store import Document
+from semrank.store._corpus import IngestChecks, documents_from
+
+OPERATIONS = ("index", "create", "update", "delete")
+# An action line's keys that change nothing semrank does (one shard, no routing, no
+# conflicts to retry); those asking for versions, pipelines or scripts are refused.
+IGNORED_ACTION_KEYS = frozenset(
+    {"routing", "retry_on_conflict", "require_alias", "require_data_stream", "_source",
+     "dynamic_templates", "list_executed_pipelines", "op_type"}
+)  # fmt: skip
+UPDATE_KEYS = frozenset({"doc", "doc_as_upsert", "upsert", "detect_noop", "_source"})
+NOT_SUPPORTED = (
+    "semrank keeps no document versions (version, version_type, if_seq_no, if_primary_term), "
+    "runs no ingest pipelines and no scripts"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteAction:
+    """One write: ``body`` is an index's or create's source, or an update's body; ``id`` is
+    None for an index or create that names none (``_id_of`` settles it)."""
+
+    op: str
+    index: str
+    id: str | None
+    body: dict[str, Any] | None
+    number: int  # 1-based, among the request's actions
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one action did: its ``result``, or the ``error`` that refused it."""
+
+    op: str
+    index: str
+    id: str
+    result: str | None = None
+    error: SemrankError | None = None
+
+    @property
+    def status(self) -> int:
+        if self.error is not None:
+            status = http_status_for(self.error)
+            return 400 if status == 422 else status  # Elasticsearch's status for a bad document
+        return {"created": 201, "not_found": 404}.get(self.result or "", 200)
+
+    def as_item(self, private_names: Sequence[tuple[str, str]] = ()) -> dict[str, dict[str, Any]]:
+        """The ``_bulk`` answer's item for this action (``private_names``: the server's places
+        its errors' texts show by another name, as error answers do)."""
+        item: dict[str, Any] = {"_index": self.index, "_id": self.id}
+        if self.error is None:
+            item |= {"_version": 1, "result": self.result, "_seq_no": 0, "_primary_term": 1}
+            item["_shards"] = {"total": 1, "successful": 1, "failed": 0}
+        else:
+            reason = client_message(self.error, private_names)
+            item["error"] = {"type": self.error.error_type, "reason": reason, "index": self.index}
+        return {self.op: {**item, "status": self.status}}
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(15)
+
+
+# --- reading a _bulk body --------------------------------------------------------------------
+
+
+def parse_bulk(body: bytes, default_index: str | None) -> list[WriteAction]:
+    """The actions of an NDJSON ``_bulk`` body; anything malformed refuses the whole request,
+    naming its line, as Elasticsearch does."""
+    lines = _lines(body)
+    actions: list[WriteAction] = []
+    for number, text in lines:
+        op, meta = _action_line(number, text)
+        index = _index_of(number, meta, default_index)
+        given = meta.get("_id")
+        doc_id = None if given is None else _checked_id(given, f"line {number}: _id")
+        if op in ("update", "delete") and doc_id is None:
+            raise InvalidInputError(f"line {number}: a {op} action needs an _id")
+        body_of = None
+        if op != "delete":
+            body_of = _source_line(number, next(lines, None), op)
+        count = len(actions) + 1
+        actions.append(WriteAction(op=op, index=index, id=doc_id, body=body_of, number=count))
+    if not actions:
+        raise InvalidInputError("the _bulk request body holds no actions; send NDJSON lines")
+    return actions
+
+
+def _lines(body: bytes) -> Iterator[tuple[int, str]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"the _bulk body is not UTF-8 text (byte {exc.start}); send NDJSON as UTF-8"
+        ) from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():  # blank lines (the final newline's) carry nothing
+            yield number, line
+
+
+def _json_line(number: int, text: str) -> Any:
+    try:
+        return loads_json(text)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"line {number} of the _bulk body is not valid JSON ({exc}); each line must be one "
+            "JSON object (NDJSON: no line breaks inside an object)"
+        ) from None
+
+
+def _action_line(number: int, text: str) -> tuple[str, dict[str, Any]]:
+    action = _json_line(number, text)
+    if not (isinstance(action, dict) and len(action) == 1 and next(iter(action)) in OPERATIONS):
+        raise InvalidInputError(
+            f"line {number} of the _bulk body is not an action line: expected one of "
+            f'{", ".join(OPERATIONS)} as its only key, e.g. {{"index": {{"_id": "1"}}}}, got '
+            f"{text.strip()[:100]}"
+        )
+    op, meta = next(iter(action.items()))
+    if not isinstance(meta, dict):
+        raise InvalidInputError(f"line {number}: the {op} action's metadata must be an object")
+    for key in meta:
+        if key not in ("_index", "_id") and key not in IGNORED_ACTION_KEYS:
+            raise InvalidInputError(
+                f"line {number}: the {op} action's {key!r:.60} is not supported ({NOT_SUPPORTED})"
+            )
+    return op, meta
+
+
+def _index_of(number: int, meta: dict[str, Any], default: str | None) -> str:
+    index = meta.get("_index", default)
+    if index is None:
+        raise InvalidInputError(
+            f"line {number}: the action names no _index; give one, or send the request to "
+            "POST /{index}/_bulk"
+        )
+    if not isinstance(index, str) or not index:
+        raise InvalidInputError(f"line {number}: _index must be an index name, got {index!r:.60}")
+    return index
+
+
+def _checked_id(given: object, what: str) -> str:
+    """An id as an ingest reads one (7 is "7"), or refused naming ``what`` gave it."""
+    problem = id_problem(given)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}")
+    return str(given)
+
+
+def _source_line(number: int, line: tuple[int, str] | None, op: str) -> dict[str, Any]:
+    if line is None:
+        raise InvalidInputError(
+            f"line {number}: the {op} action has no document line after it; an index, create "
+            "or update action is followed by a line with its document (update: its body)"
+        )
+    source = _json_line(*line)
+    if not isinstance(source, dict):
+        raise InvalidInputError(f"line {line[0]}: a document must be a JSON object")
+    if op == "update":
+        check_update_body(source, f"line {line[0]}: ")
+    return source
+
+
+def check_update_body(body: dict[str, Any], where: str = "") -> None:
+    """An update's body: a partial ``doc`` (merged into the stored document), ``upsert`` or
+    ``doc_as_upsert`` for a document the index lacks; scripts are refused."""
+    for key in body:
+        if key not in UPDATE_KEYS:
+            said = f"not supported ({NOT_SUPPORTED})" if "script" in key else "unknown key"
+            raise InvalidInputError(
+                f"{where}an update's {key!r:.60} is {said}; an update takes doc, doc_as_upsert, "
+                "upsert and detect_noop"
+            )
+    if "doc" not in body and "upsert" not in body:
+        raise InvalidInputError(f'{where}an update needs "doc": {{fields to change}}')
+    for key in ("doc", "upsert"):
+        if key in body and not isinstance(body[key], dict):
+            raise InvalidInputError(f"{where}an update's {key} must be a JSON object")
+    for key in ("doc_as_upsert", "detect_noop"):
+        if not isinstance(body.get(key, False), bool):
+            raise InvalidInputError(f"{where}an update's {key} must be true or false")
+
+
+# --- applying them ---------------------------------------------------------------------------
+
+
+def apply_writes(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome], Any]:
+    """``actions`` (all on ``store``) applied in order; returns each one's outcome and the
+    upsert's counts (None where nothing was written)."""
+    named = [_id_of(store, action) for action in actions]
+    ids = list(dict.fromkeys(action.id for action in named if action.id is not None))
+    before = dict(zip(ids, store.get(ids), strict=True))
+    now = dict(before)
+    outcomes = [_outcome(store, action, now) for action in named]
+    written = {o.id: None for o in outcomes if o.error is None and o.op != "delete"}
+    documents = [Document(i, now[i]) for i in written if now[i] is not None]
+    gone = [i for i in ids if now[i] is None and before[i] is not None]
+    counts = None
+    if documents:  # one transaction, as POST /v1/indexes/{name}/documents writes
+        counts = store.upsert_counted(documents, batch_size=len(documents))
+    if gone:
+        store.delete(gone)
+    return outcomes, counts
+
+
+def _id_of(store: Any, action: WriteAction) -> WriteAction:
+    """``action`` with its id settled: its own, else its source's id field, else a new one."""
+    if action.id is not None or action.op not in ("index", "create"):
+        return action
+    assert action.body is not None
+    key = store.settings.id_field or "id"
+    given = action.body.get(key)
+    what = f"action {action.number}: its {key!r} field (the document's id)"
+    doc_id = new_id() if given is None else _checked_id(given, what)
+    return WriteAction(
+        op=action.op, index=action.index, id=doc_id, body=action.body, number=action.number
+    )
+
+
+def _outcome(store: Any, action: WriteAction, now: dict[str, Any]) -> Outcome:
+    assert action.id is not None
+    done = {"op": action.op, "index": store.name, "id": action.id}
+    try:
+        result = _apply(store, action, now)
+    except (InvalidInputError, DataFormatError, DocumentExistsError, DocumentNotFoundError) as exc:
+        return Outcome(**done, error=exc)
+    return Outcome(**done, result=result)
+
+
+def _apply(store: Any, action: WriteAction, now: dict[str, Any]) -> str:
+    """One action on ``now`` (id -> fields, None where the index has none): its result."""
+    doc_id, current, body = action.id, now.get(action.id or ""), action.body or {}
+    assert doc_id is not None
+    if action.op == "delete":
+        now[doc_id] = None
+        return "not_found" if current is None else "deleted"
+    if action.op == "create" and current is not None:
+        raise DocumentExistsError(
+            f"[{doc_id}]: version conflict, document already exists in index {store.name!r}"
+        )
+    if action.op != "update":
+        now[doc_id] = _fields(store, action, body)
+        return "created" if current is None else "updated"
+    if current is None:
+        fresh = body.get("doc") if body.get("doc_as_upsert") else body.get("upsert")
+        if fresh is None:
+            raise _missing(doc_id, store.name)
+        now[doc_id] = _fields(store, action, fresh)
+        return "created"
+    merged = _fields(store, action, _merged(current, body.get("doc", {})))
+    if merged == current and body.get("detect_noop", True):
+        return "noop"
+    now[doc_id] = merged
+    return "updated"
+
+
+def _missing(doc_id: str, index: str) -> DocumentNotFoundError:
+    return DocumentNotFoundError(
+        f"[{doc_id}]: document missing from index {index!r}; send doc_as_upsert: true (or an "
+        "upsert document) to create it"
+    )
+
+
+def _merged(current: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` merged into ``current`` as Elasticsearch merges a partial update: objects
+    key by key, any other value replaced."""
+    merged = dict(current)
+    for key, value in doc.items():
+        inside = merged.get(key)
+        both = isinstance(value, dict) and isinstance(inside, dict)
+        merged[key] = _merged(inside, value) if both else value  # type: ignore[arg-type]
+    return merged
+
+
+def _fields(store: Any, action: WriteAction, source: dict[str, Any]) -> dict[str, Any]:
+    """``source`` as the document's fields, refused as an ingest refuses a record (none of the
+    index's text fields, a value no search can read, this store's own limits)."""
+    assert action.id is not None
+    key = store.settings.id_field or "id"
+    fields = dict(source)
+    if key in fields:
+        given = fields.pop(key)
+        if str(given) != action.id or isinstance(given, bool | dict | list):
+            raise InvalidInputError(
+                f"document {action.id!r}: its {key!r} field ({given!r:.60}) is not its _id; "
+                f"index {store.name!r} takes {key!r} as the document's id: leave it out or "
+                "give the same value"
+            )
+    (document,) = documents_from([Document(action.id, fields)])
+    IngestChecks(store.settings.text_fields).check(document, action.number)
+    store.check_storable(document)
+    return fields
