@@ -1060,6 +1060,14 @@ async def test_elasticsearch_py_index_exists_answers_for_semrank_indexes(
         assert unknown.status_code == 404 and f"no route GET {path}" in unknown.json()["error"]
     await client.delete("/v1/indexes/fleas")
     assert (await client.head("/fleas", headers=ES_CLIENT_HEADERS)).status_code == 404
+    # An index named like one of FastAPI's pages is probed as an index (the Swagger page
+    # answered HEAD /docs 200 either way); GET still serves the page.
+    assert (await client.head("/docs", headers=ES_CLIENT_HEADERS)).status_code == 404
+    await _make_index(client, "docs")
+    assert (await client.head("/docs", headers=ES_CLIENT_HEADERS)).status_code == 200
+    assert (await client.head("/openapi.json")).status_code == 404
+    page = await client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
 
 
 async def test_elasticsearch_py_keys_info_and_warnings(reranker: Any, tmp_path: Path) -> None:

@@ -109,8 +109,7 @@ def create_app(
     app.add_middleware(HeadAsGet, routes=app.state.declared_routes)
     # FastAPI's own pages: labelled by their path in the metrics ("unmatched" put their 200s
     # with the 404s of unknown paths).
-    pages = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    own_pages = [route for route in app.routes if getattr(route, "path", None) in pages]
+    own_pages = _page_routes(app)
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
@@ -130,7 +129,24 @@ def create_app(
     app.add_middleware(ClosedWhileDraining, state=app.state)  # outermost: every answer
     for router in routers:
         app.include_router(router)
+    _probes_before_pages(app)
     return app
+
+
+def _probes_before_pages(app: FastAPI) -> None:
+    """FastAPI's own pages after semrank's routes, which FastAPI routes first: a HEAD of
+    ``/docs`` is elasticsearch-py's ``es.indices.exists(index="docs")`` (``HEAD /{index}``), and
+    the Swagger page answered it 200 whether the index was there or not. A GET of a page finds
+    no route of semrank's (the probe takes HEAD, PUT and DELETE), so it is the page still."""
+    own = _page_routes(app)
+    others = [route for route in app.router.routes if route not in own]
+    app.router.routes[:] = [*others, *own]
+
+
+def _page_routes(app: FastAPI) -> list[Any]:
+    """FastAPI's own pages: the schema, Swagger UI, ReDoc."""
+    pages = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    return [route for route in app.router.routes if getattr(route, "path", None) in pages]
 
 
 class ClosedWhileDraining:
