@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semrank.retrieve import matches, parse_filter, resolved
+from semrank.retrieve import document_values, matches, parse_filter, resolved
 from semrank.store import create_index
 from semrank.store.postgres import PostgresStore
 from test_filter import (
@@ -603,3 +603,163 @@ def test_dates_compare_as_instants_on_postgresql_as_in_the_reference(pg_dsn: str
             assert 0 < len(expected) < len(docs) and sorted(index.ids_matching(flt)) == expected, (
                 field, spec)  # fmt: skip
     index.close()
+
+
+# --- aggregations: PostgreSQL, the embedded store and a plain-Python reference agree ---------
+AGGS: dict[str, Any] = {
+    "langs": {"terms": {"field": "lang", "size": 4}},
+    "langs_kw": {"terms": {"field": "lang.keyword", "order": {"_key": "desc"}, "size": 20}},
+    "years": {"terms": {"field": "year", "size": 30, "missing": "none"}},
+    "years_by_key": {"terms": {"field": "year", "order": [{"_key": "asc"}], "size": 5}},
+    "drafts": {"terms": {"field": "draft", "min_doc_count": 2}},
+    "tags_rare": {"terms": {"field": "tags", "order": {"_count": "asc"}, "size": 3}},
+    "title_kw": {"terms": {"field": "title.keyword", "missing": 0}},
+    "sources": {"terms": {"field": "meta.source"}},
+    "abc": {"terms": {"field": "a.b.c"}},
+    "key": {"terms": {"field": "ключ"}},
+    **{f"{m}_year": {m: {"field": "year"}} for m in ("min", "max", "avg", "sum")},
+    "count_year": {"value_count": {"field": "year"}},
+    "distinct_year": {"cardinality": {"field": "year"}},
+    "distinct_lang": {"cardinality": {"field": "lang"}},
+    "score_sum": {"sum": {"field": "meta.score"}},
+    "nothing_min": {"min": {"field": "nothing"}},
+    "year_ranges": {
+        "range": {
+            "field": "year",
+            "ranges": [{"from": 2020}, {"to": 2017}, {"from": 2017, "to": 2020.5, "key": "mid"}],
+        }
+    },
+}
+AGG_WITHIN: list[Any] = [
+    {"match_all": {}},
+    {"exists": {"field": "tags"}},
+    {"range": {"year": {"gte": 2018}}},
+    {"ids": {"values": [f"doc{n:03d}" for n in range(0, 200, 3)]}},
+]
+
+
+def _agg_values(doc: dict[str, Any], field: str) -> set[tuple[str, Any]]:
+    """A document's distinct values at ``field``, kinds apart and numbers as numbers."""
+    kinds = {bool: "bool", int: "number", float: "number", str: "string"}
+    return {
+        (kinds[type(v)], float(v) if kinds[type(v)] == "number" else v)
+        for v in document_values(doc, field)
+    }
+
+
+def _reference_terms(docs: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    counts: dict[tuple[str, Any], int] = {}
+    for doc in docs:
+        held = _agg_values(doc, body["field"])
+        if not held and "missing" in body:
+            (held,) = [{next(iter(_agg_values({"m": body["missing"]}, "m")))}]
+        for value in held:
+            counts[value] = counts.get(value, 0) + 1
+    rank = {"bool": 0, "number": 1, "string": 2}
+    order = body.get("order", {"_count": "desc"})
+    by, direction = next(iter((order[0] if isinstance(order, list) else order).items()))
+    sign = -1 if direction == "desc" else 1
+
+    def sort_key(item: tuple[tuple[str, Any], int]) -> Any:
+        (kind, value), n = item
+        if by == "_count":
+            return (sign * n, rank[kind], value)
+        return ((rank[kind], value), n) if sign == 1 else (_Desc((rank[kind], value)), n)
+
+    kept = sorted(
+        ((k, n) for k, n in counts.items() if n >= body.get("min_doc_count", 1)), key=sort_key
+    )
+    size = body.get("size", 10)
+
+    def bucket(kind: str, value: Any, n: int) -> dict[str, Any]:
+        if kind == "bool":
+            return {"key": int(value), "key_as_string": str(value).lower(), "doc_count": n}
+        shown = int(value) if kind == "number" and value.is_integer() else value
+        return {"key": shown, "doc_count": n}
+
+    return {
+        "doc_count_error_upper_bound": 0,
+        "sum_other_doc_count": sum(n for _, n in kept[size:]),
+        "buckets": [bucket(kind, value, n) for (kind, value), n in kept[:size]],
+    }
+
+
+class _Desc:
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.key < self.key)
+
+
+def _reference_aggregation(docs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    ((kind, body),) = spec.items()
+    if kind == "terms":
+        return _reference_terms(docs, body)
+    held = [_agg_values(doc, body["field"]) for doc in docs]
+    if kind == "value_count":
+        return {"value": sum(len(values) for values in held)}
+    if kind == "cardinality":
+        return {"value": len(set().union(*held))}
+    if kind == "range":
+        buckets = []
+        for r in sorted(body["ranges"], key=lambda r: (r.get("from", -1e9), r.get("to", 1e9))):
+            low, high = r.get("from", float("-inf")), r.get("to", float("inf"))
+            inside = [any(k == "number" and low <= v < high for k, v in values) for values in held]
+            ends = ("*" if abs(b) == float("inf") else str(float(b)) for b in (low, high))
+            label = "-".join(ends)
+            bucket: dict[str, Any] = {"key": r.get("key", label)}
+            bucket.update({"from": float(r["from"])} if "from" in r else {})
+            bucket.update({"to": float(r["to"])} if "to" in r else {})
+            buckets.append({**bucket, "doc_count": sum(inside)})
+        return {"buckets": buckets}
+    numbers = [v for values in held for k, v in values if k == "number"]
+    if kind == "sum":
+        return {"value": pytest.approx(sum(numbers))}
+    if not numbers:
+        return {"value": None}
+    value = {"min": min(numbers), "max": max(numbers), "avg": sum(numbers) / len(numbers)}[kind]
+    return {"value": pytest.approx(value)}
+
+
+@pytest.fixture(scope="module")
+def local_twin(tmp_path_factory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """The parity corpus in the embedded store."""
+    store = create_index("f", home=tmp_path_factory.mktemp("aggs"))
+    store.upsert([{"id": doc_id, **doc} for doc_id, doc in corpus().items()])
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("within", AGG_WITHIN, ids=[str(n) for n in range(len(AGG_WITHIN))])
+def test_aggregations_agree_on_postgresql_the_embedded_store_and_the_reference(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+    within: Any,
+) -> None:
+    """Every aggregation, bucket for bucket and value for value, over a filter's documents."""
+    store, docs = filtered
+    flt = parse_filter(within)
+    passing = [doc for doc_id, doc in docs.items() if matches(flt, doc_id, doc)]
+    on_postgres = store.aggregate(AGGS, within)
+    assert local_twin.aggregate(AGGS, within) == on_postgres
+    for name, spec in AGGS.items():
+        assert on_postgres[name] == _reference_aggregation(passing, spec), name
+    # The corpus tells them apart: buckets cut by size, missing values, several kinds.
+    if within == {"match_all": {}}:
+        assert on_postgres["langs"]["sum_other_doc_count"] > 0
+        keys = {b["key"] for b in on_postgres["years"]["buckets"]}
+        assert {"none", 2019, "2019", 2016.5, 1} <= keys
+
+
+def test_aggregations_read_the_ids_a_bm25_query_matches_on_both_stores(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+) -> None:
+    store, docs = filtered
+    expected = sorted(doc_id for doc_id, doc in docs.items() if "7" in doc["text"].split()[-1])
+    for each in (store, local_twin):
+        assert sorted(each.ids_bm25("document 7 17 27")) != []
+        found = each.ids_bm25("common", filter={"ids": {"values": expected}})
+        assert sorted(found) == expected
+        assert len(each.ids_bm25("words", fields=[("text", 1.0)])) == each.count_bm25("words")

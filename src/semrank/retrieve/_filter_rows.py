@@ -307,6 +307,17 @@ class FieldTable:
         its date math ``resolved`` at ``now`` (default: the present)."""
         return self._mask(resolved(flt, now))
 
+    def value_counts(self, path: str, passing: np.ndarray) -> tuple[list[tuple[Scalar, int]], int]:
+        """How many of the rows ``passing`` marks hold each value of ``path`` (read already),
+        and how many hold any: a bincount per kind of value, no document read."""
+        column = self._columns[path]
+        pairs: list[tuple[Scalar, int]] = []
+        for values in column.by_kind.values():
+            groups = np.repeat(np.arange(len(values.values)), np.diff(values.starts))
+            counts = np.bincount(groups[passing[values.rows]], minlength=len(values.values))
+            pairs += [(v, n) for v, n in zip(values.values, counts.tolist(), strict=True) if n]
+        return pairs, int(np.count_nonzero(column.has_value & passing))
+
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):
             return self._bool_mask(flt)

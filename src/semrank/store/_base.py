@@ -16,7 +16,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -53,12 +53,24 @@ from semrank.retrieve import (
     Hits,
     TextEmbedder,
     as_filter,
+    document_values,
     matches,
     matches_everything,
     optional_filter,
     resolved,
 )
+from semrank.retrieve._aggs import (
+    MetricAgg,
+    RangeAgg,
+    TermsAgg,
+    ValueCounts,
+    ValueKey,
+    aggregate,
+    parse_aggs,
+    value_key,
+)
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
+from semrank.retrieve._filter import MatchAll
 from semrank.store._corpus import Document, IngestChecks, documents_from
 
 log = logging.getLogger("semrank.store")
@@ -450,6 +462,49 @@ class Store(abc.ABC):
             return len(self.search_bm25(query, k=every, field=fields[0][0], **filtered))
         return len(self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered))
 
+    def ids_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> list[str]:
+        """The ids of the documents ``count_bm25`` counts (in no particular order): what a
+        search's aggregations read for a match query. This default searches for every
+        document (at most MAX_COUNT); the embedded store reads one score array, PostgreSQL
+        SQL."""
+        check_fields_search(query, 1, fields, mode)
+        flt = optional_filter(filter)
+        filtered = {} if flt is None else {"filter": flt}  # a store of a user's own may not take it
+        every = min(max(1, len(self)), MAX_COUNT)
+        if len(fields) == 1 and fields[0][1] > 0:
+            hits = self.search_bm25(query, k=every, field=fields[0][0], **filtered)
+        else:
+            hits = self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered)
+        return [str(doc_id) for doc_id in hits.ids.tolist()]
+
+    def value_counts(self, field: str, within: Filter) -> ValueCounts:
+        """How many documents passing ``within`` hold each value of ``field`` (as filters read
+        it, each distinct value of a document once), and how many hold any (see
+        ``semrank.retrieve._aggs``). This default reads the documents; the embedded store
+        counts its filter table, PostgreSQL in SQL."""
+        counts: dict[ValueKey, int] = {}
+        documents = 0
+        for doc in self.iter_documents(filter=resolved(within)):
+            held = {value_key(v) for v in document_values(doc.fields, field)}
+            documents += bool(held)
+            for key in held:
+                counts[key] = counts.get(key, 0) + 1
+        return ValueCounts(counts=counts, documents=documents)
+
+    def aggregate(self, aggs: Any, within: FilterSpec | None = None) -> dict[str, Any]:
+        """Elasticsearch aggregations (``aggs`` JSON, or ``parse_aggs``') over the documents
+        passing ``within`` (every document without one), in Elasticsearch's answer shapes."""
+        parsed = aggs if _parsed_aggs(aggs) else parse_aggs(aggs)
+        flt = resolved(MatchAll() if within is None else as_filter(within, "filter"))
+        return aggregate(self, parsed, flt)
+
     @abc.abstractmethod
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored fields of each id (None where unknown), in input order."""
@@ -796,6 +851,12 @@ def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
                 f"boost of field {name!r} must be a finite number from 0 to {MAX_WEIGHT:g}, "
                 f"got {boost!r}"
             )
+
+
+def _parsed_aggs(aggs: Any) -> bool:
+    return isinstance(aggs, Mapping) and all(
+        isinstance(agg, TermsAgg | MetricAgg | RangeAgg) for agg in aggs.values()
+    )
 
 
 def deletion_filter(spec: FilterSpec, where: str = "filter", *, given: str | None = None) -> Filter:

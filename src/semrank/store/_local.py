@@ -43,7 +43,9 @@ from semrank.retrieve import (
     top_k,
     unit_query_vector,
 )
+from semrank.retrieve._aggs import ValueCounts, counted
 from semrank.retrieve._dense import SERIAL_GRAPH
+from semrank.retrieve._filter import Bool, Exists
 from semrank.retrieve._filter_rows import FieldTable
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
@@ -349,6 +351,15 @@ class LocalStore(Store):
         # The searches' table of the fields' values (a row per document): no document parsed
         # once it is read, and a count's read serves the filtered searches after it.
         return int(np.count_nonzero(self._field_table(flt).mask(flt)))
+
+    def value_counts(self, field: str, within: Filter) -> ValueCounts:
+        self._require_live()
+        # The filter's table with the field read too: a should clause with no minimum to
+        # meet names a field to read and passes every row.
+        reading = Bool(must=(within,), should=(Exists(field=field),))
+        table = self._field_table(reading)
+        pairs, documents = table.value_counts(field, table.mask(within))
+        return ValueCounts(counts=counted(pairs), documents=documents)
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")
@@ -964,6 +975,21 @@ class LocalStore(Store):
         if scored is None:  # a writer raced
             return super().count_bm25(query, fields=fields, mode=mode, filter=flt)
         return int(np.count_nonzero(scored[1] > 0))
+
+    def ids_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> list[str]:
+        check_fields_search(query, 1, fields, mode)
+        flt = optional_filter(filter)
+        scored = self._combined_scores(query, fields, mode, flt)
+        if scored is None:  # a writer raced
+            return super().ids_bm25(query, fields=fields, mode=mode, filter=flt)
+        return [str(i) for i in scored[0].ids[np.flatnonzero(scored[1] > 0)].tolist()]
 
     def _combined_scores(
         self, query: str, fields: Sequence[tuple[str, float]], mode: str, flt: Filter | None

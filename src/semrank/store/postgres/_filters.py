@@ -148,6 +148,28 @@ class FilterSQL:
             at(field[: -len(KEYWORD_SUFFIX)]),
         )
 
+    def field_values(self, field: str) -> sql.Composable:
+        """A subquery of the distinct scalars ``v`` (jsonb) at ``field`` of ``d.doc``: the
+        reference's ``document_values``, its ``.keyword`` fallback included (jsonb groups
+        numbers numerically: 1 is 1.0, as the reference's values compare)."""
+        if not _holdable(field):
+            return sql.SQL("SELECT NULL::jsonb AS v WHERE FALSE")  # no document holds the key
+        paths = self._selectors(field)
+        if field.endswith(KEYWORD_SUFFIX):
+            found = [f"exists({s})" for s in field_selectors(field)]
+            found.append(f"exists($.{quoted(field)})")
+            paths = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
+                self._bound_path(f"$ ? ({' || '.join(found)})", {}),
+                paths,
+                self._selectors(field[: -len(KEYWORD_SUFFIX)]),
+            )
+        return sql.SQL(
+            "SELECT DISTINCT v FROM unnest({}) AS p, jsonb_path_query(d.doc, p) AS v"
+        ).format(paths)
+
+    def _selectors(self, field: str) -> sql.Composable:
+        return sql.SQL("{}::jsonpath[]").format(self._bind(field_selectors(field)))
+
     def _range(self, flt: Range) -> sql.Composable:
         bounds = {op: getattr(flt, op) for op in ("gt", "gte", "lt", "lte")}
         symbols = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}

@@ -31,6 +31,7 @@ from semrank.retrieve import (
     resolved,
     unit_query_vector,
 )
+from semrank.retrieve._aggs import ValueCounts, counted
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     IndexInfo,
@@ -48,7 +49,7 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
-from semrank.store.postgres._filters import filter_condition
+from semrank.store.postgres._filters import FilterSQL, filter_condition
 from semrank.store.postgres._pool import (
     acquire_pool,
     pooled_connection,
@@ -499,6 +500,25 @@ class PostgresStore(Store):
         query = sql.SQL("SELECT count(*) FROM {} AS d WHERE {}").format(self._part, keep)
         return int(self._all(query, args)[0][0])
 
+    def value_counts(self, field: str, within: Filter) -> ValueCounts:
+        """One grouped query: each distinct value at ``field`` of a document passing
+        ``within`` counted once per document (a rollup row, value NULL, counts the documents
+        holding any)."""
+        from psycopg import sql
+
+        builder = FilterSQL()
+        keep = builder.condition(resolved(within))
+        query = sql.SQL(
+            "SELECT f.v, count(DISTINCT d.id) FROM {} AS d CROSS JOIN LATERAL ({}) AS f "
+            "WHERE {} GROUP BY ROLLUP (f.v)"
+        ).format(self._part, builder.field_values(field), keep)
+        rows = self._all(query, builder.params)
+        documents = next((int(n) for value, n in rows if value is None), 0)
+        return ValueCounts(
+            counts=counted((value, n) for value, n in rows if value is not None),
+            documents=documents,
+        )
+
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         from psycopg import sql
@@ -773,6 +793,39 @@ class PostgresStore(Store):
         passing ``filter``; over all text fields the GIN index on ``terms`` finds them."""
         from psycopg import sql
 
+        matching = self._bm25_matching(query, fields, mode, filter)
+        if matching is None:  # every field boosted to 0: no document scores
+            return 0
+        count = sql.SQL("SELECT count(*) FROM {} AS d WHERE {}").format(self._part, matching[0])
+        return int(self._all(count, matching[1])[0][0])
+
+    def ids_bm25(
+        self,
+        query: str,
+        *,
+        fields: Sequence[tuple[str, float]] = ((ALL_TEXT_FIELDS, 1.0),),
+        mode: str = "best_fields",
+        filter: FilterSpec | None = None,
+    ) -> list[str]:
+        from psycopg import sql
+
+        matching = self._bm25_matching(query, fields, mode, filter)
+        if matching is None:
+            return []
+        found = sql.SQL("SELECT d.id FROM {} AS d WHERE {}").format(self._part, matching[0])
+        return [row[0] for row in self._all(found, matching[1])]
+
+    def _bm25_matching(
+        self,
+        query: str,
+        fields: Sequence[tuple[str, float]],
+        mode: str,
+        filter: FilterSpec | None,
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The condition ``count_bm25`` counts by, and its parameters (None: no document
+        can score, every field boosted to 0)."""
+        from psycopg import sql
+
         check_fields_search(query, 1, fields, mode)
         _check_bm25_method(self.settings.bm25)
         for name, _boost in fields:
@@ -785,12 +838,9 @@ class PostgresStore(Store):
             for name, boost in fields
             if boost > 0
         ]
-        if not each:  # every field boosted to 0: no document scores
-            return 0
-        count = sql.SQL("SELECT count(*) FROM {} AS d WHERE ({}) AND {}").format(
-            self._part, sql.SQL(" OR ").join(each), keep
-        )
-        return int(self._all(count, args)[0][0])
+        if not each:
+            return None
+        return sql.SQL("({}) AND {}").format(sql.SQL(" OR ").join(each), keep), args
 
     def search_vector(
         self,

@@ -1,0 +1,367 @@
+"""Aggregations (facets): Elasticsearch's ``aggs`` over the documents a search matches.
+
+Supported: ``terms`` (buckets of a field's values), the metrics ``min``, ``max``, ``avg``,
+``sum``, ``value_count`` and ``cardinality`` (exact), and numeric ``range`` buckets; no
+sub-aggregations. A field's values are those filters read (``document_values``: dotted paths,
+arrays flattened, ``.keyword`` read as the field where the document has no such key), each
+distinct value of a document once (``[3, 3]`` is one 3), numbers equal as numbers (1 is 1.0).
+Metrics read numbers only; ``value_count`` and ``cardinality`` every value.
+
+A store answers two questions (``AggregatedStore``): how many matched documents hold each value
+of a field (``value_counts``), and how many pass a filter (``count_matching``); everything else
+is computed here from those, so every store buckets, orders and sums alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeAlias
+
+from semrank.errors import InvalidInputError
+from semrank.retrieve._filter import (
+    Filter,
+    MatchAll,
+    Range,
+    Scalar,
+    _field,
+    _kind,
+    _shown,
+    all_of,
+)
+
+SUPPORTED_AGGS = ("terms", "min", "max", "avg", "sum", "value_count", "cardinality", "range")
+METRICS = ("min", "max", "avg", "sum", "value_count", "cardinality")
+MAX_AGGS = 100
+MAX_BUCKETS = 10_000  # a terms size or ranges list; Elasticsearch's search.max_buckets is 65,536
+_KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
+# A value as aggregations tell values apart: its kind, and the value (an integral float as int).
+ValueKey: TypeAlias = tuple[str, Scalar]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ValueCounts:
+    """The values of one field among the matched documents: how many documents hold each
+    (``counts``), and how many hold any value (``documents``)."""
+
+    counts: dict[ValueKey, int]
+    documents: int
+
+
+def value_key(value: Scalar) -> ValueKey:
+    """``value`` as aggregations key it: 2.0 is 2 (stores keep whichever they met first)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return ("number", int(value))
+    return (_kind(value), value)
+
+
+def counted(pairs: Any) -> dict[ValueKey, int]:
+    """``(value, documents)`` pairs as ``ValueCounts.counts`` (equal keys summed)."""
+    counts: dict[ValueKey, int] = {}
+    for value, documents in pairs:
+        if documents:
+            key = value_key(value)
+            counts[key] = counts.get(key, 0) + int(documents)
+    return counts
+
+
+class AggregatedStore(Protocol):
+    """What aggregating needs of a store."""
+
+    def value_counts(self, field: str, within: Filter) -> ValueCounts: ...
+
+    def count_matching(self, filter: Filter) -> int: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TermsAgg:
+    """The ``size`` values held by most documents (``order``: ``(key, descending)`` pairs,
+    ``_count`` or ``_key``), those held by at least ``min_doc_count``; documents without a
+    value counted under ``missing`` where given."""
+
+    field: str
+    size: int = 10
+    order: tuple[tuple[str, bool], ...] = (("_count", True), ("_key", False))
+    min_doc_count: int = 1
+    missing: Scalar | None = None
+
+    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
+        found = store.value_counts(self.field, within)
+        counts = dict(found.counts)
+        if self.missing is not None:
+            without = store.count_matching(within) - found.documents
+            if without > 0:
+                key = value_key(self.missing)
+                counts[key] = counts.get(key, 0) + without
+        if self.min_doc_count == 0:  # every value of the index, as Elasticsearch lists them
+            for key in store.value_counts(self.field, MatchAll()).counts:
+                counts.setdefault(key, 0)
+        kept = [(key, n) for key, n in counts.items() if n >= self.min_doc_count]
+        kept.sort(key=self._sort_key)
+        shown = kept[: self.size]
+        return {
+            "doc_count_error_upper_bound": 0,
+            "sum_other_doc_count": sum(n for _, n in kept[self.size :]),
+            "buckets": [_bucket(key, n) for key, n in shown],
+        }
+
+    def _sort_key(self, item: tuple[ValueKey, int]) -> tuple[Any, ...]:
+        (kind, value), count = item
+        parts: list[Any] = []
+        for by, descending in (*self.order, ("_key", False)):  # ties: by key, ascending
+            if by == "_count":
+                parts.append(-count if descending else count)
+            else:
+                parts.append(_Keyed((_KIND_ORDER[kind], value), descending))
+        return tuple(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Keyed:
+    """A bucket key in a sort, descending where asked (keys of one kind compare as values)."""
+
+    key: tuple[int, Scalar]
+    descending: bool
+
+    def __lt__(self, other: _Keyed) -> bool:
+        return other.key < self.key if self.descending else self.key < other.key
+
+
+def _bucket(key: ValueKey, count: int) -> dict[str, Any]:
+    kind, value = key
+    if kind == "bool":  # as Elasticsearch answers a boolean field's buckets
+        return {"key": int(value), "key_as_string": str(value).lower(), "doc_count": count}
+    return {"key": value, "doc_count": count}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetricAgg:
+    """One number from a field's values: ``kind`` is one of METRICS."""
+
+    kind: str
+    field: str
+
+    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
+        counts = store.value_counts(self.field, within).counts
+        if self.kind == "value_count":
+            return {"value": sum(counts.values())}
+        if self.kind == "cardinality":
+            return {"value": len(counts)}
+        numbers = [(float(v), n) for (kind, v), n in counts.items() if kind == "number"]
+        if self.kind == "min":
+            return {"value": min((v for v, _ in numbers), default=None)}
+        if self.kind == "max":
+            return {"value": max((v for v, _ in numbers), default=None)}
+        total = math.fsum(v * n for v, n in numbers)  # exact: the same sum in either order
+        if self.kind == "sum":
+            return {"value": total}
+        held = sum(n for _, n in numbers)
+        return {"value": total / held if held else None}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RangeBucket:
+    """Numbers from ``start`` (included) to ``end`` (excluded); None: open."""
+
+    start: float | None
+    end: float | None
+    key: str | None = None
+
+    def label(self) -> str:
+        def shown(bound: float | None) -> str:
+            return "*" if bound is None else repr(float(bound))
+
+        return self.key if self.key is not None else f"{shown(self.start)}-{shown(self.end)}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RangeAgg:
+    """How many documents hold a number in each of ``ranges`` (a document in several ranges
+    counts in each), ordered by their bounds as Elasticsearch orders them."""
+
+    field: str
+    ranges: tuple[RangeBucket, ...]
+
+    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
+        buckets = []
+        for bucket in self.ranges:
+            flt = Range(field=self.field, gte=bucket.start, lt=bucket.end)
+            answer: dict[str, Any] = {"key": bucket.label()}
+            if bucket.start is not None:
+                answer["from"] = float(bucket.start)
+            if bucket.end is not None:
+                answer["to"] = float(bucket.end)
+            answer["doc_count"] = store.count_matching(_within(within, flt))
+            buckets.append(answer)
+        return {"buckets": buckets}
+
+
+def _within(within: Filter, flt: Filter) -> Filter:
+    combined = all_of(None if isinstance(within, MatchAll) else within, flt)
+    assert combined is not None
+    return combined
+
+
+Aggregation: TypeAlias = TermsAgg | MetricAgg | RangeAgg
+
+
+def aggregate(
+    store: AggregatedStore, aggs: Mapping[str, Aggregation], within: Filter
+) -> dict[str, Any]:
+    """Each of ``aggs`` over the documents of ``store`` passing ``within``, in Elasticsearch's
+    shapes (``{name: {"buckets": [...]}}``, ``{name: {"value": ...}}``)."""
+    return {name: agg.compute(store, within) for name, agg in aggs.items()}
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def parse_aggs(spec: Any, where: str = "aggs") -> dict[str, Aggregation]:
+    """Elasticsearch's ``aggs`` object, ``{name: {type: {...}}}``, read; unsupported types and
+    sub-aggregations are refused, naming what is supported."""
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(
+            f'{where} must be a JSON object of named aggregations such as {{"sources": '
+            f'{{"terms": {{"field": "source"}}}}}}, got {_shown(spec)}'
+        )
+    if len(spec) > MAX_AGGS:
+        raise InvalidInputError(f"{where}: at most {MAX_AGGS} aggregations, got {len(spec)}")
+    return {_name(name, where): _parse_one(body, f"{where}.{name}") for name, body in spec.items()}
+
+
+def _name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not name or any(c in name for c in "[]>"):
+        raise InvalidInputError(
+            f"{where}: aggregation name {name!r:.60} must be a non-empty string without [, ] or >"
+        )
+    return name
+
+
+def _parse_one(body: Any, where: str) -> Aggregation:
+    if not isinstance(body, Mapping):
+        raise InvalidInputError(f"{where} must be a JSON object, got {_shown(body)}")
+    nested = sorted(set(body) & {"aggs", "aggregations"})
+    if nested:
+        raise InvalidInputError(
+            f"{where}: sub-aggregations ({nested[0]!r}) are not supported; give each "
+            "aggregation at the top level of aggs"
+        )
+    kinds = [key for key in body if key != "meta"]
+    if len(kinds) != 1 or kinds[0] not in SUPPORTED_AGGS:
+        named = f"{kinds[0]!r} is not a supported aggregation" if len(kinds) == 1 else (
+            f"names {len(kinds)} aggregation types {sorted(kinds)}; give one"
+        )  # fmt: skip
+        raise InvalidInputError(f"{where}: {named}; supported: {', '.join(SUPPORTED_AGGS)}")
+    kind = kinds[0]
+    options = body[kind]
+    if not isinstance(options, Mapping):
+        raise InvalidInputError(f"{where}.{kind} must be a JSON object, got {_shown(options)}")
+    at = f"{where}.{kind}"
+    if kind == "terms":
+        return _terms(options, at)
+    if kind == "range":
+        return _range(options, at)
+    _only(options, {"field"}, at)
+    return MetricAgg(kind=kind, field=_agg_field(options, at))
+
+
+def _only(options: Mapping[str, Any], allowed: set[str], at: str) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidInputError(
+            f"{at}: {unknown[0]!r} is not supported; it takes {', '.join(sorted(allowed))}"
+        )
+
+
+def _agg_field(options: Mapping[str, Any], at: str) -> str:
+    if "field" not in options:
+        raise InvalidInputError(f'{at} takes a "field" to aggregate, e.g. {{"field": "source"}}')
+    return _field(options["field"], at)
+
+
+def _count_option(options: Mapping[str, Any], key: str, at: str, default: int, low: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_BUCKETS:
+        raise InvalidInputError(
+            f"{at}.{key} must be a whole number from {low} to {MAX_BUCKETS:,}, got {_shown(value)}"
+        )
+    return value
+
+
+def _terms(options: Mapping[str, Any], at: str) -> TermsAgg:
+    _only(options, {"field", "size", "shard_size", "order", "min_doc_count", "missing"}, at)
+    missing = options.get("missing")
+    if missing is not None and (
+        not isinstance(missing, str | int | float)
+        or (isinstance(missing, float) and not math.isfinite(missing))
+    ):
+        raise InvalidInputError(
+            f"{at}.missing must be a string, number or boolean, got {_shown(missing)}"
+        )
+    _count_option(options, "shard_size", at, 1, 1)  # one shard: read, changes nothing
+    return TermsAgg(
+        field=_agg_field(options, at),
+        size=_count_option(options, "size", at, 10, 1),
+        order=_order(options.get("order"), f"{at}.order"),
+        min_doc_count=_count_option(options, "min_doc_count", at, 1, 0),
+        missing=missing,
+    )
+
+
+def _order(spec: Any, at: str) -> tuple[tuple[str, bool], ...]:
+    if spec is None:
+        return (("_count", True), ("_key", False))
+    items = spec if isinstance(spec, list) else [spec]
+    order = []
+    for item in items:
+        if not isinstance(item, Mapping) or len(item) != 1:
+            raise InvalidInputError(
+                f'{at} must be {{"_count": "desc"}} or {{"_key": "asc"}} (or a list of them), '
+                f"got {_shown(spec)}"
+            )
+        (by, direction), *_ = item.items()
+        if by not in ("_count", "_key") or direction not in ("asc", "desc"):
+            raise InvalidInputError(
+                f"{at}: order by _count or _key, asc or desc, got {_shown(dict(item))}"
+            )
+        order.append((by, direction == "desc"))
+    return tuple(order)
+
+
+def _range(options: Mapping[str, Any], at: str) -> RangeAgg:
+    _only(options, {"field", "ranges", "keyed"}, at)
+    if options.get("keyed", False) is not False:
+        raise InvalidInputError(f"{at}.keyed: only false (buckets as a list) is supported")
+    ranges = options.get("ranges")
+    if not isinstance(ranges, list) or not ranges or len(ranges) > MAX_BUCKETS:
+        raise InvalidInputError(
+            f'{at}.ranges must be a non-empty list such as [{{"to": 10}}, {{"from": 10}}], '
+            f"got {_shown(ranges)}"
+        )
+    buckets = [_range_bucket(item, f"{at}.ranges[{i}]") for i, item in enumerate(ranges)]
+    buckets.sort(key=_range_order)
+    return RangeAgg(field=_agg_field(options, at), ranges=tuple(buckets))
+
+
+def _range_order(bucket: RangeBucket) -> tuple[float, float]:
+    """Elasticsearch's order of ranges: by from, then to (open ends first, last)."""
+    start = -math.inf if bucket.start is None else bucket.start
+    return (start, math.inf if bucket.end is None else bucket.end)
+
+
+def _range_bucket(item: Any, at: str) -> RangeBucket:
+    if not isinstance(item, Mapping):
+        raise InvalidInputError(f"{at} must be a JSON object with from and/or to")
+    _only(item, {"from", "to", "key"}, at)
+    bounds = {k: item.get(k) for k in ("from", "to")}
+    for name, value in bounds.items():
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        if value is not None and (isinstance(value, bool) or not finite):
+            raise InvalidInputError(f"{at}.{name} must be a number, got {_shown(value)}")
+    if bounds["from"] is None and bounds["to"] is None:
+        raise InvalidInputError(f"{at} takes from and/or to (numbers)")
+    key = item.get("key")
+    if key is not None and not isinstance(key, str):
+        raise InvalidInputError(f"{at}.key must be a string, got {_shown(key)}")
+    return RangeBucket(start=bounds["from"], end=bounds["to"], key=key)
