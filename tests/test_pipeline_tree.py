@@ -1550,3 +1550,79 @@ def test_a_semantic_highlight_shows_the_windows_the_reranker_scored_best(
     assert "<em>Fleas</em>" in hit.highlight["text"][0]  # lexical beside it
     with pytest.raises(InvalidInputError, match="re-ranks nothing"):
         search(store, "fleas", highlight=semantic)
+
+
+FACET_DOCS = [
+    {
+        "id": f"d{n}",
+        "text": "moon" if n % 2 else "sun",
+        "source": ["wiki", "docs", "blog"][n % 3],
+        "year": 2020 + n % 4,
+    }
+    for n in range(30)
+]
+
+
+def _source_buckets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    counts: dict[str, int] = {}
+    for doc in docs:
+        counts[doc["source"]] = counts.get(doc["source"], 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [{"key": key, "doc_count": n} for key, n in ordered]
+
+
+def test_aggregations_read_every_document_the_tree_matches(tmp_path: Path) -> None:
+    """Not the page: every document a match shares a term with, a filter passes, or any
+    retriever of an rrf matches (past its rank_window_size), as Elasticsearch aggregates."""
+    store = create_index("facets", home=tmp_path)
+    store.upsert(FACET_DOCS)
+    aggs = {"sources": {"terms": {"field": "source"}}, "first": {"min": {"field": "year"}}}
+    moon = [doc for doc in FACET_DOCS if doc["text"] == "moon"]
+    results = search(store, "moon", k=2, aggs=aggs)
+    assert len(results) == 2 and results.matched == len(moon) == 15
+    assert results.aggregations is not None
+    assert results.aggregations["sources"]["buckets"] == _source_buckets(moon)
+    assert results.aggregations["first"] == {"value": 2021.0}  # odd n: 2021 and 2023
+    assert results.to_dict()["aggregations"] == results.aggregations
+
+    wiki = {"standard": {"query": {"term": {"source": "wiki"}}}}
+    only = search(store, None, retriever=wiki, k=0, aggs=aggs)
+    assert only.hits == [] and only.matched == 10
+    assert only.aggregations is not None
+    assert only.aggregations["sources"]["buckets"] == [{"key": "wiki", "doc_count": 10}]
+
+    match = {"standard": {"query": {"match": {"text": "moon"}}}}
+    fused = {"rrf": {"retrievers": [match, wiki], "rank_window_size": 3}}
+    union = [doc for doc in FACET_DOCS if doc["text"] == "moon" or doc["source"] == "wiki"]
+    results = search(store, None, retriever=fused, k=3, aggs=aggs)
+    assert len(results) == 3 and results.matched == len(union) == 20
+    assert results.aggregations is not None
+    assert results.aggregations["sources"]["buckets"] == _source_buckets(union)
+    # A search filter holds for the aggregated documents too.
+    blog = search(store, "moon", aggs=aggs, filter={"term": {"source": "blog"}})
+    assert blog.aggregations is not None and blog.matched == 5
+    assert blog.aggregations["sources"]["buckets"] == [{"key": "blog", "doc_count": 5}]
+
+
+def test_a_knn_search_aggregates_its_k_nearest(index: LocalStore) -> None:
+    """Elasticsearch aggregates a knn search's top k: here more than the one hit returned."""
+    titles = {"titles": {"terms": {"field": "title"}}}
+    results = search(index, None, retriever=Knn(text="moon", k=2), k=1, aggs=titles)
+    nearest = search(index, None, retriever=Knn(text="moon", k=2), k=2)
+    assert results.matched == 2 and results.aggregations is not None
+    keys = {bucket["key"] for bucket in results.aggregations["titles"]["buckets"]}
+    assert keys == {hit.document["title"] for hit in nearest if hit.document}
+
+
+def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) -> None:
+    for aggs, said in [
+        ({"h": {"histogram": {"field": "year", "interval": 5}}}, "'histogram' is not a supp"),
+        ({"t": {"terms": {"field": "title"}, "aggs": {}}}, "sub-aggregations ('aggs')"),
+        ({"t": {"terms": {"field": "title", "size": 0}}}, "size must be a whole number"),
+        ({"t": {"terms": {"field": "title", "order": {"_count": "up"}}}}, "order by _count"),
+        ({"r": {"range": {"field": "year", "ranges": [{}]}}}, "takes from and/or to"),
+        ({"m": {"avg": {}}}, 'takes a "field"'),
+        (["terms"], "must be a JSON object of named aggregations"),
+    ]:
+        with pytest.raises(InvalidInputError, match=re.escape(said)):
+            search(index, "moon", aggs=aggs)  # type: ignore[arg-type]

@@ -112,6 +112,11 @@ class SearchResults(Sequence[Hit]):
     # Hits the search ranked down to this page's last: the hits its offset skipped and its
     # own (fewer than the offset where the ranking ended before the page); None for a slice.
     ranked: int | None = None
+    # A search given aggs: each one's answer, in Elasticsearch's shapes ({name: {"buckets": ...}}).
+    aggregations: dict[str, Any] | None = None
+    # How many documents the search matched (those aggregated), where it aggregated or asked
+    # for no hits (k=0); None otherwise (counting them costs a search for every match).
+    matched: int | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -141,7 +146,9 @@ class SearchResults(Sequence[Hit]):
         return {h.id: h.score for h in self.hits}
 
     def to_dict(self) -> dict[str, Any]:
-        said = {"warnings": list(self.warnings)} if self.warnings else {}
+        said: dict[str, Any] = {"warnings": list(self.warnings)} if self.warnings else {}
+        if self.aggregations is not None:
+            said["aggregations"] = self.aggregations
         return {"hits": [h.to_dict() for h in self.hits], **said}
 
     @staticmethod

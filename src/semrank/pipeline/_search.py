@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -10,6 +11,7 @@ import numpy as np
 
 from semrank._checks import is_blank, require_collection, require_flags, require_unicode
 from semrank.errors import InvalidInputError
+from semrank.pipeline._aggs import matched_documents
 from semrank.pipeline._context import PLACEHOLDER, ScoresDocuments, SearchContext
 from semrank.pipeline._highlights import check_highlight, hit_highlights
 from semrank.pipeline._nodes import (
@@ -35,6 +37,7 @@ from semrank.pipeline._open import using_index
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import Ranking, SearchResults
 from semrank.retrieve import FilterSpec, HighlightSpec, optional_filter, parse_highlight
+from semrank.retrieve._aggs import parse_aggs
 from semrank.store import Store
 from semrank.store._base import check_k
 
@@ -151,6 +154,7 @@ def search(
     filter: FilterSpec | None = None,
     offset: int = 0,
     highlight: HighlightSpec | Mapping[str, Any] | str | Sequence[str] | None = None,
+    aggs: Mapping[str, Any] | None = None,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
     left out: 10, or the top window's hits where fewer; see ``hits_asked``), after the first
@@ -163,9 +167,13 @@ def search(
     JSON (or a parsed ``Filter``) that every hit passes, as if set on the tree's top retriever
     (it holds for every retriever below, with their own filters). ``highlight``: fields to
     highlight in each hit (``Hit.highlight``), as Elasticsearch's ``highlight`` object, a field
-    name or a list of them (``semrank.retrieve.parse_highlight``)."""
+    name or a list of them (``semrank.retrieve.parse_highlight``). ``aggs``: Elasticsearch
+    aggregations (``{"sources": {"terms": {"field": "source"}}}``) over every document the
+    tree matches (``semrank.pipeline._aggs``), in the results' ``aggregations``; ``k=0``
+    returns no hits (Elasticsearch's ``size: 0``), only them and ``matched``."""
     flt = optional_filter(filter)
-    if k is not None:
+    parsed = None if aggs is None else parse_aggs(aggs)
+    if k is not None and k != 0:
         check_k(k)
     require_flags(with_documents=with_documents)
     if query is not None and not isinstance(query, str):
@@ -182,42 +190,68 @@ def search(
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with using_index(index, home, store=store) as opened:
-        for _ in range(CONSISTENT_TRIES):
-            started = opened.generation
-            ctx = SearchContext(
+
+        def context() -> SearchContext:
+            return SearchContext(
                 opened,
                 query,
                 keep_literals=has_placeholder(tree),
                 filter=flt,
                 windows={} if marks is not None and marks.semantic else None,
             )
-            ranking, skipped = page.of(tree.run(ctx, page.end))
-            if not with_documents and marks is None:
-                return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped)
-            ranking, documents = ctx.stored_hits(ranking)
-            # A hit rewritten while the search ran was ranked as one version and would be
-            # returned as another (its text matched "alpha", the document said "beta"): the
-            # search runs again on the new state, a few times at most under constant writes.
-            rewritten = _rewritten(opened, ranking, started)
-            if not rewritten:
-                break
+
+        if page.size == 0:  # no hits asked for: only what the documents matched say
+            results, ctx = SearchResults([], ranked=0), context()
         else:
-            ctx.warnings.append(
-                f"{len(rewritten)} hits were rewritten while the search ran, in each of "
-                f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
-            )
-        marked = (
-            None
-            if marks is None
-            else hit_highlights(marks, tree, ctx, ranking.ids.tolist(), documents)
+            results, ctx = _ranked(opened, tree, page, (with_documents, marks), context)
+        if parsed is None and page.size > 0:
+            return results
+        within = matched_documents(tree, ctx, page.end or DEFAULT_K)
+        return dataclasses.replace(
+            results,
+            warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
+            aggregations=None if parsed is None else opened.aggregate(parsed, within),
+            matched=opened.count_matching(within),
         )
-        return SearchResults.from_ranking(
-            ranking,
-            documents if with_documents else None,
-            ctx.warnings,
-            offset=skipped,
-            highlights=marked,
+
+
+def _ranked(
+    opened: Store,
+    tree: Retriever,
+    page: Page,
+    shown: tuple[bool, HighlightSpec | None],
+    context: Callable[[], SearchContext],
+) -> tuple[SearchResults, SearchContext]:
+    """The page's hits of ``tree``, and the context of the run that gave them (each run has
+    its own: a run after a rewrite must not read the documents the last one cached);
+    ``shown``: whether hits carry their documents, and what to highlight in them."""
+    with_documents, marks = shown
+    for _ in range(CONSISTENT_TRIES):
+        started = opened.generation
+        ctx = context()
+        ranking, skipped = page.of(tree.run(ctx, page.end))
+        if not with_documents and marks is None:
+            return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped), ctx
+        ranking, documents = ctx.stored_hits(ranking)
+        # A hit rewritten while the search ran was ranked as one version and would be
+        # returned as another (its text matched "alpha", the document said "beta"): the
+        # search runs again on the new state, a few times at most under constant writes.
+        rewritten = _rewritten(opened, ranking, started)
+        if not rewritten:
+            break
+    else:
+        ctx.warnings.append(
+            f"{len(rewritten)} hits were rewritten while the search ran, in each of "
+            f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
         )
+    marked = (
+        None if marks is None else hit_highlights(marks, tree, ctx, ranking.ids.tolist(), documents)
+    )
+    shown_documents = documents if with_documents else None
+    results = SearchResults.from_ranking(
+        ranking, shown_documents, ctx.warnings, offset=skipped, highlights=marked
+    )
+    return results, ctx
 
 
 def _highlight_asked(highlight: object, read: SearchBody) -> HighlightSpec | None:

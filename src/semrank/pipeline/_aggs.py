@@ -1,0 +1,67 @@
+"""Which documents a search's aggregations read: every document its tree matches, not only
+the hits returned, as Elasticsearch aggregates.
+
+* a match / multi_match (``BM25``): every document sharing a term with it (BM25 above 0) and
+  passing its filters, at any k (``Store.ids_bm25``, what ``_count`` counts);
+* a filter-only query (``ConstantScore``): every document passing it;
+* a ``knn``: its ``k`` nearest (Elasticsearch aggregates a knn search's top k);
+* ``rrf`` / ``linear``: the union of their retrievers' documents, not cut to a
+  ``rank_window_size`` (as Elasticsearch's rrf aggregates);
+* a re-ranker or cut-off: its retriever's documents (re-ranking orders, it does not match).
+"""
+
+from __future__ import annotations
+
+from semrank.errors import InvalidInputError
+from semrank.pipeline._context import SearchContext
+from semrank.pipeline._nodes import (
+    BM25,
+    FUSION_WINDOW,
+    RRF,
+    ConstantScore,
+    Cutoff,
+    Knn,
+    Linear,
+    Retriever,
+    TextSimilarityReranker,
+    Weighted,
+    _filter_argument,
+    own_filter,
+)
+from semrank.retrieve import Filter
+from semrank.retrieve._filter import Bool, Ids
+
+
+def matched_documents(tree: Retriever, ctx: SearchContext, size: int) -> Filter:
+    """The documents ``tree`` matches, as a filter (ids, or the filter a filter query is);
+    ``size``: the hits the search asks of it (a knn without ``k`` returns that many)."""
+    if isinstance(tree, BM25):
+        return _bm25_documents(tree, ctx)
+    if isinstance(tree, ConstantScore):
+        return _filter_argument(ctx, tree, "count_matching")["filter"]  # own filter: never {}
+    if isinstance(tree, Knn):
+        hits = tree.run(ctx, tree.k or size)
+        return Ids(values=frozenset(str(i) for i in hits.ids.tolist()))
+    if isinstance(tree, RRF | Linear):
+        inner = ctx.within(own_filter(tree))
+        window = tree.rank_window_size or max(size, FUSION_WINDOW)
+        parts = tuple(matched_documents(child, inner, window) for child in tree.retrievers)
+        return Bool(should=parts, minimum_should_match=1)
+    if isinstance(tree, TextSimilarityReranker):
+        return matched_documents(tree.retriever, ctx.within(own_filter(tree)), size)
+    if isinstance(tree, Cutoff | Weighted):
+        return matched_documents(tree.retriever, ctx, size)
+    raise InvalidInputError(
+        f"aggregations cannot tell which documents a {type(tree).__name__} retriever matches; "
+        "aggregate a tree of semrank's retrievers (standard, knn, rrf, linear, "
+        "text_similarity_reranker)"
+    )
+
+
+def _bm25_documents(node: BM25, ctx: SearchContext) -> Filter:
+    text = ctx.text(node.text)
+    fields = node.fields or ((node.field, 1.0),)
+    # Parents' filters and the node's own, resolved at the search's time, as its search reads.
+    flt = _filter_argument(ctx, node, "ids_bm25").get("filter")
+    ids = ctx.store.ids_bm25(text, fields=fields, mode=node.mode, filter=flt)
+    return Ids(values=frozenset(ids))
