@@ -933,7 +933,7 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     missing = await client.post("/nosuch/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
     assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
     # semrank's own route keeps its shape and its 422.
-    own = await client.post("/v1/indexes/docs/search", json={"size": 0})
+    own = await client.post("/v1/indexes/docs/search", json={"size": -1})
     assert own.status_code == 422 and "x-elastic-product" not in own.headers, own.text
 
 
@@ -1140,7 +1140,7 @@ async def test_an_app_mounted_in_another_answers_elasticsearch_py_as_served_alon
         assert found.status_code == 200, found.text
         assert found.headers["x-elastic-product"] == "Elasticsearch"
         assert {hit["_id"] for hit in found.json()["hits"]["hits"]} == {"d1", "d3"}
-        refused = await http.post("/docs/_search", json={"retriever": ES_TREE, "size": 0})
+        refused = await http.post("/docs/_search", json={"retriever": ES_TREE, "size": -1})
         assert "size" in _es_error(refused, 400, "invalid_request")
         info = await http.get("/", headers=ES_CLIENT_HEADERS)
         assert info.status_code == 200, info.text
@@ -1621,3 +1621,68 @@ async def test_a_semantic_highlight_shows_the_reranked_text(client: httpx.AsyncC
     texts = {doc["id"]: doc["text"] for doc in DOCS}
     # Only the field the model read: the title was not re-ranked on.
     assert by_id == {hit_id: {"text": [texts[hit_id]]} for hit_id in ("d1", "d3")}
+
+
+FACETED = [
+    {"id": "f1", "text": "blood of mammals", "source": "wiki", "price": 3},
+    {"id": "f2", "text": "blood and birds", "source": ["wiki", "docs"], "price": 12.5},
+    {"id": "f3", "text": "blood donors", "source": "docs", "price": 120},
+    {"id": "f4", "text": "deep oceans", "source": "blog"},
+]
+FACETS = {
+    "sources": {"terms": {"field": "source.keyword", "missing": "none"}},
+    "cheapest": {"min": {"field": "price"}},
+    "prices": {"range": {"field": "price", "ranges": [{"to": 10}, {"from": 10}]}},
+}
+
+
+async def test_both_search_routes_answer_aggregations_over_every_matching_document(
+    client: httpx.AsyncClient,
+) -> None:
+    """Facets beside the hits: over the three documents matching "blood", not the one hit
+    returned; size 0 answers them alone, with how many documents matched."""
+    created = await client.post("/v1/indexes", json={"name": "shop", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    added = await client.post("/v1/indexes/shop/documents", json={"documents": FACETED})
+    assert added.status_code == 200, added.text
+    sources = [{"key": "docs", "doc_count": 2}, {"key": "wiki", "doc_count": 2}]
+    prices = [
+        {"key": "*-10.0", "to": 10.0, "doc_count": 1},
+        {"key": "10.0-*", "from": 10.0, "doc_count": 2},
+    ]
+    match = {"match": {"text": "blood"}}
+    for name in ("aggs", "aggregations"):
+        found = await client.post("/shop/_search", json={"query": match, "size": 1, name: FACETS})
+        assert found.status_code == 200, found.text
+        answer = found.json()
+        assert len(answer["hits"]["hits"]) == 1
+        assert answer["hits"]["total"] == {"value": 3, "relation": "eq"}
+        assert answer["aggregations"]["sources"] == {
+            "doc_count_error_upper_bound": 0, "sum_other_doc_count": 0, "buckets": sources
+        }  # fmt: skip
+        assert answer["aggregations"]["cheapest"] == {"value": 3.0}
+        assert answer["aggregations"]["prices"] == {"buckets": prices}
+    alone = await client.post("/shop/_search", json={"size": 0, "aggs": FACETS})
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["hits"] == {
+        "total": {"value": 4, "relation": "eq"}, "max_score": None, "hits": []
+    }, alone.text  # fmt: skip
+    every = alone.json()["aggregations"]["sources"]["buckets"]
+    assert {"key": "none", "doc_count": 0} not in every and {"key": "blog", "doc_count": 1} in every
+    plain = await client.post("/shop/_search", json={"query": match})
+    assert "aggregations" not in plain.json(), plain.text  # none asked: none answered
+    own = await client.post(
+        "/v1/indexes/shop/search", json={"query": "blood", "size": 1, "aggs": FACETS}
+    )
+    assert own.status_code == 200, own.text
+    assert own.json()["aggregations"]["sources"]["buckets"] == sources
+    assert own.json()["matched"] == 3 and len(own.json()["hits"]) == 1
+    bad = {"query": match, "aggs": {"h": {"histogram": {"field": "price"}}}}
+    refused = await client.post("/shop/_search", json=bad)
+    reason = _es_error(refused, 400, "invalid_request")
+    assert "'histogram' is not a supported aggregation; supported: terms, min" in reason
+    both = await client.post("/shop/_search", json={"aggs": FACETS, "aggregations": FACETS})
+    assert "both aggs and aggregations" in _es_error(both, 400, "invalid_request")
+    nested = {"aggs": {"s": {"terms": {"field": "source"}, "aggs": FACETS}}}
+    refused = await client.post("/v1/indexes/shop/search", json={"query": "blood", **nested})
+    assert refused.status_code == 422 and "sub-aggregations" in refused.json()["error"]

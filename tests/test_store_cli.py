@@ -1620,3 +1620,31 @@ def test_index_alias_moves_searches_to_the_new_index_and_list_shows_it(tmp_path:
     run("index", "alias", "live", "--remove", "--home", home)
     with pytest.raises(IndexNotFoundError, match="alias 'live' not found"):
         run("index", "alias", "live", "--remove", "--home", home)
+
+
+def test_search_aggs_prints_facets_over_every_matching_document(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    docs = [
+        {"id": "a", "text": "moon", "source": "wiki", "year": 2023},
+        {"id": "b", "text": "moon", "source": "docs", "year": 2024},
+        {"id": "c", "text": "moon", "source": "wiki", "year": 2024},
+        {"id": "d", "text": "sun", "source": "blog", "year": 2020},
+    ]
+    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", home)
+    aggs = '{"sources": {"terms": {"field": "source"}}, "first": {"min": {"field": "year"}}}'
+    args = ["search", "t", "moon", "--top-n", "1", "--aggs", aggs, "--home", home]
+    answer = json.loads(run(*args, "--json"))
+    assert len(answer["hits"]) == 1
+    assert answer["aggregations"]["sources"]["buckets"] == [
+        {"key": "wiki", "doc_count": 2},
+        {"key": "docs", "doc_count": 1},
+    ]
+    assert answer["aggregations"]["first"] == {"value": 2023.0}
+    table = run(*args)
+    assert "aggregations over 3 matching documents:\n  sources: wiki (2), docs (1)\n" in table
+    assert "  first: 2023\n" in table
+    refused = CliRunner().invoke(app, ["search", "t", "moon", "--aggs", "{", "--home", home])
+    assert isinstance(refused.exception, InvalidInputError)
+    assert str(refused.exception).startswith("--aggs is not valid JSON")

@@ -219,7 +219,12 @@ def aggregate(
 
 def parse_aggs(spec: Any, where: str = "aggs") -> dict[str, Aggregation]:
     """Elasticsearch's ``aggs`` object, ``{name: {type: {...}}}``, read; unsupported types and
-    sub-aggregations are refused, naming what is supported."""
+    sub-aggregations are refused, naming what is supported (parsed ones are taken as they
+    are)."""
+    if isinstance(spec, Mapping) and all(
+        isinstance(agg, TermsAgg | MetricAgg | RangeAgg) for agg in spec.values()
+    ):
+        return dict(spec)
     if not isinstance(spec, Mapping):
         raise InvalidInputError(
             f'{where} must be a JSON object of named aggregations such as {{"sources": '

@@ -146,6 +146,7 @@ async def es_search(
             "size": size,
             "return_documents": body.source is not False,
             "highlight": body.highlight,
+            "aggs": _aggs_of(body),
         }
     )
     started = time.perf_counter()
@@ -236,8 +237,24 @@ def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> 
     hits = [_es_hit(index, hit) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
+    if results.matched is not None:  # counted where the search aggregated (or asked size 0)
+        total = EsTotal(value=results.matched, relation="eq")
     best = max((hit.score for hit in hits), default=None)
-    return EsSearchResponse(took=took_ms, hits=EsHits(total=total, max_score=best, hits=hits))
+    return EsSearchResponse(
+        took=took_ms,
+        hits=EsHits(total=total, max_score=best, hits=hits),
+        aggregations=results.aggregations,
+    )
+
+
+def _aggs_of(body: EsSearchRequest) -> dict[str, Any] | None:
+    """The body's ``aggs``, or ``aggregations`` (Elasticsearch's two names for them)."""
+    if body.aggs is not None and body.aggregations is not None:
+        raise InvalidInputError(
+            "the search body gives both aggs and aggregations (two names for the same "
+            "thing); give one of them"
+        )
+    return body.aggs if body.aggs is not None else body.aggregations
 
 
 def _es_hit(index: str, hit: Any) -> EsHit:
@@ -254,9 +271,10 @@ def _es_hit(index: str, hit: Any) -> EsHit:
 
 
 # Query-string options of Elasticsearch's _search that change nothing semrank answers (one
-# index, no shards, no aggregations), filter_path (the whole answer holds the filtered one),
-# and the _source filters, applied to the answer (elasticsearch-py's vector store helper, which
-# LangChain's and LlamaIndex's stores use, sends _source_includes with every search).
+# index, no shards; typed_keys: aggregations keep their names), filter_path (the whole answer
+# holds the filtered one), and the _source filters, applied to the answer (elasticsearch-py's
+# vector store helper, which LangChain's and LlamaIndex's stores use, sends _source_includes
+# with every search).
 TAKEN_SEARCH_PARAMS = frozenset(
     {
         "_source_includes", "_source_excludes", "filter_path", "pretty", "human", "error_trace",
@@ -335,7 +353,7 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
             return {"retriever": body.retriever, **paged}
         return body.retriever
     classic.update(paged)
-    if "size" in body.model_fields_set:
+    if "size" in body.model_fields_set and body.size > 0:  # size 0 ranks nothing: no window
         classic["size"] = body.size
     if "retriever" in body.model_fields_set:
         classic["retriever"] = body.retriever

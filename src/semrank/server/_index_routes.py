@@ -306,7 +306,13 @@ async def search(
     results, warnings = await run_search(request, name, body)
     hits = [SearchHit(**hit.to_dict()) for hit in results.hits]
     say_warnings(response, warnings)
-    return SearchResponse(index=name, hits=hits, warnings=warnings or None)
+    return SearchResponse(
+        index=name,
+        hits=hits,
+        warnings=warnings or None,
+        aggregations=results.aggregations,
+        matched=results.matched,
+    )
 
 
 async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
@@ -353,6 +359,7 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
             filter=flt,
             offset=page_start(body.from_, read.offset, "from "),
             highlight=marks,
+            aggs=body.aggs,
         )
         return results, [*results.warnings, *_incomplete_warning(store)]
 

@@ -18,11 +18,13 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
     Tag,
+    model_serializer,
 )
 
 Document = str | dict[str, Any]
@@ -53,6 +55,13 @@ PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]
 NonNegativeCount = Annotated[int, Field(ge=0), BeforeValidator(_not_bool)]
 TimeoutMs = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS), BeforeValidator(_not_bool)]
 PageSize = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_not_bool)]
+# A search's size: 0 asks for no hits, only the aggregations and how many documents matched.
+SearchSize = Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_not_bool)]
+AGGS_DESCRIPTION = (
+    "Elasticsearch aggregations (facets) over every document the search matches, not only "
+    'the hits returned: {"NAME": {"terms": {"field": "source"}}}; terms, min, max, avg, sum, '
+    "value_count, cardinality, range (no sub-aggregations)"
+)
 Number = Annotated[float, BeforeValidator(_not_bool_number)]
 Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake
 
@@ -552,7 +561,7 @@ class SearchRequest(_Strict):
         description="retriever JSON (standard, knn, rrf, linear, text_similarity_reranker) or a "
         "shorthand: bm25, dense, hybrid, linear, optionally +rerank; default bm25",
     )
-    size: PageSize = 10
+    size: SearchSize = Field(10, description="hits to return (0: only aggs and matched)")
     from_: NonNegativeCount = Field(
         0,
         alias="from",
@@ -569,6 +578,7 @@ class SearchRequest(_Strict):
     highlight: dict[str, Any] | str | list[str] | None = Field(
         None, description=HIGHLIGHT_DESCRIPTION
     )
+    aggs: dict[str, Any] | None = Field(None, description=AGGS_DESCRIPTION)
 
 
 class SearchHit(_Schema):
@@ -590,6 +600,12 @@ class SearchResponse(_Schema):
     hits: list[SearchHit]
     warnings: list[str] | None = Field(
         None, description="said of the whole search, e.g. a query a re-ranker cut to fit"
+    )
+    aggregations: dict[str, Any] | None = Field(
+        None, description="each of the body's aggs, in Elasticsearch's answer shapes"
+    )
+    matched: int | None = Field(
+        None, description="documents the search matched (those aggregated), with aggs or size 0"
     )
 
 
@@ -622,7 +638,9 @@ class EsSearchRequest(_Strict):
     sub_searches: list[dict[str, Any]] | None = Field(
         None, description='queries fused by rank: [{"query": {...}}, ...] (with rank only)'
     )
-    size: PageSize = 10
+    aggs: dict[str, Any] | None = Field(None, description=AGGS_DESCRIPTION)
+    aggregations: dict[str, Any] | None = Field(None, description="aggs, by its longer name")
+    size: SearchSize = 10
     from_: NonNegativeCount = Field(
         0,
         alias="from",
@@ -691,6 +709,17 @@ class EsSearchResponse(_Schema):
     timed_out: bool = False
     shards: EsShards = _es_key("_shards", default_factory=EsShards)
     hits: EsHits
+    aggregations: dict[str, Any] | None = Field(
+        None, description="each of the body's aggs (left out of the answer without any)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_aggregations(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """As Elasticsearch answers a search without aggs: no aggregations key."""
+        answer = handler(self)
+        if isinstance(answer, dict) and answer.get("aggregations") is None:
+            answer.pop("aggregations", None)
+        return answer
 
 
 class EsCountRequest(_Strict):

@@ -16,7 +16,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -60,9 +60,6 @@ from semrank.retrieve import (
     resolved,
 )
 from semrank.retrieve._aggs import (
-    MetricAgg,
-    RangeAgg,
-    TermsAgg,
     ValueCounts,
     ValueKey,
     aggregate,
@@ -501,9 +498,8 @@ class Store(abc.ABC):
     def aggregate(self, aggs: Any, within: FilterSpec | None = None) -> dict[str, Any]:
         """Elasticsearch aggregations (``aggs`` JSON, or ``parse_aggs``') over the documents
         passing ``within`` (every document without one), in Elasticsearch's answer shapes."""
-        parsed = aggs if _parsed_aggs(aggs) else parse_aggs(aggs)
         flt = resolved(MatchAll() if within is None else as_filter(within, "filter"))
-        return aggregate(self, parsed, flt)
+        return aggregate(self, parse_aggs(aggs), flt)
 
     @abc.abstractmethod
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -851,12 +847,6 @@ def check_field_boosts(fields: Sequence[tuple[str, float]]) -> None:
                 f"boost of field {name!r} must be a finite number from 0 to {MAX_WEIGHT:g}, "
                 f"got {boost!r}"
             )
-
-
-def _parsed_aggs(aggs: Any) -> bool:
-    return isinstance(aggs, Mapping) and all(
-        isinstance(agg, TermsAgg | MetricAgg | RangeAgg) for agg in aggs.values()
-    )
 
 
 def deletion_filter(spec: FilterSpec, where: str = "filter", *, given: str | None = None) -> Filter:

@@ -1107,6 +1107,13 @@ def search_command(
         help="Show each hit's fragments of this field with the query's words marked <em>...</em> "
         "(repeatable; * wildcards; a _search body's highlight object sets other options).",
     ),
+    aggs_json: str | None = typer.Option(
+        None,
+        "--aggs",
+        help="Elasticsearch aggregations (facets) JSON over every document the search matches, "
+        'e.g. \'{"sources": {"terms": {"field": "source"}}}\' (terms, min, max, avg, sum, '
+        "value_count, cardinality, range).",
+    ),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
@@ -1127,6 +1134,7 @@ def search_command(
 
         raise InvalidInputError(f"--top-n {top_n} must be at most {MAX_COUNT:,}")
     flt = None if filter_json is None else filter_option(filter_json)
+    aggs = None if aggs_json is None else aggs_option(aggs_json)
     if retriever is not None:
         retriever = piped_retriever(retriever, "search NAME QUERY")
     shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
@@ -1177,8 +1185,10 @@ def search_command(
         "the retriever)",
     )
     tree = with_rerankers(tree, backend=backend, feedback=feedback)
-    asked = {"retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt,
-             "highlight": marks}  # fmt: skip
+    asked = {
+        "retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt,
+        "highlight": marks, "aggs": aggs,
+    }  # fmt: skip
     if store and store != "local":
         from semrank.store import open_index
 
@@ -1195,6 +1205,43 @@ def search_command(
         typer.echo(json_for_stdout(results.to_dict()))
     else:
         print_results(results, f"{index}: {query or '(query from retriever)'}", text_fields)
+        if results.aggregations is not None:
+            print_aggregations(results.aggregations, results.matched)
+
+
+def print_aggregations(aggregations: dict[str, Any], matched: int | None) -> None:
+    """One line an aggregation: buckets as ``key (documents)``, a metric as its value."""
+    typer.echo(f"aggregations over {matched} matching documents:")
+    for name, answer in aggregations.items():
+        if "buckets" in answer:
+            shown = [
+                f"{bucket.get('key_as_string', bucket['key'])} ({bucket['doc_count']})"
+                for bucket in answer["buckets"]
+            ]
+            other = answer.get("sum_other_doc_count", 0)
+            shown += [f"other ({other})"] if other else []
+            said = ", ".join(shown) or "(no buckets)"
+        else:
+            said = "-" if answer["value"] is None else f"{answer['value']:g}"
+        typer.echo(for_terminal(f"  {name}: {said}"))
+
+
+def aggs_option(text: str) -> Any:
+    """``--aggs``' JSON, parsed (errors name the flag)."""
+    from semrank._checks import UnreadableJSONError, loads_json
+    from semrank.errors import InvalidInputError
+    from semrank.retrieve._aggs import parse_aggs
+
+    try:
+        spec = loads_json(text)
+    except UnreadableJSONError as exc:
+        raise InvalidInputError(f"--aggs JSON {exc.msg}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"--aggs is not valid JSON ({exc.msg}): {text!r:.60}; give aggregations such as "
+            '\'{"sources": {"terms": {"field": "source"}}}\''
+        ) from None
+    return parse_aggs(spec, "--aggs")
 
 
 DEFAULT_TOP_N = 10
