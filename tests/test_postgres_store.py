@@ -1141,3 +1141,32 @@ def test_a_database_from_before_aliases_keeps_its_roles(pg_server, pg_database) 
     update_aliases([{"add": {"index": "g", "alias": "live"}}], store=reader_dsn)
     assert list_aliases(store=reader_dsn) == {"live": "g"}
     assert search("live", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}
+
+
+def test_a_superuser_adding_aliases_leaves_the_owner_its_searches(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Migration 2 run by another role than the tables' owner (a DBA's superuser) made
+    semrank.aliases that role's: the owner, which every open reads the table as, lost every
+    search, write and alias change to "permission denied for table aliases"."""
+    from semrank.store import update_aliases
+    from semrank.store.postgres import _schema
+
+    owner = f"owner_{pg_database}"
+    made = pg_server.psql(
+        pg_database,
+        f"CREATE ROLE {owner} LOGIN; GRANT CREATE ON DATABASE {pg_database} TO {owner}; "
+        "CREATE EXTENSION IF NOT EXISTS vector",
+    )
+    assert made.returncode == 0, made.stderr
+    superuser_dsn = pg_server.dsn(pg_database)
+    owner_dsn = superuser_dsn.replace("://semrank@", f"://{owner}@")
+    with create_index("g", store=owner_dsn, embedding_model=None) as owned:
+        owned.upsert(DOCS)
+    before_aliases = "DROP TABLE semrank.aliases; DELETE FROM semrank.migrations WHERE version = 2"
+    done = pg_server.psql(pg_database, before_aliases)
+    assert done.returncode == 0, done.stderr
+    _schema._MIGRATED.clear()
+    assert list_indexes(store=superuser_dsn) == ["g"]  # the superuser's first use upgrades it
+    update_aliases([{"add": {"index": "g", "alias": "live"}}], store=owner_dsn)
+    assert search("live", "fleas", k=2, store=owner_dsn).ids[0] in {"d1", "d4", "d5"}
+    drop_index("g", store=owner_dsn)
+    assert list_indexes(store=owner_dsn) == []

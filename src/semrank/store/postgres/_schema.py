@@ -76,11 +76,14 @@ CREATE INDEX IF NOT EXISTS documents_terms ON semrank.documents USING gin (terms
 # Migration 2. Index aliases (alias -> the one index it names), removed with their index. The
 # roles granted semrank.indexes are granted this table too: a role given table grants only
 # (docs/postgresql.md) reads every index through it from now on, and lost its searches when it
-# had no grant here. And a GIN index on ``doc``: document filters' term conditions carry a
-# ``doc @? jsonpath`` conjunct (_filters.py) it finds the passing rows for (jsonb_path_ops:
-# values under their path of keys, arrays read through), where a filtered search scanned the
-# whole partition; built on every partition here (once, as the upgraded database's first
-# connection migrates it; writes wait meanwhile), and by PostgreSQL on each new partition.
+# had no grant here. The table goes to the owner of semrank.indexes where another role (a
+# superuser) migrates: owned by that role, the owner of every other table lost every search and
+# write to "permission denied". And a GIN index on ``doc``: document filters' term conditions
+# carry a ``doc @? jsonpath`` conjunct (_filters.py) it finds the passing rows for
+# (jsonb_path_ops: values under their path of keys, arrays read through), where a filtered
+# search scanned the whole partition; built on every partition here (once, as the upgraded
+# database's first connection migrates it; writes wait meanwhile), and by PostgreSQL on each
+# new partition.
 _STORE_V2 = """
 CREATE TABLE IF NOT EXISTS semrank.aliases (
     alias text PRIMARY KEY,
@@ -90,7 +93,9 @@ CREATE TABLE IF NOT EXISTS semrank.aliases (
 CREATE INDEX IF NOT EXISTS aliases_index_name ON semrank.aliases (index_name);
 
 DO $$
-DECLARE granted record;
+DECLARE
+    granted record;
+    owner regrole;
 BEGIN
     FOR granted IN
         SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS who,
@@ -101,6 +106,16 @@ BEGIN
     LOOP
         EXECUTE format('GRANT %s ON semrank.aliases TO %s', granted.what, granted.who);
     END LOOP;
+    SELECT relowner::regrole INTO owner FROM pg_class WHERE oid = 'semrank.indexes'::regclass;
+    IF owner = current_user::regrole
+        OR (SELECT relowner FROM pg_class WHERE oid = 'semrank.aliases'::regclass)
+            <> current_user::regrole THEN
+        RETURN;  -- the owner migrates (or the table was there, not made now)
+    ELSIF pg_has_role(current_user, owner, 'MEMBER') THEN
+        EXECUTE format('ALTER TABLE semrank.aliases OWNER TO %s', owner);
+    ELSE  -- a role that may not give the table away: the owner may do all with it
+        EXECUTE format('GRANT ALL ON semrank.aliases TO %s', owner);
+    END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS documents_doc ON semrank.documents USING gin (doc jsonb_path_ops);
 """
