@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from semrank.errors import (
+    BackendUnavailableError,
     IndexExistsError,
     IndexNotFoundError,
     IndexVersionError,
@@ -1170,3 +1171,31 @@ def test_a_superuser_adding_aliases_leaves_the_owner_its_searches(pg_server, pg_
     assert search("live", "fleas", k=2, store=owner_dsn).ids[0] in {"d1", "d4", "d5"}
     drop_index("g", store=owner_dsn)
     assert list_indexes(store=owner_dsn) == []
+
+
+def test_a_reader_first_after_aliases_is_told_what_to_run(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A role with the documented table grants only, upgraded before the owner used the new
+    semrank, was told it lacked grants it has ("permission denied for database ..."): the
+    error names the migration and what the owner must run once."""
+    from semrank.store.postgres import _schema
+
+    owner_dsn = pg_server.dsn(pg_database)
+    with create_index("g", store=owner_dsn, embedding_model=None) as owned:
+        owned.upsert(DOCS)
+    reader = f"reader_{pg_database}"
+    before_aliases = (
+        "DROP TABLE semrank.aliases; DELETE FROM semrank.migrations WHERE version = 2; "
+        f"CREATE ROLE {reader} LOGIN; GRANT USAGE ON SCHEMA semrank TO {reader}; "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA semrank TO {reader}"
+    )
+    done = pg_server.psql(pg_database, before_aliases)
+    assert done.returncode == 0, done.stderr
+    _schema._MIGRATED.clear()
+    reader_dsn = owner_dsn.replace("://semrank@", f"://{reader}@")
+    with pytest.raises(BackendUnavailableError) as refused:
+        search("g", "fleas", k=2, store=reader_dsn)
+    said = str(refused.value)
+    assert "may not apply semrank's migration 2 (store: index aliases)" in said
+    assert "as the owner of the semrank tables" in said
+    assert list_indexes(store=owner_dsn) == ["g"]  # the owner's first use upgrades it
+    assert search("g", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}

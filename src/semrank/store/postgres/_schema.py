@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from semrank.errors import BackendUnavailableError, IndexVersionError
-from semrank.store.postgres._pool import pooled_connection
+from semrank.store.postgres._pool import NOT_PERMITTED, pooled_connection, redact
 
 SCHEMA = "semrank"
 TEXT_CONFIG = "english"
@@ -224,8 +224,43 @@ def _create_extension(conn: Any, extension: str) -> None:
 
 def ensure_migrated(pool: Any, dsn: str) -> None:
     """Migrate ``dsn``'s database once per process."""
+    import psycopg
+
     if dsn in _MIGRATED:
         return
     with pooled_connection(pool, dsn) as conn:
-        migrate(conn)
+        try:
+            migrate(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _cannot_migrate(conn, dsn, exc) from exc
     _MIGRATED.add(dsn)
+
+
+def _cannot_migrate(conn: Any, dsn: str, exc: BaseException) -> BackendUnavailableError:
+    """A role with table grants only (docs/postgresql.md, 'Roles') is the first to use a
+    database this semrank has migrations for: said as what its owner must run once, not as the
+    grants the role already has."""
+    cause = " ".join(str(exc).split())[:200]
+    return BackendUnavailableError(
+        f"the PostgreSQL role of {redact(dsn)} may not apply semrank's {_missing(conn)} "
+        f"({cause}), which this semrank needs before it reads the indexes there: run one "
+        "semrank command as the owner of the semrank tables (or the database owner where there "
+        "are none yet), e.g. `semrank index list --store` with its DSN, and this role's "
+        "searches and writes work from then on (docs/postgresql.md, 'Roles')",
+        client_message=NOT_PERMITTED,
+    )
+
+
+def _missing(conn: Any) -> str:
+    """The migrations ``conn``'s database lacks, named."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            made = conn.execute("SELECT to_regclass('semrank.migrations')").fetchone()[0]
+            rows = conn.execute("SELECT version FROM semrank.migrations") if made else []
+            done = {row[0] for row in rows}
+    except psycopg.Error:  # not even readable by this role
+        return "migrations"
+    missing = [f"{version} ({name})" for version, name, _ in MIGRATIONS if version not in done]
+    return f"migration{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
