@@ -1789,3 +1789,17 @@ def test_a_damaged_alias_file_is_named_with_the_fix(tmp_path: Path) -> None:
         open_index("live", home=tmp_path)
     # An index opened by its own name does not need the alias file (no alias takes its name).
     assert len(open_index("v1", home=tmp_path)) > 0
+
+
+def test_a_drop_refused_for_a_damaged_alias_file_leaves_the_index(tmp_path: Path) -> None:
+    """The drop read the alias file after renaming the index away: it failed naming the file,
+    and the index was gone all the same (in a .trash folder, deleted an hour later)."""
+    _two_indexes(tmp_path)
+    (tmp_path / ".aliases.json").write_text("{not json")
+    with pytest.raises(StorageError, match=r"alias file .*\.aliases\.json cannot be read"):
+        drop_index("v1", home=tmp_path)
+    assert list_indexes(tmp_path) == ["v1", "v2"]
+    assert len(open_index("v1", home=tmp_path)) == 1
+    (tmp_path / ".aliases.json").unlink()  # the fix the error names: the drop goes ahead
+    drop_index("v1", home=tmp_path)
+    assert list_indexes(tmp_path) == ["v2"]

@@ -580,10 +580,12 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
 
 def _rename_away(name: str, target: Path, trash: Path) -> None:
     """The index's folder renamed away and its aliases removed, holding the home's aliases (an
-    alias added meanwhile would outlive the index)."""
-    from semrank.store._aliases import aliases_locked, forget_aliases_of
+    alias added meanwhile would outlive the index). A damaged alias file refuses the drop
+    before the rename: after it, the drop failed saying so with the index gone all the same."""
+    from semrank.store._aliases import aliases_locked, forget_aliases_of, list_aliases
 
     with aliases_locked(target.parent):
+        list_aliases(target.parent)
         os.rename(target, trash)
         forget_aliases_of(target.parent, name)
 
