@@ -1512,6 +1512,10 @@ async def test_elasticsearch_alias_routes_swap_searches_to_the_new_index(
     assert swapped.json() == {"acknowledged": True}, swapped.text
     after = await client.post("/live/_search", content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
     assert ids(after) == ["n1"] and after.headers["x-elastic-product"] == "Elasticsearch"
+    # Each hit names the index holding it, not the alias (a client acting on a hit by its
+    # _index reaches that index after another swap too), as Elasticsearch's hits do.
+    held_in = lambda answer: {hit["_index"] for hit in answer.json()["hits"]["hits"]}  # noqa: E731
+    assert (held_in(before), held_in(after)) == ({"v1"}, {"v2"})
     counted = await client.post("/live/_count", json={})
     assert counted.json()["count"] == 1
     # A write through the alias goes to its index.

@@ -134,6 +134,8 @@ async def es_search(
     response: Response,
     body: EsSearchRequest | None = None,
 ) -> Any:
+    from semrank.store import resolve_index_name
+
     _refuse_query_string_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
@@ -150,12 +152,15 @@ async def es_search(
         }
     )
     started = time.perf_counter()
-    results, warnings = await run_search(request, index, search)
+    # Each hit's _index names the index that holds it, never an alias of it (as Elasticsearch's
+    # do): a client acting on a hit by its _index must reach that index after a swap too.
+    concrete = await on_registry(request, functools.partial(resolve_index_name, index))
+    results, warnings = await run_search(request, concrete, search)
     took_ms = round((time.perf_counter() - started) * 1000)
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
-    answer = es_search_response(index, results, took_ms=took_ms, size=size)
+    answer = es_search_response(concrete, results, took_ms=took_ms, size=size)
     for hit in answer.hits.hits:
         if isinstance(hit, EsHitWithSource) and (includes or excludes):
             hit.source = _filtered_source(hit.source, includes, excludes)
