@@ -1195,7 +1195,7 @@ def test_a_reader_first_after_aliases_is_told_what_to_run(pg_server, pg_database
     with pytest.raises(BackendUnavailableError) as refused:
         search("g", "fleas", k=2, store=reader_dsn)
     said = str(refused.value)
-    assert "may not apply semrank's migration 2 (store: index aliases)" in said
+    assert "may not apply semrank's migration 2 (store: index aliases; GIN index" in said
     assert "as the owner of the semrank tables" in said
     assert list_indexes(store=owner_dsn) == ["g"]  # the owner's first use upgrades it
     assert search("g", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}
