@@ -299,32 +299,25 @@ def _flock(folder: int) -> None:
     fcntl.flock(folder, fcntl.LOCK_EX)
 
 
-_CACHE: dict[Path, tuple[tuple[int, int, int], dict[str, str]]] = {}
-
-
 def _read(root: Path) -> dict[str, str]:
-    """The home's aliases; none where it has no alias file. Read once per version of the file
-    (every search by name looks its name up here)."""
+    """The home's aliases; none where it has no alias file. Read whole each time (a few hundred
+    bytes, read only for names that are no index): a cache keyed by the file's inode, time and
+    size could keep an old mapping where a swap reuses all three within one clock tick."""
     path = root / ALIASES_FILE
     try:
-        stat = path.stat()
+        text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):  # no home (or a file): the open says so
         return {}
     except OSError as exc:
         raise _damaged(path, exc.strerror or str(exc)) from exc
-    version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    cached = _CACHE.get(path)
-    if cached is not None and cached[0] == version:
-        return dict(cached[1])
     try:
-        found = json.loads(path.read_text(encoding="utf-8"))["aliases"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        found = json.loads(text)["aliases"]
+    except (ValueError, KeyError, TypeError) as exc:
         raise _damaged(path, str(exc)) from exc
     if not isinstance(found, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in found.items()
     ):
         raise _damaged(path, "aliases is not an object of alias: index names")
-    _CACHE[path] = (version, found)
     return dict(found)
 
 
