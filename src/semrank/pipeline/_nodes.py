@@ -24,6 +24,7 @@ import numpy as np
 
 from semrank._checks import MAX_COUNT, MAX_WEIGHT, is_finite_number, is_int, require_collection
 from semrank._request import check_request_wanted
+from semrank._tracing import set_attributes, span
 from semrank.errors import InvalidInputError, ModelNotFoundError
 from semrank.pipeline._context import (
     PLACEHOLDER,
@@ -336,14 +337,16 @@ class BM25(Retriever):
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a BM25 search of its retriever tree")
         text = ctx.text(self.text)
-        if self.fields:
-            filtered = _filter_argument(ctx, self, "search_bm25_fields")
-            hits = ctx.store.search_bm25_fields(
-                text, k=size, fields=self.fields, mode=self.mode, **filtered
-            )
-        else:
-            filtered = _filter_argument(ctx, self, "search_bm25")
-            hits = ctx.store.search_bm25(text, k=size, field=self.field, **filtered)
+        with _retrieving(ctx, "standard", size) as traced:
+            if self.fields:
+                filtered = _filter_argument(ctx, self, "search_bm25_fields")
+                hits = ctx.store.search_bm25_fields(
+                    text, k=size, fields=self.fields, mode=self.mode, **filtered
+                )
+            else:
+                filtered = _filter_argument(ctx, self, "search_bm25")
+                hits = ctx.store.search_bm25(text, k=size, field=self.field, **filtered)
+            set_attributes(traced, hits=len(hits.ids))
         return Ranking.from_hits(hits)
 
     def query_texts(self) -> tuple[str | None, ...]:
@@ -356,6 +359,13 @@ class BM25(Retriever):
         names = [name if boost == 1.0 else f"{name}^{boost:g}" for name, boost in self.fields]
         query = {"query": text, "fields": names, "type": self.mode}
         return {"standard": _with_filter({"query": {"multi_match": query}}, self)}
+
+
+def _retrieving(
+    ctx: SearchContext, kind: str, k: int, **sizes: int
+) -> contextlib.AbstractContextManager[Any]:
+    """The span of a first-stage search: its retriever kind, index and k (never its query)."""
+    return span("retrieve", retriever=kind, index=ctx.store.name, k=k, **sizes)
 
 
 @dataclass(frozen=True)
@@ -382,7 +392,9 @@ class ConstantScore(Retriever):
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a filter search of its retriever tree")
         flt = _filter_argument(ctx, self, "first_matching")["filter"]  # own filter: never {}
-        ids = np.array(ctx.store.first_matching(flt, size), dtype=object)
+        with _retrieving(ctx, "filter", size) as traced:
+            ids = np.array(ctx.store.first_matching(flt, size), dtype=object)
+            set_attributes(traced, hits=len(ids))
         return Ranking.from_hits(Hits(ids, np.full(len(ids), self.score, dtype=np.float32)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -478,7 +490,9 @@ class Knn(Retriever):
             vector = ctx.query_vector(ctx.text(self.text, where="the knn retriever's query_text"))
         candidates = max(self.num_candidates or 0, int(1.5 * k))
         filtered = _filter_argument(ctx, self, "search_vector")
-        hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates, **filtered)
+        with _retrieving(ctx, "knn", k, num_candidates=candidates) as traced:
+            hits = ctx.store.search_vector(vector, k=k, num_candidates=candidates, **filtered)
+            set_attributes(traced, hits=len(hits.ids))
         if self.similarity is not None:
             keep = hits.scores >= self.similarity
             hits = Hits(hits.ids[keep], hits.scores[keep])
@@ -799,9 +813,12 @@ class TextSimilarityReranker(Retriever):
         model = self._model()
         use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
-        order, scores, unread, windows = _reranked_order(
-            model, query, texts, self.min_score, ctx.warnings
-        )
+        name = getattr(model, "served_name", None) or getattr(model, "name", None)
+        sizes = {"documents": len(texts), "rank_window_size": self.rank_window_size}
+        with span("rerank", model=str(name), index=ctx.store.name, **sizes):
+            order, scores, unread, windows = _reranked_order(
+                model, query, texts, self.min_score, ctx.warnings
+            )
         if ctx.windows is not None:
             self._keep_windows(ctx.windows, child.ids[order], [texts[i] for i in order], windows)
         ranked = child.take(order)

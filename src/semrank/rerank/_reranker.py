@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from semrank._checks import is_int, require_collection, require_flags
+from semrank._tracing import span
 from semrank.errors import InvalidInputError
 from semrank.models import ResolvedModel, resolve, resolve_embedding_model
 from semrank.rerank._aggregate import aggregate_documents
@@ -355,10 +356,11 @@ class Reranker:
         chunking: ChunkingConfig,
     ) -> list[_DocumentScores]:
         """Plan every document of every query, score all pieces in one call, aggregate."""
-        plans = [
-            self._plan(q, docs, max_tokens_per_doc, chunking)
-            for q, docs in zip(queries, texts, strict=True)
-        ]
+        with span("plan", documents=sum(len(docs) for docs in texts)):  # tokenizes documents
+            plans = [
+                self._plan(q, docs, max_tokens_per_doc, chunking)
+                for q, docs in zip(queries, texts, strict=True)
+            ]
         pairs = [
             (query, piece.text_in(text))
             for query, docs, doc_plans in zip(queries, texts, plans, strict=True)
@@ -375,28 +377,31 @@ class Reranker:
             first_stage = cascade.orders
         else:
             raw_scores = self.scorer.score_pairs(pairs)
-        if self.feedback is not None:
-            counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
-            raw_scores = apply_feedback(raw_scores, pairs, counts, masks, chunking, self.feedback)
-            if cascade is not None:  # feedback moved read documents: put pruned ones below again
-                raw_scores = cascade.fill(raw_scores[cascade.read])
-        calibration = getattr(self.scorer, "calibration", None)
-        scores = apply_activation(raw_scores, self.scorer.activation, calibration)
-        raw_scores = np.asarray(raw_scores, dtype=np.float32)
-        return _split_scores(
-            np.asarray(scores, dtype=np.float32),
-            plans,
-            masks,
-            first_stage,
-            chunking,
-            # Ties in 0..1 are broken by the model's own scores: a float32 sigmoid is 1.0 for
-            # every logit above ~17, which left such documents in input order.
-            tiebreak=raw_scores,
-            # Documents are ordered by their 0..1 scores either way: a mean of windows' logits
-            # orders them otherwise than a mean of their 0..1 scores, and raw_scores=True
-            # re-ranked the documents it was only to show on another scale.
-            shown=raw_scores if raw else None,
-        )
+        with span("aggregate", windows=len(pairs)):  # feedback, activation, per document
+            if self.feedback is not None:
+                counts = [[len(plan.pieces) for plan in doc_plans] for doc_plans in plans]
+                raw_scores = apply_feedback(
+                    raw_scores, pairs, counts, masks, chunking, self.feedback
+                )
+                if cascade is not None:  # feedback moved read documents: pruned ones below again
+                    raw_scores = cascade.fill(raw_scores[cascade.read])
+            calibration = getattr(self.scorer, "calibration", None)
+            scores = apply_activation(raw_scores, self.scorer.activation, calibration)
+            raw_scores = np.asarray(raw_scores, dtype=np.float32)
+            return _split_scores(
+                np.asarray(scores, dtype=np.float32),
+                plans,
+                masks,
+                first_stage,
+                chunking,
+                # Ties in 0..1 are broken by the model's own scores: a float32 sigmoid is 1.0
+                # for every logit above ~17, which left such documents in input order.
+                tiebreak=raw_scores,
+                # Documents are ordered by their 0..1 scores either way: a mean of windows'
+                # logits orders them otherwise than a mean of their 0..1 scores, and
+                # raw_scores=True re-ranked the documents it was only to show on another scale.
+                shown=raw_scores if raw else None,
+            )
 
     def _plan(
         self,

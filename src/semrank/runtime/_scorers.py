@@ -10,15 +10,17 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 
+from semrank._tracing import ACTIVE_TRACER, span
 from semrank.errors import InvalidInputError, ModelLoadError
 from semrank.runtime._batching import BatchArrays, run_batched
 from semrank.runtime._keytable import KeyTable
 from semrank.runtime.base import Activation, BatchingConfig, ScorerKind, TextTokenizer
-from semrank.runtime.tokenizer import HFTokenizer
+from semrank.runtime.tokenizer import EncodedInput, HFTokenizer
 
 Forward = Callable[[BatchArrays], np.ndarray]
 
@@ -77,15 +79,29 @@ class CrossEncoderScorer:
         checked = _check_pairs(pairs)
         if not checked:
             return np.zeros(0, dtype=np.float32)
-        encoded = self.hf_tokenizer.encode_pairs(checked)
-        raw: np.ndarray = run_batched(
-            encoded,
-            lambda batch: logits_to_raw(self._forward(batch)),
-            self.batching,
-            self.hf_tokenizer.pad_id,
-            self.max_length,
-        )
+        with span("tokenize", scorer=self.kind, pairs=len(checked)):
+            encoded = self.hf_tokenizer.encode_pairs(checked)
+        with _model_run(self.kind, self.backend, encoded):
+            raw: np.ndarray = run_batched(
+                encoded,
+                lambda batch: logits_to_raw(self._forward(batch)),
+                self.batching,
+                self.hf_tokenizer.pad_id,
+                self.max_length,
+            )
         return raw
+
+
+def _model_run(
+    kind: str, backend: str, encoded: Sequence[EncodedInput]
+) -> AbstractContextManager[Any]:
+    """The span of a model run over ``encoded`` inputs: the model's kind, its backend, inputs,
+    longest input and tokens (counted only when traced)."""
+    if ACTIVE_TRACER.get() is None:
+        return span("model.run")  # a no-op
+    lengths = [len(item) for item in encoded]
+    sizes = {"inputs": len(lengths), "max_tokens": max(lengths), "tokens": sum(lengths)}
+    return span("model.run", scorer=kind, backend=backend or None, **sizes)
 
 
 class TextSteps(Protocol):
@@ -152,10 +168,12 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         texts = texts_as_read(texts, self, query=query, prompted=prompted)
-        encoded = self.tokenizer.encode_texts(texts)
-        vectors = run_batched(
-            encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length
-        )
+        with span("tokenize", scorer="embedder", texts=len(texts)):
+            encoded = self.tokenizer.encode_texts(texts)
+        with _model_run("embedder", self.backend, encoded):
+            vectors = run_batched(
+                encoded, self._pooled, self.batching, self.tokenizer.pad_id, self.max_length
+            )
         return l2_normalize(vectors) if self.normalize else vectors
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from semrank import _tracing
 from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
 from semrank.errors import (
     BackendUnavailableError,
@@ -64,6 +65,7 @@ class _Job:
     scores: np.ndarray = field(repr=False)
     start: int = 0  # the first pair not scored yet
     turn: int = -1  # the model call that last took a slice of this job
+    wait: _tracing.QueueWait | None = None  # its queue-wait span, where the request is traced
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -169,6 +171,7 @@ class PairBatcher:
             gone=gone,
             future=self._loop.create_future(),
             scores=np.zeros(len(pairs), dtype=np.float32),
+            wait=_tracing.queued(self.model, len(pairs), len(self._jobs)),
         )
         self._jobs.append(job)
         self._idle.clear()
@@ -265,8 +268,12 @@ class PairBatcher:
         pairs = [pair for job, start, end in taken for pair in job.pairs[start:end]]
         assert self._loop is not None
         started = time.perf_counter()
+        waits = [job.wait for job, _, _ in taken]
         try:
-            scores = await self._loop.run_in_executor(self._executor, self._score_fn, pairs)
+            with _tracing.model_call(
+                self._score_fn, waits, model=self.model, pairs=len(pairs)
+            ) as score_fn:
+                scores = await self._loop.run_in_executor(self._executor, score_fn, pairs)
             if len(scores) != len(pairs):
                 raise RuntimeError(f"the model returned {len(scores)} scores for {len(pairs)}")
         except Exception as exc:  # the model failed: every request in the call gets the error
@@ -285,6 +292,8 @@ class PairBatcher:
     def _finish(self, job: _Job, error: BaseException | None = None) -> None:
         """Take ``job`` off the queue and answer its caller (unless the caller gave up)."""
         self._jobs.remove(job)
+        if job.wait is not None and error is not None:
+            job.wait.dropped(error)
         if job.future.done():
             return
         if error is None:
@@ -371,9 +380,14 @@ class BatchingScorer:
 
     def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         pairs = list(pairs)
+        with _tracing.span("score", model=self.model, pairs=len(pairs)) as traced:
+            return self._score_pairs(pairs, traced)
+
+    def _score_pairs(self, pairs: list[Pair], traced: Any) -> np.ndarray:
         keys = pair_keys(self.cache_scope, pairs)
         cached = self.cache.get_many(keys)
         missing = [i for i, value in enumerate(cached) if value is None]
+        _tracing.set_attributes(traced, cache_hits=len(pairs) - len(missing))
         out = np.array([0.0 if value is None else value for value in cached], dtype=np.float32)
         if self._metrics is not None and self.cache.enabled:
             self._metrics.cache_hits.labels(self.model).inc(len(pairs) - len(missing))

@@ -18,6 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank._checks import unique_keys
+from semrank._tracing import Tracing, request_finished
 from semrank.errors import (
     BodyTimeoutError,
     InternalError,
@@ -65,10 +66,12 @@ class EdgeMiddleware:
         max_body_bytes: int,
         metrics: Metrics,
         routes: Sequence[Any] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.tracing = tracing  # None: no spans, and opentelemetry never imported
         # (path regex, template) of the app's routes: the label of a request this edge answers
         # itself (a 413 body, a 499), before routing has run.
         self.templates = [(route.path_regex, route.path) for route in routes]
@@ -77,6 +80,14 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.tracing is None:
+            await self._serve(scope, receive, send, None)
+            return
+        # Outside the body read: a slow upload or a 413 is part of the request's span too.
+        with self.tracing.request(scope["method"], Headers(scope=scope)) as server_span:
+            await self._serve(scope, receive, send, server_span)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, server_span: Any) -> None:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         request_id = _request_id(headers.get("x-request-id"))
@@ -116,7 +127,7 @@ class EdgeMiddleware:
                 raise  # an answer is under way: nothing else can be sent
             await self._internal_error(scope, exc, request_id, send_with_headers)
         finally:
-            self._record(scope, status["code"], started, request_id)
+            self._record(scope, status["code"], started, request_id, server_span)
             REQUEST_ID.reset(logged_as)
 
     def _body_seconds(self, headers: Headers) -> float:
@@ -202,9 +213,15 @@ class EdgeMiddleware:
         error_logger.info("request rejected", extra=log_fields(**fields))
         await send_error(send, error, close=True)
 
-    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+    def _record(
+        self, scope: Scope, status: int, started: float, request_id: str, server_span: Any = None
+    ) -> None:
         elapsed = time.perf_counter() - started
         route = _route_label(scope, self.templates)
+        if server_span is not None:
+            label = None if route == "unmatched" else route
+            finished = {"method": scope["method"], "route": label, "request_id": request_id}
+            request_finished(server_span, status=status, **finished)
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
         fields = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from semrank._request import REQUEST_DEADLINE, REQUEST_GONE
+from semrank._tracing import span
 from semrank.errors import (
     BackendUnavailableError,
     ClientDisconnectedError,
@@ -79,16 +80,17 @@ class ModelEngine:
         held answers scored in time for seconds behind other requests' work."""
 
         def work() -> tuple[list[Any], Any]:
-            results = self.reranker.rerank(
-                call.query,
-                call.documents,
-                rank_fields=call.rank_fields,
-                max_tokens_per_doc=call.max_tokens_per_doc,
-                return_documents=call.return_documents,
-                chunking=call.chunking,
-                raw_scores=call.raw_scores,
-            )
-            return results, self.reranker.query_reading(call.query, results)
+            with span("rerank", model=self.name, documents=len(call.documents)):
+                results = self.reranker.rerank(
+                    call.query,
+                    call.documents,
+                    rank_fields=call.rank_fields,
+                    max_tokens_per_doc=call.max_tokens_per_doc,
+                    return_documents=call.return_documents,
+                    chunking=call.chunking,
+                    raw_scores=call.raw_scores,
+                )
+                return results, self.reranker.query_reading(call.query, results)
 
         late = (
             "re-ranking did not finish within the request deadline; raise timeout_ms, send "

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParameter
 
+from semrank._tracing import span
 from semrank.errors import DeadlineExceededError, InvalidInputError, RequestTooLargeError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
@@ -350,17 +351,18 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     deadline = service.deadline(body.timeout_ms)
 
     def work(store: Any) -> tuple[Any, list[str]]:
-        results = run(
-            store,
-            body.query,
-            retriever=tree,
-            k=size,
-            with_documents=with_documents,
-            filter=flt,
-            offset=page_start(body.from_, read.offset, "from "),
-            highlight=marks,
-            aggs=body.aggs,
-        )
+        with span("search", index=name, retriever=type(tree).__name__, k=size):
+            results = run(
+                store,
+                body.query,
+                retriever=tree,
+                k=size,
+                with_documents=with_documents,
+                filter=flt,
+                offset=page_start(body.from_, read.offset, "from "),
+                highlight=marks,
+                aggs=body.aggs,
+            )
         return results, [*results.warnings, *_incomplete_warning(store)]
 
     with service.admission.admit():

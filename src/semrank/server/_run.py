@@ -175,6 +175,10 @@ def check_before_start(config: ServerConfig) -> None:
     for entry in config.models:
         check_runnable(resolve(entry.source), backend.backend)
     check_address(config.host, config.port)
+    if config.otlp_endpoint is not None:
+        from semrank._tracing import require_otel
+
+        require_otel()
     if config.postgres_dsn is not None:
         check_store(config.postgres_dsn)
     else:

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
 from semrank._request import REQUEST_GONE
+from semrank._tracing import Tracing, TracingConfig
 from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
@@ -62,13 +63,17 @@ def create_app(
     *,
     rerankers: Mapping[str, Any] | None = None,
     every_worker: bool | None = None,
+    tracer_provider: Any = None,
 ) -> FastAPI:
     """The app for ``config``; ``rerankers`` serves ready-made Reranker objects instead of
     loading ``config.models`` (tests, embedding the server in another program).
     ``every_worker``: ``/metrics`` sums the values every worker process writes under
     ``$PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, for gunicorn's
-    ``-w N``); by default only under ``semrank serve --workers N``, which sets that up."""
+    ``-w N``); by default only under ``semrank serve --workers N``, which sets that up.
+    ``tracer_provider``: an OpenTelemetry TracerProvider the spans go to (a host program's own)
+    instead of the OTLP exporter ``config.otlp_endpoint`` sets up (docs/server.md, Tracing)."""
     config = config or ServerConfig()
+    tracing = _tracing_of(config, tracer_provider)
     if every_worker is None:
         every_worker = config.workers > 1
     # Only where the folder is set: prometheus_client writes values there only then.
@@ -81,7 +86,7 @@ def create_app(
         title="semrank",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(config, registry, metrics),
+        lifespan=_lifespan(config, registry, metrics, tracing if tracer_provider is None else None),
         redirect_slashes=False,  # TrailingSlashServed serves those paths instead
     )
     app.state.config = config
@@ -114,6 +119,7 @@ def create_app(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
+        tracing=tracing,
         # Not HEAD /{index}'s template, which every one-segment path (/docs) would match.
         routes=[
             *(r for r in app.state.declared_routes if not isinstance(r, IndexProbeRoute)),
@@ -402,9 +408,22 @@ def _say_worker(outcome: str) -> None:
         (Path(shared) / f"{outcome}{os.getpid()}").touch()
 
 
-def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -> Any:
+def _tracing_of(config: ServerConfig, provider: Any) -> Tracing | None:
+    """The app's tracing: spans to ``provider``, else exported to ``config.otlp_endpoint``."""
+    if provider is not None:
+        return Tracing(provider)
+    if config.otlp_endpoint is None:
+        return None
+    return Tracing.exporting(
+        TracingConfig(endpoint=config.otlp_endpoint, service_name=config.otlp_service_name)
+    )
+
+
+def _lifespan(
+    config: ServerConfig, registry: ModelRegistry, metrics: Metrics, tracing: Tracing | None
+) -> Any:
     """Load and start the models (and hold the index store's pool) before serving; drain and
-    let go of them at shutdown."""
+    let go of them at shutdown (and send the spans still buffered, where the app exports)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -430,6 +449,8 @@ def _lifespan(config: ServerConfig, registry: ModelRegistry, metrics: Metrics) -
             if release_store_pool is not None:
                 release_store_pool()
             metrics.worker_stopped()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)
             logger.info("stopped")
 
     return lifespan

@@ -133,6 +133,15 @@ def serve(
         help="Seconds an idle client connection stays open; keep it above a load balancer's "
         f"idle timeout (whole seconds, at least 1). Default {_DEFAULT.keep_alive_timeout_s:g}.",
     ),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        help="Send OpenTelemetry traces to this OTLP/HTTP collector, e.g. http://localhost:4318 "
+        "(needs semrank[otel]; default: $SEMRANK_OTLP_ENDPOINT, else "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing).",
+    ),
+    otlp_service_name: str | None = typer.Option(
+        None, help="The traces' service.name (default: $OTEL_SERVICE_NAME, else semrank)."
+    ),
 ) -> None:
     """Serve rerank APIs (Cohere v1/v2, Jina, Voyage, TEI...), batch re-ranking and metrics."""
     from semrank.errors import InvalidInputError
@@ -177,5 +186,7 @@ def serve(
         "shutdown_timeout_s": shutdown_timeout,
         "keep_alive_timeout_s": keep_alive_timeout,
         "request_timeout_s": timeout,
+        "otlp_endpoint": otlp_endpoint,
+        "otlp_service_name": otlp_service_name,
     }
     run_server(from_environment(overrides, model_specs=model, api_keys=api_key))

@@ -23,6 +23,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Environment variables read at startup (flags win over them; API keys of both are kept).
 ENV_API_KEYS = "SEMRANK_API_KEYS"
 ENV_STORE = "SEMRANK_STORE"
+# Tracing: semrank's own variable, then OpenTelemetry's standard ones.
+ENV_OTLP_ENDPOINTS = ("SEMRANK_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+ENV_OTLP_SERVICE_NAME = "OTEL_SERVICE_NAME"
+ENV_OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+OTLP_PROTOCOL = "http/protobuf"  # what semrank exports
 # How ``semrank serve --workers N`` hands the config to each worker process.
 ENV_CONFIG_JSON = "SEMRANK_SERVER_CONFIG_JSON"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -107,6 +112,10 @@ class ServerConfig:
     # timeout (60 s for AWS ALB and nginx upstreams), so the server never closes a connection
     # the balancer is about to reuse (an occasional 502). uvicorn's own default is 5 s.
     keep_alive_timeout_s: float = 75.0
+    # OpenTelemetry tracing (semrank[otel]): an OTLP/HTTP collector's base URL (None: off) and
+    # the service.name of the spans.
+    otlp_endpoint: str | None = None
+    otlp_service_name: str = "semrank"
 
     def __post_init__(self) -> None:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
@@ -131,6 +140,7 @@ class ServerConfig:
                 f"log_level={self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}"
             )
         _check_not_blank(self)
+        _check_otlp(self.otlp_endpoint, self.otlp_service_name)
         _check_store(self.index_home, self.store)
         names = [entry.name for entry in self.models]
         if len(set(names)) != len(names):
@@ -276,6 +286,41 @@ def _check_not_blank(config: ServerConfig) -> None:
             raise InvalidInputError(f"{flag} is blank; give {blank[flag]}")
 
 
+def _check_otlp(endpoint: str | None, service_name: str) -> None:
+    from urllib.parse import urlsplit
+
+    if endpoint is not None:
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInputError(
+                f"--otlp-endpoint {endpoint!r}: give the OTLP/HTTP collector's URL, e.g. "
+                "http://localhost:4318 (spans go to its /v1/traces)"
+            )
+    if not service_name.strip():
+        raise InvalidInputError("--otlp-service-name is blank; give a name, e.g. semrank")
+
+
+def _otlp_from_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    """The endpoint and service name from the environment, where no flag gave them; a
+    protocol set there other than OTLP/HTTP's is refused (the spans would go nowhere)."""
+    if "otlp_endpoint" not in values:
+        given = (env.get(name, "").strip() for name in ENV_OTLP_ENDPOINTS)
+        values["otlp_endpoint"] = next((value for value in given if value), None)
+    if "otlp_service_name" not in values and env.get(ENV_OTLP_SERVICE_NAME, "").strip():
+        values["otlp_service_name"] = env[ENV_OTLP_SERVICE_NAME].strip()
+    if values["otlp_endpoint"] is None:
+        return
+    for name in ENV_OTLP_PROTOCOLS:
+        protocol = env.get(name, "").strip()
+        if protocol and protocol != OTLP_PROTOCOL:
+            raise InvalidInputError(
+                f"${name}={protocol!r}: semrank exports spans over OTLP/HTTP ({OTLP_PROTOCOL}); "
+                f"unset it or set {OTLP_PROTOCOL}, and give the collector's HTTP port (4318)"
+            )
+        if protocol:
+            return
+
+
 def from_environment(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -295,6 +340,7 @@ def from_environment(
     if from_env:
         # The CLI's index commands read it too; a --index-home flag wins over it.
         values["store"] = env[ENV_STORE]
+    _otlp_from_env(values, env)
     models = tuple(ModelEntry.parse(spec) for spec in model_specs)
     try:
         return ServerConfig(models=models, api_keys=keys, **values)
