@@ -216,6 +216,24 @@ async def test_bulk_takes_ndjson_and_json_only_and_needs_an_index(
     assert "'version'" in _es_error(versioned, 400, "invalid_request")
 
 
+async def test_put_bulk_as_elasticsearch_py_9_sends_it_answers_as_elasticsearch(
+    client: httpx.AsyncClient,
+) -> None:
+    """elasticsearch-py 9's helpers.bulk sends PUT /_bulk, a one-segment path: its answer
+    needs the product header (the client raises UnsupportedProductError without it), and its
+    errors Elasticsearch's shape and 400, as POST's do."""
+    await _create(client)
+    body = _ndjson({"index": {"_index": "docs", "_id": "x"}}, PARIS)
+    done = await client.put("/_bulk", content=body, headers=NDJSON)
+    assert done.status_code == 200 and not done.json()["errors"], done.text
+    assert done.headers["x-elastic-product"] == "Elasticsearch"
+    assert await _source(client, "x") == PARIS
+    nowhere = await client.put("/_bulk", content=_ndjson({"index": {}}, PARIS), headers=NDJSON)
+    assert "names no _index" in _es_error(nowhere, 400, "invalid_request")
+    in_path = await client.put("/docs/_bulk", content=body, headers=NDJSON)
+    assert in_path.headers["x-elastic-product"] == "Elasticsearch"
+
+
 async def test_one_document_routes_answer_as_elasticsearch(client: httpx.AsyncClient) -> None:
     """es.index / es.create / es.get / es.exists / es.update / es.delete."""
     await _create(client)

@@ -113,6 +113,9 @@ def is_elasticsearch_path(path: str, method: str, scope: Scope | None = None) ->
     """Whether a request is on Elasticsearch's routes. ``scope``: the request's, whose app's
     routes tell a ``PUT`` / ``DELETE /{index}`` from one on a path of semrank's own (its 405
     stays semrank's: ``PUT /health``)."""
+    # First: PUT /_bulk (elasticsearch-py 9's helpers.bulk) is one segment but no index.
+    if _ELASTICSEARCH_PATH.match(path) is not None:
+        return True
     if method in _ELASTICSEARCH_INDEX_METHODS and _ELASTICSEARCH_INDEX.match(path) is not None:
         return method == "HEAD" or not _own_route_has(scope)
     return _ELASTICSEARCH_PATH.match(path) is not None
