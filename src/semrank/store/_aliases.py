@@ -250,14 +250,24 @@ def alias_target(name: str, home: str | Path | None, store: str | None) -> str |
     return None if resolved == name else resolved
 
 
-def refuse_alias_name(name: str, home: str | Path | None, store: str | None) -> None:
-    """An index is not created with an alias's name, nor dropped by one."""
+def refuse_alias_name(
+    name: str, home: str | Path | None, store: str | None, *, dropping: bool = False
+) -> None:
+    """An index is not created with an alias's name, nor dropped by one (``dropping``: the
+    fix is then to drop the index it names, or remove the alias alone)."""
     target = alias_target(name, home, store)
-    if target is not None:
+    if target is None:
+        return
+    if dropping:
         raise InvalidInputError(
-            f"{name!r} is an alias of index {target!r}, and an index cannot take an alias's name "
-            f"(nor be dropped by it); choose another name, or remove alias {name!r} first"
+            f"{name!r} is an alias of index {target!r}, not an index, and is not dropped: drop "
+            f"index {target!r} (its aliases go with it), or remove only the alias (semrank "
+            f"index alias {name} --remove; over HTTP DELETE /{target}/_alias/{name})"
         )
+    raise InvalidInputError(
+        f"{name!r} is an alias of index {target!r}, and an index cannot take an alias's name; "
+        f"choose another name, or remove alias {name!r} first"
+    )
 
 
 # --- the embedded store's file ----------------------------------------------------------------

@@ -551,7 +551,7 @@ def drop_index(name: str, *, home: str | Path | None = None, store: str | None =
     Its aliases go with it; an alias is not dropped this way (``update_aliases`` removes one)."""
     from semrank.store._aliases import refuse_alias_name
 
-    refuse_alias_name(name, home, store)
+    refuse_alias_name(name, home, store, dropping=True)
     for let_go in BEFORE_DROP:
         let_go(name, home, store=store)
     target = index_path(name, home)

@@ -926,8 +926,8 @@ def _refuse_an_alias_name(conn: Any, name: str) -> None:
     ).fetchone()
     if row is not None:
         raise InvalidInputError(
-            f"{name!r} is an alias of index {row[0]!r}, and an index cannot take an alias's name "
-            f"(nor be dropped by it); choose another name, or remove alias {name!r} first"
+            f"{name!r} is an alias of index {row[0]!r}, and an index cannot take an alias's name; "
+            f"choose another name, or remove alias {name!r} first"
         )
 
 
