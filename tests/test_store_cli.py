@@ -1613,6 +1613,11 @@ def test_index_alias_moves_searches_to_the_new_index_and_list_shows_it(tmp_path:
     listed = json.loads(run("index", "list", "--json", "--home", home))
     assert [(row["name"], row["aliases"]) for row in listed] == [("v1", []), ("v2", ["live"])]
     assert "aliases: live" in run("index", "list", "--home", home)
+    # A write through the alias names the index it wrote to.
+    added = run("index", "add", "live", str(tmp_path / "v1.jsonl"), "--home", home)
+    assert "index 'v2' (alias 'live') holds 2" in added, added
+    deleted = run("index", "delete", "live", "eclipse", "--home", home)
+    assert "index 'v2' (alias 'live') holds 1" in deleted, deleted
     with pytest.raises(InvalidInputError, match="'live' is an alias of index 'v2'"):
         run("index", "drop", "live", "--yes", "--home", home)
     with pytest.raises(InvalidInputError, match="or --remove"):
@@ -1642,6 +1647,7 @@ def test_search_aggs_prints_facets_over_every_matching_document(tmp_path: Path) 
         {"key": "docs", "doc_count": 1},
     ]
     assert answer["aggregations"]["first"] == {"value": 2023.0}
+    assert answer["matched"] == 3  # the documents counted, as the table says
     table = run(*args)
     assert "aggregations over 3 matching documents:\n  sources: wiki (2), docs (1)\n" in table
     assert "  first: 2023\n" in table

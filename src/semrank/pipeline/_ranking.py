@@ -149,6 +149,8 @@ class SearchResults(Sequence[Hit]):
         said: dict[str, Any] = {"warnings": list(self.warnings)} if self.warnings else {}
         if self.aggregations is not None:
             said["aggregations"] = self.aggregations
+        if self.matched is not None:  # the documents aggregated (semrank search --aggs --json)
+            said["matched"] = self.matched
         return {"hits": [h.to_dict() for h in self.hits], **said}
 
     @staticmethod

@@ -428,7 +428,7 @@ def add(
         typer.echo(
             f"upserted {count_of(counts.written, 'document')}"
             + (f" ({skipped:,} already stored as given, skipped)" if skipped else "")
-            + f"; index {name!r} holds {len(index)}"
+            + f"; index {_called(index, name)} holds {len(index)}"
         )
         _warn_unread_fields(index, counts, shown=shown)
         if index.prepared():
@@ -622,13 +622,22 @@ def delete(
             return
         removed = index.delete(wanted)
         index.refresh()
-        typer.echo(f"deleted {removed} of {len(wanted)} ids; index {name!r} holds {len(index)}")
+        typer.echo(
+            f"deleted {removed} of {len(wanted)} ids; index {_called(index, name)} holds "
+            f"{len(index)}"
+        )
     if removed < len(wanted) and any(i != i.strip() for i in wanted):
         typer.echo(
             "note: ids are matched exactly, so the spaces at the start or end of some of the "
             "ids given are part of them",
             err=True,
         )
+
+
+def _called(index: Store, name: str) -> str:
+    """The index written, as a count after a write names it: ``'docs-v1'``, or ``'docs-v1'
+    (alias 'live')`` where the command named an alias."""
+    return repr(index.name) if index.name == name else f"{index.name!r} (alias {name!r})"
 
 
 # A dry run lists this many of the ids it would delete.
