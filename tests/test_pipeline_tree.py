@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semrank.errors import DataFormatError, InvalidInputError, ModelNotFoundError
+from semrank.errors import (
+    DataFormatError,
+    IndexNotFoundError,
+    InvalidInputError,
+    ModelNotFoundError,
+)
 from semrank.pipeline import (
     BM25,
     RRF,
@@ -1626,3 +1631,85 @@ def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) 
     ]:
         with pytest.raises(InvalidInputError, match=re.escape(said)):
             search(index, "moon", aggs=aggs)  # type: ignore[arg-type]
+
+
+# --- one search over several indexes ----------------------------------------------------------
+# "shared" holds an "eclipse" of its own: one id in two indexes, two hits.
+SHARED_DOCS = [
+    *DOCS[3:],
+    {"id": "eclipse", "title": "Moon", "text": "The moon, the moon, the moon."},
+]
+
+
+@pytest.fixture(scope="module")
+def several(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with "sky" (the first half of DOCS), "shared", "rest" (the second half of DOCS)
+    and "union" (all of DOCS)."""
+    home = tmp_path_factory.mktemp("several")
+    named = {"sky": DOCS[:3], "shared": SHARED_DOCS, "rest": DOCS[3:], "union": DOCS}
+    for name, docs in named.items():
+        store = create_index(name, home=home)
+        store.upsert(docs)
+        store.close()
+    return home
+
+
+def _found(results: Any) -> list[tuple[str | None, str]]:
+    return [(hit.index, hit.id) for hit in results]
+
+
+def test_one_id_in_two_indexes_is_two_hits_each_with_its_own_document(several: Path) -> None:
+    results = search("sky,shared", "moon", k=10, home=several)
+    assert ("sky", "eclipse") in _found(results) and ("shared", "eclipse") in _found(results)
+    documents = {(hit.index, hit.id): hit.document for hit in results}
+    assert documents[("shared", "eclipse")] == {"title": "Moon", "text": SHARED_DOCS[-1]["text"]}
+    assert documents[("sky", "eclipse")] == {"title": DOCS[0]["title"], "text": DOCS[0]["text"]}
+    assert results[0].to_dict()["index"] == "shared"  # three moons: the best BM25 hit
+    # A search of one index names it in each hit too.
+    assert {hit.index for hit in search("sky", "moon", home=several)} == {"sky"}
+
+
+def test_a_knn_over_two_indexes_ranks_as_one_index_holding_both(several: Path) -> None:
+    """Cosine similarity is per document: the merged knn is the knn of the union, where no
+    id repeats (DOCS split between "sky" and "rest")."""
+    union = search("union", "the moon hides the sun", retriever=Knn(k=5), k=5, home=several)
+    merged = search("sky,rest", "the moon hides the sun", retriever=Knn(k=5), k=5, home=several)
+    assert [hit.id for hit in merged] == union.ids and len(merged) == 5
+    np.testing.assert_allclose(merged.scores, union.scores, rtol=1e-5)
+    assert [hit.first_stage_rank for hit in merged] == [1, 2, 3, 4, 5]
+
+
+def test_a_reranker_reads_the_merged_window_of_every_index(several: Path) -> None:
+    tree = TextSimilarityReranker(
+        RRF((BM25(), Knn())), inference_id=CountingScorer(), rank_window_size=20
+    )
+    results = search("sky,shared", "moon", retriever=tree, k=3, home=several, highlight="text")
+    assert _found(results)[0] == ("shared", "eclipse")  # four moons (title too) outscore one
+    assert set(_found(results)[1:]) == {("sky", "eclipse"), ("sky", "tides")}
+    assert [hit.rerank_score for hit in results] == pytest.approx([0.4, 0.1, 0.1])
+    for hit in results:  # each hit highlighted from its own document
+        assert hit.highlight is not None and "<em>moon</em>" in hit.highlight["text"][0]
+
+
+def test_patterns_and_every_index_name_the_indexes_searched(several: Path) -> None:
+    def indexes(spec: str) -> set[str | None]:
+        return {hit.index for hit in search(spec, "moon animals", k=20, home=several)}
+
+    assert indexes("s*") == {"sky", "shared"}
+    assert indexes("_all") == indexes("*") == {"sky", "shared", "rest", "union"}
+    assert indexes("*,-union,-r*") == {"sky", "shared"}
+    assert indexes("sky,sky") == {"sky"}
+    # A pattern matching nothing finds nothing; a named index that is not there is an error.
+    assert len(search("nothing-*", "moon", home=several)) == 0
+    with pytest.raises(IndexNotFoundError, match=r"index 'nope' .* not found"):
+        search("sky,nope", "moon", home=several)
+    with pytest.raises(InvalidInputError, match="empty name"):
+        search("sky,", "moon", home=several)
+
+
+def test_a_count_over_several_indexes_sums_and_aggregations_are_refused(several: Path) -> None:
+    counted = search("sky,shared", "moon", k=0, home=several)
+    alone = [search(name, "moon", k=0, home=several).matched for name in ("sky", "shared")]
+    assert counted.matched == sum(n for n in alone if n is not None) == 3
+    with pytest.raises(InvalidInputError, match=r"aggregations read one index.*\(sky, shared\)"):
+        search("sky,shared", "moon", home=several, aggs={"t": {"terms": {"field": "title"}}})

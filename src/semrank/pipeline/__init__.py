@@ -43,6 +43,7 @@ from semrank.pipeline._open import (
     let_go_of_dropped_indexes,
     open_cached,
     using_index,
+    using_indexes,
 )
 from semrank.pipeline._parse import (
     QUERY_DSL_HINT,
@@ -128,4 +129,5 @@ __all__ = [
     "top_window",
     "use_prepared",
     "using_index",
+    "using_indexes",
 ]

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +18,9 @@ from semrank._checks import is_blank, require_unicode
 from semrank._locks import KeyedLocks
 from semrank.errors import InvalidInputError
 from semrank.pipeline._ranking import Ranking
-from semrank.retrieve import Filter, all_of
+from semrank.retrieve import Filter, Hits, all_of
 from semrank.store import Store
+from semrank.store._targets import hit_key, split_key
 
 PLACEHOLDER = "{{query}}"
 # Elasticsearch's preconfigured re-rank endpoints mean "the default model" here.
@@ -133,8 +134,14 @@ class SearchContext:
     # Set where the search highlights semantically: each re-ranked hit's windows, by id (the
     # outermost re-ranker's, which runs last), shared by every node as warnings are.
     windows: dict[str, ReadWindows] | None = None
+    # A search of several indexes: their stores, by name (``store`` is the first). Its leaf
+    # retrievers run on each (``each_index``), and the ids of what they return are hit keys
+    # ``index:id`` (``semrank.store._targets.hit_key``): one id in two indexes is two hits.
+    several: dict[str, Store] | None = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Each index's query vectors, where the search reads several (their models may differ).
+    _index_vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def text(self, literal: str | None, *, where: str = "the retriever") -> str:
         """The query text a node reads for its ``literal`` (None: left out), by the rule in the
@@ -168,6 +175,52 @@ class SearchContext:
         if own is None:
             return self
         return dataclasses.replace(self, filter=all_of(self.filter, own))
+
+    @property
+    def stores(self) -> list[Store]:
+        """The indexes the search reads: one, or those of a search of several."""
+        return [self.store] if self.several is None else list(self.several.values())
+
+    def store_of(self, hit_id: str) -> Store:
+        """The index holding hit ``hit_id`` (a hit key where the search reads several)."""
+        return self.store if self.several is None else self.several[split_key(hit_id)[0]]
+
+    def on(self, store: Store) -> SearchContext:
+        """This search on ``store`` alone (one of several), sharing its warnings and windows."""
+        vectors = self._index_vectors.setdefault(store.name, {})
+        return dataclasses.replace(self, store=store, several=None, _vectors=vectors, _documents={})
+
+    def each_index(self, run: Callable[[SearchContext], Ranking], limit: int) -> Ranking:
+        """A leaf retriever's ``run``: on the index, or on each of several, their hits merged
+        best score first into one ranking of hit keys, cut to ``limit`` (ties: the index named
+        first). Each index scores its own hits (BM25 by its own statistics), as Elasticsearch
+        scores each shard's."""
+        if self.several is None:
+            return run(self)
+        keys: list[str] = []
+        scores: list[np.ndarray] = []
+        for name, store in self.several.items():
+            part = run(self.on(store))
+            keys.extend(hit_key(name, str(i)) for i in part.ids.tolist())
+            scores.append(part.scores)
+        merged = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
+        order = np.argsort(-merged, kind="stable")[: max(limit, 0)]
+        ids = np.empty(len(keys), dtype=object)
+        ids[:] = keys
+        return Ranking.from_hits(Hits(ids[order], merged[order]))
+
+    def check_field(self, field: str, *, purpose: str = "") -> None:
+        """``Store.check_field`` of the index, or of any of several (a field only some of them
+        hold reads empty in the others, as Elasticsearch reads a missing field)."""
+        first_error: InvalidInputError | None = None
+        for store in self.stores:
+            try:
+                store.check_field(field, purpose=purpose)
+                return
+            except InvalidInputError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:
@@ -204,6 +257,11 @@ class SearchContext:
 
     def documents(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         missing = [i for i in ids if i not in self._documents]
-        if missing:
-            self._documents.update(zip(missing, self.store.get(missing), strict=True))
+        by_index: dict[str, list[str]] = {}
+        for key in missing:  # a search of several reads each index's hits from that index
+            by_index.setdefault(self.store_of(key).name, []).append(key)
+        for name, keys in by_index.items():
+            store = self.store if self.several is None else self.several[name]
+            own = keys if self.several is None else [split_key(key)[1] for key in keys]
+            self._documents.update(zip(keys, store.get(own), strict=True))
         return [self._documents[i] for i in ids]

@@ -336,6 +336,9 @@ class BM25(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a BM25 search of its retriever tree")
+        return ctx.each_index(lambda one: self._run_on(one, size), size)
+
+    def _run_on(self, ctx: SearchContext, size: int) -> Ranking:
         text = ctx.text(self.text)
         with _retrieving(ctx, "standard", size) as traced:
             if self.fields:
@@ -391,6 +394,9 @@ class ConstantScore(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a filter search of its retriever tree")
+        return ctx.each_index(lambda one: self._run_on(one, size), size)
+
+    def _run_on(self, ctx: SearchContext, size: int) -> Ranking:
         flt = _filter_argument(ctx, self, "first_matching")["filter"]  # own filter: never {}
         with _retrieving(ctx, "filter", size) as traced:
             ids = np.array(ctx.store.first_matching(flt, size), dtype=object)
@@ -479,6 +485,10 @@ class Knn(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a knn search of its retriever tree")
+        # The k nearest of all the indexes: each one's k nearest, merged and cut to k.
+        return ctx.each_index(lambda one: self._run_on(one, size), min(self.k or size, size))
+
+    def _run_on(self, ctx: SearchContext, size: int) -> Ranking:
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size
@@ -808,10 +818,14 @@ class TextSimilarityReranker(Retriever):
         child, documents = ctx.stored_hits(child)
         if len(child) == 0:
             return child
-        ctx.store.check_field(self.field, purpose=" to re-rank on")
-        texts = [ctx.store.rerank_text_of(doc, self.field) for doc in documents]
+        ctx.check_field(self.field, purpose=" to re-rank on")
+        texts = [
+            ctx.store_of(hit_id).rerank_text_of(doc, self.field)
+            for hit_id, doc in zip(child.ids.tolist(), documents, strict=True)
+        ]
         model = self._model()
-        use_prepared(ctx.store, model)  # windows embedded at `semrank index prepare`, if any
+        for store in ctx.stores:  # windows embedded at `semrank index prepare`, if any
+            use_prepared(store, model)
         query = ctx.text(self.inference_text, where="the text_similarity_reranker's inference_text")
         name = getattr(model, "served_name", None) or getattr(model, "name", None)
         sizes = {"documents": len(texts), "rank_window_size": self.rank_window_size}

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 from semrank.store import DB_NAME, LocalStore, Store, index_path, open_index
 from semrank.store._aliases import resolve_index_name
 from semrank.store._registry import BEFORE_DROP
+from semrank.store._targets import resolve_targets
 
 if TYPE_CHECKING:
     from semrank.store.postgres import PostgresStore
@@ -100,6 +101,29 @@ def using_index(
         yield held.store
     finally:
         _let_go(held)
+
+
+@contextmanager
+def using_indexes(
+    targets: str,
+    home: str | Path | None = None,
+    *,
+    store: str | None = None,
+    ignore_unavailable: bool = False,
+    allow_no_indices: bool = True,
+) -> Iterator[list[Store]]:
+    """The indexes ``targets`` names by Elasticsearch's multi-target syntax (``"a,b"``,
+    ``"logs-*"``, ``"_all"``: ``semrank.store._targets``), each open for the ``with`` block
+    as ``using_index`` holds one; none where a pattern matched nothing."""
+    names = resolve_targets(
+        targets,
+        home,
+        store=store,
+        ignore_unavailable=ignore_unavailable,
+        allow_no_indices=allow_no_indices,
+    )
+    with ExitStack() as held:
+        yield [held.enter_context(using_index(name, home, store=store)) for name in names]
 
 
 def open_cached(

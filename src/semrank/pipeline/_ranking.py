@@ -11,6 +11,7 @@ import numpy as np
 
 from semrank._checks import arrays_equal
 from semrank.retrieve import Hits
+from semrank.store._targets import split_key
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,16 @@ class Hit:
     document: dict[str, Any] | None = None
     # Fragments per field where the search asked for highlights (only fields with one).
     highlight: dict[str, list[str]] | None = None
+    # The index holding the hit (never an alias of it): a search of several indexes may find
+    # one id in two of them, two hits told apart by it. None where a search built the hit
+    # without one.
+    index: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         marked = {} if self.highlight is None else {"highlight": self.highlight}
+        held = {} if self.index is None else {"index": self.index}
         return {
+            **held,
             "id": self.id,
             "score": self.score,
             "rank": self.rank,
@@ -161,16 +168,25 @@ class SearchResults(Sequence[Hit]):
         *,
         offset: int = 0,
         highlights: list[dict[str, list[str]]] | None = None,
+        index: str | None = None,
+        keyed: bool = False,
     ) -> SearchResults:
         """The hits of ``ranking``, a page ``offset`` hits into the search's: ranked from
         ``offset + 1`` (a first-stage rank stays the rank that stage gave); ``highlights``:
-        each hit's fragments, where the search asked for them."""
+        each hit's fragments, where the search asked for them; ``index``: the index holding
+        every hit; ``keyed``: the ids are hit keys ``index:id`` of a search of several."""
         hits = []
         for position in range(len(ranking)):
             rerank = float(ranking.rerank_scores[position])
+            held, hit_id = (
+                split_key(str(ranking.ids[position]))
+                if keyed
+                else (index, str(ranking.ids[position]))
+            )
             hits.append(
                 Hit(
-                    id=str(ranking.ids[position]),
+                    index=held,
+                    id=hit_id,
                     score=float(ranking.scores[position]),
                     rank=offset + position + 1,
                     first_stage_rank=int(ranking.first_stage_ranks[position]),

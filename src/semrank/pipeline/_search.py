@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,13 +34,14 @@ from semrank.pipeline._nodes import (
     hits_without_size,
     tree_nodes,
 )
-from semrank.pipeline._open import using_index
+from semrank.pipeline._open import using_index, using_indexes
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import Ranking, SearchResults
 from semrank.retrieve import FilterSpec, HighlightSpec, optional_filter, parse_highlight
 from semrank.retrieve._aggs import parse_aggs
 from semrank.store import Store
 from semrank.store._base import check_k
+from semrank.store._targets import hit_key, is_multi_target, split_key
 
 FIRST_STAGES = ("bm25", "dense", "hybrid", "linear")
 DEFAULT_K = 10  # the hits a search without k returns, as Elasticsearch's size defaults to 10
@@ -143,7 +145,7 @@ CONSISTENT_TRIES = 3
 
 
 def search(
-    index: str | Store,
+    index: str | Store | Sequence[Store],
     query: str | None = None,
     *,
     retriever: RetrieverSpec = None,
@@ -156,7 +158,11 @@ def search(
     highlight: HighlightSpec | Mapping[str, Any] | str | Sequence[str] | None = None,
     aggs: Mapping[str, Any] | None = None,
 ) -> SearchResults:
-    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index`` (``k``
+    """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``: an
+    index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
+    syntax (``"a,b"``, ``"logs-*"``, ``"_all"``; ``semrank.store._targets``), whose leaf
+    retrievers run on each and merge their hits by score before fusion and re-ranking (each
+    hit's ``index`` names its own; aggregations read one index). ``k``
     left out: 10, or the top window's hits where fewer; see ``hits_asked``), after the first
     ``offset`` (Elasticsearch's ``from``, a Python keyword: ``offset=10, k=10`` is page 2,
     hits 11-20 of the search for 20, ranked 11 to 20; a compound tree pages over its top
@@ -189,34 +195,81 @@ def search(
     marks = _highlight_asked(highlight, read)
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
-    with using_index(index, home, store=store) as opened:
+    with _opened(index, home, store) as stores:
+        if parsed is not None and len(stores) != 1:
+            raise InvalidInputError(
+                f"aggregations read one index, and this search reads {len(stores)} "
+                f"({', '.join(s.name for s in stores) or 'none matched'}); aggregate each "
+                "index on its own"
+            )
 
         def context() -> SearchContext:
             return SearchContext(
-                opened,
+                stores[0],
                 query,
                 keep_literals=has_placeholder(tree),
                 filter=flt,
                 windows={} if marks is not None and marks.semantic else None,
+                several=None if len(stores) == 1 else {one.name: one for one in stores},
             )
 
+        if not stores:  # a pattern that matched no index: nothing to find, as Elasticsearch
+            return SearchResults([], ranked=0, matched=0 if page.size == 0 else None)
         if page.size == 0:  # no hits asked for: only what the documents matched say
             results, ctx = SearchResults([], ranked=0), context()
         else:
-            results, ctx = _ranked(opened, tree, page, (with_documents, marks), context)
+            results, ctx = _ranked(tree, page, (with_documents, marks), context)
         if parsed is None and page.size > 0:
             return results
-        within = matched_documents(tree, ctx, page.end or DEFAULT_K)
-        return dataclasses.replace(
-            results,
-            warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
-            aggregations=None if parsed is None else opened.aggregate(parsed, within),
-            matched=opened.count_matching(within),
-        )
+        return _with_matches(results, tree, ctx, parsed, page.end or DEFAULT_K)
+
+
+@contextmanager
+def _opened(
+    index: str | Store | Sequence[Store], home: str | Path | None, store: str | None
+) -> Iterator[list[Store]]:
+    """The indexes a search reads: a Store, the Stores of a list, the indexes a name list or
+    pattern names (``using_indexes``), or the one index (or alias) named."""
+    if isinstance(index, Store):
+        yield [index]
+    elif isinstance(index, str) and is_multi_target(index):
+        with using_indexes(index, home, store=store) as stores:
+            yield stores
+    elif isinstance(index, str):
+        with using_index(index, home, store=store) as opened:
+            yield [opened]
+    else:
+        stores = list(index)
+        names = [one.name if isinstance(one, Store) else None for one in stores]
+        if None in names or len(set(names)) < len(names):
+            raise InvalidInputError(
+                'a search of several indexes takes an index name, a list of them ("a,b"), '
+                f'a pattern ("logs-*") or a list of opened indexes with distinct names, got '
+                f"{names!r:.120}"
+            )
+        yield stores
+
+
+def _with_matches(
+    results: SearchResults,
+    tree: Retriever,
+    ctx: SearchContext,
+    aggs: Any,
+    size: int,
+) -> SearchResults:
+    """``results`` with how many documents the search matched (summed over its indexes) and
+    its aggregations (of one index: ``search`` refuses them over several)."""
+    per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
+    within = [matched_documents(tree, one, size) for one in per_index]
+    return dataclasses.replace(
+        results,
+        warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
+        aggregations=None if aggs is None else ctx.store.aggregate(aggs, within[0]),
+        matched=sum(one.store.count_matching(w) for one, w in zip(per_index, within, strict=True)),
+    )
 
 
 def _ranked(
-    opened: Store,
     tree: Retriever,
     page: Page,
     shown: tuple[bool, HighlightSpec | None],
@@ -227,16 +280,16 @@ def _ranked(
     ``shown``: whether hits carry their documents, and what to highlight in them."""
     with_documents, marks = shown
     for _ in range(CONSISTENT_TRIES):
-        started = opened.generation
         ctx = context()
+        started = [one.generation for one in ctx.stores]
         ranking, skipped = page.of(tree.run(ctx, page.end))
         if not with_documents and marks is None:
-            return SearchResults.from_ranking(ranking, None, ctx.warnings, offset=skipped), ctx
+            return _results(ctx, ranking, None, offset=skipped), ctx
         ranking, documents = ctx.stored_hits(ranking)
         # A hit rewritten while the search ran was ranked as one version and would be
         # returned as another (its text matched "alpha", the document said "beta"): the
         # search runs again on the new state, a few times at most under constant writes.
-        rewritten = _rewritten(opened, ranking, started)
+        rewritten = _rewritten(ctx, ranking, started)
         if not rewritten:
             break
     else:
@@ -244,14 +297,47 @@ def _ranked(
             f"{len(rewritten)} hits were rewritten while the search ran, in each of "
             f"{CONSISTENT_TRIES} runs: their documents may be newer than their ranking"
         )
-    marked = (
-        None if marks is None else hit_highlights(marks, tree, ctx, ranking.ids.tolist(), documents)
-    )
+    marked = None if marks is None else _highlights(marks, tree, ctx, ranking, documents)
     shown_documents = documents if with_documents else None
-    results = SearchResults.from_ranking(
-        ranking, shown_documents, ctx.warnings, offset=skipped, highlights=marked
-    )
+    results = _results(ctx, ranking, shown_documents, offset=skipped, highlights=marked)
     return results, ctx
+
+
+def _results(
+    ctx: SearchContext,
+    ranking: Ranking,
+    documents: list[dict[str, Any]] | None,
+    **shown: Any,
+) -> SearchResults:
+    """``SearchResults.from_ranking``, each hit naming its index (taken from its key where the
+    search read several)."""
+    keyed = ctx.several is not None
+    index = None if keyed else ctx.store.name
+    return SearchResults.from_ranking(
+        ranking, documents, ctx.warnings, index=index, keyed=keyed, **shown
+    )
+
+
+def _highlights(
+    marks: HighlightSpec,
+    tree: Retriever,
+    ctx: SearchContext,
+    ranking: Ranking,
+    documents: list[dict[str, Any]],
+) -> list[dict[str, list[str]]]:
+    """Each hit's highlights, by its own index's analysis and text fields."""
+    ids = [str(i) for i in ranking.ids.tolist()]
+    if ctx.several is None:
+        return hit_highlights(marks, tree, ctx, ids, documents)
+    marked: list[dict[str, list[str]]] = [{} for _ in ids]
+    for one in ctx.stores:
+        at = [n for n, key in enumerate(ids) if split_key(key)[0] == one.name]
+        found = hit_highlights(
+            marks, tree, ctx.on(one), [ids[n] for n in at], [documents[n] for n in at]
+        )
+        for n, fragments in zip(at, found, strict=True):
+            marked[n] = fragments
+    return marked
 
 
 def _highlight_asked(highlight: object, read: SearchBody) -> HighlightSpec | None:
@@ -395,10 +481,19 @@ def _only_filters(tree: Retriever) -> bool:
     return all(isinstance(node, plain) for node in nodes)
 
 
-def _rewritten(opened: Store, ranking: Any, started: int) -> set[str]:
-    if opened.generation == started:  # nothing written since the search began: the usual case
-        return set()
-    return opened.written_since(ranking.ids.tolist(), started)
+def _rewritten(ctx: SearchContext, ranking: Ranking, started: list[int]) -> set[str]:
+    """The hits of ``ranking`` written since each index was at generation ``started``."""
+    found: set[str] = set()
+    ids = [str(i) for i in ranking.ids.tolist()]
+    for one, generation in zip(ctx.stores, started, strict=True):
+        if one.generation == generation:  # nothing written since the search began: usual
+            continue
+        if ctx.several is None:
+            found |= one.written_since(ids, generation)
+            continue
+        own = [split_key(key)[1] for key in ids if split_key(key)[0] == one.name]
+        found |= {hit_key(one.name, i) for i in one.written_since(own, generation)}
+    return found
 
 
 def search_many(
