@@ -262,3 +262,25 @@ async def test_search_highlights_a_postgres_index_as_an_embedded_one(
     assert hits["d1"] == {
         "text": ["<em>Fleas</em> feed on the <em>blood</em> of mammals and birds."]
     }
+
+
+async def test_a_search_of_several_postgres_indexes_keeps_one_id_in_each_apart(
+    client: httpx.AsyncClient,
+) -> None:
+    """/a,b/_search, a pattern and /_search over indexes in PostgreSQL, as embedded ones: one id
+    in two indexes is two hits, each naming its index; _count sums; a missing name is a 404."""
+    await _make_index(client)
+    await _make_index(client, "copy")
+    body = {"query": {"match": {"text": "flea blood"}}, "size": 20}
+    alone = (await client.post("/docs/_search", json=body)).json()["hits"]["hits"]
+    for path in ("/docs,copy/_search", "/*/_search", "/_search"):
+        both = await client.post(path, json=body)
+        assert both.status_code == 200, (path, both.text)
+        found = [(h["_index"], h["_id"]) for h in both.json()["hits"]["hits"]]
+        assert sorted(found) == sorted(
+            (index, h["_id"]) for h in alone for index in ("copy", "docs")
+        ), path
+    counted = await client.post("/c*,docs/_count", json={"query": {"match_all": {}}})
+    assert counted.json()["count"] == 2 * len(DOCS), counted.text
+    missing = await client.post("/docs,nosuch/_search", json=body)
+    assert missing.status_code == 404 and "'nosuch'" in missing.text

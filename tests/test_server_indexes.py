@@ -1240,21 +1240,85 @@ async def test_elasticsearch_count_counts_the_documents_a_query_matches(
     assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
 
 
-async def test_elasticsearch_search_and_count_without_an_index_name_the_fix(
+async def _make_second_index(client: httpx.AsyncClient) -> None:
+    """Index "more": a "d1" of its own (one id in two indexes) and one more flea."""
+    created = await client.post("/v1/indexes", json={"name": "more", "embedding_model": None})
+    assert created.status_code == 201, created.text
+    more = [
+        {"id": "d1", "title": "Cats", "text": "Cats chase fleas, blood and flea, flea, flea."},
+        {"id": "m2", "title": "Dogs", "text": "Dogs sleep."},
+    ]
+    added = await client.post("/v1/indexes/more/documents", json={"documents": more})
+    assert added.status_code == 200, added.text
+
+
+async def test_elasticsearch_search_and_count_of_several_indexes(
     client: httpx.AsyncClient,
 ) -> None:
-    """elasticsearch-py's es.count() and es.search() without index= send /_count and /_search
-    (every index, in Elasticsearch): a 404 "no route" said nothing of the index to name."""
+    """/a,b/_search, patterns, /_all and no index (elasticsearch-py's es.search() without
+    index=, a 400 before) search every index named, each hit naming its own; _count sums."""
     await _make_index(client)
-    for method, action in (("POST", "_count"), ("GET", "_count"), ("POST", "_search")):
-        sent = await client.request(method, f"/{action}", json={"query": {"match_all": {}}})
-        said = _es_error(sent, 400, "invalid_request")
-        assert f"{method} /{action} names no index" in said, said
-        assert f"{method} /{{index}}/{action}" in said and 'index="NAME"' in said
+    await _make_second_index(client)
+    body = {"query": {"match": {"text": "flea blood"}}, "size": 10}
+    both = await client.post("/docs,more/_search", json=body)
+    assert both.status_code == 200, both.text
+    hits = both.json()["hits"]["hits"]
+    found = [(h["_index"], h["_id"]) for h in hits]
+    assert found[0] == ("more", "d1")  # four fleas: its own BM25 statistics score it best
+    assert {("docs", "d1"), ("docs", "d3")} <= set(found) and len(found) == len(set(found))
+    assert {h["_source"]["title"] for h in hits if h["_id"] == "d1"} == {"Fleas", "Cats"}
+    for path in ("/_search", "/_all/_search", "/*/_search", "/do*,m*/_search"):
+        every = await client.post(path, json=body)
+        assert every.status_code == 200, (path, every.text)
+        assert every.json()["hits"]["hits"] == hits, path
     bare = await client.get("/_search", headers=ES_CLIENT_HEADERS)
-    assert "GET /_search names no index" in _es_error(bare, 400, "invalid_request")
-    named = await client.post("/docs/_count", json={"query": {"match_all": {}}})
-    assert named.json()["count"] == len(DOCS)
+    assert {h["_index"] for h in bare.json()["hits"]["hits"]} == {"docs", "more"}
+    # semrank's own route takes the same names; each hit says its index.
+    own = await client.post("/v1/indexes/docs,more/search", json={"query": "flea blood"})
+    assert [(h["index"], h["id"]) for h in own.json()["hits"]] == found
+    one = await client.post("/v1/indexes/docs/search", json={"query": "flea blood"})
+    assert {h["index"] for h in one.json()["hits"]} == {"docs"}
+    # _count: the sum of each index's.
+    for path, count in (("/docs,more/_count", 6), ("/_count", 6), ("/m*/_count", 2)):
+        counted = await client.post(path, json={"query": {"match_all": {}}})
+        assert counted.json()["count"] == count, (path, counted.text)
+    flea = {"query": {"match": {"text": "flea"}}}
+    each = [
+        (await client.post(f"/{n}/_count", json=flea)).json()["count"] for n in ("docs", "more")
+    ]
+    summed = await client.request("GET", "/_all/_count", json=flea)
+    assert summed.json()["count"] == sum(each) and all(each), (summed.text, each)
+
+
+async def test_elasticsearch_missing_indexes_answer_as_elasticsearchs_defaults(
+    client: httpx.AsyncClient,
+) -> None:
+    """A named index that is not there is a 404 (ignore_unavailable=true leaves it out); a
+    pattern matching nothing finds nothing (allow_no_indices=false makes it a 404)."""
+    await _make_index(client)
+    body = {"query": {"match": {"text": "flea"}}}
+    missing = await client.post("/docs,nosuch/_search", json=body)
+    assert "'nosuch'" in _es_error(missing, 404, "index_not_found")
+    ignored = await client.post("/docs,nosuch/_search?ignore_unavailable=true", json=body)
+    assert {h["_index"] for h in ignored.json()["hits"]["hits"]} == {"docs"}, ignored.text
+    empty = await client.post("/zz*/_search", json=body)
+    assert empty.status_code == 200 and empty.json()["hits"]["hits"] == [], empty.text
+    assert (await client.post("/zz*/_count", json=body)).json()["count"] == 0
+    strict = await client.post("/zz*/_search?allow_no_indices=false", json=body)
+    assert "no index matches 'zz*'" in _es_error(strict, 404, "index_not_found")
+    bad = await client.post("/docs/_search?ignore_unavailable=maybe", json=body)
+    assert "ignore_unavailable='maybe' must be true or false" in _es_error(
+        bad, 400, "invalid_request"
+    )
+    await _make_second_index(client)
+    aggs = {**body, "aggs": {"t": {"terms": {"field": "title"}}}}
+    refused = await client.post("/docs,more/_search", json=aggs)
+    assert "aggregations read one index" in _es_error(refused, 400, "invalid_request")
+    alone = await client.post("/docs/_search", json=aggs)
+    assert alone.status_code == 200 and alone.json()["aggregations"]["t"]["buckets"]
+    # Writes still name one index.
+    write = await client.put("/docs,more/_doc/x", json={"text": "flea"})
+    assert write.status_code in (400, 404) and "docs,more" in write.text
 
 
 async def test_elasticsearch_search_browses_by_a_query_that_only_filters(

@@ -30,8 +30,8 @@ from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
 from semrank.server._index_routes import (
     IndexNameInPath,
-    on_index,
     on_registry,
+    on_targets,
     open_index,
     run_search,
     say_warnings,
@@ -135,8 +135,10 @@ async def es_search(
     body: EsSearchRequest | None = None,
 ) -> Any:
     from semrank.store import resolve_index_name
+    from semrank.store._targets import is_multi_target
 
     _refuse_query_string_options(request)
+    targets = _target_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
     retriever = _own_texts(_search_spec(body), body.size)
@@ -153,9 +155,12 @@ async def es_search(
     )
     started = time.perf_counter()
     # Each hit's _index names the index that holds it, never an alias of it (as Elasticsearch's
-    # do): a client acting on a hit by its _index must reach that index after a swap too.
-    concrete = await on_registry(request, functools.partial(resolve_index_name, index))
-    results, warnings = await run_search(request, concrete, search)
+    # do): a client acting on a hit by its _index must reach that index after a swap too. A
+    # search of several indexes ("a,b", "logs-*", "_all") names each hit's own.
+    concrete = index
+    if not is_multi_target(index):
+        concrete = await on_registry(request, functools.partial(resolve_index_name, index))
+    results, warnings = await run_search(request, concrete, search, **targets)
     took_ms = round((time.perf_counter() - started) * 1000)
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
@@ -184,26 +189,56 @@ async def es_count(
     query = None if body is None else body.query
     if query is not None:
         parse_count_query(query)  # a bad query is refused before the index is opened
-    count = await on_index(request, index, lambda store: count_documents(store, query))
-    return EsCountResponse(count=count)
+    targets = _target_options(request)
+
+    def count(stores: list[Any]) -> int:  # several indexes: the sum of their counts
+        return sum(count_documents(store, query) for store in stores)
+
+    return EsCountResponse(count=await on_targets(request, index, count, **targets))
 
 
-async def every_index(request: Request) -> Any:
-    """elasticsearch-py's ``es.search()`` and ``es.count()`` without ``index=`` (``/_search``,
-    ``/_count``): Elasticsearch's search of every index, which semrank does not run (a search
-    reads one index); a 400 naming the fix, not a 404 "no route"."""
-    action = request.url.path.rsplit("/", 1)[-1]
-    raise InvalidInputError(
-        f"{request.method} /{action} names no index: Elasticsearch's {action} of every index is "
-        f"not supported, semrank's reads one index; name it in the path, {request.method} "
-        f'/{{index}}/{action} (elasticsearch-py: index="NAME"; GET /v1/indexes lists them)'
-    )
+async def search_every_index(
+    request: Request, response: Response, body: EsSearchRequest | None = None
+) -> Any:
+    """elasticsearch-py's ``es.search()`` without ``index=``: every index, as ``/_all``."""
+    return await es_search("_all", request, response, body)
 
 
-for _action in ("_search", "_count"):
-    router.add_api_route(
-        f"/{_action}", every_index, methods=["GET", "POST"], include_in_schema=False
-    )
+async def count_every_index(request: Request, body: EsCountRequest | None = None) -> Any:
+    """elasticsearch-py's ``es.count()`` without ``index=``: every index, as ``/_all``."""
+    return await es_count("_all", request, body)
+
+
+for _path, _route, _model, _summary in (
+    ("/_search", search_every_index, EsSearchResponse, SEARCH_SUMMARY),
+    ("/_count", count_every_index, EsCountResponse, COUNT_SUMMARY),
+):
+    for _method in ("GET", "POST"):  # a route each, as the decorated ones: one operation id
+        router.add_api_route(
+            _path,
+            _route,
+            methods=[_method],
+            response_model=_model,
+            summary=f"{_summary}, over every index",
+            operation_id=f"{_route.__name__}_{_method.lower()}",
+        )
+
+
+def _target_options(request: Request) -> dict[str, bool]:
+    """Elasticsearch's ``ignore_unavailable`` (a named index that is not there is left out,
+    not a 404) and ``allow_no_indices`` (false: a pattern matching nothing is a 404), by their
+    defaults where not given."""
+    options = {}
+    for name in ("ignore_unavailable", "allow_no_indices"):
+        given = request.query_params.get(name)
+        if given is None:
+            continue
+        if given.lower() not in ("true", "false", ""):
+            raise InvalidInputError(
+                f"query-string parameter {name}={given!r:.40} must be true or false"
+            )
+        options[name] = given.lower() != "false"  # a bare ?name is true, as in Elasticsearch
+    return options
 
 
 def _listed(request: Request, name: str) -> list[str]:
@@ -236,10 +271,11 @@ def _filtered_source(
 
 
 def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> EsSearchResponse:
-    """semrank's search results in Elasticsearch's shape (the one place that maps them). The
-    total counts the hits ranked down to this page's last (those its from skipped and its
-    own; on page 1, the hits returned): "gte" when there may be more (a full page)."""
-    hits = [_es_hit(index, hit) for hit in results.hits]
+    """semrank's search results in Elasticsearch's shape (the one place that maps them), each
+    hit's _index its own (``index`` where a hit names none). The total counts the hits ranked
+    down to this page's last (those its from skipped and its own; on page 1, the hits
+    returned): "gte" when there may be more (a full page)."""
+    hits = [_es_hit(hit.index or index, hit) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     if results.matched is not None:  # counted where the search aggregated (or asked size 0)

@@ -316,9 +316,12 @@ async def search(
     )
 
 
-async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[Any, list[str]]:
-    """The search of ``body`` on index ``name`` with the served models, and its warnings: the
-    one search path of semrank's route and Elasticsearch's ``_search``."""
+async def run_search(
+    request: Request, name: str, body: SearchRequest, **targets: bool
+) -> tuple[Any, list[str]]:
+    """The search of ``body`` on index ``name`` (or the indexes it names: ``"a,b"``,
+    ``"logs-*"``, ``"_all"``; ``targets``: ``using_indexes``' options) with the served models,
+    and its warnings: the one search path of semrank's route and Elasticsearch's ``_search``."""
     from semrank.pipeline import (
         check_page,
         check_window,
@@ -350,10 +353,10 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
     check_window(tree, size)
     deadline = service.deadline(body.timeout_ms)
 
-    def work(store: Any) -> tuple[Any, list[str]]:
+    def work(stores: list[Any]) -> tuple[Any, list[str]]:
         with span("search", index=name, retriever=type(tree).__name__, k=size):
             results = run(
-                store,
+                stores,
                 body.query,
                 retriever=tree,
                 k=size,
@@ -363,10 +366,11 @@ async def run_search(request: Request, name: str, body: SearchRequest) -> tuple[
                 highlight=marks,
                 aggs=body.aggs,
             )
-        return results, [*results.warnings, *_incomplete_warning(store)]
+        unfinished = [said for store in stores for said in _incomplete_warning(store)]
+        return results, [*results.warnings, *unfinished]
 
     with service.admission.admit():
-        return await _blocking(request, deadline, _with_index(request, name, work))
+        return await _blocking(request, deadline, with_targets(request, name, work, **targets))
 
 
 async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
@@ -374,6 +378,16 @@ async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
     service: RerankService = request.app.state.service
     with service.admission.admit():
         return await _blocking(request, service.deadline(None), _with_index(request, name, work))
+
+
+async def on_targets(
+    request: Request, targets: str, work: Callable[[list[Any]], T], **options: bool
+) -> T:
+    """``on_index`` on the indexes ``targets`` names (``with_targets``)."""
+    service: RerankService = request.app.state.service
+    with service.admission.admit():
+        run = with_targets(request, targets, work, **options)
+        return await _blocking(request, service.deadline(None), run)
 
 
 async def on_registry(request: Request, work: Callable[..., T]) -> T:
@@ -473,6 +487,31 @@ def _with_index(request: Request, name: str, work: Callable[[Any], T]) -> Callab
     def run() -> T:
         with using_index(name, **_where(request)) as store:
             return work(store)
+
+    return run
+
+
+def with_targets(
+    request: Request, targets: str, work: Callable[[list[Any]], T], **options: bool
+) -> Callable[[], T]:
+    """``work`` on the indexes ``targets`` names: one index (or alias), or several by the
+    multi-target syntax (none where a pattern matched nothing), open while it runs."""
+    from semrank.pipeline import using_index, using_indexes
+    from semrank.store._targets import is_multi_target
+
+    def run() -> T:
+        if not is_multi_target(targets):
+            with using_index(targets, **_where(request)) as store:
+                return work([store])
+        where = _where(request)
+        with using_indexes(
+            targets,
+            where["home"],
+            store=where["store"],
+            ignore_unavailable=options.get("ignore_unavailable", False),
+            allow_no_indices=options.get("allow_no_indices", True),
+        ) as stores:
+            return work(stores)
 
     return run
 

@@ -582,6 +582,10 @@ class SearchRequest(_Strict):
 
 
 class SearchHit(_Schema):
+    index: str = Field(
+        description="the index holding the hit (never an alias of it): a search of several "
+        "indexes may find one id in two of them"
+    )
     id: str
     score: float
     rank: int
