@@ -1705,6 +1705,8 @@ def test_patterns_and_every_index_name_the_indexes_searched(several: Path) -> No
         search("sky,nope", "moon", home=several)
     with pytest.raises(InvalidInputError, match="empty name"):
         search("sky,", "moon", home=several)
+    with pytest.raises(InvalidInputError, match="search_many reads one index"):
+        search_many("sky,shared", ["moon"], home=several)
 
 
 def test_a_count_over_several_indexes_sums_and_aggregations_are_refused(several: Path) -> None:

@@ -291,6 +291,29 @@ def test_search_highlight_prints_fragments(
         run("search", "mini", "--retriever", json.dumps(semantic), "--home", home)
 
 
+def test_search_of_several_indexes_names_each_hits_index(
+    tmp_path: Path, beir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`semrank search a,b` (or a pattern) searches both; one id in each is two hits, and the
+    table gains an index column."""
+    home = str(tmp_path / "home")
+    run("index", "create", "mini", "--from", str(beir), "--home", home, "--no-dense")
+    moons = tmp_path / "moons.jsonl"
+    moons.write_text(json.dumps({"_id": "tides", "text": "The moon, the moon, the moon."}) + "\n")
+    run("index", "create", "moons", "--from", str(moons), "--home", home, "--no-dense")
+    for target in ("mini,moons", "m*", "_all"):
+        out = run("search", target, "moon", "--json", "--home", home)
+        hits = [(hit["index"], hit["id"]) for hit in json.loads(out)["hits"]]
+        # Each index scores by its own BM25 statistics: no order is asserted across them.
+        assert sorted(hits) == [("mini", "eclipse"), ("mini", "tides"), ("moons", "tides")]
+    monkeypatch.setenv("COLUMNS", "200")
+    table = run("search", "mini,moons", "moon", "--home", home)
+    assert "index" in table.splitlines()[2] and "moons" in table
+    assert "index" not in run("search", "mini", "moon", "--home", home).splitlines()[2]
+    with pytest.raises(IndexNotFoundError, match="'nosuch'"):
+        run("search", "mini,nosuch", "moon", "--home", home)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

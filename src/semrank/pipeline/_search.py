@@ -511,6 +511,11 @@ def search_many(
     ``store``: a PostgreSQL DSN holding the named index; ``filter``: as ``search``'s, for every
     query)."""
     flt = optional_filter(filter)
+    if is_multi_target(index):  # a run's {doc_id: score} would make one id in two indexes one
+        raise InvalidInputError(
+            f"search_many reads one index, and {index!r:.80} names several: a run keys its hits "
+            "by id alone, which two indexes may share; run it on each index, or use search()"
+        )
     if not isinstance(queries, Mapping):
         require_collection(
             queries,

@@ -2,10 +2,10 @@
 
 Elasticsearch's way of re-indexing without downtime: build the new index beside the live one,
 then point the alias that readers (and writers) use at it in one step. In semrank an alias names
-exactly ONE index (several would need a search over several indexes, which semrank has not), so
-adding an alias that names another index is refused unless the same action list removes it
-there first. An alias never shares a name with an index, and dropping an index removes its
-aliases (as Elasticsearch does).
+exactly ONE index (a search names several itself: "a,b", "logs-*"; an alias of several would
+need a write index), so adding an alias that names another index is refused unless the same
+action list removes it there first. An alias never shares a name with an index, and dropping
+an index removes its aliases (as Elasticsearch does).
 
 Embedded store: ``.aliases.json`` in the index home (``{"aliases": {alias: index}}``), replaced
 whole (written beside it, then renamed) holding a lock on the home folder, so two processes

@@ -1032,15 +1032,20 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
     from rich.table import Table
 
     table = Table(title=for_terminal(title))
-    for column in ("rank", "1st-stage rank", "id", "score", "1st-stage score", "text"):
+    # A search of several indexes: which one holds each hit (one id may be in two).
+    several = len({hit.index for hit in results.hits}) > 1
+    columns = ("rank", "1st-stage rank", *(("index",) if several else ()), "id", "score")
+    for column in (*columns, "1st-stage score", "text"):
         # An id cut short read like another hit's ("https://exam…" for every URL id).
         table.add_column(column, overflow="fold" if column in ("id", "text") else "ellipsis")
     for hit in results.hits:
         moved = hit.first_stage_rank - hit.rank
         arrow = f" (↑{moved})" if moved > 0 else f" (↓{-moved})" if moved < 0 else ""
+        held = (for_terminal(str(hit.index)),) if several else ()
         table.add_row(
             str(hit.rank),
             f"{hit.first_stage_rank}{arrow}",
+            *held,
             for_terminal(hit.id),
             f"{hit.score:.4f}",
             f"{hit.first_stage_score:.4f}",
@@ -1055,7 +1060,11 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
 
 @home_beats_env_store
 def search_command(
-    index: str = typer.Argument(..., help="Index name."),
+    index: str = typer.Argument(
+        ...,
+        help="Index name, or several searched as one: a,b, a pattern such as logs-*, or _all "
+        "(each hit names its index).",
+    ),
     query: str = typer.Argument(
         None,
         help="Query text: fills {{query}} in --retriever (a tree without that placeholder reads "
@@ -1137,6 +1146,7 @@ def search_command(
         reranking_nodes,
         search,
     )
+    from semrank.store._targets import is_multi_target
 
     if top_n is not None and top_n > MAX_COUNT:  # the flag named (the store said "k")
         from semrank.errors import InvalidInputError
@@ -1198,7 +1208,8 @@ def search_command(
         "retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt,
         "highlight": marks, "aggs": aggs,
     }  # fmt: skip
-    if store and store != "local":
+    several = is_multi_target(index)
+    if store and store != "local" and not several:
         from semrank.store import open_index
 
         with open_index(index, store=store) as opened:
@@ -1206,8 +1217,10 @@ def search_command(
             text_fields: Sequence[str] = opened.settings.text_fields
     else:
         text_fields = ()  # the embedded store keeps the fields in the order written
-        results = search(index, query, home=home, offset=offset, **asked)
-        _warn_if_incomplete(index, home)
+        results = search(index, query, home=home, store=store, offset=offset, **asked)
+        if not store or store == "local":
+            for name in [index] if not several else sorted({str(h.index) for h in results}):
+                _warn_if_incomplete(name, home)
     for warning in results.warnings:  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
