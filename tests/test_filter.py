@@ -153,6 +153,61 @@ def test_a_field_table_updated_after_writes_agrees_with_the_reference() -> None:
                 assert table.mask(flt).tolist() == expected, flt
 
 
+def test_a_field_table_built_by_writes_equals_one_read_whole() -> None:
+    """After any sequence of upserts, rewrites, deletes and re-adds (a deleted last key taken
+    again), the table kept up to date by the rows written (``rows_after``, then ``updated``)
+    has the rows, values and masks of a table of that state read from scratch."""
+    rng = random.Random(7)
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def doc() -> dict[str, Any]:
+        when = day + timedelta(minutes=rng.randrange(0, 20_000))
+        return {"c": rng.choice(["a", "b", 1, 2.5, True, None]),
+                "d": rng.choice([when.isoformat(), when.strftime("%Y-%m-%d"),
+                                 int(when.timestamp() * 1000), "nope"])}  # fmt: skip
+
+    specs = [{"term": {"c": "a"}}, {"terms": {"c": [1, True]}}, {"range": {"c": {"gt": 1}}},
+             {"range": {"d": {"gte": "2024-01-05", "lt": "2024-01-09"}}},
+             {"range": {"d": {"gte": "now-10y/d"}}}, {"exists": {"field": "c"}},
+             {"ids": {"values": ["d3", "d40"]}}]  # fmt: skip
+    flts = [parse_filter(spec) for spec in specs]
+    for _ in range(20):
+        docs = {key: doc() for key in range(rng.randint(0, 40))}
+        ids = {key: f"d{key}" for key in docs}
+        table = FieldTable([ids[key] for key in docs], np.array(list(docs)))
+        table.add_fields(list(docs.values()), ["c", "d"])
+        for _ in range(6):
+            [table.mask(flt) for flt in flts]  # dates parsed: carried to the next state
+            written: set[int] = set()
+            for _ in range(rng.randint(0, 6)):
+                action, keys = rng.random(), sorted(docs)
+                if action < 0.3 and keys:  # a rewrite
+                    key = rng.choice(keys)
+                elif action < 0.5 and keys:  # a delete
+                    key = rng.choice(keys)
+                    del docs[key]
+                    written.discard(key)
+                    continue
+                else:  # a new row, maybe taking the last key again (SQLite's max + 1)
+                    key = max(docs, default=-1) + 1
+                    ids[key] = f"n{rng.randrange(10**6)}"
+                docs[key] = doc()
+                written.add(key)
+            keys = sorted(docs)
+            present = np.array(keys, dtype=np.int64) if rng.random() < 0.7 else None
+            if present is None and set(table.keys.tolist()) - set(keys):
+                present = np.array(keys, dtype=np.int64)  # a delete: every key listed
+            rows = table.rows_after([(key, ids[key]) for key in sorted(written)], present)
+            table = table.updated(rows, [(key, docs[key]) for key in sorted(written)])
+            whole = FieldTable([ids[key] for key in keys], np.array(keys, dtype=np.int64))
+            whole.add_fields([docs[key] for key in keys], ["c", "d"])
+            assert table.ids == whole.ids and table.keys.tolist() == keys
+            for flt in flts:
+                assert table.mask(flt).tolist() == whole.mask(flt).tolist(), flt
+                expected = [matches(flt, ids[key], docs[key]) for key in keys]
+                assert table.mask(flt).tolist() == expected, flt
+
+
 def test_filters_round_trip_through_their_json() -> None:
     specs = [
         {"term": {"lang": {"value": "en", "case_insensitive": True}}},

@@ -46,7 +46,7 @@ from semrank.retrieve import (
 from semrank.retrieve._aggs import ValueCounts, counted
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.retrieve._filter import Bool, Exists
-from semrank.retrieve._filter_rows import FieldTable
+from semrank.retrieve._filter_rows import FieldTable, in_sorted
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -1109,21 +1109,34 @@ class LocalStore(Store):
             base, since = _NO_TABLE, -1  # no table of an earlier state: every row read
             if held is not None and self.db.commit_history(conn).get(held[0][0]) == held[0][1]:
                 base, since = held[1], held[0][0]
-            pks, ids, gens = self._row_keys(conn)
+            rows = self._rows_since(conn, base, since) if since >= 0 else self._row_keys(conn)
             paths = base.missing(flt)
             after = -1 if paths else since  # a new field: every row read
-            rows = (ids, pks, gens > since)
             if consistent:
                 written = self.db.iter_rows(conn, "pk, doc", written_after=after)
                 return state, base.updated(rows, _parsed(written), paths)
         return state, base.updated(rows, _parsed(self._pages((after, state[0]))), paths)
 
-    def _row_keys(self, conn: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Every row's ``pk``, id and generation, in ``pk`` order."""
+    def _row_keys(self, conn: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every row's id and ``pk``, in ``pk`` order, each marked fresh (for a table read
+        whole)."""
         pks: list[int] = []
-        gens: list[int] = []
-        ids = list(_noting_rows(self.db.iter_rows(conn, "pk, gen, id"), pks, gens))
-        return np.array(pks, dtype=np.int64), ids, np.array(gens, dtype=np.int64)
+        ids = list(_noting_rows(self.db.iter_rows(conn, "pk, id"), pks))
+        return ids, np.array(pks, dtype=np.int64), np.ones(len(ids), dtype=bool)
+
+    def _rows_since(
+        self, conn: Any, base: FieldTable, since: int
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The rows now (ids, ``pk``s, whether written after ``since``) of ``base``, the table
+        of generation ``since``, from the rows written since (by the index on gen): none is
+        deleted where the count of rows says so, else every ``pk`` is listed (from an index:
+        no document read)."""
+        written = self.db.rows_written_after(conn, since)
+        keys = np.array([key for key, _ in written], dtype=np.int64)
+        added = len(written) - np.count_nonzero(in_sorted(keys, base.keys))
+        if self.db.count_rows(conn) == len(base) + added:
+            return base.rows_after(written)
+        return base.rows_after(written, self.db.row_keys(conn))
 
     def _pages(self, written: tuple[int, int]) -> Iterator[tuple[int, str]]:
         """``(pk, doc JSON)`` of the rows last written in generations ``written`` (after,

@@ -42,9 +42,17 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 """
 
+# Which rows a write touched, found without reading every row (a filter table brought up to
+# date after one upsert read the whole table twice). Created at open, not in _SCHEMA: an
+# index written by an earlier version gets it at its first open where the file may be written
+# then, and one that may not is read as before. Earlier versions read a file that has it.
+_GEN_INDEX = "CREATE INDEX IF NOT EXISTS documents_gen ON documents(gen)"
+
 # Writes remembered (generation, commit token) so that derived files can be updated in place.
 HISTORY_LENGTH = 512
 _HISTORY = "commit_history"
+
+_BUSY_TIMEOUT_S = 60.0  # how long a statement waits for another connection's lock
 
 # SQLite's limit on bound parameters is 32766 in current builds; stay well below.
 _CHUNK = 900
@@ -219,7 +227,9 @@ class DocumentDB:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
 
     def _setup(self) -> None:
         self._check_layout()  # before anything here writes to the file
@@ -227,6 +237,23 @@ class DocumentDB:
         # FULL: a commit survives power loss too, not only a killed process; one fsync per batch.
         self._writer.execute("PRAGMA synchronous=FULL")
         self._writer.executescript(_SCHEMA)
+        self._add_gen_index()
+
+    def _add_gen_index(self) -> None:
+        """Index ``gen`` where it is missing, if the file may be written now: without it the
+        reads by generation scan every row (as they did), so an open does not wait for another
+        process's write lock, nor fail where this user may only read, to add it."""
+        conn = self._writer
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='documents_gen'").fetchone():
+            return
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute(_GEN_INDEX)
+        except sqlite3.OperationalError as exc:
+            if not _is_environmental(exc):
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000:.0f}")
 
     def _check_layout(self) -> None:
         """Refuse a file a newer semrank wrote in a layout this one does not know: reading it
@@ -396,6 +423,24 @@ class DocumentDB:
                 found.update(rows.fetchall())
         return found
 
+    @staticmethod
+    def count_rows(conn: sqlite3.Connection) -> int:
+        """The number of documents, in the caller's snapshot (by the smallest index)."""
+        return int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    @staticmethod
+    def row_keys(conn: sqlite3.Connection) -> np.ndarray:
+        """Every row's ``pk``, ascending: read from an index, no document read."""
+        rows = conn.execute("SELECT pk FROM documents")
+        return np.sort(np.fromiter((row[0] for row in rows), dtype=np.int64))
+
+    @staticmethod
+    def rows_written_after(conn: sqlite3.Connection, generation: int) -> list[tuple[int, str]]:
+        """``(pk, id)`` of the rows last written after ``generation``, in ``pk`` order: found
+        by the index on ``gen`` (sorted here: ``ORDER BY pk`` has SQLite scan every row)."""
+        rows = conn.execute("SELECT pk, id FROM documents WHERE gen > ?", (generation,))
+        return sorted((int(pk), str(doc_id)) for pk, doc_id in rows)
+
     def ids_written_since(self, ids: Sequence[str], generation: int) -> set[str]:
         found: set[str] = set()
         with self._reading() as reader:
@@ -459,7 +504,10 @@ class DocumentDB:
         ``(after, up_to)``: only the rows last written in a generation after ``after`` and not
         after ``up_to``."""
         where = ["pk > ?"] if pk is not None else []
-        where += ["gen > ? AND gen <= ?"] if written is not None else []
+        if written is not None:
+            # Every row up to a generation: not by the index on gen, which would sort them all
+            # for the first page; the rows of a few writes are found by it.
+            where += ["+gen > ? AND +gen <= ?" if written[0] < 0 else "gen > ? AND gen <= ?"]
         params = ([] if pk is None else [pk]) + ([] if written is None else [*written])
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         with self._reading() as reader:
