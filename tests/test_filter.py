@@ -153,6 +153,41 @@ def test_a_field_table_updated_after_writes_agrees_with_the_reference() -> None:
                 assert table.mask(flt).tolist() == expected, flt
 
 
+def test_a_date_range_after_a_write_parses_only_the_values_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A date range's first search after each write parsed every distinct value of the
+    column again (1.4 s for 200,000 date-times); the values an earlier state parsed are
+    carried over, and only the new ones are parsed."""
+    from semrank.retrieve import _filter_rows
+
+    parsed: list[Any] = []
+    parse = _filter_rows.value_instant
+
+    def counted(value: Any) -> Any:
+        parsed.append(value)
+        return parse(value)
+
+    monkeypatch.setattr(_filter_rows, "value_instant", counted)
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    docs = {key: {"d": (day + timedelta(hours=key)).isoformat()} for key in range(500)}
+    table = FieldTable([f"d{key}" for key in docs], np.array(list(docs)))
+    table.add_fields(list(docs.values()), ["d"])
+    flt = parse_filter({"range": {"d": {"gte": "2024-01-10", "lt": "2024-01-12T06:00:00Z"}}})
+    assert np.count_nonzero(table.mask(flt)) == 54 and len(parsed) == 500
+    docs[3] = {"d": "2024-01-11T00:30:00Z"}  # rewritten into the range
+    docs[500] = {"d": [1704931200000, "2024-01-11"]}  # a new row: epoch millis, a day
+    del docs[230]  # 2024-01-10T14:00, gone
+    parsed.clear()
+    keys = sorted(docs)
+    rows = ([f"d{key}" for key in keys], np.array(keys), np.isin(keys, [3, 500]))
+    table = table.updated(rows, [(3, docs[3]), (500, docs[500])])
+    assert table.ids == [f"d{key}" for key in sorted(docs)]
+    expected = [matches(flt, f"d{key}", docs[key]) for key in sorted(docs)]
+    assert table.mask(flt).tolist() == expected and sum(expected) == 55
+    assert sorted(map(str, parsed)) == ["1704931200000", "2024-01-11", "2024-01-11T00:30:00Z"]
+
+
 def test_a_field_table_built_by_writes_equals_one_read_whole() -> None:
     """After any sequence of upserts, rewrites, deletes and re-adds (a deleted last key taken
     again), the table kept up to date by the rows written (``rows_after``, then ``updated``)

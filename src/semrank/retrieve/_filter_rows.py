@@ -5,7 +5,8 @@ state of the index) and keeps them indexed by value: a ``term`` is a dictionary 
 ``range`` two binary searches, so a filtered search costs no JSON parsing. Its masks agree
 with ``semrank.retrieve.matches`` (the reference) document by document: the values are
 ``document_values``'s. A date range reads a column's values as instants, each distinct value
-parsed once per state of the index (at the first date range on it), then two binary searches.
+parsed once (at the first date range on it; after a write, only the values new to the
+column: the others' instants are carried over), then two binary searches.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,6 @@ from semrank.retrieve._filter import (
 )
 
 _KINDS = ("number", "string", "bool")
-_NO_ROWS = np.empty(0, dtype=np.int32)
 
 
 def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -80,9 +81,12 @@ class _Values:
         """The rows of ``values[low:high]``."""
         return self.rows[self.starts[low] : self.starts[high]] if low < high else _NO_ROWS
 
-    def merged(self, new_row: np.ndarray, added: dict[Scalar, list[int]]) -> _Values:
+    def merged(
+        self, new_row: np.ndarray, added: dict[Scalar, list[int]]
+    ) -> tuple[_Values, np.ndarray]:
         """These values with each row renumbered by ``new_row`` (-1: dropped), and ``added``'s
-        (value -> rows, none of them a renumbered one's) merged in; values left with no row go."""
+        (value -> rows, none of them a renumbered one's) merged in; values left with no row go.
+        And where each of these values is among the merged ones (-1: gone)."""
         inserted, groups = self._placed(sorted(added))
         old_groups = np.repeat(np.arange(len(self.values)), np.diff(self.starts))
         kept_rows = new_row[self.rows] if len(self.rows) else _NO_ROWS
@@ -101,8 +105,9 @@ class _Values:
         merged = self._with_inserted(inserted)
         counts = np.bincount(all_groups, minlength=len(merged))
         starts = np.concatenate([[0], np.cumsum(counts[counts > 0])]).astype(np.int64)
-        values = [value for value, count in zip(merged, counts.tolist(), strict=True) if count]
-        return _Values(values, starts, all_rows[order].astype(np.int32))
+        values = list(compress(merged, counts.tolist()))
+        final = np.where(counts > 0, np.cumsum(counts > 0) - 1, -1)
+        return _Values(values, starts, all_rows[order].astype(np.int32)), final[shift]
 
     def _placed(
         self, new_values: list[Scalar]
@@ -130,30 +135,74 @@ class _Values:
 
 
 @dataclass(frozen=True)
+class _Dates:
+    """Which of a kind's values (``_Values.values``) are dates, and each one's instant (ms)."""
+
+    dated: np.ndarray  # bool, one per value
+    ms: np.ndarray  # int64, one per value (0 where not dated)
+
+    @classmethod
+    def of(cls, values: Sequence[Scalar]) -> _Dates:
+        read = [value_instant(value) for value in values]
+        dated = np.array([instant is not None for instant in read], dtype=bool)
+        # Past int64 only as numbers far beyond year 9999, which no bound reaches.
+        clipped = [min(max(i, _INT64_MIN), _INT64_MAX) for i in read if i is not None]
+        ms = np.zeros(len(read), dtype=np.int64)
+        ms[dated] = np.array(clipped, dtype=np.int64)
+        return cls(dated, ms)
+
+    def carried(self, values: Sequence[Scalar], at: np.ndarray) -> _Dates:
+        """The dates of ``values``, where this one's value ``i`` is ``values[at[i]]`` (-1:
+        gone): only the values new there parsed."""
+        kept = at >= 0
+        known = np.zeros(len(values), dtype=bool)
+        known[at[kept]] = True
+        new = np.flatnonzero(~known)
+        parsed = _Dates.of([values[i] for i in new.tolist()])
+        dated, ms = np.zeros(len(values), dtype=bool), np.zeros(len(values), dtype=np.int64)
+        dated[at[kept]], ms[at[kept]] = self.dated[kept], self.ms[kept]
+        dated[new], ms[new] = parsed.dated, parsed.ms
+        return _Dates(dated, ms)
+
+
+_DATED_KINDS = ("number", "string")
+
+
+@dataclass(frozen=True)
 class _Column:
     """One field's values by kind ("number", "string", "bool"), and which rows have any."""
 
     by_kind: dict[str, _Values]
     has_value: np.ndarray  # rows with any value (a range without bounds)
     has_leaf: np.ndarray  # rows with any value, inside objects too (``exists``)
+    # The dates of ``by_kind``'s values, if known when the column was made (carried from the
+    # column of an earlier state); else parsed at the first date range.
+    dates_given: dict[str, _Dates] | None = None
+
+    @cached_property
+    def dates(self) -> dict[str, _Dates]:
+        """Which values of each kind that may be a date are, and their instants."""
+        if self.dates_given is not None:
+            return self.dates_given
+        return {kind: _Dates.of(self.by_kind[kind].values) for kind in _DATED_KINDS}
+
+    def dates_parsed(self) -> dict[str, _Dates] | None:
+        """``dates`` if known already (another thread may be parsing them: not waited for)."""
+        return self.__dict__.get("dates", self.dates_given)
 
     @cached_property
     def instants(self) -> _Instants:
         """The values that are dates (``value_instant``), a row's each, ascending: each
-        distinct value parsed once (per state of the index), at the first date range."""
+        distinct value parsed once (for the first state of the index with it), at the first
+        date range."""
         ms: list[np.ndarray] = []
         rows: list[np.ndarray] = []
-        for kind in ("number", "string"):
+        for kind, dates in self.dates.items():
             values = self.by_kind[kind]
-            read = [value_instant(value) for value in values.values]
-            dated = np.array([instant is not None for instant in read], dtype=bool)
-            # Past int64 only as numbers far beyond year 9999, which no bound reaches.
-            clipped = [min(max(i, _INT64_MIN), _INT64_MAX) for i in read if i is not None]
-            per_value = np.zeros(len(read), dtype=np.int64)
-            per_value[dated] = np.array(clipped, dtype=np.int64)
             counts = np.diff(values.starts)
-            ms.append(np.repeat(per_value, counts)[np.repeat(dated, counts)])
-            rows.append(values.rows[np.repeat(dated, counts)])
+            held = np.repeat(dates.dated, counts)
+            ms.append(np.repeat(dates.ms, counts)[held])
+            rows.append(values.rows[held])
         all_ms = np.concatenate(ms)
         order = np.argsort(all_ms, kind="stable")
         return _Instants(all_ms[order], np.concatenate(rows)[order])
@@ -205,8 +254,16 @@ class _ColumnReader:
         kept = new_row >= 0
         self.has_value[new_row[kept]] = base.has_value[kept]
         self.has_leaf[new_row[kept]] = base.has_leaf[kept]
-        by_kind = {kind: base.by_kind[kind].merged(new_row, self.by_kind[kind]) for kind in _KINDS}
-        return _Column(by_kind, self.has_value, self.has_leaf)
+        merged = {kind: base.by_kind[kind].merged(new_row, self.by_kind[kind]) for kind in _KINDS}
+        by_kind = {kind: values for kind, (values, _) in merged.items()}
+        known = base.dates_parsed()
+        dates = None
+        if known is not None:  # parsed for the earlier state: only new values parsed now
+            dates = {
+                kind: known[kind].carried(by_kind[kind].values, merged[kind][1])
+                for kind in _DATED_KINDS
+            }
+        return _Column(by_kind, self.has_value, self.has_leaf, dates)
 
 
 class FieldTable:
