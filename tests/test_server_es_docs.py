@@ -163,6 +163,38 @@ async def test_bulk_actions_apply_in_order_and_a_failing_item_fails_alone(
         assert await _source(client, absent) is None, absent
 
 
+async def test_bulk_actions_on_an_index_and_its_alias_apply_in_their_order(
+    client: httpx.AsyncClient,
+) -> None:
+    """An index named by itself and by its alias in one _bulk is one index: a delete by its
+    name of a document just indexed through the alias deletes it (applied as two indexes, the
+    delete found nothing and the document stayed)."""
+    await _create(client)
+    aliased = await client.post(
+        "/_aliases", json={"actions": [{"add": {"index": "docs", "alias": "live"}}]}
+    )
+    assert aliased.status_code == 200, aliased.text
+    body = _ndjson(
+        {"index": {"_index": "docs", "_id": "first"}}, PARIS,
+        {"index": {"_index": "live", "_id": "d1"}}, FLEAS,
+        {"delete": {"_index": "docs", "_id": "d1"}},
+        {"index": {"_index": "live", "_id": "d2"}}, FLEAS,
+        {"update": {"_index": "docs", "_id": "d2"}}, {"doc": {"tenant": "acme"}},
+    )  # fmt: skip
+    answer = (await client.post("/_bulk", content=body, headers=NDJSON)).json()
+    assert answer["errors"] is False, answer
+    items = [(op, i["_index"], i["_id"], i["result"], i["status"]) for op, i in _items(answer)]
+    assert items == [
+        ("index", "docs", "first", "created", 201),
+        ("index", "docs", "d1", "created", 201),
+        ("delete", "docs", "d1", "deleted", 200),
+        ("index", "docs", "d2", "created", 201),
+        ("update", "docs", "d2", "updated", 200),
+    ]
+    assert await _source(client, "d1") is None
+    assert await _source(client, "d2") == {**FLEAS, "tenant": "acme"}
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

@@ -124,9 +124,7 @@ async def _bulk(request: Request, response: Response, index: str | None) -> EsBu
     started = time.perf_counter()
     actions = parse_bulk(await request.body(), index)
     check_write_size(request, len(actions), "actions")
-    by_index: dict[str, list[WriteAction]] = defaultdict(list)
-    for action in actions:
-        by_index[action.index].append(action)
+    by_index = await _by_index(request, actions)
     done: dict[int, Outcome] = {}
     for name, own in by_index.items():
         outcomes = await _write_or_missing(request, response, name, own)
@@ -138,6 +136,27 @@ async def _bulk(request: Request, response: Response, index: str | None) -> EsBu
         errors=any(item.error is not None for item in items),
         items=[item.as_item(request.app.state.private_names) for item in items],
     )
+
+
+async def _by_index(request: Request, actions: list[WriteAction]) -> dict[str, list[WriteAction]]:
+    """Each index's actions, in order, those through an alias with its index's: one index
+    written twice, once by each name, would apply each name's actions to what the other's left
+    (a delete by the index's name of a document indexed through its alias found nothing)."""
+    names = list(dict.fromkeys(action.index for action in actions))
+    index_of = {names[0]: names[0]}
+    if len(names) > 1:  # one name: nothing to join (and no alias file to read)
+        index_of = await on_registry(request, functools.partial(_indexes_named, names))
+    by_index: dict[str, list[WriteAction]] = defaultdict(list)
+    for action in actions:
+        by_index[index_of[action.index]].append(action)
+    return by_index
+
+
+def _indexes_named(names: list[str], **where: Any) -> dict[str, str]:
+    """Each of ``names`` to the index it names (an alias's, else itself)."""
+    from semrank.store import resolve_index_name
+
+    return {name: resolve_index_name(name, **where) for name in names}
 
 
 async def _write_or_missing(
