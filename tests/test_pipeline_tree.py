@@ -1527,6 +1527,24 @@ def test_search_highlights_the_match_queries_words(index: LocalStore, tmp_path: 
         search(index, "moon", highlight={"fields": {"text": {"number_of_fragments": -1}}})
 
 
+def test_a_list_fields_values_are_highlighted_apart(tmp_path: Path) -> None:
+    """A field holding a list of strings: each value cut apart, as Elasticsearch cuts a
+    multi-valued field, so no fragment joins two values (or shows a value without a match);
+    number_of_fragments 0 returns each matching value whole."""
+    shelf = create_index("shelf", home=tmp_path, fields=("text", "notes"), embedding_model=None)
+    notes = ["tides follow the moon", "unrelated remark", "the sea rises with tides"]
+    shelf.upsert([{"id": "n", "text": "coasts", "notes": notes}])
+    expected = ["<em>tides</em> follow the moon", "the sea rises with <em>tides</em>"]
+    for options in ({}, {"number_of_fragments": 0}):
+        (hit,) = search(shelf, "tides", highlight={"fields": {"notes": options}})
+        assert hit.highlight == {"notes": expected}, options
+    (hit,) = search(shelf, "tides", highlight={"fields": {"notes": {"number_of_fragments": 1}}})
+    assert hit.highlight == {"notes": expected[:1]}
+    nothing = {"fields": {"notes": {"no_match_size": 10}}}
+    (hit,) = search(shelf, "coasts", highlight=nothing)
+    assert hit.highlight == {"notes": ["tides"]}  # the first value's start
+
+
 def test_a_semantic_highlight_shows_the_windows_the_reranker_scored_best(
     tmp_path: Path, reranker: Any
 ) -> None:

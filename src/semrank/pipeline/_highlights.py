@@ -52,7 +52,6 @@ def hit_highlights(
             for name in _field_names(pattern, document):
                 if name in found:  # the first pattern naming a field decides its options
                     continue
-                text = field_text(document, name)
                 if options.semantic:
                     fragments = _semantic(ctx, hit_id, document, name, options)
                 else:
@@ -60,7 +59,9 @@ def hit_highlights(
                     if key not in terms_of:
                         texts = _texts_for(searched, name, options, ctx)
                         terms_of[key] = query_terms(texts, params)
-                    fragments = highlight_text(text, terms_of[key], params, options)
+                    # A list's values apart: a fragment never joins two of them.
+                    values = field_value(document, name)  # a string, or a list of them
+                    fragments = highlight_text(values, terms_of[key], params, options)
                 if fragments:
                     found[name] = fragments
         answers.append(found)

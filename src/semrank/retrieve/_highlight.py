@@ -281,23 +281,36 @@ def _joined(matches: list[_Match]) -> list[_Match]:
 
 # --- fragments ---------------------------------------------------------------------------------
 def highlight_text(
-    text: str, terms: Mapping[str, int], params: BM25Params, options: HighlightOptions
+    text: str | Sequence[str],
+    terms: Mapping[str, int],
+    params: BM25Params,
+    options: HighlightOptions,
 ) -> list[str]:
     """The highlighted fragments of ``text`` for ``terms`` (``query_terms``), by ``options``:
-    none where nothing matched and ``no_match_size`` is 0."""
-    matches = term_matches(text, terms, params)
-    if not matches:
-        return _no_match(text, options)
+    none where nothing matched and ``no_match_size`` is 0. A field's list of strings is given
+    as that list: each value is cut apart, so no fragment joins two values (as Elasticsearch
+    cuts a multi-valued field), and ``number_of_fragments`` 0 returns each matching value."""
+    values = [text] if isinstance(text, str) else list(text)
+    found = [(value, term_matches(value, terms, params)) for value in values]
+    if not any(matches for _, matches in found):
+        return _no_match(values[0], options) if values else []
     if options.number_of_fragments == 0:
-        return [_rendered(text, _stripped(text, 0, len(text)), matches, options)]
+        return [
+            _rendered(value, _stripped(value, 0, len(value)), matches, options)
+            for value, matches in found
+            if matches
+        ]
     pieces = [
-        (span, inside) for span, inside in _pieces(text, matches, options.fragment_size) if inside
+        (value, span, inside)
+        for value, matches in found
+        for span, inside in _pieces(value, matches, options.fragment_size)
+        if inside
     ]
-    ranked = sorted(range(len(pieces)), key=lambda n: (_weight(pieces[n][1]), n))
+    ranked = sorted(range(len(pieces)), key=lambda n: (_weight(pieces[n][2]), n))
     chosen = ranked[: options.number_of_fragments]
     if options.order == "none":
         chosen.sort()
-    return [_rendered(text, pieces[n][0], pieces[n][1], options) for n in chosen]
+    return [_rendered(*pieces[n], options) for n in chosen]
 
 
 def _weight(matches: list[_Match]) -> tuple[int, int]:
