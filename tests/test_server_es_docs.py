@@ -195,6 +195,25 @@ async def test_bulk_actions_on_an_index_and_its_alias_apply_in_their_order(
     assert await _source(client, "d2") == {**FLEAS, "tenant": "acme"}
 
 
+async def test_concurrent_partial_updates_of_one_document_all_land(
+    client: httpx.AsyncClient,
+) -> None:
+    """Updates of one document at once, each adding its own field: every one is in the
+    document after (each read and wrote it back unguarded, and most were lost though all
+    answered "updated")."""
+    import asyncio
+
+    await _create(client)
+    await client.put("/docs/_doc/d1", json=FLEAS, headers=JSON)
+    updates = [
+        client.post("/docs/_update/d1", json={"doc": {f"field{n}": n}}, headers=JSON)
+        for n in range(12)
+    ]
+    answers = await asyncio.gather(*updates)
+    assert [answer.json()["result"] for answer in answers] == ["updated"] * 12
+    assert await _source(client, "d1") == {**FLEAS, **{f"field{n}": n for n in range(12)}}
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

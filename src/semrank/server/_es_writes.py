@@ -13,6 +13,8 @@ its last action leaves it, as in Elasticsearch.
 from __future__ import annotations
 
 import secrets
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,9 +215,28 @@ def check_update_body(body: dict[str, Any], where: str = "") -> None:
 # --- applying them ---------------------------------------------------------------------------
 
 
+# One lock per open index: a request's writes read the documents they change and write them
+# back, so two at once (partial updates of one document) would each write back what it read,
+# the other's change lost though both answered "updated".
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(store: Any) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(store, threading.Lock())
+
+
 def apply_writes(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome], Any]:
     """``actions`` (all on ``store``) applied in order; returns each one's outcome and the
-    upsert's counts (None where nothing was written)."""
+    upsert's counts (None where nothing was written). The documents are read and written
+    back holding the index's write lock in this process: another request's writes to the
+    index come before or after, whole."""
+    with _write_lock(store):
+        return _applied(store, actions)
+
+
+def _applied(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome], Any]:
     named = [_id_of(store, action) for action in actions]
     ids = list(dict.fromkeys(action.id for action in named if action.id is not None))
     before = dict(zip(ids, store.get(ids), strict=True))
