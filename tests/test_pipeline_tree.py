@@ -1639,7 +1639,36 @@ def test_a_knn_search_aggregates_its_k_nearest(index: LocalStore) -> None:
 
 def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) -> None:
     for aggs, said in [
-        ({"h": {"histogram": {"field": "year", "interval": 5}}}, "'histogram' is not a supp"),
+        ({"p": {"percentiles": {"field": "year"}}}, "'percentiles' is not a supp"),
+        ({"h": {"histogram": {"field": "year"}}}, "interval must be a number above 0"),
+        ({"h": {"histogram": {"field": "year", "interval": 2, "offset": 2}}}, "offset must be"),
+        ({"d": {"date_histogram": {"field": "year"}}}, "takes one of calendar_interval"),
+        ({"d": {"date_histogram": {"field": "y", "interval": "1d"}}}, "removed name"),
+        (
+            {"d": {"date_histogram": {"field": "y", "calendar_interval": "2d"}}},
+            "'2d' is not a calendar interval; give one of minute, 1m",
+        ),
+        ({"d": {"date_histogram": {"field": "y", "fixed_interval": "1M"}}}, "not a fixed interv"),
+        (
+            {"d": {"date_histogram": {"field": "y", "fixed_interval": "1d", "time_zone": "Mars"}}},
+            "'Mars' is not a time zone",
+        ),
+        (
+            {"d": {"date_histogram": {"field": "y", "fixed_interval": "1d", "format": "dd/MM"}}},
+            "'dd/MM' not supported",
+        ),
+        (
+            {
+                "d": {
+                    "date_histogram": {
+                        "field": "y",
+                        "calendar_interval": "day",
+                        "extended_bounds": {"min": "yesterday"},
+                    }
+                }
+            },
+            "extended_bounds.min: 'yesterday' is not a date",
+        ),
         ({"t": {"terms": {"field": "title"}, "aggs": {}}}, "sub-aggregations ('aggs')"),
         ({"t": {"terms": {"field": "title", "size": 0}}}, "size must be a whole number"),
         ({"t": {"terms": {"field": "title", "order": {"_count": "up"}}}}, "order by _count"),
@@ -1649,6 +1678,80 @@ def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) 
     ]:
         with pytest.raises(InvalidInputError, match=re.escape(said)):
             search(index, "moon", aggs=aggs)  # type: ignore[arg-type]
+
+
+DATED_FACET_DOCS = [
+    {"id": "a", "text": "moon", "published": "2024-01-31T23:30:00Z", "price": 7},
+    {"id": "b", "text": "moon", "published": ["2024-02-01T00:10:00Z", "2024-02-03"], "price": 12},
+    {"id": "c", "text": "moon", "published": 1714521600000, "price": [31, 38]},  # 2024-05-01
+    {"id": "d", "text": "sun", "published": "2024-03-15", "price": 2},
+    {"id": "e", "text": "moon", "published": "not a date", "price": "9"},
+]
+
+
+def test_histograms_and_stats_bucket_what_the_search_matches(tmp_path: Path) -> None:
+    """Documents per month (in a time zone, empty months listed), prices in steps of 10, and
+    stats: the documents matching "moon", a document with two values in a bucket once."""
+    store = create_index("dated", home=tmp_path)
+    store.upsert(DATED_FACET_DOCS)
+    aggs = {
+        "months": {"date_histogram": {"field": "published", "calendar_interval": "month"}},
+        "paris": {
+            "date_histogram": {
+                "field": "published",
+                "calendar_interval": "1M",
+                "time_zone": "Europe/Paris",
+                "format": "yyyy-MM-dd",
+                "min_doc_count": 1,
+            }
+        },
+        "prices": {"histogram": {"field": "price", "interval": 10}},
+        "price_stats": {"stats": {"field": "price"}},
+    }
+    results = search(store, "moon", k=1, aggs=aggs)
+    assert results.aggregations is not None and results.matched == 4
+    months = results.aggregations["months"]["buckets"]
+    assert [(b["key_as_string"], b["doc_count"]) for b in months] == [
+        ("2024-01-01T00:00:00.000Z", 1), ("2024-02-01T00:00:00.000Z", 1),
+        ("2024-03-01T00:00:00.000Z", 0), ("2024-04-01T00:00:00.000Z", 0),
+        ("2024-05-01T00:00:00.000Z", 1),
+    ]  # fmt: skip
+    assert months[0]["key"] == 1704067200000
+    paris = results.aggregations["paris"]["buckets"]  # 23:30 UTC on Jan 31 is February there
+    assert [(b["key_as_string"], b["doc_count"]) for b in paris] == [
+        ("2024-02-01", 2), ("2024-05-01", 1)
+    ]  # fmt: skip
+    assert paris[0]["key"] == 1706742000000  # midnight in Paris, 23:00 UTC
+    prices = results.aggregations["prices"]["buckets"]
+    assert prices == [{"key": 0.0, "doc_count": 1}, {"key": 10.0, "doc_count": 1},
+        {"key": 20.0, "doc_count": 0}, {"key": 30.0, "doc_count": 1}]  # fmt: skip
+    stats = results.aggregations["price_stats"]
+    assert stats == {"count": 4, "min": 7.0, "max": 38.0, "avg": 22.0, "sum": 88.0}
+    nothing = search(store, "moon", k=0, aggs={"s": {"stats": {"field": "nope"}}})
+    assert nothing.aggregations == {
+        "s": {"count": 0, "min": None, "max": None, "avg": None, "sum": 0.0}
+    }
+
+
+def test_a_histogram_of_too_many_buckets_is_refused_naming_the_interval(tmp_path: Path) -> None:
+    store = create_index("dated", home=tmp_path)
+    store.upsert(DATED_FACET_DOCS)
+    minutes = {"m": {"date_histogram": {"field": "published", "fixed_interval": "1m"}}}
+    with pytest.raises(InvalidInputError, match="fixed_interval 1m makes more than 65,536 buck"):
+        search(store, "moon", aggs=minutes)
+    minutes = {"m": {"date_histogram": {"field": "published", "calendar_interval": "1m"}}}
+    with pytest.raises(InvalidInputError, match="calendar_interval minute makes more than 65,5"):
+        search(store, "moon", aggs=minutes)
+    cents = {"c": {"histogram": {"field": "price", "interval": 0.0001}}}
+    with pytest.raises(
+        InvalidInputError, match=re.escape("histogram of 'price': interval 0.0001 makes")
+    ):
+        search(store, "moon", aggs=cents)
+    # Only the buckets holding documents: as many as the values of the documents matched.
+    sparse = {"m": {"date_histogram": {"field": "published", "fixed_interval": "1m",
+        "min_doc_count": 1}}}  # fmt: skip
+    found = search(store, "moon", k=0, aggs=sparse).aggregations
+    assert found is not None and len(found["m"]["buckets"]) == 4  # "moon": a, b (two), c
 
 
 # --- one search over several indexes ----------------------------------------------------------

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
+from math import floor
 from typing import Any
 
 import numpy as np
 import pytest
 
 from semrank.retrieve import document_values, matches, parse_filter, resolved
+from semrank.retrieve._dateformat import zone_of
 from semrank.store import create_index
 from semrank.store.postgres import PostgresStore
 from test_filter import (
@@ -93,7 +95,29 @@ def _document(n: int, rng: random.Random) -> dict[str, Any]:
         doc["ключ"] = rng.choice(["знач", ["x", [["знач"]]]])
     if rng.random() < 0.3:
         doc["date"] = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    doc["when"] = _when(random.Random(n))  # its own draws: the fields above stay as they were
     return doc
+
+
+def _when(rng: random.Random) -> Any:
+    """A date as ISO 8601 (UTC, an offset, a day) or epoch milliseconds, several in one
+    document (often in one day or month), or no date; from late October 2023 (Paris and New
+    York leave summer time) to early April 2024 (they enter it), often near midnight."""
+    instant = datetime(2023, 10, 25, tzinfo=UTC) + timedelta(
+        days=rng.randint(0, 162), hours=rng.choice([0, 1, 4, 22, 23, rng.randint(0, 23)]),
+        minutes=rng.choice([0, 30, 59]),
+    )  # fmt: skip
+    forms = [
+        instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        instant.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat(),
+        instant.astimezone(timezone(timedelta(hours=-8))).isoformat(),
+        instant.strftime("%Y-%m-%d"),
+        (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1),
+    ]
+    later = instant + timedelta(hours=rng.choice([1, 30, 24 * 20]))
+    return rng.choice(
+        [*forms, [forms[0], later.isoformat()], [forms[3], forms[4]], "soon", None, True]
+    )
 
 
 def corpus() -> dict[str, dict[str, Any]]:
@@ -623,6 +647,57 @@ AGGS: dict[str, Any] = {
     "distinct_lang": {"cardinality": {"field": "lang"}},
     "score_sum": {"sum": {"field": "meta.score"}},
     "nothing_min": {"min": {"field": "nothing"}},
+    "year_stats": {"stats": {"field": "year"}},
+    "nothing_stats": {"stats": {"field": "nothing"}},
+    "year_steps": {"histogram": {"field": "year", "interval": 5}},
+    "year_steps_offset": {
+        "histogram": {"field": "year", "interval": 2, "offset": 1, "order": {"_count": "desc"}}
+    },
+    "score_steps": {
+        "histogram": {
+            "field": "meta.score",
+            "interval": 0.5,
+            "extended_bounds": {"min": 0, "max": 4},
+        }
+    },
+    "when_month_paris": {
+        "date_histogram": {
+            "field": "when",
+            "calendar_interval": "month",
+            "time_zone": "Europe/Paris",
+        }
+    },
+    "when_week": {
+        "date_histogram": {
+            "field": "when",
+            "calendar_interval": "1w",
+            "format": "yyyy-MM-dd",
+            "min_doc_count": 1,
+        }
+    },
+    "when_day_new_york": {
+        "date_histogram": {
+            "field": "when",
+            "calendar_interval": "day",
+            "time_zone": "America/New_York",
+        }
+    },
+    "when_quarter": {
+        "date_histogram": {
+            "field": "when",
+            "calendar_interval": "quarter",
+            "extended_bounds": {"min": "2023-01-01", "max": "2024-12-31"},
+        }
+    },
+    "when_12h": {
+        "date_histogram": {
+            "field": "when",
+            "fixed_interval": "12h",
+            "time_zone": "+05:30",
+            "format": "epoch_millis",
+            "min_doc_count": 1,
+        }
+    },
     "year_ranges": {
         "range": {
             "field": "year",
@@ -692,10 +767,129 @@ class _Desc:
         return bool(other.key < self.key)
 
 
+def _reference_histogram(docs: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    """Numbers in steps: buckets by index, each document once in each."""
+    interval, offset = body["interval"], body.get("offset", 0)
+    steps = [
+        {
+            floor((v - offset) / interval)
+            for k, v in _agg_values(doc, body["field"])
+            if k == "number"
+        }
+        for doc in docs
+    ]
+    bounds = body.get("extended_bounds", {})
+    extended = [floor((bounds[e] - offset) / interval) for e in bounds]
+    keys = _reference_filled(steps, extended, lambda step: step + 1, body)
+    counts = [(step, sum(step in held for held in steps)) for step in keys]
+    buckets = _reference_ordered(counts, body)
+    return {"buckets": [{"key": s * interval + offset, "doc_count": n} for s, n in buckets]}
+
+
+def _reference_filled(
+    held: list[set[Any]], extended: list[Any], after: Any, body: dict[str, Any]
+) -> list[Any]:
+    found = sorted(set().union(*held))
+    if body.get("min_doc_count", 0) > 0 or not found + extended:
+        return found
+    key, keys = min(found + extended), []
+    while key <= max(found + extended):
+        keys.append(key)
+        key = after(key)
+    return keys
+
+
+def _reference_ordered(counts: list[tuple[Any, int]], body: dict[str, Any]) -> list[Any]:
+    kept = [(key, n) for key, n in counts if n >= body.get("min_doc_count", 0)]
+    if body.get("order") == {"_count": "desc"}:
+        return sorted(kept, key=lambda item: (-item[1], item[0]))
+    return sorted(kept)
+
+
+def _reference_instant(value: Any) -> datetime | None:
+    """The corpus's dates: epoch milliseconds, or ISO 8601 (no offset: UTC)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    if isinstance(value, int):
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _reference_date_histogram(docs: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    """Dates by the wall clock of the zone: a bucket is its first local time."""
+    zone = zone_of(body.get("time_zone", "UTC"))
+    unit = body.get("calendar_interval")
+    fixed = {"12h": timedelta(hours=12)}.get(body.get("fixed_interval", ""))
+
+    def start(time: datetime) -> datetime:
+        local = time.astimezone(zone)
+        if fixed is not None:  # the zone here is a fixed offset: whole spans of its clock
+            naive = local.replace(tzinfo=None)
+            spans = (naive - datetime(1970, 1, 1)) // fixed
+            return (datetime(1970, 1, 1) + spans * fixed).replace(tzinfo=zone)
+        day = local.date()
+        day = {
+            "month": day.replace(day=1),
+            "quarter": day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1),
+            "1w": day - timedelta(days=day.weekday()),
+            "day": day,
+        }[unit]
+        return datetime.combine(day, datetime.min.time(), tzinfo=zone)
+
+    def after(key: datetime) -> datetime:
+        if fixed is not None:
+            return key + fixed
+        day = key.date()
+        months = {"month": 1, "quarter": 3}.get(unit)
+        if months is not None:
+            nxt = date(
+                day.year + (day.month + months - 1) // 12, (day.month + months - 1) % 12 + 1, 1
+            )
+        else:
+            nxt = day + timedelta(days=7 if unit == "1w" else 1)
+        return datetime.combine(nxt, datetime.min.time(), tzinfo=zone)
+
+    held = [
+        {start(t) for v in document_values(doc, body["field"]) if (t := _reference_instant(v))}
+        for doc in docs
+    ]
+    bounds = body.get("extended_bounds", {})
+    extended = [start(datetime.fromisoformat(bounds[e]).replace(tzinfo=zone)) for e in bounds]
+    keys = _reference_filled(held, extended, after, body)
+    counts = [(key, sum(key in each for each in held)) for key in keys]
+    millis = timedelta(milliseconds=1)
+
+    def shown(key: datetime) -> str:
+        if body.get("format") == "epoch_millis":
+            return str((key - datetime(1970, 1, 1, tzinfo=UTC)) // millis)
+        if body.get("format") == "yyyy-MM-dd":
+            return key.strftime("%Y-%m-%d")
+        return key.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    return {
+        "buckets": [
+            {
+                "key_as_string": shown(key),
+                "key": (key - datetime(1970, 1, 1, tzinfo=UTC)) // millis,
+                "doc_count": n,
+            }
+            for key, n in _reference_ordered(counts, body)
+        ]
+    }
+
+
 def _reference_aggregation(docs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
     ((kind, body),) = spec.items()
     if kind == "terms":
         return _reference_terms(docs, body)
+    if kind == "histogram":
+        return _reference_histogram(docs, body)
+    if kind == "date_histogram":
+        return _reference_date_histogram(docs, body)
     held = [_agg_values(doc, body["field"]) for doc in docs]
     if kind == "value_count":
         return {"value": sum(len(values) for values in held)}
@@ -714,6 +908,14 @@ def _reference_aggregation(docs: list[dict[str, Any]], spec: dict[str, Any]) -> 
             buckets.append({**bucket, "doc_count": sum(inside)})
         return {"buckets": buckets}
     numbers = [v for values in held for k, v in values if k == "number"]
+    if kind == "stats":
+        return {
+            "count": len(numbers),
+            "min": min(numbers, default=None),
+            "max": max(numbers, default=None),
+            "avg": pytest.approx(sum(numbers) / len(numbers)) if numbers else None,
+            "sum": pytest.approx(sum(numbers)),
+        }
     if kind == "sum":
         return {"value": pytest.approx(sum(numbers))}
     if not numbers:

@@ -1745,10 +1745,24 @@ async def test_both_search_routes_answer_aggregations_over_every_matching_docume
     assert own.status_code == 200, own.text
     assert own.json()["aggregations"]["sources"]["buckets"] == sources
     assert own.json()["matched"] == 3 and len(own.json()["hits"]) == 1
-    bad = {"query": match, "aggs": {"h": {"histogram": {"field": "price"}}}}
+    bad = {"query": match, "aggs": {"h": {"percentiles": {"field": "price"}}}}
     refused = await client.post("/shop/_search", json=bad)
     reason = _es_error(refused, 400, "invalid_request")
-    assert "'histogram' is not a supported aggregation; supported: terms, min" in reason
+    assert "'percentiles' is not a supported aggregation; supported: terms, min" in reason
+    steps = {
+        "h": {"histogram": {"field": "price", "interval": 50}},
+        "s": {"stats": {"field": "price"}},
+    }
+    found = await client.post("/shop/_search", json={"query": match, "size": 0, "aggs": steps})
+    assert found.status_code == 200, found.text
+    assert found.json()["aggregations"] == {
+        "h": {"buckets": [{"key": 0.0, "doc_count": 2}, {"key": 50.0, "doc_count": 0},
+            {"key": 100.0, "doc_count": 1}]},
+        "s": {"count": 3, "min": 3.0, "max": 120.0, "avg": 45.166666666666664, "sum": 135.5},
+    }  # fmt: skip
+    tiny = {"h": {"histogram": {"field": "price", "interval": 0.001}}}
+    refused = await client.post("/shop/_search", json={"query": match, "aggs": tiny})
+    assert "more than 65,536 buckets" in _es_error(refused, 400, "invalid_request")
     both = await client.post("/shop/_search", json={"aggs": FACETS, "aggregations": FACETS})
     assert "both aggs and aggregations" in _es_error(both, 400, "invalid_request")
     nested = {"aggs": {"s": {"terms": {"field": "source"}, "aggs": FACETS}}}

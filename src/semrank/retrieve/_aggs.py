@@ -1,7 +1,8 @@
 """Aggregations (facets): Elasticsearch's ``aggs`` over the documents a search matches.
 
 Supported: ``terms`` (buckets of a field's values), the metrics ``min``, ``max``, ``avg``,
-``sum``, ``value_count`` and ``cardinality`` (exact), and numeric ``range`` buckets; no
+``sum``, ``value_count``, ``cardinality`` (exact) and ``stats`` (count, min, max, avg and sum),
+numeric ``range`` buckets, and ``histogram`` and ``date_histogram`` (``_histograms``); no
 sub-aggregations. A field's values are those filters read (``document_values``: dotted paths,
 arrays flattened, ``.keyword`` read as the field where the document has no such key), each
 distinct value of a document once (``[3, 3]`` is one 3), numbers equal as numbers (1 is 1.0).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
 from semrank.retrieve._filter import (
@@ -31,8 +32,14 @@ from semrank.retrieve._filter import (
     all_of,
 )
 
-SUPPORTED_AGGS = ("terms", "min", "max", "avg", "sum", "value_count", "cardinality", "range")
-METRICS = ("min", "max", "avg", "sum", "value_count", "cardinality")
+if TYPE_CHECKING:
+    from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
+
+SUPPORTED_AGGS = (
+    "terms", "min", "max", "avg", "sum", "value_count", "cardinality", "stats", "range",
+    "histogram", "date_histogram",
+)  # fmt: skip
+METRICS = ("min", "max", "avg", "sum", "value_count", "cardinality", "stats")
 MAX_AGGS = 100
 MAX_BUCKETS = 10_000  # a terms size or ranges list; Elasticsearch's search.max_buckets is 65,536
 _KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
@@ -149,6 +156,8 @@ class MetricAgg:
         if self.kind == "cardinality":
             return {"value": len(counts)}
         numbers = [(float(v), n) for (kind, v), n in counts.items() if kind == "number"]
+        if self.kind == "stats":
+            return _stats(numbers)
         if self.kind == "min":
             return {"value": min((v for v, _ in numbers), default=None)}
         if self.kind == "max":
@@ -158,6 +167,19 @@ class MetricAgg:
             return {"value": total}
         held = sum(n for _, n in numbers)
         return {"value": total / held if held else None}
+
+
+def _stats(numbers: list[tuple[float, int]]) -> dict[str, Any]:
+    """Elasticsearch's ``stats``: how many numbers, their min, max, avg (None: none) and sum."""
+    count = sum(n for _, n in numbers)
+    total = math.fsum(v * n for v, n in numbers)
+    return {
+        "count": count,
+        "min": min((v for v, _ in numbers), default=None),
+        "max": max((v for v, _ in numbers), default=None),
+        "avg": total / count if count else None,
+        "sum": total,
+    }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -203,7 +225,7 @@ def _within(within: Filter, flt: Filter) -> Filter:
     return combined
 
 
-Aggregation: TypeAlias = TermsAgg | MetricAgg | RangeAgg
+Aggregation: TypeAlias = "TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg"
 
 
 def aggregate(
@@ -221,9 +243,10 @@ def parse_aggs(spec: Any, where: str = "aggs") -> dict[str, Aggregation]:
     """Elasticsearch's ``aggs`` object, ``{name: {type: {...}}}``, read; unsupported types and
     sub-aggregations are refused, naming what is supported (parsed ones are taken as they
     are)."""
-    if isinstance(spec, Mapping) and all(
-        isinstance(agg, TermsAgg | MetricAgg | RangeAgg) for agg in spec.values()
-    ):
+    from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg  # imports this
+
+    parsed = TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg
+    if isinstance(spec, Mapping) and all(isinstance(agg, parsed) for agg in spec.values()):
         return dict(spec)
     if not isinstance(spec, Mapping):
         raise InvalidInputError(
@@ -267,6 +290,13 @@ def _parse_one(body: Any, where: str) -> Aggregation:
         return _terms(options, at)
     if kind == "range":
         return _range(options, at)
+    if kind in ("histogram", "date_histogram"):
+        from semrank.retrieve import _histograms  # imports this module's helpers
+
+        parse = _histograms.parse_histogram if kind == "histogram" else (
+            _histograms.parse_date_histogram
+        )  # fmt: skip
+        return parse(options, at)
     _only(options, {"field"}, at)
     return MetricAgg(kind=kind, field=_agg_field(options, at))
 

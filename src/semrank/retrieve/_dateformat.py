@@ -1,4 +1,5 @@
-"""A range's ``format`` and ``time_zone``: how its bounds are read as dates.
+"""A range's ``format`` and ``time_zone``: how its bounds are read as dates (and how a date
+histogram writes its keys, ``shown_date``).
 
 ``format`` names Elasticsearch's date formats, alternatives joined by ``||`` (the first that
 reads a bound wins): ``strict_date_optional_time`` (ISO 8601, as a bound is read without a
@@ -133,3 +134,31 @@ def zone_of(text: str) -> tzinfo:
         raise ValueError(text)
     offset = timedelta(hours=hours, minutes=minutes)
     return timezone(-offset if found[1] == "-" else offset)
+
+
+def shown_date(millis: int, formats: str, zone: tzinfo = UTC) -> str:
+    """The instant ``millis`` (since 1970, UTC) written in the first of ``formats`` (checked),
+    as a wall time in ``zone``, as Elasticsearch writes a date histogram's ``key_as_string``:
+    ``2024-01-01T00:00:00.000Z`` (``+01:00`` in a zone ahead of UTC), ``2024-01-01``, or
+    the number of milliseconds or seconds."""
+    name = formats.split("||")[0]
+    if name == "epoch_millis":
+        return str(millis)
+    if name == "epoch_second":
+        return str(millis // 1000) if millis % 1000 == 0 else str(millis / 1000)
+    local = (_EPOCH + timedelta(milliseconds=millis)).astimezone(zone)
+    day = f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
+    if _READERS[name] is _day:
+        return day
+    clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    return f"{day}T{clock}.{local.microsecond // 1000:03d}{_shown_offset(local.utcoffset())}"
+
+
+def _shown_offset(offset: timedelta | None) -> str:
+    seconds = int((offset or timedelta(0)).total_seconds())
+    if seconds == 0:
+        return "Z"
+    sign = "+" if seconds > 0 else "-"
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")

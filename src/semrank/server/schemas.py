@@ -60,7 +60,7 @@ SearchSize = Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_not_bool)]
 AGGS_DESCRIPTION = (
     "Elasticsearch aggregations (facets) over every document the search matches, not only "
     'the hits returned: {"NAME": {"terms": {"field": "source"}}}; terms, min, max, avg, sum, '
-    "value_count, cardinality, range (no sub-aggregations)"
+    "value_count, cardinality, stats, range, histogram, date_histogram (no sub-aggregations)"
 )
 Number = Annotated[float, BeforeValidator(_not_bool_number)]
 Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake
