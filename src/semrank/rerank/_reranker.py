@@ -580,21 +580,23 @@ def _split_scores(
     )
     orders = first_stage or [np.zeros(0, dtype=int)] * len(plans)
     pieces = _per_document(scores if shown is None else shown, counts)
+    # aggregate_documents gives per query (documents' scores, their best chunks): the chunks
+    # are those of the scores ranked by, the others' only their scores are kept.
+    ranked = [doc_scores for doc_scores, _ in per_query]
+    best_chunks = [best for _, best in per_query]
+    ties = [doc_scores for doc_scores, _ in seconds]
+    values = [doc_scores for doc_scores, _ in reported]
+    rows = zip(ranked, best_chunks, ties, values, plans, masks, orders, pieces, strict=True)
     return [
         _DocumentScores(
-            scores=values,
+            scores=shown_scores,
             plans=doc_plans,
             best_chunks=best,
             piece_scores=doc_pieces,
             pruned=pruned,
-            order=_rank_order(doc_scores, pruned, order, second),
+            order=_rank_order(by_score, pruned, order, tie_scores),
         )
-        for (doc_scores, best), (second, _), (
-            values,
-            _,
-        ), doc_plans, pruned, order, doc_pieces in zip(
-            per_query, seconds, reported, plans, masks, orders, pieces, strict=True
-        )
+        for by_score, best, tie_scores, shown_scores, doc_plans, pruned, order, doc_pieces in rows
     ]
 
 
