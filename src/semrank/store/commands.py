@@ -10,7 +10,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
@@ -1137,16 +1137,7 @@ def search_command(
     store: str | None = STORE_OPTION,
 ) -> None:
     """Search an index: BM25 / dense / hybrid first stage, optionally re-ranked."""
-    from semrank.pipeline import (
-        build_retriever,
-        check_page,
-        hits_asked,
-        page_start,
-        rerank_window_for,
-        reranking_nodes,
-        search,
-    )
-    from semrank.store._targets import is_multi_target
+    from semrank.pipeline import check_page, reranking_nodes
 
     if top_n is not None and top_n > MAX_COUNT:  # the flag named (the store said "k")
         from semrank.errors import InvalidInputError
@@ -1156,79 +1147,151 @@ def search_command(
     aggs = None if aggs_json is None else aggs_option(aggs_json)
     if retriever is not None:
         retriever = piped_retriever(retriever, "search NAME QUERY")
-    shorthand = _shorthand(retriever, any((bm25, dense, hybrid, rerank)))
-    with_documents = True  # a _search body's "_source": false leaves them out
-    marks: Any = highlight or None
+    stage_flags = (bm25, dense, hybrid, rerank)
+    shorthand = _shorthand(retriever, any(stage_flags))
     if retriever is not None and shorthand is None:
-        _check_tree_flags(
-            stages_or_rerank=any((bm25, dense, hybrid, rerank)),
-            given={"--model": model, "--min-score": min_score, "--window": window,
-                   "--field": None if field == "*" else field},
-        )  # fmt: skip
-        body = _tree_from(retriever, offset)
-        tree, with_documents = body.tree, body.source
-        marks = _highlight_of(marks, body.highlight)
-        offset = page_start(offset, body.offset, "--offset ")
-        top_n = hits_asked(retriever, body, top_n, "--top-n")
-    else:
-        _check_search_flags(
-            stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
-            window=window, shorthand=shorthand,
-        )  # fmt: skip
-        stage = "dense" if dense else "hybrid" if hybrid else "bm25"
-        top_n = DEFAULT_TOP_N if top_n is None else top_n
-        if shorthand is not None:  # as the flags it stands for
-            stage, rerank = shorthand.first_stage, shorthand.rerank
-        # As shorthands: the re-ranker reads every hit down to the page's last.
-        window = rerank_window_for(offset + top_n) if window is None else window
-        _check_window_and_field(
-            rerank=rerank, window=window, top_n=top_n, dense_only=stage == "dense" and not rerank,
-            field=field,
-        )  # fmt: skip
-        if rerank and model is not None:  # named now: a first stage that found nothing hid a typo
-            from semrank.models import resolve
-            from semrank.pipeline._context import default_model_name
-
-            named = default_model_name(model)  # Elasticsearch's default ids are the default
-            if named is not None:
-                resolve(named)
-        tree = build_retriever(
-            stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
+        given: dict[str, object] = {
+            "--model": model,
+            "--min-score": min_score,
+            "--window": window,
+            "--field": None if field == "*" else field,
+        }
+        planned = _search_of_retriever(
+            retriever, offset, top_n, highlight, stage_flags_given=any(stage_flags), given=given
         )
-    check_page(offset, top_n, ("--offset", "--top-n"))
+    else:
+        planned = _search_of_flags(
+            shorthand, stage_flags, offset, top_n, highlight,
+            reranker={"model": model, "window": window, "min_score": min_score}, field=field,
+        )  # fmt: skip
+    check_page(planned.offset, planned.top_n, ("--offset", "--top-n"))
     check_reranking_flags_used(
         backend,
         feedback,
-        reranks=bool(reranking_nodes(tree)),
+        reranks=bool(reranking_nodes(planned.tree)),
         nothing="this search re-ranks nothing; add --rerank (or a text_similarity_reranker to "
         "the retriever)",
     )
-    tree = with_rerankers(tree, backend=backend, feedback=feedback)
     asked = {
-        "retriever": tree, "k": top_n, "with_documents": with_documents, "filter": flt,
-        "highlight": marks, "aggs": aggs,
+        "retriever": with_rerankers(planned.tree, backend=backend, feedback=feedback),
+        "k": planned.top_n, "with_documents": planned.with_documents, "filter": flt,
+        "highlight": planned.marks, "aggs": aggs, "offset": planned.offset,
     }  # fmt: skip
+    results, text_fields = _run_search(index, query, asked, home=home, store=store)
+    _show_results(results, f"{index}: {query or '(query from retriever)'}", text_fields, as_json)
+
+
+class _PlannedSearch(NamedTuple):
+    """What `semrank search`'s flags or --retriever ask: the tree, the page, and what hits show."""
+
+    tree: Any
+    offset: int
+    top_n: int
+    with_documents: bool  # a _search body's "_source": false leaves them out
+    marks: Any  # what to highlight, or None
+
+
+def _search_of_retriever(
+    retriever: str,
+    offset: int,
+    top_n: int | None,
+    highlight: list[str] | None,
+    *,
+    stage_flags_given: bool,
+    given: dict[str, object],
+) -> _PlannedSearch:
+    """The search a --retriever file or inline JSON holds (``given``: the tree-building flags,
+    refused beside it), its page read with the body's from and size."""
+    from semrank.pipeline import hits_asked, page_start
+
+    _check_tree_flags(stages_or_rerank=stage_flags_given, given=given)
+    body = _tree_from(retriever, offset)
+    marks = _highlight_of(highlight or None, body.highlight)
+    offset = page_start(offset, body.offset, "--offset ")
+    top_n = hits_asked(retriever, body, top_n, "--top-n")
+    return _PlannedSearch(body.tree, offset, top_n, with_documents=body.source, marks=marks)
+
+
+def _search_of_flags(
+    shorthand: Any,
+    stage_flags: tuple[bool, bool, bool, bool],
+    offset: int,
+    top_n: int | None,
+    highlight: list[str] | None,
+    *,
+    reranker: dict[str, Any],
+    field: str,
+) -> _PlannedSearch:
+    """The search --bm25 / --dense / --hybrid / --rerank (or a --retriever shorthand, as the
+    flags it stands for) build; ``reranker``: --model, --window and --min-score."""
+    from semrank.pipeline import build_retriever, rerank_window_for
+
+    bm25, dense, hybrid, rerank = stage_flags
+    model, window, min_score = reranker["model"], reranker["window"], reranker["min_score"]
+    _check_search_flags(
+        stages=(bm25, dense, hybrid), rerank=rerank, model=model, min_score=min_score,
+        window=window, shorthand=shorthand,
+    )  # fmt: skip
+    stage = "dense" if dense else "hybrid" if hybrid else "bm25"
+    top_n = DEFAULT_TOP_N if top_n is None else top_n
+    if shorthand is not None:  # as the flags it stands for
+        stage, rerank = shorthand.first_stage, shorthand.rerank
+    # As shorthands: the re-ranker reads every hit down to the page's last.
+    window = rerank_window_for(offset + top_n) if window is None else window
+    _check_window_and_field(
+        rerank=rerank, window=window, top_n=top_n, dense_only=stage == "dense" and not rerank,
+        field=field,
+    )  # fmt: skip
+    if rerank and model is not None:  # named now: a first stage that found nothing hid a typo
+        _check_model_exists(model)
+    tree = build_retriever(
+        stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
+    )
+    return _PlannedSearch(tree, offset, top_n, with_documents=True, marks=highlight or None)
+
+
+def _check_model_exists(model: str) -> None:
+    """--model resolved (a typo is an error naming the known models), unless it names the
+    default (Elasticsearch's default ids are the default)."""
+    from semrank.models import resolve
+    from semrank.pipeline._context import default_model_name
+
+    named = default_model_name(model)
+    if named is not None:
+        resolve(named)
+
+
+def _run_search(
+    index: str, query: str | None, asked: dict[str, Any], *, home: Path | None, store: str | None
+) -> tuple[Any, Sequence[str]]:
+    """The search's results, and the text fields a hit's snippet shows first; an embedded
+    index that is still being filled is said on stderr."""
+    from semrank.pipeline import search
+    from semrank.store._targets import is_multi_target
+
     several = is_multi_target(index)
     if store and store != "local" and not several:
         from semrank.store import open_index
 
         with open_index(index, store=store) as opened:
-            results = search(opened, query, offset=offset, **asked)
-            text_fields: Sequence[str] = opened.settings.text_fields
-    else:
-        text_fields = ()  # the embedded store keeps the fields in the order written
-        results = search(index, query, home=home, store=store, offset=offset, **asked)
-        if not store or store == "local":
-            for name in [index] if not several else sorted({str(h.index) for h in results}):
-                _warn_if_incomplete(name, home)
+            return search(opened, query, **asked), opened.settings.text_fields
+    results = search(index, query, home=home, store=store, **asked)
+    if not store or store == "local":
+        for name in [index] if not several else sorted({str(h.index) for h in results}):
+            _warn_if_incomplete(name, home)
+    return results, ()  # the embedded store keeps the fields in the order written
+
+
+def _show_results(results: Any, title: str, text_fields: Sequence[str], as_json: bool) -> None:
+    """Warnings on stderr, then the results on stdout: JSON, or a table and the aggregations."""
     for warning in results.warnings:  # stderr: stdout stays the results
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
         typer.echo(json_for_stdout(results.to_dict()))
-    else:
-        print_results(results, f"{index}: {query or '(query from retriever)'}", text_fields)
-        if results.aggregations is not None:
-            print_aggregations(results.aggregations, results.matched)
+        return
+    print_results(results, title, text_fields)
+    if results.aggregations is not None:
+        print_aggregations(results.aggregations, results.matched)
 
 
 def print_aggregations(aggregations: dict[str, Any], matched: int | None) -> None:
