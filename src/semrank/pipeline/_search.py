@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,13 @@ from semrank.pipeline._nodes import (
 from semrank.pipeline._open import using_index, using_indexes
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import Ranking, SearchResults
-from semrank.retrieve import FilterSpec, HighlightSpec, optional_filter, parse_highlight
+from semrank.retrieve import (
+    Filter,
+    FilterSpec,
+    HighlightSpec,
+    optional_filter,
+    parse_highlight,
+)
 from semrank.retrieve._aggs import parse_aggs
 from semrank.store import Store
 from semrank.store._base import check_k
@@ -162,12 +169,12 @@ def search(
     index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
     syntax (``"a,b"``, ``"logs-*"``, ``"_all"``; ``semrank.store._targets``), whose leaf
     retrievers run on each and merge their hits by score before fusion and re-ranking (each
-    hit's ``index`` names its own; aggregations read one index). ``k``
-    left out: 10, or the top window's hits where fewer; see ``hits_asked``), after the first
-    ``offset`` (Elasticsearch's ``from``, a Python keyword: ``offset=10, k=10`` is page 2,
-    hits 11-20 of the search for 20, ranked 11 to 20; a compound tree pages over its top
-    window, so a page past it is short or empty). A tree with
-    a ``{{query}}`` placeholder reads its other texts as written; one without has ``query``
+    hit's ``index`` names its own; aggregations read one index). ``k`` left out: 10, or the
+    top window's hits where fewer (see ``hits_asked``); they come after the first ``offset``
+    (Elasticsearch's ``from``, a Python keyword: ``offset=10, k=10`` is page 2, hits 11-20 of
+    the search for 20, ranked 11 to 20; a compound tree pages over its top window, so a page
+    past it is short or empty). A tree with a ``{{query}}`` placeholder reads its other texts
+    as written; one without has ``query``
     replace them (``SearchContext`` gives the rule). ``store``: a PostgreSQL DSN holding the
     named index (default: the embedded store under ``home``). ``filter``: Elasticsearch filter
     JSON (or a parsed ``Filter``) that every hit passes, as if set on the tree's top retriever
@@ -182,14 +189,7 @@ def search(
     if k is not None and k != 0:
         check_k(k)
     require_flags(with_documents=with_documents)
-    if query is not None and not isinstance(query, str):
-        raise InvalidInputError(
-            f"query must be a string (the text to search for), got {type(query).__name__} "
-            f"({query!r:.60})"
-        )
-    if query is not None and is_blank(query):
-        raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
-    require_unicode(query, "query")
+    _check_query(query)
     read, page = _read_with_page(retriever, k, offset)
     tree = read.tree
     marks = _highlight_asked(highlight, read)
@@ -202,19 +202,9 @@ def search(
                 f"({', '.join(s.name for s in stores) or 'none matched'}); aggregate each "
                 "index on its own"
             )
-
-        def context() -> SearchContext:
-            return SearchContext(
-                stores[0],
-                query,
-                keep_literals=has_placeholder(tree),
-                filter=flt,
-                windows={} if marks is not None and marks.semantic else None,
-                several=None if len(stores) == 1 else {one.name: one for one in stores},
-            )
-
         if not stores:  # a pattern that matched no index: nothing to find, as Elasticsearch
             return SearchResults([], ranked=0, matched=0 if page.size == 0 else None)
+        context = functools.partial(_new_context, stores, query, tree, flt, marks)
         if page.size == 0:  # no hits asked for: only what the documents matched say
             results, ctx = SearchResults([], ranked=0), context()
         else:
@@ -222,6 +212,36 @@ def search(
         if parsed is None and page.size > 0:
             return results
         return _with_matches(results, tree, ctx, parsed, page.end or DEFAULT_K)
+
+
+def _check_query(query: object) -> None:
+    """A search's query: None (the tree's own texts) or a text to search for."""
+    if query is not None and not isinstance(query, str):
+        raise InvalidInputError(
+            f"query must be a string (the text to search for), got {type(query).__name__} "
+            f"({query!r:.60})"
+        )
+    if query is not None and is_blank(query):
+        raise InvalidInputError(f"query is blank ({query!r:.40}); pass the text to search for")
+    require_unicode(query, "query")
+
+
+def _new_context(
+    stores: list[Store],
+    query: str | None,
+    tree: Retriever,
+    flt: Filter | None,
+    marks: HighlightSpec | None,
+) -> SearchContext:
+    """A run's own context over ``stores`` (keyed by index where there are several)."""
+    return SearchContext(
+        stores[0],
+        query,
+        keep_literals=has_placeholder(tree),
+        filter=flt,
+        windows={} if marks is not None and marks.semantic else None,
+        several=None if len(stores) == 1 else {one.name: one for one in stores},
+    )
 
 
 @contextmanager
