@@ -134,9 +134,6 @@ async def es_search(
     response: Response,
     body: EsSearchRequest | None = None,
 ) -> Any:
-    from semrank.store import resolve_index_name
-    from semrank.store._targets import is_multi_target
-
     _refuse_query_string_options(request)
     targets = _target_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
@@ -154,18 +151,15 @@ async def es_search(
         }
     )
     started = time.perf_counter()
-    # Each hit's _index names the index that holds it, never an alias of it (as Elasticsearch's
-    # do): a client acting on a hit by its _index must reach that index after a swap too. A
-    # search of several indexes ("a,b", "logs-*", "_all") names each hit's own.
-    concrete = index
-    if not is_multi_target(index):
-        concrete = await on_registry(request, functools.partial(resolve_index_name, index))
-    results, warnings = await run_search(request, concrete, search, **targets)
+    results, warnings = await run_search(request, index, search, **targets)
     took_ms = round((time.perf_counter() - started) * 1000)
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
-    answer = es_search_response(concrete, results, took_ms=took_ms, size=size)
+    # Each hit's _index names the index that holds it (Hit.index), never an alias of it (as
+    # Elasticsearch's do): a client acting on a hit by its _index must reach that index after a
+    # swap too.
+    answer = es_search_response(index, results, took_ms=took_ms, size=size)
     for hit in answer.hits.hits:
         if isinstance(hit, EsHitWithSource) and (includes or excludes):
             hit.source = _filtered_source(hit.source, includes, excludes)
@@ -311,11 +305,12 @@ def _es_hit(index: str, hit: Any) -> EsHit:
     return EsHit(**base)
 
 
-# Query-string options of Elasticsearch's _search that change nothing semrank answers (one
-# index, no shards; typed_keys: aggregations keep their names), filter_path (the whole answer
-# holds the filtered one), and the _source filters, applied to the answer (elasticsearch-py's
-# vector store helper, which LangChain's and LlamaIndex's stores use, sends _source_includes
-# with every search).
+# Query-string options of Elasticsearch's _search taken: those that change nothing semrank
+# answers (no shards, no closed or hidden indexes; typed_keys: aggregations keep their names),
+# filter_path (the whole answer holds the filtered one), ignore_unavailable and
+# allow_no_indices (read by _target_options), and the _source filters, applied to the answer
+# (elasticsearch-py's vector store helper, which LangChain's and LlamaIndex's stores use, sends
+# _source_includes with every search).
 TAKEN_SEARCH_PARAMS = frozenset(
     {
         "_source_includes", "_source_excludes", "filter_path", "pretty", "human", "error_trace",
@@ -328,7 +323,8 @@ TAKEN_SEARCH_PARAMS = frozenset(
 )  # fmt: skip
 
 
-# The query-string options of Elasticsearch's _count that change nothing semrank answers.
+# The query-string options of Elasticsearch's _count taken: those that change nothing semrank
+# answers, and ignore_unavailable and allow_no_indices (read by _target_options).
 COUNT_PARAMS = frozenset(
     {
         "filter_path", "pretty", "human", "error_trace", "preference", "routing",
