@@ -94,8 +94,14 @@ def using_index(
     if isinstance(index, Store):
         yield index
         return
-    index = resolve_index_name(index, home, store=store)
-    held = _hold_postgres(index, str(store)) if _is_dsn(store) else _hold_local(index, home)
+    with _using_own_name(resolve_index_name(index, home, store=store), home, store) as opened:
+        yield opened
+
+
+@contextmanager
+def _using_own_name(name: str, home: str | Path | None, store: str | None) -> Iterator[Store]:
+    """``using_index`` of an index by its own name (an alias already resolved)."""
+    held = _hold_postgres(name, str(store)) if _is_dsn(store) else _hold_local(name, home)
     _close(_evicted())
     try:
         yield held.store
@@ -115,7 +121,7 @@ def using_indexes(
     """The indexes ``targets`` names by Elasticsearch's multi-target syntax (``"a,b"``,
     ``"logs-*"``, ``"_all"``: ``semrank.store._targets``), each open for the ``with`` block
     as ``using_index`` holds one; none where a pattern matched nothing."""
-    names = resolve_targets(
+    names = resolve_targets(  # aliases resolved: each name is an index's own
         targets,
         home,
         store=store,
@@ -123,7 +129,7 @@ def using_indexes(
         allow_no_indices=allow_no_indices,
     )
     with ExitStack() as held:
-        yield [held.enter_context(using_index(name, home, store=store)) for name in names]
+        yield [held.enter_context(_using_own_name(name, home, store)) for name in names]
 
 
 def open_cached(
