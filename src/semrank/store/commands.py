@@ -1313,20 +1313,10 @@ def print_aggregations(aggregations: dict[str, Any], matched: int | None) -> Non
 
 def aggs_option(text: str) -> Any:
     """``--aggs``' JSON, parsed (errors name the flag)."""
-    from semrank._checks import UnreadableJSONError, loads_json
-    from semrank.errors import InvalidInputError
     from semrank.retrieve._aggs import parse_aggs
 
-    try:
-        spec = loads_json(text)
-    except UnreadableJSONError as exc:
-        raise InvalidInputError(f"--aggs JSON {exc.msg}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"--aggs is not valid JSON ({exc.msg}): {text!r:.60}; give aggregations such as "
-            '\'{"sources": {"terms": {"field": "source"}}}\''
-        ) from None
-    return parse_aggs(spec, "--aggs")
+    example = 'aggregations such as \'{"sources": {"terms": {"field": "source"}}}\''
+    return parse_aggs(_json_flag("--aggs", text, example), "--aggs")
 
 
 DEFAULT_TOP_N = 10
@@ -1423,20 +1413,25 @@ def _names_a_file(text: str) -> bool:
 
 def filter_option(text: str) -> Any:
     """``--filter``'s JSON, parsed (errors name the flag)."""
-    from semrank._checks import UnreadableJSONError, loads_json
-    from semrank.errors import InvalidInputError
     from semrank.retrieve import parse_filter
 
+    example = 'a filter such as \'{"term": {"lang": "en"}}\''
+    return parse_filter(_json_flag("--filter", text, example), "--filter")
+
+
+def _json_flag(flag: str, text: str, example: str) -> Any:
+    """A flag's inline JSON, decoded; an error names the flag and ``example``, what to give."""
+    from semrank._checks import UnreadableJSONError, loads_json
+    from semrank.errors import InvalidInputError
+
     try:
-        spec = loads_json(text)
+        return loads_json(text)
     except UnreadableJSONError as exc:
-        raise InvalidInputError(f"--filter JSON {exc.msg}") from None
+        raise InvalidInputError(f"{flag} JSON {exc.msg}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
-            f"--filter is not valid JSON ({exc.msg}): {text!r:.60}; give a filter such as "
-            '\'{"term": {"lang": "en"}}\''
+            f"{flag} is not valid JSON ({exc.msg}): {text!r:.60}; give {example}"
         ) from None
-    return parse_filter(spec, "--filter")
 
 
 def piped_retriever(retriever: str, usage: str) -> str:
