@@ -451,13 +451,7 @@ class Store(abc.ABC):
         that score above 0, sharing a term with it in a field boosted above 0 (Elasticsearch's
         ``_count`` of a match query). This default searches for every document (at most
         MAX_COUNT); the embedded store counts one score array, PostgreSQL in SQL."""
-        check_fields_search(query, 1, fields, mode)
-        flt = optional_filter(filter)
-        filtered = {} if flt is None else {"filter": flt}  # a store of a user's own may not take it
-        every = min(max(1, len(self)), MAX_COUNT)
-        if len(fields) == 1 and fields[0][1] > 0:
-            return len(self.search_bm25(query, k=every, field=fields[0][0], **filtered))
-        return len(self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered))
+        return len(self._every_bm25_hit(query, fields, mode, filter))
 
     def ids_bm25(
         self,
@@ -471,15 +465,24 @@ class Store(abc.ABC):
         search's aggregations read for a match query. This default searches for every
         document (at most MAX_COUNT); the embedded store reads one score array, PostgreSQL
         SQL."""
+        hits = self._every_bm25_hit(query, fields, mode, filter)
+        return [str(doc_id) for doc_id in hits.ids.tolist()]
+
+    def _every_bm25_hit(
+        self,
+        query: str,
+        fields: Sequence[tuple[str, float]],
+        mode: str,
+        filter: FilterSpec | None,
+    ) -> Hits:
+        """``count_bm25``'s and ``ids_bm25``'s default: a BM25 search for every document."""
         check_fields_search(query, 1, fields, mode)
         flt = optional_filter(filter)
         filtered = {} if flt is None else {"filter": flt}  # a store of a user's own may not take it
         every = min(max(1, len(self)), MAX_COUNT)
         if len(fields) == 1 and fields[0][1] > 0:
-            hits = self.search_bm25(query, k=every, field=fields[0][0], **filtered)
-        else:
-            hits = self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered)
-        return [str(doc_id) for doc_id in hits.ids.tolist()]
+            return self.search_bm25(query, k=every, field=fields[0][0], **filtered)
+        return self.search_bm25_fields(query, k=every, fields=fields, mode=mode, **filtered)
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
         """How many documents passing ``within`` hold each value of ``field`` (as filters read
