@@ -1199,3 +1199,15 @@ def test_a_reader_first_after_aliases_is_told_what_to_run(pg_server, pg_database
     assert "as the owner of the semrank tables" in said
     assert list_indexes(store=owner_dsn) == ["g"]  # the owner's first use upgrades it
     assert search("g", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}
+
+
+def test_partial_updates_of_one_document_from_two_processes_all_land(pg_dsn: str) -> None:  # noqa: F811
+    """Two server processes (or hosts) on one index each read the document, merged a field
+    in and wrote it back: both read one version, and one's field was lost though both
+    answered "updated". The read now follows the index's row lock, in the write's
+    transaction."""
+    from test_store_threads import check_updates_from_processes
+
+    with create_index("docs", store=pg_dsn, embedder=HashingEmbedder()) as index:
+        index.upsert([{"id": "d1", "text": "fleas bite"}])
+    check_updates_from_processes(pg_dsn)

@@ -263,3 +263,82 @@ def test_aliases_added_by_processes_and_threads_at_once_are_all_kept(tmp_path: P
     assert all(worker.wait(timeout=120) == 0 for worker in workers)
     expected = {f"{who}{n}-{i}" for who in "pt" for n in range(3) for i in range(8)}
     assert set(list_aliases(tmp_path)) == expected
+
+
+# One server process's partial updates (Elasticsearch's _update) of document d1, each adding
+# its own field, from a start time all writers wait for.
+PARTIAL_UPDATES = """
+import sys, time
+sys.path.insert(0, sys.argv[4])
+from semrank.server._es_writes import WriteAction, apply_writes
+from semrank.store import open_index
+from test_postgres_store import HashingEmbedder
+
+prefix, where, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+place = {"store": where} if where.startswith("postgresql") else {"home": where}
+with open_index("docs", **place, embedder=HashingEmbedder()) as index:
+    while time.time() < start:
+        time.sleep(0.001)
+    for n in range(25):
+        update = {"doc": {f"{prefix}{n}": n}}
+        action = WriteAction(op="update", index="docs", id="d1", body=update, number=1)
+        (outcome,), _ = apply_writes(index, [action])
+        assert outcome.result == "updated", outcome
+"""
+
+
+def check_updates_from_processes(where: str) -> None:
+    """Two processes' partial updates of d1 ("fleas bite") of index docs in ``where`` (a home
+    or a DSN): every field lands, and d1 is still found by its text and its vector."""
+    import subprocess
+    import sys
+
+    start = str(time.time() + 2)  # both processes loaded and waiting
+    command = [sys.executable, "-c", PARTIAL_UPDATES]
+    tests = str(Path(__file__).parent)
+    workers = [subprocess.Popen([*command, prefix, where, start, tests]) for prefix in "ab"]
+    assert all(worker.wait(timeout=120) == 0 for worker in workers)
+    place = {"store": where} if where.startswith("postgresql") else {"home": where}
+    with open_index("docs", **place, embedder=HashingEmbedder()) as index:  # type: ignore[arg-type]
+        (fields,) = index.get(["d1"])
+        hits = index.search_vector(HashingEmbedder().embed(["fleas bite"])[0], k=1)
+        assert list(hits.ids) == ["d1"] and hits.scores[0] == pytest.approx(1.0, abs=1e-4)
+        assert list(index.search_bm25("fleas", k=1).ids) == ["d1"] and len(index) == 1
+    expected = {"text"} | {f"{prefix}{n}" for prefix in "ab" for n in range(25)}
+    assert set(fields or {}) == expected
+
+
+def test_partial_updates_of_one_document_from_two_processes_all_land(tmp_path: Path) -> None:
+    """Each update read the document, merged its field in and wrote it back, locked only
+    within its process: two server processes (--workers 2) both read one version and the
+    second's write lost the first's field (46 of 50 kept), though both answered "updated"."""
+    with create_index("docs", home=tmp_path, embedder=HashingEmbedder()) as index:
+        index.upsert([{"id": "d1", "text": "fleas bite"}])
+    check_updates_from_processes(str(tmp_path))
+
+
+def test_a_text_rewritten_between_an_updates_read_and_its_lock_is_embedded(
+    tmp_path: Path,
+) -> None:
+    """update_documents embeds what a first read's change gives, outside the write lock; a
+    text another writer changed meanwhile is written without a vector, then embedded."""
+    with (
+        create_index("docs", home=tmp_path, embedder=HashingEmbedder()) as index,
+        open_index("docs", home=tmp_path, embedder=HashingEmbedder()) as other,
+    ):
+        index.upsert([{"id": "d1", "text": "fleas bite"}])
+        reads: list[Any] = []
+
+        def tag(found: dict[str, Any]) -> dict[str, Any]:
+            if not reads:  # another writer lands between the first read and the lock
+                other.upsert([{"id": "d1", "text": "paris museums"}])
+            reads.append(found["d1"])
+            return {"d1": {**found["d1"], "tag": "x"}}
+
+        counts = index.update_documents(["d1"], tag)
+        assert reads == [{"text": "fleas bite"}, {"text": "paris museums"}]
+        assert (counts.documents, counts.written) == (1, 1)
+        assert index.get(["d1"]) == [{"text": "paris museums", "tag": "x"}]
+        query = HashingEmbedder().embed(["paris museums"])[0]
+        hits = index.search_vector(query, k=1)
+        assert list(hits.ids) == ["d1"] and hits.scores[0] == pytest.approx(1.0, abs=1e-5)

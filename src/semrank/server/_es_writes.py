@@ -217,7 +217,10 @@ def check_update_body(body: dict[str, Any], where: str = "") -> None:
 
 # One lock per open index: a request's writes read the documents they change and write them
 # back, so two at once (partial updates of one document) would each write back what it read,
-# the other's change lost though both answered "updated".
+# the other's change lost though both answered "updated". The embedded and PostgreSQL stores'
+# update_documents holds their write lock from the read to the write, for other processes too;
+# this lock keeps a store of a user's own (whose update_documents is a get, then an upsert)
+# whole within this process.
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -229,28 +232,29 @@ def _write_lock(store: Any) -> threading.Lock:
 
 def apply_writes(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome], Any]:
     """``actions`` (all on ``store``) applied in order; returns each one's outcome and the
-    upsert's counts (None where nothing was written). The documents are read and written
-    back holding the index's write lock in this process: another request's writes to the
-    index come before or after, whole."""
+    write's counts (None where nothing was written). The documents are read and written back
+    in one of the store's write transactions (``update_documents``): another request's writes
+    to the index, of this server process or another, come before or after, whole."""
     with _write_lock(store):
         return _applied(store, actions)
 
 
 def _applied(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome], Any]:
-    named = [_id_of(store, action) for action in actions]
+    named = [_id_of(store, action) for action in actions]  # new ids drawn once, not per read
     ids = list(dict.fromkeys(action.id for action in named if action.id is not None))
-    before = dict(zip(ids, store.get(ids), strict=True))
-    now = dict(before)
-    outcomes = [_outcome(store, action, now) for action in named]
-    written = {o.id: None for o in outcomes if o.error is None and o.op != "delete"}
-    documents = [Document(i, now[i]) for i in written if now[i] is not None]
-    gone = [i for i in ids if now[i] is None and before[i] is not None]
-    counts = None
-    if documents:  # one transaction, as POST /v1/indexes/{name}/documents writes
-        counts = store.upsert_counted(documents, batch_size=len(documents))
-    if gone:
-        store.delete(gone)
-    return outcomes, counts
+    outcomes: list[Outcome] = []
+
+    def change(before: dict[str, Any]) -> dict[str, Any]:
+        """What the actions make of ``before``; the store may call it again (the outcomes
+        are those of its last call, the one written)."""
+        now = dict(before)
+        outcomes[:] = [_outcome(store, action, now) for action in named]
+        written = {o.id: None for o in outcomes if o.error is None and o.op != "delete"}
+        wanted = {i: now[i] for i in written if now[i] is not None}
+        return wanted | {i: None for i in ids if now[i] is None and before[i] is not None}
+
+    counts = store.update_documents(ids, change)  # one transaction, as an upsert batch
+    return outcomes, counts if counts.documents else None
 
 
 def _id_of(store: Any, action: WriteAction) -> WriteAction:

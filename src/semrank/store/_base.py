@@ -16,7 +16,7 @@ import os
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -76,6 +76,10 @@ ALL_TEXT_FIELDS = "*"  # the field name meaning "all text fields, concatenated"
 VECTOR_FIELD = "embedding"  # the name knn retrievers use for the stored embeddings
 
 ProgressCallback = Callable[[int], None]
+# update_documents' change: each id's stored fields (None: not in the index) -> the fields each
+# id it changes should have (None: delete it).
+FoundDocuments = dict[str, dict[str, Any] | None]
+DocumentChange = Callable[[FoundDocuments], Mapping[str, dict[str, Any] | None]]
 
 # A fixed text embedded with the index's model when its first vectors are made; bf16 and fp32
 # runs of one model agree to 1 - cos < 1e-4, a retrained model far less.
@@ -150,6 +154,16 @@ class UpsertCounts:
     documents: int
     written: int
     unread_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentChanges:
+    """What an ``update_documents`` change answered, checked as an upsert checks its records:
+    the ``documents`` to write, the ids ``gone`` (deleted), and the ``checks`` that read them."""
+
+    documents: list[Document]
+    gone: list[str]
+    checks: IngestChecks
 
 
 def unread_fields_warning(
@@ -388,6 +402,52 @@ class Store(abc.ABC):
         return UpsertCounts(documents=total, written=written, unread_fields=unread)
 
     add = upsert
+
+    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+        """Read, change and write back the documents ``ids`` (Elasticsearch's partial
+        updates): ``change`` gets each id's stored fields (None where the index has none) and
+        answers the fields of each id it changes (None: delete it); ids it leaves out stay as
+        they are. Returns the write's counts (the documents ``change`` gave fields).
+
+        The embedded and PostgreSQL stores read and write in one write transaction, so no
+        other write, of this process or another, lands in between: two processes' updates of
+        one document both count. They call ``change`` more than once (it must only compute).
+        This default, for stores of a user's own, reads with ``get`` then upserts and
+        deletes: not atomic."""
+        wanted = list(dict.fromkeys(id_list(ids)))
+        changes = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        documents = changes.documents
+        counts = self.upsert_counted(documents, batch_size=max(len(documents), 1))
+        if changes.gone:
+            self.delete(changes.gone)
+        return counts
+
+    def _changes(self, found: FoundDocuments, change: DocumentChange) -> DocumentChanges:
+        """``change``'s answer for ``found``, checked as an upsert checks its records."""
+        answer = change(dict(found))
+        stray = next((doc_id for doc_id in answer if doc_id not in found), None)
+        if stray is not None:
+            raise InvalidInputError(
+                f"update_documents' change answered for id {stray!r}, which is not among the "
+                "ids it was given; list every id it may write in ids"
+            )
+        checks = IngestChecks(self.settings.text_fields)
+        given = [
+            Document(doc_id, fields) for doc_id, fields in answer.items() if fields is not None
+        ]
+        documents = list(checks.checked(documents_from(given)))
+        for document in documents:
+            self.check_storable(document)
+        gone = [i for i, fields in answer.items() if fields is None and found[i] is not None]
+        return DocumentChanges(documents=documents, gone=gone, checks=checks)
+
+    @staticmethod
+    def _update_counts(changes: DocumentChanges, written: int, seen: set[str]) -> UpsertCounts:
+        """``UpsertCounts`` of ``changes``, ``written`` of them written; ``seen``: the index's
+        fields before (unread fields it kept already were said then)."""
+        unread = tuple(name for name in changes.checks.unread_fields if name not in seen)
+        documents = len(changes.documents)
+        return UpsertCounts(documents=documents, written=written, unread_fields=unread)
 
     def check_storable(self, document: Document) -> None:
         """Refuse ``document`` if this store cannot hold it (one store's own limits, checked

@@ -51,11 +51,13 @@ from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     STDIN_SOURCE,
+    DocumentChange,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
     ProgressCallback,
     Store,
+    UpsertCounts,
     check_batch_size,
     check_fields_search,
     check_k,
@@ -285,6 +287,32 @@ class LocalStore(Store):
             progress(len(batch))
         return len(latest), len(changed)
 
+    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+        """Read, changed and written in one write transaction (``BEGIN IMMEDIATE``: another
+        process's writes wait for its commit). The texts are embedded before it, as a first
+        read's change has them: a text another write changed meanwhile is stored without its
+        vector, and embedded by the refresh after (as a row a process without the model
+        wrote), so no lock is held while a model runs."""
+        self._require_live()
+        wanted = list(dict.fromkeys(id_list(ids)))
+        seen = set(self.fields_seen)
+        first = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        texts = list(dict.fromkeys(self.text_of(d.fields) for d in first.documents))
+        blobs = dict(zip(texts, self._embed_blobs(texts), strict=True)) if texts else {}
+        with self.db.transaction() as conn:
+            stored = self.db.stored_docs(wanted, conn)
+            found = {i: json.loads(stored[i]) if i in stored else None for i in wanted}
+            changes = self._changes(found, change)
+            rows = [(d.id, _doc_json(d.fields), self.text_of(d.fields)) for d in changes.documents]
+            rows = [row for row in rows if stored.get(row[0]) != row[1]]  # unchanged: skipped
+            if rows or changes.gone:
+                generation = self.db.bump_generation(conn)
+                self.db.write_rows(conn, [(*row, blobs.get(row[2])) for row in rows], generation)
+                self.db.delete_ids(conn, changes.gone)
+                self._record_fields(conn, {key for d in changes.documents for key in d.fields})
+        self.refresh()
+        return self._update_counts(changes, len(rows), seen)
+
     def _record_fields(self, conn: Any, names: set[str]) -> None:
         seen = set(self.db.get_meta("fields_seen", [], conn))
         if not names <= seen:
@@ -501,7 +529,7 @@ class LocalStore(Store):
             vectors = np.stack([np.frombuffer(b or b"", dtype=np.float32) for b in blobs])
             with self.db.transaction() as conn:
                 generation = self.db.bump_generation(conn)
-                self.db.set_embeddings(conn, [pk for pk, _ in rows], vectors, generation)
+                self.db.set_embeddings(conn, rows, vectors, generation)
 
     # --- prepared re-ranking tables --------------------------------------------------------
     def document_ids(self) -> list[str]:

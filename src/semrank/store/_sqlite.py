@@ -411,10 +411,13 @@ class DocumentDB:
         with self._reading() as reader:
             return int(reader.execute("SELECT count(*) FROM documents").fetchone()[0])
 
-    def stored_docs(self, ids: Sequence[str]) -> dict[str, str]:
-        """``{id: doc JSON}`` for the ids that exist."""
+    def stored_docs(
+        self, ids: Sequence[str], conn: sqlite3.Connection | None = None
+    ) -> dict[str, str]:
+        """``{id: doc JSON}`` for the ids that exist (read in ``conn``, the caller's
+        transaction, if given)."""
         found: dict[str, str] = {}
-        with self._reading() as reader:
+        with contextlib.nullcontext(conn) if conn is not None else self._reading() as reader:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 rows = reader.execute(
@@ -527,12 +530,17 @@ class DocumentDB:
 
     @staticmethod
     def set_embeddings(
-        conn: sqlite3.Connection, pks: Sequence[int], vectors: np.ndarray, generation: int
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[int, str]],
+        vectors: np.ndarray,
+        generation: int,
     ) -> None:
+        """The vectors of ``(pk, text)`` rows; a row whose text was rewritten since it was read
+        (by another writer, with its own vector) keeps what that writer stored."""
         conn.executemany(
-            "UPDATE documents SET embedding=?, gen=? WHERE pk=?",
+            "UPDATE documents SET embedding=?, gen=? WHERE pk=? AND text=?",
             [
-                (vec.astype(np.float32).tobytes(), generation, pk)
-                for pk, vec in zip(pks, vectors, strict=True)
+                (vec.astype(np.float32).tobytes(), generation, pk, text)
+                for (pk, text), vec in zip(rows, vectors, strict=True)
             ],
         )

@@ -34,10 +34,12 @@ from semrank.retrieve import (
 from semrank.retrieve._aggs import ValueCounts, counted
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
+    DocumentChange,
     IndexInfo,
     IndexSettings,
     ProgressCallback,
     Store,
+    UpsertCounts,
     check_batch_size,
     check_fields_search,
     check_k,
@@ -280,12 +282,16 @@ class PostgresStore(Store):
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
     def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
         """(doc, has a vector) of each stored id."""
+        with self._connection() as conn:
+            return self._stored_in(conn, ids)
+
+    def _stored_in(self, conn: Any, ids: list[str]) -> dict[str, tuple[Any, bool]]:
         from psycopg import sql
 
         query = sql.SQL("SELECT id, doc, embedding IS NOT NULL FROM {} WHERE id = ANY(%s)").format(
             self._part
         )
-        return {row[0]: (row[1], row[2]) for row in self._all(query, (ids,))}
+        return {row[0]: (row[1], row[2]) for row in conn.execute(query, (ids,)).fetchall()}
 
     def _write_batch(
         self, batch: list[Document], progress: ProgressCallback | None
@@ -312,13 +318,73 @@ class PostgresStore(Store):
             progress(len(batch))
         return len(latest), len(changed)
 
+    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+        """Read, changed and written in one transaction that first locks the index's row
+        (``FOR UPDATE``, as every write of it does): another process's or host's write waits
+        for the commit, and reads after it. The texts are embedded and analysed before, as a
+        first read's change has them: a text another write changed meanwhile is analysed under
+        the lock and stored without its vector, embedded by the refresh after (no lock is held
+        while a model runs)."""
+        wanted = list(dict.fromkeys(id_list(ids)))
+        seen = set(self.fields_seen)
+        first = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        prepared = self._prepared([self.text_of(d.fields) for d in first.documents], embed=True)
+        with self._write_turn(), self._connection() as conn, conn.transaction():
+            generation = self._lock(conn)  # before the read: it sees the last writer's commit
+            stored = self._stored_in(conn, _storable(wanted))
+            found = {i: stored[i][0] if i in stored else None for i in wanted}
+            changes = self._changes(found, change)
+            rows = self._changed_rows(changes.documents, stored, prepared)
+            if rows:
+                fields = sorted({key for row in rows for key in row[1]})
+                self._put_rows(conn, generation, rows, fields)
+            if changes.gone:
+                self._delete_in(conn, generation, changes.gone)
+        self.refresh()
+        return self._update_counts(changes, len(rows), seen)
+
+    def _prepared(self, texts: list[str], *, embed: bool) -> dict[str, tuple[list[str], Any]]:
+        """Each of ``texts``' BM25 terms and (``embed``: else None) vector."""
+        unique = list(dict.fromkeys(texts))
+        vectors = self._embed(unique) if embed else [None] * len(unique)
+        terms = q.analyse(unique, self.settings.bm25) if unique else []
+        return dict(zip(unique, zip(terms, vectors, strict=True), strict=True))
+
+    def _changed_rows(
+        self,
+        documents: list[Document],
+        stored: dict[str, tuple[Any, bool]],
+        prepared: dict[str, tuple[list[str], Any]],
+    ) -> list[tuple[str, Any, str, list[str], str | None]]:
+        """The rows of ``documents`` not ``stored`` as they are; a text not ``prepared`` is
+        analysed now, and gets no vector (the refresh after embeds it)."""
+        rows = {d.id: (_json_fields(d.id, d.fields), self.text_of(d.fields)) for d in documents}
+        changed = [
+            i for i, (doc, text) in rows.items() if not self._unchanged(stored.get(i), doc, text)
+        ]
+        late = [rows[i][1] for i in changed if rows[i][1] not in prepared]
+        prepared = {**prepared, **self._prepared(late, embed=False)}
+        return [(i, *rows[i], *prepared[rows[i][1]]) for i in changed]
+
     def _write_rows_named(
         self, rows: list[tuple[str, Any, str, list[str], str | None]], fields: list[str]
     ) -> None:
+        """Insert or replace ``(id, doc, body, terms, vector)`` rows in one transaction."""
+        with self._write_turn(), self._connection() as conn, conn.transaction():
+            self._put_rows(conn, self._lock(conn), rows, fields)
+
+    def _put_rows(
+        self,
+        conn: Any,
+        generation: int,
+        rows: list[tuple[str, Any, str, list[str], str | None]],
+        fields: list[str],
+    ) -> None:
+        """``rows`` written in the caller's transaction, holding the index's lock."""
         import psycopg
 
         try:
-            self._write_rows(rows, fields)
+            self._insert_rows(conn, generation, rows, fields)
         except psycopg.errors.ProgramLimitExceeded as exc:
             # e.g. "string is too long for tsvector": name the batch's longest document.
             longest = max(rows, key=lambda row: len(row[2]))[0]
@@ -396,10 +462,13 @@ class PostgresStore(Store):
         count, length = conn.execute(query, (ids,)).fetchone()
         return int(count), int(length)
 
-    def _write_rows(
-        self, rows: list[tuple[str, Any, str, list[str], str | None]], fields: list[str]
+    def _insert_rows(
+        self,
+        conn: Any,
+        generation: int,
+        rows: list[tuple[str, Any, str, list[str], str | None]],
+        fields: list[str],
     ) -> None:
-        """Insert or replace ``(id, doc, body, terms, vector)`` rows in one transaction."""
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
@@ -411,28 +480,26 @@ class PostgresStore(Store):
             "generation = EXCLUDED.generation"
         ).format(self._part)
         ids = [row[0] for row in rows]
-        with self._write_turn(), self._connection() as conn, conn.transaction():
-            generation = self._lock(conn)
-            before = self._sizes(conn, ids)
-            with conn.cursor() as cur:
-                cur.executemany(
-                    insert,
-                    [
-                        (
-                            self.name,
-                            i,
-                            Jsonb(doc),
-                            body,
-                            Jsonb(q.term_frequencies(terms)),
-                            len(terms),
-                            vec,
-                            generation,
-                        )
-                        for i, doc, body, terms, vec in rows
-                    ],
-                )
-            after = self._sizes(conn, ids)
-            self._update_stats(conn, generation, before, after, fields)
+        before = self._sizes(conn, ids)
+        with conn.cursor() as cur:
+            cur.executemany(
+                insert,
+                [
+                    (
+                        self.name,
+                        i,
+                        Jsonb(doc),
+                        body,
+                        Jsonb(q.term_frequencies(terms)),
+                        len(terms),
+                        vec,
+                        generation,
+                    )
+                    for i, doc, body, terms, vec in rows
+                ],
+            )
+        after = self._sizes(conn, ids)
+        self._update_stats(conn, generation, before, after, fields)
 
     def _update_stats(
         self,
@@ -459,18 +526,21 @@ class PostgresStore(Store):
         )
 
     def delete(self, ids: Iterable[str]) -> int:
-        from psycopg import sql
-
         unique = _storable(dict.fromkeys(id_list(ids)))
         if not unique:
             return 0
         with self._write_turn(), self._connection() as conn, conn.transaction():
-            generation = self._lock(conn)
-            before = self._sizes(conn, unique)
-            conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._part), (unique,))
-            if before[0]:
-                self._update_stats(conn, generation, before, (0, 0), [])
-        return before[0]
+            return self._delete_in(conn, self._lock(conn), unique)
+
+    def _delete_in(self, conn: Any, generation: int, ids: list[str]) -> int:
+        """``ids`` deleted in the caller's transaction, holding the index's lock."""
+        from psycopg import sql
+
+        before = self._sizes(conn, ids)
+        conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._part), (ids,))
+        if before[0]:
+            self._update_stats(conn, generation, before, (0, 0), [])
+        return int(before[0])
 
     def _delete_matching(self, flt: Filter) -> int:
         from psycopg import sql
@@ -709,8 +779,9 @@ class PostgresStore(Store):
             "SELECT id, body FROM {} WHERE embedding IS NULL AND body ~ '[^[:space:]]' "
             "AND id > %s ORDER BY id LIMIT %s"
         ).format(self._part)
+        # A row rewritten since it was read (its text changed) keeps what its writer stored.
         update = sql.SQL(
-            "UPDATE {} SET embedding = %s::vector, generation = %s WHERE id = %s"
+            "UPDATE {} SET embedding = %s::vector, generation = %s WHERE id = %s AND body = %s"
         ).format(self._part)
         after = ""
         while rows := self._all(query, (after, batch_size)):
@@ -724,7 +795,10 @@ class PostgresStore(Store):
                 with conn.cursor() as cur:
                     cur.executemany(
                         update,
-                        [(v, generation, i) for (i, _), v in zip(rows, vectors, strict=True)],
+                        [
+                            (v, generation, i, body)
+                            for (i, body), v in zip(rows, vectors, strict=True)
+                        ],
                     )
                 self._update_stats(conn, generation, (0, 0), (0, 0), [])
 
