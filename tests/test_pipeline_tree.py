@@ -1836,3 +1836,25 @@ def test_a_count_over_several_indexes_sums_and_aggregations_are_refused(several:
     assert counted.matched == sum(n for n in alone if n is not None) == 3
     with pytest.raises(InvalidInputError, match=r"aggregations read one index.*\(sky, shared\)"):
         search("sky,shared", "moon", home=several, aggs={"t": {"terms": {"field": "title"}}})
+
+
+def test_a_field_only_some_of_several_indexes_have_finds_nothing_in_the_others(
+    tmp_path: Path,
+) -> None:
+    """As Elasticsearch searches an unmapped field: a match on "body" over "sky" (title, text)
+    and "notes" (body) finds the notes; a field no index has is still refused."""
+    with create_index("sky", home=tmp_path, embedding_model=None) as sky:
+        sky.upsert(DOCS[:3])
+    with create_index("notes", home=tmp_path, fields=("body",), embedding_model=None) as notes:
+        notes.upsert([{"id": "n1", "body": "the moon at night"}, {"id": "n2", "body": "cats"}])
+
+    def body(query: dict[str, Any], k: int = 10) -> Any:
+        return search("sky,notes", None, retriever={"standard": {"query": query}}, k=k,
+            home=tmp_path)  # fmt: skip
+
+    assert _found(body({"match": {"body": "moon"}})) == [("notes", "n1")]
+    assert body({"match": {"body": "moon"}}, k=0).matched == 1
+    both = body({"multi_match": {"query": "moon", "fields": ["body", "text"]}})
+    assert set(_found(both)) == {("notes", "n1"), ("sky", "eclipse"), ("sky", "tides")}
+    with pytest.raises(InvalidInputError, match="index 'sky' has no field 'nope'"):
+        body({"match": {"nope": "moon"}})

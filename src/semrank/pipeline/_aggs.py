@@ -60,7 +60,10 @@ def matched_documents(tree: Retriever, ctx: SearchContext, size: int) -> Filter:
 
 def _bm25_documents(node: BM25, ctx: SearchContext) -> Filter:
     text = ctx.text(node.text)
-    fields = node.fields or ((node.field, 1.0),)
+    # Those the index has, where it is one of several (``BM25.run`` reads it so).
+    fields = tuple(pair for pair in node.fields or ((node.field, 1.0),) if ctx.holds(pair[0]))
+    if not fields:
+        return Ids(values=frozenset())
     # Parents' filters and the node's own, resolved at the search's time, as its search reads.
     flt = _filter_argument(ctx, node, "ids_bm25").get("filter")
     ids = ctx.store.ids_bm25(text, fields=fields, mode=node.mode, filter=flt)

@@ -138,6 +138,9 @@ class SearchContext:
     # retrievers run on each (``each_index``), and the ids of what they return are hit keys
     # ``index:id`` (``semrank.store._targets.hit_key``): one id in two indexes is two hits.
     several: dict[str, Store] | None = None
+    # Set on the context of one index of several (``on``): a field that index lacks reads
+    # empty there (``holds``), as Elasticsearch reads an unmapped field, where others hold it.
+    one_of_several: bool = False
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # Each index's query vectors, where the search reads several (their models may differ).
@@ -188,7 +191,9 @@ class SearchContext:
     def on(self, store: Store) -> SearchContext:
         """This search on ``store`` alone (one of several), sharing its warnings and windows."""
         vectors = self._index_vectors.setdefault(store.name, {})
-        return dataclasses.replace(self, store=store, several=None, _vectors=vectors, _documents={})
+        return dataclasses.replace(
+            self, store=store, several=None, one_of_several=True, _vectors=vectors, _documents={}
+        )
 
     def each_index(self, run: Callable[[SearchContext], Ranking], limit: int) -> Ranking:
         """A leaf retriever's ``run``: on the index, or on each of several, their hits merged
@@ -221,6 +226,19 @@ class SearchContext:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
+
+    def holds(self, field: str) -> bool:
+        """Whether a search of ``field`` reads the index: always where the search reads it
+        alone (its store refuses a field it lacks, naming it); where it is one of several,
+        whether it has the field (a search of those that lack it finds nothing there, as
+        Elasticsearch searches an unmapped field; ``check_field`` refuses one none has)."""
+        if not self.one_of_several:
+            return True
+        try:
+            self.store.check_field(field)
+        except InvalidInputError:
+            return False
+        return True
 
     def query_vector(self, text: str) -> np.ndarray:
         if text not in self._vectors:

@@ -336,15 +336,25 @@ class BM25(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a BM25 search of its retriever tree")
+        if ctx.several is not None:  # a field no index has is refused, as on one index
+            for name in self.field_names():
+                ctx.check_field(name)
         return ctx.each_index(lambda one: self._run_on(one, size), size)
+
+    def field_names(self) -> tuple[str, ...]:
+        """The fields the node searches."""
+        return tuple(name for name, _ in self.fields) if self.fields else (self.field,)
 
     def _run_on(self, ctx: SearchContext, size: int) -> Ranking:
         text = ctx.text(self.text)
+        fields = tuple(pair for pair in self.fields if ctx.holds(pair[0]))
+        if not (fields if self.fields else ctx.holds(self.field)):  # one of several lacks them
+            return Ranking.from_hits(Hits.empty())
         with _retrieving(ctx, "standard", size) as traced:
             if self.fields:
                 filtered = _filter_argument(ctx, self, "search_bm25_fields")
                 hits = ctx.store.search_bm25_fields(
-                    text, k=size, fields=self.fields, mode=self.mode, **filtered
+                    text, k=size, fields=fields, mode=self.mode, **filtered
                 )
             else:
                 filtered = _filter_argument(ctx, self, "search_bm25")
