@@ -37,7 +37,7 @@ from semrank.pipeline import (
     search_many,
 )
 from semrank.retrieve import Hits, linear_combination, matches, parse_filter, rrf
-from semrank.store import LocalStore, Store, create_index
+from semrank.store import LocalStore, Store, create_index, update_aliases
 
 DOCS = [
     {
@@ -1858,3 +1858,19 @@ def test_a_field_only_some_of_several_indexes_have_finds_nothing_in_the_others(
     assert set(_found(both)) == {("notes", "n1"), ("sky", "eclipse"), ("sky", "tides")}
     with pytest.raises(InvalidInputError, match="index 'sky' has no field 'nope'"):
         body({"match": {"nope": "moon"}})
+
+
+def test_a_pattern_matches_alias_names_too_as_in_elasticsearch(tmp_path: Path) -> None:
+    """An alias "live" of index "v2": "liv*" (and "*e") search v2, as Elasticsearch expands a
+    wildcard to aliases; an exclusion leaves out indexes by their own names."""
+    for name, docs in {"v2": DOCS[:3], "other": DOCS[3:]}.items():
+        with create_index(name, home=tmp_path, embedding_model=None) as store:
+            store.upsert(docs)
+    update_aliases([{"add": {"index": "v2", "alias": "live"}}], home=tmp_path)
+
+    def indexes(spec: str) -> set[str | None]:
+        return {hit.index for hit in search(spec, "moon animals", k=20, home=tmp_path)}
+
+    assert indexes("liv*") == {"v2"}
+    assert indexes("l*,o*") == indexes("*e,*r") == {"v2", "other"}
+    assert indexes("liv*,-v2") == set()

@@ -1,10 +1,12 @@
 """Elasticsearch's multi-target syntax: the indexes one search reads.
 
 ``"a,b"`` names several indexes (or aliases of them), ``"logs-*"`` every index whose name
-matches the pattern, ``"_all"`` or ``"*"`` every index, and ``"-name"`` (after the others)
-leaves out those matching it again (``"logs-*,-logs-old"``). Index names start with a letter
-or digit and hold neither ``,`` nor ``*`` nor ``:``, so none of this reads as a name, and a
-hit's key ``index:id`` splits at its first colon.
+matches the pattern and every index an alias whose name matches it names (Elasticsearch expands
+a wildcard to aliases too), ``"_all"`` or ``"*"`` every index, and ``"-name"`` (after the
+others) leaves out the indexes whose name matches it again (``"logs-*,-logs-old"``; an alias's
+index is left out by its own name, as Elasticsearch resolves aliases after exclusions). Index
+names start with a letter or digit and hold neither ``,`` nor ``*`` nor ``:``, so none of this
+reads as a name, and a hit's key ``index:id`` splits at its first colon.
 
 As Elasticsearch answers by default: a named index that does not exist is an error (404;
 ``ignore_unavailable=True`` leaves it out), a pattern that matches nothing is no error (the
@@ -17,7 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from semrank.errors import IndexNotFoundError, InvalidInputError
-from semrank.store._aliases import resolve_index_name
+from semrank.store._aliases import list_aliases, resolve_index_name
 from semrank.store._registry import list_indexes
 
 EVERY_INDEX = frozenset({"_all", "*"})
@@ -46,13 +48,16 @@ def resolve_targets(
             'such as "logs-*") with single commas'
         )
     every = list_indexes(home, store=store)
+    # Read only for a pattern: a list of names looks each up (``resolve_index_name``).
+    patterned = any("*" in part and part not in EVERY_INDEX for part in parts)
+    aliases = list_aliases(home, store=store) if patterned else {}
     chosen: dict[str, None] = {}
     for part in (part.strip() for part in parts):
         if part.startswith("-"):
             for name in [name for name in chosen if fnmatchcase(name, part[1:])]:
                 del chosen[name]
         elif part in EVERY_INDEX or "*" in part:
-            matched = every if part in EVERY_INDEX else [n for n in every if fnmatchcase(n, part)]
+            matched = every if part in EVERY_INDEX else _matching(part, every, aliases)
             if not matched and not allow_no_indices:
                 raise IndexNotFoundError(
                     f"no index matches {part!r} (allow_no_indices is false); indexes: "
@@ -69,6 +74,15 @@ def resolve_targets(
                     f"{', '.join(every) or 'none'}"
                 )
     return list(chosen)
+
+
+def _matching(pattern: str, every: list[str], aliases: dict[str, str]) -> list[str]:
+    """The indexes ``pattern`` matches by their names or their aliases' (alias -> index), in
+    the order of the names matched."""
+    targets = {**{name: name for name in every}, **aliases}  # no alias takes an index's name
+    indexes = set(every)
+    found = (targets[name] for name in sorted(targets) if fnmatchcase(name, pattern))
+    return list(dict.fromkeys(index for index in found if index in indexes))
 
 
 def hit_key(index: str, doc_id: str) -> str:
