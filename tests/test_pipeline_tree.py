@@ -1820,6 +1820,8 @@ def test_patterns_and_every_index_name_the_indexes_searched(several: Path) -> No
     assert indexes("_all") == indexes("*") == {"sky", "shared", "rest", "union"}
     assert indexes("*,-union,-r*") == {"sky", "shared"}
     assert indexes("sky,sky") == {"sky"}
+    with pytest.raises(InvalidInputError, match="starts with an exclusion"):
+        indexes("-sky,s*")  # it left out nothing: s* added sky back
     # A pattern matching nothing finds nothing; a named index that is not there is an error.
     assert len(search("nothing-*", "moon", home=several)) == 0
     with pytest.raises(IndexNotFoundError, match=r"index 'nope' .* not found"):

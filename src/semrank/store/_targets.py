@@ -52,6 +52,11 @@ def resolve_targets(
     patterned = any("*" in part and part not in EVERY_INDEX for part in parts)
     aliases = list_aliases(home, store=store) if patterned else {}
     chosen: dict[str, None] = {}
+    if parts[0].strip().startswith("-"):
+        raise InvalidInputError(
+            f"index list {spec!r:.120} starts with an exclusion; name the indexes (or a pattern) "
+            f'first and leave some out after them: "logs-*,{parts[0].strip()}"'
+        )
     for part in (part.strip() for part in parts):
         if part.startswith("-"):
             for name in [name for name in chosen if fnmatchcase(name, part[1:])]:
