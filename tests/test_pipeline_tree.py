@@ -1733,6 +1733,27 @@ def test_histograms_and_stats_bucket_what_the_search_matches(tmp_path: Path) -> 
     }
 
 
+def test_metrics_count_each_number_a_document_repeats_buckets_the_document_once(
+    tmp_path: Path,
+) -> None:
+    """As Elasticsearch's doc values hold them: [3, 3] sums to 6 and is two values (a
+    keyword's ["u", "u"] one), and is one document in the bucket of 3."""
+    store = create_index("repeats", home=tmp_path)
+    store.upsert([{"id": "a", "text": "x", "n": [3, 3], "s": ["u", "u"]},
+        {"id": "b", "text": "y", "n": 4}])  # fmt: skip
+    aggs = {kind: {kind: {"field": "n"}} for kind in ("sum", "value_count", "avg", "stats")}
+    aggs |= {"strings": {"value_count": {"field": "s"}}, "terms": {"terms": {"field": "n"}}}
+    aggs |= {"steps": {"histogram": {"field": "n", "interval": 10}}}
+    found = store.aggregate(aggs)
+    assert found["sum"] == {"value": 10.0} and found["value_count"] == {"value": 3}
+    assert found["avg"] == {"value": pytest.approx(10 / 3)}
+    assert found["stats"] == {"count": 3, "min": 3.0, "max": 4.0, "avg": pytest.approx(10 / 3),
+        "sum": 10.0}  # fmt: skip
+    assert found["strings"] == {"value": 1}
+    assert found["terms"]["buckets"] == [{"key": 3, "doc_count": 1}, {"key": 4, "doc_count": 1}]
+    assert found["steps"]["buckets"] == [{"key": 0.0, "doc_count": 2}]
+
+
 def test_a_histogram_of_too_many_buckets_is_refused_naming_the_interval(tmp_path: Path) -> None:
     store = create_index("dated", home=tmp_path)
     store.upsert(DATED_FACET_DOCS)

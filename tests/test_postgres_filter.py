@@ -96,7 +96,12 @@ def _document(n: int, rng: random.Random) -> dict[str, Any]:
     if rng.random() < 0.3:
         doc["date"] = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     doc["when"] = _when(random.Random(n))  # its own draws: the fields above stay as they were
+    doc["points"] = random.Random(-n).choice(REPEATS)  # the same: own draws
     return doc
+
+
+# Values repeated in one document: buckets count the document once, metrics each number.
+REPEATS = [[3, 3], [3, 3.0, 4], [True, True], ["a", "a", "b"], 2, [2.5, [2.5, 7]], None]
 
 
 def _when(rng: random.Random) -> Any:
@@ -698,6 +703,9 @@ AGGS: dict[str, Any] = {
             "min_doc_count": 1,
         }
     },
+    **{f"{m}_points": {m: {"field": "points"}} for m in ("sum", "avg", "value_count", "stats")},
+    "points": {"terms": {"field": "points"}},
+    "point_steps": {"histogram": {"field": "points", "interval": 2}},
     "year_ranges": {
         "range": {
             "field": "year",
@@ -720,6 +728,11 @@ def _agg_values(doc: dict[str, Any], field: str) -> set[tuple[str, Any]]:
         (kinds[type(v)], float(v) if kinds[type(v)] == "number" else v)
         for v in document_values(doc, field)
     }
+
+
+def _agg_values_repeated(doc: dict[str, Any], field: str) -> list[tuple[str, Any]]:
+    """A document's values at ``field`` as ``_agg_values`` reads them, each time it holds it."""
+    return [next(iter(_agg_values({"v": v}, "v"))) for v in document_values(doc, field)]
 
 
 def _reference_terms(docs: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
@@ -891,8 +904,10 @@ def _reference_aggregation(docs: list[dict[str, Any]], spec: dict[str, Any]) -> 
     if kind == "date_histogram":
         return _reference_date_histogram(docs, body)
     held = [_agg_values(doc, body["field"]) for doc in docs]
-    if kind == "value_count":
-        return {"value": sum(len(values) for values in held)}
+    every = [v for doc in docs for v in _agg_values_repeated(doc, body["field"])]
+    if kind == "value_count":  # numbers and booleans each time, strings once a document
+        strings = sum(k == "string" for values in held for k, _ in values)
+        return {"value": strings + sum(k != "string" for k, _ in every)}
     if kind == "cardinality":
         return {"value": len(set().union(*held))}
     if kind == "range":
@@ -907,7 +922,7 @@ def _reference_aggregation(docs: list[dict[str, Any]], spec: dict[str, Any]) -> 
             bucket.update({"to": float(r["to"])} if "to" in r else {})
             buckets.append({**bucket, "doc_count": sum(inside)})
         return {"buckets": buckets}
-    numbers = [v for values in held for k, v in values if k == "number"]
+    numbers = [v for k, v in every if k == "number"]  # [3, 3]: 3 twice, as doc values hold it
     if kind == "stats":
         return {
             "count": len(numbers),

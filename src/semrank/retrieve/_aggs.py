@@ -4,13 +4,17 @@ Supported: ``terms`` (buckets of a field's values), the metrics ``min``, ``max``
 ``sum``, ``value_count``, ``cardinality`` (exact) and ``stats`` (count, min, max, avg and sum),
 numeric ``range`` buckets, and ``histogram`` and ``date_histogram`` (``_histograms``); no
 sub-aggregations. A field's values are those filters read (``document_values``: dotted paths,
-arrays flattened, ``.keyword`` read as the field where the document has no such key), each
-distinct value of a document once (``[3, 3]`` is one 3), numbers equal as numbers (1 is 1.0).
-Metrics read numbers only; ``value_count`` and ``cardinality`` every value.
+arrays flattened, ``.keyword`` read as the field where the document has no such key), numbers
+equal as numbers (1 is 1.0). Buckets count documents (a document holding ``[3, 3]`` is one
+document in the bucket of 3); metrics count values as Elasticsearch's doc values hold them:
+numbers and booleans every one (``[3, 3]`` sums to 6, ``value_count`` 2), strings each distinct
+one of a document once (a keyword's ordinals). Metrics read numbers only; ``value_count`` and
+``cardinality`` every value.
 
 A store answers two questions (``AggregatedStore``): how many matched documents hold each value
-of a field (``value_counts``), and how many pass a filter (``count_matching``); everything else
-is computed here from those, so every store buckets, orders and sums alike.
+of a field, and how often it occurs in them (``value_counts``), and how many pass a filter
+(``count_matching``); everything else is computed here from those, so every store buckets,
+orders and sums alike.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ ValueKey: TypeAlias = tuple[str, Scalar]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ValueCounts:
     """The values of one field among the matched documents: how many documents hold each
-    (``counts``), and how many hold any value (``documents``)."""
+    (``counts``), how many times each occurs in them (``occurrences``: ``[3, 3]`` twice), and
+    how many documents hold any value (``documents``)."""
 
     counts: dict[ValueKey, int]
+    occurrences: dict[ValueKey, int]
     documents: int
 
 
@@ -63,14 +69,17 @@ def value_key(value: Scalar) -> ValueKey:
     return (_kind(value), value)
 
 
-def counted(pairs: Any) -> dict[ValueKey, int]:
-    """``(value, documents)`` pairs as ``ValueCounts.counts`` (equal keys summed)."""
+def counted(triples: Any, documents: int) -> ValueCounts:
+    """``(value, documents holding it, occurrences)`` triples as ``ValueCounts`` (equal keys
+    summed), ``documents`` holding any value."""
     counts: dict[ValueKey, int] = {}
-    for value, documents in pairs:
-        if documents:
+    occurrences: dict[ValueKey, int] = {}
+    for value, holding, times in triples:
+        if holding:
             key = value_key(value)
-            counts[key] = counts.get(key, 0) + int(documents)
-    return counts
+            counts[key] = counts.get(key, 0) + int(holding)
+            occurrences[key] = occurrences.get(key, 0) + int(times)
+    return ValueCounts(counts=counts, occurrences=occurrences, documents=documents)
 
 
 class AggregatedStore(Protocol):
@@ -150,12 +159,13 @@ class MetricAgg:
     field: str
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        counts = store.value_counts(self.field, within).counts
-        if self.kind == "value_count":
-            return {"value": sum(counts.values())}
+        found = store.value_counts(self.field, within)
+        if self.kind == "value_count":  # a keyword's values once a document, others each time
+            every = found.occurrences.items()
+            return {"value": sum(found.counts[k] if k[0] == "string" else n for k, n in every)}
         if self.kind == "cardinality":
-            return {"value": len(counts)}
-        numbers = [(float(v), n) for (kind, v), n in counts.items() if kind == "number"]
+            return {"value": len(found.counts)}
+        numbers = [(float(v), n) for (kind, v), n in found.occurrences.items() if kind == "number"]
         if self.kind == "stats":
             return _stats(numbers)
         if self.kind == "min":

@@ -68,7 +68,7 @@ class _Values:
 
     values: list[Scalar]
     starts: np.ndarray  # int64, one more than values
-    rows: np.ndarray  # int32, ascending within each value
+    rows: np.ndarray  # int32, ascending within each value (a row again where it repeats it)
 
     def rows_of(self, value: Scalar) -> np.ndarray:
         """The rows holding ``value`` (equal as Python compares: 1 is 1.0)."""
@@ -243,10 +243,8 @@ class _ColumnReader:
         values = document_values(document, self.path)
         self.has_value[row] = bool(values)
         self.has_leaf[row] = bool(values) or bool(document_values(document, self.path, leaves=True))
-        for value in values:
-            found = self.by_kind[_kind(value)].setdefault(value, [])
-            if not found or found[-1] != row:  # a value twice in one document: its row once
-                found.append(row)
+        for value in values:  # a value twice in one document: its row twice (aggregations'
+            self.by_kind[_kind(value)].setdefault(value, []).append(row)  # sums count both)
 
     def column(self, base: _Column = _NO_COLUMN, new_row: np.ndarray = _NO_ROWS) -> _Column:
         """The values read, with ``base``'s (another table's column) for the rows ``new_row``
@@ -412,16 +410,27 @@ class FieldTable:
         its date math ``resolved`` at ``now`` (default: the present)."""
         return self._mask(resolved(flt, now))
 
-    def value_counts(self, path: str, passing: np.ndarray) -> tuple[list[tuple[Scalar, int]], int]:
-        """How many of the rows ``passing`` marks hold each value of ``path`` (read already),
-        and how many hold any: a bincount per kind of value, no document read."""
+    def value_counts(
+        self, path: str, passing: np.ndarray
+    ) -> tuple[list[tuple[Scalar, int, int]], int]:
+        """How many of the rows ``passing`` marks hold each value of ``path`` (read already)
+        and how many times, and how many rows hold any: bincounts per kind of value, no
+        document read."""
         column = self._columns[path]
-        pairs: list[tuple[Scalar, int]] = []
+        found: list[tuple[Scalar, int, int]] = []
         for values in column.by_kind.values():
             groups = np.repeat(np.arange(len(values.values)), np.diff(values.starts))
-            counts = np.bincount(groups[passing[values.rows]], minlength=len(values.values))
-            pairs += [(v, n) for v, n in zip(values.values, counts.tolist(), strict=True) if n]
-        return pairs, int(np.count_nonzero(column.has_value & passing))
+            kept = passing[values.rows]
+            first = np.ones(len(values.rows), dtype=bool)  # a row's first time with its value
+            first[1:] = (values.rows[1:] != values.rows[:-1]) | (groups[1:] != groups[:-1])
+            held = np.bincount(groups[kept & first], minlength=len(values.values))
+            times = np.bincount(groups[kept], minlength=len(values.values))
+            found += [
+                (v, n, t)
+                for v, n, t in zip(values.values, held.tolist(), times.tolist(), strict=True)
+                if n
+            ]
+        return found, int(np.count_nonzero(column.has_value & passing))
 
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):

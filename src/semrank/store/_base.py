@@ -546,17 +546,20 @@ class Store(abc.ABC):
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
         """How many documents passing ``within`` hold each value of ``field`` (as filters read
-        it, each distinct value of a document once), and how many hold any (see
+        it) and how many times it occurs in them, and how many hold any (see
         ``semrank.retrieve._aggs``). This default reads the documents; the embedded store
         counts its filter table, PostgreSQL in SQL."""
-        counts: dict[ValueKey, int] = {}
+        times: dict[ValueKey, int] = {}
+        holding: dict[ValueKey, int] = {}
         documents = 0
         for doc in self.iter_documents(filter=resolved(within)):
-            held = {value_key(v) for v in document_values(doc.fields, field)}
-            documents += bool(held)
-            for key in held:
-                counts[key] = counts.get(key, 0) + 1
-        return ValueCounts(counts=counts, documents=documents)
+            values = [value_key(v) for v in document_values(doc.fields, field)]
+            documents += bool(values)
+            for key in values:
+                times[key] = times.get(key, 0) + 1
+            for key in set(values):
+                holding[key] = holding.get(key, 0) + 1
+        return ValueCounts(counts=holding, occurrences=times, documents=documents)
 
     def aggregate(self, aggs: Any, within: FilterSpec | None = None) -> dict[str, Any]:
         """Elasticsearch aggregations (``aggs`` JSON, or ``parse_aggs``') over the documents

@@ -386,8 +386,7 @@ class LocalStore(Store):
         # meet names a field to read and passes every row.
         reading = Bool(must=(within,), should=(Exists(field=field),))
         table = self._field_table(reading)
-        pairs, documents = table.value_counts(field, table.mask(within))
-        return ValueCounts(counts=counted(pairs), documents=documents)
+        return counted(*table.value_counts(field, table.mask(within)))
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")

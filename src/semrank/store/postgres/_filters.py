@@ -149,9 +149,10 @@ class FilterSQL:
         )
 
     def field_values(self, field: str) -> sql.Composable:
-        """A subquery of the distinct scalars ``v`` (jsonb) at ``field`` of ``d.doc``: the
-        reference's ``document_values``, its ``.keyword`` fallback included (jsonb groups
-        numbers numerically: 1 is 1.0, as the reference's values compare)."""
+        """A subquery of the scalars ``v`` (jsonb) at ``field`` of ``d.doc``, a value again
+        each time the document repeats it: the reference's ``document_values``, its
+        ``.keyword`` fallback included (jsonb groups numbers numerically: 1 is 1.0, as the
+        reference's values compare)."""
         if not _holdable(field):
             return sql.SQL("SELECT NULL::jsonb AS v WHERE FALSE")  # no document holds the key
         paths = self._selectors(field)
@@ -163,9 +164,9 @@ class FilterSQL:
                 paths,
                 self._selectors(field[: -len(KEYWORD_SUFFIX)]),
             )
-        return sql.SQL(
-            "SELECT DISTINCT v FROM unnest({}) AS p, jsonb_path_query(d.doc, p) AS v"
-        ).format(paths)
+        return sql.SQL("SELECT v FROM unnest({}) AS p, jsonb_path_query(d.doc, p) AS v").format(
+            paths
+        )
 
     def _selectors(self, field: str) -> sql.Composable:
         return sql.SQL("{}::jsonpath[]").format(self._bind(field_selectors(field)))

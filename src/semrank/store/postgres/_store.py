@@ -571,23 +571,20 @@ class PostgresStore(Store):
         return int(self._all(query, args)[0][0])
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
-        """One grouped query: each distinct value at ``field`` of a document passing
-        ``within`` counted once per document (a rollup row, value NULL, counts the documents
-        holding any)."""
+        """One grouped query: each value at ``field`` of a document passing ``within``, the
+        documents holding it and its occurrences (a rollup row, value NULL, counts the
+        documents holding any)."""
         from psycopg import sql
 
         builder = FilterSQL()
         keep = builder.condition(resolved(within))
         query = sql.SQL(
-            "SELECT f.v, count(DISTINCT d.id) FROM {} AS d CROSS JOIN LATERAL ({}) AS f "
-            "WHERE {} GROUP BY ROLLUP (f.v)"
+            "SELECT f.v, count(DISTINCT d.id), count(*) FROM {} AS d CROSS JOIN LATERAL ({}) "
+            "AS f WHERE {} GROUP BY ROLLUP (f.v)"
         ).format(self._part, builder.field_values(field), keep)
         rows = self._all(query, builder.params)
-        documents = next((int(n) for value, n in rows if value is None), 0)
-        return ValueCounts(
-            counts=counted((value, n) for value, n in rows if value is not None),
-            documents=documents,
-        )
+        documents = next((int(n) for value, n, _ in rows if value is None), 0)
+        return counted((row for row in rows if row[0] is not None), documents)
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
