@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from math import floor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -967,6 +968,22 @@ def test_aggregations_agree_on_postgresql_the_embedded_store_and_the_reference(
         assert on_postgres["langs"]["sum_other_doc_count"] > 0
         keys = {b["key"] for b in on_postgres["years"]["buckets"]}
         assert {"none", 2019, "2019", 2016.5, 1} <= keys
+
+
+def test_a_huge_number_is_keyed_as_the_same_double_on_both_stores(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL reads a stored 1e300 back as the integer 10**300: keyed 1e300 on both, as
+    Elasticsearch keys a double; a whole number within a long stays an integer."""
+    docs = [{"id": "a", "text": "x", "n": 1e300}, {"id": "b", "text": "y", "n": [2**62, 1e300]}]
+    aggs = {"n": {"terms": {"field": "n"}}}
+    expected = [{"key": 1e300, "doc_count": 2}, {"key": 2**62, "doc_count": 1}]
+    for store in (create_index("huge", store=pg_dsn), create_index("huge", home=tmp_path)):
+        store.upsert(docs)
+        buckets = store.aggregate(aggs)["n"]["buckets"]
+        assert buckets == expected and type(buckets[0]["key"]) is float
+        store.close()
 
 
 def test_aggregations_read_the_ids_a_bm25_query_matches_on_both_stores(

@@ -19,6 +19,7 @@ orders and sums alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -63,9 +64,14 @@ class ValueCounts:
 
 
 def value_key(value: Scalar) -> ValueKey:
-    """``value`` as aggregations key it: 2.0 is 2 (stores keep whichever they met first)."""
+    """``value`` as aggregations key it: 2.0 is 2 (stores keep whichever they met first), and
+    a whole number past a long's range the double Elasticsearch keys it by (PostgreSQL reads
+    a stored 1e300 as the integer 10**300)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return ("number", int(value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        with contextlib.suppress(OverflowError):  # past a double too: kept as it is
+            return ("number", float(value))
     return (_kind(value), value)
 
 
