@@ -986,6 +986,41 @@ def test_a_huge_number_is_keyed_as_the_same_double_on_both_stores(
         store.close()
 
 
+def test_a_match_search_sends_its_matched_ids_once_for_count_and_aggregations(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,500 matched ids go into one temporary table, not with each of the count's and the
+    aggregations' statements; the answers are the embedded store's."""
+    import psycopg
+
+    from semrank.pipeline import search
+
+    docs = [{"id": f"d{n}", "text": "common", "n": n % 7, "s": f"s{n % 3}"} for n in range(1500)]
+    aggs = {"s": {"terms": {"field": "s"}}, "avg": {"avg": {"field": "n"}},
+        "r": {"range": {"field": "n", "ranges": [{"to": 3}, {"from": 3}]}}}  # fmt: skip
+    local = create_index("many", home=tmp_path)
+    local.upsert(docs)
+    expected = search(local, "common", k=0, aggs=aggs)
+    store = create_index("many", store=pg_dsn)
+    store.upsert(docs)
+    sent: list[int] = []
+    execute = psycopg.Connection.execute
+
+    def recorded(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        values = params.values() if isinstance(params, dict) else params or ()
+        sent.extend(len(v) for v in values if isinstance(v, list))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recorded)
+    found = search(store, "common", k=0, aggs=aggs)
+    store.close()
+    assert found.matched == expected.matched == 1500
+    assert found.aggregations == expected.aggregations
+    assert sent and max(sent) < 1500, sent
+
+
 def test_aggregations_read_the_ids_a_bm25_query_matches_on_both_stores(
     filtered,  # type: ignore[no-untyped-def]
     local_twin,

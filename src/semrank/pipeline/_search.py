@@ -281,11 +281,15 @@ def _with_matches(
     its aggregations (of one index: ``search`` refuses them over several)."""
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
     within = [matched_documents(tree, one, size) for one in per_index]
+    counted = [
+        one.store.count_and_aggregate(w, aggs if n == 0 else None)
+        for n, (one, w) in enumerate(zip(per_index, within, strict=True))
+    ]
     return dataclasses.replace(
         results,
         warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
-        aggregations=None if aggs is None else ctx.store.aggregate(aggs, within[0]),
-        matched=sum(one.store.count_matching(w) for one, w in zip(per_index, within, strict=True)),
+        aggregations=counted[0][1],
+        matched=sum(count for count, _ in counted),
     )
 
 

@@ -561,6 +561,15 @@ class Store(abc.ABC):
                 holding[key] = holding.get(key, 0) + 1
         return ValueCounts(counts=holding, occurrences=times, documents=documents)
 
+    def count_and_aggregate(
+        self, within: Filter, aggs: Any | None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """How many documents pass ``within``, and ``aggs`` over them (None: not asked): a
+        search's ``matched`` and ``aggregations``, asked together so that PostgreSQL sends a
+        long list of matched ids once for all of their statements."""
+        found = None if aggs is None else self.aggregate(aggs, within)
+        return self.count_matching(within), found
+
     def aggregate(self, aggs: Any, within: FilterSpec | None = None) -> dict[str, Any]:
         """Elasticsearch aggregations (``aggs`` JSON, or ``parse_aggs``') over the documents
         passing ``within`` (every document without one), in Elasticsearch's answer shapes."""

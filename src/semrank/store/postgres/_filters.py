@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,9 @@ ARRAY_NESTING = 4
 MAX_SPLIT_PARTS = 6
 _UNWRAP = "[*]" * ARRAY_NESTING
 _SCALAR = '? (@.type() == "string" || @.type() == "number" || @.type() == "boolean")'
+# Id lists already sent for the statements of one aggregating transaction: an ``Ids`` filter's
+# values (by identity) -> the temporary table holding them (``PostgresStore.count_and_aggregate``).
+ID_TABLES: ContextVar[Mapping[int, str] | None] = ContextVar("semrank_id_tables", default=None)
 
 
 class FilterSQL:
@@ -218,6 +222,9 @@ class FilterSQL:
         ).format(self._bind(field_selectors(field)), _INSTANT, sql.SQL(" AND ").join(ends))
 
     def _ids(self, flt: Ids) -> sql.Composable:
+        table = (ID_TABLES.get() or {}).get(id(flt.values))
+        if table is not None:  # sent once already: not again with each statement
+            return sql.SQL("d.id IN (SELECT id FROM {})").format(sql.Identifier(table))
         ids = [i for i in sorted(flt.values) if _holdable(i)]  # others were refused at ingest
         return sql.SQL("d.id = ANY({}::text[])").format(self._bind(ids))
 

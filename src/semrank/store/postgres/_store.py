@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from semrank.retrieve import (
     unit_query_vector,
 )
 from semrank.retrieve._aggs import ValueCounts, counted
+from semrank.retrieve._filter import Bool, Ids
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     DocumentChange,
@@ -51,7 +53,7 @@ from semrank.store._base import (
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
-from semrank.store.postgres._filters import FilterSQL, filter_condition
+from semrank.store.postgres._filters import ID_TABLES, FilterSQL, filter_condition
 from semrank.store.postgres._pool import (
     acquire_pool,
     pooled_connection,
@@ -67,6 +69,9 @@ _HNSW_LOCK = 0x73686E77  # "shnw": advisory locks serialising a partition's HNSW
 STALE_STATISTICS_SHARE = 0.1  # ANALYZE once this share of the rows was written since the last
 PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 _log = logging.getLogger(__name__)
+# ``count_and_aggregate``'s store and connection, which its statements run on (this thread's).
+_HELD: ContextVar[tuple[Any, Any] | None] = ContextVar("semrank_pg_held", default=None)
+_ID_TABLE_ABOVE = 1000  # ids in a list sent into a temporary table, not with each statement
 # Indexes whose HNSW build was left to the tables' owner, said once per process.
 _GRAPHS_LEFT: set[tuple[str, str]] = set()
 
@@ -149,6 +154,15 @@ def _grant_as_documents(conn: Any, part: str) -> None:
                 sql.SQL(privileges), sql.Identifier("semrank", part), role
             )
         )
+
+
+def _id_lists(flt: Filter) -> Iterator[frozenset[str]]:
+    """The id lists of ``flt``'s ``ids`` clauses."""
+    if isinstance(flt, Ids):
+        yield flt.values
+    elif isinstance(flt, Bool):
+        for clause in (*flt.must, *flt.should, *flt.must_not):
+            yield from _id_lists(clause)
 
 
 def _storable(ids: Iterable[str]) -> list[str]:
@@ -253,9 +267,14 @@ class PostgresStore(Store):
     # --- small helpers ---------------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        """A pooled connection; a query on this index's dropped table names the drop."""
+        """A pooled connection (the one ``count_and_aggregate`` holds, inside it); a query on
+        this index's dropped table names the drop."""
         from psycopg import errors
 
+        held = _HELD.get()
+        if held is not None and held[0] is self:
+            yield held[1]
+            return
         with pooled_connection(self._pool, self.dsn) as conn:
             try:
                 yield conn
@@ -585,6 +604,39 @@ class PostgresStore(Store):
         rows = self._all(query, builder.params)
         documents = next((int(n) for value, n, _ in rows if value is None), 0)
         return counted((row for row in rows if row[0] is not None), documents)
+
+    def count_and_aggregate(
+        self, within: Filter, aggs: Any | None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """The count and each aggregation's statements in one transaction, where ``within``
+        holds a long id list (a match query's matched documents): sent once, into a temporary
+        table the statements read, not again as a parameter of each."""
+        lists = [values for values in _id_lists(within) if len(values) > _ID_TABLE_ABOVE]
+        if not lists:
+            return super().count_and_aggregate(within, aggs)
+        with self._connection() as conn, conn.transaction():
+            tables = {id(values): self._id_table(conn, n, values) for n, values in enumerate(lists)}
+            held, sent = _HELD.set((self, conn)), ID_TABLES.set(tables)
+            try:
+                return super().count_and_aggregate(within, aggs)
+            finally:
+                ID_TABLES.reset(sent)
+                _HELD.reset(held)
+
+    def _id_table(self, conn: Any, n: int, ids: frozenset[str]) -> str:
+        """A temporary table (dropped at commit) holding ``ids``, copied in, analysed."""
+        from psycopg import sql
+
+        name = f"semrank_matched_{n}"
+        table = sql.Identifier(name)
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} (id text PRIMARY KEY) ON COMMIT DROP").format(table)
+        )
+        with conn.cursor().copy(sql.SQL("COPY {} (id) FROM STDIN").format(table)) as copy:
+            for doc_id in _storable(ids):  # others were refused at ingest: in no document
+                copy.write_row((doc_id,))
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
+        return name
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
