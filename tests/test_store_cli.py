@@ -1677,3 +1677,20 @@ def test_search_aggs_prints_facets_over_every_matching_document(tmp_path: Path) 
     refused = CliRunner().invoke(app, ["search", "t", "moon", "--aggs", "{", "--home", home])
     assert isinstance(refused.exception, InvalidInputError)
     assert str(refused.exception).startswith("--aggs is not valid JSON")
+
+
+def test_search_aggs_table_prints_stats_and_keyed_histograms(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    corpus = tmp_path / "docs.jsonl"
+    docs = [{"id": "a", "text": "moon", "year": 2023}, {"id": "b", "text": "moon", "year": 2024}]
+    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    run("index", "create", "t", "--from", str(corpus), "--no-dense", "--home", home)
+    aggs = {
+        "years": {"stats": {"field": "year"}},
+        "none": {"stats": {"field": "absent"}},
+        "by_year": {"histogram": {"field": "year", "interval": 1, "keyed": True}},
+    }
+    table = run("search", "t", "moon", "--aggs", json.dumps(aggs), "--home", home)
+    assert "  years: count 2, min 2023, max 2024, avg 2023.5, sum 4047\n" in table
+    assert "  none: count 0, min -, max -, avg -, sum 0\n" in table
+    assert "  by_year: 2023.0 (1), 2024.0 (1)\n" in table

@@ -1295,20 +1295,33 @@ def _show_results(results: Any, title: str, text_fields: Sequence[str], as_json:
 
 
 def print_aggregations(aggregations: dict[str, Any], matched: int | None) -> None:
-    """One line an aggregation: buckets as ``key (documents)``, a metric as its value."""
+    """One line an aggregation: buckets as ``key (documents)``, a metric as its value, a
+    ``stats`` as its values by name."""
     typer.echo(f"aggregations over {matched} matching documents:")
     for name, answer in aggregations.items():
         if "buckets" in answer:
-            shown = [
-                f"{bucket.get('key_as_string', bucket['key'])} ({bucket['doc_count']})"
-                for bucket in answer["buckets"]
-            ]
-            other = answer.get("sum_other_doc_count", 0)
-            shown += [f"other ({other})"] if other else []
-            said = ", ".join(shown) or "(no buckets)"
-        else:
-            said = "-" if answer["value"] is None else f"{answer['value']:g}"
+            said = _buckets_said(answer)
+        elif "value" in answer:
+            said = _metric_said(answer["value"])
+        else:  # stats: several metrics in one answer
+            said = ", ".join(f"{key} {_metric_said(value)}" for key, value in answer.items())
         typer.echo(for_terminal(f"  {name}: {said}"))
+
+
+def _buckets_said(answer: dict[str, Any]) -> str:
+    """A bucket aggregation's buckets as ``key (documents)``; ``keyed`` ones come as a dict."""
+    buckets = answer["buckets"]
+    listed = buckets.values() if isinstance(buckets, dict) else buckets
+    shown = [
+        f"{bucket.get('key_as_string', bucket['key'])} ({bucket['doc_count']})" for bucket in listed
+    ]
+    other = answer.get("sum_other_doc_count", 0)
+    shown += [f"other ({other})"] if other else []
+    return ", ".join(shown) or "(no buckets)"
+
+
+def _metric_said(value: Any) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def aggs_option(text: str) -> Any:
