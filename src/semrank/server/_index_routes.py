@@ -495,12 +495,13 @@ def with_targets(
     request: Request, targets: str, work: Callable[[list[Any]], T], **options: bool
 ) -> Callable[[], T]:
     """``work`` on the indexes ``targets`` names: one index (or alias), or several by the
-    multi-target syntax (none where a pattern matched nothing), open while it runs."""
+    multi-target syntax (none where a pattern matched nothing, or where ``ignore_unavailable``
+    left out every name, one name too, as Elasticsearch answers it), open while it runs."""
     from semrank.pipeline import using_index, using_indexes
     from semrank.store._targets import is_multi_target
 
     def run() -> T:
-        if not is_multi_target(targets):
+        if not is_multi_target(targets) and not options.get("ignore_unavailable"):
             with using_index(targets, **_where(request)) as store:
                 return work([store])
         where = _where(request)
