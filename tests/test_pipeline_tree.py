@@ -1883,6 +1883,31 @@ def test_a_field_only_some_of_several_indexes_have_finds_nothing_in_the_others(
         body({"match": {"nope": "moon"}})
 
 
+def test_a_knn_over_several_indexes_finds_nothing_in_one_without_embeddings(
+    tmp_path: Path,
+) -> None:
+    """A knn (or hybrid) over "sky" (embedded) and "plain" (BM25 only) was refused ("index
+    'plain' has no embeddings"); as Elasticsearch's knn matches nothing in an index without
+    the vector field, it answers sky's nearest, and BM25 still reads both. None embedded, or
+    another vector field, is still refused."""
+    with create_index("sky", home=tmp_path) as sky:
+        sky.upsert(DOCS[:3])
+    for name, docs in {"plain": DOCS[3:], "bare": DOCS[:1]}.items():
+        with create_index(name, home=tmp_path, embedding_model=None) as store:
+            store.upsert(docs)
+    query = "the moon hides the sun"
+    alone = search("sky", query, retriever=Knn(k=3), k=3, home=tmp_path)
+    mixed = search("plain,sky", query, retriever=Knn(k=3), k=3, home=tmp_path)
+    assert _found(mixed) == [("sky", i) for i in alone.ids] and len(mixed) == 3
+    assert search("sky,plain", query, retriever=Knn(k=3), k=0, home=tmp_path).matched == 3
+    hybrid = search("sky,plain", "moon animals", retriever=BM25() | Knn(), k=20, home=tmp_path)
+    assert {hit.index for hit in hybrid} == {"sky", "plain"}
+    with pytest.raises(InvalidInputError, match="not a vector field"):
+        search("plain,sky", query, retriever=Knn(field="vec"), home=tmp_path)
+    with pytest.raises(InvalidInputError, match="index 'plain' has no embeddings"):
+        search("plain,bare", query, retriever=Knn(), home=tmp_path)
+
+
 def test_a_pattern_matches_alias_names_too_as_in_elasticsearch(tmp_path: Path) -> None:
     """An alias "live" of index "v2": "liv*" (and "*e") search v2, as Elasticsearch expands a
     wildcard to aliases; an exclusion leaves out indexes by their own names."""

@@ -495,10 +495,16 @@ class Knn(Retriever):
 
     def run(self, ctx: SearchContext, size: int) -> Ranking:
         check_request_wanted("a knn search of its retriever tree")
+        if ctx.several is not None:  # refused where no index has embeddings, as on one index
+            _check_vectors_somewhere(ctx.stores, self.field)
         # The k nearest of all the indexes: each one's k nearest, merged and cut to k.
         return ctx.each_index(lambda one: self._run_on(one, size), min(self.k or size, size))
 
     def _run_on(self, ctx: SearchContext, size: int) -> Ranking:
+        if ctx.one_of_several and not ctx.store.has_vectors:
+            # Nothing to find there, as Elasticsearch's knn finds nothing in an index that
+            # does not map the vector field (``_check_vectors_somewhere`` refuses one none has).
+            return Ranking.from_hits(Hits.empty())
         ctx.store.check_vector_field(self.field)
         self._check_model(ctx)
         k = self.k or size
@@ -549,6 +555,16 @@ class Knn(Retriever):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         return {"knn": _with_filter(body, self)}
+
+
+def _check_vectors_somewhere(stores: Sequence[Store], field: str) -> None:
+    """A knn over several indexes: ``check_vector_field`` of the first with embeddings (a bad
+    field name is refused), or the first index's refusal where none has them."""
+    checked = next((store for store in stores if store.has_vectors), None)
+    if checked is None and stores:
+        checked = stores[0]
+    if checked is not None:
+        checked.check_vector_field(field)
 
 
 # --- fusion ----------------------------------------------------------------------------------
