@@ -376,7 +376,7 @@ async def test_own_bodies_refuse_unknown_keys_and_ambiguous_settings(
         ("knn", 'a top-level knn search goes into the tree: "retriever": {"rrf"'),
         ("rank", "rank.rrf is the rrf retriever"),
         ("min_score", "min_score goes on a text_similarity_reranker retriever"),
-        ("track_total_hits", "takes query, retriever, size, from, filter, return_documents and"),
+        ("track_total_hits", "takes query, retriever, size, from, filter, return_documents,"),
     ):
         es_key = await client.post("/v1/indexes/docs/search", json={"query": "flea", key: {}})
         assert es_key.status_code == 422 and es_key.json()["error"].startswith(f"{key}: unknown")
@@ -1025,6 +1025,11 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
         reason = _es_error(sent, 400, "invalid_request")
         assert reason.startswith(f"query-string parameter '{query.split('=')[0]}'"), reason
         assert hint in reason, reason
+    # An unknown body key's answer lists every key the body takes, aggs and highlight too.
+    typo = await client.post("/docs/_search", json={"aggregation": {}})
+    assert "_source (true or false), highlight and aggs" in _es_error(typo, 400, "invalid_request")
+    own = await client.post("/v1/indexes/docs/search", json={"query": "flea", "aggregations": {}})
+    assert own.json()["error"].endswith("timeout_ms, highlight and aggs"), own.text
     path = "/docs/_search?filter_path=hits.hits._id&pretty=true&routing=x"
     let_be = await client.post(path, content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
     assert let_be.status_code == 200 and let_be.json()["hits"]["hits"], let_be.text
