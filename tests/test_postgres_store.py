@@ -1211,3 +1211,19 @@ def test_partial_updates_of_one_document_from_two_processes_all_land(pg_dsn: str
     with create_index("docs", store=pg_dsn, embedder=HashingEmbedder()) as index:
         index.upsert([{"id": "d1", "text": "fleas bite"}])
     check_updates_from_processes(pg_dsn)
+
+
+def test_opening_an_index_by_name_connects_once(pg_dsn: str, monkeypatch: Any) -> None:  # noqa: F811
+    """The alias lookup of an open made a pool of its own and closed it before the index made
+    another: two first connections where one does, and a role at its connection limit was
+    refused while the first's server process was still exiting."""
+    from semrank.store.postgres import _pool
+
+    with create_index("once", store=pg_dsn, embedding_model=None) as made:
+        made.upsert(DOCS[:1])
+    checks: list[str] = []
+    plain = _pool._check_connects
+    monkeypatch.setattr(_pool, "_check_connects", lambda dsn: (checks.append(dsn), plain(dsn)))
+    with open_index("once", store=pg_dsn) as opened:
+        assert len(opened) == 1
+    assert len(checks) == 1, checks

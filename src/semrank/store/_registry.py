@@ -517,11 +517,18 @@ def open_index(
     under ``home``."""
     from semrank.store._aliases import resolve_index_name
 
-    name = resolve_index_name(name, home, store=store)
-    target = index_path(name, home)
     postgres = _postgres(store)
     if postgres is not None:
-        return postgres.PostgresStore(str(store), name, embedder=embedder)
+        # One pool for the alias lookup and the index: the lookup's own, closed before the
+        # index opened another, left a role at its connection limit refused for a moment.
+        pool = postgres.acquire_pool(str(store))
+        try:
+            name = resolve_index_name(name, home, store=store)
+            return postgres.PostgresStore(str(store), name, embedder=embedder)
+        finally:
+            postgres.release_pool(str(store), pool)
+    name = resolve_index_name(name, home, store=store)
+    target = index_path(name, home)
     if not (target / DB_NAME).is_file() and os.path.lexists(target):
         raise IndexNotFoundError(f"index {name!r} not found: {_not_an_index(name, target)}")
     if not (target / DB_NAME).is_file():
