@@ -1227,3 +1227,21 @@ def test_opening_an_index_by_name_connects_once(pg_dsn: str, monkeypatch: Any) -
     with open_index("once", store=pg_dsn) as opened:
         assert len(opened) == 1
     assert len(checks) == 1, checks
+
+
+def test_a_search_by_name_connects_once(pg_dsn: str, monkeypatch: Any) -> None:  # noqa: F811
+    """search(name, store=DSN) looked the name up as an alias on a pool of its own, closed
+    it, then opened the index on another: one pool now serves both."""
+    from semrank.pipeline import forget_open_indexes
+    from semrank.store.postgres import _pool
+
+    with create_index("once2", store=pg_dsn, embedding_model=None) as made:
+        made.upsert(DOCS[:1])
+    forget_open_indexes()
+    checks: list[str] = []
+    plain = _pool._check_connects
+    monkeypatch.setattr(_pool, "_check_connects", lambda dsn: (checks.append(dsn), plain(dsn)))
+    assert len(search("once2", "fleas", store=pg_dsn)) <= 1
+    assert len(search("once2,once2", "fleas", store=pg_dsn)) <= 1
+    forget_open_indexes()
+    assert len(checks) == 1, checks

@@ -94,8 +94,28 @@ def using_index(
     if isinstance(index, Store):
         yield index
         return
-    with _using_own_name(resolve_index_name(index, home, store=store), home, store) as opened:
+    with ExitStack() as held:
+        with _pool_kept(store):
+            name = resolve_index_name(index, home, store=store)
+            opened = held.enter_context(_using_own_name(name, home, store))
         yield opened
+
+
+@contextmanager
+def _pool_kept(store: str | None) -> Iterator[None]:
+    """A PostgreSQL DSN's pool kept open while names are looked up and their indexes opened:
+    a lookup's own pool, closed before the index opened another, made two first connections
+    (and a role at its connection limit was refused while the first's server process exited)."""
+    if not _is_dsn(store):
+        yield
+        return
+    from semrank.store.postgres import acquire_pool, release_pool
+
+    pool = acquire_pool(str(store))
+    try:
+        yield
+    finally:
+        release_pool(str(store), pool)
 
 
 @contextmanager
@@ -121,15 +141,17 @@ def using_indexes(
     """The indexes ``targets`` names by Elasticsearch's multi-target syntax (``"a,b"``,
     ``"logs-*"``, ``"_all"``: ``semrank.store._targets``), each open for the ``with`` block
     as ``using_index`` holds one; none where a pattern matched nothing."""
-    names = resolve_targets(  # aliases resolved: each name is an index's own
-        targets,
-        home,
-        store=store,
-        ignore_unavailable=ignore_unavailable,
-        allow_no_indices=allow_no_indices,
-    )
     with ExitStack() as held:
-        yield [held.enter_context(_using_own_name(name, home, store)) for name in names]
+        with _pool_kept(store):
+            names = resolve_targets(  # aliases resolved: each name is an index's own
+                targets,
+                home,
+                store=store,
+                ignore_unavailable=ignore_unavailable,
+                allow_no_indices=allow_no_indices,
+            )
+            opened = [held.enter_context(_using_own_name(name, home, store)) for name in names]
+        yield opened
 
 
 def open_cached(
