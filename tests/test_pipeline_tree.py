@@ -1775,6 +1775,59 @@ def test_a_histogram_of_too_many_buckets_is_refused_naming_the_interval(tmp_path
     assert found is not None and len(found["m"]["buckets"]) == 4  # "moon": a, b (two), c
 
 
+# Two dates of one day in each document (one more over midnight, one more holding an instant
+# twice, as text and as epoch milliseconds): a day's documents, each counted once.
+MULTI_DATED_DOCS = [
+    *(
+        {
+            "id": f"d{day}",
+            "text": "x",
+            "published": [f"2024-01-{day:02d}T{h}Z" for h in ("01:00", "05:00")],
+        }
+        for day in range(1, 29)
+    ),
+    {"id": "night", "text": "x", "published": ["2024-01-01T23:00Z", "2024-01-02T01:00Z"]},
+    {
+        "id": "twice",
+        "text": "x",
+        "published": ["2024-01-03T12:00:00Z", 1704283200000, "2024-01-03T13:00Z"],
+    },
+]
+DAILY = {"days": {"date_histogram": {"field": "published", "calendar_interval": "day"}}}
+
+
+def recorded(calls: list[str], name: str, method: Any) -> Any:
+    """``method``, noting ``name`` in ``calls`` at each call."""
+
+    def call(*args: Any) -> Any:
+        calls.append(name)
+        return method(*args)
+
+    return call
+
+
+def test_a_daily_histogram_of_documents_of_several_dates_asks_the_store_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document holding two dates of a day counts there once, found by one store call for
+    every bucket: not a count per day of several dates (a year of days: 365 queries)."""
+    store = create_index("multi", home=tmp_path)
+    store.upsert(MULTI_DATED_DOCS)
+    calls: list[str] = []
+    for name in ("value_counts", "count_matching"):
+        monkeypatch.setattr(store, name, recorded(calls, name, getattr(store, name)))
+    days = store.aggregate(DAILY)["days"]["buckets"]
+    assert [b["doc_count"] for b in days] == [2, 2, 2] + [1] * 25
+    assert days[0]["key_as_string"] == "2024-01-01T00:00:00.000Z" and len(days) == 28
+    assert calls == ["value_counts"]  # and one call of value_sets: no count_matching per day
+    # The base class's default (reading the documents) finds the embedded table's sets.
+    every = parse_filter({"match_all": {}})
+    expected = sorted(sorted(held) for held in Store.value_sets(store, "published", every))
+    assert sorted(sorted(held) for held in store.value_sets("published", every)) == expected
+    numbers = [value for held in expected for value in held if value[0] == "number"]
+    assert len(expected) == 30 and numbers == [("number", 1704283200000)]
+
+
 # --- one search over several indexes ----------------------------------------------------------
 # "shared" holds an "eclipse" of its own: one id in two indexes, two hits.
 SHARED_DOCS = [

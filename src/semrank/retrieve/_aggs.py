@@ -11,10 +11,11 @@ numbers and booleans every one (``[3, 3]`` sums to 6, ``value_count`` 2), string
 one of a document once (a keyword's ordinals). Metrics read numbers only; ``value_count`` and
 ``cardinality`` every value.
 
-A store answers two questions (``AggregatedStore``): how many matched documents hold each value
-of a field, and how often it occurs in them (``value_counts``), and how many pass a filter
-(``count_matching``); everything else is computed here from those, so every store buckets,
-orders and sums alike.
+A store answers three questions (``AggregatedStore``): how many matched documents hold each
+value of a field, and how often it occurs in them (``value_counts``), the distinct values of
+each matched document holding several (``value_sets``: a histogram counts a document once in a
+bucket of two of its values), and how many pass a filter (``count_matching``); everything else
+is computed here from those, so every store buckets, orders and sums alike.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class AggregatedStore(Protocol):
     """What aggregating needs of a store."""
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts: ...
+
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]: ...
 
     def count_matching(self, filter: Filter) -> int: ...
 

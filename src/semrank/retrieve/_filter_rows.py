@@ -12,12 +12,12 @@ column: the others' instants are carried over), then two binary searches.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from itertools import compress
-from typing import Any
+from itertools import compress, pairwise
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from semrank.retrieve._filter import (
 )
 
 _KINDS = ("number", "string", "bool")
+_Key = TypeVar("_Key")
 
 
 def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -220,6 +221,15 @@ class _Instants:
         low = 0 if since is None else int(np.searchsorted(self.ms, since, side="left"))
         high = len(self.ms) if until is None else int(np.searchsorted(self.ms, until, "right"))
         return self.rows[low:high] if low < high else _NO_ROWS
+
+
+def _groups_and_firsts(values: _Values) -> tuple[np.ndarray, np.ndarray]:
+    """The value (its position in ``values.values``) of each of ``values.rows``, and whether
+    it is the row's first time with that value (a row repeating a value is there again)."""
+    groups = np.repeat(np.arange(len(values.values)), np.diff(values.starts))
+    first = np.ones(len(values.rows), dtype=bool)
+    first[1:] = (values.rows[1:] != values.rows[:-1]) | (groups[1:] != groups[:-1])
+    return groups, first
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -419,10 +429,8 @@ class FieldTable:
         column = self._columns[path]
         found: list[tuple[Scalar, int, int]] = []
         for values in column.by_kind.values():
-            groups = np.repeat(np.arange(len(values.values)), np.diff(values.starts))
+            groups, first = _groups_and_firsts(values)
             kept = passing[values.rows]
-            first = np.ones(len(values.rows), dtype=bool)  # a row's first time with its value
-            first[1:] = (values.rows[1:] != values.rows[:-1]) | (groups[1:] != groups[:-1])
             held = np.bincount(groups[kept & first], minlength=len(values.values))
             times = np.bincount(groups[kept], minlength=len(values.values))
             found += [
@@ -431,6 +439,30 @@ class FieldTable:
                 if n
             ]
         return found, int(np.count_nonzero(column.has_value & passing))
+
+    def value_sets(
+        self, path: str, passing: np.ndarray, keyed: Callable[[Scalar], _Key]
+    ) -> list[list[_Key]]:
+        """The distinct values of ``path`` (read already) of each row ``passing`` marks that
+        holds two or more (in row order), each as ``keyed`` gives it (called once per distinct
+        value, not per row): a histogram counts such a row once in a bucket of two of them. In
+        arrays: a Python step per value of those rows only."""
+        every: list[_Key] = []  # the values of every kind, numbered in turn
+        rows, numbers = [_NO_ROWS], [np.empty(0, dtype=np.int64)]
+        for values in self._columns[path].by_kind.values():
+            groups, first = _groups_and_firsts(values)
+            kept = passing[values.rows] & first
+            rows.append(values.rows[kept])
+            numbers.append(groups[kept] + len(every))
+            every += map(keyed, values.values)
+        all_rows, all_numbers = np.concatenate(rows), np.concatenate(numbers)
+        several = np.bincount(all_rows, minlength=len(self))[all_rows] > 1
+        all_rows, all_numbers = all_rows[several], all_numbers[several]
+        order = np.argsort(all_rows, kind="stable")
+        all_rows, all_numbers = all_rows[order], all_numbers[order]
+        bounds = [0, *(np.flatnonzero(np.diff(all_rows)) + 1).tolist(), len(all_rows)]
+        held = [every[n] for n in all_numbers.tolist()]  # Python lists: no array per row
+        return [held[start:end] for start, end in pairwise(bounds) if start < end]
 
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):

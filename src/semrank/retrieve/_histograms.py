@@ -4,11 +4,13 @@
 A value's bucket is computed here from the store's per-value counts (``value_counts``), the
 same code for every store. A document holding two values of one bucket counts there once, as
 in Elasticsearch: where the documents hold more values than there are documents (a field of
-several values), a bucket of several distinct values is counted again as the range it spans
-(``count_matching``: one count per such bucket). Dates are read as date ranges read them
-(``value_instant``); other values are in no bucket. With ``min_doc_count`` 0 (the default)
-the empty buckets between the first and the last (or ``extended_bounds``) are listed; more
-than MAX_HISTOGRAM_BUCKETS buckets is refused, naming the interval to widen.
+several values) and a bucket holds several distinct values, the distinct values of each
+document holding several are read (``value_sets``: one store call, whatever the number of
+buckets) and a document's second and later values in a bucket taken off its count. Dates are
+read as date ranges read them (``value_instant``); other values are in no bucket. With
+``min_doc_count`` 0 (the default) the empty buckets between the first and the last (or
+``extended_bounds``) are listed; more than MAX_HISTOGRAM_BUCKETS buckets is refused, naming
+the interval to widen.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeGuard
@@ -24,11 +27,11 @@ from semrank.errors import InvalidInputError
 from semrank.retrieve._aggs import (
     AggregatedStore,
     ValueCounts,
+    ValueKey,
     _agg_field,
     _count_option,
     _only,
     _order,
-    _within,
 )
 from semrank.retrieve._dateformat import (
     check_format,
@@ -47,7 +50,7 @@ from semrank.retrieve._datemath import (
     parse_date_math,
     value_instant,
 )
-from semrank.retrieve._filter import Filter, InstantRange, Range, _shown, _utc_now
+from semrank.retrieve._filter import Filter, _shown, _utc_now
 
 MAX_HISTOGRAM_BUCKETS = 65_536  # Elasticsearch's search.max_buckets
 DEFAULT_DATE_FORMAT = "strict_date_optional_time||epoch_millis"
@@ -102,9 +105,6 @@ class HistogramAgg:
 
     def next_key(self, key: Key) -> Key:
         return key + 1
-
-    def span(self, key: Key) -> Filter:
-        return Range(field=self.field, gte=self.start(key), lt=self.start(key + 1))
 
     def bound_value(self, bound: float | DateMath, now: datetime) -> float:
         assert not isinstance(bound, DateMath)
@@ -180,9 +180,6 @@ class DateHistogramAgg:
             later = self._start(epoch_millis(_shifted(time, steps, unit)))
         return max(later, start + 1) + self.offset  # always forward, whatever the zone does
 
-    def span(self, key: Key) -> Filter:
-        return InstantRange(field=self.field, since=key, until=self.next_key(key) - 1)
-
     def bound_value(self, bound: float | DateMath, now: datetime) -> int:
         assert isinstance(bound, DateMath)
         zone = zone_of(self.time_zone)
@@ -235,12 +232,10 @@ Histogram = HistogramAgg | DateHistogramAgg
 
 def _histogram(agg: Histogram, store: AggregatedStore, within: Filter) -> dict[str, Any]:
     found = store.value_counts(agg.field, within)
-    counts = _bucket_counts(agg, found)
-    if sum(found.counts.values()) > found.documents:  # a document holds several values
-        for key, (_, distinct) in list(counts.items()):
-            if distinct > 1:  # documents holding two of them count once
-                held = store.count_matching(_within(within, agg.span(key)))
-                counts[key] = (held, distinct)
+    counts, key_of_value = _bucket_counts(agg, found)
+    several = sum(found.counts.values()) > found.documents  # a document holds several values
+    if several and any(distinct > 1 for _, distinct in counts.values()):
+        _count_documents_once(counts, key_of_value, store.value_sets(agg.field, within))
     now = _utc_now()
     inside = _hard_bounds(agg, now)
     kept = {key: n for key, (n, _) in counts.items() if inside(key)}
@@ -254,16 +249,38 @@ def _histogram(agg: Histogram, store: AggregatedStore, within: Filter) -> dict[s
     return {"buckets": [agg.bucket(key, n) for key, n in buckets]}
 
 
-def _bucket_counts(agg: Histogram, found: ValueCounts) -> dict[Key, tuple[int, int]]:
+def _bucket_counts(
+    agg: Histogram, found: ValueCounts
+) -> tuple[dict[Key, tuple[int, int]], dict[ValueKey, Key | None]]:
     """Each bucket's documents (summed over its values) and how many distinct values it
-    holds."""
+    holds; and each value's bucket (None: in none)."""
     counts: dict[Key, tuple[int, int]] = {}
+    key_of_value: dict[ValueKey, Key | None] = {}
     for (kind, value), n in found.counts.items():
-        key = agg.key_of(kind, value)
+        key = key_of_value[kind, value] = agg.key_of(kind, value)
         if key is not None:
             held, distinct = counts.get(key, (0, 0))
             counts[key] = (held + n, distinct + 1)
-    return counts
+    return counts, key_of_value
+
+
+def _count_documents_once(
+    counts: dict[Key, tuple[int, int]],
+    key_of_value: Mapping[ValueKey, Key | None],
+    value_sets: list[tuple[ValueKey, ...]],
+) -> None:
+    """Take off ``counts`` (summed over each bucket's values) each document's second and later
+    distinct values in one bucket (``value_sets``: those of each document holding several),
+    so that it counts there once. The buckets are looked up, not computed again per document
+    (a date's bucket parses it: once per distinct value)."""
+    for values in value_sets:
+        keys = [key_of_value.get(value) for value in values]
+        if len(set(keys)) == len(keys):  # each value in a bucket of its own (or in none)
+            continue
+        for key, times in Counter(keys).items():
+            if times > 1 and key is not None:
+                held, distinct = counts[key]
+                counts[key] = (held - (times - 1), distinct)
 
 
 def _hard_bounds(agg: Histogram, now: datetime) -> Callable[[Key], bool]:

@@ -561,6 +561,19 @@ class Store(abc.ABC):
                 holding[key] = holding.get(key, 0) + 1
         return ValueCounts(counts=holding, occurrences=times, documents=documents)
 
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
+        """The distinct values of ``field`` (keyed as ``value_counts`` keys them) of each
+        document passing ``within`` that holds two or more, in no particular order: what a
+        histogram needs to count such a document once in a bucket of two of them. This
+        default reads the documents; the embedded store reads its filter table, PostgreSQL
+        groups in SQL."""
+        found: list[tuple[ValueKey, ...]] = []
+        for doc in self.iter_documents(filter=resolved(within)):
+            values = {value_key(v) for v in document_values(doc.fields, field)}
+            if len(values) > 1:
+                found.append(tuple(values))
+        return found
+
     def count_and_aggregate(
         self, within: Filter, aggs: Any | None
     ) -> tuple[int, dict[str, Any] | None]:

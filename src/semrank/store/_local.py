@@ -43,7 +43,7 @@ from semrank.retrieve import (
     top_k,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import ValueCounts, counted
+from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.retrieve._filter import Bool, Exists
 from semrank.retrieve._filter_rows import FieldTable, in_sorted
@@ -387,6 +387,12 @@ class LocalStore(Store):
         reading = Bool(must=(within,), should=(Exists(field=field),))
         table = self._field_table(reading)
         return counted(*table.value_counts(field, table.mask(within)))
+
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
+        self._require_live()
+        reading = Bool(must=(within,), should=(Exists(field=field),))  # as value_counts reads
+        table = self._field_table(reading)
+        return [tuple(held) for held in table.value_sets(field, table.mask(within), value_key)]
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")

@@ -32,7 +32,7 @@ from semrank.retrieve import (
     resolved,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import ValueCounts, counted
+from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._filter import Bool, Ids
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -604,6 +604,21 @@ class PostgresStore(Store):
         rows = self._all(query, builder.params)
         documents = next((int(n) for value, n, _ in rows if value is None), 0)
         return counted((row for row in rows if row[0] is not None), documents)
+
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
+        """One grouped query: the distinct values at ``field`` of each document passing
+        ``within`` that holds two or more (jsonb's distinct: 1 is 1.0, as ``value_counts``
+        groups them)."""
+        from psycopg import sql
+
+        builder = FilterSQL()
+        keep = builder.condition(resolved(within))
+        query = sql.SQL(
+            "SELECT array_agg(DISTINCT f.v) FROM {} AS d CROSS JOIN LATERAL ({}) AS f "
+            "WHERE {} GROUP BY d.id HAVING count(DISTINCT f.v) > 1"
+        ).format(self._part, builder.field_values(field), keep)
+        rows = self._all(query, builder.params)
+        return [tuple(value_key(v) for v in values) for (values,) in rows]
 
     def count_and_aggregate(
         self, within: Filter, aggs: Any | None
