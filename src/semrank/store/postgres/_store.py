@@ -593,15 +593,12 @@ class PostgresStore(Store):
         """One grouped query: each value at ``field`` of a document passing ``within``, the
         documents holding it and its occurrences (a rollup row, value NULL, counts the
         documents holding any)."""
-        from psycopg import sql
-
-        builder = FilterSQL()
-        keep = builder.condition(resolved(within))
-        query = sql.SQL(
+        rows = self._field_values_grouped(
             "SELECT f.v, count(DISTINCT d.id), count(*) FROM {} AS d CROSS JOIN LATERAL ({}) "
-            "AS f WHERE {} GROUP BY ROLLUP (f.v)"
-        ).format(self._part, builder.field_values(field), keep)
-        rows = self._all(query, builder.params)
+            "AS f WHERE {} GROUP BY ROLLUP (f.v)",
+            field,
+            within,
+        )
         documents = next((int(n) for value, n, _ in rows if value is None), 0)
         return counted((row for row in rows if row[0] is not None), documents)
 
@@ -609,16 +606,24 @@ class PostgresStore(Store):
         """One grouped query: the distinct values at ``field`` of each document passing
         ``within`` that holds two or more (jsonb's distinct: 1 is 1.0, as ``value_counts``
         groups them)."""
+        rows = self._field_values_grouped(
+            "SELECT array_agg(DISTINCT f.v) FROM {} AS d CROSS JOIN LATERAL ({}) AS f "
+            "WHERE {} GROUP BY d.id HAVING count(DISTINCT f.v) > 1",
+            field,
+            within,
+        )
+        return [tuple(value_key(v) for v in values) for (values,) in rows]
+
+    def _field_values_grouped(self, template: str, field: str, within: Filter) -> list[Any]:
+        """The rows of ``template`` (placeholders: the partition, the values at ``field`` of
+        a document, the condition of ``within``), the query ``value_counts`` and
+        ``value_sets`` group differently."""
         from psycopg import sql
 
         builder = FilterSQL()
         keep = builder.condition(resolved(within))
-        query = sql.SQL(
-            "SELECT array_agg(DISTINCT f.v) FROM {} AS d CROSS JOIN LATERAL ({}) AS f "
-            "WHERE {} GROUP BY d.id HAVING count(DISTINCT f.v) > 1"
-        ).format(self._part, builder.field_values(field), keep)
-        rows = self._all(query, builder.params)
-        return [tuple(value_key(v) for v in values) for (values,) in rows]
+        query = sql.SQL(template).format(self._part, builder.field_values(field), keep)
+        return self._all(query, builder.params)
 
     def count_and_aggregate(
         self, within: Filter, aggs: Any | None
