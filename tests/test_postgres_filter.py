@@ -247,6 +247,33 @@ def test_filter_parity_with_the_reference(filtered, spec: Any) -> None:  # type:
     assert sorted(store.search_vector(vector, k=1000, filter=flt).ids.tolist()) == expected
 
 
+def test_matching_id_pages_list_the_reference_and_embedded_documents(  # type: ignore[no-untyped-def]
+    filtered, tmp_path: Path
+) -> None:
+    """A scroll's listing in the store's order, a page at a time: PostgreSQL's (by id, keyset
+    pages), the embedded store's (its filter table, first written first) and the default's
+    (documents read) are the reference's documents, each once, in pages of at most 7."""
+    from semrank.store import Store
+
+    store, docs = filtered
+    local = create_index("f", home=tmp_path, embedding_model=None)
+    local.upsert([{"id": doc_id, **doc} for doc_id, doc in reversed(docs.items())])
+    for spec in FILTERS:
+        flt = parse_filter(spec)
+        expected = [doc_id for doc_id in reversed(docs) if matches(flt, doc_id, docs[doc_id])]
+        listed = {
+            "postgresql": list(store.matching_id_pages(spec, 7)),
+            "embedded": list(local.matching_id_pages(spec, 7)),
+            "default": list(Store.matching_id_pages(local, spec, 7)),
+        }
+        for name, pages in listed.items():
+            assert all(0 < len(page) <= 7 for page in pages), (name, spec)
+            ids = [doc_id for page in pages for doc_id in page]
+            order = sorted(expected) if name == "postgresql" else expected
+            assert ids == order, (name, spec)
+    local.close()
+
+
 INDEXED_FILTERS: list[Any] = [
     {"term": {"lang": "en"}},
     {"terms": {"year": [2020.5, 2016, False]}},

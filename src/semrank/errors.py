@@ -134,6 +134,20 @@ class OverloadedError(SemrankError):
     error_type = "overloaded"
 
 
+class SearchContextMissingError(SemrankError, LookupError):
+    """A scroll or point-in-time id that names no open context here: never opened, cleared,
+    expired, or opened by another worker process of the server."""
+
+    error_type = "search_context_missing_exception"  # Elasticsearch's, which clients read
+
+
+class TooManySearchContextsError(OverloadedError):
+    """A new scroll or point in time past the server's limit on open contexts, or on the hits
+    they hold together; clear some (or let them expire) and retry."""
+
+    error_type = "too_many_scroll_contexts_exception"
+
+
 class DeadlineExceededError(SemrankError):
     """A request did not finish within its deadline."""
 
@@ -180,6 +194,8 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     IndexVersionError: 409,
     AuthenticationError: 401,
     OverloadedError: 429,
+    TooManySearchContextsError: 429,
+    SearchContextMissingError: 404,
     DeadlineExceededError: 504,
     BodyTimeoutError: 408,
     ClientDisconnectedError: 499,  # nginx's "client closed request": recorded, never sent

@@ -13,6 +13,7 @@ from semrank.pipeline._context import (
     default_model_name,
     load_reranker,
 )
+from semrank.pipeline._listing import HitList, list_hits
 from semrank.pipeline._nodes import (
     BM25,
     DEFAULT_RERANK_WINDOW,
@@ -86,6 +87,7 @@ __all__ = [
     "Cutoff",
     "Dense",
     "Hit",
+    "HitList",
     "Knn",
     "Linear",
     "PreparedWindows",
@@ -113,6 +115,7 @@ __all__ = [
     "hits_asked",
     "hits_without_size",
     "let_go_of_dropped_indexes",
+    "list_hits",
     "load_reranker",
     "open_cached",
     "page_start",

@@ -89,11 +89,13 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-# Elasticsearch's _search, _count (with an index, or without: refused there), the alias
+# Elasticsearch's _search, _count (with an index, or without: refused there), scroll and
+# point in time (_es_scroll), the alias
 # routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes; the document routes,
 # PUT and DELETE /{index}: see _es_docs.
 _ELASTICSEARCH_PATH = re.compile(
-    r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh)|_alias(?:es)?(?:/[^/]+)?"
+    r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit)|_search/scroll(?:/_all)?"
+    r"|_alias(?:es)?(?:/[^/]+)?"
     r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")

@@ -137,6 +137,10 @@ async def es_search(
     _refuse_query_string_options(request)
     targets = _target_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
+    if "scroll" in request.query_params or _pages_otherwise(body):
+        from semrank.server._es_scroll import paged_search
+
+        return await paged_search(request.path_params.get("index"), request, body)
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
     retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
@@ -164,6 +168,11 @@ async def es_search(
         if isinstance(hit, EsHitWithSource) and (includes or excludes):
             hit.source = _filtered_source(hit.source, includes, excludes)
     return answer
+
+
+def _pages_otherwise(body: EsSearchRequest) -> bool:
+    """Whether a body pages by a point in time or a sort (``_es_scroll``), not from/size."""
+    return body.pit is not None or body.sort is not None or body.search_after is not None
 
 
 COUNT_SUMMARY = "Count the documents matching a query, as Elasticsearch's _count"
@@ -274,11 +283,13 @@ def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> 
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     if results.matched is not None:  # counted where the search aggregated (or asked size 0)
         total = EsTotal(value=results.matched, relation="eq")
-    best = max((hit.score for hit in hits), default=None)
+    best = max((hit.score for hit in hits if hit.score is not None), default=None)
     return EsSearchResponse(
         took=took_ms,
         hits=EsHits(total=total, max_score=best, hits=hits),
         aggregations=results.aggregations,
+        scroll_id=None,
+        pit_id=None,
     )
 
 
@@ -318,7 +329,7 @@ TAKEN_SEARCH_PARAMS = frozenset(
         "ignore_unavailable", "expand_wildcards",
         "allow_partial_search_results", "ccs_minimize_roundtrips", "batched_reduce_size",
         "max_concurrent_shard_requests", "pre_filter_shard_size", "search_type",
-        "ignore_throttled", "include_named_queries_score",
+        "ignore_throttled", "include_named_queries_score", "scroll",
     }
 )  # fmt: skip
 

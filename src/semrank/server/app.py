@@ -40,10 +40,12 @@ from semrank.server._errors import install_error_handlers, route_path, send_erro
 from semrank.server._es_docs import router as elasticsearch_documents_router
 from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
+from semrank.server._es_scroll import router as elasticsearch_scroll_router
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV, Metrics
 from semrank.server._rerank_routes import router as rerank_router
+from semrank.server._search_contexts import SearchContexts
 from semrank.server._service import RerankService
 from semrank.server._system_routes import models_router, probes
 from semrank.server.config import ENV_CONFIG_JSON, ServerConfig, from_environment
@@ -95,6 +97,9 @@ def create_app(
     app.state.service = RerankService(config, registry, metrics)
     app.state.phase = "starting"
     app.state.private_names = _private_names(config)  # shown to clients as <index home>
+    app.state.search_contexts = SearchContexts(
+        max_open=config.max_search_contexts, max_hits=config.max_search_context_hits
+    )
     install_error_handlers(
         app, retry_after_s=config.retry_after_s, private_names=app.state.private_names
     )
@@ -108,6 +113,7 @@ def create_app(
         index_router,
         elasticsearch_router,
         elasticsearch_documents_router,
+        elasticsearch_scroll_router,
     )
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]

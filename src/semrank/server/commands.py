@@ -68,6 +68,16 @@ def serve(
         None,
         help=f"Queries per /v1/rerank/batch request at most. Default {_DEFAULT.max_batch_queries}.",
     ),
+    max_search_contexts: int | None = typer.Option(
+        None,
+        help="Elasticsearch scroll and point-in-time contexts open at once, per worker (429 "
+        f"past it). Default {_DEFAULT.max_search_contexts}.",
+    ),
+    max_search_context_hits: int | None = typer.Option(
+        None,
+        help="Hits the open scroll and point-in-time contexts of a worker hold together (a "
+        f"search listing more is refused). Default {_DEFAULT.max_search_context_hits:,}.",
+    ),
     max_pending: int | None = typer.Option(
         None,
         help="Requests admitted at once; more get 429 + Retry-After. "
@@ -173,6 +183,8 @@ def serve(
         "max_request_tokens": max_request_tokens,
         "max_pending_requests": max_pending,
         "max_batch_queries": max_batch_queries,
+        "max_search_contexts": max_search_contexts,
+        "max_search_context_hits": max_search_context_hits,
         "fail_open": fail_open,
         "batch_wait_ms": batch_wait_ms,
         "batch_token_budget": batch_token_budget,

@@ -78,6 +78,10 @@ class ServerConfig:
     max_body_bytes: int = 5 * 1024 * 1024
     max_request_tokens: int = 1_000_000
     max_batch_queries: int = 64
+    # Elasticsearch scroll and point-in-time contexts open at once in a worker (Elasticsearch's
+    # search.max_open_scroll_context), and the hits (ids and scores) they may hold together.
+    max_search_contexts: int = 500
+    max_search_context_hits: int = 1_000_000
     # Admission: requests admitted at once (in flight + waiting); beyond that, 429.
     max_pending_requests: int = 256
     retry_after_s: int = 1
@@ -121,6 +125,7 @@ class ServerConfig:
         _check_positive(self, ("port", "workers", "max_documents", "max_body_bytes"))
         _check_positive(self, ("max_request_tokens", "max_pending_requests", "batch_max_pairs"))
         _check_positive(self, ("batch_token_budget", "request_threads", "max_batch_queries"))
+        _check_positive(self, ("max_search_contexts", "max_search_context_hits"))
         from semrank.runtime._select import check_threads
 
         check_threads(self.threads, "threads (--threads)")

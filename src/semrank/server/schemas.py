@@ -616,6 +616,11 @@ class SearchResponse(_Schema):
 # --- Elasticsearch's own _search (elasticsearch-py, LangChain's and LlamaIndex's retrievers) ----
 
 
+class EsPointInTime(_Strict):
+    id: str = Field(description="the id POST /{index}/_pit answered")
+    keep_alive: str | None = Field(None, description='how much longer to keep it, e.g. "1m"')
+
+
 class EsSearchRequest(_Strict):
     """An Elasticsearch ``_search`` body: a retriever tree holding its own texts, or the
     classic ``query`` / ``knn`` / ``rank`` (read by semrank.pipeline's parser)."""
@@ -655,6 +660,17 @@ class EsSearchRequest(_Strict):
         None, alias="_source", description="false leaves each hit's _source out"
     )
     highlight: dict[str, Any] | None = Field(None, description=HIGHLIGHT_DESCRIPTION)
+    sort: str | dict[str, Any] | list[str | dict[str, Any]] | None = Field(
+        None,
+        description="with scroll or a point in time: _score (the default), or _doc / "
+        "_shard_doc (the store's order, unscored); sorting by a field is not supported",
+    )
+    search_after: list[Any] | None = Field(
+        None, description="with a point in time: the sort values of the last hit of a page"
+    )
+    pit: EsPointInTime | None = Field(
+        None, description='a point in time to search (POST /{index}/_pit): {"id": ...}'
+    )
 
 
 def _es_key(key: str, **field: Any) -> Any:
@@ -669,7 +685,15 @@ class EsHit(_Schema):
 
     index: str = _es_key("_index")
     id: str = _es_key("_id")
-    score: float = _es_key("_score")
+    score: float | None = _es_key("_score", description="null where sorted by _doc")
+    sort: list[Any] | None = Field(
+        None, description="the hit's sort values (scroll and point-in-time searches sorted)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_sort(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """As Elasticsearch answers an unsorted hit: no sort key."""
+        return _without_absent(handler(self), "sort")
 
 
 class EsHitWithSource(EsHit):
@@ -717,13 +741,52 @@ class EsSearchResponse(_Schema):
         None, description="each of the body's aggs (left out of the answer without any)"
     )
 
+    scroll_id: str | None = _es_key("_scroll_id", default=None, description="with ?scroll=")
+    pit_id: str | None = Field(None, description="the point in time searched (its id)")
+
     @model_serializer(mode="wrap")
     def _without_absent_aggregations(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """As Elasticsearch answers a search without aggs: no aggregations key."""
-        answer = handler(self)
-        if isinstance(answer, dict) and answer.get("aggregations") is None:
-            answer.pop("aggregations", None)
-        return answer
+        """As Elasticsearch answers a search without aggs (or scroll, or point in time): no
+        aggregations key (nor _scroll_id, nor pit_id)."""
+        return _without_absent(handler(self), "aggregations", "_scroll_id", "scroll_id", "pit_id")
+
+
+def _without_absent(answer: Any, *keys: str) -> Any:
+    """``answer`` without those of ``keys`` whose value is None."""
+    if isinstance(answer, dict):
+        for key in keys:
+            if key in answer and answer[key] is None:
+                del answer[key]
+    return answer
+
+
+class EsScrollRequest(_Strict):
+    """Elasticsearch's ``POST /_search/scroll`` body (or its query string)."""
+
+    scroll_id: str | None = Field(None, description="the _scroll_id the last page answered")
+    scroll: str | None = Field(None, description='how much longer to keep the context: "1m"')
+
+
+class EsClearScrollRequest(_Strict):
+    scroll_id: str | list[str] | None = Field(
+        None, description="the scroll ids to free (or DELETE /_search/scroll/_all)"
+    )
+
+
+class EsClosePitRequest(_Strict):
+    id: str = Field(description="the point in time to close")
+
+
+class EsFreed(_Schema):
+    """What a clear of scrolls or a close of a point in time freed (404 where none)."""
+
+    succeeded: bool = True
+    num_freed: int
+
+
+class EsPitResponse(_Schema):
+    id: str
+    shards: EsShards = _es_key("_shards", default_factory=EsShards)
 
 
 class EsCountRequest(_Strict):

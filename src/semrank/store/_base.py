@@ -498,6 +498,18 @@ class Store(abc.ABC):
         documents = self.iter_documents(batch_size=max(1, min(k, 1000)), filter=flt)
         return [doc.id for doc in itertools.islice(documents, k)]
 
+    def matching_id_pages(self, filter: FilterSpec, page_size: int = 10_000) -> Iterator[list[str]]:
+        """The ids of the documents passing ``filter``, in ``iter_documents``' order, a page
+        of at most ``page_size`` at a time (an export's or a scroll's listing, which stops
+        where it has enough: no list of every id, no document body held at once). Each page is
+        its own read: a write between them may or may not be seen. This default reads the
+        documents; the embedded store masks its filter table, PostgreSQL pages by id."""
+        check_batch_size(page_size)
+        flt = as_filter(filter, "filter")
+        documents = self.iter_documents(batch_size=page_size, filter=flt)
+        while page := [doc.id for doc in itertools.islice(documents, page_size)]:
+            yield page
+
     def count_bm25(
         self,
         query: str,

@@ -400,6 +400,17 @@ class LocalStore(Store):
         table = self._field_table(flt)  # rows in pk order: the order iter_documents reads
         return [table.ids[row] for row in np.flatnonzero(table.mask(flt))[:k]]
 
+    def matching_id_pages(self, filter: FilterSpec, page_size: int = 10_000) -> Iterator[list[str]]:
+        check_batch_size(page_size)  # now, not at the first page
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        table = self._field_table(flt)  # rows in pk order, as first_matching reads them
+        rows = np.flatnonzero(table.mask(flt))
+        return (
+            [table.ids[row] for row in rows[start : start + page_size]]
+            for start in range(0, len(rows), page_size)
+        )
+
     def _passing(self, conn: Any, flt: Filter) -> list[str]:
         """The ids of the rows passing ``flt`` (in ``pk`` order), each document read once."""
         rows = self.db.iter_rows(conn, "id, doc")

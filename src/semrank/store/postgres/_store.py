@@ -679,20 +679,34 @@ class PostgresStore(Store):
     def _documents_in_pages(
         self, batch_size: int, keep: Any, filter_args: dict[str, Any]
     ) -> Iterator[Document]:
-        """Keyset pages by id (the primary key's order; the table keeps no insertion order),
-        each its own short query: no cursor or transaction is held between pages. ``keep``
-        (the filter's condition) is in each page's query: only passing rows leave the server."""
-        from psycopg import sql
-
-        page = "SELECT d.id, d.doc FROM {} AS d WHERE d.index_name = %(index)s {} AND {} "
-        page += "ORDER BY d.id LIMIT %(limit)s"
-        first = sql.SQL(page).format(self._part, sql.SQL(""), keep)
-        later = sql.SQL(page).format(self._part, sql.SQL("AND d.id > %(after)s"), keep)
-        args = {"index": self.name, "limit": batch_size, **filter_args}
-        rows = self._all(first, args)
-        while True:
+        for rows in self._keyset_pages("d.id, d.doc", batch_size, keep, filter_args):
             for doc_id, doc in rows:
                 yield Document(doc_id, doc)
+
+    def matching_id_pages(self, filter: FilterSpec, page_size: int = 10_000) -> Iterator[list[str]]:
+        check_batch_size(page_size)  # now, not at the first page
+        keep, args = filter_condition(as_filter(filter, "filter"))  # refused now, not later
+        pages = self._keyset_pages("d.id", page_size, keep, args)
+        return ([row[0] for row in rows] for rows in pages)
+
+    def _keyset_pages(
+        self, columns: str, batch_size: int, keep: Any, filter_args: dict[str, Any]
+    ) -> Iterator[list[Any]]:
+        """Keyset pages (``columns``, the id first) by id (the primary key's order; the table
+        keeps no insertion order), each its own short query: no cursor or transaction is held
+        between pages. ``keep`` (the filter's condition) is in each page's query: only passing
+        rows leave the server."""
+        from psycopg import sql
+
+        page = "SELECT {} FROM {} AS d WHERE d.index_name = %(index)s {} AND {} "
+        page += "ORDER BY d.id LIMIT %(limit)s"
+        wanted = sql.SQL(columns)  # the caller's constant column list
+        first = sql.SQL(page).format(wanted, self._part, sql.SQL(""), keep)
+        later = sql.SQL(page).format(wanted, self._part, sql.SQL("AND d.id > %(after)s"), keep)
+        args = {"index": self.name, "limit": batch_size, **filter_args}
+        rows = self._all(first, args)
+        while rows:
+            yield rows
             if len(rows) < batch_size:
                 return
             rows = self._all(later, {**args, "after": rows[-1][0]})

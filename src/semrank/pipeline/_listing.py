@@ -1,0 +1,104 @@
+"""Every hit of a search, listed once so that it can be paged through later (Elasticsearch's
+scroll and point in time): hit keys and scores only, the documents read page by page.
+
+* a filter-only query (``ConstantScore``: ``match_all``, ``term``, a ``bool`` of filters) lists
+  the documents passing it in the store's order (``Store.matching_id_pages``: the embedded
+  store's filter table, PostgreSQL's keyset pages of ids), as its search returns them;
+* ``store_order`` (Elasticsearch's ``sort: _doc`` / ``_shard_doc``) lists the documents any
+  tree matches (``matched_documents``, what its aggregations read) in that order, unscored;
+* a match / multi_match (``BM25``) ranks every document sharing a term with it, best first;
+* any other tree ranks what its search ranks: a knn its ``k`` (or ``size``) nearest, a fusion
+  or re-ranker its ``rank_window_size``.
+
+The listing stops once it holds more than ``limit`` hits (None: over the limit), so that a
+query matching millions of documents is refused without listing them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from semrank.pipeline._aggs import matched_documents
+from semrank.pipeline._context import SearchContext
+from semrank.pipeline._nodes import (
+    BM25,
+    ConstantScore,
+    Cutoff,
+    Knn,
+    Retriever,
+    Weighted,
+    top_window,
+)
+from semrank.pipeline._search import _new_context
+from semrank.store import Store
+from semrank.store._targets import hit_key
+
+# Ids read per store query while listing in the store's order.
+LISTING_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class HitList:
+    """A search's hits in order: each one's key (``index:id``, ``hit_key``) and score (None:
+    listed in the store's order, which no score decides, as Elasticsearch answers a sort by
+    ``_doc`` with a null ``_score``)."""
+
+    keys: list[str]
+    scores: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def score(self, position: int) -> float | None:
+        return None if self.scores is None else float(self.scores[position])
+
+
+def list_hits(
+    stores: Sequence[Store], tree: Retriever, *, limit: int, size: int, store_order: bool = False
+) -> HitList | None:
+    """Every hit of ``tree`` on ``stores`` (the tree holds its own texts), or None where there
+    are more than ``limit``; ``size``: a page's hits (what a knn without ``k`` returns, as in
+    Elasticsearch); ``store_order``: the matched documents in the store's order, unscored."""
+    ctx = _new_context(list(stores), None, tree, None, None)
+    if store_order or isinstance(tree, ConstantScore):
+        score = tree.score if isinstance(tree, ConstantScore) and not store_order else None
+        return _in_store_order(ctx, tree, limit, size, score)
+    ranking = tree.run(ctx, _depth(tree, limit, size))
+    if len(ranking) > limit:
+        return None
+    several = ctx.several is not None
+    ids = [str(i) for i in ranking.ids.tolist()]
+    keys = ids if several else [hit_key(ctx.store.name, i) for i in ids]
+    return HitList(keys, np.asarray(ranking.scores, dtype=np.float32))
+
+
+def _in_store_order(
+    ctx: SearchContext, tree: Retriever, limit: int, size: int, score: float | None
+) -> HitList | None:
+    """The documents ``tree`` matches, index after index, each in its store's order."""
+    keys: list[str] = []
+    per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
+    for one in per_index:
+        within = matched_documents(tree, one, size)
+        for page in one.store.matching_id_pages(within, min(limit + 1, LISTING_PAGE)):
+            keys.extend(hit_key(one.store.name, doc_id) for doc_id in page)
+            if len(keys) > limit:
+                return None
+    scores = None if score is None else np.full(len(keys), score, dtype=np.float32)
+    return HitList(keys, scores)
+
+
+def _depth(tree: Retriever, limit: int, size: int) -> int:
+    """The hits to ask of a ranked tree: a match query's every one (one past the limit, to
+    tell a listing over it), a knn's k (else ``size``), another tree's top window."""
+    top = tree
+    while isinstance(top, Cutoff | Weighted):
+        top = top.retriever
+    if isinstance(top, BM25):
+        return limit + 1
+    if isinstance(top, Knn):
+        return top.k or size
+    return top_window(tree) or size

@@ -1,0 +1,451 @@
+"""Elasticsearch's scroll and point-in-time reads (``?scroll=``, ``/_search/scroll``,
+``/_pit``, a ``_search`` body's ``pit``), so that ``elasticsearch.helpers.scan`` and reindex
+scripts export an index.
+
+The first request lists every hit of the query (``semrank.pipeline.list_hits``: keys and
+scores, in the order its search ranks them, or the store's for ``sort: _doc``); each page then
+reads its documents by id. A document deleted since the listing is skipped (a page reads on
+until it is full), one written since is read as it is now, one added since is not listed: a
+listing, not a snapshot of the documents. Contexts live in this process (``_search_contexts``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from semrank.errors import IndexNotFoundError, InvalidInputError, TooManySearchContextsError
+from semrank.pipeline import MAX_RESULT_WINDOW, HitList
+from semrank.server._auth import require_api_key
+from semrank.server._edge import UniqueKeysRoute
+from semrank.server._errors import search_key_hint
+from semrank.server._es_routes import (
+    ES_ERRORS,
+    _filtered_source,
+    _listed,
+    _own_texts,
+    _refuse_query_string_options,
+    _search_spec,
+    _target_options,
+)
+from semrank.server._index_routes import (
+    _bind_models,
+    _check_reranked_documents,
+    on_index,
+    on_targets,
+)
+from semrank.server._search_contexts import SearchContexts, keep_alive_seconds
+from semrank.server.schemas import (
+    EsClearScrollRequest,
+    EsClosePitRequest,
+    EsFreed,
+    EsHit,
+    EsHits,
+    EsHitWithSource,
+    EsPitResponse,
+    EsScrollRequest,
+    EsSearchRequest,
+    EsSearchResponse,
+    EsTotal,
+)
+
+router = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    route_class=UniqueKeysRoute,
+    tags=["elasticsearch"],
+    responses=ES_ERRORS,
+)
+STORE_ORDER = frozenset({"_doc", "_shard_doc"})
+# The keys a listing is made without: the page's (size, from), the paging's, the answer's.
+PAGING_KEYS = frozenset({"size", "from", "sort", "search_after", "pit", "_source"})
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What each hit of a page shows: its _source (filtered), its sort values."""
+
+    source: bool
+    includes: list[str]
+    excludes: list[str]
+    sort: tuple[str, ...]  # the sort keys whose values each hit carries (none: no "sort")
+
+
+@dataclass
+class ScrollState:
+    hits: HitList
+    size: int
+    shown: Shown
+    next: int = 0  # the position of the next page's first hit
+
+
+@dataclass
+class PitState:
+    indexes: tuple[str, ...]
+    listings: dict[str, HitList]
+
+
+def contexts(request: Request) -> SearchContexts:
+    found: SearchContexts = request.app.state.search_contexts
+    return found
+
+
+# --- the first request: a listing, and its first page ----------------------------------------
+async def paged_search(
+    index: str | None, request: Request, body: EsSearchRequest
+) -> EsSearchResponse:
+    """A ``_search`` with ``?scroll=`` or a ``pit`` (``index``: None where the path names
+    none); refused where it has neither (a sort or search_after alone)."""
+    scroll = request.query_params.get("scroll")
+    if body.pit is not None:
+        if index is not None:
+            raise InvalidInputError(
+                "[indices] cannot be used with point in time: search POST /_search with the "
+                "pit, which names the indexes it was opened on"
+            )
+        if scroll is not None:
+            raise InvalidInputError("using [point in time] is not allowed in a scroll context")
+        return await _pit_search(request, body)
+    if scroll is None:
+        key = "sort" if body.sort is not None else "search_after"
+        raise InvalidInputError(f"{key}: {search_key_hint(key, 'elasticsearch')}")
+    return await _start_scroll(index or "_all", request, body, keep_alive_seconds(scroll, "scroll"))
+
+
+async def _start_scroll(
+    index: str, request: Request, body: EsSearchRequest, keep_alive_s: float
+) -> EsSearchResponse:
+    started = time.perf_counter()
+    for refused, said in (
+        (body.from_ > 0, "using [from] is not allowed in a scroll context"),
+        (
+            body.size == 0 and "size" in body.model_fields_set,
+            "[size] cannot be [0] in a scroll context",
+        ),
+        (body.search_after is not None, "[search_after] cannot be used in a scroll context"),
+        (body.aggs is not None or body.aggregations is not None, _NO_AGGS),
+        (body.highlight is not None, "highlight is not supported in a scroll context"),
+    ):
+        if refused:
+            raise InvalidInputError(said)
+    sort = _sort_keys(body.sort)
+    hits = await _listing(request, index, body, sort, **_target_options(request))
+    state = ScrollState(hits, body.size, _shown(request, body, sort))
+    scroll_id = contexts(request).open(state, keep_alive_s, lambda: len(state.hits))
+    return await _scroll_page(request, state, scroll_id, started)
+
+
+_NO_AGGS = (
+    "aggregations are not supported in a scroll context; ask for them in a search without "
+    'scroll ("size": 0)'
+)
+
+
+async def _listing(
+    request: Request, index: str, body: EsSearchRequest, sort: tuple[str, ...], **targets: bool
+) -> HitList:
+    """Every hit of the body's query on ``index``, within the hits contexts may still hold."""
+    from semrank.pipeline import list_hits, read_retriever
+
+    service = request.app.state.service
+    spec = _listing_spec(body)
+    read = read_retriever(spec, size=body.size, window_limit=service.config.max_documents)
+    tree = _bind_models(read.tree, service)
+    _check_reranked_documents(tree, service.config.max_documents)
+    room = contexts(request).room()
+    store_order = bool(sort) and sort[0] in STORE_ORDER
+
+    def work(stores: list[Any]) -> HitList | None:
+        if not stores:
+            return HitList([])
+        return list_hits(stores, tree, limit=room, size=body.size, store_order=store_order)
+
+    listed = await on_targets(request, index, work, **targets)
+    if listed is None:
+        _over_limit(request, room)
+    assert listed is not None
+    return listed
+
+
+def _over_limit(request: Request, room: int) -> None:
+    most = contexts(request).max_hits
+    if room < most:  # others hold the rest
+        raise TooManySearchContextsError(
+            f"the search lists more hits than the {room:,} the open scroll and point-in-time "
+            f"contexts leave of this server's {most:,} (--max-search-context-hits); clear "
+            "them (DELETE /_search/scroll, DELETE /_pit) or let them expire"
+        )
+    raise InvalidInputError(
+        f"the search matches more than {most:,} hits, the most a scroll or point in time "
+        "holds on this server (--max-search-context-hits); narrow the query (e.g. a range "
+        "filter) and scroll each part, or raise the limit"
+    )
+
+
+def _listing_spec(body: EsSearchRequest) -> dict[str, Any]:
+    """The body's search without its page, sort and _source: the tree a listing ranks."""
+    kept = body.model_dump(by_alias=True, exclude_unset=True, exclude=set())
+    query = EsSearchRequest.model_validate({k: v for k, v in kept.items() if k not in PAGING_KEYS})
+    return _own_texts(_search_spec(query), body.size)
+
+
+def _sort_keys(sort: Any) -> tuple[str, ...]:
+    """The sort's keys: ``_score`` (descending), ``_doc`` / ``_shard_doc`` (ascending); a
+    field is refused (semrank does not sort by fields here)."""
+    items = [] if sort is None else sort if isinstance(sort, list) else [sort]
+    keys = []
+    for item in items:
+        name, order = _sort_item(item)
+        if name not in STORE_ORDER | {"_score"}:
+            raise InvalidInputError(
+                f"sort by {name!r:.60}: a scroll or point-in-time search sorts by _score (the "
+                "default) or _doc / _shard_doc (the store's order); sorting by a field is not "
+                "supported"
+            )
+        wanted = "desc" if name == "_score" else "asc"
+        if order not in (None, wanted):
+            raise InvalidInputError(f"sort by {name} {order}: only {wanted} is supported")
+        keys.append(name)
+    return tuple(keys)
+
+
+def _sort_item(item: Any) -> tuple[str, str | None]:
+    if isinstance(item, str):
+        name, _, order = item.partition(":")
+        return name, order or None
+    if isinstance(item, dict) and len(item) == 1:
+        ((key, spec),) = item.items()
+        given = spec.get("order") if isinstance(spec, dict) else spec
+        return str(key), None if given is None else str(given)
+    raise InvalidInputError(f"sort item {item!r:.80}: give a name or {{name: order}}")
+
+
+def _shown(request: Request, body: EsSearchRequest, sort: tuple[str, ...]) -> Shown:
+    includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
+    return Shown(body.source is not False, includes, excludes, sort)
+
+
+# --- pages -----------------------------------------------------------------------------------
+async def _scroll_page(
+    request: Request, state: ScrollState, scroll_id: str, started: float
+) -> EsSearchResponse:
+    found, state.next = await _page(request, state.hits, state.next, state.size)
+    hits = _es_hits(state.hits, found, state.shown)
+    return _answer(state.hits, hits, started, scroll_id=scroll_id)
+
+
+async def _page(
+    request: Request, listed: HitList, start: int, size: int
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The next ``size`` hits from ``start`` whose documents are still there (position and
+    document), and the position after the last read."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    position = start
+    while len(found) < size and position < len(listed):
+        chunk = range(position, min(len(listed), position + size - len(found)))
+        documents = await _documents(request, [listed.keys[n] for n in chunk])
+        found += [(n, doc) for n, doc in zip(chunk, documents, strict=True) if doc is not None]
+        position = chunk.stop
+    return found, position
+
+
+async def _documents(request: Request, keys: list[str]) -> list[dict[str, Any] | None]:
+    """The documents of hit keys (None where deleted, or their index dropped since)."""
+    from semrank.store._targets import split_key
+
+    by_index: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        name, doc_id = split_key(key)
+        by_index[name].append(doc_id)
+    found: dict[str, dict[str, Any] | None] = {}
+    for name, ids in by_index.items():
+        try:
+            documents = await on_index(request, name, functools.partial(_get, ids))
+        except IndexNotFoundError:
+            documents = [None] * len(ids)
+        found.update(zip((f"{name}:{i}" for i in ids), documents, strict=True))
+    return [found[key] for key in keys]
+
+
+def _get(ids: list[str], store: Any) -> list[dict[str, Any] | None]:
+    found: list[dict[str, Any] | None] = store.get(ids)
+    return found
+
+
+def _es_hits(listed: HitList, found: list[tuple[int, dict[str, Any]]], shown: Shown) -> list[EsHit]:
+    from semrank.store._targets import split_key
+
+    hits: list[EsHit] = []
+    for position, document in found:
+        name, doc_id = split_key(listed.keys[position])
+        score = listed.score(position)
+        sort = [score if key == "_score" else position for key in shown.sort] or None
+        if not shown.source:
+            hits.append(EsHit(index=name, id=doc_id, score=score, sort=sort))
+            continue
+        source = document
+        if shown.includes or shown.excludes:
+            source = _filtered_source(document, shown.includes, shown.excludes)
+        hits.append(EsHitWithSource(index=name, id=doc_id, score=score, sort=sort, source=source))
+    return hits
+
+
+def _answer(
+    listed: HitList,
+    hits: list[EsHit],
+    started: float,
+    *,
+    scroll_id: str | None = None,
+    pit_id: str | None = None,
+) -> EsSearchResponse:
+    scores = [hit.score for hit in hits if hit.score is not None]
+    return EsSearchResponse(
+        took=round((time.perf_counter() - started) * 1000),
+        hits=EsHits(
+            total=EsTotal(value=len(listed), relation="eq"),
+            max_score=max(scores, default=None),
+            hits=hits,
+        ),
+        aggregations=None,
+        scroll_id=scroll_id,
+        pit_id=pit_id,
+    )
+
+
+# --- /_search/scroll -------------------------------------------------------------------------
+SCROLL_SUMMARY = "The next page of a scroll, as Elasticsearch's /_search/scroll"
+SCROLL_PARAMS = frozenset({"scroll", "scroll_id", "filter_path", "pretty", "human", "error_trace"})
+
+
+@router.get("/_search/scroll", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
+@router.post("/_search/scroll", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
+async def scroll(request: Request, body: EsScrollRequest | None = None) -> Any:
+    """The page after the last one the scroll answered (no hits once it is through); the
+    context is kept ``scroll`` longer (else its keep-alive again)."""
+    started = time.perf_counter()
+    _refuse_query_string_options(request, SCROLL_PARAMS)
+    body = body or EsScrollRequest.model_validate({})
+    scroll_id = body.scroll_id or request.query_params.get("scroll_id")
+    if not scroll_id:
+        raise InvalidInputError("scroll_id is missing: send the _scroll_id the search answered")
+    given = body.scroll or request.query_params.get("scroll")
+    keep_alive = None if given is None else keep_alive_seconds(given, "scroll")
+    state = contexts(request).get(scroll_id, ScrollState, keep_alive)
+    return await _scroll_page(request, state, scroll_id, started)
+
+
+CLEAR_SUMMARY = "Free scroll contexts, as Elasticsearch's DELETE /_search/scroll"
+
+
+@router.delete("/_search/scroll", response_model=EsFreed, summary=CLEAR_SUMMARY)
+async def clear_scroll(request: Request, body: EsClearScrollRequest | None = None) -> Any:
+    """``{"scroll_id": [...]}`` (or ``?scroll_id=a,b``; ``_all``: every one): a 404 where
+    none was open, as Elasticsearch answers (``helpers.scan`` ignores it)."""
+    _refuse_query_string_options(request, SCROLL_PARAMS)
+    given = None if body is None else body.scroll_id
+    ids = [given] if isinstance(given, str) else given or _listed(request, "scroll_id")
+    if not ids:
+        raise InvalidInputError('give the scroll ids to free: {"scroll_id": [...]} or _all')
+    wanted = None if "_all" in ids else ids
+    return _freed(contexts(request).free(wanted, ScrollState))
+
+
+@router.delete("/_search/scroll/_all", response_model=EsFreed, summary=CLEAR_SUMMARY)
+async def clear_every_scroll(request: Request) -> Any:
+    return _freed(contexts(request).free(None, ScrollState))
+
+
+def _freed(count: int) -> Any:
+    freed = EsFreed(num_freed=count)
+    return freed if count else JSONResponse(freed.model_dump(), status_code=404)
+
+
+# --- point in time ---------------------------------------------------------------------------
+PIT_PARAMS = frozenset(
+    {"keep_alive", "ignore_unavailable", "allow_no_indices", "expand_wildcards", "preference",
+     "routing", "allow_partial_search_results", "filter_path", "pretty", "human", "error_trace"}
+)  # fmt: skip
+
+
+@router.post(
+    "/{index}/_pit", response_model=EsPitResponse, summary="Open a point in time to search"
+)
+async def open_point_in_time(index: str, request: Request) -> Any:
+    """``es.open_point_in_time(index=..., keep_alive="1m")``: the indexes ``index`` names now
+    (an alias's index), which searches with this ``pit`` read; each search's query is listed
+    once, at its first page, and its later pages come from that listing."""
+    _refuse_query_string_options(request, PIT_PARAMS)
+    given = request.query_params.get("keep_alive")
+    if given is None:
+        raise InvalidInputError("keep_alive is required: e.g. POST /{index}/_pit?keep_alive=1m")
+    keep_alive = keep_alive_seconds(given, "keep_alive")
+
+    def names(stores: list[Any]) -> tuple[str, ...]:
+        return tuple(store.name for store in stores)
+
+    indexes = await on_targets(request, index, names, **_target_options(request))
+    state = PitState(indexes, {})
+
+    def held() -> int:
+        return sum(len(listed) for listed in state.listings.values())
+
+    return EsPitResponse(id=contexts(request).open(state, keep_alive, held))
+
+
+@router.delete("/_pit", response_model=EsFreed, summary="Close a point in time")
+async def close_point_in_time(body: EsClosePitRequest, request: Request) -> Any:
+    _refuse_query_string_options(request, frozenset({"filter_path", "pretty", "human"}))
+    return _freed(contexts(request).free([body.id], PitState))
+
+
+async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchResponse:
+    """A page of the pit's listing of the body's query: from ``from``, or after the
+    ``search_after`` position (each hit's last sort value: its position, as ``_shard_doc``)."""
+    started = time.perf_counter()
+    assert body.pit is not None
+    if body.aggs is not None or body.aggregations is not None or body.highlight is not None:
+        raise InvalidInputError(
+            "aggregations and highlight are not supported with a point in time; search "
+            "without pit for them"
+        )
+    given = body.pit.keep_alive
+    keep_alive = None if given is None else keep_alive_seconds(given, "pit.keep_alive")
+    state = contexts(request).get(body.pit.id, PitState, keep_alive)
+    sort = _sort_keys(body.sort)
+    start = _pit_start(body)
+    key = json.dumps([_listing_spec(body), sort[:1]], sort_keys=True)
+    listed = state.listings.get(key)
+    if listed is None:
+        listed = HitList([])
+        if state.indexes:  # those dropped since are left out
+            names = ",".join(state.indexes)
+            listed = await _listing(request, names, body, sort, ignore_unavailable=True)
+        state.listings[key] = listed
+    shown = _shown(request, body, sort if set(sort) & STORE_ORDER else (*sort, "_shard_doc"))
+    found, _ = await _page(request, listed, start, body.size)
+    return _answer(listed, _es_hits(listed, found, shown), started, pit_id=body.pit.id)
+
+
+def _pit_start(body: EsSearchRequest) -> int:
+    if body.search_after is None:
+        if body.from_ + body.size > MAX_RESULT_WINDOW:
+            raise InvalidInputError(
+                f"from + size ({body.from_ + body.size:,}) is above {MAX_RESULT_WINDOW:,}; "
+                "page deeper with search_after (the last hit's sort values)"
+            )
+        return body.from_
+    if body.from_ > 0:
+        raise InvalidInputError("`from` parameter must be set to 0 when `search_after` is used")
+    position = body.search_after[-1] if body.search_after else None
+    if not isinstance(position, int) or isinstance(position, bool) or position < -1:
+        raise InvalidInputError(
+            f"search_after {body.search_after!r:.80}: give the last hit's sort values, which "
+            "end with its _shard_doc (a non-negative integer)"
+        )
+    return position + 1

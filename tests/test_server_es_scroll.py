@@ -1,0 +1,248 @@
+"""Elasticsearch's scroll and point-in-time reads (?scroll=, /_search/scroll, /_pit, a body's
+pit), as elasticsearch.helpers.scan and reindex scripts call them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from test_server_es_docs import _es_error
+
+pytestmark = pytest.mark.anyio
+
+MAPPINGS = {"properties": {"text": {"type": "text"}, "tenant": {"type": "keyword"}}}
+DOCS = 300  # d000..d299; every third holds "flea"
+
+
+def _doc(n: int) -> dict[str, Any]:
+    words = "flea blood" if n % 3 == 0 else "ocean water"
+    return {
+        "text": f"{words} {'flea ' * (n % 7) if n % 3 == 0 else ''}number {n}",
+        "tenant": f"t{n % 4}",
+    }
+
+
+async def _app_client(
+    tmp_path: Path, reranker: Any, **limits: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    pytest.importorskip("bm25s")
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), **limits)
+    app = create_app(config, rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+    forget_open_indexes()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, reranker: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in _app_client(
+        tmp_path, reranker, max_search_contexts=3, max_search_context_hits=700
+    ):
+        await _fill(http)
+        yield http
+
+
+async def _fill(client: httpx.AsyncClient, name: str = "docs", count: int = DOCS) -> None:
+    created = await client.put(f"/{name}", json={"mappings": MAPPINGS})
+    assert created.status_code == 200, created.text
+    lines = []
+    for n in range(count):
+        lines += [{"index": {"_id": f"d{n:03d}"}}, _doc(n)]
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    done = await client.post(
+        f"/{name}/_bulk", content=body, headers={"content-type": "application/x-ndjson"}
+    )
+    assert done.status_code == 200 and done.json()["errors"] is False, done.text
+
+
+async def _scroll_all(
+    client: httpx.AsyncClient, body: dict[str, Any], path: str = "/docs/_search"
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """Every hit of a scroll, its first answer, and its id."""
+    first = await client.post(f"{path}?scroll=1m", json=body)
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    scroll_id, hits = answer["_scroll_id"], list(answer["hits"]["hits"])
+    page = answer
+    while page["hits"]["hits"]:
+        got = await client.post("/_search/scroll", json={"scroll": "1m", "scroll_id": scroll_id})
+        assert got.status_code == 200, got.text
+        page = got.json()
+        assert page["_scroll_id"] == scroll_id
+        hits += page["hits"]["hits"]
+    return hits, answer, scroll_id
+
+
+async def test_a_scroll_reads_every_document_once_in_pages(client: httpx.AsyncClient) -> None:
+    """_search with ?scroll= answered from/size only: an export stopped at 10,000 hits and
+    paged by re-running the search; now pages of size come until the listing is through."""
+    hits, first, _ = await _scroll_all(client, {"size": 37, "query": {"match_all": {}}})
+    assert len(first["hits"]["hits"]) == 37
+    assert first["hits"]["total"] == {"value": DOCS, "relation": "eq"}
+    ids = [hit["_id"] for hit in hits]
+    assert sorted(ids) == [f"d{n:03d}" for n in range(DOCS)] and len(ids) == len(set(ids))
+    assert ids == sorted(ids)  # the store's order: first written first
+    assert hits[5]["_source"] == _doc(5) and hits[5]["_index"] == "docs"
+
+
+async def test_a_filter_and_a_match_scroll_as_their_searches_rank(
+    client: httpx.AsyncClient,
+) -> None:
+    tenant = {"query": {"term": {"tenant": "t1"}}, "size": 20}
+    hits, first, _ = await _scroll_all(client, tenant)
+    assert [h["_id"] for h in hits] == [f"d{n:03d}" for n in range(DOCS) if n % 4 == 1]
+    assert first["hits"]["total"]["value"] == DOCS // 4
+    match = {"query": {"match": {"text": "flea"}}, "size": 15}
+    hits, first, _ = await _scroll_all(client, match)
+    fleas = [f"d{n:03d}" for n in range(DOCS) if n % 3 == 0]
+    assert sorted(h["_id"] for h in hits) == fleas and first["hits"]["total"]["value"] == 100
+    scores = [h["_score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    # The same ranking a plain search gives for its first page.
+    plain = await client.post("/docs/_search", json={**match, "size": 15})
+    assert [h["_id"] for h in plain.json()["hits"]["hits"]] == [h["_id"] for h in hits[:15]]
+    # helpers.scan's sort: the matched documents in the store's order, unscored.
+    hits, first, _ = await _scroll_all(client, {**match, "sort": "_doc"})
+    assert [h["_id"] for h in hits] == fleas
+    assert hits[0]["_score"] is None and hits[0]["sort"] == [0] and hits[1]["sort"] == [1]
+
+
+async def test_deleted_documents_are_skipped_and_pages_stay_full(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await client.post("/docs/_search?scroll=1m", json={"size": 10})
+    scroll_id = first.json()["_scroll_id"]
+    for n in range(10, 25):  # all of the next page and half of the one after
+        assert (await client.delete(f"/docs/_doc/d{n:03d}")).status_code == 200
+    page = await client.post("/_search/scroll", json={"scroll_id": scroll_id})
+    assert [h["_id"] for h in page.json()["hits"]["hits"]] == [f"d{n:03d}" for n in range(25, 35)]
+
+
+async def test_expired_cleared_and_unknown_scrolls_are_404(client: httpx.AsyncClient) -> None:
+    first = await client.post("/docs/_search?scroll=300ms", json={"size": 5})
+    scroll_id = first.json()["_scroll_id"]
+    await asyncio.sleep(0.5)
+    expired = await client.post("/_search/scroll", json={"scroll_id": scroll_id})
+    assert "No search context found" in _es_error(expired, 404, "search_context_missing_exception")
+    unknown = await client.get("/_search/scroll", params={"scroll_id": "bm9wZQ"})
+    _es_error(unknown, 404, "search_context_missing_exception")
+    kept = (await client.post("/docs/_search?scroll=1m", json={"size": 5})).json()["_scroll_id"]
+    other = (await client.post("/docs/_search?scroll=1m", json={"size": 5})).json()["_scroll_id"]
+    cleared = await client.request("DELETE", "/_search/scroll", json={"scroll_id": [kept]})
+    assert cleared.status_code == 200 and cleared.json() == {"succeeded": True, "num_freed": 1}
+    again = await client.request("DELETE", "/_search/scroll", json={"scroll_id": kept})
+    assert again.status_code == 404 and again.json()["num_freed"] == 0
+    gone = await client.post("/_search/scroll", json={"scroll_id": kept})
+    _es_error(gone, 404, "search_context_missing_exception")
+    assert (await client.post("/_search/scroll", json={"scroll_id": other})).status_code == 200
+    every = await client.delete("/_search/scroll/_all")
+    assert every.json() == {"succeeded": True, "num_freed": 1}
+
+
+async def test_open_contexts_and_the_hits_they_hold_are_capped(
+    client: httpx.AsyncClient,
+) -> None:
+    """3 contexts and 700 hits at most (the fixture's limits): a listing of more hits than
+    the limit is a 400; one past what the others leave, or a fourth context, a 429."""
+    await _fill(client, "more", 500)
+    over = await client.post("/docs,more/_search?scroll=1m", json={"size": 5})
+    assert "more than 700 hits" in _es_error(over, 400, "invalid_request")
+    held = await client.post("/more/_search?scroll=1m", json={"size": 5})
+    assert held.status_code == 200
+    no_room = await client.post("/docs/_search?scroll=1m", json={"size": 5})
+    _es_error(no_room, 429, "too_many_scroll_contexts_exception")
+    for _ in range(2):
+        small = await client.post(
+            "/docs/_search?scroll=1m", json={"query": {"ids": {"values": ["d001"]}}}
+        )
+        assert small.status_code == 200, small.text
+    fourth = await client.post(
+        "/docs/_search?scroll=1m", json={"query": {"ids": {"values": ["d001"]}}}
+    )
+    assert "too many scroll contexts" in _es_error(
+        fourth, 429, "too_many_scroll_contexts_exception"
+    )
+
+
+async def test_a_scroll_refuses_what_it_cannot_page(client: httpx.AsyncClient) -> None:
+    for body, said in (
+        ({"from": 10}, "using [from] is not allowed in a scroll context"),
+        ({"size": 0}, "[size] cannot be [0] in a scroll context"),
+        ({"aggs": {"t": {"terms": {"field": "tenant"}}}}, "aggregations are not supported"),
+        ({"sort": [{"tenant": "asc"}]}, "sorting by a field is not supported"),
+    ):
+        refused = await client.post("/docs/_search?scroll=1m", json=body)
+        assert said in _es_error(refused, 400, "invalid_request")
+    bad = await client.post("/docs/_search?scroll=soon", json={})
+    assert "as a time value" in _es_error(bad, 400, "invalid_request")
+    long = await client.post("/docs/_search?scroll=2d", json={})
+    assert "too large" in _es_error(long, 400, "invalid_request")
+    unsorted = await client.post("/docs/_search", json={"sort": "_doc"})  # no scroll, no pit
+    _es_error(unsorted, 400, "invalid_request")
+
+
+async def test_a_point_in_time_pages_by_from_and_by_search_after(
+    client: httpx.AsyncClient,
+) -> None:
+    opened = await client.post("/docs/_pit?keep_alive=1m")
+    assert opened.status_code == 200, opened.text
+    pit = opened.json()["id"]
+    body = {
+        "pit": {"id": pit, "keep_alive": "1m"},
+        "query": {"match": {"text": "flea"}},
+        "size": 30,
+    }
+    first = (await client.post("/_search", json=body)).json()
+    assert first["pit_id"] == pit and first["hits"]["total"]["value"] == 100
+    second = (await client.post("/_search", json={**body, "from": 30})).json()
+    ids = [h["_id"] for h in first["hits"]["hits"] + second["hits"]["hits"]]
+    assert len(set(ids)) == 60
+    # search_after over _shard_doc: the store's order, every hit once, unaffected by writes.
+    sorted_body = {**body, "sort": [{"_shard_doc": "asc"}]}
+    seen: list[str] = []
+    page = (await client.post("/_search", json=sorted_body)).json()["hits"]["hits"]
+    await client.put("/docs/_doc/d000x", json={"text": "flea"})  # added since: not listed
+    while page:
+        seen += [h["_id"] for h in page]
+        after = {**sorted_body, "search_after": page[-1]["sort"]}
+        page = (await client.post("/_search", json=after)).json()["hits"]["hits"]
+    assert seen == [f"d{n:03d}" for n in range(DOCS) if n % 3 == 0]
+    with_index = await client.post("/docs/_search", json=body)
+    assert "[indices] cannot be used with point in time" in _es_error(
+        with_index, 400, "invalid_request"
+    )
+    closed = await client.request("DELETE", "/_pit", json={"id": pit})
+    assert closed.json() == {"succeeded": True, "num_freed": 1}
+    _es_error(await client.post("/_search", json=body), 404, "search_context_missing_exception")
+
+
+async def test_helpers_scan_exports_an_index_over_a_real_server(
+    tmp_path: Path, reranker: Any
+) -> None:
+    """elasticsearch-py's helpers.scan (search ?scroll=, /_search/scroll, clear_scroll)."""
+    elasticsearch = pytest.importorskip(
+        "elasticsearch", reason="the official elasticsearch client is not installed"
+    )
+    from elasticsearch import helpers
+
+    from test_client_sdk import live_server
+
+    async for http in _app_client(tmp_path, reranker):
+        await _fill(http)
+        app = http._transport.app  # type: ignore[attr-defined]
+        with live_server(app) as url, elasticsearch.Elasticsearch(url) as es:
+            scan = helpers.scan(es, index="docs", size=40, scroll="1m")
+            found = await asyncio.to_thread(list, scan)
+        assert sorted(hit["_id"] for hit in found) == [f"d{n:03d}" for n in range(DOCS)]
+        assert app.state.search_contexts.room() == app.state.search_contexts.max_hits
