@@ -5,7 +5,6 @@ A real PostgreSQL server (see test_postgres_server.py); skipped when it is not i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import subprocess
@@ -28,6 +27,7 @@ from semrank.errors import (
 from semrank.pipeline import search
 from semrank.store import create_index, drop_index, list_indexes, open_index
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+from tiny_models import HashingEmbedder
 
 DOCS = [
     {"id": "d1", "title": "Fleas", "text": "Fleas feed on the blood of mammals and birds."},
@@ -38,21 +38,6 @@ DOCS = [
     {"id": "d6", "title": "Blood", "text": "Blood carries oxygen; mammals have red blood."},
 ]
 QUERIES = ["what do fleas eat", "blood of mammals", "capital of France", "deep cold ocean fish"]
-
-
-class HashingEmbedder:
-    """A deterministic 384-d bag-of-words embedder, the same for both stores (no model)."""
-
-    dim = 384
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                digest = hashlib.md5(word.strip(".,;").encode()).digest()
-                out[row, int.from_bytes(digest[:4], "little") % self.dim] += 1.0
-            out[row] /= max(float(np.linalg.norm(out[row])), 1e-9)
-        return out
 
 
 @pytest.fixture

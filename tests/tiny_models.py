@@ -7,11 +7,14 @@ directory that both semrank and transformers can load. Needs torch + transformer
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 _WORD_TEXT = (
@@ -318,3 +321,18 @@ def tiny_train_config(base: Path, data: Path, output: Path, **overrides: Any) ->
     return TrainConfig(
         base=base, data=(DataSpec(path=data, name="pairs"),), output=output, **settings
     )
+
+
+class HashingEmbedder:
+    """A deterministic 384-d bag-of-words embedder (no model), the same for every store."""
+
+    dim = 384  # as PostgreSQL stores them
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                digest = hashlib.md5(word.strip(".,;").encode()).digest()
+                out[row, int.from_bytes(digest[:4], "little") % self.dim] += 1.0
+            out[row] /= max(float(np.linalg.norm(out[row])), 1e-9)
+        return out

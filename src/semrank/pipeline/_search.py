@@ -46,6 +46,7 @@ from semrank.retrieve import (
     parse_highlight,
 )
 from semrank.retrieve._aggs import parse_aggs
+from semrank.retrieve._filter import MatchAll
 from semrank.store import Store
 from semrank.store._base import check_k
 from semrank.store._targets import hit_key, is_multi_target, split_key
@@ -421,10 +422,27 @@ def count_documents(index: Store, query: dict[str, Any] | None = None) -> int:
     read = parse_count_query(query)
     if not isinstance(read, BM25):
         return index.count_matching(read)
+    text, fields = _match_text_and_fields(read)
+    return index.count_bm25(text, fields=fields, mode=read.mode, filter=read.filter)
+
+
+def ids_matching_query(index: Store, query: dict[str, Any] | None = None) -> list[str]:
+    """The ids of the documents ``count_documents`` counts for ``query`` (every document
+    without one): what Elasticsearch's ``_delete_by_query`` and ``_reindex`` act on. A filter's
+    in ``iter_documents``' order, a match query's in no particular order."""
+    from semrank.pipeline._parse import parse_count_query
+
+    read = MatchAll() if query is None else parse_count_query(query)
+    if not isinstance(read, BM25):
+        return index.ids_matching(read)
+    text, fields = _match_text_and_fields(read)
+    return index.ids_bm25(text, fields=fields, mode=read.mode, filter=read.filter)
+
+
+def _match_text_and_fields(read: BM25) -> tuple[str, Sequence[tuple[str, float]]]:
     if read.text is None:  # no search text beside the query to fill it
         raise InvalidInputError(f"query: a count's match takes its query text, not {PLACEHOLDER}")
-    fields = read.fields or ((read.field, 1.0),)
-    return index.count_bm25(read.text, fields=fields, mode=read.mode, filter=read.filter)
+    return read.text, read.fields or ((read.field, 1.0),)
 
 
 def page_start(offset: int, body_from: int, given_as: str = "offset=") -> int:

@@ -95,7 +95,7 @@ async def send_error(
 # PUT and DELETE /{index}: see _es_docs.
 _ELASTICSEARCH_PATH = re.compile(
     r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit)|_search/scroll(?:/_all)?"
-    r"|_alias(?:es)?(?:/[^/]+)?"
+    r"|_alias(?:es)?(?:/[^/]+)?|_reindex|[^/]+/_(?:delete|update)_by_query"
     r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")

@@ -219,9 +219,15 @@ async def write_on_index(request: Request, name: str, work: Callable[[Any], T]) 
     """``work`` writing to the index ``name`` in a worker thread, admitted as searches are
     (--max-pending, 429); not cut at the deadline: a write that has begun is finished, so a
     client retrying a 504 would write twice meanwhile."""
+    return await write_blocking(request, _with_index(request, name, work))
+
+
+async def write_blocking(request: Request, work: Callable[[], T]) -> T:
+    """``work`` (a write) in a worker thread, admitted as ``write_on_index``'s: not cut at the
+    deadline."""
     service: RerankService = request.app.state.service
     with service.admission.admit():
-        return await _blocking(request, None, _with_index(request, name, work))
+        return await _blocking(request, None, work)
 
 
 def unread_fields_warnings(store: Any, counts: Any, create: str = '"fields"') -> list[str]:

@@ -37,6 +37,7 @@ from semrank.errors import BackendUnavailableError, SemrankError
 from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, route_path, send_error
+from semrank.server._es_byquery import router as elasticsearch_by_query_router
 from semrank.server._es_docs import router as elasticsearch_documents_router
 from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
@@ -114,6 +115,7 @@ def create_app(
         elasticsearch_router,
         elasticsearch_documents_router,
         elasticsearch_scroll_router,
+        elasticsearch_by_query_router,
     )
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]

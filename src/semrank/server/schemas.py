@@ -850,6 +850,81 @@ class EsBulkResponse(_Schema):
     )
 
 
+_BY_QUERY = (
+    "match, multi_match or a bool with one of them in must (the documents sharing a term with "
+    "it and passing its filter), or a filter query: match_all, term, terms, range, exists, "
+    "ids, constant_score, bool"
+)
+_CONFLICTS = "abort (the default) or proceed; semrank keeps no versions, so only a reindex's "
+_CONFLICTS += "op_type create meets conflicts"
+
+
+class EsDeleteByQueryRequest(_Strict):
+    """An Elasticsearch ``_delete_by_query`` body: every document its query matches."""
+
+    query: dict[str, Any] | None = Field(None, description=_BY_QUERY)
+    max_docs: PositiveCount | None = Field(None, description="the most documents acted on")
+    conflicts: Literal["abort", "proceed"] | None = Field(None, description=_CONFLICTS)
+    slice: Any = Field(None, description="refused: semrank runs a request as one slice")
+    sort: Any = Field(None, description="refused: the order documents are acted on in")
+
+
+class EsUpdateByQueryRequest(EsDeleteByQueryRequest):
+    """An Elasticsearch ``_update_by_query`` body (no script: see docs/server.md)."""
+
+    script: Any = Field(None, description="refused: semrank runs no scripts (use _update or _bulk)")
+
+
+class EsReindexRequest(_Strict):
+    """An Elasticsearch ``_reindex`` body: copy one index's documents into another."""
+
+    source: dict[str, Any] = Field(
+        description='{"index": NAME, "query"?: {...}, "_source"?: [fields], "size"?: batch}'
+    )
+    dest: dict[str, Any] = Field(
+        description='{"index": NAME, "op_type"?: "index" | "create"}; a missing index is '
+        "created with the source's settings"
+    )
+    max_docs: PositiveCount | None = Field(None, description="the most documents copied")
+    conflicts: Literal["abort", "proceed"] | None = Field(None, description=_CONFLICTS)
+    script: Any = Field(None, description="refused: semrank runs no scripts")
+    size: Any = Field(None, description="refused: give max_docs")
+
+
+class EsRetries(_Schema):
+    bulk: int = 0
+    search: int = 0
+
+
+class EsByQueryResponse(_Schema):
+    """What a ``_delete_by_query`` did, in Elasticsearch's shape (one request, no tasks)."""
+
+    took: int = Field(description="milliseconds")
+    timed_out: bool = False
+    total: int = Field(description="documents the request acted on")
+    deleted: int = 0
+    batches: int = 0
+    version_conflicts: int = 0
+    noops: int = 0
+    retries: EsRetries = Field(default_factory=EsRetries)
+    throttled_millis: int = 0
+    requests_per_second: float = -1.0
+    throttled_until_millis: int = 0
+    failures: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='per document, where one failed: {"index", "id", "cause": {"type", '
+        '"reason"}, "status"}',
+    )
+
+
+class EsUpdateByQueryResponse(EsByQueryResponse):
+    updated: int = 0
+
+
+class EsReindexResponse(EsUpdateByQueryResponse):
+    created: int = 0
+
+
 class EsGetResult(_Schema):
     """A document by id (``found: false`` and a 404 where the index has none)."""
 

@@ -32,6 +32,7 @@ from semrank.store._registry import (
     resolve_home,
     writable_home,
 )
+from semrank.store._reindex import ReindexCounts, create_index_like, reindex
 from semrank.store._sqlite import DB_NAME
 
 __all__ = [
@@ -46,9 +47,11 @@ __all__ = [
     "IndexSettings",
     "LocalStore",
     "PreparedArrays",
+    "ReindexCounts",
     "Store",
     "UpsertCounts",
     "create_index",
+    "create_index_like",
     "default_home",
     "drop_index",
     "field_text",
@@ -59,6 +62,7 @@ __all__ = [
     "open_index",
     "read_corpus",
     "redact_dsn",
+    "reindex",
     "resolve_home",
     "resolve_index_name",
     "update_aliases",

@@ -670,6 +670,79 @@ def _say_dry_run(index: Store, found: list[str], which: str) -> None:
     )
 
 
+@index_app.command("reindex")
+@home_beats_env_store
+def reindex_command(
+    source: str = typer.Argument(..., help="Index (or alias) to copy from."),
+    dest: str = typer.Argument(
+        ..., help="Index to copy into (created with SOURCE's settings when missing)."
+    ),
+    filter_json: str | None = typer.Option(
+        None,
+        "--filter",
+        help='Copy only the documents passing this Elasticsearch filter JSON, e.g. \'{"term": '
+        '{"tenant": "acme"}}\'.',
+    ),
+    create_only: bool = typer.Option(
+        False,
+        "--create-only",
+        help="Leave the ids DEST holds as they are (op_type create), and say which.",
+    ),
+    max_docs: int | None = typer.Option(None, "--max-docs", min=1, help="Copy at most this many."),
+    batch_size: int = BATCH_OPTION,
+    dest_store: str | None = typer.Option(
+        None,
+        "--dest-store",
+        help="Where DEST lives when elsewhere than SOURCE: 'local' (under --home) or a "
+        "PostgreSQL DSN (default: SOURCE's store).",
+    ),
+    home: Path | None = HOME_OPTION,
+    store: str | None = STORE_OPTION,
+) -> None:
+    """Copy SOURCE's documents (those passing --filter) into DEST, batch by batch: DEST embeds
+    and analyses them with its own settings. Then move an alias to DEST with `semrank index
+    alias ALIAS DEST`. SOURCE is only read: a copy stopped part way is finished by running it
+    again."""
+    from semrank.store import create_index_like, open_index, reindex
+
+    flt = None if filter_json is None else filter_option(filter_json)
+    to_store = store if dest_store is None else (None if dest_store == "local" else dest_store)
+    with open_index(source, home=home, store=store) as source_index:
+        created = not _exists(dest, home, to_store)
+        opened = (
+            create_index_like(source_index, dest, home=home, store=to_store)
+            if created
+            else open_index(dest, home=home, store=to_store)
+        )
+        total = len(source_index) if flt is None else source_index.count_matching(flt)
+        total = total if max_docs is None else min(total, max_docs)
+        bar = progress(_stderr_console(), f"copying into {dest!r}", total)
+        with opened as dest_index, bar as advance:
+            counts = reindex(
+                source_index,
+                dest_index,
+                filter=flt,
+                op_type="create" if create_only else "index",
+                conflicts="proceed",
+                max_docs=max_docs,
+                batch_size=batch_size,
+                progress=advance,
+            )
+            made = "new index" if created else "index"
+            typer.echo(
+                f"copied {count_of(counts.created + counts.updated, 'document')} of index "
+                f"{source_index.name!r} into {made} {dest_index.name!r} ({counts.created} new, "
+                f"{counts.updated} replaced); it holds {len(dest_index)}"
+            )
+    if counts.conflicts:
+        shown = ", ".join(repr(i) for i in counts.conflicts[:DRY_RUN_IDS_SHOWN])
+        typer.echo(
+            f"left {count_of(len(counts.conflicts), 'document')} that {dest!r} holds already "
+            f"as they were (--create-only): {shown}",
+            err=True,
+        )
+
+
 @index_app.command("info")
 @home_beats_env_store
 def info(

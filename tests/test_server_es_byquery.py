@@ -1,0 +1,168 @@
+"""Elasticsearch's _delete_by_query, _update_by_query and _reindex, as elasticsearch-py sends
+them, and the reindex-then-move-the-alias recipe."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from test_server_es_docs import JSON, NDJSON, _create, _es_error, _ndjson
+
+pytestmark = pytest.mark.anyio
+
+DOCS = {
+    "d1": {"title": "Fleas", "text": "Fleas feed on blood.", "tenant": "acme", "year": 2001},
+    "d2": {"title": "Paris", "text": "Paris is the capital of France.", "tenant": "globex"},
+    "d3": {"title": "Flea larvae", "text": "Larvae eat debris.", "tenant": "acme", "year": 2003},
+    "d4": {"title": "Oceans", "text": "The ocean is deep.", "tenant": "initech", "year": 2004},
+}
+
+
+@pytest.fixture
+def client(index_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return index_client
+
+
+async def _filled(client: httpx.AsyncClient, name: str = "docs") -> None:
+    await _create(client, name)
+    lines = [line for i, doc in DOCS.items() for line in ({"index": {"_id": i}}, doc)]
+    done = await client.post(f"/{name}/_bulk", content=_ndjson(*lines), headers=NDJSON)
+    assert done.json()["errors"] is False, done.text
+
+
+async def _ids(client: httpx.AsyncClient, name: str) -> set[str]:
+    found = await client.post(f"/{name}/_search", json={"size": 100}, headers=JSON)
+    assert found.status_code == 200, found.text
+    return {hit["_id"] for hit in found.json()["hits"]["hits"]}
+
+
+async def test_delete_by_query_deletes_what_a_filter_or_match_query_matches(
+    client: httpx.AsyncClient,
+) -> None:
+    await _filled(client)
+    body = {"query": {"term": {"tenant": "acme"}}}
+    done = await client.post("/docs/_delete_by_query?conflicts=proceed&refresh=true", json=body)
+    assert done.status_code == 200 and done.headers["x-elastic-product"] == "Elasticsearch"
+    answer = done.json()
+    assert (answer["total"], answer["deleted"], answer["batches"]) == (2, 2, 1)
+    assert answer["failures"] == [] and answer["timed_out"] is False and "took" in answer
+    assert await _ids(client, "docs") == {"d2", "d4"}
+    # A match query deletes its every hit (documents sharing a term with it).
+    matched = {"query": {"match": {"text": "ocean"}}}
+    assert (await client.post("/docs/_delete_by_query", json=matched)).json()["deleted"] == 1
+    assert await _ids(client, "docs") == {"d2"}
+
+
+async def test_delete_by_query_max_docs_match_all_and_aliases(client: httpx.AsyncClient) -> None:
+    await _filled(client)
+    await client.put("/docs/_alias/live")
+    capped = {"query": {"range": {"year": {"gte": 2000}}}, "max_docs": 2}
+    assert (await client.post("/live/_delete_by_query", json=capped)).json()["deleted"] == 2
+    assert len(await _ids(client, "docs")) == 2
+    every = {"query": {"match_all": {}}}  # asked for by name: every document goes
+    assert (await client.post("/do*/_delete_by_query", json=every)).json()["deleted"] == 2
+    assert await _ids(client, "docs") == set()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "said"),
+    [
+        ("/docs/_delete_by_query", {}, 'needs a "query"'),
+        ("/docs/_delete_by_query", {"query": {"match_all": {}}, "slice": {"id": 0}}, "slice"),
+        ("/docs/_delete_by_query?wait_for_completion=false", {"query": {"match_all": {}}},
+         "keeps no tasks"),
+        ("/docs/_delete_by_query?q=tenant:acme", {"query": {"match_all": {}}}, "JSON body"),
+        ("/docs/_update_by_query", {"script": {"source": "ctx._source.n++"}}, "_update"),
+        ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x"},
+                       "script": {"source": "x"}}, "runs no scripts"),
+        ("/_reindex", {"source": {"index": "docs", "remote": {"host": "http://h:9200"}},
+                       "dest": {"index": "x"}}, "source.remote"),
+        ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "docs"}},
+         "would write into it too"),
+        ("/_reindex", {"source": {"index": "do*"}, "dest": {"index": "x"}}, "several indexes"),
+        ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x", "pipeline": "p"}},
+         "dest.'pipeline'"),
+        ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x", "op_type": "up"}},
+         "op_type"),
+    ],
+)  # fmt: skip
+async def test_what_semrank_cannot_do_is_refused_naming_it(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], said: str
+) -> None:
+    await _filled(client)
+    reason = _es_error(await client.post(path, json=body), 400, "invalid_request")
+    assert said in reason, reason
+    assert await _ids(client, "docs") == set(DOCS)  # nothing deleted or written
+
+
+async def test_update_by_query_counts_noops_and_says_why(client: httpx.AsyncClient) -> None:
+    await _filled(client)
+    done = await client.post("/docs/_update_by_query", json={"query": {"term": {"tenant": "acme"}}})
+    assert done.status_code == 200, done.text
+    answer = done.json()
+    assert (answer["total"], answer["noops"], answer["updated"]) == (2, 2, 0)
+    assert "_reindex into a new index" in done.headers["warning"]
+
+
+async def test_reindex_then_move_the_alias(client: httpx.AsyncClient) -> None:
+    """The recipe: copy the live index (the acme documents, two fields) into a new one made
+    with its settings, then move the alias in one _aliases call."""
+    await _filled(client, "docs-v1")
+    await client.put("/docs-v1/_alias/live")
+    body = {
+        "source": {"index": "live", "query": {"term": {"tenant": "acme"}},
+                   "_source": ["title", "tenant"], "size": 1},
+        "dest": {"index": "docs-v2"},
+    }  # fmt: skip
+    done = await client.post("/_reindex?refresh=true", json=body)
+    assert done.status_code == 200, done.text
+    answer = done.json()
+    assert (answer["total"], answer["created"], answer["updated"]) == (2, 2, 0)
+    assert answer["batches"] == 2 and answer["version_conflicts"] == 0
+    made = (await client.get("/v1/indexes/docs-v2")).json()
+    assert made["settings"]["text_fields"] == ["title", "text"]
+    got = await client.get("/docs-v2/_doc/d1")
+    assert got.json()["_source"] == {"title": "Fleas", "tenant": "acme"}
+    moved = {
+        "actions": [{"remove": {"index": "docs-v1", "alias": "live"}},
+                    {"add": {"index": "docs-v2", "alias": "live"}}]
+    }  # fmt: skip
+    assert (await client.post("/_aliases", json=moved)).status_code == 200
+    assert await _ids(client, "live") == {"d1", "d3"}
+    # A match query copies its every hit.
+    matched = {"source": {"index": "docs-v1", "query": {"match": {"title": "paris"}}},
+               "dest": {"index": "live"}}  # fmt: skip
+    again = (await client.post("/_reindex", json=matched)).json()
+    assert (again["total"], again["created"]) == (1, 1)
+    assert await _ids(client, "docs-v2") == {"d1", "d2", "d3"}
+
+
+async def test_reindex_with_op_type_create_reports_conflicts(client: httpx.AsyncClient) -> None:
+    await _filled(client)
+    await _create(client, "copy")
+    await client.put("/copy/_doc/d2", json={"title": "Mine"})
+    body: dict[str, Any] = {"source": {"index": "docs", "size": 1},
+                            "dest": {"index": "copy", "op_type": "create"}}  # fmt: skip
+    stopped = await client.post("/_reindex", json=body)
+    assert stopped.status_code == 409, stopped.text  # conflicts abort, as in Elasticsearch
+    answer = stopped.json()
+    assert answer["version_conflicts"] == 1 and answer["created"] == 1
+    [failure] = answer["failures"]
+    assert failure["id"] == "d2" and failure["status"] == 409
+    assert failure["cause"]["type"] == "version_conflict_engine_exception"
+    body["conflicts"] = "proceed"
+    went_on = (await client.post("/_reindex", json=body)).json()
+    assert went_on["created"] == 2 and went_on["version_conflicts"] == 2
+    assert went_on["failures"] == []
+    got = await client.get("/copy/_doc/d2")
+    assert got.json()["_source"] == {"title": "Mine"}
+    assert await _ids(client, "copy") == set(DOCS)
+
+
+async def test_reindex_from_an_index_that_is_not_there_is_a_404(client: httpx.AsyncClient) -> None:
+    body = {"source": {"index": "nope"}, "dest": {"index": "x"}}
+    _es_error(await client.post("/_reindex", json=body), 404, "index_not_found")
+    assert json.loads((await client.get("/v1/indexes")).text)["data"] == []
