@@ -1639,7 +1639,7 @@ def test_a_knn_search_aggregates_its_k_nearest(index: LocalStore) -> None:
 
 def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) -> None:
     for aggs, said in [
-        ({"p": {"percentiles": {"field": "year"}}}, "'percentiles' is not a supp"),
+        ({"p": {"geo_bounds": {"field": "year"}}}, "'geo_bounds' is not a supp"),
         ({"h": {"histogram": {"field": "year"}}}, "interval must be a number above 0"),
         ({"h": {"histogram": {"field": "year", "interval": 2, "offset": 2}}}, "offset must be"),
         ({"d": {"date_histogram": {"field": "year"}}}, "takes one of calendar_interval"),
@@ -1669,7 +1669,14 @@ def test_unsupported_aggregations_are_refused_naming_what_is(index: LocalStore) 
             },
             "extended_bounds.min: 'yesterday' is not a date",
         ),
-        ({"t": {"terms": {"field": "title"}, "aggs": {}}}, "sub-aggregations ('aggs')"),
+        ({"t": {"avg": {"field": "n"}, "aggs": {}}}, "avg holds no sub-aggregations"),
+        (
+            {"t": {"terms": {"field": "title"}, "aggs": {}, "aggregations": {}}},
+            "gives both aggs and aggregations",
+        ),
+        ({"p": {"percentiles": {"field": "n", "percents": [101]}}}, "percents must be"),
+        ({"e": {"extended_stats": {"field": "n", "sigma": -1}}}, "sigma must be a number"),
+        ({"h": {"histogram": {"field": "n", "interval": 1, "missing": "x"}}}, "missing must"),
         ({"t": {"terms": {"field": "title", "size": 0}}}, "size must be a whole number"),
         ({"t": {"terms": {"field": "title", "order": {"_count": "up"}}}}, "order by _count"),
         ({"r": {"range": {"field": "year", "ranges": [{}]}}}, "takes from and/or to"),
@@ -1906,12 +1913,14 @@ def test_patterns_and_every_index_name_the_indexes_searched(several: Path) -> No
         search_many("sky,shared", ["moon"], home=several)
 
 
-def test_a_count_over_several_indexes_sums_and_aggregations_are_refused(several: Path) -> None:
+def test_a_count_over_several_indexes_sums_and_aggregations_merge(several: Path) -> None:
     counted = search("sky,shared", "moon", k=0, home=several)
     alone = [search(name, "moon", k=0, home=several).matched for name in ("sky", "shared")]
     assert counted.matched == sum(n for n in alone if n is not None) == 3
-    with pytest.raises(InvalidInputError, match=r"aggregations read one index.*\(sky, shared\)"):
-        search("sky,shared", "moon", home=several, aggs={"t": {"terms": {"field": "title"}}})
+    aggs = {"t": {"terms": {"field": "title", "size": 2}}, "n": {"cardinality": {"field": "id"}}}
+    split = search("sky,rest", "moon animals", home=several, aggs=aggs)
+    whole = search("union", "moon animals", home=several, aggs=aggs)
+    assert split.aggregations == whole.aggregations and split.matched == whole.matched == 4
 
 
 def test_a_field_only_some_of_several_indexes_have_finds_nothing_in_the_others(

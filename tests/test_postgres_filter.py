@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
-from math import floor
+from math import floor, inf
 from pathlib import Path
 from typing import Any
 
@@ -977,6 +977,21 @@ def local_twin(tmp_path_factory) -> Iterator[Any]:  # type: ignore[no-untyped-de
     store.close()
 
 
+def _agree_with_reference(
+    filtered: Any, local_twin: Any, within: Any, aggs: dict[str, Any], reference: Any
+) -> dict[str, Any]:
+    """``aggs`` over the documents passing ``within`` on PostgreSQL, checked against the
+    embedded store's and ``reference``'s (of the passing documents), each aggregation."""
+    store, docs = filtered
+    flt = parse_filter(within)
+    passing = [doc for doc_id, doc in docs.items() if matches(flt, doc_id, doc)]
+    on_postgres: dict[str, Any] = store.aggregate(aggs, within)
+    assert local_twin.aggregate(aggs, within) == on_postgres
+    for name, spec in aggs.items():
+        assert on_postgres[name] == reference(passing, spec), name
+    return on_postgres
+
+
 @pytest.mark.parametrize("within", AGG_WITHIN, ids=[str(n) for n in range(len(AGG_WITHIN))])
 def test_aggregations_agree_on_postgresql_the_embedded_store_and_the_reference(
     filtered,  # type: ignore[no-untyped-def]
@@ -984,18 +999,188 @@ def test_aggregations_agree_on_postgresql_the_embedded_store_and_the_reference(
     within: Any,
 ) -> None:
     """Every aggregation, bucket for bucket and value for value, over a filter's documents."""
-    store, docs = filtered
-    flt = parse_filter(within)
-    passing = [doc for doc_id, doc in docs.items() if matches(flt, doc_id, doc)]
-    on_postgres = store.aggregate(AGGS, within)
-    assert local_twin.aggregate(AGGS, within) == on_postgres
-    for name, spec in AGGS.items():
-        assert on_postgres[name] == _reference_aggregation(passing, spec), name
+    on_postgres = _agree_with_reference(filtered, local_twin, within, AGGS, _reference_aggregation)
     # The corpus tells them apart: buckets cut by size, missing values, several kinds.
     if within == {"match_all": {}}:
         assert on_postgres["langs"]["sum_other_doc_count"] > 0
         keys = {b["key"] for b in on_postgres["years"]["buckets"]}
         assert {"none", 2019, "2019", 2016.5, 1} <= keys
+
+
+# Sub-aggregations (three levels, every bucket kind), percentiles, extended_stats, missing.
+NESTED_AGGS: dict[str, Any] = {
+    "langs": {
+        "terms": {"field": "lang", "size": 5, "missing": "none"},
+        "aggs": {
+            "avg_year": {"avg": {"field": "year"}},
+            "tags": {
+                "terms": {"field": "tags"},
+                "aggregations": {
+                    "points": {"extended_stats": {"field": "points", "sigma": 1.5}},
+                    "steps": {
+                        "histogram": {"field": "points", "interval": 2},
+                        "aggs": {"years": {"cardinality": {"field": "year"}}},
+                    },
+                },
+            },
+            "ranges": {
+                "range": {"field": "year", "ranges": [{"to": 2018}, {"from": 2017}]},
+                "aggs": {"p": {"percentiles": {"field": "points", "percents": [10, 50, 99]}}},
+            },
+        },
+    },
+    "steps": {
+        "histogram": {"field": "year", "interval": 5, "missing": 2000},
+        "aggs": {"drafts": {"terms": {"field": "draft"}}, "n": {"value_count": {"field": "tags"}}},
+    },
+    "months": {
+        "date_histogram": {"field": "when", "calendar_interval": "month", "min_doc_count": 1},
+        "aggs": {"langs": {"terms": {"field": "lang", "size": 3}}},
+    },
+    "points_pct": {"percentiles": {"field": "points", "keyed": False}},
+    "points_ext": {"extended_stats": {"field": "points"}},
+    "year_missing": {"sum": {"field": "year", "missing": 1}},
+    "score_missing": {"stats": {"field": "points", "missing": 100}},
+}
+
+
+def _reference_nested(docs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """An aggregation and, in each of its buckets, its sub-aggregations over the documents
+    of the bucket (picked here from the bucket's key, not as semrank picks them)."""
+    ((kind, body),) = [(k, v) for k, v in spec.items() if k not in ("aggs", "aggregations")]
+    subs = spec.get("aggs", spec.get("aggregations"))
+    if kind in ("percentiles", "extended_stats") or ("missing" in body and kind != "terms"):
+        answer = _reference_metric_or_missing(docs, kind, body)
+    else:
+        answer = _reference_aggregation(docs, {kind: body})
+    for position, bucket in enumerate(answer.get("buckets", []) if subs else []):
+        inside = [doc for doc in docs if _reference_in_bucket(doc, kind, body, position, bucket)]
+        bucket.update({name: _reference_nested(inside, sub) for name, sub in subs.items()})
+    return answer
+
+
+def _with_missing_value(doc: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    held = document_values(doc, body["field"])
+    return doc if held or "missing" not in body else {**doc, body["field"]: body["missing"]}
+
+
+def _reference_metric_or_missing(
+    docs: list[dict[str, Any]], kind: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    docs = [_with_missing_value(doc, body) for doc in docs]
+    plain = {k: v for k, v in body.items() if k not in ("missing", "percents", "keyed", "sigma")}
+    if kind not in ("percentiles", "extended_stats"):
+        return _reference_aggregation(docs, {kind: plain})
+    numbers = [
+        v for doc in docs for k, v in _agg_values_repeated(doc, body["field"]) if k == "number"
+    ]
+    if kind == "percentiles":
+        percents = body.get("percents", [1, 5, 25, 50, 75, 95, 99])
+        found = [
+            None if not numbers else pytest.approx(float(np.percentile(numbers, p)))
+            for p in percents
+        ]
+        if body.get("keyed", True):
+            return {"values": {str(float(p)): v for p, v in zip(percents, found, strict=True)}}
+        return {
+            "values": [{"key": float(p), "value": v} for p, v in zip(percents, found, strict=True)]
+        }
+    stats = _reference_aggregation(docs, {"stats": plain})
+    n, sigma = len(numbers), body.get("sigma", 2)
+    mean = sum(numbers) / n if n else 0.0
+    pop = sum((v - mean) ** 2 for v in numbers) / n if n else None
+    sample = sum((v - mean) ** 2 for v in numbers) / (n - 1) if n > 1 else None
+    sd = {k: None if v is None else v**0.5 for k, v in (("p", pop), ("s", sample))}
+
+    def approx(value: float | None) -> Any:
+        return None if value is None else pytest.approx(value)
+
+    def bound(side: int, deviation: float | None) -> Any:
+        return None if deviation is None else pytest.approx(mean + side * sigma * deviation)
+
+    return {
+        **stats,
+        "sum_of_squares": approx(sum(v * v for v in numbers)) if n else None,
+        "variance": approx(pop),
+        "variance_population": approx(pop),
+        "variance_sampling": approx(sample),
+        "std_deviation": approx(sd["p"]),
+        "std_deviation_population": approx(sd["p"]),
+        "std_deviation_sampling": approx(sd["s"]),
+        "std_deviation_bounds": {
+            "upper": bound(1, sd["p"]),
+            "lower": bound(-1, sd["p"]),
+            "upper_population": bound(1, sd["p"]),
+            "lower_population": bound(-1, sd["p"]),
+            "upper_sampling": bound(1, sd["s"]),
+            "lower_sampling": bound(-1, sd["s"]),
+        },
+    }
+
+
+def _reference_in_bucket(
+    doc: dict[str, Any], kind: str, body: dict[str, Any], position: int, bucket: dict[str, Any]
+) -> bool:
+    held = _agg_values(_with_missing_value(doc, body), body["field"])
+    if kind == "terms":
+        key = bucket["key"]
+        wanted = ("bool", bool(key)) if "key_as_string" in bucket else (
+            ("string", key) if isinstance(key, str) else ("number", float(key))
+        )  # fmt: skip
+        return wanted in held
+    if kind == "range":
+        ranges = sorted(body["ranges"], key=lambda r: (r.get("from", -1e9), r.get("to", 1e9)))
+        low, high = ranges[position].get("from", -inf), ranges[position].get("to", inf)
+        return any(k == "number" and low <= v < high for k, v in held)
+    if kind == "histogram":
+        interval = body["interval"]
+        return any(
+            k == "number" and floor(v / interval) * interval == bucket["key"] for k, v in held
+        )
+    instants = [_reference_instant(v) for v in document_values(doc, body["field"])]
+    months = {t.astimezone(UTC).strftime("%Y-%m") for t in instants if t is not None}
+    starts = {
+        int(datetime.strptime(m, "%Y-%m").replace(tzinfo=UTC).timestamp()) * 1000 for m in months
+    }
+    return bucket["key"] in starts
+
+
+@pytest.mark.parametrize("within", AGG_WITHIN, ids=[str(n) for n in range(len(AGG_WITHIN))])
+def test_sub_aggregations_percentiles_and_missing_agree_on_postgresql_embedded_and_reference(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+    within: Any,
+) -> None:
+    """Three levels of sub-aggregations over every bucket kind, in buckets of documents of
+    several values and of none (missing), bucket for bucket with the embedded store and a
+    reference that picks each bucket's documents itself."""
+    on_postgres = _agree_with_reference(
+        filtered, local_twin, within, NESTED_AGGS, _reference_nested
+    )
+    if within == {"match_all": {}}:  # the corpus tells them apart
+        langs = on_postgres["langs"]["buckets"]
+        assert any(b["key"] == "none" for b in langs)
+        assert any(t["doc_count"] > 1 for b in langs for t in b["tags"]["buckets"])
+
+
+def test_a_terms_with_metrics_below_is_two_statements_on_postgresql(
+    filtered,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bucket aggregation with sub-aggregations asks the store once for its documents'
+    values, whatever its number of buckets and depth: no query per bucket."""
+    store, _ = filtered
+    asked: list[Any] = []
+    real = type(store)._all
+
+    def counting(self: Any, query: Any, args: Any) -> Any:
+        asked.append(query)
+        return real(self, query, args)
+
+    monkeypatch.setattr(type(store), "_all", counting)
+    found = store.aggregate({k: v for k, v in NESTED_AGGS.items() if k in ("langs", "steps")})
+    assert len(found["langs"]["buckets"]) == 5
+    assert len(asked) == 2
 
 
 def test_a_huge_number_is_keyed_as_the_same_double_on_both_stores(

@@ -44,8 +44,10 @@ from semrank.retrieve import (
     HighlightSpec,
     optional_filter,
     parse_highlight,
+    resolved,
 )
-from semrank.retrieve._aggs import parse_aggs
+from semrank.retrieve._aggregated import SeveralIndexes
+from semrank.retrieve._aggs import aggregate, parse_aggs
 from semrank.retrieve._filter import MatchAll
 from semrank.store import Store
 from semrank.store._base import check_k
@@ -170,7 +172,7 @@ def search(
     index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
     syntax (``"a,b"``, ``"logs-*"``, ``"_all"``; ``semrank.store._targets``), whose leaf
     retrievers run on each and merge their hits by score before fusion and re-ranking (each
-    hit's ``index`` names its own; aggregations read one index). ``k`` left out: 10, or the
+    hit's ``index`` names its own; aggregations read them all as one). ``k`` left out: 10, or the
     top window's hits where fewer (see ``hits_asked``); they come after the first ``offset``
     (Elasticsearch's ``from``, a Python keyword: ``offset=10, k=10`` is page 2, hits 11-20 of
     the search for 20, ranked 11 to 20; a compound tree pages over its top window, so a page
@@ -197,14 +199,11 @@ def search(
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
     with _opened(index, home, store) as stores:
-        if parsed is not None and len(stores) != 1:
-            raise InvalidInputError(
-                f"aggregations read one index, and this search reads {len(stores)} "
-                f"({', '.join(s.name for s in stores) or 'none matched'}); aggregate each "
-                "index on its own"
-            )
         if not stores:  # a pattern that matched no index: nothing to find, as Elasticsearch
-            return SearchResults([], ranked=0, matched=0 if page.size == 0 else None)
+            none = SeveralIndexes([])
+            nothing = None if parsed is None else aggregate(none, parsed, none.matched)
+            asked = page.size == 0 or parsed is not None
+            return SearchResults([], ranked=0, matched=0 if asked else None, aggregations=nothing)
         context = functools.partial(_new_context, stores, query, tree, flt, marks)
         if page.size == 0:  # no hits asked for: only what the documents matched say
             results, ctx = SearchResults([], ranked=0), context()
@@ -279,18 +278,22 @@ def _with_matches(
     size: int,
 ) -> SearchResults:
     """``results`` with how many documents the search matched (summed over its indexes) and
-    its aggregations (of one index: ``search`` refuses them over several)."""
+    its aggregations: of its one index, or of the matched documents of all of its indexes
+    as one (``SeveralIndexes``: exact, as one index's)."""
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
     within = [matched_documents(tree, one, size) for one in per_index]
-    counted = [
-        one.store.count_and_aggregate(w, aggs if n == 0 else None)
-        for n, (one, w) in enumerate(zip(per_index, within, strict=True))
-    ]
+    if len(per_index) == 1:
+        matched, found = per_index[0].store.count_and_aggregate(within[0], aggs)
+    else:
+        parts = [(one.store, resolved(w)) for one, w in zip(per_index, within, strict=True)]
+        matched = sum(store.count_matching(w) for store, w in parts)
+        union = SeveralIndexes(parts)
+        found = None if aggs is None else aggregate(union, aggs, union.matched)
     return dataclasses.replace(
         results,
         warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
-        aggregations=counted[0][1],
-        matched=sum(count for count, _ in counted),
+        aggregations=found,
+        matched=matched,
     )
 
 

@@ -1,9 +1,10 @@
 """Aggregations (facets): Elasticsearch's ``aggs`` over the documents a search matches.
 
 Supported: ``terms`` (buckets of a field's values), the metrics ``min``, ``max``, ``avg``,
-``sum``, ``value_count``, ``cardinality`` (exact) and ``stats`` (count, min, max, avg and sum),
-numeric ``range`` buckets, and ``histogram`` and ``date_histogram`` (``_histograms``); no
-sub-aggregations. A field's values are those filters read (``document_values``: dotted paths,
+``sum``, ``value_count``, ``cardinality`` (exact), ``stats`` (count, min, max, avg and sum),
+``extended_stats`` and ``percentiles`` (exact), numeric ``range`` buckets, and ``histogram`` and
+``date_histogram`` (``_histograms``); a bucket aggregation's own ``aggs`` in ``_subaggs``.
+A field's values are those filters read (``document_values``: dotted paths,
 arrays flattened, ``.keyword`` read as the field where the document has no such key), numbers
 equal as numbers (1 is 1.0). Buckets count documents (a document holding ``[3, 3]`` is one
 document in the bucket of 3); metrics count values as Elasticsearch's doc values hold them:
@@ -20,10 +21,11 @@ is computed here from those, so every store buckets, orders and sums alike.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
@@ -40,17 +42,27 @@ from semrank.retrieve._filter import (
 
 if TYPE_CHECKING:
     from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
+    from semrank.retrieve._subaggs import Bucketed
 
 SUPPORTED_AGGS = (
-    "terms", "min", "max", "avg", "sum", "value_count", "cardinality", "stats", "range",
-    "histogram", "date_histogram",
+    "terms", "min", "max", "avg", "sum", "value_count", "cardinality", "stats", "extended_stats",
+    "percentiles", "range", "histogram", "date_histogram",
 )  # fmt: skip
-METRICS = ("min", "max", "avg", "sum", "value_count", "cardinality", "stats")
+METRICS = (
+    "min", "max", "avg", "sum", "value_count", "cardinality", "stats", "extended_stats",
+    "percentiles",
+)  # fmt: skip
+BUCKET_AGGS = ("terms", "range", "histogram", "date_histogram")  # those that may hold aggs
+MAX_DEPTH = 8  # how deep sub-aggregations nest
+DEFAULT_PERCENTS = (1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0)
 MAX_AGGS = 100
 MAX_BUCKETS = 10_000  # a terms size or ranges list; Elasticsearch's search.max_buckets is 65,536
 _KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
 # A value as aggregations tell values apart: its kind, and the value (an integral float as int).
 ValueKey: TypeAlias = tuple[str, Scalar]
+# One document's values of the fields a bucket's sub-aggregations read, each as often as the
+# document holds it (``field_rows``).
+FieldRow: TypeAlias = dict[str, list[Scalar]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -89,6 +101,30 @@ def counted(triples: Any, documents: int) -> ValueCounts:
     return ValueCounts(counts=counts, occurrences=occurrences, documents=documents)
 
 
+def with_missing(found: ValueCounts, missing: Scalar | None, without: int) -> ValueCounts:
+    """``found`` with the ``without`` documents holding no value read as holding ``missing``
+    once (Elasticsearch's ``missing``), where given."""
+    if missing is None or without <= 0:
+        return found
+    key = value_key(missing)
+    return ValueCounts(
+        counts={**found.counts, key: found.counts.get(key, 0) + without},
+        occurrences={**found.occurrences, key: found.occurrences.get(key, 0) + without},
+        documents=found.documents + without,
+    )
+
+
+def read_with_missing(
+    store: AggregatedStore, field: str, within: Filter, missing: Scalar | None
+) -> ValueCounts:
+    """``store``'s value counts of ``field`` in ``within``, documents without one holding
+    ``missing`` where given (one more count)."""
+    found = store.value_counts(field, within)
+    if missing is None:
+        return found
+    return with_missing(found, missing, store.count_matching(within) - found.documents)
+
+
 class AggregatedStore(Protocol):
     """What aggregating needs of a store."""
 
@@ -97,6 +133,8 @@ class AggregatedStore(Protocol):
     def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]: ...
 
     def count_matching(self, filter: Filter) -> int: ...
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,13 +150,7 @@ class TermsAgg:
     missing: Scalar | None = None
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        found = store.value_counts(self.field, within)
-        counts = dict(found.counts)
-        if self.missing is not None:
-            without = store.count_matching(within) - found.documents
-            if without > 0:
-                key = value_key(self.missing)
-                counts[key] = counts.get(key, 0) + without
+        counts = dict(read_with_missing(store, self.field, within, self.missing).counts)
         if self.min_doc_count == 0:  # every value of the index, as Elasticsearch lists them
             for key in store.value_counts(self.field, MatchAll()).counts:
                 counts.setdefault(key, 0)
@@ -162,21 +194,33 @@ def _bucket(key: ValueKey, count: int) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MetricAgg:
-    """One number from a field's values: ``kind`` is one of METRICS."""
+    """One number (or a few) from a field's values: ``kind`` is one of METRICS; documents
+    without a value read as holding ``missing`` where given. ``percents``/``keyed``: a
+    ``percentiles``'; ``sigma``: an ``extended_stats``' bounds, in standard deviations."""
 
     kind: str
     field: str
+    missing: Scalar | None = None
+    percents: tuple[float, ...] = DEFAULT_PERCENTS
+    keyed: bool = True
+    sigma: float = 2.0
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        found = store.value_counts(self.field, within)
+        return self.of(read_with_missing(store, self.field, within, self.missing))
+
+    def of(self, found: ValueCounts) -> dict[str, Any]:
+        """This metric of ``found``, the values of the documents it reads."""
         if self.kind == "value_count":  # a keyword's values once a document, others each time
             every = found.occurrences.items()
             return {"value": sum(found.counts[k] if k[0] == "string" else n for k, n in every)}
         if self.kind == "cardinality":
             return {"value": len(found.counts)}
         numbers = [(float(v), n) for (kind, v), n in found.occurrences.items() if kind == "number"]
-        if self.kind == "stats":
-            return _stats(numbers)
+        if self.kind in ("stats", "extended_stats"):
+            stats = _stats(numbers)
+            return stats if self.kind == "stats" else _extended(stats, numbers, self.sigma)
+        if self.kind == "percentiles":
+            return _percentiles(numbers, self.percents, self.keyed)
         if self.kind == "min":
             return {"value": min((v for v, _ in numbers), default=None)}
         if self.kind == "max":
@@ -201,6 +245,76 @@ def _stats(numbers: list[tuple[float, int]]) -> dict[str, Any]:
     }
 
 
+def _extended(
+    stats: dict[str, Any], numbers: list[tuple[float, int]], sigma: float
+) -> dict[str, Any]:
+    """Elasticsearch's ``extended_stats``: ``stats`` and the sum of squares, the variance and
+    standard deviation of the population (``variance``, ``std_deviation``) and of a sample
+    (n - 1), and ``sigma`` deviations either side of the mean. The variance sums squared
+    distances from the mean (exact in any order), not Elasticsearch's sum of squares less the
+    squared sum, which cancels digits; None where there are no numbers (sampling: fewer than
+    two)."""
+    count, avg = stats["count"], stats["avg"]
+    squares = math.fsum(v * v * n for v, n in numbers) if count else None
+    spread = math.fsum(n * (v - avg) ** 2 for v, n in numbers) if count else 0.0
+    variances = {
+        "population": spread / count if count else None,
+        "sampling": spread / (count - 1) if count > 1 else None,
+    }
+    deviations = {k: None if v is None else math.sqrt(v) for k, v in variances.items()}
+
+    def bound(side: int, deviation: float | None) -> float | None:
+        return None if deviation is None else avg + side * sigma * deviation
+
+    bounds: dict[str, float | None] = {}
+    for suffix, kind in (
+        ("", "population"),
+        ("_population", "population"),
+        ("_sampling", "sampling"),
+    ):
+        bounds[f"upper{suffix}"] = bound(1, deviations[kind])
+        bounds[f"lower{suffix}"] = bound(-1, deviations[kind])
+    return {
+        **stats,
+        "sum_of_squares": squares,
+        "variance": variances["population"],
+        "variance_population": variances["population"],
+        "variance_sampling": variances["sampling"],
+        "std_deviation": deviations["population"],
+        "std_deviation_population": deviations["population"],
+        "std_deviation_sampling": deviations["sampling"],
+        "std_deviation_bounds": bounds,
+    }
+
+
+def _percentiles(
+    numbers: list[tuple[float, int]], percents: tuple[float, ...], keyed: bool
+) -> dict[str, Any]:
+    """Exact percentiles (Elasticsearch estimates them with a TDigest): the value at rank
+    ``p / 100 * (n - 1)`` of the n numbers in order, interpolated linearly between the two
+    nearest ranks (numpy's default); None where there are no numbers."""
+    ordered = sorted(numbers)
+    ends, total = [], 0  # ends[i]: the rank after the last of ordered[i]'s copies
+    for _, n in ordered:
+        total += n
+        ends.append(total)
+
+    def at(rank: int) -> float:
+        return ordered[bisect.bisect_right(ends, rank)][0]
+
+    found: dict[float, float | None] = {}
+    for percent in percents:
+        if not total:
+            found[percent] = None
+            continue
+        rank = percent / 100 * (total - 1)
+        low, high = at(math.floor(rank)), at(math.ceil(rank))
+        found[percent] = low + (high - low) * (rank - math.floor(rank))
+    if keyed:
+        return {"values": {str(float(p)): v for p, v in found.items()}}
+    return {"values": [{"key": float(p), "value": v} for p, v in found.items()]}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RangeBucket:
     """Numbers from ``start`` (included) to ``end`` (excluded); None: open."""
@@ -208,6 +322,11 @@ class RangeBucket:
     start: float | None
     end: float | None
     key: str | None = None
+
+    def holds(self, number: float) -> bool:
+        return (self.start is None or number >= self.start) and (
+            self.end is None or number < self.end
+        )
 
     def label(self) -> str:
         def shown(bound: float | None) -> str:
@@ -223,8 +342,13 @@ class RangeAgg:
 
     field: str
     ranges: tuple[RangeBucket, ...]
+    missing: float | None = None
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
+        without = 0  # the documents holding no value, in the ranges holding ``missing``
+        if self.missing is not None:
+            holding = store.value_counts(self.field, within).documents
+            without = store.count_matching(within) - holding
         buckets = []
         for bucket in self.ranges:
             flt = Range(field=self.field, gte=bucket.start, lt=bucket.end)
@@ -234,6 +358,8 @@ class RangeAgg:
             if bucket.end is not None:
                 answer["to"] = float(bucket.end)
             answer["doc_count"] = store.count_matching(_within(within, flt))
+            if self.missing is not None and bucket.holds(self.missing):
+                answer["doc_count"] += without
             buckets.append(answer)
         return {"buckets": buckets}
 
@@ -244,7 +370,9 @@ def _within(within: Filter, flt: Filter) -> Filter:
     return combined
 
 
-Aggregation: TypeAlias = "TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg"
+Aggregation: TypeAlias = (
+    "TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg | Bucketed"
+)
 
 
 def aggregate(
@@ -258,13 +386,14 @@ def aggregate(
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_aggs(spec: Any, where: str = "aggs") -> dict[str, Aggregation]:
-    """Elasticsearch's ``aggs`` object, ``{name: {type: {...}}}``, read; unsupported types and
-    sub-aggregations are refused, naming what is supported (parsed ones are taken as they
-    are)."""
+def parse_aggs(spec: Any, where: str = "aggs", depth: int = 0) -> dict[str, Aggregation]:
+    """Elasticsearch's ``aggs`` object, ``{name: {type: {...}, "aggs": {...}}}``, read (a
+    bucket aggregation's own ``aggs`` too, nested up to MAX_DEPTH); unsupported types are
+    refused, naming what is supported (parsed ones are taken as they are)."""
     from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg  # imports this
+    from semrank.retrieve._subaggs import Bucketed
 
-    parsed = TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg
+    parsed = TermsAgg | MetricAgg | RangeAgg | HistogramAgg | DateHistogramAgg | Bucketed
     if isinstance(spec, Mapping) and all(isinstance(agg, parsed) for agg in spec.values()):
         return dict(spec)
     if not isinstance(spec, Mapping):
@@ -274,7 +403,10 @@ def parse_aggs(spec: Any, where: str = "aggs") -> dict[str, Aggregation]:
         )
     if len(spec) > MAX_AGGS:
         raise InvalidInputError(f"{where}: at most {MAX_AGGS} aggregations, got {len(spec)}")
-    return {_name(name, where): _parse_one(body, f"{where}.{name}") for name, body in spec.items()}
+    return {
+        _name(name, where): _parse_one(body, f"{where}.{name}", depth)
+        for name, body in spec.items()
+    }
 
 
 def _name(name: Any, where: str) -> str:
@@ -285,16 +417,16 @@ def _name(name: Any, where: str) -> str:
     return name
 
 
-def _parse_one(body: Any, where: str) -> Aggregation:
+def _parse_one(body: Any, where: str, depth: int) -> Aggregation:
     if not isinstance(body, Mapping):
         raise InvalidInputError(f"{where} must be a JSON object, got {_shown(body)}")
-    nested = sorted(set(body) & {"aggs", "aggregations"})
-    if nested:
+    nested = [key for key in ("aggs", "aggregations") if key in body]
+    if len(nested) > 1:
         raise InvalidInputError(
-            f"{where}: sub-aggregations ({nested[0]!r}) are not supported; give each "
-            "aggregation at the top level of aggs"
+            f"{where} gives both aggs and aggregations (two names for its sub-aggregations); "
+            "give one"
         )
-    kinds = [key for key in body if key != "meta"]
+    kinds = [key for key in body if key not in ("meta", "aggs", "aggregations")]
     if len(kinds) != 1 or kinds[0] not in SUPPORTED_AGGS:
         named = f"{kinds[0]!r} is not a supported aggregation" if len(kinds) == 1 else (
             f"names {len(kinds)} aggregation types {sorted(kinds)}; give one"
@@ -304,7 +436,28 @@ def _parse_one(body: Any, where: str) -> Aggregation:
     options = body[kind]
     if not isinstance(options, Mapping):
         raise InvalidInputError(f"{where}.{kind} must be a JSON object, got {_shown(options)}")
-    at = f"{where}.{kind}"
+    agg = _parse_kind(kind, options, f"{where}.{kind}")
+    if not nested:
+        return agg
+    return _with_sub_aggs(agg, kind, body[nested[0]], f"{where}.{nested[0]}", depth)
+
+
+def _with_sub_aggs(agg: Aggregation, kind: str, spec: Any, at: str, depth: int) -> Aggregation:
+    from semrank.retrieve._subaggs import Bucketed  # imports this module
+
+    if kind not in BUCKET_AGGS:
+        raise InvalidInputError(
+            f"{at}: {kind} holds no sub-aggregations (a metric); give them to a bucket "
+            f"aggregation ({', '.join(BUCKET_AGGS)})"
+        )
+    if depth + 1 >= MAX_DEPTH:
+        raise InvalidInputError(f"{at}: sub-aggregations nest at most {MAX_DEPTH} levels deep")
+    subs = parse_aggs(spec, at, depth + 1)
+    assert not isinstance(agg, MetricAgg | Bucketed)
+    return Bucketed(agg=agg, aggs=subs) if subs else agg
+
+
+def _parse_kind(kind: str, options: Mapping[str, Any], at: str) -> Aggregation:
     if kind == "terms":
         return _terms(options, at)
     if kind == "range":
@@ -316,8 +469,54 @@ def _parse_one(body: Any, where: str) -> Aggregation:
             _histograms.parse_date_histogram
         )  # fmt: skip
         return parse(options, at)
-    _only(options, {"field"}, at)
-    return MetricAgg(kind=kind, field=_agg_field(options, at))
+    return _metric(kind, options, at)
+
+
+def _metric(kind: str, options: Mapping[str, Any], at: str) -> MetricAgg:
+    extra = {"percentiles": {"percents", "keyed"}, "extended_stats": {"sigma"}}.get(kind, set())
+    _only(options, {"field", "missing", *extra}, at)
+    settings: dict[str, Any] = {}
+    if kind == "percentiles":
+        settings["percents"] = _percents(options.get("percents", DEFAULT_PERCENTS), at)
+        settings["keyed"] = options.get("keyed", True)
+        if not isinstance(settings["keyed"], bool):
+            raise InvalidInputError(
+                f"{at}.keyed must be true or false, got {_shown(options['keyed'])}"
+            )
+    if kind == "extended_stats":
+        sigma = options.get("sigma", 2.0)
+        if not _is_finite(sigma) or sigma < 0:
+            raise InvalidInputError(f"{at}.sigma must be a number from 0 up, got {_shown(sigma)}")
+        settings["sigma"] = float(sigma)
+    missing = _missing(options, at)
+    return MetricAgg(kind=kind, field=_agg_field(options, at), missing=missing, **settings)
+
+
+def _percents(spec: Any, at: str) -> tuple[float, ...]:
+    good = isinstance(spec, list | tuple) and 0 < len(spec) <= MAX_BUCKETS
+    if not good or not all(_is_finite(p) and 0 <= p <= 100 for p in spec):
+        raise InvalidInputError(
+            f"{at}.percents must be a non-empty list of numbers from 0 to 100 such as "
+            f"[50, 95, 99], got {_shown(spec)}"
+        )
+    return tuple(dict.fromkeys(float(p) for p in spec))
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _missing(options: Mapping[str, Any], at: str) -> Scalar | None:
+    """An aggregation's ``missing``: the value a document without one is read as holding."""
+    missing = options.get("missing")
+    if missing is not None and (
+        not isinstance(missing, str | int | float)
+        or (isinstance(missing, float) and not math.isfinite(missing))
+    ):
+        raise InvalidInputError(
+            f"{at}.missing must be a string, number or boolean, got {_shown(missing)}"
+        )
+    return missing
 
 
 def _only(options: Mapping[str, Any], allowed: set[str], at: str) -> None:
@@ -345,14 +544,7 @@ def _count_option(options: Mapping[str, Any], key: str, at: str, default: int, l
 
 def _terms(options: Mapping[str, Any], at: str) -> TermsAgg:
     _only(options, {"field", "size", "shard_size", "order", "min_doc_count", "missing"}, at)
-    missing = options.get("missing")
-    if missing is not None and (
-        not isinstance(missing, str | int | float)
-        or (isinstance(missing, float) and not math.isfinite(missing))
-    ):
-        raise InvalidInputError(
-            f"{at}.missing must be a string, number or boolean, got {_shown(missing)}"
-        )
+    missing = _missing(options, at)
     _count_option(options, "shard_size", at, 1, 1)  # one shard: read, changes nothing
     return TermsAgg(
         field=_agg_field(options, at),
@@ -384,7 +576,10 @@ def _order(spec: Any, at: str) -> tuple[tuple[str, bool], ...]:
 
 
 def _range(options: Mapping[str, Any], at: str) -> RangeAgg:
-    _only(options, {"field", "ranges", "keyed"}, at)
+    _only(options, {"field", "ranges", "keyed", "missing"}, at)
+    missing = options.get("missing")
+    if missing is not None and not _is_finite(missing):
+        raise InvalidInputError(f"{at}.missing must be a number, got {_shown(missing)}")
     if options.get("keyed", False) is not False:
         raise InvalidInputError(f"{at}.keyed: only false (buckets as a list) is supported")
     ranges = options.get("ranges")
@@ -395,7 +590,7 @@ def _range(options: Mapping[str, Any], at: str) -> RangeAgg:
         )
     buckets = [_range_bucket(item, f"{at}.ranges[{i}]") for i, item in enumerate(ranges)]
     buckets.sort(key=_range_order)
-    return RangeAgg(field=_agg_field(options, at), ranges=tuple(buckets))
+    return RangeAgg(field=_agg_field(options, at), ranges=tuple(buckets), missing=missing)
 
 
 def _range_order(bucket: RangeBucket) -> tuple[float, float]:

@@ -464,6 +464,24 @@ class FieldTable:
         held = [every[n] for n in all_numbers.tolist()]  # Python lists: no array per row
         return [held[start:end] for start, end in pairwise(bounds) if start < end]
 
+    def field_rows(
+        self, paths: Sequence[str], passing: np.ndarray
+    ) -> list[dict[str, list[Scalar]]]:
+        """The values of ``paths`` (read already) of each row ``passing`` marks (in row
+        order), a value as often as the row holds it: what sub-aggregations read."""
+        rows = np.flatnonzero(passing)
+        position = np.full(len(self), -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        found: list[dict[str, list[Scalar]]] = [{path: [] for path in paths} for _ in rows]
+        for path in paths:
+            for values in self._columns[path].by_kind.values():
+                groups, _ = _groups_and_firsts(values)
+                kept = passing[values.rows]
+                at = position[values.rows[kept]].tolist()
+                for row, group in zip(at, groups[kept].tolist(), strict=True):
+                    found[row][path].append(values.values[group])
+        return found
+
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):
             return self._bool_mask(flt)

@@ -32,6 +32,7 @@ from semrank.retrieve._aggs import (
     _count_option,
     _only,
     _order,
+    read_with_missing,
 )
 from semrank.retrieve._dateformat import (
     check_format,
@@ -50,7 +51,7 @@ from semrank.retrieve._datemath import (
     parse_date_math,
     value_instant,
 )
-from semrank.retrieve._filter import Filter, _shown, _utc_now
+from semrank.retrieve._filter import Filter, Scalar, _shown, _utc_now
 
 MAX_HISTOGRAM_BUCKETS = 65_536  # Elasticsearch's search.max_buckets
 DEFAULT_DATE_FORMAT = "strict_date_optional_time||epoch_millis"
@@ -93,6 +94,7 @@ class HistogramAgg:
     hard_bounds: Bounds | None = None
     order: tuple[tuple[str, bool], ...] = _ORDER
     keyed: bool = False
+    missing: Scalar | None = None  # what a document without a value is read as holding
 
     def key_of(self, kind: str, value: Any) -> Key | None:
         if kind != "number":
@@ -144,6 +146,7 @@ class DateHistogramAgg:
     hard_bounds: Bounds | None = None
     order: tuple[tuple[str, bool], ...] = _ORDER
     keyed: bool = False
+    missing: Scalar | None = None  # what a document without a value is read as holding
 
     def key_of(self, kind: str, value: Any) -> Key | None:
         instant = value_instant(value)
@@ -231,7 +234,7 @@ Histogram = HistogramAgg | DateHistogramAgg
 
 
 def _histogram(agg: Histogram, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-    found = store.value_counts(agg.field, within)
+    found = read_with_missing(store, agg.field, within, agg.missing)
     counts, key_of_value = _bucket_counts(agg, found)
     several = sum(found.counts.values()) > found.documents  # a document holds several values
     if several and any(distinct > 1 for _, distinct in counts.values()):
@@ -340,7 +343,7 @@ def _sort_key(order: tuple[tuple[str, bool], ...], item: tuple[Key, int]) -> tup
 
 
 # --- parsing -----------------------------------------------------------------------------
-_COMMON = {"field", "min_doc_count", "extended_bounds", "hard_bounds", "order", "keyed"}
+_COMMON = {"field", "min_doc_count", "extended_bounds", "hard_bounds", "order", "keyed", "missing"}
 
 
 def parse_histogram(options: Mapping[str, Any], at: str) -> HistogramAgg:
@@ -358,7 +361,11 @@ def parse_histogram(options: Mapping[str, Any], at: str) -> HistogramAgg:
             f"{_shown(offset)}"
         )
     read = _number_bound
+    missing = options.get("missing")
+    if missing is not None and not _is_number(missing):
+        raise InvalidInputError(f"{at}.missing must be a number, got {_shown(missing)}")
     return HistogramAgg(
+        missing=missing,
         field=_agg_field(options, at),
         interval=float(interval),
         offset=float(offset),
@@ -383,7 +390,13 @@ def parse_date_histogram(options: Mapping[str, Any], at: str) -> DateHistogramAg
     def read(value: Any, where: str) -> DateMath:
         return _date_bound(value, where, options.get("format"))
 
+    missing = options.get("missing")
+    if missing is not None and (isinstance(missing, bool) or value_instant(missing) is None):
+        raise InvalidInputError(
+            f"{at}.missing must be a date (2024-01-01 or epoch milliseconds), got {_shown(missing)}"
+        )
     return DateHistogramAgg(
+        missing=missing,
         field=_agg_field(options, at),
         calendar=calendar,
         fixed=fixed,

@@ -60,7 +60,8 @@ SearchSize = Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_not_bool)]
 AGGS_DESCRIPTION = (
     "Elasticsearch aggregations (facets) over every document the search matches, not only "
     'the hits returned: {"NAME": {"terms": {"field": "source"}}}; terms, min, max, avg, sum, '
-    "value_count, cardinality, stats, range, histogram, date_histogram (no sub-aggregations)"
+    "value_count, cardinality, stats, extended_stats, percentiles, range, histogram, "
+    'date_histogram; a bucket aggregation may hold "aggs" of its own (sub-aggregations)'
 )
 Number = Annotated[float, BeforeValidator(_not_bool_number)]
 Flag = StrictBool  # "yes", 1 or "true" read as true hid a client's mistake

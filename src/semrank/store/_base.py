@@ -59,12 +59,13 @@ from semrank.retrieve import (
     optional_filter,
     resolved,
 )
+from semrank.retrieve._aggregated import counts_of, sets_of
 from semrank.retrieve._aggs import (
+    FieldRow,
     ValueCounts,
     ValueKey,
     aggregate,
     parse_aggs,
-    value_key,
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.retrieve._filter import MatchAll
@@ -561,17 +562,7 @@ class Store(abc.ABC):
         it) and how many times it occurs in them, and how many hold any (see
         ``semrank.retrieve._aggs``). This default reads the documents; the embedded store
         counts its filter table, PostgreSQL in SQL."""
-        times: dict[ValueKey, int] = {}
-        holding: dict[ValueKey, int] = {}
-        documents = 0
-        for doc in self.iter_documents(filter=resolved(within)):
-            values = [value_key(v) for v in document_values(doc.fields, field)]
-            documents += bool(values)
-            for key in values:
-                times[key] = times.get(key, 0) + 1
-            for key in set(values):
-                holding[key] = holding.get(key, 0) + 1
-        return ValueCounts(counts=holding, occurrences=times, documents=documents)
+        return counts_of(self._values_of(field, within))
 
     def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
         """The distinct values of ``field`` (keyed as ``value_counts`` keys them) of each
@@ -579,12 +570,22 @@ class Store(abc.ABC):
         histogram needs to count such a document once in a bucket of two of them. This
         default reads the documents; the embedded store reads its filter table, PostgreSQL
         groups in SQL."""
-        found: list[tuple[ValueKey, ...]] = []
+        return sets_of(self._values_of(field, within))
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+        """The values of ``fields`` (as filters read them, each as often as the document
+        holds it) of each document passing ``within``, in no particular order: what a bucket
+        aggregation's sub-aggregations read (``semrank.retrieve._subaggs``). This default
+        reads the documents; the embedded store reads its filter table, PostgreSQL sends
+        one query."""
+        return [
+            {path: document_values(doc.fields, path) for path in fields}
+            for doc in self.iter_documents(filter=resolved(within))
+        ]
+
+    def _values_of(self, field: str, within: Filter) -> Iterator[list[Any]]:
         for doc in self.iter_documents(filter=resolved(within)):
-            values = {value_key(v) for v in document_values(doc.fields, field)}
-            if len(values) > 1:
-                found.append(tuple(values))
-        return found
+            yield document_values(doc.fields, field)
 
     def count_and_aggregate(
         self, within: Filter, aggs: Any | None

@@ -43,7 +43,7 @@ from semrank.retrieve import (
     top_k,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
+from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.retrieve._filter import Bool, Exists
 from semrank.retrieve._filter_rows import FieldTable, in_sorted
@@ -393,6 +393,12 @@ class LocalStore(Store):
         reading = Bool(must=(within,), should=(Exists(field=field),))  # as value_counts reads
         table = self._field_table(reading)
         return [tuple(held) for held in table.value_sets(field, table.mask(within), value_key)]
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+        self._require_live()
+        reading = Bool(must=(within,), should=tuple(Exists(field=f) for f in fields))
+        table = self._field_table(reading)
+        return table.field_rows(fields, table.mask(within))
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")

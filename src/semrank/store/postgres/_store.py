@@ -32,7 +32,7 @@ from semrank.retrieve import (
     resolved,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
+from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._filter import Bool, Ids
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -613,6 +613,24 @@ class PostgresStore(Store):
             within,
         )
         return [tuple(value_key(v) for v in values) for (values,) in rows]
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+        """One query: the values at each of ``fields`` of each document passing ``within``,
+        a jsonb array a field (what sub-aggregations read)."""
+        from psycopg import sql
+
+        builder = FilterSQL()
+        keep = builder.condition(resolved(within))
+        arrays = [
+            sql.SQL("(SELECT coalesce(jsonb_agg(f.v), '[]') FROM ({}) AS f)").format(
+                builder.field_values(field)
+            )
+            for field in fields
+        ]
+        columns = sql.SQL(", ").join(arrays) if arrays else sql.SQL("1")
+        query = sql.SQL("SELECT {} FROM {} AS d WHERE {}").format(columns, self._part, keep)
+        rows = self._all(query, builder.params)
+        return [dict(zip(fields, row, strict=False)) for row in rows]
 
     def _field_values_grouped(self, template: str, field: str, within: Filter) -> list[Any]:
         """The rows of ``template`` (placeholders: the partition, the values at ``field`` of

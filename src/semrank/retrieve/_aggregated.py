@@ -1,0 +1,144 @@
+"""What aggregations read that is not one store's documents: a bucket's documents, held in
+memory (``HeldRows``: sub-aggregations), and the documents of several indexes as one
+(``SeveralIndexes``: a search of ``"a,b"``). Both answer ``AggregatedStore``'s questions, so
+every aggregation computes over them as over a store, by the same code.
+
+Each knows the documents it stands for by its own ``matched`` filter (a ``MatchAll`` of its
+own, told apart by identity): an aggregation passes the ``within`` it was given on to the
+store, so a question ``within`` that object is about those documents, and any other filter
+is read within them; a ``MatchAll`` not its own asks of the whole index (a ``terms`` with
+``min_doc_count`` 0 lists every value of the index, as Elasticsearch does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from semrank.retrieve._aggs import (
+    AggregatedStore,
+    FieldRow,
+    ValueCounts,
+    ValueKey,
+    _within,
+    value_key,
+)
+from semrank.retrieve._filter import Filter, MatchAll, Scalar
+
+__all__ = ["HeldRows", "SeveralIndexes", "counts_of", "sets_of"]
+
+
+def counts_of(value_lists: Iterable[Sequence[Scalar]]) -> ValueCounts:
+    """``ValueCounts`` of documents' values (one list a document, a value as often as it
+    holds it)."""
+    times: dict[ValueKey, int] = {}
+    holding: dict[ValueKey, int] = {}
+    documents = 0
+    for held in value_lists:
+        values = [value_key(v) for v in held]
+        documents += bool(values)
+        for key in values:
+            times[key] = times.get(key, 0) + 1
+        for key in set(values):
+            holding[key] = holding.get(key, 0) + 1
+    return ValueCounts(counts=holding, occurrences=times, documents=documents)
+
+
+def sets_of(value_lists: Iterable[Sequence[Scalar]]) -> list[tuple[ValueKey, ...]]:
+    """The distinct values (keyed) of each document holding two or more (``value_sets``)."""
+    found: list[tuple[ValueKey, ...]] = []
+    for held in value_lists:
+        values = {value_key(v) for v in held}
+        if len(values) > 1:
+            found.append(tuple(values))
+    return found
+
+
+class HeldRows:
+    """A bucket's documents, as the values of the fields its sub-aggregations read
+    (``rows``), read once from ``index`` for every bucket of an aggregation: its buckets'
+    sub-aggregations, however deep, ask the index nothing more (but the whole index's
+    values, once a field, shared through ``index_counts``)."""
+
+    def __init__(
+        self,
+        index: AggregatedStore,
+        rows: list[FieldRow],
+        index_counts: dict[tuple[str, Filter], ValueCounts] | None = None,
+    ) -> None:
+        self.index = index
+        self.rows = rows
+        self.matched: Filter = MatchAll()
+        self.index_counts = {} if index_counts is None else index_counts
+
+    def holding(self, rows: list[FieldRow]) -> HeldRows:
+        """Some of these documents (a bucket's), of the same index."""
+        return HeldRows(self.index, rows, self.index_counts)
+
+    def value_counts(self, field: str, within: Filter) -> ValueCounts:
+        if within is not self.matched:
+            key = (field, within)
+            if key not in self.index_counts:
+                self.index_counts[key] = self.index.value_counts(field, within)
+            return self.index_counts[key]
+        return counts_of(row.get(field, []) for row in self.rows)
+
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
+        return sets_of(row.get(field, []) for row in self._passing(within))
+
+    def count_matching(self, filter: Filter) -> int:
+        return len(self._passing(filter))
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+        return self._passing(within)
+
+    def _passing(self, flt: Filter) -> list[FieldRow]:
+        """The rows passing ``flt`` (a range aggregation's range): read as the reference
+        reads documents, from the fields held."""
+        if flt is self.matched:
+            return self.rows
+
+        def reader(row: FieldRow) -> Any:
+            return lambda path, *, leaves=False: row.get(path, [])
+
+        return [row for row in self.rows if flt.matches("", reader(row))]
+
+
+class SeveralIndexes:
+    """The documents of several indexes, each passing its own filter (``parts``: ``(store,
+    within)``), as one: counts summed (an index's documents are no other's), values and
+    rows put together, so that every aggregation over them is exact: terms counted over
+    all before ordering and cutting, an avg from the sum and count of all, a cardinality of
+    the union of the values, percentiles of all of them."""
+
+    def __init__(self, parts: Sequence[tuple[AggregatedStore, Filter]]) -> None:
+        self.parts = list(parts)
+        self.matched: Filter = MatchAll()
+
+    def _within(self, flt: Filter) -> list[tuple[AggregatedStore, Filter]]:
+        if flt is self.matched:
+            return self.parts
+        if isinstance(flt, MatchAll):  # the whole of each index
+            return [(store, flt) for store, _ in self.parts]
+        return [(store, _within(within, flt)) for store, within in self.parts]
+
+    def value_counts(self, field: str, within: Filter) -> ValueCounts:
+        counts: dict[ValueKey, int] = {}
+        occurrences: dict[ValueKey, int] = {}
+        documents = 0
+        for store, flt in self._within(within):
+            found = store.value_counts(field, flt)
+            documents += found.documents
+            for key, n in found.counts.items():
+                counts[key] = counts.get(key, 0) + n
+                occurrences[key] = occurrences.get(key, 0) + found.occurrences[key]
+        return ValueCounts(counts=counts, occurrences=occurrences, documents=documents)
+
+    def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
+        return [s for store, flt in self._within(within) for s in store.value_sets(field, flt)]
+
+    def count_matching(self, filter: Filter) -> int:
+        return sum(store.count_matching(flt) for store, flt in self._within(filter))
+
+    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+        return [r for store, flt in self._within(within) for r in store.field_rows(fields, flt)]
