@@ -8,9 +8,8 @@ import gc
 import json
 import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 from semrank import errors
 from semrank.client import AsyncSemrankClient, SemrankClient
 from semrank.server import ServerConfig, create_app
+from serving import live_server
 
 QUERY = "what do fleas eat"
 DOCS = [
@@ -29,30 +29,6 @@ DOCS = [
     "Adult fleas drink blood; larvae eat organic debris.",
 ]
 LONG_DOC = " ".join(["The weather was mild and the market was busy."] * 60) + " Fleas eat blood."
-
-
-@contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(400):  # bounded wait for startup (model already loaded)
-            if server.started:
-                break
-            time.sleep(0.025)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_sync_client_rerank_batch_models_and_errors(reranker: Any) -> None:

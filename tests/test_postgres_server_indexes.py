@@ -284,3 +284,12 @@ async def test_a_search_of_several_postgres_indexes_keeps_one_id_in_each_apart(
     assert counted.json()["count"] == 2 * len(DOCS), counted.text
     missing = await client.post("/docs,nosuch/_search", json=body)
     assert missing.status_code == 404 and "'nosuch'" in missing.text
+
+
+async def test_elasticsearch_msearch_and_probes_in_postgres(client: httpx.AsyncClient) -> None:
+    """_msearch, health, _cat, GET /{index} and _mapping answer as over the embedded store."""
+    from test_server_es_msearch import fill, msearch_answers, probes_answer
+
+    await fill(client)
+    await msearch_answers(client)
+    await probes_answer(client)

@@ -92,14 +92,16 @@ async def send_error(
 # Elasticsearch's _search, _count (with an index, or without: refused there), scroll and
 # point in time (_es_scroll), the alias
 # routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes; the document routes,
-# PUT and DELETE /{index}: see _es_docs.
+# PUT and DELETE /{index}: see _es_docs; _msearch: _es_msearch; the cluster and index probes
+# (GET /{index} among them): _es_probes.
 _ELASTICSEARCH_PATH = re.compile(
-    r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit)|_search/scroll(?:/_all)?"
-    r"|_alias(?:es)?(?:/[^/]+)?|_reindex|[^/]+/_(?:delete|update)_by_query"
+    r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit|msearch|mapping)"
+    r"|_search/scroll(?:/_all)?|_reindex|[^/]+/_(?:delete|update)_by_query"
+    r"|_alias(?:es)?(?:/[^/]+)?|_cluster/health(?:/[^/]+)?|_cat/(?:indices|aliases)(?:/[^/]+)?"
     r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")
-_ELASTICSEARCH_INDEX_METHODS = frozenset({"HEAD", "PUT", "DELETE"})
+_ELASTICSEARCH_INDEX_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 def route_path(scope: Scope) -> str:
@@ -127,6 +129,13 @@ def _own_route_has(scope: Scope | None) -> bool:
     state = getattr(scope.get("app"), "state", None) if scope is not None else None
     routes = getattr(state, "declared_routes", ())
     as_get = {**scope, "method": "GET"} if scope is not None else {}
+    page_paths = getattr(state, "page_paths", ())
+    if (
+        scope is not None
+        and scope.get("method") in ("GET", "HEAD")
+        and route_path(scope) in page_paths
+    ):
+        return True  # FastAPI's own pages (GET /docs), not an index's
     # A route other than the index routes of this path (which match every one-segment path).
     return any(
         route.path != "/{index}" and route.matches(as_get)[0] != Match.NONE for route in routes

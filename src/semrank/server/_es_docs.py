@@ -35,6 +35,7 @@ from semrank.server._es_routes import (
     _listed,
     _refuse_query_string_options,
     _warning_header,
+    es_error,
 )
 from semrank.server._es_writes import (
     NOT_SUPPORTED,
@@ -120,7 +121,7 @@ async def _bulk(request: Request, response: Response, index: str | None) -> EsBu
     an index that is not there fails its items (404), not the request: semrank creates no
     index on a write, where Elasticsearch may (create it with PUT /{index})."""
     _refuse_write_options(request)
-    _check_bulk_media_type(request)
+    check_ndjson_media_type(request, "_bulk")
     started = time.perf_counter()
     actions = parse_bulk(await request.body(), index)
     check_write_size(request, len(actions), "actions")
@@ -187,15 +188,16 @@ async def _write(
     return outcomes
 
 
-def _check_bulk_media_type(request: Request) -> None:
-    """NDJSON or JSON, as Elasticsearch takes: a text/plain or form body, which a web page of
-    any site may send without a CORS preflight, must not write to a server without keys."""
+def check_ndjson_media_type(request: Request, what: str) -> None:
+    """NDJSON or JSON, as Elasticsearch takes (``what``: the route, e.g. "_bulk"): a text/plain
+    or form body, which a web page of any site may send without a CORS preflight, must not
+    write to (or load) a server without keys."""
     sent = request.headers.get("content-type", "")
     media = sent.split(";")[0].strip().lower()
     if media in BULK_MEDIA_TYPES or media in ES_MEDIA_TYPES or media.endswith("+json"):
         return
     raise InvalidInputError(
-        f"the _bulk body was sent with {f'Content-Type {sent!r}' if sent else 'no Content-Type'}; "
+        f"the {what} body was sent with {f'Content-Type {sent!r}' if sent else 'no Content-Type'}; "
         "send NDJSON with Content-Type: application/x-ndjson"
     )
 
@@ -377,8 +379,7 @@ async def _mget(request: Request, body: EsMgetRequest, index: str | None) -> EsM
             answers = await on_index(request, name, functools.partial(_read, ids))
         except IndexNotFoundError as missing:
             reason = client_message(missing, request.app.state.private_names)
-            cause = {"type": missing.error_type, "reason": reason}
-            error = {"root_cause": [cause], **cause}
+            error = es_error(missing.error_type, reason)
             found.update({(name, i): {"_index": name, "_id": i, "error": error} for i in ids})
             continue
         found.update({(name, answer.id): answer for answer in answers})

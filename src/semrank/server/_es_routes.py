@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -30,10 +31,12 @@ from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
 from semrank.server._index_routes import (
     IndexNameInPath,
+    PreparedSearch,
     on_registry,
     on_targets,
     open_index,
-    run_search,
+    prepare_search,
+    run_prepared,
     say_warnings,
 )
 from semrank.server.schemas import (
@@ -103,7 +106,10 @@ class IndexProbeRoute(UniqueKeysRoute):
 
 
 def _another_route_has(scope: Scope, probe: IndexProbeRoute) -> bool:
-    routes = getattr(scope["app"].state, "declared_routes", ())
+    state = scope["app"].state
+    if scope.get("method") == "GET" and route_path(scope) in getattr(state, "page_paths", ()):
+        return True  # FastAPI's own pages (GET /docs), not an index's
+    routes = getattr(state, "declared_routes", ())
     return any(route is not probe and route.matches(scope)[0] != Match.NONE for route in routes)
 
 
@@ -142,6 +148,35 @@ async def es_search(
 
         return await paged_search(request.path_params.get("index"), request, body)
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
+    read = read_es_search(request, body, includes=includes, excludes=excludes)
+    answer, warnings = await run_es_search(request, index, read, **targets)
+    say_warnings(response, warnings)
+    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
+        response.headers.append("warning", _warning_header(warning))
+    return answer
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsSearch:
+    """A ``_search`` body read and checked (``read_es_search``): the search to run, the hits
+    it asked for and the ``_source`` filters its answer takes."""
+
+    search: PreparedSearch
+    size: int
+    includes: Sequence[str] = ()
+    excludes: Sequence[str] = ()
+
+
+def read_es_search(
+    request: Request,
+    body: EsSearchRequest | None,
+    *,
+    includes: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+) -> EsSearch:
+    """A ``_search`` body as semrank's search (``prepare_search``), refused before any index is
+    opened where it is bad (the same for every index)."""
+    body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
     # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
@@ -154,20 +189,26 @@ async def es_search(
             "aggs": _aggs_of(body),
         }
     )
+    prepared = prepare_search(request, search)
+    return EsSearch(search=prepared, size=size, includes=includes, excludes=excludes)
+
+
+async def run_es_search(
+    request: Request, index: str, read: EsSearch, **targets: bool
+) -> tuple[EsSearchResponse, list[str]]:
+    """The search ``read`` on ``index`` (``targets``: ``_target_options``'), in
+    Elasticsearch's shape, and its warnings."""
     started = time.perf_counter()
-    results, warnings = await run_search(request, index, search, **targets)
+    results, warnings = await run_prepared(request, index, read.search, **targets)
     took_ms = round((time.perf_counter() - started) * 1000)
-    say_warnings(response, warnings)
-    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
-        response.headers.append("warning", _warning_header(warning))
     # Each hit's _index names the index that holds it (Hit.index), never an alias of it (as
     # Elasticsearch's do): a client acting on a hit by its _index must reach that index after a
     # swap too.
-    answer = es_search_response(index, results, took_ms=took_ms, size=size)
+    answer = es_search_response(index, results, took_ms=took_ms, size=read.size)
     for hit in answer.hits.hits:
-        if isinstance(hit, EsHitWithSource) and (includes or excludes):
-            hit.source = _filtered_source(hit.source, includes, excludes)
-    return answer
+        if isinstance(hit, EsHitWithSource) and (read.includes or read.excludes):
+            hit.source = _filtered_source(hit.source, read.includes, read.excludes)
+    return answer, warnings
 
 
 def _pages_otherwise(body: EsSearchRequest) -> bool:
@@ -251,7 +292,7 @@ def _listed(request: Request, name: str) -> list[str]:
 
 
 def _filtered_source(
-    source: dict[str, Any], includes: list[str], excludes: list[str], prefix: str = ""
+    source: dict[str, Any], includes: Sequence[str], excludes: Sequence[str], prefix: str = ""
 ) -> dict[str, Any]:
     """``_source_includes`` / ``_source_excludes`` as Elasticsearch applies them: dotted field
     paths with ``*`` wildcards, an object kept whole where its own path is included."""
@@ -585,9 +626,15 @@ def _as_elasticsearch_error(messages: list[Message]) -> list[Message]:
         return messages
     if not isinstance(sent, dict) or not isinstance(sent.get("error"), str):
         return messages
-    cause = {"type": str(sent.get("error_type", "error")), "reason": sent["error"]}
-    body = {"error": {"root_cause": [cause], **cause}, "status": start["status"]}
+    body = {"error": es_error(str(sent.get("error_type", "error")), sent["error"])}
+    body["status"] = start["status"]
     shaped = json.dumps(body).encode()
     headers = MutableHeaders(raw=list(start["headers"]))
     headers["content-length"] = str(len(shaped))
     return [{**start, "headers": headers.raw}, {"type": "http.response.body", "body": shaped}]
+
+
+def es_error(error_type: str, reason: str) -> dict[str, Any]:
+    """An error as Elasticsearch's bodies and items hold it: its cause, as the root cause too."""
+    cause = {"type": error_type, "reason": reason}
+    return {"root_cause": [cause], **cause}

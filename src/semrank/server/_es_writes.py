@@ -118,29 +118,34 @@ def parse_bulk(body: bytes, default_index: str | None) -> list[WriteAction]:
 
 
 def _lines(body: bytes) -> Iterator[tuple[int, str]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(
-            f"the _bulk body is not UTF-8 text (byte {exc.start}); send NDJSON as UTF-8"
-        ) from None
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(ndjson_text(body, "_bulk").split("\n"), start=1):
         if line.strip():  # blank lines (the final newline's) carry nothing
             yield number, line
 
 
-def _json_line(number: int, text: str) -> Any:
+def ndjson_text(body: bytes, what: str) -> str:
+    """An NDJSON body (``what``'s, e.g. "_bulk") as text."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"the {what} body is not UTF-8 text (byte {exc.start}); send NDJSON as UTF-8"
+        ) from None
+
+
+def json_line(number: int, text: str, what: str = "_bulk") -> Any:
+    """Line ``number`` of ``what``'s NDJSON body, read as JSON."""
     try:
         return loads_json(text)
     except ValueError as exc:
         raise InvalidInputError(
-            f"line {number} of the _bulk body is not valid JSON ({exc}); each line must be one "
+            f"line {number} of the {what} body is not valid JSON ({exc}); each line must be one "
             "JSON object (NDJSON: no line breaks inside an object)"
         ) from None
 
 
 def _action_line(number: int, text: str) -> tuple[str, dict[str, Any]]:
-    action = _json_line(number, text)
+    action = json_line(number, text)
     if not (isinstance(action, dict) and len(action) == 1 and next(iter(action)) in OPERATIONS):
         raise InvalidInputError(
             f"line {number} of the _bulk body is not an action line: expected one of "
@@ -184,7 +189,7 @@ def _source_line(number: int, line: tuple[int, str] | None, op: str) -> dict[str
             f"line {number}: the {op} action has no document line after it; an index, create "
             "or update action is followed by a line with its document (update: its body)"
         )
-    source = _json_line(*line)
+    source = json_line(*line)
     if not isinstance(source, dict):
         raise InvalidInputError(f"line {line[0]}: a document must be a JSON object")
     if op == "update":

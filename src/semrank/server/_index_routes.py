@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -328,20 +329,41 @@ async def run_search(
     """The search of ``body`` on index ``name`` (or the indexes it names: ``"a,b"``,
     ``"logs-*"``, ``"_all"``; ``targets``: ``using_indexes``' options) with the served models,
     and its warnings: the one search path of semrank's route and Elasticsearch's ``_search``."""
-    from semrank.pipeline import (
-        check_page,
-        check_window,
-        hits_asked,
-        page_start,
-        read_retriever,
-    )
-    from semrank.pipeline import search as run
+    return await run_prepared(request, name, prepare_search(request, body), **targets)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedSearch:
+    """A search body read and checked (``prepare_search``), ready to run on an index: its
+    tree bound to the served models, the hits asked and the options of the pipeline's search."""
+
+    tree: Any
+    query: str | None
+    size: int
+    offset: int
+    with_documents: bool
+    filter: Any
+    highlight: Any
+    aggs: dict[str, Any] | None
+    timeout_ms: int | None
+
+    @property
+    def reranked(self) -> int:
+        """The documents its re-rankers score together (their windows)."""
+        from semrank.pipeline import reranking_nodes
+
+        return sum(node.rank_window_size for node in reranking_nodes(self.tree))
+
+
+def prepare_search(request: Request, body: SearchRequest) -> PreparedSearch:
+    """``body`` read and checked before any index is opened: bad options are the client's,
+    whatever the index."""
+    from semrank.pipeline import check_page, check_window, hits_asked, page_start, read_retriever
     from semrank.retrieve import optional_filter, parse_highlight
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
     flt = optional_filter(body.filter)
-    # Checked before the index is opened: bad options are the client's, whatever the index.
     marks = None if body.highlight is None else parse_highlight(body.highlight)
     check_page(body.from_, body.size)
     # A shorthand re-ranks every hit down to the page's last, as a search for them would.
@@ -349,7 +371,6 @@ async def run_search(
     spec = _checked_spec(body.retriever, body.from_ + body.size, limit, asked)
     read = read_retriever(spec, size=body.from_ + body.size, window_limit=limit, offset=body.from_)
     tree = _bind_models(read.tree, service)
-    with_documents = body.return_documents and read.source  # a _search body's "_source"
     _check_reranked_documents(tree, service.config.max_documents)
     # A size the client gave is checked against the window; none asks for a _search body's
     # own size, else the default or the window's hits where fewer, as POST /{index}/_search,
@@ -357,20 +378,41 @@ async def run_search(
     given = body.size if "size" in body.model_fields_set else None
     size = hits_asked(spec, read, given, "size")
     check_window(tree, size)
-    deadline = service.deadline(body.timeout_ms)
+    return PreparedSearch(
+        tree=tree,
+        query=body.query,
+        size=size,
+        offset=page_start(body.from_, read.offset, "from "),
+        with_documents=body.return_documents and read.source,  # a _search body's "_source"
+        filter=flt,
+        highlight=marks,
+        aggs=body.aggs,
+        timeout_ms=body.timeout_ms,
+    )
+
+
+async def run_prepared(
+    request: Request, name: str, prepared: PreparedSearch, **targets: bool
+) -> tuple[Any, list[str]]:
+    """``run_search``'s search of a body ``prepare_search`` read, admitted and timed."""
+    from semrank.pipeline import search as run
+
+    service: RerankService = request.app.state.service
+    deadline = service.deadline(prepared.timeout_ms)
+    tree, size = prepared.tree, prepared.size
 
     def work(stores: list[Any]) -> tuple[Any, list[str]]:
         with span("search", index=name, retriever=type(tree).__name__, k=size):
             results = run(
                 stores,
-                body.query,
+                prepared.query,
                 retriever=tree,
                 k=size,
-                with_documents=with_documents,
-                filter=flt,
-                offset=page_start(body.from_, read.offset, "from "),
-                highlight=marks,
-                aggs=body.aggs,
+                with_documents=prepared.with_documents,
+                filter=prepared.filter,
+                offset=prepared.offset,
+                highlight=prepared.highlight,
+                aggs=prepared.aggs,
             )
         unfinished = [said for store in stores for said in _incomplete_warning(store)]
         return results, [*results.warnings, *unfinished]

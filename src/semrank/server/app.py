@@ -39,6 +39,8 @@ from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, route_path, send_error
 from semrank.server._es_byquery import router as elasticsearch_by_query_router
 from semrank.server._es_docs import router as elasticsearch_documents_router
+from semrank.server._es_msearch import router as elasticsearch_msearch_router
+from semrank.server._es_probes import router as elasticsearch_probes_router
 from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._es_scroll import router as elasticsearch_scroll_router
@@ -116,13 +118,16 @@ def create_app(
         elasticsearch_documents_router,
         elasticsearch_scroll_router,
         elasticsearch_by_query_router,
+        elasticsearch_msearch_router,
+        elasticsearch_probes_router,
     )
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
     app.add_middleware(HeadAsGet, routes=app.state.declared_routes)
     # FastAPI's own pages: labelled by their path in the metrics ("unmatched" put their 200s
-    # with the 404s of unknown paths).
+    # with the 404s of unknown paths); GET /{index} is not theirs (IndexProbeRoute).
     own_pages = _page_routes(app)
+    app.state.page_paths = frozenset(route.path for route in own_pages)
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=config.max_body_bytes,
@@ -278,8 +283,10 @@ class HeadAsGet:
 
     def _has_get(self, scope: Scope) -> bool:
         as_get = {**scope, "method": "GET"}
+        # HEAD /{index} is a route of its own (whether an index exists), not GET /{index}'s.
         return any(
             "GET" in (getattr(route, "methods", None) or ())
+            and not isinstance(route, IndexProbeRoute)
             and route.matches(as_get)[0] == Match.FULL
             for route in self.routes
         )

@@ -66,7 +66,10 @@ def serve(
     ),
     max_batch_queries: int | None = typer.Option(
         None,
-        help=f"Queries per /v1/rerank/batch request at most. Default {_DEFAULT.max_batch_queries}.",
+        help=(
+            "Queries per /v1/rerank/batch request (and searches per _msearch request) at most. "
+            f"Default {_DEFAULT.max_batch_queries}."
+        ),
     ),
     max_search_contexts: int | None = typer.Option(
         None,

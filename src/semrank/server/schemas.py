@@ -790,6 +790,14 @@ class EsPitResponse(_Schema):
     shards: EsShards = _es_key("_shards", default_factory=EsShards)
 
 
+class EsMsearchResponse(_Schema):
+    took: int = Field(description="milliseconds, for every search of the request")
+    responses: list[dict[str, Any]] = Field(
+        description='one per search, in order: a _search answer with "status": 200, or '
+        '{"error": {"root_cause", "type", "reason"}, "status": ...} where that search failed'
+    )
+
+
 class EsCountRequest(_Strict):
     """An Elasticsearch ``_count`` body: the documents matching its query (all, without)."""
 

@@ -1,0 +1,121 @@
+"""The official Elasticsearch client (elasticsearch-py) against a live semrank server: its own
+request shapes, product header check and content types, from info() to msearch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving import live_server
+
+elasticsearch = pytest.importorskip("elasticsearch")
+
+MAPPINGS = {"properties": {"title": {"type": "text"}, "text": {"type": "text"}}}
+DOCS = {
+    "d1": {"title": "Fleas", "text": "Fleas feed on the blood of mammals and birds.", "tag": "a"},
+    "d2": {"title": "Paris", "text": "Paris is the capital of France.", "tag": "b"},
+    "d3": {"title": "Larvae", "text": "Flea larvae eat debris, not blood.", "tag": "a"},
+    "d4": {"title": "Oceans", "text": "Oceans are deep and cold.", "tag": "b"},
+}
+FLEA_QUERY = {"match": {"text": "flea blood"}}
+
+
+@pytest.fixture
+def es(reranker: Any, tmp_path: Path) -> Iterator[Any]:
+    """A client of a live server (the bundled model as "minilm", indexes in ``tmp_path``)
+    holding the index "news", filled by helpers.bulk."""
+    pytest.importorskip("bm25s")
+    from elasticsearch import Elasticsearch, helpers
+
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
+    with live_server(app) as url, Elasticsearch(url, request_timeout=60) as client:
+        client.indices.create(index="news", mappings=MAPPINGS)
+        actions = [{"_index": "news", "_id": i, "_source": doc} for i, doc in DOCS.items()]
+        assert helpers.bulk(client, actions) == (len(DOCS), [])
+        yield client
+    forget_open_indexes()
+
+
+def test_info_and_the_index_probes(es: Any) -> None:
+    """What a client or tool asks before it searches: the cluster, its health, whether an
+    index is there, its mappings and settings, and the _cat table."""
+    from elasticsearch import NotFoundError
+
+    assert es.info()["version"]["number"].split(".")[0] in ("8", "9")
+    assert es.indices.exists(index="news") and not es.indices.exists(index="nosuch")
+    es.indices.put_alias(index="news", name="live")
+    got = es.indices.get(index="live")  # an alias answers by its index's own name
+    assert list(got) == ["news"]
+    assert got["news"]["aliases"] == {"live": {}}
+    assert got["news"]["settings"]["index"]["number_of_shards"] == "1"
+    properties = got["news"]["mappings"]["properties"]
+    assert properties == {"title": {"type": "text"}, "text": {"type": "text"}}
+    assert got["news"]["mappings"]["_meta"]["semrank"]["untyped_fields"] == ["tag"]
+    assert es.indices.get_mapping(index="news")["news"]["mappings"]["properties"] == properties
+    health = es.cluster.health(wait_for_status="green")
+    assert health["status"] == "green" and health["active_primary_shards"] == 1
+    assert es.cluster.health(index="news", wait_for_status="yellow")["status"] == "green"
+    (row,) = es.cat.indices(format="json")
+    assert (row["index"], row["health"], row["docs.count"]) == ("news", "green", str(len(DOCS)))
+    table = es.cat.indices(v=True)
+    assert table.splitlines()[0].split()[:3] == ["health", "status", "index"]
+    assert table.splitlines()[1].split()[:3] == ["green", "open", "news"]
+    with pytest.raises(NotFoundError) as missing:
+        es.indices.get(index="nosuch")
+    assert missing.value.meta.status == 404 and "nosuch" in str(missing.value)
+
+
+def test_documents_one_by_one(es: Any) -> None:
+    from elasticsearch import NotFoundError
+
+    created = es.index(index="news", id="d9", document={"text": "Moths eat wool."})
+    assert created["result"] == "created"
+    assert es.get(index="news", id="d9")["_source"] == {"text": "Moths eat wool."}
+    assert es.count(index="news")["count"] == len(DOCS) + 1
+    assert es.delete(index="news", id="d9")["result"] == "deleted"
+    with pytest.raises(NotFoundError):
+        es.get(index="news", id="d9")
+    assert es.count(index="news", query={"term": {"tag": "a"}})["count"] == 2
+
+
+def test_search_and_msearch_answer_alike(es: Any, reranker: Any) -> None:
+    """A query and a retriever tree (re-ranked by the served model) through search(); the same
+    searches through msearch() answer the same hits, and a search of a missing index fails
+    alone."""
+    query_hits = es.search(index="news", query=FLEA_QUERY, size=3)["hits"]["hits"]
+    assert {hit["_id"] for hit in query_hits} == {"d1", "d3"}
+    tree = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": {"query": FLEA_QUERY}},
+            "field": "text",
+            "inference_text": "what do fleas eat",
+            "inference_id": "minilm",
+            "rank_window_size": 10,
+        }
+    }
+    reranked = es.search(index="news", retriever=tree)["hits"]["hits"]
+    texts = [hit["_source"]["text"] for hit in reranked]
+    scores = reranker.score("what do fleas eat", texts).tolist()
+    assert [hit["_score"] for hit in reranked] == pytest.approx(scores, abs=1e-5)
+    answer = es.msearch(
+        searches=[
+            {"index": "news"},
+            {"query": FLEA_QUERY, "size": 3},
+            {"index": "nosuch"},
+            {"query": FLEA_QUERY},
+            {},
+            {"retriever": tree},
+        ],
+        index="news",
+    )
+    first, missing, third = answer["responses"]
+    assert first["status"] == 200 and first["hits"]["hits"] == query_hits
+    assert missing["status"] == 404 and "nosuch" in missing["error"]["reason"]
+    assert [hit["_id"] for hit in third["hits"]["hits"]] == [hit["_id"] for hit in reranked]
+    assert [hit["_score"] for hit in third["hits"]["hits"]] == pytest.approx(scores, abs=1e-5)

@@ -1,0 +1,255 @@
+"""Elasticsearch's _msearch and the cluster and index probes (_cluster/health, _cat/indices,
+_cat/aliases, GET /{index}, _mapping) over the embedded store; tests/test_postgres_server_indexes.py
+runs ``probes_answer`` and ``msearch_answers`` over PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from test_server_indexes import _served_index
+
+pytestmark = pytest.mark.anyio
+
+NDJSON = {"content-type": "application/x-ndjson"}
+MAPPINGS = {"properties": {"title": {"type": "text"}, "text": {"type": "text"}}}
+DOCS = {
+    "d1": {"title": "Fleas", "text": "Fleas feed on the blood of mammals and birds.", "tag": "a"},
+    "d2": {"title": "Paris", "text": "Paris is the capital of France.", "tag": "b"},
+    "d3": {"title": "Larvae", "text": "Flea larvae eat debris, not blood.", "tag": "a"},
+}
+FLEAS = {"query": {"match": {"text": "flea blood"}}}
+
+
+def _ndjson(*lines: dict[str, Any] | str) -> str:
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+
+
+async def fill(client: httpx.AsyncClient, name: str = "news") -> None:
+    """The index ``name`` made as elasticsearch-py makes one, holding DOCS."""
+    created = await client.put(f"/{name}", json={"mappings": MAPPINGS})
+    assert created.status_code == 200, created.text
+    lines = [line for i, doc in DOCS.items() for line in ({"index": {"_id": i}}, doc)]
+    filled = await client.post(f"/{name}/_bulk", content=_ndjson(*lines), headers=NDJSON)
+    assert filled.status_code == 200 and not filled.json()["errors"], filled.text
+
+
+def _es_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["x-elastic-product"] == "Elasticsearch"
+    assert response.json()["status"] == status
+    return str(response.json()["error"]["reason"])
+
+
+@pytest.fixture
+async def client(index_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    await fill(index_client)
+    return index_client
+
+
+# --- _msearch ----------------------------------------------------------------------------------
+
+
+async def msearch_answers(client: httpx.AsyncClient) -> None:
+    """Each search answers as its own _search does, in order; a failing one is an error item."""
+    alone = await client.post("/news/_search", json={**FLEAS, "size": 2})
+    assert alone.status_code == 200, alone.text
+    body = _ndjson(
+        {},  # the path's index
+        {**FLEAS, "size": 2},
+        {"index": "nosuch"},
+        FLEAS,
+        {"index": ["news"], "search_type": "dfs_query_then_fetch", "preference": "_local"},
+        {"query": {"term": {"tag": "a"}}, "_source": False},
+        {"index": "news"},
+        {"bogus": 1},
+        "",  # an empty header line, as {}
+        {"size": 0, "aggs": {"tags": {"terms": {"field": "tag"}}}},
+    )
+    answer = await client.post("/news/_msearch", content=body, headers=NDJSON)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-elastic-product"] == "Elasticsearch"
+    first, missing, filtered, bad, aggregated = answer.json()["responses"]
+    assert first["status"] == 200 and first["hits"] == alone.json()["hits"]
+    assert missing["status"] == 404 and missing["error"]["type"] == "index_not_found"
+    assert "'nosuch'" in missing["error"]["root_cause"][0]["reason"]
+    assert filtered["status"] == 200
+    assert [(h["_id"], "_source" in h) for h in filtered["hits"]["hits"]] == [
+        ("d1", False),
+        ("d3", False),
+    ]
+    assert bad["status"] == 400 and bad["error"]["reason"].startswith("line 8: bogus: unknown key")
+    buckets = aggregated["aggregations"]["tags"]["buckets"]
+    assert {(b["key"], b["doc_count"]) for b in buckets} == {("a", 2), ("b", 1)}
+
+
+async def test_msearch_answers_each_search_as_search_does(client: httpx.AsyncClient) -> None:
+    await msearch_answers(client)
+    # Without an index in the path, a header without one searches every index.
+    every = await client.post("/_msearch", content=_ndjson({}, FLEAS), headers=NDJSON)
+    hits = every.json()["responses"][0]["hits"]["hits"]
+    assert {(hit["_index"], hit["_id"]) for hit in hits} == {("news", "d1"), ("news", "d3")}
+    # A missing index left out where the header (or the query string) says to ignore it.
+    skipping = _ndjson({"index": "news,nosuch", "ignore_unavailable": True}, FLEAS)
+    skipped = await client.post("/_msearch", content=skipping, headers=NDJSON)
+    assert skipped.json()["responses"][0]["status"] == 200
+    by_query = await client.post(
+        "/_msearch?ignore_unavailable=true", content=_ndjson({"index": "nosuch,news"}, FLEAS),
+        headers=NDJSON,
+    )  # fmt: skip
+    assert by_query.json()["responses"][0]["status"] == 200
+
+
+async def test_a_malformed_msearch_is_refused_whole_naming_its_line(
+    client: httpx.AsyncClient,
+) -> None:
+    cases = {
+        _ndjson({}, FLEAS, {"index": "news"}): "line 3 of the _msearch body is a header without",
+        _ndjson({}, "{not json"): "line 2 of the _msearch body is not valid JSON",
+        _ndjson({}, "[1]"): "line 2 of the _msearch body must be a JSON object",
+        _ndjson({"version": True}, FLEAS): "line 1: the header's 'version' is not supported",
+        _ndjson({"search_type": "scan"}, FLEAS): "line 1: search_type 'scan' is not supported",
+        _ndjson({"index": 7}, FLEAS): "line 1: the header's index must be an index name",
+        _ndjson({"ignore_unavailable": "yes"}, FLEAS): "line 1: the header's ignore_unavailable",
+        "\n\n": "the _msearch request body holds no searches",
+    }
+    for body, said in cases.items():
+        refused = await client.post("/news/_msearch", content=body, headers=NDJSON)
+        assert _es_error(refused, 400).startswith(said), (body, refused.text)
+    as_form = await client.post(
+        "/_msearch", content=_ndjson({}, FLEAS), headers={"content-type": "text/plain"}
+    )
+    assert "the _msearch body was sent with Content-Type 'text/plain'" in _es_error(as_form, 400)
+    for query, said in (
+        ("rest_total_hits_as_int=true", "hits.total is always an object"),
+        ("max_concurrent_searches=0", "max_concurrent_searches='0' must be a positive"),
+    ):
+        refused = await client.post(
+            f"/_msearch?{query}", content=_ndjson({}, FLEAS), headers=NDJSON
+        )
+        assert said in _es_error(refused, 400)
+
+
+async def test_msearch_is_held_to_the_servers_limits_as_one_request(
+    reranker: Any, tmp_path: Path
+) -> None:
+    """At most --max-batch-queries searches; their re-rankers' windows together at most
+    --max-documents: the search that takes the request past it answers a 413 item."""
+    tree = {
+        "text_similarity_reranker": {
+            "retriever": {"standard": FLEAS},
+            "field": "text",
+            "inference_text": "what do fleas eat",
+            "inference_id": "minilm",
+            "rank_window_size": 3,
+        }
+    }
+    async with _served_index(reranker, tmp_path, max_batch_queries=3, max_documents=5) as client:
+        await fill(client)
+        four = _ndjson(*[line for _ in range(4) for line in ({}, FLEAS)])
+        too_many = await client.post("/news/_msearch", content=four, headers=NDJSON)
+        assert "4 searches exceed this server's limit of 3" in _es_error(too_many, 413)
+        windows = _ndjson({}, {"retriever": tree}, {}, {"retriever": tree}, {}, FLEAS)
+        answer = await client.post("/news/_msearch?max_concurrent_searches=1", content=windows,
+                                   headers=NDJSON)  # fmt: skip
+        first, second, third = answer.json()["responses"]
+        assert first["status"] == 200 and third["status"] == 200
+        assert second["status"] == 413
+        assert second["error"]["reason"].startswith(
+            "search 2 re-ranks 3 documents, which with the 3 of the searches before it exceed "
+            "this server's limit of 5"
+        )
+
+
+# --- probes ------------------------------------------------------------------------------------
+
+
+async def probes_answer(client: httpx.AsyncClient) -> None:
+    """Health, _cat, GET /{index} and _mapping of the index "news" (filled by ``fill``) with
+    the alias "live"."""
+    aliased = await client.put("/news/_alias/live")
+    assert aliased.status_code == 200, aliased.text
+    health = await client.get("/_cluster/health/live?wait_for_status=green&timeout=5s")
+    assert health.status_code == 200, health.text
+    assert health.headers["x-elastic-product"] == "Elasticsearch"
+    assert (health.json()["status"], health.json()["active_shards"]) == ("green", 1)
+    index = (await client.get("/live")).json()
+    assert index == {
+        "news": {
+            "aliases": {"live": {}},
+            "mappings": {
+                "_meta": {
+                    "semrank": {
+                        "id_field": "id",
+                        "embedding_model": None,
+                        "untyped_fields": ["tag"],
+                    }
+                },
+                "properties": {"title": {"type": "text"}, "text": {"type": "text"}},
+            },
+            "settings": {
+                "index": {
+                    "number_of_shards": "1",
+                    "number_of_replicas": "0",
+                    "provided_name": "news",
+                }
+            },
+        }
+    }
+    flat = (await client.get("/news?flat_settings=true")).json()["news"]["settings"]
+    assert flat["index.number_of_shards"] == "1"
+    mapping = {"news": {"mappings": index["news"]["mappings"]}}
+    assert (await client.get("/ne*/_mapping")).json() == mapping
+    assert (await client.get("/_mapping")).json() == mapping
+    (row,) = (await client.get("/_cat/indices?format=json")).json()
+    assert {k: row[k] for k in ("health", "status", "index", "pri", "rep", "docs.count")} == {
+        "health": "green", "status": "open", "index": "news", "pri": "1", "rep": "0",
+        "docs.count": str(len(DOCS)),
+    }  # fmt: skip
+    assert int((await client.get("/_cat/indices?format=json&bytes=b")).json()[0]["store.size"]) > 0
+    table = await client.get("/_cat/indices/live?v&h=index,docs.count")
+    assert table.headers["content-type"].startswith("text/plain")
+    assert table.text == f"index docs.count\nnews  {len(DOCS):>10}\n"
+    aliases = await client.get("/_cat/aliases?format=json")
+    assert [(a["alias"], a["index"]) for a in aliases.json()] == [("live", "news")]
+    assert (await client.get("/_cat/aliases/li*")).text.split() == ["live", "news", *"-" * 4]
+    for path in ("/nosuch", "/nosuch/_mapping", "/_cluster/health/nosuch", "/_cat/indices/nosuch"):
+        missing = await client.get(path)
+        assert "'nosuch'" in _es_error(missing, 404), path
+        assert missing.json()["error"]["type"] == "index_not_found"
+
+
+async def test_the_probes_answer_from_the_index(client: httpx.AsyncClient) -> None:
+    await probes_answer(client)
+
+
+async def test_probe_options_semrank_cannot_answer_are_refused(client: httpx.AsyncClient) -> None:
+    for path, said in (
+        ("/_cluster/health?level=indices", "level: semrank answers level=cluster only"),
+        ("/_cluster/health?wait_for_status=blue", "wait_for_status='blue': give green, yellow"),
+        ("/_cat/indices?h=index,size", "h: unknown column 'size'; the columns are health,"),
+        ("/_cat/indices?format=yaml", "format='yaml': give json or text"),
+        ("/_cat/indices?bytes=kib", "bytes='kib': give one of b, kb,"),
+        ("/news?include_type_name=true", "query-string parameter 'include_type_name': not"),
+    ):
+        assert _es_error(await client.get(path), 400).startswith(said), path
+
+
+async def test_get_of_an_index_leaves_semranks_own_pages_and_routes_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    """GET /docs is the API's page (an index named docs is still made, written and searched
+    by its other routes); GET /health and HEAD of an index are what they were."""
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "x-elastic-product" not in page.headers
+    made = await client.put("/docs", json={"mappings": MAPPINGS})
+    assert made.status_code == 200, made.text
+    assert (await client.get("/docs/_mapping")).json()["docs"]["mappings"]["properties"]
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.head("/news")).status_code == 200
+    assert (await client.head("/nosuch")).status_code == 404
