@@ -824,13 +824,16 @@ def test_a_classic_search_body_is_told_where_its_keys_go() -> None:
     from semrank.pipeline import SEARCH_KEY_HINTS
 
     tree = {"standard": {"query": {"match": {"text": "moon"}}}}
-    for key, value in (("sort", ["_score"]), ("min_score", 1)):
+    for key, value in (("min_score", 1),):
         with pytest.raises(InvalidInputError) as refused:
             parse_retriever({"retriever": tree, key: value})
         assert (
             str(refused.value)
             == f"search body: unsupported key {key!r}; " + (SEARCH_KEY_HINTS[key])
         )
+    # A sort beside a retriever: Elasticsearch's refusal, and where the sort goes instead.
+    with pytest.raises(InvalidInputError, match="put it into the standard retriever"):
+        parse_retriever({"retriever": tree, "sort": ["_score"]})
 
 
 @pytest.mark.parametrize(

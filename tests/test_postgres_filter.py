@@ -8,7 +8,8 @@ A real PostgreSQL server (see test_postgres_server.py); skipped when it is not i
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
 from math import floor, inf
 from pathlib import Path
@@ -216,22 +217,32 @@ def filtered(pg_server, request) -> Iterator[tuple[PostgresStore, dict[str, dict
     """One index of the generated corpus for every parity case (one database for the module),
     searched as the planner chooses (sequential scans of so few rows) and with sequential scans
     off, so that the GIN index on ``doc`` finds the rows a term filter's conjunct passes."""
+    settings = ["enable_seqscan = off"] if request.param == "index scans" else []
+    with filled_database(pg_server, corpus(), settings) as (store, docs):
+        yield store, docs
+
+
+@contextmanager
+def filled_database(
+    server: Any, docs: dict[str, dict[str, Any]], settings: Sequence[str] = ()
+) -> Iterator[tuple[PostgresStore, dict[str, dict[str, Any]]]]:
+    """An index of ``docs`` in a database of its own (``settings``: ``ALTER DATABASE ... SET``
+    each), dropped after."""
     import uuid
 
     import psycopg
 
     database = f"filters_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
-        if request.param == "index scans":
-            conn.execute(f'ALTER DATABASE "{database}" SET enable_seqscan = off')
-    docs = corpus()
-    store = create_index("f", store=pg_server.dsn(database), embedder=HashingEmbedder())
+        for setting in settings:
+            conn.execute(f'ALTER DATABASE "{database}" SET {setting}')
+    store = create_index("f", store=server.dsn(database), embedder=HashingEmbedder())
     assert isinstance(store, PostgresStore)
     store.upsert([{"id": doc_id, **doc} for doc_id, doc in docs.items()])
     yield store, docs
     store.close()
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 

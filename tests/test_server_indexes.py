@@ -1013,7 +1013,7 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
     hints = {
         "size=1": "send it in the JSON body",
         "from=2": "send it in the JSON body",
-        "sort=title%3Aasc": "ordered by score",
+        "sort=title%3Aasc": "a sort goes into the JSON body",
         "_source=false": "send it in the JSON body",
         "q=flea": 'in the JSON body instead, e.g. "query": {"match"',
         "track_total_hits=false": "whose body takes retriever (or the classic query, knn and",
@@ -1027,9 +1027,9 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
         assert hint in reason, reason
     # An unknown body key's answer lists every key the body takes, aggs and highlight too.
     typo = await client.post("/docs/_search", json={"aggregation": {}})
-    assert "_source (true or false), highlight and aggs" in _es_error(typo, 400, "invalid_request")
+    assert "_source (true or false), highlight, aggs" in _es_error(typo, 400, "invalid_request")
     own = await client.post("/v1/indexes/docs/search", json={"query": "flea", "aggregations": {}})
-    assert own.json()["error"].endswith("timeout_ms, highlight and aggs"), own.text
+    assert own.json()["error"].endswith("aggs, sort, search_after and track_scores"), own.text
     path = "/docs/_search?filter_path=hits.hits._id&pretty=true&routing=x"
     let_be = await client.post(path, content=ES_SEARCH, headers=ES_CLIENT_HEADERS)
     assert let_be.status_code == 200 and let_be.json()["hits"]["hits"], let_be.text

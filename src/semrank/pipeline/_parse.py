@@ -36,6 +36,7 @@ from semrank.pipeline._nodes import (
     own_filter,
     tree_nodes,
 )
+from semrank.pipeline._sorting import SortRequest, sort_request
 from semrank.retrieve import (
     NORMALIZERS,
     Filter,
@@ -50,7 +51,9 @@ from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
 # that were accepted and ignored would hand back fields the caller meant to leave out.
-_SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source", "highlight"}
+_SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source", "highlight", "track_scores"}
+# A sort by fields and its paging: a classic body's, or its top standard retriever's.
+SORT_KEYS = ("sort", "search_after")
 # What to send instead of an Elasticsearch _search key a search body does not take: the one
 # text of each, which the library, the CLI and the HTTP server all say.
 SEARCH_KEY_HINTS = {
@@ -59,7 +62,8 @@ SEARCH_KEY_HINTS = {
     '[{"standard": ...}, {"knn": ...}]}} (or "retriever": {"knn": ...} alone)',
     "rank": 'rank.rrf is the rrf retriever: "retriever": {"rrf": {"retrievers": [...]}}',
     "min_score": "min_score goes on a text_similarity_reranker retriever (its re-ranking scores)",
-    "sort": "hits are ordered by score; sorting by fields is not supported",
+    "sort": 'a sort goes into the JSON body: "sort": [{"date": "desc"}] (with a retriever, '
+    'into its standard retriever: {"standard": {"query": ..., "sort": [...]}})',
 }
 # An Elasticsearch _search body's top-level query (its classic shape, before retrievers).
 QUERY_DSL_HINT = (
@@ -251,6 +255,13 @@ def _filter(body: dict[str, Any], where: str) -> Filter | None:
 
 
 def _standard(body: dict[str, Any], where: str) -> Retriever:
+    given = [key for key in SORT_KEYS if key in body]
+    if given:  # the top one's were taken off by _lifted_sort
+        raise InvalidInputError(
+            f"{where}.{given[0]}: only the top retriever of a tree is sorted; a compound "
+            "retriever (rrf, linear, text_similarity_reranker) ranks its children's hits by "
+            "score, as in Elasticsearch: sort a standard retriever at the top of the tree"
+        )
     _keys(body, where, {"query", "filter"}, {"query"})
     node = _query_node(body["query"], f"{where}.query", where)
     flt = all_of(own_filter(node), _filter(body, where))
@@ -561,6 +572,7 @@ class SearchBody(NamedTuple):
     offset: int = 0
     size: int | None = None
     highlight: HighlightSpec | None = None
+    sort: SortRequest | None = None  # a sort by fields: a classic body's or its standard's
 
 
 def parse_retriever(spec: dict[str, Any] | str | Path) -> Retriever:
@@ -579,7 +591,7 @@ def parse_search_body(spec: dict[str, Any] | str | Path, *, offset: int = 0) -> 
     ``--offset``, the HTTP search's ``from``): the body's ``size`` is that page's, as if the
     body said ``from`` (its cut at ``size`` left the page empty)."""
     loaded = _load_json(spec) if isinstance(spec, str | Path) else spec  # a list: named below
-    body = _object(loaded, "retriever")
+    body, sorted_by = _lifted_sort(_object(loaded, "retriever"))
     whole_body = "retriever" in body or _is_classic(body)  # not a bare retriever
     if whole_body and offset and "from" not in body:
         body = {**body, "from": offset}
@@ -591,15 +603,56 @@ def parse_search_body(spec: dict[str, Any] | str | Path, *, offset: int = 0) -> 
         ) from None
     _check_tree_size(tree)
     if not whole_body:
-        return SearchBody(tree, source=True)
+        return SearchBody(tree, source=True, sort=sorted_by)
     marks = body.get("highlight")
+    if "track_scores" in body:
+        sorted_by = _tracking(sorted_by, body["track_scores"])
     return SearchBody(
         tree,
         source=body.get("_source", True),
         offset=_body_from(body),
         size=_body_size(body),
         highlight=None if marks is None else parse_highlight(marks),
+        sort=sorted_by,
     )
+
+
+def _lifted_sort(body: dict[str, Any]) -> tuple[dict[str, Any], SortRequest | None]:
+    """The body without its sort, and its sort: a classic body's ``sort`` and
+    ``search_after``, or those of its top ``standard`` retriever (a bare one, or a body's);
+    Elasticsearch refuses them beside a ``retriever``."""
+    beside = [key for key in SORT_KEYS if key in body and "retriever" in body]
+    if beside:
+        raise InvalidInputError(
+            f"search body: {beside[0]!r} cannot be given beside 'retriever' (Elasticsearch "
+            f"refuses them together too); put it into the standard retriever: "
+            f'{{"retriever": {{"standard": {{"query": ..., "{beside[0]}": ...}}}}}}'
+        )
+    top = body.get("retriever", body)
+    standard = top.get("standard") if isinstance(top, dict) and len(top) == 1 else None
+    if isinstance(standard, dict) and any(key in standard for key in SORT_KEYS):
+        taken = {k: v for k, v in standard.items() if k in SORT_KEYS}
+        kept = {"standard": {k: v for k, v in standard.items() if k not in SORT_KEYS}}
+        body = {**body, "retriever": kept} if "retriever" in body else kept
+    elif _is_classic(body) and any(key in body for key in SORT_KEYS):
+        taken = {k: v for k, v in body.items() if k in SORT_KEYS}
+        body = {k: v for k, v in body.items() if k not in SORT_KEYS}
+        if "rank" in body:
+            raise InvalidInputError(
+                "search body: sort cannot be given beside rank (Elasticsearch refuses it: rrf "
+                "ranks by its fused scores); drop one of them"
+            )
+    else:
+        return body, None
+    return body, sort_request(taken.get("sort"), taken.get("search_after"))
+
+
+def _tracking(sorted_by: SortRequest | None, value: Any) -> SortRequest | None:
+    """A body's ``track_scores``: the sort's hits keep their scores (no sort: they do)."""
+    request = sort_request(None if sorted_by is None else sorted_by.sort, None, value)
+    if sorted_by is None or request is None:
+        return sorted_by
+    return dataclasses.replace(sorted_by, track_scores=request.track_scores)
 
 
 # Retrievers in one tree at most: each runs its own search (a knn one embeds its query text
@@ -622,7 +675,7 @@ def _check_tree_size(tree: Retriever) -> None:
 def _search_body_tree(body: dict[str, Any]) -> Retriever:
     if "retriever" not in body and not _is_classic(body):
         return _node(body, "retriever")
-    hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys() - CLASSIC_SEARCH_KEYS)
+    hinted = sorted(set(body) & SEARCH_KEY_HINTS.keys() - CLASSIC_SEARCH_KEYS - {"sort"})
     if "_source" in body and isinstance(body["_source"], bool):
         hinted.remove("_source")  # true or false: documents whole or none, as asked
     if hinted:
@@ -674,7 +727,7 @@ def _body_size(body: dict[str, Any]) -> int | None:
 # Elasticsearch's search API: https://www.elastic.co/guide/en/elasticsearch/reference/8.13/
 # search-search.html (query, knn, rank, sub_searches; size defaults to 10).
 CLASSIC_SEARCH_KEYS = frozenset({"query", "knn", "rank", "sub_searches"})
-_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source", "highlight"}
+_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source", "highlight", "track_scores"}
 CLASSIC_SIZE = 10
 
 

@@ -28,6 +28,8 @@ class Ranking:
     first_stage_scores: np.ndarray  # float32
     rerank_scores: np.ndarray  # float32, NaN when not re-ranked
     reranked: bool = False
+    # Each hit's values of a sort by fields (object array of lists), where the search sorted.
+    sort_values: np.ndarray | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ranking):
@@ -65,6 +67,7 @@ class Ranking:
             first_stage_scores=self.first_stage_scores[order],
             rerank_scores=self.rerank_scores[order],
             reranked=self.reranked,
+            sort_values=None if self.sort_values is None else self.sort_values[order],
         )
 
     def top(self, k: int) -> Ranking:
@@ -88,10 +91,15 @@ class Hit:
     # one id in two of them, two hits told apart by it. None where a search built the hit
     # without one.
     index: str | None = None
+    # Its values of the search's sort (one per criterion, then its tie-breaking id), where
+    # the search sorted by fields: the next page's search_after, as the last hit's.
+    sort: list[Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        marked = {} if self.highlight is None else {"highlight": self.highlight}
+        marked: dict[str, Any] = {} if self.highlight is None else {"highlight": self.highlight}
         held = {} if self.index is None else {"index": self.index}
+        if self.sort is not None:
+            marked["sort"] = self.sort
         return {
             **held,
             "id": self.id,
@@ -124,6 +132,9 @@ class SearchResults(Sequence[Hit]):
     # How many documents the search matched (those aggregated), where it aggregated or asked
     # for no hits (k=0); None otherwise (counting them costs a search for every match).
     matched: int | None = None
+    # False where the hits were sorted by fields without _score or track_scores: their
+    # scores are the retriever's, which Elasticsearch does not compute then (_score null).
+    scores_tracked: bool = True
 
     @property
     def ids(self) -> list[str]:
@@ -194,6 +205,7 @@ class SearchResults(Sequence[Hit]):
                     rerank_score=None if math.isnan(rerank) else rerank,
                     document=None if documents is None else documents[position],
                     highlight=None if highlights is None else highlights[position],
+                    sort=None if ranking.sort_values is None else ranking.sort_values[position],
                 )
             )
         return SearchResults(hits, tuple(warnings), ranked=offset + len(hits))

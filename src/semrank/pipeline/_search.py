@@ -38,6 +38,7 @@ from semrank.pipeline._nodes import (
 from semrank.pipeline._open import using_index, using_indexes
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._ranking import Ranking, SearchResults
+from semrank.pipeline._sorting import SortRequest, check_sorted_page, sort_request, sorted_run
 from semrank.retrieve import (
     Filter,
     FilterSpec,
@@ -167,6 +168,9 @@ def search(
     offset: int = 0,
     highlight: HighlightSpec | Mapping[str, Any] | str | Sequence[str] | None = None,
     aggs: Mapping[str, Any] | None = None,
+    sort: Any = None,
+    search_after: Sequence[Any] | None = None,
+    track_scores: bool = False,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``: an
     index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
@@ -186,7 +190,11 @@ def search(
     name or a list of them (``semrank.retrieve.parse_highlight``). ``aggs``: Elasticsearch
     aggregations (``{"sources": {"terms": {"field": "source"}}}``) over every document the
     tree matches (``semrank.pipeline._aggs``), in the results' ``aggregations``; ``k=0``
-    returns no hits (Elasticsearch's ``size: 0``), only them and ``matched``."""
+    returns no hits (Elasticsearch's ``size: 0``), only them and ``matched``. ``sort``:
+    Elasticsearch's sort by fields (``"date"``, ``[{"price": "desc"}, "_score"]``;
+    ``semrank.retrieve._sort``), each hit's ``sort`` values the next page's ``search_after``;
+    ``track_scores``: hits sorted by fields keep their scores (``semrank.pipeline._sorting``
+    says which trees sort how)."""
     flt = optional_filter(filter)
     parsed = None if aggs is None else parse_aggs(aggs)
     if k is not None and k != 0:
@@ -195,6 +203,9 @@ def search(
     _check_query(query)
     read, page = _read_with_page(retriever, k, offset)
     tree = read.tree
+    asked = _sort_asked(sort_request(sort, search_after, track_scores), read)
+    check_sorted_page(asked, page.start)
+    run = tree.run if asked is None else sorted_run(tree, asked)
     marks = _highlight_asked(highlight, read)
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
@@ -202,13 +213,15 @@ def search(
         if not stores:  # a pattern that matched no index: nothing to find, as Elasticsearch
             none = SeveralIndexes([])
             nothing = None if parsed is None else aggregate(none, parsed, none.matched)
-            asked = page.size == 0 or parsed is not None
-            return SearchResults([], ranked=0, matched=0 if asked else None, aggregations=nothing)
+            counted = page.size == 0 or parsed is not None
+            return SearchResults([], ranked=0, matched=0 if counted else None, aggregations=nothing)
         context = functools.partial(_new_context, stores, query, tree, flt, marks)
         if page.size == 0:  # no hits asked for: only what the documents matched say
             results, ctx = SearchResults([], ranked=0), context()
         else:
-            results, ctx = _ranked(tree, page, (with_documents, marks), context)
+            results, ctx = _ranked((tree, run), page, (with_documents, marks), context)
+        if asked is not None:
+            results = dataclasses.replace(results, scores_tracked=asked.scores_tracked)
         if parsed is None and page.size > 0:
             return results
         return _with_matches(results, tree, ctx, parsed, page.end or DEFAULT_K)
@@ -298,19 +311,21 @@ def _with_matches(
 
 
 def _ranked(
-    tree: Retriever,
+    searched: tuple[Retriever, Callable[[SearchContext, int], Ranking]],
     page: Page,
     shown: tuple[bool, HighlightSpec | None],
     context: Callable[[], SearchContext],
 ) -> tuple[SearchResults, SearchContext]:
-    """The page's hits of ``tree``, and the context of the run that gave them (each run has
-    its own: a run after a rewrite must not read the documents the last one cached);
-    ``shown``: whether hits carry their documents, and what to highlight in them."""
+    """The page's hits of ``tree`` as ``run`` ranks them (``searched``: its own run, or a
+    sort's), and the context of the run that gave them (each run has its own: a run after a
+    rewrite must not read the documents the last one cached); ``shown``: whether hits carry
+    their documents, and what to highlight in them."""
+    tree, run = searched
     with_documents, marks = shown
     for _ in range(CONSISTENT_TRIES):
         ctx = context()
         started = [one.generation for one in ctx.stores]
-        ranking, skipped = page.of(tree.run(ctx, page.end))
+        ranking, skipped = page.of(run(ctx, page.end))
         if not with_documents and marks is None:
             return _results(ctx, ranking, None, offset=skipped), ctx
         ranking, documents = ctx.stored_hits(ranking)
@@ -366,6 +381,15 @@ def _highlights(
         for n, fragments in zip(at, found, strict=True):
             marked[n] = fragments
     return marked
+
+
+def _sort_asked(given: SortRequest | None, read: SearchBody) -> SortRequest | None:
+    """``search``'s sort, or that of the ``_search`` body given as its retriever."""
+    if given is not None and read.sort is not None:
+        raise InvalidInputError(
+            "sort is given both to the search and in its search body; give one of them"
+        )
+    return read.sort if given is None else given
 
 
 def _highlight_asked(highlight: object, read: SearchBody) -> HighlightSpec | None:

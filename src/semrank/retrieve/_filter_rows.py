@@ -482,6 +482,17 @@ class FieldTable:
                     found[row][path].append(values.values[group])
         return found
 
+    def row_values(self, path: str, passing: np.ndarray) -> dict[int, list[Scalar]]:
+        """The values of ``path`` (read already) of each row ``passing`` marks that holds any,
+        a value again where the row repeats it (as ``document_values`` gives them)."""
+        held: dict[int, list[Scalar]] = {}
+        for values in self._columns[path].by_kind.values():
+            groups = np.repeat(np.arange(len(values.values)), np.diff(values.starts))
+            kept = passing[values.rows] if len(values.rows) else np.zeros(0, dtype=bool)
+            for row, group in zip(values.rows[kept].tolist(), groups[kept].tolist(), strict=True):
+                held.setdefault(row, []).append(values.values[group])
+        return held
+
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):
             return self._bool_mask(flt)

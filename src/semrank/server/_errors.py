@@ -285,7 +285,8 @@ def _sent_no_texts(errors: Sequence[Any]) -> bool:
 # Any other key an Elasticsearch _search body may hold (track_total_hits, highlight, ...).
 SEARCH_KEYS_HINT = (
     "not supported by semrank's search, whose body takes query, retriever, size, from, "
-    "filter, return_documents, timeout_ms, highlight and aggs"
+    "filter, return_documents, timeout_ms, highlight, aggs, sort, search_after and "
+    "track_scores"
 )
 # Over HTTP, leaving documents out is a key of the body.
 _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leave them out"
@@ -294,8 +295,8 @@ _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leav
 # Elasticsearch's own _search body (POST /{index}/_search) takes fewer keys.
 ES_SEARCH_KEYS_HINT = (
     "not supported by semrank's Elasticsearch _search, whose body takes retriever (or the "
-    "classic query, knn and rank), size, from, _source (true or false), highlight and aggs "
-    "(or aggregations)"
+    "classic query, knn and rank), size, from, _source (true or false), highlight, aggs "
+    "(or aggregations), and sort, search_after and track_scores"
 )
 _ES_SEARCH_KEY_HINTS = {
     # Only the query string's q (Lucene syntax) is named so: the body's query is taken.

@@ -143,7 +143,7 @@ async def es_search(
     _refuse_query_string_options(request)
     targets = _target_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
-    if "scroll" in request.query_params or _pages_otherwise(body):
+    if "scroll" in request.query_params or body.pit is not None:
         from semrank.server._es_scroll import paged_search
 
         return await paged_search(request.path_params.get("index"), request, body)
@@ -209,11 +209,6 @@ async def run_es_search(
         if isinstance(hit, EsHitWithSource) and (read.includes or read.excludes):
             hit.source = _filtered_source(hit.source, read.includes, read.excludes)
     return answer, warnings
-
-
-def _pages_otherwise(body: EsSearchRequest) -> bool:
-    """Whether a body pages by a point in time or a sort (``_es_scroll``), not from/size."""
-    return body.pit is not None or body.sort is not None or body.search_after is not None
 
 
 COUNT_SUMMARY = "Count the documents matching a query, as Elasticsearch's _count"
@@ -319,12 +314,13 @@ def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> 
     hit's _index its own (``index`` where a hit names none). The total counts the hits ranked
     down to this page's last (those its from skipped and its own; on page 1, the hits
     returned): "gte" when there may be more (a full page)."""
-    hits = [_es_hit(hit.index or index, hit) for hit in results.hits]
+    scored = results.scores_tracked  # sorted by fields: no _score, as Elasticsearch answers
+    hits = [_es_hit(hit.index or index, hit, scored) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     if results.matched is not None:  # counted where the search aggregated (or asked size 0)
         total = EsTotal(value=results.matched, relation="eq")
-    best = max((hit.score for hit in hits if hit.score is not None), default=None)
+    best = max((hit.score for hit in results.hits), default=None) if scored else None
     return EsSearchResponse(
         took=took_ms,
         hits=EsHits(total=total, max_score=best, hits=hits),
@@ -344,10 +340,11 @@ def _aggs_of(body: EsSearchRequest) -> dict[str, Any] | None:
     return body.aggs if body.aggs is not None else body.aggregations
 
 
-def _es_hit(index: str, hit: Any) -> EsHit:
+def _es_hit(index: str, hit: Any, scored: bool = True) -> EsHit:
     """One hit in Elasticsearch's shape: ``_source`` where it has its document, ``highlight``
-    where a field had a fragment."""
-    base = {"index": index, "id": hit.id, "score": hit.score}
+    where a field had a fragment, ``sort`` where the search sorted by fields (``_score`` null
+    there unless ``scored``)."""
+    base = {"index": index, "id": hit.id, "score": hit.score if scored else None, "sort": hit.sort}
     if hit.highlight:
         if hit.document is not None:
             return EsHighlightedHitWithSource(**base, source=hit.document, highlight=hit.highlight)
@@ -424,6 +421,8 @@ def _count_param_hint(name: str) -> str:
 
 # The classic body's searches (before retrievers), which the pipeline reads as a tree.
 CLASSIC_FIELDS = ("query", "knn", "rank", "sub_searches")
+# A sort and its paging, which the pipeline's parser reads from the body as it is sent.
+SORT_FIELDS = ("sort", "search_after", "track_scores")
 
 
 def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
@@ -435,8 +434,11 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     }
     if not classic and body.retriever is None:
         classic["query"] = {"match_all": {}}  # Elasticsearch's search without a query
-    # The page's start, which the parser reads from the body as from a library's body.
+    # The page's start and sort, which the parser reads from the body as from a library's.
     paged = {"from": body.from_} if body.from_ else {}
+    paged.update(
+        {name: getattr(body, name) for name in SORT_FIELDS if name in body.model_fields_set}
+    )
     if not classic:
         if paged and isinstance(body.retriever, dict):
             return {"retriever": body.retriever, **paged}

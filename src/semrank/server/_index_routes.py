@@ -7,6 +7,7 @@ batched with the rerank endpoints' traffic and never loads (or downloads) a mode
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -345,6 +346,7 @@ class PreparedSearch:
     filter: Any
     highlight: Any
     aggs: dict[str, Any] | None
+    sort: dict[str, Any]  # the pipeline search's sort, search_after and track_scores
     timeout_ms: int | None
 
     @property
@@ -387,6 +389,7 @@ def prepare_search(request: Request, body: SearchRequest) -> PreparedSearch:
         filter=flt,
         highlight=marks,
         aggs=body.aggs,
+        sort=_sort_of(body, read.sort),
         timeout_ms=body.timeout_ms,
     )
 
@@ -413,12 +416,30 @@ async def run_prepared(
                 offset=prepared.offset,
                 highlight=prepared.highlight,
                 aggs=prepared.aggs,
+                **prepared.sort,
             )
         unfinished = [said for store in stores for said in _incomplete_warning(store)]
         return results, [*results.warnings, *unfinished]
 
     with service.admission.admit():
         return await _blocking(request, deadline, with_targets(request, name, work, **targets))
+
+
+def _sort_of(body: SearchRequest, read: Any) -> dict[str, Any]:
+    """``search``'s sort: the body's fields, or the sort its retriever (a ``_search`` body, or
+    its standard retriever) holds, read already with it; not both."""
+    if read is None:
+        return {
+            "sort": body.sort,
+            "search_after": body.search_after,
+            "track_scores": body.track_scores,
+        }
+    if body.sort is not None or body.search_after is not None:
+        raise InvalidInputError(
+            "sort (or search_after) is given both beside the retriever and in it; give them in "
+            "one place"
+        )
+    return {"sort": dataclasses.replace(read, track_scores=True) if body.track_scores else read}
 
 
 async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:

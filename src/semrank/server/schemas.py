@@ -552,6 +552,16 @@ HIGHLIGHT_DESCRIPTION = (
 )
 
 
+SORT_DESCRIPTION = (
+    'Elasticsearch sort by fields: "date", [{"price": "desc"}, "_score"], {"price": {"order": '
+    '"desc", "missing": "_first", "mode": "avg"}}; a filter search sorts every passing document, '
+    "a match or knn search its retrieved hits; each hit's sort values then page on with "
+    "search_after"
+)
+SEARCH_AFTER_DESCRIPTION = "the last hit's sort values: the page after it (with the same sort)"
+TRACK_SCORES_DESCRIPTION = "hits sorted by fields keep their scores (default: _score is null)"
+
+
 class SearchRequest(_Strict):
     """An Elasticsearch-style ``_search`` body (``retriever``, ``size``) plus a ``query`` that
     fills ``{{query}}`` placeholders (a tree without any has it replace its query texts)."""
@@ -580,6 +590,9 @@ class SearchRequest(_Strict):
         None, description=HIGHLIGHT_DESCRIPTION
     )
     aggs: dict[str, Any] | None = Field(None, description=AGGS_DESCRIPTION)
+    sort: str | dict[str, Any] | list[Any] | None = Field(None, description=SORT_DESCRIPTION)
+    search_after: list[Any] | None = Field(None, description=SEARCH_AFTER_DESCRIPTION)
+    track_scores: Flag = Field(False, description=TRACK_SCORES_DESCRIPTION)
 
 
 class SearchHit(_Schema):
@@ -596,6 +609,9 @@ class SearchHit(_Schema):
     document: dict[str, Any] | None = None
     highlight: dict[str, list[str]] | None = Field(
         None, description="fragments per field, where highlight was asked (fields with one)"
+    )
+    sort: list[Any] | None = Field(
+        None, description="its sort values, where the search sorted by fields (search_after)"
     )
 
 
@@ -661,14 +677,9 @@ class EsSearchRequest(_Strict):
         None, alias="_source", description="false leaves each hit's _source out"
     )
     highlight: dict[str, Any] | None = Field(None, description=HIGHLIGHT_DESCRIPTION)
-    sort: str | dict[str, Any] | list[str | dict[str, Any]] | None = Field(
-        None,
-        description="with scroll or a point in time: _score (the default), or _doc / "
-        "_shard_doc (the store's order, unscored); sorting by a field is not supported",
-    )
-    search_after: list[Any] | None = Field(
-        None, description="with a point in time: the sort values of the last hit of a page"
-    )
+    sort: str | dict[str, Any] | list[Any] | None = Field(None, description=SORT_DESCRIPTION)
+    search_after: list[Any] | None = Field(None, description=SEARCH_AFTER_DESCRIPTION)
+    track_scores: Flag | None = Field(None, description=TRACK_SCORES_DESCRIPTION)
     pit: EsPointInTime | None = Field(
         None, description='a point in time to search (POST /{index}/_pit): {"id": ...}'
     )
@@ -686,14 +697,16 @@ class EsHit(_Schema):
 
     index: str = _es_key("_index")
     id: str = _es_key("_id")
-    score: float | None = _es_key("_score", description="null where sorted by _doc")
+    score: float | None = _es_key(
+        "_score", description="null for hits sorted by fields, or by _doc"
+    )
     sort: list[Any] | None = Field(
-        None, description="the hit's sort values (scroll and point-in-time searches sorted)"
+        None, description="its sort values, where the search sorted (search_after)"
     )
 
     @model_serializer(mode="wrap")
     def _without_absent_sort(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """As Elasticsearch answers an unsorted hit: no sort key."""
+        """As Elasticsearch answers a hit of a search by score: no sort key."""
         return _without_absent(handler(self), "sort")
 
 

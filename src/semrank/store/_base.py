@@ -68,7 +68,7 @@ from semrank.retrieve._aggs import (
     parse_aggs,
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
-from semrank.retrieve._filter import MatchAll
+from semrank.retrieve._filter import MatchAll, Scalar
 from semrank.store._corpus import Document, IngestChecks, documents_from
 
 log = logging.getLogger("semrank.store")
@@ -510,6 +510,19 @@ class Store(abc.ABC):
         documents = self.iter_documents(batch_size=page_size, filter=flt)
         while page := [doc.id for doc in itertools.islice(documents, page_size)]:
             yield page
+
+    def sort_values(
+        self, filter: FilterSpec, fields: Sequence[str]
+    ) -> list[tuple[str, list[list[Scalar]]]]:
+        """Each document passing ``filter`` with its values of each of ``fields`` (as filters
+        read them: ``document_values``), in no particular order: what a sorted search orders
+        (``semrank.retrieve._sort``) without holding the documents. This default reads them;
+        the embedded store reads its filter table, PostgreSQL selects the fields in SQL."""
+        flt = resolved(as_filter(filter, "filter"))
+        return [
+            (doc.id, [document_values(doc.fields, name) for name in fields])
+            for doc in self.iter_documents(filter=flt)
+        ]
 
     def count_bm25(
         self,

@@ -45,7 +45,7 @@ from semrank.retrieve import (
 )
 from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._dense import SERIAL_GRAPH
-from semrank.retrieve._filter import Bool, Exists
+from semrank.retrieve._filter import Bool, Exists, Scalar
 from semrank.retrieve._filter_rows import FieldTable, in_sorted
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
@@ -399,6 +399,21 @@ class LocalStore(Store):
         reading = Bool(must=(within,), should=tuple(Exists(field=f) for f in fields))
         table = self._field_table(reading)
         return table.field_rows(fields, table.mask(within))
+
+    def sort_values(
+        self, filter: FilterSpec, fields: Sequence[str]
+    ) -> list[tuple[str, list[list[Scalar]]]]:
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        # The filter's table with the sort's fields read too (as value_counts reads its own).
+        reading = Bool(must=(flt,), should=tuple(Exists(field=name) for name in fields))
+        table = self._field_table(reading)
+        passing = table.mask(flt)
+        held = [table.row_values(name, passing) for name in fields]
+        return [
+            (table.ids[row], [values.get(row, []) for values in held])
+            for row in np.flatnonzero(passing).tolist()
+        ]
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")

@@ -1107,7 +1107,9 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
     table = Table(title=for_terminal(title))
     # A search of several indexes: which one holds each hit (one id may be in two).
     several = len({hit.index for hit in results.hits}) > 1
+    sorted_by = any(hit.sort is not None for hit in results.hits)  # a sort by fields: its values
     columns = ("rank", "1st-stage rank", *(("index",) if several else ()), "id", "score")
+    columns += ("sort",) if sorted_by else ()
     for column in (*columns, "1st-stage score", "text"):
         # An id cut short read like another hit's ("https://exam…" for every URL id).
         table.add_column(column, overflow="fold" if column in ("id", "text") else "ellipsis")
@@ -1121,6 +1123,7 @@ def print_results(results: SearchResults, title: str, text_fields: Sequence[str]
             *held,
             for_terminal(hit.id),
             f"{hit.score:.4f}",
+            *((for_terminal(json.dumps(hit.sort, ensure_ascii=False)),) if sorted_by else ()),
             f"{hit.first_stage_score:.4f}",
             for_terminal(
                 _fragments(hit.highlight)
@@ -1205,6 +1208,18 @@ def search_command(
         'e.g. \'{"sources": {"terms": {"field": "source"}}}\' (terms, min, max, avg, sum, '
         "value_count, cardinality, range).",
     ),
+    sort: list[str] | None = typer.Option(
+        None,
+        "--sort",
+        help="Order hits by a document field instead of score: FIELD, FIELD:asc or FIELD:desc "
+        "(repeatable: ties go to the next; _score, _doc). A filter search sorts every passing "
+        "document, a match or knn search its retrieved hits.",
+    ),
+    search_after: str | None = typer.Option(
+        None,
+        "--search-after",
+        help="The last hit's sort values as JSON (shown with --json): the page after it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help='Print {"hits": [...]} as JSON.'),
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
@@ -1249,6 +1264,7 @@ def search_command(
         "retriever": with_rerankers(planned.tree, backend=backend, feedback=feedback),
         "k": planned.top_n, "with_documents": planned.with_documents, "filter": flt,
         "highlight": planned.marks, "aggs": aggs, "offset": planned.offset,
+        **_sort_flags(sort, search_after, planned.sort),
     }  # fmt: skip
     results, text_fields = _run_search(index, query, asked, home=home, store=store)
     _show_results(results, f"{index}: {query or '(query from retriever)'}", text_fields, as_json)
@@ -1262,6 +1278,7 @@ class _PlannedSearch(NamedTuple):
     top_n: int
     with_documents: bool  # a _search body's "_source": false leaves them out
     marks: Any  # what to highlight, or None
+    sort: Any = None  # a _search body's sort by fields (a SortRequest), or None
 
 
 def _search_of_retriever(
@@ -1282,7 +1299,9 @@ def _search_of_retriever(
     marks = _highlight_of(highlight or None, body.highlight)
     offset = page_start(offset, body.offset, "--offset ")
     top_n = hits_asked(retriever, body, top_n, "--top-n")
-    return _PlannedSearch(body.tree, offset, top_n, with_documents=body.source, marks=marks)
+    return _PlannedSearch(
+        body.tree, offset, top_n, with_documents=body.source, marks=marks, sort=body.sort
+    )
 
 
 def _search_of_flags(
@@ -1321,6 +1340,27 @@ def _search_of_flags(
         stage, rerank=rerank, model=model, window=window, min_score=min_score, field=field
     )
     return _PlannedSearch(tree, offset, top_n, with_documents=True, marks=highlight or None)
+
+
+def _sort_flags(flags: list[str] | None, after: str | None, body_sort: Any) -> dict[str, Any]:
+    """``search``'s sort from --sort (``FIELD[:asc|desc]`` each) and --search-after (JSON),
+    or the --retriever body's own sort."""
+    from semrank.errors import InvalidInputError
+
+    if flags and body_sort is not None:
+        raise InvalidInputError(
+            "--sort and the search body's sort both say how to order hits; give one of them"
+        )
+    keys: list[Any] = []
+    for flag in flags or []:
+        field, _, order = flag.rpartition(":")
+        keys.append({field: order} if field and order in ("asc", "desc") else flag)
+    found: dict[str, Any] = {"sort": keys or body_sort}
+    if after is not None:
+        found["search_after"] = _json_flag(
+            "--search-after", after, "the last hit's sort values, e.g. '[1709280000000, \"d9\"]'"
+        )
+    return found
 
 
 def _check_model_exists(model: str) -> None:

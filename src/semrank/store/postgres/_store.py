@@ -33,7 +33,7 @@ from semrank.retrieve import (
     unit_query_vector,
 )
 from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
-from semrank.retrieve._filter import Bool, Ids
+from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     DocumentChange,
@@ -588,6 +588,26 @@ class PostgresStore(Store):
         keep, args = filter_condition(as_filter(filter, "filter"))
         query = sql.SQL("SELECT count(*) FROM {} AS d WHERE {}").format(self._part, keep)
         return int(self._all(query, args)[0][0])
+
+    def sort_values(
+        self, filter: FilterSpec, fields: Sequence[str]
+    ) -> list[tuple[str, list[list[Scalar]]]]:
+        """One query: each passing document's id and, per field, the array of its values
+        there (``field_values``, as aggregations read them): no document leaves the server."""
+        from psycopg import sql
+
+        builder = FilterSQL()
+        keep = builder.condition(resolved(as_filter(filter, "filter")))
+        each = [
+            sql.SQL("(SELECT coalesce(jsonb_agg(f.v), '[]'::jsonb) FROM ({}) AS f)").format(
+                builder.field_values(name)
+            )
+            for name in fields
+        ]
+        query = sql.SQL("SELECT {} FROM {} AS d WHERE {}").format(
+            sql.SQL(", ").join([sql.SQL("d.id"), *each]), self._part, keep
+        )
+        return [(row[0], list(row[1:])) for row in self._all(query, builder.params)]
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
         """One grouped query: each value at ``field`` of a document passing ``within``, the

@@ -1,0 +1,178 @@
+"""A search sorted by document fields (Elasticsearch's ``sort``, ``search_after``,
+``track_scores``): how each kind of tree is sorted.
+
+A tree that only filters (``ConstantScore``: ``match_all``, ``term``, ``range``, a ``bool`` of
+filters) is sorted over every document passing it: each store says which pass and their sort
+fields' values (``Store.sort_values``: the embedded store from its filter table, PostgreSQL in
+one query), never their documents, and ``semrank.retrieve._sort`` orders them. A scoring
+``standard`` (``match``) or ``knn`` search is sorted over the hits it retrieves: a match's
+best MAX_RESULT_WINDOW, a knn's k. Compound retrievers (rrf, linear, a re-ranker) rank by
+their own scores; a sort on them is refused, as Elasticsearch refuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semrank._checks import require_flags
+from semrank.errors import InvalidInputError
+from semrank.pipeline._context import SearchContext
+from semrank.pipeline._nodes import (
+    BM25,
+    MAX_RESULT_WINDOW,
+    ConstantScore,
+    Cutoff,
+    Knn,
+    Retriever,
+    own_filter,
+)
+from semrank.pipeline._ranking import Ranking
+from semrank.retrieve import Hits, all_of, resolved
+from semrank.retrieve._filter import Ids
+from semrank.retrieve._sort import Sort, SortedHit, SortEntry, order_entries, parse_sort
+from semrank.store._targets import hit_key, split_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class SortRequest:
+    """A search's sort, the last hit's ``sort`` values to continue after (None: from the
+    start) and whether hits keep their scores (``track_scores``)."""
+
+    sort: Sort
+    search_after: tuple[Any, ...] | None = None
+    track_scores: bool = False
+
+    @property
+    def scores_tracked(self) -> bool:
+        """Whether hits' scores are asked for: ``_score`` among the criteria, or
+        ``track_scores`` (Elasticsearch computes none otherwise, and answers ``_score`` null)."""
+        return self.track_scores or self.sort.by_score
+
+
+def sort_request(
+    sort: Any, search_after: Any = None, track_scores: bool = False
+) -> SortRequest | None:
+    """The ``SortRequest`` of a search's ``sort``, ``search_after`` and ``track_scores``
+    (None where it sorts by score), checked: ``search_after`` needs a sort."""
+    require_flags(track_scores=track_scores)
+    if isinstance(sort, SortRequest) and search_after is None and not track_scores:
+        return sort  # read already (a search body's, carried by the CLI)
+    if sort is None:
+        if search_after is not None:
+            raise InvalidInputError(
+                "search_after continues a sorted search: give the same sort as the page it "
+                'follows (e.g. "sort": [{"date": "desc"}]), the last hit\'s sort values as '
+                "search_after"
+            )
+        return None
+    after = None
+    if search_after is not None:
+        if not isinstance(search_after, list | tuple) or not search_after:
+            raise InvalidInputError(
+                f"search_after must be a non-empty list (the last hit's sort values), got "
+                f"{search_after!r:.60}"
+            )
+        after = tuple(search_after)
+    return SortRequest(sort=parse_sort(sort), search_after=after, track_scores=track_scores)
+
+
+def check_sorted_page(request: SortRequest | None, start: int) -> None:
+    """Elasticsearch refuses ``from`` beside ``search_after``: the cursor is the page's start."""
+    if request is not None and request.search_after is not None and start > 0:
+        raise InvalidInputError(
+            f"from {start} cannot be given beside search_after (the last hit's sort values "
+            "already say where the page starts); leave from out, or 0"
+        )
+
+
+def sorted_run(tree: Retriever, request: SortRequest) -> Callable[[SearchContext, int], Ranking]:
+    """What runs ``tree`` sorted: a ``run(ctx, size)`` whose ranking carries sort values."""
+    inner = _uncut(tree)
+    if isinstance(inner, ConstantScore):
+        return lambda ctx, size: _sorted_filter(inner, request, ctx, size)
+    if isinstance(inner, BM25 | Knn):
+        return lambda ctx, size: _sorted_window(inner, request, ctx, size)
+    raise InvalidInputError(
+        f"a {type(inner).__name__} retriever cannot be sorted by fields: it ranks by its own "
+        "scores (Elasticsearch refuses sort on rrf, linear and text_similarity_reranker "
+        "retrievers too); sort a standard retriever (a filter, or a match) or a knn search"
+    )
+
+
+def _uncut(tree: Retriever) -> Retriever:
+    """The tree below its cut-offs (a body's size: the sort's page is cut instead)."""
+    while isinstance(tree, Cutoff):
+        tree = tree.retriever
+    return tree
+
+
+def _sorted_filter(
+    node: ConstantScore, request: SortRequest, ctx: SearchContext, size: int
+) -> Ranking:
+    """Every document passing the node's filter (and the search's), sorted, the first ``size``."""
+    flt = all_of(ctx.filter, own_filter(node))
+    assert flt is not None  # a ConstantScore always has its own
+    flt = resolved(flt, ctx.now)
+    fields = request.sort.fields
+    several = ctx.several is not None
+    entries = [
+        SortEntry(one.name if several else None, doc_id, node.score, values)
+        for one in ctx.stores
+        for doc_id, values in one.sort_values(flt, fields)
+    ]
+    ordered = _ordered(entries, request, size)
+    keys = [entries[hit.position].key for hit in ordered]
+    scores = np.full(len(keys), node.score, dtype=np.float32)
+    return _with_sort(Ranking.from_hits(Hits(_objects(keys), scores)), ordered)
+
+
+def _sorted_window(node: Retriever, request: SortRequest, ctx: SearchContext, size: int) -> Ranking:
+    """The node's retrieved hits (a match's best MAX_RESULT_WINDOW, a knn's k), sorted."""
+    window = getattr(node, "k", None) or MAX_RESULT_WINDOW
+    ranking = node.run(ctx, max(window, size))
+    keys = [str(key) for key in ranking.ids.tolist()]
+    values = _window_values(ctx, keys, request.sort.fields)
+    entries = []
+    for key, score, held in zip(keys, ranking.scores.tolist(), values, strict=True):
+        index, doc_id = split_key(key) if ctx.several is not None else (None, key)
+        entries.append(SortEntry(index, doc_id, score, held))
+    ordered = _ordered(entries, request, size)
+    taken = ranking.take(np.array([hit.position for hit in ordered], dtype=np.int64))
+    return _with_sort(taken, ordered)
+
+
+def _window_values(ctx: SearchContext, keys: list[str], fields: list[str]) -> list[Any]:
+    """The sort fields' values of each hit ``keys`` names, read from its own index."""
+    found: dict[str, list[Any]] = {}
+    for one in ctx.stores:
+        if ctx.several is None:
+            own = keys
+        else:
+            own = [split_key(key)[1] for key in keys if split_key(key)[0] == one.name]
+        if not own:
+            continue
+        for doc_id, values in one.sort_values(Ids(values=frozenset(own)), fields):
+            found[doc_id if ctx.several is None else hit_key(one.name, doc_id)] = values
+    return [found.get(key, [[] for _ in fields]) for key in keys]
+
+
+def _ordered(entries: Sequence[SortEntry], request: SortRequest, size: int) -> list[SortedHit]:
+    return order_entries(entries, request.sort, after=request.search_after, limit=size)
+
+
+def _with_sort(ranking: Ranking, ordered: list[SortedHit]) -> Ranking:
+    values = np.empty(len(ordered), dtype=object)
+    for position, hit in enumerate(ordered):  # one by one: equal-length lists would be a 2-d array
+        values[position] = hit.sort
+    return dataclasses.replace(ranking, sort_values=values)
+
+
+def _objects(items: list[str]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
