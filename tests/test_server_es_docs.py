@@ -105,8 +105,8 @@ async def test_a_bulk_fill_is_found_by_search_count_and_get(client: httpx.AsyncC
         "/_bulk", content=deletion, headers={"content-type": "application/json"}
     )
     assert again.json()["items"] == [
-        {"delete": {"_index": "docs", "_id": "2", "_version": 1, "result": "deleted",
-                    "_seq_no": 0, "_primary_term": 1, "status": 200,
+        {"delete": {"_index": "docs", "_id": "2", "_version": 2, "result": "deleted",
+                    "_seq_no": 5, "_primary_term": 1, "status": 200,
                     "_shards": {"total": 1, "successful": 1, "failed": 0}}}
     ]  # fmt: skip
     assert (await client.get("/v1/indexes/docs")).json()["documents"] == 3
@@ -221,7 +221,8 @@ async def test_concurrent_partial_updates_of_one_document_all_land(
         (b'{"index": {}}\n{"text": "a"}\n{"upsert": {}}\n', "line 3 of the _bulk body is not an"),
         (b'{"index": {}}\n', "line 1: the index action has no document line after it"),
         (b'{"delete": {}}\n', "line 1: a delete action needs an _id"),
-        (b'{"index": {"if_seq_no": 3}}\n{"text": "a"}\n', "keeps no document versions"),
+        (b'{"index": {"if_seq_no": 3}}\n{"text": "a"}\n', "if_primary_term go together"),
+        (b'{"index": {"version": 3}}\n{"text": "a"}\n', "internal versioning can not be"),
         (b'{"update": {"_id": "1"}}\n{"script": "ctx._source.n++"}\n', "no scripts"),
         (b'{"update": {"_id": "1"}}\n{"doc_as_upsert": true}\n', 'needs "doc"'),
         (b'{"index": {"_id": true}}\n{"text": "a"}\n', "line 1: _id is the boolean true"),
@@ -301,7 +302,7 @@ async def test_one_document_routes_answer_as_elasticsearch(client: httpx.AsyncCl
     assert as_create.status_code == 409
     got = await client.get("/docs/_doc/d1")
     assert got.status_code == 200
-    assert got.json() == {"_index": "docs", "_id": "d1", "_version": 1, "_seq_no": 0,
+    assert got.json() == {"_index": "docs", "_id": "d1", "_version": 2, "_seq_no": 2,
                           "_primary_term": 1, "found": True, "_source": FLEAS}  # fmt: skip
     assert (await client.get("/docs/_doc/d1?_source=false")).json().get("_source") is None
     only = await client.get("/docs/_doc/d1?_source_includes=title")

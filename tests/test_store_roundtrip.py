@@ -85,10 +85,10 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
         index.upsert(DOCS)
     db_file = tmp_path / "pets" / "documents.sqlite"
     with sqlite3.connect(db_file) as conn:  # a layout this version does not know
-        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
-        conn.execute("ALTER TABLE documents RENAME TO documents_v2")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        conn.execute("ALTER TABLE documents RENAME TO documents_v3")
     conn.close()
-    newer = r"newer semrank \(index schema 2;.*install the newer"
+    newer = r"newer semrank \(index schema 3;.*install the newer"
     with pytest.raises(IndexVersionError, match=newer) as e:
         open_index("pets", home=tmp_path)
     assert http_status_for(e.value) == 409
@@ -96,8 +96,8 @@ def test_an_index_a_newer_semrank_wrote_is_refused_not_read(tmp_path: Path) -> N
         stored = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     conn.close()
-    assert stored == ("2",)
-    assert sorted(tables) == [("documents_v2",), ("meta",)]  # no table of this version added
+    assert stored == ("3",)
+    assert sorted(tables) == [("documents_v3",), ("meta",)]  # no table of this version added
     drop_index("pets", home=tmp_path)  # a newer index can still be dropped
     assert list_indexes(tmp_path) == []
 

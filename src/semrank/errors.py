@@ -84,10 +84,15 @@ class ResourceExistsError(InvalidInputError):
     error_type = "resource_already_exists_exception"
 
 
-class DocumentExistsError(SemrankError):
-    """An Elasticsearch create (``_create``, ``op_type=create``) of an id the index holds."""
+class VersionConflictError(SemrankError):
+    """A conditional write (``Expected``; Elasticsearch's ``if_seq_no``, ``version``) of a
+    document stored otherwise than the condition says: another writer got there first."""
 
     error_type = "version_conflict_engine_exception"  # Elasticsearch's, which clients read
+
+
+class DocumentExistsError(VersionConflictError):
+    """An Elasticsearch create (``_create``, ``op_type=create``) of an id the index holds."""
 
 
 class DocumentNotFoundError(SemrankError, LookupError):
@@ -189,6 +194,7 @@ HTTP_STATUS: dict[type[SemrankError], int] = {
     IndexNotFoundError: 404,
     IndexExistsError: 409,
     DocumentExistsError: 409,
+    VersionConflictError: 409,
     DocumentNotFoundError: 404,
     IndexModelChangedError: 409,
     IndexVersionError: 409,

@@ -38,12 +38,14 @@ from semrank.server._es_routes import (
     es_error,
 )
 from semrank.server._es_writes import (
+    CONDITION_KEYS,
     NOT_SUPPORTED,
     Outcome,
     WriteAction,
     apply_writes,
     check_update_body,
     parse_bulk,
+    parse_condition,
 )
 from semrank.server._index_routes import (
     IndexNameInPath,
@@ -98,6 +100,24 @@ def _unsupported(name: str) -> str:
 
 def _refuse_write_options(request: Request, taken: frozenset[str] = TAKEN_WRITE_PARAMS) -> None:
     _refuse_query_string_options(request, taken, hint=_unsupported)
+
+
+# One document's writes also take their condition (optimistic concurrency control).
+TAKEN_DOC_PARAMS = TAKEN_WRITE_PARAMS | frozenset(CONDITION_KEYS)
+
+
+def _one_action(
+    request: Request, op: str, index: str, doc_id: str | None, body: Any
+) -> WriteAction:
+    """The route's action, with the query string's condition (if_seq_no and if_primary_term,
+    or version and version_type)."""
+    condition = parse_condition(dict(request.query_params), "", op)
+    if op == "update" and condition is not None and "retry_on_conflict" in request.query_params:
+        raise InvalidInputError(
+            "can't provide both retry_on_conflict and a specific version (if_seq_no): a "
+            "conditional update is not retried"
+        )
+    return WriteAction(op=op, index=index, id=doc_id, body=body, number=1, condition=condition)
 
 
 # --- _bulk -----------------------------------------------------------------------------------
@@ -222,7 +242,15 @@ async def _write_one(request: Request, response: Response, action: WriteAction) 
     if outcome.error is not None:
         raise outcome.error
     response.status_code = outcome.status
-    result = EsWriteResult(index=outcome.index, id=outcome.id, result=outcome.result)  # type: ignore[arg-type]
+    shown = outcome.shown_version
+    result = EsWriteResult(
+        index=outcome.index,
+        id=outcome.id,
+        result=outcome.result,  # type: ignore[arg-type]
+        version=shown.version,
+        seq_no=shown.seq_no,
+        primary_term=shown.primary_term,
+    )
     if outcome.result == "not_found":
         return JSONResponse(result.model_dump(by_alias=True), status_code=404)
     return result
@@ -246,10 +274,8 @@ async def index_document(
     response: Response,
     document: dict[str, Any] = DocumentBody,
 ) -> Any:
-    _refuse_write_options(request, TAKEN_WRITE_PARAMS | {"op_type"})
-    action = WriteAction(
-        op=_op_type(request), index=index, id=_path_id(request), body=document, number=1
-    )
+    _refuse_write_options(request, TAKEN_DOC_PARAMS | {"op_type"})
+    action = _one_action(request, _op_type(request), index, _path_id(request), document)
     return await _write_one(request, response, action)
 
 
@@ -260,8 +286,8 @@ async def add_document(
     response: Response,
     document: dict[str, Any] = DocumentBody,
 ) -> Any:
-    _refuse_write_options(request, TAKEN_WRITE_PARAMS | {"op_type"})
-    action = WriteAction(op=_op_type(request), index=index, id=None, body=document, number=1)
+    _refuse_write_options(request, TAKEN_DOC_PARAMS | {"op_type"})
+    action = _one_action(request, _op_type(request), index, None, document)
     return await _write_one(request, response, action)
 
 
@@ -276,8 +302,8 @@ async def create_document(
     response: Response,
     document: dict[str, Any] = DocumentBody,
 ) -> Any:
-    _refuse_write_options(request)
-    action = WriteAction(op="create", index=index, id=_path_id(request), body=document, number=1)
+    _refuse_write_options(request, TAKEN_DOC_PARAMS)
+    action = _one_action(request, "create", index, _path_id(request), document)
     return await _write_one(request, response, action)
 
 
@@ -291,16 +317,16 @@ async def update_document(
     response: Response,
     body: dict[str, Any] = Body(description='{"doc": {fields}, "doc_as_upsert": false}'),
 ) -> Any:
-    _refuse_write_options(request)
+    _refuse_write_options(request, TAKEN_DOC_PARAMS)
     check_update_body(body)
-    action = WriteAction(op="update", index=index, id=_path_id(request), body=body, number=1)
+    action = _one_action(request, "update", index, _path_id(request), body)
     return await _write_one(request, response, action)
 
 
 @router.delete("/{index}/_doc/{id}", summary="Delete a document", response_model=EsWriteResult)
 async def delete_document(index: IndexNameInPath, request: Request, response: Response) -> Any:
-    _refuse_write_options(request)
-    action = WriteAction(op="delete", index=index, id=_path_id(request), body=None, number=1)
+    _refuse_write_options(request, TAKEN_DOC_PARAMS)
+    action = _one_action(request, "delete", index, _path_id(request), None)
     return await _write_one(request, response, action)
 
 
@@ -318,14 +344,20 @@ async def get_document(index: IndexNameInPath, request: Request) -> Any:
 
 
 def _read(ids: list[str], store: Any) -> list[EsGetResult]:
-    found = store.get(ids)
+    found = store.get_versioned(ids)
     return [
         EsGetResult(index=store.name, id=i, found=False)
-        if fields is None
+        if doc is None
         else EsGetResult(
-            index=store.name, id=i, found=True, source=fields, version=1, seq_no=0, primary_term=1
+            index=store.name,
+            id=i,
+            found=True,
+            source=doc.fields,
+            version=doc.version.version,
+            seq_no=doc.version.seq_no,
+            primary_term=doc.version.primary_term,
         )
-        for i, fields in zip(ids, found, strict=True)
+        for i, doc in zip(ids, found, strict=True)
     ]
 
 

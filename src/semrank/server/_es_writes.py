@@ -12,6 +12,7 @@ its last action leaves it, as in Elasticsearch.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import weakref
@@ -19,31 +20,95 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from semrank._checks import id_problem, loads_json
+from semrank._checks import id_problem, is_int, loads_json
 from semrank.errors import (
     DataFormatError,
     DocumentExistsError,
     DocumentNotFoundError,
     InvalidInputError,
     SemrankError,
+    VersionConflictError,
     http_status_for,
 )
 from semrank.server._errors import client_message
 from semrank.store import Document
+from semrank.store._base import (
+    DocumentVersion,
+    Expected,
+    FoundVersions,
+    NewVersion,
+    VersionedDocument,
+)
 from semrank.store._corpus import IngestChecks, documents_from
 
 OPERATIONS = ("index", "create", "update", "delete")
 # An action line's keys that change nothing semrank does (one shard, no routing, no
-# conflicts to retry); those asking for versions, pipelines or scripts are refused.
+# conflicts to retry: an update reads and writes in one transaction); those asking for
+# pipelines or scripts are refused.
 IGNORED_ACTION_KEYS = frozenset(
     {"routing", "retry_on_conflict", "require_alias", "require_data_stream", "_source",
      "dynamic_templates", "list_executed_pipelines", "op_type"}
 )  # fmt: skip
+CONDITION_KEYS = ("if_seq_no", "if_primary_term", "version", "version_type")
+VERSION_TYPES = ("internal", "external", "external_gte")
 UPDATE_KEYS = frozenset({"doc", "doc_as_upsert", "upsert", "detect_noop", "_source"})
-NOT_SUPPORTED = (
-    "semrank keeps no document versions (version, version_type, if_seq_no, if_primary_term), "
-    "runs no ingest pipelines and no scripts"
-)
+NOT_SUPPORTED = "semrank runs no ingest pipelines and no scripts"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Condition:
+    """An action's optimistic concurrency control: ``if_seq_no`` + ``if_primary_term`` (the
+    document must be stored as last read), or an ``external`` / ``external_gte`` ``version``
+    (the document's version becomes it, if above (or equal to) the stored one)."""
+
+    if_seq_no: int | None = None
+    if_primary_term: int | None = None
+    version: int | None = None
+    version_type: str = "internal"
+
+
+def parse_condition(given: dict[str, Any], where: str, op: str) -> Condition | None:
+    """An action's condition from its metadata or query string (``given``), or None; refused
+    (400) as Elasticsearch refuses what it cannot mean."""
+    if not any(key in given for key in CONDITION_KEYS):
+        return None
+    numbers = {key: _non_negative(given, key, where) for key in CONDITION_KEYS[:3]}
+    seq_no, term, version = numbers["if_seq_no"], numbers["if_primary_term"], numbers["version"]
+    version_type = given.get("version_type", "internal")
+    if version_type not in VERSION_TYPES:
+        raise InvalidInputError(
+            f"{where}version_type {version_type!r:.40}: give external or external_gte (with "
+            "version), or use if_seq_no and if_primary_term"
+        )
+    if (seq_no is None) != (term is None):
+        raise InvalidInputError(f"{where}if_seq_no and if_primary_term go together: give both")
+    if seq_no is not None and version is not None:
+        raise InvalidInputError(f"{where}give if_seq_no and if_primary_term, or version, not both")
+    if version is not None and version_type == "internal":
+        raise InvalidInputError(
+            f"{where}internal versioning can not be used for optimistic concurrency control; "
+            "use if_seq_no and if_primary_term, or version_type=external"
+        )
+    if version is not None and op == "update":
+        raise InvalidInputError(
+            f"{where}an update does not take version; use if_seq_no and if_primary_term"
+        )
+    if version is None and version_type != "internal":
+        raise InvalidInputError(f"{where}version_type {version_type} needs a version")
+    return Condition(
+        if_seq_no=seq_no, if_primary_term=term, version=version, version_type=version_type
+    )
+
+
+def _non_negative(given: dict[str, Any], key: str, where: str) -> int | None:
+    value = given.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not is_int(value, at_least=0):
+        raise InvalidInputError(f"{where}{key} must be a non-negative integer, got {value!r:.40}")
+    return int(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +121,7 @@ class WriteAction:
     id: str | None
     body: dict[str, Any] | None
     number: int  # 1-based, among the request's actions
+    condition: Condition | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +133,7 @@ class Outcome:
     id: str
     result: str | None = None
     error: SemrankError | None = None
+    version: DocumentVersion | None = None  # the document's after the action (not_found: none)
 
     @property
     def status(self) -> int:
@@ -75,12 +142,19 @@ class Outcome:
             return 400 if status == 422 else status  # Elasticsearch's status for a bad document
         return {"created": 201, "not_found": 404}.get(self.result or "", 200)
 
+    @property
+    def shown_version(self) -> DocumentVersion:
+        """Its version as answered: a delete that found nothing wrote nothing (version 1, as
+        Elasticsearch answers; seq_no 0, where Elasticsearch's would take one)."""
+        return self.version or DocumentVersion(version=1, seq_no=0)
+
     def as_item(self, private_names: Sequence[tuple[str, str]] = ()) -> dict[str, dict[str, Any]]:
         """The ``_bulk`` answer's item for this action (``private_names``: the server's places
         its errors' texts show by another name, as error answers do)."""
         item: dict[str, Any] = {"_index": self.index, "_id": self.id}
         if self.error is None:
-            item |= {"_version": 1, "result": self.result, "_seq_no": 0, "_primary_term": 1}
+            item |= {"_version": self.shown_version.version, "result": self.result}
+            item |= {"_seq_no": self.shown_version.seq_no, "_primary_term": 1}
             item["_shards"] = {"total": 1, "successful": 1, "failed": 0}
         else:
             reason = client_message(self.error, private_names)
@@ -111,7 +185,12 @@ def parse_bulk(body: bytes, default_index: str | None) -> list[WriteAction]:
         if op != "delete":
             body_of = _source_line(number, next(lines, None), op)
         count = len(actions) + 1
-        actions.append(WriteAction(op=op, index=index, id=doc_id, body=body_of, number=count))
+        condition = parse_condition(meta, f"line {number}: ", op)
+        actions.append(
+            WriteAction(
+                op=op, index=index, id=doc_id, body=body_of, number=count, condition=condition
+            )
+        )
     if not actions:
         raise InvalidInputError("the _bulk request body holds no actions; send NDJSON lines")
     return actions
@@ -156,7 +235,7 @@ def _action_line(number: int, text: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(meta, dict):
         raise InvalidInputError(f"line {number}: the {op} action's metadata must be an object")
     for key in meta:
-        if key not in ("_index", "_id") and key not in IGNORED_ACTION_KEYS:
+        if key not in ("_index", "_id", *CONDITION_KEYS) and key not in IGNORED_ACTION_KEYS:
             raise InvalidInputError(
                 f"line {number}: the {op} action's {key!r:.60} is not supported ({NOT_SUPPORTED})"
             )
@@ -248,18 +327,60 @@ def _applied(store: Any, actions: Sequence[WriteAction]) -> tuple[list[Outcome],
     named = [_id_of(store, action) for action in actions]  # new ids drawn once, not per read
     ids = list(dict.fromkeys(action.id for action in named if action.id is not None))
     outcomes: list[Outcome] = []
+    found: FoundVersions = {}
 
-    def change(before: dict[str, Any]) -> dict[str, Any]:
+    def change(before: FoundVersions) -> dict[str, NewVersion]:
         """What the actions make of ``before``; the store may call it again (the outcomes
-        are those of its last call, the one written)."""
-        now = dict(before)
-        outcomes[:] = [_outcome(store, action, now) for action in named]
-        written = {o.id: None for o in outcomes if o.error is None and o.op != "delete"}
-        wanted = {i: now[i] for i in written if now[i] is not None}
-        return wanted | {i: None for i in ids if now[i] is None and before[i] is not None}
+        are those of its last call, the one written, in its transaction: the conditions
+        hold for what is written)."""
+        found.update(before)
+        state = _Versions(before)
+        outcomes[:] = [_outcome(store, action, state) for action in named]
+        return state.answer()
 
-    counts = store.update_documents(ids, change)  # one transaction, as an upsert batch
-    return outcomes, counts if counts.documents else None
+    done = store.update_versioned(ids, change)
+    finished = [_numbered(outcome, done.versions, found) for outcome in outcomes]
+    return finished, done.counts if done.counts.documents else None
+
+
+class _Versions:
+    """The documents as the request's actions leave them, one action after another: each
+    id's fields (None: none), its version, and the ids the actions changed."""
+
+    def __init__(self, before: FoundVersions) -> None:
+        self.now = {i: None if d is None else d.fields for i, d in before.items()}
+        self.version = {i: None if d is None else d.version.version for i, d in before.items()}
+        self.seq_no = {i: None if d is None else d.version.seq_no for i, d in before.items()}
+        self.changed: set[str] = set()
+
+    def current(self, doc_id: str) -> DocumentVersion | None:
+        """The stored version of ``doc_id`` (None: no document); one an earlier action of the
+        request wrote has no sequence number yet (-2, Elasticsearch's unassigned)."""
+        version, seq_no = self.version.get(doc_id), self.seq_no.get(doc_id)
+        if self.now.get(doc_id) is None or version is None:
+            return None
+        return DocumentVersion(version=version, seq_no=-2 if seq_no is None else seq_no)
+
+    def put(self, doc_id: str, fields: dict[str, Any] | None, version: int) -> None:
+        self.now[doc_id], self.version[doc_id], self.seq_no[doc_id] = fields, version, None
+        self.changed.add(doc_id)
+
+    def answer(self) -> dict[str, NewVersion]:
+        return {i: NewVersion(fields=self.now[i], version=self.version[i]) for i in self.changed}
+
+
+def _numbered(
+    outcome: Outcome, written: dict[str, DocumentVersion], found: FoundVersions
+) -> Outcome:
+    """``outcome`` with the sequence number of its document's write (a noop: the stored one)."""
+    if outcome.version is None:
+        return outcome
+    stored: VersionedDocument | None = found.get(outcome.id)
+    seq_no = written[outcome.id].seq_no if outcome.id in written else None
+    if seq_no is None:
+        seq_no = 0 if stored is None else stored.version.seq_no
+    version = DocumentVersion(version=outcome.version.version, seq_no=seq_no)
+    return dataclasses.replace(outcome, version=version)
 
 
 def _id_of(store: Any, action: WriteAction) -> WriteAction:
@@ -271,46 +392,77 @@ def _id_of(store: Any, action: WriteAction) -> WriteAction:
     given = action.body.get(key)
     what = f"action {action.number}: its {key!r} field (the document's id)"
     doc_id = new_id() if given is None else _checked_id(given, what)
-    return WriteAction(
-        op=action.op, index=action.index, id=doc_id, body=action.body, number=action.number
-    )
+    return dataclasses.replace(action, id=doc_id)
 
 
-def _outcome(store: Any, action: WriteAction, now: dict[str, Any]) -> Outcome:
+def _outcome(store: Any, action: WriteAction, state: _Versions) -> Outcome:
     assert action.id is not None
     done = {"op": action.op, "index": store.name, "id": action.id}
     try:
-        result = _apply(store, action, now)
-    except (InvalidInputError, DataFormatError, DocumentExistsError, DocumentNotFoundError) as exc:
+        result = _apply(store, action, state)
+    except (InvalidInputError, DataFormatError, VersionConflictError, DocumentNotFoundError) as exc:
         return Outcome(**done, error=exc)
-    return Outcome(**done, result=result)
+    version = state.current(action.id) if result != "not_found" else None
+    if action.op == "delete" and result == "deleted":
+        version = DocumentVersion(version=state.version[action.id] or 1, seq_no=-2)
+    return Outcome(**done, result=result, version=version)
 
 
-def _apply(store: Any, action: WriteAction, now: dict[str, Any]) -> str:
-    """One action on ``now`` (id -> fields, None where the index has none): its result."""
-    doc_id, current, body = action.id, now.get(action.id or ""), action.body or {}
+def _apply(store: Any, action: WriteAction, state: _Versions) -> str:
+    """One action on ``state``: its result."""
+    doc_id, body = action.id, action.body or {}
     assert doc_id is not None
+    current = state.now.get(doc_id)
+    version = _checked_version(action, state)
     if action.op == "delete":
-        now[doc_id] = None
-        return "not_found" if current is None else "deleted"
+        if current is None:
+            return "not_found"
+        state.put(doc_id, None, version)
+        return "deleted"
     if action.op == "create" and current is not None:
         raise DocumentExistsError(
             f"[{doc_id}]: version conflict, document already exists in index {store.name!r}"
         )
     if action.op != "update":
-        now[doc_id] = _fields(store, action, body)
+        state.put(doc_id, _fields(store, action, body), version)
         return "created" if current is None else "updated"
     if current is None:
         fresh = body.get("doc") if body.get("doc_as_upsert") else body.get("upsert")
         if fresh is None:
             raise _missing(doc_id, store.name)
-        now[doc_id] = _fields(store, action, fresh)
+        state.put(doc_id, _fields(store, action, fresh), version)
         return "created"
     merged = _fields(store, action, _merged(current, body.get("doc", {})))
     if merged == current and body.get("detect_noop", True):
         return "noop"
-    now[doc_id] = merged
+    state.put(doc_id, merged, version)
     return "updated"
+
+
+def _checked_version(action: WriteAction, state: _Versions) -> int:
+    """The version ``action`` gives its document, once its condition holds (else a
+    ``VersionConflictError``): an external one, else the last one + 1 (1 for a new id)."""
+    assert action.id is not None
+    condition, current = action.condition, state.current(action.id)
+    last = state.version.get(action.id)
+    if condition is None:
+        return 1 if last is None else last + 1
+    if condition.if_seq_no is not None:
+        assert condition.if_primary_term is not None
+        expected = Expected(seq_no=condition.if_seq_no, primary_term=condition.if_primary_term)
+        expected.check(action.id, current)
+    if condition.version is None:
+        return 1 if last is None else last + 1
+    gte = condition.version_type == "external_gte"
+    if current is not None and (condition.version < current.version or (
+        condition.version == current.version and not gte
+    )):  # fmt: skip
+        than = "higher than" if gte else "higher or equal to"
+        raise VersionConflictError(
+            f"[{action.id}]: version conflict, current version [{current.version}] is {than} "
+            f"the one provided [{condition.version}]"
+        )
+    return condition.version
 
 
 def _missing(doc_id: str, index: str) -> DocumentNotFoundError:

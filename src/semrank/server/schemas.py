@@ -851,8 +851,8 @@ WriteResult = Literal["created", "updated", "deleted", "not_found", "noop"]
 
 
 class EsWriteResult(_Schema):
-    """A document write's answer. semrank keeps no document versions: ``_version``,
-    ``_seq_no`` and ``_primary_term`` are fixed placeholders (clients' parsers want them)."""
+    """A document write's answer: the document's ``_version`` after it, and the ``_seq_no`` of
+    the write in its index (``_primary_term``: 1, semrank's one shard)."""
 
     index: str = _es_key("_index")
     id: str = _es_key("_id")

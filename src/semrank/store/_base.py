@@ -45,6 +45,7 @@ from semrank.errors import (
     InvalidInputError,
     ModelLoadError,
     ModelNotFoundError,
+    VersionConflictError,
 )
 from semrank.retrieve import (
     BM25Params,
@@ -81,6 +82,134 @@ ProgressCallback = Callable[[int], None]
 # id it changes should have (None: delete it).
 FoundDocuments = dict[str, dict[str, Any] | None]
 DocumentChange = Callable[[FoundDocuments], Mapping[str, dict[str, Any] | None]]
+
+PRIMARY_TERM = 1  # Elasticsearch's primary term: semrank's one "shard" never changes primary
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentVersion:
+    """A stored document's ``version`` (1 when created, +1 per write that changed it, or the
+    number a write gave it) and ``seq_no``, the index's number of its last write (every write
+    and delete of the index takes the next): Elasticsearch's ``_version``, ``_seq_no`` and
+    ``_primary_term``."""
+
+    version: int
+    seq_no: int
+    primary_term: int = PRIMARY_TERM
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionedDocument:
+    fields: dict[str, Any]
+    version: DocumentVersion
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewVersion:
+    """What a versioned change makes of one id: its ``fields`` (None: delete it) and the
+    ``version`` it then has (None: its stored version + 1, 1 when new)."""
+
+    fields: dict[str, Any] | None
+    version: int | None = None
+
+
+FoundVersions = dict[str, VersionedDocument | None]
+VersionedChange = Callable[[FoundVersions], Mapping[str, NewVersion]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionedCounts:
+    """What ``update_versioned`` did: the write's ``counts``, the ``versions`` of every id it
+    wrote or deleted (ids left as they were are not in it), and how many it ``deleted``."""
+
+    counts: UpsertCounts
+    versions: dict[str, DocumentVersion]
+    deleted: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expected:
+    """A condition on one document for a conditional write: it must be stored with this
+    ``seq_no`` (and ``primary_term``), and/or this ``version``; checked in the write's own
+    transaction, a ``VersionConflictError`` where it fails (nothing of the call is written)."""
+
+    seq_no: int | None = None
+    primary_term: int = PRIMARY_TERM
+    version: int | None = None
+
+    def check(self, doc_id: str, found: DocumentVersion | None) -> None:
+        if self.seq_no is not None:
+            required = f"required seqNo [{self.seq_no}], primary term [{self.primary_term}]"
+            if found is None:
+                raise VersionConflictError(
+                    f"[{doc_id}]: version conflict, {required}. but no document was found"
+                )
+            if (found.seq_no, found.primary_term) != (self.seq_no, self.primary_term):
+                raise VersionConflictError(
+                    f"[{doc_id}]: version conflict, {required}. current document has seqNo "
+                    f"[{found.seq_no}] and primary term [{found.primary_term}]"
+                )
+        if self.version is None:
+            return
+        if found is None:
+            raise VersionConflictError(
+                f"[{doc_id}]: version conflict, document does not exist (expected version "
+                f"[{self.version}])"
+            )
+        if found.version != self.version:
+            raise VersionConflictError(
+                f"[{doc_id}]: version conflict, current version [{found.version}] is "
+                f"different than the one provided [{self.version}]"
+            )
+
+
+def check_expected(found: FoundVersions, expected: Mapping[str, Expected]) -> None:
+    """Every condition of ``expected`` holds for ``found`` (the ids a write read)."""
+    for doc_id, condition in expected.items():
+        if doc_id not in found:
+            raise InvalidInputError(
+                f"a condition names id {doc_id!r}, which the write does not write; give "
+                "conditions only for its documents"
+            )
+        stored = found[doc_id]
+        condition.check(doc_id, None if stored is None else stored.version)
+
+
+def new_version(found: VersionedDocument | None, given: int | None) -> int:
+    """The version a write gives a document: ``given``, else the stored one + 1 (1 when new)."""
+    if given is not None:
+        return given
+    return 1 if found is None else found.version.version + 1
+
+
+def written_versions(
+    found: FoundVersions, changes: DocumentChanges, written: Sequence[str], first_seq_no: int
+) -> dict[str, DocumentVersion]:
+    """The versions of the ids ``written`` then ``changes.gone`` deleted, whose writes took
+    sequence numbers from ``first_seq_no`` on, in that order."""
+    done = [*written, *changes.gone]
+    return {
+        doc_id: DocumentVersion(
+            version=new_version(found[doc_id], changes.versions.get(doc_id)),
+            seq_no=first_seq_no + n,
+        )
+        for n, doc_id in enumerate(done)
+    }
+
+
+def _plain_change(
+    change: DocumentChange, expected: Mapping[str, Expected] | None
+) -> VersionedChange:
+    """``update_documents``' change as a versioned one, checking ``expected`` first."""
+
+    def versioned(found: FoundVersions) -> dict[str, NewVersion]:
+        if expected:
+            check_expected(found, expected)
+        fields = {i: None if d is None else d.fields for i, d in found.items()}
+        return {i: NewVersion(fields=f) for i, f in change(fields).items()}
+
+    return versioned
+
 
 # A fixed text embedded with the index's model when its first vectors are made; bf16 and fp32
 # runs of one model agree to 1 - cos < 1e-4, a retrained model far less.
@@ -165,6 +294,7 @@ class DocumentChanges:
     documents: list[Document]
     gone: list[str]
     checks: IngestChecks
+    versions: dict[str, int | None] = field(default_factory=dict)  # ids' versions given
 
 
 def unread_fields_warning(
@@ -350,17 +480,25 @@ class Store(abc.ABC):
         batch_size: int = 256,
         progress: ProgressCallback | None = None,
         refresh: bool = True,
+        expected: Mapping[str, Expected] | None = None,
     ) -> int:
         """Insert or replace documents by id, committing every ``batch_size``; returns the count.
+        ``expected``: conditions on some of the documents (``Expected``, e.g. the ``seq_no``
+        read with them by ``get_versioned``), checked in the write's transaction: the whole
+        call is then one transaction, and one failed condition raises
+        ``VersionConflictError`` with nothing written.
 
         Each batch is one transaction (``_write_batch``), so an interrupted ingest keeps every
         batch committed before it. Records are checked (``IngestChecks``) as they are read; a
         list is checked whole before anything is written. Text in fields the index does not
         search (``UpsertCounts.unread_fields``) is logged as a warning on ``semrank.store``.
         """
-        counts = self.upsert_counted(
-            documents, batch_size=batch_size, progress=progress, refresh=refresh
-        )
+        if expected is not None:
+            counts = self._upsert_expected(documents, expected)
+        else:
+            counts = self.upsert_counted(
+                documents, batch_size=batch_size, progress=progress, refresh=refresh
+            )
         if counts.unread_fields:  # a search for that text would find nothing, silently
             log.warning(
                 unread_fields_warning(
@@ -404,26 +542,72 @@ class Store(abc.ABC):
 
     add = upsert
 
-    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+    def _upsert_expected(
+        self, documents: Iterable[Document | dict[str, Any]], expected: Mapping[str, Expected]
+    ) -> UpsertCounts:
+        """``documents`` written in one transaction if every condition of ``expected`` holds."""
+        listed = list(documents_from(documents, self.settings.id_field or "id"))
+        latest = {doc.id: doc.fields for doc in listed}  # a repeated id: the last wins
+        counts = self.update_documents(list(latest), lambda _: latest, expected=expected)
+        return dataclasses.replace(counts, documents=len(latest))
+
+    def delete_expected(self, expected: Mapping[str, Expected]) -> int:
+        """Delete the documents ``expected`` names if each is stored as it says (one
+        transaction; ``VersionConflictError`` and nothing deleted where one is not); returns
+        how many existed."""
+        gone = {doc_id: None for doc_id in expected}
+        done = self.update_versioned(list(gone), _plain_change(lambda _: gone, expected))
+        return done.deleted
+
+    def update_documents(
+        self,
+        ids: Sequence[str],
+        change: DocumentChange,
+        *,
+        expected: Mapping[str, Expected] | None = None,
+    ) -> UpsertCounts:
         """Read, change and write back the documents ``ids`` (Elasticsearch's partial
         updates): ``change`` gets each id's stored fields (None where the index has none) and
         answers the fields of each id it changes (None: delete it); ids it leaves out stay as
         they are. Returns the write's counts (the documents ``change`` gave fields).
+        ``expected``: conditions on some of ``ids`` (``Expected``), checked before ``change``
+        in the same transaction; one that fails raises ``VersionConflictError``, nothing
+        written. A document the write changes gets version + 1 and a new sequence number.
 
         The embedded and PostgreSQL stores read and write in one write transaction, so no
         other write, of this process or another, lands in between: two processes' updates of
-        one document both count. They call ``change`` more than once (it must only compute).
-        This default, for stores of a user's own, reads with ``get`` then upserts and
-        deletes: not atomic."""
+        one document both count. They call ``change`` more than once (it must only compute)."""
+        return self.update_versioned(ids, _plain_change(change, expected)).counts
+
+    def update_versioned(self, ids: Sequence[str], change: VersionedChange) -> VersionedCounts:
+        """``update_documents`` reading and giving versions: ``change`` gets each id's
+        ``VersionedDocument`` (None where the index has none) and answers a ``NewVersion`` for
+        each id it writes or deletes (a version of its choice, e.g. Elasticsearch's external
+        versions, or None: + 1); it may raise (``VersionConflictError``) to write nothing.
+        An id answered with its stored fields and version is left as it is.
+
+        This default, for stores of a user's own, keeps no versions (every document reads as
+        version 1, seq_no 0) and reads with ``get`` then upserts and deletes: not atomic."""
         wanted = list(dict.fromkeys(id_list(ids)))
-        changes = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        found = dict(zip(wanted, self.get_versioned(wanted), strict=True))
+        changes = self._changes(found, change)
         documents = changes.documents
         counts = self.upsert_counted(documents, batch_size=max(len(documents), 1))
         if changes.gone:
             self.delete(changes.gone)
-        return counts
+        versions = written_versions(found, changes, [d.id for d in documents], 0)
+        return VersionedCounts(counts=counts, versions=versions, deleted=len(changes.gone))
 
-    def _changes(self, found: FoundDocuments, change: DocumentChange) -> DocumentChanges:
+    def get_versioned(self, ids: Sequence[str]) -> list[VersionedDocument | None]:
+        """``get``, each document with its ``DocumentVersion``. This default, for stores of a
+        user's own, keeps none: every document reads as version 1, seq_no 0."""
+        unversioned = DocumentVersion(version=1, seq_no=0)
+        return [
+            None if fields is None else VersionedDocument(fields=fields, version=unversioned)
+            for fields in self.get(ids)
+        ]
+
+    def _changes(self, found: FoundVersions, change: VersionedChange) -> DocumentChanges:
         """``change``'s answer for ``found``, checked as an upsert checks its records."""
         answer = change(dict(found))
         stray = next((doc_id for doc_id in answer if doc_id not in found), None)
@@ -434,13 +618,14 @@ class Store(abc.ABC):
             )
         checks = IngestChecks(self.settings.text_fields)
         given = [
-            Document(doc_id, fields) for doc_id, fields in answer.items() if fields is not None
+            Document(doc_id, new.fields) for doc_id, new in answer.items() if new.fields is not None
         ]
         documents = list(checks.checked(documents_from(given)))
         for document in documents:
             self.check_storable(document)
-        gone = [i for i, fields in answer.items() if fields is None and found[i] is not None]
-        return DocumentChanges(documents=documents, gone=gone, checks=checks)
+        gone = [i for i, new in answer.items() if new.fields is None and found[i] is not None]
+        versions = {i: new.version for i, new in answer.items()}
+        return DocumentChanges(documents=documents, gone=gone, checks=checks, versions=versions)
 
     @staticmethod
     def _update_counts(changes: DocumentChanges, written: int, seen: set[str]) -> UpsertCounts:

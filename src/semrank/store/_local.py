@@ -51,13 +51,15 @@ from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     STDIN_SOURCE,
-    DocumentChange,
+    DocumentVersion,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
     ProgressCallback,
     Store,
-    UpsertCounts,
+    VersionedChange,
+    VersionedCounts,
+    VersionedDocument,
     check_batch_size,
     check_fields_search,
     check_k,
@@ -68,6 +70,7 @@ from semrank.store._base import (
     is_stdin_source,
     unit_rows,
     unpicklable,
+    written_versions,
 )
 from semrank.store._corpus import Document
 from semrank.store._sqlite import DB_NAME, SCHEMA_VERSION, DocumentDB, create_database_file
@@ -126,6 +129,20 @@ def _doc_json(fields: dict[str, Any]) -> str:
         return json.dumps(fields, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise DataFormatError(f"document fields are not JSON-serialisable: {exc}") from exc
+
+
+def _versioned(stored: tuple[str, int, int]) -> VersionedDocument:
+    """A ``stored_versions`` row as the document it is."""
+    doc, version, seq_no = stored
+    return VersionedDocument(
+        fields=json.loads(doc), version=DocumentVersion(version=version, seq_no=seq_no)
+    )
+
+
+def _unchanged(stored: tuple[str, int, int] | None, doc: str, version: int | None) -> bool:
+    """Whether a row of ``doc`` (JSON) is stored as it is, in ``version`` (None: any; the same
+    fields written in another version is a write)."""
+    return stored is not None and stored[0] == doc and version in (None, stored[1])
 
 
 def _db_identity(path: Path) -> int:
@@ -287,31 +304,39 @@ class LocalStore(Store):
             progress(len(batch))
         return len(latest), len(changed)
 
-    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+    def update_versioned(self, ids: Sequence[str], change: VersionedChange) -> VersionedCounts:
         """Read, changed and written in one write transaction (``BEGIN IMMEDIATE``: another
-        process's writes wait for its commit). The texts are embedded before it, as a first
-        read's change has them: a text another write changed meanwhile is stored without its
-        vector, and embedded by the refresh after (as a row a process without the model
-        wrote), so no lock is held while a model runs."""
+        process's writes wait for its commit), conditions checked by ``change`` inside it. The
+        texts are embedded before it, as a first read's change has them: a text another write
+        changed meanwhile is stored without its vector, and embedded by the refresh after (as
+        a row a process without the model wrote), so no lock is held while a model runs."""
         self._require_live()
         wanted = list(dict.fromkeys(id_list(ids)))
         seen = set(self.fields_seen)
-        first = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        first = self._changes(dict(zip(wanted, self.get_versioned(wanted), strict=True)), change)
         texts = list(dict.fromkeys(self.text_of(d.fields) for d in first.documents))
         blobs = dict(zip(texts, self._embed_blobs(texts), strict=True)) if texts else {}
         with self.db.transaction() as conn:
-            stored = self.db.stored_docs(wanted, conn)
-            found = {i: json.loads(stored[i]) if i in stored else None for i in wanted}
+            stored = self.db.stored_versions(wanted, conn)
+            found = {i: _versioned(stored[i]) if i in stored else None for i in wanted}
             changes = self._changes(found, change)
             rows = [(d.id, _doc_json(d.fields), self.text_of(d.fields)) for d in changes.documents]
-            rows = [row for row in rows if stored.get(row[0]) != row[1]]  # unchanged: skipped
+            given = changes.versions
+            rows = [r for r in rows if not _unchanged(stored.get(r[0]), r[1], given.get(r[0]))]
+            versions = written_versions(
+                found, changes, [row[0] for row in rows], self.db.take_seq_nos(conn, 0)
+            )
             if rows or changes.gone:
                 generation = self.db.bump_generation(conn)
-                self.db.write_rows(conn, [(*row, blobs.get(row[2])) for row in rows], generation)
+                written = [(*row, blobs.get(row[2])) for row in rows]
+                self.db.write_rows(
+                    conn, written, generation, [versions[row[0]].version for row in rows]
+                )
                 self.db.delete_ids(conn, changes.gone)
                 self._record_fields(conn, {key for d in changes.documents for key in d.fields})
         self.refresh()
-        return self._update_counts(changes, len(rows), seen)
+        counts = self._update_counts(changes, len(rows), seen)
+        return VersionedCounts(counts=counts, versions=versions, deleted=len(changes.gone))
 
     def _record_fields(self, conn: Any, names: set[str]) -> None:
         seen = set(self.db.get_meta("fields_seen", [], conn))
@@ -482,6 +507,12 @@ class LocalStore(Store):
         self._require_live()
         found = self.db.docs_by_id(wanted)
         return [found.get(i) for i in wanted]
+
+    def get_versioned(self, ids: Sequence[str]) -> list[VersionedDocument | None]:
+        wanted = id_list(ids)
+        self._require_live()
+        stored = self.db.stored_versions(wanted)
+        return [_versioned(stored[i]) if i in stored else None for i in wanted]
 
     def iter_documents(
         self, *, batch_size: int = 1000, filter: FilterSpec | None = None

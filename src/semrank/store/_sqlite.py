@@ -28,7 +28,9 @@ from semrank._files import user_name
 from semrank.errors import DataFormatError, IndexNotFoundError, IndexVersionError, StorageError
 
 DB_NAME = "documents.sqlite"
-SCHEMA_VERSION = 1
+# 2: documents carry a version and the sequence number of their last write (Elasticsearch's
+# _version and _seq_no), added to an index of schema 1 at its first open that may write it.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,9 +40,19 @@ CREATE TABLE IF NOT EXISTS documents (
     doc TEXT NOT NULL,               -- JSON object of the document's fields
     text TEXT NOT NULL,              -- the text fields joined: BM25 "*" and what is embedded
     embedding BLOB,                  -- float32 bytes; NULL when the index has no dense model
-    gen INTEGER NOT NULL             -- generation of the last write of this row
+    gen INTEGER NOT NULL,            -- generation of the last write of this row
+    version INTEGER NOT NULL DEFAULT 1,  -- 1 when created, +1 per write (or a caller's own)
+    seq_no INTEGER NOT NULL DEFAULT 0    -- the index's write number of its last write
 );
 """
+
+# Schema 1's documents table lacks the version columns: added with their defaults (every
+# document version 1, seq_no 0; the index's next write takes seq_no 1), by ALTER TABLE, which
+# rewrites no row.
+_VERSION_COLUMNS = (
+    "ALTER TABLE documents ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE documents ADD COLUMN seq_no INTEGER NOT NULL DEFAULT 0",
+)
 
 # Which rows a write touched, found without reading every row (a filter table brought up to
 # date after one upsert read the whole table twice). Created at open, not in _SCHEMA: an
@@ -199,6 +211,7 @@ class DocumentDB:
         # Re-entrant: a nested transaction fails in SQLite with its own error, not a hang.
         self._write_lock = threading.RLock()
         self._read_lock = threading.RLock()
+        self.versioned = False  # whether the documents table has its version columns (_setup)
         try:  # a drop racing this open: "unable to open database file", raw, was a 500
             self._writer = self._reader = self._connect(path)
         except sqlite3.OperationalError as exc:
@@ -238,6 +251,37 @@ class DocumentDB:
         self._writer.execute("PRAGMA synchronous=FULL")
         self._writer.executescript(_SCHEMA)
         self._add_gen_index()
+        self.versioned = self._has_version_columns(self._writer)
+        if not self.versioned:
+            self._try_adding_version_columns()
+
+    @staticmethod
+    def _has_version_columns(conn: sqlite3.Connection) -> bool:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+        return "seq_no" in columns
+
+    def _try_adding_version_columns(self) -> None:
+        """Schema 1 brought to 2 where the file may be written now (as ``_add_gen_index``);
+        otherwise the first write transaction adds them (``transaction``), and reads meanwhile
+        see every document as version 1, seq_no 0, as the columns' defaults."""
+        conn = self._writer
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            with self.transaction():  # which adds them first
+                pass
+        except StorageError:  # locked by another process's write, or read-only here
+            pass
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000:.0f}")
+
+    def _add_version_columns(self, conn: sqlite3.Connection) -> None:
+        """In the caller's write transaction: another process may have added them meanwhile."""
+        if not self._has_version_columns(conn):
+            for statement in _VERSION_COLUMNS:
+                conn.execute(statement)
+            # Older semrank refuses the index from now on: its writes would keep no versions.
+            self.set_meta(conn, "schema_version", SCHEMA_VERSION)
+        self.versioned = True
 
     def _add_gen_index(self) -> None:
         """Index ``gen`` where it is missing, if the file may be written now: without it the
@@ -317,6 +361,8 @@ class DocumentDB:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if not self.versioned:
+                        self._add_version_columns(conn)
                     yield conn
                 except BaseException:
                     if conn.in_transaction:  # SQLite ends it itself on a full disk
@@ -426,6 +472,34 @@ class DocumentDB:
                 found.update(rows.fetchall())
         return found
 
+    def stored_versions(
+        self, ids: Sequence[str], conn: sqlite3.Connection | None = None
+    ) -> dict[str, tuple[str, int, int]]:
+        """``{id: (doc JSON, version, seq_no)}`` for the ids that exist (in ``conn``, the
+        caller's transaction, if given); an index whose file has no version columns yet (read
+        only) reads every document as version 1, seq_no 0."""
+        columns = "version, seq_no" if self.versioned else "1, 0"
+        found: dict[str, tuple[str, int, int]] = {}
+        with contextlib.nullcontext(conn) if conn is not None else self._reading() as reader:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = reader.execute(
+                    f"SELECT id, doc, {columns} FROM documents WHERE id IN ({marks})",
+                    tuple(chunk),
+                )
+                found.update((row[0], (row[1], int(row[2]), int(row[3]))) for row in rows)
+        return found
+
+    @classmethod
+    def take_seq_nos(cls, conn: sqlite3.Connection, count: int) -> int:
+        """The first of ``count`` new sequence numbers of the index's writes, in the caller's
+        write transaction (the last one taken is kept in meta; 0 before any)."""
+        row = conn.execute("SELECT value FROM meta WHERE key='seq_no'").fetchone()
+        last = int(json.loads(row[0])) if row else 0
+        if count:
+            cls.set_meta(conn, "seq_no", last + count)
+        return last + 1
+
     @staticmethod
     def count_rows(conn: sqlite3.Connection) -> int:
         """The number of documents, in the caller's snapshot (by the smallest index)."""
@@ -456,27 +530,41 @@ class DocumentDB:
                 found.update(row[0] for row in rows)
         return found
 
-    @staticmethod
+    @classmethod
     def write_rows(
+        cls,
         conn: sqlite3.Connection,
         rows: Sequence[tuple[str, str, str, bytes | None]],
         generation: int,
+        versions: Sequence[int | None] | None = None,
     ) -> None:
+        """``(id, doc, text, embedding)`` rows, each given the next sequence number and its
+        version in ``versions`` (None, or no list: the stored one + 1, 1 when new)."""
+        given = [None] * len(rows) if versions is None else versions
+        first = cls.take_seq_nos(conn, len(rows))
         conn.executemany(
-            "INSERT INTO documents(id, doc, text, embedding, gen) VALUES(?, ?, ?, ?, ?) "
+            "INSERT INTO documents(id, doc, text, embedding, gen, version, seq_no) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, coalesce(?6, 1), ?7) "
             "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, text=excluded.text, "
-            "embedding=excluded.embedding, gen=excluded.gen",
-            [(*row, generation) for row in rows],
+            "embedding=excluded.embedding, gen=excluded.gen, "
+            "version=coalesce(?6, documents.version + 1), seq_no=excluded.seq_no",
+            [
+                (*row, generation, version, first + n)
+                for n, (row, version) in enumerate(zip(rows, given, strict=True))
+            ],
         )
 
-    @staticmethod
-    def delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+    @classmethod
+    def delete_ids(cls, conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+        """Each document of ``ids`` the index holds deleted, each delete a write taking a
+        sequence number."""
         removed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             removed += conn.execute(
                 f"DELETE FROM documents WHERE id IN ({marks})", tuple(chunk)
             ).rowcount
+        cls.take_seq_nos(conn, removed)
         return removed
 
     def docs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -120,9 +120,24 @@ END $$;
 CREATE INDEX IF NOT EXISTS documents_doc ON semrank.documents USING gin (doc jsonb_path_ops);
 """
 
+# Migration 3. Document versions (Elasticsearch's _version and _seq_no): each document's
+# version (1 when created, +1 per write) and the sequence number of its last write, and each
+# index's last sequence number. Columns with a constant default: PostgreSQL adds them to the
+# catalog without rewriting a row, so existing documents read as version 1, seq_no 0 at once
+# and the index's next write takes seq_no 1. Table grants cover the new columns, and the
+# tables keep their owner; a semrank without this migration refuses the database from now on
+# (_refuse_newer): its writes would keep no versions.
+_STORE_V3 = """
+ALTER TABLE semrank.documents
+    ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1,
+    ADD COLUMN IF NOT EXISTS seq_no bigint NOT NULL DEFAULT 0;
+ALTER TABLE semrank.indexes ADD COLUMN IF NOT EXISTS seq_no bigint NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "store: indexes and documents", _STORE_V1),
     (2, "store: index aliases; GIN index on doc for filters", _STORE_V2),
+    (3, "store: document versions and sequence numbers", _STORE_V3),
 )
 
 _MIGRATED: set[str] = set()  # DSNs migrated by this process

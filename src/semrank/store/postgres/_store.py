@@ -36,12 +36,14 @@ from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, val
 from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
-    DocumentChange,
+    DocumentVersion,
     IndexInfo,
     IndexSettings,
     ProgressCallback,
     Store,
-    UpsertCounts,
+    VersionedChange,
+    VersionedCounts,
+    VersionedDocument,
     check_batch_size,
     check_fields_search,
     check_k,
@@ -50,6 +52,7 @@ from semrank.store._base import (
     id_list,
     unit_rows,
     unpicklable,
+    written_versions,
 )
 from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
@@ -169,6 +172,16 @@ def _storable(ids: Iterable[str]) -> list[str]:
     """The ids PostgreSQL text can hold: one with a NUL (or a lone surrogate) was refused at
     ingest, so it is in no index, and querying for it was a driver error (an HTTP 500)."""
     return [i for i in ids if "\x00" not in i and is_valid_unicode(i)]
+
+
+# A stored row as writes read it: (doc, has a vector, version, seq_no).
+Stored = tuple[Any, bool, int, int]
+
+
+def _versioned(stored: Stored) -> VersionedDocument:
+    return VersionedDocument(
+        fields=stored[0], version=DocumentVersion(version=stored[2], seq_no=stored[3])
+    )
 
 
 def _hits(rows: list[tuple[str, float]]) -> Hits:
@@ -299,18 +312,19 @@ class PostgresStore(Store):
             return conn.execute(query, params).fetchall()
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
-    def _stored(self, ids: list[str]) -> dict[str, tuple[Any, bool]]:
-        """(doc, has a vector) of each stored id."""
+    def _stored(self, ids: list[str]) -> dict[str, Stored]:
+        """(doc, has a vector, version, seq_no) of each stored id."""
         with self._connection() as conn:
             return self._stored_in(conn, ids)
 
-    def _stored_in(self, conn: Any, ids: list[str]) -> dict[str, tuple[Any, bool]]:
+    def _stored_in(self, conn: Any, ids: list[str]) -> dict[str, Stored]:
         from psycopg import sql
 
-        query = sql.SQL("SELECT id, doc, embedding IS NOT NULL FROM {} WHERE id = ANY(%s)").format(
-            self._part
-        )
-        return {row[0]: (row[1], row[2]) for row in conn.execute(query, (ids,)).fetchall()}
+        query = sql.SQL(
+            "SELECT id, doc, embedding IS NOT NULL, version, seq_no FROM {} WHERE id = ANY(%s)"
+        ).format(self._part)
+        rows = conn.execute(query, (ids,)).fetchall()
+        return {row[0]: (row[1], row[2], int(row[3]), int(row[4])) for row in rows}
 
     def _write_batch(
         self, batch: list[Document], progress: ProgressCallback | None
@@ -337,30 +351,34 @@ class PostgresStore(Store):
             progress(len(batch))
         return len(latest), len(changed)
 
-    def update_documents(self, ids: Sequence[str], change: DocumentChange) -> UpsertCounts:
+    def update_versioned(self, ids: Sequence[str], change: VersionedChange) -> VersionedCounts:
         """Read, changed and written in one transaction that first locks the index's row
         (``FOR UPDATE``, as every write of it does): another process's or host's write waits
-        for the commit, and reads after it. The texts are embedded and analysed before, as a
-        first read's change has them: a text another write changed meanwhile is analysed under
-        the lock and stored without its vector, embedded by the refresh after (no lock is held
-        while a model runs)."""
+        for the commit, and reads after it, so ``change``'s conditions hold for what it
+        writes. The texts are embedded and analysed before, as a first read's change has them:
+        a text another write changed meanwhile is analysed under the lock and stored without
+        its vector, embedded by the refresh after (no lock is held while a model runs)."""
         wanted = list(dict.fromkeys(id_list(ids)))
         seen = set(self.fields_seen)
-        first = self._changes(dict(zip(wanted, self.get(wanted), strict=True)), change)
+        first = self._changes(dict(zip(wanted, self.get_versioned(wanted), strict=True)), change)
         prepared = self._prepared([self.text_of(d.fields) for d in first.documents], embed=True)
         with self._write_turn(), self._connection() as conn, conn.transaction():
             generation = self._lock(conn)  # before the read: it sees the last writer's commit
             stored = self._stored_in(conn, _storable(wanted))
-            found = {i: stored[i][0] if i in stored else None for i in wanted}
+            found = {i: _versioned(stored[i]) if i in stored else None for i in wanted}
             changes = self._changes(found, change)
-            rows = self._changed_rows(changes.documents, stored, prepared)
+            rows = self._changed_rows(changes.documents, stored, prepared, changes.versions)
+            written = [row[0] for row in rows]
+            versions = written_versions(found, changes, written, self._take_seq_nos(conn, 0))
             if rows:
                 fields = sorted({key for row in rows for key in row[1]})
-                self._put_rows(conn, generation, rows, fields)
+                given = [versions[i].version for i in written]
+                self._put_rows(conn, generation, rows, fields, given)
             if changes.gone:
                 self._delete_in(conn, generation, changes.gone)
         self.refresh()
-        return self._update_counts(changes, len(rows), seen)
+        counts = self._update_counts(changes, len(rows), seen)
+        return VersionedCounts(counts=counts, versions=versions, deleted=len(changes.gone))
 
     def _prepared(self, texts: list[str], *, embed: bool) -> dict[str, tuple[list[str], Any]]:
         """Each of ``texts``' BM25 terms and (``embed``: else None) vector."""
@@ -372,14 +390,19 @@ class PostgresStore(Store):
     def _changed_rows(
         self,
         documents: list[Document],
-        stored: dict[str, tuple[Any, bool]],
+        stored: dict[str, Stored],
         prepared: dict[str, tuple[list[str], Any]],
+        versions: dict[str, int | None],
     ) -> list[tuple[str, Any, str, list[str], str | None]]:
-        """The rows of ``documents`` not ``stored`` as they are; a text not ``prepared`` is
-        analysed now, and gets no vector (the refresh after embeds it)."""
+        """The rows of ``documents`` not ``stored`` as they are (in the version ``versions``
+        gives, if any); a text not ``prepared`` is analysed now, and gets no vector (the
+        refresh after embeds it)."""
         rows = {d.id: (_json_fields(d.id, d.fields), self.text_of(d.fields)) for d in documents}
         changed = [
-            i for i, (doc, text) in rows.items() if not self._unchanged(stored.get(i), doc, text)
+            i
+            for i, (doc, text) in rows.items()
+            if not self._unchanged(stored.get(i), doc, text)
+            or versions.get(i) not in (None, stored[i][2])
         ]
         late = [rows[i][1] for i in changed if rows[i][1] not in prepared]
         prepared = {**prepared, **self._prepared(late, embed=False)}
@@ -398,12 +421,14 @@ class PostgresStore(Store):
         generation: int,
         rows: list[tuple[str, Any, str, list[str], str | None]],
         fields: list[str],
+        versions: list[int] | None = None,
     ) -> None:
-        """``rows`` written in the caller's transaction, holding the index's lock."""
+        """``rows`` written in the caller's transaction, holding the index's lock, in
+        ``versions`` (None: each stored version + 1)."""
         import psycopg
 
         try:
-            self._insert_rows(conn, generation, rows, fields)
+            self._insert_rows(conn, generation, rows, fields, versions)
         except psycopg.errors.ProgramLimitExceeded as exc:
             # e.g. "string is too long for tsvector": name the batch's longest document.
             longest = max(rows, key=lambda row: len(row[2]))[0]
@@ -412,7 +437,7 @@ class PostgresStore(Store):
                 f"longest): {' '.join(str(exc).split())[:200]}; split it into smaller documents"
             ) from exc
 
-    def _unchanged(self, stored: tuple[Any, bool] | None, doc: dict[str, Any], text: str) -> bool:
+    def _unchanged(self, stored: Stored | None, doc: dict[str, Any], text: str) -> bool:
         # A blank document keeps no vector (see _embed): unchanged all the same. Blank as
         # Python's strip() says (PostgreSQL's [[:space:]] misses U+00A0 and \x1c: such a
         # document was rewritten on every ingest).
@@ -472,6 +497,17 @@ class PostgresStore(Store):
             raise self._dropped()
         return int(row[0]) + 1
 
+    def _take_seq_nos(self, conn: Any, count: int) -> int:
+        """The first of ``count`` new sequence numbers of the index's writes, in the caller's
+        transaction holding the index's lock (``_lock``)."""
+        row = conn.execute(
+            "UPDATE semrank.indexes SET seq_no = seq_no + %s WHERE name = %s RETURNING seq_no",
+            (count, self.name),
+        ).fetchone()
+        if row is None:
+            raise self._dropped()
+        return int(row[0]) - count + 1
+
     def _sizes(self, conn: Any, ids: list[str]) -> tuple[int, int]:
         from psycopg import sql
 
@@ -487,19 +523,24 @@ class PostgresStore(Store):
         generation: int,
         rows: list[tuple[str, Any, str, list[str], str | None]],
         fields: list[str],
+        versions: list[int] | None = None,
     ) -> None:
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
         insert = sql.SQL(
-            "INSERT INTO {} (index_name, id, doc, body, terms, terms_length, embedding, generation)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s) ON CONFLICT (index_name, id) DO "
+            "INSERT INTO {} AS d (index_name, id, doc, body, terms, terms_length, embedding, "
+            "generation, seq_no, version) VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, "
+            "coalesce(%s::bigint, 1)) ON CONFLICT (index_name, id) DO "
             "UPDATE SET doc = EXCLUDED.doc, body = EXCLUDED.body, terms = EXCLUDED.terms, "
             "terms_length = EXCLUDED.terms_length, embedding = EXCLUDED.embedding, "
-            "generation = EXCLUDED.generation"
+            "generation = EXCLUDED.generation, seq_no = EXCLUDED.seq_no, "
+            "version = coalesce(%s::bigint, d.version + 1)"
         ).format(self._part)
         ids = [row[0] for row in rows]
         before = self._sizes(conn, ids)
+        given = [None] * len(rows) if versions is None else versions
+        first = self._take_seq_nos(conn, len(rows))
         with conn.cursor() as cur:
             cur.executemany(
                 insert,
@@ -513,8 +554,13 @@ class PostgresStore(Store):
                         len(terms),
                         vec,
                         generation,
+                        first + n,
+                        version,
+                        version,
                     )
-                    for i, doc, body, terms, vec in rows
+                    for n, ((i, doc, body, terms, vec), version) in enumerate(
+                        zip(rows, given, strict=True)
+                    )
                 ],
             )
         after = self._sizes(conn, ids)
@@ -559,6 +605,7 @@ class PostgresStore(Store):
         conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._part), (ids,))
         if before[0]:
             self._update_stats(conn, generation, before, (0, 0), [])
+            self._take_seq_nos(conn, before[0])  # each delete is a write of the index
         return int(before[0])
 
     def _delete_matching(self, flt: Filter) -> int:
@@ -573,6 +620,7 @@ class PostgresStore(Store):
             lengths = [int(row[0] or 0) for row in conn.execute(delete, args).fetchall()]
             if lengths:  # the index's statistics, as delete(ids) keeps them
                 self._update_stats(conn, generation, (len(lengths), sum(lengths)), (0, 0), [])
+                self._take_seq_nos(conn, len(lengths))
         return len(lengths)
 
     def ids_matching(self, filter: FilterSpec) -> list[str]:
@@ -705,6 +753,12 @@ class PostgresStore(Store):
         storable = _storable(wanted)
         found = dict(self._all(query, (storable,))) if storable else {}
         return [found.get(i) for i in wanted]
+
+    def get_versioned(self, ids: Sequence[str]) -> list[VersionedDocument | None]:
+        wanted = id_list(ids)
+        storable = _storable(wanted)
+        stored = self._stored(storable) if storable else {}
+        return [_versioned(stored[i]) if i in stored else None for i in wanted]
 
     def iter_documents(
         self, *, batch_size: int = 1000, filter: FilterSpec | None = None
