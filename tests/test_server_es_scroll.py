@@ -247,3 +247,109 @@ async def test_helpers_scan_exports_an_index_over_a_real_server(
             found = await asyncio.to_thread(list, scan)
         assert sorted(hit["_id"] for hit in found) == [f"d{n:03d}" for n in range(DOCS)]
         assert app.state.search_contexts.room() == app.state.search_contexts.max_hits
+
+
+async def test_time_values_too_long_to_convert_are_400_not_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """A scroll or keep_alive of hundreds of digits overflowed float (thousands: int()) into
+    a 500; digits of other scripts passed as a number; Elasticsearch reads "1M" as "1m"."""
+    for value in ("9" * 5000 + "m", "9" * 400 + "m", "9" * 30 + "nanos"):
+        refused = await client.post(f"/docs/_search?scroll={value}", json={"size": 5})
+        assert "too large" in _es_error(refused, 400, "invalid_request")
+        pit = await client.post(f"/docs/_pit?keep_alive={value}")
+        assert "too large" in _es_error(pit, 400, "invalid_request")
+    arabic = await client.post("/docs/_search?scroll=\u0661m", json={"size": 5})
+    assert "as a time value" in _es_error(arabic, 400, "invalid_request")
+    upper = await client.post("/docs/_search?scroll=1M", json={"size": 5})
+    assert upper.status_code == 200 and len(upper.json()["hits"]["hits"]) == 5
+
+
+async def test_pages_asked_at_once_on_one_scroll_id_hold_different_hits(
+    client: httpx.AsyncClient,
+) -> None:
+    """Two /_search/scroll requests at once both read from the same position: the same hits
+    twice (and the scroll ended early); now each answers its own page."""
+    first = (await client.post("/docs/_search?scroll=1m", json={"size": 20})).json()
+    scroll_id, seen = first["_scroll_id"], [h["_id"] for h in first["hits"]["hits"]]
+    while True:
+        pages = await asyncio.gather(
+            *(client.post("/_search/scroll", json={"scroll_id": scroll_id}) for _ in range(3))
+        )
+        found = [h["_id"] for page in pages for h in page.json()["hits"]["hits"]]
+        if not found:
+            break
+        seen += found
+    assert sorted(seen) == [f"d{n:03d}" for n in range(DOCS)]
+
+
+async def test_scroll_ids_in_the_path_as_elasticsearch_still_takes_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """GET / POST / DELETE /_search/scroll/{id} (deprecated in Elasticsearch 7, still served)
+    were a 404 "no route"."""
+    t1 = {"query": {"term": {"tenant": "t1"}}, "size": 5}  # d001, d005, d009...
+    ids = [
+        (await client.post("/docs/_search?scroll=1m", json=t1)).json()["_scroll_id"]
+        for _ in range(3)
+    ]
+    got = await client.get(f"/_search/scroll/{ids[0]}")
+    assert got.status_code == 200 and got.json()["hits"]["hits"][0]["_id"] == "d021"
+    posted = await client.post(f"/_search/scroll/{ids[0]}", params={"scroll": "1m"})
+    assert posted.status_code == 200 and posted.json()["hits"]["hits"][0]["_id"] == "d041"
+    cleared = await client.delete(f"/_search/scroll/{ids[0]},{ids[1]}")
+    assert cleared.status_code == 200 and cleared.json()["num_freed"] == 2
+    _es_error(
+        await client.get(f"/_search/scroll/{ids[0]}"), 404, "search_context_missing_exception"
+    )
+    unknown = await client.post("/_search/scroll/bm9wZQ")
+    _es_error(unknown, 404, "search_context_missing_exception")
+    assert (await client.delete("/_search/scroll/_all")).json()["num_freed"] == 1
+
+
+async def test_a_context_past_the_open_limit_is_refused_before_its_listing(
+    client: httpx.AsyncClient,
+) -> None:
+    """The limit on open contexts was checked once the query had been listed (up to the
+    limit on hits held: a million keys built, then thrown away): a 4th scroll over too many
+    hits answered the 400 of the listing, not the 429 of the contexts."""
+    await _fill(client, "more", 500)
+    for _ in range(3):
+        small = await client.post(
+            "/docs/_search?scroll=1m", json={"query": {"ids": {"values": ["d001"]}}}
+        )
+        assert small.status_code == 200, small.text
+    fourth = await client.post("/docs,more/_search?scroll=1m", json={"size": 5})
+    assert "too many scroll contexts" in _es_error(
+        fourth, 429, "too_many_scroll_contexts_exception"
+    )
+
+
+async def test_point_in_time_pages_by_from_neither_repeat_nor_skip_after_deletes(
+    client: httpx.AsyncClient,
+) -> None:
+    """A page by from read past its own positions to replace deleted documents, so the next
+    page (from + size) answered some of the same hits again."""
+    pit = (await client.post("/docs/_pit?keep_alive=1m")).json()["id"]
+    body = {"pit": {"id": pit}, "sort": ["_shard_doc"], "size": 10}
+    assert (await client.post("/_search", json=body)).status_code == 200  # listed now
+    for n in (3, 4, 12):
+        assert (await client.delete(f"/docs/_doc/d{n:03d}")).status_code == 200
+    seen: list[str] = []
+    for start in range(0, 40, 10):
+        page = (await client.post("/_search", json={**body, "from": start})).json()
+        assert page["hits"]["total"]["value"] == DOCS
+        seen += [h["_id"] for h in page["hits"]["hits"]]
+    assert seen == [f"d{n:03d}" for n in range(40) if n not in (3, 4, 12)]
+
+
+async def test_a_match_scrolls_under_the_default_limit_on_hits_held(
+    tmp_path: Path, reranker: Any
+) -> None:
+    """A scroll of a match query (helpers.scan with preserve_order) asked the store for one
+    hit past --max-search-context-hits: 1,000,001 by default, over its k limit, a 400."""
+    async for http in _app_client(tmp_path, reranker):
+        await _fill(http)
+        match = {"query": {"match": {"text": "flea"}}, "size": 40}
+        hits, first, _ = await _scroll_all(http, match)
+        assert first["hits"]["total"]["value"] == 100 and len({h["_id"] for h in hits}) == 100

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semrank._checks import MAX_COUNT
 from semrank.pipeline._aggs import matched_documents
 from semrank.pipeline._context import SearchContext
 from semrank.pipeline._nodes import (
@@ -66,8 +67,10 @@ def list_hits(
     if store_order or isinstance(tree, ConstantScore):
         score = tree.score if isinstance(tree, ConstantScore) and not store_order else None
         return _in_store_order(ctx, tree, limit, size, score)
-    ranking = tree.run(ctx, _depth(tree, limit, size))
-    if len(ranking) > limit:
+    # A ranking holds MAX_COUNT hits at most (a store's k): one of that many may hold more.
+    most = min(limit, MAX_COUNT - 1)
+    ranking = tree.run(ctx, _depth(tree, most, size))
+    if len(ranking) > most:
         return None
     several = ctx.several is not None
     ids = [str(i) for i in ranking.ids.tolist()]

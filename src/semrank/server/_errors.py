@@ -96,7 +96,7 @@ async def send_error(
 # (GET /{index} among them): _es_probes.
 _ELASTICSEARCH_PATH = re.compile(
     r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit|msearch|mapping)"
-    r"|_search/scroll(?:/_all)?|_reindex|[^/]+/_(?:delete|update)_by_query"
+    r"|_search/scroll(?:/[^/]+)?|_reindex|[^/]+/_(?:delete|update)_by_query"
     r"|_alias(?:es)?(?:/[^/]+)?|_cluster/health(?:/[^/]+)?|_cat/(?:indices|aliases)(?:/[^/]+)?"
     r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )

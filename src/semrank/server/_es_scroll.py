@@ -11,11 +11,12 @@ listing, not a snapshot of the documents. Contexts live in this process (``_sear
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -83,6 +84,9 @@ class ScrollState:
     size: int
     shown: Shown
     next: int = 0  # the position of the next page's first hit
+    # One page at a time: two requests on one id would both start at ``next`` (the same hits
+    # twice); the second now answers the page after the first's.
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -135,6 +139,7 @@ async def _start_scroll(
         if refused:
             raise InvalidInputError(said)
     sort = _sort_keys(body.sort)
+    contexts(request).check_another()  # before the listing, which may be long
     hits = await _listing(request, index, body, sort, **_target_options(request))
     state = ScrollState(hits, body.size, _shown(request, body, sort))
     scroll_id = contexts(request).open(state, keep_alive_s, lambda: len(state.hits))
@@ -235,16 +240,19 @@ def _shown(request: Request, body: EsSearchRequest, sort: tuple[str, ...]) -> Sh
 async def _scroll_page(
     request: Request, state: ScrollState, scroll_id: str, started: float
 ) -> EsSearchResponse:
-    found, state.next = await _page(request, state.hits, state.next, state.size)
+    async with state.turn:
+        found, state.next = await _page(request, state.hits, state.next, state.size)
     hits = _es_hits(state.hits, found, state.shown)
     return _answer(state.hits, hits, started, scroll_id=scroll_id)
 
 
 async def _page(
-    request: Request, listed: HitList, start: int, size: int
+    request: Request, listed: HitList, start: int, size: int, *, read_on: bool = True
 ) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     """The next ``size`` hits from ``start`` whose documents are still there (position and
-    document), and the position after the last read."""
+    document), and the position after the last read; ``read_on``: past ``size`` positions
+    where documents are gone, to fill the page (not for a page by ``from``, which holds its
+    own positions alone: the next page's ``from`` would read some of them again)."""
     found: list[tuple[int, dict[str, Any]]] = []
     position = start
     while len(found) < size and position < len(listed):
@@ -252,6 +260,8 @@ async def _page(
         documents = await _documents(request, [listed.keys[n] for n in chunk])
         found += [(n, doc) for n, doc in zip(chunk, documents, strict=True) if doc is not None]
         position = chunk.stop
+        if not read_on:
+            break
     return found, position
 
 
@@ -325,13 +335,16 @@ SCROLL_PARAMS = frozenset({"scroll", "scroll_id", "filter_path", "pretty", "huma
 
 @router.get("/_search/scroll", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
 @router.post("/_search/scroll", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
+# Elasticsearch's deprecated form (the id in the path), which it still serves.
+@router.get("/_search/scroll/{scroll_id}", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
+@router.post("/_search/scroll/{scroll_id}", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
 async def scroll(request: Request, body: EsScrollRequest | None = None) -> Any:
     """The page after the last one the scroll answered (no hits once it is through); the
     context is kept ``scroll`` longer (else its keep-alive again)."""
     started = time.perf_counter()
     _refuse_query_string_options(request, SCROLL_PARAMS)
     body = body or EsScrollRequest.model_validate({})
-    scroll_id = body.scroll_id or request.query_params.get("scroll_id")
+    scroll_id = body.scroll_id or _id_outside_body(request)
     if not scroll_id:
         raise InvalidInputError("scroll_id is missing: send the _scroll_id the search answered")
     given = body.scroll or request.query_params.get("scroll")
@@ -349,7 +362,7 @@ async def clear_scroll(request: Request, body: EsClearScrollRequest | None = Non
     none was open, as Elasticsearch answers (``helpers.scan`` ignores it)."""
     _refuse_query_string_options(request, SCROLL_PARAMS)
     given = None if body is None else body.scroll_id
-    ids = [given] if isinstance(given, str) else given or _listed(request, "scroll_id")
+    ids = [given] if isinstance(given, str) else given or _ids_outside_body(request)
     if not ids:
         raise InvalidInputError('give the scroll ids to free: {"scroll_id": [...]} or _all')
     wanted = None if "_all" in ids else ids
@@ -359,6 +372,26 @@ async def clear_scroll(request: Request, body: EsClearScrollRequest | None = Non
 @router.delete("/_search/scroll/_all", response_model=EsFreed, summary=CLEAR_SUMMARY)
 async def clear_every_scroll(request: Request) -> Any:
     return _freed(contexts(request).free(None, ScrollState))
+
+
+# Elasticsearch's deprecated form: the ids in the path, comma-separated.
+router.delete("/_search/scroll/{scroll_id}", response_model=EsFreed, summary=CLEAR_SUMMARY)(
+    clear_scroll
+)
+
+
+def _ids_outside_body(request: Request) -> list[str]:
+    """The scroll ids of the path (``/_search/scroll/{id},{id}``) or the query string."""
+    in_path = request.path_params.get("scroll_id")
+    if in_path is None:
+        return _listed(request, "scroll_id")
+    return [item.strip() for item in in_path.split(",") if item.strip()]
+
+
+def _id_outside_body(request: Request) -> str | None:
+    """The one scroll id of the path or the query string (Elasticsearch takes one here)."""
+    found = request.path_params.get("scroll_id") or request.query_params.get("scroll_id")
+    return None if found is None else str(found)
 
 
 def _freed(count: int) -> Any:
@@ -428,7 +461,8 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
             listed = await _listing(request, names, body, sort, ignore_unavailable=True)
         state.listings[key] = listed
     shown = _shown(request, body, sort if set(sort) & STORE_ORDER else (*sort, "_shard_doc"))
-    found, _ = await _page(request, listed, start, body.size)
+    by_from = body.search_after is None
+    found, _ = await _page(request, listed, start, body.size, read_on=not by_from)
     return _answer(listed, _es_hits(listed, found, shown), started, pit_id=body.pit.id)
 
 

@@ -23,7 +23,8 @@ from semrank.errors import InvalidInputError, SearchContextMissingError, TooMany
 
 # Elasticsearch's search.max_keep_alive default: a context is kept a day at most.
 MAX_KEEP_ALIVE_S = 24 * 3600.0
-_DURATION = re.compile(r"^(\d+)(d|h|m|s|ms|micros|nanos)$")
+# ASCII digits (``\d`` takes any script's), any case (Elasticsearch lower-cases the value).
+_DURATION = re.compile(r"^([0-9]+)(d|h|m|s|ms|micros|nanos)$", re.IGNORECASE)
 _UNIT_S = {
     "d": 86400.0,
     "h": 3600.0,
@@ -33,6 +34,8 @@ _UNIT_S = {
     "micros": 1e-6,
     "nanos": 1e-9,
 }
+
+_MOST_DIGITS = len(str(int(MAX_KEEP_ALIVE_S * 1e9)))  # a day in nanoseconds: 14
 
 State = TypeVar("State")
 
@@ -46,10 +49,13 @@ def keep_alive_seconds(text: object, name: str) -> float:
             f"failed to parse [{name}] with value [{text!s:.40}] as a time value: give a "
             'number and a unit (d, h, m, s, ms), e.g. "1m"'
         )
-    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
+    digits = found.group(1).lstrip("0") or "0"
+    seconds = MAX_KEEP_ALIVE_S + 1  # a number longer than a day in nanoseconds, unconverted
+    if len(digits) <= _MOST_DIGITS:  # int() refuses thousands of digits, float hundreds
+        seconds = int(digits) * _UNIT_S[found.group(2).lower()]
     if seconds > MAX_KEEP_ALIVE_S:
         raise InvalidInputError(
-            f"Keep alive for request ({text}) is too large: it must be at most 1d (a "
+            f"Keep alive for request ({text:.40}) is too large: it must be at most 1d (a "
             "context is kept a day at most); ask again within it to keep it longer"
         )
     return seconds
@@ -78,15 +84,25 @@ class SearchContexts:
         """A new context holding ``state`` (``hits``: how many hits it holds now)."""
         with self._lock:
             self._sweep()
-            if len(self._open) >= self.max_open:
-                raise TooManySearchContextsError(
-                    f"Trying to create too many scroll contexts: {len(self._open)} are open, "
-                    f"the most this server keeps (--max-search-contexts {self.max_open}); "
-                    "clear them (DELETE /_search/scroll, DELETE /_pit) or let them expire"
-                )
+            self._refuse_past_open()
             context_id = _new_id()
             self._open[context_id] = _Open(state, keep_alive_s, self.clock() + keep_alive_s, hits)
             return context_id
+
+    def check_another(self) -> None:
+        """Refuses a context past ``max_open`` now, before the search that would fill it runs
+        (``open`` checks again: another may have opened meanwhile)."""
+        with self._lock:
+            self._sweep()
+            self._refuse_past_open()
+
+    def _refuse_past_open(self) -> None:
+        if len(self._open) >= self.max_open:
+            raise TooManySearchContextsError(
+                f"Trying to create too many scroll contexts: {len(self._open)} are open, "
+                f"the most this server keeps (--max-search-contexts {self.max_open}); "
+                "clear them (DELETE /_search/scroll, DELETE /_pit) or let them expire"
+            )
 
     def get(self, context_id: str, kind: type[State], keep_alive_s: float | None) -> State:
         """The state of the context ``context_id``, its keep-alive renewed (``keep_alive_s``:
