@@ -29,9 +29,10 @@ def test_reindex_on_postgres_and_across_stores(
     where: dict[str, dict[str, Any]] = {"pg": {"store": pg_dsn}, "local": {"home": tmp_path}}
     made: list[str] = []
 
-    def make_dest(source: Store, name: str) -> Store:
+    def make_dest(source: Store, name: str, embedder: Any = None) -> Store:
         made.append(name)
-        return create_index_like(source, name, **where[places[1]], embedder=HashingEmbedder())
+        embedder = embedder or HashingEmbedder()
+        return create_index_like(source, name, **where[places[1]], embedder=embedder)
 
     options = {"embedding_model": "default", "embedder": HashingEmbedder()}
     source = create_index("src", **where[places[0]], **options)  # type: ignore[call-overload]

@@ -4,6 +4,7 @@ them, and the reindex-then-move-the-alias recipe."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -87,6 +88,10 @@ async def test_delete_by_query_max_docs_match_all_and_aliases(client: httpx.Asyn
          "dest.'pipeline'"),
         ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x", "op_type": "up"}},
          "op_type"),
+        ("/_reindex", {"source": {"index": "docs", "_source": {"includes": 5}},
+                       "dest": {"index": "x"}}, "source._source"),
+        ("/_reindex", {"source": {"index": "docs", "_source": {"includes": []}},
+                       "dest": {"index": "x"}}, "source._source"),
     ],
 )  # fmt: skip
 async def test_what_semrank_cannot_do_is_refused_naming_it(
@@ -166,3 +171,67 @@ async def test_reindex_from_an_index_that_is_not_there_is_a_404(client: httpx.As
     body = {"source": {"index": "nope"}, "dest": {"index": "x"}}
     _es_error(await client.post("/_reindex", json=body), 404, "index_not_found")
     assert json.loads((await client.get("/v1/indexes")).text)["data"] == []
+
+
+async def test_reindex_copies_stored_vectors_and_says_so(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """An index of the same model takes the source's vectors: none is embedded again (the
+    server's model would give other vectors than the test embedder that made them)."""
+    from semrank.store import create_index, open_index
+    from tiny_models import HashingEmbedder
+
+    options = {"home": tmp_path, "embedding_model": "default", "embedder": HashingEmbedder()}
+    with create_index("embedded", **options) as source:  # type: ignore[arg-type]
+        source.upsert([{"id": i, **doc} for i, doc in DOCS.items()])
+        made = source.stored_vectors(list(DOCS))
+    body = {"source": {"index": "embedded"}, "dest": {"index": "embedded-v2"}}
+    done = await client.post("/_reindex", json=body)
+    assert done.status_code == 200, done.text
+    assert "4 stored vectors copied from index 'embedded'" in done.headers["warning"]
+    with open_index("embedded-v2", home=tmp_path) as dest:
+        copied = dest.stored_vectors(list(DOCS))
+    assert all((copied[i][1] == made[i][1]).all() for i in DOCS)
+
+
+async def test_reindex_source_filter_object_and_max_docs_given_twice(
+    client: httpx.AsyncClient,
+) -> None:
+    """source._source as Elasticsearch's object (includes / excludes) is applied; max_docs
+    given in the query string and the body with two values is refused, as Elasticsearch
+    refuses it, rather than one of them silently winning."""
+    await _filled(client)
+    body = {"source": {"index": "docs", "_source": {"excludes": ["text", "year"]}},
+            "dest": {"index": "slim"}}  # fmt: skip
+    done = await client.post("/_reindex", json=body)
+    assert done.status_code == 200, done.text
+    got = await client.get("/slim/_doc/d1")
+    assert got.json()["_source"] == {"title": "Fleas", "tenant": "acme"}
+    both = {"source": {"index": "docs", "_source": {"includes": ["t*"], "excludes": ["text"]}},
+            "dest": {"index": "slimmer"}}  # fmt: skip
+    assert (await client.post("/_reindex", json=both)).status_code == 200
+    got = await client.get("/slimmer/_doc/d2")
+    assert got.json()["_source"] == {"title": "Paris", "tenant": "globex"}
+    twice = {"query": {"match_all": {}}, "max_docs": 2}
+    refused = await client.post("/docs/_delete_by_query?max_docs=1", json=twice)
+    assert "max_docs" in _es_error(refused, 400, "invalid_request")
+    assert await _ids(client, "docs") == set(DOCS)
+    agreed = await client.post("/docs/_delete_by_query?max_docs=2", json=twice)
+    assert agreed.json()["deleted"] == 2
+
+
+async def test_a_reindex_stopped_by_a_bad_document_says_what_it_copied(
+    client: httpx.AsyncClient,
+) -> None:
+    """A destination refusing a document part way: the error says how many were copied
+    before it, that the source is unchanged, and how to finish; the source is whole."""
+    await _filled(client)
+    put = await client.put("/docs/_doc/d9", json={"tenant": "acme", "text": "Its text only."})
+    assert put.status_code == 201, put.text  # copied without "text", it holds no text
+    body = {"source": {"index": "docs", "size": 2, "_source": ["tenant", "title"]},
+            "dest": {"index": "copy"}}  # fmt: skip
+    reason = _es_error(await client.post("/_reindex", json=body), 400, "data_format_error")
+    assert "stopped after copying 4 documents (4 new, 0 replaced)" in reason, reason
+    assert "index 'docs' is unchanged" in reason and "id 'd9'" in reason
+    assert await _ids(client, "docs") == {*DOCS, "d9"}
+    assert await _ids(client, "copy") == set(DOCS)

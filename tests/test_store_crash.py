@@ -209,15 +209,15 @@ KILLED_CLI = textwrap.dedent(
     from semrank.cli import main
     from semrank.store._local import LocalStore
 
-    write, batches = LocalStore._write_batch, []
+    write, batches = LocalStore._write_batch_given, []
 
-    def killed_after_two(self, batch, progress):
+    def killed_after_two(self, batch, progress, vectors):
         batches.append(len(batch))
         if len(batches) > 2:
             os.kill(os.getpid(), signal.SIGKILL)
-        return write(self, batch, progress)
+        return write(self, batch, progress, vectors)
 
-    LocalStore._write_batch = killed_after_two
+    LocalStore._write_batch_given = killed_after_two
     sys.argv = ["semrank", *sys.argv[1:]]
     main()
     """

@@ -5,15 +5,17 @@ PostgreSQL and across the two."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from semrank.errors import InvalidInputError
 from semrank.store import Store, create_index, create_index_like, open_index, reindex
+from semrank.store._reindex import vectors_note
 from tiny_models import HashingEmbedder
 
 DOCS = [
@@ -32,7 +34,7 @@ DOCS = [
 ]
 ACME = {"term": {"tenant": "acme"}}
 QUERIES = ["fleas blood", "ocean fish", "capital of France"]
-MakeDest = Callable[[Store, str], Store]
+MakeDest = Callable[..., Store]  # (source, name, embedder=HashingEmbedder()) -> a new index
 
 
 def everything(index: Store) -> dict[str, dict[str, Any]]:
@@ -117,11 +119,50 @@ def check_interrupted_copy_loses_nothing(source: Store, make_dest: MakeDest) -> 
         assert everything(dest) == before
 
 
+class CountingEmbedder(HashingEmbedder):
+    """The source's embedder, counting the texts it embeds: the destination's model, which a
+    copy between indexes of one model must not run."""
+
+    def __init__(self) -> None:
+        self.texts = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += len(texts)
+        return super().embed(texts)
+
+
+def check_vectors_are_copied_not_embedded(source: Store, make_dest: MakeDest) -> None:
+    """Same model, same text fields: every stored vector is copied, the destination's model
+    embeds nothing, and its knn hits are the source's. A subset of the fields is another
+    text: embedded, and said."""
+    model = CountingEmbedder()
+    with make_dest(source, "vectors", model) as dest:
+        counts = reindex(source, dest, batch_size=3)
+        assert model.texts == 0, "the destination embedded copied documents"
+        assert (counts.vectors_copied, counts.embedded) == (len(DOCS), 0)
+        assert vectors_note(counts, source.name, dest.name) == (
+            f"7 stored vectors copied from index {source.name!r}; no document was embedded again"
+        )
+        for query in QUERIES:
+            assert knn(dest, query) == knn(source, query) and knn(dest, query)
+        ids = [doc["id"] for doc in DOCS]
+        theirs, ours = source.stored_vectors(ids), dest.stored_vectors(ids)
+        for doc_id in ids:  # bit for bit, across stores too
+            assert ours[doc_id][0] == theirs[doc_id][0]
+            assert np.array_equal(ours[doc_id][1], theirs[doc_id][1])
+        model.texts = 0
+        titles = reindex(source, dest, reshape=lambda fields: {"title": fields["title"]})
+        assert model.texts == len(DOCS) and titles.embedded == len(DOCS)
+        note = vectors_note(titles, source.name, dest.name) or ""
+        assert note.startswith("7 documents embedded again") and "_source subset" in note
+
+
 CHECKS = [
     check_copy_of_matching_documents,
     check_create_reports_conflicts,
     check_max_docs_and_ids,
     check_interrupted_copy_loses_nothing,
+    check_vectors_are_copied_not_embedded,
 ]
 
 
@@ -143,10 +184,37 @@ def local_source(tmp_path: Path) -> Any:
 def test_reindex_on_the_embedded_store(
     check: Callable[[Store, MakeDest], None], local_source: Store, tmp_path: Path
 ) -> None:
-    def make_dest(source: Store, name: str) -> Store:
-        return create_index_like(source, name, home=tmp_path, embedder=HashingEmbedder())
+    def make_dest(source: Store, name: str, embedder: Any = None) -> Store:
+        embedder = embedder or HashingEmbedder()
+        return create_index_like(source, name, home=tmp_path, embedder=embedder)
 
     check(local_source, make_dest)
+
+
+def test_another_model_or_probe_embeds_again_and_says_why(
+    local_source: Store, tmp_path: Path
+) -> None:
+    """Vectors are copied only between indexes of one model: another maximum length, or a
+    model whose probe vector differs, embeds every document again (and says why)."""
+    model = CountingEmbedder()
+    options = {"home": tmp_path, "embedding_model": "default", "embedder": model}
+    with create_index("short", embedding_max_length=64, **options) as dest:
+        counts = reindex(local_source, dest)
+        assert model.texts == len(DOCS) and counts.vectors_copied == 0
+        note = vectors_note(counts, "src", "short") or ""
+        assert "7 documents embedded again by index 'short'" in note
+        assert note.endswith("max length 64) is not that of index 'src' ('all-minilm-l6-v2')")
+    model.texts = 0
+    probe = [1.0] + [0.0] * 383
+    local_source._store_probe(probe)
+    with create_index("fresh", **options) as dest:  # no probe, no vectors: takes the source's
+        assert reindex(local_source, dest).vectors_copied == len(DOCS) and model.texts == 0
+        assert dest.embedding_probe() == probe
+    with create_index("rebuilt", **options) as dest:
+        dest._store_probe([0.0, 1.0] + [0.0] * 382)
+        counts = reindex(local_source, dest)
+        assert counts.embedded == len(DOCS) and model.texts == len(DOCS)
+        assert "embeds a probe text otherwise" in (counts.embedded_why or "")
 
 
 def test_an_index_is_not_copied_into_itself(local_source: Store, tmp_path: Path) -> None:
@@ -174,3 +242,39 @@ def test_cli_reindex_creates_the_copy_with_the_source_settings(tmp_path: Path) -
     second = CliRunner().invoke(app, again)
     assert second.exit_code == 0, second.output
     assert "3 new" in second.output and "left 4 documents" in second.output
+
+
+def test_cli_reindex_copies_the_vectors_and_says_so(local_source: Store, tmp_path: Path) -> None:
+    """The index's model is never loaded: its vectors come from the source (a model run
+    would give other vectors than the source's test embedder)."""
+    from semrank.cli import app
+
+    home = str(tmp_path)
+    result = CliRunner().invoke(app, ["index", "reindex", "src", "dst", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert "7 stored vectors copied from index 'src'; no document was embedded again" in (
+        result.output
+    )
+    with open_index("dst", home=home) as dest:
+        ids = [doc["id"] for doc in DOCS]
+        copied, stored = dest.stored_vectors(ids), local_source.stored_vectors(ids)
+        assert all(np.array_equal(copied[i][1], stored[i][1]) for i in ids)
+
+
+def test_cli_reindex_into_an_alias_writes_into_its_index(tmp_path: Path) -> None:
+    """As the server's _reindex does (and Elasticsearch): an alias as DEST is the index it
+    names, not a name refused as an alias's; one naming SOURCE is SOURCE itself."""
+    from semrank.cli import app
+    from semrank.store import update_aliases
+
+    home = str(tmp_path)
+    for name in ("a", "b"):
+        with create_index(name, home=home, embedding_model=None) as index:
+            index.upsert(DOCS[:2] if name == "a" else DOCS[2:4])
+    update_aliases([{"add": {"index": "b", "alias": "other"}}], home=home)
+    update_aliases([{"add": {"index": "a", "alias": "live"}}], home=home)
+    done = CliRunner().invoke(app, ["index", "reindex", "a", "other", "--home", home])
+    assert done.exit_code == 0, done.output
+    assert "into index 'b' (2 new, 0 replaced); it holds 4" in done.output
+    itself = CliRunner().invoke(app, ["index", "reindex", "a", "live", "--home", home])
+    assert "would write into it too" in str(itself.exception)

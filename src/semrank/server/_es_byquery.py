@@ -43,6 +43,7 @@ from semrank.server.schemas import (
     EsUpdateByQueryRequest,
     EsUpdateByQueryResponse,
 )
+from semrank.store._reindex import vectors_note
 
 router = APIRouter(
     dependencies=[Depends(require_api_key)],
@@ -92,10 +93,14 @@ def _options(
     if conflicts not in ("abort", "proceed"):
         raise InvalidInputError(f"conflicts {conflicts!r:.40}: give abort or proceed")
     given = params.get("max_docs")
-    if body_max is not None or given is None:
+    if given is None:
         return conflicts, body_max
     if not given.isdigit() or int(given) < 1:
         raise InvalidInputError(f"max_docs {given!r:.40} must be a positive integer")
+    if body_max is not None and body_max != int(given):
+        raise InvalidInputError(
+            f"max_docs is {given} in the query string and {body_max} in the body; give it once"
+        )
     return conflicts, int(given)
 
 
@@ -236,7 +241,7 @@ async def reindex(body: EsReindexRequest, request: Request, response: Response) 
     conflicts, max_docs = _options(request, body.conflicts, body.max_docs)
     plan = _ReindexPlan.read(body, conflicts, max_docs)
     started = time.perf_counter()
-    counts, dest, embedded = await write_blocking(request, lambda: plan.run(_where(request)))
+    counts, source, dest = await write_blocking(request, lambda: plan.run(_where(request)))
     failures = [_conflict(dest, doc_id) for doc_id in counts.conflicts]
     answer = EsReindexResponse(
         took=_ms(started),
@@ -247,12 +252,8 @@ async def reindex(body: EsReindexRequest, request: Request, response: Response) 
         version_conflicts=len(counts.conflicts),
         failures=failures if conflicts == "abort" else [],
     )
-    warnings = []
-    if embedded and counts.created + counts.updated:
-        warnings.append(
-            f"the documents copied into index {dest!r} were embedded again with its model "
-            "(semrank does not copy stored vectors)"
-        )
+    note = vectors_note(counts, source, dest)
+    warnings = [] if note is None else [note]
     if answer.failures:  # Elasticsearch answers its failures' status: 409 for conflicts
         _answer(response, None, warnings)
         content = answer.model_dump(by_alias=True)
@@ -273,7 +274,7 @@ class _ReindexPlan:
         self.source: str = parts["source"]
         self.dest: str = parts["dest"]
         self.query: dict[str, Any] | None = parts["query"]
-        self.includes: list[str] | None = parts["includes"]
+        self.fields: tuple[list[str], list[str]] | None = parts["fields"]
         self.batch_size: int = parts["batch_size"]
         self.op_type: str = parts["op_type"]
         self.conflicts: str = parts["conflicts"]
@@ -301,15 +302,15 @@ class _ReindexPlan:
             source=_one_index(source.get("index"), "source.index"),
             dest=_one_index(dest.get("index"), "dest.index"),
             query=query,
-            includes=_includes(source.get("_source")),
+            fields=_source_fields(source.get("_source")),
             batch_size=_batch_size(source.get("size", SCROLL_SIZE)),
             op_type=op_type,
             conflicts=conflicts,
             max_docs=max_docs,
         )
 
-    def run(self, where: dict[str, Any]) -> tuple[Any, str, bool]:
-        """The copy: (its counts, the destination index's name, whether it embeds)."""
+    def run(self, where: dict[str, Any]) -> tuple[Any, str, str]:
+        """The copy: (its counts, the source and destination indexes' names)."""
         from semrank.pipeline import ids_matching_query, parse_count_query, using_index
         from semrank.retrieve import Filter
         from semrank.store import reindex
@@ -320,7 +321,7 @@ class _ReindexPlan:
             ids = (
                 None if read is None or flt is not None else ids_matching_query(source, self.query)
             )
-            reshape = None if self.includes is None else _reshaping(self.includes)
+            reshape = None if self.fields is None else _reshaping(*self.fields)
             with _destination(source, self.dest, where) as dest:
                 counts = reindex(
                     source,
@@ -333,7 +334,7 @@ class _ReindexPlan:
                     batch_size=self.batch_size,
                     reshape=reshape,
                 )
-                return counts, dest.name, dest.has_vectors
+                return counts, source.name, dest.name
 
 
 @contextlib.contextmanager
@@ -349,8 +350,10 @@ def _destination(source: Any, name: str, where: dict[str, Any]) -> Iterator[Any]
         yield dest
 
 
-def _reshaping(includes: list[str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    return lambda fields: _filtered_source(fields, includes, [])
+def _reshaping(
+    includes: list[str], excludes: list[str]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda fields: _filtered_source(fields, includes, excludes)
 
 
 def _known_keys(part: dict[str, Any], known: frozenset[str], where: str) -> None:
@@ -377,18 +380,37 @@ def _one_index(name: Any, where: str) -> str:
     return name
 
 
-def _includes(source: Any) -> list[str] | None:
-    """``source._source``: the fields copied (true or absent: all of them)."""
+def _source_fields(source: Any) -> tuple[list[str], list[str]] | None:
+    """``source._source``: (includes, excludes) of the fields copied (true or absent: all of
+    them), from a list or a string of fields, or Elasticsearch's object of the two."""
     if source is None or source is True:
         return None
-    if isinstance(source, str):
-        source = [part for part in source.split(",") if part]
-    if not isinstance(source, list) or not source or not all(isinstance(f, str) for f in source):
+    if isinstance(source, dict) and source and set(source) <= set(_SOURCE_KEYS):
+        parts = {_SOURCE_KEYS[key]: _field_list(value) for key, value in source.items()}
+        # A part not a field list, or an empty list of fields to copy (no document): refused.
+        if None not in parts.values() and parts.get("includes") != []:
+            return parts.get("includes") or [], parts.get("excludes") or []
+    listed = _field_list(source)
+    if not listed:
         raise InvalidInputError(
-            f"source._source {source!r:.60}: give a list of the fields to copy (every field "
-            "without it); a reindex copies documents, so false is refused"
+            f"source._source {source!r:.60}: give the fields to copy (a list, or "
+            '{"includes": [...], "excludes": [...]}; every field without it); a reindex copies '
+            "documents, so false is refused"
         )
-    return source
+    return listed, []
+
+
+_SOURCE_KEYS = {"includes": "includes", "include": "includes", "excludes": "excludes",
+                "exclude": "excludes"}  # fmt: skip
+
+
+def _field_list(value: Any) -> list[str] | None:
+    """A list of field patterns from a list or a comma-separated string (None: neither)."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part]
+    if isinstance(value, list) and all(isinstance(f, str) for f in value):
+        return value
+    return None
 
 
 def _batch_size(size: Any) -> int:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, NamedTuple, Self, cast
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from semrank._checks import (
 from semrank._process import process_alive, process_start_time
 from semrank._words import count_of
 from semrank.errors import (
+    DataFormatError,
     IndexModelChangedError,
     IndexVersionError,
     InvalidInputError,
@@ -284,6 +285,19 @@ class UpsertCounts:
     documents: int
     written: int
     unread_fields: tuple[str, ...] = ()
+    # Of the documents written: how many had their text embedded with the index's model, and
+    # how many were stored with a vector the caller gave (``upsert_counted(vectors=...)``).
+    embedded: int = 0
+    vectors_given: int = 0
+
+
+class BatchCounts(NamedTuple):
+    """What ``Store._write_batch_given`` did with one batch (see ``UpsertCounts``)."""
+
+    documents: int
+    written: int
+    embedded: int
+    vectors_given: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -403,6 +417,20 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return fixed
 
 
+def given_vectors(ids: Sequence[str], vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The vectors given for ``ids`` (each in ``vectors``) as unit rows of one matrix, or a
+    DataFormatError naming the first that is not a finite vector of the others' length."""
+    rows = [np.asarray(vectors[i], dtype=np.float32) for i in ids]
+    dim = rows[0].shape
+    for doc_id, row in zip(ids, rows, strict=True):
+        if row.ndim != 1 or row.shape != dim or not row.size or not np.isfinite(row).all():
+            raise DataFormatError(
+                f"the vector given for document {doc_id!r} has shape {row.shape} (or is not "
+                f"finite); give each a finite 1-d vector of {dim[0] if dim else 'one'} numbers"
+            )
+    return unit_rows(np.stack(rows))
+
+
 def field_value(fields: dict[str, Any], name: str) -> Any:
     """The value of field ``name`` (None when missing), its key matched under Unicode NFC: an
     index's fields named as typed (composed) read a CSV header saved decomposed."""
@@ -518,9 +546,13 @@ class Store(abc.ABC):
         batch_size: int = 256,
         progress: ProgressCallback | None = None,
         refresh: bool = True,
+        vectors: Mapping[str, np.ndarray] | None = None,
     ) -> UpsertCounts:
         """``upsert``, saying how many of the documents were written (the others were stored
-        already, unchanged, and skipped)."""
+        already, unchanged, and skipped). ``vectors``: by id, the vector to store for a
+        document rather than embedding its text (the vector this index's model gives the text
+        it embeds: its text fields joined, ``text_of``), as ``reindex`` copies them from an
+        index of the same model; the other documents are embedded."""
         check_batch_size(batch_size)
         require_flags(refresh=refresh)
         checks = IngestChecks(self.settings.text_fields)
@@ -531,14 +563,20 @@ class Store(abc.ABC):
                 self.check_storable(record)
             records = iter(listed)
         seen = set(self.fields_seen)  # before the writes: fields kept before were said then
-        total = written = 0
+        done = BatchCounts(0, 0, 0, 0)
         for batch in _batches(records, batch_size):
-            documents_in, written_in = self._write_batch(batch, progress)
-            total, written = total + documents_in, written + written_in
+            step = self._write_batch_given(batch, progress, vectors or {})
+            done = BatchCounts(*(a + b for a, b in zip(done, step, strict=True)))
         if refresh:
             self.refresh()
         unread = tuple(name for name in checks.unread_fields if name not in seen)
-        return UpsertCounts(documents=total, written=written, unread_fields=unread)
+        return UpsertCounts(
+            documents=done.documents,
+            written=done.written,
+            unread_fields=unread,
+            embedded=done.embedded,
+            vectors_given=done.vectors_given,
+        )
 
     add = upsert
 
@@ -645,6 +683,30 @@ class Store(abc.ABC):
         self, batch: list[Document], progress: ProgressCallback | None
     ) -> tuple[int, int]:
         """Write one batch of documents in one transaction; returns how many were written."""
+
+    def _write_batch_given(
+        self,
+        batch: list[Document],
+        progress: ProgressCallback | None,
+        vectors: Mapping[str, np.ndarray],
+    ) -> BatchCounts:
+        """``_write_batch``, storing ``vectors`` (by id) rather than embedding those
+        documents' texts. This default, for stores of a user's own, embeds every one."""
+        documents, written = self._write_batch(batch, progress)
+        return BatchCounts(documents, written, written if self.has_vectors else 0, 0)
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """``{id: (text, vector)}``: the text each of ``ids`` was embedded from (its text
+        fields joined) and the unit vector stored for it, for the ids stored with one (not:
+        unknown ids, documents not embedded yet, indexes without an embedding model). What
+        ``reindex`` copies rather than embedding again. This default reads none (a store of
+        a user's own)."""
+        return {}
+
+    def embedding_probe(self) -> list[float] | None:
+        """The vector the index's model gave a fixed text when its first vectors were made
+        (None: none kept): two indexes whose probes agree embed text alike."""
+        return self._stored_probe()
 
     @abc.abstractmethod
     def delete(self, ids: Iterable[str]) -> int:
@@ -1090,6 +1152,25 @@ class Store(abc.ABC):
                 f"knn field {name!r} is not a vector field of index {self.name!r}; "
                 f"use {VECTOR_FIELD!r}"
             )
+
+
+class GivenVectorStore(Store):
+    """A store whose batches take vectors given by the caller (``_write_batch_given``), as
+    the embedded and PostgreSQL stores do: ``_write_batch`` is that with none given."""
+
+    def _write_batch(
+        self, batch: list[Document], progress: ProgressCallback | None
+    ) -> tuple[int, int]:
+        done = self._write_batch_given(batch, progress, {})
+        return done.documents, done.written
+
+    @abc.abstractmethod
+    def _write_batch_given(
+        self,
+        batch: list[Document],
+        progress: ProgressCallback | None,
+        vectors: Mapping[str, np.ndarray],
+    ) -> BatchCounts: ...
 
 
 def unpicklable(store: Store, opened_with: str) -> InvalidInputError:

@@ -10,7 +10,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,13 @@ from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     STDIN_SOURCE,
+    BatchCounts,
     DocumentVersion,
+    GivenVectorStore,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
     ProgressCallback,
-    Store,
     VersionedChange,
     VersionedCounts,
     VersionedDocument,
@@ -64,6 +65,7 @@ from semrank.store._base import (
     check_fields_search,
     check_k,
     check_search,
+    given_vectors,
     id_list,
     index_dir_size,
     ingest_running,
@@ -187,7 +189,7 @@ def _ids_array(ids: list[str]) -> np.ndarray:
     return array
 
 
-class LocalStore(Store):
+class LocalStore(GivenVectorStore):
     """A persistent index in a directory. Safe against crashes; one writer at a time."""
 
     backend = "local"
@@ -275,9 +277,12 @@ class LocalStore(Store):
         raise unpicklable(self, f"open_index({self.name!r}, home={home!r})")
 
     # --- writing (``upsert`` is the base class's: one transaction per batch) ----------------
-    def _write_batch(
-        self, batch: list[Document], progress: ProgressCallback | None
-    ) -> tuple[int, int]:
+    def _write_batch_given(
+        self,
+        batch: list[Document],
+        progress: ProgressCallback | None,
+        vectors: Mapping[str, np.ndarray],
+    ) -> BatchCounts:
         self._require_live()
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         rows = {
@@ -286,8 +291,8 @@ class LocalStore(Store):
         stored = self.db.stored_docs(list(rows))
         # Unchanged documents are skipped, so re-running an interrupted ingest is cheap.
         changed = [doc_id for doc_id, (doc, _) in rows.items() if stored.get(doc_id) != doc]
+        blobs, embedded, given = self._blobs_of(changed, [rows[i][1] for i in changed], vectors)
         if changed:
-            blobs = self._embed_blobs([rows[i][1] for i in changed])
             new_fields = {key for d in latest.values() for key in d.fields}
             with self.db.transaction() as conn:
                 generation = self.db.bump_generation(conn)
@@ -302,7 +307,36 @@ class LocalStore(Store):
                 self._record_fields(conn, new_fields)
         if progress is not None:
             progress(len(batch))
-        return len(latest), len(changed)
+        return BatchCounts(len(latest), len(changed), embedded, given)
+
+    def _blobs_of(
+        self, ids: list[str], texts: list[str], vectors: Mapping[str, np.ndarray]
+    ) -> tuple[list[bytes | None], int, int]:
+        """The vector blobs of ``ids`` (whose ``texts`` are these): ``vectors``' where given,
+        else embedded; with how many were embedded, and how many given."""
+        if not self.has_vectors or not ids:
+            return [None] * len(ids), 0, 0
+        given = [n for n, doc_id in enumerate(ids) if doc_id in vectors]
+        missing = [n for n, doc_id in enumerate(ids) if doc_id not in vectors]
+        blobs: list[bytes | None] = [None] * len(ids)
+        if missing:
+            made = self._embed_blobs([texts[n] for n in missing])
+            for n, blob in zip(missing, made, strict=True):
+                blobs[n] = blob
+        if given:
+            matrix = given_vectors([ids[n] for n in given], vectors)
+            self._check_dim(matrix.shape[1])
+            for n, row in zip(given, matrix, strict=True):
+                blobs[n] = row.tobytes()
+        return blobs, len(missing), len(given)
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        wanted = id_list(ids)
+        self._require_live()
+        rows = self.db.embedded_rows(wanted)
+        return {
+            i: (text, np.frombuffer(blob, dtype=np.float32)) for i, (text, blob) in rows.items()
+        }
 
     def update_versioned(self, ids: Sequence[str], change: VersionedChange) -> VersionedCounts:
         """Read, changed and written in one write transaction (``BEGIN IMMEDIATE``: another

@@ -500,6 +500,20 @@ class DocumentDB:
             cls.set_meta(conn, "seq_no", last + count)
         return last + 1
 
+    def embedded_rows(self, ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """``{id: (text, embedding blob)}`` for the ids that exist with a vector."""
+        found: dict[str, tuple[str, bytes]] = {}
+        with self._reading() as reader:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = reader.execute(
+                    f"SELECT id, text, embedding FROM documents WHERE id IN ({marks}) "
+                    "AND embedding IS NOT NULL",
+                    tuple(chunk),
+                )
+                found.update((doc_id, (text, blob)) for doc_id, text, blob in rows)
+        return found
+
     @staticmethod
     def count_rows(conn: sqlite3.Connection) -> int:
         """The number of documents, in the caller's snapshot (by the smallest index)."""

@@ -699,21 +699,24 @@ def reindex_command(
     home: Path | None = HOME_OPTION,
     store: str | None = STORE_OPTION,
 ) -> None:
-    """Copy SOURCE's documents (those passing --filter) into DEST, batch by batch: DEST embeds
-    and analyses them with its own settings. Then move an alias to DEST with `semrank index
-    alias ALIAS DEST`. SOURCE is only read: a copy stopped part way is finished by running it
-    again."""
+    """Copy SOURCE's documents (those passing --filter) into DEST, batch by batch: DEST
+    analyses them with its own settings, and takes SOURCE's stored vectors where both embed
+    the same text with the same model (else embeds them, and says why). Then move an alias
+    to DEST with `semrank index alias ALIAS DEST`. SOURCE is only read: a copy stopped part
+    way is finished by running it again."""
+    from semrank.errors import IndexNotFoundError
     from semrank.store import create_index_like, open_index, reindex
+    from semrank.store._reindex import vectors_note
 
     flt = None if filter_json is None else filter_option(filter_json)
     to_store = store if dest_store is None else (None if dest_store == "local" else dest_store)
     with open_index(source, home=home, store=store) as source_index:
-        created = not _exists(dest, home, to_store)
-        opened = (
-            create_index_like(source_index, dest, home=home, store=to_store)
-            if created
-            else open_index(dest, home=home, store=to_store)
-        )
+        opened: Store
+        try:  # an alias as DEST: the index it names, as the server's _reindex writes
+            opened, created = open_index(dest, home=home, store=to_store), False
+        except IndexNotFoundError:
+            opened = create_index_like(source_index, dest, home=home, store=to_store)
+            created = True
         total = len(source_index) if flt is None else source_index.count_matching(flt)
         total = total if max_docs is None else min(total, max_docs)
         bar = progress(_stderr_console(), f"copying into {dest!r}", total)
@@ -734,6 +737,9 @@ def reindex_command(
                 f"{source_index.name!r} into {made} {dest_index.name!r} ({counts.created} new, "
                 f"{counts.updated} replaced); it holds {len(dest_index)}"
             )
+            note = vectors_note(counts, source_index.name, dest_index.name)
+            if note is not None:
+                typer.echo(note)
     if counts.conflicts:
         shown = ", ".join(repr(i) for i in counts.conflicts[:DRY_RUN_IDS_SHOWN])
         typer.echo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -36,11 +36,12 @@ from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, val
 from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
+    BatchCounts,
     DocumentVersion,
+    GivenVectorStore,
     IndexInfo,
     IndexSettings,
     ProgressCallback,
-    Store,
     VersionedChange,
     VersionedCounts,
     VersionedDocument,
@@ -49,6 +50,7 @@ from semrank.store._base import (
     check_k,
     check_search,
     combine_field_hits,
+    given_vectors,
     id_list,
     unit_rows,
     unpicklable,
@@ -190,7 +192,7 @@ def _hits(rows: list[tuple[str, float]]) -> Hits:
     return Hits(ids, np.array([row[1] for row in rows], dtype=np.float32))
 
 
-class PostgresStore(Store):
+class PostgresStore(GivenVectorStore):
     """A named index in a PostgreSQL database (``semrank`` schema; see ``docs/postgresql.md``).
 
     Several processes may read and write at once: writes to one index are serialised by a row
@@ -326,9 +328,12 @@ class PostgresStore(Store):
         rows = conn.execute(query, (ids,)).fetchall()
         return {row[0]: (row[1], row[2], int(row[3]), int(row[4])) for row in rows}
 
-    def _write_batch(
-        self, batch: list[Document], progress: ProgressCallback | None
-    ) -> tuple[int, int]:
+    def _write_batch_given(
+        self,
+        batch: list[Document],
+        progress: ProgressCallback | None,
+        given: Mapping[str, np.ndarray],
+    ) -> BatchCounts:
         latest = {doc.id: doc for doc in batch}  # a repeated id in one batch: the last wins
         _check_id_lengths(latest)
         rows = {i: (_json_fields(i, d.fields), self.text_of(d.fields)) for i, d in latest.items()}
@@ -337,9 +342,9 @@ class PostgresStore(Store):
         changed = [
             i for i, (doc, text) in rows.items() if not self._unchanged(stored.get(i), doc, text)
         ]
+        texts = [rows[i][1] for i in changed]
+        vectors, embedded, copied = self._literals_of(changed, texts, given)
         if changed:
-            texts = [rows[i][1] for i in changed]
-            vectors = self._embed(texts)
             terms = q.analyse(texts, self.settings.bm25)
             fields = sorted({key for i in changed for key in rows[i][0]})
             written = [
@@ -349,7 +354,39 @@ class PostgresStore(Store):
             self._write_rows_named(written, fields)
         if progress is not None:
             progress(len(batch))
-        return len(latest), len(changed)
+        return BatchCounts(len(latest), len(changed), embedded, copied)
+
+    def _literals_of(
+        self, ids: list[str], texts: list[str], given: Mapping[str, np.ndarray]
+    ) -> tuple[list[str | None], int, int]:
+        """The vectors of ``ids`` (whose ``texts`` are these) in pgvector's text form: those
+        ``given`` as they are, the others embedded (a text with no words gets none, as
+        ``_embed`` says); with how many were embedded, and how many given."""
+        if not self.has_vectors:
+            return [None] * len(ids), 0, 0
+        wordy = [n for n, text in enumerate(texts) if text.strip()]
+        copied = [n for n in wordy if ids[n] in given]
+        missing = [n for n in wordy if ids[n] not in given]
+        literals: list[str | None] = [None] * len(ids)
+        if missing:
+            for n, row in zip(missing, self._vectors([texts[n] for n in missing]), strict=True):
+                literals[n] = q.vector_literal(row)
+        if copied:
+            matrix = given_vectors([ids[n] for n in copied], given)
+            self._check_dimension(matrix.shape[1])
+            for n, row in zip(copied, matrix, strict=True):
+                literals[n] = q.vector_literal(row)
+        return literals, len(missing), len(copied)
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        from psycopg import sql
+
+        wanted = _storable(id_list(ids))
+        query = sql.SQL(
+            "SELECT id, body, embedding::text FROM {} WHERE id = ANY(%s) AND embedding IS NOT NULL"
+        ).format(self._part)
+        rows = self._all(query, (wanted,)) if wanted else []
+        return {i: (body, np.array(json.loads(vec), dtype=np.float32)) for i, body, vec in rows}
 
     def update_versioned(self, ids: Sequence[str], change: VersionedChange) -> VersionedCounts:
         """Read, changed and written in one transaction that first locks the index's row
@@ -448,29 +485,24 @@ class PostgresStore(Store):
         """Vectors of ``texts`` in pgvector's text form; a text with no words gets none (NULL),
         so vector search never returns it (its embedding is close to every query), as in the
         embedded store."""
-        if not self.has_vectors:
-            return [None] * len(texts)
-        wordy = [i for i, text in enumerate(texts) if text.strip()]
-        literals: list[str | None] = [None] * len(texts)
-        if wordy:
-            vectors = self._vectors([texts[i] for i in wordy])
-            for i, row in zip(wordy, vectors, strict=True):
-                literals[i] = q.vector_literal(row)
-        return literals
+        return self._literals_of([""] * len(texts), texts, {})[0]  # no ids: none given
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise DataFormatError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
-        if vectors.shape[1] != VECTOR_DIM:
-            raise DataFormatError(
-                f"the PostgreSQL store keeps vector({VECTOR_DIM}) embeddings, but "
-                f"{self.settings.embedding_model!r} returns {vectors.shape[1]}-d vectors; use a "
-                f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
-            )
+        self._check_dimension(vectors.shape[1])
         vectors = unit_rows(vectors)  # stored as the embedded store stores them
         self._keep_embedding_probe()
         return vectors
+
+    def _check_dimension(self, dim: int) -> None:
+        if dim != VECTOR_DIM:
+            raise DataFormatError(
+                f"the PostgreSQL store keeps vector({VECTOR_DIM}) embeddings, but "
+                f"{self.settings.embedding_model!r} returns {dim}-d vectors; use a "
+                f"{VECTOR_DIM}-d embedding model (the default all-MiniLM-L6-v2 is one)"
+            )
 
     # The probe lives in the index's settings (jsonb, keys IndexSettings does not read): no
     # schema migration, which a role with table grants only could not apply.
