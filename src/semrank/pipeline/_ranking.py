@@ -11,6 +11,7 @@ import numpy as np
 
 from semrank._checks import arrays_equal
 from semrank.retrieve import Hits
+from semrank.store._base import DocumentVersion
 from semrank.store._targets import split_key
 
 
@@ -94,6 +95,9 @@ class Hit:
     # Its values of the search's sort (one per criterion, then its tie-breaking id), where
     # the search sorted by fields: the next page's search_after, as the last hit's.
     sort: list[Any] | None = None
+    # The document's version and the sequence number of its last write, where the search
+    # asked for them (Elasticsearch's version / seq_no_primary_term), read with ``document``.
+    version: DocumentVersion | None = None
 
     def to_dict(self) -> dict[str, Any]:
         marked: dict[str, Any] = {} if self.highlight is None else {"highlight": self.highlight}

@@ -290,7 +290,8 @@ class _ReindexPlan:
         _known_keys(dest, DEST_KEYS, "dest")
         if dest.get("version_type", "internal") != "internal":
             raise InvalidInputError(
-                f"dest.version_type {dest['version_type']!r:.40}: semrank keeps no versions; "
+                f"dest.version_type {dest['version_type']!r:.40}: semrank's _reindex gives "
+                "the copies the destination's own versions (1 when created, +1 when changed); "
                 "leave it out (internal)"
             )
         query = source.get("query")

@@ -11,6 +11,7 @@ Elasticsearch does: elasticsearch-py raises it as ``BadRequestError``; ``_errors
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -58,6 +59,7 @@ from semrank.server.schemas import (
     EsVersion,
     SearchRequest,
 )
+from semrank.store._base import DocumentVersion
 
 # The version GET / gives: elasticsearch-py 8 and 9 read none, tools that do want 8 or later.
 ES_VERSION = "9.0.0"
@@ -148,12 +150,56 @@ async def es_search(
 
         return await paged_search(request.path_params.get("index"), request, body)
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
-    read = read_es_search(request, body, includes=includes, excludes=excludes)
+    shown = HitVersions.asked(body, request)
+    read = read_es_search(request, body, includes=includes, excludes=excludes, shown=shown)
     answer, warnings = await run_es_search(request, index, read, **targets)
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
     return answer
+
+
+def _query_flag(request: Request, name: str) -> bool | None:
+    """A true/false query-string parameter (None: not given)."""
+    given = request.query_params.get(name)
+    if given is None:
+        return None
+    if given.lower() not in ("true", "false", ""):
+        raise InvalidInputError(
+            f"query-string parameter {name}={given!r:.40} must be true or false"
+        )
+    return given.lower() != "false"  # a bare ?name is true, as in Elasticsearch
+
+
+@dataclass(frozen=True, kw_only=True)
+class HitVersions:
+    """What each hit shows of its document's version: ``version`` (``_version``) and
+    ``seq_no`` (``_seq_no`` and ``_primary_term``, Elasticsearch's seq_no_primary_term)."""
+
+    version: bool = False
+    seq_no: bool = False
+
+    @classmethod
+    def asked(cls, body: EsSearchRequest | None, request: Request | None = None) -> HitVersions:
+        """The body's flags, each overridden by the query string's (as Elasticsearch reads
+        them) where ``request`` is the search's own."""
+        given: dict[str, bool | None] = {"version": None, "seq_no_primary_term": None}
+        if request is not None:
+            given = {name: _query_flag(request, name) for name in given}
+        version, seq_no = (
+            bool(getattr(body, name, None)) if flag is None else flag
+            for name, flag in given.items()
+        )
+        return cls(version=version, seq_no=seq_no)
+
+    def fields(self, version: DocumentVersion | None) -> dict[str, int]:
+        """A hit's fields of ``version`` (none where it has none: deleted since)."""
+        shown: dict[str, int] = {}
+        if version is not None and self.version:
+            shown["version"] = version.version
+        if version is not None and self.seq_no:
+            shown |= {"seq_no": version.seq_no, "primary_term": version.primary_term}
+        return shown
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +211,7 @@ class EsSearch:
     size: int
     includes: Sequence[str] = ()
     excludes: Sequence[str] = ()
+    shown: HitVersions = HitVersions()
 
 
 def read_es_search(
@@ -173,10 +220,13 @@ def read_es_search(
     *,
     includes: Sequence[str] = (),
     excludes: Sequence[str] = (),
+    shown: HitVersions | None = None,
 ) -> EsSearch:
     """A ``_search`` body as semrank's search (``prepare_search``), refused before any index is
-    opened where it is bad (the same for every index)."""
+    opened where it is bad (the same for every index); ``shown``: the hits' versions asked
+    (default: the body's)."""
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
+    shown = HitVersions.asked(body) if shown is None else shown
     retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
     # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
@@ -190,7 +240,9 @@ def read_es_search(
         }
     )
     prepared = prepare_search(request, search)
-    return EsSearch(search=prepared, size=size, includes=includes, excludes=excludes)
+    if shown.version or shown.seq_no:
+        prepared = dataclasses.replace(prepared, versions=True)
+    return EsSearch(search=prepared, size=size, includes=includes, excludes=excludes, shown=shown)
 
 
 async def run_es_search(
@@ -204,7 +256,7 @@ async def run_es_search(
     # Each hit's _index names the index that holds it (Hit.index), never an alias of it (as
     # Elasticsearch's do): a client acting on a hit by its _index must reach that index after a
     # swap too.
-    answer = es_search_response(index, results, took_ms=took_ms, size=read.size)
+    answer = es_search_response(index, results, took_ms=took_ms, size=read.size, shown=read.shown)
     for hit in answer.hits.hits:
         if isinstance(hit, EsHitWithSource) and (read.includes or read.excludes):
             hit.source = _filtered_source(hit.source, read.includes, read.excludes)
@@ -269,14 +321,9 @@ def _target_options(request: Request) -> dict[str, bool]:
     defaults where not given."""
     options = {}
     for name in ("ignore_unavailable", "allow_no_indices"):
-        given = request.query_params.get(name)
-        if given is None:
-            continue
-        if given.lower() not in ("true", "false", ""):
-            raise InvalidInputError(
-                f"query-string parameter {name}={given!r:.40} must be true or false"
-            )
-        options[name] = given.lower() != "false"  # a bare ?name is true, as in Elasticsearch
+        given = _query_flag(request, name)
+        if given is not None:
+            options[name] = given
     return options
 
 
@@ -309,13 +356,15 @@ def _filtered_source(
     return kept
 
 
-def es_search_response(index: str, results: Any, *, took_ms: int, size: int) -> EsSearchResponse:
+def es_search_response(
+    index: str, results: Any, *, took_ms: int, size: int, shown: HitVersions = HitVersions()
+) -> EsSearchResponse:
     """semrank's search results in Elasticsearch's shape (the one place that maps them), each
     hit's _index its own (``index`` where a hit names none). The total counts the hits ranked
     down to this page's last (those its from skipped and its own; on page 1, the hits
     returned): "gte" when there may be more (a full page)."""
     scored = results.scores_tracked  # sorted by fields: no _score, as Elasticsearch answers
-    hits = [_es_hit(hit.index or index, hit, scored) for hit in results.hits]
+    hits = [_es_hit(hit.index or index, hit, scored, shown) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     if results.matched is not None:  # counted where the search aggregated (or asked size 0)
@@ -340,11 +389,12 @@ def _aggs_of(body: EsSearchRequest) -> dict[str, Any] | None:
     return body.aggs if body.aggs is not None else body.aggregations
 
 
-def _es_hit(index: str, hit: Any, scored: bool = True) -> EsHit:
+def _es_hit(index: str, hit: Any, scored: bool = True, shown: HitVersions = HitVersions()) -> EsHit:
     """One hit in Elasticsearch's shape: ``_source`` where it has its document, ``highlight``
     where a field had a fragment, ``sort`` where the search sorted by fields (``_score`` null
-    there unless ``scored``)."""
+    there unless ``scored``), its version where ``shown`` asks."""
     base = {"index": index, "id": hit.id, "score": hit.score if scored else None, "sort": hit.sort}
+    base |= shown.fields(hit.version)
     if hit.highlight:
         if hit.document is not None:
             return EsHighlightedHitWithSource(**base, source=hit.document, highlight=hit.highlight)
@@ -367,7 +417,8 @@ TAKEN_SEARCH_PARAMS = frozenset(
         "ignore_unavailable", "expand_wildcards",
         "allow_partial_search_results", "ccs_minimize_roundtrips", "batched_reduce_size",
         "max_concurrent_shard_requests", "pre_filter_shard_size", "search_type",
-        "ignore_throttled", "include_named_queries_score", "scroll",
+        "ignore_throttled", "include_named_queries_score", "scroll", "version",
+        "seq_no_primary_term",
     }
 )  # fmt: skip
 

@@ -29,6 +29,7 @@ from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import search_key_hint
 from semrank.server._es_routes import (
     ES_ERRORS,
+    HitVersions,
     _filtered_source,
     _listed,
     _own_texts,
@@ -56,6 +57,7 @@ from semrank.server.schemas import (
     EsSearchResponse,
     EsTotal,
 )
+from semrank.store._base import VersionedDocument
 
 router = APIRouter(
     dependencies=[Depends(require_api_key)],
@@ -65,7 +67,9 @@ router = APIRouter(
 )
 STORE_ORDER = frozenset({"_doc", "_shard_doc"})
 # The keys a listing is made without: the page's (size, from), the paging's, the answer's.
-PAGING_KEYS = frozenset({"size", "from", "sort", "search_after", "pit", "_source"})
+PAGING_KEYS = frozenset(
+    {"size", "from", "sort", "search_after", "pit", "_source", "version", "seq_no_primary_term"}
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Shown:
     includes: list[str]
     excludes: list[str]
     sort: tuple[str, ...]  # the sort keys whose values each hit carries (none: no "sort")
+    versions: HitVersions  # each hit's version, read with its document
 
 
 @dataclass
@@ -233,7 +238,8 @@ def _sort_item(item: Any) -> tuple[str, str | None]:
 
 def _shown(request: Request, body: EsSearchRequest, sort: tuple[str, ...]) -> Shown:
     includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
-    return Shown(body.source is not False, includes, excludes, sort)
+    versions = HitVersions.asked(body, request)
+    return Shown(body.source is not False, includes, excludes, sort, versions)
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -248,12 +254,12 @@ async def _scroll_page(
 
 async def _page(
     request: Request, listed: HitList, start: int, size: int, *, read_on: bool = True
-) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+) -> tuple[list[tuple[int, VersionedDocument]], int]:
     """The next ``size`` hits from ``start`` whose documents are still there (position and
     document), and the position after the last read; ``read_on``: past ``size`` positions
     where documents are gone, to fill the page (not for a page by ``from``, which holds its
     own positions alone: the next page's ``from`` would read some of them again)."""
-    found: list[tuple[int, dict[str, Any]]] = []
+    found: list[tuple[int, VersionedDocument]] = []
     position = start
     while len(found) < size and position < len(listed):
         chunk = range(position, min(len(listed), position + size - len(found)))
@@ -265,15 +271,16 @@ async def _page(
     return found, position
 
 
-async def _documents(request: Request, keys: list[str]) -> list[dict[str, Any] | None]:
-    """The documents of hit keys (None where deleted, or their index dropped since)."""
+async def _documents(request: Request, keys: list[str]) -> list[VersionedDocument | None]:
+    """The documents of hit keys, each read with its version (None where deleted, or their
+    index dropped since)."""
     from semrank.store._targets import split_key
 
     by_index: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         name, doc_id = split_key(key)
         by_index[name].append(doc_id)
-    found: dict[str, dict[str, Any] | None] = {}
+    found: dict[str, VersionedDocument | None] = {}
     for name, ids in by_index.items():
         try:
             documents = await on_index(request, name, functools.partial(_get, ids))
@@ -283,26 +290,30 @@ async def _documents(request: Request, keys: list[str]) -> list[dict[str, Any] |
     return [found[key] for key in keys]
 
 
-def _get(ids: list[str], store: Any) -> list[dict[str, Any] | None]:
-    found: list[dict[str, Any] | None] = store.get(ids)
+def _get(ids: list[str], store: Any) -> list[VersionedDocument | None]:
+    found: list[VersionedDocument | None] = store.get_versioned(ids)
     return found
 
 
-def _es_hits(listed: HitList, found: list[tuple[int, dict[str, Any]]], shown: Shown) -> list[EsHit]:
+def _es_hits(
+    listed: HitList, found: list[tuple[int, VersionedDocument]], shown: Shown
+) -> list[EsHit]:
     from semrank.store._targets import split_key
 
     hits: list[EsHit] = []
-    for position, document in found:
+    for position, read in found:
         name, doc_id = split_key(listed.keys[position])
         score = listed.score(position)
         sort = [score if key == "_score" else position for key in shown.sort] or None
+        base: dict[str, Any] = {"index": name, "id": doc_id, "score": score, "sort": sort}
+        base |= shown.versions.fields(read.version)
         if not shown.source:
-            hits.append(EsHit(index=name, id=doc_id, score=score, sort=sort))
+            hits.append(EsHit(**base))
             continue
-        source = document
+        source = read.fields
         if shown.includes or shown.excludes:
-            source = _filtered_source(document, shown.includes, shown.excludes)
-        hits.append(EsHitWithSource(index=name, id=doc_id, score=score, sort=sort, source=source))
+            source = _filtered_source(source, shown.includes, shown.excludes)
+        hits.append(EsHitWithSource(**base, source=source))
     return hits
 
 

@@ -95,19 +95,30 @@ def parse_condition(given: dict[str, Any], where: str, op: str) -> Condition | N
         )
     if version is None and version_type != "internal":
         raise InvalidInputError(f"{where}version_type {version_type} needs a version")
+    if op == "create":  # as Elasticsearch: a create only ever writes an id not there
+        raise InvalidInputError(
+            f"{where}create operations do not support compare and set (if_seq_no) nor "
+            "external versions; use index instead (op_type=index)"
+        )
     return Condition(
         if_seq_no=seq_no, if_primary_term=term, version=version, version_type=version_type
     )
+
+
+# Elasticsearch's versions and sequence numbers are Java longs, as the stores' columns are.
+MAX_LONG = 2**63 - 1
 
 
 def _non_negative(given: dict[str, Any], key: str, where: str) -> int | None:
     value = given.get(key)
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²": int() refuses it
         value = int(value)
-    if not is_int(value, at_least=0):
-        raise InvalidInputError(f"{where}{key} must be a non-negative integer, got {value!r:.40}")
+    if not is_int(value, at_least=0) or int(value) > MAX_LONG:
+        raise InvalidInputError(
+            f"{where}{key} must be an integer from 0 to {MAX_LONG}, got {value!r:.40}"
+        )
     return int(value)
 
 
@@ -351,7 +362,7 @@ class _Versions:
         self.now = {i: None if d is None else d.fields for i, d in before.items()}
         self.version = {i: None if d is None else d.version.version for i, d in before.items()}
         self.seq_no = {i: None if d is None else d.version.seq_no for i, d in before.items()}
-        self.changed: set[str] = set()
+        self.changed: dict[str, None] = {}  # in the order of their last actions
 
     def current(self, doc_id: str) -> DocumentVersion | None:
         """The stored version of ``doc_id`` (None: no document); one an earlier action of the
@@ -363,7 +374,8 @@ class _Versions:
 
     def put(self, doc_id: str, fields: dict[str, Any] | None, version: int) -> None:
         self.now[doc_id], self.version[doc_id], self.seq_no[doc_id] = fields, version, None
-        self.changed.add(doc_id)
+        self.changed.pop(doc_id, None)  # its write numbered after those of earlier actions
+        self.changed[doc_id] = None
 
     def answer(self) -> dict[str, NewVersion]:
         return {i: NewVersion(fields=self.now[i], version=self.version[i]) for i in self.changed}
@@ -404,7 +416,8 @@ def _outcome(store: Any, action: WriteAction, state: _Versions) -> Outcome:
         return Outcome(**done, error=exc)
     version = state.current(action.id) if result != "not_found" else None
     if action.op == "delete" and result == "deleted":
-        version = DocumentVersion(version=state.version[action.id] or 1, seq_no=-2)
+        last = state.version[action.id]  # the delete's own (0: an external version 0)
+        version = DocumentVersion(version=1 if last is None else last, seq_no=-2)
     return Outcome(**done, result=result, version=version)
 
 
@@ -444,7 +457,8 @@ def _checked_version(action: WriteAction, state: _Versions) -> int:
     ``VersionConflictError``): an external one, else the last one + 1 (1 for a new id)."""
     assert action.id is not None
     condition, current = action.condition, state.current(action.id)
-    last = state.version.get(action.id)
+    # A document an earlier action deleted starts again at 1, as one a request deleted does.
+    last = None if current is None else current.version
     if condition is None:
         return 1 if last is None else last + 1
     if condition.if_seq_no is not None:

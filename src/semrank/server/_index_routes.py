@@ -348,6 +348,7 @@ class PreparedSearch:
     aggs: dict[str, Any] | None
     sort: dict[str, Any]  # the pipeline search's sort, search_after and track_scores
     timeout_ms: int | None
+    versions: bool = False  # each hit's version read with its document (with_versions)
 
     @property
     def reranked(self) -> int:
@@ -418,11 +419,37 @@ async def run_prepared(
                 aggs=prepared.aggs,
                 **prepared.sort,
             )
+        if prepared.versions:
+            results = with_versions(stores, results)
         unfinished = [said for store in stores for said in _incomplete_warning(store)]
         return results, [*results.warnings, *unfinished]
 
     with service.admission.admit():
         return await _blocking(request, deadline, with_targets(request, name, work, **targets))
+
+
+def with_versions(stores: list[Any], results: Any) -> Any:
+    """``results`` with each hit's version, read together with its document from its index
+    after the search: the document a hit shows is the one its ``_seq_no`` numbers, so a
+    conditional write made from it (``if_seq_no``) cannot overwrite a change it did not see.
+    A hit deleted since the search keeps the document it was found with and gets none."""
+    by_name = {store.name: store for store in stores}
+    wanted: dict[str, list[str]] = {}
+    for hit in results.hits:
+        wanted.setdefault(hit.index or stores[0].name, []).append(hit.id)
+    read: dict[tuple[str, str], Any] = {}
+    for name, ids in wanted.items():
+        if name in by_name:
+            found = by_name[name].get_versioned(ids)
+            read.update(zip(((name, i) for i in ids), found, strict=True))
+    hits = []
+    for hit in results.hits:
+        found = read.get((hit.index or stores[0].name, hit.id))
+        if found is not None:
+            document = None if hit.document is None else found.fields
+            hit = dataclasses.replace(hit, version=found.version, document=document)
+        hits.append(hit)
+    return dataclasses.replace(results, hits=hits)
 
 
 def _sort_of(body: SearchRequest, read: Any) -> dict[str, Any]:

@@ -683,6 +683,12 @@ class EsSearchRequest(_Strict):
     pit: EsPointInTime | None = Field(
         None, description='a point in time to search (POST /{index}/_pit): {"id": ...}'
     )
+    version: Flag | None = Field(None, description="true: each hit's _version (also ?version=true)")
+    seq_no_primary_term: Flag | None = Field(
+        None,
+        description="true: each hit's _seq_no and _primary_term, read with its _source, for "
+        "a conditional write (if_seq_no); also ?seq_no_primary_term=true",
+    )
 
 
 def _es_key(key: str, **field: Any) -> Any:
@@ -690,6 +696,10 @@ def _es_key(key: str, **field: Any) -> Any:
     validate an answer again from its JSON, so the ``_``-name is read too)."""
     choices = AliasChoices(key.removeprefix("_"), key)
     return Field(validation_alias=choices, serialization_alias=key, **field)
+
+
+HIT_VERSION_KEYS = ("sort", "_version", "version", "_seq_no", "seq_no", "_primary_term",
+                    "primary_term")  # fmt: skip
 
 
 class EsHit(_Schema):
@@ -703,11 +713,19 @@ class EsHit(_Schema):
     sort: list[Any] | None = Field(
         None, description="its sort values, where the search sorted (search_after)"
     )
+    version: int | None = _es_key("_version", default=None, description="with version: true")
+    seq_no: int | None = _es_key(
+        "_seq_no", default=None, description="with seq_no_primary_term: true (for if_seq_no)"
+    )
+    primary_term: int | None = _es_key(
+        "_primary_term", default=None, description="with seq_no_primary_term: true"
+    )
 
     @model_serializer(mode="wrap")
     def _without_absent_sort(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """As Elasticsearch answers a hit of a search by score: no sort key."""
-        return _without_absent(handler(self), "sort")
+        """As Elasticsearch answers a hit of a search by score: no sort key (nor, unless
+        asked, _version, _seq_no and _primary_term)."""
+        return _without_absent(handler(self), *HIT_VERSION_KEYS)
 
 
 class EsHitWithSource(EsHit):
@@ -877,8 +895,8 @@ _BY_QUERY = (
     "it and passing its filter), or a filter query: match_all, term, terms, range, exists, "
     "ids, constant_score, bool"
 )
-_CONFLICTS = "abort (the default) or proceed; semrank keeps no versions, so only a reindex's "
-_CONFLICTS += "op_type create meets conflicts"
+_CONFLICTS = "abort (the default) or proceed; only a reindex's op_type create meets conflicts "
+_CONFLICTS += "(semrank deletes a query's matches without comparing their versions)"
 
 
 class EsDeleteByQueryRequest(_Strict):

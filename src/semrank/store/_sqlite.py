@@ -478,9 +478,11 @@ class DocumentDB:
         """``{id: (doc JSON, version, seq_no)}`` for the ids that exist (in ``conn``, the
         caller's transaction, if given); an index whose file has no version columns yet (read
         only) reads every document as version 1, seq_no 0."""
-        columns = "version, seq_no" if self.versioned else "1, 0"
         found: dict[str, tuple[str, int, int]] = {}
         with contextlib.nullcontext(conn) if conn is not None else self._reading() as reader:
+            if not self.versioned:  # another process may have added them since this open
+                self.versioned = self._has_version_columns(reader)
+            columns = "version, seq_no" if self.versioned else "1, 0"
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 rows = reader.execute(
