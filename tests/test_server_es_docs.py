@@ -163,6 +163,23 @@ async def test_bulk_actions_apply_in_order_and_a_failing_item_fails_alone(
         assert await _source(client, absent) is None, absent
 
 
+async def test_a_bulk_fill_is_stored_and_numbered_in_its_order(client: httpx.AsyncClient) -> None:
+    """Documents of one _bulk were written in the order of a set of their ids (another each
+    server process): a filter search, which answers them in the store's order (Elasticsearch's
+    index order), listed them shuffled, and their _seq_no did not follow the request."""
+    await _create(client)
+    ids = [f"doc-{n}" for n in range(24)]
+    lines = [line for i in ids for line in ({"index": {"_id": i}}, {**PARIS, "tenant": "acme"})]
+    answer = (await client.post("/docs/_bulk", content=_ndjson(*lines), headers=NDJSON)).json()
+    assert [item["_seq_no"] for _, item in _items(answer)] == sorted(
+        item["_seq_no"] for _, item in _items(answer)
+    )
+    listed = await client.post(
+        "/docs/_search", json={"query": {"term": {"tenant": "acme"}}, "size": 24}, headers=JSON
+    )
+    assert [hit["_id"] for hit in listed.json()["hits"]["hits"]] == ids
+
+
 async def test_bulk_actions_on_an_index_and_its_alias_apply_in_their_order(
     client: httpx.AsyncClient,
 ) -> None:

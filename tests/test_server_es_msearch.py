@@ -134,6 +134,21 @@ async def test_a_malformed_msearch_is_refused_whole_naming_its_line(
         assert said in _es_error(refused, 400)
 
 
+async def test_a_search_with_a_pit_is_refused_not_run_without_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """A body's pit was dropped: the search ran on the header's indexes, as if none were
+    given, and answered 200 with hits of no point in time."""
+    opened = await client.post("/news/_pit?keep_alive=1m")
+    pit = {"id": opened.json()["id"], "keep_alive": "1m"}
+    body = _ndjson({}, {**FLEAS, "pit": pit}, {}, FLEAS)
+    answer = await client.post("/_msearch", content=body, headers=NDJSON)
+    paged, plain = answer.json()["responses"]
+    assert paged["status"] == 400 and "hits" not in paged
+    assert paged["error"]["reason"].startswith("line 2: pit is not supported in _msearch")
+    assert plain["status"] == 200
+
+
 async def test_msearch_is_held_to_the_servers_limits_as_one_request(
     reranker: Any, tmp_path: Path
 ) -> None:
@@ -153,6 +168,11 @@ async def test_msearch_is_held_to_the_servers_limits_as_one_request(
         four = _ndjson(*[line for _ in range(4) for line in ({}, FLEAS)])
         too_many = await client.post("/news/_msearch", content=four, headers=NDJSON)
         assert "4 searches exceed this server's limit of 3" in _es_error(too_many, 413)
+        # Counted before any line is read: 100,000 tiny searches held the event loop for
+        # seconds (each read and checked) only to be refused.
+        unread = _ndjson(*[line for _ in range(4) for line in ({}, "{not json")])
+        refused = await client.post("/news/_msearch", content=unread, headers=NDJSON)
+        assert "4 searches exceed this server's limit of 3" in _es_error(refused, 413)
         windows = _ndjson({}, {"retriever": tree}, {}, {"retriever": tree}, {}, FLEAS)
         answer = await client.post("/news/_msearch?max_concurrent_searches=1", content=windows,
                                    headers=NDJSON)  # fmt: skip

@@ -106,14 +106,9 @@ async def _msearch(request: Request, response: Response, index: str) -> EsMsearc
     check_ndjson_media_type(request, "_msearch")
     at_once = _max_concurrent_searches(request)
     started = time.perf_counter()
-    items = parse_msearch(await request.body(), index, _target_options(request))
     service = request.app.state.service
-    if len(items) > service.config.max_batch_queries:
-        raise RequestTooLargeError(
-            f"{len(items)} searches exceed this server's limit of "
-            f"{service.config.max_batch_queries} per _msearch request; send them in several "
-            "requests (or raise --max-batch-queries)"
-        )
+    most = service.config.max_batch_queries
+    items = parse_msearch(await request.body(), index, _target_options(request), most=most)
     reads = _held_to_document_limit(request, [_read(request, item) for item in items])
     deadline = service.deadline(None)  # one for the whole request, as for one search
     gate = asyncio.Semaphore(at_once)
@@ -229,14 +224,23 @@ def _msearch_param_hint(name: str) -> str:
 # --- reading the request ---------------------------------------------------------------------
 
 
-def parse_msearch(body: bytes, index: str, defaults: dict[str, bool]) -> list[MsearchItem]:
+def parse_msearch(
+    body: bytes, index: str, defaults: dict[str, bool], *, most: int
+) -> list[MsearchItem]:
     """The searches of an NDJSON ``_msearch`` body: a header line (an empty line or ``{}``:
     the path's index, the query string's options) then a body line, for each. A body that is
     no ``_search`` body is that search's error; anything else malformed refuses the request,
-    naming its line."""
+    naming its line; more than ``most`` searches refuse it before any line is read."""
     lines = [line.rstrip("\r") for line in ndjson_text(body, "_msearch").split("\n")]
     while lines and not lines[-1].strip():  # the final newline's, and any blank lines after
         lines.pop()
+    # Counted from the lines, not the searches read: reading 100,000 tiny ones (a body within
+    # --max-body-bytes) held the event loop for seconds only to refuse them.
+    if (len(lines) + 1) // 2 > most:
+        raise RequestTooLargeError(
+            f"{(len(lines) + 1) // 2} searches exceed this server's limit of {most} per "
+            "_msearch request; send them in several requests (or raise --max-batch-queries)"
+        )
     if not lines:
         raise InvalidInputError(
             "the _msearch request body holds no searches; send NDJSON: a header line "
@@ -264,6 +268,12 @@ def _item(
     except pydantic.ValidationError as invalid:
         said = validation_message(invalid.errors(), search="elasticsearch")
         search = InvalidInputError(f"line {number + 1}: {said}")
+    if isinstance(search, EsSearchRequest) and search.pit is not None:
+        # Run as _search runs it, it was a search of the header's indexes without the pit.
+        search = InvalidInputError(
+            f"line {number + 1}: pit is not supported in _msearch; page a point in time with "
+            "POST /_search (its body's pit), one request a page"
+        )
     return MsearchItem(index=named or index, targets=targets, body=search)
 
 
