@@ -14,7 +14,7 @@ import pytest
 from semrank.errors import InvalidInputError
 from test_postgres_filter import filled_database
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
-from test_sort import PARITY, check_pages, expected, searched, sort_corpus
+from test_sort import CURSORS, PARITY, check_pages, expected, searched, sort_corpus
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,12 @@ def test_postgresql_refuses_a_mixed_field_as_the_reference_does(pg_sorted: Any) 
     store, _ = pg_sorted
     with pytest.raises(InvalidInputError, match="cannot sort on field 'mixed'"):
         searched(store, {"match_all": {}}, "mixed")
+
+
+@pytest.mark.parametrize(("sort", "after"), CURSORS, ids=[str(n) for n in range(len(CURSORS))])
+def test_postgresql_search_after_any_cursor_is_the_reference_order(
+    pg_sorted: Any, sort: Any, after: Any
+) -> None:
+    store, docs = pg_sorted
+    flt = {"match_all": {}}
+    assert searched(store, flt, sort, search_after=after) == expected(docs, flt, sort, after=after)

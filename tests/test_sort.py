@@ -60,6 +60,7 @@ SORTS: list[Any] = [
     [{"tag": "desc"}, {"price": {"mode": "median"}}],
     [{"flag": "desc"}, "group"],
     ["group", "_doc"],
+    ["group", {"_id": "desc"}],
 ]
 FILTERS: list[Any] = [{"match_all": {}}, {"term": {"group": "a"}}, {"exists": {"field": "price"}}]
 # Each sort over each filter: the parity cases of every store.
@@ -112,6 +113,16 @@ def test_the_reference_orders_as_elasticsearch_defaults_say() -> None:
     ]
 
 
+def test_id_sorts_by_the_document_id_in_its_order() -> None:
+    """_id is the id (as Elasticsearch sorted it, where its field data is on), not a field no
+    document holds: descending was ascending, by the tie-breaker alone."""
+    docs = [("b", {}), ("a", {}), ("c", {})]
+    desc = reference_sort(docs, parse_sort([{"_id": "desc"}]), limit=10)
+    assert [h.sort for h in desc] == [["c", "c"], ["b", "b"], ["a", "a"]]
+    after = reference_sort(docs, parse_sort([{"_id": "desc"}]), limit=10, after=["b"])
+    assert [h.sort for h in after] == [["a", "a"]]
+
+
 def test_a_field_of_incompatible_types_is_refused_naming_it() -> None:
     docs = [("a", {"m": 1}), ("b", {"m": "one"})]
     with pytest.raises(InvalidInputError, match=r"cannot sort on field 'm'.*number, string"):
@@ -143,6 +154,42 @@ def test_embedded_sorted_search_is_the_reference_order(
     sorted_index: Any, flt: Any, sort: Any
 ) -> None:
     assert searched(sorted_index[0], flt, sort) == expected(sorted_index[1], flt, sort)
+
+
+# Cursors that are no hit's sort values: between held values, before and after them all,
+# missing (null), dates as written, without the tie-breaking id.
+CURSORS: list[tuple[Any, list[Any]]] = [
+    ("price", [2.5]),
+    ("price", [3, "d050"]),
+    ([{"price": "desc"}], [100]),
+    ([{"price": "desc"}], [-1, "d000"]),
+    ([{"price": {"order": "desc", "missing": "_first"}}], [None, "d060"]),
+    ([{"price": {"mode": "avg"}}], [None]),
+    ([{"when": "desc"}], ["2024-03-01T09:30:00+01:00"]),
+    ([{"when": "desc"}], [1709280000000, "d010"]),
+    (["tag", {"flag": "desc"}], ["b", True]),
+    (["tag", {"flag": "desc"}], ["beta", None, "d005"]),
+    (["_doc"], ["d07"]),
+]
+
+
+@pytest.mark.parametrize(("sort", "after"), CURSORS, ids=[str(n) for n in range(len(CURSORS))])
+def test_embedded_search_after_any_cursor_is_the_reference_order(
+    sorted_index: Any, sort: Any, after: Any
+) -> None:
+    store, docs = sorted_index
+    flt = {"match_all": {}}
+    got = searched(store, flt, sort, search_after=after)
+    assert got == expected(docs, flt, sort, after=after)
+
+
+@pytest.mark.parametrize("sort", [s for s in SORTS if "_doc" not in str(s)])
+def test_a_match_search_sorts_its_hits_as_the_reference(sorted_index: Any, sort: Any) -> None:
+    """A scoring search's window (every document holds "document") orders as a filter's."""
+    store, docs = sorted_index
+    assert searched(store, {"match": {"text": "document"}}, sort) == expected(
+        docs, {"match_all": {}}, sort
+    )
 
 
 def test_a_mixed_field_is_refused_by_the_store_too(sorted_index: Any) -> None:

@@ -13,7 +13,7 @@ their own scores; a sort on them is refused, as Elasticsearch refuses it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,8 @@ from semrank.pipeline._nodes import (
 from semrank.pipeline._ranking import Ranking
 from semrank.retrieve import Hits, all_of, resolved
 from semrank.retrieve._filter import Ids
-from semrank.retrieve._sort import Sort, SortedHit, SortEntry, order_entries, parse_sort
+from semrank.retrieve._sort import Sort, SortedHit, parse_sort
+from semrank.retrieve._sort_columns import SortColumn, SortTable, concatenated, order_table
 from semrank.store._targets import hit_key, split_key
 
 
@@ -120,13 +121,14 @@ def _sorted_filter(
     flt = resolved(flt, ctx.now)
     fields = request.sort.fields
     several = ctx.several is not None
-    entries = [
-        SortEntry(one.name if several else None, doc_id, node.score, values)
-        for one in ctx.stores
-        for doc_id, values in one.sort_values(flt, fields)
-    ]
-    ordered = _ordered(entries, request, size)
-    keys = [entries[hit.position].key for hit in ordered]
+    tables = []
+    for one in ctx.stores:
+        table = one.sort_columns(flt, fields)
+        named = [one.name] * len(table) if several else []
+        scores = np.full(len(table), float(node.score))
+        tables.append(dataclasses.replace(table, scores=scores, index_names=named))
+    ordered = _ordered(concatenated(tables, fields), request, size)
+    keys = [str(hit.sort[-1]) for hit in ordered]
     scores = np.full(len(keys), node.score, dtype=np.float32)
     return _with_sort(Ranking.from_hits(Hits(_objects(keys), scores)), ordered)
 
@@ -136,12 +138,16 @@ def _sorted_window(node: Retriever, request: SortRequest, ctx: SearchContext, si
     window = getattr(node, "k", None) or MAX_RESULT_WINDOW
     ranking = node.run(ctx, max(window, size))
     keys = [str(key) for key in ranking.ids.tolist()]
-    values = _window_values(ctx, keys, request.sort.fields)
-    entries = []
-    for key, score, held in zip(keys, ranking.scores.tolist(), values, strict=True):
-        index, doc_id = split_key(key) if ctx.several is not None else (None, key)
-        entries.append(SortEntry(index, doc_id, score, held))
-    ordered = _ordered(entries, request, size)
+    fields = request.sort.fields
+    values = _window_values(ctx, keys, fields)
+    named = [split_key(key) for key in keys] if ctx.several is not None else []
+    table = SortTable(
+        [doc_id for _, doc_id in named] if named else keys,
+        np.asarray(ranking.scores, dtype=np.float64),
+        {name: SortColumn.of([held[n] for held in values]) for n, name in enumerate(fields)},
+        [index for index, _ in named],
+    )
+    ordered = _ordered(table, request, size)
     taken = ranking.take(np.array([hit.position for hit in ordered], dtype=np.int64))
     return _with_sort(taken, ordered)
 
@@ -161,8 +167,8 @@ def _window_values(ctx: SearchContext, keys: list[str], fields: list[str]) -> li
     return [found.get(key, [[] for _ in fields]) for key in keys]
 
 
-def _ordered(entries: Sequence[SortEntry], request: SortRequest, size: int) -> list[SortedHit]:
-    return order_entries(entries, request.sort, after=request.search_after, limit=size)
+def _ordered(table: SortTable, request: SortRequest, size: int) -> list[SortedHit]:
+    return order_table(table, request.sort, after=request.search_after, limit=size)
 
 
 def _with_sort(ranking: Ranking, ordered: list[SortedHit]) -> Ranking:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from itertools import compress, pairwise
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from semrank.retrieve._filter import (
     fields_read,
     resolved,
 )
+
+if TYPE_CHECKING:
+    from semrank.retrieve._sort_columns import SortColumn
 
 _KINDS = ("number", "string", "bool")
 _Key = TypeVar("_Key")
@@ -230,6 +233,22 @@ def _groups_and_firsts(values: _Values) -> tuple[np.ndarray, np.ndarray]:
     first = np.ones(len(values.rows), dtype=bool)
     first[1:] = (values.rows[1:] != values.rows[:-1]) | (groups[1:] != groups[:-1])
     return groups, first
+
+
+def _instants_of(column: _Column) -> list[int | None]:
+    """Each of a column's values (kind by kind, as ``sort_column`` lists them) as a date's
+    instant in milliseconds, None where it is no date."""
+    found: list[int | None] = []
+    for kind in _KINDS:
+        if kind not in _DATED_KINDS:
+            found += [None] * len(column.by_kind[kind].values)
+            continue
+        dates = column.dates[kind]
+        found += [
+            ms if dated else None
+            for dated, ms in zip(dates.dated.tolist(), dates.ms.tolist(), strict=True)
+        ]
+    return found
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -492,6 +511,27 @@ class FieldTable:
             for row, group in zip(values.rows[kept].tolist(), groups[kept].tolist(), strict=True):
                 held.setdefault(row, []).append(values.values[group])
         return held
+
+    def sort_column(self, path: str, passing: np.ndarray) -> SortColumn:
+        """The values of ``path`` (read already) of the rows ``passing`` marks, as a sorted
+        search orders them: entry ``n`` is the ``n``-th passing row. In arrays: a Python step
+        per distinct value only (their dates parsed once per column, as date ranges read them)."""
+        from semrank.retrieve._sort_columns import SortColumn  # which imports the stores'
+
+        column = self._columns[path]
+        entry = np.cumsum(passing, dtype=np.int64) - 1
+        values: list[Scalar] = []
+        rows, groups = [_NO_ROWS.astype(np.int64)], [np.empty(0, dtype=np.int64)]
+        for kind in _KINDS:
+            held = column.by_kind[kind]
+            numbers = np.repeat(np.arange(len(held.values)), np.diff(held.starts))
+            kept = passing[held.rows] if len(held.rows) else np.zeros(0, dtype=bool)
+            rows.append(entry[held.rows[kept]])
+            groups.append(numbers[kept] + len(values))
+            values += held.values
+        return SortColumn(
+            values, np.concatenate(rows), np.concatenate(groups), lambda: _instants_of(column)
+        )
 
     def _mask(self, flt: Filter) -> np.ndarray:
         if isinstance(flt, Bool):

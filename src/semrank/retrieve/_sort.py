@@ -30,7 +30,9 @@ from semrank.retrieve._datemath import value_instant
 from semrank.retrieve._filter import Scalar, _kind
 from semrank.store._targets import hit_key, split_key
 
-SCORE, DOC = "_score", "_doc"
+SCORE, DOC, ID = "_score", "_doc", "_id"
+# Sorted by the document's id: _doc (index order; the stores keep none in common) and _id.
+BY_ID = (DOC, ID)
 MODES = ("min", "max", "sum", "avg", "median")
 _NUMERIC_MODES = ("sum", "avg", "median")
 _KEY_OPTIONS = {"order", "missing", "mode", "unmapped_type"}
@@ -50,7 +52,7 @@ class SortKey:
 
     @property
     def on_field(self) -> bool:
-        return self.field not in (SCORE, DOC)
+        return self.field not in (SCORE, *BY_ID)
 
     def to_dict(self) -> dict[str, Any]:
         options: dict[str, Any] = {"order": "desc" if self.descending else "asc"}
@@ -143,7 +145,7 @@ def _missing(value: Any, field: str, where: str) -> Literal["_first", "_last"]:
 def _mode(value: Any, field: str, where: str) -> str | None:
     if value is None:
         return None
-    if value not in MODES or field in (SCORE, DOC):
+    if value not in MODES or field in (SCORE, *BY_ID):
         raise InvalidInputError(
             f"{where}.{field}.mode must be one of {', '.join(MODES)} (a field's several values), "
             f"got {value!r:.40}"
@@ -181,12 +183,7 @@ def order_entries(
     values are ``after``, where given), with their ``sort`` values."""
     fields = sort.fields
     kinds = {f: _field_kind(f, [e.values[n] for e in entries]) for n, f in enumerate(fields)}
-    for key in sort.keys:
-        if key.mode in _NUMERIC_MODES and kinds.get(key.field) in ("string", "bool"):
-            raise InvalidInputError(
-                f"sort.{key.field}: mode {key.mode} sorts numbers and dates, and {key.field!r} "
-                f"holds {kinds[key.field]}s; use min or max"
-            )
+    check_modes(sort, kinds)
     rows = [_sort_values(entry, sort, fields, kinds) for entry in entries]
     positions = list(range(len(entries)))
     if after is not None:
@@ -207,6 +204,12 @@ def _field_kind(field: str, values: Iterable[Sequence[Scalar]]) -> str | None:
             kinds.add(kind)
             if kind == "string" and dated and value_instant(value) is None:
                 dated = False
+    return _kind_named(field, kinds, dated=dated)
+
+
+def _kind_named(field: str, kinds: set[str], *, dated: bool) -> str | None:
+    """The type a field of values of ``kinds`` sorts as (``dated``: its strings are all
+    dates), or the refusal of types no field holds together."""
     if not kinds:
         return None
     if kinds == {"bool"} or kinds == {"number"}:
@@ -222,6 +225,16 @@ def _field_kind(field: str, values: Iterable[Sequence[Scalar]]) -> str | None:
     )
 
 
+def check_modes(sort: Sort, kinds: dict[str, str | None]) -> None:
+    """A sum, average or median is refused on a field of words or booleans."""
+    for key in sort.keys:
+        if key.mode in _NUMERIC_MODES and kinds.get(key.field) in ("string", "bool"):
+            raise InvalidInputError(
+                f"sort.{key.field}: mode {key.mode} sorts numbers and dates, and {key.field!r} "
+                f"holds {kinds[key.field]}s; use min or max"
+            )
+
+
 def _sort_values(
     entry: SortEntry, sort: Sort, fields: list[str], kinds: dict[str, str | None]
 ) -> list[Any]:
@@ -230,7 +243,7 @@ def _sort_values(
     for key in sort.keys:
         if key.field == SCORE:
             found.append(float(entry.score))
-        elif key.field == DOC:  # index order: by id (the stores keep no common order)
+        elif key.field in BY_ID:
             found.append(entry.id)
         else:
             held = entry.values[fields.index(key.field)]
@@ -323,7 +336,7 @@ def _cursor_value(value: Any, key: SortKey, kind: str | None) -> SortValue:
             return value_instant(value)  # a date as written, not as its milliseconds
         if is_finite_number(value):
             return value
-    elif key.field == DOC or kind in ("string", None):
+    elif key.field in BY_ID or kind in ("string", None):
         if isinstance(value, str) or kind is None:
             return value
     elif kind == "bool" and isinstance(value, bool):

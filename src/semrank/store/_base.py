@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, cast
 
 import numpy as np
 
@@ -71,6 +71,9 @@ from semrank.retrieve._aggs import (
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.retrieve._filter import MatchAll, Scalar
+
+if TYPE_CHECKING:
+    from semrank.retrieve._sort_columns import SortTable
 from semrank.store._corpus import Document, IngestChecks, documents_from
 
 log = logging.getLogger("semrank.store")
@@ -770,6 +773,17 @@ class Store(abc.ABC):
             (doc.id, [document_values(doc.fields, name) for name in fields])
             for doc in self.iter_documents(filter=flt)
         ]
+
+    def sort_columns(self, filter: FilterSpec, fields: Sequence[str]) -> SortTable:
+        """``sort_values`` as the columns a sorted search orders (``order_table``), each
+        entry's score 1: the embedded store builds them from its filter table in arrays."""
+        from semrank.retrieve._sort_columns import SortColumn, SortTable  # imports the store's
+
+        found = self.sort_values(filter, fields)
+        columns = {
+            name: SortColumn.of([values[n] for _, values in found]) for n, name in enumerate(fields)
+        }
+        return SortTable([doc_id for doc_id, _ in found], np.ones(len(found)), columns)
 
     def count_bm25(
         self,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, val
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.retrieve._filter import Bool, Exists, Scalar
 from semrank.retrieve._filter_rows import FieldTable, in_sorted
+
+if TYPE_CHECKING:
+    from semrank.retrieve._sort_columns import SortTable
 from semrank.store import _snapshots as snap
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -473,6 +476,18 @@ class LocalStore(GivenVectorStore):
             (table.ids[row], [values.get(row, []) for values in held])
             for row in np.flatnonzero(passing).tolist()
         ]
+
+    def sort_columns(self, filter: FilterSpec, fields: Sequence[str]) -> SortTable:
+        from semrank.retrieve._sort_columns import SortTable  # imports the store's
+
+        flt = as_filter(filter, "filter")
+        self._require_live()
+        reading = Bool(must=(flt,), should=tuple(Exists(field=name) for name in fields))
+        table = self._field_table(reading)
+        passing = table.mask(flt)
+        ids = [table.ids[row] for row in np.flatnonzero(passing).tolist()]
+        columns = {name: table.sort_column(name, passing) for name in fields}
+        return SortTable(ids, np.ones(len(ids)), columns)
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")
