@@ -193,3 +193,53 @@ async def test_the_elasticsearch_route_answers_nested_aggregations_of_several_in
     refused = await index_client.post("/first,second/_search", json=bad, headers=headers)
     assert refused.status_code == 400
     assert "avg holds no sub-aggregations" in refused.json()["error"]["reason"]
+
+
+def test_sub_aggregations_hold_a_few_bytes_a_document(tmp_path: Path) -> None:
+    """terms -> avg over 20,000 documents: their values read into arrays, not a dictionary
+    and lists per document (which took ~440 bytes a document, 3 s for 200,000)."""
+    import tracemalloc
+
+    count = 20_000
+    with create_index("many", home=tmp_path, embedding_model=None) as store:
+        store.upsert(
+            [
+                {"id": f"d{n}", "text": "x", "shop": f"s{n % 20}", "price": n % 100}
+                for n in range(count)
+            ]
+        )
+        aggs = {"s": {"terms": {"field": "shop"}, "aggs": {"a": {"avg": {"field": "price"}}}}}
+        store.aggregate(aggs)  # the filter table's columns read once
+        tracemalloc.start()
+        try:
+            found = store.aggregate(aggs)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    first = found["s"]["buckets"][0]
+    assert first["doc_count"] == count // 20
+    assert first["a"]["value"] == pytest.approx(np.mean([n % 100 for n in range(0, count, 20)]))
+    assert peak < 200 * count
+
+
+def test_metrics_past_a_double_are_null_not_a_server_error(tmp_path: Path) -> None:
+    """A sum of 1e308 twice, the variance of 1e300: past a double's range, answered null
+    (JSON holds no infinity), not a 500; percentiles of such numbers stay exact."""
+    with create_index("big", home=tmp_path, embedding_model=None) as store:
+        store.upsert([{"id": "a", "text": "x", "n": 1e308}, {"id": "b", "text": "y", "n": 1e308}])
+        store.upsert([{"id": "c", "text": "z", "n": -1e308}])
+        aggs = {
+            "sum": {"sum": {"field": "n"}},
+            "ext": {"extended_stats": {"field": "n"}},
+            "pct": {"percentiles": {"field": "n", "percents": [25, 50]}},
+            "t": {"terms": {"field": "text"}, "aggs": {"ext": {"extended_stats": {"field": "n"}}}},
+        }
+        found = store.aggregate(aggs)
+    assert found["sum"] == {"value": None}  # 1e308 - 1e308 + 1e308 overflows in fsum
+    ext = found["ext"]
+    assert ext["count"] == 3 and ext["sum_of_squares"] is None and ext["variance"] is None
+    assert ext["min"] == -1e308 and ext["std_deviation_bounds"]["upper"] is None
+    assert found["pct"]["values"] == {"25.0": 0.0, "50.0": 1e308}
+    x = next(b for b in found["t"]["buckets"] if b["key"] == "x")
+    assert x["ext"]["variance"] == 0.0 and x["ext"]["sum_of_squares"] is None
+    json.dumps(found, allow_nan=False)  # what the server answers

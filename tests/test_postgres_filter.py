@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from semrank.pipeline import search as pipeline_search
 from semrank.retrieve import document_values, matches, parse_filter, resolved
 from semrank.retrieve._dateformat import zone_of
 from semrank.store import create_index
@@ -1288,3 +1289,78 @@ def test_aggregations_read_the_ids_a_bm25_query_matches_on_both_stores(
         found = each.ids_bm25("common", filter={"ids": {"values": expected}})
         assert sorted(found) == expected
         assert len(each.ids_bm25("words", fields=[("text", 1.0)])) == each.count_bm25("words")
+
+
+# Values of every kind in one field: beyond 2**53 and a long, a double past a long, booleans,
+# strings that read as numbers elsewhere, repeats, and documents holding none.
+ODD_VALUES: list[Any] = [
+    2**53 + 1, [2**53 + 1, 2**53 + 1], 2**63 + 5, -(2**60), 1e300, 0.1, [0.1, 0.2], True,
+    [True, 1], "NaN", "nan", "Infinity", "1", [], None, 7, 7.0, [3, "3", False],
+]  # fmt: skip
+ODD_AGGS: dict[str, Any] = {
+    "shops": {
+        "terms": {"field": "shop", "missing": "online"},
+        "aggs": {
+            "avg": {"avg": {"field": "n"}},
+            "ext": {"extended_stats": {"field": "n"}},
+            "pct": {"percentiles": {"field": "n", "percents": [0, 50, 100]}},
+            "values": {"terms": {"field": "n", "size": 50}},
+            "count": {"value_count": {"field": "n"}},
+            "distinct": {"cardinality": {"field": "n"}},
+            "small": {"range": {"field": "n", "ranges": [{"to": 1}, {"from": 1, "to": 1e20}]}},
+        },
+    },
+    "months": {
+        "date_histogram": {"field": "when", "calendar_interval": "month", "missing": "2024-02-10"},
+        "aggs": {"values": {"terms": {"field": "n", "size": 50}}, "max": {"max": {"field": "n"}}},
+    },
+}
+
+
+def _odd_documents() -> list[dict[str, Any]]:
+    docs = []
+    for n, value in enumerate(ODD_VALUES * 3):
+        doc: dict[str, Any] = {"id": f"o{n}", "text": "odd" if n % 2 else "odd words", "n": value}
+        if n % 4:
+            doc["shop"] = ["north", "south", "east"][n % 3]
+        if n % 5:
+            doc["when"] = f"2024-0{1 + n % 3}-{1 + n % 27:02d}"
+        docs.append(doc)
+    return docs
+
+
+def test_sub_aggregations_of_odd_values_agree_on_postgresql_embedded_and_per_bucket(
+    pg_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Each terms bucket's sub-aggregations, read from the values held for every bucket at
+    once, are those of a search for that bucket's documents alone (the stores' own
+    aggregation of a filter), on both stores, for values of every kind; the stores agree
+    on the nested answer, also over a scored query's matched documents."""
+    docs = _odd_documents()
+    stores = [
+        create_index("odd", store=pg_dsn, embedding_model=None),
+        create_index("odd", home=tmp_path, embedding_model=None),
+    ]
+    try:
+        answers = []
+        for store in stores:
+            store.upsert(docs)
+            found = store.aggregate(ODD_AGGS)
+            for bucket in found["shops"]["buckets"]:
+                key = bucket["key"]
+                alone = (
+                    {"bool": {"must_not": [{"exists": {"field": "shop"}}]}}
+                    if key == "online"
+                    else {"term": {"shop": key}}
+                )
+                subs = ODD_AGGS["shops"]["aggs"]
+                assert {name: bucket[name] for name in subs} == store.aggregate(subs, alone)
+            words = {"standard": {"query": {"match": {"text": "words"}}}}
+            scored = pipeline_search(store, None, retriever=words, k=0, aggs=ODD_AGGS)
+            answers.append((found, scored.aggregations, scored.matched))
+        assert answers[0] == answers[1]
+        assert answers[0][2] == len(docs) // 2
+    finally:
+        for store in stores:
+            store.close()

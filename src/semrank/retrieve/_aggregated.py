@@ -1,5 +1,5 @@
-"""What aggregations read that is not one store's documents: a bucket's documents, held in
-memory (``HeldRows``: sub-aggregations), and the documents of several indexes as one
+"""What aggregations read that is not one store's documents: a bucket's documents, their
+values held in arrays (``HeldRows``: sub-aggregations), and the documents of several indexes as one
 (``SeveralIndexes``: a search of ``"a,b"``). Both answer ``AggregatedStore``'s questions, so
 every aggregation computes over them as over a store, by the same code.
 
@@ -15,15 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from semrank.retrieve._aggs import (
     AggregatedStore,
-    FieldRow,
     ValueCounts,
     ValueKey,
     _within,
     value_key,
 )
-from semrank.retrieve._filter import Filter, MatchAll, Scalar
+from semrank.retrieve._filter import Filter, MatchAll, Range, Scalar
+from semrank.retrieve._held import HeldValues, concatenated
 
 __all__ = ["HeldRows", "SeveralIndexes", "counts_of", "sets_of"]
 
@@ -56,24 +58,24 @@ def sets_of(value_lists: Iterable[Sequence[Scalar]]) -> list[tuple[ValueKey, ...
 
 class HeldRows:
     """A bucket's documents, as the values of the fields its sub-aggregations read
-    (``rows``), read once from ``index`` for every bucket of an aggregation: its buckets'
+    (``held``), read once from ``index`` for every bucket of an aggregation: its buckets'
     sub-aggregations, however deep, ask the index nothing more (but the whole index's
     values, once a field, shared through ``index_counts``)."""
 
     def __init__(
         self,
         index: AggregatedStore,
-        rows: list[FieldRow],
+        held: HeldValues,
         index_counts: dict[tuple[str, Filter], ValueCounts] | None = None,
     ) -> None:
         self.index = index
-        self.rows = rows
+        self.held = held
         self.matched: Filter = MatchAll()
         self.index_counts = {} if index_counts is None else index_counts
 
-    def holding(self, rows: list[FieldRow]) -> HeldRows:
-        """Some of these documents (a bucket's), of the same index."""
-        return HeldRows(self.index, rows, self.index_counts)
+    def holding(self, rows: np.ndarray) -> HeldRows:
+        """Some of these documents (a bucket's: ascending row numbers), of the same index."""
+        return HeldRows(self.index, self.held.part(rows), self.index_counts)
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
         if within is not self.matched:
@@ -81,27 +83,41 @@ class HeldRows:
             if key not in self.index_counts:
                 self.index_counts[key] = self.index.value_counts(field, within)
             return self.index_counts[key]
-        return counts_of(row.get(field, []) for row in self.rows)
+        return self.held.fields[field].counts()
 
     def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
-        return sets_of(row.get(field, []) for row in self._passing(within))
+        return self.held.fields[field].value_sets(self._passing(within))
 
     def count_matching(self, filter: Filter) -> int:
-        return len(self._passing(filter))
+        if filter is self.matched:
+            return self.held.size
+        return int(np.count_nonzero(self._passing(filter)))
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
-        return self._passing(within)
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
+        if within is self.matched:
+            return self.held
+        return self.held.part(np.flatnonzero(self._passing(within)))
 
-    def _passing(self, flt: Filter) -> list[FieldRow]:
-        """The rows passing ``flt`` (a range aggregation's range): read as the reference
-        reads documents, from the fields held."""
+    def _passing(self, flt: Filter) -> np.ndarray:
+        """Whether each row passes ``flt`` (a range aggregation's range), read as the
+        reference reads documents, from the fields held: a range once per distinct value."""
         if flt is self.matched:
-            return self.rows
+            return np.ones(self.held.size, dtype=bool)
+        if isinstance(flt, Range) and flt.field in self.held.fields:
+            field = self.held.fields[flt.field]
+            each = [flt.matches("", lambda _, *, leaves=False, v=v: [v]) for _, v in field.keys]
+            passing = np.zeros(self.held.size, dtype=bool)
+            passing[field.rows[np.asarray(each, dtype=bool)[field.codes]]] = True
+            return passing
 
-        def reader(row: FieldRow) -> Any:
-            return lambda path, *, leaves=False: row.get(path, [])
+        def reader(row: int) -> Any:
+            return lambda path, *, leaves=False: self._values(path, row)
 
-        return [row for row in self.rows if flt.matches("", reader(row))]
+        return np.fromiter((flt.matches("", reader(r)) for r in range(self.held.size)), bool)
+
+    def _values(self, path: str, row: int) -> list[Scalar]:
+        field = self.held.fields.get(path)
+        return [] if field is None else field.row_values(row)
 
 
 class SeveralIndexes:
@@ -140,5 +156,6 @@ class SeveralIndexes:
     def count_matching(self, filter: Filter) -> int:
         return sum(store.count_matching(flt) for store, flt in self._within(filter))
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
-        return [r for store, flt in self._within(within) for r in store.field_rows(fields, flt)]
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
+        parts = [store.held_values(fields, flt) for store, flt in self._within(within)]
+        return concatenated(parts, fields)

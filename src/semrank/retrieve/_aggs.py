@@ -25,7 +25,7 @@ import bisect
 import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
@@ -41,6 +41,7 @@ from semrank.retrieve._filter import (
 )
 
 if TYPE_CHECKING:
+    from semrank.retrieve._held import HeldValues
     from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
     from semrank.retrieve._subaggs import Bucketed
 
@@ -60,9 +61,6 @@ MAX_BUCKETS = 10_000  # a terms size or ranges list; Elasticsearch's search.max_
 _KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
 # A value as aggregations tell values apart: its kind, and the value (an integral float as int).
 ValueKey: TypeAlias = tuple[str, Scalar]
-# One document's values of the fields a bucket's sub-aggregations read, each as often as the
-# document holds it (``field_rows``).
-FieldRow: TypeAlias = dict[str, list[Scalar]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -134,7 +132,7 @@ class AggregatedStore(Protocol):
 
     def count_matching(self, filter: Filter) -> int: ...
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]: ...
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -225,23 +223,39 @@ class MetricAgg:
             return {"value": min((v for v, _ in numbers), default=None)}
         if self.kind == "max":
             return {"value": max((v for v, _ in numbers), default=None)}
-        total = math.fsum(v * n for v, n in numbers)  # exact: the same sum in either order
+        total = _sum(v * n for v, n in numbers)  # exact: the same sum in either order
         if self.kind == "sum":
-            return {"value": total}
+            return {"value": _finite(total)}
         held = sum(n for _, n in numbers)
-        return {"value": total / held if held else None}
+        return {"value": _finite(total / held) if held else None}
+
+
+def _sum(terms: Iterable[float]) -> float:
+    """``math.fsum`` of ``terms``, or the infinity it runs into past a double's range (where
+    fsum raises): answered as None (``_finite``), not a server error."""
+    listed = list(terms)
+    try:
+        return math.fsum(listed)
+    except OverflowError:
+        return sum(listed)
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, None where it is past a double's range (infinite or NaN: a sum of 1e308
+    twice, a variance of 1e300), which JSON cannot hold (Elasticsearch writes "Infinity")."""
+    return value if value is None or math.isfinite(value) else None
 
 
 def _stats(numbers: list[tuple[float, int]]) -> dict[str, Any]:
     """Elasticsearch's ``stats``: how many numbers, their min, max, avg (None: none) and sum."""
     count = sum(n for _, n in numbers)
-    total = math.fsum(v * n for v, n in numbers)
+    total = _sum(v * n for v, n in numbers)
     return {
         "count": count,
         "min": min((v for v, _ in numbers), default=None),
         "max": max((v for v, _ in numbers), default=None),
-        "avg": total / count if count else None,
-        "sum": total,
+        "avg": _finite(total / count) if count else None,
+        "sum": _finite(total),
     }
 
 
@@ -255,16 +269,28 @@ def _extended(
     squared sum, which cancels digits; None where there are no numbers (sampling: fewer than
     two)."""
     count, avg = stats["count"], stats["avg"]
-    squares = math.fsum(v * v * n for v, n in numbers) if count else None
-    spread = math.fsum(n * (v - avg) ** 2 for v, n in numbers) if count else 0.0
+    squares = _finite(_sum(v * v * n for v, n in numbers)) if count else None
+    if avg is None:  # no numbers, or their sum past a double's range: no spread either
+        return _extended_of(stats, squares, {"population": None, "sampling": None}, sigma)
+    spread = _sum(n * (v - avg) * (v - avg) for v, n in numbers)
     variances = {
-        "population": spread / count if count else None,
-        "sampling": spread / (count - 1) if count > 1 else None,
+        "population": _finite(spread / count),
+        "sampling": _finite(spread / (count - 1)) if count > 1 else None,
     }
+    return _extended_of(stats, squares, variances, sigma)
+
+
+def _extended_of(
+    stats: dict[str, Any],
+    squares: float | None,
+    variances: dict[str, float | None],
+    sigma: float,
+) -> dict[str, Any]:
+    avg = stats["avg"]
     deviations = {k: None if v is None else math.sqrt(v) for k, v in variances.items()}
 
     def bound(side: int, deviation: float | None) -> float | None:
-        return None if deviation is None else avg + side * sigma * deviation
+        return None if deviation is None else _finite(avg + side * sigma * deviation)
 
     bounds: dict[str, float | None] = {}
     for suffix, kind in (
@@ -309,7 +335,11 @@ def _percentiles(
             continue
         rank = percent / 100 * (total - 1)
         low, high = at(math.floor(rank)), at(math.ceil(rank))
-        found[percent] = low + (high - low) * (rank - math.floor(rank))
+        part = rank - math.floor(rank)
+        value = low + (high - low) * part
+        if not math.isfinite(value):  # -1e308 to 1e308: a distance past a double
+            value = low * (1 - part) + high * part
+        found[percent] = value
     if keyed:
         return {"values": {str(float(p)): v for p, v in found.items()}}
     return {"values": [{"key": float(p), "value": v} for p, v in found.items()]}

@@ -38,6 +38,7 @@ from semrank.retrieve._filter import (
     fields_read,
     resolved,
 )
+from semrank.retrieve._held import HeldValues, held_field
 
 if TYPE_CHECKING:
     from semrank.retrieve._sort_columns import SortColumn
@@ -483,23 +484,27 @@ class FieldTable:
         held = [every[n] for n in all_numbers.tolist()]  # Python lists: no array per row
         return [held[start:end] for start, end in pairwise(bounds) if start < end]
 
-    def field_rows(
-        self, paths: Sequence[str], passing: np.ndarray
-    ) -> list[dict[str, list[Scalar]]]:
-        """The values of ``paths`` (read already) of each row ``passing`` marks (in row
-        order), a value as often as the row holds it: what sub-aggregations read."""
+    def held_values(self, paths: Sequence[str], passing: np.ndarray) -> HeldValues:
+        """The values of ``paths`` (read already) of the rows ``passing`` marks (numbered
+        from 0 in row order), a value as often as the row holds it, in arrays: what
+        sub-aggregations read."""
         rows = np.flatnonzero(passing)
         position = np.full(len(self), -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        found: list[dict[str, list[Scalar]]] = [{path: [] for path in paths} for _ in rows]
+        fields = {}
         for path in paths:
+            every: list[Scalar] = []  # the values of every kind, numbered in turn
+            groups, held = [_NO_ROWS.astype(np.int64)], [_NO_ROWS.astype(np.int64)]
             for values in self._columns[path].by_kind.values():
-                groups, _ = _groups_and_firsts(values)
+                of_row, _ = _groups_and_firsts(values)
                 kept = passing[values.rows]
-                at = position[values.rows[kept]].tolist()
-                for row, group in zip(at, groups[kept].tolist(), strict=True):
-                    found[row][path].append(values.values[group])
-        return found
+                groups.append(of_row[kept] + len(every))
+                held.append(position[values.rows[kept]])
+                every += values.values
+            fields[path] = held_field(
+                every, np.concatenate(groups), np.concatenate(held), len(rows)
+            )
+        return HeldValues(len(rows), fields)
 
     def row_values(self, path: str, passing: np.ndarray) -> dict[int, list[Scalar]]:
         """The values of ``path`` (read already) of each row ``passing`` marks that holds any,

@@ -3,9 +3,10 @@
 answered inside the bucket, as Elasticsearch nests them (``{"key": "blog", "doc_count": 5,
 "avg_price": {"value": 12.5}}``).
 
-The store is asked once (``field_rows``): the values of every field the aggregation and
-those below it read, of each document it aggregates. The buckets and everything below them
-are then computed from those rows (``HeldRows``), by the same code as over a store: one
+The store is asked once (``held_values``): the values of every field the aggregation and
+those below it read, of each document it aggregates, in arrays (``_held``). The buckets and
+everything below them are then computed from those (``HeldRows``), by the same code as over
+a store: one
 query for a top-level bucket aggregation with sub-aggregations, whatever their depth or
 number of buckets (and one more per field a ``terms`` with ``min_doc_count`` 0 lists the
 index's values of). A document is in a bucket where the bucket counts it: a terms bucket's
@@ -19,22 +20,25 @@ import dataclasses
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+import numpy as np
+
 from semrank.retrieve._aggregated import HeldRows
 from semrank.retrieve._aggs import (
     AggregatedStore,
     Aggregation,
-    FieldRow,
     RangeAgg,
     TermsAgg,
     aggregate,
     value_key,
 )
-from semrank.retrieve._filter import Filter, Scalar
+from semrank.retrieve._filter import Filter
+from semrank.retrieve._held import HeldField, HeldValues, distinct
 from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
 
 __all__ = ["Bucketed", "fields_read"]
 
 BucketAgg = TermsAgg | RangeAgg | HistogramAgg | DateHistogramAgg
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,17 +53,17 @@ class Bucketed:
         return self.agg.field
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        if isinstance(store, HeldRows):  # a bucket's: its rows hold every field below
-            held = store.holding(store.field_rows((), within))
+        if isinstance(store, HeldRows):  # a bucket's: it holds every field below
+            held = HeldRows(store.index, store.held_values((), within), store.index_counts)
         else:
-            held = HeldRows(store, store.field_rows(sorted(fields_read(self)), within))
+            held = HeldRows(store, store.held_values(sorted(fields_read(self)), within))
         answer = self.agg.compute(held, held.matched)
         buckets = answer["buckets"]
-        members = _members(self.agg, held.rows)
+        members = _members(self.agg, held.held)
         for position, bucket in enumerate(
             buckets.values() if isinstance(buckets, dict) else buckets
         ):
-            inside = held.holding(members.get(_identity(self.agg, position, bucket), []))
+            inside = held.holding(members.get(_identity(self.agg, position, bucket), _NO_ROWS))
             bucket.update(aggregate(inside, self.aggs, inside.matched))
         return answer
 
@@ -71,34 +75,37 @@ def fields_read(agg: Aggregation) -> set[str]:
     return {agg.field}
 
 
-def _members(agg: BucketAgg, rows: list[FieldRow]) -> dict[Hashable, list[FieldRow]]:
-    """The rows in each bucket, by the bucket's identity (a row may be in several)."""
-    identities = _identities(agg)
-    found: dict[Hashable, list[FieldRow]] = {}
-    for row in rows:
-        for identity in identities(row.get(agg.field, [])):
-            found.setdefault(identity, []).append(row)
-    return found
+def _members(agg: BucketAgg, held: HeldValues) -> dict[Hashable, np.ndarray]:
+    """The rows in each bucket (ascending), by the bucket's identity (a row may be in
+    several): each distinct value's buckets looked up once, then every row's in arrays."""
+    field, of_value = held.fields[agg.field], _value_buckets(agg)
+    identities: dict[Hashable, int] = {}
+    each = [[identities.setdefault(b, len(identities)) for b in of_value(*k)] for k in field.keys]
+    rows, buckets = _pairs(field, each)
+    if agg.missing is not None:  # documents without a value: in the buckets of ``missing``
+        without = np.flatnonzero(np.diff(field.starts) == 0)
+        for identity in of_value(*value_key(agg.missing)):
+            rows = np.concatenate([rows, without])
+            number = identities.setdefault(identity, len(identities))
+            buckets = np.concatenate([buckets, np.full(len(without), number, np.int64)])
+    pairs, _ = distinct(buckets * max(held.size, 1) + rows)  # by bucket, then row; each once
+    bucket_of, row_of = np.divmod(pairs, max(held.size, 1))
+    bounds = np.searchsorted(bucket_of, np.arange(len(identities) + 1))
+    return {identity: row_of[bounds[n] : bounds[n + 1]] for identity, n in identities.items()}
 
 
-def _identities(agg: BucketAgg) -> Callable[[list[Scalar]], set[Hashable]]:
-    """The buckets a document holding ``values`` is in (those a document without one is in,
-    where the aggregation reads it as ``missing``), each value's looked up once."""
-    of_value = _value_buckets(agg)
-    known: dict[Hashable, frozenset[Hashable]] = {}
-
-    def buckets(values: list[Scalar]) -> set[Hashable]:
-        if not values and agg.missing is not None:
-            values = [agg.missing]
-        found: set[Hashable] = set()
-        for value in values:
-            key = value_key(value)
-            if key not in known:
-                known[key] = frozenset(of_value(*key))
-            found |= known[key]
-        return found
-
-    return buckets
+def _pairs(field: HeldField, each: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each (row, bucket) of ``field``'s rows, ``each[code]`` the buckets of a value."""
+    lengths = np.array([len(b) for b in each], dtype=np.int64)
+    flat = np.array([b for bs in each for b in bs], dtype=np.int64)
+    key_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    codes = field.codes[field.first]
+    times = lengths[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(times)
+    at = np.repeat(key_starts[codes] - (ends - times), times) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
+    return np.repeat(field.rows[field.first], times), flat[at]
 
 
 def _value_buckets(agg: BucketAgg) -> Callable[[str, Any], set[Hashable]]:

@@ -63,7 +63,6 @@ from semrank.retrieve import (
 )
 from semrank.retrieve._aggregated import counts_of, sets_of
 from semrank.retrieve._aggs import (
-    FieldRow,
     ValueCounts,
     ValueKey,
     aggregate,
@@ -71,6 +70,7 @@ from semrank.retrieve._aggs import (
 )
 from semrank.retrieve._bm25 import ANALYSIS_VERSIONS
 from semrank.retrieve._filter import MatchAll, Scalar
+from semrank.retrieve._held import HeldValues, held_lists
 
 if TYPE_CHECKING:
     from semrank.retrieve._sort_columns import SortTable
@@ -846,16 +846,16 @@ class Store(abc.ABC):
         groups in SQL."""
         return sets_of(self._values_of(field, within))
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
         """The values of ``fields`` (as filters read them, each as often as the document
-        holds it) of each document passing ``within``, in no particular order: what a bucket
-        aggregation's sub-aggregations read (``semrank.retrieve._subaggs``). This default
-        reads the documents; the embedded store reads its filter table, PostgreSQL sends
-        one query."""
-        return [
-            {path: document_values(doc.fields, path) for path in fields}
-            for doc in self.iter_documents(filter=resolved(within))
-        ]
+        holds it) of each document passing ``within``, in no particular order, in arrays:
+        what a bucket aggregation's sub-aggregations read (``semrank.retrieve._subaggs``).
+        This default reads the documents; the embedded store reads its filter table,
+        PostgreSQL sends one grouped query."""
+        documents = self.iter_documents(filter=resolved(within))
+        return held_lists(
+            fields, ({p: document_values(d.fields, p) for p in fields} for d in documents)
+        )
 
     def _values_of(self, field: str, within: Filter) -> Iterator[list[Any]]:
         for doc in self.iter_documents(filter=resolved(within)):

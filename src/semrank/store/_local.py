@@ -43,10 +43,11 @@ from semrank.retrieve import (
     top_k,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
+from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._dense import SERIAL_GRAPH
 from semrank.retrieve._filter import Bool, Exists, Scalar
 from semrank.retrieve._filter_rows import FieldTable, in_sorted
+from semrank.retrieve._held import HeldValues
 
 if TYPE_CHECKING:
     from semrank.retrieve._sort_columns import SortTable
@@ -456,11 +457,11 @@ class LocalStore(GivenVectorStore):
         table = self._field_table(reading)
         return [tuple(held) for held in table.value_sets(field, table.mask(within), value_key)]
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
         self._require_live()
         reading = Bool(must=(within,), should=tuple(Exists(field=f) for f in fields))
         table = self._field_table(reading)
-        return table.field_rows(fields, table.mask(within))
+        return table.held_values(fields, table.mask(within))
 
     def sort_values(
         self, filter: FilterSpec, fields: Sequence[str]

@@ -32,8 +32,9 @@ from semrank.retrieve import (
     resolved,
     unit_query_vector,
 )
-from semrank.retrieve._aggs import FieldRow, ValueCounts, ValueKey, counted, value_key
+from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._filter import Bool, Ids, Scalar
+from semrank.retrieve._held import HeldValues, held_field
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     BatchCounts,
@@ -714,23 +715,31 @@ class PostgresStore(GivenVectorStore):
         )
         return [tuple(value_key(v) for v in values) for (values,) in rows]
 
-    def field_rows(self, fields: Sequence[str], within: Filter) -> list[FieldRow]:
-        """One query: the values at each of ``fields`` of each document passing ``within``,
-        a jsonb array a field (what sub-aggregations read)."""
+    def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
+        """One grouped query: how many documents pass ``within`` (numbered in a
+        materialized CTE), and for each field each distinct value with the numbers of the
+        documents holding it (a number again each time one repeats it), as packed int4s:
+        a row per value, not per document (what sub-aggregations read)."""
         from psycopg import sql
 
         builder = FilterSQL()
         keep = builder.condition(resolved(within))
-        arrays = [
-            sql.SQL("(SELECT coalesce(jsonb_agg(f.v), '[]') FROM ({}) AS f)").format(
-                builder.field_values(field)
-            )
-            for field in fields
+        per_field = [
+            sql.SQL(
+                "SELECT {}, f.v, string_agg(int4send(d.r::int4), ''::bytea), 0 FROM m AS d "
+                "CROSS JOIN LATERAL ({}) AS f GROUP BY f.v"
+            ).format(sql.Literal(n), builder.field_values(field))
+            for n, field in enumerate(fields)
         ]
-        columns = sql.SQL(", ").join(arrays) if arrays else sql.SQL("1")
-        query = sql.SQL("SELECT {} FROM {} AS d WHERE {}").format(columns, self._part, keep)
-        rows = self._all(query, builder.params)
-        return [dict(zip(fields, row, strict=False)) for row in rows]
+        query = sql.SQL(
+            "WITH m AS MATERIALIZED (SELECT row_number() OVER () - 1 AS r, d.doc FROM {} AS d "
+            "WHERE {}) SELECT -1, NULL::jsonb, NULL::bytea, (SELECT count(*) FROM m) {}"
+        ).format(
+            self._part,
+            keep,
+            sql.SQL(" ").join(sql.SQL("UNION ALL ") + part for part in per_field),
+        )
+        return _held_of(fields, self._all(query, builder.params))
 
     def _field_values_grouped(self, template: str, field: str, within: Filter) -> list[Any]:
         """The rows of ``template`` (placeholders: the partition, the values at ``field`` of
@@ -1270,3 +1279,21 @@ def _same_json(stored: Any, given: Any) -> bool:
         return len(stored) == len(given) and all(map(_same_json, stored, given))
     kinds = (bool, float)  # a bool is an int, and an int equals a float, to Python only
     return all(isinstance(stored, k) == isinstance(given, k) for k in kinds) and stored == given
+
+
+def _held_of(fields: Sequence[str], rows: list[Any]) -> HeldValues:
+    """``held_values``' answer: the row of ``-1`` holds the count, each other a field's
+    value and its documents' numbers (big-endian int4s)."""
+    size = next(int(count) for n, _, _, count in rows if n == -1)
+    found: dict[int, tuple[list[Any], list[np.ndarray]]] = {n: ([], []) for n in range(len(fields))}
+    for n, value, numbers, _ in rows:
+        if n >= 0:
+            found[n][0].append(value)
+            found[n][1].append(np.frombuffer(numbers, dtype=">i4").astype(np.int64))
+    held = {}
+    for n, field in enumerate(fields):
+        values, numbered = found[n]
+        groups = np.repeat(np.arange(len(values)), [len(r) for r in numbered])
+        every = np.concatenate(numbered) if numbered else np.empty(0, dtype=np.int64)
+        held[field] = held_field(values, groups, every, size)
+    return HeldValues(size, held)
