@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from semrank.errors import IndexVersionError
-from semrank.store import create_index, open_index
+from semrank.store import Store, create_index, open_index
 from semrank.store._base import Expected
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
+from test_store_delete_listed import CHECKS as DELETE_LISTED_CHECKS
 from test_versions import (
     _versions,
     check_conditional_writes,
@@ -60,3 +63,15 @@ def test_a_database_from_before_versions_opens_at_version_1(pg_server, pg_databa
 
     with psycopg.connect(dsn) as conn, pytest.raises(IndexVersionError, match="migration 3;"):
         _schema.migrate(conn, older)
+
+
+@pytest.mark.parametrize("check", DELETE_LISTED_CHECKS)
+def test_postgres_delete_listed_leaves_documents_written_since(
+    pg_dsn: str,  # noqa: F811
+    check: Callable[[Store, Store], None],
+) -> None:
+    with (
+        create_index("v", store=pg_dsn, embedding_model=None) as index,
+        open_index("v", store=pg_dsn) as other,
+    ):
+        check(index, other)

@@ -68,6 +68,59 @@ async def test_delete_by_query_max_docs_match_all_and_aliases(client: httpx.Asyn
     assert await _ids(client, "docs") == set()
 
 
+@pytest.fixture
+def writer_after_listing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Another writer, changing d1's tenant (a handle of its own, as another process) right
+    after a _delete_by_query lists the ids it will delete; its listings' ids, returned."""
+    import semrank.pipeline
+    from semrank.store import open_index
+
+    real = semrank.pipeline.ids_matching_query
+    listed: list[str] = []
+
+    def listing_then_a_write(store: Any, query: Any = None) -> list[str]:
+        ids = real(store, query)
+        listed.extend(ids)
+        with open_index("docs", home=tmp_path) as other:
+            other.upsert([{**DOCS["d1"], "id": "d1", "tenant": "moved"}])
+        return ids
+
+    monkeypatch.setattr(semrank.pipeline, "ids_matching_query", listing_then_a_write)
+    return listed
+
+
+async def test_delete_by_query_leaves_a_document_written_since_it_was_listed(
+    client: httpx.AsyncClient, writer_after_listing: list[str]
+) -> None:
+    """Elasticsearch deletes what its snapshot holds only if still in that version: a
+    document written meanwhile is a version conflict, a 409 failure by default."""
+    await _filled(client)
+    done = await client.post("/docs/_delete_by_query", json={"query": {"match_all": {}}})
+    assert done.status_code == 409, done.text
+    answer = done.json()
+    assert sorted(writer_after_listing) == sorted(DOCS)
+    assert (answer["total"], answer["deleted"], answer["version_conflicts"]) == (4, 3, 1)
+    (failure,) = answer["failures"]
+    assert (failure["index"], failure["id"], failure["status"]) == ("docs", "d1", 409)
+    assert failure["cause"]["type"] == "version_conflict_engine_exception"
+    assert "since the query listed it" in failure["cause"]["reason"]
+    assert await _ids(client, "docs") == {"d1"}  # the write kept, not lost
+    got = await client.get("/docs/_doc/d1")
+    assert got.json()["_source"]["tenant"] == "moved"
+
+
+async def test_delete_by_query_conflicts_proceed_counts_them(
+    client: httpx.AsyncClient, writer_after_listing: list[str]
+) -> None:
+    await _filled(client)
+    body = {"query": {"range": {"year": {"gte": 2000}}}, "max_docs": 3}
+    done = await client.post("/docs/_delete_by_query?conflicts=proceed", json=body)
+    assert done.status_code == 200, done.text
+    answer = done.json()
+    assert (answer["deleted"], answer["version_conflicts"], answer["failures"]) == (2, 1, [])
+    assert await _ids(client, "docs") == {"d1", "d2"}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "said"),
     [
@@ -88,6 +141,9 @@ async def test_delete_by_query_max_docs_match_all_and_aliases(client: httpx.Asyn
          "dest.'pipeline'"),
         ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x", "op_type": "up"}},
          "op_type"),
+        ("/_reindex", {"source": {"index": "docs"}, "dest": {"index": "x",
+                                                             "version_type": "external"}},
+         "does not copy the source's versions"),
         ("/_reindex", {"source": {"index": "docs", "_source": {"includes": 5}},
                        "dest": {"index": "x"}}, "source._source"),
         ("/_reindex", {"source": {"index": "docs", "_source": {"includes": []}},
@@ -105,11 +161,14 @@ async def test_what_semrank_cannot_do_is_refused_naming_it(
 
 async def test_update_by_query_counts_noops_and_says_why(client: httpx.AsyncClient) -> None:
     await _filled(client)
+    before = (await client.get("/docs/_doc/d1")).json()
     done = await client.post("/docs/_update_by_query", json={"query": {"term": {"tenant": "acme"}}})
     assert done.status_code == 200, done.text
     answer = done.json()
     assert (answer["total"], answer["noops"], answer["updated"]) == (2, 2, 0)
     assert "_reindex into a new index" in done.headers["warning"]
+    after = (await client.get("/docs/_doc/d1")).json()  # a noop: its version is as it was
+    assert (after["_version"], after["_seq_no"]) == (before["_version"], before["_seq_no"])
 
 
 async def test_reindex_then_move_the_alias(client: httpx.AsyncClient) -> None:

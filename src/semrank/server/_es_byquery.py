@@ -128,6 +128,24 @@ def _answer(response: Response, answer: Any, warnings: list[str]) -> Any:
     return answer
 
 
+def _answer_or_conflict(response: Response, answer: Any, warnings: list[str]) -> Any:
+    """``answer``, with status 409 where it lists failures (``conflicts=abort`` met version
+    conflicts), as Elasticsearch answers its failures' status."""
+    if not answer.failures:
+        return _answer(response, answer, warnings)
+    _answer(response, None, warnings)
+    content = answer.model_dump(by_alias=True)
+    return JSONResponse(content, status_code=409, headers=dict(response.headers))
+
+
+def _conflict(index: str, doc_id: str, reason: str) -> dict[str, Any]:
+    cause = {"type": "version_conflict_engine_exception", "reason": reason, "index": index}
+    return {"index": index, "id": doc_id, "cause": cause, "status": 409}
+
+
+CREATE_CONFLICT = "[{id}]: version conflict, document already exists (op_type create)"
+
+
 # --- _delete_by_query ------------------------------------------------------------------------
 @router.post(
     "/{index}/_delete_by_query",
@@ -135,39 +153,65 @@ def _answer(response: Response, answer: Any, warnings: list[str]) -> Any:
     summary="Delete every document a query matches, as Elasticsearch's _delete_by_query",
 )
 async def delete_by_query(
-    index: IndexNameInPath, body: EsDeleteByQueryRequest, request: Request
+    index: IndexNameInPath, body: EsDeleteByQueryRequest, request: Request, response: Response
 ) -> Any:
-    _, max_docs = _options(request, body.conflicts, body.max_docs)  # no versions: no conflicts
+    conflicts, max_docs = _options(request, body.conflicts, body.max_docs)
     _refuse("slice", body.slice, "semrank deletes in one pass")
     _refuse("sort", body.sort, "the documents matched are deleted in no order")
     _parsed_query(body.query, "_delete_by_query")
     started = time.perf_counter()
 
-    def work(stores: list[Any]) -> int:
-        deleted = 0
+    def work(stores: list[Any]) -> tuple[Any, list[dict[str, Any]]]:
+        from semrank.store._by_query import DeleteCounts
+
+        counts, failures = DeleteCounts(), []
         for store in stores:
-            left = None if max_docs is None else max_docs - deleted
-            deleted += _delete_matching(store, body.query, left)
-        return deleted
+            left = None if max_docs is None else max_docs - counts.deleted
+            if left == 0 or counts.stopped:
+                break
+            done = _delete_matching(store, body.query, left, conflicts)
+            failures += [_conflict(store.name, c.id, c.reason) for c in done.conflicts]
+            counts += done
+        return counts, failures
 
     run = with_targets(request, index, work, **_target_options(request))
-    deleted = await write_blocking(request, run)
-    return EsByQueryResponse(
-        took=_ms(started), total=deleted, deleted=deleted, batches=_batches(deleted)
+    counts, failures = await write_blocking(request, run)
+    answer = EsByQueryResponse(
+        took=_ms(started),
+        total=counts.total,
+        deleted=counts.deleted,
+        batches=counts.batches,
+        version_conflicts=len(counts.conflicts),
+        failures=failures if conflicts == "abort" else [],
     )
+    return _answer_or_conflict(response, answer, [])
 
 
-def _delete_matching(store: Any, query: dict[str, Any] | None, max_docs: int | None) -> int:
-    """A filter's documents deleted in one write transaction (``delete_matching``); a match
-    query's, a capped or an everything filter's by their ids."""
+def _delete_matching(
+    store: Any, query: dict[str, Any] | None, max_docs: int | None, conflicts: str
+) -> Any:
+    """A filter's documents deleted in one write transaction (``delete_matching``: no write
+    lands in between, so none conflicts); a match query's, a capped or an everything
+    filter's listed, then deleted a batch at a time, each only if not written since it was
+    listed (``delete_listed``)."""
     from semrank.pipeline import ids_matching_query, parse_count_query
     from semrank.retrieve import Filter, matches_everything
+    from semrank.store._by_query import DeleteCounts, delete_listed
 
     read = parse_count_query(query)
     if isinstance(read, Filter) and max_docs is None and not matches_everything(read):
-        return int(store.delete_matching(read))
+        deleted = int(store.delete_matching(read))
+        return DeleteCounts(total=deleted, deleted=deleted, batches=1 if deleted else 0)
+    listed_at = store.generation  # before the listing: a write after it is a conflict
     ids = ids_matching_query(store, query)
-    return int(store.delete(ids if max_docs is None else ids[:max_docs]))
+    return delete_listed(
+        store,
+        ids,
+        listed_at=listed_at,
+        conflicts=conflicts,
+        max_docs=max_docs,
+        batch_size=SCROLL_SIZE,
+    )
 
 
 def _ms(started: float) -> int:
@@ -182,8 +226,9 @@ def _batches(documents: int) -> int:
 UNCHANGED = (
     "_update_by_query without a script rewrites documents to pick up changed mappings; a "
     "semrank index analyses and embeds every document with the settings it was created with, "
-    "which never change, so the {n} documents matched are left as they are (noops); to change "
-    "text fields or the embedding model, _reindex into a new index and move the alias"
+    "which never change, so the {n} documents matched are left as they are (noops, their versions "
+    "unchanged); to change text fields or the embedding model, _reindex into a new index and "
+    "move the alias"
 )
 
 
@@ -197,7 +242,9 @@ async def update_by_query(
 ) -> Any:
     """Without a script Elasticsearch indexes each matched document again, as its mappings are
     now; semrank's settings are fixed at creation, so there is nothing to pick up: each matched
-    document is a noop, and a script is refused."""
+    document is a noop, and a script is refused. Their versions are left as they are (where
+    Elasticsearch's re-index bumps them): writing them again would analyse and embed every
+    one anew (hours on a CPU for a large index) to change nothing but the numbers."""
     from semrank.pipeline import count_documents
 
     _refuse("script", body.script, NO_SCRIPTS)
@@ -242,7 +289,7 @@ async def reindex(body: EsReindexRequest, request: Request, response: Response) 
     plan = _ReindexPlan.read(body, conflicts, max_docs)
     started = time.perf_counter()
     counts, source, dest = await write_blocking(request, lambda: plan.run(_where(request)))
-    failures = [_conflict(dest, doc_id) for doc_id in counts.conflicts]
+    failures = [_conflict(dest, i, CREATE_CONFLICT.format(id=i)) for i in counts.conflicts]
     answer = EsReindexResponse(
         took=_ms(started),
         total=counts.read,
@@ -253,18 +300,7 @@ async def reindex(body: EsReindexRequest, request: Request, response: Response) 
         failures=failures if conflicts == "abort" else [],
     )
     note = vectors_note(counts, source, dest)
-    warnings = [] if note is None else [note]
-    if answer.failures:  # Elasticsearch answers its failures' status: 409 for conflicts
-        _answer(response, None, warnings)
-        content = answer.model_dump(by_alias=True)
-        return JSONResponse(content, status_code=409, headers=dict(response.headers))
-    return _answer(response, answer, warnings)
-
-
-def _conflict(index: str, doc_id: str) -> dict[str, Any]:
-    reason = f"[{doc_id}]: version conflict, document already exists (op_type create)"
-    cause = {"type": "version_conflict_engine_exception", "reason": reason, "index": index}
-    return {"index": index, "id": doc_id, "cause": cause, "status": 409}
+    return _answer_or_conflict(response, answer, [] if note is None else [note])
 
 
 class _ReindexPlan:
@@ -290,9 +326,10 @@ class _ReindexPlan:
         _known_keys(dest, DEST_KEYS, "dest")
         if dest.get("version_type", "internal") != "internal":
             raise InvalidInputError(
-                f"dest.version_type {dest['version_type']!r:.40}: semrank's _reindex gives "
-                "the copies the destination's own versions (1 when created, +1 when changed); "
-                "leave it out (internal)"
+                f"dest.version_type {dest['version_type']!r:.40}: semrank's _reindex does not "
+                "copy the source's versions; the copies get the destination's own (1 when "
+                "created, +1 when a copy changes a document, kept when copied unchanged): leave "
+                'it out (internal), or give op_type "create" to copy only the ids dest lacks'
             )
         query = source.get("query")
         if query is not None:

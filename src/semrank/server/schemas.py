@@ -895,8 +895,9 @@ _BY_QUERY = (
     "it and passing its filter), or a filter query: match_all, term, terms, range, exists, "
     "ids, constant_score, bool"
 )
-_CONFLICTS = "abort (the default) or proceed; only a reindex's op_type create meets conflicts "
-_CONFLICTS += "(semrank deletes a query's matches without comparing their versions)"
+_CONFLICTS = "abort (the default: stop with 409 and the conflicts as failures) or proceed (count "
+_CONFLICTS += "them in version_conflicts and go on): a document written since the query listed it "
+_CONFLICTS += "is left as it is, or a reindex's op_type create meets an id dest holds"
 
 
 class EsDeleteByQueryRequest(_Strict):

@@ -17,6 +17,7 @@ from semrank.store._base import (
     UpsertCounts,
     field_text,
 )
+from semrank.store._by_query import DeleteCounts, delete_listed
 from semrank.store._corpus import Corpus, Document, read_corpus
 from semrank.store._dsn import is_postgres_dsn, redact_dsn
 from semrank.store._local import LocalStore
@@ -42,6 +43,7 @@ __all__ = [
     "HOME_ENV",
     "VECTOR_FIELD",
     "Corpus",
+    "DeleteCounts",
     "Document",
     "IndexInfo",
     "IndexSettings",
@@ -53,6 +55,7 @@ __all__ = [
     "create_index",
     "create_index_like",
     "default_home",
+    "delete_listed",
     "drop_index",
     "field_text",
     "index_path",

@@ -132,6 +132,16 @@ class VersionedCounts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UnchangedDeletes:
+    """What ``delete_unchanged`` did: how many it ``deleted``, and the ids it left because
+    they were written or deleted since they were read (``conflicts``: each one's version now,
+    None where it is gone)."""
+
+    deleted: int
+    conflicts: dict[str, DocumentVersion | None]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Expected:
     """A condition on one document for a conditional write: it must be stored with this
     ``seq_no`` (and ``primary_term``), and/or this ``version``; checked in the write's own
@@ -165,6 +175,22 @@ class Expected:
                 f"[{doc_id}]: version conflict, current version [{found.version}] is "
                 f"different than the one provided [{self.version}]"
             )
+
+
+def unchanged_split(
+    now: Mapping[str, DocumentVersion | None], seen: Mapping[str, int]
+) -> tuple[list[str], dict[str, DocumentVersion | None]]:
+    """The ids of ``seen`` stored ``now`` with the ``seq_no`` seen, and the others (written or
+    deleted since) with their version now (None: gone)."""
+    gone: list[str] = []
+    left: dict[str, DocumentVersion | None] = {}
+    for doc_id, seq_no in seen.items():
+        version = now.get(doc_id)
+        if version is not None and version.seq_no == seq_no:
+            gone.append(doc_id)
+        else:
+            left[doc_id] = version
+    return gone, left
 
 
 def check_expected(found: FoundVersions, expected: Mapping[str, Expected]) -> None:
@@ -599,6 +625,25 @@ class Store(abc.ABC):
         gone = {doc_id: None for doc_id in expected}
         done = self.update_versioned(list(gone), _plain_change(lambda _: gone, expected))
         return done.deleted
+
+    def delete_unchanged(self, seen: Mapping[str, int]) -> UnchangedDeletes:
+        """Delete each document of ``seen`` (id -> the ``seq_no`` it was read with) still
+        stored with that ``seq_no``, in one transaction: as Elasticsearch's
+        ``_delete_by_query`` deletes what it read (internal versioning). One written or
+        deleted since is left as it is, answered in ``conflicts``. This default (stores of a
+        user's own) goes through ``update_versioned``; the embedded and PostgreSQL stores
+        delete in their own write transaction, without the refresh an update makes."""
+        conflicts: dict[str, DocumentVersion | None] = {}
+
+        def change(found: FoundVersions) -> dict[str, NewVersion]:
+            now = {i: None if doc is None else doc.version for i, doc in found.items()}
+            gone, left = unchanged_split(now, seen)
+            conflicts.clear()  # called again inside the transaction: its last answer counts
+            conflicts.update(left)
+            return {doc_id: NewVersion(fields=None) for doc_id in gone}
+
+        done = self.update_versioned(list(seen), change)
+        return UnchangedDeletes(deleted=done.deleted, conflicts=dict(conflicts))
 
     def update_documents(
         self,

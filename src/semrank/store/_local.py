@@ -62,6 +62,7 @@ from semrank.store._base import (
     IndexSettings,
     PreparedArrays,
     ProgressCallback,
+    UnchangedDeletes,
     VersionedChange,
     VersionedCounts,
     VersionedDocument,
@@ -74,6 +75,7 @@ from semrank.store._base import (
     index_dir_size,
     ingest_running,
     is_stdin_source,
+    unchanged_split,
     unit_rows,
     unpicklable,
     written_versions,
@@ -420,6 +422,20 @@ class LocalStore(GivenVectorStore):
             if removed:
                 self.db.bump_generation(conn)
         return removed
+
+    def delete_unchanged(self, seen: Mapping[str, int]) -> UnchangedDeletes:
+        """Read and deleted in one write transaction (``BEGIN IMMEDIATE``), as ``delete``:
+        no refresh (the next search rebuilds once, not once per batch of a delete)."""
+        self._require_live()
+        wanted = list(seen)
+        with self.db.transaction() as conn:
+            stored = self.db.stored_versions(wanted, conn)
+            now = {i: DocumentVersion(version=row[1], seq_no=row[2]) for i, row in stored.items()}
+            gone, conflicts = unchanged_split(now, seen)
+            removed = self.db.delete_ids(conn, gone)
+            if removed:
+                self.db.bump_generation(conn)
+        return UnchangedDeletes(deleted=removed, conflicts=conflicts)
 
     def _delete_matching(self, flt: Filter) -> int:
         self._require_live()

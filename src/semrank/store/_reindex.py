@@ -68,14 +68,21 @@ def check_reindex_options(op_type: object, conflicts: object, max_docs: object) 
     """``reindex``'s options, checked before anything is opened or read."""
     if op_type not in OP_TYPES:
         raise InvalidInputError(f"op_type {op_type!r:.60}: give index (the default) or create")
+    abort = "stop at the first id the destination holds, with op_type create"
+    check_conflicts(conflicts, max_docs, abort=abort, done="copied")
+
+
+def check_conflicts(conflicts: object, max_docs: object, *, abort: str, done: str) -> None:
+    """A by-query write's ``conflicts`` and ``max_docs`` (``abort``: what abort does; ``done``:
+    what ``max_docs`` counts, "copied", "deleted")."""
     if conflicts not in CONFLICTS:
         raise InvalidInputError(
-            f"conflicts {conflicts!r:.60}: give abort (the default: stop at the first id the "
-            "destination holds, with op_type create) or proceed (count them and go on)"
+            f"conflicts {conflicts!r:.60}: give abort (the default: {abort}) or proceed (count "
+            "them and go on)"
         )
     if max_docs is not None and not is_int(max_docs, at_least=1):
         raise InvalidInputError(
-            f"max_docs must be a positive integer (the most documents copied), got {max_docs!r:.40}"
+            f"max_docs must be a positive integer (the most documents {done}), got {max_docs!r:.40}"
         )
 
 

@@ -43,6 +43,7 @@ from semrank.store._base import (
     IndexInfo,
     IndexSettings,
     ProgressCallback,
+    UnchangedDeletes,
     VersionedChange,
     VersionedCounts,
     VersionedDocument,
@@ -53,6 +54,7 @@ from semrank.store._base import (
     combine_field_hits,
     given_vectors,
     id_list,
+    unchanged_split,
     unit_rows,
     unpicklable,
     written_versions,
@@ -629,6 +631,17 @@ class PostgresStore(GivenVectorStore):
             return 0
         with self._write_turn(), self._connection() as conn, conn.transaction():
             return self._delete_in(conn, self._lock(conn), unique)
+
+    def delete_unchanged(self, seen: Mapping[str, int]) -> UnchangedDeletes:
+        """Read and deleted in one transaction holding the index's lock (``_lock``), as
+        ``delete``: another writer's commit is seen, and none lands in between."""
+        with self._write_turn(), self._connection() as conn, conn.transaction():
+            generation = self._lock(conn)
+            stored = self._stored_in(conn, _storable(list(seen)))
+            now = {i: DocumentVersion(version=row[2], seq_no=row[3]) for i, row in stored.items()}
+            gone, conflicts = unchanged_split(now, seen)
+            deleted = self._delete_in(conn, generation, gone) if gone else 0
+        return UnchangedDeletes(deleted=deleted, conflicts=conflicts)
 
     def _delete_in(self, conn: Any, generation: int, ids: list[str]) -> int:
         """``ids`` deleted in the caller's transaction, holding the index's lock."""
