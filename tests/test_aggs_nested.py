@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from semrank.errors import InvalidInputError
 from semrank.pipeline import search
 from semrank.store import create_index
 
@@ -243,3 +244,51 @@ def test_metrics_past_a_double_are_null_not_a_server_error(tmp_path: Path) -> No
     x = next(b for b in found["t"]["buckets"] if b["key"] == "x")
     assert x["ext"]["variance"] == 0.0 and x["ext"]["sum_of_squares"] is None
     json.dumps(found, allow_nan=False)  # what the server answers
+
+
+def _nested_terms(fields: list[str]) -> dict[str, Any]:
+    """terms of ``fields[0]`` holding terms of the next, and so on (each of size 10,000)."""
+    spec: dict[str, Any] = {"terms": {"field": fields[-1], "size": 10_000}}
+    for field in reversed(fields[:-1]):
+        spec = {"terms": {"field": field, "size": 10_000}, "aggs": {"below": spec}}
+    return {"top": spec}
+
+
+def _bucket_total(answer: Any) -> int:
+    """Every bucket of an aggregations answer, at every level."""
+    if isinstance(answer, list):
+        return sum(_bucket_total(item) for item in answer)
+    if not isinstance(answer, dict):
+        return 0
+    found = answer.get("buckets")
+    own = 0 if found is None else len(found)
+    return own + sum(_bucket_total(value) for value in answer.values())
+
+
+def test_an_answer_past_elasticsearchs_max_buckets_is_refused_not_computed(
+    home: Path, tmp_path: Path
+) -> None:
+    """terms x terms x terms over one document of 60 values in each field is 219,660 buckets
+    (seconds and hundreds of MB for a body of a few lines): refused as Elasticsearch refuses
+    more than search.max_buckets (65,536) in one answer, at every level together; 39 values
+    (60,879 buckets) are answered, as are the same buckets nested in histograms."""
+    import time
+
+    for name, count in (("wide", 60), ("narrow", 39)):
+        with create_index(name, home=tmp_path, embedding_model=None) as store:
+            doc = {f: [f"{f}{n}" for n in range(count)] for f in ("a", "b", "c")}
+            store.upsert([{"id": "d1", "text": "one", **doc}])
+    aggs = _nested_terms(["a", "b", "c"])
+    started = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=r"too many buckets.*\[65536\]"):
+        _aggregate("wide", tmp_path, aggs)
+    assert time.perf_counter() - started < 2.0  # stopped at the limit, not at the end
+    answered = _aggregate("narrow", tmp_path, aggs).aggregations
+    assert _bucket_total(answered) == 39**3 + 39**2 + 39
+    # Empty histogram steps count too: 301 x 301 of a price's extended bounds.
+    steps = {
+        "histogram": {"field": "price", "interval": 1, "extended_bounds": {"min": 0, "max": 300}}
+    }
+    histograms = {"h": {**steps, "aggs": {"inner": steps}}}
+    with pytest.raises(InvalidInputError, match=r"too many buckets"):
+        _aggregate("all", home, histograms)

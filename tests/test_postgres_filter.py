@@ -7,6 +7,7 @@ A real PostgreSQL server (see test_postgres_server.py); skipped when it is not i
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from semrank.errors import InvalidInputError
 from semrank.pipeline import search as pipeline_search
 from semrank.retrieve import document_values, matches, parse_filter, resolved
 from semrank.retrieve._dateformat import zone_of
@@ -1364,3 +1366,46 @@ def test_sub_aggregations_of_odd_values_agree_on_postgresql_embedded_and_per_buc
     finally:
         for store in stores:
             store.close()
+
+
+def test_more_buckets_than_search_max_buckets_are_refused_alike_on_both_stores(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+) -> None:
+    """A histogram of a year's 301 steps (empty ones listed) inside another is 90,902 buckets:
+    past Elasticsearch's search.max_buckets (65,536) in one answer, refused by both stores
+    alike; a single level of them is answered."""
+    store, _ = filtered
+    steps = {
+        "histogram": {"field": "year", "interval": 1, "extended_bounds": {"min": 1800, "max": 2100}}
+    }
+    nested = {"h": {**steps, "aggs": {"inner": steps}}}
+    for one in (store, local_twin):
+        with pytest.raises(InvalidInputError, match=r"too many buckets.*\[65536\]"):
+            one.aggregate(nested)
+        assert len(one.aggregate({"h": steps})["h"]["buckets"]) == 301
+
+
+def test_a_field_path_of_too_many_parts_is_refused_alike_on_both_stores(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+) -> None:
+    """A field of 1,000 dot-separated parts (2 KB of a body) made PostgreSQL's SQL/JSON paths
+    grow with the cube of its parts (500 MB of path text, minutes of a worker thread) or fail
+    with a RecursionError (a 500); both stores now refuse it, naming the limit, and answer one
+    of 32 parts (no document holds it)."""
+    store, _ = filtered
+    deep, deepest = ".".join(["a"] * 1000), ".".join(["a"] * 32)
+    empty = {"t": {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0, "buckets": []}}
+    asks = (
+        ("count_matching", {"term": {"FIELD": 1}}),
+        ("count_matching", {"exists": {"field": "FIELD"}}),
+        ("aggregate", {"t": {"terms": {"field": "FIELD"}}}),
+    )
+    for one in (store, local_twin):
+        for method, spec in asks:
+            text = json.dumps(spec)
+            with pytest.raises(InvalidInputError, match="at most 32"):
+                getattr(one, method)(json.loads(text.replace("FIELD", deep)))
+            found = getattr(one, method)(json.loads(text.replace("FIELD", deepest)))
+            assert found in (0, empty)

@@ -353,3 +353,29 @@ async def test_a_match_scrolls_under_the_default_limit_on_hits_held(
         match = {"query": {"match": {"text": "flea"}}, "size": 40}
         hits, first, _ = await _scroll_all(http, match)
         assert first["hits"]["total"]["value"] == 100 and len({h["_id"] for h in hits}) == 100
+
+
+async def test_a_point_in_time_holds_a_bounded_count_of_small_listings(
+    tmp_path: Path, reranker: Any
+) -> None:
+    """Each distinct query searched with a pit keeps its listing: one matching nothing held no
+    hit, so a client could keep any number of them (each keyed by its whole query, up to
+    --max-body-bytes) for a day. A listing now counts as one hit at least against
+    --max-search-context-hits, and is keyed by a digest of its query."""
+    async for client in _app_client(tmp_path, reranker, max_search_context_hits=5):
+        await _fill(client, count=3)
+        pit = (await client.post("/docs/_pit?keep_alive=1m")).json()["id"]
+        padding = ["x" * 1000] * 100  # a query of 100 KB, matching nothing
+        answers = []
+        for n in range(6):
+            query = {"ids": {"values": [f"none{n}", *padding]}}
+            body = {"pit": {"id": pit}, "query": query}
+            answers.append(await client.post("/_search", json=body))
+        assert [a.status_code for a in answers[:5]] == [200] * 5, answers[0].text
+        _es_error(answers[5], 429, "too_many_scroll_contexts_exception")
+        # The same query again reads its listing: no more room needed.
+        again = {"pit": {"id": pit}, "query": {"ids": {"values": ["none0", *padding]}}}
+        assert (await client.post("/_search", json=again)).status_code == 200
+        contexts = client._transport.app.state.search_contexts  # type: ignore[attr-defined]
+        (held,) = [one.state for one in contexts._open.values()]
+        assert all(len(key) < 200 for key in held.listings)

@@ -379,3 +379,13 @@ def test_sort_values_of_every_store_method_are_document_values(sorted_index: Any
     for doc_id, doc in docs.items():
         assert sorted(map(str, found[doc_id][0])) == sorted(map(str, document_values(doc, "price")))
         assert sorted(map(str, found[doc_id][1])) == sorted(map(str, document_values(doc, "when")))
+
+
+def test_a_sort_field_of_too_many_parts_is_refused() -> None:
+    """As filters and aggregations refuse it (PostgreSQL's paths of it grew with the cube of
+    its parts): a sort key of more than 32 dot-separated parts."""
+    with pytest.raises(InvalidInputError, match="at most 32"):
+        parse_sort([{".".join(["a"] * 33): "asc"}])
+    with pytest.raises(InvalidInputError, match="at most 32"):
+        parse_sort(".".join(["x"] * 500))
+    assert parse_sort(".".join(["a"] * 32)).fields == [".".join(["a"] * 32)]

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
@@ -58,6 +59,11 @@ MAX_DEPTH = 8  # how deep sub-aggregations nest
 DEFAULT_PERCENTS = (1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0)
 MAX_AGGS = 100
 MAX_BUCKETS = 10_000  # a terms size or ranges list; Elasticsearch's search.max_buckets is 65,536
+MAX_ANSWER_BUCKETS = 65_536  # Elasticsearch's search.max_buckets: one answer's, every level
+# The buckets the aggregations being computed in this thread have made (None: none running).
+# Sub-aggregations multiply (terms x terms x terms of a few values each is millions of
+# buckets), so they are counted as each level is made, before the level below is computed.
+_BUCKETS_MADE: ContextVar[list[int] | None] = ContextVar("semrank_buckets_made", default=None)
 _KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
 # A value as aggregations tell values apart: its kind, and the value (an integral float as int).
 ValueKey: TypeAlias = tuple[str, Scalar]
@@ -409,8 +415,45 @@ def aggregate(
     store: AggregatedStore, aggs: Mapping[str, Aggregation], within: Filter
 ) -> dict[str, Any]:
     """Each of ``aggs`` over the documents of ``store`` passing ``within``, in Elasticsearch's
-    shapes (``{name: {"buckets": [...]}}``, ``{name: {"value": ...}}``)."""
-    return {name: agg.compute(store, within) for name, agg in aggs.items()}
+    shapes (``{name: {"buckets": [...]}}``, ``{name: {"value": ...}}``); more than
+    MAX_ANSWER_BUCKETS buckets in all (a bucket's sub-aggregations' included) is refused."""
+    if _BUCKETS_MADE.get() is not None:  # a bucket's sub-aggregations: the answer's count
+        return _each_of(store, aggs, within)
+    counting = _BUCKETS_MADE.set([0])
+    try:
+        return _each_of(store, aggs, within)
+    finally:
+        _BUCKETS_MADE.reset(counting)
+
+
+def _each_of(
+    store: AggregatedStore, aggs: Mapping[str, Aggregation], within: Filter
+) -> dict[str, Any]:
+    from semrank.retrieve._subaggs import Bucketed  # imports this module
+
+    answer = {}
+    for name, agg in aggs.items():
+        answer[name] = agg.compute(store, within)
+        if not isinstance(agg, Bucketed):  # which counts its own, before those below them
+            count_buckets(answer[name])
+    return answer
+
+
+def count_buckets(answer: Mapping[str, Any]) -> None:
+    """Counts an aggregation's buckets (none for a metric) towards its answer's; refused past
+    MAX_ANSWER_BUCKETS, as Elasticsearch refuses more than its search.max_buckets."""
+    made = _BUCKETS_MADE.get()
+    if made is None or "buckets" not in answer:
+        return
+    made[0] += len(answer["buckets"])
+    if made[0] > MAX_ANSWER_BUCKETS:
+        raise InvalidInputError(
+            f"Trying to create too many buckets. Must be less than or equal to: "
+            f"[{MAX_ANSWER_BUCKETS}] but was [{made[0]}] (every level of the aggregations "
+            "together, as Elasticsearch's search.max_buckets counts them); ask for fewer: a "
+            "smaller terms size, fewer nested levels, a wider histogram interval, or a "
+            "narrower query"
+        )
 
 
 # --- parsing -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple
 from semrank._checks import is_finite_number
 from semrank.errors import InvalidInputError
 from semrank.retrieve._datemath import value_instant
-from semrank.retrieve._filter import Scalar, _kind
+from semrank.retrieve._filter import Scalar, _kind, check_field_parts
 from semrank.store._targets import hit_key, split_key
 
 SCORE, DOC, ID = "_score", "_doc", "_id"
@@ -97,6 +97,7 @@ def _sort_key(item: Any, where: str) -> SortKey:
     if isinstance(item, SortKey):
         return item
     if isinstance(item, str) and item:
+        check_field_parts(item, where)
         return SortKey(field=item, descending=item == SCORE)
     if not isinstance(item, dict) or len(item) != 1:
         raise InvalidInputError(
@@ -104,6 +105,7 @@ def _sort_key(item: Any, where: str) -> SortKey:
             f"got {item!r:.80}"
         )
     field, options = next(iter(item.items()))
+    check_field_parts(field, where)
     if isinstance(options, str):
         options = {"order": options}
     if not isinstance(options, dict):

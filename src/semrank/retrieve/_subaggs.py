@@ -29,6 +29,7 @@ from semrank.retrieve._aggs import (
     RangeAgg,
     TermsAgg,
     aggregate,
+    count_buckets,
     value_key,
 )
 from semrank.retrieve._filter import Filter
@@ -58,6 +59,7 @@ class Bucketed:
         else:
             held = HeldRows(store, store.held_values(sorted(fields_read(self)), within))
         answer = self.agg.compute(held, held.matched)
+        count_buckets(answer)  # before their sub-aggregations: those would multiply them
         buckets = answer["buckets"]
         members = _members(self.agg, held.held)
         for position, bucket in enumerate(

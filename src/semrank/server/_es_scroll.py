@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -437,7 +438,8 @@ async def open_point_in_time(index: str, request: Request) -> Any:
     state = PitState(indexes, {})
 
     def held() -> int:
-        return sum(len(listed) for listed in state.listings.values())
+        # One hit at least each: a listing of none is still kept, a day at most.
+        return sum(max(1, len(listed)) for listed in state.listings.values())
 
     return EsPitResponse(id=contexts(request).open(state, keep_alive, held))
 
@@ -463,9 +465,13 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
     state = contexts(request).get(body.pit.id, PitState, keep_alive)
     sort = _sort_keys(body.sort)
     start = _pit_start(body)
-    key = json.dumps([_listing_spec(body), sort[:1]], sort_keys=True)
+    # A digest: the query itself may be --max-body-bytes long.
+    spec = json.dumps([_listing_spec(body), sort[:1]], sort_keys=True)
+    key = hashlib.sha256(spec.encode()).hexdigest()
     listed = state.listings.get(key)
     if listed is None:
+        if contexts(request).room() < 1:  # a new listing holds one hit at least
+            _over_limit(request, 0)
         listed = HitList([])
         if state.indexes:  # those dropped since are left out
             names = ",".join(state.indexes)
