@@ -293,3 +293,13 @@ async def test_elasticsearch_msearch_and_probes_in_postgres(client: httpx.AsyncC
     await fill(client)
     await msearch_answers(client)
     await probes_answer(client)
+
+
+async def test_a_point_in_time_and_a_scroll_sort_by_fields_in_postgres(
+    client: httpx.AsyncClient,
+) -> None:
+    """The embedded store's sorted paging (test_server_es_scroll.py), on PostgreSQL: a pit
+    by search_after and a scroll list what one big sorted search answers."""
+    from test_server_es_scroll import check_sorted_paging
+
+    await check_sorted_paging(client)

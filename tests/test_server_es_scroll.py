@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,20 @@ async def client(tmp_path: Path, reranker: Any) -> AsyncIterator[httpx.AsyncClie
         yield http
 
 
-async def _fill(client: httpx.AsyncClient, name: str = "docs", count: int = DOCS) -> None:
+async def _fill(
+    client: httpx.AsyncClient,
+    name: str = "docs",
+    count: int = DOCS,
+    made: tuple[str, Callable[[int], dict[str, Any]]] = ("d", _doc),
+) -> None:
+    """``count`` documents in a new index: ``made``'s prefix and number are each one's id,
+    its function of the number its source."""
     created = await client.put(f"/{name}", json={"mappings": MAPPINGS})
     assert created.status_code == 200, created.text
+    prefix, document = made
     lines = []
     for n in range(count):
-        lines += [{"index": {"_id": f"d{n:03d}"}}, _doc(n)]
+        lines += [{"index": {"_id": f"{prefix}{n:03d}"}}, document(n)]
     body = "".join(json.dumps(line) + "\n" for line in lines).encode()
     done = await client.post(
         f"/{name}/_bulk", content=body, headers={"content-type": "application/x-ndjson"}
@@ -180,7 +188,8 @@ async def test_a_scroll_refuses_what_it_cannot_page(client: httpx.AsyncClient) -
         ({"from": 10}, "using [from] is not allowed in a scroll context"),
         ({"size": 0}, "[size] cannot be [0] in a scroll context"),
         ({"aggs": {"t": {"terms": {"field": "tenant"}}}}, "aggregations are not supported"),
-        ({"sort": [{"tenant": "asc"}]}, "sorting by a field is not supported"),
+        ({"sort": ["_doc", {"tenant": "asc"}]}, "sort by the field first"),
+        ({"sort": [{"_shard_doc": "desc"}]}, "only asc is supported"),
     ):
         refused = await client.post("/docs/_search?scroll=1m", json=body)
         assert said in _es_error(refused, 400, "invalid_request")
@@ -237,7 +246,7 @@ async def test_helpers_scan_exports_an_index_over_a_real_server(
     )
     from elasticsearch import helpers
 
-    from test_client_sdk import live_server
+    from serving import live_server
 
     async for http in _app_client(tmp_path, reranker):
         await _fill(http)
@@ -379,3 +388,138 @@ async def test_a_point_in_time_holds_a_bounded_count_of_small_listings(
         contexts = client._transport.app.state.search_contexts  # type: ignore[attr-defined]
         (held,) = [one.state for one in contexts._open.values()]
         assert all(len(key) < 200 for key in held.listings)
+
+
+# --- sorted by fields ---------------------------------------------------------------------------
+DATED = 260  # e000..e259: 40 dates, so that many share one; every 25th has none
+
+
+def _dated(n: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"text": f"{'flea' if n % 3 else 'ocean'} number {n}", "rank": n % 9}
+    if n % 25:
+        doc["date"] = f"2024-{1 + n * 7 % 12:02d}-{1 + n * 11 % 28:02d}T0{n % 3}:00:00Z"
+    return doc
+
+
+async def _fill_dated(client: httpx.AsyncClient) -> None:
+    await _fill(client, "dated", DATED, ("e", _dated))
+
+
+async def _one_sorted_search(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> tuple[list[str], list[list[Any]]]:
+    """The ids and sort values (without the tie-breaking id) of one big sorted search."""
+    found = await client.post("/dated/_search", json={**body, "size": 1000})
+    assert found.status_code == 200, found.text
+    hits = found.json()["hits"]["hits"]
+    return [h["_id"] for h in hits], [h["sort"][:-1] for h in hits]
+
+
+async def _pit_pages(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> tuple[list[str], list[list[Any]]]:
+    """Every hit of a point in time paged by search_after: ids and sort values."""
+    pit = (await client.post("/dated/_pit?keep_alive=1m")).json()["id"]
+    paged = {**body, "pit": {"id": pit, "keep_alive": "1m"}, "size": 37}
+    ids: list[str] = []
+    values: list[list[Any]] = []
+    page = (await client.post("/_search", json=paged)).json()
+    while page["hits"]["hits"]:
+        assert page["pit_id"] == pit, page
+        ids += [h["_id"] for h in page["hits"]["hits"]]
+        values += [h["sort"] for h in page["hits"]["hits"]]
+        after = {**paged, "search_after": values[-1]}
+        page = (await client.post("/_search", json=after)).json()
+    closed = await client.request("DELETE", "/_pit", json={"id": pit})
+    assert closed.json()["succeeded"] is True
+    return ids, values
+
+
+SORTED_QUERIES = (
+    {"sort": [{"date": "desc"}]},
+    {"sort": [{"rank": "asc"}, {"date": {"order": "asc", "missing": "_first"}}]},
+    {"query": {"match": {"text": "flea"}}, "sort": [{"date": "asc"}]},
+)
+
+
+async def check_sorted_paging(client: httpx.AsyncClient) -> None:
+    """A point in time paged by search_after and a scroll, each sorted by fields, list what
+    one big sorted search answers: every hit once, in its order, with its sort values (a
+    point in time's ending with _shard_doc, the hit's position)."""
+    await _fill_dated(client)
+    for body in SORTED_QUERIES:
+        ids, values = await _one_sorted_search(client, body)
+        assert len(ids) > 150 and values[0] != values[-1]
+        for shard_doc in ([], [{"_shard_doc": "asc"}]):
+            asked = {**body, "sort": [*body["sort"], *shard_doc]}
+            pit_ids, pit_values = await _pit_pages(client, asked)
+            assert pit_ids == ids, asked
+            assert [v[:-1] for v in pit_values] == values
+            assert [v[-1] for v in pit_values] == list(range(len(ids)))
+        hits, first, _ = await _scroll_all(client, {**body, "size": 23}, "/dated/_search")
+        assert [h["_id"] for h in hits] == ids and [h["sort"] for h in hits] == values
+        assert first["hits"]["total"] == {"value": len(ids), "relation": "eq"}
+        assert hits[0]["_score"] is None and hits[0]["_source"] == _dated(int(ids[0][1:]))
+
+
+async def test_a_point_in_time_and_a_scroll_sort_by_fields(client: httpx.AsyncClient) -> None:
+    """A scroll or point in time sorted by a field was refused ("sorting by a field is not
+    supported"): Elasticsearch's recommended deep paging, a pit with [{date: desc},
+    {_shard_doc: asc}] and search_after, could not run."""
+    await check_sorted_paging(client)
+
+
+async def test_a_sorted_listing_counts_against_the_hits_held(client: httpx.AsyncClient) -> None:
+    """Sorted listings hold hits as others do (the fixture's 700 at most), keep their scores
+    where the sort asks, and refuse a tree no sorted search sorts."""
+    await _fill_dated(client)
+    sort = {"sort": [{"date": "desc"}, "_score"], "track_scores": True}
+    hits, _, scroll_id = await _scroll_all(client, {**sort, "size": 100}, "/dated/_search")
+    assert len(hits) == DATED and hits[0]["_score"] == 1.0 and hits[0]["sort"][-1] == 1.0
+    both = {"sort": [{"date": "desc"}]}
+    held = await client.post("/dated,docs/_search?scroll=1m", json=both)
+    left = f"the {700 - DATED} the open scroll"
+    assert left in _es_error(held, 429, "too_many_scroll_contexts_exception")
+    await client.request("DELETE", "/_search/scroll", json={"scroll_id": [scroll_id]})
+    await _fill(client, "more")  # 860 documents in all
+    whole = await client.post("/dated,docs,more/_search?scroll=1m", json=both)
+    assert "more than 700 hits" in _es_error(whole, 400, "invalid_request")
+    rrf = {
+        "retriever": {
+            "rrf": {
+                "retrievers": [
+                    {"standard": {"query": {"match": {"text": "flea"}}}},
+                    {"standard": {"query": {"match": {"text": "number"}}}},
+                ]
+            }
+        },
+        "sort": [{"date": "desc"}],
+    }
+    refused = await client.post("/dated/_search?scroll=1m", json=rrf)
+    assert "cannot be sorted by fields" in _es_error(refused, 400, "invalid_request")
+
+
+async def test_helpers_scan_keeps_a_field_sort_over_a_real_server(
+    tmp_path: Path, reranker: Any
+) -> None:
+    """helpers.scan(preserve_order=True) with a sort by fields pages the scroll in that
+    order, as one sorted search answers."""
+    elasticsearch = pytest.importorskip(
+        "elasticsearch", reason="the official elasticsearch client is not installed"
+    )
+    from elasticsearch import helpers
+
+    from serving import live_server
+
+    async for http in _app_client(tmp_path, reranker):
+        await _fill_dated(http)
+        query = {"sort": [{"date": "desc"}, {"rank": "asc"}]}
+        ids, values = await _one_sorted_search(http, query)
+        app = http._transport.app  # type: ignore[attr-defined]
+        with live_server(app) as url, elasticsearch.Elasticsearch(url) as es:
+            scan = helpers.scan(
+                es, index="dated", query=query, size=40, scroll="1m", preserve_order=True
+            )
+            found = await asyncio.to_thread(list, scan)
+        assert [hit["_id"] for hit in found] == ids
+        assert [hit["sort"] for hit in found] == values

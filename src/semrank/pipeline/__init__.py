@@ -72,6 +72,7 @@ from semrank.pipeline._search import (
     search,
     search_many,
 )
+from semrank.pipeline._sorting import SortRequest, sort_request
 
 __all__ = [
     "BM25",
@@ -100,6 +101,7 @@ __all__ = [
     "SearchContext",
     "SearchResults",
     "Shorthand",
+    "SortRequest",
     "Stage",
     "TextSimilarityReranker",
     "Weighted",
@@ -131,6 +133,7 @@ __all__ = [
     "reranking_nodes",
     "search",
     "search_many",
+    "sort_request",
     "top_window",
     "use_prepared",
     "using_index",

@@ -1,11 +1,15 @@
 """Every hit of a search, listed once so that it can be paged through later (Elasticsearch's
-scroll and point in time): hit keys and scores only, the documents read page by page.
+scroll and point in time): hit keys and scores (and sort values, where sorted by fields)
+only, the documents read page by page.
 
 * a filter-only query (``ConstantScore``: ``match_all``, ``term``, a ``bool`` of filters) lists
   the documents passing it in the store's order (``Store.matching_id_pages``: the embedded
   store's filter table, PostgreSQL's keyset pages of ids), as its search returns them;
 * ``store_order`` (Elasticsearch's ``sort: _doc`` / ``_shard_doc``) lists the documents any
   tree matches (``matched_documents``, what its aggregations read) in that order, unscored;
+* a sort by fields (``sort``: a ``SortRequest``) orders what a sorted search of the tree
+  orders (``semrank.pipeline._sorting``: a filter's every passing document, a match's every
+  document sharing a term, a knn's k), each hit keeping its ``sort`` values;
 * a match / multi_match (``BM25``) ranks every document sharing a term with it, best first;
 * any other tree ranks what its search ranks: a knn its ``k`` (or ``size``) nearest, a fusion
   or re-ranker its ``rank_window_size``.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from semrank.pipeline._aggs import matched_documents
 from semrank.pipeline._context import SearchContext
 from semrank.pipeline._nodes import (
     BM25,
+    MAX_RESULT_WINDOW,
     ConstantScore,
     Cutoff,
     Knn,
@@ -34,6 +40,7 @@ from semrank.pipeline._nodes import (
     top_window,
 )
 from semrank.pipeline._search import _new_context
+from semrank.pipeline._sorting import SortRequest, sorted_run
 from semrank.store import Store
 from semrank.store._targets import hit_key
 
@@ -45,10 +52,12 @@ LISTING_PAGE = 10_000
 class HitList:
     """A search's hits in order: each one's key (``index:id``, ``hit_key``) and score (None:
     listed in the store's order, which no score decides, as Elasticsearch answers a sort by
-    ``_doc`` with a null ``_score``)."""
+    ``_doc`` with a null ``_score``) and, where sorted by fields, its ``sort`` values (a
+    sorted search's, without the tie-breaking key)."""
 
     keys: list[str]
     scores: np.ndarray | None = None
+    sort_values: list[list[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -58,24 +67,40 @@ class HitList:
 
 
 def list_hits(
-    stores: Sequence[Store], tree: Retriever, *, limit: int, size: int, store_order: bool = False
+    stores: Sequence[Store],
+    tree: Retriever,
+    *,
+    limit: int,
+    size: int,
+    store_order: bool = False,
+    sort: SortRequest | None = None,
 ) -> HitList | None:
     """Every hit of ``tree`` on ``stores`` (the tree holds its own texts), or None where there
     are more than ``limit``; ``size``: a page's hits (what a knn without ``k`` returns, as in
-    Elasticsearch); ``store_order``: the matched documents in the store's order, unscored."""
+    Elasticsearch); ``store_order``: the matched documents in the store's order, unscored;
+    ``sort``: ordered by fields, as a sorted search of every hit orders them."""
     ctx = _new_context(list(stores), None, tree, None, None)
-    if store_order or isinstance(tree, ConstantScore):
+    if sort is None and (store_order or isinstance(tree, ConstantScore)):
         score = tree.score if isinstance(tree, ConstantScore) and not store_order else None
         return _in_store_order(ctx, tree, limit, size, score)
     # A ranking holds MAX_COUNT hits at most (a store's k): one of that many may hold more.
     most = min(limit, MAX_COUNT - 1)
-    ranking = tree.run(ctx, _depth(tree, most, size))
+    if sort is not None:
+        ranking = sorted_run(tree, sort)(ctx, _sorted_depth(tree, most))
+    else:
+        ranking = tree.run(ctx, _depth(tree, most, size))
     if len(ranking) > most:
         return None
     several = ctx.several is not None
     ids = [str(i) for i in ranking.ids.tolist()]
     keys = ids if several else [hit_key(ctx.store.name, i) for i in ids]
-    return HitList(keys, np.asarray(ranking.scores, dtype=np.float32))
+    if sort is None:
+        return HitList(keys, np.asarray(ranking.scores, dtype=np.float32))
+    assert ranking.sort_values is not None  # a sorted run's ranking carries them
+    # Each hit's values without the tie-breaking key (index, id) a sorted search ends with.
+    values = [list(held[:-1]) for held in ranking.sort_values.tolist()]
+    scores = np.asarray(ranking.scores, dtype=np.float32) if sort.scores_tracked else None
+    return HitList(keys, scores, values)
 
 
 def _in_store_order(
@@ -92,6 +117,18 @@ def _in_store_order(
                 return None
     scores = None if score is None else np.full(len(keys), score, dtype=np.float32)
     return HitList(keys, scores)
+
+
+def _sorted_depth(tree: Retriever, limit: int) -> int:
+    """The hits to ask of a sorted search: one past the limit (a filter's or a match's every
+    one, ``_sorted_window`` asking a match for the larger of its window and this), a knn's
+    window at most (its k, else what a sorted search sorts), which it never goes past."""
+    top = tree
+    while isinstance(top, Cutoff):
+        top = top.retriever
+    if isinstance(top, Knn):
+        return min(limit + 1, top.k or MAX_RESULT_WINDOW)
+    return limit + 1
 
 
 def _depth(tree: Retriever, limit: int, size: int) -> int:

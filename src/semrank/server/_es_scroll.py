@@ -3,8 +3,9 @@
 scripts export an index.
 
 The first request lists every hit of the query (``semrank.pipeline.list_hits``: keys and
-scores, in the order its search ranks them, or the store's for ``sort: _doc``); each page then
-reads its documents by id. A document deleted since the listing is skipped (a page reads on
+scores, in the order its search ranks them, or the store's for ``sort: _doc``, or a sorted
+search's for a sort by fields, each hit's sort values with it); each page then reads its
+documents by id. A document deleted since the listing is skipped (a page reads on
 until it is full), one written since is read as it is now, one added since is not listed: a
 listing, not a snapshot of the documents. Contexts live in this process (``_search_contexts``).
 """
@@ -12,6 +13,7 @@ listing, not a snapshot of the documents. Contexts live in this process (``_sear
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,7 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from semrank.errors import IndexNotFoundError, InvalidInputError, TooManySearchContextsError
-from semrank.pipeline import MAX_RESULT_WINDOW, HitList
+from semrank.pipeline import MAX_RESULT_WINDOW, HitList, SortRequest, sort_request
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import search_key_hint
@@ -80,7 +82,7 @@ class Shown:
     source: bool
     includes: list[str]
     excludes: list[str]
-    sort: tuple[str, ...]  # the sort keys whose values each hit carries (none: no "sort")
+    sort: tuple[str, ...]  # what each of a hit's sort values is (ListingSort.shown)
     versions: HitVersions  # each hit's version, read with its document
 
 
@@ -144,10 +146,10 @@ async def _start_scroll(
     ):
         if refused:
             raise InvalidInputError(said)
-    sort = _sort_keys(body.sort)
+    sort = _listing_sort(body)
     contexts(request).check_another()  # before the listing, which may be long
     hits = await _listing(request, index, body, sort, **_target_options(request))
-    state = ScrollState(hits, body.size, _shown(request, body, sort))
+    state = ScrollState(hits, body.size, _shown(request, body, sort.shown))
     scroll_id = contexts(request).open(state, keep_alive_s, lambda: len(state.hits))
     return await _scroll_page(request, state, scroll_id, started)
 
@@ -159,7 +161,7 @@ _NO_AGGS = (
 
 
 async def _listing(
-    request: Request, index: str, body: EsSearchRequest, sort: tuple[str, ...], **targets: bool
+    request: Request, index: str, body: EsSearchRequest, sort: ListingSort, **targets: bool
 ) -> HitList:
     """Every hit of the body's query on ``index``, within the hits contexts may still hold."""
     from semrank.pipeline import list_hits, read_retriever
@@ -170,12 +172,18 @@ async def _listing(
     tree = _bind_models(read.tree, service)
     _check_reranked_documents(tree, service.config.max_documents)
     room = contexts(request).room()
-    store_order = bool(sort) and sort[0] in STORE_ORDER
 
     def work(stores: list[Any]) -> HitList | None:
         if not stores:
             return HitList([])
-        return list_hits(stores, tree, limit=room, size=body.size, store_order=store_order)
+        return list_hits(
+            stores,
+            tree,
+            limit=room,
+            size=body.size,
+            store_order=sort.store_order,
+            sort=sort.by_fields,
+        )
 
     listed = await on_targets(request, index, work, **targets)
     if listed is None:
@@ -206,24 +214,69 @@ def _listing_spec(body: EsSearchRequest) -> dict[str, Any]:
     return _own_texts(_search_spec(query), body.size)
 
 
-def _sort_keys(sort: Any) -> tuple[str, ...]:
-    """The sort's keys: ``_score`` (descending), ``_doc`` / ``_shard_doc`` (ascending); a
-    field is refused (semrank does not sort by fields here)."""
-    items = [] if sort is None else sort if isinstance(sort, list) else [sort]
-    keys = []
-    for item in items:
-        name, order = _sort_item(item)
-        if name not in STORE_ORDER | {"_score"}:
-            raise InvalidInputError(
-                f"sort by {name!r:.60}: a scroll or point-in-time search sorts by _score (the "
-                "default) or _doc / _shard_doc (the store's order); sorting by a field is not "
-                "supported"
-            )
-        wanted = "desc" if name == "_score" else "asc"
-        if order not in (None, wanted):
-            raise InvalidInputError(f"sort by {name} {order}: only {wanted} is supported")
-        keys.append(name)
-    return tuple(keys)
+# What each of a hit's sort values is: its position in the listing (``_doc`` / ``_shard_doc``
+# in the store's order, ``_shard_doc`` beside fields), its score, or the next of the values a
+# sort by fields listed for it.
+POSITION, SCORE, LISTED = "position", "score", "listed"
+
+
+@dataclass(frozen=True)
+class ListingSort:
+    """How a scroll or point in time orders its listing (by score, the store's order, or
+    fields: ``by_fields``, a sorted search's) and what each hit's ``sort`` shows."""
+
+    shown: tuple[str, ...]  # POSITION, SCORE or LISTED per value (none: no "sort")
+    store_order: bool = False
+    by_fields: SortRequest | None = None
+
+    @property
+    def listing_key(self) -> Any:
+        """What tells a point in time's listings of one query apart."""
+        if self.by_fields is None:
+            return [self.store_order]
+        return [self.by_fields.sort.to_dict(), self.by_fields.scores_tracked]
+
+    def with_shard_doc(self) -> ListingSort:
+        """A point in time's: the position ends the values (Elasticsearch's implicit
+        ``_shard_doc`` tie-breaker) unless the sort gives it."""
+        if POSITION in self.shown:
+            return self
+        return dataclasses.replace(self, shown=(*self.shown, POSITION))
+
+
+def _listing_sort(body: EsSearchRequest) -> ListingSort:
+    """The body's sort: ``_score`` (descending) or ``_doc`` / ``_shard_doc`` (ascending, the
+    store's order) alone, else a sort by fields as a sorted search reads it, ``_shard_doc``
+    among them showing the hit's position."""
+    given = body.sort
+    items = [] if given is None else given if isinstance(given, list) else [given]
+    named = [(_sort_item(item), item) for item in items]
+    names = [name for (name, _), _ in named]
+    if all(name in STORE_ORDER | {"_score"} for name in names) or names[0] in STORE_ORDER:
+        for name, order in (parsed for parsed, _ in named):
+            _check_own_order(name, order)
+        shown = tuple(SCORE if name == "_score" else POSITION for name in names)
+        return ListingSort(shown, store_order=bool(names) and names[0] in STORE_ORDER)
+    for name, order in (parsed for parsed, _ in named):
+        if name == "_shard_doc":
+            _check_own_order(name, order)
+    criteria = [item for (name, _), item in named if name != "_shard_doc"]
+    by_fields = sort_request(criteria, None, bool(body.track_scores))
+    shown = tuple(POSITION if name == "_shard_doc" else LISTED for name in names)
+    return ListingSort(shown, by_fields=by_fields)
+
+
+def _check_own_order(name: str, order: str | None) -> None:
+    """``_score`` (descending) or the store's order (ascending), alone or before fields."""
+    if name not in STORE_ORDER | {"_score"}:
+        raise InvalidInputError(
+            f"sort by {name!r:.60} after _doc / _shard_doc: the store's order leaves no ties "
+            "for a field to break; sort by the field first (e.g. "
+            '[{"date": "desc"}, {"_shard_doc": "asc"}])'
+        )
+    wanted = "desc" if name == "_score" else "asc"
+    if order not in (None, wanted):
+        raise InvalidInputError(f"sort by {name} {order}: only {wanted} is supported")
 
 
 def _sort_item(item: Any) -> tuple[str, str | None]:
@@ -305,7 +358,7 @@ def _es_hits(
     for position, read in found:
         name, doc_id = split_key(listed.keys[position])
         score = listed.score(position)
-        sort = [score if key == "_score" else position for key in shown.sort] or None
+        sort = _sort_values(listed, position, shown.sort)
         base: dict[str, Any] = {"index": name, "id": doc_id, "score": score, "sort": sort}
         base |= shown.versions.fields(read.version)
         if not shown.source:
@@ -316,6 +369,17 @@ def _es_hits(
             source = _filtered_source(source, shown.includes, shown.excludes)
         hits.append(EsHitWithSource(**base, source=source))
     return hits
+
+
+def _sort_values(listed: HitList, position: int, shown: tuple[str, ...]) -> list[Any] | None:
+    """A hit's ``sort``: its listed values (a sorted search's), score or position."""
+    if not shown:
+        return None
+    held = iter(() if listed.sort_values is None else listed.sort_values[position])
+    return [
+        position if kind == POSITION else listed.score(position) if kind == SCORE else next(held)
+        for kind in shown
+    ]
 
 
 def _answer(
@@ -452,7 +516,8 @@ async def close_point_in_time(body: EsClosePitRequest, request: Request) -> Any:
 
 async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchResponse:
     """A page of the pit's listing of the body's query: from ``from``, or after the
-    ``search_after`` position (each hit's last sort value: its position, as ``_shard_doc``)."""
+    ``search_after`` position (a hit's ``_shard_doc`` sort value, its last unless the sort
+    places it: its position in the listing)."""
     started = time.perf_counter()
     assert body.pit is not None
     if body.aggs is not None or body.aggregations is not None or body.highlight is not None:
@@ -463,10 +528,10 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
     given = body.pit.keep_alive
     keep_alive = None if given is None else keep_alive_seconds(given, "pit.keep_alive")
     state = contexts(request).get(body.pit.id, PitState, keep_alive)
-    sort = _sort_keys(body.sort)
-    start = _pit_start(body)
+    sort = _listing_sort(body).with_shard_doc()
+    start = _pit_start(body, sort.shown)
     # A digest: the query itself may be --max-body-bytes long.
-    spec = json.dumps([_listing_spec(body), sort[:1]], sort_keys=True)
+    spec = json.dumps([_listing_spec(body), sort.listing_key], sort_keys=True)
     key = hashlib.sha256(spec.encode()).hexdigest()
     listed = state.listings.get(key)
     if listed is None:
@@ -477,13 +542,13 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
             names = ",".join(state.indexes)
             listed = await _listing(request, names, body, sort, ignore_unavailable=True)
         state.listings[key] = listed
-    shown = _shown(request, body, sort if set(sort) & STORE_ORDER else (*sort, "_shard_doc"))
+    shown = _shown(request, body, sort.shown)
     by_from = body.search_after is None
     found, _ = await _page(request, listed, start, body.size, read_on=not by_from)
     return _answer(listed, _es_hits(listed, found, shown), started, pit_id=body.pit.id)
 
 
-def _pit_start(body: EsSearchRequest) -> int:
+def _pit_start(body: EsSearchRequest, shown: tuple[str, ...]) -> int:
     if body.search_after is None:
         if body.from_ + body.size > MAX_RESULT_WINDOW:
             raise InvalidInputError(
@@ -493,7 +558,10 @@ def _pit_start(body: EsSearchRequest) -> int:
         return body.from_
     if body.from_ > 0:
         raise InvalidInputError("`from` parameter must be set to 0 when `search_after` is used")
-    position = body.search_after[-1] if body.search_after else None
+    after = body.search_after
+    # The position the sort's _shard_doc gives (the last value, unless a sort puts it first).
+    slot = len(shown) - 1 - shown[::-1].index(POSITION) if len(after) == len(shown) else -1
+    position = after[slot] if after else None
     if not isinstance(position, int) or isinstance(position, bool) or position < -1:
         raise InvalidInputError(
             f"search_after {body.search_after!r:.80}: give the last hit's sort values, which "

@@ -1,6 +1,6 @@
 """The scroll and point-in-time contexts a server process holds (Elasticsearch's search
-contexts): each one's listed hits (``semrank.pipeline.HitList``: keys and scores, never
-documents), kept for its keep-alive after each use, capped in number and in hits held.
+contexts): each one's listed hits (``semrank.pipeline.HitList``: keys, scores and sort
+values, never documents), kept for its keep-alive after each use, capped in number and in hits held.
 
 A context lives in the worker process that opened it: its id names that process, so that
 another worker of ``semrank serve --workers N`` answers a clear 404 rather than "unknown".
