@@ -287,12 +287,14 @@ async def test_a_search_of_several_postgres_indexes_keeps_one_id_in_each_apart(
 
 
 async def test_elasticsearch_msearch_and_probes_in_postgres(client: httpx.AsyncClient) -> None:
-    """_msearch, health, _cat, GET /{index} and _mapping answer as over the embedded store."""
-    from test_server_es_msearch import fill, msearch_answers, probes_answer
+    """_msearch, typed_keys, health, _cat, GET /{index} and _mapping answer as over the
+    embedded store."""
+    from test_server_es_msearch import fill, msearch_answers, probes_answer, typed_keys_answer
 
     await fill(client)
     await msearch_answers(client)
     await probes_answer(client)
+    await typed_keys_answer(client)
 
 
 async def test_a_point_in_time_and_a_scroll_sort_by_fields_in_postgres(

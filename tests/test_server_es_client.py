@@ -119,3 +119,25 @@ def test_search_and_msearch_answer_alike(es: Any, reranker: Any) -> None:
     assert missing["status"] == 404 and "nosuch" in missing["error"]["reason"]
     assert [hit["_id"] for hit in third["hits"]["hits"]] == [hit["_id"] for hit in reranked]
     assert [hit["_score"] for hit in third["hits"]["hits"]] == pytest.approx(scores, abs=1e-5)
+
+
+def test_a_sniffing_client_finds_the_one_node_and_reads_typed_aggregations(es: Any) -> None:
+    """sniff_on_start asks GET /_nodes/_all/http and connects to the address it answers;
+    typed_keys, cat's s and h and _stats through the client's own calls."""
+    from elastic_transport import SniffOptions
+    from elasticsearch import Elasticsearch
+    from elasticsearch._sync.client._base import default_sniff_callback
+
+    served = es.transport.node_pool.all()[0].config
+    url = f"{served.scheme}://{served.host}:{served.port}"
+    with Elasticsearch(url, sniff_on_start=True, request_timeout=60) as sniffing:
+        found = default_sniff_callback(sniffing.transport, SniffOptions(True, None))
+        assert [(node.host, node.port) for node in found] == [(served.host, served.port)]
+        answer = sniffing.search(
+            index="news", size=0, typed_keys=True, aggs={"tags": {"terms": {"field": "tag"}}}
+        )
+    assert [b["key"] for b in answer["aggregations"]["sterms#tags"]["buckets"]] == ["a", "b"]
+    rows = es.cat.indices(format="json", h="i,dc", s="dc:desc")
+    assert list(rows) == [{"i": "news", "dc": str(len(DOCS))}]
+    stats = es.indices.stats(index="news", metric="docs")
+    assert stats["indices"]["news"]["primaries"]["docs"]["count"] == len(DOCS)

@@ -1,6 +1,7 @@
-"""Elasticsearch's _msearch and the cluster and index probes (_cluster/health, _cat/indices,
-_cat/aliases, GET /{index}, _mapping) over the embedded store; tests/test_postgres_server_indexes.py
-runs ``probes_answer`` and ``msearch_answers`` over PostgreSQL."""
+"""Elasticsearch's _msearch, typed_keys, and the cluster and index probes (_cluster/health, the
+_cat tables, GET /{index}, _mapping, _stats, _nodes) over the embedded store, and the APIs
+semrank refuses by name; tests/test_postgres_server_indexes.py runs ``probes_answer``,
+``msearch_answers`` and ``typed_keys_answer`` over PostgreSQL."""
 
 from __future__ import annotations
 
@@ -252,8 +253,13 @@ async def test_probe_options_semrank_cannot_answer_are_refused(client: httpx.Asy
         ("/_cluster/health?level=indices", "level: semrank answers level=cluster only"),
         ("/_cluster/health?wait_for_status=blue", "wait_for_status='blue': give green, yellow"),
         ("/_cat/indices?h=index,size", "h: unknown column 'size'; the columns are health,"),
-        ("/_cat/indices?format=yaml", "format='yaml': give json or text"),
+        ("/_cat/indices?format=smile", "format='smile': give json, yaml or text"),
         ("/_cat/indices?bytes=kib", "bytes='kib': give one of b, kb,"),
+        ("/_cat/indices?s=index:up", "s: cannot sort by 'index:up'; give columns"),
+        ("/_cat/indices?s=size", "s: cannot sort by 'size'"),
+        ("/_cat/indices?health=blue", "health='blue': give green, yellow or red"),
+        ("/_stats/indexing", "_stats metric 'indexing': semrank answers docs and store"),
+        ("/_nodes/stats", "GET /_nodes/.../stats: semrank keeps no node stats"),
         ("/news?include_type_name=true", "query-string parameter 'include_type_name': not"),
     ):
         assert _es_error(await client.get(path), 400).startswith(said), path
@@ -273,3 +279,188 @@ async def test_get_of_an_index_leaves_semranks_own_pages_and_routes_alone(
     assert (await client.get("/health")).json() == {"status": "ok"}
     assert (await client.head("/news")).status_code == 200
     assert (await client.head("/nosuch")).status_code == 404
+
+
+async def test_cat_tables_sort_pick_columns_and_explain_them(client: httpx.AsyncClient) -> None:
+    """s sorts (numbers as numbers, several keys), h takes Elasticsearch's aliases and
+    wildcards, help lists the columns, format takes any case, health filters."""
+    await fill(client, "big")
+    await client.post("/big/_doc/d4?refresh=true", json={"text": "Moths eat wool."})
+    await fill(client, "aa")
+    await client.delete("/aa/_doc/d1?refresh=true")
+
+    async def rows(query: str) -> list[dict[str, str]]:
+        answer = await client.get(f"/_cat/indices?format=json&{query}")
+        assert answer.status_code == 200, answer.text
+        return list(answer.json())
+
+    by_count = await rows("s=docs.count:desc,index&h=i,dc")
+    assert by_count == [
+        {"i": "big", "dc": "4"}, {"i": "news", "dc": "3"}, {"i": "aa", "dc": "2"}
+    ]  # fmt: skip
+    assert [row["index"] for row in await rows("s=dc,i:desc&h=index")] == ["aa", "news", "big"]
+    assert [row["index"] for row in await rows("s=index&h=index")] == ["aa", "big", "news"]
+    assert list((await rows("h=docs.*,index"))[0]) == ["docs.count", "docs.deleted", "index"]
+    assert await rows("h=i&health=RED") == []
+    upper = await client.get("/_cat/indices/news?format=JSON&h=h,s,ss&bytes=k")
+    (row,) = upper.json()
+    assert (row["h"], row["s"]) == ("green", "open") and row["ss"].isdigit()
+    table = (await client.get("/_cat/indices?v&s=docs.count&h=index,dc")).text
+    assert table == "index dc\naa     2\nnews   3\nbig    4\n"
+    helped = (await client.get("/_cat/indices?help")).text.splitlines()
+    cells = [[cell.strip() for cell in line.split(" | ")] for line in helped]
+    assert cells[6] == ["docs.count", "dc,docsCount", "available docs"]
+    assert len(helped) == 11 and len({line.index(" | ") for line in helped}) == 1  # aligned
+    aliases = (await client.get("/_cat/aliases?help")).text.splitlines()
+    assert aliases[0].split(" | ")[1].strip() == "a"
+
+
+async def test_cat_yaml_is_answered_where_pyyaml_is_installed(client: httpx.AsyncClient) -> None:
+    yaml = pytest.importorskip("yaml")
+    answer = await client.get("/_cat/indices?format=yaml&h=index,docs.count")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(answer.text) == [{"index": "news", "docs.count": str(len(DOCS))}]
+
+
+async def test_cat_health_count_and_the_list_of_tables(client: httpx.AsyncClient) -> None:
+    await fill(client, "more")
+    (health,) = (await client.get("/_cat/health?format=json")).json()
+    assert (health["cluster"], health["status"], health["shards"], health["pri"]) == (
+        "semrank", "green", "2", "2"
+    )  # fmt: skip
+    assert int(health["epoch"]) > 1_700_000_000 and len(health["timestamp"]) == 8
+    line = (await client.get("/_cat/health?ts=false&h=st,t,node.total")).text
+    assert line.split() == ["green", "2", "1"]  # t: shards (a later column's alias wins)
+    assert (await client.get("/_cat/count?h=count")).text == f"{2 * len(DOCS)}\n"
+    counted = await client.get("/_cat/count/news?format=json&ts=false")
+    assert counted.json() == [{"count": str(len(DOCS))}]
+    listed = (await client.get("/_cat")).text.splitlines()
+    assert listed[0] == "=^.^=" and "/_cat/indices/{index}" in listed
+    for path in listed[1:]:
+        served = await client.get(path.replace("{index}", "news").replace("{alias}", "x*"))
+        assert served.status_code == 200, (path, served.text)
+
+
+async def test_stats_and_nodes_answer_the_one_node(client: httpx.AsyncClient) -> None:
+    await fill(client, "more")
+    await client.delete("/more/_doc/d1?refresh=true")
+    stats = (await client.get("/_stats")).json()
+    assert stats["_shards"] == {"total": 2, "successful": 1 + 1, "failed": 0}
+    assert stats["_all"]["total"]["docs"] == {"count": 2 * len(DOCS) - 1, "deleted": 0}
+    sizes = [
+        stats["indices"][name]["primaries"]["store"]["size_in_bytes"] for name in ("news", "more")
+    ]
+    assert min(sizes) > 0 and stats["_all"]["primaries"]["store"]["size_in_bytes"] == sum(sizes)
+    one = (await client.get("/more/_stats/docs")).json()
+    assert one["indices"]["more"]["total"] == {"docs": {"count": len(DOCS) - 1, "deleted": 0}}
+    assert list(one["indices"]) == ["more"] and "store" not in one["_all"]["total"]
+    for path in ("/_nodes", "/_nodes/http", "/_nodes/_all/http"):
+        nodes = (await client.get(path, headers={"host": "search.example:9201"})).json()
+        (node,) = nodes["nodes"].values()
+        assert node["http"]["publish_address"] == "search.example:9201", path
+        assert node["version"] == (await client.get("/")).json()["version"]["number"]
+
+
+async def test_unserved_elasticsearch_apis_are_refused_by_name(client: httpx.AsyncClient) -> None:
+    """Each says what it is and what semrank answers instead, in Elasticsearch's shape (it
+    was "invalid index name '_xpack'", or a 404 naming the rerank routes)."""
+    for method, path, said in (
+        ("GET", "/_xpack", "(X-Pack and license information); semrank has no licensed"),
+        ("GET", "/_license", "(X-Pack and license information)"),
+        ("GET", "/_settings", "(index settings); GET /{index} answers each index's settings"),
+        ("PUT", "/news/_settings", "(index settings)"),
+        ("GET", "/_cat/nodes", "(this _cat table); GET /_cat lists the tables"),
+        ("GET", "/_cluster/state", "(this cluster API); semrank is one node"),
+        ("GET", "/_cluster/settings", "(this cluster API)"),
+        ("GET", "/_ingest/pipeline", "(ingest pipelines); semrank has none"),
+        ("PUT", "/_index_template/logs", "(index templates); semrank has none: PUT /{index}"),
+        ("GET", "/_template", "(index templates)"),
+        ("GET", "/_security/_authenticate", "(security (users, roles, API keys))"),
+    ):
+        reason = _es_error(await client.request(method, path), 400)
+        assert reason.startswith(f"semrank does not serve Elasticsearch's {method} {path} ")
+        assert said in reason, path
+    assert (await client.get("/news")).status_code == 200  # GET /{index} is what it was
+
+
+# --- typed_keys --------------------------------------------------------------------------------
+TYPED_AGGS = {
+    "tags": {
+        "terms": {"field": "tag"},
+        "aggs": {
+            "ranks": {"terms": {"field": "rank"}},
+            "scores": {"terms": {"field": "score"}},
+            "p": {"percentiles": {"field": "rank", "percents": [50]}},
+            "per_step": {"histogram": {"field": "rank", "interval": 2, "keyed": True},
+                         "aggs": {"top": {"max": {"field": "score"}}}},
+        },
+    },
+    "flags": {"terms": {"field": "flag"}},
+    "nothing": {"terms": {"field": "nosuch"}},
+    "mean": {"avg": {"field": "rank"}},
+    "spread": {"extended_stats": {"field": "rank"}},
+    "few": {"range": {"field": "rank", "ranges": [{"to": 2}]},
+            "aggs": {"kinds": {"cardinality": {"field": "tag"}}}},
+    "per_day": {"date_histogram": {"field": "day", "calendar_interval": "day"}},
+}  # fmt: skip
+EXTRA = {
+    "d1": {"rank": 1, "score": 0.5, "flag": True, "day": "2024-05-01"},
+    "d2": {"rank": 2, "score": 1.0, "flag": False, "day": "2024-05-02"},
+    "d3": {"rank": 3, "score": 1.5, "flag": True, "day": "2024-05-02"},
+}
+
+
+def _typed_names(answer: Any) -> set[str]:
+    """Every key of ``answer`` with a ``#`` in it, at any depth."""
+    if isinstance(answer, dict):
+        found = {key for key in answer if "#" in key}
+        return found.union(*(_typed_names(value) for value in answer.values()))
+    if isinstance(answer, list):
+        return set().union(*(_typed_names(value) for value in answer))
+    return set()
+
+
+async def typed_keys_answer(client: httpx.AsyncClient) -> None:
+    """typed_keys names each aggregation type#name, sub-aggregations in every bucket too, in
+    _search and _msearch; without it the names are as asked. "news" is ``fill``'s."""
+    for doc_id, fields in EXTRA.items():
+        updated = await client.post(f"/news/_update/{doc_id}?refresh=true", json={"doc": fields})
+        assert updated.status_code == 200, updated.text
+    body = {"size": 0, "aggs": TYPED_AGGS}
+    plain = (await client.post("/news/_search", json=body)).json()["aggregations"]
+    typed = await client.post("/news/_search?typed_keys=true", json=body)
+    assert typed.status_code == 200, typed.text
+    aggs = typed.json()["aggregations"]
+    assert list(aggs) == [
+        "sterms#tags", "lterms#flags", "sterms#nothing", "avg#mean", "extended_stats#spread",
+        "range#few", "date_histogram#per_day",
+    ]  # fmt: skip
+    assert _typed_names(plain) == set()
+    assert _typed_names(aggs) == {
+        *aggs, "lterms#ranks", "dterms#scores", "tdigest_percentiles#p", "histogram#per_step",
+        "max#top", "cardinality#kinds",
+    }  # fmt: skip
+    (first, second) = aggs["sterms#tags"]["buckets"]
+    assert (first["key"], first["doc_count"]) == ("a", 2)  # d1, d3
+    assert [b["key"] for b in first["lterms#ranks"]["buckets"]] == [1, 3]
+    # b's one score is 1.0 (answered 1): dterms still, as a's scores are not whole
+    assert second["dterms#scores"]["buckets"][0]["doc_count"] == 1
+    assert first["histogram#per_step"]["buckets"]["2.0"]["max#top"] == {"value": 1.5}
+    assert first["tdigest_percentiles#p"] == plain["tags"]["buckets"][0]["p"]
+    assert aggs["avg#mean"] == plain["mean"] and aggs["sterms#nothing"]["buckets"] == []
+    ndjson = _ndjson({}, body, {}, {"size": 0, "aggs": {"mean": {"avg": {"field": "rank"}}}})
+    many = await client.post("/news/_msearch?typed_keys", content=ndjson, headers=NDJSON)
+    assert many.status_code == 200, many.text
+    (one, two) = many.json()["responses"]
+    assert one["aggregations"] == aggs and two["aggregations"] == {"avg#mean": plain["mean"]}
+
+
+async def test_typed_keys_names_each_aggregation_with_its_type(client: httpx.AsyncClient) -> None:
+    await typed_keys_answer(client)
+    for path in ("/news/_search?typed_keys=maybe", "/_msearch?typed_keys=maybe"):
+        sent = (
+            {"content": _ndjson({}, {}), "headers": NDJSON} if "msearch" in path else {"json": {}}
+        )
+        said = _es_error(await client.post(path, **sent), 400)  # type: ignore[arg-type]
+        assert said.startswith("query-string parameter typed_keys='maybe' must be true or false")

@@ -37,6 +37,7 @@ from semrank.retrieve._highlight import (
     query_terms,
 )
 from semrank.retrieve._hits import Hits, top_k
+from semrank.retrieve._typed_keys import typed_keys
 
 __all__ = [
     "DEFAULT_ANN_THRESHOLD",
@@ -71,5 +72,6 @@ __all__ = [
     "resolved",
     "rrf",
     "top_k",
+    "typed_keys",
     "unit_query_vector",
 ]

@@ -93,11 +93,13 @@ async def send_error(
 # point in time (_es_scroll), the alias
 # routes, GET / and HEAD /{index} (es.indices.exists): see _es_routes; the document routes,
 # PUT and DELETE /{index}: see _es_docs; _msearch: _es_msearch; the cluster and index probes
-# (GET /{index} among them): _es_probes.
+# (GET /{index} among them): _es_probes, the _cat tables: _es_cat, the APIs refused: _es_unserved.
 _ELASTICSEARCH_PATH = re.compile(
     r"^/(?:(?:[^/]+/)?_(?:search|count|bulk|mget|refresh|pit|msearch|mapping)"
     r"|_search/scroll(?:/[^/]+)?|_reindex|[^/]+/_(?:delete|update)_by_query"
-    r"|_alias(?:es)?(?:/[^/]+)?|_cluster/health(?:/[^/]+)?|_cat/(?:indices|aliases)(?:/[^/]+)?"
+    r"|_alias(?:es)?(?:/[^/]+)?|[^/]+/_(?:stats|settings)(?:/.*)?"
+    r"|_(?:cat|cluster|nodes|stats|xpack|license|settings|ingest|security|template"
+    r"|index_template|component_template)(?:/.*)?"
     r"|[^/]+/_alias(?:/[^/]+)?|[^/]+/_doc(?:/[^/]+)?|[^/]+/_(?:create|update)/[^/]+)?$"
 )
 _ELASTICSEARCH_INDEX = re.compile(r"^/[^/]+$")

@@ -35,6 +35,7 @@ from semrank.server._es_docs import check_ndjson_media_type
 from semrank.server._es_routes import (
     ES_ERRORS,
     EsSearch,
+    _query_flag,
     _refuse_query_string_options,
     _target_options,
     _warning_header,
@@ -64,7 +65,7 @@ TARGET_KEYS = ("ignore_unavailable", "allow_no_indices")
 # One shard: a dfs phase (term statistics gathered from every shard first) changes nothing.
 SEARCH_TYPES = ("query_then_fetch", "dfs_query_then_fetch")
 # _msearch's query-string options taken: those that change nothing semrank answers, the
-# headers' defaults (_target_options) and max_concurrent_searches.
+# headers' defaults (_target_options), typed_keys (read_es_search) and max_concurrent_searches.
 MSEARCH_PARAMS = frozenset(
     {"allow_no_indices", "ignore_unavailable", "expand_wildcards", "ignore_throttled",
      "ccs_minimize_roundtrips", "max_concurrent_shard_requests", "pre_filter_shard_size",
@@ -104,6 +105,7 @@ async def index_msearch(index: IndexNameInPath, request: Request, response: Resp
 async def _msearch(request: Request, response: Response, index: str) -> EsMsearchResponse:
     _refuse_query_string_options(request, MSEARCH_PARAMS, hint=_msearch_param_hint)
     check_ndjson_media_type(request, "_msearch")
+    _query_flag(request, "typed_keys")  # a bad one refuses the request, not each search
     at_once = _max_concurrent_searches(request)
     started = time.perf_counter()
     service = request.app.state.service

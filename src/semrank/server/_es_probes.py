@@ -1,6 +1,8 @@
 """The probes Elasticsearch's clients and tools call before (and beside) their searches:
-``GET /_cluster/health``, ``GET /_cat/indices``, ``GET /_cat/aliases``, ``GET /{index}``,
-``GET /{index}/_mapping`` and ``GET /_mapping``, answered from what semrank's indexes know.
+``GET /_cluster/health``, ``GET /{index}``, ``GET /{index}/_mapping`` and ``GET /_mapping``,
+``GET /_stats`` (documents and store size) and ``GET /_nodes`` (the one node, which sniffing
+clients connect to), answered from what semrank's indexes know (``_es_cat``: the ``_cat``
+tables).
 
 semrank is one node holding each index as one shard, with no replicas: an index that opens is
 green, and so is the cluster when the store answers (a store that does not answers 503, as
@@ -14,15 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse
 
 from semrank.errors import InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._es_routes import (
     ES_ERRORS,
+    ES_VERSION,
     IndexProbeRoute,
-    _listed,
     _refuse_query_string_options,
     _target_options,
 )
@@ -45,7 +46,6 @@ HEALTH_PARAMS = COMMON_PARAMS | {
     "level", "wait_for_status", "wait_for_nodes", "wait_for_active_shards", "wait_for_events",
     "wait_for_no_relocating_shards", "wait_for_no_initializing_shards",
 }  # fmt: skip
-CAT_PARAMS = COMMON_PARAMS | {"format", "h", "v", "bytes", "health", "pri", "time"}
 INDEX_PARAMS = COMMON_PARAMS | {"flat_settings", "include_defaults", "features"}
 HEALTH_STATUSES = ("green", "yellow", "red")
 
@@ -57,11 +57,11 @@ def _probe_param_hint(name: str) -> str:
     )
 
 
-def _refuse_options(request: Request, taken: frozenset[str]) -> None:
+def refuse_options(request: Request, taken: frozenset[str]) -> None:
     _refuse_query_string_options(request, taken, hint=_probe_param_hint)
 
 
-async def _on_indexes(request: Request, index: str, work: Callable[[Any], Any]) -> list[Any]:
+async def on_indexes(request: Request, index: str, work: Callable[[Any], Any]) -> list[Any]:
     """``work(store)`` for each index ``index`` names (multi-target syntax, aliases resolved;
     an unknown name is a 404), in a worker thread."""
     return await on_targets(
@@ -88,7 +88,7 @@ async def index_health(index: IndexNameInPath, request: Request) -> dict[str, An
 
 async def _health(request: Request, index: str) -> dict[str, Any]:
     """Every shard is active (one per index, no replicas), so any wait_for_status is met."""
-    _refuse_options(request, HEALTH_PARAMS)
+    refuse_options(request, HEALTH_PARAMS)
     wanted = request.query_params.get("wait_for_status")
     if wanted is not None and wanted not in HEALTH_STATUSES:
         raise InvalidInputError(f"wait_for_status={wanted!r:.40}: give green, yellow or red")
@@ -97,7 +97,7 @@ async def _health(request: Request, index: str) -> dict[str, Any]:
             "level: semrank answers level=cluster only (each index is green, with one shard: "
             "GET /_cat/indices lists them)"
         )
-    shards = len(await _on_indexes(request, index, lambda store: store.name))
+    shards = len(await on_indexes(request, index, lambda store: store.name))
     return {
         "cluster_name": "semrank",
         "status": "green",
@@ -116,125 +116,6 @@ async def _health(request: Request, index: str) -> dict[str, Any]:
         "task_max_waiting_in_queue_millis": 0,
         "active_shards_percent_as_number": 100.0,
     }
-
-
-# --- _cat ----------------------------------------------------------------------------------------
-INDICES_COLUMNS = (
-    "health", "status", "index", "uuid", "pri", "rep", "docs.count", "docs.deleted",
-    "store.size", "pri.store.size", "dataset.size",
-)  # fmt: skip
-ALIASES_COLUMNS = (
-    "alias", "index", "filter", "routing.index", "routing.search", "is_write_index"
-)  # fmt: skip
-LEFT_ALIGNED = frozenset({"health", "status", "index", "uuid", "alias", "filter"})
-BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4, "pb": 1024**5}
-SIZE_COLUMNS = ("store.size", "pri.store.size", "dataset.size")
-
-
-@router.get("/_cat/indices", summary="Indexes, as Elasticsearch's _cat/indices (text or JSON)")
-async def cat_indices(request: Request) -> Any:
-    return await _cat_indices(request, "_all")
-
-
-@router.get("/_cat/indices/{index}", summary="These indexes, as Elasticsearch's _cat/indices")
-async def cat_some_indices(index: IndexNameInPath, request: Request) -> Any:
-    return await _cat_indices(request, index)
-
-
-async def _cat_indices(request: Request, index: str) -> Any:
-    _refuse_options(request, CAT_PARAMS)
-    unit = _byte_unit(request)
-
-    def row(store: Any) -> dict[str, str]:
-        info = store.info()
-        size = _size(info.size_bytes, unit)
-        return {
-            "health": "green", "status": "open", "index": store.name, "uuid": "-", "pri": "1",
-            "rep": "0", "docs.count": str(info.documents), "docs.deleted": "0",
-            "store.size": size, "pri.store.size": size, "dataset.size": size,
-        }  # fmt: skip
-
-    rows = sorted(await _on_indexes(request, index, row), key=lambda found: found["index"])
-    return _cat_answer(request, INDICES_COLUMNS, rows)
-
-
-@router.get("/_cat/aliases", summary="Aliases, as Elasticsearch's _cat/aliases (text or JSON)")
-async def cat_aliases(request: Request) -> Any:
-    return await _cat_aliases(request, None)
-
-
-@router.get("/_cat/aliases/{name}", summary="An alias, as Elasticsearch's _cat/aliases")
-async def cat_alias(name: str, request: Request) -> Any:
-    return await _cat_aliases(request, name)
-
-
-async def _cat_aliases(request: Request, name: str | None) -> Any:
-    from fnmatch import fnmatchcase
-
-    from semrank.store import list_aliases
-
-    _refuse_options(request, CAT_PARAMS)
-    aliases = await on_registry(request, list_aliases)
-    wanted = [] if name is None else [pattern for pattern in name.split(",") if pattern]
-    rows = [
-        {"alias": alias, "index": index, "filter": "-", "routing.index": "-",
-         "routing.search": "-", "is_write_index": "-"}
-        for alias, index in aliases.items()
-        if not wanted or any(fnmatchcase(alias, pattern) for pattern in wanted)
-    ]  # fmt: skip
-    return _cat_answer(request, ALIASES_COLUMNS, rows)
-
-
-def _cat_answer(request: Request, columns: tuple[str, ...], rows: list[dict[str, str]]) -> Any:
-    """``rows`` as ``?format=json`` asks (a list of objects), else as a text table: ``h`` picks
-    the columns, ``v`` adds their names as a first line."""
-    chosen = _columns(request, columns)
-    picked = [{column: row[column] for column in chosen} for row in rows]
-    answer_format = request.query_params.get("format", "text")
-    if answer_format == "json":
-        return picked
-    if answer_format != "text":
-        raise InvalidInputError(f"format={answer_format!r:.40}: give json or text (the default)")
-    verbose = request.query_params.get("v", "false").lower() in ("", "true")
-    lines = [dict(zip(chosen, chosen, strict=True))] if verbose else []
-    lines += picked
-    widths = {c: max((len(line[c]) for line in lines), default=0) for c in chosen}
-    text = "".join(
-        " ".join(_cell(line[c], widths[c], c in LEFT_ALIGNED) for c in chosen).rstrip() + "\n"
-        for line in lines
-    )
-    return PlainTextResponse(text)
-
-
-def _cell(value: str, width: int, left: bool) -> str:
-    return value.ljust(width) if left else value.rjust(width)
-
-
-def _columns(request: Request, columns: tuple[str, ...]) -> list[str]:
-    asked = _listed(request, "h")
-    unknown = [name for name in asked if name not in columns]
-    if unknown:
-        raise InvalidInputError(
-            f"h: unknown column {unknown[0]!r:.60}; the columns are {', '.join(columns)}"
-        )
-    return asked or list(columns)
-
-
-def _byte_unit(request: Request) -> str | None:
-    unit = request.query_params.get("bytes")
-    if unit is not None and unit not in BYTE_UNITS:
-        raise InvalidInputError(f"bytes={unit!r:.40}: give one of {', '.join(BYTE_UNITS)}")
-    return unit
-
-
-def _size(size: int, unit: str | None) -> str:
-    """A size as Elasticsearch's _cat writes it: a whole number of ``unit``, or else the
-    largest unit it makes one of, to one decimal ("4.5kb", "208b")."""
-    if unit is not None:
-        return str(size // BYTE_UNITS[unit])
-    name = next((name for name, scale in reversed(BYTE_UNITS.items()) if size >= scale), "b")
-    value = f"{size / BYTE_UNITS[name]:.1f}".removesuffix(".0")
-    return f"{value}{name}"
 
 
 # --- GET /{index}, _mapping ---------------------------------------------------------------------
@@ -261,9 +142,9 @@ async def get_index(index: IndexNameInPath, request: Request) -> dict[str, Any]:
     """``es.indices.get``: each index's aliases, mappings and settings, by its own name."""
     from semrank.store import list_aliases
 
-    _refuse_options(request, INDEX_PARAMS)
+    refuse_options(request, INDEX_PARAMS)
     flat = request.query_params.get("flat_settings", "false").lower() in ("", "true")
-    found = await _on_indexes(request, index, lambda store: (store.name, _mappings(store)))
+    found = await on_indexes(request, index, lambda store: (store.name, _mappings(store)))
     aliases = await on_registry(request, list_aliases)
     answer = {}
     for name, mappings in found:
@@ -307,6 +188,133 @@ async def index_mapping(index: IndexNameInPath, request: Request) -> dict[str, A
 
 
 async def _mapping(request: Request, index: str) -> dict[str, Any]:
-    _refuse_options(request, COMMON_PARAMS)
-    found = await _on_indexes(request, index, lambda store: (store.name, _mappings(store)))
+    refuse_options(request, COMMON_PARAMS)
+    found = await on_indexes(request, index, lambda store: (store.name, _mappings(store)))
     return {name: {"mappings": mappings} for name, mappings in found}
+
+
+# --- _stats ---------------------------------------------------------------------------------
+STATS_METRICS = ("docs", "store")
+STATS_PARAMS = COMMON_PARAMS | {"level", "fields", "completion_fields", "fielddata_fields",
+                                "groups", "include_segment_file_sizes",
+                                "include_unloaded_segments", "forbid_closed_indices"}  # fmt: skip
+STATS_SUMMARY = "Documents and store size, as Elasticsearch's index stats (_stats)"
+
+
+@router.get("/_stats", summary=f"{STATS_SUMMARY}, of every index")
+async def every_stats(request: Request) -> dict[str, Any]:
+    return await _stats(request, "_all", "_all")
+
+
+@router.get("/_stats/{metric}", summary=f"{STATS_SUMMARY}, of every index: these metrics")
+async def every_stats_of(metric: str, request: Request) -> dict[str, Any]:
+    return await _stats(request, "_all", metric)
+
+
+@router.get("/{index}/_stats", summary=f"{STATS_SUMMARY}, of these indexes")
+async def index_stats(index: IndexNameInPath, request: Request) -> dict[str, Any]:
+    return await _stats(request, index, "_all")
+
+
+@router.get("/{index}/_stats/{metric}", summary=f"{STATS_SUMMARY}: these metrics")
+async def index_stats_of(index: IndexNameInPath, metric: str, request: Request) -> dict[str, Any]:
+    return await _stats(request, index, metric)
+
+
+async def _stats(request: Request, index: str, metric: str) -> dict[str, Any]:
+    """Each index's ``docs`` and ``store`` (one shard: its primaries are its total), and
+    their sums as ``_all``; the other metrics Elasticsearch keeps are refused by name."""
+    refuse_options(request, STATS_PARAMS)
+    asked = [name for name in metric.split(",") if name]
+    unknown = [name for name in asked if name not in (*STATS_METRICS, "_all")]
+    if unknown or not asked:
+        raise InvalidInputError(
+            f"_stats metric {(unknown or [metric])[0]!r:.60}: semrank answers "
+            f"{' and '.join(STATS_METRICS)} (or _all, both); GET /_cat/indices lists them too"
+        )
+    metrics = STATS_METRICS if "_all" in asked else tuple(dict.fromkeys(asked))
+    found = await on_indexes(request, index, _sizes)
+    indices = {
+        name: {"uuid": "-", "health": "green", "status": "open",
+               **_both(_stat_sections(metrics, documents, size))}
+        for name, documents, size in found
+    }  # fmt: skip
+    every = _stat_sections(
+        metrics, sum(documents for _, documents, _ in found), sum(size for *_, size in found)
+    )
+    shards = {"total": len(found), "successful": len(found), "failed": 0}
+    return {"_shards": shards, "_all": _both(every), "indices": indices}
+
+
+def _sizes(store: Any) -> tuple[str, int, int]:
+    info = store.info()
+    return store.name, info.documents, info.size_bytes
+
+
+def _both(sections: dict[str, Any]) -> dict[str, Any]:
+    return {"primaries": sections, "total": sections}
+
+
+def _stat_sections(metrics: tuple[str, ...], documents: int, size: int) -> dict[str, Any]:
+    every = {
+        "docs": {"count": documents, "deleted": 0},
+        "store": {"size_in_bytes": size, "total_data_set_size_in_bytes": size,
+                  "reserved_in_bytes": 0},
+    }  # fmt: skip
+    return {name: every[name] for name in metrics}
+
+
+# --- _nodes -----------------------------------------------------------------------------------
+NODE_NAME = "semrank"
+NODES_SUMMARY = "The one node, as Elasticsearch's nodes info (GET /_nodes): what sniffers read"
+# Elasticsearch's other node APIs (statistics, usage, threads), which semrank does not keep.
+NODE_APIS = ("stats", "usage", "hot_threads", "reload_secure_settings", "shutdown")
+
+
+@router.get("/_nodes", summary=NODES_SUMMARY)
+async def nodes(request: Request) -> dict[str, Any]:
+    return _nodes(request, ())
+
+
+@router.get("/_nodes/{part}", summary=f"{NODES_SUMMARY}; the path's nodes and metrics")
+async def nodes_of(part: str, request: Request) -> dict[str, Any]:
+    return _nodes(request, (part,))
+
+
+@router.get("/_nodes/{nodes}/{metrics}", summary=f"{NODES_SUMMARY}; these nodes and metrics")
+async def nodes_metrics(nodes: str, metrics: str, request: Request) -> dict[str, Any]:
+    return _nodes(request, (nodes, metrics))
+
+
+def _nodes(request: Request, parts: tuple[str, ...]) -> dict[str, Any]:
+    """One node, whichever nodes or metrics the path names (``_all``, ``_local``, ``http``),
+    its HTTP address the one the request came to (the Host header): a sniffing client
+    (elasticsearch-py's ``sniff_on_start``, the Java Sniffer) goes on connecting there."""
+    refuse_options(request, COMMON_PARAMS | {"flat_settings"})
+    refused = [part for part in parts if part in NODE_APIS]
+    if refused:
+        raise InvalidInputError(
+            f"GET /_nodes/.../{refused[0]}: semrank keeps no node {refused[0]}; it answers node "
+            "info (GET /_nodes, /_nodes/http) and GET /_cluster/health, /_cat/indices"
+        )
+    address = _http_address(request)
+    node = {
+        "name": NODE_NAME, "transport_address": address, "host": address.rpartition(":")[0],
+        "ip": address.rpartition(":")[0], "version": ES_VERSION, "build_flavor": "default",
+        "roles": ["data", "master"],
+        "http": {"bound_address": [address], "publish_address": address},
+    }  # fmt: skip
+    return {
+        "_nodes": {"total": 1, "successful": 1, "failed": 0},
+        "cluster_name": "semrank",
+        "nodes": {NODE_NAME: node},
+    }
+
+
+def _http_address(request: Request) -> str:
+    """``host:port`` as the client reached this server (the scheme's port where the Host
+    header gives none)."""
+    host = request.headers.get("host") or f"{request.url.hostname}"
+    if host.rpartition(":")[2].isdigit() and not host.endswith("]"):
+        return host
+    return f"{host}:{443 if request.url.scheme == 'https' else 80}"

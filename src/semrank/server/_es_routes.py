@@ -212,6 +212,7 @@ class EsSearch:
     includes: Sequence[str] = ()
     excludes: Sequence[str] = ()
     shown: HitVersions = HitVersions()
+    typed_keys: bool = False  # each aggregation named type#name (the query string's typed_keys)
 
 
 def read_es_search(
@@ -224,7 +225,8 @@ def read_es_search(
 ) -> EsSearch:
     """A ``_search`` body as semrank's search (``prepare_search``), refused before any index is
     opened where it is bad (the same for every index); ``shown``: the hits' versions asked
-    (default: the body's)."""
+    (default: the body's). The request's ``typed_keys`` (``_search``'s or ``_msearch``'s query
+    string) holds for its answer."""
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     shown = HitVersions.asked(body) if shown is None else shown
     retriever = _own_texts(_search_spec(body), body.size)
@@ -242,7 +244,15 @@ def read_es_search(
     prepared = prepare_search(request, search)
     if shown.version or shown.seq_no:
         prepared = dataclasses.replace(prepared, versions=True)
-    return EsSearch(search=prepared, size=size, includes=includes, excludes=excludes, shown=shown)
+    typed = bool(_query_flag(request, "typed_keys"))
+    return EsSearch(
+        search=prepared,
+        size=size,
+        includes=includes,
+        excludes=excludes,
+        shown=shown,
+        typed_keys=typed,
+    )
 
 
 async def run_es_search(
@@ -260,6 +270,10 @@ async def run_es_search(
     for hit in answer.hits.hits:
         if isinstance(hit, EsHitWithSource) and (read.includes or read.excludes):
             hit.source = _filtered_source(hit.source, read.includes, read.excludes)
+    if read.typed_keys and answer.aggregations is not None:
+        from semrank.retrieve import typed_keys
+
+        answer.aggregations = typed_keys(read.search.aggs, answer.aggregations)
     return answer, warnings
 
 
@@ -405,7 +419,7 @@ def _es_hit(index: str, hit: Any, scored: bool = True, shown: HitVersions = HitV
 
 
 # Query-string options of Elasticsearch's _search taken: those that change nothing semrank
-# answers (no shards, no closed or hidden indexes; typed_keys: aggregations keep their names),
+# answers (no shards, no closed or hidden indexes), typed_keys (read by read_es_search),
 # filter_path (the whole answer holds the filtered one), ignore_unavailable and
 # allow_no_indices (read by _target_options), and the _source filters, applied to the answer
 # (elasticsearch-py's vector store helper, which LangChain's and LlamaIndex's stores use, sends

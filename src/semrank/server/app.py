@@ -38,12 +38,14 @@ from semrank.server._edge import CLIENT_CLOSED_REQUEST, EdgeMiddleware
 from semrank.server._engines import ModelRegistry
 from semrank.server._errors import install_error_handlers, route_path, send_error
 from semrank.server._es_byquery import router as elasticsearch_by_query_router
+from semrank.server._es_cat import router as elasticsearch_cat_router
 from semrank.server._es_docs import router as elasticsearch_documents_router
 from semrank.server._es_msearch import router as elasticsearch_msearch_router
 from semrank.server._es_probes import router as elasticsearch_probes_router
 from semrank.server._es_routes import ElasticsearchAnswers, IndexProbeRoute
 from semrank.server._es_routes import router as elasticsearch_router
 from semrank.server._es_scroll import router as elasticsearch_scroll_router
+from semrank.server._es_unserved import router as elasticsearch_unserved_router
 from semrank.server._index_routes import router as index_router
 from semrank.server._logging import LOGGER_NAME, configure_logging, log_fields
 from semrank.server._metrics import MULTIPROC_ENV, Metrics
@@ -120,6 +122,8 @@ def create_app(
         elasticsearch_by_query_router,
         elasticsearch_msearch_router,
         elasticsearch_probes_router,
+        elasticsearch_cat_router,
+        elasticsearch_unserved_router,  # last: the APIs served under its prefixes first
     )
     # The routes as declared (FastAPI's own app.routes nests included routers from 0.13x on).
     app.state.declared_routes = [route for router in routers for route in router.routes]
