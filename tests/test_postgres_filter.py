@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
-from math import floor, inf
+from math import ceil, floor, fsum, inf
 from pathlib import Path
 from typing import Any
 
@@ -1409,3 +1409,232 @@ def test_a_field_path_of_too_many_parts_is_refused_alike_on_both_stores(
                 getattr(one, method)(json.loads(text.replace("FIELD", deep)))
             found = getattr(one, method)(json.loads(text.replace("FIELD", deepest)))
             assert found in (0, empty)
+
+
+# Buckets ordered by a sub-aggregation, metrics and terms over date fields ("when": ISO dates
+# of several forms, epoch milliseconds, "soon" and true; "date": days).
+ORDERED_AND_DATED_AGGS: dict[str, Any] = {
+    "langs_by_avg_year": {
+        "terms": {"field": "lang", "size": 3, "order": {"avg_year": "desc"}},
+        "aggs": {"avg_year": {"avg": {"field": "year"}}},
+    },
+    "tags_by_points_max": {
+        "terms": {"field": "tags", "order": [{"pts.max": "asc"}, {"_key": "desc"}]},
+        "aggs": {"pts": {"stats": {"field": "points"}}},
+    },
+    "langs_by_median": {
+        "terms": {"field": "lang", "size": 4, "missing": "none", "order": {"p[50]": "desc"}},
+        "aggs": {"p": {"percentiles": {"field": "points", "percents": [50]}}},
+    },
+    "drafts_by_count": {
+        "terms": {"field": "draft", "order": [{"n": "asc"}, {"_key": "asc"}]},
+        "aggs": {"n": {"value_count": {"field": "year"}}},
+    },
+    "steps_by_latest": {
+        "histogram": {"field": "year", "interval": 5, "order": {"latest": "desc"}},
+        "aggs": {"latest": {"max": {"field": "when"}}},
+    },
+    "days_by_latest": {
+        "terms": {"field": "date", "size": 3, "order": {"latest": "desc"}},
+        "aggs": {"latest": {"max": {"field": "when"}}},
+    },
+    "first": {"min": {"field": "when"}},
+    "last": {"max": {"field": "when", "format": "yyyy-MM-dd"}},
+    "mean": {"avg": {"field": "when", "missing": "2024-06-01T12:00:00Z"}},
+    "spread": {"stats": {"field": "when"}},
+    "quartiles": {"percentiles": {"field": "when", "percents": [25, 50]}},
+    "median_day": {
+        "percentiles": {"field": "date", "percents": [50], "keyed": False, "format": "epoch_millis"}
+    },
+    "days": {"terms": {"field": "date", "size": 5}},
+    "whens": {"terms": {"field": "when", "size": 8, "order": {"_key": "asc"}}},
+}
+
+
+def _reference_date_value(value: Any) -> tuple[str, Any]:
+    """A value of a date field as the reference keys it: a date by its epoch milliseconds."""
+    instant = None if isinstance(value, float) else _reference_instant(value)
+    if isinstance(value, float) and not isinstance(value, bool):
+        return ("date", floor(value))
+    if instant is None:
+        return next(iter(_agg_values({"v": value}, "v")))
+    return ("date", (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
+
+
+def _reference_is_dated(docs: list[dict[str, Any]], body: dict[str, Any]) -> bool:
+    values = [
+        v for doc in docs for v in document_values(_with_missing_value(doc, body), body["field"])
+    ]
+    return "format" in body or any(
+        isinstance(v, str) and not v.isdigit() and _reference_instant(v) is not None for v in values
+    )
+
+
+def _reference_written(millis: float, body: dict[str, Any]) -> str | None:
+    """A date written as Elasticsearch writes one; None: past the year 9999 (a sum)."""
+    if body.get("format") == "epoch_millis":
+        return str(int(millis))
+    if millis >= 253402300800000:
+        return None
+    time = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(millis))
+    if body.get("format") == "yyyy-MM-dd":
+        return time.strftime("%Y-%m-%d")
+    return time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reference_date_metric(docs: list[dict[str, Any]], kind: str, body: dict[str, Any]) -> Any:
+    every = [
+        _reference_date_value(v)
+        for doc in docs
+        for v in document_values(_with_missing_value(doc, body), body["field"])
+    ]
+    numbers = sorted(float(v) for k, v in every if k == "date")
+
+    def value(number: float | None, name: str = "value") -> dict[str, Any]:
+        written = None if number is None else _reference_written(number, body)
+        shown = {} if written is None else {f"{name}_as_string": written}
+        return {name: number, **shown}
+
+    def percentile(p: float) -> float:
+        rank = p / 100 * (len(numbers) - 1)
+        low, high = numbers[floor(rank)], numbers[ceil(rank)]
+        return low + (high - low) * (rank - floor(rank))
+
+    if kind == "percentiles":
+        found = [(float(p), percentile(p) if numbers else None) for p in body["percents"]]
+        if body.get("keyed", True):
+            return {"values": {k: v for p, n in found for k, v in value(n, str(p)).items()}}
+        return {"values": [{"key": p, **value(n)} for p, n in found]}
+    mean = fsum(numbers) / len(numbers) if numbers else None
+    if kind == "stats":
+        stats = {"count": len(numbers)}
+        for name, number in (
+            ("min", min(numbers, default=None)), ("max", max(numbers, default=None)),
+            ("avg", mean), ("sum", fsum(numbers)),
+        ):  # fmt: skip
+            stats.update(value(number, name) if numbers else {name: number})
+        return stats
+    return (
+        value({"min": min, "max": max}[kind](numbers) if numbers else None)
+        if kind in ("min", "max")
+        else value(mean)
+    )
+
+
+def _reference_ordered_or_dated(docs: list[dict[str, Any]], spec: dict[str, Any]) -> Any:
+    """An aggregation over ``docs``, its buckets (each bucket's sub-aggregations computed over
+    its documents) ordered by the values of those sub-aggregations, before the size cut."""
+    ((kind, body),) = [(k, v) for k, v in spec.items() if k not in ("aggs", "aggregations")]
+    subs = spec.get("aggs", {})
+    if kind in ("min", "max", "avg", "stats", "percentiles") and _reference_is_dated(docs, body):
+        return _reference_date_metric(docs, kind, body)
+    if kind not in ("terms", "histogram"):
+        return _reference_nested(docs, spec)
+    whole = {**body, "size": 10_000, "order": {"_key": "asc"}}
+    if kind == "histogram":
+        answer = _reference_histogram(docs, whole)
+    else:
+        answer = _reference_dated_terms(docs, whole)
+    buckets = answer["buckets"]
+    for bucket in buckets:
+        inside = [doc for doc in docs if _reference_holds(doc, kind, body, bucket)]
+        bucket.update({n: _reference_ordered_or_dated(inside, sub) for n, sub in subs.items()})
+    order = body.get("order", {"_count": "desc"})
+    for item in reversed([order] if isinstance(order, dict) else order):  # stable: last first
+        ((path, direction),) = item.items()
+        known = [b for b in buckets if _reference_path_value(b, path) is not None]
+        known.sort(key=lambda b, p=path: _reference_path_value(b, p), reverse=direction == "desc")
+        buckets[:] = known + [b for b in buckets if _reference_path_value(b, path) is None]
+    if kind == "histogram":
+        return answer
+    size = body.get("size", 10)
+    answer["sum_other_doc_count"] = sum(b["doc_count"] for b in buckets[size:])
+    answer["buckets"] = buckets[:size]
+    return answer
+
+
+def _reference_path_value(bucket: dict[str, Any], path: str) -> Any:
+    """A bucket's value of an order path (a pytest.approx's value: what the reference found)."""
+    found = _reference_path_found(bucket, path)
+    return getattr(found, "expected", found)
+
+
+def _reference_path_found(bucket: dict[str, Any], path: str) -> Any:
+    if path in ("_count", "_key"):
+        return bucket["doc_count"] if path == "_count" else _reference_bucket_rank(bucket)
+    if path.endswith("]"):
+        name, percent = path[:-1].split("[")
+        return bucket[name]["values"][str(float(percent))]
+    name, _, key = path.partition(".")
+    return bucket[name][key or "value"]
+
+
+def _reference_bucket_rank(bucket: dict[str, Any]) -> Any:
+    key = bucket["key"]
+    rank = (
+        0 if bucket.get("key_as_string") in ("true", "false") else 2 if isinstance(key, str) else 1
+    )
+    return (rank, key)
+
+
+def _reference_dated_terms(docs: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    if not _reference_is_dated(docs, body):
+        return _reference_terms(docs, body)
+    counts: dict[tuple[str, Any], int] = {}
+    for doc in docs:
+        for key in _reference_keys(doc, body):
+            counts[key] = counts.get(key, 0) + 1
+    rank = {"bool": 0, "date": 1, "string": 2}
+    kept = sorted(counts.items(), key=lambda item: (rank[item[0][0]], item[0][1]))
+    if body.get("order", {"_count": "desc"}) == {"_count": "desc"}:
+        kept.sort(key=lambda item: -item[1])
+
+    def bucket(kind: str, value: Any, n: int) -> dict[str, Any]:
+        if kind == "bool":
+            return {"key": int(value), "key_as_string": str(value).lower(), "doc_count": n}
+        if kind == "date":
+            return {"key": value, "key_as_string": _reference_written(value, body), "doc_count": n}
+        return {"key": value, "doc_count": n}
+
+    size = body.get("size", 10)
+    return {
+        "doc_count_error_upper_bound": 0,
+        "sum_other_doc_count": sum(n for _, n in kept[size:]),
+        "buckets": [bucket(kind, value, n) for (kind, value), n in kept[:size]],
+    }
+
+
+def _reference_keys(doc: dict[str, Any], body: dict[str, Any]) -> set[tuple[str, Any]]:
+    values = document_values(_with_missing_value(doc, body), body["field"])
+    return {_reference_date_value(v) for v in values}
+
+
+def _reference_holds(
+    doc: dict[str, Any], kind: str, body: dict[str, Any], bucket: dict[str, Any]
+) -> bool:
+    if (
+        kind == "histogram"
+        or "key_as_string" not in bucket
+        or bucket["key_as_string"] in ("true", "false")
+    ):
+        return _reference_in_bucket(doc, kind, body, 0, bucket)
+    return ("date", bucket["key"]) in _reference_keys(doc, body)
+
+
+@pytest.mark.parametrize("within", AGG_WITHIN, ids=[str(n) for n in range(len(AGG_WITHIN))])
+def test_orders_by_sub_aggregations_and_date_metrics_agree_on_postgresql_embedded_and_reference(
+    filtered,  # type: ignore[no-untyped-def]
+    local_twin,
+    within: Any,
+) -> None:
+    """Terms and histograms ordered by a metric below them (computed for every bucket before
+    the size cut), min/max/avg/stats/percentiles of dates (with value_as_string) and terms
+    keyed by a date's instant, bucket for bucket against a reference computing every bucket's
+    metrics and ordering them itself."""
+    on_postgres = _agree_with_reference(
+        filtered, local_twin, within, ORDERED_AND_DATED_AGGS, _reference_ordered_or_dated
+    )
+    if within == {"match_all": {}}:  # the corpus tells them apart
+        assert on_postgres["langs_by_avg_year"]["sum_other_doc_count"] > 0
+        assert on_postgres["first"]["value_as_string"].endswith("Z")
+        assert any(b["doc_count"] > 1 for b in on_postgres["whens"]["buckets"])

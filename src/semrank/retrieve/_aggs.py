@@ -25,11 +25,14 @@ import bisect
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from semrank.errors import InvalidInputError
+from semrank.retrieve._dateformat import check_format, shown_date
+from semrank.retrieve._datemath import value_instant
 from semrank.retrieve._filter import (
     Filter,
     MatchAll,
@@ -64,9 +67,15 @@ MAX_ANSWER_BUCKETS = 65_536  # Elasticsearch's search.max_buckets: one answer's,
 # Sub-aggregations multiply (terms x terms x terms of a few values each is millions of
 # buckets), so they are counted as each level is made, before the level below is computed.
 _BUCKETS_MADE: ContextVar[list[int] | None] = ContextVar("semrank_buckets_made", default=None)
-_KIND_ORDER = {"bool": 0, "number": 1, "string": 2}  # how keys of different kinds sort
+# How keys of different kinds sort ("date": a date field's, where numbers are dates too).
+_KIND_ORDER = {"bool": 0, "number": 1, "date": 1, "string": 2}
+DATE_FORMAT = "strict_date_optional_time||epoch_millis"  # a date field's, written ISO 8601
 # A value as aggregations tell values apart: its kind, and the value (an integral float as int).
 ValueKey: TypeAlias = tuple[str, Scalar]
+# A bucket's value of an order path naming a sub-aggregation (``avg_price``, ``stats.max``),
+# by the bucket's identity (a terms bucket's ValueKey, a histogram bucket's key); None: none.
+Ranked: TypeAlias = Callable[[Hashable, str], "float | None"]
+INTRINSIC_ORDERS = ("_count", "_key")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,6 +138,52 @@ def read_with_missing(
     return with_missing(found, missing, store.count_matching(within) - found.documents)
 
 
+def reads_dates(keys: Iterable[ValueKey]) -> bool:
+    """Whether a field of the values ``keys`` is read as a date field: one of them is a
+    string naming a date as date ranges read it (``2024-01-01``, ``2024-01-01T10:00Z``; not
+    ``2024``, a number written as text), as Elasticsearch maps a field of date strings a
+    date. Its numbers are then epoch milliseconds, and its other values no dates."""
+    return any(_date_text(value) for _, value in keys)
+
+
+def _date_text(value: Scalar) -> bool:
+    if not isinstance(value, str) or not value[:4].isdigit() or value.isdigit():
+        return False  # cheap: a million words are not parsed
+    return value_instant(value) is not None
+
+
+def date_key(key: ValueKey) -> ValueKey | None:
+    """The instant ``key`` (a value of a date field) names, keyed ``("date", millis)``; None
+    where it names none (a word, a boolean)."""
+    kind, value = key
+    instant = None if kind == "bool" else value_instant(value)
+    return None if instant is None else ("date", instant)
+
+
+def date_shown(millis: float, formats: str | None) -> str | None:
+    """``millis`` written as Elasticsearch writes a date field's value (``value_as_string``,
+    ``key_as_string``: ISO 8601, or ``formats``' first), a fraction dropped; None where
+    it is no date of the years 1 to 9999 (a sum of dates)."""
+    try:
+        return shown_date(int(millis), formats or DATE_FORMAT)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _instants(found: ValueCounts) -> ValueCounts:
+    """``found``'s dates (and numbers: epoch milliseconds) as numbers of milliseconds, equal
+    instants one value; other values left out."""
+    counts: dict[ValueKey, int] = {}
+    occurrences: dict[ValueKey, int] = {}
+    for key, n in found.counts.items():
+        instant = date_key(key)
+        if instant is not None:
+            number = ("number", instant[1])
+            counts[number] = counts.get(number, 0) + n
+            occurrences[number] = occurrences.get(number, 0) + found.occurrences[key]
+    return ValueCounts(counts=counts, occurrences=occurrences, documents=found.documents)
+
+
 class AggregatedStore(Protocol):
     """What aggregating needs of a store."""
 
@@ -144,38 +199,87 @@ class AggregatedStore(Protocol):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TermsAgg:
     """The ``size`` values held by most documents (``order``: ``(key, descending)`` pairs,
-    ``_count`` or ``_key``), those held by at least ``min_doc_count``; documents without a
-    value counted under ``missing`` where given."""
+    ``_count``, ``_key`` or a sub-aggregation's path, ranked by ``compute``'s caller), those
+    held by at least ``min_doc_count``; documents without a value counted under ``missing``
+    where given. Over a date field (``reads_dates``, or a ``format`` given) its dates are
+    keyed by their instant, ``key_as_string`` written in ``format``; ``dates`` decides
+    that where given (a bucket aggregation decides it once for its buckets' documents)."""
 
     field: str
     size: int = 10
     order: tuple[tuple[str, bool], ...] = (("_count", True), ("_key", False))
     min_doc_count: int = 1
     missing: Scalar | None = None
+    format: str | None = None
+    dates: bool | None = None
 
-    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        counts = dict(read_with_missing(store, self.field, within, self.missing).counts)
+    def reads_dates(self, found: ValueCounts) -> bool:
+        if self.dates is not None:
+            return self.dates
+        return self.format is not None or reads_dates(found.counts)
+
+    def compute(
+        self, store: AggregatedStore, within: Filter, *, ranked: Ranked | None = None
+    ) -> dict[str, Any]:
+        found = read_with_missing(store, self.field, within, self.missing)
+        counts = dict(found.counts)
         if self.min_doc_count == 0:  # every value of the index, as Elasticsearch lists them
             for key in store.value_counts(self.field, MatchAll()).counts:
                 counts.setdefault(key, 0)
+        if self.reads_dates(found):
+            counts = _by_instant(counts, found, lambda: store.value_sets(self.field, within))
         kept = [(key, n) for key, n in counts.items() if n >= self.min_doc_count]
-        kept.sort(key=self._sort_key)
+        kept.sort(key=lambda item: self._sort_key(item, ranked))
         shown = kept[: self.size]
         return {
             "doc_count_error_upper_bound": 0,
             "sum_other_doc_count": sum(n for _, n in kept[self.size :]),
-            "buckets": [_bucket(key, n) for key, n in shown],
+            "buckets": [_bucket(key, n, self.format) for key, n in shown],
         }
 
-    def _sort_key(self, item: tuple[ValueKey, int]) -> tuple[Any, ...]:
+    def _sort_key(self, item: tuple[ValueKey, int], ranked: Ranked | None) -> tuple[Any, ...]:
         (kind, value), count = item
         parts: list[Any] = []
         for by, descending in (*self.order, ("_key", False)):  # ties: by key, ascending
             if by == "_count":
                 parts.append(-count if descending else count)
-            else:
+            elif by == "_key":
                 parts.append(_Keyed((_KIND_ORDER[kind], value), descending))
+            else:
+                parts.append(
+                    ranked_part(None if ranked is None else ranked(item[0], by), descending)
+                )
         return tuple(parts)
+
+
+def ranked_part(value: float | None, descending: bool) -> tuple[bool, float]:
+    """A sub-aggregation's value in a bucket's sort key: None (no value) last either way, as
+    Elasticsearch sorts a NaN."""
+    if value is None:
+        return (True, 0.0)
+    return (False, -value if descending else value)
+
+
+def _by_instant(
+    counts: dict[ValueKey, int],
+    found: ValueCounts,
+    value_sets: Callable[[], list[tuple[ValueKey, ...]]],
+) -> dict[ValueKey, int]:
+    """A date field's ``counts`` keyed by instant (``date_key``; other values as they are):
+    a document holding two values of one instant (``2024-01-01`` and its epoch
+    milliseconds) counted there once, its values read (``value_sets``) where it may."""
+    merged: dict[ValueKey, int] = {}
+    instant_of = {key: date_key(key) or key for key in counts}
+    for key, n in counts.items():
+        merged[instant_of[key]] = merged.get(instant_of[key], 0) + n
+    several = sum(found.counts.values()) > found.documents  # a document holds several values
+    if several and len(merged) < len(counts):
+        for values in value_sets():
+            held = Counter(instant_of.get(v) or date_key(v) or v for v in values)
+            for key, times in held.items():
+                if times > 1 and key in merged:
+                    merged[key] -= times - 1
+    return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,18 +293,32 @@ class _Keyed:
         return other.key < self.key if self.descending else self.key < other.key
 
 
-def _bucket(key: ValueKey, count: int) -> dict[str, Any]:
+def _bucket(key: ValueKey, count: int, formats: str | None) -> dict[str, Any]:
     kind, value = key
     if kind == "bool":  # as Elasticsearch answers a boolean field's buckets
         return {"key": int(value), "key_as_string": str(value).lower(), "doc_count": count}
+    if kind == "date":  # and a date field's
+        assert isinstance(value, int)
+        return {"key": value, "key_as_string": date_shown(value, formats), "doc_count": count}
     return {"key": value, "doc_count": count}
+
+
+def bucket_identity(bucket: Mapping[str, Any]) -> ValueKey:
+    """The value a terms bucket answered as ``bucket`` counts (its key in ``compute``)."""
+    key, written = bucket["key"], bucket.get("key_as_string")
+    if written in ("true", "false"):
+        return ("bool", bool(key))
+    return ("date", key) if "key_as_string" in bucket else value_key(key)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MetricAgg:
     """One number (or a few) from a field's values: ``kind`` is one of METRICS; documents
     without a value read as holding ``missing`` where given. ``percents``/``keyed``: a
-    ``percentiles``'; ``sigma``: an ``extended_stats``' bounds, in standard deviations."""
+    ``percentiles``'; ``sigma``: an ``extended_stats``' bounds, in standard deviations. Over
+    a date field (``reads_dates``, or a ``format`` given) the numeric metrics read its dates
+    as epoch milliseconds, and write them as dates too (``value_as_string``, in
+    ``format``)."""
 
     kind: str
     field: str
@@ -208,6 +326,7 @@ class MetricAgg:
     percents: tuple[float, ...] = DEFAULT_PERCENTS
     keyed: bool = True
     sigma: float = 2.0
+    format: str | None = None
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
         return self.of(read_with_missing(store, self.field, within, self.missing))
@@ -219,6 +338,11 @@ class MetricAgg:
             return {"value": sum(found.counts[k] if k[0] == "string" else n for k, n in every)}
         if self.kind == "cardinality":
             return {"value": len(found.counts)}
+        if self.format is not None or reads_dates(found.counts):
+            return _as_dates(self._of_numbers(_instants(found)), self.format)
+        return self._of_numbers(found)
+
+    def _of_numbers(self, found: ValueCounts) -> dict[str, Any]:
         numbers = [(float(v), n) for (kind, v), n in found.occurrences.items() if kind == "number"]
         if self.kind in ("stats", "extended_stats"):
             stats = _stats(numbers)
@@ -234,6 +358,36 @@ class MetricAgg:
             return {"value": _finite(total)}
         held = sum(n for _, n in numbers)
         return {"value": _finite(total / held) if held else None}
+
+
+def _as_dates(answer: dict[str, Any], formats: str | None) -> dict[str, Any]:
+    """A metric's ``answer`` over dates with each value also written as a date, as
+    Elasticsearch writes them: ``value_as_string``, ``min_as_string``... (a ``stats``' where
+    it counted any), ``"50.0_as_string"`` beside a keyed percentile; none where the value is
+    null or no date (a sum of dates past the year 9999)."""
+
+    def with_string(into: dict[str, Any], name: str, value: Any, written_as: str) -> None:
+        into[name] = value
+        shown = None if value is None else date_shown(value, formats)
+        if shown is not None:
+            into[written_as] = shown
+
+    found: dict[str, Any] = {}
+    values = answer.get("values")
+    if isinstance(values, dict):  # keyed percentiles
+        for key, value in values.items():
+            with_string(found, key, value, f"{key}_as_string")
+        return {"values": found}
+    if isinstance(values, list):
+        items = [dict(item) for item in values]
+        for item in items:
+            with_string(item, "value", item["value"], "value_as_string")
+        return {"values": items}
+    found.update(answer)
+    names = ["value"] if "value" in answer else ["min", "max", "avg", "sum"]
+    for name in names if answer.get("count", 1) else ():  # a stats of no values: none
+        with_string(found, name, answer[name], f"{name}_as_string")
+    return found
 
 
 def _sum(terms: Iterable[float]) -> float:
@@ -511,6 +665,9 @@ def _parse_one(body: Any, where: str, depth: int) -> Aggregation:
         raise InvalidInputError(f"{where}.{kind} must be a JSON object, got {_shown(options)}")
     agg = _parse_kind(kind, options, f"{where}.{kind}")
     if not nested:
+        from semrank.retrieve._aggorder import check_order  # imports this module
+
+        check_order(agg, {}, f"{where}.{kind}.order")
         return agg
     return _with_sub_aggs(agg, kind, body[nested[0]], f"{where}.{nested[0]}", depth)
 
@@ -525,8 +682,11 @@ def _with_sub_aggs(agg: Aggregation, kind: str, spec: Any, at: str, depth: int) 
         )
     if depth + 1 >= MAX_DEPTH:
         raise InvalidInputError(f"{at}: sub-aggregations nest at most {MAX_DEPTH} levels deep")
+    from semrank.retrieve._aggorder import check_order  # imports this module
+
     subs = parse_aggs(spec, at, depth + 1)
     assert not isinstance(agg, MetricAgg | Bucketed)
+    check_order(agg, subs, f"{at.rsplit('.', 1)[0]}.{kind}.order")
     return Bucketed(agg=agg, aggs=subs) if subs else agg
 
 
@@ -547,8 +707,10 @@ def _parse_kind(kind: str, options: Mapping[str, Any], at: str) -> Aggregation:
 
 def _metric(kind: str, options: Mapping[str, Any], at: str) -> MetricAgg:
     extra = {"percentiles": {"percents", "keyed"}, "extended_stats": {"sigma"}}.get(kind, set())
+    if kind not in ("value_count", "cardinality"):  # numbers, or dates written in a format
+        extra = {*extra, "format"}
     _only(options, {"field", "missing", *extra}, at)
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {"format": _date_format(options, at)}
     if kind == "percentiles":
         settings["percents"] = _percents(options.get("percents", DEFAULT_PERCENTS), at)
         settings["keyed"] = options.get("keyed", True)
@@ -573,6 +735,14 @@ def _percents(spec: Any, at: str) -> tuple[float, ...]:
             f"[50, 95, 99], got {_shown(spec)}"
         )
     return tuple(dict.fromkeys(float(p) for p in spec))
+
+
+def _date_format(options: Mapping[str, Any], at: str) -> str | None:
+    """An aggregation's ``format``: how it writes dates (and that it reads the field as
+    dates)."""
+    if options.get("format") is None:
+        return None
+    return check_format(options["format"], f"{at}.format")
 
 
 def _is_finite(value: Any) -> bool:
@@ -616,7 +786,9 @@ def _count_option(options: Mapping[str, Any], key: str, at: str, default: int, l
 
 
 def _terms(options: Mapping[str, Any], at: str) -> TermsAgg:
-    _only(options, {"field", "size", "shard_size", "order", "min_doc_count", "missing"}, at)
+    _only(
+        options, {"field", "size", "shard_size", "order", "min_doc_count", "missing", "format"}, at
+    )
     missing = _missing(options, at)
     _count_option(options, "shard_size", at, 1, 1)  # one shard: read, changes nothing
     return TermsAgg(
@@ -625,24 +797,30 @@ def _terms(options: Mapping[str, Any], at: str) -> TermsAgg:
         order=_order(options.get("order"), f"{at}.order"),
         min_doc_count=_count_option(options, "min_doc_count", at, 1, 0),
         missing=missing,
+        format=_date_format(options, at),
     )
 
 
 def _order(spec: Any, at: str) -> tuple[tuple[str, bool], ...]:
+    """``order``: ``{"_count": "desc"}``, ``_key``, or the path of a metric sub-aggregation
+    (``avg_price``, ``stats_price.max``; checked against them by ``check_order``), or a list
+    of those."""
     if spec is None:
         return (("_count", True), ("_key", False))
-    items = spec if isinstance(spec, list) else [spec]
+    items = spec if isinstance(spec, list) and spec else [spec]
     order = []
     for item in items:
         if not isinstance(item, Mapping) or len(item) != 1:
             raise InvalidInputError(
-                f'{at} must be {{"_count": "desc"}} or {{"_key": "asc"}} (or a list of them), '
-                f"got {_shown(spec)}"
+                f'{at} must be {{"_count": "desc"}}, {{"_key": "asc"}} or a metric '
+                f'sub-aggregation such as {{"avg_price": "desc"}} (or a list of them), got '
+                f"{_shown(spec)}"
             )
         (by, direction), *_ = item.items()
-        if by not in ("_count", "_key") or direction not in ("asc", "desc"):
+        if not isinstance(by, str) or not by or direction not in ("asc", "desc"):
             raise InvalidInputError(
-                f"{at}: order by _count or _key, asc or desc, got {_shown(dict(item))}"
+                f"{at}: order by _count, _key or a metric sub-aggregation, asc or desc, got "
+                f"{_shown(dict(item))}"
             )
         order.append((by, direction == "desc"))
     return tuple(order)

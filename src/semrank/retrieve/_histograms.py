@@ -26,12 +26,14 @@ from typing import Any, TypeGuard
 from semrank.errors import InvalidInputError
 from semrank.retrieve._aggs import (
     AggregatedStore,
+    Ranked,
     ValueCounts,
     ValueKey,
     _agg_field,
     _count_option,
     _only,
     _order,
+    ranked_part,
     read_with_missing,
 )
 from semrank.retrieve._dateformat import (
@@ -124,8 +126,10 @@ class HistogramAgg:
     def interval_shown(self) -> str:
         return f"interval {self.interval:g}"
 
-    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        return _histogram(self, store, within)
+    def compute(
+        self, store: AggregatedStore, within: Filter, *, ranked: Ranked | None = None
+    ) -> dict[str, Any]:
+        return _histogram(self, store, within, ranked)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -206,8 +210,10 @@ class DateHistogramAgg:
         unit = next(name for name, u in CALENDAR_UNITS.items() if u == self.calendar)
         return f"calendar_interval {unit}"
 
-    def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
-        return _histogram(self, store, within)
+    def compute(
+        self, store: AggregatedStore, within: Filter, *, ranked: Ranked | None = None
+    ) -> dict[str, Any]:
+        return _histogram(self, store, within, ranked)
 
 
 def _offset_ms(instant: int, zone: tzinfo) -> int:
@@ -233,7 +239,9 @@ def _shown_ms(millis: int) -> str:
 Histogram = HistogramAgg | DateHistogramAgg
 
 
-def _histogram(agg: Histogram, store: AggregatedStore, within: Filter) -> dict[str, Any]:
+def _histogram(
+    agg: Histogram, store: AggregatedStore, within: Filter, ranked: Ranked | None
+) -> dict[str, Any]:
     found = read_with_missing(store, agg.field, within, agg.missing)
     counts, key_of_value = _bucket_counts(agg, found)
     several = sum(found.counts.values()) > found.documents  # a document holds several values
@@ -246,7 +254,7 @@ def _histogram(agg: Histogram, store: AggregatedStore, within: Filter) -> dict[s
         kept = _with_empty_buckets(agg, kept, inside, now)
     buckets = [(key, n) for key, n in kept.items() if n >= agg.min_doc_count]
     _check_bucket_count(agg, len(buckets))
-    buckets.sort(key=lambda item: _sort_key(agg.order, item))
+    buckets.sort(key=lambda item: _sort_key(agg, item, ranked))
     if agg.keyed:
         return {"buckets": {agg.named(key): agg.bucket(key, n) for key, n in buckets}}
     return {"buckets": [agg.bucket(key, n) for key, n in buckets]}
@@ -333,12 +341,18 @@ def _check_bucket_count(agg: Histogram, count: int) -> None:
         )
 
 
-def _sort_key(order: tuple[tuple[str, bool], ...], item: tuple[Key, int]) -> tuple[int, ...]:
+def _sort_key(agg: Histogram, item: tuple[Key, int], ranked: Ranked | None) -> tuple[Any, ...]:
+    """A bucket's place: by its count, key or sub-aggregations' values (``ranked``, by the
+    bucket's first value)."""
     key, count = item
-    parts = []
-    for by, descending in (*order, ("_key", False)):  # ties: by key, ascending
-        value = count if by == "_count" else key
-        parts.append(-value if descending else value)
+    parts: list[Any] = []
+    for by, descending in (*agg.order, ("_key", False)):  # ties: by key, ascending
+        if by in ("_count", "_key"):
+            value = count if by == "_count" else key
+            parts.append(-value if descending else value)
+        else:
+            found = None if ranked is None else ranked(agg.start(key), by)
+            parts.append(ranked_part(found, descending))
     return tuple(parts)
 
 

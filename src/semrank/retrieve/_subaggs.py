@@ -12,6 +12,10 @@ number of buckets (and one more per field a ``terms`` with ``min_doc_count`` 0 l
 index's values of). A document is in a bucket where the bucket counts it: a terms bucket's
 value (or its ``missing``), a range holding one of its numbers, a histogram step holding
 one of its values.
+
+Ordered by a sub-aggregation (``"order": {"avg_price": "desc"}``), that metric is computed
+for every bucket (the fields it reads only), before the buckets are cut to ``size``: exact,
+not over a shard's top buckets.
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ from typing import Any
 
 import numpy as np
 
+from semrank.retrieve._aggorder import order_metrics, order_value, split_path
 from semrank.retrieve._aggregated import HeldRows
 from semrank.retrieve._aggs import (
     AggregatedStore,
     Aggregation,
     RangeAgg,
+    Ranked,
     TermsAgg,
     aggregate,
+    bucket_identity,
     count_buckets,
+    date_key,
+    read_with_missing,
     value_key,
 )
 from semrank.retrieve._filter import Filter
@@ -58,14 +67,22 @@ class Bucketed:
             held = HeldRows(store.index, store.held_values((), within), store.index_counts)
         else:
             held = HeldRows(store, store.held_values(sorted(fields_read(self)), within))
-        answer = self.agg.compute(held, held.matched)
+        agg = self.agg
+        if isinstance(agg, TermsAgg):  # a date field or not: decided once, for every bucket
+            found = read_with_missing(held, agg.field, held.matched, agg.missing)
+            agg = dataclasses.replace(agg, dates=agg.reads_dates(found))
+        members = _members(agg, held.held)
+        ranked = _ranking(agg, self.aggs, held, members)
+        if ranked is None or isinstance(agg, RangeAgg):
+            answer = agg.compute(held, held.matched)
+        else:
+            answer = agg.compute(held, held.matched, ranked=ranked)
         count_buckets(answer)  # before their sub-aggregations: those would multiply them
         buckets = answer["buckets"]
-        members = _members(self.agg, held.held)
         for position, bucket in enumerate(
             buckets.values() if isinstance(buckets, dict) else buckets
         ):
-            inside = held.holding(members.get(_identity(self.agg, position, bucket), _NO_ROWS))
+            inside = held.holding(members.get(_identity(agg, position, bucket), _NO_ROWS))
             bucket.update(aggregate(inside, self.aggs, inside.matched))
         return answer
 
@@ -75,6 +92,36 @@ def fields_read(agg: Aggregation) -> set[str]:
     if isinstance(agg, Bucketed):
         return {agg.field}.union(*(fields_read(sub) for sub in agg.aggs.values()))
     return {agg.field}
+
+
+def _ranking(
+    agg: BucketAgg, subs: Mapping[str, Aggregation], held: HeldRows, members: _Members
+) -> Ranked | None:
+    """Each bucket's values of the sub-aggregations ``agg`` is ordered by (None: it is
+    ordered by count and key only), those metrics computed once a bucket over its documents'
+    values of the fields they read."""
+    metrics = order_metrics(getattr(agg, "order", ()), subs)
+    if not metrics:
+        return None
+    fields = {metric.field for metric in metrics.values()}
+    reading = HeldRows(
+        held.index,
+        HeldValues(held.held.size, {f: held.held.fields[f] for f in sorted(fields)}),
+        held.index_counts,
+    )
+    answers: dict[Hashable, dict[str, Any]] = {}
+
+    def value(identity: Hashable, path: str) -> float | None:
+        if identity not in answers:
+            inside = reading.holding(members.get(identity, _NO_ROWS))
+            answers[identity] = aggregate(inside, metrics, inside.matched)
+        name = split_path(path)[0]
+        return order_value(answers[identity][name], metrics[name], path)
+
+    return value
+
+
+_Members = dict[Hashable, np.ndarray]
 
 
 def _members(agg: BucketAgg, held: HeldValues) -> dict[Hashable, np.ndarray]:
@@ -111,6 +158,8 @@ def _pairs(field: HeldField, each: list[list[int]]) -> tuple[np.ndarray, np.ndar
 
 
 def _value_buckets(agg: BucketAgg) -> Callable[[str, Any], set[Hashable]]:
+    if isinstance(agg, TermsAgg) and agg.dates:  # a date field's values: by their instant
+        return lambda kind, value: {date_key((kind, value)) or (kind, value)}
     if isinstance(agg, TermsAgg):
         return lambda kind, value: {(kind, value)}
     if isinstance(agg, RangeAgg):
@@ -129,8 +178,6 @@ def _identity(agg: BucketAgg, position: int, bucket: Mapping[str, Any]) -> Hasha
     """The identity ``_value_buckets`` gives the bucket answered as ``bucket``."""
     if isinstance(agg, RangeAgg):
         return position  # answered in the order of its ranges
-    if isinstance(agg, TermsAgg) and "key_as_string" in bucket:  # a boolean's
-        return ("bool", bool(bucket["key"]))
     if isinstance(agg, TermsAgg):
-        return value_key(bucket["key"])
+        return bucket_identity(bucket)
     return bucket["key"]
