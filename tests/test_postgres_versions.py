@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from semrank.errors import IndexVersionError
-from semrank.store import Store, create_index, open_index
-from semrank.store._base import Expected
+from semrank.store import Expected, Store, create_index, open_index
 from test_postgres_server import pg_database, pg_dsn, pg_server  # noqa: F401 (fixtures)
 from test_store_delete_listed import CHECKS as DELETE_LISTED_CHECKS
 from test_versions import (

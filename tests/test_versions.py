@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from semrank.errors import VersionConflictError
-from semrank.store import create_index, open_index
-from semrank.store._base import Expected, Store
+from semrank.store import Expected, Store, VersionedDocument, create_index, open_index
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -123,6 +122,20 @@ def test_embedded_versions_count_writes(tmp_path: Path) -> None:
 def test_embedded_conditional_writes(tmp_path: Path) -> None:
     with create_index("v", home=tmp_path, embedding_model=None) as index:
         check_conditional_writes(index)
+
+
+def test_the_readme_read_modify_write_runs_with_the_public_names(tmp_path: Path) -> None:
+    # README (Upgrading) tells users to build Expected(...) themselves: it must be importable
+    # from semrank.store, not only from a private module.
+    with create_index("v", home=tmp_path, embedding_model=None, id_field="id") as index:
+        index.upsert([{"id": "1", "text": "theirs", "tag": "draft"}])
+        (read,) = index.get_versioned(["1"])
+        assert isinstance(read, VersionedDocument)
+        condition = {"1": Expected(seq_no=read.version.seq_no)}
+        index.upsert([{"id": "1", **read.fields, "text": "mine"}], expected=condition)
+        with pytest.raises(VersionConflictError):
+            index.upsert([{"id": "1", **read.fields, "text": "lost"}], expected=condition)
+        assert index.get(["1"]) == [{"text": "mine", "tag": "draft"}]
 
 
 def test_embedded_two_writers_racing_lose_no_update(tmp_path: Path) -> None:

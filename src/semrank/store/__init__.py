@@ -10,11 +10,14 @@ from semrank.store._aliases import list_aliases, resolve_index_name, update_alia
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     VECTOR_FIELD,
+    DocumentVersion,
+    Expected,
     IndexInfo,
     IndexSettings,
     PreparedArrays,
     Store,
     UpsertCounts,
+    VersionedDocument,
     field_text,
 )
 from semrank.store._by_query import DeleteCounts, delete_listed
@@ -45,6 +48,8 @@ __all__ = [
     "Corpus",
     "DeleteCounts",
     "Document",
+    "DocumentVersion",
+    "Expected",
     "IndexInfo",
     "IndexSettings",
     "LocalStore",
@@ -52,6 +57,7 @@ __all__ = [
     "ReindexCounts",
     "Store",
     "UpsertCounts",
+    "VersionedDocument",
     "create_index",
     "create_index_like",
     "default_home",
