@@ -1129,13 +1129,9 @@ def test_a_database_from_before_aliases_keeps_its_roles(pg_server, pg_database) 
     assert search("live", "fleas", k=2, store=reader_dsn).ids[0] in {"d1", "d4", "d5"}
 
 
-def test_a_superuser_adding_aliases_leaves_the_owner_its_searches(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    """Migration 2 run by another role than the tables' owner (a DBA's superuser) made
-    semrank.aliases that role's: the owner, which every open reads the table as, lost every
-    search, write and alias change to "permission denied for table aliases"."""
-    from semrank.store import update_aliases
-    from semrank.store.postgres import _schema
-
+def owner_role_dsn(pg_server: Any, pg_database: str) -> str:  # noqa: F811
+    """The DSN of a new role, owner_<database>, that is not a superuser and may create the
+    semrank schema in ``pg_database`` (the vector extension made for it by the superuser)."""
     owner = f"owner_{pg_database}"
     made = pg_server.psql(
         pg_database,
@@ -1143,8 +1139,18 @@ def test_a_superuser_adding_aliases_leaves_the_owner_its_searches(pg_server, pg_
         "CREATE EXTENSION IF NOT EXISTS vector",
     )
     assert made.returncode == 0, made.stderr
+    return pg_server.dsn(pg_database).replace("://semrank@", f"://{owner}@")
+
+
+def test_a_superuser_adding_aliases_leaves_the_owner_its_searches(pg_server, pg_database) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Migration 2 run by another role than the tables' owner (a DBA's superuser) made
+    semrank.aliases that role's: the owner, which every open reads the table as, lost every
+    search, write and alias change to "permission denied for table aliases"."""
+    from semrank.store import update_aliases
+    from semrank.store.postgres import _schema
+
     superuser_dsn = pg_server.dsn(pg_database)
-    owner_dsn = superuser_dsn.replace("://semrank@", f"://{owner}@")
+    owner_dsn = owner_role_dsn(pg_server, pg_database)
     with create_index("g", store=owner_dsn, embedding_model=None) as owned:
         owned.upsert(DOCS)
     before_aliases = "DROP TABLE semrank.aliases; DELETE FROM semrank.migrations WHERE version = 2"

@@ -38,6 +38,7 @@ from semrank.store._base import (
     FoundVersions,
     NewVersion,
     VersionedDocument,
+    next_version,
 )
 from semrank.store._corpus import IngestChecks, documents_from
 
@@ -459,14 +460,15 @@ def _checked_version(action: WriteAction, state: _Versions) -> int:
     condition, current = action.condition, state.current(action.id)
     # A document an earlier action deleted starts again at 1, as one a request deleted does.
     last = None if current is None else current.version
+    delete = action.op == "delete"
     if condition is None:
-        return 1 if last is None else last + 1
+        return next_version(action.id, last, delete=delete)
     if condition.if_seq_no is not None:
         assert condition.if_primary_term is not None
         expected = Expected(seq_no=condition.if_seq_no, primary_term=condition.if_primary_term)
         expected.check(action.id, current)
     if condition.version is None:
-        return 1 if last is None else last + 1
+        return next_version(action.id, last, delete=delete)
     gte = condition.version_type == "external_gte"
     if current is not None and (condition.version < current.version or (
         condition.version == current.version and not gte

@@ -205,11 +205,44 @@ def check_expected(found: FoundVersions, expected: Mapping[str, Expected]) -> No
         condition.check(doc_id, None if stored is None else stored.version)
 
 
-def new_version(found: VersionedDocument | None, given: int | None) -> int:
+# The highest version (Elasticsearch's, a Java long; a bigint column on PostgreSQL).
+MAX_VERSION = 2**63 - 1
+
+
+def new_version(
+    found: VersionedDocument | None, given: int | None, doc_id: str = "", *, delete: bool = False
+) -> int:
     """The version a write gives a document: ``given``, else the stored one + 1 (1 when new)."""
-    if given is not None:
-        return given
-    return 1 if found is None else found.version.version + 1
+    if given is None:
+        last = None if found is None else found.version.version
+        return next_version(doc_id, last, delete=delete)
+    if not 0 <= given <= MAX_VERSION:
+        raise InvalidInputError(
+            f"[{doc_id}]: version {given} is out of range: a version is from 0 to {MAX_VERSION}"
+        )
+    return given
+
+
+def next_version(doc_id: str, last: int | None, *, delete: bool = False) -> int:
+    """The version a write without one of its own gives a document stored at ``last`` (None:
+    none stored): ``last`` + 1, refused at ``MAX_VERSION`` (past it SQLite stored a float and
+    PostgreSQL failed the statement), but for a ``delete``, which stores no version."""
+    if last is None:
+        return 1
+    if last >= MAX_VERSION:
+        if delete:
+            return MAX_VERSION
+        raise version_overflow(doc_id)
+    return last + 1
+
+
+def version_overflow(doc_id: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"[{doc_id}]: the document is at version {MAX_VERSION}, the highest a version may be, "
+        "so a write cannot add 1 to it: give the write its own version (Elasticsearch: "
+        f"version={MAX_VERSION}&version_type=external_gte; the library: update_versioned with "
+        "NewVersion(version=...)), or delete the document and write it again (it starts at 1)"
+    )
 
 
 def written_versions(
@@ -218,9 +251,12 @@ def written_versions(
     """The versions of the ids ``written`` then ``changes.gone`` deleted, whose writes took
     sequence numbers from ``first_seq_no`` on, in that order."""
     done = [*written, *changes.gone]
+    gone = set(changes.gone)
     return {
         doc_id: DocumentVersion(
-            version=new_version(found[doc_id], changes.versions.get(doc_id)),
+            version=new_version(
+                found[doc_id], changes.versions.get(doc_id), doc_id, delete=doc_id in gone
+            ),
             seq_no=first_seq_no + n,
         )
         for n, doc_id in enumerate(done)

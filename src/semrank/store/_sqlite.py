@@ -26,6 +26,7 @@ import numpy as np
 
 from semrank._files import user_name
 from semrank.errors import DataFormatError, IndexNotFoundError, IndexVersionError, StorageError
+from semrank.store._base import MAX_VERSION, version_overflow
 
 DB_NAME = "documents.sqlite"
 # 2: documents carry a version and the sequence number of their last write (Elasticsearch's
@@ -558,17 +559,33 @@ class DocumentDB:
         version in ``versions`` (None, or no list: the stored one + 1, 1 when new)."""
         given = [None] * len(rows) if versions is None else versions
         first = cls.take_seq_nos(conn, len(rows))
-        conn.executemany(
+        # A document at the highest version is left as it is (SQLite's + 1 would store a
+        # float), and refused below, rolling the caller's transaction back.
+        written = conn.executemany(
             "INSERT INTO documents(id, doc, text, embedding, gen, version, seq_no) "
             "VALUES(?1, ?2, ?3, ?4, ?5, coalesce(?6, 1), ?7) "
             "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, text=excluded.text, "
             "embedding=excluded.embedding, gen=excluded.gen, "
-            "version=coalesce(?6, documents.version + 1), seq_no=excluded.seq_no",
+            "version=coalesce(?6, documents.version + 1), seq_no=excluded.seq_no "
+            f"WHERE ?6 IS NOT NULL OR documents.version < {MAX_VERSION}",
             [
                 (*row, generation, version, first + n)
                 for n, (row, version) in enumerate(zip(rows, given, strict=True))
             ],
-        )
+        ).rowcount
+        if written < len(rows):
+            cls._refuse_past_max_version(conn, [row[0] for row in rows])
+
+    @staticmethod
+    def _refuse_past_max_version(conn: sqlite3.Connection, ids: list[str]) -> None:
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(
+                f"SELECT id FROM documents WHERE version >= ? AND id IN ({marks})",
+                (MAX_VERSION, *chunk),
+            ).fetchone()
+            if row is not None:
+                raise version_overflow(row[0])
 
     @classmethod
     def delete_ids(cls, conn: sqlite3.Connection, ids: Sequence[str]) -> int:

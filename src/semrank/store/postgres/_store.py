@@ -37,6 +37,7 @@ from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.retrieve._held import HeldValues, held_field
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
+    MAX_VERSION,
     BatchCounts,
     DocumentVersion,
     GivenVectorStore,
@@ -57,6 +58,7 @@ from semrank.store._base import (
     unchanged_split,
     unit_rows,
     unpicklable,
+    version_overflow,
     written_versions,
 )
 from semrank.store._corpus import Document
@@ -570,7 +572,10 @@ class PostgresStore(GivenVectorStore):
             "UPDATE SET doc = EXCLUDED.doc, body = EXCLUDED.body, terms = EXCLUDED.terms, "
             "terms_length = EXCLUDED.terms_length, embedding = EXCLUDED.embedding, "
             "generation = EXCLUDED.generation, seq_no = EXCLUDED.seq_no, "
-            "version = coalesce(%s::bigint, d.version + 1)"
+            "version = coalesce(%s::bigint, d.version + 1) "
+            # one at the highest version is left as it is, and refused below (+ 1 would fail
+            # the statement as "bigint out of range")
+            f"WHERE %s::bigint IS NOT NULL OR d.version < {MAX_VERSION}"
         ).format(self._part)
         ids = [row[0] for row in rows]
         before = self._sizes(conn, ids)
@@ -592,14 +597,25 @@ class PostgresStore(GivenVectorStore):
                         first + n,
                         version,
                         version,
+                        version,
                     )
                     for n, ((i, doc, body, terms, vec), version) in enumerate(
                         zip(rows, given, strict=True)
                     )
                 ],
             )
+            if cur.rowcount < len(rows):
+                self._refuse_past_max_version(conn, ids)
         after = self._sizes(conn, ids)
         self._update_stats(conn, generation, before, after, fields)
+
+    def _refuse_past_max_version(self, conn: Any, ids: list[str]) -> None:
+        from psycopg import sql
+
+        query = sql.SQL("SELECT id FROM {} WHERE id = ANY(%s) AND version >= %s LIMIT 1")
+        row = conn.execute(query.format(self._part), (ids, MAX_VERSION)).fetchone()
+        if row is not None:
+            raise version_overflow(row[0])
 
     def _update_stats(
         self,
