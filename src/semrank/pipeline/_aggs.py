@@ -7,7 +7,9 @@ the hits returned, as Elasticsearch aggregates.
 * a ``knn``: its ``k`` nearest (Elasticsearch aggregates a knn search's top k);
 * ``rrf`` / ``linear``: the union of their retrievers' documents, not cut to a
   ``rank_window_size`` (as Elasticsearch's rrf aggregates);
-* a re-ranker or cut-off: its retriever's documents (re-ranking orders, it does not match).
+* a re-ranker or cut-off: its retriever's documents (re-ranking orders, it does not match);
+* a search body's ``post_filter`` and ``collapse``: its tree's (Elasticsearch aggregates
+  before the post_filter, which only filters the hits).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from semrank.pipeline._nodes import (
     RRF,
     ConstantScore,
     Cutoff,
+    HitStage,
     Knn,
     Linear,
     Retriever,
@@ -49,7 +52,7 @@ def matched_documents(tree: Retriever, ctx: SearchContext, size: int) -> Filter:
         return Bool(should=parts, minimum_should_match=1)
     if isinstance(tree, TextSimilarityReranker):
         return matched_documents(tree.retriever, ctx.within(own_filter(tree)), size)
-    if isinstance(tree, Cutoff | Weighted):
+    if isinstance(tree, Cutoff | Weighted | HitStage):  # post_filter: not aggregated
         return matched_documents(tree.retriever, ctx, size)
     raise InvalidInputError(
         f"aggregations cannot tell which documents a {type(tree).__name__} retriever matches; "

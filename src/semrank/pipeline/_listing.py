@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from semrank._checks import MAX_COUNT
+from semrank.errors import InvalidInputError
 from semrank.pipeline._aggs import matched_documents
 from semrank.pipeline._context import SearchContext
 from semrank.pipeline._nodes import (
@@ -34,11 +35,13 @@ from semrank.pipeline._nodes import (
     MAX_RESULT_WINDOW,
     ConstantScore,
     Cutoff,
+    HitStage,
     Knn,
     Retriever,
     Weighted,
     top_window,
 )
+from semrank.pipeline._post import has_collapse, passing_both, post_filter_of
 from semrank.pipeline._search import _new_context
 from semrank.pipeline._sorting import SortRequest, sorted_run
 from semrank.store import Store
@@ -79,9 +82,15 @@ def list_hits(
     are more than ``limit``; ``size``: a page's hits (what a knn without ``k`` returns, as in
     Elasticsearch); ``store_order``: the matched documents in the store's order, unscored;
     ``sort``: ordered by fields, as a sorted search of every hit orders them."""
+    if has_collapse(tree):  # Elasticsearch refuses it too
+        raise InvalidInputError(
+            "collapse cannot be used in a scroll or point in time listing; page a collapsed "
+            "search with from and size"
+        )
     ctx = _new_context(list(stores), None, tree, None, None)
-    if sort is None and (store_order or isinstance(tree, ConstantScore)):
-        score = tree.score if isinstance(tree, ConstantScore) and not store_order else None
+    inner = _unstaged(tree)
+    if sort is None and (store_order or isinstance(inner, ConstantScore)):
+        score = inner.score if isinstance(inner, ConstantScore) and not store_order else None
         return _in_store_order(ctx, tree, limit, size, score)
     # A ranking holds MAX_COUNT hits at most (a store's k): one of that many may hold more.
     most = min(limit, MAX_COUNT - 1)
@@ -109,8 +118,9 @@ def _in_store_order(
     """The documents ``tree`` matches, index after index, each in its store's order."""
     keys: list[str] = []
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
+    post = post_filter_of(tree)
     for one in per_index:
-        within = matched_documents(tree, one, size)
+        within = passing_both(matched_documents(tree, one, size), post, one.now)
         for page in one.store.matching_id_pages(within, min(limit + 1, LISTING_PAGE)):
             keys.extend(hit_key(one.store.name, doc_id) for doc_id in page)
             if len(keys) > limit:
@@ -123,9 +133,7 @@ def _sorted_depth(tree: Retriever, limit: int) -> int:
     """The hits to ask of a sorted search: one past the limit (a filter's or a match's every
     one, ``_sorted_window`` asking a match for the larger of its window and this), a knn's
     window at most (its k, else what a sorted search sorts), which it never goes past."""
-    top = tree
-    while isinstance(top, Cutoff):
-        top = top.retriever
+    top = _unstaged(tree)
     if isinstance(top, Knn):
         return min(limit + 1, top.k or MAX_RESULT_WINDOW)
     return limit + 1
@@ -134,11 +142,18 @@ def _sorted_depth(tree: Retriever, limit: int) -> int:
 def _depth(tree: Retriever, limit: int, size: int) -> int:
     """The hits to ask of a ranked tree: a match query's every one (one past the limit, to
     tell a listing over it), a knn's k (else ``size``), another tree's top window."""
-    top = tree
-    while isinstance(top, Cutoff | Weighted):
+    top = _unstaged(tree)
+    while isinstance(top, Weighted):
         top = top.retriever
     if isinstance(top, BM25):
         return limit + 1
     if isinstance(top, Knn):
         return top.k or size
     return top_window(tree) or size
+
+
+def _unstaged(tree: Retriever) -> Retriever:
+    """The tree below its cut-offs and the stages over its hits (a post_filter's)."""
+    while isinstance(tree, Cutoff | HitStage):
+        tree = tree.retriever
+    return tree

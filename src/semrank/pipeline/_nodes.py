@@ -784,6 +784,30 @@ def _unfused(node: Retriever, kind: type) -> list[Retriever]:
     return [node]
 
 
+class HitStage(Retriever):
+    """A stage over the ranked hits of its ``retriever`` (a search body's ``post_filter`` and
+    ``collapse``: ``semrank.pipeline._post``): it keeps some of them, and the tree's window
+    and matched documents stay its retriever's. ``over(run)``: the stage over another run of
+    the retriever (a sorted one)."""
+
+    retriever: Retriever
+
+    @abc.abstractmethod
+    def over(
+        self, run: Callable[[SearchContext, int], Ranking]
+    ) -> Callable[[SearchContext, int], Ranking]: ...
+
+    def run(self, ctx: SearchContext, size: int) -> Ranking:
+        return self.over(self.retriever.run)(ctx, size)
+
+    def query_texts(self) -> tuple[str | None, ...]:
+        return self.retriever.query_texts()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The retriever's JSON: a stage is a key of the search body, not a retriever."""
+        return self.retriever.to_dict()
+
+
 # --- re-ranking and cut-offs -----------------------------------------------------------------
 def _rerank_options(
     model: object, field: object, window: int, min_score: float | None
@@ -1011,7 +1035,7 @@ _WINDOWED: dict[type, str] = {
 def top_window(tree: Retriever) -> int | None:
     """The top node's ``rank_window_size`` (looking through cut-offs and weights): the most hits
     the tree returns, or None where its top node has no window."""
-    while isinstance(tree, Cutoff | Weighted):
+    while isinstance(tree, Cutoff | Weighted | HitStage):
         tree = tree.retriever
     window = getattr(tree, "rank_window_size", None)
     return None if window is None else int(window)
@@ -1032,7 +1056,7 @@ def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     where a size is asked for explicitly, and so does the library's ``search`` given a ``k``
     and a tree read from JSON; a tree built in Python returns what it gives, as composed
     stages do.)"""
-    while isinstance(tree, Cutoff | Weighted):
+    while isinstance(tree, Cutoff | Weighted | HitStage):
         if isinstance(tree, Cutoff):
             size = min(size, tree.k)
         tree = tree.retriever

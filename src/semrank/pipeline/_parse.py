@@ -36,6 +36,7 @@ from semrank.pipeline._nodes import (
     own_filter,
     tree_nodes,
 )
+from semrank.pipeline._post import with_hit_stages
 from semrank.pipeline._sorting import SortRequest, sort_request
 from semrank.retrieve import (
     NORMALIZERS,
@@ -52,6 +53,8 @@ from semrank.store import ALL_TEXT_FIELDS, VECTOR_FIELD
 # `_source` is taken as true or false only: documents come whole or not at all, and a filter
 # that were accepted and ignored would hand back fields the caller meant to leave out.
 _SEARCH_BODY_KEYS = {"retriever", "size", "from", "_source", "highlight", "track_scores"}
+# Over the tree's ranked hits (``semrank.pipeline._post``), beside a retriever or a query.
+HIT_STAGE_KEYS = ("post_filter", "collapse")
 # A sort by fields and its paging: a classic body's, or its top standard retriever's.
 SORT_KEYS = ("sort", "search_after")
 # What to send instead of an Elasticsearch _search key a search body does not take: the one
@@ -691,11 +694,12 @@ def _search_body_tree(body: dict[str, Any]) -> Retriever:
                 "refuses them together too); send the search as the retriever tree alone, or as "
                 "the classic query / knn / rank without a retriever"
             )
-        _keys(body, "search body", _SEARCH_BODY_KEYS, {"retriever"})
+        _keys(body, "search body", {*_SEARCH_BODY_KEYS, *HIT_STAGE_KEYS}, {"retriever"})
         tree = _node(body["retriever"], "retriever")
     else:
         _keys(body, "search body", _CLASSIC_BODY_KEYS)
         tree = _classic_tree(body, CLASSIC_SIZE if size is None else size, _body_from(body))
+    tree = with_hit_stages(tree, body.get("post_filter"), body.get("collapse"))
     if size is None:
         return tree
     # Elasticsearch holds the page's size to the top window, not from + size: a page reaching
@@ -727,7 +731,15 @@ def _body_size(body: dict[str, Any]) -> int | None:
 # Elasticsearch's search API: https://www.elastic.co/guide/en/elasticsearch/reference/8.13/
 # search-search.html (query, knn, rank, sub_searches; size defaults to 10).
 CLASSIC_SEARCH_KEYS = frozenset({"query", "knn", "rank", "sub_searches"})
-_CLASSIC_BODY_KEYS = {*CLASSIC_SEARCH_KEYS, "size", "from", "_source", "highlight", "track_scores"}
+_CLASSIC_BODY_KEYS = {
+    *CLASSIC_SEARCH_KEYS,
+    *HIT_STAGE_KEYS,
+    "size",
+    "from",
+    "_source",
+    "highlight",
+    "track_scores",
+}
 CLASSIC_SIZE = 10
 
 

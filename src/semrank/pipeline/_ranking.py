@@ -31,6 +31,8 @@ class Ranking:
     reranked: bool = False
     # Each hit's values of a sort by fields (object array of lists), where the search sorted.
     sort_values: np.ndarray | None = None
+    # Each hit's fields (object array of {name: [value]}), where the search collapsed them.
+    fields: np.ndarray | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ranking):
@@ -69,6 +71,7 @@ class Ranking:
             rerank_scores=self.rerank_scores[order],
             reranked=self.reranked,
             sort_values=None if self.sort_values is None else self.sort_values[order],
+            fields=None if self.fields is None else self.fields[order],
         )
 
     def top(self, k: int) -> Ranking:
@@ -98,12 +101,17 @@ class Hit:
     # The document's version and the sequence number of its last write, where the search
     # asked for them (Elasticsearch's version / seq_no_primary_term), read with ``document``.
     version: DocumentVersion | None = None
+    # Its value of the field the search collapsed on, {field: [value]} (None where the hit
+    # has none), as Elasticsearch's hit ``fields``: where the search collapsed.
+    fields: dict[str, list[Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         marked: dict[str, Any] = {} if self.highlight is None else {"highlight": self.highlight}
         held = {} if self.index is None else {"index": self.index}
         if self.sort is not None:
             marked["sort"] = self.sort
+        if self.fields is not None:
+            marked["fields"] = self.fields
         return {
             **held,
             "id": self.id,
@@ -210,6 +218,7 @@ class SearchResults(Sequence[Hit]):
                     document=None if documents is None else documents[position],
                     highlight=None if highlights is None else highlights[position],
                     sort=None if ranking.sort_values is None else ranking.sort_values[position],
+                    fields=None if ranking.fields is None else ranking.fields[position],
                 )
             )
         return SearchResults(hits, tuple(warnings), ranked=offset + len(hits))

@@ -22,6 +22,7 @@ from semrank.pipeline._nodes import (
     RRF,
     ConstantScore,
     Cutoff,
+    HitStage,
     Knn,
     Linear,
     Retriever,
@@ -37,6 +38,12 @@ from semrank.pipeline._nodes import (
 )
 from semrank.pipeline._open import using_index, using_indexes
 from semrank.pipeline._parse import SearchBody, parse_search_body
+from semrank.pipeline._post import (
+    check_stage_paging,
+    passing_both,
+    post_filter_of,
+    with_hit_stages,
+)
 from semrank.pipeline._ranking import Ranking, SearchResults
 from semrank.pipeline._sorting import SortRequest, check_sorted_page, sort_request, sorted_run
 from semrank.retrieve import (
@@ -171,6 +178,8 @@ def search(
     sort: Any = None,
     search_after: Sequence[Any] | None = None,
     track_scores: bool = False,
+    post_filter: FilterSpec | None = None,
+    collapse: str | Mapping[str, Any] | None = None,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``: an
     index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
@@ -194,7 +203,9 @@ def search(
     Elasticsearch's sort by fields (``"date"``, ``[{"price": "desc"}, "_score"]``;
     ``semrank.retrieve._sort``), each hit's ``sort`` values the next page's ``search_after``;
     ``track_scores``: hits sorted by fields keep their scores (``semrank.pipeline._sorting``
-    says which trees sort how)."""
+    says which trees sort how). ``post_filter``: Elasticsearch filter JSON the hits (and the
+    matched count) pass but the aggregations do not; ``collapse``: the best hit per value of
+    a field (``"family"`` or ``{"field": "family"}``); ``semrank.pipeline._post`` says how."""
     flt = optional_filter(filter)
     parsed = None if aggs is None else parse_aggs(aggs)
     if k is not None and k != 0:
@@ -202,9 +213,10 @@ def search(
     require_flags(with_documents=with_documents)
     _check_query(query)
     read, page = _read_with_page(retriever, k, offset)
-    tree = read.tree
+    tree = _staged(read, post_filter, collapse)
     asked = _sort_asked(sort_request(sort, search_after, track_scores), read)
     check_sorted_page(asked, page.start)
+    check_stage_paging(tree, asked)
     run = tree.run if asked is None else sorted_run(tree, asked)
     marks = _highlight_asked(highlight, read)
     with_documents = with_documents and read.source  # a body's "_source": false
@@ -295,6 +307,8 @@ def _with_matches(
     as one (``SeveralIndexes``: exact, as one index's)."""
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
     within = [matched_documents(tree, one, size) for one in per_index]
+    # The hits' total: those passing the post_filter too, which the aggregations do not read.
+    post = post_filter_of(tree)
     if len(per_index) == 1:
         matched, found = per_index[0].store.count_and_aggregate(within[0], aggs)
     else:
@@ -302,6 +316,9 @@ def _with_matches(
         matched = sum(store.count_matching(w) for store, w in parts)
         union = SeveralIndexes(parts)
         found = None if aggs is None else aggregate(union, aggs, union.matched)
+    if post is not None:
+        both = [passing_both(w, post, ctx.now) for w in within]
+        matched = sum(one.store.count_matching(w) for one, w in zip(per_index, both, strict=True))
     return dataclasses.replace(
         results,
         warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
@@ -381,6 +398,25 @@ def _highlights(
         for n, fragments in zip(at, found, strict=True):
             marked[n] = fragments
     return marked
+
+
+def _staged(read: SearchBody, post_filter: FilterSpec | None, collapse: Any) -> Retriever:
+    """``read``'s tree with ``search``'s post_filter and collapse, below the cut at its body's
+    size (which pages the hits they leave)."""
+    if post_filter is None and collapse is None:
+        return read.tree
+    tree = read.tree
+    if read.size is not None and isinstance(tree, Cutoff):
+        return Cutoff(
+            _staged(read._replace(tree=tree.retriever, size=None), post_filter, collapse), tree.k
+        )
+    given = {type(node).__name__ for node in tree_nodes(tree) if isinstance(node, HitStage)}
+    if given:
+        raise InvalidInputError(
+            "post_filter and collapse are given both to the search and in its search body; "
+            "give them in one of them"
+        )
+    return with_hit_stages(tree, post_filter, collapse)
 
 
 def _sort_asked(given: SortRequest | None, read: SearchBody) -> SortRequest | None:

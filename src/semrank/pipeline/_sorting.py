@@ -27,6 +27,7 @@ from semrank.pipeline._nodes import (
     MAX_RESULT_WINDOW,
     ConstantScore,
     Cutoff,
+    HitStage,
     Knn,
     Retriever,
     own_filter,
@@ -94,6 +95,8 @@ def check_sorted_page(request: SortRequest | None, start: int) -> None:
 def sorted_run(tree: Retriever, request: SortRequest) -> Callable[[SearchContext, int], Ranking]:
     """What runs ``tree`` sorted: a ``run(ctx, size)`` whose ranking carries sort values."""
     inner = _uncut(tree)
+    if isinstance(inner, HitStage):  # post_filter, collapse: over the sorted hits
+        return inner.over(sorted_run(inner.retriever, request))
     if isinstance(inner, ConstantScore):
         return lambda ctx, size: _sorted_filter(inner, request, ctx, size)
     if isinstance(inner, BM25 | Knn):
@@ -139,7 +142,7 @@ def _sorted_window(node: Retriever, request: SortRequest, ctx: SearchContext, si
     ranking = node.run(ctx, max(window, size))
     keys = [str(key) for key in ranking.ids.tolist()]
     fields = request.sort.fields
-    values = _window_values(ctx, keys, fields)
+    values = window_values(ctx, keys, fields)
     named = [split_key(key) for key in keys] if ctx.several is not None else []
     table = SortTable(
         [doc_id for _, doc_id in named] if named else keys,
@@ -152,8 +155,9 @@ def _sorted_window(node: Retriever, request: SortRequest, ctx: SearchContext, si
     return _with_sort(taken, ordered)
 
 
-def _window_values(ctx: SearchContext, keys: list[str], fields: list[str]) -> list[Any]:
-    """The sort fields' values of each hit ``keys`` names, read from its own index."""
+def window_values(ctx: SearchContext, keys: list[str], fields: list[str]) -> list[Any]:
+    """The values of ``fields`` of each hit ``keys`` names (one list per field), read from
+    its own index."""
     found: dict[str, list[Any]] = {}
     for one in ctx.stores:
         if ctx.several is None:

@@ -287,8 +287,8 @@ def _sent_no_texts(errors: Sequence[Any]) -> bool:
 # Any other key an Elasticsearch _search body may hold (track_total_hits, highlight, ...).
 SEARCH_KEYS_HINT = (
     "not supported by semrank's search, whose body takes query, retriever, size, from, "
-    "filter, return_documents, timeout_ms, highlight, aggs, sort, search_after and "
-    "track_scores"
+    "filter, return_documents, timeout_ms, highlight, aggs, sort, search_after, "
+    "track_scores, post_filter and collapse"
 )
 # Over HTTP, leaving documents out is a key of the body.
 _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leave them out"
@@ -298,7 +298,7 @@ _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leav
 ES_SEARCH_KEYS_HINT = (
     "not supported by semrank's Elasticsearch _search, whose body takes retriever (or the "
     "classic query, knn and rank), size, from, _source (true or false), highlight, aggs "
-    "(or aggregations), and sort, search_after and track_scores"
+    "(or aggregations), sort, search_after and track_scores, post_filter and collapse"
 )
 _ES_SEARCH_KEY_HINTS = {
     # Only the query string's q (Lucene syntax) is named so: the body's query is taken.

@@ -409,6 +409,8 @@ def _es_hit(index: str, hit: Any, scored: bool = True, shown: HitVersions = HitV
     there unless ``scored``), its version where ``shown`` asks."""
     base = {"index": index, "id": hit.id, "score": hit.score if scored else None, "sort": hit.sort}
     base |= shown.fields(hit.version)
+    if hit.fields is not None:  # collapsed: its value of the field, as Elasticsearch's
+        base["fields"] = hit.fields
     if hit.highlight:
         if hit.document is not None:
             return EsHighlightedHitWithSource(**base, source=hit.document, highlight=hit.highlight)
@@ -488,6 +490,8 @@ def _count_param_hint(name: str) -> str:
 CLASSIC_FIELDS = ("query", "knn", "rank", "sub_searches")
 # A sort and its paging, which the pipeline's parser reads from the body as it is sent.
 SORT_FIELDS = ("sort", "search_after", "track_scores")
+# Over the hits, read by the parser from the body as it is sent (semrank.pipeline._post).
+HIT_STAGE_FIELDS = ("post_filter", "collapse")
 
 
 def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
@@ -502,7 +506,11 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     # The page's start and sort, which the parser reads from the body as from a library's.
     paged = {"from": body.from_} if body.from_ else {}
     paged.update(
-        {name: getattr(body, name) for name in SORT_FIELDS if name in body.model_fields_set}
+        {
+            name: getattr(body, name)
+            for name in (*SORT_FIELDS, *HIT_STAGE_FIELDS)
+            if name in body.model_fields_set
+        }
     )
     if not classic:
         if paged and isinstance(body.retriever, dict):

@@ -349,6 +349,10 @@ class PreparedSearch:
     sort: dict[str, Any]  # the pipeline search's sort, search_after and track_scores
     timeout_ms: int | None
     versions: bool = False  # each hit's version read with its document (with_versions)
+    # Over the tree's hits, where the body gives them beside its retriever (one in it is
+    # in the tree already): semrank.pipeline._post.
+    post_filter: Any = None
+    collapse: Any = None
 
     @property
     def reranked(self) -> int:
@@ -362,7 +366,7 @@ def prepare_search(request: Request, body: SearchRequest) -> PreparedSearch:
     """``body`` read and checked before any index is opened: bad options are the client's,
     whatever the index."""
     from semrank.pipeline import check_page, check_window, hits_asked, page_start, read_retriever
-    from semrank.retrieve import optional_filter, parse_highlight
+    from semrank.retrieve import as_filter, optional_filter, parse_highlight
 
     service: RerankService = request.app.state.service
     limit = service.config.max_documents
@@ -392,6 +396,10 @@ def prepare_search(request: Request, body: SearchRequest) -> PreparedSearch:
         aggs=body.aggs,
         sort=_sort_of(body, read.sort),
         timeout_ms=body.timeout_ms,
+        post_filter=None
+        if body.post_filter is None
+        else as_filter(body.post_filter, "post_filter"),
+        collapse=body.collapse,
     )
 
 
@@ -417,6 +425,8 @@ async def run_prepared(
                 offset=prepared.offset,
                 highlight=prepared.highlight,
                 aggs=prepared.aggs,
+                post_filter=prepared.post_filter,
+                collapse=prepared.collapse,
                 **prepared.sort,
             )
         if prepared.versions:

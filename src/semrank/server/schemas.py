@@ -560,6 +560,19 @@ SORT_DESCRIPTION = (
 )
 SEARCH_AFTER_DESCRIPTION = "the last hit's sort values: the page after it (with the same sort)"
 TRACK_SCORES_DESCRIPTION = "hits sorted by fields keep their scores (default: _score is null)"
+POST_FILTER_DESCRIPTION = (
+    "Elasticsearch filter the hits (and hits.total) pass but the aggregations do not: a "
+    "facet's counts stay those of the whole query; applied to the tree's final ranking (a "
+    "re-ranker's window holds documents it drops)"
+)
+COLLAPSE_DESCRIPTION = (
+    '{"field": "family"}: the best hit per value of a single-valued keyword or number field '
+    "(hits without it are one null group); from/size page the groups; inner_hits and "
+    "max_concurrent_group_searches are refused"
+)
+HIT_FIELDS_DESCRIPTION = (
+    "where the search collapsed: the hit's value of the field, {field: [value]}"
+)
 
 
 class SearchRequest(_Strict):
@@ -593,6 +606,10 @@ class SearchRequest(_Strict):
     sort: str | dict[str, Any] | list[Any] | None = Field(None, description=SORT_DESCRIPTION)
     search_after: list[Any] | None = Field(None, description=SEARCH_AFTER_DESCRIPTION)
     track_scores: Flag = Field(False, description=TRACK_SCORES_DESCRIPTION)
+    post_filter: dict[str, Any] | list[Any] | None = Field(
+        default=None, description=POST_FILTER_DESCRIPTION
+    )
+    collapse: dict[str, Any] | None = Field(default=None, description=COLLAPSE_DESCRIPTION)
 
 
 class SearchHit(_Schema):
@@ -613,6 +630,7 @@ class SearchHit(_Schema):
     sort: list[Any] | None = Field(
         None, description="its sort values, where the search sorted by fields (search_after)"
     )
+    fields: dict[str, list[Any]] | None = Field(None, description=HIT_FIELDS_DESCRIPTION)
 
 
 class SearchResponse(_Schema):
@@ -680,6 +698,8 @@ class EsSearchRequest(_Strict):
     sort: str | dict[str, Any] | list[Any] | None = Field(None, description=SORT_DESCRIPTION)
     search_after: list[Any] | None = Field(None, description=SEARCH_AFTER_DESCRIPTION)
     track_scores: Flag | None = Field(None, description=TRACK_SCORES_DESCRIPTION)
+    post_filter: dict[str, Any] | None = Field(None, description=POST_FILTER_DESCRIPTION)
+    collapse: dict[str, Any] | None = Field(None, description=COLLAPSE_DESCRIPTION)
     pit: EsPointInTime | None = Field(
         None, description='a point in time to search (POST /{index}/_pit): {"id": ...}'
     )
@@ -699,7 +719,7 @@ def _es_key(key: str, **field: Any) -> Any:
 
 
 HIT_VERSION_KEYS = ("sort", "_version", "version", "_seq_no", "seq_no", "_primary_term",
-                    "primary_term")  # fmt: skip
+                    "primary_term", "fields")  # fmt: skip
 
 
 class EsHit(_Schema):
@@ -720,6 +740,7 @@ class EsHit(_Schema):
     primary_term: int | None = _es_key(
         "_primary_term", default=None, description="with seq_no_primary_term: true"
     )
+    fields: dict[str, list[Any]] | None = Field(None, description=HIT_FIELDS_DESCRIPTION)
 
     @model_serializer(mode="wrap")
     def _without_absent_sort(self, handler: SerializerFunctionWrapHandler) -> Any:
