@@ -126,7 +126,10 @@ def _sorted_filter(
     several = ctx.several is not None
     tables = []
     for one in ctx.stores:
-        table = one.sort_columns(flt, fields)
+        if several:  # each index's first hits of its own kinds need not be the search's
+            table = one.sort_columns(flt, fields)
+        else:
+            table = one.sort_candidates(flt, request.sort, after=request.search_after, limit=size)
         named = [one.name] * len(table) if several else []
         scores = np.full(len(table), float(node.score))
         tables.append(dataclasses.replace(table, scores=scores, index_names=named))

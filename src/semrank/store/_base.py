@@ -73,6 +73,7 @@ from semrank.retrieve._filter import MatchAll, Scalar
 from semrank.retrieve._held import HeldValues, held_lists
 
 if TYPE_CHECKING:
+    from semrank.retrieve._sort import Sort
     from semrank.retrieve._sort_columns import SortTable
 from semrank.store._corpus import Document, IngestChecks, documents_from
 
@@ -865,6 +866,15 @@ class Store(abc.ABC):
             name: SortColumn.of([values[n] for _, values in found]) for n, name in enumerate(fields)
         }
         return SortTable([doc_id for doc_id, _ in found], np.ones(len(found)), columns)
+
+    def sort_candidates(
+        self, filter: FilterSpec, sort: Sort, *, after: Sequence[Any] | None, limit: int
+    ) -> SortTable:
+        """A ``sort_columns`` table holding at least the first ``limit`` passing documents in
+        ``sort``'s order after ``after`` (``order_table`` orders it, as it orders all of
+        them): this default answers every passing document; PostgreSQL orders in SQL where
+        its order provably is ``sort``'s, only those ``limit`` leaving the server."""
+        return self.sort_columns(filter, sort.fields)
 
     def count_bm25(
         self,

@@ -35,6 +35,8 @@ from semrank.retrieve import (
 from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.retrieve._held import HeldValues, held_field
+from semrank.retrieve._sort import Sort, _cursor
+from semrank.retrieve._sort_columns import SortTable
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
     MAX_VERSION,
@@ -72,6 +74,14 @@ from semrank.store.postgres._pool import (
     write_turn,
 )
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
+from semrank.store.postgres._sorting import (
+    candidates_table,
+    ordered_query,
+    pushable,
+    single_numbers_query,
+    sort_columns_query,
+    sort_table,
+)
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
 HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
@@ -718,6 +728,32 @@ class PostgresStore(GivenVectorStore):
             sql.SQL(", ").join([sql.SQL("d.id"), *each]), self._part, keep
         )
         return [(row[0], list(row[1:])) for row in self._all(query, builder.params)]
+
+    def sort_columns(self, filter: FilterSpec, fields: Sequence[str]) -> SortTable:
+        """One grouped query: the passing documents' ids, and each sort field's distinct
+        values with the numbers of the documents holding them (``_sorting``)."""
+        flt = resolved(as_filter(filter, "filter"))
+        query, params = sort_columns_query(self._part, flt, fields)
+        return sort_table(fields, self._all(query, params))
+
+    def sort_candidates(
+        self, filter: FilterSpec, sort: Sort, *, after: Sequence[Any] | None, limit: int
+    ) -> SortTable:
+        """Where each sort field holds at most one number in every passing document (one
+        query says), the first ``limit`` after ``after`` ordered in SQL; else every passing
+        document's values (``sort_columns``)."""
+        flt = resolved(as_filter(filter, "filter"))
+        fields = sort.fields
+        if not pushable(sort):
+            return self.sort_columns(flt, fields)
+        with self._connection() as conn:
+            query, params = single_numbers_query(self._part, flt, fields)
+            if not conn.execute(query, params).fetchone()[0]:
+                return self.sort_columns(flt, fields)
+            kinds: dict[str, str | None] = dict.fromkeys(fields, "number")
+            cursor = None if after is None else _cursor(after, sort, kinds, keyed=False)
+            query, params = ordered_query(self._part, flt, sort, cursor, limit)
+            return candidates_table(fields, conn.execute(query, params).fetchall())
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
         """One grouped query: each value at ``field`` of a document passing ``within``, the
