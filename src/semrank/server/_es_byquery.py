@@ -15,14 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from semrank.errors import IndexNotFoundError, InvalidInputError
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
+from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    ES_ERRORS,
     _filtered_source,
     _refuse_query_string_options,
     _target_options,
@@ -45,12 +43,7 @@ from semrank.server.schemas import (
 )
 from semrank.store._reindex import vectors_note
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 # Query-string options taken: those changing nothing semrank does (one pass, one shard, writes
 # searchable at once, no throttling), and those read here (conflicts, max_docs,

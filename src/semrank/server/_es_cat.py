@@ -16,22 +16,16 @@ from fnmatch import fnmatchcase
 from operator import itemgetter
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
 from semrank.errors import InvalidInputError
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
 from semrank.server._es_probes import COMMON_PARAMS, HEALTH_STATUSES, on_indexes, refuse_options
-from semrank.server._es_routes import ES_ERRORS, _listed, _query_flag
+from semrank.server._es_router import es_router
+from semrank.server._es_routes import _listed, _query_flag
 from semrank.server._index_routes import IndexNameInPath, on_registry
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 CAT_PARAMS = COMMON_PARAMS | {"format", "h", "v", "s", "help", "bytes", "pri", "time", "ts"}
 INDICES_PARAMS = CAT_PARAMS | {"health"}
@@ -59,12 +53,15 @@ def _col(name: str, aliases: str, desc: str, **kind: bool) -> Column:
 
 
 # The columns semrank answers, with Elasticsearch's names, aliases and descriptions.
+PRIMARY_SHARDS = _col(  # in the indices and health tables alike
+    "pri", "p,shards.primary,shardsPrimary", "number of primary shards", right=True
+)
 INDICES = (
     _col("health", "h", "current health status"),
     _col("status", "s", "open/close status"),
     _col("index", "i,idx", "index name"),
     _col("uuid", "id,uuid", "index uuid"),
-    _col("pri", "p,shards.primary,shardsPrimary", "number of primary shards", right=True),
+    PRIMARY_SHARDS,
     _col("rep", "r,shards.replica,shardsReplica", "number of replica shards", right=True),
     _col("docs.count", "dc,docsCount", "available docs", right=True),
     _col("docs.deleted", "dd,docsDeleted", "deleted docs", right=True),
@@ -91,7 +88,7 @@ HEALTH = (
     _col("node.total", "nt,nodeTotal", "total number of nodes", right=True),
     _col("node.data", "nd,nodeData", "number of nodes that can store data", right=True),
     _col("shards", "t,sh,shards.total,shardsTotal", "total number of shards", right=True),
-    _col("pri", "p,shards.primary,shardsPrimary", "number of primary shards", right=True),
+    PRIMARY_SHARDS,
     _col("relo", "r,shards.relocating,shardsRelocating", "number of relocating nodes", right=True),
     _col("init", "i,shards.initializing,shardsInitializing", "number of initializing nodes",
          right=True),

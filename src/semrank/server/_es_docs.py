@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import Body, Request, Response
 from fastapi.responses import JSONResponse
 
 from semrank.errors import (
@@ -25,11 +25,9 @@ from semrank.errors import (
     InvalidInputError,
     ResourceExistsError,
 )
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import client_message
+from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    ES_ERRORS,
     IndexProbeRoute,
     _filtered_source,
     _listed,
@@ -71,12 +69,7 @@ from semrank.server.schemas import (
     EsWriteResult,
 )
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 # Query-string options that change nothing semrank does: writes are searchable at once (refresh,
 # wait_for_active_shards), one shard (routing, preference), a request's own deadline (timeout).

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 
 from semrank.errors import (
     DeadlineExceededError,
@@ -28,12 +28,10 @@ from semrank.errors import (
     SemrankError,
     http_status_for,
 )
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import client_message, validation_message
 from semrank.server._es_docs import check_ndjson_media_type
+from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    ES_ERRORS,
     EsSearch,
     _query_flag,
     _refuse_query_string_options,
@@ -47,12 +45,7 @@ from semrank.server._es_writes import json_line, ndjson_text
 from semrank.server._index_routes import IndexNameInPath, say_warnings
 from semrank.server.schemas import EsMsearchResponse, EsSearchRequest
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 # A header's keys that change nothing semrank does (one shard, no cache, no throttled or
 # hidden indexes, no remote clusters); index, ignore_unavailable, allow_no_indices and

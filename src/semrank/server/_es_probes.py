@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from semrank.errors import InvalidInputError
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
+from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    ES_ERRORS,
     ES_VERSION,
     IndexProbeRoute,
     _refuse_query_string_options,
@@ -29,12 +27,7 @@ from semrank.server._es_routes import (
 )
 from semrank.server._index_routes import IndexNameInPath, on_registry, on_targets
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 # Options that change nothing on one node whose shards are all active (and that wait for
 # nothing: a condition they could wait for holds, or never will).

@@ -22,16 +22,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from semrank.errors import IndexNotFoundError, InvalidInputError, TooManySearchContextsError
 from semrank.pipeline import MAX_RESULT_WINDOW, HitList, SortRequest, sort_request
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import search_key_hint
+from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    ES_ERRORS,
     HitVersions,
     _filtered_source,
     _listed,
@@ -62,12 +60,7 @@ from semrank.server.schemas import (
 )
 from semrank.store._base import VersionedDocument
 
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 STORE_ORDER = frozenset({"_doc", "_shard_doc"})
 # The keys a listing is made without: the page's (size, from), the paging's, the answer's.
 PAGING_KEYS = frozenset(

@@ -7,13 +7,12 @@ semrank serves under these prefixes (``/_cat/indices``, ``/_cluster/health``) co
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from semrank.errors import InvalidInputError
-from semrank.server._auth import require_api_key
-from semrank.server._edge import UniqueKeysRoute
+from semrank.server._es_router import es_router
 
-router = APIRouter(dependencies=[Depends(require_api_key)], route_class=UniqueKeysRoute)
+router = es_router()
 
 SERVED = "docs/server.md lists the Elasticsearch APIs semrank serves"
 # (paths, what they are in Elasticsearch, what semrank answers instead)
