@@ -22,6 +22,7 @@ from semrank.retrieve._aggs import (
     ValueCounts,
     ValueKey,
     _within,
+    summed_counts,
     value_key,
 )
 from semrank.retrieve._filter import Filter, MatchAll, Range, Scalar
@@ -139,16 +140,9 @@ class SeveralIndexes:
         return [(store, _within(within, flt)) for store, within in self.parts]
 
     def value_counts(self, field: str, within: Filter) -> ValueCounts:
-        counts: dict[ValueKey, int] = {}
-        occurrences: dict[ValueKey, int] = {}
-        documents = 0
-        for store, flt in self._within(within):
-            found = store.value_counts(field, flt)
-            documents += found.documents
-            for key, n in found.counts.items():
-                counts[key] = counts.get(key, 0) + n
-                occurrences[key] = occurrences.get(key, 0) + found.occurrences[key]
-        return ValueCounts(counts=counts, occurrences=occurrences, documents=documents)
+        found = [store.value_counts(field, flt) for store, flt in self._within(within)]
+        entries = ((key, n, f.occurrences[key]) for f in found for key, n in f.counts.items())
+        return summed_counts(entries, sum(f.documents for f in found))
 
     def value_sets(self, field: str, within: Filter) -> list[tuple[ValueKey, ...]]:
         return [s for store, flt in self._within(within) for s in store.value_sets(field, flt)]

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -104,13 +104,19 @@ def value_key(value: Scalar) -> ValueKey:
 def counted(triples: Any, documents: int) -> ValueCounts:
     """``(value, documents holding it, occurrences)`` triples as ``ValueCounts`` (equal keys
     summed), ``documents`` holding any value."""
+    entries = ((value_key(v), int(holding), int(times)) for v, holding, times in triples if holding)
+    return summed_counts(entries, documents)
+
+
+def summed_counts(entries: Iterable[tuple[ValueKey, int, int]], documents: int) -> ValueCounts:
+    """``(key, documents holding it, occurrences)`` entries as ``ValueCounts``, the entries
+    of one key summed (several stores' counts, or values keyed alike), ``documents``
+    holding any value."""
     counts: dict[ValueKey, int] = {}
     occurrences: dict[ValueKey, int] = {}
-    for value, holding, times in triples:
-        if holding:
-            key = value_key(value)
-            counts[key] = counts.get(key, 0) + int(holding)
-            occurrences[key] = occurrences.get(key, 0) + int(times)
+    for key, holding, times in entries:
+        counts[key] = counts.get(key, 0) + holding
+        occurrences[key] = occurrences.get(key, 0) + times
     return ValueCounts(counts=counts, occurrences=occurrences, documents=documents)
 
 
@@ -173,15 +179,12 @@ def date_shown(millis: float, formats: str | None) -> str | None:
 def _instants(found: ValueCounts) -> ValueCounts:
     """``found``'s dates (and numbers: epoch milliseconds) as numbers of milliseconds, equal
     instants one value; other values left out."""
-    counts: dict[ValueKey, int] = {}
-    occurrences: dict[ValueKey, int] = {}
+    entries = []
     for key, n in found.counts.items():
         instant = date_key(key)
         if instant is not None:
-            number = ("number", instant[1])
-            counts[number] = counts.get(number, 0) + n
-            occurrences[number] = occurrences.get(number, 0) + found.occurrences[key]
-    return ValueCounts(counts=counts, occurrences=occurrences, documents=found.documents)
+            entries.append((("number", instant[1]), n, found.occurrences[key]))
+    return summed_counts(entries, found.documents)
 
 
 class AggregatedStore(Protocol):
@@ -591,6 +594,13 @@ def _each_of(
         if not isinstance(agg, Bucketed):  # which counts its own, before those below them
             count_buckets(answer[name])
     return answer
+
+
+def buckets_of(answer: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """A bucket aggregation's answered buckets in order, ``keyed`` ones (``{key: bucket}``)
+    too."""
+    buckets = answer["buckets"]
+    yield from buckets.values() if isinstance(buckets, Mapping) else buckets
 
 
 def count_buckets(answer: Mapping[str, Any]) -> None:

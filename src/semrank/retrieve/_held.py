@@ -70,12 +70,12 @@ class HeldField:
 
     def value_sets(self, rows: np.ndarray) -> list[tuple[ValueKey, ...]]:
         """The distinct values of each of ``rows`` (a mask) holding two or more."""
-        distinct = np.bincount(self.rows[self.first], minlength=len(self.starts) - 1)
-        several = (distinct > 1) & rows
+        values_of_row = np.bincount(self.rows[self.first], minlength=len(self.starts) - 1)
+        several = (values_of_row > 1) & rows
         kept = self.first & several[self.rows]
-        codes, bounds = self.codes[kept], np.cumsum(distinct[several])
+        codes, bounds = self.codes[kept], np.cumsum(values_of_row[several])
         held = [self.keys[c] for c in codes.tolist()]
-        counts = distinct[several].tolist()
+        counts = values_of_row[several].tolist()
         return [tuple(held[end - n : end]) for n, end in zip(counts, bounds.tolist(), strict=True)]
 
     def row_values(self, row: int) -> list[Scalar]:

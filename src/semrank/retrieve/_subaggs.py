@@ -6,10 +6,9 @@ answered inside the bucket, as Elasticsearch nests them (``{"key": "blog", "doc_
 The store is asked once (``held_values``): the values of every field the aggregation and
 those below it read, of each document it aggregates, in arrays (``_held``). The buckets and
 everything below them are then computed from those (``HeldRows``), by the same code as over
-a store: one
-query for a top-level bucket aggregation with sub-aggregations, whatever their depth or
-number of buckets (and one more per field a ``terms`` with ``min_doc_count`` 0 lists the
-index's values of). A document is in a bucket where the bucket counts it: a terms bucket's
+a store: one query for a top-level bucket aggregation with sub-aggregations, whatever their
+depth or number of buckets (and one more per field a ``terms`` with ``min_doc_count`` 0 lists
+the index's values of). A document is in a bucket where the bucket counts it: a terms bucket's
 value (or its ``missing``), a range holding one of its numbers, a histogram step holding
 one of its values.
 
@@ -36,6 +35,7 @@ from semrank.retrieve._aggs import (
     TermsAgg,
     aggregate,
     bucket_identity,
+    buckets_of,
     count_buckets,
     date_key,
     read_with_missing,
@@ -48,6 +48,7 @@ from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
 __all__ = ["Bucketed", "fields_read"]
 
 BucketAgg = TermsAgg | RangeAgg | HistogramAgg | DateHistogramAgg
+_Members = dict[Hashable, np.ndarray]  # each bucket's rows (ascending), by its identity
 _NO_ROWS = np.empty(0, dtype=np.int64)
 
 
@@ -78,10 +79,7 @@ class Bucketed:
         else:
             answer = agg.compute(held, held.matched, ranked=ranked)
         count_buckets(answer)  # before their sub-aggregations: those would multiply them
-        buckets = answer["buckets"]
-        for position, bucket in enumerate(
-            buckets.values() if isinstance(buckets, dict) else buckets
-        ):
+        for position, bucket in enumerate(buckets_of(answer)):
             inside = held.holding(members.get(_identity(agg, position, bucket), _NO_ROWS))
             bucket.update(aggregate(inside, self.aggs, inside.matched))
         return answer
@@ -121,10 +119,7 @@ def _ranking(
     return value
 
 
-_Members = dict[Hashable, np.ndarray]
-
-
-def _members(agg: BucketAgg, held: HeldValues) -> dict[Hashable, np.ndarray]:
+def _members(agg: BucketAgg, held: HeldValues) -> _Members:
     """The rows in each bucket (ascending), by the bucket's identity (a row may be in
     several): each distinct value's buckets looked up once, then every row's in arrays."""
     field, of_value = held.fields[agg.field], _value_buckets(agg)

@@ -13,10 +13,17 @@ are all whole numbers or booleans, ``dterms`` where they are numbers and some ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from semrank.retrieve._aggs import Aggregation, MetricAgg, RangeAgg, TermsAgg, parse_aggs
+from semrank.retrieve._aggs import (
+    Aggregation,
+    MetricAgg,
+    RangeAgg,
+    TermsAgg,
+    buckets_of,
+    parse_aggs,
+)
 from semrank.retrieve._histograms import DateHistogramAgg, HistogramAgg
 from semrank.retrieve._subaggs import Bucketed
 
@@ -55,7 +62,7 @@ def _with_typed_buckets(
 ) -> list[dict[str, Any]]:
     """Bucket aggregations' ``answers`` with their buckets' sub-aggregations typed, all the
     buckets of all of them at once (a sub-aggregation's type from all its answers)."""
-    typed = iter(_typed(aggs, [bucket for answer in answers for bucket in _buckets(answer)]))
+    typed = iter(_typed(aggs, [bucket for answer in answers for bucket in buckets_of(answer)]))
     rebuilt = []
     for answer in answers:
         buckets = answer["buckets"]
@@ -67,18 +74,13 @@ def _with_typed_buckets(
     return rebuilt
 
 
-def _buckets(answer: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    buckets = answer["buckets"]
-    yield from buckets.values() if isinstance(buckets, Mapping) else buckets
-
-
 def type_name(agg: Aggregation, answers: list[Mapping[str, Any]]) -> str:
     """The type Elasticsearch names ``agg`` by in a typed key, given its ``answers``."""
     inner = agg.agg if isinstance(agg, Bucketed) else agg
     if isinstance(inner, MetricAgg):
         return METRIC_TYPES.get(inner.kind, inner.kind)
     if isinstance(inner, TermsAgg):
-        return _terms_type([bucket for answer in answers for bucket in _buckets(answer)])
+        return _terms_type([bucket for answer in answers for bucket in buckets_of(answer)])
     if isinstance(inner, RangeAgg):
         return "range"
     if isinstance(inner, DateHistogramAgg):
