@@ -115,18 +115,10 @@ def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def index_client(reranker: Any, tmp_path: Path) -> AsyncIterator[Any]:
     """An httpx client of the app (the bundled model, an index home in ``tmp_path``)."""
-    pytest.importorskip("bm25s")
-    import httpx
+    from serving import app_client
 
-    from semrank.pipeline import forget_open_indexes
-    from semrank.server import ServerConfig, create_app
-
-    app = create_app(ServerConfig(index_home=str(tmp_path)), rerankers={"minilm": reranker})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-    forget_open_indexes()
+    async with app_client(tmp_path, reranker) as http:
+        yield http
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +81,22 @@ def live_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    tmp_path: Path, reranker: Any, **limits: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client of the app run in this process (``reranker`` as its model "minilm",
+    its index home in ``tmp_path``, ``limits`` ServerConfig's); open indexes forgotten after."""
+    pytest.importorskip("bm25s")
+    from semrank.pipeline import forget_open_indexes
+    from semrank.server import ServerConfig, create_app
+
+    config = ServerConfig(index_home=str(tmp_path), **limits)
+    app = create_app(config, rerankers={"minilm": reranker})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+    forget_open_indexes()

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serving import app_client, live_server
 from test_server_es_docs import _es_error
 
 pytestmark = pytest.mark.anyio
@@ -28,27 +29,11 @@ def _doc(n: int) -> dict[str, Any]:
     }
 
 
-async def _app_client(
-    tmp_path: Path, reranker: Any, **limits: int
-) -> AsyncIterator[httpx.AsyncClient]:
-    pytest.importorskip("bm25s")
-    from semrank.pipeline import forget_open_indexes
-    from semrank.server import ServerConfig, create_app
-
-    config = ServerConfig(index_home=str(tmp_path), **limits)
-    app = create_app(config, rerankers={"minilm": reranker})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-    forget_open_indexes()
-
-
 @pytest.fixture
 async def client(tmp_path: Path, reranker: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in _app_client(
+    async with app_client(
         tmp_path, reranker, max_search_contexts=3, max_search_context_hits=700
-    ):
+    ) as http:
         await _fill(http)
         yield http
 
@@ -246,9 +231,7 @@ async def test_helpers_scan_exports_an_index_over_a_real_server(
     )
     from elasticsearch import helpers
 
-    from serving import live_server
-
-    async for http in _app_client(tmp_path, reranker):
+    async with app_client(tmp_path, reranker) as http:
         await _fill(http)
         app = http._transport.app  # type: ignore[attr-defined]
         with live_server(app) as url, elasticsearch.Elasticsearch(url) as es:
@@ -357,7 +340,7 @@ async def test_a_match_scrolls_under_the_default_limit_on_hits_held(
 ) -> None:
     """A scroll of a match query (helpers.scan with preserve_order) asked the store for one
     hit past --max-search-context-hits: 1,000,001 by default, over its k limit, a 400."""
-    async for http in _app_client(tmp_path, reranker):
+    async with app_client(tmp_path, reranker) as http:
         await _fill(http)
         match = {"query": {"match": {"text": "flea"}}, "size": 40}
         hits, first, _ = await _scroll_all(http, match)
@@ -371,7 +354,7 @@ async def test_a_point_in_time_holds_a_bounded_count_of_small_listings(
     hit, so a client could keep any number of them (each keyed by its whole query, up to
     --max-body-bytes) for a day. A listing now counts as one hit at least against
     --max-search-context-hits, and is keyed by a digest of its query."""
-    async for client in _app_client(tmp_path, reranker, max_search_context_hits=5):
+    async with app_client(tmp_path, reranker, max_search_context_hits=5) as client:
         await _fill(client, count=3)
         pit = (await client.post("/docs/_pit?keep_alive=1m")).json()["id"]
         padding = ["x" * 1000] * 100  # a query of 100 KB, matching nothing
@@ -509,9 +492,7 @@ async def test_helpers_scan_keeps_a_field_sort_over_a_real_server(
     )
     from elasticsearch import helpers
 
-    from serving import live_server
-
-    async for http in _app_client(tmp_path, reranker):
+    async with app_client(tmp_path, reranker) as http:
         await _fill_dated(http)
         query = {"sort": [{"date": "desc"}, {"rank": "asc"}]}
         ids, values = await _one_sorted_search(http, query)
