@@ -141,3 +141,34 @@ def test_a_sniffing_client_finds_the_one_node_and_reads_typed_aggregations(es: A
     assert list(rows) == [{"i": "news", "dc": str(len(DOCS))}]
     stats = es.indices.stats(index="news", metric="docs")
     assert stats["indices"]["news"]["primaries"]["docs"]["count"] == len(DOCS)
+
+
+def test_the_search_options_a_client_sends_by_default_are_read(es: Any) -> None:
+    """elasticsearch-py's search with track_total_hits, source filters, fields, min_score,
+    timeout and rest_total_hits_as_int, as dashboards and LangChain's store send them."""
+    from elasticsearch import BadRequestError
+
+    found = es.search(
+        index="news",
+        query=FLEA_QUERY,
+        size=1,
+        track_total_hits=True,
+        source=["title"],
+        fields=["tag"],
+        timeout="5s",
+    )
+    assert found["hits"]["total"] == {"value": 2, "relation": "eq"}  # of d1 and d3, not 1
+    hit = found["hits"]["hits"][0]
+    assert hit["_source"] == {"title": DOCS[hit["_id"]]["title"]} and hit["fields"] == {
+        "tag": ["a"]
+    }
+    best = found["hits"]["hits"][0]["_score"]
+    above = es.search(index="news", query=FLEA_QUERY, min_score=best + 1e-3)["hits"]["hits"]
+    at_best = es.search(index="news", query=FLEA_QUERY, min_score=best)["hits"]["hits"]
+    assert above == [] and len(at_best) == 2  # both fleas score alike
+    untracked = es.search(index="news", query=FLEA_QUERY, track_total_hits=False)
+    assert "total" not in untracked["hits"]
+    as_int = es.search(index="news", query=FLEA_QUERY, rest_total_hits_as_int=True)
+    assert as_int["hits"]["total"] == 2
+    with pytest.raises(BadRequestError, match="explain: true is not supported"):
+        es.search(index="news", query=FLEA_QUERY, explain=True)

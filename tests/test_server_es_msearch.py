@@ -126,7 +126,7 @@ async def test_a_malformed_msearch_is_refused_whole_naming_its_line(
     )
     assert "the _msearch body was sent with Content-Type 'text/plain'" in _es_error(as_form, 400)
     for query, said in (
-        ("rest_total_hits_as_int=true", "hits.total is always an object"),
+        ("rest_total_hits_as_int=maybe", "rest_total_hits_as_int='maybe' must be true or"),
         ("max_concurrent_searches=0", "max_concurrent_searches='0' must be a positive"),
     ):
         refused = await client.post(

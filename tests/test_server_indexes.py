@@ -886,8 +886,8 @@ async def test_elasticsearch_py_searches_are_answered_as_elasticsearch_answers(
     expected = [("docs", h["id"], h["score"], h["document"]) for h in own]
     hits = answer["hits"]["hits"]
     assert [(h["_index"], h["_id"], h["_score"], h["_source"]) for h in hits] == expected
-    relation = "gte" if len(own) == 3 else "eq"  # as many as asked for: there may be more
-    assert answer["hits"]["total"] == {"value": len(own), "relation": relation}
+    # Every match counted (of 2 here), whatever the page's size, as Elasticsearch counts.
+    assert answer["hits"]["total"] == {"value": len(own), "relation": "eq"}
     assert answer["hits"]["max_score"] == own[0]["score"]
     # _source: false leaves the documents out; GET with a body is a search too.
     bare = await client.post("/docs/_search", json={**body, "_source": False})
@@ -917,8 +917,8 @@ async def test_elasticsearch_search_errors_are_elasticsearch_errors(
     classic = await client.post("/docs/_search", json=both)
     said = _es_error(classic, 400, "invalid_request")
     assert "'query' cannot be given beside 'retriever'" in said
-    fields = await client.post("/docs/_search", json={"retriever": ES_TREE, "_source": ["title"]})
-    assert "_source: true or false" in _es_error(fields, 400, "invalid_request")
+    fields = await client.post("/docs/_search", json={"retriever": ES_TREE, "_source": 1})
+    assert "_source: give true, false, a field" in _es_error(fields, 400, "invalid_request")
     deep = await client.post("/docs/_search", json={"retriever": ES_TREE, "from": 9_999})
     assert "from + size (9,999 + 10 = 10,009) is above 10,000" in _es_error(
         deep, 400, "invalid_request"
@@ -949,7 +949,8 @@ async def test_a_window_below_ten_without_size_answers_the_windows_hits(
     hits = unsized.json()["hits"]
     own = await client.post("/v1/indexes/docs/search", json={"retriever": one, "size": 1})
     assert [h["_id"] for h in hits["hits"]] == [h["id"] for h in own.json()["hits"]]
-    assert len(hits["hits"]) == 1 and hits["total"] == {"value": 1, "relation": "gte"}
+    # The total counts what the rrf matched (both fleas), not its window, as Elasticsearch.
+    assert len(hits["hits"]) == 1 and hits["total"] == {"value": 2, "relation": "eq"}
     sized = await client.post("/docs/_search", json={"retriever": one, "size": 2})
     assert "rank_window_size 1 is below the 2 hits" in _es_error(sized, 400, "invalid_request")
 
@@ -1014,9 +1015,9 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
         "size=1": "send it in the JSON body",
         "from=2": "send it in the JSON body",
         "sort=title%3Aasc": "a sort goes into the JSON body",
-        "_source=false": "send it in the JSON body",
         "q=flea": 'in the JSON body instead, e.g. "query": {"match"',
-        "track_total_hits=false": "whose body takes retriever (or the classic query, knn and",
+        "terminate_after=5": "semrank does not stop a search early",
+        "stored_fields=title": "whose body takes retriever (or the classic query, knn and",
     }
     for query, hint in hints.items():
         sent = await client.post(
@@ -1027,7 +1028,7 @@ async def test_elasticsearch_search_options_in_the_query_string_are_not_ignored(
         assert hint in reason, reason
     # An unknown body key's answer lists every key the body takes, aggs and highlight too.
     typo = await client.post("/docs/_search", json={"aggregation": {}})
-    assert "_source (true or false), highlight, aggs" in _es_error(typo, 400, "invalid_request")
+    assert "_source, fields, highlight, aggs" in _es_error(typo, 400, "invalid_request")
     own = await client.post("/v1/indexes/docs/search", json={"query": "flea", "aggregations": {}})
     said = own.json()["error"]
     assert said.endswith("search_after, track_scores, post_filter and collapse"), own.text
@@ -1115,7 +1116,7 @@ async def test_elasticsearch_py_keys_info_and_warnings(reranker: Any, tmp_path: 
 def test_elasticsearch_source_filters_reach_inside_objects_as_elasticsearch_does() -> None:
     """A wildcard that names a field inside an object (``*.lang``) left ``_source`` empty:
     objects were looked into only for patterns starting with their own path."""
-    from semrank.server._es_routes import _filtered_source
+    from semrank.server._es_body import filtered_source as _filtered_source
 
     source = {"title": "Fleas", "metadata": {"lang": "en", "year": 2020}, "text": "bite"}
     assert _filtered_source(source, ["*.lang"], []) == {"metadata": {"lang": "en"}}
@@ -1531,7 +1532,7 @@ async def test_a_search_pages_with_from_on_both_search_routes(
         await client.post("/many/_search", json={"retriever": tree, "size": 10, "from": 10})
     ).json()
     assert es_page["hits"]["hits"] == es_top["hits"]["hits"][10:]
-    assert es_page["hits"]["total"] == {"value": 20, "relation": "gte"}
+    assert es_page["hits"]["total"] == {"value": 25, "relation": "eq"}  # every match counted
     last = await client.post("/many/_search", json={"query": tree["standard"]["query"], "from": 20})
     assert len(last.json()["hits"]["hits"]) == 5  # a classic body pages too
     assert last.json()["hits"]["total"] == {"value": 25, "relation": "eq"}

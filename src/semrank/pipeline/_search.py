@@ -180,6 +180,8 @@ def search(
     track_scores: bool = False,
     post_filter: FilterSpec | None = None,
     collapse: str | Mapping[str, Any] | None = None,
+    min_score: float | None = None,
+    count_matches: bool = False,
 ) -> SearchResults:
     """The top ``k`` hits of ``retriever`` (default BM25) for ``query`` on ``index``: an
     index or alias name, an opened Store, or several indexes by Elasticsearch's multi-target
@@ -205,7 +207,11 @@ def search(
     ``track_scores``: hits sorted by fields keep their scores (``semrank.pipeline._sorting``
     says which trees sort how). ``post_filter``: Elasticsearch filter JSON the hits (and the
     matched count) pass but the aggregations do not; ``collapse``: the best hit per value of
-    a field (``"family"`` or ``{"field": "family"}``); ``semrank.pipeline._post`` says how."""
+    a field (``"family"`` or ``{"field": "family"}``); ``semrank.pipeline._post`` says how.
+    ``min_score``: hits the tree scores below it are left out before the page is cut
+    (Elasticsearch's top-level min_score; not with a sort by fields, nor aggregations, which
+    read every matched document). ``count_matches``: ``matched`` counts the documents the tree
+    matches (what its aggregations read) at any ``k``."""
     flt = optional_filter(filter)
     parsed = None if aggs is None else parse_aggs(aggs)
     if k is not None and k != 0:
@@ -218,6 +224,8 @@ def search(
     check_sorted_page(asked, page.start)
     check_stage_paging(tree, asked)
     run = tree.run if asked is None else sorted_run(tree, asked)
+    if min_score is not None:
+        run = _scoring_at_least(run, _checked_min_score(min_score, asked, parsed))
     marks = _highlight_asked(highlight, read)
     with_documents = with_documents and read.source  # a body's "_source": false
     check_vectors_follow(tree, query)
@@ -225,7 +233,7 @@ def search(
         if not stores:  # a pattern that matched no index: nothing to find, as Elasticsearch
             none = SeveralIndexes([])
             nothing = None if parsed is None else aggregate(none, parsed, none.matched)
-            counted = page.size == 0 or parsed is not None
+            counted = page.size == 0 or parsed is not None or count_matches
             return SearchResults([], ranked=0, matched=0 if counted else None, aggregations=nothing)
         context = functools.partial(_new_context, stores, query, tree, flt, marks)
         if page.size == 0:  # no hits asked for: only what the documents matched say
@@ -234,9 +242,41 @@ def search(
             results, ctx = _ranked((tree, run), page, (with_documents, marks), context)
         if asked is not None:
             results = dataclasses.replace(results, scores_tracked=asked.scores_tracked)
-        if parsed is None and page.size > 0:
+        if parsed is None and page.size > 0 and not count_matches:
             return results
         return _with_matches(results, tree, ctx, parsed, page.end or DEFAULT_K)
+
+
+def _checked_min_score(min_score: object, asked: SortRequest | None, aggs: Any) -> float:
+    """A top-level ``min_score``: a finite number, on a search ranked by its scores."""
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+        raise InvalidInputError(f"min_score must be a number, got {min_score!r:.40}")
+    if not np.isfinite(min_score):
+        raise InvalidInputError(f"min_score must be a finite number, got {min_score!r}")
+    if asked is not None:
+        raise InvalidInputError(
+            "min_score with a sort by fields is not supported (the hits are not ranked by "
+            "score); leave the sort out, or filter by a field (a range filter) instead"
+        )
+    if aggs is not None:
+        raise InvalidInputError(
+            "min_score with aggregations is not supported (they read every document the query "
+            "matches, whatever its score); send them in a search without min_score"
+        )
+    return float(min_score)
+
+
+def _scoring_at_least(
+    run: Callable[[SearchContext, int], Ranking], floor: float
+) -> Callable[[SearchContext, int], Ranking]:
+    """``run`` without the hits scoring below ``floor`` (a ranking is best first, so the page
+    cut after them is that of the hits at or above it)."""
+
+    def kept(ctx: SearchContext, k: int) -> Ranking:
+        ranking = run(ctx, k)
+        return ranking.take(np.flatnonzero(ranking.scores >= floor))
+
+    return kept
 
 
 def _check_query(query: object) -> None:

@@ -297,15 +297,34 @@ _SOURCE_HINT = "hits carry whole documents; send return_documents: false to leav
 # Elasticsearch's own _search body (POST /{index}/_search) takes fewer keys.
 ES_SEARCH_KEYS_HINT = (
     "not supported by semrank's Elasticsearch _search, whose body takes retriever (or the "
-    "classic query, knn and rank), size, from, _source (true or false), highlight, aggs "
-    "(or aggregations), sort, search_after and track_scores, post_filter and collapse"
+    "classic query, knn and rank), size, from, _source, fields, highlight, aggs (or "
+    "aggregations), sort, search_after, track_scores, track_total_hits, min_score, timeout, "
+    "version, seq_no_primary_term, pit, post_filter and collapse (explain and profile false, "
+    "stored_fields _none_)"
+)
+ES_SOURCE_SHAPES = (
+    'give true, false, a field ("title"), a list of them (["title", "meta.*"]) or '
+    '{"includes": [...], "excludes": [...]}'
 )
 _ES_SEARCH_KEY_HINTS = {
     # Only the query string's q (Lucene syntax) is named so: the body's query is taken.
     "query": 'send the query in the JSON body instead, e.g. "query": {"match": {"text": '
     '"..."}} (Lucene query-string syntax is not supported)',
-    "timeout": "a search past the server's deadline (--timeout) is a 504; send no timeout",
     "return_documents": "send _source: false to leave documents out",
+    "docvalue_fields": 'semrank has no doc values; ask for the fields with "fields": [...] '
+    '(or "_source": [...])',
+    "terminate_after": "semrank does not stop a search early; size caps the hits returned and "
+    "track_total_hits the hits counted",
+    "suggest": "semrank has no suggesters; search with a match query, or a knn retriever for "
+    "near meanings",
+    "script_fields": 'semrank runs no scripts; ask for the document\'s fields with "fields" '
+    'or "_source"',
+    "runtime_mappings": "semrank has no mappings to add runtime fields to; index the value as "
+    "a field of the documents",
+    "rescore": 'a second-stage re-ranking is a retriever: "retriever": '
+    '{"text_similarity_reranker": {"retriever": {...}, "field": ..., "inference_text": ...}}',
+    "indices_boost": "every index's scores count alike; search each index apart (e.g. in one "
+    "_msearch) to weigh them",
 }
 
 
@@ -370,8 +389,8 @@ def validation_message(
         if error.get("type") == "string_unicode":  # pydantic's "unable to parse raw data"
             parts.append(f"{where}: {LONE_SURROGATE}")
             continue
-        if search == "elasticsearch" and location == ["_source"]:  # includes, excludes...
-            parts.append(f"_source: true or false; {search_key_hint('_source', search)}")
+        if search == "elasticsearch" and location[:1] == ["_source"]:  # one error per shape
+            parts.append(f"_source: {ES_SOURCE_SHAPES}")
             continue
         if search and location == ["query"] and error.get("type") == "string_type":
             parts.append(f"query: {_query_dsl_hint()}")  # Elasticsearch's body shape

@@ -19,9 +19,9 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from semrank.errors import IndexNotFoundError, InvalidInputError
+from semrank.server._es_body import filtered_source as _filtered_source
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    _filtered_source,
     _refuse_query_string_options,
     _target_options,
     _warning_header,

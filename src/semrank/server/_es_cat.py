@@ -20,9 +20,10 @@ from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
 from semrank.errors import InvalidInputError
+from semrank.server._es_body import _listed
+from semrank.server._es_body import query_flag as _query_flag
 from semrank.server._es_probes import COMMON_PARAMS, HEALTH_STATUSES, on_indexes, refuse_options
 from semrank.server._es_router import es_router
-from semrank.server._es_routes import _listed, _query_flag
 from semrank.server._index_routes import IndexNameInPath, on_registry
 
 router = es_router()

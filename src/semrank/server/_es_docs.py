@@ -26,11 +26,11 @@ from semrank.errors import (
     ResourceExistsError,
 )
 from semrank.server._errors import client_message
+from semrank.server._es_body import _listed
+from semrank.server._es_body import filtered_source as _filtered_source
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     IndexProbeRoute,
-    _filtered_source,
-    _listed,
     _refuse_query_string_options,
     _warning_header,
     es_error,

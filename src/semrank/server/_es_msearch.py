@@ -29,11 +29,11 @@ from semrank.errors import (
     http_status_for,
 )
 from semrank.server._errors import client_message, validation_message
+from semrank.server._es_body import query_flag as _query_flag
 from semrank.server._es_docs import check_ndjson_media_type
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     EsSearch,
-    _query_flag,
     _refuse_query_string_options,
     _target_options,
     _warning_header,
@@ -58,12 +58,13 @@ TARGET_KEYS = ("ignore_unavailable", "allow_no_indices")
 # One shard: a dfs phase (term statistics gathered from every shard first) changes nothing.
 SEARCH_TYPES = ("query_then_fetch", "dfs_query_then_fetch")
 # _msearch's query-string options taken: those that change nothing semrank answers, the
-# headers' defaults (_target_options), typed_keys (read_es_search) and max_concurrent_searches.
+# headers' defaults (_target_options), typed_keys and rest_total_hits_as_int (read_es_search)
+# and max_concurrent_searches.
 MSEARCH_PARAMS = frozenset(
     {"allow_no_indices", "ignore_unavailable", "expand_wildcards", "ignore_throttled",
      "ccs_minimize_roundtrips", "max_concurrent_shard_requests", "pre_filter_shard_size",
      "routing", "search_type", "typed_keys", "include_named_queries_score", "filter_path",
-     "pretty", "human", "error_trace", "max_concurrent_searches"}
+     "pretty", "human", "error_trace", "max_concurrent_searches", "rest_total_hits_as_int"}
 )  # fmt: skip
 # Searches of one request run at once by default: one _msearch must not take every thread
 # that serves index requests.
@@ -98,7 +99,8 @@ async def index_msearch(index: IndexNameInPath, request: Request, response: Resp
 async def _msearch(request: Request, response: Response, index: str) -> EsMsearchResponse:
     _refuse_query_string_options(request, MSEARCH_PARAMS, hint=_msearch_param_hint)
     check_ndjson_media_type(request, "_msearch")
-    _query_flag(request, "typed_keys")  # a bad one refuses the request, not each search
+    for flag in ("typed_keys", "rest_total_hits_as_int"):  # a bad one refuses the request
+        _query_flag(request, flag)
     at_once = _max_concurrent_searches(request)
     started = time.perf_counter()
     service = request.app.state.service
@@ -167,7 +169,10 @@ async def _answer(
         return _error_item(request, read), []
     async with gate:
         try:
-            timed = dataclasses.replace(read.search, timeout_ms=_ms_left(deadline))
+            left = _ms_left(deadline)  # the request's, or the search's own timeout if shorter
+            own = read.search.timeout_ms
+            shorter = left if own is None or left is None else min(own, left)
+            timed = dataclasses.replace(read.search, timeout_ms=shorter)
             timed_read = dataclasses.replace(read, search=timed)
             answer, warnings = await run_es_search(request, item.index, timed_read, **item.targets)
         except SemrankError as failed:
@@ -208,8 +213,6 @@ def _max_concurrent_searches(request: Request) -> int:
 
 
 def _msearch_param_hint(name: str) -> str:
-    if name == "rest_total_hits_as_int":
-        return "not supported: hits.total is always an object ({value, relation})"
     return (
         "not supported by semrank's _msearch; give each search's options in its header line "
         "(index, ignore_unavailable, allow_no_indices) or its body (size, from, _source, ...)"

@@ -15,9 +15,8 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -30,6 +29,13 @@ from semrank.errors import IndexNotFoundError, InvalidInputError
 from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
+from semrank.server._es_body import (
+    SourceShown,
+    TotalHits,
+    refuse_asked_extras,
+    timeout_ms,
+)
+from semrank.server._es_body import query_flag as _query_flag
 from semrank.server._index_routes import (
     IndexNameInPath,
     PreparedSearch,
@@ -149,26 +155,12 @@ async def es_search(
         from semrank.server._es_scroll import paged_search
 
         return await paged_search(request.path_params.get("index"), request, body)
-    includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
-    shown = HitVersions.asked(body, request)
-    read = read_es_search(request, body, includes=includes, excludes=excludes, shown=shown)
+    read = read_es_search(request, body, own_query_string=True)
     answer, warnings = await run_es_search(request, index, read, **targets)
     say_warnings(response, warnings)
     for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
         response.headers.append("warning", _warning_header(warning))
     return answer
-
-
-def _query_flag(request: Request, name: str) -> bool | None:
-    """A true/false query-string parameter (None: not given)."""
-    given = request.query_params.get(name)
-    if given is None:
-        return None
-    if given.lower() not in ("true", "false", ""):
-        raise InvalidInputError(
-            f"query-string parameter {name}={given!r:.40} must be true or false"
-        )
-    return given.lower() != "false"  # a bare ?name is true, as in Elasticsearch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,30 +197,32 @@ class HitVersions:
 @dataclass(frozen=True, kw_only=True)
 class EsSearch:
     """A ``_search`` body read and checked (``read_es_search``): the search to run, the hits
-    it asked for and the ``_source`` filters its answer takes."""
+    it asked for and what its answer shows of them."""
 
     search: PreparedSearch
     size: int
-    includes: Sequence[str] = ()
-    excludes: Sequence[str] = ()
+    source: SourceShown
+    total: TotalHits
     shown: HitVersions = HitVersions()
     typed_keys: bool = False  # each aggregation named type#name (the query string's typed_keys)
 
 
 def read_es_search(
-    request: Request,
-    body: EsSearchRequest | None,
-    *,
-    includes: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    shown: HitVersions | None = None,
+    request: Request, body: EsSearchRequest | None, *, own_query_string: bool = False
 ) -> EsSearch:
     """A ``_search`` body as semrank's search (``prepare_search``), refused before any index is
-    opened where it is bad (the same for every index); ``shown``: the hits' versions asked
-    (default: the body's). The request's ``typed_keys`` (``_search``'s or ``_msearch``'s query
-    string) holds for its answer."""
+    opened where it is bad (the same for every index). ``own_query_string``: the request is
+    this search's own (``_search``'s, not ``_msearch``'s), whose query string overrides the
+    body's ``_source``, versions, ``track_total_hits`` and ``timeout``; ``typed_keys`` and
+    ``rest_total_hits_as_int`` hold for every search of the request."""
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
-    shown = HitVersions.asked(body) if shown is None else shown
+    refuse_asked_extras(body)
+    own = request if own_query_string else None
+    shown, source = HitVersions.asked(body, own), SourceShown.asked(body, own)
+    total = TotalHits.asked(body, own)
+    if not own_query_string:
+        as_int = bool(_query_flag(request, "rest_total_hits_as_int"))  # _msearch's
+        total = dataclasses.replace(total, as_int=as_int)
     retriever = _own_texts(_search_spec(body), body.size)
     size = _hits_asked(body, retriever)
     # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
@@ -236,22 +230,22 @@ def read_es_search(
         {
             "retriever": retriever,
             "size": size,
-            "return_documents": body.source is not False,
+            "return_documents": source.reads_documents,
             "highlight": body.highlight,
             "aggs": _aggs_of(body),
         }
     )
-    prepared = prepare_search(request, search)
-    if shown.version or shown.seq_no:
-        prepared = dataclasses.replace(prepared, versions=True)
+    prepared = dataclasses.replace(
+        prepare_search(request, search),
+        versions=shown.version or shown.seq_no,
+        min_score=body.min_score,
+        # A total counted at any k, but for min_score (the hits ranked above it are counted).
+        count_matches=total.track is not None and body.min_score is None,
+        timeout_ms=timeout_ms(body, request, query_string=own_query_string),
+    )
     typed = bool(_query_flag(request, "typed_keys"))
     return EsSearch(
-        search=prepared,
-        size=size,
-        includes=includes,
-        excludes=excludes,
-        shown=shown,
-        typed_keys=typed,
+        search=prepared, size=size, source=source, shown=shown, total=total, typed_keys=typed
     )
 
 
@@ -263,13 +257,18 @@ async def run_es_search(
     started = time.perf_counter()
     results, warnings = await run_prepared(request, index, read.search, **targets)
     took_ms = round((time.perf_counter() - started) * 1000)
+    fields = [read.source.hit_fields(hit.document) for hit in results.hits]
+    shown_hits = [
+        dataclasses.replace(hit, document=read.source.source(hit.document)) for hit in results.hits
+    ]
+    results = dataclasses.replace(results, hits=shown_hits)
     # Each hit's _index names the index that holds it (Hit.index), never an alias of it (as
     # Elasticsearch's do): a client acting on a hit by its _index must reach that index after a
     # swap too.
-    answer = es_search_response(index, results, took_ms=took_ms, size=read.size, shown=read.shown)
-    for hit in answer.hits.hits:
-        if isinstance(hit, EsHitWithSource) and (read.includes or read.excludes):
-            hit.source = _filtered_source(hit.source, read.includes, read.excludes)
+    answer = es_search_response(index, results, took_ms=took_ms, size=read.size, read=read)
+    for hit, found in zip(answer.hits.hits, fields, strict=True):
+        if found is not None:  # the body's fields, beside a collapse's value of its field
+            hit.fields = {**(hit.fields or {}), **found}
     if read.typed_keys and answer.aggregations is not None:
         from semrank.retrieve import typed_keys
 
@@ -341,44 +340,16 @@ def _target_options(request: Request) -> dict[str, bool]:
     return options
 
 
-def _listed(request: Request, name: str) -> list[str]:
-    """A list parameter as Elasticsearch reads one: comma-separated, or the name repeated."""
-    values = request.query_params.getlist(name)
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def _filtered_source(
-    source: dict[str, Any], includes: Sequence[str], excludes: Sequence[str], prefix: str = ""
-) -> dict[str, Any]:
-    """``_source_includes`` / ``_source_excludes`` as Elasticsearch applies them: dotted field
-    paths with ``*`` wildcards, an object kept whole where its own path is included."""
-    kept: dict[str, Any] = {}
-    for key, value in source.items():
-        path = prefix + key
-        if any(fnmatchcase(path, pattern) for pattern in excludes):
-            continue
-        whole = not includes or any(fnmatchcase(path, pattern) for pattern in includes)
-        # A pattern naming a field inside (or a wildcard that may: "*.lang") is looked for in
-        # an object; one left with nothing of it is left out.
-        inside = any(p.startswith(f"{path}.") or "*" in p for p in includes)
-        if isinstance(value, dict) and (whole or inside):
-            found = _filtered_source(value, [] if whole else includes, excludes, f"{path}.")
-            if whole or found:
-                kept[key] = found
-        elif whole:
-            kept[key] = value
-    return kept
-
-
 def es_search_response(
-    index: str, results: Any, *, took_ms: int, size: int, shown: HitVersions = HitVersions()
+    index: str, results: Any, *, took_ms: int, size: int, read: EsSearch
 ) -> EsSearchResponse:
     """semrank's search results in Elasticsearch's shape (the one place that maps them), each
-    hit's _index its own (``index`` where a hit names none). The total counts the hits ranked
-    down to this page's last (those its from skipped and its own; on page 1, the hits
-    returned): "gte" when there may be more (a full page)."""
+    hit's _index its own (``index`` where a hit names none). The total counts the documents
+    matched where the search counted them (``track_total_hits``, aggregations, size 0), else
+    the hits ranked down to this page's last (those its from skipped and its own; on page 1,
+    the hits returned): "gte" when there may be more (a full page)."""
     scored = results.scores_tracked  # sorted by fields: no _score, as Elasticsearch answers
-    hits = [_es_hit(hit.index or index, hit, scored, shown) for hit in results.hits]
+    hits = [_es_hit(hit.index or index, hit, scored, read.shown) for hit in results.hits]
     ranked = len(hits) if results.ranked is None else results.ranked
     total = EsTotal(value=ranked, relation="gte" if len(hits) >= size else "eq")
     if results.matched is not None:  # counted where the search aggregated (or asked size 0)
@@ -386,7 +357,7 @@ def es_search_response(
     best = max((hit.score for hit in results.hits), default=None) if scored else None
     return EsSearchResponse(
         took=took_ms,
-        hits=EsHits(total=total, max_score=best, hits=hits),
+        hits=EsHits(total=read.total.shaped(total), max_score=best, hits=hits),
         aggregations=results.aggregations,
         scroll_id=None,
         pit_id=None,
@@ -423,9 +394,10 @@ def _es_hit(index: str, hit: Any, scored: bool = True, shown: HitVersions = HitV
 # Query-string options of Elasticsearch's _search taken: those that change nothing semrank
 # answers (no shards, no closed or hidden indexes), typed_keys (read by read_es_search),
 # filter_path (the whole answer holds the filtered one), ignore_unavailable and
-# allow_no_indices (read by _target_options), and the _source filters, applied to the answer
+# allow_no_indices (read by _target_options), the _source filters, applied to the answer
 # (elasticsearch-py's vector store helper, which LangChain's and LlamaIndex's stores use, sends
-# _source_includes with every search).
+# _source_includes with every search), and track_total_hits, rest_total_hits_as_int and
+# timeout (_es_body).
 TAKEN_SEARCH_PARAMS = frozenset(
     {
         "_source_includes", "_source_excludes", "filter_path", "pretty", "human", "error_trace",
@@ -434,7 +406,8 @@ TAKEN_SEARCH_PARAMS = frozenset(
         "allow_partial_search_results", "ccs_minimize_roundtrips", "batched_reduce_size",
         "max_concurrent_shard_requests", "pre_filter_shard_size", "search_type",
         "ignore_throttled", "include_named_queries_score", "scroll", "version",
-        "seq_no_primary_term",
+        "seq_no_primary_term", "track_total_hits", "rest_total_hits_as_int", "timeout",
+        "_source",
     }
 )  # fmt: skip
 
@@ -468,7 +441,7 @@ def _refuse_query_string_options(
 
 
 def _search_param_hint(name: str) -> str:
-    if name in ("size", "from", "_source"):
+    if name in ("size", "from"):
         return f'send it in the JSON body ("{name}": ...), which is where it is read'
     return search_key_hint("query" if name == "q" else name, "elasticsearch")
 

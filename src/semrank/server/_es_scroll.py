@@ -28,11 +28,17 @@ from fastapi.responses import JSONResponse
 from semrank.errors import IndexNotFoundError, InvalidInputError, TooManySearchContextsError
 from semrank.pipeline import MAX_RESULT_WINDOW, HitList, SortRequest, sort_request
 from semrank.server._errors import search_key_hint
+from semrank.server._es_body import (
+    SourceShown,
+    TotalHits,
+    _listed,
+    refuse_asked_extras,
+    timeout_ms,
+)
+from semrank.server._es_body import query_flag as _query_flag
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     HitVersions,
-    _filtered_source,
-    _listed,
     _own_texts,
     _refuse_query_string_options,
     _search_spec,
@@ -64,19 +70,20 @@ router = es_router()
 STORE_ORDER = frozenset({"_doc", "_shard_doc"})
 # The keys a listing is made without: the page's (size, from), the paging's, the answer's.
 PAGING_KEYS = frozenset(
-    {"size", "from", "sort", "search_after", "pit", "_source", "version", "seq_no_primary_term"}
-)
+    {"size", "from", "sort", "search_after", "pit", "_source", "version", "seq_no_primary_term",
+     "fields", "stored_fields", "track_total_hits", "timeout", "explain", "profile"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Shown:
-    """What each hit of a page shows: its _source (filtered), its sort values."""
+    """What each hit of a page shows: its _source (filtered) and fields, its sort values; and
+    how a page gives hits.total."""
 
-    source: bool
-    includes: list[str]
-    excludes: list[str]
+    source: SourceShown
     sort: tuple[str, ...]  # what each of a hit's sort values is (ListingSort.shown)
     versions: HitVersions  # each hit's version, read with its document
+    total: TotalHits
 
 
 @dataclass
@@ -140,9 +147,10 @@ async def _start_scroll(
         if refused:
             raise InvalidInputError(said)
     sort = _listing_sort(body)
+    shown = _shown(request, body, sort.shown)
     contexts(request).check_another()  # before the listing, which may be long
     hits = await _listing(request, index, body, sort, **_target_options(request))
-    state = ScrollState(hits, body.size, _shown(request, body, sort.shown))
+    state = ScrollState(hits, body.size, shown)
     scroll_id = contexts(request).open(state, keep_alive_s, lambda: len(state.hits))
     return await _scroll_page(request, state, scroll_id, started)
 
@@ -178,7 +186,8 @@ async def _listing(
             sort=sort.by_fields,
         )
 
-    listed = await on_targets(request, index, work, **targets)
+    deadline = timeout_ms(body, request, query_string=True)
+    listed = await on_targets(request, index, work, timeout_ms=deadline, **targets)
     if listed is None:
         _over_limit(request, room)
     assert listed is not None
@@ -284,9 +293,15 @@ def _sort_item(item: Any) -> tuple[str, str | None]:
 
 
 def _shown(request: Request, body: EsSearchRequest, sort: tuple[str, ...]) -> Shown:
-    includes, excludes = (_listed(request, f"_source_{part}") for part in ("includes", "excludes"))
+    refuse_asked_extras(body)
+    if body.min_score is not None:
+        raise InvalidInputError(
+            "min_score is not supported in a scroll or point in time (their listing holds "
+            "every hit of the query); search without them, or narrow the query with a filter"
+        )
     versions = HitVersions.asked(body, request)
-    return Shown(body.source is not False, includes, excludes, sort, versions)
+    total = TotalHits.asked(body, request)
+    return Shown(SourceShown.asked(body, request), sort, versions, total)
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -296,7 +311,10 @@ async def _scroll_page(
     async with state.turn:
         found, state.next = await _page(request, state.hits, state.next, state.size)
     hits = _es_hits(state.hits, found, state.shown)
-    return _answer(state.hits, hits, started, scroll_id=scroll_id)
+    total = state.shown.total  # the first request's, as a number where this one asks
+    as_int = _query_flag(request, "rest_total_hits_as_int")
+    total = total if as_int is None else dataclasses.replace(total, as_int=as_int)
+    return _answer(state.hits, hits, started, total, scroll_id=scroll_id)
 
 
 async def _page(
@@ -354,13 +372,9 @@ def _es_hits(
         sort = _sort_values(listed, position, shown.sort)
         base: dict[str, Any] = {"index": name, "id": doc_id, "score": score, "sort": sort}
         base |= shown.versions.fields(read.version)
-        if not shown.source:
-            hits.append(EsHit(**base))
-            continue
-        source = read.fields
-        if shown.includes or shown.excludes:
-            source = _filtered_source(source, shown.includes, shown.excludes)
-        hits.append(EsHitWithSource(**base, source=source))
+        base["fields"] = shown.source.hit_fields(read.fields)
+        source = shown.source.source(read.fields)
+        hits.append(EsHit(**base) if source is None else EsHitWithSource(**base, source=source))
     return hits
 
 
@@ -379,6 +393,7 @@ def _answer(
     listed: HitList,
     hits: list[EsHit],
     started: float,
+    total: TotalHits,
     *,
     scroll_id: str | None = None,
     pit_id: str | None = None,
@@ -387,7 +402,7 @@ def _answer(
     return EsSearchResponse(
         took=round((time.perf_counter() - started) * 1000),
         hits=EsHits(
-            total=EsTotal(value=len(listed), relation="eq"),
+            total=total.shaped(EsTotal(value=len(listed), relation="eq")),
             max_score=max(scores, default=None),
             hits=hits,
         ),
@@ -399,7 +414,10 @@ def _answer(
 
 # --- /_search/scroll -------------------------------------------------------------------------
 SCROLL_SUMMARY = "The next page of a scroll, as Elasticsearch's /_search/scroll"
-SCROLL_PARAMS = frozenset({"scroll", "scroll_id", "filter_path", "pretty", "human", "error_trace"})
+SCROLL_PARAMS = frozenset(
+    {"scroll", "scroll_id", "filter_path", "pretty", "human", "error_trace",
+     "rest_total_hits_as_int"}
+)  # fmt: skip
 
 
 @router.get("/_search/scroll", response_model=EsSearchResponse, summary=SCROLL_SUMMARY)
@@ -523,6 +541,7 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
     state = contexts(request).get(body.pit.id, PitState, keep_alive)
     sort = _listing_sort(body).with_shard_doc()
     start = _pit_start(body, sort.shown)
+    shown = _shown(request, body, sort.shown)
     # A digest: the query itself may be --max-body-bytes long.
     spec = json.dumps([_listing_spec(body), sort.listing_key], sort_keys=True)
     key = hashlib.sha256(spec.encode()).hexdigest()
@@ -535,10 +554,10 @@ async def _pit_search(request: Request, body: EsSearchRequest) -> EsSearchRespon
             names = ",".join(state.indexes)
             listed = await _listing(request, names, body, sort, ignore_unavailable=True)
         state.listings[key] = listed
-    shown = _shown(request, body, sort.shown)
     by_from = body.search_after is None
     found, _ = await _page(request, listed, start, body.size, read_on=not by_from)
-    return _answer(listed, _es_hits(listed, found, shown), started, pit_id=body.pit.id)
+    hits = _es_hits(listed, found, shown)
+    return _answer(listed, hits, started, shown.total, pit_id=body.pit.id)
 
 
 def _pit_start(body: EsSearchRequest, shown: tuple[str, ...]) -> int:

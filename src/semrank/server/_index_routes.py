@@ -353,6 +353,8 @@ class PreparedSearch:
     # in the tree already): semrank.pipeline._post.
     post_filter: Any = None
     collapse: Any = None
+    min_score: float | None = None  # hits scoring below it left out (a _search body's)
+    count_matches: bool = False  # matched counts every document matched (track_total_hits)
 
     @property
     def reranked(self) -> int:
@@ -427,6 +429,8 @@ async def run_prepared(
                 aggs=prepared.aggs,
                 post_filter=prepared.post_filter,
                 collapse=prepared.collapse,
+                min_score=prepared.min_score,
+                count_matches=prepared.count_matches,
                 **prepared.sort,
             )
         if prepared.versions:
@@ -487,13 +491,19 @@ async def on_index(request: Request, name: str, work: Callable[[Any], T]) -> T:
 
 
 async def on_targets(
-    request: Request, targets: str, work: Callable[[list[Any]], T], **options: bool
+    request: Request,
+    targets: str,
+    work: Callable[[list[Any]], T],
+    *,
+    timeout_ms: int | None = None,
+    **options: bool,
 ) -> T:
-    """``on_index`` on the indexes ``targets`` names (``with_targets``)."""
+    """``on_index`` on the indexes ``targets`` names (``with_targets``), within ``timeout_ms``
+    (default: the server's deadline)."""
     service: RerankService = request.app.state.service
     with service.admission.admit():
         run = with_targets(request, targets, work, **options)
-        return await _blocking(request, service.deadline(None), run)
+        return await _blocking(request, service.deadline(timeout_ms), run)
 
 
 async def on_registry(request: Request, work: Callable[..., T]) -> T:

@@ -571,7 +571,8 @@ COLLAPSE_DESCRIPTION = (
     "max_concurrent_group_searches are refused"
 )
 HIT_FIELDS_DESCRIPTION = (
-    "where the search collapsed: the hit's value of the field, {field: [value]}"
+    "the values of the fields the search asked (fields), as arrays, and where it collapsed "
+    "the hit's value of the collapse field, {field: [value]}"
 )
 
 
@@ -656,6 +657,21 @@ class EsPointInTime(_Strict):
     keep_alive: str | None = Field(None, description='how much longer to keep it, e.g. "1m"')
 
 
+# track_total_hits as a number: -1 is false, as Elasticsearch reads it.
+TrackTotalHits = Annotated[int, Field(ge=-1), BeforeValidator(_not_bool)]
+
+
+class EsSourceFilter(_Strict):
+    """``_source`` as an object: the fields a hit's _source keeps, less those it drops."""
+
+    includes: str | list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("includes", "include")
+    )
+    excludes: str | list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("excludes", "exclude")
+    )
+
+
 class EsSearchRequest(_Strict):
     """An Elasticsearch ``_search`` body: a retriever tree holding its own texts, or the
     classic ``query`` / ``knn`` / ``rank`` (read by semrank.pipeline's parser)."""
@@ -691,8 +707,34 @@ class EsSearchRequest(_Strict):
         description="hits to skip, as in Elasticsearch (from + size at most 10,000; a compound "
         "retriever pages over its rank_window_size)",
     )
-    source: Flag | None = Field(
-        None, alias="_source", description="false leaves each hit's _source out"
+    source: Flag | str | list[str] | EsSourceFilter | None = Field(
+        None,
+        alias="_source",
+        description="false leaves each hit's _source out; a field, a list of them or "
+        '{"includes": [...], "excludes": [...]} (dotted paths, * wildcards) keeps those alone',
+    )
+    fields: list[str | dict[str, Any]] | None = Field(
+        None,
+        description='fields each hit also answers under "fields", each as an array of its '
+        'values: ["title", "meta.*"] (or {"field": "title"})',
+    )
+    track_total_hits: Flag | TrackTotalHits | None = Field(
+        None,
+        description="true: hits.total counts every match; false: no hits.total; a number N: "
+        "exact up to N, else N with relation gte (default 10000)",
+    )
+    timeout: str | None = Field(
+        None,
+        description='the search\'s deadline ("2s", "500ms"), the shorter of it and the '
+        "server's --timeout; past it the search is a 504",
+    )
+    min_score: Number | None = Field(
+        None, description="hits scoring below it are left out (the tree's final scores)"
+    )
+    explain: Flag | None = Field(None, description="false only (no score explanations)")
+    profile: Flag | None = Field(None, description="false only (no profiles)")
+    stored_fields: str | list[str] | None = Field(
+        None, description='"_none_" only: as _source: false (semrank stores no fields apart)'
     )
     highlight: dict[str, Any] | None = Field(None, description=HIGHLIGHT_DESCRIPTION)
     sort: str | dict[str, Any] | list[Any] | None = Field(None, description=SORT_DESCRIPTION)
@@ -772,10 +814,18 @@ class EsTotal(_Schema):
 
 
 class EsHits(_Schema):
-    total: EsTotal
+    total: EsTotal | int | None = Field(
+        description="left out with track_total_hits: false; a number with "
+        "rest_total_hits_as_int=true"
+    )
     max_score: float | None
     # The most specific first: smart unions keep each hit's own class.
     hits: list[EsHighlightedHitWithSource | EsHitWithSource | EsHighlightedHit | EsHit]
+
+    @model_serializer(mode="wrap")
+    def _without_absent_total(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """As Elasticsearch answers a search with track_total_hits: false: no total key."""
+        return _without_absent(handler(self), "total")
 
 
 class EsShards(_Schema):
