@@ -285,6 +285,24 @@ async def test_es_search_takes_post_filter_and_collapse(index_client: httpx.Asyn
 
 
 @pytest.mark.anyio
+async def test_es_search_fields_and_collapse_answer_both_in_fields(
+    index_client: httpx.AsyncClient,
+) -> None:
+    """A body asking for fields beside a collapse: each hit's fields holds the asked fields'
+    values and the collapse field's, as Elasticsearch's (the first merge kept only one)."""
+    docs = await _fill(index_client)
+    body = {"query": {"match": {"text": "red"}}, "collapse": {"field": "family"}}
+    answer = await index_client.post("/shop/_search", json={**body, "fields": ["brand"]})
+    assert answer.status_code == 200, answer.text
+    hits = answer.json()["hits"]["hits"]
+    assert hits
+    for hit in hits:
+        doc = docs[hit["_id"]]
+        asked = {"brand": [doc["brand"]]} if "brand" in doc else {}
+        assert hit["fields"] == {"family": [doc.get("family")], **asked}
+
+
+@pytest.mark.anyio
 async def test_es_search_refuses_inner_hits_as_elasticsearch_errors(
     index_client: httpx.AsyncClient,
 ) -> None:
