@@ -151,6 +151,100 @@ def test_metrics_and_terms_over_dates_answer_epoch_millis_and_dates_as_strings(h
     assert found["years"] == {"value": 500.0}
 
 
+def _instant(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def test_value_count_and_cardinality_of_dates_count_instants_as_the_other_metrics_do(
+    home: Path,
+) -> None:
+    """2024-01-01 and its epoch milliseconds are one value of a date field (Elasticsearch
+    keeps numbers): cardinality counts instants, value_count every value as stats does."""
+    aggs = {
+        "kinds": {"cardinality": {"field": "when"}},
+        "values": {"value_count": {"field": "when"}},
+        "spread": {"stats": {"field": "when"}},
+    }
+    found = _aggregate(home, aggs)
+    held = [d["when"] for d in SALES if "when" in d]
+    every = [v for when in held for v in (when if isinstance(when, list) else [when])]
+    assert found["kinds"] == {"value": len({_instant(v) for v in every})} == {"value": 2}
+    assert found["values"] == {"value": len(every)} == {"value": found["spread"]["count"]}
+
+
+def test_extended_stats_of_dates_write_each_value_as_a_date_as_elasticsearch_does(
+    home: Path,
+) -> None:
+    found = _aggregate(home, {"e": {"extended_stats": {"field": "when"}}})["e"]
+    written = {k for k in found if k.endswith("_as_string")}
+    assert {"std_deviation_as_string", "std_deviation_sampling_as_string"} <= written
+    assert found["std_deviation_as_string"] == (
+        datetime.fromtimestamp(int(found["std_deviation"]) / 1000, UTC).isoformat(
+            timespec="milliseconds"
+        )
+    ).replace("+00:00", "Z")
+    bounds = found["std_deviation_bounds_as_string"]
+    assert set(bounds) == set(found["std_deviation_bounds"])
+    assert bounds["upper"] > found["max_as_string"] > found["min_as_string"] > bounds["lower"]
+    # Square milliseconds past the year 9999: no date to write (Elasticsearch's would fail).
+    assert "variance_as_string" not in written
+
+
+def test_a_metric_below_buckets_reads_dates_alike_in_every_bucket(tmp_path: Path) -> None:
+    """A bucket whose documents hold a date field as epoch milliseconds only is not read as
+    numbers beside those holding date strings: the date field is decided once."""
+    docs = [
+        {"id": "a", "text": "x", "shop": "strings", "when": "2024-01-01"},
+        {"id": "b", "text": "x", "shop": "millis", "when": MS_2024},
+    ]
+    with create_index("sales", home=tmp_path, embedding_model=None) as store:
+        store.upsert(docs)
+    metrics = {
+        "first": {"min": {"field": "when"}},
+        "kinds": {"cardinality": {"field": "when"}},
+        "spread": {"extended_stats": {"field": "when"}},
+    }
+    aggs = {
+        "shops": {"terms": {"field": "shop"}, "aggs": metrics},
+        "deeper": {
+            "terms": {"field": "text"},
+            "aggs": {"shops": {"terms": {"field": "shop"}, "aggs": metrics}},
+        },
+    }
+    found = _aggregate(tmp_path, aggs)
+    (text,) = found["deeper"]["buckets"]
+    for bucket in [*found["shops"]["buckets"], *text["shops"]["buckets"]]:
+        assert bucket["first"]["value_as_string"] == "2024-01-01T00:00:00.000Z", bucket
+        assert bucket["spread"]["min_as_string"] == "2024-01-01T00:00:00.000Z", bucket
+    assert len(found["shops"]["buckets"]) == len(text["shops"]["buckets"]) == 2
+
+
+def test_an_empty_min_or_max_ranks_as_elasticsearch_s_infinity(home: Path) -> None:
+    """Elasticsearch starts a min at +Infinity and a max at -Infinity: a bucket of no values
+    is first by min descending or max ascending, last the other way; an avg of none (NaN)
+    last either way."""
+
+    def ordered(metric: str, path: str, direction: str) -> list[str]:
+        aggs = {
+            "shops": {
+                "terms": {"field": "shop", "order": {path: direction}},
+                "aggs": {"m": {metric: {"field": "price"}}},
+            }
+        }
+        return [b["key"] for b in _aggregate(home, aggs)["shops"]["buckets"]]
+
+    assert ordered("min", "m", "desc")[0] == "none"
+    assert ordered("min", "m", "asc")[-1] == "none"
+    assert ordered("max", "m.value", "asc")[0] == "none"
+    assert ordered("max", "m", "desc")[-1] == "none"
+    assert ordered("stats", "m.min", "desc")[0] == "none"
+    assert ordered("extended_stats", "m.max", "asc")[0] == "none"
+    assert ordered("avg", "m", "desc")[-1] == ordered("avg", "m", "asc")[-1] == "none"
+    assert ordered("stats", "m.avg", "desc")[-1] == "none"
+
+
 @pytest.mark.parametrize(
     ("order", "sub", "reason"),
     [

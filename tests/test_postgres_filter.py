@@ -1448,6 +1448,13 @@ ORDERED_AND_DATED_AGGS: dict[str, Any] = {
     },
     "days": {"terms": {"field": "date", "size": 5}},
     "whens": {"terms": {"field": "when", "size": 8, "order": {"_key": "asc"}}},
+    "when_kinds": {"cardinality": {"field": "when"}},
+    "when_values": {"value_count": {"field": "when"}},
+    # Some langs' documents hold "when" as epoch milliseconds only, some no date at all.
+    "langs_by_first": {
+        "terms": {"field": "lang", "size": 4, "order": {"first": "desc"}},
+        "aggs": {"first": {"min": {"field": "when"}}},
+    },
 }
 
 
@@ -1521,13 +1528,34 @@ def _reference_date_metric(docs: list[dict[str, Any]], kind: str, body: dict[str
     )
 
 
-def _reference_ordered_or_dated(docs: list[dict[str, Any]], spec: dict[str, Any]) -> Any:
+def _reference_date_count(docs: list[dict[str, Any]], kind: str, body: dict[str, Any]) -> Any:
+    """A date field's cardinality (distinct instants and other values) or value_count (each
+    date every time, a word once a document)."""
+    held = [[_reference_date_value(v) for v in document_values(d, body["field"])] for d in docs]
+    if kind == "cardinality":
+        return {"value": len({key for keys in held for key in keys})}
+    return {
+        "value": sum(
+            len({k for k in keys if k[0] == "string"}) + sum(k[0] != "string" for k in keys)
+            for keys in held
+        )
+    }
+
+
+def _reference_ordered_or_dated(
+    docs: list[dict[str, Any]], spec: dict[str, Any], over: list[dict[str, Any]] | None = None
+) -> Any:
     """An aggregation over ``docs``, its buckets (each bucket's sub-aggregations computed over
-    its documents) ordered by the values of those sub-aggregations, before the size cut."""
+    its documents) ordered by the values of those sub-aggregations, before the size cut; a
+    field read as dates where it is over all the documents of the top aggregation (``over``)."""
     ((kind, body),) = [(k, v) for k, v in spec.items() if k not in ("aggs", "aggregations")]
     subs = spec.get("aggs", {})
-    if kind in ("min", "max", "avg", "stats", "percentiles") and _reference_is_dated(docs, body):
+    over = docs if over is None else over
+    dated = _reference_is_dated(over, body)
+    if kind in ("min", "max", "avg", "stats", "percentiles") and dated:
         return _reference_date_metric(docs, kind, body)
+    if kind in ("cardinality", "value_count") and dated:
+        return _reference_date_count(docs, kind, body)
     if kind not in ("terms", "histogram"):
         return _reference_nested(docs, spec)
     whole = {**body, "size": 10_000, "order": {"_key": "asc"}}
@@ -1538,13 +1566,19 @@ def _reference_ordered_or_dated(docs: list[dict[str, Any]], spec: dict[str, Any]
     buckets = answer["buckets"]
     for bucket in buckets:
         inside = [doc for doc in docs if _reference_holds(doc, kind, body, bucket)]
-        bucket.update({n: _reference_ordered_or_dated(inside, sub) for n, sub in subs.items()})
+        bucket.update(
+            {n: _reference_ordered_or_dated(inside, sub, over) for n, sub in subs.items()}
+        )
     order = body.get("order", {"_count": "desc"})
     for item in reversed([order] if isinstance(order, dict) else order):  # stable: last first
         ((path, direction),) = item.items()
-        known = [b for b in buckets if _reference_path_value(b, path) is not None]
-        known.sort(key=lambda b, p=path: _reference_path_value(b, p), reverse=direction == "desc")
-        buckets[:] = known + [b for b in buckets if _reference_path_value(b, path) is None]
+
+        def rank(bucket: dict[str, Any], path: str = path) -> Any:
+            return _reference_rank(bucket, path, subs)
+
+        known = [b for b in buckets if rank(b) is not None]
+        known.sort(key=rank, reverse=direction == "desc")
+        buckets[:] = known + [b for b in buckets if rank(b) is None]
     if kind == "histogram":
         return answer
     size = body.get("size", 10)
@@ -1557,6 +1591,17 @@ def _reference_path_value(bucket: dict[str, Any], path: str) -> Any:
     """A bucket's value of an order path (a pytest.approx's value: what the reference found)."""
     found = _reference_path_found(bucket, path)
     return getattr(found, "expected", found)
+
+
+def _reference_rank(bucket: dict[str, Any], path: str, subs: dict[str, Any]) -> Any:
+    """A bucket's rank by an order path: its value, where a min or max has none
+    Elasticsearch's infinity (+ for a min, - for a max); None (a NaN): last either way."""
+    value = _reference_path_value(bucket, path)
+    if value is not None or path in ("_count", "_key") or path.endswith("]"):
+        return value
+    name, _, key = path.partition(".")
+    (kind,) = subs[name]
+    return {"min": inf, "max": -inf}.get(kind if key in ("", "value") else key)
 
 
 def _reference_path_found(bucket: dict[str, Any], path: str) -> Any:

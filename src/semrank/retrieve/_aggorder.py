@@ -6,11 +6,13 @@ aggregations (``filter>avg``) have nothing to go through: semrank has none.
 
 ``check_order`` refuses, when the request is read, the paths Elasticsearch refuses with its
 "Invalid aggregation order path" errors; ``order_value`` reads a path's value from a
-bucket's sub-aggregation answer (None: no value, sorted last either way).
+bucket's sub-aggregation answer (None: no value, sorted last either way; a min or max of
+no values is Elasticsearch's infinity).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,10 @@ _BOUNDS = {
     for side in ("upper", "lower")
     for suffix in ("", "_population", "_sampling")
 }
+# What Elasticsearch ranks a bucket by where a min or max has no value (its answer: null):
+# it starts a min at +Infinity and a max at -Infinity, which sort as numbers (first in the
+# other direction), where every other metric of no value is a NaN, sorted last either way.
+_EMPTY = {"min": math.inf, "max": -math.inf}
 _BUCKETS_ONLY = (
     "Buckets can only be sorted on a sub-aggregator path that is built out of zero or more "
     "single-bucket aggregations within the path and a final single-bucket or a metrics "
@@ -130,4 +136,6 @@ def order_value(answer: Mapping[str, Any], metric: MetricAgg, path: str) -> floa
         value = answer["std_deviation_bounds"][_BOUNDS[key]]
     else:
         value = answer[key or ""]
-    return None if value is None else float(value)
+    if value is None:  # a min or max of no values: the infinity Elasticsearch holds there
+        return _EMPTY.get(metric.kind if metric.kind in SINGLE_VALUE else key or "")
+    return float(value)

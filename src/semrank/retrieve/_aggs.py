@@ -176,14 +176,18 @@ def date_shown(millis: float, formats: str | None) -> str | None:
         return None
 
 
-def _instants(found: ValueCounts) -> ValueCounts:
+def _instants(found: ValueCounts, *, others: bool = False) -> ValueCounts:
     """``found``'s dates (and numbers: epoch milliseconds) as numbers of milliseconds, equal
-    instants one value; other values left out."""
+    instants one value; other values (words) left out, or as they are where ``others``.
+    A document holding one instant in two forms is one document of it only in ``counts``'
+    sum (which no metric reads): occurrences are exact."""
     entries = []
     for key, n in found.counts.items():
         instant = date_key(key)
         if instant is not None:
             entries.append((("number", instant[1]), n, found.occurrences[key]))
+        elif others:
+            entries.append((key, n, found.occurrences[key]))
     return summed_counts(entries, found.documents)
 
 
@@ -257,7 +261,7 @@ class TermsAgg:
 
 def ranked_part(value: float | None, descending: bool) -> tuple[bool, float]:
     """A sub-aggregation's value in a bucket's sort key: None (no value) last either way, as
-    Elasticsearch sorts a NaN."""
+    Elasticsearch sorts a NaN (an infinity sorts as a number)."""
     if value is None:
         return (True, 0.0)
     return (False, -value if descending else value)
@@ -330,18 +334,24 @@ class MetricAgg:
     keyed: bool = True
     sigma: float = 2.0
     format: str | None = None
+    dates: bool | None = None
+
+    def reads_dates(self, found: ValueCounts) -> bool:
+        if self.dates is not None:
+            return self.dates
+        return self.format is not None or reads_dates(found.counts)
 
     def compute(self, store: AggregatedStore, within: Filter) -> dict[str, Any]:
         return self.of(read_with_missing(store, self.field, within, self.missing))
 
     def of(self, found: ValueCounts) -> dict[str, Any]:
         """This metric of ``found``, the values of the documents it reads."""
-        if self.kind == "value_count":  # a keyword's values once a document, others each time
-            every = found.occurrences.items()
-            return {"value": sum(found.counts[k] if k[0] == "string" else n for k, n in every)}
-        if self.kind == "cardinality":
-            return {"value": len(found.counts)}
-        if self.format is not None or reads_dates(found.counts):
+        dates = self.reads_dates(found)
+        if self.kind in ("value_count", "cardinality"):
+            # A date field's values are numbers there: 2024-01-01 and its epoch milliseconds
+            # one value, a date written twice in a document counted twice.
+            return _counted_values(self.kind, _instants(found, others=True) if dates else found)
+        if dates:
             return _as_dates(self._of_numbers(_instants(found)), self.format)
         return self._of_numbers(found)
 
@@ -361,6 +371,23 @@ class MetricAgg:
             return {"value": _finite(total)}
         held = sum(n for _, n in numbers)
         return {"value": _finite(total / held) if held else None}
+
+
+# A stats' or extended_stats' values Elasticsearch also writes in the field's format
+# (``min_as_string``...), a variance in square milliseconds too.
+_WRITTEN_STATS = (
+    "min", "max", "avg", "sum", "sum_of_squares", "variance", "variance_population",
+    "variance_sampling", "std_deviation", "std_deviation_population", "std_deviation_sampling",
+)  # fmt: skip
+
+
+def _counted_values(kind: str, found: ValueCounts) -> dict[str, Any]:
+    """``value_count`` (a keyword's values once a document, others each time) or
+    ``cardinality`` (distinct values) of ``found``."""
+    if kind == "cardinality":
+        return {"value": len(found.counts)}
+    every = found.occurrences.items()
+    return {"value": sum(found.counts[k] if k[0] == "string" else n for k, n in every)}
 
 
 def _as_dates(answer: dict[str, Any], formats: str | None) -> dict[str, Any]:
@@ -387,9 +414,17 @@ def _as_dates(answer: dict[str, Any], formats: str | None) -> dict[str, Any]:
             with_string(item, "value", item["value"], "value_as_string")
         return {"values": items}
     found.update(answer)
-    names = ["value"] if "value" in answer else ["min", "max", "avg", "sum"]
-    for name in names if answer.get("count", 1) else ():  # a stats of no values: none
+    if not answer.get("count", 1):  # a stats of no values: none
+        return found
+    names = ["value"] if "value" in answer else [n for n in _WRITTEN_STATS if n in answer]
+    for name in names:
         with_string(found, name, answer[name], f"{name}_as_string")
+    if "std_deviation_bounds" in answer:  # extended_stats' bounds, written in one object too
+        found["std_deviation_bounds_as_string"] = {
+            name: shown
+            for name, value in answer["std_deviation_bounds"].items()
+            if value is not None and (shown := date_shown(value, formats)) is not None
+        }
     return found
 
 

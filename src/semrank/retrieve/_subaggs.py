@@ -30,6 +30,7 @@ from semrank.retrieve._aggregated import HeldRows
 from semrank.retrieve._aggs import (
     AggregatedStore,
     Aggregation,
+    MetricAgg,
     RangeAgg,
     Ranked,
     TermsAgg,
@@ -68,12 +69,10 @@ class Bucketed:
             held = HeldRows(store.index, store.held_values((), within), store.index_counts)
         else:
             held = HeldRows(store, store.held_values(sorted(fields_read(self)), within))
-        agg = self.agg
-        if isinstance(agg, TermsAgg):  # a date field or not: decided once, for every bucket
-            found = read_with_missing(held, agg.field, held.matched, agg.missing)
-            agg = dataclasses.replace(agg, dates=agg.reads_dates(found))
+        decided = _dates_decided(self, held)
+        agg, aggs = decided.agg, decided.aggs
         members = _members(agg, held.held)
-        ranked = _ranking(agg, self.aggs, held, members)
+        ranked = _ranking(agg, aggs, held, members)
         if ranked is None or isinstance(agg, RangeAgg):
             answer = agg.compute(held, held.matched)
         else:
@@ -81,8 +80,26 @@ class Bucketed:
         count_buckets(answer)  # before their sub-aggregations: those would multiply them
         for position, bucket in enumerate(buckets_of(answer)):
             inside = held.holding(members.get(_identity(agg, position, bucket), _NO_ROWS))
-            bucket.update(aggregate(inside, self.aggs, inside.matched))
+            bucket.update(aggregate(inside, aggs, inside.matched))
         return answer
+
+
+def _dates_decided(bucketed: Bucketed, held: HeldRows) -> Bucketed:
+    """``bucketed`` with whether each terms and metric in it reads its field as dates
+    decided, where not yet, over all the documents ``held`` (the top bucket aggregation's):
+    every bucket answers alike (a bucket whose documents hold a date field's epoch
+    milliseconds only is no bucket of numbers beside those holding date strings)."""
+
+    def decided(agg: Any) -> Any:
+        if isinstance(agg, Bucketed):
+            return Bucketed(agg=decided(agg.agg), aggs={n: decided(a) for n, a in agg.aggs.items()})
+        if isinstance(agg, TermsAgg | MetricAgg) and agg.dates is None:
+            found = read_with_missing(held, agg.field, held.matched, agg.missing)
+            return dataclasses.replace(agg, dates=agg.reads_dates(found))
+        return agg
+
+    result: Bucketed = decided(bucketed)
+    return result
 
 
 def fields_read(agg: Aggregation) -> set[str]:
