@@ -6,6 +6,7 @@ PostgreSQL's parity: tests/test_postgres_facets.py."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,7 +92,8 @@ def heads(docs: dict[str, Any], ids: Sequence[str], field: str) -> list[tuple[st
     for doc_id in ids:
         values = document_values(docs[doc_id], field)
         value = values[0] if values else None
-        group = float(value) if isinstance(value, int | float) else value
+        # 7 and 7.0 are one number (Python's == and hash), True no number, 2^53 + 1 not 2^53
+        group = (type(value) is bool, value)
         if group not in seen:
             seen.add(group)
             kept.append((doc_id, value))
@@ -245,6 +247,77 @@ def test_several_indexes_post_filter_and_collapse_their_union(tmp_path: Path) ->
     assert {hit.index for hit in found} == {"left", "right"}
 
 
+# Values a collapse field holds in the wild: nested and dotted paths, a keyword given twice or
+# in a list of one, booleans beside strings, 7 and 7.0, numbers past 2^53, 0.0 and 0, an empty
+# string, non-ASCII, nulls and empty lists (no value: the null group).
+ODD_VALUES: list[Any] = [
+    "boot", ["boot"], ["boot", "boot"], "Boot", "", "ßoot", True, "true", False, 7, 7.0,
+    2**53 + 1, 2**53, 0.0, 0, None, [], [None],
+]  # fmt: skip
+
+
+def odd_corpus() -> dict[str, dict[str, Any]]:
+    """Each odd value at ``kind``, and at ``meta.kind`` (an object's, or a dotted key)."""
+    docs: dict[str, dict[str, Any]] = {}
+    for n, value in enumerate(ODD_VALUES):
+        meta = {"meta": {"kind": value}} if n % 2 else {"meta.kind": value}
+        docs[f"o{n:02d}"] = {"text": "shoe " * (n + 1), "kind": value, "rank": n, **meta}
+    return docs
+
+
+def check_odd_collapse(store: Store, docs: dict[str, Any], field: str) -> list[Any]:
+    """The first hit of each value of ``field`` in a sort by rank, as the reference groups
+    them, and each hit's ``fields`` exactly as JSON writes them (7 stays 7)."""
+    body = {"query": {"match_all": {}}, "sort": [{"rank": "asc"}], "collapse": {"field": field}}
+    found = search(store, retriever={**body, "size": 100}, with_documents=False)
+    expected = heads(docs, sorted(docs, key=lambda i: docs[i]["rank"]), field)
+    assert [hit.id for hit in found] == [i for i, _ in expected]
+    shown = [json.dumps(hit.fields) for hit in found]
+    assert shown == [json.dumps({field: [value]}) for _, value in expected]
+    assert found.matched == len(docs)  # the documents matched, not the groups
+    return shown
+
+
+@pytest.mark.parametrize("field", ["kind", "meta.kind"])
+def test_collapse_groups_odd_values_as_the_reference(tmp_path: Path, field: str) -> None:
+    docs = odd_corpus()
+    store = create_index("odd", home=tmp_path, embedding_model=None)
+    store.upsert([{"id": doc_id, **doc} for doc_id, doc in docs.items()])
+    check_odd_collapse(store, docs, field)
+
+
+def test_collapse_refuses_a_field_no_document_holds(facets: Any, tmp_path: Path) -> None:
+    """A typo (or _id) made every hit one null group: a single hit, said nowhere."""
+    store, _ = facets
+    for field in ("familly", "_id"):
+        said = rf"no document holds collapse\.field '{field}'"
+        with pytest.raises(InvalidInputError, match=said):
+            staged(store, {"match_all": {}}, collapse={"field": field})
+    other = create_index("other", home=tmp_path, embedding_model=None)
+    other.upsert([{"id": "x1", "text": "red", "shape": "round"}])
+    # Held by one of several indexes: the others' documents are its null group.
+    found = search([store, other], retriever={"query": {"match_all": {}}, "collapse": "shape"})
+    assert sorted(json.dumps(hit.fields) for hit in found) == [
+        '{"shape": ["round"]}',
+        '{"shape": [null]}',
+    ]
+
+
+def test_a_collapsed_search_counts_the_documents_it_matched(facets: Any) -> None:
+    """Elasticsearch's total counts the hits before collapsing; the page's groups said
+    "eq 6" of a query matching dozens."""
+    store, _ = facets
+    query = {"match": {"text": "red"}}
+    everything = ranking(store, query)
+    for start in (0, 3, 40):
+        found = search(
+            store,
+            retriever={"query": query, "collapse": {"field": "family"}, "from": start},
+            with_documents=False,
+        )
+        assert found.matched == len(everything) > 6
+
+
 # --- HTTP ----------------------------------------------------------------------------------
 async def _fill(client: httpx.AsyncClient) -> dict[str, Any]:
     docs = facet_corpus()
@@ -357,3 +430,22 @@ async def test_a_scroll_lists_the_hits_passing_its_post_filter(
         whole = await index_client.post("/shop/_search", json={"query": query, "size": 100})
         order = [hit["_id"] for hit in whole.json()["hits"]["hits"]]
         assert ids == set(passing(docs, order, flt)) and ids
+
+
+@pytest.mark.anyio
+async def test_es_total_of_a_collapsed_search_counts_documents_not_groups(
+    index_client: httpx.AsyncClient,
+) -> None:
+    await _fill(index_client)
+    query = {"match": {"text": "red"}}
+    counted = await index_client.post("/shop/_count", json={"query": query})
+    for start in (0, 40):
+        body = {"query": query, "collapse": {"field": "family"}, "from": start}
+        answer = await index_client.post("/shop/_search", json=body)
+        assert answer.status_code == 200, answer.text
+        total = answer.json()["hits"]["total"]
+        assert total == {"value": counted.json()["count"], "relation": "eq"} != 6
+    typo = {"query": query, "collapse": {"field": "familly"}}
+    refused = await index_client.post("/shop/_search", json=typo)
+    assert refused.status_code == 400, refused.text
+    assert "no document holds collapse.field 'familly'" in refused.json()["error"]["reason"]

@@ -17,8 +17,10 @@ from test_facets import (
     SORTS,
     STAGED,
     check_collapse,
+    check_odd_collapse,
     facet_corpus,
     facets,  # noqa: F401 (fixture: the embedded store of the same documents)
+    odd_corpus,
     passing,
     ranking,
     staged,
@@ -58,3 +60,22 @@ def test_postgresql_refuses_a_multi_valued_collapse_field(pg_facets: Any) -> Non
     store, _ = pg_facets
     with pytest.raises(InvalidInputError, match="must be single valued"):
         search(store, retriever={"query": {"match_all": {}}, "collapse": {"field": "colours"}})
+
+
+@pytest.mark.parametrize("field", ["kind", "meta.kind"])
+def test_postgresql_collapse_groups_odd_values_as_the_reference(
+    pg_server: Any,  # noqa: F811
+    tmp_path: Any,
+    field: str,
+) -> None:
+    """Nested and dotted fields, 7 and 7.0, booleans, numbers past 2^53, a keyword given twice:
+    grouped, shown and counted as the reference and the embedded store do."""
+    from semrank.store import create_index
+
+    docs = odd_corpus()
+    embedded = create_index("odd", home=tmp_path, embedding_model=None)
+    embedded.upsert([{"id": doc_id, **doc} for doc_id, doc in docs.items()])
+    with filled_database(pg_server, docs) as (store, _):
+        assert check_odd_collapse(store, docs, field) == check_odd_collapse(embedded, docs, field)
+        with pytest.raises(InvalidInputError, match=r"no document holds collapse\.field"):
+            search(store, retriever={"query": {"match_all": {}}, "collapse": {"field": "kinds"}})

@@ -13,7 +13,8 @@ aggregations, over every match; the hits from the facets chosen).
 * ``collapse`` (``Collapse``): the best hit of each value of a single-valued keyword or
   number field, in the ranking's (or the sort's) order, each carrying ``fields: {field:
   [value]}``; hits without the field are one group, its value null, as in Elasticsearch.
-  Pages (``from``/``size``) count groups. ``inner_hits`` and
+  Pages (``from``/``size``) count groups, the total the documents matched; a field no
+  searched index holds is refused (Elasticsearch's "no mapping found"). ``inner_hits`` and
   ``max_concurrent_group_searches`` are refused.
 
 Both rank deeper than the page where they drop hits: a tree without a window is asked for
@@ -111,7 +112,27 @@ class Collapse(HitStage):
             )
 
     def over(self, run: Run) -> Run:
-        return _deepened(self.retriever, run, self._heads)
+        deep = _deepened(self.retriever, run, self._heads)
+
+        def collapsed(ctx: SearchContext, size: int) -> Ranking:
+            self._require_held(ctx)
+            return deep(ctx, size)
+
+        return collapsed
+
+    def _require_held(self, ctx: SearchContext) -> None:
+        """A field no searched index holds (a typo, ``_id``) would make every hit one null
+        group, a single hit: refused, as Elasticsearch refuses a field it has no mapping for."""
+        known: dict[str, None] = {}
+        for one in ctx.stores:
+            names = [*one.settings.text_fields, *one.fields_seen]
+            if any(self.field == name or self.field.startswith(f"{name}.") for name in names):
+                return
+            known.update(dict.fromkeys(names))
+        raise InvalidInputError(
+            f"no document holds collapse.field {self.field!r} (no mapping found for it in "
+            f"order to collapse on); fields: {', '.join(known)}"
+        )
 
     def _heads(self, ctx: SearchContext, ranking: Ranking) -> Ranking:
         keys = [str(key) for key in ranking.ids.tolist()]
@@ -133,6 +154,9 @@ class Collapse(HitStage):
     def _single(self, key: str, values: list[Any]) -> Any:
         """A hit's one value of the field (None without one: an object holds none, as filters
         read it), refused where it holds several, as Elasticsearch refuses it."""
+        if values and all(isinstance(value, str) for value in values):
+            # One keyword given twice is one value (Elasticsearch's keyword doc values).
+            values = list(dict.fromkeys(values))
         if len(values) > 1:
             raise InvalidInputError(
                 f"failed to collapse document {key!r:.80}, the collapse field {self.field!r} "
@@ -143,11 +167,13 @@ class Collapse(HitStage):
 
 
 def _group_of(value: Any) -> Hashable:
-    """A value's group: 1 and 1.0 are one, "1" and 1 two, as a keyword and a number."""
+    """A value's group: 1 and 1.0 are one, "1" and 1 two, as a keyword and a number, True and
+    1 two. Numbers compare exactly (Python's == and hash: 7 == 7.0): as floats, ids past 2^53
+    (2^53 and 2^53 + 1) were one group, where Elasticsearch's long keeps them apart."""
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int | float):
-        return ("number", float(value))
+        return ("number", value)
     return ("keyword", value)
 
 

@@ -40,6 +40,7 @@ from semrank.pipeline._open import using_index, using_indexes
 from semrank.pipeline._parse import SearchBody, parse_search_body
 from semrank.pipeline._post import (
     check_stage_paging,
+    has_collapse,
     passing_both,
     post_filter_of,
     with_hit_stages,
@@ -242,7 +243,8 @@ def search(
             results, ctx = _ranked((tree, run), page, (with_documents, marks), context)
         if asked is not None:
             results = dataclasses.replace(results, scores_tracked=asked.scores_tracked)
-        if parsed is None and page.size > 0 and not count_matches:
+        # A collapsed page counts groups: its total is counted, the documents matched.
+        if parsed is None and page.size > 0 and not (count_matches or has_collapse(tree)):
             return results
         return _with_matches(results, tree, ctx, parsed, page.end or DEFAULT_K)
 
