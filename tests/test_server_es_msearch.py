@@ -6,6 +6,7 @@ semrank refuses by name; tests/test_postgres_server_indexes.py runs ``probes_ans
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,22 @@ async def test_unserved_elasticsearch_apis_are_refused_by_name(client: httpx.Asy
         assert reason.startswith(f"semrank does not serve Elasticsearch's {method} {path} ")
         assert said in reason, path
     assert (await client.get("/news")).status_code == 200  # GET /{index} is what it was
+
+
+async def test_refusals_point_to_sections_docs_server_md_has(client: httpx.AsyncClient) -> None:
+    """A refusal naming "docs/server.md, SECTION" names a heading there (the _security one named
+    an "Authentication" section the page never had; its keys are under "Keys")."""
+    headings = [
+        line.lstrip("#").strip().replace("`", "")
+        for line in (Path(__file__).parents[1] / "docs" / "server.md").read_text().splitlines()
+        if line.startswith("#")
+    ]
+    for path in ("/_security/_authenticate", "/news?include_type_name=true"):
+        reason = _es_error(await client.get(path), 400)
+        named = re.findall(r"docs/server\.md, ([^)]+)\)", reason)
+        assert named, reason
+        for section in named:
+            assert any(heading.startswith(section) for heading in headings), (section, path)
 
 
 # --- typed_keys --------------------------------------------------------------------------------

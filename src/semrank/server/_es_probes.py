@@ -46,7 +46,7 @@ HEALTH_STATUSES = ("green", "yellow", "red")
 def _probe_param_hint(name: str) -> str:
     return (
         "not supported by semrank's Elasticsearch probes, which answer one node holding each "
-        "index as one shard (docs/server.md, Elasticsearch probes)"
+        "index as one shard (docs/server.md, Elasticsearch's _msearch and probes)"
     )
 
 

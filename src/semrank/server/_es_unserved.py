@@ -40,8 +40,8 @@ UNSERVED = (
      "semrank has none: PUT /{index} with the index's mappings makes an index"),
     (("/_security/{rest:path}",),
      "security (users, roles, API keys)",
-     "semrank checks the API keys it is started with (--api-key; docs/server.md, "
-     "Authentication) and has no users"),
+     "semrank checks the API keys it is started with (--api-key; docs/server.md, Keys) "
+     "and has no users"),
 )  # fmt: skip
 
 
