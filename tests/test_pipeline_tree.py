@@ -1987,3 +1987,38 @@ def test_a_pattern_matches_alias_names_too_as_in_elasticsearch(tmp_path: Path) -
     assert indexes("liv*") == {"v2"}
     assert indexes("l*,o*") == indexes("*e,*r") == {"v2", "other"}
     assert indexes("liv*,-v2") == set()
+
+
+def test_a_knn_over_several_indexes_matches_their_merged_k_nearest(tmp_path: Path) -> None:
+    """Elasticsearch merges the shards' nearest into one top k: a knn with k 3 over two
+    indexes matched (and aggregated) 6 documents, 3 of each; its count embeds nothing more
+    and re-ranks nothing."""
+    from tiny_models import HashingEmbedder
+
+    embeds: list[int] = []
+
+    class CountingEmbedder(HashingEmbedder):
+        def embed(self, texts: Any) -> np.ndarray:
+            embeds.append(len(texts))
+            return super().embed(texts)
+
+    options: dict[str, Any] = {"home": tmp_path, "embedding_model": "default"}
+    first = create_index("first", embedder=CountingEmbedder(), **options)
+    second = create_index("second", embedder=CountingEmbedder(), **options)
+    first.upsert([{"id": f"a{n}", "text": "moon " * (1 + n % 4), "tag": "a"} for n in range(8)])
+    second.upsert([{"id": f"b{n}", "text": f"moon sun {n}", "tag": "b"} for n in range(8)])
+    knn = {"knn": {"field": "embedding", "query_text": "{{query}}", "k": 3, "num_candidates": 10}}
+    embeds.clear()
+    alone = search([first, second], "moon", retriever=knn)
+    searched = len(embeds)
+    aggs = {"tags": {"terms": {"field": "tag"}}}
+    counted = search([first, second], "moon", retriever=knn, count_matches=True, aggs=aggs)
+    assert len(alone) == 3 and counted.matched == 3
+    assert sum(b["doc_count"] for b in counted.aggregations["tags"]["buckets"]) == 3
+    assert len(embeds) == 2 * searched  # the counted search embedded as the search alone
+    scorer = CountingScorer()
+    calls: list[str] = []
+    scorer.score = recorded(calls, "score", scorer.score)  # type: ignore[method-assign]
+    reranked = TextSimilarityReranker(Knn(k=3), inference_id=scorer, rank_window_size=3)
+    assert search([first, second], "moon", retriever=reranked, count_matches=True).matched == 3
+    assert calls == ["score"]  # the total re-ranked nothing

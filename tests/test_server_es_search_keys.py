@@ -238,3 +238,64 @@ async def test_msearch_scroll_and_pit_pages_shape_their_totals(client: httpx.Asy
         "/_search", json={"pit": {"id": pit}, "query": FLEA_QUERY, "min_score": 0.1}
     )
     assert "min_score is not supported in a scroll or point in time" in refused.text
+
+
+async def test_track_total_hits_as_the_words_elasticsearch_reads(
+    client: httpx.AsyncClient,
+) -> None:
+    """Elasticsearch reads a body's "true" / "false" (strings) as the booleans; they were a 400."""
+    page = {"query": FLEA_QUERY, "size": 1}
+    counted = await _search(client, {**page, "track_total_hits": "true"})
+    assert counted["hits"]["total"] == {"value": len(FLEAS), "relation": "eq"}
+    assert "total" not in (await _search(client, {**page, "track_total_hits": "false"}))["hits"]
+    assert "track_total_hits" in await _refused(client, {**page, "track_total_hits": "lots"})
+
+
+async def test_the_query_strings_source_filters_replace_the_bodys(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Elasticsearch's _search: any of ?_source, ?_source_includes, ?_source_excludes
+    replaces the body's _source whole (a body's false or includes do not linger beside it)."""
+    one = {"query": {"ids": {"values": ["f1"]}}}
+
+    async def source(extra: dict[str, Any], query: str) -> Any:
+        hits = (await _search(client, {**one, **extra}, query))["hits"]["hits"]
+        return hits[0].get("_source", "absent")
+
+    assert await source({"_source": False}, "?_source_includes=tag") == {"tag": "odd"}
+    everything_but_tag = {key: value for key, value in FLEAS["f1"].items() if key != "tag"}
+    kept = await source({"_source": {"includes": ["tag"]}}, "?_source_excludes=tag")
+    assert kept == everything_but_tag
+    kept = await source({"_source": {"excludes": ["text"]}}, "?_source_includes=text")
+    assert kept == {"text": FLEAS["f1"]["text"]}
+
+
+async def test_fields_matching_nothing_leave_fields_out(client: httpx.AsyncClient) -> None:
+    """Elasticsearch writes no fields key on a hit where none of the asked fields has a value
+    (an object's own name, a field the document lacks); semrank wrote "fields": {}."""
+    body = {"query": {"ids": {"values": ["f1", "o0"]}}, "sort": [{"tag": "asc"}]}
+    hits = (await _search(client, {**body, "fields": ["meta"]}))["hits"]["hits"]
+    assert all("fields" not in hit for hit in hits)
+    hits = (await _search(client, {**body, "fields": ["meta.lang"]}))["hits"]["hits"]
+    assert hits[0]["fields"] == {"meta.lang": ["en"]} and "fields" not in hits[1]
+
+
+async def test_timeout_minus_one_and_zero_as_elasticsearch_reads_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """Elasticsearch's time values "-1" (no timeout) and "0" were refused as unparsable."""
+    base = {"query": FLEA_QUERY, "size": 1}
+    assert len((await _search(client, {**base, "timeout": "-1"}))["hits"]["hits"]) == 1
+    assert len((await _search(client, base, "?timeout=-1"))["hits"]["hits"]) == 1
+    assert "failed to parse [timeout]" in await _refused(client, {**base, "timeout": "-2"})
+
+
+def test_timeout_minus_one_is_the_servers_and_zero_the_shortest() -> None:
+    from semrank.server._es_body import timeout_ms
+    from semrank.server.schemas import EsSearchRequest
+
+    unbounded = EsSearchRequest.model_validate({"timeout": "-1"})
+    assert timeout_ms(unbounded, _request(b"", 30), query_string=True) == 30_000
+    assert timeout_ms(unbounded, _request(b"", 0), query_string=True) is None
+    zero = EsSearchRequest.model_validate({"timeout": "0"})
+    assert timeout_ms(zero, _request(b"", 30), query_string=True) == 1

@@ -14,6 +14,8 @@ the hits returned, as Elasticsearch aggregates.
 
 from __future__ import annotations
 
+import dataclasses
+
 from semrank.errors import InvalidInputError
 from semrank.pipeline._context import SearchContext
 from semrank.pipeline._nodes import (
@@ -33,32 +35,45 @@ from semrank.pipeline._nodes import (
 )
 from semrank.retrieve import Filter
 from semrank.retrieve._filter import Bool, Ids
+from semrank.store._targets import split_key
 
 
-def matched_documents(tree: Retriever, ctx: SearchContext, size: int) -> Filter:
+def matched_documents(
+    tree: Retriever, ctx: SearchContext, size: int, whole: SearchContext | None = None
+) -> Filter:
     """The documents ``tree`` matches, as a filter (ids, or the filter a filter query is);
-    ``size``: the hits the search asks of it (a knn without ``k`` returns that many)."""
+    ``size``: the hits the search asks of it (a knn without ``k`` returns that many);
+    ``whole``: where ``ctx`` is one index of several, the search of them all."""
     if isinstance(tree, BM25):
         return _bm25_documents(tree, ctx)
     if isinstance(tree, ConstantScore):
         return _filter_argument(ctx, tree, "count_matching")["filter"]  # own filter: never {}
     if isinstance(tree, Knn):
-        hits = tree.run(ctx, tree.k or size)
-        return Ids(values=frozenset(str(i) for i in hits.ids.tolist()))
+        return _knn_documents(tree, ctx, tree.k or size, whole)
     if isinstance(tree, RRF | Linear):
         inner = ctx.within(own_filter(tree))
         window = tree.rank_window_size or max(size, FUSION_WINDOW)
-        parts = tuple(matched_documents(child, inner, window) for child in tree.retrievers)
+        parts = tuple(matched_documents(one, inner, window, whole) for one in tree.retrievers)
         return Bool(should=parts, minimum_should_match=1)
     if isinstance(tree, TextSimilarityReranker):
-        return matched_documents(tree.retriever, ctx.within(own_filter(tree)), size)
+        return matched_documents(tree.retriever, ctx.within(own_filter(tree)), size, whole)
     if isinstance(tree, Cutoff | Weighted | HitStage):  # post_filter: not aggregated
-        return matched_documents(tree.retriever, ctx, size)
+        return matched_documents(tree.retriever, ctx, size, whole)
     raise InvalidInputError(
         f"aggregations cannot tell which documents a {type(tree).__name__} retriever matches; "
         "aggregate a tree of semrank's retrievers (standard, knn, rrf, linear, "
         "text_similarity_reranker)"
     )
+
+
+def _knn_documents(node: Knn, ctx: SearchContext, k: int, whole: SearchContext | None) -> Filter:
+    """A knn's ``k`` nearest; on one index of several, its part of their merged ``k`` nearest
+    (as Elasticsearch merges the shards' into one top k: k documents matched, not k each)."""
+    if whole is None:
+        return Ids(values=frozenset(str(i) for i in node.run(ctx, k).ids.tolist()))
+    merged = node.run(dataclasses.replace(whole, filter=ctx.filter), k)
+    keys = (split_key(str(key)) for key in merged.ids.tolist())
+    return Ids(values=frozenset(doc_id for name, doc_id in keys if name == ctx.store.name))
 
 
 def _bm25_documents(node: BM25, ctx: SearchContext) -> Filter:

@@ -348,7 +348,8 @@ def _with_matches(
     its aggregations: of its one index, or of the matched documents of all of its indexes
     as one (``SeveralIndexes``: exact, as one index's)."""
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
-    within = [matched_documents(tree, one, size) for one in per_index]
+    whole = None if ctx.several is None else ctx  # a knn's top k: of them all, merged
+    within = [matched_documents(tree, one, size, whole) for one in per_index]
     # The hits' total: those passing the post_filter too, which the aggregations do not read.
     post = post_filter_of(tree)
     if len(per_index) == 1:

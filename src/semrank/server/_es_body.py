@@ -105,11 +105,8 @@ class SourceShown:
         wanted, includes, excludes = _source_filter(body.source)
         if _stored_fields_none(body.stored_fields):
             wanted = False
-        if request is not None and "_source" in request.query_params:
-            wanted, includes, excludes = _query_source(request.query_params["_source"])
-        if request is not None:
-            includes = tuple(_listed(request, "_source_includes")) or includes
-            excludes = tuple(_listed(request, "_source_excludes")) or excludes
+        if request is not None and _SOURCE_PARAMS & set(request.query_params):
+            wanted, includes, excludes = _query_source(request)  # the body's, replaced whole
         fields = requested_fields(body.fields)
         return cls(wanted=wanted, includes=includes, excludes=excludes, fields=fields)
 
@@ -126,16 +123,18 @@ class SourceShown:
         return document
 
     def hit_fields(self, document: dict[str, Any] | None) -> dict[str, list[Any]] | None:
-        """A hit's ``fields`` (None where none were asked, as Elasticsearch answers)."""
+        """A hit's ``fields`` (None where none were asked or none has a value, as
+        Elasticsearch answers)."""
         if not self.fields or document is None:
             return None
         leaves: dict[str, list[Any]] = {}
         _leaf_values(document, "", leaves)
-        return {
+        found = {
             path: values
             for path, values in leaves.items()
             if any(fnmatchcase(path, pattern) for pattern in self.fields)
         }
+        return found or None  # Elasticsearch writes no fields key where none has a value
 
 
 def _source_filter(given: object) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
@@ -156,11 +155,19 @@ def _as_tuple(value: str | list[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _query_source(text: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
-    """The query string's ``_source``: true, false or the fields to keep."""
+_SOURCE_PARAMS = frozenset({"_source", "_source_includes", "_source_excludes"})
+
+
+def _query_source(request: Request) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """The query string's ``_source`` (true, false or the fields to keep), then its
+    ``_source_includes`` and ``_source_excludes``: as Elasticsearch's _search, they replace the
+    body's ``_source`` whole, showing it unless ``?_source=false``."""
+    text = request.query_params.get("_source", "")
+    wanted, includes = True, tuple(_listed(request, "_source"))
     if text.lower() in ("true", "false", ""):
-        return text.lower() != "false", (), ()
-    return True, tuple(part.strip() for part in text.split(",") if part.strip()), ()
+        wanted, includes = text.lower() != "false", ()
+    includes = tuple(_listed(request, "_source_includes")) or includes
+    return wanted, includes, tuple(_listed(request, "_source_excludes"))
 
 
 def _stored_fields_none(given: str | list[str] | None) -> bool:
@@ -258,7 +265,9 @@ def timeout_ms(body: EsSearchRequest, request: Request, *, query_string: bool) -
         given = request.query_params.get("timeout", given)
     server_s = request.app.state.service.config.request_timeout_s
     server_ms = round(server_s * 1000) if server_s > 0 else None
-    if given is None:
+    if given is None or given.strip() == "-1":  # Elasticsearch's time value for "none"
         return server_ms
-    asked = max(1, round(keep_alive_seconds(given, "timeout") * 1000))
+    # "0" is a time value to Elasticsearch (no unit needed): the shortest deadline.
+    seconds = 0 if given.strip() == "0" else keep_alive_seconds(given, "timeout")
+    asked = max(1, round(seconds * 1000))
     return asked if server_ms is None else min(asked, server_ms)

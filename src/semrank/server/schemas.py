@@ -661,6 +661,11 @@ class EsPointInTime(_Strict):
 TrackTotalHits = Annotated[int, Field(ge=-1), BeforeValidator(_not_bool)]
 
 
+def _boolean_words(value: object) -> object:
+    # Elasticsearch's parser reads the strings "true" and "false" as the booleans here.
+    return {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+
+
 class EsSourceFilter(_Strict):
     """``_source`` as an object: the fields a hit's _source keeps, less those it drops."""
 
@@ -718,10 +723,12 @@ class EsSearchRequest(_Strict):
         description='fields each hit also answers under "fields", each as an array of its '
         'values: ["title", "meta.*"] (or {"field": "title"})',
     )
-    track_total_hits: Flag | TrackTotalHits | None = Field(
-        None,
-        description="true: hits.total counts every match; false: no hits.total; a number N: "
-        "exact up to N, else N with relation gte (default 10000)",
+    track_total_hits: Annotated[Flag | TrackTotalHits | None, BeforeValidator(_boolean_words)] = (
+        Field(
+            None,
+            description="true: hits.total counts every match; false: no hits.total; a number N: "
+            "exact up to N, else N with relation gte (default 10000)",
+        )
     )
     timeout: str | None = Field(
         None,
