@@ -163,11 +163,11 @@ def _query_source(request: Request) -> tuple[bool, tuple[str, ...], tuple[str, .
     ``_source_includes`` and ``_source_excludes``: as Elasticsearch's _search, they replace the
     body's ``_source`` whole, showing it unless ``?_source=false``."""
     text = request.query_params.get("_source", "")
-    wanted, includes = True, tuple(_listed(request, "_source"))
+    wanted, includes = True, tuple(query_list(request, "_source"))
     if text.lower() in ("true", "false", ""):
         wanted, includes = text.lower() != "false", ()
-    includes = tuple(_listed(request, "_source_includes")) or includes
-    return wanted, includes, tuple(_listed(request, "_source_excludes"))
+    includes = tuple(query_list(request, "_source_includes")) or includes
+    return wanted, includes, tuple(query_list(request, "_source_excludes"))
 
 
 def _stored_fields_none(given: str | list[str] | None) -> bool:
@@ -213,7 +213,7 @@ def _leaf_values(value: Any, path: str, found: dict[str, list[Any]]) -> None:
         found.setdefault(path, []).append(value)
 
 
-def _listed(request: Request, name: str) -> list[str]:
+def query_list(request: Request, name: str) -> list[str]:
     """A list parameter as Elasticsearch reads one: comma-separated, or the name repeated."""
     values = request.query_params.getlist(name)
     return [item.strip() for value in values for item in value.split(",") if item.strip()]

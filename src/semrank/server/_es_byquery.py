@@ -19,17 +19,16 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from semrank.errors import IndexNotFoundError, InvalidInputError
-from semrank.server._es_body import filtered_source as _filtered_source
+from semrank.server._es_body import filtered_source
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
-    _refuse_query_string_options,
-    _target_options,
-    _warning_header,
+    refuse_query_string_options,
+    say_es_warnings,
+    target_options,
 )
 from semrank.server._index_routes import (
     IndexNameInPath,
     _where,
-    say_warnings,
     with_targets,
     write_blocking,
 )
@@ -47,7 +46,7 @@ router = es_router()
 
 # Query-string options taken: those changing nothing semrank does (one pass, one shard, writes
 # searchable at once, no throttling), and those read here (conflicts, max_docs,
-# wait_for_completion, which must be true) or by _target_options.
+# wait_for_completion, which must be true) or by target_options.
 TAKEN_PARAMS = frozenset(
     {"refresh", "timeout", "wait_for_active_shards", "pretty", "human", "error_trace",
      "filter_path", "scroll", "scroll_size", "requests_per_second", "slices", "require_alias",
@@ -75,7 +74,7 @@ def _options(
 ) -> tuple[str, int | None]:
     """``conflicts`` and ``max_docs``, from the body or the query string (elasticsearch-py
     sends conflicts there); ``wait_for_completion=false`` (a task) is refused."""
-    _refuse_query_string_options(request, TAKEN_PARAMS, hint=_param_hint)
+    refuse_query_string_options(request, TAKEN_PARAMS, hint=_param_hint)
     params = request.query_params
     if params.get("wait_for_completion", "true").lower() == "false":
         raise InvalidInputError(
@@ -115,9 +114,7 @@ def _parsed_query(query: dict[str, Any] | None, what: str) -> Any:
 
 
 def _answer(response: Response, answer: Any, warnings: list[str]) -> Any:
-    say_warnings(response, warnings)
-    for warning in warnings:
-        response.headers.append("warning", _warning_header(warning))
+    say_es_warnings(response, warnings)
     return answer
 
 
@@ -167,7 +164,7 @@ async def delete_by_query(
             counts += done
         return counts, failures
 
-    run = with_targets(request, index, work, **_target_options(request))
+    run = with_targets(request, index, work, **target_options(request))
     counts, failures = await write_blocking(request, run)
     answer = EsByQueryResponse(
         took=_ms(started),
@@ -251,7 +248,7 @@ async def update_by_query(
     def work(stores: list[Any]) -> int:
         return sum(count_documents(store, query) for store in stores)
 
-    run = with_targets(request, index, work, **_target_options(request))
+    run = with_targets(request, index, work, **target_options(request))
     matched = await write_blocking(request, run)
     matched = matched if max_docs is None else min(matched, max_docs)
     answer = EsUpdateByQueryResponse(
@@ -384,7 +381,7 @@ def _destination(source: Any, name: str, where: dict[str, Any]) -> Iterator[Any]
 def _reshaping(
     includes: list[str], excludes: list[str]
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    return lambda fields: _filtered_source(fields, includes, excludes)
+    return lambda fields: filtered_source(fields, includes, excludes)
 
 
 def _known_keys(part: dict[str, Any], known: frozenset[str], where: str) -> None:

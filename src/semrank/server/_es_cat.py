@@ -20,8 +20,7 @@ from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
 from semrank.errors import InvalidInputError
-from semrank.server._es_body import _listed
-from semrank.server._es_body import query_flag as _query_flag
+from semrank.server._es_body import query_flag, query_list
 from semrank.server._es_probes import COMMON_PARAMS, HEALTH_STATUSES, on_indexes, refuse_options
 from semrank.server._es_router import es_router
 from semrank.server._index_routes import IndexNameInPath, on_registry
@@ -270,16 +269,16 @@ def _table_asked(request: Request, columns: tuple[Column, ...]) -> CatTable:
         raise InvalidInputError(
             f"format={answer_format!r:.40}: give json, yaml or text (the default)"
         )
-    stamped = _query_flag(request, "ts") is not False
+    stamped = query_flag(request, "ts") is not False
     kept = tuple(column for column in columns if stamped or not column.timestamp)
     return CatTable(
         columns=columns,
-        shown=tuple(_shown_columns(_listed(request, "h"), kept)),
-        order=tuple(_order(_listed(request, "s"), columns)),
+        shown=tuple(_shown_columns(query_list(request, "h"), kept)),
+        order=tuple(_order(query_list(request, "s"), columns)),
         unit=_byte_unit(request),
         answer_format="text" if answer_format == "txt" else answer_format,
-        verbose=bool(_query_flag(request, "v")),
-        help=bool(_query_flag(request, "help")),
+        verbose=bool(query_flag(request, "v")),
+        help=bool(query_flag(request, "help")),
     )
 
 

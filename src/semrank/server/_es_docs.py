@@ -26,14 +26,13 @@ from semrank.errors import (
     ResourceExistsError,
 )
 from semrank.server._errors import client_message
-from semrank.server._es_body import _listed
-from semrank.server._es_body import filtered_source as _filtered_source
+from semrank.server._es_body import filtered_source, query_list
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     IndexProbeRoute,
-    _refuse_query_string_options,
-    _warning_header,
     es_error,
+    refuse_query_string_options,
+    say_es_warnings,
 )
 from semrank.server._es_writes import (
     CONDITION_KEYS,
@@ -53,7 +52,6 @@ from semrank.server._index_routes import (
     on_index,
     on_registry,
     open_index,
-    say_warnings,
     unread_fields_warnings,
     write_on_index,
 )
@@ -92,7 +90,7 @@ def _unsupported(name: str) -> str:
 
 
 def _refuse_write_options(request: Request, taken: frozenset[str] = TAKEN_WRITE_PARAMS) -> None:
-    _refuse_query_string_options(request, taken, hint=_unsupported)
+    refuse_query_string_options(request, taken, hint=_unsupported)
 
 
 # One document's writes also take their condition (optimistic concurrency control).
@@ -195,9 +193,7 @@ async def _write(
         return outcomes, [] if counts is None else unread_fields_warnings(store, counts, create)
 
     outcomes, warnings = await write_on_index(request, name, work)
-    say_warnings(response, warnings)
-    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
-        response.headers.append("warning", _warning_header(warning))
+    say_es_warnings(response, warnings)
     return outcomes
 
 
@@ -330,7 +326,7 @@ async def delete_document(index: IndexNameInPath, request: Request, response: Re
     summary="A document by id (found: false and 404 where none); HEAD: whether it exists",
 )
 async def get_document(index: IndexNameInPath, request: Request) -> Any:
-    _refuse_query_string_options(request, TAKEN_READ_PARAMS, hint=_unsupported)
+    refuse_query_string_options(request, TAKEN_READ_PARAMS, hint=_unsupported)
     (answer,) = await on_index(request, index, functools.partial(_read, [_path_id(request)]))
     shown = _shown(request, answer)
     return shown if shown.found else JSONResponse(_dumped(shown), status_code=404)
@@ -359,15 +355,15 @@ def _shown(request: Request, answer: EsGetResult, source: Any = None) -> EsGetRe
     false leaves it out, a field list keeps those fields."""
     asked = request.query_params.get("_source", "true") if source is None else source
     if answer.source is None or asked in (True, "true", ""):
-        includes = _listed(request, "_source_includes")
+        includes = query_list(request, "_source_includes")
     elif asked in (False, "false"):
         return answer.model_copy(update={"source": None})
     else:
         includes = asked if isinstance(asked, list) else [p for p in str(asked).split(",") if p]
-    excludes = _listed(request, "_source_excludes")
+    excludes = query_list(request, "_source_excludes")
     if answer.source is None or not (includes or excludes):
         return answer
-    return answer.model_copy(update={"source": _filtered_source(answer.source, includes, excludes)})
+    return answer.model_copy(update={"source": filtered_source(answer.source, includes, excludes)})
 
 
 def _dumped(answer: EsGetResult) -> dict[str, Any]:
@@ -392,7 +388,7 @@ async def index_mget(index: IndexNameInPath, body: EsMgetRequest, request: Reque
 async def _mget(request: Request, body: EsMgetRequest, index: str | None) -> EsMgetResponse:
     """One read per index; a doc of an index that is not there answers its error, as in
     Elasticsearch."""
-    _refuse_query_string_options(request, TAKEN_READ_PARAMS, hint=_unsupported)
+    refuse_query_string_options(request, TAKEN_READ_PARAMS, hint=_unsupported)
     wanted = _mget_docs(body, index)
     check_write_size(request, len(wanted), "documents asked for")
     by_index: dict[str, list[str]] = defaultdict(list)

@@ -29,20 +29,20 @@ from semrank.errors import (
     http_status_for,
 )
 from semrank.server._errors import client_message, validation_message
-from semrank.server._es_body import query_flag as _query_flag
+from semrank.server._es_body import query_flag
 from semrank.server._es_docs import check_ndjson_media_type
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     EsSearch,
-    _refuse_query_string_options,
-    _target_options,
-    _warning_header,
     es_error,
     read_es_search,
+    refuse_query_string_options,
     run_es_search,
+    say_es_warnings,
+    target_options,
 )
 from semrank.server._es_writes import json_line, ndjson_text
-from semrank.server._index_routes import IndexNameInPath, say_warnings
+from semrank.server._index_routes import IndexNameInPath
 from semrank.server.schemas import EsMsearchResponse, EsSearchRequest
 
 router = es_router()
@@ -58,7 +58,7 @@ TARGET_KEYS = ("ignore_unavailable", "allow_no_indices")
 # One shard: a dfs phase (term statistics gathered from every shard first) changes nothing.
 SEARCH_TYPES = ("query_then_fetch", "dfs_query_then_fetch")
 # _msearch's query-string options taken: those that change nothing semrank answers, the
-# headers' defaults (_target_options), typed_keys and rest_total_hits_as_int (read_es_search)
+# headers' defaults (target_options), typed_keys and rest_total_hits_as_int (read_es_search)
 # and max_concurrent_searches.
 MSEARCH_PARAMS = frozenset(
     {"allow_no_indices", "ignore_unavailable", "expand_wildcards", "ignore_throttled",
@@ -97,15 +97,15 @@ async def index_msearch(index: IndexNameInPath, request: Request, response: Resp
 
 
 async def _msearch(request: Request, response: Response, index: str) -> EsMsearchResponse:
-    _refuse_query_string_options(request, MSEARCH_PARAMS, hint=_msearch_param_hint)
+    refuse_query_string_options(request, MSEARCH_PARAMS, hint=_msearch_param_hint)
     check_ndjson_media_type(request, "_msearch")
     for flag in ("typed_keys", "rest_total_hits_as_int"):  # a bad one refuses the request
-        _query_flag(request, flag)
+        query_flag(request, flag)
     at_once = _max_concurrent_searches(request)
     started = time.perf_counter()
     service = request.app.state.service
     most = service.config.max_batch_queries
-    items = parse_msearch(await request.body(), index, _target_options(request), most=most)
+    items = parse_msearch(await request.body(), index, target_options(request), most=most)
     reads = _held_to_document_limit(request, [_read(request, item) for item in items])
     deadline = service.deadline(None)  # one for the whole request, as for one search
     gate = asyncio.Semaphore(at_once)
@@ -116,9 +116,7 @@ async def _msearch(request: Request, response: Response, index: str) -> EsMsearc
         )
     )
     warnings = list(dict.fromkeys(said for _, found in answered for said in found))
-    say_warnings(response, warnings)
-    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
-        response.headers.append("warning", _warning_header(warning))
+    say_es_warnings(response, warnings)
     took_ms = round((time.perf_counter() - started) * 1000)
     return EsMsearchResponse(took=took_ms, responses=[answer for answer, _ in answered])
 

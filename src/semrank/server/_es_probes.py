@@ -22,8 +22,8 @@ from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     ES_VERSION,
     IndexProbeRoute,
-    _refuse_query_string_options,
-    _target_options,
+    refuse_query_string_options,
+    target_options,
 )
 from semrank.server._index_routes import IndexNameInPath, on_registry, on_targets
 
@@ -51,7 +51,7 @@ def _probe_param_hint(name: str) -> str:
 
 
 def refuse_options(request: Request, taken: frozenset[str]) -> None:
-    _refuse_query_string_options(request, taken, hint=_probe_param_hint)
+    refuse_query_string_options(request, taken, hint=_probe_param_hint)
 
 
 async def on_indexes(request: Request, index: str, work: Callable[[Any], Any]) -> list[Any]:
@@ -61,7 +61,7 @@ async def on_indexes(request: Request, index: str, work: Callable[[Any], Any]) -
         request,
         index,
         lambda stores: [work(store) for store in stores],
-        **_target_options(request),
+        **target_options(request),
     )
 
 

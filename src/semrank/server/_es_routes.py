@@ -19,23 +19,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semrank import __version__
 from semrank.errors import IndexNotFoundError, InvalidInputError
-from semrank.server._auth import require_api_key
 from semrank.server._edge import UniqueKeysRoute
 from semrank.server._errors import is_elasticsearch_path, route_path, search_key_hint
 from semrank.server._es_body import (
     SourceShown,
     TotalHits,
+    query_flag,
     refuse_asked_extras,
     timeout_ms,
 )
-from semrank.server._es_body import query_flag as _query_flag
+from semrank.server._es_router import es_router
 from semrank.server._index_routes import (
     IndexNameInPath,
     PreparedSearch,
@@ -51,7 +51,6 @@ from semrank.server.schemas import (
     EsAliasesRequest,
     EsCountRequest,
     EsCountResponse,
-    EsErrorBody,
     EsHighlightedHit,
     EsHighlightedHitWithSource,
     EsHit,
@@ -71,25 +70,7 @@ from semrank.store._base import DocumentVersion
 ES_VERSION = "9.0.0"
 PRODUCT_HEADER = (b"x-elastic-product", b"Elasticsearch")
 
-ES_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": EsErrorBody, "description": text}
-    for status, text in (
-        (400, "invalid request (semrank's other routes answer 422), or a body that is not JSON"),
-        (401, "missing or wrong API key"),
-        (404, "unknown index or model"),
-        (413, "too many documents re-ranked, or too many bytes"),
-        (429, "queue full; see Retry-After"),
-        (500, "internal error (see the server log)"),
-        (503, "a backend or the index's storage is unavailable, or the server is draining"),
-        (504, "deadline exceeded"),
-    )
-}
-router = APIRouter(
-    dependencies=[Depends(require_api_key)],
-    route_class=UniqueKeysRoute,
-    tags=["elasticsearch"],
-    responses=ES_ERRORS,
-)
+router = es_router()
 
 
 @router.get("/", response_model=EsInfo, summary="Cluster info, as Elasticsearch's GET /")
@@ -148,8 +129,8 @@ async def es_search(
     response: Response,
     body: EsSearchRequest | None = None,
 ) -> Any:
-    _refuse_query_string_options(request)
-    targets = _target_options(request)
+    refuse_query_string_options(request)
+    targets = target_options(request)
     body = body or EsSearchRequest.model_validate({})  # elasticsearch-py sends none for none
     if "scroll" in request.query_params or body.pit is not None:
         from semrank.server._es_scroll import paged_search
@@ -157,9 +138,7 @@ async def es_search(
         return await paged_search(request.path_params.get("index"), request, body)
     read = read_es_search(request, body, own_query_string=True)
     answer, warnings = await run_es_search(request, index, read, **targets)
-    say_warnings(response, warnings)
-    for warning in warnings:  # elasticsearch-py raises these as ElasticsearchWarning
-        response.headers.append("warning", _warning_header(warning))
+    say_es_warnings(response, warnings)
     return answer
 
 
@@ -177,7 +156,7 @@ class HitVersions:
         them) where ``request`` is the search's own."""
         given: dict[str, bool | None] = {"version": None, "seq_no_primary_term": None}
         if request is not None:
-            given = {name: _query_flag(request, name) for name in given}
+            given = {name: query_flag(request, name) for name in given}
         version, seq_no = (
             bool(getattr(body, name, None)) if flag is None else flag
             for name, flag in given.items()
@@ -221,11 +200,11 @@ def read_es_search(
     shown, source = HitVersions.asked(body, own), SourceShown.asked(body, own)
     total = TotalHits.asked(body, own)
     if not own_query_string:
-        as_int = bool(_query_flag(request, "rest_total_hits_as_int"))  # _msearch's
+        as_int = bool(query_flag(request, "rest_total_hits_as_int"))  # _msearch's
         total = dataclasses.replace(total, as_int=as_int)
-    retriever = _own_texts(_search_spec(body), body.size)
+    retriever = own_texts(search_spec(body), body.size)
     size = _hits_asked(body, retriever)
-    # The page's from is in the retriever's body (_search_spec), which the pipeline reads.
+    # The page's from is in the retriever's body (search_spec), which the pipeline reads.
     search = SearchRequest.model_validate(
         {
             "retriever": retriever,
@@ -243,7 +222,7 @@ def read_es_search(
         count_matches=total.track is not None and body.min_score is None,
         timeout_ms=timeout_ms(body, request, query_string=own_query_string),
     )
-    typed = bool(_query_flag(request, "typed_keys"))
+    typed = bool(query_flag(request, "typed_keys"))
     return EsSearch(
         search=prepared, size=size, source=source, shown=shown, total=total, typed_keys=typed
     )
@@ -252,7 +231,7 @@ def read_es_search(
 async def run_es_search(
     request: Request, index: str, read: EsSearch, **targets: bool
 ) -> tuple[EsSearchResponse, list[str]]:
-    """The search ``read`` on ``index`` (``targets``: ``_target_options``'), in
+    """The search ``read`` on ``index`` (``targets``: ``target_options``'), in
     Elasticsearch's shape, and its warnings."""
     started = time.perf_counter()
     results, warnings = await run_prepared(request, index, read.search, **targets)
@@ -289,11 +268,11 @@ async def es_count(
     every hit would return them; a filter query those passing it; no query every document."""
     from semrank.pipeline import count_documents, parse_count_query
 
-    _refuse_query_string_options(request, COUNT_PARAMS, hint=_count_param_hint)
+    refuse_query_string_options(request, COUNT_PARAMS, hint=_count_param_hint)
     query = None if body is None else body.query
     if query is not None:
         parse_count_query(query)  # a bad query is refused before the index is opened
-    targets = _target_options(request)
+    targets = target_options(request)
 
     def count(stores: list[Any]) -> int:  # several indexes: the sum of their counts
         return sum(count_documents(store, query) for store in stores)
@@ -328,13 +307,13 @@ for _path, _route, _model, _summary in (
         )
 
 
-def _target_options(request: Request) -> dict[str, bool]:
+def target_options(request: Request) -> dict[str, bool]:
     """Elasticsearch's ``ignore_unavailable`` (a named index that is not there is left out,
     not a 404) and ``allow_no_indices`` (false: a pattern matching nothing is a 404), by their
     defaults where not given."""
     options = {}
     for name in ("ignore_unavailable", "allow_no_indices"):
-        given = _query_flag(request, name)
+        given = query_flag(request, name)
         if given is not None:
             options[name] = given
     return options
@@ -394,7 +373,7 @@ def _es_hit(index: str, hit: Any, scored: bool = True, shown: HitVersions = HitV
 # Query-string options of Elasticsearch's _search taken: those that change nothing semrank
 # answers (no shards, no closed or hidden indexes), typed_keys (read by read_es_search),
 # filter_path (the whole answer holds the filtered one), ignore_unavailable and
-# allow_no_indices (read by _target_options), the _source filters, applied to the answer
+# allow_no_indices (read by target_options), the _source filters, applied to the answer
 # (elasticsearch-py's vector store helper, which LangChain's and LlamaIndex's stores use, sends
 # _source_includes with every search), and track_total_hits, rest_total_hits_as_int and
 # timeout (_es_body).
@@ -413,7 +392,7 @@ TAKEN_SEARCH_PARAMS = frozenset(
 
 
 # The query-string options of Elasticsearch's _count taken: those that change nothing semrank
-# answers, and ignore_unavailable and allow_no_indices (read by _target_options).
+# answers, and ignore_unavailable and allow_no_indices (read by target_options).
 COUNT_PARAMS = frozenset(
     {
         "filter_path", "pretty", "human", "error_trace", "preference", "routing",
@@ -422,7 +401,7 @@ COUNT_PARAMS = frozenset(
 )  # fmt: skip
 
 
-def _refuse_query_string_options(
+def refuse_query_string_options(
     request: Request,
     taken: frozenset[str] = TAKEN_SEARCH_PARAMS,
     *,
@@ -467,7 +446,7 @@ SORT_FIELDS = ("sort", "search_after", "track_scores")
 HIT_STAGE_FIELDS = ("post_filter", "collapse")
 
 
-def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
+def search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     """The retriever, or the classic body (with its size, which its windows follow) for the
     pipeline's parser to read as the tree that answers it; a body with both is refused
     there, as Elasticsearch refuses it."""
@@ -497,13 +476,13 @@ def _search_spec(body: EsSearchRequest) -> dict[str, Any] | str | None:
     return classic
 
 
-def _own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, Any]:
+def own_texts(retriever: dict[str, Any] | str | None, size: int) -> dict[str, Any]:
     """The tree, which must carry its texts: the body has no query for ``{{query}}``, a text
     left out or a shorthand to take (semrank's own search route has)."""
     from semrank.pipeline import as_retriever, has_placeholder
 
     own_route = "POST /v1/indexes/{name}/search, which takes a query beside the tree"
-    assert retriever is not None  # a body without one is match_all (_search_spec)
+    assert retriever is not None  # a body without one is match_all (search_spec)
     if isinstance(retriever, str):
         raise InvalidInputError(
             f"retriever {retriever!r:.80} is a string; an Elasticsearch _search body takes a "
@@ -530,6 +509,14 @@ def _hits_asked(body: EsSearchRequest, retriever: dict[str, Any]) -> int:
     if "size" in body.model_fields_set:
         return body.size
     return hits_without_size(as_retriever(retriever, size=body.size), body.size)
+
+
+def say_es_warnings(response: Response, warnings: list[str]) -> None:
+    """``warnings`` in semrank's headers (``say_warnings``) and as Warning headers, which
+    elasticsearch-py raises as ``ElasticsearchWarning``."""
+    say_warnings(response, warnings)
+    for warning in warnings:
+        response.headers.append("warning", _warning_header(warning))
 
 
 def _warning_header(warning: str) -> str:

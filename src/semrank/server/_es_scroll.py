@@ -20,7 +20,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -31,18 +31,18 @@ from semrank.server._errors import search_key_hint
 from semrank.server._es_body import (
     SourceShown,
     TotalHits,
-    _listed,
+    query_flag,
+    query_list,
     refuse_asked_extras,
     timeout_ms,
 )
-from semrank.server._es_body import query_flag as _query_flag
 from semrank.server._es_router import es_router
 from semrank.server._es_routes import (
     HitVersions,
-    _own_texts,
-    _refuse_query_string_options,
-    _search_spec,
-    _target_options,
+    own_texts,
+    refuse_query_string_options,
+    search_spec,
+    target_options,
 )
 from semrank.server._index_routes import (
     _bind_models,
@@ -149,7 +149,7 @@ async def _start_scroll(
     sort = _listing_sort(body)
     shown = _shown(request, body, sort.shown)
     contexts(request).check_another()  # before the listing, which may be long
-    hits = await _listing(request, index, body, sort, **_target_options(request))
+    hits = await _listing(request, index, body, sort, **target_options(request))
     state = ScrollState(hits, body.size, shown)
     scroll_id = contexts(request).open(state, keep_alive_s, lambda: len(state.hits))
     return await _scroll_page(request, state, scroll_id, started)
@@ -190,11 +190,10 @@ async def _listing(
     listed = await on_targets(request, index, work, timeout_ms=deadline, **targets)
     if listed is None:
         _over_limit(request, room)
-    assert listed is not None
     return listed
 
 
-def _over_limit(request: Request, room: int) -> None:
+def _over_limit(request: Request, room: int) -> NoReturn:
     most = contexts(request).max_hits
     if room < most:  # others hold the rest
         raise TooManySearchContextsError(
@@ -213,7 +212,7 @@ def _listing_spec(body: EsSearchRequest) -> dict[str, Any]:
     """The body's search without its page, sort and _source: the tree a listing ranks."""
     kept = body.model_dump(by_alias=True, exclude_unset=True, exclude=set())
     query = EsSearchRequest.model_validate({k: v for k, v in kept.items() if k not in PAGING_KEYS})
-    return _own_texts(_search_spec(query), body.size)
+    return own_texts(search_spec(query), body.size)
 
 
 # What each of a hit's sort values is: its position in the listing (``_doc`` / ``_shard_doc``
@@ -312,7 +311,7 @@ async def _scroll_page(
         found, state.next = await _page(request, state.hits, state.next, state.size)
     hits = _es_hits(state.hits, found, state.shown)
     total = state.shown.total  # the first request's, as a number where this one asks
-    as_int = _query_flag(request, "rest_total_hits_as_int")
+    as_int = query_flag(request, "rest_total_hits_as_int")
     total = total if as_int is None else dataclasses.replace(total, as_int=as_int)
     return _answer(state.hits, hits, started, total, scroll_id=scroll_id)
 
@@ -429,7 +428,7 @@ async def scroll(request: Request, body: EsScrollRequest | None = None) -> Any:
     """The page after the last one the scroll answered (no hits once it is through); the
     context is kept ``scroll`` longer (else its keep-alive again)."""
     started = time.perf_counter()
-    _refuse_query_string_options(request, SCROLL_PARAMS)
+    refuse_query_string_options(request, SCROLL_PARAMS)
     body = body or EsScrollRequest.model_validate({})
     scroll_id = body.scroll_id or _id_outside_body(request)
     if not scroll_id:
@@ -447,7 +446,7 @@ CLEAR_SUMMARY = "Free scroll contexts, as Elasticsearch's DELETE /_search/scroll
 async def clear_scroll(request: Request, body: EsClearScrollRequest | None = None) -> Any:
     """``{"scroll_id": [...]}`` (or ``?scroll_id=a,b``; ``_all``: every one): a 404 where
     none was open, as Elasticsearch answers (``helpers.scan`` ignores it)."""
-    _refuse_query_string_options(request, SCROLL_PARAMS)
+    refuse_query_string_options(request, SCROLL_PARAMS)
     given = None if body is None else body.scroll_id
     ids = [given] if isinstance(given, str) else given or _ids_outside_body(request)
     if not ids:
@@ -471,7 +470,7 @@ def _ids_outside_body(request: Request) -> list[str]:
     """The scroll ids of the path (``/_search/scroll/{id},{id}``) or the query string."""
     in_path = request.path_params.get("scroll_id")
     if in_path is None:
-        return _listed(request, "scroll_id")
+        return query_list(request, "scroll_id")
     return [item.strip() for item in in_path.split(",") if item.strip()]
 
 
@@ -500,7 +499,7 @@ async def open_point_in_time(index: str, request: Request) -> Any:
     """``es.open_point_in_time(index=..., keep_alive="1m")``: the indexes ``index`` names now
     (an alias's index), which searches with this ``pit`` read; each search's query is listed
     once, at its first page, and its later pages come from that listing."""
-    _refuse_query_string_options(request, PIT_PARAMS)
+    refuse_query_string_options(request, PIT_PARAMS)
     given = request.query_params.get("keep_alive")
     if given is None:
         raise InvalidInputError("keep_alive is required: e.g. POST /{index}/_pit?keep_alive=1m")
@@ -509,7 +508,7 @@ async def open_point_in_time(index: str, request: Request) -> Any:
     def names(stores: list[Any]) -> tuple[str, ...]:
         return tuple(store.name for store in stores)
 
-    indexes = await on_targets(request, index, names, **_target_options(request))
+    indexes = await on_targets(request, index, names, **target_options(request))
     state = PitState(indexes, {})
 
     def held() -> int:
@@ -521,7 +520,7 @@ async def open_point_in_time(index: str, request: Request) -> Any:
 
 @router.delete("/_pit", response_model=EsFreed, summary="Close a point in time")
 async def close_point_in_time(body: EsClosePitRequest, request: Request) -> Any:
-    _refuse_query_string_options(request, frozenset({"filter_path", "pretty", "human"}))
+    refuse_query_string_options(request, frozenset({"filter_path", "pretty", "human"}))
     return _freed(contexts(request).free([body.id], PitState))
 
 
