@@ -3,11 +3,13 @@
 
 A tree that only filters (``ConstantScore``: ``match_all``, ``term``, ``range``, a ``bool`` of
 filters) is sorted over every document passing it: each store says which pass and their sort
-fields' values (``Store.sort_values``: the embedded store from its filter table, PostgreSQL in
-one query), never their documents, and ``semrank.retrieve._sort`` orders them. A scoring
-``standard`` (``match``) or ``knn`` search is sorted over the hits it retrieves: a match's
-best MAX_RESULT_WINDOW, a knn's k. Compound retrievers (rrf, linear, a re-ranker) rank by
-their own scores; a sort on them is refused, as Elasticsearch refuses it.
+fields' values as columns (``Store.sort_columns``, ``sort_candidates``: the embedded store
+from its filter table, PostgreSQL in one query), never their documents, and
+``semrank.retrieve._sort_columns`` orders them. A scoring ``standard`` (``match``) or ``knn``
+search is sorted over the hits it retrieves (a match's best MAX_RESULT_WINDOW, a knn's k),
+whose values each store reads by id (``Store.sort_values``). Compound retrievers (rrf,
+linear, a re-ranker) rank by their own scores; a sort on them is refused, as Elasticsearch
+refuses it.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 ``parse_sort`` reads a ``sort`` as Elasticsearch 8 does (``"date"``, ``["date", {"price":
 "desc"}]``, ``{"price": {"order": "desc", "missing": "_first", "mode": "avg"}}``, ``_score``,
-``_doc``). ``order_entries`` is the one ordering every store's sorted search goes through: the
-stores only say which documents pass and what values they hold (``Store.sort_values``), so
-the reference, the embedded store and PostgreSQL order alike.
+``_doc``). ``order_entries`` orders documents one at a time in Python: the reference
+(``reference_sort``, over whole documents) that ``semrank.retrieve._sort_columns.order_table``,
+the ordering every store's sorted search runs over the values the store says its documents
+hold, is checked against; the two share the sort's reading of types, values and cursors here.
 
 semrank keeps no mapping, so a field's sort type is read from the values of the documents
 sorted: numbers sort as numbers, booleans false before true, strings as keywords (by code
@@ -34,7 +35,7 @@ SCORE, DOC, ID = "_score", "_doc", "_id"
 # Sorted by the document's id: _doc (index order; the stores keep none in common) and _id.
 BY_ID = (DOC, ID)
 MODES = ("min", "max", "sum", "avg", "median")
-_NUMERIC_MODES = ("sum", "avg", "median")
+NUMERIC_MODES = ("sum", "avg", "median")
 _KEY_OPTIONS = {"order", "missing", "mode", "unmapped_type"}
 SortValue = Scalar | None
 
@@ -182,7 +183,8 @@ def order_entries(
     entries: Sequence[SortEntry], sort: Sort, *, after: Sequence[Any] | None = None, limit: int
 ) -> list[SortedHit]:
     """The first ``limit`` of ``entries`` in ``sort``'s order (after the hit whose ``sort``
-    values are ``after``, where given), with their ``sort`` values."""
+    values are ``after``, where given), with their ``sort`` values: the reference ordering,
+    one entry at a time (``reference_sort``'s; the stores' searches run ``order_table``)."""
     fields = sort.fields
     kinds = {f: _field_kind(f, [e.values[n] for e in entries]) for n, f in enumerate(fields)}
     check_modes(sort, kinds)
@@ -190,7 +192,7 @@ def order_entries(
     positions = list(range(len(entries)))
     if after is not None:
         keyed = any(entry.index_name is not None for entry in entries)
-        cursor = _cursor(after, sort, kinds, keyed=keyed)
+        cursor = search_after_cursor(after, sort, kinds, keyed=keyed)
         positions = [p for p in positions if _compare(rows[p], cursor, sort) > 0]
     ordered = _ordered(positions, rows, sort)[: max(limit, 0)]
     return [SortedHit(p, [*rows[p][:-1], entries[p].key]) for p in ordered]
@@ -206,10 +208,10 @@ def _field_kind(field: str, values: Iterable[Sequence[Scalar]]) -> str | None:
             kinds.add(kind)
             if kind == "string" and dated and value_instant(value) is None:
                 dated = False
-    return _kind_named(field, kinds, dated=dated)
+    return sort_kind(field, kinds, dated=dated)
 
 
-def _kind_named(field: str, kinds: set[str], *, dated: bool) -> str | None:
+def sort_kind(field: str, kinds: set[str], *, dated: bool) -> str | None:
     """The type a field of values of ``kinds`` sorts as (``dated``: its strings are all
     dates), or the refusal of types no field holds together."""
     if not kinds:
@@ -230,7 +232,7 @@ def _kind_named(field: str, kinds: set[str], *, dated: bool) -> str | None:
 def check_modes(sort: Sort, kinds: dict[str, str | None]) -> None:
     """A sum, average or median is refused on a field of words or booleans."""
     for key in sort.keys:
-        if key.mode in _NUMERIC_MODES and kinds.get(key.field) in ("string", "bool"):
+        if key.mode in NUMERIC_MODES and kinds.get(key.field) in ("string", "bool"):
             raise InvalidInputError(
                 f"sort.{key.field}: mode {key.mode} sorts numbers and dates, and {key.field!r} "
                 f"holds {kinds[key.field]}s; use min or max"
@@ -249,12 +251,12 @@ def _sort_values(
             found.append(entry.id)
         else:
             held = entry.values[fields.index(key.field)]
-            found.append(_reduced(held, kinds[key.field], key))
+            found.append(reduced_value(held, kinds[key.field], key))
     found.append((entry.index_name or "", entry.id))
     return found
 
 
-def _reduced(held: Sequence[Scalar], kind: str | None, key: SortKey) -> SortValue:
+def reduced_value(held: Sequence[Scalar], kind: str | None, key: SortKey) -> SortValue:
     """The one value a document sorts by: its values as the field's type reads them, the
     smallest ascending and the largest descending unless ``key.mode`` says otherwise."""
     if not held or kind is None:
@@ -304,7 +306,7 @@ def _compare(row: list[Any], cursor: list[Any], sort: Sort) -> int:
     return 0
 
 
-def _cursor(
+def search_after_cursor(
     after: Sequence[Any], sort: Sort, kinds: dict[str, str | None], *, keyed: bool
 ) -> list[Any]:
     """``search_after``'s values read as the criteria's (and the tie-breaking key's)."""

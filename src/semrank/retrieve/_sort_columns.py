@@ -23,18 +23,18 @@ from semrank.retrieve._datemath import value_instant
 from semrank.retrieve._filter import Scalar, _kind
 from semrank.retrieve._sort import (
     BY_ID,
+    NUMERIC_MODES,
     SCORE,
     Sort,
     SortedHit,
     SortKey,
-    _cursor,
-    _kind_named,
-    _reduced,
     check_modes,
+    reduced_value,
+    search_after_cursor,
+    sort_kind,
 )
 from semrank.store._targets import hit_key
 
-_NUMERIC_MODES = ("sum", "avg", "median")
 # Codes past every rank's: where a missing value goes (first or last, whatever the order).
 _FIRST, _LAST = -(2**62), 2**62
 
@@ -112,7 +112,7 @@ def order_table(
     kinds = {name: _column_kind(name, table.columns[name]) for name in sort.fields}
     check_modes(sort, kinds)
     keyed = any(name is not None for name in table.index_names)
-    cursor = None if after is None else _cursor(after, sort, kinds, keyed=keyed)
+    cursor = None if after is None else search_after_cursor(after, sort, kinds, keyed=keyed)
     criteria = [
         _criterion(table, key, kinds.get(key.field), None if cursor is None else cursor[n])
         for n, key in enumerate(sort.keys)
@@ -185,12 +185,12 @@ def _ranked_column(
     column: SortColumn, count: int, kind: str | None, key: SortKey
 ) -> tuple[np.ndarray, list[Any]]:
     """Each entry's rank (-1: no value) among the distinct sort values the entries hold
-    (``_reduced``'s), and those values ascending: the smallest or largest of an entry's
+    (``reduced_value``'s), and those values ascending: the smallest or largest of an entry's
     values in arrays, a sum, average or median per entry."""
     ranks = np.full(count, -1, dtype=np.int64)
     if kind is None or not len(column.rows):
         return ranks, []
-    if key.mode in _NUMERIC_MODES:
+    if key.mode in NUMERIC_MODES:
         return _ranked(_per_entry(column, kind, key), ranks)
     keys = _value_keys(column, kind)
     used = np.unique(column.groups)
@@ -209,12 +209,13 @@ def _ranked_column(
 
 
 def _per_entry(column: SortColumn, kind: str, key: SortKey) -> dict[int, Any]:
-    """Each entry's sum, average or median of its values (``_reduced``, one entry at a time)."""
+    """Each entry's sum, average or median of its values (``reduced_value``, one entry at a
+    time)."""
     order = np.argsort(column.rows, kind="stable")
     listed: dict[int, list[Any]] = {}
     for row, group in zip(column.rows[order].tolist(), column.groups[order].tolist(), strict=True):
         listed.setdefault(row, []).append(column.values[group])
-    return {row: _reduced(values, kind, key) for row, values in listed.items()}
+    return {row: reduced_value(values, kind, key) for row, values in listed.items()}
 
 
 def _ranked(reduced: dict[int, Any], ranks: np.ndarray) -> tuple[np.ndarray, list[Any]]:
@@ -240,11 +241,11 @@ def _column_kind(name: str, column: SortColumn) -> str | None:
     used = np.unique(column.groups).tolist()
     kinds = {_kind(column.values[n]) for n in used}
     if "string" not in kinds or "bool" in kinds:
-        return _kind_named(name, kinds, dated=False)
+        return sort_kind(name, kinds, dated=False)
     known = column.instants() if column.instants is not None else None
     strings = [n for n in used if _kind(column.values[n]) == "string"]
     if known is not None:
         dated = all(known[n] is not None for n in strings)
     else:
         dated = all(value_instant(column.values[n]) is not None for n in strings)
-    return _kind_named(name, kinds, dated=dated)
+    return sort_kind(name, kinds, dated=dated)

@@ -847,9 +847,10 @@ class Store(abc.ABC):
         self, filter: FilterSpec, fields: Sequence[str]
     ) -> list[tuple[str, list[list[Scalar]]]]:
         """Each document passing ``filter`` with its values of each of ``fields`` (as filters
-        read them: ``document_values``), in no particular order: what a sorted search orders
-        (``semrank.retrieve._sort``) without holding the documents. This default reads them;
-        the embedded store reads its filter table, PostgreSQL selects the fields in SQL."""
+        read them: ``document_values``), in no particular order: what a sorted match or knn
+        search reads of the hits it retrieved (``Ids``; a sorted filter reads ``sort_columns``)
+        without holding the documents. This default reads them; the embedded store reads its
+        filter table, PostgreSQL selects the fields in SQL."""
         flt = resolved(as_filter(filter, "filter"))
         return [
             (doc.id, [document_values(doc.fields, name) for name in fields])

@@ -474,20 +474,13 @@ class LocalStore(GivenVectorStore):
         return [tuple(held) for held in table.value_sets(field, table.mask(within), value_key)]
 
     def held_values(self, fields: Sequence[str], within: Filter) -> HeldValues:
-        self._require_live()
-        reading = Bool(must=(within,), should=tuple(Exists(field=f) for f in fields))
-        table = self._field_table(reading)
-        return table.held_values(fields, table.mask(within))
+        table, passing = self._rows_passing(within, fields)
+        return table.held_values(fields, passing)
 
     def sort_values(
         self, filter: FilterSpec, fields: Sequence[str]
     ) -> list[tuple[str, list[list[Scalar]]]]:
-        flt = as_filter(filter, "filter")
-        self._require_live()
-        # The filter's table with the sort's fields read too (as value_counts reads its own).
-        reading = Bool(must=(flt,), should=tuple(Exists(field=name) for name in fields))
-        table = self._field_table(reading)
-        passing = table.mask(flt)
+        table, passing = self._rows_passing(filter, fields)
         held = [table.row_values(name, passing) for name in fields]
         return [
             (table.ids[row], [values.get(row, []) for values in held])
@@ -497,14 +490,21 @@ class LocalStore(GivenVectorStore):
     def sort_columns(self, filter: FilterSpec, fields: Sequence[str]) -> SortTable:
         from semrank.retrieve._sort_columns import SortTable  # imports the store's
 
+        table, passing = self._rows_passing(filter, fields)
+        ids = [table.ids[row] for row in np.flatnonzero(passing).tolist()]
+        columns = {name: table.sort_column(name, passing) for name in fields}
+        return SortTable(ids, np.ones(len(ids)), columns)
+
+    def _rows_passing(
+        self, filter: FilterSpec, fields: Sequence[str]
+    ) -> tuple[FieldTable, np.ndarray]:
+        """The filter table with ``fields`` read too (as ``value_counts`` reads its own), and
+        the rows passing ``filter``: what sorts and sub-aggregations read."""
         flt = as_filter(filter, "filter")
         self._require_live()
         reading = Bool(must=(flt,), should=tuple(Exists(field=name) for name in fields))
         table = self._field_table(reading)
-        passing = table.mask(flt)
-        ids = [table.ids[row] for row in np.flatnonzero(passing).tolist()]
-        columns = {name: table.sort_column(name, passing) for name in fields}
-        return SortTable(ids, np.ones(len(ids)), columns)
+        return table, table.mask(flt)
 
     def first_matching(self, filter: FilterSpec, k: int) -> list[str]:
         flt = as_filter(filter, "filter")

@@ -3,9 +3,9 @@ columns (``sort_columns``) in one grouped query, a row per distinct value, not p
 
 The passing documents are numbered in a materialized CTE; one row answers their ids (UTF-8,
 joined by the byte 0xFF, which no UTF-8 text holds), and each sort field's distinct value
-comes with the numbers of the documents holding it, packed as int4s (as ``held_values``
-sends sub-aggregations' values). ``semrank.retrieve._sort_columns`` orders them as it orders
-the embedded store's: one ordering, the reference's.
+comes with the numbers of the documents holding it, packed as int4s (``numbered_values_query``,
+which ``held_values`` sends sub-aggregations' values with too). ``semrank.retrieve._sort_columns``
+orders them as it orders the embedded store's: one ordering for every store.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from semrank.store.postgres._filters import FilterSQL
 
 __all__ = [
     "candidates_table",
+    "int4s",
+    "numbered_values_query",
     "ordered_query",
     "pushable",
     "single_numbers_query",
@@ -33,30 +35,63 @@ __all__ = [
 _ID_SEPARATOR = b"\xff"  # a byte no UTF-8 text holds
 
 
+def numbered_values_query(
+    part: sql.Composable,
+    flt: Filter,
+    fields: Sequence[str],
+    *,
+    kept: str,
+    first: str,
+    per_field: str,
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """One query over the documents passing ``flt``, numbered from 0 (``r``) in the
+    materialized CTE ``m`` (``kept``: its other columns): the row of ``-1`` (``-1, NULL,
+    NULL``, then ``first``, a scalar subquery over ``m``), then each field's rows
+    (``per_field``: a SELECT whose placeholders are the field's number and the values of a
+    document there, ``f.v`` of ``m AS d CROSS JOIN LATERAL (...) AS f``). ``held_values``' and
+    ``sort_columns``' shape: every document numbered once, a row per distinct value."""
+    builder = FilterSQL()
+    keep = builder.condition(flt)
+    each = [
+        sql.SQL(per_field).format(sql.Literal(n), builder.field_values(field))
+        for n, field in enumerate(fields)
+    ]
+    query = sql.SQL(
+        "WITH m AS MATERIALIZED (SELECT row_number() OVER () - 1 AS r, {} FROM {} AS d WHERE {}) "
+        "SELECT -1, NULL::jsonb, NULL::bytea, ({}) {}"
+    ).format(
+        sql.SQL(kept),
+        part,
+        keep,
+        sql.SQL(first),
+        sql.SQL(" ").join(sql.SQL("UNION ALL ") + one for one in each),
+    )
+    return query, builder.params
+
+
 def sort_columns_query(
     part: sql.Composable, flt: Filter, fields: Sequence[str]
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The query ``sort_table`` reads: the row of ``-1`` holds the passing ids, each other a
     field's distinct values (one jsonb array: one parse, not one a value), how many
     documents' numbers each has (int4s) and those numbers (int4s, big-endian)."""
-    builder = FilterSQL()
-    keep = builder.condition(flt)
-    per_field = [
-        sql.SQL(
-            "SELECT {}, jsonb_agg(g.v ORDER BY g.k), string_agg(int4send(g.c::int4), ''::bytea "
-            "ORDER BY g.k), string_agg(g.numbers, ''::bytea ORDER BY g.k) FROM (SELECT "
-            "row_number() OVER () AS k, g.* FROM (SELECT f.v, count(*) AS c, "
-            "string_agg(int4send(d.r::int4), ''::bytea) AS numbers FROM m AS d CROSS JOIN "
-            "LATERAL ({}) AS f GROUP BY f.v) AS g) AS g"
-        ).format(sql.Literal(n), builder.field_values(field))
-        for n, field in enumerate(fields)
-    ]
-    query = sql.SQL(
-        "WITH m AS MATERIALIZED (SELECT row_number() OVER () - 1 AS r, d.id, d.doc FROM {} AS d "
-        "WHERE {}) SELECT -1, NULL::jsonb, NULL::bytea, (SELECT string_agg(convert_to(m.id, "
-        "'UTF8'), '\\xff'::bytea ORDER BY m.r) FROM m) {}"
-    ).format(part, keep, sql.SQL(" ").join(sql.SQL("UNION ALL ") + one for one in per_field))
-    return query, builder.params
+    return numbered_values_query(
+        part,
+        flt,
+        fields,
+        kept="d.id, d.doc",
+        first="SELECT string_agg(convert_to(m.id, 'UTF8'), '\\xff'::bytea ORDER BY m.r) FROM m",
+        per_field="SELECT {}, jsonb_agg(g.v ORDER BY g.k), string_agg(int4send(g.c::int4), "
+        "''::bytea ORDER BY g.k), string_agg(g.numbers, ''::bytea ORDER BY g.k) FROM (SELECT "
+        "row_number() OVER () AS k, g.* FROM (SELECT f.v, count(*) AS c, "
+        "string_agg(int4send(d.r::int4), ''::bytea) AS numbers FROM m AS d CROSS JOIN "
+        "LATERAL ({}) AS f GROUP BY f.v) AS g) AS g",
+    )
+
+
+def int4s(packed: bytes | None) -> np.ndarray:
+    """Numbers packed as big-endian int4s (``int4send``, joined), as int64s."""
+    return np.frombuffer(packed or b"", dtype=">i4").astype(np.int64)
 
 
 def sort_table(fields: Sequence[str], rows: list[Any]) -> SortTable:
@@ -67,9 +102,9 @@ def sort_table(fields: Sequence[str], rows: list[Any]) -> SortTable:
     columns = {}
     for n, field in enumerate(fields):
         values, counts, numbers = found[n]
-        held = np.frombuffer(counts or b"", dtype=">i4").astype(np.int64)
+        held = int4s(counts)
         groups = np.repeat(np.arange(len(held), dtype=np.int64), held)
-        rows_of = np.frombuffer(numbers or b"", dtype=">i4").astype(np.int64)
+        rows_of = int4s(numbers)
         columns[field] = SortColumn(values or [], rows_of, groups)
     return SortTable(ids, np.ones(len(ids)), columns)
 
@@ -105,9 +140,10 @@ def single_numbers_query(
 def ordered_query(
     part: sql.Composable, flt: Filter, sort: Sort, cursor: list[Any] | None, limit: int
 ) -> tuple[sql.Composable, dict[str, Any]]:
-    """The first ``limit`` passing documents in ``sort``'s order after ``cursor`` (``_cursor``'s
-    values), each with its one value of each sort field: ``ORDER BY`` the values (missing
-    first or last), then the id by code point (``COLLATE "C"``: UTF-8's byte order)."""
+    """The first ``limit`` passing documents in ``sort``'s order after ``cursor``
+    (``search_after_cursor``'s values), each with its one value of each sort field: ``ORDER
+    BY`` the values (missing first or last), then the id by code point (``COLLATE "C"``:
+    UTF-8's byte order)."""
     builder = FilterSQL()
     keep = builder.condition(flt)
     fields = sort.fields

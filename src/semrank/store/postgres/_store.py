@@ -35,7 +35,7 @@ from semrank.retrieve import (
 from semrank.retrieve._aggs import ValueCounts, ValueKey, counted, value_key
 from semrank.retrieve._filter import Bool, Ids, Scalar
 from semrank.retrieve._held import HeldValues, held_field
-from semrank.retrieve._sort import Sort, _cursor
+from semrank.retrieve._sort import Sort, search_after_cursor
 from semrank.retrieve._sort_columns import SortTable
 from semrank.store._base import (
     ALL_TEXT_FIELDS,
@@ -76,6 +76,8 @@ from semrank.store.postgres._pool import (
 from semrank.store.postgres._schema import VECTOR_DIM, ensure_migrated
 from semrank.store.postgres._sorting import (
     candidates_table,
+    int4s,
+    numbered_values_query,
     ordered_query,
     pushable,
     single_numbers_query,
@@ -751,7 +753,7 @@ class PostgresStore(GivenVectorStore):
             if not conn.execute(query, params).fetchone()[0]:
                 return self.sort_columns(flt, fields)
             kinds: dict[str, str | None] = dict.fromkeys(fields, "number")
-            cursor = None if after is None else _cursor(after, sort, kinds, keyed=False)
+            cursor = None if after is None else search_after_cursor(after, sort, kinds, keyed=False)
             query, params = ordered_query(self._part, flt, sort, cursor, limit)
             return candidates_table(fields, conn.execute(query, params).fetchall())
 
@@ -785,26 +787,16 @@ class PostgresStore(GivenVectorStore):
         materialized CTE), and for each field each distinct value with the numbers of the
         documents holding it (a number again each time one repeats it), as packed int4s:
         a row per value, not per document (what sub-aggregations read)."""
-        from psycopg import sql
-
-        builder = FilterSQL()
-        keep = builder.condition(resolved(within))
-        per_field = [
-            sql.SQL(
-                "SELECT {}, f.v, string_agg(int4send(d.r::int4), ''::bytea), 0 FROM m AS d "
-                "CROSS JOIN LATERAL ({}) AS f GROUP BY f.v"
-            ).format(sql.Literal(n), builder.field_values(field))
-            for n, field in enumerate(fields)
-        ]
-        query = sql.SQL(
-            "WITH m AS MATERIALIZED (SELECT row_number() OVER () - 1 AS r, d.doc FROM {} AS d "
-            "WHERE {}) SELECT -1, NULL::jsonb, NULL::bytea, (SELECT count(*) FROM m) {}"
-        ).format(
+        query, params = numbered_values_query(
             self._part,
-            keep,
-            sql.SQL(" ").join(sql.SQL("UNION ALL ") + part for part in per_field),
+            resolved(within),
+            fields,
+            kept="d.doc",
+            first="SELECT count(*) FROM m",
+            per_field="SELECT {}, f.v, string_agg(int4send(d.r::int4), ''::bytea), 0 FROM m AS d "
+            "CROSS JOIN LATERAL ({}) AS f GROUP BY f.v",
         )
-        return _held_of(fields, self._all(query, builder.params))
+        return _held_of(fields, self._all(query, params))
 
     def _field_values_grouped(self, template: str, field: str, within: Filter) -> list[Any]:
         """The rows of ``template`` (placeholders: the partition, the values at ``field`` of
@@ -1354,7 +1346,7 @@ def _held_of(fields: Sequence[str], rows: list[Any]) -> HeldValues:
     for n, value, numbers, _ in rows:
         if n >= 0:
             found[n][0].append(value)
-            found[n][1].append(np.frombuffer(numbers, dtype=">i4").astype(np.int64))
+            found[n][1].append(int4s(numbers))
     held = {}
     for n, field in enumerate(fields):
         values, numbered = found[n]
