@@ -1428,11 +1428,12 @@ def print_aggregations(aggregations: dict[str, Any], matched: int | None) -> Non
 
 
 def _buckets_said(answer: dict[str, Any]) -> str:
-    """A bucket aggregation's buckets as ``key (documents)``; ``keyed`` ones come as a dict."""
-    buckets = answer["buckets"]
-    listed = buckets.values() if isinstance(buckets, dict) else buckets
+    """A bucket aggregation's buckets as ``key (documents)``."""
+    from semrank.retrieve._aggs import buckets_of
+
     shown = [
-        f"{bucket.get('key_as_string', bucket['key'])} ({bucket['doc_count']})" for bucket in listed
+        f"{bucket.get('key_as_string', bucket['key'])} ({bucket['doc_count']})"
+        for bucket in buckets_of(answer)
     ]
     other = answer.get("sum_other_doc_count", 0)
     shown += [f"other ({other})"] if other else []
