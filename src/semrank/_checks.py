@@ -370,7 +370,7 @@ def _refuse_lone_surrogate(text: str, where: str) -> None:
         ) from None
 
 
-def _nfc(text: str) -> str:
+def nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
@@ -381,23 +381,14 @@ def field_key(keys: Collection[Any], name: str) -> Any | None:
     it) read as another name than the composed one a keyboard types. None: no such key."""
     if name in keys:
         return name
-    wanted = _nfc(name)
-    matches = [key for key in keys if isinstance(key, str) and _nfc(key) == wanted]
+    wanted = nfc(name)
+    matches = [key for key in keys if isinstance(key, str) and nfc(key) == wanted]
     if len(matches) > 1:
         raise InvalidInputError(
             f"field {name!r} is spelled {len(matches)} ways that read alike ({matches!r}: the "
             "same letters, composed and decomposed); give the fields distinct names"
         )
     return matches[0] if matches else None
-
-
-def field_spellings(keys: Collection[Any], name: str) -> list[str]:
-    """Every key among ``keys`` (the field names of many documents) that is field ``name`` under
-    Unicode NFC, ``name`` itself first: one document may spell a field composed and another
-    decomposed, and ``field_key`` reads each document by its own spelling."""
-    wanted = _nfc(name)
-    matches = [key for key in keys if isinstance(key, str) and _nfc(key) == wanted]
-    return sorted(matches, key=lambda key: key != name)
 
 
 def require_flags(**flags: object) -> None:

@@ -6,7 +6,9 @@ average and ranks far worse on BEIR collections. Over all text fields it reads t
 column (term frequencies from the embedded store's analyser, so both stores rank alike); the
 statistics come from ``semrank.indexes`` (document count and total length, kept by every write)
 and the postings from the GIN index on ``terms``. Only documents sharing a term with the query
-are touched. A single field is analysed at query time with PostgreSQL's english configuration.
+are touched. A single field reads ``field_terms`` and ``field_lengths``: each top-level field of
+each document analysed at write time by the same analyser, keyed by its name under Unicode NFC
+(no index: the field's statistics are summed over the partition at query time).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 from psycopg import sql
 
+from semrank._checks import nfc
 from semrank.retrieve import BM25Params
-from semrank.store.postgres._schema import TEXT_CONFIG
+from semrank.store._base import field_text
 
 # The shared scoring: {postings} yields (term, qtf, id, len, tf, keep) for every document sharing
 # a term with the query; document frequencies count them all, a filter (keep) drops hits only.
@@ -37,75 +40,61 @@ LIMIT %(k)s
 
 _EVERY = sql.SQL("TRUE")  # no filter
 
-# All text fields: terms analysed by semrank (query terms passed in), stats kept by writers.
+# All text fields (``terms``, stats kept by writers) or one (``field_terms`` -> name, stats
+# summed here): terms analysed by semrank, as the query's (passed in).
 _ALL_FIELDS_STATS = """
 SELECT doc_count::float8 AS n,
        greatest(total_length, 1)::float8 / greatest(doc_count, 1) AS avgdl
 FROM semrank.indexes WHERE name = %(index)s
 """
-_ALL_FIELDS_POSTINGS = """
-SELECT t.term, t.qtf, d.id, d.terms_length::float8 AS len, (d.terms ->> t.term)::float8 AS tf,
-       {keep} AS keep
-FROM {part} AS d
-CROSS JOIN (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term
-            GROUP BY term) AS t
-WHERE d.terms ?| %(terms)s::text[] AND d.terms ? t.term
-"""
-
-# One field: analysed on the fly with the english configuration (no index; a scan).
 _FIELD_STATS = """
 SELECT count(*)::float8 AS n, greatest(sum({length}), 1)::float8 / greatest(count(*), 1) AS avgdl
 FROM {part} AS d
 """
-_FIELD_POSTINGS = """
-SELECT u.lexeme AS term, coalesce(cardinality(q.positions), 1)::float8 AS qtf, d.id,
-       ({length})::float8 AS len, coalesce(cardinality(u.positions), 1)::float8 AS tf,
+_POSTINGS = """
+SELECT t.term, t.qtf, d.id, ({length})::float8 AS len, ({terms} ->> t.term)::float8 AS tf,
        {keep} AS keep
 FROM {part} AS d
-CROSS JOIN LATERAL unnest({tsv}) AS u
-JOIN unnest(to_tsvector({config}::regconfig, %(query)s)) AS q ON q.lexeme = u.lexeme
+CROSS JOIN (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term
+            GROUP BY term) AS t
+WHERE {terms} ?| %(terms)s::text[] AND {terms} ? t.term
 """
 
 
 def bm25_query(
-    partition: sql.Composable, keys: Sequence[str] | None, keep: sql.Composable = _EVERY
+    partition: sql.Composable, field: str | None, keep: sql.Composable = _EVERY
 ) -> sql.Composed:
-    """BM25 over all text fields (``keys=None``: the indexed ``terms``) or over one field, read
-    from the first of its spellings ``keys`` each document has; hits are the documents passing
-    ``keep`` (a condition over the partition aliased ``d``)."""
-    if keys is None:
-        return sql.SQL(_SCORE).format(
-            stats=sql.SQL(_ALL_FIELDS_STATS),
-            postings=sql.SQL(_ALL_FIELDS_POSTINGS).format(part=partition, keep=keep),
-        )
-    config = sql.Literal(TEXT_CONFIG)
-    tsv = _field_tsvector(keys)
-    length = sql.SQL("semrank.tsvector_length({tsv})").format(tsv=tsv)
-    return sql.SQL(_SCORE).format(
-        stats=sql.SQL(_FIELD_STATS).format(length=length, part=partition),
-        postings=sql.SQL(_FIELD_POSTINGS).format(
-            part=partition, tsv=tsv, length=length, config=config, keep=keep
-        ),
+    """BM25 over all text fields (``field=None``: the indexed ``terms``) or over one field;
+    hits are the documents passing ``keep`` (a condition over the partition aliased ``d``)."""
+    terms, length = _terms_of(field)
+    stats: sql.Composable
+    if field is None:
+        stats = sql.SQL(_ALL_FIELDS_STATS)
+    else:
+        stats = sql.SQL(_FIELD_STATS).format(length=length, part=partition)
+    postings = sql.SQL(_POSTINGS).format(part=partition, terms=terms, length=length, keep=keep)
+    return sql.SQL(_SCORE).format(stats=stats, postings=postings)
+
+
+def _terms_of(field: str | None) -> tuple[sql.Composable, sql.Composable]:
+    """The {term: frequency} jsonb and the length of a document aliased ``d``: over all text
+    fields, or of ``field`` (0 and NULL where the document has no term there)."""
+    if field is None:
+        return sql.SQL("d.terms"), sql.SQL("d.terms_length")
+    name = sql.Literal(nfc(field))
+    return (
+        sql.SQL("(d.field_terms -> {})").format(name),
+        sql.SQL("coalesce((d.field_lengths ->> {})::integer, 0)").format(name),
     )
 
 
-def _field_tsvector(keys: Sequence[str]) -> sql.Composed:
-    """One field of ``d.doc`` (the first of its spellings ``keys`` it has), analysed."""
-    values = [sql.SQL("d.doc ->> {}").format(sql.Literal(key)) for key in keys]
-    return sql.SQL("to_tsvector({config}::regconfig, coalesce({values}, ''))").format(
-        config=sql.Literal(TEXT_CONFIG), values=sql.SQL(", ").join(values)
-    )
-
-
-def shares_a_term(keys: Sequence[str] | None) -> sql.Composable:
+def shares_a_term(field: str | None) -> sql.Composable:
     """Whether a document of the partition aliased ``d`` shares a term with the query (named
-    parameters ``terms``, analysed, and ``query``) over all text fields (``keys=None``: the
-    GIN-indexed ``terms``) or one field: the documents ``bm25_query`` scores, each above 0."""
-    if keys is None:
-        return sql.SQL("d.terms ?| %(terms)s::text[]")
-    return sql.SQL(
-        "tsvector_to_array({tsv}) && tsvector_to_array(to_tsvector({config}::regconfig, %(query)s))"
-    ).format(tsv=_field_tsvector(keys), config=sql.Literal(TEXT_CONFIG))
+    parameter ``terms``, analysed) over all text fields (``field=None``: the GIN-indexed
+    ``terms``) or ``field``: the documents ``bm25_query`` scores, each above 0."""
+    # NULL where the field has no term: false in the WHERE it goes to (no coalesce, which would
+    # hide ``terms`` from its GIN index)
+    return sql.SQL("{} ?| %(terms)s::text[]").format(_terms_of(field)[0])
 
 
 def analyse(texts: Sequence[str], params: BM25Params) -> list[list[str]]:
@@ -117,6 +106,30 @@ def analyse(texts: Sequence[str], params: BM25Params) -> list[list[str]]:
         return []
     tokens: list[list[str]] = _tokenize(list(texts), params, return_ids=False)
     return tokens
+
+
+def analyse_fields(
+    docs: Sequence[dict[str, Any]], params: BM25Params
+) -> list[tuple[dict[str, dict[str, int]], dict[str, int]]]:
+    """Each document's ``field_terms`` and ``field_lengths``: every top-level field's text as
+    the embedded store's single-field BM25 reads it (``field_text``) analysed as ``analyse``
+    does, keyed by the field's name under NFC (a key spelled so itself wins over another
+    spelling); fields without a term are left out (length 0, as absent)."""
+    named: list[tuple[int, str, str]] = []
+    for n, doc in enumerate(docs):
+        chosen: dict[str, str] = {}
+        for key in doc:
+            name = nfc(key)
+            if name not in chosen or key == name:
+                chosen[name] = key
+        named.extend((n, name, field_text(doc, key)) for name, key in chosen.items())
+    analysed: list[tuple[dict[str, dict[str, int]], dict[str, int]]] = [({}, {}) for _ in docs]
+    tokens = analyse([text for _, _, text in named], params)
+    for (n, name, _), terms in zip(named, tokens, strict=True):
+        if terms:
+            analysed[n][0][name] = term_frequencies(terms)
+            analysed[n][1][name] = len(terms)
+    return analysed
 
 
 def term_frequencies(tokens: list[str]) -> dict[str, int]:

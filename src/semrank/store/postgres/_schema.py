@@ -7,7 +7,8 @@ Layout: ``semrank.indexes`` (one row per index: settings and corpus statistics f
 ``semrank.aliases`` (alias -> index, since migration 2) and ``semrank.documents``, partitioned
 by index name, with an english ``tsvector`` generated column (GIN-indexed), the documents
 (``doc jsonb``, GIN-indexed with ``jsonb_path_ops`` for filters, since migration 2), the BM25
-term frequencies (``jsonb``, GIN-indexed) and a ``vector(384)``
+term frequencies (``jsonb``, GIN-indexed), each field's BM25 term frequencies (``field_terms``,
+since migration 4) and a ``vector(384)``
 column (each partition gets an HNSW index, cosine ops, once it holds ``ann_threshold``
 documents; below that exact search is as fast and exact).
 """
@@ -134,10 +135,24 @@ ALTER TABLE semrank.documents
 ALTER TABLE semrank.indexes ADD COLUMN IF NOT EXISTS seq_no bigint NOT NULL DEFAULT 0;
 """
 
+# Migration 4. Each document's top-level fields analysed by semrank's BM25 analyser (as the
+# all-fields ``terms`` are), for BM25 over one field: {name under NFC: {term: frequency}} and
+# {name: length}. A single field was analysed with PostgreSQL's english configuration, which
+# keeps one-letter words and splits no unspaced script, so it ranked otherwise than the
+# embedded store. Nullable columns without a default: added to the catalog without rewriting a
+# row; NULL marks a row written before, analysed in Python (it cannot be in SQL) the first time
+# the index is searched by one field (PostgresStore._analyse_older_fields).
+_STORE_V4 = """
+ALTER TABLE semrank.documents
+    ADD COLUMN IF NOT EXISTS field_terms jsonb,
+    ADD COLUMN IF NOT EXISTS field_lengths jsonb;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "store: indexes and documents", _STORE_V1),
     (2, "store: index aliases; GIN index on doc for filters", _STORE_V2),
     (3, "store: document versions and sequence numbers", _STORE_V3),
+    (4, "store: per-field BM25 terms analysed as the embedded store's", _STORE_V4),
 )
 
 _MIGRATED: set[str] = set()  # DSNs migrated by this process

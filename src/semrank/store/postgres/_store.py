@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from semrank._checks import field_spellings, is_valid_unicode
+from semrank._checks import is_valid_unicode
 from semrank.errors import (
+    BackendUnavailableError,
     DataFormatError,
     IndexExistsError,
     IndexNotFoundError,
@@ -67,6 +68,7 @@ from semrank.store._corpus import Document
 from semrank.store.postgres import _queries as q
 from semrank.store.postgres._filters import ID_TABLES, FilterSQL, filter_condition
 from semrank.store.postgres._pool import (
+    NOT_PERMITTED,
     acquire_pool,
     pooled_connection,
     redact,
@@ -88,6 +90,7 @@ from semrank.store.postgres._sorting import (
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
 HNSW_MAX_SCAN_TUPLES = 20_000  # pgvector's default bound of an iterative scan
 _HNSW_LOCK = 0x73686E77  # "shnw": advisory locks serialising a partition's HNSW build
+OLDER_ROWS_BATCH = 500  # rows given per-field terms per transaction (_analyse_older_fields)
 STALE_STATISTICS_SHARE = 0.1  # ANALYZE once this share of the rows was written since the last
 PROBE_KEY = "embedding_probe"  # the settings key of the index's embedding probe (see Store)
 _log = logging.getLogger(__name__)
@@ -252,6 +255,7 @@ class PostgresStore(GivenVectorStore):
         self._part_name = f"semrank.{row[1]}"  # as regclass reads it
         self._embedder = embedder
         self._closed = False
+        self._fields_analysed = False  # every row has its per-field terms (see below)
 
     @classmethod
     def create(
@@ -578,11 +582,12 @@ class PostgresStore(GivenVectorStore):
         from psycopg.types.json import Jsonb
 
         insert = sql.SQL(
-            "INSERT INTO {} AS d (index_name, id, doc, body, terms, terms_length, embedding, "
-            "generation, seq_no, version) VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, "
-            "coalesce(%s::bigint, 1)) ON CONFLICT (index_name, id) DO "
-            "UPDATE SET doc = EXCLUDED.doc, body = EXCLUDED.body, terms = EXCLUDED.terms, "
-            "terms_length = EXCLUDED.terms_length, embedding = EXCLUDED.embedding, "
+            "INSERT INTO {} AS d (index_name, id, doc, body, terms, terms_length, field_terms, "
+            "field_lengths, embedding, generation, seq_no, version) VALUES (%s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s::vector, %s, %s, coalesce(%s::bigint, 1)) ON CONFLICT (index_name, id) "
+            "DO UPDATE SET doc = EXCLUDED.doc, body = EXCLUDED.body, terms = EXCLUDED.terms, "
+            "terms_length = EXCLUDED.terms_length, field_terms = EXCLUDED.field_terms, "
+            "field_lengths = EXCLUDED.field_lengths, embedding = EXCLUDED.embedding, "
             "generation = EXCLUDED.generation, seq_no = EXCLUDED.seq_no, "
             "version = coalesce(%s::bigint, d.version + 1) "
             # one at the highest version is left as it is, and refused below (+ 1 would fail
@@ -592,6 +597,7 @@ class PostgresStore(GivenVectorStore):
         ids = [row[0] for row in rows]
         before = self._sizes(conn, ids)
         given = [None] * len(rows) if versions is None else versions
+        per_field = q.analyse_fields([row[1] for row in rows], self.settings.bm25)
         first = self._take_seq_nos(conn, len(rows))
         with conn.cursor() as cur:
             cur.executemany(
@@ -604,6 +610,8 @@ class PostgresStore(GivenVectorStore):
                         body,
                         Jsonb(q.term_frequencies(terms)),
                         len(terms),
+                        Jsonb(field_terms),
+                        Jsonb(field_lengths),
                         vec,
                         generation,
                         first + n,
@@ -611,8 +619,8 @@ class PostgresStore(GivenVectorStore):
                         version,
                         version,
                     )
-                    for n, ((i, doc, body, terms, vec), version) in enumerate(
-                        zip(rows, given, strict=True)
+                    for n, ((i, doc, body, terms, vec), version, (field_terms, field_lengths)) in (
+                        enumerate(zip(rows, given, per_field, strict=True))
                     )
                 ],
             )
@@ -1089,22 +1097,66 @@ class PostgresStore(GivenVectorStore):
         query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         params = self.settings.bm25
         _check_bm25_method(self.settings.bm25)
-        every = field == ALL_TEXT_FIELDS
         keep, filter_args = filter_condition(flt)
-        sql_query = q.bm25_query(self._part, None if every else self._stored_keys(field), keep)
-        args = {"query": query, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
+        terms = q.analyse([query], params)[0]
+        if not terms:
+            return Hits.empty()
+        self._analyse_older_fields([field])
+        sql_query = q.bm25_query(self._part, None if field == ALL_TEXT_FIELDS else field, keep)
+        args = {"terms": terms, "index": self.name, "k1": params.k1, "b": params.b, "k": k}
         args.update(filter_args)
-        if every:
-            args["terms"] = q.analyse([query], params)[0]
-            if not args["terms"]:
-                return Hits.empty()
         return _hits(self._all(sql_query, args))
 
-    def _stored_keys(self, field: str) -> list[str]:
-        """``field`` as the documents spell it: jsonb finds a key as written, and a name
-        matches a key under Unicode NFC (as the embedded store's reads do), each document by
-        its own spelling (a JSONL file's composed keys, a macOS CSV's decomposed header)."""
-        return field_spellings(self.fields_seen, field) or [field]
+    def _analyse_older_fields(self, fields: Sequence[str]) -> None:
+        """Give the rows written before migration 4 (NULL ``field_terms``) their per-field
+        terms, once, the first time one of ``fields`` other than all text fields is searched:
+        in batches, each under the index's lock, so a writer waits rather than races. Later
+        writes store them, and a semrank without the migration refuses the database."""
+        import psycopg
+
+        if self._fields_analysed or all(f == ALL_TEXT_FIELDS for f in fields):
+            return
+        try:
+            self._give_older_rows_field_terms()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise self._cannot_analyse(exc) from exc
+        self._fields_analysed = True
+
+    def _give_older_rows_field_terms(self) -> None:
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        older = sql.SQL(
+            "SELECT id, doc FROM {} WHERE field_terms IS NULL ORDER BY id LIMIT %s"
+        ).format(self._part)
+        update = sql.SQL("UPDATE {} SET field_terms = %s, field_lengths = %s WHERE id = %s")
+        batch = OLDER_ROWS_BATCH
+        while batch == OLDER_ROWS_BATCH:
+            with self._write_turn(), self._connection() as conn, conn.transaction():
+                self._lock(conn)
+                rows = conn.execute(older, (OLDER_ROWS_BATCH,)).fetchall()
+                per_field = q.analyse_fields([doc for _, doc in rows], self.settings.bm25)
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        update.format(self._part),
+                        [
+                            (Jsonb(terms), Jsonb(lengths), i)
+                            for (i, _), (terms, lengths) in zip(rows, per_field, strict=True)
+                        ],
+                    )
+            batch = len(rows)
+
+    def _cannot_analyse(self, exc: BaseException) -> BackendUnavailableError:
+        """A role that may not write the rows ``_analyse_older_fields`` gives their terms: told
+        which command does (one search as a role that may)."""
+        return BackendUnavailableError(
+            f"index {self.name!r} holds documents written before this semrank, which a search "
+            f"of one field needs analysed once, and the PostgreSQL role of {redact(self.dsn)} "
+            f"may not update them ({' '.join(str(exc).split())[:200]}): run `semrank search "
+            f"{self.name} anything --field FIELD --store DSN` once as a role that may write "
+            "semrank.documents (docs/postgresql.md, 'Roles')",
+            client_message=NOT_PERMITTED,
+        )
 
     def search_bm25_fields(
         self,
@@ -1179,9 +1231,10 @@ class PostgresStore(GivenVectorStore):
             self.check_field(name)
         query = query.replace("\x00", " ")  # PostgreSQL text holds no NUL; no term holds one
         keep, args = filter_condition(optional_filter(filter))
-        args.update(query=query, terms=q.analyse([query], self.settings.bm25)[0])
+        args.update(terms=q.analyse([query], self.settings.bm25)[0])
+        self._analyse_older_fields([name for name, boost in fields if boost > 0])
         each = [
-            q.shares_a_term(None if name == ALL_TEXT_FIELDS else self._stored_keys(name))
+            q.shares_a_term(None if name == ALL_TEXT_FIELDS else name)
             for name, boost in fields
             if boost > 0
         ]
