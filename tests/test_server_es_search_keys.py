@@ -299,3 +299,19 @@ def test_timeout_minus_one_is_the_servers_and_zero_the_shortest() -> None:
     assert timeout_ms(unbounded, _request(b"", 0), query_string=True) is None
     zero = EsSearchRequest.model_validate({"timeout": "0"})
     assert timeout_ms(zero, _request(b"", 30), query_string=True) == 1
+
+
+def test_a_timeout_longer_than_a_day_is_no_deadline_of_its_own() -> None:
+    """A search timeout over a day ("2d", or a number of thousands of digits) was refused with
+    the scroll keep-alive's wording ("Keep alive for request ... is too large"); it is now no
+    deadline of the search's own, the server's --timeout still holding."""
+    from semrank.server._es_body import timeout_ms
+    from semrank.server.schemas import EsSearchRequest
+
+    for given in ("2d", "48h", "9" * 5000 + "s"):
+        long = EsSearchRequest.model_validate({"timeout": given})
+        assert timeout_ms(long, _request(b"", 30), query_string=True) == 30_000
+        assert timeout_ms(long, _request(b"", 0), query_string=True) is None
+    hour = EsSearchRequest.model_validate({"timeout": "1h"})
+    assert timeout_ms(hour, _request(b"", 30), query_string=True) == 30_000
+    assert timeout_ms(hour, _request(b"", 0), query_string=True) == 3_600_000

@@ -6,6 +6,7 @@ Elasticsearch 8 reads them: ``track_total_hits`` (and the query string's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -19,6 +20,8 @@ from semrank.server.schemas import EsSearchRequest, EsSourceFilter, EsTotal
 # Elasticsearch counts hits exactly up to 10,000 unless told otherwise.
 DEFAULT_TRACK_TOTAL_HITS = 10_000
 ALL_HITS = 2**31 - 1  # track_total_hits: true (Elasticsearch's Integer.MAX_VALUE)
+# A search timeout past a day is no deadline of the search's own (the server's still holds).
+MAX_TIMEOUT_S = 24 * 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,7 +261,7 @@ def refuse_asked_extras(body: EsSearchRequest) -> None:
 def timeout_ms(body: EsSearchRequest, request: Request, *, query_string: bool) -> int | None:
     """The search's deadline in milliseconds: the body's ``timeout`` (or, where
     ``query_string``, the request's own), held to the server's ``--timeout`` (None: neither)."""
-    from semrank.server._search_contexts import keep_alive_seconds
+    from semrank.server._search_contexts import time_value_seconds
 
     given = body.timeout
     if query_string:
@@ -268,6 +271,8 @@ def timeout_ms(body: EsSearchRequest, request: Request, *, query_string: bool) -
     if given is None or given.strip() == "-1":  # Elasticsearch's time value for "none"
         return server_ms
     # "0" is a time value to Elasticsearch (no unit needed): the shortest deadline.
-    seconds = 0 if given.strip() == "0" else keep_alive_seconds(given, "timeout")
+    seconds = 0 if given.strip() == "0" else time_value_seconds(given, "timeout")
+    if math.isinf(seconds) or seconds > MAX_TIMEOUT_S:  # longer than any search: no deadline
+        return server_ms
     asked = max(1, round(seconds * 1000))
     return asked if server_ms is None else min(asked, server_ms)

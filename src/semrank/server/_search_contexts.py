@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import secrets
@@ -40,9 +41,9 @@ _MOST_DIGITS = len(str(int(MAX_KEEP_ALIVE_S * 1e9)))  # a day in nanoseconds: 14
 State = TypeVar("State")
 
 
-def keep_alive_seconds(text: object, name: str) -> float:
-    """An Elasticsearch time value (``"1m"``, ``"30s"``, ``"500ms"``) in seconds, at most a
-    day, as Elasticsearch reads ``scroll`` and ``keep_alive``."""
+def time_value_seconds(text: object, name: str) -> float:
+    """An Elasticsearch time value (``"1m"``, ``"30s"``, ``"500ms"``) in seconds (inf for a
+    number too long to convert: thousands of digits)."""
     found = _DURATION.match(text.strip()) if isinstance(text, str) else None
     if found is None:
         raise InvalidInputError(
@@ -50,12 +51,18 @@ def keep_alive_seconds(text: object, name: str) -> float:
             'number and a unit (d, h, m, s, ms), e.g. "1m"'
         )
     digits = found.group(1).lstrip("0") or "0"
-    seconds = MAX_KEEP_ALIVE_S + 1  # a number longer than a day in nanoseconds, unconverted
-    if len(digits) <= _MOST_DIGITS:  # int() refuses thousands of digits, float hundreds
-        seconds = int(digits) * _UNIT_S[found.group(2).lower()]
+    if len(digits) > _MOST_DIGITS:  # int() refuses thousands of digits, float hundreds
+        return math.inf
+    return int(digits) * _UNIT_S[found.group(2).lower()]
+
+
+def keep_alive_seconds(text: object, name: str) -> float:
+    """``scroll`` or ``keep_alive`` in seconds (``time_value_seconds``), at most a day, as
+    Elasticsearch reads them."""
+    seconds = time_value_seconds(text, name)
     if seconds > MAX_KEEP_ALIVE_S:
         raise InvalidInputError(
-            f"Keep alive for request ({text:.40}) is too large: it must be at most 1d (a "
+            f"Keep alive for request ({text!s:.40}) is too large: it must be at most 1d (a "
             "context is kept a day at most); ask again within it to keep it longer"
         )
     return seconds
