@@ -40,7 +40,7 @@ from semrank.server.schemas import (
     EsUpdateByQueryRequest,
     EsUpdateByQueryResponse,
 )
-from semrank.store._reindex import vectors_note
+from semrank.store._reindex import CONFLICTS, vectors_note
 
 router = es_router()
 
@@ -82,7 +82,7 @@ def _options(
             "answers what it did (leave the parameter out)"
         )
     conflicts = body_conflicts or params.get("conflicts") or "abort"
-    if conflicts not in ("abort", "proceed"):
+    if conflicts not in CONFLICTS:
         raise InvalidInputError(f"conflicts {conflicts!r:.40}: give abort or proceed")
     given = params.get("max_docs")
     if given is None:
