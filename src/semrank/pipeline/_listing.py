@@ -38,7 +38,7 @@ from semrank.pipeline._nodes import (
     HitStage,
     Knn,
     Retriever,
-    Weighted,
+    top_node,
     top_window,
 )
 from semrank.pipeline._post import has_collapse, passing_both, post_filter_of
@@ -133,7 +133,7 @@ def _sorted_depth(tree: Retriever, limit: int) -> int:
     """The hits to ask of a sorted search: one past the limit (a filter's or a match's every
     one, ``_sorted_window`` asking a match for the larger of its window and this), a knn's
     window at most (its k, else what a sorted search sorts), which it never goes past."""
-    top = _unstaged(tree)
+    top, _ = top_node(tree)  # sorted_run refuses a weighted tree before this is asked
     if isinstance(top, Knn):
         return min(limit + 1, top.k or MAX_RESULT_WINDOW)
     return limit + 1
@@ -142,14 +142,12 @@ def _sorted_depth(tree: Retriever, limit: int) -> int:
 def _depth(tree: Retriever, limit: int, size: int) -> int:
     """The hits to ask of a ranked tree: a match query's every one (one past the limit, to
     tell a listing over it), a knn's k (else ``size``), another tree's top window."""
-    top = _unstaged(tree)
-    while isinstance(top, Weighted):
-        top = top.retriever
+    top, _ = top_node(tree)
     if isinstance(top, BM25):
         return limit + 1
     if isinstance(top, Knn):
         return top.k or size
-    return top_window(tree) or size
+    return top_window(top) or size
 
 
 def _unstaged(tree: Retriever) -> Retriever:

@@ -1032,12 +1032,21 @@ _WINDOWED: dict[type, str] = {
 }
 
 
+def top_node(tree: Retriever) -> tuple[Retriever, int | None]:
+    """The node that ranks ``tree``'s hits, below its cut-offs, weights and the stages over its
+    hits, and the smallest of those cut-offs' ``k`` (None: no cut-off)."""
+    cut: int | None = None
+    while isinstance(tree, Cutoff | Weighted | HitStage):
+        if isinstance(tree, Cutoff):
+            cut = tree.k if cut is None else min(cut, tree.k)
+        tree = tree.retriever
+    return tree, cut
+
+
 def top_window(tree: Retriever) -> int | None:
     """The top node's ``rank_window_size`` (looking through cut-offs and weights): the most hits
     the tree returns, or None where its top node has no window."""
-    while isinstance(tree, Cutoff | Weighted | HitStage):
-        tree = tree.retriever
-    window = getattr(tree, "rank_window_size", None)
+    window = getattr(top_node(tree)[0], "rank_window_size", None)
     return None if window is None else int(window)
 
 
@@ -1056,10 +1065,8 @@ def check_window(tree: Retriever, size: int, asked_as: str = "size") -> None:
     where a size is asked for explicitly, and so does the library's ``search`` given a ``k``
     and a tree read from JSON; a tree built in Python returns what it gives, as composed
     stages do.)"""
-    while isinstance(tree, Cutoff | Weighted | HitStage):
-        if isinstance(tree, Cutoff):
-            size = min(size, tree.k)
-        tree = tree.retriever
+    tree, cut = top_node(tree)
+    size = size if cut is None else min(size, cut)
     window = getattr(tree, "rank_window_size", None)
     if window is not None and window < size:
         default = (

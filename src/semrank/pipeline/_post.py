@@ -43,6 +43,7 @@ from semrank.pipeline._nodes import (
     Knn,
     Retriever,
     Weighted,
+    top_node,
     top_window,
     tree_nodes,
 )
@@ -198,12 +199,8 @@ def _deepened(tree: Retriever, run: Run, keep: Keep) -> Run:
 
 def _ranking_bound(tree: Retriever) -> int | None:
     """The most hits ``tree`` ranks whatever it is asked: its top window, a knn's k, a cut."""
-    cut: int | None = None
-    while isinstance(tree, Cutoff | Weighted | HitStage):
-        if isinstance(tree, Cutoff):
-            cut = tree.k if cut is None else min(cut, tree.k)
-        tree = tree.retriever
-    own = top_window(tree) or (tree.k if isinstance(tree, Knn) else None)
+    top, cut = top_node(tree)
+    own = top_window(top) or (top.k if isinstance(top, Knn) else None)
     bounds = [bound for bound in (cut, own) if bound is not None]
     return min(bounds) if bounds else None
 

@@ -350,24 +350,36 @@ def _with_matches(
     per_index = [ctx] if ctx.several is None else [ctx.on(one) for one in ctx.stores]
     whole = None if ctx.several is None else ctx  # a knn's top k: of them all, merged
     within = [matched_documents(tree, one, size, whole) for one in per_index]
-    # The hits' total: those passing the post_filter too, which the aggregations do not read.
     post = post_filter_of(tree)
-    if len(per_index) == 1:
-        matched, found = per_index[0].store.count_and_aggregate(within[0], aggs)
-    else:
-        parts = [(one.store, resolved(w)) for one, w in zip(per_index, within, strict=True)]
-        matched = sum(store.count_matching(w) for store, w in parts)
-        union = SeveralIndexes(parts)
-        found = None if aggs is None else aggregate(union, aggs, union.matched)
-    if post is not None:
-        both = [passing_both(w, post, ctx.now) for w in within]
-        matched = sum(one.store.count_matching(w) for one, w in zip(per_index, both, strict=True))
+    matched, found = _aggregated(per_index, within, aggs, counting=post is None)
+    if matched is None:  # the hits' total: those passing the post_filter too, unaggregated
+        counted = within if post is None else [passing_both(w, post, ctx.now) for w in within]
+        matched = sum(
+            one.store.count_matching(resolved(w)) for one, w in zip(per_index, counted, strict=True)
+        )
     return dataclasses.replace(
         results,
         warnings=tuple(dict.fromkeys([*results.warnings, *ctx.warnings])),
         aggregations=found,
         matched=matched,
     )
+
+
+def _aggregated(
+    per_index: list[SearchContext], within: list[Filter], aggs: Any, *, counting: bool
+) -> tuple[int | None, dict[str, Any] | None]:
+    """The aggregations over the documents passing ``within`` (None: not asked) and, where
+    ``counting`` and one index is read, their count: asked of the store together, so that
+    PostgreSQL sends a long list of matched ids once (None: counted by the caller)."""
+    if len(per_index) == 1 and (counting or aggs is not None):
+        matched, found = per_index[0].store.count_and_aggregate(within[0], aggs)
+        return (matched if counting else None), found
+    if aggs is None:
+        return None, None
+    union = SeveralIndexes(
+        [(one.store, resolved(w)) for one, w in zip(per_index, within, strict=True)]
+    )
+    return None, aggregate(union, aggs, union.matched)
 
 
 def _ranked(
